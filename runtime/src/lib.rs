@@ -1,0 +1,8 @@
+//! shoal-runtime: the real world behind `shoal_vsr::Io`.
+//!
+//! Owns `RealIo` (one compio runtime per thread, io_uring with the polling
+//! driver as fallback), thread pinning (nix + hwlocality), crossfire channels,
+//! the TCP bus and the `shoal-server` / `shoal` binaries.
+//!
+//! This is the one crate allowed wall-clock time and threads.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]

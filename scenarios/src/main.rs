@@ -1,0 +1,3 @@
+fn main() {
+    println!("shoal-sim: not built yet");
+}

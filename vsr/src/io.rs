@@ -1,0 +1,97 @@
+//! The `Io` trait: every effect the protocol and storage code may have.
+//!
+//! Exactly two implementations exist: `shoal_runtime::RealIo` (compio, io_uring)
+//! and `shoal_sim::SimIo` (virtual clock, simulated disk and network). Storage
+//! calls take and give back owned buffers, the io_uring model: the kernel owns
+//! the buffer while the operation is in flight, so the real backend never copies
+//! and the simulator implements the same signatures.
+//!
+//! Static dispatch only: `I: Io` generics with associated types and `async fn`
+//! in traits whose futures need not be `Send` (one thread per shard).
+//!
+//! Network and shard channels join this trait as further associated types; the
+//! replica itself never awaits, it asks its driver for I/O and receives the
+//! completion as a later event.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The result of an owned-buffer operation: the outcome and the buffer, which
+/// the caller gets back whatever happened.
+pub type BufResult<T> = (io::Result<T>, Vec<u8>);
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read and write; create the file when it does not exist.
+    ReadWriteCreate,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read only; the file must exist.
+    ReadOnly,
+}
+
+impl OpenMode {
+    pub fn writable(self) -> bool {
+        !matches!(self, OpenMode::ReadOnly)
+    }
+}
+
+/// A task failed instead of returning: it panicked or was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task failed: {reason}")]
+pub struct TaskFailed {
+    pub reason: String,
+}
+
+/// One open file. Positional I/O only: there is no cursor to get out of step.
+pub trait IoFile: 'static {
+    /// Fill `buf` completely from `position`; a short file is `UnexpectedEof`.
+    fn read_exact_at(&self, buf: Vec<u8>, position: u64) -> impl Future<Output = BufResult<()>>;
+    /// Write all of `buf` at `position`. Not durable until `sync_data`.
+    fn write_all_at(&self, buf: Vec<u8>, position: u64) -> impl Future<Output = BufResult<()>>;
+    /// Make every completed write durable (fdatasync).
+    fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
+    /// Truncate or extend the file. Not durable until `sync_data`.
+    fn set_len(&self, size_bytes: u64) -> impl Future<Output = io::Result<()>>;
+    /// The current size, pending writes included.
+    fn size_bytes(&self) -> impl Future<Output = io::Result<u64>>;
+}
+
+/// Clock, storage, entropy and tasks for one shard.
+pub trait Io: Clone + 'static {
+    type File: IoFile;
+    /// A spawned task; awaiting it joins the task.
+    type Task: Future<Output = Result<(), TaskFailed>> + 'static;
+
+    // --- clock ---------------------------------------------------------------
+    /// Monotonic time in nanoseconds. Virtual in the simulator.
+    fn now_ns(&self) -> u64;
+    /// Complete after `duration_ns`. The simulator jumps to the next event.
+    fn sleep(&self, duration_ns: u64) -> impl Future<Output = ()>;
+
+    // --- entropy -------------------------------------------------------------
+    /// Ids and jitter. Seeded in the simulator, never `thread_rng`.
+    fn entropy_u64(&self) -> u64;
+
+    // --- tasks ---------------------------------------------------------------
+    /// Spawn a `!Send` task on the current shard's executor.
+    fn spawn<F>(&self, task: F) -> Self::Task
+    where
+        F: Future<Output = ()> + 'static;
+
+    // --- storage -------------------------------------------------------------
+    fn open(&self, path: &Path, mode: OpenMode) -> impl Future<Output = io::Result<Self::File>>;
+    /// Atomically replace `to` with `from`. Durable only once the parent
+    /// directory is fsynced with `sync_dir`.
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>>;
+    /// Remove a file. Durable only once the parent directory is fsynced.
+    fn remove(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
+    /// fsync a directory, making creates, renames and removes in it durable.
+    fn sync_dir(&self, dir: &Path) -> impl Future<Output = io::Result<()>>;
+    /// The files directly inside `dir`, sorted by path.
+    fn list_dir(&self, dir: &Path) -> impl Future<Output = io::Result<Vec<PathBuf>>>;
+    /// Create `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> impl Future<Output = io::Result<()>>;
+}

@@ -1,0 +1,15 @@
+//! shoal-vsr: Viewstamped Replication for one group (one namespace).
+//!
+//! Owns the `Io` trait (clock, storage, entropy, tasks), the 256-byte message
+//! header and its checksums, the prepare journal (WAL), the superblock, the
+//! replica state machine and client sessions.
+//!
+//! Must not touch threads, sockets, files or wall-clock time directly: every
+//! effect goes through `Io`, so the simulator can run this code from one seed
+//! and crash it between any two steps.
+
+pub mod header;
+pub mod io;
+
+pub use header::{Command, Header, HeaderError, Operation, HEADER_SIZE_BYTES};
+pub use io::{BufResult, Io, IoFile, OpenMode};
