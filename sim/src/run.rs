@@ -1,0 +1,172 @@
+//! The contract between the simulator and its front ends (`shoal-sim`, tests,
+//! benchmarks): a `RunConfig` in, a `RunOutcome` out, nothing else shared.
+//!
+//! One run is one seed, one thread, virtual time. Every knob a shrinker may
+//! turn (fault budget, clients, time, fault kinds) lives in `RunConfig`, so a
+//! shrunk case is just another config that replays bit-for-bit.
+
+use std::collections::BTreeMap;
+
+/// Fault probabilities of one run, in parts per million per opportunity
+/// (per message for network faults, per write for storage faults, per tick
+/// for process faults). Swarm testing picks these from the seed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FaultMix {
+    pub network_drop_ppm: u32,
+    pub network_duplicate_ppm: u32,
+    /// Extra random delay spreads deliveries out, which reorders them.
+    pub network_delay_max_ns: u64,
+    pub network_partition_ppm: u32,
+    pub network_clog_ppm: u32,
+    pub replica_crash_ppm: u32,
+    pub replica_pause_ppm: u32,
+    pub storage_torn_write_ppm: u32,
+    pub storage_lost_write_ppm: u32,
+    pub storage_read_corruption_ppm: u32,
+    pub storage_misdirected_write_ppm: u32,
+    pub storage_write_error_ppm: u32,
+    pub shard_inbox_full_ppm: u32,
+    pub shard_delivery_drop_ppm: u32,
+    pub shard_panic_ppm: u32,
+}
+
+impl FaultMix {
+    pub fn none() -> FaultMix {
+        FaultMix {
+            network_drop_ppm: 0,
+            network_duplicate_ppm: 0,
+            network_delay_max_ns: 0,
+            network_partition_ppm: 0,
+            network_clog_ppm: 0,
+            replica_crash_ppm: 0,
+            replica_pause_ppm: 0,
+            storage_torn_write_ppm: 0,
+            storage_lost_write_ppm: 0,
+            storage_read_corruption_ppm: 0,
+            storage_misdirected_write_ppm: 0,
+            storage_write_error_ppm: 0,
+            shard_inbox_full_ppm: 0,
+            shard_delivery_drop_ppm: 0,
+            shard_panic_ppm: 0,
+        }
+    }
+}
+
+/// Everything that decides a run. Same config ⇒ same trace hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// Scenario name, for reports and replay commands.
+    pub scenario: String,
+    pub replica_count: u8,
+    pub shards_per_replica: u16,
+    pub client_count: u32,
+    /// Virtual time of the safety phase (faults on).
+    pub safety_time_ns: u64,
+    /// Bound of the liveness phase (faults off, all up): every replica must
+    /// reach the same commit within it.
+    pub liveness_time_ns: u64,
+    pub faults: FaultMix,
+    /// Stop injecting after this many faults (`None`: no limit). The shrinker
+    /// lowers it.
+    pub fault_budget: Option<u64>,
+    /// Keep every trace event in `RunOutcome::trace` (costs memory).
+    pub record_trace: bool,
+}
+
+/// Which checker failed, so a shrinker can ask "does it still fail the same way".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Checker {
+    Agreement,
+    CommitMonotonic,
+    AckedWritesDurable,
+    Linearizability,
+    Routing,
+    Recovery,
+    Liveness,
+    Determinism,
+    /// An assertion inside the code under test fired (a panic).
+    Assertion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Verdict {
+    Pass,
+    /// Exit code 2.
+    SafetyViolation { checker: Checker, message: String, at_ns: u64 },
+    /// Exit code 3.
+    LivenessViolation { message: String },
+    /// Exit code 4. Produced by the front end, which catches the unwind.
+    Panic { message: String },
+}
+
+impl Verdict {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::SafetyViolation { .. } => 2,
+            Verdict::LivenessViolation { .. } => 3,
+            Verdict::Panic { .. } => 4,
+        }
+    }
+
+    pub fn checker(&self) -> Option<Checker> {
+        match self {
+            Verdict::Pass => None,
+            Verdict::SafetyViolation { checker, .. } => Some(checker.clone()),
+            Verdict::LivenessViolation { .. } => Some(Checker::Liveness),
+            Verdict::Panic { .. } => Some(Checker::Assertion),
+        }
+    }
+}
+
+/// One event of the run, as recorded in the trace (JSON lines on request).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceEvent {
+    pub time_ns: u64,
+    pub replica: Option<u8>,
+    pub shard: Option<u16>,
+    /// Short machine-readable kind: `send`, `deliver`, `drop`, `commit`,
+    /// `view_change`, `crash`, `restart`, `partition`, `heal`, `fault`, …
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A notable moment for the timeline of a run (replicas as lanes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimelineEvent {
+    pub time_ns: u64,
+    pub replica: u8,
+    pub kind: TimelineKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TimelineKind {
+    ViewChange,
+    Crash,
+    Restart,
+    PartitionStart,
+    PartitionEnd,
+    Commit,
+    Fault,
+    Violation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunOutcome {
+    pub config: RunConfig,
+    pub verdict: Verdict,
+    pub ops_committed: u64,
+    pub view_changes: u64,
+    /// Faults injected, by kind (`network_drop`, `replica_crash`, …).
+    pub faults_injected: BTreeMap<String, u64>,
+    pub faults_injected_total: u64,
+    /// Hash over every trace event: equal for equal configs.
+    pub trace_hash: u64,
+    pub events_processed: u64,
+    pub virtual_time_ns: u64,
+    /// Every event, when `record_trace` was set.
+    pub trace: Vec<TraceEvent>,
+    pub timeline: Vec<TimelineEvent>,
+}
