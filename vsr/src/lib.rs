@@ -10,6 +10,8 @@
 
 pub mod header;
 pub mod io;
+pub mod journal;
+pub mod superblock;
 
 pub use header::{Command, Header, HeaderError, Operation, HEADER_SIZE_BYTES};
 pub use io::{BufResult, Io, IoFile, OpenMode};
