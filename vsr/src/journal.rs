@@ -32,6 +32,9 @@ use crate::io::{Io, IoFile, OpenMode};
 
 #[doc(hidden)]
 pub mod conformance;
+mod replica_io;
+
+pub use replica_io::Scan;
 
 /// Size of the file header region; one 4 KiB page so slots stay aligned.
 pub const FILE_HEADER_SIZE_BYTES: u64 = 4096;

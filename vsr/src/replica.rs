@@ -172,6 +172,8 @@ pub struct Replica<S: StateMachine> {
     commit_max: u64,
     checkpoint_op: u64,
     checkpoint_anchor: Header,
+    /// The snapshot at `checkpoint_op`, served to lagging peers.
+    checkpoint_snapshot: Rc<[u8]>,
     log: BTreeMap<u64, Entry>,
     pipeline: VecDeque<Pipelined>,
     svc_from: BTreeSet<u8>,
@@ -211,7 +213,12 @@ impl<S: StateMachine> Replica<S> {
             entries: Vec::new(),
             journal_faulty: false,
         };
-        Replica::open(config, state_machine, recovered).expect("an empty disk recovers")
+        let mut replica = Replica::open(config, state_machine, recovered).expect("an empty disk recovers");
+        if replica.view == 0 && replica.status == Status::ViewChange {
+            unreachable!("a fresh replica starts in view 0, normal status");
+        }
+        replica.actions.clear();
+        replica
     }
 
     /// A replica restarted from what its disk kept.
@@ -221,6 +228,10 @@ impl<S: StateMachine> Replica<S> {
         assert!(config.checkpoint_interval_ops > 0);
         assert!(config.checkpoint_interval_ops + (VIEW_HEADERS_MAX as u64) < config.journal_slot_count);
         let root = root_header(config.cluster, config.namespace);
+        let recovered_is_fresh = recovered.durable.view == 0
+            && recovered.entries.is_empty()
+            && recovered.checkpoint.is_none()
+            && recovered.durable.commit == 0;
         let mut replica = Replica {
             config,
             quorum: config.replica_count as usize / 2 + 1,
@@ -232,6 +243,7 @@ impl<S: StateMachine> Replica<S> {
             commit_max: 0,
             checkpoint_op: 0,
             checkpoint_anchor: root,
+            checkpoint_snapshot: Rc::from(Vec::new()),
             log: BTreeMap::new(),
             pipeline: VecDeque::new(),
             svc_from: BTreeSet::new(),
@@ -266,7 +278,8 @@ impl<S: StateMachine> Replica<S> {
         if replica.status == Status::ViewChange {
             replica.svc_from.insert(config.replica);
         }
-        if replica.status == Status::Normal && replica.is_primary() && replica.config.replica_count > 1 {
+        let fresh = recovered_is_fresh;
+        if !fresh && replica.status == Status::Normal && replica.is_primary() && replica.config.replica_count > 1 {
             // A restarted primary lost its pipeline's prepare_oks; let a view
             // change rebuild them rather than guess.
             replica.start_view_change(replica.view + 1);
@@ -800,6 +813,7 @@ impl<S: StateMachine> Replica<S> {
         let op = self.commit_min;
         let anchor = self.log[&op].header;
         let checkpoint = Checkpoint { anchor, snapshot: self.snapshot() };
+        self.checkpoint_snapshot = Rc::from(checkpoint.snapshot.as_slice());
         self.actions.push(Action::Checkpoint { checkpoint });
         self.checkpoint_op = op;
         self.checkpoint_anchor = anchor;
@@ -825,6 +839,7 @@ impl<S: StateMachine> Replica<S> {
         let op = checkpoint.anchor.op;
         self.checkpoint_op = op;
         self.checkpoint_anchor = checkpoint.anchor;
+        self.checkpoint_snapshot = Rc::from(checkpoint.snapshot.as_slice());
         self.commit_min = op;
         self.commit_max = self.commit_max.max(op);
         self.op = self.op.max(op);
@@ -1264,7 +1279,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_checkpoint(&mut self, to: u8) {
-        let body = CheckpointBody { anchor: self.checkpoint_anchor, snapshot: self.snapshot() };
+        // The snapshot as of the checkpoint, not the current state: the
+        // anchor names the checkpoint op, and the receiver applies from there.
+        let body = CheckpointBody { anchor: self.checkpoint_anchor, snapshot: self.checkpoint_snapshot.to_vec() };
         let mut header = self.new_header(Command::Checkpoint);
         header.op = self.checkpoint_op;
         header.commit = self.commit_max;
