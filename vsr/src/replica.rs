@@ -171,6 +171,9 @@ pub struct Replica<S: StateMachine> {
     commit_min: u64,
     commit_max: u64,
     checkpoint_op: u64,
+    /// The commit the superblock last recorded: it never goes back, even
+    /// while a restarted replica has not yet replayed that far.
+    superblock_commit: u64,
     checkpoint_anchor: Header,
     /// The snapshot at `checkpoint_op`, served to lagging peers.
     checkpoint_snapshot: Rc<[u8]>,
@@ -242,6 +245,7 @@ impl<S: StateMachine> Replica<S> {
             commit_min: 0,
             commit_max: 0,
             checkpoint_op: 0,
+            superblock_commit: recovered.durable.commit,
             checkpoint_anchor: root,
             checkpoint_snapshot: Rc::from(Vec::new()),
             log: BTreeMap::new(),
@@ -1198,9 +1202,10 @@ impl<S: StateMachine> Replica<S> {
         let state = DurableState {
             view: self.view,
             log_view: self.log_view,
-            commit: self.commit_min,
+            commit: self.commit_min.max(self.superblock_commit),
             view_headers: self.view_headers(),
         };
+        self.superblock_commit = state.commit;
         self.actions.push(Action::WriteSuperblock { state });
     }
 
