@@ -13,6 +13,7 @@ pub mod frame;
 pub mod metrics;
 pub mod namespace;
 pub mod owner_table;
+pub mod partition_log;
 pub mod pump;
 pub mod router;
 
@@ -23,3 +24,4 @@ pub use namespace::{Namespace, NamespaceError, NamespaceKind};
 pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId};
 pub use pump::{Delivery, deliver, dispatch};
 pub use router::{RouteError, route, route_consensus_control, route_metadata, route_partition, route_request};
+pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError};
