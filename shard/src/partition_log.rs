@@ -228,14 +228,10 @@ impl<I: Io> PartitionLog<I> {
         }
         let last = bases.len() - 1;
         for (index, (base_offset, path)) in bases.into_iter().enumerate() {
-            if let Some(previous) = log.segments.last() {
-                if previous.next_offset() != base_offset {
-                    return Err(PartitionLogError::SegmentGap {
-                        path,
-                        base_offset,
-                        expected_offset: previous.next_offset(),
-                    });
-                }
+            if let Some(previous) = log.segments.last()
+                && previous.next_offset() != base_offset
+            {
+                return Err(PartitionLogError::SegmentGap { path, base_offset, expected_offset: previous.next_offset() });
             }
             let segment = log.scan_segment(base_offset, path, index == last).await?;
             log.segments.push(segment);
