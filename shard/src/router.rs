@@ -419,4 +419,23 @@ mod tests {
             assert!((1000..1500).contains(placed), "shard {shard} got {placed}");
         }
     }
+
+    proptest::proptest! {
+        /// Any header, any shard count: a shard below the count; shard 0
+        /// unless bound to a partition namespace.
+        #[test]
+        fn any_header_routes_inside_the_shard_count(
+            namespace in proptest::prelude::any::<u64>(),
+            command in proptest::sample::select(Command::ALL),
+            operation in proptest::sample::select(Operation::ALL),
+            n in 1usize..=1024,
+        ) {
+            let h = header(command, operation, Namespace(namespace));
+            let shard = route_consensus_control(&h, count(n));
+            proptest::prop_assert!(shard.index() < n);
+            if partition_binding(&h).is_none() {
+                proptest::prop_assert_eq!(shard, ShardId(0));
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! Crash effects are made by hand with `file_bytes` / `set_file_bytes`. The
 //! real test double with durable/pending bytes is `shoal_sim::SimIo`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
@@ -33,6 +33,8 @@ type Bytes = Rc<RefCell<Vec<u8>>>;
 #[derive(Debug, Clone, Default)]
 pub struct MemIo {
     files: Rc<RefCell<BTreeMap<PathBuf, Bytes>>>,
+    /// Fail this many upcoming writes with EIO (fault injection).
+    write_failures: Rc<Cell<u32>>,
 }
 
 impl MemIo {
@@ -44,6 +46,10 @@ impl MemIo {
         *self.files.borrow()[path].borrow_mut() = bytes;
     }
 
+    pub fn fail_next_writes(&self, count: u32) {
+        self.write_failures.set(count);
+    }
+
     pub fn paths(&self) -> Vec<PathBuf> {
         self.files.borrow().keys().cloned().collect()
     }
@@ -53,6 +59,7 @@ impl MemIo {
 pub struct MemFile {
     bytes: Bytes,
     writable: bool,
+    write_failures: Rc<Cell<u32>>,
 }
 
 impl IoFile for MemFile {
@@ -69,6 +76,10 @@ impl IoFile for MemFile {
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
         if !self.writable {
             return (Err(io::ErrorKind::PermissionDenied.into()), buf);
+        }
+        if self.write_failures.get() > 0 {
+            self.write_failures.set(self.write_failures.get() - 1);
+            return (Err(io::Error::other("injected EIO")), buf);
         }
         let mut bytes = self.bytes.borrow_mut();
         let end = position as usize + buf.len();
@@ -130,6 +141,7 @@ impl Io for MemIo {
         Ok(MemFile {
             bytes,
             writable: mode.writable(),
+            write_failures: self.write_failures.clone(),
         })
     }
 

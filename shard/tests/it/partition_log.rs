@@ -229,3 +229,59 @@ fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
     assert_eq!(records[1], (1, big));
     assert_eq!(records.len(), 3);
 }
+
+#[test]
+fn a_failed_write_leaves_no_phantom_offsets() {
+    let io = MemIo::default();
+    let mut log = open(&io, PartitionLogConfig::default()).unwrap();
+    append_range(&mut log, 0..2);
+    io.fail_next_writes(1);
+    let batch: Vec<Vec<u8>> = (2..4).map(message).collect();
+    assert!(matches!(
+        block_on(log.append(&batch)),
+        Err(PartitionLogError::Io {
+            operation: "write",
+            ..
+        })
+    ));
+    assert_eq!(log.next_offset(), 2);
+    assert_eq!(read_all(&log), expected(0..2));
+    // The next append takes the offsets the failed one could not.
+    assert_eq!(append_range(&mut log, 2..4), 2);
+    drop(log);
+    let log = open(&io, PartitionLogConfig::default()).unwrap();
+    assert_eq!(read_all(&log), expected(0..4));
+}
+
+proptest::proptest! {
+    /// Any sequence of batches, with a reopen after any of them, reads back
+    /// exactly as a plain vector of messages would.
+    #[test]
+    fn log_matches_a_vector_model(
+        batches in proptest::collection::vec(
+            (proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60), 1..6), proptest::prelude::any::<bool>()),
+            1..12,
+        ),
+        segment_size_max_bytes in 40u64..400,
+    ) {
+        let config = PartitionLogConfig { segment_size_max_bytes };
+        let io = MemIo::default();
+        let mut log = open(&io, config).unwrap();
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        for (batch, reopen) in batches {
+            let first = block_on(log.append(&batch)).unwrap();
+            proptest::prop_assert_eq!(first, model.len() as u64);
+            model.extend(batch);
+            if reopen {
+                block_on(log.sync()).unwrap();
+                drop(log);
+                log = open(&io, config).unwrap();
+            }
+        }
+        proptest::prop_assert_eq!(log.next_offset(), model.len() as u64);
+        let all: Vec<(u64, Vec<u8>)> = model.iter().cloned().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        proptest::prop_assert_eq!(read_all(&log), all.clone());
+        let from = model.len() / 2;
+        proptest::prop_assert_eq!(block_on(log.read(from as u64, 3)).unwrap(), all[from..(from + 3).min(all.len())].to_vec());
+    }
+}
