@@ -505,7 +505,7 @@ impl<I: Io> PartitionLog<I> {
             let mut last = first; // exclusive
             while last < segment.positions.len() && out.len() + (last - first) < count_max {
                 let size = segment.record_end(last) - segment.positions[last];
-                if last > first && loaded_bytes + size > READ_SIZE_MAX_BYTES {
+                if (last > first || !out.is_empty()) && loaded_bytes + size > READ_SIZE_MAX_BYTES {
                     break;
                 }
                 loaded_bytes += size;

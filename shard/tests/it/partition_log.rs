@@ -285,3 +285,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(block_on(log.read(from as u64, 3)).unwrap(), all[from..(from + 3).min(all.len())].to_vec());
     }
 }
+
+#[test]
+fn one_read_loads_at_most_the_byte_budget() {
+    use shoal_shard::partition_log::{READ_SIZE_MAX_BYTES, RECORD_PAYLOAD_SIZE_MAX_BYTES};
+    let io = MemIo::default();
+    let mut log = open(&io, PartitionLogConfig::default()).unwrap();
+    let big = vec![vec![1u8; RECORD_PAYLOAD_SIZE_MAX_BYTES]; 20];
+    block_on(log.append(&big)).unwrap();
+    let records = block_on(log.read(0, 100)).unwrap();
+    let record_size = (RECORD_HEADER_SIZE_BYTES + RECORD_PAYLOAD_SIZE_MAX_BYTES) as u64;
+    assert_eq!(records.len() as u64, READ_SIZE_MAX_BYTES / record_size);
+    assert_eq!(records.last().unwrap().0, records.len() as u64 - 1);
+    // The rest comes with the next read.
+    let rest = block_on(log.read(records.len() as u64, 100)).unwrap();
+    assert_eq!(records.len() + rest.len(), 20);
+}
