@@ -1,0 +1,4 @@
+//! Integration tests of shoal-runtime: one binary, one module per area.
+
+mod real_io;
+mod support;
