@@ -175,6 +175,8 @@ impl RealIo {
     /// A `RealIo` for the compio runtime running on this thread.
     ///
     /// Panics when called outside a compio runtime (`Runtime::block_on`).
+    // No `Default`: a default value would hide that a runtime must be running.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> RealIo {
         let driver = Runtime::with_current(|runtime| runtime.driver_type());
         RealIo::with_seed(driver, os_entropy_seed())
