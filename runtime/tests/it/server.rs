@@ -101,3 +101,63 @@ fn server_rejects_an_unknown_cpu_with_an_operator_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("does not offer"), "{stderr}");
 }
+
+/// `scripts/without-io-uring.py`: runs a command under a seccomp filter that
+/// makes the io_uring syscalls fail with EPERM, as Docker's default profile does.
+/// `None` where it cannot run (not x86_64, no python3): the test says so and passes.
+fn without_io_uring() -> Option<Command> {
+    let python = Command::new("python3").arg("--version").output();
+    if !cfg!(target_arch = "x86_64") || python.map(|out| !out.status.success()).unwrap_or(true) {
+        eprintln!("skipping: the seccomp helper needs python3 on x86_64");
+        return None;
+    }
+    let mut command = Command::new("python3");
+    command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/without-io-uring.py"));
+    Some(command)
+}
+
+#[test]
+fn without_io_uring_the_server_falls_back_to_polling() {
+    let Some(mut command) = without_io_uring() else { return };
+    let dir = TempDir::new("server-seccomp");
+    let mut child = command
+        .arg(env!("CARGO_BIN_EXE_shoal-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--cpu-allocation", "0"])
+        .env("RUST_LOG", "info")
+        .env_remove("SHOAL_IO_DRIVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let seen = wait_for(&lines, "shard running", 1);
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGINT).unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let running = seen.iter().find(|line| line.contains("shard running")).unwrap();
+    assert!(running.contains("polling"), "expected the polling fallback: {seen:#?}");
+    assert!(seen.iter().any(|line| line.contains("io_uring is not permitted")), "{seen:#?}");
+}
+
+#[test]
+fn without_io_uring_a_required_io_uring_fails_start_up_with_a_typed_error() {
+    let Some(mut command) = without_io_uring() else { return };
+    let dir = TempDir::new("server-seccomp-required");
+    let output = command
+        .arg(env!("CARGO_BIN_EXE_shoal-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--cpu-allocation", "0", "--io-driver", "io_uring"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a failed shard exits with 2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("io_uring was required"), "{stderr}");
+}
