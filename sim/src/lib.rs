@@ -8,7 +8,13 @@
 //! Must not touch the wall clock, OS entropy, threads or the real file system:
 //! the same seed must take the same path on any machine.
 
+pub mod disk;
+pub mod executor;
+pub mod io;
 pub mod run;
+
+pub use disk::{DiskFaults, SimDisk};
+pub use io::{SimIo, block_on_ready};
 
 pub use run::{Checker, FaultMix, RunConfig, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
 

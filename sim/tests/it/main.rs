@@ -1,0 +1,3 @@
+//! shoal-sim integration tests: one binary, one module per area.
+
+mod journal_conformance;
