@@ -25,6 +25,7 @@ const BODY_SIZE_MAX_BYTES: usize = 1 << 20;
 /// Hard cap on prepares per run, so a run's file stays bounded (64 Ki × slot).
 const PREPARES_PER_RUN_MAX: usize = 65_536;
 /// Slots are rounded up to this, so every write starts on a page boundary.
+#[cfg(not(feature = "journal-bench"))]
 const SLOT_ALIGNMENT_BYTES: usize = 4096;
 /// Batch latency histogram bounds, in microseconds (1 µs .. 60 s).
 const LATENCY_MAX_US: u64 = 60_000_000;
@@ -35,6 +36,8 @@ const TOTAL_BUDGET_SECS_DEFAULT: f64 = 5.0;
 /// Untimed write+fsync rounds on a scratch file before each run, so lazily
 /// started kernel workers (io_uring's io-wq) and cold paths are not measured.
 const WARMUP_ROUNDS: usize = 16;
+/// Each implementation runs this many times per batch size, alternating.
+const ROUNDS: usize = 3;
 
 /// shoal-bench: measure the real runtime on this machine's disk.
 #[derive(Debug, Parser)]
@@ -99,7 +102,10 @@ fn main() -> ExitCode {
 #[derive(Debug)]
 struct Plan {
     dir: PathBuf,
-    slot_size_bytes: usize,
+    slot_size_bytes: u64,
+    /// File offset of entry `i` (op `i + 1`); the journal's layout when it is built in.
+    offsets: Vec<u64>,
+    file_size_bytes: u64,
     /// Encoded `[header][body]` of ops 1..=count, hash-chained.
     entries: Vec<Vec<u8>>,
     headers: Vec<Header>,
@@ -117,6 +123,24 @@ struct RunResult {
 }
 
 impl RunResult {
+    fn empty() -> RunResult {
+        RunResult {
+            ops: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            batch_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
+        }
+    }
+
+    /// Sum of two rounds: ops, bytes and time add up, latencies pool.
+    fn merge(mut self, other: RunResult) -> RunResult {
+        self.ops += other.ops;
+        self.bytes += other.bytes;
+        self.elapsed += other.elapsed;
+        self.batch_latency_us.add(&other.batch_latency_us).expect("same histogram bounds");
+        self
+    }
+
     fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
@@ -181,26 +205,29 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
 
     let entry_size_bytes = HEADER_SIZE_BYTES + args.body_bytes;
-    let slot_size_bytes = entry_size_bytes.div_ceil(SLOT_ALIGNMENT_BYTES) * SLOT_ALIGNMENT_BYTES;
+    let layout = layout(args.count, entry_size_bytes);
     let (headers, bodies) = prepares(args.count, args.body_bytes);
     let entries: Vec<Vec<u8>> = headers.iter().zip(&bodies).map(|(h, b)| h.encode_message(b)).collect();
     let runs = args.batches.len() * 2;
     let plan = Plan {
         dir: dir.clone(),
-        slot_size_bytes,
+        slot_size_bytes: layout.slot_size_bytes,
+        offsets: layout.offsets,
+        file_size_bytes: layout.file_size_bytes,
         entries,
         headers,
         bodies,
-        run_budget: Duration::from_secs_f64(args.seconds / runs as f64),
+        run_budget: Duration::from_secs_f64(args.seconds / (runs * ROUNDS) as f64),
     };
 
     let runtime = build_runtime(args.io_driver).map_err(|e| e.to_string())?;
     let driver = runtime.block_on(async { RealIo::new().driver_name() });
     println!(
-        "shoal-bench journal: body {} B, entry {} B, slot {} B, up to {} prepares or {:.2} s per run, dir {}",
+        "shoal-bench journal: body {} B, entry {} B, slot {} B, {ROUNDS} alternating rounds of up to {} prepares \
+         or {:.2} s per implementation and batch size, dir {}",
         args.body_bytes,
         entry_size_bytes,
-        slot_size_bytes,
+        plan.slot_size_bytes,
         args.count,
         plan.run_budget.as_secs_f64(),
         dir.display()
@@ -217,8 +244,14 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
 
     let mut failure = None;
     for &batch in &args.batches {
-        let shoal = runtime.block_on(run_shoal(&plan, batch));
-        let baseline = run_baseline(&plan, batch);
+        // Alternate the two implementations so that drift on a shared machine
+        // (other builds, writeback) hits both columns alike.
+        let mut shoal: Result<RunResult, String> = Ok(RunResult::empty());
+        let mut baseline: Result<RunResult, String> = Ok(RunResult::empty());
+        for _ in 0..ROUNDS {
+            shoal = shoal.and_then(|total| Ok(total.merge(runtime.block_on(run_shoal(&plan, batch))?)));
+            baseline = baseline.and_then(|total| Ok(total.merge(run_baseline(&plan, batch)?)));
+        }
         match (shoal, baseline) {
             (Ok(shoal), Ok(baseline)) => {
                 let row = |r: &RunResult| {
@@ -274,11 +307,46 @@ fn prepares(count: usize, body_bytes: usize) -> (Vec<Header>, Vec<Vec<u8>>) {
 }
 
 fn slot_offset(plan: &Plan, index: usize) -> u64 {
-    (index * plan.slot_size_bytes) as u64
+    plan.offsets[index]
 }
 
 fn file_size_bytes(plan: &Plan) -> u64 {
-    slot_offset(plan, plan.entries.len())
+    plan.file_size_bytes
+}
+
+/// Where each entry goes in the file.
+#[derive(Debug)]
+struct Layout {
+    slot_size_bytes: u64,
+    offsets: Vec<u64>,
+    file_size_bytes: u64,
+}
+
+/// Without the journal: page-aligned slots from offset 0.
+#[cfg(not(feature = "journal-bench"))]
+fn layout(count: usize, entry_size_bytes: usize) -> Layout {
+    let slot_size_bytes = (entry_size_bytes.div_ceil(SLOT_ALIGNMENT_BYTES) * SLOT_ALIGNMENT_BYTES) as u64;
+    let offsets: Vec<u64> = (0..count as u64).map(|index| index * slot_size_bytes).collect();
+    Layout { slot_size_bytes, offsets, file_size_bytes: count as u64 * slot_size_bytes }
+}
+
+/// With the journal: the journal's own layout (file header, `op % slot_count`),
+/// so the baseline writes the same bytes at the same offsets.
+#[cfg(feature = "journal-bench")]
+fn layout(count: usize, entry_size_bytes: usize) -> Layout {
+    let config = journal_config(count, entry_size_bytes);
+    let offsets: Vec<u64> = (1..=count as u64).map(|op| config.slot_offset(op)).collect();
+    Layout { slot_size_bytes: config.slot_size_bytes(), offsets, file_size_bytes: config.file_size_bytes() }
+}
+
+#[cfg(feature = "journal-bench")]
+fn journal_config(count: usize, entry_size_bytes: usize) -> shoal_vsr::journal::JournalConfig {
+    shoal_vsr::journal::JournalConfig {
+        slot_count: count as u64,
+        message_size_max_bytes: u32::try_from(entry_size_bytes).expect("bounded by BODY_SIZE_MAX_BYTES"),
+        cluster: CLUSTER,
+        namespace: NAMESPACE,
+    }
 }
 
 #[cfg(not(feature = "journal-bench"))]
@@ -299,17 +367,7 @@ async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
     file.sync_data().await.map_err(|e| e.to_string())?;
     io.sync_dir(&plan.dir).await.map_err(|e| e.to_string())?;
 
-    let warmup_path = plan.dir.join("realio-raw-warmup");
-    let warmup = io.open(&warmup_path, OpenMode::ReadWriteCreate).await.map_err(|e| e.to_string())?;
-    let mut scratch = plan.entries[0].clone();
-    for round in 0..WARMUP_ROUNDS {
-        let (result, back) = warmup.write_all_at(scratch, slot_offset(plan, round)).await;
-        scratch = back;
-        result.map_err(|e| format!("warm-up write: {e}"))?;
-        warmup.sync_data().await.map_err(|e| format!("warm-up fsync: {e}"))?;
-    }
-    drop(warmup);
-    io.remove(&warmup_path).await.map_err(|e| e.to_string())?;
+    warm_up_realio(&io, plan).await?;
 
     // Own the entries so each write can hand its buffer to the kernel and get it back.
     let mut entries = plan.entries.clone();
@@ -356,17 +414,14 @@ const SHOAL_DESCRIPTION: &str = "vsr::journal::PrepareJournal append + sync";
 /// `journal-bench` feature until that code is merged.
 #[cfg(feature = "journal-bench")]
 async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
-    use shoal_vsr::journal::{JournalConfig, PrepareJournal};
+    use shoal_vsr::journal::PrepareJournal;
 
     let io = RealIo::new();
     let dir = plan.dir.join(format!("journal-{batch}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let config = JournalConfig {
-        slot_count: plan.entries.len() as _,
-        message_size_max_bytes: plan.slot_size_bytes as _,
-        cluster: CLUSTER,
-        namespace: NAMESPACE,
-    };
+    let config = journal_config(plan.entries.len(), plan.entries[0].len());
+    debug_assert_eq!(config.slot_offset(1), plan.offsets[0], "baseline and journal share the layout");
+    warm_up_realio(&io, plan).await?;
     let mut journal =
         PrepareJournal::create(&io, &dir, config).await.map_err(|e| format!("create journal: {e}"))?;
     let mut meter = Meter::new(plan.run_budget);
@@ -389,6 +444,23 @@ async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
     drop(journal);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(result)
+}
+
+/// Untimed RealIo write+fsync rounds on a scratch file.
+async fn warm_up_realio(io: &RealIo, plan: &Plan) -> Result<(), String> {
+    use shoal_vsr::io::{Io, IoFile, OpenMode};
+
+    let path = plan.dir.join("realio-warmup");
+    let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(|e| e.to_string())?;
+    let mut scratch = plan.entries[0].clone();
+    for round in 0..WARMUP_ROUNDS {
+        let (result, back) = file.write_all_at(scratch, slot_offset(plan, round)).await;
+        scratch = back;
+        result.map_err(|e| format!("warm-up write: {e}"))?;
+        file.sync_data().await.map_err(|e| format!("warm-up fsync: {e}"))?;
+    }
+    drop(file);
+    io.remove(&path).await.map_err(|e| e.to_string())
 }
 
 /// The baseline: std positional writes and `fdatasync`, blocking, same bytes
