@@ -420,7 +420,10 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
             Source::Replica(replica) => {
-                if replica >= self.config.replica_count || header.replica != replica {
+                // A prepare names the primary that made it, whoever relays it
+                // (repair): its checksum and the hash chain vouch for it.
+                let relayed = header.command == Command::Prepare;
+                if replica >= self.config.replica_count || (header.replica != replica && !relayed) {
                     return Err("replica_id_mismatch");
                 }
                 if replica == self.config.replica {
@@ -446,6 +449,11 @@ impl<S: StateMachine> Replica<S> {
     fn on_request(&mut self, message: Message) {
         if self.status != Status::Normal || !self.is_primary() {
             return self.drop_message("not_primary");
+        }
+        if self.commit_min < self.commit_max {
+            // The session table is only as fresh as the ops applied: answering
+            // from a stale one would evict live sessions or resend old replies.
+            return self.drop_message("primary_catching_up");
         }
         let header = message.header;
         let registering = header.operation == Operation::Register;
@@ -609,6 +617,10 @@ impl<S: StateMachine> Replica<S> {
 
     fn advance_commit_max(&mut self, commit: u64) {
         self.commit_max = self.commit_max.max(commit);
+        // Ops committed by other means (a state transfer) leave the pipeline.
+        while self.pipeline.front().is_some_and(|p| p.op <= self.commit_max) {
+            self.pipeline.pop_front();
+        }
     }
 
     /// Store a prepare where the log or the hash chain vouches for it.
@@ -1064,6 +1076,13 @@ impl<S: StateMachine> Replica<S> {
         // head also tells how far the log was committed when it was made.
         let head_commit = canonical.headers.first().map(|h| h.commit).unwrap_or(0);
         let commit_max = self.dvc_from.values().map(|dvc| dvc.commit_max).max().unwrap_or(0).max(head_commit);
+        if canonical.op > self.checkpoint_op + self.config.journal_slot_count - 1 {
+            // Too far behind to hold the canonical log: catch up by state
+            // transfer first; until then the view change times out and the
+            // next view has another primary.
+            self.request_catch_up();
+            return;
+        }
         self.advance_commit_max(commit_max.min(canonical.op));
         self.install_log(canonical.op, &canonical.headers);
         self.status = Status::Normal;
@@ -1122,6 +1141,10 @@ impl<S: StateMachine> Replica<S> {
         let Ok(headers) = decode_headers(&message.body) else {
             return self.drop_message("bad_start_view_body");
         };
+        if header.op > self.checkpoint_op + self.config.journal_slot_count - 1 {
+            self.request_catch_up_from(header.replica);
+            return self.drop_message("start_view_past_journal");
+        }
         if headers.iter().any(|h| h.cluster != self.config.cluster || h.namespace != self.config.namespace) {
             return self.drop_message("bad_start_view_body");
         }
@@ -1283,6 +1306,22 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// Ask peers for the op after the commit point: one whose journal no
+    /// longer holds it answers with its checkpoint (state transfer).
+    fn request_catch_up(&mut self) {
+        for replica in 0..self.config.replica_count {
+            if replica != self.config.replica {
+                self.request_catch_up_from(replica);
+            }
+        }
+    }
+
+    fn request_catch_up_from(&mut self, to: u8) {
+        let mut request = self.new_header(Command::RequestPrepare);
+        request.op = self.commit_min + 1;
+        self.actions.push(Action::Send { to, message: Message::empty(request) });
+    }
+
     fn send_checkpoint(&mut self, to: u8) {
         // The snapshot as of the checkpoint, not the current state: the
         // anchor names the checkpoint op, and the receiver applies from there.
@@ -1295,9 +1334,6 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn on_checkpoint(&mut self, message: &Message) {
-        if self.status == Status::ViewChange {
-            return self.drop_message("checkpoint_during_view_change");
-        }
         let Ok(body) = CheckpointBody::decode(&message.body) else {
             return self.drop_message("bad_checkpoint_body");
         };
