@@ -26,6 +26,7 @@ fn main() {
         faults,
         fault_budget: None,
         record_trace: std::env::var("TRACE").is_ok(),
+        script: Vec::new(),
     };
     let outcome = shoal_sim::run(&config);
     for event in &outcome.trace {

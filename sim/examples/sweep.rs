@@ -28,6 +28,7 @@ fn main() {
             faults,
             fault_budget: None,
             record_trace: false,
+            script: Vec::new(),
         };
         match std::panic::catch_unwind(|| shoal_sim::run(&config)) {
             Ok(outcome) if outcome.verdict == shoal_sim::Verdict::Pass => {}

@@ -21,9 +21,9 @@ use shoal_vsr::state_machine::AppendLog;
 
 use crate::checker::{Ack, Checkers};
 use crate::io::SimIo;
-use crate::network::{Fate, Network, NodeId, PPM_MAX};
+use crate::network::{Fate, Network, NodeId, Partition, PartitionKind, PPM_MAX};
 use crate::node::{NodeStorage, StorageConfig, DATA_DIR};
-use crate::run::{Checker, RunConfig, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
+use crate::run::{Checker, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict};
 
 pub const TICK_NS: u64 = 10_000_000;
 pub const JOURNAL_SLOT_COUNT: u64 = 64;
@@ -56,6 +56,7 @@ enum Event {
     Restart(u8),
     Unpause(u8),
     EndSafety,
+    Scripted { index: usize, attempts: u32 },
 }
 
 #[derive(Debug)]
@@ -209,6 +210,15 @@ impl Cluster {
         }
         cluster.schedule(TICK_NS, Event::NetworkTick);
         cluster.schedule(config.safety_time_ns, Event::EndSafety);
+        for (index, fault) in config.script.iter().enumerate() {
+            let at_ns = match fault {
+                ScriptedFault::Crash { at_ns, .. }
+                | ScriptedFault::CrashAll { at_ns, .. }
+                | ScriptedFault::Isolate { at_ns, .. }
+                | ScriptedFault::CorruptSlot { at_ns, .. } => *at_ns,
+            };
+            cluster.schedule(at_ns, Event::Scripted { index, attempts: 0 });
+        }
         cluster
     }
 
@@ -253,7 +263,7 @@ impl Cluster {
         *self.faults.entry(kind.to_string()).or_default() += 1;
     }
 
-    pub fn run(mut self) -> RunOutcome {
+    pub fn run(&mut self) -> RunOutcome {
         while let Some((&(time, sequence), _)) = self.queue.first_key_value() {
             let event = self.queue.remove(&(time, sequence)).expect("present");
             assert!(time >= self.now_ns, "virtual time never goes back");
@@ -293,6 +303,7 @@ impl Cluster {
                 self.record(Some(replica), "unpause", 0, 0, String::new);
             }
             Event::EndSafety => self.end_safety(),
+            Event::Scripted { index, attempts } => self.scripted(index, attempts),
         }
     }
 
@@ -411,7 +422,72 @@ impl Cluster {
         }
     }
 
+    /// The replica, while it runs (tests inspect it after a run).
+    pub fn replica(&self, replica: u8) -> Option<&Replica<AppendLog>> {
+        self.nodes[replica as usize].replica.as_ref()
+    }
+
+    fn resolve(&self, target: Target) -> Option<u8> {
+        let running = || self.nodes.iter().enumerate().filter_map(|(i, n)| n.replica.as_ref().map(|r| (i as u8, r)));
+        let primary = running()
+            .filter(|(_, r)| r.status() == Status::Normal && r.is_primary())
+            .max_by_key(|(_, r)| r.view())
+            .map(|(i, _)| i);
+        match target {
+            Target::Replica(replica) => Some(replica),
+            Target::Primary => primary,
+            Target::Backup => running().map(|(i, _)| i).find(|i| Some(*i) != primary),
+        }
+    }
+
+    fn scripted(&mut self, index: usize, attempts: u32) {
+        const ATTEMPTS_MAX: u32 = 2_000;
+        let fault = self.config.script[index].clone();
+        let retry = |cluster: &mut Cluster| {
+            if attempts < ATTEMPTS_MAX {
+                cluster.schedule(1_000_000, Event::Scripted { index, attempts: attempts + 1 });
+            }
+        };
+        match fault {
+            ScriptedFault::Crash { target, down_ns, .. } => {
+                let Some(replica) = self.resolve(target) else { return retry(self) };
+                let busy = self.nodes[replica as usize].replica.as_ref().is_some_and(|r| r.pipeline_len() > 0);
+                if target == Target::Primary && !busy {
+                    return retry(self);
+                }
+                self.spend_fault("scripted_crash");
+                self.crash_for(replica, "scripted", down_ns);
+            }
+            ScriptedFault::CrashAll { down_ns, .. } => {
+                self.spend_fault("scripted_crash_all");
+                for replica in 0..self.config.replica_count {
+                    self.crash_for(replica, "scripted (all)", down_ns);
+                }
+            }
+            ScriptedFault::Isolate { target, until_ns, .. } => {
+                let Some(replica) = self.resolve(target) else { return retry(self) };
+                self.spend_fault("scripted_isolate");
+                let kind = PartitionKind::Isolate { node: NodeId::from(replica) };
+                let detail = format!("isolate replica {replica}");
+                self.record(Some(replica), "network", 0, 0, || detail.clone());
+                self.timeline(replica, TimelineKind::PartitionStart, detail);
+                self.network.force_partition(Partition { kind, until_ns });
+            }
+            ScriptedFault::CorruptSlot { target, .. } => {
+                let Some(replica) = self.resolve(target) else { return retry(self) };
+                self.spend_fault("scripted_corrupt_slot");
+                self.crash_for(replica, "scripted (corrupt slot)", TICK_NS);
+                self.rot(replica);
+            }
+        }
+    }
+
     fn crash(&mut self, replica: u8, why: &str) {
+        let delay = if self.phase == Phase::Safety { 1 + self.rng.next_u64() % RESTART_DELAY_MAX_NS } else { TICK_NS };
+        self.crash_for(replica, why, delay);
+    }
+
+    fn crash_for(&mut self, replica: u8, why: &str, down_ns: u64) {
         let index = replica as usize;
         if self.nodes[index].replica.is_none() {
             return;
@@ -423,8 +499,7 @@ impl Cluster {
         let why = why.to_string();
         self.record(Some(replica), "crash", 0, 0, || why.clone());
         self.timeline(replica, TimelineKind::Crash, why);
-        let delay = if self.phase == Phase::Safety { 1 + self.rng.next_u64() % RESTART_DELAY_MAX_NS } else { TICK_NS };
-        self.schedule(delay, Event::Restart(replica));
+        self.schedule(down_ns.max(1), Event::Restart(replica));
     }
 
     fn restart(&mut self, replica: u8) {
@@ -468,6 +543,10 @@ impl Cluster {
         if replica != self.rot_replica || !self.roll(self.config.faults.storage_read_corruption_ppm, "storage_read_corruption") {
             return;
         }
+        self.rot(replica);
+    }
+
+    fn rot(&mut self, replica: u8) {
         let index = replica as usize;
         let io = self.nodes[index].io.clone();
         let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica)) else { return };
@@ -693,7 +772,7 @@ impl Cluster {
         }
     }
 
-    fn finish(mut self) -> RunOutcome {
+    fn finish(&mut self) -> RunOutcome {
         let verdict = if let Some(violation) = self.checkers.violation() {
             Verdict::SafetyViolation {
                 checker: violation.checker.clone(),
@@ -738,13 +817,13 @@ impl Cluster {
             verdict,
             ops_committed: self.checkers.ops_committed(),
             view_changes: self.view_changes,
-            faults_injected: self.faults,
+            faults_injected: self.faults.clone(),
             faults_injected_total,
             trace_hash: self.trace_hash,
             events_processed: self.events_processed,
             virtual_time_ns: self.now_ns,
-            trace: self.trace,
-            timeline: self.timeline,
+            trace: std::mem::take(&mut self.trace),
+            timeline: std::mem::take(&mut self.timeline),
         }
     }
 

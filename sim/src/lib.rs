@@ -20,6 +20,6 @@ pub mod run;
 pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
 
-pub use run::{Checker, FaultMix, RunConfig, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
+pub use run::{Checker, FaultMix, RunConfig, ScriptedFault, Target, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
 
 pub use cluster::run;

@@ -79,6 +79,11 @@ impl Network {
         self.clogs.clear();
     }
 
+    /// Impose a partition (scripted faults), replacing any random one.
+    pub fn force_partition(&mut self, partition: Partition) {
+        self.partition = Some(partition);
+    }
+
     pub fn partition(&self) -> Option<&Partition> {
         self.partition.as_ref()
     }

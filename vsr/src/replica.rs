@@ -324,6 +324,10 @@ impl<S: StateMachine> Replica<S> {
     pub fn primary_index(&self, view: u64) -> u8 {
         (view % u64::from(self.config.replica_count)) as u8
     }
+    /// Prepares awaiting a quorum (primary only).
+    pub fn pipeline_len(&self) -> usize {
+        self.pipeline.len()
+    }
     pub fn stats(&self) -> &ReplicaStats {
         &self.stats
     }
