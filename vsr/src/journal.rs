@@ -164,6 +164,16 @@ fn io_error(operation: &'static str) -> impl FnOnce(io::Error) -> JournalError {
     move |source| JournalError::Io { operation, source }
 }
 
+/// The `snapshot_op` a journal file's bytes declare (checkers compare it
+/// with the in-memory value: it must never be ahead of what is durable).
+#[doc(hidden)]
+pub fn decode_file_snapshot_op(bytes: &[u8]) -> Result<u64, JournalError> {
+    if bytes.len() < FILE_HEADER_SIZE_BYTES as usize {
+        return Err(JournalError::Truncated { size_bytes: bytes.len() as u64, expected_bytes: FILE_HEADER_SIZE_BYTES });
+    }
+    FileHeader::decode(bytes).map(|header| header.snapshot_op)
+}
+
 /// What recovery found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {

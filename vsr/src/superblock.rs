@@ -1,1 +1,259 @@
-//! placeholder
+//! Superblock: the durable `(view, log_view, commit)` of one VSR group.
+//!
+//! Owns the file `superblock-<namespace>` and its two-copy write protocol.
+//! Knows nothing of the journal or the protocol's rules beyond monotonicity.
+//!
+//! Each write bumps a sequence number and writes copy A, fsyncs, then writes
+//! copy B and fsyncs. A crash tears at most the copy being written, so the
+//! other one is valid; `open` takes the valid copy with the highest sequence.
+//! The copies live in separate sectors so one torn sector cannot hit both.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::header::checksum;
+use crate::io::{Io, IoFile, OpenMode};
+
+/// Copy A at 0, copy B one 4 KiB page later.
+pub const SUPERBLOCK_COPY_SIZE_BYTES: u64 = 4096;
+pub const SUPERBLOCK_COPIES: u64 = 2;
+/// "SHOALSB\0", little-endian.
+pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"SHOALSB\0");
+pub const SUPERBLOCK_FORMAT_VERSION: u32 = 1;
+
+const SB_MAGIC: usize = 0;
+const SB_VERSION: usize = 8;
+const SB_REPLICA: usize = 12;
+const SB_CLUSTER: usize = 16;
+const SB_NAMESPACE: usize = 32;
+const SB_SEQUENCE: usize = 40;
+const SB_VIEW: usize = 48;
+const SB_LOG_VIEW: usize = 56;
+const SB_COMMIT: usize = 64;
+const SB_CHECKSUM: usize = 80;
+const SB_ENCODED_BYTES: usize = 96;
+
+/// The durable VSR state of one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuperblockState {
+    pub view: u64,
+    /// The view in which the log was last known to be complete (`<= view`).
+    pub log_view: u64,
+    pub commit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperblockError {
+    #[error("superblock {operation} failed: {source}; check the disk, then restart the replica")]
+    Io { operation: &'static str, source: io::Error },
+    #[error("superblock is open read-only: only the owning shard may write it")]
+    ReadOnly,
+    #[error("superblock {path} already exists: open it instead of creating it")]
+    AlreadyExists { path: PathBuf },
+    #[error("superblock {path} does not exist: create it (new replica) or restore it from a peer")]
+    Missing { path: PathBuf },
+    #[error("both superblock copies are invalid (torn, zeroed or not a shoal superblock): restore the replica from peers")]
+    NoValidCopy,
+    #[error("superblock format version {found} is not {SUPERBLOCK_FORMAT_VERSION}: run the matching shoal version")]
+    UnsupportedVersion { found: u32 },
+    #[error("superblock belongs to cluster {found:#x}, namespace {found_namespace:#x}, replica {found_replica}: check the data directory")]
+    WrongOwner { found: u128, found_namespace: u64, found_replica: u8 },
+    #[error("superblock state {state:?} is invalid: log_view must not exceed view")]
+    InvalidState { state: SuperblockState },
+}
+
+fn io_error(operation: &'static str) -> impl FnOnce(io::Error) -> SuperblockError {
+    move |source| SuperblockError::Io { operation, source }
+}
+
+/// The superblock file of `namespace` inside `dir`.
+pub fn superblock_path(dir: &Path, namespace: u64) -> PathBuf {
+    dir.join(format!("superblock-{namespace:016x}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Copy {
+    cluster: u128,
+    namespace: u64,
+    replica: u8,
+    sequence: u64,
+    state: SuperblockState,
+}
+
+impl Copy {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; SUPERBLOCK_COPY_SIZE_BYTES as usize];
+        out[SB_MAGIC..SB_MAGIC + 8].copy_from_slice(&SUPERBLOCK_MAGIC.to_le_bytes());
+        out[SB_VERSION..SB_VERSION + 4].copy_from_slice(&SUPERBLOCK_FORMAT_VERSION.to_le_bytes());
+        out[SB_REPLICA] = self.replica;
+        out[SB_CLUSTER..SB_CLUSTER + 16].copy_from_slice(&self.cluster.to_le_bytes());
+        out[SB_NAMESPACE..SB_NAMESPACE + 8].copy_from_slice(&self.namespace.to_le_bytes());
+        out[SB_SEQUENCE..SB_SEQUENCE + 8].copy_from_slice(&self.sequence.to_le_bytes());
+        out[SB_VIEW..SB_VIEW + 8].copy_from_slice(&self.state.view.to_le_bytes());
+        out[SB_LOG_VIEW..SB_LOG_VIEW + 8].copy_from_slice(&self.state.log_view.to_le_bytes());
+        out[SB_COMMIT..SB_COMMIT + 8].copy_from_slice(&self.state.commit.to_le_bytes());
+        let sum = checksum(&out[..SB_CHECKSUM]);
+        out[SB_CHECKSUM..SB_CHECKSUM + 16].copy_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// `None` for a torn, zeroed or foreign copy; an error for a valid copy
+    /// of another version.
+    fn decode(bytes: &[u8]) -> Result<Option<Copy>, SuperblockError> {
+        let bytes = &bytes[..SB_ENCODED_BYTES];
+        let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
+        let u128_at = |offset: usize| u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap());
+        if u64_at(SB_MAGIC) != SUPERBLOCK_MAGIC || checksum(&bytes[..SB_CHECKSUM]) != u128_at(SB_CHECKSUM) {
+            return Ok(None);
+        }
+        let version = u32::from_le_bytes(bytes[SB_VERSION..SB_VERSION + 4].try_into().unwrap());
+        if version != SUPERBLOCK_FORMAT_VERSION {
+            return Err(SuperblockError::UnsupportedVersion { found: version });
+        }
+        Ok(Some(Copy {
+            cluster: u128_at(SB_CLUSTER),
+            namespace: u64_at(SB_NAMESPACE),
+            replica: bytes[SB_REPLICA],
+            sequence: u64_at(SB_SEQUENCE),
+            state: SuperblockState { view: u64_at(SB_VIEW), log_view: u64_at(SB_LOG_VIEW), commit: u64_at(SB_COMMIT) },
+        }))
+    }
+}
+
+/// The durable VSR state of one group on one replica.
+#[derive(Debug)]
+pub struct Superblock<I: Io> {
+    file: I::File,
+    writable: bool,
+    cluster: u128,
+    namespace: u64,
+    replica: u8,
+    /// The sequence of the last durable write.
+    sequence: u64,
+    /// The next sequence to write. Advances even when a write fails, so two
+    /// different states never share a sequence number on disk.
+    sequence_next: u64,
+    state: SuperblockState,
+}
+
+impl<I: Io> Superblock<I> {
+    /// Create a superblock with the zero state; durable (file, copies and
+    /// directory entry) when this returns Ok.
+    pub async fn create(io: &I, dir: &Path, cluster: u128, namespace: u64, replica: u8) -> Result<Self, SuperblockError> {
+        let path = superblock_path(dir, namespace);
+        io.create_dir_all(dir).await.map_err(io_error("create_dir"))?;
+        let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create"))?;
+        if file.size_bytes().await.map_err(io_error("stat"))? != 0 {
+            return Err(SuperblockError::AlreadyExists { path });
+        }
+        file.set_len(SUPERBLOCK_COPY_SIZE_BYTES * SUPERBLOCK_COPIES).await.map_err(io_error("set_len"))?;
+        let mut superblock = Superblock {
+            file,
+            writable: true,
+            cluster,
+            namespace,
+            replica,
+            sequence: 0,
+            sequence_next: 1,
+            state: SuperblockState::default(),
+        };
+        superblock.write(SuperblockState::default()).await?;
+        io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
+        Ok(superblock)
+    }
+
+    /// Open the superblock and take the valid copy with the highest sequence.
+    pub async fn open(
+        io: &I,
+        dir: &Path,
+        cluster: u128,
+        namespace: u64,
+        replica: u8,
+        mode: OpenMode,
+    ) -> Result<Self, SuperblockError> {
+        let path = superblock_path(dir, namespace);
+        let file_mode = if mode.writable() { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
+        let file = match io.open(&path, file_mode).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(SuperblockError::Missing { path }),
+            Err(error) => return Err(SuperblockError::Io { operation: "open", source: error }),
+        };
+        let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
+        let mut best: Option<Copy> = None;
+        for index in 0..SUPERBLOCK_COPIES {
+            let offset = index * SUPERBLOCK_COPY_SIZE_BYTES;
+            if offset + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
+                continue;
+            }
+            let (result, bytes) = file.read_exact_at(vec![0; SUPERBLOCK_COPY_SIZE_BYTES as usize], offset).await;
+            result.map_err(io_error("read"))?;
+            if let Some(copy) = Copy::decode(&bytes)?
+                && best.is_none_or(|best| copy.sequence > best.sequence)
+            {
+                best = Some(copy);
+            }
+        }
+        let copy = best.ok_or(SuperblockError::NoValidCopy)?;
+        if copy.cluster != cluster || copy.namespace != namespace || copy.replica != replica {
+            return Err(SuperblockError::WrongOwner {
+                found: copy.cluster,
+                found_namespace: copy.namespace,
+                found_replica: copy.replica,
+            });
+        }
+        if copy.state.log_view > copy.state.view {
+            return Err(SuperblockError::InvalidState { state: copy.state });
+        }
+        Ok(Superblock {
+            file,
+            writable: mode.writable(),
+            cluster,
+            namespace,
+            replica,
+            sequence: copy.sequence,
+            sequence_next: copy.sequence + 1,
+            state: copy.state,
+        })
+    }
+
+    /// The last durable state.
+    pub fn state(&self) -> SuperblockState {
+        self.state
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Make `state` durable. The view and commit never go back.
+    pub async fn write(&mut self, state: SuperblockState) -> Result<(), SuperblockError> {
+        if !self.writable {
+            return Err(SuperblockError::ReadOnly);
+        }
+        if state.log_view > state.view {
+            return Err(SuperblockError::InvalidState { state });
+        }
+        assert!(state.view >= self.state.view, "view never goes back");
+        assert!(state.commit >= self.state.commit, "commit never goes back");
+        let copy = Copy {
+            cluster: self.cluster,
+            namespace: self.namespace,
+            replica: self.replica,
+            sequence: self.sequence_next,
+            state,
+        };
+        self.sequence_next += 1;
+        let bytes = copy.encode();
+        for index in 0..SUPERBLOCK_COPIES {
+            // One copy at a time, each fsynced before the next is touched: a
+            // crash can tear only the copy in flight.
+            let (result, _) = self.file.write_all_at(bytes.clone(), index * SUPERBLOCK_COPY_SIZE_BYTES).await;
+            result.map_err(io_error("write"))?;
+            self.file.sync_data().await.map_err(io_error("fsync"))?;
+        }
+        self.sequence = copy.sequence;
+        self.state = state;
+        debug_assert!(self.sequence < self.sequence_next);
+        Ok(())
+    }
+}
