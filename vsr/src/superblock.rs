@@ -72,7 +72,7 @@ pub fn superblock_path(dir: &Path, namespace: u64) -> PathBuf {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Copy {
+struct CopyRecord {
     cluster: u128,
     namespace: u64,
     replica: u8,
@@ -80,7 +80,7 @@ struct Copy {
     state: SuperblockState,
 }
 
-impl Copy {
+impl CopyRecord {
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![0u8; SUPERBLOCK_COPY_SIZE_BYTES as usize];
         out[SB_MAGIC..SB_MAGIC + 8].copy_from_slice(&SUPERBLOCK_MAGIC.to_le_bytes());
@@ -99,7 +99,7 @@ impl Copy {
 
     /// `None` for a torn, zeroed or foreign copy; an error for a valid copy
     /// of another version.
-    fn decode(bytes: &[u8]) -> Result<Option<Copy>, SuperblockError> {
+    fn decode(bytes: &[u8]) -> Result<Option<CopyRecord>, SuperblockError> {
         let bytes = &bytes[..SB_ENCODED_BYTES];
         let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
         let u128_at = |offset: usize| u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap());
@@ -110,7 +110,7 @@ impl Copy {
         if version != SUPERBLOCK_FORMAT_VERSION {
             return Err(SuperblockError::UnsupportedVersion { found: version });
         }
-        Ok(Some(Copy {
+        Ok(Some(CopyRecord {
             cluster: u128_at(SB_CLUSTER),
             namespace: u64_at(SB_NAMESPACE),
             replica: bytes[SB_REPLICA],
@@ -179,7 +179,7 @@ impl<I: Io> Superblock<I> {
             Err(error) => return Err(SuperblockError::Io { operation: "open", source: error }),
         };
         let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
-        let mut best: Option<Copy> = None;
+        let mut best: Option<CopyRecord> = None;
         for index in 0..SUPERBLOCK_COPIES {
             let offset = index * SUPERBLOCK_COPY_SIZE_BYTES;
             if offset + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
@@ -187,7 +187,7 @@ impl<I: Io> Superblock<I> {
             }
             let (result, bytes) = file.read_exact_at(vec![0; SUPERBLOCK_COPY_SIZE_BYTES as usize], offset).await;
             result.map_err(io_error("read"))?;
-            if let Some(copy) = Copy::decode(&bytes)?
+            if let Some(copy) = CopyRecord::decode(&bytes)?
                 && best.is_none_or(|best| copy.sequence > best.sequence)
             {
                 best = Some(copy);
@@ -235,7 +235,7 @@ impl<I: Io> Superblock<I> {
         }
         assert!(state.view >= self.state.view, "view never goes back");
         assert!(state.commit >= self.state.commit, "commit never goes back");
-        let copy = Copy {
+        let copy = CopyRecord {
             cluster: self.cluster,
             namespace: self.namespace,
             replica: self.replica,
@@ -255,5 +255,42 @@ impl<I: Io> Superblock<I> {
         self.state = state;
         debug_assert!(self.sequence < self.sequence_next);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn copy() -> impl Strategy<Value = CopyRecord> {
+        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 4]>()).prop_map(|(cluster, namespace, replica, words)| CopyRecord {
+            cluster,
+            namespace,
+            replica,
+            sequence: words[0],
+            state: SuperblockState { view: words[1], log_view: words[2], commit: words[3] },
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn copy_round_trips(copy in copy()) {
+            prop_assert_eq!(CopyRecord::decode(&copy.encode()).unwrap(), Some(copy));
+        }
+
+        #[test]
+        fn copy_bit_flip_is_invalid(copy in copy(), bit in 0usize..SB_ENCODED_BYTES * 8) {
+            let mut bytes = copy.encode();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            // A flip in the version field of a valid copy cannot be valid:
+            // the checksum covers it.
+            prop_assert!(matches!(CopyRecord::decode(&bytes), Ok(None)));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), SB_ENCODED_BYTES..SB_ENCODED_BYTES + 8)) {
+            let _ = CopyRecord::decode(&bytes);
+        }
     }
 }

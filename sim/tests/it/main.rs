@@ -2,3 +2,5 @@
 
 mod journal_conformance;
 mod journal_model;
+mod superblock;
+mod journal_bad_input;

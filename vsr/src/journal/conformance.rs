@@ -52,7 +52,7 @@ impl Chain {
         Chain { parent: 0xC0FFEE, op_next: 1, variant: 0 }
     }
 
-    pub fn next(&mut self) -> (Header, Vec<u8>) {
+    pub fn next_prepare(&mut self) -> (Header, Vec<u8>) {
         let body = body(self.op_next, self.variant);
         let header = prepare(self.op_next, self.parent, &body);
         self.parent = header.checksum;
@@ -70,7 +70,7 @@ impl Default for Chain {
 async fn append_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, count: u64) -> Vec<(Header, Vec<u8>)> {
     let mut out = Vec::new();
     for _ in 0..count {
-        let (header, body) = chain.next();
+        let (header, body) = chain.next_prepare();
         journal.append(&header, &body).await.expect("append");
         out.push((header, body));
     }
@@ -151,7 +151,7 @@ pub async fn slot_collision_requires_drain<I: Io>(io: &I, dir: &Path) {
     let mut journal = PrepareJournal::create(io, dir, config(8)).await.unwrap();
     let mut chain = Chain::new();
     append_n(&mut journal, &mut chain, 8).await;
-    let (header, body) = chain.clone().next();
+    let (header, body) = chain.clone().next_prepare();
     assert!(matches!(
         journal.append(&header, &body).await,
         Err(JournalError::SlotCollision { op: 9, slot: 1, live_op: 1 })
@@ -161,7 +161,7 @@ pub async fn slot_collision_requires_drain<I: Io>(io: &I, dir: &Path) {
     assert_eq!(journal.snapshot_op(), 4);
     assert_eq!(journal.header(4), None, "drained ops leave the index");
     let entries = append_n(&mut journal, &mut chain, 4).await;
-    let (header, body) = chain.clone().next();
+    let (header, body) = chain.clone().next_prepare();
     assert!(matches!(journal.append(&header, &body).await, Err(JournalError::SlotCollision { op: 13, .. })));
     drop(journal);
     let (journal, recovery) = reopen(io, dir, 8).await;
@@ -216,7 +216,7 @@ pub async fn read_only_rejects_mutation<I: Io>(io: &I, dir: &Path) {
     let (mut reader, recovery) = PrepareJournal::open(io, dir, config(16), OpenMode::ReadOnly).await.unwrap();
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
     assert_eq!(reader.read(2).await.unwrap(), entries[1]);
-    let (header, body) = chain.next();
+    let (header, body) = chain.next_prepare();
     assert!(matches!(reader.append(&header, &body).await, Err(JournalError::ReadOnly)));
     assert!(matches!(reader.sync().await, Err(JournalError::ReadOnly)));
     assert!(matches!(reader.drain(2).await, Err(JournalError::ReadOnly)));
