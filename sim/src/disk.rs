@@ -365,9 +365,18 @@ impl SimDisk {
         let mut offset = position;
         let length = self.inodes[&id].current.len() as u64;
         if !data.is_empty() && length > 0 && self.chance(self.faults.misdirected_write_ppm) {
+            // Another sector of the file, never the intended one (a file of
+            // one sector has nowhere else to go: the write lands as asked).
             let sectors = length.div_ceil(SECTOR_SIZE_BYTES);
-            offset = self.below(sectors) * SECTOR_SIZE_BYTES;
-            self.count("misdirected_write");
+            let intended = position / SECTOR_SIZE_BYTES;
+            if sectors > 1 {
+                let mut target = self.below(sectors);
+                if target == intended {
+                    target = (target + 1) % sectors;
+                }
+                offset = target * SECTOR_SIZE_BYTES;
+                self.count("misdirected_write");
+            }
         }
         let inode = self.inodes.get_mut(&id).unwrap();
         if !data.is_empty() {

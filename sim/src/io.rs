@@ -358,6 +358,8 @@ mod tests {
         let bytes = read_all(&io, "/data/a").unwrap();
         let start = bytes.iter().position(|&b| b == 1).expect("the write landed somewhere");
         assert_eq!(start % 512, 0);
+        assert_ne!(start, 1024, "a misdirected write lands elsewhere");
+        assert_eq!(bytes[1024..1536], [0u8; 512], "the intended range is untouched");
         assert_eq!(io.disk().counters()["misdirected_write"], 1);
     }
 
@@ -420,6 +422,26 @@ mod tests {
         assert_eq!(io.now_ns(), 1_000);
         assert_ne!(io.entropy_u64(), io.entropy_u64());
         assert_eq!(SimIo::new(9).entropy_u64(), SimIo::new(9).entropy_u64());
+    }
+
+    fn interleaving(seed: u64) -> Vec<u32> {
+        let io = SimIo::new(seed);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        for task in 0..8u32 {
+            let log = log.clone();
+            drop(io.spawn(async move { log.borrow_mut().push(task) }));
+        }
+        assert!(io.run_until_idle(100));
+        log.take()
+    }
+
+    #[test]
+    fn ready_tasks_run_in_a_seed_chosen_order() {
+        assert_eq!(interleaving(3), interleaving(3));
+        assert!((0..8).any(|seed| interleaving(seed) != interleaving(3)), "seeds change the order");
+        let mut order = interleaving(3);
+        order.sort_unstable();
+        assert_eq!(order, (0..8).collect::<Vec<_>>(), "every task ran once");
     }
 
     #[test]

@@ -29,5 +29,6 @@ conformance_tests! {
     damaged_files_give_typed_errors,
     corrupt_middle_is_reported_for_repair,
     torn_tail_is_truncated,
+    stale_tmp_is_removed_on_open,
     run_all,
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{JournalConfig, JournalError, PrepareJournal, Recovery, journal_path};
+use super::{JournalConfig, JournalError, PrepareJournal, Recovery, journal_path, journal_path_tmp};
 use crate::header::{Command, Header, Operation};
 use crate::io::{Io, IoFile, OpenMode};
 
@@ -52,7 +52,7 @@ impl Chain {
         Chain { parent: 0xC0FFEE, op_next: 1, variant: 0 }
     }
 
-    pub fn next(&mut self) -> (Header, Vec<u8>) {
+    pub fn next_prepare(&mut self) -> (Header, Vec<u8>) {
         let body = body(self.op_next, self.variant);
         let header = prepare(self.op_next, self.parent, &body);
         self.parent = header.checksum;
@@ -70,7 +70,7 @@ impl Default for Chain {
 async fn append_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, count: u64) -> Vec<(Header, Vec<u8>)> {
     let mut out = Vec::new();
     for _ in 0..count {
-        let (header, body) = chain.next();
+        let (header, body) = chain.next_prepare();
         journal.append(&header, &body).await.expect("append");
         out.push((header, body));
     }
@@ -151,7 +151,7 @@ pub async fn slot_collision_requires_drain<I: Io>(io: &I, dir: &Path) {
     let mut journal = PrepareJournal::create(io, dir, config(8)).await.unwrap();
     let mut chain = Chain::new();
     append_n(&mut journal, &mut chain, 8).await;
-    let (header, body) = chain.clone().next();
+    let (header, body) = chain.clone().next_prepare();
     assert!(matches!(
         journal.append(&header, &body).await,
         Err(JournalError::SlotCollision { op: 9, slot: 1, live_op: 1 })
@@ -161,7 +161,7 @@ pub async fn slot_collision_requires_drain<I: Io>(io: &I, dir: &Path) {
     assert_eq!(journal.snapshot_op(), 4);
     assert_eq!(journal.header(4), None, "drained ops leave the index");
     let entries = append_n(&mut journal, &mut chain, 4).await;
-    let (header, body) = chain.clone().next();
+    let (header, body) = chain.clone().next_prepare();
     assert!(matches!(journal.append(&header, &body).await, Err(JournalError::SlotCollision { op: 13, .. })));
     drop(journal);
     let (journal, recovery) = reopen(io, dir, 8).await;
@@ -216,7 +216,7 @@ pub async fn read_only_rejects_mutation<I: Io>(io: &I, dir: &Path) {
     let (mut reader, recovery) = PrepareJournal::open(io, dir, config(16), OpenMode::ReadOnly).await.unwrap();
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
     assert_eq!(reader.read(2).await.unwrap(), entries[1]);
-    let (header, body) = chain.next();
+    let (header, body) = chain.next_prepare();
     assert!(matches!(reader.append(&header, &body).await, Err(JournalError::ReadOnly)));
     assert!(matches!(reader.sync().await, Err(JournalError::ReadOnly)));
     assert!(matches!(reader.drain(2).await, Err(JournalError::ReadOnly)));
@@ -246,6 +246,36 @@ pub async fn foreign_and_mismatched_files_are_rejected<I: Io>(io: &I, dir: &Path
         PrepareJournal::create(io, dir, config(0)).await,
         Err(JournalError::InvalidConfig { .. })
     ));
+    // Another group's journal under this group's file name.
+    let other = dir.join("other");
+    drop(PrepareJournal::create(io, &other, other_namespace).await.unwrap());
+    let misplaced = dir.join("misplaced");
+    io.create_dir_all(&misplaced).await.unwrap();
+    io.rename(&journal_path(&other, NAMESPACE + 1), &journal_path(&misplaced, NAMESPACE)).await.unwrap();
+    assert!(matches!(
+        PrepareJournal::open(io, &misplaced, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::WrongNamespace { expected: NAMESPACE, found }) if found == NAMESPACE + 1
+    ));
+}
+
+/// A tmp file left by a compaction that crashed before its rename is
+/// garbage: a writable open removes it and keeps the journal as it was.
+pub async fn stale_tmp_is_removed_on_open<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    append_n(&mut journal, &mut Chain::new(), 3).await;
+    drop(journal);
+    let tmp = journal_path_tmp(dir, NAMESPACE);
+    let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.unwrap();
+    let (result, _) = file.write_all_at(vec![0xEE; 512], 0).await;
+    result.unwrap();
+    file.sync_data().await.unwrap();
+    drop(file);
+    let (_, recovery) = PrepareJournal::open(io, dir, config(16), OpenMode::ReadOnly).await.unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
+    assert!(io.list_dir(dir).await.unwrap().contains(&tmp), "a read-only open touches nothing");
+    let (_, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
+    assert_eq!(io.list_dir(dir).await.unwrap(), vec![journal_path(dir, NAMESPACE)]);
 }
 
 /// Each damaged file in its own subdirectory: a typed error, never a panic.
@@ -361,4 +391,5 @@ pub async fn run_all<I: Io>(io: &I, dir: &Path) {
     damaged_files_give_typed_errors(io, &dir.join("damaged_files_give_typed_errors")).await;
     corrupt_middle_is_reported_for_repair(io, &dir.join("corrupt_middle_is_reported_for_repair")).await;
     torn_tail_is_truncated(io, &dir.join("torn_tail_is_truncated")).await;
+    stale_tmp_is_removed_on_open(io, &dir.join("stale_tmp_is_removed_on_open")).await;
 }
