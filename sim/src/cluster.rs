@@ -445,7 +445,9 @@ impl Cluster {
         let fault = self.config.script[index].clone();
         let retry = |cluster: &mut Cluster| {
             if attempts < ATTEMPTS_MAX {
-                cluster.schedule(1_000_000, Event::Scripted { index, attempts: attempts + 1 });
+                // Jittered, so the retry does not stay in phase with the clients.
+                let delay = 1 + cluster.rng.next_u64() % 1_000_000;
+                cluster.schedule(delay, Event::Scripted { index, attempts: attempts + 1 });
             }
         };
         match fault {
