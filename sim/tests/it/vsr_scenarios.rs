@@ -110,3 +110,22 @@ fn same_seed_same_trace_hash() {
     let other = shoal_sim::run(&RunConfig { seed: 43, ..config });
     assert_ne!(first.trace_hash, other.trace_hash);
 }
+
+/// An old primary cut off mid-pipeline keeps a longer log of an older view;
+/// when it returns and the next view change hears it, the canonical log must
+/// be the one with the highest log_view, not the highest op.
+#[test]
+fn returning_old_primary_with_a_longer_stale_log_does_not_win_the_view_change() {
+    for seed in 0..20 {
+        let cut_ns = SECOND_NS;
+        let heal_ns = cut_ns + 450_000_000 + seed * 24_000_000;
+        let script = vec![
+            ScriptedFault::Isolate { at_ns: cut_ns, target: Target::Primary, until_ns: heal_ns },
+            ScriptedFault::Crash { at_ns: heal_ns + 1, target: Target::Primary, down_ns: SECOND_NS },
+        ];
+        let mut config = story(seed, script);
+        config.client_count = 8;
+        let outcome = shoal_sim::run(&config);
+        assert_pass(&outcome);
+    }
+}
