@@ -313,6 +313,7 @@ struct World {
     shutdown_seen_at_ns: Cell<Option<u64>>,
     frames_remaining: Cell<u32>,
     supervisor_done: Cell<bool>,
+    finished_at_ns: Cell<u64>,
     ledger: RefCell<Ledger>,
 }
 
@@ -1043,6 +1044,7 @@ async fn supervisor(world: Rc<World>, watchdog_progress: Vec<shoal_shard::lifecy
             }
         }
     }
+    world.finished_at_ns.set(io.now_ns());
     world.supervisor_done.set(true);
 }
 
@@ -1148,6 +1150,7 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
         shutdown_seen_at_ns: Cell::new(None),
         frames_remaining: Cell::new(config.frames_total),
         supervisor_done: Cell::new(false),
+        finished_at_ns: Cell::new(RUN_TIME_BOUND_NS),
         ledger: RefCell::new(Ledger {
             hash: 0xcbf2_9ce4_8422_2325,
             ..Ledger::default()
@@ -1162,7 +1165,7 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
     let supervisor_task = io.spawn(supervisor(world.clone(), progress));
     let driver_task = io.spawn(driver(world.clone(), watchdog));
     io.run_until(RUN_TIME_BOUND_NS);
-    let end_ns = io.now_ns();
+    let end_ns = world.finished_at_ns.get();
     let finished = supervisor_task.is_finished() && driver_task.is_finished();
     if !world.supervisor_done.get() || !finished {
         world.violation(
