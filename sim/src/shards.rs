@@ -278,7 +278,7 @@ pub struct ShardWorldOutcome {
     pub config: ShardWorldConfig,
     /// `Pass`, or the first violation as the cluster runs report it.
     pub verdict: Verdict,
-    /// Every violation seen (capped at `VIOLATIONS_KEPT_MAX`).
+    /// The first violation of each kind seen, in order.
     pub violations: Vec<ShardViolation>,
     pub counters: ShardWorldCounters,
     pub trace_hash: u64,
@@ -414,7 +414,10 @@ impl World {
     fn violation(&self, kind: ViolationKind, message: String) {
         let mut ledger = self.ledger.borrow_mut();
         tracing::debug!(?kind, %message, "shard world violation");
-        if ledger.violations.len() < VIOLATIONS_KEPT_MAX {
+        // Keep the first violation of each kind: a broken invariant stays
+        // broken, and repeating it every tick says nothing new.
+        let seen = ledger.violations.iter().any(|v| v.kind == kind);
+        if !seen && ledger.violations.len() < VIOLATIONS_KEPT_MAX {
             let at_ns = self.now_ns();
             ledger.violations.push(ShardViolation {
                 kind,

@@ -84,6 +84,23 @@ fn planted_bug_hashing_reserved_frames_by_namespace_fails_the_routing_checker() 
 
         config.route_reserved_by_namespace_hash = true;
         let buggy = run_shard_world(&config);
+        if seed < 3 {
+            // Evidence for humans: `cargo test ... planted_bug -- --nocapture`.
+            println!(
+                "seed {seed} N={shards} bug off: {:?} sent={} delivered={} drops={:?}",
+                correct.verdict,
+                correct.counters.frames_sent,
+                correct.counters.frames_delivered,
+                correct.counters.drops_by_reason
+            );
+            println!(
+                "seed {seed} N={shards} bug on:  {:?} sent={} delivered={} drops={:?}",
+                buggy.verdict,
+                buggy.counters.frames_sent,
+                buggy.counters.frames_delivered,
+                buggy.counters.drops_by_reason
+            );
+        }
         assert_eq!(buggy.verdict.checker(), Some(Checker::Routing), "seed {seed} N={shards}");
         assert!(matches!(buggy.verdict, Verdict::SafetyViolation { .. }));
         assert_eq!(buggy.violations[0].kind, ViolationKind::ReservedFrameDropped);
