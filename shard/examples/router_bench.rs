@@ -52,7 +52,7 @@ fn frame_set() -> Vec<ShardFrame> {
                         .raw();
                 }
             }
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 header.command = Command::Request;
                 ShardFrame::ClientForward {
                     connection_id: u64::from(i),

@@ -1187,7 +1187,7 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
         );
     }
     world.check_owner_table();
-    if world.connections.borrow().len() != 0 {
+    if !world.connections.borrow().is_empty() {
         world.violation(
             ViolationKind::OwnerTable,
             "connections outlived the shards that held them".to_string(),
