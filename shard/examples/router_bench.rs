@@ -95,13 +95,19 @@ fn route_bench(shards: u16, frames: &[ShardFrame]) -> (u64, f64) {
     }
     for (index, inbox) in inboxes.iter().enumerate() {
         while let Some(f) = inbox.try_recv() {
-            if let pump::Delivery::Accepted(_) = pump::deliver(f, ShardId(index as u16), count, &drops) {
+            if let pump::Delivery::Accepted(_) =
+                pump::deliver(f, ShardId(index as u16), count, &drops)
+            {
                 delivered += 1;
             }
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    assert_eq!(delivered + drops.total(), sent, "every frame delivered or counted");
+    assert_eq!(
+        delivered + drops.total(),
+        sent,
+        "every frame delivered or counted"
+    );
     (sent, elapsed)
 }
 
@@ -115,8 +121,13 @@ fn main() {
     }));
 
     let frames = frame_set();
-    println!("router: route + try_send + try_recv + deliver, one shard thread, {ROUTE_FRAMES_TOTAL} frames");
-    println!("{:>3} | {:>12} | {:>10} | {:>16}", "N", "frames", "seconds", "frames/s/shard");
+    println!(
+        "router: route + try_send + try_recv + deliver, one shard thread, {ROUTE_FRAMES_TOTAL} frames"
+    );
+    println!(
+        "{:>3} | {:>12} | {:>10} | {:>16}",
+        "N", "frames", "seconds", "frames/s/shard"
+    );
     for shards in [1u16, 2, 4, 8] {
         let (sent, seconds) = route_bench(shards, &frames);
         println!(

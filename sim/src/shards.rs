@@ -319,7 +319,9 @@ struct World {
 
 impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("World").field("seed", &self.config.seed).finish()
+        f.debug_struct("World")
+            .field("seed", &self.config.seed)
+            .finish()
     }
 }
 
@@ -546,9 +548,12 @@ impl World {
         let frame = match delivered {
             Ok(frame) => frame,
             Err(reason) => {
-                self.ledger
-                    .borrow_mut()
-                    .event(&[EVENT_DROP, id, u64::from(shard.0), reason.index() as u64]);
+                self.ledger.borrow_mut().event(&[
+                    EVENT_DROP,
+                    id,
+                    u64::from(shard.0),
+                    reason.index() as u64,
+                ]);
                 if reserved && is_consensus_miss(reason) {
                     self.violation(
                         ViolationKind::ReservedFrameDropped,
@@ -671,7 +676,13 @@ impl World {
         }
     }
 
-    fn header(&self, command: Command, operation: Operation, namespace: u64, replica: u8) -> Header {
+    fn header(
+        &self,
+        command: Command,
+        operation: Operation,
+        namespace: u64,
+        replica: u8,
+    ) -> Header {
         let mut header = Header::new(command, CLUSTER_ID);
         header.operation = operation;
         header.namespace = namespace;
@@ -695,8 +706,14 @@ impl World {
             // Partition groups: prepares, acks, commits, view changes, repair.
             0..=3 => {
                 let command = self.pick(&[
-                    Prepare, PrepareOk, Commit, StartViewChange, DoViewChange, StartView,
-                    RequestPrepare, Headers,
+                    Prepare,
+                    PrepareOk,
+                    Commit,
+                    StartViewChange,
+                    DoViewChange,
+                    StartView,
+                    RequestPrepare,
+                    Headers,
                 ]);
                 let operation = self.pick(&[Operation::SendMessages, Operation::Reserved]);
                 self.header(command, operation, self.partition(), replica)
@@ -716,13 +733,25 @@ impl World {
             // VSR-reserved control with an arbitrary or unset namespace.
             _ => {
                 let command = self.pick(&[
-                    Commit, StartViewChange, DoViewChange, StartView, RequestStartView, Ping,
-                    Pong, Eviction, Prepare,
+                    Commit,
+                    StartViewChange,
+                    DoViewChange,
+                    StartView,
+                    RequestStartView,
+                    Ping,
+                    Pong,
+                    Eviction,
+                    Prepare,
                 ]);
                 let operation = if command == Prepare {
                     Operation::Register
                 } else {
-                    self.pick(&[Operation::Reserved, Operation::Root, Operation::Noop, Operation::Register])
+                    self.pick(&[
+                        Operation::Reserved,
+                        Operation::Root,
+                        Operation::Noop,
+                        Operation::Register,
+                    ])
                 };
                 let namespace = match below(&self.rng, 4) {
                     0 => Namespace::UNBOUND.raw(),
@@ -813,9 +842,12 @@ impl World {
         inbox.close();
         while let Some(frame) = inbox.try_recv() {
             self.drops[shard.index()].bump(frame.variant(), DropReason::Closed);
-            self.ledger
-                .borrow_mut()
-                .event(&[EVENT_DROP, frame_id(&frame), u64::from(shard.0), DropReason::Closed.index() as u64]);
+            self.ledger.borrow_mut().event(&[
+                EVENT_DROP,
+                frame_id(&frame),
+                u64::from(shard.0),
+                DropReason::Closed.index() as u64,
+            ]);
         }
         let owned: Vec<u8> = self
             .connections
@@ -864,11 +896,13 @@ async fn shard_handoff(world: &Rc<World>, shard: ShardId, role: HandoffRole) -> 
                     }
                     if chance(&world.rng, world.config.faults.handoff_crash_ppm) {
                         world.ledger.borrow_mut().counters.handoff_crashes += 1;
-                        world.ledger.borrow_mut().event(&[EVENT_PANIC, world.now_ns(), 0]);
+                        world
+                            .ledger
+                            .borrow_mut()
+                            .event(&[EVENT_PANIC, world.now_ns(), 0]);
                         panic!("{INJECTED}: shard 0 crashed during the metadata handoff");
                     }
-                    handoff::broadcast_snapshot(&io, &state.encode(), &peers, &world.shutdown)
-                        .await
+                    handoff::broadcast_snapshot(&io, &state.encode(), &peers, &world.shutdown).await
                 }
             }
         }
@@ -1119,7 +1153,10 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
     ))
     .expect("sim disk has no faults configured");
 
-    let drops: Vec<Arc<FrameDrops>> = shard_count.shards().map(|_| Arc::new(FrameDrops::new())).collect();
+    let drops: Vec<Arc<FrameDrops>> = shard_count
+        .shards()
+        .map(|_| Arc::new(FrameDrops::new()))
+        .collect();
     let inboxes: Vec<Rc<LocalInbox>> = drops
         .iter()
         .map(|d| Rc::new(LocalInbox::new(config.inbox_capacity, d.clone())))
@@ -1183,7 +1220,10 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
     if world.queued() != 0 {
         world.violation(
             ViolationKind::Accounting,
-            format!("{} frames still queued after every shard stopped", world.queued()),
+            format!(
+                "{} frames still queued after every shard stopped",
+                world.queued()
+            ),
         );
     }
     world.check_owner_table();
@@ -1201,14 +1241,23 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
         let count: u64 = world
             .drops
             .iter()
-            .map(|d| FrameVariant::ALL.iter().map(|v| d.get(*v, reason)).sum::<u64>())
+            .map(|d| {
+                FrameVariant::ALL
+                    .iter()
+                    .map(|v| d.get(*v, reason))
+                    .sum::<u64>()
+            })
             .sum();
         if count > 0 {
-            counters.drops_by_reason.insert(reason.name().to_string(), count);
+            counters
+                .drops_by_reason
+                .insert(reason.name().to_string(), count);
         }
     }
     let violations = std::mem::take(&mut ledger.violations);
-    let verdict = violations.first().map_or(Verdict::Pass, ShardViolation::verdict);
+    let verdict = violations
+        .first()
+        .map_or(Verdict::Pass, ShardViolation::verdict);
     let trace_hash = ledger.hash ^ counters.frames_sent.rotate_left(17) ^ end_ns;
     ShardWorldOutcome {
         config: config.clone(),
@@ -1253,7 +1302,11 @@ mod tests {
             // Only malformed client requests are refused.
             assert_eq!(
                 c.drops_by_reason.keys().collect::<Vec<_>>(),
-                if c.frame_drops_total == 0 { vec![] } else { vec!["forward_failed"] }
+                if c.frame_drops_total == 0 {
+                    vec![]
+                } else {
+                    vec!["forward_failed"]
+                }
             );
             assert_eq!(c.handoffs_completed, u64::from(shards));
         }
