@@ -10,6 +10,8 @@
 
 pub mod channel;
 pub mod frame;
+pub mod handoff;
+pub mod lifecycle;
 pub mod metrics;
 pub mod namespace;
 pub mod owner_table;
@@ -20,6 +22,13 @@ pub mod state_machine;
 
 pub use channel::{LocalInbox, SHARD_INBOX_CAPACITY_MAX, ShardSender, TrySendError};
 pub use frame::{FrameVariant, Lifecycle, ShardFrame};
+pub use handoff::{
+    HANDOFF_POLL_INTERVAL_NS, HANDOFF_TIMEOUT_NS, HandoffError, OneShotReceiver, OneShotSender,
+    await_snapshot, broadcast_snapshot, oneshot, open_metadata, write_metadata,
+};
+pub use lifecycle::{
+    JoinReport, LifecycleError, Progress, ShardExit, ShutdownFlag, Stall, TaskSet, Watchdog,
+};
 pub use metrics::{DropReason, FrameDrops};
 pub use namespace::{Namespace, NamespaceError, NamespaceKind};
 pub use owner_table::{

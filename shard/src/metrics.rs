@@ -29,10 +29,12 @@ pub enum DropReason {
     UnknownReplica,
     /// The target shard's inbox is closed (shutting down).
     Closed,
+    /// A fault injector dropped it on delivery (simulation only).
+    Injected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::InboxFull,
         DropReason::NamespaceMiss,
         DropReason::ForwardFailed,
@@ -40,6 +42,7 @@ impl DropReason {
         DropReason::UnknownShard,
         DropReason::UnknownReplica,
         DropReason::Closed,
+        DropReason::Injected,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -52,6 +55,7 @@ impl DropReason {
             DropReason::UnknownShard => "unknown_shard",
             DropReason::UnknownReplica => "unknown_replica",
             DropReason::Closed => "closed",
+            DropReason::Injected => "injected",
         }
     }
 

@@ -16,6 +16,7 @@ pub mod io;
 pub mod network;
 pub mod node;
 pub mod run;
+pub mod shards;
 
 pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
@@ -23,3 +24,4 @@ pub use io::{SimIo, block_on_ready};
 pub use run::{Checker, FaultMix, RunConfig, ScriptedFault, Target, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
 
 pub use cluster::run;
+pub use shards::{ShardFaults, ShardWorldConfig, ShardWorldCounters, ShardWorldOutcome, run_shard_world};

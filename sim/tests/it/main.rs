@@ -3,5 +3,6 @@
 mod journal_bad_input;
 mod journal_conformance;
 mod journal_model;
+mod shards;
 mod superblock;
 mod vsr_scenarios;
