@@ -52,7 +52,7 @@ enum Event {
     ReplicaTick(u8),
     ClientTick(u32),
     NetworkTick,
-    Deliver { from: Endpoint, to: Endpoint, message: Message },
+    Deliver { from: Endpoint, to: Endpoint, message: Box<Message> },
     Restart(u8),
     Unpause(u8),
     EndSafety,
@@ -296,7 +296,7 @@ impl Cluster {
                 }
                 self.schedule(TICK_NS, Event::NetworkTick);
             }
-            Event::Deliver { from, to, message } => self.deliver(from, to, message),
+            Event::Deliver { from, to, message } => self.deliver(from, to, *message),
             Event::Restart(replica) => self.restart(replica),
             Event::Unpause(replica) => {
                 self.nodes[replica as usize].paused_until_ns = None;
@@ -411,10 +411,10 @@ impl Cluster {
     fn after_storage(&mut self, replica: u8, action: &Action) {
         let acked = &mut self.nodes[replica as usize].acked;
         match action {
-            Action::WritePrepare { message } => {
-                if acked.get(&message.header.op).is_some_and(|c| *c != message.header.checksum) {
-                    acked.remove(&message.header.op);
-                }
+            Action::WritePrepare { message }
+                if acked.get(&message.header.op).is_some_and(|c| *c != message.header.checksum) =>
+            {
+                acked.remove(&message.header.op);
             }
             Action::TruncateLog { after_op } => acked.retain(|op, _| op <= after_op),
             Action::Checkpoint { checkpoint } => acked.retain(|op, _| *op > checkpoint.anchor.op),
@@ -626,7 +626,7 @@ impl Cluster {
             Fate::Deliver(times) => {
                 for at in times {
                     self.sequence += 1;
-                    self.queue.insert((at, self.sequence), Event::Deliver { from, to, message: message.clone() });
+                    self.queue.insert((at, self.sequence), Event::Deliver { from, to, message: Box::new(message.clone()) });
                 }
             }
         }
@@ -645,6 +645,7 @@ impl Cluster {
                 if let Some(until) = self.nodes[index].paused_until_ns {
                     // A paused process still has its socket buffer.
                     self.sequence += 1;
+                    let message = Box::new(message);
                     self.queue.insert((until.max(self.now_ns) + 1, self.sequence), Event::Deliver { from, to, message });
                     return;
                 }

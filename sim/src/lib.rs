@@ -23,5 +23,18 @@ pub use io::{SimIo, block_on_ready};
 
 pub use run::{Checker, FaultMix, RunConfig, ScriptedFault, Target, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
 
-pub use cluster::run;
+/// Run one seed to its verdict: the VSR cluster, and with more than one shard
+/// per replica also the shard world (routing, handoff, lifecycle) from the
+/// same seed. The first violation wins; the trace hash covers both.
+pub fn run(config: &RunConfig) -> RunOutcome {
+    let mut outcome = cluster::run(config);
+    if config.shards_per_replica > 1 {
+        let shards = shards::run_shard_world(&shards::ShardWorldConfig::from_run_config(config));
+        outcome.trace_hash ^= shards.trace_hash.rotate_left(17);
+        if outcome.verdict == Verdict::Pass && !shards.passed() {
+            outcome.verdict = shards.verdict;
+        }
+    }
+    outcome
+}
 pub use shards::{ShardFaults, ShardWorldConfig, ShardWorldCounters, ShardWorldOutcome, run_shard_world};

@@ -158,6 +158,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         },
         fault_budget: None,
         record_trace: false,
+        script: Vec::new(),
     };
     let config = ShardWorldConfig::from_run_config(&run);
     assert_eq!(
