@@ -28,7 +28,9 @@ use crate::run::{Checker, RunConfig, RunOutcome, ScriptedFault, Target, Timeline
 pub const TICK_NS: u64 = 10_000_000;
 pub const JOURNAL_SLOT_COUNT: u64 = 64;
 pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
-pub const MESSAGE_SIZE_MAX_BYTES: u32 = 64 * 1024;
+/// Prepares in the simulator carry small client payloads; a small slot keeps
+/// every journal file small and every simulated fsync cheap.
+pub const MESSAGE_SIZE_MAX_BYTES: u32 = 4 * 1024;
 pub const CLUSTER_ID: u128 = 0x5348_4f41_4c00_0001;
 /// The namespace of the group the simulator runs (partition 1 of topic 1 of stream 1).
 pub const NAMESPACE: u64 = (1 << 40) | (1 << 20) | 1;
