@@ -9,6 +9,7 @@ fn main() {
         faults.network_duplicate_ppm = 10_000;
         faults.network_delay_max_ns = 20_000_000;
         faults.network_partition_ppm = 5_000;
+        faults.network_clog_ppm = 2_000;
         faults.replica_crash_ppm = 1_000;
         faults.replica_pause_ppm = 1_000;
         faults.storage_torn_write_ppm = 1_000;

@@ -840,12 +840,13 @@ impl Cluster {
             .map(|(index, node)| match &node.replica {
                 None => format!("r{index}: down"),
                 Some(r) => format!(
-                    "r{index}: {:?} view {} op {} commit {}/{} missing bodies {:?} drops {:?}",
+                    "r{index}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} drops {:?}",
                     r.status(),
                     r.view(),
                     r.op(),
                     r.commit_min(),
                     r.commit_max(),
+                    r.pipeline_summary(),
                     (r.commit_min() + 1..=r.op()).filter(|op| !r.has_body(*op)).collect::<Vec<_>>(),
                     r.stats().drops
                 ),

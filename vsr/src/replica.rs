@@ -328,6 +328,10 @@ impl<S: StateMachine> Replica<S> {
     pub fn pipeline_len(&self) -> usize {
         self.pipeline.len()
     }
+    /// The pipeline as (op, prepare_oks), for reports.
+    pub fn pipeline_summary(&self) -> Vec<(u64, usize)> {
+        self.pipeline.iter().map(|p| (p.op, p.oks.len())).collect()
+    }
     pub fn stats(&self) -> &ReplicaStats {
         &self.stats
     }
@@ -367,6 +371,10 @@ impl<S: StateMachine> Replica<S> {
             Status::Recovering => {
                 if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
                     self.broadcast_empty(Command::RequestStartView);
+                    // If the cluster is behind our view (we had joined a view
+                    // change that never finished), move it up to our view; a
+                    // primary already there answers with start_view.
+                    self.broadcast_empty(Command::StartViewChange);
                 }
             }
         }
@@ -464,6 +472,13 @@ impl<S: StateMachine> Replica<S> {
         if header.operation.is_reserved() && !registering {
             return self.drop_message("reserved_operation");
         }
+        // An op of this client still in the pipeline (perhaps from before a
+        // view change) decides what its session looks like: wait for it.
+        let in_flight =
+            self.pipeline.iter().any(|p| self.log.get(&p.op).is_none_or(|e| e.header.client == header.client));
+        if in_flight {
+            return self.drop_message("request_in_flight");
+        }
         match self.sessions.classify(header.client, header.request, registering) {
             RequestVerdict::Drop => self.drop_message("stale_request"),
             RequestVerdict::Evicted => {
@@ -478,11 +493,7 @@ impl<S: StateMachine> Replica<S> {
                 self.actions.push(Action::Reply { client: header.client, message: reply });
             }
             RequestVerdict::Prepare => {
-                let in_flight =
-                    self.pipeline.iter().any(|p| self.log.get(&p.op).is_some_and(|e| e.header.client == header.client));
-                if in_flight {
-                    self.drop_message("request_in_flight");
-                } else if self.pipeline.len() >= PIPELINE_PREPARES_MAX {
+                if self.pipeline.len() >= PIPELINE_PREPARES_MAX {
                     self.drop_message("pipeline_full");
                 } else if self.op + 1 > self.checkpoint_op + self.journal_ops_max() {
                     self.drop_message("journal_full");
@@ -531,6 +542,13 @@ impl<S: StateMachine> Replica<S> {
     fn on_prepare_ok(&mut self, header: &Header) {
         if self.status != Status::Normal || !self.is_primary() || header.view != self.view {
             return self.drop_message("prepare_ok_not_for_us");
+        }
+        // A backup applies only committed ops: its commit point is a fact the
+        // primary may adopt (it matters after a view change, when the backups
+        // may know of commits the new primary never heard of).
+        if header.commit > self.commit_max && header.commit <= self.op {
+            self.advance_commit_max(header.commit);
+            self.commit_journal();
         }
         let Some(entry) = self.pipeline.iter_mut().find(|p| p.op == header.op) else {
             return self.drop_message("prepare_ok_not_in_pipeline");
@@ -632,6 +650,12 @@ impl<S: StateMachine> Replica<S> {
         let header = message.header;
         let op = header.op;
         if op <= self.commit_min || op <= self.checkpoint_op {
+            // A new primary may not know this op is committed yet: tell it,
+            // with our commit point, so its pipeline does not wait forever.
+            let ours = self.header(op).map(|h| h.checksum);
+            if ours.is_none_or(|checksum| checksum == header.checksum) {
+                self.send_committed_ok(op, header.checksum);
+            }
             return self.drop_message("prepare_already_committed");
         }
         if let Some(entry) = self.log.get(&op) {
@@ -718,6 +742,18 @@ impl<S: StateMachine> Replica<S> {
             self.actions.push(Action::Send { to, message: Message::empty(ok) });
             next += 1;
         }
+    }
+
+    fn send_committed_ok(&mut self, op: u64, checksum: u128) {
+        if self.status != Status::Normal || self.is_primary() {
+            return;
+        }
+        let mut ok = self.new_header(Command::PrepareOk);
+        ok.op = op;
+        ok.parent = checksum;
+        ok.commit = self.commit_min;
+        let to = self.primary_index(self.view);
+        self.actions.push(Action::Send { to, message: Message::empty(ok) });
     }
 
     fn on_primary_body_repaired(&mut self, op: u64) {
