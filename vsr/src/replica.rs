@@ -1396,7 +1396,11 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_message("bad_checkpoint_body");
         }
         self.stats.state_transfers += 1;
-        self.advance_commit_max(message.header.commit);
+        // Only the checkpoint itself is vouched for. The sender's commit
+        // number says nothing about this replica's own suffix, which may be a
+        // stale one from an older view: applying it up to that number would
+        // commit ops the cluster never chose.
+        self.advance_commit_max(op);
         self.actions.push(Action::Checkpoint { checkpoint });
         self.commit_journal();
     }
