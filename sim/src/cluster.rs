@@ -67,8 +67,8 @@ struct Node {
     storage: Option<NodeStorage>,
     replica: Option<Replica<AppendLog>>,
     paused_until_ns: Option<u64>,
-    /// Prepares this replica acknowledged and has not legitimately dropped
-    /// since: they must survive a crash.
+    /// Prepares this replica wrote durably (and so may have acknowledged) and
+    /// has not legitimately dropped since: they must survive a crash.
     acked: BTreeMap<u64, u128>,
     /// Corruption was injected into this replica's journal while it was down.
     corrupted: bool,
@@ -413,10 +413,10 @@ impl Cluster {
     fn after_storage(&mut self, replica: u8, action: &Action) {
         let acked = &mut self.nodes[replica as usize].acked;
         match action {
-            Action::WritePrepare { message }
-                if acked.get(&message.header.op).is_some_and(|c| *c != message.header.checksum) =>
-            {
-                acked.remove(&message.header.op);
+            // Every prepare written and fsynced is a promise, acknowledged or
+            // not (a primary acknowledges to itself): it must survive a crash.
+            Action::WritePrepare { message } => {
+                acked.insert(message.header.op, message.header.checksum);
             }
             Action::TruncateLog { after_op } => acked.retain(|op, _| op <= after_op),
             Action::Checkpoint { checkpoint } => acked.retain(|op, _| *op > checkpoint.anchor.op),
@@ -561,6 +561,15 @@ impl Cluster {
             return;
         }
         let op = low + self.rng.next_u64() % (head - low);
+        // Placed so the cluster stays recoverable: every other running
+        // replica holds this op (or checkpointed past it), so corrupting it
+        // here never destroys the last copy.
+        let held_elsewhere = self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
+            node.replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
+        });
+        if !held_elsewhere {
+            return;
+        }
         let offset = journal.config().slot_offset(op);
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), NAMESPACE);
         drop(storage);
