@@ -107,9 +107,11 @@ fn operation_is_partition_capable(operation: Operation) -> bool {
         // reserved (0) is what control messages carry: all group-bound.
         Operation::Reserved | Operation::Root | Operation::Noop => true,
         Operation::SendMessages | Operation::PollMessages => true,
-        // Client sessions and the stream/topic catalogue are metadata only.
-        Operation::Register
-        | Operation::CreateStream
+        // Every group keeps its own client sessions (a retry must be filtered
+        // by the log that applies it), so a register names its group.
+        Operation::Register => true,
+        // The stream/topic catalogue is metadata only.
+        Operation::CreateStream
         | Operation::DeleteStream
         | Operation::CreateTopic
         | Operation::DeleteTopic => false,
@@ -156,8 +158,11 @@ pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId
                 })
             }
         }
-        // Sessions, the catalogue, and reserved operations: shard 0 answers
-        // (and rejects what a client may not ask), so the client gets a reply.
+        // A register for a partition belongs to that partition's group.
+        Operation::Register if namespace.is_partition() => Ok(route_partition(namespace, shard_count)),
+        // The catalogue, sessions of the metadata group, and reserved
+        // operations: shard 0 answers (and rejects what a client may not
+        // ask), so the client gets a reply.
         Operation::Register
         | Operation::CreateStream
         | Operation::DeleteStream
@@ -276,9 +281,9 @@ mod tests {
         // A ping is replica-level even when a namespace is filled in.
         let ping = header(Command::Ping, Operation::Reserved, namespace);
         assert_eq!(route_consensus_control(&ping, shard_count), ShardId(0));
-        // Sessions never live in a partition group.
+        // Each group keeps its own sessions: a register follows its namespace.
         let register = header(Command::Prepare, Operation::Register, namespace);
-        assert_eq!(route_consensus_control(&register, shard_count), ShardId(0));
+        assert_eq!(route_consensus_control(&register, shard_count), route_partition(namespace, shard_count));
     }
 
     #[test]
@@ -295,8 +300,7 @@ mod tests {
                             matches!(command, Command::Ping | Command::Pong | Command::Eviction);
                         let metadata_only = matches!(
                             operation,
-                            Operation::Register
-                                | Operation::CreateStream
+                            Operation::CreateStream
                                 | Operation::DeleteStream
                                 | Operation::CreateTopic
                                 | Operation::DeleteTopic
