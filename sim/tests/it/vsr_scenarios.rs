@@ -129,3 +129,52 @@ fn returning_old_primary_with_a_longer_stale_log_does_not_win_the_view_change() 
         assert_pass(&outcome);
     }
 }
+
+/// The mixed fault load of the developer sweep: every fault class at once.
+fn stormy(seed: u64) -> RunConfig {
+    let faults = FaultMix {
+        network_drop_ppm: 20_000,
+        network_duplicate_ppm: 10_000,
+        network_delay_max_ns: 20_000_000,
+        network_partition_ppm: 5_000,
+        network_clog_ppm: 2_000,
+        replica_crash_ppm: 1_000,
+        replica_pause_ppm: 1_000,
+        storage_torn_write_ppm: 1_000,
+        storage_write_error_ppm: 500,
+        storage_read_corruption_ppm: 300_000,
+        ..FaultMix::none()
+    };
+    RunConfig { faults, ..story(seed, Vec::new()) }
+}
+
+fn sweep(seeds: std::ops::Range<u64>) {
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let outcome = shoal_sim::run(&stormy(seed));
+        if outcome.verdict != Verdict::Pass {
+            failures.push(format!("seed {seed}: {:?}", outcome.verdict));
+        }
+    }
+    assert!(failures.is_empty(), "{} seeds failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn seed_sweep_0_to_250() {
+    sweep(0..250);
+}
+
+#[test]
+fn seed_sweep_250_to_500() {
+    sweep(250..500);
+}
+
+#[test]
+fn seed_sweep_500_to_750() {
+    sweep(500..750);
+}
+
+#[test]
+fn seed_sweep_750_to_1000() {
+    sweep(750..1000);
+}
