@@ -7,6 +7,8 @@
 //! the bug being chased for a different one. Never changes the seed: the
 //! result replays with `shoal-sim replay --config FILE`.
 
+use std::collections::BTreeSet;
+
 use shoal_sim::{Checker, RunConfig, RunOutcome};
 
 use crate::catalog::{FAULT_FIELDS, NS_PER_MS};
@@ -49,7 +51,7 @@ pub struct Shrunk {
 #[derive(Debug)]
 pub enum ShrinkResult {
     /// The starting config passes: there is nothing to shrink.
-    Passes(RunOutcome),
+    Passes(Box<RunOutcome>),
     Shrunk(Box<Shrunk>),
 }
 
@@ -60,6 +62,9 @@ struct Search<'a, 'r> {
     current_outcome: RunOutcome,
     attempts: u32,
     steps: Vec<ShrinkStep>,
+    /// Candidates already run (as JSON), so a later pass does not spend
+    /// attempts re-running what was rejected before: runs are deterministic.
+    tried: BTreeSet<String>,
     on_step: &'a mut dyn FnMut(&ShrinkStep),
 }
 
@@ -74,6 +79,9 @@ impl Search<'_, '_> {
             return false;
         }
         assert_eq!(candidate.seed, self.current.seed, "shrinking never changes the seed");
+        if !self.tried.insert(serde_json::to_string(&candidate).expect("RunConfig serializes")) {
+            return false;
+        }
         self.attempts += 1;
         let outcome = run_caught(self.runner, &candidate);
         let result = match outcome.verdict.checker() {
@@ -162,7 +170,7 @@ pub fn shrink(runner: Runner<'_>, config: &RunConfig, on_step: &mut dyn FnMut(&S
     start.record_trace = false;
     let original = run_caught(runner, &start);
     let Some(checker) = original.verdict.checker() else {
-        return ShrinkResult::Passes(original);
+        return ShrinkResult::Passes(Box::new(original));
     };
     let mut search = Search {
         runner,
@@ -171,6 +179,7 @@ pub fn shrink(runner: Runner<'_>, config: &RunConfig, on_step: &mut dyn FnMut(&S
         current_outcome: original.clone(),
         attempts: 0,
         steps: Vec::new(),
+        tried: BTreeSet::new(),
         on_step,
     };
     // Each knob can unlock another (fewer faults may allow a shorter run), so
@@ -211,6 +220,7 @@ mod tests {
     use super::*;
     use crate::{catalog, fake};
     use shoal_sim::{FaultMix, Verdict};
+    use std::collections::BTreeSet;
 
     fn shrink_quietly(runner: Runner<'_>, config: &RunConfig) -> ShrinkResult {
         shrink(runner, config, &mut |_| {})
@@ -230,8 +240,22 @@ mod tests {
         assert_eq!(shrunk.minimal.faults, only_drops);
         assert!(shrunk.minimal.safety_time_ns < config.safety_time_ns);
         assert!(!shrunk.attempts_exhausted);
+
         assert!(shrunk.steps.iter().any(|step| !step.kept), "some candidates must have been rejected");
         assert_eq!(fake::run(&shrunk.minimal).verdict.checker(), Some(Checker::Agreement));
+    }
+
+    #[test]
+    fn no_config_is_run_twice() {
+        let runs = std::sync::Mutex::new(Vec::new());
+        let recording = |config: &RunConfig| {
+            runs.lock().unwrap().push(serde_json::to_string(config).unwrap());
+            fake::run(config)
+        };
+        let ShrinkResult::Shrunk(shrunk) = shrink_quietly(&recording, &catalog::partition_storm(1)) else { panic!() };
+        let runs = runs.into_inner().unwrap();
+        assert_eq!(runs.len(), shrunk.steps.len() + 1, "one run per step plus the first");
+        assert_eq!(runs.iter().collect::<BTreeSet<_>>().len(), runs.len(), "a config was run twice");
     }
 
     #[test]

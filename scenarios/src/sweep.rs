@@ -25,6 +25,8 @@ use crate::runner::{Runner, run_caught};
 pub const JOBS_MAX: usize = 1024;
 /// Without a TTY, print a progress line every this many percent.
 pub const PROGRESS_LINE_PERCENT: u64 = 5;
+/// The summary lists this many failing seeds; reports list them all.
+pub const FAILURES_LISTED_MAX: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -180,12 +182,16 @@ impl SweepResult {
         let failures: Vec<&RunOutcome> = self.failures().collect();
         if !failures.is_empty() {
             text.push_str("failing seeds (replay each with the command shown):\n");
-            for outcome in failures {
+            for outcome in failures.iter().take(FAILURES_LISTED_MAX) {
                 text.push_str(&format!(
                     "  {}    # {}\n",
                     crate::replay_command(outcome.config.seed, &outcome.config.scenario),
                     verdict_line(&outcome.verdict)
                 ));
+            }
+            if failures.len() > FAILURES_LISTED_MAX {
+                let more = failures.len() - FAILURES_LISTED_MAX;
+                text.push_str(&format!("  ... and {more} more: write them all with --report json --report-file F\n"));
             }
         }
         text

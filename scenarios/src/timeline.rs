@@ -63,7 +63,7 @@ fn tick_step_ns(end_ns: u64) -> u64 {
 fn format_tick(ns: u64) -> String {
     if ns == 0 {
         "0".into()
-    } else if ns % 1_000_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000_000) {
         format!("{} s", ns / 1_000_000_000)
     } else if ns >= 1_000_000 {
         format!("{} ms", ns as f64 / 1e6)
