@@ -63,8 +63,8 @@ fn tick_step_ns(end_ns: u64) -> u64 {
 fn format_tick(ns: u64) -> String {
     if ns == 0 {
         "0".into()
-    } else if ns.is_multiple_of(1_000_000_000) {
-        format!("{} s", ns / 1_000_000_000)
+    } else if ns >= 1_000_000_000 {
+        format!("{} s", ns as f64 / 1e9)
     } else if ns >= 1_000_000 {
         format!("{} ms", ns as f64 / 1e6)
     } else {
@@ -213,6 +213,20 @@ pub fn render_svg(outcome: &RunOutcome) -> String {
         safety_end_x + 4.0,
         LANES_TOP_PX - 4.0
     );
+
+    if outcome.virtual_time_ns < end_ns {
+        // The run stopped early (at a safety violation): grey out the rest.
+        let stop_x = layout.x(outcome.virtual_time_ns);
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{stop_x:.1}" y="{LANES_TOP_PX}" width="{:.1}" height="{:.1}" fill="#ffffff" fill-opacity="0.7"/><text x="{:.1}" y="{:.1}" fill="#555">run stopped at {}</text>"##,
+            layout.x(end_ns) - stop_x,
+            lanes_bottom - LANES_TOP_PX,
+            stop_x + 16.0,
+            LANES_TOP_PX + LANE_HEIGHT_PX / 2.0 + 4.0,
+            crate::format_seconds(outcome.virtual_time_ns)
+        );
+    }
 
     let mut by_replica: BTreeMap<u8, Vec<&TimelineEvent>> = BTreeMap::new();
     for event in &outcome.timeline {
@@ -371,6 +385,7 @@ pub(crate) mod tests {
         assert!(svg.contains(COLOR_VIEW_CHANGE) && svg.contains(COLOR_FAULT) && svg.contains(COLOR_PARTITION));
         assert!(svg.contains("violation: op 7 committed with two checksums"));
         assert!(svg.contains("SAFETY Agreement"));
+        assert!(svg.contains("run stopped at 1.000 s"));
     }
 
     #[test]
@@ -402,5 +417,6 @@ pub(crate) mod tests {
         assert_eq!(tick_step_ns(7), 1);
         assert_eq!(format_tick(2_000_000_000), "2 s");
         assert_eq!(format_tick(500_000_000), "500 ms");
+        assert_eq!(format_tick(1_500_000_000), "1.5 s");
     }
 }
