@@ -64,7 +64,7 @@ struct Target {
     #[arg(long, default_value = SCENARIO_DEFAULT)]
     scenario: String,
     /// Run a saved config (as written by `shrink`) instead of --seed/--scenario.
-    #[arg(long, conflicts_with = "seed")]
+    #[arg(long, conflicts_with_all = ["seed", "scenario"])]
     config: Option<PathBuf>,
 }
 
@@ -445,6 +445,7 @@ mod tests {
         assert_eq!(cli(&["sweep", "--seeds", "0..3", "--report", "json"]).0, 1, "--report needs --report-file");
         assert_eq!(cli(&["replay", "--config", "/nonexistent/c.json"]).0, 1);
         assert_eq!(cli(&["bench", "--seeds", "0"]).0, 1);
+        assert_eq!(cli(&["replay", "--config", "c.json", "--scenario", "steady"]).0, 1, "a config names its scenario");
         assert_eq!(cli(&["--help"]).0, 0);
     }
 

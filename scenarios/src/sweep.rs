@@ -156,7 +156,7 @@ impl SweepResult {
     pub fn render_summary(&self) -> String {
         let plan = &self.plan;
         let mut text = String::new();
-        let mut line = |label: &str, value: String| text.push_str(&format!("  {label:<22}{value:>14}\n"));
+        let mut line = |label: &str, value: String| text.push_str(&format!("  {label:<22}{value:>20}\n"));
         line("scenario", plan.scenario.name.to_string());
         line("seed indices", format!("{}..{}", plan.range.start, plan.range.end));
         if plan.base != 0 {
