@@ -20,7 +20,7 @@ use crate::shrink::{self, ShrinkResult};
 use crate::sweep::{self, ProgressMode, SweepError, SweepPlan};
 
 pub const EXIT_USAGE: i32 = 1;
-pub const EXIT_NONDETERMINISM: i32 = 5;
+pub const EXIT_NONDETERMINISM: i32 = sweep::EXIT_NONDETERMINISM;
 const SCENARIO_DEFAULT: &str = "swarm";
 const BENCH_SEEDS_DEFAULT: u64 = 20;
 
@@ -112,6 +112,9 @@ struct SweepArgs {
     /// Offset the range by a base seed hashed from `git rev-parse HEAD`.
     #[arg(long)]
     seed_from_git: bool,
+    /// Run every seed twice and compare (exit 5 if any seed differs).
+    #[arg(long)]
+    check_determinism: bool,
     /// No progress bar or progress lines.
     #[arg(long)]
     no_progress: bool,
@@ -293,6 +296,7 @@ fn run(args: RunArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, Cl
         base_seed: 0,
         seeds_planned: 1,
         stopped_by_time_limit: false,
+        nondeterministic: Vec::new(),
         wall: std::time::Duration::ZERO,
     };
     write_report(&args.report, std::slice::from_ref(&outcome), &meta, out)?;
@@ -306,7 +310,8 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
     let base = if args.seed_from_git { sweep::git_base_seed()? } else { 0 };
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let progress = if args.no_progress { ProgressMode::Off } else { ProgressMode::Auto };
-    let plan = SweepPlan { scenario, range, base, jobs, time_limit, progress };
+    let check_determinism = args.check_determinism;
+    let plan = SweepPlan { scenario, range, base, jobs, time_limit, check_determinism, progress };
     let result = sweep::sweep(plan, runner)?;
     write!(out, "{}", result.render_summary())?;
     let meta = ReportMeta {
@@ -314,6 +319,7 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
         base_seed: base,
         seeds_planned: result.plan.seed_count(),
         stopped_by_time_limit: result.stopped_by_time_limit,
+        nondeterministic: result.nondeterministic.clone(),
         wall: result.wall,
     };
     write_report(&args.report, &result.outcomes, &meta, out)?;

@@ -29,6 +29,8 @@ pub struct ReportMeta {
     pub base_seed: u64,
     pub seeds_planned: u64,
     pub stopped_by_time_limit: bool,
+    /// Seeds that ran twice and differed, with what differed.
+    pub nondeterministic: Vec<(u64, String)>,
     pub wall: Duration,
 }
 
@@ -45,7 +47,15 @@ struct JsonReport<'a> {
     pass: usize,
     fail: usize,
     failures_by_checker: BTreeMap<String, u64>,
+    nondeterministic: Vec<JsonNondeterministic<'a>>,
     runs: Vec<JsonRun<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct JsonNondeterministic<'a> {
+    seed: u64,
+    mismatch: &'a str,
+    replay: String,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -65,6 +75,11 @@ struct JsonRun<'a> {
     replay: Option<String>,
 }
 
+fn exit_code(outcomes: &[RunOutcome], meta: &ReportMeta) -> i32 {
+    let verdicts = outcomes.iter().map(|outcome| outcome.verdict.exit_code()).max().unwrap_or(0);
+    if meta.nondeterministic.is_empty() { verdicts } else { verdicts.max(crate::sweep::EXIT_NONDETERMINISM) }
+}
+
 pub fn json(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
     let mut failures_by_checker = BTreeMap::new();
     for checker in outcomes.iter().filter_map(|outcome| outcome.verdict.checker()) {
@@ -78,10 +93,19 @@ pub fn json(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
         seeds_run: outcomes.len(),
         stopped_by_time_limit: meta.stopped_by_time_limit,
         wall_time_s: meta.wall.as_secs_f64(),
-        exit_code: outcomes.iter().map(|outcome| outcome.verdict.exit_code()).max().unwrap_or(0),
+        exit_code: exit_code(outcomes, meta),
         pass: outcomes.iter().filter(|outcome| outcome.verdict == Verdict::Pass).count(),
         fail: outcomes.iter().filter(|outcome| outcome.verdict != Verdict::Pass).count(),
         failures_by_checker,
+        nondeterministic: meta
+            .nondeterministic
+            .iter()
+            .map(|(seed, mismatch)| JsonNondeterministic {
+                seed: *seed,
+                mismatch,
+                replay: format!("{} --check-determinism", crate::replay_command(*seed, &meta.scenario)),
+            })
+            .collect(),
         runs: outcomes
             .iter()
             .map(|outcome| JsonRun {
@@ -123,7 +147,13 @@ pub fn xml_escape(text: &str) -> String {
 
 pub fn junit(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
     let suite = xml_escape(&format!("shoal-sim.{}", meta.scenario));
-    let failures = outcomes.iter().filter(|o| o.verdict.exit_code() == 2 || o.verdict.exit_code() == 3).count();
+    let nondeterministic = |seed: u64| meta.nondeterministic.iter().find(|(s, _)| *s == seed).map(|(_, m)| m.as_str());
+    let failures = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(o.verdict.exit_code(), 2 | 3) || (o.verdict == Verdict::Pass && nondeterministic(o.config.seed).is_some())
+        })
+        .count();
     let errors = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Panic { .. })).count();
     let time = meta.wall.as_secs_f64();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -149,7 +179,7 @@ pub fn junit(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
         let replay = xml_escape(&crate::replay_command(seed, &outcome.config.scenario));
         xml.push_str(&format!("    <testcase classname=\"{suite}\" name=\"seed {seed}\""));
         let body = match &outcome.verdict {
-            Verdict::Pass => None,
+            Verdict::Pass => nondeterministic(seed).map(|mismatch| ("failure", "Determinism".to_string(), mismatch)),
             Verdict::SafetyViolation { checker, message, .. } => {
                 Some(("failure", format!("{checker:?}"), message.as_str()))
             }
@@ -192,6 +222,7 @@ mod tests {
             base_seed: 0,
             seeds_planned: 3,
             stopped_by_time_limit: false,
+            nondeterministic: Vec::new(),
             wall: Duration::from_millis(1500),
         }
     }
@@ -212,6 +243,7 @@ mod tests {
         assert_eq!(value["failures_by_checker"]["Agreement"], 1);
         assert_eq!(value["runs"][0]["replay"], "shoal-sim replay --seed 1 --scenario partition-storm");
         assert!(value["runs"][1].get("replay").is_none());
+        assert_eq!(value["nondeterministic"].as_array().unwrap().len(), 0);
         assert_eq!(value["runs"][0]["verdict"]["SafetyViolation"]["checker"], "Agreement");
     }
 
@@ -224,6 +256,18 @@ mod tests {
         assert!(xml.contains("<error type=\"Panic\""));
         assert!(xml.contains("replay: shoal-sim replay --seed 13 --scenario partition-storm"));
         assert_eq!(xml.matches("<testcase").count(), xml.matches("name=\"seed ").count());
+    }
+
+    #[test]
+    fn nondeterministic_seeds_fail_in_both_reports_with_exit_5() {
+        let mut meta = meta();
+        meta.nondeterministic = vec![(2, "trace hash 1 vs 2".into())];
+        let xml = junit(&outcomes(), &meta);
+        assert!(xml.contains("<failure type=\"Determinism\" message=\"trace hash 1 vs 2\""), "{xml}");
+        assert!(xml.contains("failures=\"2\""), "{xml}");
+        let value: serde_json::Value = serde_json::from_str(&json(&outcomes(), &meta)).unwrap();
+        assert_eq!(value["exit_code"], 5);
+        assert_eq!(value["nondeterministic"][0]["replay"], "shoal-sim replay --seed 2 --scenario partition-storm --check-determinism");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::runner::{Runner, run_caught};
 
 /// More workers than this is a typo, not a machine.
 pub const JOBS_MAX: usize = 1024;
+/// Exit code of a sweep with a non-deterministic seed (as `replay --check-determinism`).
+pub const EXIT_NONDETERMINISM: i32 = 5;
 /// Without a TTY, print a progress line every this many percent.
 pub const PROGRESS_LINE_PERCENT: u64 = 5;
 /// The summary lists this many failing seeds; reports list them all.
@@ -99,6 +101,8 @@ pub struct SweepPlan {
     pub base: u64,
     pub jobs: usize,
     pub time_limit: Option<Duration>,
+    /// Run every seed twice and compare trace hashes and verdicts.
+    pub check_determinism: bool,
     pub progress: ProgressMode,
 }
 
@@ -115,6 +119,9 @@ pub struct SweepResult {
     /// timelines (replay a seed to get those).
     pub outcomes: Vec<RunOutcome>,
     pub stopped_by_time_limit: bool,
+    /// Seeds whose two runs differed (with `check_determinism`), by seed
+    /// index order, with what differed.
+    pub nondeterministic: Vec<(u64, String)>,
     pub wall: Duration,
 }
 
@@ -139,9 +146,11 @@ impl SweepResult {
         self.failures().filter(|outcome| matches!(outcome.verdict, Verdict::Panic { .. })).count() as u64
     }
 
-    /// The worst verdict: the highest exit code of any seed.
+    /// The worst verdict: the highest exit code of any seed, and 5 if any
+    /// seed was non-deterministic.
     pub fn exit_code(&self) -> i32 {
-        self.outcomes.iter().map(|outcome| outcome.verdict.exit_code()).max().unwrap_or(0)
+        let verdicts = self.outcomes.iter().map(|outcome| outcome.verdict.exit_code()).max().unwrap_or(0);
+        if self.nondeterministic.is_empty() { verdicts } else { verdicts.max(EXIT_NONDETERMINISM) }
     }
 
     pub fn virtual_time_ns(&self) -> u64 {
@@ -169,6 +178,9 @@ impl SweepResult {
             line(&format!("  {checker:?}"), count.to_string());
         }
         line("panics", self.panics().to_string());
+        if plan.check_determinism {
+            line("non-deterministic", self.nondeterministic.len().to_string());
+        }
         line("seeds/s", format!("{:.1}", self.seeds_per_second()));
         line("wall time", format!("{:.2} s", self.wall.as_secs_f64()));
         line("virtual time", crate::format_seconds(self.virtual_time_ns()));
@@ -178,6 +190,13 @@ impl SweepResult {
             let limit = plan.time_limit.map_or(0.0, |limit| limit.as_secs_f64());
             let skipped = plan.seed_count() - self.outcomes.len() as u64;
             text.push_str(&format!("  stopped by --time-limit ({limit:.0} s): {skipped} seeds not started\n"));
+        }
+        if !self.nondeterministic.is_empty() {
+            text.push_str("non-deterministic seeds (each ran twice and differed):\n");
+            for (seed, mismatch) in self.nondeterministic.iter().take(FAILURES_LISTED_MAX) {
+                let command = crate::replay_command(*seed, plan.scenario.name);
+                text.push_str(&format!("  {command} --check-determinism    # {mismatch}\n"));
+            }
         }
         let failures: Vec<&RunOutcome> = self.failures().collect();
         if !failures.is_empty() {
@@ -268,7 +287,8 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
     let stopped = AtomicBool::new(false);
     let mut progress = Progress::new(plan.progress, total);
     let mut outcomes: Vec<(u64, RunOutcome)> = Vec::new();
-    let (sender, receiver) = mpsc::channel::<(u64, RunOutcome)>();
+    let mut nondeterministic: Vec<(u64, String)> = Vec::new();
+    let (sender, receiver) = mpsc::channel::<(u64, RunOutcome, Option<String>)>();
     std::thread::scope(|scope| {
         for _ in 0..plan.jobs.min(total as usize) {
             let sender = sender.clone();
@@ -285,10 +305,24 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
                     }
                     let config = plan.scenario.config(plan.base.wrapping_add(index));
                     let mut outcome = run_caught(runner, &config);
+                    let mismatch = if plan.check_determinism {
+                        let again = run_caught(runner, &config);
+                        (again.trace_hash != outcome.trace_hash || again.verdict != outcome.verdict).then(|| {
+                            format!(
+                                "trace hash {:016x} vs {:016x}, verdict {} vs {}",
+                                outcome.trace_hash,
+                                again.trace_hash,
+                                verdict_line(&outcome.verdict),
+                                verdict_line(&again.verdict)
+                            )
+                        })
+                    } else {
+                        None
+                    };
                     // A sweep keeps verdicts and counters; traces are for replay.
                     outcome.trace = Vec::new();
                     outcome.timeline = Vec::new();
-                    if sender.send((index, outcome)).is_err() {
+                    if sender.send((index, outcome, mismatch)).is_err() {
                         return;
                     }
                 }
@@ -296,20 +330,27 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
         }
         drop(sender);
         let mut fails = 0;
-        for (index, outcome) in receiver {
-            fails += u64::from(outcome.verdict != Verdict::Pass);
+        for (index, outcome, mismatch) in receiver {
+            fails += u64::from(outcome.verdict != Verdict::Pass || mismatch.is_some());
+            if let Some(mismatch) = mismatch {
+                nondeterministic.push((index, mismatch));
+            }
             outcomes.push((index, outcome));
             progress.update(outcomes.len() as u64, fails);
         }
     });
     progress.finish();
     outcomes.sort_by_key(|(index, _)| *index);
+    nondeterministic.sort_by_key(|(index, _)| *index);
+    let nondeterministic =
+        nondeterministic.into_iter().map(|(index, mismatch)| (plan.base.wrapping_add(index), mismatch)).collect();
     let stopped_by_time_limit = stopped.load(Ordering::Relaxed) && (outcomes.len() as u64) < total;
     assert!(stopped_by_time_limit || outcomes.len() as u64 == total, "every seed runs unless the time limit hits");
     Ok(SweepResult {
         plan,
         outcomes: outcomes.into_iter().map(|(_, outcome)| outcome).collect(),
         stopped_by_time_limit,
+        nondeterministic,
         wall: started.elapsed(),
     })
 }
@@ -326,6 +367,7 @@ mod tests {
             base: 0,
             jobs,
             time_limit: None,
+            check_determinism: false,
             progress: ProgressMode::Off,
         }
     }
@@ -394,6 +436,21 @@ mod tests {
         assert!(result.stopped_by_time_limit);
         assert!(result.outcomes.len() < 1000 && !result.outcomes.is_empty());
         assert!(result.render_summary().contains("stopped by --time-limit"));
+    }
+
+    #[test]
+    fn check_determinism_runs_each_seed_twice_and_flags_differences() {
+        let mut checked = plan("steady", 0..6, 2);
+        checked.check_determinism = true;
+        let clean = sweep(checked.clone(), &crate::fake::run).unwrap();
+        assert!(clean.nondeterministic.is_empty());
+        assert_eq!(clean.exit_code(), 0);
+        assert!(clean.render_summary().contains("non-deterministic"));
+        let noisy = sweep(checked, &crate::fake::run_nondeterministic).unwrap();
+        assert_eq!(noisy.nondeterministic.iter().map(|(seed, _)| *seed).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(noisy.exit_code(), EXIT_NONDETERMINISM);
+        let summary = noisy.render_summary();
+        assert!(summary.contains("shoal-sim replay --seed 3 --scenario steady --check-determinism"), "{summary}");
     }
 
     #[test]

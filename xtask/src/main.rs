@@ -30,7 +30,8 @@ usage: cargo xtask <command>
   test                  setup, then nextest (workspace), doctests, clippy -D warnings
   sim [shoal-sim args]  release-build shoal-sim; with no args sweep swarm seeds 0..1000
                         and 200 commit-derived seeds, reports in sim-reports/
-  ci                    test, then time-bounded sweeps and determinism checks
+  ci                    test, then time-bounded sweeps (commit-derived seeds run twice
+                        to check determinism) and a determinism replay per scenario
   bench <journal|sim|router> [args]
                         journal: shoal-bench journal (shoal-runtime)
                         sim:     shoal-sim bench (steady scenario)
@@ -218,7 +219,9 @@ fn ci() -> Step {
                 &binary,
                 SIM_GIT_SEEDS,
                 &reports.join("ci-sweep-git.xml"),
-                &["--seed-from-git", "--time-limit", CI_GIT_TIME_LIMIT],
+                // New seeds each commit, each run twice: catches non-determinism
+                // on paths the fixed seeds never take.
+                &["--seed-from-git", "--check-determinism", "--time-limit", CI_GIT_TIME_LIMIT],
             ),
         ];
         for scenario in CI_DETERMINISM_SCENARIOS {

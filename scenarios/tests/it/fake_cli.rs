@@ -66,3 +66,14 @@ fn timeline_of_a_violation_marks_it() {
     let svg = std::fs::read_to_string(&file).unwrap();
     assert!(svg.contains("violation: op 7 committed with two checksums"));
 }
+
+#[test]
+fn sweep_check_determinism_exits_5_and_names_the_replay_for_a_noisy_simulator() {
+    let args = ["sweep", "--seeds", "0..4", "--scenario", "steady", "--check-determinism"];
+    let (code, summary) = cli(&fake::run_nondeterministic, &args);
+    assert_eq!(code, 5, "{summary}");
+    assert!(summary.contains("non-deterministic seeds"), "{summary}");
+    assert!(summary.contains("shoal-sim replay --seed 2 --scenario steady --check-determinism"), "{summary}");
+    let (code, summary) = cli(&fake::run, &args);
+    assert_eq!(code, 0, "{summary}");
+}
