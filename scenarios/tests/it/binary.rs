@@ -47,20 +47,20 @@ fn usage_and_config_errors_exit_1_with_a_hint() {
 fn sweep_writes_junit_and_json_reports_and_prints_a_summary() {
     let dir = scratch_dir("sweep-reports");
     let junit = dir.join("sweep.xml");
-    let args = ["sweep", "--seeds", "0..24", "--scenario", "steady", "--jobs", "2", "--report", "junit"];
+    let args = ["sweep", "--seeds", "0..12", "--scenario", "steady", "--jobs", "2", "--report", "junit"];
     let (code, stdout, stderr) = shoal_sim(&[&args[..], &["--report-file", junit.to_str().unwrap()]].concat());
     assert!(stdout.contains("shoal-sim sweep summary") && stdout.contains("seeds run"), "{stdout}");
-    assert!(stdout.contains("24 / 24"), "{stdout}");
+    assert!(stdout.contains("12 / 12"), "{stdout}");
     // Not a TTY: progress comes as lines on stderr, ending at 100%.
-    assert!(stderr.contains("sweep: 24/24 seeds (100%)"), "{stderr}");
+    assert!(stderr.contains("sweep: 12/12 seeds (100%)"), "{stderr}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert_eq!(xml.matches("<testcase ").count(), 24);
+    assert_eq!(xml.matches("<testcase ").count(), 12);
     let json_file = dir.join("sweep.json");
-    let args = ["sweep", "--seeds", "0..8", "--scenario", "swarm", "--no-progress", "--report", "json"];
+    let args = ["sweep", "--seeds", "0..4", "--scenario", "swarm", "--no-progress", "--report", "json"];
     let (code_json, _, stderr) = shoal_sim(&[&args[..], &["--report-file", json_file.to_str().unwrap()]].concat());
     assert!(stderr.is_empty(), "--no-progress prints nothing: {stderr}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
-    assert_eq!(report["seeds_run"], 8);
+    assert_eq!(report["seeds_run"], 4);
     assert_eq!(report["exit_code"], code_json);
     let _ = code;
 }
