@@ -26,6 +26,7 @@ const COMMIT_MARKERS_PER_LANE_MAX: usize = 400;
 /// Other markers beyond this per lane are dropped (the count is shown).
 const MARKERS_PER_LANE_MAX: usize = 2_000;
 const AXIS_TICKS_TARGET: u64 = 10;
+const LIVENESS_LABEL_WIDTH_PX: f64 = 130.0;
 
 const COLOR_VIEW_CHANGE: &str = "#1f6feb";
 const COLOR_CRASH: &str = "#222222";
@@ -161,7 +162,9 @@ pub fn render_svg(outcome: &RunOutcome) -> String {
     let config = &outcome.config;
     let replicas = config.replica_count.max(1);
     let last_event_ns = outcome.timeline.iter().map(|event| event.time_ns).max().unwrap_or(0);
-    let end_ns = (config.safety_time_ns + config.liveness_time_ns).max(outcome.virtual_time_ns).max(last_event_ns).max(1);
+    // A run ends when the cluster converges after the safety phase (or at a
+    // violation), usually well before the liveness bound: draw what ran.
+    let end_ns = config.safety_time_ns.max(outcome.virtual_time_ns).max(last_event_ns).max(1);
     let layout = Layout { end_ns, plot_width_px: WIDTH_PX - MARGIN_LEFT_PX - MARGIN_RIGHT_PX };
     let lanes_bottom = lane_top(replicas);
     let height = lanes_bottom + AXIS_HEIGHT_PX + LEGEND_HEIGHT_PX;
@@ -182,11 +185,13 @@ pub fn render_svg(outcome: &RunOutcome) -> String {
     );
     let _ = writeln!(
         svg,
-        r##"<text x="10" y="62" fill="#555">ops committed {} · view changes {} · faults injected {} · virtual time {} · trace {:016x}</text>"##,
+        r##"<text x="10" y="62" fill="#555">ops committed {} · view changes {} · faults injected {} · virtual time {} (safety {}, liveness bound {}) · trace {:016x}</text>"##,
         outcome.ops_committed,
         outcome.view_changes,
         outcome.faults_injected_total,
         crate::format_seconds(outcome.virtual_time_ns),
+        crate::format_seconds(config.safety_time_ns),
+        crate::format_seconds(config.liveness_time_ns),
         outcome.trace_hash
     );
 
@@ -204,17 +209,30 @@ pub fn render_svg(outcome: &RunOutcome) -> String {
     let safety_end_x = layout.x(config.safety_time_ns);
     let _ = writeln!(
         svg,
-        r##"<rect x="{safety_end_x:.1}" y="{LANES_TOP_PX}" width="{:.1}" height="{:.1}" fill="#2da44e" fill-opacity="0.06"/><line x1="{safety_end_x:.1}" y1="{:.1}" x2="{safety_end_x:.1}" y2="{lanes_bottom:.1}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#555">safety (faults on)</text><text x="{:.1}" y="{:.1}" fill="#555">liveness (faults off)</text>"##,
+        r##"<rect x="{safety_end_x:.1}" y="{LANES_TOP_PX}" width="{:.1}" height="{:.1}" fill="#2da44e" fill-opacity="0.06"/><line x1="{safety_end_x:.1}" y1="{:.1}" x2="{safety_end_x:.1}" y2="{lanes_bottom:.1}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#555">safety (faults on)</text>{}"##,
         (layout.x(end_ns) - safety_end_x).max(0.0),
         lanes_bottom - LANES_TOP_PX,
         LANES_TOP_PX - 8.0,
         MARGIN_LEFT_PX + 4.0,
         LANES_TOP_PX - 4.0,
-        safety_end_x + 4.0,
-        LANES_TOP_PX - 4.0
+        // No room for the label when the run ended with the safety phase.
+        if layout.x(end_ns) - safety_end_x > LIVENESS_LABEL_WIDTH_PX {
+            format!(r##"<text x="{:.1}" y="{:.1}" fill="#555">liveness (faults off)</text>"##, safety_end_x + 4.0, LANES_TOP_PX - 4.0)
+        } else {
+            String::new()
+        }
     );
 
-    if outcome.virtual_time_ns < end_ns {
+    if let Verdict::Panic { .. } = outcome.verdict {
+        // The panic unwound through the simulator, taking the run's events
+        // with it: say so instead of drawing an empty run.
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" fill="{COLOR_VIOLATION}">the run panicked: its timeline unwound with it (see the message above)</text>"##,
+            MARGIN_LEFT_PX + 16.0,
+            LANES_TOP_PX + LANE_HEIGHT_PX / 2.0 + 4.0
+        );
+    } else if outcome.virtual_time_ns < end_ns {
         // The run stopped early (at a safety violation): grey out the rest.
         let stop_x = layout.x(outcome.virtual_time_ns);
         let _ = writeln!(
@@ -386,6 +404,15 @@ pub(crate) mod tests {
         assert!(svg.contains("violation: op 7 committed with two checksums"));
         assert!(svg.contains("SAFETY Agreement"));
         assert!(svg.contains("run stopped at 1.000 s"));
+    }
+
+    #[test]
+    fn a_panicked_run_says_its_timeline_is_gone() {
+        let outcome = crate::runner::run_caught(&fake::run, &catalog::steady(13));
+        let svg = render_svg(&outcome);
+        assert_well_formed(&svg);
+        assert!(svg.contains("the run panicked") && !svg.contains("run stopped"), "{svg}");
+        assert!(!svg.contains("liveness (faults off)"), "no room for the liveness label");
     }
 
     #[test]
