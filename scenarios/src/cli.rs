@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use shoal_sim::{RunConfig, RunOutcome, Verdict};
@@ -17,12 +18,17 @@ use crate::replay::{self, ReplayError};
 use crate::report::{self, ReportError, ReportFormat, ReportMeta};
 use crate::runner::{Runner, run_caught};
 use crate::shrink::{self, ShrinkResult};
-use crate::sweep::{self, ProgressMode, SweepError, SweepPlan};
+use crate::sweep::{self, InFlight, ProgressMode, SweepError, SweepPlan};
 
 pub const EXIT_USAGE: i32 = 1;
 pub const EXIT_NONDETERMINISM: i32 = sweep::EXIT_NONDETERMINISM;
 const SCENARIO_DEFAULT: &str = "swarm";
 const BENCH_SEEDS_DEFAULT: u64 = 20;
+/// A sweep exits with this code when a seed never finishes: like a panic, the
+/// run reached no verdict.
+pub const EXIT_HUNG: i32 = 4;
+const SEED_TIMEOUT_DEFAULT: &str = "10m";
+const WATCHDOG_PERIOD_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,6 +121,10 @@ struct SweepArgs {
     /// Run every seed twice and compare (exit 5 if any seed differs).
     #[arg(long)]
     check_determinism: bool,
+    /// Wall-clock time one seed may take; past it the sweep names the seed and
+    /// exits 4 (a run cannot be stopped from outside).
+    #[arg(long, default_value = SEED_TIMEOUT_DEFAULT)]
+    seed_timeout: String,
     /// No progress bar or progress lines.
     #[arg(long)]
     no_progress: bool,
@@ -310,8 +320,12 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
     let base = if args.seed_from_git { sweep::git_base_seed()? } else { 0 };
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let progress = if args.no_progress { ProgressMode::Off } else { ProgressMode::Auto };
+    let seed_timeout = sweep::parse_duration(&args.seed_timeout)?;
     let check_determinism = args.check_determinism;
-    let plan = SweepPlan { scenario, range, base, jobs, time_limit, check_determinism, progress };
+    let in_flight = InFlight::default();
+    spawn_watchdog(in_flight.clone(), seed_timeout, scenario.name);
+    let in_flight = Some(in_flight);
+    let plan = SweepPlan { scenario, range, base, jobs, time_limit, check_determinism, progress, in_flight };
     let result = sweep::sweep(plan, runner)?;
     write!(out, "{}", result.render_summary())?;
     let meta = ReportMeta {
@@ -324,6 +338,29 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
     };
     write_report(&args.report, &result.outcomes, &meta, out)?;
     Ok(result.exit_code())
+}
+
+/// Watch a sweep's running seeds; if one outlives `limit`, name it with its
+/// replay command and exit the process, since the run itself cannot be
+/// stopped. Without this a hung seed hangs CI until its job is killed, with
+/// no word of which seed it was.
+#[allow(clippy::disallowed_methods)] // a wall-clock watchdog outside every simulated run
+fn spawn_watchdog(in_flight: InFlight, limit: Duration, scenario: &'static str) {
+    let period = WATCHDOG_PERIOD_MAX.min(limit / 4).max(Duration::from_millis(10));
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(period);
+            if let Some((seed, elapsed)) = sweep::overdue(&in_flight, limit) {
+                eprintln!(
+                    "shoal-sim: seed {seed} still running after {:.1} s (--seed-timeout {:.1} s): the run hangs; exiting {EXIT_HUNG}\nreplay: {}",
+                    elapsed.as_secs_f64(),
+                    limit.as_secs_f64(),
+                    crate::replay_command(seed, scenario)
+                );
+                std::process::exit(EXIT_HUNG);
+            }
+        }
+    });
 }
 
 fn replay_command(args: ReplayArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, CliError> {

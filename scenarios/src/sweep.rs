@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -86,6 +86,21 @@ pub fn git_base_seed() -> Result<u64, SweepError> {
     Ok(crate::stable_hash64(hex.as_bytes()))
 }
 
+/// Seeds running right now, by worker: (seed, wall-clock start). A watchdog
+/// outside the sweep reads it to name a seed that never finishes; a sweep
+/// cannot stop a run, but the process can exit and say which seed hung.
+pub type InFlight = Arc<Mutex<BTreeMap<usize, (u64, Instant)>>>;
+
+/// The seed that has run longest, if it has run longer than `limit`.
+pub fn overdue(in_flight: &InFlight, limit: Duration) -> Option<(u64, Duration)> {
+    let in_flight = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    in_flight
+        .values()
+        .map(|(seed, started)| (*seed, started.elapsed()))
+        .filter(|(_, elapsed)| *elapsed > limit)
+        .max_by_key(|(_, elapsed)| *elapsed)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
     /// A live bar on a TTY, otherwise a line every `PROGRESS_LINE_PERCENT`.
@@ -104,6 +119,8 @@ pub struct SweepPlan {
     /// Run every seed twice and compare trace hashes and verdicts.
     pub check_determinism: bool,
     pub progress: ProgressMode,
+    /// Where workers post the seed they are running, for a watchdog.
+    pub in_flight: Option<InFlight>,
 }
 
 impl SweepPlan {
@@ -290,7 +307,7 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
     let mut nondeterministic: Vec<(u64, String)> = Vec::new();
     let (sender, receiver) = mpsc::channel::<(u64, RunOutcome, Option<String>)>();
     std::thread::scope(|scope| {
-        for _ in 0..plan.jobs.min(total as usize) {
+        for worker in 0..plan.jobs.min(total as usize) {
             let sender = sender.clone();
             let (next_index, stopped, plan) = (&next_index, &stopped, &plan);
             scope.spawn(move || {
@@ -304,6 +321,16 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
                         return;
                     }
                     let config = plan.scenario.config(plan.base.wrapping_add(index));
+                    let post = |running: Option<u64>| {
+                        if let Some(in_flight) = &plan.in_flight {
+                            let mut in_flight = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            match running {
+                                Some(seed) => in_flight.insert(worker, (seed, Instant::now())),
+                                None => in_flight.remove(&worker),
+                            };
+                        }
+                    };
+                    post(Some(config.seed));
                     let mut outcome = run_caught(runner, &config);
                     let mismatch = if plan.check_determinism {
                         let again = run_caught(runner, &config);
@@ -319,6 +346,7 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
                     } else {
                         None
                     };
+                    post(None);
                     // A sweep keeps verdicts and counters; traces are for replay.
                     outcome.trace = Vec::new();
                     outcome.timeline = Vec::new();
@@ -369,6 +397,7 @@ mod tests {
             time_limit: None,
             check_determinism: false,
             progress: ProgressMode::Off,
+            in_flight: None,
         }
     }
 
@@ -451,6 +480,28 @@ mod tests {
         assert_eq!(noisy.exit_code(), EXIT_NONDETERMINISM);
         let summary = noisy.render_summary();
         assert!(summary.contains("shoal-sim replay --seed 3 --scenario steady --check-determinism"), "{summary}");
+    }
+
+    #[test]
+    fn in_flight_names_the_running_seed_until_it_finishes() {
+        let in_flight: InFlight = Arc::default();
+        let watched = in_flight.clone();
+        let slow_seed_2 = move |config: &shoal_sim::RunConfig| {
+            if config.seed == 2 {
+                std::thread::sleep(Duration::from_millis(120));
+                assert_eq!(overdue(&watched, Duration::from_secs(60)), None, "not overdue for a long limit");
+                let (seed, elapsed) = overdue(&watched, Duration::from_millis(100)).expect("seed 2 is overdue");
+                assert_eq!(seed, 2);
+                assert!(elapsed >= Duration::from_millis(100));
+            }
+            crate::fake::run(config)
+        };
+        let mut watched_plan = plan("steady", 0..4, 1);
+        watched_plan.in_flight = Some(in_flight.clone());
+        let result = sweep(watched_plan, &slow_seed_2).unwrap();
+        assert_eq!(result.outcomes.len(), 4, "the asserts inside the runner passed (a panic would fail seed 2)");
+        assert_eq!(result.exit_code(), 0);
+        assert!(in_flight.lock().unwrap().is_empty(), "finished seeds leave the table");
     }
 
     #[test]

@@ -77,3 +77,25 @@ fn sweep_check_determinism_exits_5_and_names_the_replay_for_a_noisy_simulator() 
     let (code, summary) = cli(&fake::run, &args);
     assert_eq!(code, 0, "{summary}");
 }
+
+/// The `fake_sim` example: the `shoal-sim` CLI over the fake, as a process
+/// (cargo builds examples before running tests).
+fn fake_sim_binary() -> std::path::PathBuf {
+    let shoal_sim = std::path::Path::new(env!("CARGO_BIN_EXE_shoal-sim"));
+    let path = shoal_sim.parent().unwrap().join("examples").join(format!("fake_sim{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} missing: build it with `cargo build -p shoal-scenarios --examples`", path.display());
+    path
+}
+
+#[test]
+fn a_hung_seed_is_named_with_its_replay_command_and_the_sweep_exits_4() {
+    let output = std::process::Command::new(fake_sim_binary())
+        .args(["sweep", "--seeds", "0..8", "--scenario", "steady", "--jobs", "2", "--seed-timeout", "500ms"])
+        .env("FAKE_SIM_HANG_SEED", "3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("seed 3 still running after"), "{stderr}");
+    assert!(stderr.contains("replay: shoal-sim replay --seed 3 --scenario steady"), "{stderr}");
+}
