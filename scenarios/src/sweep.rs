@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_sim::{Checker, RunOutcome, Verdict};
+use shoal_sim::{Checker, RunConfig, RunOutcome, Verdict};
 
 use crate::catalog::Scenario;
 use crate::runner::{Runner, run_caught};
@@ -293,6 +293,30 @@ impl Progress {
     }
 }
 
+/// One seed of a sweep: its outcome without trace or timeline (a sweep keeps
+/// verdicts and counters; replay a seed for the rest) and, when checking
+/// determinism, what differed between its two runs.
+fn run_seed(plan: &SweepPlan, runner: Runner<'_>, config: &RunConfig) -> (RunOutcome, Option<String>) {
+    let mut outcome = run_caught(runner, config);
+    let mismatch = if plan.check_determinism {
+        let again = run_caught(runner, config);
+        (again.trace_hash != outcome.trace_hash || again.verdict != outcome.verdict).then(|| {
+            format!(
+                "trace hash {:016x} vs {:016x}, verdict {} vs {}",
+                outcome.trace_hash,
+                again.trace_hash,
+                verdict_line(&outcome.verdict),
+                verdict_line(&again.verdict)
+            )
+        })
+    } else {
+        None
+    };
+    outcome.trace = Vec::new();
+    outcome.timeline = Vec::new();
+    (outcome, mismatch)
+}
+
 pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepError> {
     if plan.jobs == 0 || plan.jobs > JOBS_MAX {
         return Err(SweepError::BadJobs { jobs: plan.jobs });
@@ -331,25 +355,8 @@ pub fn sweep(plan: SweepPlan, runner: Runner<'_>) -> Result<SweepResult, SweepEr
                         }
                     };
                     post(Some(config.seed));
-                    let mut outcome = run_caught(runner, &config);
-                    let mismatch = if plan.check_determinism {
-                        let again = run_caught(runner, &config);
-                        (again.trace_hash != outcome.trace_hash || again.verdict != outcome.verdict).then(|| {
-                            format!(
-                                "trace hash {:016x} vs {:016x}, verdict {} vs {}",
-                                outcome.trace_hash,
-                                again.trace_hash,
-                                verdict_line(&outcome.verdict),
-                                verdict_line(&again.verdict)
-                            )
-                        })
-                    } else {
-                        None
-                    };
+                    let (outcome, mismatch) = run_seed(plan, runner, &config);
                     post(None);
-                    // A sweep keeps verdicts and counters; traces are for replay.
-                    outcome.trace = Vec::new();
-                    outcome.timeline = Vec::new();
                     if sender.send((index, outcome, mismatch)).is_err() {
                         return;
                     }
