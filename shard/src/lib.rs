@@ -7,3 +7,27 @@
 //!
 //! Must not touch compio, sockets or threads: it runs against `shoal_vsr::Io`,
 //! so the simulator drives the very same code.
+
+pub mod channel;
+pub mod frame;
+pub mod metrics;
+pub mod namespace;
+pub mod owner_table;
+pub mod partition_log;
+pub mod pump;
+pub mod router;
+pub mod state_machine;
+
+pub use channel::{LocalInbox, SHARD_INBOX_CAPACITY_MAX, ShardSender, TrySendError};
+pub use frame::{FrameVariant, Lifecycle, ShardFrame};
+pub use metrics::{DropReason, FrameDrops};
+pub use namespace::{Namespace, NamespaceError, NamespaceKind};
+pub use owner_table::{
+    OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId,
+};
+pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError};
+pub use pump::{Delivery, deliver, dispatch};
+pub use router::{
+    RouteError, route, route_consensus_control, route_metadata, route_partition, route_request,
+};
+pub use state_machine::{MetadataError, MetadataRequest, MetadataState};

@@ -8,26 +8,18 @@
 //! Must not touch the wall clock, OS entropy, threads or the real file system:
 //! the same seed must take the same path on any machine.
 
+pub mod checker;
+pub mod cluster;
+pub mod disk;
+pub mod executor;
+pub mod io;
+pub mod network;
+pub mod node;
 pub mod run;
 
-pub use run::{Checker, FaultMix, RunConfig, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
+pub use disk::{DiskFaults, SimDisk};
+pub use io::{SimIo, block_on_ready};
 
-/// Run one seed to its verdict.
-///
-/// Placeholder until the cluster driver lands: it passes every seed and
-/// hashes only the seed, so front ends can be built against the contract.
-pub fn run(config: &RunConfig) -> RunOutcome {
-    RunOutcome {
-        config: config.clone(),
-        verdict: Verdict::Pass,
-        ops_committed: 0,
-        view_changes: 0,
-        faults_injected: Default::default(),
-        faults_injected_total: 0,
-        trace_hash: config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        events_processed: 0,
-        virtual_time_ns: config.safety_time_ns + config.liveness_time_ns,
-        trace: Vec::new(),
-        timeline: Vec::new(),
-    }
-}
+pub use run::{Checker, FaultMix, RunConfig, ScriptedFault, Target, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
+
+pub use cluster::run;

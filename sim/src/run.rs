@@ -52,6 +52,33 @@ impl FaultMix {
     }
 }
 
+/// Which replica a scripted fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Target {
+    Replica(u8),
+    /// Whoever is primary (in the highest view among running replicas) when
+    /// the fault fires.
+    Primary,
+    /// A backup of the current primary.
+    Backup,
+}
+
+/// A fault placed by hand, at a virtual time, on top of the random mix:
+/// the scenario tests use these to tell a story.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ScriptedFault {
+    /// Crash the target (it restarts after `down_ns`). `Primary` waits for the
+    /// first moment its pipeline holds uncommitted prepares.
+    Crash { at_ns: u64, target: Target, down_ns: u64 },
+    /// Crash every replica at once; all restart after `down_ns`.
+    CrashAll { at_ns: u64, down_ns: u64 },
+    /// Cut the target off from every other replica until `until_ns`
+    /// (clients still reach it).
+    Isolate { at_ns: u64, target: Target, until_ns: u64 },
+    /// Crash the target, flip bits in a journal slot below its head, restart.
+    CorruptSlot { at_ns: u64, target: Target },
+}
+
 /// Everything that decides a run. Same config ⇒ same trace hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
@@ -72,6 +99,9 @@ pub struct RunConfig {
     pub fault_budget: Option<u64>,
     /// Keep every trace event in `RunOutcome::trace` (costs memory).
     pub record_trace: bool,
+    /// Faults placed by hand, on top of the random mix.
+    #[serde(default)]
+    pub script: Vec<ScriptedFault>,
 }
 
 /// Which checker failed, so a shrinker can ask "does it still fail the same way".

@@ -10,6 +10,16 @@
 
 pub mod header;
 pub mod io;
+pub mod journal;
+pub mod superblock;
 
 pub use header::{Command, Header, HeaderError, Operation, HEADER_SIZE_BYTES};
 pub use io::{BufResult, Io, IoFile, OpenMode};
+pub mod message;
+pub mod replica;
+pub mod sessions;
+pub mod state_machine;
+
+pub use message::Message;
+pub use replica::{Action, Replica, ReplicaConfig, Source, Status};
+pub use state_machine::StateMachine;

@@ -1,0 +1,406 @@
+//! `RealIo`: the real world behind `shoal_vsr::Io`, on one compio runtime per thread.
+//!
+//! Owns the choice of compio driver, the monotonic clock of one shard, its
+//! entropy source, task spawning and positional file I/O with owned buffers.
+//! Must not be shared across threads: every `RealIo` belongs to the thread whose
+//! compio runtime created it (it is `!Send` by construction, through `Rc`).
+//!
+//! # Driver selection (io_uring, with polling as fallback)
+//!
+//! The root `Cargo.toml` enables compio's `polling` feature next to its default
+//! `io-uring` one. With both, compio-driver 0.12 builds its *fusion* driver
+//! (`compio_driver::sys::driver::fusion`): when no driver type is forced it
+//! probes io_uring (`io_uring_setup` + `IORING_REGISTER_PROBE`) and checks that
+//! every opcode it needs is supported; if the probe fails (the kernel is too
+//! old, `kernel.io_uring_disabled` is set, or a seccomp filter rejects the
+//! syscalls, as Docker's default profile does) or the ring cannot be created,
+//! it builds the `polling` (epoll) driver instead and logs a warning. compio
+//! itself reads no environment variable for this; `ProactorBuilder::driver_type`
+//! forces one driver and then never falls back.
+//!
+//! `RealIo` exposes this as [`DriverChoice`]: `Auto` (the default: io_uring,
+//! falling back to polling), `IoUring` (fail if io_uring is unavailable) and
+//! `Polling`. The operator chooses with the environment variable
+//! [`DRIVER_ENV_VAR`] (`auto`, `io_uring`, `polling`); [`build_runtime`] logs
+//! which driver actually runs, and [`RealIo::driver_name`] reports it.
+//!
+//! # Entropy
+//!
+//! Each `RealIo` owns a SplitMix64 generator seeded once, at construction, from
+//! the operating system: `std::hash::RandomState` draws its SipHash keys from
+//! the OS (getrandom) the first time a thread uses it, and we hash the wall
+//! clock, the process id and the thread id with it. Good enough for ids and
+//! jitter; not a cryptographic source and never used as one.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use compio::buf::{BufResult as CompioBufResult, IntoInner, IoBuf};
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
+use compio::runtime::{JoinError, JoinHandle, Runtime};
+use shoal_vsr::io::{BufResult, Io, IoFile, OpenMode, TaskFailed};
+
+/// Environment variable that selects the compio driver: `auto` (default),
+/// `io_uring` or `polling`.
+pub const DRIVER_ENV_VAR: &str = "SHOAL_IO_DRIVER";
+
+/// Which compio driver a shard's runtime uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    /// io_uring when the kernel and any seccomp filter permit it, else polling.
+    #[default]
+    Auto,
+    /// io_uring or nothing: building the runtime fails when it is not permitted.
+    IoUring,
+    /// The readiness-based polling (epoll) driver; file I/O runs on compio's
+    /// blocking thread pool.
+    Polling,
+}
+
+/// A driver name that is not one of `auto`, `io_uring`, `polling`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown I/O driver {given:?}: set {DRIVER_ENV_VAR} to `auto`, `io_uring` or `polling`")]
+pub struct UnknownDriver {
+    pub given: String,
+}
+
+impl std::str::FromStr for DriverChoice {
+    type Err = UnknownDriver;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(DriverChoice::Auto),
+            "io_uring" | "io-uring" | "iouring" | "uring" => Ok(DriverChoice::IoUring),
+            "polling" | "poll" | "epoll" => Ok(DriverChoice::Polling),
+            _ => Err(UnknownDriver { given: text.to_string() }),
+        }
+    }
+}
+
+impl DriverChoice {
+    /// The choice in [`DRIVER_ENV_VAR`], `Auto` when it is unset.
+    pub fn from_env() -> Result<DriverChoice, UnknownDriver> {
+        match std::env::var(DRIVER_ENV_VAR) {
+            Ok(text) => text.parse(),
+            Err(_) => Ok(DriverChoice::Auto),
+        }
+    }
+}
+
+/// The compio runtime of one thread could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "io_uring was required ({DRIVER_ENV_VAR}=io_uring) but could not be set up: {source}; \
+         allow io_uring (kernel.io_uring_disabled=0, seccomp profile) or set {DRIVER_ENV_VAR}=auto"
+    )]
+    IoUringUnavailable { source: io::Error },
+    #[error("could not build the compio runtime with the {choice:?} driver: {source}")]
+    Build { choice: DriverChoice, source: io::Error },
+    #[error(transparent)]
+    UnknownDriver(#[from] UnknownDriver),
+}
+
+/// Human-readable name of a compio driver type.
+pub fn driver_name(driver: DriverType) -> &'static str {
+    match driver {
+        DriverType::IoUring => "io_uring",
+        DriverType::Poll => "polling",
+        DriverType::IOCP => "iocp",
+    }
+}
+
+/// Build the compio runtime for the current thread with `choice`, logging the
+/// driver that actually runs (under `Auto` compio may have fallen back).
+pub fn build_runtime(choice: DriverChoice) -> Result<Runtime, RuntimeError> {
+    let mut proactor = ProactorBuilder::new();
+    match choice {
+        DriverChoice::Auto => {}
+        DriverChoice::IoUring => {
+            proactor.driver_type(DriverType::IoUring);
+        }
+        DriverChoice::Polling => {
+            proactor.driver_type(DriverType::Poll);
+        }
+    }
+    let built = Runtime::builder().with_proactor(proactor).build();
+    let runtime = match (choice, built) {
+        (_, Ok(runtime)) => runtime,
+        (DriverChoice::IoUring, Err(source)) => return Err(RuntimeError::IoUringUnavailable { source }),
+        (DriverChoice::Auto, Err(error)) => {
+            // compio already falls back when the probe fails; this second chance
+            // covers a ring that probes fine but then fails to build in a way
+            // compio does not treat as recoverable.
+            tracing::warn!(%error, "io_uring runtime failed to build; falling back to the polling driver");
+            let mut proactor = ProactorBuilder::new();
+            proactor.driver_type(DriverType::Poll);
+            Runtime::builder()
+                .with_proactor(proactor)
+                .build()
+                .map_err(|source| RuntimeError::Build { choice: DriverChoice::Polling, source })?
+        }
+        (DriverChoice::Polling, Err(source)) => return Err(RuntimeError::Build { choice, source }),
+    };
+    let driver = runtime.driver_type();
+    if choice == DriverChoice::Auto && driver != DriverType::IoUring {
+        tracing::warn!(driver = driver_name(driver), "io_uring is not permitted here; using the fallback driver");
+    } else {
+        tracing::debug!(driver = driver_name(driver), ?choice, "compio runtime built");
+    }
+    Ok(runtime)
+}
+
+/// Per-shard real I/O. Cheap to clone (an `Rc`); `!Send`.
+#[derive(Debug, Clone)]
+pub struct RealIo {
+    inner: Rc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    start: Instant,
+    entropy_state: Cell<u64>,
+    driver: DriverType,
+}
+
+impl RealIo {
+    /// A `RealIo` for the compio runtime running on this thread.
+    ///
+    /// Panics when called outside a compio runtime (`Runtime::block_on`).
+    // No `Default`: a default value would hide that a runtime must be running.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> RealIo {
+        let driver = Runtime::with_current(|runtime| runtime.driver_type());
+        RealIo::with_seed(driver, os_entropy_seed())
+    }
+
+    fn with_seed(driver: DriverType, seed: u64) -> RealIo {
+        RealIo { inner: Rc::new(Inner { start: Instant::now(), entropy_state: Cell::new(seed), driver }) }
+    }
+
+    /// The compio driver behind this runtime: `io_uring` or `polling`.
+    pub fn driver_name(&self) -> &'static str {
+        driver_name(self.inner.driver)
+    }
+}
+
+/// Hash wall clock, pid and thread id with a `RandomState`, whose keys come
+/// from the operating system's random source.
+fn os_entropy_seed() -> u64 {
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    let wall_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    hasher.write_u128(wall_ns);
+    hasher.write_u32(std::process::id());
+    hasher.write(format!("{:?}", std::thread::current().id()).as_bytes());
+    hasher.finish()
+}
+
+/// SplitMix64: one add and a mixing function; full period over u64.
+fn splitmix64(state: &Cell<u64>) -> u64 {
+    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    state.set(next);
+    let mut z = next;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A spawned compio task. Awaiting it joins the task; dropping it cancels the
+/// task (compio's `JoinHandle` semantics), so keep it while the task must run.
+#[derive(Debug)]
+pub struct RealTask {
+    handle: JoinHandle<()>,
+}
+
+impl Future for RealTask {
+    type Output = Result<(), TaskFailed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.handle).poll(cx).map(|result| match result {
+            Ok(()) => Ok(()),
+            Err(JoinError::Cancelled) => Err(TaskFailed { reason: "cancelled".to_string() }),
+            Err(JoinError::Panicked(payload)) => {
+                Err(TaskFailed { reason: format!("panicked: {}", panic_message(payload.as_ref())) })
+            }
+        })
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// One open file of a `RealIo`.
+#[derive(Debug)]
+pub struct RealFile {
+    file: compio::fs::File,
+    mode: OpenMode,
+}
+
+fn read_only_error() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "file was opened read-only")
+}
+
+impl IoFile for RealFile {
+    async fn read_exact_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
+        let len = buf.len();
+        if len == 0 {
+            return (Ok(()), buf);
+        }
+        // compio reads into a buffer's whole capacity; slicing to 0..len makes
+        // it fill exactly the caller's `len` bytes.
+        let CompioBufResult(result, slice) = self.file.read_exact_at(buf.slice(0..len), position).await;
+        let mut buf = slice.into_inner();
+        if result.is_err() {
+            // A failed read may have shortened the vector; give back the length
+            // the caller asked for (contents unspecified, as in std).
+            buf.resize(len, 0);
+        }
+        debug_assert_eq!(buf.len(), len);
+        (result, buf)
+    }
+
+    async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
+        if !self.mode.writable() {
+            return (Err(read_only_error()), buf);
+        }
+        let mut file = &self.file;
+        let CompioBufResult(result, buf) = file.write_all_at(buf, position).await;
+        (result, buf)
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data().await
+    }
+
+    async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
+        if !self.mode.writable() {
+            return Err(read_only_error());
+        }
+        self.file.set_len(size_bytes).await
+    }
+
+    async fn size_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata().await?.len())
+    }
+}
+
+impl Io for RealIo {
+    type File = RealFile;
+    type Task = RealTask;
+
+    fn now_ns(&self) -> u64 {
+        // u64 nanoseconds last 584 years past the start of this RealIo.
+        u64::try_from(self.inner.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    async fn sleep(&self, duration_ns: u64) {
+        compio::time::sleep(Duration::from_nanos(duration_ns)).await;
+    }
+
+    fn entropy_u64(&self) -> u64 {
+        splitmix64(&self.inner.entropy_state)
+    }
+
+    fn spawn<F>(&self, task: F) -> RealTask
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        RealTask { handle: compio::runtime::spawn(task) }
+    }
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<RealFile> {
+        let mut options = compio::fs::OpenOptions::new();
+        match mode {
+            OpenMode::ReadWriteCreate => options.read(true).write(true).create(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::ReadOnly => options.read(true),
+        };
+        let file = options.open(path).await?;
+        Ok(RealFile { file, mode })
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        compio::fs::rename(from, to).await
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        compio::fs::remove_file(path).await
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // Opening a directory read-only and fsyncing it makes the directory
+        // entries (creates, renames, removes) durable on Linux file systems.
+        let dir = compio::fs::File::open(dir).await?;
+        dir.sync_all().await
+    }
+
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        // compio has no async readdir; a directory listing is a short
+        // metadata-only syscall sequence, done inline.
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                paths.push(entry.path());
+            }
+        }
+        paths.sort();
+        Ok(paths)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        compio::fs::create_dir_all(dir).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_choice_parses_operator_spellings() {
+        assert_eq!("auto".parse::<DriverChoice>().unwrap(), DriverChoice::Auto);
+        assert_eq!("io_uring".parse::<DriverChoice>().unwrap(), DriverChoice::IoUring);
+        assert_eq!("Polling".parse::<DriverChoice>().unwrap(), DriverChoice::Polling);
+        let error = "kqueue".parse::<DriverChoice>().unwrap_err();
+        assert!(error.to_string().contains(DRIVER_ENV_VAR), "{error}");
+    }
+
+    #[test]
+    fn splitmix_from_one_seed_repeats_and_from_two_seeds_differs() {
+        let a = Cell::new(7);
+        let b = Cell::new(7);
+        let c = Cell::new(8);
+        let from_a: Vec<u64> = (0..4).map(|_| splitmix64(&a)).collect();
+        let from_b: Vec<u64> = (0..4).map(|_| splitmix64(&b)).collect();
+        let from_c: Vec<u64> = (0..4).map(|_| splitmix64(&c)).collect();
+        assert_eq!(from_a, from_b);
+        assert_ne!(from_a, from_c);
+        assert_ne!(from_a[0], from_a[1]);
+    }
+
+    #[test]
+    fn os_seeds_differ_between_calls() {
+        // RandomState::new() bumps its keys on every call, so two seeds differ.
+        assert_ne!(os_entropy_seed(), os_entropy_seed());
+    }
+}

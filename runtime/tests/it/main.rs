@@ -1,0 +1,10 @@
+//! Integration tests of shoal-runtime: one binary, one module per area.
+//!
+//! Like the crate itself, these tests are the real world: wall-clock time and
+//! threads are allowed here.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod journal_conformance;
+mod real_io;
+mod server;
+mod support;

@@ -1,0 +1,163 @@
+//! The `shoal-server` process lifecycle, end to end: start, signal, clean exit.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::TempDir;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn server(dir: &TempDir, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-server"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shoal-server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Wait until `count` lines contain `needle`; returns every line read.
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, count: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut found = 0;
+    while found < count {
+        let line = lines.recv_timeout(READY_TIMEOUT).unwrap_or_else(|_| panic!("no {needle:?} in {seen:#?}"));
+        if line.contains(needle) {
+            found += 1;
+        }
+        seen.push(line);
+    }
+    seen
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + EXIT_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shoal-server did not exit after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stops_cleanly_on(signal: Signal) {
+    let dir = TempDir::new("server");
+    let (mut child, lines) = server(&dir, &["--cpu-allocation", "0"]);
+    wait_for(&lines, "shard running", 1);
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), signal).unwrap();
+    let status = wait_exit(&mut child);
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{rest:#?}");
+    assert!(rest.iter().any(|line| line.contains("shard stopped")), "{rest:#?}");
+    assert!(dir.path().join("data").is_dir(), "data dir created");
+}
+
+#[test]
+fn server_stops_cleanly_on_sigint() {
+    stops_cleanly_on(Signal::SIGINT);
+}
+
+#[test]
+fn server_stops_cleanly_on_sigterm_with_the_polling_driver() {
+    let dir = TempDir::new("server-poll");
+    let (mut child, lines) = server(&dir, &["--cpu-allocation", "all", "--io-driver", "polling"]);
+    let seen = wait_for(&lines, "shard running", 1);
+    assert!(seen.iter().any(|line| line.contains("polling")), "{seen:#?}");
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn server_rejects_an_unknown_cpu_with_an_operator_message() {
+    let dir = TempDir::new("server-bad");
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--cpu-allocation", "0-100000"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not offer"), "{stderr}");
+}
+
+/// `scripts/without-io-uring.py`: runs a command under a seccomp filter that
+/// makes the io_uring syscalls fail with EPERM, as Docker's default profile does.
+/// `None` where it cannot run (not x86_64, no python3): the test says so and passes.
+fn without_io_uring() -> Option<Command> {
+    let python = Command::new("python3").arg("--version").output();
+    if !cfg!(target_arch = "x86_64") || python.map(|out| !out.status.success()).unwrap_or(true) {
+        eprintln!("skipping: the seccomp helper needs python3 on x86_64");
+        return None;
+    }
+    let mut command = Command::new("python3");
+    command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/without-io-uring.py"));
+    Some(command)
+}
+
+#[test]
+fn without_io_uring_the_server_falls_back_to_polling() {
+    let Some(mut command) = without_io_uring() else { return };
+    let dir = TempDir::new("server-seccomp");
+    let mut child = command
+        .arg(env!("CARGO_BIN_EXE_shoal-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--cpu-allocation", "0"])
+        .env("RUST_LOG", "info")
+        .env_remove("SHOAL_IO_DRIVER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let seen = wait_for(&lines, "shard running", 1);
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGINT).unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let running = seen.iter().find(|line| line.contains("shard running")).unwrap();
+    assert!(running.contains("polling"), "expected the polling fallback: {seen:#?}");
+    assert!(seen.iter().any(|line| line.contains("io_uring is not permitted")), "{seen:#?}");
+}
+
+#[test]
+fn without_io_uring_a_required_io_uring_fails_start_up_with_a_typed_error() {
+    let Some(mut command) = without_io_uring() else { return };
+    let dir = TempDir::new("server-seccomp-required");
+    let output = command
+        .arg(env!("CARGO_BIN_EXE_shoal-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--cpu-allocation", "0", "--io-driver", "io_uring"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a failed shard exits with 2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("io_uring was required"), "{stderr}");
+}

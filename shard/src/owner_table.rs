@@ -1,0 +1,301 @@
+//! Shard ids, the checked shard count, and the replica owner table.
+//!
+//! Owns which shard holds the connection to each peer replica. Exactly one
+//! shard owns a replica's connection; every other shard sends to that replica
+//! through the owner. The table is shared by all shards of one process, so it
+//! is a fixed array of atomics written only with compare-and-swap: a stamp
+//! never overwrites another shard's claim, and a clear never erases one.
+//!
+//! Must not touch connections themselves: the shard that connects or
+//! disconnects calls `stamp` / `clear`; the table only records the outcome.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// The slot value of a replica no shard is connected to.
+pub const OWNER_NONE: u16 = u16::MAX;
+/// The largest shard count: every shard id must differ from `OWNER_NONE`.
+pub const SHARD_COUNT_MAX: usize = OWNER_NONE as usize - 1;
+/// Peer replicas one table tracks (header `replica` is a `u8`).
+pub const REPLICA_COUNT_MAX: usize = 32;
+
+/// One shard (thread) of this process.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    /// Shard 0 holds the metadata group and every frame not bound to a partition.
+    pub const METADATA: ShardId = ShardId(0);
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// How many shards this process runs: 1..=`SHARD_COUNT_MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ShardCount(u16);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShardCountError {
+    #[error(
+        "shard count is 0: set sharding.cpu_allocation to `all`, a CPU list such as `0-3`, or numa:N"
+    )]
+    ShardsCountZero,
+    #[error(
+        "shard count {count} exceeds the owner table limit {max}: set sharding.cpu_allocation to at most {max} CPUs"
+    )]
+    ShardsCountOverflow { count: usize, max: usize },
+}
+
+impl ShardCount {
+    pub fn new(count: usize) -> Result<ShardCount, ShardCountError> {
+        if count == 0 {
+            return Err(ShardCountError::ShardsCountZero);
+        }
+        if count > SHARD_COUNT_MAX {
+            return Err(ShardCountError::ShardsCountOverflow {
+                count,
+                max: SHARD_COUNT_MAX,
+            });
+        }
+        Ok(ShardCount(count as u16))
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+
+    pub fn contains(self, shard: ShardId) -> bool {
+        shard.0 < self.0
+    }
+
+    /// Every shard id, in order.
+    pub fn shards(self) -> impl Iterator<Item = ShardId> {
+        (0..self.0).map(ShardId)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    #[error(
+        "replica {replica} is not in the owner table (it tracks {replica_count}); check the cluster's replica count"
+    )]
+    UnknownReplica { replica: u8, replica_count: usize },
+    #[error(
+        "shard {shard:?} is not a shard of this process ({shard_count} shards); this is a bug in the caller"
+    )]
+    UnknownShard { shard: ShardId, shard_count: u16 },
+    #[error(
+        "replica {replica} is already owned by shard {owner:?}; close the duplicate connection on shard {shard:?}"
+    )]
+    AlreadyOwned {
+        replica: u8,
+        owner: ShardId,
+        shard: ShardId,
+    },
+    #[error("replica {replica} is owned by {owner:?}, not by shard {shard:?}; nothing was cleared")]
+    NotOwner {
+        replica: u8,
+        owner: Option<ShardId>,
+        shard: ShardId,
+    },
+}
+
+/// One `AtomicU16` per peer replica: the shard holding its connection, or `OWNER_NONE`.
+#[derive(Debug)]
+pub struct ReplicaOwnerTable {
+    slots: Vec<AtomicU16>,
+    shard_count: ShardCount,
+}
+
+impl ReplicaOwnerTable {
+    pub fn new(replica_count: usize, shard_count: ShardCount) -> ReplicaOwnerTable {
+        assert!(
+            replica_count > 0 && replica_count <= REPLICA_COUNT_MAX,
+            "replica count {replica_count}"
+        );
+        ReplicaOwnerTable {
+            slots: (0..replica_count)
+                .map(|_| AtomicU16::new(OWNER_NONE))
+                .collect(),
+            shard_count,
+        }
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot(&self, replica: u8) -> Result<&AtomicU16, OwnerError> {
+        self.slots
+            .get(usize::from(replica))
+            .ok_or(OwnerError::UnknownReplica {
+                replica,
+                replica_count: self.slots.len(),
+            })
+    }
+
+    fn check_shard(&self, shard: ShardId) -> Result<(), OwnerError> {
+        if self.shard_count.contains(shard) {
+            Ok(())
+        } else {
+            Err(OwnerError::UnknownShard {
+                shard,
+                shard_count: self.shard_count.get(),
+            })
+        }
+    }
+
+    /// Claim `replica` for `shard`. Succeeds when the slot was free or already
+    /// ours (a reconnect on the same shard); fails when another shard owns it.
+    pub fn stamp(&self, replica: u8, shard: ShardId) -> Result<(), OwnerError> {
+        self.check_shard(shard)?;
+        debug_assert_ne!(shard.0, OWNER_NONE);
+        let slot = self.slot(replica)?;
+        match slot.compare_exchange(OWNER_NONE, shard.0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(()),
+            Err(current) if current == shard.0 => Ok(()),
+            Err(current) => Err(OwnerError::AlreadyOwned {
+                replica,
+                owner: ShardId(current),
+                shard,
+            }),
+        }
+    }
+
+    /// Release `replica` if `shard` owns it. A clear by a non-owner changes
+    /// nothing and says who the owner is: a late disconnect on one shard must
+    /// not erase a newer connection's claim on another.
+    pub fn clear(&self, replica: u8, shard: ShardId) -> Result<(), OwnerError> {
+        self.check_shard(shard)?;
+        let slot = self.slot(replica)?;
+        match slot.compare_exchange(shard.0, OWNER_NONE, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(()),
+            Err(current) => Err(OwnerError::NotOwner {
+                replica,
+                owner: owner_of(current),
+                shard,
+            }),
+        }
+    }
+
+    /// The shard holding `replica`'s connection, if any (and `None` for a replica not in the table).
+    pub fn owner(&self, replica: u8) -> Option<ShardId> {
+        let slot = self.slots.get(usize::from(replica))?;
+        owner_of(slot.load(Ordering::Acquire))
+    }
+
+    /// Every slot, in replica order; for the simulator's owner-table checker.
+    pub fn snapshot(&self) -> Vec<Option<ShardId>> {
+        self.slots
+            .iter()
+            .map(|slot| owner_of(slot.load(Ordering::Acquire)))
+            .collect()
+    }
+}
+
+fn owner_of(raw: u16) -> Option<ShardId> {
+    if raw == OWNER_NONE {
+        None
+    } else {
+        Some(ShardId(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> ReplicaOwnerTable {
+        ReplicaOwnerTable::new(3, ShardCount::new(4).unwrap())
+    }
+
+    #[test]
+    fn shard_count_zero_and_overflow_are_distinct_errors() {
+        assert_eq!(ShardCount::new(0), Err(ShardCountError::ShardsCountZero));
+        assert_eq!(
+            ShardCount::new(usize::from(OWNER_NONE)),
+            Err(ShardCountError::ShardsCountOverflow {
+                count: 65535,
+                max: 65534
+            })
+        );
+        assert_eq!(ShardCount::new(SHARD_COUNT_MAX).unwrap().get(), 65534);
+        let message = ShardCountError::ShardsCountZero.to_string();
+        assert!(message.contains("sharding.cpu_allocation"), "{message}");
+    }
+
+    #[test]
+    fn stamp_then_owner_then_clear() {
+        let table = table();
+        assert_eq!(table.owner(1), None);
+        table.stamp(1, ShardId(2)).unwrap();
+        assert_eq!(table.owner(1), Some(ShardId(2)));
+        table.clear(1, ShardId(2)).unwrap();
+        assert_eq!(table.owner(1), None);
+    }
+
+    #[test]
+    fn second_shard_cannot_steal_a_replica() {
+        let table = table();
+        table.stamp(0, ShardId(1)).unwrap();
+        assert_eq!(
+            table.stamp(0, ShardId(3)),
+            Err(OwnerError::AlreadyOwned {
+                replica: 0,
+                owner: ShardId(1),
+                shard: ShardId(3)
+            })
+        );
+        assert_eq!(table.owner(0), Some(ShardId(1)));
+        // Re-stamping by the owner is idempotent.
+        table.stamp(0, ShardId(1)).unwrap();
+    }
+
+    #[test]
+    fn late_clear_by_a_non_owner_keeps_the_owner() {
+        let table = table();
+        table.stamp(2, ShardId(0)).unwrap();
+        assert_eq!(
+            table.clear(2, ShardId(3)),
+            Err(OwnerError::NotOwner {
+                replica: 2,
+                owner: Some(ShardId(0)),
+                shard: ShardId(3)
+            })
+        );
+        assert_eq!(table.owner(2), Some(ShardId(0)));
+        table.clear(2, ShardId(0)).unwrap();
+        assert_eq!(
+            table.clear(2, ShardId(0)),
+            Err(OwnerError::NotOwner {
+                replica: 2,
+                owner: None,
+                shard: ShardId(0)
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_replica_and_shard_are_typed_errors() {
+        let table = table();
+        assert_eq!(
+            table.stamp(3, ShardId(0)),
+            Err(OwnerError::UnknownReplica {
+                replica: 3,
+                replica_count: 3
+            })
+        );
+        assert_eq!(
+            table.stamp(0, ShardId(4)),
+            Err(OwnerError::UnknownShard {
+                shard: ShardId(4),
+                shard_count: 4
+            })
+        );
+        assert_eq!(table.owner(200), None);
+        assert_eq!(table.snapshot(), vec![None, None, None]);
+    }
+}

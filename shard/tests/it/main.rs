@@ -1,0 +1,4 @@
+//! Integration tests of shoal-shard (one binary, one module per subject).
+
+mod mem_io;
+mod partition_log;

@@ -1,0 +1,182 @@
+//! A tiny in-memory `Io` for the partition log tests ONLY: every storage call
+//! completes at once, nothing is lost on "crash" (reopen sees every write).
+//! Crash effects are made by hand with `file_bytes` / `set_file_bytes`. The
+//! real test double with durable/pending bytes is `shoal_sim::SimIo`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use shoal_vsr::io::TaskFailed;
+use shoal_vsr::{BufResult, Io, IoFile, OpenMode};
+
+/// Polls before `block_on` gives up: every `MemIo` future is ready at once.
+const POLLS_MAX: usize = 1000;
+
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..POLLS_MAX {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+    panic!("future still pending after {POLLS_MAX} polls; MemIo never blocks");
+}
+
+type Bytes = Rc<RefCell<Vec<u8>>>;
+
+#[derive(Debug, Clone, Default)]
+pub struct MemIo {
+    files: Rc<RefCell<BTreeMap<PathBuf, Bytes>>>,
+    /// Fail this many upcoming writes with EIO (fault injection).
+    write_failures: Rc<Cell<u32>>,
+}
+
+impl MemIo {
+    pub fn file_bytes(&self, path: &Path) -> Vec<u8> {
+        self.files.borrow()[path].borrow().clone()
+    }
+
+    pub fn set_file_bytes(&self, path: &Path, bytes: Vec<u8>) {
+        *self.files.borrow()[path].borrow_mut() = bytes;
+    }
+
+    pub fn fail_next_writes(&self, count: u32) {
+        self.write_failures.set(count);
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.files.borrow().keys().cloned().collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct MemFile {
+    bytes: Bytes,
+    writable: bool,
+    write_failures: Rc<Cell<u32>>,
+}
+
+impl IoFile for MemFile {
+    async fn read_exact_at(&self, mut buf: Vec<u8>, position: u64) -> BufResult<()> {
+        let bytes = self.bytes.borrow();
+        let start = position as usize;
+        let Some(source) = bytes.get(start..start + buf.len()) else {
+            return (Err(io::ErrorKind::UnexpectedEof.into()), buf);
+        };
+        buf.copy_from_slice(source);
+        (Ok(()), buf)
+    }
+
+    async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
+        if !self.writable {
+            return (Err(io::ErrorKind::PermissionDenied.into()), buf);
+        }
+        if self.write_failures.get() > 0 {
+            self.write_failures.set(self.write_failures.get() - 1);
+            return (Err(io::Error::other("injected EIO")), buf);
+        }
+        let mut bytes = self.bytes.borrow_mut();
+        let end = position as usize + buf.len();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[position as usize..end].copy_from_slice(&buf);
+        (Ok(()), buf)
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
+        self.bytes.borrow_mut().resize(size_bytes as usize, 0);
+        Ok(())
+    }
+
+    async fn size_bytes(&self) -> io::Result<u64> {
+        Ok(self.bytes.borrow().len() as u64)
+    }
+}
+
+impl Io for MemIo {
+    type File = MemFile;
+    type Task = std::future::Ready<Result<(), TaskFailed>>;
+
+    fn now_ns(&self) -> u64 {
+        0
+    }
+
+    async fn sleep(&self, _duration_ns: u64) {}
+
+    fn entropy_u64(&self) -> u64 {
+        4 // fixed: these tests need no entropy
+    }
+
+    fn spawn<F>(&self, task: F) -> Self::Task
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        block_on(task);
+        std::future::ready(Ok(()))
+    }
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<MemFile> {
+        let mut files = self.files.borrow_mut();
+        let bytes = match (files.get(path), mode) {
+            (Some(bytes), _) => bytes.clone(),
+            (None, OpenMode::ReadWriteCreate) => {
+                files.entry(path.to_path_buf()).or_default().clone()
+            }
+            (None, _) => return Err(io::ErrorKind::NotFound.into()),
+        };
+        Ok(MemFile {
+            bytes,
+            writable: mode.writable(),
+            write_failures: self.write_failures.clone(),
+        })
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut files = self.files.borrow_mut();
+        let bytes = files
+            .remove(from)
+            .ok_or(io::Error::from(io::ErrorKind::NotFound))?;
+        files.insert(to.to_path_buf(), bytes);
+        Ok(())
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.files
+            .borrow_mut()
+            .remove(path)
+            .map(|_| ())
+            .ok_or(io::ErrorKind::NotFound.into())
+    }
+
+    async fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        Ok(self
+            .files
+            .borrow()
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+
+    async fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! Invariant checkers, run continuously while a simulation runs.
+//!
+//! - agreement: the same op has the same checksum, session outcome and reply
+//!   on every replica that commits it;
+//! - commit monotonic: each replica (within one life) commits ops in order,
+//!   without gaps or steps back;
+//! - exactly once: a client request is applied at one op only;
+//! - acknowledged writes: every reply a client accepted names an op that is
+//!   committed with that request, and at the end every replica's log holds
+//!   the acknowledged message at the acknowledged offset;
+//! - linearizability of the append log: an append acknowledged before another
+//!   was invoked has the smaller offset.
+//!
+//! Checkers only observe: they never change what the cluster does.
+
+use std::collections::BTreeMap;
+
+use shoal_vsr::header::Operation;
+use shoal_vsr::replica::Committed;
+
+use crate::run::Checker;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CommittedRecord {
+    checksum: u128,
+    client: u128,
+    request: u64,
+    applied: bool,
+    reply: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub client: u128,
+    pub request: u64,
+    pub op: u64,
+    pub offset: u64,
+    pub payload: Vec<u8>,
+    pub invoked_ns: u64,
+    pub acked_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: Checker,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Checkers {
+    committed: BTreeMap<u64, CommittedRecord>,
+    applied_requests: BTreeMap<(u128, u64), u64>,
+    /// Per replica: the last op committed in its current life.
+    last_commit: BTreeMap<u8, u64>,
+    acks: Vec<Ack>,
+    /// (ack time, highest offset acknowledged up to then), in ack order.
+    ack_frontier: Vec<(u64, u64)>,
+    violation: Option<Violation>,
+}
+
+impl Checkers {
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    pub fn fail(&mut self, checker: Checker, message: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation { checker, message });
+        }
+    }
+
+    pub fn ops_committed(&self) -> u64 {
+        self.committed.keys().next_back().copied().unwrap_or(0)
+    }
+
+    pub fn acks(&self) -> &[Ack] {
+        &self.acks
+    }
+
+    /// A replica restarted: its next commit continues from what it replayed.
+    pub fn on_restart(&mut self, replica: u8, commit_min: u64) {
+        self.last_commit.insert(replica, commit_min);
+    }
+
+    pub fn on_committed(&mut self, replica: u8, records: &[Committed]) {
+        for record in records {
+            let last = self.last_commit.get(&replica).copied().unwrap_or(0);
+            if record.op <= last && record.op != 0 {
+                // A state transfer may jump ahead, never back.
+                self.fail(
+                    Checker::CommitMonotonic,
+                    format!("replica {replica} committed op {} after op {last}", record.op),
+                );
+            }
+            self.last_commit.insert(replica, record.op);
+            let mine = CommittedRecord {
+                checksum: record.checksum,
+                client: record.client,
+                request: record.request,
+                applied: record.applied,
+                reply: record.reply.clone(),
+            };
+            match self.committed.get(&record.op) {
+                Some(theirs) if *theirs != mine => {
+                    let what = if theirs.checksum != mine.checksum { "checksum" } else { "outcome" };
+                    let detail = format!(
+                        "replica {replica} committed op {} with a different {what} than a peer: \
+                         (client {}, request {}, applied {}, reply {:?}) vs (client {}, request {}, applied {}, reply {:?})",
+                        record.op,
+                        mine.client,
+                        mine.request,
+                        mine.applied,
+                        mine.reply,
+                        theirs.client,
+                        theirs.request,
+                        theirs.applied,
+                        theirs.reply
+                    );
+                    self.fail(Checker::Agreement, detail);
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(record.op, mine);
+                    let counts = record.applied
+                        && record.client != 0
+                        && !matches!(record.operation, Operation::Register | Operation::Noop | Operation::Root);
+                    if counts
+                        && let Some(first) = self.applied_requests.insert((record.client, record.request), record.op)
+                    {
+                        self.fail(
+                            Checker::AckedWritesDurable,
+                            format!(
+                                "client {} request {} applied twice: ops {first} and {}",
+                                record.client, record.request, record.op
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client accepted a reply to an append.
+    pub fn on_ack(&mut self, ack: Ack) {
+        match self.committed.get(&ack.op) {
+            None => self.fail(
+                Checker::AckedWritesDurable,
+                format!("client {} got a reply for op {} that no replica committed", ack.client, ack.op),
+            ),
+            Some(record) if record.client != ack.client || record.request != ack.request => self.fail(
+                Checker::AckedWritesDurable,
+                format!("reply for op {} names client {} request {}, the log another", ack.op, ack.client, ack.request),
+            ),
+            Some(record) if record.reply != ack.offset.to_le_bytes() => self.fail(
+                Checker::Linearizability,
+                format!("reply for op {} carries offset {} the log does not", ack.op, ack.offset),
+            ),
+            Some(_) => {}
+        }
+        // Real-time order: everything acknowledged before this append was
+        // invoked must have a smaller offset.
+        let before = self.ack_frontier.partition_point(|(acked_ns, _)| *acked_ns < ack.invoked_ns);
+        if before > 0 {
+            let (_, highest) = self.ack_frontier[before - 1];
+            if highest >= ack.offset {
+                self.fail(
+                    Checker::Linearizability,
+                    format!(
+                        "append acknowledged at offset {} was invoked after an append at offset {highest} was acknowledged",
+                        ack.offset
+                    ),
+                );
+            }
+        }
+        let highest = self.ack_frontier.last().map_or(ack.offset, |(_, h)| (*h).max(ack.offset));
+        debug_assert!(self.ack_frontier.last().is_none_or(|(t, _)| *t <= ack.acked_ns));
+        self.ack_frontier.push((ack.acked_ns, highest));
+        self.acks.push(ack);
+    }
+
+    /// At the end: every acknowledged append is in a replica's log, once, at
+    /// its offset.
+    pub fn check_final_log(&mut self, replica: u8, messages: &[Vec<u8>]) {
+        let mut failures = Vec::new();
+        for ack in &self.acks {
+            match messages.get(ack.offset as usize) {
+                Some(payload) if *payload == ack.payload => {}
+                _ => failures.push(format!(
+                    "replica {replica} lost the acknowledged append of client {} request {} at offset {}",
+                    ack.client, ack.request, ack.offset
+                )),
+            }
+        }
+        if let Some(first) = failures.into_iter().next() {
+            self.fail(Checker::AckedWritesDurable, first);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(op: u64, checksum: u128, client: u128, request: u64) -> Committed {
+        Committed {
+            op,
+            checksum,
+            operation: Operation::SendMessages,
+            client,
+            request,
+            applied: true,
+            reply: (op - 1).to_le_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn divergent_commit_fails_agreement() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &[committed(1, 10, 5, 1)]);
+        checkers.on_committed(1, &[committed(1, 11, 5, 1)]);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::Agreement);
+    }
+
+    #[test]
+    fn double_apply_fails() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &[committed(1, 10, 5, 1), committed(2, 12, 5, 1)]);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::AckedWritesDurable);
+    }
+
+    #[test]
+    fn commit_going_back_fails() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &[committed(1, 10, 5, 1), committed(2, 12, 5, 2)]);
+        checkers.on_committed(0, &[committed(2, 12, 5, 2)]);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::CommitMonotonic);
+    }
+
+    #[test]
+    fn stale_read_order_fails_linearizability() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &[committed(1, 10, 5, 1), committed(2, 12, 6, 1)]);
+        let ack = |client, op: u64, invoked_ns, acked_ns| Ack {
+            client,
+            request: 1,
+            op,
+            offset: op - 1,
+            payload: vec![],
+            invoked_ns,
+            acked_ns,
+        };
+        checkers.on_ack(ack(6, 2, 0, 10));
+        checkers.on_ack(ack(5, 1, 20, 30));
+        assert_eq!(checkers.violation().unwrap().checker, Checker::Linearizability);
+    }
+
+    #[test]
+    fn lost_acknowledged_append_fails() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &[committed(1, 10, 5, 1)]);
+        checkers.on_ack(Ack { client: 5, request: 1, op: 1, offset: 0, payload: b"a".to_vec(), invoked_ns: 0, acked_ns: 1 });
+        checkers.check_final_log(2, &[]);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::AckedWritesDurable);
+    }
+}

@@ -1,0 +1,505 @@
+//! The simulated disk of one replica: durable and pending bytes per file,
+//! durable and pending directory entries, crash semantics and storage faults.
+//!
+//! Owns the byte-level model behind `SimIo`'s storage calls. Knows nothing of
+//! the journal, the executor or the network; every call completes at once (the
+//! cluster driver models latency), so storage futures are ready on first poll.
+//!
+//! Model:
+//! - Each file is an inode with `durable` bytes (what survives a crash) and
+//!   `current` bytes (what reads see: durable plus every pending write and
+//!   length change, in order). `sync_data` makes `current` durable.
+//! - Directory entries (create, rename, remove) change the `current` namespace
+//!   at once but the `durable` namespace only when `sync_dir(parent)` runs.
+//!   Directories themselves are durable as soon as they are created: the
+//!   journal never depends on a directory's own creation surviving a crash.
+//! - `crash()` resets the namespace to its durable state and, for every pending
+//!   write of a surviving file, lets the seed decide: lost, applied, or torn.
+//!   Torn rule: the write is cut into 512-byte sectors counted from its own
+//!   start offset; a torn write applies its first `k` sectors, `1 <= k < n`,
+//!   and loses the rest (a single-sector write is applied or lost, never torn).
+//!   A pending length change is applied or lost. Pending operations are
+//!   replayed in issue order, so a later surviving write wins over an earlier
+//!   one.
+//! - Sticky read corruption marks a sector: every read through it sees one bit
+//!   flipped (the same bit each time) until a write touches that sector.
+//!   Marks survive crashes: they model the medium, not the cache.
+//! - A misdirected write lands at another sector-aligned offset of the same
+//!   file (inside its current length), leaving the intended range untouched.
+//! - `crash_after_steps(n)`: after `n` more storage calls the disk halts and
+//!   every later call fails without effect, until the driver calls `crash()`.
+//!   This lets a test stop a multi-step sequence between any two calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// The unit of torn writes, misdirected writes and read corruption.
+pub const SECTOR_SIZE_BYTES: u64 = 512;
+/// Probabilities are parts per million.
+pub const PPM_MAX: u32 = 1_000_000;
+
+const EIO: i32 = 5;
+const EBADF: i32 = 9;
+const ENOSPC: i32 = 28;
+
+/// Fault probabilities, parts per million per call. Settable at run time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskFaults {
+    pub write_eio_ppm: u32,
+    pub write_enospc_ppm: u32,
+    pub sync_eio_ppm: u32,
+    pub sync_enospc_ppm: u32,
+    /// Per read: mark one sector in the read range as corrupt (sticky).
+    pub read_corruption_ppm: u32,
+    pub misdirected_write_ppm: u32,
+    /// At `crash()`, per pending write: the chance it is lost (else applied or torn).
+    pub crash_lost_ppm: u32,
+    /// At `crash()`, per pending write that is not lost: the chance it is torn.
+    pub crash_torn_ppm: u32,
+}
+
+impl DiskFaults {
+    /// No injected faults, but a crash still loses or tears pending writes
+    /// half of the time: unsynced data is never promised.
+    pub fn crash_only() -> DiskFaults {
+        DiskFaults { crash_lost_ppm: 500_000, crash_torn_ppm: 300_000, ..DiskFaults::default() }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen { size_bytes: u64 },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inode {
+    durable: Vec<u8>,
+    current: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Sector indexes whose reads flip a bit until rewritten.
+    corrupt_sectors: BTreeSet<u64>,
+}
+
+type InodeId = u64;
+
+/// One replica's disk. Shared by every file the replica opens.
+#[derive(Debug)]
+pub struct SimDisk {
+    rng: ChaCha8Rng,
+    pub faults: DiskFaults,
+    inodes: BTreeMap<InodeId, Inode>,
+    inode_next: InodeId,
+    namespace_current: BTreeMap<PathBuf, InodeId>,
+    namespace_durable: BTreeMap<PathBuf, InodeId>,
+    dirs: BTreeSet<PathBuf>,
+    /// Bumped by every crash: file handles from before it fail with EBADF.
+    generation: u64,
+    steps: u64,
+    halt_after_steps: Option<u64>,
+    halted: bool,
+    fail_next_write: Option<i32>,
+    fail_next_sync: Option<i32>,
+    counters: BTreeMap<&'static str, u64>,
+}
+
+fn os_error(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+fn halted_error() -> io::Error {
+    io::Error::other("simulated crash: the disk halted; call crash() and reopen")
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn apply(bytes: &mut Vec<u8>, op: &Pending) {
+    match op {
+        Pending::Write { offset, data } => {
+            let start = *offset as usize;
+            let end = start + data.len();
+            if bytes.len() < end {
+                bytes.resize(end, 0);
+            }
+            bytes[start..end].copy_from_slice(data);
+        }
+        Pending::SetLen { size_bytes } => bytes.resize(*size_bytes as usize, 0),
+    }
+}
+
+impl SimDisk {
+    pub fn new(seed: u64) -> SimDisk {
+        SimDisk {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            faults: DiskFaults::crash_only(),
+            inodes: BTreeMap::new(),
+            inode_next: 1,
+            namespace_current: BTreeMap::new(),
+            namespace_durable: BTreeMap::new(),
+            dirs: BTreeSet::new(),
+            generation: 0,
+            steps: 0,
+            halt_after_steps: None,
+            halted: false,
+            fail_next_write: None,
+            fail_next_sync: None,
+            counters: BTreeMap::new(),
+        }
+    }
+
+    // --- driver and test controls ------------------------------------------
+
+    /// Injected faults so far, by kind.
+    pub fn counters(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counters
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Storage calls made so far (each open, read, write, sync, rename, …).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Halt after `steps` more storage calls succeed: call number `steps + 1`
+    /// and every later one fails without effect until `crash()`.
+    pub fn crash_after_steps(&mut self, steps: u64) {
+        self.halt_after_steps = Some(self.steps + steps);
+        self.halted = false;
+    }
+
+    /// The next write fails with EIO and writes nothing.
+    pub fn fail_next_write(&mut self) {
+        self.fail_next_write = Some(EIO);
+    }
+
+    /// The next `sync_data` fails with EIO and makes nothing durable.
+    pub fn fail_next_sync(&mut self) {
+        self.fail_next_sync = Some(EIO);
+    }
+
+    /// Mark the sector holding `offset` of `path` as corrupt (sticky).
+    pub fn corrupt_sector(&mut self, path: &Path, offset: u64) -> io::Result<()> {
+        let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
+        self.inodes.get_mut(&id).expect("namespace names a live inode").corrupt_sectors.insert(offset / SECTOR_SIZE_BYTES);
+        self.count("read_corruption");
+        Ok(())
+    }
+
+    /// Overwrite bytes of a file, durably and at once, bypassing faults and
+    /// steps: tests use it to plant bad input (bit flips, zero fill).
+    pub fn poke(&mut self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+        let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
+        let inode = self.inodes.get_mut(&id).expect("namespace names a live inode");
+        let op = Pending::Write { offset, data: data.to_vec() };
+        apply(&mut inode.current, &op);
+        apply(&mut inode.durable, &op);
+        Ok(())
+    }
+
+    /// Truncate a file durably and at once (tests: a truncated journal).
+    pub fn poke_len(&mut self, path: &Path, size_bytes: u64) -> io::Result<()> {
+        let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
+        let inode = self.inodes.get_mut(&id).expect("namespace names a live inode");
+        let op = Pending::SetLen { size_bytes };
+        apply(&mut inode.current, &op);
+        apply(&mut inode.durable, &op);
+        Ok(())
+    }
+
+    /// The bytes a read would see now, corruption excluded (tests, checkers).
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        self.namespace_current.get(path).map(|id| self.inodes[id].current.clone())
+    }
+
+    /// The bytes that would survive a crash if every pending write were lost.
+    pub fn contents_durable(&self, path: &Path) -> Option<Vec<u8>> {
+        self.namespace_durable.get(path).map(|id| self.inodes[id].durable.clone())
+    }
+
+    /// The process died: drop or tear pending writes, restore the durable
+    /// namespace, invalidate every open handle.
+    pub fn crash(&mut self) {
+        self.namespace_current = self.namespace_durable.clone();
+        let live: BTreeSet<InodeId> = self.namespace_durable.values().copied().collect();
+        self.inodes.retain(|id, _| live.contains(id));
+        let faults = self.faults;
+        let ids: Vec<InodeId> = self.inodes.keys().copied().collect();
+        for id in ids {
+            let pending = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().pending);
+            let mut durable = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().durable);
+            for op in pending {
+                if self.chance(faults.crash_lost_ppm) {
+                    self.count("crash_lost_write");
+                    continue;
+                }
+                match op {
+                    Pending::Write { offset, data } => {
+                        let sectors = (data.len() as u64).div_ceil(SECTOR_SIZE_BYTES);
+                        if sectors > 1 && self.chance(faults.crash_torn_ppm) {
+                            let kept = 1 + self.below(sectors - 1);
+                            let kept_bytes = (kept * SECTOR_SIZE_BYTES) as usize;
+                            apply(&mut durable, &Pending::Write { offset, data: data[..kept_bytes].to_vec() });
+                            self.count("crash_torn_write");
+                        } else {
+                            apply(&mut durable, &Pending::Write { offset, data });
+                        }
+                    }
+                    set_len @ Pending::SetLen { .. } => apply(&mut durable, &set_len),
+                }
+            }
+            let inode = self.inodes.get_mut(&id).unwrap();
+            inode.current = durable.clone();
+            inode.durable = durable;
+        }
+        self.generation += 1;
+        self.halted = false;
+        self.halt_after_steps = None;
+        self.fail_next_write = None;
+        self.fail_next_sync = None;
+        self.count("crash");
+    }
+
+    // --- storage calls (used by SimIo and SimFile) ---------------------------
+
+    /// Count one storage call; fail it when the disk is halted.
+    fn step(&mut self) -> io::Result<()> {
+        if self.halted {
+            return Err(halted_error());
+        }
+        if let Some(limit) = self.halt_after_steps
+            && self.steps >= limit
+        {
+            self.halted = true;
+            self.count("crash_halt");
+            return Err(halted_error());
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn check_handle(&self, generation: u64, id: InodeId) -> io::Result<()> {
+        if generation != self.generation || !self.inodes.contains_key(&id) {
+            return Err(os_error(EBADF));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn open(&mut self, path: &Path, create: bool) -> io::Result<(InodeId, u64)> {
+        self.step()?;
+        if let Some(id) = self.namespace_current.get(path) {
+            return Ok((*id, self.generation));
+        }
+        if !create {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())));
+        }
+        let parent = parent_of(path);
+        if !self.dir_exists(&parent) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} not found", parent.display())));
+        }
+        let id = self.inode_next;
+        self.inode_next += 1;
+        self.inodes.insert(id, Inode::default());
+        self.namespace_current.insert(path.to_path_buf(), id);
+        Ok((id, self.generation))
+    }
+
+    fn dir_exists(&self, dir: &Path) -> bool {
+        dir.as_os_str().is_empty() || dir == Path::new("/") || self.dirs.contains(dir)
+    }
+
+    pub(crate) fn read(&mut self, generation: u64, id: InodeId, buf: &mut [u8], position: u64) -> io::Result<()> {
+        self.step()?;
+        self.check_handle(generation, id)?;
+        let end = position + buf.len() as u64;
+        if end > self.inodes[&id].current.len() as u64 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+        }
+        if !buf.is_empty() && self.chance(self.faults.read_corruption_ppm) {
+            let first = position / SECTOR_SIZE_BYTES;
+            let last = (end - 1) / SECTOR_SIZE_BYTES;
+            let sector = first + self.below(last - first + 1);
+            self.inodes.get_mut(&id).unwrap().corrupt_sectors.insert(sector);
+            self.count("read_corruption");
+        }
+        let inode = &self.inodes[&id];
+        buf.copy_from_slice(&inode.current[position as usize..end as usize]);
+        for &sector in inode.corrupt_sectors.range(position / SECTOR_SIZE_BYTES..end.div_ceil(SECTOR_SIZE_BYTES)) {
+            // The same bit of the sector flips on every read: sticky.
+            let bit = sector.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (SECTOR_SIZE_BYTES * 8);
+            let byte = sector * SECTOR_SIZE_BYTES + bit / 8;
+            if (position..end).contains(&byte) && byte < inode.current.len() as u64 {
+                buf[(byte - position) as usize] ^= 1 << (bit % 8);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write(&mut self, generation: u64, id: InodeId, data: &[u8], position: u64) -> io::Result<()> {
+        self.step()?;
+        self.check_handle(generation, id)?;
+        if let Some(code) = self.fail_next_write.take() {
+            self.count("write_eio");
+            return Err(os_error(code));
+        }
+        if self.chance(self.faults.write_eio_ppm) {
+            self.count("write_eio");
+            return Err(os_error(EIO));
+        }
+        if self.chance(self.faults.write_enospc_ppm) {
+            self.count("write_enospc");
+            return Err(os_error(ENOSPC));
+        }
+        let mut offset = position;
+        let length = self.inodes[&id].current.len() as u64;
+        if !data.is_empty() && length > 0 && self.chance(self.faults.misdirected_write_ppm) {
+            // Another sector of the file, never the intended one (a file of
+            // one sector has nowhere else to go: the write lands as asked).
+            let sectors = length.div_ceil(SECTOR_SIZE_BYTES);
+            let intended = position / SECTOR_SIZE_BYTES;
+            if sectors > 1 {
+                let mut target = self.below(sectors);
+                if target == intended {
+                    target = (target + 1) % sectors;
+                }
+                offset = target * SECTOR_SIZE_BYTES;
+                self.count("misdirected_write");
+            }
+        }
+        let inode = self.inodes.get_mut(&id).unwrap();
+        if !data.is_empty() {
+            let first = offset / SECTOR_SIZE_BYTES;
+            let last = (offset + data.len() as u64 - 1) / SECTOR_SIZE_BYTES;
+            let touched: Vec<u64> = inode.corrupt_sectors.range(first..=last).copied().collect();
+            for sector in touched {
+                inode.corrupt_sectors.remove(&sector);
+            }
+        }
+        let op = Pending::Write { offset, data: data.to_vec() };
+        apply(&mut inode.current, &op);
+        inode.pending.push(op);
+        Ok(())
+    }
+
+    pub(crate) fn set_len(&mut self, generation: u64, id: InodeId, size_bytes: u64) -> io::Result<()> {
+        self.step()?;
+        self.check_handle(generation, id)?;
+        let inode = self.inodes.get_mut(&id).unwrap();
+        let op = Pending::SetLen { size_bytes };
+        apply(&mut inode.current, &op);
+        inode.pending.push(op);
+        Ok(())
+    }
+
+    pub(crate) fn size_bytes(&mut self, generation: u64, id: InodeId) -> io::Result<u64> {
+        self.step()?;
+        self.check_handle(generation, id)?;
+        Ok(self.inodes[&id].current.len() as u64)
+    }
+
+    pub(crate) fn sync_data(&mut self, generation: u64, id: InodeId) -> io::Result<()> {
+        self.step()?;
+        self.check_handle(generation, id)?;
+        if let Some(code) = self.fail_next_sync.take() {
+            self.count("sync_eio");
+            return Err(os_error(code));
+        }
+        if self.chance(self.faults.sync_eio_ppm) {
+            self.count("sync_eio");
+            return Err(os_error(EIO));
+        }
+        if self.chance(self.faults.sync_enospc_ppm) {
+            self.count("sync_enospc");
+            return Err(os_error(ENOSPC));
+        }
+        let inode = self.inodes.get_mut(&id).unwrap();
+        inode.durable = inode.current.clone();
+        inode.pending.clear();
+        Ok(())
+    }
+
+    pub(crate) fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        self.step()?;
+        let id = self
+            .namespace_current
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", from.display())))?;
+        self.namespace_current.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, path: &Path) -> io::Result<()> {
+        self.step()?;
+        self.namespace_current
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())))
+    }
+
+    pub(crate) fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        self.step()?;
+        if !self.dir_exists(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} not found", dir.display())));
+        }
+        let paths: BTreeSet<PathBuf> = self
+            .namespace_current
+            .keys()
+            .chain(self.namespace_durable.keys())
+            .filter(|path| parent_of(path) == dir)
+            .cloned()
+            .collect();
+        for path in paths {
+            match self.namespace_current.get(&path) {
+                Some(id) => self.namespace_durable.insert(path, *id),
+                None => self.namespace_durable.remove(&path),
+            };
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.step()?;
+        if !self.dir_exists(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} not found", dir.display())));
+        }
+        Ok(self.namespace_current.keys().filter(|path| parent_of(path) == dir).cloned().collect())
+    }
+
+    pub(crate) fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
+        self.step()?;
+        for ancestor in dir.ancestors() {
+            if !ancestor.as_os_str().is_empty() && ancestor != Path::new("/") {
+                self.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    // --- randomness ----------------------------------------------------------
+
+    fn chance(&mut self, ppm: u32) -> bool {
+        debug_assert!(ppm <= PPM_MAX);
+        ppm > 0 && (self.rng.next_u64() % u64::from(PPM_MAX)) < u64::from(ppm)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0);
+        self.rng.next_u64() % bound
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.counters.entry(kind).or_insert(0) += 1;
+    }
+}

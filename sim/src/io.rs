@@ -1,0 +1,453 @@
+//! `SimIo`: the simulated implementation of `shoal_vsr::Io`.
+//!
+//! Owns nothing itself: it is a cheap `Clone` handle over a shared virtual
+//! clock and seeded executor (`executor.rs`), a seeded entropy source, and one
+//! replica's simulated disk (`disk.rs`). Every storage future is ready on its
+//! first poll; the cluster driver, not the disk, models latency. Drive storage
+//! code from outside a task with `block_on_ready`.
+//!
+//! Must not touch the wall clock, OS entropy, threads or the real file system.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use shoal_vsr::io::{BufResult, Io, IoFile, OpenMode};
+
+use crate::disk::SimDisk;
+use crate::executor::{Executor, SimTask, Sleep};
+
+// Distinct streams per component so that, e.g., an extra disk fault decision
+// does not shift the entropy the protocol sees.
+const SEED_STREAM_ENTROPY: u64 = 0x656e_7472_6f70_7900;
+const SEED_STREAM_EXECUTOR: u64 = 0x6578_6563_7574_6f72;
+const SEED_STREAM_DISK: u64 = 0x6469_736b_0000_0000;
+
+/// Poll `future` once with a no-op waker and return its output.
+///
+/// Panics if the future is pending: storage futures of `SimIo` are always
+/// ready on the first poll, so a pending one is a bug (or a `sleep`, which
+/// belongs inside a spawned task).
+pub fn block_on_ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("block_on_ready: future is pending; SimIo storage futures must be ready on first poll"),
+    }
+}
+
+/// The simulated `Io` of one replica (or one shard of one).
+#[derive(Debug, Clone)]
+pub struct SimIo {
+    executor: Rc<Executor>,
+    entropy: Rc<RefCell<ChaCha8Rng>>,
+    disk: Rc<RefCell<SimDisk>>,
+}
+
+impl SimIo {
+    /// A fresh simulation: its own clock, executor, entropy and disk.
+    pub fn new(seed: u64) -> SimIo {
+        SimIo {
+            executor: Rc::new(Executor::new(seed ^ SEED_STREAM_EXECUTOR)),
+            entropy: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_ENTROPY))),
+            disk: Rc::new(RefCell::new(SimDisk::new(seed ^ SEED_STREAM_DISK))),
+        }
+    }
+
+    /// Another replica in the same simulation: same clock and executor, its
+    /// own disk and entropy stream.
+    pub fn with_new_disk(&self, seed: u64) -> SimIo {
+        SimIo {
+            executor: self.executor.clone(),
+            entropy: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_ENTROPY))),
+            disk: Rc::new(RefCell::new(SimDisk::new(seed ^ SEED_STREAM_DISK))),
+        }
+    }
+
+    pub fn executor(&self) -> &Rc<Executor> {
+        &self.executor
+    }
+
+    /// The disk, for fault configuration, injection, crash and counters.
+    pub fn disk(&self) -> std::cell::RefMut<'_, SimDisk> {
+        self.disk.borrow_mut()
+    }
+
+    pub fn set_now_ns(&self, now_ns: u64) {
+        self.executor.set_now_ns(now_ns);
+    }
+
+    pub fn advance_ns(&self, duration_ns: u64) {
+        self.executor.set_now_ns(self.executor.now_ns() + duration_ns);
+    }
+
+    /// See `Executor::run_until`.
+    pub fn run_until(&self, deadline_ns: u64) {
+        self.executor.run_until(deadline_ns);
+    }
+
+    /// See `Executor::run_until_idle`.
+    pub fn run_until_idle(&self, polls_max: u64) -> bool {
+        self.executor.run_until_idle(polls_max)
+    }
+
+    /// Crash this replica's disk (see `SimDisk::crash`).
+    pub fn crash(&self) {
+        self.disk.borrow_mut().crash();
+    }
+}
+
+/// An open file on a `SimDisk`. Invalid (EBADF) after a crash.
+#[derive(Debug)]
+pub struct SimFile {
+    disk: Rc<RefCell<SimDisk>>,
+    inode: u64,
+    generation: u64,
+    writable: bool,
+}
+
+fn read_only_error() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "file was opened read-only")
+}
+
+impl IoFile for SimFile {
+    async fn read_exact_at(&self, mut buf: Vec<u8>, position: u64) -> BufResult<()> {
+        let result = self.disk.borrow_mut().read(self.generation, self.inode, &mut buf, position);
+        (result, buf)
+    }
+
+    async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
+        if !self.writable {
+            return (Err(read_only_error()), buf);
+        }
+        let result = self.disk.borrow_mut().write(self.generation, self.inode, &buf, position);
+        (result, buf)
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.disk.borrow_mut().sync_data(self.generation, self.inode)
+    }
+
+    async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(read_only_error());
+        }
+        self.disk.borrow_mut().set_len(self.generation, self.inode, size_bytes)
+    }
+
+    async fn size_bytes(&self) -> io::Result<u64> {
+        self.disk.borrow_mut().size_bytes(self.generation, self.inode)
+    }
+}
+
+impl Io for SimIo {
+    type File = SimFile;
+    type Task = SimTask;
+
+    fn now_ns(&self) -> u64 {
+        self.executor.now_ns()
+    }
+
+    fn sleep(&self, duration_ns: u64) -> impl Future<Output = ()> {
+        Sleep::new(self.executor.clone(), duration_ns)
+    }
+
+    fn entropy_u64(&self) -> u64 {
+        self.entropy.borrow_mut().next_u64()
+    }
+
+    fn spawn<F>(&self, task: F) -> SimTask
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.executor.spawn(task)
+    }
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<SimFile> {
+        let create = mode == OpenMode::ReadWriteCreate;
+        let (inode, generation) = self.disk.borrow_mut().open(path, create)?;
+        Ok(SimFile { disk: self.disk.clone(), inode, generation, writable: mode.writable() })
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().rename(from, to)
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().remove(path)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().sync_dir(dir)
+    }
+
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.disk.borrow_mut().list_dir(dir)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().create_dir_all(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::DiskFaults;
+    use std::cell::Cell;
+
+    const DIR: &str = "/data";
+
+    fn io_with_dir(seed: u64) -> SimIo {
+        let io = SimIo::new(seed);
+        block_on_ready(io.create_dir_all(Path::new(DIR))).unwrap();
+        io
+    }
+
+    fn write(io: &SimIo, path: &str, data: &[u8], position: u64) -> SimFile {
+        let file = block_on_ready(io.open(Path::new(path), OpenMode::ReadWriteCreate)).unwrap();
+        let (result, _) = block_on_ready(file.write_all_at(data.to_vec(), position));
+        result.unwrap();
+        file
+    }
+
+    fn read_all(io: &SimIo, path: &str) -> io::Result<Vec<u8>> {
+        let file = block_on_ready(io.open(Path::new(path), OpenMode::ReadOnly))?;
+        let size = block_on_ready(file.size_bytes())?;
+        let (result, buf) = block_on_ready(file.read_exact_at(vec![0; size as usize], 0));
+        result.map(|()| buf)
+    }
+
+    fn no_crash_faults(io: &SimIo, lost_ppm: u32) {
+        io.disk().faults = DiskFaults { crash_lost_ppm: lost_ppm, ..DiskFaults::default() };
+    }
+
+    #[test]
+    fn reads_see_pending_writes_and_crash_loses_them() {
+        let io = io_with_dir(1);
+        let file = write(&io, "/data/a", b"durable", 0);
+        block_on_ready(file.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        let (result, _) = block_on_ready(file.write_all_at(b"PENDING".to_vec(), 0));
+        result.unwrap();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"PENDING");
+        no_crash_faults(&io, 1_000_000);
+        io.crash();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable");
+        // Handles from before the crash are dead.
+        let (result, _) = block_on_ready(file.read_exact_at(vec![0; 1], 0));
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(9));
+    }
+
+    #[test]
+    fn synced_writes_survive_crash() {
+        let io = io_with_dir(2);
+        let file = write(&io, "/data/a", b"hello", 0);
+        block_on_ready(file.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+        io.crash();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn new_file_vanishes_without_dir_sync() {
+        let io = io_with_dir(3);
+        let file = write(&io, "/data/new", b"x", 0);
+        block_on_ready(file.sync_data()).unwrap();
+        io.crash();
+        assert_eq!(read_all(&io, "/data/new").unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn rename_is_durable_only_after_dir_sync() {
+        let io = io_with_dir(4);
+        let old = write(&io, "/data/journal", b"old", 0);
+        block_on_ready(old.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        let tmp = write(&io, "/data/journal.tmp", b"new", 0);
+        block_on_ready(tmp.sync_data()).unwrap();
+        block_on_ready(io.rename(Path::new("/data/journal.tmp"), Path::new("/data/journal"))).unwrap();
+        assert_eq!(read_all(&io, "/data/journal").unwrap(), b"new");
+        io.crash();
+        assert_eq!(read_all(&io, "/data/journal").unwrap(), b"old", "renamed-over file reappears");
+        assert!(read_all(&io, "/data/journal.tmp").is_err(), "the unsynced tmp entry vanishes");
+
+        let tmp = write(&io, "/data/journal.tmp", b"new", 0);
+        block_on_ready(tmp.sync_data()).unwrap();
+        block_on_ready(io.rename(Path::new("/data/journal.tmp"), Path::new("/data/journal"))).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        io.crash();
+        assert_eq!(read_all(&io, "/data/journal").unwrap(), b"new");
+        assert_eq!(block_on_ready(io.list_dir(Path::new(DIR))).unwrap(), vec![PathBuf::from("/data/journal")]);
+    }
+
+    #[test]
+    fn torn_write_applies_a_sector_prefix() {
+        // Search seeds for a torn outcome; the rule: a prefix of whole 512-byte
+        // sectors of the write, at least one, never all.
+        let mut torn_seen = 0;
+        for seed in 0..64 {
+            let io = io_with_dir(seed);
+            let file = write(&io, "/data/a", &[0u8; 2048], 0);
+            block_on_ready(file.sync_data()).unwrap();
+            block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+            let (result, _) = block_on_ready(file.write_all_at(vec![0xAB; 2048], 0));
+            result.unwrap();
+            io.disk().faults = DiskFaults { crash_lost_ppm: 0, crash_torn_ppm: 1_000_000, ..DiskFaults::default() };
+            io.crash();
+            let bytes = read_all(&io, "/data/a").unwrap();
+            let applied = bytes.iter().take_while(|&&b| b == 0xAB).count();
+            assert!(bytes[applied..].iter().all(|&b| b == 0), "only a prefix is applied");
+            assert_eq!(applied % 512, 0, "torn at a sector boundary");
+            assert!((512..2048).contains(&applied), "torn: some but not all sectors");
+            torn_seen += 1;
+        }
+        assert_eq!(torn_seen, 64);
+        assert!(SimIo::new(0).disk().counters().is_empty());
+    }
+
+    #[test]
+    fn read_corruption_is_sticky_until_rewritten() {
+        let io = io_with_dir(5);
+        let file = write(&io, "/data/a", &[7u8; 1024], 0);
+        io.disk().corrupt_sector(Path::new("/data/a"), 600).unwrap();
+        let first = read_all(&io, "/data/a").unwrap();
+        let second = read_all(&io, "/data/a").unwrap();
+        assert_ne!(first, vec![7u8; 1024]);
+        assert_eq!(first, second, "the same bit stays flipped");
+        assert_eq!(first[..512], [7u8; 512], "other sectors are clean");
+        let (result, _) = block_on_ready(file.write_all_at(vec![7u8; 512], 512));
+        result.unwrap();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), vec![7u8; 1024], "a rewrite heals the sector");
+        assert_eq!(io.disk().counters()["read_corruption"], 1);
+    }
+
+    #[test]
+    fn injected_write_and_sync_errors_are_eio_and_counted() {
+        let io = io_with_dir(6);
+        let file = write(&io, "/data/a", b"abc", 0);
+        io.disk().fail_next_write();
+        let (result, _) = block_on_ready(file.write_all_at(b"zzz".to_vec(), 0));
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"abc", "a failed write writes nothing");
+        io.disk().fail_next_sync();
+        assert_eq!(block_on_ready(file.sync_data()).unwrap_err().raw_os_error(), Some(5));
+        io.disk().faults = DiskFaults { write_enospc_ppm: 1_000_000, ..DiskFaults::default() };
+        let (result, _) = block_on_ready(file.write_all_at(b"zzz".to_vec(), 0));
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(28));
+        let counters = io.disk().counters().clone();
+        assert_eq!((counters["write_eio"], counters["sync_eio"], counters["write_enospc"]), (1, 1, 1));
+    }
+
+    #[test]
+    fn misdirected_write_lands_elsewhere_sector_aligned() {
+        let io = io_with_dir(7);
+        let file = write(&io, "/data/a", &[0u8; 4096], 0);
+        io.disk().faults = DiskFaults { misdirected_write_ppm: 1_000_000, ..DiskFaults::default() };
+        let (result, _) = block_on_ready(file.write_all_at(vec![1u8; 512], 1024));
+        result.unwrap();
+        io.disk().faults = DiskFaults::default();
+        let bytes = read_all(&io, "/data/a").unwrap();
+        let start = bytes.iter().position(|&b| b == 1).expect("the write landed somewhere");
+        assert_eq!(start % 512, 0);
+        assert_ne!(start, 1024, "a misdirected write lands elsewhere");
+        assert_eq!(bytes[1024..1536], [0u8; 512], "the intended range is untouched");
+        assert_eq!(io.disk().counters()["misdirected_write"], 1);
+    }
+
+    #[test]
+    fn crash_after_steps_halts_between_calls() {
+        let io = io_with_dir(8);
+        let file = write(&io, "/data/a", b"one", 0);
+        io.disk().crash_after_steps(1);
+        let (result, _) = block_on_ready(file.write_all_at(b"two".to_vec(), 0));
+        result.unwrap();
+        let (result, _) = block_on_ready(file.write_all_at(b"three".to_vec(), 0));
+        assert!(result.is_err(), "the disk halted after one step");
+        assert!(io.disk().is_halted());
+        assert_eq!(read_all(&io, "/data/a").unwrap_err().kind(), io::ErrorKind::Other);
+        io.crash();
+        assert!(!io.disk().is_halted());
+    }
+
+    fn disk_after_ops(seed: u64) -> Vec<u8> {
+        let io = io_with_dir(seed);
+        io.disk().faults = DiskFaults { read_corruption_ppm: 100_000, misdirected_write_ppm: 100_000, ..DiskFaults::crash_only() };
+        let file = write(&io, "/data/a", &[0u8; 8192], 0);
+        block_on_ready(file.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        for index in 0..16u64 {
+            let (result, _) = block_on_ready(file.write_all_at(vec![index as u8 + 1; 1500], index * 500));
+            result.unwrap();
+        }
+        io.crash();
+        read_all(&io, "/data/a").unwrap()
+    }
+
+    #[test]
+    fn same_seed_same_disk_bytes() {
+        assert_eq!(disk_after_ops(42), disk_after_ops(42));
+        assert!((0..8).any(|seed| disk_after_ops(seed) != disk_after_ops(42)), "seeds matter");
+    }
+
+    #[test]
+    fn executor_orders_timers_and_catches_panics() {
+        let io = SimIo::new(9);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        for (name, delay_ns) in [("c", 300u64), ("a", 100), ("b", 200)] {
+            let io2 = io.clone();
+            let log = log.clone();
+            drop(io.spawn(async move {
+                io2.sleep(delay_ns).await;
+                log.borrow_mut().push((name, io2.now_ns()));
+            }));
+        }
+        let failing = io.spawn(async { panic!("shard exploded") });
+        let done = Rc::new(Cell::new(None));
+        let done2 = done.clone();
+        let _joiner = io.spawn(async move { done2.set(Some(failing.await)) });
+        assert!(io.run_until_idle(1_000));
+        assert_eq!(*log.borrow(), vec![("a", 100), ("b", 200), ("c", 300)]);
+        let failed = done.take().expect("joiner ran").unwrap_err();
+        assert!(failed.reason.contains("shard exploded"));
+        io.run_until(1_000);
+        assert_eq!(io.now_ns(), 1_000);
+        assert_ne!(io.entropy_u64(), io.entropy_u64());
+        assert_eq!(SimIo::new(9).entropy_u64(), SimIo::new(9).entropy_u64());
+    }
+
+    fn interleaving(seed: u64) -> Vec<u32> {
+        let io = SimIo::new(seed);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        for task in 0..8u32 {
+            let log = log.clone();
+            drop(io.spawn(async move { log.borrow_mut().push(task) }));
+        }
+        assert!(io.run_until_idle(100));
+        log.take()
+    }
+
+    #[test]
+    fn ready_tasks_run_in_a_seed_chosen_order() {
+        assert_eq!(interleaving(3), interleaving(3));
+        assert!((0..8).any(|seed| interleaving(seed) != interleaving(3)), "seeds change the order");
+        let mut order = interleaving(3);
+        order.sort_unstable();
+        assert_eq!(order, (0..8).collect::<Vec<_>>(), "every task ran once");
+    }
+
+    #[test]
+    #[should_panic(expected = "pending")]
+    fn block_on_ready_rejects_pending() {
+        let io = SimIo::new(10);
+        block_on_ready(io.sleep(5));
+    }
+}

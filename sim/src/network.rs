@@ -1,0 +1,235 @@
+//! The simulated network: decides, for each message, whether and when it
+//! arrives. It holds no messages itself; the cluster driver queues them.
+//!
+//! Faults: drop, duplicate, random delay (which reorders), partitions
+//! (symmetric split, asymmetric one-way, isolate one node) and clogged links
+//! (everything on a link waits until the clog clears). All decisions come from
+//! one seeded stream, so the same seed drops the same messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::run::FaultMix;
+
+pub const PPM_MAX: u64 = 1_000_000;
+/// The fastest a message crosses the network.
+pub const NETWORK_DELAY_MIN_NS: u64 = 200_000;
+/// How long a partition or a clog lasts at most.
+pub const PARTITION_DURATION_MAX_NS: u64 = 1_500_000_000;
+pub const CLOG_DURATION_MAX_NS: u64 = 400_000_000;
+
+pub type NodeId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionKind {
+    /// Nodes on different sides cannot talk.
+    Split { side: BTreeSet<NodeId> },
+    /// Messages from `from` to `to` are lost; the other way works.
+    OneWay { from: NodeId, to: NodeId },
+    /// One node hears nothing and is heard by no one.
+    Isolate { node: NodeId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub kind: PartitionKind,
+    pub until_ns: u64,
+}
+
+/// What the network decided for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    Dropped { reason: &'static str },
+    /// Deliver at these times (two for a duplicate).
+    Deliver(Vec<u64>),
+}
+
+#[derive(Debug)]
+pub struct Network {
+    rng: ChaCha8Rng,
+    /// Nodes that take part in partitions (replicas; clients are never cut off
+    /// from everything, only through drops).
+    replica_count: u32,
+    faults: FaultMix,
+    enabled: bool,
+    partition: Option<Partition>,
+    clogs: BTreeMap<(NodeId, NodeId), u64>,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl Network {
+    pub fn new(seed: u64, replica_count: u32, faults: FaultMix) -> Network {
+        Network {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            replica_count,
+            faults,
+            enabled: true,
+            partition: None,
+            clogs: BTreeMap::new(),
+            counters: BTreeMap::new(),
+        }
+    }
+
+    /// Turn faults off and heal everything (the liveness phase).
+    pub fn heal(&mut self) {
+        self.enabled = false;
+        self.partition = None;
+        self.clogs.clear();
+    }
+
+    /// Impose a partition (scripted faults), replacing any random one.
+    pub fn force_partition(&mut self, partition: Partition) {
+        self.partition = Some(partition);
+    }
+
+    pub fn partition(&self) -> Option<&Partition> {
+        self.partition.as_ref()
+    }
+
+    fn chance(&mut self, ppm: u32) -> bool {
+        self.enabled && ppm > 0 && self.rng.next_u64() % PPM_MAX < u64::from(ppm)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 { 0 } else { self.rng.next_u64() % bound }
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.counters.entry(kind).or_default() += 1;
+    }
+
+    /// Called once per network tick: start or end partitions and clogs.
+    /// Returns a description of what changed, for the trace.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<String> {
+        let mut changes = Vec::new();
+        if let Some(partition) = &self.partition
+            && partition.until_ns <= now_ns
+        {
+            changes.push(format!("heal {:?}", partition.kind));
+            self.partition = None;
+        }
+        let expired: Vec<_> = self.clogs.iter().filter(|(_, until)| **until <= now_ns).map(|(k, _)| *k).collect();
+        for link in expired {
+            self.clogs.remove(&link);
+        }
+        if self.partition.is_none() && self.replica_count > 1 && self.chance(self.faults.network_partition_ppm) {
+            let kind = self.random_partition();
+            let until_ns = now_ns + 1 + self.below(PARTITION_DURATION_MAX_NS);
+            changes.push(format!("partition {kind:?}"));
+            self.count("network_partition");
+            self.partition = Some(Partition { kind, until_ns });
+        }
+        if self.replica_count > 1 && self.chance(self.faults.network_clog_ppm) {
+            let from = self.below(u64::from(self.replica_count)) as NodeId;
+            let to = self.below(u64::from(self.replica_count)) as NodeId;
+            if from != to {
+                let until = now_ns + 1 + self.below(CLOG_DURATION_MAX_NS);
+                self.clogs.insert((from, to), until);
+                changes.push(format!("clog {from}->{to}"));
+                self.count("network_clog");
+            }
+        }
+        changes
+    }
+
+    fn random_partition(&mut self) -> PartitionKind {
+        let n = u64::from(self.replica_count);
+        match self.below(3) {
+            0 => {
+                let mut side = BTreeSet::new();
+                for node in 0..self.replica_count {
+                    if self.below(2) == 0 {
+                        side.insert(node);
+                    }
+                }
+                if side.is_empty() {
+                    side.insert(self.below(n) as NodeId);
+                }
+                PartitionKind::Split { side }
+            }
+            1 => {
+                let from = self.below(n) as NodeId;
+                let to = ((u64::from(from) + 1 + self.below(n - 1)) % n) as NodeId;
+                PartitionKind::OneWay { from, to }
+            }
+            _ => PartitionKind::Isolate { node: self.below(n) as NodeId },
+        }
+    }
+
+    fn cut(&self, from: NodeId, to: NodeId) -> bool {
+        let Some(partition) = &self.partition else { return false };
+        match &partition.kind {
+            PartitionKind::Split { side } => {
+                from < self.replica_count && to < self.replica_count && side.contains(&from) != side.contains(&to)
+            }
+            PartitionKind::OneWay { from: a, to: b } => from == *a && to == *b,
+            PartitionKind::Isolate { node } => {
+                (from == *node || to == *node) && from < self.replica_count && to < self.replica_count
+            }
+        }
+    }
+
+    /// Decide the fate of one message sent at `now_ns`.
+    pub fn submit(&mut self, now_ns: u64, from: NodeId, to: NodeId) -> Fate {
+        if self.cut(from, to) {
+            self.count("network_partition_drop");
+            return Fate::Dropped { reason: "partition" };
+        }
+        if self.chance(self.faults.network_drop_ppm) {
+            self.count("network_drop");
+            return Fate::Dropped { reason: "drop" };
+        }
+        let delay_max = if self.enabled { self.faults.network_delay_max_ns } else { 0 };
+        let mut at = now_ns + NETWORK_DELAY_MIN_NS + self.below(delay_max + 1);
+        if let Some(until) = self.clogs.get(&(from, to)) {
+            at = at.max(*until);
+        }
+        let mut times = vec![at];
+        if self.chance(self.faults.network_duplicate_ppm) {
+            self.count("network_duplicate");
+            times.push(now_ns + NETWORK_DELAY_MIN_NS + self.below(delay_max * 2 + 1));
+        }
+        Fate::Deliver(times)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lossy() -> FaultMix {
+        FaultMix { network_drop_ppm: 300_000, network_duplicate_ppm: 100_000, network_delay_max_ns: 5_000_000, ..FaultMix::none() }
+    }
+
+    #[test]
+    fn same_seed_same_fates() {
+        let fates = |seed| {
+            let mut network = Network::new(seed, 3, lossy());
+            (0..200).map(|i| network.submit(i * 1000, (i % 3) as u32, ((i + 1) % 3) as u32)).collect::<Vec<_>>()
+        };
+        assert_eq!(fates(7), fates(7));
+        assert_ne!(fates(7), fates(8));
+    }
+
+    #[test]
+    fn heal_stops_every_fault() {
+        let mut network = Network::new(1, 3, lossy());
+        network.heal();
+        for i in 0..500 {
+            assert_eq!(network.submit(i, 0, 1), Fate::Deliver(vec![i + NETWORK_DELAY_MIN_NS]));
+        }
+    }
+
+    #[test]
+    fn isolate_cuts_both_ways_but_not_others() {
+        let mut network = Network::new(1, 3, FaultMix::none());
+        network.partition = Some(Partition { kind: PartitionKind::Isolate { node: 1 }, until_ns: 100 });
+        assert!(matches!(network.submit(0, 0, 1), Fate::Dropped { .. }));
+        assert!(matches!(network.submit(0, 1, 2), Fate::Dropped { .. }));
+        assert!(matches!(network.submit(0, 0, 2), Fate::Deliver(_)));
+        network.tick(100);
+        assert!(matches!(network.submit(0, 0, 1), Fate::Deliver(_)));
+    }
+}

@@ -1,0 +1,193 @@
+//! One simulated replica's storage: its journal, superblock and checkpoint
+//! file on its own `SimDisk`, and the execution of the replica's storage
+//! actions against them.
+//!
+//! This is the driver side of the replica's contract: every storage action is
+//! durable (written and fsynced) before the next action runs; an error stops
+//! the replica (fail-stop) and the caller restarts it from what the disk kept.
+
+use std::path::{Path, PathBuf};
+
+use shoal_vsr::header::{Header, HEADER_SIZE_BYTES};
+use shoal_vsr::io::{Io, IoFile, OpenMode};
+use shoal_vsr::journal::{JournalConfig, PrepareJournal};
+use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered};
+use shoal_vsr::superblock::{Superblock, SuperblockState};
+
+use crate::io::{block_on_ready, SimIo};
+
+pub const DATA_DIR: &str = "/data";
+const CHECKPOINT_MAGIC: u64 = 0x7368_6f61_6c63_6b70;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("journal: {0}")]
+    Journal(#[from] shoal_vsr::journal::JournalError),
+    #[error("superblock: {0}")]
+    Superblock(#[from] shoal_vsr::superblock::SuperblockError),
+    #[error("checkpoint file: {0}")]
+    Checkpoint(std::io::Error),
+    #[error("checkpoint file is corrupt: state-transfer from a peer")]
+    CheckpointCorrupt,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StorageConfig {
+    pub cluster: u128,
+    pub namespace: u64,
+    pub replica: u8,
+    pub slot_count: u64,
+    pub message_size_max_bytes: u32,
+}
+
+impl StorageConfig {
+    fn journal(&self) -> JournalConfig {
+        JournalConfig {
+            slot_count: self.slot_count,
+            message_size_max_bytes: self.message_size_max_bytes,
+            cluster: self.cluster,
+            namespace: self.namespace,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct NodeStorage {
+    io: SimIo,
+    config: StorageConfig,
+    journal: PrepareJournal<SimIo>,
+    superblock: Superblock<SimIo>,
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(DATA_DIR)
+}
+
+fn checkpoint_path(dir: &Path, namespace: u64) -> PathBuf {
+    dir.join(format!("checkpoint-{namespace:016x}"))
+}
+
+impl NodeStorage {
+    /// Format a new replica's disk.
+    pub fn format(io: &SimIo, config: StorageConfig) -> Result<NodeStorage, StorageError> {
+        let dir = dir();
+        let journal = block_on_ready(PrepareJournal::create(io, &dir, config.journal()))?;
+        let superblock =
+            block_on_ready(Superblock::create(io, &dir, config.cluster, config.namespace, config.replica))?;
+        Ok(NodeStorage { io: io.clone(), config, journal, superblock })
+    }
+
+    /// Open after a crash: what the disk kept, as the replica needs it.
+    pub fn open(io: &SimIo, config: StorageConfig) -> Result<(NodeStorage, Recovered), StorageError> {
+        let dir = dir();
+        let superblock = block_on_ready(Superblock::open(
+            io,
+            &dir,
+            config.cluster,
+            config.namespace,
+            config.replica,
+            OpenMode::ReadWrite,
+        ))?;
+        let (journal, _recovery) =
+            block_on_ready(PrepareJournal::open(io, &dir, config.journal(), OpenMode::ReadWrite))?;
+        let checkpoint = read_checkpoint(io, &dir, config.namespace)?;
+        let scan = block_on_ready(journal.scan())?;
+        let state = superblock.state();
+        let recovered = Recovered {
+            durable: DurableState {
+                view: state.view,
+                log_view: state.log_view,
+                commit: state.commit,
+                view_headers: state.view_headers.clone(),
+            },
+            checkpoint,
+            entries: scan.entries,
+            journal_faulty: !scan.corrupt_ops.is_empty(),
+        };
+        Ok((NodeStorage { io: io.clone(), config, journal, superblock }, recovered))
+    }
+
+    pub fn journal(&self) -> &PrepareJournal<SimIo> {
+        &self.journal
+    }
+
+    /// Run one storage action to durability. Non-storage actions are ignored.
+    pub fn execute(&mut self, action: &Action) -> Result<(), StorageError> {
+        match action {
+            Action::WritePrepare { message } => {
+                block_on_ready(self.journal.write_prepare(&message.header, &message.body))?;
+                block_on_ready(self.journal.sync())?;
+            }
+            Action::TruncateLog { after_op } => {
+                let after = (*after_op).max(self.journal.snapshot_op());
+                block_on_ready(self.journal.truncate_after(after))?;
+            }
+            Action::WriteSuperblock { state } => {
+                let state = SuperblockState {
+                    view: state.view,
+                    log_view: state.log_view,
+                    commit: state.commit,
+                    view_headers: state.view_headers.clone(),
+                };
+                block_on_ready(self.superblock.write(state))?;
+            }
+            Action::Checkpoint { checkpoint } => {
+                write_checkpoint(&self.io, &dir(), self.config.namespace, checkpoint)?;
+                // Only once the checkpoint is durable may the journal forget
+                // the ops it covers.
+                block_on_ready(self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum))?;
+            }
+            Action::Send { .. } | Action::Reply { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+fn write_checkpoint(io: &SimIo, dir: &Path, namespace: u64, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+    let mut bytes = Vec::with_capacity(HEADER_SIZE_BYTES + checkpoint.snapshot.len() + 40);
+    bytes.extend_from_slice(&CHECKPOINT_MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.anchor.encode());
+    bytes.extend_from_slice(&(checkpoint.snapshot.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.snapshot);
+    let checksum = shoal_vsr::header::checksum(&bytes);
+    bytes.extend_from_slice(&checksum.to_le_bytes());
+    let path = checkpoint_path(dir, namespace);
+    let tmp = path.with_extension("tmp");
+    block_on_ready(async {
+        let file = io.open(&tmp, OpenMode::ReadWriteCreate).await?;
+        file.set_len(0).await?;
+        let (result, _) = file.write_all_at(bytes, 0).await;
+        result?;
+        file.sync_data().await?;
+        io.rename(&tmp, &path).await?;
+        io.sync_dir(dir).await
+    })
+    .map_err(StorageError::Checkpoint)
+}
+
+fn read_checkpoint(io: &SimIo, dir: &Path, namespace: u64) -> Result<Option<Checkpoint>, StorageError> {
+    let path = checkpoint_path(dir, namespace);
+    block_on_ready(async {
+        let file = match io.open(&path, OpenMode::ReadOnly).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(StorageError::Checkpoint(error)),
+        };
+        let size = file.size_bytes().await.map_err(StorageError::Checkpoint)? as usize;
+        if size < 8 + HEADER_SIZE_BYTES + 8 + 16 {
+            return Err(StorageError::CheckpointCorrupt);
+        }
+        let (result, bytes) = file.read_exact_at(vec![0; size], 0).await;
+        result.map_err(StorageError::Checkpoint)?;
+        let (content, stored) = bytes.split_at(size - 16);
+        if shoal_vsr::header::checksum(content) != u128::from_le_bytes(stored.try_into().unwrap()) {
+            return Err(StorageError::CheckpointCorrupt);
+        }
+        if u64::from_le_bytes(content[..8].try_into().unwrap()) != CHECKPOINT_MAGIC {
+            return Err(StorageError::CheckpointCorrupt);
+        }
+        let anchor = Header::decode(&content[8..8 + HEADER_SIZE_BYTES]).map_err(|_| StorageError::CheckpointCorrupt)?;
+        let snapshot = content[8 + HEADER_SIZE_BYTES + 8..].to_vec();
+        Ok(Some(Checkpoint { anchor, snapshot }))
+    })
+}

@@ -1,0 +1,7 @@
+//! shoal-sim integration tests: one binary, one module per area.
+
+mod journal_bad_input;
+mod journal_conformance;
+mod journal_model;
+mod superblock;
+mod vsr_scenarios;

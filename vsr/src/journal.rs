@@ -1,0 +1,847 @@
+//! Prepare journal: the write-ahead log of one VSR group.
+//!
+//! Owns the on-disk slot layout and crash recovery. Knows nothing of the
+//! network, of shards or of the replica's protocol state; all I/O goes through
+//! `Io`, so the simulator can crash it between any two storage calls.
+//!
+//! Layout of `journal-<namespace>.wal`:
+//! - bytes `0..FILE_HEADER_SIZE_BYTES`: the file header (magic, format
+//!   version, cluster, namespace, slot count, message size, `snapshot_op` and
+//!   the checksum of the prepare at `snapshot_op`, then its own checksum);
+//! - then `slot_count` fixed slots; op `n` lives in slot `n % slot_count`, as
+//!   `[256-byte header][body]`, padded to the slot size.
+//!
+//! The live window is `snapshot_op + 1 ..= snapshot_op + slot_count`: an op
+//! past it would overwrite a live entry (`SlotCollision`), so the caller must
+//! `drain` (compact after a checkpoint) first.
+//!
+//! Invariants:
+//! - `snapshot_op` never names an op whose compaction is not durable.
+//! - The in-memory index never names an op whose write failed (no phantom op).
+//! - Every live prepare's `parent` is the `checksum` of the one before it.
+//! - After an fsync or compaction failure whose effect on disk is unknown, the
+//!   journal is poisoned: every later call fails until the replica restarts
+//!   and recovers from what is durable (an fsync error may have dropped data).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::header::{Command, Header, HeaderError, HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
+use crate::io::{Io, IoFile, OpenMode};
+
+#[doc(hidden)]
+pub mod conformance;
+mod replica_io;
+
+pub use replica_io::Scan;
+
+/// Size of the file header region; one 4 KiB page so slots stay aligned.
+pub const FILE_HEADER_SIZE_BYTES: u64 = 4096;
+/// Slots are padded to a multiple of a sector.
+pub const SECTOR_SIZE_BYTES: u64 = 512;
+/// Bound on the number of slots (and on the in-memory header index).
+pub const SLOT_COUNT_MAX: u64 = 1 << 20;
+/// "SHOALWAL", little-endian.
+pub const JOURNAL_MAGIC: u64 = u64::from_le_bytes(*b"SHOALWAL");
+pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+
+// File header field offsets.
+const FH_MAGIC: usize = 0;
+const FH_VERSION: usize = 8;
+const FH_MESSAGE_SIZE_MAX: usize = 12;
+const FH_CLUSTER: usize = 16;
+const FH_NAMESPACE: usize = 32;
+const FH_SLOT_COUNT: usize = 40;
+const FH_SNAPSHOT_OP: usize = 48;
+const FH_SNAPSHOT_CHECKSUM_KNOWN: usize = 56;
+const FH_SNAPSHOT_CHECKSUM: usize = 64;
+const FH_CHECKSUM: usize = 80;
+const FH_ENCODED_BYTES: usize = 96;
+
+/// What the journal needs to know about its group and its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    pub slot_count: u64,
+    /// The largest prepare (header included) a slot must hold.
+    pub message_size_max_bytes: u32,
+    pub cluster: u128,
+    pub namespace: u64,
+}
+
+impl JournalConfig {
+    fn validate(&self) -> Result<(), JournalError> {
+        if self.slot_count == 0 || self.slot_count > SLOT_COUNT_MAX {
+            return Err(JournalError::InvalidConfig {
+                reason: format!("slot_count {} is outside 1..={SLOT_COUNT_MAX}", self.slot_count),
+            });
+        }
+        if (self.message_size_max_bytes as usize) < HEADER_SIZE_BYTES || self.message_size_max_bytes > MESSAGE_SIZE_MAX_BYTES {
+            return Err(JournalError::InvalidConfig {
+                reason: format!(
+                    "message_size_max_bytes {} is outside {HEADER_SIZE_BYTES}..={MESSAGE_SIZE_MAX_BYTES}",
+                    self.message_size_max_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn slot_size_bytes(&self) -> u64 {
+        u64::from(self.message_size_max_bytes).div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES
+    }
+
+    pub fn file_size_bytes(&self) -> u64 {
+        FILE_HEADER_SIZE_BYTES + self.slot_count * self.slot_size_bytes()
+    }
+
+    pub fn slot_offset(&self, op: u64) -> u64 {
+        FILE_HEADER_SIZE_BYTES + (op % self.slot_count) * self.slot_size_bytes()
+    }
+}
+
+/// The journal file of `namespace` inside `dir`.
+pub fn journal_path(dir: &Path, namespace: u64) -> PathBuf {
+    dir.join(format!("journal-{namespace:016x}.wal"))
+}
+
+fn journal_path_tmp(dir: &Path, namespace: u64) -> PathBuf {
+    dir.join(format!("journal-{namespace:016x}.wal.tmp"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {operation} failed: {source}; check the disk, then restart the replica")]
+    Io { operation: &'static str, source: io::Error },
+    #[error("journal is open read-only: only the owning shard may write it")]
+    ReadOnly,
+    #[error("journal is poisoned by an earlier fsync or compaction failure: restart the replica to recover from disk")]
+    Poisoned,
+    #[error("journal config is invalid: {reason}")]
+    InvalidConfig { reason: String },
+    #[error("journal {path} already exists: open it instead of creating it")]
+    AlreadyExists { path: PathBuf },
+    #[error("journal {path} does not exist: create it first (or restore it from a peer)")]
+    Missing { path: PathBuf },
+    #[error("journal file is {size_bytes} bytes, expected {expected_bytes}: it was truncated; restore it from a peer")]
+    Truncated { size_bytes: u64, expected_bytes: u64 },
+    #[error("journal file header is zero-filled: the file was never initialised; remove it and recreate the replica")]
+    ZeroFilled,
+    #[error("journal file has no shoal journal magic: this is not a shoal journal, check the data directory")]
+    BadMagic,
+    #[error("journal file header checksum mismatch: the header is corrupt; restore the journal from a peer")]
+    FileHeaderCorrupt,
+    #[error("journal format version {found} is not {JOURNAL_FORMAT_VERSION}: run the matching shoal version")]
+    UnsupportedVersion { found: u32 },
+    #[error("journal belongs to cluster {found:#x}, not {expected:#x}: check the data directory")]
+    WrongCluster { expected: u128, found: u128 },
+    #[error("journal belongs to namespace {found:#x}, not {expected:#x}: check the data directory")]
+    WrongNamespace { expected: u64, found: u64 },
+    #[error("journal {field} is {found}, config says {expected}: keep the journal geometry fixed")]
+    ConfigMismatch { field: &'static str, expected: u64, found: u64 },
+    #[error("prepare op {op} is out of order: the journal expects op {expected}")]
+    OpOutOfOrder { op: u64, expected: u64 },
+    #[error("prepare op {op} does not chain to the previous prepare (parent checksum mismatch): it belongs to another log")]
+    ParentMismatch { op: u64 },
+    #[error("prepare op {op} is invalid: {source}")]
+    BadPrepare { op: u64, source: HeaderError },
+    #[error("prepare op {op} is not a prepare of this cluster and namespace")]
+    WrongGroup { op: u64 },
+    #[error("prepare op {op} is {size_bytes} bytes, over the slot limit {max_bytes}")]
+    MessageTooLarge { op: u64, size_bytes: u32, max_bytes: u32 },
+    #[error("op {op} would overwrite live op {live_op} in slot {slot}: drain (checkpoint) first")]
+    SlotCollision { op: u64, slot: u64, live_op: u64 },
+    #[error("op {op} is not in the journal")]
+    NotFound { op: u64 },
+    #[error("op {op} is corrupt on disk: repair it from a peer")]
+    Corrupt { op: u64 },
+    #[error("cannot drain through op {through_op}: the journal head is {op_max:?}")]
+    DrainBeyondHead { through_op: u64, op_max: Option<u64> },
+    #[error("cannot truncate after op {op}: ops through {snapshot_op} are checkpointed")]
+    TruncateBelowSnapshot { op: u64, snapshot_op: u64 },
+    #[error("op {op} is not awaiting repair")]
+    NotMissing { op: u64 },
+}
+
+fn io_error(operation: &'static str) -> impl FnOnce(io::Error) -> JournalError {
+    move |source| JournalError::Io { operation, source }
+}
+
+/// The `snapshot_op` a journal file's bytes declare (checkers compare it
+/// with the in-memory value: it must never be ahead of what is durable).
+#[doc(hidden)]
+pub fn decode_file_snapshot_op(bytes: &[u8]) -> Result<u64, JournalError> {
+    if bytes.len() < FILE_HEADER_SIZE_BYTES as usize {
+        return Err(JournalError::Truncated { size_bytes: bytes.len() as u64, expected_bytes: FILE_HEADER_SIZE_BYTES });
+    }
+    FileHeader::decode(bytes).map(|header| header.snapshot_op)
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Live ops with a valid header and body, ascending.
+    pub ops_recovered: Vec<u64>,
+    /// Slots after the last valid op that held an invalid entry (a torn
+    /// write); they are cleared (in writable mode) and not part of the log.
+    pub torn_tail_truncated: Vec<u64>,
+    /// Ops between `snapshot_op` and the head that are missing or corrupt:
+    /// the replica must fetch them from peers (`write_repair`).
+    pub repair_ops: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileHeader {
+    cluster: u128,
+    namespace: u64,
+    slot_count: u64,
+    message_size_max_bytes: u32,
+    snapshot_op: u64,
+    snapshot_checksum: Option<u128>,
+}
+
+impl FileHeader {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; FILE_HEADER_SIZE_BYTES as usize];
+        out[FH_MAGIC..FH_MAGIC + 8].copy_from_slice(&JOURNAL_MAGIC.to_le_bytes());
+        out[FH_VERSION..FH_VERSION + 4].copy_from_slice(&JOURNAL_FORMAT_VERSION.to_le_bytes());
+        out[FH_MESSAGE_SIZE_MAX..FH_MESSAGE_SIZE_MAX + 4].copy_from_slice(&self.message_size_max_bytes.to_le_bytes());
+        out[FH_CLUSTER..FH_CLUSTER + 16].copy_from_slice(&self.cluster.to_le_bytes());
+        out[FH_NAMESPACE..FH_NAMESPACE + 8].copy_from_slice(&self.namespace.to_le_bytes());
+        out[FH_SLOT_COUNT..FH_SLOT_COUNT + 8].copy_from_slice(&self.slot_count.to_le_bytes());
+        out[FH_SNAPSHOT_OP..FH_SNAPSHOT_OP + 8].copy_from_slice(&self.snapshot_op.to_le_bytes());
+        out[FH_SNAPSHOT_CHECKSUM_KNOWN] = u8::from(self.snapshot_checksum.is_some());
+        out[FH_SNAPSHOT_CHECKSUM..FH_SNAPSHOT_CHECKSUM + 16]
+            .copy_from_slice(&self.snapshot_checksum.unwrap_or(0).to_le_bytes());
+        let checksum = crate::header::checksum(&out[..FH_CHECKSUM]);
+        out[FH_CHECKSUM..FH_CHECKSUM + 16].copy_from_slice(&checksum.to_le_bytes());
+        debug_assert_eq!(FileHeader::decode(&out).ok(), Some(*self));
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<FileHeader, JournalError> {
+        let bytes = &bytes[..FH_ENCODED_BYTES];
+        let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
+        let u128_at = |offset: usize| u128::from_le_bytes(bytes[offset..offset + 16].try_into().unwrap());
+        if bytes.iter().all(|&b| b == 0) {
+            return Err(JournalError::ZeroFilled);
+        }
+        if u64_at(FH_MAGIC) != JOURNAL_MAGIC {
+            return Err(JournalError::BadMagic);
+        }
+        if crate::header::checksum(&bytes[..FH_CHECKSUM]) != u128_at(FH_CHECKSUM) {
+            return Err(JournalError::FileHeaderCorrupt);
+        }
+        let version = u32::from_le_bytes(bytes[FH_VERSION..FH_VERSION + 4].try_into().unwrap());
+        if version != JOURNAL_FORMAT_VERSION {
+            return Err(JournalError::UnsupportedVersion { found: version });
+        }
+        let known = bytes[FH_SNAPSHOT_CHECKSUM_KNOWN];
+        if known > 1 {
+            return Err(JournalError::FileHeaderCorrupt);
+        }
+        Ok(FileHeader {
+            cluster: u128_at(FH_CLUSTER),
+            namespace: u64_at(FH_NAMESPACE),
+            slot_count: u64_at(FH_SLOT_COUNT),
+            message_size_max_bytes: u32::from_le_bytes(
+                bytes[FH_MESSAGE_SIZE_MAX..FH_MESSAGE_SIZE_MAX + 4].try_into().unwrap(),
+            ),
+            snapshot_op: u64_at(FH_SNAPSHOT_OP),
+            snapshot_checksum: (known == 1).then(|| u128_at(FH_SNAPSHOT_CHECKSUM)),
+        })
+    }
+
+    fn check(&self, config: &JournalConfig) -> Result<(), JournalError> {
+        if self.cluster != config.cluster {
+            return Err(JournalError::WrongCluster { expected: config.cluster, found: self.cluster });
+        }
+        if self.namespace != config.namespace {
+            return Err(JournalError::WrongNamespace { expected: config.namespace, found: self.namespace });
+        }
+        if self.slot_count != config.slot_count {
+            return Err(JournalError::ConfigMismatch {
+                field: "slot_count",
+                expected: config.slot_count,
+                found: self.slot_count,
+            });
+        }
+        if self.message_size_max_bytes != config.message_size_max_bytes {
+            return Err(JournalError::ConfigMismatch {
+                field: "message_size_max_bytes",
+                expected: u64::from(config.message_size_max_bytes),
+                found: u64::from(self.message_size_max_bytes),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a slot held at recovery.
+// Transient, one per slot read during recovery: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Empty,
+    Valid(Header),
+    Invalid,
+}
+
+/// The write-ahead log of one VSR group.
+#[derive(Debug)]
+pub struct PrepareJournal<I: Io> {
+    io: I,
+    dir: PathBuf,
+    path: PathBuf,
+    config: JournalConfig,
+    writable: bool,
+    poisoned: bool,
+    file: I::File,
+    snapshot_op: u64,
+    /// Checksum of the prepare at `snapshot_op`; `None` on a fresh journal
+    /// (the first prepare may chain to any root).
+    snapshot_checksum: Option<u128>,
+    /// The highest op in the log (present or awaiting repair); `None` when
+    /// nothing after `snapshot_op` is in the log.
+    op_head: Option<u64>,
+    /// Headers of the live ops present on disk (bounded by `slot_count`).
+    headers: BTreeMap<u64, Header>,
+    /// Live ops at or below `op_head` that are missing or corrupt.
+    missing: BTreeSet<u64>,
+}
+
+impl<I: Io> PrepareJournal<I> {
+    /// Create an empty journal. Durable when this returns Ok: file header and
+    /// slots are fsynced and so is the directory entry.
+    pub async fn create(io: &I, dir: &Path, config: JournalConfig) -> Result<Self, JournalError> {
+        config.validate()?;
+        let path = journal_path(dir, config.namespace);
+        io.create_dir_all(dir).await.map_err(io_error("create_dir"))?;
+        let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create"))?;
+        if file.size_bytes().await.map_err(io_error("stat"))? != 0 {
+            return Err(JournalError::AlreadyExists { path });
+        }
+        let file_header = FileHeader {
+            cluster: config.cluster,
+            namespace: config.namespace,
+            slot_count: config.slot_count,
+            message_size_max_bytes: config.message_size_max_bytes,
+            snapshot_op: 0,
+            snapshot_checksum: None,
+        };
+        file.set_len(config.file_size_bytes()).await.map_err(io_error("set_len"))?;
+        let (result, _) = file.write_all_at(file_header.encode(), 0).await;
+        result.map_err(io_error("write file header"))?;
+        file.sync_data().await.map_err(io_error("fsync"))?;
+        io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
+        Ok(PrepareJournal {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            path,
+            config,
+            writable: true,
+            poisoned: false,
+            file,
+            snapshot_op: 0,
+            snapshot_checksum: None,
+            op_head: None,
+            headers: BTreeMap::new(),
+            missing: BTreeSet::new(),
+        })
+    }
+
+    /// Open and recover an existing journal: verify every slot, rebuild the
+    /// header index and the hash chain, truncate a torn tail, and report
+    /// corrupt or missing ops in the middle for repair from peers.
+    pub async fn open(io: &I, dir: &Path, config: JournalConfig, mode: OpenMode) -> Result<(Self, Recovery), JournalError> {
+        config.validate()?;
+        let path = journal_path(dir, config.namespace);
+        let writable = mode.writable();
+        let file_mode = if writable { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
+        let file = match io.open(&path, file_mode).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(JournalError::Missing { path }),
+            Err(error) => return Err(JournalError::Io { operation: "open", source: error }),
+        };
+        let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
+        if size_bytes < FILE_HEADER_SIZE_BYTES {
+            return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
+        }
+        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
+        result.map_err(io_error("read file header"))?;
+        let file_header = FileHeader::decode(&bytes)?;
+        file_header.check(&config)?;
+        if size_bytes != config.file_size_bytes() {
+            return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
+        }
+        if writable {
+            // A tmp file is what is left of a compaction that crashed before
+            // its rename was durable: the journal file is authoritative.
+            let tmp = journal_path_tmp(dir, config.namespace);
+            if io.open(&tmp, OpenMode::ReadOnly).await.is_ok() {
+                io.remove(&tmp).await.map_err(io_error("remove stale tmp"))?;
+            }
+        }
+        let mut journal = PrepareJournal {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            path,
+            config,
+            writable,
+            poisoned: false,
+            file,
+            snapshot_op: file_header.snapshot_op,
+            snapshot_checksum: file_header.snapshot_checksum,
+            op_head: None,
+            headers: BTreeMap::new(),
+            missing: BTreeSet::new(),
+        };
+        let recovery = journal.recover().await?;
+        Ok((journal, recovery))
+    }
+
+    async fn read_slot(&self, slot: u64) -> Result<Slot, JournalError> {
+        let offset = FILE_HEADER_SIZE_BYTES + slot * self.config.slot_size_bytes();
+        let (result, bytes) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+        result.map_err(io_error("read slot"))?;
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(Slot::Empty);
+        }
+        let Ok(header) = Header::decode(&bytes) else { return Ok(Slot::Invalid) };
+        if header.command != Command::Prepare
+            || header.cluster != self.config.cluster
+            || header.namespace != self.config.namespace
+            || header.op % self.config.slot_count != slot
+            || header.size > self.config.message_size_max_bytes
+        {
+            return Ok(Slot::Invalid);
+        }
+        if header.op <= self.snapshot_op {
+            // Checkpointed before the last compaction: not part of the log.
+            return Ok(Slot::Empty);
+        }
+        if header.op > self.snapshot_op + self.config.slot_count {
+            return Ok(Slot::Invalid);
+        }
+        let (result, body) = self.file.read_exact_at(vec![0; header.body_size_bytes()], offset + HEADER_SIZE_BYTES as u64).await;
+        result.map_err(io_error("read slot body"))?;
+        if header.valid_body(&body).is_err() {
+            return Ok(Slot::Invalid);
+        }
+        Ok(Slot::Valid(header))
+    }
+
+    async fn recover(&mut self) -> Result<Recovery, JournalError> {
+        let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
+        let mut invalid_slots: BTreeSet<u64> = BTreeSet::new();
+        for slot in 0..self.config.slot_count {
+            match self.read_slot(slot).await? {
+                Slot::Empty => {}
+                Slot::Valid(header) => {
+                    let previous = valid.insert(header.op, header);
+                    assert!(previous.is_none(), "op maps to exactly one slot");
+                }
+                Slot::Invalid => {
+                    invalid_slots.insert(slot);
+                }
+            }
+        }
+        let mut recovery = Recovery::default();
+        let slot_count = self.config.slot_count;
+        // The op a slot would hold if it were in the live window.
+        let window_op = |slot: u64, snapshot_op: u64| {
+            let first = snapshot_op + 1;
+            first + (slot + slot_count - first % slot_count) % slot_count
+        };
+        let head = valid.keys().next_back().copied();
+        let mut previous_checksum = self.snapshot_checksum;
+        if let Some(head) = head {
+            for op in self.snapshot_op + 1..=head {
+                match valid.get(&op) {
+                    Some(header) => {
+                        if previous_checksum.is_some_and(|checksum| checksum != header.parent) {
+                            // A fork in the chain: keep it out of the index and
+                            // let the replica repair it; never drop it silently.
+                            recovery.repair_ops.push(op);
+                            self.missing.insert(op);
+                        } else {
+                            recovery.ops_recovered.push(op);
+                            self.headers.insert(op, *header);
+                        }
+                        previous_checksum = Some(header.checksum);
+                    }
+                    None => {
+                        recovery.repair_ops.push(op);
+                        self.missing.insert(op);
+                        previous_checksum = None;
+                    }
+                }
+            }
+            self.op_head = Some(head);
+        }
+        let tail_first = head.unwrap_or(self.snapshot_op) + 1;
+        let mut torn: Vec<u64> = invalid_slots
+            .iter()
+            .map(|&slot| window_op(slot, self.snapshot_op))
+            .filter(|&op| op >= tail_first)
+            .collect();
+        torn.sort_unstable();
+        if self.writable && !torn.is_empty() {
+            for &op in &torn {
+                let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
+                result.map_err(io_error("clear torn slot"))?;
+            }
+            self.file.sync_data().await.map_err(io_error("fsync"))?;
+        }
+        recovery.torn_tail_truncated = torn;
+        debug_assert!(self.headers.len() as u64 <= slot_count);
+        debug_assert!(self.op_head.is_none_or(|head| head <= self.snapshot_op + slot_count));
+        Ok(recovery)
+    }
+
+    fn check_writable(&self) -> Result<(), JournalError> {
+        if !self.writable {
+            return Err(JournalError::ReadOnly);
+        }
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// The checksum the next appended prepare must name as its parent;
+    /// `None` when unknown (fresh journal, or the head awaits repair).
+    fn head_checksum(&self) -> Option<u128> {
+        match self.op_head {
+            None => self.snapshot_checksum,
+            Some(head) => self.headers.get(&head).map(|header| header.checksum),
+        }
+    }
+
+    fn check_prepare(&self, header: &Header, body: &[u8]) -> Result<(), JournalError> {
+        let op = header.op;
+        if !header.valid_checksum() {
+            return Err(JournalError::BadPrepare { op, source: HeaderError::BadChecksum });
+        }
+        header.valid_body(body).map_err(|source| JournalError::BadPrepare { op, source })?;
+        if header.command != Command::Prepare || header.cluster != self.config.cluster || header.namespace != self.config.namespace {
+            return Err(JournalError::WrongGroup { op });
+        }
+        if header.size > self.config.message_size_max_bytes {
+            return Err(JournalError::MessageTooLarge {
+                op,
+                size_bytes: header.size,
+                max_bytes: self.config.message_size_max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Write a prepare into its slot. Not durable until `sync`.
+    pub async fn append(&mut self, header: &Header, body: &[u8]) -> Result<(), JournalError> {
+        self.check_writable()?;
+        self.check_prepare(header, body)?;
+        let op = header.op;
+        let expected = self.op_head.unwrap_or(self.snapshot_op) + 1;
+        if op != expected {
+            return Err(JournalError::OpOutOfOrder { op, expected });
+        }
+        if self.head_checksum().is_some_and(|checksum| checksum != header.parent) {
+            return Err(JournalError::ParentMismatch { op });
+        }
+        if op > self.snapshot_op + self.config.slot_count {
+            return Err(JournalError::SlotCollision {
+                op,
+                slot: op % self.config.slot_count,
+                live_op: op - self.config.slot_count,
+            });
+        }
+        let (result, _) = self.file.write_all_at(header.encode_message(body), self.config.slot_offset(op)).await;
+        // Update the index only after the write succeeded: a failed append
+        // leaves no phantom op, and the next append retries the same op.
+        result.map_err(io_error("write prepare"))?;
+        self.headers.insert(op, *header);
+        self.op_head = Some(op);
+        debug_assert_eq!(self.head_checksum(), Some(header.checksum));
+        debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
+        Ok(())
+    }
+
+    /// Make every earlier append durable (fdatasync). A failure poisons the
+    /// journal: after a failed fsync the kernel may have dropped the dirty
+    /// pages, so only a restart and recovery know what is on disk.
+    pub async fn sync(&mut self) -> Result<(), JournalError> {
+        self.check_writable()?;
+        if let Err(source) = self.file.sync_data().await {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "fsync", source });
+        }
+        Ok(())
+    }
+
+    /// Read a live prepare and verify it against the index.
+    pub async fn read(&self, op: u64) -> Result<(Header, Vec<u8>), JournalError> {
+        let indexed = self.headers.get(&op).ok_or(JournalError::NotFound { op })?;
+        let (result, bytes) = self.file.read_exact_at(vec![0; indexed.size as usize], self.config.slot_offset(op)).await;
+        result.map_err(io_error("read prepare"))?;
+        let header = Header::decode(&bytes).map_err(|_| JournalError::Corrupt { op })?;
+        if header.checksum != indexed.checksum {
+            return Err(JournalError::Corrupt { op });
+        }
+        let body = bytes[HEADER_SIZE_BYTES..].to_vec();
+        header.valid_body(&body).map_err(|_| JournalError::Corrupt { op })?;
+        Ok((header, body))
+    }
+
+    /// The header of a live op present in the journal.
+    pub fn header(&self, op: u64) -> Option<&Header> {
+        self.headers.get(&op)
+    }
+
+    /// The highest op in the log (its header may await repair).
+    pub fn op_max(&self) -> Option<u64> {
+        self.op_head
+    }
+
+    pub fn snapshot_op(&self) -> u64 {
+        self.snapshot_op
+    }
+
+    /// Live ops at or below `op_max` that are missing or corrupt.
+    pub fn repair_ops(&self) -> Vec<u64> {
+        self.missing.iter().copied().collect()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// Write a prepare fetched from a peer into the slot of a missing op.
+    /// It must chain with its present neighbours. Not durable until `sync`.
+    pub async fn write_repair(&mut self, header: &Header, body: &[u8]) -> Result<(), JournalError> {
+        self.check_writable()?;
+        self.check_prepare(header, body)?;
+        let op = header.op;
+        if !self.missing.contains(&op) {
+            return Err(JournalError::NotMissing { op });
+        }
+        let parent_expected = if op == self.snapshot_op + 1 {
+            self.snapshot_checksum
+        } else {
+            self.headers.get(&(op - 1)).map(|previous| previous.checksum)
+        };
+        if parent_expected.is_some_and(|checksum| checksum != header.parent)
+            || self.headers.get(&(op + 1)).is_some_and(|next| next.parent != header.checksum)
+        {
+            return Err(JournalError::ParentMismatch { op });
+        }
+        let (result, _) = self.file.write_all_at(header.encode_message(body), self.config.slot_offset(op)).await;
+        result.map_err(io_error("write repaired prepare"))?;
+        self.missing.remove(&op);
+        self.headers.insert(op, *header);
+        Ok(())
+    }
+
+    /// Compact after a checkpoint: drop ops `..= through_op` from the log so
+    /// their slots can be reused.
+    ///
+    /// Durability sequence: write a tmp file (new file header with the new
+    /// `snapshot_op`, then the live entries after `through_op`) → fsync tmp →
+    /// rename over the journal → fsync the parent directory → reopen. The
+    /// in-memory `snapshot_op` advances only after all of it succeeded: until
+    /// the directory fsync, a crash can bring the old file back with the old
+    /// `snapshot_op`, and a later append that passed the slot-collision check
+    /// against an early-advanced `snapshot_op` would evict a live entry.
+    ///
+    /// A failure before the rename leaves the journal as it was (usable). A
+    /// failure from the rename on poisons it: which file the directory names
+    /// after a crash is unknown until recovery.
+    pub async fn drain(&mut self, through_op: u64) -> Result<(), JournalError> {
+        self.check_writable()?;
+        if through_op <= self.snapshot_op {
+            return Ok(());
+        }
+        let head = self.op_head.filter(|&head| head >= through_op).ok_or(JournalError::DrainBeyondHead {
+            through_op,
+            op_max: self.op_head,
+        })?;
+        let snapshot_checksum = self
+            .headers
+            .get(&through_op)
+            .map(|header| header.checksum)
+            .or_else(|| self.headers.get(&(through_op + 1)).map(|next| next.parent));
+        let file_header = FileHeader {
+            cluster: self.config.cluster,
+            namespace: self.config.namespace,
+            slot_count: self.config.slot_count,
+            message_size_max_bytes: self.config.message_size_max_bytes,
+            snapshot_op: through_op,
+            snapshot_checksum,
+        };
+        let tmp = journal_path_tmp(&self.dir, self.config.namespace);
+
+        // 1. Write and fsync the tmp file. Failures here leave the journal as
+        //    it was; the tmp file is garbage that the next open removes.
+        let carried = match self.drain_write_tmp(&tmp, &file_header).await {
+            Ok(carried) => carried,
+            Err(error) => {
+                let _ = self.io.remove(&tmp).await;
+                return Err(error);
+            }
+        };
+
+        // 2. Rename over the journal and fsync the directory. From here a
+        //    failure poisons the journal: the directory may name either file.
+        if let Err(source) = self.io.rename(&tmp, &self.path).await {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "rename", source });
+        }
+        if let Err(source) = self.io.sync_dir(&self.dir).await {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "fsync dir", source });
+        }
+
+        // 3. Reopen the new file and check it says what we wrote.
+        let file = match self.io.open(&self.path, OpenMode::ReadWrite).await {
+            Ok(file) => file,
+            Err(source) => {
+                self.poisoned = true;
+                return Err(JournalError::Io { operation: "reopen", source });
+            }
+        };
+        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
+        if let Err(source) = result {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "reopen read", source });
+        }
+        if FileHeader::decode(&bytes).ok() != Some(file_header) {
+            self.poisoned = true;
+            return Err(JournalError::FileHeaderCorrupt);
+        }
+
+        // 4. Only now is the compaction durable: advance snapshot_op.
+        self.file = file;
+        self.snapshot_op = through_op;
+        self.snapshot_checksum = snapshot_checksum;
+        self.headers.retain(|&op, _| op > through_op && carried.contains(&op));
+        let lost: Vec<u64> = (through_op + 1..=head).filter(|op| !self.headers.contains_key(op)).collect();
+        self.missing = lost.into_iter().collect();
+        if head == through_op {
+            self.op_head = None;
+        }
+        debug_assert!(self.headers.keys().all(|&op| op > self.snapshot_op));
+        Ok(())
+    }
+
+    /// Write the compacted file; returns the ops it carries.
+    async fn drain_write_tmp(&self, tmp: &Path, file_header: &FileHeader) -> Result<BTreeSet<u64>, JournalError> {
+        let file = self.io.open(tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
+        file.set_len(0).await.map_err(io_error("truncate tmp"))?;
+        file.set_len(self.config.file_size_bytes()).await.map_err(io_error("size tmp"))?;
+        let (result, _) = file.write_all_at(file_header.encode(), 0).await;
+        result.map_err(io_error("write tmp header"))?;
+        let mut carried = BTreeSet::new();
+        let live: Vec<u64> = self.headers.range(file_header.snapshot_op + 1..).map(|(&op, _)| op).collect();
+        for op in live {
+            let (header, body) = match self.read(op).await {
+                Ok(entry) => entry,
+                // Corrupt on disk: leave the slot empty; recovery will ask
+                // for a repair from peers.
+                Err(JournalError::Corrupt { .. }) => continue,
+                Err(error) => return Err(error),
+            };
+            let (result, _) = file.write_all_at(header.encode_message(&body), self.config.slot_offset(op)).await;
+            result.map_err(io_error("write tmp prepare"))?;
+            carried.insert(op);
+        }
+        file.sync_data().await.map_err(io_error("fsync tmp"))?;
+        Ok(carried)
+    }
+
+    /// Drop the uncommitted suffix after `op` (view change). Durable when this
+    /// returns Ok, so a crash cannot resurrect a prepare of an older view. A
+    /// failure poisons the journal.
+    pub async fn truncate_after(&mut self, op: u64) -> Result<(), JournalError> {
+        self.check_writable()?;
+        if op < self.snapshot_op {
+            return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op: self.snapshot_op });
+        }
+        let Some(head) = self.op_head.filter(|&head| head > op) else { return Ok(()) };
+        for dropped in op + 1..=head {
+            let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(dropped)).await;
+            if let Err(source) = result {
+                self.poisoned = true;
+                return Err(JournalError::Io { operation: "clear slot", source });
+            }
+        }
+        if let Err(source) = self.file.sync_data().await {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "fsync", source });
+        }
+        self.headers.retain(|&live, _| live <= op);
+        self.missing.retain(|&live| live <= op);
+        self.op_head = (op > self.snapshot_op).then_some(op);
+        debug_assert!(self.headers.keys().all(|&live| live <= op));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn file_header() -> impl Strategy<Value = FileHeader> {
+        (any::<u128>(), any::<u64>(), 1..=SLOT_COUNT_MAX, any::<u32>(), any::<u64>(), any::<Option<u128>>()).prop_map(
+            |(cluster, namespace, slot_count, message_size_max_bytes, snapshot_op, snapshot_checksum)| FileHeader {
+                cluster,
+                namespace,
+                slot_count,
+                message_size_max_bytes,
+                snapshot_op,
+                snapshot_checksum,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn file_header_round_trips(header in file_header()) {
+            let bytes = header.encode();
+            prop_assert_eq!(bytes.len() as u64, FILE_HEADER_SIZE_BYTES);
+            prop_assert_eq!(FileHeader::decode(&bytes).unwrap(), header);
+            prop_assert_eq!(decode_file_snapshot_op(&bytes).unwrap(), header.snapshot_op);
+        }
+
+        #[test]
+        fn file_header_bit_flip_is_detected(header in file_header(), bit in 0usize..FH_ENCODED_BYTES * 8) {
+            let mut bytes = header.encode();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(FileHeader::decode(&bytes).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_file_snapshot_op(&bytes);
+        }
+    }
+
+    #[test]
+    fn slot_geometry_is_sector_aligned() {
+        let config = JournalConfig { slot_count: 4, message_size_max_bytes: 1000, cluster: 1, namespace: 2 };
+        assert_eq!(config.slot_size_bytes(), 1024);
+        assert_eq!(config.slot_offset(5), FILE_HEADER_SIZE_BYTES + 1024);
+        assert_eq!(config.file_size_bytes(), FILE_HEADER_SIZE_BYTES + 4 * 1024);
+        assert!(matches!(
+            JournalConfig { message_size_max_bytes: 100, ..config }.validate(),
+            Err(JournalError::InvalidConfig { .. })
+        ));
+        assert!(matches!(
+            JournalConfig { slot_count: SLOT_COUNT_MAX + 1, ..config }.validate(),
+            Err(JournalError::InvalidConfig { .. })
+        ));
+    }
+}

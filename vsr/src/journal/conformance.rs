@@ -1,0 +1,395 @@
+//! The journal's behavioural test suite, generic over `Io`.
+//!
+//! `vsr` must not depend on the simulator, so the suite lives here as async
+//! functions that assert; `shoal-sim`'s integration tests run it on `SimIo`
+//! and the runtime crate runs it on the real disk. Each function takes an
+//! empty directory of its own. Crash and fault-injection tests need a
+//! simulated disk and live in `sim/tests/it`.
+
+use std::path::Path;
+
+use super::{JournalConfig, JournalError, PrepareJournal, Recovery, journal_path, journal_path_tmp};
+use crate::header::{Command, Header, Operation};
+use crate::io::{Io, IoFile, OpenMode};
+
+pub const CLUSTER: u128 = 0x5348_4f41_4c5f_5445_5354;
+pub const NAMESPACE: u64 = 7 << 40 | 3 << 20 | 1;
+pub const MESSAGE_SIZE_MAX_BYTES: u32 = 4096;
+
+pub fn config(slot_count: u64) -> JournalConfig {
+    JournalConfig { slot_count, message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES, cluster: CLUSTER, namespace: NAMESPACE }
+}
+
+/// A deterministic body for `op` whose length varies (0 ..= 1000 bytes) and
+/// that differs per `variant` (to tell a re-prepared op from the original).
+pub fn body(op: u64, variant: u8) -> Vec<u8> {
+    let size_bytes = (op.wrapping_mul(37) % 1001) as usize;
+    (0..size_bytes).map(|index| (index as u64 ^ op.wrapping_mul(131)) as u8 ^ variant).collect()
+}
+
+/// A prepare for `op` that chains to `parent`.
+pub fn prepare(op: u64, parent: u128, body: &[u8]) -> Header {
+    let mut header = Header::new(Command::Prepare, CLUSTER);
+    header.namespace = NAMESPACE;
+    header.operation = Operation::SendMessages;
+    header.op = op;
+    header.view = 1;
+    header.parent = parent;
+    header.set_checksums(body);
+    header
+}
+
+/// Builds a hash chain of prepares.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub parent: u128,
+    pub op_next: u64,
+    pub variant: u8,
+}
+
+impl Chain {
+    pub fn new() -> Chain {
+        Chain { parent: 0xC0FFEE, op_next: 1, variant: 0 }
+    }
+
+    pub fn next_prepare(&mut self) -> (Header, Vec<u8>) {
+        let body = body(self.op_next, self.variant);
+        let header = prepare(self.op_next, self.parent, &body);
+        self.parent = header.checksum;
+        self.op_next += 1;
+        (header, body)
+    }
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new()
+    }
+}
+
+async fn append_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, count: u64) -> Vec<(Header, Vec<u8>)> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let (header, body) = chain.next_prepare();
+        journal.append(&header, &body).await.expect("append");
+        out.push((header, body));
+    }
+    journal.sync().await.expect("sync");
+    out
+}
+
+async fn reopen<I: Io>(io: &I, dir: &Path, slot_count: u64) -> (PrepareJournal<I>, Recovery) {
+    PrepareJournal::open(io, dir, config(slot_count), OpenMode::ReadWrite).await.expect("reopen")
+}
+
+/// XOR `mask` into the byte at `offset` of the journal file, durably.
+pub async fn flip_byte<I: Io>(io: &I, dir: &Path, offset: u64, mask: u8) {
+    let file = io.open(&journal_path(dir, NAMESPACE), OpenMode::ReadWrite).await.expect("open for flip");
+    let (result, mut byte) = file.read_exact_at(vec![0], offset).await;
+    result.expect("read for flip");
+    byte[0] ^= mask;
+    let (result, _) = file.write_all_at(byte, offset).await;
+    result.expect("write flip");
+    file.sync_data().await.expect("sync flip");
+}
+
+pub async fn append_read_reopen<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    assert_eq!(journal.op_max(), None);
+    assert_eq!(journal.snapshot_op(), 0);
+    let entries = append_n(&mut journal, &mut Chain::new(), 10).await;
+    assert_eq!(journal.op_max(), Some(10));
+    for (header, body) in &entries {
+        assert_eq!(journal.read(header.op).await.unwrap(), (*header, body.clone()));
+        assert_eq!(journal.header(header.op), Some(header));
+    }
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: (1..=10).collect(), ..Recovery::default() });
+    assert_eq!(journal.op_max(), Some(10));
+    for (header, body) in &entries {
+        assert_eq!(journal.read(header.op).await.unwrap(), (*header, body.clone()));
+    }
+    assert!(matches!(journal.read(11).await, Err(JournalError::NotFound { op: 11 })));
+    assert!(matches!(
+        PrepareJournal::create(io, dir, config(16)).await,
+        Err(JournalError::AlreadyExists { .. })
+    ));
+}
+
+pub async fn append_rejects_bad_prepares<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    let mut chain = Chain::new();
+    append_n(&mut journal, &mut chain, 3).await;
+    let parent = chain.parent;
+
+    let skipped = prepare(5, parent, b"x");
+    assert!(matches!(journal.append(&skipped, b"x").await, Err(JournalError::OpOutOfOrder { op: 5, expected: 4 })));
+    let forked = prepare(4, parent ^ 1, b"x");
+    assert!(matches!(journal.append(&forked, b"x").await, Err(JournalError::ParentMismatch { op: 4 })));
+    let mut foreign = prepare(4, parent, b"x");
+    foreign.cluster ^= 1;
+    foreign.set_checksums(b"x");
+    assert!(matches!(journal.append(&foreign, b"x").await, Err(JournalError::WrongGroup { op: 4 })));
+    let mut tampered = prepare(4, parent, b"x");
+    tampered.view += 1;
+    assert!(matches!(journal.append(&tampered, b"x").await, Err(JournalError::BadPrepare { op: 4, .. })));
+    let wrong_body = prepare(4, parent, b"x");
+    assert!(matches!(journal.append(&wrong_body, b"y").await, Err(JournalError::BadPrepare { op: 4, .. })));
+    let big = vec![0u8; MESSAGE_SIZE_MAX_BYTES as usize];
+    let too_large = prepare(4, parent, &big);
+    assert!(matches!(journal.append(&too_large, &big).await, Err(JournalError::MessageTooLarge { op: 4, .. })));
+
+    // Rejections changed nothing: the next valid prepare is still op 4.
+    assert_eq!(journal.op_max(), Some(3));
+    assert_eq!(journal.header(4), None);
+    append_n(&mut journal, &mut chain, 1).await;
+    assert_eq!(journal.op_max(), Some(4));
+}
+
+pub async fn slot_collision_requires_drain<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(8)).await.unwrap();
+    let mut chain = Chain::new();
+    append_n(&mut journal, &mut chain, 8).await;
+    let (header, body) = chain.clone().next_prepare();
+    assert!(matches!(
+        journal.append(&header, &body).await,
+        Err(JournalError::SlotCollision { op: 9, slot: 1, live_op: 1 })
+    ));
+    assert!(matches!(journal.drain(9).await, Err(JournalError::DrainBeyondHead { through_op: 9, .. })));
+    journal.drain(4).await.unwrap();
+    assert_eq!(journal.snapshot_op(), 4);
+    assert_eq!(journal.header(4), None, "drained ops leave the index");
+    let entries = append_n(&mut journal, &mut chain, 4).await;
+    let (header, body) = chain.clone().next_prepare();
+    assert!(matches!(journal.append(&header, &body).await, Err(JournalError::SlotCollision { op: 13, .. })));
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 8).await;
+    assert_eq!(journal.snapshot_op(), 4);
+    assert_eq!(recovery.ops_recovered, (5..=12).collect::<Vec<_>>());
+    assert!(recovery.repair_ops.is_empty() && recovery.torn_tail_truncated.is_empty());
+    for (header, body) in &entries {
+        assert_eq!(journal.read(header.op).await.unwrap(), (*header, body.clone()));
+    }
+}
+
+pub async fn drain_everything_keeps_the_chain<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(8)).await.unwrap();
+    let mut chain = Chain::new();
+    append_n(&mut journal, &mut chain, 5).await;
+    journal.drain(5).await.unwrap();
+    journal.drain(3).await.unwrap(); // already checkpointed: no-op
+    assert_eq!((journal.snapshot_op(), journal.op_max()), (5, None));
+    drop(journal);
+    let (mut journal, recovery) = reopen(io, dir, 8).await;
+    assert_eq!(recovery, Recovery::default());
+    assert_eq!((journal.snapshot_op(), journal.op_max()), (5, None));
+    let forked = prepare(6, chain.parent ^ 1, b"fork");
+    assert!(matches!(journal.append(&forked, b"fork").await, Err(JournalError::ParentMismatch { op: 6 })));
+    append_n(&mut journal, &mut chain, 3).await;
+    assert_eq!(journal.op_max(), Some(8));
+}
+
+pub async fn truncate_after_then_reopen<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    let mut chain = Chain::new();
+    append_n(&mut journal, &mut chain, 6).await;
+    journal.drain(2).await.unwrap();
+    assert!(matches!(journal.truncate_after(1).await, Err(JournalError::TruncateBelowSnapshot { op: 1, snapshot_op: 2 })));
+    journal.truncate_after(3).await.unwrap();
+    assert_eq!(journal.op_max(), Some(3));
+    assert_eq!(journal.header(4), None);
+    // A new view re-prepares op 4 with another body.
+    let mut new_view = Chain { parent: journal.header(3).unwrap().checksum, op_next: 4, variant: 0x5A };
+    let entries = append_n(&mut journal, &mut new_view, 1).await;
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: vec![3, 4], ..Recovery::default() });
+    assert_eq!(journal.read(4).await.unwrap(), entries[0]);
+}
+
+pub async fn read_only_rejects_mutation<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    let mut chain = Chain::new();
+    let entries = append_n(&mut journal, &mut chain, 4).await;
+    drop(journal);
+    let (mut reader, recovery) = PrepareJournal::open(io, dir, config(16), OpenMode::ReadOnly).await.unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
+    assert_eq!(reader.read(2).await.unwrap(), entries[1]);
+    let (header, body) = chain.next_prepare();
+    assert!(matches!(reader.append(&header, &body).await, Err(JournalError::ReadOnly)));
+    assert!(matches!(reader.sync().await, Err(JournalError::ReadOnly)));
+    assert!(matches!(reader.drain(2).await, Err(JournalError::ReadOnly)));
+    assert!(matches!(reader.truncate_after(2).await, Err(JournalError::ReadOnly)));
+    assert!(matches!(reader.write_repair(&header, &body).await, Err(JournalError::ReadOnly)));
+    assert_eq!(reader.op_max(), Some(4));
+}
+
+pub async fn foreign_and_mismatched_files_are_rejected<I: Io>(io: &I, dir: &Path) {
+    let journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    drop(journal);
+    let other_cluster = JournalConfig { cluster: CLUSTER + 1, ..config(16) };
+    assert!(matches!(
+        PrepareJournal::open(io, dir, other_cluster, OpenMode::ReadWrite).await,
+        Err(JournalError::WrongCluster { .. })
+    ));
+    assert!(matches!(
+        PrepareJournal::open(io, dir, config(32), OpenMode::ReadWrite).await,
+        Err(JournalError::ConfigMismatch { field: "slot_count", expected: 32, found: 16 })
+    ));
+    let other_namespace = JournalConfig { namespace: NAMESPACE + 1, ..config(16) };
+    assert!(matches!(
+        PrepareJournal::open(io, dir, other_namespace, OpenMode::ReadWrite).await,
+        Err(JournalError::Missing { .. })
+    ));
+    assert!(matches!(
+        PrepareJournal::create(io, dir, config(0)).await,
+        Err(JournalError::InvalidConfig { .. })
+    ));
+    // Another group's journal under this group's file name.
+    let other = dir.join("other");
+    drop(PrepareJournal::create(io, &other, other_namespace).await.unwrap());
+    let misplaced = dir.join("misplaced");
+    io.create_dir_all(&misplaced).await.unwrap();
+    io.rename(&journal_path(&other, NAMESPACE + 1), &journal_path(&misplaced, NAMESPACE)).await.unwrap();
+    assert!(matches!(
+        PrepareJournal::open(io, &misplaced, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::WrongNamespace { expected: NAMESPACE, found }) if found == NAMESPACE + 1
+    ));
+}
+
+/// A tmp file left by a compaction that crashed before its rename is
+/// garbage: a writable open removes it and keeps the journal as it was.
+pub async fn stale_tmp_is_removed_on_open<I: Io>(io: &I, dir: &Path) {
+    let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
+    append_n(&mut journal, &mut Chain::new(), 3).await;
+    drop(journal);
+    let tmp = journal_path_tmp(dir, NAMESPACE);
+    let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.unwrap();
+    let (result, _) = file.write_all_at(vec![0xEE; 512], 0).await;
+    result.unwrap();
+    file.sync_data().await.unwrap();
+    drop(file);
+    let (_, recovery) = PrepareJournal::open(io, dir, config(16), OpenMode::ReadOnly).await.unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
+    assert!(io.list_dir(dir).await.unwrap().contains(&tmp), "a read-only open touches nothing");
+    let (_, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
+    assert_eq!(io.list_dir(dir).await.unwrap(), vec![journal_path(dir, NAMESPACE)]);
+}
+
+/// Each damaged file in its own subdirectory: a typed error, never a panic.
+pub async fn damaged_files_give_typed_errors<I: Io>(io: &I, dir: &Path) {
+    let file_size_bytes = config(16).file_size_bytes();
+
+    let zeroed = dir.join("zeroed");
+    io.create_dir_all(&zeroed).await.unwrap();
+    let file = io.open(&journal_path(&zeroed, NAMESPACE), OpenMode::ReadWriteCreate).await.unwrap();
+    file.set_len(file_size_bytes).await.unwrap();
+    file.sync_data().await.unwrap();
+    assert!(matches!(
+        PrepareJournal::open(io, &zeroed, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::ZeroFilled)
+    ));
+
+    let truncated = dir.join("truncated");
+    drop(PrepareJournal::create(io, &truncated, config(16)).await.unwrap());
+    let file = io.open(&journal_path(&truncated, NAMESPACE), OpenMode::ReadWrite).await.unwrap();
+    file.set_len(file_size_bytes - 100).await.unwrap();
+    assert!(matches!(
+        PrepareJournal::open(io, &truncated, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::Truncated { .. })
+    ));
+    file.set_len(100).await.unwrap();
+    assert!(matches!(
+        PrepareJournal::open(io, &truncated, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::Truncated { size_bytes: 100, .. })
+    ));
+
+    let flipped = dir.join("flipped");
+    drop(PrepareJournal::create(io, &flipped, config(16)).await.unwrap());
+    flip_byte(io, &flipped, 50, 0x10).await;
+    assert!(matches!(
+        PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::FileHeaderCorrupt)
+    ));
+
+    let foreign = dir.join("foreign");
+    drop(PrepareJournal::create(io, &foreign, config(16)).await.unwrap());
+    flip_byte(io, &foreign, 0, 0xFF).await;
+    assert!(matches!(
+        PrepareJournal::open(io, &foreign, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::BadMagic)
+    ));
+
+    let missing = dir.join("missing");
+    io.create_dir_all(&missing).await.unwrap();
+    assert!(matches!(
+        PrepareJournal::open(io, &missing, config(16), OpenMode::ReadWrite).await,
+        Err(JournalError::Missing { .. })
+    ));
+}
+
+pub async fn corrupt_middle_is_reported_for_repair<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let entries = append_n(&mut journal, &mut Chain::new(), 6).await;
+    drop(journal);
+    // A header bit of op 3 and a body byte of op 5 (body length > 0).
+    flip_byte(io, dir, config.slot_offset(3) + 100, 0x01).await;
+    assert!(!entries[4].1.is_empty());
+    flip_byte(io, dir, config.slot_offset(5) + 256, 0x80).await;
+    let (mut journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 4, 6], torn_tail_truncated: vec![], repair_ops: vec![3, 5] }
+    );
+    assert_eq!(journal.op_max(), Some(6));
+    assert!(matches!(journal.read(3).await, Err(JournalError::NotFound { op: 3 })));
+    // Repair from "peers": a forged op 3 is refused, the original accepted.
+    let forged = prepare(3, 12345, b"forged");
+    assert!(matches!(journal.write_repair(&forged, b"forged").await, Err(JournalError::ParentMismatch { op: 3 })));
+    for index in [2usize, 4] {
+        let (header, body) = &entries[index];
+        journal.write_repair(header, body).await.unwrap();
+    }
+    journal.sync().await.unwrap();
+    assert!(journal.repair_ops().is_empty());
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: (1..=6).collect(), ..Recovery::default() });
+    assert_eq!(journal.read(5).await.unwrap(), entries[4]);
+}
+
+pub async fn torn_tail_is_truncated<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let mut chain = Chain::new();
+    append_n(&mut journal, &mut chain, 5).await;
+    drop(journal);
+    flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
+    let (mut journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![5], repair_ops: vec![] });
+    assert_eq!(journal.op_max(), Some(4));
+    // The log continues at op 5 (re-prepared from the primary).
+    let mut again = Chain { parent: journal.header(4).unwrap().checksum, op_next: 5, variant: 1 };
+    append_n(&mut journal, &mut again, 2).await;
+    drop(journal);
+    let (_, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: (1..=6).collect(), ..Recovery::default() });
+}
+
+/// Run the whole suite, each case in its own subdirectory of `dir`.
+pub async fn run_all<I: Io>(io: &I, dir: &Path) {
+    append_read_reopen(io, &dir.join("append_read_reopen")).await;
+    append_rejects_bad_prepares(io, &dir.join("append_rejects_bad_prepares")).await;
+    slot_collision_requires_drain(io, &dir.join("slot_collision_requires_drain")).await;
+    drain_everything_keeps_the_chain(io, &dir.join("drain_everything_keeps_the_chain")).await;
+    truncate_after_then_reopen(io, &dir.join("truncate_after_then_reopen")).await;
+    read_only_rejects_mutation(io, &dir.join("read_only_rejects_mutation")).await;
+    foreign_and_mismatched_files_are_rejected(io, &dir.join("foreign_and_mismatched_files_are_rejected")).await;
+    damaged_files_give_typed_errors(io, &dir.join("damaged_files_give_typed_errors")).await;
+    corrupt_middle_is_reported_for_repair(io, &dir.join("corrupt_middle_is_reported_for_repair")).await;
+    torn_tail_is_truncated(io, &dir.join("torn_tail_is_truncated")).await;
+    stale_tmp_is_removed_on_open(io, &dir.join("stale_tmp_is_removed_on_open")).await;
+}

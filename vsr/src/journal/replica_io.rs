@@ -1,0 +1,91 @@
+//! The journal calls the replica driver makes.
+//!
+//! The replica vouches for every prepare through the hash chain of its own
+//! log (view headers, repair by checksum), so these calls do not re-check the
+//! chain against neighbours the way `append` and `write_repair` do: after a
+//! view change the journal may still hold a stale neighbour that the replica
+//! has already dropped. They keep every other check: checksums, group, size,
+//! the slot window (no live entry is ever evicted) and read-only mode.
+
+use super::{io_error, JournalError, PrepareJournal, Slot};
+use crate::header::Header;
+use crate::io::{Io, IoFile};
+
+/// Everything valid in the journal's live window, and the slots that are
+/// corrupt below the head (as opposed to empty: never written, or cleared).
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub entries: Vec<(Header, Vec<u8>)>,
+    pub corrupt_ops: Vec<u64>,
+}
+
+impl<I: Io> PrepareJournal<I> {
+    /// Write a prepare into its slot, replacing whatever the slot held for
+    /// the same op. Not durable until `sync`.
+    pub async fn write_prepare(&mut self, header: &Header, body: &[u8]) -> Result<(), JournalError> {
+        self.check_writable()?;
+        self.check_prepare(header, body)?;
+        let op = header.op;
+        if op <= self.snapshot_op || op > self.snapshot_op + self.config.slot_count {
+            let slot = op % self.config.slot_count;
+            return Err(JournalError::SlotCollision { op, slot, live_op: self.snapshot_op });
+        }
+        let (result, _) = self.file.write_all_at(header.encode_message(body), self.config.slot_offset(op)).await;
+        // The index changes only after the write succeeded: no phantom op.
+        result.map_err(io_error("write prepare"))?;
+        let head_before = self.op_head.unwrap_or(self.snapshot_op);
+        for gap in head_before + 1..op {
+            if !self.headers.contains_key(&gap) {
+                self.missing.insert(gap);
+            }
+        }
+        self.headers.insert(op, *header);
+        self.missing.remove(&op);
+        self.op_head = Some(head_before.max(op));
+        debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
+        Ok(())
+    }
+
+    /// Read every slot of the live window.
+    pub async fn scan(&self) -> Result<Scan, JournalError> {
+        let mut scan = Scan::default();
+        let head = self.op_head.unwrap_or(self.snapshot_op);
+        let slot_count = self.config.slot_count;
+        for slot in 0..slot_count {
+            match self.read_slot(slot).await? {
+                Slot::Empty => {}
+                Slot::Valid(header) => {
+                    let offset = self.config.slot_offset(header.op);
+                    let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
+                    result.map_err(io_error("read slot"))?;
+                    scan.entries.push((header, bytes[crate::header::HEADER_SIZE_BYTES..].to_vec()));
+                }
+                Slot::Invalid => {
+                    let first = self.snapshot_op + 1;
+                    let op = first + (slot + slot_count - first % slot_count) % slot_count;
+                    if op <= head {
+                        scan.corrupt_ops.push(op);
+                    }
+                }
+            }
+        }
+        scan.entries.sort_by_key(|(header, _)| header.op);
+        scan.corrupt_ops.sort_unstable();
+        Ok(scan)
+    }
+
+    /// `drain`, also past the head: after a state transfer the checkpoint
+    /// may be ahead of every op this journal holds, and then nothing is live.
+    pub async fn drain_to(&mut self, through_op: u64, _anchor_checksum: u128) -> Result<(), JournalError> {
+        if self.op_head.is_none_or(|head| head < through_op) {
+            // Nothing at or below through_op needs carrying; extend the head
+            // so that drain writes an empty live window after it.
+            self.op_head = Some(through_op.max(self.snapshot_op));
+            if through_op <= self.snapshot_op {
+                return Ok(());
+            }
+        }
+        self.drain(through_op).await
+    }
+}
+

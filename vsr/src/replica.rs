@@ -1,0 +1,1417 @@
+//! The VSR replica of one group: a synchronous state machine driven by events.
+//!
+//! Events in: a message received (`on_message`), a timer tick (`tick`).
+//! Effects out: `Action`s, taken with `take_actions`, which the driver (a shard
+//! task on the real server, the cluster driver in the simulator) executes **in
+//! order**. Storage actions (`WritePrepare`, `TruncateLog`, `WriteSuperblock`,
+//! `Checkpoint`) must be durable before any later action runs; if one fails,
+//! the driver runs nothing after it and stops the replica (fail-stop), so a
+//! message that depends on a write is never sent without it.
+//!
+//! Protocol: normal operation (request → prepare → prepare_ok → commit, with a
+//! bounded pipeline and commit heartbeats), view change (start_view_change /
+//! do_view_change / start_view, the canonical log chosen by `(log_view, op)`),
+//! repair of missing headers and bodies through the hash chain, state transfer
+//! from a checkpoint, and client sessions that apply each request once.
+//!
+//! Must not touch I/O, time or entropy itself: time comes in with `tick`,
+//! jitter from a seed given at construction.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use crate::header::{Command, Header, Operation};
+use crate::message::{decode_headers, encode_headers, CheckpointBody, Message};
+use crate::sessions::{ClientSessions, RequestVerdict};
+use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
+
+pub const PIPELINE_PREPARES_MAX: usize = 8;
+/// Headers carried by do_view_change / start_view, and persisted as the view
+/// headers of the superblock. Must cover every uncommitted op.
+pub const VIEW_HEADERS_MAX: usize = 32;
+pub const COMMIT_HEARTBEAT_TICKS: u64 = 5;
+pub const PREPARE_RETRY_TICKS: u64 = 8;
+pub const NORMAL_TIMEOUT_TICKS: u64 = 40;
+pub const NORMAL_TIMEOUT_JITTER_TICKS: u64 = 20;
+pub const VIEW_CHANGE_RETRY_TICKS: u64 = 10;
+pub const VIEW_CHANGE_TIMEOUT_TICKS: u64 = 60;
+pub const REPAIR_TICKS: u64 = 6;
+/// Repair requests sent per repair round; bounds the burst a lagging replica makes.
+pub const REPAIR_REQUESTS_MAX: usize = 8;
+
+/// Where a message came from, as the transport knows it (not as the header
+/// claims it): a client cannot pose as a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Replica(u8),
+    Client(u128),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Normal,
+    ViewChange,
+    /// Restarted with a journal that lost entries it may have acknowledged:
+    /// takes no part in view changes until a start_view brings it up to date.
+    Recovering,
+}
+
+/// What survives a restart: read back by the driver from the superblock, the
+/// checkpoint file and the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableState {
+    pub view: u64,
+    pub log_view: u64,
+    /// Ops up to here were applied before the superblock was written.
+    pub commit: u64,
+    /// The headers of `log_view`'s log as installed (see `VIEW_HEADERS_MAX`).
+    pub view_headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub anchor: Header,
+    pub snapshot: Vec<u8>,
+}
+
+/// Everything the driver read back at start-up.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub durable: DurableState,
+    pub checkpoint: Option<Checkpoint>,
+    /// Valid journal entries, any order.
+    pub entries: Vec<(Header, Vec<u8>)>,
+    /// The journal found corrupt entries in the middle (`truncate_or_fail`).
+    pub journal_faulty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send to a peer replica.
+    Send { to: u8, message: Message },
+    /// Send to a client.
+    Reply { client: u128, message: Message },
+    /// Append the prepare to the journal and fsync it.
+    WritePrepare { message: Message },
+    /// Drop every journal entry above `after_op`.
+    TruncateLog { after_op: u64 },
+    WriteSuperblock { state: DurableState },
+    /// Persist the checkpoint, then drain the journal through `checkpoint.anchor.op`.
+    Checkpoint { checkpoint: Checkpoint },
+}
+
+/// A committed op, reported to the driver (and the simulator's checkers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub op: u64,
+    pub checksum: u128,
+    pub operation: Operation,
+    pub client: u128,
+    pub request: u64,
+    /// False when a duplicate was filtered by the session table.
+    pub applied: bool,
+    pub reply: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    pub cluster: u128,
+    pub namespace: u64,
+    pub replica: u8,
+    pub replica_count: u8,
+    /// The journal's slot count: no more than this many ops may live past
+    /// the checkpoint.
+    pub journal_slot_count: u64,
+    /// Checkpoint every this many commits.
+    pub checkpoint_interval_ops: u64,
+    /// Seeds the timeout jitter.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    header: Header,
+    /// Present once the prepare is durable in this replica's journal.
+    body: Option<Rc<[u8]>>,
+}
+
+#[derive(Debug, Clone)]
+struct Pipelined {
+    op: u64,
+    checksum: u128,
+    oks: BTreeSet<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct DoViewChange {
+    log_view: u64,
+    op: u64,
+    commit_max: u64,
+    headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    pub view_changes: u64,
+    pub prepares_sent: u64,
+    pub repairs_requested: u64,
+    pub state_transfers: u64,
+    /// Messages dropped, by reason.
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug)]
+pub struct Replica<S: StateMachine> {
+    config: ReplicaConfig,
+    quorum: usize,
+    status: Status,
+    view: u64,
+    log_view: u64,
+    op: u64,
+    commit_min: u64,
+    commit_max: u64,
+    checkpoint_op: u64,
+    /// The commit the superblock last recorded: it never goes back, even
+    /// while a restarted replica has not yet replayed that far.
+    superblock_commit: u64,
+    checkpoint_anchor: Header,
+    /// The snapshot at `checkpoint_op`, served to lagging peers.
+    checkpoint_snapshot: Rc<[u8]>,
+    log: BTreeMap<u64, Entry>,
+    pipeline: VecDeque<Pipelined>,
+    svc_from: BTreeSet<u8>,
+    dvc_from: BTreeMap<u8, DoViewChange>,
+    dvc_sent: bool,
+    ticks: u64,
+    now_ns: u64,
+    last_timestamp: u64,
+    primary_contact_tick: u64,
+    view_change_tick: u64,
+    normal_timeout_ticks: u64,
+    /// The primary's op as last heard (commit heartbeats, prepares).
+    primary_op: u64,
+    sessions: ClientSessions,
+    state_machine: S,
+    prng: u64,
+    actions: Vec<Action>,
+    committed: Vec<Committed>,
+    stats: ReplicaStats,
+}
+
+/// The header of op 0: the same on every replica of a group.
+pub fn root_header(cluster: u128, namespace: u64) -> Header {
+    let mut header = Header::new(Command::Prepare, cluster);
+    header.namespace = namespace;
+    header.operation = Operation::Root;
+    header.set_checksums(&[]);
+    header
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// A replica of a new group (empty disk).
+    pub fn new(config: ReplicaConfig, state_machine: S) -> Replica<S> {
+        let recovered = Recovered {
+            durable: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new() },
+            checkpoint: None,
+            entries: Vec::new(),
+            journal_faulty: false,
+        };
+        let mut replica = Replica::open(config, state_machine, recovered).expect("an empty disk recovers");
+        if replica.view == 0 && replica.status == Status::ViewChange {
+            unreachable!("a fresh replica starts in view 0, normal status");
+        }
+        replica.actions.clear();
+        replica
+    }
+
+    /// A replica restarted from what its disk kept.
+    pub fn open(config: ReplicaConfig, state_machine: S, recovered: Recovered) -> Result<Replica<S>, SnapshotError> {
+        assert!(config.replica < config.replica_count);
+        assert!(config.journal_slot_count as usize > VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX);
+        assert!(config.checkpoint_interval_ops > 0);
+        assert!(config.checkpoint_interval_ops + (VIEW_HEADERS_MAX as u64) < config.journal_slot_count);
+        let root = root_header(config.cluster, config.namespace);
+        let recovered_is_fresh = recovered.durable.view == 0
+            && recovered.entries.is_empty()
+            && recovered.checkpoint.is_none()
+            && recovered.durable.commit == 0;
+        let mut replica = Replica {
+            config,
+            quorum: config.replica_count as usize / 2 + 1,
+            status: Status::Normal,
+            view: recovered.durable.view,
+            log_view: recovered.durable.log_view,
+            op: 0,
+            commit_min: 0,
+            commit_max: 0,
+            checkpoint_op: 0,
+            superblock_commit: recovered.durable.commit,
+            checkpoint_anchor: root,
+            checkpoint_snapshot: Rc::from(Vec::new()),
+            log: BTreeMap::new(),
+            pipeline: VecDeque::new(),
+            svc_from: BTreeSet::new(),
+            dvc_from: BTreeMap::new(),
+            dvc_sent: false,
+            ticks: 0,
+            now_ns: 0,
+            last_timestamp: 0,
+            primary_contact_tick: 0,
+            view_change_tick: 0,
+            normal_timeout_ticks: NORMAL_TIMEOUT_TICKS,
+            primary_op: 0,
+            sessions: ClientSessions::default(),
+            state_machine,
+            prng: config.seed ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(config.replica),
+            actions: Vec::new(),
+            committed: Vec::new(),
+            stats: ReplicaStats::default(),
+        };
+        replica.normal_timeout_ticks = replica.jittered_normal_timeout();
+        if let Some(checkpoint) = recovered.checkpoint {
+            replica.restore_checkpoint(&checkpoint)?;
+        }
+        replica.recover_log(&recovered.durable, recovered.entries);
+        replica.status = if recovered.journal_faulty {
+            Status::Recovering
+        } else if replica.view > replica.log_view {
+            Status::ViewChange
+        } else {
+            Status::Normal
+        };
+        if replica.status == Status::ViewChange {
+            replica.svc_from.insert(config.replica);
+        }
+        let fresh = recovered_is_fresh;
+        if !fresh && replica.status == Status::Normal && replica.is_primary() && replica.config.replica_count > 1 {
+            // A restarted primary lost its pipeline's prepare_oks; let a view
+            // change rebuild them rather than guess.
+            replica.start_view_change(replica.view + 1);
+        }
+        replica.check_invariants();
+        Ok(replica)
+    }
+
+    // --- accessors -------------------------------------------------------------
+
+    pub fn replica(&self) -> u8 {
+        self.config.replica
+    }
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+    pub fn log_view(&self) -> u64 {
+        self.log_view
+    }
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+    pub fn commit_min(&self) -> u64 {
+        self.commit_min
+    }
+    pub fn commit_max(&self) -> u64 {
+        self.commit_max
+    }
+    pub fn checkpoint_op(&self) -> u64 {
+        self.checkpoint_op
+    }
+    pub fn is_primary(&self) -> bool {
+        self.primary_index(self.view) == self.config.replica
+    }
+    pub fn primary_index(&self, view: u64) -> u8 {
+        (view % u64::from(self.config.replica_count)) as u8
+    }
+    /// Prepares awaiting a quorum (primary only).
+    pub fn pipeline_len(&self) -> usize {
+        self.pipeline.len()
+    }
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+    pub fn state_machine(&self) -> &S {
+        &self.state_machine
+    }
+    pub fn sessions(&self) -> &ClientSessions {
+        &self.sessions
+    }
+    /// The header at `op`, if this replica holds it.
+    pub fn header(&self, op: u64) -> Option<&Header> {
+        if op == self.checkpoint_op {
+            return Some(&self.checkpoint_anchor);
+        }
+        self.log.get(&op).map(|entry| &entry.header)
+    }
+    pub fn has_body(&self, op: u64) -> bool {
+        self.log.get(&op).is_some_and(|entry| entry.body.is_some())
+    }
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+    pub fn take_committed(&mut self) -> Vec<Committed> {
+        std::mem::take(&mut self.committed)
+    }
+
+    // --- events ----------------------------------------------------------------
+
+    pub fn tick(&mut self, now_ns: u64) {
+        assert!(now_ns >= self.now_ns, "time goes forward");
+        self.now_ns = now_ns;
+        self.ticks += 1;
+        match self.status {
+            Status::Normal if self.is_primary() => self.tick_primary(),
+            Status::Normal => self.tick_backup(),
+            Status::ViewChange => self.tick_view_change(),
+            Status::Recovering => {
+                if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
+                    self.broadcast_empty(Command::RequestStartView);
+                }
+            }
+        }
+        if self.status != Status::ViewChange && self.ticks.is_multiple_of(REPAIR_TICKS) {
+            self.repair();
+        }
+        self.check_invariants();
+    }
+
+    pub fn on_message(&mut self, source: Source, message: Message) {
+        if let Err(reason) = self.admit(source, &message) {
+            self.drop_message(reason);
+            return;
+        }
+        let header = message.header;
+        match header.command {
+            Command::Request => self.on_request(message),
+            Command::Prepare => self.on_prepare(message),
+            Command::PrepareOk => self.on_prepare_ok(&header),
+            Command::Commit => self.on_commit(&header),
+            Command::StartViewChange => self.on_start_view_change(&header),
+            Command::DoViewChange => self.on_do_view_change(&message),
+            Command::StartView => self.on_start_view(&message),
+            Command::RequestStartView => self.on_request_start_view(&header),
+            Command::RequestPrepare => self.on_request_prepare(&header),
+            Command::Checkpoint => self.on_checkpoint(&message),
+            Command::Ping | Command::Pong | Command::Reply | Command::Eviction => self.drop_message("unexpected_command"),
+            Command::RequestHeaders | Command::Headers | Command::RequestCheckpoint => {
+                self.drop_message("unsupported_command")
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// Reject what no correct peer sends: another cluster or group, a client
+    /// posing as a replica, a replica index out of range.
+    fn admit(&self, source: Source, message: &Message) -> Result<(), &'static str> {
+        let header = &message.header;
+        if header.cluster != self.config.cluster {
+            return Err("wrong_cluster");
+        }
+        if header.namespace != self.config.namespace {
+            return Err("wrong_namespace");
+        }
+        if header.valid_body(&message.body).is_err() || !header.valid_checksum() {
+            return Err("bad_checksum");
+        }
+        match source {
+            Source::Client(client) => {
+                if header.command != Command::Request {
+                    return Err("client_posing_as_replica");
+                }
+                if header.client != client || client == 0 {
+                    return Err("client_id_mismatch");
+                }
+            }
+            Source::Replica(replica) => {
+                // A prepare names the primary that made it, whoever relays it
+                // (repair): its checksum and the hash chain vouch for it.
+                let relayed = header.command == Command::Prepare;
+                if replica >= self.config.replica_count || (header.replica != replica && !relayed) {
+                    return Err("replica_id_mismatch");
+                }
+                if replica == self.config.replica {
+                    return Err("message_from_self");
+                }
+                if header.command == Command::Request {
+                    return Err("request_from_replica");
+                }
+            }
+        }
+        if header.command == Command::Prepare && header.op == 0 {
+            return Err("impossible_op");
+        }
+        Ok(())
+    }
+
+    fn drop_message(&mut self, reason: &'static str) {
+        *self.stats.drops.entry(reason).or_default() += 1;
+    }
+
+    // --- normal operation: primary ----------------------------------------------
+
+    fn on_request(&mut self, message: Message) {
+        if self.status != Status::Normal || !self.is_primary() {
+            return self.drop_message("not_primary");
+        }
+        if self.commit_min < self.commit_max {
+            // The session table is only as fresh as the ops applied: answering
+            // from a stale one would evict live sessions or resend old replies.
+            return self.drop_message("primary_catching_up");
+        }
+        let header = message.header;
+        let registering = header.operation == Operation::Register;
+        if header.operation.is_reserved() && !registering {
+            return self.drop_message("reserved_operation");
+        }
+        match self.sessions.classify(header.client, header.request, registering) {
+            RequestVerdict::Drop => self.drop_message("stale_request"),
+            RequestVerdict::Evicted => {
+                let mut eviction = self.new_header(Command::Eviction);
+                eviction.client = header.client;
+                eviction.request = header.request;
+                self.actions.push(Action::Reply { client: header.client, message: Message::empty(eviction) });
+            }
+            RequestVerdict::ResendReply => {
+                let session = self.sessions.get(header.client).expect("resend has a session");
+                let reply = Message { header: session.reply_header, body: Rc::from(session.reply_body.as_slice()) };
+                self.actions.push(Action::Reply { client: header.client, message: reply });
+            }
+            RequestVerdict::Prepare => {
+                let in_flight =
+                    self.pipeline.iter().any(|p| self.log.get(&p.op).is_some_and(|e| e.header.client == header.client));
+                if in_flight {
+                    self.drop_message("request_in_flight");
+                } else if self.pipeline.len() >= PIPELINE_PREPARES_MAX {
+                    self.drop_message("pipeline_full");
+                } else if self.op + 1 > self.checkpoint_op + self.journal_ops_max() {
+                    self.drop_message("journal_full");
+                } else if !self.has_body(self.op) && self.op != self.checkpoint_op {
+                    // Still repairing the head of the log installed by the view change.
+                    self.drop_message("primary_repairing");
+                } else {
+                    self.prepare(message);
+                }
+            }
+        }
+    }
+
+    fn journal_ops_max(&self) -> u64 {
+        self.config.journal_slot_count - PIPELINE_PREPARES_MAX as u64
+    }
+
+    fn prepare(&mut self, request: Message) {
+        assert!(self.is_primary() && self.status == Status::Normal);
+        assert!(self.pipeline.len() < PIPELINE_PREPARES_MAX);
+        let parent = self.header(self.op).expect("primary holds its head").checksum;
+        let timestamp = self.now_ns.max(self.last_timestamp + 1);
+        self.last_timestamp = timestamp;
+        let mut header = self.new_header(Command::Prepare);
+        header.op = self.op + 1;
+        header.commit = self.commit_max;
+        header.parent = parent;
+        header.client = request.header.client;
+        header.request = request.header.request;
+        header.operation = request.header.operation;
+        header.timestamp = timestamp;
+        let message = Message::new(header, request.body.clone());
+        self.op = message.header.op;
+        self.log.insert(self.op, Entry { header: message.header, body: Some(message.body.clone()) });
+        self.actions.push(Action::WritePrepare { message: message.clone() });
+        self.pipeline.push_back(Pipelined {
+            op: self.op,
+            checksum: message.header.checksum,
+            oks: BTreeSet::from([self.config.replica]),
+        });
+        self.stats.prepares_sent += 1;
+        self.broadcast(&message);
+        self.commit_pipeline();
+    }
+
+    fn on_prepare_ok(&mut self, header: &Header) {
+        if self.status != Status::Normal || !self.is_primary() || header.view != self.view {
+            return self.drop_message("prepare_ok_not_for_us");
+        }
+        let Some(entry) = self.pipeline.iter_mut().find(|p| p.op == header.op) else {
+            return self.drop_message("prepare_ok_not_in_pipeline");
+        };
+        if entry.checksum != header.parent {
+            return self.drop_message("prepare_ok_wrong_checksum");
+        }
+        entry.oks.insert(header.replica);
+        self.commit_pipeline();
+    }
+
+    /// Commit the pipeline's head while it has a quorum of durable copies.
+    fn commit_pipeline(&mut self) {
+        while let Some(head) = self.pipeline.front() {
+            if head.oks.len() < self.quorum {
+                break;
+            }
+            assert!(head.op == self.commit_max + 1 || head.op <= self.commit_max);
+            self.commit_max = self.commit_max.max(head.op);
+            self.pipeline.pop_front();
+        }
+        self.commit_journal();
+    }
+
+    fn tick_primary(&mut self) {
+        if self.ticks.is_multiple_of(COMMIT_HEARTBEAT_TICKS) {
+            let mut commit = self.new_header(Command::Commit);
+            commit.commit = self.commit_max;
+            commit.op = self.op;
+            self.broadcast(&Message::empty(commit));
+        }
+        if self.ticks.is_multiple_of(PREPARE_RETRY_TICKS) {
+            let mut resend = Vec::new();
+            for pipelined in &self.pipeline {
+                let Some(entry) = self.log.get(&pipelined.op) else { continue };
+                let Some(body) = &entry.body else { continue };
+                let message = Message { header: entry.header, body: body.clone() };
+                for replica in 0..self.config.replica_count {
+                    if !pipelined.oks.contains(&replica) && replica != self.config.replica {
+                        resend.push((replica, message.clone()));
+                    }
+                }
+            }
+            for (to, message) in resend {
+                self.actions.push(Action::Send { to, message });
+            }
+        }
+    }
+
+    // --- normal operation: backup -----------------------------------------------
+
+    fn on_prepare(&mut self, message: Message) {
+        let header = message.header;
+        if header.view > self.view || (header.view == self.view && self.status == Status::Recovering) {
+            self.request_start_view(self.primary_index(header.view));
+            return self.drop_message("prepare_from_newer_view");
+        }
+        if self.status == Status::ViewChange {
+            return self.drop_message("prepare_during_view_change");
+        }
+        if header.view == self.view && !self.is_primary() && header.replica == self.primary_index(self.view) {
+            self.primary_contact_tick = self.ticks;
+            self.primary_op = self.primary_op.max(header.op);
+            self.advance_commit_max(header.commit);
+        }
+        // Prepares from older views still serve as repair answers: they are
+        // accepted only where the hash chain vouches for them.
+        self.insert_prepare(message);
+        self.commit_journal();
+    }
+
+    fn on_commit(&mut self, header: &Header) {
+        if header.view > self.view {
+            self.request_start_view(header.replica);
+            return;
+        }
+        if header.view < self.view || self.status != Status::Normal || self.is_primary() {
+            return self.drop_message("commit_not_for_us");
+        }
+        if header.replica != self.primary_index(self.view) {
+            return self.drop_message("commit_not_from_primary");
+        }
+        self.primary_contact_tick = self.ticks;
+        self.primary_op = self.primary_op.max(header.op);
+        self.advance_commit_max(header.commit);
+        self.commit_journal();
+    }
+
+    fn advance_commit_max(&mut self, commit: u64) {
+        self.commit_max = self.commit_max.max(commit);
+        // Ops committed by other means (a state transfer) leave the pipeline.
+        while self.pipeline.front().is_some_and(|p| p.op <= self.commit_max) {
+            self.pipeline.pop_front();
+        }
+    }
+
+    /// Store a prepare where the log or the hash chain vouches for it.
+    fn insert_prepare(&mut self, message: Message) {
+        let header = message.header;
+        let op = header.op;
+        if op <= self.commit_min || op <= self.checkpoint_op {
+            return self.drop_message("prepare_already_committed");
+        }
+        if let Some(entry) = self.log.get(&op) {
+            if entry.header.checksum != header.checksum {
+                return self.drop_message("prepare_conflicts");
+            }
+            if entry.body.is_none() {
+                self.store_body(message);
+            } else {
+                self.send_prepare_ok(op);
+            }
+            return;
+        }
+        let vouched_by_parent = op == self.op + 1
+            && self.status == Status::Normal
+            && header.view == self.view
+            && self.header(self.op).is_some_and(|parent| parent.checksum == header.parent);
+        let vouched_by_child = self.log.get(&(op + 1)).is_some_and(|child| child.header.parent == header.checksum);
+        if !vouched_by_parent && !vouched_by_child {
+            if op > self.op + 1 {
+                self.primary_op = self.primary_op.max(op);
+            }
+            return self.drop_message("prepare_not_vouched");
+        }
+        if op > self.checkpoint_op + self.config.journal_slot_count - 1 {
+            return self.drop_message("prepare_past_journal");
+        }
+        if vouched_by_parent {
+            self.op = op;
+        }
+        self.log.insert(op, Entry { header, body: None });
+        self.store_body(message);
+        self.prune_unchained_below(op);
+    }
+
+    /// A new header at `op` may expose that the entry below it is stale (from
+    /// an older view): drop it so repair fetches the right one.
+    fn prune_unchained_below(&mut self, op: u64) {
+        let parent = self.log[&op].header.parent;
+        if let Some(below) = self.log.get(&(op - 1))
+            && below.header.checksum != parent
+        {
+            assert!(op - 1 > self.commit_min, "a committed op never changes");
+            self.log.remove(&(op - 1));
+        }
+    }
+
+    fn store_body(&mut self, message: Message) {
+        let op = message.header.op;
+        let entry = self.log.get_mut(&op).expect("store_body of a known header");
+        assert_eq!(entry.header.checksum, message.header.checksum);
+        assert!(entry.body.is_none());
+        entry.body = Some(message.body.clone());
+        self.actions.push(Action::WritePrepare { message });
+        self.send_prepare_ok(op);
+        if self.is_primary() && self.status == Status::Normal {
+            self.on_primary_body_repaired(op);
+        }
+    }
+
+    /// A backup acknowledges op only when every op from the checkpoint up to
+    /// it is durable here: a prepare_ok promises the whole prefix.
+    fn send_prepare_ok(&mut self, op: u64) {
+        if self.status != Status::Normal || self.is_primary() || op <= self.commit_min {
+            return;
+        }
+        let durable_prefix = (self.commit_min + 1..=op).all(|k| self.has_body(k));
+        if !durable_prefix {
+            return;
+        }
+        let mut ok = self.new_header(Command::PrepareOk);
+        ok.op = op;
+        ok.parent = self.log[&op].header.checksum;
+        ok.commit = self.commit_min;
+        let to = self.primary_index(self.view);
+        self.actions.push(Action::Send { to, message: Message::empty(ok) });
+        // Ops above that were waiting on this one may now be acknowledged.
+        let mut next = op + 1;
+        while self.has_body(next) && next <= self.op {
+            let mut ok = self.new_header(Command::PrepareOk);
+            ok.op = next;
+            ok.parent = self.log[&next].header.checksum;
+            ok.commit = self.commit_min;
+            self.actions.push(Action::Send { to, message: Message::empty(ok) });
+            next += 1;
+        }
+    }
+
+    fn on_primary_body_repaired(&mut self, op: u64) {
+        let entry = &self.log[&op];
+        let checksum = entry.header.checksum;
+        let Some(pipelined) = self.pipeline.iter_mut().find(|p| p.op == op) else { return };
+        pipelined.checksum = checksum;
+        pipelined.oks.insert(self.config.replica);
+        let entry = &self.log[&op];
+        let message = Message { header: entry.header, body: entry.body.clone().expect("just stored") };
+        self.broadcast(&message);
+        self.commit_pipeline();
+    }
+
+    fn tick_backup(&mut self) {
+        if self.ticks - self.primary_contact_tick > self.normal_timeout_ticks {
+            self.start_view_change(self.view + 1);
+        }
+    }
+
+    // --- commit ----------------------------------------------------------------
+
+    /// Apply committed ops in order while their bodies are here and the hash
+    /// chain from the head vouches for them.
+    fn commit_journal(&mut self) {
+        if self.status == Status::ViewChange {
+            return;
+        }
+        while self.commit_min < self.commit_max {
+            let op = self.commit_min + 1;
+            if !self.chain_verified(op) {
+                break;
+            }
+            let Some(entry) = self.log.get(&op) else { break };
+            let Some(body) = entry.body.clone() else { break };
+            let header = entry.header;
+            self.apply(&header, &body);
+        }
+        self.maybe_checkpoint();
+    }
+
+    /// `op`'s header is linked to the head of the log by present, chained headers.
+    fn chain_verified(&self, op: u64) -> bool {
+        let mut child = op;
+        while child < self.op {
+            let (Some(lower), Some(upper)) = (self.log.get(&child), self.log.get(&(child + 1))) else {
+                return false;
+            };
+            if upper.header.parent != lower.header.checksum {
+                return false;
+            }
+            child += 1;
+        }
+        self.log.contains_key(&op)
+    }
+
+    fn apply(&mut self, header: &Header, body: &[u8]) {
+        assert_eq!(header.op, self.commit_min + 1, "ops apply in order");
+        assert!(header.op <= self.commit_max, "only committed ops apply");
+        let parent = self.header(header.op - 1).map(|h| h.checksum);
+        assert!(parent.is_none_or(|parent| parent == header.parent), "applied ops form a hash chain");
+        let mut reply = self.new_header(Command::Reply);
+        reply.op = header.op;
+        reply.commit = header.op;
+        reply.client = header.client;
+        reply.request = header.request;
+        reply.operation = header.operation;
+        reply.timestamp = header.timestamp;
+        let (applied, reply_body) = match header.operation {
+            Operation::Register => {
+                let registering = self.sessions.classify(header.client, 0, true) == RequestVerdict::Prepare;
+                let reply_body = header.op.to_le_bytes().to_vec();
+                if registering {
+                    reply.set_checksums(&reply_body);
+                    self.sessions.register(header.client, header.op, reply, reply_body.clone());
+                }
+                (registering, reply_body)
+            }
+            Operation::Root | Operation::Noop | Operation::Reserved => (true, Vec::new()),
+            operation => {
+                let fresh = self.sessions.classify(header.client, header.request, false) == RequestVerdict::Prepare;
+                if fresh {
+                    let reply_body = self.state_machine.apply(header.op, operation, body, header.timestamp);
+                    reply.set_checksums(&reply_body);
+                    self.sessions.record(header.client, header.request, header.op, reply, reply_body.clone());
+                    (true, reply_body)
+                } else {
+                    (false, Vec::new())
+                }
+            }
+        };
+        reply.set_checksums(&reply_body);
+        self.commit_min = header.op;
+        self.committed.push(Committed {
+            op: header.op,
+            checksum: header.checksum,
+            operation: header.operation,
+            client: header.client,
+            request: header.request,
+            applied,
+            reply: reply_body.clone(),
+        });
+        if applied && header.client != 0 && self.is_primary() && self.status == Status::Normal {
+            let message = Message { header: reply, body: Rc::from(reply_body) };
+            self.actions.push(Action::Reply { client: header.client, message });
+        }
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        if self.commit_min < self.checkpoint_op + self.config.checkpoint_interval_ops {
+            return;
+        }
+        let op = self.commit_min;
+        let anchor = self.log[&op].header;
+        let checkpoint = Checkpoint { anchor, snapshot: self.snapshot() };
+        self.checkpoint_snapshot = Rc::from(checkpoint.snapshot.as_slice());
+        self.actions.push(Action::Checkpoint { checkpoint });
+        self.checkpoint_op = op;
+        self.checkpoint_anchor = anchor;
+        self.log = self.log.split_off(&(op + 1));
+        assert!(self.op >= self.checkpoint_op);
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let state = self.state_machine.snapshot();
+        let mut out = Vec::with_capacity(state.len() + 64);
+        out.extend_from_slice(&(state.len() as u32).to_le_bytes());
+        out.extend_from_slice(&state);
+        self.sessions.encode(&mut out);
+        out
+    }
+
+    fn restore_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SnapshotError> {
+        let mut reader = SnapshotReader::new(&checkpoint.snapshot);
+        let state = reader.bytes_with_len()?;
+        let sessions = ClientSessions::decode(&mut reader)?;
+        self.state_machine.restore(state)?;
+        self.sessions = sessions;
+        let op = checkpoint.anchor.op;
+        self.checkpoint_op = op;
+        self.checkpoint_anchor = checkpoint.anchor;
+        self.checkpoint_snapshot = Rc::from(checkpoint.snapshot.as_slice());
+        self.commit_min = op;
+        self.commit_max = self.commit_max.max(op);
+        self.op = self.op.max(op);
+        self.log = self.log.split_off(&(op + 1));
+        Ok(())
+    }
+
+    // --- recovery after restart --------------------------------------------------
+
+    /// Rebuild the log from the journal and the superblock's view headers,
+    /// then replay the ops the superblock says were committed.
+    fn recover_log(&mut self, durable: &DurableState, entries: Vec<(Header, Vec<u8>)>) {
+        let mut journal: BTreeMap<u64, (Header, Vec<u8>)> = BTreeMap::new();
+        for (header, body) in entries {
+            if header.op > self.checkpoint_op {
+                journal.insert(header.op, (header, body));
+            }
+        }
+        // The view headers are the log of log_view as installed: they win
+        // over a stale journal entry at the same op.
+        for header in &durable.view_headers {
+            if header.op > self.checkpoint_op {
+                self.log.insert(header.op, Entry { header: *header, body: None });
+            }
+        }
+        let view_top = durable.view_headers.iter().map(|h| h.op).max().unwrap_or(0);
+        for (op, (header, body)) in &journal {
+            match self.log.get_mut(op) {
+                Some(entry) if entry.header.checksum == header.checksum => entry.body = Some(Rc::from(body.as_slice())),
+                Some(_) => {}
+                None => {
+                    self.log.insert(*op, Entry { header: *header, body: Some(Rc::from(body.as_slice())) });
+                }
+            }
+        }
+        // Above the view headers, keep only what chains onto them; below
+        // the trusted commit, keep everything (committed ops never change).
+        let trusted = durable.commit.max(self.checkpoint_op);
+        let mut top = self.log.keys().next_back().copied().unwrap_or(self.checkpoint_op);
+        while top > view_top.max(trusted) && !self.chained_down_to(top, view_top.max(trusted)) {
+            self.log.remove(&top);
+            top = self.log.keys().next_back().copied().unwrap_or(self.checkpoint_op);
+        }
+        self.op = top.max(self.checkpoint_op).max(view_top);
+        // Below the head, drop what the chain does not vouch for (stale ops
+        // of older views), except the trusted committed prefix.
+        let mut op = self.op;
+        while op > trusted + 1 {
+            match (self.log.get(&op).map(|e| e.header.parent), self.log.get(&(op - 1)).map(|e| e.header.checksum)) {
+                (Some(parent), Some(checksum)) if parent == checksum => op -= 1,
+                (Some(_), Some(_)) => {
+                    self.log.remove(&(op - 1));
+                    op -= 1;
+                }
+                _ => op -= 1,
+            }
+        }
+        self.commit_max = self.commit_max.max(durable.commit);
+        // Replay the trusted committed prefix; repair brings whatever is missing.
+        while self.commit_min < trusted {
+            let op = self.commit_min + 1;
+            let Some(entry) = self.log.get(&op) else { break };
+            let Some(body) = entry.body.clone() else { break };
+            let header = entry.header;
+            self.apply(&header, &body);
+        }
+        self.committed.clear();
+    }
+
+    fn chained_down_to(&self, top: u64, floor: u64) -> bool {
+        let mut op = top;
+        while op > floor {
+            let Some(entry) = self.log.get(&op) else { return false };
+            match self.header(op - 1) {
+                Some(below) if below.checksum == entry.header.parent => op -= 1,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    // --- view change ------------------------------------------------------------
+
+    fn start_view_change(&mut self, new_view: u64) {
+        assert!(new_view > self.view, "views only go up");
+        self.view = new_view;
+        self.status = if self.status == Status::Recovering { Status::Recovering } else { Status::ViewChange };
+        self.svc_from = BTreeSet::from([self.config.replica]);
+        self.dvc_from.clear();
+        self.dvc_sent = false;
+        self.pipeline.clear();
+        self.view_change_tick = self.ticks;
+        self.stats.view_changes += 1;
+        self.write_superblock();
+        let mut svc = self.new_header(Command::StartViewChange);
+        svc.view = new_view;
+        self.broadcast(&Message::empty(svc));
+        self.maybe_send_do_view_change();
+    }
+
+    fn tick_view_change(&mut self) {
+        if self.ticks - self.view_change_tick > VIEW_CHANGE_TIMEOUT_TICKS {
+            let next = self.view + 1;
+            self.start_view_change(next);
+            return;
+        }
+        if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
+            let svc = self.new_header(Command::StartViewChange);
+            self.broadcast(&Message::empty(svc));
+            if self.dvc_sent {
+                self.dvc_sent = false;
+                self.maybe_send_do_view_change();
+            }
+        }
+    }
+
+    fn on_start_view_change(&mut self, header: &Header) {
+        if header.view < self.view {
+            return self.drop_message("stale_view");
+        }
+        if header.view == self.view && self.status == Status::Normal {
+            // A lagging peer: the primary tells it how the view started.
+            if self.is_primary() {
+                self.send_start_view(header.replica);
+            }
+            return;
+        }
+        if self.status == Status::Recovering {
+            return self.drop_message("recovering");
+        }
+        if header.view > self.view {
+            self.start_view_change(header.view);
+        }
+        self.svc_from.insert(header.replica);
+        self.maybe_send_do_view_change();
+    }
+
+    fn maybe_send_do_view_change(&mut self) {
+        if self.status != Status::ViewChange || self.dvc_sent || self.svc_from.len() < self.quorum {
+            return;
+        }
+        self.dvc_sent = true;
+        let headers = self.view_headers();
+        let mut dvc = self.new_header(Command::DoViewChange);
+        dvc.op = self.op;
+        dvc.commit = self.commit_max;
+        dvc.context = self.log_view;
+        let primary = self.primary_index(self.view);
+        if primary == self.config.replica {
+            let own = DoViewChange { log_view: self.log_view, op: self.op, commit_max: self.commit_max, headers };
+            self.dvc_from.insert(self.config.replica, own);
+            self.maybe_start_view();
+        } else {
+            let message = Message::new(dvc, Rc::from(encode_headers(&headers)));
+            self.actions.push(Action::Send { to: primary, message });
+        }
+    }
+
+    /// The top headers of this replica's log, newest first: what a view
+    /// change needs to rebuild the log of `log_view`.
+    fn view_headers(&self) -> Vec<Header> {
+        let mut headers = Vec::new();
+        let mut op = self.op;
+        while headers.len() < VIEW_HEADERS_MAX && op > self.checkpoint_op {
+            if let Some(entry) = self.log.get(&op) {
+                headers.push(entry.header);
+            }
+            op -= 1;
+        }
+        if headers.len() < VIEW_HEADERS_MAX {
+            headers.push(self.checkpoint_anchor);
+        }
+        headers
+    }
+
+    fn on_do_view_change(&mut self, message: &Message) {
+        let header = message.header;
+        if header.view < self.view || self.status == Status::Recovering {
+            return self.drop_message("stale_view");
+        }
+        if self.primary_index(header.view) != self.config.replica {
+            return self.drop_message("dvc_not_for_us");
+        }
+        let Ok(headers) = decode_headers(&message.body) else {
+            return self.drop_message("bad_dvc_body");
+        };
+        if headers.iter().any(|h| h.cluster != self.config.cluster || h.namespace != self.config.namespace) {
+            return self.drop_message("bad_dvc_body");
+        }
+        if header.view > self.view {
+            self.start_view_change(header.view);
+        }
+        if self.status != Status::ViewChange {
+            return self.drop_message("view_already_started");
+        }
+        let dvc = DoViewChange { log_view: header.context, op: header.op, commit_max: header.commit, headers };
+        self.dvc_from.insert(header.replica, dvc);
+        self.svc_from.insert(header.replica);
+        self.maybe_send_do_view_change();
+        self.maybe_start_view();
+    }
+
+    fn maybe_start_view(&mut self) {
+        if self.status != Status::ViewChange || self.dvc_from.len() < self.quorum {
+            return;
+        }
+        if !self.dvc_from.contains_key(&self.config.replica) {
+            return;
+        }
+        // The canonical log: highest log_view, then highest op.
+        let canonical = self
+            .dvc_from
+            .values()
+            .max_by_key(|dvc| (dvc.log_view, dvc.op))
+            .expect("quorum is not empty")
+            .clone();
+        // Every prepare carries its primary's commit point, so the canonical
+        // head also tells how far the log was committed when it was made.
+        let head_commit = canonical.headers.first().map(|h| h.commit).unwrap_or(0);
+        let commit_max = self.dvc_from.values().map(|dvc| dvc.commit_max).max().unwrap_or(0).max(head_commit);
+        if canonical.op > self.checkpoint_op + self.config.journal_slot_count - 1 {
+            // Too far behind to hold the canonical log: catch up by state
+            // transfer first; until then the view change times out and the
+            // next view has another primary.
+            self.request_catch_up();
+            return;
+        }
+        self.advance_commit_max(commit_max.min(canonical.op));
+        self.install_log(canonical.op, &canonical.headers);
+        self.status = Status::Normal;
+        self.log_view = self.view;
+        self.write_superblock();
+        self.pipeline.clear();
+        for op in self.commit_max + 1..=self.op {
+            let entry = self.log.get(&op);
+            let mut oks = BTreeSet::new();
+            if entry.is_some_and(|e| e.body.is_some()) {
+                oks.insert(self.config.replica);
+            }
+            let checksum = entry.map(|e| e.header.checksum).unwrap_or(0);
+            self.pipeline.push_back(Pipelined { op, checksum, oks });
+        }
+        assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
+        self.last_timestamp = self.last_timestamp.max(self.log.values().map(|e| e.header.timestamp).max().unwrap_or(0));
+        for replica in 0..self.config.replica_count {
+            if replica != self.config.replica {
+                self.send_start_view(replica);
+            }
+        }
+        self.commit_pipeline();
+    }
+
+    fn send_start_view(&mut self, to: u8) {
+        let mut sv = self.new_header(Command::StartView);
+        sv.op = self.op;
+        sv.commit = self.commit_max;
+        let message = Message::new(sv, Rc::from(encode_headers(&self.view_headers())));
+        self.actions.push(Action::Send { to, message });
+    }
+
+    fn on_request_start_view(&mut self, header: &Header) {
+        if self.status == Status::Normal && self.is_primary() && header.view <= self.view {
+            self.send_start_view(header.replica);
+        }
+    }
+
+    fn request_start_view(&mut self, to: u8) {
+        if to == self.config.replica {
+            return;
+        }
+        let rsv = self.new_header(Command::RequestStartView);
+        self.actions.push(Action::Send { to, message: Message::empty(rsv) });
+    }
+
+    fn on_start_view(&mut self, message: &Message) {
+        let header = message.header;
+        if header.view < self.view || (header.view == self.view && self.status == Status::Normal) {
+            return self.drop_message("stale_view");
+        }
+        if header.replica != self.primary_index(header.view) {
+            return self.drop_message("start_view_not_from_primary");
+        }
+        let Ok(headers) = decode_headers(&message.body) else {
+            return self.drop_message("bad_start_view_body");
+        };
+        if header.op > self.checkpoint_op + self.config.journal_slot_count - 1 {
+            self.request_catch_up_from(header.replica);
+            return self.drop_message("start_view_past_journal");
+        }
+        if headers.iter().any(|h| h.cluster != self.config.cluster || h.namespace != self.config.namespace) {
+            return self.drop_message("bad_start_view_body");
+        }
+        if headers.first().map(|h| h.op) != Some(header.op) && header.op != self.checkpoint_op {
+            return self.drop_message("bad_start_view_body");
+        }
+        self.view = header.view;
+        self.log_view = header.view;
+        self.status = Status::Normal;
+        self.pipeline.clear();
+        self.svc_from.clear();
+        self.dvc_from.clear();
+        self.primary_contact_tick = self.ticks;
+        self.primary_op = header.op;
+        self.advance_commit_max(header.commit.min(header.op));
+        self.install_log(header.op, &headers);
+        self.write_superblock();
+        for op in self.commit_min + 1..=self.op {
+            if self.has_body(op) {
+                self.send_prepare_ok(op);
+                break;
+            }
+        }
+        self.commit_journal();
+        self.repair();
+    }
+
+    /// Make this replica's log end at `op` with the canonical `headers`
+    /// (newest first, chained). Entries the chain contradicts are dropped.
+    fn install_log(&mut self, op: u64, headers: &[Header]) {
+        if op < self.commit_min {
+            // A replica that committed past the canonical head would mean a
+            // committed op was lost: that is a safety violation, not a state.
+            panic!("canonical log ends at op {op} below commit_min {}", self.commit_min);
+        }
+        if self.op > op {
+            let after = op.max(self.checkpoint_op);
+            self.log = {
+                let mut log = std::mem::take(&mut self.log);
+                let _above = log.split_off(&(after + 1));
+                log
+            };
+            self.actions.push(Action::TruncateLog { after_op: after });
+        }
+        for header in headers {
+            if header.op <= self.commit_min || header.op <= self.checkpoint_op {
+                if let Some(mine) = self.header(header.op) {
+                    assert_eq!(mine.checksum, header.checksum, "committed op {} differs", header.op);
+                }
+                continue;
+            }
+            match self.log.get(&header.op) {
+                Some(entry) if entry.header.checksum == header.checksum => {}
+                _ => {
+                    self.log.insert(header.op, Entry { header: *header, body: None });
+                }
+            }
+        }
+        self.op = op.max(self.checkpoint_op);
+        // Walk down from the head: keep what chains, drop the first stale
+        // entry found, and leave gaps for repair.
+        let mut upper = self.op;
+        while upper > self.commit_min + 1 {
+            let Some(parent) = self.log.get(&upper).map(|e| e.header.parent) else {
+                upper -= 1;
+                continue;
+            };
+            if let Some(lower) = self.log.get(&(upper - 1))
+                && lower.header.checksum != parent
+            {
+                self.log.remove(&(upper - 1));
+            }
+            upper -= 1;
+        }
+    }
+
+    fn write_superblock(&mut self) {
+        let state = DurableState {
+            view: self.view,
+            log_view: self.log_view,
+            commit: self.commit_min.max(self.superblock_commit),
+            view_headers: self.view_headers(),
+        };
+        self.superblock_commit = state.commit;
+        self.actions.push(Action::WriteSuperblock { state });
+    }
+
+    // --- repair and state transfer ---------------------------------------------
+
+    fn repair(&mut self) {
+        let mut requests: Vec<(u64, u128)> = Vec::new();
+        // Missing headers and bodies between the commit point and the head.
+        let mut op = self.op;
+        while op > self.commit_min && requests.len() < REPAIR_REQUESTS_MAX {
+            match self.log.get(&op) {
+                Some(entry) if entry.body.is_none() => requests.push((op, entry.header.checksum)),
+                Some(_) => {}
+                None => {
+                    if let Some(child) = self.log.get(&(op + 1)) {
+                        requests.push((op, child.header.parent));
+                    }
+                }
+            }
+            op -= 1;
+        }
+        // A backup behind the primary asks for what follows its head.
+        if self.status == Status::Normal && !self.is_primary() {
+            let mut next = self.op + 1;
+            while next <= self.primary_op && requests.len() < REPAIR_REQUESTS_MAX {
+                requests.push((next, 0));
+                next += 1;
+            }
+        }
+        // Committed but not applied, and not held at all: ask anyway.
+        if self.commit_min < self.commit_max && !self.log.contains_key(&(self.commit_min + 1)) {
+            requests.push((self.commit_min + 1, 0));
+        }
+        for (op, checksum) in requests {
+            self.stats.repairs_requested += 1;
+            let to = self.repair_target(op);
+            let mut request = self.new_header(Command::RequestPrepare);
+            request.op = op;
+            request.parent = checksum;
+            self.actions.push(Action::Send { to, message: Message::empty(request) });
+        }
+    }
+
+    fn repair_target(&mut self, op: u64) -> u8 {
+        let primary = self.primary_index(self.view);
+        if primary != self.config.replica && self.status == Status::Normal && self.next_random().is_multiple_of(2) {
+            return primary;
+        }
+        let others = u64::from(self.config.replica_count - 1).max(1);
+        let pick = (self.next_random() ^ op) % others;
+        let mut replica = pick as u8;
+        if replica >= self.config.replica {
+            replica += 1;
+        }
+        replica.min(self.config.replica_count - 1)
+    }
+
+    fn on_request_prepare(&mut self, header: &Header) {
+        let op = header.op;
+        if op <= self.checkpoint_op && op > 0 {
+            return self.send_checkpoint(header.replica);
+        }
+        let Some(entry) = self.log.get(&op) else { return };
+        let Some(body) = entry.body.clone() else { return };
+        // Without a checksum, only an op this replica vouches for in the
+        // current view may go out (the requester chains it to its head).
+        let matches = if header.parent == 0 {
+            self.status == Status::Normal && (op <= self.commit_min || self.is_primary())
+        } else {
+            entry.header.checksum == header.parent
+        };
+        if matches {
+            let message = Message { header: entry.header, body };
+            self.actions.push(Action::Send { to: header.replica, message });
+        }
+    }
+
+    /// Ask peers for the op after the commit point: one whose journal no
+    /// longer holds it answers with its checkpoint (state transfer).
+    fn request_catch_up(&mut self) {
+        for replica in 0..self.config.replica_count {
+            if replica != self.config.replica {
+                self.request_catch_up_from(replica);
+            }
+        }
+    }
+
+    fn request_catch_up_from(&mut self, to: u8) {
+        let mut request = self.new_header(Command::RequestPrepare);
+        request.op = self.commit_min + 1;
+        self.actions.push(Action::Send { to, message: Message::empty(request) });
+    }
+
+    fn send_checkpoint(&mut self, to: u8) {
+        // The snapshot as of the checkpoint, not the current state: the
+        // anchor names the checkpoint op, and the receiver applies from there.
+        let body = CheckpointBody { anchor: self.checkpoint_anchor, snapshot: self.checkpoint_snapshot.to_vec() };
+        let mut header = self.new_header(Command::Checkpoint);
+        header.op = self.checkpoint_op;
+        header.commit = self.commit_max;
+        let message = Message::new(header, Rc::from(body.encode()));
+        self.actions.push(Action::Send { to, message });
+    }
+
+    fn on_checkpoint(&mut self, message: &Message) {
+        let Ok(body) = CheckpointBody::decode(&message.body) else {
+            return self.drop_message("bad_checkpoint_body");
+        };
+        let op = body.anchor.op;
+        if op <= self.commit_min || op != message.header.op || !body.anchor.valid_checksum() {
+            return self.drop_message("checkpoint_not_needed");
+        }
+        // The checkpoint must sit on this replica's chain when it has the
+        // header, or be committed per the sender.
+        if let Some(mine) = self.header(op)
+            && mine.checksum != body.anchor.checksum
+        {
+            return self.drop_message("checkpoint_conflicts");
+        }
+        if op > message.header.commit {
+            return self.drop_message("checkpoint_not_committed");
+        }
+        let checkpoint = Checkpoint { anchor: body.anchor, snapshot: body.snapshot };
+        if self.restore_checkpoint(&checkpoint).is_err() {
+            return self.drop_message("bad_checkpoint_body");
+        }
+        self.stats.state_transfers += 1;
+        self.advance_commit_max(message.header.commit);
+        self.actions.push(Action::Checkpoint { checkpoint });
+        self.commit_journal();
+    }
+
+    // --- helpers ----------------------------------------------------------------
+
+    fn new_header(&self, command: Command) -> Header {
+        let mut header = Header::new(command, self.config.cluster);
+        header.namespace = self.config.namespace;
+        header.view = self.view;
+        header.replica = self.config.replica;
+        header.set_checksums(&[]);
+        header
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        for replica in 0..self.config.replica_count {
+            if replica != self.config.replica {
+                self.actions.push(Action::Send { to: replica, message: message.clone() });
+            }
+        }
+    }
+
+    fn broadcast_empty(&mut self, command: Command) {
+        let header = self.new_header(command);
+        self.broadcast(&Message::empty(header));
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: jitter only, never reaches safety.
+        self.prng = self.prng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.prng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn jittered_normal_timeout(&mut self) -> u64 {
+        NORMAL_TIMEOUT_TICKS + self.next_random() % NORMAL_TIMEOUT_JITTER_TICKS
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.commit_min <= self.commit_max, "applied past the known commit");
+        assert!(self.checkpoint_op <= self.commit_min, "checkpoint of an unapplied op");
+        assert!(self.log_view <= self.view, "log_view ahead of view");
+        assert!(self.op >= self.checkpoint_op);
+        assert!(self.op - self.checkpoint_op <= self.config.journal_slot_count, "log outgrew the journal");
+        assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
+        debug_assert!(self.log.keys().next_back().is_none_or(|top| *top <= self.op));
+        if self.status == Status::Normal && self.is_primary() {
+            debug_assert!(self.pipeline.iter().all(|p| p.op > self.commit_max));
+        }
+    }
+}
