@@ -155,6 +155,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         faults: FaultMix::none(),
         fault_budget: None,
         record_trace: false,
+        script: Vec::new(),
     }
 }
 

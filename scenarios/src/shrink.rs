@@ -1,7 +1,8 @@
 //! Shrinking a failing run to a smaller config that fails the same way.
 //!
 //! Owns the search: binary search on `fault_budget`, halving `client_count`,
-//! switching fault kinds off one at a time and halving `safety_time_ns`, repeated
+//! dropping scripted faults and switching fault kinds off one at a time, and
+//! halving `safety_time_ns`, repeated
 //! until nothing shrinks or `SHRINK_ATTEMPTS_MAX` runs are spent. A candidate
 //! is kept only if it fails with the SAME checker, so a shrink never trades
 //! the bug being chased for a different one. Never changes the seed: the
@@ -152,6 +153,19 @@ impl Search<'_, '_> {
         }
     }
 
+    /// Drop scripted faults one at a time, last first (later faults often
+    /// only matter after earlier ones).
+    fn shrink_script(&mut self) {
+        for index in (0..self.current.script.len()).rev() {
+            if index < self.current.script.len() {
+                let mut candidate = self.current.clone();
+                let removed = candidate.script.remove(index);
+                let from = format!("{} faults", self.current.script.len());
+                self.attempt(&format!("script[{index}] {removed:?}"), from, "removed".to_string(), candidate);
+            }
+        }
+    }
+
     fn shrink_fault_kinds(&mut self) {
         for field in &FAULT_FIELDS {
             let value = (field.get)(&self.current.faults);
@@ -190,6 +204,7 @@ pub fn shrink(runner: Runner<'_>, config: &RunConfig, on_step: &mut dyn FnMut(&S
         search.shrink_clients();
         // Fault kinds before time: a mix with fewer kinds explains more than a
         // shorter run, and a shorter run leaves fewer faults to drop kinds from.
+        search.shrink_script();
         search.shrink_fault_kinds();
         search.shrink_safety_time();
         if search.current == before || search.exhausted() {
@@ -272,6 +287,28 @@ mod tests {
         assert_eq!(shrunk.minimal.client_count, 2);
         let step = shrunk.steps.iter().find(|step| step.knob == "client_count" && !step.kept).unwrap();
         assert_eq!(step.result, "fails Liveness instead");
+    }
+
+    #[test]
+    fn scripted_faults_that_do_not_matter_are_dropped() {
+        use shoal_sim::run::{ScriptedFault, Target};
+        // Fails iff the script still crashes every replica at once.
+        let runner = |config: &RunConfig| {
+            let mut outcome = fake::run(config);
+            if config.script.iter().any(|fault| matches!(fault, ScriptedFault::CrashAll { .. })) {
+                outcome.verdict = Verdict::SafetyViolation { checker: Checker::Recovery, message: "lost".into(), at_ns: 1 };
+            }
+            outcome
+        };
+        let mut config = catalog::steady(2);
+        config.script = vec![
+            ScriptedFault::Isolate { at_ns: 10, target: Target::Primary, until_ns: 20 },
+            ScriptedFault::CrashAll { at_ns: 30, down_ns: 5 },
+            ScriptedFault::CorruptSlot { at_ns: 40, target: Target::Backup },
+        ];
+        let ShrinkResult::Shrunk(shrunk) = shrink_quietly(&runner, &config) else { panic!("CrashAll fails") };
+        assert_eq!(shrunk.minimal.script, [ScriptedFault::CrashAll { at_ns: 30, down_ns: 5 }]);
+        assert_eq!(shrunk.checker, Checker::Recovery);
     }
 
     #[test]
