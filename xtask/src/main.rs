@@ -1,3 +1,285 @@
-//! `cargo xtask`: setup, test, ci, sim, bench.
+//! `cargo xtask`: setup, test, sim, ci, bench for the shoal workspace.
+//!
+//! Owns the developer and CI entry points, so `.ci/run` and the GitHub
+//! workflow stay one line each and a developer runs exactly what CI runs.
+//! Std only: it must build before anything is installed. Prints every command
+//! before running it and exits with the first failing command's code.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
-fn main() {}
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Debian packages the runtime crate needs (hwlocality builds against hwloc).
+const SYSTEM_PACKAGES: [&str; 3] = ["libhwloc-dev", "libudev-dev", "pkg-config"];
+/// `cargo xtask sim` with no arguments: the fixed regression range...
+const SIM_FIXED_SEEDS: &str = "0..1000";
+/// ...plus this many seeds offset by the commit hash, new on every commit.
+const SIM_GIT_SEEDS: &str = "0..200";
+const SIM_SCENARIO: &str = "swarm";
+/// `cargo xtask ci` bounds each sweep by wall-clock time so CI finishes in
+/// its budget whatever the simulator's speed.
+const CI_FIXED_TIME_LIMIT: &str = "10m";
+const CI_GIT_TIME_LIMIT: &str = "5m";
+/// Scenarios whose seed 0 CI runs twice to check determinism.
+const CI_DETERMINISM_SCENARIOS: [&str; 6] = ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "swarm"];
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  setup                 install system packages (as root; else print the command) and cargo-nextest
+  test                  setup, then nextest (workspace), doctests, clippy -D warnings
+  sim [shoal-sim args]  release-build shoal-sim; with no args sweep swarm seeds 0..1000
+                        and 200 commit-derived seeds, reports in sim-reports/
+  ci                    test, then time-bounded sweeps (commit-derived seeds run twice
+                        to check determinism) and a determinism replay per scenario
+  bench <journal|sim|router> [args]
+                        journal: shoal-bench journal (shoal-runtime)
+                        sim:     shoal-sim bench (steady scenario)
+                        router:  router_bench example (shoal-shard)";
+
+/// Failure of one step: the exit code to leave with.
+type Step = Result<(), u8>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(),
+        Some("sim") => sim(rest),
+        Some("ci") => ci(),
+        Some("bench") => bench(rest),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Err(1)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => {
+            eprintln!("xtask: failed (exit code {code})");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn show(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Print the command, run it, and turn a failure into its exit code.
+fn run(command: &mut Command) -> Step {
+    eprintln!("$ {}", show(command));
+    match command.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => {
+            let code = status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1).max(1));
+            eprintln!("xtask: `{}` exited with {code}", show(command));
+            Err(code)
+        }
+        Err(error) => {
+            eprintln!("xtask: cannot start `{}`: {error}", show(command));
+            Err(1)
+        }
+    }
+}
+
+/// Run every step even after a failure, then report the first failure, so
+/// one run shows everything that is wrong.
+fn all(steps: Vec<Step>) -> Step {
+    steps.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+}
+
+/// Worst verdict of several simulator runs (exit codes order by severity).
+fn worst(steps: Vec<Step>) -> Step {
+    match steps.into_iter().filter_map(Result::err).max() {
+        Some(code) => Err(code),
+        None => Ok(()),
+    }
+}
+
+fn succeeds_quietly(command: &mut Command) -> bool {
+    command.output().is_ok_and(|output| output.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+fn setup() -> Step {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !succeeds_quietly(Command::new("dpkg").args(["-s", package])))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("xtask: system packages present: {}", SYSTEM_PACKAGES.join(" "));
+    } else if is_root() {
+        run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get").args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    } else {
+        eprintln!(
+            "xtask: missing system packages {}; install them with:\n  sudo apt-get update && sudo apt-get install -y {}\n\
+             (not Debian? install hwloc 2.x headers, libudev headers and pkg-config with your package manager)",
+            missing.join(" "),
+            missing.join(" ")
+        );
+        return Err(1);
+    }
+    if succeeds_quietly(cargo().args(["nextest", "--version"])) {
+        eprintln!("xtask: cargo-nextest present");
+        Ok(())
+    } else {
+        run(cargo().args(["install", "cargo-nextest", "--locked"]))
+    }
+}
+
+fn test() -> Step {
+    setup()?;
+    all(vec![
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"])),
+        run(cargo().args(["test", "--workspace", "--doc"])),
+        run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+    ])
+}
+
+/// Release-build shoal-sim and return its path.
+fn build_shoal_sim() -> Result<PathBuf, u8> {
+    run(cargo().args(["build", "--release", "-p", "shoal-scenarios", "--bin", "shoal-sim"]))?;
+    Ok(target_dir().join("release").join(format!("shoal-sim{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn shoal_sim(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command.current_dir(workspace_root());
+    command
+}
+
+fn reports_dir() -> Result<PathBuf, u8> {
+    let dir = workspace_root().join("sim-reports");
+    std::fs::create_dir_all(&dir).map_err(|error| {
+        eprintln!("xtask: cannot create {}: {error}", dir.display());
+        1
+    })?;
+    Ok(dir)
+}
+
+/// A swarm sweep writing a JUnit report; `extra` adds flags.
+fn sweep(binary: &Path, seeds: &str, report: &Path, extra: &[&str]) -> Step {
+    run(shoal_sim(binary)
+        .args(["sweep", "--seeds", seeds, "--scenario", SIM_SCENARIO, "--report", "junit", "--report-file"])
+        .arg(report)
+        .args(extra))
+}
+
+fn sim(args: &[String]) -> Step {
+    let binary = build_shoal_sim()?;
+    if !args.is_empty() {
+        return run(shoal_sim(&binary).args(args));
+    }
+    let reports = reports_dir()?;
+    worst(vec![
+        sweep(&binary, SIM_FIXED_SEEDS, &reports.join("sweep-fixed.xml"), &[]),
+        sweep(&binary, SIM_GIT_SEEDS, &reports.join("sweep-git.xml"), &["--seed-from-git"]),
+    ])
+}
+
+fn ci() -> Step {
+    let tested = test();
+    // The sweeps run even when a test failed: their verdicts are news too.
+    let simulated = (|| {
+        let binary = build_shoal_sim()?;
+        let reports = reports_dir()?;
+        let mut steps = vec![
+            sweep(&binary, SIM_FIXED_SEEDS, &reports.join("ci-sweep-fixed.xml"), &["--time-limit", CI_FIXED_TIME_LIMIT]),
+            sweep(
+                &binary,
+                SIM_GIT_SEEDS,
+                &reports.join("ci-sweep-git.xml"),
+                // New seeds each commit, each run twice: catches non-determinism
+                // on paths the fixed seeds never take.
+                &["--seed-from-git", "--check-determinism", "--time-limit", CI_GIT_TIME_LIMIT],
+            ),
+        ];
+        for scenario in CI_DETERMINISM_SCENARIOS {
+            steps.push(run(shoal_sim(&binary).args(["replay", "--seed", "0", "--scenario", scenario, "--check-determinism"])));
+        }
+        worst(steps)
+    })();
+    all(vec![tested, simulated])
+}
+
+fn bench(args: &[String]) -> Step {
+    let (Some(what), rest) = (args.first(), args.get(1..).unwrap_or_default()) else {
+        eprintln!("{USAGE}");
+        return Err(1);
+    };
+    match what.as_str() {
+        "journal" => run(cargo().args(["run", "--release", "-p", "shoal-runtime", "--bin", "shoal-bench", "--", "journal"]).args(rest)),
+        "sim" => {
+            let binary = build_shoal_sim()?;
+            run(shoal_sim(&binary).arg("bench").args(rest))
+        }
+        "router" => run(cargo().args(["run", "--release", "-p", "shoal-shard", "--example", "router_bench", "--"]).args(rest)),
+        other => {
+            eprintln!("xtask: unknown bench `{other}`: use journal, sim or router");
+            Err(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_reports_the_first_failure_and_worst_the_highest_code() {
+        assert_eq!(all(vec![Ok(()), Err(3), Err(2)]), Err(3));
+        assert_eq!(all(vec![Ok(()), Ok(())]), Ok(()));
+        assert_eq!(worst(vec![Err(2), Ok(()), Err(4), Err(3)]), Err(4));
+        assert_eq!(worst(vec![Ok(())]), Ok(()));
+    }
+
+    #[test]
+    fn run_propagates_the_exit_code() {
+        assert_eq!(run(Command::new("sh").args(["-c", "exit 3"])), Err(3));
+        assert_eq!(run(&mut Command::new("true")), Ok(()));
+        assert_eq!(run(&mut Command::new("/nonexistent/xtask-test")), Err(1));
+    }
+
+    #[test]
+    fn show_prints_program_and_arguments() {
+        let mut command = Command::new("cargo");
+        command.args(["nextest", "run", "--workspace"]);
+        assert_eq!(show(&command), "cargo nextest run --workspace");
+    }
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
+    }
+}

@@ -1,0 +1,294 @@
+//! The scenario catalog: named recipes that turn a seed into a `RunConfig`.
+//!
+//! Owns the cluster defaults (replicas, shards, clients, phase lengths), the
+//! fault mix of each named scenario, and swarm testing (per-seed fault mixes
+//! drawn from a seeded ChaCha8Rng). Must not run anything: a scenario is a
+//! pure function of the seed, so `shoal-sim replay --seed N --scenario S`
+//! rebuilds exactly the config a sweep ran.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use shoal_sim::{FaultMix, RunConfig};
+
+pub const NS_PER_MS: u64 = 1_000_000;
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+pub const REPLICA_COUNT_DEFAULT: u8 = 3;
+pub const SHARDS_PER_REPLICA_DEFAULT: u16 = 1;
+pub const CLIENT_COUNT_DEFAULT: u32 = 4;
+pub const SAFETY_TIME_DEFAULT_NS: u64 = 2 * NS_PER_S;
+pub const LIVENESS_TIME_DEFAULT_NS: u64 = 2 * NS_PER_S;
+
+/// Swarm: clients per run are drawn from `1..=SWARM_CLIENT_COUNT_MAX`.
+pub const SWARM_CLIENT_COUNT_MAX: u32 = 8;
+/// Swarm: shards per replica are drawn from `1..=SWARM_SHARDS_PER_REPLICA_MAX`.
+pub const SWARM_SHARDS_PER_REPLICA_MAX: u16 = 2;
+/// Swarm: each fault kind is switched on with probability 1/2 per seed.
+/// Mixing the seed with a salt keeps the swarm draw independent of the
+/// simulator's own ChaCha stream for the same seed.
+const SWARM_SEED_SALT: u64 = 0x5EED_5A1F_0F5A_A4D1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("unknown scenario `{name}`: run `shoal-sim list` to see the names ({known})")]
+    UnknownScenario { name: String, known: String },
+}
+
+/// One knob of `FaultMix`, reachable by name so that `list`, swarm and the
+/// shrinker walk every fault kind without repeating the field list.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultField {
+    pub name: &'static str,
+    pub get: fn(&FaultMix) -> u64,
+    pub set: fn(&mut FaultMix, u64),
+    /// Upper end of the swarm draw (ppm, or ns for the delay).
+    pub swarm_max: u64,
+}
+
+macro_rules! ppm_field {
+    ($field:ident, $swarm_max:expr) => {
+        FaultField {
+            name: stringify!($field),
+            get: |mix| u64::from(mix.$field),
+            set: |mix, value| mix.$field = u32::try_from(value).unwrap_or(u32::MAX),
+            swarm_max: $swarm_max,
+        }
+    };
+}
+
+/// Every field of `FaultMix`. A unit test checks this against serde's view of
+/// the struct, so a new fault kind cannot be forgotten here.
+pub const FAULT_FIELDS: [FaultField; 15] = [
+    ppm_field!(network_drop_ppm, 50_000),
+    ppm_field!(network_duplicate_ppm, 20_000),
+    FaultField {
+        name: "network_delay_max_ns",
+        get: |mix| mix.network_delay_max_ns,
+        set: |mix, value| mix.network_delay_max_ns = value,
+        swarm_max: 50 * NS_PER_MS,
+    },
+    ppm_field!(network_partition_ppm, 5_000),
+    ppm_field!(network_clog_ppm, 5_000),
+    ppm_field!(replica_crash_ppm, 2_000),
+    ppm_field!(replica_pause_ppm, 2_000),
+    ppm_field!(storage_torn_write_ppm, 10_000),
+    ppm_field!(storage_lost_write_ppm, 50_000),
+    ppm_field!(storage_read_corruption_ppm, 5_000),
+    ppm_field!(storage_misdirected_write_ppm, 2_000),
+    ppm_field!(storage_write_error_ppm, 5_000),
+    ppm_field!(shard_inbox_full_ppm, 30_000),
+    ppm_field!(shard_delivery_drop_ppm, 20_000),
+    ppm_field!(shard_panic_ppm, 500),
+];
+
+/// The non-zero knobs of a mix, as `name=value` pairs, in field order.
+pub fn fault_mix_summary(mix: &FaultMix) -> String {
+    let parts: Vec<String> = FAULT_FIELDS
+        .iter()
+        .filter(|field| (field.get)(mix) != 0)
+        .map(|field| format!("{}={}", field.name, (field.get)(mix)))
+        .collect();
+    if parts.is_empty() { "no faults".to_string() } else { parts.join(" ") }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub build: fn(u64) -> RunConfig,
+}
+
+impl Scenario {
+    pub fn config(&self, seed: u64) -> RunConfig {
+        let config = (self.build)(seed);
+        debug_assert_eq!(config.seed, seed);
+        debug_assert_eq!(config.scenario, self.name);
+        config
+    }
+}
+
+pub const SCENARIOS: [Scenario; 6] = [
+    Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
+    Scenario {
+        name: "partition-storm",
+        summary: "network partitions, clogging, drops, duplicates and delay",
+        build: partition_storm,
+    },
+    Scenario {
+        name: "disk-rot",
+        summary: "torn, lost, misdirected and failed writes, read corruption, occasional crashes",
+        build: disk_rot,
+    },
+    Scenario {
+        name: "crash-loop",
+        summary: "replicas crash, restart from the crashed disk and pause, often",
+        build: crash_loop,
+    },
+    Scenario {
+        name: "shard-chaos",
+        summary: "4 shards per replica; full inboxes, dropped deliveries, shard panics",
+        build: shard_chaos,
+    },
+    Scenario {
+        name: "swarm",
+        summary: "per-seed mix: each fault kind on with p=1/2 at a rate drawn from the seed",
+        build: swarm,
+    },
+];
+
+pub fn find(name: &str) -> Result<&'static Scenario, CatalogError> {
+    SCENARIOS.iter().find(|scenario| scenario.name == name).ok_or_else(|| CatalogError::UnknownScenario {
+        name: name.to_string(),
+        known: SCENARIOS.iter().map(|scenario| scenario.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn base(seed: u64, scenario: &str) -> RunConfig {
+    RunConfig {
+        seed,
+        scenario: scenario.to_string(),
+        replica_count: REPLICA_COUNT_DEFAULT,
+        shards_per_replica: SHARDS_PER_REPLICA_DEFAULT,
+        client_count: CLIENT_COUNT_DEFAULT,
+        safety_time_ns: SAFETY_TIME_DEFAULT_NS,
+        liveness_time_ns: LIVENESS_TIME_DEFAULT_NS,
+        faults: FaultMix::none(),
+        fault_budget: None,
+        record_trace: false,
+        script: Vec::new(),
+    }
+}
+
+pub fn steady(seed: u64) -> RunConfig {
+    base(seed, "steady")
+}
+
+pub fn partition_storm(seed: u64) -> RunConfig {
+    let mut config = base(seed, "partition-storm");
+    config.faults.network_partition_ppm = 3_000;
+    config.faults.network_clog_ppm = 2_000;
+    config.faults.network_drop_ppm = 10_000;
+    config.faults.network_duplicate_ppm = 5_000;
+    config.faults.network_delay_max_ns = 20 * NS_PER_MS;
+    config
+}
+
+pub fn disk_rot(seed: u64) -> RunConfig {
+    let mut config = base(seed, "disk-rot");
+    config.faults.storage_torn_write_ppm = 5_000;
+    config.faults.storage_lost_write_ppm = 20_000;
+    config.faults.storage_read_corruption_ppm = 2_000;
+    config.faults.storage_misdirected_write_ppm = 1_000;
+    config.faults.storage_write_error_ppm = 2_000;
+    // Lost and torn pending writes only show after a crash.
+    config.faults.replica_crash_ppm = 300;
+    config
+}
+
+pub fn crash_loop(seed: u64) -> RunConfig {
+    let mut config = base(seed, "crash-loop");
+    config.faults.replica_crash_ppm = 2_000;
+    config.faults.replica_pause_ppm = 1_000;
+    config.faults.storage_lost_write_ppm = 30_000;
+    config
+}
+
+pub fn shard_chaos(seed: u64) -> RunConfig {
+    let mut config = base(seed, "shard-chaos");
+    config.shards_per_replica = 4;
+    config.faults.shard_inbox_full_ppm = 20_000;
+    config.faults.shard_delivery_drop_ppm = 10_000;
+    config.faults.shard_panic_ppm = 200;
+    config.faults.network_delay_max_ns = 5 * NS_PER_MS;
+    config
+}
+
+/// Swarm testing: every seed gets its own mix, so a sweep covers runs with
+/// few fault kinds at high rates as well as many kinds at low rates.
+pub fn swarm(seed: u64) -> RunConfig {
+    let mut config = base(seed, "swarm");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SWARM_SEED_SALT);
+    config.client_count = 1 + (rng.next_u64() % u64::from(SWARM_CLIENT_COUNT_MAX)) as u32;
+    config.shards_per_replica = 1 + (rng.next_u64() % u64::from(SWARM_SHARDS_PER_REPLICA_MAX)) as u16;
+    for field in &FAULT_FIELDS {
+        // Draw both numbers for every field, so turning one field off does
+        // not shift the draws of the fields after it.
+        let enabled = rng.next_u64() % 2 == 0;
+        let rate = 1 + rng.next_u64() % field.swarm_max;
+        if enabled {
+            (field.set)(&mut config.faults, rate);
+        }
+    }
+    assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
+    assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_fields_cover_every_fault_mix_field_in_order() {
+        let json = serde_json::to_value(FaultMix::none()).unwrap();
+        let names: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut ours: Vec<&str> = FAULT_FIELDS.iter().map(|field| field.name).collect();
+        let mut theirs = names.clone();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn fault_field_set_then_get_round_trips_each_field_alone() {
+        for field in &FAULT_FIELDS {
+            let mut mix = FaultMix::none();
+            (field.set)(&mut mix, 1234);
+            assert_eq!((field.get)(&mix), 1234, "{}", field.name);
+            let others = FAULT_FIELDS.iter().filter(|other| other.name != field.name);
+            assert!(others.clone().all(|other| (other.get)(&mix) == 0), "{} leaks into another field", field.name);
+        }
+    }
+
+    #[test]
+    fn every_scenario_builds_its_own_name_and_seed() {
+        for scenario in &SCENARIOS {
+            let config = scenario.config(42);
+            assert_eq!(config.scenario, scenario.name);
+            assert_eq!(config.seed, 42);
+            assert_eq!(config.replica_count, 3);
+            assert!(!config.record_trace);
+            assert_eq!(find(scenario.name).unwrap().name, scenario.name);
+        }
+        assert_eq!(steady(1).faults, FaultMix::none());
+        assert_ne!(partition_storm(1).faults, FaultMix::none());
+    }
+
+    #[test]
+    fn unknown_scenario_error_lists_the_known_names() {
+        let error = find("nope").unwrap_err().to_string();
+        assert!(error.contains("shoal-sim list") && error.contains("partition-storm"), "{error}");
+    }
+
+    #[test]
+    fn swarm_is_a_function_of_the_seed_and_varies_across_seeds() {
+        assert_eq!(swarm(7), swarm(7));
+        let mixes: std::collections::BTreeSet<String> =
+            (0..32).map(|seed| fault_mix_summary(&swarm(seed).faults)).collect();
+        assert!(mixes.len() > 16, "swarm should give most seeds their own mix, got {}", mixes.len());
+        // With p=1/2 per kind, 32 seeds all off (or all on) for one kind is ~1e-9.
+        for field in &FAULT_FIELDS {
+            let on = (0..32).filter(|seed| (field.get)(&swarm(*seed).faults) != 0).count();
+            assert!(on > 0 && on < 32, "{} on in {on}/32 seeds", field.name);
+            assert!((0..32).all(|seed| (field.get)(&swarm(seed).faults) <= field.swarm_max));
+        }
+    }
+
+    #[test]
+    fn fault_mix_summary_names_only_non_zero_knobs() {
+        assert_eq!(fault_mix_summary(&FaultMix::none()), "no faults");
+        let mut mix = FaultMix::none();
+        mix.shard_panic_ppm = 5;
+        assert_eq!(fault_mix_summary(&mix), "shard_panic_ppm=5");
+    }
+}
