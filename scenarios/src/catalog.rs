@@ -73,8 +73,11 @@ pub const FAULT_FIELDS: [FaultField; 15] = [
     ppm_field!(replica_pause_ppm, 2_000),
     ppm_field!(storage_torn_write_ppm, 10_000),
     ppm_field!(storage_lost_write_ppm, 50_000),
-    ppm_field!(storage_read_corruption_ppm, 5_000),
-    ppm_field!(storage_misdirected_write_ppm, 2_000),
+    // Per restart of the one replica whose disk may rot.
+    ppm_field!(storage_read_corruption_ppm, 500_000),
+    // Not drawn: the cluster cannot yet survive a misdirected WAL write (it
+    // needs redundant headers); the journal model tests exercise them.
+    ppm_field!(storage_misdirected_write_ppm, 0),
     ppm_field!(storage_write_error_ppm, 5_000),
     ppm_field!(shard_inbox_full_ppm, 30_000),
     ppm_field!(shard_delivery_drop_ppm, 20_000),
@@ -116,7 +119,7 @@ pub const SCENARIOS: [Scenario; 6] = [
     },
     Scenario {
         name: "disk-rot",
-        summary: "torn, lost, misdirected and failed writes, read corruption, occasional crashes",
+        summary: "torn, lost and failed writes, sticky read corruption, occasional crashes",
         build: disk_rot,
     },
     Scenario {
@@ -177,8 +180,7 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     let mut config = base(seed, "disk-rot");
     config.faults.storage_torn_write_ppm = 5_000;
     config.faults.storage_lost_write_ppm = 20_000;
-    config.faults.storage_read_corruption_ppm = 2_000;
-    config.faults.storage_misdirected_write_ppm = 1_000;
+    config.faults.storage_read_corruption_ppm = 300_000;
     config.faults.storage_write_error_ppm = 2_000;
     // Lost and torn pending writes only show after a crash.
     config.faults.replica_crash_ppm = 300;
@@ -214,8 +216,8 @@ pub fn swarm(seed: u64) -> RunConfig {
         // Draw both numbers for every field, so turning one field off does
         // not shift the draws of the fields after it.
         let enabled = rng.next_u64() % 2 == 0;
-        let rate = 1 + rng.next_u64() % field.swarm_max;
-        if enabled {
+        let rate = 1 + rng.next_u64() % field.swarm_max.max(1);
+        if enabled && field.swarm_max > 0 {
             (field.set)(&mut config.faults, rate);
         }
     }

@@ -290,7 +290,9 @@ impl Cluster {
             Event::ReplicaTick(replica) => self.on_replica_tick(replica),
             Event::ClientTick(client) => self.on_client_tick(client),
             Event::NetworkTick => {
+                let before = self.network.counters.clone();
                 let changes = self.network.tick(self.now_ns);
+                self.spend_network_faults(&before);
                 for change in changes {
                     let kind = if change.starts_with("heal") { TimelineKind::PartitionEnd } else { TimelineKind::PartitionStart };
                     self.record(None, "network", 0, 0, || change.clone());
@@ -386,18 +388,23 @@ impl Cluster {
             storage_action => {
                 if self.roll(self.config.faults.storage_write_error_ppm, "storage_write_error") {
                     self.nodes[index].io.disk().fail_next_write();
-                } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_crash_before_fsync") {
+                } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_torn_write")
+                    || self.roll(self.config.faults.storage_lost_write_ppm, "storage_lost_write")
+                {
                     // The write lands in the page cache and the fsync fails:
-                    // the crash that follows may lose or tear it.
+                    // the crash that follows loses or tears it, as the seed says.
                     self.nodes[index].io.disk().fail_next_sync();
                 }
                 let storage = self.nodes[index].storage.as_mut().expect("running replica has storage");
                 match storage.execute(&storage_action) {
                     Ok(()) => {
-                        self.after_storage(replica, &storage_action);
+                        self.after_storage(replica, &storage_action, true);
                         true
                     }
                     Err(error) => {
+                        // A failed action may still have reached the disk in
+                        // part: what it meant to drop is no longer promised.
+                        self.after_storage(replica, &storage_action, false);
                         let reason = error.to_string();
                         self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
                         self.crash(replica, "storage error");
@@ -410,16 +417,20 @@ impl Cluster {
 
     /// Keep the recovery checker's list of promises in step with what the
     /// replica legitimately dropped.
-    fn after_storage(&mut self, replica: u8, action: &Action) {
+    fn after_storage(&mut self, replica: u8, action: &Action, durable: bool) {
         let acked = &mut self.nodes[replica as usize].acked;
         match action {
             // Every prepare written and fsynced is a promise, acknowledged or
             // not (a primary acknowledges to itself): it must survive a crash.
-            Action::WritePrepare { message } => {
+            Action::WritePrepare { message } if durable => {
                 acked.insert(message.header.op, message.header.checksum);
             }
+            // A rewrite that failed may have torn the slot it replaced.
+            Action::WritePrepare { message } => {
+                acked.remove(&message.header.op);
+            }
             Action::TruncateLog { after_op } => acked.retain(|op, _| op <= after_op),
-            Action::Checkpoint { checkpoint } => acked.retain(|op, _| *op > checkpoint.anchor.op),
+            Action::Checkpoint { checkpoint } if durable => acked.retain(|op, _| *op > checkpoint.anchor.op),
             _ => {}
         }
     }
@@ -618,17 +629,35 @@ impl Cluster {
         }
     }
 
-    fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
-        let replicas = self.config.replica_count;
-        let before: u64 = self.network.counters.values().sum();
-        let fate = self.network.submit(self.now_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
-        let after: u64 = self.network.counters.values().sum();
-        if after > before && self.phase == Phase::Safety {
-            self.spend_fault("network");
-            if self.fault_budget == Some(0) {
-                self.network.heal();
+    /// Charge the faults the network model just injected to the budget; once
+    /// it is spent the network heals for good. Messages lost to a partition
+    /// are its consequence, not faults of their own.
+    fn spend_network_faults(&mut self, before: &BTreeMap<&'static str, u64>) {
+        if self.network.counters == *before {
+            return;
+        }
+        let increased: Vec<(&'static str, u64)> = self
+            .network
+            .counters
+            .iter()
+            .map(|(kind, count)| (*kind, count - before.get(kind).copied().unwrap_or(0)))
+            .filter(|(kind, delta)| *delta > 0 && *kind != "network_partition_drop")
+            .collect();
+        for (kind, delta) in increased {
+            for _ in 0..delta {
+                self.spend_fault(kind);
             }
         }
+        if self.fault_budget == Some(0) {
+            self.network.heal();
+        }
+    }
+
+    fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
+        let replicas = self.config.replica_count;
+        let before = self.network.counters.clone();
+        let fate = self.network.submit(self.now_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
+        self.spend_network_faults(&before);
         let command = message.header.command as u64;
         match fate {
             Fate::Dropped { reason } => {
@@ -813,11 +842,6 @@ impl Cluster {
         if !matches!(verdict, Verdict::Pass) {
             let detail = format!("{verdict:?}");
             self.timeline(0, TimelineKind::Violation, detail);
-        }
-        for (kind, count) in &self.network.counters {
-            if kind.starts_with("network") {
-                self.faults.insert((*kind).to_string(), *count);
-            }
         }
         for (index, node) in self.nodes.iter().enumerate() {
             for (kind, count) in node.io.disk().counters() {

@@ -216,25 +216,30 @@ impl<S: StateMachine> Replica<S> {
             entries: Vec::new(),
             journal_faulty: false,
         };
-        let mut replica = Replica::open(config, state_machine, recovered).expect("an empty disk recovers");
-        if replica.view == 0 && replica.status == Status::ViewChange {
-            unreachable!("a fresh replica starts in view 0, normal status");
-        }
-        replica.actions.clear();
+        let replica = Replica::start(config, state_machine, recovered, false).expect("an empty disk recovers");
+        assert!(replica.view == 0 && replica.status == Status::Normal, "a new group starts in view 0");
+        assert!(replica.actions.is_empty());
         replica
     }
 
-    /// A replica restarted from what its disk kept.
+    /// A replica restarted from what its disk kept. Even an empty disk is a
+    /// restart here: the cluster may have moved on while this replica was
+    /// down, so a restarted primary never resumes its old view.
     pub fn open(config: ReplicaConfig, state_machine: S, recovered: Recovered) -> Result<Replica<S>, SnapshotError> {
+        Replica::start(config, state_machine, recovered, true)
+    }
+
+    fn start(
+        config: ReplicaConfig,
+        state_machine: S,
+        recovered: Recovered,
+        restarted: bool,
+    ) -> Result<Replica<S>, SnapshotError> {
         assert!(config.replica < config.replica_count);
         assert!(config.journal_slot_count as usize > VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX);
         assert!(config.checkpoint_interval_ops > 0);
         assert!(config.checkpoint_interval_ops + (VIEW_HEADERS_MAX as u64) < config.journal_slot_count);
         let root = root_header(config.cluster, config.namespace);
-        let recovered_is_fresh = recovered.durable.view == 0
-            && recovered.entries.is_empty()
-            && recovered.checkpoint.is_none()
-            && recovered.durable.commit == 0;
         let mut replica = Replica {
             config,
             quorum: config.replica_count as usize / 2 + 1,
@@ -282,8 +287,7 @@ impl<S: StateMachine> Replica<S> {
         if replica.status == Status::ViewChange {
             replica.svc_from.insert(config.replica);
         }
-        let fresh = recovered_is_fresh;
-        if !fresh && replica.status == Status::Normal && replica.is_primary() && replica.config.replica_count > 1 {
+        if restarted && replica.status == Status::Normal && replica.is_primary() && replica.config.replica_count > 1 {
             // A restarted primary lost its pipeline's prepare_oks; let a view
             // change rebuild them rather than guess.
             replica.start_view_change(replica.view + 1);
