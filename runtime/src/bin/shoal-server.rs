@@ -36,14 +36,15 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 ///
 /// SKELETON: this binary implements only the process lifecycle — it parses
 /// flags, reads the CPU topology, spawns one pinned thread per shard (each with
-/// its own compio runtime, io_uring or the polling fallback), and exits cleanly
-/// on Ctrl-C (SIGINT/SIGTERM) or when any shard fails. It does not yet open a
-/// WAL, accept connections or run VSR.
+/// its own compio runtime, io_uring or the polling fallback), has shard 0 open
+/// the metadata snapshot in --data-dir and hand it to the other shards, and
+/// exits cleanly on Ctrl-C (SIGINT/SIGTERM) or when any shard fails. It does
+/// not yet open a WAL, accept connections or run VSR.
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal-server",
     version,
-    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle only, no WAL/network/VSR yet)",
+    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle and metadata handoff only, no WAL/network/VSR yet)",
     long_about
 )]
 struct Args {
@@ -200,12 +201,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
 }
 
 type Bundle = Vec<u8>;
+/// Shard 0's ends of the handoff channels, one per peer.
+type Peers = Vec<(ShardId, OneShotSender<Bundle>)>;
 
 /// The single-shot channels of the start-up handoff, one per peer shard,
 /// parked here until each shard thread takes its end.
 #[derive(Debug)]
 struct Handoff {
-    senders: Mutex<Option<Vec<(ShardId, OneShotSender<Bundle>)>>>,
+    senders: Mutex<Option<Peers>>,
     /// Indexed by shard id; shard 0's entry is always `None`.
     receivers: Mutex<Vec<Option<OneShotReceiver<Bundle>>>>,
 }
@@ -223,7 +226,7 @@ impl Handoff {
     }
 
     /// Shard 0's senders; taken exactly once.
-    fn take_senders(&self) -> Vec<(ShardId, OneShotSender<Bundle>)> {
+    fn take_senders(&self) -> Peers {
         let mut senders = self.senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         senders.take().expect("shard 0 takes the handoff senders once")
     }
@@ -241,7 +244,7 @@ impl Handoff {
 async fn shard_zero_start(
     context: &ShardContext,
     snapshot_path: &Path,
-    senders: Vec<(ShardId, OneShotSender<Bundle>)>,
+    senders: Peers,
     fail: Option<&str>,
 ) -> Result<bool, String> {
     if let Some(fail) = fail {
