@@ -21,7 +21,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::header::{Command, Header, HEADER_SIZE_BYTES, Operation, checksum};
-use shoal_vsr::io::OpenMode;
+use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::conformance::{CLUSTER, Chain, NAMESPACE, config};
 use shoal_vsr::journal::{FILE_HEADER_SIZE_BYTES, JournalConfig, PrepareJournal, journal_path};
 
@@ -71,12 +71,6 @@ impl Input<'_> {
 
 const DIR: &str = "/data/fuzz";
 
-fn journal_config(slot_count: u64) -> JournalConfig {
-    let config = config(slot_count);
-    debug_assert_eq!((config.cluster, config.namespace), (CLUSTER, NAMESPACE));
-    config
-}
-
 /// What the file was built from: the headers that were legitimately
 /// appended (damaged mode), or `None` when anything valid may be recovered.
 type Appended = Option<Vec<Header>>;
@@ -89,7 +83,6 @@ fn build_raw(io: &SimIo, input: &mut Input<'_>) {
 }
 
 async fn io_create_empty(io: &SimIo, path: &Path) {
-    use shoal_vsr::io::Io;
     io.create_dir_all(Path::new(DIR)).await.unwrap();
     io.open(path, OpenMode::ReadWriteCreate).await.unwrap();
 }
@@ -232,7 +225,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input { bytes: data };
     let selector = input.u8();
     let slot_count = u64::from(input.u8()) % SLOT_COUNT_MAX + 1;
-    let config = journal_config(slot_count);
+    let config = config(slot_count);
     let mode = if selector & 0x80 == 0 { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
     let io = SimIo::new(u64::from(selector));
     let appended = match selector % 4 {
