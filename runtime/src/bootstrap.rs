@@ -1,17 +1,21 @@
 //! Process lifecycle: spawn one pinned OS thread per shard, each with its own
 //! compio runtime, and shut them all down together.
 //!
-//! Owns the shutdown flag (`Shutdown`, an `Arc<AtomicBool>`), the supervisor
-//! that watches the shards, the SIGINT/SIGTERM handler and the bounded join.
-//! Must not know what a shard does: the shard body is a closure the caller
-//! passes in, and it must poll `Shutdown` (see `wait_for_shutdown`).
+//! Owns the supervisor that watches the shards, the SIGINT/SIGTERM handler
+//! and the bounded join. The shutdown flag itself is the shard crate's
+//! `ShutdownFlag` (an `Arc<AtomicBool>`): one flag for signals, shard panics,
+//! shard failures and failed spawns, shared with the shard-side code (the
+//! metadata handoff polls the same flag). Must not know what a shard does: the
+//! shard body is a closure the caller passes in, and it must poll the flag
+//! (see `wait_for_shutdown`).
 //!
 //! Rules:
-//! - A shard that panics, whose runtime cannot be built, or whose thread cannot
-//!   be pinned flips the flag: the whole process shuts down, never half of it.
+//! - A shard that panics, returns an error, whose runtime cannot be built, or
+//!   whose thread cannot be pinned flips the flag: the whole process shuts
+//!   down, never half of it.
 //! - A thread that cannot be spawned flips the flag too; no further shard is
 //!   spawned and the ones already running are told to stop.
-//! - A shard that returns normally does not stop the others.
+//! - A shard that returns `Ok` does not stop the others.
 //! - After the flag flips, survivors get one overall deadline (`join_timeout`),
 //!   measured once: the wait is bounded by the slowest shard, not N × timeout.
 //!   A shard still running at the deadline is reported `Stuck` and left behind;
@@ -20,12 +24,12 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::pinning::{AllocationError, TopologyError, check_shards_count, pin_current_thread};
 use crate::real_io::{DriverChoice, RealIo, build_runtime, panic_message};
+use shoal_shard::lifecycle::ShutdownFlag;
 use shoal_vsr::io::Io;
 
 /// How long survivors get, in total, to stop after the flag flips.
@@ -35,42 +39,17 @@ const SUPERVISOR_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How often `wait_for_shutdown` looks at the flag, in nanoseconds of `Io` time.
 pub const SHUTDOWN_POLL_INTERVAL_NS: u64 = 10_000_000;
 
-/// The process-wide shutdown flag. Cloning shares it.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    flag: Arc<AtomicBool>,
-}
-
-impl Shutdown {
-    pub fn new() -> Shutdown {
-        Shutdown::default()
+/// Flip `shutdown` and log why, once: only the call that finds the flag
+/// still clear logs (a racing second caller may log too; harmless).
+pub fn request_shutdown(shutdown: &ShutdownFlag, reason: &str) {
+    if !shutdown.is_requested() {
+        tracing::info!(reason, "shutdown requested");
     }
-
-    /// Wrap an existing flag (e.g. one shared with other subsystems).
-    pub fn from_flag(flag: Arc<AtomicBool>) -> Shutdown {
-        Shutdown { flag }
-    }
-
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        self.flag.clone()
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    /// Flip the flag; returns whether this call was the one that flipped it.
-    pub fn request(&self, reason: &str) -> bool {
-        let first = !self.flag.swap(true, Ordering::AcqRel);
-        if first {
-            tracing::info!(reason, "shutdown requested");
-        }
-        first
-    }
+    shutdown.request();
 }
 
 /// Await until the flag flips, looking every `SHUTDOWN_POLL_INTERVAL_NS`.
-pub async fn wait_for_shutdown<I: Io>(io: &I, shutdown: &Shutdown) {
+pub async fn wait_for_shutdown<I: Io>(io: &I, shutdown: &ShutdownFlag) {
     while !shutdown.is_requested() {
         io.sleep(SHUTDOWN_POLL_INTERVAL_NS).await;
     }
@@ -83,7 +62,7 @@ pub struct ShardContext {
     pub shards_count: u16,
     /// The CPU the thread is pinned to; `None` when pinning is off.
     pub cpu: Option<usize>,
-    pub shutdown: Shutdown,
+    pub shutdown: ShutdownFlag,
     pub io: RealIo,
 }
 
@@ -131,8 +110,10 @@ pub enum BootstrapError {
 /// How one shard ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardExit {
-    /// The body returned.
+    /// The body returned `Ok`.
     Clean,
+    /// The body returned an error (e.g. shard 0 could not open the metadata).
+    Failed { message: String },
     Panicked { message: String },
     /// Its compio runtime could not be built.
     RuntimeFailed { message: String },
@@ -180,10 +161,12 @@ impl RunReport {
 ///
 /// Call `install_signal_handler` first, from the main thread, so that the
 /// shard threads inherit the blocked signal mask.
-pub fn run_shards<F, Fut>(config: BootstrapConfig, shutdown: Shutdown, body: F) -> Result<RunReport, BootstrapError>
+/// `body` returns `Err(message)` for a failure that is not a bug (a corrupt
+/// file, a peer that never answered): like a panic, it stops the process.
+pub fn run_shards<F, Fut>(config: BootstrapConfig, shutdown: ShutdownFlag, body: F) -> Result<RunReport, BootstrapError>
 where
     F: Fn(ShardContext) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + 'static,
+    Fut: Future<Output = Result<(), String>> + 'static,
 {
     let shards_count = check_shards_count(config.cpus.len())?;
     let body = Arc::new(body);
@@ -215,7 +198,7 @@ where
             std::thread::Builder::new().name(format!("shard-{shard_id}")).spawn(move || {
                 let exit = run_one_shard(&context, &*body);
                 if !exit.is_clean() {
-                    context.shutdown.request(&format!("shard {shard_id} failed: {exit:?}"));
+                    request_shutdown(&context.shutdown, &format!("shard {shard_id} failed: {exit:?}"));
                 }
                 // The supervisor may already have given up on us; nothing to do then.
                 let _ = report_tx.send((shard_id, exit));
@@ -225,7 +208,7 @@ where
             Ok(handle) => threads.push(Some(handle)),
             Err(error) => {
                 tracing::error!(shard_id, %error, "cannot spawn shard thread; shutting down");
-                shutdown.request(&format!("spawn of shard {shard_id} failed: {error}"));
+                request_shutdown(&shutdown, &format!("spawn of shard {shard_id} failed: {error}"));
                 exits[index] = Some(ShardExit::NotSpawned { message: error.to_string() });
                 threads.push(None);
             }
@@ -254,7 +237,7 @@ where
                 let index = usize::from(shard_id);
                 assert!(exits[index].is_none(), "shard {shard_id} reported twice");
                 if !exit.is_clean() {
-                    shutdown.request(&format!("shard {shard_id} failed"));
+                    request_shutdown(&shutdown, &format!("shard {shard_id} failed"));
                 }
                 tracing::debug!(shard_id, ?exit, "shard ended");
                 exits[index] = Some(exit);
@@ -294,13 +277,13 @@ struct ThreadStart {
     cpu: usize,
     pin: bool,
     driver: DriverChoice,
-    shutdown: Shutdown,
+    shutdown: ShutdownFlag,
 }
 
 fn run_one_shard<F, Fut>(start: &ThreadStart, body: &F) -> ShardExit
 where
     F: Fn(ShardContext) -> Fut,
-    Fut: Future<Output = ()> + 'static,
+    Fut: Future<Output = Result<(), String>> + 'static,
 {
     if start.pin
         && let Err(error) = pin_current_thread(start.cpu)
@@ -322,11 +305,12 @@ where
                 shutdown: start.shutdown.clone(),
                 io,
             };
-            body(context).await;
+            body(context).await
         })
     }));
     match outcome {
-        Ok(()) => ShardExit::Clean,
+        Ok(Ok(())) => ShardExit::Clean,
+        Ok(Err(message)) => ShardExit::Failed { message },
         Err(payload) => ShardExit::Panicked { message: panic_message(payload.as_ref()) },
     }
 }
@@ -338,7 +322,7 @@ where
 ///
 /// Call once, from the main thread, before `run_shards`. Safe Rust only:
 /// `sigwait` in a dedicated thread needs no async-signal-safe handler.
-pub fn install_signal_handler(shutdown: &Shutdown) -> Result<(), BootstrapError> {
+pub fn install_signal_handler(shutdown: &ShutdownFlag) -> Result<(), BootstrapError> {
     use nix::sys::signal::{SigSet, Signal};
 
     let mut signals = SigSet::empty();
@@ -352,10 +336,14 @@ pub fn install_signal_handler(shutdown: &Shutdown) -> Result<(), BootstrapError>
             loop {
                 match signals.wait() {
                     Ok(signal) => {
-                        if !shutdown.request(&format!("received {signal}")) {
-                            tracing::warn!(%signal, "second signal during shutdown; exiting now");
+                        // This thread is the only one that reads signals, so
+                        // "already requested" means a second signal or a
+                        // shutdown already under way (a shard failed).
+                        if shutdown.is_requested() {
+                            tracing::warn!(%signal, "signal during shutdown; exiting now");
                             std::process::exit(130);
                         }
+                        request_shutdown(&shutdown, &format!("received {signal}"));
                     }
                     Err(errno) => {
                         tracing::error!(%errno, "sigwait failed; signals are no longer handled");
@@ -371,7 +359,7 @@ pub fn install_signal_handler(shutdown: &Shutdown) -> Result<(), BootstrapError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn config(shards: usize) -> BootstrapConfig {
         // Unpinned: the tests must not depend on which CPUs the CI box offers,
@@ -382,12 +370,13 @@ mod tests {
     /// A shard that spins until the flag flips, counting how many stopped.
     fn spin_until_shutdown(
         stopped: Arc<AtomicUsize>,
-    ) -> impl Fn(ShardContext) -> std::pin::Pin<Box<dyn Future<Output = ()>>> + Send + Sync + 'static {
+    ) -> impl Fn(ShardContext) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>>>> + Send + Sync + 'static {
         move |context: ShardContext| {
             let stopped = stopped.clone();
             Box::pin(async move {
                 wait_for_shutdown(&context.io, &context.shutdown).await;
                 stopped.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             })
         }
     }
@@ -396,7 +385,7 @@ mod tests {
     fn a_panicking_shard_shuts_every_shard_down() {
         let stopped = Arc::new(AtomicUsize::new(0));
         let spin = spin_until_shutdown(stopped.clone());
-        let shutdown = Shutdown::new();
+        let shutdown = ShutdownFlag::new();
         let report = run_shards(config(4), shutdown.clone(), move |context: ShardContext| {
             let spinning = spin(context.clone());
             async move {
@@ -404,7 +393,7 @@ mod tests {
                     context.io.sleep(20_000_000).await;
                     panic!("shard 2 hit a bug");
                 }
-                spinning.await;
+                spinning.await
             }
         })
         .unwrap();
@@ -418,9 +407,33 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_returning_an_error_shuts_every_shard_down() {
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let spin = spin_until_shutdown(stopped.clone());
+        let shutdown = ShutdownFlag::new();
+        let report = run_shards(config(3), shutdown.clone(), move |context: ShardContext| {
+            let spinning = spin(context.clone());
+            async move {
+                if context.shard_id == 0 {
+                    context.io.sleep(20_000_000).await;
+                    return Err("metadata snapshot is unreadable".to_string());
+                }
+                spinning.await
+            }
+        })
+        .unwrap();
+        assert!(shutdown.is_requested());
+        assert_eq!(stopped.load(Ordering::SeqCst), 2, "both peers saw the flag");
+        assert_eq!(report.shards[0].exit, ShardExit::Failed { message: "metadata snapshot is unreadable".into() });
+        assert!(report.shards[1..].iter().all(|shard| shard.exit.is_clean()));
+        assert!(!report.all_clean());
+        assert!(report.join_elapsed.unwrap() < Duration::from_secs(2));
+    }
+
+    #[test]
     fn a_failed_spawn_stops_spawning_and_shuts_the_started_shards_down() {
         let stopped = Arc::new(AtomicUsize::new(0));
-        let shutdown = Shutdown::new();
+        let shutdown = ShutdownFlag::new();
         let report = run_shards(
             BootstrapConfig { fail_spawn_of_shard: Some(2), ..config(4) },
             shutdown.clone(),
@@ -445,7 +458,7 @@ mod tests {
         let release = Arc::new(AtomicBool::new(false));
         let released = release.clone();
         let started = Instant::now();
-        let report = run_shards(BootstrapConfig { join_timeout, ..config(4) }, Shutdown::new(), move |context| {
+        let report = run_shards(BootstrapConfig { join_timeout, ..config(4) }, ShutdownFlag::new(), move |context| {
             let released = released.clone();
             async move {
                 if context.shard_id == 0 {
@@ -455,6 +468,7 @@ mod tests {
                 while !released.load(Ordering::SeqCst) {
                     context.io.sleep(5_000_000).await;
                 }
+                Ok(())
             }
         })
         .unwrap();
@@ -470,13 +484,14 @@ mod tests {
     fn clean_shards_do_not_stop_each_other() {
         let stopped = Arc::new(AtomicUsize::new(0));
         let counted = stopped.clone();
-        let shutdown = Shutdown::new();
+        let shutdown = ShutdownFlag::new();
         let report = run_shards(config(3), shutdown.clone(), move |context| {
             let counted = counted.clone();
             async move {
                 context.io.sleep(u64::from(context.shard_id) * 10_000_000).await;
                 assert_eq!(context.shards_count, 3);
                 counted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             }
         })
         .unwrap();
@@ -489,11 +504,11 @@ mod tests {
     #[test]
     fn external_request_stops_spinning_shards() {
         let stopped = Arc::new(AtomicUsize::new(0));
-        let shutdown = Shutdown::new();
+        let shutdown = ShutdownFlag::new();
         let trigger = shutdown.clone();
         let flipper = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            trigger.request("test");
+            request_shutdown(&trigger, "test");
         });
         let report = run_shards(config(2), shutdown, spin_until_shutdown(stopped.clone())).unwrap();
         flipper.join().unwrap();
@@ -507,11 +522,12 @@ mod tests {
         let cpus = topology.resolve(&crate::pinning::CpuAllocation::All).unwrap();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
-        let report = run_shards(BootstrapConfig::new(cpus.clone()), Shutdown::new(), move |context| {
+        let report = run_shards(BootstrapConfig::new(cpus.clone()), ShutdownFlag::new(), move |context| {
             let record = record.clone();
             async move {
                 let affinity = crate::pinning::current_thread_affinity().unwrap();
                 record.lock().unwrap().push((context.cpu.unwrap(), affinity));
+                Ok(())
             }
         })
         .unwrap();
@@ -526,7 +542,7 @@ mod tests {
 
     #[test]
     fn zero_shards_is_a_typed_error() {
-        let error = run_shards(config(0), Shutdown::new(), |_context| async {}).unwrap_err();
+        let error = run_shards(config(0), ShutdownFlag::new(), |_context| async { Ok(()) }).unwrap_err();
         assert!(matches!(error, BootstrapError::Allocation(AllocationError::ShardsCountZero)));
     }
 }

@@ -1,33 +1,50 @@
 //! `shoal-server`: the process lifecycle of one replica, as a skeleton.
 //!
-//! Owns flag parsing, logging set-up, the signal handler and the shard
-//! bootstrap. Each shard currently only runs until shutdown: no WAL, bus or
+//! Owns flag parsing, logging set-up, the signal handler, the shard bootstrap
+//! and the start-up metadata handoff: shard 0 opens (creating on first start)
+//! the metadata snapshot in `--data-dir` and hands the encoded catalogue to
+//! every other shard over single-shot channels; the others await it. Both
+//! sides poll the one shutdown flag, so a shard 0 that fails first strands no
+//! peer. After the handoff each shard runs until shutdown: no WAL, bus or
 //! replica is wired in yet.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use shoal_runtime::DriverChoice;
 use shoal_runtime::bootstrap::{
-    BootstrapConfig, JOIN_TIMEOUT_DEFAULT, Shutdown, install_signal_handler, run_shards, wait_for_shutdown,
+    BootstrapConfig, JOIN_TIMEOUT_DEFAULT, ShardContext, install_signal_handler, run_shards, wait_for_shutdown,
 };
 use shoal_runtime::pinning::{CpuAllocation, CpuTopology};
+use shoal_runtime::{DriverChoice, RealIo};
+use shoal_shard::handoff::{
+    HandoffError, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot, open_metadata,
+};
+use shoal_shard::lifecycle::ShutdownFlag;
+use shoal_shard::owner_table::ShardId;
 use shoal_vsr::io::Io;
+
+/// The metadata snapshot shard 0 owns, inside `--data-dir`.
+const METADATA_SNAPSHOT_FILE: &str = "metadata.snapshot";
+/// How long shard 0 runs before an injected `--test-fail-shard-zero` failure:
+/// long enough for its peers to be waiting for the handoff.
+const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 
 /// shoal-server: one replica of a shoal cluster.
 ///
 /// SKELETON: this binary implements only the process lifecycle — it parses
 /// flags, reads the CPU topology, spawns one pinned thread per shard (each with
-/// its own compio runtime, io_uring or the polling fallback), and exits cleanly
-/// on Ctrl-C (SIGINT/SIGTERM) or when any shard fails. It does not yet open a
-/// WAL, accept connections or run VSR.
+/// its own compio runtime, io_uring or the polling fallback), has shard 0 open
+/// the metadata snapshot in --data-dir and hand it to the other shards, and
+/// exits cleanly on Ctrl-C (SIGINT/SIGTERM) or when any shard fails. It does
+/// not yet open a WAL, accept connections or run VSR.
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal-server",
     version,
-    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle only, no WAL/network/VSR yet)",
+    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle and metadata handoff only, no WAL/network/VSR yet)",
     long_about
 )]
 struct Args {
@@ -59,6 +76,16 @@ struct Args {
     /// Seconds the shards get, in total, to stop after shutdown is requested.
     #[arg(long, default_value_t = JOIN_TIMEOUT_DEFAULT.as_secs_f64())]
     shutdown_timeout_secs: f64,
+
+    /// Tests only: make shard 0 fail (`panic` or `error`) before the metadata
+    /// handoff, to prove its peers are not stranded.
+    #[arg(long, hide = true, value_parser = ["panic", "error"])]
+    test_fail_shard_zero: Option<String>,
+
+    /// Tests only: run this many shards on the selected CPUs (cycling through
+    /// them), so a 2-core machine can test a 4-shard handoff. Needs --no-pin.
+    #[arg(long, hide = true, requires = "no_pin")]
+    test_shard_count: Option<usize>,
 }
 
 fn parse_replica_count(text: &str) -> Result<u8, String> {
@@ -105,9 +132,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|error| format!("cannot create --data-dir {}: {error}", args.data_dir.display()))?;
     let topology = CpuTopology::detect().map_err(|error| error.to_string())?;
-    let cpus = topology.resolve(&args.cpu_allocation).map_err(|error| error.to_string())?;
+    let mut cpus = topology.resolve(&args.cpu_allocation).map_err(|error| error.to_string())?;
+    if let Some(count) = args.test_shard_count {
+        // Unpinned (clap enforces --no-pin), so a CPU may appear twice.
+        cpus = (0..count).map(|index| cpus[index % cpus.len()]).collect();
+    }
 
-    let shutdown = Shutdown::new();
+    let shutdown = ShutdownFlag::new();
     // Before any shard thread exists, so that every thread inherits the blocked mask.
     install_signal_handler(&shutdown).map_err(|error| error.to_string())?;
 
@@ -118,25 +149,43 @@ fn run(args: Args) -> Result<ExitCode, String> {
         cpu_allocation = %args.cpu_allocation,
         shards = cpus.len(),
         ?driver,
-        "starting shards (skeleton: shards idle until shutdown)"
+        "starting shards (skeleton: metadata handoff, then idle until shutdown)"
     );
+    let handoff = Arc::new(Handoff::new(cpus.len()));
+    let snapshot_path = Arc::new(args.data_dir.join(METADATA_SNAPSHOT_FILE));
+    let fail_shard_zero = args.test_fail_shard_zero.clone();
     let config = BootstrapConfig {
         pin: !args.no_pin,
         driver,
         join_timeout: Duration::from_secs_f64(args.shutdown_timeout_secs),
         ..BootstrapConfig::new(cpus)
     };
-    let report = run_shards(config, shutdown, |context| async move {
-        tracing::info!(
-            shard_id = context.shard_id,
-            cpu = ?context.cpu,
-            driver = context.io.driver_name(),
-            "shard running"
-        );
-        let started_ns = context.io.now_ns();
-        wait_for_shutdown(&context.io, &context.shutdown).await;
-        let ran_ms = (context.io.now_ns() - started_ns) / 1_000_000;
-        tracing::info!(shard_id = context.shard_id, ran_ms, "shard stopped");
+    let report = run_shards(config, shutdown, move |context| {
+        let handoff = handoff.clone();
+        let snapshot_path = snapshot_path.clone();
+        let fail_shard_zero = fail_shard_zero.clone();
+        async move {
+            tracing::info!(
+                shard_id = context.shard_id,
+                cpu = ?context.cpu,
+                driver = context.io.driver_name(),
+                "shard running"
+            );
+            let started_ns = context.io.now_ns();
+            let served = if context.shard_id == ShardId::METADATA.0 {
+                let senders = handoff.take_senders();
+                shard_zero_start(&context, &snapshot_path, senders, fail_shard_zero.as_deref()).await?
+            } else {
+                let receiver = handoff.take_receiver(context.shard_id);
+                peer_start(&context, receiver).await?
+            };
+            if served {
+                wait_for_shutdown(&context.io, &context.shutdown).await;
+            }
+            let ran_ms = (context.io.now_ns() - started_ns) / 1_000_000;
+            tracing::info!(shard_id = context.shard_id, ran_ms, "shard stopped");
+            Ok(())
+        }
     })
     .map_err(|error| error.to_string())?;
 
@@ -148,5 +197,103 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(2))
+    }
+}
+
+type Bundle = Vec<u8>;
+/// Shard 0's ends of the handoff channels, one per peer.
+type Peers = Vec<(ShardId, OneShotSender<Bundle>)>;
+
+/// The single-shot channels of the start-up handoff, one per peer shard,
+/// parked here until each shard thread takes its end.
+#[derive(Debug)]
+struct Handoff {
+    senders: Mutex<Option<Peers>>,
+    /// Indexed by shard id; shard 0's entry is always `None`.
+    receivers: Mutex<Vec<Option<OneShotReceiver<Bundle>>>>,
+}
+
+impl Handoff {
+    fn new(shards_count: usize) -> Handoff {
+        let mut senders = Vec::with_capacity(shards_count.saturating_sub(1));
+        let mut receivers = vec![None];
+        for shard_id in 1..shards_count {
+            let (sender, receiver) = oneshot();
+            senders.push((ShardId(u16::try_from(shard_id).expect("bounded by check_shards_count")), sender));
+            receivers.push(Some(receiver));
+        }
+        Handoff { senders: Mutex::new(Some(senders)), receivers: Mutex::new(receivers) }
+    }
+
+    /// Shard 0's senders; taken exactly once.
+    fn take_senders(&self) -> Peers {
+        let mut senders = self.senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        senders.take().expect("shard 0 takes the handoff senders once")
+    }
+
+    /// A peer's receiver; taken exactly once.
+    fn take_receiver(&self, shard_id: u16) -> OneShotReceiver<Bundle> {
+        assert_ne!(shard_id, ShardId::METADATA.0);
+        let mut receivers = self.receivers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        receivers[usize::from(shard_id)].take().expect("each peer takes its handoff receiver once")
+    }
+}
+
+/// Shard 0: open (or create) the metadata snapshot, replay it, hand it to
+/// every peer. `Ok(false)`: shutdown came first, stop without serving.
+async fn shard_zero_start(
+    context: &ShardContext,
+    snapshot_path: &Path,
+    senders: Peers,
+    fail: Option<&str>,
+) -> Result<bool, String> {
+    if let Some(fail) = fail {
+        context.io.sleep(TEST_FAIL_DELAY_NS).await;
+        tracing::warn!(fail, "injected shard 0 failure before the metadata handoff (--test-fail-shard-zero)");
+        if fail == "panic" {
+            panic!("injected shard 0 panic before the metadata handoff");
+        }
+        return Err("injected shard 0 error before the metadata handoff".to_string());
+    }
+    let state = open_metadata(&context.io, snapshot_path, ShardId::METADATA)
+        .await
+        .map_err(|error| format!("shard 0 cannot open the metadata: {error}"))?;
+    let bundle = state.encode();
+    tracing::info!(
+        path = %snapshot_path.display(),
+        streams = state.streams().len(),
+        partitions = state.partition_namespaces().len(),
+        bundle_bytes = bundle.len(),
+        peers = senders.len(),
+        "metadata opened; handing it to the other shards"
+    );
+    match broadcast_snapshot(&context.io, &bundle, &senders, &context.shutdown).await {
+        Ok(()) => {
+            tracing::info!(peers = senders.len(), "metadata handoff complete");
+            Ok(true)
+        }
+        Err(HandoffError::ShutDown) => Ok(false),
+        Err(error) => Err(format!("shard 0 metadata handoff failed: {error}")),
+    }
+}
+
+/// A peer: wait for shard 0's bundle. `Ok(false)`: shutdown came first.
+async fn peer_start(context: &ShardContext, receiver: OneShotReceiver<Bundle>) -> Result<bool, String> {
+    tracing::info!(shard_id = context.shard_id, "awaiting the metadata snapshot from shard 0");
+    match await_snapshot::<RealIo>(&context.io, &receiver, &context.shutdown).await {
+        Ok(state) => {
+            tracing::info!(
+                shard_id = context.shard_id,
+                streams = state.streams().len(),
+                partitions = state.partition_namespaces().len(),
+                "received the metadata snapshot"
+            );
+            Ok(true)
+        }
+        Err(HandoffError::ShutDown) => {
+            tracing::info!(shard_id = context.shard_id, "shutdown before the metadata handoff; stopping");
+            Ok(false)
+        }
+        Err(error) => Err(format!("shard {} metadata handoff failed: {error}", context.shard_id)),
     }
 }

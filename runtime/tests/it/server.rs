@@ -27,10 +27,29 @@ fn server(dir: &TempDir, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+            let _ = tx.send(strip_ansi(&line));
         }
     });
     (child, rx)
+}
+
+/// The log line without terminal colour codes (`ESC [ ... m`), so tests can
+/// match `field=value`.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Wait until `count` lines contain `needle`; returns every line read.
@@ -160,4 +179,94 @@ fn without_io_uring_a_required_io_uring_fails_start_up_with_a_typed_error() {
     assert_eq!(output.status.code(), Some(2), "a failed shard exits with 2");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("io_uring was required"), "{stderr}");
+}
+
+/// Shards in the handoff tests: more than this 2-core machine has CPUs, so
+/// shard 0 hands the snapshot to three peers.
+const HANDOFF_SHARDS: &str = "4";
+
+fn position(lines: &[String], needle: &str) -> Option<usize> {
+    lines.iter().position(|line| line.contains(needle))
+}
+
+#[test]
+fn shard_zero_hands_the_metadata_snapshot_to_every_peer() {
+    let dir = TempDir::new("server-handoff");
+    let (mut child, lines) = server(&dir, &["--no-pin", "--test-shard-count", HANDOFF_SHARDS]);
+    let mut seen = wait_for(&lines, "received the metadata snapshot", 3);
+    if position(&seen, "metadata handoff complete").is_none() {
+        seen.extend(wait_for(&lines, "metadata handoff complete", 1));
+    }
+    assert!(dir.path().join("data").join("metadata.snapshot").is_file(), "shard 0 created the snapshot");
+    let opened = &seen[position(&seen, "metadata opened").expect("shard 0 logs the open")];
+    assert!(opened.contains("peers=3"), "{opened}");
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child);
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{rest:#?}");
+    let stopped = rest.iter().filter(|line| line.contains("shard stopped")).count();
+    assert_eq!(stopped, 4, "{rest:#?}");
+}
+
+/// Shard 0 fails while its peers wait for the handoff: the process must not
+/// hang on them; it exits with 2 well within the shutdown bound.
+fn shard_zero_failure_strands_no_peer(mode: &str) {
+    const SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
+    let dir = TempDir::new("server-shard0-fails");
+    let (mut child, lines) = server(
+        &dir,
+        &["--no-pin", "--test-shard-count", HANDOFF_SHARDS, "--shutdown-timeout-secs", "2", "--test-fail-shard-zero", mode],
+    );
+    let mut seen = wait_for(&lines, "awaiting the metadata snapshot", 3);
+    seen.extend(wait_for(&lines, "injected shard 0 failure", 1));
+    let failed_at = std::time::Instant::now();
+    let status = wait_exit(&mut child);
+    let exit_elapsed = failed_at.elapsed();
+    seen.extend(lines.try_iter());
+    assert_eq!(status.code(), Some(2), "{seen:#?}");
+    assert!(exit_elapsed < SHUTDOWN_BOUND, "took {exit_elapsed:?} to exit: {seen:#?}");
+    let awaiting_last = seen.iter().rposition(|line| line.contains("awaiting the metadata snapshot")).unwrap();
+    let injected = position(&seen, "injected shard 0 failure").unwrap();
+    assert!(awaiting_last < injected, "every peer was waiting when shard 0 failed: {seen:#?}");
+    assert!(position(&seen, "did not stop before the join deadline").is_none(), "{seen:#?}");
+    assert!(position(&seen, "received the metadata snapshot").is_none(), "{seen:#?}");
+    let peers_ended = seen
+        .iter()
+        .filter(|line| {
+            line.contains("shutdown before the metadata handoff") || line.contains("ended without sending the metadata snapshot")
+        })
+        .count();
+    assert_eq!(peers_ended, 3, "each peer gave up on the handoff: {seen:#?}");
+}
+
+#[test]
+fn shard_zero_panicking_before_the_handoff_strands_no_peer() {
+    shard_zero_failure_strands_no_peer("panic");
+}
+
+#[test]
+fn shard_zero_erroring_before_the_handoff_strands_no_peer() {
+    shard_zero_failure_strands_no_peer("error");
+}
+
+#[test]
+fn a_corrupt_metadata_snapshot_fails_start_up_with_an_operator_message() {
+    let dir = TempDir::new("server-bad-snapshot");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data").join("metadata.snapshot"), b"not a metadata snapshot").unwrap();
+    let (mut child, lines) = server(&dir, &["--no-pin", "--test-shard-count", HANDOFF_SHARDS]);
+    let status = wait_exit(&mut child);
+    let seen: Vec<String> = lines.iter().collect();
+    assert_eq!(status.code(), Some(2), "{seen:#?}");
+    assert!(position(&seen, "metadata snapshot is unreadable").is_some(), "{seen:#?}");
+    assert!(position(&seen, "received the metadata snapshot").is_none(), "{seen:#?}");
+}
+
+#[test]
+fn test_only_flags_are_hidden_from_help() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal-server")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(help.contains("--data-dir"), "{help}");
+    assert!(!help.contains("test-fail-shard-zero") && !help.contains("test-shard-count"), "{help}");
 }
