@@ -198,6 +198,8 @@ pub fn crash_loop(seed: u64) -> RunConfig {
 pub fn shard_chaos(seed: u64) -> RunConfig {
     let mut config = base(seed, "shard-chaos");
     config.shards_per_replica = 4;
+    // One client per partition group (GROUPS_PER_SHARD per shard).
+    config.client_count = 8;
     config.faults.shard_inbox_full_ppm = 20_000;
     config.faults.shard_delivery_drop_ppm = 10_000;
     config.faults.shard_panic_ppm = 200;

@@ -19,6 +19,12 @@ use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
 use shoal_vsr::state_machine::AppendLog;
 
+use shoal_shard::frame::FrameVariant;
+use shoal_shard::metrics::{DropReason, FrameDrops};
+use shoal_shard::namespace::Namespace;
+use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
+use shoal_shard::router::{route_consensus_control, route_partition, route_request};
+
 use crate::checker::{Ack, Checkers};
 use crate::io::SimIo;
 use crate::network::{Fate, Network, NodeId, Partition, PartitionKind, PPM_MAX};
@@ -32,8 +38,12 @@ pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
 /// every journal file small and every simulated fsync cheap.
 pub const MESSAGE_SIZE_MAX_BYTES: u32 = 4 * 1024;
 pub const CLUSTER_ID: u128 = 0x5348_4f41_4c00_0001;
-/// The namespace of the group the simulator runs (partition 1 of topic 1 of stream 1).
+/// The namespace of the first group the simulator runs (partition 1 of
+/// topic 1 of stream 1); group g is partition g + 1.
 pub const NAMESPACE: u64 = (1 << 40) | (1 << 20) | 1;
+/// With more than one shard per replica, this many partition groups per shard
+/// (spread by the partition hash, so some shards hold more than others).
+pub const GROUPS_PER_SHARD: usize = 2;
 pub const CLIENT_ID_BASE: u128 = 1_000;
 pub const CLIENT_RETRY_TICKS: u64 = 30;
 pub const RESTART_DELAY_MAX_NS: u64 = 800_000_000;
@@ -61,18 +71,29 @@ enum Event {
     Scripted { index: usize, attempts: u32 },
 }
 
+/// One VSR group's replica inside one replica process.
 #[derive(Debug)]
-struct Node {
-    io: SimIo,
+struct GroupNode {
     storage: Option<NodeStorage>,
     replica: Option<Replica<AppendLog>>,
-    paused_until_ns: Option<u64>,
     /// Prepares this replica wrote durably (and so may have acknowledged) and
     /// has not legitimately dropped since: they must survive a crash.
     acked: BTreeMap<u64, u128>,
+    last_view: u64,
+}
+
+/// One replica process: one disk, N shards, one group replica per namespace.
+#[derive(Debug)]
+struct Node {
+    io: SimIo,
+    up: bool,
+    paused_until_ns: Option<u64>,
     /// Corruption was injected into this replica's journal while it was down.
     corrupted: bool,
-    last_view: u64,
+    groups: Vec<GroupNode>,
+    /// Which of this process's shards holds the connection to each peer.
+    owners: ReplicaOwnerTable,
+    drops: FrameDrops,
 }
 
 #[derive(Debug)]
@@ -86,6 +107,8 @@ struct InFlight {
 #[derive(Debug)]
 struct Client {
     id: u128,
+    /// The group (partition) this client writes to.
+    group: usize,
     registered: bool,
     request: u64,
     in_flight: Option<InFlight>,
@@ -108,7 +131,15 @@ pub struct Cluster {
     nodes: Vec<Node>,
     clients: Vec<Client>,
     network: Network,
-    checkers: Checkers,
+    /// Namespace of each group; group g lives on shard `shard_of[g]`.
+    namespaces: Vec<u64>,
+    shard_of: Vec<ShardId>,
+    shard_count: ShardCount,
+    /// One set of checkers per group.
+    checkers: Vec<Checkers>,
+    /// Frames handed from one shard to another, and how many arrived.
+    hops_attempted: u64,
+    hops_delivered: u64,
     phase: Phase,
     /// Faults that may still be injected (`None`: unlimited).
     fault_budget: Option<u64>,
@@ -130,10 +161,10 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn storage_config(replica: u8) -> StorageConfig {
+fn storage_config(replica: u8, namespace: u64) -> StorageConfig {
     StorageConfig {
         cluster: CLUSTER_ID,
-        namespace: NAMESPACE,
+        namespace,
         replica,
         slot_count: JOURNAL_SLOT_COUNT,
         message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
@@ -151,27 +182,46 @@ impl Cluster {
     pub fn new(config: &RunConfig) -> Cluster {
         assert!(config.replica_count >= 1 && config.replica_count <= 6, "1 to 6 replicas");
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let shard_count = ShardCount::new(usize::from(config.shards_per_replica)).expect("1 ..= u16::MAX - 1 shards");
+        let group_count = if config.shards_per_replica > 1 { usize::from(config.shards_per_replica) * GROUPS_PER_SHARD } else { 1 };
+        let namespaces: Vec<u64> = (0..group_count)
+            .map(|g| Namespace::partition(1, 1, g as u32 + 1).expect("small ids fit").raw())
+            .collect();
+        assert_eq!(namespaces[0], NAMESPACE);
+        let shard_of: Vec<ShardId> = namespaces.iter().map(|ns| route_partition(Namespace(*ns), shard_count)).collect();
         let root_io = SimIo::new(rng.next_u64());
         let mut nodes = Vec::new();
         for replica in 0..config.replica_count {
             let io = root_io.with_new_disk(rng.next_u64());
             io.disk().faults.read_corruption_ppm = 0;
             io.disk().faults.misdirected_write_ppm = 0;
-            let storage = NodeStorage::format(&io, storage_config(replica)).expect("formatting a fresh disk works");
-            let replica_config = replica_config(config, replica, rng.next_u64());
+            let mut groups = Vec::new();
+            for namespace in &namespaces {
+                let storage =
+                    NodeStorage::format(&io, storage_config(replica, *namespace)).expect("formatting a fresh disk works");
+                let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
+                groups.push(GroupNode {
+                    storage: Some(storage),
+                    replica: Some(Replica::new(replica_config, AppendLog::default())),
+                    acked: BTreeMap::new(),
+                    last_view: 0,
+                });
+            }
+            let owners = ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count);
             nodes.push(Node {
                 io,
-                storage: Some(storage),
-                replica: Some(Replica::new(replica_config, AppendLog::default())),
+                up: true,
                 paused_until_ns: None,
-                acked: BTreeMap::new(),
                 corrupted: false,
-                last_view: 0,
+                groups,
+                owners,
+                drops: FrameDrops::new(),
             });
         }
         let clients = (0..config.client_count)
             .map(|index| Client {
                 id: CLIENT_ID_BASE + u128::from(index),
+                group: index as usize % group_count,
                 registered: false,
                 request: 0,
                 in_flight: None,
@@ -190,7 +240,12 @@ impl Cluster {
             nodes,
             clients,
             network,
-            checkers: Checkers::default(),
+            checkers: (0..group_count).map(|_| Checkers::default()).collect(),
+            namespaces,
+            shard_of,
+            shard_count,
+            hops_attempted: 0,
+            hops_delivered: 0,
             phase: Phase::Safety,
             fault_budget: config.fault_budget,
             faults: BTreeMap::new(),
@@ -203,6 +258,7 @@ impl Cluster {
             converged: false,
         };
         for replica in 0..config.replica_count {
+            cluster.connect(replica);
             let offset = cluster.rng.next_u64() % TICK_NS;
             cluster.schedule(offset, Event::ReplicaTick(replica));
         }
@@ -273,7 +329,7 @@ impl Cluster {
             self.events_processed += 1;
             assert!(self.events_processed < EVENTS_MAX, "event bound exceeded");
             self.handle(event);
-            if self.checkers.violation().is_some() || self.converged {
+            if self.violation().is_some() || self.converged {
                 break;
             }
             if let Phase::Liveness { deadline_ns } = self.phase
@@ -283,6 +339,79 @@ impl Cluster {
             }
         }
         self.finish()
+    }
+
+    fn violation(&self) -> Option<&crate::checker::Violation> {
+        self.checkers.iter().find_map(|c| c.violation())
+    }
+
+    /// A violation that is not about one group's history (routing, recovery).
+    fn fail(&mut self, checker: Checker, message: String) {
+        self.checkers[0].fail(checker, message);
+    }
+
+    fn group_label(&self, group: usize) -> String {
+        if self.namespaces.len() == 1 { String::new() } else { format!(" group {group}") }
+    }
+
+    /// Stamp fresh connections from `replica` to every peer, each owned by a
+    /// seeded shard of `replica`.
+    fn connect(&mut self, replica: u8) {
+        for peer in 0..self.config.replica_count {
+            if peer == replica {
+                continue;
+            }
+            let shard = ShardId((self.rng.next_u64() % u64::from(self.shard_count.get())) as u16);
+            let owners = &self.nodes[replica as usize].owners;
+            if let Some(old) = owners.owner(peer) {
+                owners.clear(peer, old).expect("the owner clears its own slot");
+            }
+            owners.stamp(peer, shard).expect("a cleared slot takes a stamp");
+        }
+    }
+
+    /// The owner table must name a shard for exactly the live connections:
+    /// every peer while the process runs, none once it is down.
+    fn check_owner_table(&mut self, replica: u8) {
+        let up = self.nodes[replica as usize].up;
+        let slots = self.nodes[replica as usize].owners.snapshot();
+        for (peer, slot) in slots.iter().enumerate() {
+            let live = up && peer != replica as usize;
+            if live != slot.is_some() {
+                let detail = format!("replica {replica}: owner slot of peer {peer} is {slot:?}, connection live: {live}");
+                self.fail(Checker::Routing, detail);
+            }
+        }
+    }
+
+    /// Hand a frame from one shard of `replica` to another through its
+    /// bounded inbox. False when the inbox rejected it or the fault injector
+    /// dropped it; either way it is counted in `frame_drops_total`.
+    fn hop(&mut self, replica: u8, from: ShardId, to: ShardId, variant: FrameVariant) -> bool {
+        if from == to {
+            return true;
+        }
+        self.hops_attempted += 1;
+        let reason = if self.roll(self.config.faults.shard_inbox_full_ppm, "shard_inbox_full") {
+            Some(DropReason::InboxFull)
+        } else if self.roll(self.config.faults.shard_delivery_drop_ppm, "shard_delivery_drop") {
+            Some(DropReason::Injected)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                self.nodes[replica as usize].drops.bump(variant, reason);
+                self.record(Some(replica), "frame_drop", u64::from(to.0), reason as u64, || {
+                    format!("shard {} -> shard {}: {}", from.0, to.0, reason.name())
+                });
+                false
+            }
+            None => {
+                self.hops_delivered += 1;
+                true
+            }
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -316,11 +445,15 @@ impl Cluster {
     fn on_replica_tick(&mut self, replica: u8) {
         self.schedule(TICK_NS, Event::ReplicaTick(replica));
         let index = replica as usize;
-        if self.nodes[index].replica.is_none() || self.nodes[index].paused_until_ns.is_some() {
+        if !self.nodes[index].up || self.nodes[index].paused_until_ns.is_some() {
             return;
         }
         if self.roll(self.config.faults.replica_crash_ppm, "replica_crash") {
             return self.crash(replica, "injected");
+        }
+        if self.shard_count.get() > 1 && self.roll(self.config.faults.shard_panic_ppm, "shard_panic") {
+            // A shard panic shuts the whole process down cleanly.
+            return self.crash(replica, "shard panic");
         }
         if self.roll(self.config.faults.replica_pause_ppm, "replica_pause") {
             let duration = 1 + self.rng.next_u64() % PAUSE_DURATION_MAX_NS;
@@ -330,7 +463,12 @@ impl Cluster {
             return;
         }
         let now_ns = self.now_ns;
-        self.step(replica, |r| r.tick(now_ns));
+        for group in 0..self.namespaces.len() {
+            if !self.nodes[index].up {
+                break;
+            }
+            self.step(replica, group, |r| r.tick(now_ns));
+        }
         if let Phase::Liveness { .. } = self.phase
             && replica == 0
             && (now_ns / TICK_NS).is_multiple_of(CONVERGENCE_CHECK_TICKS)
@@ -340,9 +478,9 @@ impl Cluster {
     }
 
     /// Run one replica event and carry out what it asks, in order.
-    fn step(&mut self, replica: u8, event: impl FnOnce(&mut Replica<AppendLog>)) {
+    fn step(&mut self, replica: u8, group: usize, event: impl FnOnce(&mut Replica<AppendLog>)) {
         let index = replica as usize;
-        let Some(r) = self.nodes[index].replica.as_mut() else { return };
+        let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
         event(r);
         let committed = r.take_committed();
         let actions = r.take_actions();
@@ -354,35 +492,41 @@ impl Cluster {
             if last.is_multiple_of(25) {
                 self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
             }
-            self.checkers.on_committed(replica, &committed);
+            self.checkers[group].on_committed(replica, &committed);
         }
-        if view > self.nodes[index].last_view {
-            self.nodes[index].last_view = view;
+        if view > self.nodes[index].groups[group].last_view {
+            self.nodes[index].groups[group].last_view = view;
             self.view_changes += 1;
-            self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}"));
-            self.timeline(replica, TimelineKind::ViewChange, format!("view {view}"));
+            let label = self.group_label(group);
+            self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}{label}"));
+            self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
         }
         for action in actions {
-            if !self.execute(replica, action) {
+            if !self.execute(replica, group, action) {
                 break;
             }
         }
     }
 
     /// Carry out one action. False when the replica stopped (storage failed).
-    fn execute(&mut self, replica: u8, action: Action) -> bool {
+    fn execute(&mut self, replica: u8, group: usize, action: Action) -> bool {
         let index = replica as usize;
+        let shard = self.shard_of[group];
         match action {
             Action::Send { to, message } => {
-                if message.header.command == Command::PrepareOk {
-                    self.nodes[index].acked.insert(message.header.op, message.header.parent);
+                // Out through the shard that holds the connection to the peer.
+                let owner = self.nodes[index].owners.owner(to).expect("a running process is connected to every peer");
+                if self.hop(replica, shard, owner, FrameVariant::Consensus) {
+                    self.send(Endpoint::Replica(replica), Endpoint::Replica(to), message);
                 }
-                self.send(Endpoint::Replica(replica), Endpoint::Replica(to), message);
                 true
             }
             Action::Reply { client, message } => {
                 let client_index = (client - CLIENT_ID_BASE) as u32;
-                self.send(Endpoint::Replica(replica), Endpoint::Client(client_index), message);
+                let owner = self.client_shard(client_index);
+                if self.hop(replica, shard, owner, FrameVariant::ClientReply) {
+                    self.send(Endpoint::Replica(replica), Endpoint::Client(client_index), message);
+                }
                 true
             }
             storage_action => {
@@ -395,16 +539,16 @@ impl Cluster {
                     // the crash that follows loses or tears it, as the seed says.
                     self.nodes[index].io.disk().fail_next_sync();
                 }
-                let storage = self.nodes[index].storage.as_mut().expect("running replica has storage");
+                let storage = self.nodes[index].groups[group].storage.as_mut().expect("running replica has storage");
                 match storage.execute(&storage_action) {
                     Ok(()) => {
-                        self.after_storage(replica, &storage_action, true);
+                        self.after_storage(replica, group, &storage_action, true);
                         true
                     }
                     Err(error) => {
                         // A failed action may still have reached the disk in
                         // part: what it meant to drop is no longer promised.
-                        self.after_storage(replica, &storage_action, false);
+                        self.after_storage(replica, group, &storage_action, false);
                         let reason = error.to_string();
                         self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
                         self.crash(replica, "storage error");
@@ -417,8 +561,8 @@ impl Cluster {
 
     /// Keep the recovery checker's list of promises in step with what the
     /// replica legitimately dropped.
-    fn after_storage(&mut self, replica: u8, action: &Action, durable: bool) {
-        let acked = &mut self.nodes[replica as usize].acked;
+    fn after_storage(&mut self, replica: u8, group: usize, action: &Action, durable: bool) {
+        let acked = &mut self.nodes[replica as usize].groups[group].acked;
         match action {
             // Every prepare written and fsynced is a promise, acknowledged or
             // not (a primary acknowledges to itself): it must survive a crash.
@@ -435,13 +579,29 @@ impl Cluster {
         }
     }
 
-    /// The replica, while it runs (tests inspect it after a run).
+    /// The first group's replica on `replica`, while it runs (tests inspect
+    /// it after a run).
     pub fn replica(&self, replica: u8) -> Option<&Replica<AppendLog>> {
-        self.nodes[replica as usize].replica.as_ref()
+        self.group_replica(replica, 0)
     }
 
+    pub fn group_replica(&self, replica: u8, group: usize) -> Option<&Replica<AppendLog>> {
+        self.nodes[replica as usize].groups[group].replica.as_ref()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    /// The shard of every process that owns client `index`'s connection.
+    fn client_shard(&self, index: u32) -> ShardId {
+        ShardId((index % u32::from(self.shard_count.get())) as u16)
+    }
+
+    /// Scripted targets are resolved in the first group.
     fn resolve(&self, target: Target) -> Option<u8> {
-        let running = || self.nodes.iter().enumerate().filter_map(|(i, n)| n.replica.as_ref().map(|r| (i as u8, r)));
+        let running =
+            || self.nodes.iter().enumerate().filter_map(|(i, n)| n.groups[0].replica.as_ref().map(|r| (i as u8, r)));
         let primary = running()
             .filter(|(_, r)| r.status() == Status::Normal && r.is_primary())
             .max_by_key(|(_, r)| r.view())
@@ -466,7 +626,7 @@ impl Cluster {
         match fault {
             ScriptedFault::Crash { target, down_ns, .. } => {
                 let Some(replica) = self.resolve(target) else { return retry(self) };
-                let busy = self.nodes[replica as usize].replica.as_ref().is_some_and(|r| r.pipeline_len() > 0);
+                let busy = self.group_replica(replica, 0).is_some_and(|r| r.pipeline_len() > 0);
                 if target == Target::Primary && !busy {
                     return retry(self);
                 }
@@ -504,52 +664,79 @@ impl Cluster {
 
     fn crash_for(&mut self, replica: u8, why: &str, down_ns: u64) {
         let index = replica as usize;
-        if self.nodes[index].replica.is_none() {
+        if !self.nodes[index].up {
             return;
         }
-        self.nodes[index].replica = None;
-        self.nodes[index].storage = None;
+        self.nodes[index].up = false;
+        for group in &mut self.nodes[index].groups {
+            group.replica = None;
+            group.storage = None;
+        }
+        // Its connections die with it: every owner slot is cleared.
+        let owners = &self.nodes[index].owners;
+        for peer in 0..self.config.replica_count {
+            if let Some(shard) = owners.owner(peer) {
+                owners.clear(peer, shard).expect("the owner clears its own slot");
+            }
+        }
         self.nodes[index].paused_until_ns = None;
         self.nodes[index].io.crash();
         let why = why.to_string();
         self.record(Some(replica), "crash", 0, 0, || why.clone());
         self.timeline(replica, TimelineKind::Crash, why);
+        self.check_owner_table(replica);
         self.schedule(down_ns.max(1), Event::Restart(replica));
     }
 
     fn restart(&mut self, replica: u8) {
         let index = replica as usize;
-        if self.nodes[index].replica.is_some() {
+        if self.nodes[index].up {
             return;
         }
         self.maybe_rot(replica);
         let io = self.nodes[index].io.clone();
-        let (storage, recovered) = match NodeStorage::open(&io, storage_config(replica)) {
-            Ok(opened) => opened,
-            Err(error) => {
-                return self.checkers.fail(Checker::Recovery, format!("replica {replica} cannot restart: {error}"));
-            }
-        };
-        self.check_recovery(replica, &storage, &recovered);
-        let faulty = recovered.journal_faulty;
-        let seed = self.rng.next_u64();
-        let config = replica_config(&self.config, replica, seed);
-        match Replica::open(config, AppendLog::default(), recovered) {
-            Ok(r) => {
-                self.checkers.on_restart(replica, r.commit_min());
-                self.nodes[index].last_view = r.view();
-                self.nodes[index].replica = Some(r);
-                self.nodes[index].storage = Some(storage);
-                self.nodes[index].corrupted = false;
-            }
-            Err(error) => {
-                return self.checkers.fail(Checker::Recovery, format!("replica {replica} checkpoint is unreadable: {error}"));
+        let mut faulty_groups = 0;
+        for group in 0..self.namespaces.len() {
+            let namespace = self.namespaces[group];
+            let (storage, recovered) = match NodeStorage::open(&io, storage_config(replica, namespace)) {
+                Ok(opened) => opened,
+                Err(error) => {
+                    let label = self.group_label(group);
+                    return self.fail(Checker::Recovery, format!("replica {replica}{label} cannot restart: {error}"));
+                }
+            };
+            self.check_recovery(replica, group, &storage, &recovered);
+            faulty_groups += u64::from(recovered.journal_faulty);
+            let seed = self.rng.next_u64();
+            let config = replica_config(&self.config, replica, namespace, seed);
+            match Replica::open(config, AppendLog::default(), recovered) {
+                Ok(r) => {
+                    self.checkers[group].on_restart(replica, r.commit_min());
+                    let node = &mut self.nodes[index].groups[group];
+                    node.last_view = r.view();
+                    node.replica = Some(r);
+                    node.storage = Some(storage);
+                }
+                Err(error) => {
+                    let label = self.group_label(group);
+                    return self.fail(Checker::Recovery, format!("replica {replica}{label} checkpoint is unreadable: {error}"));
+                }
             }
         }
-        self.record(Some(replica), "restart", u64::from(faulty), 0, String::new);
-        self.timeline(replica, TimelineKind::Restart, if faulty { "journal faulty".into() } else { String::new() });
+        self.nodes[index].up = true;
+        self.nodes[index].corrupted = false;
+        self.connect(replica);
+        self.check_owner_table(replica);
+        self.record(Some(replica), "restart", faulty_groups, 0, String::new);
+        let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
+        self.timeline(replica, TimelineKind::Restart, detail);
         // Drain the actions that recovery itself asked for.
-        self.step(replica, |_| {});
+        for group in 0..self.namespaces.len() {
+            if !self.nodes[index].up {
+                break;
+            }
+            self.step(replica, group, |_| {});
+        }
     }
 
     /// Corrupt one journal slot below the head of the rot replica while it is
@@ -563,8 +750,10 @@ impl Cluster {
 
     fn rot(&mut self, replica: u8) {
         let index = replica as usize;
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
-        let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica)) else { return };
+        let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica, namespace)) else { return };
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
@@ -576,27 +765,28 @@ impl Cluster {
         // replica holds this op (or checkpointed past it), so corrupting it
         // here never destroys the last copy.
         let held_elsewhere = self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
-            node.replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
+            node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
         });
         if !held_elsewhere {
             return;
         }
         let offset = journal.config().slot_offset(op);
-        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), NAMESPACE);
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
         drop(storage);
         if io.disk().corrupt_sector(&path, offset).is_ok() {
             self.nodes[index].corrupted = true;
-            self.record(Some(replica), "rot", op, 0, || format!("journal slot of op {op}"));
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op}{label}"));
             self.timeline(replica, TimelineKind::Fault, format!("rot op {op}"));
         }
     }
 
     /// Every prepare this replica acknowledged is back after the crash, or the
     /// journal says it is faulty and the replica will not vouch for its log.
-    fn check_recovery(&mut self, replica: u8, storage: &NodeStorage, recovered: &shoal_vsr::replica::Recovered) {
+    fn check_recovery(&mut self, replica: u8, group: usize, storage: &NodeStorage, recovered: &shoal_vsr::replica::Recovered) {
         let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
         if storage.journal().snapshot_op() > checkpoint_op {
-            self.checkers.fail(
+            self.fail(
                 Checker::Recovery,
                 format!(
                     "replica {replica}: journal snapshot_op {} is past the durable checkpoint {checkpoint_op}",
@@ -604,17 +794,15 @@ impl Cluster {
                 ),
             );
         }
-        let acked = self.nodes[replica as usize].acked.clone();
+        let acked = self.nodes[replica as usize].groups[group].acked.clone();
         for (op, checksum) in acked {
             if op <= checkpoint_op {
                 continue;
             }
             let present = recovered.entries.iter().any(|(h, _)| h.op == op && h.checksum == checksum);
             if !present && !recovered.journal_faulty {
-                self.checkers.fail(
-                    Checker::Recovery,
-                    format!("replica {replica} acknowledged op {op} before the crash and lost it"),
-                );
+                let label = self.group_label(group);
+                self.fail(Checker::Recovery, format!("replica {replica}{label} acknowledged op {op} before the crash and lost it"));
                 return;
             }
         }
@@ -679,7 +867,7 @@ impl Cluster {
         match to {
             Endpoint::Replica(replica) => {
                 let index = replica as usize;
-                if self.nodes[index].replica.is_none() {
+                if !self.nodes[index].up {
                     return;
                 }
                 if let Some(until) = self.nodes[index].paused_until_ns {
@@ -689,13 +877,52 @@ impl Cluster {
                     self.queue.insert((until.max(self.now_ns) + 1, self.sequence), Event::Deliver { from, to, message });
                     return;
                 }
-                let source = match from {
-                    Endpoint::Replica(r) => Source::Replica(r),
-                    Endpoint::Client(c) => Source::Client(CLIENT_ID_BASE + u128::from(c)),
-                };
-                self.step(replica, |r| r.on_message(source, message));
+                self.deliver_to_replica(replica, from, message);
             }
             Endpoint::Client(client) => self.on_client_message(client, message),
+        }
+    }
+
+    /// A frame arrives on the shard that owns its connection; the router
+    /// names the shard that must handle it, and it hops there through that
+    /// shard's inbox; that shard hands it to the group of its namespace.
+    fn deliver_to_replica(&mut self, replica: u8, from: Endpoint, message: Message) {
+        let index = replica as usize;
+        let header = message.header;
+        let (source, arrival, target, variant) = match from {
+            Endpoint::Replica(peer) => {
+                let arrival = self.nodes[index].owners.owner(peer).expect("a running process is connected to every peer");
+                let target = route_consensus_control(&header, self.shard_count);
+                (Source::Replica(peer), arrival, target, FrameVariant::Consensus)
+            }
+            Endpoint::Client(client) => {
+                let arrival = self.client_shard(client);
+                let Ok(target) = route_request(&header, self.shard_count) else {
+                    self.nodes[index].drops.bump(FrameVariant::ClientForward, DropReason::ForwardFailed);
+                    return;
+                };
+                (Source::Client(CLIENT_ID_BASE + u128::from(client)), arrival, target, FrameVariant::ClientForward)
+            }
+        };
+        if !self.hop(replica, arrival, target, variant) {
+            return;
+        }
+        let group = self.namespaces.iter().position(|ns| *ns == header.namespace);
+        match group {
+            Some(group) if self.shard_of[group] == target => {
+                self.step(replica, group, |r| r.on_message(source, message));
+            }
+            _ => {
+                self.nodes[index].drops.bump(variant, DropReason::NamespaceMiss);
+                if header.command.is_consensus_control() {
+                    let detail = format!(
+                        "replica {replica}: VSR frame {:?} for namespace {:#x} reached shard {}, which runs no group for it; \
+                         VSR would retransmit it the same way and the group would wedge",
+                        header.command, header.namespace, target.0
+                    );
+                    self.fail(Checker::Routing, detail);
+                }
+            }
         }
     }
 
@@ -706,13 +933,15 @@ impl Cluster {
         let now_ns = self.now_ns;
         let replica_count = self.config.replica_count;
         let safety = self.phase == Phase::Safety;
+        let namespace = self.namespaces[self.clients[index as usize].group];
         let client = &mut self.clients[index as usize];
         client.ticks += 1;
         let mut sends: Vec<(Endpoint, Message)> = Vec::new();
         if let Some(in_flight) = &mut client.in_flight {
             if client.ticks - in_flight.sent_tick >= CLIENT_RETRY_TICKS {
                 in_flight.sent_tick = client.ticks;
-                let message = client_request(client.id, in_flight.request, &in_flight.payload, !client.registered);
+                let message =
+                    client_request(client.id, namespace, in_flight.request, &in_flight.payload, !client.registered);
                 for replica in 0..replica_count {
                     sends.push((Endpoint::Replica(replica), message.clone()));
                 }
@@ -724,7 +953,7 @@ impl Cluster {
             } else {
                 (0, Vec::new())
             };
-            let message = client_request(client.id, request, &payload, !client.registered);
+            let message = client_request(client.id, namespace, request, &payload, !client.registered);
             client.in_flight = Some(InFlight { request, payload, invoked_ns: now_ns, sent_tick: client.ticks });
             let primary = (client.view_guess % u64::from(replica_count)) as u8;
             sends.push((Endpoint::Replica(primary), message));
@@ -737,10 +966,11 @@ impl Cluster {
     fn on_client_message(&mut self, index: u32, message: Message) {
         let header = message.header;
         let now_ns = self.now_ns;
+        let group = self.clients[index as usize].group;
         let client = &mut self.clients[index as usize];
         if header.command == Command::Eviction {
             let id = client.id;
-            return self.checkers.fail(
+            return self.checkers[group].fail(
                 Checker::AckedWritesDurable,
                 format!("client {id} was evicted: its session was lost (the session table holds every client)"),
             );
@@ -761,7 +991,8 @@ impl Cluster {
         }
         let Some(offset) = message.body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())) else {
             let id = client.id;
-            return self.checkers.fail(Checker::Linearizability, format!("client {id} got a reply without an offset"));
+            return self.checkers[group]
+                .fail(Checker::Linearizability, format!("client {id} got a reply without an offset"));
         };
         let ack = Ack {
             client: client.id,
@@ -773,7 +1004,7 @@ impl Cluster {
             acked_ns: now_ns,
         };
         self.record(None, "ack", header.op, offset, String::new);
-        self.checkers.on_ack(ack);
+        self.checkers[group].on_ack(ack);
     }
 
     // --- phases -----------------------------------------------------------------
@@ -787,7 +1018,7 @@ impl Cluster {
             if self.nodes[index].paused_until_ns.is_some() {
                 self.nodes[index].paused_until_ns = None;
             }
-            if self.nodes[index].replica.is_none() {
+            if !self.nodes[index].up {
                 // Restart events for it are already queued; pull them in.
                 self.schedule(TICK_NS, Event::Restart(replica));
             }
@@ -797,26 +1028,49 @@ impl Cluster {
     /// Converged: every replica up, in normal status in one view, and every
     /// replica applied the same ops, with no client request left in flight.
     fn check_convergence(&mut self) {
-        let mut views = Vec::new();
-        let mut commits = Vec::new();
-        for node in &self.nodes {
-            let Some(r) = &node.replica else { return };
-            if r.status() != Status::Normal {
+        for group in 0..self.namespaces.len() {
+            let mut views = Vec::new();
+            let mut commits = Vec::new();
+            for node in &self.nodes {
+                let Some(r) = &node.groups[group].replica else { return };
+                if r.status() != Status::Normal {
+                    return;
+                }
+                views.push(r.view());
+                commits.push((r.commit_min(), r.commit_max(), r.op()));
+            }
+            let same_view = views.windows(2).all(|w| w[0] == w[1]);
+            let same_commit =
+                commits.windows(2).all(|w| w[0].0 == w[1].0) && commits.iter().all(|c| c.0 == c.1 && c.0 == c.2);
+            if !same_view || !same_commit {
                 return;
             }
-            views.push(r.view());
-            commits.push((r.commit_min(), r.commit_max(), r.op()));
         }
-        let same_view = views.windows(2).all(|w| w[0] == w[1]);
-        let same_commit = commits.windows(2).all(|w| w[0].0 == w[1].0) && commits.iter().all(|c| c.0 == c.1 && c.0 == c.2);
-        let clients_idle = self.clients.iter().all(|c| c.in_flight.is_none());
-        if same_view && same_commit && clients_idle {
+        if self.clients.iter().all(|c| c.in_flight.is_none()) {
             self.converged = true;
         }
     }
 
     fn finish(&mut self) -> RunOutcome {
-        let verdict = if let Some(violation) = self.checkers.violation() {
+        let drops: u64 = self.nodes.iter().map(|n| n.drops.total()).sum();
+        let hop_drops = self.hops_attempted - self.hops_delivered;
+        let misses: u64 = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.drops.snapshot())
+            .filter(|((_, reason), _)| !matches!(reason, DropReason::InboxFull | DropReason::Injected))
+            .map(|(_, count)| count)
+            .sum();
+        if drops != hop_drops + misses {
+            let detail = format!(
+                "frame accounting: {} hops, {} delivered, {hop_drops} lost, but frame_drops_total counts {}",
+                self.hops_attempted,
+                self.hops_delivered,
+                drops - misses
+            );
+            self.fail(Checker::Routing, detail);
+        }
+        let verdict = if let Some(violation) = self.violation() {
             Verdict::SafetyViolation {
                 checker: violation.checker.clone(),
                 message: violation.message.clone(),
@@ -825,12 +1079,16 @@ impl Cluster {
         } else if !self.converged {
             Verdict::LivenessViolation { message: self.liveness_report() }
         } else {
-            for replica in 0..self.config.replica_count {
-                let messages =
-                    self.nodes[replica as usize].replica.as_ref().map(|r| r.state_machine().messages.clone()).unwrap_or_default();
-                self.checkers.check_final_log(replica, &messages);
+            for group in 0..self.namespaces.len() {
+                for replica in 0..self.config.replica_count {
+                    let messages = self
+                        .group_replica(replica, group)
+                        .map(|r| r.state_machine().messages.clone())
+                        .unwrap_or_default();
+                    self.checkers[group].check_final_log(replica, &messages);
+                }
             }
-            match self.checkers.violation() {
+            match self.violation() {
                 Some(violation) => Verdict::SafetyViolation {
                     checker: violation.checker.clone(),
                     message: violation.message.clone(),
@@ -849,11 +1107,18 @@ impl Cluster {
                 let _ = index;
             }
         }
-        let faults_injected_total = self.faults.iter().filter(|(k, _)| !k.starts_with("disk_")).map(|(_, v)| v).sum();
+        for node in &self.nodes {
+            for ((variant, reason), count) in node.drops.snapshot() {
+                if count > 0 {
+                    *self.faults.entry(format!("frame_drops_total{{{},{}}}", variant.name(), reason.name())).or_default() += count;
+                }
+            }
+        }
+        let faults_injected_total = self.faults.iter().filter(|(k, _)| !k.starts_with("frame_drops_total")).filter(|(k, _)| !k.starts_with("disk_")).map(|(_, v)| v).sum();
         RunOutcome {
             config: self.config.clone(),
             verdict,
-            ops_committed: self.checkers.ops_committed(),
+            ops_committed: self.checkers.iter().map(Checkers::ops_committed).sum(),
             view_changes: self.view_changes,
             faults_injected: self.faults.clone(),
             faults_injected_total,
@@ -870,10 +1135,11 @@ impl Cluster {
             .nodes
             .iter()
             .enumerate()
-            .map(|(index, node)| match &node.replica {
-                None => format!("r{index}: down"),
+            .flat_map(|(index, node)| node.groups.iter().enumerate().map(move |(group, g)| (index, group, g)))
+            .map(|(index, group, node)| match &node.replica {
+                None => format!("r{index}/g{group}: down"),
                 Some(r) => format!(
-                    "r{index}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} drops {:?}",
+                    "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} drops {:?}",
                     r.status(),
                     r.view(),
                     r.op(),
@@ -894,10 +1160,10 @@ impl Cluster {
     }
 }
 
-fn replica_config(config: &RunConfig, replica: u8, seed: u64) -> ReplicaConfig {
+fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) -> ReplicaConfig {
     ReplicaConfig {
         cluster: CLUSTER_ID,
-        namespace: NAMESPACE,
+        namespace,
         replica,
         replica_count: config.replica_count,
         journal_slot_count: JOURNAL_SLOT_COUNT,
@@ -906,9 +1172,9 @@ fn replica_config(config: &RunConfig, replica: u8, seed: u64) -> ReplicaConfig {
     }
 }
 
-fn client_request(client: u128, request: u64, payload: &[u8], register: bool) -> Message {
+fn client_request(client: u128, namespace: u64, request: u64, payload: &[u8], register: bool) -> Message {
     let mut header = Header::new(Command::Request, CLUSTER_ID);
-    header.namespace = NAMESPACE;
+    header.namespace = namespace;
     header.client = client;
     header.request = request;
     header.operation = if register { Operation::Register } else { Operation::SendMessages };
