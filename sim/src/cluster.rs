@@ -481,7 +481,14 @@ impl Cluster {
     fn step(&mut self, replica: u8, group: usize, event: impl FnOnce(&mut Replica<AppendLog>)) {
         let index = replica as usize;
         let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
+        let conflicts_before = r.stats().committed_conflicts;
         event(r);
+        if r.stats().committed_conflicts > conflicts_before {
+            let label = self.group_label(group);
+            let detail = format!("replica {replica}{label} was offered a canonical log that contradicts ops it committed");
+            self.checkers[group].fail(Checker::Agreement, detail);
+        }
+        let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
         let committed = r.take_committed();
         let actions = r.take_actions();
         let view = r.view();

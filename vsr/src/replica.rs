@@ -156,6 +156,11 @@ pub struct ReplicaStats {
     pub prepares_sent: u64,
     pub repairs_requested: u64,
     pub state_transfers: u64,
+    /// Canonical logs (from a view change or start_view) refused because they
+    /// contradict ops this replica committed. Never happens in a correct
+    /// cluster: the simulator treats it as an agreement violation, the server
+    /// survives it.
+    pub committed_conflicts: u64,
     /// Messages dropped, by reason.
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -1086,7 +1091,7 @@ impl<S: StateMachine> Replica<S> {
         let Ok(headers) = decode_headers(&message.body) else {
             return self.drop_message("bad_dvc_body");
         };
-        if headers.iter().any(|h| h.cluster != self.config.cluster || h.namespace != self.config.namespace) {
+        if !self.valid_view_headers(header.op, &headers) {
             return self.drop_message("bad_dvc_body");
         }
         if header.view > self.view {
@@ -1128,6 +1133,10 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.advance_commit_max(commit_max.min(canonical.op));
+        if let Some(why) = self.conflicts_with_commits(canonical.op, &canonical.headers) {
+            // The view change then times out and the next view tries again.
+            return self.refuse_conflicting_log(why);
+        }
         self.install_log(canonical.op, &canonical.headers);
         self.status = Status::Normal;
         self.log_view = self.view;
@@ -1189,11 +1198,11 @@ impl<S: StateMachine> Replica<S> {
             self.request_catch_up_from(header.replica);
             return self.drop_message("start_view_past_journal");
         }
-        if headers.iter().any(|h| h.cluster != self.config.cluster || h.namespace != self.config.namespace) {
+        if !self.valid_view_headers(header.op, &headers) {
             return self.drop_message("bad_start_view_body");
         }
-        if headers.first().map(|h| h.op) != Some(header.op) && header.op != self.checkpoint_op {
-            return self.drop_message("bad_start_view_body");
+        if let Some(why) = self.conflicts_with_commits(header.op, &headers) {
+            return self.refuse_conflicting_log(why);
         }
         self.view = header.view;
         self.log_view = header.view;
@@ -1218,12 +1227,40 @@ impl<S: StateMachine> Replica<S> {
 
     /// Make this replica's log end at `op` with the canonical `headers`
     /// (newest first, chained). Entries the chain contradicts are dropped.
-    fn install_log(&mut self, op: u64, headers: &[Header]) {
+    /// View headers as a peer must send them: prepares of this group, newest
+    /// first, strictly descending, none above the claimed head, the first one
+    /// the head itself (unless the log is empty past a checkpoint).
+    fn valid_view_headers(&self, op: u64, headers: &[Header]) -> bool {
+        let group = headers.iter().all(|h| {
+            h.command == Command::Prepare && h.cluster == self.config.cluster && h.namespace == self.config.namespace
+        });
+        let descending = headers.windows(2).all(|w| w[0].op > w[1].op);
+        let bounded = headers.len() <= VIEW_HEADERS_MAX + 1 && headers.iter().all(|h| h.op <= op);
+        let headed = headers.first().is_some_and(|h| h.op == op);
+        group && descending && bounded && headed
+    }
+
+    /// Why a canonical log cannot be installed here: it ends below ops this
+    /// replica committed, or names a different op where this one committed.
+    fn conflicts_with_commits(&self, op: u64, headers: &[Header]) -> Option<String> {
         if op < self.commit_min {
-            // A replica that committed past the canonical head would mean a
-            // committed op was lost: that is a safety violation, not a state.
-            panic!("canonical log ends at op {op} below commit_min {}", self.commit_min);
+            return Some(format!("canonical log ends at op {op} below commit_min {}", self.commit_min));
         }
+        headers
+            .iter()
+            .filter(|h| h.op <= self.commit_min || h.op <= self.checkpoint_op)
+            .find(|h| self.header(h.op).is_some_and(|mine| mine.checksum != h.checksum))
+            .map(|h| format!("committed op {} differs from the canonical log", h.op))
+    }
+
+    fn refuse_conflicting_log(&mut self, why: String) {
+        tracing::error!(replica = self.config.replica, view = self.view, "refusing a canonical log: {why}");
+        self.stats.committed_conflicts += 1;
+        self.drop_message("log_conflicts_with_commits");
+    }
+
+    fn install_log(&mut self, op: u64, headers: &[Header]) {
+        debug_assert!(self.conflicts_with_commits(op, headers).is_none());
         if self.op > op {
             let after = op.max(self.checkpoint_op);
             self.log = {
@@ -1235,9 +1272,6 @@ impl<S: StateMachine> Replica<S> {
         }
         for header in headers {
             if header.op <= self.commit_min || header.op <= self.checkpoint_op {
-                if let Some(mine) = self.header(header.op) {
-                    assert_eq!(mine.checksum, header.checksum, "committed op {} differs", header.op);
-                }
                 continue;
             }
             match self.log.get(&header.op) {
