@@ -161,7 +161,7 @@ proptest! {
         let mut replica = backup();
         let mut now_ns = 0;
         for (from, header, body) in messages {
-            let source = if from == 3 { Source::Client(u128::from(header.client.max(1))) } else { Source::Replica(from) };
+            let source = if from == 3 { Source::Client(header.client.max(1)) } else { Source::Replica(from) };
             replica.on_message(source, Message::new(header, Rc::from(body)));
             now_ns += 10_000_000;
             replica.tick(now_ns);
