@@ -20,7 +20,7 @@ fn main() {
         let config = shoal_sim::RunConfig {
             seed,
             scenario: "dev".into(),
-            replica_count: 3,
+            replica_count: std::env::var("REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(3),
             shards_per_replica: 1,
             client_count: 4,
             safety_time_ns: 4_000_000_000,

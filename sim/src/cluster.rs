@@ -488,31 +488,56 @@ impl Cluster {
             let detail = format!("replica {replica}{label} was offered a canonical log that contradicts ops it committed");
             self.checkers[group].fail(Checker::Agreement, detail);
         }
-        let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
-        let committed = r.take_committed();
-        let actions = r.take_actions();
-        let view = r.view();
-        let status = r.status();
-        if !committed.is_empty() {
-            let last = committed.last().map(|c| c.op).unwrap_or(0);
-            self.record(Some(replica), "commit", last, committed.len() as u64, || format!("through op {last}"));
-            if last.is_multiple_of(25) {
-                self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
+        self.drain(replica, group);
+    }
+
+    /// Carry out the replica's actions until it asks for nothing more: a
+    /// durable prepare is reported back (`on_prepare_durable`), which may
+    /// commit and ask for replies. Commits are checked before the replies
+    /// that announce them go out.
+    fn drain(&mut self, replica: u8, group: usize) {
+        const DRAIN_ROUNDS_MAX: usize = 64;
+        let index = replica as usize;
+        for _ in 0..DRAIN_ROUNDS_MAX {
+            let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
+            let committed = r.take_committed();
+            let actions = r.take_actions();
+            let view = r.view();
+            let status = r.status();
+            if !committed.is_empty() {
+                let last = committed.last().map(|c| c.op).unwrap_or(0);
+                self.record(Some(replica), "commit", last, committed.len() as u64, || format!("through op {last}"));
+                if last.is_multiple_of(25) {
+                    self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
+                }
+                self.checkers[group].on_committed(replica, &committed);
             }
-            self.checkers[group].on_committed(replica, &committed);
-        }
-        if view > self.nodes[index].groups[group].last_view {
-            self.nodes[index].groups[group].last_view = view;
-            self.view_changes += 1;
-            let label = self.group_label(group);
-            self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}{label}"));
-            self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
-        }
-        for action in actions {
-            if !self.execute(replica, group, action) {
-                break;
+            if view > self.nodes[index].groups[group].last_view {
+                self.nodes[index].groups[group].last_view = view;
+                self.view_changes += 1;
+                let label = self.group_label(group);
+                self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}{label}"));
+                self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
+            }
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions {
+                let durable = match &action {
+                    Action::WritePrepare { message } => Some((message.header.op, message.header.checksum)),
+                    _ => None,
+                };
+                if !self.execute(replica, group, action) {
+                    return;
+                }
+                if let Some((op, checksum)) = durable
+                    && let Some(r) = self.nodes[index].groups[group].replica.as_mut()
+                {
+                    r.on_prepare_durable(op, checksum);
+                }
             }
         }
+        panic!("replica {replica} kept asking for actions after {DRAIN_ROUNDS_MAX} rounds");
     }
 
     /// Carry out one action. False when the replica stopped (storage failed).
@@ -716,9 +741,12 @@ impl Cluster {
             faulty_groups += u64::from(recovered.journal_faulty);
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
+            let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
             match Replica::open(config, AppendLog::default(), recovered) {
                 Ok(r) => {
-                    self.checkers[group].on_restart(replica, r.commit_min());
+                    // Replay re-commits from the checkpoint on: the checkers
+                    // see those commits again and hold them to agreement.
+                    self.checkers[group].on_restart(replica, replay_from);
                     let node = &mut self.nodes[index].groups[group];
                     node.last_view = r.view();
                     node.replica = Some(r);
@@ -771,7 +799,8 @@ impl Cluster {
         // Placed so the cluster stays recoverable: every other running
         // replica holds this op (or checkpointed past it), so corrupting it
         // here never destroys the last copy.
-        let held_elsewhere = self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
+        let held_elsewhere = self.nodes.len() > 1
+            && self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
             node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
         });
         if !held_elsewhere {

@@ -292,6 +292,12 @@ impl<S: StateMachine> Replica<S> {
         if replica.status == Status::ViewChange {
             replica.svc_from.insert(config.replica);
         }
+        if replica.config.replica_count == 1 {
+            // A single replica is its own quorum: every prepare it made
+            // durable was committed, whether or not the superblock says so.
+            replica.commit_max = replica.commit_max.max(replica.op);
+            replica.commit_journal();
+        }
         if restarted && replica.status == Status::Normal && replica.is_primary() && replica.config.replica_count > 1 {
             // A restarted primary lost its pipeline's prepare_oks; let a view
             // change rebuild them rather than guess.
@@ -541,7 +547,9 @@ impl<S: StateMachine> Replica<S> {
         self.pipeline.push_back(Pipelined {
             op: self.op,
             checksum: message.header.checksum,
-            oks: BTreeSet::from([self.config.replica]),
+            // The primary counts itself once its own write is durable
+            // (`on_prepare_durable`); the prepare goes out in parallel.
+            oks: BTreeSet::new(),
         });
         self.stats.prepares_sent += 1;
         self.broadcast(&message);
@@ -770,11 +778,26 @@ impl<S: StateMachine> Replica<S> {
         let checksum = entry.header.checksum;
         let Some(pipelined) = self.pipeline.iter_mut().find(|p| p.op == op) else { return };
         pipelined.checksum = checksum;
-        pipelined.oks.insert(self.config.replica);
         let entry = &self.log[&op];
         let message = Message { header: entry.header, body: entry.body.clone().expect("just stored") };
         self.broadcast(&message);
-        self.commit_pipeline();
+    }
+
+    /// The driver made the `WritePrepare` of `op` durable. Only now may the
+    /// primary count its own copy toward the quorum: with one replica, or
+    /// with a quorum reached by backups first, counting it earlier would
+    /// apply an op before any copy of it is on this disk.
+    pub fn on_prepare_durable(&mut self, op: u64, checksum: u128) {
+        if self.status != Status::Normal || !self.is_primary() {
+            return;
+        }
+        let mine = self.log.get(&op).is_some_and(|e| e.header.checksum == checksum && e.body.is_some());
+        let Some(pipelined) = self.pipeline.iter_mut().find(|p| p.op == op && p.checksum == checksum) else { return };
+        if mine {
+            pipelined.oks.insert(self.config.replica);
+            self.commit_pipeline();
+        }
+        self.check_invariants();
     }
 
     fn tick_backup(&mut self) {
@@ -971,7 +994,6 @@ impl<S: StateMachine> Replica<S> {
             let header = entry.header;
             self.apply(&header, &body);
         }
-        self.committed.clear();
     }
 
     fn chained_down_to(&self, top: u64, floor: u64) -> bool {

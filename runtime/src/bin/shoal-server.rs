@@ -273,6 +273,11 @@ async fn shard_zero_start(
             Ok(true)
         }
         Err(HandoffError::ShutDown) => Ok(false),
+        // A peer that saw the shutdown first and left is not a failure.
+        Err(error) if context.shutdown.is_requested() => {
+            tracing::info!("shutdown before the metadata handoff completed ({error}); stopping");
+            Ok(false)
+        }
         Err(error) => Err(format!("shard 0 metadata handoff failed: {error}")),
     }
 }
@@ -292,6 +297,10 @@ async fn peer_start(context: &ShardContext, receiver: OneShotReceiver<Bundle>) -
         }
         Err(HandoffError::ShutDown) => {
             tracing::info!(shard_id = context.shard_id, "shutdown before the metadata handoff; stopping");
+            Ok(false)
+        }
+        Err(error) if context.shutdown.is_requested() => {
+            tracing::info!(shard_id = context.shard_id, "shutdown before the metadata handoff completed ({error}); stopping");
             Ok(false)
         }
         Err(error) => Err(format!("shard {} metadata handoff failed: {error}", context.shard_id)),
