@@ -36,11 +36,11 @@ pub use owner_table::{
     OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId,
 };
 pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError};
+pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
 pub use router::{
     RouteError, route, route_consensus_control, route_metadata, route_partition, route_request,
 };
-pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use state_machine::{
     MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply,
 };

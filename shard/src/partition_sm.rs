@@ -32,10 +32,15 @@
 //!   the hole (`PartitionSmError::Gap`) until the partition is repaired from a
 //!   peer, rather than writing messages at the wrong offsets.
 //!
-//! Reads: `PollMessages` through consensus answers only from the pending
-//! queue (the message at that offset, else an empty reply). A committed,
-//! durable offset needs no consensus: read it with `read`, straight from the
-//! log.
+//! Reads: a committed offset needs no consensus: read it with `read`,
+//! straight from the log (after `persist`; a message is durable once
+//! `persist` returns). `PollMessages` through consensus does NOT return the
+//! message, even if it is still pending: whether it is pending depends on
+//! when this replica last persisted, so such a reply would differ between
+//! replicas and between the first apply and a replay (client sessions keep
+//! replies in the checkpoint, and the simulator checks reply agreement).
+//! Instead it replies with the partition's `next_offset` at that op (u64 LE):
+//! every offset below it is committed, and `read` serves it once persisted.
 
 use std::ops::Range;
 use std::path::Path;
@@ -222,7 +227,11 @@ impl<I: Io> PartitionStateMachine<I> {
                 "{} messages pending: the driver must persist after commits",
                 self.pending.len()
             );
-            debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == offset));
+            debug_assert!(
+                self.pending
+                    .last()
+                    .is_none_or(|(last, _)| last + 1 == offset)
+            );
             self.pending.push((offset, message.to_vec()));
         } else {
             // Replay of an op whose message is already in the log: count it only.
@@ -230,32 +239,17 @@ impl<I: Io> PartitionStateMachine<I> {
         }
         offset
     }
-
-    fn poll(&self, body: &[u8]) -> Vec<u8> {
-        let Some(offset) = body.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8"))) else {
-            return Vec::new();
-        };
-        let Some(&(first, _)) = self.pending.first() else {
-            return Vec::new();
-        };
-        if offset < first {
-            return Vec::new(); // durable: read it from the log with `read`
-        }
-        self.pending
-            .get((offset - first) as usize)
-            .map(|(_, message)| message.clone())
-            .unwrap_or_default()
-    }
 }
 
 impl<I: Io> StateMachine for PartitionStateMachine<I> {
     /// `SendMessages`: the body is one message; the reply is its offset (u64
-    /// LE). `PollMessages`: the body is an offset (u64 LE); the reply is the
-    /// message if it is still pending, else empty. Other operations reply empty.
+    /// LE). `PollMessages`: the reply is the next offset (u64 LE), the
+    /// committed high watermark; the messages themselves come from `read`
+    /// (see the module doc for why). Other operations reply empty.
     fn apply(&mut self, _op: u64, operation: Operation, body: &[u8], _timestamp: u64) -> Vec<u8> {
         match operation {
             Operation::SendMessages => self.send(body).to_le_bytes().to_vec(),
-            Operation::PollMessages => self.poll(body),
+            Operation::PollMessages => self.next_offset.to_le_bytes().to_vec(),
             _ => Vec::new(),
         }
     }

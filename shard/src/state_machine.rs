@@ -914,7 +914,10 @@ mod tests {
     #[test]
     fn state_machine_replies_ok_rejected_and_malformed() {
         let mut state = MetadataState::new();
-        assert_eq!(apply_sm(&mut state, &create_stream(1, "orders")), MetadataReply::Ok);
+        assert_eq!(
+            apply_sm(&mut state, &create_stream(1, "orders")),
+            MetadataReply::Ok
+        );
         assert_eq!(
             apply_sm(&mut state, &create_stream(1, "again")),
             MetadataReply::Rejected(MetadataError::StreamExists { stream_id: 1 })
@@ -936,9 +939,18 @@ mod tests {
             MetadataError::StreamNameExists { name: "n".into() },
             MetadataError::StreamsFull,
             MetadataError::TopicIdInvalid { topic_id: 3 },
-            MetadataError::TopicExists { stream_id: 1, topic_id: 2 },
-            MetadataError::TopicNotFound { stream_id: 3, topic_id: 4 },
-            MetadataError::TopicNameExists { stream_id: 5, name: "t".into() },
+            MetadataError::TopicExists {
+                stream_id: 1,
+                topic_id: 2,
+            },
+            MetadataError::TopicNotFound {
+                stream_id: 3,
+                topic_id: 4,
+            },
+            MetadataError::TopicNameExists {
+                stream_id: 5,
+                name: "t".into(),
+            },
             MetadataError::TopicsFull { stream_id: 6 },
             MetadataError::PartitionCountInvalid { partition_count: 0 },
             MetadataError::NameInvalid { size_bytes: 300 },
@@ -952,9 +964,18 @@ mod tests {
         tags.dedup();
         assert_eq!(tags.len(), 12, "every error has its own tag");
         assert_eq!(decode_reply(&[9]), Err(CodecError::ReplyTag { tag: 9 }));
-        assert_eq!(decode_reply(&[1, 99]), Err(CodecError::ReplyTag { tag: 99 }));
-        assert_eq!(decode_reply(&[0, 0]), Err(CodecError::TrailingBytes { count: 1 }));
-        assert!(matches!(decode_reply(&[]), Err(CodecError::Truncated { .. })));
+        assert_eq!(
+            decode_reply(&[1, 99]),
+            Err(CodecError::ReplyTag { tag: 99 })
+        );
+        assert_eq!(
+            decode_reply(&[0, 0]),
+            Err(CodecError::TrailingBytes { count: 1 })
+        );
+        assert!(matches!(
+            decode_reply(&[]),
+            Err(CodecError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -967,8 +988,14 @@ mod tests {
         assert_eq!(restored, state);
         let mut corrupt = snapshot.clone();
         corrupt[9] ^= 1;
-        assert_eq!(restored.restore(&corrupt), Err(SnapshotError::BadTag { tag: b's' }));
-        assert_eq!(restored.restore(&[1]), Err(SnapshotError::Truncated { at_byte: 1 }));
+        assert_eq!(
+            restored.restore(&corrupt),
+            Err(SnapshotError::BadTag { tag: b's' })
+        );
+        assert_eq!(
+            restored.restore(&[1]),
+            Err(SnapshotError::Truncated { at_byte: 1 })
+        );
         assert_eq!(restored, state, "a failed restore changes nothing");
     }
 

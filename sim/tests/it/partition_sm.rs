@@ -31,8 +31,10 @@ fn send(sm: &mut PartitionStateMachine<SimIo>, message: &[u8]) -> u64 {
     u64::from_le_bytes(reply.try_into().expect("an offset reply is 8 bytes"))
 }
 
-fn poll(sm: &mut PartitionStateMachine<SimIo>, offset: u64) -> Vec<u8> {
-    sm.apply(0, Operation::PollMessages, &offset.to_le_bytes(), 0)
+/// The `PollMessages` reply: the committed high watermark.
+fn poll(sm: &mut PartitionStateMachine<SimIo>, offset: u64) -> u64 {
+    let reply = sm.apply(0, Operation::PollMessages, &offset.to_le_bytes(), 0);
+    u64::from_le_bytes(reply.try_into().expect("a poll reply is 8 bytes"))
 }
 
 fn read_all(sm: &PartitionStateMachine<SimIo>) -> Vec<(u64, Vec<u8>)> {
@@ -62,17 +64,39 @@ fn apply_queues_persist_makes_durable_and_read_serves_the_log() {
         assert_eq!(send(&mut sm, &message(i)), i);
     }
     assert_eq!(sm.pending_count(), 3);
-    assert_eq!(poll(&mut sm, 1), message(1), "a pending message is served through consensus");
-    assert_eq!(poll(&mut sm, 3), Vec::<u8>::new(), "past the end");
-    assert_eq!(sm.apply(0, Operation::PollMessages, &[1, 2], 0), Vec::<u8>::new(), "a short body");
+    assert_eq!(poll(&mut sm, 1), 3, "poll through consensus answers the high watermark");
     assert!(read_all(&sm).is_empty(), "nothing is in the log before persist");
     block_on_ready(sm.persist()).unwrap();
     assert_eq!(sm.pending_count(), 0);
     assert_eq!(sm.log_next_offset(), 3);
-    assert_eq!(poll(&mut sm, 1), Vec::<u8>::new(), "a durable message is read from the log, not through consensus");
+    assert_eq!(poll(&mut sm, 1), 3, "the reply does not depend on persist");
     assert_eq!(read_all(&sm), expected(0..3));
     assert_eq!(sm.apply(0, Operation::CreateStream, b"x", 0), Vec::<u8>::new());
     assert_eq!(sm.next_offset(), 3, "other operations change nothing");
+}
+
+#[test]
+fn replies_and_snapshots_do_not_depend_on_when_a_replica_persists() {
+    let io_a = SimIo::new(7);
+    let io_b = SimIo::new(8);
+    let mut a = open(&io_a);
+    let mut b = open(&io_b);
+    for i in 0..10 {
+        assert_eq!(send(&mut a, &message(i)), send(&mut b, &message(i)));
+        if i % 3 == 0 {
+            block_on_ready(a.persist()).unwrap();
+        }
+        for offset in [0, i, i + 1] {
+            let body = offset.to_le_bytes();
+            assert_eq!(
+                a.apply(0, Operation::PollMessages, &body, 0),
+                b.apply(0, Operation::PollMessages, &body, 0),
+                "a poll reply is the same on every replica"
+            );
+        }
+        assert_eq!(a.snapshot(), b.snapshot());
+    }
+    assert_ne!(a.pending_count(), b.pending_count(), "the replicas did persist at different times");
 }
 
 #[test]
@@ -181,6 +205,7 @@ fn restore_rejects_bad_snapshots() {
 #[derive(Debug, Clone)]
 enum Step {
     Send(Vec<u8>),
+    Poll(u64),
     Persist,
     /// Persist, then make a checkpoint durable (the driver's order).
     Checkpoint,
@@ -191,10 +216,18 @@ enum Step {
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => prop::collection::vec(any::<u8>(), 0..48).prop_map(Step::Send),
+        1 => (0u64..64).prop_map(Step::Poll),
         2 => Just(Step::Persist),
         1 => Just(Step::Checkpoint),
         1 => prop::option::of(0u64..8).prop_map(|steps_max| Step::Crash { steps_max }),
     ]
+}
+
+/// One committed op as the WAL holds it, with the reply it got the first time.
+struct Committed {
+    operation: Operation,
+    body: Vec<u8>,
+    reply: Vec<u8>,
 }
 
 proptest! {
@@ -205,33 +238,43 @@ proptest! {
         // The never-crashed twin: what every replica's logical state must be.
         let twin_io = SimIo::new(seed ^ 1);
         let mut twin = open(&twin_io);
-        // The model: every committed message (the WAL), the durable checkpoint,
-        // and how many offsets a successful persist vouched for.
-        let mut committed: Vec<Vec<u8>> = Vec::new();
+        // The model: every committed op (the WAL), the messages in offset
+        // order, the durable checkpoint (snapshot, ops it covers), and how
+        // many offsets a successful persist vouched for.
+        let mut wal: Vec<Committed> = Vec::new();
+        let mut messages: Vec<Vec<u8>> = Vec::new();
         let mut checkpoint: Option<(Vec<u8>, usize)> = None;
         let mut persisted = 0usize;
         for step in steps {
             match step {
                 Step::Send(body) => {
-                    let offset = send(&mut sm, &body);
-                    prop_assert_eq!(offset, committed.len() as u64);
-                    prop_assert_eq!(send(&mut twin, &body), offset);
-                    committed.push(body);
+                    let reply = sm.apply(0, Operation::SendMessages, &body, 0);
+                    prop_assert_eq!(&reply, &(messages.len() as u64).to_le_bytes().to_vec());
+                    prop_assert_eq!(&twin.apply(0, Operation::SendMessages, &body, 0), &reply);
+                    messages.push(body.clone());
+                    wal.push(Committed { operation: Operation::SendMessages, body, reply });
+                }
+                Step::Poll(offset) => {
+                    let body = offset.to_le_bytes().to_vec();
+                    let reply = sm.apply(0, Operation::PollMessages, &body, 0);
+                    prop_assert_eq!(&reply, &(messages.len() as u64).to_le_bytes().to_vec());
+                    prop_assert_eq!(&twin.apply(0, Operation::PollMessages, &body, 0), &reply);
+                    wal.push(Committed { operation: Operation::PollMessages, body, reply });
                 }
                 Step::Persist => {
                     block_on_ready(sm.persist()).unwrap();
-                    persisted = committed.len();
+                    persisted = messages.len();
                 }
                 Step::Checkpoint => {
                     block_on_ready(sm.persist()).unwrap();
-                    persisted = committed.len();
-                    checkpoint = Some((sm.snapshot(), committed.len()));
+                    persisted = messages.len();
+                    checkpoint = Some((sm.snapshot(), wal.len()));
                 }
                 Step::Crash { steps_max } => {
                     if let Some(steps_max) = steps_max {
                         io.disk().crash_after_steps(steps_max);
                         if block_on_ready(sm.persist()).is_ok() {
-                            persisted = committed.len();
+                            persisted = messages.len();
                         }
                     }
                     drop(sm);
@@ -239,18 +282,19 @@ proptest! {
                     sm = open(&io);
                     let log_next = sm.log_next_offset() as usize;
                     prop_assert!(log_next >= persisted, "persisted offset lost: log ends at {} < {}", log_next, persisted);
-                    prop_assert!(log_next <= committed.len(), "the log holds an offset never applied");
+                    prop_assert!(log_next <= messages.len(), "the log holds an offset never applied");
                     let replay_from = match &checkpoint {
-                        Some((snapshot, count)) => {
+                        Some((snapshot, ops)) => {
                             sm.restore(snapshot).unwrap();
-                            *count
+                            *ops
                         }
                         None => 0,
                     };
-                    for (index, body) in committed.iter().enumerate().skip(replay_from) {
-                        prop_assert_eq!(send(&mut sm, body), index as u64, "replay gives the first reply");
+                    for committed in &wal[replay_from..] {
+                        let reply = sm.apply(0, committed.operation, &committed.body, 0);
+                        prop_assert_eq!(&reply, &committed.reply, "replay gives the first reply");
                     }
-                    prop_assert_eq!(sm.pending_count(), committed.len() - log_next);
+                    prop_assert_eq!(sm.pending_count(), messages.len() - log_next);
                     prop_assert_eq!(sm.missing(), None);
                 }
             }
@@ -258,7 +302,7 @@ proptest! {
         }
         block_on_ready(sm.persist()).unwrap();
         let log = read_all(&sm);
-        let model: Vec<(u64, Vec<u8>)> = committed.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        let model: Vec<(u64, Vec<u8>)> = messages.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
         prop_assert_eq!(log, model, "each offset once, in order, with its message");
     }
 }
