@@ -188,6 +188,26 @@ fn snapshot_from_a_peer_ahead_of_the_log_is_a_gap_not_a_misplaced_write() {
 }
 
 #[test]
+fn a_failed_persist_can_be_retried_without_duplicates() {
+    let io = SimIo::new(9);
+    let mut sm = open(&io);
+    for i in 0..12 {
+        send(&mut sm, &message(i));
+    }
+    io.disk().fail_next_write();
+    assert!(block_on_ready(sm.persist()).is_err());
+    assert_eq!(sm.pending_count() as u64 + sm.log_next_offset(), 12, "each offset is in the log or queued");
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(sm.persist()).is_err());
+    block_on_ready(sm.persist()).unwrap();
+    assert_eq!(sm.pending_count(), 0);
+    assert_eq!(read_all(&sm), expected(0..12));
+    drop(sm);
+    io.crash();
+    assert_eq!(read_all(&open(&io)), expected(0..12), "the retried persist is durable");
+}
+
+#[test]
 fn restore_rejects_bad_snapshots() {
     let io = SimIo::new(6);
     let mut sm = open(&io);
