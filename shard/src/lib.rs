@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod owner_table;
 pub mod partition_log;
+pub mod partition_sm;
 pub mod pump;
 pub mod router;
 pub mod state_machine;
@@ -35,8 +36,11 @@ pub use owner_table::{
     OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId,
 };
 pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError};
+pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
 pub use router::{
     RouteError, route, route_consensus_control, route_metadata, route_partition, route_request,
 };
-pub use state_machine::{MetadataError, MetadataRequest, MetadataState};
+pub use state_machine::{
+    MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply,
+};

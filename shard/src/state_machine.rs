@@ -8,11 +8,18 @@
 //! Must not touch client sessions (VSR's) or partition data (the partition
 //! log's). `apply` validates a request completely before changing anything,
 //! so a rejected request leaves the state as it was.
+//!
+//! As a `shoal_vsr::StateMachine`, every committed op gets a reply
+//! (`MetadataReply`, decoded by `decode_reply`): a body that does not decode or
+//! a request that is rejected is a committed op with an error reply, the same
+//! on every replica, never a panic.
 
 use std::collections::BTreeMap;
 
 use shoal_vsr::Operation;
+use shoal_vsr::StateMachine;
 use shoal_vsr::header::checksum;
+use shoal_vsr::state_machine::SnapshotError;
 
 use crate::namespace::{Namespace, PARTITION_ID_MAX, STREAM_ID_MAX, TOPIC_ID_MAX};
 
@@ -116,6 +123,8 @@ pub enum CodecError {
     SnapshotCount { count: u32, max: usize },
     #[error("snapshot ids are not strictly increasing at byte {at}; the bundle is not canonical")]
     SnapshotOrder { at: usize },
+    #[error("reply tag {tag} is unknown: the replica runs another version; upgrade the client")]
+    ReplyTag { tag: u8 },
     #[error("snapshot holds an invalid entry: {0}")]
     SnapshotInvalid(#[from] MetadataError),
 }
@@ -444,6 +453,191 @@ impl MetadataRequest {
     }
 }
 
+/// The reply body of a committed metadata op. A request that does not decode
+/// or that `apply` rejects is still a committed op: every replica gives it the
+/// same error reply, and the state does not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataReply {
+    Ok,
+    Rejected(MetadataError),
+    /// The body did not decode for its operation (a client bug).
+    Malformed,
+}
+
+const REPLY_TAG_OK: u8 = 0;
+const REPLY_TAG_REJECTED: u8 = 1;
+const REPLY_TAG_MALFORMED: u8 = 2;
+
+impl MetadataReply {
+    /// `[tag u8]`, and for `Rejected` `[error tag u8][fields, little-endian]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            MetadataReply::Ok => out.push(REPLY_TAG_OK),
+            MetadataReply::Malformed => out.push(REPLY_TAG_MALFORMED),
+            MetadataReply::Rejected(error) => {
+                out.push(REPLY_TAG_REJECTED);
+                match error {
+                    MetadataError::StreamIdInvalid { stream_id } => {
+                        out.push(0);
+                        put_u32(&mut out, *stream_id);
+                    }
+                    MetadataError::StreamExists { stream_id } => {
+                        out.push(1);
+                        put_u32(&mut out, *stream_id);
+                    }
+                    MetadataError::StreamNotFound { stream_id } => {
+                        out.push(2);
+                        put_u32(&mut out, *stream_id);
+                    }
+                    MetadataError::StreamNameExists { name } => {
+                        out.push(3);
+                        put_name(&mut out, name);
+                    }
+                    MetadataError::StreamsFull => out.push(4),
+                    MetadataError::TopicIdInvalid { topic_id } => {
+                        out.push(5);
+                        put_u32(&mut out, *topic_id);
+                    }
+                    MetadataError::TopicExists {
+                        stream_id,
+                        topic_id,
+                    } => {
+                        out.push(6);
+                        put_u32(&mut out, *stream_id);
+                        put_u32(&mut out, *topic_id);
+                    }
+                    MetadataError::TopicNotFound {
+                        stream_id,
+                        topic_id,
+                    } => {
+                        out.push(7);
+                        put_u32(&mut out, *stream_id);
+                        put_u32(&mut out, *topic_id);
+                    }
+                    MetadataError::TopicNameExists { stream_id, name } => {
+                        out.push(8);
+                        put_u32(&mut out, *stream_id);
+                        put_name(&mut out, name);
+                    }
+                    MetadataError::TopicsFull { stream_id } => {
+                        out.push(9);
+                        put_u32(&mut out, *stream_id);
+                    }
+                    MetadataError::PartitionCountInvalid { partition_count } => {
+                        out.push(10);
+                        put_u32(&mut out, *partition_count);
+                    }
+                    MetadataError::NameInvalid { size_bytes } => {
+                        out.push(11);
+                        out.extend_from_slice(&(*size_bytes as u64).to_le_bytes());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Decode a reply body written by `MetadataReply::encode`. Bad bytes from the
+/// network are a typed error, never a panic.
+pub fn decode_reply(bytes: &[u8]) -> Result<MetadataReply, CodecError> {
+    let mut reader = Reader::new(bytes);
+    let tag = reader.u8()?;
+    let reply = match tag {
+        REPLY_TAG_OK => MetadataReply::Ok,
+        REPLY_TAG_MALFORMED => MetadataReply::Malformed,
+        REPLY_TAG_REJECTED => {
+            let error_tag = reader.u8()?;
+            let error = match error_tag {
+                0 => MetadataError::StreamIdInvalid {
+                    stream_id: reader.u32()?,
+                },
+                1 => MetadataError::StreamExists {
+                    stream_id: reader.u32()?,
+                },
+                2 => MetadataError::StreamNotFound {
+                    stream_id: reader.u32()?,
+                },
+                3 => MetadataError::StreamNameExists {
+                    name: reader.name()?,
+                },
+                4 => MetadataError::StreamsFull,
+                5 => MetadataError::TopicIdInvalid {
+                    topic_id: reader.u32()?,
+                },
+                6 => MetadataError::TopicExists {
+                    stream_id: reader.u32()?,
+                    topic_id: reader.u32()?,
+                },
+                7 => MetadataError::TopicNotFound {
+                    stream_id: reader.u32()?,
+                    topic_id: reader.u32()?,
+                },
+                8 => MetadataError::TopicNameExists {
+                    stream_id: reader.u32()?,
+                    name: reader.name()?,
+                },
+                9 => MetadataError::TopicsFull {
+                    stream_id: reader.u32()?,
+                },
+                10 => MetadataError::PartitionCountInvalid {
+                    partition_count: reader.u32()?,
+                },
+                11 => {
+                    let size_bytes = reader.u64()?;
+                    MetadataError::NameInvalid {
+                        size_bytes: usize::try_from(size_bytes)
+                            .map_err(|_| CodecError::ReplyTag { tag: error_tag })?,
+                    }
+                }
+                tag => return Err(CodecError::ReplyTag { tag }),
+            };
+            MetadataReply::Rejected(error)
+        }
+        tag => return Err(CodecError::ReplyTag { tag }),
+    };
+    reader.finish()?;
+    Ok(reply)
+}
+
+/// Map a snapshot decode error to the replica's error: a short bundle is
+/// truncated; anything else (magic, checksum, order, content) means the bundle
+/// is not one this version wrote whole, reported as a bad tag (its first byte).
+fn snapshot_error(bytes: &[u8], error: CodecError) -> SnapshotError {
+    match error {
+        CodecError::Truncated { at, .. } => SnapshotError::Truncated { at_byte: at },
+        _ => SnapshotError::BadTag {
+            tag: bytes.first().copied().unwrap_or(0),
+        },
+    }
+}
+
+/// The metadata group's replicated state machine. Deterministic: the reply
+/// and the new state depend only on the state and the committed body.
+impl StateMachine for MetadataState {
+    fn apply(&mut self, _op: u64, operation: Operation, body: &[u8], _timestamp: u64) -> Vec<u8> {
+        let reply = match MetadataRequest::decode_body(operation, body) {
+            Ok(request) => match MetadataState::apply(self, &request) {
+                Ok(()) => MetadataReply::Ok,
+                Err(error) => MetadataReply::Rejected(error),
+            },
+            Err(_) => MetadataReply::Malformed,
+        };
+        reply.encode()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.encode()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        // Decode fully before replacing anything: a bad snapshot leaves the state.
+        *self = MetadataState::decode(snapshot).map_err(|e| snapshot_error(snapshot, e))?;
+        Ok(())
+    }
+}
+
 fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&value.to_le_bytes());
 }
@@ -487,6 +681,16 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, CodecError> {
         Ok(u32::from_le_bytes(
             self.bytes(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_le_bytes(
+            self.bytes(8)?.try_into().expect("8 bytes"),
         ))
     }
 
@@ -701,6 +905,100 @@ mod tests {
         );
     }
 
+    fn apply_sm(state: &mut MetadataState, request: &MetadataRequest) -> MetadataReply {
+        let body = request.encode_body();
+        let reply = StateMachine::apply(state, 1, request.operation(), &body, 0);
+        decode_reply(&reply).expect("replies decode")
+    }
+
+    #[test]
+    fn state_machine_replies_ok_rejected_and_malformed() {
+        let mut state = MetadataState::new();
+        assert_eq!(
+            apply_sm(&mut state, &create_stream(1, "orders")),
+            MetadataReply::Ok
+        );
+        assert_eq!(
+            apply_sm(&mut state, &create_stream(1, "again")),
+            MetadataReply::Rejected(MetadataError::StreamExists { stream_id: 1 })
+        );
+        let before = state.clone();
+        let reply = StateMachine::apply(&mut state, 3, Operation::CreateStream, &[1, 2], 0);
+        assert_eq!(decode_reply(&reply), Ok(MetadataReply::Malformed));
+        let reply = StateMachine::apply(&mut state, 4, Operation::SendMessages, b"x", 0);
+        assert_eq!(decode_reply(&reply), Ok(MetadataReply::Malformed));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn every_error_reply_round_trips() {
+        let errors = [
+            MetadataError::StreamIdInvalid { stream_id: 7 },
+            MetadataError::StreamExists { stream_id: 1 },
+            MetadataError::StreamNotFound { stream_id: 2 },
+            MetadataError::StreamNameExists { name: "n".into() },
+            MetadataError::StreamsFull,
+            MetadataError::TopicIdInvalid { topic_id: 3 },
+            MetadataError::TopicExists {
+                stream_id: 1,
+                topic_id: 2,
+            },
+            MetadataError::TopicNotFound {
+                stream_id: 3,
+                topic_id: 4,
+            },
+            MetadataError::TopicNameExists {
+                stream_id: 5,
+                name: "t".into(),
+            },
+            MetadataError::TopicsFull { stream_id: 6 },
+            MetadataError::PartitionCountInvalid { partition_count: 0 },
+            MetadataError::NameInvalid { size_bytes: 300 },
+        ];
+        let mut tags = Vec::new();
+        for error in errors {
+            let bytes = MetadataReply::Rejected(error.clone()).encode();
+            tags.push(bytes[1]);
+            assert_eq!(decode_reply(&bytes), Ok(MetadataReply::Rejected(error)));
+        }
+        tags.dedup();
+        assert_eq!(tags.len(), 12, "every error has its own tag");
+        assert_eq!(decode_reply(&[9]), Err(CodecError::ReplyTag { tag: 9 }));
+        assert_eq!(
+            decode_reply(&[1, 99]),
+            Err(CodecError::ReplyTag { tag: 99 })
+        );
+        assert_eq!(
+            decode_reply(&[0, 0]),
+            Err(CodecError::TrailingBytes { count: 1 })
+        );
+        assert!(matches!(
+            decode_reply(&[]),
+            Err(CodecError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn state_machine_restore_rejects_bad_snapshots_and_keeps_state() {
+        let mut state = MetadataState::new();
+        apply_sm(&mut state, &create_stream(2, "s"));
+        let snapshot = StateMachine::snapshot(&state);
+        let mut restored = MetadataState::new();
+        restored.restore(&snapshot).unwrap();
+        assert_eq!(restored, state);
+        let mut corrupt = snapshot.clone();
+        corrupt[9] ^= 1;
+        assert_eq!(
+            restored.restore(&corrupt),
+            Err(SnapshotError::BadTag { tag: b's' })
+        );
+        assert_eq!(
+            restored.restore(&[1]),
+            Err(SnapshotError::Truncated { at_byte: 1 })
+        );
+        assert_eq!(restored, state, "a failed restore changes nothing");
+    }
+
     fn arb_request() -> impl Strategy<Value = MetadataRequest> {
         let id = 0u32..6;
         let name = "[a-c]{0,3}";
@@ -746,6 +1044,35 @@ mod tests {
             let decoded = MetadataState::decode(&bytes).unwrap();
             prop_assert_eq!(&decoded, &state);
             prop_assert_eq!(decoded.encode(), bytes);
+        }
+
+        #[test]
+        fn state_machine_replicas_agree_and_snapshots_round_trip(
+            requests in prop::collection::vec(arb_request(), 0..40),
+            garbage in prop::collection::vec(any::<u8>(), 0..12),
+        ) {
+            let mut a = MetadataState::new();
+            let mut b = MetadataState::new();
+            for (op, request) in requests.iter().enumerate() {
+                let body = request.encode_body();
+                let reply_a = StateMachine::apply(&mut a, op as u64, request.operation(), &body, 0);
+                let reply_b = StateMachine::apply(&mut b, op as u64, request.operation(), &body, 0);
+                prop_assert_eq!(&reply_a, &reply_b);
+                // A well-formed body is applied or rejected, never malformed.
+                let reply = decode_reply(&reply_a).expect("replies decode");
+                prop_assert_ne!(reply, MetadataReply::Malformed);
+                // A garbage body for the same operation is a committed error, never a panic.
+                let reply_a = StateMachine::apply(&mut a, op as u64, request.operation(), &garbage, 0);
+                let reply_b = StateMachine::apply(&mut b, op as u64, request.operation(), &garbage, 0);
+                prop_assert_eq!(&reply_a, &reply_b);
+                prop_assert!(decode_reply(&reply_a).is_ok());
+            }
+            let snapshot = StateMachine::snapshot(&a);
+            prop_assert_eq!(&snapshot, &StateMachine::snapshot(&b));
+            let mut restored = MetadataState::new();
+            restored.restore(&snapshot).unwrap();
+            prop_assert_eq!(&restored, &a);
+            prop_assert_eq!(StateMachine::snapshot(&restored), snapshot);
         }
 
         #[test]

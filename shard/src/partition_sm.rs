@@ -1,0 +1,310 @@
+//! The partition state machine: what a partition's VSR group replicates,
+//! over the durable `PartitionLog`.
+//!
+//! Owns the mapping from committed `SendMessages` ops to partition offsets,
+//! the bounded list of applied-but-not-yet-durable messages, and the logical
+//! snapshot of a partition. Must not touch VSR internals (client sessions,
+//! the journal) or the log's on-disk format (the partition log's).
+//!
+//! `StateMachine::apply` is sync but the log is async, so the work is split:
+//! `apply` assigns the next offset and queues the message in memory;
+//! `persist` (async) appends the queue to the log and syncs it. The driver
+//! calls `persist` after commits, and must call it before it makes a
+//! checkpoint durable.
+//!
+//! Invariants:
+//! - Offsets are dense and assigned in commit order: the k-th committed
+//!   `SendMessages` of the group gets offset k on every replica. So a durable
+//!   record at offset k is the message of that op, whichever replica wrote it.
+//! - The snapshot is the logical state only: the next offset and a chained
+//!   checksum of (offset, message checksum) over every message applied so far.
+//!   The message bytes live in the log, not in the snapshot.
+//! - A checkpoint is made durable only after `persist` has made every offset
+//!   below its `next_offset` durable. So after a crash the log holds at least
+//!   the checkpoint's offsets.
+//! - Idempotent replay: after a restart the replica restores its checkpoint
+//!   and re-applies the committed ops after it. An op whose offset is already
+//!   in the log (`offset < log.next_offset()`) is only counted (the offset
+//!   and checksum chain advance, the reply is the same offset as the first
+//!   time); it is not queued or appended again. Each offset is in the log once.
+//! - A snapshot from a peer (state transfer) may name offsets this replica's
+//!   log does not hold. Those are `missing()`: `persist` refuses to append past
+//!   the hole (`PartitionSmError::Gap`) until the partition is repaired from a
+//!   peer, rather than writing messages at the wrong offsets.
+//!
+//! Reads: a committed offset needs no consensus: read it with `read`,
+//! straight from the log (after `persist`; a message is durable once
+//! `persist` returns). `PollMessages` through consensus does NOT return the
+//! message, even if it is still pending: whether it is pending depends on
+//! when this replica last persisted, so such a reply would differ between
+//! replicas and between the first apply and a replay (client sessions keep
+//! replies in the checkpoint, and the simulator checks reply agreement).
+//! Instead it replies with the partition's `next_offset` at that op (u64 LE):
+//! every offset below it is committed, and `read` serves it once persisted.
+
+use std::ops::Range;
+use std::path::Path;
+
+use shoal_vsr::header::checksum;
+use shoal_vsr::state_machine::{SnapshotError, SnapshotReader};
+use shoal_vsr::{Io, Operation, StateMachine};
+
+use crate::namespace::Namespace;
+use crate::partition_log::{
+    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError,
+    RECORD_PAYLOAD_SIZE_MAX_BYTES,
+};
+
+/// Applied messages awaiting `persist`. The driver persists after every batch
+/// of commits, far below this; reaching it is a driver bug (asserted).
+pub const PARTITION_PENDING_MESSAGES_MAX: usize = 64 * 1024;
+
+/// The first byte of a partition snapshot; another value is another format.
+const SNAPSHOT_TAG: u8 = 0x50;
+/// `[tag u8][next_offset u64][chain u128]`.
+pub const PARTITION_SNAPSHOT_SIZE_BYTES: usize = 1 + 8 + 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionSmError {
+    #[error(transparent)]
+    Log(#[from] PartitionLogError),
+    #[error(
+        "partition log ends at offset {log_next_offset} but the next message to persist has offset {pending_offset}: offsets {log_next_offset}..{pending_offset} came by state transfer and are not on this disk; repair the partition from a peer replica"
+    )]
+    Gap {
+        log_next_offset: u64,
+        pending_offset: u64,
+    },
+}
+
+/// One partition's replicated state: a `StateMachine` over a durable log.
+pub struct PartitionStateMachine<I: Io> {
+    namespace: Namespace,
+    log: PartitionLog<I>,
+    /// The offset the next applied `SendMessages` gets.
+    next_offset: u64,
+    /// Chained checksum over (offset, checksum of message) of every applied message.
+    chain: u128,
+    /// Applied messages not yet in the log, with their offsets: contiguous,
+    /// and the last one is `next_offset - 1`.
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
+impl<I: Io> std::fmt::Debug for PartitionStateMachine<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionStateMachine")
+            .field("namespace", &self.namespace)
+            .field("next_offset", &self.next_offset)
+            .field("pending", &self.pending.len())
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+fn chain_next(chain: u128, offset: u64, message: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16 + 8 + 16];
+    bytes[..16].copy_from_slice(&chain.to_le_bytes());
+    bytes[16..24].copy_from_slice(&offset.to_le_bytes());
+    bytes[24..].copy_from_slice(&checksum(message).to_le_bytes());
+    checksum(&bytes)
+}
+
+impl<I: Io> PartitionStateMachine<I> {
+    /// Open (or create) the partition's log in `dir`. The logical state starts
+    /// empty (offset 0): the replica restores its checkpoint and replays.
+    pub async fn open(
+        io: I,
+        dir: &Path,
+        namespace: Namespace,
+    ) -> Result<PartitionStateMachine<I>, PartitionLogError> {
+        PartitionStateMachine::open_with_config(io, dir, namespace, PartitionLogConfig::default())
+            .await
+    }
+
+    pub async fn open_with_config(
+        io: I,
+        dir: &Path,
+        namespace: Namespace,
+        config: PartitionLogConfig,
+    ) -> Result<PartitionStateMachine<I>, PartitionLogError> {
+        assert!(namespace.is_partition(), "{namespace:?} is not a partition");
+        let log = PartitionLog::open(io, dir, config).await?;
+        Ok(PartitionStateMachine {
+            namespace,
+            log,
+            next_offset: 0,
+            chain: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Append every pending message to the log and sync it. On an error the
+    /// messages the log did take stay out of the queue, the rest stay queued;
+    /// a storage error is fatal for the replica (it restarts and replays).
+    pub async fn persist(&mut self) -> Result<(), PartitionSmError> {
+        while let Some(&(first, _)) = self.pending.first() {
+            let log_next_offset = self.log.next_offset();
+            if log_next_offset < first {
+                return Err(PartitionSmError::Gap {
+                    log_next_offset,
+                    pending_offset: first,
+                });
+            }
+            // A failed append may have written a prefix: those are in the log.
+            let written = ((log_next_offset - first) as usize).min(self.pending.len());
+            if written > 0 {
+                self.pending.drain(..written);
+                continue;
+            }
+            let count = self.pending.len().min(APPEND_MESSAGES_MAX);
+            let batch: Vec<Vec<u8>> = self.pending[..count]
+                .iter()
+                .map(|(_, message)| message.clone())
+                .collect();
+            let offset = self.log.append(&batch).await?;
+            assert_eq!(offset, first, "the log appends at the pending offset");
+            self.pending.drain(..count);
+        }
+        self.log.sync().await?;
+        debug_assert!(self.pending.is_empty());
+        Ok(())
+    }
+
+    /// Durable reads: up to `max_count` committed messages from `offset`,
+    /// straight from the log (no consensus needed for a committed offset).
+    pub async fn read(
+        &self,
+        offset: u64,
+        max_count: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, PartitionLogError> {
+        self.log.read(offset, max_count).await
+    }
+
+    pub fn namespace(&self) -> Namespace {
+        self.namespace
+    }
+
+    /// The offset the next applied message gets.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The offset the log appends next (written, maybe not yet synced).
+    pub fn log_next_offset(&self) -> u64 {
+        self.log.next_offset()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Offsets applied (or restored) that neither the log nor the pending
+    /// queue holds: they must come from a peer.
+    pub fn missing(&self) -> Option<Range<u64>> {
+        let log_next_offset = self.log.next_offset();
+        let covered_to = self
+            .pending
+            .first()
+            .map_or(self.next_offset, |(offset, _)| *offset);
+        (log_next_offset < covered_to).then_some(log_next_offset..covered_to)
+    }
+
+    pub fn log(&self) -> &PartitionLog<I> {
+        &self.log
+    }
+
+    fn send(&mut self, message: &[u8]) -> u64 {
+        assert!(
+            message.len() <= RECORD_PAYLOAD_SIZE_MAX_BYTES,
+            "a committed body is bounded by the message size"
+        );
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        self.chain = chain_next(self.chain, offset, message);
+        if offset >= self.log.next_offset() {
+            assert!(
+                self.pending.len() < PARTITION_PENDING_MESSAGES_MAX,
+                "{} messages pending: the driver must persist after commits",
+                self.pending.len()
+            );
+            debug_assert!(
+                self.pending
+                    .last()
+                    .is_none_or(|(last, _)| last + 1 == offset)
+            );
+            self.pending.push((offset, message.to_vec()));
+        } else {
+            // Replay of an op whose message is already in the log: count it only.
+            assert!(self.pending.is_empty(), "pending offsets are past the log");
+        }
+        offset
+    }
+}
+
+impl<I: Io> StateMachine for PartitionStateMachine<I> {
+    /// `SendMessages`: the body is one message; the reply is its offset (u64
+    /// LE). `PollMessages`: the reply is the next offset (u64 LE), the
+    /// committed high watermark; the messages themselves come from `read`
+    /// (see the module doc for why). Other operations reply empty.
+    fn apply(&mut self, _op: u64, operation: Operation, body: &[u8], _timestamp: u64) -> Vec<u8> {
+        match operation {
+            Operation::SendMessages => self.send(body).to_le_bytes().to_vec(),
+            Operation::PollMessages => self.next_offset.to_le_bytes().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PARTITION_SNAPSHOT_SIZE_BYTES);
+        out.push(SNAPSHOT_TAG);
+        out.extend_from_slice(&self.next_offset.to_le_bytes());
+        out.extend_from_slice(&self.chain.to_le_bytes());
+        debug_assert_eq!(out.len(), PARTITION_SNAPSHOT_SIZE_BYTES);
+        out
+    }
+
+    /// Replace the logical state. Pending messages at or past the snapshot's
+    /// next offset are dropped (their ops are applied again); if the snapshot
+    /// is ahead of this replica, the queue is dropped and the hole shows in
+    /// `missing()`.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        let mut reader = SnapshotReader::new(snapshot);
+        let tag = reader.take(1)?[0];
+        if tag != SNAPSHOT_TAG {
+            return Err(SnapshotError::BadTag { tag });
+        }
+        let next_offset = reader.u64()?;
+        let chain = reader.u128()?;
+        if !reader.is_empty() {
+            // Trailing bytes: not a snapshot this version wrote.
+            return Err(SnapshotError::BadTag { tag });
+        }
+        if next_offset > self.next_offset {
+            self.pending.clear();
+        } else {
+            self.pending.retain(|(offset, _)| *offset < next_offset);
+        }
+        self.next_offset = next_offset;
+        self.chain = chain;
+        debug_assert!(
+            self.pending
+                .last()
+                .is_none_or(|(last, _)| last + 1 == self.next_offset)
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_depends_on_offset_and_message() {
+        let a = chain_next(0, 0, b"m");
+        assert_ne!(a, chain_next(0, 1, b"m"));
+        assert_ne!(a, chain_next(0, 0, b"n"));
+        assert_ne!(a, chain_next(1, 0, b"m"));
+        assert_eq!(a, chain_next(0, 0, b"m"));
+    }
+}

@@ -1,0 +1,328 @@
+//! The partition state machine on `SimIo`: apply queues, persist makes
+//! durable, and after a crash restoring the checkpoint and replaying the
+//! committed ops gives the same replies without writing any offset twice.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use shoal_shard::partition_log::PartitionLogConfig;
+use shoal_shard::{Namespace, PartitionSmError, PartitionStateMachine};
+use shoal_sim::{SimIo, block_on_ready};
+use shoal_vsr::{Operation, StateMachine};
+
+const DIR: &str = "/data/r0/partition";
+
+fn namespace() -> Namespace {
+    Namespace::partition(3, 1, 0).unwrap()
+}
+
+/// Small segments, so that the longer tests also roll segments.
+fn config() -> PartitionLogConfig {
+    PartitionLogConfig { segment_size_max_bytes: 200 }
+}
+
+fn open(io: &SimIo) -> PartitionStateMachine<SimIo> {
+    block_on_ready(PartitionStateMachine::open_with_config(io.clone(), Path::new(DIR), namespace(), config()))
+        .expect("the partition log opens")
+}
+
+fn send(sm: &mut PartitionStateMachine<SimIo>, message: &[u8]) -> u64 {
+    let reply = sm.apply(0, Operation::SendMessages, message, 0);
+    u64::from_le_bytes(reply.try_into().expect("an offset reply is 8 bytes"))
+}
+
+/// The `PollMessages` reply: the committed high watermark.
+fn poll(sm: &mut PartitionStateMachine<SimIo>, offset: u64) -> u64 {
+    let reply = sm.apply(0, Operation::PollMessages, &offset.to_le_bytes(), 0);
+    u64::from_le_bytes(reply.try_into().expect("a poll reply is 8 bytes"))
+}
+
+fn read_all(sm: &PartitionStateMachine<SimIo>) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let batch = block_on_ready(sm.read(out.len() as u64, 64)).expect("the log reads back");
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch);
+    }
+}
+
+fn message(i: u64) -> Vec<u8> {
+    format!("message-{i}").into_bytes()
+}
+
+fn expected(range: std::ops::Range<u64>) -> Vec<(u64, Vec<u8>)> {
+    range.map(|i| (i, message(i))).collect()
+}
+
+#[test]
+fn apply_queues_persist_makes_durable_and_read_serves_the_log() {
+    let io = SimIo::new(1);
+    let mut sm = open(&io);
+    for i in 0..3 {
+        assert_eq!(send(&mut sm, &message(i)), i);
+    }
+    assert_eq!(sm.pending_count(), 3);
+    assert_eq!(poll(&mut sm, 1), 3, "poll through consensus answers the high watermark");
+    assert!(read_all(&sm).is_empty(), "nothing is in the log before persist");
+    block_on_ready(sm.persist()).unwrap();
+    assert_eq!(sm.pending_count(), 0);
+    assert_eq!(sm.log_next_offset(), 3);
+    assert_eq!(poll(&mut sm, 1), 3, "the reply does not depend on persist");
+    assert_eq!(read_all(&sm), expected(0..3));
+    assert_eq!(sm.apply(0, Operation::CreateStream, b"x", 0), Vec::<u8>::new());
+    assert_eq!(sm.next_offset(), 3, "other operations change nothing");
+}
+
+#[test]
+fn replies_and_snapshots_do_not_depend_on_when_a_replica_persists() {
+    let io_a = SimIo::new(7);
+    let io_b = SimIo::new(8);
+    let mut a = open(&io_a);
+    let mut b = open(&io_b);
+    for i in 0..10 {
+        assert_eq!(send(&mut a, &message(i)), send(&mut b, &message(i)));
+        if i % 3 == 0 {
+            block_on_ready(a.persist()).unwrap();
+        }
+        for offset in [0, i, i + 1] {
+            let body = offset.to_le_bytes();
+            assert_eq!(
+                a.apply(0, Operation::PollMessages, &body, 0),
+                b.apply(0, Operation::PollMessages, &body, 0),
+                "a poll reply is the same on every replica"
+            );
+        }
+        assert_eq!(a.snapshot(), b.snapshot());
+    }
+    assert_ne!(a.pending_count(), b.pending_count(), "the replicas did persist at different times");
+}
+
+#[test]
+fn crash_before_persist_loses_only_unpersisted_messages_and_replay_restores_them() {
+    let io = SimIo::new(2);
+    let mut sm = open(&io);
+    for i in 0..3 {
+        send(&mut sm, &message(i));
+    }
+    block_on_ready(sm.persist()).unwrap();
+    let checkpoint = sm.snapshot();
+    for i in 3..6 {
+        send(&mut sm, &message(i));
+    }
+    let snapshot_before_crash = sm.snapshot();
+    drop(sm);
+    io.crash();
+
+    let mut sm = open(&io);
+    assert_eq!(read_all(&sm), expected(0..3), "the persisted messages survive, the rest are gone");
+    sm.restore(&checkpoint).unwrap();
+    for i in 3..6 {
+        assert_eq!(send(&mut sm, &message(i)), i, "the replayed op gets the offset it got the first time");
+    }
+    assert_eq!(sm.snapshot(), snapshot_before_crash);
+    block_on_ready(sm.persist()).unwrap();
+    assert_eq!(read_all(&sm), expected(0..6));
+}
+
+#[test]
+fn crash_after_persist_then_replay_does_not_duplicate() {
+    let io = SimIo::new(3);
+    let mut sm = open(&io);
+    for i in 0..4 {
+        send(&mut sm, &message(i));
+    }
+    block_on_ready(sm.persist()).unwrap();
+    let checkpoint = sm.snapshot();
+    for i in 4..9 {
+        send(&mut sm, &message(i));
+    }
+    block_on_ready(sm.persist()).unwrap();
+    let snapshot_before_crash = sm.snapshot();
+    drop(sm);
+    io.crash();
+
+    let mut sm = open(&io);
+    sm.restore(&checkpoint).unwrap();
+    for i in 4..9 {
+        assert_eq!(send(&mut sm, &message(i)), i);
+    }
+    assert_eq!(sm.pending_count(), 0, "every replayed offset is already durable");
+    assert_eq!(sm.snapshot(), snapshot_before_crash);
+    block_on_ready(sm.persist()).unwrap();
+    assert_eq!(read_all(&sm), expected(0..9));
+    assert!(sm.log().segment_count() > 1, "the test crossed segment rolls");
+
+    // Without a checkpoint the replica replays from the first op: same result.
+    drop(sm);
+    io.crash();
+    let mut sm = open(&io);
+    for i in 0..9 {
+        assert_eq!(send(&mut sm, &message(i)), i);
+    }
+    assert_eq!(sm.snapshot(), snapshot_before_crash);
+    block_on_ready(sm.persist()).unwrap();
+    assert_eq!(read_all(&sm), expected(0..9));
+}
+
+#[test]
+fn snapshot_from_a_peer_ahead_of_the_log_is_a_gap_not_a_misplaced_write() {
+    let io_a = SimIo::new(4);
+    let mut a = open(&io_a);
+    for i in 0..5 {
+        send(&mut a, &message(i));
+    }
+    let io_b = SimIo::new(5);
+    let mut b = open(&io_b);
+    send(&mut b, &message(0));
+    b.restore(&a.snapshot()).unwrap();
+    assert_eq!(b.pending_count(), 0, "the queue below the peer's snapshot is dropped");
+    assert_eq!(b.missing(), Some(0..5));
+    assert_eq!(send(&mut b, &message(5)), 5);
+    match block_on_ready(b.persist()) {
+        Err(PartitionSmError::Gap { log_next_offset: 0, pending_offset: 5 }) => {}
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    assert!(read_all(&b).is_empty(), "nothing was written at the wrong offsets");
+}
+
+#[test]
+fn a_failed_persist_can_be_retried_without_duplicates() {
+    let io = SimIo::new(9);
+    let mut sm = open(&io);
+    for i in 0..12 {
+        send(&mut sm, &message(i));
+    }
+    io.disk().fail_next_write();
+    assert!(block_on_ready(sm.persist()).is_err());
+    assert_eq!(sm.pending_count() as u64 + sm.log_next_offset(), 12, "each offset is in the log or queued");
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(sm.persist()).is_err());
+    block_on_ready(sm.persist()).unwrap();
+    assert_eq!(sm.pending_count(), 0);
+    assert_eq!(read_all(&sm), expected(0..12));
+    drop(sm);
+    io.crash();
+    assert_eq!(read_all(&open(&io)), expected(0..12), "the retried persist is durable");
+}
+
+#[test]
+fn restore_rejects_bad_snapshots() {
+    let io = SimIo::new(6);
+    let mut sm = open(&io);
+    let good = sm.snapshot();
+    let mut bad_tag = good.clone();
+    bad_tag[0] ^= 0xff;
+    assert!(matches!(sm.restore(&bad_tag), Err(shoal_vsr::state_machine::SnapshotError::BadTag { .. })));
+    assert!(matches!(sm.restore(&good[..10]), Err(shoal_vsr::state_machine::SnapshotError::Truncated { .. })));
+    let mut long = good.clone();
+    long.push(0);
+    assert!(sm.restore(&long).is_err());
+    sm.restore(&good).unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Send(Vec<u8>),
+    Poll(u64),
+    Persist,
+    /// Persist, then make a checkpoint durable (the driver's order).
+    Checkpoint,
+    /// Crash, after `steps_max` more storage calls of a persist if given.
+    Crash { steps_max: Option<u64> },
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => prop::collection::vec(any::<u8>(), 0..48).prop_map(Step::Send),
+        1 => (0u64..64).prop_map(Step::Poll),
+        2 => Just(Step::Persist),
+        1 => Just(Step::Checkpoint),
+        1 => prop::option::of(0u64..8).prop_map(|steps_max| Step::Crash { steps_max }),
+    ]
+}
+
+/// One committed op as the WAL holds it, with the reply it got the first time.
+struct Committed {
+    operation: Operation,
+    body: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+proptest! {
+    #[test]
+    fn random_apply_persist_crash_replay_matches_the_model(seed in any::<u64>(), steps in prop::collection::vec(arb_step(), 1..60)) {
+        let io = SimIo::new(seed);
+        let mut sm = open(&io);
+        // The never-crashed twin: what every replica's logical state must be.
+        let twin_io = SimIo::new(seed ^ 1);
+        let mut twin = open(&twin_io);
+        // The model: every committed op (the WAL), the messages in offset
+        // order, the durable checkpoint (snapshot, ops it covers), and how
+        // many offsets a successful persist vouched for.
+        let mut wal: Vec<Committed> = Vec::new();
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        let mut checkpoint: Option<(Vec<u8>, usize)> = None;
+        let mut persisted = 0usize;
+        for step in steps {
+            match step {
+                Step::Send(body) => {
+                    let reply = sm.apply(0, Operation::SendMessages, &body, 0);
+                    prop_assert_eq!(&reply, &(messages.len() as u64).to_le_bytes().to_vec());
+                    prop_assert_eq!(&twin.apply(0, Operation::SendMessages, &body, 0), &reply);
+                    messages.push(body.clone());
+                    wal.push(Committed { operation: Operation::SendMessages, body, reply });
+                }
+                Step::Poll(offset) => {
+                    let body = offset.to_le_bytes().to_vec();
+                    let reply = sm.apply(0, Operation::PollMessages, &body, 0);
+                    prop_assert_eq!(&reply, &(messages.len() as u64).to_le_bytes().to_vec());
+                    prop_assert_eq!(&twin.apply(0, Operation::PollMessages, &body, 0), &reply);
+                    wal.push(Committed { operation: Operation::PollMessages, body, reply });
+                }
+                Step::Persist => {
+                    block_on_ready(sm.persist()).unwrap();
+                    persisted = messages.len();
+                }
+                Step::Checkpoint => {
+                    block_on_ready(sm.persist()).unwrap();
+                    persisted = messages.len();
+                    checkpoint = Some((sm.snapshot(), wal.len()));
+                }
+                Step::Crash { steps_max } => {
+                    if let Some(steps_max) = steps_max {
+                        io.disk().crash_after_steps(steps_max);
+                        if block_on_ready(sm.persist()).is_ok() {
+                            persisted = messages.len();
+                        }
+                    }
+                    drop(sm);
+                    io.crash();
+                    sm = open(&io);
+                    let log_next = sm.log_next_offset() as usize;
+                    prop_assert!(log_next >= persisted, "persisted offset lost: log ends at {} < {}", log_next, persisted);
+                    prop_assert!(log_next <= messages.len(), "the log holds an offset never applied");
+                    let replay_from = match &checkpoint {
+                        Some((snapshot, ops)) => {
+                            sm.restore(snapshot).unwrap();
+                            *ops
+                        }
+                        None => 0,
+                    };
+                    for committed in &wal[replay_from..] {
+                        let reply = sm.apply(0, committed.operation, &committed.body, 0);
+                        prop_assert_eq!(&reply, &committed.reply, "replay gives the first reply");
+                    }
+                    prop_assert_eq!(sm.pending_count(), messages.len() - log_next);
+                    prop_assert_eq!(sm.missing(), None);
+                }
+            }
+            prop_assert_eq!(sm.snapshot(), twin.snapshot());
+        }
+        block_on_ready(sm.persist()).unwrap();
+        let log = read_all(&sm);
+        let model: Vec<(u64, Vec<u8>)> = messages.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        prop_assert_eq!(log, model, "each offset once, in order, with its message");
+    }
+}
