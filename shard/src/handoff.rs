@@ -581,6 +581,11 @@ pub async fn broadcast_snapshot<I: Io>(
     );
     for (shard, sender) in peers {
         if sender.send(bundle.to_vec()).is_err() {
+            // A peer that saw the shutdown flag first drops its receiver:
+            // that is the shutdown, not a failed peer.
+            if shutdown.is_requested() {
+                return Err(HandoffError::ShutDown);
+            }
             return Err(HandoffError::PeerGone { shard: *shard });
         }
     }

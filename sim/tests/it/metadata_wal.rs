@@ -369,3 +369,27 @@ fn shard_zero_replays_then_every_peer_receives_the_same_catalogue() {
     received.sort_by_key(|(shard, _)| *shard);
     assert_eq!(received, (1..4).map(|shard| (shard, state.clone())).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_peer_that_stopped_on_shutdown_is_a_shutdown_not_a_failed_peer() {
+    // The race behind a SIGTERM during start-up: the peer saw the flag and
+    // dropped its receiver before shard 0 finished replaying.
+    let io = SimIo::new(14);
+    let shutdown = ShutdownFlag::new();
+    let (tx, rx) = handoff::oneshot::<Vec<u8>>();
+    drop(rx);
+    let peers = vec![(ShardId(1), tx)];
+    let bundle = MetadataState::new().encode();
+    assert!(matches!(
+        block_on_ready(handoff::broadcast_snapshot(&io, &bundle, &peers, &shutdown)),
+        Err(HandoffError::PeerGone { shard: ShardId(1) })
+    ));
+    let (tx, rx) = handoff::oneshot::<Vec<u8>>();
+    drop(rx);
+    let peers = vec![(ShardId(1), tx)];
+    shutdown.request();
+    assert!(matches!(
+        block_on_ready(handoff::broadcast_snapshot(&io, &bundle, &peers, &shutdown)),
+        Err(HandoffError::ShutDown)
+    ));
+}
