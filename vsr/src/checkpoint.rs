@@ -138,7 +138,8 @@ mod tests {
             let mut bytes = encode(&checkpoint(3, snapshot));
             let bit = bit % (bytes.len() * 8);
             bytes[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(matches!(decode(&bytes), Err(CheckpointError::Corrupt { .. })));
+            let corrupt = matches!(decode(&bytes), Err(CheckpointError::Corrupt { .. }));
+            prop_assert!(corrupt);
         }
 
         #[test]
