@@ -595,6 +595,11 @@ pub async fn broadcast_snapshot<I: Io>(
             return Err(HandoffError::ShutDown);
         }
         if let Some((shard, _)) = peers.iter().find(|(_, s)| s.is_receiver_dropped()) {
+            // Look at the flag again: it may have been raised between the
+            // look above and the peer dropping its receiver because of it.
+            if shutdown.is_requested() {
+                return Err(HandoffError::ShutDown);
+            }
             return Err(HandoffError::PeerGone { shard: *shard });
         }
         if peers.iter().all(|(_, sender)| sender.is_taken()) {
