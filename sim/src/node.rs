@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal_vsr::header::{Header, HEADER_SIZE_BYTES};
-use shoal_vsr::io::{Io, IoFile, OpenMode};
+use shoal_vsr::checkpoint;
+use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::{JournalConfig, PrepareJournal};
 use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockState};
@@ -17,7 +17,6 @@ use shoal_vsr::superblock::{Superblock, SuperblockState};
 use crate::io::{block_on_ready, SimIo};
 
 pub const DATA_DIR: &str = "/data";
-const CHECKPOINT_MAGIC: u64 = 0x7368_6f61_6c63_6b70;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -25,10 +24,8 @@ pub enum StorageError {
     Journal(#[from] shoal_vsr::journal::JournalError),
     #[error("superblock: {0}")]
     Superblock(#[from] shoal_vsr::superblock::SuperblockError),
-    #[error("checkpoint file: {0}")]
-    Checkpoint(std::io::Error),
-    #[error("checkpoint file is corrupt: state-transfer from a peer")]
-    CheckpointCorrupt,
+    #[error("{0}")]
+    Checkpoint(#[from] shoal_vsr::checkpoint::CheckpointError),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,10 +58,6 @@ pub struct NodeStorage {
 
 fn dir() -> PathBuf {
     PathBuf::from(DATA_DIR)
-}
-
-fn checkpoint_path(dir: &Path, namespace: u64) -> PathBuf {
-    dir.join(format!("checkpoint-{namespace:016x}"))
 }
 
 impl NodeStorage {
@@ -144,50 +137,9 @@ impl NodeStorage {
 }
 
 fn write_checkpoint(io: &SimIo, dir: &Path, namespace: u64, checkpoint: &Checkpoint) -> Result<(), StorageError> {
-    let mut bytes = Vec::with_capacity(HEADER_SIZE_BYTES + checkpoint.snapshot.len() + 40);
-    bytes.extend_from_slice(&CHECKPOINT_MAGIC.to_le_bytes());
-    bytes.extend_from_slice(&checkpoint.anchor.encode());
-    bytes.extend_from_slice(&(checkpoint.snapshot.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&checkpoint.snapshot);
-    let checksum = shoal_vsr::header::checksum(&bytes);
-    bytes.extend_from_slice(&checksum.to_le_bytes());
-    let path = checkpoint_path(dir, namespace);
-    let tmp = path.with_extension("tmp");
-    block_on_ready(async {
-        let file = io.open(&tmp, OpenMode::ReadWriteCreate).await?;
-        file.set_len(0).await?;
-        let (result, _) = file.write_all_at(bytes, 0).await;
-        result?;
-        file.sync_data().await?;
-        io.rename(&tmp, &path).await?;
-        io.sync_dir(dir).await
-    })
-    .map_err(StorageError::Checkpoint)
+    Ok(block_on_ready(checkpoint::write_checkpoint(io, dir, namespace, checkpoint))?)
 }
 
 fn read_checkpoint(io: &SimIo, dir: &Path, namespace: u64) -> Result<Option<Checkpoint>, StorageError> {
-    let path = checkpoint_path(dir, namespace);
-    block_on_ready(async {
-        let file = match io.open(&path, OpenMode::ReadOnly).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StorageError::Checkpoint(error)),
-        };
-        let size = file.size_bytes().await.map_err(StorageError::Checkpoint)? as usize;
-        if size < 8 + HEADER_SIZE_BYTES + 8 + 16 {
-            return Err(StorageError::CheckpointCorrupt);
-        }
-        let (result, bytes) = file.read_exact_at(vec![0; size], 0).await;
-        result.map_err(StorageError::Checkpoint)?;
-        let (content, stored) = bytes.split_at(size - 16);
-        if shoal_vsr::header::checksum(content) != u128::from_le_bytes(stored.try_into().unwrap()) {
-            return Err(StorageError::CheckpointCorrupt);
-        }
-        if u64::from_le_bytes(content[..8].try_into().unwrap()) != CHECKPOINT_MAGIC {
-            return Err(StorageError::CheckpointCorrupt);
-        }
-        let anchor = Header::decode(&content[8..8 + HEADER_SIZE_BYTES]).map_err(|_| StorageError::CheckpointCorrupt)?;
-        let snapshot = content[8 + HEADER_SIZE_BYTES + 8..].to_vec();
-        Ok(Some(Checkpoint { anchor, snapshot }))
-    })
+    Ok(block_on_ready(checkpoint::read_checkpoint(io, dir, namespace))?)
 }

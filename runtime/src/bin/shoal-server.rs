@@ -1,12 +1,13 @@
 //! `shoal-server`: the process lifecycle of one replica, as a skeleton.
 //!
 //! Owns flag parsing, logging set-up, the signal handler, the shard bootstrap
-//! and the start-up metadata handoff: shard 0 opens (creating on first start)
-//! the metadata snapshot in `--data-dir` and hands the encoded catalogue to
-//! every other shard over single-shot channels; the others await it. Both
-//! sides poll the one shutdown flag, so a shard 0 that fails first strands no
-//! peer. After the handoff each shard runs until shutdown: no WAL, bus or
-//! replica is wired in yet.
+//! and the start-up metadata handoff: shard 0 opens the metadata group's WAL
+//! in `--data-dir` (superblock, checkpoint, journal; formatting an empty group
+//! on first start), replays its committed prepares, and hands the encoded
+//! catalogue to every other shard over single-shot channels; the others await
+//! it and never open the WAL. Both sides poll the one shutdown flag, so a
+//! shard 0 that fails first strands no peer. After the handoff each shard runs
+//! until shutdown: no bus or replica is wired in yet.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,14 +21,12 @@ use shoal_runtime::bootstrap::{
 use shoal_runtime::pinning::{CpuAllocation, CpuTopology};
 use shoal_runtime::{DriverChoice, RealIo};
 use shoal_shard::handoff::{
-    HandoffError, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot, open_metadata,
+    HandoffError, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot, replay_metadata,
 };
 use shoal_shard::lifecycle::ShutdownFlag;
 use shoal_shard::owner_table::ShardId;
 use shoal_vsr::io::Io;
 
-/// The metadata snapshot shard 0 owns, inside `--data-dir`.
-const METADATA_SNAPSHOT_FILE: &str = "metadata.snapshot";
 /// How long shard 0 runs before an injected `--test-fail-shard-zero` failure:
 /// long enough for its peers to be waiting for the handoff.
 const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
@@ -36,15 +35,15 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 ///
 /// SKELETON: this binary implements only the process lifecycle — it parses
 /// flags, reads the CPU topology, spawns one pinned thread per shard (each with
-/// its own compio runtime, io_uring or the polling fallback), has shard 0 open
-/// the metadata snapshot in --data-dir and hand it to the other shards, and
-/// exits cleanly on Ctrl-C (SIGINT/SIGTERM) or when any shard fails. It does
-/// not yet open a WAL, accept connections or run VSR.
+/// its own compio runtime, io_uring or the polling fallback), has shard 0
+/// replay the metadata WAL in --data-dir and hand the catalogue to the other
+/// shards, and exits cleanly on Ctrl-C (SIGINT/SIGTERM) or when any shard
+/// fails. It does not yet accept connections or run VSR.
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal-server",
     version,
-    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle and metadata handoff only, no WAL/network/VSR yet)",
+    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle, metadata WAL replay and handoff only, no network/VSR yet)",
     long_about
 )]
 struct Args {
@@ -55,6 +54,11 @@ struct Args {
     /// This replica's index in the cluster (0-based, less than --replica-count).
     #[arg(long, default_value_t = 0)]
     replica: u8,
+
+    /// Cluster id (decimal u128): every WAL and superblock in --data-dir
+    /// belongs to it, and one of another cluster is refused.
+    #[arg(long, default_value_t = 0)]
+    cluster: u128,
 
     /// Number of replicas in the cluster: 1, 3 or 5.
     #[arg(long, default_value_t = 1, value_parser = parse_replica_count)]
@@ -152,7 +156,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
         "starting shards (skeleton: metadata handoff, then idle until shutdown)"
     );
     let handoff = Arc::new(Handoff::new(cpus.len()));
-    let snapshot_path = Arc::new(args.data_dir.join(METADATA_SNAPSHOT_FILE));
+    let data_dir = Arc::new(args.data_dir.clone());
+    let group = MetadataGroup { cluster: args.cluster, replica: args.replica };
     let fail_shard_zero = args.test_fail_shard_zero.clone();
     let config = BootstrapConfig {
         pin: !args.no_pin,
@@ -162,7 +167,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     let report = run_shards(config, shutdown, move |context| {
         let handoff = handoff.clone();
-        let snapshot_path = snapshot_path.clone();
+        let data_dir = data_dir.clone();
         let fail_shard_zero = fail_shard_zero.clone();
         async move {
             tracing::info!(
@@ -174,7 +179,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             let started_ns = context.io.now_ns();
             let served = if context.shard_id == ShardId::METADATA.0 {
                 let senders = handoff.take_senders();
-                shard_zero_start(&context, &snapshot_path, senders, fail_shard_zero.as_deref()).await?
+                shard_zero_start(&context, &data_dir, group, senders, fail_shard_zero.as_deref()).await?
             } else {
                 let receiver = handoff.take_receiver(context.shard_id);
                 peer_start(&context, receiver).await?
@@ -239,11 +244,20 @@ impl Handoff {
     }
 }
 
-/// Shard 0: open (or create) the metadata snapshot, replay it, hand it to
-/// every peer. `Ok(false)`: shutdown came first, stop without serving.
+/// Which metadata group shard 0 replays.
+#[derive(Debug, Clone, Copy)]
+struct MetadataGroup {
+    cluster: u128,
+    replica: u8,
+}
+
+/// Shard 0: open (or format) the metadata WAL, replay its committed prepares,
+/// hand the catalogue to every peer. `Ok(false)`: shutdown came first, stop
+/// without serving.
 async fn shard_zero_start(
     context: &ShardContext,
-    snapshot_path: &Path,
+    data_dir: &Path,
+    group: MetadataGroup,
     senders: Peers,
     fail: Option<&str>,
 ) -> Result<bool, String> {
@@ -255,17 +269,25 @@ async fn shard_zero_start(
         }
         return Err("injected shard 0 error before the metadata handoff".to_string());
     }
-    let state = open_metadata(&context.io, snapshot_path, ShardId::METADATA)
+    let replay = replay_metadata(&context.io, data_dir, group.cluster, group.replica, ShardId::METADATA)
         .await
-        .map_err(|error| format!("shard 0 cannot open the metadata: {error}"))?;
+        .map_err(|error| format!("shard 0 cannot replay the metadata WAL: {error}"))?;
+    let state = &replay.state;
     let bundle = state.encode();
     tracing::info!(
-        path = %snapshot_path.display(),
+        dir = %data_dir.display(),
+        created = replay.created,
+        checkpoint_op = replay.checkpoint_op,
+        commit = replay.commit,
+        ops_replayed = replay.ops_replayed,
+        requests_rejected = replay.requests_rejected,
+        ops_uncommitted = replay.ops_uncommitted,
         streams = state.streams().len(),
+        topics = state.streams().values().map(|stream| stream.topics.len()).sum::<usize>(),
         partitions = state.partition_namespaces().len(),
         bundle_bytes = bundle.len(),
         peers = senders.len(),
-        "metadata opened; handing it to the other shards"
+        "metadata WAL replayed; handing the catalogue to the other shards"
     );
     match broadcast_snapshot(&context.io, &bundle, &senders, &context.shutdown).await {
         Ok(()) => {

@@ -3,6 +3,7 @@
 mod journal_bad_input;
 mod journal_conformance;
 mod journal_model;
+mod metadata_wal;
 mod partition_sm;
 mod shards;
 mod superblock;

@@ -1,0 +1,150 @@
+//! Checkpoint file: the durable `Checkpoint` (anchor header + replica
+//! snapshot) of one VSR group, `checkpoint-<namespace>` in the data dir.
+//!
+//! Owns the file format and its atomic replace (tmp → fsync → rename → fsync
+//! dir). Knows nothing of the journal: the driver drains the journal only
+//! after `write_checkpoint` returned Ok.
+//!
+//! Format: `[u64 magic][256-byte anchor header][u64 snapshot len][snapshot]
+//! [u128 checksum of everything before it]`. The snapshot is the replica's
+//! (`[u32 len][state machine snapshot][client sessions]`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::header::{checksum, Header, HEADER_SIZE_BYTES};
+use crate::io::{Io, IoFile, OpenMode};
+use crate::replica::Checkpoint;
+
+pub const CHECKPOINT_MAGIC: u64 = 0x7368_6f61_6c63_6b70;
+/// The largest checkpoint file a replica reads into memory.
+pub const CHECKPOINT_SIZE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+const MAGIC_SIZE_BYTES: usize = 8;
+const LEN_SIZE_BYTES: usize = 8;
+const CHECKSUM_SIZE_BYTES: usize = 16;
+const FIXED_SIZE_BYTES: usize = MAGIC_SIZE_BYTES + HEADER_SIZE_BYTES + LEN_SIZE_BYTES + CHECKSUM_SIZE_BYTES;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint file {operation} failed: {source}; check the disk, then restart the replica")]
+    Io { operation: &'static str, source: io::Error },
+    #[error("checkpoint file is corrupt ({reason}): state-transfer from a peer")]
+    Corrupt { reason: &'static str },
+}
+
+fn io_error(operation: &'static str) -> impl FnOnce(io::Error) -> CheckpointError {
+    move |source| CheckpointError::Io { operation, source }
+}
+
+/// The checkpoint file of `namespace` inside `dir`.
+pub fn checkpoint_path(dir: &Path, namespace: u64) -> PathBuf {
+    dir.join(format!("checkpoint-{namespace:016x}"))
+}
+
+pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FIXED_SIZE_BYTES + checkpoint.snapshot.len());
+    bytes.extend_from_slice(&CHECKPOINT_MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.anchor.encode());
+    bytes.extend_from_slice(&(checkpoint.snapshot.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.snapshot);
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    debug_assert_eq!(bytes.len(), FIXED_SIZE_BYTES + checkpoint.snapshot.len());
+    bytes
+}
+
+/// Decode a checkpoint file; every malformed input is `Corrupt`, never a panic.
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    if bytes.len() < FIXED_SIZE_BYTES {
+        return Err(CheckpointError::Corrupt { reason: "truncated" });
+    }
+    let (content, stored) = bytes.split_at(bytes.len() - CHECKSUM_SIZE_BYTES);
+    if checksum(content) != u128::from_le_bytes(stored.try_into().expect("16 bytes")) {
+        return Err(CheckpointError::Corrupt { reason: "checksum mismatch" });
+    }
+    if u64::from_le_bytes(content[..MAGIC_SIZE_BYTES].try_into().expect("8 bytes")) != CHECKPOINT_MAGIC {
+        return Err(CheckpointError::Corrupt { reason: "bad magic" });
+    }
+    let anchor_end = MAGIC_SIZE_BYTES + HEADER_SIZE_BYTES;
+    let anchor = Header::decode(&content[MAGIC_SIZE_BYTES..anchor_end])
+        .map_err(|_| CheckpointError::Corrupt { reason: "anchor header invalid" })?;
+    let len = u64::from_le_bytes(content[anchor_end..anchor_end + LEN_SIZE_BYTES].try_into().expect("8 bytes"));
+    let snapshot = &content[anchor_end + LEN_SIZE_BYTES..];
+    if len != snapshot.len() as u64 {
+        return Err(CheckpointError::Corrupt { reason: "snapshot length mismatch" });
+    }
+    Ok(Checkpoint { anchor, snapshot: snapshot.to_vec() })
+}
+
+/// Durably replace the checkpoint of `namespace`: a crash at any step leaves
+/// the old or the new file, never a torn one.
+pub async fn write_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    let path = checkpoint_path(dir, namespace);
+    let tmp = path.with_extension("tmp");
+    let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
+    file.set_len(0).await.map_err(io_error("truncate tmp"))?;
+    let (result, _) = file.write_all_at(encode(checkpoint), 0).await;
+    result.map_err(io_error("write tmp"))?;
+    file.sync_data().await.map_err(io_error("fsync tmp"))?;
+    io.rename(&tmp, &path).await.map_err(io_error("rename"))?;
+    io.sync_dir(dir).await.map_err(io_error("fsync dir"))
+}
+
+/// Read the checkpoint of `namespace`; `None` when the group never checkpointed.
+/// Opens the file read-only: safe from any shard.
+pub async fn read_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64) -> Result<Option<Checkpoint>, CheckpointError> {
+    let path = checkpoint_path(dir, namespace);
+    let file = match io.open(&path, OpenMode::ReadOnly).await {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(CheckpointError::Io { operation: "open", source: error }),
+    };
+    let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
+    if size_bytes > CHECKPOINT_SIZE_MAX_BYTES {
+        return Err(CheckpointError::Corrupt { reason: "larger than CHECKPOINT_SIZE_MAX_BYTES" });
+    }
+    if size_bytes < FIXED_SIZE_BYTES as u64 {
+        return Err(CheckpointError::Corrupt { reason: "truncated" });
+    }
+    let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
+    result.map_err(io_error("read"))?;
+    decode(&bytes).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::Command;
+    use proptest::prelude::*;
+
+    fn checkpoint(op: u64, snapshot: Vec<u8>) -> Checkpoint {
+        let mut anchor = Header::new(Command::Prepare, 7);
+        anchor.op = op;
+        anchor.set_checksums(&[]);
+        Checkpoint { anchor, snapshot }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(op in any::<u64>(), snapshot in prop::collection::vec(any::<u8>(), 0..300)) {
+            let checkpoint = checkpoint(op, snapshot);
+            let decoded = decode(&encode(&checkpoint)).unwrap();
+            prop_assert_eq!(decoded.anchor, checkpoint.anchor);
+            prop_assert_eq!(decoded.snapshot, checkpoint.snapshot);
+        }
+
+        #[test]
+        fn bit_flip_is_corrupt(snapshot in prop::collection::vec(any::<u8>(), 0..64), bit in 0usize..(FIXED_SIZE_BYTES * 8)) {
+            let mut bytes = encode(&checkpoint(3, snapshot));
+            let bit = bit % (bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let corrupt = matches!(decode(&bytes), Err(CheckpointError::Corrupt { .. }));
+            prop_assert!(corrupt);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
