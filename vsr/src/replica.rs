@@ -955,6 +955,14 @@ impl<S: StateMachine> Replica<S> {
         }
         let view_top = durable.view_headers.iter().map(|h| h.op).max().unwrap_or(0);
         for (op, (header, body)) in &journal {
+            // Above the view headers, only prepares of log_view itself can be
+            // part of its log: a backup appends there only in its current
+            // view. A prepare of an older view that this replica had dropped
+            // (without truncating the journal) can chain onto the same parent
+            // and would otherwise come back to life here.
+            if *op > view_top && header.view < durable.log_view {
+                continue;
+            }
             match self.log.get_mut(op) {
                 Some(entry) if entry.header.checksum == header.checksum => entry.body = Some(Rc::from(body.as_slice())),
                 Some(_) => {}
