@@ -23,6 +23,9 @@ pub const LIVENESS_TIME_DEFAULT_NS: u64 = 2 * NS_PER_S;
 pub const SWARM_CLIENT_COUNT_MAX: u32 = 8;
 /// Swarm: shards per replica are drawn from `1..=SWARM_SHARDS_PER_REPLICA_MAX`.
 pub const SWARM_SHARDS_PER_REPLICA_MAX: u16 = 2;
+/// Swarm: replicas per cluster, drawn uniformly from this list (3 weighs double:
+/// it is what most users run).
+pub const SWARM_REPLICA_COUNTS: [u8; 4] = [1, 3, 3, 5];
 /// Swarm: each fault kind is switched on with probability 1/2 per seed.
 /// Mixing the seed with a salt keeps the swarm draw independent of the
 /// simulator's own ChaCha stream for the same seed.
@@ -223,6 +226,8 @@ pub fn swarm(seed: u64) -> RunConfig {
             (field.set)(&mut config.faults, rate);
         }
     }
+    // Drawn last, so the fault draws above stay what they were per seed.
+    config.replica_count = SWARM_REPLICA_COUNTS[(rng.next_u64() % SWARM_REPLICA_COUNTS.len() as u64) as usize];
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config
@@ -260,7 +265,11 @@ mod tests {
             let config = scenario.config(42);
             assert_eq!(config.scenario, scenario.name);
             assert_eq!(config.seed, 42);
-            assert_eq!(config.replica_count, 3);
+            if scenario.name == "swarm" {
+                assert!(SWARM_REPLICA_COUNTS.contains(&config.replica_count));
+            } else {
+                assert_eq!(config.replica_count, 3);
+            }
             assert!(!config.record_trace);
             assert_eq!(find(scenario.name).unwrap().name, scenario.name);
         }
