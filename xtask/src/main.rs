@@ -238,7 +238,9 @@ fn bench(args: &[String]) -> Step {
         return Err(1);
     };
     match what.as_str() {
-        "journal" => run(cargo().args(["run", "--release", "-p", "shoal-runtime", "--bin", "shoal-bench", "--", "journal"]).args(rest)),
+        "journal" => run(cargo()
+            .args(["run", "--release", "-p", "shoal-runtime", "--features", "journal-bench", "--bin", "shoal-bench", "--", "journal"])
+            .args(rest)),
         "sim" => {
             let binary = build_shoal_sim()?;
             run(shoal_sim(&binary).arg("bench").args(rest))
