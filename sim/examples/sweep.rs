@@ -7,6 +7,7 @@ fn main() {
     std::panic::set_hook(Box::new(|_| {}));
     for seed in from..to {
         let mut faults = shoal_sim::FaultMix::none();
+        if std::env::var("STEADY").is_err() {
         faults.network_drop_ppm = 20_000;
         faults.network_duplicate_ppm = 10_000;
         faults.network_delay_max_ns = 20_000_000;
@@ -17,11 +18,12 @@ fn main() {
         faults.storage_torn_write_ppm = 1_000;
         faults.storage_write_error_ppm = 500;
         faults.storage_read_corruption_ppm = 300_000;
+        }
         let config = shoal_sim::RunConfig {
             seed,
             scenario: "dev".into(),
             replica_count: std::env::var("REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(3),
-            shards_per_replica: 1,
+            shards_per_replica: std::env::var("SHARDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1),
             client_count: 4,
             safety_time_ns: 4_000_000_000,
             liveness_time_ns: 4_000_000_000,
