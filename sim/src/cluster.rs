@@ -303,11 +303,17 @@ impl Cluster {
     }
 
     /// Roll for a fault: false in the liveness phase or once the budget is spent.
+    /// Roll for a fault: false in the liveness phase or once the budget is
+    /// spent. The draw happens either way, so a budget-limited run follows
+    /// the same random path as the unlimited one up to where it stops.
     fn roll(&mut self, ppm: u32, kind: &str) -> bool {
-        if self.phase != Phase::Safety || ppm == 0 || self.fault_budget == Some(0) {
+        if self.phase != Phase::Safety {
             return false;
         }
-        if self.rng.next_u64() % PPM_MAX >= u64::from(ppm) {
+        // Drawn even for a fault kind that is off, so that switching one off
+        // (as the shrinker does) does not shift every later draw.
+        let draw = self.rng.next_u64() % PPM_MAX;
+        if draw >= u64::from(ppm) || self.fault_budget == Some(0) {
             return false;
         }
         self.spend_fault(kind);
@@ -873,7 +879,7 @@ impl Cluster {
             }
         }
         if self.fault_budget == Some(0) {
-            self.network.heal();
+            self.network.suppress();
         }
     }
 

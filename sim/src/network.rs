@@ -54,6 +54,7 @@ pub struct Network {
     replica_count: u32,
     faults: FaultMix,
     enabled: bool,
+    suppressed: bool,
     partition: Option<Partition>,
     clogs: BTreeMap<(NodeId, NodeId), u64>,
     pub counters: BTreeMap<&'static str, u64>,
@@ -66,6 +67,7 @@ impl Network {
             replica_count,
             faults,
             enabled: true,
+            suppressed: false,
             partition: None,
             clogs: BTreeMap::new(),
             counters: BTreeMap::new(),
@@ -88,8 +90,23 @@ impl Network {
         self.partition.as_ref()
     }
 
+    /// Draw for a fault. A suppressed network still draws, so that a run
+    /// whose fault budget ran out takes the same random path as the run it
+    /// was shrunk from, minus the faults.
     fn chance(&mut self, ppm: u32) -> bool {
-        self.enabled && ppm > 0 && self.rng.next_u64() % PPM_MAX < u64::from(ppm)
+        if !self.enabled {
+            return false;
+        }
+        // Drawn even for a fault kind that is off: switching one kind off
+        // (as the shrinker does) must not shift every later draw.
+        let draw = self.rng.next_u64() % PPM_MAX;
+        !self.suppressed && draw < u64::from(ppm)
+    }
+
+    /// Inject no new faults; a partition or clog already in place runs its
+    /// course (the fault budget is spent).
+    pub fn suppress(&mut self) {
+        self.suppressed = true;
     }
 
     fn below(&mut self, bound: u64) -> u64 {

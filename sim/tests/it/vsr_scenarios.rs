@@ -208,3 +208,18 @@ fn single_replica_sweep() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A run capped at exactly the faults it injected is the same run: the
+/// budget only suppresses faults, it never shifts a random draw. This is
+/// what lets `shrink` lower the budget and keep the failure.
+#[test]
+fn a_budget_equal_to_the_faults_injected_replays_the_same_run() {
+    for seed in 0..20 {
+        let unlimited = shoal_sim::run(&stormy(seed));
+        let capped = shoal_sim::run(&RunConfig { fault_budget: Some(unlimited.faults_injected_total), ..stormy(seed) });
+        assert_eq!(capped.trace_hash, unlimited.trace_hash, "seed {seed}");
+        assert_eq!(capped.faults_injected_total, unlimited.faults_injected_total);
+        let fewer = shoal_sim::run(&RunConfig { fault_budget: Some(unlimited.faults_injected_total / 2), ..stormy(seed) });
+        assert!(fewer.faults_injected_total <= unlimited.faults_injected_total / 2 + 2, "seed {seed}");
+    }
+}
