@@ -566,6 +566,59 @@ impl<I: Io> PrepareJournal<I> {
         Ok(())
     }
 
+    /// Append consecutive prepares with one write per contiguous run of
+    /// slots (one write, or two where the batch wraps the ring), so a batch
+    /// costs one write and, with `sync`, one fsync. Each slot is written
+    /// whole, its tail zeroed. The same checks as `append`; nothing is
+    /// indexed unless every write succeeded (no phantom ops).
+    pub async fn append_batch(&mut self, prepares: &[(Header, &[u8])]) -> Result<(), JournalError> {
+        self.check_writable()?;
+        let slot_count = self.config.slot_count;
+        let mut expected = self.op_head.unwrap_or(self.snapshot_op) + 1;
+        let mut parent = self.head_checksum();
+        for (header, body) in prepares {
+            self.check_prepare(header, body)?;
+            let op = header.op;
+            if op != expected {
+                return Err(JournalError::OpOutOfOrder { op, expected });
+            }
+            if parent.is_some_and(|checksum| checksum != header.parent) {
+                return Err(JournalError::ParentMismatch { op });
+            }
+            if op > self.snapshot_op + slot_count {
+                return Err(JournalError::SlotCollision { op, slot: op % slot_count, live_op: op - slot_count });
+            }
+            parent = Some(header.checksum);
+            expected += 1;
+        }
+        let slot_size_bytes = self.config.slot_size_bytes() as usize;
+        let mut start = 0;
+        while start < prepares.len() {
+            let first_op = prepares[start].0.op;
+            // Slots from first_op's to the end of the ring are contiguous.
+            let room = (slot_count - first_op % slot_count) as usize;
+            let run = room.min(prepares.len() - start);
+            let mut buffer = Vec::with_capacity(run * slot_size_bytes);
+            for (header, body) in &prepares[start..start + run] {
+                let slot_begin = buffer.len();
+                buffer.extend_from_slice(&header.encode());
+                buffer.extend_from_slice(body);
+                buffer.resize(slot_begin + slot_size_bytes, 0);
+            }
+            let (result, _) = self.file.write_all_at(buffer, self.config.slot_offset(first_op)).await;
+            result.map_err(io_error("write prepares"))?;
+            start += run;
+        }
+        for (header, _) in prepares {
+            self.headers.insert(header.op, *header);
+        }
+        if let Some((last, _)) = prepares.last() {
+            self.op_head = Some(last.op);
+        }
+        debug_assert!(self.headers.len() as u64 <= slot_count);
+        Ok(())
+    }
+
     /// Make every earlier append durable (fdatasync). A failure poisons the
     /// journal: after a failed fsync the kernel may have dropped the dirty
     /// pages, so only a restart and recovery know what is on disk.

@@ -405,7 +405,7 @@ async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
 #[cfg(feature = "journal-bench")]
 const SHOAL_LABEL: &str = "journal";
 #[cfg(feature = "journal-bench")]
-const SHOAL_DESCRIPTION: &str = "vsr::journal::PrepareJournal append + sync";
+const SHOAL_DESCRIPTION: &str = "vsr::journal::PrepareJournal append_batch (one write per batch) + sync";
 
 /// The shoal column with the journal: `append` each prepare, `sync` once per batch.
 ///
@@ -430,10 +430,10 @@ async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
         let end = (next + batch).min(plan.entries.len());
         let batch_started = Instant::now();
         let mut bytes = 0u64;
-        for index in next..end {
-            journal.append(&plan.headers[index], &plan.bodies[index]).await.map_err(|e| format!("append: {e}"))?;
-            bytes += plan.entries[index].len() as u64;
-        }
+        let prepares: Vec<(shoal_vsr::Header, &[u8])> =
+            (next..end).map(|index| (plan.headers[index], plan.bodies[index].as_slice())).collect();
+        journal.append_batch(&prepares).await.map_err(|e| format!("append: {e}"))?;
+        bytes += (next..end).map(|index| plan.entries[index].len() as u64).sum::<u64>();
         journal.sync().await.map_err(|e| format!("sync: {e}"))?;
         meter.record_batch(batch_started, end - next, bytes);
         next = end;
