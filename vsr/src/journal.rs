@@ -574,9 +574,9 @@ impl<I: Io> PrepareJournal<I> {
     pub async fn append_batch(&mut self, prepares: &[(Header, &[u8])]) -> Result<(), JournalError> {
         self.check_writable()?;
         let slot_count = self.config.slot_count;
-        let mut expected = self.op_head.unwrap_or(self.snapshot_op) + 1;
+        let first_expected = self.op_head.unwrap_or(self.snapshot_op) + 1;
         let mut parent = self.head_checksum();
-        for (header, body) in prepares {
+        for (expected, (header, body)) in (first_expected..).zip(prepares) {
             self.check_prepare(header, body)?;
             let op = header.op;
             if op != expected {
@@ -589,7 +589,6 @@ impl<I: Io> PrepareJournal<I> {
                 return Err(JournalError::SlotCollision { op, slot: op % slot_count, live_op: op - slot_count });
             }
             parent = Some(header.checksum);
-            expected += 1;
         }
         let slot_size_bytes = self.config.slot_size_bytes() as usize;
         let mut start = 0;
