@@ -79,6 +79,47 @@ pub enum ScriptedFault {
     CorruptSlot { at_ns: u64, target: Target },
 }
 
+impl FaultMix {
+    /// Every fault class at once, at rates a 3-replica cluster must survive:
+    /// the mix of the developer sweep (`examples/sweep.rs`) and of the test
+    /// suite's seed sweeps.
+    pub fn stormy() -> FaultMix {
+        FaultMix {
+            network_drop_ppm: 20_000,
+            network_duplicate_ppm: 10_000,
+            network_delay_max_ns: 20_000_000,
+            network_partition_ppm: 5_000,
+            network_clog_ppm: 2_000,
+            replica_crash_ppm: 1_000,
+            replica_pause_ppm: 1_000,
+            storage_torn_write_ppm: 1_000,
+            storage_write_error_ppm: 500,
+            storage_read_corruption_ppm: 300_000,
+            ..FaultMix::none()
+        }
+    }
+}
+
+impl RunConfig {
+    /// The developer configuration: 3 replicas, 1 shard, 4 clients, 4 s of
+    /// faults then up to 4 s to converge.
+    pub fn developer(seed: u64, faults: FaultMix) -> RunConfig {
+        RunConfig {
+            seed,
+            scenario: "dev".into(),
+            replica_count: 3,
+            shards_per_replica: 1,
+            client_count: 4,
+            safety_time_ns: 4_000_000_000,
+            liveness_time_ns: 4_000_000_000,
+            faults,
+            fault_budget: None,
+            record_trace: false,
+            script: Vec::new(),
+        }
+    }
+}
+
 /// Everything that decides a run. Same config ⇒ same trace hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {

@@ -132,20 +132,7 @@ fn returning_old_primary_with_a_longer_stale_log_does_not_win_the_view_change() 
 
 /// The mixed fault load of the developer sweep: every fault class at once.
 fn stormy(seed: u64) -> RunConfig {
-    let faults = FaultMix {
-        network_drop_ppm: 20_000,
-        network_duplicate_ppm: 10_000,
-        network_delay_max_ns: 20_000_000,
-        network_partition_ppm: 5_000,
-        network_clog_ppm: 2_000,
-        replica_crash_ppm: 1_000,
-        replica_pause_ppm: 1_000,
-        storage_torn_write_ppm: 1_000,
-        storage_write_error_ppm: 500,
-        storage_read_corruption_ppm: 300_000,
-        ..FaultMix::none()
-    };
-    RunConfig { faults, ..story(seed, Vec::new()) }
+    RunConfig { faults: FaultMix::stormy(), ..story(seed, Vec::new()) }
 }
 
 fn sweep(seeds: std::ops::Range<u64>) {
