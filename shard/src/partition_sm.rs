@@ -170,6 +170,24 @@ impl<I: Io> PartitionStateMachine<I> {
         Ok(())
     }
 
+    /// Append messages a peer sent for the `missing()` range (after a state
+    /// transfer). Only an answer that starts exactly where the log ends is
+    /// taken; a stale or repeated one is ignored (returns 0). Durable once
+    /// `persist` returns.
+    pub async fn fill(&mut self, first_offset: u64, messages: &[Vec<u8>]) -> Result<usize, PartitionSmError> {
+        let Some(missing) = self.missing() else { return Ok(0) };
+        if first_offset != missing.start {
+            return Ok(0);
+        }
+        let count = messages.len().min((missing.end - missing.start) as usize).min(APPEND_MESSAGES_MAX);
+        if count == 0 {
+            return Ok(0);
+        }
+        let offset = self.log.append(&messages[..count]).await?;
+        assert_eq!(offset, first_offset, "the log appends where it ends");
+        Ok(count)
+    }
+
     /// Durable reads: up to `max_count` committed messages from `offset`,
     /// straight from the log (no consensus needed for a committed offset).
     pub async fn read(

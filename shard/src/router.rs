@@ -93,7 +93,9 @@ fn command_is_per_group(command: Command) -> bool {
         | Command::Headers
         | Command::RequestPrepare
         | Command::RequestCheckpoint
-        | Command::Checkpoint => true,
+        | Command::Checkpoint
+        | Command::RequestStateData
+        | Command::StateData => true,
         // Heartbeats and clock samples are per replica pair, not per group;
         // evictions end a client session, and sessions live in metadata.
         Command::Ping | Command::Pong | Command::Eviction => false,

@@ -17,7 +17,8 @@ use rand_core::{Rng, SeedableRng};
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
-use shoal_vsr::state_machine::AppendLog;
+use shoal_shard::partition_sm::{PartitionSmError, PartitionStateMachine};
+use shoal_vsr::state_machine::{put_bytes_with_len, SnapshotReader};
 
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::metrics::{DropReason, FrameDrops};
@@ -26,12 +27,28 @@ use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::{route_consensus_control, route_partition, route_request};
 
 use crate::checker::{Ack, Checkers};
-use crate::io::SimIo;
+use crate::io::{block_on_ready, SimIo};
 use crate::network::{Fate, Network, NodeId, Partition, PartitionKind, PPM_MAX};
 use crate::node::{NodeStorage, StorageConfig, DATA_DIR};
 use crate::run::{Checker, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict};
 
 pub const TICK_NS: u64 = 10_000_000;
+/// Messages one state-data answer carries (partition repair after a state
+/// transfer); bounds the message size.
+pub const STATE_DATA_MESSAGES_MAX: u64 = 64;
+
+/// A simulated group replica: the partition state machine over a durable
+/// partition log on the replica's simulated disk.
+pub type GroupReplica = Replica<PartitionStateMachine<SimIo>>;
+
+fn partition_dir(namespace: u64) -> std::path::PathBuf {
+    std::path::Path::new(DATA_DIR).join(format!("partition-{namespace:016x}"))
+}
+
+fn open_partition(io: &SimIo, namespace: u64) -> Result<PartitionStateMachine<SimIo>, String> {
+    block_on_ready(PartitionStateMachine::open(io.clone(), &partition_dir(namespace), Namespace(namespace)))
+        .map_err(|error| format!("partition log: {error}"))
+}
 pub const JOURNAL_SLOT_COUNT: u64 = 64;
 pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
 /// Prepares in the simulator carry small client payloads; a small slot keeps
@@ -75,7 +92,7 @@ enum Event {
 #[derive(Debug)]
 struct GroupNode {
     storage: Option<NodeStorage>,
-    replica: Option<Replica<AppendLog>>,
+    replica: Option<GroupReplica>,
     /// Prepares this replica wrote durably (and so may have acknowledged) and
     /// has not legitimately dropped since: they must survive a crash.
     acked: BTreeMap<u64, u128>,
@@ -202,7 +219,10 @@ impl Cluster {
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
                 groups.push(GroupNode {
                     storage: Some(storage),
-                    replica: Some(Replica::new(replica_config, AppendLog::default())),
+                    replica: Some(Replica::new(
+                        replica_config,
+                        open_partition(&io, *namespace).expect("a fresh disk opens a partition log"),
+                    )),
                     acked: BTreeMap::new(),
                     last_view: 0,
                 });
@@ -474,6 +494,7 @@ impl Cluster {
                 break;
             }
             self.step(replica, group, |r| r.tick(now_ns));
+            self.request_state_data(replica, group);
         }
         if let Phase::Liveness { .. } = self.phase
             && replica == 0
@@ -484,7 +505,7 @@ impl Cluster {
     }
 
     /// Run one replica event and carry out what it asks, in order.
-    fn step(&mut self, replica: u8, group: usize, event: impl FnOnce(&mut Replica<AppendLog>)) {
+    fn step(&mut self, replica: u8, group: usize, event: impl FnOnce(&mut GroupReplica)) {
         let index = replica as usize;
         let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
         let conflicts_before = r.stats().committed_conflicts;
@@ -526,6 +547,7 @@ impl Cluster {
                 self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
             }
             if actions.is_empty() {
+                self.persist_partition(replica, group);
                 return;
             }
             for action in actions {
@@ -533,6 +555,11 @@ impl Cluster {
                     Action::WritePrepare { message } => Some((message.header.op, message.header.checksum)),
                     _ => None,
                 };
+                // A checkpoint may be durable only once the partition log
+                // holds every offset it counts.
+                if matches!(action, Action::Checkpoint { .. }) && !self.persist_partition(replica, group) {
+                    return;
+                }
                 if !self.execute(replica, group, action) {
                     return;
                 }
@@ -617,13 +644,120 @@ impl Cluster {
         }
     }
 
+    /// Make the partition's applied messages durable. False when the disk
+    /// failed (the replica is stopped). A gap left by a state transfer is not
+    /// a failure: the messages wait in memory until a peer fills the gap.
+    fn persist_partition(&mut self, replica: u8, group: usize) -> bool {
+        let Some(r) = self.nodes[replica as usize].groups[group].replica.as_mut() else { return false };
+        let partition = r.state_machine_mut();
+        if partition.pending_count() == 0 {
+            return true;
+        }
+        match block_on_ready(partition.persist()) {
+            Ok(()) | Err(PartitionSmError::Gap { .. }) => true,
+            Err(error) => {
+                let reason = error.to_string();
+                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
+                self.crash(replica, "partition log error");
+                false
+            }
+        }
+    }
+
+    /// Every message of the group's partition log on `replica`, by offset.
+    fn read_partition(&mut self, replica: u8, group: usize) -> Vec<Vec<u8>> {
+        self.persist_partition(replica, group);
+        let mut messages = Vec::new();
+        let Some(r) = self.group_replica(replica, group) else { return messages };
+        while let Ok(chunk) = block_on_ready(r.state_machine().read(messages.len() as u64, 1024))
+            && !chunk.is_empty()
+        {
+            messages.extend(chunk.into_iter().map(|(_, message)| message));
+        }
+        messages
+    }
+
+    /// After a state transfer the partition may lack offsets the checkpoint
+    /// counts: ask a random peer for them, a bounded batch per tick.
+    fn request_state_data(&mut self, replica: u8, group: usize) {
+        let Some(r) = self.group_replica(replica, group) else { return };
+        let Some(missing) = r.state_machine().missing() else { return };
+        if self.config.replica_count < 2 {
+            return;
+        }
+        let peers = u64::from(self.config.replica_count - 1);
+        let mut peer = (self.rng.next_u64() % peers) as u8;
+        if peer >= replica {
+            peer += 1;
+        }
+        let mut header = Header::new(Command::RequestStateData, CLUSTER_ID);
+        header.namespace = self.namespaces[group];
+        header.replica = replica;
+        header.context = missing.start;
+        header.request = (missing.end - missing.start).min(STATE_DATA_MESSAGES_MAX);
+        self.send_from_group(replica, group, peer, Message::empty(header));
+    }
+
+    fn send_from_group(&mut self, replica: u8, group: usize, to: u8, message: Message) {
+        let owner = self.nodes[replica as usize].owners.owner(to).expect("a running process is connected to every peer");
+        if self.hop(replica, self.shard_of[group], owner, FrameVariant::Consensus) {
+            self.send(Endpoint::Replica(replica), Endpoint::Replica(to), message);
+        }
+    }
+
+    /// Serve or take partition bytes (`RequestStateData` / `StateData`).
+    fn on_state_data(&mut self, replica: u8, group: usize, from: u8, message: &Message) {
+        let header = message.header;
+        if header.command == Command::RequestStateData {
+            let messages = {
+                self.persist_partition(replica, group);
+                let Some(r) = self.group_replica(replica, group) else { return };
+                let count = header.request.min(STATE_DATA_MESSAGES_MAX) as usize;
+                block_on_ready(r.state_machine().read(header.context, count)).unwrap_or_default()
+            };
+            if messages.is_empty() {
+                return;
+            }
+            let mut body = Vec::new();
+            body.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+            for (_, payload) in &messages {
+                put_bytes_with_len(&mut body, payload);
+            }
+            let mut answer = Header::new(Command::StateData, CLUSTER_ID);
+            answer.namespace = header.namespace;
+            answer.replica = replica;
+            answer.context = messages[0].0;
+            self.send_from_group(replica, group, from, Message::new(answer, Rc::from(body)));
+            return;
+        }
+        let mut reader = SnapshotReader::new(&message.body);
+        let Ok(count) = reader.u32() else { return };
+        let mut messages = Vec::new();
+        for _ in 0..count.min(STATE_DATA_MESSAGES_MAX as u32) {
+            let Ok(payload) = reader.bytes_with_len() else { return };
+            messages.push(payload.to_vec());
+        }
+        let Some(r) = self.nodes[replica as usize].groups[group].replica.as_mut() else { return };
+        match block_on_ready(r.state_machine_mut().fill(header.context, &messages)) {
+            Ok(filled) => {
+                self.record(Some(replica), "state_data", header.context, filled as u64, String::new);
+                self.persist_partition(replica, group);
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
+                self.crash(replica, "partition log error");
+            }
+        }
+    }
+
     /// The first group's replica on `replica`, while it runs (tests inspect
     /// it after a run).
-    pub fn replica(&self, replica: u8) -> Option<&Replica<AppendLog>> {
+    pub fn replica(&self, replica: u8) -> Option<&GroupReplica> {
         self.group_replica(replica, 0)
     }
 
-    pub fn group_replica(&self, replica: u8, group: usize) -> Option<&Replica<AppendLog>> {
+    pub fn group_replica(&self, replica: u8, group: usize) -> Option<&GroupReplica> {
         self.nodes[replica as usize].groups[group].replica.as_ref()
     }
 
@@ -748,7 +882,14 @@ impl Cluster {
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
-            match Replica::open(config, AppendLog::default(), recovered) {
+            let partition = match open_partition(&io, namespace) {
+                Ok(partition) => partition,
+                Err(error) => {
+                    let label = self.group_label(group);
+                    return self.fail(Checker::Recovery, format!("replica {replica}{label} cannot restart: {error}"));
+                }
+            };
+            match Replica::open(config, partition, recovered) {
                 Ok(r) => {
                     // Replay re-commits from the checkpoint on: the checkers
                     // see those commits again and hold them to agreement.
@@ -952,6 +1093,9 @@ impl Cluster {
         let group = self.namespaces.iter().position(|ns| *ns == header.namespace);
         match group {
             Some(group) if self.shard_of[group] == target => {
+                if let (Source::Replica(peer), Command::RequestStateData | Command::StateData) = (source, header.command) {
+                    return self.on_state_data(replica, group, peer, &message);
+                }
                 self.step(replica, group, |r| r.on_message(source, message));
             }
             _ => {
@@ -1075,7 +1219,7 @@ impl Cluster {
             let mut commits = Vec::new();
             for node in &self.nodes {
                 let Some(r) = &node.groups[group].replica else { return };
-                if r.status() != Status::Normal {
+                if r.status() != Status::Normal || r.state_machine().missing().is_some() {
                     return;
                 }
                 views.push(r.view());
@@ -1123,10 +1267,7 @@ impl Cluster {
         } else {
             for group in 0..self.namespaces.len() {
                 for replica in 0..self.config.replica_count {
-                    let messages = self
-                        .group_replica(replica, group)
-                        .map(|r| r.state_machine().messages.clone())
-                        .unwrap_or_default();
+                    let messages = self.read_partition(replica, group);
                     self.checkers[group].check_final_log(replica, &messages);
                 }
             }

@@ -69,6 +69,10 @@ wire_enum! {
         Eviction = 15,
         RequestCheckpoint = 16,
         Checkpoint = 17,
+        // Committed state-machine data a replica lacks after a state
+        // transfer (a partition's message bytes), served by the driver.
+        RequestStateData = 18,
+        StateData = 19,
     }
 }
 

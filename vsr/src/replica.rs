@@ -353,6 +353,11 @@ impl<S: StateMachine> Replica<S> {
     pub fn state_machine(&self) -> &S {
         &self.state_machine
     }
+    /// For the driver's I/O on the state machine (persisting, reads, repair);
+    /// never to change what it applied.
+    pub fn state_machine_mut(&mut self) -> &mut S {
+        &mut self.state_machine
+    }
     pub fn sessions(&self) -> &ClientSessions {
         &self.sessions
     }
@@ -417,6 +422,8 @@ impl<S: StateMachine> Replica<S> {
             Command::RequestPrepare => self.on_request_prepare(&header),
             Command::Checkpoint => self.on_checkpoint(&message),
             Command::Ping | Command::Pong | Command::Reply | Command::Eviction => self.drop_message("unexpected_command"),
+            // State data moves beside the protocol: the driver serves it.
+            Command::RequestStateData | Command::StateData => self.drop_message("state_data_for_driver"),
             Command::RequestHeaders | Command::Headers | Command::RequestCheckpoint => {
                 self.drop_message("unsupported_command")
             }
