@@ -113,13 +113,24 @@ pub enum ShardExit {
     /// The body returned `Ok`.
     Clean,
     /// The body returned an error (e.g. shard 0 could not open the metadata).
-    Failed { message: String },
-    Panicked { message: String },
+    Failed {
+        message: String,
+    },
+    Panicked {
+        message: String,
+    },
     /// Its compio runtime could not be built.
-    RuntimeFailed { message: String },
-    PinFailed { cpu: usize, message: String },
+    RuntimeFailed {
+        message: String,
+    },
+    PinFailed {
+        cpu: usize,
+        message: String,
+    },
     /// Its thread was never started (its own spawn failed, or an earlier one did).
-    NotSpawned { message: String },
+    NotSpawned {
+        message: String,
+    },
     /// Still running at the join deadline; left behind.
     Stuck,
 }
@@ -364,13 +375,18 @@ mod tests {
     fn config(shards: usize) -> BootstrapConfig {
         // Unpinned: the tests must not depend on which CPUs the CI box offers,
         // and several shards may share this machine's 2 cores.
-        BootstrapConfig { pin: false, join_timeout: Duration::from_secs(5), ..BootstrapConfig::new((0..shards).collect()) }
+        BootstrapConfig {
+            pin: false,
+            join_timeout: Duration::from_secs(5),
+            ..BootstrapConfig::new((0..shards).collect())
+        }
     }
 
     /// A shard that spins until the flag flips, counting how many stopped.
     fn spin_until_shutdown(
         stopped: Arc<AtomicUsize>,
-    ) -> impl Fn(ShardContext) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>>>> + Send + Sync + 'static {
+    ) -> impl Fn(ShardContext) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>>>> + Send + Sync + 'static
+    {
         move |context: ShardContext| {
             let stopped = stopped.clone();
             Box::pin(async move {

@@ -304,7 +304,9 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_typed_and_tell_the_operator_the_grammar() {
-        for bad in ["", " ", "0,,1", "a", "-1", "3-1", "0-", "-", "1-2-3", "numa:", "numa:x", "+1", "0x1", "1.5", "numa"] {
+        for bad in
+            ["", " ", "0,,1", "a", "-1", "3-1", "0-", "-", "1-2-3", "numa:", "numa:x", "+1", "0x1", "1.5", "numa"]
+        {
             let error = resolve(bad).unwrap_err();
             assert!(matches!(error, AllocationError::BadSyntax { .. }), "{bad:?} gave {error:?}");
             assert!(error.to_string().contains("numa:N"), "{error}");
@@ -314,10 +316,10 @@ mod tests {
     #[test]
     fn unknown_cpus_nodes_and_duplicates_are_typed() {
         assert_eq!(resolve("8").unwrap_err(), AllocationError::UnknownCpu { cpu: 8, available: "0-7".into() });
-        assert_eq!(resolve("0-99999999999").unwrap_err(), AllocationError::UnknownCpu {
-            cpu: 99_999_999_999,
-            available: "0-7".into()
-        });
+        assert_eq!(
+            resolve("0-99999999999").unwrap_err(),
+            AllocationError::UnknownCpu { cpu: 99_999_999_999, available: "0-7".into() }
+        );
         assert!(matches!(resolve("numa:9").unwrap_err(), AllocationError::UnknownNumaNode { node: 9, .. }));
         assert_eq!(resolve("1,0-3").unwrap_err(), AllocationError::DuplicateCpu { cpu: 1 });
         let message = resolve("8").unwrap_err().to_string();
@@ -330,15 +332,15 @@ mod tests {
         assert_eq!(check_shards_count(0).unwrap_err(), AllocationError::ShardsCountZero);
         assert_eq!(check_shards_count(1).unwrap(), 1);
         assert_eq!(check_shards_count(SHARDS_COUNT_MAX).unwrap(), u16::MAX - 1);
-        assert_eq!(check_shards_count(SHARDS_COUNT_MAX + 1).unwrap_err(), AllocationError::ShardsCountOverflow {
-            count: 65_535,
-            max: 65_534
-        });
+        assert_eq!(
+            check_shards_count(SHARDS_COUNT_MAX + 1).unwrap_err(),
+            AllocationError::ShardsCountOverflow { count: 65_535, max: 65_534 }
+        );
         let huge = CpuTopology { cpus: (0..70_000).collect(), numa_nodes: BTreeMap::new() };
-        assert_eq!(huge.resolve(&CpuAllocation::All).unwrap_err(), AllocationError::ShardsCountOverflow {
-            count: 70_000,
-            max: 65_534
-        });
+        assert_eq!(
+            huge.resolve(&CpuAllocation::All).unwrap_err(),
+            AllocationError::ShardsCountOverflow { count: 70_000, max: 65_534 }
+        );
         assert!(AllocationError::ShardsCountZero.to_string().contains("cpu_allocation"));
     }
 

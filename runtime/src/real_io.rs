@@ -196,10 +196,7 @@ impl RealIo {
 /// from the operating system's random source.
 fn os_entropy_seed() -> u64 {
     let mut hasher = std::hash::RandomState::new().build_hasher();
-    let wall_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let wall_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     hasher.write_u128(wall_ns);
     hasher.write_u32(std::process::id());
     hasher.write(format!("{:?}", std::thread::current().id()).as_bytes());

@@ -289,7 +289,12 @@ fn print_outcome(out: &mut dyn Write, outcome: &RunOutcome, config_file: Option<
     Ok(())
 }
 
-fn write_report(args: &ReportArgs, outcomes: &[RunOutcome], meta: &ReportMeta, out: &mut dyn Write) -> Result<(), CliError> {
+fn write_report(
+    args: &ReportArgs,
+    outcomes: &[RunOutcome],
+    meta: &ReportMeta,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     if let (Some(format), Some(path)) = (args.report, &args.report_file) {
         report::write(format, path, outcomes, meta)?;
         writeln!(out, "report: {}", path.display())?;
@@ -397,7 +402,13 @@ fn replay_command(args: ReplayArgs, runner: Runner<'_>, out: &mut dyn Write) -> 
 
 fn shrink_command(args: ShrinkArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
     let config = args.target.resolve()?;
-    writeln!(out, "shrink: {} seed {} (at most {} attempts)", config.scenario, config.seed, shrink::SHRINK_ATTEMPTS_MAX)?;
+    writeln!(
+        out,
+        "shrink: {} seed {} (at most {} attempts)",
+        config.scenario,
+        config.seed,
+        shrink::SHRINK_ATTEMPTS_MAX
+    )?;
     let mut step_error = None;
     let result = shrink::shrink(runner, &config, &mut |step| {
         if let Err(error) = writeln!(out, "  {step}") {
@@ -420,7 +431,11 @@ fn shrink_command(args: ShrinkArgs, runner: Runner<'_>, out: &mut dyn Write) -> 
         out,
         "shrink: {} attempts, {kept} kept{}",
         shrunk.steps.len(),
-        if shrunk.attempts_exhausted { " (stopped at the attempt limit; shrink again from the file to go further)" } else { "" }
+        if shrunk.attempts_exhausted {
+            " (stopped at the attempt limit; shrink again from the file to go further)"
+        } else {
+            ""
+        }
     )?;
     writeln!(out, "original: {}", summary_line(&shrunk.original))?;
     writeln!(out, "minimal:  {}", summary_line(&shrunk.minimal_outcome))?;
@@ -446,8 +461,7 @@ fn timeline(target: &Target, path: &Path, runner: Runner<'_>, out: &mut dyn Writ
     let outcome = run_caught(runner, &config);
     let html = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("html") || ext.eq_ignore_ascii_case("htm"));
     let text = if html { crate::timeline::render_html(&outcome) } else { crate::timeline::render_svg(&outcome) };
-    std::fs::write(path, text)
-        .map_err(|source| ReplayError::Write { path: path.display().to_string(), source })?;
+    std::fs::write(path, text).map_err(|source| ReplayError::Write { path: path.display().to_string(), source })?;
     writeln!(out, "{}", summary_line(&outcome))?;
     writeln!(out, "timeline: {} ({} events)", path.display(), outcome.timeline.len())?;
     // Drawing a failing run is a success of this command.

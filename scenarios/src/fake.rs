@@ -124,7 +124,12 @@ fn run_with_noise(config: &RunConfig, noise: Option<u64>) -> RunOutcome {
     timeline.retain(|event| event.time_ns <= virtual_time_ns);
     timeline.sort_by_key(|event| (event.time_ns, event.replica));
     if let Verdict::SafetyViolation { message, .. } | Verdict::LivenessViolation { message } = &verdict {
-        timeline.push(TimelineEvent { time_ns: virtual_time_ns, replica: 0, kind: TimelineKind::Violation, detail: message.clone() });
+        timeline.push(TimelineEvent {
+            time_ns: virtual_time_ns,
+            replica: 0,
+            kind: TimelineKind::Violation,
+            detail: message.clone(),
+        });
     }
 
     let trace: Vec<TraceEvent> = timeline

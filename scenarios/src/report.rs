@@ -151,7 +151,8 @@ pub fn junit(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
     let failures = outcomes
         .iter()
         .filter(|o| {
-            matches!(o.verdict.exit_code(), 2 | 3) || (o.verdict == Verdict::Pass && nondeterministic(o.config.seed).is_some())
+            matches!(o.verdict.exit_code(), 2 | 3)
+                || (o.verdict == Verdict::Pass && nondeterministic(o.config.seed).is_some())
         })
         .count();
     let errors = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Panic { .. })).count();
@@ -267,7 +268,10 @@ mod tests {
         assert!(xml.contains("failures=\"2\""), "{xml}");
         let value: serde_json::Value = serde_json::from_str(&json(&outcomes(), &meta)).unwrap();
         assert_eq!(value["exit_code"], 5);
-        assert_eq!(value["nondeterministic"][0]["replay"], "shoal-sim replay --seed 2 --scenario partition-storm --check-determinism");
+        assert_eq!(
+            value["nondeterministic"][0]["replay"],
+            "shoal-sim replay --seed 2 --scenario partition-storm --check-determinism"
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ pub struct ShrinkStep {
 impl std::fmt::Display for ShrinkStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let decision = if self.kept { "kept" } else { "rejected" };
-        write!(f, "attempt {:>3}: {} {} -> {}: {} ({decision})", self.attempt, self.knob, self.from, self.to, self.result)
+        write!(
+            f,
+            "attempt {:>3}: {} {} -> {}: {} ({decision})",
+            self.attempt, self.knob, self.from, self.to, self.result
+        )
     }
 }
 
@@ -296,7 +300,8 @@ mod tests {
         let runner = |config: &RunConfig| {
             let mut outcome = fake::run(config);
             if config.script.iter().any(|fault| matches!(fault, ScriptedFault::CrashAll { .. })) {
-                outcome.verdict = Verdict::SafetyViolation { checker: Checker::Recovery, message: "lost".into(), at_ns: 1 };
+                outcome.verdict =
+                    Verdict::SafetyViolation { checker: Checker::Recovery, message: "lost".into(), at_ns: 1 };
             }
             outcome
         };

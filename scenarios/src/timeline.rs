@@ -121,11 +121,9 @@ fn marker(svg: &mut String, layout: &Layout, event: &TimelineEvent) {
             x - 1.5,
             y - 10.0
         ),
-        TimelineKind::Fault => writeln!(
-            svg,
-            r#"<g><circle cx="{x:.1}" cy="{:.1}" r="3.5" fill="{COLOR_FAULT}"/>{tip}</g>"#,
-            y - 14.0
-        ),
+        TimelineKind::Fault => {
+            writeln!(svg, r#"<g><circle cx="{x:.1}" cy="{:.1}" r="3.5" fill="{COLOR_FAULT}"/>{tip}</g>"#, y - 14.0)
+        }
         TimelineKind::Commit => writeln!(
             svg,
             r#"<g><rect x="{x:.1}" y="{:.1}" width="1.2" height="8" fill="{COLOR_COMMIT}"/>{tip}</g>"#,
@@ -217,7 +215,11 @@ pub fn render_svg(outcome: &RunOutcome) -> String {
         LANES_TOP_PX - 4.0,
         // No room for the label when the run ended with the safety phase.
         if layout.x(end_ns) - safety_end_x > LIVENESS_LABEL_WIDTH_PX {
-            format!(r##"<text x="{:.1}" y="{:.1}" fill="#555">liveness (faults off)</text>"##, safety_end_x + 4.0, LANES_TOP_PX - 4.0)
+            format!(
+                r##"<text x="{:.1}" y="{:.1}" fill="#555">liveness (faults off)</text>"##,
+                safety_end_x + 4.0,
+                LANES_TOP_PX - 4.0
+            )
         } else {
             String::new()
         }
@@ -434,7 +436,9 @@ pub(crate) mod tests {
         });
         let html = render_html(&outcome);
         assert!(!html.contains("<script>") && html.contains("&lt;script&gt;&amp;"));
-        assert_well_formed(html.trim_start_matches("<!DOCTYPE html>\n").replace("<meta charset=\"utf-8\">", "").as_str());
+        assert_well_formed(
+            html.trim_start_matches("<!DOCTYPE html>\n").replace("<meta charset=\"utf-8\">", "").as_str(),
+        );
     }
 
     #[test]

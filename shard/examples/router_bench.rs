@@ -14,9 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use shoal_shard::{
-    FrameDrops, LocalInbox, Namespace, ShardCount, ShardFrame, ShardId, ShardSender, pump, route,
-};
+use shoal_shard::{FrameDrops, LocalInbox, Namespace, ShardCount, ShardFrame, ShardId, ShardSender, pump, route};
 use shoal_vsr::{Command, Header, Operation};
 
 const ROUTE_FRAMES_TOTAL: u64 = 4_000_000;
@@ -47,9 +45,7 @@ fn frame_set() -> Vec<ShardFrame> {
                 }
                 _ => {
                     header.operation = Operation::SendMessages;
-                    header.namespace = Namespace::partition(1 + i % 7, 1 + i % 3, i % 64)
-                        .expect("valid ids")
-                        .raw();
+                    header.namespace = Namespace::partition(1 + i % 7, 1 + i % 3, i % 64).expect("valid ids").raw();
                 }
             }
             if i.is_multiple_of(5) {
@@ -61,10 +57,7 @@ fn frame_set() -> Vec<ShardFrame> {
                     body: Vec::new(),
                 }
             } else {
-                ShardFrame::Consensus {
-                    header,
-                    body: Vec::new(),
-                }
+                ShardFrame::Consensus { header, body: Vec::new() }
             }
         })
         .collect()
@@ -73,9 +66,7 @@ fn frame_set() -> Vec<ShardFrame> {
 fn route_bench(shards: u16, frames: &[ShardFrame]) -> (u64, f64) {
     let count = ShardCount::new(usize::from(shards)).expect("shard count");
     let drops = Arc::new(FrameDrops::new());
-    let inboxes: Vec<LocalInbox> = (0..shards)
-        .map(|_| LocalInbox::new(INBOX_CAPACITY, drops.clone()))
-        .collect();
+    let inboxes: Vec<LocalInbox> = (0..shards).map(|_| LocalInbox::new(INBOX_CAPACITY, drops.clone())).collect();
     let mut delivered = 0u64;
     let start = Instant::now();
     let mut sent = 0u64;
@@ -95,19 +86,13 @@ fn route_bench(shards: u16, frames: &[ShardFrame]) -> (u64, f64) {
     }
     for (index, inbox) in inboxes.iter().enumerate() {
         while let Some(f) = inbox.try_recv() {
-            if let pump::Delivery::Accepted(_) =
-                pump::deliver(f, ShardId(index as u16), count, &drops)
-            {
+            if let pump::Delivery::Accepted(_) = pump::deliver(f, ShardId(index as u16), count, &drops) {
                 delivered += 1;
             }
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    assert_eq!(
-        delivered + drops.total(),
-        sent,
-        "every frame delivered or counted"
-    );
+    assert_eq!(delivered + drops.total(), sent, "every frame delivered or counted");
     (sent, elapsed)
 }
 
@@ -121,19 +106,11 @@ fn main() {
     }));
 
     let frames = frame_set();
-    println!(
-        "router: route + try_send + try_recv + deliver, one shard thread, {ROUTE_FRAMES_TOTAL} frames"
-    );
-    println!(
-        "{:>3} | {:>12} | {:>10} | {:>16}",
-        "N", "frames", "seconds", "frames/s/shard"
-    );
+    println!("router: route + try_send + try_recv + deliver, one shard thread, {ROUTE_FRAMES_TOTAL} frames");
+    println!("{:>3} | {:>12} | {:>10} | {:>16}", "N", "frames", "seconds", "frames/s/shard");
     for shards in [1u16, 2, 4, 8] {
         let (sent, seconds) = route_bench(shards, &frames);
-        println!(
-            "{shards:>3} | {sent:>12} | {seconds:>10.3} | {:>16.0}",
-            sent as f64 / seconds
-        );
+        println!("{shards:>3} | {sent:>12} | {seconds:>10.3} | {:>16.0}", sent as f64 / seconds);
     }
 
     println!();
@@ -147,8 +124,7 @@ fn main() {
         let mut frames_sent = 0u64;
         let mut passed = 0u64;
         for seed in 0..SIM_SEEDS_PER_ROW {
-            let outcome =
-                shoal_sim::run_shard_world(&shoal_sim::ShardWorldConfig::swarm(seed, shards));
+            let outcome = shoal_sim::run_shard_world(&shoal_sim::ShardWorldConfig::swarm(seed, shards));
             frames_sent += outcome.counters.frames_sent;
             passed += u64::from(outcome.passed());
         }

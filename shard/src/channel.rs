@@ -83,10 +83,7 @@ pub struct LocalInbox {
 
 impl LocalInbox {
     pub fn new(capacity: usize, drops: Arc<FrameDrops>) -> LocalInbox {
-        assert!(
-            capacity > 0 && capacity <= SHARD_INBOX_CAPACITY_MAX,
-            "inbox capacity {capacity}"
-        );
+        assert!(capacity > 0 && capacity <= SHARD_INBOX_CAPACITY_MAX, "inbox capacity {capacity}");
         LocalInbox {
             queue: RefCell::new(VecDeque::with_capacity(capacity)),
             capacity,
@@ -180,10 +177,7 @@ mod tests {
         let drops = Arc::new(FrameDrops::new());
         let inbox = Rc::new(LocalInbox::new(8, drops.clone()));
         inbox.set_full(true);
-        assert!(matches!(
-            inbox.try_send(frame(1)),
-            Err(TrySendError::Full(_))
-        ));
+        assert!(matches!(inbox.try_send(frame(1)), Err(TrySendError::Full(_))));
         inbox.set_full(false);
         inbox.try_send(frame(2)).unwrap();
         inbox.close();

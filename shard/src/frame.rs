@@ -14,20 +14,10 @@ pub enum ShardFrame {
     Consensus { header: Header, body: Vec<u8> },
     /// A client request received on `origin_shard`, for the shard that owns
     /// its namespace. The reply goes back as `ClientReply`.
-    ClientForward {
-        connection_id: u64,
-        origin_shard: ShardId,
-        header: Header,
-        body: Vec<u8>,
-    },
+    ClientForward { connection_id: u64, origin_shard: ShardId, header: Header, body: Vec<u8> },
     /// The reply to a `ClientForward`, for the shard holding the client's
     /// connection (`origin_shard`).
-    ClientReply {
-        connection_id: u64,
-        origin_shard: ShardId,
-        header: Header,
-        body: Vec<u8>,
-    },
+    ClientReply { connection_id: u64, origin_shard: ShardId, header: Header, body: Vec<u8> },
     /// Start-up and shutdown; broadcast to every shard rather than routed.
     Lifecycle(Lifecycle),
 }
@@ -52,12 +42,8 @@ pub enum FrameVariant {
 }
 
 impl FrameVariant {
-    pub const ALL: [FrameVariant; 4] = [
-        FrameVariant::Consensus,
-        FrameVariant::ClientForward,
-        FrameVariant::ClientReply,
-        FrameVariant::Lifecycle,
-    ];
+    pub const ALL: [FrameVariant; 4] =
+        [FrameVariant::Consensus, FrameVariant::ClientForward, FrameVariant::ClientReply, FrameVariant::Lifecycle];
     pub const COUNT: usize = Self::ALL.len();
 
     pub fn name(self) -> &'static str {
@@ -102,8 +88,7 @@ mod tests {
 
     #[test]
     fn variant_names_are_distinct_and_indexes_dense() {
-        let names: std::collections::BTreeSet<_> =
-            FrameVariant::ALL.iter().map(|v| v.name()).collect();
+        let names: std::collections::BTreeSet<_> = FrameVariant::ALL.iter().map(|v| v.name()).collect();
         assert_eq!(names.len(), FrameVariant::COUNT);
         for (i, variant) in FrameVariant::ALL.iter().enumerate() {
             assert_eq!(variant.index(), i);
@@ -113,10 +98,7 @@ mod tests {
     #[test]
     fn variant_and_header_follow_the_frame() {
         let header = Header::new(Command::Commit, 1);
-        let frame = ShardFrame::Consensus {
-            header,
-            body: vec![],
-        };
+        let frame = ShardFrame::Consensus { header, body: vec![] };
         assert_eq!(frame.variant(), FrameVariant::Consensus);
         assert_eq!(frame.header(), Some(&header));
         let frame = ShardFrame::Lifecycle(Lifecycle::Shutdown);

@@ -65,13 +65,9 @@ pub fn metadata_journal_config(cluster: u128) -> JournalConfig {
 pub enum HandoffError {
     #[error("shutdown was requested during the metadata handoff; the shard stops without serving")]
     ShutDown,
-    #[error(
-        "metadata handoff timed out after {waited_ns} ns; shard 0 is wedged or dead, restart the process"
-    )]
+    #[error("metadata handoff timed out after {waited_ns} ns; shard 0 is wedged or dead, restart the process")]
     TimedOut { waited_ns: u64 },
-    #[error(
-        "shard 0 ended without sending the metadata snapshot; it failed during start-up, see its log"
-    )]
+    #[error("shard 0 ended without sending the metadata snapshot; it failed during start-up, see its log")]
     ShardZeroGone,
     #[error("shard {shard:?} ended before taking the metadata snapshot; it failed during start-up")]
     PeerGone { shard: ShardId },
@@ -79,17 +75,13 @@ pub enum HandoffError {
         "shard {shard:?} tried to open the metadata snapshot for writing; only shard 0 owns it (a bug in the caller)"
     )]
     NotMetadataShard { shard: ShardId },
-    #[error(
-        "metadata snapshot {path:?}: {source}; check the data directory's permissions and disk"
-    )]
+    #[error("metadata snapshot {path:?}: {source}; check the data directory's permissions and disk")]
     Storage {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error(
-        "metadata snapshot is {size_bytes} bytes, above {max} bytes; the file is corrupt or not a snapshot"
-    )]
+    #[error("metadata snapshot is {size_bytes} bytes, above {max} bytes; the file is corrupt or not a snapshot")]
     SnapshotTooLarge { size_bytes: u64, max: u64 },
     #[error("metadata snapshot is unreadable: {0}")]
     Codec(#[from] CodecError),
@@ -126,18 +118,11 @@ pub enum HandoffError {
     #[error(
         "committed metadata op {op} (commit {commit}) {reason}: this replica must repair its metadata group from peers before it serves"
     )]
-    MetadataRepairNeeded {
-        op: u64,
-        commit: u64,
-        reason: &'static str,
-    },
+    MetadataRepairNeeded { op: u64, commit: u64, reason: &'static str },
 }
 
 fn storage(path: &Path) -> impl FnOnce(io::Error) -> HandoffError + '_ {
-    move |source| HandoffError::Storage {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| HandoffError::Storage { path: path.to_path_buf(), source }
 }
 
 #[derive(Debug)]
@@ -166,10 +151,7 @@ pub struct OneShotReceiver<T> {
 /// look at the slot and the caller sleeps between looks.
 pub fn oneshot<T>() -> (OneShotSender<T>, OneShotReceiver<T>) {
     let slot = Arc::new(Mutex::new(Slot::Empty));
-    (
-        OneShotSender { slot: slot.clone() },
-        OneShotReceiver { slot },
-    )
+    (OneShotSender { slot: slot.clone() }, OneShotReceiver { slot })
 }
 
 fn lock<T>(slot: &Mutex<Slot<T>>) -> std::sync::MutexGuard<'_, Slot<T>> {
@@ -313,37 +295,23 @@ async fn replay<I: Io>(
 ) -> Result<MetadataReplay, HandoffError> {
     let namespace = Namespace::METADATA.raw();
     let config = metadata_journal_config(cluster);
-    let superblock_error = |source| HandoffError::MetadataSuperblock {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let journal_error = |source| HandoffError::MetadataJournal {
-        dir: dir.to_path_buf(),
-        source,
-    };
+    let superblock_error = |source| HandoffError::MetadataSuperblock { dir: dir.to_path_buf(), source };
+    let journal_error = |source| HandoffError::MetadataJournal { dir: dir.to_path_buf(), source };
     let mut created = false;
-    let superblock = match Superblock::<I>::open(io, dir, cluster, namespace, replica, mode).await
-    {
+    let superblock = match Superblock::<I>::open(io, dir, cluster, namespace, replica, mode).await {
         Ok(superblock) => superblock,
         Err(SuperblockError::Missing { .. }) if mode.writable() => {
             format_metadata_group(io, dir, config, replica).await?;
             created = true;
-            Superblock::open(io, dir, cluster, namespace, replica, mode)
-                .await
-                .map_err(superblock_error)?
+            Superblock::open(io, dir, cluster, namespace, replica, mode).await.map_err(superblock_error)?
         }
         Err(source) => return Err(superblock_error(source)),
     };
     let durable = superblock.state().clone();
     let checkpoint = read_checkpoint(io, dir, namespace)
         .await
-        .map_err(|source| HandoffError::MetadataCheckpoint {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-    let (journal, recovery) = PrepareJournal::open(io, dir, config, mode)
-        .await
-        .map_err(journal_error)?;
+        .map_err(|source| HandoffError::MetadataCheckpoint { dir: dir.to_path_buf(), source })?;
+    let (journal, recovery) = PrepareJournal::open(io, dir, config, mode).await.map_err(journal_error)?;
 
     let mut state = MetadataState::new();
     let mut sessions = ClientSessions::default();
@@ -354,18 +322,13 @@ async fn replay<I: Io>(
         if anchor.cluster != cluster || anchor.namespace != namespace {
             return Err(HandoffError::MetadataCheckpoint {
                 dir: dir.to_path_buf(),
-                source: CheckpointError::Corrupt {
-                    reason: "its anchor belongs to another cluster or group",
-                },
+                source: CheckpointError::Corrupt { reason: "its anchor belongs to another cluster or group" },
             });
         }
         // The replica's snapshot: [u32 len][state machine snapshot][sessions].
         let mut reader = SnapshotReader::new(&checkpoint.snapshot);
-        let state_bytes = reader
-            .bytes_with_len()
-            .map_err(HandoffError::MetadataCheckpointSnapshot)?;
-        sessions =
-            ClientSessions::decode(&mut reader).map_err(HandoffError::MetadataCheckpointSnapshot)?;
+        let state_bytes = reader.bytes_with_len().map_err(HandoffError::MetadataCheckpointSnapshot)?;
+        sessions = ClientSessions::decode(&mut reader).map_err(HandoffError::MetadataCheckpointSnapshot)?;
         state = MetadataState::decode(state_bytes)?;
         checkpoint_op = anchor.op;
         previous_checksum = Some(anchor.checksum);
@@ -389,9 +352,7 @@ async fn replay<I: Io>(
         requests_applied: 0,
         requests_rejected: 0,
         requests_filtered: 0,
-        ops_uncommitted: journal
-            .op_max()
-            .map_or(0, |head| head.saturating_sub(commit)),
+        ops_uncommitted: journal.op_max().map_or(0, |head| head.saturating_sub(commit)),
         torn_tail_ops: recovery.torn_tail_truncated.len() as u64,
         created,
     };
@@ -409,11 +370,7 @@ async fn replay<I: Io>(
         if previous_checksum.is_some_and(|checksum| checksum != header.parent) {
             return Err(repair("does not chain to the op before it"));
         }
-        if durable
-            .view_headers
-            .iter()
-            .any(|view| view.op == op && view.checksum != header.checksum)
-        {
+        if durable.view_headers.iter().any(|view| view.op == op && view.checksum != header.checksum) {
             return Err(repair("differs from the superblock's view header (a stale prepare)"));
         }
         previous_checksum = Some(header.checksum);
@@ -426,14 +383,11 @@ async fn replay<I: Io>(
             }
             Operation::Root | Operation::Noop | Operation::Reserved => {}
             operation => {
-                let fresh = sessions.classify(header.client, header.request, false)
-                    == RequestVerdict::Prepare;
+                let fresh = sessions.classify(header.client, header.request, false) == RequestVerdict::Prepare;
                 if fresh {
                     let result = MetadataRequest::decode_body(operation, &body)
                         .map_err(|error| error.to_string())
-                        .and_then(|request| {
-                            state.apply(&request).map_err(|error| error.to_string())
-                        });
+                        .and_then(|request| state.apply(&request).map_err(|error| error.to_string()));
                     match result {
                         Ok(()) => replay.requests_applied += 1,
                         Err(error) => {
@@ -465,20 +419,12 @@ async fn format_metadata_group<I: Io>(
     replica: u8,
 ) -> Result<(), HandoffError> {
     let namespace = config.namespace;
-    let incomplete = |reason| HandoffError::MetadataIncomplete {
-        dir: dir.to_path_buf(),
-        reason,
-    };
-    let journal_error = |source| HandoffError::MetadataJournal {
-        dir: dir.to_path_buf(),
-        source,
-    };
+    let incomplete = |reason| HandoffError::MetadataIncomplete { dir: dir.to_path_buf(), reason };
+    let journal_error = |source| HandoffError::MetadataJournal { dir: dir.to_path_buf(), source };
     match read_checkpoint(io, dir, namespace).await {
         Ok(None) => {}
         Ok(Some(_)) | Err(_) => {
-            return Err(incomplete(
-                "a checkpoint exists but the superblock is missing",
-            ));
+            return Err(incomplete("a checkpoint exists but the superblock is missing"));
         }
     }
     let leftover = match PrepareJournal::open(io, dir, config, OpenMode::ReadOnly).await {
@@ -486,9 +432,7 @@ async fn format_metadata_group<I: Io>(
         Err(JournalError::ZeroFilled | JournalError::Truncated { .. }) => true,
         Ok((journal, _)) if journal.op_max().is_none() && journal.snapshot_op() == 0 => true,
         Ok(_) => {
-            return Err(incomplete(
-                "the journal holds prepares but the superblock is missing",
-            ));
+            return Err(incomplete("the journal holds prepares but the superblock is missing"));
         }
         Err(source) => return Err(journal_error(source)),
     };
@@ -496,42 +440,27 @@ async fn format_metadata_group<I: Io>(
         let path = journal_path(dir, namespace);
         io.remove(&path).await.map_err(storage(&path))?;
     }
-    PrepareJournal::create(io, dir, config)
-        .await
-        .map_err(journal_error)?;
+    PrepareJournal::create(io, dir, config).await.map_err(journal_error)?;
     Superblock::create(io, dir, config.cluster, namespace, replica)
         .await
-        .map_err(|source| HandoffError::MetadataSuperblock {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| HandoffError::MetadataSuperblock { dir: dir.to_path_buf(), source })?;
     Ok(())
 }
 
 /// Shard 0 opens the metadata snapshot (creating an empty one on first start)
 /// and replays it. Any other shard gets `NotMetadataShard`: it never opens the
 /// file for writing and receives the catalogue through the handoff instead.
-pub async fn open_metadata<I: Io>(
-    io: &I,
-    path: &Path,
-    shard: ShardId,
-) -> Result<MetadataState, HandoffError> {
+pub async fn open_metadata<I: Io>(io: &I, path: &Path, shard: ShardId) -> Result<MetadataState, HandoffError> {
     if shard != ShardId::METADATA {
         return Err(HandoffError::NotMetadataShard { shard });
     }
-    let file = io
-        .open(path, OpenMode::ReadWriteCreate)
-        .await
-        .map_err(storage(path))?;
+    let file = io.open(path, OpenMode::ReadWriteCreate).await.map_err(storage(path))?;
     let size_bytes = file.size_bytes().await.map_err(storage(path))?;
     if size_bytes == 0 {
         return Ok(MetadataState::new());
     }
     if size_bytes > METADATA_SNAPSHOT_SIZE_MAX_BYTES {
-        return Err(HandoffError::SnapshotTooLarge {
-            size_bytes,
-            max: METADATA_SNAPSHOT_SIZE_MAX_BYTES,
-        });
+        return Err(HandoffError::SnapshotTooLarge { size_bytes, max: METADATA_SNAPSHOT_SIZE_MAX_BYTES });
     }
     let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
     result.map_err(storage(path))?;
@@ -554,10 +483,7 @@ pub async fn write_metadata<I: Io>(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let file = io
-        .open(&tmp, OpenMode::ReadWriteCreate)
-        .await
-        .map_err(storage(&tmp))?;
+    let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(storage(&tmp))?;
     file.set_len(0).await.map_err(storage(&tmp))?;
     let (result, _) = file.write_all_at(state.encode(), 0).await;
     result.map_err(storage(&tmp))?;
@@ -575,10 +501,7 @@ pub async fn broadcast_snapshot<I: Io>(
     peers: &[(ShardId, OneShotSender<Vec<u8>>)],
     shutdown: &ShutdownFlag,
 ) -> Result<(), HandoffError> {
-    assert!(
-        peers.iter().all(|(shard, _)| *shard != ShardId::METADATA),
-        "shard 0 does not send to itself"
-    );
+    assert!(peers.iter().all(|(shard, _)| *shard != ShardId::METADATA), "shard 0 does not send to itself");
     for (shard, sender) in peers {
         if sender.send(bundle.to_vec()).is_err() {
             // A peer that saw the shutdown flag first drops its receiver:

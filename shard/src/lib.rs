@@ -24,23 +24,15 @@ pub mod state_machine;
 pub use channel::{LocalInbox, SHARD_INBOX_CAPACITY_MAX, ShardSender, TrySendError};
 pub use frame::{FrameVariant, Lifecycle, ShardFrame};
 pub use handoff::{
-    HANDOFF_POLL_INTERVAL_NS, HANDOFF_TIMEOUT_NS, HandoffError, OneShotReceiver, OneShotSender,
-    await_snapshot, broadcast_snapshot, oneshot, open_metadata, write_metadata,
+    HANDOFF_POLL_INTERVAL_NS, HANDOFF_TIMEOUT_NS, HandoffError, OneShotReceiver, OneShotSender, await_snapshot,
+    broadcast_snapshot, oneshot, open_metadata, write_metadata,
 };
-pub use lifecycle::{
-    JoinReport, LifecycleError, Progress, ShardExit, ShutdownFlag, Stall, TaskSet, Watchdog,
-};
+pub use lifecycle::{JoinReport, LifecycleError, Progress, ShardExit, ShutdownFlag, Stall, TaskSet, Watchdog};
 pub use metrics::{DropReason, FrameDrops};
 pub use namespace::{Namespace, NamespaceError, NamespaceKind};
-pub use owner_table::{
-    OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId,
-};
+pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId};
 pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError};
 pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
-pub use router::{
-    RouteError, route, route_consensus_control, route_metadata, route_partition, route_request,
-};
-pub use state_machine::{
-    MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply,
-};
+pub use router::{RouteError, route, route_consensus_control, route_metadata, route_partition, route_request};
+pub use state_machine::{MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply};

@@ -86,10 +86,7 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn new(shard_count: ShardCount, stall_ticks_max: u64) -> Watchdog {
-        assert!(
-            stall_ticks_max > 0,
-            "a zero stall bound reports every shard"
-        );
+        assert!(stall_ticks_max > 0, "a zero stall bound reports every shard");
         let count = usize::from(shard_count.get());
         Watchdog {
             progress: (0..count).map(|_| Progress::default()).collect(),
@@ -118,10 +115,7 @@ impl Watchdog {
             if self.stalled_ticks[index] == self.stall_ticks_max {
                 let shard = ShardId(index as u16);
                 tracing::warn!(?shard, ticks = self.stall_ticks_max, "shard stalled");
-                stalls.push(Stall {
-                    shard,
-                    stalled_ticks: self.stalled_ticks[index],
-                });
+                stalls.push(Stall { shard, stalled_ticks: self.stalled_ticks[index] });
             }
         }
         stalls
@@ -159,17 +153,11 @@ pub struct JoinReport {
 
 impl JoinReport {
     pub fn failed(&self) -> usize {
-        self.exits
-            .iter()
-            .filter(|(_, e)| matches!(e, ShardExit::Failed(_)))
-            .count()
+        self.exits.iter().filter(|(_, e)| matches!(e, ShardExit::Failed(_))).count()
     }
 
     pub fn stragglers(&self) -> usize {
-        self.exits
-            .iter()
-            .filter(|(_, e)| matches!(e, ShardExit::Straggler))
-            .count()
+        self.exits.iter().filter(|(_, e)| matches!(e, ShardExit::Straggler)).count()
     }
 
     /// Every task returned and none failed.
@@ -195,10 +183,7 @@ impl<I: Io> std::fmt::Debug for TaskSet<I> {
 
 impl<I: Io> TaskSet<I> {
     pub fn new(shutdown: ShutdownFlag) -> TaskSet<I> {
-        TaskSet {
-            tasks: Vec::new(),
-            shutdown,
-        }
+        TaskSet { tasks: Vec::new(), shutdown }
     }
 
     pub fn len(&self) -> usize {
@@ -218,10 +203,7 @@ impl<I: Io> TaskSet<I> {
     where
         F: Future<Output = ()> + 'static,
     {
-        assert!(
-            self.tasks.iter().all(|(s, _)| *s != shard),
-            "shard {shard:?} spawned twice"
-        );
+        assert!(self.tasks.iter().all(|(s, _)| *s != shard), "shard {shard:?} spawned twice");
         self.tasks.push((shard, Box::pin(io.spawn(task))));
     }
 
@@ -230,12 +212,7 @@ impl<I: Io> TaskSet<I> {
     /// pinned); on the first failure the shutdown flag is flipped, so the
     /// shards already started stop, and the error is returned. The started
     /// tasks stay in the set: call `join_all` either way.
-    pub fn spawn_all<F, M>(
-        &mut self,
-        io: &I,
-        shard_count: ShardCount,
-        mut make: M,
-    ) -> Result<(), LifecycleError>
+    pub fn spawn_all<F, M>(&mut self, io: &I, shard_count: ShardCount, mut make: M) -> Result<(), LifecycleError>
     where
         F: Future<Output = ()> + 'static,
         M: FnMut(ShardId) -> Result<F, String>,
@@ -292,11 +269,7 @@ impl<I: Io> TaskSet<I> {
                         false
                     }
                 });
-                if tasks.len() < before || sleep.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
+                if tasks.len() < before || sleep.as_mut().poll(cx).is_ready() { Poll::Ready(()) } else { Poll::Pending }
             })
             .await;
         }
@@ -305,11 +278,7 @@ impl<I: Io> TaskSet<I> {
             exits.push((shard, ShardExit::Straggler));
         }
         exits.sort_by_key(|(shard, _)| *shard);
-        JoinReport {
-            exits,
-            shutdown_seen_at_ns,
-            finished_at_ns: io.now_ns(),
-        }
+        JoinReport { exits, shutdown_seen_at_ns, finished_at_ns: io.now_ns() }
     }
 }
 
@@ -349,13 +318,7 @@ mod tests {
             busy.beat();
             reports.extend(watchdog.tick());
         }
-        assert_eq!(
-            reports,
-            vec![Stall {
-                shard: ShardId(1),
-                stalled_ticks: 3
-            }]
-        );
+        assert_eq!(reports, vec![Stall { shard: ShardId(1), stalled_ticks: 3 }]);
         // Progress ends the episode; a new stall is reported again.
         watchdog.progress(ShardId(1)).beat();
         assert!(watchdog.tick().is_empty());

@@ -76,11 +76,7 @@ impl FrameDrops {
     }
 
     pub fn bump(&self, variant: FrameVariant, reason: DropReason) {
-        tracing::debug!(
-            variant = variant.name(),
-            reason = reason.name(),
-            "frame dropped"
-        );
+        tracing::debug!(variant = variant.name(), reason = reason.name(), "frame dropped");
         // Relaxed: a counter orders nothing else.
         self.counters[variant.index()][reason.index()].fetch_add(1, Ordering::Relaxed);
     }
@@ -90,11 +86,7 @@ impl FrameDrops {
     }
 
     pub fn total(&self) -> u64 {
-        self.counters
-            .iter()
-            .flatten()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.counters.iter().flatten().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// Every (variant, reason) pair with its count, in a fixed order (zero
@@ -135,17 +127,13 @@ mod tests {
         assert_eq!(snapshot.len(), FrameVariant::COUNT * DropReason::COUNT);
         assert!(snapshot.windows(2).all(|w| w[0].0 < w[1].0));
         let nonzero: Vec<_> = snapshot.iter().filter(|(_, n)| *n > 0).collect();
-        assert_eq!(
-            nonzero,
-            vec![&((FrameVariant::Lifecycle, DropReason::UnknownReplica), 1)]
-        );
+        assert_eq!(nonzero, vec![&((FrameVariant::Lifecycle, DropReason::UnknownReplica), 1)]);
         assert_eq!(snapshot, drops.snapshot());
     }
 
     #[test]
     fn reason_names_are_distinct() {
-        let names: std::collections::BTreeSet<_> =
-            DropReason::ALL.iter().map(|r| r.name()).collect();
+        let names: std::collections::BTreeSet<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
     }
 }

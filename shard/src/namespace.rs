@@ -30,9 +30,7 @@ const TOPIC_SHIFT: u32 = PARTITION_ID_BITS;
 const _: () = assert!(STREAM_ID_BITS + TOPIC_ID_BITS + PARTITION_ID_BITS == 63);
 
 /// One VSR group's name, as carried in `Header::namespace`.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Namespace(pub u64);
 
 /// What a raw namespace value means.
@@ -41,11 +39,7 @@ pub enum NamespaceKind {
     /// The metadata group (streams, topics, client sessions), on shard 0.
     Metadata,
     /// A partition group.
-    Partition {
-        stream_id: u32,
-        topic_id: u32,
-        partition_id: u32,
-    },
+    Partition { stream_id: u32, topic_id: u32, partition_id: u32 },
     /// 0: a header that is not bound to any group (pings, registers, …).
     Unbound,
     /// Top bit set but not `METADATA`: no group has this name.
@@ -61,9 +55,7 @@ pub enum NamespaceError {
     StreamIdOverflow { stream_id: u32 },
     #[error("topic id {topic_id} exceeds {TOPIC_ID_MAX} (20 bits); use a smaller topic id")]
     TopicIdOverflow { topic_id: u32 },
-    #[error(
-        "partition id {partition_id} exceeds {PARTITION_ID_MAX} (20 bits); use fewer partitions"
-    )]
+    #[error("partition id {partition_id} exceeds {PARTITION_ID_MAX} (20 bits); use fewer partitions")]
     PartitionIdOverflow { partition_id: u32 },
 }
 
@@ -72,11 +64,7 @@ impl Namespace {
     pub const UNBOUND: Namespace = Namespace(0);
 
     /// The namespace of one partition, checking every id against its bits.
-    pub fn partition(
-        stream_id: u32,
-        topic_id: u32,
-        partition_id: u32,
-    ) -> Result<Namespace, NamespaceError> {
+    pub fn partition(stream_id: u32, topic_id: u32, partition_id: u32) -> Result<Namespace, NamespaceError> {
         if stream_id == 0 {
             return Err(NamespaceError::StreamIdZero);
         }
@@ -89,9 +77,8 @@ impl Namespace {
         if partition_id > PARTITION_ID_MAX {
             return Err(NamespaceError::PartitionIdOverflow { partition_id });
         }
-        let raw = (u64::from(stream_id) << STREAM_SHIFT)
-            | (u64::from(topic_id) << TOPIC_SHIFT)
-            | u64::from(partition_id);
+        let raw =
+            (u64::from(stream_id) << STREAM_SHIFT) | (u64::from(topic_id) << TOPIC_SHIFT) | u64::from(partition_id);
         let namespace = Namespace(raw);
         debug_assert!(namespace.is_partition());
         Ok(namespace)
@@ -152,11 +139,7 @@ impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind() {
             NamespaceKind::Metadata => write!(f, "Namespace(metadata)"),
-            NamespaceKind::Partition {
-                stream_id,
-                topic_id,
-                partition_id,
-            } => {
+            NamespaceKind::Partition { stream_id, topic_id, partition_id } => {
                 write!(f, "Namespace({stream_id}/{topic_id}/{partition_id})")
             }
             NamespaceKind::Unbound => write!(f, "Namespace(unbound)"),
@@ -181,10 +164,7 @@ mod tests {
     fn layout_matches_the_design() {
         let ns = Namespace::partition(3, 5, 7).unwrap();
         assert_eq!(ns.raw(), (3 << 40) | (5 << 20) | 7);
-        assert_eq!(
-            (ns.stream_id(), ns.topic_id(), ns.partition_id()),
-            (Some(3), Some(5), Some(7))
-        );
+        assert_eq!((ns.stream_id(), ns.topic_id(), ns.partition_id()), (Some(3), Some(5), Some(7)));
     }
 
     #[test]
@@ -193,31 +173,22 @@ mod tests {
         assert_eq!(ns.raw(), (1 << 63) - 1);
         assert_eq!(
             Namespace::partition(STREAM_ID_MAX + 1, 0, 0),
-            Err(NamespaceError::StreamIdOverflow {
-                stream_id: STREAM_ID_MAX + 1
-            })
+            Err(NamespaceError::StreamIdOverflow { stream_id: STREAM_ID_MAX + 1 })
         );
         assert_eq!(
             Namespace::partition(1, TOPIC_ID_MAX + 1, 0),
-            Err(NamespaceError::TopicIdOverflow {
-                topic_id: TOPIC_ID_MAX + 1
-            })
+            Err(NamespaceError::TopicIdOverflow { topic_id: TOPIC_ID_MAX + 1 })
         );
         assert_eq!(
             Namespace::partition(1, 0, PARTITION_ID_MAX + 1),
-            Err(NamespaceError::PartitionIdOverflow {
-                partition_id: PARTITION_ID_MAX + 1
-            })
+            Err(NamespaceError::PartitionIdOverflow { partition_id: PARTITION_ID_MAX + 1 })
         );
     }
 
     #[test]
     fn zero_is_unbound_not_a_partition() {
         assert_eq!(Namespace(0).kind(), NamespaceKind::Unbound);
-        assert_eq!(
-            Namespace::partition(0, 1, 1),
-            Err(NamespaceError::StreamIdZero)
-        );
+        assert_eq!(Namespace::partition(0, 1, 1), Err(NamespaceError::StreamIdZero));
     }
 
     #[test]

@@ -19,9 +19,7 @@ pub const SHARD_COUNT_MAX: usize = OWNER_NONE as usize - 1;
 pub const REPLICA_COUNT_MAX: usize = 32;
 
 /// One shard (thread) of this process.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ShardId(pub u16);
 
 impl ShardId {
@@ -39,9 +37,7 @@ pub struct ShardCount(u16);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ShardCountError {
-    #[error(
-        "shard count is 0: set sharding.cpu_allocation to `all`, a CPU list such as `0-3`, or numa:N"
-    )]
+    #[error("shard count is 0: set sharding.cpu_allocation to `all`, a CPU list such as `0-3`, or numa:N")]
     ShardsCountZero,
     #[error(
         "shard count {count} exceeds the owner table limit {max}: set sharding.cpu_allocation to at most {max} CPUs"
@@ -55,10 +51,7 @@ impl ShardCount {
             return Err(ShardCountError::ShardsCountZero);
         }
         if count > SHARD_COUNT_MAX {
-            return Err(ShardCountError::ShardsCountOverflow {
-                count,
-                max: SHARD_COUNT_MAX,
-            });
+            return Err(ShardCountError::ShardsCountOverflow { count, max: SHARD_COUNT_MAX });
         }
         Ok(ShardCount(count as u16))
     }
@@ -83,24 +76,12 @@ pub enum OwnerError {
         "replica {replica} is not in the owner table (it tracks {replica_count}); check the cluster's replica count"
     )]
     UnknownReplica { replica: u8, replica_count: usize },
-    #[error(
-        "shard {shard:?} is not a shard of this process ({shard_count} shards); this is a bug in the caller"
-    )]
+    #[error("shard {shard:?} is not a shard of this process ({shard_count} shards); this is a bug in the caller")]
     UnknownShard { shard: ShardId, shard_count: u16 },
-    #[error(
-        "replica {replica} is already owned by shard {owner:?}; close the duplicate connection on shard {shard:?}"
-    )]
-    AlreadyOwned {
-        replica: u8,
-        owner: ShardId,
-        shard: ShardId,
-    },
+    #[error("replica {replica} is already owned by shard {owner:?}; close the duplicate connection on shard {shard:?}")]
+    AlreadyOwned { replica: u8, owner: ShardId, shard: ShardId },
     #[error("replica {replica} is owned by {owner:?}, not by shard {shard:?}; nothing was cleared")]
-    NotOwner {
-        replica: u8,
-        owner: Option<ShardId>,
-        shard: ShardId,
-    },
+    NotOwner { replica: u8, owner: Option<ShardId>, shard: ShardId },
 }
 
 /// One `AtomicU16` per peer replica: the shard holding its connection, or `OWNER_NONE`.
@@ -112,16 +93,8 @@ pub struct ReplicaOwnerTable {
 
 impl ReplicaOwnerTable {
     pub fn new(replica_count: usize, shard_count: ShardCount) -> ReplicaOwnerTable {
-        assert!(
-            replica_count > 0 && replica_count <= REPLICA_COUNT_MAX,
-            "replica count {replica_count}"
-        );
-        ReplicaOwnerTable {
-            slots: (0..replica_count)
-                .map(|_| AtomicU16::new(OWNER_NONE))
-                .collect(),
-            shard_count,
-        }
+        assert!(replica_count > 0 && replica_count <= REPLICA_COUNT_MAX, "replica count {replica_count}");
+        ReplicaOwnerTable { slots: (0..replica_count).map(|_| AtomicU16::new(OWNER_NONE)).collect(), shard_count }
     }
 
     pub fn replica_count(&self) -> usize {
@@ -131,20 +104,14 @@ impl ReplicaOwnerTable {
     fn slot(&self, replica: u8) -> Result<&AtomicU16, OwnerError> {
         self.slots
             .get(usize::from(replica))
-            .ok_or(OwnerError::UnknownReplica {
-                replica,
-                replica_count: self.slots.len(),
-            })
+            .ok_or(OwnerError::UnknownReplica { replica, replica_count: self.slots.len() })
     }
 
     fn check_shard(&self, shard: ShardId) -> Result<(), OwnerError> {
         if self.shard_count.contains(shard) {
             Ok(())
         } else {
-            Err(OwnerError::UnknownShard {
-                shard,
-                shard_count: self.shard_count.get(),
-            })
+            Err(OwnerError::UnknownShard { shard, shard_count: self.shard_count.get() })
         }
     }
 
@@ -157,11 +124,7 @@ impl ReplicaOwnerTable {
         match slot.compare_exchange(OWNER_NONE, shard.0, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(()),
             Err(current) if current == shard.0 => Ok(()),
-            Err(current) => Err(OwnerError::AlreadyOwned {
-                replica,
-                owner: ShardId(current),
-                shard,
-            }),
+            Err(current) => Err(OwnerError::AlreadyOwned { replica, owner: ShardId(current), shard }),
         }
     }
 
@@ -173,11 +136,7 @@ impl ReplicaOwnerTable {
         let slot = self.slot(replica)?;
         match slot.compare_exchange(shard.0, OWNER_NONE, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(()),
-            Err(current) => Err(OwnerError::NotOwner {
-                replica,
-                owner: owner_of(current),
-                shard,
-            }),
+            Err(current) => Err(OwnerError::NotOwner { replica, owner: owner_of(current), shard }),
         }
     }
 
@@ -189,19 +148,12 @@ impl ReplicaOwnerTable {
 
     /// Every slot, in replica order; for the simulator's owner-table checker.
     pub fn snapshot(&self) -> Vec<Option<ShardId>> {
-        self.slots
-            .iter()
-            .map(|slot| owner_of(slot.load(Ordering::Acquire)))
-            .collect()
+        self.slots.iter().map(|slot| owner_of(slot.load(Ordering::Acquire))).collect()
     }
 }
 
 fn owner_of(raw: u16) -> Option<ShardId> {
-    if raw == OWNER_NONE {
-        None
-    } else {
-        Some(ShardId(raw))
-    }
+    if raw == OWNER_NONE { None } else { Some(ShardId(raw)) }
 }
 
 #[cfg(test)]
@@ -217,10 +169,7 @@ mod tests {
         assert_eq!(ShardCount::new(0), Err(ShardCountError::ShardsCountZero));
         assert_eq!(
             ShardCount::new(usize::from(OWNER_NONE)),
-            Err(ShardCountError::ShardsCountOverflow {
-                count: 65535,
-                max: 65534
-            })
+            Err(ShardCountError::ShardsCountOverflow { count: 65535, max: 65534 })
         );
         assert_eq!(ShardCount::new(SHARD_COUNT_MAX).unwrap().get(), 65534);
         let message = ShardCountError::ShardsCountZero.to_string();
@@ -243,11 +192,7 @@ mod tests {
         table.stamp(0, ShardId(1)).unwrap();
         assert_eq!(
             table.stamp(0, ShardId(3)),
-            Err(OwnerError::AlreadyOwned {
-                replica: 0,
-                owner: ShardId(1),
-                shard: ShardId(3)
-            })
+            Err(OwnerError::AlreadyOwned { replica: 0, owner: ShardId(1), shard: ShardId(3) })
         );
         assert_eq!(table.owner(0), Some(ShardId(1)));
         // Re-stamping by the owner is idempotent.
@@ -260,41 +205,21 @@ mod tests {
         table.stamp(2, ShardId(0)).unwrap();
         assert_eq!(
             table.clear(2, ShardId(3)),
-            Err(OwnerError::NotOwner {
-                replica: 2,
-                owner: Some(ShardId(0)),
-                shard: ShardId(3)
-            })
+            Err(OwnerError::NotOwner { replica: 2, owner: Some(ShardId(0)), shard: ShardId(3) })
         );
         assert_eq!(table.owner(2), Some(ShardId(0)));
         table.clear(2, ShardId(0)).unwrap();
         assert_eq!(
             table.clear(2, ShardId(0)),
-            Err(OwnerError::NotOwner {
-                replica: 2,
-                owner: None,
-                shard: ShardId(0)
-            })
+            Err(OwnerError::NotOwner { replica: 2, owner: None, shard: ShardId(0) })
         );
     }
 
     #[test]
     fn unknown_replica_and_shard_are_typed_errors() {
         let table = table();
-        assert_eq!(
-            table.stamp(3, ShardId(0)),
-            Err(OwnerError::UnknownReplica {
-                replica: 3,
-                replica_count: 3
-            })
-        );
-        assert_eq!(
-            table.stamp(0, ShardId(4)),
-            Err(OwnerError::UnknownShard {
-                shard: ShardId(4),
-                shard_count: 4
-            })
-        );
+        assert_eq!(table.stamp(3, ShardId(0)), Err(OwnerError::UnknownReplica { replica: 3, replica_count: 3 }));
+        assert_eq!(table.stamp(0, ShardId(4)), Err(OwnerError::UnknownShard { shard: ShardId(4), shard_count: 4 }));
         assert_eq!(table.owner(200), None);
         assert_eq!(table.snapshot(), vec![None, None, None]);
     }

@@ -54,17 +54,13 @@ pub struct PartitionLogConfig {
 
 impl Default for PartitionLogConfig {
     fn default() -> Self {
-        PartitionLogConfig {
-            segment_size_max_bytes: SEGMENT_SIZE_MAX_BYTES,
-        }
+        PartitionLogConfig { segment_size_max_bytes: SEGMENT_SIZE_MAX_BYTES }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionLogError {
-    #[error(
-        "partition log I/O failed ({operation} {path}): {source}; check the disk, then restart the replica"
-    )]
+    #[error("partition log I/O failed ({operation} {path}): {source}; check the disk, then restart the replica")]
     Io {
         operation: &'static str,
         path: PathBuf,
@@ -74,11 +70,7 @@ pub enum PartitionLogError {
     #[error(
         "partition log segment {path} is corrupt at byte {position} ({reason}); this is not a torn tail: repair the partition from a peer replica"
     )]
-    Corrupt {
-        path: PathBuf,
-        position: u64,
-        reason: &'static str,
-    },
+    Corrupt { path: PathBuf, position: u64, reason: &'static str },
     #[error(
         "file {path} in the partition log directory is not a segment ({{20 digits}}.log); move it out of the directory"
     )]
@@ -86,11 +78,7 @@ pub enum PartitionLogError {
     #[error(
         "segment {path} starts at offset {base_offset} but the previous segment ends at {expected_offset}: a segment is missing; repair the partition from a peer replica"
     )]
-    SegmentGap {
-        path: PathBuf,
-        base_offset: u64,
-        expected_offset: u64,
-    },
+    SegmentGap { path: PathBuf, base_offset: u64, expected_offset: u64 },
     #[error("append of {count} messages is outside 1..={APPEND_MESSAGES_MAX}; split the batch")]
     BatchSize { count: usize },
     #[error(
@@ -105,11 +93,7 @@ type Result<T> = std::result::Result<T, PartitionLogError>;
 
 fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PartitionLogError {
     let path = path.to_path_buf();
-    move |source| PartitionLogError::Io {
-        operation,
-        path,
-        source,
-    }
+    move |source| PartitionLogError::Io { operation, path, source }
 }
 
 struct Segment<F> {
@@ -128,10 +112,7 @@ impl<F> Segment<F> {
     }
 
     fn record_end(&self, index: usize) -> u64 {
-        self.positions
-            .get(index + 1)
-            .copied()
-            .unwrap_or(self.size_bytes)
+        self.positions.get(index + 1).copied().unwrap_or(self.size_bytes)
     }
 }
 
@@ -157,10 +138,7 @@ impl<I: Io> std::fmt::Debug for PartitionLog<I> {
 
 /// The file name of the segment starting at `base_offset`.
 pub fn segment_file_name(base_offset: u64) -> String {
-    format!(
-        "{base_offset:0width$}.{SEGMENT_EXTENSION}",
-        width = SEGMENT_NAME_DIGITS
-    )
+    format!("{base_offset:0width$}.{SEGMENT_EXTENSION}", width = SEGMENT_NAME_DIGITS)
 }
 
 fn parse_segment_name(path: &Path) -> Option<u64> {
@@ -237,25 +215,18 @@ impl<I: Io> PartitionLog<I> {
     /// a torn tail.
     pub async fn open(io: I, dir: &Path, config: PartitionLogConfig) -> Result<PartitionLog<I>> {
         assert!(config.segment_size_max_bytes > RECORD_HEADER_SIZE_BYTES as u64);
-        io.create_dir_all(dir)
-            .await
-            .map_err(io_error("create_dir_all", dir))?;
+        io.create_dir_all(dir).await.map_err(io_error("create_dir_all", dir))?;
         let mut bases = Vec::new();
         for path in io.list_dir(dir).await.map_err(io_error("list_dir", dir))? {
             if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXTENSION) {
                 continue;
             }
-            let base = parse_segment_name(&path)
-                .ok_or_else(|| PartitionLogError::SegmentName { path: path.clone() })?;
+            let base =
+                parse_segment_name(&path).ok_or_else(|| PartitionLogError::SegmentName { path: path.clone() })?;
             bases.push((base, path));
         }
         bases.sort();
-        let mut log = PartitionLog {
-            io,
-            dir: dir.to_path_buf(),
-            config,
-            segments: Vec::new(),
-        };
+        let mut log = PartitionLog { io, dir: dir.to_path_buf(), config, segments: Vec::new() };
         if bases.is_empty() {
             log.create_segment(0).await?;
             return Ok(log);
@@ -274,31 +245,14 @@ impl<I: Io> PartitionLog<I> {
             let segment = log.scan_segment(base_offset, path, index == last).await?;
             log.segments.push(segment);
         }
-        debug_assert!(
-            log.segments
-                .windows(2)
-                .all(|w| w[0].next_offset() == w[1].base_offset)
-        );
+        debug_assert!(log.segments.windows(2).all(|w| w[0].next_offset() == w[1].base_offset));
         Ok(log)
     }
 
-    async fn scan_segment(
-        &self,
-        base_offset: u64,
-        path: PathBuf,
-        active: bool,
-    ) -> Result<Segment<I::File>> {
+    async fn scan_segment(&self, base_offset: u64, path: PathBuf, active: bool) -> Result<Segment<I::File>> {
         // Sealed segments are never written again: open them read-only.
-        let mode = if active {
-            OpenMode::ReadWrite
-        } else {
-            OpenMode::ReadOnly
-        };
-        let file = self
-            .io
-            .open(&path, mode)
-            .await
-            .map_err(io_error("open", &path))?;
+        let mode = if active { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
+        let file = self.io.open(&path, mode).await.map_err(io_error("open", &path))?;
         let file_size = file.size_bytes().await.map_err(io_error("size", &path))?;
         let mut positions = Vec::new();
         let mut position = 0u64;
@@ -310,39 +264,18 @@ impl<I: Io> PartitionLog<I> {
                     position += record_size;
                 }
                 Err(reason) => {
-                    if !active
-                        || self
-                            .valid_record_follows(&file, &path, position, file_size, offset)
-                            .await?
-                    {
-                        return Err(PartitionLogError::Corrupt {
-                            path,
-                            position,
-                            reason,
-                        });
+                    if !active || self.valid_record_follows(&file, &path, position, file_size, offset).await? {
+                        return Err(PartitionLogError::Corrupt { path, position, reason });
                     }
-                    tracing::warn!(
-                        ?path,
-                        position,
-                        reason,
-                        "partition log: truncating torn tail"
-                    );
-                    file.set_len(position)
-                        .await
-                        .map_err(io_error("truncate", &path))?;
+                    tracing::warn!(?path, position, reason, "partition log: truncating torn tail");
+                    file.set_len(position).await.map_err(io_error("truncate", &path))?;
                     file.sync_data().await.map_err(io_error("sync", &path))?;
                     break;
                 }
             }
         }
         debug_assert!(position <= file_size);
-        Ok(Segment {
-            base_offset,
-            path,
-            file,
-            size_bytes: position,
-            positions,
-        })
+        Ok(Segment { base_offset, path, file, size_bytes: position, positions })
     }
 
     /// Whether the bad record at `position` (for `offset`) is followed by a
@@ -368,39 +301,20 @@ impl<I: Io> PartitionLog<I> {
         if next >= file_size {
             return Ok(false);
         }
-        Ok(probe_record(file, path, next, file_size, offset + 1)
-            .await?
-            .is_ok())
+        Ok(probe_record(file, path, next, file_size, offset + 1).await?.is_ok())
     }
 
     async fn create_segment(&mut self, base_offset: u64) -> Result<()> {
-        debug_assert!(
-            self.segments
-                .last()
-                .is_none_or(|s| s.next_offset() == base_offset)
-        );
+        debug_assert!(self.segments.last().is_none_or(|s| s.next_offset() == base_offset));
         let path = self.dir.join(segment_file_name(base_offset));
-        let file = self
-            .io
-            .open(&path, OpenMode::ReadWriteCreate)
-            .await
-            .map_err(io_error("create", &path))?;
+        let file = self.io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create", &path))?;
         // A stale file of that name (from a crash before its first record)
         // holds nothing durable that the index knows about.
         file.set_len(0).await.map_err(io_error("truncate", &path))?;
         file.sync_data().await.map_err(io_error("sync", &path))?;
         // The new name is durable only once the directory is fsynced.
-        self.io
-            .sync_dir(&self.dir)
-            .await
-            .map_err(io_error("sync_dir", &self.dir))?;
-        self.segments.push(Segment {
-            base_offset,
-            path,
-            file,
-            size_bytes: 0,
-            positions: Vec::new(),
-        });
+        self.io.sync_dir(&self.dir).await.map_err(io_error("sync_dir", &self.dir))?;
+        self.segments.push(Segment { base_offset, path, file, size_bytes: 0, positions: Vec::new() });
         Ok(())
     }
 
@@ -409,19 +323,13 @@ impl<I: Io> PartitionLog<I> {
         assert!(!active.positions.is_empty(), "rolling an empty segment");
         // Seal: the old segment must be durable and whole before the next one
         // exists, so recovery may treat only the last segment's tail as torn.
-        active
-            .file
-            .sync_data()
-            .await
-            .map_err(io_error("sync", &active.path))?;
+        active.file.sync_data().await.map_err(io_error("sync", &active.path))?;
         let base_offset = active.next_offset();
         self.create_segment(base_offset).await
     }
 
     fn active(&self) -> &Segment<I::File> {
-        self.segments
-            .last()
-            .expect("a log always has an active segment")
+        self.segments.last().expect("a log always has an active segment")
     }
 
     async fn write_active(&mut self, buf: Vec<u8>, positions: &mut Vec<u64>) -> Result<()> {
@@ -444,17 +352,10 @@ impl<I: Io> PartitionLog<I> {
     /// replica and reopen, which re-derives the log from disk.
     pub async fn append(&mut self, messages: &[Vec<u8>]) -> Result<u64> {
         if messages.is_empty() || messages.len() > APPEND_MESSAGES_MAX {
-            return Err(PartitionLogError::BatchSize {
-                count: messages.len(),
-            });
+            return Err(PartitionLogError::BatchSize { count: messages.len() });
         }
-        if let Some(message) = messages
-            .iter()
-            .find(|m| m.len() > RECORD_PAYLOAD_SIZE_MAX_BYTES)
-        {
-            return Err(PartitionLogError::PayloadTooLarge {
-                size_bytes: message.len(),
-            });
+        if let Some(message) = messages.iter().find(|m| m.len() > RECORD_PAYLOAD_SIZE_MAX_BYTES) {
+            return Err(PartitionLogError::PayloadTooLarge { size_bytes: message.len() });
         }
         let first_offset = self.next_offset();
         let mut buf = Vec::new();
@@ -465,8 +366,7 @@ impl<I: Io> PartitionLog<I> {
             let used = self.active().size_bytes + buf.len() as u64;
             // A segment holds at least one record, even one larger than the max.
             if used > 0 && used + record_size > self.config.segment_size_max_bytes {
-                self.write_active(std::mem::take(&mut buf), &mut positions)
-                    .await?;
+                self.write_active(std::mem::take(&mut buf), &mut positions).await?;
                 self.roll().await?;
             }
             positions.push(self.active().size_bytes + buf.len() as u64);
@@ -482,19 +382,13 @@ impl<I: Io> PartitionLog<I> {
     pub async fn read(&self, offset: u64, max_count: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let first_offset = self.first_offset();
         if offset < first_offset {
-            return Err(PartitionLogError::OffsetBeforeStart {
-                offset,
-                first_offset,
-            });
+            return Err(PartitionLogError::OffsetBeforeStart { offset, first_offset });
         }
         let mut out = Vec::new();
         let count_max = max_count.min(READ_COUNT_MAX);
         let mut offset = offset;
         let mut loaded_bytes = 0u64;
-        let mut segment_index = self
-            .segments
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1);
+        let mut segment_index = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         while out.len() < count_max && offset < self.next_offset() {
             let segment = &self.segments[segment_index];
             if offset >= segment.next_offset() {
@@ -516,18 +410,15 @@ impl<I: Io> PartitionLog<I> {
             }
             let start = segment.positions[first];
             let end = segment.record_end(last - 1);
-            let bytes =
-                read_at(&segment.file, &segment.path, start, (end - start) as usize).await?;
+            let bytes = read_at(&segment.file, &segment.path, start, (end - start) as usize).await?;
             for index in first..last {
                 let at = (segment.positions[index] - start) as usize;
                 let record = &bytes[at..(segment.record_end(index) - start) as usize];
                 let record_offset = segment.base_offset + index as u64;
-                check_record(record, record_offset).map_err(|reason| {
-                    PartitionLogError::Corrupt {
-                        path: segment.path.clone(),
-                        position: segment.positions[index],
-                        reason,
-                    }
+                check_record(record, record_offset).map_err(|reason| PartitionLogError::Corrupt {
+                    path: segment.path.clone(),
+                    position: segment.positions[index],
+                    reason,
                 })?;
                 out.push((record_offset, record[RECORD_HEADER_SIZE_BYTES..].to_vec()));
             }
@@ -540,11 +431,7 @@ impl<I: Io> PartitionLog<I> {
     /// Make every appended record durable.
     pub async fn sync(&self) -> Result<()> {
         let active = self.active();
-        active
-            .file
-            .sync_data()
-            .await
-            .map_err(io_error("sync", &active.path))
+        active.file.sync_data().await.map_err(io_error("sync", &active.path))
     }
 
     /// The offset the next appended message gets.
@@ -554,10 +441,7 @@ impl<I: Io> PartitionLog<I> {
 
     /// The first offset this log holds (0 until retention exists).
     pub fn first_offset(&self) -> u64 {
-        self.segments
-            .first()
-            .expect("a log always has a segment")
-            .base_offset
+        self.segments.first().expect("a log always has a segment").base_offset
     }
 
     pub fn segment_count(&self) -> usize {
@@ -576,15 +460,9 @@ mod tests {
     #[test]
     fn segment_names_sort_by_offset_and_parse_back() {
         assert_eq!(segment_file_name(42), "00000000000000000042.log");
-        assert_eq!(
-            parse_segment_name(Path::new("/d/00000000000000000042.log")),
-            Some(42)
-        );
+        assert_eq!(parse_segment_name(Path::new("/d/00000000000000000042.log")), Some(42));
         assert_eq!(parse_segment_name(Path::new("/d/42.log")), None);
-        assert_eq!(
-            parse_segment_name(Path::new("/d/0000000000000000004x.log")),
-            None
-        );
+        assert_eq!(parse_segment_name(Path::new("/d/0000000000000000004x.log")), None);
         assert!(segment_file_name(9) < segment_file_name(10));
     }
 

@@ -51,8 +51,7 @@ use shoal_vsr::{Io, Operation, StateMachine};
 
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError,
-    RECORD_PAYLOAD_SIZE_MAX_BYTES,
+    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES,
 };
 
 /// Applied messages awaiting `persist`. The driver persists after every batch
@@ -71,10 +70,7 @@ pub enum PartitionSmError {
     #[error(
         "partition log ends at offset {log_next_offset} but the next message to persist has offset {pending_offset}: offsets {log_next_offset}..{pending_offset} came by state transfer and are not on this disk; repair the partition from a peer replica"
     )]
-    Gap {
-        log_next_offset: u64,
-        pending_offset: u64,
-    },
+    Gap { log_next_offset: u64, pending_offset: u64 },
 }
 
 /// One partition's replicated state: a `StateMachine` over a durable log.
@@ -112,13 +108,8 @@ fn chain_next(chain: u128, offset: u64, message: &[u8]) -> u128 {
 impl<I: Io> PartitionStateMachine<I> {
     /// Open (or create) the partition's log in `dir`. The logical state starts
     /// empty (offset 0): the replica restores its checkpoint and replays.
-    pub async fn open(
-        io: I,
-        dir: &Path,
-        namespace: Namespace,
-    ) -> Result<PartitionStateMachine<I>, PartitionLogError> {
-        PartitionStateMachine::open_with_config(io, dir, namespace, PartitionLogConfig::default())
-            .await
+    pub async fn open(io: I, dir: &Path, namespace: Namespace) -> Result<PartitionStateMachine<I>, PartitionLogError> {
+        PartitionStateMachine::open_with_config(io, dir, namespace, PartitionLogConfig::default()).await
     }
 
     pub async fn open_with_config(
@@ -129,13 +120,7 @@ impl<I: Io> PartitionStateMachine<I> {
     ) -> Result<PartitionStateMachine<I>, PartitionLogError> {
         assert!(namespace.is_partition(), "{namespace:?} is not a partition");
         let log = PartitionLog::open(io, dir, config).await?;
-        Ok(PartitionStateMachine {
-            namespace,
-            log,
-            next_offset: 0,
-            chain: 0,
-            pending: Vec::new(),
-        })
+        Ok(PartitionStateMachine { namespace, log, next_offset: 0, chain: 0, pending: Vec::new() })
     }
 
     /// Append every pending message to the log and sync it. On an error the
@@ -145,10 +130,7 @@ impl<I: Io> PartitionStateMachine<I> {
         while let Some(&(first, _)) = self.pending.first() {
             let log_next_offset = self.log.next_offset();
             if log_next_offset < first {
-                return Err(PartitionSmError::Gap {
-                    log_next_offset,
-                    pending_offset: first,
-                });
+                return Err(PartitionSmError::Gap { log_next_offset, pending_offset: first });
             }
             // A failed append may have written a prefix: those are in the log.
             let written = ((log_next_offset - first) as usize).min(self.pending.len());
@@ -157,10 +139,7 @@ impl<I: Io> PartitionStateMachine<I> {
                 continue;
             }
             let count = self.pending.len().min(APPEND_MESSAGES_MAX);
-            let batch: Vec<Vec<u8>> = self.pending[..count]
-                .iter()
-                .map(|(_, message)| message.clone())
-                .collect();
+            let batch: Vec<Vec<u8>> = self.pending[..count].iter().map(|(_, message)| message.clone()).collect();
             let offset = self.log.append(&batch).await?;
             assert_eq!(offset, first, "the log appends at the pending offset");
             self.pending.drain(..count);
@@ -190,11 +169,7 @@ impl<I: Io> PartitionStateMachine<I> {
 
     /// Durable reads: up to `max_count` committed messages from `offset`,
     /// straight from the log (no consensus needed for a committed offset).
-    pub async fn read(
-        &self,
-        offset: u64,
-        max_count: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, PartitionLogError> {
+    pub async fn read(&self, offset: u64, max_count: usize) -> Result<Vec<(u64, Vec<u8>)>, PartitionLogError> {
         self.log.read(offset, max_count).await
     }
 
@@ -220,10 +195,7 @@ impl<I: Io> PartitionStateMachine<I> {
     /// queue holds: they must come from a peer.
     pub fn missing(&self) -> Option<Range<u64>> {
         let log_next_offset = self.log.next_offset();
-        let covered_to = self
-            .pending
-            .first()
-            .map_or(self.next_offset, |(offset, _)| *offset);
+        let covered_to = self.pending.first().map_or(self.next_offset, |(offset, _)| *offset);
         (log_next_offset < covered_to).then_some(log_next_offset..covered_to)
     }
 
@@ -232,10 +204,7 @@ impl<I: Io> PartitionStateMachine<I> {
     }
 
     fn send(&mut self, message: &[u8]) -> u64 {
-        assert!(
-            message.len() <= RECORD_PAYLOAD_SIZE_MAX_BYTES,
-            "a committed body is bounded by the message size"
-        );
+        assert!(message.len() <= RECORD_PAYLOAD_SIZE_MAX_BYTES, "a committed body is bounded by the message size");
         let offset = self.next_offset;
         self.next_offset += 1;
         self.chain = chain_next(self.chain, offset, message);
@@ -245,11 +214,7 @@ impl<I: Io> PartitionStateMachine<I> {
                 "{} messages pending: the driver must persist after commits",
                 self.pending.len()
             );
-            debug_assert!(
-                self.pending
-                    .last()
-                    .is_none_or(|(last, _)| last + 1 == offset)
-            );
+            debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == offset));
             self.pending.push((offset, message.to_vec()));
         } else {
             // Replay of an op whose message is already in the log: count it only.
@@ -304,11 +269,7 @@ impl<I: Io> StateMachine for PartitionStateMachine<I> {
         }
         self.next_offset = next_offset;
         self.chain = chain;
-        debug_assert!(
-            self.pending
-                .last()
-                .is_none_or(|(last, _)| last + 1 == self.next_offset)
-        );
+        debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == self.next_offset));
         Ok(())
     }
 }

@@ -25,9 +25,7 @@ pub enum Delivery {
 fn route_error_reason(error: &RouteError) -> DropReason {
     match error {
         RouteError::UnknownShard { .. } => DropReason::UnknownShard,
-        RouteError::NamespaceNotPartition { .. } | RouteError::UnexpectedCommand { .. } => {
-            DropReason::ForwardFailed
-        }
+        RouteError::NamespaceNotPartition { .. } | RouteError::UnexpectedCommand { .. } => DropReason::ForwardFailed,
         RouteError::Broadcast => unreachable!("lifecycle frames are handled before routing"),
     }
 }
@@ -36,16 +34,8 @@ fn route_error_reason(error: &RouteError) -> DropReason {
 /// A frame that reached the wrong shard is a routing bug: it fails a
 /// `debug_assert!` (a failed seed in the simulator) and is counted as
 /// `ConsensusMisroute` in release builds.
-pub fn deliver(
-    frame: ShardFrame,
-    this_shard: ShardId,
-    shard_count: ShardCount,
-    drops: &FrameDrops,
-) -> Delivery {
-    assert!(
-        shard_count.contains(this_shard),
-        "shard {this_shard:?} outside {shard_count:?}"
-    );
+pub fn deliver(frame: ShardFrame, this_shard: ShardId, shard_count: ShardCount, drops: &FrameDrops) -> Delivery {
+    assert!(shard_count.contains(this_shard), "shard {this_shard:?} outside {shard_count:?}");
     let variant = frame.variant();
     let reason = match route(&frame, shard_count) {
         Ok(owner) if owner == this_shard => return Delivery::Accepted(frame),
@@ -55,12 +45,7 @@ pub fn deliver(
                 false,
                 "misroute: {variant:?} frame for shard {owner:?} delivered to shard {this_shard:?}: {frame:?}"
             );
-            tracing::error!(
-                ?owner,
-                ?this_shard,
-                variant = variant.name(),
-                "frame delivered to the wrong shard"
-            );
+            tracing::error!(?owner, ?this_shard, variant = variant.name(), "frame delivered to the wrong shard");
             DropReason::ConsensusMisroute
         }
         Err(error) => route_error_reason(&error),
@@ -93,19 +78,12 @@ pub fn dispatch<S: ShardSender>(
             return Err(reason);
         }
     };
-    inboxes[shard.index()]
-        .try_send(frame)
-        .map(|()| shard)
-        .map_err(|error| error.reason())
+    inboxes[shard.index()].try_send(frame).map(|()| shard).map_err(|error| error.reason())
 }
 
 /// Send a copy of `frame` to every inbox but `skip` (the sender's own shard).
 /// Returns how many inboxes rejected it (each counted by its inbox).
-pub fn broadcast<S: ShardSender>(
-    frame: &ShardFrame,
-    inboxes: &[S],
-    skip: Option<ShardId>,
-) -> usize {
+pub fn broadcast<S: ShardSender>(frame: &ShardFrame, inboxes: &[S], skip: Option<ShardId>) -> usize {
     let mut rejected = 0;
     for (index, inbox) in inboxes.iter().enumerate() {
         if skip.is_some_and(|s| s.index() == index) {
@@ -133,10 +111,7 @@ mod tests {
         header.namespace = namespace.raw();
         header.operation = Operation::SendMessages;
         header.set_checksums(&[]);
-        ShardFrame::Consensus {
-            header,
-            body: vec![],
-        }
+        ShardFrame::Consensus { header, body: vec![] }
     }
 
     fn partition_off_shard_zero(shard_count: ShardCount) -> Namespace {
@@ -153,16 +128,10 @@ mod tests {
         let ns = partition_off_shard_zero(shard_count);
         let owner = route_partition(ns, shard_count);
         let frame = consensus(Command::Prepare, ns);
-        assert_eq!(
-            deliver(frame.clone(), owner, shard_count, &drops),
-            Delivery::Accepted(frame)
-        );
+        assert_eq!(deliver(frame.clone(), owner, shard_count, &drops), Delivery::Accepted(frame));
         for shard in shard_count.shards() {
             let shutdown = ShardFrame::Lifecycle(Lifecycle::Shutdown);
-            assert!(matches!(
-                deliver(shutdown, shard, shard_count, &drops),
-                Delivery::Accepted(_)
-            ));
+            assert!(matches!(deliver(shutdown, shard, shard_count, &drops), Delivery::Accepted(_)));
         }
         assert_eq!(drops.total(), 0);
     }
@@ -173,12 +142,7 @@ mod tests {
     fn misrouted_frame_fails_the_debug_assertion() {
         let shard_count = ShardCount::new(4).unwrap();
         let ns = partition_off_shard_zero(shard_count);
-        let _ = deliver(
-            consensus(Command::Commit, ns),
-            ShardId(0),
-            shard_count,
-            &FrameDrops::new(),
-        );
+        let _ = deliver(consensus(Command::Commit, ns), ShardId(0), shard_count, &FrameDrops::new());
     }
 
     #[test]
@@ -187,17 +151,9 @@ mod tests {
         let shard_count = ShardCount::new(4).unwrap();
         let drops = FrameDrops::new();
         let ns = partition_off_shard_zero(shard_count);
-        let delivery = deliver(
-            consensus(Command::Commit, ns),
-            ShardId(0),
-            shard_count,
-            &drops,
-        );
+        let delivery = deliver(consensus(Command::Commit, ns), ShardId(0), shard_count, &drops);
         assert_eq!(delivery, Delivery::Dropped(DropReason::ConsensusMisroute));
-        assert_eq!(
-            drops.get(FrameVariant::Consensus, DropReason::ConsensusMisroute),
-            1
-        );
+        assert_eq!(drops.get(FrameVariant::Consensus, DropReason::ConsensusMisroute), 1);
     }
 
     #[test]
@@ -205,61 +161,29 @@ mod tests {
         let shard_count = ShardCount::new(2).unwrap();
         let drops = FrameDrops::new();
         let header = Header::new(Command::Reply, 1);
-        let frame = ShardFrame::ClientReply {
-            connection_id: 1,
-            origin_shard: ShardId(9),
-            header,
-            body: vec![],
-        };
-        assert_eq!(
-            deliver(frame, ShardId(1), shard_count, &drops),
-            Delivery::Dropped(DropReason::UnknownShard)
-        );
-        assert_eq!(
-            drops.get(FrameVariant::ClientReply, DropReason::UnknownShard),
-            1
-        );
+        let frame = ShardFrame::ClientReply { connection_id: 1, origin_shard: ShardId(9), header, body: vec![] };
+        assert_eq!(deliver(frame, ShardId(1), shard_count, &drops), Delivery::Dropped(DropReason::UnknownShard));
+        assert_eq!(drops.get(FrameVariant::ClientReply, DropReason::UnknownShard), 1);
     }
 
     #[test]
     fn dispatch_reaches_the_owner_inbox_or_counts_the_rejection() {
         let shard_count = ShardCount::new(4).unwrap();
         let drops = Arc::new(FrameDrops::new());
-        let inboxes: Vec<LocalInbox> = shard_count
-            .shards()
-            .map(|_| LocalInbox::new(1, drops.clone()))
-            .collect();
+        let inboxes: Vec<LocalInbox> = shard_count.shards().map(|_| LocalInbox::new(1, drops.clone())).collect();
         let ns = partition_off_shard_zero(shard_count);
         let owner = route_partition(ns, shard_count);
-        assert_eq!(
-            dispatch(
-                consensus(Command::Prepare, ns),
-                &inboxes,
-                shard_count,
-                &drops
-            ),
-            Ok(owner)
-        );
+        assert_eq!(dispatch(consensus(Command::Prepare, ns), &inboxes, shard_count, &drops), Ok(owner));
         assert_eq!(inboxes[owner.index()].len(), 1);
         // The owner's inbox (capacity 1) is now full.
         assert_eq!(
-            dispatch(
-                consensus(Command::PrepareOk, ns),
-                &inboxes,
-                shard_count,
-                &drops
-            ),
+            dispatch(consensus(Command::PrepareOk, ns), &inboxes, shard_count, &drops),
             Err(DropReason::InboxFull)
         );
         assert_eq!(drops.get(FrameVariant::Consensus, DropReason::InboxFull), 1);
         // Metadata-group control goes to shard 0.
         assert_eq!(
-            dispatch(
-                consensus(Command::StartViewChange, Namespace::METADATA),
-                &inboxes,
-                shard_count,
-                &drops
-            ),
+            dispatch(consensus(Command::StartViewChange, Namespace::METADATA), &inboxes, shard_count, &drops),
             Ok(ShardId(0))
         );
         assert_eq!(drops.total(), 1);

@@ -35,20 +35,10 @@ pub enum RouteError {
     #[error(
         "client request for {operation:?} names namespace {namespace:?}, which is not a partition; the client must set the partition's namespace"
     )]
-    NamespaceNotPartition {
-        namespace: Namespace,
-        operation: Operation,
-    },
-    #[error(
-        "a {variant:?} frame cannot carry command {command:?}; the sender built the wrong frame, drop it"
-    )]
-    UnexpectedCommand {
-        variant: FrameVariant,
-        command: Command,
-    },
-    #[error(
-        "shard {shard:?} is not one of the {shard_count} shards of this process; drop the reply"
-    )]
+    NamespaceNotPartition { namespace: Namespace, operation: Operation },
+    #[error("a {variant:?} frame cannot carry command {command:?}; the sender built the wrong frame, drop it")]
+    UnexpectedCommand { variant: FrameVariant, command: Command },
+    #[error("shard {shard:?} is not one of the {shard_count} shards of this process; drop the reply")]
     UnknownShard { shard: ShardId, shard_count: u16 },
     #[error("lifecycle frames go to every shard: broadcast them instead of routing")]
     Broadcast,
@@ -113,10 +103,7 @@ fn operation_is_partition_capable(operation: Operation) -> bool {
         // by the log that applies it), so a register names its group.
         Operation::Register => true,
         // The stream/topic catalogue is metadata only.
-        Operation::CreateStream
-        | Operation::DeleteStream
-        | Operation::CreateTopic
-        | Operation::DeleteTopic => false,
+        Operation::CreateStream | Operation::DeleteStream | Operation::CreateTopic | Operation::DeleteTopic => false,
     }
 }
 
@@ -143,10 +130,7 @@ pub fn route_consensus_control(header: &Header, shard_count: ShardCount) -> Shar
 /// The shard for a client request received on any shard.
 pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId, RouteError> {
     if header.command != Command::Request {
-        return Err(RouteError::UnexpectedCommand {
-            variant: FrameVariant::ClientForward,
-            command: header.command,
-        });
+        return Err(RouteError::UnexpectedCommand { variant: FrameVariant::ClientForward, command: header.command });
     }
     let namespace = Namespace(header.namespace);
     match header.operation {
@@ -154,10 +138,7 @@ pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId
             if namespace.is_partition() {
                 Ok(route_partition(namespace, shard_count))
             } else {
-                Err(RouteError::NamespaceNotPartition {
-                    namespace,
-                    operation: header.operation,
-                })
+                Err(RouteError::NamespaceNotPartition { namespace, operation: header.operation })
             }
         }
         // A register for a partition belongs to that partition's group.
@@ -183,10 +164,7 @@ pub fn route(frame: &ShardFrame, shard_count: ShardCount) -> Result<ShardId, Rou
         ShardFrame::ClientForward { header, .. } => route_request(header, shard_count)?,
         ShardFrame::ClientReply { origin_shard, .. } => {
             if !shard_count.contains(*origin_shard) {
-                return Err(RouteError::UnknownShard {
-                    shard: *origin_shard,
-                    shard_count: shard_count.get(),
-                });
+                return Err(RouteError::UnknownShard { shard: *origin_shard, shard_count: shard_count.get() });
             }
             *origin_shard
         }
@@ -237,18 +215,9 @@ mod tests {
         // Hashing namespace 0 would pick shard 5 of 8, which has no consensus
         // for the metadata group: the frame would be dropped forever.
         assert_eq!(route_partition(Namespace(0), count(8)), ShardId(5));
-        for command in [
-            Command::Commit,
-            Command::StartViewChange,
-            Command::DoViewChange,
-            Command::StartView,
-        ] {
+        for command in [Command::Commit, Command::StartViewChange, Command::DoViewChange, Command::StartView] {
             let unset = header(command, Operation::Reserved, Namespace::UNBOUND);
-            assert_eq!(
-                route_consensus_control(&unset, count(8)),
-                ShardId(0),
-                "{command:?}"
-            );
+            assert_eq!(route_consensus_control(&unset, count(8)), ShardId(0), "{command:?}");
         }
         let register = header(Command::Prepare, Operation::Register, Namespace::UNBOUND);
         assert_eq!(route_consensus_control(&register, count(8)), ShardId(0));
@@ -271,12 +240,7 @@ mod tests {
             .find(|ns| route_partition(*ns, shard_count) != ShardId(0))
             .unwrap();
         let expected = route_partition(namespace, shard_count);
-        for command in [
-            Command::Prepare,
-            Command::PrepareOk,
-            Command::Commit,
-            Command::StartView,
-        ] {
+        for command in [Command::Prepare, Command::PrepareOk, Command::Commit, Command::StartView] {
             let h = header(command, Operation::SendMessages, namespace);
             assert_eq!(route_consensus_control(&h, shard_count), expected);
         }
@@ -298,8 +262,7 @@ mod tests {
                         let h = header(*command, *operation, namespace);
                         let shard = route_consensus_control(&h, shard_count);
                         assert!(shard.index() < n);
-                        let replica_level =
-                            matches!(command, Command::Ping | Command::Pong | Command::Eviction);
+                        let replica_level = matches!(command, Command::Ping | Command::Pong | Command::Eviction);
                         let metadata_only = matches!(
                             operation,
                             Operation::CreateStream
@@ -307,25 +270,18 @@ mod tests {
                                 | Operation::CreateTopic
                                 | Operation::DeleteTopic
                         );
-                        let expected =
-                            if namespace.is_partition() && !replica_level && !metadata_only {
-                                route_partition(namespace, shard_count)
-                            } else {
-                                ShardId(0)
-                            };
-                        assert_eq!(
-                            shard, expected,
-                            "{command:?} {operation:?} {namespace:?} n={n}"
-                        );
+                        let expected = if namespace.is_partition() && !replica_level && !metadata_only {
+                            route_partition(namespace, shard_count)
+                        } else {
+                            ShardId(0)
+                        };
+                        assert_eq!(shard, expected, "{command:?} {operation:?} {namespace:?} n={n}");
                         // Consensus control with a VSR-reserved operation and no
                         // partition binding always lands on shard 0.
                         if operation.is_reserved() && !namespace.is_partition() {
                             assert_eq!(shard, ShardId(0));
                         }
-                        let frame = ShardFrame::Consensus {
-                            header: h,
-                            body: vec![],
-                        };
+                        let frame = ShardFrame::Consensus { header: h, body: vec![] };
                         assert_eq!(route(&frame, shard_count), Ok(shard));
                     }
                 }
@@ -338,23 +294,12 @@ mod tests {
         let shard_count = count(4);
         let partition = Namespace::partition(2, 1, 0).unwrap();
         let send = header(Command::Request, Operation::SendMessages, partition);
-        assert_eq!(
-            route_request(&send, shard_count),
-            Ok(route_partition(partition, shard_count))
-        );
-        let create = header(
-            Command::Request,
-            Operation::CreateStream,
-            Namespace::METADATA,
-        );
+        assert_eq!(route_request(&send, shard_count), Ok(route_partition(partition, shard_count)));
+        let create = header(Command::Request, Operation::CreateStream, Namespace::METADATA);
         assert_eq!(route_request(&create, shard_count), Ok(ShardId(0)));
         let register = header(Command::Request, Operation::Register, Namespace::UNBOUND);
         assert_eq!(route_request(&register, shard_count), Ok(ShardId(0)));
-        let unbound_send = header(
-            Command::Request,
-            Operation::PollMessages,
-            Namespace::UNBOUND,
-        );
+        let unbound_send = header(Command::Request, Operation::PollMessages, Namespace::UNBOUND);
         assert_eq!(
             route_request(&unbound_send, shard_count),
             Err(RouteError::NamespaceNotPartition {
@@ -363,49 +308,22 @@ mod tests {
             })
         );
         let prepare = header(Command::Prepare, Operation::SendMessages, partition);
-        let frame = ShardFrame::ClientForward {
-            connection_id: 1,
-            origin_shard: ShardId(3),
-            header: prepare,
-            body: vec![],
-        };
+        let frame =
+            ShardFrame::ClientForward { connection_id: 1, origin_shard: ShardId(3), header: prepare, body: vec![] };
         assert_eq!(
             route(&frame, shard_count),
-            Err(RouteError::UnexpectedCommand {
-                variant: FrameVariant::ClientForward,
-                command: Command::Prepare
-            })
+            Err(RouteError::UnexpectedCommand { variant: FrameVariant::ClientForward, command: Command::Prepare })
         );
     }
 
     #[test]
     fn replies_return_to_the_origin_shard_and_lifecycle_is_broadcast() {
         let shard_count = count(4);
-        let reply = header(
-            Command::Reply,
-            Operation::SendMessages,
-            Namespace::partition(1, 1, 1).unwrap(),
-        );
-        let frame = ShardFrame::ClientReply {
-            connection_id: 9,
-            origin_shard: ShardId(3),
-            header: reply,
-            body: vec![],
-        };
+        let reply = header(Command::Reply, Operation::SendMessages, Namespace::partition(1, 1, 1).unwrap());
+        let frame = ShardFrame::ClientReply { connection_id: 9, origin_shard: ShardId(3), header: reply, body: vec![] };
         assert_eq!(route(&frame, shard_count), Ok(ShardId(3)));
-        let frame = ShardFrame::ClientReply {
-            connection_id: 9,
-            origin_shard: ShardId(4),
-            header: reply,
-            body: vec![],
-        };
-        assert_eq!(
-            route(&frame, shard_count),
-            Err(RouteError::UnknownShard {
-                shard: ShardId(4),
-                shard_count: 4
-            })
-        );
+        let frame = ShardFrame::ClientReply { connection_id: 9, origin_shard: ShardId(4), header: reply, body: vec![] };
+        assert_eq!(route(&frame, shard_count), Err(RouteError::UnknownShard { shard: ShardId(4), shard_count: 4 }));
         let frame = ShardFrame::Lifecycle(crate::frame::Lifecycle::Shutdown);
         assert_eq!(route(&frame, shard_count), Err(RouteError::Broadcast));
     }

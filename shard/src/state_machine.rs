@@ -49,23 +49,10 @@ pub struct Stream {
 /// A request to the metadata group; the body of a metadata prepare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRequest {
-    CreateStream {
-        stream_id: u32,
-        name: String,
-    },
-    DeleteStream {
-        stream_id: u32,
-    },
-    CreateTopic {
-        stream_id: u32,
-        topic_id: u32,
-        name: String,
-        partition_count: u32,
-    },
-    DeleteTopic {
-        stream_id: u32,
-        topic_id: u32,
-    },
+    CreateStream { stream_id: u32, name: String },
+    DeleteStream { stream_id: u32 },
+    CreateTopic { stream_id: u32, topic_id: u32, name: String, partition_count: u32 },
+    DeleteTopic { stream_id: u32, topic_id: u32 },
 }
 
 /// Why `apply` rejected a request. Sent back to the client as the reply.
@@ -83,17 +70,13 @@ pub enum MetadataError {
     StreamsFull,
     #[error("topic id {topic_id} exceeds {TOPIC_ID_MAX}; choose a smaller id")]
     TopicIdInvalid { topic_id: u32 },
-    #[error(
-        "topic {topic_id} already exists in stream {stream_id}; delete it first or choose another id"
-    )]
+    #[error("topic {topic_id} already exists in stream {stream_id}; delete it first or choose another id")]
     TopicExists { stream_id: u32, topic_id: u32 },
     #[error("topic {topic_id} does not exist in stream {stream_id}; create it first")]
     TopicNotFound { stream_id: u32, topic_id: u32 },
     #[error("stream {stream_id} already has a topic named {name:?}; choose another name")]
     TopicNameExists { stream_id: u32, name: String },
-    #[error(
-        "stream {stream_id} holds the maximum of {TOPICS_PER_STREAM_MAX} topics; delete one first"
-    )]
+    #[error("stream {stream_id} holds the maximum of {TOPICS_PER_STREAM_MAX} topics; delete one first")]
     TopicsFull { stream_id: u32 },
     #[error("partition count {partition_count} is outside 1..={PARTITION_COUNT_MAX}")]
     PartitionCountInvalid { partition_count: u32 },
@@ -113,9 +96,7 @@ pub enum CodecError {
     TrailingBytes { count: usize },
     #[error("name at byte {at} is not UTF-8; drop the request")]
     NameNotUtf8 { at: usize },
-    #[error(
-        "snapshot magic is wrong: not a shoal metadata snapshot (or a newer format); upgrade or rebuild it"
-    )]
+    #[error("snapshot magic is wrong: not a shoal metadata snapshot (or a newer format); upgrade or rebuild it")]
     SnapshotMagic,
     #[error("snapshot checksum mismatch: the bundle is corrupt; shard 0 must send it again")]
     SnapshotChecksum,
@@ -137,9 +118,7 @@ pub struct MetadataState {
 
 fn check_name(name: &str) -> Result<(), MetadataError> {
     if name.is_empty() || name.len() > NAME_SIZE_MAX_BYTES {
-        return Err(MetadataError::NameInvalid {
-            size_bytes: name.len(),
-        });
+        return Err(MetadataError::NameInvalid { size_bytes: name.len() });
     }
     Ok(())
 }
@@ -199,61 +178,34 @@ impl MetadataState {
             }
             MetadataRequest::DeleteStream { stream_id } => {
                 if !self.streams.contains_key(stream_id) {
-                    return Err(MetadataError::StreamNotFound {
-                        stream_id: *stream_id,
-                    });
+                    return Err(MetadataError::StreamNotFound { stream_id: *stream_id });
                 }
             }
-            MetadataRequest::CreateTopic {
-                stream_id,
-                topic_id,
-                name,
-                partition_count,
-            } => {
+            MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count } => {
                 let (stream_id, topic_id) = (*stream_id, *topic_id);
-                let stream = self
-                    .streams
-                    .get(&stream_id)
-                    .ok_or(MetadataError::StreamNotFound { stream_id })?;
+                let stream = self.streams.get(&stream_id).ok_or(MetadataError::StreamNotFound { stream_id })?;
                 if topic_id > TOPIC_ID_MAX {
                     return Err(MetadataError::TopicIdInvalid { topic_id });
                 }
                 check_name(name)?;
                 if *partition_count == 0 || *partition_count > PARTITION_COUNT_MAX {
-                    return Err(MetadataError::PartitionCountInvalid {
-                        partition_count: *partition_count,
-                    });
+                    return Err(MetadataError::PartitionCountInvalid { partition_count: *partition_count });
                 }
                 if stream.topics.contains_key(&topic_id) {
-                    return Err(MetadataError::TopicExists {
-                        stream_id,
-                        topic_id,
-                    });
+                    return Err(MetadataError::TopicExists { stream_id, topic_id });
                 }
                 if stream.topics.values().any(|t| t.name == *name) {
-                    return Err(MetadataError::TopicNameExists {
-                        stream_id,
-                        name: name.clone(),
-                    });
+                    return Err(MetadataError::TopicNameExists { stream_id, name: name.clone() });
                 }
                 if stream.topics.len() >= TOPICS_PER_STREAM_MAX {
                     return Err(MetadataError::TopicsFull { stream_id });
                 }
             }
-            MetadataRequest::DeleteTopic {
-                stream_id,
-                topic_id,
-            } => {
+            MetadataRequest::DeleteTopic { stream_id, topic_id } => {
                 let stream_id = *stream_id;
-                let stream = self
-                    .streams
-                    .get(&stream_id)
-                    .ok_or(MetadataError::StreamNotFound { stream_id })?;
+                let stream = self.streams.get(&stream_id).ok_or(MetadataError::StreamNotFound { stream_id })?;
                 if !stream.topics.contains_key(topic_id) {
-                    return Err(MetadataError::TopicNotFound {
-                        stream_id,
-                        topic_id: *topic_id,
-                    });
+                    return Err(MetadataError::TopicNotFound { stream_id, topic_id: *topic_id });
                 }
             }
         }
@@ -265,37 +217,20 @@ impl MetadataState {
         self.validate(request)?;
         match request {
             MetadataRequest::CreateStream { stream_id, name } => {
-                let previous = self.streams.insert(
-                    *stream_id,
-                    Stream {
-                        name: name.clone(),
-                        topics: BTreeMap::new(),
-                    },
-                );
+                let previous = self.streams.insert(*stream_id, Stream { name: name.clone(), topics: BTreeMap::new() });
                 assert!(previous.is_none());
             }
             MetadataRequest::DeleteStream { stream_id } => {
                 let removed = self.streams.remove(stream_id);
                 assert!(removed.is_some());
             }
-            MetadataRequest::CreateTopic {
-                stream_id,
-                topic_id,
-                name,
-                partition_count,
-            } => {
+            MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count } => {
                 let stream = self.streams.get_mut(stream_id).expect("validated");
-                let topic = Topic {
-                    name: name.clone(),
-                    partition_count: *partition_count,
-                };
+                let topic = Topic { name: name.clone(), partition_count: *partition_count };
                 assert!(stream.topics.insert(*topic_id, topic).is_none());
                 assert!(stream.topics.len() <= TOPICS_PER_STREAM_MAX);
             }
-            MetadataRequest::DeleteTopic {
-                stream_id,
-                topic_id,
-            } => {
+            MetadataRequest::DeleteTopic { stream_id, topic_id } => {
                 let stream = self.streams.get_mut(stream_id).expect("validated");
                 assert!(stream.topics.remove(topic_id).is_some());
             }
@@ -328,10 +263,7 @@ impl MetadataState {
     /// Decode and fully validate a snapshot bundle.
     pub fn decode(bytes: &[u8]) -> Result<MetadataState, CodecError> {
         let Some(content_size) = bytes.len().checked_sub(SNAPSHOT_CHECKSUM_SIZE_BYTES) else {
-            return Err(CodecError::Truncated {
-                at: bytes.len(),
-                needed: SNAPSHOT_CHECKSUM_SIZE_BYTES - bytes.len(),
-            });
+            return Err(CodecError::Truncated { at: bytes.len(), needed: SNAPSHOT_CHECKSUM_SIZE_BYTES - bytes.len() });
         };
         let (content, stored) = bytes.split_at(content_size);
         if checksum(content) != u128::from_le_bytes(stored.try_into().expect("16 bytes")) {
@@ -364,12 +296,7 @@ impl MetadataState {
                 previous_topic = Some(topic_id);
                 let name = reader.name()?;
                 let partition_count = reader.u32()?;
-                state.apply(&MetadataRequest::CreateTopic {
-                    stream_id,
-                    topic_id,
-                    name,
-                    partition_count,
-                })?;
+                state.apply(&MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count })?;
             }
         }
         reader.finish()?;
@@ -396,21 +323,13 @@ impl MetadataRequest {
                 put_name(&mut out, name);
             }
             MetadataRequest::DeleteStream { stream_id } => put_u32(&mut out, *stream_id),
-            MetadataRequest::CreateTopic {
-                stream_id,
-                topic_id,
-                name,
-                partition_count,
-            } => {
+            MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count } => {
                 put_u32(&mut out, *stream_id);
                 put_u32(&mut out, *topic_id);
                 put_name(&mut out, name);
                 put_u32(&mut out, *partition_count);
             }
-            MetadataRequest::DeleteTopic {
-                stream_id,
-                topic_id,
-            } => {
+            MetadataRequest::DeleteTopic { stream_id, topic_id } => {
                 put_u32(&mut out, *stream_id);
                 put_u32(&mut out, *topic_id);
             }
@@ -422,23 +341,17 @@ impl MetadataRequest {
     pub fn decode_body(operation: Operation, body: &[u8]) -> Result<MetadataRequest, CodecError> {
         let mut reader = Reader::new(body);
         let request = match operation {
-            Operation::CreateStream => MetadataRequest::CreateStream {
-                stream_id: reader.u32()?,
-                name: reader.name()?,
-            },
-            Operation::DeleteStream => MetadataRequest::DeleteStream {
-                stream_id: reader.u32()?,
-            },
+            Operation::CreateStream => MetadataRequest::CreateStream { stream_id: reader.u32()?, name: reader.name()? },
+            Operation::DeleteStream => MetadataRequest::DeleteStream { stream_id: reader.u32()? },
             Operation::CreateTopic => MetadataRequest::CreateTopic {
                 stream_id: reader.u32()?,
                 topic_id: reader.u32()?,
                 name: reader.name()?,
                 partition_count: reader.u32()?,
             },
-            Operation::DeleteTopic => MetadataRequest::DeleteTopic {
-                stream_id: reader.u32()?,
-                topic_id: reader.u32()?,
-            },
+            Operation::DeleteTopic => {
+                MetadataRequest::DeleteTopic { stream_id: reader.u32()?, topic_id: reader.u32()? }
+            }
             Operation::Reserved
             | Operation::Root
             | Operation::Register
@@ -499,18 +412,12 @@ impl MetadataReply {
                         out.push(5);
                         put_u32(&mut out, *topic_id);
                     }
-                    MetadataError::TopicExists {
-                        stream_id,
-                        topic_id,
-                    } => {
+                    MetadataError::TopicExists { stream_id, topic_id } => {
                         out.push(6);
                         put_u32(&mut out, *stream_id);
                         put_u32(&mut out, *topic_id);
                     }
-                    MetadataError::TopicNotFound {
-                        stream_id,
-                        topic_id,
-                    } => {
+                    MetadataError::TopicNotFound { stream_id, topic_id } => {
                         out.push(7);
                         put_u32(&mut out, *stream_id);
                         put_u32(&mut out, *topic_id);
@@ -550,45 +457,21 @@ pub fn decode_reply(bytes: &[u8]) -> Result<MetadataReply, CodecError> {
         REPLY_TAG_REJECTED => {
             let error_tag = reader.u8()?;
             let error = match error_tag {
-                0 => MetadataError::StreamIdInvalid {
-                    stream_id: reader.u32()?,
-                },
-                1 => MetadataError::StreamExists {
-                    stream_id: reader.u32()?,
-                },
-                2 => MetadataError::StreamNotFound {
-                    stream_id: reader.u32()?,
-                },
-                3 => MetadataError::StreamNameExists {
-                    name: reader.name()?,
-                },
+                0 => MetadataError::StreamIdInvalid { stream_id: reader.u32()? },
+                1 => MetadataError::StreamExists { stream_id: reader.u32()? },
+                2 => MetadataError::StreamNotFound { stream_id: reader.u32()? },
+                3 => MetadataError::StreamNameExists { name: reader.name()? },
                 4 => MetadataError::StreamsFull,
-                5 => MetadataError::TopicIdInvalid {
-                    topic_id: reader.u32()?,
-                },
-                6 => MetadataError::TopicExists {
-                    stream_id: reader.u32()?,
-                    topic_id: reader.u32()?,
-                },
-                7 => MetadataError::TopicNotFound {
-                    stream_id: reader.u32()?,
-                    topic_id: reader.u32()?,
-                },
-                8 => MetadataError::TopicNameExists {
-                    stream_id: reader.u32()?,
-                    name: reader.name()?,
-                },
-                9 => MetadataError::TopicsFull {
-                    stream_id: reader.u32()?,
-                },
-                10 => MetadataError::PartitionCountInvalid {
-                    partition_count: reader.u32()?,
-                },
+                5 => MetadataError::TopicIdInvalid { topic_id: reader.u32()? },
+                6 => MetadataError::TopicExists { stream_id: reader.u32()?, topic_id: reader.u32()? },
+                7 => MetadataError::TopicNotFound { stream_id: reader.u32()?, topic_id: reader.u32()? },
+                8 => MetadataError::TopicNameExists { stream_id: reader.u32()?, name: reader.name()? },
+                9 => MetadataError::TopicsFull { stream_id: reader.u32()? },
+                10 => MetadataError::PartitionCountInvalid { partition_count: reader.u32()? },
                 11 => {
                     let size_bytes = reader.u64()?;
                     MetadataError::NameInvalid {
-                        size_bytes: usize::try_from(size_bytes)
-                            .map_err(|_| CodecError::ReplyTag { tag: error_tag })?,
+                        size_bytes: usize::try_from(size_bytes).map_err(|_| CodecError::ReplyTag { tag: error_tag })?,
                     }
                 }
                 tag => return Err(CodecError::ReplyTag { tag }),
@@ -607,9 +490,7 @@ pub fn decode_reply(bytes: &[u8]) -> Result<MetadataReply, CodecError> {
 fn snapshot_error(bytes: &[u8], error: CodecError) -> SnapshotError {
     match error {
         CodecError::Truncated { at, .. } => SnapshotError::Truncated { at_byte: at },
-        _ => SnapshotError::BadTag {
-            tag: bytes.first().copied().unwrap_or(0),
-        },
+        _ => SnapshotError::BadTag { tag: bytes.first().copied().unwrap_or(0) },
     }
 }
 
@@ -645,11 +526,7 @@ fn put_u32(out: &mut Vec<u8>, value: u32) {
 fn put_name(out: &mut Vec<u8>, name: &str) {
     // Names longer than the bound are rejected by `apply`; the codec still
     // carries up to u16::MAX bytes so that the rejection reaches the client.
-    assert!(
-        name.len() <= usize::from(u16::MAX),
-        "name of {} bytes",
-        name.len()
-    );
+    assert!(name.len() <= usize::from(u16::MAX), "name of {} bytes", name.len());
     out.extend_from_slice(&(name.len() as u16).to_le_bytes());
     out.extend_from_slice(name.as_bytes());
 }
@@ -668,10 +545,7 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self, len: usize) -> Result<&'a [u8], CodecError> {
         let remaining = self.bytes.len() - self.at;
         if remaining < len {
-            return Err(CodecError::Truncated {
-                at: self.at,
-                needed: len - remaining,
-            });
+            return Err(CodecError::Truncated { at: self.at, needed: len - remaining });
         }
         let out = &self.bytes[self.at..self.at + len];
         self.at += len;
@@ -679,9 +553,7 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(u32::from_le_bytes(
-            self.bytes(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4 bytes")))
     }
 
     fn u8(&mut self) -> Result<u8, CodecError> {
@@ -689,9 +561,7 @@ impl<'a> Reader<'a> {
     }
 
     fn u64(&mut self) -> Result<u64, CodecError> {
-        Ok(u64::from_le_bytes(
-            self.bytes(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().expect("8 bytes")))
     }
 
     fn count(&mut self, max: usize) -> Result<u32, CodecError> {
@@ -723,24 +593,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn create_stream(stream_id: u32, name: &str) -> MetadataRequest {
-        MetadataRequest::CreateStream {
-            stream_id,
-            name: name.to_string(),
-        }
+        MetadataRequest::CreateStream { stream_id, name: name.to_string() }
     }
 
-    fn create_topic(
-        stream_id: u32,
-        topic_id: u32,
-        name: &str,
-        partition_count: u32,
-    ) -> MetadataRequest {
-        MetadataRequest::CreateTopic {
-            stream_id,
-            topic_id,
-            name: name.to_string(),
-            partition_count,
-        }
+    fn create_topic(stream_id: u32, topic_id: u32, name: &str, partition_count: u32) -> MetadataRequest {
+        MetadataRequest::CreateTopic { stream_id, topic_id, name: name.to_string(), partition_count }
     }
 
     #[test]
@@ -751,20 +608,11 @@ mod tests {
         assert_eq!(state.topic(1, 7).unwrap().partition_count, 3);
         assert_eq!(
             state.partition_namespaces(),
-            (0..3)
-                .map(|p| Namespace::partition(1, 7, p).unwrap())
-                .collect::<Vec<_>>()
+            (0..3).map(|p| Namespace::partition(1, 7, p).unwrap()).collect::<Vec<_>>()
         );
-        state
-            .apply(&MetadataRequest::DeleteTopic {
-                stream_id: 1,
-                topic_id: 7,
-            })
-            .unwrap();
+        state.apply(&MetadataRequest::DeleteTopic { stream_id: 1, topic_id: 7 }).unwrap();
         assert_eq!(state.topic(1, 7), None);
-        state
-            .apply(&MetadataRequest::DeleteStream { stream_id: 1 })
-            .unwrap();
+        state.apply(&MetadataRequest::DeleteStream { stream_id: 1 }).unwrap();
         assert_eq!(state, MetadataState::new());
     }
 
@@ -775,77 +623,24 @@ mod tests {
         state.apply(&create_topic(1, 1, "eu", 2)).unwrap();
         let before = state.clone();
         let cases = [
-            (
-                create_stream(0, "x"),
-                MetadataError::StreamIdInvalid { stream_id: 0 },
-            ),
-            (
-                create_stream(STREAM_ID_MAX + 1, "x"),
-                MetadataError::StreamIdInvalid {
-                    stream_id: STREAM_ID_MAX + 1,
-                },
-            ),
-            (
-                create_stream(1, "other"),
-                MetadataError::StreamExists { stream_id: 1 },
-            ),
-            (
-                create_stream(2, "orders"),
-                MetadataError::StreamNameExists {
-                    name: "orders".into(),
-                },
-            ),
-            (
-                create_stream(2, ""),
-                MetadataError::NameInvalid { size_bytes: 0 },
-            ),
-            (
-                MetadataRequest::DeleteStream { stream_id: 9 },
-                MetadataError::StreamNotFound { stream_id: 9 },
-            ),
-            (
-                create_topic(9, 1, "t", 1),
-                MetadataError::StreamNotFound { stream_id: 9 },
-            ),
-            (
-                create_topic(1, 1, "t", 1),
-                MetadataError::TopicExists {
-                    stream_id: 1,
-                    topic_id: 1,
-                },
-            ),
-            (
-                create_topic(1, 2, "eu", 1),
-                MetadataError::TopicNameExists {
-                    stream_id: 1,
-                    name: "eu".into(),
-                },
-            ),
-            (
-                create_topic(1, 2, "t", 0),
-                MetadataError::PartitionCountInvalid { partition_count: 0 },
-            ),
+            (create_stream(0, "x"), MetadataError::StreamIdInvalid { stream_id: 0 }),
+            (create_stream(STREAM_ID_MAX + 1, "x"), MetadataError::StreamIdInvalid { stream_id: STREAM_ID_MAX + 1 }),
+            (create_stream(1, "other"), MetadataError::StreamExists { stream_id: 1 }),
+            (create_stream(2, "orders"), MetadataError::StreamNameExists { name: "orders".into() }),
+            (create_stream(2, ""), MetadataError::NameInvalid { size_bytes: 0 }),
+            (MetadataRequest::DeleteStream { stream_id: 9 }, MetadataError::StreamNotFound { stream_id: 9 }),
+            (create_topic(9, 1, "t", 1), MetadataError::StreamNotFound { stream_id: 9 }),
+            (create_topic(1, 1, "t", 1), MetadataError::TopicExists { stream_id: 1, topic_id: 1 }),
+            (create_topic(1, 2, "eu", 1), MetadataError::TopicNameExists { stream_id: 1, name: "eu".into() }),
+            (create_topic(1, 2, "t", 0), MetadataError::PartitionCountInvalid { partition_count: 0 }),
             (
                 create_topic(1, 2, "t", PARTITION_COUNT_MAX + 1),
-                MetadataError::PartitionCountInvalid {
-                    partition_count: PARTITION_COUNT_MAX + 1,
-                },
+                MetadataError::PartitionCountInvalid { partition_count: PARTITION_COUNT_MAX + 1 },
             ),
+            (create_topic(1, TOPIC_ID_MAX + 1, "t", 1), MetadataError::TopicIdInvalid { topic_id: TOPIC_ID_MAX + 1 }),
             (
-                create_topic(1, TOPIC_ID_MAX + 1, "t", 1),
-                MetadataError::TopicIdInvalid {
-                    topic_id: TOPIC_ID_MAX + 1,
-                },
-            ),
-            (
-                MetadataRequest::DeleteTopic {
-                    stream_id: 1,
-                    topic_id: 5,
-                },
-                MetadataError::TopicNotFound {
-                    stream_id: 1,
-                    topic_id: 5,
-                },
+                MetadataRequest::DeleteTopic { stream_id: 1, topic_id: 5 },
+                MetadataError::TopicNotFound { stream_id: 1, topic_id: 5 },
             ),
         ];
         for (request, error) in cases {
@@ -855,9 +650,7 @@ mod tests {
         let long = "x".repeat(NAME_SIZE_MAX_BYTES + 1);
         assert_eq!(
             state.apply(&create_stream(3, &long)),
-            Err(MetadataError::NameInvalid {
-                size_bytes: NAME_SIZE_MAX_BYTES + 1
-            })
+            Err(MetadataError::NameInvalid { size_bytes: NAME_SIZE_MAX_BYTES + 1 })
         );
     }
 
@@ -867,31 +660,20 @@ mod tests {
         state.apply(&create_stream(4, "s")).unwrap();
         let mut bytes = state.encode();
         bytes[10] ^= 1;
-        assert_eq!(
-            MetadataState::decode(&bytes),
-            Err(CodecError::SnapshotChecksum)
-        );
-        assert!(matches!(
-            MetadataState::decode(&[1, 2, 3]),
-            Err(CodecError::Truncated { .. })
-        ));
+        assert_eq!(MetadataState::decode(&bytes), Err(CodecError::SnapshotChecksum));
+        assert!(matches!(MetadataState::decode(&[1, 2, 3]), Err(CodecError::Truncated { .. })));
         let mut content = b"notshoal".to_vec();
         content.extend_from_slice(&0u32.to_le_bytes());
         let sum = checksum(&content);
         content.extend_from_slice(&sum.to_le_bytes());
-        assert_eq!(
-            MetadataState::decode(&content),
-            Err(CodecError::SnapshotMagic)
-        );
+        assert_eq!(MetadataState::decode(&content), Err(CodecError::SnapshotMagic));
     }
 
     #[test]
     fn body_decode_rejects_partition_operations_and_trailing_bytes() {
         assert_eq!(
             MetadataRequest::decode_body(Operation::SendMessages, &[]),
-            Err(CodecError::NotMetadataOperation {
-                operation: Operation::SendMessages
-            })
+            Err(CodecError::NotMetadataOperation { operation: Operation::SendMessages })
         );
         let mut body = MetadataRequest::DeleteStream { stream_id: 3 }.encode_body();
         body.push(0);
@@ -914,10 +696,7 @@ mod tests {
     #[test]
     fn state_machine_replies_ok_rejected_and_malformed() {
         let mut state = MetadataState::new();
-        assert_eq!(
-            apply_sm(&mut state, &create_stream(1, "orders")),
-            MetadataReply::Ok
-        );
+        assert_eq!(apply_sm(&mut state, &create_stream(1, "orders")), MetadataReply::Ok);
         assert_eq!(
             apply_sm(&mut state, &create_stream(1, "again")),
             MetadataReply::Rejected(MetadataError::StreamExists { stream_id: 1 })
@@ -939,18 +718,9 @@ mod tests {
             MetadataError::StreamNameExists { name: "n".into() },
             MetadataError::StreamsFull,
             MetadataError::TopicIdInvalid { topic_id: 3 },
-            MetadataError::TopicExists {
-                stream_id: 1,
-                topic_id: 2,
-            },
-            MetadataError::TopicNotFound {
-                stream_id: 3,
-                topic_id: 4,
-            },
-            MetadataError::TopicNameExists {
-                stream_id: 5,
-                name: "t".into(),
-            },
+            MetadataError::TopicExists { stream_id: 1, topic_id: 2 },
+            MetadataError::TopicNotFound { stream_id: 3, topic_id: 4 },
+            MetadataError::TopicNameExists { stream_id: 5, name: "t".into() },
             MetadataError::TopicsFull { stream_id: 6 },
             MetadataError::PartitionCountInvalid { partition_count: 0 },
             MetadataError::NameInvalid { size_bytes: 300 },
@@ -964,18 +734,9 @@ mod tests {
         tags.dedup();
         assert_eq!(tags.len(), 12, "every error has its own tag");
         assert_eq!(decode_reply(&[9]), Err(CodecError::ReplyTag { tag: 9 }));
-        assert_eq!(
-            decode_reply(&[1, 99]),
-            Err(CodecError::ReplyTag { tag: 99 })
-        );
-        assert_eq!(
-            decode_reply(&[0, 0]),
-            Err(CodecError::TrailingBytes { count: 1 })
-        );
-        assert!(matches!(
-            decode_reply(&[]),
-            Err(CodecError::Truncated { .. })
-        ));
+        assert_eq!(decode_reply(&[1, 99]), Err(CodecError::ReplyTag { tag: 99 }));
+        assert_eq!(decode_reply(&[0, 0]), Err(CodecError::TrailingBytes { count: 1 }));
+        assert!(matches!(decode_reply(&[]), Err(CodecError::Truncated { .. })));
     }
 
     #[test]
@@ -988,14 +749,8 @@ mod tests {
         assert_eq!(restored, state);
         let mut corrupt = snapshot.clone();
         corrupt[9] ^= 1;
-        assert_eq!(
-            restored.restore(&corrupt),
-            Err(SnapshotError::BadTag { tag: b's' })
-        );
-        assert_eq!(
-            restored.restore(&[1]),
-            Err(SnapshotError::Truncated { at_byte: 1 })
-        );
+        assert_eq!(restored.restore(&corrupt), Err(SnapshotError::BadTag { tag: b's' }));
+        assert_eq!(restored.restore(&[1]), Err(SnapshotError::Truncated { at_byte: 1 }));
         assert_eq!(restored, state, "a failed restore changes nothing");
     }
 
@@ -1003,24 +758,12 @@ mod tests {
         let id = 0u32..6;
         let name = "[a-c]{0,3}";
         prop_oneof![
-            (id.clone(), name)
-                .prop_map(|(stream_id, name)| MetadataRequest::CreateStream { stream_id, name }),
-            id.clone()
-                .prop_map(|stream_id| MetadataRequest::DeleteStream { stream_id }),
-            (id.clone(), id.clone(), name, 0u32..5).prop_map(
-                |(stream_id, topic_id, name, partition_count)| {
-                    MetadataRequest::CreateTopic {
-                        stream_id,
-                        topic_id,
-                        name,
-                        partition_count,
-                    }
-                }
-            ),
-            (id.clone(), id).prop_map(|(stream_id, topic_id)| MetadataRequest::DeleteTopic {
-                stream_id,
-                topic_id
+            (id.clone(), name).prop_map(|(stream_id, name)| MetadataRequest::CreateStream { stream_id, name }),
+            id.clone().prop_map(|stream_id| MetadataRequest::DeleteStream { stream_id }),
+            (id.clone(), id.clone(), name, 0u32..5).prop_map(|(stream_id, topic_id, name, partition_count)| {
+                MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count }
             }),
+            (id.clone(), id).prop_map(|(stream_id, topic_id)| MetadataRequest::DeleteTopic { stream_id, topic_id }),
         ]
     }
 

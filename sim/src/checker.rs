@@ -258,7 +258,15 @@ mod tests {
     fn lost_acknowledged_append_fails() {
         let mut checkers = Checkers::default();
         checkers.on_committed(0, &[committed(1, 10, 5, 1)]);
-        checkers.on_ack(Ack { client: 5, request: 1, op: 1, offset: 0, payload: b"a".to_vec(), invoked_ns: 0, acked_ns: 1 });
+        checkers.on_ack(Ack {
+            client: 5,
+            request: 1,
+            op: 1,
+            offset: 0,
+            payload: b"a".to_vec(),
+            invoked_ns: 0,
+            acked_ns: 1,
+        });
         checkers.check_final_log(2, &[]);
         assert_eq!(checkers.violation().unwrap().checker, Checker::AckedWritesDurable);
     }

@@ -14,11 +14,11 @@ use std::rc::Rc;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
+use shoal_shard::partition_sm::{PartitionSmError, PartitionStateMachine};
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
-use shoal_shard::partition_sm::{PartitionSmError, PartitionStateMachine};
-use shoal_vsr::state_machine::{put_bytes_with_len, SnapshotReader};
+use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
 
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::metrics::{DropReason, FrameDrops};
@@ -27,10 +27,12 @@ use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::{route_consensus_control, route_partition, route_request};
 
 use crate::checker::{Ack, Checkers};
-use crate::io::{block_on_ready, SimIo};
-use crate::network::{Fate, Network, NodeId, Partition, PartitionKind, PPM_MAX};
-use crate::node::{NodeStorage, StorageConfig, DATA_DIR};
-use crate::run::{Checker, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict};
+use crate::io::{SimIo, block_on_ready};
+use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
+use crate::node::{DATA_DIR, NodeStorage, StorageConfig};
+use crate::run::{
+    Checker, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict,
+};
 
 pub const TICK_NS: u64 = 10_000_000;
 /// Messages one state-data answer carries (partition repair after a state
@@ -200,10 +202,10 @@ impl Cluster {
         assert!(config.replica_count >= 1 && config.replica_count <= 6, "1 to 6 replicas");
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let shard_count = ShardCount::new(usize::from(config.shards_per_replica)).expect("1 ..= u16::MAX - 1 shards");
-        let group_count = if config.shards_per_replica > 1 { usize::from(config.shards_per_replica) * GROUPS_PER_SHARD } else { 1 };
-        let namespaces: Vec<u64> = (0..group_count)
-            .map(|g| Namespace::partition(1, 1, g as u32 + 1).expect("small ids fit").raw())
-            .collect();
+        let group_count =
+            if config.shards_per_replica > 1 { usize::from(config.shards_per_replica) * GROUPS_PER_SHARD } else { 1 };
+        let namespaces: Vec<u64> =
+            (0..group_count).map(|g| Namespace::partition(1, 1, g as u32 + 1).expect("small ids fit").raw()).collect();
         assert_eq!(namespaces[0], NAMESPACE);
         let shard_of: Vec<ShardId> = namespaces.iter().map(|ns| route_partition(Namespace(*ns), shard_count)).collect();
         let root_io = SimIo::new(rng.next_u64());
@@ -214,8 +216,8 @@ impl Cluster {
             io.disk().faults.misdirected_write_ppm = 0;
             let mut groups = Vec::new();
             for namespace in &namespaces {
-                let storage =
-                    NodeStorage::format(&io, storage_config(replica, *namespace)).expect("formatting a fresh disk works");
+                let storage = NodeStorage::format(&io, storage_config(replica, *namespace))
+                    .expect("formatting a fresh disk works");
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
                 groups.push(GroupNode {
                     storage: Some(storage),
@@ -314,7 +316,13 @@ impl Cluster {
         hash = mix(hash, a);
         self.trace_hash = mix(hash, b);
         if self.config.record_trace {
-            self.trace.push(TraceEvent { time_ns: self.now_ns, replica, shard: None, kind: kind.to_string(), detail: detail() });
+            self.trace.push(TraceEvent {
+                time_ns: self.now_ns,
+                replica,
+                shard: None,
+                kind: kind.to_string(),
+                detail: detail(),
+            });
         }
     }
 
@@ -404,7 +412,8 @@ impl Cluster {
         for (peer, slot) in slots.iter().enumerate() {
             let live = up && peer != replica as usize;
             if live != slot.is_some() {
-                let detail = format!("replica {replica}: owner slot of peer {peer} is {slot:?}, connection live: {live}");
+                let detail =
+                    format!("replica {replica}: owner slot of peer {peer} is {slot:?}, connection live: {live}");
                 self.fail(Checker::Routing, detail);
             }
         }
@@ -449,7 +458,11 @@ impl Cluster {
                 let changes = self.network.tick(self.now_ns);
                 self.spend_network_faults(&before);
                 for change in changes {
-                    let kind = if change.starts_with("heal") { TimelineKind::PartitionEnd } else { TimelineKind::PartitionStart };
+                    let kind = if change.starts_with("heal") {
+                        TimelineKind::PartitionEnd
+                    } else {
+                        TimelineKind::PartitionStart
+                    };
                     self.record(None, "network", 0, 0, || change.clone());
                     self.timeline(0, kind, change);
                 }
@@ -512,7 +525,8 @@ impl Cluster {
         event(r);
         if r.stats().committed_conflicts > conflicts_before {
             let label = self.group_label(group);
-            let detail = format!("replica {replica}{label} was offered a canonical log that contradicts ops it committed");
+            let detail =
+                format!("replica {replica}{label} was offered a canonical log that contradicts ops it committed");
             self.checkers[group].fail(Checker::Agreement, detail);
         }
         self.drain(replica, group);
@@ -699,7 +713,8 @@ impl Cluster {
     }
 
     fn send_from_group(&mut self, replica: u8, group: usize, to: u8, message: Message) {
-        let owner = self.nodes[replica as usize].owners.owner(to).expect("a running process is connected to every peer");
+        let owner =
+            self.nodes[replica as usize].owners.owner(to).expect("a running process is connected to every peer");
         if self.hop(replica, self.shard_of[group], owner, FrameVariant::Consensus) {
             self.send(Endpoint::Replica(replica), Endpoint::Replica(to), message);
         }
@@ -901,7 +916,10 @@ impl Cluster {
                 }
                 Err(error) => {
                     let label = self.group_label(group);
-                    return self.fail(Checker::Recovery, format!("replica {replica}{label} checkpoint is unreadable: {error}"));
+                    return self.fail(
+                        Checker::Recovery,
+                        format!("replica {replica}{label} checkpoint is unreadable: {error}"),
+                    );
                 }
             }
         }
@@ -924,7 +942,9 @@ impl Cluster {
     /// Corrupt one journal slot below the head of the rot replica while it is
     /// down: recovery must notice and the cluster must repair it.
     fn maybe_rot(&mut self, replica: u8) {
-        if replica != self.rot_replica || !self.roll(self.config.faults.storage_read_corruption_ppm, "storage_read_corruption") {
+        if replica != self.rot_replica
+            || !self.roll(self.config.faults.storage_read_corruption_ppm, "storage_read_corruption")
+        {
             return;
         }
         self.rot(replica);
@@ -948,8 +968,8 @@ impl Cluster {
         // here never destroys the last copy.
         let held_elsewhere = self.nodes.len() > 1
             && self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
-            node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
-        });
+                node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
+            });
         if !held_elsewhere {
             return;
         }
@@ -966,7 +986,13 @@ impl Cluster {
 
     /// Every prepare this replica acknowledged is back after the crash, or the
     /// journal says it is faulty and the replica will not vouch for its log.
-    fn check_recovery(&mut self, replica: u8, group: usize, storage: &NodeStorage, recovered: &shoal_vsr::replica::Recovered) {
+    fn check_recovery(
+        &mut self,
+        replica: u8,
+        group: usize,
+        storage: &NodeStorage,
+        recovered: &shoal_vsr::replica::Recovered,
+    ) {
         let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
         if storage.journal().snapshot_op() > checkpoint_op {
             self.fail(
@@ -985,7 +1011,10 @@ impl Cluster {
             let present = recovered.entries.iter().any(|(h, _)| h.op == op && h.checksum == checksum);
             if !present && !recovered.journal_faulty {
                 let label = self.group_label(group);
-                self.fail(Checker::Recovery, format!("replica {replica}{label} acknowledged op {op} before the crash and lost it"));
+                self.fail(
+                    Checker::Recovery,
+                    format!("replica {replica}{label} acknowledged op {op} before the crash and lost it"),
+                );
                 return;
             }
         }
@@ -1037,7 +1066,8 @@ impl Cluster {
             Fate::Deliver(times) => {
                 for at in times {
                     self.sequence += 1;
-                    self.queue.insert((at, self.sequence), Event::Deliver { from, to, message: Box::new(message.clone()) });
+                    self.queue
+                        .insert((at, self.sequence), Event::Deliver { from, to, message: Box::new(message.clone()) });
                 }
             }
         }
@@ -1045,7 +1075,10 @@ impl Cluster {
 
     fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         self.record(None, "deliver", message.header.command as u64, message.header.op, || {
-            format!("{from:?}->{to:?} {:?} view {} op {}", message.header.command, message.header.view, message.header.op)
+            format!(
+                "{from:?}->{to:?} {:?} view {} op {}",
+                message.header.command, message.header.view, message.header.op
+            )
         });
         match to {
             Endpoint::Replica(replica) => {
@@ -1057,7 +1090,8 @@ impl Cluster {
                     // A paused process still has its socket buffer.
                     self.sequence += 1;
                     let message = Box::new(message);
-                    self.queue.insert((until.max(self.now_ns) + 1, self.sequence), Event::Deliver { from, to, message });
+                    self.queue
+                        .insert((until.max(self.now_ns) + 1, self.sequence), Event::Deliver { from, to, message });
                     return;
                 }
                 self.deliver_to_replica(replica, from, message);
@@ -1074,7 +1108,8 @@ impl Cluster {
         let header = message.header;
         let (source, arrival, target, variant) = match from {
             Endpoint::Replica(peer) => {
-                let arrival = self.nodes[index].owners.owner(peer).expect("a running process is connected to every peer");
+                let arrival =
+                    self.nodes[index].owners.owner(peer).expect("a running process is connected to every peer");
                 let target = route_consensus_control(&header, self.shard_count);
                 (Source::Replica(peer), arrival, target, FrameVariant::Consensus)
             }
@@ -1093,7 +1128,9 @@ impl Cluster {
         let group = self.namespaces.iter().position(|ns| *ns == header.namespace);
         match group {
             Some(group) if self.shard_of[group] == target => {
-                if let (Source::Replica(peer), Command::RequestStateData | Command::StateData) = (source, header.command) {
+                if let (Source::Replica(peer), Command::RequestStateData | Command::StateData) =
+                    (source, header.command)
+                {
                     return self.on_state_data(replica, group, peer, &message);
                 }
                 self.step(replica, group, |r| r.on_message(source, message));
@@ -1293,11 +1330,20 @@ impl Cluster {
         for node in &self.nodes {
             for ((variant, reason), count) in node.drops.snapshot() {
                 if count > 0 {
-                    *self.faults.entry(format!("frame_drops_total{{{},{}}}", variant.name(), reason.name())).or_default() += count;
+                    *self
+                        .faults
+                        .entry(format!("frame_drops_total{{{},{}}}", variant.name(), reason.name()))
+                        .or_default() += count;
                 }
             }
         }
-        let faults_injected_total = self.faults.iter().filter(|(k, _)| !k.starts_with("frame_drops_total")).filter(|(k, _)| !k.starts_with("disk_")).map(|(_, v)| v).sum();
+        let faults_injected_total = self
+            .faults
+            .iter()
+            .filter(|(k, _)| !k.starts_with("frame_drops_total"))
+            .filter(|(k, _)| !k.starts_with("disk_"))
+            .map(|(_, v)| v)
+            .sum();
         RunOutcome {
             config: self.config.clone(),
             verdict,

@@ -193,7 +193,11 @@ impl SimDisk {
     /// Mark the sector holding `offset` of `path` as corrupt (sticky).
     pub fn corrupt_sector(&mut self, path: &Path, offset: u64) -> io::Result<()> {
         let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
-        self.inodes.get_mut(&id).expect("namespace names a live inode").corrupt_sectors.insert(offset / SECTOR_SIZE_BYTES);
+        self.inodes
+            .get_mut(&id)
+            .expect("namespace names a live inode")
+            .corrupt_sectors
+            .insert(offset / SECTOR_SIZE_BYTES);
         self.count("read_corruption");
         Ok(())
     }

@@ -380,7 +380,8 @@ mod tests {
 
     fn disk_after_ops(seed: u64) -> Vec<u8> {
         let io = io_with_dir(seed);
-        io.disk().faults = DiskFaults { read_corruption_ppm: 100_000, misdirected_write_ppm: 100_000, ..DiskFaults::crash_only() };
+        io.disk().faults =
+            DiskFaults { read_corruption_ppm: 100_000, misdirected_write_ppm: 100_000, ..DiskFaults::crash_only() };
         let file = write(&io, "/data/a", &[0u8; 8192], 0);
         block_on_ready(file.sync_data()).unwrap();
         block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();

@@ -21,7 +21,9 @@ pub mod shards;
 pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
 
-pub use run::{Checker, FaultMix, RunConfig, ScriptedFault, Target, RunOutcome, TimelineEvent, TimelineKind, TraceEvent, Verdict};
+pub use run::{
+    Checker, FaultMix, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict,
+};
 
 /// Run one seed to its verdict: the VSR cluster, and with more than one shard
 /// per replica also the shard world (routing, handoff, lifecycle) from the

@@ -41,7 +41,9 @@ pub struct Partition {
 /// What the network decided for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
-    Dropped { reason: &'static str },
+    Dropped {
+        reason: &'static str,
+    },
     /// Deliver at these times (two for a duplicate).
     Deliver(Vec<u64>),
 }
@@ -217,7 +219,12 @@ mod tests {
     use super::*;
 
     fn lossy() -> FaultMix {
-        FaultMix { network_drop_ppm: 300_000, network_duplicate_ppm: 100_000, network_delay_max_ns: 5_000_000, ..FaultMix::none() }
+        FaultMix {
+            network_drop_ppm: 300_000,
+            network_duplicate_ppm: 100_000,
+            network_delay_max_ns: 5_000_000,
+            ..FaultMix::none()
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use shoal_vsr::journal::{JournalConfig, PrepareJournal};
 use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockState};
 
-use crate::io::{block_on_ready, SimIo};
+use crate::io::{SimIo, block_on_ready};
 
 pub const DATA_DIR: &str = "/data";
 

@@ -164,11 +164,19 @@ pub enum Checker {
 pub enum Verdict {
     Pass,
     /// Exit code 2.
-    SafetyViolation { checker: Checker, message: String, at_ns: u64 },
+    SafetyViolation {
+        checker: Checker,
+        message: String,
+        at_ns: u64,
+    },
     /// Exit code 3.
-    LivenessViolation { message: String },
+    LivenessViolation {
+        message: String,
+    },
     /// Exit code 4. Produced by the front end, which catches the unwind.
-    Panic { message: String },
+    Panic {
+        message: String,
+    },
 }
 
 impl Verdict {

@@ -39,9 +39,8 @@ use shoal_shard::handoff::{self, HandoffError, OneShotReceiver, OneShotSender};
 use shoal_shard::lifecycle::{ShardExit, ShutdownFlag, TaskSet, Watchdog};
 use shoal_shard::router::{partition_binding, route, route_partition};
 use shoal_shard::{
-    DropReason, FrameDrops, FrameVariant, LocalInbox, MetadataRequest, MetadataState, Namespace,
-    OwnerError, ReplicaOwnerTable, ShardCount, ShardFrame, ShardId, ShardSender, TrySendError,
-    pump,
+    DropReason, FrameDrops, FrameVariant, LocalInbox, MetadataRequest, MetadataState, Namespace, OwnerError,
+    ReplicaOwnerTable, ShardCount, ShardFrame, ShardId, ShardSender, TrySendError, pump,
 };
 use shoal_vsr::io::Io;
 use shoal_vsr::{Command, Header, Operation};
@@ -149,11 +148,7 @@ impl ShardWorldConfig {
     pub fn swarm(seed: u64, shard_count: u16) -> ShardWorldConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_SWARM);
         let mut pick = |on_ppm: u64, max_ppm: u64| -> u32 {
-            if rng.next_u64() % PPM_MAX < on_ppm {
-                (1 + rng.next_u64() % max_ppm) as u32
-            } else {
-                0
-            }
+            if rng.next_u64() % PPM_MAX < on_ppm { (1 + rng.next_u64() % max_ppm) as u32 } else { 0 }
         };
         let faults = ShardFaults {
             inbox_full_ppm: pick(500_000, 100_000),
@@ -174,8 +169,7 @@ impl ShardWorldConfig {
     /// count and `shard_*_ppm` faults. `FaultMix` has no slow-shard, spawn or
     /// handoff fields; they scale from the nearest field it has.
     pub fn from_run_config(run: &RunConfig) -> ShardWorldConfig {
-        let mut config =
-            ShardWorldConfig::new(run.seed, run.shards_per_replica.clamp(1, SHARDS_MAX));
+        let mut config = ShardWorldConfig::new(run.seed, run.shards_per_replica.clamp(1, SHARDS_MAX));
         config.replica_count = run.replica_count.max(1);
         config.client_connections = run.client_count.clamp(1, 64);
         let mix = &run.faults;
@@ -192,11 +186,7 @@ impl ShardWorldConfig {
     }
 
     fn validate(&self) {
-        assert!(
-            (1..=SHARDS_MAX).contains(&self.shard_count),
-            "shard count {}",
-            self.shard_count
-        );
+        assert!((1..=SHARDS_MAX).contains(&self.shard_count), "shard count {}", self.shard_count);
         assert!(self.replica_count >= 1 && self.replica_count <= 32);
         assert!(self.frames_total <= FRAMES_TOTAL_MAX);
         assert!(self.streams >= 1 && self.topics_per_stream >= 1 && self.partitions_per_topic >= 1);
@@ -254,9 +244,7 @@ impl ShardViolation {
     pub fn verdict(&self) -> Verdict {
         let checker = match self.kind {
             ViolationKind::HandoffStranded | ViolationKind::RunUnbounded => {
-                return Verdict::LivenessViolation {
-                    message: self.message.clone(),
-                };
+                return Verdict::LivenessViolation { message: self.message.clone() };
             }
             ViolationKind::ShardAssertion => Checker::Assertion,
             ViolationKind::ReservedFrameDropped
@@ -265,11 +253,7 @@ impl ShardViolation {
             | ViolationKind::Misdelivered
             | ViolationKind::SnapshotMismatch => Checker::Routing,
         };
-        Verdict::SafetyViolation {
-            checker,
-            message: self.message.clone(),
-            at_ns: self.at_ns,
-        }
+        Verdict::SafetyViolation { checker, message: self.message.clone(), at_ns: self.at_ns }
     }
 }
 
@@ -319,9 +303,7 @@ struct World {
 
 impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("World")
-            .field("seed", &self.config.seed)
-            .finish()
+        f.debug_struct("World").field("seed", &self.config.seed).finish()
     }
 }
 
@@ -402,10 +384,7 @@ fn is_reserved_control(frame: &ShardFrame) -> bool {
 
 /// A drop that means "no consensus for this frame here": the wedge.
 fn is_consensus_miss(reason: DropReason) -> bool {
-    matches!(
-        reason,
-        DropReason::NamespaceMiss | DropReason::ConsensusMisroute | DropReason::UnknownShard
-    )
+    matches!(reason, DropReason::NamespaceMiss | DropReason::ConsensusMisroute | DropReason::UnknownShard)
 }
 
 impl World {
@@ -421,11 +400,7 @@ impl World {
         let seen = ledger.violations.iter().any(|v| v.kind == kind);
         if !seen && ledger.violations.len() < VIOLATIONS_KEPT_MAX {
             let at_ns = self.now_ns();
-            ledger.violations.push(ShardViolation {
-                kind,
-                message,
-                at_ns,
-            });
+            ledger.violations.push(ShardViolation { kind, message, at_ns });
         }
     }
 
@@ -441,10 +416,7 @@ impl World {
     fn check_accounting(&self) {
         let (sent, delivered) = {
             let ledger = self.ledger.borrow();
-            (
-                ledger.counters.frames_sent,
-                ledger.counters.frames_delivered,
-            )
+            (ledger.counters.frames_sent, ledger.counters.frames_delivered)
         };
         let drops = self.drops_total();
         let queued = self.queued();
@@ -464,9 +436,8 @@ impl World {
         for (replica, slot) in snapshot.iter().enumerate() {
             let live = connections.get(&(replica as u8)).copied();
             if *slot != live {
-                let message = format!(
-                    "owner table slot of replica {replica} is {slot:?} but the live connection is on {live:?}"
-                );
+                let message =
+                    format!("owner table slot of replica {replica} is {slot:?} but the live connection is on {live:?}");
                 drop(connections);
                 self.violation(ViolationKind::OwnerTable, message);
                 return;
@@ -496,10 +467,7 @@ impl World {
             (ShardFrame::Consensus { header, .. }, true) => {
                 // The planted bug: the namespace hash decides, whatever the frame.
                 let shard = route_partition(Namespace(header.namespace), self.shard_count);
-                self.senders[shard.index()]
-                    .try_send(frame)
-                    .map(|()| shard)
-                    .map_err(|e| e.reason())
+                self.senders[shard.index()].try_send(frame).map(|()| shard).map_err(|e| e.reason())
             }
             _ => pump::dispatch(frame, &self.senders, self.shard_count, drops),
         };
@@ -548,12 +516,7 @@ impl World {
         let frame = match delivered {
             Ok(frame) => frame,
             Err(reason) => {
-                self.ledger.borrow_mut().event(&[
-                    EVENT_DROP,
-                    id,
-                    u64::from(shard.0),
-                    reason.index() as u64,
-                ]);
+                self.ledger.borrow_mut().event(&[EVENT_DROP, id, u64::from(shard.0), reason.index() as u64]);
                 if reserved && is_consensus_miss(reason) {
                     self.violation(
                         ViolationKind::ReservedFrameDropped,
@@ -572,10 +535,7 @@ impl World {
         if owner != Ok(shard) {
             self.violation(
                 ViolationKind::Misdelivered,
-                format!(
-                    "frame {id} accepted by shard {} but it belongs to {owner:?}",
-                    shard.0
-                ),
+                format!("frame {id} accepted by shard {} but it belongs to {owner:?}", shard.0),
             );
         }
         {
@@ -585,23 +545,13 @@ impl World {
             ledger.event(&[EVENT_DELIVER, id, u64::from(shard.0)]);
         }
         match frame {
-            ShardFrame::ClientForward {
-                connection_id,
-                origin_shard,
-                header,
-                ..
-            } => {
+            ShardFrame::ClientForward { connection_id, origin_shard, header, .. } => {
                 let mut reply = header;
                 reply.command = Command::Reply;
                 reply.context = self.new_frame_id();
                 self.send(
                     shard,
-                    ShardFrame::ClientReply {
-                        connection_id,
-                        origin_shard,
-                        header: reply,
-                        body: Vec::new(),
-                    },
+                    ShardFrame::ClientReply { connection_id, origin_shard, header: reply, body: Vec::new() },
                 );
             }
             ShardFrame::ClientReply { connection_id, .. } => {
@@ -638,10 +588,7 @@ impl World {
             }
             (current, result) => self.violation(
                 ViolationKind::OwnerTable,
-                format!(
-                    "stamp of replica {replica} by shard {} gave {result:?} with live owner {current:?}",
-                    shard.0
-                ),
+                format!("stamp of replica {replica} by shard {} gave {result:?} with live owner {current:?}", shard.0),
             ),
         }
         self.check_owner_table();
@@ -676,13 +623,7 @@ impl World {
         }
     }
 
-    fn header(
-        &self,
-        command: Command,
-        operation: Operation,
-        namespace: u64,
-        replica: u8,
-    ) -> Header {
+    fn header(&self, command: Command, operation: Operation, namespace: u64, replica: u8) -> Header {
         let mut header = Header::new(command, CLUSTER_ID);
         header.operation = operation;
         header.namespace = namespace;
@@ -746,12 +687,7 @@ impl World {
                 let operation = if command == Prepare {
                     Operation::Register
                 } else {
-                    self.pick(&[
-                        Operation::Reserved,
-                        Operation::Root,
-                        Operation::Noop,
-                        Operation::Register,
-                    ])
+                    self.pick(&[Operation::Reserved, Operation::Root, Operation::Noop, Operation::Register])
                 };
                 let namespace = match below(&self.rng, 4) {
                     0 => Namespace::UNBOUND.raw(),
@@ -764,19 +700,13 @@ impl World {
                 self.header(command, operation, namespace, replica)
             }
         };
-        ShardFrame::Consensus {
-            header,
-            body: Vec::new(),
-        }
+        ShardFrame::Consensus { header, body: Vec::new() }
     }
 
     /// A request on client connection `connection_id`, held by `shard`.
     fn client_frame(&self, shard: ShardId, connection_id: u64) -> ShardFrame {
         let (operation, namespace) = match below(&self.rng, 20) {
-            0..=15 => (
-                self.pick(&[Operation::SendMessages, Operation::PollMessages]),
-                self.partition(),
-            ),
+            0..=15 => (self.pick(&[Operation::SendMessages, Operation::PollMessages]), self.partition()),
             16..=17 => (Operation::CreateStream, Namespace::METADATA.raw()),
             18 => (Operation::Register, Namespace::UNBOUND.raw()),
             // A malformed request: data operation without a partition. The
@@ -786,12 +716,7 @@ impl World {
         let mut header = self.header(Command::Request, operation, namespace, 0);
         header.client = u128::from(connection_id) + 1;
         self.ledger.borrow_mut().counters.client_requests += 1;
-        ShardFrame::ClientForward {
-            connection_id,
-            origin_shard: shard,
-            header,
-            body: Vec::new(),
-        }
+        ShardFrame::ClientForward { connection_id, origin_shard: shard, header, body: Vec::new() }
     }
 
     /// Take in up to `INGEST_PER_TICK_MAX` frames from `shard`'s connections.
@@ -803,9 +728,7 @@ impl World {
             .filter(|(_, owner)| **owner == shard)
             .map(|(replica, _)| *replica)
             .collect();
-        let clients: Vec<u64> = (0..self.clients.len() as u64)
-            .filter(|c| self.clients[*c as usize] == shard)
-            .collect();
+        let clients: Vec<u64> = (0..self.clients.len() as u64).filter(|c| self.clients[*c as usize] == shard).collect();
         if peers.is_empty() && clients.is_empty() {
             return;
         }
@@ -828,9 +751,7 @@ impl World {
 
     fn request_shutdown(&self, why: u64) {
         if !self.shutdown.is_requested() {
-            self.ledger
-                .borrow_mut()
-                .event(&[EVENT_SHUTDOWN, self.now_ns(), why]);
+            self.ledger.borrow_mut().event(&[EVENT_SHUTDOWN, self.now_ns(), why]);
         }
         self.shutdown.request();
     }
@@ -896,30 +817,25 @@ async fn shard_handoff(world: &Rc<World>, shard: ShardId, role: HandoffRole) -> 
                     }
                     if chance(&world.rng, world.config.faults.handoff_crash_ppm) {
                         world.ledger.borrow_mut().counters.handoff_crashes += 1;
-                        world
-                            .ledger
-                            .borrow_mut()
-                            .event(&[EVENT_PANIC, world.now_ns(), 0]);
+                        world.ledger.borrow_mut().event(&[EVENT_PANIC, world.now_ns(), 0]);
                         panic!("{INJECTED}: shard 0 crashed during the metadata handoff");
                     }
                     handoff::broadcast_snapshot(&io, &state.encode(), &peers, &world.shutdown).await
                 }
             }
         }
-        HandoffRole::Peer(receiver) => {
-            match handoff::await_snapshot(&io, &receiver, &world.shutdown).await {
-                Ok(state) => {
-                    if state != world.snapshot {
-                        world.violation(
-                            ViolationKind::SnapshotMismatch,
-                            format!("shard {} received a different catalogue", shard.0),
-                        );
-                    }
-                    Ok(())
+        HandoffRole::Peer(receiver) => match handoff::await_snapshot(&io, &receiver, &world.shutdown).await {
+            Ok(state) => {
+                if state != world.snapshot {
+                    world.violation(
+                        ViolationKind::SnapshotMismatch,
+                        format!("shard {} received a different catalogue", shard.0),
+                    );
                 }
-                Err(error) => Err(error),
+                Ok(())
             }
-        }
+            Err(error) => Err(error),
+        },
     };
     let now = world.now_ns();
     let code = match &result {
@@ -929,10 +845,7 @@ async fn shard_handoff(world: &Rc<World>, shard: ShardId, role: HandoffRole) -> 
         Err(HandoffError::PeerGone { .. }) => 3,
         Err(_) => 4,
     };
-    world
-        .ledger
-        .borrow_mut()
-        .event(&[EVENT_HANDOFF, now, u64::from(shard.0), code]);
+    world.ledger.borrow_mut().event(&[EVENT_HANDOFF, now, u64::from(shard.0), code]);
     if let Some(seen_at) = world.shutdown_seen_at_ns.get()
         && now > seen_at + HANDOFF_SHUTDOWN_BOUND_NS
     {
@@ -967,10 +880,7 @@ async fn shard_task(
     progress: shoal_shard::lifecycle::Progress,
     initial_peers: Vec<u8>,
 ) {
-    let _retire = RetireOnExit {
-        world: world.clone(),
-        shard,
-    };
+    let _retire = RetireOnExit { world: world.clone(), shard };
     if !shard_handoff(&world, shard, role).await {
         return;
     }
@@ -985,10 +895,7 @@ async fn shard_task(
         }
         if chance(&world.rng, faults.panic_ppm) {
             world.ledger.borrow_mut().counters.shard_panics += 1;
-            world
-                .ledger
-                .borrow_mut()
-                .event(&[EVENT_PANIC, world.now_ns(), u64::from(shard.0)]);
+            world.ledger.borrow_mut().event(&[EVENT_PANIC, world.now_ns(), u64::from(shard.0)]);
             panic!("{INJECTED}: shard {} panicked", shard.0);
         }
         if chance(&world.rng, faults.slow_shard_ppm) {
@@ -1065,18 +972,14 @@ async fn supervisor(world: Rc<World>, watchdog_progress: Vec<shoal_shard::lifecy
         match exit {
             ShardExit::Completed => {}
             ShardExit::Failed(failed) if failed.reason.contains(INJECTED) => {}
-            ShardExit::Failed(failed) => world.violation(
-                ViolationKind::ShardAssertion,
-                format!("shard {} failed: {}", shard.0, failed.reason),
-            ),
+            ShardExit::Failed(failed) => {
+                world.violation(ViolationKind::ShardAssertion, format!("shard {} failed: {}", shard.0, failed.reason))
+            }
             ShardExit::Straggler => {
                 world.ledger.borrow_mut().counters.stragglers += 1;
                 world.violation(
                     ViolationKind::RunUnbounded,
-                    format!(
-                        "shard {} did not stop within {SHUTDOWN_GRACE_NS} ns of shutdown",
-                        shard.0
-                    ),
+                    format!("shard {} did not stop within {SHUTDOWN_GRACE_NS} ns of shutdown", shard.0),
                 );
             }
         }
@@ -1116,10 +1019,7 @@ fn catalogue(config: &ShardWorldConfig) -> MetadataState {
     let mut state = MetadataState::new();
     for stream_id in 1..=config.streams {
         state
-            .apply(&MetadataRequest::CreateStream {
-                stream_id,
-                name: format!("stream-{stream_id}"),
-            })
+            .apply(&MetadataRequest::CreateStream { stream_id, name: format!("stream-{stream_id}") })
             .expect("fresh stream");
         for topic_id in 1..=config.topics_per_stream {
             state
@@ -1140,34 +1040,18 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
     config.validate();
     let shard_count = ShardCount::new(usize::from(config.shard_count)).expect("validated");
     let io = SimIo::new(config.seed);
-    let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(
-        config.seed ^ SEED_STREAM_WORLD,
-    )));
+    let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(config.seed ^ SEED_STREAM_WORLD)));
     let snapshot = catalogue(config);
     block_on_ready(io.create_dir_all(Path::new("/data"))).expect("sim disk");
-    block_on_ready(handoff::write_metadata(
-        &io,
-        Path::new(METADATA_SNAPSHOT_PATH),
-        ShardId::METADATA,
-        &snapshot,
-    ))
-    .expect("sim disk has no faults configured");
+    block_on_ready(handoff::write_metadata(&io, Path::new(METADATA_SNAPSHOT_PATH), ShardId::METADATA, &snapshot))
+        .expect("sim disk has no faults configured");
 
-    let drops: Vec<Arc<FrameDrops>> = shard_count
-        .shards()
-        .map(|_| Arc::new(FrameDrops::new()))
-        .collect();
-    let inboxes: Vec<Rc<LocalInbox>> = drops
-        .iter()
-        .map(|d| Rc::new(LocalInbox::new(config.inbox_capacity, d.clone())))
-        .collect();
+    let drops: Vec<Arc<FrameDrops>> = shard_count.shards().map(|_| Arc::new(FrameDrops::new())).collect();
+    let inboxes: Vec<Rc<LocalInbox>> =
+        drops.iter().map(|d| Rc::new(LocalInbox::new(config.inbox_capacity, d.clone()))).collect();
     let senders = inboxes
         .iter()
-        .map(|inbox| FaultySender {
-            inbox: inbox.clone(),
-            rng: rng.clone(),
-            full_ppm: config.faults.inbox_full_ppm,
-        })
+        .map(|inbox| FaultySender { inbox: inbox.clone(), rng: rng.clone(), full_ppm: config.faults.inbox_full_ppm })
         .collect();
     let clients = (0..config.client_connections)
         .map(|_| ShardId((rng.borrow_mut().next_u64() % u64::from(shard_count.get())) as u16))
@@ -1191,10 +1075,7 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
         frames_remaining: Cell::new(config.frames_total),
         supervisor_done: Cell::new(false),
         finished_at_ns: Cell::new(RUN_TIME_BOUND_NS),
-        ledger: RefCell::new(Ledger {
-            hash: 0xcbf2_9ce4_8422_2325,
-            ..Ledger::default()
-        }),
+        ledger: RefCell::new(Ledger { hash: 0xcbf2_9ce4_8422_2325, ..Ledger::default() }),
     });
     assert!(!world.namespaces.is_empty());
 
@@ -1220,53 +1101,28 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
     if world.queued() != 0 {
         world.violation(
             ViolationKind::Accounting,
-            format!(
-                "{} frames still queued after every shard stopped",
-                world.queued()
-            ),
+            format!("{} frames still queued after every shard stopped", world.queued()),
         );
     }
     world.check_owner_table();
     if !world.connections.borrow().is_empty() {
-        world.violation(
-            ViolationKind::OwnerTable,
-            "connections outlived the shards that held them".to_string(),
-        );
+        world.violation(ViolationKind::OwnerTable, "connections outlived the shards that held them".to_string());
     }
 
     let mut ledger = world.ledger.borrow_mut();
     let mut counters = std::mem::take(&mut ledger.counters);
     counters.frame_drops_total = world.drops_total();
     for reason in DropReason::ALL {
-        let count: u64 = world
-            .drops
-            .iter()
-            .map(|d| {
-                FrameVariant::ALL
-                    .iter()
-                    .map(|v| d.get(*v, reason))
-                    .sum::<u64>()
-            })
-            .sum();
+        let count: u64 =
+            world.drops.iter().map(|d| FrameVariant::ALL.iter().map(|v| d.get(*v, reason)).sum::<u64>()).sum();
         if count > 0 {
-            counters
-                .drops_by_reason
-                .insert(reason.name().to_string(), count);
+            counters.drops_by_reason.insert(reason.name().to_string(), count);
         }
     }
     let violations = std::mem::take(&mut ledger.violations);
-    let verdict = violations
-        .first()
-        .map_or(Verdict::Pass, ShardViolation::verdict);
+    let verdict = violations.first().map_or(Verdict::Pass, ShardViolation::verdict);
     let trace_hash = ledger.hash ^ counters.frames_sent.rotate_left(17) ^ end_ns;
-    ShardWorldOutcome {
-        config: config.clone(),
-        verdict,
-        violations,
-        counters,
-        trace_hash,
-        virtual_time_ns: end_ns,
-    }
+    ShardWorldOutcome { config: config.clone(), verdict, violations, counters, trace_hash, virtual_time_ns: end_ns }
 }
 
 /// Run `config` twice; a different trace hash is a determinism violation.
@@ -1302,11 +1158,7 @@ mod tests {
             // Only malformed client requests are refused.
             assert_eq!(
                 c.drops_by_reason.keys().collect::<Vec<_>>(),
-                if c.frame_drops_total == 0 {
-                    vec![]
-                } else {
-                    vec!["forward_failed"]
-                }
+                if c.frame_drops_total == 0 { vec![] } else { vec!["forward_failed"] }
             );
             assert_eq!(c.handoffs_completed, u64::from(shards));
         }

@@ -12,7 +12,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::header::{checksum, Header, HEADER_SIZE_BYTES};
+use crate::header::{HEADER_SIZE_BYTES, Header, checksum};
 use crate::io::{Io, IoFile, OpenMode};
 use crate::replica::Checkpoint;
 
@@ -78,7 +78,12 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
 
 /// Durably replace the checkpoint of `namespace`: a crash at any step leaves
 /// the old or the new file, never a torn one.
-pub async fn write_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+pub async fn write_checkpoint<I: Io>(
+    io: &I,
+    dir: &Path,
+    namespace: u64,
+    checkpoint: &Checkpoint,
+) -> Result<(), CheckpointError> {
     let path = checkpoint_path(dir, namespace);
     let tmp = path.with_extension("tmp");
     let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;

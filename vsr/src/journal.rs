@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::header::{Command, Header, HeaderError, HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
+use crate::header::{Command, HEADER_SIZE_BYTES, Header, HeaderError, MESSAGE_SIZE_MAX_BYTES};
 use crate::io::{Io, IoFile, OpenMode};
 
 #[doc(hidden)]
@@ -76,7 +76,9 @@ impl JournalConfig {
                 reason: format!("slot_count {} is outside 1..={SLOT_COUNT_MAX}", self.slot_count),
             });
         }
-        if (self.message_size_max_bytes as usize) < HEADER_SIZE_BYTES || self.message_size_max_bytes > MESSAGE_SIZE_MAX_BYTES {
+        if (self.message_size_max_bytes as usize) < HEADER_SIZE_BYTES
+            || self.message_size_max_bytes > MESSAGE_SIZE_MAX_BYTES
+        {
             return Err(JournalError::InvalidConfig {
                 reason: format!(
                     "message_size_max_bytes {} is outside {HEADER_SIZE_BYTES}..={MESSAGE_SIZE_MAX_BYTES}",
@@ -141,7 +143,9 @@ pub enum JournalError {
     ConfigMismatch { field: &'static str, expected: u64, found: u64 },
     #[error("prepare op {op} is out of order: the journal expects op {expected}")]
     OpOutOfOrder { op: u64, expected: u64 },
-    #[error("prepare op {op} does not chain to the previous prepare (parent checksum mismatch): it belongs to another log")]
+    #[error(
+        "prepare op {op} does not chain to the previous prepare (parent checksum mismatch): it belongs to another log"
+    )]
     ParentMismatch { op: u64 },
     #[error("prepare op {op} is invalid: {source}")]
     BadPrepare { op: u64, source: HeaderError },
@@ -352,7 +356,12 @@ impl<I: Io> PrepareJournal<I> {
     /// Open and recover an existing journal: verify every slot, rebuild the
     /// header index and the hash chain, truncate a torn tail, and report
     /// corrupt or missing ops in the middle for repair from peers.
-    pub async fn open(io: &I, dir: &Path, config: JournalConfig, mode: OpenMode) -> Result<(Self, Recovery), JournalError> {
+    pub async fn open(
+        io: &I,
+        dir: &Path,
+        config: JournalConfig,
+        mode: OpenMode,
+    ) -> Result<(Self, Recovery), JournalError> {
         config.validate()?;
         let path = journal_path(dir, config.namespace);
         let writable = mode.writable();
@@ -422,7 +431,8 @@ impl<I: Io> PrepareJournal<I> {
         if header.op > self.snapshot_op + self.config.slot_count {
             return Ok(Slot::Invalid);
         }
-        let (result, body) = self.file.read_exact_at(vec![0; header.body_size_bytes()], offset + HEADER_SIZE_BYTES as u64).await;
+        let (result, body) =
+            self.file.read_exact_at(vec![0; header.body_size_bytes()], offset + HEADER_SIZE_BYTES as u64).await;
         result.map_err(io_error("read slot body"))?;
         if header.valid_body(&body).is_err() {
             return Ok(Slot::Invalid);
@@ -523,7 +533,10 @@ impl<I: Io> PrepareJournal<I> {
             return Err(JournalError::BadPrepare { op, source: HeaderError::BadChecksum });
         }
         header.valid_body(body).map_err(|source| JournalError::BadPrepare { op, source })?;
-        if header.command != Command::Prepare || header.cluster != self.config.cluster || header.namespace != self.config.namespace {
+        if header.command != Command::Prepare
+            || header.cluster != self.config.cluster
+            || header.namespace != self.config.namespace
+        {
             return Err(JournalError::WrongGroup { op });
         }
         if header.size > self.config.message_size_max_bytes {
@@ -633,7 +646,8 @@ impl<I: Io> PrepareJournal<I> {
     /// Read a live prepare and verify it against the index.
     pub async fn read(&self, op: u64) -> Result<(Header, Vec<u8>), JournalError> {
         let indexed = self.headers.get(&op).ok_or(JournalError::NotFound { op })?;
-        let (result, bytes) = self.file.read_exact_at(vec![0; indexed.size as usize], self.config.slot_offset(op)).await;
+        let (result, bytes) =
+            self.file.read_exact_at(vec![0; indexed.size as usize], self.config.slot_offset(op)).await;
         result.map_err(io_error("read prepare"))?;
         let header = Header::decode(&bytes).map_err(|_| JournalError::Corrupt { op })?;
         if header.checksum != indexed.checksum {
@@ -716,10 +730,10 @@ impl<I: Io> PrepareJournal<I> {
         if through_op <= self.snapshot_op {
             return Ok(());
         }
-        let head = self.op_head.filter(|&head| head >= through_op).ok_or(JournalError::DrainBeyondHead {
-            through_op,
-            op_max: self.op_head,
-        })?;
+        let head = self
+            .op_head
+            .filter(|&head| head >= through_op)
+            .ok_or(JournalError::DrainBeyondHead { through_op, op_max: self.op_head })?;
         let snapshot_checksum = self
             .headers
             .get(&through_op)
@@ -823,7 +837,8 @@ impl<I: Io> PrepareJournal<I> {
         }
         let Some(head) = self.op_head.filter(|&head| head > op) else { return Ok(()) };
         for dropped in op + 1..=head {
-            let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(dropped)).await;
+            let (result, _) =
+                self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(dropped)).await;
             if let Err(source) = result {
                 self.poisoned = true;
                 return Err(JournalError::Io { operation: "clear slot", source });

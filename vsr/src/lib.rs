@@ -14,7 +14,7 @@ pub mod io;
 pub mod journal;
 pub mod superblock;
 
-pub use header::{Command, Header, HeaderError, Operation, HEADER_SIZE_BYTES};
+pub use header::{Command, HEADER_SIZE_BYTES, Header, HeaderError, Operation};
 pub use io::{BufResult, Io, IoFile, OpenMode};
 pub mod message;
 pub mod replica;

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use crate::header::{Header, HeaderError, HEADER_SIZE_BYTES};
+use crate::header::{HEADER_SIZE_BYTES, Header, HeaderError};
 
 /// A message as the replica sees it. The body is shared: a broadcast clones
 /// the `Rc`, not the bytes.
@@ -64,9 +64,7 @@ pub fn decode_headers(body: &[u8]) -> Result<Vec<Header>, BodyError> {
     }
     body.chunks_exact(HEADER_SIZE_BYTES)
         .enumerate()
-        .map(|(index, chunk)| {
-            Header::decode(chunk).map_err(|source| BodyError::HeaderListEntry { index, source })
-        })
+        .map(|(index, chunk)| Header::decode(chunk).map_err(|source| BodyError::HeaderListEntry { index, source }))
         .collect()
 }
 

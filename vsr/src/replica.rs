@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use crate::header::{Command, Header, Operation};
-use crate::message::{decode_headers, encode_headers, CheckpointBody, Message};
+use crate::message::{CheckpointBody, Message, decode_headers, encode_headers};
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
 
@@ -88,16 +88,30 @@ pub struct Recovered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send to a peer replica.
-    Send { to: u8, message: Message },
+    Send {
+        to: u8,
+        message: Message,
+    },
     /// Send to a client.
-    Reply { client: u128, message: Message },
+    Reply {
+        client: u128,
+        message: Message,
+    },
     /// Append the prepare to the journal and fsync it.
-    WritePrepare { message: Message },
+    WritePrepare {
+        message: Message,
+    },
     /// Drop every journal entry above `after_op`.
-    TruncateLog { after_op: u64 },
-    WriteSuperblock { state: DurableState },
+    TruncateLog {
+        after_op: u64,
+    },
+    WriteSuperblock {
+        state: DurableState,
+    },
     /// Persist the checkpoint, then drain the journal through `checkpoint.anchor.op`.
-    Checkpoint { checkpoint: Checkpoint },
+    Checkpoint {
+        checkpoint: Checkpoint,
+    },
 }
 
 /// A committed op, reported to the driver (and the simulator's checkers).
@@ -421,7 +435,9 @@ impl<S: StateMachine> Replica<S> {
             Command::RequestStartView => self.on_request_start_view(&header),
             Command::RequestPrepare => self.on_request_prepare(&header),
             Command::Checkpoint => self.on_checkpoint(&message),
-            Command::Ping | Command::Pong | Command::Reply | Command::Eviction => self.drop_message("unexpected_command"),
+            Command::Ping | Command::Pong | Command::Reply | Command::Eviction => {
+                self.drop_message("unexpected_command")
+            }
             // State data moves beside the protocol: the driver serves it.
             Command::RequestStateData | Command::StateData => self.drop_message("state_data_for_driver"),
             Command::RequestHeaders | Command::Headers | Command::RequestCheckpoint => {
@@ -1152,12 +1168,8 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         // The canonical log: highest log_view, then highest op.
-        let canonical = self
-            .dvc_from
-            .values()
-            .max_by_key(|dvc| (dvc.log_view, dvc.op))
-            .expect("quorum is not empty")
-            .clone();
+        let canonical =
+            self.dvc_from.values().max_by_key(|dvc| (dvc.log_view, dvc.op)).expect("quorum is not empty").clone();
         // Every prepare carries its primary's commit point, so the canonical
         // head also tells how far the log was committed when it was made.
         let head_commit = canonical.headers.first().map(|h| h.commit).unwrap_or(0);

@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::header::{Header, HEADER_SIZE_BYTES};
-use crate::state_machine::{put_bytes_with_len, SnapshotError, SnapshotReader};
+use crate::header::{HEADER_SIZE_BYTES, Header};
+use crate::state_machine::{SnapshotError, SnapshotReader, put_bytes_with_len};
 
 pub const CLIENT_SESSIONS_MAX: usize = 64;
 
@@ -90,10 +90,7 @@ impl ClientSessions {
         } else {
             None
         };
-        self.sessions.insert(
-            client,
-            Session { session_op: op, request: 0, commit_op: op, reply_header, reply_body },
-        );
+        self.sessions.insert(client, Session { session_op: op, request: 0, commit_op: op, reply_header, reply_body });
         assert!(self.sessions.len() <= CLIENT_SESSIONS_MAX);
         evicted
     }

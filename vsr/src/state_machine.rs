@@ -95,10 +95,7 @@ impl StateMachine for AppendLog {
             }
             Operation::PollMessages => {
                 let offset = body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
-                offset
-                    .and_then(|offset| self.messages.get(offset as usize))
-                    .cloned()
-                    .unwrap_or_default()
+                offset.and_then(|offset| self.messages.get(offset as usize)).cloned().unwrap_or_default()
             }
             _ => Vec::new(),
         }

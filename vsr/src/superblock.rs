@@ -11,7 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::header::{checksum, Header, HEADER_SIZE_BYTES};
+use crate::header::{HEADER_SIZE_BYTES, Header, checksum};
 use crate::io::{Io, IoFile, OpenMode};
 
 /// Copy A at 0, copy B one copy later; each holds the view headers too.
@@ -70,11 +70,15 @@ pub enum SuperblockError {
     AlreadyExists { path: PathBuf },
     #[error("superblock {path} does not exist: create it (new replica) or restore it from a peer")]
     Missing { path: PathBuf },
-    #[error("both superblock copies are invalid (torn, zeroed or not a shoal superblock): restore the replica from peers")]
+    #[error(
+        "both superblock copies are invalid (torn, zeroed or not a shoal superblock): restore the replica from peers"
+    )]
     NoValidCopy,
     #[error("superblock format version {found} is not {SUPERBLOCK_FORMAT_VERSION}: run the matching shoal version")]
     UnsupportedVersion { found: u32 },
-    #[error("superblock belongs to cluster {found:#x}, namespace {found_namespace:#x}, replica {found_replica}: check the data directory")]
+    #[error(
+        "superblock belongs to cluster {found:#x}, namespace {found_namespace:#x}, replica {found_replica}: check the data directory"
+    )]
     WrongOwner { found: u128, found_namespace: u64, found_replica: u8 },
     #[error("superblock state {state:?} is invalid: log_view must not exceed view")]
     InvalidState { state: SuperblockState },
@@ -151,7 +155,8 @@ impl CopyRecord {
 }
 
 fn decode_view_headers(bytes: &[u8]) -> Result<Vec<Header>, SuperblockError> {
-    let count = u32::from_le_bytes(bytes[SB_VIEW_HEADERS_COUNT..SB_VIEW_HEADERS_COUNT + 4].try_into().unwrap()) as usize;
+    let count =
+        u32::from_le_bytes(bytes[SB_VIEW_HEADERS_COUNT..SB_VIEW_HEADERS_COUNT + 4].try_into().unwrap()) as usize;
     if count > SUPERBLOCK_VIEW_HEADERS_MAX {
         return Err(SuperblockError::NoValidCopy);
     }
@@ -182,7 +187,13 @@ pub struct Superblock<I: Io> {
 impl<I: Io> Superblock<I> {
     /// Create a superblock with the zero state; durable (file, copies and
     /// directory entry) when this returns Ok.
-    pub async fn create(io: &I, dir: &Path, cluster: u128, namespace: u64, replica: u8) -> Result<Self, SuperblockError> {
+    pub async fn create(
+        io: &I,
+        dir: &Path,
+        cluster: u128,
+        namespace: u64,
+        replica: u8,
+    ) -> Result<Self, SuperblockError> {
         let path = superblock_path(dir, namespace);
         io.create_dir_all(dir).await.map_err(io_error("create_dir"))?;
         let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create"))?;
@@ -307,13 +318,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn copy() -> impl Strategy<Value = CopyRecord> {
-        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 4]>()).prop_map(|(cluster, namespace, replica, words)| CopyRecord {
-            cluster,
-            namespace,
-            replica,
-            sequence: words[0],
-            state: SuperblockState { view: words[1], log_view: words[2], commit: words[3], view_headers: Vec::new() },
-        })
+        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 4]>()).prop_map(
+            |(cluster, namespace, replica, words)| CopyRecord {
+                cluster,
+                namespace,
+                replica,
+                sequence: words[0],
+                state: SuperblockState {
+                    view: words[1],
+                    log_view: words[2],
+                    commit: words[3],
+                    view_headers: Vec::new(),
+                },
+            },
+        )
     }
 
     proptest! {

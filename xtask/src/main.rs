@@ -21,7 +21,8 @@ const SIM_SCENARIO: &str = "swarm";
 const CI_FIXED_TIME_LIMIT: &str = "10m";
 const CI_GIT_TIME_LIMIT: &str = "5m";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
-const CI_DETERMINISM_SCENARIOS: [&str; 6] = ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "swarm"];
+const CI_DETERMINISM_SCENARIOS: [&str; 6] =
+    ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "swarm"];
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -163,6 +164,7 @@ fn test() -> Step {
         run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"])),
         run(cargo().args(["test", "--workspace", "--doc"])),
         run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+        run(cargo().args(["fmt", "--all", "--", "--check"])),
     ])
 }
 
@@ -214,7 +216,12 @@ fn ci() -> Step {
         let binary = build_shoal_sim()?;
         let reports = reports_dir()?;
         let mut steps = vec![
-            sweep(&binary, SIM_FIXED_SEEDS, &reports.join("ci-sweep-fixed.xml"), &["--time-limit", CI_FIXED_TIME_LIMIT]),
+            sweep(
+                &binary,
+                SIM_FIXED_SEEDS,
+                &reports.join("ci-sweep-fixed.xml"),
+                &["--time-limit", CI_FIXED_TIME_LIMIT],
+            ),
             sweep(
                 &binary,
                 SIM_GIT_SEEDS,
@@ -225,7 +232,14 @@ fn ci() -> Step {
             ),
         ];
         for scenario in CI_DETERMINISM_SCENARIOS {
-            steps.push(run(shoal_sim(&binary).args(["replay", "--seed", "0", "--scenario", scenario, "--check-determinism"])));
+            steps.push(run(shoal_sim(&binary).args([
+                "replay",
+                "--seed",
+                "0",
+                "--scenario",
+                scenario,
+                "--check-determinism",
+            ])));
         }
         worst(steps)
     })();
@@ -239,13 +253,26 @@ fn bench(args: &[String]) -> Step {
     };
     match what.as_str() {
         "journal" => run(cargo()
-            .args(["run", "--release", "-p", "shoal-runtime", "--features", "journal-bench", "--bin", "shoal-bench", "--", "journal"])
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "shoal-runtime",
+                "--features",
+                "journal-bench",
+                "--bin",
+                "shoal-bench",
+                "--",
+                "journal",
+            ])
             .args(rest)),
         "sim" => {
             let binary = build_shoal_sim()?;
             run(shoal_sim(&binary).arg("bench").args(rest))
         }
-        "router" => run(cargo().args(["run", "--release", "-p", "shoal-shard", "--example", "router_bench", "--"]).args(rest)),
+        "router" => {
+            run(cargo().args(["run", "--release", "-p", "shoal-shard", "--example", "router_bench", "--"]).args(rest))
+        }
         other => {
             eprintln!("xtask: unknown bench `{other}`: use journal, sim or router");
             Err(1)

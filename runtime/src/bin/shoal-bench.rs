@@ -183,7 +183,12 @@ impl Meter {
     }
 
     fn finish(self) -> RunResult {
-        RunResult { ops: self.ops, bytes: self.bytes, elapsed: self.started.elapsed(), batch_latency_us: self.histogram }
+        RunResult {
+            ops: self.ops,
+            bytes: self.bytes,
+            elapsed: self.started.elapsed(),
+            batch_latency_us: self.histogram,
+        }
     }
 }
 
@@ -352,7 +357,8 @@ fn journal_config(count: usize, entry_size_bytes: usize) -> shoal_vsr::journal::
 #[cfg(not(feature = "journal-bench"))]
 const SHOAL_LABEL: &str = "realio-raw";
 #[cfg(not(feature = "journal-bench"))]
-const SHOAL_DESCRIPTION: &str = "RealIo write_all_at + sync_data; build with --features journal-bench for PrepareJournal";
+const SHOAL_DESCRIPTION: &str =
+    "RealIo write_all_at + sync_data; build with --features journal-bench for PrepareJournal";
 
 /// The shoal column without the journal: RealIo positional writes and one
 /// `sync_data` per batch, on a preallocated file like the baseline's.
@@ -422,8 +428,7 @@ async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
     let config = journal_config(plan.entries.len(), plan.entries[0].len());
     debug_assert_eq!(config.slot_offset(1), plan.offsets[0], "baseline and journal share the layout");
     warm_up_realio(&io, plan).await?;
-    let mut journal =
-        PrepareJournal::create(&io, &dir, config).await.map_err(|e| format!("create journal: {e}"))?;
+    let mut journal = PrepareJournal::create(&io, &dir, config).await.map_err(|e| format!("create journal: {e}"))?;
     let mut meter = Meter::new(plan.run_budget);
     let mut next = 0;
     while next < plan.entries.len() && !meter.out_of_time() {

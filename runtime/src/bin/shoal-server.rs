@@ -322,7 +322,10 @@ async fn peer_start(context: &ShardContext, receiver: OneShotReceiver<Bundle>) -
             Ok(false)
         }
         Err(error) if context.shutdown.is_requested() => {
-            tracing::info!(shard_id = context.shard_id, "shutdown before the metadata handoff completed ({error}); stopping");
+            tracing::info!(
+                shard_id = context.shard_id,
+                "shutdown before the metadata handoff completed ({error}); stopping"
+            );
             Ok(false)
         }
         Err(error) => Err(format!("shard {} metadata handoff failed: {error}", context.shard_id)),

@@ -221,7 +221,15 @@ fn shard_zero_failure_strands_no_peer(mode: &str) {
     let dir = TempDir::new("server-shard0-fails");
     let (mut child, lines) = server(
         &dir,
-        &["--no-pin", "--test-shard-count", HANDOFF_SHARDS, "--shutdown-timeout-secs", "2", "--test-fail-shard-zero", mode],
+        &[
+            "--no-pin",
+            "--test-shard-count",
+            HANDOFF_SHARDS,
+            "--shutdown-timeout-secs",
+            "2",
+            "--test-fail-shard-zero",
+            mode,
+        ],
     );
     let mut seen = wait_for(&lines, "awaiting the metadata snapshot", 3);
     seen.extend(wait_for(&lines, "injected shard 0 failure", 1));

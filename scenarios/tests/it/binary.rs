@@ -69,7 +69,8 @@ fn sweep_writes_junit_and_json_reports_and_prints_a_summary() {
 fn sweep_from_git_offsets_seeds_by_the_commit_hash() {
     let json_file = scratch_dir("sweep-git").join("git.json");
     let args = ["sweep", "--seeds", "0..2", "--scenario", "steady", "--seed-from-git", "--no-progress"];
-    let (code, stdout, stderr) = shoal_sim(&[&args[..], &["--report", "json", "--report-file", json_file.to_str().unwrap()]].concat());
+    let (code, stdout, stderr) =
+        shoal_sim(&[&args[..], &["--report", "json", "--report-file", json_file.to_str().unwrap()]].concat());
     assert_ne!(code, 1, "{stderr}");
     assert!(stdout.contains("base seed"), "{stdout}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
@@ -81,7 +82,14 @@ fn sweep_from_git_offsets_seeds_by_the_commit_hash() {
 fn replay_is_deterministic_and_writes_a_json_lines_trace() {
     let trace = scratch_dir("replay-trace").join("trace.jsonl");
     let (code, stdout, _) = shoal_sim(&[
-        "replay", "--seed", "5", "--scenario", "partition-storm", "--check-determinism", "--trace", trace.to_str().unwrap(),
+        "replay",
+        "--seed",
+        "5",
+        "--scenario",
+        "partition-storm",
+        "--check-determinism",
+        "--trace",
+        trace.to_str().unwrap(),
     ]);
     assert_ne!(code, 5, "the simulator must be deterministic: {stdout}");
     assert!(stdout.contains("determinism: OK"), "{stdout}");

@@ -16,7 +16,8 @@ fn cli(runner: Runner<'_>, args: &[&str]) -> (i32, String) {
 #[test]
 fn sweep_with_failures_lists_each_replay_command_and_exits_with_the_worst_verdict() {
     // partition-storm under the fake: Agreement fails at seed % 4 == 1, panics at 13.
-    let (code, summary) = cli(&fake::run, &["sweep", "--seeds", "0..20", "--scenario", "partition-storm", "--jobs", "3"]);
+    let (code, summary) =
+        cli(&fake::run, &["sweep", "--seeds", "0..20", "--scenario", "partition-storm", "--jobs", "3"]);
     assert_eq!(code, 4, "a panic is the worst verdict here:\n{summary}");
     assert!(summary.contains("Agreement"), "{summary}");
     assert!(summary.contains("Assertion"), "{summary}");
@@ -49,8 +50,10 @@ fn shrink_writes_a_config_that_replay_reproduces_with_the_same_checker() {
 #[test]
 fn run_report_junit_marks_the_panic_as_an_error() {
     let file = scratch_dir("run-junit").join("run.xml");
-    let (code, _) =
-        cli(&fake::run, &["run", "--seed", "63", "--scenario", "steady", "--report", "junit", "--report-file", file.to_str().unwrap()]);
+    let (code, _) = cli(
+        &fake::run,
+        &["run", "--seed", "63", "--scenario", "steady", "--report", "junit", "--report-file", file.to_str().unwrap()],
+    );
     assert_eq!(code, 4);
     let xml = std::fs::read_to_string(&file).unwrap();
     assert!(xml.contains("errors=\"1\"") && xml.contains("<error type=\"Panic\""), "{xml}");
@@ -60,8 +63,10 @@ fn run_report_junit_marks_the_panic_as_an_error() {
 #[test]
 fn timeline_of_a_violation_marks_it() {
     let file = scratch_dir("fake-timeline").join("violation.svg");
-    let (code, text) =
-        cli(&fake::run, &["report", "timeline", "--seed", "1", "--scenario", "partition-storm", "--out", file.to_str().unwrap()]);
+    let (code, text) = cli(
+        &fake::run,
+        &["report", "timeline", "--seed", "1", "--scenario", "partition-storm", "--out", file.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{text}");
     let svg = std::fs::read_to_string(&file).unwrap();
     assert!(svg.contains("violation: op 7 committed with two checksums"));

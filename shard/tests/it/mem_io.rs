@@ -133,33 +133,21 @@ impl Io for MemIo {
         let mut files = self.files.borrow_mut();
         let bytes = match (files.get(path), mode) {
             (Some(bytes), _) => bytes.clone(),
-            (None, OpenMode::ReadWriteCreate) => {
-                files.entry(path.to_path_buf()).or_default().clone()
-            }
+            (None, OpenMode::ReadWriteCreate) => files.entry(path.to_path_buf()).or_default().clone(),
             (None, _) => return Err(io::ErrorKind::NotFound.into()),
         };
-        Ok(MemFile {
-            bytes,
-            writable: mode.writable(),
-            write_failures: self.write_failures.clone(),
-        })
+        Ok(MemFile { bytes, writable: mode.writable(), write_failures: self.write_failures.clone() })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut files = self.files.borrow_mut();
-        let bytes = files
-            .remove(from)
-            .ok_or(io::Error::from(io::ErrorKind::NotFound))?;
+        let bytes = files.remove(from).ok_or(io::Error::from(io::ErrorKind::NotFound))?;
         files.insert(to.to_path_buf(), bytes);
         Ok(())
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        self.files
-            .borrow_mut()
-            .remove(path)
-            .map(|_| ())
-            .ok_or(io::ErrorKind::NotFound.into())
+        self.files.borrow_mut().remove(path).map(|_| ()).ok_or(io::ErrorKind::NotFound.into())
     }
 
     async fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
@@ -167,13 +155,7 @@ impl Io for MemIo {
     }
 
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Ok(self
-            .files
-            .borrow()
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .cloned()
-            .collect())
+        Ok(self.files.borrow().keys().filter(|p| p.parent() == Some(dir)).cloned().collect())
     }
 
     async fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {

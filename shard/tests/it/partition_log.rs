@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use shoal_shard::partition_log::{
-    PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_HEADER_SIZE_BYTES,
-    segment_file_name,
+    PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_HEADER_SIZE_BYTES, segment_file_name,
 };
 
 use crate::mem_io::{MemIo, block_on};
@@ -18,9 +17,7 @@ fn dir() -> PathBuf {
 
 /// Small segments so tests roll: 3 records of 10 bytes per segment.
 fn small() -> PartitionLogConfig {
-    PartitionLogConfig {
-        segment_size_max_bytes: 3 * (RECORD_HEADER_SIZE_BYTES as u64 + 10),
-    }
+    PartitionLogConfig { segment_size_max_bytes: 3 * (RECORD_HEADER_SIZE_BYTES as u64 + 10) }
 }
 
 fn message(i: u64) -> Vec<u8> {
@@ -103,10 +100,7 @@ fn torn_tail_is_truncated_and_appends_continue_after_it() {
     let mut log = open(&io, PartitionLogConfig::default()).unwrap();
     assert_eq!(log.next_offset(), 3);
     assert_eq!(read_all(&log), expected(0..3));
-    assert_eq!(
-        io.file_bytes(&segment(0)).len(),
-        whole - (RECORD_HEADER_SIZE_BYTES + 10)
-    );
+    assert_eq!(io.file_bytes(&segment(0)).len(), whole - (RECORD_HEADER_SIZE_BYTES + 10));
     assert_eq!(append_range(&mut log, 3..5), 3);
     drop(log);
     let log = open(&io, PartitionLogConfig::default()).unwrap();
@@ -137,9 +131,7 @@ fn corruption_before_a_valid_record_is_an_error_not_a_truncation() {
     bytes[record_size + RECORD_HEADER_SIZE_BYTES] ^= 0xff; // payload of offset 1
     io.set_file_bytes(&segment(0), bytes.clone());
     match open(&io, PartitionLogConfig::default()) {
-        Err(PartitionLogError::Corrupt {
-            position, reason, ..
-        }) => {
+        Err(PartitionLogError::Corrupt { position, reason, .. }) => {
             assert_eq!(position, record_size as u64);
             assert_eq!(reason, "checksum mismatch");
         }
@@ -159,10 +151,7 @@ fn corruption_in_a_sealed_segment_is_an_error() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1; // the last record of a sealed segment: not a torn tail
     io.set_file_bytes(&segment(0), bytes);
-    assert!(matches!(
-        open(&io, small()),
-        Err(PartitionLogError::Corrupt { .. })
-    ));
+    assert!(matches!(open(&io, small()), Err(PartitionLogError::Corrupt { .. })));
 }
 
 #[test]
@@ -173,10 +162,7 @@ fn read_detects_corruption_after_open() {
     let mut bytes = io.file_bytes(&segment(0));
     bytes[RECORD_HEADER_SIZE_BYTES] ^= 1;
     io.set_file_bytes(&segment(0), bytes);
-    assert!(matches!(
-        block_on(log.read(0, 1)),
-        Err(PartitionLogError::Corrupt { position: 0, .. })
-    ));
+    assert!(matches!(block_on(log.read(0, 1)), Err(PartitionLogError::Corrupt { position: 0, .. })));
 }
 
 #[test]
@@ -188,11 +174,7 @@ fn a_missing_segment_is_a_gap_error() {
     block_on(shoal_vsr::Io::remove(&io, &segment(3))).unwrap();
     assert!(matches!(
         open(&io, small()),
-        Err(PartitionLogError::SegmentGap {
-            base_offset: 6,
-            expected_offset: 3,
-            ..
-        })
+        Err(PartitionLogError::SegmentGap { base_offset: 6, expected_offset: 3, .. })
     ));
 }
 
@@ -200,19 +182,9 @@ fn a_missing_segment_is_a_gap_error() {
 fn bad_batches_are_typed_errors() {
     let io = MemIo::default();
     let mut log = open(&io, PartitionLogConfig::default()).unwrap();
-    assert!(matches!(
-        block_on(log.append(&[])),
-        Err(PartitionLogError::BatchSize { count: 0 })
-    ));
-    let huge = vec![vec![
-        0u8;
-        shoal_shard::partition_log::RECORD_PAYLOAD_SIZE_MAX_BYTES
-            + 1
-    ]];
-    assert!(matches!(
-        block_on(log.append(&huge)),
-        Err(PartitionLogError::PayloadTooLarge { .. })
-    ));
+    assert!(matches!(block_on(log.append(&[])), Err(PartitionLogError::BatchSize { count: 0 })));
+    let huge = vec![vec![0u8; shoal_shard::partition_log::RECORD_PAYLOAD_SIZE_MAX_BYTES + 1]];
+    assert!(matches!(block_on(log.append(&huge)), Err(PartitionLogError::PayloadTooLarge { .. })));
     assert_eq!(log.next_offset(), 0);
 }
 
@@ -237,13 +209,7 @@ fn a_failed_write_leaves_no_phantom_offsets() {
     append_range(&mut log, 0..2);
     io.fail_next_writes(1);
     let batch: Vec<Vec<u8>> = (2..4).map(message).collect();
-    assert!(matches!(
-        block_on(log.append(&batch)),
-        Err(PartitionLogError::Io {
-            operation: "write",
-            ..
-        })
-    ));
+    assert!(matches!(block_on(log.append(&batch)), Err(PartitionLogError::Io { operation: "write", .. })));
     assert_eq!(log.next_offset(), 2);
     assert_eq!(read_all(&log), expected(0..2));
     // The next append takes the offsets the failed one could not.

@@ -294,7 +294,11 @@ impl Harness {
         );
         for &op in &recovery.ops_recovered {
             let recovered = journal.header(op).expect("recovered ops are indexed");
-            assert!(self.ever_appended.contains(&recovered.checksum), "phantom op {op} recovered; trace: {:#?}", self.trace);
+            assert!(
+                self.ever_appended.contains(&recovered.checksum),
+                "phantom op {op} recovered; trace: {:#?}",
+                self.trace
+            );
             if !self.strict || self.corrupted.contains(&op) {
                 // Sticky corruption is a read overlay: once a rewrite clears
                 // it and a crash loses the rewrite, the older (intact) version
@@ -308,9 +312,16 @@ impl Harness {
                 }
                 continue;
             }
-            let (header, body) =
-                self.appended.get(&op).unwrap_or_else(|| panic!("truncated op {op} recovered; trace: {:#?}", self.trace));
-            assert_eq!(journal.header(op), Some(header), "op {op} recovered with another header; trace: {:#?}", self.trace);
+            let (header, body) = self
+                .appended
+                .get(&op)
+                .unwrap_or_else(|| panic!("truncated op {op} recovered; trace: {:#?}", self.trace));
+            assert_eq!(
+                journal.header(op),
+                Some(header),
+                "op {op} recovered with another header; trace: {:#?}",
+                self.trace
+            );
             if self.strict && !self.corrupted.contains(&op) {
                 assert_eq!(&block_on_ready(journal.read(op)).expect("read recovered op"), &(*header, body.clone()));
             }
@@ -370,7 +381,8 @@ impl Harness {
                         Ok(()) => {
                             self.unsynced.insert(op);
                         }
-                        Err(JournalError::ParentMismatch { .. } | JournalError::Io { .. } | JournalError::Poisoned) => {}
+                        Err(JournalError::ParentMismatch { .. } | JournalError::Io { .. } | JournalError::Poisoned) => {
+                        }
                         Err(error) => panic!("repair {op} refused unexpectedly: {error}"),
                     }
                 }
@@ -545,4 +557,3 @@ fn model_reaches_every_path() {
         assert!(seen.get(kind).copied().unwrap_or(0) > 0, "the model never reached `{kind}`: {seen:?}");
     }
 }
-

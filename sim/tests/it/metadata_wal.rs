@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use shoal_shard::handoff::{
-    self, HandoffError, MetadataReplay, metadata_journal_config, replay_metadata,
-    replay_metadata_read_only,
+    self, HandoffError, MetadataReplay, metadata_journal_config, replay_metadata, replay_metadata_read_only,
 };
 use shoal_shard::lifecycle::ShutdownFlag;
 use shoal_shard::{MetadataRequest, MetadataState, Namespace, ShardId};
@@ -191,14 +190,10 @@ fn a_crash_between_append_and_fsync_replays_the_durable_commit() {
         // The primary appends ops 4..=6 and dies before their fsync (and so
         // before it could commit them).
         block_on_ready(async {
-            let (mut journal, _) = PrepareJournal::open(
-                &io,
-                &dir(),
-                metadata_journal_config(CLUSTER),
-                shoal_vsr::OpenMode::ReadWrite,
-            )
-            .await
-            .unwrap();
+            let (mut journal, _) =
+                PrepareJournal::open(&io, &dir(), metadata_journal_config(CLUSTER), shoal_vsr::OpenMode::ReadWrite)
+                    .await
+                    .unwrap();
             for (header, body) in &entries[3..] {
                 journal.append(header, body).await.unwrap();
             }
@@ -305,14 +300,10 @@ fn replay_starts_from_the_checkpoint_and_filters_duplicates_by_session() {
     let checkpoint = Checkpoint { anchor: entries[2].0, snapshot };
     block_on_ready(async {
         write_checkpoint(&io, &dir(), metadata(), &checkpoint).await.unwrap();
-        let (mut journal, _) = PrepareJournal::open(
-            &io,
-            &dir(),
-            metadata_journal_config(CLUSTER),
-            shoal_vsr::OpenMode::ReadWrite,
-        )
-        .await
-        .unwrap();
+        let (mut journal, _) =
+            PrepareJournal::open(&io, &dir(), metadata_journal_config(CLUSTER), shoal_vsr::OpenMode::ReadWrite)
+                .await
+                .unwrap();
         journal.drain(3).await.unwrap();
     });
     let replayed = replay(&io).unwrap();
@@ -326,14 +317,10 @@ fn replay_starts_from_the_checkpoint_and_filters_duplicates_by_session() {
     let io = SimIo::new(12);
     write_group(&io, &entries, 7, true);
     block_on_ready(async {
-        let (mut journal, _) = PrepareJournal::open(
-            &io,
-            &dir(),
-            metadata_journal_config(CLUSTER),
-            shoal_vsr::OpenMode::ReadWrite,
-        )
-        .await
-        .unwrap();
+        let (mut journal, _) =
+            PrepareJournal::open(&io, &dir(), metadata_journal_config(CLUSTER), shoal_vsr::OpenMode::ReadWrite)
+                .await
+                .unwrap();
         journal.drain(3).await.unwrap();
     });
     assert!(matches!(replay(&io), Err(HandoffError::MetadataRepairNeeded { op: 1, .. })));

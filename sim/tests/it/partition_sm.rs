@@ -230,7 +230,9 @@ enum Step {
     /// Persist, then make a checkpoint durable (the driver's order).
     Checkpoint,
     /// Crash, after `steps_max` more storage calls of a persist if given.
-    Crash { steps_max: Option<u64> },
+    Crash {
+        steps_max: Option<u64>,
+    },
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {

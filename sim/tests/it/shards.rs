@@ -9,9 +9,7 @@ use std::rc::Rc;
 use shoal_shard::handoff::{self, HANDOFF_POLL_INTERVAL_NS, HandoffError};
 use shoal_shard::lifecycle::{ShardExit, ShutdownFlag, TaskSet};
 use shoal_shard::{MetadataRequest, MetadataState, ShardCount, ShardId};
-use shoal_sim::shards::{
-    RUN_TIME_BOUND_NS, ShardWorldConfig, ViolationKind, check_determinism, run_shard_world,
-};
+use shoal_sim::shards::{RUN_TIME_BOUND_NS, ShardWorldConfig, ViolationKind, check_determinism, run_shard_world};
 use shoal_sim::{Checker, FaultMix, RunConfig, SimIo, Verdict, block_on_ready};
 use shoal_vsr::Io;
 
@@ -26,22 +24,10 @@ fn swarm_sweep_passes_every_routing_check_with_faults_on() {
         let shards = SHARD_COUNTS[(seed % 4) as usize];
         let config = ShardWorldConfig::swarm(seed, shards);
         let outcome = run_shard_world(&config);
-        assert!(
-            outcome.passed(),
-            "seed {seed} N={shards}: {:?}\nfaults {:?}",
-            outcome.violations,
-            config.faults
-        );
+        assert!(outcome.passed(), "seed {seed} N={shards}: {:?}\nfaults {:?}", outcome.violations, config.faults);
         let c = &outcome.counters;
-        assert_eq!(
-            c.frames_sent,
-            c.frames_delivered + c.frame_drops_total,
-            "seed {seed}"
-        );
-        assert!(
-            outcome.virtual_time_ns < RUN_TIME_BOUND_NS,
-            "seed {seed} ran to the bound"
-        );
+        assert_eq!(c.frames_sent, c.frames_delivered + c.frame_drops_total, "seed {seed}");
+        assert!(outcome.virtual_time_ns < RUN_TIME_BOUND_NS, "seed {seed} ran to the bound");
         totals.frames_sent += c.frames_sent;
         totals.reserved_frames_delivered += c.reserved_frames_delivered;
         totals.shard_panics += c.shard_panics;
@@ -61,16 +47,10 @@ fn swarm_sweep_passes_every_routing_check_with_faults_on() {
     assert!(totals.watchdog_reports > 0, "{totals:?}");
     assert!(totals.client_replies_returned > 0 && totals.connects > 0);
     for reason in ["inbox_full", "injected", "closed", "forward_failed"] {
-        assert!(
-            drop_reasons.contains(reason),
-            "no {reason} drop in the sweep: {drop_reasons:?}"
-        );
+        assert!(drop_reasons.contains(reason), "no {reason} drop in the sweep: {drop_reasons:?}");
     }
     for reason in ["namespace_miss", "consensus_misroute", "unknown_shard"] {
-        assert!(
-            !drop_reasons.contains(reason),
-            "{reason} drops with the correct router"
-        );
+        assert!(!drop_reasons.contains(reason), "{reason} drops with the correct router");
     }
 }
 
@@ -114,22 +94,10 @@ fn planted_bug_hashing_reserved_frames_by_namespace_fails_the_routing_checker() 
                 buggy.counters.drops_by_reason
             );
         }
-        assert_eq!(
-            buggy.verdict.checker(),
-            Some(Checker::Routing),
-            "seed {seed} N={shards}"
-        );
+        assert_eq!(buggy.verdict.checker(), Some(Checker::Routing), "seed {seed} N={shards}");
         assert!(matches!(buggy.verdict, Verdict::SafetyViolation { .. }));
-        assert_eq!(
-            buggy.violations[0].kind,
-            ViolationKind::ReservedFrameDropped
-        );
-        assert!(
-            buggy
-                .counters
-                .drops_by_reason
-                .contains_key("namespace_miss")
-        );
+        assert_eq!(buggy.violations[0].kind, ViolationKind::ReservedFrameDropped);
+        assert!(buggy.counters.drops_by_reason.contains_key("namespace_miss"));
         // Exact accounting still holds: the wedge is counted, not silent.
         let c = &buggy.counters;
         assert_eq!(c.frames_sent, c.frames_delivered + c.frame_drops_total);
@@ -161,10 +129,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         script: Vec::new(),
     };
     let config = ShardWorldConfig::from_run_config(&run);
-    assert_eq!(
-        (config.seed, config.shard_count, config.replica_count),
-        (77, 4, 3)
-    );
+    assert_eq!((config.seed, config.shard_count, config.replica_count), (77, 4, 3));
     assert_eq!(config.faults.inbox_full_ppm, 20_000);
     assert_eq!(config.faults.delivery_drop_ppm, 10_000);
     assert_eq!(config.faults.panic_ppm, 500);
@@ -194,19 +159,9 @@ fn a_planted_shard_panic_shuts_the_whole_world_down_in_bound() {
 
 fn catalogue() -> MetadataState {
     let mut state = MetadataState::new();
+    state.apply(&MetadataRequest::CreateStream { stream_id: 1, name: "orders".into() }).unwrap();
     state
-        .apply(&MetadataRequest::CreateStream {
-            stream_id: 1,
-            name: "orders".into(),
-        })
-        .unwrap();
-    state
-        .apply(&MetadataRequest::CreateTopic {
-            stream_id: 1,
-            topic_id: 1,
-            name: "eu".into(),
-            partition_count: 3,
-        })
+        .apply(&MetadataRequest::CreateTopic { stream_id: 1, topic_id: 1, name: "eu".into(), partition_count: 3 })
         .unwrap();
     state
 }
@@ -217,11 +172,7 @@ fn metadata_snapshot_is_owned_by_shard_zero_and_survives_a_crash() {
     let path = Path::new("/data/metadata.snapshot");
     block_on_ready(io.create_dir_all(Path::new("/data"))).unwrap();
     let empty = block_on_ready(handoff::open_metadata(&io, path, ShardId(0))).unwrap();
-    assert_eq!(
-        empty,
-        MetadataState::new(),
-        "first start: an empty catalogue"
-    );
+    assert_eq!(empty, MetadataState::new(), "first start: an empty catalogue");
     block_on_ready(handoff::write_metadata(&io, path, ShardId(0), &catalogue())).unwrap();
     io.crash();
     let replayed = block_on_ready(handoff::open_metadata(&io, path, ShardId(0))).unwrap();
@@ -240,10 +191,7 @@ fn metadata_snapshot_is_owned_by_shard_zero_and_survives_a_crash() {
     let file = block_on_ready(io.open(path, shoal_vsr::OpenMode::ReadWrite)).unwrap();
     let (result, _) = block_on_ready(shoal_vsr::IoFile::write_all_at(&file, vec![0xFF; 4], 8));
     result.unwrap();
-    assert!(matches!(
-        block_on_ready(handoff::open_metadata(&io, path, ShardId(0))),
-        Err(HandoffError::Codec(_))
-    ));
+    assert!(matches!(block_on_ready(handoff::open_metadata(&io, path, ShardId(0))), Err(HandoffError::Codec(_))));
 }
 
 #[test]
@@ -259,8 +207,7 @@ fn handoff_delivers_the_bundle_to_every_peer() {
         peers.push((ShardId(shard), tx));
         let (io2, flag, received) = (io.clone(), shutdown.clone(), received.clone());
         handles.push(io.spawn(async move {
-            io2.sleep(u64::from(shard) * 3 * HANDOFF_POLL_INTERVAL_NS)
-                .await;
+            io2.sleep(u64::from(shard) * 3 * HANDOFF_POLL_INTERVAL_NS).await;
             let state = handoff::await_snapshot(&io2, &rx, &flag).await.unwrap();
             received.borrow_mut().push(state);
         }));
@@ -275,10 +222,7 @@ fn handoff_delivers_the_bundle_to_every_peer() {
     assert_eq!(*received.borrow(), vec![catalogue(); 3]);
     let (ok, at_ns) = done.get().unwrap();
     assert!(ok);
-    assert!(
-        at_ns >= 9 * HANDOFF_POLL_INTERVAL_NS,
-        "shard 0 waited for the slowest peer"
-    );
+    assert!(at_ns >= 9 * HANDOFF_POLL_INTERVAL_NS, "shard 0 waited for the slowest peer");
     assert!(handles.iter().all(|h| h.is_finished()));
 }
 
@@ -294,21 +238,13 @@ fn no_shard_waits_on_the_handoff_after_shutdown() {
     let (io2, flag, r) = (io.clone(), shutdown.clone(), results.clone());
     let _peer = io.spawn(async move {
         let result = handoff::await_snapshot(&io2, &stuck_rx, &flag).await;
-        r.borrow_mut().push((
-            "await",
-            matches!(result, Err(HandoffError::ShutDown)),
-            io2.now_ns(),
-        ));
+        r.borrow_mut().push(("await", matches!(result, Err(HandoffError::ShutDown)), io2.now_ns()));
     });
     let (io2, flag, r) = (io.clone(), shutdown.clone(), results.clone());
     let _zero = io.spawn(async move {
         let peers = vec![(ShardId(1), slow_tx)];
         let result = handoff::broadcast_snapshot(&io2, b"bundle", &peers, &flag).await;
-        r.borrow_mut().push((
-            "broadcast",
-            matches!(result, Err(HandoffError::ShutDown)),
-            io2.now_ns(),
-        ));
+        r.borrow_mut().push(("broadcast", matches!(result, Err(HandoffError::ShutDown)), io2.now_ns()));
     });
     let shutdown_at_ns = 7 * HANDOFF_POLL_INTERVAL_NS + 300;
     let (io2, flag) = (io.clone(), shutdown.clone());
@@ -316,18 +252,12 @@ fn no_shard_waits_on_the_handoff_after_shutdown() {
         io2.sleep(shutdown_at_ns).await;
         flag.request();
     });
-    assert!(
-        io.run_until_idle(10_000),
-        "every waiter returned: nothing waits forever"
-    );
+    assert!(io.run_until_idle(10_000), "every waiter returned: nothing waits forever");
     let results = results.borrow();
     assert_eq!(results.len(), 2);
     for (side, shut_down, at_ns) in results.iter() {
         assert!(shut_down, "{side} must return ShutDown");
-        assert!(
-            *at_ns >= shutdown_at_ns && *at_ns <= shutdown_at_ns + HANDOFF_POLL_INTERVAL_NS,
-            "{side} at {at_ns}"
-        );
+        assert!(*at_ns >= shutdown_at_ns && *at_ns <= shutdown_at_ns + HANDOFF_POLL_INTERVAL_NS, "{side} at {at_ns}");
     }
     drop(stuck_tx);
 
@@ -341,10 +271,7 @@ fn no_shard_waits_on_the_handoff_after_shutdown() {
         *r.borrow_mut() = Some(handoff::await_snapshot(&io2, &rx, &ShutdownFlag::new()).await);
     });
     assert!(io.run_until_idle(100));
-    assert!(matches!(
-        *result.borrow(),
-        Some(Err(HandoffError::ShardZeroGone))
-    ));
+    assert!(matches!(*result.borrow(), Some(Err(HandoffError::ShardZeroGone))));
 }
 
 /// A shard that runs until shutdown, polling the flag every `tick_ns`.
@@ -368,11 +295,7 @@ fn a_shard_panic_shuts_the_replica_down_and_the_join_waits_for_the_slowest() {
             });
         } else {
             // Shard s notices shutdown within s+1 ms.
-            tasks.spawn(
-                &io,
-                ShardId(shard),
-                shard_until_shutdown(io2, flag, u64::from(shard + 1) * 1_000_000),
-            );
+            tasks.spawn(&io, ShardId(shard), shard_until_shutdown(io2, flag, u64::from(shard + 1) * 1_000_000));
         }
     }
     let report = Rc::new(RefCell::new(None));
@@ -384,9 +307,7 @@ fn a_shard_panic_shuts_the_replica_down_and_the_join_waits_for_the_slowest() {
     let report = report.borrow_mut().take().unwrap();
     assert!(shutdown.is_requested(), "the panic flipped the flag");
     assert_eq!(report.failed(), 1);
-    assert!(
-        matches!(&report.exits[2], (ShardId(2), ShardExit::Failed(f)) if f.reason.contains("assertion"))
-    );
+    assert!(matches!(&report.exits[2], (ShardId(2), ShardExit::Failed(f)) if f.reason.contains("assertion")));
     assert_eq!(report.stragglers(), 0);
     assert_eq!(report.shutdown_seen_at_ns, Some(3_000_000));
     // The slowest survivor (4 ms tick) bounds the join, not the grace.
@@ -401,11 +322,7 @@ fn the_join_deadline_is_one_for_all_shards_not_one_per_shard() {
     for shard in 0..8u16 {
         let io2 = io.clone();
         // Wedged shards: they never look at the flag.
-        tasks.spawn(
-            &io,
-            ShardId(shard),
-            async move { io2.sleep(u64::MAX / 2).await },
-        );
+        tasks.spawn(&io, ShardId(shard), async move { io2.sleep(u64::MAX / 2).await });
     }
     shutdown.request();
     let grace_ns = 10_000_000;
@@ -417,10 +334,7 @@ fn the_join_deadline_is_one_for_all_shards_not_one_per_shard() {
     io.run_until(100 * grace_ns);
     let report = report.borrow_mut().take().expect("join_all returned");
     assert_eq!(report.stragglers(), 8);
-    assert_eq!(
-        report.finished_at_ns, grace_ns,
-        "one grace for all 8, not 8 × grace"
-    );
+    assert_eq!(report.finished_at_ns, grace_ns, "one grace for all 8, not 8 × grace");
 }
 
 #[test]
@@ -433,11 +347,7 @@ fn a_partial_spawn_failure_stops_the_shards_already_started() {
             if shard == ShardId(2) {
                 Err("CPU 2 is offline".to_string())
             } else {
-                Ok(shard_until_shutdown(
-                    io.clone(),
-                    shutdown.clone(),
-                    1_000_000,
-                ))
+                Ok(shard_until_shutdown(io.clone(), shutdown.clone(), 1_000_000))
             }
         })
         .unwrap_err();

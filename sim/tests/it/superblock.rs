@@ -41,7 +41,8 @@ fn crash_at_every_step_of_a_write_keeps_old_or_new_state() {
     for seed in 0..16 {
         for steps in 0..6 {
             let io = SimIo::new(seed);
-            io.disk().faults = DiskFaults { crash_lost_ppm: 400_000, crash_torn_ppm: 1_000_000, ..DiskFaults::default() };
+            io.disk().faults =
+                DiskFaults { crash_lost_ppm: 400_000, crash_torn_ppm: 1_000_000, ..DiskFaults::default() };
             let mut superblock =
                 block_on_ready(Superblock::create(&io, Path::new(DIR), CLUSTER, NAMESPACE, REPLICA)).unwrap();
             block_on_ready(superblock.write(state(1, 1, 5))).unwrap();
@@ -100,10 +101,7 @@ fn bad_files_give_typed_errors() {
         block_on_ready(Superblock::open(&io, Path::new(DIR), CLUSTER, NAMESPACE, REPLICA, OpenMode::ReadOnly)).unwrap();
     assert!(matches!(block_on_ready(reader.write(state(1, 0, 0))), Err(SuperblockError::ReadOnly)));
     let mut writer = open(&io).unwrap();
-    assert!(matches!(
-        block_on_ready(writer.write(state(1, 2, 0))),
-        Err(SuperblockError::InvalidState { .. })
-    ));
+    assert!(matches!(block_on_ready(writer.write(state(1, 2, 0))), Err(SuperblockError::InvalidState { .. })));
     let path = superblock_path(Path::new(DIR), NAMESPACE);
     io.disk().poke_len(&path, 0).unwrap();
     assert!(matches!(open(&io), Err(SuperblockError::NoValidCopy)));

@@ -29,7 +29,10 @@ fn assert_pass(outcome: &shoal_sim::RunOutcome) {
 #[test]
 fn primary_crash_mid_pipeline() {
     for seed in 0..8 {
-        let config = story(seed, vec![ScriptedFault::Crash { at_ns: SECOND_NS, target: Target::Primary, down_ns: SECOND_NS / 2 }]);
+        let config = story(
+            seed,
+            vec![ScriptedFault::Crash { at_ns: SECOND_NS, target: Target::Primary, down_ns: SECOND_NS / 2 }],
+        );
         let outcome = shoal_sim::run(&config);
         assert_pass(&outcome);
         assert_eq!(outcome.faults_injected.get("scripted_crash"), Some(&1));
@@ -41,7 +44,8 @@ fn primary_crash_mid_pipeline() {
 #[test]
 fn minority_partition_holding_the_old_primary() {
     for seed in 0..8 {
-        let script = vec![ScriptedFault::Isolate { at_ns: SECOND_NS, target: Target::Primary, until_ns: 5 * SECOND_NS / 2 }];
+        let script =
+            vec![ScriptedFault::Isolate { at_ns: SECOND_NS, target: Target::Primary, until_ns: 5 * SECOND_NS / 2 }];
         let mut cluster = Cluster::new(&story(seed, script));
         let outcome = cluster.run();
         assert_pass(&outcome);
@@ -86,7 +90,8 @@ fn corrupt_slot_is_repaired_from_a_peer() {
 #[test]
 fn replica_lagging_past_the_journal_catches_up_by_state_transfer() {
     for seed in 0..4 {
-        let script = vec![ScriptedFault::Isolate { at_ns: SECOND_NS / 2, target: Target::Backup, until_ns: 7 * SECOND_NS / 2 }];
+        let script =
+            vec![ScriptedFault::Isolate { at_ns: SECOND_NS / 2, target: Target::Backup, until_ns: 7 * SECOND_NS / 2 }];
         let mut cluster = Cluster::new(&RunConfig { record_trace: true, ..story(seed, script) });
         let outcome = cluster.run();
         assert_pass(&outcome);
@@ -210,7 +215,8 @@ fn a_budget_equal_to_the_faults_injected_replays_the_same_run() {
         let capped = shoal_sim::run(&RunConfig { fault_budget: Some(unlimited.faults_injected_total), ..stormy(seed) });
         assert_eq!(capped.trace_hash, unlimited.trace_hash, "seed {seed}");
         assert_eq!(capped.faults_injected_total, unlimited.faults_injected_total);
-        let fewer = shoal_sim::run(&RunConfig { fault_budget: Some(unlimited.faults_injected_total / 2), ..stormy(seed) });
+        let fewer =
+            shoal_sim::run(&RunConfig { fault_budget: Some(unlimited.faults_injected_total / 2), ..stormy(seed) });
         assert!(fewer.faults_injected_total <= unlimited.faults_injected_total / 2 + 2, "seed {seed}");
     }
 }

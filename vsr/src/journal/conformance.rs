@@ -111,10 +111,7 @@ pub async fn append_read_reopen<I: Io>(io: &I, dir: &Path) {
         assert_eq!(journal.read(header.op).await.unwrap(), (*header, body.clone()));
     }
     assert!(matches!(journal.read(11).await, Err(JournalError::NotFound { op: 11 })));
-    assert!(matches!(
-        PrepareJournal::create(io, dir, config(16)).await,
-        Err(JournalError::AlreadyExists { .. })
-    ));
+    assert!(matches!(PrepareJournal::create(io, dir, config(16)).await, Err(JournalError::AlreadyExists { .. })));
 }
 
 pub async fn append_rejects_bad_prepares<I: Io>(io: &I, dir: &Path) {
@@ -195,7 +192,10 @@ pub async fn truncate_after_then_reopen<I: Io>(io: &I, dir: &Path) {
     let mut chain = Chain::new();
     append_n(&mut journal, &mut chain, 6).await;
     journal.drain(2).await.unwrap();
-    assert!(matches!(journal.truncate_after(1).await, Err(JournalError::TruncateBelowSnapshot { op: 1, snapshot_op: 2 })));
+    assert!(matches!(
+        journal.truncate_after(1).await,
+        Err(JournalError::TruncateBelowSnapshot { op: 1, snapshot_op: 2 })
+    ));
     journal.truncate_after(3).await.unwrap();
     assert_eq!(journal.op_max(), Some(3));
     assert_eq!(journal.header(4), None);
@@ -242,10 +242,7 @@ pub async fn foreign_and_mismatched_files_are_rejected<I: Io>(io: &I, dir: &Path
         PrepareJournal::open(io, dir, other_namespace, OpenMode::ReadWrite).await,
         Err(JournalError::Missing { .. })
     ));
-    assert!(matches!(
-        PrepareJournal::create(io, dir, config(0)).await,
-        Err(JournalError::InvalidConfig { .. })
-    ));
+    assert!(matches!(PrepareJournal::create(io, dir, config(0)).await, Err(JournalError::InvalidConfig { .. })));
     // Another group's journal under this group's file name.
     let other = dir.join("other");
     drop(PrepareJournal::create(io, &other, other_namespace).await.unwrap());
@@ -369,7 +366,10 @@ pub async fn torn_tail_is_truncated<I: Io>(io: &I, dir: &Path) {
     drop(journal);
     flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
     let (mut journal, recovery) = reopen(io, dir, 16).await;
-    assert_eq!(recovery, Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![5], repair_ops: vec![] });
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![5], repair_ops: vec![] }
+    );
     assert_eq!(journal.op_max(), Some(4));
     // The log continues at op 5 (re-prepared from the primary).
     let mut again = Chain { parent: journal.header(4).unwrap().checksum, op_next: 5, variant: 1 };

@@ -7,7 +7,7 @@
 //! has already dropped. They keep every other check: checksums, group, size,
 //! the slot window (no live entry is ever evicted) and read-only mode.
 
-use super::{io_error, JournalError, PrepareJournal, Slot};
+use super::{JournalError, PrepareJournal, Slot, io_error};
 use crate::header::Header;
 use crate::io::{Io, IoFile};
 
@@ -88,4 +88,3 @@ impl<I: Io> PrepareJournal<I> {
         self.drain(through_op).await
     }
 }
-
