@@ -150,6 +150,12 @@ fn setup() -> Step {
         );
         return Err(1);
     }
+    // A minimal rustup profile has neither; `test` needs both.
+    let lints_present = succeeds_quietly(cargo().args(["clippy", "--version"]))
+        && succeeds_quietly(cargo().args(["fmt", "--version"]));
+    if !lints_present {
+        run(Command::new("rustup").args(["component", "add", "clippy", "rustfmt"]))?;
+    }
     if succeeds_quietly(cargo().args(["nextest", "--version"])) {
         eprintln!("xtask: cargo-nextest present");
         Ok(())
