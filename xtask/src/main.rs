@@ -151,8 +151,8 @@ fn setup() -> Step {
         return Err(1);
     }
     // A minimal rustup profile has neither; `test` needs both.
-    let lints_present = succeeds_quietly(cargo().args(["clippy", "--version"]))
-        && succeeds_quietly(cargo().args(["fmt", "--version"]));
+    let lints_present =
+        succeeds_quietly(cargo().args(["clippy", "--version"])) && succeeds_quietly(cargo().args(["fmt", "--version"]));
     if !lints_present {
         run(Command::new("rustup").args(["component", "add", "clippy", "rustfmt"]))?;
     }
