@@ -15,6 +15,10 @@ use std::rc::Rc;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use shoal_shard::partition_sm::{PartitionSmError, PartitionStateMachine};
+use shoal_shard::router::route_metadata;
+use shoal_shard::state_machine::{MetadataReply, MetadataRequest, MetadataState, decode_reply};
+
+use crate::machine::GroupMachine;
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
@@ -41,15 +45,34 @@ pub const STATE_DATA_MESSAGES_MAX: u64 = 64;
 
 /// A simulated group replica: the partition state machine over a durable
 /// partition log on the replica's simulated disk.
-pub type GroupReplica = Replica<PartitionStateMachine<SimIo>>;
+pub type GroupReplica = Replica<GroupMachine>;
 
 fn partition_dir(namespace: u64) -> std::path::PathBuf {
     std::path::Path::new(DATA_DIR).join(format!("partition-{namespace:016x}"))
 }
 
-fn open_partition(io: &SimIo, namespace: u64) -> Result<PartitionStateMachine<SimIo>, String> {
+/// The metadata group's namespace: it lives on shard 0.
+pub const METADATA_NAMESPACE: u64 = 1 << 63;
+
+fn open_partition(io: &SimIo, namespace: u64) -> Result<GroupMachine, String> {
+    if namespace == METADATA_NAMESPACE {
+        return Ok(GroupMachine::Metadata(MetadataState::new()));
+    }
     block_on_ready(PartitionStateMachine::open(io.clone(), &partition_dir(namespace), Namespace(namespace)))
+        .map(GroupMachine::Partition)
         .map_err(|error| format!("partition log: {error}"))
+}
+
+/// What admin client `client` asks the metadata group for its `request`-th
+/// request: a stream, then a topic in it, and so on. Deterministic, so a
+/// retry carries the same body.
+fn metadata_request(client: u32, request: u64) -> MetadataRequest {
+    let stream_id = 1 + client * 1_000 + (request as u32).div_ceil(2);
+    if request % 2 == 1 {
+        MetadataRequest::CreateStream { stream_id, name: format!("stream-{stream_id}") }
+    } else {
+        MetadataRequest::CreateTopic { stream_id, topic_id: 1, name: "events".into(), partition_count: 2 }
+    }
 }
 pub const JOURNAL_SLOT_COUNT: u64 = 64;
 pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
@@ -118,6 +141,7 @@ struct Node {
 #[derive(Debug)]
 struct InFlight {
     request: u64,
+    operation: Operation,
     payload: Vec<u8>,
     invoked_ns: u64,
     sent_tick: u64,
@@ -159,6 +183,8 @@ pub struct Cluster {
     /// Frames handed from one shard to another, and how many arrived.
     hops_attempted: u64,
     hops_delivered: u64,
+    /// Metadata changes an admin client was told were applied.
+    metadata_applied: Vec<MetadataRequest>,
     phase: Phase,
     /// Faults that may still be injected (`None`: unlimited).
     fault_budget: Option<u64>,
@@ -204,10 +230,24 @@ impl Cluster {
         let shard_count = ShardCount::new(usize::from(config.shards_per_replica)).expect("1 ..= u16::MAX - 1 shards");
         let group_count =
             if config.shards_per_replica > 1 { usize::from(config.shards_per_replica) * GROUPS_PER_SHARD } else { 1 };
-        let namespaces: Vec<u64> =
+        let mut namespaces: Vec<u64> =
             (0..group_count).map(|g| Namespace::partition(1, 1, g as u32 + 1).expect("small ids fit").raw()).collect();
+        if config.shards_per_replica > 1 {
+            // The metadata group too, on shard 0, with admin clients.
+            namespaces.push(METADATA_NAMESPACE);
+        }
         assert_eq!(namespaces[0], NAMESPACE);
-        let shard_of: Vec<ShardId> = namespaces.iter().map(|ns| route_partition(Namespace(*ns), shard_count)).collect();
+        let group_count = namespaces.len();
+        let shard_of: Vec<ShardId> = namespaces
+            .iter()
+            .map(|ns| {
+                if *ns == METADATA_NAMESPACE {
+                    route_metadata(shard_count)
+                } else {
+                    route_partition(Namespace(*ns), shard_count)
+                }
+            })
+            .collect();
         let root_io = SimIo::new(rng.next_u64());
         let mut nodes = Vec::new();
         for replica in 0..config.replica_count {
@@ -268,6 +308,7 @@ impl Cluster {
             shard_count,
             hops_attempted: 0,
             hops_delivered: 0,
+            metadata_applied: Vec::new(),
             phase: Phase::Safety,
             fault_budget: config.fault_budget,
             faults: BTreeMap::new(),
@@ -663,11 +704,11 @@ impl Cluster {
     /// a failure: the messages wait in memory until a peer fills the gap.
     fn persist_partition(&mut self, replica: u8, group: usize) -> bool {
         let Some(r) = self.nodes[replica as usize].groups[group].replica.as_mut() else { return false };
-        let partition = r.state_machine_mut();
-        if partition.pending_count() == 0 {
+        let machine = r.state_machine_mut();
+        if machine.pending_count() == 0 {
             return true;
         }
-        match block_on_ready(partition.persist()) {
+        match machine.persist() {
             Ok(()) | Err(PartitionSmError::Gap { .. }) => true,
             Err(error) => {
                 let reason = error.to_string();
@@ -683,9 +724,11 @@ impl Cluster {
         self.persist_partition(replica, group);
         let mut messages = Vec::new();
         let Some(r) = self.group_replica(replica, group) else { return messages };
-        while let Ok(chunk) = block_on_ready(r.state_machine().read(messages.len() as u64, 1024))
-            && !chunk.is_empty()
-        {
+        loop {
+            let chunk = r.state_machine().read(messages.len() as u64, 1024);
+            if chunk.is_empty() {
+                break;
+            }
             messages.extend(chunk.into_iter().map(|(_, message)| message));
         }
         messages
@@ -728,7 +771,7 @@ impl Cluster {
                 self.persist_partition(replica, group);
                 let Some(r) = self.group_replica(replica, group) else { return };
                 let count = header.request.min(STATE_DATA_MESSAGES_MAX) as usize;
-                block_on_ready(r.state_machine().read(header.context, count)).unwrap_or_default()
+                r.state_machine().read(header.context, count)
             };
             if messages.is_empty() {
                 return;
@@ -753,7 +796,7 @@ impl Cluster {
             messages.push(payload.to_vec());
         }
         let Some(r) = self.nodes[replica as usize].groups[group].replica.as_mut() else { return };
-        match block_on_ready(r.state_machine_mut().fill(header.context, &messages)) {
+        match r.state_machine_mut().fill(header.context, &messages) {
             Ok(filled) => {
                 self.record(Some(replica), "state_data", header.context, filled as u64, String::new);
                 self.persist_partition(replica, group);
@@ -778,6 +821,11 @@ impl Cluster {
 
     pub fn group_count(&self) -> usize {
         self.namespaces.len()
+    }
+
+    /// Metadata changes admin clients were told were applied.
+    pub fn metadata_applied(&self) -> usize {
+        self.metadata_applied.len()
     }
 
     /// The shard of every process that owns client `index`'s connection.
@@ -1164,20 +1212,25 @@ impl Cluster {
             if client.ticks - in_flight.sent_tick >= CLIENT_RETRY_TICKS {
                 in_flight.sent_tick = client.ticks;
                 let message =
-                    client_request(client.id, namespace, in_flight.request, &in_flight.payload, !client.registered);
+                    client_request(client.id, namespace, in_flight.request, &in_flight.payload, in_flight.operation);
                 for replica in 0..replica_count {
                     sends.push((Endpoint::Replica(replica), message.clone()));
                 }
             }
         } else if !client.registered || safety {
-            let (request, payload) = if client.registered {
+            let (request, operation, payload) = if !client.registered {
+                (0, Operation::Register, Vec::new())
+            } else if namespace == METADATA_NAMESPACE {
                 client.request += 1;
-                (client.request, format!("c{}-r{}", client.id, client.request).into_bytes())
+                let admin = metadata_request(index, client.request);
+                (client.request, admin.operation(), admin.encode_body())
             } else {
-                (0, Vec::new())
+                client.request += 1;
+                (client.request, Operation::SendMessages, format!("c{}-r{}", client.id, client.request).into_bytes())
             };
-            let message = client_request(client.id, namespace, request, &payload, !client.registered);
-            client.in_flight = Some(InFlight { request, payload, invoked_ns: now_ns, sent_tick: client.ticks });
+            let message = client_request(client.id, namespace, request, &payload, operation);
+            client.in_flight =
+                Some(InFlight { request, operation, payload, invoked_ns: now_ns, sent_tick: client.ticks });
             let primary = (client.view_guess % u64::from(replica_count)) as u8;
             sends.push((Endpoint::Replica(primary), message));
         }
@@ -1212,6 +1265,10 @@ impl Cluster {
             client.registered = true;
             return;
         }
+        if self.namespaces[group] == METADATA_NAMESPACE {
+            return self.on_metadata_reply(index, group, &message);
+        }
+        let client = &self.clients[index as usize];
         let Some(offset) = message.body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())) else {
             let id = client.id;
             return self.checkers[group]
@@ -1228,6 +1285,51 @@ impl Cluster {
         };
         self.record(None, "ack", header.op, offset, String::new);
         self.checkers[group].on_ack(ack);
+    }
+
+    /// An admin client's reply: applied, or rejected with a typed error; both
+    /// are outcomes the log chose (agreement already compares them across
+    /// replicas). What was applied must be in every replica's catalogue at
+    /// the end.
+    fn on_metadata_reply(&mut self, index: u32, group: usize, message: &Message) {
+        let header = message.header;
+        match decode_reply(&message.body) {
+            Ok(MetadataReply::Ok) => self.metadata_applied.push(metadata_request(index, header.request)),
+            Ok(MetadataReply::Rejected(_)) => {}
+            Ok(MetadataReply::Malformed) | Err(_) => {
+                let detail = format!("admin client {index} got a malformed reply to request {}", header.request);
+                self.checkers[group].fail(Checker::AckedWritesDurable, detail);
+            }
+        }
+        self.record(None, "ack", header.op, 0, String::new);
+    }
+
+    /// Every replica ended with the same catalogue, holding everything an
+    /// admin client was told was applied.
+    fn check_final_metadata(&mut self, group: usize) {
+        let mut catalogues = Vec::new();
+        for replica in 0..self.config.replica_count {
+            let Some(metadata) = self.group_replica(replica, group).and_then(|r| r.state_machine().metadata()) else {
+                return;
+            };
+            catalogues.push(metadata.encode());
+            for applied in &self.metadata_applied {
+                let present = match applied {
+                    MetadataRequest::CreateStream { stream_id, .. } => metadata.stream(*stream_id).is_some(),
+                    MetadataRequest::CreateTopic { stream_id, topic_id, .. } => {
+                        metadata.topic(*stream_id, *topic_id).is_some()
+                    }
+                    MetadataRequest::DeleteStream { .. } | MetadataRequest::DeleteTopic { .. } => true,
+                };
+                if !present {
+                    let detail = format!("replica {replica} lost the acknowledged metadata change {applied:?}");
+                    return self.checkers[group].fail(Checker::AckedWritesDurable, detail);
+                }
+            }
+        }
+        if catalogues.windows(2).any(|w| w[0] != w[1]) {
+            self.checkers[group].fail(Checker::Agreement, "replicas ended with different catalogues".into());
+        }
     }
 
     // --- phases -----------------------------------------------------------------
@@ -1303,6 +1405,10 @@ impl Cluster {
             Verdict::LivenessViolation { message: self.liveness_report() }
         } else {
             for group in 0..self.namespaces.len() {
+                if self.namespaces[group] == METADATA_NAMESPACE {
+                    self.check_final_metadata(group);
+                    continue;
+                }
                 for replica in 0..self.config.replica_count {
                     let messages = self.read_partition(replica, group);
                     self.checkers[group].check_final_log(replica, &messages);
@@ -1401,12 +1507,12 @@ fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) ->
     }
 }
 
-fn client_request(client: u128, namespace: u64, request: u64, payload: &[u8], register: bool) -> Message {
+fn client_request(client: u128, namespace: u64, request: u64, payload: &[u8], operation: Operation) -> Message {
     let mut header = Header::new(Command::Request, CLUSTER_ID);
     header.namespace = namespace;
     header.client = client;
     header.request = request;
-    header.operation = if register { Operation::Register } else { Operation::SendMessages };
+    header.operation = operation;
     Message::new(header, Rc::from(payload))
 }
 

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod disk;
 pub mod executor;
 pub mod io;
+pub mod machine;
 pub mod network;
 pub mod node;
 pub mod run;

@@ -220,3 +220,25 @@ fn a_budget_equal_to_the_faults_injected_replays_the_same_run() {
         assert!(fewer.faults_injected_total <= unlimited.faults_injected_total / 2 + 2, "seed {seed}");
     }
 }
+
+/// Four shards per replica: eight partition groups on the shards their
+/// namespaces hash to, and the metadata group on shard 0 with an admin
+/// client creating streams and topics, all under shard faults.
+#[test]
+fn sharded_replicas_run_partition_groups_and_the_metadata_group() {
+    for seed in 0..6 {
+        let mut faults = FaultMix::stormy();
+        faults.shard_inbox_full_ppm = 20_000;
+        faults.shard_delivery_drop_ppm = 10_000;
+        faults.shard_panic_ppm = 200;
+        let config = RunConfig { shards_per_replica: 4, client_count: 9, faults, ..story(seed, Vec::new()) };
+        let mut cluster = Cluster::new(&config);
+        let outcome = cluster.run();
+        assert_pass(&outcome);
+        assert_eq!(cluster.group_count(), 9);
+        assert!(cluster.metadata_applied() > 0, "the admin client's changes were applied (seed {seed})");
+        let drops: u64 =
+            outcome.faults_injected.iter().filter(|(k, _)| k.starts_with("frame_drops_total")).map(|(_, v)| v).sum();
+        assert!(drops > 0, "frames were dropped between shards and counted (seed {seed})");
+    }
+}
