@@ -8,6 +8,7 @@ fn main() {
     let mut config = shoal_sim::RunConfig::developer(seed, faults);
     config.replica_count = std::env::var("REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     config.record_trace = std::env::var("TRACE").is_ok();
+    config.shards_per_replica = std::env::var("SHARDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let outcome = shoal_sim::run(&config);
     for event in &outcome.trace {
         if event.kind != "deliver" || std::env::var("ALL").is_ok() {

@@ -1066,6 +1066,15 @@ impl Cluster {
                 return;
             }
         }
+        if recovered.journal_faulty {
+            // A replica whose journal came back corrupt restarts Recovering and
+            // vouches for nothing it lost: those promises are void from here
+            // on (peers hold the ops; the cluster repairs them).
+            let entries = &recovered.entries;
+            self.nodes[replica as usize].groups[group]
+                .acked
+                .retain(|op, checksum| entries.iter().any(|(h, _)| h.op == *op && h.checksum == *checksum));
+        }
     }
 
     // --- network ----------------------------------------------------------------

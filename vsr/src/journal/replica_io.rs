@@ -77,6 +77,18 @@ impl<I: Io> PrepareJournal<I> {
     /// `drain`, also past the head: after a state transfer the checkpoint
     /// may be ahead of every op this journal holds, and then nothing is live.
     pub async fn drain_to(&mut self, through_op: u64, _anchor_checksum: u128) -> Result<(), JournalError> {
+        // `drain` carries what the index holds, and recovery keeps a prepare
+        // that does not chain onto its on-disk neighbour out of the index
+        // (after a view change the neighbour may be a stale prepare the
+        // replica already replaced in memory). The replica vouches for its
+        // log by its own chain, so carry every valid prepare in the window.
+        let scan = self.scan().await?;
+        for (header, _) in scan.entries {
+            if header.op > self.snapshot_op {
+                self.missing.remove(&header.op);
+                self.headers.insert(header.op, header);
+            }
+        }
         if self.op_head.is_none_or(|head| head < through_op) {
             // Nothing at or below through_op needs carrying; extend the head
             // so that drain writes an empty live window after it.
