@@ -72,7 +72,7 @@ pub trait Io: Clone + 'static {
     fn sleep(&self, duration_ns: u64) -> impl Future<Output = ()>;
 
     // --- entropy -------------------------------------------------------------
-    /// Ids and jitter. Seeded in the simulator, never `thread_rng`.
+    /// Ids and jitter. Seeded in the simulator, never OS entropy.
     fn entropy_u64(&self) -> u64;
 
     // --- tasks ---------------------------------------------------------------
