@@ -719,15 +719,14 @@ impl World {
         ShardFrame::ClientForward { connection_id, origin_shard: shard, header, body: Vec::new() }
     }
 
+    /// The peer replicas whose connections `shard` holds.
+    fn peers_owned_by(&self, shard: ShardId) -> Vec<u8> {
+        self.connections.borrow().iter().filter(|(_, owner)| **owner == shard).map(|(replica, _)| *replica).collect()
+    }
+
     /// Take in up to `INGEST_PER_TICK_MAX` frames from `shard`'s connections.
     fn ingest(&self, shard: ShardId) {
-        let peers: Vec<u8> = self
-            .connections
-            .borrow()
-            .iter()
-            .filter(|(_, owner)| **owner == shard)
-            .map(|(replica, _)| *replica)
-            .collect();
+        let peers = self.peers_owned_by(shard);
         let clients: Vec<u64> = (0..self.clients.len() as u64).filter(|c| self.clients[*c as usize] == shard).collect();
         if peers.is_empty() && clients.is_empty() {
             return;
@@ -770,13 +769,7 @@ impl World {
                 DropReason::Closed.index() as u64,
             ]);
         }
-        let owned: Vec<u8> = self
-            .connections
-            .borrow()
-            .iter()
-            .filter(|(_, owner)| **owner == shard)
-            .map(|(replica, _)| *replica)
-            .collect();
+        let owned = self.peers_owned_by(shard);
         for replica in owned {
             self.disconnect(shard, replica);
         }

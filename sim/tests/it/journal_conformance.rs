@@ -18,17 +18,10 @@ macro_rules! conformance_tests {
     )*};
 }
 
-conformance_tests! {
-    append_read_reopen,
-    append_rejects_bad_prepares,
-    slot_collision_requires_drain,
-    drain_everything_keeps_the_chain,
-    truncate_after_then_reopen,
-    read_only_rejects_mutation,
-    foreign_and_mismatched_files_are_rejected,
-    damaged_files_give_typed_errors,
-    corrupt_middle_is_reported_for_repair,
-    torn_tail_is_truncated,
-    stale_tmp_is_removed_on_open,
-    run_all,
+shoal_vsr::journal_conformance_cases!(conformance_tests);
+
+#[test]
+fn run_all() {
+    let io = SimIo::new(0);
+    block_on_ready(conformance::run_all(&io, Path::new("/data/all")));
 }

@@ -380,16 +380,32 @@ pub async fn torn_tail_is_truncated<I: Io>(io: &I, dir: &Path) {
 }
 
 /// Run the whole suite, each case in its own subdirectory of `dir`.
+/// Calls `$callback! { case, case, … }` with every case of the suite, so a
+/// backend's test list cannot fall behind it.
+#[macro_export]
+macro_rules! journal_conformance_cases {
+    ($callback:ident) => {
+        $callback! {
+            append_read_reopen,
+            append_rejects_bad_prepares,
+            slot_collision_requires_drain,
+            drain_everything_keeps_the_chain,
+            truncate_after_then_reopen,
+            read_only_rejects_mutation,
+            foreign_and_mismatched_files_are_rejected,
+            damaged_files_give_typed_errors,
+            corrupt_middle_is_reported_for_repair,
+            torn_tail_is_truncated,
+            stale_tmp_is_removed_on_open,
+        }
+    };
+}
+
 pub async fn run_all<I: Io>(io: &I, dir: &Path) {
-    append_read_reopen(io, &dir.join("append_read_reopen")).await;
-    append_rejects_bad_prepares(io, &dir.join("append_rejects_bad_prepares")).await;
-    slot_collision_requires_drain(io, &dir.join("slot_collision_requires_drain")).await;
-    drain_everything_keeps_the_chain(io, &dir.join("drain_everything_keeps_the_chain")).await;
-    truncate_after_then_reopen(io, &dir.join("truncate_after_then_reopen")).await;
-    read_only_rejects_mutation(io, &dir.join("read_only_rejects_mutation")).await;
-    foreign_and_mismatched_files_are_rejected(io, &dir.join("foreign_and_mismatched_files_are_rejected")).await;
-    damaged_files_give_typed_errors(io, &dir.join("damaged_files_give_typed_errors")).await;
-    corrupt_middle_is_reported_for_repair(io, &dir.join("corrupt_middle_is_reported_for_repair")).await;
-    torn_tail_is_truncated(io, &dir.join("torn_tail_is_truncated")).await;
-    stale_tmp_is_removed_on_open(io, &dir.join("stale_tmp_is_removed_on_open")).await;
+    macro_rules! run_each {
+        ($($name:ident,)*) => {$(
+            $name(io, &dir.join(stringify!($name))).await;
+        )*};
+    }
+    journal_conformance_cases!(run_each);
 }
