@@ -634,11 +634,7 @@ impl Cluster {
         let shard = self.shard_of[group];
         match action {
             Action::Send { to, message } => {
-                // Out through the shard that holds the connection to the peer.
-                let owner = self.nodes[index].owners.owner(to).expect("a running process is connected to every peer");
-                if self.hop(replica, shard, owner, FrameVariant::Consensus) {
-                    self.send(Endpoint::Replica(replica), Endpoint::Replica(to), message);
-                }
+                self.send_from_group(replica, group, to, message);
                 true
             }
             Action::Reply { client, message } => {
@@ -755,6 +751,7 @@ impl Cluster {
         self.send_from_group(replica, group, peer, Message::empty(header));
     }
 
+    /// Out through the shard that holds the connection to the peer.
     fn send_from_group(&mut self, replica: u8, group: usize, to: u8, message: Message) {
         let owner =
             self.nodes[replica as usize].owners.owner(to).expect("a running process is connected to every peer");

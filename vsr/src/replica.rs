@@ -766,24 +766,18 @@ impl<S: StateMachine> Replica<S> {
         if !durable_prefix {
             return;
         }
-        let mut ok = self.new_header(Command::PrepareOk);
-        ok.op = op;
-        ok.parent = self.log[&op].header.checksum;
-        ok.commit = self.commit_min;
-        let to = self.primary_index(self.view);
-        self.actions.push(Action::Send { to, message: Message::empty(ok) });
-        // Ops above that were waiting on this one may now be acknowledged.
-        let mut next = op + 1;
-        while self.has_body(next) && next <= self.op {
-            let mut ok = self.new_header(Command::PrepareOk);
-            ok.op = next;
-            ok.parent = self.log[&next].header.checksum;
-            ok.commit = self.commit_min;
-            self.actions.push(Action::Send { to, message: Message::empty(ok) });
+        // This op, and the ops above it that were waiting on it.
+        let mut next = op;
+        while next <= self.op && self.has_body(next) {
+            let checksum = self.log[&next].header.checksum;
+            self.send_committed_ok(next, checksum);
             next += 1;
         }
+        debug_assert!(next > op, "a durable prefix ends at or after op");
     }
 
+    /// A prepare_ok for `op` to the primary, carrying this replica's commit
+    /// point (which the primary may adopt).
     fn send_committed_ok(&mut self, op: u64, checksum: u128) {
         if self.status != Status::Normal || self.is_primary() {
             return;
