@@ -61,7 +61,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 15] = [
+pub const FAULT_FIELDS: [FaultField; 19] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -85,6 +85,10 @@ pub const FAULT_FIELDS: [FaultField; 15] = [
     ppm_field!(shard_inbox_full_ppm, 30_000),
     ppm_field!(shard_delivery_drop_ppm, 20_000),
     ppm_field!(shard_panic_ppm, 500),
+    ppm_field!(replica_wipe_ppm, 300),
+    ppm_field!(protocol_crash_ppm, 20_000),
+    ppm_field!(network_stale_redelivery_ppm, 5_000),
+    ppm_field!(storage_rot_running_ppm, 2_000),
 ];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
@@ -113,7 +117,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 6] = [
+pub const SCENARIOS: [Scenario; 7] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -134,6 +138,11 @@ pub const SCENARIOS: [Scenario; 6] = [
         name: "shard-chaos",
         summary: "4 shards per replica; full inboxes, dropped deliveries, shard panics",
         build: shard_chaos,
+    },
+    Scenario {
+        name: "view-churn",
+        summary: "5 replicas: long and one-way partitions with crashes at protocol moments, stale redelivery, wipes",
+        build: view_churn,
     },
     Scenario {
         name: "swarm",
@@ -210,6 +219,25 @@ pub fn shard_chaos(seed: u64) -> RunConfig {
     config
 }
 
+/// The schedules that depose primaries: 5 replicas, partitions long enough
+/// to force checkpoints and state transfer on the majority side while a
+/// deposed primary keeps talking to a minority, crashes right after votes
+/// and acks, messages redelivered after view changes, and disk wipes.
+pub fn view_churn(seed: u64) -> RunConfig {
+    let mut config = base(seed, "view-churn");
+    config.replica_count = 5;
+    config.client_count = 6;
+    config.faults.network_partition_ppm = 4_000;
+    config.faults.network_drop_ppm = 10_000;
+    config.faults.network_delay_max_ns = 10 * NS_PER_MS;
+    config.faults.replica_crash_ppm = 500;
+    config.faults.protocol_crash_ppm = 5_000;
+    config.faults.network_stale_redelivery_ppm = 3_000;
+    config.faults.replica_wipe_ppm = 100;
+    config.faults.storage_rot_running_ppm = 1_000;
+    config
+}
+
 /// Swarm testing: every seed gets its own mix, so a sweep covers runs with
 /// few fault kinds at high rates as well as many kinds at low rates.
 pub fn swarm(seed: u64) -> RunConfig {
@@ -267,6 +295,8 @@ mod tests {
             assert_eq!(config.seed, 42);
             if scenario.name == "swarm" {
                 assert!(SWARM_REPLICA_COUNTS.contains(&config.replica_count));
+            } else if scenario.name == "view-churn" {
+                assert_eq!(config.replica_count, 5, "view-churn needs minorities that reach one member");
             } else {
                 assert_eq!(config.replica_count, 3);
             }

@@ -85,7 +85,8 @@ fn command_is_per_group(command: Command) -> bool {
         | Command::RequestCheckpoint
         | Command::Checkpoint
         | Command::RequestStateData
-        | Command::StateData => true,
+        | Command::StateData
+        | Command::RejoinView => true,
         // Heartbeats and clock samples are per replica pair, not per group;
         // evictions end a client session, and sessions live in metadata.
         Command::Ping | Command::Pong | Command::Eviction => false,

@@ -90,6 +90,10 @@ pub const CLIENT_ID_BASE: u128 = 1_000;
 pub const CLIENT_RETRY_TICKS: u64 = 30;
 pub const RESTART_DELAY_MAX_NS: u64 = 800_000_000;
 pub const PAUSE_DURATION_MAX_NS: u64 = 300_000_000;
+/// A stale redelivery arrives this long after the original at the least...
+pub const STALE_REDELIVERY_MIN_NS: u64 = 300_000_000;
+/// ...and at the most: long enough to cross one or more view changes.
+pub const STALE_REDELIVERY_MAX_NS: u64 = 3_000_000_000;
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
@@ -132,6 +136,8 @@ struct Node {
     paused_until_ns: Option<u64>,
     /// Corruption was injected into this replica's journal while it was down.
     corrupted: bool,
+    /// The disk is wiped when this (crashed) process restarts.
+    wipe_on_restart: bool,
     groups: Vec<GroupNode>,
     /// Which of this process's shards holds the connection to each peer.
     owners: ReplicaOwnerTable,
@@ -275,6 +281,7 @@ impl Cluster {
                 up: true,
                 paused_until_ns: None,
                 corrupted: false,
+                wipe_on_restart: false,
                 groups,
                 owners,
                 drops: FrameDrops::new(),
@@ -535,6 +542,16 @@ impl Cluster {
             // A shard panic shuts the whole process down cleanly.
             return self.crash(replica, "shard panic");
         }
+        if self.config.replica_count >= 3
+            && self.roll(self.config.faults.replica_wipe_ppm, "replica_wipe")
+            && self.wipe_is_recoverable(replica)
+        {
+            self.nodes[index].wipe_on_restart = true;
+            return self.crash(replica, "disk wipe");
+        }
+        if replica == self.rot_replica && self.roll(self.config.faults.storage_rot_running_ppm, "storage_rot_running") {
+            self.rot_running(replica);
+        }
         if self.roll(self.config.faults.replica_pause_ppm, "replica_pause") {
             let duration = 1 + self.rng.next_u64() % PAUSE_DURATION_MAX_NS;
             self.nodes[index].paused_until_ns = Some(self.now_ns + duration);
@@ -634,7 +651,16 @@ impl Cluster {
         let shard = self.shard_of[group];
         match action {
             Action::Send { to, message } => {
+                let command = message.header.command;
                 self.send_from_group(replica, group, to, message);
+                let moment = matches!(
+                    command,
+                    Command::StartViewChange | Command::DoViewChange | Command::StartView | Command::PrepareOk
+                );
+                if moment && self.roll(self.config.faults.protocol_crash_ppm, "protocol_crash") {
+                    self.crash(replica, &format!("right after sending {command:?}"));
+                    return false;
+                }
                 true
             }
             Action::Reply { client, message } => {
@@ -659,6 +685,11 @@ impl Cluster {
                 match storage.execute(&storage_action) {
                     Ok(()) => {
                         self.after_storage(replica, group, &storage_action, true);
+                        if self.roll(self.config.faults.protocol_crash_ppm, "protocol_crash") {
+                            let kind = storage_action_name(&storage_action);
+                            self.crash(replica, &format!("right after {kind} completed"));
+                            return false;
+                        }
                         true
                     }
                     Err(error) => {
@@ -925,6 +956,9 @@ impl Cluster {
         if self.nodes[index].up {
             return;
         }
+        if std::mem::take(&mut self.nodes[index].wipe_on_restart) {
+            return self.restart_wiped(replica);
+        }
         self.maybe_rot(replica);
         let io = self.nodes[index].io.clone();
         let mut faulty_groups = 0;
@@ -968,12 +1002,17 @@ impl Cluster {
                 }
             }
         }
+        let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
+        self.finish_restart(replica, faulty_groups, detail);
+    }
+
+    fn finish_restart(&mut self, replica: u8, faulty_groups: u64, detail: String) {
+        let index = replica as usize;
         self.nodes[index].up = true;
         self.nodes[index].corrupted = false;
         self.connect(replica);
         self.check_owner_table(replica);
         self.record(Some(replica), "restart", faulty_groups, 0, String::new);
-        let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
         self.timeline(replica, TimelineKind::Restart, detail);
         // Drain the actions that recovery itself asked for.
         for group in 0..self.namespaces.len() {
@@ -982,6 +1021,43 @@ impl Cluster {
             }
             self.step(replica, group, |_| {});
         }
+    }
+
+    /// A wipe is drawn only while every other replica runs in normal status,
+    /// so the wiped one is the only replica without its state: losing one
+    /// replica's whole disk must never lose a committed op.
+    fn wipe_is_recoverable(&self, replica: u8) -> bool {
+        self.nodes.iter().enumerate().all(|(j, node)| {
+            j == replica as usize
+                || (node.up
+                    && !node.wipe_on_restart
+                    && node.groups.iter().all(|g| g.replica.as_ref().is_some_and(|r| r.status() == Status::Normal)))
+        })
+    }
+
+    /// The operator's answer to a lost disk: format it again and start the
+    /// replica, which must rejoin the cluster before it may vote or ack.
+    fn restart_wiped(&mut self, replica: u8) {
+        let index = replica as usize;
+        let io = self.nodes[index].io.clone();
+        io.disk().wipe();
+        for group in 0..self.namespaces.len() {
+            let namespace = self.namespaces[group];
+            let storage = NodeStorage::format_rejoining(&io, storage_config(replica, namespace))
+                .expect("formatting a wiped disk works");
+            let partition = open_partition(&io, namespace).expect("a wiped disk opens an empty partition log");
+            let seed = self.rng.next_u64();
+            let config = replica_config(&self.config, replica, namespace, seed);
+            let replica_state = Replica::rejoin(config, partition);
+            // Every promise of the old disk is gone with it.
+            self.checkers[group].on_restart(replica, 0);
+            let node = &mut self.nodes[index].groups[group];
+            node.acked.clear();
+            node.last_view = replica_state.view();
+            node.replica = Some(replica_state);
+            node.storage = Some(storage);
+        }
+        self.finish_restart(replica, 0, "disk wiped, reformatted".to_string());
     }
 
     /// Corrupt one journal slot below the head of the rot replica while it is
@@ -993,6 +1069,43 @@ impl Cluster {
             return;
         }
         self.rot(replica);
+    }
+
+    /// A journal sector of a running replica goes bad (a latent sector
+    /// error): the next read of that slot, by a checkpoint's drain or a
+    /// repair answer, sees corruption. Placed like `rot`: never on the only
+    /// copy of an op.
+    fn rot_running(&mut self, replica: u8) {
+        let index = replica as usize;
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let draw = self.rng.next_u64();
+        let Some(storage) = self.nodes[index].groups[group].storage.as_ref() else { return };
+        let journal = storage.journal();
+        let Some(head) = journal.op_max() else { return };
+        let low = journal.snapshot_op() + 1;
+        if head <= low {
+            return;
+        }
+        let op = low + draw % (head - low);
+        let offset = journal.config().slot_offset(op);
+        if !self.held_elsewhere(index, group, op) {
+            return;
+        }
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot_running", op, group as u64, || format!("journal slot of op {op}{label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("rot op {op} (running)"));
+        }
+    }
+
+    /// Every other replica runs and holds `op` of `group` (or checkpointed
+    /// past it), so damaging it on `index` never destroys the last copy.
+    fn held_elsewhere(&self, index: usize, group: usize, op: u64) -> bool {
+        self.nodes.len() > 1
+            && self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
+                node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
+            })
     }
 
     fn rot(&mut self, replica: u8) {
@@ -1011,11 +1124,7 @@ impl Cluster {
         // Placed so the cluster stays recoverable: every other running
         // replica holds this op (or checkpointed past it), so corrupting it
         // here never destroys the last copy.
-        let held_elsewhere = self.nodes.len() > 1
-            && self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
-                node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
-            });
-        if !held_elsewhere {
+        if !self.held_elsewhere(index, group, op) {
             return;
         }
         let offset = journal.config().slot_offset(op);
@@ -1117,7 +1226,15 @@ impl Cluster {
             Fate::Dropped { reason } => {
                 self.record(None, "drop", command, message.header.op, || format!("{from:?}->{to:?} {reason}"));
             }
-            Fate::Deliver(times) => {
+            Fate::Deliver(mut times) => {
+                let between_replicas = matches!((from, to), (Endpoint::Replica(_), Endpoint::Replica(_)));
+                if between_replicas
+                    && self.roll(self.config.faults.network_stale_redelivery_ppm, "network_stale_redelivery")
+                {
+                    let late = STALE_REDELIVERY_MIN_NS
+                        + self.rng.next_u64() % (STALE_REDELIVERY_MAX_NS - STALE_REDELIVERY_MIN_NS);
+                    times.push(self.now_ns + late);
+                }
                 for at in times {
                     self.sequence += 1;
                     self.queue
@@ -1525,4 +1642,14 @@ fn client_request(client: u128, namespace: u64, request: u64, payload: &[u8], op
 /// Run one seed to its verdict.
 pub fn run(config: &RunConfig) -> RunOutcome {
     Cluster::new(config).run()
+}
+
+fn storage_action_name(action: &Action) -> &'static str {
+    match action {
+        Action::WritePrepare { .. } => "write_prepare",
+        Action::TruncateLog { .. } => "truncate_log",
+        Action::WriteSuperblock { .. } => "write_superblock",
+        Action::Checkpoint { .. } => "checkpoint",
+        Action::Send { .. } | Action::Reply { .. } => "send",
+    }
 }

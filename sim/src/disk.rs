@@ -190,6 +190,16 @@ impl SimDisk {
         self.fail_next_sync = Some(EIO);
     }
 
+    /// The disk is lost and replaced by an empty one (directories stay, as
+    /// after the operator recreates the data directory): every file is gone.
+    pub fn wipe(&mut self) {
+        self.namespace_current.clear();
+        self.namespace_durable.clear();
+        self.inodes.clear();
+        self.generation += 1;
+        self.count("wipe");
+    }
+
     /// Mark the sector holding `offset` of `path` as corrupt (sticky).
     pub fn corrupt_sector(&mut self, path: &Path, offset: u64) -> io::Result<()> {
         let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;

@@ -30,6 +30,10 @@ pub enum PartitionKind {
     OneWay { from: NodeId, to: NodeId },
     /// One node hears nothing and is heard by no one.
     Isolate { node: NodeId },
+    /// A split in which one node outside `side` still talks to both sides:
+    /// a minority that reaches exactly one member of the majority (the
+    /// schedule that lets a deposed primary keep a stale backup busy).
+    Bridged { side: BTreeSet<NodeId>, bridge: NodeId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,18 +159,16 @@ impl Network {
 
     fn random_partition(&mut self) -> PartitionKind {
         let n = u64::from(self.replica_count);
-        match self.below(3) {
-            0 => {
-                let mut side = BTreeSet::new();
-                for node in 0..self.replica_count {
-                    if self.below(2) == 0 {
-                        side.insert(node);
-                    }
+        match self.below(4) {
+            0 => PartitionKind::Split { side: self.random_side() },
+            3 => {
+                let side = self.random_side();
+                let outside: Vec<NodeId> = (0..self.replica_count).filter(|node| !side.contains(node)).collect();
+                if outside.is_empty() {
+                    return PartitionKind::Split { side };
                 }
-                if side.is_empty() {
-                    side.insert(self.below(n) as NodeId);
-                }
-                PartitionKind::Split { side }
+                let bridge = outside[self.below(outside.len() as u64) as usize];
+                PartitionKind::Bridged { side, bridge }
             }
             1 => {
                 let from = self.below(n) as NodeId;
@@ -177,6 +179,19 @@ impl Network {
         }
     }
 
+    fn random_side(&mut self) -> BTreeSet<NodeId> {
+        let mut side = BTreeSet::new();
+        for node in 0..self.replica_count {
+            if self.below(2) == 0 {
+                side.insert(node);
+            }
+        }
+        if side.is_empty() {
+            side.insert(self.below(u64::from(self.replica_count)) as NodeId);
+        }
+        side
+    }
+
     fn cut(&self, from: NodeId, to: NodeId) -> bool {
         let Some(partition) = &self.partition else { return false };
         match &partition.kind {
@@ -184,6 +199,13 @@ impl Network {
                 from < self.replica_count && to < self.replica_count && side.contains(&from) != side.contains(&to)
             }
             PartitionKind::OneWay { from: a, to: b } => from == *a && to == *b,
+            PartitionKind::Bridged { side, bridge } => {
+                from < self.replica_count
+                    && to < self.replica_count
+                    && from != *bridge
+                    && to != *bridge
+                    && side.contains(&from) != side.contains(&to)
+            }
             PartitionKind::Isolate { node } => {
                 (from == *node || to == *node) && from < self.replica_count && to < self.replica_count
             }

@@ -70,6 +70,17 @@ impl NodeStorage {
         Ok(NodeStorage { io: io.clone(), config, journal, superblock })
     }
 
+    /// Format a replica's disk again after it was lost, for a cluster that
+    /// already exists: the replica must rejoin before it votes.
+    pub fn format_rejoining(io: &SimIo, config: StorageConfig) -> Result<NodeStorage, StorageError> {
+        let mut storage = NodeStorage::format(io, config)?;
+        // Durable before the replica runs: a crash before the rejoin
+        // completes must restart it rejoining, never as a voter of view 0.
+        let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
+        block_on_ready(storage.superblock.write(state))?;
+        Ok(storage)
+    }
+
     /// Open after a crash: what the disk kept, as the replica needs it.
     pub fn open(io: &SimIo, config: StorageConfig) -> Result<(NodeStorage, Recovered), StorageError> {
         let dir = dir();
@@ -92,6 +103,7 @@ impl NodeStorage {
                 log_view: state.log_view,
                 commit: state.commit,
                 view_headers: state.view_headers.clone(),
+                rejoining: state.rejoining,
             },
             checkpoint,
             entries: scan.entries,
@@ -121,6 +133,7 @@ impl NodeStorage {
                     log_view: state.log_view,
                     commit: state.commit,
                     view_headers: state.view_headers.clone(),
+                    rejoining: state.rejoining,
                 };
                 block_on_ready(self.superblock.write(state))?;
             }

@@ -28,6 +28,22 @@ pub struct FaultMix {
     pub shard_inbox_full_ppm: u32,
     pub shard_delivery_drop_ppm: u32,
     pub shard_panic_ppm: u32,
+    /// Per tick: crash a replica and wipe its disk; it is reformatted and
+    /// must rejoin without voting until it learned the current view.
+    #[serde(default)]
+    pub replica_wipe_ppm: u32,
+    /// Per protocol moment (a view-change vote, do_view_change, start_view or
+    /// prepare_ok just sent; a storage action just completed): crash there.
+    #[serde(default)]
+    pub protocol_crash_ppm: u32,
+    /// Per replica-to-replica message: also deliver a copy much later
+    /// (`STALE_REDELIVERY_*_NS`), typically after view changes.
+    #[serde(default)]
+    pub network_stale_redelivery_ppm: u32,
+    /// Per tick, on the one replica whose disk may rot: a journal sector
+    /// below the head goes bad while the replica runs (a latent sector error).
+    #[serde(default)]
+    pub storage_rot_running_ppm: u32,
 }
 
 impl FaultMix {
@@ -48,6 +64,10 @@ impl FaultMix {
             shard_inbox_full_ppm: 0,
             shard_delivery_drop_ppm: 0,
             shard_panic_ppm: 0,
+            replica_wipe_ppm: 0,
+            protocol_crash_ppm: 0,
+            network_stale_redelivery_ppm: 0,
+            storage_rot_running_ppm: 0,
         }
     }
 }

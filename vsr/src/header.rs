@@ -73,6 +73,9 @@ wire_enum! {
         // transfer (a partition's message bytes), served by the driver.
         RequestStateData = 18,
         StateData = 19,
+        // A peer's answer to a rejoining replica's probe: its view, and the
+        // probe's nonce echoed in `context` (VR Revisited's recovery response).
+        RejoinView = 20,
     }
 }
 

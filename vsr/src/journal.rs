@@ -812,13 +812,13 @@ impl<I: Io> PrepareJournal<I> {
         let mut carried = BTreeSet::new();
         let live: Vec<u64> = self.headers.range(file_header.snapshot_op + 1..).map(|(&op, _)| op).collect();
         for op in live {
-            let (header, body) = match self.read(op).await {
-                Ok(entry) => entry,
-                // Corrupt on disk: leave the slot empty; recovery will ask
-                // for a repair from peers.
-                Err(JournalError::Corrupt { .. }) => continue,
-                Err(error) => return Err(error),
-            };
+            // A live prepare that reads back corrupt fails the drain: left
+            // out, its slot would read as never written after a restart
+            // (not as faulty), the log would be cut below it, and the
+            // replica would keep vouching for a prepare it no longer holds.
+            // The old file is untouched, so the restart finds the damage and
+            // repairs it from peers.
+            let (header, body) = self.read(op).await?;
             let (result, _) = file.write_all_at(header.encode_message(&body), self.config.slot_offset(op)).await;
             result.map_err(io_error("write tmp prepare"))?;
             carried.insert(op);

@@ -66,6 +66,11 @@ pub struct DurableState {
     pub commit: u64,
     /// The headers of `log_view`'s log as installed (see `VIEW_HEADERS_MAX`).
     pub view_headers: Vec<Header>,
+    /// Formatted after the cluster was created (a lost disk, a new machine):
+    /// every promise the old disk held is forgotten, so the replica may not
+    /// vote or acknowledge until it installed a start_view of a view at
+    /// least as new as a quorum of peers reports. Cleared by that install.
+    pub rejoining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +214,13 @@ pub struct Replica<S: StateMachine> {
     normal_timeout_ticks: u64,
     /// The primary's op as last heard (commit heartbeats, prepares).
     primary_op: u64,
+    /// See `DurableState::rejoining`. Invariant: implies `Status::Recovering`.
+    rejoining: bool,
+    /// Echoed by peers' answers to this rejoin, so an answer to an older
+    /// rejoin (a stale redelivery) cannot vouch for the current view.
+    rejoin_nonce: u64,
+    /// The view each peer reported for `rejoin_nonce`.
+    rejoin_views: BTreeMap<u8, u64>,
     sessions: ClientSessions,
     state_machine: S,
     prng: u64,
@@ -230,7 +242,7 @@ impl<S: StateMachine> Replica<S> {
     /// A replica of a new group (empty disk).
     pub fn new(config: ReplicaConfig, state_machine: S) -> Replica<S> {
         let recovered = Recovered {
-            durable: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new() },
+            durable: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining: false },
             checkpoint: None,
             entries: Vec::new(),
             journal_faulty: false,
@@ -238,6 +250,24 @@ impl<S: StateMachine> Replica<S> {
         let replica = Replica::start(config, state_machine, recovered, false).expect("an empty disk recovers");
         assert!(replica.view == 0 && replica.status == Status::Normal, "a new group starts in view 0");
         assert!(replica.actions.is_empty());
+        replica
+    }
+
+    /// A replica whose disk was formatted after the group was created (VR
+    /// Revisited's recovery problem): it starts `Recovering` and takes part
+    /// in nothing until it learned the current view from a quorum of peers
+    /// and installed that view's start_view. The caller persists
+    /// `rejoining` in the superblock first, so a crash before the rejoin
+    /// completes restarts it rejoining again.
+    pub fn rejoin(config: ReplicaConfig, state_machine: S) -> Replica<S> {
+        let recovered = Recovered {
+            durable: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining: true },
+            checkpoint: None,
+            entries: Vec::new(),
+            journal_faulty: false,
+        };
+        let replica = Replica::start(config, state_machine, recovered, true).expect("an empty disk recovers");
+        assert!(replica.status == Status::Recovering && replica.rejoining);
         replica
     }
 
@@ -284,6 +314,9 @@ impl<S: StateMachine> Replica<S> {
             view_change_tick: 0,
             normal_timeout_ticks: NORMAL_TIMEOUT_TICKS,
             primary_op: 0,
+            rejoining: recovered.durable.rejoining,
+            rejoin_nonce: 0,
+            rejoin_views: BTreeMap::new(),
             sessions: ClientSessions::default(),
             state_machine,
             prng: config.seed ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(config.replica),
@@ -292,11 +325,16 @@ impl<S: StateMachine> Replica<S> {
             stats: ReplicaStats::default(),
         };
         replica.normal_timeout_ticks = replica.jittered_normal_timeout();
+        // Never zero: zero marks a request_start_view that is no rejoin probe.
+        replica.rejoin_nonce = replica.next_random() | 1;
         if let Some(checkpoint) = recovered.checkpoint {
             replica.restore_checkpoint(&checkpoint)?;
         }
         replica.recover_log(&recovered.durable, recovered.entries);
-        replica.status = if recovered.journal_faulty {
+        // Timestamps never go back, across restarts too: the clock of the
+        // next life may start lower than the last prepare's timestamp.
+        replica.last_timestamp = replica.newest_timestamp();
+        replica.status = if recovered.journal_faulty || replica.rejoining {
             Status::Recovering
         } else if replica.view > replica.log_view {
             Status::ViewChange
@@ -328,6 +366,10 @@ impl<S: StateMachine> Replica<S> {
     }
     pub fn status(&self) -> Status {
         self.status
+    }
+    /// Formatted after the group was created and not yet rejoined.
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoining
     }
     pub fn view(&self) -> u64 {
         self.view
@@ -402,6 +444,16 @@ impl<S: StateMachine> Replica<S> {
             Status::Normal if self.is_primary() => self.tick_primary(),
             Status::Normal => self.tick_backup(),
             Status::ViewChange => self.tick_view_change(),
+            Status::Recovering if self.rejoining => {
+                if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
+                    // A probe: every peer answers with its view, the primary
+                    // also with start_view.
+                    let mut probe = self.new_header(Command::RequestStartView);
+                    probe.context = self.rejoin_nonce;
+                    probe.set_checksums(&[]);
+                    self.broadcast(&Message::empty(probe));
+                }
+            }
             Status::Recovering => {
                 if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
                     self.broadcast_empty(Command::RequestStartView);
@@ -435,6 +487,7 @@ impl<S: StateMachine> Replica<S> {
             Command::RequestStartView => self.on_request_start_view(&header),
             Command::RequestPrepare => self.on_request_prepare(&header),
             Command::Checkpoint => self.on_checkpoint(&message),
+            Command::RejoinView => self.on_rejoin_view(&header),
             Command::Ping | Command::Pong | Command::Reply | Command::Eviction => {
                 self.drop_message("unexpected_command")
             }
@@ -585,9 +638,15 @@ impl<S: StateMachine> Replica<S> {
         }
         // A backup applies only committed ops: its commit point is a fact the
         // primary may adopt (it matters after a view change, when the backups
-        // may know of commits the new primary never heard of).
-        if header.commit > self.commit_max && header.commit <= self.op {
-            self.advance_commit_max(header.commit);
+        // may know of commits the new primary never heard of). But only where
+        // its log provably equals ours: the ok names the checksum it holds at
+        // `op`, and the hash chain makes every op below it equal too. A
+        // backup whose log diverged (a stale view, a checkpoint of another
+        // history) must never make us commit our own ops.
+        let same_log = self.header(header.op).is_some_and(|mine| mine.checksum == header.parent);
+        let adoptable = header.commit.min(header.op);
+        if same_log && adoptable > self.commit_max && adoptable <= self.op {
+            self.advance_commit_max(adoptable);
             self.commit_journal();
         }
         let Some(entry) = self.pipeline.iter_mut().find(|p| p.op == header.op) else {
@@ -692,8 +751,9 @@ impl<S: StateMachine> Replica<S> {
         if op <= self.commit_min || op <= self.checkpoint_op {
             // A new primary may not know this op is committed yet: tell it,
             // with our commit point, so its pipeline does not wait forever.
-            let ours = self.header(op).map(|h| h.checksum);
-            if ours.is_none_or(|checksum| checksum == header.checksum) {
+            // Only for the very prepare we hold: echoing a checksum we cannot
+            // check would vouch for an op of another history.
+            if self.header(op).is_some_and(|ours| ours.checksum == header.checksum) {
                 self.send_committed_ok(op, header.checksum);
             }
             return self.drop_message("prepare_already_committed");
@@ -839,6 +899,12 @@ impl<S: StateMachine> Replica<S> {
             let Some(entry) = self.log.get(&op) else { break };
             let Some(body) = entry.body.clone() else { break };
             let header = entry.header;
+            if self.header(op - 1).is_some_and(|below| below.checksum != header.parent) {
+                // Of another history than the committed prefix: never apply.
+                self.log.remove(&op);
+                self.drop_message("stale_entry_above_commit");
+                break;
+            }
             self.apply(&header, &body);
         }
         self.maybe_checkpoint();
@@ -949,7 +1015,30 @@ impl<S: StateMachine> Replica<S> {
         self.commit_max = self.commit_max.max(op);
         self.op = self.op.max(op);
         self.log = self.log.split_off(&(op + 1));
+        self.drop_suffix_of_another_history(op);
         Ok(())
+    }
+
+    /// After a checkpoint restore the entries above it may belong to another
+    /// history (this replica's own stale suffix): from the first that does
+    /// not chain onto its neighbour below, drop them all; repair refills.
+    fn drop_suffix_of_another_history(&mut self, op: u64) {
+        let mut below = self.header(op).map(|h| h.checksum);
+        let mut next = op + 1;
+        while let Some(entry) = self.log.get(&next) {
+            if below.is_some_and(|checksum| checksum != entry.header.parent) {
+                let _stale = self.log.split_off(&next);
+                self.op = self.op.min(next - 1).max(op);
+                return;
+            }
+            below = Some(entry.header.checksum);
+            next += 1;
+        }
+    }
+
+    fn newest_timestamp(&self) -> u64 {
+        let logged = self.log.values().map(|e| e.header.timestamp).max().unwrap_or(0);
+        logged.max(self.checkpoint_anchor.timestamp).max(self.last_timestamp)
     }
 
     // --- recovery after restart --------------------------------------------------
@@ -1213,9 +1302,36 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn on_request_start_view(&mut self, header: &Header) {
+        if header.context != 0 && !self.rejoining {
+            // A rejoin probe: our view is a lower bound of every view we
+            // voted for, which is what the rejoining replica must respect.
+            let mut answer = self.new_header(Command::RejoinView);
+            answer.context = header.context;
+            answer.set_checksums(&[]);
+            self.actions.push(Action::Send { to: header.replica, message: Message::empty(answer) });
+        }
         if self.status == Status::Normal && self.is_primary() && header.view <= self.view {
             self.send_start_view(header.replica);
         }
+    }
+
+    fn on_rejoin_view(&mut self, header: &Header) {
+        if !self.rejoining || header.context != self.rejoin_nonce {
+            return self.drop_message("rejoin_view_not_for_this_rejoin");
+        }
+        let view = self.rejoin_views.entry(header.replica).or_default();
+        *view = (*view).max(header.view);
+    }
+
+    /// The view a rejoining replica may join at the earliest: the newest
+    /// view among a quorum of peers (not counting itself, which forgot its
+    /// votes). Any view a quorum voted for, with or without this replica's
+    /// lost vote, is reported by at least one of them.
+    fn rejoin_view(&self) -> Option<u64> {
+        if self.rejoin_views.len() < self.quorum {
+            return None;
+        }
+        self.rejoin_views.values().max().copied()
     }
 
     fn request_start_view(&mut self, to: u8) {
@@ -1233,6 +1349,11 @@ impl<S: StateMachine> Replica<S> {
         }
         if header.replica != self.primary_index(header.view) {
             return self.drop_message("start_view_not_from_primary");
+        }
+        if self.rejoining && self.rejoin_view().is_none_or(|current| header.view < current) {
+            // Possibly a stale start_view of a view this replica's lost disk
+            // had already voted past: wait until a quorum told the view.
+            return self.drop_message("rejoin_view_unknown");
         }
         let Ok(headers) = decode_headers(&message.body) else {
             return self.drop_message("bad_start_view_body");
@@ -1257,6 +1378,12 @@ impl<S: StateMachine> Replica<S> {
         self.primary_op = header.op;
         self.advance_commit_max(header.commit.min(header.op));
         self.install_log(header.op, &headers);
+        self.last_timestamp = self.newest_timestamp();
+        if self.rejoining {
+            self.rejoining = false;
+            self.rejoin_views.clear();
+            tracing::info!(replica = self.config.replica, view = self.view, "rejoined the cluster after a format");
+        }
         self.write_superblock();
         for op in self.commit_min + 1..=self.op {
             if self.has_body(op) {
@@ -1348,6 +1475,7 @@ impl<S: StateMachine> Replica<S> {
             log_view: self.log_view,
             commit: self.commit_min.max(self.superblock_commit),
             view_headers: self.view_headers(),
+            rejoining: self.rejoining,
         };
         self.superblock_commit = state.commit;
         self.actions.push(Action::WriteSuperblock { state });
@@ -1477,6 +1605,18 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_message("bad_checkpoint_body");
         }
         self.stats.state_transfers += 1;
+        if message.header.view > self.view && self.status == Status::Normal {
+            // The cluster moved on: this replica's log past the checkpoint
+            // may be a deposed primary's, and in its old view it would keep
+            // acknowledging (or, as that primary, preparing) on top of
+            // another history's checkpoint. It takes part in nothing until
+            // the new view's start_view installs the canonical log. (It
+            // still restores: refusing would loop with a start_view that is
+            // past its journal and asks for this very checkpoint.)
+            self.status = Status::Recovering;
+            self.pipeline.clear();
+            self.request_start_view(self.primary_index(message.header.view));
+        }
         // Only the checkpoint itself is vouched for. The sender's commit
         // number says nothing about this replica's own suffix, which may be a
         // stale one from an older view: applying it up to that number would
@@ -1530,6 +1670,7 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.op >= self.checkpoint_op);
         assert!(self.op - self.checkpoint_op <= self.config.journal_slot_count, "log outgrew the journal");
         assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
+        assert!(!self.rejoining || self.status == Status::Recovering, "a rejoining replica takes part in nothing");
         debug_assert!(self.log.keys().next_back().is_none_or(|top| *top <= self.op));
         if self.status == Status::Normal && self.is_primary() {
             debug_assert!(self.pipeline.iter().all(|p| p.op > self.commit_max));

@@ -32,6 +32,9 @@ const SB_SEQUENCE: usize = 40;
 const SB_VIEW: usize = 48;
 const SB_LOG_VIEW: usize = 56;
 const SB_COMMIT: usize = 64;
+/// Bit 0: rejoining (see `SuperblockState::rejoining`). Older files hold 0.
+const SB_FLAGS: usize = 72;
+const SB_FLAG_REJOINING: u64 = 1;
 const SB_CHECKSUM: usize = 80;
 const SB_VIEW_HEADERS_COUNT: usize = 96;
 const SB_VIEW_HEADERS: usize = 128;
@@ -58,6 +61,9 @@ pub struct SuperblockState {
     /// restart they name the ops this replica's log holds even where the
     /// journal lacks their bodies.
     pub view_headers: Vec<Header>,
+    /// Formatted to rejoin an existing cluster and not yet rejoined: the
+    /// replica must not vote (its old promises are lost with its old disk).
+    pub rejoining: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,8 @@ impl CopyRecord {
         out[SB_VIEW..SB_VIEW + 8].copy_from_slice(&self.state.view.to_le_bytes());
         out[SB_LOG_VIEW..SB_LOG_VIEW + 8].copy_from_slice(&self.state.log_view.to_le_bytes());
         out[SB_COMMIT..SB_COMMIT + 8].copy_from_slice(&self.state.commit.to_le_bytes());
+        let flags = if self.state.rejoining { SB_FLAG_REJOINING } else { 0 };
+        out[SB_FLAGS..SB_FLAGS + 8].copy_from_slice(&flags.to_le_bytes());
         assert!(self.state.view_headers.len() <= SUPERBLOCK_VIEW_HEADERS_MAX);
         out[SB_VIEW_HEADERS_COUNT..SB_VIEW_HEADERS_COUNT + 4]
             .copy_from_slice(&(self.state.view_headers.len() as u32).to_le_bytes());
@@ -149,6 +157,7 @@ impl CopyRecord {
                 log_view: u64_at(SB_LOG_VIEW),
                 commit: u64_at(SB_COMMIT),
                 view_headers: decode_view_headers(bytes)?,
+                rejoining: u64_at(SB_FLAGS) & SB_FLAG_REJOINING != 0,
             },
         }))
     }
@@ -318,8 +327,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn copy() -> impl Strategy<Value = CopyRecord> {
-        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 4]>()).prop_map(
-            |(cluster, namespace, replica, words)| CopyRecord {
+        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 4]>(), any::<bool>()).prop_map(
+            |(cluster, namespace, replica, words, rejoining)| CopyRecord {
                 cluster,
                 namespace,
                 replica,
@@ -329,6 +338,7 @@ mod tests {
                     log_view: words[2],
                     commit: words[3],
                     view_headers: Vec::new(),
+                    rejoining,
                 },
             },
         )

@@ -113,7 +113,10 @@ fn write_group(io: &SimIo, entries: &[(Header, Vec<u8>)], commit: u64, sync: boo
         if sync {
             journal.sync().await.unwrap();
         }
-        superblock.write(SuperblockState { view: 0, log_view: 0, commit, view_headers: Vec::new() }).await.unwrap();
+        superblock
+            .write(SuperblockState { view: 0, log_view: 0, commit, view_headers: Vec::new(), rejoining: false })
+            .await
+            .unwrap();
     });
 }
 

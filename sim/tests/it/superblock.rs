@@ -20,7 +20,7 @@ fn open(io: &SimIo) -> Result<Superblock<SimIo>, SuperblockError> {
 }
 
 fn state(view: u64, log_view: u64, commit: u64) -> SuperblockState {
-    SuperblockState { view, log_view, commit, view_headers: Vec::new() }
+    SuperblockState { view, log_view, commit, view_headers: Vec::new(), rejoining: false }
 }
 
 #[test]

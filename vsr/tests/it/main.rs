@@ -1,3 +1,5 @@
 //! shoal-vsr integration tests: one binary, one module per area.
 
+mod harness;
 mod replica_bad_input;
+mod stories;

@@ -1,0 +1,365 @@
+//! A step-by-step cluster for protocol stories: R `Replica`s, an in-memory
+//! disk each, and a message queue the test drives by hand (`deliver_where`,
+//! `drop_where`, `cut`, `crash`, `restart`, `wipe`, `tick`), so a story reads
+//! line by line instead of hoping a seed loop reaches it.
+//!
+//! Storage actions are durable the moment they run (the disk here never
+//! loses a write); the simulator owns the unkind disk. Every commit is
+//! checked against every other replica's commit of the same op, and a
+//! violation is recorded, not panicked, so a story can show the bug (on old
+//! code) as well as its absence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::message::Message;
+use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered, Replica, ReplicaConfig, Source, Status};
+use shoal_vsr::state_machine::AppendLog;
+
+pub const CLUSTER: u128 = 0xC0FFEE;
+pub const NAMESPACE: u64 = (1 << 40) | (1 << 20) | 1;
+pub const TICK_NS: u64 = 10_000_000;
+pub const JOURNAL_SLOT_COUNT: u64 = 64;
+pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
+/// A delivery loop that runs longer than this is a livelock in the story.
+const DELIVERIES_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Replica(u8),
+    Client(u128),
+}
+
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub from: Sender,
+    pub to: u8,
+    pub message: Message,
+}
+
+impl Envelope {
+    pub fn command(&self) -> Command {
+        self.message.header.command
+    }
+    pub fn between(&self, from: u8, to: u8) -> bool {
+        self.from == Sender::Replica(from) && self.to == to
+    }
+}
+
+/// What one replica's disk holds: every write is durable at once.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub superblock: DurableState,
+    pub checkpoint: Option<Checkpoint>,
+    pub journal: BTreeMap<u64, (Header, Vec<u8>)>,
+}
+
+impl Disk {
+    fn formatted(rejoining: bool) -> Disk {
+        Disk {
+            superblock: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining },
+            checkpoint: None,
+            journal: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub replica_count: u8,
+    replicas: Vec<Option<Replica<AppendLog>>>,
+    pub disks: Vec<Disk>,
+    pub queue: Vec<Envelope>,
+    /// Every message a replica sent, in order (delivered, lost or pending):
+    /// stories pick stale messages from here to redeliver them later.
+    pub sent: Vec<Envelope>,
+    /// Directed links that lose every message.
+    cuts: BTreeSet<(u8, u8)>,
+    now_ns: u64,
+    seed: u64,
+    /// Replies clients received: (client, header).
+    pub replies: Vec<(u128, Header)>,
+    /// The first commit seen of every op, cluster-wide.
+    committed: BTreeMap<u64, (u8, u128)>,
+    /// Each replica's committed ops in this life (op, checksum).
+    pub commits: Vec<BTreeMap<u64, u128>>,
+    pub violations: Vec<String>,
+}
+
+impl Cluster {
+    pub fn new(replica_count: u8) -> Cluster {
+        let replicas =
+            (0..replica_count).map(|r| Some(Replica::new(config(r, replica_count, 1), AppendLog::default()))).collect();
+        Cluster {
+            replica_count,
+            replicas,
+            disks: (0..replica_count).map(|_| Disk::formatted(false)).collect(),
+            queue: Vec::new(),
+            sent: Vec::new(),
+            cuts: BTreeSet::new(),
+            now_ns: 0,
+            seed: 1,
+            replies: Vec::new(),
+            committed: BTreeMap::new(),
+            commits: (0..replica_count).map(|_| BTreeMap::new()).collect(),
+            violations: Vec::new(),
+        }
+    }
+
+    pub fn replica(&self, r: u8) -> &Replica<AppendLog> {
+        self.replicas[r as usize].as_ref().expect("replica is up")
+    }
+
+    pub fn is_up(&self, r: u8) -> bool {
+        self.replicas[r as usize].is_some()
+    }
+
+    // --- network ---------------------------------------------------------------
+
+    /// Cut both directions between every member of `a` and every member of `b`.
+    pub fn cut(&mut self, a: &[u8], b: &[u8]) {
+        for &x in a {
+            for &y in b {
+                self.cuts.insert((x, y));
+                self.cuts.insert((y, x));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    /// Deliver, in queue order, every message that matches (and every
+    /// matching message their handling sends), until none is left. Messages
+    /// on a cut link or to a crashed replica are lost. Returns deliveries.
+    pub fn deliver_where(&mut self, mut matches: impl FnMut(&Envelope) -> bool) -> usize {
+        let mut delivered = 0;
+        for _ in 0..DELIVERIES_MAX {
+            let Some(index) = self.queue.iter().position(&mut matches) else { return delivered };
+            let envelope = self.queue.remove(index);
+            if self.deliver(envelope) {
+                delivered += 1;
+            }
+        }
+        panic!("more than {DELIVERIES_MAX} deliveries: the story livelocks");
+    }
+
+    pub fn deliver_all(&mut self) -> usize {
+        self.deliver_where(|_| true)
+    }
+
+    pub fn drop_where(&mut self, mut matches: impl FnMut(&Envelope) -> bool) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|envelope| !matches(envelope));
+        before - self.queue.len()
+    }
+
+    pub fn pending(&self, mut matches: impl FnMut(&Envelope) -> bool) -> usize {
+        self.queue.iter().filter(|envelope| matches(envelope)).count()
+    }
+
+    fn deliver(&mut self, envelope: Envelope) -> bool {
+        let to = envelope.to;
+        let source = match envelope.from {
+            Sender::Replica(from) => {
+                if self.cuts.contains(&(from, to)) {
+                    return false;
+                }
+                Source::Replica(from)
+            }
+            Sender::Client(client) => Source::Client(client),
+        };
+        if !self.is_up(to) {
+            return false;
+        }
+        self.step(to, |replica| replica.on_message(source, envelope.message));
+        true
+    }
+
+    // --- clients ---------------------------------------------------------------
+
+    pub fn register(&mut self, client: u128, to: u8) {
+        self.request_raw(client, to, 0, Operation::Register, Vec::new());
+    }
+
+    /// A `SendMessages` request of `client` (registered) with `payload`.
+    pub fn append(&mut self, client: u128, to: u8, request: u64, payload: &[u8]) {
+        self.request_raw(client, to, request, Operation::SendMessages, payload.to_vec());
+    }
+
+    fn request_raw(&mut self, client: u128, to: u8, request: u64, operation: Operation, body: Vec<u8>) {
+        let mut header = Header::new(Command::Request, CLUSTER);
+        header.namespace = NAMESPACE;
+        header.client = client;
+        header.request = request;
+        header.operation = operation;
+        let message = Message::new(header, Rc::from(body));
+        self.queue.push(Envelope { from: Sender::Client(client), to, message });
+    }
+
+    pub fn replied(&self, client: u128, request: u64) -> bool {
+        self.replies.iter().any(|(c, h)| *c == client && h.request == request && h.command == Command::Reply)
+    }
+
+    // --- time and processes ------------------------------------------------------
+
+    pub fn tick(&mut self, r: u8) {
+        if !self.is_up(r) {
+            return;
+        }
+        self.now_ns += TICK_NS;
+        let now_ns = self.now_ns;
+        self.step(r, |replica| replica.tick(now_ns));
+    }
+
+    /// `ticks` rounds: every running replica of `replicas` ticks, then every
+    /// deliverable message is delivered.
+    pub fn run(&mut self, replicas: &[u8], ticks: usize) {
+        for _ in 0..ticks {
+            for &r in replicas {
+                self.tick(r);
+            }
+            self.deliver_all();
+        }
+    }
+
+    /// Run until `done` holds, at most `ticks_max` rounds; false if it never did.
+    pub fn run_until(&mut self, replicas: &[u8], ticks_max: usize, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        for _ in 0..ticks_max {
+            if done(self) {
+                return true;
+            }
+            self.run(replicas, 1);
+        }
+        done(self)
+    }
+
+    /// The next life's clock starts at zero (a reboot resets a monotonic clock).
+    pub fn rewind_clock(&mut self) {
+        self.now_ns = 0;
+    }
+
+    pub fn crash(&mut self, r: u8) {
+        self.replicas[r as usize] = None;
+        self.commits[r as usize].clear();
+    }
+
+    /// Start again from what the disk kept.
+    pub fn restart(&mut self, r: u8) {
+        assert!(!self.is_up(r));
+        let disk = &self.disks[r as usize];
+        let recovered = Recovered {
+            durable: disk.superblock.clone(),
+            checkpoint: disk.checkpoint.clone(),
+            entries: disk.journal.values().cloned().collect(),
+            journal_faulty: false,
+        };
+        self.seed += 1;
+        let replica = Replica::open(config(r, self.replica_count, self.seed), AppendLog::default(), recovered)
+            .expect("the harness disk holds a valid checkpoint");
+        self.replicas[r as usize] = Some(replica);
+        self.step(r, |_| {});
+    }
+
+    /// The disk is lost; the operator formats a new one and starts the
+    /// replica, which must rejoin.
+    pub fn wipe_and_rejoin(&mut self, r: u8) {
+        self.crash(r);
+        self.disks[r as usize] = Disk::formatted(true);
+        self.seed += 1;
+        self.replicas[r as usize] =
+            Some(Replica::rejoin(config(r, self.replica_count, self.seed), AppendLog::default()));
+        self.step(r, |_| {});
+    }
+
+    // --- the driver ----------------------------------------------------------------
+
+    fn step(&mut self, r: u8, event: impl FnOnce(&mut Replica<AppendLog>)) {
+        let Some(replica) = self.replicas[r as usize].as_mut() else { return };
+        event(replica);
+        self.drain(r);
+    }
+
+    /// Execute the replica's actions in order until it asks for nothing.
+    fn drain(&mut self, r: u8) {
+        const ROUNDS_MAX: usize = 64;
+        for _ in 0..ROUNDS_MAX {
+            let replica = self.replicas[r as usize].as_mut().expect("draining a running replica");
+            let actions = replica.take_actions();
+            let committed = replica.take_committed();
+            for record in committed {
+                self.on_committed(r, record.op, record.checksum);
+            }
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions {
+                self.execute(r, action);
+            }
+        }
+        panic!("replica {r} kept asking for actions");
+    }
+
+    fn execute(&mut self, r: u8, action: Action) {
+        let disk = &mut self.disks[r as usize];
+        match action {
+            Action::Send { to, message } => {
+                let envelope = Envelope { from: Sender::Replica(r), to, message };
+                self.sent.push(envelope.clone());
+                self.queue.push(envelope);
+            }
+            Action::Reply { client, message } => self.replies.push((client, message.header)),
+            Action::WritePrepare { message } => {
+                let header = message.header;
+                disk.journal.insert(header.op, (header, message.body.to_vec()));
+                let replica = self.replicas[r as usize].as_mut().expect("running");
+                replica.on_prepare_durable(header.op, header.checksum);
+            }
+            Action::TruncateLog { after_op } => disk.journal.retain(|op, _| *op <= after_op),
+            Action::WriteSuperblock { state } => {
+                assert!(state.view >= disk.superblock.view, "the superblock's view never goes back");
+                disk.superblock = state;
+            }
+            Action::Checkpoint { checkpoint } => {
+                let through = checkpoint.anchor.op;
+                disk.checkpoint = Some(checkpoint);
+                disk.journal.retain(|op, _| *op > through);
+            }
+        }
+    }
+
+    fn on_committed(&mut self, r: u8, op: u64, checksum: u128) {
+        self.commits[r as usize].insert(op, checksum);
+        match self.committed.get(&op) {
+            None => {
+                self.committed.insert(op, (r, checksum));
+            }
+            Some(&(first, theirs)) if theirs != checksum => {
+                self.violations.push(format!("replica {r} committed op {op} differently from replica {first}"));
+            }
+            Some(_) => {}
+        }
+    }
+
+    pub fn status(&self, r: u8) -> Status {
+        self.replica(r).status()
+    }
+}
+
+pub fn config(replica: u8, replica_count: u8, seed: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        cluster: CLUSTER,
+        namespace: NAMESPACE,
+        replica,
+        replica_count,
+        journal_slot_count: JOURNAL_SLOT_COUNT,
+        checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
+        seed,
+    }
+}
+
+pub fn client(index: u32) -> u128 {
+    1_000 + u128::from(index)
+}

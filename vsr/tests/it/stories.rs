@@ -1,0 +1,213 @@
+//! Protocol stories from the safety review, each told step by step on the
+//! hand-driven cluster of `harness`. Each one failed on the code the review
+//! read (commit 7b4f50f) and passes on the fix.
+
+use shoal_vsr::header::Command;
+use shoal_vsr::replica::Status;
+
+use crate::harness::{Cluster, Envelope, client};
+
+fn is(envelope: &Envelope, command: Command) -> bool {
+    envelope.command() == command
+}
+
+/// Register `count` clients through `primary`, one committed op each.
+fn register_clients(cluster: &mut Cluster, primary: u8, count: u32) {
+    for index in 0..count {
+        cluster.register(client(index), primary);
+        cluster.deliver_all();
+    }
+}
+
+fn normal_primary_of(cluster: &Cluster, r: u8, view: u64) -> bool {
+    cluster.is_up(r) && cluster.replica(r).view() == view && cluster.replica(r).status() == Status::Normal
+}
+
+/// Finding 1: R0 (primary, view 0) and R1 are cut off from R2–R4; R0
+/// prepares ops 13..20; R2–R4 move to view 2, commit other ops at 13..16 and
+/// checkpoint at 16; R1 (still in view 0) asks R3 for op 13 and is answered
+/// with that checkpoint; R0's retransmitted prepares reach R1. Before the
+/// fix R1 restored the newer view's checkpoint, "acked" R0's op 13 (a
+/// checksum it could not check) carrying commit 16, and R0 applied its own
+/// stale 13..16 and replied to clients.
+#[test]
+fn a_deposed_primary_never_commits_through_a_backup_holding_a_newer_views_checkpoint() {
+    let mut cluster = Cluster::new(5);
+    let all = [0, 1, 2, 3, 4];
+    register_clients(&mut cluster, 0, 12);
+    cluster.run(&all, 10);
+    assert!(all.iter().all(|&r| cluster.replica(r).commit_min() == 12), "ops 1..12 committed everywhere");
+
+    // R0 and R1 on one side, R2–R4 on the other. R1 misses op 13.
+    cluster.cut(&[0, 1], &[2, 3, 4]);
+    for index in 0..8 {
+        cluster.append(client(index), 0, 1, format!("deposed-{index}").as_bytes());
+        cluster.deliver_where(|e| matches!(e.from, crate::harness::Sender::Client(_)));
+        cluster.drop_where(|e| e.between(0, 1) && is(e, Command::Prepare) && e.message.header.op == 13);
+        cluster.deliver_all();
+    }
+    assert_eq!(cluster.replica(0).op(), 20);
+    assert_eq!(cluster.replica(0).commit_max(), 12, "no quorum on R0's side");
+
+    // The majority elects view 2 (view 1's primary is R1, out of reach)
+    // and commits its own ops 13..16, checkpointing at 16.
+    assert!(cluster.run_until(&[2, 3, 4], 1_000, |c| normal_primary_of(c, 2, 2)), "R2 becomes primary of view 2");
+    for index in 8..12 {
+        cluster.append(client(index), 2, 1, format!("majority-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    cluster.run(&[2, 3, 4], 10);
+    assert_eq!(cluster.replica(3).checkpoint_op(), 16, "R3 checkpointed the majority's op 16");
+
+    // R1 now reaches R3 (and R0); R0 still reaches only R1.
+    cluster.heal();
+    cluster.cut(&[0], &[2, 3, 4]);
+    cluster.cut(&[1], &[2, 4]);
+    let asked_r3 = (0..200).any(|_| {
+        cluster.tick(1);
+        cluster.pending(|e| e.between(1, 3) && is(e, Command::RequestPrepare) && e.message.header.op <= 16) > 0
+    });
+    assert!(asked_r3, "R1's repair asks R3 for an op below R3's checkpoint");
+    cluster.drop_where(|e| e.from == crate::harness::Sender::Replica(1) && !e.between(1, 3));
+    cluster.deliver_where(|e| e.between(1, 3));
+    assert!(cluster.pending(|e| e.between(3, 1) && is(e, Command::Checkpoint)) > 0, "R3 answers with its checkpoint");
+    cluster.deliver_where(|e| e.between(3, 1));
+    let r1 = cluster.replica(1);
+    assert!(
+        r1.view() >= 2 || r1.status() == Status::Recovering,
+        "a view-0 backup that learns of view 2 stops taking part in view 0"
+    );
+
+    // R0 keeps retransmitting its pipeline to R1.
+    cluster.run(&[0, 1], 30);
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+    assert_eq!(cluster.replica(0).commit_max(), 12, "the deposed primary commits nothing");
+    assert!((0..8).all(|index| !cluster.replied(client(index), 1)), "no client was told a deposed op committed");
+
+    // Healed, everyone converges on the majority's history.
+    cluster.heal();
+    let converged = cluster.run_until(&all, 2_000, |c| {
+        let commit = c.replica(2).commit_min();
+        commit >= 16
+            && all.iter().all(|&r| c.replica(r).status() == Status::Normal && c.replica(r).commit_min() == commit)
+    });
+    assert!(converged, "the cluster converges after the heal");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// Finding 1, the primary's side alone: a prepare_ok whose checksum is not
+/// the primary's prepare never makes the primary adopt the backup's commit.
+#[test]
+fn a_prepare_ok_for_another_history_carries_no_commit() {
+    let mut cluster = Cluster::new(3);
+    register_clients(&mut cluster, 0, 2);
+    cluster.cut(&[0], &[1, 2]);
+    cluster.append(client(0), 0, 1, b"only-on-r0");
+    cluster.deliver_all();
+    assert_eq!(cluster.replica(0).op(), 3);
+    // A forged ok from R1 for op 3 with a checksum R0 does not hold and a
+    // commit point past it.
+    let mut ok = shoal_vsr::header::Header::new(Command::PrepareOk, crate::harness::CLUSTER);
+    ok.namespace = crate::harness::NAMESPACE;
+    ok.replica = 1;
+    ok.op = 3;
+    ok.parent = 0xBAD;
+    ok.commit = 3;
+    ok.set_checksums(&[]);
+    cluster.queue.push(Envelope {
+        from: crate::harness::Sender::Replica(1),
+        to: 0,
+        message: shoal_vsr::message::Message::empty(ok),
+    });
+    cluster.heal();
+    cluster.deliver_where(|e| e.between(1, 0) && is(e, Command::PrepareOk));
+    assert_eq!(cluster.replica(0).commit_max(), 2, "a mismatched ok must not move the commit point");
+}
+
+/// Finding 3: the primary's disk is lost and the operator formats it again.
+/// Before the fix the fresh replica started Normal as the primary of view 0
+/// with an empty session table and told a registered client it was evicted.
+#[test]
+fn a_wiped_primary_rejoins_without_acting_as_primary_of_its_old_view() {
+    let mut cluster = Cluster::new(3);
+    let all = [0, 1, 2];
+    register_clients(&mut cluster, 0, 2);
+    cluster.append(client(0), 0, 1, b"before-wipe");
+    cluster.deliver_all();
+    assert!(cluster.replied(client(0), 1));
+
+    cluster.wipe_and_rejoin(0);
+    assert_eq!(cluster.status(0), Status::Recovering);
+    cluster.append(client(0), 0, 2, b"after-wipe");
+    cluster.deliver_all();
+    let evicted = cluster.replies.iter().any(|(c, h)| *c == client(0) && h.command == Command::Eviction);
+    assert!(!evicted, "a rejoining replica answers no client");
+    assert!(!cluster.replied(client(0), 2));
+
+    let rejoined = cluster.run_until(&all, 2_000, |c| {
+        !c.replica(0).is_rejoining() && c.replica(0).status() == Status::Normal && c.replica(0).commit_min() >= 3
+    });
+    assert!(rejoined, "R0 rejoins through a newer view and catches up");
+    assert!(cluster.replica(0).view() >= 1, "view 0's primary was lost with its disk; the cluster moved on");
+    assert!(!cluster.disks[0].superblock.rejoining, "the rejoin is durable");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// Finding 3, the stale-input side: a wiped replica must not install a
+/// start_view of a view older than the one a quorum reports, even one
+/// delivered after it asked (a stale redelivery).
+#[test]
+fn a_rejoining_replica_ignores_a_stale_start_view() {
+    let mut cluster = Cluster::new(3);
+    let all = [0, 1, 2];
+    register_clients(&mut cluster, 0, 2);
+    // View 1 (R1 primary) starts; keep a copy of its start_view to R0.
+    cluster.cut(&[0], &[1, 2]);
+    assert!(cluster.run_until(&[1, 2], 1_000, |c| normal_primary_of(c, 1, 1)));
+    let stale = cluster
+        .sent
+        .iter()
+        .find(|e| e.between(1, 0) && is(e, Command::StartView) && e.message.header.view == 1)
+        .cloned()
+        .expect("R1 sent R0 a start_view of view 1");
+    // Then view 2 (R2 primary) while R1 is away.
+    cluster.heal();
+    cluster.cut(&[1], &[0, 2]);
+    assert!(cluster.run_until(&[0, 2], 1_000, |c| normal_primary_of(c, 2, 2) && c.replica(0).view() == 2));
+    cluster.heal();
+    cluster.queue.clear();
+
+    cluster.wipe_and_rejoin(0);
+    cluster.queue.push(stale.clone());
+    cluster.deliver_where(|e| e.between(1, 0));
+    assert!(cluster.replica(0).is_rejoining(), "an unasked-for old start_view is not enough");
+    // Let the probes and their answers through, then the stale one again.
+    cluster.run(&all, 12);
+    cluster.queue.push(stale);
+    cluster.deliver_where(|e| e.between(1, 0));
+    assert!(cluster.replica(0).view() >= 2, "R0 joins no view older than the quorum's");
+    let rejoined = cluster.run_until(&all, 1_000, |c| c.replica(0).status() == Status::Normal);
+    assert!(rejoined && cluster.replica(0).view() >= 2);
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// Finding 5: timestamps never go back across a restart, even when the
+/// clock of the next life starts lower than the last prepare's timestamp.
+#[test]
+fn timestamps_never_go_back_after_a_restart() {
+    let mut cluster = Cluster::new(1);
+    cluster.run(&[0], 100);
+    register_clients(&mut cluster, 0, 1);
+    cluster.append(client(0), 0, 1, b"first-life");
+    cluster.deliver_all();
+    let last = cluster.disks[0].journal.values().map(|(h, _)| h.timestamp).max().unwrap();
+    assert!(last > 0);
+    cluster.crash(0);
+    cluster.rewind_clock();
+    cluster.restart(0);
+    cluster.run(&[0], 1);
+    cluster.append(client(0), 0, 2, b"second-life");
+    cluster.deliver_all();
+    let timestamps: Vec<u64> = cluster.disks[0].journal.values().map(|(h, _)| h.timestamp).collect();
+    assert!(timestamps.windows(2).all(|w| w[0] < w[1]), "timestamps by op must increase: {timestamps:?}");
+}
