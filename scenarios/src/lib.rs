@@ -44,7 +44,8 @@ pub fn source_commit() -> Option<String> {
         .filter(|output| output.status.success())
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
         .filter(|hex| !hex.is_empty());
-    from_git.or_else(|| std::env::var(GIT_COMMIT_ENV).ok().map(|hex| hex.trim().to_string()).filter(|hex| !hex.is_empty()))
+    from_git
+        .or_else(|| std::env::var(GIT_COMMIT_ENV).ok().map(|hex| hex.trim().to_string()).filter(|hex| !hex.is_empty()))
 }
 
 /// The one command that reproduces a seed of a named scenario.

@@ -44,12 +44,7 @@ pub enum MergeError {
     #[error(
         "report {path} says it is slice {slice} but covers seed indices {found:?}, where that slice is {expected:?}; it was edited or written under another slicing rule: re-run the slice"
     )]
-    SliceSeedsWrong {
-        path: String,
-        slice: SliceId,
-        found: std::ops::Range<u64>,
-        expected: std::ops::Range<u64>,
-    },
+    SliceSeedsWrong { path: String, slice: SliceId, found: std::ops::Range<u64>, expected: std::ops::Range<u64> },
     #[error("report {path} is slice {slice}, which cannot be: re-run the slice with a valid --shard")]
     SliceInvalid { path: String, slice: SliceId },
 }
@@ -376,10 +371,8 @@ mod tests {
     fn slice_report(range: std::ops::Range<u64>, index: u64, count: u64) -> MergeInput {
         let id = SliceId { index, count };
         let seeds = slice::slice_range(&range, id).unwrap();
-        let outcomes: Vec<_> = seeds
-            .clone()
-            .map(|seed| crate::runner::run_caught(&fake::run, &catalog::partition_storm(seed)))
-            .collect();
+        let outcomes: Vec<_> =
+            seeds.clone().map(|seed| crate::runner::run_caught(&fake::run, &catalog::partition_storm(seed))).collect();
         let meta = ReportMeta {
             scenario: "partition-storm".into(),
             base_seed: 0,
