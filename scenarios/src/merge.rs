@@ -57,8 +57,8 @@ pub struct MergeRecord {
     pub complete: bool,
     pub slices_present: Vec<u64>,
     pub slices_missing: Vec<u64>,
-    /// Slices given more than once; the first file given is counted, the
-    /// others are only compared with it.
+    /// Slices given more than once; the copy that ran the most seeds is
+    /// counted (the first given on a tie), the others only compared with it.
     pub slices_duplicated: Vec<u64>,
     /// Seeds planned in the slices that came but never started (`--time-limit`).
     pub seeds_not_run: u64,
@@ -205,6 +205,14 @@ pub fn merge(inputs: &[MergeInput]) -> Result<SweepReport, MergeError> {
     for input in inputs {
         by_slice.entry(input.report.slice.as_ref().expect("checked").index).or_default().push(input);
     }
+    // Of the copies of one slice, count the one that ran the most seeds (a retry
+    // may have got further before --time-limit), the first given on a tie.
+    for copies in by_slice.values_mut() {
+        let most = copies.iter().map(|input| input.report.seeds_run).max().expect("each slice has a copy");
+        let kept = copies.iter().position(|input| input.report.seeds_run == most).expect("max is in the list");
+        copies.swap(0, kept);
+        copies[1..].sort_by_key(|input| inputs.iter().position(|given| std::ptr::eq(given, *input)));
+    }
     let counted: Vec<&MergeInput> = by_slice.values().map(|copies| copies[0]).collect();
     let slices_present: Vec<u64> = by_slice.keys().copied().collect();
     let slices_missing: Vec<u64> = (0..slice_count).filter(|index| !by_slice.contains_key(index)).collect();
@@ -333,9 +341,10 @@ pub fn render_summary(report: &SweepReport) -> String {
         }
     }
     for index in &merge.slices_duplicated {
-        let paths: Vec<&str> =
-            merge.inputs.iter().filter(|input| input.slice.index == *index).map(|input| input.path.as_str()).collect();
-        text.push_str(&format!("duplicated slice {index}: counted {}, compared {}\n", paths[0], paths[1..].join(", ")));
+        let copies = || merge.inputs.iter().filter(|input| input.slice.index == *index);
+        let counted = copies().find(|input| input.counted).map_or("", |input| input.path.as_str());
+        let compared: Vec<&str> = copies().filter(|input| !input.counted).map(|input| input.path.as_str()).collect();
+        text.push_str(&format!("duplicated slice {index}: counted {counted}, compared {}\n", compared.join(", ")));
     }
     if !report.nondeterministic.is_empty() {
         text.push_str("non-deterministic seeds:\n");
@@ -468,6 +477,23 @@ mod tests {
         assert!(merged.nondeterministic.is_empty(), "identical runs agree");
         assert!(!record.inputs[3].counted);
         assert!(render_summary(&merged).contains("duplicated slice 2: counted slice-2.json, compared retry-2.json"));
+    }
+
+    #[test]
+    fn of_duplicated_slices_the_one_that_ran_furthest_counts() {
+        let mut inputs = slices(0..12, 3);
+        let mut cut = MergeInput { path: "cut-1.json".into(), ..inputs[1].clone() };
+        cut.report.runs.truncate(1);
+        cut.report.seeds_run = 1;
+        cut.report.stopped_by_time_limit = true;
+        inputs.insert(0, cut);
+        let merged = merge(&inputs).unwrap();
+        assert_eq!(merged.seeds_run, 12);
+        assert!(!merged.stopped_by_time_limit);
+        assert_eq!(
+            merged.merge.as_ref().unwrap().inputs[0],
+            MergeInputRecord { path: "cut-1.json".into(), slice: SliceId { index: 1, count: 3 }, counted: false }
+        );
     }
 
     #[test]

@@ -54,11 +54,10 @@ fn indexed_job_slices_write_reports_that_the_merge_step_joins() {
     assert_eq!(manifest_number("parallelism:"), completions);
 
     for index in 0..completions {
-        let args: Vec<String> = sweep
+        let mut args: Vec<String> = sweep
             .iter()
             .map(|arg| kubelet_expand(arg, index).replace("/reports/", &format!("{}/", reports.display())))
             .collect();
-        let mut args = args;
         // The test's small range in place of the manifest's; every other flag as written.
         let at = args.iter().position(|arg| arg == "--seeds").unwrap();
         args[at + 1] = TEST_SEEDS.to_string();
