@@ -14,10 +14,12 @@ use clap::{Args, Parser, Subcommand};
 use shoal_sim::{RunConfig, RunOutcome, Verdict};
 
 use crate::catalog::{self, CatalogError, SCENARIOS};
+use crate::merge::{self, MergeError};
 use crate::replay::{self, ReplayError};
 use crate::report::{self, ReportError, ReportFormat, ReportMeta};
 use crate::runner::{Runner, run_caught};
 use crate::shrink::{self, ShrinkResult};
+use crate::slice::{self, SliceError, SliceId};
 use crate::sweep::{self, InFlight, ProgressMode, SweepError, SweepPlan};
 
 pub const EXIT_USAGE: i32 = 1;
@@ -118,6 +120,12 @@ struct SweepArgs {
     /// Offset the range by a base seed hashed from `git rev-parse HEAD`.
     #[arg(long)]
     seed_from_git: bool,
+    /// Run only slice I of N of the range (0 <= I < N), in contiguous blocks;
+    /// the same seeds whatever --jobs is. `env:VAR/N` reads I from $VAR (e.g.
+    /// env:JOB_COMPLETION_INDEX/8 in a Kubernetes Indexed Job). Join the
+    /// slices' JSON reports with `shoal-sim report merge`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Run every seed twice and compare (exit 5 if any seed differs).
     #[arg(long)]
     check_determinism: bool,
@@ -163,6 +171,22 @@ enum ReportCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Join the JSON reports of a sweep's slices (`sweep --shard I/N --report
+    /// json`) into one; exit with the worst verdict, 1 if slices are missing.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// JSON reports of the slices, in any order.
+    #[arg(required = true, value_name = "REPORT.json")]
+    reports: Vec<PathBuf>,
+    /// Write the merged JSON report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the merged JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +208,10 @@ enum CliError {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Slice(#[from] SliceError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("--seeds must be at least 1")]
@@ -222,6 +250,7 @@ fn dispatch(command: Command, runner: Runner<'_>, out: &mut dyn Write) -> Result
         Command::Replay(args) => replay_command(args, runner, out),
         Command::Shrink(args) => shrink_command(args, runner, out),
         Command::Report(ReportCommand::Timeline { target, out: path }) => timeline(&target, &path, runner, out),
+        Command::Report(ReportCommand::Merge(args)) => merge_command(args, out),
         Command::Bench(args) => {
             if args.seeds == 0 {
                 return Err(CliError::BenchSeedsZero);
@@ -306,9 +335,13 @@ fn run(args: RunArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, Cl
     let config = args.target.resolve()?;
     let outcome = run_caught(runner, &config);
     print_outcome(out, &outcome, args.target.config.as_deref())?;
+    let seeds = config.seed..config.seed.saturating_add(1);
     let meta = ReportMeta {
         scenario: config.scenario.clone(),
         base_seed: 0,
+        seed_range: seeds.clone(),
+        slice: SliceId::WHOLE,
+        slice_range: seeds,
         seeds_planned: 1,
         stopped_by_time_limit: false,
         nondeterministic: Vec::new(),
@@ -320,7 +353,14 @@ fn run(args: RunArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, Cl
 
 fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
     let scenario = catalog::find(&args.scenario)?;
-    let range = sweep::parse_seed_range(&args.seeds)?;
+    let whole = sweep::parse_seed_range(&args.seeds)?;
+    // Resolve the slice before any work, so a bad --shard fails every job of
+    // a matrix at once, not after a long sweep.
+    let slice = match &args.shard {
+        Some(text) => slice::parse_spec(text)?.resolve(|var| std::env::var(var).ok())?,
+        None => SliceId::WHOLE,
+    };
+    let range = slice::slice_range(&whole, slice)?;
     let time_limit = args.time_limit.as_deref().map(sweep::parse_duration).transpose()?;
     let base = if args.seed_from_git { sweep::git_base_seed()? } else { 0 };
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -330,12 +370,15 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
     let in_flight = InFlight::default();
     spawn_watchdog(in_flight.clone(), seed_timeout, scenario.name);
     let in_flight = Some(in_flight);
-    let plan = SweepPlan { scenario, range, base, jobs, time_limit, check_determinism, progress, in_flight };
+    let plan = SweepPlan { scenario, range, slice, base, jobs, time_limit, check_determinism, progress, in_flight };
     let result = sweep::sweep(plan, runner)?;
     write!(out, "{}", result.render_summary())?;
     let meta = ReportMeta {
         scenario: scenario.name.to_string(),
         base_seed: base,
+        seed_range: whole,
+        slice,
+        slice_range: result.plan.range.clone(),
         seeds_planned: result.plan.seed_count(),
         stopped_by_time_limit: result.stopped_by_time_limit,
         nondeterministic: result.nondeterministic.clone(),
@@ -366,6 +409,19 @@ fn spawn_watchdog(in_flight: InFlight, limit: Duration, scenario: &'static str) 
             }
         }
     });
+}
+
+fn merge_command(args: MergeArgs, out: &mut dyn Write) -> Result<i32, CliError> {
+    let inputs = args.reports.iter().map(|path| merge::load(path)).collect::<Result<Vec<_>, _>>()?;
+    let merged = merge::merge(&inputs)?;
+    write!(out, "{}", merge::render_summary(&merged))?;
+    for (format, path) in [(ReportFormat::Json, &args.out), (ReportFormat::Junit, &args.junit)] {
+        if let Some(path) = path {
+            report::write_report(format, path, &merged)?;
+            writeln!(out, "report: {}", path.display())?;
+        }
+    }
+    Ok(merged.exit_code)
 }
 
 fn replay_command(args: ReplayArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, CliError> {

@@ -10,10 +10,12 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod fake;
+pub mod merge;
 pub mod replay;
 pub mod report;
 pub mod runner;
 pub mod shrink;
+pub mod slice;
 pub mod sweep;
 pub mod timeline;
 
@@ -23,6 +25,27 @@ pub fn stable_hash64(bytes: &[u8]) -> u64 {
     const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     bytes.iter().fold(FNV_OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME))
+}
+
+/// Names the commit being swept when `git` is absent (a container image has
+/// no checkout): the Dockerfile bakes it in from a build argument.
+pub const GIT_COMMIT_ENV: &str = "SHOAL_SIM_GIT_COMMIT";
+
+/// The commit under test: `git rev-parse HEAD` where git and a checkout are
+/// at hand, else `$SHOAL_SIM_GIT_COMMIT`, else `None`. Sweep reports record
+/// it so `report merge` joins only slices of one commit, and
+/// `--seed-from-git` hashes it.
+pub fn source_commit() -> Option<String> {
+    let from_git = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .filter(|hex| !hex.is_empty());
+    from_git
+        .or_else(|| std::env::var(GIT_COMMIT_ENV).ok().map(|hex| hex.trim().to_string()).filter(|hex| !hex.is_empty()))
 }
 
 /// The one command that reproduces a seed of a named scenario.

@@ -1,14 +1,26 @@
 //! Machine-readable reports of runs and sweeps: JSON (one document) and JUnit
 //! XML (one test case per seed, for CI test tabs).
 //!
-//! Owns the report formats and XML escaping. Must not decide verdicts: it
-//! prints what the outcomes say, and each failure carries its replay command.
+//! Owns the report formats, their provenance fields (version, commit, seed
+//! range, slice: what `report merge` checks before joining reports) and XML
+//! escaping. Must not decide verdicts: it prints what the outcomes say, and
+//! each failure carries its replay command.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
 use shoal_sim::{RunOutcome, Verdict};
+
+use crate::slice::SliceId;
+
+/// `tool` of every report shoal-sim writes; `report merge` reads no other.
+pub const TOOL: &str = "shoal-sim";
+/// The shoal-sim version, written into every report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// `git_commit` when neither git nor `SHOAL_SIM_GIT_COMMIT` names the commit.
+pub const COMMIT_UNKNOWN: &str = "unknown";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
@@ -27,6 +39,12 @@ pub enum ReportError {
 pub struct ReportMeta {
     pub scenario: String,
     pub base_seed: u64,
+    /// Seed indices of the whole sweep, every slice included.
+    pub seed_range: Range<u64>,
+    /// Which slice of `seed_range` this batch is (`SliceId::WHOLE` without `--shard`).
+    pub slice: SliceId,
+    /// Seed indices of this slice.
+    pub slice_range: Range<u64>,
     pub seeds_planned: u64,
     pub stopped_by_time_limit: bool,
     /// Seeds that ran twice and differed, with what differed.
@@ -34,98 +52,237 @@ pub struct ReportMeta {
     pub wall: Duration,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct JsonReport<'a> {
-    tool: &'static str,
-    scenario: &'a str,
-    base_seed: u64,
-    seeds_planned: u64,
-    seeds_run: usize,
-    stopped_by_time_limit: bool,
-    wall_time_s: f64,
-    exit_code: i32,
-    pass: usize,
-    fail: usize,
-    failures_by_checker: BTreeMap<String, u64>,
-    nondeterministic: Vec<JsonNondeterministic<'a>>,
-    runs: Vec<JsonRun<'a>>,
+/// The JSON report: one document per sweep, run or merge. Deserializable so
+/// `report merge` reads what sweeps wrote; the provenance fields are `Option`
+/// so a report from an older shoal-sim still parses and is refused by name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepReport {
+    pub tool: String,
+    #[serde(default)]
+    pub shoal_sim_version: Option<String>,
+    /// `git rev-parse HEAD` where the sweep ran, or "unknown".
+    #[serde(default)]
+    pub git_commit: Option<String>,
+    pub scenario: String,
+    pub base_seed: u64,
+    /// Seed indices of the whole sweep (seed = base_seed + index, wrapping).
+    #[serde(default)]
+    pub seed_range: Option<Range<u64>>,
+    /// Which slice of `seed_range` this report covers; `null` in a merge that
+    /// is missing slices, so it cannot pass for the whole range.
+    #[serde(default)]
+    pub slice: Option<SliceRecord>,
+    pub seeds_planned: u64,
+    pub seeds_run: usize,
+    pub stopped_by_time_limit: bool,
+    pub wall_time_s: f64,
+    pub exit_code: i32,
+    pub pass: usize,
+    pub fail: usize,
+    pub failures_by_checker: BTreeMap<String, u64>,
+    /// Coverage marks hit, by name. Absent means "not counted", read as empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, u64>,
+    pub nondeterministic: Vec<NondeterministicRecord>,
+    /// Only in a merged report: which slices went in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergeRecord>,
+    pub runs: Vec<RunRecord>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct JsonNondeterministic<'a> {
-    seed: u64,
-    mismatch: &'a str,
-    replay: String,
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SliceRecord {
+    pub index: u64,
+    pub count: u64,
+    /// Seed indices of this slice.
+    pub seeds: Range<u64>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct JsonRun<'a> {
-    seed: u64,
-    scenario: &'a str,
-    verdict: &'a Verdict,
-    exit_code: i32,
-    ops_committed: u64,
-    view_changes: u64,
-    faults_injected_total: u64,
-    faults_injected: &'a BTreeMap<String, u64>,
-    trace_hash: String,
-    events_processed: u64,
-    virtual_time_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    replay: Option<String>,
-}
-
-fn exit_code(outcomes: &[RunOutcome], meta: &ReportMeta) -> i32 {
-    let verdicts = outcomes.iter().map(|outcome| outcome.verdict.exit_code()).max().unwrap_or(0);
-    if meta.nondeterministic.is_empty() { verdicts } else { verdicts.max(crate::sweep::EXIT_NONDETERMINISM) }
-}
-
-pub fn json(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
-    let mut failures_by_checker = BTreeMap::new();
-    for checker in outcomes.iter().filter_map(|outcome| outcome.verdict.checker()) {
-        *failures_by_checker.entry(format!("{checker:?}")).or_insert(0) += 1;
+impl SliceRecord {
+    pub fn id(&self) -> SliceId {
+        SliceId { index: self.index, count: self.count }
     }
-    let report = JsonReport {
-        tool: "shoal-sim",
-        scenario: &meta.scenario,
-        base_seed: meta.base_seed,
-        seeds_planned: meta.seeds_planned,
-        seeds_run: outcomes.len(),
-        stopped_by_time_limit: meta.stopped_by_time_limit,
-        wall_time_s: meta.wall.as_secs_f64(),
-        exit_code: exit_code(outcomes, meta),
-        pass: outcomes.iter().filter(|outcome| outcome.verdict == Verdict::Pass).count(),
-        fail: outcomes.iter().filter(|outcome| outcome.verdict != Verdict::Pass).count(),
-        failures_by_checker,
-        nondeterministic: meta
-            .nondeterministic
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NondeterministicRecord {
+    pub seed: u64,
+    pub mismatch: String,
+    pub replay: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub seed: u64,
+    pub scenario: String,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    pub ops_committed: u64,
+    pub view_changes: u64,
+    pub faults_injected_total: u64,
+    pub faults_injected: BTreeMap<String, u64>,
+    pub trace_hash: String,
+    pub events_processed: u64,
+    pub virtual_time_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
+}
+
+/// The worst verdict of `runs` as an exit code, 5 if any seed was non-deterministic.
+pub fn worst_exit_code(runs: &[RunRecord], nondeterministic: &[NondeterministicRecord]) -> i32 {
+    let verdicts = runs.iter().map(|run| run.exit_code).max().unwrap_or(0);
+    if nondeterministic.is_empty() { verdicts } else { verdicts.max(crate::sweep::EXIT_NONDETERMINISM) }
+}
+
+/// Failures counted by the checker that caught them.
+pub fn failures_by_checker(runs: &[RunRecord]) -> BTreeMap<String, u64> {
+    let mut by_checker = BTreeMap::new();
+    for checker in runs.iter().filter_map(|run| run.verdict.checker()) {
+        *by_checker.entry(format!("{checker:?}")).or_insert(0) += 1;
+    }
+    by_checker
+}
+
+impl SweepReport {
+    pub fn new(outcomes: &[RunOutcome], meta: &ReportMeta) -> SweepReport {
+        let runs: Vec<RunRecord> = outcomes
             .iter()
-            .map(|(seed, mismatch)| JsonNondeterministic {
-                seed: *seed,
-                mismatch,
-                replay: format!("{} --check-determinism", crate::replay_command(*seed, &meta.scenario)),
-            })
-            .collect(),
-        runs: outcomes
-            .iter()
-            .map(|outcome| JsonRun {
+            .map(|outcome| RunRecord {
                 seed: outcome.config.seed,
-                scenario: &outcome.config.scenario,
-                verdict: &outcome.verdict,
+                scenario: outcome.config.scenario.clone(),
+                verdict: outcome.verdict.clone(),
                 exit_code: outcome.verdict.exit_code(),
                 ops_committed: outcome.ops_committed,
                 view_changes: outcome.view_changes,
                 faults_injected_total: outcome.faults_injected_total,
-                faults_injected: &outcome.faults_injected,
+                faults_injected: outcome.faults_injected.clone(),
                 trace_hash: format!("{:016x}", outcome.trace_hash),
                 events_processed: outcome.events_processed,
                 virtual_time_ns: outcome.virtual_time_ns,
                 replay: (outcome.verdict != Verdict::Pass)
                     .then(|| crate::replay_command(outcome.config.seed, &outcome.config.scenario)),
             })
-            .collect(),
-    };
-    serde_json::to_string_pretty(&report).expect("report types serialize") + "\n"
+            .collect();
+        let nondeterministic: Vec<NondeterministicRecord> = meta
+            .nondeterministic
+            .iter()
+            .map(|(seed, mismatch)| NondeterministicRecord {
+                seed: *seed,
+                mismatch: mismatch.clone(),
+                replay: format!("{} --check-determinism", crate::replay_command(*seed, &meta.scenario)),
+            })
+            .collect();
+        SweepReport {
+            tool: TOOL.to_string(),
+            shoal_sim_version: Some(VERSION.to_string()),
+            git_commit: Some(crate::source_commit().unwrap_or_else(|| COMMIT_UNKNOWN.to_string())),
+            scenario: meta.scenario.clone(),
+            base_seed: meta.base_seed,
+            seed_range: Some(meta.seed_range.clone()),
+            slice: Some(SliceRecord {
+                index: meta.slice.index,
+                count: meta.slice.count,
+                seeds: meta.slice_range.clone(),
+            }),
+            seeds_planned: meta.seeds_planned,
+            seeds_run: runs.len(),
+            stopped_by_time_limit: meta.stopped_by_time_limit,
+            wall_time_s: meta.wall.as_secs_f64(),
+            exit_code: worst_exit_code(&runs, &nondeterministic),
+            pass: runs.iter().filter(|run| run.verdict == Verdict::Pass).count(),
+            fail: runs.iter().filter(|run| run.verdict != Verdict::Pass).count(),
+            failures_by_checker: failures_by_checker(&runs),
+            marks: BTreeMap::new(),
+            nondeterministic,
+            merge: None,
+            runs,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report types serialize") + "\n"
+    }
+
+    /// JUnit XML: one test case per seed, for CI test tabs.
+    pub fn to_junit(&self) -> String {
+        let suite = xml_escape(&format!("shoal-sim.{}", self.scenario));
+        let nondeterministic = |seed: u64| {
+            self.nondeterministic.iter().find(|record| record.seed == seed).map(|record| record.mismatch.as_str())
+        };
+        let failures = self
+            .runs
+            .iter()
+            .filter(|run| {
+                matches!(run.exit_code, 2 | 3) || (run.verdict == Verdict::Pass && nondeterministic(run.seed).is_some())
+            })
+            .count();
+        let errors = self.runs.iter().filter(|run| matches!(run.verdict, Verdict::Panic { .. })).count();
+        let tests = self.runs.len();
+        let time = self.wall_time_s;
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        xml.push_str(&format!(
+            "<testsuites name=\"shoal-sim\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n"
+        ));
+        xml.push_str(&format!(
+            "  <testsuite name=\"{suite}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{time:.3}\">\n"
+        ));
+        xml.push_str("    <properties>\n");
+        let mut properties = vec![
+            ("base_seed", self.base_seed.to_string()),
+            ("seeds_planned", self.seeds_planned.to_string()),
+            ("stopped_by_time_limit", self.stopped_by_time_limit.to_string()),
+        ];
+        if let Some(range) = &self.seed_range {
+            properties.push(("seed_range", format!("{}..{}", range.start, range.end)));
+        }
+        if let Some(slice) = &self.slice {
+            properties.push(("slice", slice.id().to_string()));
+        }
+        if let Some(commit) = &self.git_commit {
+            properties.push(("git_commit", commit.clone()));
+        }
+        if let Some(merge) = &self.merge {
+            properties.push(("slices_missing", crate::merge::list_slices(&merge.slices_missing)));
+            properties.push(("slices_duplicated", crate::merge::list_slices(&merge.slices_duplicated)));
+        }
+        for (name, value) in properties {
+            xml.push_str(&format!("      <property name=\"{name}\" value=\"{}\"/>\n", xml_escape(&value)));
+        }
+        xml.push_str("    </properties>\n");
+        for run in &self.runs {
+            let seed = run.seed;
+            let replay = xml_escape(&crate::replay_command(seed, &run.scenario));
+            xml.push_str(&format!("    <testcase classname=\"{suite}\" name=\"seed {seed}\""));
+            let body = match &run.verdict {
+                Verdict::Pass => {
+                    nondeterministic(seed).map(|mismatch| ("failure", "Determinism".to_string(), mismatch))
+                }
+                Verdict::SafetyViolation { checker, message, .. } => {
+                    Some(("failure", format!("{checker:?}"), message.as_str()))
+                }
+                Verdict::LivenessViolation { message } => Some(("failure", "Liveness".to_string(), message.as_str())),
+                Verdict::Panic { message } => Some(("error", "Panic".to_string(), message.as_str())),
+            };
+            match body {
+                None => xml.push_str("/>\n"),
+                Some((element, kind, message)) => {
+                    xml.push_str(">\n");
+                    xml.push_str(&format!(
+                        "      <{element} type=\"{kind}\" message=\"{}\">{}\nreplay: {replay}</{element}>\n",
+                        xml_escape(message),
+                        xml_escape(&crate::sweep::verdict_line(&run.verdict)),
+                    ));
+                    xml.push_str("    </testcase>\n");
+                }
+            }
+        }
+        xml.push_str("  </testsuite>\n</testsuites>\n");
+        xml
+    }
+}
+
+pub fn json(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
+    SweepReport::new(outcomes, meta).to_json()
 }
 
 pub fn xml_escape(text: &str) -> String {
@@ -146,68 +303,18 @@ pub fn xml_escape(text: &str) -> String {
 }
 
 pub fn junit(outcomes: &[RunOutcome], meta: &ReportMeta) -> String {
-    let suite = xml_escape(&format!("shoal-sim.{}", meta.scenario));
-    let nondeterministic = |seed: u64| meta.nondeterministic.iter().find(|(s, _)| *s == seed).map(|(_, m)| m.as_str());
-    let failures = outcomes
-        .iter()
-        .filter(|o| {
-            matches!(o.verdict.exit_code(), 2 | 3)
-                || (o.verdict == Verdict::Pass && nondeterministic(o.config.seed).is_some())
-        })
-        .count();
-    let errors = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Panic { .. })).count();
-    let time = meta.wall.as_secs_f64();
-    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    xml.push_str(&format!(
-        "<testsuites name=\"shoal-sim\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n",
-        outcomes.len()
-    ));
-    xml.push_str(&format!(
-        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{time:.3}\">\n",
-        outcomes.len()
-    ));
-    xml.push_str("    <properties>\n");
-    for (name, value) in [
-        ("base_seed", meta.base_seed.to_string()),
-        ("seeds_planned", meta.seeds_planned.to_string()),
-        ("stopped_by_time_limit", meta.stopped_by_time_limit.to_string()),
-    ] {
-        xml.push_str(&format!("      <property name=\"{name}\" value=\"{value}\"/>\n"));
-    }
-    xml.push_str("    </properties>\n");
-    for outcome in outcomes {
-        let seed = outcome.config.seed;
-        let replay = xml_escape(&crate::replay_command(seed, &outcome.config.scenario));
-        xml.push_str(&format!("    <testcase classname=\"{suite}\" name=\"seed {seed}\""));
-        let body = match &outcome.verdict {
-            Verdict::Pass => nondeterministic(seed).map(|mismatch| ("failure", "Determinism".to_string(), mismatch)),
-            Verdict::SafetyViolation { checker, message, .. } => {
-                Some(("failure", format!("{checker:?}"), message.as_str()))
-            }
-            Verdict::LivenessViolation { message } => Some(("failure", "Liveness".to_string(), message.as_str())),
-            Verdict::Panic { message } => Some(("error", "Panic".to_string(), message.as_str())),
-        };
-        match body {
-            None => xml.push_str("/>\n"),
-            Some((element, kind, message)) => {
-                xml.push_str(">\n");
-                xml.push_str(&format!(
-                    "      <{element} type=\"{kind}\" message=\"{}\">{}\nreplay: {replay}</{element}>\n",
-                    xml_escape(message),
-                    xml_escape(&crate::sweep::verdict_line(&outcome.verdict)),
-                ));
-                xml.push_str("    </testcase>\n");
-            }
-        }
-    }
-    xml.push_str("  </testsuite>\n</testsuites>\n");
-    xml
+    SweepReport::new(outcomes, meta).to_junit()
 }
 
 pub fn write(format: ReportFormat, path: &Path, outcomes: &[RunOutcome], meta: &ReportMeta) -> Result<(), ReportError> {
+    let report = SweepReport::new(outcomes, meta);
+    write_report(format, path, &report)
+}
+
+pub fn write_report(format: ReportFormat, path: &Path, report: &SweepReport) -> Result<(), ReportError> {
     let text = match format {
-        ReportFormat::Json => json(outcomes, meta),
-        ReportFormat::Junit => junit(outcomes, meta),
+        ReportFormat::Json => report.to_json(),
+        ReportFormat::Junit => report.to_junit(),
     };
     std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.display().to_string(), source })
 }
@@ -221,6 +328,9 @@ mod tests {
         ReportMeta {
             scenario: "partition-storm".into(),
             base_seed: 0,
+            seed_range: 0..3,
+            slice: SliceId::WHOLE,
+            slice_range: 0..3,
             seeds_planned: 3,
             stopped_by_time_limit: false,
             nondeterministic: Vec::new(),

@@ -20,6 +20,7 @@ use shoal_sim::{Checker, RunConfig, RunOutcome, Verdict};
 
 use crate::catalog::Scenario;
 use crate::runner::{Runner, run_caught};
+use crate::slice::SliceId;
 
 /// More workers than this is a typo, not a machine.
 pub const JOBS_MAX: usize = 1024;
@@ -38,7 +39,9 @@ pub enum SweepError {
     BadDuration { text: String },
     #[error("--jobs {jobs} is out of range: use 1..={JOBS_MAX}")]
     BadJobs { jobs: usize },
-    #[error("--seed-from-git: `git rev-parse HEAD` failed ({reason}); run inside a git checkout or drop the flag")]
+    #[error(
+        "--seed-from-git: `git rev-parse HEAD` failed ({reason}); run inside a git checkout, set SHOAL_SIM_GIT_COMMIT, or drop the flag"
+    )]
     Git { reason: String },
 }
 
@@ -73,16 +76,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, SweepError> {
 }
 
 /// Base seed from the current commit: each commit sweeps fresh seeds, and
-/// the same commit always sweeps the same ones.
+/// the same commit always sweeps the same ones, in a checkout or in an image
+/// that carries its commit in `SHOAL_SIM_GIT_COMMIT`.
 pub fn git_base_seed() -> Result<u64, SweepError> {
-    let output = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .map_err(|error| SweepError::Git { reason: error.to_string() })?;
-    if !output.status.success() {
-        return Err(SweepError::Git { reason: String::from_utf8_lossy(&output.stderr).trim().to_string() });
-    }
-    let hex = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let hex = crate::source_commit().ok_or_else(|| SweepError::Git {
+        reason: format!("no git checkout here and {} is unset", crate::GIT_COMMIT_ENV),
+    })?;
     Ok(crate::stable_hash64(hex.as_bytes()))
 }
 
@@ -111,8 +110,10 @@ pub enum ProgressMode {
 #[derive(Debug, Clone)]
 pub struct SweepPlan {
     pub scenario: &'static Scenario,
-    /// Seed indices; seed = `base.wrapping_add(index)`.
+    /// Seed indices to run (this slice's, with `--shard`); seed = `base.wrapping_add(index)`.
     pub range: Range<u64>,
+    /// Which slice of the whole sweep `range` is (`SliceId::WHOLE` without `--shard`).
+    pub slice: SliceId,
     pub base: u64,
     pub jobs: usize,
     pub time_limit: Option<Duration>,
@@ -184,6 +185,9 @@ impl SweepResult {
         let mut text = String::new();
         let mut line = |label: &str, value: String| text.push_str(&format!("  {label:<22}{value:>20}\n"));
         line("scenario", plan.scenario.name.to_string());
+        if plan.slice != SliceId::WHOLE {
+            line("slice (--shard)", plan.slice.to_string());
+        }
         line("seed indices", format!("{}..{}", plan.range.start, plan.range.end));
         if plan.base != 0 {
             line("base seed", plan.base.to_string());
@@ -399,6 +403,7 @@ mod tests {
         SweepPlan {
             scenario: catalog::find(scenario).unwrap(),
             range,
+            slice: SliceId::WHOLE,
             base: 0,
             jobs,
             time_limit: None,

@@ -4,6 +4,8 @@
 
 mod binary;
 mod fake_cli;
+mod k8s;
+mod slices;
 
 use std::path::PathBuf;
 
