@@ -19,9 +19,13 @@
 //! `[checksum u128][magic u32][version u16][0 u16][base_offset u64][sequence u64][synced_size_bytes u64]`
 //! then zero padding, `checksum` covering the 32 bytes after it. The marker
 //! says: every byte of this file below `synced_size_bytes` is whole records
-//! that a `sync` returned for. Marker `n` goes to slot `n % 2`, so a torn
-//! marker write leaves the previous marker readable in the other slot, and
-//! each slot is one sector, so tearing one cannot damage the other.
+//! that a `sync` returned for. Each marker is written to both slots in one
+//! write, and each slot is one sector: a torn write leaves each slot either
+//! the new marker or the previous one (both whole; the higher `sequence`
+//! wins), and rot in one slot leaves the other with the newest marker. An
+//! earlier draft wrote marker `n` to slot `n % 2` only; the fuzzer found that
+//! rot in the newest slot then silently moved the promise back to the older
+//! marker, and a damaged record only the newest covered was dropped as torn.
 //! (Version 1 had no sync slots and put `len` first; it had no users.)
 //!
 //! Durability: `append` writes; `sync` fsyncs the records, then writes the
@@ -59,9 +63,13 @@
 //! Recovery then syncs what it kept and writes a marker covering it, so the
 //! index never names a record a later recovery could drop.
 //!
-//! What this cannot catch: rot that destroys the newest marker *and* damages
-//! a record only that marker covered (the older marker then ends before the
-//! record, which is read as torn). Each alone is caught or harmless.
+//! What this assumes: a sector write is atomic (whole or not at all), as the
+//! simulator models it. A write torn inside both slots' sectors at once would
+//! leave no marker, which `open` refuses (an error, never a silent loss). A
+//! misdirected marker write (the device put it elsewhere and reported
+//! success) leaves the older marker in place: records synced after it are
+//! then read as an unpromised tail, and one of them also damaged would be
+//! dropped; catching that needs the marker read back from the medium.
 //! Corruption is a typed error: the replica must repair the partition from a
 //! peer, never guess.
 
@@ -86,7 +94,7 @@ pub const READ_COUNT_MAX: usize = 4096;
 pub const READ_SIZE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// The on-disk format this code writes and reads (see the module doc).
 pub const SEGMENT_FORMAT_VERSION: u16 = 2;
-/// One sync slot: one sector, so a torn write of one slot leaves the other whole.
+/// One sync slot: one sector, so a torn write of the two slots leaves each whole.
 pub const SYNC_SLOT_SIZE_BYTES: u64 = 512;
 /// The two sync slots at the start of every segment; records follow.
 pub const SEGMENT_HEADER_SIZE_BYTES: u64 = 2 * SYNC_SLOT_SIZE_BYTES;
@@ -158,7 +166,7 @@ struct Segment<F> {
     /// End of what the durable sync marker covers: every record below it was
     /// promised durable. `SEGMENT_HEADER_SIZE_BYTES <= synced_size_bytes <= size_bytes`.
     synced_size_bytes: u64,
-    /// Sequence of the newest durable marker (its slot is `sequence % 2`).
+    /// Sequence of the newest durable marker.
     sync_sequence: u64,
     /// Byte position of each record; offset = base_offset + index.
     positions: Vec<u64>,
@@ -264,6 +272,14 @@ impl SyncMarker {
         out
     }
 
+    /// Both slots, each holding this marker: one write of two sectors.
+    fn encode_slots(&self) -> Vec<u8> {
+        let mut slots = self.encode();
+        slots.extend_from_slice(&self.encode());
+        debug_assert_eq!(slots.len() as u64, SEGMENT_HEADER_SIZE_BYTES);
+        slots
+    }
+
     /// The marker in `slot` (at least `SYNC_MARKER_SIZE_BYTES`), if it is whole
     /// and of this format. The padding after it is not checked: nothing reads it.
     fn decode(slot: &[u8]) -> Option<SyncMarker> {
@@ -323,8 +339,7 @@ async fn write_sync_marker<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
         sequence: segment.sync_sequence + 1,
         synced_size_bytes: segment.size_bytes,
     };
-    let slot_position = (marker.sequence % 2) * SYNC_SLOT_SIZE_BYTES;
-    let (result, _buf) = segment.file.write_all_at(marker.encode(), slot_position).await;
+    let (result, _buf) = segment.file.write_all_at(marker.encode_slots(), 0).await;
     result.map_err(io_error("write", &segment.path))?;
     segment.file.sync_data().await.map_err(io_error("sync", &segment.path))?;
     // Only a durable marker is a promise.
@@ -536,9 +551,7 @@ impl<I: Io> PartitionLog<I> {
         // holds nothing durable that the index knows about.
         file.set_len(0).await.map_err(io_error("truncate", &path))?;
         let marker = SyncMarker { base_offset, sequence: 0, synced_size_bytes: SEGMENT_HEADER_SIZE_BYTES };
-        let mut slots = marker.encode();
-        slots.extend_from_slice(&marker.encode());
-        let (result, _buf) = file.write_all_at(slots, 0).await;
+        let (result, _buf) = file.write_all_at(marker.encode_slots(), 0).await;
         result.map_err(io_error("write", &path))?;
         file.sync_data().await.map_err(io_error("sync", &path))?;
         Ok(Segment {
@@ -691,6 +704,12 @@ impl<I: Io> PartitionLog<I> {
     /// The first offset this log holds (0 until retention exists).
     pub fn first_offset(&self) -> u64 {
         self.segments.first().expect("a log always has a segment").base_offset
+    }
+
+    /// The first offset of the active (last) segment: every offset below it
+    /// is in a sealed segment, durable and promised.
+    pub fn active_base_offset(&self) -> u64 {
+        self.active().base_offset
     }
 
     pub fn segment_count(&self) -> usize {
