@@ -132,7 +132,9 @@ pub struct PartitionStateMachine<I: Io> {
     /// (offset, chain) where the restored checkpoint's offsets end: what a
     /// state-transfer gap, which ends there, must chain to.
     restored: Option<(u64, u128)>,
-    fill_staged: Option<FillStaged>,
+    /// Boxed: idle but for a state transfer, and it would double the size of
+    /// every partition's machine.
+    fill_staged: Option<Box<FillStaged>>,
 }
 
 impl<I: Io> std::fmt::Debug for PartitionStateMachine<I> {
@@ -235,7 +237,8 @@ impl<I: Io> PartitionStateMachine<I> {
         }
         if self.fill_staged.is_none() {
             let chain = self.log_chain(gap.start).await?;
-            self.fill_staged = Some(FillStaged { first_offset: gap.start, chain, messages: Vec::new(), size_bytes: 0 });
+            self.fill_staged =
+                Some(Box::new(FillStaged { first_offset: gap.start, chain, messages: Vec::new(), size_bytes: 0 }));
         }
         let staged = self.fill_staged.as_mut().expect("staging started above");
         for (index, message) in messages[..count].iter().enumerate() {
