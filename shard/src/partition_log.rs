@@ -26,7 +26,8 @@
 //! earlier draft wrote marker `n` to slot `n % 2` only; the fuzzer found that
 //! rot in the newest slot then silently moved the promise back to the older
 //! marker, and a damaged record only the newest covered was dropped as torn.
-//! (Version 1 had no sync slots and put `len` first; it had no users.)
+//! `SEGMENT_FORMAT_VERSION` is 2: the format before it (call it 1) carried no
+//! version, had no sync slots and put `len` first; it had no users to migrate.
 //!
 //! Durability: `append` writes; `sync` fsyncs the records, then writes the
 //! next sync marker and fsyncs again. Two fsyncs, in that order: a marker
@@ -56,9 +57,9 @@
 //!   (including valid records past a hole) is truncated;
 //! - a sealed segment longer than its marker, a marker naming another base
 //!   offset, or no readable marker in a segment holding records is corruption.
-//!   A last segment shorter than its two slots with no readable marker is a
-//!   creation cut by a crash (no record can have been written into it yet)
-//!   and is created again.
+//!   A last segment no longer than its two slots and with no readable marker
+//!   is a creation cut by a crash (no record is written into a segment before
+//!   its slots are durable) and is created again.
 //!
 //! Recovery then syncs what it kept and writes a marker covering it, so the
 //! index never names a record a later recovery could drop.
