@@ -6,24 +6,73 @@
 //! through `shoal_vsr::Io`, so the simulator can crash it between any two
 //! steps.
 //!
-//! Layout: a directory of segment files named `{base_offset:020}.log`. Each
-//! segment holds consecutive records
-//! `[len u32][checksum u128][offset u64][payload: len bytes]` (little-endian),
-//! where `checksum` is `shoal_vsr::header::checksum` of the offset and
-//! payload bytes, so a record written to the wrong place fails its check.
+//! Layout (format version 2): a directory of segment files named
+//! `{base_offset:020}.log`. Each segment is
+//! `[sync slot 0: 512 bytes][sync slot 1: 512 bytes][record]*`.
 //!
-//! Durability: `append` writes; `sync` makes every appended record durable.
-//! A segment rolls when the next record would take it past
-//! `segment_size_max_bytes`: the old segment is fsynced, the new file is
-//! created and the directory fsynced before any record goes into it. So every
-//! segment but the last is durable and whole.
+//! A record is `[checksum u128][len u32][offset u64][payload: len bytes]`
+//! (little-endian), where `checksum` is `shoal_vsr::header::checksum` of
+//! everything after it (length, offset and payload), so a record written to
+//! the wrong place, or whose length was damaged, fails its check.
 //!
-//! Recovery (`open`) scans every segment and rebuilds the offset index. In the
-//! last segment the first invalid record starts a torn tail (an unsynced
-//! write cut by a crash) and is truncated away, unless a valid record follows
-//! it, which a crash cannot produce: that is corruption in the middle, as is
-//! any invalid record in an earlier segment. Corruption is a typed error: the
-//! replica must repair the partition from a peer, never guess.
+//! A sync slot holds the segment's sync marker,
+//! `[checksum u128][magic u32][version u16][0 u16][base_offset u64][sequence u64][synced_size_bytes u64]`
+//! then zero padding, `checksum` covering the 32 bytes after it. The marker
+//! says: every byte of this file below `synced_size_bytes` is whole records
+//! that a `sync` returned for. Each marker is written to both slots in one
+//! write, and each slot is one sector: a torn write leaves each slot either
+//! the new marker or the previous one (both whole; the higher `sequence`
+//! wins), and rot in one slot leaves the other with the newest marker. An
+//! earlier draft wrote marker `n` to slot `n % 2` only; the fuzzer found that
+//! rot in the newest slot then silently moved the promise back to the older
+//! marker, and a damaged record only the newest covered was dropped as torn.
+//! `SEGMENT_FORMAT_VERSION` is 2: the format before it (call it 1) carried no
+//! version, had no sync slots and put `len` first; it had no users to migrate.
+//!
+//! Durability: `append` writes; `sync` fsyncs the records, then writes the
+//! next sync marker and fsyncs again. Two fsyncs, in that order: a marker
+//! that reached the disk before the records it covers would call a torn
+//! write corruption (the replica would refuse to start), and a record synced
+//! but not covered by a durable marker would be treated as a torn tail (a
+//! damaged one would be dropped silently). A segment rolls when the next
+//! record would take its records past `segment_size_max_bytes`: the old
+//! segment is synced and sealed (its marker covers the whole file), the new
+//! file is created with its first marker and the directory fsynced before
+//! any record goes into it. So every segment but the last is durable, whole
+//! and covered by its marker.
+//!
+//! Recovery (`open`) scans every segment and rebuilds the offset index. Why a
+//! marker rather than looking ahead for a valid record after a bad one: a
+//! look-ahead cannot tell the two cases that matter apart. A damaged length
+//! sends it to the wrong place, so it misses the next record and calls
+//! damage in synced data a torn tail (silent loss of acknowledged records);
+//! and page-cache writeback may persist the later sectors of an unsynced
+//! batch before its earlier ones, so a valid record after a hole is also
+//! what a crash produces (a false alarm that stops the replica). Only knowing
+//! where the last sync ended separates them:
+//! - below the marker's `synced_size_bytes`, any invalid record, or a record
+//!   crossing that boundary, is corruption: a typed error, nothing truncated;
+//! - from there on (last segment only) the bytes were never promised: the
+//!   first invalid record starts a torn tail, and it and everything after it
+//!   (including valid records past a hole) is truncated;
+//! - a sealed segment longer than its marker, a marker naming another base
+//!   offset, or no readable marker in a segment holding records is corruption.
+//!   A last segment no longer than its two slots and with no readable marker
+//!   is a creation cut by a crash (no record is written into a segment before
+//!   its slots are durable) and is created again.
+//!
+//! Recovery then syncs what it kept and writes a marker covering it, so the
+//! index never names a record a later recovery could drop.
+//!
+//! What this assumes: a sector write is atomic (whole or not at all), as the
+//! simulator models it. A write torn inside both slots' sectors at once would
+//! leave no marker, which `open` refuses (an error, never a silent loss). A
+//! misdirected marker write (the device put it elsewhere and reported
+//! success) leaves the older marker in place: records synced after it are
+//! then read as an unpromised tail, and one of them also damaged would be
+//! dropped; catching that needs the marker read back from the medium.
+//! Corruption is a typed error: the replica must repair the partition from a
+//! peer, never guess.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,10 +80,11 @@ use std::path::{Path, PathBuf};
 use shoal_vsr::header::{MESSAGE_SIZE_MAX_BYTES, checksum};
 use shoal_vsr::{Io, IoFile, OpenMode};
 
-/// A segment rolls once the next record would take it past this size.
+/// A segment rolls once the next record would take its records (sync slots
+/// excluded) past this size.
 pub const SEGMENT_SIZE_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// `[len u32][checksum u128][offset u64]`.
-pub const RECORD_HEADER_SIZE_BYTES: usize = 4 + 16 + 8;
+/// `[checksum u128][len u32][offset u64]`.
+pub const RECORD_HEADER_SIZE_BYTES: usize = 16 + 4 + 8;
 /// One message's payload, bounded like a VSR message.
 pub const RECORD_PAYLOAD_SIZE_MAX_BYTES: usize = MESSAGE_SIZE_MAX_BYTES as usize;
 /// Messages one `append` takes.
@@ -43,6 +93,18 @@ pub const APPEND_MESSAGES_MAX: usize = 4096;
 pub const READ_COUNT_MAX: usize = 4096;
 /// Bytes one `read` loads (it returns at least one record, whatever its size).
 pub const READ_SIZE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// The on-disk format this code writes and reads (see the module doc).
+pub const SEGMENT_FORMAT_VERSION: u16 = 2;
+/// One sync slot: one sector, so a torn write of the two slots leaves each whole.
+pub const SYNC_SLOT_SIZE_BYTES: u64 = 512;
+/// The two sync slots at the start of every segment; records follow.
+pub const SEGMENT_HEADER_SIZE_BYTES: u64 = 2 * SYNC_SLOT_SIZE_BYTES;
+/// `[checksum u128][magic u32][version u16][0 u16][base_offset u64][sequence u64][synced_size_bytes u64]`.
+const SYNC_MARKER_SIZE_BYTES: usize = 16 + 4 + 2 + 2 + 8 + 8 + 8;
+/// "SHPL": a segment of a shoal partition log.
+const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"SHPL");
+
+const _: () = assert!(SYNC_MARKER_SIZE_BYTES as u64 <= SYNC_SLOT_SIZE_BYTES);
 
 const SEGMENT_EXTENSION: &str = "log";
 const SEGMENT_NAME_DIGITS: usize = 20;
@@ -100,8 +162,13 @@ struct Segment<F> {
     base_offset: u64,
     path: PathBuf,
     file: F,
-    /// Bytes of valid records; the next record goes here.
+    /// End of the valid records; the next record goes here.
     size_bytes: u64,
+    /// End of what the durable sync marker covers: every record below it was
+    /// promised durable. `SEGMENT_HEADER_SIZE_BYTES <= synced_size_bytes <= size_bytes`.
+    synced_size_bytes: u64,
+    /// Sequence of the newest durable marker.
+    sync_sequence: u64,
     /// Byte position of each record; offset = base_offset + index.
     positions: Vec<u64>,
 }
@@ -113,6 +180,11 @@ impl<F> Segment<F> {
 
     fn record_end(&self, index: usize) -> u64 {
         self.positions.get(index + 1).copied().unwrap_or(self.size_bytes)
+    }
+
+    /// Bytes of records, sync slots excluded (what the size bound counts).
+    fn records_size_bytes(&self) -> u64 {
+        self.size_bytes - SEGMENT_HEADER_SIZE_BYTES
     }
 }
 
@@ -151,21 +223,21 @@ fn parse_segment_name(path: &Path) -> Option<u64> {
 
 fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
     let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(payload);
-    let sum = checksum(&out[start + 20..]);
-    out[start + 4..start + 20].copy_from_slice(&sum.to_le_bytes());
+    let sum = checksum(&out[start + 16..]);
+    out[start..start + 16].copy_from_slice(&sum.to_le_bytes());
     debug_assert_eq!(out.len() - start, RECORD_HEADER_SIZE_BYTES + payload.len());
 }
 
-/// Why the record at the start of `bytes` is not the record for `offset`.
-/// `bytes` is exactly one record (header plus the payload its length names).
+/// Why `bytes` is not the record for `offset`. `bytes` is exactly one record
+/// (header plus the payload its length names).
 fn check_record(bytes: &[u8], offset: u64) -> std::result::Result<(), &'static str> {
     debug_assert!(bytes.len() >= RECORD_HEADER_SIZE_BYTES);
-    let stored = u128::from_le_bytes(bytes[4..20].try_into().expect("16 bytes"));
-    if checksum(&bytes[20..]) != stored {
+    let stored = u128::from_le_bytes(bytes[0..16].try_into().expect("16 bytes"));
+    if checksum(&bytes[16..]) != stored {
         return Err("checksum mismatch");
     }
     let stored_offset = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
@@ -176,7 +248,55 @@ fn check_record(bytes: &[u8], offset: u64) -> std::result::Result<(), &'static s
 }
 
 fn payload_len(header: &[u8]) -> usize {
-    u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize
+    u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")) as usize
+}
+
+/// The sync marker of one slot, as the module doc lays it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SyncMarker {
+    base_offset: u64,
+    sequence: u64,
+    synced_size_bytes: u64,
+}
+
+impl SyncMarker {
+    /// One whole slot (marker then zero padding), ready to write.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; SYNC_SLOT_SIZE_BYTES as usize];
+        out[16..20].copy_from_slice(&SEGMENT_MAGIC.to_le_bytes());
+        out[20..22].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+        out[24..32].copy_from_slice(&self.base_offset.to_le_bytes());
+        out[32..40].copy_from_slice(&self.sequence.to_le_bytes());
+        out[40..48].copy_from_slice(&self.synced_size_bytes.to_le_bytes());
+        let sum = checksum(&out[16..SYNC_MARKER_SIZE_BYTES]);
+        out[0..16].copy_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Both slots, each holding this marker: one write of two sectors.
+    fn encode_slots(&self) -> Vec<u8> {
+        let mut slots = self.encode();
+        slots.extend_from_slice(&self.encode());
+        debug_assert_eq!(slots.len() as u64, SEGMENT_HEADER_SIZE_BYTES);
+        slots
+    }
+
+    /// The marker in `slot` (at least `SYNC_MARKER_SIZE_BYTES`), if it is whole
+    /// and of this format. The padding after it is not checked: nothing reads it.
+    fn decode(slot: &[u8]) -> Option<SyncMarker> {
+        let bytes = &slot[..SYNC_MARKER_SIZE_BYTES];
+        let stored = u128::from_le_bytes(bytes[0..16].try_into().expect("16 bytes"));
+        let field = |range: std::ops::Range<usize>| u64::from_le_bytes(bytes[range].try_into().expect("8 bytes"));
+        let valid = checksum(&bytes[16..]) == stored
+            && bytes[16..20] == SEGMENT_MAGIC.to_le_bytes()
+            && bytes[20..22] == SEGMENT_FORMAT_VERSION.to_le_bytes()
+            && bytes[22..24] == [0, 0];
+        valid.then(|| SyncMarker {
+            base_offset: field(24..32),
+            sequence: field(32..40),
+            synced_size_bytes: field(40..48),
+        })
+    }
 }
 
 async fn read_at<F: IoFile>(file: &F, path: &Path, position: u64, len: usize) -> Result<Vec<u8>> {
@@ -208,6 +328,36 @@ async fn probe_record<F: IoFile>(
     }
     let record = read_at(file, path, position, record_size as usize).await?;
     Ok(check_record(&record, offset).map(|()| record_size))
+}
+
+/// Write the next sync marker, covering `segment.size_bytes`, and make it
+/// durable. The caller has already made those records durable (see the module
+/// doc for why the order matters).
+async fn write_sync_marker<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
+    assert!(segment.size_bytes >= segment.synced_size_bytes, "a marker never takes back a promise");
+    let marker = SyncMarker {
+        base_offset: segment.base_offset,
+        sequence: segment.sync_sequence + 1,
+        synced_size_bytes: segment.size_bytes,
+    };
+    let (result, _buf) = segment.file.write_all_at(marker.encode_slots(), 0).await;
+    result.map_err(io_error("write", &segment.path))?;
+    segment.file.sync_data().await.map_err(io_error("sync", &segment.path))?;
+    // Only a durable marker is a promise.
+    segment.sync_sequence = marker.sequence;
+    segment.synced_size_bytes = marker.synced_size_bytes;
+    Ok(())
+}
+
+/// Make every record of `segment` durable and promised: records first, then
+/// the marker that covers them.
+async fn sync_segment<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
+    segment.file.sync_data().await.map_err(io_error("sync", &segment.path))?;
+    if segment.size_bytes > segment.synced_size_bytes {
+        write_sync_marker(segment).await?;
+    }
+    debug_assert_eq!(segment.synced_size_bytes, segment.size_bytes);
+    Ok(())
 }
 
 impl<I: Io> PartitionLog<I> {
@@ -242,88 +392,201 @@ impl<I: Io> PartitionLog<I> {
                     expected_offset: previous.next_offset(),
                 });
             }
-            let segment = log.scan_segment(base_offset, path, index == last).await?;
+            let segment = if index == last {
+                log.recover_active(base_offset, path).await?
+            } else {
+                log.scan_sealed(base_offset, path).await?
+            };
             log.segments.push(segment);
         }
         debug_assert!(log.segments.windows(2).all(|w| w[0].next_offset() == w[1].base_offset));
+        debug_assert!(log.segments.iter().all(|s| s.synced_size_bytes == s.size_bytes));
         Ok(log)
     }
 
-    async fn scan_segment(&self, base_offset: u64, path: PathBuf, active: bool) -> Result<Segment<I::File>> {
-        // Sealed segments are never written again: open them read-only.
-        let mode = if active { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
-        let file = self.io.open(&path, mode).await.map_err(io_error("open", &path))?;
-        let file_size = file.size_bytes().await.map_err(io_error("size", &path))?;
+    /// The newest readable sync marker of `file`, if any.
+    async fn read_sync_marker(&self, file: &I::File, path: &Path, file_size: u64) -> Result<Option<SyncMarker>> {
+        if file_size < SEGMENT_HEADER_SIZE_BYTES {
+            return Ok(None);
+        }
+        let slots = read_at(file, path, 0, SEGMENT_HEADER_SIZE_BYTES as usize).await?;
+        let newest = slots
+            .chunks_exact(SYNC_SLOT_SIZE_BYTES as usize)
+            .filter_map(SyncMarker::decode)
+            .max_by_key(|marker| marker.sequence);
+        Ok(newest)
+    }
+
+    /// Check a segment's marker against its name and size: the marker is what
+    /// says which bytes were promised, so a wrong one is corruption.
+    fn check_marker(path: &Path, base_offset: u64, marker: SyncMarker, file_size: u64) -> Result<()> {
+        let corrupt = |reason| Err(PartitionLogError::Corrupt { path: path.to_path_buf(), position: 0, reason });
+        if marker.base_offset != base_offset {
+            return corrupt("sync marker names another base offset");
+        }
+        if marker.synced_size_bytes < SEGMENT_HEADER_SIZE_BYTES {
+            return corrupt("sync marker ends inside the sync slots");
+        }
+        if marker.synced_size_bytes > file_size {
+            return corrupt("file is shorter than its synced size: synced records are missing");
+        }
+        Ok(())
+    }
+
+    /// Scan records from the sync slots to `scan_end`. Every record below
+    /// `synced_size_bytes` must be valid and the records must meet it exactly
+    /// (corruption otherwise). Past it, the scan stops at the first invalid
+    /// record: returns the index and where the valid records end.
+    async fn scan_records(
+        &self,
+        file: &I::File,
+        path: &Path,
+        base_offset: u64,
+        synced_size_bytes: u64,
+        scan_end: u64,
+    ) -> Result<(Vec<u64>, u64)> {
         let mut positions = Vec::new();
-        let mut position = 0u64;
-        while position < file_size {
+        let mut position = SEGMENT_HEADER_SIZE_BYTES;
+        while position < scan_end {
             let offset = base_offset + positions.len() as u64;
-            match probe_record(&file, &path, position, file_size, offset).await? {
+            match probe_record(file, path, position, scan_end, offset).await? {
                 Ok(record_size) => {
+                    if position < synced_size_bytes && position + record_size > synced_size_bytes {
+                        // Markers are written at record boundaries only.
+                        return Err(PartitionLogError::Corrupt {
+                            path: path.to_path_buf(),
+                            position,
+                            reason: "record crosses the synced size",
+                        });
+                    }
                     positions.push(position);
                     position += record_size;
                 }
+                Err(reason) if position < synced_size_bytes => {
+                    return Err(PartitionLogError::Corrupt { path: path.to_path_buf(), position, reason });
+                }
                 Err(reason) => {
-                    if !active || self.valid_record_follows(&file, &path, position, file_size, offset).await? {
-                        return Err(PartitionLogError::Corrupt { path, position, reason });
-                    }
-                    tracing::warn!(?path, position, reason, "partition log: truncating torn tail");
-                    file.set_len(position).await.map_err(io_error("truncate", &path))?;
-                    file.sync_data().await.map_err(io_error("sync", &path))?;
+                    tracing::warn!(?path, position, reason, "partition log: torn tail past the last sync");
                     break;
                 }
             }
         }
-        debug_assert!(position <= file_size);
-        Ok(Segment { base_offset, path, file, size_bytes: position, positions })
+        assert!(position >= synced_size_bytes, "every synced record was scanned");
+        Ok((positions, position))
     }
 
-    /// Whether the bad record at `position` (for `offset`) is followed by a
-    /// valid record for `offset + 1`: then the bad one was corrupted in place
-    /// rather than torn by a crash.
-    async fn valid_record_follows(
-        &self,
-        file: &I::File,
-        path: &Path,
-        position: u64,
-        file_size: u64,
-        offset: u64,
-    ) -> Result<bool> {
-        if file_size - position < RECORD_HEADER_SIZE_BYTES as u64 {
-            return Ok(false);
+    /// A sealed segment: never written again, so opened read-only, and its
+    /// marker must cover the whole file.
+    async fn scan_sealed(&self, base_offset: u64, path: PathBuf) -> Result<Segment<I::File>> {
+        let file = self.io.open(&path, OpenMode::ReadOnly).await.map_err(io_error("open", &path))?;
+        let file_size = file.size_bytes().await.map_err(io_error("size", &path))?;
+        let Some(marker) = self.read_sync_marker(&file, &path, file_size).await? else {
+            return Err(PartitionLogError::Corrupt { path, position: 0, reason: "sealed segment has no sync marker" });
+        };
+        Self::check_marker(&path, base_offset, marker, file_size)?;
+        if marker.synced_size_bytes != file_size {
+            // A segment is sealed (marker = whole file) before the next exists.
+            return Err(PartitionLogError::Corrupt {
+                path,
+                position: marker.synced_size_bytes,
+                reason: "sealed segment is longer than its seal",
+            });
         }
-        let header = read_at(file, path, position, RECORD_HEADER_SIZE_BYTES).await?;
-        let len = payload_len(&header);
-        if len > RECORD_PAYLOAD_SIZE_MAX_BYTES {
-            return Ok(false);
+        let (positions, size_bytes) = self.scan_records(&file, &path, base_offset, file_size, file_size).await?;
+        debug_assert_eq!(size_bytes, file_size);
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            size_bytes,
+            synced_size_bytes: size_bytes,
+            sync_sequence: marker.sequence,
+            positions,
+        })
+    }
+
+    /// The last segment: synced records must be whole; an unsynced tail is
+    /// truncated at its first invalid record; what is kept is synced and
+    /// covered by a new marker.
+    async fn recover_active(&self, base_offset: u64, path: PathBuf) -> Result<Segment<I::File>> {
+        let file = self.io.open(&path, OpenMode::ReadWrite).await.map_err(io_error("open", &path))?;
+        // Never trust the page cache: what recovery reads must be on the disk.
+        file.sync_data().await.map_err(io_error("sync", &path))?;
+        let file_size = file.size_bytes().await.map_err(io_error("size", &path))?;
+        let marker = match self.read_sync_marker(&file, &path, file_size).await? {
+            Some(marker) => marker,
+            None if file_size <= SEGMENT_HEADER_SIZE_BYTES => {
+                // Creation was cut by a crash: the first record is written
+                // only after both slots are durable, so nothing is lost.
+                tracing::warn!(?path, "partition log: segment creation was torn; creating it again");
+                return self.initialize_segment(base_offset, path, file).await;
+            }
+            None => {
+                return Err(PartitionLogError::Corrupt { path, position: 0, reason: "segment has no sync marker" });
+            }
+        };
+        Self::check_marker(&path, base_offset, marker, file_size)?;
+        let (positions, size_bytes) =
+            self.scan_records(&file, &path, base_offset, marker.synced_size_bytes, file_size).await?;
+        if size_bytes < file_size {
+            file.set_len(size_bytes).await.map_err(io_error("truncate", &path))?;
         }
-        let next = position + (RECORD_HEADER_SIZE_BYTES + len) as u64;
-        if next >= file_size {
-            return Ok(false);
+        let mut segment = Segment {
+            base_offset,
+            path,
+            file,
+            size_bytes,
+            synced_size_bytes: marker.synced_size_bytes,
+            sync_sequence: marker.sequence,
+            positions,
+        };
+        if size_bytes < file_size || size_bytes > marker.synced_size_bytes {
+            sync_segment(&mut segment).await?;
         }
-        Ok(probe_record(file, path, next, file_size, offset + 1).await?.is_ok())
+        Ok(segment)
+    }
+
+    /// Empty `file` and give it its first marker (in both slots), durably.
+    async fn initialize_segment(&self, base_offset: u64, path: PathBuf, file: I::File) -> Result<Segment<I::File>> {
+        // A stale file of that name (from a crash before its first record)
+        // holds nothing durable that the index knows about.
+        file.set_len(0).await.map_err(io_error("truncate", &path))?;
+        let marker = SyncMarker { base_offset, sequence: 0, synced_size_bytes: SEGMENT_HEADER_SIZE_BYTES };
+        let (result, _buf) = file.write_all_at(marker.encode_slots(), 0).await;
+        result.map_err(io_error("write", &path))?;
+        file.sync_data().await.map_err(io_error("sync", &path))?;
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            size_bytes: SEGMENT_HEADER_SIZE_BYTES,
+            synced_size_bytes: SEGMENT_HEADER_SIZE_BYTES,
+            sync_sequence: 0,
+            positions: Vec::new(),
+        })
     }
 
     async fn create_segment(&mut self, base_offset: u64) -> Result<()> {
         debug_assert!(self.segments.last().is_none_or(|s| s.next_offset() == base_offset));
         let path = self.dir.join(segment_file_name(base_offset));
         let file = self.io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create", &path))?;
-        // A stale file of that name (from a crash before its first record)
-        // holds nothing durable that the index knows about.
-        file.set_len(0).await.map_err(io_error("truncate", &path))?;
-        file.sync_data().await.map_err(io_error("sync", &path))?;
+        let segment = self.initialize_segment(base_offset, path, file).await?;
         // The new name is durable only once the directory is fsynced.
         self.io.sync_dir(&self.dir).await.map_err(io_error("sync_dir", &self.dir))?;
-        self.segments.push(Segment { base_offset, path, file, size_bytes: 0, positions: Vec::new() });
+        self.segments.push(segment);
         Ok(())
     }
 
     async fn roll(&mut self) -> Result<()> {
-        let active = self.active();
+        let active = self.segments.last_mut().expect("a log always has an active segment");
         assert!(!active.positions.is_empty(), "rolling an empty segment");
-        // Seal: the old segment must be durable and whole before the next one
-        // exists, so recovery may treat only the last segment's tail as torn.
-        active.file.sync_data().await.map_err(io_error("sync", &active.path))?;
+        // A failed write may have left bytes past the last record: a sealed
+        // segment must end exactly where its marker says.
+        active.file.set_len(active.size_bytes).await.map_err(io_error("truncate", &active.path))?;
+        // Seal: the old segment must be durable, whole and covered by its
+        // marker before the next one exists, so recovery may treat only the
+        // last segment's tail as torn.
+        sync_segment(active).await?;
         let base_offset = active.next_offset();
         self.create_segment(base_offset).await
     }
@@ -363,7 +626,7 @@ impl<I: Io> PartitionLog<I> {
         for (i, message) in messages.iter().enumerate() {
             let offset = first_offset + i as u64;
             let record_size = (RECORD_HEADER_SIZE_BYTES + message.len()) as u64;
-            let used = self.active().size_bytes + buf.len() as u64;
+            let used = self.active().records_size_bytes() + buf.len() as u64;
             // A segment holds at least one record, even one larger than the max.
             if used > 0 && used + record_size > self.config.segment_size_max_bytes {
                 self.write_active(std::mem::take(&mut buf), &mut positions).await?;
@@ -429,9 +692,9 @@ impl<I: Io> PartitionLog<I> {
     }
 
     /// Make every appended record durable.
-    pub async fn sync(&self) -> Result<()> {
-        let active = self.active();
-        active.file.sync_data().await.map_err(io_error("sync", &active.path))
+    pub async fn sync(&mut self) -> Result<()> {
+        let active = self.segments.last_mut().expect("a log always has an active segment");
+        sync_segment(active).await
     }
 
     /// The offset the next appended message gets.
@@ -442,6 +705,12 @@ impl<I: Io> PartitionLog<I> {
     /// The first offset this log holds (0 until retention exists).
     pub fn first_offset(&self) -> u64 {
         self.segments.first().expect("a log always has a segment").base_offset
+    }
+
+    /// The first offset of the active (last) segment: every offset below it
+    /// is in a sealed segment, durable and promised.
+    pub fn active_base_offset(&self) -> u64 {
+        self.active().base_offset
     }
 
     pub fn segment_count(&self) -> usize {

@@ -24,13 +24,26 @@
 //!   the checkpoint's offsets.
 //! - Idempotent replay: after a restart the replica restores its checkpoint
 //!   and re-applies the committed ops after it. An op whose offset is already
-//!   in the log (`offset < log.next_offset()`) is only counted (the offset
-//!   and checksum chain advance, the reply is the same offset as the first
-//!   time); it is not queued or appended again. Each offset is in the log once.
+//!   in the log (`offset < log.next_offset()`) is not queued or appended
+//!   again (each offset is in the log once), but it is compared: `apply` is
+//!   sync and the log async, so `apply` keeps the message's checksum and the
+//!   next `persist` (or a `read` of that offset) compares it with the log's
+//!   record, failing with `PartitionSmError::ReplayMismatch`. A record that
+//!   passed its own checksum yet differs from the committed op is a message
+//!   of another log (a misdirected write, a directory from another partition)
+//!   or a consensus bug: serving or extending such a log would hand clients
+//!   data that was never committed there.
 //! - A snapshot from a peer (state transfer) may name offsets this replica's
 //!   log does not hold. Those are `missing()`: `persist` refuses to append past
 //!   the hole (`PartitionSmError::Gap`) until the partition is repaired from a
 //!   peer, rather than writing messages at the wrong offsets.
+//! - Repair (`fill`) writes a peer's messages only once they are proven to be
+//!   the committed ones: the chain at the gap's start (computed from this
+//!   replica's own log) carried over the fetched messages must equal the
+//!   snapshot's chain at the gap's end. The chain only commits to its end, so
+//!   fetched batches are staged in memory (bounded) until the gap is whole,
+//!   then checked and appended together; a mismatch drops them all
+//!   (`PartitionSmError::FillMismatch`).
 //!
 //! Reads: a committed offset needs no consensus: read it with `read`,
 //! straight from the log (after `persist`; a message is durable once
@@ -58,6 +71,12 @@ use crate::partition_log::{
 /// of commits, far below this; reaching it is a driver bug (asserted).
 pub const PARTITION_PENDING_MESSAGES_MAX: usize = 64 * 1024;
 
+/// Messages `fill` stages while a state-transfer gap is incomplete (they can
+/// be checked only once the whole gap is there). A larger gap is refused.
+pub const PARTITION_FILL_STAGED_MESSAGES_MAX: usize = 64 * 1024;
+/// Bytes `fill` stages, likewise.
+pub const PARTITION_FILL_STAGED_SIZE_MAX_BYTES: usize = 256 * 1024 * 1024;
+
 /// The first byte of a partition snapshot; another value is another format.
 const SNAPSHOT_TAG: u8 = 0x50;
 /// `[tag u8][next_offset u64][chain u128]`.
@@ -71,6 +90,29 @@ pub enum PartitionSmError {
         "partition log ends at offset {log_next_offset} but the next message to persist has offset {pending_offset}: offsets {log_next_offset}..{pending_offset} came by state transfer and are not on this disk; repair the partition from a peer replica"
     )]
     Gap { log_next_offset: u64, pending_offset: u64 },
+    #[error(
+        "messages fetched for offsets {first_offset}..{end_offset} do not match the checksum chain of the restored checkpoint (or this replica's log below offset {first_offset} does not): nothing was written; fetch them from another peer, or repair the partition from a peer replica"
+    )]
+    FillMismatch { first_offset: u64, end_offset: u64 },
+    #[error(
+        "state-transfer gap {first_offset}..{end_offset} exceeds what can be checked in memory ({PARTITION_FILL_STAGED_MESSAGES_MAX} messages, {PARTITION_FILL_STAGED_SIZE_MAX_BYTES} bytes); copy the partition directory from a healthy replica"
+    )]
+    FillTooLarge { first_offset: u64, end_offset: u64 },
+    #[error(
+        "partition log holds at offset {offset} a message other than the committed one replayed there: this log is not this partition's history; repair the partition from a peer replica"
+    )]
+    ReplayMismatch { offset: u64 },
+}
+
+/// Fetched messages for a state-transfer gap, not yet checked.
+#[derive(Debug)]
+struct FillStaged {
+    /// The gap's start: `log.next_offset()` when staging began.
+    first_offset: u64,
+    /// The chain after the last staged message (at the gap's start if none).
+    chain: u128,
+    messages: Vec<Vec<u8>>,
+    size_bytes: usize,
 }
 
 /// One partition's replicated state: a `StateMachine` over a durable log.
@@ -84,6 +126,15 @@ pub struct PartitionStateMachine<I: Io> {
     /// Applied messages not yet in the log, with their offsets: contiguous,
     /// and the last one is `next_offset - 1`.
     pending: Vec<(u64, Vec<u8>)>,
+    /// Offsets replayed onto records already in the log, with the checksum
+    /// of the committed message: compared with the log by `persist`. Sorted.
+    replayed: Vec<(u64, u128)>,
+    /// (offset, chain) where the restored checkpoint's offsets end: what a
+    /// state-transfer gap, which ends there, must chain to.
+    restored: Option<(u64, u128)>,
+    /// Boxed: idle but for a state transfer, and it would double the size of
+    /// every partition's machine.
+    fill_staged: Option<Box<FillStaged>>,
 }
 
 impl<I: Io> std::fmt::Debug for PartitionStateMachine<I> {
@@ -120,13 +171,23 @@ impl<I: Io> PartitionStateMachine<I> {
     ) -> Result<PartitionStateMachine<I>, PartitionLogError> {
         assert!(namespace.is_partition(), "{namespace:?} is not a partition");
         let log = PartitionLog::open(io, dir, config).await?;
-        Ok(PartitionStateMachine { namespace, log, next_offset: 0, chain: 0, pending: Vec::new() })
+        Ok(PartitionStateMachine {
+            namespace,
+            log,
+            next_offset: 0,
+            chain: 0,
+            pending: Vec::new(),
+            replayed: Vec::new(),
+            restored: None,
+            fill_staged: None,
+        })
     }
 
     /// Append every pending message to the log and sync it. On an error the
     /// messages the log did take stay out of the queue, the rest stay queued;
     /// a storage error is fatal for the replica (it restarts and replays).
     pub async fn persist(&mut self) -> Result<(), PartitionSmError> {
+        self.check_replayed().await?;
         while let Some(&(first, _)) = self.pending.first() {
             let log_next_offset = self.log.next_offset();
             if log_next_offset < first {
@@ -149,28 +210,123 @@ impl<I: Io> PartitionStateMachine<I> {
         Ok(())
     }
 
-    /// Append messages a peer sent for the `missing()` range (after a state
-    /// transfer). Only an answer that starts exactly where the log ends is
-    /// taken; a stale or repeated one is ignored (returns 0). Durable once
-    /// `persist` returns.
+    /// Take messages a peer sent for the `missing()` range (after a state
+    /// transfer), in order. Only an answer that starts exactly where the
+    /// staged ones end is taken; a stale or repeated one is ignored (returns
+    /// 0). Staged until the gap is whole, then checked against the restored
+    /// checkpoint's chain and appended (see the module doc); durable once
+    /// `persist` returns. Returns how many messages were taken.
     pub async fn fill(&mut self, first_offset: u64, messages: &[Vec<u8>]) -> Result<usize, PartitionSmError> {
-        let Some(missing) = self.missing() else { return Ok(0) };
-        if first_offset != missing.start {
+        let Some(gap) = self.gap() else { return Ok(0) };
+        let Some((restored_offset, restored_chain)) = self.restored else {
+            unreachable!("a gap opens only by restoring a checkpoint ahead of the log")
+        };
+        // A gap ends where the restored checkpoint's offsets end: offsets
+        // applied after it are queued or in the log.
+        assert_eq!(gap.end, restored_offset, "the gap ends at the restored checkpoint");
+        if self.fill_staged.as_ref().is_some_and(|staged| staged.first_offset != gap.start) {
+            self.fill_staged = None; // the log moved: start again
+        }
+        let staged_end = self.fill_staged.as_ref().map_or(gap.start, |s| s.first_offset + s.messages.len() as u64);
+        if first_offset != staged_end {
             return Ok(0);
         }
-        let count = messages.len().min((missing.end - missing.start) as usize).min(APPEND_MESSAGES_MAX);
+        let count = messages.len().min((gap.end - staged_end) as usize);
         if count == 0 {
             return Ok(0);
         }
-        let offset = self.log.append(&messages[..count]).await?;
-        assert_eq!(offset, first_offset, "the log appends where it ends");
+        if self.fill_staged.is_none() {
+            let chain = self.log_chain(gap.start).await?;
+            self.fill_staged =
+                Some(Box::new(FillStaged { first_offset: gap.start, chain, messages: Vec::new(), size_bytes: 0 }));
+        }
+        let staged = self.fill_staged.as_mut().expect("staging started above");
+        for (index, message) in messages[..count].iter().enumerate() {
+            if staged.messages.len() >= PARTITION_FILL_STAGED_MESSAGES_MAX
+                || staged.size_bytes + message.len() > PARTITION_FILL_STAGED_SIZE_MAX_BYTES
+            {
+                self.fill_staged = None;
+                return Err(PartitionSmError::FillTooLarge { first_offset: gap.start, end_offset: gap.end });
+            }
+            staged.chain = chain_next(staged.chain, staged_end + index as u64, message);
+            staged.size_bytes += message.len();
+            staged.messages.push(message.clone());
+        }
+        if staged.first_offset + (staged.messages.len() as u64) < gap.end {
+            return Ok(count);
+        }
+        let staged = self.fill_staged.take().expect("staged above");
+        if staged.chain != restored_chain {
+            return Err(PartitionSmError::FillMismatch { first_offset: staged.first_offset, end_offset: gap.end });
+        }
+        for (index, batch) in staged.messages.chunks(APPEND_MESSAGES_MAX).enumerate() {
+            let offset = self.log.append(batch).await?;
+            assert_eq!(
+                offset,
+                staged.first_offset + (index * APPEND_MESSAGES_MAX) as u64,
+                "the log appends where it ends"
+            );
+        }
+        assert_eq!(self.log.next_offset(), gap.end);
+        debug_assert!(self.gap().is_none());
         Ok(count)
+    }
+
+    /// The chain over this replica's log up to `end_offset` (one full read of
+    /// it, once per state transfer: records do not carry the chain).
+    async fn log_chain(&self, end_offset: u64) -> Result<u128, PartitionSmError> {
+        assert_eq!(self.log.first_offset(), 0, "the chain starts at offset 0: no retention yet");
+        assert!(end_offset <= self.log.next_offset());
+        let mut chain = 0;
+        let mut offset = 0;
+        while offset < end_offset {
+            let records = self.log.read(offset, (end_offset - offset) as usize).await?;
+            assert!(!records.is_empty(), "the log holds every offset below its end");
+            for (record_offset, message) in records {
+                debug_assert_eq!(record_offset, offset);
+                chain = chain_next(chain, record_offset, &message);
+                offset += 1;
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Compare every replayed op with the log's record at its offset.
+    async fn check_replayed(&mut self) -> Result<(), PartitionSmError> {
+        let mut index = 0;
+        while let Some(&(first, _)) = self.replayed.get(index) {
+            let records = self.log.read(first, self.replayed.len() - index).await?;
+            assert!(!records.is_empty(), "a replayed offset is below the log's end, and the log never shrinks");
+            for (offset, message) in records {
+                match self.replayed.get(index) {
+                    Some(&(expected, sum)) if expected == offset => {
+                        if checksum(&message) != sum {
+                            return Err(PartitionSmError::ReplayMismatch { offset });
+                        }
+                        index += 1;
+                    }
+                    _ => break, // the next replayed offset is further on
+                }
+            }
+        }
+        self.replayed.clear();
+        Ok(())
     }
 
     /// Durable reads: up to `max_count` committed messages from `offset`,
     /// straight from the log (no consensus needed for a committed offset).
-    pub async fn read(&self, offset: u64, max_count: usize) -> Result<Vec<(u64, Vec<u8>)>, PartitionLogError> {
-        self.log.read(offset, max_count).await
+    /// A replayed offset not yet compared by `persist` is compared here, so a
+    /// read never serves a message that differs from the committed one.
+    pub async fn read(&self, offset: u64, max_count: usize) -> Result<Vec<(u64, Vec<u8>)>, PartitionSmError> {
+        let records = self.log.read(offset, max_count).await?;
+        for (record_offset, message) in &records {
+            if let Ok(index) = self.replayed.binary_search_by_key(record_offset, |&(offset, _)| offset)
+                && checksum(message) != self.replayed[index].1
+            {
+                return Err(PartitionSmError::ReplayMismatch { offset: *record_offset });
+            }
+        }
+        Ok(records)
     }
 
     pub fn namespace(&self) -> Namespace {
@@ -193,7 +349,20 @@ impl<I: Io> PartitionStateMachine<I> {
 
     /// Offsets applied (or restored) that neither the log nor the pending
     /// queue holds: they must come from a peer.
+    /// Staged (fetched, not yet checked) offsets are not missing: they are
+    /// not asked for again.
     pub fn missing(&self) -> Option<Range<u64>> {
+        let gap = self.gap()?;
+        let start = match &self.fill_staged {
+            Some(staged) if staged.first_offset == gap.start => staged.first_offset + staged.messages.len() as u64,
+            _ => gap.start,
+        };
+        debug_assert!(start < gap.end, "a whole gap is checked and appended at once");
+        Some(start..gap.end)
+    }
+
+    /// Offsets neither the log nor the pending queue holds.
+    fn gap(&self) -> Option<Range<u64>> {
         let log_next_offset = self.log.next_offset();
         let covered_to = self.pending.first().map_or(self.next_offset, |(offset, _)| *offset);
         (log_next_offset < covered_to).then_some(log_next_offset..covered_to)
@@ -217,8 +386,16 @@ impl<I: Io> PartitionStateMachine<I> {
             debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == offset));
             self.pending.push((offset, message.to_vec()));
         } else {
-            // Replay of an op whose message is already in the log: count it only.
+            // Replay of an op whose message is already in the log: not written
+            // again, but compared with it by the next persist (async).
             assert!(self.pending.is_empty(), "pending offsets are past the log");
+            assert!(
+                self.replayed.len() < PARTITION_PENDING_MESSAGES_MAX,
+                "{} replayed messages unchecked: the driver must persist after commits",
+                self.replayed.len()
+            );
+            debug_assert!(self.replayed.last().is_none_or(|(last, _)| *last < offset));
+            self.replayed.push((offset, checksum(message)));
         }
         offset
     }
@@ -267,8 +444,17 @@ impl<I: Io> StateMachine for PartitionStateMachine<I> {
         } else {
             self.pending.retain(|(offset, _)| *offset < next_offset);
         }
+        // Replayed ops at or past the snapshot are applied (and compared) again.
+        self.replayed.retain(|(offset, _)| *offset < next_offset);
         self.next_offset = next_offset;
         self.chain = chain;
+        // Queued messages left over start where a gap (if any) ends, and the
+        // chain there is the one already kept; otherwise a gap now ends at
+        // this snapshot, whose chain is the one to check it against.
+        if self.pending.is_empty() {
+            self.restored = Some((next_offset, chain));
+            self.fill_staged = None;
+        }
         debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == self.next_offset));
         Ok(())
     }

@@ -187,6 +187,109 @@ fn snapshot_from_a_peer_ahead_of_the_log_is_a_gap_not_a_misplaced_write() {
     assert!(read_all(&b).is_empty(), "nothing was written at the wrong offsets");
 }
 
+fn fetched(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range.map(message).collect()
+}
+
+#[test]
+fn fill_writes_a_peers_messages_only_once_they_chain_to_the_checkpoint() {
+    let io_a = SimIo::new(10);
+    let mut a = open(&io_a);
+    for i in 0..6 {
+        send(&mut a, &message(i));
+    }
+    block_on_ready(a.persist()).unwrap();
+    // B holds offsets 0..2 itself, then restores A's checkpoint at 6.
+    let io_b = SimIo::new(11);
+    let mut b = open(&io_b);
+    for i in 0..2 {
+        send(&mut b, &message(i));
+    }
+    block_on_ready(b.persist()).unwrap();
+    b.restore(&a.snapshot()).unwrap();
+    assert_eq!(b.missing(), Some(2..6));
+    // Two batches: the first is staged, not written (it cannot be checked yet).
+    assert_eq!(block_on_ready(b.fill(2, &fetched(2..4))).unwrap(), 2);
+    assert_eq!(b.log_next_offset(), 2, "an unchecked batch is not in the log");
+    assert_eq!(b.missing(), Some(4..6), "a staged batch is not asked for again");
+    assert_eq!(block_on_ready(b.fill(2, &fetched(2..4))).unwrap(), 0, "a repeated answer is ignored");
+    assert_eq!(block_on_ready(b.fill(4, &fetched(4..9))).unwrap(), 2, "only the gap is taken");
+    assert_eq!(b.missing(), None);
+    block_on_ready(b.persist()).unwrap();
+    assert_eq!(read_all(&b), expected(0..6));
+    assert_eq!(b.snapshot(), a.snapshot());
+}
+
+#[test]
+fn fill_rejects_messages_that_do_not_match_the_checkpoint_chain() {
+    let io_a = SimIo::new(12);
+    let mut a = open(&io_a);
+    for i in 0..5 {
+        send(&mut a, &message(i));
+    }
+    let io_b = SimIo::new(13);
+    let mut b = open(&io_b);
+    b.restore(&a.snapshot()).unwrap();
+    let mut bad = fetched(0..5);
+    bad[3][0] ^= 1; // one bit of one message, damaged at the peer or on the way
+    // Before the check, fill wrote all five and the log served the bad one.
+    match block_on_ready(b.fill(0, &bad)) {
+        Err(PartitionSmError::FillMismatch { first_offset: 0, end_offset: 5 }) => {}
+        other => panic!("expected FillMismatch, got {other:?}"),
+    }
+    assert_eq!(b.log_next_offset(), 0, "nothing was written");
+    assert_eq!(b.missing(), Some(0..5), "the gap is still there to fetch again");
+    // The right messages, from another peer, are taken.
+    assert_eq!(block_on_ready(b.fill(0, &fetched(0..5))).unwrap(), 5);
+    block_on_ready(b.persist()).unwrap();
+    assert_eq!(read_all(&b), expected(0..5));
+}
+
+#[test]
+fn fill_rejects_a_gap_when_this_replicas_own_log_below_it_differs() {
+    let io_a = SimIo::new(14);
+    let mut a = open(&io_a);
+    for i in 0..4 {
+        send(&mut a, &message(i));
+    }
+    let io_b = SimIo::new(15);
+    let mut b = open(&io_b);
+    send(&mut b, b"not the committed message 0");
+    block_on_ready(b.persist()).unwrap();
+    b.restore(&a.snapshot()).unwrap();
+    assert_eq!(b.missing(), Some(1..4));
+    assert!(matches!(block_on_ready(b.fill(1, &fetched(1..4))), Err(PartitionSmError::FillMismatch { .. })));
+    assert_eq!(b.log_next_offset(), 1);
+}
+
+#[test]
+fn a_replayed_op_that_differs_from_the_logs_record_fails_loudly() {
+    let io = SimIo::new(16);
+    let mut sm = open(&io);
+    for i in 0..3 {
+        send(&mut sm, &message(i));
+    }
+    block_on_ready(sm.persist()).unwrap();
+    drop(sm);
+    io.crash();
+    // The log's record at offset 1 is not the op the WAL replays there.
+    let mut sm = open(&io);
+    send(&mut sm, &message(0));
+    send(&mut sm, b"message-X");
+    send(&mut sm, &message(2));
+    assert_eq!(sm.pending_count(), 0, "every replayed offset is already in the log");
+    // Before the comparison, persist returned Ok and read served message-1.
+    match block_on_ready(sm.read(1, 1)) {
+        Err(PartitionSmError::ReplayMismatch { offset: 1 }) => {}
+        other => panic!("expected ReplayMismatch from read, got {other:?}"),
+    }
+    assert_eq!(block_on_ready(sm.read(0, 1)).unwrap(), expected(0..1), "offsets that match are served");
+    match block_on_ready(sm.persist()) {
+        Err(PartitionSmError::ReplayMismatch { offset: 1 }) => {}
+        other => panic!("expected ReplayMismatch from persist, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_failed_persist_can_be_retried_without_duplicates() {
     let io = SimIo::new(9);
