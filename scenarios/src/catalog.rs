@@ -19,10 +19,16 @@ pub const CLIENT_COUNT_DEFAULT: u32 = 4;
 pub const SAFETY_TIME_DEFAULT_NS: u64 = 2 * NS_PER_S;
 pub const LIVENESS_TIME_DEFAULT_NS: u64 = 2 * NS_PER_S;
 
-/// Swarm: clients per run are drawn from `1..=SWARM_CLIENT_COUNT_MAX`.
-pub const SWARM_CLIENT_COUNT_MAX: u32 = 8;
-/// Swarm: shards per replica are drawn from `1..=SWARM_SHARDS_PER_REPLICA_MAX`.
-pub const SWARM_SHARDS_PER_REPLICA_MAX: u16 = 2;
+/// Swarm: clients per run are drawn from `1..=SWARM_CLIENT_COUNT_MAX`
+/// (as many as any named scenario runs).
+pub const SWARM_CLIENT_COUNT_MAX: u32 = 12;
+/// Swarm: shards per replica, drawn uniformly from this list (4 is
+/// shard-chaos's topology).
+pub const SWARM_SHARDS_PER_REPLICA: [u16; 4] = [1, 1, 2, 4];
+pub const SWARM_SHARDS_PER_REPLICA_MAX: u16 = 4;
+/// Swarm: session table sizes, drawn uniformly: half the seeds run fewer
+/// sessions than clients (session-churn's regime).
+pub const SWARM_CLIENT_SESSIONS_MAX: [usize; 4] = [2, 4, 64, 64];
 /// Swarm: replicas per cluster, drawn uniformly from this list (3 weighs double:
 /// it is what most users run).
 pub const SWARM_REPLICA_COUNTS: [u8; 4] = [1, 3, 3, 5];
@@ -117,7 +123,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 7] = [
+pub const SCENARIOS: [Scenario; 8] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -143,6 +149,11 @@ pub const SCENARIOS: [Scenario; 7] = [
         name: "view-churn",
         summary: "5 replicas: long and one-way partitions with crashes at protocol moments, stale redelivery, wipes",
         build: view_churn,
+    },
+    Scenario {
+        name: "session-churn",
+        summary: "10 clients share 4 sessions per group: evictions all the time, with crashes and partitions",
+        build: session_churn,
     },
     Scenario {
         name: "swarm",
@@ -171,6 +182,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         fault_budget: None,
         record_trace: false,
         script: Vec::new(),
+        client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
     }
 }
 
@@ -238,13 +250,28 @@ pub fn view_churn(seed: u64) -> RunConfig {
     config
 }
 
+/// More clients than sessions: registers evict the least recently used
+/// session, evicted clients give up their in-flight request and register
+/// again, and every eviction must trace back to a committed register.
+pub fn session_churn(seed: u64) -> RunConfig {
+    let mut config = base(seed, "session-churn");
+    config.client_count = 10;
+    config.client_sessions_max = 4;
+    config.faults.replica_crash_ppm = 500;
+    config.faults.network_partition_ppm = 1_000;
+    config.faults.network_drop_ppm = 5_000;
+    config.faults.protocol_crash_ppm = 2_000;
+    config
+}
+
 /// Swarm testing: every seed gets its own mix, so a sweep covers runs with
 /// few fault kinds at high rates as well as many kinds at low rates.
 pub fn swarm(seed: u64) -> RunConfig {
     let mut config = base(seed, "swarm");
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SWARM_SEED_SALT);
     config.client_count = 1 + (rng.next_u64() % u64::from(SWARM_CLIENT_COUNT_MAX)) as u32;
-    config.shards_per_replica = 1 + (rng.next_u64() % u64::from(SWARM_SHARDS_PER_REPLICA_MAX)) as u16;
+    config.shards_per_replica =
+        SWARM_SHARDS_PER_REPLICA[(rng.next_u64() % SWARM_SHARDS_PER_REPLICA.len() as u64) as usize];
     for field in &FAULT_FIELDS {
         // Draw both numbers for every field, so turning one field off does
         // not shift the draws of the fields after it.
@@ -256,6 +283,8 @@ pub fn swarm(seed: u64) -> RunConfig {
     }
     // Drawn last, so the fault draws above stay what they were per seed.
     config.replica_count = SWARM_REPLICA_COUNTS[(rng.next_u64() % SWARM_REPLICA_COUNTS.len() as u64) as usize];
+    config.client_sessions_max =
+        SWARM_CLIENT_SESSIONS_MAX[(rng.next_u64() % SWARM_CLIENT_SESSIONS_MAX.len() as u64) as usize];
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

@@ -328,7 +328,8 @@ async fn replay<I: Io>(
         // The replica's snapshot: [u32 len][state machine snapshot][sessions].
         let mut reader = SnapshotReader::new(&checkpoint.snapshot);
         let state_bytes = reader.bytes_with_len().map_err(HandoffError::MetadataCheckpointSnapshot)?;
-        sessions = ClientSessions::decode(&mut reader).map_err(HandoffError::MetadataCheckpointSnapshot)?;
+        sessions = ClientSessions::decode(&mut reader, shoal_vsr::sessions::CLIENT_SESSIONS_MAX)
+            .map_err(HandoffError::MetadataCheckpointSnapshot)?;
         state = MetadataState::decode(state_bytes)?;
         checkpoint_op = anchor.op;
         previous_checksum = Some(anchor.checksum);
@@ -383,7 +384,8 @@ async fn replay<I: Io>(
             }
             Operation::Root | Operation::Noop | Operation::Reserved => {}
             operation => {
-                let fresh = sessions.classify(header.client, header.request, false) == RequestVerdict::Prepare;
+                let fresh =
+                    sessions.classify_request(header.client, header.context, header.request) == RequestVerdict::Prepare;
                 if fresh {
                     let result = MetadataRequest::decode_body(operation, &body)
                         .map_err(|error| error.to_string())

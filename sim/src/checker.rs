@@ -13,7 +13,7 @@
 //!
 //! Checkers only observe: they never change what the cluster does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_vsr::header::Operation;
 use shoal_vsr::replica::Committed;
@@ -49,7 +49,10 @@ pub struct Violation {
 #[derive(Debug, Default)]
 pub struct Checkers {
     committed: BTreeMap<u64, CommittedRecord>,
-    applied_requests: BTreeMap<(u128, u64), u64>,
+    /// (client, session, request) → the op that applied it.
+    applied_requests: BTreeMap<(u128, u64, u64), u64>,
+    /// Clients some committed register evicted from the session table.
+    evicted: BTreeSet<u128>,
     /// Per replica: the last op committed in its current life.
     last_commit: BTreeMap<u8, u64>,
     acks: Vec<Ack>,
@@ -121,11 +124,15 @@ impl Checkers {
                 Some(_) => {}
                 None => {
                     self.committed.insert(record.op, mine);
+                    if let Some(evicted) = record.evicted {
+                        self.evicted.insert(evicted);
+                    }
                     let counts = record.applied
                         && record.client != 0
                         && !matches!(record.operation, Operation::Register | Operation::Noop | Operation::Root);
                     if counts
-                        && let Some(first) = self.applied_requests.insert((record.client, record.request), record.op)
+                        && let Some(first) =
+                            self.applied_requests.insert((record.client, record.session, record.request), record.op)
                     {
                         self.fail(
                             Checker::AckedWritesDurable,
@@ -137,6 +144,19 @@ impl Checkers {
                     }
                 }
             }
+        }
+    }
+
+    /// A client was told its session is gone: only a full table, through a
+    /// committed register, may do that. A session lost any other way (a
+    /// stale session table at a new primary, a checkpoint without sessions)
+    /// would let a retried request apply twice.
+    pub fn on_eviction(&mut self, client: u128) {
+        if !self.evicted.contains(&client) {
+            self.fail(
+                Checker::AckedWritesDurable,
+                format!("client {client} was evicted, but no committed register evicted it: its session was lost"),
+            );
         }
     }
 
@@ -163,11 +183,16 @@ impl Checkers {
         if before > 0 {
             let (_, highest) = self.ack_frontier[before - 1];
             if highest >= ack.offset {
+                let earlier = self.acks.iter().find(|a| a.offset == highest);
+                let earlier = earlier.map_or(String::new(), |a| {
+                    format!(" (client {} request {} op {}, acked at {} ns)", a.client, a.request, a.op, a.acked_ns)
+                });
                 self.fail(
                     Checker::Linearizability,
                     format!(
-                        "append acknowledged at offset {} was invoked after an append at offset {highest} was acknowledged",
-                        ack.offset
+                        "append acknowledged at offset {} (client {} request {} op {}, invoked at {} ns) was invoked \
+                         after an append at offset {highest} was acknowledged{earlier}",
+                        ack.offset, ack.client, ack.request, ack.op, ack.invoked_ns
                     ),
                 );
             }
@@ -210,7 +235,31 @@ mod tests {
             request,
             applied: true,
             reply: (op - 1).to_le_bytes().to_vec(),
+            session: 1,
+            evicted: None,
         }
+    }
+
+    #[test]
+    fn an_eviction_without_a_committed_register_evicting_the_client_fails() {
+        let mut checkers = Checkers::default();
+        let mut register = committed(1, 10, 6, 0);
+        register.operation = Operation::Register;
+        register.evicted = Some(5);
+        checkers.on_committed(0, &[register]);
+        checkers.on_eviction(5);
+        assert!(checkers.violation().is_none(), "client 5 was evicted by op 1");
+        checkers.on_eviction(7);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::AckedWritesDurable);
+    }
+
+    #[test]
+    fn the_same_request_number_in_a_new_session_is_not_a_double_apply() {
+        let mut checkers = Checkers::default();
+        let mut second_session = committed(2, 12, 5, 1);
+        second_session.session = 2;
+        checkers.on_committed(0, &[committed(1, 10, 5, 1), second_session]);
+        assert!(checkers.violation().is_none());
     }
 
     #[test]

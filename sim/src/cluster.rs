@@ -159,6 +159,12 @@ struct Client {
     /// The group (partition) this client writes to.
     group: usize,
     registered: bool,
+    /// Sessions this client had before the current one (each eviction
+    /// starts a new one); payloads name it, so they stay unique.
+    session_epoch: u64,
+    /// The op that registered the current session (from the register's
+    /// reply); every reply must name it.
+    session: u64,
     request: u64,
     in_flight: Option<InFlight>,
     view_guess: u64,
@@ -292,6 +298,8 @@ impl Cluster {
                 id: CLIENT_ID_BASE + u128::from(index),
                 group: index as usize % group_count,
                 registered: false,
+                session_epoch: 0,
+                session: 0,
                 request: 0,
                 in_flight: None,
                 view_guess: 0,
@@ -1334,8 +1342,11 @@ impl Cluster {
         if let Some(in_flight) = &mut client.in_flight {
             if client.ticks - in_flight.sent_tick >= CLIENT_RETRY_TICKS {
                 in_flight.sent_tick = client.ticks;
-                let message =
+                let mut message =
                     client_request(client.id, namespace, in_flight.request, &in_flight.payload, in_flight.operation);
+                if client.registered {
+                    message = in_session(message, client.session);
+                }
                 for replica in 0..replica_count {
                     sends.push((Endpoint::Replica(replica), message.clone()));
                 }
@@ -1349,9 +1360,13 @@ impl Cluster {
                 (client.request, admin.operation(), admin.encode_body())
             } else {
                 client.request += 1;
-                (client.request, Operation::SendMessages, format!("c{}-r{}", client.id, client.request).into_bytes())
+                let payload = format!("c{}-s{}-r{}", client.id, client.session_epoch, client.request);
+                (client.request, Operation::SendMessages, payload.into_bytes())
             };
-            let message = client_request(client.id, namespace, request, &payload, operation);
+            let mut message = client_request(client.id, namespace, request, &payload, operation);
+            if client.registered {
+                message = in_session(message, client.session);
+            }
             client.in_flight =
                 Some(InFlight { request, operation, payload, invoked_ns: now_ns, sent_tick: client.ticks });
             let primary = (client.view_guess % u64::from(replica_count)) as u8;
@@ -1368,11 +1383,7 @@ impl Cluster {
         let group = self.clients[index as usize].group;
         let client = &mut self.clients[index as usize];
         if header.command == Command::Eviction {
-            let id = client.id;
-            return self.checkers[group].fail(
-                Checker::AckedWritesDurable,
-                format!("client {id} was evicted: its session was lost (the session table holds every client)"),
-            );
+            return self.on_eviction(index, group, &header);
         }
         let Some(in_flight) = &client.in_flight else { return };
         if header.command != Command::Reply || header.request != in_flight.request {
@@ -1382,10 +1393,19 @@ impl Cluster {
         if registering != (header.operation == Operation::Register) {
             return;
         }
+        if !registering && header.context != client.session {
+            // A reply to an older session's request of the same number.
+            return;
+        }
+        if registering && header.context <= client.session {
+            // A late reply to an earlier register: that session is gone.
+            return;
+        }
         client.view_guess = header.view;
         let in_flight = client.in_flight.take().expect("checked above");
         if registering {
             client.registered = true;
+            client.session = header.context;
             return;
         }
         if self.namespaces[group] == METADATA_NAMESPACE {
@@ -1408,6 +1428,26 @@ impl Cluster {
         };
         self.record(None, "ack", header.op, offset, String::new);
         self.checkers[group].on_ack(ack);
+    }
+
+    /// The session is gone: the in-flight request's outcome is unknown (it
+    /// may have committed before the eviction). The client never sends it
+    /// again under a new session (that could apply it twice); it registers
+    /// anew and goes on with new requests. The checker holds the eviction
+    /// to having happened: some committed register must have evicted it.
+    fn on_eviction(&mut self, index: u32, group: usize, header: &Header) {
+        let client = &mut self.clients[index as usize];
+        let current = client.registered && client.in_flight.as_ref().is_some_and(|f| f.request == header.request);
+        if !current {
+            return;
+        }
+        let id = client.id;
+        client.in_flight = None;
+        client.registered = false;
+        client.request = 0;
+        client.session_epoch += 1;
+        self.record(None, "evicted", index.into(), header.request, String::new);
+        self.checkers[group].on_eviction(id);
     }
 
     /// An admin client's reply: applied, or rejected with a typed error; both
@@ -1627,6 +1667,7 @@ fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) ->
         journal_slot_count: JOURNAL_SLOT_COUNT,
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed,
+        client_sessions_max: config.client_sessions_max,
     }
 }
 
@@ -1642,6 +1683,13 @@ fn client_request(client: u128, namespace: u64, request: u64, payload: &[u8], op
 /// Run one seed to its verdict.
 pub fn run(config: &RunConfig) -> RunOutcome {
     Cluster::new(config).run()
+}
+
+/// A request sent in the session its register opened (`Header::context`).
+fn in_session(message: Message, session: u64) -> Message {
+    let mut header = message.header;
+    header.context = session;
+    Message::new(header, message.body)
 }
 
 fn storage_action_name(action: &Action) -> &'static str {

@@ -25,6 +25,7 @@ pub use io::{SimIo, block_on_ready};
 pub use run::{
     Checker, FaultMix, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict,
 };
+pub use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
 /// Run one seed to its verdict: the VSR cluster, and with more than one shard
 /// per replica also the shard world (routing, handoff, lifecycle) from the

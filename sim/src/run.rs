@@ -136,6 +136,7 @@ impl RunConfig {
             fault_budget: None,
             record_trace: false,
             script: Vec::new(),
+            client_sessions_max: default_client_sessions_max(),
         }
     }
 }
@@ -163,6 +164,14 @@ pub struct RunConfig {
     /// Faults placed by hand, on top of the random mix.
     #[serde(default)]
     pub script: Vec<ScriptedFault>,
+    /// Every group's session table size. Below `client_count` clients evict
+    /// each other, and the eviction path runs all the time.
+    #[serde(default = "default_client_sessions_max")]
+    pub client_sessions_max: usize,
+}
+
+fn default_client_sessions_max() -> usize {
+    shoal_vsr::sessions::CLIENT_SESSIONS_MAX
 }
 
 /// Which checker failed, so a shrinker can ask "does it still fail the same way".

@@ -130,6 +130,11 @@ pub struct Committed {
     /// False when a duplicate was filtered by the session table.
     pub applied: bool,
     pub reply: Vec<u8>,
+    /// The op that registered the client's session as of this op (0: none):
+    /// request numbers count within one session.
+    pub session: u64,
+    /// A register that found the table full evicted this client.
+    pub evicted: Option<u128>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +150,9 @@ pub struct ReplicaConfig {
     pub checkpoint_interval_ops: u64,
     /// Seeds the timeout jitter.
     pub seed: u64,
+    /// The session table's size; the same on every replica of the cluster
+    /// (a checkpoint with more sessions is refused).
+    pub client_sessions_max: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -317,7 +325,7 @@ impl<S: StateMachine> Replica<S> {
             rejoining: recovered.durable.rejoining,
             rejoin_nonce: 0,
             rejoin_views: BTreeMap::new(),
-            sessions: ClientSessions::default(),
+            sessions: ClientSessions::with_capacity(config.client_sessions_max),
             state_machine,
             prng: config.seed ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(config.replica),
             actions: Vec::new(),
@@ -570,7 +578,12 @@ impl<S: StateMachine> Replica<S> {
         if in_flight {
             return self.drop_message("request_in_flight");
         }
-        match self.sessions.classify(header.client, header.request, registering) {
+        let verdict = if registering {
+            self.sessions.classify(header.client, header.request, true)
+        } else {
+            self.sessions.classify_request(header.client, header.context, header.request)
+        };
+        match verdict {
             RequestVerdict::Drop => self.drop_message("stale_request"),
             RequestVerdict::Evicted => {
                 let mut eviction = self.new_header(Command::Eviction);
@@ -615,6 +628,8 @@ impl<S: StateMachine> Replica<S> {
         header.client = request.header.client;
         header.request = request.header.request;
         header.operation = request.header.operation;
+        // The client's session: applied only while it is still the client's.
+        header.context = request.header.context;
         header.timestamp = timestamp;
         let message = Message::new(header, request.body.clone());
         self.op = message.header.op;
@@ -937,19 +952,29 @@ impl<S: StateMachine> Replica<S> {
         reply.request = header.request;
         reply.operation = header.operation;
         reply.timestamp = header.timestamp;
+        // The reply names the session it answers: request numbers restart
+        // in a new session, so a late reply to an evicted session's request
+        // must not pass for the reply to the new session's request.
+        reply.context = if header.operation == Operation::Register {
+            header.op
+        } else {
+            self.sessions.get(header.client).map_or(0, |session| session.session_op)
+        };
+        let mut evicted = None;
         let (applied, reply_body) = match header.operation {
             Operation::Register => {
                 let registering = self.sessions.classify(header.client, 0, true) == RequestVerdict::Prepare;
                 let reply_body = header.op.to_le_bytes().to_vec();
                 if registering {
                     reply.set_checksums(&reply_body);
-                    self.sessions.register(header.client, header.op, reply, reply_body.clone());
+                    evicted = self.sessions.register(header.client, header.op, reply, reply_body.clone());
                 }
                 (registering, reply_body)
             }
             Operation::Root | Operation::Noop | Operation::Reserved => (true, Vec::new()),
             operation => {
-                let fresh = self.sessions.classify(header.client, header.request, false) == RequestVerdict::Prepare;
+                let fresh = self.sessions.classify_request(header.client, header.context, header.request)
+                    == RequestVerdict::Prepare;
                 if fresh {
                     let reply_body = self.state_machine.apply(header.op, operation, body, header.timestamp);
                     reply.set_checksums(&reply_body);
@@ -970,6 +995,8 @@ impl<S: StateMachine> Replica<S> {
             request: header.request,
             applied,
             reply: reply_body.clone(),
+            session: self.sessions.get(header.client).map_or(0, |session| session.session_op),
+            evicted,
         });
         if applied && header.client != 0 && self.is_primary() && self.status == Status::Normal {
             let message = Message { header: reply, body: Rc::from(reply_body) };
@@ -1004,7 +1031,7 @@ impl<S: StateMachine> Replica<S> {
     fn restore_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SnapshotError> {
         let mut reader = SnapshotReader::new(&checkpoint.snapshot);
         let state = reader.bytes_with_len()?;
-        let sessions = ClientSessions::decode(&mut reader)?;
+        let sessions = ClientSessions::decode(&mut reader, self.config.client_sessions_max)?;
         self.state_machine.restore(state)?;
         self.sessions = sessions;
         let op = checkpoint.anchor.op;

@@ -7,16 +7,28 @@
 //! every checkpoint: a new primary, or a whole cluster after a restart, still
 //! knows which requests were applied and what they replied.
 //!
-//! Bounded: at most `CLIENT_SESSIONS_MAX` sessions; registering past that
+//! Bounded: at most `capacity` sessions (a cluster-wide setting, the same on
+//! every replica, default `CLIENT_SESSIONS_MAX`); registering past that
 //! evicts the session committed least recently (deterministic), and that
 //! client gets an eviction instead of a reply.
+//!
+//! What an evicted client does: the outcome of its in-flight request is
+//! unknown (it may have committed before the eviction, its reply lost). It
+//! must not send that request again under a new session — the new session
+//! has no memory of the old one, so a replay could apply it twice. It
+//! reports the request as indeterminate to its caller, registers again and
+//! goes on with new requests.
 
 use std::collections::BTreeMap;
 
 use crate::header::{HEADER_SIZE_BYTES, Header};
 use crate::state_machine::{SnapshotError, SnapshotReader, put_bytes_with_len};
 
+/// The default session table size.
 pub const CLIENT_SESSIONS_MAX: usize = 64;
+/// The largest table a replica accepts (setting or snapshot): bounds the
+/// memory a corrupt or hostile snapshot can ask for.
+pub const CLIENT_SESSIONS_LIMIT: usize = 1 << 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -44,12 +56,31 @@ pub enum RequestVerdict {
     Evicted,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSessions {
     sessions: BTreeMap<u128, Session>,
+    capacity: usize,
+}
+
+impl Default for ClientSessions {
+    fn default() -> ClientSessions {
+        ClientSessions::with_capacity(CLIENT_SESSIONS_MAX)
+    }
 }
 
 impl ClientSessions {
+    pub fn with_capacity(capacity: usize) -> ClientSessions {
+        assert!(
+            (1..=CLIENT_SESSIONS_LIMIT).contains(&capacity),
+            "client_sessions_max out of 1..={CLIENT_SESSIONS_LIMIT}"
+        );
+        ClientSessions { sessions: BTreeMap::new(), capacity }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn get(&self, client: u128) -> Option<&Session> {
         self.sessions.get(&client)
     }
@@ -76,10 +107,22 @@ impl ClientSessions {
         }
     }
 
+    /// A request (not a register) of `client` sent in the session that
+    /// `session` (the register's op) opened. Request numbers restart in a
+    /// new session, so a request of an older session — a retry or a stale
+    /// prepare from before an eviction — is dropped, never applied as the
+    /// new session's request of the same number.
+    pub fn classify_request(&self, client: u128, session: u64, request: u64) -> RequestVerdict {
+        match self.sessions.get(&client) {
+            Some(current) if current.session_op != session => RequestVerdict::Drop,
+            _ => self.classify(client, request, false),
+        }
+    }
+
     /// Record a committed register; returns the client evicted to make room.
     pub fn register(&mut self, client: u128, op: u64, reply_header: Header, reply_body: Vec<u8>) -> Option<u128> {
         assert!(!self.sessions.contains_key(&client), "register of a client with a session");
-        let evicted = if self.sessions.len() >= CLIENT_SESSIONS_MAX {
+        let evicted = if self.sessions.len() >= self.capacity {
             let (&oldest, _) = self
                 .sessions
                 .iter()
@@ -91,7 +134,7 @@ impl ClientSessions {
             None
         };
         self.sessions.insert(client, Session { session_op: op, request: 0, commit_op: op, reply_header, reply_body });
-        assert!(self.sessions.len() <= CLIENT_SESSIONS_MAX);
+        assert!(self.sessions.len() <= self.capacity);
         evicted
     }
 
@@ -118,10 +161,16 @@ impl ClientSessions {
         }
     }
 
-    pub fn decode(reader: &mut SnapshotReader<'_>) -> Result<ClientSessions, SnapshotError> {
+    /// Decode a table into one of `capacity` sessions. More sessions than
+    /// that is an error, never a silent truncation (which would evict
+    /// clients differently on different replicas).
+    pub fn decode(reader: &mut SnapshotReader<'_>, capacity: usize) -> Result<ClientSessions, SnapshotError> {
         let count = reader.u32()? as usize;
+        if count > capacity {
+            return Err(SnapshotError::TooManySessions { count, max: capacity });
+        }
         let mut sessions = BTreeMap::new();
-        for _ in 0..count.min(CLIENT_SESSIONS_MAX) {
+        for _ in 0..count {
             let client = reader.u128()?;
             let session_op = reader.u64()?;
             let request = reader.u64()?;
@@ -131,7 +180,9 @@ impl ClientSessions {
             let reply_body = reader.bytes_with_len()?.to_vec();
             sessions.insert(client, Session { session_op, request, commit_op, reply_header, reply_body });
         }
-        Ok(ClientSessions { sessions })
+        let mut table = ClientSessions::with_capacity(capacity);
+        table.sessions = sessions;
+        Ok(table)
     }
 }
 
@@ -177,7 +228,41 @@ mod tests {
         sessions.register(7, 3, reply(), b"hi".to_vec());
         let mut bytes = Vec::new();
         sessions.encode(&mut bytes);
-        let decoded = ClientSessions::decode(&mut SnapshotReader::new(&bytes)).unwrap();
+        let decoded = ClientSessions::decode(&mut SnapshotReader::new(&bytes), CLIENT_SESSIONS_MAX).unwrap();
         assert_eq!(decoded, sessions);
+    }
+
+    #[test]
+    fn a_request_of_an_older_session_is_dropped_not_applied_in_the_new_one() {
+        let mut sessions = ClientSessions::with_capacity(1);
+        sessions.register(7, 3, reply(), vec![]);
+        assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Prepare);
+        sessions.register(8, 4, reply(), vec![]);
+        assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Evicted);
+        sessions.register(7, 5, reply(), vec![]);
+        assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Drop, "session 3 is gone");
+        assert_eq!(sessions.classify_request(7, 5, 1), RequestVerdict::Prepare);
+    }
+
+    #[test]
+    fn a_small_table_evicts_at_its_own_capacity() {
+        let mut sessions = ClientSessions::with_capacity(2);
+        assert_eq!(sessions.register(1, 1, reply(), vec![]), None);
+        assert_eq!(sessions.register(2, 2, reply(), vec![]), None);
+        assert_eq!(sessions.register(3, 3, reply(), vec![]), Some(1));
+        assert_eq!(sessions.classify(1, 1, false), RequestVerdict::Evicted);
+        assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_with_more_sessions_than_the_setting_is_refused() {
+        let mut sessions = ClientSessions::with_capacity(3);
+        for client in 0..3 {
+            sessions.register(client, client as u64 + 1, reply(), vec![]);
+        }
+        let mut bytes = Vec::new();
+        sessions.encode(&mut bytes);
+        let error = ClientSessions::decode(&mut SnapshotReader::new(&bytes), 2).unwrap_err();
+        assert_eq!(error, SnapshotError::TooManySessions { count: 3, max: 2 });
     }
 }

@@ -12,6 +12,11 @@ pub enum SnapshotError {
     Truncated { at_byte: usize },
     #[error("snapshot has a bad tag {tag}: written by another version; state-transfer from a peer")]
     BadTag { tag: u8 },
+    #[error(
+        "snapshot holds {count} client sessions, more than this replica's limit {max}: \
+         every replica of a cluster must run with the same client_sessions_max"
+    )]
+    TooManySessions { count: usize, max: usize },
 }
 
 pub trait StateMachine {

@@ -53,6 +53,8 @@ enum Op {
 fn prepares(first: u64, parent: u128, ops: &[Op]) -> Vec<(Header, Vec<u8>)> {
     let mut parent = parent;
     let mut out = Vec::new();
+    // Requests name the session their register opened (its op).
+    let mut session = 0;
     for (index, op) in ops.iter().enumerate() {
         let mut header = Header::new(Command::Prepare, CLUSTER);
         header.namespace = metadata();
@@ -62,11 +64,13 @@ fn prepares(first: u64, parent: u128, ops: &[Op]) -> Vec<(Header, Vec<u8>)> {
         let body = match op {
             Op::Register => {
                 header.operation = Operation::Register;
+                session = header.op;
                 Vec::new()
             }
             Op::Request { request, body } => {
                 header.operation = body.operation();
                 header.request = *request;
+                header.context = session;
                 body.encode_body()
             }
         };

@@ -19,6 +19,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         fault_budget: None,
         record_trace: false,
         script,
+        client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Cluster {
     seed: u64,
     /// Replies clients received: (client, header).
     pub replies: Vec<(u128, Header)>,
+    /// Each client's session (its register's op, from the register's reply).
+    sessions: BTreeMap<u128, u64>,
     /// The first commit seen of every op, cluster-wide.
     committed: BTreeMap<u64, (u8, u128)>,
     /// Each replica's committed ops in this life (op, checksum).
@@ -89,8 +91,18 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(replica_count: u8) -> Cluster {
-        let replicas =
-            (0..replica_count).map(|r| Some(Replica::new(config(r, replica_count, 1), AppendLog::default()))).collect();
+        Cluster::with_sessions(replica_count, shoal_vsr::sessions::CLIENT_SESSIONS_MAX)
+    }
+
+    /// A cluster whose session tables hold `client_sessions_max` clients.
+    pub fn with_sessions(replica_count: u8, client_sessions_max: usize) -> Cluster {
+        let replicas = (0..replica_count)
+            .map(|r| {
+                let mut config = config(r, replica_count, 1);
+                config.client_sessions_max = client_sessions_max;
+                Some(Replica::new(config, AppendLog::default()))
+            })
+            .collect();
         Cluster {
             replica_count,
             replicas,
@@ -101,6 +113,7 @@ impl Cluster {
             now_ns: 0,
             seed: 1,
             replies: Vec::new(),
+            sessions: BTreeMap::new(),
             committed: BTreeMap::new(),
             commits: (0..replica_count).map(|_| BTreeMap::new()).collect(),
             violations: Vec::new(),
@@ -191,6 +204,9 @@ impl Cluster {
 
     fn request_raw(&mut self, client: u128, to: u8, request: u64, operation: Operation, body: Vec<u8>) {
         let mut header = Header::new(Command::Request, CLUSTER);
+        if operation != Operation::Register {
+            header.context = self.sessions.get(&client).copied().unwrap_or(0);
+        }
         header.namespace = NAMESPACE;
         header.client = client;
         header.request = request;
@@ -310,7 +326,12 @@ impl Cluster {
                 self.sent.push(envelope.clone());
                 self.queue.push(envelope);
             }
-            Action::Reply { client, message } => self.replies.push((client, message.header)),
+            Action::Reply { client, message } => {
+                if message.header.operation == Operation::Register {
+                    self.sessions.insert(client, message.header.context);
+                }
+                self.replies.push((client, message.header));
+            }
             Action::WritePrepare { message } => {
                 let header = message.header;
                 disk.journal.insert(header.op, (header, message.body.to_vec()));
@@ -357,6 +378,7 @@ pub fn config(replica: u8, replica_count: u8, seed: u64) -> ReplicaConfig {
         journal_slot_count: JOURNAL_SLOT_COUNT,
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed,
+        client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
     }
 }
 

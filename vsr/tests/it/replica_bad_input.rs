@@ -21,6 +21,7 @@ fn backup() -> Replica<AppendLog> {
         journal_slot_count: 64,
         checkpoint_interval_ops: 16,
         seed: 1,
+        client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
     };
     Replica::new(config, AppendLog::default())
 }

@@ -211,3 +211,34 @@ fn timestamps_never_go_back_after_a_restart() {
     let timestamps: Vec<u64> = cluster.disks[0].journal.values().map(|(h, _)| h.timestamp).collect();
     assert!(timestamps.windows(2).all(|w| w[0] < w[1]), "timestamps by op must increase: {timestamps:?}");
 }
+
+/// Finding 4: sessions. Client A's request 1 is applied in its first
+/// session; A is evicted (one session, client B registers), registers
+/// again, and then a delayed copy of its old request 1 arrives. Request
+/// numbers restart in a session, so before requests named their session the
+/// copy passed for the new session's request 1 and was applied twice.
+#[test]
+fn a_delayed_request_of_an_evicted_session_is_not_applied_in_the_next_one() {
+    let mut cluster = Cluster::with_sessions(1, 1);
+    let (a, b) = (client(0), client(1));
+    cluster.register(a, 0);
+    cluster.deliver_all();
+    cluster.append(a, 0, 1, b"x");
+    let delayed = cluster.queue.last().cloned().expect("the request is queued");
+    cluster.deliver_all();
+    assert!(cluster.replied(a, 1));
+
+    cluster.register(b, 0);
+    cluster.deliver_all();
+    cluster.append(a, 0, 2, b"y");
+    cluster.deliver_all();
+    let evicted = cluster.replies.iter().any(|(c, h)| *c == a && h.command == Command::Eviction);
+    assert!(evicted, "B's register evicted A");
+    cluster.register(a, 0);
+    cluster.deliver_all();
+
+    cluster.queue.push(delayed);
+    cluster.deliver_all();
+    let copies = cluster.replica(0).state_machine().messages.iter().filter(|m| m.as_slice() == b"x").count();
+    assert_eq!(copies, 1, "request 1 of A's first session was applied {copies} times");
+}
