@@ -140,6 +140,22 @@ impl ReplicaOwnerTable {
         }
     }
 
+    /// A newer connection of `replica`, on shard `to`, replaces the one that
+    /// `from` holds (the peer reconnected before the old connection's close
+    /// was seen). Only from the owner the caller names: if the slot changed
+    /// meanwhile, nothing changes and the error says who owns it. The old
+    /// connection's later `clear` by `from` then fails with `NotOwner` and
+    /// leaves the newer claim alone.
+    pub fn take_over(&self, replica: u8, from: ShardId, to: ShardId) -> Result<(), OwnerError> {
+        self.check_shard(from)?;
+        self.check_shard(to)?;
+        let slot = self.slot(replica)?;
+        match slot.compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(()),
+            Err(current) => Err(OwnerError::NotOwner { replica, owner: owner_of(current), shard: from }),
+        }
+    }
+
     /// The shard holding `replica`'s connection, if any (and `None` for a replica not in the table).
     pub fn owner(&self, replica: u8) -> Option<ShardId> {
         let slot = self.slots.get(usize::from(replica))?;
@@ -158,6 +174,28 @@ fn owner_of(raw: u16) -> Option<ShardId> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_replaced_connection_cannot_clear_its_successor() {
+        let table = super::ReplicaOwnerTable::new(3, super::ShardCount::new(4).unwrap());
+        let (old, new) = (super::ShardId(1), super::ShardId(2));
+        table.stamp(1, old).unwrap();
+        table.take_over(1, old, new).unwrap();
+        assert_eq!(table.owner(1), Some(new));
+        assert_eq!(
+            table.clear(1, old),
+            Err(super::OwnerError::NotOwner { replica: 1, owner: Some(new), shard: old }),
+            "the old connection's disconnect leaves the newer claim"
+        );
+        assert_eq!(table.owner(1), Some(new));
+        assert_eq!(
+            table.take_over(1, old, super::ShardId(3)),
+            Err(super::OwnerError::NotOwner { replica: 1, owner: Some(new), shard: old }),
+            "a take-over names the owner it replaces"
+        );
+        table.clear(1, new).unwrap();
+        assert_eq!(table.owner(1), None);
+    }
+
     use super::*;
 
     fn table() -> ReplicaOwnerTable {

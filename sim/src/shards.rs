@@ -94,6 +94,15 @@ pub struct ShardFaults {
     pub handoff_crash_ppm: u32,
     /// Per shard tick: connect to or disconnect from a peer replica.
     pub connection_churn_ppm: u32,
+    /// Per churn of a peer connected on another shard: the newer connection
+    /// on this shard takes the owner slot over; the older one, left on its
+    /// shard, disconnects later and must not clear the newer claim.
+    #[serde(default)]
+    pub connection_takeover_ppm: u32,
+    /// Per driver tick while the metadata handoff runs: SIGINT/SIGTERM
+    /// arrives (the shutdown flag is raised from outside every shard).
+    #[serde(default)]
+    pub handoff_signal_ppm: u32,
 }
 
 impl ShardFaults {
@@ -158,6 +167,8 @@ impl ShardWorldConfig {
             spawn_failure_ppm: pick(150_000, 300_000),
             handoff_crash_ppm: pick(150_000, 1_000_000),
             connection_churn_ppm: pick(700_000, 100_000),
+            connection_takeover_ppm: pick(500_000, 1_000_000),
+            handoff_signal_ppm: pick(200_000, 200_000),
         };
         let mut config = ShardWorldConfig::new(seed, shard_count);
         config.faults = faults;
@@ -181,6 +192,8 @@ impl ShardWorldConfig {
             spawn_failure_ppm: mix.shard_panic_ppm.saturating_mul(10).min(1_000_000),
             handoff_crash_ppm: mix.shard_panic_ppm.saturating_mul(10).min(1_000_000),
             connection_churn_ppm: mix.network_partition_ppm.max(20_000),
+            connection_takeover_ppm: mix.network_partition_ppm.saturating_mul(50).min(1_000_000),
+            handoff_signal_ppm: mix.shard_panic_ppm.saturating_mul(20).min(1_000_000),
         };
         config
     }
@@ -209,6 +222,10 @@ pub struct ShardWorldCounters {
     pub connects: u64,
     pub disconnects: u64,
     pub duplicate_connects_refused: u64,
+    pub connection_takeovers: u64,
+    /// Replaced connections that disconnected later without touching the slot.
+    pub stale_disconnects: u64,
+    pub handoff_signals: u64,
     pub slow_shard_stalls: u64,
     pub watchdog_reports: u64,
     pub shard_panics: u64,
@@ -289,6 +306,8 @@ struct World {
     owners: ReplicaOwnerTable,
     /// The model the owner table must match: peer replica → owning shard.
     connections: RefCell<BTreeMap<u8, ShardId>>,
+    /// Connections replaced by a newer one and not yet closed: (peer, shard).
+    replaced: RefCell<std::collections::BTreeSet<(u8, ShardId)>>,
     /// Client connection id → the shard that holds it.
     clients: Vec<ShardId>,
     namespaces: Vec<Namespace>,
@@ -615,12 +634,55 @@ impl World {
             return;
         }
         let replica = 1 + below(&self.rng, u64::from(self.config.replica_count) - 1) as u8;
-        let owner = self.connections.borrow().get(&replica).copied();
-        if owner == Some(shard) {
-            self.disconnect(shard, replica);
-        } else {
-            self.connect(shard, replica);
+        if self.replaced.borrow_mut().remove(&(replica, shard)) {
+            return self.disconnect_replaced(shard, replica);
         }
+        let owner = self.connections.borrow().get(&replica).copied();
+        match owner {
+            Some(owner) if owner == shard => self.disconnect(shard, replica),
+            Some(owner) if chance(&self.rng, self.config.faults.connection_takeover_ppm) => {
+                self.take_over(owner, shard, replica)
+            }
+            _ => self.connect(shard, replica),
+        }
+    }
+
+    /// A newer connection of `replica` on `to` replaces the one `from` holds.
+    fn take_over(&self, from: ShardId, to: ShardId, replica: u8) {
+        match self.owners.take_over(replica, from, to) {
+            Ok(()) => {
+                self.connections.borrow_mut().insert(replica, to);
+                self.replaced.borrow_mut().insert((replica, from));
+                let mut ledger = self.ledger.borrow_mut();
+                ledger.counters.connection_takeovers += 1;
+                ledger.event(&[EVENT_CONNECT, u64::from(replica), u64::from(to.0), u64::from(from.0)]);
+            }
+            Err(error) => self.violation(
+                ViolationKind::OwnerTable,
+                format!("take-over of replica {replica} from shard {} by shard {} failed: {error}", from.0, to.0),
+            ),
+        }
+        self.check_owner_table();
+    }
+
+    /// The replaced connection closes: its clear must fail and leave the
+    /// newer owner in place.
+    fn disconnect_replaced(&self, shard: ShardId, replica: u8) {
+        let result = self.owners.clear(replica, shard);
+        if !matches!(result, Err(OwnerError::NotOwner { .. })) {
+            self.violation(
+                ViolationKind::OwnerTable,
+                format!(
+                    "the replaced connection of replica {replica} on shard {} cleared the slot: {result:?}",
+                    shard.0
+                ),
+            );
+        }
+        let mut ledger = self.ledger.borrow_mut();
+        ledger.counters.stale_disconnects += 1;
+        ledger.event(&[EVENT_DISCONNECT, u64::from(replica), u64::from(shard.0), 1]);
+        drop(ledger);
+        self.check_owner_table();
     }
 
     fn header(&self, command: Command, operation: Operation, namespace: u64, replica: u8) -> Header {
@@ -772,6 +834,12 @@ impl World {
         let owned = self.peers_owned_by(shard);
         for replica in owned {
             self.disconnect(shard, replica);
+        }
+        let replaced: Vec<u8> =
+            self.replaced.borrow().iter().filter(|(_, holder)| *holder == shard).map(|(replica, _)| *replica).collect();
+        for replica in replaced {
+            self.replaced.borrow_mut().remove(&(replica, shard));
+            self.disconnect_replaced(shard, replica);
         }
     }
 }
@@ -996,6 +1064,17 @@ async fn driver(world: Rc<World>, mut watchdog: Watchdog) {
             }
             continue;
         }
+        let handoff_running = {
+            let counters = &world.ledger.borrow().counters;
+            counters.handoffs_completed + counters.handoffs_abandoned < u64::from(world.shard_count.get())
+        };
+        if handoff_running && chance(&world.rng, world.config.faults.handoff_signal_ppm) {
+            // SIGINT/SIGTERM: the handler only flips the flag; every shard,
+            // in the handoff or not, must notice it within its bound.
+            world.ledger.borrow_mut().counters.handoff_signals += 1;
+            world.request_shutdown(3);
+            continue;
+        }
         for stall in watchdog.tick() {
             let mut ledger = world.ledger.borrow_mut();
             ledger.counters.watchdog_reports += 1;
@@ -1060,6 +1139,7 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
         drops,
         owners: ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count),
         connections: RefCell::new(BTreeMap::new()),
+        replaced: RefCell::new(std::collections::BTreeSet::new()),
         clients,
         namespaces: snapshot.partition_namespaces(),
         snapshot,

@@ -20,6 +20,7 @@ pub mod message;
 pub mod replica;
 pub mod sessions;
 pub mod state_machine;
+pub mod timeout;
 
 pub use message::Message;
 pub use replica::{Action, Replica, ReplicaConfig, Source, Status};

@@ -24,6 +24,7 @@ use crate::header::{Command, Header, Operation};
 use crate::message::{CheckpointBody, Message, decode_headers, encode_headers};
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
+use crate::timeout::Timeout;
 
 pub const PIPELINE_PREPARES_MAX: usize = 8;
 /// Headers carried by do_view_change / start_view, and persisted as the view
@@ -35,6 +36,9 @@ pub const NORMAL_TIMEOUT_TICKS: u64 = 40;
 pub const NORMAL_TIMEOUT_JITTER_TICKS: u64 = 20;
 pub const VIEW_CHANGE_RETRY_TICKS: u64 = 10;
 pub const VIEW_CHANGE_TIMEOUT_TICKS: u64 = 60;
+/// The first view-change attempt's jitter window; it doubles per failed
+/// attempt (`timeout::BACKOFF_EXPONENT_MAX` times at most).
+pub const VIEW_CHANGE_JITTER_TICKS: u64 = 20;
 pub const REPAIR_TICKS: u64 = 6;
 /// Repair requests sent per repair round; bounds the burst a lagging replica makes.
 pub const REPAIR_REQUESTS_MAX: usize = 8;
@@ -188,6 +192,8 @@ pub struct ReplicaStats {
     /// cluster: the simulator treats it as an agreement violation, the server
     /// survives it.
     pub committed_conflicts: u64,
+    /// Why the last canonical log was refused (for reports).
+    pub last_conflict: Option<String>,
     /// Messages dropped, by reason.
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -195,31 +201,63 @@ pub struct ReplicaStats {
 #[derive(Debug)]
 pub struct Replica<S: StateMachine> {
     config: ReplicaConfig,
+    /// Votes that decide anything: `replica_count / 2 + 1`.
     quorum: usize,
+    /// `Recovering` while `rejoining` or after a faulty journal: sends no
+    /// vote, no prepare_ok, no reply.
     status: Status,
+    /// The view this replica promised: it never goes back, and is durable
+    /// (superblock) before any message that claims it leaves.
     view: u64,
+    /// The view whose log this replica holds. Invariant: `log_view <= view`.
     log_view: u64,
+    /// The head of the log. Invariant: `checkpoint_op <= op` and
+    /// `op - checkpoint_op <= journal_slot_count`.
     op: u64,
+    /// Applied through here. Invariant: `checkpoint_op <= commit_min <= commit_max`.
     commit_min: u64,
+    /// Known committed through here (by a quorum of some view).
     commit_max: u64,
+    /// Ops up to here live only in the checkpoint, not in `log`.
     checkpoint_op: u64,
     /// The commit the superblock last recorded: it never goes back, even
     /// while a restarted replica has not yet replayed that far.
     superblock_commit: u64,
+    /// The header of `checkpoint_op`: the hash chain's anchor below `log`.
     checkpoint_anchor: Header,
     /// The snapshot at `checkpoint_op`, served to lagging peers.
     checkpoint_snapshot: Rc<[u8]>,
+    /// Ops above `checkpoint_op`. Invariant: no key above `op`; a body is
+    /// present only once durable in this replica's journal.
     log: BTreeMap<u64, Entry>,
+    /// Primary in Normal: the prepares above `commit_max` awaiting a quorum,
+    /// in op order. Invariant: at most `VIEW_HEADERS_MAX` entries.
     pipeline: VecDeque<Pipelined>,
+    /// View change: replicas that voted for `view` (start_view_change).
     svc_from: BTreeSet<u8>,
+    /// View change, new primary: the do_view_changes received for `view`.
     dvc_from: BTreeMap<u8, DoViewChange>,
+    /// This replica sent its do_view_change for `view`.
     dvc_sent: bool,
+    /// Ticks since this replica started (statistics and jitter only).
     ticks: u64,
+    /// The clock as of the last tick; never goes back within one life.
     now_ns: u64,
+    /// The newest prepare timestamp this replica made or holds: the next
+    /// prepare's timestamp is above it, across restarts too.
     last_timestamp: u64,
-    primary_contact_tick: u64,
-    view_change_tick: u64,
-    normal_timeout_ticks: u64,
+    /// Backup: fires when the primary was silent too long (reset on contact).
+    normal_timeout: Timeout,
+    /// View change: fires when the view did not start in time; backs off.
+    view_change_timeout: Timeout,
+    /// Periodic: commit heartbeats (primary).
+    commit_heartbeat_timeout: Timeout,
+    /// Periodic: resend unacknowledged prepares (primary).
+    prepare_retry_timeout: Timeout,
+    /// Periodic: resend view-change votes; recovering replicas' probes.
+    view_change_retry_timeout: Timeout,
+    /// Periodic: ask peers for missing headers and bodies.
+    repair_timeout: Timeout,
     /// The primary's op as last heard (commit heartbeats, prepares).
     primary_op: u64,
     /// See `DurableState::rejoining`. Invariant: implies `Status::Recovering`.
@@ -318,9 +356,12 @@ impl<S: StateMachine> Replica<S> {
             ticks: 0,
             now_ns: 0,
             last_timestamp: 0,
-            primary_contact_tick: 0,
-            view_change_tick: 0,
-            normal_timeout_ticks: NORMAL_TIMEOUT_TICKS,
+            normal_timeout: Timeout::new("normal", NORMAL_TIMEOUT_TICKS, NORMAL_TIMEOUT_JITTER_TICKS),
+            view_change_timeout: Timeout::new("view_change", VIEW_CHANGE_TIMEOUT_TICKS, VIEW_CHANGE_JITTER_TICKS),
+            commit_heartbeat_timeout: Timeout::new("commit_heartbeat", COMMIT_HEARTBEAT_TICKS, 0),
+            prepare_retry_timeout: Timeout::new("prepare_retry", PREPARE_RETRY_TICKS, 0),
+            view_change_retry_timeout: Timeout::new("view_change_retry", VIEW_CHANGE_RETRY_TICKS, 0),
+            repair_timeout: Timeout::new("repair", REPAIR_TICKS, 0),
             primary_op: 0,
             rejoining: recovered.durable.rejoining,
             rejoin_nonce: 0,
@@ -332,7 +373,16 @@ impl<S: StateMachine> Replica<S> {
             committed: Vec::new(),
             stats: ReplicaStats::default(),
         };
-        replica.normal_timeout_ticks = replica.jittered_normal_timeout();
+        for timeout in [
+            &mut replica.commit_heartbeat_timeout,
+            &mut replica.prepare_retry_timeout,
+            &mut replica.view_change_retry_timeout,
+            &mut replica.repair_timeout,
+        ] {
+            timeout.start(0);
+        }
+        let random = replica.next_random();
+        replica.normal_timeout.start(random);
         // Never zero: zero marks a request_start_view that is no rejoin probe.
         replica.rejoin_nonce = replica.next_random() | 1;
         if let Some(checkpoint) = recovered.checkpoint {
@@ -351,6 +401,8 @@ impl<S: StateMachine> Replica<S> {
         };
         if replica.status == Status::ViewChange {
             replica.svc_from.insert(config.replica);
+            let random = replica.next_random();
+            replica.view_change_timeout.start(random);
         }
         if replica.config.replica_count == 1 {
             // A single replica is its own quorum: every prepare it made
@@ -448,12 +500,22 @@ impl<S: StateMachine> Replica<S> {
         assert!(now_ns >= self.now_ns, "time goes forward");
         self.now_ns = now_ns;
         self.ticks += 1;
+        for timeout in [
+            &mut self.normal_timeout,
+            &mut self.view_change_timeout,
+            &mut self.commit_heartbeat_timeout,
+            &mut self.prepare_retry_timeout,
+            &mut self.view_change_retry_timeout,
+            &mut self.repair_timeout,
+        ] {
+            timeout.tick();
+        }
         match self.status {
             Status::Normal if self.is_primary() => self.tick_primary(),
             Status::Normal => self.tick_backup(),
             Status::ViewChange => self.tick_view_change(),
             Status::Recovering if self.rejoining => {
-                if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
+                if Self::periodic(&mut self.view_change_retry_timeout) {
                     // A probe: every peer answers with its view, the primary
                     // also with start_view.
                     let mut probe = self.new_header(Command::RequestStartView);
@@ -463,7 +525,7 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
             Status::Recovering => {
-                if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
+                if Self::periodic(&mut self.view_change_retry_timeout) {
                     self.broadcast_empty(Command::RequestStartView);
                     // If the cluster is behind our view (we had joined a view
                     // change that never finished), move it up to our view; a
@@ -472,10 +534,19 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
         }
-        if self.status != Status::ViewChange && self.ticks.is_multiple_of(REPAIR_TICKS) {
+        if Self::periodic(&mut self.repair_timeout) && self.status != Status::ViewChange {
             self.repair();
         }
         self.check_invariants();
+    }
+
+    /// A periodic timeout fired: true once per period.
+    fn periodic(timeout: &mut Timeout) -> bool {
+        let fired = timeout.fired();
+        if fired {
+            timeout.reset();
+        }
+        fired
     }
 
     pub fn on_message(&mut self, source: Source, message: Message) {
@@ -688,13 +759,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn tick_primary(&mut self) {
-        if self.ticks.is_multiple_of(COMMIT_HEARTBEAT_TICKS) {
+        if Self::periodic(&mut self.commit_heartbeat_timeout) {
             let mut commit = self.new_header(Command::Commit);
             commit.commit = self.commit_max;
             commit.op = self.op;
             self.broadcast(&Message::empty(commit));
         }
-        if self.ticks.is_multiple_of(PREPARE_RETRY_TICKS) {
+        if Self::periodic(&mut self.prepare_retry_timeout) {
             let mut resend = Vec::new();
             for pipelined in &self.pipeline {
                 let Some(entry) = self.log.get(&pipelined.op) else { continue };
@@ -724,7 +795,7 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_message("prepare_during_view_change");
         }
         if header.view == self.view && !self.is_primary() && header.replica == self.primary_index(self.view) {
-            self.primary_contact_tick = self.ticks;
+            self.normal_timeout.reset();
             self.primary_op = self.primary_op.max(header.op);
             self.advance_commit_max(header.commit);
         }
@@ -745,7 +816,7 @@ impl<S: StateMachine> Replica<S> {
         if header.replica != self.primary_index(self.view) {
             return self.drop_message("commit_not_from_primary");
         }
-        self.primary_contact_tick = self.ticks;
+        self.normal_timeout.reset();
         self.primary_op = self.primary_op.max(header.op);
         self.advance_commit_max(header.commit);
         self.commit_journal();
@@ -893,7 +964,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn tick_backup(&mut self) {
-        if self.ticks - self.primary_contact_tick > self.normal_timeout_ticks {
+        if self.normal_timeout.fired() {
             self.start_view_change(self.view + 1);
         }
     }
@@ -1154,12 +1225,18 @@ impl<S: StateMachine> Replica<S> {
     fn start_view_change(&mut self, new_view: u64) {
         assert!(new_view > self.view, "views only go up");
         self.view = new_view;
+        // Consecutive view changes back off: their candidates spread out.
+        let random = self.next_random();
+        if self.status == Status::ViewChange && self.view_change_timeout.is_ticking() {
+            self.view_change_timeout.backoff(random);
+        } else {
+            self.view_change_timeout.start(random);
+        }
         self.status = if self.status == Status::Recovering { Status::Recovering } else { Status::ViewChange };
         self.svc_from = BTreeSet::from([self.config.replica]);
         self.dvc_from.clear();
         self.dvc_sent = false;
         self.pipeline.clear();
-        self.view_change_tick = self.ticks;
         self.stats.view_changes += 1;
         self.write_superblock();
         let mut svc = self.new_header(Command::StartViewChange);
@@ -1169,12 +1246,12 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn tick_view_change(&mut self) {
-        if self.ticks - self.view_change_tick > VIEW_CHANGE_TIMEOUT_TICKS {
+        if self.view_change_timeout.fired() {
             let next = self.view + 1;
             self.start_view_change(next);
             return;
         }
-        if self.ticks.is_multiple_of(VIEW_CHANGE_RETRY_TICKS) {
+        if Self::periodic(&mut self.view_change_retry_timeout) {
             let svc = self.new_header(Command::StartViewChange);
             self.broadcast(&Message::empty(svc));
             if self.dvc_sent {
@@ -1298,6 +1375,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.install_log(canonical.op, &canonical.headers);
         self.status = Status::Normal;
+        self.view_change_timeout.stop();
         self.log_view = self.view;
         self.write_superblock();
         self.pipeline.clear();
@@ -1401,7 +1479,9 @@ impl<S: StateMachine> Replica<S> {
         self.pipeline.clear();
         self.svc_from.clear();
         self.dvc_from.clear();
-        self.primary_contact_tick = self.ticks;
+        self.view_change_timeout.stop();
+        let random = self.next_random();
+        self.normal_timeout.start(random);
         self.primary_op = header.op;
         self.advance_commit_max(header.commit.min(header.op));
         self.install_log(header.op, &headers);
@@ -1453,6 +1533,7 @@ impl<S: StateMachine> Replica<S> {
     fn refuse_conflicting_log(&mut self, why: String) {
         tracing::error!(replica = self.config.replica, view = self.view, "refusing a canonical log: {why}");
         self.stats.committed_conflicts += 1;
+        self.stats.last_conflict = Some(format!("view {}: {why}", self.view));
         self.drop_message("log_conflicts_with_commits");
     }
 
@@ -1479,18 +1560,24 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.op = op.max(self.checkpoint_op);
-        // Walk down from the head: keep what chains, drop the first stale
-        // entry found, and leave gaps for repair.
+        // Walk down from the head. A canonical header stays; any other
+        // uncommitted entry stays only if the entry above it is present and
+        // names it as parent. An entry below a gap cannot be vouched for: it
+        // may be a stale prepare of an older view (this replica's history
+        // in a minority), and kept it would go out in this replica's view
+        // headers as part of the new view's log. Repair refills the gaps by
+        // checksum.
+        let canonical: BTreeSet<u64> = headers.iter().map(|h| h.op).collect();
         let mut upper = self.op;
         while upper > self.commit_min + 1 {
-            let Some(parent) = self.log.get(&upper).map(|e| e.header.parent) else {
-                upper -= 1;
-                continue;
-            };
-            if let Some(lower) = self.log.get(&(upper - 1))
-                && lower.header.checksum != parent
-            {
-                self.log.remove(&(upper - 1));
+            let lower = upper - 1;
+            let vouched = canonical.contains(&lower)
+                || match (self.log.get(&upper), self.log.get(&lower)) {
+                    (Some(above), Some(entry)) => above.header.parent == entry.header.checksum,
+                    _ => false,
+                };
+            if !vouched && lower > self.checkpoint_op && self.log.remove(&lower).is_some() {
+                self.drop_message("unvouched_entry_below_canonical_log");
             }
             upper -= 1;
         }
@@ -1686,10 +1773,6 @@ impl<S: StateMachine> Replica<S> {
         z ^ (z >> 31)
     }
 
-    fn jittered_normal_timeout(&mut self) -> u64 {
-        NORMAL_TIMEOUT_TICKS + self.next_random() % NORMAL_TIMEOUT_JITTER_TICKS
-    }
-
     fn check_invariants(&self) {
         assert!(self.commit_min <= self.commit_max, "applied past the known commit");
         assert!(self.checkpoint_op <= self.commit_min, "checkpoint of an unapplied op");
@@ -1698,6 +1781,10 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.op - self.checkpoint_op <= self.config.journal_slot_count, "log outgrew the journal");
         assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
         assert!(!self.rejoining || self.status == Status::Recovering, "a rejoining replica takes part in nothing");
+        assert!(
+            self.status != Status::ViewChange || self.view_change_timeout.is_ticking(),
+            "a view change always has a timeout running"
+        );
         debug_assert!(self.log.keys().next_back().is_none_or(|top| *top <= self.op));
         if self.status == Status::Normal && self.is_primary() {
             debug_assert!(self.pipeline.iter().all(|p| p.op > self.commit_max));

@@ -366,3 +366,40 @@ fn a_partial_spawn_failure_stops_the_shards_already_started() {
     assert_eq!(report.exits.len(), 2);
     assert!(report.finished_at_ns <= 1_000_000);
 }
+
+/// A peer reconnects on another shard before its old connection's close was
+/// seen: the newer connection takes the owner slot over, and the old one's
+/// later disconnect must leave the newer claim in place (the owner-table
+/// checker runs after every connect and disconnect).
+#[test]
+fn a_replaced_connection_that_disconnects_later_leaves_the_newer_owner() {
+    let mut takeovers = 0;
+    let mut stale_disconnects = 0;
+    for seed in 0..40 {
+        let mut config = ShardWorldConfig::new(seed, 4);
+        config.replica_count = 5;
+        config.faults.connection_churn_ppm = 200_000;
+        config.faults.connection_takeover_ppm = 600_000;
+        let outcome = run_shard_world(&config);
+        assert!(outcome.passed(), "seed {seed}: {:?}", outcome.violations);
+        takeovers += outcome.counters.connection_takeovers;
+        stale_disconnects += outcome.counters.stale_disconnects;
+    }
+    assert!(takeovers > 0 && stale_disconnects > 0, "takeovers {takeovers}, stale disconnects {stale_disconnects}");
+}
+
+/// SIGINT/SIGTERM during the metadata handoff (not a shard 0 panic): every
+/// shard leaves the handoff within its bound and the process stops in time.
+#[test]
+fn a_signal_during_the_handoff_stops_every_shard_in_bound() {
+    let mut signals = 0;
+    for seed in 0..60 {
+        let mut config = ShardWorldConfig::new(seed, 1 + (seed % 8) as u16);
+        config.faults.handoff_signal_ppm = 1_000_000;
+        let outcome = run_shard_world(&config);
+        assert!(outcome.passed(), "seed {seed}: {:?}", outcome.violations);
+        assert!(outcome.virtual_time_ns < RUN_TIME_BOUND_NS, "seed {seed} ran to the bound");
+        signals += outcome.counters.handoff_signals;
+    }
+    assert!(signals > 0, "no signal arrived during a handoff");
+}

@@ -242,3 +242,77 @@ fn a_delayed_request_of_an_evicted_session_is_not_applied_in_the_next_one() {
     let copies = cluster.replica(0).state_machine().messages.iter().filter(|m| m.as_slice() == b"x").count();
     assert_eq!(copies, 1, "request 1 of A's first session was applied {copies} times");
 }
+
+/// Found by the simulator (view-churn seed 1910 after the timeout change):
+/// a replica that sat in a minority with the old primary holds that
+/// primary's uncommitted view-0 prepares. When it becomes primary of a later
+/// view and the canonical log (from a replica that checkpointed past them)
+/// does not reach down to them, the old `install_log` kept those stale
+/// entries below the gap and sent them out in its start_view as part of the
+/// new view's log; a replica that had committed other ops there refused it
+/// (and one that had not would have installed them).
+#[test]
+fn a_new_primary_does_not_ship_its_stale_minority_prepares_below_the_canonical_log() {
+    let mut cluster = Cluster::new(5);
+    let all = [0, 1, 2, 3, 4];
+    register_clients(&mut cluster, 0, 12);
+    cluster.run(&all, 10);
+
+    // R0 (primary of view 0) and R2 in a minority: R2 takes R0's
+    // uncommitted ops 13..20.
+    cluster.cut(&[0, 2], &[1, 3, 4]);
+    for index in 0..8 {
+        cluster.append(client(index), 0, 1, format!("minority-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    assert_eq!(cluster.replica(2).op(), 20);
+    assert_eq!(cluster.replica(2).commit_min(), 12);
+
+    // The majority starts view 1 (R1) and commits other ops 13..20.
+    assert!(cluster.run_until(&[1, 3, 4], 1_000, |c| normal_primary_of(c, 1, 1)));
+    for index in 0..8 {
+        cluster.append(client(index), 1, 1, format!("majority-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    cluster.run(&[1, 3, 4], 10);
+    assert_eq!(cluster.replica(4).commit_min(), 20, "R4 committed the majority's 13..20");
+    assert_eq!(cluster.replica(4).checkpoint_op(), 16);
+
+    // R4 drops out; R0 joins the majority, which commits on past a
+    // checkpoint at 32.
+    cluster.heal();
+    cluster.cut(&[2], &[0, 1, 3, 4]);
+    cluster.cut(&[4], &[0, 1, 2, 3]);
+    assert!(
+        cluster.run_until(&[0, 1, 3], 1_000, |c| c.replica(0).view() == 1 && c.replica(0).status() == Status::Normal)
+    );
+    let mut request = 2;
+    while cluster.replica(3).checkpoint_op() < 32 {
+        for index in 0..8 {
+            cluster.append(client(index), 1, request, format!("more-{index}-{request}").as_bytes());
+            cluster.deliver_all();
+        }
+        cluster.run(&[0, 1, 3], 2);
+        request += 1;
+        assert!(request < 10, "the majority reaches a checkpoint at 32");
+    }
+
+    // R1 is cut off; view 2's primary is R2, the replica with the stale
+    // minority prepares.
+    cluster.heal();
+    cluster.cut(&[1], &[0, 2, 3, 4]);
+    let started = cluster.run_until(&[0, 2, 3, 4], 2_000, |c| normal_primary_of(c, 2, 2));
+    assert!(started, "R2 starts view 2");
+    cluster.run(&[0, 2, 3, 4], 20);
+    let refusals: u64 = [0, 2, 3, 4].iter().map(|&r| cluster.replica(r).stats().committed_conflicts).sum();
+    assert_eq!(refusals, 0, "no replica was offered a log contradicting its commits");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+
+    cluster.heal();
+    let converged = cluster.run_until(&all, 3_000, |c| {
+        let commit = c.replica(2).commit_min();
+        all.iter().all(|&r| c.replica(r).status() == Status::Normal && c.replica(r).commit_min() == commit)
+    });
+    assert!(converged, "the cluster converges");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
