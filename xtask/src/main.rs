@@ -21,8 +21,14 @@ const SIM_SCENARIO: &str = "swarm";
 const CI_FIXED_TIME_LIMIT: &str = "10m";
 const CI_GIT_TIME_LIMIT: &str = "5m";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
-const CI_DETERMINISM_SCENARIOS: [&str; 6] =
-    ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "swarm"];
+const CI_DETERMINISM_SCENARIOS: [&str; 8] =
+    ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];
+/// Targeted scenarios CI sweeps beside swarm: the schedules that found the
+/// safety holes (deposed primaries, wiped disks, session eviction), at
+/// their full rates.
+const CI_TARGETED_SCENARIOS: [&str; 2] = ["view-churn", "session-churn"];
+const CI_TARGETED_SEEDS: &str = "0..1000";
+const CI_TARGETED_TIME_LIMIT: &str = "3m";
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -237,6 +243,14 @@ fn ci() -> Step {
                 &["--seed-from-git", "--check-determinism", "--time-limit", CI_GIT_TIME_LIMIT],
             ),
         ];
+        for scenario in CI_TARGETED_SCENARIOS {
+            let report = reports.join(format!("ci-sweep-{scenario}.xml"));
+            steps.push(run(shoal_sim(&binary)
+                .args(["sweep", "--seeds", CI_TARGETED_SEEDS, "--scenario", scenario, "--report", "junit"])
+                .arg("--report-file")
+                .arg(&report)
+                .args(["--time-limit", CI_TARGETED_TIME_LIMIT])));
+        }
         for scenario in CI_DETERMINISM_SCENARIOS {
             steps.push(run(shoal_sim(&binary).args([
                 "replay",

@@ -24,7 +24,26 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
 }
 
 fn assert_pass(outcome: &shoal_sim::RunOutcome) {
-    assert_eq!(outcome.verdict, Verdict::Pass, "seed {} failed", outcome.config.seed);
+    assert!(outcome.verdict == Verdict::Pass, "{}", failure(outcome));
+}
+
+/// A failed run, told as a sweep tells it: the verdict and the one command
+/// that replays it. These tests run configs of their own (not catalog
+/// scenarios), so the config is saved where `shoal-sim replay --config`
+/// finds it.
+fn failure(outcome: &shoal_sim::RunOutcome) -> String {
+    let config = &outcome.config;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-failures");
+    let path = dir.join(format!("{}-seed-{}-{:016x}.json", config.scenario, config.seed, outcome.trace_hash));
+    let saved = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, serde_json::to_string_pretty(config).expect("RunConfig serializes")));
+    let replay = match saved {
+        Ok(()) => {
+            format!("cargo run --release -p shoal-scenarios --bin shoal-sim -- replay --config {}", path.display())
+        }
+        Err(error) => format!("(could not save the config to {}: {error})", path.display()),
+    };
+    format!("seed {}: {:?}\n  replay: {replay}", config.seed, outcome.verdict)
 }
 
 #[test]
@@ -150,7 +169,7 @@ fn sweep(seeds: std::ops::Range<u64>) {
     for seed in seeds {
         let outcome = shoal_sim::run(&stormy(seed));
         if outcome.verdict != Verdict::Pass {
-            failures.push(format!("seed {seed}: {:?}", outcome.verdict));
+            failures.push(failure(&outcome));
         }
     }
     assert!(failures.is_empty(), "{} seeds failed:\n{}", failures.len(), failures.join("\n"));
@@ -185,7 +204,7 @@ fn five_replicas_sweep() {
         let config = RunConfig { replica_count: 5, ..stormy(seed) };
         let outcome = shoal_sim::run(&config);
         if outcome.verdict != Verdict::Pass {
-            failures.push(format!("seed {seed}: {:?}", outcome.verdict));
+            failures.push(failure(&outcome));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -200,7 +219,7 @@ fn single_replica_sweep() {
         let config = RunConfig { replica_count: 1, ..stormy(seed) };
         let outcome = shoal_sim::run(&config);
         if outcome.verdict != Verdict::Pass {
-            failures.push(format!("seed {seed}: {:?}", outcome.verdict));
+            failures.push(failure(&outcome));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -254,7 +273,7 @@ fn four_shards_sweep() {
         let config = RunConfig { shards_per_replica: 4, ..stormy(seed) };
         let outcome = shoal_sim::run(&config);
         if outcome.verdict != Verdict::Pass {
-            failures.push(format!("seed {seed}: {:?}", outcome.verdict));
+            failures.push(failure(&outcome));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
