@@ -170,6 +170,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         faults: FaultMix::none(),
         fault_budget: None,
         record_trace: false,
+        record_history: false,
         script: Vec::new(),
     }
 }

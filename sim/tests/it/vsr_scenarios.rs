@@ -18,6 +18,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         faults: FaultMix::none(),
         fault_budget: None,
         record_trace: false,
+        record_history: false,
         script,
     }
 }
