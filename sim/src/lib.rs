@@ -42,4 +42,6 @@ pub fn run(config: &RunConfig) -> RunOutcome {
     }
     outcome
 }
+/// Every coverage mark the code under test places, hit or not.
+pub use shoal_vsr::marks::MARKS as MARKS_KNOWN;
 pub use shards::{ShardFaults, ShardWorldConfig, ShardWorldCounters, ShardWorldOutcome, run_shard_world};
