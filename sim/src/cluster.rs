@@ -218,6 +218,9 @@ pub struct Cluster {
     view_changes: u64,
     converged: bool,
     availability: Availability,
+    /// Set when a no-commit window outgrew its bound: the run ends there
+    /// with a liveness verdict.
+    availability_failure: Option<String>,
     /// The client-visible history, when `record_history` is set.
     history: Vec<HistoryEvent>,
 }
@@ -346,6 +349,7 @@ impl Cluster {
             view_changes: 0,
             converged: false,
             availability: Availability::new(group_count),
+            availability_failure: None,
             history: Vec::new(),
         };
         for replica in 0..config.replica_count {
@@ -432,7 +436,7 @@ impl Cluster {
             self.events_processed += 1;
             assert!(self.events_processed < EVENTS_MAX, "event bound exceeded");
             self.handle(event);
-            if self.violation().is_some() || self.converged {
+            if self.violation().is_some() || self.converged || self.availability_failure.is_some() {
                 break;
             }
             if let Phase::Liveness { deadline_ns } = self.phase
@@ -1566,6 +1570,8 @@ impl Cluster {
                 message: violation.message.clone(),
                 at_ns: self.now_ns,
             }
+        } else if let Some(message) = &self.availability_failure {
+            Verdict::LivenessViolation { message: message.clone() }
         } else if !self.converged {
             Verdict::LivenessViolation { message: self.liveness_report() }
         } else {
@@ -1589,20 +1595,6 @@ impl Cluster {
             }
         };
         self.availability.finish(self.now_ns);
-        let verdict = match (verdict, self.availability.violation(self.now_ns)) {
-            (Verdict::Pass, Some(window)) => Verdict::LivenessViolation {
-                message: format!(
-                    "availability: group {} had a connected quorum and a waiting client but committed nothing for {} ms \
-                     ({:.3} s to {:.3} s), over the bound of {} ms (AVAILABILITY_WINDOW_MAX_NS)",
-                    window.group,
-                    window.duration_ns() / 1_000_000,
-                    window.start_ns as f64 / 1e9,
-                    window.end_ns as f64 / 1e9,
-                    crate::availability::AVAILABILITY_WINDOW_MAX_NS / 1_000_000
-                ),
-            },
-            (verdict, _) => verdict,
-        };
         self.history_indeterminate_at_end();
         if !matches!(verdict, Verdict::Pass) {
             let detail = format!("{verdict:?}");
@@ -1701,6 +1693,18 @@ impl Cluster {
                 .collect();
             let could = waiting && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
             self.availability.sample(self.now_ns, group, could);
+        }
+        if self.availability_failure.is_none()
+            && let Some(window) = self.availability.violation(self.now_ns)
+        {
+            self.availability_failure = Some(format!(
+                "availability: group {} had a connected quorum and a waiting client but committed nothing from \
+                 {:.3} s to {:.3} s, over the bound of {:.3} s (AVAILABILITY_WINDOW_MAX_NS)",
+                window.group,
+                window.start_ns as f64 / 1e9,
+                window.end_ns as f64 / 1e9,
+                crate::availability::AVAILABILITY_WINDOW_MAX_NS as f64 / 1e9
+            ));
         }
     }
 
