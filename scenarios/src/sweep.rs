@@ -285,12 +285,7 @@ impl SweepResult {
         let ms = |ns: u64| format!("{:.0}", ns as f64 / 1e6);
         line(
             "no-commit window ms",
-            format!(
-                "p50 {} p99 {} max {}",
-                ms(availability.p50_ns),
-                ms(availability.p99_ns),
-                ms(availability.max_ns)
-            ),
+            format!("p50 {} p99 {} max {}", ms(availability.p50_ns), ms(availability.p99_ns), ms(availability.max_ns)),
         );
         line("exit code", self.exit_code().to_string());
         let mut text = format!("shoal-sim sweep summary\n{text}");

@@ -36,10 +36,10 @@ pub const AVAILABILITY_REPAIR_ROUNDS_MAX: u64 = 10;
 /// round, a round trip each), and a client whose request was lost retries
 /// it (`CLIENT_RETRY_TICKS`). Longer means a liveness bug: a primary that
 /// stopped talking, a view change that never completes, a repair that asks
-/// the wrong peer forever. With today's constants: 40 + 20 + 2 × (60 + 10)
-/// + 10 × 6 + 30 = 290 ticks = 2.9 s, against a longest window of about
-/// 1.6 s over 2000 seeds of `swarm` and `view-churn` (a primary crash:
-/// detection, one view change, a client retry).
+/// the wrong peer forever. With today's constants that is
+/// 40 + 20 + 2 × (60 + 10) + 10 × 6 + 30 = 290 ticks = 2.9 s, against a
+/// longest window of about 1.6 s over 2000 seeds of `swarm` and
+/// `view-churn` (a primary crash: detection, one view change, a retry).
 pub const AVAILABILITY_WINDOW_MAX_TICKS: u64 = NORMAL_TIMEOUT_TICKS
     + NORMAL_TIMEOUT_JITTER_TICKS
     + AVAILABILITY_VIEW_CHANGES_MAX * (VIEW_CHANGE_TIMEOUT_TICKS + VIEW_CHANGE_RETRY_TICKS)

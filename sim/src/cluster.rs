@@ -22,10 +22,10 @@ use crate::machine::GroupMachine;
 use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::journal::{JournalConfig, JournalError, journal_path};
-use shoal_vsr::superblock::superblock_path;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
+use shoal_vsr::superblock::superblock_path;
 
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::metrics::{DropReason, FrameDrops};
@@ -35,10 +35,10 @@ use shoal_shard::router::{route_consensus_control, route_partition, route_reques
 
 use crate::availability::{Availability, connected_quorum};
 use crate::checker::{Ack, Checkers};
-use crate::promises::{Promise, check_prepare, check_view};
 use crate::io::{SimIo, block_on_ready};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::{DATA_DIR, NodeStorage, StorageConfig};
+use crate::promises::{Promise, check_prepare, check_view};
 use crate::run::{
     Checker, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind,
     TraceEvent, Verdict,
@@ -727,8 +727,10 @@ impl Cluster {
                         true
                     }
                     Err(error) => {
-                        if let (Action::Checkpoint { .. }, crate::node::StorageError::Journal(JournalError::Corrupt { .. })) =
-                            (&storage_action, &error)
+                        if let (
+                            Action::Checkpoint { .. },
+                            crate::node::StorageError::Journal(JournalError::Corrupt { .. }),
+                        ) = (&storage_action, &error)
                         {
                             shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_CORRUPT);
                         }

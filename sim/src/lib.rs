@@ -25,7 +25,8 @@ pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
 
 pub use run::{
-    AvailabilityWindow, Checker, FaultMix, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict,
+    AvailabilityWindow, Checker, FaultMix, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target,
+    TimelineEvent, TimelineKind, TraceEvent, Verdict,
 };
 
 /// Run one seed to its verdict: the VSR cluster, and with more than one shard
@@ -42,6 +43,6 @@ pub fn run(config: &RunConfig) -> RunOutcome {
     }
     outcome
 }
+pub use shards::{ShardFaults, ShardWorldConfig, ShardWorldCounters, ShardWorldOutcome, run_shard_world};
 /// Every coverage mark the code under test places, hit or not.
 pub use shoal_vsr::marks::MARKS as MARKS_KNOWN;
-pub use shards::{ShardFaults, ShardWorldConfig, ShardWorldCounters, ShardWorldOutcome, run_shard_world};

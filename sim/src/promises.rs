@@ -67,7 +67,10 @@ pub fn check_view(promise: Promise, superblock_bytes: Option<&[u8]>) -> Result<(
     if let Some(log_view) = log_view
         && state.log_view < log_view
     {
-        return Err(format!("durable superblock log_view is {}, the message claims log_view {log_view}", state.log_view));
+        return Err(format!(
+            "durable superblock log_view is {}, the message claims log_view {log_view}",
+            state.log_view
+        ));
     }
     Ok(())
 }
@@ -91,8 +94,7 @@ pub fn check_prepare(
     if found.is_some_and(|header| header.op == op && header.checksum == checksum) {
         return Ok(());
     }
-    let checkpoint_op =
-        checkpoint_bytes().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
+    let checkpoint_op = checkpoint_bytes().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
     if op <= checkpoint_op {
         return Ok(());
     }

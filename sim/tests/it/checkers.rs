@@ -82,7 +82,8 @@ fn a_quiet_run_has_only_short_windows() {
 fn history_pairs_every_invoke_with_one_outcome_and_acks_match_the_log() {
     // Two shards: partition groups plus the metadata group, whose admin
     // client is the last one.
-    let mut config = story(3, vec![ScriptedFault::Crash { at_ns: SECOND_NS, target: Target::Primary, down_ns: SECOND_NS }]);
+    let mut config =
+        story(3, vec![ScriptedFault::Crash { at_ns: SECOND_NS, target: Target::Primary, down_ns: SECOND_NS }]);
     config.shards_per_replica = 2;
     config.client_count = 5;
     config.record_history = true;
