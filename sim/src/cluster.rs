@@ -1662,8 +1662,9 @@ impl Cluster {
                         cluster: CLUSTER_ID,
                         namespace,
                     };
-                    let journal = disk.contents_durable(&journal_path(dir, namespace));
-                    check_prepare(op, checksum, &config, journal.as_deref(), || {
+                    let journal = journal_path(dir, namespace);
+                    let read = |offset, len| disk.contents_durable_range(&journal, offset, len);
+                    check_prepare(op, checksum, &config, read, || {
                         disk.contents_durable(&checkpoint_path(dir, namespace))
                     })
                 }

@@ -78,19 +78,21 @@ pub fn check_view(promise: Promise, superblock_bytes: Option<&[u8]>) -> Result<(
 /// A prepare_ok promise: the durable journal holds a valid prepare `op`
 /// with `checksum`, or `op` is at or below the durable checkpoint (or the
 /// journal's durable `snapshot_op`, which never passes the checkpoint).
+/// `journal` reads durable journal bytes `(offset, len)` (`None`: no file),
+/// so a check copies one slot, not the whole file.
 pub fn check_prepare(
     op: u64,
     checksum: u128,
     config: &JournalConfig,
-    journal_bytes: Option<&[u8]>,
+    journal: impl Fn(u64, usize) -> Option<Vec<u8>>,
     checkpoint_bytes: impl FnOnce() -> Option<Vec<u8>>,
 ) -> Result<(), String> {
-    let journal = journal_bytes.unwrap_or(&[]);
-    let snapshot_op = decode_file_snapshot_op(journal).unwrap_or(0);
+    let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
+    let snapshot_op = decode_file_snapshot_op(&file_header).unwrap_or(0);
     if op <= snapshot_op {
         return Ok(());
     }
-    let found = durable_slot(journal, config, op);
+    let found = durable_slot(&journal, config, op);
     if found.is_some_and(|header| header.op == op && header.checksum == checksum) {
         return Ok(());
     }
@@ -108,20 +110,16 @@ pub fn check_prepare(
     ))
 }
 
-/// The valid prepare header in `op`'s slot of durable journal bytes, body
+/// The valid prepare header in `op`'s slot of the durable journal, body
 /// checked, if there is one.
-fn durable_slot(journal: &[u8], config: &JournalConfig, op: u64) -> Option<Header> {
-    if (journal.len() as u64) < FILE_HEADER_SIZE_BYTES {
-        return None;
-    }
-    let offset = config.slot_offset(op) as usize;
-    let header = Header::decode(journal.get(offset..offset + HEADER_SIZE_BYTES)?).ok()?;
+fn durable_slot(journal: &impl Fn(u64, usize) -> Option<Vec<u8>>, config: &JournalConfig, op: u64) -> Option<Header> {
+    let offset = config.slot_offset(op);
+    let header = Header::decode(&journal(offset, HEADER_SIZE_BYTES)?).ok()?;
     if header.command != Command::Prepare {
         return None;
     }
-    let body_offset = offset + HEADER_SIZE_BYTES;
-    let body = journal.get(body_offset..body_offset + header.body_size_bytes())?;
-    header.valid_body(body).ok()?;
+    let body = journal(offset + HEADER_SIZE_BYTES as u64, header.body_size_bytes())?;
+    header.valid_body(&body).ok()?;
     Some(header)
 }
 
@@ -150,7 +148,8 @@ mod tests {
     fn prepare_ok_without_a_durable_slot_is_broken_unless_checkpointed() {
         let config = JournalConfig { slot_count: 8, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
         let journal = vec![0u8; config.file_size_bytes() as usize];
-        assert!(check_prepare(3, 7, &config, Some(&journal), || None).is_err());
-        assert!(check_prepare(3, 7, &config, None, || None).is_err());
+        let zeroed = |offset: u64, len: usize| Some(journal[offset as usize..offset as usize + len].to_vec());
+        assert!(check_prepare(3, 7, &config, zeroed, || None).is_err());
+        assert!(check_prepare(3, 7, &config, |_, _| None, || None).is_err());
     }
 }
