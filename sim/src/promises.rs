@@ -3,8 +3,9 @@
 //!
 //! A vote (start_view_change, do_view_change, start_view) promises the
 //! sender will never again act in an older view; a do_view_change also
-//! promises its log as of `log_view`; a prepare_ok promises the prepare it
-//! names survives a crash. If the promise lives only in memory, a crash right
+//! promises its log as of `log_view`, and a start_view that its log is the
+//! view's canonical one (durable `log_view` = the view); a prepare_ok
+//! promises the prepare it names survives a crash. If the promise lives only in memory, a crash right
 //! after the send breaks it, and the peers that counted on it may lose
 //! committed ops. So the check reads the simulated disk's *durable* bytes
 //! (what would survive a power loss now), never the replica's memory.
@@ -20,9 +21,10 @@ use shoal_vsr::superblock;
 /// What one outgoing message promises is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Promise {
-    /// start_view_change / start_view of `view`: the durable view is at least it.
+    /// start_view_change of `view`: the durable view is at least it.
     View { command: Command, view: u64 },
-    /// do_view_change of `view` claiming its log is complete as of `log_view`.
+    /// do_view_change of `view` claiming its log is complete as of
+    /// `log_view`; start_view of `view` (its log is that view's).
     ViewAndLogView { view: u64, log_view: u64 },
     /// prepare_ok of `op` whose prepare has checksum `checksum`.
     Prepare { op: u64, checksum: u128 },
@@ -32,9 +34,10 @@ impl Promise {
     /// The promise `header` makes, if its command makes one.
     pub fn of(header: &Header) -> Option<Promise> {
         match header.command {
-            Command::StartViewChange | Command::StartView => {
-                Some(Promise::View { command: header.command, view: header.view })
-            }
+            Command::StartViewChange => Some(Promise::View { command: header.command, view: header.view }),
+            // The new primary's log is the view's canonical log: it must be
+            // durable as the log of that view before any backup installs it.
+            Command::StartView => Some(Promise::ViewAndLogView { view: header.view, log_view: header.view }),
             Command::DoViewChange => Some(Promise::ViewAndLogView { view: header.view, log_view: header.context }),
             // A prepare_ok carries the prepare's checksum in `parent`.
             Command::PrepareOk => Some(Promise::Prepare { op: header.op, checksum: header.parent }),
@@ -135,6 +138,9 @@ mod tests {
         header.context = 4;
         assert_eq!(Promise::of(&header), Some(Promise::ViewAndLogView { view: 5, log_view: 4 }));
         assert_eq!(Promise::of(&Header::new(Command::Request, 1)), None);
+        let mut start_view = Header::new(Command::StartView, 1);
+        start_view.view = 6;
+        assert_eq!(Promise::of(&start_view), Some(Promise::ViewAndLogView { view: 6, log_view: 6 }));
     }
 
     #[test]
