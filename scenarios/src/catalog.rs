@@ -181,6 +181,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         faults: FaultMix::none(),
         fault_budget: None,
         record_trace: false,
+        record_history: false,
         script: Vec::new(),
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
     }

@@ -1,7 +1,8 @@
 //! The `shoal-sim` command line: argument parsing and dispatch.
 //!
 //! Owns the commands, their output and their exit codes (0 pass, 1 usage or
-//! config error, 2 safety, 3 liveness, 4 panic, 5 non-determinism). The work
+//! config error, 2 safety, 3 liveness, 4 panic, 5 non-determinism, 6 a
+//! required coverage mark never hit). The work
 //! itself lives in the sibling modules; the simulator comes in as a `Runner`,
 //! so tests drive every command with a fake.
 
@@ -37,7 +38,7 @@ const WATCHDOG_PERIOD_MAX: Duration = Duration::from_secs(1);
     name = "shoal-sim",
     version,
     about = "Deterministic simulation of shoal clusters: run, sweep, replay and shrink seeds",
-    after_help = "Exit codes: 0 pass, 1 usage/config error, 2 safety violation, 3 liveness violation, 4 panic, 5 non-determinism."
+    after_help = "Exit codes: 0 pass, 1 usage/config error, 2 safety violation, 3 liveness violation, 4 panic, 5 non-determinism, 6 every seed passed but a mark named by `sweep --require-marks` was never hit."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -136,6 +137,11 @@ struct SweepArgs {
     /// No progress bar or progress lines.
     #[arg(long)]
     no_progress: bool,
+    /// Coverage marks (comma-separated) the sweep must hit at least once; if
+    /// every seed passed but one of these was never hit, exit 6. The mark
+    /// table after the summary lists every mark and how often it was hit.
+    #[arg(long, value_name = "A,B,C")]
+    require_marks: Option<String>,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -147,6 +153,10 @@ struct ReplayArgs {
     /// Write the run's trace as JSON lines.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Write the client-visible history (invoke / ok / fail / indeterminate)
+    /// as JSON lines, for external linearizability checkers (README).
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// Run twice and compare trace hashes (exit 5 on a mismatch).
     #[arg(long)]
     check_determinism: bool,
@@ -373,6 +383,12 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
     let plan = SweepPlan { scenario, range, slice, base, jobs, time_limit, check_determinism, progress, in_flight };
     let result = sweep::sweep(plan, runner)?;
     write!(out, "{}", result.render_summary())?;
+    write!(out, "{}", result.render_marks())?;
+    let required = args.require_marks.as_deref().map(sweep::parse_mark_list).unwrap_or_default();
+    let missing = result.missing_marks(&required);
+    if !missing.is_empty() {
+        writeln!(out, "required marks never hit: {}", missing.join(", "))?;
+    }
     let meta = ReportMeta {
         scenario: scenario.name.to_string(),
         base_seed: base,
@@ -385,7 +401,8 @@ fn sweep_command(args: SweepArgs, runner: Runner<'_>, out: &mut dyn Write) -> Re
         wall: result.wall,
     };
     write_report(&args.report, &result.outcomes, &meta, out)?;
-    Ok(result.exit_code())
+    let code = result.exit_code();
+    Ok(if code == 0 && !missing.is_empty() { sweep::EXIT_MARKS_MISSING } else { code })
 }
 
 /// Watch a sweep's running seeds; if one outlives `limit`, name it with its
@@ -427,6 +444,7 @@ fn merge_command(args: MergeArgs, out: &mut dyn Write) -> Result<i32, CliError> 
 fn replay_command(args: ReplayArgs, runner: Runner<'_>, out: &mut dyn Write) -> Result<i32, CliError> {
     let mut config = args.target.resolve()?;
     config.record_trace = args.trace.is_some();
+    config.record_history = args.history.is_some();
     let config_file = args.target.config.as_deref();
     let (outcome, code) = if args.check_determinism {
         let check = replay::check_determinism(runner, &config);
@@ -452,6 +470,10 @@ fn replay_command(args: ReplayArgs, runner: Runner<'_>, out: &mut dyn Write) -> 
     if let Some(path) = &args.trace {
         replay::write_trace(path, &outcome.trace)?;
         writeln!(out, "trace: {} events written to {}", outcome.trace.len(), path.display())?;
+    }
+    if let Some(path) = &args.history {
+        replay::write_history(path, &outcome.history)?;
+        writeln!(out, "history: {} events written to {}", outcome.history.len(), path.display())?;
     }
     Ok(code)
 }

@@ -160,8 +160,27 @@ fn run_with_noise(config: &RunConfig, noise: Option<u64>) -> RunOutcome {
         virtual_time_ns,
         trace: if config.record_trace { trace } else { Vec::new() },
         timeline,
+        // Seed-derived, so sweep statistics over the fake are predictable:
+        // a window of seed mod 7 ms, `fake_common` in every run,
+        // `fake_rare` in every third.
+        availability_window_max_ns: (seed % 7) * 1_000_000,
+        availability_windows: Vec::new(),
+        history: Vec::new(),
+        marks: fake_marks(seed),
     }
 }
+
+/// The coverage marks the fake reports for `seed`.
+pub fn fake_marks(seed: u64) -> std::collections::BTreeMap<String, u64> {
+    let mut marks = std::collections::BTreeMap::from([(FAKE_MARK_COMMON.to_string(), 2)]);
+    if seed.is_multiple_of(3) {
+        marks.insert(FAKE_MARK_RARE.to_string(), 1);
+    }
+    marks
+}
+
+pub const FAKE_MARK_COMMON: &str = "fake_common";
+pub const FAKE_MARK_RARE: &str = "fake_rare";
 
 #[cfg(test)]
 mod tests {

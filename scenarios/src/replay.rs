@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use shoal_sim::{RunConfig, RunOutcome, TraceEvent};
+use shoal_sim::{HistoryEvent, RunConfig, RunOutcome, TraceEvent};
 
 use crate::runner::{Runner, run_caught};
 
@@ -39,6 +39,19 @@ pub fn write_trace(path: &Path, trace: &[TraceEvent]) -> Result<(), ReplayError>
     let mut writer = std::io::BufWriter::new(file);
     for event in trace {
         serde_json::to_writer(&mut writer, event).expect("TraceEvent serializes");
+        writer.write_all(b"\n").map_err(error)?;
+    }
+    writer.flush().map_err(error)
+}
+
+/// The client-visible history, one JSON object per line in event order
+/// (format: scenarios/README.md, "History export").
+pub fn write_history(path: &Path, history: &[HistoryEvent]) -> Result<(), ReplayError> {
+    let error = |source| ReplayError::Write { path: path.display().to_string(), source };
+    let file = std::fs::File::create(path).map_err(error)?;
+    let mut writer = std::io::BufWriter::new(file);
+    for event in history {
+        serde_json::to_writer(&mut writer, event).expect("HistoryEvent serializes");
         writer.write_all(b"\n").map_err(error)?;
     }
     writer.flush().map_err(error)

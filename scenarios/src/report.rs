@@ -124,6 +124,10 @@ pub struct RunRecord {
     pub trace_hash: String,
     pub events_processed: u64,
     pub virtual_time_ns: u64,
+    /// The run's longest stretch with a connected quorum, a waiting client
+    /// and no commit (0 in reports older than the measure).
+    #[serde(default)]
+    pub availability_window_max_ns: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<String>,
 }
@@ -143,6 +147,17 @@ pub fn failures_by_checker(runs: &[RunRecord]) -> BTreeMap<String, u64> {
     by_checker
 }
 
+/// Hits of each coverage mark over `outcomes` (the shape `report merge` sums).
+pub fn sum_marks(outcomes: &[RunOutcome]) -> BTreeMap<String, u64> {
+    let mut marks = BTreeMap::new();
+    for outcome in outcomes {
+        for (name, hits) in &outcome.marks {
+            *marks.entry(name.clone()).or_insert(0) += hits;
+        }
+    }
+    marks
+}
+
 impl SweepReport {
     pub fn new(outcomes: &[RunOutcome], meta: &ReportMeta) -> SweepReport {
         let runs: Vec<RunRecord> = outcomes
@@ -159,6 +174,7 @@ impl SweepReport {
                 trace_hash: format!("{:016x}", outcome.trace_hash),
                 events_processed: outcome.events_processed,
                 virtual_time_ns: outcome.virtual_time_ns,
+                availability_window_max_ns: outcome.availability_window_max_ns,
                 replay: (outcome.verdict != Verdict::Pass)
                     .then(|| crate::replay_command(outcome.config.seed, &outcome.config.scenario)),
             })
@@ -192,7 +208,7 @@ impl SweepReport {
             pass: runs.iter().filter(|run| run.verdict == Verdict::Pass).count(),
             fail: runs.iter().filter(|run| run.verdict != Verdict::Pass).count(),
             failures_by_checker: failures_by_checker(&runs),
-            marks: BTreeMap::new(),
+            marks: sum_marks(outcomes),
             nondeterministic,
             merge: None,
             runs,

@@ -74,6 +74,11 @@ fn panicked_outcome(config: &RunConfig, message: String) -> RunOutcome {
         virtual_time_ns: 0,
         trace: Vec::new(),
         timeline: Vec::new(),
+        availability_window_max_ns: 0,
+        availability_windows: Vec::new(),
+        history: Vec::new(),
+        // A panicked run reached no end, so it reports no coverage.
+        marks: Default::default(),
     }
 }
 

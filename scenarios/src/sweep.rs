@@ -30,6 +30,40 @@ pub const EXIT_NONDETERMINISM: i32 = 5;
 pub const PROGRESS_LINE_PERCENT: u64 = 5;
 /// The summary lists this many failing seeds; reports list them all.
 pub const FAILURES_LISTED_MAX: usize = 50;
+/// Exit code of a sweep whose seeds all passed but never hit a mark named
+/// by `--require-marks`: the sweep no longer reaches a rare path it must
+/// test. (A failing seed's own code wins: a verdict is worse news.)
+pub const EXIT_MARKS_MISSING: i32 = 6;
+
+/// How often one coverage mark was hit over a sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MarkTally {
+    pub hits: u64,
+    /// Seeds that hit it at least once.
+    pub seeds: u64,
+}
+
+/// p50 / p99 / max of the seeds' longest availability windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AvailabilityStats {
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// The `p`-th percentile (nearest rank) of `sorted`, 0 when empty.
+fn percentile(sorted: &[u64], p: u64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() as u64 * p).div_ceil(100).max(1);
+    sorted[rank as usize - 1]
+}
+
+/// `a,b, c` as mark names; empty names are dropped.
+pub fn parse_mark_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -171,6 +205,48 @@ impl SweepResult {
         if self.nondeterministic.is_empty() { verdicts } else { verdicts.max(EXIT_NONDETERMINISM) }
     }
 
+    /// Every mark the code under test knows or a seed hit, with its tally
+    /// (known marks never hit show as zero: they are the testbed's gaps).
+    pub fn marks(&self) -> BTreeMap<String, MarkTally> {
+        let mut marks: BTreeMap<String, MarkTally> =
+            shoal_sim::MARKS_KNOWN.iter().map(|name| (name.to_string(), MarkTally::default())).collect();
+        for outcome in &self.outcomes {
+            for (name, hits) in &outcome.marks {
+                let tally = marks.entry(name.clone()).or_default();
+                tally.hits += hits;
+                tally.seeds += u64::from(*hits > 0);
+            }
+        }
+        marks
+    }
+
+    /// Required marks no seed hit.
+    pub fn missing_marks(&self, required: &[String]) -> Vec<String> {
+        let marks = self.marks();
+        required.iter().filter(|name| marks.get(*name).is_none_or(|tally| tally.hits == 0)).cloned().collect()
+    }
+
+    /// Over the seeds that ran: each seed's longest availability window.
+    pub fn availability(&self) -> AvailabilityStats {
+        let mut windows: Vec<u64> = self.outcomes.iter().map(|outcome| outcome.availability_window_max_ns).collect();
+        windows.sort_unstable();
+        AvailabilityStats {
+            p50_ns: percentile(&windows, 50),
+            p99_ns: percentile(&windows, 99),
+            max_ns: windows.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// The coverage table: each mark, its hits and the seeds that hit it.
+    pub fn render_marks(&self) -> String {
+        let mut text = String::from("coverage marks (hits, seeds that hit it):\n");
+        for (name, tally) in self.marks() {
+            let gap = if tally.hits == 0 { "    never hit" } else { "" };
+            text.push_str(&format!("  {name:<28}{:>10}{:>8}{gap}\n", tally.hits, tally.seeds));
+        }
+        text
+    }
+
     pub fn virtual_time_ns(&self) -> u64 {
         self.outcomes.iter().map(|outcome| outcome.virtual_time_ns).sum()
     }
@@ -205,6 +281,12 @@ impl SweepResult {
         line("seeds/s", format!("{:.1}", self.seeds_per_second()));
         line("wall time", format!("{:.2} s", self.wall.as_secs_f64()));
         line("virtual time", crate::format_seconds(self.virtual_time_ns()));
+        let availability = self.availability();
+        let ms = |ns: u64| format!("{:.0}", ns as f64 / 1e6);
+        line(
+            "no-commit window ms",
+            format!("p50 {} p99 {} max {}", ms(availability.p50_ns), ms(availability.p99_ns), ms(availability.max_ns)),
+        );
         line("exit code", self.exit_code().to_string());
         let mut text = format!("shoal-sim sweep summary\n{text}");
         if self.stopped_by_time_limit {
@@ -453,6 +535,38 @@ mod tests {
         assert!(summary.contains("shoal-sim replay --seed 13 --scenario crash-loop"), "{summary}");
         assert!(summary.contains("shoal-sim replay --seed 17 --scenario crash-loop"), "{summary}");
         assert!(!summary.contains("--seed 3 "), "{summary}");
+    }
+
+    #[test]
+    fn marks_are_tallied_by_hits_and_seeds_and_missing_ones_named() {
+        // The fake hits `fake_common` twice in every seed, `fake_rare` once
+        // in every third (0, 3, 6, 9).
+        let result = sweep(plan("steady", 0..10, 2), &crate::fake::run).unwrap();
+        let marks = result.marks();
+        assert_eq!(marks[crate::fake::FAKE_MARK_COMMON], MarkTally { hits: 20, seeds: 10 });
+        assert_eq!(marks[crate::fake::FAKE_MARK_RARE], MarkTally { hits: 4, seeds: 4 });
+        let known_never_hit = shoal_sim::MARKS_KNOWN[0];
+        assert_eq!(marks[known_never_hit], MarkTally::default(), "known marks show even when never hit");
+        let required = parse_mark_list("fake_rare, fake_common,,nope");
+        assert_eq!(result.missing_marks(&required), ["nope"]);
+        let table = result.render_marks();
+        assert!(table.contains("fake_rare"), "{table}");
+        assert!(table.contains("never hit"), "{table}");
+        let one = sweep(plan("steady", 1..3, 1), &crate::fake::run).unwrap();
+        assert_eq!(one.missing_marks(&required), ["fake_rare", "nope"]);
+    }
+
+    #[test]
+    fn availability_percentiles_over_seeds() {
+        // The fake's longest window is seed mod 7 ms.
+        let result = sweep(plan("steady", 0..100, 2), &crate::fake::run).unwrap();
+        let stats = result.availability();
+        assert_eq!(stats.max_ns, 6_000_000);
+        assert_eq!(stats.p50_ns, 3_000_000);
+        assert_eq!(stats.p99_ns, 6_000_000);
+        assert!(result.render_summary().contains("p50 3 p99 6 max 6"), "{}", result.render_summary());
+        assert_eq!(percentile(&[], 50), 0);
+        assert_eq!(percentile(&[1, 2, 3, 4], 50), 2);
     }
 
     #[test]

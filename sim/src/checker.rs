@@ -8,6 +8,9 @@
 //! - acknowledged writes: every reply a client accepted names an op that is
 //!   committed with that request, and at the end every replica's log holds
 //!   the acknowledged message at the acknowledged offset;
+//! - final logs hold only invoked appends: every entry of every replica's
+//!   partition log is a payload some client invoked (payloads are unique per
+//!   client and request), and none appears twice;
 //! - linearizability of the append log: an append acknowledged before another
 //!   was invoked has the smaller offset.
 //!
@@ -59,6 +62,8 @@ pub struct Checkers {
     /// (ack time, highest offset acknowledged up to then), in ack order.
     ack_frontier: Vec<(u64, u64)>,
     violation: Option<Violation>,
+    /// Every append payload a client invoked, with who invoked it.
+    invoked: BTreeMap<Vec<u8>, (u128, u64)>,
 }
 
 impl Checkers {
@@ -78,6 +83,17 @@ impl Checkers {
 
     pub fn acks(&self) -> &[Ack] {
         &self.acks
+    }
+
+    /// A client invoked an append of `payload` (its `request`-th request).
+    pub fn on_invoke(&mut self, client: u128, request: u64, payload: Vec<u8>) {
+        if let Some((other_client, other_request)) = self.invoked.insert(payload, (client, request)) {
+            // The final-log check tells entries apart by payload alone.
+            panic!(
+                "client {client} request {request} reuses the payload of client {other_client} request {other_request}: \
+                 payloads must be unique per (client, request)"
+            );
+        }
     }
 
     /// A replica restarted: its next commit continues from what it replayed.
@@ -204,9 +220,23 @@ impl Checkers {
     }
 
     /// At the end: every acknowledged append is in a replica's log, once, at
-    /// its offset.
+    /// its offset; every entry is an append a client invoked, at most once.
     pub fn check_final_log(&mut self, replica: u8, messages: &[Vec<u8>]) {
         let mut failures = Vec::new();
+        let mut seen: BTreeMap<&[u8], usize> = BTreeMap::new();
+        for (offset, message) in messages.iter().enumerate() {
+            if !self.invoked.contains_key(message) {
+                failures.push(format!(
+                    "replica {replica} holds at offset {offset} an entry no client appended: {:?}",
+                    String::from_utf8_lossy(message)
+                ));
+            } else if let Some(first) = seen.insert(message, offset) {
+                let (client, request) = self.invoked[message];
+                failures.push(format!(
+                    "replica {replica} holds the append of client {client} request {request} twice: offsets {first} and {offset}"
+                ));
+            }
+        }
         for ack in &self.acks {
             match messages.get(ack.offset as usize) {
                 Some(payload) if *payload == ack.payload => {}
@@ -301,6 +331,46 @@ mod tests {
         checkers.on_ack(ack(6, 2, 0, 10));
         checkers.on_ack(ack(5, 1, 20, 30));
         assert_eq!(checkers.violation().unwrap().checker, Checker::Linearizability);
+    }
+
+    fn invoked(payloads: &[&[u8]]) -> Checkers {
+        let mut checkers = Checkers::default();
+        for (index, payload) in payloads.iter().enumerate() {
+            checkers.on_invoke(5, index as u64 + 1, payload.to_vec());
+        }
+        checkers
+    }
+
+    #[test]
+    fn final_log_of_invoked_appends_passes() {
+        let mut checkers = invoked(&[b"a", b"b", b"c"]);
+        // An invoked but unacknowledged append may be missing.
+        checkers.check_final_log(0, &[b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(checkers.violation(), None);
+    }
+
+    #[test]
+    fn duplicate_entry_in_final_log_fails() {
+        let mut checkers = invoked(&[b"a", b"b"]);
+        checkers.check_final_log(0, &[b"a".to_vec(), b"b".to_vec(), b"a".to_vec()]);
+        let violation = checkers.violation().unwrap();
+        assert_eq!(violation.checker, Checker::AckedWritesDurable);
+        assert!(violation.message.contains("twice: offsets 0 and 2"), "{}", violation.message);
+    }
+
+    #[test]
+    fn entry_no_client_appended_fails() {
+        let mut checkers = invoked(&[b"a", b"b"]);
+        checkers.check_final_log(1, &[b"a".to_vec(), b"b".to_vec(), b"x".to_vec()]);
+        let violation = checkers.violation().unwrap();
+        assert_eq!(violation.checker, Checker::AckedWritesDurable);
+        assert!(violation.message.contains("offset 2 an entry no client appended"), "{}", violation.message);
+    }
+
+    #[test]
+    #[should_panic(expected = "payloads must be unique")]
+    fn reused_payload_is_a_driver_bug() {
+        invoked(&[b"a", b"a"]);
     }
 
     #[test]

@@ -19,10 +19,13 @@ use shoal_shard::router::route_metadata;
 use shoal_shard::state_machine::{MetadataReply, MetadataRequest, MetadataState, decode_reply};
 
 use crate::machine::GroupMachine;
+use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::journal::{JournalConfig, JournalError, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
+use shoal_vsr::superblock::superblock_path;
 
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::metrics::{DropReason, FrameDrops};
@@ -30,12 +33,15 @@ use shoal_shard::namespace::Namespace;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::{route_consensus_control, route_partition, route_request};
 
+use crate::availability::{Availability, connected_quorum};
 use crate::checker::{Ack, Checkers};
 use crate::io::{SimIo, block_on_ready};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::{DATA_DIR, NodeStorage, StorageConfig};
+use crate::promises::{Promise, check_prepare, check_view};
 use crate::run::{
-    Checker, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict,
+    Checker, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind,
+    TraceEvent, Verdict,
 };
 
 pub const TICK_NS: u64 = 10_000_000;
@@ -171,6 +177,13 @@ struct Client {
     ticks: u64,
 }
 
+/// A client's request as it stood before a message reached the client.
+struct ClientSnapshot {
+    in_flight: Option<(u64, Operation, Vec<u8>, u64)>,
+    acks: usize,
+    metadata_applied: usize,
+}
+
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum Phase {
     Safety,
@@ -210,6 +223,12 @@ pub struct Cluster {
     events_processed: u64,
     view_changes: u64,
     converged: bool,
+    availability: Availability,
+    /// Set when a no-commit window outgrew its bound: the run ends there
+    /// with a liveness verdict.
+    availability_failure: Option<String>,
+    /// The client-visible history, when `record_history` is set.
+    history: Vec<HistoryEvent>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -308,6 +327,9 @@ impl Cluster {
             .collect();
         let network = Network::new(rng.next_u64(), u32::from(config.replica_count), config.faults.clone());
         let rot_replica = (rng.next_u64() % u64::from(config.replica_count)) as u8;
+        // Marks a previous run on this thread left (one that panicked) are
+        // not this run's.
+        let _ = shoal_vsr::marks::take();
         let mut cluster = Cluster {
             config: config.clone(),
             rng,
@@ -334,6 +356,9 @@ impl Cluster {
             events_processed: 0,
             view_changes: 0,
             converged: false,
+            availability: Availability::new(group_count),
+            availability_failure: None,
+            history: Vec::new(),
         };
         for replica in 0..config.replica_count {
             cluster.connect(replica);
@@ -419,7 +444,7 @@ impl Cluster {
             self.events_processed += 1;
             assert!(self.events_processed < EVENTS_MAX, "event bound exceeded");
             self.handle(event);
-            if self.violation().is_some() || self.converged {
+            if self.violation().is_some() || self.converged || self.availability_failure.is_some() {
                 break;
             }
             if let Phase::Liveness { deadline_ns } = self.phase
@@ -508,7 +533,10 @@ impl Cluster {
     fn handle(&mut self, event: Event) {
         match event {
             Event::ReplicaTick(replica) => self.on_replica_tick(replica),
-            Event::ClientTick(client) => self.on_client_tick(client),
+            Event::ClientTick(client) => {
+                self.on_client_tick(client);
+                self.observe_invoke(client);
+            }
             Event::NetworkTick => {
                 let before = self.network.counters.clone();
                 let changes = self.network.tick(self.now_ns);
@@ -522,6 +550,7 @@ impl Cluster {
                     self.record(None, "network", 0, 0, || change.clone());
                     self.timeline(0, kind, change);
                 }
+                self.sample_availability();
                 self.schedule(TICK_NS, Event::NetworkTick);
             }
             Event::Deliver { from, to, message } => self.deliver(from, to, *message),
@@ -619,7 +648,11 @@ impl Cluster {
                 if last.is_multiple_of(25) {
                     self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
                 }
+                let before = self.checkers[group].ops_committed();
                 self.checkers[group].on_committed(replica, &committed);
+                if self.checkers[group].ops_committed() > before {
+                    self.availability.progress(self.now_ns, group);
+                }
             }
             if view > self.nodes[index].groups[group].last_view {
                 self.nodes[index].groups[group].last_view = view;
@@ -662,6 +695,7 @@ impl Cluster {
         match action {
             Action::Send { to, message } => {
                 let command = message.header.command;
+                self.check_promise(replica, group, &message.header);
                 self.send_from_group(replica, group, to, message);
                 let moment = matches!(
                     command,
@@ -703,6 +737,13 @@ impl Cluster {
                         true
                     }
                     Err(error) => {
+                        if let (
+                            Action::Checkpoint { .. },
+                            crate::node::StorageError::Journal(JournalError::Corrupt { .. }),
+                        ) = (&storage_action, &error)
+                        {
+                            shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_CORRUPT);
+                        }
                         // A failed action may still have reached the disk in
                         // part: what it meant to drop is no longer promised.
                         self.after_storage(replica, group, &storage_action, false);
@@ -1296,7 +1337,14 @@ impl Cluster {
                 }
                 self.deliver_to_replica(replica, from, message);
             }
-            Endpoint::Client(client) => self.on_client_message(client, message),
+            Endpoint::Client(client) => {
+                let before = self.config.record_history.then(|| self.client_snapshot(client));
+                let eviction = message.header.command == Command::Eviction;
+                self.on_client_message(client, message);
+                if let Some(before) = before {
+                    self.observe_completion(client, before, eviction);
+                }
+            }
         }
     }
 
@@ -1616,6 +1664,8 @@ impl Cluster {
                 message: violation.message.clone(),
                 at_ns: self.now_ns,
             }
+        } else if let Some(message) = &self.availability_failure {
+            Verdict::LivenessViolation { message: message.clone() }
         } else if !self.converged {
             Verdict::LivenessViolation { message: self.liveness_report() }
         } else {
@@ -1638,6 +1688,8 @@ impl Cluster {
                 None => Verdict::Pass,
             }
         };
+        self.availability.finish(self.now_ns);
+        self.history_indeterminate_at_end();
         if !matches!(verdict, Verdict::Pass) {
             let detail = format!("{verdict:?}");
             self.timeline(0, TimelineKind::Violation, detail);
@@ -1677,6 +1729,186 @@ impl Cluster {
             virtual_time_ns: self.now_ns,
             trace: std::mem::take(&mut self.trace),
             timeline: std::mem::take(&mut self.timeline),
+            availability_window_max_ns: self.availability.max_ns(),
+            availability_windows: self.availability.take_windows(),
+            history: std::mem::take(&mut self.history),
+            marks: shoal_vsr::marks::take().into_iter().map(|(name, count)| (name.to_string(), count)).collect(),
+        }
+    }
+
+    // --- observers: promises, availability, history -------------------------------
+
+    /// The promises checker: what this message promises must already be on
+    /// the replica's disk in durable bytes, not only in its memory.
+    fn check_promise(&mut self, replica: u8, group: usize, header: &Header) {
+        let Some(promise) = Promise::of(header) else { return };
+        let namespace = self.namespaces[group];
+        let dir = std::path::Path::new(DATA_DIR);
+        let result = {
+            let disk = self.nodes[replica as usize].io.disk();
+            match promise {
+                Promise::Prepare { op, checksum } => {
+                    let config = JournalConfig {
+                        slot_count: JOURNAL_SLOT_COUNT,
+                        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+                        cluster: CLUSTER_ID,
+                        namespace,
+                    };
+                    let journal = journal_path(dir, namespace);
+                    let read = |offset, len| disk.contents_durable_range(&journal, offset, len);
+                    check_prepare(op, checksum, &config, read, || {
+                        disk.contents_durable(&checkpoint_path(dir, namespace))
+                    })
+                }
+                _ => check_view(promise, disk.contents_durable(&superblock_path(dir, namespace)).as_deref()),
+            }
+        };
+        if let Err(why) = result {
+            let label = self.group_label(group);
+            let detail = format!(
+                "replica {replica}{label} sent {:?} (view {}, op {}) before its promise was durable: {why}",
+                header.command, header.view, header.op
+            );
+            self.checkers[group].fail(Checker::Promises, detail);
+        }
+    }
+
+    /// Once per network tick: for each group, could it commit now (a quorum
+    /// up, unpaused and pairwise connected) and should it (a client waits)?
+    fn sample_availability(&mut self) {
+        let quorum = usize::from(self.config.replica_count) / 2 + 1;
+        for group in 0..self.namespaces.len() {
+            let waiting = self.clients.iter().any(|c| c.group == group && c.in_flight.is_some());
+            let up: Vec<u32> = (0..self.config.replica_count)
+                .filter(|r| {
+                    let node = &self.nodes[*r as usize];
+                    node.up && node.paused_until_ns.is_none() && node.groups[group].replica.is_some()
+                })
+                .map(NodeId::from)
+                .collect();
+            let could = waiting && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
+            self.availability.sample(self.now_ns, group, could);
+        }
+        if self.availability_failure.is_none()
+            && let Some(window) = self.availability.violation(self.now_ns)
+        {
+            self.availability_failure = Some(format!(
+                "availability: group {} had a connected quorum and a waiting client but committed nothing from \
+                 {:.3} s to {:.3} s, over the bound of {:.3} s (AVAILABILITY_WINDOW_MAX_NS)",
+                window.group,
+                window.start_ns as f64 / 1e9,
+                window.end_ns as f64 / 1e9,
+                crate::availability::AVAILABILITY_WINDOW_MAX_NS as f64 / 1e9
+            ));
+        }
+    }
+
+    /// After a client tick: a request just created is an invoke. (A retry
+    /// keeps its invoke time, so `invoked_ns == now` only on the tick that
+    /// invoked it.)
+    fn observe_invoke(&mut self, index: u32) {
+        let client = &self.clients[index as usize];
+        let Some(in_flight) = &client.in_flight else { return };
+        if in_flight.invoked_ns != self.now_ns || in_flight.operation == Operation::Register {
+            return;
+        }
+        let (id, group, request, payload) = (client.id, client.group, in_flight.request, in_flight.payload.clone());
+        let operation = in_flight.operation;
+        if operation == Operation::SendMessages {
+            self.checkers[group].on_invoke(id, request, payload.clone());
+        }
+        if self.config.record_history {
+            let event = self.history_event(HistoryKind::Invoke, index, request, operation, &payload);
+            self.history.push(HistoryEvent { invoke_ns: self.now_ns, ..event });
+        }
+    }
+
+    /// What a client waits for, to tell afterwards how a reply ended it.
+    fn client_snapshot(&self, index: u32) -> ClientSnapshot {
+        let client = &self.clients[index as usize];
+        ClientSnapshot {
+            in_flight: client.in_flight.as_ref().map(|f| (f.request, f.operation, f.payload.clone(), f.invoked_ns)),
+            acks: self.checkers[client.group].acks().len(),
+            metadata_applied: self.metadata_applied.len(),
+        }
+    }
+
+    /// After a message reached a client: did it complete the request?
+    fn observe_completion(&mut self, index: u32, before: ClientSnapshot, eviction: bool) {
+        let Some((request, operation, payload, invoked_ns)) = before.in_flight else { return };
+        if operation == Operation::Register {
+            return;
+        }
+        let client = &self.clients[index as usize];
+        let group = client.group;
+        let still_waiting = client.in_flight.as_ref().is_some_and(|f| f.request == request);
+        let mut event = self.history_event(HistoryKind::Ok, index, request, operation, &payload);
+        event.invoke_ns = invoked_ns;
+        event.complete_ns = Some(self.now_ns);
+        if eviction {
+            // The session is gone: whether the request took effect is unknown.
+            event.kind = HistoryKind::Indeterminate;
+        } else if still_waiting {
+            return;
+        } else if operation == Operation::SendMessages {
+            let acks = self.checkers[group].acks();
+            if acks.len() == before.acks {
+                return;
+            }
+            event.offset = acks.last().map(|ack| ack.offset);
+        } else if self.metadata_applied.len() > before.metadata_applied {
+            event.reply = Some("applied".to_string());
+        } else {
+            event.kind = HistoryKind::Fail;
+            event.reply = Some("rejected".to_string());
+        }
+        self.history.push(event);
+    }
+
+    /// The run ended with these requests in flight: they may or may not have
+    /// taken effect.
+    fn history_indeterminate_at_end(&mut self) {
+        if !self.config.record_history {
+            return;
+        }
+        for index in 0..self.clients.len() as u32 {
+            let Some(in_flight) = &self.clients[index as usize].in_flight else { continue };
+            if in_flight.operation == Operation::Register {
+                continue;
+            }
+            let (request, operation, payload, invoked_ns) =
+                (in_flight.request, in_flight.operation, in_flight.payload.clone(), in_flight.invoked_ns);
+            let event = self.history_event(HistoryKind::Indeterminate, index, request, operation, &payload);
+            self.history.push(HistoryEvent { invoke_ns: invoked_ns, ..event });
+        }
+    }
+
+    fn history_event(
+        &self,
+        kind: HistoryKind,
+        index: u32,
+        request: u64,
+        operation: Operation,
+        payload: &[u8],
+    ) -> HistoryEvent {
+        let client = &self.clients[index as usize];
+        let (operation, payload) = if operation == Operation::SendMessages {
+            ("append".to_string(), String::from_utf8_lossy(payload).into_owned())
+        } else {
+            (format!("{operation:?}").to_lowercase(), format!("{:?}", metadata_request(index, request)))
+        };
+        HistoryEvent {
+            kind,
+            client: u64::try_from(client.id).expect("simulated client ids are small"),
+            request,
+            group: client.group,
+            namespace: self.namespaces[client.group],
+            operation,
+            payload,
+            offset: None,
+            reply: None,
+            invoke_ns: 0,
+            complete_ns: None,
         }
     }
 

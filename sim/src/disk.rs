@@ -243,6 +243,14 @@ impl SimDisk {
         self.namespace_durable.get(path).map(|id| self.inodes[id].durable.clone())
     }
 
+    /// Up to `len` durable bytes of `path` from `offset` (fewer past the
+    /// end): what a checker needs of one record, without copying the file.
+    pub fn contents_durable_range(&self, path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let durable = &self.inodes[self.namespace_durable.get(path)?].durable;
+        let start = (offset as usize).min(durable.len());
+        Some(durable[start..(start + len).min(durable.len())].to_vec())
+    }
+
     /// The process died: drop or tear pending writes, restore the durable
     /// namespace, invalidate every open handle.
     pub fn crash(&mut self) {

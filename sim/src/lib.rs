@@ -8,6 +8,7 @@
 //! Must not touch the wall clock, OS entropy, threads or the real file system:
 //! the same seed must take the same path on any machine.
 
+pub mod availability;
 pub mod checker;
 pub mod cluster;
 pub mod disk;
@@ -16,6 +17,7 @@ pub mod io;
 pub mod machine;
 pub mod network;
 pub mod node;
+pub mod promises;
 pub mod run;
 pub mod shards;
 
@@ -23,7 +25,8 @@ pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
 
 pub use run::{
-    Checker, FaultMix, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind, TraceEvent, Verdict,
+    AvailabilityWindow, Checker, FaultMix, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target,
+    TimelineEvent, TimelineKind, TraceEvent, Verdict,
 };
 pub use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
@@ -42,3 +45,5 @@ pub fn run(config: &RunConfig) -> RunOutcome {
     outcome
 }
 pub use shards::{ShardFaults, ShardWorldConfig, ShardWorldCounters, ShardWorldOutcome, run_shard_world};
+/// Every coverage mark the code under test places, hit or not.
+pub use shoal_vsr::marks::MARKS as MARKS_KNOWN;

@@ -212,6 +212,13 @@ impl Network {
         }
     }
 
+    /// Whether `a` and `b` can talk both ways right now: no partition cuts
+    /// either direction. (Drops, delays and clogs are not cuts: they slow a
+    /// pair down, they do not separate it.)
+    pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
+        !self.cut(a, b) && !self.cut(b, a)
+    }
+
     /// Decide the fate of one message sent at `now_ns`.
     pub fn submit(&mut self, now_ns: u64, from: NodeId, to: NodeId) -> Fate {
         if self.cut(from, to) {
@@ -266,6 +273,18 @@ mod tests {
         for i in 0..500 {
             assert_eq!(network.submit(i, 0, 1), Fate::Deliver(vec![i + NETWORK_DELAY_MIN_NS]));
         }
+    }
+
+    #[test]
+    fn connected_needs_both_directions() {
+        let mut network = Network::new(1, 3, FaultMix::none());
+        assert!(network.connected(0, 1));
+        network.partition = Some(Partition { kind: PartitionKind::OneWay { from: 0, to: 1 }, until_ns: 100 });
+        assert!(!network.connected(0, 1));
+        assert!(!network.connected(1, 0));
+        assert!(network.connected(0, 2));
+        network.heal();
+        assert!(network.connected(0, 1));
     }
 
     #[test]

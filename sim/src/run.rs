@@ -135,6 +135,7 @@ impl RunConfig {
             faults,
             fault_budget: None,
             record_trace: false,
+            record_history: false,
             script: Vec::new(),
             client_sessions_max: default_client_sessions_max(),
         }
@@ -161,6 +162,10 @@ pub struct RunConfig {
     pub fault_budget: Option<u64>,
     /// Keep every trace event in `RunOutcome::trace` (costs memory).
     pub record_trace: bool,
+    /// Keep the client-visible history in `RunOutcome::history` (costs
+    /// memory; `replay --history` sets it).
+    #[serde(default)]
+    pub record_history: bool,
     /// Faults placed by hand, on top of the random mix.
     #[serde(default)]
     pub script: Vec<ScriptedFault>,
@@ -185,6 +190,9 @@ pub enum Checker {
     Recovery,
     Liveness,
     Determinism,
+    /// A replica sent a message whose promise (a view, a log view, a
+    /// prepare) was not yet durable on its disk.
+    Promises,
     /// An assertion inside the code under test fired (a panic).
     Assertion,
 }
@@ -277,4 +285,75 @@ pub struct RunOutcome {
     /// Every event, when `record_trace` was set.
     pub trace: Vec<TraceEvent>,
     pub timeline: Vec<TimelineEvent>,
+    /// The longest stretch of virtual time in which a quorum of replicas was
+    /// up, unpaused and connected, a client waited, and no new op committed.
+    #[serde(default)]
+    pub availability_window_max_ns: u64,
+    /// Such stretches of at least `AVAILABILITY_WINDOW_LISTED_MIN_NS`, in the
+    /// order they ended.
+    #[serde(default)]
+    pub availability_windows: Vec<AvailabilityWindow>,
+    /// The client-visible history, when `record_history` was set.
+    #[serde(default)]
+    pub history: Vec<HistoryEvent>,
+    /// Coverage marks hit in this run, by name (see `shoal_vsr::marks`).
+    #[serde(default)]
+    pub marks: BTreeMap<String, u64>,
+}
+
+/// A window with a quorum up and connected, a client waiting, no commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AvailabilityWindow {
+    /// Index of the VSR group (partition) that did not commit.
+    pub group: usize,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl AvailabilityWindow {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+}
+
+/// What happened to one client operation, as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryKind {
+    /// The client started the operation.
+    Invoke,
+    /// It took effect; `offset` (append) or `reply` (metadata) says how.
+    Ok,
+    /// It definitely did not take effect (a metadata change the log rejected).
+    Fail,
+    /// Unknown: it may or may not have taken effect (the run ended with it in
+    /// flight, or the client's session was evicted).
+    Indeterminate,
+}
+
+/// One line of `replay --history`: see scenarios/README.md for the format.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEvent {
+    #[serde(rename = "type")]
+    pub kind: HistoryKind,
+    pub client: u64,
+    /// The client's request number (1, 2, ...): unique per client.
+    pub request: u64,
+    /// Index of the VSR group, and its namespace (the partition or the
+    /// metadata group).
+    pub group: usize,
+    pub namespace: u64,
+    /// `append` for a partition write, else the metadata operation.
+    pub operation: String,
+    /// Names the value: the appended message (unique per client and
+    /// request), or the metadata request.
+    pub payload: String,
+    /// The log offset an acknowledged append landed at.
+    pub offset: Option<u64>,
+    /// A metadata reply, in words.
+    pub reply: Option<String>,
+    pub invoke_ns: u64,
+    /// Virtual time of the completion (`None` on an invoke line, and on an
+    /// indeterminate one when the run ended first).
+    pub complete_ns: Option<u64>,
 }

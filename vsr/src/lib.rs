@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod header;
 pub mod io;
 pub mod journal;
+pub mod marks;
 pub mod superblock;
 
 pub use header::{Command, HEADER_SIZE_BYTES, Header, HeaderError, Operation};

@@ -1039,6 +1039,9 @@ impl<S: StateMachine> Replica<S> {
                 if registering {
                     reply.set_checksums(&reply_body);
                     evicted = self.sessions.register(header.client, header.op, reply, reply_body.clone());
+                    if evicted.is_some() {
+                        crate::marks::hit(crate::marks::SESSION_EVICTED);
+                    }
                 }
                 (registering, reply_body)
             }
@@ -1410,6 +1413,7 @@ impl<S: StateMachine> Replica<S> {
         if header.context != 0 && !self.rejoining {
             // A rejoin probe: our view is a lower bound of every view we
             // voted for, which is what the rejoining replica must respect.
+            crate::marks::hit(crate::marks::REJOIN_PROBE_ANSWERED);
             let mut answer = self.new_header(Command::RejoinView);
             answer.context = header.context;
             answer.set_checksums(&[]);
@@ -1487,6 +1491,7 @@ impl<S: StateMachine> Replica<S> {
         self.install_log(header.op, &headers);
         self.last_timestamp = self.newest_timestamp();
         if self.rejoining {
+            crate::marks::hit(crate::marks::REJOIN_COMPLETED);
             self.rejoining = false;
             self.rejoin_views.clear();
             tracing::info!(replica = self.config.replica, view = self.view, "rejoined the cluster after a format");
@@ -1532,6 +1537,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn refuse_conflicting_log(&mut self, why: String) {
         tracing::error!(replica = self.config.replica, view = self.view, "refusing a canonical log: {why}");
+        crate::marks::hit(crate::marks::REFUSE_CONFLICTING_LOG);
         self.stats.committed_conflicts += 1;
         self.stats.last_conflict = Some(format!("view {}: {why}", self.view));
         self.drop_message("log_conflicts_with_commits");
@@ -1540,6 +1546,7 @@ impl<S: StateMachine> Replica<S> {
     fn install_log(&mut self, op: u64, headers: &[Header]) {
         debug_assert!(self.conflicts_with_commits(op, headers).is_none());
         if self.op > op {
+            crate::marks::hit(crate::marks::VIEW_CHANGE_TRUNCATE);
             let after = op.max(self.checkpoint_op);
             self.log = {
                 let mut log = std::mem::take(&mut self.log);
@@ -1661,6 +1668,7 @@ impl<S: StateMachine> Replica<S> {
         let matches = if header.parent == 0 {
             self.status == Status::Normal && (op <= self.commit_min || self.is_primary())
         } else {
+            crate::marks::hit(crate::marks::REPAIR_BY_CHECKSUM);
             entry.header.checksum == header.parent
         };
         if matches {
@@ -1719,6 +1727,7 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_message("bad_checkpoint_body");
         }
         self.stats.state_transfers += 1;
+        crate::marks::hit(crate::marks::STATE_TRANSFER);
         if message.header.view > self.view && self.status == Status::Normal {
             // The cluster moved on: this replica's log past the checkpoint
             // may be a deposed primary's, and in its old view it would keep
@@ -1727,6 +1736,7 @@ impl<S: StateMachine> Replica<S> {
             // the new view's start_view installs the canonical log. (It
             // still restores: refusing would loop with a start_view that is
             // past its journal and asks for this very checkpoint.)
+            crate::marks::hit(crate::marks::CHECKPOINT_FROM_NEWER_VIEW);
             self.status = Status::Recovering;
             self.pipeline.clear();
             self.request_start_view(self.primary_index(message.header.view));

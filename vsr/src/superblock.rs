@@ -177,6 +177,24 @@ fn decode_view_headers(bytes: &[u8]) -> Result<Vec<Header>, SuperblockError> {
         .collect()
 }
 
+/// The state a superblock file's bytes hold: the valid copy with the highest
+/// sequence, as `open` would take it, with that sequence. For checkers that
+/// read a disk's durable bytes rather than the replica's memory; `None` when
+/// neither copy is valid (torn, zeroed, foreign or a short file).
+pub fn decode_file(bytes: &[u8]) -> Result<Option<(u64, SuperblockState)>, SuperblockError> {
+    let mut best: Option<CopyRecord> = None;
+    for index in 0..SUPERBLOCK_COPIES {
+        let offset = (index * SUPERBLOCK_COPY_SIZE_BYTES) as usize;
+        let Some(copy_bytes) = bytes.get(offset..offset + SUPERBLOCK_COPY_SIZE_BYTES as usize) else { continue };
+        if let Some(copy) = CopyRecord::decode(copy_bytes)?
+            && best.as_ref().is_none_or(|best| copy.sequence > best.sequence)
+        {
+            best = Some(copy);
+        }
+    }
+    Ok(best.map(|copy| (copy.sequence, copy.state)))
+}
+
 /// The durable VSR state of one group on one replica.
 #[derive(Debug)]
 pub struct Superblock<I: Io> {
@@ -342,6 +360,26 @@ mod tests {
                 },
             },
         )
+    }
+
+    #[test]
+    fn decode_file_takes_the_valid_copy_with_the_highest_sequence() {
+        let record = |sequence, view| CopyRecord {
+            cluster: 1,
+            namespace: 2,
+            replica: 0,
+            sequence,
+            state: SuperblockState { view, log_view: view, ..SuperblockState::default() },
+        };
+        let mut file = record(7, 3).encode();
+        file.extend(record(8, 4).encode());
+        assert_eq!(decode_file(&file).unwrap().map(|(seq, s)| (seq, s.view)), Some((8, 4)));
+        // Copy B torn mid-write: copy A (older) is what survives.
+        file[SUPERBLOCK_COPY_SIZE_BYTES as usize + SB_VIEW] ^= 1;
+        assert_eq!(decode_file(&file).unwrap().map(|(seq, s)| (seq, s.view)), Some((7, 3)));
+        file[SB_VIEW] ^= 1;
+        assert_eq!(decode_file(&file).unwrap(), None);
+        assert_eq!(decode_file(&[]).unwrap(), None);
     }
 
     proptest! {

@@ -143,3 +143,33 @@ fn bench_reports_throughput() {
     assert!(stdout.starts_with("bench steady: 3 seeds"), "{stdout}");
     assert!(stdout.contains("seeds/min") && stdout.contains("events/s") && stdout.contains("virtual/wall"));
 }
+
+#[test]
+fn replay_history_writes_json_lines_of_invokes_and_their_outcomes() {
+    let path = scratch_dir("history").join("history.jsonl");
+    let (code, stdout, _) =
+        shoal_sim(&["replay", "--seed", "3", "--scenario", "steady", "--history", path.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let events: Vec<shoal_sim::HistoryEvent> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert!(stdout.contains(&format!("history: {} events written", events.len())), "{stdout}");
+    let invokes = events.iter().filter(|e| e.kind == shoal_sim::HistoryKind::Invoke).count();
+    assert!(invokes > 10, "{invokes} invokes");
+    // Every invoke ends in exactly one outcome line (ok, fail or indeterminate).
+    assert_eq!(events.len(), 2 * invokes, "{text}");
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for key in [
+        "type",
+        "client",
+        "request",
+        "group",
+        "namespace",
+        "operation",
+        "payload",
+        "offset",
+        "invoke_ns",
+        "complete_ns",
+    ] {
+        assert!(first.get(key).is_some(), "`{key}` missing from {first}");
+    }
+    assert_eq!(code, if stdout.starts_with("PASS") { 0 } else { code });
+}

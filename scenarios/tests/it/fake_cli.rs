@@ -104,3 +104,53 @@ fn a_hung_seed_is_named_with_its_replay_command_and_the_sweep_exits_4() {
     assert!(stderr.contains("seed 3 still running after"), "{stderr}");
     assert!(stderr.contains("replay: shoal-sim replay --seed 3 --scenario steady"), "{stderr}");
 }
+
+#[test]
+fn sweep_prints_the_mark_table_and_require_marks_exits_6_only_when_all_seeds_pass() {
+    // steady under the fake passes seeds 0..12; `fake_rare` is hit in seeds 0, 3, 6, 9.
+    let (code, text) = cli(&fake::run, &["sweep", "--seeds", "0..12", "--scenario", "steady"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("coverage marks"), "{text}");
+    let rare = text.lines().find(|line| line.trim_start().starts_with(fake::FAKE_MARK_RARE)).expect("rare mark listed");
+    assert_eq!(rare.split_whitespace().skip(1).collect::<Vec<_>>(), ["4", "4"], "{rare}");
+    assert!(text.contains("no-commit window ms"), "{text}");
+    let (code, text) =
+        cli(&fake::run, &["sweep", "--seeds", "0..12", "--scenario", "steady", "--require-marks", "fake_rare"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = cli(
+        &fake::run,
+        &["sweep", "--seeds", "1..3", "--scenario", "steady", "--require-marks", "fake_common,fake_rare"],
+    );
+    assert_eq!(code, 6, "{text}");
+    assert!(text.contains("required marks never hit: fake_rare"), "{text}");
+    // A failing seed's verdict wins over a coverage gap.
+    let (code, _) =
+        cli(&fake::run, &["sweep", "--seeds", "0..12", "--scenario", "crash-loop", "--require-marks", "no_such_mark"]);
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn json_report_carries_summed_marks_in_the_shape_merge_reads() {
+    let path = scratch_dir("marks-report").join("report.json");
+    let (code, _) = cli(
+        &fake::run,
+        &[
+            "sweep",
+            "--seeds",
+            "0..6",
+            "--scenario",
+            "steady",
+            "--report",
+            "json",
+            "--report-file",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0);
+    let report = shoal_scenarios::merge::load(&path).expect("merge reads what sweep writes");
+    let expected = std::collections::BTreeMap::from([
+        (fake::FAKE_MARK_COMMON.to_string(), 12),
+        (fake::FAKE_MARK_RARE.to_string(), 2),
+    ]);
+    assert_eq!(report.report.marks, expected);
+}

@@ -1,5 +1,6 @@
 //! shoal-sim integration tests: one binary, one module per area.
 
+mod checkers;
 mod journal_bad_input;
 mod journal_batch;
 mod journal_conformance;

@@ -126,6 +126,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         },
         fault_budget: None,
         record_trace: false,
+        record_history: false,
         script: Vec::new(),
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
     };

@@ -18,6 +18,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         faults: FaultMix::none(),
         fault_budget: None,
         record_trace: false,
+        record_history: false,
         script,
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
     }

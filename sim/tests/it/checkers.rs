@@ -1,0 +1,132 @@
+//! The issue-9 checkers in whole runs: promises against durable bytes,
+//! availability windows, the client history and coverage marks.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use shoal_sim::availability::AVAILABILITY_WINDOW_MAX_NS;
+use shoal_sim::io::{SimIo, block_on_ready};
+use shoal_sim::promises::{Promise, check_prepare, check_view};
+use shoal_sim::{FaultMix, HistoryKind, RunConfig, ScriptedFault, Target, Verdict};
+use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::journal::{JournalConfig, PrepareJournal, journal_path};
+use shoal_vsr::replica::NORMAL_TIMEOUT_TICKS;
+use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
+    RunConfig { scenario: "checkers".into(), script, ..RunConfig::developer(seed, FaultMix::none()) }
+}
+
+#[test]
+fn a_view_is_promised_only_once_the_superblock_write_is_durable() {
+    let io = SimIo::new(1);
+    let dir = Path::new("/data");
+    let mut superblock = block_on_ready(Superblock::create(&io, dir, 7, 9, 0)).unwrap();
+    let promise = Promise::View { command: Command::StartViewChange, view: 2 };
+    let durable = || io.disk().contents_durable(&superblock_path(dir, 9));
+    assert!(check_view(promise, durable().as_deref()).is_err(), "view 0 on disk");
+    let state = SuperblockState { view: 2, log_view: 1, ..SuperblockState::default() };
+    block_on_ready(superblock.write(state)).unwrap();
+    assert_eq!(check_view(promise, durable().as_deref()), Ok(()));
+    let dvc = Promise::ViewAndLogView { view: 2, log_view: 2 };
+    let broken = check_view(dvc, durable().as_deref()).unwrap_err();
+    assert!(broken.contains("log_view is 1"), "{broken}");
+}
+
+#[test]
+fn a_prepare_ok_needs_the_fsync_not_only_the_write() {
+    let io = SimIo::new(2);
+    let dir = Path::new("/data");
+    let config = JournalConfig { slot_count: 16, message_size_max_bytes: 1024, cluster: 7, namespace: 9 };
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut header = Header::new(Command::Prepare, 7);
+    header.namespace = 9;
+    header.op = 1;
+    header.operation = Operation::SendMessages;
+    header.set_checksums(b"payload");
+    block_on_ready(journal.write_prepare(&header, b"payload")).unwrap();
+    let path = journal_path(dir, 9);
+    let durable = |offset, len| io.disk().contents_durable_range(&path, offset, len);
+    // Written to the page cache: a crash now would lose it.
+    assert!(check_prepare(1, header.checksum, &config, durable, || None).is_err());
+    block_on_ready(journal.sync()).unwrap();
+    assert_eq!(check_prepare(1, header.checksum, &config, durable, || None), Ok(()));
+    let other = check_prepare(1, header.checksum ^ 1, &config, durable, || None);
+    assert!(other.is_err(), "another prepare at the op does not keep the promise");
+}
+
+#[test]
+fn a_primary_crash_opens_a_window_longer_than_the_normal_timeout_and_within_the_bound() {
+    for seed in 0..4 {
+        let script = vec![ScriptedFault::Crash { at_ns: SECOND_NS, target: Target::Primary, down_ns: 3 * SECOND_NS }];
+        let outcome = shoal_sim::run(&story(seed, script));
+        assert_eq!(outcome.verdict, Verdict::Pass, "seed {seed}");
+        let normal_timeout_ns = NORMAL_TIMEOUT_TICKS * shoal_sim::cluster::TICK_NS;
+        assert!(outcome.availability_window_max_ns >= normal_timeout_ns, "seed {seed}: {outcome:?}");
+        assert!(outcome.availability_window_max_ns <= AVAILABILITY_WINDOW_MAX_NS);
+        let listed = outcome.availability_windows.iter().map(|w| w.duration_ns()).max();
+        assert_eq!(listed, Some(outcome.availability_window_max_ns), "the longest window is listed");
+    }
+}
+
+#[test]
+fn a_quiet_run_has_only_short_windows() {
+    let outcome = shoal_sim::run(&story(5, Vec::new()));
+    assert_eq!(outcome.verdict, Verdict::Pass);
+    assert!(outcome.availability_windows.is_empty(), "{:?}", outcome.availability_windows);
+    assert!(outcome.availability_window_max_ns < NORMAL_TIMEOUT_TICKS * shoal_sim::cluster::TICK_NS);
+}
+
+#[test]
+fn history_pairs_every_invoke_with_one_outcome_and_acks_match_the_log() {
+    // Two shards: partition groups plus the metadata group, whose admin
+    // client is the last one.
+    let mut config =
+        story(3, vec![ScriptedFault::Crash { at_ns: SECOND_NS, target: Target::Primary, down_ns: SECOND_NS }]);
+    config.shards_per_replica = 2;
+    config.client_count = 5;
+    config.record_history = true;
+    let outcome = shoal_sim::run(&config);
+    assert_eq!(outcome.verdict, Verdict::Pass);
+    let mut open: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut offsets: BTreeMap<(usize, u64), String> = BTreeMap::new();
+    for event in &outcome.history {
+        let key = (event.client, event.request);
+        match event.kind {
+            HistoryKind::Invoke => {
+                assert!(open.insert(key, event.invoke_ns).is_none(), "one invoke per request: {event:?}");
+                assert_eq!(event.complete_ns, None);
+            }
+            _ => {
+                let invoked = open.remove(&key).unwrap_or_else(|| panic!("completion without invoke: {event:?}"));
+                assert_eq!(invoked, event.invoke_ns);
+                assert!(event.complete_ns.is_some_and(|done| done >= invoked));
+                if event.kind == HistoryKind::Ok && event.operation == "append" {
+                    let offset = event.offset.expect("an acknowledged append has an offset");
+                    let previous = offsets.insert((event.group, offset), event.payload.clone());
+                    assert!(previous.is_none(), "two appends acknowledged at one offset: {event:?}");
+                }
+            }
+        }
+    }
+    assert!(open.is_empty(), "a converged run leaves nothing in flight: {open:?}");
+    assert!(outcome.history.iter().any(|e| e.operation != "append"), "the admin client's ops are recorded");
+    assert!(offsets.len() > 20, "appends were acknowledged");
+    config.record_history = false;
+    assert!(shoal_sim::run(&config).history.is_empty(), "not kept unless asked");
+}
+
+#[test]
+fn marks_are_per_run_and_deterministic() {
+    let script = vec![ScriptedFault::CorruptSlot { at_ns: SECOND_NS, target: Target::Backup }];
+    let first = shoal_sim::run(&story(11, script.clone()));
+    let again = shoal_sim::run(&story(11, script));
+    assert_eq!(first.marks, again.marks, "marks do not leak from one run into the next");
+    let quiet = shoal_sim::run(&story(11, Vec::new()));
+    assert!(quiet.marks.values().sum::<u64>() <= first.marks.values().sum::<u64>());
+    for name in first.marks.keys() {
+        assert!(shoal_sim::MARKS_KNOWN.contains(&name.as_str()), "unknown mark {name}");
+    }
+}

@@ -1,0 +1,86 @@
+//! Coverage marks: named counters at rare protocol paths (TigerBeetle's
+//! `marks`, FoundationDB's `CODE_PROBE`), so a sweep can say which rare
+//! paths its seeds reached and CI can fail when a required one never is.
+//!
+//! Owns the per-thread tally and nothing else. A mark only counts: it never
+//! changes what the code does, so marks cannot make two runs of one seed
+//! differ. The tally is thread-local because one simulated run is one thread
+//! from start to end; a front end drains it with `take` when the run ends
+//! (and once before it starts, to drop what an earlier run on this thread
+//! left behind, e.g. after a panic).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+thread_local! {
+    static HITS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Count one pass through the rare path `name`.
+pub fn hit(name: &'static str) {
+    HITS.with(|hits| *hits.borrow_mut().entry(name).or_insert(0) += 1);
+}
+
+/// Every mark hit on this thread since the last `take`, and reset the tally.
+pub fn take() -> BTreeMap<&'static str, u64> {
+    HITS.with(|hits| std::mem::take(&mut *hits.borrow_mut()))
+}
+
+/// `mark!("name")`: count one pass through a rare path (see `marks::hit`).
+#[macro_export]
+macro_rules! mark {
+    ($name:literal) => {
+        $crate::marks::hit($name)
+    };
+}
+
+/// Every mark the vsr crate places, by name: a front end lists these so a
+/// mark that was never hit still shows up (with 0) and a typo in a required
+/// mark is caught.
+pub const MARKS: &[&str] = &[
+    CHECKPOINT_FROM_NEWER_VIEW,
+    DRAIN_CORRUPT,
+    REFUSE_CONFLICTING_LOG,
+    REJOIN_COMPLETED,
+    REJOIN_PROBE_ANSWERED,
+    REPAIR_BY_CHECKSUM,
+    SESSION_EVICTED,
+    STATE_TRANSFER,
+    VIEW_CHANGE_TRUNCATE,
+];
+
+pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
+/// Placed by the storage driver, not here: a checkpoint's drain read a
+/// corrupt live prepare and failed (the journal cannot tell a driver's
+/// retry policy, so the driver that handles the error counts it).
+pub const DRAIN_CORRUPT: &str = "drain_corrupt";
+pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
+pub const REJOIN_COMPLETED: &str = "rejoin_completed";
+pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";
+pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
+pub const SESSION_EVICTED: &str = "session_evicted";
+pub const STATE_TRANSFER: &str = "state_transfer";
+pub const VIEW_CHANGE_TRUNCATE: &str = "view_change_truncate";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_count_per_name_and_take_drains() {
+        let _ = take();
+        hit(STATE_TRANSFER);
+        mark!("state_transfer");
+        hit(REPAIR_BY_CHECKSUM);
+        let tally = take();
+        assert_eq!(tally.get(STATE_TRANSFER), Some(&2));
+        assert_eq!(tally.get(REPAIR_BY_CHECKSUM), Some(&1));
+        assert_eq!(tally.len(), 2);
+        assert!(take().is_empty(), "take resets the tally");
+    }
+
+    #[test]
+    fn names_are_sorted_and_unique() {
+        assert!(MARKS.windows(2).all(|w| w[0] < w[1]));
+    }
+}
