@@ -207,6 +207,12 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config.faults.storage_lost_write_ppm = 20_000;
     config.faults.storage_read_corruption_ppm = 300_000;
     config.faults.storage_write_error_ppm = 2_000;
+    // Latent sector errors while the replica runs: a checkpoint's drain or
+    // a repair answer reads them.
+    config.faults.storage_rot_running_ppm = 20_000;
+    // Crashes right after a storage action (a checkpoint's drain among
+    // them) restart the replica from exactly what the drain left.
+    config.faults.protocol_crash_ppm = 10_000;
     // Lost and torn pending writes only show after a crash.
     config.faults.replica_crash_ppm = 300;
     config

@@ -83,6 +83,14 @@ impl<I: Io> PrepareJournal<I> {
         // replica already replaced in memory). The replica vouches for its
         // log by its own chain, so carry every valid prepare in the window.
         let scan = self.scan().await?;
+        // A live prepare that reads back corrupt fails the drain (issue 9,
+        // finding 2): left out, its slot would read as never written after a
+        // restart, not as faulty, and the log would be cut below it while
+        // the replica kept vouching for it. The old file stays as it is, so
+        // the restart finds the damage and the cluster repairs it.
+        if let Some(&op) = scan.corrupt_ops.iter().find(|&&op| op > through_op) {
+            return Err(JournalError::Corrupt { op });
+        }
         for (header, _) in scan.entries {
             if header.op > self.snapshot_op {
                 self.missing.remove(&header.op);
