@@ -1083,10 +1083,11 @@ impl Cluster {
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
-        if head <= low {
+        if head < low {
             return;
         }
-        let op = low + draw % (head - low);
+        // The head included: a rotten head slot must not pass for a torn one.
+        let op = low + draw % (head - low + 1);
         let offset = journal.config().slot_offset(op);
         if !self.held_elsewhere(index, group, op) {
             return;
@@ -1117,10 +1118,11 @@ impl Cluster {
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
-        if head <= low {
+        if head < low {
             return;
         }
-        let op = low + self.rng.next_u64() % (head - low);
+        // The head included: a rotten head slot must not pass for a torn one.
+        let op = low + self.rng.next_u64() % (head - low + 1);
         // Placed so the cluster stays recoverable: every other running
         // replica holds this op (or checkpointed past it), so corrupting it
         // here never destroys the last copy.
