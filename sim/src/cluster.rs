@@ -260,6 +260,8 @@ impl Cluster {
             let io = root_io.with_new_disk(rng.next_u64());
             io.disk().faults.read_corruption_ppm = 0;
             io.disk().faults.misdirected_write_ppm = 0;
+            // Storage (issue 10): one crash in three keeps the page cache.
+            io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
             let mut groups = Vec::new();
             for namespace in &namespaces {
                 let storage = NodeStorage::format(&io, storage_config(replica, *namespace))
@@ -1088,7 +1090,7 @@ impl Cluster {
         }
         // The head included: a rotten head slot must not pass for a torn one.
         let op = low + draw % (head - low + 1);
-        let offset = journal.config().slot_offset(op);
+        let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
         if !self.held_elsewhere(index, group, op) {
             return;
         }
@@ -1107,6 +1109,18 @@ impl Cluster {
             && self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
                 node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
             })
+    }
+
+    /// A byte anywhere in what `op` uses on disk: header and body sectors
+    /// alike (a journal that skipped the body checksum must fail), or its
+    /// header ring copy.
+    fn rot_offset(journal: &shoal_vsr::journal::PrepareJournal<SimIo>, op: u64, draw: u64, ring: bool) -> u64 {
+        let config = journal.config();
+        if ring {
+            return config.header_copy_offset(op) + (draw >> 2) % shoal_vsr::header::HEADER_SIZE_BYTES as u64;
+        }
+        let used_bytes = journal.header(op).map_or(shoal_vsr::header::HEADER_SIZE_BYTES as u64, |h| u64::from(h.size));
+        config.slot_offset(op) + (draw >> 2) % used_bytes
     }
 
     fn rot(&mut self, replica: u8) {
@@ -1129,7 +1143,11 @@ impl Cluster {
         if !self.held_elsewhere(index, group, op) {
             return;
         }
-        let offset = journal.config().slot_offset(op);
+        // While down, one rot in four lands on the op's header ring copy
+        // (recovery must rewrite it from the valid prepare); at most one rot
+        // per slot per down time, so never both copies of one op.
+        let draw = self.rng.next_u64();
+        let offset = Self::rot_offset(journal, op, draw, draw % 4 == 0);
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
         drop(storage);
         if io.disk().corrupt_sector(&path, offset).is_ok() {

@@ -248,6 +248,24 @@ pub fn decode_file_snapshot_op(bytes: &[u8]) -> Result<u64, JournalError> {
     FileHeader::decode(bytes).map(|header| header.snapshot_op)
 }
 
+/// Make what reads of `path` see durable, before it is trusted at open.
+///
+/// An fdatasync is not enough: after a failed fsync Linux marks the dirty
+/// pages clean, so a restarted process still reads them from the page cache
+/// while no later fsync will write them. Rewriting the file's bytes as read
+/// dirties them again, so the fsync writes exactly what recovery will see.
+/// Meant for small files (superblock, checkpoint); the journal does the same
+/// for the slots it cannot vouch for (see the module doc).
+pub async fn settle_file<I: Io>(io: &I, path: &Path) -> io::Result<()> {
+    let file = io.open(path, OpenMode::ReadWrite).await?;
+    let size_bytes = file.size_bytes().await?;
+    let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
+    result?;
+    let (result, _) = file.write_all_at(bytes, 0).await;
+    result?;
+    file.sync_data().await
+}
+
 /// What recovery found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -685,14 +703,26 @@ impl<I: Io> PrepareJournal<I> {
         let torn: Vec<(u64, bool)> =
             invalid.range(tail_first..).map(|(&op, &copy_invalid)| (op, copy_invalid)).collect();
         if self.writable {
-            // The prepares are durable (fsynced at open), so their ring
-            // copies may be written now: from here on, damage to them reads
-            // as faulty, never torn.
+            // A prepare without its ring copy may live only in the page
+            // cache: after a failed fsync Linux marks the pages clean, a
+            // process crash keeps them readable, and the fsync at open has
+            // nothing to flush. Rewriting what we read makes the pages dirty
+            // again, so this fsync makes the prepare durable (or fails open).
             for header in &copies_stale {
-                let (result, _) =
-                    self.file.write_all_at(header.encode().to_vec(), self.config.header_copy_offset(header.op)).await;
-                result.map_err(io_error("rewrite header copy"))?;
+                let offset = self.config.slot_offset(header.op);
+                let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
+                result.map_err(io_error("reread prepare"))?;
+                let (result, _) = self.file.write_all_at(bytes, offset).await;
+                result.map_err(io_error("rewrite prepare"))?;
             }
+            if !copies_stale.is_empty() {
+                self.file.sync_data().await.map_err(io_error("fsync"))?;
+            }
+            // Now every valid prepare is durable, so its ring copy may be
+            // written: from here on, damage to it reads as faulty, never
+            // torn. All of them, not only the stale ones: a copy read from
+            // the page cache after a failed fsync may not be durable either.
+            self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
             for &(op, copy_invalid) in &torn {
                 let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;
@@ -702,7 +732,7 @@ impl<I: Io> PrepareJournal<I> {
                     result.map_err(io_error("clear torn header copy"))?;
                 }
             }
-            if !copies_stale.is_empty() || !torn.is_empty() {
+            if !valid.is_empty() || !torn.is_empty() {
                 self.file.sync_data().await.map_err(io_error("fsync"))?;
             }
         }
@@ -852,28 +882,37 @@ impl<I: Io> PrepareJournal<I> {
         if self.copies_pending.is_empty() {
             return Ok(());
         }
-        // One write per run of consecutive slots (a batch is one write).
-        let pending: Vec<u64> = std::mem::take(&mut self.copies_pending).into_iter().collect();
-        let mut index = 0;
-        while index < pending.len() {
-            let first_op = pending[index];
-            let mut buffer = Vec::new();
-            let mut slot_next = first_op % self.config.slot_count;
-            while index < pending.len() && pending[index] % self.config.slot_count == slot_next {
-                let header = self.headers.get(&pending[index]).expect("a pending copy names an indexed op");
-                buffer.extend_from_slice(&header.encode());
-                slot_next += 1;
-                index += 1;
-            }
-            let (result, _) = self.file.write_all_at(buffer, self.config.header_copy_offset(first_op)).await;
-            if let Err(source) = result {
-                self.poisoned = true;
-                return Err(JournalError::Io { operation: "write header copies", source });
-            }
+        let pending: Vec<Header> = std::mem::take(&mut self.copies_pending)
+            .into_iter()
+            .map(|op| *self.headers.get(&op).expect("a pending copy names an indexed op"))
+            .collect();
+        if let Err(error) = self.write_header_copies(&pending).await {
+            self.poisoned = true;
+            return Err(error);
         }
         if let Err(source) = self.file.sync_data().await {
             self.poisoned = true;
             return Err(JournalError::Io { operation: "fsync header copies", source });
+        }
+        Ok(())
+    }
+
+    /// Write the ring copies of `headers` (ascending ops), one write per run
+    /// of consecutive slots: a batch costs one write. Not durable until fsync.
+    async fn write_header_copies(&self, headers: &[Header]) -> Result<(), JournalError> {
+        let slot_count = self.config.slot_count;
+        let mut index = 0;
+        while index < headers.len() {
+            let first_op = headers[index].op;
+            let mut buffer = Vec::new();
+            let mut slot_next = first_op % slot_count;
+            while index < headers.len() && headers[index].op % slot_count == slot_next {
+                buffer.extend_from_slice(&headers[index].encode());
+                slot_next += 1;
+                index += 1;
+            }
+            let (result, _) = self.file.write_all_at(buffer, self.config.header_copy_offset(first_op)).await;
+            result.map_err(io_error("write header copies"))?;
         }
         Ok(())
     }
