@@ -1129,6 +1129,12 @@ impl Cluster {
         let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
         let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica, namespace)) else { return };
+        // One rot in eight lands on the checkpoint file instead, unless this
+        // down time already rotted something (never both of its copies).
+        if self.rng.next_u64() % 8 == 0 && !self.nodes[index].corrupted {
+            drop(storage);
+            return self.rot_checkpoint(replica, group);
+        }
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
@@ -1155,6 +1161,26 @@ impl Cluster {
             let label = self.group_label(group);
             self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op}{label}"));
             self.timeline(replica, TimelineKind::Fault, format!("rot op {op}"));
+        }
+    }
+
+    /// Rot a byte anywhere in the checkpoint file of `group` on a replica
+    /// that is down: the replica must still restart (it keeps two copies).
+    fn rot_checkpoint(&mut self, replica: u8, group: usize) {
+        let index = replica as usize;
+        let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let Some(size_bytes) = self.nodes[index].io.disk().contents(&path).map(|bytes| bytes.len() as u64) else {
+            return;
+        };
+        if size_bytes == 0 {
+            return;
+        }
+        let offset = self.rng.next_u64() % size_bytes;
+        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.nodes[index].corrupted = true;
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot", offset, group as u64, || format!("checkpoint byte {offset}{label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("rot checkpoint byte {offset}"));
         }
     }
 
