@@ -158,3 +158,25 @@ fn a_misdirected_prepare_write_leaves_two_faulty_ops() {
     assert_eq!(journal.op_max(), Some(6));
     assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, vec![2, 6]);
 }
+
+/// The checkpoint file keeps two copies on separate sectors: rot in one, or
+/// a read error under one, still restarts the replica; both lost is a typed
+/// error that tells the operator to state-transfer.
+#[test]
+fn a_rotten_checkpoint_copy_is_survived() {
+    use shoal_vsr::checkpoint::{CheckpointError, checkpoint_path, read_checkpoint, write_checkpoint};
+    let io = SimIo::new(6);
+    block_on_ready(shoal_vsr::io::Io::create_dir_all(&io, dir())).unwrap();
+    let (anchor, _) = Chain::new().next_prepare();
+    let checkpoint = shoal_vsr::replica::Checkpoint { anchor, snapshot: vec![0x5A; 700] };
+    block_on_ready(write_checkpoint(&io, dir(), 1, &checkpoint)).unwrap();
+    let path = checkpoint_path(dir(), 1);
+    let size_bytes = io.disk().contents(&path).unwrap().len() as u64;
+    io.disk().corrupt_sector(&path, 300).unwrap();
+    let read = block_on_ready(read_checkpoint(&io, dir(), 1)).unwrap().unwrap();
+    assert_eq!((read.anchor, read.snapshot), (checkpoint.anchor, checkpoint.snapshot.clone()), "the second copy");
+    io.disk().fail_sector_reads(&path, size_bytes / 2 + 10).unwrap();
+    assert!(matches!(block_on_ready(read_checkpoint(&io, dir(), 1)), Err(CheckpointError::Corrupt { .. })));
+    block_on_ready(write_checkpoint(&io, dir(), 1, &checkpoint)).unwrap();
+    assert!(block_on_ready(read_checkpoint(&io, dir(), 1)).unwrap().is_some(), "a new checkpoint heals both");
+}
