@@ -1131,7 +1131,7 @@ impl Cluster {
         let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica, namespace)) else { return };
         // One rot in eight lands on the checkpoint file instead, unless this
         // down time already rotted something (never both of its copies).
-        if self.rng.next_u64() % 8 == 0 && !self.nodes[index].corrupted {
+        if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
             drop(storage);
             return self.rot_checkpoint(replica, group);
         }
@@ -1153,7 +1153,7 @@ impl Cluster {
         // (recovery must rewrite it from the valid prepare); at most one rot
         // per slot per down time, so never both copies of one op.
         let draw = self.rng.next_u64();
-        let offset = Self::rot_offset(journal, op, draw, draw % 4 == 0);
+        let offset = Self::rot_offset(journal, op, draw, draw.is_multiple_of(4));
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
         drop(storage);
         if io.disk().corrupt_sector(&path, offset).is_ok() {

@@ -96,8 +96,9 @@ pub const JOURNAL_FORMAT_VERSION: u32 = 2;
 pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
 /// Ring copies read per call during recovery (bounds the read buffer).
 const HEADERS_ZONE_READ_COPIES_MAX: u64 = 1024;
-const _: () = assert!(HEADERS_ZONE_ALIGN_BYTES % SECTOR_SIZE_BYTES == 0);
-const _: () = assert!(SECTOR_SIZE_BYTES % HEADER_SIZE_BYTES as u64 == 0, "a ring copy never spans two sectors");
+const _: () = assert!(HEADERS_ZONE_ALIGN_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
+const _: () =
+    assert!(SECTOR_SIZE_BYTES.is_multiple_of(HEADER_SIZE_BYTES as u64), "a ring copy never spans two sectors");
 
 // File header field offsets.
 const FH_MAGIC: usize = 0;
