@@ -57,6 +57,18 @@
 //! O_DIRECT would still need the fsync for what a previous process left in
 //! the page cache without O_DIRECT.
 //!
+//! Not covered yet (issue 10):
+//! - Misdirected writes. The ring tells a misdirected prepare write from a
+//!   torn one, but the file header (`snapshot_op`) has a single copy, and
+//!   a misdirected write near the end of the file can extend it (`open`
+//!   then reports `Truncated`); the partition log has no redundancy at all.
+//!   The simulator keeps `misdirected_write_ppm` at 0 in cluster runs.
+//! - A slot whose prepare and ring copy are both invalid above the head is
+//!   truncated (two faults on one slot; the simulator never places them).
+//! - After a failed fsync of `truncate_after`, cleared slots read back as
+//!   cleared from the page cache although the device may still hold the
+//!   dropped prepares; recovery does not clear empty slots again.
+//!
 //! The live window is `snapshot_op + 1 ..= snapshot_op + slot_count`: an op
 //! past it would overwrite a live entry (`SlotCollision`), so the caller must
 //! `drain` (compact after a checkpoint) first.
