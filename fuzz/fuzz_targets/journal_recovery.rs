@@ -23,7 +23,7 @@ use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::header::{Command, Header, HEADER_SIZE_BYTES, Operation, checksum};
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::conformance::{CLUSTER, Chain, NAMESPACE, config};
-use shoal_vsr::journal::{FILE_HEADER_SIZE_BYTES, JournalConfig, PrepareJournal, journal_path};
+use shoal_vsr::journal::{JournalConfig, PrepareJournal, journal_path};
 
 /// Small journals keep each run fast; 1..=SLOT_COUNT_MAX slots are fuzzed.
 const SLOT_COUNT_MAX: u64 = 8;
@@ -101,8 +101,12 @@ fn build_slots(io: &SimIo, config: JournalConfig, input: &mut Input<'_>) {
             let sum = checksum(&bytes[16..HEADER_SIZE_BYTES]);
             bytes[..16].copy_from_slice(&sum.to_le_bytes());
         }
-        io.disk().poke(&path, FILE_HEADER_SIZE_BYTES + slot * slot_size_bytes, &bytes).unwrap();
+        io.disk().poke(&path, config.slot_offset(slot), &bytes).unwrap();
     }
+    // Whatever input is left lands on the header ring: recovery must judge
+    // slots from arbitrary ring copies too.
+    let ring = input.take((config.slot_count * HEADER_SIZE_BYTES as u64) as usize).to_vec();
+    io.disk().poke(&path, config.header_copy_offset(0), &ring).unwrap();
 }
 
 fn build_forged(io: &SimIo, config: JournalConfig, input: &mut Input<'_>) {
@@ -132,7 +136,7 @@ fn build_forged(io: &SimIo, config: JournalConfig, input: &mut Input<'_>) {
             // A torn write: only part of the message reached the disk.
             message.truncate(usize::from(input.u8()) * 4 % message.len().max(1));
         }
-        io.disk().poke(&path, FILE_HEADER_SIZE_BYTES + slot * config.slot_size_bytes(), &message).unwrap();
+        io.disk().poke(&path, config.slot_offset(slot), &message).unwrap();
     }
 }
 

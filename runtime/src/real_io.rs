@@ -324,6 +324,12 @@ impl Io for RealIo {
         RealTask { handle: compio::runtime::spawn(task) }
     }
 
+    /// Buffered I/O, deliberately without O_DIRECT: storage code never trusts
+    /// the page cache at open instead (the journal fdatasyncs the file and its
+    /// directory, and rewrites what it cannot vouch for before syncing; small
+    /// files are settled the same way). See `shoal_vsr::journal`'s module doc
+    /// for the choice. fdatasync works on a read-only descriptor on Linux, so
+    /// a read-only open settles too.
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<RealFile> {
         let mut options = compio::fs::OpenOptions::new();
         match mode {

@@ -171,6 +171,10 @@ struct Segment<F> {
     sync_sequence: u64,
     /// Byte position of each record; offset = base_offset + index.
     positions: Vec<u64>,
+    /// An fsync of this file failed since the last promise: Linux marked the
+    /// dirty pages clean, so the unpromised records must be written again
+    /// before an fsync can make them durable.
+    fsync_failed: bool,
 }
 
 impl<F> Segment<F> {
@@ -352,7 +356,20 @@ async fn write_sync_marker<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
 /// Make every record of `segment` durable and promised: records first, then
 /// the marker that covers them.
 async fn sync_segment<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
-    segment.file.sync_data().await.map_err(io_error("sync", &segment.path))?;
+    if segment.fsync_failed && segment.size_bytes > segment.synced_size_bytes {
+        // After a failed fsync the pages read back from the cache but are
+        // clean: a retried fsync would promise records the device never got.
+        // Rewriting them makes them dirty again.
+        let start = segment.synced_size_bytes;
+        let bytes = read_at(&segment.file, &segment.path, start, (segment.size_bytes - start) as usize).await?;
+        let (result, _buf) = segment.file.write_all_at(bytes, start).await;
+        result.map_err(io_error("write", &segment.path))?;
+    }
+    if let Err(error) = segment.file.sync_data().await {
+        segment.fsync_failed = true;
+        return Err(io_error("sync", &segment.path)(error));
+    }
+    segment.fsync_failed = false;
     if segment.size_bytes > segment.synced_size_bytes {
         write_sync_marker(segment).await?;
     }
@@ -502,6 +519,7 @@ impl<I: Io> PartitionLog<I> {
             synced_size_bytes: size_bytes,
             sync_sequence: marker.sequence,
             positions,
+            fsync_failed: false,
         })
     }
 
@@ -539,6 +557,10 @@ impl<I: Io> PartitionLog<I> {
             synced_size_bytes: marker.synced_size_bytes,
             sync_sequence: marker.sequence,
             positions,
+            // Records past the marker were read from the page cache: an
+            // earlier process may have seen its fsync fail on them (pages
+            // clean, never written), so rewrite them before promising them.
+            fsync_failed: true,
         };
         if size_bytes < file_size || size_bytes > marker.synced_size_bytes {
             sync_segment(&mut segment).await?;
@@ -563,6 +585,7 @@ impl<I: Io> PartitionLog<I> {
             synced_size_bytes: SEGMENT_HEADER_SIZE_BYTES,
             sync_sequence: 0,
             positions: Vec::new(),
+            fsync_failed: false,
         })
     }
 

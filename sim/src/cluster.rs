@@ -285,6 +285,8 @@ impl Cluster {
             let io = root_io.with_new_disk(rng.next_u64());
             io.disk().faults.read_corruption_ppm = 0;
             io.disk().faults.misdirected_write_ppm = 0;
+            // Storage (issue 10): one crash in three keeps the page cache.
+            io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
             let mut groups = Vec::new();
             for namespace in &namespaces {
                 let storage = NodeStorage::format(&io, storage_config(replica, *namespace))
@@ -1153,11 +1155,12 @@ impl Cluster {
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
-        if head <= low {
+        if head < low {
             return;
         }
-        let op = low + draw % (head - low);
-        let offset = journal.config().slot_offset(op);
+        // The head included: a rotten head slot must not pass for a torn one.
+        let op = low + draw % (head - low + 1);
+        let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
         if !self.held_elsewhere(index, group, op) {
             return;
         }
@@ -1178,26 +1181,49 @@ impl Cluster {
             })
     }
 
+    /// A byte anywhere in what `op` uses on disk: header and body sectors
+    /// alike (a journal that skipped the body checksum must fail), or its
+    /// header ring copy.
+    fn rot_offset(journal: &shoal_vsr::journal::PrepareJournal<SimIo>, op: u64, draw: u64, ring: bool) -> u64 {
+        let config = journal.config();
+        if ring {
+            return config.header_copy_offset(op) + (draw >> 2) % shoal_vsr::header::HEADER_SIZE_BYTES as u64;
+        }
+        let used_bytes = journal.header(op).map_or(shoal_vsr::header::HEADER_SIZE_BYTES as u64, |h| u64::from(h.size));
+        config.slot_offset(op) + (draw >> 2) % used_bytes
+    }
+
     fn rot(&mut self, replica: u8) {
         let index = replica as usize;
         let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
         let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
         let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica, namespace)) else { return };
+        // One rot in eight lands on the checkpoint file instead, unless this
+        // down time already rotted something (never both of its copies).
+        if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
+            drop(storage);
+            return self.rot_checkpoint(replica, group);
+        }
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
-        if head <= low {
+        if head < low {
             return;
         }
-        let op = low + self.rng.next_u64() % (head - low);
+        // The head included: a rotten head slot must not pass for a torn one.
+        let op = low + self.rng.next_u64() % (head - low + 1);
         // Placed so the cluster stays recoverable: every other running
         // replica holds this op (or checkpointed past it), so corrupting it
         // here never destroys the last copy.
         if !self.held_elsewhere(index, group, op) {
             return;
         }
-        let offset = journal.config().slot_offset(op);
+        // While down, one rot in four lands on the op's header ring copy
+        // (recovery must rewrite it from the valid prepare); at most one rot
+        // per slot per down time, so never both copies of one op.
+        let draw = self.rng.next_u64();
+        let offset = Self::rot_offset(journal, op, draw, draw.is_multiple_of(4));
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
         drop(storage);
         if io.disk().corrupt_sector(&path, offset).is_ok() {
@@ -1205,6 +1231,26 @@ impl Cluster {
             let label = self.group_label(group);
             self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op}{label}"));
             self.timeline(replica, TimelineKind::Fault, format!("rot op {op}"));
+        }
+    }
+
+    /// Rot a byte anywhere in the checkpoint file of `group` on a replica
+    /// that is down: the replica must still restart (it keeps two copies).
+    fn rot_checkpoint(&mut self, replica: u8, group: usize) {
+        let index = replica as usize;
+        let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let Some(size_bytes) = self.nodes[index].io.disk().contents(&path).map(|bytes| bytes.len() as u64) else {
+            return;
+        };
+        if size_bytes == 0 {
+            return;
+        }
+        let offset = self.rng.next_u64() % size_bytes;
+        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.nodes[index].corrupted = true;
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot", offset, group as u64, || format!("checkpoint byte {offset}{label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("rot checkpoint byte {offset}"));
         }
     }
 

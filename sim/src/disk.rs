@@ -13,17 +13,30 @@
 //!   at once but the `durable` namespace only when `sync_dir(parent)` runs.
 //!   Directories themselves are durable as soon as they are created: the
 //!   journal never depends on a directory's own creation surviving a crash.
-//! - `crash()` resets the namespace to its durable state and, for every pending
-//!   write of a surviving file, lets the seed decide: lost, applied, or torn.
-//!   Torn rule: the write is cut into 512-byte sectors counted from its own
-//!   start offset; a torn write applies its first `k` sectors, `1 <= k < n`,
-//!   and loses the rest (a single-sector write is applied or lost, never torn).
-//!   A pending length change is applied or lost. Pending operations are
-//!   replayed in issue order, so a later surviving write wins over an earlier
-//!   one.
-//! - Sticky read corruption marks a sector: every read through it sees one bit
-//!   flipped (the same bit each time) until a write touches that sector.
-//!   Marks survive crashes: they model the medium, not the cache.
+//! - Two kinds of crash. `power_loss()` resets the namespace to its durable
+//!   state and, for every pending write of a surviving file, lets the seed
+//!   decide: lost, applied, or torn. Torn rule: the write is cut into 512-byte
+//!   sectors counted from its own start offset; a torn write applies any
+//!   subset of them that is neither empty nor all (writeback does not go in
+//!   order), and loses the rest (a single-sector write is applied or lost,
+//!   never torn). A pending length change is applied or lost. Pending
+//!   operations are replayed in issue order, so a later surviving write wins
+//!   over an earlier one. `crash_process()` kills only the process: the page
+//!   cache survives, so every pending write and directory entry stays
+//!   readable, and still pending (a later power loss can take it back).
+//!   `crash()` draws one of the two from the disk's own seed and
+//!   `DiskFaults::process_crash_ppm`, so a driver's existing crash path
+//!   exercises both without a knob of its own.
+//! - fsync EIO is Linux's: the pending writes of the file are dropped from
+//!   the device's future (the kernel marks the pages clean), so no later
+//!   fsync makes them durable, yet reads in this life (and after a process
+//!   crash, from the page cache) still see them.
+//! - Sticky read corruption marks a byte of a sector: every read through it
+//!   sees one bit of that byte flipped (the same bit each time) until a write
+//!   touches that sector. Marks survive crashes: they model the medium.
+//! - Read EIO: transient (`read_eio_ppm`, per read) or sticky (a latent
+//!   sector error, `fail_sector_reads`): every read through the sector fails
+//!   until a write covers it (the drive remaps it).
 //! - A misdirected write lands at another sector-aligned offset of the same
 //!   file (inside its current length), leaving the intended range untouched.
 //! - `crash_after_steps(n)`: after `n` more storage calls the disk halts and
@@ -60,13 +73,25 @@ pub struct DiskFaults {
     pub crash_lost_ppm: u32,
     /// At `crash()`, per pending write that is not lost: the chance it is torn.
     pub crash_torn_ppm: u32,
+    /// Per read: it fails with EIO and returns nothing (transient).
+    pub read_eio_ppm: u32,
+    /// Per `crash()`: the chance it is a process crash (page cache kept)
+    /// rather than a power loss.
+    pub process_crash_ppm: u32,
 }
 
 impl DiskFaults {
-    /// No injected faults, but a crash still loses or tears pending writes
-    /// half of the time: unsynced data is never promised.
+    /// No injected faults, but a power loss still loses or tears pending
+    /// writes half of the time: unsynced data is never promised. Every crash
+    /// is a power loss (tests that want process crashes ask for them).
     pub fn crash_only() -> DiskFaults {
         DiskFaults { crash_lost_ppm: 500_000, crash_torn_ppm: 300_000, ..DiskFaults::default() }
+    }
+
+    /// What the cluster simulator runs with: as `crash_only`, and one crash in
+    /// three is a process crash that keeps the page cache.
+    pub fn cluster() -> DiskFaults {
+        DiskFaults { process_crash_ppm: 333_333, ..DiskFaults::crash_only() }
     }
 }
 
@@ -81,8 +106,11 @@ struct Inode {
     durable: Vec<u8>,
     current: Vec<u8>,
     pending: Vec<Pending>,
-    /// Sector indexes whose reads flip a bit until rewritten.
-    corrupt_sectors: BTreeSet<u64>,
+    /// Sector index -> the bit (within the sector) every read flips, until
+    /// a write touches the sector.
+    corrupt_sectors: BTreeMap<u64, u64>,
+    /// Sector indexes whose reads fail with EIO until a write covers them.
+    eio_sectors: BTreeSet<u64>,
 }
 
 type InodeId = u64;
@@ -200,15 +228,26 @@ impl SimDisk {
         self.count("wipe");
     }
 
-    /// Mark the sector holding `offset` of `path` as corrupt (sticky).
+    /// Rot the byte at `offset` of `path`: every read sees one of its bits
+    /// flipped until a write touches its sector (sticky).
     pub fn corrupt_sector(&mut self, path: &Path, offset: u64) -> io::Result<()> {
         let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
+        let bit = (offset % SECTOR_SIZE_BYTES) * 8 + self.below(8);
         self.inodes
             .get_mut(&id)
             .expect("namespace names a live inode")
             .corrupt_sectors
-            .insert(offset / SECTOR_SIZE_BYTES);
+            .insert(offset / SECTOR_SIZE_BYTES, bit);
         self.count("read_corruption");
+        Ok(())
+    }
+
+    /// A latent sector error at `offset` of `path`: reads through its sector
+    /// fail with EIO until a write covers the sector.
+    pub fn fail_sector_reads(&mut self, path: &Path, offset: u64) -> io::Result<()> {
+        let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
+        self.inodes.get_mut(&id).expect("namespace names a live inode").eio_sectors.insert(offset / SECTOR_SIZE_BYTES);
+        self.count("read_eio_sticky");
         Ok(())
     }
 
@@ -251,9 +290,31 @@ impl SimDisk {
         Some(durable[start..(start + len).min(durable.len())].to_vec())
     }
 
-    /// The process died: drop or tear pending writes, restore the durable
-    /// namespace, invalidate every open handle.
+    /// The process died: a process crash or a power loss, drawn from
+    /// `faults.process_crash_ppm` (see the module doc).
     pub fn crash(&mut self) {
+        if self.chance(self.faults.process_crash_ppm) {
+            self.crash_process();
+        } else {
+            self.power_loss();
+        }
+    }
+
+    /// Only the process died: the page cache survives. Every pending write
+    /// and directory entry stays visible to reads and stays pending (not
+    /// durable); open handles die.
+    pub fn crash_process(&mut self) {
+        self.generation += 1;
+        self.halted = false;
+        self.halt_after_steps = None;
+        self.fail_next_write = None;
+        self.fail_next_sync = None;
+        self.count("crash_process");
+    }
+
+    /// The machine lost power: drop or tear pending writes, restore the
+    /// durable namespace, invalidate every open handle.
+    pub fn power_loss(&mut self) {
         self.namespace_current = self.namespace_durable.clone();
         let live: BTreeSet<InodeId> = self.namespace_durable.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
@@ -271,9 +332,16 @@ impl SimDisk {
                     Pending::Write { offset, data } => {
                         let sectors = (data.len() as u64).div_ceil(SECTOR_SIZE_BYTES);
                         if sectors > 1 && self.chance(faults.crash_torn_ppm) {
-                            let kept = 1 + self.below(sectors - 1);
-                            let kept_bytes = (kept * SECTOR_SIZE_BYTES) as usize;
-                            apply(&mut durable, &Pending::Write { offset, data: data[..kept_bytes].to_vec() });
+                            // Any subset of sectors but none or all: a random
+                            // non-zero, non-full mask over the sectors.
+                            let kept = self.torn_subset(sectors);
+                            for sector in kept {
+                                let start = (sector * SECTOR_SIZE_BYTES) as usize;
+                                let end = (start + SECTOR_SIZE_BYTES as usize).min(data.len());
+                                let part =
+                                    Pending::Write { offset: offset + start as u64, data: data[start..end].to_vec() };
+                                apply(&mut durable, &part);
+                            }
                             self.count("crash_torn_write");
                         } else {
                             apply(&mut durable, &Pending::Write { offset, data });
@@ -292,6 +360,18 @@ impl SimDisk {
         self.fail_next_write = None;
         self.fail_next_sync = None;
         self.count("crash");
+    }
+
+    /// The sectors a torn write keeps: a subset of `0..sectors`, never empty
+    /// and never all of them, ascending.
+    fn torn_subset(&mut self, sectors: u64) -> Vec<u64> {
+        assert!(sectors > 1);
+        loop {
+            let kept: Vec<u64> = (0..sectors).filter(|_| self.rng.next_u64() & 1 == 1).collect();
+            if !kept.is_empty() && (kept.len() as u64) < sectors {
+                return kept;
+            }
+        }
     }
 
     // --- storage calls (used by SimIo and SimFile) ---------------------------
@@ -349,18 +429,28 @@ impl SimDisk {
         if end > self.inodes[&id].current.len() as u64 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
         }
-        if !buf.is_empty() && self.chance(self.faults.read_corruption_ppm) {
-            let first = position / SECTOR_SIZE_BYTES;
-            let last = (end - 1) / SECTOR_SIZE_BYTES;
-            let sector = first + self.below(last - first + 1);
-            self.inodes.get_mut(&id).unwrap().corrupt_sectors.insert(sector);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let sectors = position / SECTOR_SIZE_BYTES..end.div_ceil(SECTOR_SIZE_BYTES);
+        if self.inodes[&id].eio_sectors.range(sectors.clone()).next().is_some() {
+            self.count("read_eio");
+            return Err(os_error(EIO));
+        }
+        if self.chance(self.faults.read_eio_ppm) {
+            self.count("read_eio");
+            return Err(os_error(EIO));
+        }
+        if self.chance(self.faults.read_corruption_ppm) {
+            let byte = position + self.below(end - position);
+            let bit = (byte % SECTOR_SIZE_BYTES) * 8 + self.below(8);
+            self.inodes.get_mut(&id).unwrap().corrupt_sectors.insert(byte / SECTOR_SIZE_BYTES, bit);
             self.count("read_corruption");
         }
         let inode = &self.inodes[&id];
         buf.copy_from_slice(&inode.current[position as usize..end as usize]);
-        for &sector in inode.corrupt_sectors.range(position / SECTOR_SIZE_BYTES..end.div_ceil(SECTOR_SIZE_BYTES)) {
+        for (&sector, &bit) in inode.corrupt_sectors.range(sectors) {
             // The same bit of the sector flips on every read: sticky.
-            let bit = sector.wrapping_mul(0x9E37_79B9_7F4A_7C15) % (SECTOR_SIZE_BYTES * 8);
             let byte = sector * SECTOR_SIZE_BYTES + bit / 8;
             if (position..end).contains(&byte) && byte < inode.current.len() as u64 {
                 buf[(byte - position) as usize] ^= 1 << (bit % 8);
@@ -404,9 +494,23 @@ impl SimDisk {
         if !data.is_empty() {
             let first = offset / SECTOR_SIZE_BYTES;
             let last = (offset + data.len() as u64 - 1) / SECTOR_SIZE_BYTES;
-            let touched: Vec<u64> = inode.corrupt_sectors.range(first..=last).copied().collect();
+            let touched: Vec<u64> = inode.corrupt_sectors.range(first..=last).map(|(&sector, _)| sector).collect();
             for sector in touched {
                 inode.corrupt_sectors.remove(&sector);
+            }
+            // A write over a whole sector lets the drive remap it: a sticky
+            // EIO ends (a partial write would need a read-modify-write).
+            let remapped: Vec<u64> = inode
+                .eio_sectors
+                .range(first..=last)
+                .copied()
+                .filter(|&sector| {
+                    offset <= sector * SECTOR_SIZE_BYTES
+                        && (sector + 1) * SECTOR_SIZE_BYTES <= offset + data.len() as u64
+                })
+                .collect();
+            for sector in remapped {
+                inode.eio_sectors.remove(&sector);
             }
         }
         let op = Pending::Write { offset, data: data.to_vec() };
@@ -434,12 +538,10 @@ impl SimDisk {
     pub(crate) fn sync_data(&mut self, generation: u64, id: InodeId) -> io::Result<()> {
         self.step()?;
         self.check_handle(generation, id)?;
-        if let Some(code) = self.fail_next_sync.take() {
+        let eio = self.fail_next_sync.take().is_some() || self.chance(self.faults.sync_eio_ppm);
+        if eio {
             self.count("sync_eio");
-            return Err(os_error(code));
-        }
-        if self.chance(self.faults.sync_eio_ppm) {
-            self.count("sync_eio");
+            self.drop_pending_writes(id);
             return Err(os_error(EIO));
         }
         if self.chance(self.faults.sync_enospc_ppm) {
@@ -454,6 +556,24 @@ impl SimDisk {
         }
         debug_assert!(inode.durable.len() == inode.current.len());
         Ok(())
+    }
+
+    /// What a failed fsync does on Linux: the kernel gave up on the dirty
+    /// pages and marked them clean. They never reach the device (no later
+    /// fsync retries them), but reads still see them from the page cache.
+    /// Length changes are metadata and reach the device; the bytes a dropped
+    /// write would have put past the old end read back as zeros there.
+    fn drop_pending_writes(&mut self, id: InodeId) {
+        let inode = self.inodes.get_mut(&id).unwrap();
+        for op in std::mem::take(&mut inode.pending) {
+            match op {
+                Pending::Write { offset, data } => {
+                    let end = (offset as usize + data.len()).max(inode.durable.len());
+                    inode.durable.resize(end, 0);
+                }
+                set_len @ Pending::SetLen { .. } => apply(&mut inode.durable, &set_len),
+            }
+        }
     }
 
     pub(crate) fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {

@@ -98,9 +98,20 @@ impl SimIo {
         self.executor.run_until_idle(polls_max)
     }
 
-    /// Crash this replica's disk (see `SimDisk::crash`).
+    /// Crash this replica's disk: a power loss, or a process crash with
+    /// `DiskFaults::process_crash_ppm` (see `SimDisk::crash`).
     pub fn crash(&self) {
         self.disk.borrow_mut().crash();
+    }
+
+    /// Only the process dies; the page cache survives (`SimDisk::crash_process`).
+    pub fn crash_process(&self) {
+        self.disk.borrow_mut().crash_process();
+    }
+
+    /// The machine loses power (`SimDisk::power_loss`).
+    pub fn power_loss(&self) {
+        self.disk.borrow_mut().power_loss();
     }
 }
 
@@ -290,10 +301,11 @@ mod tests {
     }
 
     #[test]
-    fn torn_write_applies_a_sector_prefix() {
-        // Search seeds for a torn outcome; the rule: a prefix of whole 512-byte
-        // sectors of the write, at least one, never all.
-        let mut torn_seen = 0;
+    fn torn_write_keeps_any_subset_of_sectors() {
+        // Every seed tears (torn_ppm is 100%); the rule: whole 512-byte
+        // sectors of the write, at least one, never all, in any pattern
+        // (writeback order), not only a prefix.
+        let mut patterns = std::collections::BTreeSet::new();
         for seed in 0..64 {
             let io = io_with_dir(seed);
             let file = write(&io, "/data/a", &[0u8; 2048], 0);
@@ -304,14 +316,93 @@ mod tests {
             io.disk().faults = DiskFaults { crash_lost_ppm: 0, crash_torn_ppm: 1_000_000, ..DiskFaults::default() };
             io.crash();
             let bytes = read_all(&io, "/data/a").unwrap();
-            let applied = bytes.iter().take_while(|&&b| b == 0xAB).count();
-            assert!(bytes[applied..].iter().all(|&b| b == 0), "only a prefix is applied");
-            assert_eq!(applied % 512, 0, "torn at a sector boundary");
-            assert!((512..2048).contains(&applied), "torn: some but not all sectors");
-            torn_seen += 1;
+            let pattern: Vec<bool> = bytes
+                .chunks(512)
+                .map(|sector| {
+                    assert!(sector.iter().all(|&b| b == sector[0]), "torn at sector boundaries only");
+                    sector[0] == 0xAB
+                })
+                .collect();
+            let kept = pattern.iter().filter(|&&kept| kept).count();
+            assert!((1..4).contains(&kept), "torn: some but not all sectors");
+            patterns.insert(pattern);
         }
-        assert_eq!(torn_seen, 64);
+        let prefixes = patterns.iter().filter(|p| p.windows(2).all(|w| w[0] || !w[1])).count();
+        assert!(patterns.len() > prefixes, "some tear is not a prefix: {patterns:?}");
         assert!(SimIo::new(0).disk().counters().is_empty());
+    }
+
+    #[test]
+    fn process_crash_keeps_the_page_cache_power_loss_does_not() {
+        let io = io_with_dir(11);
+        let file = write(&io, "/data/a", b"durable", 0);
+        block_on_ready(file.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        let (result, _) = block_on_ready(file.write_all_at(b"PENDING".to_vec(), 0));
+        result.unwrap();
+        write(&io, "/data/new", b"n", 0);
+        no_crash_faults(&io, 1_000_000);
+        io.crash_process();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"PENDING", "the page cache survives");
+        assert_eq!(read_all(&io, "/data/new").unwrap(), b"n", "so do unsynced directory entries");
+        let (result, _) = block_on_ready(file.read_exact_at(vec![0; 1], 0));
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(9), "the dead process's handles are gone");
+        // Still pending, not durable: a power loss now takes it back.
+        io.power_loss();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable");
+        assert!(read_all(&io, "/data/new").is_err());
+        // crash() draws between the two by process_crash_ppm.
+        io.disk().faults = DiskFaults { process_crash_ppm: 500_000, ..DiskFaults::default() };
+        for _ in 0..32 {
+            io.crash();
+        }
+        let counters = io.disk().counters().clone();
+        assert!(counters["crash_process"] > 1 && counters["crash"] > 1, "{counters:?}");
+    }
+
+    #[test]
+    fn fsync_eio_drops_pending_writes_as_linux_does() {
+        let io = io_with_dir(12);
+        let file = write(&io, "/data/a", b"durable", 0);
+        block_on_ready(file.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        let (result, _) = block_on_ready(file.write_all_at(b"PENDING".to_vec(), 0));
+        result.unwrap();
+        io.disk().fail_next_sync();
+        assert_eq!(block_on_ready(file.sync_data()).unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"PENDING", "reads in this life still see the pages");
+        // A retried fsync succeeds but makes nothing durable: the pages were
+        // marked clean, not kept dirty.
+        block_on_ready(file.sync_data()).unwrap();
+        io.crash_process();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"PENDING", "the clean pages are still cached");
+        io.power_loss();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable", "they never reached the device");
+    }
+
+    #[test]
+    fn read_eio_is_sticky_until_rewritten_or_transient() {
+        let io = io_with_dir(13);
+        let file = write(&io, "/data/a", &[7u8; 1024], 0);
+        io.disk().fail_sector_reads(Path::new("/data/a"), 700).unwrap();
+        let (result, _) = block_on_ready(file.read_exact_at(vec![0; 10], 0));
+        result.unwrap();
+        for _ in 0..2 {
+            let (result, _) = block_on_ready(file.read_exact_at(vec![0; 10], 600));
+            assert_eq!(result.unwrap_err().raw_os_error(), Some(5), "sticky");
+        }
+        let (result, _) = block_on_ready(file.write_all_at(vec![9u8; 100], 512));
+        result.unwrap();
+        let (result, _) = block_on_ready(file.read_exact_at(vec![0; 10], 600));
+        assert!(result.is_err(), "a partial write does not remap the sector");
+        let (result, _) = block_on_ready(file.write_all_at(vec![9u8; 512], 512));
+        result.unwrap();
+        let (result, _) = block_on_ready(file.read_exact_at(vec![0; 10], 600));
+        result.unwrap();
+        io.disk().faults = DiskFaults { read_eio_ppm: 500_000, ..DiskFaults::default() };
+        let outcomes: Vec<bool> =
+            (0..32).map(|_| block_on_ready(file.read_exact_at(vec![0; 10], 0)).0.is_ok()).collect();
+        assert!(outcomes.contains(&true) && outcomes.contains(&false), "transient: some reads fail, some succeed");
     }
 
     #[test]
@@ -322,6 +413,8 @@ mod tests {
         let first = read_all(&io, "/data/a").unwrap();
         let second = read_all(&io, "/data/a").unwrap();
         assert_ne!(first, vec![7u8; 1024]);
+        assert_ne!(first[600], 7, "rot lands on the byte asked for, anywhere in a sector");
+        assert_eq!((first[600] ^ 7).count_ones(), 1, "one bit");
         assert_eq!(first, second, "the same bit stays flipped");
         assert_eq!(first[..512], [7u8; 512], "other sectors are clean");
         let (result, _) = block_on_ready(file.write_all_at(vec![7u8; 512], 512));

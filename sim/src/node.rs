@@ -84,6 +84,7 @@ impl NodeStorage {
     /// Open after a crash: what the disk kept, as the replica needs it.
     pub fn open(io: &SimIo, config: StorageConfig) -> Result<(NodeStorage, Recovered), StorageError> {
         let dir = dir();
+        settle_small_files(io, &dir);
         let superblock = block_on_ready(Superblock::open(
             io,
             &dir,
@@ -147,6 +148,24 @@ impl NodeStorage {
         }
         Ok(())
     }
+}
+
+/// Recovery never trusts the page cache: after a process crash the
+/// superblock and checkpoint files may read back state a failed fsync never
+/// made durable (Linux marks those pages clean), and a replica that acted on
+/// it would forget it at the next power loss (a vote for a view it no longer
+/// knows). Settle every small file first; the journal settles itself.
+/// A file that cannot be settled (a read error) is left to its own open,
+/// which reports it.
+fn settle_small_files(io: &SimIo, dir: &Path) {
+    let Ok(paths) = block_on_ready(shoal_vsr::io::Io::list_dir(io, dir)) else { return };
+    for path in paths {
+        let is_journal = path.extension().is_some_and(|extension| extension == "wal" || extension == "tmp");
+        if !is_journal {
+            let _ = block_on_ready(shoal_vsr::journal::settle_file(io, &path));
+        }
+    }
+    let _ = block_on_ready(shoal_vsr::io::Io::sync_dir(io, dir));
 }
 
 fn write_checkpoint(io: &SimIo, dir: &Path, namespace: u64, checkpoint: &Checkpoint) -> Result<(), StorageError> {

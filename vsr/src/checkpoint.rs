@@ -5,9 +5,16 @@
 //! dir). Knows nothing of the journal: the driver drains the journal only
 //! after `write_checkpoint` returned Ok.
 //!
-//! Format: `[u64 magic][256-byte anchor header][u64 snapshot len][snapshot]
-//! [u128 checksum of everything before it]`. The snapshot is the replica's
-//! (`[u32 len][state machine snapshot][client sessions]`).
+//! Format of one copy: `[u64 magic][256-byte anchor header][u64 snapshot
+//! len][snapshot][u128 checksum of everything before it]`. The snapshot is
+//! the replica's (`[u32 len][state machine snapshot][client sessions]`).
+//!
+//! The file holds two identical copies, each zero-padded to a multiple of
+//! `COPY_ALIGN_BYTES`, so no sector holds bytes of both: one rotten or
+//! unreadable sector costs one copy, and the replica still restarts from the
+//! other (a single copy made one bad sector stop the replica for good).
+//! A file that is not two aligned copies is read as one copy (the format
+//! before copies).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +30,10 @@ const MAGIC_SIZE_BYTES: usize = 8;
 const LEN_SIZE_BYTES: usize = 8;
 const CHECKSUM_SIZE_BYTES: usize = 16;
 const FIXED_SIZE_BYTES: usize = MAGIC_SIZE_BYTES + HEADER_SIZE_BYTES + LEN_SIZE_BYTES + CHECKSUM_SIZE_BYTES;
+/// Each copy starts on its own sector (a sector is the unit of rot and EIO).
+pub const COPY_ALIGN_BYTES: u64 = 4096;
+/// Copies of the checkpoint in its file.
+pub const COPIES_COUNT: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -53,7 +64,29 @@ pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
     bytes
 }
 
-/// Decode a checkpoint file; every malformed input is `Corrupt`, never a panic.
+/// The whole file: `COPIES_COUNT` copies, each padded to `COPY_ALIGN_BYTES`.
+pub fn encode_file(checkpoint: &Checkpoint) -> Vec<u8> {
+    let mut copy = encode(checkpoint);
+    let region_size_bytes = (copy.len() as u64).div_ceil(COPY_ALIGN_BYTES) * COPY_ALIGN_BYTES;
+    copy.resize(region_size_bytes as usize, 0);
+    let file = copy.repeat(COPIES_COUNT as usize);
+    debug_assert!(decode_region(&file[..region_size_bytes as usize]).is_ok());
+    file
+}
+
+/// Decode one padded copy: its length is in the copy, the rest is padding.
+fn decode_region(region: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let len_at = MAGIC_SIZE_BYTES + HEADER_SIZE_BYTES;
+    if region.len() < FIXED_SIZE_BYTES {
+        return Err(CheckpointError::Corrupt { reason: "truncated" });
+    }
+    let len = u64::from_le_bytes(region[len_at..len_at + LEN_SIZE_BYTES].try_into().expect("8 bytes"));
+    let end = len.checked_add(FIXED_SIZE_BYTES as u64).filter(|&end| end <= region.len() as u64);
+    let Some(end) = end else { return Err(CheckpointError::Corrupt { reason: "snapshot length mismatch" }) };
+    decode(&region[..end as usize])
+}
+
+/// Decode one checkpoint copy; every malformed input is `Corrupt`, never a panic.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     if bytes.len() < FIXED_SIZE_BYTES {
         return Err(CheckpointError::Corrupt { reason: "truncated" });
@@ -88,7 +121,7 @@ pub async fn write_checkpoint<I: Io>(
     let tmp = path.with_extension("tmp");
     let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
     file.set_len(0).await.map_err(io_error("truncate tmp"))?;
-    let (result, _) = file.write_all_at(encode(checkpoint), 0).await;
+    let (result, _) = file.write_all_at(encode_file(checkpoint), 0).await;
     result.map_err(io_error("write tmp"))?;
     file.sync_data().await.map_err(io_error("fsync tmp"))?;
     io.rename(&tmp, &path).await.map_err(io_error("rename"))?;
@@ -111,9 +144,27 @@ pub async fn read_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64) -> Resul
     if size_bytes < FIXED_SIZE_BYTES as u64 {
         return Err(CheckpointError::Corrupt { reason: "truncated" });
     }
-    let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
-    result.map_err(io_error("read"))?;
-    decode(&bytes).map(Some)
+    let region_size_bytes = size_bytes / COPIES_COUNT;
+    if !size_bytes.is_multiple_of(COPIES_COUNT * COPY_ALIGN_BYTES) {
+        // One copy: the format before copies.
+        let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
+        result.map_err(io_error("read"))?;
+        return decode(&bytes).map(Some);
+    }
+    // Each copy is read on its own, so a read error costs one copy only.
+    let mut first_error = None;
+    for copy in 0..COPIES_COUNT {
+        let buffer = vec![0; region_size_bytes as usize];
+        let (result, region) = file.read_exact_at(buffer, copy * region_size_bytes).await;
+        let decoded = result.map_err(io_error("read")).and_then(|()| decode_region(&region));
+        match decoded {
+            Ok(checkpoint) => return Ok(Some(checkpoint)),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(first_error.expect("COPIES_COUNT > 0"))
 }
 
 #[cfg(test)]
@@ -150,6 +201,20 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode(&bytes);
+            let _ = decode_region(&bytes);
+        }
+
+        #[test]
+        fn one_rotten_copy_is_survived(snapshot in prop::collection::vec(any::<u8>(), 0..5000), bit in any::<usize>()) {
+            let checkpoint = checkpoint(9, snapshot);
+            let mut file = encode_file(&checkpoint);
+            prop_assert_eq!(file.len() as u64 % (COPIES_COUNT * COPY_ALIGN_BYTES), 0);
+            let region = file.len() / COPIES_COUNT as usize;
+            let bit = bit % (file.len() * 8);
+            file[bit / 8] ^= 1 << (bit % 8);
+            let copy = bit / 8 / region;
+            let other = &file[(1 - copy) * region..(2 - copy) * region];
+            prop_assert_eq!(decode_region(other).unwrap().snapshot, checkpoint.snapshot);
         }
     }
 }

@@ -4,12 +4,70 @@
 //! network, of shards or of the replica's protocol state; all I/O goes through
 //! `Io`, so the simulator can crash it between any two storage calls.
 //!
-//! Layout of `journal-<namespace>.wal`:
+//! Layout of `journal-<namespace>.wal` (format version 2):
 //! - bytes `0..FILE_HEADER_SIZE_BYTES`: the file header (magic, format
 //!   version, cluster, namespace, slot count, message size, `snapshot_op` and
 //!   the checksum of the prepare at `snapshot_op`, then its own checksum);
+//! - then the header ring: one 256-byte copy of the header of the prepare in
+//!   each slot, slot `s` at `FILE_HEADER_SIZE_BYTES + 256 * s`, the ring
+//!   padded to a multiple of `HEADERS_ZONE_ALIGN_BYTES`;
 //! - then `slot_count` fixed slots; op `n` lives in slot `n % slot_count`, as
 //!   `[256-byte header][body]`, padded to the slot size.
+//!
+//! Version 1 had no header ring (slots right after the file header).
+//!
+//! ## Torn or faulty: the header ring
+//!
+//! A prepare whose slot reads back invalid was either never fully written
+//! (a crash tore it: nothing was promised for it, truncate it) or written,
+//! made durable, perhaps acknowledged, and then damaged (rot, a misdirected
+//! write, a read error: it is *faulty*, the replica must repair it from peers
+//! and must not vote as if it held it). The slot alone cannot tell the two
+//! apart, so each prepare's header is written a second time into the ring,
+//! and only after the prepare itself is durable: `sync` fsyncs the prepares,
+//! then writes the ring copies of the ops written since the last sync, then
+//! fsyncs again. A crash at any point leaves one of:
+//!
+//! | prepare slot | ring copy | meaning | recovery |
+//! |---|---|---|---|
+//! | lost or torn | older op or empty | crash before the first fsync | torn: truncate (above the head) |
+//! | valid | older op or empty | crash between the fsyncs | valid: keep it, rewrite the copy |
+//! | valid | same header | fully written | valid |
+//! | invalid, empty, or an older op | names this op | written, then damaged | faulty: repair from peers |
+//! | valid | same op, other checksum | the prepare write went elsewhere | faulty |
+//! | invalid | invalid | two faults on one slot | faulty below the head, torn above it |
+//!
+//! Because `sync` returns only after the copy is durable, and the replica
+//! acknowledges a prepare only after `sync`, an acknowledged prepare always
+//! has its ring copy: damage to it is faulty, never torn. The copy of a
+//! header fits in one sector, so it is itself never torn. `truncate_after`
+//! clears the ring copies first (fsync), then the slots (fsync), so a crash
+//! between the two cannot make a dropped prepare look faulty.
+//!
+//! ## Recovery never trusts the page cache
+//!
+//! After a process crash (not a power loss) the kernel still holds written
+//! but unsynced pages, and a read returns them as if they were durable.
+//! `open` therefore fdatasyncs the journal file (and its directory) before
+//! it reads a byte: whatever recovery then sees is durable, so the replica
+//! never vouches for a prepare a later power loss would take back. We chose
+//! this over O_DIRECT: one fdatasync at open costs nothing in steady state,
+//! keeps the `Io` trait free of alignment rules for every buffer, and also
+//! covers the other reader of the file (a read-only open on another shard).
+//! O_DIRECT would still need the fsync for what a previous process left in
+//! the page cache without O_DIRECT.
+//!
+//! Not covered yet (issue 10):
+//! - Misdirected writes. The ring tells a misdirected prepare write from a
+//!   torn one, but the file header (`snapshot_op`) has a single copy, and
+//!   a misdirected write near the end of the file can extend it (`open`
+//!   then reports `Truncated`); the partition log has no redundancy at all.
+//!   The simulator keeps `misdirected_write_ppm` at 0 in cluster runs.
+//! - A slot whose prepare and ring copy are both invalid above the head is
+//!   truncated (two faults on one slot; the simulator never places them).
+//! - After a failed fsync of `truncate_after`, cleared slots read back as
+//!   cleared from the page cache although the device may still hold the
+//!   dropped prepares; recovery does not clear empty slots again.
 //!
 //! The live window is `snapshot_op + 1 ..= snapshot_op + slot_count`: an op
 //! past it would overwrite a live entry (`SlotCollision`), so the caller must
@@ -44,7 +102,15 @@ pub const SECTOR_SIZE_BYTES: u64 = 512;
 pub const SLOT_COUNT_MAX: u64 = 1 << 20;
 /// "SHOALWAL", little-endian.
 pub const JOURNAL_MAGIC: u64 = u64::from_le_bytes(*b"SHOALWAL");
-pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+/// 2: the header ring between the file header and the slots.
+pub const JOURNAL_FORMAT_VERSION: u32 = 2;
+/// The header ring is padded to this, so slots stay page-aligned.
+pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
+/// Ring copies read per call during recovery (bounds the read buffer).
+const HEADERS_ZONE_READ_COPIES_MAX: u64 = 1024;
+const _: () = assert!(HEADERS_ZONE_ALIGN_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
+const _: () =
+    assert!(SECTOR_SIZE_BYTES.is_multiple_of(HEADER_SIZE_BYTES as u64), "a ring copy never spans two sectors");
 
 // File header field offsets.
 const FH_MAGIC: usize = 0;
@@ -93,12 +159,26 @@ impl JournalConfig {
         u64::from(self.message_size_max_bytes).div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES
     }
 
+    /// The header ring: one 256-byte copy per slot, padded.
+    pub fn headers_zone_size_bytes(&self) -> u64 {
+        (self.slot_count * HEADER_SIZE_BYTES as u64).div_ceil(HEADERS_ZONE_ALIGN_BYTES) * HEADERS_ZONE_ALIGN_BYTES
+    }
+
     pub fn file_size_bytes(&self) -> u64 {
-        FILE_HEADER_SIZE_BYTES + self.slot_count * self.slot_size_bytes()
+        self.slots_offset() + self.slot_count * self.slot_size_bytes()
+    }
+
+    fn slots_offset(&self) -> u64 {
+        FILE_HEADER_SIZE_BYTES + self.headers_zone_size_bytes()
     }
 
     pub fn slot_offset(&self, op: u64) -> u64 {
-        FILE_HEADER_SIZE_BYTES + (op % self.slot_count) * self.slot_size_bytes()
+        self.slots_offset() + (op % self.slot_count) * self.slot_size_bytes()
+    }
+
+    /// Where the ring copy of the header of the prepare in `op`'s slot lives.
+    pub fn header_copy_offset(&self, op: u64) -> u64 {
+        FILE_HEADER_SIZE_BYTES + (op % self.slot_count) * HEADER_SIZE_BYTES as u64
     }
 }
 
@@ -181,16 +261,36 @@ pub fn decode_file_snapshot_op(bytes: &[u8]) -> Result<u64, JournalError> {
     FileHeader::decode(bytes).map(|header| header.snapshot_op)
 }
 
+/// Make what reads of `path` see durable, before it is trusted at open.
+///
+/// An fdatasync is not enough: after a failed fsync Linux marks the dirty
+/// pages clean, so a restarted process still reads them from the page cache
+/// while no later fsync will write them. Rewriting the file's bytes as read
+/// dirties them again, so the fsync writes exactly what recovery will see.
+/// Meant for small files (superblock, checkpoint); the journal does the same
+/// for the slots it cannot vouch for (see the module doc).
+pub async fn settle_file<I: Io>(io: &I, path: &Path) -> io::Result<()> {
+    let file = io.open(path, OpenMode::ReadWrite).await?;
+    let size_bytes = file.size_bytes().await?;
+    let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
+    result?;
+    let (result, _) = file.write_all_at(bytes, 0).await;
+    result?;
+    file.sync_data().await
+}
+
 /// What recovery found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Live ops with a valid header and body, ascending.
     pub ops_recovered: Vec<u64>,
-    /// Slots after the last valid op that held an invalid entry (a torn
-    /// write); they are cleared (in writable mode) and not part of the log.
+    /// Slots after the head that held an invalid entry the header ring does
+    /// not name (a torn write: never fully written, so never acknowledged);
+    /// they are cleared (in writable mode) and not part of the log.
     pub torn_tail_truncated: Vec<u64>,
-    /// Ops between `snapshot_op` and the head that are missing or corrupt:
-    /// the replica must fetch them from peers (`write_repair`).
+    /// Ops between `snapshot_op` and the head (the highest op a valid prepare
+    /// or a ring copy names) that are missing or corrupt: the replica must
+    /// fetch them from peers (`write_repair`).
     pub repair_ops: Vec<u64>,
 }
 
@@ -281,13 +381,45 @@ impl FileHeader {
     }
 }
 
-/// What a slot held at recovery.
+/// What a slot's prepare held at recovery.
 // Transient, one per slot read during recovery: boxing buys nothing.
 #[allow(clippy::large_enum_variant)]
 enum Slot {
     Empty,
     Valid(Header),
     Invalid,
+}
+
+/// What the header ring held for a slot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy)]
+enum HeaderCopy {
+    Empty,
+    Valid(Header),
+    Invalid,
+}
+
+/// A slot judged from its prepare and its ring copy (see the module doc).
+#[allow(clippy::large_enum_variant)]
+enum SlotState {
+    Empty,
+    /// A valid prepare; `copy_stale` when its ring copy must be rewritten.
+    Valid {
+        header: Header,
+        copy_stale: bool,
+    },
+    /// Written and then damaged: the ring names `op`, the slot lost it.
+    Faulty {
+        op: u64,
+    },
+    /// Invalid with nothing naming it: torn (or, below the head, missing).
+    Torn {
+        op: u64,
+    },
+    /// Both the prepare and its ring copy are invalid.
+    Unknown {
+        op: u64,
+    },
 }
 
 /// The write-ahead log of one VSR group.
@@ -311,6 +443,9 @@ pub struct PrepareJournal<I: Io> {
     headers: BTreeMap<u64, Header>,
     /// Live ops at or below `op_head` that are missing or corrupt.
     missing: BTreeSet<u64>,
+    /// Ops written since the last `sync` whose ring copy is not written yet:
+    /// `sync` writes them only after their prepares are durable.
+    copies_pending: BTreeSet<u64>,
 }
 
 impl<I: Io> PrepareJournal<I> {
@@ -350,6 +485,7 @@ impl<I: Io> PrepareJournal<I> {
             op_head: None,
             headers: BTreeMap::new(),
             missing: BTreeSet::new(),
+            copies_pending: BTreeSet::new(),
         })
     }
 
@@ -371,6 +507,11 @@ impl<I: Io> PrepareJournal<I> {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(JournalError::Missing { path }),
             Err(error) => return Err(JournalError::Io { operation: "open", source: error }),
         };
+        // Never trust the page cache (module doc): what a crashed process
+        // wrote but never synced must be durable before recovery reads it,
+        // or the replica would vouch for a prepare a power loss takes back.
+        file.sync_data().await.map_err(io_error("fsync at open"))?;
+        io.sync_dir(dir).await.map_err(io_error("fsync dir at open"))?;
         let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
         if size_bytes < FILE_HEADER_SIZE_BYTES {
             return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
@@ -403,66 +544,149 @@ impl<I: Io> PrepareJournal<I> {
             op_head: None,
             headers: BTreeMap::new(),
             missing: BTreeSet::new(),
+            copies_pending: BTreeSet::new(),
         };
         let recovery = journal.recover().await?;
         Ok((journal, recovery))
     }
 
-    async fn read_slot(&self, slot: u64) -> Result<Slot, JournalError> {
-        let offset = FILE_HEADER_SIZE_BYTES + slot * self.config.slot_size_bytes();
+    /// A read error is an invalid slot, not a failed recovery: the header
+    /// ring tells whether it is faulty (repair from peers) or torn.
+    async fn read_slot(&self, slot: u64) -> Slot {
+        let offset = self.config.slot_offset(slot);
         let (result, bytes) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
-        result.map_err(io_error("read slot"))?;
+        if result.is_err() {
+            return Slot::Invalid;
+        }
         if bytes.iter().all(|&b| b == 0) {
-            return Ok(Slot::Empty);
+            return Slot::Empty;
         }
-        let Ok(header) = Header::decode(&bytes) else { return Ok(Slot::Invalid) };
-        if header.command != Command::Prepare
-            || header.cluster != self.config.cluster
-            || header.namespace != self.config.namespace
-            || header.op % self.config.slot_count != slot
-            || header.size > self.config.message_size_max_bytes
-        {
-            return Ok(Slot::Invalid);
-        }
+        let Some(header) = self.decode_slot_header(slot, &bytes) else { return Slot::Invalid };
         if header.op <= self.snapshot_op {
             // Checkpointed before the last compaction: not part of the log.
-            return Ok(Slot::Empty);
+            return Slot::Empty;
         }
         if header.op > self.snapshot_op + self.config.slot_count {
-            return Ok(Slot::Invalid);
+            return Slot::Invalid;
         }
         let (result, body) =
             self.file.read_exact_at(vec![0; header.body_size_bytes()], offset + HEADER_SIZE_BYTES as u64).await;
-        result.map_err(io_error("read slot body"))?;
-        if header.valid_body(&body).is_err() {
-            return Ok(Slot::Invalid);
+        if result.is_err() || header.valid_body(&body).is_err() {
+            return Slot::Invalid;
         }
-        Ok(Slot::Valid(header))
+        Slot::Valid(header)
+    }
+
+    /// A prepare header of this group that belongs in `slot`, or `None`.
+    fn decode_slot_header(&self, slot: u64, bytes: &[u8]) -> Option<Header> {
+        let header = Header::decode(bytes).ok()?;
+        let fits = header.command == Command::Prepare
+            && header.cluster == self.config.cluster
+            && header.namespace == self.config.namespace
+            && header.op % self.config.slot_count == slot
+            && header.size >= HEADER_SIZE_BYTES as u32
+            && header.size <= self.config.message_size_max_bytes;
+        fits.then_some(header)
+    }
+
+    /// The whole header ring, one entry per slot. A read error makes the
+    /// copies it covers invalid (never a failed open).
+    async fn read_header_copies(&self) -> Vec<HeaderCopy> {
+        let slot_count = self.config.slot_count;
+        let mut copies = Vec::with_capacity(slot_count as usize);
+        let mut first = 0;
+        while first < slot_count {
+            let count = HEADERS_ZONE_READ_COPIES_MAX.min(slot_count - first);
+            let buffer = vec![0; (count as usize) * HEADER_SIZE_BYTES];
+            let (result, bytes) = self.file.read_exact_at(buffer, self.config.header_copy_offset(first)).await;
+            for (index, copy) in bytes.chunks_exact(HEADER_SIZE_BYTES).enumerate() {
+                let slot = first + index as u64;
+                copies.push(if result.is_err() {
+                    HeaderCopy::Invalid
+                } else if copy.iter().all(|&b| b == 0) {
+                    HeaderCopy::Empty
+                } else {
+                    self.decode_slot_header(slot, copy).map_or(HeaderCopy::Invalid, HeaderCopy::Valid)
+                });
+            }
+            first += count;
+        }
+        debug_assert_eq!(copies.len() as u64, slot_count);
+        copies
+    }
+
+    /// The op `slot` would hold in the live window.
+    fn window_op(&self, slot: u64) -> u64 {
+        let slot_count = self.config.slot_count;
+        let first = self.snapshot_op + 1;
+        first + (slot + slot_count - first % slot_count) % slot_count
+    }
+
+    /// Judge every slot from its prepare and its ring copy (module doc table).
+    async fn slot_states(&self) -> Vec<SlotState> {
+        let copies = self.read_header_copies().await;
+        let mut states = Vec::with_capacity(copies.len());
+        let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + self.config.slot_count;
+        for (slot, copy) in (0..self.config.slot_count).zip(copies) {
+            let window_op = self.window_op(slot);
+            let copy_op = match copy {
+                HeaderCopy::Valid(copy) if live(copy.op) => Some(copy),
+                _ => None,
+            };
+            let state = match (self.read_slot(slot).await, copy_op) {
+                (Slot::Valid(header), _) if self.headers.get(&header.op) == Some(&header) => {
+                    // Written in this life and indexed: its copy may still be
+                    // pending until the next sync.
+                    SlotState::Valid { header, copy_stale: false }
+                }
+                (Slot::Valid(header), Some(copy)) if copy.op > header.op => SlotState::Faulty { op: copy.op },
+                (Slot::Valid(header), Some(copy)) if copy.op == header.op && copy.checksum != header.checksum => {
+                    SlotState::Faulty { op: header.op }
+                }
+                (Slot::Valid(header), copy) => {
+                    SlotState::Valid { header, copy_stale: copy.is_none_or(|copy| copy != header) }
+                }
+                (Slot::Empty | Slot::Invalid, Some(copy)) => SlotState::Faulty { op: copy.op },
+                (Slot::Empty, None) => SlotState::Empty,
+                (Slot::Invalid, None) if matches!(copy, HeaderCopy::Invalid) => SlotState::Unknown { op: window_op },
+                (Slot::Invalid, None) => SlotState::Torn { op: window_op },
+            };
+            states.push(state);
+        }
+        states
     }
 
     async fn recover(&mut self) -> Result<Recovery, JournalError> {
+        let states = self.slot_states().await;
         let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
-        let mut invalid_slots: BTreeSet<u64> = BTreeSet::new();
-        for slot in 0..self.config.slot_count {
-            match self.read_slot(slot).await? {
-                Slot::Empty => {}
-                Slot::Valid(header) => {
+        let mut faulty: BTreeSet<u64> = BTreeSet::new();
+        let mut invalid: BTreeMap<u64, bool> = BTreeMap::new(); // op -> ring copy invalid too
+        let mut copies_stale: Vec<Header> = Vec::new();
+        for state in states {
+            match state {
+                SlotState::Empty => {}
+                SlotState::Valid { header, copy_stale } => {
                     let previous = valid.insert(header.op, header);
                     assert!(previous.is_none(), "op maps to exactly one slot");
+                    if copy_stale {
+                        copies_stale.push(header);
+                    }
                 }
-                Slot::Invalid => {
-                    invalid_slots.insert(slot);
+                SlotState::Faulty { op } => {
+                    faulty.insert(op);
+                }
+                SlotState::Torn { op } => {
+                    invalid.insert(op, false);
+                }
+                SlotState::Unknown { op } => {
+                    invalid.insert(op, true);
                 }
             }
         }
         let mut recovery = Recovery::default();
-        let slot_count = self.config.slot_count;
-        // The op a slot would hold if it were in the live window.
-        let window_op = |slot: u64, snapshot_op: u64| {
-            let first = snapshot_op + 1;
-            first + (slot + slot_count - first % slot_count) % slot_count
-        };
-        let head = valid.keys().next_back().copied();
+        // The head is the highest op the disk says was written: a faulty op
+        // counts, so a rotten head is never cut off as a torn tail.
+        let head = valid.keys().chain(faulty.iter()).max().copied();
         let mut previous_checksum = self.snapshot_checksum;
         if let Some(head) = head {
             for op in self.snapshot_op + 1..=head {
@@ -489,22 +713,46 @@ impl<I: Io> PrepareJournal<I> {
             self.op_head = Some(head);
         }
         let tail_first = head.unwrap_or(self.snapshot_op) + 1;
-        let mut torn: Vec<u64> = invalid_slots
-            .iter()
-            .map(|&slot| window_op(slot, self.snapshot_op))
-            .filter(|&op| op >= tail_first)
-            .collect();
-        torn.sort_unstable();
-        if self.writable && !torn.is_empty() {
-            for &op in &torn {
+        let torn: Vec<(u64, bool)> =
+            invalid.range(tail_first..).map(|(&op, &copy_invalid)| (op, copy_invalid)).collect();
+        if self.writable {
+            // A prepare without its ring copy may live only in the page
+            // cache: after a failed fsync Linux marks the pages clean, a
+            // process crash keeps them readable, and the fsync at open has
+            // nothing to flush. Rewriting what we read makes the pages dirty
+            // again, so this fsync makes the prepare durable (or fails open).
+            for header in &copies_stale {
+                let offset = self.config.slot_offset(header.op);
+                let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
+                result.map_err(io_error("reread prepare"))?;
+                let (result, _) = self.file.write_all_at(bytes, offset).await;
+                result.map_err(io_error("rewrite prepare"))?;
+            }
+            if !copies_stale.is_empty() {
+                self.file.sync_data().await.map_err(io_error("fsync"))?;
+            }
+            // Now every valid prepare is durable, so its ring copy may be
+            // written: from here on, damage to it reads as faulty, never
+            // torn. All of them, not only the stale ones: a copy read from
+            // the page cache after a failed fsync may not be durable either.
+            self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
+            for &(op, copy_invalid) in &torn {
                 let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;
+                if copy_invalid {
+                    let offset = self.config.header_copy_offset(op);
+                    let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+                    result.map_err(io_error("clear torn header copy"))?;
+                }
             }
-            self.file.sync_data().await.map_err(io_error("fsync"))?;
+            if !valid.is_empty() || !torn.is_empty() {
+                self.file.sync_data().await.map_err(io_error("fsync"))?;
+            }
         }
-        recovery.torn_tail_truncated = torn;
-        debug_assert!(self.headers.len() as u64 <= slot_count);
-        debug_assert!(self.op_head.is_none_or(|head| head <= self.snapshot_op + slot_count));
+        recovery.torn_tail_truncated = torn.iter().map(|&(op, _)| op).collect();
+        debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
+        debug_assert!(self.op_head.is_none_or(|head| head <= self.snapshot_op + self.config.slot_count));
+        debug_assert!(faulty.iter().all(|op| self.missing.contains(op)));
         Ok(recovery)
     }
 
@@ -573,6 +821,7 @@ impl<I: Io> PrepareJournal<I> {
         // leaves no phantom op, and the next append retries the same op.
         result.map_err(io_error("write prepare"))?;
         self.headers.insert(op, *header);
+        self.copies_pending.insert(op);
         self.op_head = Some(op);
         debug_assert_eq!(self.head_checksum(), Some(header.checksum));
         debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
@@ -623,6 +872,7 @@ impl<I: Io> PrepareJournal<I> {
         }
         for (header, _) in prepares {
             self.headers.insert(header.op, *header);
+            self.copies_pending.insert(header.op);
         }
         if let Some((last, _)) = prepares.last() {
             self.op_head = Some(last.op);
@@ -631,14 +881,51 @@ impl<I: Io> PrepareJournal<I> {
         Ok(())
     }
 
-    /// Make every earlier append durable (fdatasync). A failure poisons the
-    /// journal: after a failed fsync the kernel may have dropped the dirty
-    /// pages, so only a restart and recovery know what is on disk.
+    /// Make every earlier append durable, with its header ring copy: fsync
+    /// the prepares, then write their ring copies, then fsync again (the copy
+    /// must never be durable before its prepare: module doc). A failure
+    /// poisons the journal: after a failed fsync the kernel may have dropped
+    /// the dirty pages, so only a restart and recovery know what is on disk.
     pub async fn sync(&mut self) -> Result<(), JournalError> {
         self.check_writable()?;
         if let Err(source) = self.file.sync_data().await {
             self.poisoned = true;
             return Err(JournalError::Io { operation: "fsync", source });
+        }
+        if self.copies_pending.is_empty() {
+            return Ok(());
+        }
+        let pending: Vec<Header> = std::mem::take(&mut self.copies_pending)
+            .into_iter()
+            .map(|op| *self.headers.get(&op).expect("a pending copy names an indexed op"))
+            .collect();
+        if let Err(error) = self.write_header_copies(&pending).await {
+            self.poisoned = true;
+            return Err(error);
+        }
+        if let Err(source) = self.file.sync_data().await {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "fsync header copies", source });
+        }
+        Ok(())
+    }
+
+    /// Write the ring copies of `headers` (ascending ops), one write per run
+    /// of consecutive slots: a batch costs one write. Not durable until fsync.
+    async fn write_header_copies(&self, headers: &[Header]) -> Result<(), JournalError> {
+        let slot_count = self.config.slot_count;
+        let mut index = 0;
+        while index < headers.len() {
+            let first_op = headers[index].op;
+            let mut buffer = Vec::new();
+            let mut slot_next = first_op % slot_count;
+            while index < headers.len() && headers[index].op % slot_count == slot_next {
+                buffer.extend_from_slice(&headers[index].encode());
+                slot_next += 1;
+                index += 1;
+            }
+            let (result, _) = self.file.write_all_at(buffer, self.config.header_copy_offset(first_op)).await;
+            result.map_err(io_error("write header copies"))?;
         }
         Ok(())
     }
@@ -708,6 +995,7 @@ impl<I: Io> PrepareJournal<I> {
         result.map_err(io_error("write repaired prepare"))?;
         self.missing.remove(&op);
         self.headers.insert(op, *header);
+        self.copies_pending.insert(op);
         Ok(())
     }
 
@@ -793,6 +1081,7 @@ impl<I: Io> PrepareJournal<I> {
         self.snapshot_op = through_op;
         self.snapshot_checksum = snapshot_checksum;
         self.headers.retain(|&op, _| op > through_op && carried.contains(&op));
+        self.copies_pending.clear();
         let lost: Vec<u64> = (through_op + 1..=head).filter(|op| !self.headers.contains_key(op)).collect();
         self.missing = lost.into_iter().collect();
         if head == through_op {
@@ -821,6 +1110,10 @@ impl<I: Io> PrepareJournal<I> {
             let (header, body) = self.read(op).await?;
             let (result, _) = file.write_all_at(header.encode_message(&body), self.config.slot_offset(op)).await;
             result.map_err(io_error("write tmp prepare"))?;
+            // Same fsync as the prepare: the tmp file is not the journal
+            // until its rename is durable, after that fsync.
+            let (result, _) = file.write_all_at(header.encode().to_vec(), self.config.header_copy_offset(op)).await;
+            result.map_err(io_error("write tmp header copy"))?;
             carried.insert(op);
         }
         file.sync_data().await.map_err(io_error("fsync tmp"))?;
@@ -836,18 +1129,25 @@ impl<I: Io> PrepareJournal<I> {
             return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op: self.snapshot_op });
         }
         let Some(head) = self.op_head.filter(|&head| head > op) else { return Ok(()) };
-        for dropped in op + 1..=head {
-            let (result, _) =
-                self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(dropped)).await;
-            if let Err(source) = result {
+        // Ring copies first, durably, then the slots: a crash in between
+        // leaves a valid prepare without its copy (resurrected, as any
+        // unfinished truncation), never a dropped prepare that looks faulty.
+        for (clear, operation) in [(true, "clear header copy"), (false, "clear slot")] {
+            for dropped in op + 1..=head {
+                let offset =
+                    if clear { self.config.header_copy_offset(dropped) } else { self.config.slot_offset(dropped) };
+                let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+                if let Err(source) = result {
+                    self.poisoned = true;
+                    return Err(JournalError::Io { operation, source });
+                }
+            }
+            if let Err(source) = self.file.sync_data().await {
                 self.poisoned = true;
-                return Err(JournalError::Io { operation: "clear slot", source });
+                return Err(JournalError::Io { operation: "fsync", source });
             }
         }
-        if let Err(source) = self.file.sync_data().await {
-            self.poisoned = true;
-            return Err(JournalError::Io { operation: "fsync", source });
-        }
+        self.copies_pending.retain(|&live| live <= op);
         self.headers.retain(|&live, _| live <= op);
         self.missing.retain(|&live| live <= op);
         self.op_head = (op > self.snapshot_op).then_some(op);
@@ -900,8 +1200,12 @@ mod tests {
     fn slot_geometry_is_sector_aligned() {
         let config = JournalConfig { slot_count: 4, message_size_max_bytes: 1000, cluster: 1, namespace: 2 };
         assert_eq!(config.slot_size_bytes(), 1024);
-        assert_eq!(config.slot_offset(5), FILE_HEADER_SIZE_BYTES + 1024);
-        assert_eq!(config.file_size_bytes(), FILE_HEADER_SIZE_BYTES + 4 * 1024);
+        assert_eq!(config.headers_zone_size_bytes(), HEADERS_ZONE_ALIGN_BYTES);
+        assert_eq!(config.header_copy_offset(5), FILE_HEADER_SIZE_BYTES + 256);
+        assert_eq!(config.slot_offset(5), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 1024);
+        assert_eq!(config.file_size_bytes(), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
+        let wide = JournalConfig { slot_count: 17, ..config };
+        assert_eq!(wide.headers_zone_size_bytes(), 2 * HEADERS_ZONE_ALIGN_BYTES, "17 copies spill into a second page");
         assert!(matches!(
             JournalConfig { message_size_max_bytes: 100, ..config }.validate(),
             Err(JournalError::InvalidConfig { .. })

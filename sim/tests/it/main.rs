@@ -5,6 +5,7 @@ mod journal_bad_input;
 mod journal_batch;
 mod journal_conformance;
 mod journal_model;
+mod journal_storage_faults;
 mod metadata_wal;
 mod partition_sm;
 mod shards;

@@ -358,19 +358,62 @@ pub async fn corrupt_middle_is_reported_for_repair<I: Io>(io: &I, dir: &Path) {
     assert_eq!(journal.read(5).await.unwrap(), entries[4]);
 }
 
+/// The head prepare was appended and synced (the replica may have
+/// acknowledged it), then its sector rotted. Recovery must not take it for a
+/// torn write: the header ring still names it, so it is faulty, kept in the
+/// log for repair from peers, and reported by `scan` so the replica restarts
+/// without vouching for it.
+pub async fn rotten_head_is_faulty_not_torn<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let mut chain = Chain::new();
+    let entries = append_n(&mut journal, &mut chain, 5).await;
+    drop(journal);
+    flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
+    let (mut journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![], repair_ops: vec![5] }
+    );
+    assert_eq!(journal.op_max(), Some(5), "an acknowledged head is never cut off");
+    assert_eq!(journal.scan().await.unwrap().corrupt_ops, vec![5]);
+    // Repair from a peer: the original prepare is accepted and the log
+    // continues after it.
+    let (header, body) = &entries[4];
+    journal.write_repair(header, body).await.unwrap();
+    append_n(&mut journal, &mut chain, 1).await;
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: (1..=6).collect(), ..Recovery::default() });
+    assert!(journal.scan().await.unwrap().corrupt_ops.is_empty());
+}
+
+/// A head prepare that was never fully written (its first sector landed,
+/// the rest did not, and its header copy was never written) is a torn
+/// write: nothing was promised for it, so recovery truncates it.
 pub async fn torn_tail_is_truncated<I: Io>(io: &I, dir: &Path) {
     let config = config(16);
     let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
     let mut chain = Chain::new();
-    append_n(&mut journal, &mut chain, 5).await;
+    append_n(&mut journal, &mut chain, 4).await;
     drop(journal);
-    flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
+    // Op 5's first sector only, as a crash mid-write leaves it.
+    let torn_op = 5;
+    let body = vec![0xAB; 900];
+    let header = prepare(torn_op, chain.parent, &body);
+    let message = header.encode_message(&body);
+    let file = io.open(&journal_path(dir, NAMESPACE), OpenMode::ReadWrite).await.unwrap();
+    let (result, _) = file.write_all_at(message[..512].to_vec(), config.slot_offset(torn_op)).await;
+    result.unwrap();
+    file.sync_data().await.unwrap();
+    drop(file);
     let (mut journal, recovery) = reopen(io, dir, 16).await;
     assert_eq!(
         recovery,
         Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![5], repair_ops: vec![] }
     );
     assert_eq!(journal.op_max(), Some(4));
+    assert!(journal.scan().await.unwrap().corrupt_ops.is_empty());
     // The log continues at op 5 (re-prepared from the primary).
     let mut again = Chain { parent: journal.header(4).unwrap().checksum, op_next: 5, variant: 1 };
     append_n(&mut journal, &mut again, 2).await;
@@ -395,6 +438,7 @@ macro_rules! journal_conformance_cases {
             foreign_and_mismatched_files_are_rejected,
             damaged_files_give_typed_errors,
             corrupt_middle_is_reported_for_repair,
+            rotten_head_is_faulty_not_torn,
             torn_tail_is_truncated,
             stale_tmp_is_removed_on_open,
         }

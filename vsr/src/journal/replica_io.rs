@@ -7,7 +7,7 @@
 //! has already dropped. They keep every other check: checksums, group, size,
 //! the slot window (no live entry is ever evicted) and read-only mode.
 
-use super::{JournalError, PrepareJournal, Slot, io_error};
+use super::{JournalError, PrepareJournal, SlotState, io_error};
 use crate::header::Header;
 use crate::io::{Io, IoFile};
 
@@ -40,29 +40,38 @@ impl<I: Io> PrepareJournal<I> {
             }
         }
         self.headers.insert(op, *header);
+        self.copies_pending.insert(op);
         self.missing.remove(&op);
         self.op_head = Some(head_before.max(op));
         debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
         Ok(())
     }
 
-    /// Read every slot of the live window.
+    /// Read every slot of the live window. `corrupt_ops` are the ops at or
+    /// below the head that were written and then damaged (the header ring
+    /// names them) or whose slot is invalid: the replica must not vouch for
+    /// them and repairs them from peers.
     pub async fn scan(&self) -> Result<Scan, JournalError> {
         let mut scan = Scan::default();
         let head = self.op_head.unwrap_or(self.snapshot_op);
-        let slot_count = self.config.slot_count;
-        for slot in 0..slot_count {
-            match self.read_slot(slot).await? {
-                Slot::Empty => {}
-                Slot::Valid(header) => {
+        for state in self.slot_states().await {
+            match state {
+                SlotState::Empty => {}
+                SlotState::Valid { header, .. } => {
                     let offset = self.config.slot_offset(header.op);
                     let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
-                    result.map_err(io_error("read slot"))?;
-                    scan.entries.push((header, bytes[crate::header::HEADER_SIZE_BYTES..].to_vec()));
+                    let body = &bytes[crate::header::HEADER_SIZE_BYTES..];
+                    if result.is_err() || header.valid_body(body).is_err() {
+                        // Read fine a moment ago: a read error or fresh rot
+                        // makes it faulty, not a failed scan.
+                        if header.op <= head {
+                            scan.corrupt_ops.push(header.op);
+                        }
+                        continue;
+                    }
+                    scan.entries.push((header, body.to_vec()));
                 }
-                Slot::Invalid => {
-                    let first = self.snapshot_op + 1;
-                    let op = first + (slot + slot_count - first % slot_count) % slot_count;
+                SlotState::Faulty { op } | SlotState::Torn { op } | SlotState::Unknown { op } => {
                     if op <= head {
                         scan.corrupt_ops.push(op);
                     }

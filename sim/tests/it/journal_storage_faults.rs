@@ -1,0 +1,182 @@
+//! The journal against the disk faults of issue 10: what a process crash
+//! leaves in the page cache, fsync EIO as Linux does it, read errors, and
+//! damage to a slot or to its header ring copy. Each test is one story.
+
+use std::path::Path;
+
+use shoal_sim::disk::DiskFaults;
+use shoal_sim::{SimIo, block_on_ready};
+use shoal_vsr::io::OpenMode;
+use shoal_vsr::journal::conformance::{Chain, config};
+use shoal_vsr::journal::{PrepareJournal, Recovery, journal_path};
+
+const SLOT_COUNT: u64 = 16;
+const DIR: &str = "/data/faults";
+
+fn dir() -> &'static Path {
+    Path::new(DIR)
+}
+
+fn create(io: &SimIo) -> PrepareJournal<SimIo> {
+    block_on_ready(PrepareJournal::create(io, dir(), config(SLOT_COUNT))).unwrap()
+}
+
+fn open(io: &SimIo) -> (PrepareJournal<SimIo>, Recovery) {
+    block_on_ready(PrepareJournal::open(io, dir(), config(SLOT_COUNT), OpenMode::ReadWrite)).unwrap()
+}
+
+fn append(journal: &mut PrepareJournal<SimIo>, chain: &mut Chain, count: u64, sync: bool) {
+    for _ in 0..count {
+        let (header, body) = chain.next_prepare();
+        block_on_ready(journal.append(&header, &body)).unwrap();
+    }
+    if sync {
+        block_on_ready(journal.sync()).unwrap();
+    }
+}
+
+/// Every pending write is lost at the next power loss.
+fn power_loss_loses_everything_pending(io: &SimIo) {
+    io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+}
+
+/// Op 4 was written but never synced when the process died. The page cache
+/// still holds it, so recovery sees it, and the replica would vouch for it
+/// (prepare_ok, do_view_change). Whatever recovery reports must therefore be
+/// durable: a power loss right after must not take it back.
+#[test]
+fn recovery_after_a_process_crash_reports_only_durable_prepares() {
+    let io = SimIo::new(1);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    append(&mut journal, &mut chain, 1, false);
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "the page cache kept op 4");
+    drop(journal);
+    power_loss_loses_everything_pending(&io);
+    io.power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "what recovery vouched for was durable");
+}
+
+/// fsync of op 4 failed: Linux marked its pages clean, so they read back
+/// from the cache after a process crash although they never reached the
+/// device, and an fsync at open has nothing to flush. Recovery must make
+/// them durable before it reports op 4 (or not report it).
+#[test]
+fn a_prepare_whose_fsync_failed_is_made_durable_before_it_is_trusted() {
+    let io = SimIo::new(2);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    append(&mut journal, &mut chain, 1, false);
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(journal.sync()).is_err());
+    assert!(journal.is_poisoned());
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "the clean pages are still cached");
+    drop(journal);
+    power_loss_loses_everything_pending(&io);
+    io.power_loss();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "op 4 was rewritten and synced at the first open");
+    assert!(block_on_ready(journal.scan()).unwrap().corrupt_ops.is_empty());
+}
+
+/// A latent sector error under a slot fails every read of it. It is a
+/// faulty slot (repair from peers), not a journal that cannot open; at the
+/// head too, where it must not pass for a torn write.
+#[test]
+fn a_slot_read_error_is_faulty_not_a_failed_open() {
+    let io = SimIo::new(3);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 5, true);
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    for op in [3, 5] {
+        io.disk().fail_sector_reads(&path, config(SLOT_COUNT).slot_offset(op)).unwrap();
+    }
+    let (journal, recovery) = open(&io);
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 4], torn_tail_truncated: vec![], repair_ops: vec![3, 5] }
+    );
+    assert_eq!(journal.op_max(), Some(5));
+    assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, vec![3, 5]);
+}
+
+/// A rotten ring copy alone loses nothing: the prepare is valid, and
+/// recovery writes the copy again, so a later rot of the prepare itself is
+/// still told apart from a torn write.
+#[test]
+fn a_rotten_header_copy_is_rewritten_from_its_prepare() {
+    let io = SimIo::new(4);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 5, true);
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let config = config(SLOT_COUNT);
+    io.disk().poke(&path, config.header_copy_offset(5) + 40, &[0xFF; 4]).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4, 5]);
+    drop(journal);
+    io.disk().poke(&path, config.slot_offset(5) + 40, &[0xFF; 4]).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![5], "the rewritten copy still names op 5: faulty, not torn");
+    assert_eq!(journal.op_max(), Some(5));
+}
+
+/// A misdirected prepare write: op 6's bytes land on another slot (here op
+/// 2's), op 6's slot keeps what it had. The ring copy of op 6 is written
+/// after the prepare is durable, so both damaged ops are faulty.
+#[test]
+fn a_misdirected_prepare_write_leaves_two_faulty_ops() {
+    let io = SimIo::new(5);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 5, true);
+    let config = config(SLOT_COUNT);
+    let (header, body) = chain.next_prepare();
+    block_on_ready(journal.append(&header, &body)).unwrap();
+    block_on_ready(journal.sync()).unwrap();
+    drop(journal);
+    // Model the misdirection after the fact: slot 6 back to zeros, slot 2
+    // overwritten with op 6's message.
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    io.disk().poke(&path, config.slot_offset(6), &vec![0; 512]).unwrap();
+    io.disk().poke(&path, config.slot_offset(2), &header.encode_message(&body)).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 3, 4, 5]);
+    assert_eq!(recovery.repair_ops, vec![2, 6], "op 2 was overwritten, op 6 never landed");
+    assert_eq!(journal.op_max(), Some(6));
+    assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, vec![2, 6]);
+}
+
+/// The checkpoint file keeps two copies on separate sectors: rot in one, or
+/// a read error under one, still restarts the replica; both lost is a typed
+/// error that tells the operator to state-transfer.
+#[test]
+fn a_rotten_checkpoint_copy_is_survived() {
+    use shoal_vsr::checkpoint::{CheckpointError, checkpoint_path, read_checkpoint, write_checkpoint};
+    let io = SimIo::new(6);
+    block_on_ready(shoal_vsr::io::Io::create_dir_all(&io, dir())).unwrap();
+    let (anchor, _) = Chain::new().next_prepare();
+    let checkpoint = shoal_vsr::replica::Checkpoint { anchor, snapshot: vec![0x5A; 700] };
+    block_on_ready(write_checkpoint(&io, dir(), 1, &checkpoint)).unwrap();
+    let path = checkpoint_path(dir(), 1);
+    let size_bytes = io.disk().contents(&path).unwrap().len() as u64;
+    io.disk().corrupt_sector(&path, 300).unwrap();
+    let read = block_on_ready(read_checkpoint(&io, dir(), 1)).unwrap().unwrap();
+    assert_eq!((read.anchor, read.snapshot), (checkpoint.anchor, checkpoint.snapshot.clone()), "the second copy");
+    io.disk().fail_sector_reads(&path, size_bytes / 2 + 10).unwrap();
+    assert!(matches!(block_on_ready(read_checkpoint(&io, dir(), 1)), Err(CheckpointError::Corrupt { .. })));
+    block_on_ready(write_checkpoint(&io, dir(), 1, &checkpoint)).unwrap();
+    assert!(block_on_ready(read_checkpoint(&io, dir(), 1)).unwrap().is_some(), "a new checkpoint heals both");
+}
