@@ -1376,11 +1376,12 @@ impl<S: StateMachine> Replica<S> {
             // The view change then times out and the next view tries again.
             return self.refuse_conflicting_log(why);
         }
-        self.install_log(canonical.op, &canonical.headers);
+        let truncate_after = self.install_log(canonical.op, &canonical.headers);
         self.status = Status::Normal;
         self.view_change_timeout.stop();
         self.log_view = self.view;
         self.write_superblock();
+        self.truncate_journal(truncate_after);
         self.pipeline.clear();
         for op in self.commit_max + 1..=self.op {
             let entry = self.log.get(&op);
@@ -1488,7 +1489,7 @@ impl<S: StateMachine> Replica<S> {
         self.normal_timeout.start(random);
         self.primary_op = header.op;
         self.advance_commit_max(header.commit.min(header.op));
-        self.install_log(header.op, &headers);
+        let truncate_after = self.install_log(header.op, &headers);
         self.last_timestamp = self.newest_timestamp();
         if self.rejoining {
             crate::marks::hit(crate::marks::REJOIN_COMPLETED);
@@ -1497,6 +1498,7 @@ impl<S: StateMachine> Replica<S> {
             tracing::info!(replica = self.config.replica, view = self.view, "rejoined the cluster after a format");
         }
         self.write_superblock();
+        self.truncate_journal(truncate_after);
         for op in self.commit_min + 1..=self.op {
             if self.has_body(op) {
                 self.send_prepare_ok(op);
@@ -1543,8 +1545,15 @@ impl<S: StateMachine> Replica<S> {
         self.drop_message("log_conflicts_with_commits");
     }
 
-    fn install_log(&mut self, op: u64, headers: &[Header]) {
+    /// Returns where the journal must be truncated: the caller asks for it
+    /// only after the superblock with the new view headers is durable. The
+    /// other order loses data: truncate, then a failed superblock write and
+    /// a power loss bring back the old view headers naming ops the journal
+    /// no longer holds (disk-rot seed 322 wedged a group that way).
+    #[must_use = "the truncation must follow the superblock write"]
+    fn install_log(&mut self, op: u64, headers: &[Header]) -> Option<u64> {
         debug_assert!(self.conflicts_with_commits(op, headers).is_none());
+        let mut truncate_after = None;
         if self.op > op {
             crate::marks::hit(crate::marks::VIEW_CHANGE_TRUNCATE);
             let after = op.max(self.checkpoint_op);
@@ -1553,7 +1562,7 @@ impl<S: StateMachine> Replica<S> {
                 let _above = log.split_off(&(after + 1));
                 log
             };
-            self.actions.push(Action::TruncateLog { after_op: after });
+            truncate_after = Some(after);
         }
         for header in headers {
             if header.op <= self.commit_min || header.op <= self.checkpoint_op {
@@ -1587,6 +1596,13 @@ impl<S: StateMachine> Replica<S> {
                 self.drop_message("unvouched_entry_below_canonical_log");
             }
             upper -= 1;
+        }
+        truncate_after
+    }
+
+    fn truncate_journal(&mut self, truncate_after: Option<u64>) {
+        if let Some(after_op) = truncate_after {
+            self.actions.push(Action::TruncateLog { after_op });
         }
     }
 
