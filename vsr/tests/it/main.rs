@@ -2,4 +2,5 @@
 
 mod harness;
 mod replica_bad_input;
+mod stale_input;
 mod stories;
