@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod bootstrap;
+pub mod bus;
 pub mod pinning;
 pub mod real_io;
 
