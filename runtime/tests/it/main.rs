@@ -4,6 +4,7 @@
 //! threads are allowed here.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod bus;
 mod journal_conformance;
 mod real_io;
 mod server;
