@@ -44,11 +44,19 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// A u128 does not fit TOML's i64: written as a decimal string.
-    pub id: Option<String>,
+    /// A u128 does not fit TOML's i64: a small id may be an integer, any id a
+    /// decimal string.
+    pub id: Option<ClusterId>,
     pub replica: Option<u8>,
     pub replica_count: Option<u8>,
     pub replica_addresses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ClusterId {
+    Integer(u64),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -130,7 +138,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("storage.data_dir is not set: set it in the config file or pass --data-dir DIR")]
     DataDirMissing,
-    #[error("cluster.id {given:?} is not a decimal u128: write it as a quoted decimal string, e.g. id = \"1\"")]
+    #[error("cluster.id {given:?} is not a decimal u128: write it as an integer or a quoted decimal string, e.g. id = \"1\"")]
     ClusterId { given: String },
     #[error("cluster.replica_count is {count}: a cluster has 1, 3 or 5 replicas")]
     ReplicaCount { count: u8 },
@@ -176,7 +184,8 @@ impl ServerConfig {
     pub fn resolve(file: FileConfig, flags: Overrides) -> Result<ServerConfig, ConfigError> {
         let cluster = match (flags.cluster, file.cluster.id) {
             (Some(id), _) => id,
-            (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::ClusterId { given: text })?,
+            (None, Some(ClusterId::Integer(id))) => u128::from(id),
+            (None, Some(ClusterId::Text(text))) => text.trim().parse().map_err(|_| ConfigError::ClusterId { given: text })?,
             (None, None) => 0,
         };
         let replica_count = flags.replica_count.or(file.cluster.replica_count).unwrap_or(1);
@@ -314,7 +323,8 @@ format = "json"
     #[test]
     fn each_bad_setting_is_refused_naming_its_key() {
         assert!(refusal("[cluster]\nreplcia = 1\n").contains("replcia"));
-        assert!(refusal("[cluster]\nid = 5\n").contains("cluster.id"));
+        assert!(refusal("[cluster]\nid = \"0x5\"\n").contains("cluster.id"));
+        assert!(refusal("[cluster]\nid = -1\n").contains("id"));
         assert!(refusal("[cluster]\nreplica_count = 2\n").contains("cluster.replica_count"));
         assert!(refusal("[cluster]\nreplica = 3\nreplica_count = 3\nreplica_addresses = [\"1.1.1.1:1\",\"1.1.1.1:2\",\"1.1.1.1:3\"]\n")
             .contains("use 0..3"));

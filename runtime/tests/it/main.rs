@@ -8,4 +8,5 @@ mod bus;
 mod journal_conformance;
 mod real_io;
 mod server;
+mod server_config;
 mod support;
