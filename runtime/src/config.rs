@@ -138,7 +138,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("storage.data_dir is not set: set it in the config file or pass --data-dir DIR")]
     DataDirMissing,
-    #[error("cluster.id {given:?} is not a decimal u128: write it as an integer or a quoted decimal string, e.g. id = \"1\"")]
+    #[error(
+        "cluster.id {given:?} is not a decimal u128: write it as an integer or a quoted decimal string, e.g. id = \"1\""
+    )]
     ClusterId { given: String },
     #[error("cluster.replica_count is {count}: a cluster has 1, 3 or 5 replicas")]
     ReplicaCount { count: u8 },
@@ -153,9 +155,7 @@ pub enum ConfigError {
     Address { key: &'static str, given: String },
     #[error("sharding.cpu_allocation {given:?}: {reason}")]
     CpuAllocation { given: String, reason: String },
-    #[error(
-        "limits.message_size_max is {given} bytes: set it within {min}..={max} (the same on every replica)"
-    )]
+    #[error("limits.message_size_max is {given} bytes: set it within {min}..={max} (the same on every replica)")]
     MessageSize { given: u32, min: u32, max: u32 },
     #[error("limits.journal_slot_count is {given}: set a power of two within {min}..={max}")]
     JournalSlotCount { given: u64, min: u64, max: u64 },
@@ -165,7 +165,8 @@ pub enum ConfigError {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         FileConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
@@ -185,7 +186,9 @@ impl ServerConfig {
         let cluster = match (flags.cluster, file.cluster.id) {
             (Some(id), _) => id,
             (None, Some(ClusterId::Integer(id))) => u128::from(id),
-            (None, Some(ClusterId::Text(text))) => text.trim().parse().map_err(|_| ConfigError::ClusterId { given: text })?,
+            (None, Some(ClusterId::Text(text))) => {
+                text.trim().parse().map_err(|_| ConfigError::ClusterId { given: text })?
+            }
             (None, None) => 0,
         };
         let replica_count = flags.replica_count.or(file.cluster.replica_count).unwrap_or(1);
@@ -214,11 +217,14 @@ impl ServerConfig {
             .map(|given| address("network.metrics_address", &given))
             .transpose()?;
         let data_dir = flags.data_dir.or(file.storage.data_dir).ok_or(ConfigError::DataDirMissing)?;
-        let allocation_text = flags.cpu_allocation.or(file.sharding.cpu_allocation).unwrap_or_else(|| "all".to_string());
-        let cpu_allocation = allocation_text
-            .parse::<CpuAllocation>()
-            .map_err(|error| ConfigError::CpuAllocation { given: allocation_text.clone(), reason: error.to_string() })?;
-        let message_size_max_bytes = flags.message_size_max.or(file.limits.message_size_max).unwrap_or(MESSAGE_SIZE_MAX_BYTES);
+        let allocation_text =
+            flags.cpu_allocation.or(file.sharding.cpu_allocation).unwrap_or_else(|| "all".to_string());
+        let cpu_allocation = allocation_text.parse::<CpuAllocation>().map_err(|error| ConfigError::CpuAllocation {
+            given: allocation_text.clone(),
+            reason: error.to_string(),
+        })?;
+        let message_size_max_bytes =
+            flags.message_size_max.or(file.limits.message_size_max).unwrap_or(MESSAGE_SIZE_MAX_BYTES);
         if !(MESSAGE_SIZE_MIN_BYTES..=MESSAGE_SIZE_MAX_BYTES).contains(&message_size_max_bytes) {
             return Err(ConfigError::MessageSize {
                 given: message_size_max_bytes,
@@ -228,7 +234,9 @@ impl ServerConfig {
         }
         let journal_slot_count =
             flags.journal_slot_count.or(file.limits.journal_slot_count).unwrap_or(METADATA_JOURNAL_SLOT_COUNT);
-        if !(JOURNAL_SLOT_COUNT_MIN..=SLOT_COUNT_MAX).contains(&journal_slot_count) || !journal_slot_count.is_power_of_two() {
+        if !(JOURNAL_SLOT_COUNT_MIN..=SLOT_COUNT_MAX).contains(&journal_slot_count)
+            || !journal_slot_count.is_power_of_two()
+        {
             return Err(ConfigError::JournalSlotCount {
                 given: journal_slot_count,
                 min: JOURNAL_SLOT_COUNT_MIN,
@@ -294,7 +302,12 @@ format = "json"
         assert_eq!(config.replica_addresses[2], "10.0.0.3:7000".parse().unwrap());
         assert_eq!(config.message_size_max_bytes, 65536);
         assert_eq!(config.log_format, LogFormat::Json);
-        let flags = Overrides { replica: Some(2), data_dir: Some("/tmp/x".into()), log_format: Some("text".into()), ..Overrides::default() };
+        let flags = Overrides {
+            replica: Some(2),
+            data_dir: Some("/tmp/x".into()),
+            log_format: Some("text".into()),
+            ..Overrides::default()
+        };
         let config = ServerConfig::resolve(file, flags).unwrap();
         assert_eq!(config.replica, 2);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
@@ -305,7 +318,8 @@ format = "json"
     fn the_deploy_examples_parse() {
         for replica in 0..3 {
             let path = format!("{}/../deploy/shoal-{replica}.toml", env!("CARGO_MANIFEST_DIR"));
-            let config = ServerConfig::resolve(FileConfig::load(Path::new(&path)).unwrap(), Overrides::default()).unwrap();
+            let config =
+                ServerConfig::resolve(FileConfig::load(Path::new(&path)).unwrap(), Overrides::default()).unwrap();
             assert_eq!(config.replica, replica);
             assert_eq!(config.replica_addresses.len(), 3);
         }
@@ -328,7 +342,10 @@ format = "json"
         assert!(refusal("[cluster]\nreplica_count = 2\n").contains("cluster.replica_count"));
         assert!(refusal("[cluster]\nreplica = 3\nreplica_count = 3\nreplica_addresses = [\"1.1.1.1:1\",\"1.1.1.1:2\",\"1.1.1.1:3\"]\n")
             .contains("use 0..3"));
-        assert!(refusal("[cluster]\nreplica_count = 3\nreplica_addresses = [\"1.1.1.1:1\"]\n").contains("one host:port per replica"));
+        assert!(
+            refusal("[cluster]\nreplica_count = 3\nreplica_addresses = [\"1.1.1.1:1\"]\n")
+                .contains("one host:port per replica")
+        );
         assert!(refusal("[network]\nclient_address = \"localhost\"\n").contains("network.client_address"));
         assert!(refusal("[sharding]\ncpu_allocation = \"numa:x\"\n").contains("sharding.cpu_allocation"));
         assert!(refusal("[limits]\nmessage_size_max = 100\n").contains("limits.message_size_max"));

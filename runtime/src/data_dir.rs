@@ -130,11 +130,16 @@ pub fn read_identity(dir: &Path) -> Result<Option<Identity>, DataDirError> {
 pub fn format(dir: &Path, identity: Identity) -> Result<(), DataDirError> {
     std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     if let Some(existing) = read_identity(dir)? {
-        return Err(DataDirError::AlreadyFormatted { dir: dir.to_path_buf(), cluster: existing.cluster, replica: existing.replica });
+        return Err(DataDirError::AlreadyFormatted {
+            dir: dir.to_path_buf(),
+            cluster: existing.cluster,
+            replica: existing.replica,
+        });
     }
     let tmp = dir.join(IDENTITY_TMP_FILE_NAME);
     let path = dir.join(IDENTITY_FILE_NAME);
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_error("create", &tmp))?;
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_error("create", &tmp))?;
     file.write_all(&identity.encode()).map_err(io_error("write", &tmp))?;
     // The bytes must be durable before the rename makes them the identity:
     // otherwise a crash can leave a renamed, empty file.
@@ -166,7 +171,11 @@ pub fn check(dir: &Path, expected: Identity, require: Require) -> Result<Option<
         };
     };
     if found.format_version > DATA_DIR_FORMAT_VERSION {
-        return Err(DataDirError::NewerFormat { dir: dir_buf, found: found.format_version, supported: DATA_DIR_FORMAT_VERSION });
+        return Err(DataDirError::NewerFormat {
+            dir: dir_buf,
+            found: found.format_version,
+            supported: DATA_DIR_FORMAT_VERSION,
+        });
     }
     if found.cluster != expected.cluster {
         return Err(DataDirError::WrongCluster { dir: dir_buf, found: found.cluster, expected: expected.cluster });
@@ -175,7 +184,11 @@ pub fn check(dir: &Path, expected: Identity, require: Require) -> Result<Option<
         return Err(DataDirError::WrongReplica { dir: dir_buf, found: found.replica, expected: expected.replica });
     }
     if found.replica_count != expected.replica_count {
-        return Err(DataDirError::WrongReplicaCount { dir: dir_buf, found: found.replica_count, expected: expected.replica_count });
+        return Err(DataDirError::WrongReplicaCount {
+            dir: dir_buf,
+            found: found.replica_count,
+            expected: expected.replica_count,
+        });
     }
     Ok(Some(found))
 }

@@ -69,7 +69,7 @@ enum Subcommand {
     Format(FormatArgs),
     /// Run a replica on a data dir made by `format`; refuses an unformatted
     /// dir, one of another cluster or replica, or a newer format.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,7 +189,8 @@ impl StartArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true).with_writer(std::io::stderr);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -212,7 +213,7 @@ fn main() -> ExitCode {
                 Err(message) => fail(message),
             };
         }
-        Some(Subcommand::Start(args)) => (args, Require::Formatted),
+        Some(Subcommand::Start(args)) => (*args, Require::Formatted),
         None => (cli.start, Require::MatchIfFormatted),
     };
     let config = match args.config() {

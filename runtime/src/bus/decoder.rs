@@ -102,7 +102,9 @@ pub enum Expect {
 impl Expect {
     fn admits(self, peer: Peer) -> bool {
         match (self, peer) {
-            (Expect::Inbound { local_replica, .. }, Peer::Replica(index)) => local_replica.is_some_and(|local| index < local),
+            (Expect::Inbound { local_replica, .. }, Peer::Replica(index)) => {
+                local_replica.is_some_and(|local| index < local)
+            }
             (Expect::Inbound { clients, .. }, Peer::Client(_)) => clients,
             (Expect::Outbound { remote_replica }, Peer::Replica(index)) => index == remote_replica,
             (Expect::Outbound { .. }, Peer::Client(_)) => false,
@@ -133,6 +135,9 @@ impl Frame {
 }
 
 /// What `ConnectionDecoder::poll` found.
+// Frames are the common case; boxing one would add an allocation per frame
+// only to shrink the rare variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
     /// The peer's hello was accepted; frames follow.
@@ -305,7 +310,10 @@ impl ConnectionDecoder {
         let header = Header::decode(&self.buffer).map_err(|error| match error {
             HeaderError::BadChecksum => CloseReason::BadHeaderChecksum,
             HeaderError::WrongSize { size_bytes } if size_bytes > MESSAGE_SIZE_MAX_BYTES => {
-                CloseReason::FrameTooLarge { size_bytes: u64::from(size_bytes), max_bytes: self.config.message_size_max_bytes }
+                CloseReason::FrameTooLarge {
+                    size_bytes: u64::from(size_bytes),
+                    max_bytes: self.config.message_size_max_bytes,
+                }
             }
             other => CloseReason::BadHeader(other),
         })?;

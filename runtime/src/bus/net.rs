@@ -65,13 +65,26 @@ pub struct Ownership {
 }
 
 /// What a connection reports to its owner.
+// Passed by value to the callback once per frame; boxing the frame would add
+// an allocation per frame only to shrink the rare variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum BusEvent<'a> {
     /// The peer's hello was accepted; `outbox` sends to it.
-    Connected { peer: Peer, outbox: &'a Outbox },
-    Frame { peer: Peer, frame: Frame, outbox: &'a Outbox },
+    Connected {
+        peer: Peer,
+        outbox: &'a Outbox,
+    },
+    Frame {
+        peer: Peer,
+        frame: Frame,
+        outbox: &'a Outbox,
+    },
     /// The connection ended: `reason` is `None` for a clean close or an I/O error.
-    Closed { peer: Option<Peer>, reason: Option<CloseReason> },
+    Closed {
+        peer: Option<Peer>,
+        reason: Option<CloseReason>,
+    },
 }
 
 pub type OnEvent = Rc<dyn Fn(BusEvent<'_>)>;
@@ -200,7 +213,12 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub async fn bind(address: SocketAddr, expect: Expect, config: BusConfig, metrics: Arc<BusMetrics>) -> std::io::Result<Listener> {
+    pub async fn bind(
+        address: SocketAddr,
+        expect: Expect,
+        config: BusConfig,
+        metrics: Arc<BusMetrics>,
+    ) -> std::io::Result<Listener> {
         assert!(matches!(expect, Expect::Inbound { .. }), "a listener expects inbound peers");
         let listener = TcpListener::bind(address).await?;
         Ok(Listener { listener, expect, config, metrics, open: Rc::new(Cell::new(0)) })

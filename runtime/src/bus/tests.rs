@@ -94,7 +94,9 @@ fn a_client_may_send_requests_but_a_forged_prepare_closes_its_connection() {
     let (decoded, result) = decode(replica_listener(), &stream);
     assert_eq!(frames_of(&decoded), vec![request]);
     assert_eq!(result, Err(CloseReason::ClientSentReplicaCommand { command: Command::Prepare }));
-    for command in [Command::StartView, Command::DoViewChange, Command::Checkpoint, Command::StateData, Command::RejoinView] {
+    for command in
+        [Command::StartView, Command::DoViewChange, Command::Checkpoint, Command::StateData, Command::RejoinView]
+    {
         let mut stream = Hello::new(CLUSTER, Peer::Client(77)).encode().to_vec();
         stream.extend_from_slice(&frame(command, 1, &[]));
         assert_eq!(decode(replica_listener(), &stream).1.unwrap_err().label(), "client_sent_replica_command");

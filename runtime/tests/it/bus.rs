@@ -42,9 +42,10 @@ fn two_replicas_exchange_frames_over_loopback() {
     runtime.block_on(async {
         let metrics = Arc::new(BusMetrics::default());
         let inbound = Expect::Inbound { local_replica: Some(1), clients: false };
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), inbound, config(Peer::Replica(1)), metrics.clone())
-            .await
-            .unwrap();
+        let listener =
+            Listener::bind("127.0.0.1:0".parse().unwrap(), inbound, config(Peer::Replica(1)), metrics.clone())
+                .await
+                .unwrap();
         let address = listener.local_addr().unwrap();
         // Replica 1 echoes every frame back on the same connection.
         let echo: OnEvent = Rc::new(|event| {
@@ -54,7 +55,7 @@ fn two_replicas_exchange_frames_over_loopback() {
         });
         let server = compio::runtime::spawn(async move { listener.serve(None, echo).await });
 
-        let sent: Vec<Vec<u8>> = (1..=3).map(|op| frame(CLUSTER, Command::Prepare, op, &vec![op as u8; 100])).collect();
+        let sent: Vec<Vec<u8>> = (1..=3).map(|op| frame(CLUSTER, Command::Prepare, op, &[op as u8; 100])).collect();
         let received = Rc::new(RefCell::new(Vec::new()));
         let on_event: OnEvent = {
             let sent = sent.clone();
@@ -196,7 +197,8 @@ fn wire_test_each_bad_peer_is_closed_with_its_reason_and_the_listener_keeps_serv
     assert_eq!(listener.closed_by("frame_too_large"), 1);
 
     let half = frame(CLUSTER, Command::Commit, 1, &[]);
-    let stalled = listener.closes_after(&[hello(CLUSTER, Peer::Replica(1)), half[..HEADER_SIZE_BYTES / 2].to_vec()].concat());
+    let stalled =
+        listener.closes_after(&[hello(CLUSTER, Peer::Replica(1)), half[..HEADER_SIZE_BYTES / 2].to_vec()].concat());
     assert_eq!(listener.closed_by("idle_timeout"), 1);
     assert!(stalled >= IDLE_TIMEOUT, "closed after {stalled:?}, before the idle timeout");
 

@@ -53,7 +53,8 @@ fn format_writes_an_identity_and_refuses_to_format_twice() {
     let again = shoal_server(&["format", "--cluster", "42", "--replica", "1", "--replica-count", "3"], &data);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already formatted"));
-    let out_of_range = shoal_server(&["format", "--cluster", "42", "--replica", "3", "--replica-count", "3"], &dir.path().join("x"));
+    let out_of_range =
+        shoal_server(&["format", "--cluster", "42", "--replica", "3", "--replica-count", "3"], &dir.path().join("x"));
     assert!(String::from_utf8_lossy(&out_of_range.stderr).contains("use 0..3"));
 }
 
@@ -70,10 +71,18 @@ fn start_refuses_a_dir_of_another_cluster_replica_or_size() {
     format(&data, "42", "1", "3");
     let addresses = "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002";
     let ours = ["--replica-count", "3", "--replica-addresses", addresses];
-    start_refused(&data, &[&ours[..], &["--cluster", "43", "--replica", "1"]].concat(), "belongs to cluster 42, not 43");
+    start_refused(
+        &data,
+        &[&ours[..], &["--cluster", "43", "--replica", "1"]].concat(),
+        "belongs to cluster 42, not 43",
+    );
     start_refused(&data, &[&ours[..], &["--cluster", "42", "--replica", "2"]].concat(), "belongs to replica 1, not 2");
     let five = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,127.0.0.1:5";
-    start_refused(&data, &["--cluster", "42", "--replica", "1", "--replica-count", "5", "--replica-addresses", five], "formatted for 3 replicas");
+    start_refused(
+        &data,
+        &["--cluster", "42", "--replica", "1", "--replica-count", "5", "--replica-addresses", five],
+        "formatted for 3 replicas",
+    );
 }
 
 #[test]
