@@ -2,7 +2,7 @@
 //! wire test, where each kind of bad peer is closed with its counted reason
 //! while the listener keeps serving good connections.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -218,4 +218,84 @@ fn wire_test_each_bad_peer_is_closed_with_its_reason_and_the_listener_keeps_serv
     let (peer, bytes) = listener.frames.recv_timeout(TEST_TIMEOUT).expect("the good frame is delivered");
     assert_eq!((peer, bytes), (Peer::Replica(1), prepare));
     assert_eq!(listener.metrics.snapshot().closed_total(), 5);
+}
+
+#[test]
+fn a_newer_replica_connection_takes_the_owner_slot_over_and_the_old_clear_fails_harmlessly() {
+    use shoal_runtime::bus::net::Ownership;
+    use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
+
+    let runtime = build_runtime(DriverChoice::Auto).expect("runtime");
+    runtime.block_on(async {
+        let table = Arc::new(ReplicaOwnerTable::new(3, ShardCount::new(2).unwrap()));
+        // An older connection of replica 0, held by shard 0, not yet seen closed.
+        table.stamp(0, ShardId(0)).unwrap();
+        let metrics = Arc::new(BusMetrics::default());
+        let inbound = Expect::Inbound { local_replica: Some(1), clients: false };
+        let listener =
+            Listener::bind("127.0.0.1:0".parse().unwrap(), inbound, config(Peer::Replica(1)), metrics.clone())
+                .await
+                .unwrap();
+        let address = listener.local_addr().unwrap();
+        let ownership = Ownership { table: table.clone(), shard: ShardId(1) };
+        let server = compio::runtime::spawn(async move { listener.serve(Some(ownership), Rc::new(|_| {})).await });
+
+        let connected = Rc::new(Cell::new(false));
+        let on_event: OnEvent = {
+            let connected = connected.clone();
+            Rc::new(move |event| {
+                if let BusEvent::Connected { .. } = event {
+                    connected.set(true);
+                }
+            })
+        };
+        let dialer = compio::runtime::spawn({
+            let metrics = Arc::new(BusMetrics::default());
+            async move { dial(address, 1, &config(Peer::Replica(0)), &metrics, None, &on_event).await }
+        });
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        while !(connected.get() && table.owner(0) == Some(ShardId(1))) {
+            assert!(Instant::now() < deadline, "owner {:?}", table.owner(0));
+            compio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The replaced connection's late clear changes nothing.
+        assert!(table.clear(0, ShardId(0)).is_err());
+        assert_eq!(table.owner(0), Some(ShardId(1)));
+        // The newer connection closes: its shard releases the slot.
+        drop(dialer);
+        while table.owner(0).is_some() {
+            assert!(Instant::now() < deadline, "slot not released");
+            compio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(server);
+        assert_eq!(metrics.snapshot().owner_conflicts, 0);
+    });
+}
+
+#[test]
+fn a_listener_at_its_connection_limit_closes_new_connections_and_counts_them() {
+    use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+    let runtime = build_runtime(DriverChoice::Auto).expect("runtime");
+    runtime.block_on(async {
+        let metrics = Arc::new(BusMetrics::default());
+        let inbound = Expect::Inbound { local_replica: Some(2), clients: true };
+        let limited = BusConfig { connections_max: 1, ..config(Peer::Replica(2)) };
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), inbound, limited, metrics.clone()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = compio::runtime::spawn(async move { listener.serve(None, Rc::new(|_| {})).await });
+
+        let mut first = compio::net::TcpStream::connect(address).await.unwrap();
+        let compio::BufResult(written, _) = first.write_all(hello(CLUSTER, Peer::Client(1))).await;
+        written.unwrap();
+        let compio::BufResult(read, _) = first.read_exact(vec![0u8; HELLO_SIZE_BYTES]).await;
+        read.expect("the first connection is served");
+
+        let mut second = compio::net::TcpStream::connect(address).await.unwrap();
+        let compio::BufResult(read, _) =
+            compio::time::timeout(TEST_TIMEOUT, second.read(Vec::with_capacity(64))).await.expect("closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "the second connection is closed: {read:?}");
+        assert_eq!(metrics.snapshot().closed_by("listener_full"), 1);
+        drop(server);
+    });
 }
