@@ -6,12 +6,13 @@
 //! exactly a prefix of the frames sent (every byte is under a checksum, so a
 //! corruption may close the connection early but never forge a frame); an
 //! undamaged stream must yield every frame, or stop exactly at the first
-//! replica-only command of a client; the receive buffer never exceeds its bound.
+//! oversized frame or replica-only command of a client; the receive buffer
+//! never exceeds its bound.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shoal_runtime::bus::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer, client_may_send};
-use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 
 const CLUSTER: u128 = 0xf022;
 const MESSAGE_SIZE_MAX_BYTES: u32 = 2048;
@@ -44,7 +45,8 @@ fuzz_target!(|data: &[u8]| {
     let mut boundaries = vec![stream.len()];
     for _ in 0..usize::from(input.byte()) % (FRAMES_MAX + 1) {
         let command = Command::ALL[usize::from(input.byte()) % Command::ALL.len()];
-        let body_size_bytes = usize::from(input.u16()) % (MESSAGE_SIZE_MAX_BYTES as usize);
+        // Up to 64 bytes over the limit, so oversized frames are built too.
+        let body_size_bytes = usize::from(input.u16()) % (MESSAGE_SIZE_MAX_BYTES as usize - HEADER_SIZE_BYTES + 64);
         let body: Vec<u8> = (0..body_size_bytes).map(|_| input.byte()).collect();
         let mut header = Header::new(command, CLUSTER);
         header.op = u64::from(input.byte());
@@ -96,21 +98,21 @@ fuzz_target!(|data: &[u8]| {
     if corrupted {
         return;
     }
-    // Undamaged: the only reasons to stop early are the peer's role, a
-    // replica-only command from a client, and the truncation.
+    // Undamaged: the only reasons to stop early are the peer's role, an
+    // oversized frame, a replica-only command from a client, and the truncation.
     if !matches!(peer, Peer::Replica(0 | 1) | Peer::Client(_)) {
         let stopped = matches!(close, Some(CloseReason::UnexpectedPeer { .. } | CloseReason::TruncatedAtEof { .. }));
         assert!(stopped || (close.is_none() && truncated_to == 0), "{close:?}");
         assert!(frames.is_empty());
         return;
     }
-    let forbidden = match peer {
-        Peer::Client(_) => sent.iter().position(|frame| {
-            let header = Header::decode(frame).expect("sealed");
-            !client_may_send(header.command)
-        }),
-        Peer::Replica(_) => None,
-    };
+    // The first frame the decoder must refuse: too large, or a replica-only
+    // command from a client.
+    let forbidden = sent.iter().position(|frame| {
+        let header = Header::decode(frame).expect("sealed");
+        frame.len() > MESSAGE_SIZE_MAX_BYTES as usize
+            || (matches!(peer, Peer::Client(_)) && !client_may_send(header.command))
+    });
     let whole = boundaries.iter().skip(1).take_while(|end| **end <= truncated_to).count();
     let expected = forbidden.map_or(whole, |index| index.min(whole));
     assert_eq!(frames.len(), expected, "close {close:?}");
@@ -119,7 +121,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(truncated_to == 0 || boundaries.contains(&truncated_to));
             assert!(forbidden.is_none_or(|index| index >= whole));
         }
-        Some(CloseReason::ClientSentReplicaCommand { .. }) => assert!(forbidden.is_some_and(|index| index <= whole)),
+        Some(CloseReason::ClientSentReplicaCommand { .. } | CloseReason::FrameTooLarge { .. }) => {
+            assert!(forbidden.is_some_and(|index| index <= whole));
+        }
         Some(CloseReason::TruncatedAtEof { .. }) => assert!(!boundaries.contains(&truncated_to) || truncated_to == 0),
         Some(other) => panic!("undamaged stream closed with {other:?}"),
     }
