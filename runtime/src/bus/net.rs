@@ -17,6 +17,7 @@ use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use shoal_shard::owner_table::{OwnerError, ReplicaOwnerTable, ShardId};
 
+use super::backoff::Backoff;
 use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Frame};
 use super::hello::{Hello, Peer};
 use super::metrics::BusMetrics;
@@ -263,6 +264,35 @@ impl Listener {
             })
             .detach();
         }
+    }
+}
+
+/// Dial replica `remote` until the returned future is dropped: run each
+/// connection to its end, then wait a jittered, exponentially growing delay
+/// (`Backoff`) before the next attempt. The delay starts over after a
+/// connection whose handshake completed, so a peer restart is redialled fast.
+#[allow(clippy::too_many_arguments)]
+pub async fn dial_forever(
+    address: SocketAddr,
+    remote: u8,
+    config: &BusConfig,
+    metrics: &Arc<BusMetrics>,
+    ownership: Option<&Ownership>,
+    on_event: &OnEvent,
+    backoff: &mut Backoff,
+) {
+    loop {
+        let handshakes_before = metrics.handshakes_completed.load(std::sync::atomic::Ordering::Relaxed);
+        match dial(address, remote, config, metrics, ownership, on_event).await {
+            Ok(reason) => tracing::info!(remote, ?reason, "connection to replica ended; redialling"),
+            Err(error) => tracing::debug!(remote, %address, %error, "cannot reach replica"),
+        }
+        // Shared counters: another connection's handshake may also count, which
+        // only resets the delay early (never lengthens it).
+        if metrics.handshakes_completed.load(std::sync::atomic::Ordering::Relaxed) > handshakes_before {
+            backoff.reset();
+        }
+        compio::time::sleep(Duration::from_millis(backoff.next_delay_ms())).await;
     }
 }
 

@@ -299,3 +299,46 @@ fn a_listener_at_its_connection_limit_closes_new_connections_and_counts_them() {
         drop(server);
     });
 }
+
+#[test]
+fn a_replica_redials_with_backoff_until_its_peer_listens() {
+    use shoal_runtime::bus::Backoff;
+    use shoal_runtime::bus::net::dial_forever;
+
+    let runtime = build_runtime(DriverChoice::Auto).expect("runtime");
+    runtime.block_on(async {
+        // A port nobody listens on yet.
+        let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let connected = Rc::new(Cell::new(false));
+        let on_event: OnEvent = {
+            let connected = connected.clone();
+            Rc::new(move |event| {
+                if let BusEvent::Connected { .. } = event {
+                    connected.set(true);
+                }
+            })
+        };
+        let dial_metrics = Arc::new(BusMetrics::default());
+        let dialer = compio::runtime::spawn({
+            let dial_metrics = dial_metrics.clone();
+            async move {
+                let mut backoff = Backoff::new(7);
+                dial_forever(address, 1, &config(Peer::Replica(0)), &dial_metrics, None, &on_event, &mut backoff).await
+            }
+        });
+        compio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!connected.get());
+        let inbound = Expect::Inbound { local_replica: Some(1), clients: false };
+        let listener =
+            Listener::bind(address, inbound, config(Peer::Replica(1)), Arc::new(BusMetrics::default())).await.unwrap();
+        let server = compio::runtime::spawn(async move { listener.serve(None, Rc::new(|_| {})).await });
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        while !connected.get() {
+            assert!(Instant::now() < deadline, "never redialled");
+            compio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(dial_metrics.snapshot().handshakes_completed, 1);
+        drop(dialer);
+        drop(server);
+    });
+}
