@@ -9,6 +9,9 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod bootstrap;
+pub mod bus;
+pub mod config;
+pub mod data_dir;
 pub mod pinning;
 pub mod real_io;
 

@@ -18,7 +18,9 @@ use clap::Parser;
 use shoal_runtime::bootstrap::{
     BootstrapConfig, JOIN_TIMEOUT_DEFAULT, ShardContext, install_signal_handler, run_shards, wait_for_shutdown,
 };
-use shoal_runtime::pinning::{CpuAllocation, CpuTopology};
+use shoal_runtime::config::{ConfigError, FileConfig, LogFormat, Overrides, ServerConfig};
+use shoal_runtime::data_dir::{self, Identity, Require};
+use shoal_runtime::pinning::CpuTopology;
 use shoal_runtime::{DriverChoice, RealIo};
 use shoal_shard::handoff::{
     HandoffError, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot, replay_metadata,
@@ -39,34 +41,103 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 /// replay the metadata WAL in --data-dir and hand the catalogue to the other
 /// shards, and exits cleanly on Ctrl-C (SIGINT/SIGTERM) or when any shard
 /// fails. It does not yet accept connections or run VSR.
+///
+/// `shoal-server format ... DIR` creates a data dir with its identity;
+/// `shoal-server start ...` runs a replica on a formatted dir only. Without a
+/// subcommand it starts as before: the data dir is created if missing, and
+/// its identity, if it has one, must match.
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal-server",
     version,
     about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle, metadata WAL replay and handoff only, no network/VSR yet)",
-    long_about
+    long_about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
-struct Args {
-    /// Directory for this replica's data (WAL, superblock, partitions). Created if missing.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+    #[command(flatten)]
+    start: StartArgs,
+}
 
-    /// This replica's index in the cluster (0-based, less than --replica-count).
-    #[arg(long, default_value_t = 0)]
-    replica: u8,
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Create a replica's data dir: writes its identity (cluster, replica,
+    /// replica count, format version) durably. Refuses a dir already formatted.
+    Format(FormatArgs),
+    /// Run a replica on a data dir made by `format`; refuses an unformatted
+    /// dir, one of another cluster or replica, or a newer format.
+    Start(Box<StartArgs>),
+}
 
-    /// Cluster id (decimal u128): every WAL and superblock in --data-dir
-    /// belongs to it, and one of another cluster is refused.
-    #[arg(long, default_value_t = 0)]
+#[derive(Debug, clap::Args)]
+struct FormatArgs {
+    /// Cluster id (decimal u128) every replica of the cluster shares.
+    #[arg(long)]
     cluster: u128,
-
+    /// This replica's index (0-based, less than --replica-count).
+    #[arg(long)]
+    replica: u8,
     /// Number of replicas in the cluster: 1, 3 or 5.
-    #[arg(long, default_value_t = 1, value_parser = parse_replica_count)]
+    #[arg(long)]
     replica_count: u8,
+    /// The data directory to create.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+}
 
-    /// sharding.cpu_allocation: `all`, a CPU list `0,2,5`, a range `0-3`, or `numa:N`.
-    #[arg(long, default_value = "all")]
-    cpu_allocation: CpuAllocation,
+/// Every setting can come from --config FILE; a flag given here wins over the file.
+#[derive(Debug, Clone, clap::Args)]
+struct StartArgs {
+    /// TOML config file (see deploy/shoal-0.toml); flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// storage.data_dir: this replica's data (identity, WAL, superblock, partitions).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// cluster.replica: this replica's index (0-based, less than the replica count). Default 0.
+    #[arg(long)]
+    replica: Option<u8>,
+
+    /// cluster.id: the cluster id (decimal u128); a data dir of another cluster is refused. Default 0.
+    #[arg(long)]
+    cluster: Option<u128>,
+
+    /// cluster.replica_count: number of replicas in the cluster, 1, 3 or 5. Default 1.
+    #[arg(long)]
+    replica_count: Option<u8>,
+
+    /// cluster.replica_addresses: host:port of every replica, in replica order, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+    replica_addresses: Option<Vec<String>>,
+
+    /// network.client_address: host:port clients connect to.
+    #[arg(long, value_name = "ADDR")]
+    client_address: Option<String>,
+
+    /// network.metrics_address: host:port serving metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_address: Option<String>,
+
+    /// sharding.cpu_allocation: `all`, a CPU list `0,2,5`, a range `0-3`, or `numa:N`. Default `all`.
+    #[arg(long)]
+    cpu_allocation: Option<String>,
+
+    /// limits.message_size_max: the largest message in bytes, header included; the same on every replica.
+    #[arg(long, value_name = "BYTES")]
+    message_size_max: Option<u32>,
+
+    /// limits.journal_slot_count: prepare journal slots per VSR group (a power of two).
+    #[arg(long, value_name = "SLOTS")]
+    journal_slot_count: Option<u64>,
+
+    /// logging.format: `text` (default) or `json`.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
 
     /// Do not pin shard threads to their CPUs (shards still count one per CPU).
     #[arg(long)]
@@ -92,40 +163,96 @@ struct Args {
     test_shard_count: Option<usize>,
 }
 
-fn parse_replica_count(text: &str) -> Result<u8, String> {
-    match text.parse::<u8>() {
-        Ok(count @ (1 | 3 | 5)) => Ok(count),
-        _ => Err(format!("replica count must be 1, 3 or 5, not {text:?}")),
+impl StartArgs {
+    fn config(&self) -> Result<ServerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let flags = Overrides {
+            cluster: self.cluster,
+            replica: self.replica,
+            replica_count: self.replica_count,
+            replica_addresses: self.replica_addresses.clone(),
+            client_address: self.client_address.clone(),
+            metrics_address: self.metrics_address.clone(),
+            data_dir: self.data_dir.clone(),
+            cpu_allocation: self.cpu_allocation.clone(),
+            message_size_max: self.message_size_max,
+            journal_slot_count: self.journal_slot_count,
+            log_format: self.log_format.clone(),
+        };
+        ServerConfig::resolve(file, flags)
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_thread_names(true).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("shoal-server: {message}");
+    ExitCode::from(1)
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_thread_names(true)
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-    match run(args) {
-        Ok(code) => code,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("shoal-server: {message}");
-            ExitCode::from(1)
+    let cli = Cli::parse();
+    let (args, require) = match cli.command {
+        Some(Subcommand::Format(format)) => {
+            init_logging(LogFormat::Text);
+            return match run_format(&format) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(message),
+            };
         }
+        Some(Subcommand::Start(args)) => (*args, Require::Formatted),
+        None => (cli.start, Require::MatchIfFormatted),
+    };
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("shoal-server: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(config.log_format);
+    match run(args, config, require) {
+        Ok(code) => code,
+        Err(message) => fail(message),
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, String> {
+fn run_format(args: &FormatArgs) -> Result<(), String> {
+    if !matches!(args.replica_count, 1 | 3 | 5) {
+        return Err(format!("--replica-count {} is not a cluster size: use 1, 3 or 5", args.replica_count));
+    }
     if args.replica >= args.replica_count {
         return Err(format!(
             "--replica {} is out of range for --replica-count {}: use 0..{}",
             args.replica, args.replica_count, args.replica_count
         ));
     }
+    let identity = Identity::new(args.cluster, args.replica, args.replica_count);
+    data_dir::format(&args.dir, identity).map_err(|error| error.to_string())?;
+    tracing::info!(
+        dir = %args.dir.display(),
+        cluster = args.cluster,
+        replica = args.replica,
+        replica_count = args.replica_count,
+        "data dir formatted"
+    );
+    Ok(())
+}
+
+fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCode, String> {
     if !(args.shutdown_timeout_secs.is_finite() && args.shutdown_timeout_secs > 0.0) {
         return Err("--shutdown-timeout-secs must be a positive number of seconds".to_string());
     }
@@ -133,10 +260,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Some(driver) => driver,
         None => DriverChoice::from_env().map_err(|error| error.to_string())?,
     };
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|error| format!("cannot create --data-dir {}: {error}", args.data_dir.display()))?;
+    let expected = Identity::new(config.cluster, config.replica, config.replica_count);
+    if require == Require::MatchIfFormatted {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|error| format!("cannot create --data-dir {}: {error}", config.data_dir.display()))?;
+    }
+    let identity = data_dir::check(&config.data_dir, expected, require).map_err(|error| error.to_string())?;
     let topology = CpuTopology::detect().map_err(|error| error.to_string())?;
-    let mut cpus = topology.resolve(&args.cpu_allocation).map_err(|error| error.to_string())?;
+    let mut cpus = topology.resolve(&config.cpu_allocation).map_err(|error| error.to_string())?;
     if let Some(count) = args.test_shard_count {
         // Unpinned (clap enforces --no-pin), so a CPU may appear twice.
         cpus = (0..count).map(|index| cpus[index % cpus.len()]).collect();
@@ -147,17 +278,19 @@ fn run(args: Args) -> Result<ExitCode, String> {
     install_signal_handler(&shutdown).map_err(|error| error.to_string())?;
 
     tracing::info!(
-        replica = args.replica,
-        replica_count = args.replica_count,
-        data_dir = %args.data_dir.display(),
-        cpu_allocation = %args.cpu_allocation,
+        cluster = config.cluster,
+        replica = config.replica,
+        replica_count = config.replica_count,
+        data_dir = %config.data_dir.display(),
+        formatted = identity.is_some(),
+        cpu_allocation = %config.cpu_allocation,
         shards = cpus.len(),
         ?driver,
         "starting shards (skeleton: metadata handoff, then idle until shutdown)"
     );
     let handoff = Arc::new(Handoff::new(cpus.len()));
-    let data_dir = Arc::new(args.data_dir.clone());
-    let group = MetadataGroup { cluster: args.cluster, replica: args.replica };
+    let data_dir = Arc::new(config.data_dir.clone());
+    let group = MetadataGroup { cluster: config.cluster, replica: config.replica };
     let fail_shard_zero = args.test_fail_shard_zero.clone();
     let config = BootstrapConfig {
         pin: !args.no_pin,

@@ -4,7 +4,9 @@
 //! threads are allowed here.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod bus;
 mod journal_conformance;
 mod real_io;
 mod server;
+mod server_config;
 mod support;

@@ -1,0 +1,26 @@
+//! The TCP message bus: how replicas and clients exchange VSR frames.
+//!
+//! Owns the wire handshake (`hello`), the pure connection decoder
+//! (`decoder`: bytes to verified frames or a typed close reason), bounded send
+//! queues, the dial rule and reconnect backoff, counters, and a small compio
+//! layer (`net`) that runs the decoder on real sockets. Knows nothing of VSR
+//! state: a verified frame is handed to a callback, which routes it.
+//!
+//! Invariant: nothing a peer sends can panic the server or grow its memory
+//! past `message_size_max` per connection plus the send queue bounds.
+
+pub mod backoff;
+pub mod decoder;
+pub mod hello;
+pub mod metrics;
+pub mod net;
+pub mod send_queue;
+
+#[cfg(test)]
+mod tests;
+
+pub use backoff::{Backoff, RECONNECT_DELAY_MAX_MS, RECONNECT_DELAY_MIN_MS, accepts_from, replicas_to_dial};
+pub use decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Frame, client_may_send};
+pub use hello::{BUS_PROTOCOL_VERSION, HELLO_SIZE_BYTES, Hello, Peer};
+pub use metrics::{BusMetrics, BusMetricsSnapshot};
+pub use send_queue::{Outbox, SEND_QUEUE_BYTES_MAX, SEND_QUEUE_FRAMES_MAX, SendDropped, outbox};

@@ -1,0 +1,357 @@
+//! `shoal-server`'s settings: a TOML file, overridden by flags, checked into
+//! one `ServerConfig`.
+//!
+//! Owns the file schema, the defaults and the validation; every refusal is a
+//! `ConfigError` naming the key and the fix. Knows nothing of clap: the binary
+//! maps its flags onto `Overrides`, so the merge is testable without a process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT;
+use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
+use shoal_vsr::journal::SLOT_COUNT_MAX;
+
+use crate::pinning::CpuAllocation;
+
+/// The smallest journal: enough slots for a pipeline plus a checkpoint interval.
+pub const JOURNAL_SLOT_COUNT_MIN: u64 = 64;
+/// The smallest `limits.message_size_max`: a header and a small body.
+pub const MESSAGE_SIZE_MIN_BYTES: u32 = 4096;
+const _: () = assert!(MESSAGE_SIZE_MIN_BYTES as usize > HEADER_SIZE_BYTES);
+const _: () = assert!(JOURNAL_SLOT_COUNT_MIN <= METADATA_JOURNAL_SLOT_COUNT);
+
+/// The config file. Every key is optional; unknown keys are refused so a
+/// misspelt setting is not silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub network: NetworkSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub sharding: ShardingSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// A u128 does not fit TOML's i64: a small id may be an integer, any id a
+    /// decimal string.
+    pub id: Option<ClusterId>,
+    pub replica: Option<u8>,
+    pub replica_count: Option<u8>,
+    pub replica_addresses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ClusterId {
+    Integer(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    pub client_address: Option<String>,
+    pub metrics_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardingSection {
+    pub cpu_allocation: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub message_size_max: Option<u32>,
+    pub journal_slot_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    pub format: Option<String>,
+}
+
+/// Flags given on the command line; each, when set, wins over the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub cluster: Option<u128>,
+    pub replica: Option<u8>,
+    pub replica_count: Option<u8>,
+    pub replica_addresses: Option<Vec<String>>,
+    pub client_address: Option<String>,
+    pub metrics_address: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cpu_allocation: Option<String>,
+    pub message_size_max: Option<u32>,
+    pub journal_slot_count: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub cluster: u128,
+    pub replica: u8,
+    pub replica_count: u8,
+    /// Empty, or one address per replica, indexed by replica.
+    pub replica_addresses: Vec<SocketAddr>,
+    pub client_address: Option<SocketAddr>,
+    pub metrics_address: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub cpu_allocation: CpuAllocation,
+    pub message_size_max_bytes: u32,
+    pub journal_slot_count: u64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; check the --config path and its permissions")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("storage.data_dir is not set: set it in the config file or pass --data-dir DIR")]
+    DataDirMissing,
+    #[error(
+        "cluster.id {given:?} is not a decimal u128: write it as an integer or a quoted decimal string, e.g. id = \"1\""
+    )]
+    ClusterId { given: String },
+    #[error("cluster.replica_count is {count}: a cluster has 1, 3 or 5 replicas")]
+    ReplicaCount { count: u8 },
+    #[error("cluster.replica is {replica}, out of range for cluster.replica_count {count}: use 0..{count}")]
+    ReplicaOutOfRange { replica: u8, count: u8 },
+    #[error(
+        "cluster.replica_addresses lists {listed} addresses for cluster.replica_count {count}: list one \
+         host:port per replica, in replica order"
+    )]
+    ReplicaAddresses { listed: usize, count: u8 },
+    #[error("{key} = {given:?} is not an address: write host:port with a numeric IP, e.g. \"10.0.0.1:7000\"")]
+    Address { key: &'static str, given: String },
+    #[error("sharding.cpu_allocation {given:?}: {reason}")]
+    CpuAllocation { given: String, reason: String },
+    #[error("limits.message_size_max is {given} bytes: set it within {min}..={max} (the same on every replica)")]
+    MessageSize { given: u32, min: u32, max: u32 },
+    #[error("limits.journal_slot_count is {given}: set a power of two within {min}..={max}")]
+    JournalSlotCount { given: u64, min: u64, max: u64 },
+    #[error("logging.format {given:?} is unknown: use \"text\" or \"json\"")]
+    LogFormat { given: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+    }
+
+    /// The TOML error names the line and the key (an unknown or mistyped one).
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_string())
+    }
+}
+
+fn address(key: &'static str, given: &str) -> Result<SocketAddr, ConfigError> {
+    given.parse().map_err(|_| ConfigError::Address { key, given: given.to_string() })
+}
+
+impl ServerConfig {
+    /// Merge `file` (if any) under `flags` and check the result.
+    pub fn resolve(file: FileConfig, flags: Overrides) -> Result<ServerConfig, ConfigError> {
+        let cluster = match (flags.cluster, file.cluster.id) {
+            (Some(id), _) => id,
+            (None, Some(ClusterId::Integer(id))) => u128::from(id),
+            (None, Some(ClusterId::Text(text))) => {
+                text.trim().parse().map_err(|_| ConfigError::ClusterId { given: text })?
+            }
+            (None, None) => 0,
+        };
+        let replica_count = flags.replica_count.or(file.cluster.replica_count).unwrap_or(1);
+        if !matches!(replica_count, 1 | 3 | 5) {
+            return Err(ConfigError::ReplicaCount { count: replica_count });
+        }
+        let replica = flags.replica.or(file.cluster.replica).unwrap_or(0);
+        if replica >= replica_count {
+            return Err(ConfigError::ReplicaOutOfRange { replica, count: replica_count });
+        }
+        let listed = flags.replica_addresses.or(file.cluster.replica_addresses).unwrap_or_default();
+        // One replica needs no peers; a cluster needs every peer's address.
+        if (replica_count > 1 || !listed.is_empty()) && listed.len() != usize::from(replica_count) {
+            return Err(ConfigError::ReplicaAddresses { listed: listed.len(), count: replica_count });
+        }
+        let replica_addresses =
+            listed.iter().map(|given| address("cluster.replica_addresses", given)).collect::<Result<Vec<_>, _>>()?;
+        let client_address = flags
+            .client_address
+            .or(file.network.client_address)
+            .map(|given| address("network.client_address", &given))
+            .transpose()?;
+        let metrics_address = flags
+            .metrics_address
+            .or(file.network.metrics_address)
+            .map(|given| address("network.metrics_address", &given))
+            .transpose()?;
+        let data_dir = flags.data_dir.or(file.storage.data_dir).ok_or(ConfigError::DataDirMissing)?;
+        let allocation_text =
+            flags.cpu_allocation.or(file.sharding.cpu_allocation).unwrap_or_else(|| "all".to_string());
+        let cpu_allocation = allocation_text.parse::<CpuAllocation>().map_err(|error| ConfigError::CpuAllocation {
+            given: allocation_text.clone(),
+            reason: error.to_string(),
+        })?;
+        let message_size_max_bytes =
+            flags.message_size_max.or(file.limits.message_size_max).unwrap_or(MESSAGE_SIZE_MAX_BYTES);
+        if !(MESSAGE_SIZE_MIN_BYTES..=MESSAGE_SIZE_MAX_BYTES).contains(&message_size_max_bytes) {
+            return Err(ConfigError::MessageSize {
+                given: message_size_max_bytes,
+                min: MESSAGE_SIZE_MIN_BYTES,
+                max: MESSAGE_SIZE_MAX_BYTES,
+            });
+        }
+        let journal_slot_count =
+            flags.journal_slot_count.or(file.limits.journal_slot_count).unwrap_or(METADATA_JOURNAL_SLOT_COUNT);
+        if !(JOURNAL_SLOT_COUNT_MIN..=SLOT_COUNT_MAX).contains(&journal_slot_count)
+            || !journal_slot_count.is_power_of_two()
+        {
+            return Err(ConfigError::JournalSlotCount {
+                given: journal_slot_count,
+                min: JOURNAL_SLOT_COUNT_MIN,
+                max: SLOT_COUNT_MAX,
+            });
+        }
+        let log_format = match flags.log_format.or(file.logging.format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(ConfigError::LogFormat { given: other.to_string() }),
+        };
+        Ok(ServerConfig {
+            cluster,
+            replica,
+            replica_count,
+            replica_addresses,
+            client_address,
+            metrics_address,
+            data_dir,
+            cpu_allocation,
+            message_size_max_bytes,
+            journal_slot_count,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE_NODES: &str = r#"
+[cluster]
+id = "340282366920938463463374607431768211455"
+replica = 1
+replica_count = 3
+replica_addresses = ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
+
+[network]
+client_address = "0.0.0.0:8000"
+metrics_address = "127.0.0.1:9100"
+
+[storage]
+data_dir = "/var/lib/shoal"
+
+[sharding]
+cpu_allocation = "0-1"
+
+[limits]
+message_size_max = 65536
+journal_slot_count = 4096
+
+[logging]
+format = "json"
+"#;
+
+    #[test]
+    fn a_full_file_resolves_and_flags_override_it() {
+        let file = FileConfig::parse(THREE_NODES).unwrap();
+        let config = ServerConfig::resolve(file.clone(), Overrides::default()).unwrap();
+        assert_eq!(config.cluster, u128::MAX);
+        assert_eq!((config.replica, config.replica_count), (1, 3));
+        assert_eq!(config.replica_addresses[2], "10.0.0.3:7000".parse().unwrap());
+        assert_eq!(config.message_size_max_bytes, 65536);
+        assert_eq!(config.log_format, LogFormat::Json);
+        let flags = Overrides {
+            replica: Some(2),
+            data_dir: Some("/tmp/x".into()),
+            log_format: Some("text".into()),
+            ..Overrides::default()
+        };
+        let config = ServerConfig::resolve(file, flags).unwrap();
+        assert_eq!(config.replica, 2);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_deploy_examples_parse() {
+        for replica in 0..3 {
+            let path = format!("{}/../deploy/shoal-{replica}.toml", env!("CARGO_MANIFEST_DIR"));
+            let config =
+                ServerConfig::resolve(FileConfig::load(Path::new(&path)).unwrap(), Overrides::default()).unwrap();
+            assert_eq!(config.replica, replica);
+            assert_eq!(config.replica_addresses.len(), 3);
+        }
+    }
+
+    fn refusal(text: &str) -> String {
+        match FileConfig::parse(text) {
+            Err(message) => message,
+            Ok(file) => ServerConfig::resolve(file, Overrides { data_dir: Some("/d".into()), ..Overrides::default() })
+                .unwrap_err()
+                .to_string(),
+        }
+    }
+
+    #[test]
+    fn each_bad_setting_is_refused_naming_its_key() {
+        assert!(refusal("[cluster]\nreplcia = 1\n").contains("replcia"));
+        assert!(refusal("[cluster]\nid = \"0x5\"\n").contains("cluster.id"));
+        assert!(refusal("[cluster]\nid = -1\n").contains("id"));
+        assert!(refusal("[cluster]\nreplica_count = 2\n").contains("cluster.replica_count"));
+        assert!(refusal("[cluster]\nreplica = 3\nreplica_count = 3\nreplica_addresses = [\"1.1.1.1:1\",\"1.1.1.1:2\",\"1.1.1.1:3\"]\n")
+            .contains("use 0..3"));
+        assert!(
+            refusal("[cluster]\nreplica_count = 3\nreplica_addresses = [\"1.1.1.1:1\"]\n")
+                .contains("one host:port per replica")
+        );
+        assert!(refusal("[network]\nclient_address = \"localhost\"\n").contains("network.client_address"));
+        assert!(refusal("[sharding]\ncpu_allocation = \"numa:x\"\n").contains("sharding.cpu_allocation"));
+        assert!(refusal("[limits]\nmessage_size_max = 100\n").contains("limits.message_size_max"));
+        assert!(refusal("[limits]\njournal_slot_count = 1000\n").contains("power of two"));
+        assert!(refusal("[logging]\nformat = \"xml\"\n").contains("logging.format"));
+        let missing = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap_err();
+        assert!(missing.to_string().contains("--data-dir"));
+    }
+}
