@@ -33,7 +33,12 @@ pub enum PartitionKind {
     /// A split in which one node outside `side` still talks to both sides:
     /// a minority that reaches exactly one member of the majority (the
     /// schedule that lets a deposed primary keep a stale backup busy).
-    Bridged { side: BTreeSet<NodeId>, bridge: NodeId },
+    ///
+    /// With `blind_to`, the bridge also cannot exchange messages with that
+    /// one node of the other side (typically the new primary): a stale-view
+    /// replica that keeps talking to newer-view backups for as long as the
+    /// partition lasts without hearing of their view from its primary.
+    Bridged { side: BTreeSet<NodeId>, bridge: NodeId, blind_to: Option<NodeId> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +173,10 @@ impl Network {
                     return PartitionKind::Split { side };
                 }
                 let bridge = outside[self.below(outside.len() as u64) as usize];
-                PartitionKind::Bridged { side, bridge }
+                let others: Vec<NodeId> = outside.iter().copied().filter(|node| *node != bridge).collect();
+                let blind_draw = self.below(2 * others.len().max(1) as u64) as usize;
+                let blind_to = others.get(blind_draw).copied();
+                PartitionKind::Bridged { side, bridge, blind_to }
             }
             1 => {
                 let from = self.below(n) as NodeId;
@@ -199,12 +207,11 @@ impl Network {
                 from < self.replica_count && to < self.replica_count && side.contains(&from) != side.contains(&to)
             }
             PartitionKind::OneWay { from: a, to: b } => from == *a && to == *b,
-            PartitionKind::Bridged { side, bridge } => {
-                from < self.replica_count
-                    && to < self.replica_count
-                    && from != *bridge
-                    && to != *bridge
-                    && side.contains(&from) != side.contains(&to)
+            PartitionKind::Bridged { side, bridge, blind_to } => {
+                let blind =
+                    blind_to.is_some_and(|blind| (from, to) == (*bridge, blind) || (from, to) == (blind, *bridge));
+                let split = from != *bridge && to != *bridge && side.contains(&from) != side.contains(&to);
+                from < self.replica_count && to < self.replica_count && (split || blind)
             }
             PartitionKind::Isolate { node } => {
                 (from == *node || to == *node) && from < self.replica_count && to < self.replica_count
