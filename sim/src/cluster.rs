@@ -1524,7 +1524,7 @@ impl Cluster {
             // A late reply to an earlier register: that session is gone.
             return;
         }
-        client.view_guess = header.view;
+        client.view_guess = client.view_guess.max(header.view);
         let in_flight = client.in_flight.take().expect("checked above");
         if registering {
             client.registered = true;
@@ -1584,7 +1584,10 @@ impl Cluster {
     fn on_eviction(&mut self, index: u32, group: usize, header: &Header) {
         let client = &mut self.clients[index as usize];
         let current = client.registered && client.in_flight.as_ref().is_some_and(|f| f.request == header.request);
-        if !current {
+        // From a view older than one this client already had a reply from:
+        // a deposed primary answering from its stale session table (view-churn
+        // seed 16672, swarm seed 11155). Only the current view may evict.
+        if !current || header.view < client.view_guess {
             return;
         }
         let id = client.id;

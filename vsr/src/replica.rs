@@ -1755,6 +1755,12 @@ impl<S: StateMachine> Replica<S> {
             crate::marks::hit(crate::marks::CHECKPOINT_FROM_NEWER_VIEW);
             self.status = Status::Recovering;
             self.pipeline.clear();
+            // Its old view is over: a start_view of it (from the deposed
+            // primary, answering this replica's own probes) may end below
+            // the checkpoint just restored (view-churn seed 16828). The view
+            // is a promise, durable before any probe claims it.
+            self.view = message.header.view;
+            self.write_superblock();
             self.request_start_view(self.primary_index(message.header.view));
         }
         // Only the checkpoint itself is vouched for. The sender's commit

@@ -17,7 +17,11 @@
 //! must not send that request again under a new session — the new session
 //! has no memory of the old one, so a replay could apply it twice. It
 //! reports the request as indeterminate to its caller, registers again and
-//! goes on with new requests.
+//! goes on with new requests. It believes an eviction only from a view at
+//! least as new as the newest it had a reply from: a deposed primary still
+//! answers from its stale table. And it takes a register reply only for a
+//! session newer than its last (a late reply to an earlier register names a
+//! session that is gone).
 
 use std::collections::BTreeMap;
 

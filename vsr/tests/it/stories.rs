@@ -78,9 +78,17 @@ fn a_deposed_primary_never_commits_through_a_backup_holding_a_newer_views_checkp
         "a view-0 backup that learns of view 2 stops taking part in view 0"
     );
 
-    // R0 keeps retransmitting its pipeline to R1.
+    // R0 keeps retransmitting its pipeline to R1, and answers R1's probes
+    // with view 0's start_view: R1 must take neither (view-churn seed 16828:
+    // a start_view of its old view ending below the restored checkpoint).
     cluster.run(&[0, 1], 30);
     assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+    assert_eq!(
+        cluster.replica(1).stats().committed_conflicts,
+        0,
+        "R1 was offered view 0's log after view 2's checkpoint"
+    );
+    assert!(cluster.replica(1).view() >= 2, "R1 learned from the checkpoint that view 0 is over");
     assert_eq!(cluster.replica(0).commit_max(), 12, "the deposed primary commits nothing");
     assert!((0..8).all(|index| !cluster.replied(client(index), 1)), "no client was told a deposed op committed");
 
