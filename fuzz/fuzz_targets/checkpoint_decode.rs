@@ -90,7 +90,8 @@ fn check_file(original: &Checkpoint, input: &mut Input<'_>) {
         file[copy * region_size_bytes..(copy + 1) * region_size_bytes].copy_from_slice(&region);
         changed
     } else {
-        mutate(&mut file, input, file.len() + 64)
+        let size_max_bytes = file.len() + 64;
+        mutate(&mut file, input, size_max_bytes)
     };
     let io = SimIo::new(0);
     block_on_ready(create_file(&io));
