@@ -111,12 +111,18 @@ fn decode(bytes: &[u8], capacity: usize) -> Option<(AppendLog, ClientSessions)> 
     if let Ok(table) = &table {
         assert_eq!(table.capacity(), capacity);
         assert!(table.len() <= capacity);
-        assert_eq!(Some(table.len()), count, "a session table decoded to fewer sessions than its count");
+        // Known bug (seeds/snapshot_decode/bug-duplicate-client-merged):
+        // `ClientSessions::decode` keeps the last of two sessions of one
+        // client and drops the other silently. Set the variable to fuzz the
+        // other properties until it is fixed.
+        if std::env::var_os("SHOAL_FUZZ_TOLERATE_DUPLICATE_SESSIONS").is_none() {
+            assert_eq!(Some(table.len()), count, "a session table decoded to fewer sessions than its count");
+        }
         let mut encoded = Vec::new();
         table.encode(&mut encoded);
         let again = ClientSessions::decode(&mut SnapshotReader::new(&encoded), capacity).expect("re-encoded table");
         assert_eq!(&again, table);
-        if reader.is_empty() {
+        if reader.is_empty() && Some(table.len()) == count {
             // Sessions are encoded in client order; a table out of order
             // decodes to the same sessions, so only the length must match.
             assert_eq!(encoded.len(), table_bytes.len(), "a decoded table re-encodes to another length");
