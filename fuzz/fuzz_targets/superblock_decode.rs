@@ -20,8 +20,8 @@ use libfuzzer_sys::fuzz_target;
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::header::{HEADER_SIZE_BYTES, Header, checksum};
 use shoal_vsr::superblock::{
-    SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE_BYTES, SUPERBLOCK_MAGIC, SUPERBLOCK_VIEW_HEADERS_MAX, Superblock, SuperblockState,
-    decode_file, superblock_path,
+    SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE_BYTES, SUPERBLOCK_MAGIC, SUPERBLOCK_VIEW_HEADERS_MAX, Superblock,
+    SuperblockState, decode_file, superblock_path,
 };
 
 const DIR: &str = "/fuzz";
@@ -139,8 +139,12 @@ fuzz_target!(|data: &[u8]| {
             );
             for copy in &copies {
                 let valid = u64_at(copy, 0) == SUPERBLOCK_MAGIC
-                    && record_checksum(copy) == u128::from_le_bytes(copy[SB_CHECKSUM..SB_CHECKSUM + 16].try_into().unwrap());
-                assert!(!valid || u64_at(copy, SB_SEQUENCE) <= sequence, "a valid copy of a higher sequence was passed over");
+                    && record_checksum(copy)
+                        == u128::from_le_bytes(copy[SB_CHECKSUM..SB_CHECKSUM + 16].try_into().unwrap());
+                assert!(
+                    !valid || u64_at(copy, SB_SEQUENCE) <= sequence,
+                    "a valid copy of a higher sequence was passed over"
+                );
             }
             if !resealed {
                 assert_eq!((sequence, &state), (sequence_last, &last), "unresealed damage forged a state");
