@@ -111,13 +111,10 @@ fn decode(bytes: &[u8], capacity: usize) -> Option<(AppendLog, ClientSessions)> 
     if let Ok(table) = &table {
         assert_eq!(table.capacity(), capacity);
         assert!(table.len() <= capacity);
-        // Known bug (seeds/snapshot_decode/bug-duplicate-client-merged):
-        // `ClientSessions::decode` keeps the last of two sessions of one
-        // client and drops the other silently. Set the variable to fuzz the
-        // other properties until it is fixed.
-        if std::env::var_os("SHOAL_FUZZ_TOLERATE_DUPLICATE_SESSIONS").is_none() {
-            assert_eq!(Some(table.len()), count, "a session table decoded to fewer sessions than its count");
-        }
+        // seeds/snapshot_decode/bug-duplicate-client-merged once decoded to
+        // fewer sessions than its count (two sessions of one client merged);
+        // the decoder now refuses such a table.
+        assert_eq!(Some(table.len()), count, "a session table decoded to fewer sessions than its count");
         let mut encoded = Vec::new();
         table.encode(&mut encoded);
         let again = ClientSessions::decode(&mut SnapshotReader::new(&encoded), capacity).expect("re-encoded table");

@@ -182,7 +182,11 @@ impl ClientSessions {
             let header_bytes = reader.take(HEADER_SIZE_BYTES)?;
             let reply_header = Header::decode(header_bytes).map_err(|_| SnapshotError::BadTag { tag: 0 })?;
             let reply_body = reader.bytes_with_len()?.to_vec();
-            sessions.insert(client, Session { session_op, request, commit_op, reply_header, reply_body });
+            let session = Session { session_op, request, commit_op, reply_header, reply_body };
+            if sessions.insert(client, session).is_some() {
+                // Merging them would silently drop one: a corrupt table.
+                return Err(SnapshotError::DuplicateSession { client });
+            }
         }
         let mut table = ClientSessions::with_capacity(capacity);
         table.sessions = sessions;
@@ -246,6 +250,20 @@ mod tests {
         sessions.register(7, 5, reply(), vec![]);
         assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Drop, "session 3 is gone");
         assert_eq!(sessions.classify_request(7, 5, 1), RequestVerdict::Prepare);
+    }
+
+    #[test]
+    fn a_table_with_two_sessions_of_one_client_is_refused() {
+        let mut sessions = ClientSessions::with_capacity(4);
+        sessions.register(7, 1, reply(), vec![]);
+        let mut bytes = Vec::new();
+        sessions.encode(&mut bytes);
+        // Count 2, then the same session twice (found by fuzz/snapshot_decode).
+        let entry = bytes[4..].to_vec();
+        bytes[..4].copy_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&entry);
+        let error = ClientSessions::decode(&mut SnapshotReader::new(&bytes), 4).unwrap_err();
+        assert_eq!(error, SnapshotError::DuplicateSession { client: 7 });
     }
 
     #[test]

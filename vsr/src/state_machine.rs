@@ -17,6 +17,8 @@ pub enum SnapshotError {
          every replica of a cluster must run with the same client_sessions_max"
     )]
     TooManySessions { count: usize, max: usize },
+    #[error("snapshot holds two sessions of client {client}: the checkpoint is corrupt, state-transfer from a peer")]
+    DuplicateSession { client: u128 },
 }
 
 pub trait StateMachine {
