@@ -1198,7 +1198,7 @@ impl Cluster {
         let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
         let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
-        let Ok((storage, _)) = NodeStorage::open(&io, storage_config(replica, namespace)) else { return };
+        let Ok((storage, _)) = NodeStorage::open_to_inspect(&io, storage_config(replica, namespace)) else { return };
         // One rot in eight lands on the checkpoint file instead, unless this
         // down time already rotted something (never both of its copies).
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {

@@ -83,6 +83,16 @@ impl NodeStorage {
 
     /// Open after a crash: what the disk kept, as the replica needs it.
     pub fn open(io: &SimIo, config: StorageConfig) -> Result<(NodeStorage, Recovered), StorageError> {
+        NodeStorage::open_inner(io, config, true)
+    }
+
+    /// Open to look (the fault injector picking a slot to rot): no drain
+    /// is finished here, so the restart that follows sees what it left out.
+    pub fn open_to_inspect(io: &SimIo, config: StorageConfig) -> Result<(NodeStorage, Recovered), StorageError> {
+        NodeStorage::open_inner(io, config, false)
+    }
+
+    fn open_inner(io: &SimIo, config: StorageConfig, settle: bool) -> Result<(NodeStorage, Recovered), StorageError> {
         let dir = dir();
         settle_small_files(io, &dir);
         let superblock = block_on_ready(Superblock::open(
@@ -93,9 +103,17 @@ impl NodeStorage {
             config.replica,
             OpenMode::ReadWrite,
         ))?;
-        let (journal, _recovery) =
+        let (mut journal, _recovery) =
             block_on_ready(PrepareJournal::open(io, &dir, config.journal(), OpenMode::ReadWrite))?;
         let checkpoint = read_checkpoint(io, &dir, config.namespace)?;
+        // A checkpoint durable past the journal's snapshot: finish the drain
+        // that failed, and remember what it had to leave out as faulty.
+        let mut settled_faulty = false;
+        if let Some(checkpoint) = checkpoint.as_ref().filter(|_| settle) {
+            let left_out =
+                block_on_ready(journal.settle_to_checkpoint(checkpoint.anchor.op, checkpoint.anchor.checksum))?;
+            settled_faulty = !left_out.is_empty();
+        }
         let scan = block_on_ready(journal.scan())?;
         let state = superblock.state();
         let recovered = Recovered {
@@ -108,7 +126,7 @@ impl NodeStorage {
             },
             checkpoint,
             entries: scan.entries,
-            journal_faulty: !scan.corrupt_ops.is_empty(),
+            journal_faulty: settled_faulty || !scan.corrupt_ops.is_empty(),
         };
         Ok((NodeStorage { io: io.clone(), config, journal, superblock }, recovered))
     }

@@ -1744,7 +1744,8 @@ impl<S: StateMachine> Replica<S> {
         }
         self.stats.state_transfers += 1;
         crate::marks::hit(crate::marks::STATE_TRANSFER);
-        if message.header.view > self.view && self.status == Status::Normal {
+        let newer_view = message.header.view > self.view && self.status == Status::Normal;
+        if newer_view {
             // The cluster moved on: this replica's log past the checkpoint
             // may be a deposed primary's, and in its old view it would keep
             // acknowledging (or, as that primary, preparing) on top of
@@ -1760,8 +1761,6 @@ impl<S: StateMachine> Replica<S> {
             // the checkpoint just restored (view-churn seed 16828). The view
             // is a promise, durable before any probe claims it.
             self.view = message.header.view;
-            self.write_superblock();
-            self.request_start_view(self.primary_index(message.header.view));
         }
         // Only the checkpoint itself is vouched for. The sender's commit
         // number says nothing about this replica's own suffix, which may be a
@@ -1769,6 +1768,13 @@ impl<S: StateMachine> Replica<S> {
         // commit ops the cluster never chose.
         self.advance_commit_max(op);
         self.actions.push(Action::Checkpoint { checkpoint });
+        if newer_view {
+            // After the checkpoint: a superblock naming ops past the durable
+            // checkpoint would restart into a log the journal cannot hold
+            // (session-churn seed 10322: "log outgrew the journal").
+            self.write_superblock();
+            self.request_start_view(self.primary_index(self.view));
+        }
         self.commit_journal();
     }
 

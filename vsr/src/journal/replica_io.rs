@@ -85,7 +85,34 @@ impl<I: Io> PrepareJournal<I> {
 
     /// `drain`, also past the head: after a state transfer the checkpoint
     /// may be ahead of every op this journal holds, and then nothing is live.
-    pub async fn drain_to(&mut self, through_op: u64, _anchor_checksum: u128) -> Result<(), JournalError> {
+    pub async fn drain_to(&mut self, through_op: u64, anchor_checksum: u128) -> Result<(), JournalError> {
+        self.drain_to_inner(through_op, anchor_checksum, false).await.map(|_| ())
+    }
+
+    /// At open, a checkpoint may be durable while the journal was never
+    /// drained to it (the drain failed on a corrupt live prepare and the
+    /// replica stopped). Drain now, leaving the corrupt live prepares out,
+    /// and return them: the caller reports them as faulty, so the replica
+    /// restarts `Recovering` and repairs them from peers. Without this
+    /// the replica wrote into slots the journal still counted live and
+    /// stopped again, forever (disk-rot seed 10404).
+    pub async fn settle_to_checkpoint(
+        &mut self,
+        through_op: u64,
+        anchor_checksum: u128,
+    ) -> Result<Vec<u64>, JournalError> {
+        if through_op <= self.snapshot_op {
+            return Ok(Vec::new());
+        }
+        self.drain_to_inner(through_op, anchor_checksum, true).await
+    }
+
+    async fn drain_to_inner(
+        &mut self,
+        through_op: u64,
+        _anchor_checksum: u128,
+        skip_corrupt: bool,
+    ) -> Result<Vec<u64>, JournalError> {
         // `drain` carries what the index holds, and recovery keeps a prepare
         // that does not chain onto its on-disk neighbour out of the index
         // (after a view change the neighbour may be a stale prepare the
@@ -97,7 +124,8 @@ impl<I: Io> PrepareJournal<I> {
         // restart, not as faulty, and the log would be cut below it while
         // the replica kept vouching for it. The old file stays as it is, so
         // the restart finds the damage and the cluster repairs it.
-        if let Some(&op) = scan.corrupt_ops.iter().find(|&&op| op > through_op) {
+        let corrupt_live: Vec<u64> = scan.corrupt_ops.iter().copied().filter(|&op| op > through_op).collect();
+        if let (Some(&op), false) = (corrupt_live.first(), skip_corrupt) {
             return Err(JournalError::Corrupt { op });
         }
         for (header, _) in scan.entries {
@@ -111,9 +139,10 @@ impl<I: Io> PrepareJournal<I> {
             // so that drain writes an empty live window after it.
             self.op_head = Some(through_op.max(self.snapshot_op));
             if through_op <= self.snapshot_op {
-                return Ok(());
+                return Ok(corrupt_live);
             }
         }
-        self.drain(through_op).await
+        self.drain(through_op).await?;
+        Ok(corrupt_live)
     }
 }
