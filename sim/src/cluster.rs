@@ -214,6 +214,10 @@ pub struct Cluster {
     /// Faults that may still be injected (`None`: unlimited).
     fault_budget: Option<u64>,
     faults: BTreeMap<String, u64>,
+    /// Checkpoint copies rotted since their replica last rewrote the file:
+    /// (replica, group, copy). Rot never takes the last good copy, since a
+    /// replica cannot yet fetch a checkpoint it lost from its peers.
+    checkpoint_rot: std::collections::BTreeSet<(u8, usize, u64)>,
     /// The one replica whose disk may rot: corrupting a slot on no more than
     /// one replica keeps every committed op on a majority.
     rot_replica: u8,
@@ -351,6 +355,7 @@ impl Cluster {
             phase: Phase::Safety,
             fault_budget: config.fault_budget,
             faults: BTreeMap::new(),
+            checkpoint_rot: std::collections::BTreeSet::new(),
             rot_replica,
             trace_hash: config.seed,
             trace: Vec::new(),
@@ -762,6 +767,10 @@ impl Cluster {
     /// Keep the recovery checker's list of promises in step with what the
     /// replica legitimately dropped.
     fn after_storage(&mut self, replica: u8, group: usize, action: &Action, durable: bool) {
+        if matches!(action, Action::Checkpoint { .. }) && durable {
+            // Both copies were written whole again.
+            self.checkpoint_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
+        }
         let acked = &mut self.nodes[replica as usize].groups[group].acked;
         match action {
             // Every prepare written and fsynced is a promise, acknowledged or
@@ -1113,6 +1122,7 @@ impl Cluster {
         let index = replica as usize;
         let io = self.nodes[index].io.clone();
         io.disk().wipe();
+        self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
             let storage = NodeStorage::format_rejoining(&io, storage_config(replica, namespace))
@@ -1246,7 +1256,18 @@ impl Cluster {
             return;
         }
         let offset = self.rng.next_u64() % size_bytes;
+        let copy_size_bytes = (size_bytes / shoal_vsr::checkpoint::COPIES_COUNT).max(1);
+        let copy = offset / copy_size_bytes;
+        let others_rotten = (0..shoal_vsr::checkpoint::COPIES_COUNT)
+            .filter(|other| *other != copy)
+            .all(|other| self.checkpoint_rot.contains(&(replica, group, other)));
+        if others_rotten {
+            // The last good copy (swarm seed 37515 rotted both between two
+            // checkpoint writes, and the replica could not restart).
+            return;
+        }
         if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.checkpoint_rot.insert((replica, group, copy));
             self.nodes[index].corrupted = true;
             let label = self.group_label(group);
             self.record(Some(replica), "rot", offset, group as u64, || format!("checkpoint byte {offset}{label}"));
