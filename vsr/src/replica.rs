@@ -1393,7 +1393,7 @@ impl<S: StateMachine> Replica<S> {
             self.pipeline.push_back(Pipelined { op, checksum, oks });
         }
         assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
-        self.last_timestamp = self.last_timestamp.max(self.log.values().map(|e| e.header.timestamp).max().unwrap_or(0));
+        self.last_timestamp = self.newest_timestamp();
         for replica in 0..self.config.replica_count {
             if replica != self.config.replica {
                 self.send_start_view(replica);
