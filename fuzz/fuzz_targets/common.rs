@@ -31,6 +31,12 @@ impl Input<'_> {
     pub fn bool(&mut self) -> bool {
         self.byte() & 1 == 1
     }
+    /// The next `len` bytes, fewer if the input runs out first.
+    pub fn take(&mut self, len: usize) -> Vec<u8> {
+        let (head, rest) = self.0.split_at(len.min(self.0.len()));
+        self.0 = rest;
+        head.to_vec()
+    }
     /// Up to `size_max_bytes` bytes, length chosen by the input.
     pub fn bytes(&mut self, size_max_bytes: usize) -> Vec<u8> {
         let size_bytes = usize::from(self.u16()) % (size_max_bytes + 1);

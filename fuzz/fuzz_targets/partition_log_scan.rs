@@ -13,8 +13,12 @@
 //! a crash can leave) or anywhere (a bit flip, as rot does).
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::Input;
 use libfuzzer_sys::fuzz_target;
 use shoal_shard::partition_log::{PartitionLog, PartitionLogConfig, SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
 use shoal_sim::{SimIo, block_on_ready};
@@ -30,33 +34,6 @@ const PAYLOAD_SIZE_MAX_BYTES: u8 = 64;
 const MUTATIONS_MAX: u8 = 8;
 
 const DIR: &str = "/data/fuzz-partition";
-
-/// Reads the input front to back; an exhausted input yields zeros.
-struct Input<'a> {
-    bytes: &'a [u8],
-}
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.bytes.split_first() {
-            Some((&first, rest)) => {
-                self.bytes = rest;
-                first
-            }
-            None => 0,
-        }
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-
-    fn take(&mut self, len: usize) -> Vec<u8> {
-        let (head, rest) = self.bytes.split_at(len.min(self.bytes.len()));
-        self.bytes = rest;
-        head.to_vec()
-    }
-}
 
 fn open(io: &SimIo, config: PartitionLogConfig) -> Result<PartitionLog<SimIo>, String> {
     block_on_ready(PartitionLog::open(io.clone(), Path::new(DIR), config)).map_err(|e| e.to_string())
@@ -82,9 +59,9 @@ struct Promised {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input { bytes: data };
+    let mut input = Input(data);
     let io = SimIo::new(u64::from(input.u16()));
-    let segment_size_max_bytes = match input.u8() {
+    let segment_size_max_bytes = match input.byte() {
         0 => 64 * 1024 * 1024,
         small => 40 + u64::from(small) * 4,
     };
@@ -92,17 +69,17 @@ fuzz_target!(|data: &[u8]| {
     let mut log = open(&io, config).expect("a new log opens");
     let mut model: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut synced: Option<(u64, PathBuf, u64)> = None;
-    for _ in 0..input.u8() % BATCHES_MAX + 1 {
-        let count = input.u8() % BATCH_MESSAGES_MAX + 1;
+    for _ in 0..input.byte() % BATCHES_MAX + 1 {
+        let count = input.byte() % BATCH_MESSAGES_MAX + 1;
         let batch: Vec<Vec<u8>> = (0..count)
             .map(|_| {
-                let len = usize::from(input.u8() % PAYLOAD_SIZE_MAX_BYTES);
+                let len = usize::from(input.byte() % PAYLOAD_SIZE_MAX_BYTES);
                 input.take(len)
             })
             .collect();
         let first = block_on_ready(log.append(&batch)).expect("append on a healthy disk");
         model.extend(batch.into_iter().enumerate().map(|(i, m)| (first + i as u64, m)));
-        if input.u8() & 1 == 1 {
+        if input.byte() & 1 == 1 {
             block_on_ready(log.sync()).expect("sync on a healthy disk");
             let last = segment_path(&log);
             let size = io.disk().contents(&last).expect("the active segment exists").len() as u64;
@@ -127,32 +104,32 @@ fuzz_target!(|data: &[u8]| {
 
     let mut promised_damaged = false;
     let paths = block_on_ready(io.list_dir(Path::new(DIR))).expect("the log directory lists");
-    for _ in 0..input.u8() % MUTATIONS_MAX {
+    for _ in 0..input.byte() % MUTATIONS_MAX {
         let tail_start = promised.last_segment_bytes;
         let last_len = io.disk().contents(&promised.last_segment).unwrap().len() as u64;
-        match input.u8() % 5 {
+        match input.byte() % 5 {
             0 => {
                 // Rot: one bit anywhere in any segment.
-                let path = &paths[usize::from(input.u8()) % paths.len()];
+                let path = &paths[usize::from(input.byte()) % paths.len()];
                 let bytes = io.disk().contents(path).unwrap();
                 if bytes.is_empty() {
                     continue;
                 }
                 let at = u64::from(input.u16()) % bytes.len() as u64;
-                let bit = input.u8() % 8;
+                let bit = input.byte() % 8;
                 io.disk().poke(path, at, &[bytes[at as usize] ^ (1 << bit)]).unwrap();
                 promised_damaged |= path != &promised.last_segment || at < tail_start;
             }
             1 if last_len > tail_start => {
                 // A hole in the unsynced tail: a write that never landed.
                 let at = tail_start + u64::from(input.u16()) % (last_len - tail_start);
-                let len = u64::from(input.u8()).min(last_len - at);
+                let len = u64::from(input.byte()).min(last_len - at);
                 io.disk().poke(&promised.last_segment, at, &vec![0; len as usize]).unwrap();
             }
             2 if last_len > tail_start => {
                 // Stale or garbage sectors in the unsynced tail.
                 let at = tail_start + u64::from(input.u16()) % (last_len - tail_start);
-                let len = usize::from(input.u8());
+                let len = usize::from(input.byte());
                 let bytes = input.take(len);
                 io.disk().poke(&promised.last_segment, at, &bytes).unwrap();
             }
@@ -163,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 // Garbage past the end (a write extended the file, then tore).
-                let len = usize::from(input.u8());
+                let len = usize::from(input.byte());
                 let bytes = input.take(len);
                 let at = io.disk().contents(&promised.last_segment).unwrap().len() as u64;
                 io.disk().poke(&promised.last_segment, at, &bytes).unwrap();
