@@ -10,6 +10,10 @@
 //! never exceeds its bound.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
+use common::Input;
 use libfuzzer_sys::fuzz_target;
 use shoal_runtime::bus::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer, client_may_send};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
@@ -18,20 +22,6 @@ const CLUSTER: u128 = 0xf022;
 const MESSAGE_SIZE_MAX_BYTES: u32 = 2048;
 const FRAMES_MAX: usize = 8;
 const CORRUPTIONS_MAX: usize = 4;
-
-/// Reads the input front to back; zeros once it runs out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let Some((first, rest)) = self.0.split_first() else { return 0 };
-        self.0 = rest;
-        *first
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.byte(), self.byte()])
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
