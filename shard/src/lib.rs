@@ -20,6 +20,7 @@ pub mod partition_sm;
 pub mod pump;
 pub mod router;
 pub mod state_machine;
+pub mod wire;
 
 pub use channel::{LocalInbox, SHARD_INBOX_CAPACITY_MAX, ShardSender, TrySendError};
 pub use frame::{FrameVariant, Lifecycle, ShardFrame};

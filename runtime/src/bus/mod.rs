@@ -1,7 +1,7 @@
 //! The TCP message bus: how replicas and clients exchange VSR frames.
 //!
-//! Owns the wire handshake (`hello`), the pure connection decoder
-//! (`decoder`: bytes to verified frames or a typed close reason), bounded send
+//! Owns, around the wire format of `shoal_shard::wire` (the handshake
+//! `hello` and the pure connection `decoder`, re-exported here), bounded send
 //! queues, the dial rule and reconnect backoff, counters, and a small compio
 //! layer (`net`) that runs the decoder on real sockets. Knows nothing of VSR
 //! state: a verified frame is handed to a callback, which routes it.
@@ -10,8 +10,9 @@
 //! past `message_size_max` per connection plus the send queue bounds.
 
 pub mod backoff;
-pub mod decoder;
-pub mod hello;
+// The hello and decoder are shared with the client library and the fuzz
+// targets, so they live in `shoal_shard::wire`; re-exported for the bus.
+pub use shoal_shard::wire::{decoder, hello};
 pub mod metrics;
 pub mod net;
 pub mod send_queue;

@@ -1,0 +1,259 @@
+//! `Client`: a blocking client of a whole cluster.
+//!
+//! One `ClientSession` per group it talks to (the metadata group for streams
+//! and topics, one per partition it appends to), one lazily opened
+//! `Connection` per replica, shared by all groups. Time is counted in ticks of
+//! `ClientConfig::tick`: each tick waits for replies on every connection and
+//! then lets every session retry.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use shoal_shard::namespace::Namespace;
+use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest, decode_reply};
+use shoal_vsr::header::{MESSAGE_SIZE_MAX_BYTES, Operation};
+
+use crate::connection::Connection;
+use crate::session::{ClientSession, Outcome, RETRY_TIMEOUT_TICKS_DEFAULT, SessionConfig, SessionError};
+
+/// A tick: how long one round of waiting for replies lasts.
+pub const TICK_DEFAULT: Duration = Duration::from_millis(10);
+/// Ticks a request may take before `Client` gives up waiting (its outcome
+/// is then unknown; resending it in the same session is still safe).
+pub const REQUEST_TIMEOUT_TICKS_DEFAULT: u64 = 1_000;
+/// Ticks to wait before dialing a replica whose connection failed.
+pub const RECONNECT_DELAY_TICKS: u64 = 10;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub cluster: u128,
+    /// Nonzero and unique per client process.
+    pub client: u128,
+    /// Every replica's client address, by replica index.
+    pub addresses: Vec<SocketAddr>,
+    pub tick: Duration,
+    pub retry_timeout_ticks: u64,
+    pub request_timeout_ticks: u64,
+    pub message_size_max_bytes: u32,
+}
+
+impl ClientConfig {
+    pub fn new(cluster: u128, client: u128, addresses: Vec<SocketAddr>) -> ClientConfig {
+        ClientConfig {
+            cluster,
+            client,
+            addresses,
+            tick: TICK_DEFAULT,
+            retry_timeout_ticks: RETRY_TIMEOUT_TICKS_DEFAULT,
+            request_timeout_ticks: REQUEST_TIMEOUT_TICKS_DEFAULT,
+            message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(
+        "request {request} to group {namespace:#x} got no reply in {ticks} ticks: its outcome is unknown; \
+         the cluster may have no quorum (check that a majority of replicas run)"
+    )]
+    TimedOut { namespace: u64, request: u64, ticks: u64 },
+    #[error(
+        "the group {namespace:#x} evicted this client's session while request {request} was in flight: \
+         that request may or may not have been applied; the next call registers a new session"
+    )]
+    Evicted { namespace: u64, request: u64 },
+    #[error("the metadata group refused the change: {reason}")]
+    Rejected { reason: MetadataError },
+    #[error("the reply to request {request} is malformed ({detail}): the server and client versions differ")]
+    MalformedReply { request: u64, detail: String },
+}
+
+#[derive(Debug)]
+struct Link {
+    connection: Option<Connection>,
+    /// Ticks until the next dial when `connection` is `None`.
+    redial_in_ticks: u64,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    links: Vec<Link>,
+    sessions: BTreeMap<u64, ClientSession>,
+}
+
+impl Client {
+    /// No connection is opened until the first request needs one.
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        // Validate the shared settings once, through the session rules.
+        ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
+        let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
+        Ok(Client { config, links, sessions: BTreeMap::new() })
+    }
+
+    pub fn create_stream(&mut self, stream_id: u32, name: &str) -> Result<(), ClientError> {
+        self.metadata(MetadataRequest::CreateStream { stream_id, name: name.to_string() })
+    }
+
+    pub fn create_topic(
+        &mut self,
+        stream_id: u32,
+        topic_id: u32,
+        name: &str,
+        partition_count: u32,
+    ) -> Result<(), ClientError> {
+        self.metadata(MetadataRequest::CreateTopic { stream_id, topic_id, name: name.to_string(), partition_count })
+    }
+
+    /// Append one message to a partition, exactly once; returns its offset.
+    pub fn append(&mut self, partition: Namespace, message: &[u8]) -> Result<u64, ClientError> {
+        let (request, body) = self.request(partition.raw(), Operation::SendMessages, message)?;
+        let offset = body.get(..8).and_then(|bytes| bytes.try_into().ok()).map(u64::from_le_bytes);
+        offset.ok_or(ClientError::MalformedReply { request, detail: format!("{} bytes, not an offset", body.len()) })
+    }
+
+    fn metadata(&mut self, change: MetadataRequest) -> Result<(), ClientError> {
+        let (request, body) = self.request(Namespace::METADATA.raw(), change.operation(), &change.encode_body())?;
+        match decode_reply(&body) {
+            Ok(MetadataReply::Ok) => Ok(()),
+            Ok(MetadataReply::Rejected(reason)) => Err(ClientError::Rejected { reason }),
+            Ok(MetadataReply::Malformed) => Err(ClientError::MalformedReply { request, detail: "malformed".into() }),
+            Err(error) => Err(ClientError::MalformedReply { request, detail: error.to_string() }),
+        }
+    }
+
+    /// Send one request to a group (registering a session first when there
+    /// is none) and wait for its reply.
+    pub fn request(
+        &mut self,
+        namespace: u64,
+        operation: Operation,
+        body: &[u8],
+    ) -> Result<(u64, Rc<[u8]>), ClientError> {
+        if !self.session(namespace).registered() {
+            self.session(namespace).register()?;
+            self.wait(namespace)?;
+        }
+        let request = self.session(namespace).submit(operation, body)?;
+        match self.wait(namespace)? {
+            Outcome::Reply { request: replied, body, .. } => {
+                debug_assert_eq!(replied, request);
+                Ok((request, body))
+            }
+            Outcome::Evicted { request } => Err(ClientError::Evicted { namespace, request }),
+            Outcome::Registered { .. } => unreachable!("a submitted request is answered by a reply or an eviction"),
+        }
+    }
+
+    fn session(&mut self, namespace: u64) -> &mut ClientSession {
+        let config = session_config(&self.config, namespace);
+        self.sessions.entry(namespace).or_insert_with(|| ClientSession::new(config).expect("validated in Client::new"))
+    }
+
+    /// Tick until the group's request in flight has an outcome.
+    fn wait(&mut self, namespace: u64) -> Result<Outcome, ClientError> {
+        for _ in 0..self.config.request_timeout_ticks {
+            self.flush();
+            if let Some(outcome) = self.receive(namespace) {
+                if let Outcome::Evicted { request } = outcome {
+                    return Err(ClientError::Evicted { namespace, request });
+                }
+                return Ok(outcome);
+            }
+            for session in self.sessions.values_mut() {
+                session.tick();
+            }
+            for link in &mut self.links {
+                link.redial_in_ticks = link.redial_in_ticks.saturating_sub(1);
+            }
+        }
+        let request = self.session(namespace).in_flight().unwrap_or(0);
+        Err(ClientError::TimedOut { namespace, request, ticks: self.config.request_timeout_ticks })
+    }
+
+    /// Send what every session asks for, dialing replicas as needed. A
+    /// replica that cannot be reached is skipped: the retry broadcast goes
+    /// to the others.
+    fn flush(&mut self) {
+        let sends: Vec<_> = self.sessions.values_mut().flat_map(|s| s.take_sends()).collect();
+        for send in sends {
+            let Some(connection) = self.connection(send.replica) else { continue };
+            if let Err(error) = connection.send(&send.message) {
+                tracing::debug!(%error, "send failed");
+                self.drop_link(send.replica);
+            }
+        }
+    }
+
+    /// One tick of waiting, spread over the open connections; the outcome
+    /// for `namespace` if one arrived (others' replies update their sessions).
+    fn receive(&mut self, namespace: u64) -> Option<Outcome> {
+        let open = self.links.iter().filter(|l| l.connection.is_some()).count().max(1) as u32;
+        let wait = self.config.tick / open;
+        let mut found = None;
+        for replica in 0..self.links.len() {
+            let Some(connection) = self.links[replica].connection.as_mut() else { continue };
+            let messages = match connection.poll(wait) {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::debug!(%error, "connection lost");
+                    self.drop_link(replica as u8);
+                    continue;
+                }
+            };
+            for message in messages {
+                let Some(session) = self.sessions.get_mut(&message.header.namespace) else { continue };
+                let outcome = session.on_message(&message);
+                if message.header.namespace == namespace && outcome.is_some() {
+                    found = outcome;
+                }
+            }
+        }
+        found
+    }
+
+    fn connection(&mut self, replica: u8) -> Option<&mut Connection> {
+        let config = &self.config;
+        let link = self.links.get_mut(usize::from(replica))?;
+        if link.connection.is_none() && link.redial_in_ticks == 0 {
+            let address = config.addresses[usize::from(replica)];
+            let timeout = config.tick.max(Duration::from_millis(100));
+            match Connection::connect(
+                address,
+                replica,
+                config.cluster,
+                config.client,
+                config.message_size_max_bytes,
+                timeout,
+            ) {
+                Ok(connection) => link.connection = Some(connection),
+                Err(error) => {
+                    tracing::debug!(%error, "dial failed");
+                    link.redial_in_ticks = RECONNECT_DELAY_TICKS;
+                }
+            }
+        }
+        link.connection.as_mut()
+    }
+
+    fn drop_link(&mut self, replica: u8) {
+        let link = &mut self.links[usize::from(replica)];
+        link.connection = None;
+        link.redial_in_ticks = RECONNECT_DELAY_TICKS;
+    }
+}
+
+fn session_config(config: &ClientConfig, namespace: u64) -> SessionConfig {
+    SessionConfig {
+        cluster: config.cluster,
+        client: config.client,
+        namespace,
+        replica_count: config.addresses.len().min(usize::from(u8::MAX)) as u8,
+        retry_timeout_ticks: config.retry_timeout_ticks,
+    }
+}

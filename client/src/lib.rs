@@ -1,0 +1,20 @@
+//! shoal-client: the client library of a shoal cluster.
+//!
+//! Owns the client half of the session protocol (`session`: register,
+//! request numbers, retries, reply filtering, eviction — pure, no I/O, so the
+//! simulator can run the very same code), one blocking TCP connection to a
+//! replica speaking the server's wire format (`connection`), and `Client`,
+//! which ties sessions and connections into calls: create a stream or topic,
+//! append exactly once.
+//!
+//! Must not decide anything the replicas must agree on: the group decides
+//! offsets, sessions and evictions; the client only follows the replies.
+//! Reads by offset wait for the server's read path (issue 12).
+
+pub mod client;
+pub mod connection;
+pub mod session;
+
+pub use client::{Client, ClientConfig, ClientError};
+pub use connection::{Connection, ConnectionError};
+pub use session::{ClientSession, Outcome, SessionConfig, SessionError};

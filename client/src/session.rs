@@ -1,0 +1,461 @@
+//! One client session with one VSR group, without I/O.
+//!
+//! `ClientSession` is the client half of the session protocol: register,
+//! number requests, send to the replica it believes is primary, retry to every
+//! replica when no reply comes, keep only the reply that answers the request in
+//! flight (in this session), follow the view the replies name, and give up the
+//! session when the current view evicts it. It is a state machine fed with
+//! ticks and messages; what it wants sent waits in `take_sends`, so the same
+//! code runs over TCP (`crate::connection`) and inside a simulator.
+//!
+//! Exactly once: a request keeps its number and its session across retries, so
+//! the group applies it at most once and resends the cached reply. After an
+//! eviction the outcome of the request in flight is unknown (it may have
+//! committed); it is reported as such and never sent again under the new
+//! session, where it would get a new number and could apply twice.
+
+use std::rc::Rc;
+
+use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::message::Message;
+
+/// Ticks a request waits for its reply before it is sent to every replica.
+pub const RETRY_TIMEOUT_TICKS_DEFAULT: u64 = 20;
+/// The most replicas a group has (VSR clusters here run 1, 3 or 5).
+pub const REPLICA_COUNT_MAX: u8 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub cluster: u128,
+    /// Nonzero, unique per client process; replicas key sessions by it.
+    pub client: u128,
+    /// The group this session talks to.
+    pub namespace: u64,
+    pub replica_count: u8,
+    pub retry_timeout_ticks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("client id 0 is reserved for replicas' own ops: give the client a nonzero id")]
+    ClientIdZero,
+    #[error("replica count {count} is outside 1..={REPLICA_COUNT_MAX}: pass the cluster's replica count")]
+    ReplicaCountOutOfRange { count: u8 },
+    #[error("retry timeout of 0 ticks would resend on every tick: use at least 1")]
+    RetryTimeoutZero,
+    #[error("request {request} is still in flight: wait for its outcome before sending another")]
+    RequestInFlight { request: u64 },
+    #[error("the session is not registered: call register and wait for Outcome::Registered")]
+    NotRegistered,
+    #[error("operation {operation:?} is reserved for the protocol: send a user operation")]
+    ReservedOperation { operation: Operation },
+}
+
+/// What a message meant to the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The register committed: requests may follow in `session`.
+    Registered { session: u64 },
+    /// The request committed as `op`; `body` is the state machine's reply.
+    Reply { request: u64, op: u64, operation: Operation, body: Rc<[u8]> },
+    /// The group evicted the session (too many clients for its session
+    /// table). Request `request` may or may not have committed; the session
+    /// must register again before it sends anything.
+    Evicted { request: u64 },
+}
+
+/// A message for one replica of the group.
+#[derive(Debug, Clone)]
+pub struct Send {
+    pub replica: u8,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    message: Message,
+    sent_tick: u64,
+    attempts: u64,
+}
+
+#[derive(Debug)]
+pub struct ClientSession {
+    config: SessionConfig,
+    /// The op of the register that opened the session; 0 before it.
+    session: u64,
+    registered: bool,
+    /// The last request number used in this session (register uses 0).
+    request: u64,
+    in_flight: Option<InFlight>,
+    /// The newest view a reply came from: its primary is tried first.
+    /// Never decreases.
+    view_guess: u64,
+    now_tick: u64,
+    /// At most `replica_count` messages: one request, sent to each replica
+    /// at most once per tick.
+    sends: Vec<Send>,
+}
+
+impl ClientSession {
+    pub fn new(config: SessionConfig) -> Result<ClientSession, SessionError> {
+        if config.client == 0 {
+            return Err(SessionError::ClientIdZero);
+        }
+        if config.replica_count == 0 || config.replica_count > REPLICA_COUNT_MAX {
+            return Err(SessionError::ReplicaCountOutOfRange { count: config.replica_count });
+        }
+        if config.retry_timeout_ticks == 0 {
+            return Err(SessionError::RetryTimeoutZero);
+        }
+        Ok(ClientSession {
+            config,
+            session: 0,
+            registered: false,
+            request: 0,
+            in_flight: None,
+            view_guess: 0,
+            now_tick: 0,
+            sends: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// The op that registered the current session (0 before a register).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn view_guess(&self) -> u64 {
+        self.view_guess
+    }
+
+    /// The request number in flight, if any (0 is a register).
+    pub fn in_flight(&self) -> Option<u64> {
+        self.in_flight.as_ref().map(|f| f.message.header.request)
+    }
+
+    /// How many times the request in flight was sent (0 when idle).
+    pub fn attempts(&self) -> u64 {
+        self.in_flight.as_ref().map_or(0, |f| f.attempts)
+    }
+
+    /// The replica this session believes is primary.
+    pub fn primary_guess(&self) -> u8 {
+        (self.view_guess % u64::from(self.config.replica_count)) as u8
+    }
+
+    /// Open a session (again, after an eviction). Replies to the register
+    /// of an older session are ignored.
+    pub fn register(&mut self) -> Result<(), SessionError> {
+        self.check_idle()?;
+        self.registered = false;
+        self.request = 0;
+        let message = self.request_message(0, Operation::Register, &[]);
+        self.start(message);
+        Ok(())
+    }
+
+    /// Send one request; returns its number. The reply comes back as
+    /// `Outcome::Reply` with that number.
+    pub fn submit(&mut self, operation: Operation, body: &[u8]) -> Result<u64, SessionError> {
+        self.check_idle()?;
+        if !self.registered {
+            return Err(SessionError::NotRegistered);
+        }
+        if operation.is_reserved() {
+            return Err(SessionError::ReservedOperation { operation });
+        }
+        self.request += 1;
+        let message = self.request_message(self.request, operation, body);
+        self.start(message);
+        Ok(self.request)
+    }
+
+    /// Advance time by one tick. A request unanswered for the retry timeout
+    /// goes to every replica: the primary may have changed, and a backup
+    /// forwards nothing, so only the broadcast reaches a new primary the
+    /// client does not know yet.
+    pub fn tick(&mut self) {
+        self.now_tick += 1;
+        let now_tick = self.now_tick;
+        let Some(in_flight) = self.in_flight.as_mut() else { return };
+        if now_tick - in_flight.sent_tick < self.config.retry_timeout_ticks {
+            return;
+        }
+        in_flight.sent_tick = now_tick;
+        in_flight.attempts += 1;
+        let message = in_flight.message.clone();
+        self.sends.clear();
+        for replica in 0..self.config.replica_count {
+            self.sends.push(Send { replica, message: message.clone() });
+        }
+    }
+
+    /// What the session wants sent now, in order.
+    pub fn take_sends(&mut self) -> Vec<Send> {
+        debug_assert!(self.sends.len() <= usize::from(self.config.replica_count));
+        std::mem::take(&mut self.sends)
+    }
+
+    /// A message from a replica. Anything that does not answer the request
+    /// in flight (a duplicate, a reply to an earlier session, another group's
+    /// or client's message) is ignored and changes nothing.
+    pub fn on_message(&mut self, message: &Message) -> Option<Outcome> {
+        let header = &message.header;
+        if header.cluster != self.config.cluster
+            || header.client != self.config.client
+            || header.namespace != self.config.namespace
+        {
+            return None;
+        }
+        match header.command {
+            Command::Reply => self.on_reply(message),
+            Command::Eviction => self.on_eviction(header),
+            _ => None,
+        }
+    }
+
+    fn on_reply(&mut self, message: &Message) -> Option<Outcome> {
+        let header = &message.header;
+        let in_flight = self.in_flight.as_ref()?;
+        if header.request != in_flight.message.header.request {
+            return None;
+        }
+        let registering = !self.registered;
+        if registering != (header.operation == Operation::Register) {
+            return None;
+        }
+        // A reply names the session it was applied in: one with the same
+        // request number from an earlier session is not ours.
+        if !registering && header.context != self.session {
+            return None;
+        }
+        // A late reply to an earlier register: that session was evicted.
+        if registering && header.context <= self.session {
+            return None;
+        }
+        self.view_guess = self.view_guess.max(header.view);
+        self.in_flight = None;
+        self.sends.clear();
+        if registering {
+            self.registered = true;
+            self.session = header.context;
+            return Some(Outcome::Registered { session: self.session });
+        }
+        Some(Outcome::Reply {
+            request: header.request,
+            op: header.op,
+            operation: header.operation,
+            body: message.body.clone(),
+        })
+    }
+
+    fn on_eviction(&mut self, header: &Header) -> Option<Outcome> {
+        let request = self.in_flight()?;
+        // Only the current view may evict: a deposed primary answers from a
+        // session table that may be older than the one this client registered
+        // in, and must not end a live session.
+        if !self.registered || request != header.request || header.view < self.view_guess {
+            return None;
+        }
+        self.in_flight = None;
+        self.sends.clear();
+        self.registered = false;
+        self.request = 0;
+        Some(Outcome::Evicted { request })
+    }
+
+    fn check_idle(&self) -> Result<(), SessionError> {
+        match self.in_flight() {
+            Some(request) => Err(SessionError::RequestInFlight { request }),
+            None => Ok(()),
+        }
+    }
+
+    fn request_message(&self, request: u64, operation: Operation, body: &[u8]) -> Message {
+        let mut header = Header::new(Command::Request, self.config.cluster);
+        header.namespace = self.config.namespace;
+        header.client = self.config.client;
+        header.request = request;
+        header.operation = operation;
+        // The session a request belongs to; the register opens one and so
+        // names none.
+        header.context = if operation == Operation::Register { 0 } else { self.session };
+        Message::new(header, Rc::from(body))
+    }
+
+    fn start(&mut self, message: Message) {
+        assert!(self.in_flight.is_none(), "a session has one request in flight");
+        self.sends.clear();
+        self.sends.push(Send { replica: self.primary_guess(), message: message.clone() });
+        self.in_flight = Some(InFlight { message, sent_tick: self.now_tick, attempts: 1 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: u128 = 7;
+    const CLIENT: u128 = 0xc1;
+    const NAMESPACE: u64 = (1 << 40) | (1 << 20);
+
+    fn session(replica_count: u8) -> ClientSession {
+        ClientSession::new(SessionConfig {
+            cluster: CLUSTER,
+            client: CLIENT,
+            namespace: NAMESPACE,
+            replica_count,
+            retry_timeout_ticks: 3,
+        })
+        .unwrap()
+    }
+
+    /// A reply as a replica in `view` would send it.
+    fn reply(view: u64, request: u64, operation: Operation, context: u64, op: u64, body: &[u8]) -> Message {
+        let mut header = Header::new(Command::Reply, CLUSTER);
+        header.namespace = NAMESPACE;
+        header.client = CLIENT;
+        header.view = view;
+        header.request = request;
+        header.operation = operation;
+        header.context = context;
+        header.op = op;
+        Message::new(header, Rc::from(body))
+    }
+
+    fn eviction(view: u64, request: u64) -> Message {
+        let mut header = Header::new(Command::Eviction, CLUSTER);
+        header.namespace = NAMESPACE;
+        header.client = CLIENT;
+        header.view = view;
+        header.request = request;
+        Message::empty(header)
+    }
+
+    fn registered(replica_count: u8, view: u64, session_op: u64) -> ClientSession {
+        let mut s = session(replica_count);
+        s.register().unwrap();
+        s.take_sends();
+        let outcome = s.on_message(&reply(view, 0, Operation::Register, session_op, session_op, &[]));
+        assert_eq!(outcome, Some(Outcome::Registered { session: session_op }));
+        s
+    }
+
+    #[test]
+    fn config_errors_name_the_fix() {
+        let base = SessionConfig {
+            cluster: CLUSTER,
+            client: CLIENT,
+            namespace: NAMESPACE,
+            replica_count: 3,
+            retry_timeout_ticks: 1,
+        };
+        assert_eq!(ClientSession::new(SessionConfig { client: 0, ..base }).unwrap_err(), SessionError::ClientIdZero);
+        assert_eq!(
+            ClientSession::new(SessionConfig { replica_count: 6, ..base }).unwrap_err(),
+            SessionError::ReplicaCountOutOfRange { count: 6 }
+        );
+        assert_eq!(
+            ClientSession::new(SessionConfig { retry_timeout_ticks: 0, ..base }).unwrap_err(),
+            SessionError::RetryTimeoutZero
+        );
+    }
+
+    #[test]
+    fn requests_go_to_the_primary_of_the_newest_view_seen_and_carry_the_session() {
+        let mut s = registered(3, 4, 11);
+        assert_eq!(s.primary_guess(), 1);
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        let sends = s.take_sends();
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].replica, 1);
+        let header = sends[0].message.header;
+        assert_eq!((header.request, header.context, header.operation), (request, 11, Operation::SendMessages));
+        assert!(header.valid_checksum());
+    }
+
+    #[test]
+    fn a_silent_request_is_resent_to_every_replica_after_the_timeout_with_the_same_number() {
+        let mut s = registered(3, 0, 1);
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        s.take_sends();
+        s.tick();
+        s.tick();
+        assert!(s.take_sends().is_empty(), "resent before the timeout");
+        s.tick();
+        let sends = s.take_sends();
+        assert_eq!(sends.iter().map(|s| s.replica).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(sends.iter().all(|send| send.message.header.request == request));
+        assert_eq!(s.attempts(), 2);
+    }
+
+    #[test]
+    fn only_the_reply_to_the_request_in_flight_in_this_session_is_taken() {
+        let mut s = registered(3, 0, 5);
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        // Another request number, another session, a register reply, another
+        // client: all ignored, the request stays in flight.
+        let ignored = [
+            reply(0, request + 1, Operation::SendMessages, 5, 9, b"x"),
+            reply(0, request, Operation::SendMessages, 4, 9, b"x"),
+            reply(0, request, Operation::Register, 5, 9, b"x"),
+        ];
+        for message in &ignored {
+            assert_eq!(s.on_message(message), None);
+        }
+        let mut foreign = reply(0, request, Operation::SendMessages, 5, 9, b"x");
+        foreign.header.client = CLIENT + 1;
+        assert_eq!(s.on_message(&foreign), None);
+        assert_eq!(s.in_flight(), Some(request));
+        let outcome = s.on_message(&reply(2, request, Operation::SendMessages, 5, 9, b"ok"));
+        assert_eq!(
+            outcome,
+            Some(Outcome::Reply { request, op: 9, operation: Operation::SendMessages, body: Rc::from(&b"ok"[..]) })
+        );
+        assert_eq!(s.view_guess(), 2);
+        // A duplicate of the same reply now answers nothing.
+        assert_eq!(s.on_message(&reply(2, request, Operation::SendMessages, 5, 9, b"ok")), None);
+    }
+
+    #[test]
+    fn eviction_by_the_current_view_ends_the_session_and_never_resends_the_request() {
+        let mut s = registered(3, 3, 5);
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        // A deposed primary of an older view may not evict.
+        assert_eq!(s.on_message(&eviction(2, request)), None);
+        assert_eq!(s.on_message(&eviction(3, request)), Some(Outcome::Evicted { request }));
+        assert!(!s.registered());
+        assert_eq!(s.in_flight(), None);
+        for _ in 0..10 {
+            s.tick();
+        }
+        assert!(s.take_sends().is_empty(), "the evicted request was resent");
+        assert_eq!(s.submit(Operation::SendMessages, b"n"), Err(SessionError::NotRegistered));
+        // Registering again: a late reply to the old register is refused,
+        // only a newer session is taken.
+        s.register().unwrap();
+        assert_eq!(s.on_message(&reply(3, 0, Operation::Register, 5, 5, &[])), None);
+        assert_eq!(
+            s.on_message(&reply(3, 0, Operation::Register, 20, 20, &[])),
+            Some(Outcome::Registered { session: 20 })
+        );
+        assert_eq!(s.submit(Operation::SendMessages, b"n"), Ok(1));
+    }
+
+    #[test]
+    fn one_request_at_a_time_and_no_reserved_operations() {
+        let mut s = registered(1, 0, 1);
+        assert_eq!(s.submit(Operation::Noop, b""), Err(SessionError::ReservedOperation { operation: Operation::Noop }));
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        assert_eq!(s.submit(Operation::SendMessages, b"n"), Err(SessionError::RequestInFlight { request }));
+        assert_eq!(s.register(), Err(SessionError::RequestInFlight { request }));
+    }
+}

@@ -1,0 +1,176 @@
+//! The client over real loopback sockets against a scripted replica: the
+//! handshake both ways, framing, reply matching, and what happens when the
+//! replica is of another cluster or drops the connection. What a real cluster
+//! answers is tested where shoal-server runs (issue 11, part 5); here the
+//! replica side is the server's own wire decoder plus a few lines that answer
+//! like a one-replica group would.
+#![allow(clippy::disallowed_methods)] // a listener thread stands in for the server process
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use shoal_client::{Client, ClientConfig, ClientError, Connection, ConnectionError};
+use shoal_shard::namespace::Namespace;
+use shoal_shard::wire::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer};
+use shoal_vsr::header::{Command, MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::message::Message;
+
+const CLUSTER: u128 = 0x5eed;
+const CLIENT: u128 = 0xc11e;
+
+/// A request as the scripted replica received it (`Message` is not `Send`).
+#[derive(Debug)]
+struct Seen {
+    header: shoal_vsr::header::Header,
+    body: Vec<u8>,
+}
+
+/// How the scripted replica behaves.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    /// Answer like a healthy one-replica group: a register opens session
+    /// `op`, an append gets offset `op - 2`.
+    Answer,
+    /// Close the first connection after reading the first request.
+    DropFirstConnection,
+}
+
+/// A one-replica "group" on a loopback port; returns its address and a
+/// channel of every request frame it received.
+fn scripted_replica(cluster: u128, script: Script) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (seen, received) = mpsc::channel();
+    thread::spawn(move || {
+        let mut op = 0u64;
+        for (index, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let drop_after_first = matches!(script, Script::DropFirstConnection) && index == 0;
+            serve(stream, cluster, drop_after_first, &mut op, &seen);
+        }
+    });
+    (address, received)
+}
+
+fn serve(mut stream: TcpStream, cluster: u128, drop_after_first: bool, op: &mut u64, seen: &mpsc::Sender<Seen>) {
+    let mut decoder = ConnectionDecoder::new(DecoderConfig {
+        cluster,
+        expect: Expect::Inbound { local_replica: Some(0), clients: true },
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+    });
+    stream.write_all(&Hello::new(cluster, Peer::Replica(0)).encode()).unwrap();
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        let Ok(read) = stream.read(&mut buffer) else { return };
+        if read == 0 {
+            return;
+        }
+        let mut decoded = Vec::new();
+        if decoder.decode_all(&buffer[..read], &mut decoded).is_err() {
+            return;
+        }
+        for item in decoded {
+            let Decoded::Frame(frame) = item else { continue };
+            let request = Message { header: frame.header, body: Rc::from(frame.body()) };
+            let _ = seen.send(Seen { header: frame.header, body: frame.body().to_vec() });
+            if drop_after_first {
+                return;
+            }
+            *op += 1;
+            let _ = stream.write_all(&answer(&request, *op).encode());
+        }
+    }
+}
+
+fn answer(request: &Message, op: u64) -> Message {
+    let mut header = request.header;
+    header.command = Command::Reply;
+    header.op = op;
+    header.replica = 0;
+    if header.operation == Operation::Register {
+        header.context = op;
+        return Message::empty(header);
+    }
+    let body = if header.operation == Operation::SendMessages {
+        (op - 2).to_le_bytes().to_vec()
+    } else {
+        vec![0] // MetadataReply::Ok
+    };
+    Message::new(header, Rc::from(body))
+}
+
+fn config(addresses: Vec<SocketAddr>) -> ClientConfig {
+    let mut config = ClientConfig::new(CLUSTER, CLIENT, addresses);
+    config.tick = Duration::from_millis(5);
+    config.retry_timeout_ticks = 4;
+    config.request_timeout_ticks = 400;
+    config
+}
+
+fn partition() -> Namespace {
+    Namespace::partition(1, 1, 0).unwrap()
+}
+
+#[test]
+fn appends_register_once_then_carry_the_session_and_take_their_offsets() {
+    let (address, seen) = scripted_replica(CLUSTER, Script::Answer);
+    let mut client = Client::new(config(vec![address])).unwrap();
+    assert_eq!(client.append(partition(), b"first").unwrap(), 0);
+    assert_eq!(client.append(partition(), b"second").unwrap(), 1);
+    let requests: Vec<_> = seen.try_iter().collect();
+    let shape: Vec<_> = requests.iter().map(|m| (m.header.operation, m.header.request, m.header.context)).collect();
+    assert_eq!(
+        shape,
+        vec![(Operation::Register, 0, 0), (Operation::SendMessages, 1, 1), (Operation::SendMessages, 2, 1),]
+    );
+    assert_eq!(requests[2].body, b"second");
+    assert!(requests.iter().all(|m| m.header.client == CLIENT && m.header.namespace == partition().raw()));
+}
+
+#[test]
+fn metadata_changes_go_to_the_metadata_group() {
+    let (address, seen) = scripted_replica(CLUSTER, Script::Answer);
+    let mut client = Client::new(config(vec![address])).unwrap();
+    client.create_stream(1, "orders").unwrap();
+    let last = seen.try_iter().last().unwrap();
+    assert_eq!((last.header.namespace, last.header.operation), (Namespace::METADATA.raw(), Operation::CreateStream));
+}
+
+#[test]
+fn a_dropped_connection_is_redialed_and_the_request_resent_with_its_number() {
+    let (address, seen) = scripted_replica(CLUSTER, Script::DropFirstConnection);
+    let mut client = Client::new(config(vec![address])).unwrap();
+    assert_eq!(client.append(partition(), b"m").unwrap(), 0);
+    let requests: Vec<_> = seen.try_iter().map(|m| (m.header.operation, m.header.request)).collect();
+    // The register was sent, lost with the connection, and sent again.
+    assert_eq!(requests[..2], [(Operation::Register, 0), (Operation::Register, 0)]);
+}
+
+#[test]
+fn a_replica_of_another_cluster_is_refused_by_the_client() {
+    let (address, _) = scripted_replica(CLUSTER + 1, Script::Answer);
+    let mut connection =
+        Connection::connect(address, 0, CLUSTER, CLIENT, MESSAGE_SIZE_MAX_BYTES, Duration::from_secs(1)).unwrap();
+    let error = loop {
+        match connection.poll(Duration::from_millis(50)) {
+            Ok(_) => continue,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, ConnectionError::Refused { reason: CloseReason::WrongCluster { .. }, .. }), "{error}");
+}
+
+#[test]
+fn no_reply_within_the_timeout_is_reported_as_unknown_outcome() {
+    // Nothing listens here: every dial fails.
+    let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = config(vec![address]);
+    config.request_timeout_ticks = 20;
+    let mut client = Client::new(config).unwrap();
+    let error = client.append(partition(), b"m").unwrap_err();
+    assert!(matches!(error, ClientError::TimedOut { request: 0, ticks: 20, .. }), "{error}");
+}
