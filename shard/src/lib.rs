@@ -2,8 +2,9 @@
 //!
 //! Owns `ShardFrame`, the routers (`route_metadata`, `route_partition`,
 //! `route_consensus_control`), the replica owner table, the shard pump, the
-//! metadata handoff, shutdown, `frame_drops_total`, and the partition state
-//! machine with its durable partition log.
+//! metadata handoff, shutdown, `frame_drops_total`, the partition state
+//! machine with its durable partition log, and the wire format of a bus
+//! connection (`wire`: hello and frame decoder, no sockets).
 //!
 //! Must not touch compio, sockets or threads: it runs against `shoal_vsr::Io`,
 //! so the simulator drives the very same code.
@@ -32,7 +33,7 @@ pub use lifecycle::{JoinReport, LifecycleError, Progress, ShardExit, ShutdownFla
 pub use metrics::{DropReason, FrameDrops};
 pub use namespace::{Namespace, NamespaceError, NamespaceKind};
 pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId};
-pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError};
+pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError, Salvage};
 pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
 pub use router::{RouteError, route, route_consensus_control, route_metadata, route_partition, route_request};

@@ -192,6 +192,98 @@ impl<F> Segment<F> {
     }
 }
 
+/// What `PartitionLog::open_salvaging` cut from a damaged log: every offset
+/// from `first_lost_offset` on is gone from this replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvage {
+    pub first_lost_offset: u64,
+    /// Why `open` refused the log: the damage that was cut off.
+    pub damage: String,
+}
+
+/// Cut the log in `dir` after its longest intact prefix: walk the segments
+/// in order, and at the first one that is not whole (a record that fails its
+/// check or cannot be read, a marker that is missing or does not cover
+/// exactly its records, a base offset that does not follow on) truncate it
+/// to its valid records, give it a marker covering them, and remove every
+/// later segment. Returns the offset after the prefix.
+///
+/// Crash-safe in any order of its steps: the truncated segment is durable
+/// with its new marker before later segments are removed, and a crash
+/// between leaves a gap that the next `open` refuses and the next salvage
+/// finishes.
+async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
+    let mut bases = Vec::new();
+    for path in io.list_dir(dir).await.map_err(io_error("list_dir", dir))? {
+        if path.extension().and_then(|e| e.to_str()) == Some(SEGMENT_EXTENSION)
+            && let Some(base) = parse_segment_name(&path)
+        {
+            bases.push((base, path));
+        }
+    }
+    bases.sort();
+    let mut expected = bases.first().map_or(0, |(base, _)| *base);
+    let mut cut_from = bases.len();
+    for (index, (base_offset, path)) in bases.iter().enumerate() {
+        if *base_offset != expected {
+            cut_from = index;
+            break;
+        }
+        let file = io.open(path, OpenMode::ReadWrite).await.map_err(io_error("open", path))?;
+        let file_size = file.size_bytes().await.map_err(io_error("size", path))?;
+        let (count, end) = intact_records(&file, path, *base_offset, file_size).await;
+        let marker = newest_marker(&file, path, file_size).await;
+        let whole =
+            end == file_size && marker.is_some_and(|m| m.base_offset == *base_offset && m.synced_size_bytes == end);
+        expected = base_offset + count;
+        if !whole {
+            let sequence = marker.map_or(1, |m| m.sequence + 1);
+            file.set_len(end).await.map_err(io_error("truncate", path))?;
+            let marker = SyncMarker { base_offset: *base_offset, sequence, synced_size_bytes: end };
+            let (result, _) = file.write_all_at(marker.encode_slots(), 0).await;
+            result.map_err(io_error("write", path))?;
+            file.sync_data().await.map_err(io_error("sync", path))?;
+            cut_from = index + 1;
+            break;
+        }
+    }
+    for (_, path) in &bases[cut_from..] {
+        io.remove(path).await.map_err(io_error("remove", path))?;
+    }
+    if cut_from < bases.len() {
+        io.sync_dir(dir).await.map_err(io_error("sync_dir", dir))?;
+    }
+    Ok(expected)
+}
+
+/// How many records from the sync slots on pass their checks, and where they
+/// end (at least the end of the slots). A record that cannot be read ends
+/// the prefix like one that fails its checksum.
+async fn intact_records<F: IoFile>(file: &F, path: &Path, base_offset: u64, file_size: u64) -> (u64, u64) {
+    let mut count = 0u64;
+    let mut position = SEGMENT_HEADER_SIZE_BYTES;
+    while position < file_size {
+        match probe_record(file, path, position, file_size, base_offset + count).await {
+            Ok(Ok(record_size)) => {
+                position += record_size;
+                count += 1;
+            }
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    (count, position)
+}
+
+/// The newest whole marker of a segment file; `None` when neither slot
+/// holds one or the slots cannot be read.
+async fn newest_marker<F: IoFile>(file: &F, path: &Path, file_size: u64) -> Option<SyncMarker> {
+    if file_size < SEGMENT_HEADER_SIZE_BYTES {
+        return None;
+    }
+    let slots = read_at(file, path, 0, SEGMENT_HEADER_SIZE_BYTES as usize).await.ok()?;
+    slots.chunks_exact(SYNC_SLOT_SIZE_BYTES as usize).filter_map(SyncMarker::decode).max_by_key(|m| m.sequence)
+}
+
 /// One partition's log. Single owner (the partition's shard); not shared.
 pub struct PartitionLog<I: Io> {
     io: I,
@@ -419,6 +511,40 @@ impl<I: Io> PartitionLog<I> {
         debug_assert!(log.segments.windows(2).all(|w| w[0].next_offset() == w[1].base_offset));
         debug_assert!(log.segments.iter().all(|s| s.synced_size_bytes == s.size_bytes));
         Ok(log)
+    }
+
+    /// Open like `open`; where `open` finds damage (a corrupt record or
+    /// marker, a missing segment, a read error), keep the longest intact prefix of records
+    /// and cut the rest: the damaged record, everything after it in its
+    /// segment, and every later segment. Returns what was cut.
+    ///
+    /// For a replica whose peers hold the partition: offsets cut here that a
+    /// checkpoint counts are `missing()` to the partition state machine,
+    /// which fetches them and appends them only once the checksum chain the
+    /// cluster agreed on proves them; offsets above the checkpoint are
+    /// applied again from the journal. A replica with no peers must use
+    /// `open` and stop on its error: nobody could give the offsets back.
+    pub async fn open_salvaging(
+        io: I,
+        dir: &Path,
+        config: PartitionLogConfig,
+    ) -> Result<(PartitionLog<I>, Option<Salvage>)> {
+        let damage = match PartitionLog::open(io.clone(), dir, config).await {
+            Ok(log) => return Ok((log, None)),
+            // A read error is a latent sector error (sticky on real disks):
+            // the same damage as rot, and the same remedy.
+            Err(
+                error @ (PartitionLogError::Corrupt { .. }
+                | PartitionLogError::SegmentGap { .. }
+                | PartitionLogError::Io { operation: "read", .. }),
+            ) => error.to_string(),
+            Err(other) => return Err(other),
+        };
+        tracing::warn!(%damage, "partition log: keeping the intact prefix; the rest comes from peers");
+        let first_lost_offset = salvage_prefix(&io, dir).await?;
+        let log = PartitionLog::open(io, dir, config).await?;
+        assert_eq!(log.next_offset(), first_lost_offset, "salvage left a log that opens as it said");
+        Ok((log, Some(Salvage { first_lost_offset, damage })))
     }
 
     /// The newest readable sync marker of `file`, if any.

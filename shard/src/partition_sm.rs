@@ -64,7 +64,7 @@ use shoal_vsr::{Io, Operation, StateMachine};
 
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES,
+    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES, Salvage,
 };
 
 /// Applied messages awaiting `persist`. The driver persists after every batch
@@ -171,7 +171,27 @@ impl<I: Io> PartitionStateMachine<I> {
     ) -> Result<PartitionStateMachine<I>, PartitionLogError> {
         assert!(namespace.is_partition(), "{namespace:?} is not a partition");
         let log = PartitionLog::open(io, dir, config).await?;
-        Ok(PartitionStateMachine {
+        Ok(PartitionStateMachine::over(namespace, log))
+    }
+
+    /// Open for a replica whose peers hold the partition: a damaged log is
+    /// cut to its intact prefix (`PartitionLog::open_salvaging`) instead of
+    /// refused. Offsets cut that the checkpoint counts then show in
+    /// `missing()` and are fetched from peers and proven by the chain
+    /// (`fill`); offsets after it are applied again from the journal.
+    pub async fn open_salvaging(
+        io: I,
+        dir: &Path,
+        namespace: Namespace,
+        config: PartitionLogConfig,
+    ) -> Result<(PartitionStateMachine<I>, Option<Salvage>), PartitionLogError> {
+        assert!(namespace.is_partition(), "{namespace:?} is not a partition");
+        let (log, salvage) = PartitionLog::open_salvaging(io, dir, config).await?;
+        Ok((PartitionStateMachine::over(namespace, log), salvage))
+    }
+
+    fn over(namespace: Namespace, log: PartitionLog<I>) -> PartitionStateMachine<I> {
+        PartitionStateMachine {
             namespace,
             log,
             next_offset: 0,
@@ -180,7 +200,7 @@ impl<I: Io> PartitionStateMachine<I> {
             replayed: Vec::new(),
             restored: None,
             fill_staged: None,
-        })
+        }
     }
 
     /// Append every pending message to the log and sync it. On an error the

@@ -523,6 +523,12 @@ impl SimDisk {
         self.step()?;
         self.check_handle(generation, id)?;
         let inode = self.inodes.get_mut(&id).unwrap();
+        // Sectors wholly past the new end leave the file (the file system
+        // frees their blocks; a later extension gets fresh ones), and their
+        // damage with them.
+        let first_freed = size_bytes.div_ceil(SECTOR_SIZE_BYTES);
+        inode.corrupt_sectors.retain(|&sector, _| sector < first_freed);
+        inode.eio_sectors.retain(|&sector| sector < first_freed);
         let op = Pending::SetLen { size_bytes };
         apply(&mut inode.current, &op);
         inode.pending.push(op);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use shoal_shard::partition_log::{
     PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_HEADER_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
-    SYNC_SLOT_SIZE_BYTES, segment_file_name,
+    SYNC_SLOT_SIZE_BYTES, Salvage, segment_file_name,
 };
 
 use crate::mem_io::{MemIo, block_on};
@@ -459,6 +459,72 @@ fn one_read_loads_at_most_the_byte_budget() {
     assert_eq!(records.len() + rest.len(), 20);
 }
 
+fn open_salvaging(io: &MemIo, config: PartitionLogConfig) -> (PartitionLog<MemIo>, Option<Salvage>) {
+    block_on(PartitionLog::open_salvaging(io.clone(), &dir(), config)).unwrap()
+}
+
+#[test]
+fn salvage_keeps_the_prefix_before_damage_in_a_sealed_segment_and_cuts_the_rest() {
+    let io = MemIo::default();
+    let mut log = open(&io, small()).unwrap();
+    append_range(&mut log, 0..8); // segments 0..3, 3..6, 6..8
+    block_on(log.sync()).unwrap();
+    drop(log);
+    // Offset 4 (second record of the sealed segment 3..6) rots.
+    flip_bit(&io, &segment(3), (record_at(1) + RECORD_HEADER_SIZE_BYTES) * 8);
+    assert!(matches!(open(&io, small()), Err(PartitionLogError::Corrupt { .. })));
+    let (mut log, salvage) = open_salvaging(&io, small());
+    let salvage = salvage.expect("damage was cut");
+    assert_eq!(salvage.first_lost_offset, 4);
+    assert!(salvage.damage.contains("corrupt"), "{}", salvage.damage);
+    assert_eq!(read_all(&log), expected(0..4));
+    assert!(!io.paths().contains(&segment(6)), "the segment after the damage was removed");
+    // The log goes on from the cut, and opens plainly afterwards.
+    append_range(&mut log, 4..7);
+    block_on(log.sync()).unwrap();
+    drop(log);
+    assert_eq!(read_all(&open(&io, small()).unwrap()), expected(0..7));
+}
+
+#[test]
+fn salvage_of_a_healthy_log_changes_nothing() {
+    let io = MemIo::default();
+    let mut log = open(&io, small()).unwrap();
+    append_range(&mut log, 0..5);
+    block_on(log.sync()).unwrap();
+    drop(log);
+    let before: Vec<_> = io.paths().iter().map(|p| io.file_bytes(p)).collect();
+    let (log, salvage) = open_salvaging(&io, small());
+    assert_eq!(salvage, None);
+    assert_eq!(read_all(&log), expected(0..5));
+    let after: Vec<_> = io.paths().iter().map(|p| io.file_bytes(p)).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn salvage_mends_a_missing_segment_and_a_segment_without_markers() {
+    let io = MemIo::default();
+    let mut log = open(&io, small()).unwrap();
+    append_range(&mut log, 0..8);
+    block_on(log.sync()).unwrap();
+    drop(log);
+    block_on(shoal_vsr::Io::remove(&io, &segment(3))).unwrap();
+    let (log, salvage) = open_salvaging(&io, small());
+    assert_eq!(salvage.map(|s| s.first_lost_offset), Some(3));
+    assert_eq!(read_all(&log), expected(0..3));
+    drop(log);
+    // Both markers of the first segment rot: its records still prove
+    // themselves (checksum and offset), so they are kept.
+    let mut bytes = io.file_bytes(&segment(0));
+    bytes[0] ^= 1;
+    bytes[SYNC_SLOT_SIZE_BYTES as usize] ^= 1;
+    io.set_file_bytes(&segment(0), bytes);
+    assert!(open(&io, small()).is_err());
+    let (log, salvage) = open_salvaging(&io, small());
+    assert_eq!(salvage.map(|s| s.first_lost_offset), Some(3));
+    assert_eq!(read_all(&log), expected(0..3));
+}
+
 proptest::proptest! {
     /// Flip any one bit anywhere in a synced log (records, sync slots, any
     /// segment): open either refuses with an error or returns every record
@@ -490,6 +556,45 @@ proptest::proptest! {
         if let Ok(log) = open(&io, config) {
             proptest::prop_assert_eq!(read_all(&log), model, "Ok after flipping bit {} of {:?}", bit, path);
         }
+    }
+
+    /// Flip any one bit anywhere in a synced log, then salvage: the log
+    /// opens, holds exactly a prefix of what was written (never a changed
+    /// record), says where it was cut, and opens plainly afterwards.
+    #[test]
+    fn salvage_after_one_flipped_bit_keeps_an_exact_prefix(
+        batches in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..5),
+            1..6,
+        ),
+        segment_size_max_bytes in 60u64..400,
+        file_pick in proptest::prelude::any::<usize>(),
+        bit_pick in proptest::prelude::any::<usize>(),
+    ) {
+        let config = PartitionLogConfig { segment_size_max_bytes };
+        let io = MemIo::default();
+        let mut log = open(&io, config).unwrap();
+        let mut model: Vec<(u64, Vec<u8>)> = Vec::new();
+        for batch in batches {
+            let first = block_on(log.append(&batch)).unwrap();
+            model.extend(batch.into_iter().enumerate().map(|(i, m)| (first + i as u64, m)));
+            block_on(log.sync()).unwrap();
+        }
+        drop(log);
+        let paths = io.paths();
+        let path = &paths[file_pick % paths.len()];
+        let bit = bit_pick % (io.file_bytes(path).len() * 8);
+        flip_bit(&io, path, bit);
+        let (log, salvage) = open_salvaging(&io, config);
+        let kept = read_all(&log);
+        proptest::prop_assert!(kept.len() <= model.len());
+        proptest::prop_assert_eq!(&kept[..], &model[..kept.len()], "a kept record differs");
+        match salvage {
+            Some(salvage) => proptest::prop_assert_eq!(salvage.first_lost_offset, kept.len() as u64),
+            None => proptest::prop_assert_eq!(kept.len(), model.len(), "records lost without a salvage report"),
+        }
+        drop(log);
+        proptest::prop_assert_eq!(read_all(&open(&io, config).unwrap()), kept);
     }
 }
 

@@ -431,3 +431,65 @@ proptest! {
         prop_assert_eq!(log, model, "each offset once, in order, with its message");
     }
 }
+
+fn open_salvaging(io: &SimIo) -> (PartitionStateMachine<SimIo>, Option<shoal_shard::Salvage>) {
+    block_on_ready(PartitionStateMachine::open_salvaging(io.clone(), Path::new(DIR), namespace(), config()))
+        .expect("a damaged log is salvaged, not refused")
+}
+
+/// The story of issue 10's finding 3 for the partition log: a replica's
+/// sealed segment rots (or its sector fails to read) while it is down. A
+/// plain open refuses the log; the salvaging open keeps the intact prefix,
+/// the checkpoint then names the cut offsets as missing, a peer's messages
+/// fill them once the chain proves them, and the replica serves every
+/// committed message again.
+#[test]
+fn a_rotten_sealed_segment_is_cut_and_refilled_from_a_peer() {
+    for damage in ["rot", "eio"] {
+        let io_peer = SimIo::new(20);
+        let mut peer = open(&io_peer);
+        let io = SimIo::new(21);
+        let mut sm = open(&io);
+        for i in 0..12 {
+            send(&mut peer, &message(i));
+            send(&mut sm, &message(i));
+        }
+        block_on_ready(peer.persist()).unwrap();
+        block_on_ready(sm.persist()).unwrap();
+        let checkpoint = sm.snapshot();
+        assert!(sm.log().segment_count() > 2, "the damage lands in a sealed segment");
+        drop(sm);
+        io.crash();
+        // The second segment's first record goes bad on the disk.
+        let second = {
+            let listed = block_on_ready(shoal_vsr::Io::list_dir(&io, Path::new(DIR))).unwrap();
+            let mut paths: Vec<_> = listed.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+            paths.sort();
+            paths[1].clone()
+        };
+        let record = shoal_shard::partition_log::SEGMENT_HEADER_SIZE_BYTES + 20;
+        match damage {
+            "rot" => io.disk().corrupt_sector(&second, record).unwrap(),
+            _ => io.disk().fail_sector_reads(&second, record).unwrap(),
+        }
+        assert!(
+            block_on_ready(PartitionStateMachine::open_with_config(io.clone(), Path::new(DIR), namespace(), config()))
+                .is_err(),
+            "{damage}: a plain open refuses the damaged log"
+        );
+
+        let (mut sm, salvage) = open_salvaging(&io);
+        let cut = salvage.expect("the damage was cut").first_lost_offset;
+        assert!(cut < 12, "{damage}: cut at {cut}");
+        assert_eq!(read_all(&sm), expected(0..cut), "{damage}: the intact prefix is kept exactly");
+        sm.restore(&checkpoint).unwrap();
+        assert_eq!(sm.missing(), Some(cut..12), "{damage}: the checkpoint names what was cut");
+        let answer = block_on_ready(peer.read(cut, 64)).unwrap();
+        let messages: Vec<Vec<u8>> = answer.into_iter().map(|(_, m)| m).collect();
+        block_on_ready(sm.fill(cut, &messages)).unwrap();
+        assert_eq!(sm.missing(), None);
+        block_on_ready(sm.persist()).unwrap();
+        assert_eq!(read_all(&sm), expected(0..12), "{damage}: every committed message is served again");
+        assert_eq!(sm.snapshot(), peer.snapshot());
+    }
+}
