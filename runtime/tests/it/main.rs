@@ -6,6 +6,7 @@
 
 mod bus;
 mod journal_conformance;
+mod metrics;
 mod real_io;
 mod server;
 mod server_config;
