@@ -577,7 +577,11 @@ async fn settle_small_files<I: Io>(io: &I, dir: &Path) {
 /// would stop on that assertion. Refuse it first, with an error the operator
 /// can act on, looking at the log as the replica merges it: a view header
 /// wins over the journal's entry at its op, and applying stops at the first
-/// op without its body.
+/// op without its body. Deliberately not a full copy of the merge: where the
+/// replica would drop an entry for other reasons (a prepare of an older view
+/// above the view headers) it stops applying there, below the commit, so the
+/// replay fails all the same; this check can only name a later op, never
+/// turn a replay that succeeds into an error.
 fn check_committed_chain(recovered: &Recovered, root_checksum: u128) -> Result<(), HandoffError> {
     let (checkpoint_op, mut below) = recovered
         .checkpoint

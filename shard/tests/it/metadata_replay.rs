@@ -22,8 +22,8 @@ use shoal_sim::node::{DATA_DIR, NodeStorage, StorageConfig};
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::checkpoint::{checkpoint_path, read_checkpoint};
 use shoal_vsr::journal::{PrepareJournal, journal_path};
-use shoal_vsr::replica::Committed;
-use shoal_vsr::superblock::superblock_path;
+use shoal_vsr::replica::{Committed, root_header};
+use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
 use shoal_vsr::{Action, Command, Header, Message, OpenMode, Operation, Replica, ReplicaConfig, Source};
 
 const CLUSTER: u128 = 0x6d65_7461;
@@ -362,4 +362,90 @@ fn a_read_only_replay_of_a_shard_that_is_not_zero_never_settles() {
         block_on_ready(replay_metadata_group(&io, &dir(), group(1), ShardId(1))),
         Err(HandoffError::NotMetadataShard { .. })
     ));
+}
+
+/// Prepares of the metadata group for ops `1..=count`, each creating a
+/// stream, chained from the group's root unless `break_chain_at` names an op
+/// whose parent is made wrong.
+fn chained_prepares(count: u64, break_chain_at: Option<u64>) -> Vec<(Header, Vec<u8>)> {
+    let mut parent = root_header(CLUSTER, Namespace::METADATA.raw()).checksum;
+    let mut register = Header::new(Command::Prepare, CLUSTER);
+    register.namespace = Namespace::METADATA.raw();
+    register.operation = Operation::Register;
+    register.client = CLIENT_A;
+    let mut out = Vec::new();
+    for op in 1..=count {
+        let mut header = register;
+        header.op = op;
+        header.parent = if break_chain_at == Some(op) { parent ^ 1 } else { parent };
+        let body = if op == 1 {
+            Vec::new()
+        } else {
+            let request = stream(op as u32, &format!("s{op}"));
+            header.operation = request.operation();
+            header.request = op - 1;
+            header.context = 1;
+            request.encode_body()
+        };
+        header.set_checksums(&body);
+        parent = header.checksum;
+        out.push((header, body));
+    }
+    out
+}
+
+/// A metadata group whose journal holds `prepares` and whose superblock
+/// says `commit` with `view_headers`, written straight through the storage
+/// calls (the replica would never write these disks).
+fn plant_group(io: &SimIo, prepares: &[(Header, Vec<u8>)], commit: u64, view_headers: Vec<Header>) {
+    // Prepares of view 0; a view change (view headers) installed view 1.
+    let view = u64::from(!view_headers.is_empty());
+    block_on_ready(async {
+        let config = metadata_journal_config(CLUSTER);
+        let mut journal = PrepareJournal::create(io, &dir(), config).await.unwrap();
+        for (header, body) in prepares {
+            journal.write_prepare(header, body).await.unwrap();
+        }
+        journal.sync().await.unwrap();
+        let mut superblock = Superblock::create(io, &dir(), CLUSTER, Namespace::METADATA.raw(), 0).await.unwrap();
+        let state = SuperblockState { view, log_view: view, commit, view_headers, rejoining: false };
+        superblock.write(state).await.unwrap();
+    });
+}
+
+#[test]
+fn a_committed_op_that_does_not_chain_is_a_repair_not_a_panic() {
+    // The replica asserts the chain of what it applies; the replay must
+    // refuse such a disk with the operator's error before the replica sees it.
+    let io = SimIo::new(4);
+    plant_group(&io, &chained_prepares(4, Some(3)), 4, Vec::new());
+    match replay(&io, 3) {
+        Err(HandoffError::MetadataRepairNeeded { op: 3, commit: 4, reason }) => {
+            assert!(reason.contains("does not chain"), "{reason}");
+        }
+        other => panic!("expected a repair of op 3, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_committed_op_the_view_headers_replaced_is_a_repair_of_a_stale_prepare() {
+    // The view change installed another op 2 than the journal holds: the
+    // replica keeps the view header without a body and stops applying there.
+    let io = SimIo::new(5);
+    let prepares = chained_prepares(3, None);
+    let mut replacement = prepares[1].0;
+    replacement.timestamp += 1;
+    replacement.set_checksums(&prepares[1].1);
+    plant_group(&io, &prepares, 3, vec![replacement]);
+    match replay(&io, 3) {
+        Err(HandoffError::MetadataRepairNeeded { op: 2, commit: 3, reason }) => {
+            assert!(reason.contains("stale prepare"), "{reason}");
+        }
+        other => panic!("expected a repair of op 2, got {other:?}"),
+    }
+    // Uncommitted, the same log is no error: the committed prefix is whole.
+    let io = SimIo::new(6);
+    plant_group(&io, &prepares, 1, vec![replacement]);
+    let replayed = replay(&io, 3).unwrap();
+    assert_eq!((replayed.commit, replayed.requests_applied), (1, 0));
 }
