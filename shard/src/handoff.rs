@@ -407,18 +407,37 @@ async fn replay<I: Io>(
     mode: OpenMode,
 ) -> Result<MetadataReplay, HandoffError> {
     group.validate()?;
+    let (recovered, disk) = read_durable_state(io, dir, group, mode).await?;
+    recover_replica(group, recovered, disk)
+}
+
+/// What reading the disk found besides what the replica needs.
+struct DiskNotes {
+    created: bool,
+    torn_tail_ops: u64,
+    drain_settled: bool,
+}
+
+/// Read the group's durable state as a restart reads it, settling it first
+/// when writable (as a restart does before its replica runs).
+async fn read_durable_state<I: Io>(
+    io: &I,
+    dir: &Path,
+    group: MetadataGroup,
+    mode: OpenMode,
+) -> Result<(Recovered, DiskNotes), HandoffError> {
     if mode.writable() {
         settle_small_files(io, dir).await;
     }
     let (superblock, created) = open_superblock(io, dir, group, mode).await?;
     let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;
-    let durable = superblock.state().clone();
+    let state = superblock.state().clone();
     let durable = DurableState {
-        view: durable.view,
-        log_view: durable.log_view,
-        commit: durable.commit,
-        view_headers: durable.view_headers,
-        rejoining: durable.rejoining,
+        view: state.view,
+        log_view: state.log_view,
+        commit: state.commit,
+        view_headers: state.view_headers,
+        rejoining: state.rejoining,
     };
     let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref()).await?;
     let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
@@ -430,11 +449,23 @@ async fn replay<I: Io>(
             reason: "was drained from the journal but is not in the checkpoint",
         });
     }
+    let notes = DiskNotes { created, torn_tail_ops: journal.torn_tail_ops, drain_settled: journal.drain_settled };
     let recovered = Recovered { durable, checkpoint, entries: journal.entries, journal_faulty: journal.faulty };
+    Ok((recovered, notes))
+}
+
+/// Let the replica's own recovery apply the committed prefix (the code a
+/// restart runs, so a replay and a restart cannot disagree) and read the
+/// metadata state back from it.
+fn recover_replica(
+    group: MetadataGroup,
+    recovered: Recovered,
+    disk: DiskNotes,
+) -> Result<MetadataReplay, HandoffError> {
     let diagnosis = Diagnosis::of(&recovered);
+    let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
+    let journal_faulty = recovered.journal_faulty;
     check_committed_chain(&recovered, root_header(group.cluster, Namespace::METADATA.raw()).checksum)?;
-    // The replica's own recovery applies the committed prefix: the same code
-    // a restart runs, so a replay and a restart cannot disagree.
     let mut replica = Replica::open(group.replica_config(), MetadataState::new(), recovered)
         .map_err(HandoffError::MetadataCheckpointSnapshot)?;
     // What the recovered replica asks for next (a view change, a checkpoint,
@@ -459,10 +490,10 @@ async fn replay<I: Io>(
         requests_rejected: 0,
         requests_filtered: 0,
         ops_uncommitted: replica.op() - commit,
-        torn_tail_ops: journal.torn_tail_ops,
-        journal_faulty: journal.faulty,
-        drain_settled: journal.drain_settled,
-        created,
+        torn_tail_ops: disk.torn_tail_ops,
+        journal_faulty,
+        drain_settled: disk.drain_settled,
+        created: disk.created,
     };
     assert_eq!(committed.len() as u64, replay.ops_replayed, "a restart applies each op past the checkpoint once");
     assert!(committed.iter().zip(checkpoint_op + 1..).all(|(op, expected)| op.op == expected));
