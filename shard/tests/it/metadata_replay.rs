@@ -4,8 +4,9 @@
 //! twice — by `replay_metadata_group` and by a replica restart (the
 //! simulator's node storage + `Replica::open`) — and both must give the same
 //! state, sessions and commit. A crash in the middle of a checkpoint drain
-//! must leave both the same, and the writable replay must finish the drain as
-//! the restart does, while the read-only replay writes nothing.
+//! (after a process crash or a power loss) must leave both the same, and the
+//! writable replay must finish the drain and settle a superblock whose fsync
+//! failed as the restart does, while the read-only replay writes nothing.
 //!
 //! Every disk is built twice from the same seed (the build is deterministic),
 //! so each recovery path starts from identical bytes.
@@ -313,39 +314,56 @@ fn replay_counts_the_evicted_clients_request_as_filtered_as_the_replica_did() {
     assert!(replayed.state.stream(2).is_none(), "B's request after its eviction changed nothing");
 }
 
+/// How the process died: a process crash keeps the page cache (unsynced
+/// writes read back until a power loss), a power loss drops or tears them.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    Process,
+    PowerLoss,
+}
+
 #[test]
 fn a_crash_mid_drain_recovers_the_same_state_through_replay_and_restart() {
     let mut interrupted_drains = 0;
-    for steps in 0..CRASH_STEPS_MAX {
-        let seed = 100 + steps;
-        let context = format!("crash after {steps} storage calls of the first checkpoint (seed {seed})");
-        let crashed = |seed| {
-            let live = built(seed, Some(steps));
-            assert!(live.stopped, "{context}: the crash stopped the replica");
-            live.io.crash();
-            live.io
-        };
-        let (for_replay, for_restart, for_read_only) = (crashed(seed), crashed(seed), crashed(seed));
-        let checkpoint_op = checkpoint_op_on_disk(&for_replay);
-        let drain_interrupted = checkpoint_op > journal_snapshot_op(&for_replay);
-        interrupted_drains += u32::from(drain_interrupted);
+    for crash in [Crash::Process, Crash::PowerLoss] {
+        for steps in 0..CRASH_STEPS_MAX {
+            let seed = 100 + steps;
+            let context = format!("{crash:?} after {steps} storage calls of the first checkpoint (seed {seed})");
+            let crashed = || {
+                let live = built(seed, Some(steps));
+                assert!(live.stopped, "{context}: the crash stopped the replica");
+                match crash {
+                    Crash::Process => live.io.crash_process(),
+                    Crash::PowerLoss => live.io.power_loss(),
+                }
+                live.io
+            };
+            // One twin disk per look: opening a journal fsyncs it, so even a
+            // look changes what the next open of the same disk would find.
+            let probe = crashed();
+            let checkpoint_op = checkpoint_op_on_disk(&probe);
+            let drain_interrupted = checkpoint_op > journal_snapshot_op(&probe);
+            interrupted_drains += u32::from(drain_interrupted);
 
-        // Read-only first: the same state, and not one byte written.
-        let visible = visible_files(&for_read_only);
-        let durable = durable_files(&for_read_only);
-        let read_only = block_on_ready(replay_metadata_group_read_only(&for_read_only, &dir(), group(1)));
-        assert_eq!(visible_files(&for_read_only), visible, "{context}: read-only replay wrote");
-        assert_eq!(durable_files(&for_read_only), durable, "{context}: read-only replay made something durable");
+            // Read-only: the same state, and not one byte written.
+            let for_read_only = crashed();
+            let visible = visible_files(&for_read_only);
+            let read_only = block_on_ready(replay_metadata_group_read_only(&for_read_only, &dir(), group(1)));
+            assert_eq!(visible_files(&for_read_only), visible, "{context}: read-only replay wrote");
 
-        let replayed = replay(&for_replay, 1).unwrap_or_else(|error| panic!("{context}: replay failed: {error}"));
-        let restarted = restart(&for_restart, 1).unwrap_or_else(|error| panic!("{context}: restart failed: {error}"));
-        assert_same(&replayed, &restarted, &context);
-        assert_eq!(read_only.unwrap().state, replayed.state, "{context}");
-        // The replay left the disk as the restart did: the drain finished
-        // at the checkpoint, the small files settled, nothing else written.
-        assert_eq!(replayed.drain_settled, drain_interrupted, "{context}");
-        assert_eq!(journal_snapshot_op(&for_replay), checkpoint_op, "{context}: drain finished");
-        assert_eq!(durable_files(&for_replay), durable_files(&for_restart), "{context}: disks differ");
+            let (for_replay, for_restart) = (crashed(), crashed());
+            let replayed = replay(&for_replay, 1).unwrap_or_else(|error| panic!("{context}: replay failed: {error}"));
+            let restarted =
+                restart(&for_restart, 1).unwrap_or_else(|error| panic!("{context}: restart failed: {error}"));
+            assert_same(&replayed, &restarted, &context);
+            assert_eq!(read_only.unwrap().state, replayed.state, "{context}");
+            // The replay left the disk as the restart did: the drain finished
+            // at the checkpoint, the small files settled, nothing else written.
+            assert_eq!(replayed.drain_settled, drain_interrupted, "{context}");
+            assert_eq!(journal_snapshot_op(&for_replay), checkpoint_op, "{context}: drain finished");
+            assert_eq!(durable_files(&for_replay), durable_files(&for_restart), "{context}: durable bytes differ");
+            assert_eq!(visible_files(&for_replay), visible_files(&for_restart), "{context}: visible bytes differ");
+        }
     }
     assert!(interrupted_drains > 0, "no crash landed between a durable checkpoint and the end of its drain");
 }
@@ -448,4 +466,31 @@ fn a_committed_op_the_view_headers_replaced_is_a_repair_of_a_stale_prepare() {
     plant_group(&io, &prepares, 1, vec![replacement]);
     let replayed = replay(&io, 3).unwrap();
     assert_eq!((replayed.commit, replayed.requests_applied), (1, 0));
+}
+
+#[test]
+fn a_superblock_whose_fsync_failed_is_settled_by_the_replay_as_by_a_restart() {
+    // The superblock write's fsync fails (Linux then marks the pages clean
+    // while reads still see them) and the process dies keeping its page
+    // cache: a restart rewrites and syncs what it reads before trusting it,
+    // and the writable replay must leave the same durable bytes.
+    let crashed = || {
+        let live = built(7, None);
+        block_on_ready(async {
+            let namespace = Namespace::METADATA.raw();
+            let mut superblock =
+                Superblock::open(&live.io, &dir(), CLUSTER, namespace, 0, OpenMode::ReadWrite).await.unwrap();
+            let mut state = superblock.state().clone();
+            state.view += 1;
+            live.io.disk().fail_next_sync();
+            superblock.write(state).await.unwrap_err();
+        });
+        live.io.crash_process();
+        live.io
+    };
+    let (for_replay, for_restart) = (crashed(), crashed());
+    let replayed = replay(&for_replay, 1).unwrap();
+    let restarted = restart(&for_restart, 1).unwrap();
+    assert_same(&replayed, &restarted, "fsync failed");
+    assert_eq!(durable_files(&for_replay), durable_files(&for_restart), "durable bytes differ");
 }
