@@ -324,3 +324,88 @@ fn a_new_primary_does_not_ship_its_stale_minority_prepares_below_the_canonical_l
     assert!(converged, "the cluster converges");
     assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
 }
+
+/// Found by the simulator (disk-rot seed 32984, liveness): the only durable
+/// copies of uncommitted ops sit in one replica's journal above a slot that
+/// rotted. View 1's primary R1 prepares ops 7 and 8 while R0 and R2 are
+/// down; R2 comes back and installs R1's start_view (headers through 8, no
+/// bodies); R1 crashes; the slot of op 5 rots on R1's disk. At restart the
+/// hash chain from R1's view headers breaks at 5, and the old
+/// `recover_log` dropped every prepare above it, 7 and 8 included, though
+/// they were valid and still on its disk. View 2's canonical log (R2's)
+/// names 7 and 8, nobody could repair their bodies, and the cluster
+/// wedged at commit 6 forever.
+#[test]
+fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
+    let mut cluster = Cluster::new(3);
+    let all = [0, 1, 2];
+    register_clients(&mut cluster, 0, 4);
+    cluster.run(&all, 5);
+    assert!(all.iter().all(|&r| cluster.replica(r).commit_min() == 4), "ops 1..4 committed everywhere");
+
+    // R2 goes down in view 0. R0, view 0's primary, restarts: a restarted
+    // primary never resumes its view, so R0 and R1 start view 1 (R1).
+    cluster.crash(2);
+    cluster.crash(0);
+    cluster.restart(0);
+    cluster.deliver_all();
+    assert!(normal_primary_of(&cluster, 1, 1), "R1 is view 1's primary");
+
+    // Ops 5 and 6 are committed by R1 and R0; then R0 crashes, and R1 makes
+    // ops 7 and 8 alone: its journal holds their only copies.
+    for index in 0..2 {
+        cluster.append(client(index), 1, 1, format!("committed-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    cluster.run(&[0, 1], 2);
+    assert_eq!(cluster.replica(0).commit_min(), 6, "R0 committed 5 and 6");
+    cluster.crash(0);
+    for index in 2..4 {
+        cluster.append(client(index), 1, 1, format!("only-on-r1-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    assert_eq!(cluster.replica(1).op(), 8);
+    assert_eq!(cluster.replica(1).commit_max(), 6, "7 and 8 have no quorum");
+
+    // R2 restarts in view 0. R1's retransmitted prepares tell it of view 1;
+    // it asks R1 for the start_view and installs it: headers through 8,
+    // bodies of 5..8 still to repair. R1 crashes before serving any.
+    cluster.restart(2);
+    let retransmitted = (0..50).any(|_| {
+        cluster.tick(1);
+        cluster.pending(|e| e.between(1, 2) && is(e, Command::Prepare)) > 0
+    });
+    assert!(retransmitted, "R1 retransmits its unacknowledged prepares to R2");
+    cluster.deliver_where(|e| e.between(1, 2) && is(e, Command::Prepare));
+    cluster.deliver_where(|e| e.between(2, 1) && is(e, Command::RequestStartView));
+    cluster.deliver_where(|e| e.between(1, 2) && is(e, Command::StartView));
+    assert!(cluster.replica(2).view() == 1 && cluster.status(2) == Status::Normal, "R2 installed view 1");
+    assert_eq!(cluster.replica(2).op(), 8, "R2's log of view 1 names 7 and 8");
+    assert!(!cluster.replica(2).has_body(7) && !cluster.replica(2).has_body(8));
+    cluster.crash(1);
+    cluster.queue.clear();
+
+    // The slot of op 5 rots on R1's disk (other copies of 5 exist: R0's).
+    cluster.rot(1, 5);
+    assert!(cluster.disks[1].journal.contains_key(&7) && cluster.disks[1].journal.contains_key(&8));
+    cluster.restart(0);
+    cluster.restart(1);
+    assert_eq!(cluster.status(1), Status::Recovering, "a faulty journal restarts Recovering");
+    assert!(cluster.replica(1).op() < 7, "R1's log ends below the broken chain: it cannot vouch for 6..8");
+
+    // View 2 (R2 primary) starts from R2's log through 8; R1 installs it.
+    // The bodies of 7 and 8 exist only on R1's disk: the cluster must find
+    // them there and commit through 8.
+    let converged = cluster.run_until(&all, 3_000, |c| {
+        all.iter().all(|&r| c.replica(r).status() == Status::Normal && c.replica(r).commit_min() == 8)
+    });
+    let summary: Vec<String> = all
+        .iter()
+        .map(|&r| {
+            let replica = cluster.replica(r);
+            format!("r{r}: {:?} view {} op {} commit {}", replica.status(), replica.view(), replica.op(), replica.commit_min())
+        })
+        .collect();
+    assert!(converged, "the cluster commits 7 and 8 from R1's journal: {summary:?}");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
