@@ -337,6 +337,72 @@ fn a_new_primary_does_not_ship_its_stale_minority_prepares_below_the_canonical_l
 /// wedged at commit 6 forever.
 #[test]
 fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
+    let all = [0, 1, 2];
+    let mut cluster = only_r1_holds_7_and_8_and_r2_holds_their_headers();
+
+    // The slot of op 5 rots on R1's disk (other copies of 5 exist: R0's).
+    cluster.rot(1, 5);
+    assert!(cluster.disks[1].journal.contains_key(&7) && cluster.disks[1].journal.contains_key(&8));
+    cluster.restart(0);
+    cluster.restart(1);
+    assert_eq!(cluster.status(1), Status::Recovering, "a faulty journal restarts Recovering");
+    assert!(cluster.replica(1).op() < 7, "R1's log ends below the broken chain: it cannot vouch for 6..8");
+
+    // View 2 (R2 primary) starts from R2's log through 8; R1 installs it.
+    // The bodies of 7 and 8 exist only on R1's disk: the cluster must find
+    // them there and commit through 8.
+    let converged = converge(&mut cluster, &all, 8);
+    assert!(converged.is_ok(), "the cluster commits 7 and 8 from R1's journal: {converged:?}");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// The same story with no copy left anywhere: R1's disk is lost instead of
+/// one slot. View 2's canonical log (R2's) still names 7 and 8, whose
+/// bodies no replica holds, and without a way to truncate uncommitted ops
+/// that no quorum can have committed (TigerBeetle's nacks in the view
+/// change) the cluster wedges. 7 and 8 were never committed: only their
+/// primary R1 held them. The simulator does not draw this today (it never
+/// rots or wipes the only copy of an op); this story is the nack protocol's
+/// acceptance test.
+#[test]
+#[ignore = "needs nack truncation in the view change (DESIGN.md, known gaps)"]
+fn uncommitted_ops_whose_only_copy_was_lost_are_truncated_by_the_view_change() {
+    let all = [0, 1, 2];
+    let mut cluster = only_r1_holds_7_and_8_and_r2_holds_their_headers();
+    cluster.restart(0);
+    cluster.wipe_and_rejoin(1);
+    let converged = converge(&mut cluster, &all, 6);
+    assert!(converged.is_ok(), "the cluster drops 7 and 8 and goes on: {converged:?}");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// Run until every replica is Normal with at least `commit` applied and
+/// nothing left uncommitted in its log; on failure, a one-line state of
+/// each replica.
+fn converge(cluster: &mut Cluster, replicas: &[u8], commit: u64) -> Result<(), Vec<String>> {
+    let done = cluster.run_until(replicas, 3_000, |c| {
+        replicas.iter().all(|&r| {
+            let replica = c.replica(r);
+            replica.status() == Status::Normal && replica.commit_min() >= commit && replica.commit_min() == replica.op()
+        })
+    });
+    if done {
+        return Ok(());
+    }
+    Err(replicas
+        .iter()
+        .map(|&r| {
+            let replica = cluster.replica(r);
+            let (status, view, op, commit) = (replica.status(), replica.view(), replica.op(), replica.commit_min());
+            format!("r{r}: {status:?} view {view} op {op} commit {commit}")
+        })
+        .collect())
+}
+
+/// Ops 1..6 committed; ops 7 and 8 prepared by view 1's primary R1 alone;
+/// R2 installed R1's start_view (headers through 8, no bodies of 5..8);
+/// then R1 and R0 are down (R0 holds 1..6). The queue is empty.
+fn only_r1_holds_7_and_8_and_r2_holds_their_headers() -> Cluster {
     let mut cluster = Cluster::new(3);
     let all = [0, 1, 2];
     register_clients(&mut cluster, 0, 4);
@@ -384,28 +450,5 @@ fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
     assert!(!cluster.replica(2).has_body(7) && !cluster.replica(2).has_body(8));
     cluster.crash(1);
     cluster.queue.clear();
-
-    // The slot of op 5 rots on R1's disk (other copies of 5 exist: R0's).
-    cluster.rot(1, 5);
-    assert!(cluster.disks[1].journal.contains_key(&7) && cluster.disks[1].journal.contains_key(&8));
-    cluster.restart(0);
-    cluster.restart(1);
-    assert_eq!(cluster.status(1), Status::Recovering, "a faulty journal restarts Recovering");
-    assert!(cluster.replica(1).op() < 7, "R1's log ends below the broken chain: it cannot vouch for 6..8");
-
-    // View 2 (R2 primary) starts from R2's log through 8; R1 installs it.
-    // The bodies of 7 and 8 exist only on R1's disk: the cluster must find
-    // them there and commit through 8.
-    let converged = cluster.run_until(&all, 3_000, |c| {
-        all.iter().all(|&r| c.replica(r).status() == Status::Normal && c.replica(r).commit_min() == 8)
-    });
-    let summary: Vec<String> = all
-        .iter()
-        .map(|&r| {
-            let replica = cluster.replica(r);
-            format!("r{r}: {:?} view {} op {} commit {}", replica.status(), replica.view(), replica.op(), replica.commit_min())
-        })
-        .collect();
-    assert!(converged, "the cluster commits 7 and 8 from R1's journal: {summary:?}");
-    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+    cluster
 }
