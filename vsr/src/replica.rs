@@ -1244,7 +1244,10 @@ impl<S: StateMachine> Replica<S> {
             .into_values()
             .filter(|(header, _)| {
                 header.op > trusted
-                    && !self.log.get(&header.op).is_some_and(|e| e.header.checksum == header.checksum && e.body.is_some())
+                    && !self
+                        .log
+                        .get(&header.op)
+                        .is_some_and(|e| e.header.checksum == header.checksum && e.body.is_some())
             })
             .map(|(header, body)| Message { header, body: Rc::from(body) })
             .collect();
@@ -1274,7 +1277,8 @@ impl<S: StateMachine> Replica<S> {
                 .iter()
                 .filter(|(checksum, message)| {
                     let op = message.header.op;
-                    let claimed = self.log.get(&op).is_some_and(|e| e.header.checksum == **checksum && e.body.is_none());
+                    let claimed =
+                        self.log.get(&op).is_some_and(|e| e.header.checksum == **checksum && e.body.is_none());
                     let child_names_it = !self.log.contains_key(&op)
                         && self.log.get(&(op + 1)).is_some_and(|child| child.header.parent == **checksum);
                     claimed || child_names_it
