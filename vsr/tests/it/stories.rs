@@ -338,13 +338,14 @@ fn a_new_primary_does_not_ship_its_stale_minority_prepares_below_the_canonical_l
 #[test]
 fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
     let all = [0, 1, 2];
-    let mut cluster = only_r1_holds_7_and_8_and_r2_holds_their_headers();
+    let mut cluster = only_r1_holds_7_and_8(Headers::ReachR2);
 
     // The slot of op 5 rots on R1's disk (other copies of 5 exist: R0's).
     cluster.rot(1, 5);
     assert!(cluster.disks[1].journal.contains_key(&7) && cluster.disks[1].journal.contains_key(&8));
-    cluster.restart(0);
-    cluster.restart(1);
+    for r in all {
+        cluster.restart(r);
+    }
     assert_eq!(cluster.status(1), Status::Recovering, "a faulty journal restarts Recovering");
     assert!(cluster.replica(1).op() < 7, "R1's log ends below the broken chain: it cannot vouch for 6..8");
 
@@ -368,11 +369,52 @@ fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
 #[ignore = "needs nack truncation in the view change (DESIGN.md, known gaps)"]
 fn uncommitted_ops_whose_only_copy_was_lost_are_truncated_by_the_view_change() {
     let all = [0, 1, 2];
-    let mut cluster = only_r1_holds_7_and_8_and_r2_holds_their_headers();
+    let mut cluster = only_r1_holds_7_and_8(Headers::ReachR2);
     cluster.restart(0);
+    cluster.restart(2);
     cluster.wipe_and_rejoin(1);
     let converged = converge(&mut cluster, &all, 6);
     assert!(converged.is_ok(), "the cluster drops 7 and 8 and goes on: {converged:?}");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// The other side of the same fix: prepares R1 kept aside are not vouched
+/// for by R1 itself. When no other replica ever saw 7 and 8, view 2's log
+/// ends at 6 and R1 must neither acknowledge nor bring back its own 7 and
+/// 8: the new primary prepares new ops there, and R1 takes those.
+#[test]
+fn prepares_kept_aside_after_a_rot_are_not_vouched_for_without_a_canonical_header() {
+    let all = [0, 1, 2];
+    let mut cluster = only_r1_holds_7_and_8(Headers::StayOnR1);
+    let lone: Vec<u128> = [7, 8].iter().map(|op| cluster.disks[1].journal[op].0.checksum).collect();
+    cluster.rot(1, 5);
+    for r in all {
+        cluster.restart(r);
+    }
+    assert_eq!(cluster.status(1), Status::Recovering);
+    let sent_before = cluster.sent.len();
+    let converged = converge(&mut cluster, &all, 6);
+    assert!(converged.is_ok(), "view 2's log ends at 6: {converged:?}");
+    let vouched = cluster.sent[sent_before..].iter().any(|e| {
+        e.from == crate::harness::Sender::Replica(1)
+            && (is(e, Command::PrepareOk) && lone.contains(&e.message.header.parent)
+                || is(e, Command::DoViewChange) && e.message.header.op >= 7)
+    });
+    assert!(!vouched, "R1 vouched for a prepare no canonical header named");
+
+    // Clients 2 and 3 retry: the new view prepares them anew at 7 and 8.
+    let primary = (0..3).find(|&r| cluster.replica(r).is_primary()).expect("a primary");
+    for index in 2..4 {
+        cluster.append(client(index), primary, 1, format!("only-on-r1-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    let converged = converge(&mut cluster, &all, 8);
+    assert!(converged.is_ok(), "the retries commit at 7 and 8: {converged:?}");
+    for op in [7, 8] {
+        let checksum = cluster.replica(1).header(op).expect("held").checksum;
+        assert!(!lone.contains(&checksum), "R1 holds the new view's op {op}, not its own old one");
+        assert_eq!(Some(checksum), cluster.replica(0).header(op).map(|h| h.checksum));
+    }
     assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
 }
 
@@ -399,10 +441,20 @@ fn converge(cluster: &mut Cluster, replicas: &[u8], commit: u64) -> Result<(), V
         .collect())
 }
 
+/// Whether the headers of R1's lone ops 7 and 8 reach another replica.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Headers {
+    /// R2 installs R1's start_view (headers through 8, no bodies).
+    ReachR2,
+    /// R2 stays down: only R1 ever knew 7 and 8.
+    StayOnR1,
+}
+
 /// Ops 1..6 committed; ops 7 and 8 prepared by view 1's primary R1 alone;
-/// R2 installed R1's start_view (headers through 8, no bodies of 5..8);
-/// then R1 and R0 are down (R0 holds 1..6). The queue is empty.
-fn only_r1_holds_7_and_8_and_r2_holds_their_headers() -> Cluster {
+/// with `Headers::ReachR2`, R2 installed R1's start_view (headers through 8,
+/// no bodies of 5..8). Then every replica is down (R0 holds 1..6, R2 1..4
+/// or the headers through 8). The queue is empty.
+fn only_r1_holds_7_and_8(headers: Headers) -> Cluster {
     let mut cluster = Cluster::new(3);
     let all = [0, 1, 2];
     register_clients(&mut cluster, 0, 4);
@@ -433,6 +485,11 @@ fn only_r1_holds_7_and_8_and_r2_holds_their_headers() -> Cluster {
     assert_eq!(cluster.replica(1).op(), 8);
     assert_eq!(cluster.replica(1).commit_max(), 6, "7 and 8 have no quorum");
 
+    if headers == Headers::StayOnR1 {
+        cluster.crash(1);
+        cluster.queue.clear();
+        return cluster;
+    }
     // R2 restarts in view 0. R1's retransmitted prepares tell it of view 1;
     // it asks R1 for the start_view and installs it: headers through 8,
     // bodies of 5..8 still to repair. R1 crashes before serving any.
@@ -449,6 +506,7 @@ fn only_r1_holds_7_and_8_and_r2_holds_their_headers() -> Cluster {
     assert_eq!(cluster.replica(2).op(), 8, "R2's log of view 1 names 7 and 8");
     assert!(!cluster.replica(2).has_body(7) && !cluster.replica(2).has_body(8));
     cluster.crash(1);
+    cluster.crash(2);
     cluster.queue.clear();
     cluster
 }
