@@ -42,6 +42,14 @@ pub const VIEW_CHANGE_JITTER_TICKS: u64 = 20;
 pub const REPAIR_TICKS: u64 = 6;
 /// Repair requests sent per repair round; bounds the burst a lagging replica makes.
 pub const REPAIR_REQUESTS_MAX: usize = 8;
+/// Valid journal prepares a restarted replica could not chain into its log
+/// (typically: a rotten slot below them broke the hash chain), kept aside
+/// by checksum until a canonical header claims them. They may be the only
+/// copies of uncommitted ops the next view's log names (disk-rot seed
+/// 32984). Every uncommitted op of a log fits in the view headers, so as
+/// many as those cover is enough for the ops that matter; this bounds the
+/// memory of bodies held outside the log.
+pub const UNCHAINED_PREPARES_MAX: usize = VIEW_HEADERS_MAX;
 
 /// Where a message came from, as the transport knows it (not as the header
 /// claims it): a client cannot pose as a replica.
@@ -230,6 +238,17 @@ pub struct Replica<S: StateMachine> {
     /// Ops above `checkpoint_op`. Invariant: no key above `op`; a body is
     /// present only once durable in this replica's journal.
     log: BTreeMap<u64, Entry>,
+    /// Valid prepares read back from the journal at restart that the log
+    /// could not vouch for, by checksum (see `UNCHAINED_PREPARES_MAX`).
+    /// Invariants: at most `UNCHAINED_PREPARES_MAX` entries, each keyed by
+    /// its own header's checksum. Never vouched for: no prepare_ok, view
+    /// headers or do_view_change names them while they sit here. One enters
+    /// the log only through `insert_prepare`, as a peer's repair answer
+    /// would, once the log holds a header with its checksum (a canonical
+    /// header from a view change, start_view or repair) or a child naming
+    /// it as parent; it is then written to the journal again before any
+    /// prepare_ok for it leaves. Filled only by `recover_log`.
+    unchained: BTreeMap<u128, Message>,
     /// Primary in Normal: the prepares above `commit_max` awaiting a quorum,
     /// in op order. Invariant: at most `VIEW_HEADERS_MAX` entries.
     pipeline: VecDeque<Pipelined>,
@@ -349,6 +368,7 @@ impl<S: StateMachine> Replica<S> {
             checkpoint_anchor: root,
             checkpoint_snapshot: Rc::from(Vec::new()),
             log: BTreeMap::new(),
+            unchained: BTreeMap::new(),
             pipeline: VecDeque::new(),
             svc_from: BTreeSet::new(),
             dvc_from: BTreeMap::new(),
@@ -1200,6 +1220,7 @@ impl<S: StateMachine> Replica<S> {
                 _ => op -= 1,
             }
         }
+        self.keep_unchained_aside(trusted, journal);
         self.commit_max = self.commit_max.max(durable.commit);
         // Replay the trusted committed prefix; repair brings whatever is missing.
         while self.commit_min < trusted {
@@ -1209,6 +1230,75 @@ impl<S: StateMachine> Replica<S> {
             let header = entry.header;
             self.apply(&header, &body);
         }
+    }
+
+    /// The journal's valid prepares above the trusted commit that the log
+    /// did not take are not forgotten: a broken chain (a rotten slot below
+    /// them) says only that this replica cannot vouch for them, not that
+    /// they are wrong, and they may be the only copies of ops the next
+    /// view's log names. Keep the newest views' (then ops') first: those
+    /// are the uncommitted ones no peer may hold.
+    fn keep_unchained_aside(&mut self, trusted: u64, journal: BTreeMap<u64, (Header, Vec<u8>)>) {
+        assert!(self.unchained.is_empty(), "filled once, at restart");
+        let mut aside: Vec<Message> = journal
+            .into_values()
+            .filter(|(header, _)| {
+                header.op > trusted
+                    && !self
+                        .log
+                        .get(&header.op)
+                        .is_some_and(|e| e.header.checksum == header.checksum && e.body.is_some())
+            })
+            .map(|(header, body)| Message { header, body: Rc::from(body) })
+            .collect();
+        aside.sort_by_key(|m| std::cmp::Reverse((m.header.view, m.header.op)));
+        aside.truncate(UNCHAINED_PREPARES_MAX);
+        self.unchained = aside.into_iter().map(|m| (m.header.checksum, m)).collect();
+    }
+
+    /// Feed the kept-aside prepares that the log now vouches for through
+    /// `insert_prepare`, exactly as a peer's repair answer: a header the log
+    /// holds with their checksum, or a held child that names them as parent.
+    /// Only in Normal: then the log is the view's canonical log (a view
+    /// change replaces it anyway, and a recovering replica's log is not yet
+    /// trusted).
+    fn adopt_unchained(&mut self) {
+        if self.unchained.is_empty() || self.status != Status::Normal {
+            return;
+        }
+        // At or below the commit point they can no longer be needed.
+        let floor = self.commit_min.max(self.checkpoint_op);
+        self.unchained.retain(|_, message| message.header.op > floor);
+        // Each pass may expose a parent for the next (a child adopted below
+        // a gap); every pass adopts at least one, or stops.
+        for _ in 0..=UNCHAINED_PREPARES_MAX {
+            let vouched: Vec<u128> = self
+                .unchained
+                .iter()
+                .filter(|(checksum, message)| {
+                    let op = message.header.op;
+                    let claimed =
+                        self.log.get(&op).is_some_and(|e| e.header.checksum == **checksum && e.body.is_none());
+                    let child_names_it = !self.log.contains_key(&op)
+                        && self.log.get(&(op + 1)).is_some_and(|child| child.header.parent == **checksum);
+                    claimed || child_names_it
+                })
+                .map(|(checksum, _)| *checksum)
+                .collect();
+            if vouched.is_empty() {
+                break;
+            }
+            for checksum in vouched {
+                let message = self.unchained.remove(&checksum).expect("listed above");
+                crate::mark!("unchained_prepare_adopted");
+                self.insert_prepare(message);
+            }
+        }
+        // Held now with a body (adopted, or repaired from a peer): drop.
+        let log = &self.log;
+        self.unchained.retain(|checksum, message| {
+            !log.get(&message.header.op).is_some_and(|e| e.header.checksum == *checksum && e.body.is_some())
+        });
     }
 
     fn chained_down_to(&self, top: u64, floor: u64) -> bool {
@@ -1400,6 +1490,10 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.commit_pipeline();
+        // After the pipeline exists: an adopted body is rewritten to the
+        // journal and counts toward the quorum only once durable again
+        // (`on_prepare_durable`), like any repaired body of the primary.
+        self.adopt_unchained();
     }
 
     fn send_start_view(&mut self, to: u8) {
@@ -1621,6 +1715,8 @@ impl<S: StateMachine> Replica<S> {
     // --- repair and state transfer ---------------------------------------------
 
     fn repair(&mut self) {
+        // What this replica kept aside at restart comes before any peer.
+        self.adopt_unchained();
         let mut requests: Vec<(u64, u128)> = Vec::new();
         // Missing headers and bodies between the commit point and the head.
         let mut op = self.op;
@@ -1676,6 +1772,18 @@ impl<S: StateMachine> Replica<S> {
         let op = header.op;
         if op <= self.checkpoint_op && op > 0 {
             return self.send_checkpoint(header.replica);
+        }
+        let held = self.log.get(&op).is_some_and(|e| e.body.is_some() && e.header.checksum == header.parent);
+        if header.parent != 0
+            && !held
+            && let Some(message) = self.unchained.get(&header.parent).filter(|m| m.header.op == op)
+        {
+            // Asked for by checksum: the requester's header vouches for it,
+            // not this replica, so a prepare kept aside may answer.
+            crate::marks::hit(crate::marks::REPAIR_BY_CHECKSUM);
+            let message = message.clone();
+            self.actions.push(Action::Send { to: header.replica, message });
+            return;
         }
         let Some(entry) = self.log.get(&op) else { return };
         let Some(body) = entry.body.clone() else { return };
@@ -1818,6 +1926,8 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.op >= self.checkpoint_op);
         assert!(self.op - self.checkpoint_op <= self.config.journal_slot_count, "log outgrew the journal");
         assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
+        assert!(self.unchained.len() <= UNCHAINED_PREPARES_MAX);
+        debug_assert!(self.unchained.iter().all(|(checksum, message)| *checksum == message.header.checksum));
         assert!(!self.rejoining || self.status == Status::Recovering, "a rejoining replica takes part in nothing");
         assert!(
             self.status != Status::ViewChange || self.view_change_timeout.is_ticking(),

@@ -53,6 +53,10 @@ pub struct Disk {
     pub superblock: DurableState,
     pub checkpoint: Option<Checkpoint>,
     pub journal: BTreeMap<u64, (Header, Vec<u8>)>,
+    /// Ops whose slot rotted (`Cluster::rot`): the journal lost them and
+    /// reports itself faulty at the next start, as the real journal's scan
+    /// does for a slot its header ring names but that no longer reads back.
+    pub rotten: BTreeSet<u64>,
 }
 
 impl Disk {
@@ -61,6 +65,7 @@ impl Disk {
             superblock: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining },
             checkpoint: None,
             journal: BTreeMap::new(),
+            rotten: BTreeSet::new(),
         }
     }
 }
@@ -270,13 +275,22 @@ impl Cluster {
             durable: disk.superblock.clone(),
             checkpoint: disk.checkpoint.clone(),
             entries: disk.journal.values().cloned().collect(),
-            journal_faulty: false,
+            journal_faulty: !disk.rotten.is_empty(),
         };
         self.seed += 1;
         let replica = Replica::open(config(r, self.replica_count, self.seed), AppendLog::default(), recovered)
             .expect("the harness disk holds a valid checkpoint");
         self.replicas[r as usize] = Some(replica);
         self.step(r, |_| {});
+    }
+
+    /// The journal slot of `op` rots on `r`'s disk (the replica is down):
+    /// the prepare is gone and the next start finds the journal faulty.
+    pub fn rot(&mut self, r: u8, op: u64) {
+        assert!(!self.is_up(r), "rot a slot while the replica is down");
+        let disk = &mut self.disks[r as usize];
+        assert!(disk.journal.remove(&op).is_some(), "op {op} is in replica {r}'s journal");
+        disk.rotten.insert(op);
     }
 
     /// The disk is lost; the operator formats a new one and starts the
@@ -335,10 +349,14 @@ impl Cluster {
             Action::WritePrepare { message } => {
                 let header = message.header;
                 disk.journal.insert(header.op, (header, message.body.to_vec()));
+                disk.rotten.remove(&header.op);
                 let replica = self.replicas[r as usize].as_mut().expect("running");
                 replica.on_prepare_durable(header.op, header.checksum);
             }
-            Action::TruncateLog { after_op } => disk.journal.retain(|op, _| *op <= after_op),
+            Action::TruncateLog { after_op } => {
+                disk.journal.retain(|op, _| *op <= after_op);
+                disk.rotten.retain(|op| *op <= after_op);
+            }
             Action::WriteSuperblock { state } => {
                 assert!(state.view >= disk.superblock.view, "the superblock's view never goes back");
                 disk.superblock = state;
@@ -347,6 +365,7 @@ impl Cluster {
                 let through = checkpoint.anchor.op;
                 disk.checkpoint = Some(checkpoint);
                 disk.journal.retain(|op, _| *op > through);
+                disk.rotten.retain(|op| *op > through);
             }
         }
     }
