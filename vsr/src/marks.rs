@@ -46,6 +46,7 @@ pub const MARKS: &[&str] = &[
     REPAIR_BY_CHECKSUM,
     SESSION_EVICTED,
     STATE_TRANSFER,
+    UNCHAINED_PREPARE_ADOPTED,
     VIEW_CHANGE_TRUNCATE,
 ];
 
@@ -58,6 +59,9 @@ pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";
 pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
+/// A restarted replica brought back a prepare it had kept aside (valid, but
+/// its chain was broken by a faulty slot) once a canonical header named it.
+pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
 pub const STATE_TRANSFER: &str = "state_transfer";
 pub const VIEW_CHANGE_TRUNCATE: &str = "view_change_truncate";
