@@ -210,6 +210,11 @@ impl<I: Io> Node<I> {
         Node { io, config, groups, links }
     }
 
+    /// The process's `Io` (its disk, clock and entropy).
+    pub fn io(&self) -> &I {
+        &self.io
+    }
+
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shoal_shard::node::{
-    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, Promise, StorageConfig,
+    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, StorageConfig,
     StorageError, action_name,
 };
 use shoal_shard::{FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId};
@@ -90,12 +90,12 @@ impl NodeBus for Recorder {
 
 impl NodeHooks for Recorder {
     fn after_storage(&mut self, _group: usize, action: &Action, error: Option<&StorageError>) -> Flow {
-        assert!(error.is_none(), "MemIo does not fail unless asked");
         let op = match action {
             Action::WritePrepare { message } => message.header.op,
             _ => 0,
         };
-        self.events.push(format!("durable {} op {op}", action_name(action)));
+        let outcome = if error.is_none() { "durable" } else { "failed" };
+        self.events.push(format!("{outcome} {} op {op}", action_name(action)));
         Flow::Continue
     }
 }
@@ -153,4 +153,18 @@ fn storage_vouches_for_a_prepare_only_while_it_is_durable() {
     assert!(nodes[1].group(0).storage().check_durable(promise).is_ok());
     let other = Promise::Prepare { op: 1, checksum: checksum ^ 1 };
     assert!(nodes[1].group(0).storage().check_durable(other).is_err(), "another prepare at the same op");
+}
+
+#[test]
+fn a_failed_prepare_write_stops_the_backup_before_it_acknowledges() {
+    let mut nodes = [node(0), node(1)];
+    let mut world = Recorder::default();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut world)).expect("runs");
+    let (_, prepare) = world.to_replicas.pop().expect("the primary broadcast its prepare");
+    nodes[1].io().fail_next_writes(1);
+    let mut backup_world = Recorder::default();
+    let stopped = block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut backup_world));
+    assert!(matches!(stopped, Err(NodeStop::Storage { action: "write_prepare", .. })), "{stopped:?}");
+    assert!(backup_world.to_replicas.is_empty(), "no prepare_ok after a failed write: {:?}", backup_world.events);
+    assert_eq!(backup_world.events, ["failed write_prepare op 1"]);
 }
