@@ -2,4 +2,5 @@
 
 mod mem_io;
 mod metadata_replay;
+mod node;
 mod partition_log;

@@ -19,7 +19,8 @@ use shoal_shard::handoff::{
     metadata_journal_config, replay_metadata_group, replay_metadata_group_read_only,
 };
 use shoal_shard::{HandoffError, MetadataRequest, MetadataState, Namespace, ShardId};
-use shoal_sim::node::{DATA_DIR, NodeStorage, StorageConfig};
+use shoal_shard::node::{GroupStorage, StorageConfig};
+use shoal_sim::node::DATA_DIR;
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::checkpoint::{checkpoint_path, read_checkpoint};
 use shoal_vsr::journal::{PrepareJournal, journal_path};
@@ -82,7 +83,7 @@ fn stream(stream_id: u32, name: &str) -> MetadataRequest {
 /// the primary's own copy counted once durable, fail-stop on an error.
 struct Live {
     io: SimIo,
-    storage: NodeStorage,
+    storage: GroupStorage<SimIo>,
     replica: Replica<MetadataState>,
     committed: Vec<Committed>,
     /// Crash after this many storage calls, counted from the first checkpoint.
@@ -94,7 +95,7 @@ struct Live {
 impl Live {
     fn format(seed: u64, crash_at_checkpoint_after_steps: Option<u64>) -> Live {
         let io = SimIo::new(seed);
-        let storage = NodeStorage::format(&io, storage_config()).expect("a fresh disk formats");
+        let storage = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config())).expect("a fresh disk formats");
         let replica = Replica::new(replica_config(1), MetadataState::new());
         Live { io, storage, replica, committed: Vec::new(), crash_at_checkpoint_after_steps, stopped: false }
     }
@@ -149,12 +150,16 @@ impl Live {
     }
 
     fn execute(&mut self, action: &Action) -> bool {
+        // One replica: nothing to send, and replies go nowhere here.
+        if matches!(action, Action::Send { .. } | Action::Reply { .. }) {
+            return true;
+        }
         if matches!(action, Action::Checkpoint { .. })
             && let Some(steps) = self.crash_at_checkpoint_after_steps.take()
         {
             self.io.disk().crash_after_steps(steps);
         }
-        if self.storage.execute(action).is_err() {
+        if block_on_ready(self.storage.execute(action)).is_err() {
             return false;
         }
         if let Action::WritePrepare { message } = action {
@@ -211,7 +216,7 @@ struct Restarted {
 }
 
 fn restart(io: &SimIo, replica_count: u8) -> Result<Restarted, String> {
-    let (_storage, recovered) = NodeStorage::open(io, storage_config()).map_err(|error| error.to_string())?;
+    let (_storage, recovered) = block_on_ready(GroupStorage::open(io, Path::new(DATA_DIR), storage_config())).map_err(|error| error.to_string())?;
     let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
     let replica = Replica::open(replica_config(replica_count), MetadataState::new(), recovered)
         .map_err(|error| error.to_string())?;

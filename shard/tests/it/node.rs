@@ -1,0 +1,170 @@
+//! The node over a non-simulated `Io` (`MemIo`): the same driver the
+//! simulator runs, with a world that only records what happened, in order.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shoal_shard::node::{
+    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, StorageConfig,
+    StorageError, action_name,
+};
+use shoal_shard::{FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId};
+use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::message::Message;
+use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
+
+use crate::mem_io::{MemIo, block_on};
+
+const CLUSTER: u128 = 7;
+const REPLICA_COUNT: u8 = 2;
+const CLIENT: u128 = 1_000;
+/// As the simulator runs it: the replica needs room past the view headers and
+/// the pipeline.
+const JOURNAL_SLOT_COUNT: u64 = 64;
+/// Rounds of message delivery before a test gives up: a register commits in a
+/// handful.
+const DELIVERY_ROUNDS_MAX: usize = 32;
+
+fn namespace() -> u64 {
+    Namespace::partition(1, 1, 1).expect("small ids fit").raw()
+}
+
+fn storage_config(replica: u8) -> StorageConfig {
+    StorageConfig {
+        cluster: CLUSTER,
+        namespace: namespace(),
+        replica,
+        slot_count: JOURNAL_SLOT_COUNT,
+        message_size_max_bytes: 4096,
+    }
+}
+
+fn node(replica: u8) -> Node<MemIo> {
+    let io = MemIo::default();
+    let dir = Path::new("/data");
+    let shard_count = ShardCount::new(1).expect("one shard");
+    let storage = block_on(GroupStorage::format(&io, dir, storage_config(replica))).expect("format");
+    let machine = block_on(GroupMachine::open(&io, dir, namespace())).expect("an empty partition log");
+    let config = ReplicaConfig {
+        cluster: CLUSTER,
+        namespace: namespace(),
+        replica,
+        replica_count: REPLICA_COUNT,
+        journal_slot_count: JOURNAL_SLOT_COUNT,
+        checkpoint_interval_ops: 16,
+        seed: u64::from(replica),
+        client_sessions_max: 4,
+    };
+    let group = Group::new(namespace(), ShardId(0), storage, Replica::new(config, machine));
+    let owners = Arc::new(ReplicaOwnerTable::new(usize::from(REPLICA_COUNT), shard_count));
+    for peer in (0..REPLICA_COUNT).filter(|peer| *peer != replica) {
+        owners.stamp(peer, ShardId(0)).expect("a fresh slot");
+    }
+    let config =
+        NodeConfig { cluster: CLUSTER, replica, replica_count: REPLICA_COUNT, shard_count, data_dir: "/data".into() };
+    Node::new(io, config, vec![group], owners, Arc::new(FrameDrops::new()))
+}
+
+/// Records, in order, each storage completion and each message that left.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<String>,
+    to_replicas: Vec<(u8, Message)>,
+}
+
+impl NodeBus for Recorder {
+    fn send_to_replica(&mut self, _via: ShardId, to: u8, message: Message) {
+        self.events.push(format!("send {:?} op {}", message.header.command, message.header.op));
+        self.to_replicas.push((to, message));
+    }
+
+    fn reply_to_client(&mut self, _via: ShardId, _client: u128, message: Message) {
+        self.events.push(format!("reply op {}", message.header.op));
+    }
+
+    fn client_shard(&self, _client: u128) -> ShardId {
+        ShardId(0)
+    }
+}
+
+impl NodeHooks for Recorder {
+    fn after_storage(&mut self, _group: usize, action: &Action, error: Option<&StorageError>) -> Flow {
+        let op = match action {
+            Action::WritePrepare { message } => message.header.op,
+            _ => 0,
+        };
+        let outcome = if error.is_none() { "durable" } else { "failed" };
+        self.events.push(format!("{outcome} {} op {op}", action_name(action)));
+        Flow::Continue
+    }
+}
+
+fn register() -> Message {
+    let mut header = Header::new(Command::Request, CLUSTER);
+    header.namespace = namespace();
+    header.client = CLIENT;
+    header.operation = Operation::Register;
+    Message::new(header, Rc::from(&[][..]))
+}
+
+fn position(events: &[String], event: &str) -> usize {
+    events.iter().position(|e| e == event).unwrap_or_else(|| panic!("no `{event}` in {events:#?}"))
+}
+
+#[test]
+fn prepare_ok_and_reply_leave_only_after_their_prepare_is_durable() {
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    for _ in 0..DELIVERY_ROUNDS_MAX {
+        let mut delivered = false;
+        for from in 0..nodes.len() {
+            for (to, message) in std::mem::take(&mut worlds[from].to_replicas) {
+                let source = Source::Replica(from as u8);
+                let to = usize::from(to);
+                block_on(nodes[to].on_frame(source, ShardId(0), message, &mut worlds[to])).expect("runs");
+                delivered = true;
+            }
+        }
+        if !delivered {
+            break;
+        }
+    }
+    let (primary, backup) = (&worlds[0].events, &worlds[1].events);
+    assert!(position(backup, "durable write_prepare op 1") < position(backup, "send PrepareOk op 1"));
+    assert!(position(primary, "durable write_prepare op 1") < position(primary, "reply op 1"));
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 1, "the register committed");
+}
+
+#[test]
+fn storage_vouches_for_a_prepare_only_while_it_is_durable() {
+    let mut nodes = [node(0), node(1)];
+    let mut world = Recorder::default();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut world)).expect("runs");
+    let (_, prepare) = world.to_replicas.pop().expect("the primary broadcast its prepare");
+    let checksum = prepare.header.checksum;
+    let promise = Promise::Prepare { op: 1, checksum };
+    let storage = nodes[1].group(0).storage();
+    assert!(storage.check_durable(promise).is_err(), "not written on the backup yet");
+    assert!(nodes[0].group(0).storage().check_durable(promise).is_ok(), "written and fsynced on the primary");
+    let mut backup_world = Recorder::default();
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut backup_world)).expect("runs");
+    assert!(nodes[1].group(0).storage().check_durable(promise).is_ok());
+    let other = Promise::Prepare { op: 1, checksum: checksum ^ 1 };
+    assert!(nodes[1].group(0).storage().check_durable(other).is_err(), "another prepare at the same op");
+}
+
+#[test]
+fn a_failed_prepare_write_stops_the_backup_before_it_acknowledges() {
+    let mut nodes = [node(0), node(1)];
+    let mut world = Recorder::default();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut world)).expect("runs");
+    let (_, prepare) = world.to_replicas.pop().expect("the primary broadcast its prepare");
+    nodes[1].io().fail_next_writes(1);
+    let mut backup_world = Recorder::default();
+    let stopped = block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut backup_world));
+    assert!(matches!(stopped, Err(NodeStop::Storage { action: "write_prepare", .. })), "{stopped:?}");
+    assert!(backup_world.to_replicas.is_empty(), "no prepare_ok after a failed write: {:?}", backup_world.events);
+    assert_eq!(backup_world.events, ["failed write_prepare op 1"]);
+}

@@ -1,0 +1,278 @@
+//! The cluster's side of the checkers: what it observes of the nodes and
+//! their disks (commits, views, promises against durable bytes, recovery,
+//! reads, routing, availability, convergence) and hands to `Checkers`.
+
+use super::*;
+
+impl Cluster {
+    /// The owner table must name a shard for exactly the live connections:
+    /// every peer while the process runs, none once it is down.
+    pub(super) fn check_owner_table(&mut self, replica: u8) {
+        let up = self.nodes[replica as usize].up;
+        let slots = self.nodes[replica as usize].owners.snapshot();
+        for (peer, slot) in slots.iter().enumerate() {
+            let live = up && peer != replica as usize;
+            if live != slot.is_some() {
+                let detail =
+                    format!("replica {replica}: owner slot of peer {peer} is {slot:?}, connection live: {live}");
+                self.fail(Checker::Routing, detail);
+            }
+        }
+    }
+
+    /// Keep the recovery checker's list of promises in step with what the
+    /// replica legitimately dropped.
+    pub(super) fn after_storage(&mut self, replica: u8, group: usize, action: &Action, durable: bool) {
+        if matches!(action, Action::Checkpoint { .. }) && durable {
+            // Both copies were written whole again.
+            self.checkpoint_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
+        }
+        let acked = &mut self.nodes[replica as usize].acked[group];
+        match action {
+            // Every prepare written and fsynced is a promise, acknowledged or
+            // not (a primary acknowledges to itself): it must survive a crash.
+            Action::WritePrepare { message } if durable => {
+                acked.insert(message.header.op, message.header.checksum);
+            }
+            // A rewrite that failed may have torn the slot it replaced.
+            Action::WritePrepare { message } => {
+                acked.remove(&message.header.op);
+            }
+            Action::TruncateLog { after_op } => acked.retain(|op, _| op <= after_op),
+            Action::Checkpoint { checkpoint } if durable => acked.retain(|op, _| *op > checkpoint.anchor.op),
+            _ => {}
+        }
+    }
+
+    /// Every prepare this replica acknowledged is back after the crash, or the
+    /// journal says it is faulty and the replica will not vouch for its log.
+    pub(super) fn check_recovery(
+        &mut self,
+        replica: u8,
+        group: usize,
+        storage: &GroupStorage<SimIo>,
+        recovered: &shoal_vsr::replica::Recovered,
+    ) {
+        let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
+        if storage.journal().snapshot_op() > checkpoint_op {
+            self.fail(
+                Checker::Recovery,
+                format!(
+                    "replica {replica}: journal snapshot_op {} is past the durable checkpoint {checkpoint_op}",
+                    storage.journal().snapshot_op()
+                ),
+            );
+        }
+        let acked = self.nodes[replica as usize].acked[group].clone();
+        for (op, checksum) in acked {
+            if op <= checkpoint_op {
+                continue;
+            }
+            let present = recovered.entries.iter().any(|(h, _)| h.op == op && h.checksum == checksum);
+            if !present && !recovered.journal_faulty {
+                let label = self.group_label(group);
+                self.fail(
+                    Checker::Recovery,
+                    format!("replica {replica}{label} acknowledged op {op} before the crash and lost it"),
+                );
+                return;
+            }
+        }
+        if recovered.journal_faulty {
+            // A replica whose journal came back corrupt restarts Recovering and
+            // vouches for nothing it lost: those promises are void from here
+            // on (peers hold the ops; the cluster repairs them).
+            let entries = &recovered.entries;
+            self.nodes[replica as usize].acked[group]
+                .retain(|op, checksum| entries.iter().any(|(h, _)| h.op == *op && h.checksum == *checksum));
+        }
+    }
+
+    /// A read of an acknowledged offset returns the acknowledged message on
+    /// every replica that serves it (one that has not applied that far yet
+    /// serves nothing there, which is no answer at all, not a wrong one).
+    pub(super) fn check_reads(&mut self, group: usize, offset: u64, payload: &[u8]) {
+        // Observation only: no persist here, so checking changes nothing
+        // the run does; what a replica serves is what it made durable.
+        for replica in 0..self.config.replica_count {
+            let Some(r) = self.group_replica(replica, group) else { continue };
+            let read = block_on_ready(r.state_machine().read(offset, 1));
+            let Some((at, message)) = read.first() else { continue };
+            if *at != offset || message.as_slice() != payload {
+                let label = self.group_label(group);
+                let detail = format!(
+                    "replica {replica}{label}: a read of acknowledged offset {offset} returned offset {at} with another message"
+                );
+                self.checkers[group].fail(Checker::Linearizability, detail);
+                return;
+            }
+        }
+    }
+
+    /// Every replica ended with the same catalogue, holding everything an
+    /// admin client was told was applied.
+    pub(super) fn check_final_metadata(&mut self, group: usize) {
+        let mut catalogues = Vec::new();
+        for replica in 0..self.config.replica_count {
+            let Some(metadata) = self.group_replica(replica, group).and_then(|r| r.state_machine().metadata()) else {
+                return;
+            };
+            catalogues.push(metadata.encode());
+            for applied in &self.metadata_applied {
+                let present = match applied {
+                    MetadataRequest::CreateStream { stream_id, .. } => metadata.stream(*stream_id).is_some(),
+                    MetadataRequest::CreateTopic { stream_id, topic_id, .. } => {
+                        metadata.topic(*stream_id, *topic_id).is_some()
+                    }
+                    MetadataRequest::DeleteStream { .. } | MetadataRequest::DeleteTopic { .. } => true,
+                };
+                if !present {
+                    let detail = format!("replica {replica} lost the acknowledged metadata change {applied:?}");
+                    return self.checkers[group].fail(Checker::AckedWritesDurable, detail);
+                }
+            }
+        }
+        if catalogues.windows(2).any(|w| w[0] != w[1]) {
+            self.checkers[group].fail(Checker::Agreement, "replicas ended with different catalogues".into());
+        }
+    }
+
+    /// Converged: every replica up, in normal status in one view, and every
+    /// replica applied the same ops, with no client request left in flight.
+    pub(super) fn check_convergence(&mut self) {
+        for group in 0..self.namespaces.len() {
+            let mut views = Vec::new();
+            let mut commits = Vec::new();
+            for replica in 0..self.config.replica_count {
+                let Some(r) = self.group_replica(replica, group) else { return };
+                if r.status() != Status::Normal || r.state_machine().missing().is_some() {
+                    return;
+                }
+                views.push(r.view());
+                commits.push((r.commit_min(), r.commit_max(), r.op()));
+            }
+            let same_view = views.windows(2).all(|w| w[0] == w[1]);
+            let same_commit =
+                commits.windows(2).all(|w| w[0].0 == w[1].0) && commits.iter().all(|c| c.0 == c.1 && c.0 == c.2);
+            if !same_view || !same_commit {
+                return;
+            }
+        }
+        if self.clients.iter().all(|c| c.in_flight.is_none()) {
+            self.converged = true;
+        }
+    }
+
+    /// The promises checker: what this message promises must already be on
+    /// the replica's disk in durable bytes, not only in its memory.
+    pub(super) fn check_promise(&mut self, replica: u8, group: usize, header: &Header) {
+        let Some(promise) = Promise::of(header) else { return };
+        let namespace = self.namespaces[group];
+        let dir = std::path::Path::new(DATA_DIR);
+        let result = {
+            let disk = self.nodes[replica as usize].io.disk();
+            match promise {
+                Promise::Prepare { op, checksum } => {
+                    let config = JournalConfig {
+                        slot_count: JOURNAL_SLOT_COUNT,
+                        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+                        cluster: CLUSTER_ID,
+                        namespace,
+                    };
+                    let journal = journal_path(dir, namespace);
+                    let read = |offset, len| disk.contents_durable_range(&journal, offset, len);
+                    check_prepare(op, checksum, &config, read, || {
+                        disk.contents_durable(&checkpoint_path(dir, namespace))
+                    })
+                }
+                _ => check_view(promise, disk.contents_durable(&superblock_path(dir, namespace)).as_deref()),
+            }
+        };
+        if let Err(why) = result {
+            let label = self.group_label(group);
+            let detail = format!(
+                "replica {replica}{label} sent {:?} (view {}, op {}) before its promise was durable: {why}",
+                header.command, header.view, header.op
+            );
+            self.checkers[group].fail(Checker::Promises, detail);
+        }
+    }
+
+    /// Once per network tick: for each group, could it commit now (a quorum
+    /// up, unpaused and pairwise connected) and should it (a client waits)?
+    pub(super) fn sample_availability(&mut self) {
+        let quorum = usize::from(self.config.replica_count) / 2 + 1;
+        for group in 0..self.namespaces.len() {
+            let waiting = self.clients.iter().any(|c| c.group == group && c.in_flight.is_some());
+            let up: Vec<u32> = (0..self.config.replica_count)
+                .filter(|r| {
+                    let node = &self.nodes[*r as usize];
+                    node.up && node.paused_until_ns.is_none() && node.node.is_some()
+                })
+                .map(NodeId::from)
+                .collect();
+            let could = waiting && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
+            self.availability.sample(self.now_ns, group, could);
+        }
+        if self.availability_failure.is_none()
+            && let Some(window) = self.availability.violation(self.now_ns)
+        {
+            self.availability_failure = Some(format!(
+                "availability: group {} had a connected quorum and a waiting client but committed nothing from \
+                 {:.3} s to {:.3} s, over the bound of {:.3} s (AVAILABILITY_WINDOW_MAX_NS)",
+                window.group,
+                window.start_ns as f64 / 1e9,
+                window.end_ns as f64 / 1e9,
+                crate::availability::AVAILABILITY_WINDOW_MAX_NS as f64 / 1e9
+            ));
+        }
+    }
+
+    /// Commits of `group` on `replica`, checked before the replies that
+    /// announce them go out.
+    pub(super) fn observe_committed(&mut self, replica: u8, group: usize, committed: &[Committed]) {
+        let last = committed.last().map(|c| c.op).unwrap_or(0);
+        self.record(Some(replica), "commit", last, committed.len() as u64, || format!("through op {last}"));
+        if last.is_multiple_of(25) {
+            self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
+        }
+        let before = self.checkers[group].ops_committed();
+        self.checkers[group].on_committed(replica, committed);
+        if self.checkers[group].ops_committed() > before {
+            self.availability.progress(self.now_ns, group);
+        }
+    }
+
+    pub(super) fn observe_view(&mut self, replica: u8, group: usize, view: u64, status: Status) {
+        self.view_changes += 1;
+        let label = self.group_label(group);
+        self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}{label}"));
+        self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
+    }
+
+    pub(super) fn liveness_report(&self) -> String {
+        let replicas: Vec<String> = (0..self.config.replica_count)
+            .flat_map(|index| (0..self.namespaces.len()).map(move |group| (index, group)))
+            .map(|(index, group)| match self.group_replica(index, group) {
+                None => format!("r{index}/g{group}: down"),
+                Some(r) => format!(
+                    "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} drops {:?}",
+                    r.status(),
+                    r.view(),
+                    r.op(),
+                    r.commit_min(),
+                    r.commit_max(),
+                    r.pipeline_summary(),
+                    (r.commit_min() + 1..=r.op()).filter(|op| !r.has_body(*op)).collect::<Vec<_>>(),
+                    r.stats().drops
+                ),
+            })
+            .collect();
+        let in_flight = self.clients.iter().filter(|c| c.in_flight.is_some()).count();
+        format!(
+            "no convergence within {} ms after heal: {}; {in_flight} client requests in flight",
+            self.config.liveness_time_ns / 1_000_000,
+            replicas.join(", ")
+        )
+    }
+}

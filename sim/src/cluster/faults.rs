@@ -1,0 +1,329 @@
+//! The fault policy: seeded rolls against the scenario's `FaultMix`, the
+//! fault budget, scripted faults, and where storage rot and disk wipes may
+//! land so that the cluster stays recoverable.
+
+use super::*;
+
+impl Cluster {
+    /// Roll for a fault: false in the liveness phase or once the budget is spent.
+    /// Roll for a fault: false in the liveness phase or once the budget is
+    /// spent. The draw happens either way, so a budget-limited run follows
+    /// the same random path as the unlimited one up to where it stops.
+    pub(super) fn roll(&mut self, ppm: u32, kind: &str) -> bool {
+        if self.phase != Phase::Safety {
+            return false;
+        }
+        // Drawn even for a fault kind that is off, so that switching one off
+        // (as the shrinker does) does not shift every later draw.
+        let draw = self.rng.next_u64() % PPM_MAX;
+        if draw >= u64::from(ppm) || self.fault_budget == Some(0) {
+            return false;
+        }
+        self.spend_fault(kind);
+        true
+    }
+
+    pub(super) fn spend_fault(&mut self, kind: &str) {
+        if let Some(budget) = &mut self.fault_budget {
+            *budget = budget.saturating_sub(1);
+        }
+        *self.faults.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Charge the faults the network model just injected to the budget; once
+    /// it is spent the network heals for good. Messages lost to a partition
+    /// are its consequence, not faults of their own.
+    pub(super) fn spend_network_faults(&mut self, before: &BTreeMap<&'static str, u64>) {
+        if self.network.counters == *before {
+            return;
+        }
+        let increased: Vec<(&'static str, u64)> = self
+            .network
+            .counters
+            .iter()
+            .map(|(kind, count)| (*kind, count - before.get(kind).copied().unwrap_or(0)))
+            .filter(|(kind, delta)| *delta > 0 && *kind != "network_partition_drop")
+            .collect();
+        for (kind, delta) in increased {
+            for _ in 0..delta {
+                self.spend_fault(kind);
+            }
+        }
+        if self.fault_budget == Some(0) {
+            self.network.suppress();
+        }
+    }
+
+    /// The world's side of a hop between two shards of `replica` (the node
+    /// calls it through `NodeHooks::hop` and counts what it drops): the
+    /// fault injector may find the inbox full or drop the frame on delivery.
+    pub(super) fn hop(&mut self, replica: u8, from: ShardId, to: ShardId) -> Result<(), DropReason> {
+        assert_ne!(from, to, "a frame for the same shard does not hop");
+        self.hops_attempted += 1;
+        let reason = if self.roll(self.config.faults.shard_inbox_full_ppm, "shard_inbox_full") {
+            Some(DropReason::InboxFull)
+        } else if self.roll(self.config.faults.shard_delivery_drop_ppm, "shard_delivery_drop") {
+            Some(DropReason::Injected)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                self.record(Some(replica), "frame_drop", u64::from(to.0), reason as u64, || {
+                    format!("shard {} -> shard {}: {}", from.0, to.0, reason.name())
+                });
+                Err(reason)
+            }
+            None => {
+                self.hops_delivered += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Before a storage action: maybe make it fail.
+    pub(super) fn arm_storage_fault(&mut self, replica: u8) {
+        let index = replica as usize;
+        if self.roll(self.config.faults.storage_write_error_ppm, "storage_write_error") {
+            self.nodes[index].io.disk().fail_next_write();
+        } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_torn_write")
+            || self.roll(self.config.faults.storage_lost_write_ppm, "storage_lost_write")
+        {
+            // The write lands in the page cache and the fsync fails:
+            // the crash that follows loses or tears it, as the seed says.
+            self.nodes[index].io.disk().fail_next_sync();
+        }
+    }
+
+    /// Scripted targets are resolved in the first group.
+    pub(super) fn resolve(&self, target: Target) -> Option<u8> {
+        let running = || (0..self.config.replica_count).filter_map(|i| self.group_replica(i, 0).map(|r| (i, r)));
+        let primary = running()
+            .filter(|(_, r)| r.status() == Status::Normal && r.is_primary())
+            .max_by_key(|(_, r)| r.view())
+            .map(|(i, _)| i);
+        match target {
+            Target::Replica(replica) => Some(replica),
+            Target::Primary => primary,
+            Target::Backup => running().map(|(i, _)| i).find(|i| Some(*i) != primary),
+        }
+    }
+
+    pub(super) fn scripted(&mut self, index: usize, attempts: u32) {
+        const ATTEMPTS_MAX: u32 = 2_000;
+        let fault = self.config.script[index].clone();
+        let retry = |cluster: &mut Cluster| {
+            if attempts < ATTEMPTS_MAX {
+                // Jittered, so the retry does not stay in phase with the clients.
+                let delay = 1 + cluster.rng.next_u64() % 1_000_000;
+                cluster.schedule(delay, Event::Scripted { index, attempts: attempts + 1 });
+            }
+        };
+        match fault {
+            ScriptedFault::Crash { target, down_ns, .. } => {
+                let Some(replica) = self.resolve(target) else { return retry(self) };
+                let busy = self.group_replica(replica, 0).is_some_and(|r| r.pipeline_len() > 0);
+                if target == Target::Primary && !busy {
+                    return retry(self);
+                }
+                self.spend_fault("scripted_crash");
+                self.crash_for(replica, "scripted", down_ns);
+            }
+            ScriptedFault::CrashAll { down_ns, .. } => {
+                self.spend_fault("scripted_crash_all");
+                for replica in 0..self.config.replica_count {
+                    self.crash_for(replica, "scripted (all)", down_ns);
+                }
+            }
+            ScriptedFault::Isolate { target, until_ns, .. } => {
+                let Some(replica) = self.resolve(target) else { return retry(self) };
+                self.spend_fault("scripted_isolate");
+                let kind = PartitionKind::Isolate { node: NodeId::from(replica) };
+                let detail = format!("isolate replica {replica}");
+                self.record(Some(replica), "network", 0, 0, || detail.clone());
+                self.timeline(replica, TimelineKind::PartitionStart, detail);
+                self.network.force_partition(Partition { kind, until_ns });
+            }
+            ScriptedFault::CorruptSlot { target, .. } => {
+                let Some(replica) = self.resolve(target) else { return retry(self) };
+                self.spend_fault("scripted_corrupt_slot");
+                self.crash_for(replica, "scripted (corrupt slot)", TICK_NS);
+                self.rot(replica);
+            }
+        }
+    }
+
+    /// A wipe is drawn only while every other replica runs in normal status,
+    /// so the wiped one is the only replica without its state: losing one
+    /// replica's whole disk must never lose a committed op.
+    ///
+    /// And never the only copy of an uncommitted prepare: a view change may
+    /// already have made it part of the canonical log, and without a nack
+    /// protocol (truncating ops a quorum never held) the group would wait
+    /// for that body forever. The simulator found exactly that wedge
+    /// (view-churn seed 1783): this rule is a testbed restriction until the
+    /// protocol can truncate such ops.
+    pub(super) fn wipe_is_recoverable(&self, replica: u8) -> bool {
+        let others_up = self.nodes.iter().enumerate().all(|(j, node)| {
+            j == replica as usize
+                || (node.up
+                    && !node.wipe_on_restart
+                    && node
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| (0..n.group_count()).all(|g| n.group(g).replica().status() == Status::Normal)))
+        });
+        others_up && (0..self.namespaces.len()).all(|group| self.holds_no_only_copy(replica, group))
+    }
+
+    pub(super) fn holds_no_only_copy(&self, replica: u8, group: usize) -> bool {
+        let Some(victim) = self.group_replica(replica, group) else { return true };
+        (victim.commit_min() + 1..=victim.op()).all(|op| {
+            !victim.has_body(op)
+                || (0..self.config.replica_count).any(|j| {
+                    j != replica && self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.commit_min())
+                })
+        })
+    }
+
+    /// Corrupt one journal slot below the head of the rot replica while it is
+    /// down: recovery must notice and the cluster must repair it.
+    pub(super) fn maybe_rot(&mut self, replica: u8) {
+        if replica != self.rot_replica
+            || !self.roll(self.config.faults.storage_read_corruption_ppm, "storage_read_corruption")
+        {
+            return;
+        }
+        self.rot(replica);
+    }
+
+    /// A journal sector of a running replica goes bad (a latent sector
+    /// error): the next read of that slot, by a checkpoint's drain or a
+    /// repair answer, sees corruption. Placed like `rot`: never on the only
+    /// copy of an op.
+    pub(super) fn rot_running(&mut self, replica: u8) {
+        let index = replica as usize;
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let draw = self.rng.next_u64();
+        let Some(node) = self.nodes[index].node.as_ref() else { return };
+        let journal = node.group(group).storage().journal();
+        let Some(head) = journal.op_max() else { return };
+        let low = journal.snapshot_op() + 1;
+        if head < low {
+            return;
+        }
+        // The head included: a rotten head slot must not pass for a torn one.
+        let op = low + draw % (head - low + 1);
+        let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
+        if !self.held_elsewhere(index, group, op) {
+            return;
+        }
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot_running", op, group as u64, || format!("journal slot of op {op}{label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("rot op {op} (running)"));
+        }
+    }
+
+    /// Every other replica runs and holds `op` of `group` (or checkpointed
+    /// past it), so damaging it on `index` never destroys the last copy.
+    pub(super) fn held_elsewhere(&self, index: usize, group: usize, op: u64) -> bool {
+        self.nodes.len() > 1
+            && (0..self.config.replica_count)
+                .filter(|j| usize::from(*j) != index)
+                .all(|j| self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op()))
+    }
+
+    /// A byte anywhere in what `op` uses on disk: header and body sectors
+    /// alike (a journal that skipped the body checksum must fail), or its
+    /// header ring copy.
+    pub(super) fn rot_offset(
+        journal: &shoal_vsr::journal::PrepareJournal<SimIo>,
+        op: u64,
+        draw: u64,
+        ring: bool,
+    ) -> u64 {
+        let config = journal.config();
+        if ring {
+            return config.header_copy_offset(op) + (draw >> 2) % shoal_vsr::header::HEADER_SIZE_BYTES as u64;
+        }
+        let used_bytes = journal.header(op).map_or(shoal_vsr::header::HEADER_SIZE_BYTES as u64, |h| u64::from(h.size));
+        config.slot_offset(op) + (draw >> 2) % used_bytes
+    }
+
+    pub(super) fn rot(&mut self, replica: u8) {
+        let index = replica as usize;
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let namespace = self.namespaces[group];
+        let io = self.nodes[index].io.clone();
+        let config = storage_config(replica, namespace);
+        let Ok((storage, _)) = block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config)) else {
+            return;
+        };
+        // One rot in eight lands on the checkpoint file instead, unless this
+        // down time already rotted something (never both of its copies).
+        if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
+            drop(storage);
+            return self.rot_checkpoint(replica, group);
+        }
+        let journal = storage.journal();
+        let Some(head) = journal.op_max() else { return };
+        let low = journal.snapshot_op() + 1;
+        if head < low {
+            return;
+        }
+        // The head included: a rotten head slot must not pass for a torn one.
+        let op = low + self.rng.next_u64() % (head - low + 1);
+        // Placed so the cluster stays recoverable: every other running
+        // replica holds this op (or checkpointed past it), so corrupting it
+        // here never destroys the last copy.
+        if !self.held_elsewhere(index, group, op) {
+            return;
+        }
+        // While down, one rot in four lands on the op's header ring copy
+        // (recovery must rewrite it from the valid prepare); at most one rot
+        // per slot per down time, so never both copies of one op.
+        let draw = self.rng.next_u64();
+        let offset = Self::rot_offset(journal, op, draw, draw.is_multiple_of(4));
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
+        drop(storage);
+        if io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.nodes[index].corrupted = true;
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op}{label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("rot op {op}"));
+        }
+    }
+
+    /// Rot a byte anywhere in the checkpoint file of `group` on a replica
+    /// that is down: the replica must still restart (it keeps two copies).
+    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize) {
+        let index = replica as usize;
+        let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let Some(size_bytes) = self.nodes[index].io.disk().contents(&path).map(|bytes| bytes.len() as u64) else {
+            return;
+        };
+        if size_bytes == 0 {
+            return;
+        }
+        let offset = self.rng.next_u64() % size_bytes;
+        let copy_size_bytes = (size_bytes / shoal_vsr::checkpoint::COPIES_COUNT).max(1);
+        let copy = offset / copy_size_bytes;
+        let others_rotten = (0..shoal_vsr::checkpoint::COPIES_COUNT)
+            .filter(|other| *other != copy)
+            .all(|other| self.checkpoint_rot.contains(&(replica, group, other)));
+        if others_rotten {
+            // The last good copy (swarm seed 37515 rotted both between two
+            // checkpoint writes, and the replica could not restart).
+            return;
+        }
+        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.checkpoint_rot.insert((replica, group, copy));
+            self.nodes[index].corrupted = true;
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot", offset, group as u64, || format!("checkpoint byte {offset}{label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("rot checkpoint byte {offset}"));
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The clients' workload: appends to a partition group (and an admin client
+//! creating streams and topics in the metadata group), retries, sessions,
+//! eviction. What a client was told is handed to the checkers.
+
+use super::*;
+
+impl Cluster {
+    pub(super) fn on_client_tick(&mut self, index: u32) {
+        self.schedule(TICK_NS, Event::ClientTick(index));
+        let group = self.clients[index as usize].group;
+        let id = self.clients[index as usize].id;
+        // Reads later in the run, after crashes, state transfers and view
+        // changes, must still return what was acknowledged.
+        let last_ack = self.checkers[group].acks().iter().rev().find(|a| a.client == id);
+        if let Some((offset, payload)) = last_ack.map(|a| (a.offset, a.payload.clone())) {
+            self.check_reads(group, offset, &payload);
+        }
+        let now_ns = self.now_ns;
+        let replica_count = self.config.replica_count;
+        let safety = self.phase == Phase::Safety;
+        let namespace = self.namespaces[self.clients[index as usize].group];
+        let client = &mut self.clients[index as usize];
+        client.ticks += 1;
+        let mut sends: Vec<(Endpoint, Message)> = Vec::new();
+        if let Some(in_flight) = &mut client.in_flight {
+            if client.ticks - in_flight.sent_tick >= CLIENT_RETRY_TICKS {
+                in_flight.sent_tick = client.ticks;
+                let mut message =
+                    client_request(client.id, namespace, in_flight.request, &in_flight.payload, in_flight.operation);
+                if client.registered {
+                    message = in_session(message, client.session);
+                }
+                for replica in 0..replica_count {
+                    sends.push((Endpoint::Replica(replica), message.clone()));
+                }
+            }
+        } else if !client.registered || safety {
+            let (request, operation, payload) = if !client.registered {
+                (0, Operation::Register, Vec::new())
+            } else if namespace == METADATA_NAMESPACE {
+                client.request += 1;
+                let admin = metadata_request(index, client.request);
+                (client.request, admin.operation(), admin.encode_body())
+            } else {
+                client.request += 1;
+                let payload = format!("c{}-s{}-r{}", client.id, client.session_epoch, client.request);
+                (client.request, Operation::SendMessages, payload.into_bytes())
+            };
+            let mut message = client_request(client.id, namespace, request, &payload, operation);
+            if client.registered {
+                message = in_session(message, client.session);
+            }
+            client.in_flight =
+                Some(InFlight { request, operation, payload, invoked_ns: now_ns, sent_tick: client.ticks });
+            let primary = (client.view_guess % u64::from(replica_count)) as u8;
+            sends.push((Endpoint::Replica(primary), message));
+        }
+        for (to, message) in sends {
+            self.send(Endpoint::Client(index), to, message);
+        }
+    }
+
+    pub(super) fn on_client_message(&mut self, index: u32, message: Message) {
+        let header = message.header;
+        let now_ns = self.now_ns;
+        let group = self.clients[index as usize].group;
+        let client = &mut self.clients[index as usize];
+        if header.command == Command::Eviction {
+            return self.on_eviction(index, group, &header);
+        }
+        let Some(in_flight) = &client.in_flight else { return };
+        if header.command != Command::Reply || header.request != in_flight.request {
+            return;
+        }
+        let registering = !client.registered;
+        if registering != (header.operation == Operation::Register) {
+            return;
+        }
+        if !registering && header.context != client.session {
+            // A reply to an older session's request of the same number.
+            return;
+        }
+        if registering && header.context <= client.session {
+            // A late reply to an earlier register: that session is gone.
+            return;
+        }
+        client.view_guess = client.view_guess.max(header.view);
+        let in_flight = client.in_flight.take().expect("checked above");
+        if registering {
+            client.registered = true;
+            client.session = header.context;
+            return;
+        }
+        if self.namespaces[group] == METADATA_NAMESPACE {
+            return self.on_metadata_reply(index, group, &message);
+        }
+        let client = &self.clients[index as usize];
+        let Some(offset) = message.body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())) else {
+            let id = client.id;
+            return self.checkers[group]
+                .fail(Checker::Linearizability, format!("client {id} got a reply without an offset"));
+        };
+        let ack = Ack {
+            client: client.id,
+            request: in_flight.request,
+            op: header.op,
+            offset,
+            payload: in_flight.payload,
+            invoked_ns: in_flight.invoked_ns,
+            acked_ns: now_ns,
+        };
+        self.record(None, "ack", header.op, offset, String::new);
+        let (offset, payload) = (ack.offset, ack.payload.clone());
+        self.checkers[group].on_ack(ack);
+        self.check_reads(group, offset, &payload);
+    }
+
+    /// The session is gone: the in-flight request's outcome is unknown (it
+    /// may have committed before the eviction). The client never sends it
+    /// again under a new session (that could apply it twice); it registers
+    /// anew and goes on with new requests. The checker holds the eviction
+    /// to having happened: some committed register must have evicted it.
+    pub(super) fn on_eviction(&mut self, index: u32, group: usize, header: &Header) {
+        let client = &mut self.clients[index as usize];
+        let current = client.registered && client.in_flight.as_ref().is_some_and(|f| f.request == header.request);
+        // From a view older than one this client already had a reply from:
+        // a deposed primary answering from its stale session table (view-churn
+        // seed 16672, swarm seed 11155). Only the current view may evict.
+        if !current || header.view < client.view_guess {
+            return;
+        }
+        let id = client.id;
+        client.in_flight = None;
+        client.registered = false;
+        client.request = 0;
+        client.session_epoch += 1;
+        self.record(None, "evicted", index.into(), header.request, String::new);
+        self.checkers[group].on_eviction(id);
+    }
+
+    /// An admin client's reply: applied, or rejected with a typed error; both
+    /// are outcomes the log chose (agreement already compares them across
+    /// replicas). What was applied must be in every replica's catalogue at
+    /// the end.
+    pub(super) fn on_metadata_reply(&mut self, index: u32, group: usize, message: &Message) {
+        let header = message.header;
+        match decode_reply(&message.body) {
+            Ok(MetadataReply::Ok) => self.metadata_applied.push(metadata_request(index, header.request)),
+            Ok(MetadataReply::Rejected(_)) => {}
+            Ok(MetadataReply::Malformed) | Err(_) => {
+                let detail = format!("admin client {index} got a malformed reply to request {}", header.request);
+                self.checkers[group].fail(Checker::AckedWritesDurable, detail);
+            }
+        }
+        self.record(None, "ack", header.op, 0, String::new);
+    }
+}
+
+/// What admin client `client` asks the metadata group for its `request`-th
+/// request: a stream, then a topic in it, and so on. Deterministic, so a
+/// retry carries the same body.
+pub(super) fn metadata_request(client: u32, request: u64) -> MetadataRequest {
+    let stream_id = 1 + client * 1_000 + (request as u32).div_ceil(2);
+    if request % 2 == 1 {
+        MetadataRequest::CreateStream { stream_id, name: format!("stream-{stream_id}") }
+    } else {
+        MetadataRequest::CreateTopic { stream_id, topic_id: 1, name: "events".into(), partition_count: 2 }
+    }
+}
+
+pub(super) fn client_request(
+    client: u128,
+    namespace: u64,
+    request: u64,
+    payload: &[u8],
+    operation: Operation,
+) -> Message {
+    let mut header = Header::new(Command::Request, CLUSTER_ID);
+    header.namespace = namespace;
+    header.client = client;
+    header.request = request;
+    header.operation = operation;
+    Message::new(header, Rc::from(payload))
+}
+
+/// A request sent in the session its register opened (`Header::context`).
+pub(super) fn in_session(message: Message, session: u64) -> Message {
+    let mut header = message.header;
+    header.context = session;
+    Message::new(header, message.body)
+}

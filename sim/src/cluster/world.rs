@@ -1,0 +1,161 @@
+//! The node's world: how a simulated process runs its `Node` (the library
+//! code the server runs) with this cluster as its `NodeBus` and `NodeHooks`.
+//!
+//! The node is taken out of its process for each call, so the hooks may
+//! touch the rest of the cluster; a node that stops is crashed once it is
+//! back.
+
+use super::*;
+
+impl Cluster {
+    /// Run `f` on `replica`'s node with this cluster as its world. The node
+    /// is taken out for the call, so the world's hooks may touch everything
+    /// else; a node that stops is crashed here, once it is back. `None` when
+    /// the process is down or the node stopped.
+    pub(super) fn with_node<R>(
+        &mut self,
+        replica: u8,
+        f: impl FnOnce(&mut Node<SimIo>, &mut SimWorld<'_>) -> Result<R, NodeStop>,
+    ) -> Option<R> {
+        let index = replica as usize;
+        if !self.nodes[index].up {
+            return None;
+        }
+        let mut node = self.nodes[index].node.take()?;
+        let mut world = SimWorld { cluster: self, replica, crash: None };
+        let result = f(&mut node, &mut world);
+        let crash = world.crash.take();
+        self.nodes[index].node = Some(node);
+        match result {
+            Ok(value) => Some(value),
+            Err(stop) => {
+                self.on_node_stop(replica, stop, crash);
+                None
+            }
+        }
+    }
+
+    /// The node stopped: a storage or partition log error (fail-stop), or a
+    /// crash the fault injector asked for at a protocol moment.
+    pub(super) fn on_node_stop(&mut self, replica: u8, stop: NodeStop, crash: Option<String>) {
+        match stop {
+            NodeStop::Halted => {
+                let why = crash.expect("only the simulator's hooks halt a node, and they say why");
+                self.crash(replica, &why);
+            }
+            NodeStop::Storage { error, .. } => {
+                let reason = error.to_string();
+                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
+                self.crash(replica, "storage error");
+            }
+            NodeStop::PartitionLog(error) => {
+                let reason = error.to_string();
+                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
+                self.crash(replica, "partition log error");
+            }
+        }
+    }
+
+    /// Make the partition's applied messages durable (the node's own
+    /// persist; a failure stops the node like any other).
+    pub(super) fn persist_partition(&mut self, replica: u8, group: usize) {
+        self.with_node(replica, |node, _| block_on_ready(node.group_mut(group).persist_partition()));
+    }
+
+    /// Every message of the group's partition log on `replica`, by offset.
+    pub(super) fn read_partition(&mut self, replica: u8, group: usize) -> Vec<Vec<u8>> {
+        self.persist_partition(replica, group);
+        let mut messages = Vec::new();
+        let Some(r) = self.group_replica(replica, group) else { return messages };
+        loop {
+            let chunk = block_on_ready(r.state_machine().read(messages.len() as u64, 1024));
+            if chunk.is_empty() {
+                break;
+            }
+            messages.extend(chunk.into_iter().map(|(_, message)| message));
+        }
+        messages
+    }
+}
+
+/// The world one node runs in during one call: this cluster's network,
+/// fault policy and checkers, seen through the node's two narrow traits.
+pub(super) struct SimWorld<'a> {
+    cluster: &'a mut Cluster,
+    replica: u8,
+    /// Why a hook stopped the node (a crash at a protocol moment); the
+    /// cluster crashes the process once the node is back in its slot.
+    crash: Option<String>,
+}
+
+impl NodeBus for SimWorld<'_> {
+    fn send_to_replica(&mut self, _via: ShardId, to: u8, message: Message) {
+        self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Replica(to), message);
+    }
+
+    fn reply_to_client(&mut self, _via: ShardId, client: u128, message: Message) {
+        let index = u32::try_from(client - CLIENT_ID_BASE).expect("simulated client ids are small");
+        self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Client(index), message);
+    }
+
+    fn client_shard(&self, client: u128) -> ShardId {
+        let index = u32::try_from(client - CLIENT_ID_BASE).expect("simulated client ids are small");
+        self.cluster.client_shard(index)
+    }
+}
+
+impl NodeHooks for SimWorld<'_> {
+    fn before_storage(&mut self, _group: usize, _action: &Action) {
+        self.cluster.arm_storage_fault(self.replica);
+    }
+
+    fn after_storage(&mut self, group: usize, action: &Action, error: Option<&StorageError>) -> Flow {
+        self.cluster.after_storage(self.replica, group, action, error.is_none());
+        if error.is_none() && self.cluster.roll(self.cluster.config.faults.protocol_crash_ppm, "protocol_crash") {
+            self.crash = Some(format!("right after {} completed", action_name(action)));
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn before_send(&mut self, group: usize, header: &Header) {
+        self.cluster.check_promise(self.replica, group, header);
+    }
+
+    fn after_promise_sent(&mut self, _group: usize, command: Command) -> Flow {
+        if self.cluster.roll(self.cluster.config.faults.protocol_crash_ppm, "protocol_crash") {
+            self.crash = Some(format!("right after sending {command:?}"));
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn on_committed(&mut self, group: usize, committed: &[Committed]) {
+        self.cluster.observe_committed(self.replica, group, committed);
+    }
+
+    fn on_view(&mut self, group: usize, view: u64, status: Status) {
+        self.cluster.observe_view(self.replica, group, view, status);
+    }
+
+    fn on_committed_conflict(&mut self, group: usize, why: &str) {
+        let label = self.cluster.group_label(group);
+        let detail = format!(
+            "replica {}{label} was offered a canonical log that contradicts ops it committed ({why})",
+            self.replica
+        );
+        self.cluster.checkers[group].fail(Checker::Agreement, detail);
+    }
+
+    fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
+        self.cluster.hop(self.replica, from, to)
+    }
+
+    fn draw(&mut self, bound: u64) -> Option<u64> {
+        Some(self.cluster.rng.next_u64() % bound)
+    }
+
+    fn on_state_data_filled(&mut self, _group: usize, offset: u64, count: usize) {
+        self.cluster.record(Some(self.replica), "state_data", offset, count as u64, String::new);
+    }
+}
