@@ -26,10 +26,34 @@ def header(op, body_len=0):
             + le(body_len, 2) + b"b" * body_len)
 
 
+def sealed_header(command, operation, op, body):
+    # header_decode's field order: command, cluster u64, operation, parent
+    # 2 x u64, client, namespace, view, op, commit, timestamp, request, context
+    # (u64 each), replica, reserved index and value, body length u16, body.
+    return (bytes([command]) + le(1, 8) + bytes([operation]) + le(11, 8) + le(12, 8)
+            + le(5, 8) + le(4, 8) + le(3, 8) + le(op, 8) + le(op - 1, 8) + le(10**9, 8)
+            + le(2, 8) + le(0, 8) + b"\x01" + b"\x05\x00" + le(len(body), 2) + body)
+
+
 NO_MUTATION = b"\x00\x00"  # reseal off, zero mutations
 FLIP = b"\x01\x01" + le(300, 2) + b"\x00\x03"  # reseal on, flip bit 3 of byte 300
 
 SEEDS = {
+    "header_decode": {
+        # mode byte mod 3: 0 raw, 1 every single-bit flip, 2 edits + reseal
+        "raw-filler": b"\x00" + filler(5, 300),
+        "flips-prepare": b"\x01" + sealed_header(4, 32, 9, b"payload-bytes"),
+        "flips-empty-body": b"\x01" + sealed_header(1, 0, 1, b""),
+        # edits: count, then (kind, value...): command 200, size = body, body
+        # grows to 40 bytes; body and header resealed.
+        "edits-bad-command-resealed": b"\x02" + sealed_header(4, 32, 9, b"abc") + b"\x03"
+        + b"\x00\xc8" + b"\x05" + le(40, 2) + b"z" + b"\x03\x02" + b"\x01\x01",
+        # edits: version 2, operation 99, a reserved byte; header resealed only.
+        "edits-version-operation": b"\x02" + sealed_header(2, 1, 3, b"x") + b"\x03"
+        + b"\x02\x02" + b"\x01\x63" + b"\x04\xf0\x07" + b"\x00\x01",
+        # edits: size near the maximum, nothing resealed.
+        "edits-size-unsealed": b"\x02" + sealed_header(3, 16, 7, b"") + b"\x01" + b"\x03\x01\x80" + b"\x00\x00",
+    },
     "view_headers_decode": {
         "three-headers": b"\x03" + header(5) + header(6) + header(7) + NO_MUTATION,
         "three-headers-flip-resealed": b"\x03" + header(5) + header(6) + header(7) + FLIP,
