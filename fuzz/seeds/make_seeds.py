@@ -35,10 +35,49 @@ def sealed_header(command, operation, op, body):
             + le(2, 8) + le(0, 8) + b"\x01" + b"\x05\x00" + le(len(body), 2) + body)
 
 
+def route_frame(selector, command, operation, namespace_index, origin=0, body=b""):
+    # frame_route: selector (mod 8: 0-3 consensus, 4-5 forward, 6 reply, 7
+    # lifecycle), origin shard, connection id, then the header: command and
+    # operation indices into Command::ALL / Operation::ALL, namespace pool
+    # index, op, body length u16, body.
+    return (bytes([selector, origin, 1, command, operation, namespace_index, 1])
+            + le(len(body), 2) + body)
+
+
+# Command::ALL / Operation::ALL indices used by the frame_route seeds.
+PING, REQUEST, PREPARE, COMMIT, START_VIEW_CHANGE = 0, 2, 3, 6, 7
+OP_RESERVED, OP_REGISTER, OP_CREATE_STREAM, OP_SEND = 0, 2, 4, 8
+
+
 NO_MUTATION = b"\x00\x00"  # reseal off, zero mutations
 FLIP = b"\x01\x01" + le(300, 2) + b"\x00\x03"  # reseal on, flip bit 3 of byte 300
 
 SEEDS = {
+    "frame_route": {
+        # 4 shards, inbox (capacity, state) pairs (state 0 forced full, 1
+        # closed), namespaces (kind 0 metadata, 1 unset, 4 partition ids),
+        # then frames.
+        "four-shards-mixed": b"\x03" + b"\x05\x02" * 4 + b"\x00" + b"\x01"
+        + b"\x04" + le(7, 2) + b"\x01" + le(3, 2) + b"\x04" + le(9, 2) + b"\x02" + le(0, 2)
+        + b"\x07"
+        + route_frame(0, PREPARE, OP_SEND, 2) + route_frame(1, START_VIEW_CHANGE, OP_RESERVED, 1)
+        + route_frame(2, PING, OP_RESERVED, 2) + route_frame(4, REQUEST, OP_SEND, 3, body=b"m")
+        + route_frame(5, REQUEST, OP_CREATE_STREAM, 0) + route_frame(6, REQUEST, OP_RESERVED, 0, origin=2)
+        + route_frame(3, COMMIT, OP_REGISTER, 3),
+        # 2 shards, shard 0's inbox full, shard 1's closed: every route is a
+        # counted drop; a lifecycle frame broadcast from shard 1.
+        "two-shards-refusing": b"\x01" + b"\x00\x00" + b"\x00\x01" + b"\x04" + le(5, 2) + b"\x01" + le(1, 2)
+        + b"\x00" + b"\x01" + b"\x03"
+        + route_frame(0, PREPARE, OP_SEND, 0) + route_frame(7, PING, OP_RESERVED, 0) + b"\x01\x01"
+        + route_frame(6, REQUEST, OP_RESERVED, 1, origin=9),
+        # The finding: namespace 0x80031ff has stream id 0, so it is not a
+        # partition, yet it is routed to a partition shard (see
+        # STREAM_ZERO_ROUTES_AS_PARTITION in the target).
+        "bug-stream-zero-namespace": b"\x01" + b"\x05\x02" * 2 + b"\x03" + le(0x80031FF, 4) + b"\x03"
+        + le(0x80031FF, 4) + b"\x03" + le(0x80031FF, 4) + b"\x03" + le(0x80031FF, 4) + b"\x00"
+        + route_frame(0, PREPARE, OP_RESERVED, 0),
+        "filler": filler(6, 400),
+    },
     "header_decode": {
         # mode byte mod 3: 0 raw, 1 every single-bit flip, 2 edits + reseal
         "raw-filler": b"\x00" + filler(5, 300),
