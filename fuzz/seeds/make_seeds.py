@@ -49,10 +49,45 @@ PING, REQUEST, PREPARE, COMMIT, START_VIEW_CHANGE = 0, 2, 3, 6, 7
 OP_RESERVED, OP_REGISTER, OP_CREATE_STREAM, OP_SEND = 0, 2, 4, 8
 
 
+def md_id(value):
+    # metadata_decode: kind 2 picks a small id (value mod 6).
+    return b"\x02" + bytes([value])
+
+
+def md_name(text):
+    # metadata_decode: 0 = any bytes (u16 length + bytes), made UTF-8.
+    return b"\x00" + le(len(text), 2) + text
+
+
+def md_create_stream(stream_id, name):
+    return b"\x00" + md_id(stream_id) + md_name(name)
+
+
+def md_create_topic(stream_id, topic_id, name, partitions):
+    return b"\x02" + md_id(stream_id) + md_id(topic_id) + md_name(name) + b"\x01" + bytes([partitions])
+
+
+CATALOGUE = (b"\x06" + md_create_stream(1, b"orders") + md_create_stream(2, b"audit")
+             + md_create_topic(1, 1, b"eu", 3) + md_create_topic(1, 2, b"us", 4)
+             + b"\x01" + md_id(2) + md_create_topic(5, 1, b"none", 1))
+
+
 NO_MUTATION = b"\x00\x00"  # reseal off, zero mutations
 FLIP = b"\x01\x01" + le(300, 2) + b"\x00\x03"  # reseal on, flip bit 3 of byte 300
 
 SEEDS = {
+    "metadata_decode": {
+        # mode byte mod 3: 0 reply, 1 request body, 2 snapshot
+        "reply-ok": b"\x00\x00" + b"\x00",
+        "reply-topic-name-exists": b"\x00\x02" + le(1, 4) + le(2, 4) + b"\x08" + md_name(b"orders") + b"\x00",
+        "reply-name-invalid-flipped": b"\x00\x02" + le(1, 4) + le(2, 4) + b"\x0b" + le(300, 8)
+        + b"\x01" + le(3, 2) + b"\x00\x02",
+        "request-create-topic": b"\x01" + md_create_topic(1, 3, b"eu-west", 3) + b"\x00",
+        "request-delete-stream-truncated": b"\x01\x01" + md_id(4) + b"\x01" + le(2, 2) + b"\x04",
+        "snapshot-catalogue": b"\x02" + CATALOGUE + b"\x00\x00",
+        "snapshot-flip-resealed": b"\x02" + CATALOGUE + b"\x01" + le(30, 2) + b"\x00\x01" + b"\x01",
+        "snapshot-count-resealed": b"\x02" + CATALOGUE + b"\x01" + le(8, 2) + b"\x02" + le(5, 2) + b"\x00" + b"\x01",
+    },
     "frame_route": {
         # 4 shards, inbox (capacity, state) pairs (state 0 forced full, 1
         # closed), namespaces (kind 0 metadata, 1 unset, 4 partition ids),
