@@ -72,10 +72,76 @@ CATALOGUE = (b"\x06" + md_create_stream(1, b"orders") + md_create_stream(2, b"au
              + b"\x01" + md_id(2) + md_create_topic(5, 1, b"none", 1))
 
 
+def journal(selector, slot_count, steps, crash, damage, read_only=False):
+    # journal_recovery: selector (mod 8: 0 raw, 1 slots, 2 forged, 3..=7
+    # model), slot count - 1, read-only flag, disk seed; then (model mode)
+    # the step count and steps, the crash (0 none, 1 process, 2 power loss),
+    # the damage count and damage.
+    return (bytes([selector, slot_count - 1, int(read_only), 9]) + bytes([len(steps)]) + b"".join(steps)
+            + bytes([crash, len(damage)]) + b"".join(damage))
+
+
+def j_append(size_units):
+    return bytes([0, size_units])  # body of 3 * size_units bytes
+
+
+J_SYNC = b"\x04"
+
+
+def j_drain(byte):
+    return bytes([6, byte])
+
+
+def j_truncate(byte):
+    return bytes([7, byte])
+
+
+def j_flip_prepare(window_index, offset, bit):
+    return bytes([0, window_index]) + le(offset, 2) + bytes([bit])
+
+
+def j_flip_copy(window_index, offset, bit):
+    return bytes([1, window_index, offset, bit])
+
+
+def j_tear(window_index, sectors_kept):
+    return bytes([2, window_index, sectors_kept])
+
+
+def j_zero_sector(sector):
+    return b"\x03" + le(sector, 2)
+
+
+def j_reseal_field(field, value):
+    return bytes([6, value, field])
+
+
+FIVE_SYNCED = [j_append(10), j_append(200), j_append(0), j_append(90), j_append(255), J_SYNC]
+
+
 NO_MUTATION = b"\x00\x00"  # reseal off, zero mutations
 FLIP = b"\x01\x01" + le(300, 2) + b"\x00\x03"  # reseal on, flip bit 3 of byte 300
 
 SEEDS = {
+    "journal_recovery": {
+        "model-clean-power-loss": journal(3, 8, FIVE_SYNCED + [j_append(40), j_append(170)], 2, []),
+        # the head (op 5) rots after it was synced: faulty, never torn
+        "model-rotten-head": journal(4, 8, FIVE_SYNCED, 0, [j_flip_prepare(4, 300, 3)]),
+        "model-copy-and-prepare": journal(5, 8, FIVE_SYNCED, 1, [j_flip_copy(2, 40, 0), j_flip_prepare(2, 20, 5)]),
+        "model-copy-only": journal(6, 8, FIVE_SYNCED, 0, [j_flip_copy(1, 200, 7)], read_only=True),
+        "model-drain-wrap-tear": journal(7, 4, [j_append(50)] * 4 + [J_SYNC, j_drain(1), j_append(255), j_append(255),
+                                                                     J_SYNC, j_append(255)], 2, [j_tear(1, 1)]),
+        "model-truncate-reappend": journal(3, 8, FIVE_SYNCED + [j_truncate(2), j_append(7), j_append(8), J_SYNC], 1,
+                                           [j_zero_sector(17)]),
+        "model-file-header-resealed": journal(4, 8, FIVE_SYNCED, 0, [j_reseal_field(2, 1)]),
+        "model-file-header-flip": journal(5, 8, FIVE_SYNCED, 0, [bytes([5, 50, 2])]),
+        "model-zero-sectors": journal(6, 16, FIVE_SYNCED * 2, 2, [j_zero_sector(1), j_zero_sector(8), j_zero_sector(20)]),
+        "raw-filler": b"\x00\x03\x00\x01" + filler(7, 2000),
+        "slots-filler": b"\x01\x07\x00\x01" + filler(8, 6000),
+        "forged-chain": b"\x02\x07\x00\x01" + b"\x06" + b"".join(
+            bytes([op, 0, flags, 10]) + filler(op, 30) for op, flags in
+            [(1, 32), (2, 32), (3, 0), (4, 36), (5, 16), (6, 40)]),
+    },
     "metadata_decode": {
         # mode byte mod 3: 0 reply, 1 request body, 2 snapshot
         "reply-ok": b"\x00\x00" + b"\x00",
