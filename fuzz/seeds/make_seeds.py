@@ -123,6 +123,15 @@ NO_MUTATION = b"\x00\x00"  # reseal off, zero mutations
 FLIP = b"\x01\x01" + le(300, 2) + b"\x00\x03"  # reseal on, flip bit 3 of byte 300
 
 SEEDS = {
+    "identity_decode": {
+        # format version u32, cluster 2 x u64, replica, replica count, cut
+        # length, the extra byte of a long file, then edits (count, then
+        # offset and value each) before the checksum is resealed.
+        "plain": le(1, 4) + le(7, 8) + le(0, 8) + b"\x01\x03" + b"\x10\x00" + b"\x00",
+        "reserved-edited": le(1, 4) + le(7, 8) + le(0, 8) + b"\x01\x03" + b"\x20\x00" + b"\x01\x0e\x55",
+        "magic-and-replica-edited": le(2, 4) + le(9, 8) + le(1, 8) + b"\x02\x03" + b"\x2f\xff"
+        + b"\x02\x00\x41\x0c\x09",
+    },
     "journal_recovery": {
         "model-clean-power-loss": journal(3, 8, FIVE_SYNCED + [j_append(40), j_append(170)], 2, []),
         # the head (op 5) rots after it was synced: faulty, never torn
