@@ -14,8 +14,9 @@
 //! - model (3..=7): a journal built through the real API (appends, syncs,
 //!   drains, truncations), a crash (none, process crash, or power loss that
 //!   loses or tears unsynced writes), then structured damage (flip a bit in a
-//!   chosen op's prepare or ring copy, zero a sector, tear a slot, damage the
-//!   file header with or without resealing its checksum). The model judges
+//!   chosen op's prepare or ring copy, zero a sector, tear a slot, copy one
+//!   slot over another as a misdirected write would, damage the file header
+//!   with or without resealing its checksum). The model judges
 //!   the result from the final bytes, by the rule of the journal's module doc
 //!   (the torn-or-faulty table):
 //!   * `open` fails exactly when the file header's 96 encoded bytes changed
@@ -242,7 +243,7 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
     let mut resealed: Option<(Vec<u8>, fn(&JournalError) -> bool)> = None;
     for _ in 0..usize::from(input.byte()) % (DAMAGE_MAX + 1) {
         let contents = io.disk().contents(&path).expect("the journal survives");
-        match input.byte() % 7 {
+        match input.byte() % 8 {
             0 => {
                 // A bit of a prepare: header or body (past its end only padding).
                 let op = window_op(input.byte());
@@ -275,6 +276,13 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
                 let offset = u64::from(input.byte()) % FILE_HEADER_ENCODED_BYTES as u64;
                 let byte = contents[offset as usize] ^ (1 << (input.byte() % 8));
                 io.disk().poke(&path, offset, &[byte]).unwrap();
+            }
+            7 => {
+                // A misdirected write: one op's whole slot lands on another's.
+                let from = config.slot_offset(window_op(input.byte())) as usize;
+                let to = config.slot_offset(window_op(input.byte()));
+                let slot = contents[from..from + config.slot_size_bytes() as usize].to_vec();
+                io.disk().poke(&path, to, &slot).unwrap();
             }
             _ => {
                 // A file header field rewritten and the checksum resealed:
@@ -371,7 +379,8 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode) {
         if prepare_intact {
             assert!(recovered, "synced op {op} with an intact prepare was not recovered: {recovery:?}");
         } else if copy_intact {
-            assert!(repair && !recovered, "synced op {op} damaged with its ring copy intact is not faulty: {recovery:?}");
+            // Finding 1 of issue 10: never cut off as a torn tail.
+            assert!(repair && !recovered && !torn, "synced op {op} damaged with its ring copy intact is not faulty: {recovery:?}");
         } else {
             assert!((repair || torn) && !recovered, "synced op {op} with both copies damaged: {recovery:?}");
         }

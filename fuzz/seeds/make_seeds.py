@@ -145,6 +145,8 @@ SEEDS = {
         "model-file-header-resealed": journal(4, 8, FIVE_SYNCED, 0, [j_reseal_field(2, 1)]),
         "model-file-header-flip": journal(5, 8, FIVE_SYNCED, 0, [bytes([5, 50, 2])]),
         "model-zero-sectors": journal(6, 16, FIVE_SYNCED * 2, 2, [j_zero_sector(1), j_zero_sector(8), j_zero_sector(20)]),
+        # op 2's slot written over op 4's (a misdirected write)
+        "model-misdirected": journal(7, 8, FIVE_SYNCED, 0, [bytes([7, 1, 3])]),
         "raw-filler": b"\x00\x03\x00\x01" + filler(7, 2000),
         "slots-filler": b"\x01\x07\x00\x01" + filler(8, 6000),
         "forged-chain": b"\x02\x07\x00\x01" + b"\x06" + b"".join(
