@@ -147,6 +147,11 @@ SEEDS = {
         "model-zero-sectors": journal(6, 16, FIVE_SYNCED * 2, 2, [j_zero_sector(1), j_zero_sector(8), j_zero_sector(20)]),
         # op 2's slot written over op 4's (a misdirected write)
         "model-misdirected": journal(7, 8, FIVE_SYNCED, 0, [bytes([7, 1, 3])]),
+        # two faults on op 1's slot: a truncated slot (header zeroed, stale
+        # body) misdirected over it, and its ring copy flipped; op 1 is the
+        # head, so it may vanish (the journal's documented gap)
+        "model-two-faults-at-head": journal(3, 8, [j_append(100), j_append(100), J_SYNC, j_truncate(1)], 0,
+                                            [bytes([7, 1, 0]), j_flip_copy(0, 20, 1)]),
         "raw-filler": b"\x00\x03\x00\x01" + filler(7, 2000),
         "slots-filler": b"\x01\x07\x00\x01" + filler(8, 6000),
         "forged-chain": b"\x02\x07\x00\x01" + b"\x06" + b"".join(
