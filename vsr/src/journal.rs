@@ -83,6 +83,10 @@
 //!   spare may still hold a live-window prepare in; then two fsyncs.
 //!   `JournalConfig::checkpoint_interval_ops_max` is the interval to run
 //!   in production: one compaction per almost a full ring.
+//!   A read-only journal opened before a compaction keeps reading the
+//!   retired file, which the next compaction rewrites in place: its reads
+//!   then fail the checksum check (`Corrupt`), never return another op's
+//!   bytes; reopen it after a compaction.
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
 //!   same protocol as one step of group commit: one fsync per batch, each
 //!   batch acknowledged after the next batch's fsync.
@@ -1293,7 +1297,8 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Write the compacted file into the spare (or a fresh file); returns
-    /// the ops it carries.
+    /// the ops it carries. What it writes is bounded by the ops it carries
+    /// and the stale ops it clears, never by the size of the file.
     async fn drain_write_tmp(&self, tmp: &Path, file_header: &FileHeader) -> Result<BTreeSet<u64>, JournalError> {
         let config = self.config;
         let through_op = file_header.snapshot_op;
@@ -1313,8 +1318,7 @@ impl<I: Io> PrepareJournal<I> {
         };
         let (result, _) = file.write_all_at(file_header.encode(), 0).await;
         result.map_err(io_error("write tmp header"))?;
-        let mut ring = vec![0u8; config.headers_zone_size_bytes() as usize];
-        let mut carried = BTreeSet::new();
+        let mut carried = BTreeMap::new();
         let live: Vec<u64> = self.headers.range(through_op + 1..).map(|(&op, _)| op).collect();
         for op in live {
             // A live prepare that reads back corrupt fails the drain: left
@@ -1326,25 +1330,36 @@ impl<I: Io> PrepareJournal<I> {
             let (header, body) = self.read(op).await?;
             let (result, _) = file.write_all_at(encode_prepare_sectors(&header, &body), config.slot_offset(op)).await;
             result.map_err(io_error("write tmp prepare"))?;
-            // Its ring copy goes with the same fsync as the prepare: the tmp
-            // file is not the journal until its exchange is durable, after
-            // that fsync.
-            let copy_at = (config.header_copy_offset(op) - FILE_HEADER_SIZE_BYTES) as usize;
-            ring[copy_at..copy_at + HEADER_SIZE_BYTES].copy_from_slice(&header.encode());
-            carried.insert(op);
+            carried.insert(op, header);
         }
-        // The whole ring in one write: no copy of the spare's past survives.
-        let (result, _) = file.write_all_at(ring, FILE_HEADER_SIZE_BYTES).await;
-        result.map_err(io_error("write tmp header ring"))?;
-        // A slot header of the spare's previous life that names an op of
-        // the new live window would be recovered as a live prepare (a
-        // truncated one resurrected): clear each such slot's first sector.
-        // Ops at or below `through_op` read as checkpointed, so the window
-        // ends at what the spare can hold.
+        // A slot header or ring copy of the spare's previous life that names
+        // an op of the new live window would be recovered as a live prepare
+        // (a truncated one resurrected) or as a faulty one: clear each such
+        // slot's first sector and its copy. Ops at or below `through_op`
+        // read as checkpointed, so this ends at what the spare can hold.
         let clear_last = stale_op_max.min(through_op + config.slot_count);
-        for op in (through_op + 1..=clear_last).filter(|op| !carried.contains(op)) {
+        for op in (through_op + 1..=clear_last).filter(|op| !carried.contains_key(op)) {
             let (result, _) = file.write_all_at(vec![0; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
             result.map_err(io_error("clear tmp slot"))?;
+        }
+        // Ring copies, carried or cleared, one write per run of adjacent
+        // copies. The carried ones go with the same fsync as their prepares:
+        // the tmp file is not the journal until its exchange is durable,
+        // after that fsync.
+        let ring_last = carried.keys().next_back().copied().unwrap_or(through_op).max(clear_last);
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_first = through_op + 1;
+        for op in through_op + 1..=ring_last {
+            match carried.get(&op) {
+                Some(header) => run.extend_from_slice(&header.encode()),
+                None => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
+            }
+            if op == ring_last || (op + 1).is_multiple_of(config.slot_count) {
+                let (result, _) =
+                    file.write_all_at(std::mem::take(&mut run), config.header_copy_offset(run_first)).await;
+                result.map_err(io_error("write tmp header ring"))?;
+                run_first = op + 1;
+            }
         }
         file.sync_data().await.map_err(io_error("fsync tmp"))?;
         // The spare held a valid file header of its own (an older
@@ -1356,7 +1371,7 @@ impl<I: Io> PrepareJournal<I> {
         if FileHeader::decode(&bytes).ok().as_ref() != Some(file_header) {
             return Err(JournalError::FileHeaderCorrupt);
         }
-        Ok(carried)
+        Ok(carried.into_keys().collect())
     }
 
     /// Drop the uncommitted suffix after `op` (view change). Durable when this
