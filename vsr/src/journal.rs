@@ -61,10 +61,11 @@
 //! the page cache without O_DIRECT, and it would not save the fsync per
 //! batch either: the device has a volatile write cache (and on the machine
 //! we measure, no FUA), so a durable write still needs a cache flush. With
-//! buffered writes a batch is one `pwrite` per run of slots into the page
-//! cache plus one fdatasync, which the benchmark puts level with a plain
-//! pwrite+fdatasync loop; O_DIRECT would add a copy into aligned buffers
-//! (an owned `Vec<u8>` body is not aligned) for no durability gain.
+//! buffered writes a batch (with `flush`) is one `pwrite` per run of slots
+//! into the page cache, one small ring write and one fdatasync: the device
+//! work of a plain pwrite+fdatasync loop (`cargo xtask bench journal`
+//! compares the two). O_DIRECT would add a copy into aligned buffers (an
+//! owned `Vec<u8>` body is not aligned) for no durability gain.
 //!
 //! ## What it costs
 //!
