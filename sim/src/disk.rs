@@ -137,6 +137,9 @@ pub struct SimDisk {
     /// call costs (e.g. the sectors one small prepare writes).
     writes_total: u64,
     write_bytes_total: u64,
+    /// Model a file system without RENAME_EXCHANGE: `exchange` fails with
+    /// `Unsupported` (callers fall back to `rename`).
+    pub exchange_unsupported: bool,
 }
 
 fn os_error(code: i32) -> io::Error {
@@ -184,6 +187,7 @@ impl SimDisk {
             counters: BTreeMap::new(),
             writes_total: 0,
             write_bytes_total: 0,
+            exchange_unsupported: false,
         }
     }
 
@@ -604,6 +608,9 @@ impl SimDisk {
     /// of the directory, so both halves become durable together).
     pub(crate) fn exchange(&mut self, a: &Path, b: &Path) -> io::Result<()> {
         self.step()?;
+        if self.exchange_unsupported {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "this simulated file system cannot exchange"));
+        }
         let not_found = |path: &Path| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()));
         let id_a = *self.namespace_current.get(a).ok_or_else(|| not_found(a))?;
         let id_b = *self.namespace_current.get(b).ok_or_else(|| not_found(b))?;

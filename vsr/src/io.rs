@@ -96,7 +96,12 @@ pub trait Io: Clone + 'static {
     /// Lets the journal recycle the file a compaction retires as the next
     /// compaction's scratch file, so its blocks stay allocated (see
     /// `journal`'s module doc).
-    fn exchange(&self, a: &Path, b: &Path) -> impl Future<Output = io::Result<()>>;
+    ///
+    /// The default is a backend that cannot exchange (test doubles).
+    fn exchange(&self, a: &Path, b: &Path) -> impl Future<Output = io::Result<()>> {
+        let message = format!("cannot exchange {} and {}: this Io has no exchange", a.display(), b.display());
+        async move { Err(io::Error::new(io::ErrorKind::Unsupported, message)) }
+    }
     /// Remove a file. Durable only once the parent directory is fsynced.
     fn remove(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
     /// fsync a directory, making creates, renames and removes in it durable.

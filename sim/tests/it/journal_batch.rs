@@ -211,3 +211,28 @@ fn a_drain_into_the_spare_writes_little() {
     let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config_large(8), OpenMode::ReadWrite)).unwrap();
     assert_eq!(recovery.ops_recovered, vec![7]);
 }
+
+/// Where the file system cannot exchange, a drain renames the tmp file over
+/// the journal (the retired file is gone) and the next drain starts a
+/// fresh tmp file: slower, the same log.
+#[test]
+fn a_drain_without_exchange_falls_back_to_rename() {
+    let io = SimIo::new(9);
+    io.disk().exchange_unsupported = true;
+    let dir = Path::new("/data/rename");
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config(SLOT_COUNT))).unwrap();
+    let mut chain = Chain::new();
+    for through in [4, 8] {
+        let batch = prepares(&mut chain, 6);
+        block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
+        block_on_ready(journal.sync()).unwrap();
+        block_on_ready(journal.drain(through)).unwrap();
+        let listed = block_on_ready(shoal_vsr::io::Io::list_dir(&io, dir)).unwrap();
+        assert_eq!(listed.len(), 1, "no spare survives a rename: {listed:?}");
+    }
+    drop(journal);
+    io.crash();
+    let (_, recovery) =
+        block_on_ready(PrepareJournal::open(&io, dir, config(SLOT_COUNT), OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, (9..=12).collect::<Vec<_>>());
+}
