@@ -133,6 +133,13 @@ pub struct SimDisk {
     fail_next_write: Option<i32>,
     fail_next_sync: Option<i32>,
     counters: BTreeMap<&'static str, u64>,
+    /// Successful writes and their bytes, for tests that pin what a storage
+    /// call costs (e.g. the sectors one small prepare writes).
+    writes_total: u64,
+    write_bytes_total: u64,
+    /// Model a file system without RENAME_EXCHANGE: `exchange` fails with
+    /// `Unsupported` (callers fall back to `rename`).
+    pub exchange_unsupported: bool,
 }
 
 fn os_error(code: i32) -> io::Error {
@@ -178,6 +185,9 @@ impl SimDisk {
             fail_next_write: None,
             fail_next_sync: None,
             counters: BTreeMap::new(),
+            writes_total: 0,
+            write_bytes_total: 0,
+            exchange_unsupported: false,
         }
     }
 
@@ -186,6 +196,11 @@ impl SimDisk {
     /// Injected faults so far, by kind.
     pub fn counters(&self) -> &BTreeMap<&'static str, u64> {
         &self.counters
+    }
+
+    /// Successful writes so far and the bytes they carried (not faults).
+    pub fn writes(&self) -> (u64, u64) {
+        (self.writes_total, self.write_bytes_total)
     }
 
     pub fn generation(&self) -> u64 {
@@ -516,6 +531,8 @@ impl SimDisk {
         let op = Pending::Write { offset, data: data.to_vec() };
         apply(&mut inode.current, &op);
         inode.pending.push(op);
+        self.writes_total += 1;
+        self.write_bytes_total += data.len() as u64;
         Ok(())
     }
 
@@ -589,6 +606,22 @@ impl SimDisk {
             .remove(from)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", from.display())))?;
         self.namespace_current.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    /// Swap two names. Like `rename`, it changes the current namespace at
+    /// once and the durable one only at `sync_dir` (which copies every name
+    /// of the directory, so both halves become durable together).
+    pub(crate) fn exchange(&mut self, a: &Path, b: &Path) -> io::Result<()> {
+        self.step()?;
+        if self.exchange_unsupported {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "this simulated file system cannot exchange"));
+        }
+        let not_found = |path: &Path| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()));
+        let id_a = *self.namespace_current.get(a).ok_or_else(|| not_found(a))?;
+        let id_b = *self.namespace_current.get(b).ok_or_else(|| not_found(b))?;
+        self.namespace_current.insert(a.to_path_buf(), id_b);
+        self.namespace_current.insert(b.to_path_buf(), id_a);
         Ok(())
     }
 

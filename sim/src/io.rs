@@ -191,6 +191,10 @@ impl Io for SimIo {
         self.disk.borrow_mut().rename(from, to)
     }
 
+    async fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().exchange(a, b)
+    }
+
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.disk.borrow_mut().remove(path)
     }
@@ -298,6 +302,29 @@ mod tests {
         io.crash();
         assert_eq!(read_all(&io, "/data/journal").unwrap(), b"new");
         assert_eq!(block_on_ready(io.list_dir(Path::new(DIR))).unwrap(), vec![PathBuf::from("/data/journal")]);
+    }
+
+    #[test]
+    fn exchange_is_durable_only_after_dir_sync() {
+        let io = io_with_dir(14);
+        for (path, data) in [("/data/journal", b"old"), ("/data/journal.tmp", b"new")] {
+            let file = write(&io, path, data, 0);
+            block_on_ready(file.sync_data()).unwrap();
+        }
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        block_on_ready(io.exchange(Path::new("/data/journal.tmp"), Path::new("/data/journal"))).unwrap();
+        assert_eq!(read_all(&io, "/data/journal").unwrap(), b"new");
+        assert_eq!(read_all(&io, "/data/journal.tmp").unwrap(), b"old");
+        io.power_loss();
+        assert_eq!(read_all(&io, "/data/journal").unwrap(), b"old", "the exchange was not durable");
+        assert_eq!(read_all(&io, "/data/journal.tmp").unwrap(), b"new");
+        block_on_ready(io.exchange(Path::new("/data/journal.tmp"), Path::new("/data/journal"))).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        io.power_loss();
+        assert_eq!(read_all(&io, "/data/journal").unwrap(), b"new");
+        assert_eq!(read_all(&io, "/data/journal.tmp").unwrap(), b"old");
+        let missing = block_on_ready(io.exchange(Path::new("/data/journal"), Path::new("/data/none")));
+        assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -86,6 +86,22 @@ pub trait Io: Clone + 'static {
     /// Atomically replace `to` with `from`. Durable only once the parent
     /// directory is fsynced with `sync_dir`.
     fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>>;
+    /// Atomically swap the names `a` and `b` (both must exist, in the same
+    /// directory): afterwards `a` names the file `b` named and the other way
+    /// round. Durable only once the parent directory is fsynced with
+    /// `sync_dir`; a crash before that leaves both names as they were, never
+    /// one file under both names. `ErrorKind::Unsupported` where the file
+    /// system cannot exchange (the caller then falls back to `rename`).
+    ///
+    /// Lets the journal recycle the file a compaction retires as the next
+    /// compaction's scratch file, so its blocks stay allocated (see
+    /// `journal`'s module doc).
+    ///
+    /// The default is a backend that cannot exchange (test doubles).
+    fn exchange(&self, a: &Path, b: &Path) -> impl Future<Output = io::Result<()>> {
+        let message = format!("cannot exchange {} and {}: this Io has no exchange", a.display(), b.display());
+        async move { Err(io::Error::new(io::ErrorKind::Unsupported, message)) }
+    }
     /// Remove a file. Durable only once the parent directory is fsynced.
     fn remove(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
     /// fsync a directory, making creates, renames and removes in it durable.

@@ -283,18 +283,7 @@ fn bench(args: &[String]) -> Step {
     };
     match what.as_str() {
         "journal" => run(cargo()
-            .args([
-                "run",
-                "--release",
-                "-p",
-                "shoal-runtime",
-                "--features",
-                "journal-bench",
-                "--bin",
-                "shoal-bench",
-                "--",
-                "journal",
-            ])
+            .args(["run", "--release", "-p", "shoal-runtime", "--bin", "shoal-bench", "--", "journal"])
             .args(rest)),
         "sim" => {
             let binary = build_shoal_sim()?;

@@ -3,13 +3,19 @@
 //! Owns measurement only: it writes into a scratch directory it creates and
 //! removes, and never touches a replica's data directory.
 //!
-//! `journal`: append throughput with one fsync per batch of 1, 8 and 64
-//! prepares, side by side with a plain `pwrite` + `fdatasync` loop writing the
-//! same bytes at the same offsets. Without the `journal-bench` cargo feature
-//! the shoal column is `realio-raw` (RealIo `write_all_at` + `sync_data`, the
-//! I/O floor the journal builds on); with it, `vsr::journal::PrepareJournal`.
+//! `journal`: append throughput of `vsr::journal::PrepareJournal` on RealIo
+//! with batches of 1, 8 and 64 prepares, side by side with a plain `pwrite` +
+//! `fdatasync` loop (one fsync per batch) writing the same bytes at the same
+//! offsets of an equally preallocated file. The journal runs as a replica
+//! would: the production slot count, a compaction (`drain`) every
+//! `checkpoint_interval_ops_max` ops timed in, and an op counted only once it
+//! is durable with its header-ring copy (acknowledgeable). Two journal
+//! columns: `sync` (each batch acknowledged after its own two fsyncs) and
+//! `flush` (group commit: one fsync per batch, each batch acknowledged after
+//! the next batch's fsync).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,14 +25,13 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use shoal_runtime::{DriverChoice, RealIo, build_runtime};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
+use shoal_vsr::journal::{JournalConfig, PrepareJournal, SLOT_COUNT_MAX, ZERO_FILL_CHUNK_BYTES};
+use shoal_vsr::replica::{PIPELINE_PREPARES_MAX, VIEW_HEADERS_MAX};
 
 /// Bodies and slots above this are not what the journal bench is about.
 const BODY_SIZE_MAX_BYTES: usize = 1 << 20;
-/// Hard cap on prepares per run, so a run's file stays bounded (64 Ki × slot).
-const PREPARES_PER_RUN_MAX: usize = 65_536;
-/// Slots are rounded up to this, so every write starts on a page boundary.
-#[cfg(not(feature = "journal-bench"))]
-const SLOT_ALIGNMENT_BYTES: usize = 4096;
+/// Hard cap on prepares per run (bounds the prepared entries in memory).
+const PREPARES_PER_RUN_MAX: usize = 1 << 20;
 /// Batch latency histogram bounds, in microseconds (1 µs .. 60 s).
 const LATENCY_MAX_US: u64 = 60_000_000;
 const CLUSTER: u128 = 0x5809_0a1b;
@@ -63,8 +68,11 @@ struct JournalArgs {
     #[arg(long, default_value_t = 4096)]
     body_bytes: usize,
     /// Most prepares written per run (one run = one implementation × one batch size).
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = 65_536)]
     count: usize,
+    /// Journal slots (the server's default `limits.journal_slot_count`).
+    #[arg(long, default_value_t = shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT)]
+    slots: u64,
     /// Prepares per fsync, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     batches: Vec<usize>,
@@ -72,7 +80,7 @@ struct JournalArgs {
     /// stops at its share or at --count prepares, whichever comes first.
     #[arg(long, default_value_t = TOTAL_BUDGET_SECS_DEFAULT)]
     seconds: f64,
-    /// compio driver for the shoal column: auto, io_uring or polling.
+    /// compio driver for the journal columns: auto, io_uring or polling.
     #[arg(long, default_value = "auto")]
     io_driver: DriverChoice,
 }
@@ -102,10 +110,9 @@ fn main() -> ExitCode {
 #[derive(Debug)]
 struct Plan {
     dir: PathBuf,
-    slot_size_bytes: u64,
-    /// File offset of entry `i` (op `i + 1`); the journal's layout when it is built in.
+    config: JournalConfig,
+    /// File offset of entry `i` (op `i + 1`): the journal's slot of that op.
     offsets: Vec<u64>,
-    file_size_bytes: u64,
     /// Encoded `[header][body]` of ops 1..=count, hash-chained.
     entries: Vec<Vec<u8>>,
     headers: Vec<Header>,
@@ -120,6 +127,9 @@ struct RunResult {
     bytes: u64,
     elapsed: Duration,
     batch_latency_us: Histogram<u64>,
+    /// Compactions run inside the timed region, and the time they took.
+    drains: usize,
+    drain_time: Duration,
 }
 
 impl RunResult {
@@ -129,6 +139,8 @@ impl RunResult {
             bytes: 0,
             elapsed: Duration::ZERO,
             batch_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
+            drains: 0,
+            drain_time: Duration::ZERO,
         }
     }
 
@@ -138,6 +150,8 @@ impl RunResult {
         self.bytes += other.bytes;
         self.elapsed += other.elapsed;
         self.batch_latency_us.add(&other.batch_latency_us).expect("same histogram bounds");
+        self.drains += other.drains;
+        self.drain_time += other.drain_time;
         self
     }
 
@@ -158,6 +172,8 @@ struct Meter {
     histogram: Histogram<u64>,
     ops: usize,
     bytes: u64,
+    drains: usize,
+    drain_time: Duration,
 }
 
 impl Meter {
@@ -168,6 +184,8 @@ impl Meter {
             histogram: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
             ops: 0,
             bytes: 0,
+            drains: 0,
+            drain_time: Duration::ZERO,
         }
     }
 
@@ -175,6 +193,7 @@ impl Meter {
         self.started.elapsed() >= self.budget
     }
 
+    /// A batch is acknowledged: count its ops and its latency since it began.
     fn record_batch(&mut self, batch_started: Instant, ops: usize, bytes: u64) {
         let us = u64::try_from(batch_started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.histogram.saturating_record(us.clamp(1, LATENCY_MAX_US));
@@ -188,6 +207,27 @@ impl Meter {
             bytes: self.bytes,
             elapsed: self.started.elapsed(),
             batch_latency_us: self.histogram,
+            drains: self.drains,
+            drain_time: self.drain_time,
+        }
+    }
+}
+
+/// How the journal column makes a batch durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `sync` after each batch: acknowledged after its own two fsyncs.
+    Sync,
+    /// `flush` after each batch: one fsync per batch; a batch is acknowledged
+    /// when a later flush reports its ops durable with their ring copies.
+    Flush,
+}
+
+impl Durability {
+    fn label(self) -> &'static str {
+        match self {
+            Durability::Sync => "journal sync",
+            Durability::Flush => "journal flush",
         }
     }
 }
@@ -199,26 +239,37 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
     if args.count == 0 || args.count > PREPARES_PER_RUN_MAX {
         return Err(format!("--count must be 1..={PREPARES_PER_RUN_MAX}"));
     }
-    if args.batches.is_empty() || args.batches.iter().any(|&b| b == 0 || b > args.count) {
-        return Err("--batches must be positive and at most --count".to_string());
-    }
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err("--seconds must be positive".to_string());
+    }
+    let entry_size_bytes = HEADER_SIZE_BYTES + args.body_bytes;
+    let config = JournalConfig {
+        slot_count: args.slots,
+        message_size_max_bytes: u32::try_from(entry_size_bytes).expect("bounded by BODY_SIZE_MAX_BYTES"),
+        cluster: CLUSTER,
+        namespace: NAMESPACE,
+    };
+    let reserved = (VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) as u64;
+    if args.slots <= reserved || args.slots > SLOT_COUNT_MAX {
+        return Err(format!("--slots must be {}..={SLOT_COUNT_MAX}", reserved + 1));
+    }
+    let interval_ops = config.checkpoint_interval_ops_max();
+    if args.batches.is_empty() || args.batches.iter().any(|&b| b == 0 || b > args.count || 4 * b as u64 > args.slots) {
+        return Err("--batches must be positive, at most --count and at most a quarter of --slots".to_string());
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("shoal-bench-journal-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
 
-    let entry_size_bytes = HEADER_SIZE_BYTES + args.body_bytes;
-    let layout = layout(args.count, entry_size_bytes);
     let (headers, bodies) = prepares(args.count, args.body_bytes);
     let entries: Vec<Vec<u8>> = headers.iter().zip(&bodies).map(|(h, b)| h.encode_message(b)).collect();
-    let runs = args.batches.len() * 2;
+    let offsets: Vec<u64> = headers.iter().map(|header| config.slot_offset(header.op)).collect();
+    let implementations = [Some(Durability::Sync), Some(Durability::Flush), None];
+    let runs = args.batches.len() * implementations.len();
     let plan = Plan {
         dir: dir.clone(),
-        slot_size_bytes: layout.slot_size_bytes,
-        offsets: layout.offsets,
-        file_size_bytes: layout.file_size_bytes,
+        config,
+        offsets,
         entries,
         headers,
         bodies,
@@ -228,62 +279,93 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
     let runtime = build_runtime(args.io_driver).map_err(|e| e.to_string())?;
     let driver = runtime.block_on(async { RealIo::new().driver_name() });
     println!(
-        "shoal-bench journal: body {} B, entry {} B, slot {} B, {ROUNDS} alternating rounds of up to {} prepares \
-         or {:.2} s per implementation and batch size, dir {}",
+        "shoal-bench journal: body {} B, entry {} B, slot {} B, {} slots, a drain every {interval_ops} ops \
+         (fewer with batches over {}); \
+         {ROUNDS} alternating rounds of up to {} prepares or {:.2} s per implementation and batch size; dir {}",
         args.body_bytes,
         entry_size_bytes,
-        plan.slot_size_bytes,
+        config.slot_size_bytes(),
+        config.slot_count,
+        (config.slot_count - interval_ops) / 2,
         args.count,
         plan.run_budget.as_secs_f64(),
         dir.display()
     );
-    println!("shoal column: {SHOAL_LABEL} ({SHOAL_DESCRIPTION}), compio driver {driver}");
-    println!("baseline: pwrite (std FileExt::write_all_at) + File::sync_data, same bytes at the same offsets");
+    println!("journal: vsr::journal::PrepareJournal on RealIo (compio driver {driver}), append_batch per batch");
+    println!("  sync:  then sync (two fsyncs: prepares, then their header-ring copies); acknowledged after it");
+    println!("  flush: then flush (one fsync); acknowledged when a later flush reports the batch durable");
+    println!("plain: std pwrite per entry + one fdatasync per batch, same bytes at the same offsets");
+    println!("all files preallocated alike (zero-filled), untimed; drains inside the timed region");
     println!();
-    println!(
-        "{:>5} | {:>10} {:>8} {:>8} {:>8} {:>8} | {:>10} {:>8} {:>8} {:>8} {:>8} | {:>7}",
-        "batch", "ops/s", "MB/s", "p50 µs", "p99 µs", "ops", "ops/s", "MB/s", "p50 µs", "p99 µs", "ops", "ratio"
-    );
-    println!("{:>5} | {:^46} | {:^46} | {:>7}", "", SHOAL_LABEL, "pwrite+fdatasync", "ops/s");
-    println!("{}", "-".repeat(5 + 3 + 46 + 3 + 46 + 3 + 7));
+    let columns = ["journal sync", "journal flush", "pwrite+fdatasync"];
+    print!("{:>5} |", "batch");
+    for column in columns {
+        print!(" {column:^36} |");
+    }
+    println!(" {:>6} {:>6}", "sync/", "flush/");
+    print!("{:>5} |", "");
+    for _ in columns {
+        print!(" {:>10} {:>7} {:>8} {:>8} |", "ops/s", "MB/s", "p50 µs", "p99 µs");
+    }
+    println!(" {:>6} {:>6}", "plain", "plain");
+    println!("{}", "-".repeat(5 + 2 + 3 * 39 + 14));
 
     let mut failure = None;
+    let mut drains = Vec::new();
     for &batch in &args.batches {
-        // Alternate the two implementations so that drift on a shared machine
-        // (other builds, writeback) hits both columns alike.
-        let mut shoal: Result<RunResult, String> = Ok(RunResult::empty());
-        let mut baseline: Result<RunResult, String> = Ok(RunResult::empty());
+        // Alternate the implementations so that drift on a shared machine
+        // (other builds, writeback) hits every column alike.
+        let mut totals: Vec<Result<RunResult, String>> =
+            implementations.iter().map(|_| Ok(RunResult::empty())).collect();
         for _ in 0..ROUNDS {
-            shoal = shoal.and_then(|total| Ok(total.merge(runtime.block_on(run_shoal(&plan, batch))?)));
-            baseline = baseline.and_then(|total| Ok(total.merge(run_baseline(&plan, batch)?)));
-        }
-        match (shoal, baseline) {
-            (Ok(shoal), Ok(baseline)) => {
-                let row = |r: &RunResult| {
-                    format!(
-                        "{:>10.0} {:>8.2} {:>8} {:>8} {:>8}",
-                        r.ops_per_sec(),
-                        r.mb_per_sec(),
-                        r.batch_latency_us.value_at_quantile(0.5),
-                        r.batch_latency_us.value_at_quantile(0.99),
-                        r.ops
-                    )
-                };
-                println!(
-                    "{batch:>5} | {} | {} | {:>7.2}",
-                    row(&shoal),
-                    row(&baseline),
-                    shoal.ops_per_sec() / baseline.ops_per_sec()
-                );
+            for (total, implementation) in totals.iter_mut().zip(implementations) {
+                let taken = std::mem::replace(total, Ok(RunResult::empty()));
+                *total = taken.and_then(|sum| {
+                    let run = match implementation {
+                        Some(durability) => runtime.block_on(run_journal(&plan, batch, durability))?,
+                        None => run_baseline(&plan, batch)?,
+                    };
+                    Ok(sum.merge(run))
+                });
             }
-            (Err(error), _) | (_, Err(error)) => {
+        }
+        let results: Result<Vec<RunResult>, String> = totals.into_iter().collect();
+        match results {
+            Ok(results) => {
+                print!("{batch:>5} |");
+                for result in &results {
+                    print!(
+                        " {:>10.0} {:>7.2} {:>8} {:>8} |",
+                        result.ops_per_sec(),
+                        result.mb_per_sec(),
+                        result.batch_latency_us.value_at_quantile(0.5),
+                        result.batch_latency_us.value_at_quantile(0.99)
+                    );
+                }
+                let plain = results[2].ops_per_sec();
+                println!(" {:>6.2} {:>6.2}", results[0].ops_per_sec() / plain, results[1].ops_per_sec() / plain);
+                for (result, implementation) in results.iter().zip(implementations).take(2) {
+                    let label = implementation.map_or("plain", Durability::label);
+                    drains.push(format!(
+                        "batch {batch:>2} {label}: {} ops, {} drains, {:.1} ms in drains ({:.1} % of the run)",
+                        result.ops,
+                        result.drains,
+                        result.drain_time.as_secs_f64() * 1e3,
+                        100.0 * result.drain_time.as_secs_f64() / result.elapsed.as_secs_f64()
+                    ));
+                }
+            }
+            Err(error) => {
                 failure = Some(format!("batch {batch}: {error}"));
                 break;
             }
         }
     }
     println!();
-    println!("p50/p99 are per-batch latencies (writes + one fsync); ratio = {SHOAL_LABEL} ops/s ÷ baseline ops/s.");
+    println!("p50/p99: per batch, from its first write to its acknowledgement; ratio: ops/s ÷ plain ops/s.");
+    for line in drains {
+        println!("{line}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     match failure {
         Some(message) => Err(message),
@@ -311,144 +393,90 @@ fn prepares(count: usize, body_bytes: usize) -> (Vec<Header>, Vec<Vec<u8>>) {
     (headers, bodies)
 }
 
-fn slot_offset(plan: &Plan, index: usize) -> u64 {
-    plan.offsets[index]
-}
-
-fn file_size_bytes(plan: &Plan) -> u64 {
-    plan.file_size_bytes
-}
-
-/// Where each entry goes in the file.
-#[derive(Debug)]
-struct Layout {
-    slot_size_bytes: u64,
-    offsets: Vec<u64>,
-    file_size_bytes: u64,
-}
-
-/// Without the journal: page-aligned slots from offset 0.
-#[cfg(not(feature = "journal-bench"))]
-fn layout(count: usize, entry_size_bytes: usize) -> Layout {
-    let slot_size_bytes = (entry_size_bytes.div_ceil(SLOT_ALIGNMENT_BYTES) * SLOT_ALIGNMENT_BYTES) as u64;
-    let offsets: Vec<u64> = (0..count as u64).map(|index| index * slot_size_bytes).collect();
-    Layout { slot_size_bytes, offsets, file_size_bytes: count as u64 * slot_size_bytes }
-}
-
-/// With the journal: the journal's own layout (file header, `op % slot_count`),
-/// so the baseline writes the same bytes at the same offsets.
-#[cfg(feature = "journal-bench")]
-fn layout(count: usize, entry_size_bytes: usize) -> Layout {
-    let config = journal_config(count, entry_size_bytes);
-    let offsets: Vec<u64> = (1..=count as u64).map(|op| config.slot_offset(op)).collect();
-    Layout { slot_size_bytes: config.slot_size_bytes(), offsets, file_size_bytes: config.file_size_bytes() }
-}
-
-#[cfg(feature = "journal-bench")]
-fn journal_config(count: usize, entry_size_bytes: usize) -> shoal_vsr::journal::JournalConfig {
-    shoal_vsr::journal::JournalConfig {
-        slot_count: count as u64,
-        message_size_max_bytes: u32::try_from(entry_size_bytes).expect("bounded by BODY_SIZE_MAX_BYTES"),
-        cluster: CLUSTER,
-        namespace: NAMESPACE,
-    }
-}
-
-#[cfg(not(feature = "journal-bench"))]
-const SHOAL_LABEL: &str = "realio-raw";
-#[cfg(not(feature = "journal-bench"))]
-const SHOAL_DESCRIPTION: &str =
-    "RealIo write_all_at + sync_data; build with --features journal-bench for PrepareJournal";
-
-/// The shoal column without the journal: RealIo positional writes and one
-/// `sync_data` per batch, on a preallocated file like the baseline's.
-#[cfg(not(feature = "journal-bench"))]
-async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
-    use shoal_vsr::io::{Io, IoFile, OpenMode};
-
-    let io = RealIo::new();
-    let path = plan.dir.join(format!("realio-raw-{batch}"));
-    let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(|e| format!("open {}: {e}", path.display()))?;
-    file.set_len(file_size_bytes(plan)).await.map_err(|e| e.to_string())?;
-    file.sync_data().await.map_err(|e| e.to_string())?;
-    io.sync_dir(&plan.dir).await.map_err(|e| e.to_string())?;
-
-    warm_up_realio(&io, plan).await?;
-
-    // Own the entries so each write can hand its buffer to the kernel and get it back.
-    let mut entries = plan.entries.clone();
-    let mut meter = Meter::new(plan.run_budget);
-    let mut next = 0;
-    while next < entries.len() && !meter.out_of_time() {
-        let end = (next + batch).min(entries.len());
-        let batch_started = Instant::now();
-        let mut bytes = 0u64;
-        for (index, slot) in entries.iter_mut().enumerate().take(end).skip(next) {
-            let entry = std::mem::take(slot);
-            bytes += entry.len() as u64;
-            let (result, entry) = file.write_all_at(entry, slot_offset(plan, index)).await;
-            *slot = entry;
-            result.map_err(|e| format!("write: {e}"))?;
-        }
-        file.sync_data().await.map_err(|e| format!("fsync: {e}"))?;
-        meter.record_batch(batch_started, end - next, bytes);
-        next = end;
-    }
-    let result = meter.finish();
-    // Spot-check durability of the last op written: the same bytes come back.
-    let last = result.ops - 1;
-    let (read, back) = file.read_exact_at(vec![0; plan.entries[last].len()], slot_offset(plan, last)).await;
-    read.map_err(|e| format!("read back: {e}"))?;
-    assert_eq!(back, plan.entries[last], "read back differs from what was written");
-    let decoded = Header::decode(&back[..HEADER_SIZE_BYTES]).map_err(|e| format!("read back header: {e}"))?;
-    assert_eq!(decoded, plan.headers[last]);
-    assert_eq!(&back[HEADER_SIZE_BYTES..], &plan.bodies[last][..]);
-    drop(file);
-    io.remove(&path).await.map_err(|e| e.to_string())?;
-    Ok(result)
-}
-
-#[cfg(feature = "journal-bench")]
-const SHOAL_LABEL: &str = "journal";
-#[cfg(feature = "journal-bench")]
-const SHOAL_DESCRIPTION: &str = "vsr::journal::PrepareJournal append_batch (one write per batch) + sync";
-
-/// The shoal column with the journal: `append` each prepare, `sync` once per batch.
-///
-/// Written against the PrepareJournal API agreed with its author
-/// (`create` / `append` / `sync` / `read`); compiled only with the
-/// `journal-bench` feature until that code is merged.
-#[cfg(feature = "journal-bench")]
-async fn run_shoal(plan: &Plan, batch: usize) -> Result<RunResult, String> {
-    use shoal_vsr::journal::PrepareJournal;
-
+/// The journal column: `append_batch`, then `sync` or `flush`, and a drain
+/// whenever a checkpoint interval of ops is live, as a replica would.
+async fn run_journal(plan: &Plan, batch: usize, durability: Durability) -> Result<RunResult, String> {
     let io = RealIo::new();
     let dir = plan.dir.join(format!("journal-{batch}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let config = journal_config(plan.entries.len(), plan.entries[0].len());
-    debug_assert_eq!(config.slot_offset(1), plan.offsets[0], "baseline and journal share the layout");
     warm_up_realio(&io, plan).await?;
-    let mut journal = PrepareJournal::create(&io, &dir, config).await.map_err(|e| format!("create journal: {e}"))?;
+    // Untimed: create preallocates the journal and its spare.
+    let mut journal =
+        PrepareJournal::create(&io, &dir, plan.config).await.map_err(|e| format!("create journal: {e}"))?;
+    let interval_ops = drain_interval_ops(&plan.config, batch);
     let mut meter = Meter::new(plan.run_budget);
+    // Batches written but not acknowledged yet: (started, end index, bytes).
+    let mut unacknowledged: VecDeque<(Instant, usize, usize, u64)> = VecDeque::new();
+    let mut acknowledged_op_max = 0u64;
     let mut next = 0;
     while next < plan.entries.len() && !meter.out_of_time() {
         let end = (next + batch).min(plan.entries.len());
         let batch_started = Instant::now();
-        let mut bytes = 0u64;
-        let prepares: Vec<(shoal_vsr::Header, &[u8])> =
+        let prepares: Vec<(Header, &[u8])> =
             (next..end).map(|index| (plan.headers[index], plan.bodies[index].as_slice())).collect();
         journal.append_batch(&prepares).await.map_err(|e| format!("append: {e}"))?;
-        bytes += (next..end).map(|index| plan.entries[index].len() as u64).sum::<u64>();
-        journal.sync().await.map_err(|e| format!("sync: {e}"))?;
-        meter.record_batch(batch_started, end - next, bytes);
+        let bytes: u64 = (next..end).map(|index| plan.entries[index].len() as u64).sum();
+        unacknowledged.push_back((batch_started, next, end, bytes));
+        match durability {
+            Durability::Sync => journal.sync().await.map_err(|e| format!("sync: {e}"))?,
+            Durability::Flush => {
+                journal.flush().await.map_err(|e| format!("flush: {e}"))?;
+            }
+        }
+        acknowledge(&journal, plan, &mut unacknowledged, &mut meter, &mut acknowledged_op_max);
+        let head = journal.op_max().expect("ops were appended");
+        if head - journal.snapshot_op() >= interval_ops && acknowledged_op_max > journal.snapshot_op() {
+            // The checkpoint covers what is committed (acknowledged here).
+            let drain_started = Instant::now();
+            journal.drain(acknowledged_op_max).await.map_err(|e| format!("drain: {e}"))?;
+            meter.drain_time += drain_started.elapsed();
+            meter.drains += 1;
+            // A drain rewrites what it carries with its ring copies.
+            acknowledge(&journal, plan, &mut unacknowledged, &mut meter, &mut acknowledged_op_max);
+        }
         next = end;
     }
+    if !unacknowledged.is_empty() {
+        journal.sync().await.map_err(|e| format!("sync: {e}"))?;
+        acknowledge(&journal, plan, &mut unacknowledged, &mut meter, &mut acknowledged_op_max);
+    }
+    assert!(unacknowledged.is_empty(), "every batch is acknowledged at the end");
     let result = meter.finish();
+    // Spot-check the last acknowledged op, unless the last drain took it.
     let last_op = plan.headers[result.ops - 1].op;
-    journal.read(last_op).await.map_err(|e| format!("read back op {last_op}: {e}"))?;
+    if last_op > journal.snapshot_op() {
+        let (header, body) = journal.read(last_op).await.map_err(|e| format!("read back op {last_op}: {e}"))?;
+        assert_eq!((header, body.as_slice()), (plan.headers[result.ops - 1], plan.bodies[result.ops - 1].as_slice()));
+    }
     drop(journal);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(result)
+}
+
+/// The production checkpoint interval, shortened where the batch is larger
+/// than a replica's pipeline: the unacknowledged batch and the next one
+/// must fit between the checkpoint and the end of the ring.
+fn drain_interval_ops(config: &JournalConfig, batch: usize) -> u64 {
+    config.checkpoint_interval_ops_max().min(config.slot_count - 2 * batch as u64)
+}
+
+/// Record every leading batch whose ops are all durable with their copies.
+fn acknowledge(
+    journal: &PrepareJournal<RealIo>,
+    plan: &Plan,
+    unacknowledged: &mut VecDeque<(Instant, usize, usize, u64)>,
+    meter: &mut Meter,
+    acknowledged_op_max: &mut u64,
+) {
+    while let Some(&(started, first, end, bytes)) = unacknowledged.front() {
+        let last_op = plan.headers[end - 1].op;
+        if !(plan.headers[first].op..=last_op).all(|op| journal.is_durable(op)) {
+            break;
+        }
+        meter.record_batch(started, end - first, bytes);
+        *acknowledged_op_max = last_op;
+        unacknowledged.pop_front();
+    }
 }
 
 /// Untimed RealIo write+fsync rounds on a scratch file.
@@ -459,13 +487,27 @@ async fn warm_up_realio(io: &RealIo, plan: &Plan) -> Result<(), String> {
     let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(|e| e.to_string())?;
     let mut scratch = plan.entries[0].clone();
     for round in 0..WARMUP_ROUNDS {
-        let (result, back) = file.write_all_at(scratch, slot_offset(plan, round)).await;
+        let (result, back) = file.write_all_at(scratch, plan.offsets[round % plan.offsets.len()]).await;
         scratch = back;
         result.map_err(|e| format!("warm-up write: {e}"))?;
         file.sync_data().await.map_err(|e| format!("warm-up fsync: {e}"))?;
     }
     drop(file);
     io.remove(&path).await.map_err(|e| e.to_string())
+}
+
+/// Write zeros over the whole file and fsync it: the journal's own
+/// preallocation, so both columns overwrite allocated blocks.
+fn zero_fill(file: &std::fs::File, size_bytes: u64) -> Result<(), String> {
+    file.set_len(size_bytes).map_err(|e| e.to_string())?;
+    let chunk = vec![0u8; ZERO_FILL_CHUNK_BYTES as usize];
+    let mut offset = 0;
+    while offset < size_bytes {
+        let length = ZERO_FILL_CHUNK_BYTES.min(size_bytes - offset) as usize;
+        file.write_all_at(&chunk[..length], offset).map_err(|e| format!("preallocate: {e}"))?;
+        offset += length as u64;
+    }
+    file.sync_data().map_err(|e| e.to_string())
 }
 
 /// The baseline: std positional writes and `fdatasync`, blocking, same bytes
@@ -479,14 +521,14 @@ fn run_baseline(plan: &Plan, batch: usize) -> Result<RunResult, String> {
         .truncate(true)
         .open(&path)
         .map_err(|e| format!("open {}: {e}", path.display()))?;
-    file.set_len(file_size_bytes(plan)).map_err(|e| e.to_string())?;
-    file.sync_data().map_err(|e| e.to_string())?;
+    zero_fill(&file, plan.config.file_size_bytes())?;
     sync_dir(&plan.dir)?;
 
     let warmup_path = plan.dir.join("pwrite-warmup");
     let warmup = std::fs::File::create(&warmup_path).map_err(|e| e.to_string())?;
     for round in 0..WARMUP_ROUNDS {
-        warmup.write_all_at(&plan.entries[0], slot_offset(plan, round)).map_err(|e| format!("warm-up: {e}"))?;
+        let offset = plan.offsets[round % plan.offsets.len()];
+        warmup.write_all_at(&plan.entries[0], offset).map_err(|e| format!("warm-up: {e}"))?;
         warmup.sync_data().map_err(|e| format!("warm-up fsync: {e}"))?;
     }
     drop(warmup);
@@ -500,7 +542,7 @@ fn run_baseline(plan: &Plan, batch: usize) -> Result<RunResult, String> {
         let mut bytes = 0u64;
         for index in next..end {
             let entry = &plan.entries[index];
-            file.write_all_at(entry, slot_offset(plan, index)).map_err(|e| format!("pwrite: {e}"))?;
+            file.write_all_at(entry, plan.offsets[index]).map_err(|e| format!("pwrite: {e}"))?;
             bytes += entry.len() as u64;
         }
         file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;

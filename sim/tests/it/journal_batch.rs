@@ -79,3 +79,160 @@ fn a_batch_is_checked_like_append() {
     assert!(matches!(error, JournalError::SlotCollision { op: 17, .. }), "{error}");
     assert_eq!(journal.op_max(), None);
 }
+
+/// The production geometry: 1 MiB slots (`MESSAGE_SIZE_MAX_BYTES`).
+fn config_large(slot_count: u64) -> shoal_vsr::journal::JournalConfig {
+    shoal_vsr::journal::JournalConfig {
+        message_size_max_bytes: shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES,
+        ..config(slot_count)
+    }
+}
+
+fn prepare_with_body(chain: &mut Chain, body: Vec<u8>) -> (shoal_vsr::Header, Vec<u8>) {
+    let header = shoal_vsr::journal::conformance::prepare(chain.op_next, chain.parent, &body);
+    chain.parent = header.checksum;
+    chain.op_next += 1;
+    (header, body)
+}
+
+#[test]
+fn a_small_prepare_writes_one_sector_not_a_slot() {
+    let io = SimIo::new(4);
+    let dir = Path::new("/data/small");
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config_large(4))).unwrap();
+    assert_eq!(journal.config().slot_size_bytes(), 1 << 20);
+    let mut chain = Chain::new();
+    let (header, body) = prepare_with_body(&mut chain, vec![7; 100]);
+    let before = io.disk().writes();
+    block_on_ready(journal.append(&header, &body)).unwrap();
+    let after_append = io.disk().writes();
+    assert_eq!((after_append.0 - before.0, after_append.1 - before.1), (1, 512), "356 bytes round up to one sector");
+    block_on_ready(journal.sync()).unwrap();
+    let after_sync = io.disk().writes();
+    assert_eq!((after_sync.0 - after_append.0, after_sync.1 - after_append.1), (1, 256), "the ring copy: one header");
+    // A batch of small prepares: one sector each, no slot padding.
+    let batch: Vec<_> = (0..3).map(|_| prepare_with_body(&mut chain, vec![9; 100])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
+    let after_batch = io.disk().writes();
+    assert_eq!((after_batch.0 - after_sync.0, after_batch.1 - after_sync.1), (3, 3 * 512));
+    block_on_ready(journal.sync()).unwrap();
+    drop(journal);
+    io.crash();
+    let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config_large(4), OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_batch_of_full_slots_is_one_write() {
+    let io = SimIo::new(5);
+    let dir = Path::new("/data/full");
+    let config = config(SLOT_COUNT);
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut chain = Chain::new();
+    let body_size_bytes = config.message_size_max_bytes as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
+    let batch: Vec<_> = (0..4).map(|_| prepare_with_body(&mut chain, vec![3; body_size_bytes])).collect();
+    let before = io.disk().writes();
+    block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
+    let after = io.disk().writes();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 4 * config.slot_size_bytes()));
+}
+
+#[test]
+fn a_largest_message_fits_one_slot() {
+    let io = SimIo::new(6);
+    let dir = Path::new("/data/largest");
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config_large(2))).unwrap();
+    let body_size_bytes = shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
+    let (header, body) = prepare_with_body(&mut Chain::new(), vec![5; body_size_bytes]);
+    block_on_ready(journal.append(&header, &body)).unwrap();
+    block_on_ready(journal.sync()).unwrap();
+    assert_eq!(block_on_ready(journal.read(1)).unwrap(), (header, body));
+}
+
+/// `flush` is one fsync per batch: a batch is durable with its ring copy
+/// (acknowledgeable) after the next batch's flush, never before.
+#[test]
+fn flush_acknowledges_each_batch_one_fsync_later() {
+    let io = SimIo::new(7);
+    let dir = Path::new("/data/flush");
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config(SLOT_COUNT))).unwrap();
+    let mut chain = Chain::new();
+    let first = prepares(&mut chain, 3);
+    block_on_ready(journal.append_batch(&as_batch(&first))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), Vec::<u64>::new(), "prepares durable, copies not yet");
+    assert!(!journal.is_durable(1));
+    let second = prepares(&mut chain, 2);
+    block_on_ready(journal.append_batch(&as_batch(&second))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1, 2, 3]);
+    assert!(journal.is_durable(3) && !journal.is_durable(4));
+    // A rewrite of a durable-prepare op waits for its own fsync again.
+    block_on_ready(journal.write_prepare(&second[0].0, &second[0].1)).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![5]);
+    block_on_ready(journal.sync()).unwrap();
+    assert!((1..=5).all(|op| journal.is_durable(op)));
+    drop(journal);
+    io.crash();
+    let (_, recovery) =
+        block_on_ready(PrepareJournal::open(&io, dir, config(SLOT_COUNT), OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, (1..=5).collect::<Vec<_>>());
+}
+
+/// A compaction into the spare writes the file header, the ring in one
+/// write, the live prepares and a sector per stale slot; nothing sized by
+/// the file.
+#[test]
+fn a_drain_into_the_spare_writes_little() {
+    let io = SimIo::new(8);
+    let dir = Path::new("/data/drain");
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config_large(8))).unwrap();
+    let mut chain = Chain::new();
+    for _ in 0..6 {
+        let (header, body) = prepare_with_body(&mut chain, vec![1; 100]);
+        block_on_ready(journal.append(&header, &body)).unwrap();
+    }
+    block_on_ready(journal.sync()).unwrap();
+    let before = io.disk().writes();
+    block_on_ready(journal.drain(4)).unwrap();
+    let after = io.disk().writes();
+    // File header, ops 5 and 6 (one sector each), their two ring copies in
+    // one write; the spare is fresh, nothing to clear.
+    assert_eq!((after.0 - before.0, after.1 - before.1), (4, 4096 + 2 * 512 + 2 * 256));
+    let (header, body) = prepare_with_body(&mut chain, vec![1; 100]);
+    block_on_ready(journal.append(&header, &body)).unwrap();
+    block_on_ready(journal.sync()).unwrap();
+    let before = io.disk().writes();
+    block_on_ready(journal.drain(6)).unwrap();
+    let after = io.disk().writes();
+    // Back into the first file, which held ops 1..=6: op 7 is carried, and
+    // no stale slot above 6 needs clearing.
+    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 4096 + 512 + 256));
+    drop(journal);
+    io.crash();
+    let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config_large(8), OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, vec![7]);
+}
+
+/// Where the file system cannot exchange, a drain renames the tmp file over
+/// the journal (the retired file is gone) and the next drain starts a
+/// fresh tmp file: slower, the same log.
+#[test]
+fn a_drain_without_exchange_falls_back_to_rename() {
+    let io = SimIo::new(9);
+    io.disk().exchange_unsupported = true;
+    let dir = Path::new("/data/rename");
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config(SLOT_COUNT))).unwrap();
+    let mut chain = Chain::new();
+    for through in [4, 8] {
+        let batch = prepares(&mut chain, 6);
+        block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
+        block_on_ready(journal.sync()).unwrap();
+        block_on_ready(journal.drain(through)).unwrap();
+        let listed = block_on_ready(shoal_vsr::io::Io::list_dir(&io, dir)).unwrap();
+        assert_eq!(listed.len(), 1, "no spare survives a rename: {listed:?}");
+    }
+    drop(journal);
+    io.crash();
+    let (_, recovery) =
+        block_on_ready(PrepareJournal::open(&io, dir, config(SLOT_COUNT), OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, (9..=12).collect::<Vec<_>>());
+}

@@ -255,14 +255,17 @@ pub async fn foreign_and_mismatched_files_are_rejected<I: Io>(io: &I, dir: &Path
     ));
 }
 
-/// A tmp file left by a compaction that crashed before its rename is
-/// garbage: a writable open removes it and keeps the journal as it was.
-pub async fn stale_tmp_is_removed_on_open<I: Io>(io: &I, dir: &Path) {
+/// A tmp file (the spare, or what a compaction that crashed before its
+/// exchange left) is never read: open recovers from the journal alone and
+/// keeps the tmp file as the next compaction's scratch file, which that
+/// compaction rewrites whatever it held.
+pub async fn stale_tmp_is_never_trusted<I: Io>(io: &I, dir: &Path) {
     let mut journal = PrepareJournal::create(io, dir, config(16)).await.unwrap();
     append_n(&mut journal, &mut Chain::new(), 3).await;
     drop(journal);
     let tmp = journal_path_tmp(dir, NAMESPACE);
     let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.unwrap();
+    file.set_len(0).await.unwrap();
     let (result, _) = file.write_all_at(vec![0xEE; 512], 0).await;
     result.unwrap();
     file.sync_data().await.unwrap();
@@ -270,9 +273,38 @@ pub async fn stale_tmp_is_removed_on_open<I: Io>(io: &I, dir: &Path) {
     let (_, recovery) = PrepareJournal::open(io, dir, config(16), OpenMode::ReadOnly).await.unwrap();
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
     assert!(io.list_dir(dir).await.unwrap().contains(&tmp), "a read-only open touches nothing");
-    let (_, recovery) = reopen(io, dir, 16).await;
+    let (mut journal, recovery) = reopen(io, dir, 16).await;
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
-    assert_eq!(io.list_dir(dir).await.unwrap(), vec![journal_path(dir, NAMESPACE)]);
+    assert_eq!(io.list_dir(dir).await.unwrap(), vec![journal_path(dir, NAMESPACE), tmp.clone()]);
+    journal.drain(1).await.unwrap();
+    drop(journal);
+    let (_, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery.ops_recovered, vec![2, 3]);
+}
+
+/// The spare (the file the previous drain retired) still holds what it
+/// held as the journal; a drain that reuses it must not let any of it come
+/// back, such as the ops a view change truncated in between.
+pub async fn recycled_spare_never_resurrects_prepares<I: Io>(io: &I, dir: &Path) {
+    for restart in [false, true] {
+        // With a restart in between, the spare's history is unknown and
+        // the drain clears all of it; without, it clears what it knows of.
+        let dir = dir.join(if restart { "restart" } else { "same-life" });
+        let mut journal = PrepareJournal::create(io, &dir, config(16)).await.unwrap();
+        append_n(&mut journal, &mut Chain::new(), 5).await;
+        journal.drain(2).await.unwrap(); // the spare now holds ops 1..=5
+        if restart {
+            drop(journal);
+            journal = reopen(io, &dir, 16).await.0;
+        }
+        journal.truncate_after(3).await.unwrap(); // a view change drops 4 and 5
+        journal.drain(3).await.unwrap(); // back into the first file
+        assert_eq!(journal.op_max(), None);
+        drop(journal);
+        let (journal, recovery) = reopen(io, &dir, 16).await;
+        assert_eq!(recovery, Recovery::default(), "ops 4 and 5 stay dropped (restart: {restart})");
+        assert_eq!(journal.snapshot_op(), 3);
+    }
 }
 
 /// Each damaged file in its own subdirectory: a typed error, never a panic.
@@ -440,7 +472,8 @@ macro_rules! journal_conformance_cases {
             corrupt_middle_is_reported_for_repair,
             rotten_head_is_faulty_not_torn,
             torn_tail_is_truncated,
-            stale_tmp_is_removed_on_open,
+            stale_tmp_is_never_trusted,
+            recycled_spare_never_resurrects_prepares,
         }
     };
 }

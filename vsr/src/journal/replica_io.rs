@@ -30,7 +30,8 @@ impl<I: Io> PrepareJournal<I> {
             let slot = op % self.config.slot_count;
             return Err(JournalError::SlotCollision { op, slot, live_op: self.snapshot_op });
         }
-        let (result, _) = self.file.write_all_at(header.encode_message(body), self.config.slot_offset(op)).await;
+        let (result, _) =
+            self.file.write_all_at(super::encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
         // The index changes only after the write succeeded: no phantom op.
         result.map_err(io_error("write prepare"))?;
         let head_before = self.op_head.unwrap_or(self.snapshot_op);
@@ -40,7 +41,7 @@ impl<I: Io> PrepareJournal<I> {
             }
         }
         self.headers.insert(op, *header);
-        self.copies_pending.insert(op);
+        self.note_written(op);
         self.missing.remove(&op);
         self.op_head = Some(head_before.max(op));
         debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
