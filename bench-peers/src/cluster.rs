@@ -194,7 +194,7 @@ mod tests {
         assert!(!dir.exists());
         // Reaped, so the pid is gone (or reused by an unrelated process that is not `sleep 600`).
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        assert_ne!(cmdline, "sleep\0600\0");
+        assert_ne!(cmdline, "sleep\x00600\x00");
     }
 
     #[test]

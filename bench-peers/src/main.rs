@@ -165,6 +165,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let load_average_1min_start = load_average_1min();
     let started = Instant::now();
     let started_unix_s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let systems = runtime.block_on(async {
@@ -181,7 +182,7 @@ fn main() -> ExitCode {
     };
     report::fill_ratios_vs_shoal(&mut systems);
     let report = Report {
-        machine: machine(&data_root, data_filesystem),
+        machine: machine(&data_root, data_filesystem, load_average_1min_start),
         command: command_line(),
         started_unix_s,
         duration_s: started.elapsed().as_secs_f64(),
@@ -343,7 +344,13 @@ fn command_line() -> String {
     command
 }
 
-fn machine(data_root: &Path, data_dir_filesystem: String) -> report::Machine {
+/// First field of /proc/loadavg (0 if unreadable).
+fn load_average_1min() -> f64 {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().and_then(|field| field.parse().ok()).unwrap_or(0.0)
+}
+
+fn machine(data_root: &Path, data_dir_filesystem: String, load_average_1min_start: f64) -> report::Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
@@ -366,5 +373,7 @@ fn machine(data_root: &Path, data_dir_filesystem: String) -> report::Machine {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
         data_dir: data_root.display().to_string(),
         data_dir_filesystem,
+        load_average_1min_start,
+        load_average_1min_end: load_average_1min(),
     }
 }

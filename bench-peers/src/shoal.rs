@@ -45,7 +45,8 @@ impl System for Shoal {
     }
 
     fn append(&self, _payload: Vec<u8>) -> impl Future<Output = Result<(), BenchError>> + Send + 'static {
-        async { unreachable!("install() reports shoal as not runnable yet") }
+        // Never called (install() refuses), but an error is safer than a panic.
+        std::future::ready(Err(BenchError::client("shoal", "append", NOT_RUNNABLE_REASON)))
     }
 
     async fn read(&mut self, _count: usize) -> Result<ReadBatch, BenchError> {
