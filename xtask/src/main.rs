@@ -49,10 +49,12 @@ usage: cargo xtask <command>
                         and 200 commit-derived seeds, reports in sim-reports/
   ci                    test, then time-bounded sweeps (commit-derived seeds run twice
                         to check determinism) and a determinism replay per scenario
-  bench <journal|sim|router> [args]
+  bench <journal|sim|router|peers> [args]
                         journal: shoal-bench journal (shoal-runtime)
                         sim:     shoal-sim bench (steady scenario)
-                        router:  router_bench example (shoal-shard)";
+                        router:  router_bench example (shoal-shard)
+                        peers:   shoal-bench-peers: shoal vs NATS JetStream vs etcd, 3 nodes on
+                                 loopback; installs them as root (pip, apt); --help for settings";
 
 /// Failure of one step: the exit code to leave with.
 type Step = Result<(), u8>;
@@ -180,12 +182,16 @@ fn setup() -> Step {
     }
 }
 
+/// The peer benchmark's drivers (tokio, NATS and etcd clients) build in
+/// minutes and test nothing of shoal: `cargo xtask bench peers` builds them.
+const NOT_IN_TEST: [&str; 2] = ["--exclude", "shoal-bench-peers"];
+
 fn test() -> Step {
     setup()?;
     all(vec![
-        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"])),
-        run(cargo().args(["test", "--workspace", "--doc"])),
-        run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(NOT_IN_TEST)),
+        run(cargo().args(["test", "--workspace", "--doc"]).args(NOT_IN_TEST)),
+        run(cargo().args(["clippy", "--workspace", "--all-targets"]).args(NOT_IN_TEST).args(["--", "-D", "warnings"])),
         run(cargo().args(["fmt", "--all", "--", "--check"])),
     ])
 }
@@ -292,8 +298,35 @@ fn bench(args: &[String]) -> Step {
         "router" => {
             run(cargo().args(["run", "--release", "-p", "shoal-shard", "--example", "router_bench", "--"]).args(rest))
         }
+        "peers" => {
+            // etcd-client's build script compiles etcd's protobuf files with protoc.
+            // Without it (and without root to install it) the benchmark still runs,
+            // built without its `etcd` feature, and its etcd row says why.
+            let mut protoc_present = succeeds_quietly(Command::new("protoc").arg("--version"));
+            if !protoc_present && is_root() {
+                let install = || {
+                    run(Command::new("apt-get")
+                        .args(["install", "-y", "protobuf-compiler"])
+                        .env("DEBIAN_FRONTEND", "noninteractive"))
+                };
+                protoc_present = install().is_ok()
+                    || (run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive")).is_ok()
+                        && install().is_ok());
+            } else if !protoc_present {
+                eprintln!(
+                    "xtask: protoc missing, so the etcd driver is left out; for it run:\n  \
+                     sudo apt-get install -y protobuf-compiler"
+                );
+            }
+            let mut command = cargo();
+            command.args(["run", "--release", "-p", "shoal-bench-peers"]);
+            if protoc_present {
+                command.args(["--features", "etcd"]);
+            }
+            run(command.arg("--").args(rest))
+        }
         other => {
-            eprintln!("xtask: unknown bench `{other}`: use journal, sim or router");
+            eprintln!("xtask: unknown bench `{other}`: use journal, sim, router or peers");
             Err(1)
         }
     }
