@@ -61,7 +61,7 @@ const NAMESPACE_STREAM_SHIFT: u32 = 40;
 /// this is `true`, so the target keeps fuzzing everything else; set it to
 /// `false` once `kind` checks the stream id (seed
 /// `seeds/frame_route/bug-stream-zero-namespace` then passes again).
-const STREAM_ZERO_ROUTES_AS_PARTITION: bool = true;
+const STREAM_ZERO_ROUTES_AS_PARTITION: bool = false;
 
 fn is_partition_namespace(raw: u64) -> bool {
     let stream_id_set = raw >> NAMESPACE_STREAM_SHIFT != 0;
