@@ -15,6 +15,7 @@ pub mod handoff;
 pub mod lifecycle;
 pub mod metrics;
 pub mod namespace;
+pub mod node;
 pub mod owner_table;
 pub mod partition_log;
 pub mod partition_sm;

@@ -1,5 +1,14 @@
-//! The cluster driver: R replicas of one VSR group, their disks, the network
-//! and the clients, advanced event by event in virtual time from one seed.
+//! The cluster driver: R replica processes, their disks, the network and the
+//! clients, advanced event by event in virtual time from one seed.
+//!
+//! Each process runs a `shoal_shard::node::Node`, the same library code the
+//! server runs (action driver under the ordering contract, group storage,
+//! partition persist, state data, hops). This module is only the world
+//! around it: it delivers frames to the node and carries the node's sends
+//! through the simulated network (`NodeBus`), and through `NodeHooks` it
+//! rolls faults (storage errors before a storage action, crashes right after
+//! a promise-bearing send or a storage completion), checks promises against
+//! the durable disk and records commits, views and the trace.
 //!
 //! A run has a safety phase (faults on, per the `FaultMix`) and a liveness
 //! phase (faults off, every replica restarted and unpaused, the network
@@ -10,34 +19,37 @@
 //! from the seed, so a failing seed replays bit-for-bit.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use shoal_shard::partition_sm::{PartitionSmError, PartitionStateMachine};
+use shoal_shard::node::{
+    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Routed, StorageConfig,
+    StorageError, action_name,
+};
 use shoal_shard::router::route_metadata;
-use shoal_shard::state_machine::{MetadataReply, MetadataRequest, MetadataState, decode_reply};
+use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
 
-use crate::machine::GroupMachine;
 use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, Header, Operation};
-use shoal_vsr::journal::{JournalConfig, JournalError, journal_path};
+use shoal_vsr::journal::{JournalConfig, journal_path};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source, Status};
-use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
+use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status};
 use shoal_vsr::superblock::superblock_path;
 
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::metrics::{DropReason, FrameDrops};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
-use shoal_shard::router::{route_consensus_control, route_partition, route_request};
+use shoal_shard::router::route_partition;
 
 use crate::availability::{Availability, connected_quorum};
 use crate::checker::{Ack, Checkers};
 use crate::io::{SimIo, block_on_ready};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
-use crate::node::{DATA_DIR, NodeStorage, StorageConfig};
+use crate::node::DATA_DIR;
 use crate::promises::{Promise, check_prepare, check_view};
 use crate::run::{
     Checker, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind,
@@ -45,27 +57,14 @@ use crate::run::{
 };
 
 pub const TICK_NS: u64 = 10_000_000;
-/// Messages one state-data answer carries (partition repair after a state
-/// transfer); bounds the message size.
-pub const STATE_DATA_MESSAGES_MAX: u64 = 64;
+pub use shoal_shard::node::{METADATA_NAMESPACE, STATE_DATA_MESSAGES_MAX};
 
 /// A simulated group replica: the partition state machine over a durable
 /// partition log on the replica's simulated disk.
-pub type GroupReplica = Replica<GroupMachine>;
+pub type GroupReplica = shoal_shard::node::GroupReplica<SimIo>;
 
-fn partition_dir(namespace: u64) -> std::path::PathBuf {
-    std::path::Path::new(DATA_DIR).join(format!("partition-{namespace:016x}"))
-}
-
-/// The metadata group's namespace: it lives on shard 0.
-pub const METADATA_NAMESPACE: u64 = 1 << 63;
-
-fn open_partition(io: &SimIo, namespace: u64) -> Result<GroupMachine, String> {
-    if namespace == METADATA_NAMESPACE {
-        return Ok(GroupMachine::Metadata(MetadataState::new()));
-    }
-    block_on_ready(PartitionStateMachine::open(io.clone(), &partition_dir(namespace), Namespace(namespace)))
-        .map(GroupMachine::Partition)
+fn open_partition(io: &SimIo, namespace: u64) -> Result<GroupMachine<SimIo>, String> {
+    block_on_ready(GroupMachine::open(io, Path::new(DATA_DIR), namespace))
         .map_err(|error| format!("partition log: {error}"))
 }
 
@@ -123,20 +122,10 @@ enum Event {
     Scripted { index: usize, attempts: u32 },
 }
 
-/// One VSR group's replica inside one replica process.
+/// One replica process as the world sees it: its disk, whether it runs,
+/// and the node (the library code the server runs) while it does.
 #[derive(Debug)]
-struct GroupNode {
-    storage: Option<NodeStorage>,
-    replica: Option<GroupReplica>,
-    /// Prepares this replica wrote durably (and so may have acknowledged) and
-    /// has not legitimately dropped since: they must survive a crash.
-    acked: BTreeMap<u64, u128>,
-    last_view: u64,
-}
-
-/// One replica process: one disk, N shards, one group replica per namespace.
-#[derive(Debug)]
-struct Node {
+struct Process {
     io: SimIo,
     up: bool,
     paused_until_ns: Option<u64>,
@@ -144,10 +133,17 @@ struct Node {
     corrupted: bool,
     /// The disk is wiped when this (crashed) process restarts.
     wipe_on_restart: bool,
-    groups: Vec<GroupNode>,
-    /// Which of this process's shards holds the connection to each peer.
-    owners: ReplicaOwnerTable,
-    drops: FrameDrops,
+    /// The running node; `None` while down (and while a step borrows it).
+    node: Option<Node<SimIo>>,
+    /// Per group: prepares this replica wrote durably (and so may have
+    /// acknowledged) and has not legitimately dropped since: they must
+    /// survive a crash. The recovery checker's bookkeeping, not the node's.
+    acked: Vec<BTreeMap<u64, u128>>,
+    /// Which of this process's shards holds the connection to each peer
+    /// (shared with the node, which sends through it).
+    owners: Arc<ReplicaOwnerTable>,
+    /// `frame_drops_total` of this process, over all its lives.
+    drops: Arc<FrameDrops>,
 }
 
 #[derive(Debug)]
@@ -196,7 +192,7 @@ pub struct Cluster {
     now_ns: u64,
     queue: BTreeMap<(u64, u64), Event>,
     sequence: u64,
-    nodes: Vec<Node>,
+    nodes: Vec<Process>,
     clients: Vec<Client>,
     network: Network,
     /// Namespace of each group; group g lives on shard `shard_of[g]`.
@@ -238,6 +234,16 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster").field("seed", &self.config.seed).field("now_ns", &self.now_ns).finish()
+    }
+}
+
+fn node_config(config: &RunConfig, replica: u8, shard_count: ShardCount) -> NodeConfig {
+    NodeConfig {
+        cluster: CLUSTER_ID,
+        replica,
+        replica_count: config.replica_count,
+        shard_count,
+        data_dir: DATA_DIR.into(),
     }
 }
 
@@ -292,30 +298,28 @@ impl Cluster {
             // Storage (issue 10): one crash in three keeps the page cache.
             io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
             let mut groups = Vec::new();
-            for namespace in &namespaces {
-                let storage = NodeStorage::format(&io, storage_config(replica, *namespace))
-                    .expect("formatting a fresh disk works");
+            for (namespace, shard) in namespaces.iter().zip(&shard_of) {
+                let storage =
+                    block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config(replica, *namespace)))
+                        .expect("formatting a fresh disk works");
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                groups.push(GroupNode {
-                    storage: Some(storage),
-                    replica: Some(Replica::new(
-                        replica_config,
-                        open_partition(&io, *namespace).expect("a fresh disk opens a partition log"),
-                    )),
-                    acked: BTreeMap::new(),
-                    last_view: 0,
-                });
+                let machine = open_partition(&io, *namespace).expect("a fresh disk opens a partition log");
+                groups.push(Group::new(*namespace, *shard, storage, Replica::new(replica_config, machine)));
             }
-            let owners = ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count);
-            nodes.push(Node {
+            let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
+            let drops = Arc::new(FrameDrops::new());
+            let node =
+                Node::new(io.clone(), node_config(config, replica, shard_count), groups, owners.clone(), drops.clone());
+            nodes.push(Process {
                 io,
                 up: true,
                 paused_until_ns: None,
                 corrupted: false,
                 wipe_on_restart: false,
-                groups,
+                node: Some(node),
+                acked: vec![BTreeMap::new(); namespaces.len()],
                 owners,
-                drops: FrameDrops::new(),
+                drops,
             });
         }
         let clients = (0..config.client_count)
@@ -507,13 +511,11 @@ impl Cluster {
         }
     }
 
-    /// Hand a frame from one shard of `replica` to another through its
-    /// bounded inbox. False when the inbox rejected it or the fault injector
-    /// dropped it; either way it is counted in `frame_drops_total`.
-    fn hop(&mut self, replica: u8, from: ShardId, to: ShardId, variant: FrameVariant) -> bool {
-        if from == to {
-            return true;
-        }
+    /// The world's side of a hop between two shards of `replica` (the node
+    /// calls it through `NodeHooks::hop` and counts what it drops): the
+    /// fault injector may find the inbox full or drop the frame on delivery.
+    fn hop(&mut self, replica: u8, from: ShardId, to: ShardId) -> Result<(), DropReason> {
+        assert_ne!(from, to, "a frame for the same shard does not hop");
         self.hops_attempted += 1;
         let reason = if self.roll(self.config.faults.shard_inbox_full_ppm, "shard_inbox_full") {
             Some(DropReason::InboxFull)
@@ -524,15 +526,14 @@ impl Cluster {
         };
         match reason {
             Some(reason) => {
-                self.nodes[replica as usize].drops.bump(variant, reason);
                 self.record(Some(replica), "frame_drop", u64::from(to.0), reason as u64, || {
                     format!("shard {} -> shard {}: {}", from.0, to.0, reason.name())
                 });
-                false
+                Err(reason)
             }
             None => {
                 self.hops_delivered += 1;
-                true
+                Ok(())
             }
         }
     }
@@ -604,13 +605,7 @@ impl Cluster {
             return;
         }
         let now_ns = self.now_ns;
-        for group in 0..self.namespaces.len() {
-            if !self.nodes[index].up {
-                break;
-            }
-            self.step(replica, group, |r| r.tick(now_ns));
-            self.request_state_data(replica, group);
-        }
+        self.with_node(replica, |node, world| block_on_ready(node.tick(now_ns, world)));
         if let Phase::Liveness { .. } = self.phase
             && replica == 0
             && (now_ns / TICK_NS).is_multiple_of(CONVERGENCE_CHECK_TICKS)
@@ -619,148 +614,87 @@ impl Cluster {
         }
     }
 
-    /// Run one replica event and carry out what it asks, in order.
-    fn step(&mut self, replica: u8, group: usize, event: impl FnOnce(&mut GroupReplica)) {
+    /// Run `f` on `replica`'s node with this cluster as its world. The node
+    /// is taken out for the call, so the world's hooks may touch everything
+    /// else; a node that stops is crashed here, once it is back. `None` when
+    /// the process is down or the node stopped.
+    fn with_node<R>(
+        &mut self,
+        replica: u8,
+        f: impl FnOnce(&mut Node<SimIo>, &mut SimWorld<'_>) -> Result<R, NodeStop>,
+    ) -> Option<R> {
         let index = replica as usize;
-        let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
-        let conflicts_before = r.stats().committed_conflicts;
-        event(r);
-        if r.stats().committed_conflicts > conflicts_before {
-            let why = r.stats().last_conflict.clone().unwrap_or_default();
-            let label = self.group_label(group);
-            let detail = format!(
-                "replica {replica}{label} was offered a canonical log that contradicts ops it committed ({why})"
-            );
-            self.checkers[group].fail(Checker::Agreement, detail);
+        if !self.nodes[index].up {
+            return None;
         }
-        self.drain(replica, group);
-    }
-
-    /// Carry out the replica's actions until it asks for nothing more: a
-    /// durable prepare is reported back (`on_prepare_durable`), which may
-    /// commit and ask for replies. Commits are checked before the replies
-    /// that announce them go out.
-    fn drain(&mut self, replica: u8, group: usize) {
-        const DRAIN_ROUNDS_MAX: usize = 64;
-        let index = replica as usize;
-        for _ in 0..DRAIN_ROUNDS_MAX {
-            let Some(r) = self.nodes[index].groups[group].replica.as_mut() else { return };
-            let committed = r.take_committed();
-            let actions = r.take_actions();
-            let view = r.view();
-            let status = r.status();
-            if !committed.is_empty() {
-                let last = committed.last().map(|c| c.op).unwrap_or(0);
-                self.record(Some(replica), "commit", last, committed.len() as u64, || format!("through op {last}"));
-                if last.is_multiple_of(25) {
-                    self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
-                }
-                let before = self.checkers[group].ops_committed();
-                self.checkers[group].on_committed(replica, &committed);
-                if self.checkers[group].ops_committed() > before {
-                    self.availability.progress(self.now_ns, group);
-                }
-            }
-            if view > self.nodes[index].groups[group].last_view {
-                self.nodes[index].groups[group].last_view = view;
-                self.view_changes += 1;
-                let label = self.group_label(group);
-                self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}{label}"));
-                self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
-            }
-            if actions.is_empty() {
-                self.persist_partition(replica, group);
-                return;
-            }
-            for action in actions {
-                let durable = match &action {
-                    Action::WritePrepare { message } => Some((message.header.op, message.header.checksum)),
-                    _ => None,
-                };
-                // A checkpoint may be durable only once the partition log
-                // holds every offset it counts.
-                if matches!(action, Action::Checkpoint { .. }) && !self.persist_partition(replica, group) {
-                    return;
-                }
-                if !self.execute(replica, group, action) {
-                    return;
-                }
-                if let Some((op, checksum)) = durable
-                    && let Some(r) = self.nodes[index].groups[group].replica.as_mut()
-                {
-                    r.on_prepare_durable(op, checksum);
-                }
+        let mut node = self.nodes[index].node.take()?;
+        let mut world = SimWorld { cluster: self, replica, crash: None };
+        let result = f(&mut node, &mut world);
+        let crash = world.crash.take();
+        self.nodes[index].node = Some(node);
+        match result {
+            Ok(value) => Some(value),
+            Err(stop) => {
+                self.on_node_stop(replica, stop, crash);
+                None
             }
         }
-        panic!("replica {replica} kept asking for actions after {DRAIN_ROUNDS_MAX} rounds");
     }
 
-    /// Carry out one action. False when the replica stopped (storage failed).
-    fn execute(&mut self, replica: u8, group: usize, action: Action) -> bool {
+    /// The node stopped: a storage or partition log error (fail-stop), or a
+    /// crash the fault injector asked for at a protocol moment.
+    fn on_node_stop(&mut self, replica: u8, stop: NodeStop, crash: Option<String>) {
+        match stop {
+            NodeStop::Halted => {
+                let why = crash.expect("only the simulator's hooks halt a node, and they say why");
+                self.crash(replica, &why);
+            }
+            NodeStop::Storage { error, .. } => {
+                let reason = error.to_string();
+                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
+                self.crash(replica, "storage error");
+            }
+            NodeStop::PartitionLog(error) => {
+                let reason = error.to_string();
+                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
+                self.crash(replica, "partition log error");
+            }
+        }
+    }
+
+    /// Commits of `group` on `replica`, checked before the replies that
+    /// announce them go out.
+    fn observe_committed(&mut self, replica: u8, group: usize, committed: &[Committed]) {
+        let last = committed.last().map(|c| c.op).unwrap_or(0);
+        self.record(Some(replica), "commit", last, committed.len() as u64, || format!("through op {last}"));
+        if last.is_multiple_of(25) {
+            self.timeline(replica, TimelineKind::Commit, format!("op {last}"));
+        }
+        let before = self.checkers[group].ops_committed();
+        self.checkers[group].on_committed(replica, committed);
+        if self.checkers[group].ops_committed() > before {
+            self.availability.progress(self.now_ns, group);
+        }
+    }
+
+    fn observe_view(&mut self, replica: u8, group: usize, view: u64, status: Status) {
+        self.view_changes += 1;
+        let label = self.group_label(group);
+        self.record(Some(replica), "view", view, status as u64, || format!("view {view} {status:?}{label}"));
+        self.timeline(replica, TimelineKind::ViewChange, format!("view {view}{label}"));
+    }
+
+    /// Before a storage action: maybe make it fail.
+    fn arm_storage_fault(&mut self, replica: u8) {
         let index = replica as usize;
-        let shard = self.shard_of[group];
-        match action {
-            Action::Send { to, message } => {
-                let command = message.header.command;
-                self.check_promise(replica, group, &message.header);
-                self.send_from_group(replica, group, to, message);
-                let moment = matches!(
-                    command,
-                    Command::StartViewChange | Command::DoViewChange | Command::StartView | Command::PrepareOk
-                );
-                if moment && self.roll(self.config.faults.protocol_crash_ppm, "protocol_crash") {
-                    self.crash(replica, &format!("right after sending {command:?}"));
-                    return false;
-                }
-                true
-            }
-            Action::Reply { client, message } => {
-                let client_index = (client - CLIENT_ID_BASE) as u32;
-                let owner = self.client_shard(client_index);
-                if self.hop(replica, shard, owner, FrameVariant::ClientReply) {
-                    self.send(Endpoint::Replica(replica), Endpoint::Client(client_index), message);
-                }
-                true
-            }
-            storage_action => {
-                if self.roll(self.config.faults.storage_write_error_ppm, "storage_write_error") {
-                    self.nodes[index].io.disk().fail_next_write();
-                } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_torn_write")
-                    || self.roll(self.config.faults.storage_lost_write_ppm, "storage_lost_write")
-                {
-                    // The write lands in the page cache and the fsync fails:
-                    // the crash that follows loses or tears it, as the seed says.
-                    self.nodes[index].io.disk().fail_next_sync();
-                }
-                let storage = self.nodes[index].groups[group].storage.as_mut().expect("running replica has storage");
-                match storage.execute(&storage_action) {
-                    Ok(()) => {
-                        self.after_storage(replica, group, &storage_action, true);
-                        if self.roll(self.config.faults.protocol_crash_ppm, "protocol_crash") {
-                            let kind = storage_action_name(&storage_action);
-                            self.crash(replica, &format!("right after {kind} completed"));
-                            return false;
-                        }
-                        true
-                    }
-                    Err(error) => {
-                        if let (
-                            Action::Checkpoint { .. },
-                            crate::node::StorageError::Journal(JournalError::Corrupt { .. }),
-                        ) = (&storage_action, &error)
-                        {
-                            shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_CORRUPT);
-                        }
-                        // A failed action may still have reached the disk in
-                        // part: what it meant to drop is no longer promised.
-                        self.after_storage(replica, group, &storage_action, false);
-                        let reason = error.to_string();
-                        self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
-                        self.crash(replica, "storage error");
-                        false
-                    }
-                }
-            }
+        if self.roll(self.config.faults.storage_write_error_ppm, "storage_write_error") {
+            self.nodes[index].io.disk().fail_next_write();
+        } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_torn_write")
+            || self.roll(self.config.faults.storage_lost_write_ppm, "storage_lost_write")
+        {
+            // The write lands in the page cache and the fsync fails:
+            // the crash that follows loses or tears it, as the seed says.
+            self.nodes[index].io.disk().fail_next_sync();
         }
     }
 
@@ -771,7 +705,7 @@ impl Cluster {
             // Both copies were written whole again.
             self.checkpoint_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
         }
-        let acked = &mut self.nodes[replica as usize].groups[group].acked;
+        let acked = &mut self.nodes[replica as usize].acked[group];
         match action {
             // Every prepare written and fsynced is a promise, acknowledged or
             // not (a primary acknowledges to itself): it must survive a crash.
@@ -788,24 +722,10 @@ impl Cluster {
         }
     }
 
-    /// Make the partition's applied messages durable. False when the disk
-    /// failed (the replica is stopped). A gap left by a state transfer is not
-    /// a failure: the messages wait in memory until a peer fills the gap.
-    fn persist_partition(&mut self, replica: u8, group: usize) -> bool {
-        let Some(r) = self.nodes[replica as usize].groups[group].replica.as_mut() else { return false };
-        let machine = r.state_machine_mut();
-        if machine.pending_count() == 0 {
-            return true;
-        }
-        match machine.persist() {
-            Ok(()) | Err(PartitionSmError::Gap { .. }) => true,
-            Err(error) => {
-                let reason = error.to_string();
-                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
-                self.crash(replica, "partition log error");
-                false
-            }
-        }
+    /// Make the partition's applied messages durable (the node's own
+    /// persist; a failure stops the node like any other).
+    fn persist_partition(&mut self, replica: u8, group: usize) {
+        self.with_node(replica, |node, _| block_on_ready(node.group_mut(group).persist_partition()));
     }
 
     /// Every message of the group's partition log on `replica`, by offset.
@@ -814,89 +734,13 @@ impl Cluster {
         let mut messages = Vec::new();
         let Some(r) = self.group_replica(replica, group) else { return messages };
         loop {
-            let chunk = r.state_machine().read(messages.len() as u64, 1024);
+            let chunk = block_on_ready(r.state_machine().read(messages.len() as u64, 1024));
             if chunk.is_empty() {
                 break;
             }
             messages.extend(chunk.into_iter().map(|(_, message)| message));
         }
         messages
-    }
-
-    /// After a state transfer the partition may lack offsets the checkpoint
-    /// counts: ask a random peer for them, a bounded batch per tick.
-    fn request_state_data(&mut self, replica: u8, group: usize) {
-        let Some(r) = self.group_replica(replica, group) else { return };
-        let Some(missing) = r.state_machine().missing() else { return };
-        if self.config.replica_count < 2 {
-            return;
-        }
-        let peers = u64::from(self.config.replica_count - 1);
-        let mut peer = (self.rng.next_u64() % peers) as u8;
-        if peer >= replica {
-            peer += 1;
-        }
-        let mut header = Header::new(Command::RequestStateData, CLUSTER_ID);
-        header.namespace = self.namespaces[group];
-        header.replica = replica;
-        header.context = missing.start;
-        header.request = (missing.end - missing.start).min(STATE_DATA_MESSAGES_MAX);
-        self.send_from_group(replica, group, peer, Message::empty(header));
-    }
-
-    /// Out through the shard that holds the connection to the peer.
-    fn send_from_group(&mut self, replica: u8, group: usize, to: u8, message: Message) {
-        let owner =
-            self.nodes[replica as usize].owners.owner(to).expect("a running process is connected to every peer");
-        if self.hop(replica, self.shard_of[group], owner, FrameVariant::Consensus) {
-            self.send(Endpoint::Replica(replica), Endpoint::Replica(to), message);
-        }
-    }
-
-    /// Serve or take partition bytes (`RequestStateData` / `StateData`).
-    fn on_state_data(&mut self, replica: u8, group: usize, from: u8, message: &Message) {
-        let header = message.header;
-        if header.command == Command::RequestStateData {
-            let messages = {
-                self.persist_partition(replica, group);
-                let Some(r) = self.group_replica(replica, group) else { return };
-                let count = header.request.min(STATE_DATA_MESSAGES_MAX) as usize;
-                r.state_machine().read(header.context, count)
-            };
-            if messages.is_empty() {
-                return;
-            }
-            let mut body = Vec::new();
-            body.extend_from_slice(&(messages.len() as u32).to_le_bytes());
-            for (_, payload) in &messages {
-                put_bytes_with_len(&mut body, payload);
-            }
-            let mut answer = Header::new(Command::StateData, CLUSTER_ID);
-            answer.namespace = header.namespace;
-            answer.replica = replica;
-            answer.context = messages[0].0;
-            self.send_from_group(replica, group, from, Message::new(answer, Rc::from(body)));
-            return;
-        }
-        let mut reader = SnapshotReader::new(&message.body);
-        let Ok(count) = reader.u32() else { return };
-        let mut messages = Vec::new();
-        for _ in 0..count.min(STATE_DATA_MESSAGES_MAX as u32) {
-            let Ok(payload) = reader.bytes_with_len() else { return };
-            messages.push(payload.to_vec());
-        }
-        let Some(r) = self.nodes[replica as usize].groups[group].replica.as_mut() else { return };
-        match r.state_machine_mut().fill(header.context, &messages) {
-            Ok(filled) => {
-                self.record(Some(replica), "state_data", header.context, filled as u64, String::new);
-                self.persist_partition(replica, group);
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
-                self.crash(replica, "partition log error");
-            }
-        }
     }
 
     /// The first group's replica on `replica`, while it runs (tests inspect
@@ -906,7 +750,7 @@ impl Cluster {
     }
 
     pub fn group_replica(&self, replica: u8, group: usize) -> Option<&GroupReplica> {
-        self.nodes[replica as usize].groups[group].replica.as_ref()
+        self.nodes[replica as usize].node.as_ref().map(|node| node.group(group).replica())
     }
 
     pub fn group_count(&self) -> usize {
@@ -925,8 +769,7 @@ impl Cluster {
 
     /// Scripted targets are resolved in the first group.
     fn resolve(&self, target: Target) -> Option<u8> {
-        let running =
-            || self.nodes.iter().enumerate().filter_map(|(i, n)| n.groups[0].replica.as_ref().map(|r| (i as u8, r)));
+        let running = || (0..self.config.replica_count).filter_map(|i| self.group_replica(i, 0).map(|r| (i, r)));
         let primary = running()
             .filter(|(_, r)| r.status() == Status::Normal && r.is_primary())
             .max_by_key(|(_, r)| r.view())
@@ -993,10 +836,8 @@ impl Cluster {
             return;
         }
         self.nodes[index].up = false;
-        for group in &mut self.nodes[index].groups {
-            group.replica = None;
-            group.storage = None;
-        }
+        // Everything the process held in memory is gone; its disk stays.
+        self.nodes[index].node = None;
         // Its connections die with it: every owner slot is cleared.
         let owners = &self.nodes[index].owners;
         for peer in 0..self.config.replica_count {
@@ -1024,9 +865,12 @@ impl Cluster {
         self.maybe_rot(replica);
         let io = self.nodes[index].io.clone();
         let mut faulty_groups = 0;
+        let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
-            let (storage, recovered) = match NodeStorage::open(&io, storage_config(replica, namespace)) {
+            let opened =
+                block_on_ready(GroupStorage::open(&io, Path::new(DATA_DIR), storage_config(replica, namespace)));
+            let (storage, recovered) = match opened {
                 Ok(opened) => opened,
                 Err(error) => {
                     let label = self.group_label(group);
@@ -1050,10 +894,7 @@ impl Cluster {
                     // Replay re-commits from the checkpoint on: the checkers
                     // see those commits again and hold them to agreement.
                     self.checkers[group].on_restart(replica, replay_from);
-                    let node = &mut self.nodes[index].groups[group];
-                    node.last_view = r.view();
-                    node.replica = Some(r);
-                    node.storage = Some(storage);
+                    groups.push(Group::new(namespace, self.shard_of[group], storage, r));
                 }
                 Err(error) => {
                     let label = self.group_label(group);
@@ -1065,11 +906,15 @@ impl Cluster {
             }
         }
         let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
-        self.finish_restart(replica, faulty_groups, detail);
+        self.finish_restart(replica, groups, faulty_groups, detail);
     }
 
-    fn finish_restart(&mut self, replica: u8, faulty_groups: u64, detail: String) {
+    fn finish_restart(&mut self, replica: u8, groups: Vec<Group<SimIo>>, faulty_groups: u64, detail: String) {
         let index = replica as usize;
+        let process = &mut self.nodes[index];
+        let config = node_config(&self.config, replica, self.shard_count);
+        process.node =
+            Some(Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone()));
         self.nodes[index].up = true;
         self.nodes[index].corrupted = false;
         self.connect(replica);
@@ -1077,12 +922,7 @@ impl Cluster {
         self.record(Some(replica), "restart", faulty_groups, 0, String::new);
         self.timeline(replica, TimelineKind::Restart, detail);
         // Drain the actions that recovery itself asked for.
-        for group in 0..self.namespaces.len() {
-            if !self.nodes[index].up {
-                break;
-            }
-            self.step(replica, group, |_| {});
-        }
+        self.with_node(replica, |node, world| block_on_ready(node.start(world)));
     }
 
     /// A wipe is drawn only while every other replica runs in normal status,
@@ -1100,7 +940,10 @@ impl Cluster {
             j == replica as usize
                 || (node.up
                     && !node.wipe_on_restart
-                    && node.groups.iter().all(|g| g.replica.as_ref().is_some_and(|r| r.status() == Status::Normal)))
+                    && node
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| (0..n.group_count()).all(|g| n.group(g).replica().status() == Status::Normal)))
         });
         others_up && (0..self.namespaces.len()).all(|group| self.holds_no_only_copy(replica, group))
     }
@@ -1109,9 +952,8 @@ impl Cluster {
         let Some(victim) = self.group_replica(replica, group) else { return true };
         (victim.commit_min() + 1..=victim.op()).all(|op| {
             !victim.has_body(op)
-                || self.nodes.iter().enumerate().any(|(j, node)| {
-                    j != replica as usize
-                        && node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.commit_min())
+                || (0..self.config.replica_count).any(|j| {
+                    j != replica && self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.commit_min())
                 })
         })
     }
@@ -1123,9 +965,11 @@ impl Cluster {
         let io = self.nodes[index].io.clone();
         io.disk().wipe();
         self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
+        let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
-            let storage = NodeStorage::format_rejoining(&io, storage_config(replica, namespace))
+            let config = storage_config(replica, namespace);
+            let storage = block_on_ready(GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config))
                 .expect("formatting a wiped disk works");
             let partition = open_partition(&io, namespace).expect("a wiped disk opens an empty partition log");
             let seed = self.rng.next_u64();
@@ -1133,13 +977,10 @@ impl Cluster {
             let replica_state = Replica::rejoin(config, partition);
             // Every promise of the old disk is gone with it.
             self.checkers[group].on_restart(replica, 0);
-            let node = &mut self.nodes[index].groups[group];
-            node.acked.clear();
-            node.last_view = replica_state.view();
-            node.replica = Some(replica_state);
-            node.storage = Some(storage);
+            self.nodes[index].acked[group].clear();
+            groups.push(Group::new(namespace, self.shard_of[group], storage, replica_state));
         }
-        self.finish_restart(replica, 0, "disk wiped, reformatted".to_string());
+        self.finish_restart(replica, groups, 0, "disk wiped, reformatted".to_string());
     }
 
     /// Corrupt one journal slot below the head of the rot replica while it is
@@ -1161,8 +1002,8 @@ impl Cluster {
         let index = replica as usize;
         let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
         let draw = self.rng.next_u64();
-        let Some(storage) = self.nodes[index].groups[group].storage.as_ref() else { return };
-        let journal = storage.journal();
+        let Some(node) = self.nodes[index].node.as_ref() else { return };
+        let journal = node.group(group).storage().journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
         if head < low {
@@ -1186,9 +1027,9 @@ impl Cluster {
     /// past it), so damaging it on `index` never destroys the last copy.
     fn held_elsewhere(&self, index: usize, group: usize, op: u64) -> bool {
         self.nodes.len() > 1
-            && self.nodes.iter().enumerate().filter(|(j, _)| *j != index).all(|(_, node)| {
-                node.groups[group].replica.as_ref().is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op())
-            })
+            && (0..self.config.replica_count)
+                .filter(|j| usize::from(*j) != index)
+                .all(|j| self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op()))
     }
 
     /// A byte anywhere in what `op` uses on disk: header and body sectors
@@ -1208,7 +1049,10 @@ impl Cluster {
         let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
         let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
-        let Ok((storage, _)) = NodeStorage::open_to_inspect(&io, storage_config(replica, namespace)) else { return };
+        let config = storage_config(replica, namespace);
+        let Ok((storage, _)) = block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config)) else {
+            return;
+        };
         // One rot in eight lands on the checkpoint file instead, unless this
         // down time already rotted something (never both of its copies).
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
@@ -1281,7 +1125,7 @@ impl Cluster {
         &mut self,
         replica: u8,
         group: usize,
-        storage: &NodeStorage,
+        storage: &GroupStorage<SimIo>,
         recovered: &shoal_vsr::replica::Recovered,
     ) {
         let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
@@ -1294,7 +1138,7 @@ impl Cluster {
                 ),
             );
         }
-        let acked = self.nodes[replica as usize].groups[group].acked.clone();
+        let acked = self.nodes[replica as usize].acked[group].clone();
         for (op, checksum) in acked {
             if op <= checkpoint_op {
                 continue;
@@ -1314,8 +1158,7 @@ impl Cluster {
             // vouches for nothing it lost: those promises are void from here
             // on (peers hold the ops; the cluster repairs them).
             let entries = &recovered.entries;
-            self.nodes[replica as usize].groups[group]
-                .acked
+            self.nodes[replica as usize].acked[group]
                 .retain(|op, checksum| entries.iter().any(|(h, _)| h.op == *op && h.checksum == *checksum));
         }
     }
@@ -1421,46 +1264,25 @@ impl Cluster {
     fn deliver_to_replica(&mut self, replica: u8, from: Endpoint, message: Message) {
         let index = replica as usize;
         let header = message.header;
-        let (source, arrival, target, variant) = match from {
+        let (source, arrival) = match from {
             Endpoint::Replica(peer) => {
                 let arrival =
                     self.nodes[index].owners.owner(peer).expect("a running process is connected to every peer");
-                let target = route_consensus_control(&header, self.shard_count);
-                (Source::Replica(peer), arrival, target, FrameVariant::Consensus)
+                (Source::Replica(peer), arrival)
             }
             Endpoint::Client(client) => {
-                let arrival = self.client_shard(client);
-                let Ok(target) = route_request(&header, self.shard_count) else {
-                    self.nodes[index].drops.bump(FrameVariant::ClientForward, DropReason::ForwardFailed);
-                    return;
-                };
-                (Source::Client(CLIENT_ID_BASE + u128::from(client)), arrival, target, FrameVariant::ClientForward)
+                (Source::Client(CLIENT_ID_BASE + u128::from(client)), self.client_shard(client))
             }
         };
-        if !self.hop(replica, arrival, target, variant) {
-            return;
-        }
-        let group = self.namespaces.iter().position(|ns| *ns == header.namespace);
-        match group {
-            Some(group) if self.shard_of[group] == target => {
-                if let (Source::Replica(peer), Command::RequestStateData | Command::StateData) =
-                    (source, header.command)
-                {
-                    return self.on_state_data(replica, group, peer, &message);
-                }
-                self.step(replica, group, |r| r.on_message(source, message));
-            }
-            _ => {
-                self.nodes[index].drops.bump(variant, DropReason::NamespaceMiss);
-                if header.command.is_consensus_control() {
-                    let detail = format!(
-                        "replica {replica}: VSR frame {:?} for namespace {:#x} reached shard {}, which runs no group for it; \
-                         VSR would retransmit it the same way and the group would wedge",
-                        header.command, header.namespace, target.0
-                    );
-                    self.fail(Checker::Routing, detail);
-                }
-            }
+        let routed =
+            self.with_node(replica, |node, world| block_on_ready(node.on_frame(source, arrival, message, world)));
+        if let Some(Routed::NamespaceMiss { shard, consensus_control: true }) = routed {
+            let detail = format!(
+                "replica {replica}: VSR frame {:?} for namespace {:#x} reached shard {}, which runs no group for it; \
+                 VSR would retransmit it the same way and the group would wedge",
+                header.command, header.namespace, shard.0
+            );
+            self.fail(Checker::Routing, detail);
         }
     }
 
@@ -1584,7 +1406,7 @@ impl Cluster {
         // the run does; what a replica serves is what it made durable.
         for replica in 0..self.config.replica_count {
             let Some(r) = self.group_replica(replica, group) else { continue };
-            let read = r.state_machine().read(offset, 1);
+            let read = block_on_ready(r.state_machine().read(offset, 1));
             let Some((at, message)) = read.first() else { continue };
             if *at != offset || message.as_slice() != payload {
                 let label = self.group_label(group);
@@ -1689,8 +1511,8 @@ impl Cluster {
         for group in 0..self.namespaces.len() {
             let mut views = Vec::new();
             let mut commits = Vec::new();
-            for node in &self.nodes {
-                let Some(r) = &node.groups[group].replica else { return };
+            for replica in 0..self.config.replica_count {
+                let Some(r) = self.group_replica(replica, group) else { return };
                 if r.status() != Status::Normal || r.state_machine().missing().is_some() {
                     return;
                 }
@@ -1852,7 +1674,7 @@ impl Cluster {
             let up: Vec<u32> = (0..self.config.replica_count)
                 .filter(|r| {
                     let node = &self.nodes[*r as usize];
-                    node.up && node.paused_until_ns.is_none() && node.groups[group].replica.is_some()
+                    node.up && node.paused_until_ns.is_none() && node.node.is_some()
                 })
                 .map(NodeId::from)
                 .collect();
@@ -1983,12 +1805,9 @@ impl Cluster {
     }
 
     fn liveness_report(&self) -> String {
-        let replicas: Vec<String> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .flat_map(|(index, node)| node.groups.iter().enumerate().map(move |(group, g)| (index, group, g)))
-            .map(|(index, group, node)| match &node.replica {
+        let replicas: Vec<String> = (0..self.config.replica_count)
+            .flat_map(|index| (0..self.namespaces.len()).map(move |group| (index, group)))
+            .map(|(index, group)| match self.group_replica(index, group) {
                 None => format!("r{index}/g{group}: down"),
                 Some(r) => format!(
                     "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} drops {:?}",
@@ -2046,12 +1865,84 @@ fn in_session(message: Message, session: u64) -> Message {
     Message::new(header, message.body)
 }
 
-fn storage_action_name(action: &Action) -> &'static str {
-    match action {
-        Action::WritePrepare { .. } => "write_prepare",
-        Action::TruncateLog { .. } => "truncate_log",
-        Action::WriteSuperblock { .. } => "write_superblock",
-        Action::Checkpoint { .. } => "checkpoint",
-        Action::Send { .. } | Action::Reply { .. } => "send",
+/// The world one node runs in during one call: this cluster's network,
+/// fault policy and checkers, seen through the node's two narrow traits.
+struct SimWorld<'a> {
+    cluster: &'a mut Cluster,
+    replica: u8,
+    /// Why a hook stopped the node (a crash at a protocol moment); the
+    /// cluster crashes the process once the node is back in its slot.
+    crash: Option<String>,
+}
+
+impl NodeBus for SimWorld<'_> {
+    fn send_to_replica(&mut self, _via: ShardId, to: u8, message: Message) {
+        self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Replica(to), message);
+    }
+
+    fn reply_to_client(&mut self, _via: ShardId, client: u128, message: Message) {
+        let index = u32::try_from(client - CLIENT_ID_BASE).expect("simulated client ids are small");
+        self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Client(index), message);
+    }
+
+    fn client_shard(&self, client: u128) -> ShardId {
+        let index = u32::try_from(client - CLIENT_ID_BASE).expect("simulated client ids are small");
+        self.cluster.client_shard(index)
+    }
+}
+
+impl NodeHooks for SimWorld<'_> {
+    fn before_storage(&mut self, _group: usize, _action: &Action) {
+        self.cluster.arm_storage_fault(self.replica);
+    }
+
+    fn after_storage(&mut self, group: usize, action: &Action, error: Option<&StorageError>) -> Flow {
+        self.cluster.after_storage(self.replica, group, action, error.is_none());
+        if error.is_none() && self.cluster.roll(self.cluster.config.faults.protocol_crash_ppm, "protocol_crash") {
+            self.crash = Some(format!("right after {} completed", action_name(action)));
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn before_send(&mut self, group: usize, header: &Header) {
+        self.cluster.check_promise(self.replica, group, header);
+    }
+
+    fn after_promise_sent(&mut self, _group: usize, command: Command) -> Flow {
+        if self.cluster.roll(self.cluster.config.faults.protocol_crash_ppm, "protocol_crash") {
+            self.crash = Some(format!("right after sending {command:?}"));
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn on_committed(&mut self, group: usize, committed: &[Committed]) {
+        self.cluster.observe_committed(self.replica, group, committed);
+    }
+
+    fn on_view(&mut self, group: usize, view: u64, status: Status) {
+        self.cluster.observe_view(self.replica, group, view, status);
+    }
+
+    fn on_committed_conflict(&mut self, group: usize, why: &str) {
+        let label = self.cluster.group_label(group);
+        let detail = format!(
+            "replica {}{label} was offered a canonical log that contradicts ops it committed ({why})",
+            self.replica
+        );
+        self.cluster.checkers[group].fail(Checker::Agreement, detail);
+    }
+
+    fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
+        self.cluster.hop(self.replica, from, to)
+    }
+
+    fn draw(&mut self, bound: u64) -> Option<u64> {
+        Some(self.cluster.rng.next_u64() % bound)
+    }
+
+    fn on_state_data_filled(&mut self, _group: usize, offset: u64, count: usize) {
+        self.cluster.record(Some(self.replica), "state_data", offset, count as u64, String::new);
     }
 }

@@ -1,0 +1,475 @@
+//! The per-process node and the per-group driver.
+//!
+//! `Group` is one VSR group on this replica: its replica, storage and the
+//! view it last reported. `Node` owns the groups this process runs (each on
+//! the shard its namespace hashes to), the owner table that says which shard
+//! holds the connection to each peer, and the frame drop counters; it routes
+//! incoming frames to their group, hops outgoing ones to the shard that owns
+//! the connection, executes each replica's actions in order under the
+//! ordering contract, persists the partition log, ticks the timers, and
+//! serves and fills partition state data after a state transfer.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shoal_vsr::header::{Command, Header};
+use shoal_vsr::io::Io;
+use shoal_vsr::journal::JournalError;
+use shoal_vsr::message::Message;
+use shoal_vsr::replica::{Action, Source};
+use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
+
+use super::storage::{GroupStorage, Promise, StorageError};
+use super::{Flow, GroupReplica, NodeStop, NodeWorld, action_name};
+use crate::frame::FrameVariant;
+use crate::metrics::{DropReason, FrameDrops};
+use crate::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
+use crate::partition_sm::PartitionSmError;
+use crate::router::{route_consensus_control, route_request};
+
+/// Messages one state-data answer carries (partition repair after a state
+/// transfer); bounds the message size.
+pub const STATE_DATA_MESSAGES_MAX: u64 = 64;
+/// Rounds of "run the actions, feed completions back" in one step. A
+/// completion may commit and ask for replies, which ask for nothing more; a
+/// replica that keeps asking past this is looping.
+const DRAIN_ROUNDS_MAX: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub cluster: u128,
+    pub replica: u8,
+    pub replica_count: u8,
+    pub shard_count: ShardCount,
+    pub data_dir: PathBuf,
+}
+
+/// One VSR group on this replica.
+pub struct Group<I: Io> {
+    namespace: u64,
+    /// The shard this group runs on (its namespace's route).
+    shard: ShardId,
+    storage: GroupStorage<I>,
+    replica: GroupReplica<I>,
+    /// The newest view reported to the hooks.
+    view_reported: u64,
+}
+
+impl<I: Io> std::fmt::Debug for Group<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("namespace", &self.namespace)
+            .field("shard", &self.shard)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl<I: Io> Group<I> {
+    pub fn new(namespace: u64, shard: ShardId, storage: GroupStorage<I>, replica: GroupReplica<I>) -> Group<I> {
+        assert_eq!(storage.config().namespace, namespace, "a group's storage is its own");
+        let view_reported = replica.view();
+        Group { namespace, shard, storage, replica, view_reported }
+    }
+
+    pub fn namespace(&self) -> u64 {
+        self.namespace
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn replica(&self) -> &GroupReplica<I> {
+        &self.replica
+    }
+
+    pub fn storage(&self) -> &GroupStorage<I> {
+        &self.storage
+    }
+
+    /// Make the partition's applied messages durable. A gap left by a state
+    /// transfer is not a failure: the messages wait in memory until a peer
+    /// fills it.
+    pub async fn persist_partition(&mut self) -> Result<(), NodeStop> {
+        let machine = self.replica.state_machine_mut();
+        if machine.pending_count() == 0 {
+            return Ok(());
+        }
+        match machine.persist().await {
+            Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
+            Err(error) => Err(NodeStop::PartitionLog(error)),
+        }
+    }
+
+    /// The ordering contract: what `header` promises is durable. A breach
+    /// is a bug in the driver or the replica, never a condition to handle.
+    fn assert_promise_durable(&self, header: &Header) {
+        let Some(promise) = Promise::of(header) else { return };
+        if let Err(why) = self.storage.check_durable(promise) {
+            panic!(
+                "ordering contract: replica {} group {:#x} would send {:?} (view {}, op {}) before what it promises \
+                 is durable: {why}",
+                self.replica.replica(),
+                self.namespace,
+                header.command,
+                header.view,
+                header.op
+            );
+        }
+    }
+}
+
+/// The process-wide pieces a group sends through.
+struct Links {
+    replica: u8,
+    owners: Arc<ReplicaOwnerTable>,
+    drops: Arc<FrameDrops>,
+}
+
+impl Links {
+    /// Hand a frame from shard `from` to shard `to` through its bounded
+    /// inbox. `Err` when it was dropped; every drop is counted.
+    fn hop<W: NodeWorld>(
+        &self,
+        from: ShardId,
+        to: ShardId,
+        variant: FrameVariant,
+        world: &mut W,
+    ) -> Result<(), DropReason> {
+        if from == to {
+            return Ok(());
+        }
+        let hopped = world.hop(from, to, variant);
+        if let Err(reason) = hopped {
+            self.drops.bump(variant, reason);
+        }
+        hopped
+    }
+
+    /// Out through the shard that holds the connection to peer `to`.
+    fn send_to_replica<W: NodeWorld>(&self, from: ShardId, to: u8, message: Message, world: &mut W) {
+        assert_ne!(to, self.replica, "a replica never sends to itself");
+        let Some(owner) = self.owners.owner(to) else {
+            // No connection: the frame is lost like any other, and counted;
+            // VSR retransmits once a connection is back.
+            self.drops.bump(FrameVariant::Consensus, DropReason::UnknownReplica);
+            return;
+        };
+        if self.hop(from, owner, FrameVariant::Consensus, world).is_ok() {
+            world.send_to_replica(owner, to, message);
+        }
+    }
+}
+
+/// Where an incoming frame went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Handed to its group (which may still ignore it).
+    Delivered,
+    /// Dropped on the way (counted in `frame_drops_total`).
+    Dropped { variant: FrameVariant, reason: DropReason },
+    /// It reached the shard its route names, which runs no group for its
+    /// namespace (counted). For a VSR frame this would wedge the group.
+    NamespaceMiss { shard: ShardId, consensus_control: bool },
+}
+
+/// One replica process: its groups, owner table and drop counters.
+pub struct Node<I: Io> {
+    io: I,
+    config: NodeConfig,
+    groups: Vec<Group<I>>,
+    links: Links,
+}
+
+impl<I: Io> std::fmt::Debug for Node<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("config", &self.config).field("groups", &self.groups).finish()
+    }
+}
+
+impl<I: Io> Node<I> {
+    /// A node over groups already opened (formatted, recovered or rejoining).
+    /// The owner table and the drop counters belong to the process and
+    /// outlive one node's life, so they are handed in.
+    pub fn new(
+        io: I,
+        config: NodeConfig,
+        groups: Vec<Group<I>>,
+        owners: Arc<ReplicaOwnerTable>,
+        drops: Arc<FrameDrops>,
+    ) -> Node<I> {
+        assert!(config.replica < config.replica_count, "replica index within the cluster");
+        assert_eq!(owners.replica_count(), usize::from(config.replica_count));
+        for (index, group) in groups.iter().enumerate() {
+            assert!(config.shard_count.contains(group.shard), "group {index} runs on a shard of this process");
+            assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
+        }
+        let links = Links { replica: config.replica, owners, drops };
+        Node { io, config, groups, links }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn group(&self, group: usize) -> &Group<I> {
+        &self.groups[group]
+    }
+
+    pub fn group_mut(&mut self, group: usize) -> &mut Group<I> {
+        &mut self.groups[group]
+    }
+
+    pub fn group_of(&self, namespace: u64) -> Option<usize> {
+        self.groups.iter().position(|g| g.namespace == namespace)
+    }
+
+    /// Timers: tick every group's replica, and ask a peer for partition
+    /// messages a state transfer left missing.
+    pub async fn tick<W: NodeWorld>(&mut self, now_ns: u64, world: &mut W) -> Result<(), NodeStop> {
+        for group in 0..self.groups.len() {
+            self.step(group, world, |r| r.tick(now_ns)).await?;
+            self.request_state_data(group, world);
+        }
+        Ok(())
+    }
+
+    /// Drain the actions recovery itself asked for, after a (re)start.
+    pub async fn start<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        for group in 0..self.groups.len() {
+            self.step(group, world, |_| {}).await?;
+        }
+        Ok(())
+    }
+
+    /// A frame arrived on shard `arrival` (the shard that owns the
+    /// connection it came on). The router names the shard that must handle
+    /// it; it hops there and that shard hands it to the group of its
+    /// namespace.
+    pub async fn on_frame<W: NodeWorld>(
+        &mut self,
+        source: Source,
+        arrival: ShardId,
+        message: Message,
+        world: &mut W,
+    ) -> Result<Routed, NodeStop> {
+        let header = message.header;
+        let shard_count = self.config.shard_count;
+        let (target, variant) = match source {
+            Source::Replica(_) => (route_consensus_control(&header, shard_count), FrameVariant::Consensus),
+            Source::Client(_) => match route_request(&header, shard_count) {
+                Ok(target) => (target, FrameVariant::ClientForward),
+                Err(_) => {
+                    let (variant, reason) = (FrameVariant::ClientForward, DropReason::ForwardFailed);
+                    self.links.drops.bump(variant, reason);
+                    return Ok(Routed::Dropped { variant, reason });
+                }
+            },
+        };
+        if let Err(reason) = self.links.hop(arrival, target, variant, world) {
+            return Ok(Routed::Dropped { variant, reason });
+        }
+        let Some(group) = self.group_of(header.namespace).filter(|g| self.groups[*g].shard == target) else {
+            self.links.drops.bump(variant, DropReason::NamespaceMiss);
+            let consensus_control = header.command.is_consensus_control();
+            return Ok(Routed::NamespaceMiss { shard: target, consensus_control });
+        };
+        match (source, header.command) {
+            (Source::Replica(peer), Command::RequestStateData) => {
+                self.serve_state_data(group, peer, &header, world).await?
+            }
+            (Source::Replica(_), Command::StateData) => self.fill_state_data(group, &message, world).await?,
+            _ => self.step(group, world, |r| r.on_message(source, message)).await?,
+        }
+        Ok(Routed::Delivered)
+    }
+
+    /// Run one replica event and carry out what it asks, in order.
+    pub async fn step<W: NodeWorld>(
+        &mut self,
+        group: usize,
+        world: &mut W,
+        event: impl FnOnce(&mut GroupReplica<I>),
+    ) -> Result<(), NodeStop> {
+        let replica = &mut self.groups[group].replica;
+        let conflicts_before = replica.stats().committed_conflicts;
+        event(replica);
+        if replica.stats().committed_conflicts > conflicts_before {
+            let why = replica.stats().last_conflict.clone().unwrap_or_default();
+            world.on_committed_conflict(group, &why);
+        }
+        self.drain(group, world).await
+    }
+
+    /// Carry out the replica's actions until it asks for nothing more: a
+    /// durable prepare is reported back (`on_prepare_durable`), which may
+    /// commit and ask for replies. Commits are reported before the replies
+    /// that announce them go out.
+    async fn drain<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        for _ in 0..DRAIN_ROUNDS_MAX {
+            let g = &mut self.groups[group];
+            let committed = g.replica.take_committed();
+            let actions = g.replica.take_actions();
+            let (view, status) = (g.replica.view(), g.replica.status());
+            if !committed.is_empty() {
+                world.on_committed(group, &committed);
+            }
+            if view > g.view_reported {
+                g.view_reported = view;
+                world.on_view(group, view, status);
+            }
+            if actions.is_empty() {
+                return g.persist_partition().await;
+            }
+            for action in actions {
+                let durable = match &action {
+                    Action::WritePrepare { message } => Some((message.header.op, message.header.checksum)),
+                    _ => None,
+                };
+                // A checkpoint may be durable only once the partition log
+                // holds every offset it counts.
+                if matches!(action, Action::Checkpoint { .. }) {
+                    self.groups[group].persist_partition().await?;
+                }
+                self.execute(group, action, world).await?;
+                if let Some((op, checksum)) = durable {
+                    // Only now, durable: the primary counts its own copy
+                    // toward the quorum, a backup may vouch for it.
+                    self.groups[group].replica.on_prepare_durable(op, checksum);
+                }
+            }
+        }
+        panic!(
+            "replica {} group {:#x} kept asking for actions after {DRAIN_ROUNDS_MAX} rounds",
+            self.config.replica, self.groups[group].namespace
+        );
+    }
+
+    /// Carry out one action. `Err` when the node must stop.
+    async fn execute<W: NodeWorld>(&mut self, group: usize, action: Action, world: &mut W) -> Result<(), NodeStop> {
+        let g = &mut self.groups[group];
+        match action {
+            Action::Send { to, message } => {
+                let command = message.header.command;
+                world.before_send(group, &message.header);
+                g.assert_promise_durable(&message.header);
+                self.links.send_to_replica(g.shard, to, message, world);
+                let promises = matches!(
+                    command,
+                    Command::StartViewChange | Command::DoViewChange | Command::StartView | Command::PrepareOk
+                );
+                if promises && world.after_promise_sent(group, command) == Flow::Stop {
+                    return Err(NodeStop::Halted);
+                }
+                Ok(())
+            }
+            Action::Reply { client, message } => {
+                g.assert_promise_durable(&message.header);
+                let owner = world.client_shard(client);
+                if self.links.hop(g.shard, owner, FrameVariant::ClientReply, world).is_ok() {
+                    world.reply_to_client(owner, client, message);
+                }
+                Ok(())
+            }
+            storage_action => {
+                world.before_storage(group, &storage_action);
+                match g.storage.execute(&storage_action).await {
+                    Ok(()) => match world.after_storage(group, &storage_action, None) {
+                        Flow::Continue => Ok(()),
+                        Flow::Stop => Err(NodeStop::Halted),
+                    },
+                    Err(error) => {
+                        if let (Action::Checkpoint { .. }, StorageError::Journal(JournalError::Corrupt { .. })) =
+                            (&storage_action, &error)
+                        {
+                            shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_CORRUPT);
+                        }
+                        // A failed action may still have reached the disk in
+                        // part; the world learns it before the node stops.
+                        let _ = world.after_storage(group, &storage_action, Some(&error));
+                        Err(NodeStop::Storage { action: action_name(&storage_action), error })
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a state transfer the partition may lack offsets the checkpoint
+    /// counts: ask a random peer for them, a bounded batch per tick.
+    fn request_state_data<W: NodeWorld>(&mut self, group: usize, world: &mut W) {
+        let g = &self.groups[group];
+        let Some(missing) = g.replica.state_machine().missing() else { return };
+        let replica = self.config.replica;
+        if self.config.replica_count < 2 {
+            return;
+        }
+        let peers = u64::from(self.config.replica_count - 1);
+        let draw = world.draw(peers).unwrap_or_else(|| self.io.entropy_u64() % peers);
+        assert!(draw < peers, "a draw stays within its bound");
+        let mut peer = draw as u8;
+        if peer >= replica {
+            peer += 1;
+        }
+        let mut header = Header::new(Command::RequestStateData, self.config.cluster);
+        header.namespace = g.namespace;
+        header.replica = replica;
+        header.context = missing.start;
+        header.request = (missing.end - missing.start).min(STATE_DATA_MESSAGES_MAX);
+        self.links.send_to_replica(g.shard, peer, Message::empty(header), world);
+    }
+
+    /// Serve a peer's `RequestStateData` from this replica's durable
+    /// partition log (nothing when it holds nothing there).
+    async fn serve_state_data<W: NodeWorld>(
+        &mut self,
+        group: usize,
+        from: u8,
+        request: &Header,
+        world: &mut W,
+    ) -> Result<(), NodeStop> {
+        let g = &mut self.groups[group];
+        g.persist_partition().await?;
+        let count = request.request.min(STATE_DATA_MESSAGES_MAX) as usize;
+        let messages = g.replica.state_machine().read(request.context, count).await;
+        let Some((first_offset, _)) = messages.first() else { return Ok(()) };
+        let mut body = Vec::new();
+        body.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+        for (_, payload) in &messages {
+            put_bytes_with_len(&mut body, payload);
+        }
+        let mut answer = Header::new(Command::StateData, self.config.cluster);
+        answer.namespace = request.namespace;
+        answer.replica = self.config.replica;
+        answer.context = *first_offset;
+        self.links.send_to_replica(g.shard, from, Message::new(answer, Rc::from(body)), world);
+        Ok(())
+    }
+
+    /// Take a peer's `StateData` into the partition log. A malformed answer
+    /// is ignored (the request is repeated next tick).
+    async fn fill_state_data<W: NodeWorld>(
+        &mut self,
+        group: usize,
+        message: &Message,
+        world: &mut W,
+    ) -> Result<(), NodeStop> {
+        let mut reader = SnapshotReader::new(&message.body);
+        let Ok(count) = reader.u32() else { return Ok(()) };
+        let mut messages = Vec::new();
+        for _ in 0..count.min(STATE_DATA_MESSAGES_MAX as u32) {
+            let Ok(payload) = reader.bytes_with_len() else { return Ok(()) };
+            messages.push(payload.to_vec());
+        }
+        let g = &mut self.groups[group];
+        let offset = message.header.context;
+        let filled = g.replica.state_machine_mut().fill(offset, &messages).await?;
+        world.on_state_data_filled(group, offset, filled);
+        g.persist_partition().await
+    }
+}

@@ -1,0 +1,122 @@
+//! The state machine of one VSR group: a partition (messages in a durable
+//! partition log) or the metadata group (streams and topics).
+//!
+//! Owns only the dispatch between the two; the machines themselves live in
+//! `partition_sm` and `state_machine`. Generic over `Io`, so the server and
+//! the simulator apply through the same code.
+
+use std::ops::Range;
+use std::path::Path;
+
+use shoal_vsr::io::Io;
+use shoal_vsr::state_machine::SnapshotError;
+use shoal_vsr::{Operation, StateMachine};
+
+use crate::namespace::Namespace;
+use crate::partition_log::PartitionLogError;
+use crate::partition_sm::{PartitionSmError, PartitionStateMachine};
+use crate::state_machine::MetadataState;
+
+/// The metadata group's namespace (streams, topics, partition counts).
+pub const METADATA_NAMESPACE: u64 = 1 << 63;
+
+pub enum GroupMachine<I: Io> {
+    Partition(PartitionStateMachine<I>),
+    Metadata(MetadataState),
+}
+
+// By hand: a derived impl would demand `I: Debug` of every backend.
+impl<I: Io> std::fmt::Debug for GroupMachine<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupMachine::Partition(partition) => f.debug_tuple("Partition").field(partition).finish(),
+            GroupMachine::Metadata(metadata) => f.debug_tuple("Metadata").field(metadata).finish(),
+        }
+    }
+}
+
+/// Where a partition group keeps its segmented log inside the data dir.
+pub fn partition_dir(data_dir: &Path, namespace: u64) -> std::path::PathBuf {
+    data_dir.join(format!("partition-{namespace:016x}"))
+}
+
+impl<I: Io> GroupMachine<I> {
+    /// The machine of the group `namespace`, opened from what the disk holds.
+    pub async fn open(io: &I, data_dir: &Path, namespace: u64) -> Result<GroupMachine<I>, PartitionLogError> {
+        if namespace == METADATA_NAMESPACE {
+            return Ok(GroupMachine::Metadata(MetadataState::new()));
+        }
+        let machine =
+            PartitionStateMachine::open(io.clone(), &partition_dir(data_dir, namespace), Namespace(namespace)).await?;
+        Ok(GroupMachine::Partition(machine))
+    }
+
+    /// Applied messages not yet durable in the partition log.
+    pub fn pending_count(&self) -> usize {
+        match self {
+            GroupMachine::Partition(partition) => partition.pending_count(),
+            GroupMachine::Metadata(_) => 0,
+        }
+    }
+
+    /// Partition offsets a state transfer counted but this disk lacks.
+    pub fn missing(&self) -> Option<Range<u64>> {
+        match self {
+            GroupMachine::Partition(partition) => partition.missing(),
+            GroupMachine::Metadata(_) => None,
+        }
+    }
+
+    pub async fn persist(&mut self) -> Result<(), PartitionSmError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.persist().await,
+            GroupMachine::Metadata(_) => Ok(()),
+        }
+    }
+
+    /// Durable partition messages from `offset` (none for metadata). A read
+    /// error serves nothing: the asker retries another peer.
+    pub async fn read(&self, offset: u64, count: usize) -> Vec<(u64, Vec<u8>)> {
+        match self {
+            GroupMachine::Partition(partition) => partition.read(offset, count).await.unwrap_or_default(),
+            GroupMachine::Metadata(_) => Vec::new(),
+        }
+    }
+
+    pub async fn fill(&mut self, first_offset: u64, messages: &[Vec<u8>]) -> Result<usize, PartitionSmError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.fill(first_offset, messages).await,
+            GroupMachine::Metadata(_) => Ok(0),
+        }
+    }
+
+    pub fn metadata(&self) -> Option<&MetadataState> {
+        match self {
+            GroupMachine::Partition(_) => None,
+            GroupMachine::Metadata(metadata) => Some(metadata),
+        }
+    }
+}
+
+impl<I: Io> StateMachine for GroupMachine<I> {
+    fn apply(&mut self, op: u64, operation: Operation, body: &[u8], timestamp: u64) -> Vec<u8> {
+        match self {
+            GroupMachine::Partition(partition) => partition.apply(op, operation, body, timestamp),
+            GroupMachine::Metadata(metadata) => StateMachine::apply(metadata, op, operation, body, timestamp),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        match self {
+            GroupMachine::Partition(partition) => partition.snapshot(),
+            GroupMachine::Metadata(metadata) => StateMachine::snapshot(metadata),
+        }
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.restore(snapshot),
+            GroupMachine::Metadata(metadata) => StateMachine::restore(metadata, snapshot),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The node: everything between a socket and the replica, generic over `Io`.
+//!
+//! One process runs one `Node`: per VSR group, the driver that executes the
+//! replica's actions under the ordering contract (`driver`), the group's
+//! storage (superblock, journal, checkpoint: `storage`) and state machine
+//! with its partition log (`machine`), state-data serving and filling, and
+//! the timers; per process, the owner table and the hops between shards.
+//! `shoal-server` and `shoal-sim` run this same code: the simulator adds only
+//! the world around it (fault policy, clients, checkers, event loop).
+//!
+//! The node knows neither which network it talks through (`NodeBus`: the
+//! simulated network or the TCP bus) nor whether anyone injects faults or
+//! watches it (`NodeHooks`: every method has a do-nothing default, which is
+//! what the server uses).
+//!
+//! Ordering contract, asserted here and not in the simulator: a message that
+//! promises something (a start_view_change, do_view_change, start_view,
+//! prepare_ok, or a client reply) leaves only once what it promises is
+//! durable. Storage actions run in order, each durable before the next
+//! action; an error stops the node (fail-stop) and it restarts from what the
+//! disk kept.
+//!
+//! Must not touch the wall clock, threads or OS entropy: time and entropy
+//! come from `Io`, so a simulated seed replays bit for bit.
+
+pub mod driver;
+pub mod machine;
+pub mod storage;
+
+use shoal_vsr::header::{Command, Header};
+use shoal_vsr::message::Message;
+use shoal_vsr::replica::{Action, Committed, Status};
+
+use crate::frame::FrameVariant;
+use crate::metrics::DropReason;
+use crate::owner_table::ShardId;
+
+pub use driver::{Group, Node, NodeConfig, Routed, STATE_DATA_MESSAGES_MAX};
+pub use machine::{GroupMachine, METADATA_NAMESPACE, partition_dir};
+pub use storage::{GroupStorage, Promise, StorageConfig, StorageError};
+
+/// The replica type every group of a node runs.
+pub type GroupReplica<I> = shoal_vsr::replica::Replica<GroupMachine<I>>;
+
+/// Where the node's outgoing frames go: the connection a shard holds to a
+/// peer replica or a client. The simulated network and the TCP bus both fit.
+pub trait NodeBus {
+    /// Send `message` to replica `to` on the connection shard `via` holds.
+    fn send_to_replica(&mut self, via: ShardId, to: u8, message: Message);
+    /// Send `message` to `client` on the connection shard `via` holds.
+    fn reply_to_client(&mut self, via: ShardId, client: u128, message: Message);
+    /// The shard that holds `client`'s connection (its replies hop there).
+    fn client_shard(&self, client: u128) -> ShardId;
+}
+
+/// Whether the node goes on after a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop the node now, as a crash would (the simulator's crash at a
+    /// protocol moment); the caller restarts it from its disk.
+    Stop,
+}
+
+/// What the world around a node may observe and inject. The node calls these
+/// at fixed points and never knows what they do; every default does nothing,
+/// which is the server's world. `group` is the index of the group in the node.
+pub trait NodeHooks {
+    /// Before a storage action runs (the simulator arms a disk fault here).
+    fn before_storage(&mut self, _group: usize, _action: &Action) {}
+    /// After a storage action ran: `error` is `None` once it is durable. A
+    /// `Stop` after success crashes the node right after the completion.
+    fn after_storage(&mut self, _group: usize, _action: &Action, _error: Option<&StorageError>) -> Flow {
+        Flow::Continue
+    }
+    /// Just before a message to a peer leaves (the simulator's promises
+    /// checker reads the durable disk here).
+    fn before_send(&mut self, _group: usize, _header: &Header) {}
+    /// Right after a promise-bearing message left.
+    fn after_promise_sent(&mut self, _group: usize, _command: Command) -> Flow {
+        Flow::Continue
+    }
+    /// Ops the group just committed, before any reply announcing them leaves.
+    fn on_committed(&mut self, _group: usize, _committed: &[Committed]) {}
+    /// The group's replica entered a newer view.
+    fn on_view(&mut self, _group: usize, _view: u64, _status: Status) {}
+    /// The replica was offered a canonical log contradicting ops it committed
+    /// (counted by the replica, refused; a safety violation somewhere).
+    fn on_committed_conflict(&mut self, _group: usize, _why: &str) {}
+    /// A frame hops from shard `from` to shard `to` of this process; `Err`
+    /// drops it with that reason (the node counts it in `frame_drops_total`).
+    fn hop(&mut self, _from: ShardId, _to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
+        Ok(())
+    }
+    /// A draw in `0..bound` for a choice the node makes at random (which
+    /// peer to ask for state data). `None` (the default): the node draws
+    /// from `Io` entropy. The simulator answers from its world seed, so a
+    /// seed's fault schedule and the node's choices stay one stream.
+    fn draw(&mut self, _bound: u64) -> Option<u64> {
+        None
+    }
+    /// A peer filled `count` partition messages from `offset` (state data).
+    fn on_state_data_filled(&mut self, _group: usize, _offset: u64, _count: usize) {}
+}
+
+/// The server's world: nothing observes, nothing is injected.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl NodeHooks for NoHooks {}
+
+/// Everything a node needs around it.
+pub trait NodeWorld: NodeBus + NodeHooks {}
+impl<W: NodeBus + NodeHooks> NodeWorld for W {}
+
+/// Why a node stopped. It must restart from its disk.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStop {
+    #[error("{action} failed, the replica stops and restarts from its disk: {error}")]
+    Storage { action: &'static str, error: StorageError },
+    #[error("partition log failed, the replica stops and restarts from its disk: {0}")]
+    PartitionLog(#[from] crate::partition_sm::PartitionSmError),
+    #[error("stopped by the world (a crash at a protocol moment)")]
+    Halted,
+}
+
+/// The name of a storage action, for logs and errors.
+pub fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::WritePrepare { .. } => "write_prepare",
+        Action::TruncateLog { .. } => "truncate_log",
+        Action::WriteSuperblock { .. } => "write_superblock",
+        Action::Checkpoint { .. } => "checkpoint",
+        Action::Send { .. } => "send",
+        Action::Reply { .. } => "reply",
+    }
+}

@@ -1,0 +1,306 @@
+//! One group's storage on one replica: its journal, superblock and
+//! checkpoint file in the data dir, and the execution of the replica's
+//! storage actions against them.
+//!
+//! Every storage action is durable (written and fsynced) before `execute`
+//! returns; an error means the replica must stop (fail-stop) and restart
+//! from what the disk kept. This module also answers the ordering
+//! contract's question, "is what this message promises durable?", from what
+//! its own completed writes made durable (never from the replica's memory).
+//!
+//! Generic over `Io`: the server runs it on the real disk, the simulator on
+//! `SimDisk`, whose futures complete on first poll.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use shoal_vsr::checkpoint;
+use shoal_vsr::header::{Command, Header};
+use shoal_vsr::io::{Io, OpenMode};
+use shoal_vsr::journal::{JournalConfig, PrepareJournal};
+use shoal_vsr::replica::{Action, DurableState, Recovered};
+use shoal_vsr::superblock::{Superblock, SuperblockState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("journal: {0}")]
+    Journal(#[from] shoal_vsr::journal::JournalError),
+    #[error("superblock: {0}")]
+    Superblock(#[from] shoal_vsr::superblock::SuperblockError),
+    #[error("{0}")]
+    Checkpoint(#[from] shoal_vsr::checkpoint::CheckpointError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StorageConfig {
+    pub cluster: u128,
+    pub namespace: u64,
+    pub replica: u8,
+    pub slot_count: u64,
+    pub message_size_max_bytes: u32,
+}
+
+impl StorageConfig {
+    pub fn journal(&self) -> JournalConfig {
+        JournalConfig {
+            slot_count: self.slot_count,
+            message_size_max_bytes: self.message_size_max_bytes,
+            cluster: self.cluster,
+            namespace: self.namespace,
+        }
+    }
+}
+
+/// What an outgoing message promises is durable on the sender's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promise {
+    /// A start_view_change: the durable view is at least `view`.
+    View { view: u64 },
+    /// A do_view_change (`log_view` from its context) or a start_view
+    /// (`log_view == view`): the durable view and log_view are at least these.
+    ViewAndLogView { view: u64, log_view: u64 },
+    /// A prepare_ok: the prepare `op` with `checksum` survives a crash.
+    Prepare { op: u64, checksum: u128 },
+    /// A client reply: the op it answers is durable here (in the journal or
+    /// under the checkpoint), so a restart cannot take back what it told.
+    Reply { op: u64 },
+}
+
+impl Promise {
+    /// The promise `header` makes, if its command makes one.
+    pub fn of(header: &Header) -> Option<Promise> {
+        match header.command {
+            Command::StartViewChange => Some(Promise::View { view: header.view }),
+            Command::StartView => Some(Promise::ViewAndLogView { view: header.view, log_view: header.view }),
+            Command::DoViewChange => Some(Promise::ViewAndLogView { view: header.view, log_view: header.context }),
+            // A prepare_ok carries the prepare's checksum in `parent`.
+            Command::PrepareOk => Some(Promise::Prepare { op: header.op, checksum: header.parent }),
+            Command::Reply if header.op > 0 => Some(Promise::Reply { op: header.op }),
+            _ => None,
+        }
+    }
+}
+
+pub struct GroupStorage<I: Io> {
+    io: I,
+    dir: PathBuf,
+    config: StorageConfig,
+    journal: PrepareJournal<I>,
+    superblock: Superblock<I>,
+    /// The prepares this storage knows are durable above the snapshot, by
+    /// op: read back valid at open (after the journal synced itself), or
+    /// written and fsynced since; dropped by a truncation or a drain. Kept
+    /// here rather than read from the journal's index: the ordering contract
+    /// is about what reached the disk, whatever the index makes of it.
+    durable_prepares: BTreeMap<u64, u128>,
+    /// Ops written to the journal since its last successful fsync: not yet
+    /// durable, so nothing may promise them. (Empty between actions today;
+    /// it keeps the contract checkable once writes overlap in group commit.)
+    unsynced_ops: BTreeSet<u64>,
+}
+
+impl<I: Io> std::fmt::Debug for GroupStorage<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupStorage")
+            .field("dir", &self.dir)
+            .field("namespace", &self.config.namespace)
+            .field("snapshot_op", &self.journal.snapshot_op())
+            .field("op_max", &self.journal.op_max())
+            .finish()
+    }
+}
+
+impl<I: Io> GroupStorage<I> {
+    /// Format a new replica's group storage in `dir`.
+    pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
+        let journal = PrepareJournal::create(io, dir, config.journal()).await?;
+        let superblock = Superblock::create(io, dir, config.cluster, config.namespace, config.replica).await?;
+        Ok(GroupStorage {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            config,
+            journal,
+            superblock,
+            durable_prepares: BTreeMap::new(),
+            unsynced_ops: BTreeSet::new(),
+        })
+    }
+
+    /// Format a replica's storage again after its disk was lost, for a
+    /// cluster that already exists: the replica must rejoin before it votes.
+    pub async fn format_rejoining(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
+        let mut storage = GroupStorage::format(io, dir, config).await?;
+        // Durable before the replica runs: a crash before the rejoin
+        // completes must restart it rejoining, never as a voter of view 0.
+        let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
+        storage.superblock.write(state).await?;
+        Ok(storage)
+    }
+
+    /// Open after a crash: what the disk kept, as the replica needs it.
+    pub async fn open(io: &I, dir: &Path, config: StorageConfig) -> Result<(GroupStorage<I>, Recovered), StorageError> {
+        GroupStorage::open_inner(io, dir, config, true).await
+    }
+
+    /// Open to look (a tool, or the simulator's fault injector picking a
+    /// slot): no drain is finished here, so the restart that follows sees
+    /// what it left out.
+    pub async fn open_to_inspect(
+        io: &I,
+        dir: &Path,
+        config: StorageConfig,
+    ) -> Result<(GroupStorage<I>, Recovered), StorageError> {
+        GroupStorage::open_inner(io, dir, config, false).await
+    }
+
+    async fn open_inner(
+        io: &I,
+        dir: &Path,
+        config: StorageConfig,
+        settle: bool,
+    ) -> Result<(GroupStorage<I>, Recovered), StorageError> {
+        settle_small_files(io, dir).await;
+        let superblock =
+            Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
+        let (mut journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        let checkpoint = checkpoint::read_checkpoint(io, dir, config.namespace).await?;
+        // A checkpoint durable past the journal's snapshot: finish the drain
+        // that failed, and remember what it had to leave out as faulty.
+        let mut settled_faulty = false;
+        if let Some(checkpoint) = checkpoint.as_ref().filter(|_| settle) {
+            let left_out = journal.settle_to_checkpoint(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
+            settled_faulty = !left_out.is_empty();
+        }
+        let scan = journal.scan().await?;
+        let state = superblock.state();
+        let recovered = Recovered {
+            durable: DurableState {
+                view: state.view,
+                log_view: state.log_view,
+                commit: state.commit,
+                view_headers: state.view_headers.clone(),
+                rejoining: state.rejoining,
+            },
+            checkpoint,
+            entries: scan.entries,
+            journal_faulty: settled_faulty || !scan.corrupt_ops.is_empty(),
+        };
+        let durable_prepares = recovered.entries.iter().map(|(header, _)| (header.op, header.checksum)).collect();
+        let storage = GroupStorage {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            config,
+            journal,
+            superblock,
+            durable_prepares,
+            unsynced_ops: BTreeSet::new(),
+        };
+        Ok((storage, recovered))
+    }
+
+    pub fn journal(&self) -> &PrepareJournal<I> {
+        &self.journal
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// Run one storage action to durability. Messages are not storage: the
+    /// caller sends them.
+    pub async fn execute(&mut self, action: &Action) -> Result<(), StorageError> {
+        match action {
+            Action::WritePrepare { message } => {
+                let (op, checksum) = (message.header.op, message.header.checksum);
+                // The slot is being replaced: whatever it held is no longer
+                // promised, even if this write fails half way.
+                self.durable_prepares.remove(&op);
+                self.journal.write_prepare(&message.header, &message.body).await?;
+                self.unsynced_ops.insert(op);
+                self.journal.sync().await?;
+                // Every earlier write is durable now, not only this one.
+                self.unsynced_ops.clear();
+                self.durable_prepares.insert(op, checksum);
+            }
+            Action::TruncateLog { after_op } => {
+                let after = (*after_op).max(self.journal.snapshot_op());
+                // Forgotten before the truncation runs: a failed one may
+                // have cleared some of the slots already.
+                self.durable_prepares.retain(|op, _| *op <= after);
+                self.unsynced_ops.retain(|op| *op <= after);
+                self.journal.truncate_after(after).await?;
+            }
+            Action::WriteSuperblock { state } => {
+                let state = SuperblockState {
+                    view: state.view,
+                    log_view: state.log_view,
+                    commit: state.commit,
+                    view_headers: state.view_headers.clone(),
+                    rejoining: state.rejoining,
+                };
+                self.superblock.write(state).await?;
+            }
+            Action::Checkpoint { checkpoint } => {
+                checkpoint::write_checkpoint(&self.io, &self.dir, self.config.namespace, checkpoint).await?;
+                // Only once the checkpoint is durable may the journal forget
+                // the ops it covers.
+                self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
+                // The checkpoint vouches for these now (see `check_durable`).
+                self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);
+            }
+            Action::Send { .. } | Action::Reply { .. } => {
+                unreachable!("a message is sent by the driver, not written by storage")
+            }
+        }
+        Ok(())
+    }
+
+    /// Is `promise` durable, as far as this storage's own completed writes
+    /// know? `Err` says what is missing. The superblock's state changes only
+    /// once its write is fsynced, and a journal op counts only once synced.
+    pub fn check_durable(&self, promise: Promise) -> Result<(), String> {
+        let state = self.superblock.state();
+        let prepare_durable = |op: u64| -> Option<u128> {
+            if self.unsynced_ops.contains(&op) {
+                return None;
+            }
+            self.durable_prepares.get(&op).copied()
+        };
+        match promise {
+            Promise::View { view } if state.view >= view => Ok(()),
+            Promise::View { view } => Err(format!("durable view is {}, the message promises view {view}", state.view)),
+            Promise::ViewAndLogView { view, log_view } if state.view >= view && state.log_view >= log_view => Ok(()),
+            Promise::ViewAndLogView { view, log_view } => Err(format!(
+                "durable view/log_view are {}/{}, the message promises {view}/{log_view}",
+                state.view, state.log_view
+            )),
+            // A checkpoint that covers the op vouches for it too.
+            Promise::Prepare { op, .. } if op <= self.journal.snapshot_op() => Ok(()),
+            Promise::Prepare { op, checksum } => match prepare_durable(op) {
+                Some(durable) if durable == checksum => Ok(()),
+                Some(_) => Err(format!("the durable prepare at op {op} has another checksum")),
+                None => Err(format!("prepare op {op} is not durable in the journal")),
+            },
+            Promise::Reply { op } if op <= self.journal.snapshot_op() || prepare_durable(op).is_some() => Ok(()),
+            Promise::Reply { op } => Err(format!("replied op {op} is not durable in the journal")),
+        }
+    }
+}
+
+/// Recovery never trusts the page cache: after a process crash the
+/// superblock and checkpoint files may read back state a failed fsync never
+/// made durable (Linux marks those pages clean), and a replica that acted on
+/// it would forget it at the next power loss (a vote for a view it no longer
+/// knows). Settle every small file first; the journal settles itself.
+/// A file that cannot be settled (a read error) is left to its own open,
+/// which reports it.
+async fn settle_small_files<I: Io>(io: &I, dir: &Path) {
+    let Ok(paths) = io.list_dir(dir).await else { return };
+    for path in paths {
+        let is_journal = path.extension().is_some_and(|extension| extension == "wal" || extension == "tmp");
+        if !is_journal {
+            let _ = shoal_vsr::journal::settle_file(io, &path).await;
+        }
+    }
+    let _ = io.sync_dir(dir).await;
+}
