@@ -341,7 +341,7 @@ fn record_status(node: &Node<RealIo>, metrics: &ServerMetrics) {
 
 /// The bus tasks; they run until this is dropped.
 struct Bus {
-    _tasks: Vec<compio::runtime::Task<()>>,
+    _tasks: Vec<compio::runtime::JoinHandle<()>>,
 }
 
 async fn start_bus(
