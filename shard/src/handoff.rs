@@ -2,20 +2,27 @@
 //! hands the encoded snapshot bundle to every other shard.
 //!
 //! Owns the replay of the metadata VSR group's durable state
-//! (`replay_metadata`: superblock, checkpoint file and prepare journal of
-//! namespace `METADATA`, opened for writing by shard 0 only; any other shard
-//! may replay read-only, which cannot mutate a byte), the single-shot channel
-//! the bundle travels on, the reading and durable writing of a standalone
-//! metadata snapshot file, and the two waits: `broadcast_snapshot` (shard 0 waits until every peer took the
-//! bundle) and `await_snapshot` (a peer waits for it). Both poll the shutdown
-//! flag with `Io::sleep(HANDOFF_POLL_INTERVAL_NS)` between polls and give up at
-//! a named deadline, so a shard 0 that dies first strands no peer: the peer
-//! returns `HandoffError::ShutDown` (or `ShardZeroGone`) instead of waiting
-//! forever. Knows nothing of routing, threads or compio.
+//! (`replay_metadata_group`: superblock, checkpoint file and prepare journal
+//! of namespace `METADATA`, opened for writing by shard 0 only; any other
+//! shard may replay read-only, which cannot mutate a byte), the single-shot
+//! channel the bundle travels on, the reading and durable writing of a
+//! standalone metadata snapshot file, and the two waits: `broadcast_snapshot`
+//! (shard 0 waits until every peer took the bundle) and `await_snapshot` (a
+//! peer waits for it). Both poll the shutdown flag with
+//! `Io::sleep(HANDOFF_POLL_INTERVAL_NS)` between polls and give up at a named
+//! deadline, so a shard 0 that dies first strands no peer: the peer returns
+//! `HandoffError::ShutDown` (or `ShardZeroGone`) instead of waiting forever.
+//! Knows nothing of routing, threads or compio.
 //!
-//! Must not touch the VSR protocol: replay applies only what the superblock
-//! says is committed and never writes a prepare or a superblock; repairing a
-//! gap is the replica's job (from peers), so a gap is a typed error here.
+//! One apply path: a replay is the replica's own recovery. It reads the
+//! durable state as a restart reads it (`Recovered`), lets `Replica::open`
+//! with the metadata state machine apply what it may, and reads the state
+//! back from the replica, so a replay and a restart cannot disagree. The
+//! writable replay first does what a restart does before the replica runs
+//! (settle the superblock and checkpoint files, finish an interrupted
+//! checkpoint drain); it runs none of the replica's actions, so it never
+//! writes a prepare or a superblock. Repairing a gap is the running replica's
+//! job (from peers), so a gap in the committed prefix is a typed error here.
 //!
 //! Invariant: only `ShardId::METADATA` opens the metadata WAL (or the snapshot
 //! file) for writing.
@@ -24,17 +31,22 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use shoal_vsr::checkpoint::{CheckpointError, read_checkpoint};
-use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path};
-use shoal_vsr::sessions::{ClientSessions, RequestVerdict};
-use shoal_vsr::state_machine::{SnapshotError, SnapshotReader};
-use shoal_vsr::superblock::{Superblock, SuperblockError};
-use shoal_vsr::{Command, Header, Io, IoFile, OpenMode, Operation};
+use std::collections::BTreeMap;
+
+use shoal_vsr::checkpoint::{CheckpointError, checkpoint_path, read_checkpoint};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path, settle_file};
+use shoal_vsr::replica::{
+    Checkpoint, Committed, DurableState, PIPELINE_PREPARES_MAX, Recovered, VIEW_HEADERS_MAX, root_header,
+};
+use shoal_vsr::sessions::{CLIENT_SESSIONS_LIMIT, CLIENT_SESSIONS_MAX, ClientSessions};
+use shoal_vsr::state_machine::SnapshotError;
+use shoal_vsr::superblock::{Superblock, SuperblockError, superblock_path};
+use shoal_vsr::{Header, Io, IoFile, OpenMode, Operation, Replica, ReplicaConfig};
 
 use crate::lifecycle::ShutdownFlag;
 use crate::namespace::Namespace;
 use crate::owner_table::ShardId;
-use crate::state_machine::{CodecError, MetadataRequest, MetadataState};
+use crate::state_machine::{CodecError, MetadataReply, MetadataState, decode_reply};
 
 /// How long a handoff wait sleeps between looks at its channel and the flag.
 pub const HANDOFF_POLL_INTERVAL_NS: u64 = 1_000_000;
@@ -48,6 +60,13 @@ pub const METADATA_JOURNAL_SLOT_COUNT: u64 = 1024;
 /// The largest metadata prepare (header + body): a request carries at most
 /// two ids, a name of `NAME_SIZE_MAX_BYTES` and a partition count.
 pub const METADATA_MESSAGE_SIZE_MAX_BYTES: u32 = 4096;
+
+/// The checkpoint interval of the metadata replica a replay recovers. A
+/// replay runs none of the replica's actions, so it never checkpoints; the
+/// interval only has to fit the journal, as the replica asserts at start.
+pub const METADATA_CHECKPOINT_INTERVAL_OPS: u64 = METADATA_JOURNAL_SLOT_COUNT / 2;
+const _: () = assert!(METADATA_CHECKPOINT_INTERVAL_OPS + (VIEW_HEADERS_MAX as u64) < METADATA_JOURNAL_SLOT_COUNT);
+const _: () = assert!((VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) < METADATA_JOURNAL_SLOT_COUNT as usize);
 
 /// The geometry of the metadata group's journal. Fixed: a journal written
 /// with another geometry is refused at open (`ConfigMismatch`).
@@ -115,6 +134,10 @@ pub enum HandoffError {
         "metadata group in {dir:?} is incomplete: {reason}; this replica must repair its metadata group from peers (or, if it never held data, remove the data directory)"
     )]
     MetadataIncomplete { dir: PathBuf, reason: &'static str },
+    #[error(
+        "metadata group settings are invalid (replica {replica} of replica_count {replica_count}, client_sessions_max {client_sessions_max}): the replica index must be below the replica count and client_sessions_max in 1..={limit}; fix the cluster settings"
+    )]
+    MetadataGroupConfig { replica: u8, replica_count: u8, client_sessions_max: usize, limit: usize },
     #[error(
         "committed metadata op {op} (commit {commit}) {reason}: this replica must repair its metadata group from peers before it serves"
     )]
@@ -230,36 +253,100 @@ impl<T> Drop for OneShotReceiver<T> {
     }
 }
 
+/// Who this process is in the metadata group: everything the replica's own
+/// recovery depends on besides the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataGroup {
+    pub cluster: u128,
+    pub replica: u8,
+    /// With 1, the replica is its own quorum: at restart it commits every
+    /// durable prepare that chains, not only what the superblock says.
+    pub replica_count: u8,
+    /// The session table's size, the same on every replica of the cluster:
+    /// a smaller table evicts sessions at a register, and then filters the
+    /// evicted clients' requests, so it changes what is applied.
+    pub client_sessions_max: usize,
+}
+
+/// The cluster size a caller that does not state it is replayed with: any
+/// size above 1 recovers the same state (only a single replica commits from
+/// its own journal at restart), and this one admits every replica index.
+const REPLICA_COUNT_UNSTATED: u8 = u8::MAX;
+
+impl MetadataGroup {
+    pub fn new(cluster: u128, replica: u8, replica_count: u8) -> MetadataGroup {
+        MetadataGroup { cluster, replica, replica_count, client_sessions_max: CLIENT_SESSIONS_MAX }
+    }
+
+    fn validate(&self) -> Result<(), HandoffError> {
+        let valid =
+            self.replica < self.replica_count && (1..=CLIENT_SESSIONS_LIMIT).contains(&self.client_sessions_max);
+        if valid {
+            return Ok(());
+        }
+        Err(HandoffError::MetadataGroupConfig {
+            replica: self.replica,
+            replica_count: self.replica_count,
+            client_sessions_max: self.client_sessions_max,
+            limit: CLIENT_SESSIONS_LIMIT,
+        })
+    }
+
+    /// The configuration of the replica a replay recovers. A replay runs no
+    /// action, so the checkpoint interval and the seed (timeout jitter) do not
+    /// reach the recovered state; a running metadata replica picks its own.
+    pub fn replica_config(&self) -> ReplicaConfig {
+        ReplicaConfig {
+            cluster: self.cluster,
+            namespace: Namespace::METADATA.raw(),
+            replica: self.replica,
+            replica_count: self.replica_count,
+            journal_slot_count: METADATA_JOURNAL_SLOT_COUNT,
+            checkpoint_interval_ops: METADATA_CHECKPOINT_INTERVAL_OPS,
+            seed: 0,
+            client_sessions_max: self.client_sessions_max,
+        }
+    }
+}
+
 /// What replaying the metadata group found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataReplay {
     pub state: MetadataState,
+    /// The client sessions as the replica recovered them (the retry filter
+    /// of the metadata group).
+    pub sessions: ClientSessions,
     /// The op of the checkpoint the state started from (0: none).
     pub checkpoint_op: u64,
-    /// The last op applied: the superblock's commit (or the checkpoint's op
-    /// when that is higher).
+    /// The last op applied: the superblock's commit or the checkpoint's op,
+    /// whichever is higher (with one replica: every durable op that chains).
     pub commit: u64,
     /// Ops replayed from the journal: `commit - checkpoint_op`.
     pub ops_replayed: u64,
     /// Of those, metadata requests that changed the state.
     pub requests_applied: u64,
     /// Metadata requests the state machine rejected (or could not decode):
-    /// skipped, exactly as the replica skipped them when they committed.
+    /// committed all the same, with an error reply, and the state unchanged.
     pub requests_rejected: u64,
     /// Requests the client sessions filtered (a duplicate, or no session).
     pub requests_filtered: u64,
-    /// Ops past the superblock's commit found in the journal: not applied.
+    /// Ops the recovered log holds past `commit`: not applied.
     pub ops_uncommitted: u64,
     /// Torn slots after the journal head (cleared when writable).
     pub torn_tail_ops: u64,
+    /// The journal lost prepares past the checkpoint (or a settled drain had
+    /// to leave corrupt ones out): the replica restarts `Recovering` and
+    /// repairs them from peers. The committed prefix above is complete.
+    pub journal_faulty: bool,
+    /// This replay finished a checkpoint drain that a crash interrupted, as a
+    /// restart does (writable replay only).
+    pub drain_settled: bool,
     /// True when this call formatted an empty metadata group (first start).
     pub created: bool,
 }
 
-/// Shard 0 at start-up: open the metadata group in `dir` for writing (format
-/// an empty one on first start), restore its checkpoint and apply the
-/// committed prepares after it. Any other shard gets `NotMetadataShard`; it
-/// receives the catalogue through the handoff (or replays read-only).
+/// Shard 0 at start-up, for a caller that does not state the cluster size:
+/// `replay_metadata_group` as a member of a cluster of several replicas.
 pub async fn replay_metadata<I: Io>(
     io: &I,
     dir: &Path,
@@ -267,147 +354,339 @@ pub async fn replay_metadata<I: Io>(
     replica: u8,
     shard: ShardId,
 ) -> Result<MetadataReplay, HandoffError> {
+    let group = MetadataGroup::new(cluster, replica, REPLICA_COUNT_UNSTATED);
+    replay_metadata_group(io, dir, group, shard).await
+}
+
+/// Shard 0 at start-up: open the metadata group in `dir` for writing (format
+/// an empty one on first start), settle it as a restart does, and recover
+/// the metadata replica from it. Any other shard gets `NotMetadataShard`; it
+/// receives the catalogue through the handoff (or replays read-only).
+pub async fn replay_metadata_group<I: Io>(
+    io: &I,
+    dir: &Path,
+    group: MetadataGroup,
+    shard: ShardId,
+) -> Result<MetadataReplay, HandoffError> {
     if shard != ShardId::METADATA {
         return Err(HandoffError::NotMetadataShard { shard });
     }
-    replay(io, dir, cluster, replica, OpenMode::ReadWrite).await
+    replay(io, dir, group, OpenMode::ReadWrite).await
 }
 
-/// Replay the metadata group without opening anything for writing: usable
-/// from any shard; the journal and superblock are open `ReadOnly`, so a torn
-/// tail stays on disk and no call can mutate them. A missing group is an
-/// error (only shard 0 formats).
+/// `replay_metadata_group_read_only` for a caller that does not state the
+/// cluster size (see `replay_metadata`).
 pub async fn replay_metadata_read_only<I: Io>(
     io: &I,
     dir: &Path,
     cluster: u128,
     replica: u8,
 ) -> Result<MetadataReplay, HandoffError> {
-    replay(io, dir, cluster, replica, OpenMode::ReadOnly).await
+    let group = MetadataGroup::new(cluster, replica, REPLICA_COUNT_UNSTATED);
+    replay_metadata_group_read_only(io, dir, group).await
+}
+
+/// Replay the metadata group without opening anything for writing: usable
+/// from any shard. The journal and superblock are open `ReadOnly`, so a torn
+/// tail stays on disk and no call can mutate them; nothing is settled, and an
+/// interrupted drain stays interrupted (the replica ignores what its
+/// checkpoint covers, so the state is the same). A missing group is an error
+/// (only shard 0 formats).
+pub async fn replay_metadata_group_read_only<I: Io>(
+    io: &I,
+    dir: &Path,
+    group: MetadataGroup,
+) -> Result<MetadataReplay, HandoffError> {
+    replay(io, dir, group, OpenMode::ReadOnly).await
 }
 
 async fn replay<I: Io>(
     io: &I,
     dir: &Path,
-    cluster: u128,
-    replica: u8,
+    group: MetadataGroup,
     mode: OpenMode,
 ) -> Result<MetadataReplay, HandoffError> {
-    let namespace = Namespace::METADATA.raw();
-    let config = metadata_journal_config(cluster);
-    let superblock_error = |source| HandoffError::MetadataSuperblock { dir: dir.to_path_buf(), source };
-    let journal_error = |source| HandoffError::MetadataJournal { dir: dir.to_path_buf(), source };
-    let mut created = false;
-    let superblock = match Superblock::<I>::open(io, dir, cluster, namespace, replica, mode).await {
-        Ok(superblock) => superblock,
-        Err(SuperblockError::Missing { .. }) if mode.writable() => {
-            format_metadata_group(io, dir, config, replica).await?;
-            created = true;
-            Superblock::open(io, dir, cluster, namespace, replica, mode).await.map_err(superblock_error)?
-        }
-        Err(source) => return Err(superblock_error(source)),
-    };
-    let durable = superblock.state().clone();
-    let checkpoint = read_checkpoint(io, dir, namespace)
-        .await
-        .map_err(|source| HandoffError::MetadataCheckpoint { dir: dir.to_path_buf(), source })?;
-    let (journal, recovery) = PrepareJournal::open(io, dir, config, mode).await.map_err(journal_error)?;
+    group.validate()?;
+    let (recovered, disk) = read_durable_state(io, dir, group, mode).await?;
+    recover_replica(group, recovered, disk)
+}
 
-    let mut state = MetadataState::new();
-    let mut sessions = ClientSessions::default();
-    let mut checkpoint_op = 0;
-    let mut previous_checksum = None;
-    if let Some(checkpoint) = &checkpoint {
-        let anchor = &checkpoint.anchor;
-        if anchor.cluster != cluster || anchor.namespace != namespace {
-            return Err(HandoffError::MetadataCheckpoint {
-                dir: dir.to_path_buf(),
-                source: CheckpointError::Corrupt { reason: "its anchor belongs to another cluster or group" },
-            });
-        }
-        // The replica's snapshot: [u32 len][state machine snapshot][sessions].
-        let mut reader = SnapshotReader::new(&checkpoint.snapshot);
-        let state_bytes = reader.bytes_with_len().map_err(HandoffError::MetadataCheckpointSnapshot)?;
-        sessions = ClientSessions::decode(&mut reader, shoal_vsr::sessions::CLIENT_SESSIONS_MAX)
-            .map_err(HandoffError::MetadataCheckpointSnapshot)?;
-        state = MetadataState::decode(state_bytes)?;
-        checkpoint_op = anchor.op;
-        previous_checksum = Some(anchor.checksum);
+/// What reading the disk found besides what the replica needs.
+struct DiskNotes {
+    created: bool,
+    torn_tail_ops: u64,
+    drain_settled: bool,
+}
+
+/// Read the group's durable state as a restart reads it, settling it first
+/// when writable (as a restart does before its replica runs).
+async fn read_durable_state<I: Io>(
+    io: &I,
+    dir: &Path,
+    group: MetadataGroup,
+    mode: OpenMode,
+) -> Result<(Recovered, DiskNotes), HandoffError> {
+    if mode.writable() {
+        settle_small_files(io, dir).await;
     }
-    // A checkpoint is of committed state, so it raises the trusted commit
-    // (the superblock may lag it), as in the replica's own recovery.
-    let commit = durable.commit.max(checkpoint_op);
-    if journal.snapshot_op() > checkpoint_op {
+    let (superblock, created) = open_superblock(io, dir, group, mode).await?;
+    let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;
+    let state = superblock.state().clone();
+    let durable = DurableState {
+        view: state.view,
+        log_view: state.log_view,
+        commit: state.commit,
+        view_headers: state.view_headers,
+        rejoining: state.rejoining,
+    };
+    let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref()).await?;
+    let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
+    if journal.snapshot_op > checkpoint_op {
         // The journal forgot ops that no checkpoint on disk covers.
         return Err(HandoffError::MetadataRepairNeeded {
             op: checkpoint_op + 1,
-            commit,
+            commit: durable.commit.max(checkpoint_op),
             reason: "was drained from the journal but is not in the checkpoint",
         });
     }
+    let notes = DiskNotes { created, torn_tail_ops: journal.torn_tail_ops, drain_settled: journal.drain_settled };
+    let recovered = Recovered { durable, checkpoint, entries: journal.entries, journal_faulty: journal.faulty };
+    Ok((recovered, notes))
+}
+
+/// Let the replica's own recovery apply the committed prefix (the code a
+/// restart runs, so a replay and a restart cannot disagree) and read the
+/// metadata state back from it.
+fn recover_replica(
+    group: MetadataGroup,
+    recovered: Recovered,
+    disk: DiskNotes,
+) -> Result<MetadataReplay, HandoffError> {
+    let diagnosis = Diagnosis::of(&recovered);
+    let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
+    let journal_faulty = recovered.journal_faulty;
+    check_committed_chain(&recovered, root_header(group.cluster, Namespace::METADATA.raw()).checksum)?;
+    let mut replica = Replica::open(group.replica_config(), MetadataState::new(), recovered)
+        .map_err(HandoffError::MetadataCheckpointSnapshot)?;
+    // What the recovered replica asks for next (a view change, a checkpoint,
+    // replies) is for a running replica; a replay runs none of it, so it
+    // never writes a prepare or a superblock and sends nothing.
+    let _actions = replica.take_actions();
+    let commit = replica.commit_min();
+    if commit < diagnosis.trusted_commit {
+        return Err(diagnosis.repair_needed(commit + 1));
+    }
+    // `checkpoint_op` is the checkpoint on disk the state started from; a
+    // single replica may take a newer one in memory as it commits at start.
+    assert!(replica.checkpoint_op() >= checkpoint_op);
+    let committed = replica.take_committed();
     let mut replay = MetadataReplay {
-        state: MetadataState::new(),
+        state: replica.state_machine().clone(),
+        sessions: replica.sessions().clone(),
         checkpoint_op,
         commit,
-        ops_replayed: 0,
+        ops_replayed: commit - checkpoint_op,
         requests_applied: 0,
         requests_rejected: 0,
         requests_filtered: 0,
-        ops_uncommitted: journal.op_max().map_or(0, |head| head.saturating_sub(commit)),
-        torn_tail_ops: recovery.torn_tail_truncated.len() as u64,
-        created,
+        ops_uncommitted: replica.op() - commit,
+        torn_tail_ops: disk.torn_tail_ops,
+        journal_faulty,
+        drain_settled: disk.drain_settled,
+        created: disk.created,
     };
-    let reply_header = Header::new(Command::Reply, cluster);
-    for op in checkpoint_op + 1..=commit {
-        let repair = |reason| HandoffError::MetadataRepairNeeded { op, commit, reason };
-        let (header, body) = match journal.read(op).await {
-            Ok(entry) => entry,
-            Err(JournalError::NotFound { .. } | JournalError::Corrupt { .. }) => {
-                return Err(repair("is missing or corrupt in the journal"));
-            }
-            Err(source) => return Err(journal_error(source)),
-        };
-        debug_assert_eq!(header.op, op);
-        if previous_checksum.is_some_and(|checksum| checksum != header.parent) {
-            return Err(repair("does not chain to the op before it"));
-        }
-        if durable.view_headers.iter().any(|view| view.op == op && view.checksum != header.checksum) {
-            return Err(repair("differs from the superblock's view header (a stale prepare)"));
-        }
-        previous_checksum = Some(header.checksum);
-        // Mirror the replica's apply: sessions filter, then the state machine.
-        match header.operation {
-            Operation::Register => {
-                if sessions.classify(header.client, 0, true) == RequestVerdict::Prepare {
-                    sessions.register(header.client, op, reply_header, op.to_le_bytes().to_vec());
-                }
-            }
-            Operation::Root | Operation::Noop | Operation::Reserved => {}
-            operation => {
-                let fresh =
-                    sessions.classify_request(header.client, header.context, header.request) == RequestVerdict::Prepare;
-                if fresh {
-                    let result = MetadataRequest::decode_body(operation, &body)
-                        .map_err(|error| error.to_string())
-                        .and_then(|request| state.apply(&request).map_err(|error| error.to_string()));
-                    match result {
-                        Ok(()) => replay.requests_applied += 1,
-                        Err(error) => {
-                            tracing::debug!(op, %error, "committed metadata request rejected on replay");
-                            replay.requests_rejected += 1;
-                        }
-                    }
-                    sessions.record(header.client, header.request, op, reply_header, Vec::new());
-                } else {
-                    replay.requests_filtered += 1;
-                }
-            }
-        }
-        replay.ops_replayed += 1;
-    }
-    assert_eq!(replay.ops_replayed, commit - checkpoint_op);
-    replay.state = state;
+    assert_eq!(committed.len() as u64, replay.ops_replayed, "a restart applies each op past the checkpoint once");
+    assert!(committed.iter().zip(checkpoint_op + 1..).all(|(op, expected)| op.op == expected));
+    count_outcomes(&mut replay, &committed);
     Ok(replay)
+}
+
+/// Open the superblock; shard 0 formats a group that was never formatted.
+async fn open_superblock<I: Io>(
+    io: &I,
+    dir: &Path,
+    group: MetadataGroup,
+    mode: OpenMode,
+) -> Result<(Superblock<I>, bool), HandoffError> {
+    let namespace = Namespace::METADATA.raw();
+    let superblock_error = |source| HandoffError::MetadataSuperblock { dir: dir.to_path_buf(), source };
+    match Superblock::<I>::open(io, dir, group.cluster, namespace, group.replica, mode).await {
+        Ok(superblock) => Ok((superblock, false)),
+        Err(SuperblockError::Missing { .. }) if mode.writable() => {
+            format_metadata_group(io, dir, metadata_journal_config(group.cluster), group.replica).await?;
+            let superblock = Superblock::open(io, dir, group.cluster, namespace, group.replica, mode)
+                .await
+                .map_err(superblock_error)?;
+            Ok((superblock, true))
+        }
+        Err(source) => Err(superblock_error(source)),
+    }
+}
+
+async fn read_metadata_checkpoint<I: Io>(
+    io: &I,
+    dir: &Path,
+    cluster: u128,
+) -> Result<Option<Checkpoint>, HandoffError> {
+    let checkpoint_error = |source| HandoffError::MetadataCheckpoint { dir: dir.to_path_buf(), source };
+    let checkpoint = read_checkpoint(io, dir, Namespace::METADATA.raw()).await.map_err(checkpoint_error)?;
+    if let Some(checkpoint) = &checkpoint
+        && (checkpoint.anchor.cluster != cluster || checkpoint.anchor.namespace != Namespace::METADATA.raw())
+    {
+        return Err(checkpoint_error(CheckpointError::Corrupt {
+            reason: "its anchor belongs to another cluster or group",
+        }));
+    }
+    Ok(checkpoint)
+}
+
+/// What the journal gives the replica's recovery.
+struct RecoveredJournal {
+    entries: Vec<(Header, Vec<u8>)>,
+    faulty: bool,
+    torn_tail_ops: u64,
+    drain_settled: bool,
+    /// The journal forgets every op up to here.
+    snapshot_op: u64,
+}
+
+/// Open the journal and read it as a restart does. Writable: first finish a
+/// checkpoint drain that failed (a crash, or a corrupt live prepare that
+/// stopped the replica), leaving the corrupt live prepares out and reporting
+/// them faulty, exactly as the node does at open; without it the running
+/// replica would write into slots the journal still counts live.
+async fn recover_journal<I: Io>(
+    io: &I,
+    dir: &Path,
+    cluster: u128,
+    mode: OpenMode,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<RecoveredJournal, HandoffError> {
+    let journal_error = |source| HandoffError::MetadataJournal { dir: dir.to_path_buf(), source };
+    let (mut journal, recovery) =
+        PrepareJournal::open(io, dir, metadata_journal_config(cluster), mode).await.map_err(journal_error)?;
+    let checkpoint_op = checkpoint.map_or(0, |checkpoint| checkpoint.anchor.op);
+    let snapshot_op_before = journal.snapshot_op();
+    let mut left_out = Vec::new();
+    if let Some(checkpoint) = checkpoint.filter(|_| mode.writable()) {
+        left_out = journal
+            .settle_to_checkpoint(checkpoint.anchor.op, checkpoint.anchor.checksum)
+            .await
+            .map_err(journal_error)?;
+        assert!(journal.snapshot_op() >= checkpoint_op, "a settled journal starts at the checkpoint");
+    }
+    let scan = journal.scan().await.map_err(journal_error)?;
+    // Corrupt slots the checkpoint covers are no loss: a settled journal no
+    // longer holds them, and a read-only one must count them the same way.
+    let faulty = !left_out.is_empty() || scan.corrupt_ops.iter().any(|&op| op > checkpoint_op);
+    Ok(RecoveredJournal {
+        entries: scan.entries,
+        faulty,
+        torn_tail_ops: recovery.torn_tail_truncated.len() as u64,
+        drain_settled: journal.snapshot_op() > snapshot_op_before,
+        snapshot_op: journal.snapshot_op(),
+    })
+}
+
+/// Recovery never trusts the page cache (a failed fsync leaves pages that
+/// read back but never reach the disk), so before reading them shard 0
+/// makes the metadata group's superblock and checkpoint durable as read,
+/// as a replica restart does (`settle_small_files` in the simulator's node).
+/// Only this group's files: the directory may hold other groups' files,
+/// which their own shards settle. A file that cannot be settled (missing on
+/// a first start, or a read error) is left to its own open, which reports it.
+async fn settle_small_files<I: Io>(io: &I, dir: &Path) {
+    let namespace = Namespace::METADATA.raw();
+    for path in [superblock_path(dir, namespace), checkpoint_path(dir, namespace)] {
+        let _ = settle_file(io, &path).await;
+    }
+    let _ = io.sync_dir(dir).await;
+}
+
+/// The replica asserts that every op it applies chains onto the op below it;
+/// a committed prefix that does not is a disk it cannot trust, and a restart
+/// would stop on that assertion. Refuse it first, with an error the operator
+/// can act on, looking at the log as the replica merges it: a view header
+/// wins over the journal's entry at its op, and applying stops at the first
+/// op without its body. Deliberately not a full copy of the merge: where the
+/// replica would drop an entry for other reasons (a prepare of an older view
+/// above the view headers) it stops applying there, below the commit, so the
+/// replay fails all the same; this check can only name a later op, never
+/// turn a replay that succeeds into an error.
+fn check_committed_chain(recovered: &Recovered, root_checksum: u128) -> Result<(), HandoffError> {
+    let (checkpoint_op, mut below) = recovered
+        .checkpoint
+        .as_ref()
+        .map_or((0, root_checksum), |checkpoint| (checkpoint.anchor.op, checkpoint.anchor.checksum));
+    let trusted_commit = recovered.durable.commit.max(checkpoint_op);
+    let journal: BTreeMap<u64, &Header> = recovered.entries.iter().map(|(header, _)| (header.op, header)).collect();
+    for op in checkpoint_op + 1..=trusted_commit {
+        let view_header = recovered.durable.view_headers.iter().find(|header| header.op == op);
+        let Some(header) = view_header.or_else(|| journal.get(&op).copied()) else { return Ok(()) };
+        if journal.get(&op).is_none_or(|entry| entry.checksum != header.checksum) {
+            return Ok(()); // no body: the replica stops here; reported as a repair
+        }
+        if header.parent != below {
+            return Err(HandoffError::MetadataRepairNeeded {
+                op,
+                commit: trusted_commit,
+                reason: "does not chain to the op before it",
+            });
+        }
+        below = header.checksum;
+    }
+    Ok(())
+}
+
+/// Why the replica could not apply an op it must: kept from the recovered
+/// state before the replica takes it, for the error message only.
+struct Diagnosis {
+    trusted_commit: u64,
+    view_headers: BTreeMap<u64, u128>,
+    journal: BTreeMap<u64, u128>,
+}
+
+impl Diagnosis {
+    fn of(recovered: &Recovered) -> Diagnosis {
+        let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
+        Diagnosis {
+            trusted_commit: recovered.durable.commit.max(checkpoint_op),
+            view_headers: recovered.durable.view_headers.iter().map(|h| (h.op, h.checksum)).collect(),
+            journal: recovered.entries.iter().map(|(h, _)| (h.op, h.checksum)).collect(),
+        }
+    }
+
+    fn repair_needed(&self, op: u64) -> HandoffError {
+        let stale = matches!(
+            (self.view_headers.get(&op), self.journal.get(&op)),
+            (Some(view), Some(journal)) if view != journal
+        );
+        let reason = if stale {
+            "differs from the superblock's view header (a stale prepare)"
+        } else {
+            "is missing or corrupt in the journal"
+        };
+        HandoffError::MetadataRepairNeeded { op, commit: self.trusted_commit, reason }
+    }
+}
+
+/// Sort what the replica applied into the replay's counts, by its own
+/// verdicts: a request the sessions filtered is not applied; an applied one
+/// changed the state only if the state machine replied Ok.
+fn count_outcomes(replay: &mut MetadataReplay, committed: &[Committed]) {
+    for op in committed {
+        if matches!(op.operation, Operation::Register | Operation::Root | Operation::Noop | Operation::Reserved) {
+            continue;
+        }
+        if !op.applied {
+            replay.requests_filtered += 1;
+        } else if matches!(decode_reply(&op.reply), Ok(MetadataReply::Ok)) {
+            replay.requests_applied += 1;
+        } else {
+            tracing::debug!(op = op.op, "committed metadata request rejected on replay");
+            replay.requests_rejected += 1;
+        }
+    }
 }
 
 /// First start: create the journal, then the superblock. The superblock is

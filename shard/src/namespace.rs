@@ -42,7 +42,8 @@ pub enum NamespaceKind {
     Partition { stream_id: u32, topic_id: u32, partition_id: u32 },
     /// 0: a header that is not bound to any group (pings, registers, …).
     Unbound,
-    /// Top bit set but not `METADATA`: no group has this name.
+    /// Top bit set but not `METADATA`, or stream id 0 with other bits set
+    /// (`Namespace::partition` never makes one): no group has this name.
     Invalid,
 }
 
@@ -93,7 +94,10 @@ impl Namespace {
             NamespaceKind::Metadata
         } else if self.0 == 0 {
             NamespaceKind::Unbound
-        } else if self.0 >> 63 != 0 {
+        } else if self.0 >> 63 != 0 || self.0 >> STREAM_SHIFT == 0 {
+            // Stream ids start at 1: a namespace with stream id 0 names no
+            // partition, and routing it by hash would send it to a shard
+            // with no group for it (found by the frame_route fuzz target).
             NamespaceKind::Invalid
         } else {
             NamespaceKind::Partition {
@@ -189,6 +193,14 @@ mod tests {
     fn zero_is_unbound_not_a_partition() {
         assert_eq!(Namespace(0).kind(), NamespaceKind::Unbound);
         assert_eq!(Namespace::partition(0, 1, 1), Err(NamespaceError::StreamIdZero));
+    }
+
+    #[test]
+    fn stream_id_zero_with_topic_or_partition_bits_is_invalid_not_a_partition() {
+        for raw in [1, 1 << 20, (1 << 40) - 1] {
+            assert_eq!(Namespace(raw).kind(), NamespaceKind::Invalid, "{raw:#x}");
+            assert!(!Namespace(raw).is_partition());
+        }
     }
 
     #[test]

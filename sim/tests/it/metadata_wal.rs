@@ -15,7 +15,7 @@ use shoal_shard::{MetadataRequest, MetadataState, Namespace, ShardId};
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::checkpoint::write_checkpoint;
 use shoal_vsr::journal::{PrepareJournal, journal_path};
-use shoal_vsr::replica::Checkpoint;
+use shoal_vsr::replica::{Checkpoint, root_header};
 use shoal_vsr::sessions::ClientSessions;
 use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
 use shoal_vsr::{Command, HEADER_SIZE_BYTES, Header, Io, Operation};
@@ -23,8 +23,6 @@ use shoal_vsr::{Command, HEADER_SIZE_BYTES, Header, Io, Operation};
 const CLUSTER: u128 = 0x5eed;
 const REPLICA: u8 = 0;
 const CLIENT: u128 = 7;
-/// The parent of op 1: the root prepare of the group (any value chains).
-const ROOT_CHECKSUM: u128 = 0xabc;
 
 fn dir() -> PathBuf {
     PathBuf::from("/data")
@@ -32,6 +30,12 @@ fn dir() -> PathBuf {
 
 fn metadata() -> u64 {
     Namespace::METADATA.raw()
+}
+
+/// The parent of op 1: the root prepare of the group, which the replica's
+/// recovery (and so the replay) checks the chain from.
+fn root_checksum() -> u128 {
+    root_header(CLUSTER, metadata()).checksum
 }
 
 fn create_stream(stream_id: u32, name: &str) -> MetadataRequest {
@@ -131,7 +135,7 @@ fn replay(io: &SimIo) -> Result<MetadataReplay, HandoffError> {
 #[test]
 fn replay_applies_the_committed_prepares_and_skips_rejected_requests() {
     let io = SimIo::new(1);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 6, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 6, true);
     let replayed = replay(&io).unwrap();
     assert_eq!(replayed.state, expected(5));
     assert_eq!(replayed.state.topic(2, 5).unwrap().partition_count, 2);
@@ -146,7 +150,7 @@ fn replay_applies_the_committed_prepares_and_skips_rejected_requests() {
 #[test]
 fn ops_past_the_superblock_commit_are_not_applied() {
     let io = SimIo::new(2);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 3, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 3, true);
     let replayed = replay(&io).unwrap();
     assert_eq!(replayed.state, expected(2));
     assert_eq!(replayed.state.stream(2), None, "op 5 is prepared, not committed");
@@ -181,7 +185,7 @@ fn a_format_that_crashed_before_the_superblock_is_formatted_again() {
     let io = SimIo::new(5);
     block_on_ready(async {
         let mut journal = PrepareJournal::create(&io, &dir(), metadata_journal_config(CLUSTER)).await.unwrap();
-        let (header, body) = &prepares(1, ROOT_CHECKSUM, &history())[0];
+        let (header, body) = &prepares(1, root_checksum(), &history())[0];
         journal.append(header, body).await.unwrap();
         journal.sync().await.unwrap();
     });
@@ -192,7 +196,7 @@ fn a_format_that_crashed_before_the_superblock_is_formatted_again() {
 fn a_crash_between_append_and_fsync_replays_the_durable_commit() {
     for seed in 0..16 {
         let io = SimIo::new(100 + seed);
-        let entries = prepares(1, ROOT_CHECKSUM, &history());
+        let entries = prepares(1, root_checksum(), &history());
         write_group(&io, &entries[..3], 3, true);
         // The primary appends ops 4..=6 and dies before their fsync (and so
         // before it could commit them).
@@ -217,7 +221,7 @@ fn a_crash_between_append_and_fsync_replays_the_durable_commit() {
 #[test]
 fn a_corrupt_slot_in_the_committed_range_asks_for_repair() {
     let io = SimIo::new(6);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 5, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     let config = metadata_journal_config(CLUSTER);
     let path = journal_path(&dir(), metadata());
     // Flip a byte of op 2's body: its body checksum no longer matches.
@@ -228,7 +232,7 @@ fn a_corrupt_slot_in_the_committed_range_asks_for_repair() {
     }
     // A zeroed (lost) op in the middle is a gap: also a repair.
     let io = SimIo::new(7);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 5, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     io.disk().poke(&path, config.slot_offset(4), &[0; HEADER_SIZE_BYTES]).unwrap();
     assert!(matches!(replay(&io), Err(HandoffError::MetadataRepairNeeded { op: 4, .. })));
 }
@@ -236,7 +240,7 @@ fn a_corrupt_slot_in_the_committed_range_asks_for_repair() {
 #[test]
 fn a_torn_tail_past_the_commit_is_not_an_error() {
     let io = SimIo::new(8);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 5, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     let config = metadata_journal_config(CLUSTER);
     let path = journal_path(&dir(), metadata());
     // A torn write of op 6: its slot is garbage and, since a ring copy is
@@ -252,7 +256,7 @@ fn a_torn_tail_past_the_commit_is_not_an_error() {
 #[test]
 fn a_corrupt_superblock_is_a_typed_error() {
     let io = SimIo::new(9);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 5, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     let path = superblock_path(&dir(), metadata());
     let size = io.disk().contents(&path).unwrap().len();
     io.disk().poke(&path, 0, &vec![0x5A; size]).unwrap();
@@ -275,7 +279,7 @@ fn only_shard_zero_replays_for_writing_and_read_only_replay_mutates_nothing() {
     assert!(block_on_ready(replay_metadata_read_only(&io, &dir(), CLUSTER, REPLICA)).is_err());
     assert!(io.disk().contents(&superblock_path(&dir(), metadata())).is_none());
 
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 5, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     let config = metadata_journal_config(CLUSTER);
     let path = journal_path(&dir(), metadata());
     // A torn write of op 6: its slot is garbage and, since a ring copy is
@@ -299,7 +303,7 @@ fn replay_starts_from_the_checkpoint_and_filters_duplicates_by_session() {
     // A retry of request 5 committed twice (e.g. across a failover): the
     // session table filters it, as the replica did.
     ops.push(Op::Request { request: 5, body: create_topic(2, 6, "retry", 1) });
-    let entries = prepares(1, ROOT_CHECKSUM, &ops);
+    let entries = prepares(1, root_checksum(), &ops);
     write_group(&io, &entries, 7, true);
     // Checkpoint at op 3: the state and sessions after register + 2 requests.
     let mut reply = Header::new(Command::Reply, CLUSTER);
@@ -344,7 +348,7 @@ fn replay_starts_from_the_checkpoint_and_filters_duplicates_by_session() {
 #[test]
 fn shard_zero_replays_then_every_peer_receives_the_same_catalogue() {
     let io = SimIo::new(13);
-    write_group(&io, &prepares(1, ROOT_CHECKSUM, &history()), 6, true);
+    write_group(&io, &prepares(1, root_checksum(), &history()), 6, true);
     let shutdown = ShutdownFlag::new();
     let received = Rc::new(RefCell::new(Vec::new()));
     let mut peers = Vec::new();
