@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod bus;
 pub mod config;
 pub mod data_dir;
+pub mod host;
 pub mod metrics;
 pub mod pinning;
 pub mod real_io;

@@ -21,7 +21,12 @@ use shoal_runtime::bootstrap::{
 use shoal_runtime::config::{ConfigError, FileConfig, LogFormat, Overrides, ServerConfig};
 use shoal_runtime::data_dir::{self, Identity, Require};
 use shoal_runtime::pinning::CpuTopology;
+use shoal_runtime::bus::BusMetrics;
+use shoal_runtime::host::{self, HostConfig};
+use shoal_runtime::metrics::ServerMetrics;
 use shoal_runtime::{DriverChoice, RealIo};
+use shoal_shard::metrics::FrameDrops;
+use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 use shoal_shard::handoff::{
     HandoffError, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot, replay_metadata,
 };
@@ -292,6 +297,8 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
     let data_dir = Arc::new(config.data_dir.clone());
     let group = MetadataGroup { cluster: config.cluster, replica: config.replica };
     let fail_shard_zero = args.test_fail_shard_zero.clone();
+    let host = host_config(&config)?;
+    let metrics_address = config.metrics_address;
     let config = BootstrapConfig {
         pin: !args.no_pin,
         driver,
@@ -302,6 +309,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
         let handoff = handoff.clone();
         let data_dir = data_dir.clone();
         let fail_shard_zero = fail_shard_zero.clone();
+        let host = host.clone();
         async move {
             tracing::info!(
                 shard_id = context.shard_id,
@@ -317,8 +325,13 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
                 let receiver = handoff.take_receiver(context.shard_id);
                 peer_start(&context, receiver).await?
             };
-            if served {
-                wait_for_shutdown(&context.io, &context.shutdown).await;
+            match (&host, served) {
+                // Shard 0 hosts every VSR group of this replica (see `host`).
+                (Some(host), true) if context.shard_id == ShardId::METADATA.0 => {
+                    serve_replica(&context, host.clone(), metrics_address).await?;
+                }
+                (_, true) => wait_for_shutdown(&context.io, &context.shutdown).await,
+                (_, false) => {}
             }
             let ran_ms = (context.io.now_ns() - started_ns) / 1_000_000;
             tracing::info!(shard_id = context.shard_id, ran_ms, "shard stopped");
@@ -336,6 +349,60 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
     } else {
         Ok(ExitCode::from(2))
     }
+}
+
+/// The replica's serving settings; `None` when the config names no client
+/// address (the process then only replays and idles, as the skeleton did).
+fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
+    let Some(client_address) = config.client_address else {
+        tracing::warn!("network.client_address is not set: the replica does not serve (set it to run VSR)");
+        return Ok(None);
+    };
+    if config.replica_addresses.len() != usize::from(config.replica_count) {
+        return Err(format!(
+            "cluster.replica_addresses lists {} addresses for {} replicas: list every replica's bus address",
+            config.replica_addresses.len(),
+            config.replica_count
+        ));
+    }
+    Ok(Some(HostConfig {
+        cluster: config.cluster,
+        replica: config.replica,
+        replica_count: config.replica_count,
+        replica_addresses: config.replica_addresses.clone(),
+        client_address,
+        data_dir: config.data_dir.clone(),
+        journal_slot_count: config.journal_slot_count,
+        // Half the journal: a checkpoint drains well before the ring fills.
+        checkpoint_interval_ops: config.journal_slot_count / 2,
+        message_size_max_bytes: config.message_size_max_bytes,
+        client_sessions_max: CLIENT_SESSIONS_MAX,
+    }))
+}
+
+/// Shard 0 after the handoff: serve metrics (when configured) and run the
+/// replica until shutdown. A node that stops (storage error) fails the shard,
+/// and so the process: its supervisor restarts it from the disk.
+async fn serve_replica(
+    context: &ShardContext,
+    host: HostConfig,
+    metrics_address: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let metrics = Arc::new(ServerMetrics::default());
+    let bus_metrics = Arc::new(BusMetrics::default());
+    let drops = Arc::new(FrameDrops::new());
+    let _metrics_task = match metrics_address {
+        Some(address) => {
+            let listener = shoal_runtime::metrics::bind(address).await.map_err(|error| error.to_string())?;
+            let registry = Arc::new(shoal_runtime::metrics::registry(&metrics, bus_metrics.clone(), drops.clone()));
+            tracing::info!(%address, "serving GET /metrics");
+            Some(compio::runtime::spawn(shoal_runtime::metrics::serve(listener, registry)))
+        }
+        None => None,
+    };
+    host::run(context.io.clone(), host, context.shutdown.clone(), metrics, bus_metrics, drops)
+        .await
+        .map_err(|error| format!("replica stopped: {error}"))
 }
 
 type Bundle = Vec<u8>;

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod bus;
+mod cluster;
 mod journal_conformance;
 mod metrics;
 mod real_io;

@@ -219,6 +219,14 @@ impl<I: Io> Node<I> {
         &self.config
     }
 
+    /// Host one more group (a partition whose topic the metadata group just
+    /// committed). Its actions run from the next event on.
+    pub fn add_group(&mut self, group: Group<I>) {
+        assert!(self.config.shard_count.contains(group.shard), "the group runs on a shard of this process");
+        assert!(self.group_of(group.namespace).is_none(), "one group per namespace");
+        self.groups.push(group);
+    }
+
     pub fn group_count(&self) -> usize {
         self.groups.len()
     }
