@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossfire::mpsc::{Array, bounded_blocking_async};
 use crossfire::{AsyncRx, MTx};
+use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::lifecycle::ShutdownFlag;
 use shoal_shard::metrics::FrameDrops;
 use shoal_shard::node::{
@@ -60,8 +61,8 @@ pub struct HostConfig {
     pub replica_addresses: Vec<SocketAddr>,
     pub client_address: SocketAddr,
     pub data_dir: PathBuf,
+    /// Partition groups' journal slots (the metadata group's are fixed).
     pub journal_slot_count: u64,
-    pub checkpoint_interval_ops: u64,
     pub message_size_max_bytes: u32,
     pub client_sessions_max: usize,
 }
@@ -165,24 +166,31 @@ impl NodeHooks for World {
     }
 }
 
-fn storage_config(config: &HostConfig, namespace: u64) -> StorageConfig {
-    StorageConfig {
-        cluster: config.cluster,
-        namespace,
-        replica: config.replica,
-        slot_count: config.journal_slot_count,
-        message_size_max_bytes: config.message_size_max_bytes,
+/// A group's journal geometry: the metadata group's is fixed (the start-up
+/// handoff replays it with the same), partitions take the configured limits.
+fn journal_geometry(config: &HostConfig, namespace: u64) -> (u64, u32) {
+    if namespace == METADATA_NAMESPACE {
+        let journal = metadata_journal_config(config.cluster);
+        return (journal.slot_count, journal.message_size_max_bytes);
     }
+    (config.journal_slot_count, config.message_size_max_bytes)
+}
+
+fn storage_config(config: &HostConfig, namespace: u64) -> StorageConfig {
+    let (slot_count, message_size_max_bytes) = journal_geometry(config, namespace);
+    StorageConfig { cluster: config.cluster, namespace, replica: config.replica, slot_count, message_size_max_bytes }
 }
 
 fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConfig {
+    let (journal_slot_count, _) = journal_geometry(config, namespace);
     ReplicaConfig {
         cluster: config.cluster,
         namespace,
         replica: config.replica,
         replica_count: config.replica_count,
-        journal_slot_count: config.journal_slot_count,
-        checkpoint_interval_ops: config.checkpoint_interval_ops,
+        journal_slot_count,
+        // Half the journal: a checkpoint drains well before the ring fills.
+        checkpoint_interval_ops: journal_slot_count / 2,
         seed,
         client_sessions_max: config.client_sessions_max,
     }
@@ -206,7 +214,8 @@ async fn open_group(io: &RealIo, config: &HostConfig, namespace: u64) -> Result<
         }
         Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
             tracing::info!(namespace = format_args!("{namespace:#x}"), "formatting a new group");
-            let storage = GroupStorage::format(io, dir, storage_config(config, namespace)).await.map_err(storage_error)?;
+            let storage =
+                GroupStorage::format(io, dir, storage_config(config, namespace)).await.map_err(storage_error)?;
             Ok(Group::new(namespace, ShardId::METADATA, storage, Replica::new(replica_config, machine)))
         }
         Err(error) => Err(storage_error(error)),
@@ -353,22 +362,26 @@ async fn start_bus(
     drops: &Arc<FrameDrops>,
 ) -> Result<Bus, HostError> {
     let local = Peer::Replica(config.replica);
-    let bus_config = BusConfig { message_size_max_bytes: config.message_size_max_bytes, ..BusConfig::new(config.cluster, local) };
+    let bus_config =
+        BusConfig { message_size_max_bytes: config.message_size_max_bytes, ..BusConfig::new(config.cluster, local) };
     let ownership = Ownership { table: owners.clone(), shard: ShardId::METADATA };
     let on_event = on_event(outboxes.clone(), inbound, drops.clone());
     let replica_address = config.replica_addresses[usize::from(config.replica)];
     let bind = |what, address, expect| {
         let (bus_config, metrics) = (bus_config.clone(), metrics.clone());
         async move {
-            Listener::bind(address, expect, bus_config, metrics)
-                .await
-                .map_err(|source| HostError::Bind { what, address, source })
+            Listener::bind(address, expect, bus_config, metrics).await.map_err(|source| HostError::Bind {
+                what,
+                address,
+                source,
+            })
         }
     };
     let replicas =
         bind("replica bus", replica_address, Expect::Inbound { local_replica: Some(config.replica), clients: false })
             .await?;
-    let clients = bind("clients", config.client_address, Expect::Inbound { local_replica: None, clients: true }).await?;
+    let clients =
+        bind("clients", config.client_address, Expect::Inbound { local_replica: None, clients: true }).await?;
     let mut tasks = Vec::new();
     {
         let (ownership, on_event) = (ownership.clone(), on_event.clone());

@@ -1,4 +1,4 @@
-//! `shoal-server`: the process lifecycle of one replica, as a skeleton.
+//! `shoal-server`: one replica process of a shoal cluster.
 //!
 //! Owns flag parsing, logging set-up, the signal handler, the shard bootstrap
 //! and the start-up metadata handoff: shard 0 opens the metadata group's WAL
@@ -6,8 +6,9 @@
 //! on first start), replays its committed prepares, and hands the encoded
 //! catalogue to every other shard over single-shot channels; the others await
 //! it and never open the WAL. Both sides poll the one shutdown flag, so a
-//! shard 0 that fails first strands no peer. After the handoff each shard runs
-//! until shutdown: no bus or replica is wired in yet.
+//! shard 0 that fails first strands no peer. After the handoff shard 0 runs
+//! the replica (`shoal_runtime::host`: every VSR group on the shared node,
+//! the TCP bus, `GET /metrics`) until shutdown; the other shards idle.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,21 +19,22 @@ use clap::Parser;
 use shoal_runtime::bootstrap::{
     BootstrapConfig, JOIN_TIMEOUT_DEFAULT, ShardContext, install_signal_handler, run_shards, wait_for_shutdown,
 };
+use shoal_runtime::bus::BusMetrics;
 use shoal_runtime::config::{ConfigError, FileConfig, LogFormat, Overrides, ServerConfig};
 use shoal_runtime::data_dir::{self, Identity, Require};
-use shoal_runtime::pinning::CpuTopology;
-use shoal_runtime::bus::BusMetrics;
 use shoal_runtime::host::{self, HostConfig};
 use shoal_runtime::metrics::ServerMetrics;
+use shoal_runtime::pinning::CpuTopology;
 use shoal_runtime::{DriverChoice, RealIo};
-use shoal_shard::metrics::FrameDrops;
-use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 use shoal_shard::handoff::{
-    HandoffError, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot, replay_metadata,
+    HandoffError, MetadataGroup, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot,
+    replay_metadata_group,
 };
 use shoal_shard::lifecycle::ShutdownFlag;
+use shoal_shard::metrics::FrameDrops;
 use shoal_shard::owner_table::ShardId;
 use shoal_vsr::io::Io;
+use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
 /// How long shard 0 runs before an injected `--test-fail-shard-zero` failure:
 /// long enough for its peers to be waiting for the handoff.
@@ -40,12 +42,13 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 
 /// shoal-server: one replica of a shoal cluster.
 ///
-/// SKELETON: this binary implements only the process lifecycle — it parses
-/// flags, reads the CPU topology, spawns one pinned thread per shard (each with
-/// its own compio runtime, io_uring or the polling fallback), has shard 0
-/// replay the metadata WAL in --data-dir and hand the catalogue to the other
-/// shards, and exits cleanly on Ctrl-C (SIGINT/SIGTERM) or when any shard
-/// fails. It does not yet accept connections or run VSR.
+/// It parses flags, reads the CPU topology, spawns one pinned thread per shard
+/// (each with its own compio runtime, io_uring or the polling fallback), has
+/// shard 0 replay the metadata WAL in --data-dir and hand the catalogue to the
+/// other shards, then serve the replica: every VSR group (metadata and each
+/// partition) over the TCP bus to its peers and clients. It exits cleanly on
+/// Ctrl-C (SIGINT/SIGTERM) or when any shard fails (a storage error stops the
+/// replica: restart it from its disk). Today shard 0 hosts every group.
 ///
 /// `shoal-server format ... DIR` creates a data dir with its identity;
 /// `shoal-server start ...` runs a replica on a formatted dir only. Without a
@@ -55,7 +58,7 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 #[command(
     name = "shoal-server",
     version,
-    about = "shoal-server: one replica of a shoal cluster (SKELETON: process lifecycle, metadata WAL replay and handoff only, no network/VSR yet)",
+    about = "shoal-server: one replica of a shoal cluster (VSR over TCP; shard 0 hosts every group for now)",
     long_about,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -291,11 +294,11 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
         cpu_allocation = %config.cpu_allocation,
         shards = cpus.len(),
         ?driver,
-        "starting shards (skeleton: metadata handoff, then idle until shutdown)"
+        "starting shards"
     );
     let handoff = Arc::new(Handoff::new(cpus.len()));
     let data_dir = Arc::new(config.data_dir.clone());
-    let group = MetadataGroup { cluster: config.cluster, replica: config.replica };
+    let group = MetadataGroup::new(config.cluster, config.replica, config.replica_count);
     let fail_shard_zero = args.test_fail_shard_zero.clone();
     let host = host_config(&config)?;
     let metrics_address = config.metrics_address;
@@ -352,7 +355,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
 }
 
 /// The replica's serving settings; `None` when the config names no client
-/// address (the process then only replays and idles, as the skeleton did).
+/// address (the process then only replays the metadata WAL and idles).
 fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
     let Some(client_address) = config.client_address else {
         tracing::warn!("network.client_address is not set: the replica does not serve (set it to run VSR)");
@@ -373,8 +376,6 @@ fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
         client_address,
         data_dir: config.data_dir.clone(),
         journal_slot_count: config.journal_slot_count,
-        // Half the journal: a checkpoint drains well before the ring fills.
-        checkpoint_interval_ops: config.journal_slot_count / 2,
         message_size_max_bytes: config.message_size_max_bytes,
         client_sessions_max: CLIENT_SESSIONS_MAX,
     }))
@@ -444,13 +445,6 @@ impl Handoff {
     }
 }
 
-/// Which metadata group shard 0 replays.
-#[derive(Debug, Clone, Copy)]
-struct MetadataGroup {
-    cluster: u128,
-    replica: u8,
-}
-
 /// Shard 0: open (or format) the metadata WAL, replay its committed prepares,
 /// hand the catalogue to every peer. `Ok(false)`: shutdown came first, stop
 /// without serving.
@@ -469,7 +463,7 @@ async fn shard_zero_start(
         }
         return Err("injected shard 0 error before the metadata handoff".to_string());
     }
-    let replay = replay_metadata(&context.io, data_dir, group.cluster, group.replica, ShardId::METADATA)
+    let replay = replay_metadata_group(&context.io, data_dir, group, ShardId::METADATA)
         .await
         .map_err(|error| format!("shard 0 cannot replay the metadata WAL: {error}"))?;
     let state = &replay.state;

@@ -85,8 +85,10 @@ impl Cluster {
             .args(["--replica-addresses", &list(&self.replica_addresses)])
             .args(["--client-address", &self.client_addresses[index].to_string()])
             .args(["--metrics-address", &self.metrics_addresses[index].to_string()])
+            // Small journals: 128 slots of 16 KiB, 2 MiB per group.
+            .args(["--message-size-max", "16384", "--journal-slot-count", "128"])
             .arg("--no-pin")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -187,14 +189,15 @@ fn read_log(data_dir: &Path, partition: u32) -> Vec<(u64, Vec<u8>)> {
     let messages = std::cell::RefCell::new(Vec::new());
     with_io(DriverChoice::Auto, |io| async {
         let log = PartitionLog::open(io, &dir, PartitionLogConfig::default()).await.unwrap();
-        let mut messages = messages.borrow_mut();
+        let mut read = Vec::new();
         loop {
-            let batch = log.read(messages.len() as u64, 1024).await.unwrap();
+            let batch = log.read(read.len() as u64, 1024).await.unwrap();
             if batch.is_empty() {
                 break;
             }
-            messages.extend(batch);
+            read.extend(batch);
         }
+        *messages.borrow_mut() = read;
     });
     messages.into_inner()
 }

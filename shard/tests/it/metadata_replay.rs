@@ -18,8 +18,8 @@ use shoal_shard::handoff::{
     METADATA_JOURNAL_SLOT_COUNT, METADATA_MESSAGE_SIZE_MAX_BYTES, MetadataGroup, MetadataReplay,
     metadata_journal_config, replay_metadata_group, replay_metadata_group_read_only,
 };
-use shoal_shard::{HandoffError, MetadataRequest, MetadataState, Namespace, ShardId};
 use shoal_shard::node::{GroupStorage, StorageConfig};
+use shoal_shard::{HandoffError, MetadataRequest, MetadataState, Namespace, ShardId};
 use shoal_sim::node::DATA_DIR;
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::checkpoint::{checkpoint_path, read_checkpoint};
@@ -95,7 +95,8 @@ struct Live {
 impl Live {
     fn format(seed: u64, crash_at_checkpoint_after_steps: Option<u64>) -> Live {
         let io = SimIo::new(seed);
-        let storage = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config())).expect("a fresh disk formats");
+        let storage = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config()))
+            .expect("a fresh disk formats");
         let replica = Replica::new(replica_config(1), MetadataState::new());
         Live { io, storage, replica, committed: Vec::new(), crash_at_checkpoint_after_steps, stopped: false }
     }
@@ -216,7 +217,8 @@ struct Restarted {
 }
 
 fn restart(io: &SimIo, replica_count: u8) -> Result<Restarted, String> {
-    let (_storage, recovered) = block_on_ready(GroupStorage::open(io, Path::new(DATA_DIR), storage_config())).map_err(|error| error.to_string())?;
+    let (_storage, recovered) = block_on_ready(GroupStorage::open(io, Path::new(DATA_DIR), storage_config()))
+        .map_err(|error| error.to_string())?;
     let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
     let replica = Replica::open(replica_config(replica_count), MetadataState::new(), recovered)
         .map_err(|error| error.to_string())?;
