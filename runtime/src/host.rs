@@ -201,7 +201,7 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
 async fn open_group(io: &RealIo, config: &HostConfig, namespace: u64) -> Result<Group<RealIo>, HostError> {
     let dir = config.data_dir.as_path();
     let storage_error = |error| HostError::Storage { namespace, dir: dir.to_path_buf(), error };
-    let machine = GroupMachine::open(io, dir, namespace)
+    let machine = GroupMachine::open_in_cluster(io, dir, namespace, config.replica_count)
         .await
         .map_err(|error| HostError::Partition { namespace, error: error.to_string() })?;
     let seed = io.entropy_u64();

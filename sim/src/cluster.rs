@@ -75,8 +75,10 @@ pub use shoal_shard::node::{METADATA_NAMESPACE, STATE_DATA_MESSAGES_MAX};
 /// partition log on the replica's simulated disk.
 pub type GroupReplica = shoal_shard::node::GroupReplica<SimIo>;
 
-fn open_partition(io: &SimIo, namespace: u64) -> Result<GroupMachine<SimIo>, String> {
-    block_on_ready(GroupMachine::open(io, Path::new(DATA_DIR), namespace))
+/// The server's way of opening a group's machine (`open_in_cluster`), so the
+/// simulator runs the same salvage path.
+fn open_partition(io: &SimIo, namespace: u64, replica_count: u8) -> Result<GroupMachine<SimIo>, String> {
+    block_on_ready(GroupMachine::open_in_cluster(io, Path::new(DATA_DIR), namespace, replica_count))
         .map_err(|error| format!("partition log: {error}"))
 }
 
@@ -304,7 +306,8 @@ impl Cluster {
                     block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config(replica, *namespace)))
                         .expect("formatting a fresh disk works");
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                let machine = open_partition(&io, *namespace).expect("a fresh disk opens a partition log");
+                let machine =
+                    open_partition(&io, *namespace, config.replica_count).expect("a fresh disk opens a partition log");
                 groups.push(Group::new(*namespace, *shard, storage, Replica::new(replica_config, machine)));
             }
             let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));

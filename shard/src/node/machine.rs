@@ -13,7 +13,7 @@ use shoal_vsr::state_machine::SnapshotError;
 use shoal_vsr::{Operation, StateMachine};
 
 use crate::namespace::Namespace;
-use crate::partition_log::PartitionLogError;
+use crate::partition_log::{PartitionLogConfig, PartitionLogError};
 use crate::partition_sm::{PartitionSmError, PartitionStateMachine};
 use crate::state_machine::MetadataState;
 
@@ -48,6 +48,35 @@ impl<I: Io> GroupMachine<I> {
         }
         let machine =
             PartitionStateMachine::open(io.clone(), &partition_dir(data_dir, namespace), Namespace(namespace)).await?;
+        Ok(GroupMachine::Partition(machine))
+    }
+
+    /// Like `open`, for a replica of a cluster of `replica_count`: with
+    /// peers, a damaged partition log is cut to its intact prefix instead of
+    /// refused, and what was cut comes back from a peer, proven by the
+    /// checksum chain (`PartitionLog::open_salvaging`). A single replica has
+    /// nobody to ask, so it refuses as `open` does.
+    pub async fn open_in_cluster(
+        io: &I,
+        data_dir: &Path,
+        namespace: u64,
+        replica_count: u8,
+    ) -> Result<GroupMachine<I>, PartitionLogError> {
+        if namespace == METADATA_NAMESPACE || replica_count < 2 {
+            return GroupMachine::open(io, data_dir, namespace).await;
+        }
+        let dir = partition_dir(data_dir, namespace);
+        let config = PartitionLogConfig::default();
+        let (machine, salvage) =
+            PartitionStateMachine::open_salvaging(io.clone(), &dir, Namespace(namespace), config).await?;
+        if let Some(salvage) = salvage {
+            tracing::warn!(
+                namespace = format_args!("{namespace:#x}"),
+                first_lost_offset = salvage.first_lost_offset,
+                damage = %salvage.damage,
+                "partition log damaged: kept the intact prefix, the rest is fetched from peers"
+            );
+        }
         Ok(GroupMachine::Partition(machine))
     }
 

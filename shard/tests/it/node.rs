@@ -168,3 +168,31 @@ fn a_failed_prepare_write_stops_the_backup_before_it_acknowledges() {
     assert!(backup_world.to_replicas.is_empty(), "no prepare_ok after a failed write: {:?}", backup_world.events);
     assert_eq!(backup_world.events, ["failed write_prepare op 1"]);
 }
+
+/// A partition log with a rotten record: a lone replica refuses to open it
+/// (nobody could give the records back), a replica with peers keeps the
+/// intact prefix and opens, the way the server and the simulator both do.
+#[test]
+fn a_damaged_partition_log_is_refused_alone_and_salvaged_with_peers() {
+    use shoal_shard::node::partition_dir;
+    use shoal_shard::partition_log::{PartitionLog, PartitionLogConfig, SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
+
+    let io = MemIo::default();
+    let data_dir = Path::new("/data");
+    let dir = partition_dir(data_dir, namespace());
+    let mut log = block_on(PartitionLog::open(io.clone(), &dir, PartitionLogConfig::default())).unwrap();
+    let messages: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 32]).collect();
+    block_on(log.append(&messages)).unwrap();
+    block_on(log.sync()).unwrap();
+    drop(log);
+    let segment = dir.join(segment_file_name(0));
+    let mut bytes = io.file_bytes(&segment);
+    // A byte inside the third record's payload.
+    bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 2 * (28 + 32) + 30] ^= 1;
+    io.set_file_bytes(&segment, bytes);
+
+    assert!(block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 1)).is_err());
+    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 3)).expect("salvaged");
+    let GroupMachine::Partition(partition) = machine else { panic!("a partition namespace") };
+    assert_eq!(partition.log_next_offset(), 2, "the two records before the damage are kept");
+}

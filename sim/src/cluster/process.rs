@@ -78,7 +78,7 @@ impl Cluster {
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
-            let partition = match open_partition(&io, namespace) {
+            let partition = match open_partition(&io, namespace, self.config.replica_count) {
                 Ok(partition) => partition,
                 Err(error) => {
                     let label = self.group_label(group);
@@ -140,7 +140,8 @@ impl Cluster {
             let config = storage_config(replica, namespace);
             let storage = block_on_ready(GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config))
                 .expect("formatting a wiped disk works");
-            let partition = open_partition(&io, namespace).expect("a wiped disk opens an empty partition log");
+            let partition = open_partition(&io, namespace, self.config.replica_count)
+                .expect("a wiped disk opens an empty partition log");
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replica_state = Replica::rejoin(config, partition);
