@@ -410,6 +410,30 @@ fn a_failed_write_leaves_no_phantom_offsets() {
     assert_eq!(read_all(&log), expected(0..4));
 }
 
+/// Append and sync each batch, then flip one bit of one file (picked by the
+/// inputs). Returns what was written, by offset, and where the bit flipped.
+fn synced_then_one_bit_flipped(
+    io: &MemIo,
+    config: PartitionLogConfig,
+    batches: Vec<Vec<Vec<u8>>>,
+    file_pick: usize,
+    bit_pick: usize,
+) -> (Vec<(u64, Vec<u8>)>, PathBuf, usize) {
+    let mut log = open(io, config).unwrap();
+    let mut model: Vec<(u64, Vec<u8>)> = Vec::new();
+    for batch in batches {
+        let first = block_on(log.append(&batch)).unwrap();
+        model.extend(batch.into_iter().enumerate().map(|(i, m)| (first + i as u64, m)));
+        block_on(log.sync()).unwrap();
+    }
+    drop(log);
+    let paths = io.paths();
+    let path = paths[file_pick % paths.len()].clone();
+    let bit = bit_pick % (io.file_bytes(&path).len() * 8);
+    flip_bit(io, &path, bit);
+    (model, path, bit)
+}
+
 proptest::proptest! {
     /// Any sequence of batches, with a reopen after any of them, reads back
     /// exactly as a plain vector of messages would.
@@ -541,18 +565,7 @@ proptest::proptest! {
     ) {
         let config = PartitionLogConfig { segment_size_max_bytes };
         let io = MemIo::default();
-        let mut log = open(&io, config).unwrap();
-        let mut model: Vec<(u64, Vec<u8>)> = Vec::new();
-        for batch in batches {
-            let first = block_on(log.append(&batch)).unwrap();
-            model.extend(batch.into_iter().enumerate().map(|(i, m)| (first + i as u64, m)));
-            block_on(log.sync()).unwrap();
-        }
-        drop(log);
-        let paths = io.paths();
-        let path = &paths[file_pick % paths.len()];
-        let bit = bit_pick % (io.file_bytes(path).len() * 8);
-        flip_bit(&io, path, bit);
+        let (model, path, bit) = synced_then_one_bit_flipped(&io, config, batches, file_pick, bit_pick);
         if let Ok(log) = open(&io, config) {
             proptest::prop_assert_eq!(read_all(&log), model, "Ok after flipping bit {} of {:?}", bit, path);
         }
@@ -573,22 +586,11 @@ proptest::proptest! {
     ) {
         let config = PartitionLogConfig { segment_size_max_bytes };
         let io = MemIo::default();
-        let mut log = open(&io, config).unwrap();
-        let mut model: Vec<(u64, Vec<u8>)> = Vec::new();
-        for batch in batches {
-            let first = block_on(log.append(&batch)).unwrap();
-            model.extend(batch.into_iter().enumerate().map(|(i, m)| (first + i as u64, m)));
-            block_on(log.sync()).unwrap();
-        }
-        drop(log);
-        let paths = io.paths();
-        let path = &paths[file_pick % paths.len()];
-        let bit = bit_pick % (io.file_bytes(path).len() * 8);
-        flip_bit(&io, path, bit);
+        let (model, path, bit) = synced_then_one_bit_flipped(&io, config, batches, file_pick, bit_pick);
         let (log, salvage) = open_salvaging(&io, config);
         let kept = read_all(&log);
         proptest::prop_assert!(kept.len() <= model.len());
-        proptest::prop_assert_eq!(&kept[..], &model[..kept.len()], "a kept record differs");
+        proptest::prop_assert_eq!(&kept[..], &model[..kept.len()], "a kept record differs after bit {} of {:?}", bit, path);
         match salvage {
             Some(salvage) => proptest::prop_assert_eq!(salvage.first_lost_offset, kept.len() as u64),
             None => proptest::prop_assert_eq!(kept.len(), model.len(), "records lost without a salvage report"),
