@@ -33,14 +33,16 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeMap;
 
-use shoal_vsr::checkpoint::{CheckpointError, checkpoint_path, read_checkpoint};
-use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path, settle_file};
+use shoal_vsr::checkpoint::{CheckpointError, read_checkpoint};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path};
+
+use crate::node::storage::settle_group_files;
 use shoal_vsr::replica::{
     Checkpoint, Committed, DurableState, PIPELINE_PREPARES_MAX, Recovered, VIEW_HEADERS_MAX, root_header,
 };
 use shoal_vsr::sessions::{CLIENT_SESSIONS_LIMIT, CLIENT_SESSIONS_MAX, ClientSessions};
 use shoal_vsr::state_machine::SnapshotError;
-use shoal_vsr::superblock::{Superblock, SuperblockError, superblock_path};
+use shoal_vsr::superblock::{Superblock, SuperblockError};
 use shoal_vsr::{Header, Io, IoFile, OpenMode, Operation, Replica, ReplicaConfig};
 
 use crate::lifecycle::ShutdownFlag;
@@ -427,7 +429,8 @@ async fn read_durable_state<I: Io>(
     mode: OpenMode,
 ) -> Result<(Recovered, DiskNotes), HandoffError> {
     if mode.writable() {
-        settle_small_files(io, dir).await;
+        // As a replica restart does: only this group's files.
+        settle_group_files(io, dir, Namespace::METADATA.raw()).await;
     }
     let (superblock, created) = open_superblock(io, dir, group, mode).await?;
     let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;
@@ -586,21 +589,6 @@ async fn recover_journal<I: Io>(
         drain_settled: journal.snapshot_op() > snapshot_op_before,
         snapshot_op: journal.snapshot_op(),
     })
-}
-
-/// Recovery never trusts the page cache (a failed fsync leaves pages that
-/// read back but never reach the disk), so before reading them shard 0
-/// makes the metadata group's superblock and checkpoint durable as read,
-/// as a replica restart does (`settle_small_files` in the simulator's node).
-/// Only this group's files: the directory may hold other groups' files,
-/// which their own shards settle. A file that cannot be settled (missing on
-/// a first start, or a read error) is left to its own open, which reports it.
-async fn settle_small_files<I: Io>(io: &I, dir: &Path) {
-    let namespace = Namespace::METADATA.raw();
-    for path in [superblock_path(dir, namespace), checkpoint_path(dir, namespace)] {
-        let _ = settle_file(io, &path).await;
-    }
-    let _ = io.sync_dir(dir).await;
 }
 
 /// The replica asserts that every op it applies chains onto the op below it;

@@ -14,12 +14,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use shoal_vsr::checkpoint;
+use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::{JournalConfig, PrepareJournal};
 use shoal_vsr::replica::{Action, DurableState, Recovered};
-use shoal_vsr::superblock::{Superblock, SuperblockState};
+use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -159,7 +159,7 @@ impl<I: Io> GroupStorage<I> {
         config: StorageConfig,
         settle: bool,
     ) -> Result<(GroupStorage<I>, Recovered), StorageError> {
-        settle_small_files(io, dir).await;
+        settle_group_files(io, dir, config.namespace).await;
         let superblock =
             Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
         let (mut journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
@@ -291,16 +291,14 @@ impl<I: Io> GroupStorage<I> {
 /// superblock and checkpoint files may read back state a failed fsync never
 /// made durable (Linux marks those pages clean), and a replica that acted on
 /// it would forget it at the next power loss (a vote for a view it no longer
-/// knows). Settle every small file first; the journal settles itself.
-/// A file that cannot be settled (a read error) is left to its own open,
-/// which reports it.
-async fn settle_small_files<I: Io>(io: &I, dir: &Path) {
-    let Ok(paths) = io.list_dir(dir).await else { return };
-    for path in paths {
-        let is_journal = path.extension().is_some_and(|extension| extension == "wal" || extension == "tmp");
-        if !is_journal {
-            let _ = shoal_vsr::journal::settle_file(io, &path).await;
-        }
+/// knows). Settle the group's own small files first; the journal settles
+/// itself, and other groups' files are settled when those groups open (so
+/// opening N groups settles each file once, not N times). A file that cannot
+/// be settled (missing on a first start, or a read error) is left to its own
+/// open, which reports it. The metadata handoff settles with this too.
+pub async fn settle_group_files<I: Io>(io: &I, dir: &Path, namespace: u64) {
+    for path in [superblock_path(dir, namespace), checkpoint_path(dir, namespace)] {
+        let _ = shoal_vsr::journal::settle_file(io, &path).await;
     }
     let _ = io.sync_dir(dir).await;
 }
