@@ -245,7 +245,7 @@ pub async fn run(
     bus_metrics: Arc<BusMetrics>,
     drops: Arc<FrameDrops>,
 ) -> Result<(), HostError> {
-    let mut groups = vec![open_group(&io, &config, METADATA_NAMESPACE).await?];
+    let metadata = open_group(&io, &config, METADATA_NAMESPACE).await?;
     let shard_count = ShardCount::new(1).expect("one shard");
     let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
     let node_config = NodeConfig {
@@ -256,7 +256,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
     };
     // The catalogue recovered from disk names the partitions to open.
-    let mut node = Node::new(io.clone(), node_config, std::mem::take(&mut groups), owners.clone(), drops.clone());
+    let mut node = Node::new(io.clone(), node_config, vec![metadata], owners.clone(), drops.clone());
     open_new_partitions(&io, &config, &mut node).await?;
 
     let outboxes = Rc::new(RefCell::new(Outboxes::default()));

@@ -410,6 +410,12 @@ fn a_failed_write_leaves_no_phantom_offsets() {
     assert_eq!(read_all(&log), expected(0..4));
 }
 
+/// Up to 5 batches of up to 4 messages of up to 39 bytes, each synced.
+fn synced_batches() -> impl proptest::strategy::Strategy<Value = Vec<Vec<Vec<u8>>>> {
+    use proptest::collection::vec;
+    vec(vec(vec(proptest::prelude::any::<u8>(), 0..40), 1..5), 1..6)
+}
+
 /// Append and sync each batch, then flip one bit of one file (picked by the
 /// inputs). Returns what was written, by offset, and where the bit flipped.
 fn synced_then_one_bit_flipped(
@@ -555,10 +561,7 @@ proptest::proptest! {
     /// intact. Never Ok with fewer or different records.
     #[test]
     fn one_flipped_bit_in_a_synced_log_is_never_silent_loss(
-        batches in proptest::collection::vec(
-            proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..5),
-            1..6,
-        ),
+        batches in synced_batches(),
         segment_size_max_bytes in 60u64..400,
         file_pick in proptest::prelude::any::<usize>(),
         bit_pick in proptest::prelude::any::<usize>(),
@@ -576,10 +579,7 @@ proptest::proptest! {
     /// record), says where it was cut, and opens plainly afterwards.
     #[test]
     fn salvage_after_one_flipped_bit_keeps_an_exact_prefix(
-        batches in proptest::collection::vec(
-            proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..5),
-            1..6,
-        ),
+        batches in synced_batches(),
         segment_size_max_bytes in 60u64..400,
         file_pick in proptest::prelude::any::<usize>(),
         bit_pick in proptest::prelude::any::<usize>(),
