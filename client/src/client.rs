@@ -151,8 +151,10 @@ impl Client {
     }
 
     fn session(&mut self, namespace: u64) -> &mut ClientSession {
-        let config = session_config(&self.config, namespace);
-        self.sessions.entry(namespace).or_insert_with(|| ClientSession::new(config).expect("validated in Client::new"))
+        let config = &self.config;
+        self.sessions
+            .entry(namespace)
+            .or_insert_with(|| ClientSession::new(session_config(config, namespace)).expect("validated in Client::new"))
     }
 
     /// Tick until the group's request in flight has an outcome.
