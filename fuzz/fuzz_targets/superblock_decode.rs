@@ -93,7 +93,14 @@ fuzz_target!(|data: &[u8]| {
         let commit = last.commit + u64::from(input.byte() % 4);
         let count = usize::from(input.byte()) % (SUPERBLOCK_VIEW_HEADERS_MAX + 1);
         let view_headers: Vec<Header> = (0..count).map(|_| header(&mut input, CLUSTER, 16).0).collect();
-        last = SuperblockState { view, log_view, commit, view_headers, rejoining: input.bool() };
+        last = SuperblockState {
+            view,
+            log_view,
+            commit,
+            view_headers,
+            rejoining: input.bool(),
+            nack_floor: last.nack_floor + u64::from(input.byte() % 4),
+        };
         states.push(last.clone());
     }
     let io = SimIo::new(0);

@@ -441,6 +441,7 @@ async fn read_durable_state<I: Io>(
         commit: state.commit,
         view_headers: state.view_headers,
         rejoining: state.rejoining,
+        nack_floor: state.nack_floor,
     };
     let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref()).await?;
     let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);

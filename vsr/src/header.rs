@@ -193,6 +193,47 @@ const OFFSET_OPERATION: usize = 142;
 const OFFSET_VERSION: usize = 143;
 const OFFSET_RESERVED: usize = 144;
 
+/// What a do_view_change says about the prepares its sender never
+/// acknowledged (nacks), kept in the header's `reserved` bytes (zero in
+/// every other command). A do_view_change without them (the flag byte
+/// zero) nacks nothing: the safe reading of a sender that stated nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoViewChangeNacks {
+    /// The sender may have acknowledged prepares at or below this op that
+    /// it no longer holds (its disk was wiped and it rejoined, or its
+    /// journal was faulty): it nacks nothing there.
+    pub floor: u64,
+    /// Bit `i`: the sender holds the body of the `i`-th header of its
+    /// do_view_change body (newest first).
+    pub present: u64,
+}
+
+/// Headers a do_view_change's `present` bits can describe.
+pub const DO_VIEW_CHANGE_PRESENT_BITS: usize = u64::BITS as usize;
+const RESERVED_NACKS_FLAG: usize = 0;
+const RESERVED_NACKS_FLOOR: usize = 8;
+const RESERVED_NACKS_PRESENT: usize = 16;
+const NACKS_STATED: u8 = 1;
+
+impl Header {
+    /// Record a do_view_change's nacks; call before `set_checksums`.
+    pub fn set_do_view_change_nacks(&mut self, nacks: DoViewChangeNacks) {
+        assert_eq!(self.command, Command::DoViewChange, "only a do_view_change carries nacks");
+        self.reserved[RESERVED_NACKS_FLAG] = NACKS_STATED;
+        self.reserved[RESERVED_NACKS_FLOOR..RESERVED_NACKS_FLOOR + 8].copy_from_slice(&nacks.floor.to_le_bytes());
+        self.reserved[RESERVED_NACKS_PRESENT..RESERVED_NACKS_PRESENT + 8].copy_from_slice(&nacks.present.to_le_bytes());
+    }
+
+    /// A do_view_change's nacks, `None` when it states none (then it nacks nothing).
+    pub fn do_view_change_nacks(&self) -> Option<DoViewChangeNacks> {
+        if self.command != Command::DoViewChange || self.reserved[RESERVED_NACKS_FLAG] != NACKS_STATED {
+            return None;
+        }
+        let word = |offset: usize| u64::from_le_bytes(self.reserved[offset..offset + 8].try_into().unwrap());
+        Some(DoViewChangeNacks { floor: word(RESERVED_NACKS_FLOOR), present: word(RESERVED_NACKS_PRESENT) })
+    }
+}
+
 impl Header {
     /// A header with every field zero but `command`, `size` and `version`.
     /// Call `set_checksums` once the fields and body are final.
@@ -413,6 +454,20 @@ mod tests {
             let _ = Header::decode(&bytes);
             let _ = Header::decode_message(&bytes);
         }
+    }
+
+    #[test]
+    fn do_view_change_nacks_round_trip_and_default_to_none() {
+        let mut dvc = Header::new(Command::DoViewChange, 1);
+        assert_eq!(dvc.do_view_change_nacks(), None, "a do_view_change that states nothing nacks nothing");
+        let nacks = DoViewChangeNacks { floor: 41, present: 0b1011 };
+        dvc.set_do_view_change_nacks(nacks);
+        dvc.set_checksums(&[]);
+        let decoded = Header::decode(&dvc.encode()).unwrap();
+        assert_eq!(decoded.do_view_change_nacks(), Some(nacks));
+        let mut other = decoded;
+        other.command = Command::StartView;
+        assert_eq!(other.do_view_change_nacks(), None, "only a do_view_change carries nacks");
     }
 
     #[test]

@@ -40,6 +40,7 @@ macro_rules! mark {
 pub const MARKS: &[&str] = &[
     CHECKPOINT_FROM_NEWER_VIEW,
     DRAIN_CORRUPT,
+    PRIMARY_ABDICATED,
     REFUSE_CONFLICTING_LOG,
     REJOIN_COMPLETED,
     REJOIN_PROBE_ANSWERED,
@@ -47,6 +48,7 @@ pub const MARKS: &[&str] = &[
     SESSION_EVICTED,
     STATE_TRANSFER,
     UNCHAINED_PREPARE_ADOPTED,
+    VIEW_CHANGE_NACK_TRUNCATION,
     VIEW_CHANGE_TRUNCATE,
 ];
 
@@ -55,6 +57,9 @@ pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).
 pub const DRAIN_CORRUPT: &str = "drain_corrupt";
+/// A primary whose pipeline waited too long on a body it could not repair
+/// started the next view (so nacks can truncate what was lost).
+pub const PRIMARY_ABDICATED: &str = "primary_abdicated";
 pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";
@@ -64,6 +69,9 @@ pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
 pub const STATE_TRANSFER: &str = "state_transfer";
+/// A view change truncated uncommitted ops of the canonical log that a nack
+/// quorum never acknowledged.
+pub const VIEW_CHANGE_NACK_TRUNCATION: &str = "view_change_nack_truncation";
 pub const VIEW_CHANGE_TRUNCATE: &str = "view_change_truncate";
 
 #[cfg(test)]

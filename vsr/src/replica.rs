@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-use crate::header::{Command, Header, Operation};
+use crate::header::{Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, Header, Operation};
 use crate::message::{CheckpointBody, Message, decode_headers, encode_headers};
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
@@ -50,6 +50,13 @@ pub const REPAIR_REQUESTS_MAX: usize = 8;
 /// many as those cover is enough for the ops that matter; this bounds the
 /// memory of bodies held outside the log.
 pub const UNCHAINED_PREPARES_MAX: usize = VIEW_HEADERS_MAX;
+/// A primary whose pipeline waits this long on a body it cannot repair
+/// (its only copies may be gone with a wiped disk) starts a view change,
+/// so the do_view_changes' nacks can truncate what no quorum acknowledged.
+pub const PRIMARY_ABDICATE_TICKS: u64 = 2 * NORMAL_TIMEOUT_TICKS;
+
+// A do_view_change says which of its headers' bodies its sender holds.
+const _: () = assert!(VIEW_HEADERS_MAX < DO_VIEW_CHANGE_PRESENT_BITS);
 
 /// Where a message came from, as the transport knows it (not as the header
 /// claims it): a client cannot pose as a replica.
@@ -83,6 +90,10 @@ pub struct DurableState {
     /// vote or acknowledge until it installed a start_view of a view at
     /// least as new as a quorum of peers reports. Cleared by that install.
     pub rejoining: bool,
+    /// This replica may have acknowledged prepares at or below this op that
+    /// its disk no longer holds: its do_view_changes nack nothing there
+    /// (see `Replica::nack_floor`). Never goes down.
+    pub nack_floor: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +198,47 @@ struct DoViewChange {
     op: u64,
     commit_max: u64,
     headers: Vec<Header>,
+    /// `None`: the sender stated no nacks, and so nacks nothing.
+    nacks: Option<DoViewChangeNacks>,
+}
+
+impl DoViewChange {
+    /// The sender is certain it never acknowledged `prepare`, so a quorum
+    /// that acknowledged it cannot have included the sender.
+    ///
+    /// A prepare_ok leaves only once the prepare is durable here, and a
+    /// durable prepare leaves this replica's log only when a view change or
+    /// the hash chain shows it is not part of the canonical history (then
+    /// it was never committed, and nacking it is harmless), or with a
+    /// checkpoint (at or below a commit). The two ways to lose a prepare
+    /// that may have counted toward a quorum, a wiped disk and a faulty
+    /// slot, raise the sender's `floor`: nothing at or below it is nacked.
+    /// Ops below the lowest header sent are not described, so not nacked.
+    fn nacks(&self, prepare: &Header) -> bool {
+        let Some(nacks) = self.nacks else { return false };
+        let op = prepare.op;
+        if op <= nacks.floor || op <= self.commit_max {
+            return false;
+        }
+        if self.headers.last().is_some_and(|lowest| op < lowest.op) {
+            return false;
+        }
+        match self.headers.iter().position(|h| h.op == op) {
+            // Another prepare at `op`, or this one without its body.
+            Some(index) => self.headers[index].checksum != prepare.checksum || nacks.present & (1 << index) == 0,
+            // Nothing at `op`: a gap in the sender's log, or above its head.
+            None => true,
+        }
+    }
+
+    /// The sender holds `prepare`'s body (or stated nothing, so may).
+    fn holds(&self, prepare: &Header) -> bool {
+        let Some(nacks) = self.nacks else { return true };
+        self.headers
+            .iter()
+            .position(|h| h.op == prepare.op)
+            .is_some_and(|index| self.headers[index].checksum == prepare.checksum && nacks.present & (1 << index) != 0)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -286,6 +338,20 @@ pub struct Replica<S: StateMachine> {
     rejoin_nonce: u64,
     /// The view each peer reported for `rejoin_nonce`.
     rejoin_views: BTreeMap<u8, u64>,
+    /// Durable (superblock): this replica may have acknowledged prepares at
+    /// or below this op that it no longer holds, so it may not nack them.
+    /// A wiped disk forgot every prepare_ok its earlier incarnation sent:
+    /// any of those ops is at or below the head of the start_view it
+    /// rejoined through (a committed op is in every later view's log, and
+    /// an op acknowledged in that very view was prepared before the
+    /// start_view answering the rejoin left). A faulty slot likewise, for
+    /// the start_view that ends the `Recovering` it caused. Never goes down.
+    nack_floor: u64,
+    /// Restarted with a faulty journal: a prepare it acknowledged may be
+    /// lost, so the start_view that ends its `Recovering` raises the floor.
+    journal_lost_prepares: bool,
+    /// Primary in Normal: runs while a pipeline op's body is missing here.
+    primary_abdicate_timeout: Timeout,
     sessions: ClientSessions,
     state_machine: S,
     prng: u64,
@@ -307,7 +373,14 @@ impl<S: StateMachine> Replica<S> {
     /// A replica of a new group (empty disk).
     pub fn new(config: ReplicaConfig, state_machine: S) -> Replica<S> {
         let recovered = Recovered {
-            durable: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining: false },
+            durable: DurableState {
+                view: 0,
+                log_view: 0,
+                commit: 0,
+                view_headers: Vec::new(),
+                rejoining: false,
+                nack_floor: 0,
+            },
             checkpoint: None,
             entries: Vec::new(),
             journal_faulty: false,
@@ -326,7 +399,14 @@ impl<S: StateMachine> Replica<S> {
     /// completes restarts it rejoining again.
     pub fn rejoin(config: ReplicaConfig, state_machine: S) -> Replica<S> {
         let recovered = Recovered {
-            durable: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining: true },
+            durable: DurableState {
+                view: 0,
+                log_view: 0,
+                commit: 0,
+                view_headers: Vec::new(),
+                rejoining: true,
+                nack_floor: 0,
+            },
             checkpoint: None,
             entries: Vec::new(),
             journal_faulty: false,
@@ -386,6 +466,9 @@ impl<S: StateMachine> Replica<S> {
             rejoining: recovered.durable.rejoining,
             rejoin_nonce: 0,
             rejoin_views: BTreeMap::new(),
+            nack_floor: recovered.durable.nack_floor,
+            journal_lost_prepares: recovered.journal_faulty,
+            primary_abdicate_timeout: Timeout::new("primary_abdicate", PRIMARY_ABDICATE_TICKS, 0),
             sessions: ClientSessions::with_capacity(config.client_sessions_max),
             state_machine,
             prng: config.seed ^ 0x9E37_79B9_7F4A_7C15 ^ u64::from(config.replica),
@@ -527,6 +610,7 @@ impl<S: StateMachine> Replica<S> {
             &mut self.prepare_retry_timeout,
             &mut self.view_change_retry_timeout,
             &mut self.repair_timeout,
+            &mut self.primary_abdicate_timeout,
         ] {
             timeout.tick();
         }
@@ -779,6 +863,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn tick_primary(&mut self) {
+        if self.abdicates() {
+            return;
+        }
         if Self::periodic(&mut self.commit_heartbeat_timeout) {
             let mut commit = self.new_header(Command::Commit);
             commit.commit = self.commit_max;
@@ -801,6 +888,34 @@ impl<S: StateMachine> Replica<S> {
                 self.actions.push(Action::Send { to, message });
             }
         }
+    }
+
+    /// A primary whose pipeline waits on a body it does not hold, for
+    /// `PRIMARY_ABDICATE_TICKS`, starts the next view: its commit
+    /// heartbeats keep the backups from ever timing out, and if the only
+    /// copies were lost, only a view change's nacks can truncate the op.
+    fn abdicates(&mut self) -> bool {
+        let waiting = self.pipeline.iter().any(|p| !self.has_body(p.op));
+        if !waiting {
+            self.primary_abdicate_timeout.stop();
+            return false;
+        }
+        if !self.primary_abdicate_timeout.is_ticking() {
+            self.primary_abdicate_timeout.start(0);
+            return false;
+        }
+        if !self.primary_abdicate_timeout.fired() {
+            return false;
+        }
+        crate::marks::hit(crate::marks::PRIMARY_ABDICATED);
+        tracing::info!(
+            replica = self.config.replica,
+            view = self.view,
+            "primary abdicates: a pipeline body is missing"
+        );
+        self.primary_abdicate_timeout.stop();
+        self.start_view_change(self.view + 1);
+        true
     }
 
     // --- normal operation: backup -----------------------------------------------
@@ -1381,19 +1496,45 @@ impl<S: StateMachine> Replica<S> {
         }
         self.dvc_sent = true;
         let headers = self.view_headers();
+        let nacks = self.do_view_change_nacks(&headers);
         let mut dvc = self.new_header(Command::DoViewChange);
         dvc.op = self.op;
         dvc.commit = self.commit_max;
         dvc.context = self.log_view;
+        dvc.set_do_view_change_nacks(nacks);
         let primary = self.primary_index(self.view);
         if primary == self.config.replica {
-            let own = DoViewChange { log_view: self.log_view, op: self.op, commit_max: self.commit_max, headers };
+            let own = DoViewChange {
+                log_view: self.log_view,
+                op: self.op,
+                commit_max: self.commit_max,
+                headers,
+                nacks: Some(nacks),
+            };
             self.dvc_from.insert(self.config.replica, own);
             self.maybe_start_view();
         } else {
             let message = Message::new(dvc, Rc::from(encode_headers(&headers)));
             self.actions.push(Action::Send { to: primary, message });
         }
+    }
+
+    /// What this replica's do_view_change says of `headers` (its view
+    /// headers): which bodies it holds, and below which op it nacks nothing.
+    /// Prepares kept aside at restart are held too, though outside the log:
+    /// the floor covers them.
+    fn do_view_change_nacks(&self, headers: &[Header]) -> DoViewChangeNacks {
+        assert!(headers.len() <= DO_VIEW_CHANGE_PRESENT_BITS);
+        let mut present = 0u64;
+        for (index, header) in headers.iter().enumerate() {
+            let held = header.op == self.checkpoint_op
+                || self.log.get(&header.op).is_some_and(|e| e.header.checksum == header.checksum && e.body.is_some());
+            if held {
+                present |= 1 << index;
+            }
+        }
+        let aside = self.unchained.values().map(|m| m.header.op).max().unwrap_or(0);
+        DoViewChangeNacks { floor: self.nack_floor.max(aside), present }
     }
 
     /// The top headers of this replica's log, newest first: what a view
@@ -1433,7 +1574,13 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::ViewChange {
             return self.drop_message("view_already_started");
         }
-        let dvc = DoViewChange { log_view: header.context, op: header.op, commit_max: header.commit, headers };
+        let dvc = DoViewChange {
+            log_view: header.context,
+            op: header.op,
+            commit_max: header.commit,
+            headers,
+            nacks: header.do_view_change_nacks(),
+        };
         self.dvc_from.insert(header.replica, dvc);
         self.svc_from.insert(header.replica);
         self.maybe_send_do_view_change();
@@ -1448,12 +1595,28 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         // The canonical log: highest log_view, then highest op.
-        let canonical =
+        let mut canonical =
             self.dvc_from.values().max_by_key(|dvc| (dvc.log_view, dvc.op)).expect("quorum is not empty").clone();
         // Every prepare carries its primary's commit point, so the canonical
         // head also tells how far the log was committed when it was made.
         let head_commit = canonical.headers.first().map(|h| h.commit).unwrap_or(0);
         let commit_max = self.dvc_from.values().map(|dvc| dvc.commit_max).max().unwrap_or(0).max(head_commit);
+        if let Some(head) = self.nacked_head(&canonical, commit_max) {
+            assert!(head >= commit_max && head < canonical.op, "a nack truncation keeps every known commit");
+            crate::marks::hit(crate::marks::VIEW_CHANGE_NACK_TRUNCATION);
+            tracing::info!(
+                replica = self.config.replica,
+                view = self.view,
+                from = canonical.op,
+                to = head,
+                "view change truncates ops a nack quorum never acknowledged"
+            );
+            canonical.op = head;
+            canonical.headers.retain(|h| h.op <= head);
+        }
+        if self.awaits_more_do_view_changes(&canonical, commit_max) {
+            return;
+        }
         if canonical.op > self.checkpoint_op + self.config.journal_slot_count - 1 {
             // Too far behind to hold the canonical log: catch up by state
             // transfer first; until then the view change times out and the
@@ -1494,6 +1657,62 @@ impl<S: StateMachine> Replica<S> {
         // journal and counts toward the quorum only once durable again
         // (`on_prepare_durable`), like any repaired body of the primary.
         self.adopt_unchained();
+    }
+
+    /// Replicas whose nacks prove that no replication quorum acknowledged a
+    /// prepare: if `nack_quorum` replicas never acknowledged it, at most
+    /// `replica_count - nack_quorum = quorum - 1` did, one short of a
+    /// commit. 3 replicas: quorum 2, nack quorum 2; 5 replicas: quorum 3,
+    /// nack quorum 3. Never more than a quorum, so the do_view_changes a
+    /// view change waits for can always hold enough of them.
+    fn nack_quorum(&self) -> usize {
+        let replicas = self.config.replica_count as usize;
+        let nack_quorum = replicas - self.quorum + 1;
+        assert!(nack_quorum + self.quorum == replicas + 1, "a nack quorum and a quorum share one replica");
+        assert!(nack_quorum >= 1 && nack_quorum <= self.quorum);
+        nack_quorum
+    }
+
+    /// Where the canonical log must end because a nack quorum never
+    /// acknowledged one of its uncommitted prepares (TigerBeetle's nacks in
+    /// the view change): that prepare was never committed, and no prepare
+    /// above it was either (commits are a prefix, the hash chain ties
+    /// each op to the one below). Without this, a prepare whose only copies
+    /// were lost (a wiped disk held them) wedges the new view: its header is
+    /// in the canonical log, and no replica can repair its body.
+    ///
+    /// The lowest nacked op above every known commit wins, provided the
+    /// canonical log holds the header the new head needs.
+    fn nacked_head(&self, canonical: &DoViewChange, commit_max: u64) -> Option<u64> {
+        let nack_quorum = self.nack_quorum();
+        let lowest_first = canonical.headers.iter().rev().filter(|h| h.op > commit_max);
+        for prepare in lowest_first {
+            let nacks = self.dvc_from.values().filter(|dvc| dvc.nacks(prepare)).count();
+            let head = prepare.op - 1;
+            if nacks >= nack_quorum && canonical.headers.iter().any(|h| h.op == head) {
+                return Some(head);
+            }
+        }
+        None
+    }
+
+    /// An uncommitted op of the canonical log whose body no do_view_change
+    /// in hand holds, and that too few of them nack to truncate: the view
+    /// would start and then wait on a repair no replica may be able to
+    /// answer. The do_view_changes still to come may hold it or nack it, so
+    /// the first attempt out of normal status waits for every replica; a
+    /// view change that already timed out does not (a replica that never
+    /// sends one, down or recovering, may hold the body, and can serve its
+    /// repair only once a view has started).
+    fn awaits_more_do_view_changes(&self, canonical: &DoViewChange, commit_max: u64) -> bool {
+        if self.dvc_from.len() >= self.config.replica_count as usize || self.view_change_timeout.attempts() > 0 {
+            return false;
+        }
+        canonical
+            .headers
+            .iter()
+            .filter(|h| h.op > commit_max)
+            .any(|prepare| !self.dvc_from.values().any(|dvc| dvc.holds(prepare)))
     }
 
     fn send_start_view(&mut self, to: u8) {
@@ -1585,6 +1804,13 @@ impl<S: StateMachine> Replica<S> {
         self.advance_commit_max(header.commit.min(header.op));
         let truncate_after = self.install_log(header.op, &headers);
         self.last_timestamp = self.newest_timestamp();
+        if self.rejoining || self.journal_lost_prepares {
+            // What this replica lost may have been acknowledged, and every
+            // such op is at or below this head (`nack_floor`); durable with
+            // the superblock below, before anything of this view is sent.
+            self.nack_floor = self.nack_floor.max(self.op);
+            self.journal_lost_prepares = false;
+        }
         if self.rejoining {
             crate::marks::hit(crate::marks::REJOIN_COMPLETED);
             self.rejoining = false;
@@ -1707,6 +1933,7 @@ impl<S: StateMachine> Replica<S> {
             commit: self.commit_min.max(self.superblock_commit),
             view_headers: self.view_headers(),
             rejoining: self.rejoining,
+            nack_floor: self.nack_floor,
         };
         self.superblock_commit = state.commit;
         self.actions.push(Action::WriteSuperblock { state });

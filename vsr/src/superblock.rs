@@ -37,6 +37,8 @@ const SB_FLAGS: usize = 72;
 const SB_FLAG_REJOINING: u64 = 1;
 const SB_CHECKSUM: usize = 80;
 const SB_VIEW_HEADERS_COUNT: usize = 96;
+/// See `SuperblockState::nack_floor`. Older files hold 0 (no floor).
+const SB_NACK_FLOOR: usize = 104;
 const SB_VIEW_HEADERS: usize = 128;
 const SB_ENCODED_BYTES: usize = SB_VIEW_HEADERS + SUPERBLOCK_VIEW_HEADERS_MAX * HEADER_SIZE_BYTES;
 
@@ -64,6 +66,10 @@ pub struct SuperblockState {
     /// Formatted to rejoin an existing cluster and not yet rejoined: the
     /// replica must not vote (its old promises are lost with its old disk).
     pub rejoining: bool,
+    /// The replica may have acknowledged prepares at or below this op that
+    /// its disk no longer holds (it was wiped and rejoined, or its journal
+    /// was faulty): a do_view_change may not nack them. Never goes down.
+    pub nack_floor: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +128,7 @@ impl CopyRecord {
         out[SB_COMMIT..SB_COMMIT + 8].copy_from_slice(&self.state.commit.to_le_bytes());
         let flags = if self.state.rejoining { SB_FLAG_REJOINING } else { 0 };
         out[SB_FLAGS..SB_FLAGS + 8].copy_from_slice(&flags.to_le_bytes());
+        out[SB_NACK_FLOOR..SB_NACK_FLOOR + 8].copy_from_slice(&self.state.nack_floor.to_le_bytes());
         assert!(self.state.view_headers.len() <= SUPERBLOCK_VIEW_HEADERS_MAX);
         out[SB_VIEW_HEADERS_COUNT..SB_VIEW_HEADERS_COUNT + 4]
             .copy_from_slice(&(self.state.view_headers.len() as u32).to_le_bytes());
@@ -158,6 +165,7 @@ impl CopyRecord {
                 commit: u64_at(SB_COMMIT),
                 view_headers: decode_view_headers(bytes)?,
                 rejoining: u64_at(SB_FLAGS) & SB_FLAG_REJOINING != 0,
+                nack_floor: u64_at(SB_NACK_FLOOR),
             },
         }))
     }
@@ -316,6 +324,7 @@ impl<I: Io> Superblock<I> {
         }
         assert!(state.view >= self.state.view, "view never goes back");
         assert!(state.commit >= self.state.commit, "commit never goes back");
+        assert!(state.nack_floor >= self.state.nack_floor, "the nack floor never goes back");
         let copy = CopyRecord {
             cluster: self.cluster,
             namespace: self.namespace,
@@ -345,7 +354,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn copy() -> impl Strategy<Value = CopyRecord> {
-        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 4]>(), any::<bool>()).prop_map(
+        (any::<u128>(), any::<u64>(), any::<u8>(), any::<[u64; 5]>(), any::<bool>()).prop_map(
             |(cluster, namespace, replica, words, rejoining)| CopyRecord {
                 cluster,
                 namespace,
@@ -357,6 +366,7 @@ mod tests {
                     commit: words[3],
                     view_headers: Vec::new(),
                     rejoining,
+                    nack_floor: words[4],
                 },
             },
         )

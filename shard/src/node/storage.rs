@@ -180,6 +180,7 @@ impl<I: Io> GroupStorage<I> {
                 commit: state.commit,
                 view_headers: state.view_headers.clone(),
                 rejoining: state.rejoining,
+                nack_floor: state.nack_floor,
             },
             checkpoint,
             entries: scan.entries,
@@ -237,6 +238,7 @@ impl<I: Io> GroupStorage<I> {
                     commit: state.commit,
                     view_headers: state.view_headers.clone(),
                     rejoining: state.rejoining,
+                    nack_floor: state.nack_floor,
                 };
                 self.superblock.write(state).await?;
             }

@@ -433,7 +433,7 @@ fn plant_group(io: &SimIo, prepares: &[(Header, Vec<u8>)], commit: u64, view_hea
         }
         journal.sync().await.unwrap();
         let mut superblock = Superblock::create(io, &dir(), CLUSTER, Namespace::METADATA.raw(), 0).await.unwrap();
-        let state = SuperblockState { view, log_view: view, commit, view_headers, rejoining: false };
+        let state = SuperblockState { view, log_view: view, commit, view_headers, rejoining: false, nack_floor: 0 };
         superblock.write(state).await.unwrap();
     });
 }

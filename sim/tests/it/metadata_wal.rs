@@ -122,7 +122,14 @@ fn write_group(io: &SimIo, entries: &[(Header, Vec<u8>)], commit: u64, sync: boo
             journal.sync().await.unwrap();
         }
         superblock
-            .write(SuperblockState { view: 0, log_view: 0, commit, view_headers: Vec::new(), rejoining: false })
+            .write(SuperblockState {
+                view: 0,
+                log_view: 0,
+                commit,
+                view_headers: Vec::new(),
+                rejoining: false,
+                nack_floor: 0,
+            })
             .await
             .unwrap();
     });

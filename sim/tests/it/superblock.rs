@@ -20,7 +20,7 @@ fn open(io: &SimIo) -> Result<Superblock<SimIo>, SuperblockError> {
 }
 
 fn state(view: u64, log_view: u64, commit: u64) -> SuperblockState {
-    SuperblockState { view, log_view, commit, view_headers: Vec::new(), rejoining: false }
+    SuperblockState { view, log_view, commit, view_headers: Vec::new(), rejoining: false, nack_floor: 0 }
 }
 
 #[test]

@@ -62,7 +62,14 @@ pub struct Disk {
 impl Disk {
     fn formatted(rejoining: bool) -> Disk {
         Disk {
-            superblock: DurableState { view: 0, log_view: 0, commit: 0, view_headers: Vec::new(), rejoining },
+            superblock: DurableState {
+                view: 0,
+                log_view: 0,
+                commit: 0,
+                view_headers: Vec::new(),
+                rejoining,
+                nack_floor: 0,
+            },
             checkpoint: None,
             journal: BTreeMap::new(),
             rotten: BTreeSet::new(),

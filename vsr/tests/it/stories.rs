@@ -5,7 +5,7 @@
 use shoal_vsr::header::Command;
 use shoal_vsr::replica::Status;
 
-use crate::harness::{Cluster, Envelope, client};
+use crate::harness::{Cluster, Envelope, Sender, client};
 
 fn is(envelope: &Envelope, command: Command) -> bool {
     envelope.command() == command
@@ -366,7 +366,6 @@ fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
 /// rots or wipes the only copy of an op); this story is the nack protocol's
 /// acceptance test.
 #[test]
-#[ignore = "needs nack truncation in the view change (DESIGN.md, known gaps)"]
 fn uncommitted_ops_whose_only_copy_was_lost_are_truncated_by_the_view_change() {
     let all = [0, 1, 2];
     let mut cluster = only_r1_holds_7_and_8(Headers::ReachR2);
@@ -376,6 +375,205 @@ fn uncommitted_ops_whose_only_copy_was_lost_are_truncated_by_the_view_change() {
     let converged = converge(&mut cluster, &all, 6);
     assert!(converged.is_ok(), "the cluster drops 7 and 8 and goes on: {converged:?}");
     assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// The 5-replica form of the same loss, with no restart to force a view
+/// change: R0 (view 0's primary) prepared 5 and 6 alone, restarted, and its
+/// do_view_change made them part of view 1's log; view 1's primary R1
+/// installed their headers, and R0's disk was lost before anyone repaired
+/// their bodies. R1 keeps sending commit heartbeats, so no backup ever
+/// times out: R1 must abdicate, and view 2's do_view_changes (four
+/// replicas without the bodies, nack quorum 3 of 5) truncate 5 and 6.
+#[test]
+fn a_primary_waiting_on_lost_bodies_abdicates_and_five_replicas_truncate_them() {
+    let all = [0, 1, 2, 3, 4];
+    let mut cluster = Cluster::new(5);
+    register_clients(&mut cluster, 0, 4);
+    cluster.run(&all, 5);
+    assert!(all.iter().all(|&r| cluster.replica(r).commit_min() == 4));
+
+    // R0 prepares 5 and 6; no prepare leaves it.
+    cluster.cut(&[0], &[1, 2, 3, 4]);
+    for index in 0..2 {
+        cluster.append(client(index), 0, 1, format!("only-on-r0-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    assert_eq!(cluster.replica(0).op(), 6);
+    let lost: Vec<u128> = [5, 6].iter().map(|op| cluster.disks[0].journal[op].0.checksum).collect();
+
+    // R0 restarts (a restarted primary never resumes its view): view 1
+    // among R0, R1 and R2, whose canonical log is R0's. Nothing R0 sends
+    // but its votes arrives: no body of 5 or 6 leaves it.
+    cluster.crash(0);
+    cluster.restart(0);
+    cluster.heal();
+    cluster.cut(&[3, 4], &[0, 1, 2]);
+    let r0_votes_only = |e: &Envelope| e.from == Sender::Replica(0) && is(e, Command::Prepare);
+    let started = run_dropping_until(&mut cluster, &[0, 1, 2], 500, r0_votes_only, |c| normal_primary_of(c, 1, 1));
+    assert!(started, "R1 starts view 1");
+    assert_eq!(cluster.replica(1).op(), 6, "view 1's log names R0's 5 and 6");
+    assert!(!cluster.replica(1).has_body(5) && !cluster.replica(1).has_body(6));
+
+    // R0's disk is lost.
+    cluster.wipe_and_rejoin(0);
+    cluster.heal();
+    let _ = shoal_vsr::marks::take();
+    let converged = converge(&mut cluster, &all, 4);
+    assert!(converged.is_ok(), "the cluster drops 5 and 6 and goes on: {converged:?}");
+    let marks = shoal_vsr::marks::take();
+    assert!(marks.contains_key(shoal_vsr::marks::PRIMARY_ABDICATED), "{marks:?}");
+    assert!(marks.contains_key(shoal_vsr::marks::VIEW_CHANGE_NACK_TRUNCATION), "{marks:?}");
+    assert!(cluster.replica(1).view() >= 2, "view 1's primary handed over");
+    for r in all {
+        let held = [5, 6].iter().filter_map(|op| cluster.replica(r).header(*op)).any(|h| lost.contains(&h.checksum));
+        assert!(!held, "replica {r} still holds a lost op");
+    }
+
+    // The clients retry: new ops 5 and 6 commit everywhere.
+    let primary = (0..5).find(|&r| cluster.replica(r).is_primary()).expect("a primary");
+    for index in 0..2 {
+        cluster.append(client(index), primary, 1, format!("retried-{index}").as_bytes());
+        cluster.deliver_all();
+    }
+    let converged = converge(&mut cluster, &all, 6);
+    assert!(converged.is_ok(), "the retries commit: {converged:?}");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// How a backup loses the body of an op it acknowledged.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Loss {
+    /// Its disk is wiped; it rejoins through view 1's start_view.
+    Wipe,
+    /// The op's journal slot rots; it restarts `Recovering` and installs
+    /// view 1's start_view.
+    Rot,
+}
+
+/// Op 5 is committed by R0 (view 0's primary) and R2, and the client is
+/// told. R0 is cut off before anyone else learns it; view 1 (R1) takes R2's
+/// log, and R2 acknowledges 5 again, but R1 never gets the body. Then R2
+/// loses its copy of 5 (`loss`) and installs view 1's start_view: its
+/// header of 5 has no body. When R1 abdicates, the do_view_changes of R1
+/// and R2 both lack the body, and a naive nack (no body, so never
+/// acknowledged) from each is 2 of 3 replicas: a nack quorum, which would
+/// truncate a committed op. R2's nack floor (the head of the start_view
+/// that ended its loss) keeps it from nacking 5; the view change waits
+/// for R0, whose copy survives, and 5 stays.
+fn a_backup_that_lost_an_acknowledged_op_does_not_nack_it(loss: Loss) {
+    let all = [0, 1, 2];
+    let mut cluster = Cluster::new(3);
+    register_clients(&mut cluster, 0, 4);
+    cluster.run(&all, 5);
+    assert!(all.iter().all(|&r| cluster.replica(r).commit_min() == 4));
+
+    // Op 5: R0 and R2 hold it, R0 commits it and replies.
+    cluster.append(client(0), 0, 1, b"committed-by-r0-and-r2");
+    cluster.deliver_where(|e| matches!(e.from, Sender::Client(_)));
+    assert_eq!(cluster.drop_where(|e| e.between(0, 1) && is(e, Command::Prepare)), 1);
+    cluster.deliver_all();
+    assert_eq!(cluster.replica(0).commit_min(), 5);
+    assert!(cluster.replied(client(0), 1), "the client was told op 5 committed");
+    let committed = cluster.replica(0).header(5).expect("R0 holds 5").checksum;
+    assert_eq!(cluster.replica(2).commit_max(), 4, "only R0 knows 5 committed");
+
+    // View 1 (R1 primary) from R1 and R2; R2 never sends R1 the body.
+    cluster.cut(&[0], &[1, 2]);
+    let no_body_for_r1 = |e: &Envelope| e.between(2, 1) && is(e, Command::Prepare);
+    let started = run_dropping_until(&mut cluster, &[1, 2], 500, no_body_for_r1, |c| {
+        normal_primary_of(c, 1, 1) && c.replica(2).view() == 1 && c.status(2) == Status::Normal
+    });
+    assert!(started, "R1 starts view 1 and R2 installs it");
+    assert_eq!(cluster.replica(1).op(), 5);
+    assert!(!cluster.replica(1).has_body(5));
+    assert_eq!(cluster.replica(1).commit_max(), 4, "R1 does not know 5 committed");
+
+    // R2 loses its copy of 5 and installs view 1's start_view again. R0
+    // answers R2's rejoin probe (its view), and nothing else.
+    match loss {
+        Loss::Wipe => cluster.wipe_and_rejoin(2),
+        Loss::Rot => {
+            cluster.crash(2);
+            cluster.rot(2, 5);
+            cluster.restart(2);
+        }
+    }
+    assert_eq!(cluster.status(2), Status::Recovering);
+    cluster.heal();
+    cluster.cut(&[0], &[1]);
+    let only_r0_answers =
+        |e: &Envelope| no_body_for_r1(e) || e.from == Sender::Replica(0) && !is(e, Command::RejoinView);
+    let sent_before = cluster.sent.len();
+    let installed = run_dropping_until(&mut cluster, &[1, 2], 500, only_r0_answers, |c| {
+        c.status(2) == Status::Normal && c.replica(2).view() >= 1
+    });
+    assert!(installed, "R2 installs view 1's start_view");
+    assert!(!cluster.replica(2).has_body(5), "R2's copy of 5 is lost");
+
+    // R1 abdicates (it waits on 5's body); view changes come and go while
+    // R0 stays cut off: none may truncate 5.
+    cluster.heal();
+    cluster.cut(&[0], &[1, 2]);
+    cluster.run(&[1, 2], 400);
+    assert!(cluster.replica(1).view() >= 2, "R1 abdicated");
+    for r in [1, 2] {
+        assert_eq!(cluster.replica(r).header(5).map(|h| h.checksum), Some(committed), "R{r} keeps op 5");
+    }
+    // The counterfactual, from the do_view_changes they sent: R1's nacks 5,
+    // and R2's would too (no body) but for its floor.
+    let dvcs: Vec<&Envelope> = cluster.sent[sent_before..].iter().filter(|e| is(e, Command::DoViewChange)).collect();
+    let nack_states = |r: u8| {
+        dvcs.iter().filter(move |e| e.from == Sender::Replica(r)).map(|e| {
+            let nacks = e.message.header.do_view_change_nacks().expect("a do_view_change states its nacks");
+            let headers = shoal_vsr::message::decode_headers(&e.message.body).expect("valid");
+            let index = headers.iter().position(|h| h.op == 5).expect("names op 5");
+            (nacks.floor, nacks.present & (1 << index) != 0)
+        })
+    };
+    let r2: Vec<(u64, bool)> = nack_states(2).collect();
+    assert!(!r2.is_empty() && r2.iter().all(|&(floor, present)| floor >= 5 && !present), "{r2:?}");
+    assert!(nack_states(1).all(|(floor, present)| floor < 5 && !present), "R1 nacks 5");
+
+    // Healed, R0's copy brings 5 back everywhere.
+    cluster.heal();
+    let converged = converge(&mut cluster, &all, 5);
+    assert!(converged.is_ok(), "op 5 commits everywhere: {converged:?}");
+    for r in all {
+        assert_eq!(cluster.replica(r).header(5).map(|h| h.checksum), Some(committed));
+    }
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+#[test]
+fn a_wiped_backup_does_not_nack_an_op_it_acknowledged_before_the_wipe() {
+    a_backup_that_lost_an_acknowledged_op_does_not_nack_it(Loss::Wipe);
+}
+
+#[test]
+fn a_backup_does_not_nack_an_op_whose_slot_was_faulty() {
+    a_backup_that_lost_an_acknowledged_op_does_not_nack_it(Loss::Rot);
+}
+
+/// Run `replicas` until `done`, losing every message `lost` matches.
+fn run_dropping_until(
+    cluster: &mut Cluster,
+    replicas: &[u8],
+    ticks_max: usize,
+    lost: impl Fn(&Envelope) -> bool,
+    mut done: impl FnMut(&Cluster) -> bool,
+) -> bool {
+    for _ in 0..ticks_max {
+        if done(cluster) {
+            return true;
+        }
+        for &r in replicas {
+            cluster.tick(r);
+        }
+        cluster.drop_where(&lost);
+        cluster.deliver_where(|e| !lost(e));
+        cluster.drop_where(&lost);
+    }
+    done(cluster)
 }
 
 /// The other side of the same fix: prepares R1 kept aside are not vouched
