@@ -23,13 +23,14 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// Coverage marks the fixed-seed CI sweep (swarm, seeds 0..1000) must hit:
 /// every vsr mark that sweep reached when this list was measured (the
 /// rarest, `checkpoint_from_newer_view` and `rejoin_completed`, in 7 to 9
-/// seeds). A change that stops the sweep reaching one of these rare paths
+/// seeds; `primary_abdicated` in 7 and `view_change_nack_truncation` in 25
+/// when they were added). A change that stops the sweep reaching one of these rare paths
 /// fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
 /// them.
 const CI_REQUIRED_MARKS: &str = "checkpoint_from_newer_view,rejoin_completed,rejoin_probe_answered,session_evicted,\
-repair_by_checksum,state_transfer,view_change_truncate";
+repair_by_checksum,state_transfer,view_change_truncate,view_change_nack_truncation,primary_abdicated";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];

@@ -157,12 +157,11 @@ impl Cluster {
     /// so the wiped one is the only replica without its state: losing one
     /// replica's whole disk must never lose a committed op.
     ///
-    /// And never the only copy of an uncommitted prepare: a view change may
-    /// already have made it part of the canonical log, and without a nack
-    /// protocol (truncating ops a quorum never held) the group would wait
-    /// for that body forever. The simulator found exactly that wedge
-    /// (view-churn seed 1783): this rule is a testbed restriction until the
-    /// protocol can truncate such ops.
+    /// It may take the only copy of an *uncommitted* prepare: a view change
+    /// may already have made that op part of the canonical log, and the
+    /// protocol must then truncate it (nacks in the do_view_change) rather
+    /// than wait for its body forever. Before the nack protocol this rule
+    /// refused such wipes, which hid the wedge (view-churn seed 1783).
     pub(super) fn wipe_is_recoverable(&self, replica: u8) -> bool {
         let others_up = self.nodes.iter().enumerate().all(|(j, node)| {
             j == replica as usize
@@ -173,12 +172,20 @@ impl Cluster {
                         .as_ref()
                         .is_some_and(|n| (0..n.group_count()).all(|g| n.group(g).replica().status() == Status::Normal)))
         });
-        others_up && (0..self.namespaces.len()).all(|group| self.holds_no_only_copy(replica, group))
+        others_up && (0..self.namespaces.len()).all(|group| self.holds_no_only_committed_copy(replica, group))
     }
 
-    pub(super) fn holds_no_only_copy(&self, replica: u8, group: usize) -> bool {
+    /// Every op the victim holds that some replica knows committed is also
+    /// held (or applied) by another replica. An op no replica knows committed
+    /// may be lost with the victim's disk: at most the victim and fewer than
+    /// a quorum of others acknowledged it.
+    pub(super) fn holds_no_only_committed_copy(&self, replica: u8, group: usize) -> bool {
         let Some(victim) = self.group_replica(replica, group) else { return true };
-        (victim.commit_min() + 1..=victim.op()).all(|op| {
+        let known_committed = (0..self.config.replica_count)
+            .filter_map(|j| self.group_replica(j, group).map(|r| r.commit_max()))
+            .max()
+            .unwrap_or(0);
+        (victim.commit_min() + 1..=victim.op().min(known_committed)).all(|op| {
             !victim.has_body(op)
                 || (0..self.config.replica_count).any(|j| {
                     j != replica && self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.commit_min())
