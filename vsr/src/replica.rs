@@ -338,18 +338,26 @@ pub struct Replica<S: StateMachine> {
     rejoin_nonce: u64,
     /// The view each peer reported for `rejoin_nonce`.
     rejoin_views: BTreeMap<u8, u64>,
+    /// The highest head any peer reported for `rejoin_nonce`: a committed
+    /// op the lost disk acknowledged is held by a quorum, which shares a
+    /// replica with any quorum of answers, so it is at or below this.
+    rejoin_op_max: u64,
     /// Durable (superblock): this replica may have acknowledged prepares at
     /// or below this op that it no longer holds, so it may not nack them.
-    /// A wiped disk forgot every prepare_ok its earlier incarnation sent:
-    /// any of those ops is at or below the head of the start_view it
-    /// rejoined through (a committed op is in every later view's log, and
-    /// an op acknowledged in that very view was prepared before the
-    /// start_view answering the rejoin left). A faulty slot likewise, for
+    /// A wiped disk forgot every prepare_ok its earlier incarnation sent;
+    /// only the committed ones matter (nacking an op that was never
+    /// committed truncates nothing committed), and each of those is at or
+    /// below the head of the start_view it rejoined through (a committed
+    /// op is in every later view's log) and at or below the highest head
+    /// its rejoin probe's answers reported (`rejoin_op_max`; this one holds
+    /// even if that start_view was a stale redelivery). A faulty slot
+    /// likewise: the floor covers every op the journal knew at restart and
     /// the start_view that ends the `Recovering` it caused. Never goes down.
     nack_floor: u64,
     /// Restarted with a faulty journal: a prepare it acknowledged may be
-    /// lost, so the start_view that ends its `Recovering` raises the floor.
-    journal_lost_prepares: bool,
+    /// lost. The highest op its disk named at restart; the start_view that
+    /// ends its `Recovering` raises the floor to it (and to its own head).
+    lost_prepares_op_max: Option<u64>,
     /// Primary in Normal: runs while a pipeline op's body is missing here.
     primary_abdicate_timeout: Timeout,
     sessions: ClientSessions,
@@ -466,8 +474,9 @@ impl<S: StateMachine> Replica<S> {
             rejoining: recovered.durable.rejoining,
             rejoin_nonce: 0,
             rejoin_views: BTreeMap::new(),
+            rejoin_op_max: 0,
             nack_floor: recovered.durable.nack_floor,
-            journal_lost_prepares: recovered.journal_faulty,
+            lost_prepares_op_max: None,
             primary_abdicate_timeout: Timeout::new("primary_abdicate", PRIMARY_ABDICATE_TICKS, 0),
             sessions: ClientSessions::with_capacity(config.client_sessions_max),
             state_machine,
@@ -491,7 +500,11 @@ impl<S: StateMachine> Replica<S> {
         if let Some(checkpoint) = recovered.checkpoint {
             replica.restore_checkpoint(&checkpoint)?;
         }
+        let journal_op_max = recovered.entries.iter().map(|(header, _)| header.op).max().unwrap_or(0);
         replica.recover_log(&recovered.durable, recovered.entries);
+        if recovered.journal_faulty {
+            replica.lost_prepares_op_max = Some(journal_op_max.max(replica.op));
+        }
         // Timestamps never go back, across restarts too: the clock of the
         // next life may start lower than the last prepare's timestamp.
         replica.last_timestamp = replica.newest_timestamp();
@@ -1730,6 +1743,8 @@ impl<S: StateMachine> Replica<S> {
             crate::marks::hit(crate::marks::REJOIN_PROBE_ANSWERED);
             let mut answer = self.new_header(Command::RejoinView);
             answer.context = header.context;
+            // Our head: bounds the committed ops the lost disk acknowledged.
+            answer.op = self.op;
             answer.set_checksums(&[]);
             self.actions.push(Action::Send { to: header.replica, message: Message::empty(answer) });
         }
@@ -1744,6 +1759,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let view = self.rejoin_views.entry(header.replica).or_default();
         *view = (*view).max(header.view);
+        self.rejoin_op_max = self.rejoin_op_max.max(header.op);
     }
 
     /// The view a rejoining replica may join at the earliest: the newest
@@ -1804,17 +1820,20 @@ impl<S: StateMachine> Replica<S> {
         self.advance_commit_max(header.commit.min(header.op));
         let truncate_after = self.install_log(header.op, &headers);
         self.last_timestamp = self.newest_timestamp();
-        if self.rejoining || self.journal_lost_prepares {
+        if self.rejoining || self.lost_prepares_op_max.is_some() {
             // What this replica lost may have been acknowledged, and every
-            // such op is at or below this head (`nack_floor`); durable with
-            // the superblock below, before anything of this view is sent.
-            self.nack_floor = self.nack_floor.max(self.op);
-            self.journal_lost_prepares = false;
+            // committed op of those is at or below this floor (`nack_floor`);
+            // durable with the superblock below, before anything of this
+            // view is sent.
+            let lost = self.lost_prepares_op_max.take().unwrap_or(0);
+            let reported = if self.rejoining { self.rejoin_op_max } else { 0 };
+            self.nack_floor = self.nack_floor.max(self.op).max(lost).max(reported);
         }
         if self.rejoining {
             crate::marks::hit(crate::marks::REJOIN_COMPLETED);
             self.rejoining = false;
             self.rejoin_views.clear();
+            self.rejoin_op_max = 0;
             tracing::info!(replica = self.config.replica, view = self.view, "rejoined the cluster after a format");
         }
         self.write_superblock();

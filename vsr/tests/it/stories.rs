@@ -361,10 +361,11 @@ fn prepares_above_a_rotten_slot_repair_the_canonical_log_after_restart() {
 /// one slot. View 2's canonical log (R2's) still names 7 and 8, whose
 /// bodies no replica holds, and without a way to truncate uncommitted ops
 /// that no quorum can have committed (TigerBeetle's nacks in the view
-/// change) the cluster wedges. 7 and 8 were never committed: only their
-/// primary R1 held them. The simulator does not draw this today (it never
-/// rots or wipes the only copy of an op); this story is the nack protocol's
-/// acceptance test.
+/// change) the cluster wedged. 7 and 8 were never committed: only their
+/// primary R1 held them. R0 and R2 both nack them (2 of 3, a nack quorum),
+/// so view 2's log ends at 6. The simulator draws the same loss since a
+/// wipe may take the only copy of an uncommitted prepare (view-churn seed
+/// 31, and 1783 at the old wipe rate).
 #[test]
 fn uncommitted_ops_whose_only_copy_was_lost_are_truncated_by_the_view_change() {
     let all = [0, 1, 2];
@@ -509,6 +510,7 @@ fn a_backup_that_lost_an_acknowledged_op_does_not_nack_it(loss: Loss) {
     });
     assert!(installed, "R2 installs view 1's start_view");
     assert!(!cluster.replica(2).has_body(5), "R2's copy of 5 is lost");
+    assert!(cluster.disks[2].superblock.nack_floor >= 5, "R2's nack floor is durable");
 
     // R1 abdicates (it waits on 5's body); view changes come and go while
     // R0 stays cut off: none may truncate 5.
