@@ -10,7 +10,9 @@
 //!
 //! Protocol: normal operation (request → prepare → prepare_ok → commit, with a
 //! bounded pipeline and commit heartbeats), view change (start_view_change /
-//! do_view_change / start_view, the canonical log chosen by `(log_view, op)`),
+//! do_view_change / start_view, the canonical log chosen by `(log_view, op)`
+//! and cut below any uncommitted prepare a nack quorum never acknowledged:
+//! `DoViewChange::nacks`, `Replica::nacked_head`, `Replica::nack_floor`),
 //! repair of missing headers and bodies through the hash chain, state transfer
 //! from a checkpoint, and client sessions that apply each request once.
 //!
