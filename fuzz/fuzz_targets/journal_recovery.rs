@@ -384,14 +384,18 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode) {
             // Finding 1 of issue 10: never cut off as a torn tail.
             assert!(repair && !recovered && !torn, "synced op {op} damaged with its ring copy intact is not faulty: {recovery:?}");
         } else {
-            // Two faults on one slot, which the module doc lists as not
-            // covered: never recovered, and below the head it awaits repair;
-            // at the head or above it may be truncated as torn, or be absent
-            // altogether (a zeroed prepare and a zeroed copy read as a slot
-            // that was never written).
+            // Two faults on one slot: never recovered, and below the head it
+            // awaits repair. A copy damaged into anything but zeros reads
+            // invalid, which a crash never produces: never torn, at the head
+            // either (disk-rot seed 38131). A zeroed prepare with a zeroed
+            // copy reads as a slot that was never written.
             assert!(!recovered, "synced op {op} recovered with both copies damaged: {recovery:?}");
             if head.is_some_and(|head| op < head) {
                 assert!(repair, "synced op {op} below the head with both copies damaged: {recovery:?}");
+            }
+            let copy_zeroed = contents[copy..copy + HEADER_SIZE_BYTES].iter().all(|&b| b == 0);
+            if !copy_zeroed {
+                assert!(!torn, "synced op {op} with an invalid ring copy was truncated as torn: {recovery:?}");
             }
         }
     }

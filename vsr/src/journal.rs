@@ -38,7 +38,7 @@
 //! | valid | same header | fully written | valid |
 //! | invalid, empty, or an older op | names this op | written, then damaged | faulty: repair from peers |
 //! | valid | same op, other checksum | the prepare write went elsewhere | faulty |
-//! | invalid | invalid | two faults on one slot | faulty below the head, torn above it |
+//! | invalid | invalid | two faults on one slot | faulty (counts toward the head) |
 //!
 //! Because `sync` returns only after the copy is durable, and the replica
 //! acknowledges a prepare only after `sync`, an acknowledged prepare always
@@ -46,6 +46,17 @@
 //! header fits in one sector, so it is itself never torn. `truncate_after`
 //! clears the ring copies first (fsync), then the slots (fsync), so a crash
 //! between the two cannot make a dropped prepare look faulty.
+//!
+//! A copy that reads back invalid (not empty, not a header of its slot) was
+//! damaged, never torn, and with it went the evidence of what the slot held.
+//! If the prepare is invalid too, the slot is `Unknown`: it may have held
+//! an acknowledged prepare (rot of the prepare while the replica ran, then
+//! rot of its copy while it was down: disk-rot seed 38131 lost op 1 that
+//! way when such a slot was truncated as torn), so it is faulty and counts
+//! toward the head, like a faulty slot. The op it is charged to is the one
+//! the slot holds in the live window; when the damage was really to a slot
+//! of an older, checkpointed op, the price is a replica that restarts
+//! `Recovering` and fills the gap from peers, never an erased promise.
 //!
 //! ## Recovery never trusts the page cache
 //!
@@ -98,8 +109,6 @@
 //!   a misdirected write near the end of the file can extend it (`open`
 //!   then reports `Truncated`); the partition log has no redundancy at all.
 //!   The simulator keeps `misdirected_write_ppm` at 0 in cluster runs.
-//! - A slot whose prepare and ring copy are both invalid above the head is
-//!   truncated (two faults on one slot; the simulator never places them).
 //! - After a failed fsync of `truncate_after`, cleared slots read back as
 //!   cleared from the page cache although the device may still hold the
 //!   dropped prepares; recovery does not clear empty slots again.
@@ -507,7 +516,8 @@ enum SlotState {
     Torn {
         op: u64,
     },
-    /// Both the prepare and its ring copy are invalid.
+    /// Both the prepare and its ring copy are invalid: what the slot held
+    /// is lost with its evidence, so it is faulty too (module doc).
     Unknown {
         op: u64,
     },
@@ -793,7 +803,9 @@ impl<I: Io> PrepareJournal<I> {
         let states = self.slot_states().await;
         let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
         let mut faulty: BTreeSet<u64> = BTreeSet::new();
-        let mut invalid: BTreeMap<u64, bool> = BTreeMap::new(); // op -> ring copy invalid too
+        // Both the prepare and its ring copy invalid: faulty, head included.
+        let mut unknown: BTreeSet<u64> = BTreeSet::new();
+        let mut torn_ops: BTreeSet<u64> = BTreeSet::new();
         let mut copies_stale: Vec<Header> = Vec::new();
         for state in states {
             match state {
@@ -809,17 +821,18 @@ impl<I: Io> PrepareJournal<I> {
                     faulty.insert(op);
                 }
                 SlotState::Torn { op } => {
-                    invalid.insert(op, false);
+                    torn_ops.insert(op);
                 }
                 SlotState::Unknown { op } => {
-                    invalid.insert(op, true);
+                    unknown.insert(op);
                 }
             }
         }
         let mut recovery = Recovery::default();
-        // The head is the highest op the disk says was written: a faulty op
-        // counts, so a rotten head is never cut off as a torn tail.
-        let head = valid.keys().chain(faulty.iter()).max().copied();
+        // The head is the highest op the disk says was (or may have been)
+        // written: a faulty or unknown op counts, so a rotten head is never
+        // cut off as a torn tail (module doc).
+        let head = valid.keys().chain(faulty.iter()).chain(unknown.iter()).max().copied();
         let mut previous_checksum = self.snapshot_checksum;
         if let Some(head) = head {
             for op in self.snapshot_op + 1..=head {
@@ -846,8 +859,9 @@ impl<I: Io> PrepareJournal<I> {
             self.op_head = Some(head);
         }
         let tail_first = head.unwrap_or(self.snapshot_op) + 1;
-        let torn: Vec<(u64, bool)> =
-            invalid.range(tail_first..).map(|(&op, &copy_invalid)| (op, copy_invalid)).collect();
+        // Only slots whose ring copy is empty or names an older op: never
+        // one that may have held an acknowledged prepare.
+        let torn: Vec<u64> = torn_ops.range(tail_first..).copied().collect();
         if self.writable {
             // A prepare without its ring copy may live only in the page
             // cache: after a failed fsync Linux marks the pages clean, a
@@ -869,23 +883,18 @@ impl<I: Io> PrepareJournal<I> {
             // torn. All of them, not only the stale ones: a copy read from
             // the page cache after a failed fsync may not be durable either.
             self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
-            for &(op, copy_invalid) in &torn {
+            for &op in &torn {
                 let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;
-                if copy_invalid {
-                    let offset = self.config.header_copy_offset(op);
-                    let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], offset).await;
-                    result.map_err(io_error("clear torn header copy"))?;
-                }
             }
             if !valid.is_empty() || !torn.is_empty() {
                 self.file.sync_data().await.map_err(io_error("fsync"))?;
             }
         }
-        recovery.torn_tail_truncated = torn.iter().map(|&(op, _)| op).collect();
+        recovery.torn_tail_truncated = torn;
         debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
         debug_assert!(self.op_head.is_none_or(|head| head <= self.snapshot_op + self.config.slot_count));
-        debug_assert!(faulty.iter().all(|op| self.missing.contains(op)));
+        debug_assert!(faulty.iter().chain(unknown.iter()).all(|op| self.missing.contains(op)));
         Ok(recovery)
     }
 
