@@ -120,7 +120,10 @@
 //! Invariants:
 //! - `snapshot_op` never names an op whose compaction is not durable.
 //! - The in-memory index never names an op whose write failed (no phantom op).
-//! - Every live prepare's `parent` is the `checksum` of the one before it.
+//! - `append` and `write_repair` add only a prepare that chains to its
+//!   indexed neighbours. Recovery indexes every valid prepare, chained or
+//!   not (the replica's `write_prepare` may leave a break after a view
+//!   change, and only the replica knows which side is stale).
 //! - After an fsync or compaction failure whose effect on disk is unknown, the
 //!   journal is poisoned: every later call fails until the replica restarts
 //!   and recovers from what is durable (an fsync error may have dropped data).
@@ -630,7 +633,7 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Open and recover an existing journal: verify every slot, rebuild the
-    /// header index and the hash chain, truncate a torn tail, and report
+    /// header index, truncate a torn tail, and report
     /// corrupt or missing ops in the middle for repair from peers.
     pub async fn open(
         io: &I,
@@ -833,26 +836,26 @@ impl<I: Io> PrepareJournal<I> {
         // written: a faulty or unknown op counts, so a rotten head is never
         // cut off as a torn tail (module doc).
         let head = valid.keys().chain(faulty.iter()).chain(unknown.iter()).max().copied();
-        let mut previous_checksum = self.snapshot_checksum;
         if let Some(head) = head {
+            // Every valid prepare is indexed, chained to its neighbour or
+            // not. A break in the chain is no damage: after a view change the
+            // replica overwrites ops in any order (`write_prepare`), so a
+            // durable prepare of the new view may sit after a stale one of
+            // the old view until that one is replaced. Which side is stale
+            // only the replica knows (its view headers); the journal, which
+            // cannot tell, must not drop either. Until swarm seeds 244, 281,
+            // 477 and 798 this loop kept the *later* op out of the index
+            // (missing, `is_durable` false) while `scan` returned it valid,
+            // and in those seeds the later op was the canonical one.
             for op in self.snapshot_op + 1..=head {
                 match valid.get(&op) {
                     Some(header) => {
-                        if previous_checksum.is_some_and(|checksum| checksum != header.parent) {
-                            // A fork in the chain: keep it out of the index and
-                            // let the replica repair it; never drop it silently.
-                            recovery.repair_ops.push(op);
-                            self.missing.insert(op);
-                        } else {
-                            recovery.ops_recovered.push(op);
-                            self.headers.insert(op, *header);
-                        }
-                        previous_checksum = Some(header.checksum);
+                        recovery.ops_recovered.push(op);
+                        self.headers.insert(op, *header);
                     }
                     None => {
                         recovery.repair_ops.push(op);
                         self.missing.insert(op);
-                        previous_checksum = None;
                     }
                 }
             }
