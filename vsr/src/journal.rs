@@ -66,8 +66,13 @@
 //! it reads a byte: whatever recovery then sees is durable, so the replica
 //! never vouches for a prepare a later power loss would take back. We chose
 //! this over O_DIRECT: one fdatasync at open costs nothing in steady state,
-//! keeps the `Io` trait free of alignment rules for every buffer, and also
-//! covers the other reader of the file (a read-only open on another shard).
+//! and keeps the `Io` trait free of alignment rules for every buffer.
+//! Only a writable open syncs: a read-only open (another shard replaying
+//! the metadata group) must not change what the disk keeps, or the
+//! owner's crash outcomes would depend on whether someone happened to read
+//! (its fsync made the owner's unsynced prepares durable behind the
+//! owner's back). A read-only reader sees the page cache and vouches for
+//! nothing; the owner's writable open settles the file before any vote.
 //! O_DIRECT would still need the fsync for what a previous process left in
 //! the page cache without O_DIRECT, and it would not save the fsync per
 //! batch either: the device has a volatile write cache (and on the machine
@@ -653,8 +658,11 @@ impl<I: Io> PrepareJournal<I> {
         // Never trust the page cache (module doc): what a crashed process
         // wrote but never synced must be durable before recovery reads it,
         // or the replica would vouch for a prepare a power loss takes back.
-        file.sync_data().await.map_err(io_error("fsync at open"))?;
-        io.sync_dir(dir).await.map_err(io_error("fsync dir at open"))?;
+        // Read-only: no fsync, a reader must not change what the disk keeps.
+        if writable {
+            file.sync_data().await.map_err(io_error("fsync at open"))?;
+            io.sync_dir(dir).await.map_err(io_error("fsync dir at open"))?;
+        }
         let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
         if size_bytes < FILE_HEADER_SIZE_BYTES {
             return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });

@@ -234,3 +234,26 @@ fn a_doubly_rotten_slot_above_the_valid_ops_extends_the_head() {
     );
     assert_eq!(journal.op_max(), Some(5));
 }
+
+/// Another shard replays the journal read-only while the owner has op 4
+/// written but not synced. The reader may see op 4 (page cache), but it
+/// must not make it durable: what survives a power loss is the owner's
+/// business, not a side effect of someone reading. It used to fsync.
+#[test]
+fn a_read_only_open_does_not_change_what_the_disk_keeps() {
+    let io = SimIo::new(9);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    append(&mut journal, &mut chain, 1, false);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let durable_before = io.disk().contents_durable(&path).unwrap();
+    let (reader, _) = block_on_ready(PrepareJournal::open(&io, dir(), config(SLOT_COUNT), OpenMode::ReadOnly)).unwrap();
+    drop(reader);
+    assert!(io.disk().contents_durable(&path).unwrap() == durable_before, "the read-only open synced the file");
+    drop(journal);
+    power_loss_loses_everything_pending(&io);
+    io.power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "op 4 was never synced by its owner");
+}
