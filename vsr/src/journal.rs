@@ -4,7 +4,7 @@
 //! network, of shards or of the replica's protocol state; all I/O goes through
 //! `Io`, so the simulator can crash it between any two storage calls.
 //!
-//! Layout of `journal-<namespace>.wal` (format version 2):
+//! Layout of `journal-<namespace>.wal` (format version 3):
 //! - bytes `0..FILE_HEADER_SIZE_BYTES`: the file header (magic, format
 //!   version, cluster, namespace, slot count, message size, `snapshot_op` and
 //!   the checksum of the prepare at `snapshot_op`, then its own checksum);
@@ -12,9 +12,18 @@
 //!   each slot, slot `s` at `FILE_HEADER_SIZE_BYTES + 256 * s`, the ring
 //!   padded to a multiple of `HEADERS_ZONE_ALIGN_BYTES`;
 //! - then `slot_count` fixed slots; op `n` lives in slot `n % slot_count`, as
-//!   `[256-byte header][body]`, padded to the slot size.
+//!   `[256-byte header][body]`, padded to the slot size;
+//! - then, in the last `FILE_HEADER_SIZE_BYTES`, a second copy of the file
+//!   header. The two are as far apart as the file allows: a misdirected
+//!   write (the device puts a write at a wrong address of the same file)
+//!   lands on at most one of them unless it is as long as the file. `open`
+//!   reads the first copy and falls back to the second when the first does
+//!   not decode; a writable open rewrites a damaged copy from the good one.
+//!   Both are written together, before the fsync that makes a compacted
+//!   file the journal, and read back before it may become one.
 //!
-//! Version 1 had no header ring (slots right after the file header).
+//! Version 1 had no header ring (slots right after the file header);
+//! version 2 had one copy of the file header.
 //!
 //! Next to it lives `journal-<namespace>.wal.tmp`, the spare: compaction's
 //! scratch file, never read by recovery (see "What it costs").
@@ -109,11 +118,8 @@
 //!   batch acknowledged after the next batch's fsync.
 //!
 //! Not covered yet (issue 10):
-//! - Misdirected writes. The ring tells a misdirected prepare write from a
-//!   torn one, but the file header (`snapshot_op`) has a single copy, and
-//!   a misdirected write near the end of the file can extend it (`open`
-//!   then reports `Truncated`); the partition log has no redundancy at all.
-//!   The simulator keeps `misdirected_write_ppm` at 0 in cluster runs.
+//! - Misdirected writes into the partition log (it has no redundancy of
+//!   its own; the node salvages it from peers).
 //! - After a failed fsync of `truncate_after`, cleared slots read back as
 //!   cleared from the page cache although the device may still hold the
 //!   dropped prepares; recovery does not clear empty slots again.
@@ -154,8 +160,9 @@ pub const SECTOR_SIZE_BYTES: u64 = 512;
 pub const SLOT_COUNT_MAX: u64 = 1 << 20;
 /// "SHOALWAL", little-endian.
 pub const JOURNAL_MAGIC: u64 = u64::from_le_bytes(*b"SHOALWAL");
-/// 2: the header ring between the file header and the slots.
-pub const JOURNAL_FORMAT_VERSION: u32 = 2;
+/// 2: the header ring between the file header and the slots; 3: a second
+/// copy of the file header at the end of the file.
+pub const JOURNAL_FORMAT_VERSION: u32 = 3;
 /// The header ring is padded to this, so slots stay page-aligned.
 pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
 /// Ring copies read per call during recovery (bounds the read buffer).
@@ -236,6 +243,11 @@ impl JournalConfig {
     }
 
     pub fn file_size_bytes(&self) -> u64 {
+        self.file_header_copy_offset() + FILE_HEADER_SIZE_BYTES
+    }
+
+    /// Where the second copy of the file header lives: after the slots.
+    pub fn file_header_copy_offset(&self) -> u64 {
         self.slots_offset() + self.slot_count * self.slot_size_bytes()
     }
 
@@ -361,12 +373,47 @@ fn io_error(operation: &'static str) -> impl FnOnce(io::Error) -> JournalError {
 
 /// The `snapshot_op` a journal file's bytes declare (checkers compare it
 /// with the in-memory value: it must never be ahead of what is durable).
+/// `bytes` is the file's start or the whole file; with the whole file, a
+/// first copy that does not decode falls back to the second, as `open` does.
 #[doc(hidden)]
 pub fn decode_file_snapshot_op(bytes: &[u8]) -> Result<u64, JournalError> {
-    if bytes.len() < FILE_HEADER_SIZE_BYTES as usize {
+    let size = FILE_HEADER_SIZE_BYTES as usize;
+    if bytes.len() < size {
         return Err(JournalError::Truncated { size_bytes: bytes.len() as u64, expected_bytes: FILE_HEADER_SIZE_BYTES });
     }
-    FileHeader::decode(bytes).map(|header| header.snapshot_op)
+    match FileHeader::decode(bytes) {
+        Ok(header) => Ok(header.snapshot_op),
+        Err(error) if bytes.len() >= 2 * size => {
+            FileHeader::decode(&bytes[bytes.len() - size..]).map(|header| header.snapshot_op).map_err(|_| error)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Write both copies of the file header (not durable until fsync).
+async fn write_file_header<F: IoFile>(file: &F, config: &JournalConfig, header: &FileHeader) -> io::Result<()> {
+    for offset in [0, config.file_header_copy_offset()] {
+        let (result, _) = file.write_all_at(header.encode(), offset).await;
+        result?;
+    }
+    Ok(())
+}
+
+/// Both copies read back as `header`: a lost or misdirected header write
+/// would leave an older header in place.
+async fn file_header_reads_back<F: IoFile>(
+    file: &F,
+    config: &JournalConfig,
+    header: &FileHeader,
+) -> Result<bool, JournalError> {
+    for offset in [0, config.file_header_copy_offset()] {
+        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
+        result.map_err(io_error("read back file header"))?;
+        if FileHeader::decode(&bytes).ok().as_ref() != Some(header) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Make what reads of `path` see durable, before it is trusted at open.
@@ -613,9 +660,11 @@ impl<I: Io> PrepareJournal<I> {
         spare.set_len(0).await.map_err(io_error("truncate spare"))?;
         zero_fill(&spare, config.file_size_bytes()).await?;
         drop(spare);
-        let (result, _) = file.write_all_at(file_header.encode(), 0).await;
-        result.map_err(io_error("write file header"))?;
+        write_file_header(&file, &config, &file_header).await.map_err(io_error("write file header"))?;
         file.sync_data().await.map_err(io_error("fsync"))?;
+        if !file_header_reads_back(&file, &config, &file_header).await? {
+            return Err(JournalError::FileHeaderCorrupt);
+        }
         io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
         Ok(PrepareJournal {
             io: io.clone(),
@@ -667,9 +716,7 @@ impl<I: Io> PrepareJournal<I> {
         if size_bytes < FILE_HEADER_SIZE_BYTES {
             return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
         }
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
-        result.map_err(io_error("read file header"))?;
-        let file_header = FileHeader::decode(&bytes)?;
+        let file_header = Self::read_file_header(&file, &config, size_bytes, writable).await?;
         file_header.check(&config)?;
         if size_bytes != config.file_size_bytes() {
             return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
@@ -702,6 +749,41 @@ impl<I: Io> PrepareJournal<I> {
         };
         let recovery = journal.recover().await?;
         Ok((journal, recovery))
+    }
+
+    /// The file header: the first copy, or the second when the first does
+    /// not decode (a misdirected write or rot; module doc). In writable
+    /// mode a copy that does not decode is rewritten from the other and
+    /// synced, so one more fault later still leaves a good copy. Neither
+    /// decoding is the first copy's error.
+    async fn read_file_header(
+        file: &I::File,
+        config: &JournalConfig,
+        size_bytes: u64,
+        writable: bool,
+    ) -> Result<FileHeader, JournalError> {
+        let read = |offset| async move {
+            let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
+            result.map_err(io_error("read file header")).and_then(|()| FileHeader::decode(&bytes))
+        };
+        let first = read(0).await;
+        // The second copy is only where the geometry says when the file is
+        // whole; a file of another size is refused as `Truncated` anyway.
+        let second_offset = config.file_header_copy_offset();
+        let whole = size_bytes == config.file_size_bytes();
+        let second = if whole { Some(read(second_offset).await) } else { None };
+        let (header, damaged_offset) = match (first, second) {
+            (Ok(header), Some(Err(_))) => (header, Some(second_offset)),
+            (Ok(header), _) => (header, None),
+            (Err(_), Some(Ok(header))) => (header, Some(0)),
+            (Err(error), _) => return Err(error),
+        };
+        if let (Some(offset), true) = (damaged_offset, writable) {
+            let (result, _) = file.write_all_at(header.encode(), offset).await;
+            result.map_err(io_error("rewrite file header copy"))?;
+            file.sync_data().await.map_err(io_error("fsync file header copy"))?;
+        }
+        Ok(header)
     }
 
     /// A read error is an invalid slot, not a failed recovery: the header
@@ -1283,14 +1365,16 @@ impl<I: Io> PrepareJournal<I> {
                 return Err(JournalError::Io { operation: "reopen", source });
             }
         };
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
-        if let Err(source) = result {
-            self.poisoned = true;
-            return Err(JournalError::Io { operation: "reopen read", source });
-        }
-        if FileHeader::decode(&bytes).ok() != Some(file_header) {
-            self.poisoned = true;
-            return Err(JournalError::FileHeaderCorrupt);
+        match file_header_reads_back(&file, &self.config, &file_header).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.poisoned = true;
+                return Err(JournalError::FileHeaderCorrupt);
+            }
+            Err(error) => {
+                self.poisoned = true;
+                return Err(error);
+            }
         }
 
         // 4. Only now is the compaction durable: advance snapshot_op. The
@@ -1337,8 +1421,7 @@ impl<I: Io> PrepareJournal<I> {
                 through_op
             }
         };
-        let (result, _) = file.write_all_at(file_header.encode(), 0).await;
-        result.map_err(io_error("write tmp header"))?;
+        write_file_header(&file, &config, file_header).await.map_err(io_error("write tmp header"))?;
         let mut carried = BTreeMap::new();
         let live: Vec<u64> = self.headers.range(through_op + 1..).map(|(&op, _)| op).collect();
         for op in live {
@@ -1387,9 +1470,7 @@ impl<I: Io> PrepareJournal<I> {
         // `snapshot_op`): a lost or misdirected header write would leave it
         // in place, and the exchange would then make an older snapshot
         // durable. Check before the exchange, while the journal is intact.
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
-        result.map_err(io_error("read tmp header"))?;
-        if FileHeader::decode(&bytes).ok().as_ref() != Some(file_header) {
+        if !file_header_reads_back(&file, &config, file_header).await? {
             return Err(JournalError::FileHeaderCorrupt);
         }
         Ok(carried.into_keys().collect())
@@ -1479,7 +1560,8 @@ mod tests {
         assert_eq!(config.headers_zone_size_bytes(), HEADERS_ZONE_ALIGN_BYTES);
         assert_eq!(config.header_copy_offset(5), FILE_HEADER_SIZE_BYTES + 256);
         assert_eq!(config.slot_offset(5), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 1024);
-        assert_eq!(config.file_size_bytes(), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
+        assert_eq!(config.file_header_copy_offset(), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
+        assert_eq!(config.file_size_bytes(), 2 * FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
         let wide = JournalConfig { slot_count: 17, ..config };
         assert_eq!(wide.headers_zone_size_bytes(), 2 * HEADERS_ZONE_ALIGN_BYTES, "17 copies spill into a second page");
         assert!(matches!(

@@ -335,9 +335,20 @@ pub async fn damaged_files_give_typed_errors<I: Io>(io: &I, dir: &Path) {
         Err(JournalError::Truncated { size_bytes: 100, .. })
     ));
 
+    // One copy of the file header damaged: the other one serves, and a
+    // writable open rewrites the damaged one, so the next fault on the
+    // other copy is survived too. Both damaged: a typed error.
     let flipped = dir.join("flipped");
     drop(PrepareJournal::create(io, &flipped, config(16)).await.unwrap());
+    let second_copy = config(16).file_header_copy_offset();
     flip_byte(io, &flipped, 50, 0x10).await;
+    let (journal, _) = PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await.unwrap();
+    assert_eq!(journal.snapshot_op(), 0);
+    drop(journal);
+    flip_byte(io, &flipped, second_copy + 50, 0x10).await;
+    drop(PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await.unwrap());
+    flip_byte(io, &flipped, 50, 0x10).await;
+    flip_byte(io, &flipped, second_copy + 60, 0x10).await;
     assert!(matches!(
         PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await,
         Err(JournalError::FileHeaderCorrupt)
@@ -346,6 +357,7 @@ pub async fn damaged_files_give_typed_errors<I: Io>(io: &I, dir: &Path) {
     let foreign = dir.join("foreign");
     drop(PrepareJournal::create(io, &foreign, config(16)).await.unwrap());
     flip_byte(io, &foreign, 0, 0xFF).await;
+    flip_byte(io, &foreign, second_copy, 0xFF).await;
     assert!(matches!(
         PrepareJournal::open(io, &foreign, config(16), OpenMode::ReadWrite).await,
         Err(JournalError::BadMagic)
