@@ -19,13 +19,15 @@
 //!   with or without resealing its checksum). The model judges
 //!   the result from the final bytes, by the rule of the journal's module doc
 //!   (the torn-or-faulty table):
-//!   * `open` fails exactly when the file header's 96 encoded bytes changed
-//!     (with the error the resealed field calls for); otherwise it succeeds;
+//!   * `open` fails exactly when the first file header copy's 96 encoded
+//!     bytes changed and either a resealed field decodes but fails the check
+//!     (with the error it calls for) or the second copy (end of the file) is
+//!     damaged too; otherwise it succeeds;
 //!   * an op that was synced and whose prepare bytes are intact is recovered
 //!     and reads back byte for byte, even if its ring copy is damaged;
 //!   * a synced op whose prepare is damaged is never recovered: with its ring
 //!     copy intact it awaits repair (faulty); with both damaged it awaits
-//!     repair or is truncated as torn (the documented two-fault gap);
+//!     repair below the head, and is never torn while its copy is not zeros;
 //!   * no recovered op has bytes other than the last ones appended for it;
 //!     unsynced ops may be recovered, await repair, be torn or be gone.
 //!
@@ -240,7 +242,9 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
     let window_op = |byte: u8| model.snapshot_op + 1 + u64::from(byte) % config.slot_count;
     let original_header = io.disk().contents(&path).expect("the journal survives")[..FILE_HEADER_ENCODED_BYTES].to_vec();
     // The resealed file header and the error it calls for, if one was written.
-    let mut resealed: Option<(Vec<u8>, fn(&JournalError) -> bool)> = None;
+    // `bool`: the resealed copy still decodes (only the field check refuses
+    // it); one that does not decode gives way to the second copy.
+    let mut resealed: Option<(Vec<u8>, fn(&JournalError) -> bool, bool)> = None;
     for _ in 0..usize::from(input.byte()) % (DAMAGE_MAX + 1) {
         let contents = io.disk().contents(&path).expect("the journal survives");
         match input.byte() % 8 {
@@ -295,7 +299,8 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
                 }
                 let mut header = contents[..FILE_HEADER_ENCODED_BYTES].to_vec();
                 let value = input.byte();
-                let expect: fn(&JournalError) -> bool = match input.byte() % 6 {
+                let kind = input.byte() % 6;
+                let expect: fn(&JournalError) -> bool = match kind {
                     0 => {
                         header[FH_CLUSTER] ^= value | 1;
                         |error| matches!(error, JournalError::WrongCluster { .. })
@@ -324,19 +329,29 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
                 let sum = checksum(&header[..FILE_HEADER_CHECKSUM_AT]);
                 header[FILE_HEADER_CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
                 io.disk().poke(&path, 0, &header).unwrap();
-                resealed = Some((header, expect));
+                // A version or flag the decoder refuses is a copy that does
+                // not decode; the cluster, namespace and geometry fields
+                // decode and fail the check.
+                resealed = Some((header, expect, kind < 4));
             }
         }
     }
     // Judged from the final bytes: two flips of one bit cancel out.
-    let header = &io.disk().contents(&path).unwrap()[..FILE_HEADER_ENCODED_BYTES];
+    let contents = io.disk().contents(&path).unwrap();
+    let header = &contents[..FILE_HEADER_ENCODED_BYTES];
+    let second = config.file_header_copy_offset() as usize;
+    let second_intact = contents[second..second + FILE_HEADER_ENCODED_BYTES] == original_header[..];
     model.open_expect = if header == &original_header[..] {
         Ok(())
     } else {
         match resealed {
-            Some((bytes, expect)) if bytes == header => Err(Some(expect)),
-            // Changed and not resealed: the checksum (or the magic, or the
-            // zero fill check) refuses it; any of those errors.
+            Some((bytes, expect, true)) if bytes == header => Err(Some(expect)),
+            Some((bytes, expect, false)) if bytes == header && !second_intact => Err(Some(expect)),
+            // Changed and not resealed: the first copy does not decode, so
+            // the second serves if it is intact.
+            _ if second_intact => Ok(()),
+            // Both damaged: the checksum (or the magic, or the zero fill
+            // check) refuses the first copy; any of those errors.
             _ => Err(None),
         }
     };
@@ -384,14 +399,18 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode) {
             // Finding 1 of issue 10: never cut off as a torn tail.
             assert!(repair && !recovered && !torn, "synced op {op} damaged with its ring copy intact is not faulty: {recovery:?}");
         } else {
-            // Two faults on one slot, which the module doc lists as not
-            // covered: never recovered, and below the head it awaits repair;
-            // at the head or above it may be truncated as torn, or be absent
-            // altogether (a zeroed prepare and a zeroed copy read as a slot
-            // that was never written).
+            // Two faults on one slot: never recovered, and below the head it
+            // awaits repair. A copy damaged into anything but zeros reads
+            // invalid, which a crash never produces: never torn, at the head
+            // either (disk-rot seed 38131). A zeroed prepare with a zeroed
+            // copy reads as a slot that was never written.
             assert!(!recovered, "synced op {op} recovered with both copies damaged: {recovery:?}");
             if head.is_some_and(|head| op < head) {
                 assert!(repair, "synced op {op} below the head with both copies damaged: {recovery:?}");
+            }
+            let copy_zeroed = contents[copy..copy + HEADER_SIZE_BYTES].iter().all(|&b| b == 0);
+            if !copy_zeroed {
+                assert!(!torn, "synced op {op} with an invalid ring copy was truncated as torn: {recovery:?}");
             }
         }
     }

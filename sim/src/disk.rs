@@ -38,7 +38,14 @@
 //!   sector error, `fail_sector_reads`): every read through the sector fails
 //!   until a write covers it (the drive remaps it).
 //! - A misdirected write lands at another sector-aligned offset of the same
-//!   file (inside its current length), leaving the intended range untouched.
+//!   file, leaving the intended range untouched. It lands wholly inside the
+//!   file's current length (the device put the blocks at a wrong address; a
+//!   file never grows by it); a write with nowhere else to fit lands as
+//!   asked. `faults.misdirected_write_ppm` draws it per write, or a driver
+//!   arms one for the next write to a named file (`misdirect_next_write_to`)
+//!   so it can place it; the disk remembers each misdirected write's
+//!   intended range (`misdirected_intended`): what was promised there is
+//!   the disk's lie, not the writer's.
 //! - `crash_after_steps(n)`: after `n` more storage calls the disk halts and
 //!   every later call fails without effect, until the driver calls `crash()`.
 //!   This lets a test stop a multi-step sequence between any two calls.
@@ -54,6 +61,9 @@ use rand_core::{Rng, SeedableRng};
 pub const SECTOR_SIZE_BYTES: u64 = 512;
 /// Probabilities are parts per million.
 pub const PPM_MAX: u32 = 1_000_000;
+/// Intended ranges of misdirected writes remembered per file (the oldest
+/// is forgotten first).
+pub const MISDIRECTED_REMEMBERED_MAX: usize = 1024;
 
 const EIO: i32 = 5;
 const EBADF: i32 = 9;
@@ -132,6 +142,11 @@ pub struct SimDisk {
     halted: bool,
     fail_next_write: Option<i32>,
     fail_next_sync: Option<i32>,
+    /// The next write to this inode is misdirected (armed by a driver).
+    misdirect_next: Option<InodeId>,
+    /// Per inode, the ranges `(offset, len)` misdirected writes were meant
+    /// for (bounded by `MISDIRECTED_REMEMBERED_MAX`).
+    misdirected: BTreeMap<InodeId, Vec<(u64, u64)>>,
     counters: BTreeMap<&'static str, u64>,
     /// Successful writes and their bytes, for tests that pin what a storage
     /// call costs (e.g. the sectors one small prepare writes).
@@ -184,6 +199,8 @@ impl SimDisk {
             halted: false,
             fail_next_write: None,
             fail_next_sync: None,
+            misdirect_next: None,
+            misdirected: BTreeMap::new(),
             counters: BTreeMap::new(),
             writes_total: 0,
             write_bytes_total: 0,
@@ -233,12 +250,26 @@ impl SimDisk {
         self.fail_next_sync = Some(EIO);
     }
 
+    /// The next write to `path` (this life) lands at another sector of the
+    /// file, if one can hold it (see the module doc). Not found: no-op.
+    pub fn misdirect_next_write_to(&mut self, path: &Path) {
+        self.misdirect_next = self.namespace_current.get(path).copied();
+    }
+
+    /// The ranges `(offset, len)` of `path` that misdirected writes were
+    /// meant for, oldest first.
+    pub fn misdirected_intended(&self, path: &Path) -> &[(u64, u64)] {
+        self.namespace_current.get(path).and_then(|id| self.misdirected.get(id)).map_or(&[], Vec::as_slice)
+    }
+
     /// The disk is lost and replaced by an empty one (directories stay, as
     /// after the operator recreates the data directory): every file is gone.
     pub fn wipe(&mut self) {
         self.namespace_current.clear();
         self.namespace_durable.clear();
         self.inodes.clear();
+        self.misdirected.clear();
+        self.misdirect_next = None;
         self.generation += 1;
         self.count("wipe");
     }
@@ -324,6 +355,7 @@ impl SimDisk {
         self.halt_after_steps = None;
         self.fail_next_write = None;
         self.fail_next_sync = None;
+        self.misdirect_next = None;
         self.count("crash_process");
     }
 
@@ -374,6 +406,7 @@ impl SimDisk {
         self.halt_after_steps = None;
         self.fail_next_write = None;
         self.fail_next_sync = None;
+        self.misdirect_next = None;
         self.count("crash");
     }
 
@@ -489,22 +522,15 @@ impl SimDisk {
             self.count("write_enospc");
             return Err(os_error(ENOSPC));
         }
-        let mut offset = position;
-        let length = self.inodes[&id].current.len() as u64;
-        if !data.is_empty() && length > 0 && self.chance(self.faults.misdirected_write_ppm) {
-            // Another sector of the file, never the intended one (a file of
-            // one sector has nowhere else to go: the write lands as asked).
-            let sectors = length.div_ceil(SECTOR_SIZE_BYTES);
-            let intended = position / SECTOR_SIZE_BYTES;
-            if sectors > 1 {
-                let mut target = self.below(sectors);
-                if target == intended {
-                    target = (target + 1) % sectors;
-                }
-                offset = target * SECTOR_SIZE_BYTES;
-                self.count("misdirected_write");
-            }
+        let armed = self.misdirect_next == Some(id);
+        if armed {
+            self.misdirect_next = None;
         }
+        let offset = if !data.is_empty() && (armed || self.chance(self.faults.misdirected_write_ppm)) {
+            self.misdirect(id, position, data.len() as u64)
+        } else {
+            position
+        };
         let inode = self.inodes.get_mut(&id).unwrap();
         if !data.is_empty() {
             let first = offset / SECTOR_SIZE_BYTES;
@@ -534,6 +560,35 @@ impl SimDisk {
         self.writes_total += 1;
         self.write_bytes_total += data.len() as u64;
         Ok(())
+    }
+
+    /// Where a misdirected write of `len` bytes meant for `position` lands:
+    /// another sector-aligned offset where it fits inside the file, never
+    /// the intended one; `position` itself when there is no such offset.
+    fn misdirect(&mut self, id: InodeId, position: u64, len: u64) -> u64 {
+        let length = self.inodes[&id].current.len() as u64;
+        if len > length {
+            return position;
+        }
+        // Sectors a write of `len` bytes may start at and stay in the file.
+        let starts = (length - len) / SECTOR_SIZE_BYTES + 1;
+        let intended = position.is_multiple_of(SECTOR_SIZE_BYTES).then_some(position / SECTOR_SIZE_BYTES);
+        let candidates = starts - u64::from(intended.is_some_and(|sector| sector < starts));
+        if candidates == 0 {
+            return position;
+        }
+        let mut target = self.below(candidates);
+        if intended.is_some_and(|sector| target >= sector) {
+            target += 1; // skip the intended sector
+        }
+        debug_assert!(Some(target) != intended && target < starts);
+        let ranges = self.misdirected.entry(id).or_default();
+        if ranges.len() == MISDIRECTED_REMEMBERED_MAX {
+            ranges.remove(0);
+        }
+        ranges.push((position, len));
+        self.count("misdirected_write");
+        target * SECTOR_SIZE_BYTES
     }
 
     pub(crate) fn set_len(&mut self, generation: u64, id: InodeId, size_bytes: u64) -> io::Result<()> {

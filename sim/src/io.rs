@@ -483,6 +483,34 @@ mod tests {
         assert_eq!(io.disk().counters()["misdirected_write"], 1);
     }
 
+    /// A misdirected write lands inside the file: the device wrote wrong
+    /// blocks, the file never grows (a journal near its end used to grow
+    /// and then failed to open as `Truncated`). Armed for one file, it hits
+    /// the next write to that file only, and remembers where it was meant.
+    #[test]
+    fn misdirected_write_never_extends_the_file() {
+        let io = io_with_dir(9);
+        let file = write(&io, "/data/a", &[0u8; 4096], 0);
+        let other = write(&io, "/data/b", &[0u8; 1024], 0);
+        for round in 0..64u64 {
+            io.disk().misdirect_next_write_to(Path::new("/data/a"));
+            let (result, _) = block_on_ready(other.write_all_at(vec![3u8; 512], 0));
+            result.unwrap();
+            let (result, _) = block_on_ready(file.write_all_at(vec![2u8; 1536], 4096 - 1536));
+            result.unwrap();
+            assert_eq!(read_all(&io, "/data/a").unwrap().len(), 4096, "round {round}: the file grew");
+        }
+        assert_eq!(io.disk().counters()["misdirected_write"], 64);
+        assert_eq!(read_all(&io, "/data/b").unwrap()[..512], [3u8; 512], "only the armed file is misdirected");
+        assert_eq!(io.disk().misdirected_intended(Path::new("/data/a")).len(), 64);
+        assert_eq!(io.disk().misdirected_intended(Path::new("/data/a"))[0], (4096 - 1536, 1536));
+        // A write as long as the file has nowhere else to go.
+        io.disk().misdirect_next_write_to(Path::new("/data/b"));
+        let (result, _) = block_on_ready(other.write_all_at(vec![4u8; 1024], 0));
+        result.unwrap();
+        assert_eq!(read_all(&io, "/data/b").unwrap(), vec![4u8; 1024]);
+    }
+
     #[test]
     fn crash_after_steps_halts_between_calls() {
         let io = io_with_dir(8);

@@ -4,7 +4,7 @@
 //! network, of shards or of the replica's protocol state; all I/O goes through
 //! `Io`, so the simulator can crash it between any two storage calls.
 //!
-//! Layout of `journal-<namespace>.wal` (format version 2):
+//! Layout of `journal-<namespace>.wal` (format version 3):
 //! - bytes `0..FILE_HEADER_SIZE_BYTES`: the file header (magic, format
 //!   version, cluster, namespace, slot count, message size, `snapshot_op` and
 //!   the checksum of the prepare at `snapshot_op`, then its own checksum);
@@ -12,9 +12,18 @@
 //!   each slot, slot `s` at `FILE_HEADER_SIZE_BYTES + 256 * s`, the ring
 //!   padded to a multiple of `HEADERS_ZONE_ALIGN_BYTES`;
 //! - then `slot_count` fixed slots; op `n` lives in slot `n % slot_count`, as
-//!   `[256-byte header][body]`, padded to the slot size.
+//!   `[256-byte header][body]`, padded to the slot size;
+//! - then, in the last `FILE_HEADER_SIZE_BYTES`, a second copy of the file
+//!   header. The two are as far apart as the file allows: a misdirected
+//!   write (the device puts a write at a wrong address of the same file)
+//!   lands on at most one of them unless it is as long as the file. `open`
+//!   reads the first copy and falls back to the second when the first does
+//!   not decode; a writable open rewrites a damaged copy from the good one.
+//!   Both are written together, before the fsync that makes a compacted
+//!   file the journal, and read back before it may become one.
 //!
-//! Version 1 had no header ring (slots right after the file header).
+//! Version 1 had no header ring (slots right after the file header);
+//! version 2 had one copy of the file header.
 //!
 //! Next to it lives `journal-<namespace>.wal.tmp`, the spare: compaction's
 //! scratch file, never read by recovery (see "What it costs").
@@ -38,7 +47,7 @@
 //! | valid | same header | fully written | valid |
 //! | invalid, empty, or an older op | names this op | written, then damaged | faulty: repair from peers |
 //! | valid | same op, other checksum | the prepare write went elsewhere | faulty |
-//! | invalid | invalid | two faults on one slot | faulty below the head, torn above it |
+//! | invalid | invalid | two faults on one slot | faulty (counts toward the head) |
 //!
 //! Because `sync` returns only after the copy is durable, and the replica
 //! acknowledges a prepare only after `sync`, an acknowledged prepare always
@@ -46,6 +55,17 @@
 //! header fits in one sector, so it is itself never torn. `truncate_after`
 //! clears the ring copies first (fsync), then the slots (fsync), so a crash
 //! between the two cannot make a dropped prepare look faulty.
+//!
+//! A copy that reads back invalid (not empty, not a header of its slot) was
+//! damaged, never torn, and with it went the evidence of what the slot held.
+//! If the prepare is invalid too, the slot is `Unknown`: it may have held
+//! an acknowledged prepare (rot of the prepare while the replica ran, then
+//! rot of its copy while it was down: disk-rot seed 38131 lost op 1 that
+//! way when such a slot was truncated as torn), so it is faulty and counts
+//! toward the head, like a faulty slot. The op it is charged to is the one
+//! the slot holds in the live window; when the damage was really to a slot
+//! of an older, checkpointed op, the price is a replica that restarts
+//! `Recovering` and fills the gap from peers, never an erased promise.
 //!
 //! ## Recovery never trusts the page cache
 //!
@@ -55,8 +75,13 @@
 //! it reads a byte: whatever recovery then sees is durable, so the replica
 //! never vouches for a prepare a later power loss would take back. We chose
 //! this over O_DIRECT: one fdatasync at open costs nothing in steady state,
-//! keeps the `Io` trait free of alignment rules for every buffer, and also
-//! covers the other reader of the file (a read-only open on another shard).
+//! and keeps the `Io` trait free of alignment rules for every buffer.
+//! Only a writable open syncs: a read-only open (another shard replaying
+//! the metadata group) must not change what the disk keeps, or the
+//! owner's crash outcomes would depend on whether someone happened to read
+//! (its fsync made the owner's unsynced prepares durable behind the
+//! owner's back). A read-only reader sees the page cache and vouches for
+//! nothing; the owner's writable open settles the file before any vote.
 //! O_DIRECT would still need the fsync for what a previous process left in
 //! the page cache without O_DIRECT, and it would not save the fsync per
 //! batch either: the device has a volatile write cache (and on the machine
@@ -93,13 +118,8 @@
 //!   batch acknowledged after the next batch's fsync.
 //!
 //! Not covered yet (issue 10):
-//! - Misdirected writes. The ring tells a misdirected prepare write from a
-//!   torn one, but the file header (`snapshot_op`) has a single copy, and
-//!   a misdirected write near the end of the file can extend it (`open`
-//!   then reports `Truncated`); the partition log has no redundancy at all.
-//!   The simulator keeps `misdirected_write_ppm` at 0 in cluster runs.
-//! - A slot whose prepare and ring copy are both invalid above the head is
-//!   truncated (two faults on one slot; the simulator never places them).
+//! - Misdirected writes into the partition log (it has no redundancy of
+//!   its own; the node salvages it from peers).
 //! - After a failed fsync of `truncate_after`, cleared slots read back as
 //!   cleared from the page cache although the device may still hold the
 //!   dropped prepares; recovery does not clear empty slots again.
@@ -111,7 +131,10 @@
 //! Invariants:
 //! - `snapshot_op` never names an op whose compaction is not durable.
 //! - The in-memory index never names an op whose write failed (no phantom op).
-//! - Every live prepare's `parent` is the `checksum` of the one before it.
+//! - `append` and `write_repair` add only a prepare that chains to its
+//!   indexed neighbours. Recovery indexes every valid prepare, chained or
+//!   not (the replica's `write_prepare` may leave a break after a view
+//!   change, and only the replica knows which side is stale).
 //! - After an fsync or compaction failure whose effect on disk is unknown, the
 //!   journal is poisoned: every later call fails until the replica restarts
 //!   and recovers from what is durable (an fsync error may have dropped data).
@@ -137,8 +160,9 @@ pub const SECTOR_SIZE_BYTES: u64 = 512;
 pub const SLOT_COUNT_MAX: u64 = 1 << 20;
 /// "SHOALWAL", little-endian.
 pub const JOURNAL_MAGIC: u64 = u64::from_le_bytes(*b"SHOALWAL");
-/// 2: the header ring between the file header and the slots.
-pub const JOURNAL_FORMAT_VERSION: u32 = 2;
+/// 2: the header ring between the file header and the slots; 3: a second
+/// copy of the file header at the end of the file.
+pub const JOURNAL_FORMAT_VERSION: u32 = 3;
 /// The header ring is padded to this, so slots stay page-aligned.
 pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
 /// Ring copies read per call during recovery (bounds the read buffer).
@@ -219,6 +243,11 @@ impl JournalConfig {
     }
 
     pub fn file_size_bytes(&self) -> u64 {
+        self.file_header_copy_offset() + FILE_HEADER_SIZE_BYTES
+    }
+
+    /// Where the second copy of the file header lives: after the slots.
+    pub fn file_header_copy_offset(&self) -> u64 {
         self.slots_offset() + self.slot_count * self.slot_size_bytes()
     }
 
@@ -344,12 +373,47 @@ fn io_error(operation: &'static str) -> impl FnOnce(io::Error) -> JournalError {
 
 /// The `snapshot_op` a journal file's bytes declare (checkers compare it
 /// with the in-memory value: it must never be ahead of what is durable).
+/// `bytes` is the file's start or the whole file; with the whole file, a
+/// first copy that does not decode falls back to the second, as `open` does.
 #[doc(hidden)]
 pub fn decode_file_snapshot_op(bytes: &[u8]) -> Result<u64, JournalError> {
-    if bytes.len() < FILE_HEADER_SIZE_BYTES as usize {
+    let size = FILE_HEADER_SIZE_BYTES as usize;
+    if bytes.len() < size {
         return Err(JournalError::Truncated { size_bytes: bytes.len() as u64, expected_bytes: FILE_HEADER_SIZE_BYTES });
     }
-    FileHeader::decode(bytes).map(|header| header.snapshot_op)
+    match FileHeader::decode(bytes) {
+        Ok(header) => Ok(header.snapshot_op),
+        Err(error) if bytes.len() >= 2 * size => {
+            FileHeader::decode(&bytes[bytes.len() - size..]).map(|header| header.snapshot_op).map_err(|_| error)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Write both copies of the file header (not durable until fsync).
+async fn write_file_header<F: IoFile>(file: &F, config: &JournalConfig, header: &FileHeader) -> io::Result<()> {
+    for offset in [0, config.file_header_copy_offset()] {
+        let (result, _) = file.write_all_at(header.encode(), offset).await;
+        result?;
+    }
+    Ok(())
+}
+
+/// Both copies read back as `header`: a lost or misdirected header write
+/// would leave an older header in place.
+async fn file_header_reads_back<F: IoFile>(
+    file: &F,
+    config: &JournalConfig,
+    header: &FileHeader,
+) -> Result<bool, JournalError> {
+    for offset in [0, config.file_header_copy_offset()] {
+        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
+        result.map_err(io_error("read back file header"))?;
+        if FileHeader::decode(&bytes).ok().as_ref() != Some(header) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Make what reads of `path` see durable, before it is trusted at open.
@@ -507,7 +571,8 @@ enum SlotState {
     Torn {
         op: u64,
     },
-    /// Both the prepare and its ring copy are invalid.
+    /// Both the prepare and its ring copy are invalid: what the slot held
+    /// is lost with its evidence, so it is faulty too (module doc).
     Unknown {
         op: u64,
     },
@@ -595,9 +660,11 @@ impl<I: Io> PrepareJournal<I> {
         spare.set_len(0).await.map_err(io_error("truncate spare"))?;
         zero_fill(&spare, config.file_size_bytes()).await?;
         drop(spare);
-        let (result, _) = file.write_all_at(file_header.encode(), 0).await;
-        result.map_err(io_error("write file header"))?;
+        write_file_header(&file, &config, &file_header).await.map_err(io_error("write file header"))?;
         file.sync_data().await.map_err(io_error("fsync"))?;
+        if !file_header_reads_back(&file, &config, &file_header).await? {
+            return Err(JournalError::FileHeaderCorrupt);
+        }
         io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
         Ok(PrepareJournal {
             io: io.clone(),
@@ -620,7 +687,7 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Open and recover an existing journal: verify every slot, rebuild the
-    /// header index and the hash chain, truncate a torn tail, and report
+    /// header index, truncate a torn tail, and report
     /// corrupt or missing ops in the middle for repair from peers.
     pub async fn open(
         io: &I,
@@ -640,15 +707,16 @@ impl<I: Io> PrepareJournal<I> {
         // Never trust the page cache (module doc): what a crashed process
         // wrote but never synced must be durable before recovery reads it,
         // or the replica would vouch for a prepare a power loss takes back.
-        file.sync_data().await.map_err(io_error("fsync at open"))?;
-        io.sync_dir(dir).await.map_err(io_error("fsync dir at open"))?;
+        // Read-only: no fsync, a reader must not change what the disk keeps.
+        if writable {
+            file.sync_data().await.map_err(io_error("fsync at open"))?;
+            io.sync_dir(dir).await.map_err(io_error("fsync dir at open"))?;
+        }
         let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
         if size_bytes < FILE_HEADER_SIZE_BYTES {
             return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
         }
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
-        result.map_err(io_error("read file header"))?;
-        let file_header = FileHeader::decode(&bytes)?;
+        let file_header = Self::read_file_header(&file, &config, size_bytes, writable).await?;
         file_header.check(&config)?;
         if size_bytes != config.file_size_bytes() {
             return Err(JournalError::Truncated { size_bytes, expected_bytes: config.file_size_bytes() });
@@ -681,6 +749,41 @@ impl<I: Io> PrepareJournal<I> {
         };
         let recovery = journal.recover().await?;
         Ok((journal, recovery))
+    }
+
+    /// The file header: the first copy, or the second when the first does
+    /// not decode (a misdirected write or rot; module doc). In writable
+    /// mode a copy that does not decode is rewritten from the other and
+    /// synced, so one more fault later still leaves a good copy. Neither
+    /// decoding is the first copy's error.
+    async fn read_file_header(
+        file: &I::File,
+        config: &JournalConfig,
+        size_bytes: u64,
+        writable: bool,
+    ) -> Result<FileHeader, JournalError> {
+        let read = |offset| async move {
+            let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
+            result.map_err(io_error("read file header")).and_then(|()| FileHeader::decode(&bytes))
+        };
+        let first = read(0).await;
+        // The second copy is only where the geometry says when the file is
+        // whole; a file of another size is refused as `Truncated` anyway.
+        let second_offset = config.file_header_copy_offset();
+        let whole = size_bytes == config.file_size_bytes();
+        let second = if whole { Some(read(second_offset).await) } else { None };
+        let (header, damaged_offset) = match (first, second) {
+            (Ok(header), Some(Err(_))) => (header, Some(second_offset)),
+            (Ok(header), _) => (header, None),
+            (Err(_), Some(Ok(header))) => (header, Some(0)),
+            (Err(error), _) => return Err(error),
+        };
+        if let (Some(offset), true) = (damaged_offset, writable) {
+            let (result, _) = file.write_all_at(header.encode(), offset).await;
+            result.map_err(io_error("rewrite file header copy"))?;
+            file.sync_data().await.map_err(io_error("fsync file header copy"))?;
+        }
+        Ok(header)
     }
 
     /// A read error is an invalid slot, not a failed recovery: the header
@@ -793,7 +896,9 @@ impl<I: Io> PrepareJournal<I> {
         let states = self.slot_states().await;
         let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
         let mut faulty: BTreeSet<u64> = BTreeSet::new();
-        let mut invalid: BTreeMap<u64, bool> = BTreeMap::new(); // op -> ring copy invalid too
+        // Both the prepare and its ring copy invalid: faulty, head included.
+        let mut unknown: BTreeSet<u64> = BTreeSet::new();
+        let mut torn_ops: BTreeSet<u64> = BTreeSet::new();
         let mut copies_stale: Vec<Header> = Vec::new();
         for state in states {
             match state {
@@ -809,45 +914,47 @@ impl<I: Io> PrepareJournal<I> {
                     faulty.insert(op);
                 }
                 SlotState::Torn { op } => {
-                    invalid.insert(op, false);
+                    torn_ops.insert(op);
                 }
                 SlotState::Unknown { op } => {
-                    invalid.insert(op, true);
+                    unknown.insert(op);
                 }
             }
         }
         let mut recovery = Recovery::default();
-        // The head is the highest op the disk says was written: a faulty op
-        // counts, so a rotten head is never cut off as a torn tail.
-        let head = valid.keys().chain(faulty.iter()).max().copied();
-        let mut previous_checksum = self.snapshot_checksum;
+        // The head is the highest op the disk says was (or may have been)
+        // written: a faulty or unknown op counts, so a rotten head is never
+        // cut off as a torn tail (module doc).
+        let head = valid.keys().chain(faulty.iter()).chain(unknown.iter()).max().copied();
         if let Some(head) = head {
+            // Every valid prepare is indexed, chained to its neighbour or
+            // not. A break in the chain is no damage: after a view change the
+            // replica overwrites ops in any order (`write_prepare`), so a
+            // durable prepare of the new view may sit after a stale one of
+            // the old view until that one is replaced. Which side is stale
+            // only the replica knows (its view headers); the journal, which
+            // cannot tell, must not drop either. Until swarm seeds 244, 281,
+            // 477 and 798 this loop kept the *later* op out of the index
+            // (missing, `is_durable` false) while `scan` returned it valid,
+            // and in those seeds the later op was the canonical one.
             for op in self.snapshot_op + 1..=head {
                 match valid.get(&op) {
                     Some(header) => {
-                        if previous_checksum.is_some_and(|checksum| checksum != header.parent) {
-                            // A fork in the chain: keep it out of the index and
-                            // let the replica repair it; never drop it silently.
-                            recovery.repair_ops.push(op);
-                            self.missing.insert(op);
-                        } else {
-                            recovery.ops_recovered.push(op);
-                            self.headers.insert(op, *header);
-                        }
-                        previous_checksum = Some(header.checksum);
+                        recovery.ops_recovered.push(op);
+                        self.headers.insert(op, *header);
                     }
                     None => {
                         recovery.repair_ops.push(op);
                         self.missing.insert(op);
-                        previous_checksum = None;
                     }
                 }
             }
             self.op_head = Some(head);
         }
         let tail_first = head.unwrap_or(self.snapshot_op) + 1;
-        let torn: Vec<(u64, bool)> =
-            invalid.range(tail_first..).map(|(&op, &copy_invalid)| (op, copy_invalid)).collect();
+        // Only slots whose ring copy is empty or names an older op: never
+        // one that may have held an acknowledged prepare.
+        let torn: Vec<u64> = torn_ops.range(tail_first..).copied().collect();
         if self.writable {
             // A prepare without its ring copy may live only in the page
             // cache: after a failed fsync Linux marks the pages clean, a
@@ -869,23 +976,18 @@ impl<I: Io> PrepareJournal<I> {
             // torn. All of them, not only the stale ones: a copy read from
             // the page cache after a failed fsync may not be durable either.
             self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
-            for &(op, copy_invalid) in &torn {
+            for &op in &torn {
                 let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;
-                if copy_invalid {
-                    let offset = self.config.header_copy_offset(op);
-                    let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], offset).await;
-                    result.map_err(io_error("clear torn header copy"))?;
-                }
             }
             if !valid.is_empty() || !torn.is_empty() {
                 self.file.sync_data().await.map_err(io_error("fsync"))?;
             }
         }
-        recovery.torn_tail_truncated = torn.iter().map(|&(op, _)| op).collect();
+        recovery.torn_tail_truncated = torn;
         debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
         debug_assert!(self.op_head.is_none_or(|head| head <= self.snapshot_op + self.config.slot_count));
-        debug_assert!(faulty.iter().all(|op| self.missing.contains(op)));
+        debug_assert!(faulty.iter().chain(unknown.iter()).all(|op| self.missing.contains(op)));
         Ok(recovery)
     }
 
@@ -1263,14 +1365,16 @@ impl<I: Io> PrepareJournal<I> {
                 return Err(JournalError::Io { operation: "reopen", source });
             }
         };
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
-        if let Err(source) = result {
-            self.poisoned = true;
-            return Err(JournalError::Io { operation: "reopen read", source });
-        }
-        if FileHeader::decode(&bytes).ok() != Some(file_header) {
-            self.poisoned = true;
-            return Err(JournalError::FileHeaderCorrupt);
+        match file_header_reads_back(&file, &self.config, &file_header).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.poisoned = true;
+                return Err(JournalError::FileHeaderCorrupt);
+            }
+            Err(error) => {
+                self.poisoned = true;
+                return Err(error);
+            }
         }
 
         // 4. Only now is the compaction durable: advance snapshot_op. The
@@ -1317,8 +1421,7 @@ impl<I: Io> PrepareJournal<I> {
                 through_op
             }
         };
-        let (result, _) = file.write_all_at(file_header.encode(), 0).await;
-        result.map_err(io_error("write tmp header"))?;
+        write_file_header(&file, &config, file_header).await.map_err(io_error("write tmp header"))?;
         let mut carried = BTreeMap::new();
         let live: Vec<u64> = self.headers.range(through_op + 1..).map(|(&op, _)| op).collect();
         for op in live {
@@ -1367,9 +1470,7 @@ impl<I: Io> PrepareJournal<I> {
         // `snapshot_op`): a lost or misdirected header write would leave it
         // in place, and the exchange would then make an older snapshot
         // durable. Check before the exchange, while the journal is intact.
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], 0).await;
-        result.map_err(io_error("read tmp header"))?;
-        if FileHeader::decode(&bytes).ok().as_ref() != Some(file_header) {
+        if !file_header_reads_back(&file, &config, file_header).await? {
             return Err(JournalError::FileHeaderCorrupt);
         }
         Ok(carried.into_keys().collect())
@@ -1459,7 +1560,8 @@ mod tests {
         assert_eq!(config.headers_zone_size_bytes(), HEADERS_ZONE_ALIGN_BYTES);
         assert_eq!(config.header_copy_offset(5), FILE_HEADER_SIZE_BYTES + 256);
         assert_eq!(config.slot_offset(5), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 1024);
-        assert_eq!(config.file_size_bytes(), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
+        assert_eq!(config.file_header_copy_offset(), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
+        assert_eq!(config.file_size_bytes(), 2 * FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
         let wide = JournalConfig { slot_count: 17, ..config };
         assert_eq!(wide.headers_zone_size_bytes(), 2 * HEADERS_ZONE_ALIGN_BYTES, "17 copies spill into a second page");
         assert!(matches!(

@@ -180,3 +180,80 @@ fn a_rotten_checkpoint_copy_is_survived() {
     block_on_ready(write_checkpoint(&io, dir(), 1, &checkpoint)).unwrap();
     assert!(block_on_ready(read_checkpoint(&io, dir(), 1)).unwrap().is_some(), "a new checkpoint heals both");
 }
+
+/// disk-rot seed 38131, the disk state it left: replica 2 acknowledged op
+/// 1 (its only op); a sector of op 1's slot rotted while the replica ran
+/// (`rot_running`), the replica crashed, and while it was down the ring
+/// copy of op 1 rotted too. Both copies invalid used to be truncated as a
+/// torn tail above an empty head, erasing the acknowledged prepare. It
+/// must be faulty: awaiting repair, counted in the head, not truncated.
+#[test]
+fn a_head_whose_prepare_and_ring_copy_both_rotted_is_faulty_not_torn() {
+    let io = SimIo::new(7);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 1, true);
+    assert!(journal.is_durable(1), "op 1 may be acknowledged");
+    drop(journal);
+    io.crash_process();
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let config = config(SLOT_COUNT);
+    io.disk().corrupt_sector(&path, config.slot_offset(1) + 100).unwrap();
+    io.disk().corrupt_sector(&path, config.header_copy_offset(1) + 10).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![], torn_tail_truncated: vec![], repair_ops: vec![1] },
+        "op 1 may have been acknowledged: faulty, never torn"
+    );
+    assert_eq!(journal.op_max(), Some(1));
+    assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, vec![1]);
+    drop(journal);
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![1], "the first open cleared nothing: still faulty at the next");
+}
+
+/// The same two faults above a valid head: ops 1..=4 durable, op 5's slot
+/// and ring copy both rotten. Op 5 may have been acknowledged (it was),
+/// so the head is 5 and op 5 awaits repair.
+#[test]
+fn a_doubly_rotten_slot_above_the_valid_ops_extends_the_head() {
+    let io = SimIo::new(8);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 5, true);
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let config = config(SLOT_COUNT);
+    io.disk().corrupt_sector(&path, config.slot_offset(5)).unwrap();
+    io.disk().corrupt_sector(&path, config.header_copy_offset(5) + 255).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![], repair_ops: vec![5] }
+    );
+    assert_eq!(journal.op_max(), Some(5));
+}
+
+/// Another shard replays the journal read-only while the owner has op 4
+/// written but not synced. The reader may see op 4 (page cache), but it
+/// must not make it durable: what survives a power loss is the owner's
+/// business, not a side effect of someone reading. It used to fsync.
+#[test]
+fn a_read_only_open_does_not_change_what_the_disk_keeps() {
+    let io = SimIo::new(9);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    append(&mut journal, &mut chain, 1, false);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let durable_before = io.disk().contents_durable(&path).unwrap();
+    let (reader, _) = block_on_ready(PrepareJournal::open(&io, dir(), config(SLOT_COUNT), OpenMode::ReadOnly)).unwrap();
+    drop(reader);
+    assert!(io.disk().contents_durable(&path).unwrap() == durable_before, "the read-only open synced the file");
+    drop(journal);
+    power_loss_loses_everything_pending(&io);
+    io.power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "op 4 was never synced by its owner");
+}

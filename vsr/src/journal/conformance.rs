@@ -335,9 +335,20 @@ pub async fn damaged_files_give_typed_errors<I: Io>(io: &I, dir: &Path) {
         Err(JournalError::Truncated { size_bytes: 100, .. })
     ));
 
+    // One copy of the file header damaged: the other one serves, and a
+    // writable open rewrites the damaged one, so the next fault on the
+    // other copy is survived too. Both damaged: a typed error.
     let flipped = dir.join("flipped");
     drop(PrepareJournal::create(io, &flipped, config(16)).await.unwrap());
+    let second_copy = config(16).file_header_copy_offset();
     flip_byte(io, &flipped, 50, 0x10).await;
+    let (journal, _) = PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await.unwrap();
+    assert_eq!(journal.snapshot_op(), 0);
+    drop(journal);
+    flip_byte(io, &flipped, second_copy + 50, 0x10).await;
+    drop(PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await.unwrap());
+    flip_byte(io, &flipped, 50, 0x10).await;
+    flip_byte(io, &flipped, second_copy + 60, 0x10).await;
     assert!(matches!(
         PrepareJournal::open(io, &flipped, config(16), OpenMode::ReadWrite).await,
         Err(JournalError::FileHeaderCorrupt)
@@ -346,6 +357,7 @@ pub async fn damaged_files_give_typed_errors<I: Io>(io: &I, dir: &Path) {
     let foreign = dir.join("foreign");
     drop(PrepareJournal::create(io, &foreign, config(16)).await.unwrap());
     flip_byte(io, &foreign, 0, 0xFF).await;
+    flip_byte(io, &foreign, second_copy, 0xFF).await;
     assert!(matches!(
         PrepareJournal::open(io, &foreign, config(16), OpenMode::ReadWrite).await,
         Err(JournalError::BadMagic)
@@ -454,6 +466,39 @@ pub async fn torn_tail_is_truncated<I: Io>(io: &I, dir: &Path) {
     assert_eq!(recovery, Recovery { ops_recovered: (1..=6).collect(), ..Recovery::default() });
 }
 
+/// A view change replaced ops 3 and 4 (view 1) with 3' and 4' (view 2);
+/// the replica got 4' first (repair order is any order), made it durable,
+/// and crashed before 3' arrived. On disk 4' does not chain onto the stale
+/// op 3. Recovery must index 4' as scan returns it: durable, with its ring
+/// copy, and canonical (the replica tells which side of a break is stale by
+/// its view headers; the journal cannot). Swarm seeds 244, 281, 477 and 798
+/// had the index mark the new op missing while scan returned it valid.
+pub async fn chain_break_at_open_is_indexed_as_scan_sees_it<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let mut chain = Chain::new();
+    let old = append_n(&mut journal, &mut chain, 4).await;
+    let mut new_view = Chain { parent: old[1].0.checksum, op_next: 3, variant: 0x77 };
+    let (op3_new, _) = new_view.next_prepare();
+    let (op4_new, body4_new) = new_view.next_prepare();
+    assert_ne!(op4_new.parent, old[2].0.checksum, "4' does not chain onto the stale op 3");
+    journal.write_prepare(&op4_new, &body4_new).await.unwrap();
+    journal.sync().await.unwrap();
+    assert!(journal.is_durable(4));
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: vec![1, 2, 3, 4], ..Recovery::default() });
+    assert_eq!(journal.header(4), Some(&op4_new), "the durable 4' is indexed");
+    assert!(journal.is_durable(4));
+    assert_eq!(journal.header(3), Some(&old[2].0), "the stale op 3 is there until 3' replaces it");
+    let scan = journal.scan().await.unwrap();
+    for (header, _) in &scan.entries {
+        assert_eq!(journal.header(header.op), Some(header), "index and scan agree on op {}", header.op);
+    }
+    assert!(scan.corrupt_ops.is_empty());
+    assert_ne!(op3_new.checksum, old[2].0.checksum);
+}
+
 /// Run the whole suite, each case in its own subdirectory of `dir`.
 /// Calls `$callback! { case, case, … }` with every case of the suite, so a
 /// backend's test list cannot fall behind it.
@@ -474,6 +519,7 @@ macro_rules! journal_conformance_cases {
             torn_tail_is_truncated,
             stale_tmp_is_never_trusted,
             recycled_spare_never_resurrects_prepares,
+            chain_break_at_open_is_indexed_as_scan_sees_it,
         }
     };
 }
