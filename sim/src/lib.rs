@@ -20,6 +20,7 @@ pub mod node;
 pub mod promises;
 pub mod run;
 pub mod shards;
+pub mod view_logs;
 
 pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
