@@ -59,6 +59,7 @@ use shoal_shard::router::route_partition;
 
 use crate::availability::{Availability, connected_quorum};
 use crate::checker::{Ack, Checkers};
+use crate::choices::NodeChoices;
 use crate::io::{SimIo, block_on_ready};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::DATA_DIR;
@@ -192,6 +193,8 @@ enum Phase {
 pub struct Cluster {
     config: RunConfig,
     rng: ChaCha8Rng,
+    /// The nodes' random choices (see `choices`), apart from `rng`.
+    choices: NodeChoices,
     now_ns: u64,
     queue: BTreeMap<(u64, u64), Event>,
     sequence: u64,
@@ -347,6 +350,7 @@ impl Cluster {
         let mut cluster = Cluster {
             config: config.clone(),
             rng,
+            choices: NodeChoices::from_seed(config.seed),
             now_ns: 0,
             queue: BTreeMap::new(),
             sequence: 0,

@@ -10,6 +10,7 @@
 
 pub mod availability;
 pub mod checker;
+pub mod choices;
 pub mod cluster;
 pub mod disk;
 pub mod executor;

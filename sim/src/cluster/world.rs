@@ -156,7 +156,7 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn draw(&mut self, bound: u64) -> Option<u64> {
-        Some(self.cluster.rng.next_u64() % bound)
+        Some(self.cluster.choices.draw(bound))
     }
 
     fn on_state_data_filled(&mut self, _group: usize, offset: u64, count: usize) {
