@@ -27,6 +27,7 @@ mod checks;
 mod faults;
 mod history;
 mod process;
+mod quiet;
 mod workload;
 mod world;
 
@@ -233,6 +234,9 @@ pub struct Cluster {
     /// Set when a no-commit window outgrew its bound: the run ends there
     /// with a liveness verdict.
     availability_failure: Option<String>,
+    /// The quiet-period checker (`crate::quiet`); a violation ends the run
+    /// through `availability_failure`, as a liveness verdict.
+    quiet: crate::quiet::Quiet,
     /// The client-visible history, when `record_history` is set.
     history: Vec<HistoryEvent>,
 }
@@ -377,6 +381,7 @@ impl Cluster {
             converged: false,
             availability: Availability::new(group_count),
             availability_failure: None,
+            quiet: crate::quiet::Quiet::new(group_count),
             history: Vec::new(),
         };
         for replica in 0..config.replica_count {
@@ -484,6 +489,7 @@ impl Cluster {
                     self.timeline(0, kind, change);
                 }
                 self.sample_availability();
+                self.sample_quiet();
                 self.schedule(TICK_NS, Event::NetworkTick);
             }
             Event::Deliver { from, to, message } => self.deliver(from, to, *message),

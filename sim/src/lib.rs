@@ -19,6 +19,7 @@ pub mod machine;
 pub mod network;
 pub mod node;
 pub mod promises;
+pub mod quiet;
 pub mod run;
 pub mod shards;
 pub mod view_logs;
