@@ -1,9 +1,10 @@
 //! The quiet-period checker: a healthy cluster left alone stays in its view
 //! and keeps every backup's commit point close behind the primary's.
 //!
-//! A group is *settled* once, with faults off (the liveness phase), every
-//! replica has been up, unpaused and Normal in one view v for
-//! `QUIET_SETTLE_NS`. From then on nothing disturbs it (no fault is drawn,
+//! A group is *settled* once every replica has been up, unpaused and
+//! Normal in one view v for `QUIET_SETTLE_NS`, with no fault drawn and no
+//! partition or clog in place all that time (any phase; the liveness phase
+//! is one such stretch). From then on nothing disturbs it (no fault is drawn,
 //! the network is healed), so:
 //!
 //! - no replica may enter a view newer than v: a backup that still times
@@ -69,11 +70,21 @@ struct GroupWatch {
 #[derive(Debug, Default)]
 pub struct Quiet {
     groups: Vec<GroupWatch>,
+    /// Faults drawn so far in the run, as of the last sample.
+    faults_seen: u64,
 }
 
 impl Quiet {
     pub fn new(group_count: usize) -> Quiet {
-        Quiet { groups: vec![GroupWatch::default(); group_count] }
+        Quiet { groups: vec![GroupWatch::default(); group_count], faults_seen: 0 }
+    }
+
+    /// The run has drawn `faults_total` faults so far: true when none was
+    /// drawn since the last call.
+    pub fn note_faults(&mut self, faults_total: u64) -> bool {
+        let unchanged = faults_total == self.faults_seen;
+        self.faults_seen = faults_total;
+        unchanged
     }
 
     /// The cluster is disturbed (a fault, a crash, faults still on): the
@@ -105,7 +116,7 @@ impl Quiet {
         if let Some(moved) = replicas.iter().find(|r| r.view > view) {
             return Err(format!(
                 "quiet period: group {group} settled in view {view} at {:.3} s (every replica up, Normal, \
-                 connected, faults off), yet replica {} entered view {} at {:.3} s: a healthy cluster changed \
+                 connected, no fault drawn since), yet replica {} entered view {} at {:.3} s: a healthy cluster changed \
                  its view",
                 since_ns as f64 / 1e9,
                 moved.replica,

@@ -1,14 +1,20 @@
 //! What the quiet-period checker (`crate::quiet`) is shown: each group's
-//! replicas once per network tick while the cluster is healthy (liveness
-//! phase, every replica up and unpaused, no partition).
+//! replicas once per network tick while the cluster is healthy (no fault
+//! drawn since the last sample, every replica up and unpaused, no partition
+//! or clog), in either phase.
 
 use super::*;
 use crate::quiet::ReplicaSample;
 
 impl Cluster {
     pub(super) fn sample_quiet(&mut self) {
-        let healthy = matches!(self.phase, Phase::Liveness { .. })
+        // Any fault drawn since the last sample (a drop, a delay, a disk
+        // error, a crash...) disturbs the cluster, in either phase.
+        let faults_total: u64 = self.faults.values().sum();
+        let no_new_fault = self.quiet.note_faults(faults_total);
+        let healthy = no_new_fault
             && self.network.partition().is_none()
+            && !self.network.clogged()
             && self.nodes.iter().all(|n| n.up && n.paused_until_ns.is_none() && n.node.is_some());
         for group in 0..self.namespaces.len() {
             if !healthy {
