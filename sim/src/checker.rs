@@ -18,10 +18,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_vsr::header::Operation;
+use shoal_vsr::header::{Command, Operation};
+use shoal_vsr::message::{Message, decode_headers};
 use shoal_vsr::replica::Committed;
 
 use crate::run::Checker;
+use crate::view_logs::ViewLogs;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CommittedRecord {
@@ -64,6 +66,8 @@ pub struct Checkers {
     violation: Option<Violation>,
     /// Every append payload a client invoked, with who invoked it.
     invoked: BTreeMap<Vec<u8>, (u128, u64)>,
+    /// The logs replicas ship as some view's log (see `view_logs`).
+    view_logs: ViewLogs,
 }
 
 impl Checkers {
@@ -101,7 +105,26 @@ impl Checkers {
         self.last_commit.insert(replica, commit_min);
     }
 
+    /// `replica` reported a newer view (before the commits of that step).
+    pub fn on_view(&mut self, replica: u8, view: u64) {
+        self.view_logs.on_view(replica, view);
+    }
+
+    /// `replica` sends `message`: a do_view_change or start_view must carry
+    /// the committed prepares as the log of its view.
+    pub fn on_send(&mut self, replica: u8, message: &Message) {
+        if !matches!(message.header.command, Command::DoViewChange | Command::StartView) {
+            return;
+        }
+        // A malformed body is the receiver's to refuse, not a claim.
+        let Ok(headers) = decode_headers(&message.body) else { return };
+        if let Err(why) = self.view_logs.check(replica, &message.header, &headers) {
+            self.fail(Checker::Agreement, why);
+        }
+    }
+
     pub fn on_committed(&mut self, replica: u8, records: &[Committed]) {
+        self.view_logs.on_committed(replica, records);
         for record in records {
             let last = self.last_commit.get(&replica).copied().unwrap_or(0);
             if record.op <= last && record.op != 0 {

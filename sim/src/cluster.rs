@@ -27,6 +27,7 @@ mod checks;
 mod faults;
 mod history;
 mod process;
+mod quiet;
 mod workload;
 mod world;
 
@@ -59,6 +60,7 @@ use shoal_shard::router::route_partition;
 
 use crate::availability::{Availability, connected_quorum};
 use crate::checker::{Ack, Checkers};
+use crate::choices::NodeChoices;
 use crate::io::{SimIo, block_on_ready};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::DATA_DIR;
@@ -192,6 +194,8 @@ enum Phase {
 pub struct Cluster {
     config: RunConfig,
     rng: ChaCha8Rng,
+    /// The nodes' random choices (see `choices`), apart from `rng`.
+    choices: NodeChoices,
     now_ns: u64,
     queue: BTreeMap<(u64, u64), Event>,
     sequence: u64,
@@ -230,6 +234,9 @@ pub struct Cluster {
     /// Set when a no-commit window outgrew its bound: the run ends there
     /// with a liveness verdict.
     availability_failure: Option<String>,
+    /// The quiet-period checker (`crate::quiet`); a violation ends the run
+    /// through `availability_failure`, as a liveness verdict.
+    quiet: crate::quiet::Quiet,
     /// The client-visible history, when `record_history` is set.
     history: Vec<HistoryEvent>,
 }
@@ -347,6 +354,7 @@ impl Cluster {
         let mut cluster = Cluster {
             config: config.clone(),
             rng,
+            choices: NodeChoices::from_seed(config.seed),
             now_ns: 0,
             queue: BTreeMap::new(),
             sequence: 0,
@@ -373,6 +381,7 @@ impl Cluster {
             converged: false,
             availability: Availability::new(group_count),
             availability_failure: None,
+            quiet: crate::quiet::Quiet::new(group_count),
             history: Vec::new(),
         };
         for replica in 0..config.replica_count {
@@ -480,6 +489,7 @@ impl Cluster {
                     self.timeline(0, kind, change);
                 }
                 self.sample_availability();
+                self.sample_quiet();
                 self.schedule(TICK_NS, Event::NetworkTick);
             }
             Event::Deliver { from, to, message } => self.deliver(from, to, *message),

@@ -10,6 +10,7 @@
 
 pub mod availability;
 pub mod checker;
+pub mod choices;
 pub mod cluster;
 pub mod disk;
 pub mod executor;
@@ -18,8 +19,10 @@ pub mod machine;
 pub mod network;
 pub mod node;
 pub mod promises;
+pub mod quiet;
 pub mod run;
 pub mod shards;
+pub mod view_logs;
 
 pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};

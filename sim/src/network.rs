@@ -222,6 +222,11 @@ impl Network {
     /// Whether `a` and `b` can talk both ways right now: no partition cuts
     /// either direction. (Drops, delays and clogs are not cuts: they slow a
     /// pair down, they do not separate it.)
+    /// Some link is clogged now (its messages wait until the clog clears).
+    pub fn clogged(&self) -> bool {
+        !self.clogs.is_empty()
+    }
+
     pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
         !self.cut(a, b) && !self.cut(b, a)
     }

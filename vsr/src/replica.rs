@@ -1337,18 +1337,27 @@ impl<S: StateMachine> Replica<S> {
             top = self.log.keys().next_back().copied().unwrap_or(self.checkpoint_op);
         }
         self.op = top.max(self.checkpoint_op).max(view_top);
-        // Below the head, drop what the chain does not vouch for (stale ops
-        // of older views), except the trusted committed prefix.
-        let mut op = self.op;
-        while op > trusted + 1 {
-            match (self.log.get(&op).map(|e| e.header.parent), self.log.get(&(op - 1)).map(|e| e.header.checksum)) {
-                (Some(parent), Some(checksum)) if parent == checksum => op -= 1,
-                (Some(_), Some(_)) => {
-                    self.log.remove(&(op - 1));
-                    op -= 1;
-                }
-                _ => op -= 1,
+        // Below the head, keep only what the view headers name or the entry
+        // right above chains to; the trusted committed prefix stays. The
+        // same rule as `install_log`: a journal entry below a gap cannot be
+        // vouched for. It may be a stale prepare of an older view that
+        // `install_log` dropped from memory but nothing truncated from the
+        // journal (it sat below the new head); kept here, it would come back
+        // as part of log_view's log and go out in this replica's view
+        // headers (view-churn seed 588). Repair refills the gap by checksum.
+        let named: BTreeSet<u64> = durable.view_headers.iter().map(|h| h.op).collect();
+        let mut upper = self.op;
+        while upper > trusted + 1 {
+            let lower = upper - 1;
+            let vouched = named.contains(&lower)
+                || match (self.log.get(&upper), self.log.get(&lower)) {
+                    (Some(above), Some(entry)) => above.header.parent == entry.header.checksum,
+                    _ => false,
+                };
+            if !vouched {
+                self.log.remove(&lower);
             }
+            upper -= 1;
         }
         self.keep_unchained_aside(trusted, journal);
         self.commit_max = self.commit_max.max(durable.commit);

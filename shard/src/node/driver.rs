@@ -330,12 +330,15 @@ impl<I: Io> Node<I> {
             let committed = g.replica.take_committed();
             let actions = g.replica.take_actions();
             let (view, status) = (g.replica.view(), g.replica.status());
-            if !committed.is_empty() {
-                world.on_committed(group, &committed);
-            }
+            // The view first: commits are reported in the view they were
+            // made in or an older one, never a newer one (the simulator's
+            // view-logs checker relies on it).
             if view > g.view_reported {
                 g.view_reported = view;
                 world.on_view(group, view, status);
+            }
+            if !committed.is_empty() {
+                world.on_committed(group, &committed);
             }
             if actions.is_empty() {
                 return g.persist_partition().await;

@@ -90,6 +90,7 @@ impl Cluster {
                     // Replay re-commits from the checkpoint on: the checkers
                     // see those commits again and hold them to agreement.
                     self.checkers[group].on_restart(replica, replay_from);
+                    self.checkers[group].on_view(replica, r.view());
                     groups.push(Group::new(namespace, self.shard_of[group], storage, r));
                 }
                 Err(error) => {

@@ -90,6 +90,9 @@ pub(super) struct SimWorld<'a> {
 
 impl NodeBus for SimWorld<'_> {
     fn send_to_replica(&mut self, _via: ShardId, to: u8, message: Message) {
+        if let Some(group) = self.cluster.namespaces.iter().position(|&ns| ns == message.header.namespace) {
+            self.cluster.checkers[group].on_send(self.replica, &message);
+        }
         self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Replica(to), message);
     }
 
@@ -135,6 +138,7 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn on_view(&mut self, group: usize, view: u64, status: Status) {
+        self.cluster.checkers[group].on_view(self.replica, view);
         self.cluster.observe_view(self.replica, group, view, status);
     }
 
@@ -152,7 +156,7 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn draw(&mut self, bound: u64) -> Option<u64> {
-        Some(self.cluster.rng.next_u64() % bound)
+        Some(self.cluster.choices.draw(bound))
     }
 
     fn on_state_data_filled(&mut self, _group: usize, offset: u64, count: usize) {

@@ -4,3 +4,4 @@ mod harness;
 mod replica_bad_input;
 mod stale_input;
 mod stories;
+mod stories_state;
