@@ -356,7 +356,16 @@ fn write_outputs(report: &Report, out_dir: &Path) -> Result<Vec<String>, BenchEr
 fn command_line(prefix: &str) -> String {
     let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "server").collect();
     let mut command = prefix.to_owned();
+    // xtask passes the binary it built; the rerun command does that itself.
+    let mut skip_value = false;
     for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--server-binary" || arg == "--shoal-server" {
+            skip_value = true;
+            continue;
+        }
         command.push(' ');
         command.push_str(&arg);
     }

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_client::Client;
 
@@ -53,28 +53,60 @@ impl Shoal {
         u32::try_from(self.workers_count.div_ceil(CLIENTS_PER_PARTITION_MAX).max(1)).unwrap_or(u32::MAX)
     }
 
-    fn start_workers(&mut self) {
+    /// Start the worker threads and wait (bounded) until each has appended
+    /// once: its session is registered and it knows its group's primary, so
+    /// no measured append pays for a registration or a stale primary guess.
+    fn start_workers(&mut self, timeout: Duration) -> Result<(), BenchError> {
         let cluster = self.cluster.as_ref().expect("started");
         let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let (ready_sender, ready) = channel::<Result<(), String>>();
         let partitions = self.partitions_count();
         for index in 0..self.workers_count {
             let config = cluster.fresh_client_config();
-            let receiver = receiver.clone();
+            let (receiver, ready_sender) = (receiver.clone(), ready_sender.clone());
             let target = partition((index % partitions as usize) as u32);
             // Detached: a worker ends when the queue closes (after its
             // current append returns or times out).
-            std::thread::spawn(move || worker(config, target, &receiver));
+            std::thread::spawn(move || worker(config, target, &receiver, &ready_sender));
         }
         self.jobs = Some(sender);
+        let deadline = Instant::now() + timeout;
+        for _ in 0..self.workers_count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ready.recv_timeout(left) {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => return Err(BenchError::client("shoal", "register a worker", message)),
+                Err(_) => {
+                    return Err(BenchError::NotHealthy {
+                        system: "shoal".to_owned(),
+                        waited_s: timeout.as_secs(),
+                        last_error: "not every client worker completed its first append".to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-fn worker(config: shoal_client::ClientConfig, target: shoal_shard::namespace::Namespace, jobs: &Mutex<Receiver<Job>>) {
-    let mut client = match Client::new(config) {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("shoal worker: {error}");
+fn worker(
+    config: shoal_client::ClientConfig,
+    target: shoal_shard::namespace::Namespace,
+    jobs: &Mutex<Receiver<Job>>,
+    ready: &Sender<Result<(), String>>,
+) {
+    let first = Client::new(config).map_err(|error| error.to_string()).and_then(|mut client| {
+        client.append(target, b"worker warm-up").map_err(|error| error.to_string())?;
+        Ok(client)
+    });
+    let mut client = match first {
+        Ok(client) => {
+            let _ = ready.send(Ok(()));
+            client
+        }
+        Err(message) => {
+            let _ = ready.send(Err(message));
             return;
         }
     };
@@ -122,8 +154,7 @@ impl System for Shoal {
             keep_dir: settings.keep_dir,
         })?;
         self.cluster = Some(cluster);
-        self.start_workers();
-        Ok(())
+        self.start_workers(settings.timeout)
     }
 
     fn version(&self) -> String {
