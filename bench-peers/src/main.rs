@@ -353,13 +353,17 @@ fn write_outputs(report: &Report, out_dir: &Path) -> Result<Vec<String>, BenchEr
 }
 
 /// The command that reruns this measurement.
-fn command_line(prefix: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "server").collect();
+pub(crate) fn command_line(prefix: &str) -> String {
+    rerun_command(prefix, std::env::args().skip(1))
+}
+
+/// `prefix` and `args`, without the `server` mode word and the binary paths
+/// xtask passes (the rerun command builds and passes them itself).
+fn rerun_command(prefix: &str, args: impl IntoIterator<Item = String>) -> String {
     let mut command = prefix.to_owned();
-    // xtask passes the binary it built; the rerun command does that itself.
     let mut skip_value = false;
     for arg in args {
-        if std::mem::take(&mut skip_value) {
+        if std::mem::take(&mut skip_value) || arg == "server" {
             continue;
         }
         if arg == "--server-binary" || arg == "--shoal-server" {
@@ -413,4 +417,17 @@ pub(crate) fn machine_line() -> String {
         "{} ({} cores, {:.0} GiB, Linux {}), load average {:.1}",
         machine.cpu_model, machine.cores_count, machine.memory_gib, machine.kernel, machine.load_average_1min_start
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rerun_command_leaves_out_what_xtask_adds() {
+        let args = ["server", "--server-binary", "/t/release/shoal-server", "--clients", "8"].map(String::from);
+        assert_eq!(rerun_command("cargo xtask bench server", args), "cargo xtask bench server --clients 8");
+        let args = ["--shoal-server", "/x", "--in-flight", "64"].map(String::from);
+        assert_eq!(rerun_command("cargo xtask bench peers", args), "cargo xtask bench peers --in-flight 64");
+    }
 }
