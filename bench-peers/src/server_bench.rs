@@ -112,6 +112,17 @@ struct Report {
     durability: &'static str,
     note: &'static str,
     rows: Vec<Row>,
+    /// Each replica's storage actions over the whole run (warm-up included).
+    storage: Vec<StorageRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct StorageRow {
+    shards_per_replica: usize,
+    replica: usize,
+    action: String,
+    count: u64,
+    mean_ms: f64,
 }
 
 const DURABILITY: &str = "fsync (fdatasync) of every prepare on a quorum before the ack";
@@ -135,6 +146,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
     let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::check_data_root(&data_root)?;
     let mut rows = Vec::new();
+    let mut storage = Vec::new();
     for &shards in &args.shards {
         eprintln!("== shoal, 3 replicas x {shards} shard(s), {} partition(s)", args.partitions);
         let settings = ShoalSettings {
@@ -159,6 +171,12 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
             eprintln!("  {}: {:.0} msg/s, p99 {} us", row.mode, row.msg_per_s, row.latency_p99_us);
             rows.push(row);
         }
+        for replica in 0..usize::from(shoal_cluster::REPLICA_COUNT) {
+            for (action, count, mean_ms) in shoal.storage_latency(replica)? {
+                eprintln!("  replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable");
+                storage.push(StorageRow { shards_per_replica: shards, replica, action, count, mean_ms });
+            }
+        }
     }
     let report = Report {
         command: crate::command_line("cargo xtask bench server"),
@@ -168,6 +186,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
         durability: DURABILITY,
         note: SHARD_NOTE,
         rows,
+        storage,
     };
     println!("{}", render_table(&report));
     let out_dir = args.out_dir.clone().unwrap_or_else(crate::default_out_dir);

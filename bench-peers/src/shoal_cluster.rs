@@ -8,7 +8,8 @@
 //! Every process is owned by a `cluster::Cluster` guard: dropped (error,
 //! panic, Ctrl-C), it kills them and removes the data.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,8 @@ pub const LATENCY_US_MAX: u64 = 120_000_000;
 const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 /// The slot size the benchmarks give replicas: 1 KiB messages fit many times over.
 pub const MESSAGE_SIZE_MAX_BYTES_DEFAULT: u32 = 64 * 1024;
+/// Bound on one metrics scrape.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between health probes while the cluster starts.
 const START_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -66,6 +69,7 @@ pub struct ShoalSettings {
 pub struct ShoalCluster {
     cluster: Cluster,
     client_addresses: Vec<SocketAddr>,
+    metrics_addresses: Vec<SocketAddr>,
     settings: ShoalSettings,
     next_client: AtomicU64,
 }
@@ -116,9 +120,29 @@ impl ShoalCluster {
                 .env("RUST_LOG", std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
             cluster.spawn(&format!("replica-{replica}"), command)?;
         }
-        let shoal = ShoalCluster { cluster, client_addresses, settings, next_client: AtomicU64::new(FIRST_CLIENT) };
+        let shoal = ShoalCluster {
+            cluster,
+            client_addresses,
+            metrics_addresses,
+            settings,
+            next_client: AtomicU64::new(FIRST_CLIENT),
+        };
         shoal.wait_until_writable()?;
         Ok(shoal)
+    }
+
+    /// Mean latency until durable of each storage action on `replica`, from
+    /// its `GET /metrics` (`shoal_storage_latency_seconds` sums and counts):
+    /// `(action, count, mean_ms)`.
+    pub fn storage_latency(&self, replica: usize) -> Result<Vec<(String, u64, f64)>, BenchError> {
+        let address = self.metrics_addresses[replica];
+        let scrape_error = |error: std::io::Error| BenchError::client("shoal", "scrape metrics", error);
+        let mut stream = TcpStream::connect_timeout(&address, SCRAPE_TIMEOUT).map_err(scrape_error)?;
+        stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).map_err(scrape_error)?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").map_err(scrape_error)?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).map_err(scrape_error)?;
+        Ok(storage_latency_in(&text))
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -168,6 +192,25 @@ impl ShoalCluster {
         }
         Ok(())
     }
+}
+
+/// `(action, count, mean_ms)` per `shoal_storage_latency_seconds{action}` in a scrape.
+fn storage_latency_in(scrape: &str) -> Vec<(String, u64, f64)> {
+    let value = |series: &str| -> Option<f64> {
+        scrape.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let mut out = Vec::new();
+    for line in scrape.lines() {
+        let Some(rest) = line.strip_prefix("shoal_storage_latency_seconds_count{action=\"") else { continue };
+        let Some((action, _)) = rest.split_once('"') else { continue };
+        let labels = format!("{{action=\"{action}\"}}");
+        let count = value(&format!("shoal_storage_latency_seconds_count{labels}")).unwrap_or(0.0);
+        let sum = value(&format!("shoal_storage_latency_seconds_sum{labels}")).unwrap_or(0.0);
+        if count > 0.0 {
+            out.push((action.to_owned(), count as u64, sum / count * 1e3));
+        }
+    }
+    out
 }
 
 fn format_data_dir(binary: &Path, data_dir: &Path, replica: u8) -> Result<(), BenchError> {
@@ -253,4 +296,24 @@ pub fn run_load(
         total.latency_us.add(&latency_us).expect("histograms of equal bounds");
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_latency_is_the_mean_of_each_action() {
+        let scrape = "# HELP x\n\
+            shoal_storage_latency_seconds_sum{action=\"write_prepare\"} 0.5\n\
+            shoal_storage_latency_seconds_count{action=\"write_prepare\"} 100\n\
+            shoal_storage_latency_seconds_bucket{action=\"write_prepare\",le=\"0.001\"} 3\n\
+            shoal_storage_latency_seconds_sum{action=\"checkpoint\"} 0\n\
+            shoal_storage_latency_seconds_count{action=\"checkpoint\"} 0\n";
+        let latency = storage_latency_in(scrape);
+        assert_eq!(latency.len(), 1, "{latency:?}");
+        assert_eq!(latency[0].0, "write_prepare");
+        assert_eq!(latency[0].1, 100);
+        assert!((latency[0].2 - 5.0).abs() < 1e-9);
+    }
 }
