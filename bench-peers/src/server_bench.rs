@@ -60,6 +60,10 @@ pub struct ServerArgs {
     out_dir: Option<PathBuf>,
     #[arg(long)]
     keep_data: bool,
+    /// The clients' tick in ms (how long a blocking client waits per poll
+    /// round) [default: the client library's]; timeouts keep their length.
+    #[arg(long)]
+    client_tick_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +161,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
             message_size_max_bytes: args.message_size_max,
             start_timeout: Duration::from_secs(args.start_timeout_s),
             append_timeout: Duration::from_secs(args.op_timeout_s),
+            client_tick: args.client_tick_ms.map(Duration::from_millis),
             keep_dir: args.keep_data,
         };
         let starting = Instant::now();

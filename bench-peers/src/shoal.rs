@@ -151,6 +151,7 @@ impl System for Shoal {
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
             start_timeout: settings.timeout,
             append_timeout: self.append_timeout,
+            client_tick: None,
             keep_dir: settings.keep_dir,
         })?;
         self.cluster = Some(cluster);

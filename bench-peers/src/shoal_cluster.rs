@@ -62,6 +62,9 @@ pub struct ShoalSettings {
     pub start_timeout: Duration,
     /// Bound on one append (the client's request timeout).
     pub append_timeout: Duration,
+    /// The clients' tick (`ClientConfig::tick`); `None`: the library default.
+    /// Timeouts keep their wall-clock length whatever the tick.
+    pub client_tick: Option<Duration>,
     pub keep_dir: bool,
 }
 
@@ -151,8 +154,14 @@ impl ShoalCluster {
 
     pub fn client_config(&self, client: u128) -> ClientConfig {
         let mut config = ClientConfig::new(CLUSTER, client, self.client_addresses.clone());
-        let ticks = self.settings.append_timeout.as_millis() / config.tick.as_millis().max(1);
-        config.request_timeout_ticks = u64::try_from(ticks).unwrap_or(u64::MAX).max(1);
+        let default_tick = config.tick;
+        let retry_timeout = default_tick * u32::try_from(config.retry_timeout_ticks).unwrap_or(u32::MAX);
+        config.tick = self.settings.client_tick.unwrap_or(default_tick);
+        let ticks_in = |span: Duration| {
+            u64::try_from(span.as_micros() / config.tick.as_micros().max(1)).unwrap_or(u64::MAX).max(1)
+        };
+        config.request_timeout_ticks = ticks_in(self.settings.append_timeout);
+        config.retry_timeout_ticks = ticks_in(retry_timeout);
         config
     }
 
