@@ -47,8 +47,6 @@ impl BenchError {
 /// Why a system gets a row without numbers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
-    #[error("not runnable yet: {reason}")]
-    NotRunnableYet { reason: String },
     #[error("{program} not found and not running as root: run `{command}`, then rerun")]
     NotInstalled { program: &'static str, command: String },
     #[error("{reason}")]

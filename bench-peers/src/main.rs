@@ -20,7 +20,9 @@ mod etcd;
 mod install;
 mod nats;
 mod report;
+mod server_bench;
 mod shoal;
+mod shoal_cluster;
 mod system;
 mod workload;
 
@@ -42,7 +44,7 @@ const REPORT_SVG_NAME: &str = "peers.svg";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SystemKey {
-    /// shoal, 3 replicas with 1 and with 2 shards each (not runnable yet).
+    /// shoal, 3 replicas with 1 and with 2 shards each (the shoal-server release build).
     Shoal,
     /// NATS JetStream, R=3, `sync_interval: always`.
     NatsFsync,
@@ -115,6 +117,9 @@ struct Args {
     /// Keep each cluster's data directory and server logs after its run.
     #[arg(long)]
     keep_data: bool,
+    /// The shoal-server binary (`cargo xtask bench peers` builds it) [default: $CARGO_TARGET_DIR/release/shoal-server].
+    #[arg(long)]
+    shoal_server: Option<PathBuf>,
     /// Load generator threads (1: a current-thread runtime, the least overhead per message).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -139,6 +144,16 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("server") {
+        return match server_bench::main(&raw[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench-peers server: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args = Args::parse();
     let workload = args.workload();
     if let Err(message) = workload.validate() {
@@ -183,7 +198,7 @@ fn main() -> ExitCode {
     report::fill_ratios_vs_shoal(&mut systems);
     let report = Report {
         machine: machine(&data_root, data_filesystem, load_average_1min_start),
-        command: command_line(),
+        command: command_line("cargo xtask bench peers"),
         started_unix_s,
         duration_s: started.elapsed().as_secs_f64(),
         settings: report::Settings::of(&workload),
@@ -208,7 +223,12 @@ async fn run_all(args: &Args, workload: &Workload, data_root: &Path) -> Vec<Syst
         match key {
             SystemKey::Shoal => {
                 for shards_per_replica_count in SHOAL_SHARDS_PER_REPLICA {
-                    let mut shoal = shoal::Shoal { shards_per_replica_count };
+                    let mut shoal = shoal::Shoal::new(
+                        shards_per_replica_count,
+                        args.shoal_server.clone().unwrap_or_else(shoal_cluster::default_server_binary),
+                        args.in_flight,
+                        Duration::from_secs(args.op_timeout_s),
+                    );
                     runs.push(run_system(&mut shoal, key, true, args, workload, data_root).await);
                 }
             }
@@ -252,7 +272,6 @@ async fn run_system<S: System>(
         Err(unavailable) => {
             eprintln!("  {unavailable}");
             run.status = match unavailable {
-                Unavailable::NotRunnableYet { .. } => Status::NotRunnableYet,
                 Unavailable::NotInstalled { .. } | Unavailable::NotBuilt { .. } => Status::Skipped,
                 Unavailable::NotFoundAfterInstall { .. } | Unavailable::InstallFailed { .. } => Status::Failed,
             };
@@ -301,7 +320,7 @@ async fn measure<S: System>(
 
 /// The data root must exist and sit on a disk: on tmpfs fsync is free and
 /// the durability comparison would be void.
-fn check_data_root(data_root: &Path) -> Result<String, BenchError> {
+pub(crate) fn check_data_root(data_root: &Path) -> Result<String, BenchError> {
     std::fs::create_dir_all(data_root)
         .map_err(|source| BenchError::io("create the data directory", data_root, source))?;
     let fs_type = cluster::filesystem_type(data_root).unwrap_or_else(|| "unknown".to_owned());
@@ -311,7 +330,7 @@ fn check_data_root(data_root: &Path) -> Result<String, BenchError> {
     Ok(fs_type)
 }
 
-fn default_out_dir() -> PathBuf {
+pub(crate) fn default_out_dir() -> PathBuf {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench-peers lives in the workspace").join("target"),
         PathBuf::from,
@@ -334,10 +353,23 @@ fn write_outputs(report: &Report, out_dir: &Path) -> Result<Vec<String>, BenchEr
 }
 
 /// The command that reruns this measurement.
-fn command_line() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut command = "cargo xtask bench peers".to_owned();
+pub(crate) fn command_line(prefix: &str) -> String {
+    rerun_command(prefix, std::env::args().skip(1))
+}
+
+/// `prefix` and `args`, without the `server` mode word and the binary paths
+/// xtask passes (the rerun command builds and passes them itself).
+fn rerun_command(prefix: &str, args: impl IntoIterator<Item = String>) -> String {
+    let mut command = prefix.to_owned();
+    let mut skip_value = false;
     for arg in args {
+        if std::mem::take(&mut skip_value) || arg == "server" {
+            continue;
+        }
+        if arg == "--server-binary" || arg == "--shoal-server" {
+            skip_value = true;
+            continue;
+        }
         command.push(' ');
         command.push_str(&arg);
     }
@@ -345,7 +377,7 @@ fn command_line() -> String {
 }
 
 /// First field of /proc/loadavg (0 if unreadable).
-fn load_average_1min() -> f64 {
+pub(crate) fn load_average_1min() -> f64 {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split_whitespace().next().and_then(|field| field.parse().ok()).unwrap_or(0.0)
 }
@@ -375,5 +407,27 @@ fn machine(data_root: &Path, data_dir_filesystem: String, load_average_1min_star
         data_dir_filesystem,
         load_average_1min_start,
         load_average_1min_end: load_average_1min(),
+    }
+}
+
+/// One line naming the machine, for reports that do not carry `report::Machine`.
+pub(crate) fn machine_line() -> String {
+    let machine = machine(&std::env::temp_dir(), String::new(), load_average_1min());
+    format!(
+        "{} ({} cores, {:.0} GiB, Linux {}), load average {:.1}",
+        machine.cpu_model, machine.cores_count, machine.memory_gib, machine.kernel, machine.load_average_1min_start
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rerun_command_leaves_out_what_xtask_adds() {
+        let args = ["server", "--server-binary", "/t/release/shoal-server", "--clients", "8"].map(String::from);
+        assert_eq!(rerun_command("cargo xtask bench server", args), "cargo xtask bench server --clients 8");
+        let args = ["--shoal-server", "/x", "--in-flight", "64"].map(String::from);
+        assert_eq!(rerun_command("cargo xtask bench peers", args), "cargo xtask bench peers --in-flight 64");
     }
 }

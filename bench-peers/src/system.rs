@@ -46,6 +46,10 @@ pub trait System {
     /// Append one message and resolve once the system acknowledged it. The
     /// future owns what it needs, so many can be in flight on spawned tasks.
     fn append(&self, payload: Vec<u8>) -> impl Future<Output = Result<(), BenchError>> + Send + 'static;
+    /// Whether `read` works; `Err(why)` skips the read phase (its row says why).
+    fn supports_reads(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Read up to `count` messages following the ones already read, in log order.
     fn read(&mut self, count: usize) -> impl Future<Output = Result<ReadBatch, BenchError>>;
     /// Stop every server and remove its data. Also runs on drop, for errors and panics.

@@ -144,6 +144,10 @@ pub async fn run<S: System>(
     results.push(phase.end(next_index - first_index, workload, latency_us, &pids)?);
     eprintln!("  {}", summary_line(results.last().expect("just pushed")));
 
+    if let Err(why) = system.supports_reads() {
+        eprintln!("  Read: n/a ({why})");
+        return Ok(results);
+    }
     let phase = Phase::begin(Mode::Read, &pids)?;
     let (read_count, read_bytes, latency_us) =
         read_back(system, workload, system_name, next_index, phase.started).await?;

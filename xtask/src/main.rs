@@ -50,8 +50,10 @@ usage: cargo xtask <command>
                         and 200 commit-derived seeds, reports in sim-reports/
   ci                    test, then time-bounded sweeps (commit-derived seeds run twice
                         to check determinism) and a determinism replay per scenario
-  bench <journal|sim|router|peers> [args]
+  bench <journal|sim|router|server|peers> [args]
                         journal: shoal-bench journal (shoal-runtime)
+                        server:  3 shoal-server replicas on loopback (release, fsync on), 1 KiB
+                                 appends, 1 in flight and N clients; --help for settings
                         sim:     shoal-sim bench (steady scenario)
                         router:  router_bench example (shoal-shard)
                         peers:   shoal-bench-peers: shoal vs NATS JetStream vs etcd, 3 nodes on
@@ -299,7 +301,15 @@ fn bench(args: &[String]) -> Step {
         "router" => {
             run(cargo().args(["run", "--release", "-p", "shoal-shard", "--example", "router_bench", "--"]).args(rest))
         }
+        "server" => {
+            let server = build_shoal_server()?;
+            run(cargo()
+                .args(["run", "--release", "-p", "shoal-bench-peers", "--", "server", "--server-binary"])
+                .arg(&server)
+                .args(rest))
+        }
         "peers" => {
+            let server = build_shoal_server()?;
             // etcd-client's build script compiles etcd's protobuf files with protoc.
             // Without it (and without root to install it) the benchmark still runs,
             // built without its `etcd` feature, and its etcd row says why.
@@ -324,13 +334,19 @@ fn bench(args: &[String]) -> Step {
             if protoc_present {
                 command.args(["--features", "etcd"]);
             }
-            run(command.arg("--").args(rest))
+            run(command.arg("--").arg("--shoal-server").arg(&server).args(rest))
         }
         other => {
-            eprintln!("xtask: unknown bench `{other}`: use journal, sim, router or peers");
+            eprintln!("xtask: unknown bench `{other}`: use journal, sim, router, server or peers");
             Err(1)
         }
     }
+}
+
+/// Build the release `shoal-server` the server and peer benchmarks start.
+fn build_shoal_server() -> Result<PathBuf, u8> {
+    run(cargo().args(["build", "--release", "-p", "shoal-runtime", "--bin", "shoal-server"]))?;
+    Ok(target_dir().join("release").join("shoal-server"))
 }
 
 #[cfg(test)]

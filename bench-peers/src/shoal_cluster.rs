@@ -1,0 +1,328 @@
+//! A 3-replica `shoal-server` cluster on loopback, and blocking load
+//! generator threads that append to it through the client library.
+//!
+//! Shared by `shoal-bench-peers server` (issue 11's numbers) and shoal's row
+//! in the peer table (`shoal.rs`). The servers run the production settings
+//! (fsync before every acknowledgement, the default message and journal
+//! limits); only pinning is off, because three replicas share two cores.
+//! Every process is owned by a `cluster::Cluster` guard: dropped (error,
+//! panic, Ctrl-C), it kills them and removes the data.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use shoal_client::{Client, ClientConfig};
+use shoal_shard::namespace::Namespace;
+use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
+
+use crate::cluster::{Cluster, free_ports};
+use crate::error::BenchError;
+
+pub const REPLICA_COUNT: u8 = 3;
+const CLUSTER: u128 = 0xbe7c_4a11;
+const STREAM: u32 = 1;
+const TOPIC: u32 = 1;
+/// The first client id; every client after it gets the next (`fresh_client_config`).
+const FIRST_CLIENT: u64 = 1;
+/// Clients one partition group serves at once: half the session table, so a
+/// re-registration never evicts a live load thread.
+pub const CLIENTS_PER_PARTITION_MAX: usize = CLIENT_SESSIONS_MAX / 2;
+/// Highest latency the histograms resolve; an append past it has failed.
+pub const LATENCY_US_MAX: u64 = 120_000_000;
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+/// The slot size the benchmarks give replicas: 1 KiB messages fit many times over.
+pub const MESSAGE_SIZE_MAX_BYTES_DEFAULT: u32 = 64 * 1024;
+/// Bound on one metrics scrape.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between health probes while the cluster starts.
+const START_PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The `shoal-server` a default build leaves: `$CARGO_TARGET_DIR/release`.
+pub fn default_server_binary() -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench-peers lives in the workspace").join("target"),
+        PathBuf::from,
+    );
+    target_dir.join("release").join("shoal-server")
+}
+
+#[derive(Debug, Clone)]
+pub struct ShoalSettings {
+    pub server_binary: PathBuf,
+    pub dir: PathBuf,
+    pub shards_per_replica_count: usize,
+    pub partitions_count: u32,
+    /// `--message-size-max` of every replica (the journal slot size).
+    pub message_size_max_bytes: u32,
+    pub start_timeout: Duration,
+    /// Bound on one append (the client's request timeout).
+    pub append_timeout: Duration,
+    /// The clients' tick (`ClientConfig::tick`); `None`: the library default.
+    /// Timeouts keep their wall-clock length whatever the tick.
+    pub client_tick: Option<Duration>,
+    pub keep_dir: bool,
+}
+
+#[derive(Debug)]
+pub struct ShoalCluster {
+    cluster: Cluster,
+    client_addresses: Vec<SocketAddr>,
+    metrics_addresses: Vec<SocketAddr>,
+    settings: ShoalSettings,
+    next_client: AtomicU64,
+}
+
+pub fn partition(index: u32) -> Namespace {
+    Namespace::partition(STREAM, TOPIC, index).expect("benchmark partitions are in range")
+}
+
+impl ShoalCluster {
+    /// Format, start and wait until the metadata group created the topic
+    /// and every partition acknowledged an append.
+    pub fn start(settings: ShoalSettings) -> Result<ShoalCluster, BenchError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if settings.shards_per_replica_count == 0 || settings.shards_per_replica_count > cores {
+            return Err(BenchError::client(
+                "shoal",
+                "start",
+                format!("{} shards per replica on {cores} cores: pick 1..={cores}", settings.shards_per_replica_count),
+            ));
+        }
+        let mut cluster = Cluster::create(settings.dir.clone(), settings.keep_dir)?;
+        let count = usize::from(REPLICA_COUNT);
+        let ports = free_ports(3 * count)?;
+        let address = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let replica_addresses: Vec<SocketAddr> = ports[..count].iter().copied().map(address).collect();
+        let client_addresses: Vec<SocketAddr> = ports[count..2 * count].iter().copied().map(address).collect();
+        let metrics_addresses: Vec<SocketAddr> = ports[2 * count..].iter().copied().map(address).collect();
+        let list = replica_addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        for replica in 0..REPLICA_COUNT {
+            let data_dir = cluster.dir().join(format!("replica-{replica}"));
+            format_data_dir(&settings.server_binary, &data_dir, replica)?;
+            let mut command = Command::new(&settings.server_binary);
+            command
+                .arg("start")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--cluster", &CLUSTER.to_string(), "--replica", &replica.to_string()])
+                .args(["--replica-count", &REPLICA_COUNT.to_string(), "--replica-addresses", &list])
+                .args(["--client-address", &client_addresses[usize::from(replica)].to_string()])
+                .args(["--metrics-address", &metrics_addresses[usize::from(replica)].to_string()])
+                // Three replicas share the machine's cores: pinning each one's
+                // shards to the same CPUs would only stack them.
+                .args(["--cpu-allocation", &format!("0-{}", settings.shards_per_replica_count - 1), "--no-pin"])
+                // The default journal geometry (1 MiB slots) preallocates and
+                // zero-fills 1 GiB per partition group at format: too slow
+                // and too large for a benchmark that creates clusters.
+                .args(["--message-size-max", &settings.message_size_max_bytes.to_string()])
+                .env("RUST_LOG", std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
+            cluster.spawn(&format!("replica-{replica}"), command)?;
+        }
+        let shoal = ShoalCluster {
+            cluster,
+            client_addresses,
+            metrics_addresses,
+            settings,
+            next_client: AtomicU64::new(FIRST_CLIENT),
+        };
+        shoal.wait_until_writable()?;
+        Ok(shoal)
+    }
+
+    /// Mean latency until durable of each storage action on `replica`, from
+    /// its `GET /metrics` (`shoal_storage_latency_seconds` sums and counts):
+    /// `(action, count, mean_ms)`.
+    pub fn storage_latency(&self, replica: usize) -> Result<Vec<(String, u64, f64)>, BenchError> {
+        let address = self.metrics_addresses[replica];
+        let scrape_error = |error: std::io::Error| BenchError::client("shoal", "scrape metrics", error);
+        let mut stream = TcpStream::connect_timeout(&address, SCRAPE_TIMEOUT).map_err(scrape_error)?;
+        stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).map_err(scrape_error)?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").map_err(scrape_error)?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).map_err(scrape_error)?;
+        Ok(storage_latency_in(&text))
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.cluster.pids()
+    }
+
+    pub fn client_config(&self, client: u128) -> ClientConfig {
+        let mut config = ClientConfig::new(CLUSTER, client, self.client_addresses.clone());
+        let default_tick = config.tick;
+        let retry_timeout = default_tick * u32::try_from(config.retry_timeout_ticks).unwrap_or(u32::MAX);
+        config.tick = self.settings.client_tick.unwrap_or(default_tick);
+        let ticks_in = |span: Duration| {
+            u64::try_from(span.as_micros() / config.tick.as_micros().max(1)).unwrap_or(u64::MAX).max(1)
+        };
+        config.request_timeout_ticks = ticks_in(self.settings.append_timeout);
+        config.retry_timeout_ticks = ticks_in(retry_timeout);
+        config
+    }
+
+    /// A client with an id no earlier client of this cluster had: a new
+    /// `Client` reusing an id would start its session over at request 0,
+    /// which the group takes for an old, already answered request (it waits
+    /// for no reply: ids must be unique per client instance).
+    pub fn fresh_client_config(&self) -> ClientConfig {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        self.client_config(u128::from(id))
+    }
+
+    fn wait_until_writable(&self) -> Result<(), BenchError> {
+        let started = Instant::now();
+        let mut last_error = String::from("no attempt yet");
+        while started.elapsed() < self.settings.start_timeout {
+            match self.create_topic_and_probe() {
+                Ok(()) => return Ok(()),
+                Err(error) => last_error = error,
+            }
+            std::thread::sleep(START_PROBE_INTERVAL);
+        }
+        Err(BenchError::NotHealthy {
+            system: "shoal".to_owned(),
+            waited_s: self.settings.start_timeout.as_secs(),
+            last_error,
+        })
+    }
+
+    fn create_topic_and_probe(&self) -> Result<(), String> {
+        let mut admin = Client::new(self.fresh_client_config()).map_err(|error| error.to_string())?;
+        // A retried create after a lost reply is refused as a duplicate: fine.
+        let _ = admin.create_stream(STREAM, "bench");
+        let _ = admin.create_topic(STREAM, TOPIC, "appends", self.settings.partitions_count);
+        for index in 0..self.settings.partitions_count {
+            admin.append(partition(index), b"probe").map_err(|error| format!("probe partition {index}: {error}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `(action, count, mean_ms)` per `shoal_storage_latency_seconds{action}` in a scrape.
+fn storage_latency_in(scrape: &str) -> Vec<(String, u64, f64)> {
+    let value = |series: &str| -> Option<f64> {
+        scrape.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let mut out = Vec::new();
+    for line in scrape.lines() {
+        let Some(rest) = line.strip_prefix("shoal_storage_latency_seconds_count{action=\"") else { continue };
+        let Some((action, _)) = rest.split_once('"') else { continue };
+        let labels = format!("{{action=\"{action}\"}}");
+        let count = value(&format!("shoal_storage_latency_seconds_count{labels}")).unwrap_or(0.0);
+        let sum = value(&format!("shoal_storage_latency_seconds_sum{labels}")).unwrap_or(0.0);
+        if count > 0.0 {
+            out.push((action.to_owned(), count as u64, sum / count * 1e3));
+        }
+    }
+    out
+}
+
+fn format_data_dir(binary: &Path, data_dir: &Path, replica: u8) -> Result<(), BenchError> {
+    let output = Command::new(binary)
+        .args(["format", "--cluster", &CLUSTER.to_string(), "--replica", &replica.to_string()])
+        .args(["--replica-count", &REPLICA_COUNT.to_string()])
+        .arg(data_dir)
+        .output()
+        .map_err(|source| BenchError::Spawn { program: binary.display().to_string(), source })?;
+    if !output.status.success() {
+        return Err(BenchError::client("shoal", "format", String::from_utf8_lossy(&output.stderr).into_owned()));
+    }
+    Ok(())
+}
+
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
+        .expect("static histogram bounds are valid")
+}
+
+pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, LATENCY_US_MAX);
+    histogram.record(latency_us).expect("clamped into the histogram's range");
+}
+
+/// What `clients_count` threads, each one append in flight, achieved.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub messages_count: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+}
+
+/// Run `clients_count` blocking clients, client `i` appending `payload(n)`
+/// messages to partition `i % partitions` one at a time, until `duration`
+/// ends. Latency is per append, issue to acknowledgement.
+pub fn run_load(
+    shoal: &ShoalCluster,
+    clients_count: usize,
+    duration: Duration,
+    payload: &(dyn Fn(u64) -> Vec<u8> + Sync),
+) -> Result<LoadResult, BenchError> {
+    let partitions = shoal.settings.partitions_count;
+    let per_partition = clients_count.div_ceil(partitions as usize);
+    if per_partition > CLIENTS_PER_PARTITION_MAX {
+        return Err(BenchError::client(
+            "shoal",
+            "load",
+            format!(
+                "{clients_count} clients on {partitions} partitions is {per_partition} sessions per group: \
+                 at most {CLIENTS_PER_PARTITION_MAX}; raise --partitions"
+            ),
+        ));
+    }
+    let started = Instant::now();
+    let results: Vec<Result<(u64, Histogram<u64>), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients_count)
+            .map(|index| {
+                let config = shoal.fresh_client_config();
+                scope.spawn(move || {
+                    let mut client = Client::new(config).map_err(|error| error.to_string())?;
+                    let target = partition((index % partitions as usize) as u32);
+                    let mut latency_us = latency_histogram();
+                    let mut count = 0u64;
+                    while started.elapsed() < duration {
+                        let message = payload((index as u64) << 40 | count);
+                        let issued = Instant::now();
+                        client.append(target, &message).map_err(|error| format!("client {index}: {error}"))?;
+                        record(&mut latency_us, issued.elapsed());
+                        count += 1;
+                    }
+                    Ok((count, latency_us))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|thread| thread.join().unwrap_or_else(|_| Err("load thread panicked".into()))).collect()
+    });
+    let elapsed = started.elapsed();
+    let mut total = LoadResult { messages_count: 0, elapsed, latency_us: latency_histogram() };
+    for result in results {
+        let (count, latency_us) = result.map_err(|message| BenchError::client("shoal", "append", message))?;
+        total.messages_count += count;
+        total.latency_us.add(&latency_us).expect("histograms of equal bounds");
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_latency_is_the_mean_of_each_action() {
+        let scrape = "# HELP x\n\
+            shoal_storage_latency_seconds_sum{action=\"write_prepare\"} 0.5\n\
+            shoal_storage_latency_seconds_count{action=\"write_prepare\"} 100\n\
+            shoal_storage_latency_seconds_bucket{action=\"write_prepare\",le=\"0.001\"} 3\n\
+            shoal_storage_latency_seconds_sum{action=\"checkpoint\"} 0\n\
+            shoal_storage_latency_seconds_count{action=\"checkpoint\"} 0\n";
+        let latency = storage_latency_in(scrape);
+        assert_eq!(latency.len(), 1, "{latency:?}");
+        assert_eq!(latency[0].0, "write_prepare");
+        assert_eq!(latency[0].1, 100);
+        assert!((latency[0].2 - 5.0).abs() < 1e-9);
+    }
+}
