@@ -290,10 +290,10 @@ fn damage(path: &std::path::Path, offset: u64, len: usize) {
 
 /// A damaged metadata file stops start-up before the handoff: exit 2, the
 /// operator is told to repair from peers, and no peer gets a catalogue.
-fn corrupt_metadata_fails_start_up(file: &str, offset: u64, len: usize, message: &str) {
+fn corrupt_metadata_fails_start_up(file: &str, damage_file: impl Fn(&std::path::Path), message: &str) {
     let dir = TempDir::new("server-bad-metadata");
     formatted(&dir);
-    damage(&dir.path().join("data").join(file), offset, len);
+    damage_file(&dir.path().join("data").join(file));
     let (mut child, lines) = server(&dir, &["--no-pin", "--test-shard-count", HANDOFF_SHARDS]);
     let status = wait_exit(&mut child);
     let seen: Vec<String> = lines.iter().collect();
@@ -306,12 +306,19 @@ fn corrupt_metadata_fails_start_up(file: &str, offset: u64, len: usize, message:
 #[test]
 fn a_corrupt_metadata_superblock_fails_start_up_with_an_operator_message() {
     // Both copies (16 KiB each) overwritten.
-    corrupt_metadata_fails_start_up(METADATA_SUPERBLOCK, 0, 32 * 1024, "metadata superblock");
+    corrupt_metadata_fails_start_up(METADATA_SUPERBLOCK, |path| damage(path, 0, 32 * 1024), "metadata superblock");
 }
 
 #[test]
 fn a_corrupt_metadata_journal_header_fails_start_up_with_an_operator_message() {
-    corrupt_metadata_fails_start_up(METADATA_JOURNAL, 0, 64, "metadata journal");
+    // Both copies of the file header: the first at the start of the file, the
+    // second in its last `FILE_HEADER_SIZE_BYTES` (one damaged copy is repaired).
+    let both_copies = |path: &std::path::Path| {
+        let size_bytes = std::fs::metadata(path).unwrap().len();
+        damage(path, 0, 64);
+        damage(path, size_bytes - shoal_vsr::journal::FILE_HEADER_SIZE_BYTES, 64);
+    };
+    corrupt_metadata_fails_start_up(METADATA_JOURNAL, both_copies, "metadata journal");
 }
 
 #[test]
