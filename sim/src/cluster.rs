@@ -153,7 +153,10 @@ struct Process {
 struct InFlight {
     request: u64,
     operation: Operation,
+    /// The request's body (for an append, the encoded batch of `messages`).
     payload: Vec<u8>,
+    /// An append's batch, in order; empty for other operations.
+    messages: Vec<Vec<u8>>,
     invoked_ns: u64,
     sent_tick: u64,
 }

@@ -9,7 +9,7 @@ use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, StorageConfig,
     StorageError, action_name,
 };
-use shoal_shard::{FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId};
+use shoal_shard::{BatchReply, FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId, encode_batch};
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
@@ -71,6 +71,7 @@ fn node(replica: u8) -> Node<MemIo> {
 struct Recorder {
     events: Vec<String>,
     to_replicas: Vec<(u8, Message)>,
+    replies: Vec<Message>,
 }
 
 impl NodeBus for Recorder {
@@ -81,6 +82,7 @@ impl NodeBus for Recorder {
 
     fn reply_to_client(&mut self, _via: ShardId, _client: u128, message: Message) {
         self.events.push(format!("reply op {}", message.header.op));
+        self.replies.push(message);
     }
 
     fn client_shard(&self, _client: u128) -> ShardId {
@@ -106,6 +108,36 @@ fn register() -> Message {
     header.client = CLIENT;
     header.operation = Operation::Register;
     Message::new(header, Rc::from(&[][..]))
+}
+
+/// Request `request` of `CLIENT` in `session`: a `SendMessages` batch.
+fn batch_request(session: u64, request: u64, messages: &[&[u8]]) -> Message {
+    let mut header = Header::new(Command::Request, CLUSTER);
+    header.namespace = namespace();
+    header.client = CLIENT;
+    header.operation = Operation::SendMessages;
+    header.context = session;
+    header.request = request;
+    Message::new(header, Rc::from(encode_batch(messages).unwrap()))
+}
+
+/// Carry the replicas' messages to each other until none is left.
+fn deliver_all(nodes: &mut [Node<MemIo>; 2], worlds: &mut [Recorder; 2]) {
+    for _ in 0..DELIVERY_ROUNDS_MAX {
+        let mut delivered = false;
+        for from in 0..nodes.len() {
+            for (to, message) in std::mem::take(&mut worlds[from].to_replicas) {
+                let source = Source::Replica(from as u8);
+                let to = usize::from(to);
+                block_on(nodes[to].on_frame(source, ShardId(0), message, &mut worlds[to])).expect("runs");
+                delivered = true;
+            }
+        }
+        if !delivered {
+            return;
+        }
+    }
+    panic!("messages kept flowing after {DELIVERY_ROUNDS_MAX} rounds");
 }
 
 fn position(events: &[String], event: &str) -> usize {
@@ -135,6 +167,46 @@ fn prepare_ok_and_reply_leave_only_after_their_prepare_is_durable() {
     assert!(position(backup, "durable write_prepare op 1") < position(backup, "send PrepareOk op 1"));
     assert!(position(primary, "durable write_prepare op 1") < position(primary, "reply op 1"));
     assert_eq!(nodes[0].group(0).replica().commit_min(), 1, "the register committed");
+}
+
+#[test]
+fn a_batch_takes_one_op_and_dense_offsets_and_its_retry_is_answered_not_appended() {
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    let single = batch_request(session, 1, &[b"alone"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), single, &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let batch = batch_request(session, 2, &[b"a", b"bb", b"ccc"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), batch.clone(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let replies: Vec<(u64, BatchReply)> = std::mem::take(&mut worlds[0].replies)
+        .iter()
+        .map(|m| (m.header.op, BatchReply::decode(&m.body).expect("a batch reply")))
+        .collect();
+    assert_eq!(
+        replies,
+        [(2, BatchReply { first_offset: 0, count: 1 }), (3, BatchReply { first_offset: 1, count: 3 })],
+        "one op per batch, each message its own offset"
+    );
+    // The client retries the batch (its reply was lost): the session answers.
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), batch, &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let resent = worlds[0].replies.pop().expect("the retry is answered");
+    assert_eq!(resent.header.op, 3, "from the session's reply, not a new op");
+    assert_eq!(BatchReply::decode(&resent.body).unwrap(), BatchReply { first_offset: 1, count: 3 });
+    let want = [&b"alone"[..], b"a", b"bb", b"ccc"];
+    for node in &nodes {
+        let machine = node.group(0).replica().state_machine();
+        assert_eq!(node.group(0).replica().op(), 3, "the retry took no op");
+        let log = block_on(machine.read(0, 16));
+        let messages: Vec<&[u8]> = log.iter().map(|(_, m)| m.as_slice()).collect();
+        // The backup applies op 3 once a later message tells it op 3 committed.
+        assert_eq!(messages, want[..messages.len()], "every message once, at its offset");
+    }
+    assert_eq!(block_on(nodes[0].group(0).replica().state_machine().read(0, 16)).len(), want.len());
 }
 
 #[test]
