@@ -103,18 +103,26 @@ impl NodeHooks for Recorder {
 }
 
 fn register() -> Message {
+    register_client(CLIENT)
+}
+
+fn register_client(client: u128) -> Message {
     let mut header = Header::new(Command::Request, CLUSTER);
     header.namespace = namespace();
-    header.client = CLIENT;
+    header.client = client;
     header.operation = Operation::Register;
     Message::new(header, Rc::from(&[][..]))
 }
 
 /// Request `request` of `CLIENT` in `session`: a `SendMessages` batch.
 fn batch_request(session: u64, request: u64, messages: &[&[u8]]) -> Message {
+    client_batch_request(CLIENT, session, request, messages)
+}
+
+fn client_batch_request(client: u128, session: u64, request: u64, messages: &[&[u8]]) -> Message {
     let mut header = Header::new(Command::Request, CLUSTER);
     header.namespace = namespace();
-    header.client = CLIENT;
+    header.client = client;
     header.operation = Operation::SendMessages;
     header.context = session;
     header.request = request;
@@ -207,6 +215,53 @@ fn a_batch_takes_one_op_and_dense_offsets_and_its_retry_is_answered_not_appended
         assert_eq!(messages, want[..messages.len()], "every message once, at its offset");
     }
     assert_eq!(block_on(nodes[0].group(0).replica().state_machine().read(0, 16)).len(), want.len());
+}
+
+/// Group commit, told step by step: two clients' appends reach the primary
+/// in one turn. Both prepares leave for the backup at once (the primary
+/// sends a prepare while it writes it); nothing that promises them leaves
+/// before the turn's one flush (two fdatasyncs: prepares, then their ring
+/// copies), on the primary or the backup.
+#[test]
+fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    let mut sessions = Vec::new();
+    for client in [CLIENT, CLIENT + 1] {
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), register_client(client), &mut worlds[0]))
+            .expect("runs");
+        deliver_all(&mut nodes, &mut worlds);
+        sessions.push(worlds[0].replies.pop().expect("registered").header.context);
+    }
+    worlds[0].events.clear();
+    let syncs_before = nodes[0].io().sync_count();
+    nodes[0].begin_turn();
+    for (index, client) in [CLIENT, CLIENT + 1].into_iter().enumerate() {
+        let request = client_batch_request(client, sessions[index], 1, &[b"m"]);
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut worlds[0])).expect("runs");
+    }
+    let prepares: Vec<u64> = worlds[0].to_replicas.iter().map(|(_, m)| m.header.op).collect();
+    assert_eq!(prepares, [3, 4], "both prepares left while being written");
+    assert_eq!(nodes[0].group(0).prepares_unflushed(), 2);
+    assert_eq!(nodes[0].io().sync_count(), syncs_before, "no fsync inside the turn");
+    assert!(worlds[0].events.iter().all(|e| !e.starts_with("durable")), "{:?}", worlds[0].events);
+    // The backup takes both prepares in one turn too: no prepare_ok before its flush.
+    nodes[1].begin_turn();
+    for (_, prepare) in std::mem::take(&mut worlds[0].to_replicas) {
+        block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut worlds[1])).expect("runs");
+    }
+    assert!(worlds[1].to_replicas.is_empty(), "prepare_oks wait for the flush: {:?}", worlds[1].events);
+    let backup_syncs = nodes[1].io().sync_count();
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().sync_count() - backup_syncs, 2, "one group flush: prepares, then ring copies");
+    let oks: Vec<(Command, u64)> = worlds[1].to_replicas.iter().map(|(_, m)| (m.header.command, m.header.op)).collect();
+    assert_eq!(oks, [(Command::PrepareOk, 3), (Command::PrepareOk, 4)]);
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush on the primary");
+    deliver_all(&mut nodes, &mut worlds);
+    let primary = &worlds[0].events;
+    assert!(position(primary, "durable write_prepare op 4") < position(primary, "reply op 3"));
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
 
 #[test]
