@@ -463,6 +463,7 @@ impl<I: Io> Node<I> {
                 return Err(NodeStop::Storage { action: "write_prepare", error });
             }
         };
+        let mut stop = false;
         for action in &written {
             let Action::WritePrepare { message } = action else { unreachable!("only prepares are written") };
             let (op, checksum) = (message.header.op, message.header.checksum);
@@ -471,12 +472,19 @@ impl<I: Io> Node<I> {
             if !durable.contains(&(op, checksum)) {
                 continue;
             }
-            if world.after_storage(group, action, None) == Flow::Stop {
-                return Err(NodeStop::Halted);
+            // Every prepare of the group is on the disk now: the world learns
+            // each one even when it stops the node at an earlier one (else it
+            // would still count on what a later write replaced in the same
+            // slot: session-churn seed 105, with a request queue, Recovery).
+            stop |= world.after_storage(group, action, None) == Flow::Stop;
+            if !stop {
+                // Only now, durable: the primary counts its own copy toward
+                // the quorum, a backup may vouch for it.
+                self.groups[group].replica.on_prepare_durable(op, checksum);
             }
-            // Only now, durable: the primary counts its own copy toward the
-            // quorum, a backup may vouch for it.
-            self.groups[group].replica.on_prepare_durable(op, checksum);
+        }
+        if stop {
+            return Err(NodeStop::Halted);
         }
         for action in std::mem::take(&mut self.groups[group].held) {
             self.execute(group, action, world).await?;
