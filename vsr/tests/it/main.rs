@@ -2,5 +2,6 @@
 
 mod harness;
 mod replica_bad_input;
+mod request_queue;
 mod stale_input;
 mod stories;
