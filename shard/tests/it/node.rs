@@ -72,6 +72,9 @@ struct Recorder {
     events: Vec<String>,
     to_replicas: Vec<(u8, Message)>,
     replies: Vec<Message>,
+    /// Stop the node after the first durable prepare (a crash right after a
+    /// storage completion, as the simulator injects it).
+    stop_after_durable: bool,
 }
 
 impl NodeBus for Recorder {
@@ -98,7 +101,7 @@ impl NodeHooks for Recorder {
         };
         let outcome = if error.is_none() { "durable" } else { "failed" };
         self.events.push(format!("{outcome} {} op {op}", action_name(action)));
-        Flow::Continue
+        if self.stop_after_durable && error.is_none() { Flow::Stop } else { Flow::Continue }
     }
 }
 
@@ -262,6 +265,27 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     let primary = &worlds[0].events;
     assert!(position(primary, "durable write_prepare op 4") < position(primary, "reply op 3"));
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}
+
+/// A crash injected right after the first prepare of a group completes:
+/// the world still learns that every prepare of the group reached the disk
+/// (the flush ran for all of them). Before, it heard only of the first, and
+/// the simulator's recovery checker kept counting on what a later write of
+/// the group had replaced (session-churn seed 105, Recovery).
+#[test]
+fn a_stop_at_one_prepare_of_a_group_still_reports_every_prepare_written() {
+    let mut primary = node(0);
+    let mut world = Recorder { stop_after_durable: true, ..Recorder::default() };
+    primary.begin_turn();
+    for client in [CLIENT, CLIENT + 1] {
+        block_on(primary.on_frame(Source::Client(client), ShardId(0), register_client(client), &mut world))
+            .expect("runs");
+    }
+    let stopped = block_on(primary.end_turn(&mut world));
+    assert!(matches!(stopped, Err(NodeStop::Halted)), "{stopped:?}");
+    let durable: Vec<&String> = world.events.iter().filter(|e| e.starts_with("durable")).collect();
+    assert_eq!(durable, ["durable write_prepare op 1", "durable write_prepare op 2"]);
+    assert!(world.replies.is_empty(), "a stopped node sends nothing more");
 }
 
 #[test]
