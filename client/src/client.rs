@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use shoal_shard::message_batch::{BatchError, BatchReply, encode_batch};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest, decode_reply};
 use shoal_vsr::header::{MESSAGE_SIZE_MAX_BYTES, Operation};
@@ -71,6 +72,15 @@ pub enum ClientError {
     Rejected { reason: MetadataError },
     #[error("the reply to request {request} is malformed ({detail}): the server and client versions differ")]
     MalformedReply { request: u64, detail: String },
+    #[error("the batch cannot be sent: {0}")]
+    Batch(#[from] BatchError),
+    #[error(
+        "the group refused request {request} as not a batch of messages (nothing was appended): \
+         the server and client versions differ"
+    )]
+    BatchRefused { request: u64 },
+    #[error("producer settings: {0}")]
+    BatchConfig(#[from] crate::producer::BatchConfigError),
 }
 
 #[derive(Debug)]
@@ -111,10 +121,32 @@ impl Client {
     }
 
     /// Append one message to a partition, exactly once; returns its offset.
+    /// (A batch of one: see `append_batch`.)
     pub fn append(&mut self, partition: Namespace, message: &[u8]) -> Result<u64, ClientError> {
-        let (request, body) = self.request(partition.raw(), Operation::SendMessages, message)?;
-        let offset = body.get(..8).and_then(|bytes| bytes.try_into().ok()).map(u64::from_le_bytes);
-        offset.ok_or(ClientError::MalformedReply { request, detail: format!("{} bytes, not an offset", body.len()) })
+        Ok(self.append_batch(partition, &[message])?.first_offset)
+    }
+
+    /// Append a batch of messages to a partition in one request, exactly
+    /// once for the whole batch (a retry is answered from the session, never
+    /// appended again): message `i` lands at `first_offset + i`, and the
+    /// reply's `count` is the batch's length. Bounds: `message_batch`.
+    pub fn append_batch<M: AsRef<[u8]>>(
+        &mut self,
+        partition: Namespace,
+        messages: &[M],
+    ) -> Result<BatchReply, ClientError> {
+        let body = encode_batch(messages)?;
+        let (request, reply) = self.request(partition.raw(), Operation::SendMessages, &body)?;
+        let reply = BatchReply::decode(&reply)
+            .map_err(|error| ClientError::MalformedReply { request, detail: error.to_string() })?;
+        if reply.refused() {
+            return Err(ClientError::BatchRefused { request });
+        }
+        if reply.count as usize != messages.len() {
+            let detail = format!("{} offsets for a batch of {}", reply.count, messages.len());
+            return Err(ClientError::MalformedReply { request, detail });
+        }
+        Ok(reply)
     }
 
     fn metadata(&mut self, change: MetadataRequest) -> Result<(), ClientError> {

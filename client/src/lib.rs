@@ -5,7 +5,8 @@
 //! simulator can run the very same code), one blocking TCP connection to a
 //! replica speaking the server's wire format (`connection`), and `Client`,
 //! which ties sessions and connections into calls: create a stream or topic,
-//! append exactly once.
+//! append a message or a batch exactly once; and `Producer`, which batches
+//! messages per partition by size and linger time, as a Kafka producer does.
 //!
 //! Must not decide anything the replicas must agree on: the group decides
 //! offsets, sessions and evictions; the client only follows the replies.
@@ -13,8 +14,11 @@
 
 pub mod client;
 pub mod connection;
+pub mod producer;
 pub mod session;
 
 pub use client::{Client, ClientConfig, ClientError};
 pub use connection::{Connection, ConnectionError};
+pub use producer::{BatchConfig, BatchConfigError, Batcher, Delivered, Producer};
 pub use session::{ClientSession, Outcome, SessionConfig, SessionError};
+pub use shoal_shard::message_batch::BatchReply;

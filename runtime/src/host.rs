@@ -306,11 +306,16 @@ async fn serve(
     while !shutdown.is_requested() {
         let wait_ns = next_tick_ns.saturating_sub(io.now_ns());
         if let Ok(Ok(first)) = compio::time::timeout(Duration::from_nanos(wait_ns), inbound.recv()).await {
+            // Group commit: the prepares of every frame read in this turn
+            // are flushed together at its end (the node holds what
+            // promises them until then).
+            node.begin_turn();
             deliver(node, world, first).await?;
             for _ in 1..FRAMES_PER_TURN_MAX {
                 let Ok(next) = inbound.try_recv() else { break };
                 deliver(node, world, next).await?;
             }
+            node.end_turn(world).await?;
         }
         if std::mem::take(&mut world.metadata_committed) {
             open_new_partitions(io, config, node).await?;

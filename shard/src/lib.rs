@@ -13,6 +13,7 @@ pub mod channel;
 pub mod frame;
 pub mod handoff;
 pub mod lifecycle;
+pub mod message_batch;
 pub mod metrics;
 pub mod namespace;
 pub mod node;
@@ -31,6 +32,7 @@ pub use handoff::{
     broadcast_snapshot, oneshot, open_metadata, write_metadata,
 };
 pub use lifecycle::{JoinReport, LifecycleError, Progress, ShardExit, ShutdownFlag, Stall, TaskSet, Watchdog};
+pub use message_batch::{BATCH_MESSAGES_MAX, BATCH_SIZE_MAX_BYTES, BatchError, BatchReply, decode_batch, encode_batch};
 pub use metrics::{DropReason, FrameDrops};
 pub use namespace::{Namespace, NamespaceError, NamespaceKind};
 pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId};

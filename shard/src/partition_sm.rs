@@ -1,7 +1,8 @@
 //! The partition state machine: what a partition's VSR group replicates,
 //! over the durable `PartitionLog`.
 //!
-//! Owns the mapping from committed `SendMessages` ops to partition offsets,
+//! Owns the mapping from committed `SendMessages` ops (each a batch of
+//! messages, `message_batch`) to partition offsets,
 //! the bounded list of applied-but-not-yet-durable messages, and the logical
 //! snapshot of a partition. Must not touch VSR internals (client sessions,
 //! the journal) or the log's on-disk format (the partition log's).
@@ -13,9 +14,11 @@
 //! checkpoint durable.
 //!
 //! Invariants:
-//! - Offsets are dense and assigned in commit order: the k-th committed
-//!   `SendMessages` of the group gets offset k on every replica. So a durable
-//!   record at offset k is the message of that op, whichever replica wrote it.
+//! - Offsets are dense and assigned in commit order: the messages of a
+//!   committed `SendMessages` batch get the next offsets, one each, in the
+//!   batch's order, on every replica. So a durable record at offset k is the
+//!   same message whichever replica wrote it. A body that is not a valid
+//!   batch takes no offset (its reply says so, the same on every replica).
 //! - The snapshot is the logical state only: the next offset and a chained
 //!   checksum of (offset, message checksum) over every message applied so far.
 //!   The message bytes live in the log, not in the snapshot.
@@ -62,14 +65,21 @@ use shoal_vsr::header::checksum;
 use shoal_vsr::state_machine::{SnapshotError, SnapshotReader};
 use shoal_vsr::{Io, Operation, StateMachine};
 
+use crate::handoff::METADATA_JOURNAL_SLOT_COUNT;
+use crate::message_batch::{BATCH_MESSAGES_MAX, BatchReply, decode_batch};
 use crate::namespace::Namespace;
 use crate::partition_log::{
     APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES, Salvage,
 };
 
-/// Applied messages awaiting `persist`. The driver persists after every batch
-/// of commits, far below this; reaching it is a driver bug (asserted).
-pub const PARTITION_PENDING_MESSAGES_MAX: usize = 64 * 1024;
+/// Applied messages awaiting `persist`. The driver persists after every
+/// step's commits; one step commits at most the journal's live window of
+/// ops, each a batch of up to `BATCH_MESSAGES_MAX` messages. Reaching it is
+/// a driver bug (asserted).
+pub const PARTITION_PENDING_MESSAGES_MAX: usize = PARTITION_STEP_OPS_MAX * BATCH_MESSAGES_MAX;
+/// The most ops one step of a partition group commits: its journal's slots
+/// (`METADATA_JOURNAL_SLOT_COUNT` is the server's default for every group).
+const PARTITION_STEP_OPS_MAX: usize = METADATA_JOURNAL_SLOT_COUNT as usize;
 
 /// Messages `fill` stages while a state-transfer gap is incomplete (they can
 /// be checked only once the whole gap is there). A larger gap is refused.
@@ -392,6 +402,20 @@ impl<I: Io> PartitionStateMachine<I> {
         &self.log
     }
 
+    /// Every message of a valid batch gets the next offset, in order; a body
+    /// that is not a batch gets none. Deterministic: the reply is committed.
+    fn send_batch(&mut self, body: &[u8]) -> BatchReply {
+        let first_offset = self.next_offset;
+        let Ok(messages) = decode_batch(body) else {
+            return BatchReply { first_offset, count: 0 };
+        };
+        for message in &messages {
+            self.send(message);
+        }
+        assert_eq!(self.next_offset - first_offset, messages.len() as u64, "one offset per message");
+        BatchReply { first_offset, count: messages.len() as u32 }
+    }
+
     fn send(&mut self, message: &[u8]) -> u64 {
         assert!(message.len() <= RECORD_PAYLOAD_SIZE_MAX_BYTES, "a committed body is bounded by the message size");
         let offset = self.next_offset;
@@ -422,13 +446,14 @@ impl<I: Io> PartitionStateMachine<I> {
 }
 
 impl<I: Io> StateMachine for PartitionStateMachine<I> {
-    /// `SendMessages`: the body is one message; the reply is its offset (u64
-    /// LE). `PollMessages`: the reply is the next offset (u64 LE), the
+    /// `SendMessages`: the body is a batch (`message_batch`); the reply is a
+    /// `BatchReply`, the first offset and the count (0: not a batch, nothing
+    /// appended). `PollMessages`: the reply is the next offset (u64 LE), the
     /// committed high watermark; the messages themselves come from `read`
     /// (see the module doc for why). Other operations reply empty.
     fn apply(&mut self, _op: u64, operation: Operation, body: &[u8], _timestamp: u64) -> Vec<u8> {
         match operation {
-            Operation::SendMessages => self.send(body).to_le_bytes().to_vec(),
+            Operation::SendMessages => self.send_batch(body).encode().to_vec(),
             Operation::PollMessages => self.next_offset.to_le_bytes().to_vec(),
             _ => Vec::new(),
         }

@@ -7,17 +7,19 @@
 //! - exactly once: a client request is applied at one op only;
 //! - acknowledged writes: every reply a client accepted names an op that is
 //!   committed with that request, and at the end every replica's log holds
-//!   the acknowledged message at the acknowledged offset;
+//!   every message of the acknowledged batch at its offset (the batch's
+//!   first offset plus its index in the batch);
 //! - final logs hold only invoked appends: every entry of every replica's
 //!   partition log is a payload some client invoked (payloads are unique per
 //!   client and request), and none appears twice;
-//! - linearizability of the append log: an append acknowledged before another
-//!   was invoked has the smaller offset.
+//! - linearizability of the append log: a batch acknowledged before another
+//!   was invoked has smaller offsets (all of them).
 //!
 //! Checkers only observe: they never change what the cluster does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shoal_shard::message_batch::BatchReply;
 use shoal_vsr::header::{Command, Operation};
 use shoal_vsr::message::{Message, decode_headers};
 use shoal_vsr::replica::Committed;
@@ -39,10 +41,20 @@ pub struct Ack {
     pub client: u128,
     pub request: u64,
     pub op: u64,
+    /// The offset of the batch's first message.
     pub offset: u64,
-    pub payload: Vec<u8>,
+    /// The batch: message `i` is at `offset + i`.
+    pub messages: Vec<Vec<u8>>,
     pub invoked_ns: u64,
     pub acked_ns: u64,
+}
+
+impl Ack {
+    /// The offset of the batch's last message.
+    pub fn last_offset(&self) -> u64 {
+        debug_assert!(!self.messages.is_empty(), "an acknowledged batch holds a message");
+        self.offset + self.messages.len() as u64 - 1
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +76,7 @@ pub struct Checkers {
     /// (ack time, highest offset acknowledged up to then), in ack order.
     ack_frontier: Vec<(u64, u64)>,
     violation: Option<Violation>,
-    /// Every append payload a client invoked, with who invoked it.
+    /// Every message a client invoked an append of, with who invoked it.
     invoked: BTreeMap<Vec<u8>, (u128, u64)>,
     /// The logs replicas ship as some view's log (see `view_logs`).
     view_logs: ViewLogs,
@@ -89,14 +101,17 @@ impl Checkers {
         &self.acks
     }
 
-    /// A client invoked an append of `payload` (its `request`-th request).
-    pub fn on_invoke(&mut self, client: u128, request: u64, payload: Vec<u8>) {
-        if let Some((other_client, other_request)) = self.invoked.insert(payload, (client, request)) {
-            // The final-log check tells entries apart by payload alone.
-            panic!(
-                "client {client} request {request} reuses the payload of client {other_client} request {other_request}: \
-                 payloads must be unique per (client, request)"
-            );
+    /// A client invoked an append of the batch `messages` (its `request`-th
+    /// request).
+    pub fn on_invoke(&mut self, client: u128, request: u64, messages: Vec<Vec<u8>>) {
+        for message in messages {
+            if let Some((other_client, other_request)) = self.invoked.insert(message, (client, request)) {
+                // The final-log check tells entries apart by payload alone.
+                panic!(
+                    "client {client} request {request} reuses a message of client {other_client} request {other_request}: \
+                     payloads must be unique per (client, request, index in the batch)"
+                );
+            }
         }
     }
 
@@ -210,19 +225,29 @@ impl Checkers {
                 Checker::AckedWritesDurable,
                 format!("reply for op {} names client {} request {}, the log another", ack.op, ack.client, ack.request),
             ),
-            Some(record) if record.reply != ack.offset.to_le_bytes() => self.fail(
-                Checker::Linearizability,
-                format!("reply for op {} carries offset {} the log does not", ack.op, ack.offset),
-            ),
+            Some(record)
+                if record.reply
+                    != BatchReply { first_offset: ack.offset, count: ack.messages.len() as u32 }.encode() =>
+            {
+                self.fail(
+                    Checker::Linearizability,
+                    format!(
+                        "reply for op {} carries offsets {}..+{} the log does not",
+                        ack.op,
+                        ack.offset,
+                        ack.messages.len()
+                    ),
+                )
+            }
             Some(_) => {}
         }
-        // Real-time order: everything acknowledged before this append was
-        // invoked must have a smaller offset.
+        // Real-time order: everything acknowledged before this batch was
+        // invoked must have smaller offsets than any of its messages.
         let before = self.ack_frontier.partition_point(|(acked_ns, _)| *acked_ns < ack.invoked_ns);
         if before > 0 {
             let (_, highest) = self.ack_frontier[before - 1];
             if highest >= ack.offset {
-                let earlier = self.acks.iter().find(|a| a.offset == highest);
+                let earlier = self.acks.iter().find(|a| (a.offset..=a.last_offset()).contains(&highest));
                 let earlier = earlier.map_or(String::new(), |a| {
                     format!(" (client {} request {} op {}, acked at {} ns)", a.client, a.request, a.op, a.acked_ns)
                 });
@@ -236,14 +261,16 @@ impl Checkers {
                 );
             }
         }
-        let highest = self.ack_frontier.last().map_or(ack.offset, |(_, h)| (*h).max(ack.offset));
+        let last = ack.last_offset();
+        let highest = self.ack_frontier.last().map_or(last, |(_, h)| (*h).max(last));
         debug_assert!(self.ack_frontier.last().is_none_or(|(t, _)| *t <= ack.acked_ns));
         self.ack_frontier.push((ack.acked_ns, highest));
         self.acks.push(ack);
     }
 
-    /// At the end: every acknowledged append is in a replica's log, once, at
-    /// its offset; every entry is an append a client invoked, at most once.
+    /// At the end: every message of every acknowledged batch is in a
+    /// replica's log, once, at its offset; every entry is a message a client
+    /// invoked, at most once.
     pub fn check_final_log(&mut self, replica: u8, messages: &[Vec<u8>]) {
         let mut failures = Vec::new();
         let mut seen: BTreeMap<&[u8], usize> = BTreeMap::new();
@@ -261,12 +288,16 @@ impl Checkers {
             }
         }
         for ack in &self.acks {
-            match messages.get(ack.offset as usize) {
-                Some(payload) if *payload == ack.payload => {}
-                _ => failures.push(format!(
-                    "replica {replica} lost the acknowledged append of client {} request {} at offset {}",
-                    ack.client, ack.request, ack.offset
-                )),
+            for (index, message) in ack.messages.iter().enumerate() {
+                let offset = ack.offset + index as u64;
+                match messages.get(offset as usize) {
+                    Some(payload) if payload == message => {}
+                    _ => failures.push(format!(
+                        "replica {replica} lost message {index} of the acknowledged batch of client {} request {} \
+                         at offset {offset}",
+                        ack.client, ack.request
+                    )),
+                }
             }
         }
         if let Some(first) = failures.into_iter().next() {
@@ -287,7 +318,7 @@ mod tests {
             client,
             request,
             applied: true,
-            reply: (op - 1).to_le_bytes().to_vec(),
+            reply: BatchReply { first_offset: op - 1, count: 1 }.encode().to_vec(),
             session: 1,
             evicted: None,
         }
@@ -347,7 +378,7 @@ mod tests {
             request: 1,
             op,
             offset: op - 1,
-            payload: vec![],
+            messages: vec![vec![]],
             invoked_ns,
             acked_ns,
         };
@@ -359,7 +390,7 @@ mod tests {
     fn invoked(payloads: &[&[u8]]) -> Checkers {
         let mut checkers = Checkers::default();
         for (index, payload) in payloads.iter().enumerate() {
-            checkers.on_invoke(5, index as u64 + 1, payload.to_vec());
+            checkers.on_invoke(5, index as u64 + 1, vec![payload.to_vec()]);
         }
         checkers
     }
@@ -405,7 +436,7 @@ mod tests {
             request: 1,
             op: 1,
             offset: 0,
-            payload: b"a".to_vec(),
+            messages: vec![b"a".to_vec()],
             invoked_ns: 0,
             acked_ns: 1,
         });

@@ -104,6 +104,11 @@ pub const PAUSE_DURATION_MAX_NS: u64 = 300_000_000;
 pub const STALE_REDELIVERY_MIN_NS: u64 = 300_000_000;
 /// ...and at the most: long enough to cross one or more view changes.
 pub const STALE_REDELIVERY_MAX_NS: u64 = 3_000_000_000;
+/// Group commit in virtual time: a frame delivered to a replica opens a turn
+/// half the time (when none is open); the frames that arrive before the
+/// turn ends join it, and their prepares are flushed together at its end,
+/// up to this long after it opened (a storage latency).
+pub const STORAGE_FLUSH_LATENCY_MAX_NS: u64 = 2_000_000;
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
@@ -120,11 +125,20 @@ enum Event {
     ReplicaTick(u8),
     ClientTick(u32),
     NetworkTick,
-    Deliver { from: Endpoint, to: Endpoint, message: Box<Message> },
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        message: Box<Message>,
+    },
     Restart(u8),
     Unpause(u8),
+    /// The storage latency of a turn passed: the node flushes its group.
+    EndTurn(u8),
     EndSafety,
-    Scripted { index: usize, attempts: u32 },
+    Scripted {
+        index: usize,
+        attempts: u32,
+    },
 }
 
 /// One replica process as the world sees it: its disk, whether it runs,
@@ -155,7 +169,10 @@ struct Process {
 struct InFlight {
     request: u64,
     operation: Operation,
+    /// The request's body (for an append, the encoded batch of `messages`).
     payload: Vec<u8>,
+    /// An append's batch, in order; empty for other operations.
+    messages: Vec<Vec<u8>>,
     invoked_ns: u64,
     sent_tick: u64,
 }
@@ -498,6 +515,7 @@ impl Cluster {
                 self.nodes[replica as usize].paused_until_ns = None;
                 self.record(Some(replica), "unpause", 0, 0, String::new);
             }
+            Event::EndTurn(replica) => self.end_turn(replica),
             Event::EndSafety => self.end_safety(),
             Event::Scripted { index, attempts } => self.scripted(index, attempts),
         }
@@ -656,6 +674,7 @@ impl Cluster {
                 (Source::Client(CLIENT_ID_BASE + u128::from(client)), self.client_shard(client))
             }
         };
+        self.maybe_begin_turn(replica);
         let routed =
             self.with_node(replica, |node, world| block_on_ready(node.on_frame(source, arrival, message, world)));
         if let Some(Routed::NamespaceMiss { shard, consensus_control: true }) = routed {
@@ -666,6 +685,35 @@ impl Cluster {
             );
             self.fail(Checker::Routing, detail);
         }
+    }
+
+    /// Half the time, a frame opens a turn on a replica that has none: its
+    /// prepares (and those of the frames after it) are flushed together
+    /// when the turn ends, a storage latency later.
+    fn maybe_begin_turn(&mut self, replica: u8) {
+        let draw = self.rng.next_u64();
+        let Some(node) = self.nodes[replica as usize].node.as_mut() else { return };
+        if node.turn_open() || draw.is_multiple_of(2) {
+            return;
+        }
+        node.begin_turn();
+        self.schedule(1 + (draw >> 1) % STORAGE_FLUSH_LATENCY_MAX_NS, Event::EndTurn(replica));
+    }
+
+    fn end_turn(&mut self, replica: u8) {
+        let index = replica as usize;
+        if let Some(until) = self.nodes[index].paused_until_ns {
+            // A paused process flushes once it runs again.
+            return self.schedule(until.saturating_sub(self.now_ns) + 1, Event::EndTurn(replica));
+        }
+        // A turn of an earlier life died with it; this life's turn (if any)
+        // ends now, which is only earlier than its own event.
+        self.with_node(
+            replica,
+            |node, world| {
+                if node.turn_open() { block_on_ready(node.end_turn(world)) } else { Ok(()) }
+            },
+        );
     }
 
     // --- clients ----------------------------------------------------------------

@@ -345,10 +345,13 @@ pub struct HistoryEvent {
     pub namespace: u64,
     /// `append` for a partition write, else the metadata operation.
     pub operation: String,
-    /// Names the value: the appended message (unique per client and
-    /// request), or the metadata request.
+    /// Names the value: the appended batch's messages (each unique per
+    /// client, request and index) separated by spaces, or the metadata request.
     pub payload: String,
-    /// The log offset an acknowledged append landed at.
+    /// An append's batch, in order: message `i` lands at `offset + i`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    /// The log offset an acknowledged append's first message landed at.
     pub offset: Option<u64>,
     /// A metadata reply, in words.
     pub reply: Option<String>,

@@ -29,6 +29,11 @@ use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
 use crate::timeout::Timeout;
 
 pub const PIPELINE_PREPARES_MAX: usize = 8;
+/// Requests a primary holds while its pipeline is full, prepared in arrival
+/// order as the pipeline drains (one per client: a retry replaces its queued
+/// copy). Past this bound a request is dropped (`request_queue_full`) and
+/// the client's retry brings it back.
+pub const REQUEST_QUEUE_MAX: usize = 64;
 /// Headers carried by do_view_change / start_view, and persisted as the view
 /// headers of the superblock. Must cover every uncommitted op.
 pub const VIEW_HEADERS_MAX: usize = 32;
@@ -306,6 +311,9 @@ pub struct Replica<S: StateMachine> {
     /// Primary in Normal: the prepares above `commit_max` awaiting a quorum,
     /// in op order. Invariant: at most `VIEW_HEADERS_MAX` entries.
     pipeline: VecDeque<Pipelined>,
+    /// Requests waiting for room in the pipeline (primary only; every one is
+    /// checked again by `on_request` when it leaves the queue).
+    request_queue: VecDeque<Message>,
     /// View change: replicas that voted for `view` (start_view_change).
     svc_from: BTreeSet<u8>,
     /// View change, new primary: the do_view_changes received for `view`.
@@ -460,6 +468,7 @@ impl<S: StateMachine> Replica<S> {
             log: BTreeMap::new(),
             unchained: BTreeMap::new(),
             pipeline: VecDeque::new(),
+            request_queue: VecDeque::new(),
             svc_from: BTreeSet::new(),
             dvc_from: BTreeMap::new(),
             dvc_sent: false,
@@ -749,6 +758,8 @@ impl<S: StateMachine> Replica<S> {
 
     fn on_request(&mut self, message: Message) {
         if self.status != Status::Normal || !self.is_primary() {
+            // Queued requests are a primary's; the clients retry elsewhere.
+            self.request_queue.clear();
             return self.drop_message("not_primary");
         }
         if self.commit_min < self.commit_max {
@@ -788,7 +799,7 @@ impl<S: StateMachine> Replica<S> {
             }
             RequestVerdict::Prepare => {
                 if self.pipeline.len() >= PIPELINE_PREPARES_MAX {
-                    self.drop_message("pipeline_full");
+                    self.enqueue_request(message);
                 } else if self.op + 1 > self.checkpoint_op + self.journal_ops_max() {
                     self.drop_message("journal_full");
                 } else if !self.has_body(self.op) && self.op != self.checkpoint_op {
@@ -798,6 +809,29 @@ impl<S: StateMachine> Replica<S> {
                     self.prepare(message);
                 }
             }
+        }
+    }
+
+    /// Hold a request behind the full pipeline (see `REQUEST_QUEUE_MAX`).
+    fn enqueue_request(&mut self, message: Message) {
+        assert!(self.pipeline.len() >= PIPELINE_PREPARES_MAX);
+        let client = message.header.client;
+        if let Some(queued) = self.request_queue.iter_mut().find(|queued| queued.header.client == client) {
+            *queued = message;
+        } else if self.request_queue.len() >= REQUEST_QUEUE_MAX {
+            self.drop_message("request_queue_full");
+        } else {
+            self.request_queue.push_back(message);
+        }
+        assert!(self.request_queue.len() <= REQUEST_QUEUE_MAX);
+    }
+
+    /// The pipeline has room: prepare queued requests, in arrival order,
+    /// each checked again from the start (its session may have moved on).
+    fn prepare_queued(&mut self) {
+        while self.pipeline.len() < PIPELINE_PREPARES_MAX && self.status == Status::Normal && self.is_primary() {
+            let Some(message) = self.request_queue.pop_front() else { break };
+            self.on_request(message);
         }
     }
 
@@ -862,6 +896,7 @@ impl<S: StateMachine> Replica<S> {
         }
         entry.oks.insert(header.replica);
         self.commit_pipeline();
+        self.prepare_queued();
     }
 
     /// Commit the pipeline's head while it has a quorum of durable copies.
@@ -1109,6 +1144,7 @@ impl<S: StateMachine> Replica<S> {
         if mine {
             pipelined.oks.insert(self.config.replica);
             self.commit_pipeline();
+            self.prepare_queued();
         }
         self.check_invariants();
     }

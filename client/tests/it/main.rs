@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use shoal_client::{Client, ClientConfig, ClientError, Connection, ConnectionError};
+use shoal_client::{BatchReply, Client, ClientConfig, ClientError, Connection, ConnectionError};
+use shoal_shard::message_batch::{decode_batch, encode_batch};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::wire::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer};
 use shoal_vsr::header::{Command, MESSAGE_SIZE_MAX_BYTES, Operation};
@@ -96,7 +97,10 @@ fn answer(request: &Message, op: u64) -> Message {
         return Message::empty(header);
     }
     let body = if header.operation == Operation::SendMessages {
-        (op - 2).to_le_bytes().to_vec()
+        // Op 1 is the register: the script's first append lands at offset
+        // 0 (its offsets are right while each test sends one batch at most).
+        let count = decode_batch(&request.body).map_or(0, |messages| messages.len() as u32);
+        BatchReply { first_offset: op - 2, count }.encode().to_vec()
     } else {
         vec![0] // MetadataReply::Ok
     };
@@ -127,8 +131,20 @@ fn appends_register_once_then_carry_the_session_and_take_their_offsets() {
         shape,
         vec![(Operation::Register, 0, 0), (Operation::SendMessages, 1, 1), (Operation::SendMessages, 2, 1),]
     );
-    assert_eq!(requests[2].body, b"second");
+    assert_eq!(requests[2].body, encode_batch(&[b"second"]).unwrap(), "one message is a batch of one");
     assert!(requests.iter().all(|m| m.header.client == CLIENT && m.header.namespace == partition().raw()));
+}
+
+#[test]
+fn a_batch_is_one_request_and_its_reply_names_every_offset() {
+    let (address, seen) = scripted_replica(CLUSTER, Script::Answer);
+    let mut client = Client::new(config(vec![address])).unwrap();
+    let reply = client.append_batch(partition(), &[&b"a"[..], b"b", b"c"]).unwrap();
+    assert_eq!(reply, BatchReply { first_offset: 0, count: 3 });
+    let last = seen.try_iter().last().unwrap();
+    assert_eq!(decode_batch(&last.body).unwrap(), vec![&b"a"[..], b"b", b"c"]);
+    let empty: [&[u8]; 0] = [];
+    assert!(matches!(client.append_batch(partition(), &empty), Err(ClientError::Batch(_))));
 }
 
 #[test]

@@ -54,6 +54,10 @@ pub struct Group<I: Io> {
     replica: GroupReplica<I>,
     /// The newest view reported to the hooks.
     view_reported: u64,
+    /// Group commit: prepares written and not yet durable, in write order,
+    /// and the messages held until they are (see `Node::drain`).
+    written: Vec<Action>,
+    held: Vec<Action>,
 }
 
 impl<I: Io> std::fmt::Debug for Group<I> {
@@ -70,7 +74,7 @@ impl<I: Io> Group<I> {
     pub fn new(namespace: u64, shard: ShardId, storage: GroupStorage<I>, replica: GroupReplica<I>) -> Group<I> {
         assert_eq!(storage.config().namespace, namespace, "a group's storage is its own");
         let view_reported = replica.view();
-        Group { namespace, shard, storage, replica, view_reported }
+        Group { namespace, shard, storage, replica, view_reported, written: Vec::new(), held: Vec::new() }
     }
 
     pub fn namespace(&self) -> u64 {
@@ -87,6 +91,11 @@ impl<I: Io> Group<I> {
 
     pub fn storage(&self) -> &GroupStorage<I> {
         &self.storage
+    }
+
+    /// Prepares written and waiting for the group's flush.
+    pub fn prepares_unflushed(&self) -> usize {
+        self.written.len()
     }
 
     /// Make the partition's applied messages durable. A gap left by a state
@@ -181,6 +190,10 @@ pub struct Node<I: Io> {
     config: NodeConfig,
     groups: Vec<Group<I>>,
     links: Links,
+    /// Inside a turn (`begin_turn`..`end_turn`), prepares written by one
+    /// event wait for the turn's end to be flushed together with those of
+    /// the events after it; outside one, every event flushes its own.
+    turn_open: bool,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -207,7 +220,7 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links }
+        Node { io, config, groups, links, turn_open: false }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -320,10 +333,45 @@ impl<I: Io> Node<I> {
         self.drain(group, world).await
     }
 
-    /// Carry out the replica's actions until it asks for nothing more: a
-    /// durable prepare is reported back (`on_prepare_durable`), which may
-    /// commit and ask for replies. Commits are reported before the replies
-    /// that announce them go out.
+    /// Start a turn: prepares written from here on are flushed together at
+    /// `end_turn` (one journal flush for all of them), and the messages
+    /// that promise them wait until then. The server opens a turn around
+    /// the frames it reads in one go; the simulator around the events of a
+    /// stretch of virtual time (the storage latency).
+    pub fn begin_turn(&mut self) {
+        assert!(!self.turn_open, "turns do not nest");
+        self.turn_open = true;
+    }
+
+    pub fn turn_open(&self) -> bool {
+        self.turn_open
+    }
+
+    /// End the turn: flush every group's written prepares, complete them,
+    /// send what waited for them, and carry out what that asks for.
+    pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        assert!(self.turn_open, "end_turn without begin_turn");
+        self.turn_open = false;
+        for group in 0..self.groups.len() {
+            if !self.groups[group].written.is_empty() {
+                self.drain(group, world).await?;
+            }
+            debug_assert!(self.groups[group].written.is_empty() && self.groups[group].held.is_empty());
+        }
+        Ok(())
+    }
+
+    /// Carry out the replica's actions until it asks for nothing more. A
+    /// prepare is written and joins the group's pending flush; the messages
+    /// that promise something not yet durable wait (with every message
+    /// after them, so they leave in the order the replica asked). When the
+    /// replica asks for nothing more (or before any other storage action),
+    /// the group is flushed at once (`commit_group`): one journal flush for
+    /// every prepare written, then each is reported back
+    /// (`on_prepare_durable`), which may commit and ask for replies, and
+    /// the held messages leave. Inside a turn the flush waits for
+    /// `end_turn`. Commits are reported before the replies that announce
+    /// them go out.
     async fn drain<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         for _ in 0..DRAIN_ROUNDS_MAX {
             let g = &mut self.groups[group];
@@ -341,30 +389,110 @@ impl<I: Io> Node<I> {
                 world.on_committed(group, &committed);
             }
             if actions.is_empty() {
-                return g.persist_partition().await;
+                let g = &mut self.groups[group];
+                debug_assert!(g.held.is_empty() || !g.written.is_empty(), "held messages wait for a flush");
+                if g.written.is_empty() || self.turn_open {
+                    return g.persist_partition().await;
+                }
+                self.commit_group(group, world).await?;
+                continue;
             }
             for action in actions {
-                let durable = match &action {
-                    Action::WritePrepare { message } => Some((message.header.op, message.header.checksum)),
-                    _ => None,
-                };
-                // A checkpoint may be durable only once the partition log
-                // holds every offset it counts.
-                if matches!(action, Action::Checkpoint { .. }) {
-                    self.groups[group].persist_partition().await?;
-                }
-                self.execute(group, action, world).await?;
-                if let Some((op, checksum)) = durable {
-                    // Only now, durable: the primary counts its own copy
-                    // toward the quorum, a backup may vouch for it.
-                    self.groups[group].replica.on_prepare_durable(op, checksum);
-                }
+                self.run_action(group, action, world).await?;
             }
         }
         panic!(
             "replica {} group {:#x} kept asking for actions after {DRAIN_ROUNDS_MAX} rounds",
             self.config.replica, self.groups[group].namespace
         );
+    }
+
+    /// One action under group commit (see `drain`).
+    async fn run_action<W: NodeWorld>(&mut self, group: usize, action: Action, world: &mut W) -> Result<(), NodeStop> {
+        let g = &mut self.groups[group];
+        match action {
+            Action::WritePrepare { ref message } => {
+                world.before_storage(group, &action);
+                if let Err(error) = g.storage.write_prepare(message).await {
+                    let _ = world.after_storage(group, &action, Some(&error));
+                    return Err(NodeStop::Storage { action: action_name(&action), error });
+                }
+                g.written.push(action);
+                Ok(())
+            }
+            Action::Send { ref message, .. } | Action::Reply { ref message, .. } => {
+                // Held: behind an earlier held message, or promising a
+                // prepare this group has written and not yet flushed. A
+                // promise that no pending flush can keep is sent (and the
+                // ordering contract's assertion stops the node).
+                let waits = Promise::of(&message.header).is_some_and(|p| g.storage.check_durable(p).is_err());
+                if !g.held.is_empty() || (waits && !g.written.is_empty()) {
+                    g.held.push(action);
+                    return Ok(());
+                }
+                self.execute(group, action, world).await
+            }
+            storage_action => {
+                // Storage runs in order: what was written before it is made
+                // durable (and what waited for that is sent) first.
+                if !g.written.is_empty() {
+                    self.commit_group(group, world).await?;
+                }
+                // A checkpoint may be durable only once the partition log
+                // holds every offset it counts.
+                if matches!(storage_action, Action::Checkpoint { .. }) {
+                    self.groups[group].persist_partition().await?;
+                }
+                self.execute(group, storage_action, world).await
+            }
+        }
+    }
+
+    /// Flush the group's written prepares (one journal flush for all of
+    /// them), report each durable one to the hooks and the replica, then
+    /// send the messages that waited. Ordering contract: every held message
+    /// leaves only after the flush, and `execute` asserts its promise.
+    async fn commit_group<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        let g = &mut self.groups[group];
+        assert!(!g.written.is_empty(), "a group commit has prepares to flush");
+        let written = std::mem::take(&mut g.written);
+        let durable = match g.storage.flush_prepares().await {
+            Ok(durable) => durable,
+            Err(error) => {
+                // Any of them may have reached the disk in part.
+                for action in &written {
+                    let _ = world.after_storage(group, action, Some(&error));
+                }
+                return Err(NodeStop::Storage { action: "write_prepare", error });
+            }
+        };
+        let mut stop = false;
+        for action in &written {
+            let Action::WritePrepare { message } = action else { unreachable!("only prepares are written") };
+            let (op, checksum) = (message.header.op, message.header.checksum);
+            // A prepare rewritten in the same group is durable only as its
+            // last write; the earlier write is no longer on the disk.
+            if !durable.contains(&(op, checksum)) {
+                continue;
+            }
+            // Every prepare of the group is on the disk now: the world learns
+            // each one even when it stops the node at an earlier one (else it
+            // would still count on what a later write replaced in the same
+            // slot: session-churn seed 105, with a request queue, Recovery).
+            stop |= world.after_storage(group, action, None) == Flow::Stop;
+            if !stop {
+                // Only now, durable: the primary counts its own copy toward
+                // the quorum, a backup may vouch for it.
+                self.groups[group].replica.on_prepare_durable(op, checksum);
+            }
+        }
+        if stop {
+            return Err(NodeStop::Halted);
+        }
+        for action in std::mem::take(&mut self.groups[group].held) {
+            self.execute(group, action, world).await?;
+        }
+        Ok(())
     }
 
     /// Carry out one action. `Err` when the node must stop.

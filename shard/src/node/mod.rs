@@ -16,9 +16,15 @@
 //! Ordering contract, asserted here and not in the simulator: a message that
 //! promises something (a start_view_change, do_view_change, start_view,
 //! prepare_ok, or a client reply) leaves only once what it promises is
-//! durable. Storage actions run in order, each durable before the next
-//! action; an error stops the node (fail-stop) and it restarts from what the
-//! disk kept.
+//! durable; a message that depends on nothing (a prepare, a commit) leaves
+//! at once, so a primary sends its prepare while it writes it. Prepares are
+//! group-committed: written as the replica asks, then flushed together (one
+//! journal flush for every prepare of a step, or of a turn: `begin_turn` /
+//! `end_turn`), reported durable to the replica, and only then are the
+//! messages that promise them sent. Every other storage action runs in
+//! order, durable before the next action, and after the prepares written
+//! before it are flushed. An error stops the node (fail-stop) and it
+//! restarts from what the disk kept.
 //!
 //! Must not touch the wall clock, threads or OS entropy: time and entropy
 //! come from `Io`, so a simulated seed replays bit for bit.

@@ -4,22 +4,31 @@
 //!
 //! Every storage action is durable (written and fsynced) before `execute`
 //! returns; an error means the replica must stop (fail-stop) and restart
-//! from what the disk kept. This module also answers the ordering
-//! contract's question, "is what this message promises durable?", from what
-//! its own completed writes made durable (never from the replica's memory).
+//! from what the disk kept. For group commit, prepares may instead be
+//! written one by one (`write_prepare`) and made durable together
+//! (`flush_prepares`: the journal's `flush` steps, one fdatasync each, until
+//! every written prepare is durable with its ring copy). This module also
+//! answers the ordering contract's question, "is what this message promises
+//! durable?", from what its own completed writes made durable (never from
+//! the replica's memory): a prepare written and not yet flushed is not.
 //!
 //! Generic over `Io`: the server runs it on the real disk, the simulator on
 //! `SimDisk`, whose futures complete on first poll.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::{JournalConfig, PrepareJournal};
+use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, DurableState, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
+
+/// `flush` steps that make a written prepare durable with its ring copy:
+/// one for the prepare, one for the copy (see `PrepareJournal::flush`).
+const PREPARE_FLUSHES_MAX: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -93,10 +102,10 @@ pub struct GroupStorage<I: Io> {
     /// here rather than read from the journal's index: the ordering contract
     /// is about what reached the disk, whatever the index makes of it.
     durable_prepares: BTreeMap<u64, u128>,
-    /// Ops written to the journal since its last successful fsync: not yet
-    /// durable, so nothing may promise them. (Empty between actions today;
-    /// it keeps the contract checkable once writes overlap in group commit.)
-    unsynced_ops: BTreeSet<u64>,
+    /// Ops written to the journal and not yet durable with their ring copy,
+    /// with the checksum of the last write: nothing may promise them until
+    /// `flush_prepares` reports them.
+    unsynced_ops: BTreeMap<u64, u128>,
 }
 
 impl<I: Io> std::fmt::Debug for GroupStorage<I> {
@@ -122,7 +131,7 @@ impl<I: Io> GroupStorage<I> {
             journal,
             superblock,
             durable_prepares: BTreeMap::new(),
-            unsynced_ops: BTreeSet::new(),
+            unsynced_ops: BTreeMap::new(),
         })
     }
 
@@ -194,7 +203,7 @@ impl<I: Io> GroupStorage<I> {
             journal,
             superblock,
             durable_prepares,
-            unsynced_ops: BTreeSet::new(),
+            unsynced_ops: BTreeMap::new(),
         };
         Ok((storage, recovered))
     }
@@ -212,23 +221,16 @@ impl<I: Io> GroupStorage<I> {
     pub async fn execute(&mut self, action: &Action) -> Result<(), StorageError> {
         match action {
             Action::WritePrepare { message } => {
-                let (op, checksum) = (message.header.op, message.header.checksum);
-                // The slot is being replaced: whatever it held is no longer
-                // promised, even if this write fails half way.
-                self.durable_prepares.remove(&op);
-                self.journal.write_prepare(&message.header, &message.body).await?;
-                self.unsynced_ops.insert(op);
-                self.journal.sync().await?;
-                // Every earlier write is durable now, not only this one.
-                self.unsynced_ops.clear();
-                self.durable_prepares.insert(op, checksum);
+                self.write_prepare(message).await?;
+                let durable = self.flush_prepares().await?;
+                debug_assert!(durable.iter().any(|(op, _)| *op == message.header.op));
             }
             Action::TruncateLog { after_op } => {
                 let after = (*after_op).max(self.journal.snapshot_op());
                 // Forgotten before the truncation runs: a failed one may
                 // have cleared some of the slots already.
                 self.durable_prepares.retain(|op, _| *op <= after);
-                self.unsynced_ops.retain(|op| *op <= after);
+                self.unsynced_ops.retain(|op, _| *op <= after);
                 self.journal.truncate_after(after).await?;
             }
             Action::WriteSuperblock { state } => {
@@ -257,13 +259,54 @@ impl<I: Io> GroupStorage<I> {
         Ok(())
     }
 
+    /// Write a prepare into its slot, not yet durable: nothing may promise
+    /// it until `flush_prepares` reports it.
+    pub async fn write_prepare(&mut self, message: &Message) -> Result<(), StorageError> {
+        let (op, checksum) = (message.header.op, message.header.checksum);
+        // The slot is being replaced: whatever it held is no longer
+        // promised, even if this write fails half way.
+        self.durable_prepares.remove(&op);
+        self.unsynced_ops.insert(op, checksum);
+        self.journal.write_prepare(&message.header, &message.body).await?;
+        Ok(())
+    }
+
+    /// Prepares written and not yet durable.
+    pub fn unsynced_count(&self) -> usize {
+        self.unsynced_ops.len()
+    }
+
+    /// Group commit: make every prepare written so far durable with its
+    /// ring copy, with the journal's `flush` (one fdatasync each): the first
+    /// makes the prepares durable, the second their ring copies (a copy is
+    /// never durable before its prepare). Returns the prepares now durable,
+    /// `(op, checksum)` ascending. A failure poisons the journal: the
+    /// replica must stop.
+    pub async fn flush_prepares(&mut self) -> Result<Vec<(u64, u128)>, StorageError> {
+        let mut durable = Vec::new();
+        for _ in 0..PREPARE_FLUSHES_MAX {
+            if self.unsynced_ops.is_empty() {
+                break;
+            }
+            for op in self.journal.flush().await? {
+                if let Some(checksum) = self.unsynced_ops.remove(&op) {
+                    self.durable_prepares.insert(op, checksum);
+                    durable.push((op, checksum));
+                }
+            }
+        }
+        assert!(self.unsynced_ops.is_empty(), "{PREPARE_FLUSHES_MAX} flushes make every written prepare durable");
+        durable.sort_unstable();
+        Ok(durable)
+    }
+
     /// Is `promise` durable, as far as this storage's own completed writes
     /// know? `Err` says what is missing. The superblock's state changes only
     /// once its write is fsynced, and a journal op counts only once synced.
     pub fn check_durable(&self, promise: Promise) -> Result<(), String> {
         let state = self.superblock.state();
         let prepare_durable = |op: u64| -> Option<u128> {
-            if self.unsynced_ops.contains(&op) {
+            if self.unsynced_ops.contains_key(&op) {
                 return None;
             }
             self.durable_prepares.get(&op).copied()

@@ -35,6 +35,8 @@ pub struct MemIo {
     files: Rc<RefCell<BTreeMap<PathBuf, Bytes>>>,
     /// Fail this many upcoming writes with EIO (fault injection).
     write_failures: Rc<Cell<u32>>,
+    /// File syncs so far, over every file.
+    syncs: Rc<Cell<u64>>,
 }
 
 impl MemIo {
@@ -44,6 +46,10 @@ impl MemIo {
 
     pub fn set_file_bytes(&self, path: &Path, bytes: Vec<u8>) {
         *self.files.borrow()[path].borrow_mut() = bytes;
+    }
+
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.get()
     }
 
     pub fn fail_next_writes(&self, count: u32) {
@@ -60,6 +66,7 @@ pub struct MemFile {
     bytes: Bytes,
     writable: bool,
     write_failures: Rc<Cell<u32>>,
+    syncs: Rc<Cell<u64>>,
 }
 
 impl IoFile for MemFile {
@@ -91,6 +98,7 @@ impl IoFile for MemFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        self.syncs.set(self.syncs.get() + 1);
         Ok(())
     }
 
@@ -136,7 +144,12 @@ impl Io for MemIo {
             (None, OpenMode::ReadWriteCreate) => files.entry(path.to_path_buf()).or_default().clone(),
             (None, _) => return Err(io::ErrorKind::NotFound.into()),
         };
-        Ok(MemFile { bytes, writable: mode.writable(), write_failures: self.write_failures.clone() })
+        Ok(MemFile {
+            bytes,
+            writable: mode.writable(),
+            write_failures: self.write_failures.clone(),
+            syncs: self.syncs.clone(),
+        })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

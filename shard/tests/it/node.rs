@@ -9,7 +9,7 @@ use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, StorageConfig,
     StorageError, action_name,
 };
-use shoal_shard::{FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId};
+use shoal_shard::{BatchReply, FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId, encode_batch};
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
@@ -71,6 +71,10 @@ fn node(replica: u8) -> Node<MemIo> {
 struct Recorder {
     events: Vec<String>,
     to_replicas: Vec<(u8, Message)>,
+    replies: Vec<Message>,
+    /// Stop the node after the first durable prepare (a crash right after a
+    /// storage completion, as the simulator injects it).
+    stop_after_durable: bool,
 }
 
 impl NodeBus for Recorder {
@@ -81,6 +85,7 @@ impl NodeBus for Recorder {
 
     fn reply_to_client(&mut self, _via: ShardId, _client: u128, message: Message) {
         self.events.push(format!("reply op {}", message.header.op));
+        self.replies.push(message);
     }
 
     fn client_shard(&self, _client: u128) -> ShardId {
@@ -96,16 +101,54 @@ impl NodeHooks for Recorder {
         };
         let outcome = if error.is_none() { "durable" } else { "failed" };
         self.events.push(format!("{outcome} {} op {op}", action_name(action)));
-        Flow::Continue
+        if self.stop_after_durable && error.is_none() { Flow::Stop } else { Flow::Continue }
     }
 }
 
 fn register() -> Message {
+    register_client(CLIENT)
+}
+
+fn register_client(client: u128) -> Message {
     let mut header = Header::new(Command::Request, CLUSTER);
     header.namespace = namespace();
-    header.client = CLIENT;
+    header.client = client;
     header.operation = Operation::Register;
     Message::new(header, Rc::from(&[][..]))
+}
+
+/// Request `request` of `CLIENT` in `session`: a `SendMessages` batch.
+fn batch_request(session: u64, request: u64, messages: &[&[u8]]) -> Message {
+    client_batch_request(CLIENT, session, request, messages)
+}
+
+fn client_batch_request(client: u128, session: u64, request: u64, messages: &[&[u8]]) -> Message {
+    let mut header = Header::new(Command::Request, CLUSTER);
+    header.namespace = namespace();
+    header.client = client;
+    header.operation = Operation::SendMessages;
+    header.context = session;
+    header.request = request;
+    Message::new(header, Rc::from(encode_batch(messages).unwrap()))
+}
+
+/// Carry the replicas' messages to each other until none is left.
+fn deliver_all(nodes: &mut [Node<MemIo>; 2], worlds: &mut [Recorder; 2]) {
+    for _ in 0..DELIVERY_ROUNDS_MAX {
+        let mut delivered = false;
+        for from in 0..nodes.len() {
+            for (to, message) in std::mem::take(&mut worlds[from].to_replicas) {
+                let source = Source::Replica(from as u8);
+                let to = usize::from(to);
+                block_on(nodes[to].on_frame(source, ShardId(0), message, &mut worlds[to])).expect("runs");
+                delivered = true;
+            }
+        }
+        if !delivered {
+            return;
+        }
+    }
+    panic!("messages kept flowing after {DELIVERY_ROUNDS_MAX} rounds");
 }
 
 fn position(events: &[String], event: &str) -> usize {
@@ -135,6 +178,114 @@ fn prepare_ok_and_reply_leave_only_after_their_prepare_is_durable() {
     assert!(position(backup, "durable write_prepare op 1") < position(backup, "send PrepareOk op 1"));
     assert!(position(primary, "durable write_prepare op 1") < position(primary, "reply op 1"));
     assert_eq!(nodes[0].group(0).replica().commit_min(), 1, "the register committed");
+}
+
+#[test]
+fn a_batch_takes_one_op_and_dense_offsets_and_its_retry_is_answered_not_appended() {
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    let single = batch_request(session, 1, &[b"alone"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), single, &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let batch = batch_request(session, 2, &[b"a", b"bb", b"ccc"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), batch.clone(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let replies: Vec<(u64, BatchReply)> = std::mem::take(&mut worlds[0].replies)
+        .iter()
+        .map(|m| (m.header.op, BatchReply::decode(&m.body).expect("a batch reply")))
+        .collect();
+    assert_eq!(
+        replies,
+        [(2, BatchReply { first_offset: 0, count: 1 }), (3, BatchReply { first_offset: 1, count: 3 })],
+        "one op per batch, each message its own offset"
+    );
+    // The client retries the batch (its reply was lost): the session answers.
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), batch, &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let resent = worlds[0].replies.pop().expect("the retry is answered");
+    assert_eq!(resent.header.op, 3, "from the session's reply, not a new op");
+    assert_eq!(BatchReply::decode(&resent.body).unwrap(), BatchReply { first_offset: 1, count: 3 });
+    let want = [&b"alone"[..], b"a", b"bb", b"ccc"];
+    for node in &nodes {
+        let machine = node.group(0).replica().state_machine();
+        assert_eq!(node.group(0).replica().op(), 3, "the retry took no op");
+        let log = block_on(machine.read(0, 16));
+        let messages: Vec<&[u8]> = log.iter().map(|(_, m)| m.as_slice()).collect();
+        // The backup applies op 3 once a later message tells it op 3 committed.
+        assert_eq!(messages, want[..messages.len()], "every message once, at its offset");
+    }
+    assert_eq!(block_on(nodes[0].group(0).replica().state_machine().read(0, 16)).len(), want.len());
+}
+
+/// Group commit, told step by step: two clients' appends reach the primary
+/// in one turn. Both prepares leave for the backup at once (the primary
+/// sends a prepare while it writes it); nothing that promises them leaves
+/// before the turn's one flush (two fdatasyncs: prepares, then their ring
+/// copies), on the primary or the backup.
+#[test]
+fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    let mut sessions = Vec::new();
+    for client in [CLIENT, CLIENT + 1] {
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), register_client(client), &mut worlds[0]))
+            .expect("runs");
+        deliver_all(&mut nodes, &mut worlds);
+        sessions.push(worlds[0].replies.pop().expect("registered").header.context);
+    }
+    worlds[0].events.clear();
+    let syncs_before = nodes[0].io().sync_count();
+    nodes[0].begin_turn();
+    for (index, client) in [CLIENT, CLIENT + 1].into_iter().enumerate() {
+        let request = client_batch_request(client, sessions[index], 1, &[b"m"]);
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut worlds[0])).expect("runs");
+    }
+    let prepares: Vec<u64> = worlds[0].to_replicas.iter().map(|(_, m)| m.header.op).collect();
+    assert_eq!(prepares, [3, 4], "both prepares left while being written");
+    assert_eq!(nodes[0].group(0).prepares_unflushed(), 2);
+    assert_eq!(nodes[0].io().sync_count(), syncs_before, "no fsync inside the turn");
+    assert!(worlds[0].events.iter().all(|e| !e.starts_with("durable")), "{:?}", worlds[0].events);
+    // The backup takes both prepares in one turn too: no prepare_ok before its flush.
+    nodes[1].begin_turn();
+    for (_, prepare) in std::mem::take(&mut worlds[0].to_replicas) {
+        block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut worlds[1])).expect("runs");
+    }
+    assert!(worlds[1].to_replicas.is_empty(), "prepare_oks wait for the flush: {:?}", worlds[1].events);
+    let backup_syncs = nodes[1].io().sync_count();
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().sync_count() - backup_syncs, 2, "one group flush: prepares, then ring copies");
+    let oks: Vec<(Command, u64)> = worlds[1].to_replicas.iter().map(|(_, m)| (m.header.command, m.header.op)).collect();
+    assert_eq!(oks, [(Command::PrepareOk, 3), (Command::PrepareOk, 4)]);
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush on the primary");
+    deliver_all(&mut nodes, &mut worlds);
+    let primary = &worlds[0].events;
+    assert!(position(primary, "durable write_prepare op 4") < position(primary, "reply op 3"));
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}
+
+/// A crash injected right after the first prepare of a group completes:
+/// the world still learns that every prepare of the group reached the disk
+/// (the flush ran for all of them). Before, it heard only of the first, and
+/// the simulator's recovery checker kept counting on what a later write of
+/// the group had replaced (session-churn seed 105, Recovery).
+#[test]
+fn a_stop_at_one_prepare_of_a_group_still_reports_every_prepare_written() {
+    let mut primary = node(0);
+    let mut world = Recorder { stop_after_durable: true, ..Recorder::default() };
+    primary.begin_turn();
+    for client in [CLIENT, CLIENT + 1] {
+        block_on(primary.on_frame(Source::Client(client), ShardId(0), register_client(client), &mut world))
+            .expect("runs");
+    }
+    let stopped = block_on(primary.end_turn(&mut world));
+    assert!(matches!(stopped, Err(NodeStop::Halted)), "{stopped:?}");
+    let durable: Vec<&String> = world.events.iter().filter(|e| e.starts_with("durable")).collect();
+    assert_eq!(durable, ["durable write_prepare op 1", "durable write_prepare op 2"]);
+    assert!(world.replies.is_empty(), "a stopped node sends nothing more");
 }
 
 #[test]

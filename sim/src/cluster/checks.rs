@@ -88,23 +88,27 @@ impl Cluster {
         }
     }
 
-    /// A read of an acknowledged offset returns the acknowledged message on
-    /// every replica that serves it (one that has not applied that far yet
-    /// serves nothing there, which is no answer at all, not a wrong one).
-    pub(super) fn check_reads(&mut self, group: usize, offset: u64, payload: &[u8]) {
+    /// A read of an acknowledged batch's offsets returns each of its
+    /// messages at its own offset on every replica that serves them (one
+    /// that has not applied or persisted that far yet serves fewer or none,
+    /// which is no answer there, not a wrong one).
+    pub(super) fn check_reads(&mut self, group: usize, offset: u64, messages: &[Vec<u8>]) {
         // Observation only: no persist here, so checking changes nothing
         // the run does; what a replica serves is what it made durable.
         for replica in 0..self.config.replica_count {
             let Some(r) = self.group_replica(replica, group) else { continue };
-            let read = block_on_ready(r.state_machine().read(offset, 1));
-            let Some((at, message)) = read.first() else { continue };
-            if *at != offset || message.as_slice() != payload {
-                let label = self.group_label(group);
-                let detail = format!(
-                    "replica {replica}{label}: a read of acknowledged offset {offset} returned offset {at} with another message"
-                );
-                self.checkers[group].fail(Checker::Linearizability, detail);
-                return;
+            let read = block_on_ready(r.state_machine().read(offset, messages.len()));
+            for (index, (at, message)) in read.iter().enumerate() {
+                if *at != offset + index as u64 || message != &messages[index] {
+                    let label = self.group_label(group);
+                    let detail = format!(
+                        "replica {replica}{label}: a read of acknowledged offset {} returned offset {at} with another \
+                         message",
+                        offset + index as u64
+                    );
+                    self.checkers[group].fail(Checker::Linearizability, detail);
+                    return;
+                }
             }
         }
     }

@@ -1,6 +1,8 @@
 //! The client-visible history (invoke / ok / fail / indeterminate), kept
 //! when `record_history` is set, for external linearizability checkers.
 
+use shoal_shard::message_batch::decode_batch;
+
 use super::workload::metadata_request;
 use super::*;
 
@@ -17,7 +19,7 @@ impl Cluster {
         let (id, group, request, payload) = (client.id, client.group, in_flight.request, in_flight.payload.clone());
         let operation = in_flight.operation;
         if operation == Operation::SendMessages {
-            self.checkers[group].on_invoke(id, request, payload.clone());
+            self.checkers[group].on_invoke(id, request, in_flight.messages.clone());
         }
         if self.config.record_history {
             let event = self.history_event(HistoryKind::Invoke, index, request, operation, &payload);
@@ -94,8 +96,11 @@ impl Cluster {
         payload: &[u8],
     ) -> HistoryEvent {
         let client = &self.clients[index as usize];
+        let mut messages = Vec::new();
         let (operation, payload) = if operation == Operation::SendMessages {
-            ("append".to_string(), String::from_utf8_lossy(payload).into_owned())
+            let batch = decode_batch(payload).expect("a simulated client sends only valid batches");
+            messages = batch.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+            ("append".to_string(), messages.join(" "))
         } else {
             (format!("{operation:?}").to_lowercase(), format!("{:?}", metadata_request(index, request)))
         };
@@ -107,6 +112,7 @@ impl Cluster {
             namespace: self.namespaces[client.group],
             operation,
             payload,
+            messages,
             offset: None,
             reply: None,
             invoke_ns: 0,

@@ -1,8 +1,16 @@
-//! The clients' workload: appends to a partition group (and an admin client
-//! creating streams and topics in the metadata group), retries, sessions,
-//! eviction. What a client was told is handed to the checkers.
+//! The clients' workload: appends of batches of random sizes to a partition
+//! group (and an admin client creating streams and topics in the metadata
+//! group), retries, sessions, eviction. What a client was told is handed to
+//! the checkers.
+
+use shoal_shard::message_batch::{BatchReply, encode_batch};
 
 use super::*;
+
+/// The most messages a simulated client puts in one append. Half the
+/// appends are a single message (the one-at-a-time path), the others a
+/// batch of 2..=this.
+pub const CLIENT_BATCH_MESSAGES_MAX: u64 = 8;
 
 impl Cluster {
     pub(super) fn on_client_tick(&mut self, index: u32) {
@@ -12,9 +20,10 @@ impl Cluster {
         // Reads later in the run, after crashes, state transfers and view
         // changes, must still return what was acknowledged.
         let last_ack = self.checkers[group].acks().iter().rev().find(|a| a.client == id);
-        if let Some((offset, payload)) = last_ack.map(|a| (a.offset, a.payload.clone())) {
-            self.check_reads(group, offset, &payload);
+        if let Some((offset, messages)) = last_ack.map(|a| (a.offset, a.messages.clone())) {
+            self.check_reads(group, offset, &messages);
         }
+        let batch_draw = self.rng.next_u64();
         let now_ns = self.now_ns;
         let replica_count = self.config.replica_count;
         let safety = self.phase == Phase::Safety;
@@ -35,6 +44,7 @@ impl Cluster {
                 }
             }
         } else if !client.registered || safety {
+            let mut messages = Vec::new();
             let (request, operation, payload) = if !client.registered {
                 (0, Operation::Register, Vec::new())
             } else if namespace == METADATA_NAMESPACE {
@@ -43,15 +53,16 @@ impl Cluster {
                 (client.request, admin.operation(), admin.encode_body())
             } else {
                 client.request += 1;
-                let payload = format!("c{}-s{}-r{}", client.id, client.session_epoch, client.request);
-                (client.request, Operation::SendMessages, payload.into_bytes())
+                messages = batch_messages(client, batch_draw);
+                let body = encode_batch(&messages).expect("a simulated batch is within every bound");
+                (client.request, Operation::SendMessages, body)
             };
             let mut message = client_request(client.id, namespace, request, &payload, operation);
             if client.registered {
                 message = in_session(message, client.session);
             }
             client.in_flight =
-                Some(InFlight { request, operation, payload, invoked_ns: now_ns, sent_tick: client.ticks });
+                Some(InFlight { request, operation, payload, messages, invoked_ns: now_ns, sent_tick: client.ticks });
             let primary = (client.view_guess % u64::from(replica_count)) as u8;
             sends.push((Endpoint::Replica(primary), message));
         }
@@ -95,24 +106,27 @@ impl Cluster {
             return self.on_metadata_reply(index, group, &message);
         }
         let client = &self.clients[index as usize];
-        let Some(offset) = message.body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())) else {
-            let id = client.id;
-            return self.checkers[group]
-                .fail(Checker::Linearizability, format!("client {id} got a reply without an offset"));
+        let reply = BatchReply::decode(&message.body);
+        let Some(reply) = reply.ok().filter(|r| r.count as usize == in_flight.messages.len()) else {
+            let (id, count) = (client.id, in_flight.messages.len());
+            return self.checkers[group].fail(
+                Checker::Linearizability,
+                format!("client {id} sent a batch of {count} and got the reply {:?}", &message.body[..]),
+            );
         };
         let ack = Ack {
             client: client.id,
             request: in_flight.request,
             op: header.op,
-            offset,
-            payload: in_flight.payload,
+            offset: reply.first_offset,
+            messages: in_flight.messages,
             invoked_ns: in_flight.invoked_ns,
             acked_ns: now_ns,
         };
-        self.record(None, "ack", header.op, offset, String::new);
-        let (offset, payload) = (ack.offset, ack.payload.clone());
+        self.record(None, "ack", header.op, reply.first_offset, String::new);
+        let (offset, messages) = (ack.offset, ack.messages.clone());
         self.checkers[group].on_ack(ack);
-        self.check_reads(group, offset, &payload);
+        self.check_reads(group, offset, &messages);
     }
 
     /// The session is gone: the in-flight request's outcome is unknown (it
@@ -166,6 +180,16 @@ pub(super) fn metadata_request(client: u32, request: u64) -> MetadataRequest {
     } else {
         MetadataRequest::CreateTopic { stream_id, topic_id: 1, name: "events".into(), partition_count: 2 }
     }
+}
+
+/// The messages of a client's next append: one, or a batch of 2..=
+/// `CLIENT_BATCH_MESSAGES_MAX`, each unique per (client, session epoch,
+/// request, index) so the final-log check can tell every entry apart.
+fn batch_messages(client: &Client, draw: u64) -> Vec<Vec<u8>> {
+    let count = if draw.is_multiple_of(2) { 1 } else { 2 + (draw >> 1) % (CLIENT_BATCH_MESSAGES_MAX - 1) };
+    (0..count)
+        .map(|index| format!("c{}-s{}-r{}-m{index}", client.id, client.session_epoch, client.request).into_bytes())
+        .collect()
 }
 
 pub(super) fn client_request(

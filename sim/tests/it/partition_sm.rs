@@ -6,7 +6,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use shoal_shard::partition_log::PartitionLogConfig;
-use shoal_shard::{Namespace, PartitionSmError, PartitionStateMachine};
+use shoal_shard::{BatchReply, Namespace, PartitionSmError, PartitionStateMachine, encode_batch};
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::{Operation, StateMachine};
 
@@ -26,9 +26,16 @@ fn open(io: &SimIo) -> PartitionStateMachine<SimIo> {
         .expect("the partition log opens")
 }
 
+/// A batch of one message; returns its offset.
 fn send(sm: &mut PartitionStateMachine<SimIo>, message: &[u8]) -> u64 {
-    let reply = sm.apply(0, Operation::SendMessages, message, 0);
-    u64::from_le_bytes(reply.try_into().expect("an offset reply is 8 bytes"))
+    let reply = send_batch(sm, &[message]);
+    assert_eq!(reply.count, 1, "a batch of one takes one offset");
+    reply.first_offset
+}
+
+fn send_batch(sm: &mut PartitionStateMachine<SimIo>, messages: &[&[u8]]) -> BatchReply {
+    let reply = sm.apply(0, Operation::SendMessages, &encode_batch(messages).unwrap(), 0);
+    BatchReply::decode(&reply).expect("a SendMessages reply is a batch reply")
 }
 
 /// The `PollMessages` reply: the committed high watermark.
@@ -73,6 +80,30 @@ fn apply_queues_persist_makes_durable_and_read_serves_the_log() {
     assert_eq!(read_all(&sm), expected(0..3));
     assert_eq!(sm.apply(0, Operation::CreateStream, b"x", 0), Vec::<u8>::new());
     assert_eq!(sm.next_offset(), 3, "other operations change nothing");
+}
+
+#[test]
+fn a_batch_takes_dense_offsets_in_order_and_a_bad_body_takes_none() {
+    let io = SimIo::new(3);
+    let mut sm = open(&io);
+    assert_eq!(send(&mut sm, b"alone"), 0);
+    let reply = send_batch(&mut sm, &[b"a", b"bb", b"", b"ccc"]);
+    assert_eq!(reply, BatchReply { first_offset: 1, count: 4 });
+    assert_eq!(reply.offsets(), 1..5);
+    let refused = sm.apply(0, Operation::SendMessages, b"not a batch", 0);
+    assert_eq!(BatchReply::decode(&refused).unwrap(), BatchReply { first_offset: 5, count: 0 });
+    let empty = sm.apply(0, Operation::SendMessages, &0u32.to_le_bytes(), 0);
+    assert!(BatchReply::decode(&empty).unwrap().refused(), "an empty batch is refused");
+    assert_eq!(sm.next_offset(), 5, "a refused body takes no offset");
+    assert_eq!(send(&mut sm, b"after"), 5);
+    block_on_ready(sm.persist()).unwrap();
+    let log: Vec<(u64, Vec<u8>)> = read_all(&sm);
+    let want: Vec<(u64, Vec<u8>)> = [&b"alone"[..], b"a", b"bb", b"", b"ccc", b"after"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i as u64, m.to_vec()))
+        .collect();
+    assert_eq!(log, want, "each message of the batch at its own offset, in batch order");
 }
 
 #[test]
@@ -327,7 +358,10 @@ fn restore_rejects_bad_snapshots() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Send(Vec<u8>),
+    /// A batch of messages.
+    Send(Vec<Vec<u8>>),
+    /// A body that is most likely not a batch.
+    Garbage(Vec<u8>),
     Poll(u64),
     Persist,
     /// Persist, then make a checkpoint durable (the driver's order).
@@ -340,7 +374,8 @@ enum Step {
 
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => prop::collection::vec(any::<u8>(), 0..48).prop_map(Step::Send),
+        6 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 1..6).prop_map(Step::Send),
+        1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(Step::Garbage),
         1 => (0u64..64).prop_map(Step::Poll),
         2 => Just(Step::Persist),
         1 => Just(Step::Checkpoint),
@@ -372,11 +407,25 @@ proptest! {
         let mut persisted = 0usize;
         for step in steps {
             match step {
-                Step::Send(body) => {
+                Step::Send(batch) => {
+                    let body = encode_batch(&batch).unwrap();
                     let reply = sm.apply(0, Operation::SendMessages, &body, 0);
-                    prop_assert_eq!(&reply, &(messages.len() as u64).to_le_bytes().to_vec());
+                    let want = BatchReply { first_offset: messages.len() as u64, count: batch.len() as u32 };
+                    prop_assert_eq!(&reply, &want.encode().to_vec());
                     prop_assert_eq!(&twin.apply(0, Operation::SendMessages, &body, 0), &reply);
-                    messages.push(body.clone());
+                    messages.extend(batch);
+                    wal.push(Committed { operation: Operation::SendMessages, body, reply });
+                }
+                Step::Garbage(body) => {
+                    // Not a batch (or, rarely, one): committed all the same.
+                    let reply = sm.apply(0, Operation::SendMessages, &body, 0);
+                    prop_assert_eq!(&twin.apply(0, Operation::SendMessages, &body, 0), &reply);
+                    let reply_decoded = BatchReply::decode(&reply).unwrap();
+                    prop_assert_eq!(reply_decoded.first_offset, messages.len() as u64);
+                    if let Ok(batch) = shoal_shard::decode_batch(&body) {
+                        messages.extend(batch.into_iter().map(<[u8]>::to_vec));
+                    }
+                    prop_assert_eq!(reply_decoded.offsets().end, messages.len() as u64);
                     wal.push(Committed { operation: Operation::SendMessages, body, reply });
                 }
                 Step::Poll(offset) => {

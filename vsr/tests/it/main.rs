@@ -2,6 +2,7 @@
 
 mod harness;
 mod replica_bad_input;
+mod request_queue;
 mod stale_input;
 mod stories;
 mod stories_state;
