@@ -84,9 +84,9 @@ pub const FAULT_FIELDS: [FaultField; 19] = [
     ppm_field!(storage_lost_write_ppm, 50_000),
     // Per restart of the one replica whose disk may rot.
     ppm_field!(storage_read_corruption_ppm, 500_000),
-    // Not drawn: the cluster cannot yet survive a misdirected WAL write (it
-    // needs redundant headers); the journal model tests exercise them.
-    ppm_field!(storage_misdirected_write_ppm, 0),
+    // Per storage action of the one replica whose disk may be damaged: the
+    // next write to one of its journals lands elsewhere in the file.
+    ppm_field!(storage_misdirected_write_ppm, 20_000),
     ppm_field!(storage_write_error_ppm, 5_000),
     ppm_field!(shard_inbox_full_ppm, 30_000),
     ppm_field!(shard_delivery_drop_ppm, 20_000),
@@ -210,6 +210,7 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     // Latent sector errors while the replica runs: a checkpoint's drain or
     // a repair answer reads them.
     config.faults.storage_rot_running_ppm = 20_000;
+    config.faults.storage_misdirected_write_ppm = 50_000;
     // Crashes right after a storage action (a checkpoint's drain among
     // them) restart the replica from exactly what the drain left.
     config.faults.protocol_crash_ppm = 10_000;

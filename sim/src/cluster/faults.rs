@@ -81,9 +81,12 @@ impl Cluster {
         }
     }
 
-    /// Before a storage action: maybe make it fail.
+    /// Before a storage action: maybe make it fail, or misdirect it.
     pub(super) fn arm_storage_fault(&mut self, replica: u8) {
         let index = replica as usize;
+        if replica == self.rot_replica && self.config.replica_count >= 3 {
+            self.maybe_misdirect(replica);
+        }
         if self.roll(self.config.faults.storage_write_error_ppm, "storage_write_error") {
             self.nodes[index].io.disk().fail_next_write();
         } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_torn_write")
@@ -184,6 +187,29 @@ impl Cluster {
                     j != replica && self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.commit_min())
                 })
         })
+    }
+
+    /// The next write to one journal of the rot replica lands at another
+    /// offset of the file (a misdirected write): it damages whatever is
+    /// there and leaves the intended range as it was. Placed like rot: only
+    /// on the one replica whose disk may be damaged, and only with peers
+    /// (3 or more replicas), so every op it can damage is held elsewhere
+    /// once committed; the journal's ring copies and two file header copies
+    /// must turn the damage into faulty slots, never into a silently
+    /// shorter log or a journal that cannot open.
+    ///
+    /// Off, it draws nothing (unlike `roll`'s other callers): a run without
+    /// misdirected writes keeps the random path it had before they existed.
+    pub(super) fn maybe_misdirect(&mut self, replica: u8) {
+        let ppm = self.config.faults.storage_misdirected_write_ppm;
+        if ppm == 0 || !self.roll(ppm, "storage_misdirected_write") {
+            return;
+        }
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
+        let label = self.group_label(group);
+        self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
     }
 
     /// Corrupt one journal slot below the head of the rot replica while it is

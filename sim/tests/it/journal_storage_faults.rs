@@ -257,3 +257,37 @@ fn a_read_only_open_does_not_change_what_the_disk_keeps() {
     let (_, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "op 4 was never synced by its owner");
 }
+
+/// disk-rot seed 1120 (with misdirected writes on): op 17's prepare write
+/// was misdirected, a checkpoint at op 16 then failed its drain on the
+/// faulty op 17, the replica restarted and settled the journal to the
+/// checkpoint, leaving op 17 out, and restarted `Recovering`. It crashed
+/// again before it repaired op 17: the compacted file held no trace of op
+/// 17, so the third life opened a clean journal, voted without the op it
+/// had acknowledged, and the cluster committed another op 17. A settle
+/// must carry the evidence: the next open still finds op 17 faulty.
+#[test]
+fn settling_to_a_checkpoint_keeps_a_left_out_op_faulty_across_a_crash() {
+    let io = SimIo::new(10);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let config = config(SLOT_COUNT);
+    // Op 5's slot damaged, its ring copy intact; op 6's slot and copy both.
+    io.disk().corrupt_sector(&path, config.slot_offset(5) + 20).unwrap();
+    io.disk().corrupt_sector(&path, config.slot_offset(6) + 20).unwrap();
+    io.disk().corrupt_sector(&path, config.header_copy_offset(6) + 20).unwrap();
+    let (mut journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![5, 6]);
+    let anchor = journal.header(4).unwrap().checksum;
+    let left_out = block_on_ready(journal.settle_to_checkpoint(4, anchor)).unwrap();
+    assert_eq!(left_out, vec![5, 6]);
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = open(&io);
+    assert_eq!(journal.snapshot_op(), 4);
+    assert_eq!(recovery.repair_ops, vec![5, 6], "the evidence of ops 5 and 6 survived the compaction");
+    assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, vec![5, 6]);
+}
