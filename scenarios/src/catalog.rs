@@ -67,7 +67,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 19] = [
+pub const FAULT_FIELDS: [FaultField; 20] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -95,6 +95,8 @@ pub const FAULT_FIELDS: [FaultField; 19] = [
     ppm_field!(protocol_crash_ppm, 20_000),
     ppm_field!(network_stale_redelivery_ppm, 5_000),
     ppm_field!(storage_rot_running_ppm, 2_000),
+    // Per rot while down: the share that lands on a partition segment.
+    ppm_field!(storage_partition_rot_ppm, 300_000),
 ];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
@@ -211,6 +213,7 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     // a repair answer reads them.
     config.faults.storage_rot_running_ppm = 20_000;
     config.faults.storage_misdirected_write_ppm = 50_000;
+    config.faults.storage_partition_rot_ppm = 250_000;
     // Crashes right after a storage action (a checkpoint's drain among
     // them) restart the replica from exactly what the drain left.
     config.faults.protocol_crash_ppm = 10_000;

@@ -40,6 +40,7 @@ macro_rules! mark {
 pub const MARKS: &[&str] = &[
     CHECKPOINT_FROM_NEWER_VIEW,
     DRAIN_CORRUPT,
+    PARTITION_SALVAGED,
     REFUSE_CONFLICTING_LOG,
     REJOIN_COMPLETED,
     REJOIN_PROBE_ANSWERED,
@@ -55,6 +56,9 @@ pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).
 pub const DRAIN_CORRUPT: &str = "drain_corrupt";
+/// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
+/// partition log was cut to its intact prefix, the rest to come from peers.
+pub const PARTITION_SALVAGED: &str = "partition_salvaged";
 pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";
