@@ -961,19 +961,25 @@ impl<I: Io> PrepareJournal<I> {
         // one that may have held an acknowledged prepare.
         let torn: Vec<u64> = torn_ops.range(tail_first..).copied().collect();
         if self.writable {
-            // A prepare without its ring copy may live only in the page
-            // cache: after a failed fsync Linux marks the pages clean, a
-            // process crash keeps them readable, and the fsync at open has
-            // nothing to flush. Rewriting what we read makes the pages dirty
-            // again, so this fsync makes the prepare durable (or fails open).
-            for header in &copies_stale {
+            // A valid prepare may live only in the page cache: after a
+            // failed fsync Linux marks the pages clean, a process crash keeps
+            // them readable, and the fsync at open has nothing to flush.
+            // Rewriting what we read makes the pages dirty again, so this
+            // fsync makes the prepare durable (or fails open). Every valid
+            // prepare, not only those without their ring copy: a faulty op
+            // keeps its durable copy, so its repair whose fsync failed read
+            // back "fully written" from the cache (disk-rot seed 2393 with
+            // misdirected writes: a prepare_ok for a repaired op 18 whose
+            // durable slot held nothing).
+            debug_assert!(copies_stale.iter().all(|header| valid.get(&header.op) == Some(header)));
+            for header in valid.values() {
                 let offset = self.config.slot_offset(header.op);
                 let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
                 result.map_err(io_error("reread prepare"))?;
                 let (result, _) = self.file.write_all_at(bytes, offset).await;
                 result.map_err(io_error("rewrite prepare"))?;
             }
-            if !copies_stale.is_empty() {
+            if !valid.is_empty() {
                 self.file.sync_data().await.map_err(io_error("fsync"))?;
             }
             // Now every valid prepare is durable, so its ring copy may be
