@@ -113,6 +113,11 @@
 //!   retired file, which the next compaction rewrites in place: its reads
 //!   then fail the checksum check (`Corrupt`), never return another op's
 //!   bytes; reopen it after a compaction.
+//! - A writable `open` rewrites every valid prepare of the window (its
+//!   used bytes, not its slot) and fsyncs once: after a failed fsync the
+//!   page cache may hold prepares the device never got, and only a rewrite
+//!   makes them durable before the replica vouches for them. Bounded by
+//!   `slot_count` prepares, once per restart.
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
 //!   same protocol as one step of group commit: one fsync per batch, each
 //!   batch acknowledged after the next batch's fsync.
