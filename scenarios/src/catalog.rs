@@ -67,7 +67,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 19] = [
+pub const FAULT_FIELDS: [FaultField; 20] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -84,9 +84,9 @@ pub const FAULT_FIELDS: [FaultField; 19] = [
     ppm_field!(storage_lost_write_ppm, 50_000),
     // Per restart of the one replica whose disk may rot.
     ppm_field!(storage_read_corruption_ppm, 500_000),
-    // Not drawn: the cluster cannot yet survive a misdirected WAL write (it
-    // needs redundant headers); the journal model tests exercise them.
-    ppm_field!(storage_misdirected_write_ppm, 0),
+    // Per storage action of the one replica whose disk may be damaged: the
+    // next write to one of its journals lands elsewhere in the file.
+    ppm_field!(storage_misdirected_write_ppm, 20_000),
     ppm_field!(storage_write_error_ppm, 5_000),
     ppm_field!(shard_inbox_full_ppm, 30_000),
     ppm_field!(shard_delivery_drop_ppm, 20_000),
@@ -95,6 +95,8 @@ pub const FAULT_FIELDS: [FaultField; 19] = [
     ppm_field!(protocol_crash_ppm, 20_000),
     ppm_field!(network_stale_redelivery_ppm, 5_000),
     ppm_field!(storage_rot_running_ppm, 2_000),
+    // Per rot while down: the share that lands on a partition segment.
+    ppm_field!(storage_partition_rot_ppm, 300_000),
 ];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
@@ -210,6 +212,8 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     // Latent sector errors while the replica runs: a checkpoint's drain or
     // a repair answer reads them.
     config.faults.storage_rot_running_ppm = 20_000;
+    config.faults.storage_misdirected_write_ppm = 50_000;
+    config.faults.storage_partition_rot_ppm = 250_000;
     // Crashes right after a storage action (a checkpoint's drain among
     // them) restart the replica from exactly what the drain left.
     config.faults.protocol_crash_ppm = 10_000;

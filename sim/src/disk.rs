@@ -44,8 +44,8 @@
 //!   asked. `faults.misdirected_write_ppm` draws it per write, or a driver
 //!   arms one for the next write to a named file (`misdirect_next_write_to`)
 //!   so it can place it; the disk remembers each misdirected write's
-//!   intended range (`misdirected_intended`): what was promised there is
-//!   the disk's lie, not the writer's.
+//!   intended and landed ranges (`misdirected_ranges`): what a writer
+//!   promised there is the disk's lie, not the writer's.
 //! - `crash_after_steps(n)`: after `n` more storage calls the disk halts and
 //!   every later call fails without effect, until the driver calls `crash()`.
 //!   This lets a test stop a multi-step sequence between any two calls.
@@ -145,7 +145,8 @@ pub struct SimDisk {
     /// The next write to this inode is misdirected (armed by a driver).
     misdirect_next: Option<InodeId>,
     /// Per inode, the ranges `(offset, len)` misdirected writes were meant
-    /// for (bounded by `MISDIRECTED_REMEMBERED_MAX`).
+    /// for and the ranges they landed on (bounded by
+    /// `MISDIRECTED_REMEMBERED_MAX`).
     misdirected: BTreeMap<InodeId, Vec<(u64, u64)>>,
     counters: BTreeMap<&'static str, u64>,
     /// Successful writes and their bytes, for tests that pin what a storage
@@ -256,9 +257,10 @@ impl SimDisk {
         self.misdirect_next = self.namespace_current.get(path).copied();
     }
 
-    /// The ranges `(offset, len)` of `path` that misdirected writes were
-    /// meant for, oldest first.
-    pub fn misdirected_intended(&self, path: &Path) -> &[(u64, u64)] {
+    /// The ranges `(offset, len)` of `path` a misdirected write was meant
+    /// for or landed on, oldest first: what the writer believes is there
+    /// may not be.
+    pub fn misdirected_ranges(&self, path: &Path) -> &[(u64, u64)] {
         self.namespace_current.get(path).and_then(|id| self.misdirected.get(id)).map_or(&[], Vec::as_slice)
     }
 
@@ -583,10 +585,12 @@ impl SimDisk {
         }
         debug_assert!(Some(target) != intended && target < starts);
         let ranges = self.misdirected.entry(id).or_default();
-        if ranges.len() == MISDIRECTED_REMEMBERED_MAX {
-            ranges.remove(0);
+        for range in [(position, len), (target * SECTOR_SIZE_BYTES, len)] {
+            if ranges.len() == MISDIRECTED_REMEMBERED_MAX {
+                ranges.remove(0);
+            }
+            ranges.push(range);
         }
-        ranges.push((position, len));
         self.count("misdirected_write");
         target * SECTOR_SIZE_BYTES
     }

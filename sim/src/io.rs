@@ -502,8 +502,8 @@ mod tests {
         }
         assert_eq!(io.disk().counters()["misdirected_write"], 64);
         assert_eq!(read_all(&io, "/data/b").unwrap()[..512], [3u8; 512], "only the armed file is misdirected");
-        assert_eq!(io.disk().misdirected_intended(Path::new("/data/a")).len(), 64);
-        assert_eq!(io.disk().misdirected_intended(Path::new("/data/a"))[0], (4096 - 1536, 1536));
+        assert_eq!(io.disk().misdirected_ranges(Path::new("/data/a")).len(), 2 * 64, "meant for, landed on");
+        assert_eq!(io.disk().misdirected_ranges(Path::new("/data/a"))[0], (4096 - 1536, 1536));
         // A write as long as the file has nowhere else to go.
         io.disk().misdirect_next_write_to(Path::new("/data/b"));
         let (result, _) = block_on_ready(other.write_all_at(vec![4u8; 1024], 0));

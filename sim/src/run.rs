@@ -44,6 +44,11 @@ pub struct FaultMix {
     /// below the head goes bad while the replica runs (a latent sector error).
     #[serde(default)]
     pub storage_rot_running_ppm: u32,
+    /// Per rot of the rot replica's disk while it is down (see
+    /// `storage_read_corruption_ppm`): the chance it lands on a partition
+    /// segment file (sealed or open) instead of the journal.
+    #[serde(default)]
+    pub storage_partition_rot_ppm: u32,
 }
 
 impl FaultMix {
@@ -68,6 +73,7 @@ impl FaultMix {
             protocol_crash_ppm: 0,
             network_stale_redelivery_ppm: 0,
             storage_rot_running_ppm: 0,
+            storage_partition_rot_ppm: 0,
         }
     }
 }

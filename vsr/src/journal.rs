@@ -113,6 +113,11 @@
 //!   retired file, which the next compaction rewrites in place: its reads
 //!   then fail the checksum check (`Corrupt`), never return another op's
 //!   bytes; reopen it after a compaction.
+//! - A writable `open` rewrites every valid prepare of the window (its
+//!   used bytes, not its slot) and fsyncs once: after a failed fsync the
+//!   page cache may hold prepares the device never got, and only a rewrite
+//!   makes them durable before the replica vouches for them. Bounded by
+//!   `slot_count` prepares, once per restart.
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
 //!   same protocol as one step of group commit: one fsync per batch, each
 //!   batch acknowledged after the next batch's fsync.
@@ -167,6 +172,11 @@ pub const JOURNAL_FORMAT_VERSION: u32 = 3;
 pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
 /// Ring copies read per call during recovery (bounds the read buffer).
 const HEADERS_ZONE_READ_COPIES_MAX: u64 = 1024;
+/// What marks a slot header or ring copy as damaged on purpose: a compaction
+/// that leaves out an op it cannot read writes it where the op's evidence
+/// would be lost, so recovery reads the slot as `Unknown` (faulty). No
+/// header decodes from it (its checksum cannot match).
+const POISON_BYTE: u8 = 0xA5;
 /// Preallocation writes zeros in chunks of this size (bounds the buffer).
 pub const ZERO_FILL_CHUNK_BYTES: u64 = 1 << 20;
 const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
@@ -956,19 +966,25 @@ impl<I: Io> PrepareJournal<I> {
         // one that may have held an acknowledged prepare.
         let torn: Vec<u64> = torn_ops.range(tail_first..).copied().collect();
         if self.writable {
-            // A prepare without its ring copy may live only in the page
-            // cache: after a failed fsync Linux marks the pages clean, a
-            // process crash keeps them readable, and the fsync at open has
-            // nothing to flush. Rewriting what we read makes the pages dirty
-            // again, so this fsync makes the prepare durable (or fails open).
-            for header in &copies_stale {
+            // A valid prepare may live only in the page cache: after a
+            // failed fsync Linux marks the pages clean, a process crash keeps
+            // them readable, and the fsync at open has nothing to flush.
+            // Rewriting what we read makes the pages dirty again, so this
+            // fsync makes the prepare durable (or fails open). Every valid
+            // prepare, not only those without their ring copy: a faulty op
+            // keeps its durable copy, so its repair whose fsync failed read
+            // back "fully written" from the cache (disk-rot seed 2393 with
+            // misdirected writes: a prepare_ok for a repaired op 18 whose
+            // durable slot held nothing).
+            debug_assert!(copies_stale.iter().all(|header| valid.get(&header.op) == Some(header)));
+            for header in valid.values() {
                 let offset = self.config.slot_offset(header.op);
                 let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
                 result.map_err(io_error("reread prepare"))?;
                 let (result, _) = self.file.write_all_at(bytes, offset).await;
                 result.map_err(io_error("rewrite prepare"))?;
             }
-            if !copies_stale.is_empty() {
+            if !valid.is_empty() {
                 self.file.sync_data().await.map_err(io_error("fsync"))?;
             }
             // Now every valid prepare is durable, so its ring copy may be
@@ -1301,7 +1317,23 @@ impl<I: Io> PrepareJournal<I> {
     /// exchange, a rename replaces the journal and the next compaction
     /// starts from a fresh sparse file (correct, only slower).
     pub async fn drain(&mut self, through_op: u64) -> Result<(), JournalError> {
+        self.drain_keeping_faulty(through_op, &BTreeMap::new()).await
+    }
+
+    /// `drain`, and the compacted file keeps the evidence that each op of
+    /// `faulty` (live, left out because it reads back corrupt) was written
+    /// and damaged: its ring copy when the header is known (the slot then
+    /// reads faulty), else a poisoned slot header and ring copy (unknown,
+    /// also faulty). Without it a crash before the repair reopened a clean,
+    /// shorter journal whose replica voted without an op it had
+    /// acknowledged (disk-rot seed 1120).
+    async fn drain_keeping_faulty(
+        &mut self,
+        through_op: u64,
+        faulty: &BTreeMap<u64, Option<Header>>,
+    ) -> Result<(), JournalError> {
         self.check_writable()?;
+        assert!(faulty.keys().all(|&op| op > through_op && !self.headers.contains_key(&op)));
         if through_op <= self.snapshot_op {
             return Ok(());
         }
@@ -1327,7 +1359,7 @@ impl<I: Io> PrepareJournal<I> {
         // 1. Write and fsync the tmp file. Failures here leave the journal as
         //    it was; the tmp file is scratch that the next drain rewrites
         //    (half written, it may name anything: clear every slot then).
-        let carried = match self.drain_write_tmp(&tmp, &file_header).await {
+        let carried = match self.drain_write_tmp(&tmp, &file_header, faulty).await {
             Ok(carried) => carried,
             Err(error) => {
                 self.spare = Spare::Untrusted;
@@ -1404,7 +1436,12 @@ impl<I: Io> PrepareJournal<I> {
     /// Write the compacted file into the spare (or a fresh file); returns
     /// the ops it carries. What it writes is bounded by the ops it carries
     /// and the stale ops it clears, never by the size of the file.
-    async fn drain_write_tmp(&self, tmp: &Path, file_header: &FileHeader) -> Result<BTreeSet<u64>, JournalError> {
+    async fn drain_write_tmp(
+        &self,
+        tmp: &Path,
+        file_header: &FileHeader,
+        faulty: &BTreeMap<u64, Option<Header>>,
+    ) -> Result<BTreeSet<u64>, JournalError> {
         let config = self.config;
         let through_op = file_header.snapshot_op;
         let file = self.io.open(tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
@@ -1442,21 +1479,29 @@ impl<I: Io> PrepareJournal<I> {
         // slot's first sector and its copy. Ops at or below `through_op`
         // read as checkpointed, so this ends at what the spare can hold.
         let clear_last = stale_op_max.min(through_op + config.slot_count);
-        for op in (through_op + 1..=clear_last).filter(|op| !carried.contains_key(op)) {
+        for op in (through_op + 1..=clear_last).filter(|op| !carried.contains_key(op) && !faulty.contains_key(op)) {
             let (result, _) = file.write_all_at(vec![0; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
             result.map_err(io_error("clear tmp slot"))?;
+        }
+        // A faulty op's slot never reads as its prepare: zeros when the ring
+        // copy names it, poison when nothing can (module doc, `Unknown`).
+        for (&op, header) in faulty {
+            let fill = if header.is_some() { 0 } else { POISON_BYTE };
+            let (result, _) = file.write_all_at(vec![fill; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
+            result.map_err(io_error("mark tmp slot faulty"))?;
         }
         // Ring copies, carried or cleared, one write per run of adjacent
         // copies. The carried ones go with the same fsync as their prepares:
         // the tmp file is not the journal until its exchange is durable,
         // after that fsync.
-        let ring_last = carried.keys().next_back().copied().unwrap_or(through_op).max(clear_last);
+        let ring_last = carried.keys().chain(faulty.keys()).max().copied().unwrap_or(through_op).max(clear_last);
         let mut run: Vec<u8> = Vec::new();
         let mut run_first = through_op + 1;
         for op in through_op + 1..=ring_last {
-            match carried.get(&op) {
-                Some(header) => run.extend_from_slice(&header.encode()),
-                None => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
+            match (carried.get(&op), faulty.get(&op)) {
+                (Some(header), _) | (None, Some(Some(header))) => run.extend_from_slice(&header.encode()),
+                (None, Some(None)) => run.resize(run.len() + HEADER_SIZE_BYTES, POISON_BYTE),
+                (None, None) => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
             }
             if op == ring_last || (op + 1).is_multiple_of(config.slot_count) {
                 let (result, _) =

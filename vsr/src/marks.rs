@@ -40,6 +40,7 @@ macro_rules! mark {
 pub const MARKS: &[&str] = &[
     CHECKPOINT_FROM_NEWER_VIEW,
     DRAIN_CORRUPT,
+    PARTITION_SALVAGED,
     PRIMARY_ABDICATED,
     REFUSE_CONFLICTING_LOG,
     REJOIN_COMPLETED,
@@ -60,6 +61,9 @@ pub const DRAIN_CORRUPT: &str = "drain_corrupt";
 /// A primary whose pipeline waited too long on a body it could not repair
 /// started the next view (so nacks can truncate what was lost).
 pub const PRIMARY_ABDICATED: &str = "primary_abdicated";
+/// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
+/// partition log was cut to its intact prefix, the rest to come from peers.
+pub const PARTITION_SALVAGED: &str = "partition_salvaged";
 pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";

@@ -70,6 +70,7 @@ impl<I: Io> GroupMachine<I> {
         let (machine, salvage) =
             PartitionStateMachine::open_salvaging(io.clone(), &dir, Namespace(namespace), config).await?;
         if let Some(salvage) = salvage {
+            shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SALVAGED);
             tracing::warn!(
                 namespace = format_args!("{namespace:#x}"),
                 first_lost_offset = salvage.first_lost_offset,

@@ -192,6 +192,13 @@ impl Cluster {
                 _ => check_view(promise, disk.contents_durable(&superblock_path(dir, namespace)).as_deref()),
             }
         };
+        if result.is_err() && self.misdirected_over_slot(replica, group, &promise) {
+            // A prepare write went elsewhere, or another write landed on
+            // this slot, and the device said all was well: the promise is
+            // the disk's lie, not the replica's; the ring copy makes the
+            // slot read as faulty at the next open.
+            return;
+        }
         if let Err(why) = result {
             let label = self.group_label(group);
             let detail = format!(
@@ -200,6 +207,22 @@ impl Cluster {
             );
             self.checkers[group].fail(Checker::Promises, detail);
         }
+    }
+
+    /// A misdirected write was meant for, or landed on, the slot `promise`
+    /// names.
+    fn misdirected_over_slot(&self, replica: u8, group: usize, promise: &Promise) -> bool {
+        let Promise::Prepare { op, .. } = *promise else { return false };
+        let config = JournalConfig {
+            slot_count: JOURNAL_SLOT_COUNT,
+            message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+            cluster: CLUSTER_ID,
+            namespace: self.namespaces[group],
+        };
+        let path = journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let (start, end) = (config.slot_offset(op), config.slot_offset(op) + config.slot_size_bytes());
+        let disk = self.nodes[replica as usize].io.disk();
+        disk.misdirected_ranges(&path).iter().any(|&(offset, len)| offset < end && start < offset + len)
     }
 
     /// Once per network tick: for each group, could it commit now (a quorum

@@ -81,9 +81,12 @@ impl Cluster {
         }
     }
 
-    /// Before a storage action: maybe make it fail.
+    /// Before a storage action: maybe make it fail, or misdirect it.
     pub(super) fn arm_storage_fault(&mut self, replica: u8) {
         let index = replica as usize;
+        if replica == self.rot_replica && self.config.replica_count >= 3 {
+            self.maybe_misdirect(replica);
+        }
         if self.roll(self.config.faults.storage_write_error_ppm, "storage_write_error") {
             self.nodes[index].io.disk().fail_next_write();
         } else if self.roll(self.config.faults.storage_torn_write_ppm, "storage_torn_write")
@@ -193,6 +196,29 @@ impl Cluster {
         })
     }
 
+    /// The next write to one journal of the rot replica lands at another
+    /// offset of the file (a misdirected write): it damages whatever is
+    /// there and leaves the intended range as it was. Placed like rot: only
+    /// on the one replica whose disk may be damaged, and only with peers
+    /// (3 or more replicas), so every op it can damage is held elsewhere
+    /// once committed; the journal's ring copies and two file header copies
+    /// must turn the damage into faulty slots, never into a silently
+    /// shorter log or a journal that cannot open.
+    ///
+    /// Off, it draws nothing (unlike `roll`'s other callers): a run without
+    /// misdirected writes keeps the random path it had before they existed.
+    pub(super) fn maybe_misdirect(&mut self, replica: u8) {
+        let ppm = self.config.faults.storage_misdirected_write_ppm;
+        if ppm == 0 || !self.roll(ppm, "storage_misdirected_write") {
+            return;
+        }
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
+        let label = self.group_label(group);
+        self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
+    }
+
     /// Corrupt one journal slot below the head of the rot replica while it is
     /// down: recovery must notice and the cluster must repair it.
     pub(super) fn maybe_rot(&mut self, replica: u8) {
@@ -222,7 +248,7 @@ impl Cluster {
         // The head included: a rotten head slot must not pass for a torn one.
         let op = low + draw % (head - low + 1);
         let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
-        if !self.held_elsewhere(index, group, op) {
+        if !self.held_elsewhere(index, group, op) || self.misdirect_touched(index, group, op) {
             return;
         }
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
@@ -231,6 +257,25 @@ impl Cluster {
             self.record(Some(replica), "rot_running", op, group as u64, || format!("journal slot of op {op}{label}"));
             self.timeline(replica, TimelineKind::Fault, format!("rot op {op} (running)"));
         }
+    }
+
+    /// A misdirected write was meant for, or landed on, `op`'s slot or its
+    /// ring copy on this replica: one of its two copies may already be gone,
+    /// so rot must not take the other (disk-rot seed 2686: op 1's ring copy
+    /// write went elsewhere, then its slot rotted, and the acknowledged op
+    /// read back as a torn write).
+    pub(super) fn misdirect_touched(&self, index: usize, group: usize, op: u64) -> bool {
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let config = storage_config(index as u8, self.namespaces[group]).journal();
+        let slot = (config.slot_offset(op), config.slot_offset(op) + config.slot_size_bytes());
+        let copy = (
+            config.header_copy_offset(op),
+            config.header_copy_offset(op) + shoal_vsr::header::HEADER_SIZE_BYTES as u64,
+        );
+        let disk = self.nodes[index].io.disk();
+        disk.misdirected_ranges(&path)
+            .iter()
+            .any(|&(offset, len)| [slot, copy].iter().any(|&(start, end)| offset < end && start < offset + len))
     }
 
     /// Every other replica runs and holds `op` of `group` (or checkpointed
@@ -274,6 +319,14 @@ impl Cluster {
             drop(storage);
             return self.rot_checkpoint(replica, group);
         }
+        // One in eight of the rest lands on a partition segment (sealed or
+        // open) when the scenario rots partitions.
+        if self.config.faults.storage_partition_rot_ppm > 0
+            && self.rng.next_u64() % PPM_MAX < u64::from(self.config.faults.storage_partition_rot_ppm)
+        {
+            drop(storage);
+            return self.rot_partition(replica, group);
+        }
         let journal = storage.journal();
         let Some(head) = journal.op_max() else { return };
         let low = journal.snapshot_op() + 1;
@@ -285,7 +338,7 @@ impl Cluster {
         // Placed so the cluster stays recoverable: every other running
         // replica holds this op (or checkpointed past it), so corrupting it
         // here never destroys the last copy.
-        if !self.held_elsewhere(index, group, op) {
+        if !self.held_elsewhere(index, group, op) || self.misdirect_touched(index, group, op) {
             return;
         }
         // While down, one rot in four lands on the op's header ring copy
@@ -300,6 +353,42 @@ impl Cluster {
             let label = self.group_label(group);
             self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op}{label}"));
             self.timeline(replica, TimelineKind::Fault, format!("rot op {op}"));
+        }
+    }
+
+    /// Rot a byte anywhere in one partition segment file of `group` on a
+    /// replica that is down. Only the rot replica's disk is ever damaged, so
+    /// every peer keeps its own good copy of every message it persisted,
+    /// and the restart must salvage the intact prefix and refill the rest
+    /// from them (`GroupMachine::open_in_cluster`). Never the metadata
+    /// group (it has no peers' partition logs to refill from: it replays).
+    pub(super) fn rot_partition(&mut self, replica: u8, group: usize) {
+        let index = replica as usize;
+        let namespace = self.namespaces[group];
+        if namespace == shoal_shard::node::METADATA_NAMESPACE || self.config.replica_count < 3 {
+            return;
+        }
+        let dir = shoal_shard::node::partition_dir(std::path::Path::new(DATA_DIR), namespace);
+        let io = self.nodes[index].io.clone();
+        let Ok(mut files) = block_on_ready(shoal_vsr::io::Io::list_dir(&io, &dir)) else { return };
+        files.retain(|path| path.extension().is_some_and(|ext| ext == "log"));
+        if files.is_empty() {
+            return;
+        }
+        let path = files[(self.rng.next_u64() % files.len() as u64) as usize].clone();
+        let Some(size_bytes) = io.disk().contents(&path).map(|bytes| bytes.len() as u64) else { return };
+        if size_bytes == 0 {
+            return;
+        }
+        let offset = self.rng.next_u64() % size_bytes;
+        if io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.nodes[index].corrupted = true;
+            let label = self.group_label(group);
+            let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+            self.record(Some(replica), "rot", offset, group as u64, || {
+                format!("partition {name} byte {offset}{label}")
+            });
+            self.timeline(replica, TimelineKind::Fault, format!("rot partition {name}"));
         }
     }
 

@@ -257,3 +257,69 @@ fn a_read_only_open_does_not_change_what_the_disk_keeps() {
     let (_, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "op 4 was never synced by its owner");
 }
+
+/// disk-rot seed 1120 (with misdirected writes on): op 17's prepare write
+/// was misdirected, a checkpoint at op 16 then failed its drain on the
+/// faulty op 17, the replica restarted and settled the journal to the
+/// checkpoint, leaving op 17 out, and restarted `Recovering`. It crashed
+/// again before it repaired op 17: the compacted file held no trace of op
+/// 17, so the third life opened a clean journal, voted without the op it
+/// had acknowledged, and the cluster committed another op 17. A settle
+/// must carry the evidence: the next open still finds op 17 faulty.
+#[test]
+fn settling_to_a_checkpoint_keeps_a_left_out_op_faulty_across_a_crash() {
+    let io = SimIo::new(10);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let config = config(SLOT_COUNT);
+    // Op 5's slot damaged, its ring copy intact; op 6's slot and copy both.
+    io.disk().corrupt_sector(&path, config.slot_offset(5) + 20).unwrap();
+    io.disk().corrupt_sector(&path, config.slot_offset(6) + 20).unwrap();
+    io.disk().corrupt_sector(&path, config.header_copy_offset(6) + 20).unwrap();
+    let (mut journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![5, 6]);
+    let anchor = journal.header(4).unwrap().checksum;
+    let left_out = block_on_ready(journal.settle_to_checkpoint(4, anchor)).unwrap();
+    assert_eq!(left_out, vec![5, 6]);
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = open(&io);
+    assert_eq!(journal.snapshot_op(), 4);
+    assert_eq!(recovery.repair_ops, vec![5, 6], "the evidence of ops 5 and 6 survived the compaction");
+    assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, vec![5, 6]);
+}
+
+/// disk-rot seed 2393 (misdirected writes on): op 3 is faulty (its slot
+/// damaged, its ring copy durable and intact); the replica repairs it, the
+/// fsync fails (Linux drops the pages from the device's future, the cache
+/// keeps them) and the process dies. The next open reads op 3 valid from
+/// the cache with a matching ring copy: it must make it durable before it
+/// reports it, or the replica acknowledges a prepare a power loss erases.
+#[test]
+fn a_repaired_prepare_whose_fsync_failed_is_made_durable_at_open() {
+    let io = SimIo::new(11);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    let (header, body) = block_on_ready(journal.read(3)).unwrap();
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    io.disk().poke(&path, config(SLOT_COUNT).slot_offset(3), &[0; 512]).unwrap();
+    let (mut journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![3]);
+    block_on_ready(journal.write_repair(&header, &body)).unwrap();
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(journal.sync()).is_err());
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the cache holds the repaired op 3");
+    drop(journal);
+    power_loss_loses_everything_pending(&io);
+    io.power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
+}

@@ -7,6 +7,8 @@
 //! has already dropped. They keep every other check: checksums, group, size,
 //! the slot window (no live entry is ever evicted) and read-only mode.
 
+use std::collections::BTreeMap;
+
 use super::{JournalError, PrepareJournal, SlotState, io_error};
 use crate::header::Header;
 use crate::io::{Io, IoFile};
@@ -135,6 +137,13 @@ impl<I: Io> PrepareJournal<I> {
                 self.headers.insert(header.op, header);
             }
         }
+        // What the compacted file must still say about each left-out op:
+        // the header its ring copy names, if it names one.
+        let mut faulty = BTreeMap::new();
+        for &op in &corrupt_live {
+            self.headers.remove(&op);
+            faulty.insert(op, self.ring_copy_naming(op).await);
+        }
         if self.op_head.is_none_or(|head| head < through_op) {
             // Nothing at or below through_op needs carrying; extend the head
             // so that drain writes an empty live window after it.
@@ -143,7 +152,15 @@ impl<I: Io> PrepareJournal<I> {
                 return Ok(corrupt_live);
             }
         }
-        self.drain(through_op).await?;
+        self.drain_keeping_faulty(through_op, &faulty).await?;
         Ok(corrupt_live)
+    }
+
+    /// The header the ring copy of `op`'s slot holds, if it is one of `op`.
+    async fn ring_copy_naming(&self, op: u64) -> Option<Header> {
+        let offset = self.config.header_copy_offset(op);
+        let (result, bytes) = self.file.read_exact_at(vec![0; crate::header::HEADER_SIZE_BYTES], offset).await;
+        result.ok()?;
+        self.decode_slot_header(op % self.config.slot_count, &bytes).filter(|header| header.op == op)
     }
 }
