@@ -11,14 +11,19 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use shoal_shard::message_batch::{BatchError, BatchReply, encode_batch};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest, decode_reply};
-use shoal_vsr::header::{MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES, Operation};
 
 use crate::connection::Connection;
 use crate::session::{ClientSession, Outcome, RETRY_TIMEOUT_TICKS_DEFAULT, SessionConfig, SessionError};
 
+/// How long a read of a socket that `poll(2)` called ready may block: only
+/// a spurious wake-up waits it out.
+const READY_READ_WAIT: Duration = Duration::from_millis(1);
 /// A tick: how long one round of waiting for replies lasts.
 pub const TICK_DEFAULT: Duration = Duration::from_millis(10);
 /// Ticks a request may take before `Client` gives up waiting (its outcome
@@ -81,6 +86,12 @@ pub enum ClientError {
     BatchRefused { request: u64 },
     #[error("producer settings: {0}")]
     BatchConfig(#[from] crate::producer::BatchConfigError),
+    #[error(
+        "a request of {size_bytes} bytes (header included) exceeds message_size_max of {max_bytes} bytes, and \
+         the replica would close the connection on it: split the batch, or raise message_size_max on every \
+         replica and in the client"
+    )]
+    RequestTooLarge { size_bytes: usize, max_bytes: u32 },
 }
 
 #[derive(Debug)]
@@ -167,6 +178,10 @@ impl Client {
         operation: Operation,
         body: &[u8],
     ) -> Result<(u64, Rc<[u8]>), ClientError> {
+        let (size_bytes, max_bytes) = (HEADER_SIZE_BYTES + body.len(), self.config.message_size_max_bytes);
+        if size_bytes > max_bytes as usize {
+            return Err(ClientError::RequestTooLarge { size_bytes, max_bytes });
+        }
         if !self.session(namespace).registered() {
             self.session(namespace).register()?;
             self.wait(namespace)?;
@@ -189,16 +204,27 @@ impl Client {
             .or_insert_with(|| ClientSession::new(session_config(config, namespace)).expect("validated in Client::new"))
     }
 
-    /// Tick until the group's request in flight has an outcome.
+    /// Tick until the group's request in flight has an outcome. A tick is
+    /// a span of wall time, not a round of waiting: replies wake the wait
+    /// at once, and a busy connection must not make timeouts pass faster.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the client is the real world
     fn wait(&mut self, namespace: u64) -> Result<Outcome, ClientError> {
-        for _ in 0..self.config.request_timeout_ticks {
+        let mut ticks = 0;
+        let mut tick_ends = std::time::Instant::now() + self.config.tick;
+        while ticks < self.config.request_timeout_ticks {
             self.flush();
-            if let Some(outcome) = self.receive(namespace) {
+            let left = tick_ends.saturating_duration_since(std::time::Instant::now());
+            if let Some(outcome) = self.receive(namespace, left) {
                 if let Outcome::Evicted { request } = outcome {
                     return Err(ClientError::Evicted { namespace, request });
                 }
                 return Ok(outcome);
             }
+            if std::time::Instant::now() < tick_ends {
+                continue;
+            }
+            ticks += 1;
+            tick_ends += self.config.tick;
             for session in self.sessions.values_mut() {
                 session.tick();
             }
@@ -224,20 +250,23 @@ impl Client {
         }
     }
 
-    /// One tick of waiting, spread over the open connections; the outcome
+    /// Wait at most `left` on every open connection at once; the outcome
     /// for `namespace` if one arrived (others' replies update their sessions).
-    fn receive(&mut self, namespace: u64) -> Option<Outcome> {
-        let open = self.links.iter().filter(|l| l.connection.is_some()).count() as u32;
+    fn receive(&mut self, namespace: u64, left: Duration) -> Option<Outcome> {
+        let open = self.links.iter().filter(|l| l.connection.is_some()).count();
         if open == 0 {
             // Nothing to wait on, yet a tick must still take its time, or
             // the request timeout would pass before any server is up.
             #[allow(clippy::disallowed_methods)] // the client is the real world: it blocks its caller
-            std::thread::sleep(self.config.tick);
+            std::thread::sleep(left);
             return None;
         }
-        let wait = self.config.tick / open;
+        let ready = self.wait_readable(left);
+        // Each ready socket has bytes (or its close) waiting, so this read
+        // returns at once; `READY_READ_WAIT` only bounds a spurious wake-up.
+        let wait = READY_READ_WAIT;
         let mut found = None;
-        for replica in 0..self.links.len() {
+        for (replica, _) in ready.iter().enumerate().filter(|(_, ready)| **ready) {
             let Some(connection) = self.links[replica].connection.as_mut() else { continue };
             let messages = match connection.poll(wait) {
                 Ok(messages) => messages,
@@ -256,6 +285,33 @@ impl Client {
             }
         }
         found
+    }
+
+    /// Which links have something to read, waiting at most `left` for the
+    /// first of them (one `poll(2)` over all sockets: waiting on each
+    /// in turn made every reply wait out the others' timeouts).
+    fn wait_readable(&self, left: Duration) -> Vec<bool> {
+        let buffered: Vec<bool> =
+            self.links.iter().map(|l| l.connection.as_ref().is_some_and(Connection::has_buffered_bytes)).collect();
+        let timeout = if buffered.iter().any(|&b| b) { Duration::ZERO } else { left };
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut sockets = Vec::with_capacity(self.links.len());
+        let mut owners = Vec::with_capacity(self.links.len());
+        for (index, link) in self.links.iter().enumerate() {
+            if let Some(connection) = &link.connection {
+                sockets.push(PollFd::new(connection.socket(), PollFlags::POLLIN));
+                owners.push(index);
+            }
+        }
+        let mut ready = buffered;
+        // EINTR and other poll failures count as "nothing yet": the caller
+        // ticks again, and a broken socket shows on its next read.
+        if poll(&mut sockets, timeout).is_ok() {
+            for (socket, &index) in sockets.iter().zip(&owners) {
+                ready[index] |= socket.revents().is_some_and(|events| !events.is_empty());
+            }
+        }
+        ready
     }
 
     fn connection(&mut self, replica: u8) -> Option<&mut Connection> {

@@ -67,6 +67,18 @@ impl Connection {
         self.replica
     }
 
+    /// The socket, for waiting on several connections at once.
+    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.stream.as_fd()
+    }
+
+    /// Bytes already read but not yet returned as frames: a wait on the
+    /// socket alone could sleep while a whole frame sits here.
+    pub fn has_buffered_bytes(&self) -> bool {
+        self.decoder.buffered_bytes() > 0
+    }
+
     pub fn send(&mut self, message: &Message) -> Result<(), ConnectionError> {
         let replica = self.replica;
         self.stream.write_all(&message.encode()).map_err(|source| ConnectionError::Io { replica, source })

@@ -190,3 +190,15 @@ fn no_reply_within_the_timeout_is_reported_as_unknown_outcome() {
     let error = client.append(partition(), b"m").unwrap_err();
     assert!(matches!(error, ClientError::TimedOut { request: 0, ticks: 20, .. }), "{error}");
 }
+
+#[test]
+fn a_request_over_message_size_max_is_refused_before_it_is_sent() {
+    let (address, seen) = scripted_replica(CLUSTER, Script::Answer);
+    let mut client = Client::new(ClientConfig { message_size_max_bytes: 4096, ..config(vec![address]) }).unwrap();
+    let messages = [vec![7u8; 4096]];
+    let error = client.append_batch(partition(), &messages).unwrap_err();
+    assert!(matches!(error, ClientError::RequestTooLarge { max_bytes: 4096, .. }), "{error}");
+    assert!(seen.try_recv().is_err(), "nothing reached the replica");
+    // The client is still usable for requests that fit.
+    assert_eq!(client.append_batch(partition(), &[vec![7u8; 100]]).unwrap().count, 1);
+}
