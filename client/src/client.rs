@@ -223,8 +223,12 @@ impl Client {
             if std::time::Instant::now() < tick_ends {
                 continue;
             }
+            // The next tick ends a whole tick from now, not from when this one
+            // should have ended: a thread starved of CPU must not replay the
+            // ticks it missed in a loop of zero-timeout polls (64 client
+            // threads on 2 cores did, and ate the cores the replicas needed).
             ticks += 1;
-            tick_ends += self.config.tick;
+            tick_ends = std::time::Instant::now() + self.config.tick;
             for session in self.sessions.values_mut() {
                 session.tick();
             }
