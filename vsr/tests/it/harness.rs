@@ -411,3 +411,16 @@ pub fn config(replica: u8, replica_count: u8, seed: u64) -> ReplicaConfig {
 pub fn client(index: u32) -> u128 {
     1_000 + u128::from(index)
 }
+
+/// Register `count` clients through `primary`, one committed op each.
+pub fn register_clients(cluster: &mut Cluster, primary: u8, count: u32) {
+    for index in 0..count {
+        cluster.register(client(index), primary);
+        cluster.deliver_all();
+    }
+}
+
+/// Replica `r` is up and in normal status in `view`.
+pub fn normal_in(cluster: &Cluster, r: u8, view: u64) -> bool {
+    cluster.is_up(r) && cluster.replica(r).view() == view && cluster.replica(r).status() == Status::Normal
+}

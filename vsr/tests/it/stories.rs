@@ -5,22 +5,10 @@
 use shoal_vsr::header::Command;
 use shoal_vsr::replica::Status;
 
-use crate::harness::{Cluster, Envelope, Sender, client};
+use crate::harness::{Cluster, Envelope, Sender, client, normal_in, register_clients};
 
 fn is(envelope: &Envelope, command: Command) -> bool {
     envelope.command() == command
-}
-
-/// Register `count` clients through `primary`, one committed op each.
-fn register_clients(cluster: &mut Cluster, primary: u8, count: u32) {
-    for index in 0..count {
-        cluster.register(client(index), primary);
-        cluster.deliver_all();
-    }
-}
-
-fn normal_primary_of(cluster: &Cluster, r: u8, view: u64) -> bool {
-    cluster.is_up(r) && cluster.replica(r).view() == view && cluster.replica(r).status() == Status::Normal
 }
 
 /// Finding 1: R0 (primary, view 0) and R1 are cut off from R2–R4; R0
@@ -51,7 +39,7 @@ fn a_deposed_primary_never_commits_through_a_backup_holding_a_newer_views_checkp
 
     // The majority elects view 2 (view 1's primary is R1, out of reach)
     // and commits its own ops 13..16, checkpointing at 16.
-    assert!(cluster.run_until(&[2, 3, 4], 1_000, |c| normal_primary_of(c, 2, 2)), "R2 becomes primary of view 2");
+    assert!(cluster.run_until(&[2, 3, 4], 1_000, |c| normal_in(c, 2, 2)), "R2 becomes primary of view 2");
     for index in 8..12 {
         cluster.append(client(index), 2, 1, format!("majority-{index}").as_bytes());
         cluster.deliver_all();
@@ -171,7 +159,7 @@ fn a_rejoining_replica_ignores_a_stale_start_view() {
     register_clients(&mut cluster, 0, 2);
     // View 1 (R1 primary) starts; keep a copy of its start_view to R0.
     cluster.cut(&[0], &[1, 2]);
-    assert!(cluster.run_until(&[1, 2], 1_000, |c| normal_primary_of(c, 1, 1)));
+    assert!(cluster.run_until(&[1, 2], 1_000, |c| normal_in(c, 1, 1)));
     let stale = cluster
         .sent
         .iter()
@@ -181,7 +169,7 @@ fn a_rejoining_replica_ignores_a_stale_start_view() {
     // Then view 2 (R2 primary) while R1 is away.
     cluster.heal();
     cluster.cut(&[1], &[0, 2]);
-    assert!(cluster.run_until(&[0, 2], 1_000, |c| normal_primary_of(c, 2, 2) && c.replica(0).view() == 2));
+    assert!(cluster.run_until(&[0, 2], 1_000, |c| normal_in(c, 2, 2) && c.replica(0).view() == 2));
     cluster.heal();
     cluster.queue.clear();
 
@@ -277,7 +265,7 @@ fn a_new_primary_does_not_ship_its_stale_minority_prepares_below_the_canonical_l
     assert_eq!(cluster.replica(2).commit_min(), 12);
 
     // The majority starts view 1 (R1) and commits other ops 13..20.
-    assert!(cluster.run_until(&[1, 3, 4], 1_000, |c| normal_primary_of(c, 1, 1)));
+    assert!(cluster.run_until(&[1, 3, 4], 1_000, |c| normal_in(c, 1, 1)));
     for index in 0..8 {
         cluster.append(client(index), 1, 1, format!("majority-{index}").as_bytes());
         cluster.deliver_all();
@@ -309,7 +297,7 @@ fn a_new_primary_does_not_ship_its_stale_minority_prepares_below_the_canonical_l
     // minority prepares.
     cluster.heal();
     cluster.cut(&[1], &[0, 2, 3, 4]);
-    let started = cluster.run_until(&[0, 2, 3, 4], 2_000, |c| normal_primary_of(c, 2, 2));
+    let started = cluster.run_until(&[0, 2, 3, 4], 2_000, |c| normal_in(c, 2, 2));
     assert!(started, "R2 starts view 2");
     cluster.run(&[0, 2, 3, 4], 20);
     let refusals: u64 = [0, 2, 3, 4].iter().map(|&r| cluster.replica(r).stats().committed_conflicts).sum();
@@ -410,7 +398,7 @@ fn a_primary_waiting_on_lost_bodies_abdicates_and_five_replicas_truncate_them() 
     cluster.heal();
     cluster.cut(&[3, 4], &[0, 1, 2]);
     let r0_votes_only = |e: &Envelope| e.from == Sender::Replica(0) && is(e, Command::Prepare);
-    let started = run_dropping_until(&mut cluster, &[0, 1, 2], 500, r0_votes_only, |c| normal_primary_of(c, 1, 1));
+    let started = run_dropping_until(&mut cluster, &[0, 1, 2], 500, r0_votes_only, |c| normal_in(c, 1, 1));
     assert!(started, "R1 starts view 1");
     assert_eq!(cluster.replica(1).op(), 6, "view 1's log names R0's 5 and 6");
     assert!(!cluster.replica(1).has_body(5) && !cluster.replica(1).has_body(6));
@@ -482,7 +470,7 @@ fn a_backup_that_lost_an_acknowledged_op_does_not_nack_it(loss: Loss) {
     cluster.cut(&[0], &[1, 2]);
     let no_body_for_r1 = |e: &Envelope| e.between(2, 1) && is(e, Command::Prepare);
     let started = run_dropping_until(&mut cluster, &[1, 2], 500, no_body_for_r1, |c| {
-        normal_primary_of(c, 1, 1) && c.replica(2).view() == 1 && c.status(2) == Status::Normal
+        normal_in(c, 1, 1) && c.replica(2).view() == 1 && c.status(2) == Status::Normal
     });
     assert!(started, "R1 starts view 1 and R2 installs it");
     assert_eq!(cluster.replica(1).op(), 5);
@@ -667,7 +655,7 @@ fn only_r1_holds_7_and_8(headers: Headers) -> Cluster {
     cluster.crash(0);
     cluster.restart(0);
     cluster.deliver_all();
-    assert!(normal_primary_of(&cluster, 1, 1), "R1 is view 1's primary");
+    assert!(normal_in(&cluster, 1, 1), "R1 is view 1's primary");
 
     // Ops 5 and 6 are committed by R1 and R0; then R0 crashes, and R1 makes
     // ops 7 and 8 alone: its journal holds their only copies.

@@ -5,19 +5,7 @@ use shoal_vsr::header::Command;
 use shoal_vsr::message::decode_headers;
 use shoal_vsr::replica::Status;
 
-use crate::harness::{Cluster, Sender, client};
-
-/// Register `count` clients through `primary`, one committed op each.
-fn register_clients(cluster: &mut Cluster, primary: u8, count: u32) {
-    for index in 0..count {
-        cluster.register(client(index), primary);
-        cluster.deliver_all();
-    }
-}
-
-fn normal_in(cluster: &Cluster, r: u8, view: u64) -> bool {
-    cluster.is_up(r) && cluster.replica(r).view() == view && cluster.replica(r).status() == Status::Normal
-}
+use crate::harness::{Cluster, Sender, client, normal_in, register_clients};
 
 /// Found by the simulator (view-churn seed 588, Agreement, once the peer
 /// asked for state data was drawn from `Io` entropy instead of the seed).
