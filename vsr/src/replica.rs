@@ -665,6 +665,10 @@ impl<S: StateMachine> Replica<S> {
         if Self::periodic(&mut self.repair_timeout) && self.status != Status::ViewChange {
             self.repair();
         }
+        // A deferred checkpoint (`maybe_checkpoint`) is retried here too: a
+        // primary whose journal is full commits nothing more to retry it on
+        // (disk-rot seed 5174 stalled with every replica Normal).
+        self.maybe_checkpoint();
         self.check_invariants();
     }
 
@@ -1266,6 +1270,15 @@ impl<S: StateMachine> Replica<S> {
 
     fn maybe_checkpoint(&mut self) {
         if self.commit_min < self.checkpoint_op + self.config.checkpoint_interval_ops {
+            return;
+        }
+        if !self.state_machine.checkpoint_ready() {
+            // The journal is the only durable copy of the ops past the last
+            // checkpoint on this replica: it keeps them until the state can
+            // hold them (disk-rot seed 3788: two replicas with state-transfer
+            // gaps checkpointed over messages kept only in memory, crashed,
+            // and the cluster lost acknowledged messages).
+            crate::marks::hit(crate::marks::CHECKPOINT_DEFERRED);
             return;
         }
         let op = self.commit_min;

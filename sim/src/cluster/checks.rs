@@ -283,7 +283,8 @@ impl Cluster {
             .map(|(index, group)| match self.group_replica(index, group) {
                 None => format!("r{index}/g{group}: down"),
                 Some(r) => format!(
-                    "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} drops {:?}",
+                    "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} missing partition \
+                     offsets {:?} drops {:?}",
                     r.status(),
                     r.view(),
                     r.op(),
@@ -291,6 +292,7 @@ impl Cluster {
                     r.commit_max(),
                     r.pipeline_summary(),
                     (r.commit_min() + 1..=r.op()).filter(|op| !r.has_body(*op)).collect::<Vec<_>>(),
+                    r.state_machine().missing(),
                     r.stats().drops
                 ),
             })
