@@ -2130,6 +2130,10 @@ impl<S: StateMachine> Replica<S> {
         let mut header = self.new_header(Command::Checkpoint);
         header.op = self.checkpoint_op;
         header.commit = self.commit_max;
+        // The newest view this sender holds the log of, i.e. the newest view
+        // it knows started: its own view may be a view change that never
+        // completes (see `on_checkpoint`).
+        header.context = self.log_view;
         let message = Message::new(header, Rc::from(body.encode()));
         self.actions.push(Action::Send { to, message });
     }
@@ -2158,7 +2162,16 @@ impl<S: StateMachine> Replica<S> {
         }
         self.stats.state_transfers += 1;
         crate::marks::hit(crate::marks::STATE_TRANSFER);
-        let newer_view = message.header.view > self.view && self.status == Status::Normal;
+        // Newer only if a newer view started: a sender that is merely in a
+        // view change (its log_view older than its view) says nothing about
+        // this replica's log, and parking this replica in `Recovering` for a
+        // view that may never start leaves no quorum to start any view
+        // (disk-rot seeds 2262, 4199, 5559: one replica in ViewChange, one
+        // Recovering with a faulty journal, one Recovering from such a
+        // checkpoint). `log_view <= view`, so this never claims a view the
+        // sender has not voted for.
+        let started_view = message.header.context.min(message.header.view);
+        let newer_view = started_view > self.view && self.status == Status::Normal;
         if newer_view {
             // The cluster moved on: this replica's log past the checkpoint
             // may be a deposed primary's, and in its old view it would keep
@@ -2174,7 +2187,7 @@ impl<S: StateMachine> Replica<S> {
             // primary, answering this replica's own probes) may end below
             // the checkpoint just restored (view-churn seed 16828). The view
             // is a promise, durable before any probe claims it.
-            self.view = message.header.view;
+            self.view = started_view;
         }
         // Only the checkpoint itself is vouched for. The sender's commit
         // number says nothing about this replica's own suffix, which may be a
