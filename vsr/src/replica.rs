@@ -2176,12 +2176,23 @@ impl<S: StateMachine> Replica<S> {
             // The cluster moved on: this replica's log past the checkpoint
             // may be a deposed primary's, and in its old view it would keep
             // acknowledging (or, as that primary, preparing) on top of
-            // another history's checkpoint. It takes part in nothing until
+            // another history's checkpoint. It acknowledges nothing until
             // the new view's start_view installs the canonical log. (It
             // still restores: refusing would loop with a start_view that is
             // past its journal and asks for this very checkpoint.)
+            // It is in that view's change, as it would be after a restart
+            // (view past log_view): a lagging voter whose older log_view
+            // never wins a view change against the quorum that started the
+            // newer view. `Recovering` instead took its vote away: with the
+            // new view's primary down and another replica's journal faulty,
+            // no view could start (disk-rot seeds 1963, 5559).
             crate::marks::hit(crate::marks::CHECKPOINT_FROM_NEWER_VIEW);
-            self.status = Status::Recovering;
+            self.status = Status::ViewChange;
+            self.svc_from = BTreeSet::from([self.config.replica]);
+            self.dvc_from.clear();
+            self.dvc_sent = false;
+            let random = self.next_random();
+            self.view_change_timeout.start(random);
             self.pipeline.clear();
             // Its old view is over: a start_view of it (from the deposed
             // primary, answering this replica's own probes) may end below
