@@ -24,7 +24,10 @@
 //!   The message bytes live in the log, not in the snapshot.
 //! - A checkpoint is made durable only after `persist` has made every offset
 //!   below its `next_offset` durable. So after a crash the log holds at least
-//!   the checkpoint's offsets.
+//!   the checkpoint's offsets. With a state-transfer gap `persist` cannot,
+//!   so `checkpoint_ready` is false and the replica defers its checkpoint
+//!   (the journal keeps the ops) until the gap is filled; only a checkpoint
+//!   restored from a peer names offsets this log lacks.
 //! - Idempotent replay: after a restart the replica restores its checkpoint
 //!   and re-applies the committed ops after it. An op whose offset is already
 //!   in the log (`offset < log.next_offset()`) is not queued or appended
@@ -502,6 +505,14 @@ impl<I: Io> StateMachine for PartitionStateMachine<I> {
         }
         debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == self.next_offset));
         Ok(())
+    }
+
+    /// A checkpoint of the current state may be made durable: the log can
+    /// take every applied message (no gap before the pending ones). With a
+    /// gap, the pending messages live only in memory, and the journal must
+    /// keep their ops until a peer fills the gap (see `StateMachine`).
+    fn checkpoint_ready(&self) -> bool {
+        self.gap().is_none()
     }
 }
 

@@ -38,6 +38,7 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
+    CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
     DRAIN_CORRUPT,
     PARTITION_SALVAGED,
@@ -53,6 +54,10 @@ pub const MARKS: &[&str] = &[
     VIEW_CHANGE_TRUNCATE,
 ];
 
+/// A replica reached its checkpoint interval while its state machine could
+/// not yet hold every op (a partition gap awaiting peers): it kept them in
+/// its journal instead.
+pub const CHECKPOINT_DEFERRED: &str = "checkpoint_deferred";
 pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// Placed by the storage driver, not here: a checkpoint's drain read a
 /// corrupt live prepare and failed (the journal cannot tell a driver's

@@ -665,6 +665,10 @@ impl<S: StateMachine> Replica<S> {
         if Self::periodic(&mut self.repair_timeout) && self.status != Status::ViewChange {
             self.repair();
         }
+        // A deferred checkpoint (`maybe_checkpoint`) is retried here too: a
+        // primary whose journal is full commits nothing more to retry it on
+        // (disk-rot seed 5174 stalled with every replica Normal).
+        self.maybe_checkpoint();
         self.check_invariants();
     }
 
@@ -1266,6 +1270,15 @@ impl<S: StateMachine> Replica<S> {
 
     fn maybe_checkpoint(&mut self) {
         if self.commit_min < self.checkpoint_op + self.config.checkpoint_interval_ops {
+            return;
+        }
+        if !self.state_machine.checkpoint_ready() {
+            // The journal is the only durable copy of the ops past the last
+            // checkpoint on this replica: it keeps them until the state can
+            // hold them (disk-rot seed 3788: two replicas with state-transfer
+            // gaps checkpointed over messages kept only in memory, crashed,
+            // and the cluster lost acknowledged messages).
+            crate::marks::hit(crate::marks::CHECKPOINT_DEFERRED);
             return;
         }
         let op = self.commit_min;
@@ -2117,6 +2130,10 @@ impl<S: StateMachine> Replica<S> {
         let mut header = self.new_header(Command::Checkpoint);
         header.op = self.checkpoint_op;
         header.commit = self.commit_max;
+        // The newest view this sender holds the log of, i.e. the newest view
+        // it knows started: its own view may be a view change that never
+        // completes (see `on_checkpoint`).
+        header.context = self.log_view;
         let message = Message::new(header, Rc::from(body.encode()));
         self.actions.push(Action::Send { to, message });
     }
@@ -2145,23 +2162,43 @@ impl<S: StateMachine> Replica<S> {
         }
         self.stats.state_transfers += 1;
         crate::marks::hit(crate::marks::STATE_TRANSFER);
-        let newer_view = message.header.view > self.view && self.status == Status::Normal;
+        // Newer only if a newer view started: a sender that is merely in a
+        // view change (its log_view older than its view) says nothing about
+        // this replica's log, and parking this replica in `Recovering` for a
+        // view that may never start leaves no quorum to start any view
+        // (disk-rot seeds 2262, 4199, 5559: one replica in ViewChange, one
+        // Recovering with a faulty journal, one Recovering from such a
+        // checkpoint). `log_view <= view`, so this never claims a view the
+        // sender has not voted for.
+        let started_view = message.header.context.min(message.header.view);
+        let newer_view = started_view > self.view && self.status == Status::Normal;
         if newer_view {
             // The cluster moved on: this replica's log past the checkpoint
             // may be a deposed primary's, and in its old view it would keep
             // acknowledging (or, as that primary, preparing) on top of
-            // another history's checkpoint. It takes part in nothing until
+            // another history's checkpoint. It acknowledges nothing until
             // the new view's start_view installs the canonical log. (It
             // still restores: refusing would loop with a start_view that is
             // past its journal and asks for this very checkpoint.)
+            // It is in that view's change, as it would be after a restart
+            // (view past log_view): a lagging voter whose older log_view
+            // never wins a view change against the quorum that started the
+            // newer view. `Recovering` instead took its vote away: with the
+            // new view's primary down and another replica's journal faulty,
+            // no view could start (disk-rot seeds 1963, 5559).
             crate::marks::hit(crate::marks::CHECKPOINT_FROM_NEWER_VIEW);
-            self.status = Status::Recovering;
+            self.status = Status::ViewChange;
+            self.svc_from = BTreeSet::from([self.config.replica]);
+            self.dvc_from.clear();
+            self.dvc_sent = false;
+            let random = self.next_random();
+            self.view_change_timeout.start(random);
             self.pipeline.clear();
             // Its old view is over: a start_view of it (from the deposed
             // primary, answering this replica's own probes) may end below
             // the checkpoint just restored (view-churn seed 16828). The view
             // is a promise, durable before any probe claims it.
-            self.view = message.header.view;
+            self.view = started_view;
         }
         // Only the checkpoint itself is vouched for. The sender's commit
         // number says nothing about this replica's own suffix, which may be a

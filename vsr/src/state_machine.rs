@@ -28,6 +28,15 @@ pub trait StateMachine {
     fn snapshot(&self) -> Vec<u8>;
     /// Replace all state with a snapshot taken by `snapshot`.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
+    /// Whether a checkpoint of the current state may be made durable now: a
+    /// checkpoint lets the journal forget the ops it covers, so the state's
+    /// own storage must be able to hold all of them first. A state machine
+    /// whose durable data has a hole only peers can fill (a partition after
+    /// a state transfer) answers false until it is filled; the replica then
+    /// defers its checkpoint (its journal still holds the ops).
+    fn checkpoint_ready(&self) -> bool {
+        true
+    }
 }
 
 /// A little-endian reader that turns running out of bytes into a typed error.

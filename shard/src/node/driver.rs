@@ -439,7 +439,9 @@ impl<I: Io> Node<I> {
                     self.commit_group(group, world).await?;
                 }
                 // A checkpoint may be durable only once the partition log
-                // holds every offset it counts.
+                // holds every offset it counts: the replica makes its own
+                // only when the log has no gap (`checkpoint_ready`); one
+                // restored from a peer may name a gap, which the peer holds.
                 if matches!(storage_action, Action::Checkpoint { .. }) {
                     self.groups[group].persist_partition().await?;
                 }

@@ -149,4 +149,11 @@ impl<I: Io> StateMachine for GroupMachine<I> {
             GroupMachine::Metadata(metadata) => StateMachine::restore(metadata, snapshot),
         }
     }
+
+    fn checkpoint_ready(&self) -> bool {
+        match self {
+            GroupMachine::Partition(partition) => partition.checkpoint_ready(),
+            GroupMachine::Metadata(metadata) => StateMachine::checkpoint_ready(metadata),
+        }
+    }
 }

@@ -283,8 +283,8 @@ impl Cluster {
             .map(|(index, group)| match self.group_replica(index, group) {
                 None => format!("r{index}/g{group}: down"),
                 Some(r) => format!(
-                    "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} \
-                     missing state data {:?} drops {:?}",
+                    "r{index}/g{group}: {:?} view {} op {} commit {}/{} pipeline {:?} missing bodies {:?} missing partition \
+                     offsets {:?} drops {:?}",
                     r.status(),
                     r.view(),
                     r.op(),

@@ -1,5 +1,7 @@
 //! shoal-vsr integration tests: one binary, one module per area.
 
+mod checkpoint_deferred;
+mod checkpoint_view;
 mod harness;
 mod replica_bad_input;
 mod request_queue;
