@@ -58,6 +58,9 @@ pub struct Group<I: Io> {
     /// and the messages held until they are (see `Node::drain`).
     written: Vec<Action>,
     held: Vec<Action>,
+    /// The peer last asked for state data, and the first missing offset
+    /// then: if nothing arrived since, that peer is skipped next time.
+    state_data_asked: Option<(u8, u64)>,
 }
 
 impl<I: Io> std::fmt::Debug for Group<I> {
@@ -74,7 +77,16 @@ impl<I: Io> Group<I> {
     pub fn new(namespace: u64, shard: ShardId, storage: GroupStorage<I>, replica: GroupReplica<I>) -> Group<I> {
         assert_eq!(storage.config().namespace, namespace, "a group's storage is its own");
         let view_reported = replica.view();
-        Group { namespace, shard, storage, replica, view_reported, written: Vec::new(), held: Vec::new() }
+        Group {
+            namespace,
+            shard,
+            storage,
+            replica,
+            view_reported,
+            written: Vec::new(),
+            held: Vec::new(),
+            state_data_asked: None,
+        }
     }
 
     pub fn namespace(&self) -> u64 {
@@ -549,19 +561,28 @@ impl<I: Io> Node<I> {
     /// After a state transfer the partition may lack offsets the checkpoint
     /// counts: ask a random peer for them, a bounded batch per tick.
     fn request_state_data<W: NodeWorld>(&mut self, group: usize, world: &mut W) {
-        let g = &self.groups[group];
-        let Some(missing) = g.replica.state_machine().missing() else { return };
         let replica = self.config.replica;
+        let Some(missing) = self.groups[group].replica.state_machine().missing() else {
+            self.groups[group].state_data_asked = None;
+            return;
+        };
         if self.config.replica_count < 2 {
             return;
         }
-        let peers = u64::from(self.config.replica_count - 1);
-        let draw = world.draw(peers).unwrap_or_else(|| self.io.entropy_u64() % peers);
-        assert!(draw < peers, "a draw stays within its bound");
-        let mut peer = draw as u8;
-        if peer >= replica {
-            peer += 1;
-        }
+        // A peer that answered nothing since it was last asked may hold
+        // nothing there: ask one of the others (with two replicas there is
+        // no other, so ask it again).
+        let stalled =
+            self.groups[group].state_data_asked.filter(|&(_, start)| start == missing.start).map(|(peer, _)| peer);
+        let candidates: Vec<u8> = (0..self.config.replica_count)
+            .filter(|&r| r != replica && (Some(r) != stalled || self.config.replica_count == 2))
+            .collect();
+        let bound = candidates.len() as u64;
+        let draw = world.draw(bound).unwrap_or_else(|| self.io.entropy_u64() % bound);
+        assert!(draw < bound, "a draw stays within its bound");
+        let peer = candidates[draw as usize];
+        let g = &mut self.groups[group];
+        g.state_data_asked = Some((peer, missing.start));
         let mut header = Header::new(Command::RequestStateData, self.config.cluster);
         header.namespace = g.namespace;
         header.replica = replica;
