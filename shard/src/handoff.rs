@@ -434,15 +434,7 @@ async fn read_durable_state<I: Io>(
     }
     let (superblock, created) = open_superblock(io, dir, group, mode).await?;
     let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;
-    let state = superblock.state().clone();
-    let durable = DurableState {
-        view: state.view,
-        log_view: state.log_view,
-        commit: state.commit,
-        view_headers: state.view_headers,
-        rejoining: state.rejoining,
-        nack_floor: state.nack_floor,
-    };
+    let durable = DurableState::from(superblock.state().clone());
     let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref()).await?;
     let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
     if journal.snapshot_op > checkpoint_op {

@@ -72,6 +72,22 @@ pub struct SuperblockState {
     pub nack_floor: u64,
 }
 
+/// The replica's durable promises are exactly what the superblock holds;
+/// one conversion each way keeps the two in step when a field is added.
+impl From<SuperblockState> for crate::replica::DurableState {
+    fn from(state: SuperblockState) -> Self {
+        let SuperblockState { view, log_view, commit, view_headers, rejoining, nack_floor } = state;
+        crate::replica::DurableState { view, log_view, commit, view_headers, rejoining, nack_floor }
+    }
+}
+
+impl From<crate::replica::DurableState> for SuperblockState {
+    fn from(state: crate::replica::DurableState) -> Self {
+        let crate::replica::DurableState { view, log_view, commit, view_headers, rejoining, nack_floor } = state;
+        SuperblockState { view, log_view, commit, view_headers, rejoining, nack_floor }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SuperblockError {
     #[error("superblock {operation} failed: {source}; check the disk, then restart the replica")]

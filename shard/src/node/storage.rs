@@ -23,7 +23,7 @@ use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::{JournalConfig, PrepareJournal};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, DurableState, Recovered};
+use shoal_vsr::replica::{Action, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
 
 /// `flush` steps that make a written prepare durable with its ring copy:
@@ -181,16 +181,8 @@ impl<I: Io> GroupStorage<I> {
             settled_faulty = !left_out.is_empty();
         }
         let scan = journal.scan().await?;
-        let state = superblock.state();
         let recovered = Recovered {
-            durable: DurableState {
-                view: state.view,
-                log_view: state.log_view,
-                commit: state.commit,
-                view_headers: state.view_headers.clone(),
-                rejoining: state.rejoining,
-                nack_floor: state.nack_floor,
-            },
+            durable: superblock.state().clone().into(),
             checkpoint,
             entries: scan.entries,
             journal_faulty: settled_faulty || !scan.corrupt_ops.is_empty(),
@@ -234,14 +226,7 @@ impl<I: Io> GroupStorage<I> {
                 self.journal.truncate_after(after).await?;
             }
             Action::WriteSuperblock { state } => {
-                let state = SuperblockState {
-                    view: state.view,
-                    log_view: state.log_view,
-                    commit: state.commit,
-                    view_headers: state.view_headers.clone(),
-                    rejoining: state.rejoining,
-                    nack_floor: state.nack_floor,
-                };
+                let state = SuperblockState::from(state.clone());
                 self.superblock.write(state).await?;
             }
             Action::Checkpoint { checkpoint } => {
