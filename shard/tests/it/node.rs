@@ -160,20 +160,7 @@ fn prepare_ok_and_reply_leave_only_after_their_prepare_is_durable() {
     let mut nodes = [node(0), node(1)];
     let mut worlds = [Recorder::default(), Recorder::default()];
     block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
-    for _ in 0..DELIVERY_ROUNDS_MAX {
-        let mut delivered = false;
-        for from in 0..nodes.len() {
-            for (to, message) in std::mem::take(&mut worlds[from].to_replicas) {
-                let source = Source::Replica(from as u8);
-                let to = usize::from(to);
-                block_on(nodes[to].on_frame(source, ShardId(0), message, &mut worlds[to])).expect("runs");
-                delivered = true;
-            }
-        }
-        if !delivered {
-            break;
-        }
-    }
+    deliver_all(&mut nodes, &mut worlds);
     let (primary, backup) = (&worlds[0].events, &worlds[1].events);
     assert!(position(backup, "durable write_prepare op 1") < position(backup, "send PrepareOk op 1"));
     assert!(position(primary, "durable write_prepare op 1") < position(primary, "reply op 1"));
