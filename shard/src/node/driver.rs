@@ -555,7 +555,11 @@ impl<I: Io> Node<I> {
             .filter(|(group, _)| flushing.binary_search(group).is_ok())
             .map(|(_, g)| g.storage.flush_prepares())
             .collect();
-        let flushed = join_in_order(flushes).await;
+        let joined = join_in_order(flushes).await;
+        if flushing.len() > 1 && joined.polls > 1 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::GROUP_FLUSHES_OVERLAPPED);
+        }
+        let flushed = joined.outputs;
         assert_eq!(flushed.len(), flushing.len(), "one flush per group with written prepares");
         // Every group's outcome reaches the world, even past a failure or
         // a stop: the prepares are on the disk (or not) whatever the node

@@ -18,14 +18,26 @@ use std::task::Poll;
 /// Futures one join runs at once: one per group of a node.
 pub const JOIN_FUTURES_MAX: usize = 64 * 1024;
 
+/// What `join_in_order` gives back.
+#[derive(Debug)]
+pub struct Joined<T> {
+    /// Each future's output, in index order.
+    pub outputs: Vec<T>,
+    /// How often the join was polled: more than once when some future
+    /// yielded, that is when the futures' steps interleaved.
+    pub polls: usize,
+}
+
 /// Drive every future to completion at once; their outputs in index order.
-pub async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub async fn join_in_order<F: Future>(futures: Vec<F>) -> Joined<F::Output> {
     assert!(futures.len() <= JOIN_FUTURES_MAX, "{} futures in one join", futures.len());
     // Boxed so each stays pinned while the vector is built; one allocation
     // per group per flush, next to an fsync.
     let mut running: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    let mut polls = 0;
     poll_fn(|cx| {
+        polls += 1;
         let mut done = true;
         for (slot, output) in running.iter_mut().zip(outputs.iter_mut()) {
             let Some(future) = slot else { continue };
@@ -40,7 +52,8 @@ pub async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         if done { Poll::Ready(()) } else { Poll::Pending }
     })
     .await;
-    outputs.into_iter().map(|output| output.expect("a joined future completed")).collect()
+    let outputs = outputs.into_iter().map(|output| output.expect("a joined future completed")).collect();
+    Joined { outputs, polls }
 }
 
 #[cfg(test)]
@@ -84,17 +97,18 @@ mod tests {
     fn futures_interleave_and_outputs_keep_index_order() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let futures = vec![yielding(0, 2, log.clone()), yielding(1, 0, log.clone()), yielding(2, 1, log.clone())];
-        let (outputs, polls) = run(join_in_order(futures));
-        assert_eq!(outputs, vec![0, 10, 20], "outputs in index order, not completion order");
+        let (joined, polls) = run(join_in_order(futures));
+        assert_eq!(joined.outputs, vec![0, 10, 20], "outputs in index order, not completion order");
         assert_eq!(polls, 3, "the join waits for the slowest");
+        assert_eq!(joined.polls, 3, "the join counts its own polls");
         // Every future progressed before any finished its second step.
         assert_eq!(*log.borrow(), vec![0, 1, 2, 0, 2, 0]);
     }
 
     #[test]
     fn an_empty_join_is_ready_at_once() {
-        let (outputs, polls) = run(join_in_order(Vec::<std::future::Ready<u8>>::new()));
-        assert!(outputs.is_empty());
+        let (joined, polls) = run(join_in_order(Vec::<std::future::Ready<u8>>::new()));
+        assert!(joined.outputs.is_empty());
         assert_eq!(polls, 1);
     }
 }
