@@ -32,6 +32,10 @@ use crate::router::{route_consensus_control, route_request};
 /// Messages one state-data answer carries (partition repair after a state
 /// transfer); bounds the message size.
 pub const STATE_DATA_MESSAGES_MAX: u64 = 64;
+/// Applied partition messages a group keeps in memory inside a turn before
+/// it writes them to the log without waiting for the turn's end: half of
+/// what the partition state machine takes.
+const PARTITION_DEFERRED_MESSAGES_MAX: usize = crate::partition_sm::PARTITION_PENDING_MESSAGES_MAX / 2;
 /// Rounds of "run the actions, feed completions back" in one step. A
 /// completion may commit and ask for replies, which ask for nothing more; a
 /// replica that keeps asking past this is looping.
@@ -418,7 +422,7 @@ impl<I: Io> Node<I> {
         for _ in 0..DRAIN_ROUNDS_MAX {
             if self.groups.iter().all(|g| g.written.is_empty()) {
                 debug_assert!(self.groups.iter().all(|g| g.held.is_empty()), "nothing waits without a flush");
-                return Ok(());
+                return self.write_partitions().await;
             }
             // The turn stays open: what the completions write waits for
             // the next round, flushed with the other groups'.
@@ -430,6 +434,19 @@ impl<I: Io> Node<I> {
             "replica {} kept writing prepares at the end of a turn after {DRAIN_ROUNDS_MAX} rounds",
             self.config.replica
         );
+    }
+
+    /// Write what every group applied in the turn to its partition log, all
+    /// groups at once (no sync: the journal is the WAL); the node stops
+    /// with the first failure, in group order.
+    async fn write_partitions(&mut self) -> Result<(), NodeStop> {
+        let writes: Vec<_> = self
+            .groups
+            .iter_mut()
+            .filter(|g| g.replica.state_machine().pending_count() > 0)
+            .map(|g| g.write_partition())
+            .collect();
+        join_in_order(writes).await.outputs.into_iter().collect()
     }
 
     /// Carry out the replica's actions until it asks for nothing more. A
@@ -462,7 +479,15 @@ impl<I: Io> Node<I> {
             if actions.is_empty() {
                 let g = &mut self.groups[group];
                 debug_assert!(g.held.is_empty() || !g.written.is_empty(), "held messages wait for a flush");
-                if g.written.is_empty() || self.turn_open {
+                if self.turn_open {
+                    // The turn's end writes every group's partition at once
+                    // (`write_partitions`), unless the queue grew large.
+                    if g.replica.state_machine().pending_count() >= PARTITION_DEFERRED_MESSAGES_MAX {
+                        return g.write_partition().await;
+                    }
+                    return Ok(());
+                }
+                if g.written.is_empty() {
                     return g.write_partition().await;
                 }
                 self.commit_group(group, world).await?;
