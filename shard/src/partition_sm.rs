@@ -9,9 +9,11 @@
 //!
 //! `StateMachine::apply` is sync but the log is async, so the work is split:
 //! `apply` assigns the next offset and queues the message in memory;
-//! `persist` (async) appends the queue to the log and syncs it. The driver
-//! calls `persist` after commits, and must call it before it makes a
-//! checkpoint durable.
+//! `write_pending` (async) appends the queue to the log without a sync (the
+//! driver calls it after commits: the journal is the write-ahead log, so the
+//! commit path costs no partition fsync), and `persist` appends and syncs
+//! it (the driver must call it before it makes a checkpoint durable, since
+//! the checkpoint lets the journal forget the ops it covers).
 //!
 //! Invariants:
 //! - Offsets are dense and assigned in commit order: the messages of a
@@ -52,14 +54,15 @@
 //!   (`PartitionSmError::FillMismatch`).
 //!
 //! Reads: a committed offset needs no consensus: read it with `read`,
-//! straight from the log (after `persist`; a message is durable once
-//! `persist` returns). `PollMessages` through consensus does NOT return the
-//! message, even if it is still pending: whether it is pending depends on
-//! when this replica last persisted, so such a reply would differ between
+//! straight from the log (readable once `write_pending`, which the driver
+//! runs after every step, returns; durable once `persist` returns).
+//! `PollMessages` through consensus does NOT return the message, even if it
+//! is still pending: whether it is pending depends on when this replica
+//! last wrote, so such a reply would differ between
 //! replicas and between the first apply and a replay (client sessions keep
 //! replies in the checkpoint, and the simulator checks reply agreement).
 //! Instead it replies with the partition's `next_offset` at that op (u64 LE):
-//! every offset below it is committed, and `read` serves it once persisted.
+//! every offset below it is committed, and `read` serves it once written.
 
 use std::ops::Range;
 use std::path::Path;
@@ -75,7 +78,7 @@ use crate::partition_log::{
     APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES, Salvage,
 };
 
-/// Applied messages awaiting `persist`. The driver persists after every
+/// Applied messages awaiting `write_pending`. The driver writes after every
 /// step's commits; one step commits at most the journal's live window of
 /// ops, each a batch of up to `BATCH_MESSAGES_MAX` messages. Reaching it is
 /// a driver bug (asserted).
@@ -216,10 +219,30 @@ impl<I: Io> PartitionStateMachine<I> {
         }
     }
 
-    /// Append every pending message to the log and sync it. On an error the
+    /// Append every pending message to the log and sync it: what a
+    /// checkpoint needs before it may become durable. On an error the
     /// messages the log did take stay out of the queue, the rest stay queued;
     /// a storage error is fatal for the replica (it restarts and replays).
+    /// With a state-transfer gap, what the log holds below it is still
+    /// synced before the `Gap` error returns.
     pub async fn persist(&mut self) -> Result<(), PartitionSmError> {
+        let written = self.write_pending().await;
+        if matches!(written, Ok(()) | Err(PartitionSmError::Gap { .. })) {
+            self.log.sync().await?;
+        }
+        written
+    }
+
+    /// Append every pending message to the log without syncing it: the
+    /// commit path. The journal is the write-ahead log: until a checkpoint
+    /// covers an op, the journal keeps it, and a restart replays it into
+    /// the log, which may then hold all, some or none of its messages (an
+    /// unsynced tail is cut at open, `PartitionLog::open`): held ones are
+    /// compared (`replayed`), the others appended again. So nothing here
+    /// needs to be durable before a reply; `persist` syncs before a
+    /// checkpoint lets the journal forget the ops. Readable at once (reads
+    /// see written records). Errors as in `persist`.
+    pub async fn write_pending(&mut self) -> Result<(), PartitionSmError> {
         self.check_replayed().await?;
         while let Some(&(first, _)) = self.pending.first() {
             let log_next_offset = self.log.next_offset();
@@ -238,7 +261,6 @@ impl<I: Io> PartitionStateMachine<I> {
             assert_eq!(offset, first, "the log appends at the pending offset");
             self.pending.drain(..count);
         }
-        self.log.sync().await?;
         debug_assert!(self.pending.is_empty());
         Ok(())
     }

@@ -2,9 +2,15 @@
 //!
 //! Owns nothing itself: it is a cheap `Clone` handle over a shared virtual
 //! clock and seeded executor (`executor.rs`), a seeded entropy source, and one
-//! replica's simulated disk (`disk.rs`). Every storage future is ready on its
-//! first poll; the cluster driver, not the disk, models latency. Drive storage
-//! code from outside a task with `block_on_ready`.
+//! replica's simulated disk (`disk.rs`). Storage futures never wait on
+//! virtual time (the cluster driver, not the disk, models latency: a turn
+//! of the node spans a storage latency), but a file's writes and fsyncs may
+//! yield once before they touch the disk (a seeded draw), as a real one
+//! returns to the event loop: so storage futures the node runs at once (the
+//! flushes of several groups, `shoal_shard::node::join`) interleave their
+//! disk operations in seeded orders, and the simulator checks that
+//! overlapping code and not a sequential stand-in. Drive storage code from
+//! outside a task with `block_on_ready`, which polls until done.
 //!
 //! Must not touch the wall clock, OS entropy, threads or the real file system.
 
@@ -28,18 +34,59 @@ use crate::executor::{Executor, SimTask, Sleep};
 const SEED_STREAM_ENTROPY: u64 = 0x656e_7472_6f70_7900;
 const SEED_STREAM_EXECUTOR: u64 = 0x6578_6563_7574_6f72;
 const SEED_STREAM_DISK: u64 = 0x6469_736b_0000_0000;
+const SEED_STREAM_YIELD: u64 = 0x7969_656c_6400_0000;
 
-/// Poll `future` once with a no-op waker and return its output.
-///
-/// Panics if the future is pending: storage futures of `SimIo` are always
-/// ready on the first poll, so a pending one is a bug (or a `sleep`, which
-/// belongs inside a spawned task).
+/// In how many of 2^16 file writes and fsyncs the future yields once first.
+const YIELD_PER_65536: u64 = 1 << 15;
+/// Polls `block_on_ready` makes before it calls a future stuck: each
+/// storage future yields at most once per disk operation, so only a
+/// future waiting on something else (a `sleep`) comes near this.
+pub const BLOCK_ON_POLLS_MAX: usize = 1 << 20;
+
+/// Poll `future` with a no-op waker until it completes and return its
+/// output. `SimIo` storage futures only yield (they wait on nothing), so a
+/// future still pending after `BLOCK_ON_POLLS_MAX` polls waits on
+/// something that never comes here (a `sleep` belongs inside a spawned
+/// task): a bug, and a panic.
 pub fn block_on_ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("block_on_ready: future is pending; SimIo storage futures must be ready on first poll"),
+    for _ in 0..BLOCK_ON_POLLS_MAX {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+    panic!("block_on_ready: future still pending after {BLOCK_ON_POLLS_MAX} polls; SimIo storage futures only yield")
+}
+
+/// Seeded yields of storage futures (see the module doc): one stream per
+/// replica, its own so a yield never shifts the entropy the protocol or the
+/// disk's faults draw.
+#[derive(Debug)]
+struct Yields {
+    rng: RefCell<ChaCha8Rng>,
+}
+
+impl Yields {
+    fn new(seed: u64) -> Rc<Yields> {
+        Rc::new(Yields { rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_YIELD)) })
+    }
+
+    /// Yield once (wake at once, pending once) or not, by a seeded draw.
+    async fn maybe(&self) {
+        if self.rng.borrow_mut().next_u64() % (1 << 16) >= YIELD_PER_65536 {
+            return;
+        }
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await;
     }
 }
 
@@ -49,6 +96,7 @@ pub struct SimIo {
     executor: Rc<Executor>,
     entropy: Rc<RefCell<ChaCha8Rng>>,
     disk: Rc<RefCell<SimDisk>>,
+    yields: Rc<Yields>,
 }
 
 impl SimIo {
@@ -58,6 +106,7 @@ impl SimIo {
             executor: Rc::new(Executor::new(seed ^ SEED_STREAM_EXECUTOR)),
             entropy: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_ENTROPY))),
             disk: Rc::new(RefCell::new(SimDisk::new(seed ^ SEED_STREAM_DISK))),
+            yields: Yields::new(seed),
         }
     }
 
@@ -68,6 +117,7 @@ impl SimIo {
             executor: self.executor.clone(),
             entropy: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_ENTROPY))),
             disk: Rc::new(RefCell::new(SimDisk::new(seed ^ SEED_STREAM_DISK))),
+            yields: Yields::new(seed),
         }
     }
 
@@ -119,6 +169,7 @@ impl SimIo {
 #[derive(Debug)]
 pub struct SimFile {
     disk: Rc<RefCell<SimDisk>>,
+    yields: Rc<Yields>,
     inode: u64,
     generation: u64,
     writable: bool,
@@ -138,11 +189,13 @@ impl IoFile for SimFile {
         if !self.writable {
             return (Err(read_only_error()), buf);
         }
+        self.yields.maybe().await;
         let result = self.disk.borrow_mut().write(self.generation, self.inode, &buf, position);
         (result, buf)
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        self.yields.maybe().await;
         self.disk.borrow_mut().sync_data(self.generation, self.inode)
     }
 
@@ -184,7 +237,13 @@ impl Io for SimIo {
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<SimFile> {
         let create = mode == OpenMode::ReadWriteCreate;
         let (inode, generation) = self.disk.borrow_mut().open(path, create)?;
-        Ok(SimFile { disk: self.disk.clone(), inode, generation, writable: mode.writable() })
+        Ok(SimFile {
+            disk: self.disk.clone(),
+            yields: self.yields.clone(),
+            inode,
+            generation,
+            writable: mode.writable(),
+        })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

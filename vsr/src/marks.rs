@@ -41,6 +41,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
     DRAIN_CORRUPT,
+    GROUP_FLUSHES_OVERLAPPED,
     PARTITION_SALVAGED,
     PRIMARY_ABDICATED,
     REFUSE_CONFLICTING_LOG,
@@ -63,6 +64,10 @@ pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).
 pub const DRAIN_CORRUPT: &str = "drain_corrupt";
+/// Placed by the node (`Node::commit_groups`): the flushes of two or more
+/// groups ran at once and interleaved (one yielded to another before it
+/// finished), so the overlapping group commit is what ran.
+pub const GROUP_FLUSHES_OVERLAPPED: &str = "group_flushes_overlapped";
 /// A primary whose pipeline waited too long on a body it could not repair
 /// started the next view (so nacks can truncate what was lost).
 pub const PRIMARY_ABDICATED: &str = "primary_abdicated";

@@ -20,6 +20,7 @@ use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
 
+use super::join::join_in_order;
 use super::storage::{GroupStorage, Promise, StorageError};
 use super::{Flow, GroupReplica, NodeStop, NodeWorld, action_name};
 use crate::frame::FrameVariant;
@@ -31,6 +32,10 @@ use crate::router::{route_consensus_control, route_request};
 /// Messages one state-data answer carries (partition repair after a state
 /// transfer); bounds the message size.
 pub const STATE_DATA_MESSAGES_MAX: u64 = 64;
+/// Applied partition messages a group keeps in memory inside a turn before
+/// it writes them to the log without waiting for the turn's end: half of
+/// what the partition state machine takes.
+const PARTITION_DEFERRED_MESSAGES_MAX: usize = crate::partition_sm::PARTITION_PENDING_MESSAGES_MAX / 2;
 /// Rounds of "run the actions, feed completions back" in one step. A
 /// completion may commit and ask for replies, which ask for nothing more; a
 /// replica that keeps asking past this is looping.
@@ -110,15 +115,29 @@ impl<I: Io> Group<I> {
         self.written.len()
     }
 
-    /// Make the partition's applied messages durable. A gap left by a state
+    /// Write the partition's applied messages to its log, without a sync:
+    /// the commit path. The journal is the write-ahead log: it keeps every
+    /// op above the durable checkpoint, and a restart replays them into the
+    /// partition log, comparing what it holds and appending what it lost
+    /// (`PartitionStateMachine::write_pending`). A gap left by a state
     /// transfer is not a failure: the messages wait in memory until a peer
     /// fills it.
-    pub async fn persist_partition(&mut self) -> Result<(), NodeStop> {
+    pub async fn write_partition(&mut self) -> Result<(), NodeStop> {
         let machine = self.replica.state_machine_mut();
         if machine.pending_count() == 0 {
             return Ok(());
         }
-        match machine.persist().await {
+        match machine.write_pending().await {
+            Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
+            Err(error) => Err(NodeStop::PartitionLog(error)),
+        }
+    }
+
+    /// Make the partition's applied messages durable: before a checkpoint
+    /// lets the journal forget the ops that carry them. With a gap, what
+    /// the log holds below it is synced.
+    pub async fn sync_partition(&mut self) -> Result<(), NodeStop> {
+        match self.replica.state_machine_mut().persist().await {
             Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
             Err(error) => Err(NodeStop::PartitionLog(error)),
         }
@@ -270,20 +289,48 @@ impl<I: Io> Node<I> {
 
     /// Timers: tick every group's replica, and ask a peer for partition
     /// messages a state transfer left missing.
+    /// Every group ticks inside one turn (the caller's, if one is open),
+    /// so their prepares are flushed together.
     pub async fn tick<W: NodeWorld>(&mut self, now_ns: u64, world: &mut W) -> Result<(), NodeStop> {
-        for group in 0..self.groups.len() {
-            self.step(group, world, |r| r.tick(now_ns)).await?;
-            self.request_state_data(group, world);
-        }
-        Ok(())
+        self.in_turn(world, async |node: &mut Node<I>, world: &mut W| {
+            for group in 0..node.groups.len() {
+                node.step(group, world, |r| r.tick(now_ns)).await?;
+                node.request_state_data(group, world);
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Drain the actions recovery itself asked for, after a (re)start.
+    /// Drain the actions recovery itself asked for, after a (re)start: every
+    /// group inside one turn, like `tick`.
     pub async fn start<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
-        for group in 0..self.groups.len() {
-            self.step(group, world, |_| {}).await?;
+        self.in_turn(world, async |node: &mut Node<I>, world: &mut W| {
+            for group in 0..node.groups.len() {
+                node.step(group, world, |_| {}).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Run `body` inside a turn: the caller's if one is open (it flushes at
+    /// its end), else one opened and ended here.
+    async fn in_turn<W: NodeWorld>(
+        &mut self,
+        world: &mut W,
+        body: impl AsyncFnOnce(&mut Node<I>, &mut W) -> Result<(), NodeStop>,
+    ) -> Result<(), NodeStop> {
+        if self.turn_open {
+            return body(self, world).await;
         }
-        Ok(())
+        self.begin_turn();
+        let ran = body(self, world).await;
+        if ran.is_err() {
+            self.turn_open = false;
+            return ran;
+        }
+        self.end_turn(world).await
     }
 
     /// A frame arrived on shard `arrival` (the shard that owns the
@@ -359,18 +406,47 @@ impl<I: Io> Node<I> {
         self.turn_open
     }
 
-    /// End the turn: flush every group's written prepares, complete them,
-    /// send what waited for them, and carry out what that asks for.
+    /// End the turn: flush every group's written prepares at once
+    /// (`commit_groups`), complete them in group order, send what waited
+    /// for them, and carry out what that asks for; prepares written while
+    /// doing so are flushed the same way, round after round, until none is
+    /// left.
     pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
         assert!(self.turn_open, "end_turn without begin_turn");
+        let ended = self.flush_turn(world).await;
         self.turn_open = false;
-        for group in 0..self.groups.len() {
-            if !self.groups[group].written.is_empty() {
+        ended
+    }
+
+    async fn flush_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        for _ in 0..DRAIN_ROUNDS_MAX {
+            if self.groups.iter().all(|g| g.written.is_empty()) {
+                debug_assert!(self.groups.iter().all(|g| g.held.is_empty()), "nothing waits without a flush");
+                return self.write_partitions().await;
+            }
+            // The turn stays open: what the completions write waits for
+            // the next round, flushed with the other groups'.
+            for group in self.commit_groups(world).await? {
                 self.drain(group, world).await?;
             }
-            debug_assert!(self.groups[group].written.is_empty() && self.groups[group].held.is_empty());
         }
-        Ok(())
+        panic!(
+            "replica {} kept writing prepares at the end of a turn after {DRAIN_ROUNDS_MAX} rounds",
+            self.config.replica
+        );
+    }
+
+    /// Write what every group applied in the turn to its partition log, all
+    /// groups at once (no sync: the journal is the WAL); the node stops
+    /// with the first failure, in group order.
+    async fn write_partitions(&mut self) -> Result<(), NodeStop> {
+        let writes: Vec<_> = self
+            .groups
+            .iter_mut()
+            .filter(|g| g.replica.state_machine().pending_count() > 0)
+            .map(|g| g.write_partition())
+            .collect();
+        join_in_order(writes).await.outputs.into_iter().collect()
     }
 
     /// Carry out the replica's actions until it asks for nothing more. A
@@ -403,8 +479,16 @@ impl<I: Io> Node<I> {
             if actions.is_empty() {
                 let g = &mut self.groups[group];
                 debug_assert!(g.held.is_empty() || !g.written.is_empty(), "held messages wait for a flush");
-                if g.written.is_empty() || self.turn_open {
-                    return g.persist_partition().await;
+                if self.turn_open {
+                    // The turn's end writes every group's partition at once
+                    // (`write_partitions`), unless the queue grew large.
+                    if g.replica.state_machine().pending_count() >= PARTITION_DEFERRED_MESSAGES_MAX {
+                        return g.write_partition().await;
+                    }
+                    return Ok(());
+                }
+                if g.written.is_empty() {
+                    return g.write_partition().await;
                 }
                 self.commit_group(group, world).await?;
                 continue;
@@ -455,7 +539,7 @@ impl<I: Io> Node<I> {
                 // only when the log has no gap (`checkpoint_ready`); one
                 // restored from a peer may name a gap, which the peer holds.
                 if matches!(storage_action, Action::Checkpoint { .. }) {
-                    self.groups[group].persist_partition().await?;
+                    self.groups[group].sync_partition().await?;
                 }
                 self.execute(group, storage_action, world).await
             }
@@ -470,18 +554,84 @@ impl<I: Io> Node<I> {
         let g = &mut self.groups[group];
         assert!(!g.written.is_empty(), "a group commit has prepares to flush");
         let written = std::mem::take(&mut g.written);
-        let durable = match g.storage.flush_prepares().await {
+        let flushed = g.storage.flush_prepares().await;
+        let mut stop = false;
+        self.complete_flush(group, &written, flushed, &mut stop, world)?;
+        if stop {
+            return Err(NodeStop::Halted);
+        }
+        self.release_held(group, world).await
+    }
+
+    /// Group commit across groups: flush every group's written prepares at
+    /// once (one future per group, each its own journal file, so on the
+    /// real disk their fsyncs overlap), then complete the groups in index
+    /// order, and only then send what each held. Completion order never
+    /// depends on which flush finished first (`join_in_order`). Returns the
+    /// groups flushed, ascending.
+    async fn commit_groups<W: NodeWorld>(&mut self, world: &mut W) -> Result<Vec<usize>, NodeStop> {
+        let flushing: Vec<usize> = (0..self.groups.len()).filter(|&g| !self.groups[g].written.is_empty()).collect();
+        let written: Vec<Vec<Action>> =
+            flushing.iter().map(|&group| std::mem::take(&mut self.groups[group].written)).collect();
+        let flushes: Vec<_> = self
+            .groups
+            .iter_mut()
+            .enumerate()
+            .filter(|(group, _)| flushing.binary_search(group).is_ok())
+            .map(|(_, g)| g.storage.flush_prepares())
+            .collect();
+        let joined = join_in_order(flushes).await;
+        if flushing.len() > 1 && joined.polls > 1 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::GROUP_FLUSHES_OVERLAPPED);
+        }
+        let flushed = joined.outputs;
+        assert_eq!(flushed.len(), flushing.len(), "one flush per group with written prepares");
+        // Every group's outcome reaches the world, even past a failure or
+        // a stop: the prepares are on the disk (or not) whatever the node
+        // does next, and the world must not keep counting on what a flush
+        // replaced. The node stops with the first failure, in group order.
+        let mut stop = false;
+        let mut failure = None;
+        for ((&group, written), flushed) in flushing.iter().zip(&written).zip(flushed) {
+            if let Err(error) = self.complete_flush(group, written, flushed, &mut stop, world) {
+                failure.get_or_insert(error);
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if stop {
+            return Err(NodeStop::Halted);
+        }
+        for &group in &flushing {
+            self.release_held(group, world).await?;
+        }
+        Ok(flushing)
+    }
+
+    /// Report a finished flush of `group`'s `written` prepares: each one now
+    /// durable to the hooks and, unless a hook stopped the node (`stop`,
+    /// shared across the groups of one commit), to the replica, which may
+    /// now count or vouch for it. `Err` when the flush failed.
+    fn complete_flush<W: NodeWorld>(
+        &mut self,
+        group: usize,
+        written: &[Action],
+        flushed: Result<Vec<(u64, u128)>, StorageError>,
+        stop: &mut bool,
+        world: &mut W,
+    ) -> Result<(), NodeStop> {
+        let durable = match flushed {
             Ok(durable) => durable,
             Err(error) => {
                 // Any of them may have reached the disk in part.
-                for action in &written {
+                for action in written {
                     let _ = world.after_storage(group, action, Some(&error));
                 }
                 return Err(NodeStop::Storage { action: "write_prepare", error });
             }
         };
-        let mut stop = false;
-        for action in &written {
+        for action in written {
             let Action::WritePrepare { message } = action else { unreachable!("only prepares are written") };
             let (op, checksum) = (message.header.op, message.header.checksum);
             // A prepare rewritten in the same group is durable only as its
@@ -493,16 +643,21 @@ impl<I: Io> Node<I> {
             // each one even when it stops the node at an earlier one (else it
             // would still count on what a later write replaced in the same
             // slot: session-churn seed 105, with a request queue, Recovery).
-            stop |= world.after_storage(group, action, None) == Flow::Stop;
-            if !stop {
+            *stop |= world.after_storage(group, action, None) == Flow::Stop;
+            if !*stop {
                 // Only now, durable: the primary counts its own copy toward
                 // the quorum, a backup may vouch for it.
                 self.groups[group].replica.on_prepare_durable(op, checksum);
             }
         }
-        if stop {
-            return Err(NodeStop::Halted);
-        }
+        Ok(())
+    }
+
+    /// Send the messages the group held for its flush, in the order the
+    /// replica asked. Ordering contract: only after the flush completed
+    /// (`execute` asserts each promise).
+    async fn release_held<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        debug_assert!(self.groups[group].written.is_empty(), "held messages leave after their group's flush");
         for action in std::mem::take(&mut self.groups[group].held) {
             self.execute(group, action, world).await?;
         }
@@ -601,7 +756,9 @@ impl<I: Io> Node<I> {
         world: &mut W,
     ) -> Result<(), NodeStop> {
         let g = &mut self.groups[group];
-        g.persist_partition().await?;
+        // Written (not synced): a committed message is served from what the
+        // log holds; the asker proves it by the checksum chain.
+        g.write_partition().await?;
         let count = request.request.min(STATE_DATA_MESSAGES_MAX) as usize;
         let messages = g.replica.state_machine().read(request.context, count).await;
         let Some((first_offset, _)) = messages.first() else { return Ok(()) };
@@ -637,6 +794,7 @@ impl<I: Io> Node<I> {
         let offset = message.header.context;
         let filled = g.replica.state_machine_mut().fill(offset, &messages).await?;
         world.on_state_data_filled(group, offset, filled);
-        g.persist_partition().await
+        // Rare (after a state transfer): made durable at once.
+        g.sync_partition().await
     }
 }

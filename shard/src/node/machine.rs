@@ -97,9 +97,20 @@ impl<I: Io> GroupMachine<I> {
         }
     }
 
+    /// Append the applied messages to the partition log and sync it (before
+    /// a checkpoint becomes durable).
     pub async fn persist(&mut self) -> Result<(), PartitionSmError> {
         match self {
             GroupMachine::Partition(partition) => partition.persist().await,
+            GroupMachine::Metadata(_) => Ok(()),
+        }
+    }
+
+    /// Append the applied messages to the partition log, no sync (the
+    /// commit path: the journal is the write-ahead log).
+    pub async fn write_pending(&mut self) -> Result<(), PartitionSmError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.write_pending().await,
             GroupMachine::Metadata(_) => Ok(()),
         }
     }

@@ -30,6 +30,7 @@
 //! come from `Io`, so a simulated seed replays bit for bit.
 
 pub mod driver;
+pub mod join;
 pub mod machine;
 pub mod storage;
 

@@ -56,10 +56,10 @@ impl Cluster {
         }
     }
 
-    /// Make the partition's applied messages durable (the node's own
-    /// persist; a failure stops the node like any other).
+    /// Write the partition's applied messages to its log (the node's own
+    /// write; a failure stops the node like any other).
     pub(super) fn persist_partition(&mut self, replica: u8, group: usize) {
-        self.with_node(replica, |node, _| block_on_ready(node.group_mut(group).persist_partition()));
+        self.with_node(replica, |node, _| block_on_ready(node.group_mut(group).write_partition()));
     }
 
     /// Every message of the group's partition log on `replica`, by offset.
