@@ -76,6 +76,15 @@ wire_enum! {
         // A peer's answer to a rejoining replica's probe: its view, and the
         // probe's nonce echoed in `context` (VR Revisited's recovery response).
         RejoinView = 20,
+        // A client's read of committed partition messages by offset, and its
+        // answer: served by any replica from its partition log, outside
+        // consensus (`shoal_shard::read` owns the bodies).
+        Read = 21,
+        ReadReply = 22,
+        // A replica's typed refusal of a client frame it will not serve: the
+        // group does not exist here, or its request queue is full (reason
+        // in `context`, the refused request number in `request`).
+        Refused = 23,
     }
 }
 
@@ -108,7 +117,7 @@ impl Operation {
 impl Command {
     /// Commands that carry consensus control rather than a client's data.
     pub fn is_consensus_control(self) -> bool {
-        !matches!(self, Command::Request | Command::Reply)
+        !matches!(self, Command::Request | Command::Reply | Command::Read | Command::ReadReply | Command::Refused)
     }
 }
 

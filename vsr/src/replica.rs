@@ -704,6 +704,9 @@ impl<S: StateMachine> Replica<S> {
             }
             // State data moves beside the protocol: the driver serves it.
             Command::RequestStateData | Command::StateData => self.drop_message("state_data_for_driver"),
+            // Reads are served by the node from the partition log, outside
+            // consensus; a refusal is the node's answer to a client.
+            Command::Read | Command::ReadReply | Command::Refused => self.drop_message("read_for_driver"),
             Command::RequestHeaders | Command::Headers | Command::RequestCheckpoint => {
                 self.drop_message("unsupported_command")
             }

@@ -313,7 +313,12 @@ impl<I: Io> Node<I> {
         if let Err(reason) = self.links.hop(arrival, target, variant, world) {
             return Ok(Routed::Dropped { variant, reason });
         }
-        let Some(group) = self.group_of(header.namespace).filter(|g| self.groups[*g].shard == target) else {
+        let group = self.group_of(header.namespace).filter(|g| self.groups[*g].shard == target);
+        if let (Source::Client(client), Command::Read) = (source, header.command) {
+            self.serve_read(target, group, client, &message, world).await?;
+            return Ok(Routed::Delivered);
+        }
+        let Some(group) = group else {
             self.links.drops.bump(variant, DropReason::NamespaceMiss);
             let consensus_control = header.command.is_consensus_control();
             return Ok(Routed::NamespaceMiss { shard: target, consensus_control });
@@ -326,6 +331,29 @@ impl<I: Io> Node<I> {
             _ => self.step(group, world, |r| r.on_message(source, message)).await?,
         }
         Ok(Routed::Delivered)
+    }
+
+    /// Answer a client's read from this replica's partition log, outside
+    /// consensus (`super::read`), on shard `shard` (the partition's).
+    async fn serve_read<W: NodeWorld>(
+        &mut self,
+        shard: ShardId,
+        group: Option<usize>,
+        client: u128,
+        message: &Message,
+        world: &mut W,
+    ) -> Result<(), NodeStop> {
+        let answer = if message.header.client == client {
+            super::read::answer(group.map(|g| &mut self.groups[g]), &message.header, &message.body).await?
+        } else {
+            crate::read::ReadAnswer::Malformed
+        };
+        let reply = answer.reply(&message.header, self.config.replica);
+        let owner = world.client_shard(client);
+        if self.links.hop(shard, owner, FrameVariant::ClientReply, world).is_ok() {
+            world.reply_to_client(owner, client, reply);
+        }
+        Ok(())
     }
 
     /// Run one replica event and carry out what it asks, in order.

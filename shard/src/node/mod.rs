@@ -31,6 +31,7 @@
 
 pub mod driver;
 pub mod machine;
+pub mod read;
 pub mod storage;
 
 use shoal_vsr::header::{Command, Header};
