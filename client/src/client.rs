@@ -15,8 +15,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use shoal_shard::message_batch::{BatchError, BatchReply, encode_batch};
 use shoal_shard::namespace::Namespace;
+use shoal_shard::read::{READ_MESSAGES_MAX, ReadAnswer, ReadError, ReadRequest};
 use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest, decode_reply};
-use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::message::Message;
 
 use crate::connection::Connection;
 use crate::session::{ClientSession, Outcome, RETRY_TIMEOUT_TICKS_DEFAULT, SessionConfig, SessionError};
@@ -86,6 +88,15 @@ pub enum ClientError {
     BatchRefused { request: u64 },
     #[error("producer settings: {0}")]
     BatchConfig(#[from] crate::producer::BatchConfigError),
+    #[error("read: {0}")]
+    Read(#[from] ReadError),
+    #[error("replica {replica} is not one of the {replica_count} replicas this client knows: pass an index below it")]
+    UnknownReplica { replica: u8, replica_count: usize },
+    #[error(
+        "read {read_id} of group {namespace:#x} from replica {replica} got no answer in {ticks} ticks: \
+         the replica may be down or unreachable (reads are safe to repeat, on it or another replica)"
+    )]
+    ReadTimedOut { namespace: u64, replica: u8, read_id: u64, ticks: u64 },
     #[error(
         "a request of {size_bytes} bytes (header included) exceeds message_size_max of {max_bytes} bytes, and \
          the replica would close the connection on it: split the batch, or raise message_size_max on every \
@@ -101,11 +112,24 @@ struct Link {
     redial_in_ticks: u64,
 }
 
+/// The read waiting for its answer (one at a time).
+#[derive(Debug)]
+struct ReadInFlight {
+    namespace: u64,
+    replica: u8,
+    read_id: u64,
+    message: Message,
+    answer: Option<Message>,
+}
+
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
     links: Vec<Link>,
     sessions: BTreeMap<u64, ClientSession>,
+    /// The id of the last read sent: a reply pairs with its read by it.
+    read_id: u64,
+    read: Option<ReadInFlight>,
 }
 
 impl Client {
@@ -114,7 +138,7 @@ impl Client {
         // Validate the shared settings once, through the session rules.
         ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
         let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
-        Ok(Client { config, links, sessions: BTreeMap::new() })
+        Ok(Client { config, links, sessions: BTreeMap::new(), read_id: 0, read: None })
     }
 
     pub fn create_stream(&mut self, stream_id: u32, name: &str) -> Result<(), ClientError> {
@@ -158,6 +182,104 @@ impl Client {
             return Err(ClientError::MalformedReply { request, detail });
         }
         Ok(reply)
+    }
+
+    /// Read up to `count_max` committed messages of `partition` from
+    /// `offset`, as replica `replica` holds them (no session, no consensus:
+    /// any replica answers from its own partition log, and only offsets it
+    /// knows committed). The answer is typed: messages (at least one; fewer
+    /// than asked when the reply bound or the committed end cuts them), or
+    /// why none (no such partition there, the offset is not committed there
+    /// yet, the replica lacks it now, one message exceeds this client's
+    /// `message_size_max_bytes`). A replica that lags answers
+    /// `OffsetBeyondEnd` for what another already committed: ask again, or
+    /// ask another.
+    pub fn read(
+        &mut self,
+        partition: Namespace,
+        replica: u8,
+        offset: u64,
+        count_max: u32,
+    ) -> Result<ReadAnswer, ClientError> {
+        let replica_count = self.links.len();
+        if usize::from(replica) >= replica_count {
+            return Err(ClientError::UnknownReplica { replica, replica_count });
+        }
+        let request = ReadRequest::new(offset, count_max.min(READ_MESSAGES_MAX), self.config.message_size_max_bytes)?;
+        self.read_id += 1;
+        let (namespace, read_id) = (partition.raw(), self.read_id);
+        let message = request.message(self.config.cluster, self.config.client, namespace, read_id);
+        self.read = Some(ReadInFlight { namespace, replica, read_id, message, answer: None });
+        let answer = self.wait_read();
+        let read = self.read.take().expect("the read stays in flight until here");
+        answer?;
+        let reply = read.answer.expect("wait_read returns Ok only with an answer");
+        Ok(ReadAnswer::decode(&reply.header, &reply.body)?)
+    }
+
+    /// Send the read in flight, and again every retry timeout (a read is
+    /// safe to repeat), until its answer arrives or the request timeout.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the client is the real world
+    fn wait_read(&mut self) -> Result<(), ClientError> {
+        let mut ticks = 0;
+        let mut tick_ends = std::time::Instant::now() + self.config.tick;
+        let mut send_at_tick = Some(0);
+        while ticks < self.config.request_timeout_ticks {
+            if send_at_tick.is_some_and(|at| ticks >= at) {
+                let read = self.read.as_ref().expect("a read in flight");
+                let (replica, message) = (read.replica, read.message.clone());
+                send_at_tick = match self.connection(replica).map(|c| c.send(&message)) {
+                    Some(Ok(())) => Some(ticks + self.config.retry_timeout_ticks),
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "send failed");
+                        self.drop_link(replica);
+                        Some(ticks + 1)
+                    }
+                    // Not connected (a redial waits): try on the next tick.
+                    None => Some(ticks + 1),
+                };
+            }
+            self.flush();
+            let left = tick_ends.saturating_duration_since(std::time::Instant::now());
+            // Replies for sessions keep flowing while a read waits.
+            let _ = self.receive(0, left);
+            if self.read.as_ref().is_some_and(|r| r.answer.is_some()) {
+                return Ok(());
+            }
+            if std::time::Instant::now() < tick_ends {
+                continue;
+            }
+            ticks += 1;
+            tick_ends = std::time::Instant::now() + self.config.tick;
+            for session in self.sessions.values_mut() {
+                session.tick();
+            }
+            for link in &mut self.links {
+                link.redial_in_ticks = link.redial_in_ticks.saturating_sub(1);
+            }
+        }
+        let read = self.read.as_ref().expect("a read in flight");
+        Err(ClientError::ReadTimedOut {
+            namespace: read.namespace,
+            replica: read.replica,
+            read_id: read.read_id,
+            ticks: self.config.request_timeout_ticks,
+        })
+    }
+
+    /// Keep `message` if it answers the read in flight (a late answer to an
+    /// earlier read, or from another replica, is dropped).
+    fn on_read_reply(&mut self, message: Message) {
+        let Some(read) = self.read.as_mut() else { return };
+        let header = &message.header;
+        if header.request == read.read_id
+            && header.namespace == read.namespace
+            && header.replica == read.replica
+            && header.client == self.config.client
+            && read.answer.is_none()
+        {
+            read.answer = Some(message);
+        }
     }
 
     fn metadata(&mut self, change: MetadataRequest) -> Result<(), ClientError> {
@@ -281,6 +403,10 @@ impl Client {
                 }
             };
             for message in messages {
+                if message.header.command == Command::ReadReply {
+                    self.on_read_reply(message);
+                    continue;
+                }
                 let Some(session) = self.sessions.get_mut(&message.header.namespace) else { continue };
                 let outcome = session.on_message(&message);
                 if message.header.namespace == namespace && outcome.is_some() {
