@@ -12,6 +12,7 @@
 
 use shoal_vsr::header::Header;
 use shoal_vsr::io::Io;
+use shoal_vsr::marks;
 
 use super::machine::GroupMachine;
 use super::{Group, NodeStop};
@@ -39,11 +40,13 @@ pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[
     };
     let committed_end = partition.next_offset();
     if request.offset >= committed_end {
+        marks::hit(marks::READ_BEYOND_END);
         return Ok(ReadAnswer::OffsetBeyondEnd { committed_end });
     }
     let log = partition.log();
     if request.offset < log.first_offset() || request.offset >= log.next_offset() {
         // Committed, but a state transfer left it to be fetched from a peer.
+        marks::hit(marks::READ_UNAVAILABLE);
         return Ok(ReadAnswer::Unavailable { committed_end });
     }
     let count_max = u64::from(request.count_max.min(READ_MESSAGES_MAX)).min(committed_end - request.offset);
@@ -57,10 +60,15 @@ pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[
         Ok(records) => records,
         Err(error) => {
             tracing::warn!(namespace = format_args!("{:#x}", read.namespace), %error, "read of committed offsets failed");
+            marks::hit(marks::READ_UNAVAILABLE);
             return Ok(ReadAnswer::Unavailable { committed_end });
         }
     };
-    Ok(fit(request.offset, committed_end, records, batch_max_bytes))
+    let answer = fit(request.offset, committed_end, records, batch_max_bytes);
+    if !group.replica().is_primary() && matches!(answer, ReadAnswer::Messages { .. }) {
+        marks::hit(marks::READ_SERVED_BY_BACKUP);
+    }
+    Ok(answer)
 }
 
 /// The answer from the records read at `offset`: the first ones that fit
