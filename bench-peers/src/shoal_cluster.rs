@@ -153,7 +153,7 @@ impl ShoalCluster {
     }
 
     pub fn client_config(&self, client: u128) -> ClientConfig {
-        let mut config = ClientConfig::new(CLUSTER, client, self.client_addresses.clone());
+        let mut config = ClientConfig::new(CLUSTER, self.client_addresses.clone()).with_client_id(client);
         let default_tick = config.tick;
         let retry_timeout = default_tick * u32::try_from(config.retry_timeout_ticks).unwrap_or(u32::MAX);
         config.tick = self.settings.client_tick.unwrap_or(default_tick);

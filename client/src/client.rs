@@ -34,10 +34,17 @@ pub const REQUEST_TIMEOUT_TICKS_DEFAULT: u64 = 1_000;
 /// Ticks to wait before dialing a replica whose connection failed.
 pub const RECONNECT_DELAY_TICKS: u64 = 10;
 
+/// Where `Client::new` draws a random client id from.
+const ENTROPY_PATH: &str = "/dev/urandom";
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub cluster: u128,
-    /// Nonzero and unique per client process.
+    /// Unique per `Client` instance: the replicas key sessions by it, and a
+    /// new `Client` reusing an id would start again at request 0 inside a
+    /// session the cluster still holds (its requests would be taken for
+    /// old ones and never answered). `0` (the default): `Client::new` draws
+    /// a random 128-bit id.
     pub client: u128,
     /// Every replica's client address, by replica index.
     pub addresses: Vec<SocketAddr>,
@@ -48,10 +55,12 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(cluster: u128, client: u128, addresses: Vec<SocketAddr>) -> ClientConfig {
+    /// A client of `cluster` whose replicas' client ports are `addresses`
+    /// (by replica index), with a random client id drawn by `Client::new`.
+    pub fn new(cluster: u128, addresses: Vec<SocketAddr>) -> ClientConfig {
         ClientConfig {
             cluster,
-            client,
+            client: 0,
             addresses,
             tick: TICK_DEFAULT,
             retry_timeout_ticks: RETRY_TIMEOUT_TICKS_DEFAULT,
@@ -59,6 +68,23 @@ impl ClientConfig {
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         }
     }
+
+    /// Use `client` as the client id instead of a random one. Only for a
+    /// caller that guarantees no other `Client` ever used it (see `client`).
+    pub fn with_client_id(mut self, client: u128) -> ClientConfig {
+        self.client = client;
+        self
+    }
+}
+
+/// A random nonzero 128-bit client id from the OS.
+fn random_client_id() -> Result<u128, ClientError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let entropy_error = |source| ClientError::Entropy { path: ENTROPY_PATH, source };
+    std::fs::File::open(ENTROPY_PATH).and_then(|mut file| file.read_exact(&mut bytes)).map_err(entropy_error)?;
+    // Zero is reserved for replicas' own ops; 2^-128 odds, but never zero.
+    Ok(u128::from_le_bytes(bytes).max(1))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +101,11 @@ pub enum ClientError {
          that request may or may not have been applied; the next call registers a new session"
     )]
     Evicted { namespace: u64, request: u64 },
+    #[error(
+        "group {namespace:#x} does not exist on a majority of the replicas (request {request} was not applied): \
+         create the topic first, or check the stream, topic and partition ids"
+    )]
+    PartitionMissing { namespace: u64, request: u64 },
     #[error("the metadata group refused the change: {reason}")]
     Rejected { reason: MetadataError },
     #[error("the reply to request {request} is malformed ({detail}): the server and client versions differ")]
@@ -88,6 +119,11 @@ pub enum ClientError {
     BatchRefused { request: u64 },
     #[error("producer settings: {0}")]
     BatchConfig(#[from] crate::producer::BatchConfigError),
+    #[error(
+        "cannot draw a random client id from {path}: {source}; set ClientConfig::client (with_client_id) to an id \
+         no other client uses"
+    )]
+    Entropy { path: &'static str, source: std::io::Error },
     #[error("read: {0}")]
     Read(#[from] ReadError),
     #[error("replica {replica} is not one of the {replica_count} replicas this client knows: pass an index below it")]
@@ -134,11 +170,19 @@ pub struct Client {
 
 impl Client {
     /// No connection is opened until the first request needs one.
-    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+    pub fn new(mut config: ClientConfig) -> Result<Client, ClientError> {
+        if config.client == 0 {
+            config.client = random_client_id()?;
+        }
         // Validate the shared settings once, through the session rules.
         ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
         let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
         Ok(Client { config, links, sessions: BTreeMap::new(), read_id: 0, read: None })
+    }
+
+    /// This client's id (drawn at random unless the config named one).
+    pub fn id(&self) -> u128 {
+        self.config.client
     }
 
     pub fn create_stream(&mut self, stream_id: u32, name: &str) -> Result<(), ClientError> {
@@ -315,6 +359,7 @@ impl Client {
                 Ok((request, body))
             }
             Outcome::Evicted { request } => Err(ClientError::Evicted { namespace, request }),
+            Outcome::PartitionMissing { request } => Err(ClientError::PartitionMissing { namespace, request }),
             Outcome::Registered { .. } => unreachable!("a submitted request is answered by a reply or an eviction"),
         }
     }
@@ -337,8 +382,12 @@ impl Client {
             self.flush();
             let left = tick_ends.saturating_duration_since(std::time::Instant::now());
             if let Some(outcome) = self.receive(namespace, left) {
-                if let Outcome::Evicted { request } = outcome {
-                    return Err(ClientError::Evicted { namespace, request });
+                match outcome {
+                    Outcome::Evicted { request } => return Err(ClientError::Evicted { namespace, request }),
+                    Outcome::PartitionMissing { request } => {
+                        return Err(ClientError::PartitionMissing { namespace, request });
+                    }
+                    _ => {}
                 }
                 return Ok(outcome);
             }

@@ -121,6 +121,52 @@ impl Command {
     }
 }
 
+/// Why a replica refused a client's frame (`Command::Refused`): the code
+/// travels in the header's `context`, the refused request number in
+/// `request`. A refusal promises nothing and is never cached in a session:
+/// the same request may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This replica runs no group for the namespace (no such partition, or
+    /// not opened here yet).
+    PartitionMissing,
+    /// The primary's request queue is full (`REQUEST_QUEUE_MAX`): back off
+    /// and send the same request again.
+    Busy,
+}
+
+impl Refusal {
+    pub fn code(self) -> u64 {
+        match self {
+            Refusal::PartitionMissing => 1,
+            Refusal::Busy => 2,
+        }
+    }
+
+    pub fn from_code(code: u64) -> Option<Refusal> {
+        match code {
+            1 => Some(Refusal::PartitionMissing),
+            2 => Some(Refusal::Busy),
+            _ => None,
+        }
+    }
+
+    /// The refusal of `request` (a client's `Request` header) by `replica`
+    /// in `view`, checksummed.
+    pub fn header(self, request: &Header, replica: u8, view: u64) -> Header {
+        let mut header = Header::new(Command::Refused, request.cluster);
+        header.namespace = request.namespace;
+        header.client = request.client;
+        header.request = request.request;
+        header.operation = request.operation;
+        header.replica = replica;
+        header.view = view;
+        header.context = self.code();
+        header.set_checksums(&[]);
+        header
+    }
+}
+
 /// Why a header could not be decoded. Each variant names what the receiver
 /// should do: drop the message and count the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -477,6 +523,23 @@ mod tests {
         let mut other = decoded;
         other.command = Command::StartView;
         assert_eq!(other.do_view_change_nacks(), None, "only a do_view_change carries nacks");
+    }
+
+    #[test]
+    fn a_refusal_names_the_request_and_its_reason() {
+        let mut request = Header::new(Command::Request, 7);
+        (request.namespace, request.client, request.request) = (42, 99, 5);
+        for reason in [Refusal::PartitionMissing, Refusal::Busy] {
+            let refused = reason.header(&request, 2, 3);
+            let decoded = Header::decode(&refused.encode()).unwrap();
+            assert_eq!(
+                (decoded.command, decoded.namespace, decoded.client, decoded.request),
+                (Command::Refused, 42, 99, 5)
+            );
+            assert_eq!((decoded.replica, decoded.view), (2, 3));
+            assert_eq!(Refusal::from_code(decoded.context), Some(reason));
+        }
+        assert_eq!(Refusal::from_code(0), None);
     }
 
     #[test]

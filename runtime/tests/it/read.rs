@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use shoal_client::{Client, ReadAnswer};
+use shoal_client::{Client, ClientConfig, ClientError, ReadAnswer};
 use shoal_shard::namespace::Namespace;
 
-use crate::process::{Cluster, REPLICA_COUNT};
+use crate::process::{CLUSTER, Cluster, REPLICA_COUNT};
 
 const PARTITIONS: u32 = 2;
 const BATCHES: usize = 24;
@@ -99,5 +99,24 @@ fn every_acknowledged_append_reads_back_from_each_replica_in_order_exactly_once(
     for replica in 0..REPLICA_COUNT {
         assert_eq!(client.read(partition(PARTITIONS + 5), replica, 0, 10).unwrap(), ReadAnswer::PartitionMissing);
     }
+
+    // An append to a partition that does not exist is refused at once, not
+    // left to the request timeout (30 s here).
+    let started = Instant::now();
+    match client.append(partition(PARTITIONS + 5), b"nowhere") {
+        Err(ClientError::PartitionMissing { .. }) => {}
+        other => panic!("an append to a missing partition: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "refused in {:?}", started.elapsed());
+
+    // Clients with the default config draw their ids: a new one after
+    // another is not mistaken for it (a reused id used to hang).
+    let mut first = Client::new(ClientConfig::new(CLUSTER, cluster.client_addresses.clone())).unwrap();
+    first.append(partition(0), b"first").unwrap();
+    let mut second = Client::new(ClientConfig::new(CLUSTER, cluster.client_addresses.clone())).unwrap();
+    assert_ne!(first.id(), second.id());
+    let started = Instant::now();
+    second.append(partition(0), b"second").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "appended in {:?}", started.elapsed());
     cluster.stop_all();
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shoal_vsr::header::{Command, Header};
+use shoal_vsr::header::{Command, Header, Refusal};
 use shoal_vsr::io::Io;
 use shoal_vsr::journal::JournalError;
 use shoal_vsr::message::Message;
@@ -318,6 +318,12 @@ impl<I: Io> Node<I> {
             self.serve_read(target, group, client, &message, world).await?;
             return Ok(Routed::Delivered);
         }
+        if let (Source::Client(client), Command::Request, None) = (source, header.command, group) {
+            // No such group here: told at once rather than left to time out.
+            let refusal = Refusal::PartitionMissing.header(&header, self.config.replica, 0);
+            self.reply_outside_consensus(target, client, Message::empty(refusal), world);
+            return Ok(Routed::Delivered);
+        }
         let Some(group) = group else {
             self.links.drops.bump(variant, DropReason::NamespaceMiss);
             let consensus_control = header.command.is_consensus_control();
@@ -349,11 +355,19 @@ impl<I: Io> Node<I> {
             crate::read::ReadAnswer::Malformed
         };
         let reply = answer.reply(&message.header, self.config.replica);
-        let owner = world.client_shard(client);
-        if self.links.hop(shard, owner, FrameVariant::ClientReply, world).is_ok() {
-            world.reply_to_client(owner, client, reply);
-        }
+        self.reply_outside_consensus(shard, client, reply, world);
         Ok(())
+    }
+
+    /// Send `client` an answer no replica event made (a read's, a
+    /// refusal), from shard `from` through the shard that holds its
+    /// connection. It promises nothing durable.
+    fn reply_outside_consensus<W: NodeWorld>(&self, from: ShardId, client: u128, message: Message, world: &mut W) {
+        debug_assert!(Promise::of(&message.header).is_none(), "an answer outside consensus promises nothing");
+        let owner = world.client_shard(client);
+        if self.links.hop(from, owner, FrameVariant::ClientReply, world).is_ok() {
+            world.reply_to_client(owner, client, message);
+        }
     }
 
     /// Run one replica event and carry out what it asks, in order.
