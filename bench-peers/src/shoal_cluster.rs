@@ -77,6 +77,9 @@ pub struct ShoalCluster {
     next_client: AtomicU64,
 }
 
+/// What the start-up probe appends to every partition (not a workload message).
+pub const PROBE_PAYLOAD: &[u8] = b"probe";
+
 pub fn partition(index: u32) -> Namespace {
     Namespace::partition(STREAM, TOPIC, index).expect("benchmark partitions are in range")
 }
@@ -197,7 +200,9 @@ impl ShoalCluster {
         let _ = admin.create_stream(STREAM, "bench");
         let _ = admin.create_topic(STREAM, TOPIC, "appends", self.settings.partitions_count);
         for index in 0..self.settings.partitions_count {
-            admin.append(partition(index), b"probe").map_err(|error| format!("probe partition {index}: {error}"))?;
+            admin
+                .append(partition(index), PROBE_PAYLOAD)
+                .map_err(|error| format!("probe partition {index}: {error}"))?;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, Sha
 pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError, Salvage};
 pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
-pub use read::{READ_MESSAGES_MAX, ReadAnswer, ReadError, ReadRequest};
+pub use read::{READ_MESSAGES_MAX, READ_REPLY_SIZE_MAX_BYTES, ReadAnswer, ReadError, ReadRequest};
 pub use router::{
     RouteError, route, route_consensus_control, route_metadata, route_partition, route_read, route_request,
 };

@@ -17,14 +17,15 @@
 //! not numbered by a session; the id only pairs a reply with its read), and
 //! the body `[offset u64 LE][count_max u32 LE][size_max u32 LE]`:
 //! `size_max` bounds the whole reply frame, header included (the reader's
-//! frame limit), `count_max` the messages.
+//! frame limit; the server caps it at `READ_REPLY_SIZE_MAX_BYTES`),
+//! `count_max` the messages (at most `READ_MESSAGES_MAX`).
 //!
 //! Reply: header `ReadReply` with the request's `namespace` and `request`,
 //! `replica` = the replica that served it, `context` = the status code,
 //! `op` = the first offset (or the offset asked), `commit` = the replica's
 //! committed end. With messages the body is a batch (`message_batch`'s
 //! layout, the same as the `SendMessages` that appended them): message `i`
-//! is at `op + i`. A single message always fits a reply under the server's
+//! is at `op + i`. A single message always fits a reply of the server's
 //! `message_size_max` (its append carried it with the same overhead); one
 //! that does not fit the reader's `size_max` is answered `MessageTooLarge`.
 
@@ -39,6 +40,12 @@ use crate::message_batch::{
 pub const READ_REQUEST_SIZE_BYTES: usize = 8 + 4 + 4;
 /// Messages one reply carries at most (one batch).
 pub const READ_MESSAGES_MAX: u32 = BATCH_MESSAGES_MAX as u32;
+/// The largest read reply, header included, whatever the reader asks: the
+/// protocol's frame limit. Not the server's configured `message_size_max`,
+/// which sizes its journal slots (and so its disk): replies go only to
+/// clients, whose own frame limit is what they ask with (`size_max`), and
+/// a large reply is what makes reads fast (one round trip per megabyte).
+pub const READ_REPLY_SIZE_MAX_BYTES: u32 = MESSAGE_SIZE_MAX_BYTES;
 /// The smallest reply bound a reader may name: a header and one empty message.
 pub const READ_REPLY_SIZE_MIN_BYTES: u32 =
     (HEADER_SIZE_BYTES + BATCH_HEADER_SIZE_BYTES + BATCH_MESSAGE_OVERHEAD_BYTES) as u32;
@@ -123,8 +130,8 @@ impl ReadRequest {
     }
 
     /// The batch bytes a reply to this request may carry.
-    pub fn batch_size_max_bytes(&self, message_size_max_bytes: u32) -> usize {
-        let frame_max = self.size_max_bytes.min(message_size_max_bytes) as usize;
+    pub fn batch_size_max_bytes(&self) -> usize {
+        let frame_max = self.size_max_bytes.min(READ_REPLY_SIZE_MAX_BYTES) as usize;
         frame_max.saturating_sub(HEADER_SIZE_BYTES)
     }
 }

@@ -34,7 +34,6 @@ pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[
     // Applied messages wait in memory until persisted; a read of the tail
     // right after its commit must find them in the log.
     group.persist_partition().await?;
-    let message_size_max_bytes = group.storage().config().message_size_max_bytes;
     let GroupMachine::Partition(partition) = group.replica().state_machine() else {
         unreachable!("checked above");
     };
@@ -50,7 +49,7 @@ pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[
         return Ok(ReadAnswer::Unavailable { committed_end });
     }
     let count_max = u64::from(request.count_max.min(READ_MESSAGES_MAX)).min(committed_end - request.offset);
-    let batch_max_bytes = request.batch_size_max_bytes(message_size_max_bytes);
+    let batch_max_bytes = request.batch_size_max_bytes();
     // A log record is larger than its place in the reply's batch by the
     // difference of their per-message overheads: load that much more per
     // message (`fit` trims what does not fit the reply).

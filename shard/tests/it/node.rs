@@ -6,13 +6,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shoal_shard::node::{
-    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, StorageConfig,
-    StorageError, action_name,
+    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, Routed,
+    StorageConfig, StorageError, action_name,
 };
 use shoal_shard::{
     BatchReply, FrameDrops, Namespace, ReadAnswer, ReadRequest, ReplicaOwnerTable, ShardCount, ShardId, encode_batch,
 };
-use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, Refusal};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
 
@@ -404,4 +404,22 @@ fn a_read_serves_committed_offsets_only_from_any_replica() {
         read(&mut nodes[0], &mut worlds[0], Namespace::METADATA.raw(), 0, size_max),
         ReadAnswer::PartitionMissing
     );
+}
+
+/// A request to a group this replica does not run is refused at once with
+/// a typed answer (the client need not wait out its timeout), and counted
+/// as no drop.
+#[test]
+fn a_request_to_a_missing_partition_is_refused_with_a_typed_answer() {
+    let mut primary = node(0);
+    let mut world = Recorder::default();
+    let mut request = register();
+    request.header.namespace = Namespace::partition(9, 9, 9).unwrap().raw();
+    request.header.request = 7;
+    let routed = block_on(primary.on_frame(Source::Client(CLIENT), ShardId(0), request, &mut world)).expect("runs");
+    assert_eq!(routed, Routed::Delivered);
+    let refusal = world.replies.pop().expect("refused, not dropped");
+    assert_eq!((refusal.header.command, refusal.header.request), (Command::Refused, 7));
+    assert_eq!(Refusal::from_code(refusal.header.context), Some(Refusal::PartitionMissing));
+    assert!(world.to_replicas.is_empty(), "nothing was prepared");
 }
