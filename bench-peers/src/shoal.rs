@@ -7,26 +7,48 @@
 //! over `ceil(N / CLIENTS_PER_PARTITION_MAX)` partitions of one topic, since
 //! one partition group's session table holds only so many clients: shoal's
 //! rows are therefore appends to several partition logs, the peers' to one
-//! stream or key range. Reads: there is no read-by-offset wire command yet,
-//! so shoal's read row is "n/a".
+//! stream or key range. Reads: one more client reads every partition in
+//! turn, from offset 0, from one replica (`READ_REPLICA`, a backup in view
+//! 0: any replica serves committed offsets, outside consensus), with
+//! `Client::read` (one request in flight, each answer up to a megabyte).
+//! The warm-up and probe appends the driver made itself are skipped.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_client::Client;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shoal_client::{Client, ReadAnswer};
 
 use crate::error::{BenchError, Unavailable};
 use crate::shoal_cluster::{
-    CLIENTS_PER_PARTITION_MAX, MESSAGE_SIZE_MAX_BYTES_DEFAULT, ShoalCluster, ShoalSettings, partition,
+    CLIENTS_PER_PARTITION_MAX, MESSAGE_SIZE_MAX_BYTES_DEFAULT, PROBE_PAYLOAD, ShoalCluster, ShoalSettings, partition,
 };
 use crate::system::{ReadBatch, StartSettings, System};
+use crate::workload::payload_index;
 
-pub const READS_UNAVAILABLE: &str = "no read-by-offset wire command yet (the client library cannot read)";
+/// The replica the read phase reads from.
+pub const READ_REPLICA: u8 = 1;
+/// What each worker appends once before measuring (not a workload message).
+const WARM_UP_PAYLOAD: &[u8] = b"worker warm-up";
+/// A lagging replica (its commit heartbeat not yet in) is asked again after this.
+const READ_RETRY_WAIT: Duration = Duration::from_millis(1);
 
 type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
 type Job = (Vec<u8>, Reply);
+
+/// Per partition: one past the highest offset acknowledged to a worker.
+type AckedEnds = Arc<Vec<AtomicU64>>;
+
+/// Where the read phase stands.
+#[derive(Debug)]
+struct Reader {
+    client: Client,
+    partition: u32,
+    offset: u64,
+}
 
 #[derive(Debug)]
 pub struct Shoal {
@@ -37,6 +59,8 @@ pub struct Shoal {
     pub append_timeout: Duration,
     cluster: Option<ShoalCluster>,
     jobs: Option<Sender<Job>>,
+    acked_ends: AckedEnds,
+    reader: Option<Reader>,
 }
 
 impl Shoal {
@@ -46,7 +70,16 @@ impl Shoal {
         workers_count: usize,
         append_timeout: Duration,
     ) -> Shoal {
-        Shoal { shards_per_replica_count, server_binary, workers_count, append_timeout, cluster: None, jobs: None }
+        Shoal {
+            shards_per_replica_count,
+            server_binary,
+            workers_count,
+            append_timeout,
+            cluster: None,
+            jobs: None,
+            acked_ends: Arc::new(Vec::new()),
+            reader: None,
+        }
     }
 
     fn partitions_count(&self) -> u32 {
@@ -62,13 +95,15 @@ impl Shoal {
         let receiver = Arc::new(Mutex::new(receiver));
         let (ready_sender, ready) = channel::<Result<(), String>>();
         let partitions = self.partitions_count();
+        self.acked_ends = Arc::new((0..partitions).map(|_| AtomicU64::new(0)).collect());
         for index in 0..self.workers_count {
             let config = cluster.fresh_client_config();
             let (receiver, ready_sender) = (receiver.clone(), ready_sender.clone());
-            let target = partition((index % partitions as usize) as u32);
+            let target_index = (index % partitions as usize) as u32;
+            let acked_ends = self.acked_ends.clone();
             // Detached: a worker ends when the queue closes (after its
             // current append returns or times out).
-            std::thread::spawn(move || worker(config, target, &receiver, &ready_sender));
+            std::thread::spawn(move || worker(config, target_index, &acked_ends, &receiver, &ready_sender));
         }
         self.jobs = Some(sender);
         let deadline = Instant::now() + timeout;
@@ -92,12 +127,15 @@ impl Shoal {
 
 fn worker(
     config: shoal_client::ClientConfig,
-    target: shoal_shard::namespace::Namespace,
+    target_index: u32,
+    acked_ends: &AckedEnds,
     jobs: &Mutex<Receiver<Job>>,
     ready: &Sender<Result<(), String>>,
 ) {
+    let target = partition(target_index);
+    let acked = |offset: u64| acked_ends[target_index as usize].fetch_max(offset + 1, Ordering::Relaxed);
     let first = Client::new(config).map_err(|error| error.to_string()).and_then(|mut client| {
-        client.append(target, b"worker warm-up").map_err(|error| error.to_string())?;
+        acked(client.append(target, WARM_UP_PAYLOAD).map_err(|error| error.to_string())?);
         Ok(client)
     });
     let mut client = match first {
@@ -113,8 +151,10 @@ fn worker(
     loop {
         let job = jobs.lock().map(|receiver| receiver.recv());
         let Ok(Ok((payload, reply))) = job else { return };
-        let result = client.append(target, &payload).map(|_| ()).map_err(|error| error.to_string());
-        let _ = reply.send(result);
+        let result = client.append(target, &payload).map(|offset| {
+            acked(offset);
+        });
+        let _ = reply.send(result.map_err(|error| error.to_string()));
     }
 }
 
@@ -166,10 +206,6 @@ impl System for Shoal {
         self.cluster.as_ref().map(ShoalCluster::pids).unwrap_or_default()
     }
 
-    fn supports_reads(&self) -> Result<(), String> {
-        Err(READS_UNAVAILABLE.to_owned())
-    }
-
     fn append(&self, payload: Vec<u8>) -> impl Future<Output = Result<(), BenchError>> + Send + 'static {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queued = self.jobs.as_ref().is_some_and(|jobs| jobs.send((payload, reply)).is_ok());
@@ -185,13 +221,59 @@ impl System for Shoal {
         }
     }
 
-    async fn read(&mut self, _count: usize) -> Result<ReadBatch, BenchError> {
-        Err(BenchError::client("shoal", "read", READS_UNAVAILABLE))
+    /// Up to `count` messages after the ones already read: the rest of the
+    /// current partition, then the next. Blocks the caller's thread (the
+    /// client library is blocking; nothing else runs during the read phase).
+    async fn read(&mut self, count: usize) -> Result<ReadBatch, BenchError> {
+        let read_error = |message: String| BenchError::client("shoal", "read", message);
+        if self.reader.is_none() {
+            let cluster = self.cluster.as_ref().ok_or_else(|| read_error("the cluster is not started".into()))?;
+            let client = Client::new(cluster.fresh_client_config()).map_err(|error| read_error(error.to_string()))?;
+            self.reader = Some(Reader { client, partition: 0, offset: 0 });
+        }
+        let reader = self.reader.as_mut().expect("just set");
+        let mut batch = ReadBatch::default();
+        while batch.indices.is_empty() {
+            let Some(acked_end) = self.acked_ends.get(reader.partition as usize) else {
+                return Ok(batch); // every partition read: nothing follows
+            };
+            let acked_end = acked_end.load(Ordering::Relaxed);
+            if reader.offset >= acked_end {
+                (reader.partition, reader.offset) = (reader.partition + 1, 0);
+                continue;
+            }
+            let count_max = u32::try_from(count).unwrap_or(u32::MAX).min(shoal_client::READ_MESSAGES_MAX);
+            let answer = reader
+                .client
+                .read(partition(reader.partition), READ_REPLICA, reader.offset, count_max)
+                .map_err(|error| read_error(error.to_string()))?;
+            match answer {
+                ReadAnswer::Messages { first_offset, messages, .. } => {
+                    if first_offset != reader.offset {
+                        return Err(read_error(format!("asked offset {}, answered {first_offset}", reader.offset)));
+                    }
+                    reader.offset += messages.len() as u64;
+                    for message in messages {
+                        if message == WARM_UP_PAYLOAD || message == PROBE_PAYLOAD {
+                            continue;
+                        }
+                        let index = payload_index(&message).ok_or_else(|| read_error("a message too short".into()))?;
+                        batch.indices.push(index);
+                        batch.payload_bytes += message.len() as u64;
+                    }
+                }
+                // The replica has not heard of the commit yet: ask again.
+                ReadAnswer::OffsetBeyondEnd { .. } => std::thread::sleep(READ_RETRY_WAIT),
+                other => return Err(read_error(format!("partition {} answered {other:?}", reader.partition))),
+            }
+        }
+        Ok(batch)
     }
 
     fn stop(&mut self) {
         // Closing the queue ends the workers; dropping the cluster kills the servers.
         self.jobs = None;
+        self.reader = None;
         self.cluster = None;
     }
 }

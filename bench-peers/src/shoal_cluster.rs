@@ -77,6 +77,9 @@ pub struct ShoalCluster {
     next_client: AtomicU64,
 }
 
+/// What the start-up probe appends to every partition (not a workload message).
+pub const PROBE_PAYLOAD: &[u8] = b"probe";
+
 pub fn partition(index: u32) -> Namespace {
     Namespace::partition(STREAM, TOPIC, index).expect("benchmark partitions are in range")
 }
@@ -153,7 +156,7 @@ impl ShoalCluster {
     }
 
     pub fn client_config(&self, client: u128) -> ClientConfig {
-        let mut config = ClientConfig::new(CLUSTER, client, self.client_addresses.clone());
+        let mut config = ClientConfig::new(CLUSTER, self.client_addresses.clone()).with_client_id(client);
         let default_tick = config.tick;
         let retry_timeout = default_tick * u32::try_from(config.retry_timeout_ticks).unwrap_or(u32::MAX);
         config.tick = self.settings.client_tick.unwrap_or(default_tick);
@@ -197,7 +200,9 @@ impl ShoalCluster {
         let _ = admin.create_stream(STREAM, "bench");
         let _ = admin.create_topic(STREAM, TOPIC, "appends", self.settings.partitions_count);
         for index in 0..self.settings.partitions_count {
-            admin.append(partition(index), b"probe").map_err(|error| format!("probe partition {index}: {error}"))?;
+            admin
+                .append(partition(index), PROBE_PAYLOAD)
+                .map_err(|error| format!("probe partition {index}: {error}"))?;
         }
         Ok(())
     }

@@ -29,17 +29,16 @@ fn main() {
         size.parse().unwrap(),
         partitions.parse().unwrap(),
     );
-    let config = |id: u128| {
-        let mut config = ClientConfig::new(cluster, id, addresses.clone());
+    let config = || {
+        let mut config = ClientConfig::new(cluster, addresses.clone());
         config.tick = Duration::from_millis(2);
         config.retry_timeout_ticks = 500;
         config.request_timeout_ticks = 5_000;
         config
     };
-    // Client ids are unique per process: a reused id would start its request
+    // Every client draws a random id: a reused one would start its request
     // numbers again inside a session the cluster still holds.
-    let id_base = u128::from(std::process::id()) << 32;
-    let mut admin = Client::new(config(id_base)).unwrap();
+    let mut admin = Client::new(config()).unwrap();
     match admin.create_stream(1, "load") {
         Ok(()) | Err(ClientError::Rejected { .. }) => {}
         Err(error) => panic!("create stream: {error}"),
@@ -55,7 +54,7 @@ fn main() {
     let ready = std::sync::Arc::new(std::sync::Barrier::new(clients as usize));
     let threads: Vec<_> = (0..clients)
         .map(|index| {
-            let config = config(id_base + 1 + u128::from(index));
+            let config = config();
             let ready = ready.clone();
             std::thread::spawn(move || {
                 let mut client = Client::new(config).unwrap();

@@ -15,8 +15,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use shoal_shard::message_batch::{BatchError, BatchReply, encode_batch};
 use shoal_shard::namespace::Namespace;
+use shoal_shard::read::{READ_MESSAGES_MAX, ReadAnswer, ReadError, ReadRequest};
 use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest, decode_reply};
-use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::message::Message;
 
 use crate::connection::Connection;
 use crate::session::{ClientSession, Outcome, RETRY_TIMEOUT_TICKS_DEFAULT, SessionConfig, SessionError};
@@ -32,10 +34,17 @@ pub const REQUEST_TIMEOUT_TICKS_DEFAULT: u64 = 1_000;
 /// Ticks to wait before dialing a replica whose connection failed.
 pub const RECONNECT_DELAY_TICKS: u64 = 10;
 
+/// Where `Client::new` draws a random client id from.
+const ENTROPY_PATH: &str = "/dev/urandom";
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub cluster: u128,
-    /// Nonzero and unique per client process.
+    /// Unique per `Client` instance: the replicas key sessions by it, and a
+    /// new `Client` reusing an id would start again at request 0 inside a
+    /// session the cluster still holds (its requests would be taken for
+    /// old ones and never answered). `0` (the default): `Client::new` draws
+    /// a random 128-bit id.
     pub client: u128,
     /// Every replica's client address, by replica index.
     pub addresses: Vec<SocketAddr>,
@@ -46,10 +55,12 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(cluster: u128, client: u128, addresses: Vec<SocketAddr>) -> ClientConfig {
+    /// A client of `cluster` whose replicas' client ports are `addresses`
+    /// (by replica index), with a random client id drawn by `Client::new`.
+    pub fn new(cluster: u128, addresses: Vec<SocketAddr>) -> ClientConfig {
         ClientConfig {
             cluster,
-            client,
+            client: 0,
             addresses,
             tick: TICK_DEFAULT,
             retry_timeout_ticks: RETRY_TIMEOUT_TICKS_DEFAULT,
@@ -57,6 +68,23 @@ impl ClientConfig {
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         }
     }
+
+    /// Use `client` as the client id instead of a random one. Only for a
+    /// caller that guarantees no other `Client` ever used it (see `client`).
+    pub fn with_client_id(mut self, client: u128) -> ClientConfig {
+        self.client = client;
+        self
+    }
+}
+
+/// A random nonzero 128-bit client id from the OS.
+fn random_client_id() -> Result<u128, ClientError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let entropy_error = |source| ClientError::Entropy { path: ENTROPY_PATH, source };
+    std::fs::File::open(ENTROPY_PATH).and_then(|mut file| file.read_exact(&mut bytes)).map_err(entropy_error)?;
+    // Zero is reserved for replicas' own ops; 2^-128 odds, but never zero.
+    Ok(u128::from_le_bytes(bytes).max(1))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +101,11 @@ pub enum ClientError {
          that request may or may not have been applied; the next call registers a new session"
     )]
     Evicted { namespace: u64, request: u64 },
+    #[error(
+        "group {namespace:#x} does not exist on a majority of the replicas (request {request} was not applied): \
+         create the topic first, or check the stream, topic and partition ids"
+    )]
+    PartitionMissing { namespace: u64, request: u64 },
     #[error("the metadata group refused the change: {reason}")]
     Rejected { reason: MetadataError },
     #[error("the reply to request {request} is malformed ({detail}): the server and client versions differ")]
@@ -86,6 +119,20 @@ pub enum ClientError {
     BatchRefused { request: u64 },
     #[error("producer settings: {0}")]
     BatchConfig(#[from] crate::producer::BatchConfigError),
+    #[error(
+        "cannot draw a random client id from {path}: {source}; set ClientConfig::client (with_client_id) to an id \
+         no other client uses"
+    )]
+    Entropy { path: &'static str, source: std::io::Error },
+    #[error("read: {0}")]
+    Read(#[from] ReadError),
+    #[error("replica {replica} is not one of the {replica_count} replicas this client knows: pass an index below it")]
+    UnknownReplica { replica: u8, replica_count: usize },
+    #[error(
+        "read {read_id} of group {namespace:#x} from replica {replica} got no answer in {ticks} ticks: \
+         the replica may be down or unreachable (reads are safe to repeat, on it or another replica)"
+    )]
+    ReadTimedOut { namespace: u64, replica: u8, read_id: u64, ticks: u64 },
     #[error(
         "a request of {size_bytes} bytes (header included) exceeds message_size_max of {max_bytes} bytes, and \
          the replica would close the connection on it: split the batch, or raise message_size_max on every \
@@ -101,20 +148,41 @@ struct Link {
     redial_in_ticks: u64,
 }
 
+/// The read waiting for its answer (one at a time).
+#[derive(Debug)]
+struct ReadInFlight {
+    namespace: u64,
+    replica: u8,
+    read_id: u64,
+    message: Message,
+    answer: Option<Message>,
+}
+
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
     links: Vec<Link>,
     sessions: BTreeMap<u64, ClientSession>,
+    /// The id of the last read sent: a reply pairs with its read by it.
+    read_id: u64,
+    read: Option<ReadInFlight>,
 }
 
 impl Client {
     /// No connection is opened until the first request needs one.
-    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+    pub fn new(mut config: ClientConfig) -> Result<Client, ClientError> {
+        if config.client == 0 {
+            config.client = random_client_id()?;
+        }
         // Validate the shared settings once, through the session rules.
         ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
         let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
-        Ok(Client { config, links, sessions: BTreeMap::new() })
+        Ok(Client { config, links, sessions: BTreeMap::new(), read_id: 0, read: None })
+    }
+
+    /// This client's id (drawn at random unless the config named one).
+    pub fn id(&self) -> u128 {
+        self.config.client
     }
 
     pub fn create_stream(&mut self, stream_id: u32, name: &str) -> Result<(), ClientError> {
@@ -160,6 +228,104 @@ impl Client {
         Ok(reply)
     }
 
+    /// Read up to `count_max` committed messages of `partition` from
+    /// `offset`, as replica `replica` holds them (no session, no consensus:
+    /// any replica answers from its own partition log, and only offsets it
+    /// knows committed). The answer is typed: messages (at least one; fewer
+    /// than asked when the reply bound or the committed end cuts them), or
+    /// why none (no such partition there, the offset is not committed there
+    /// yet, the replica lacks it now, one message exceeds this client's
+    /// `message_size_max_bytes`). A replica that lags answers
+    /// `OffsetBeyondEnd` for what another already committed: ask again, or
+    /// ask another.
+    pub fn read(
+        &mut self,
+        partition: Namespace,
+        replica: u8,
+        offset: u64,
+        count_max: u32,
+    ) -> Result<ReadAnswer, ClientError> {
+        let replica_count = self.links.len();
+        if usize::from(replica) >= replica_count {
+            return Err(ClientError::UnknownReplica { replica, replica_count });
+        }
+        let request = ReadRequest::new(offset, count_max.min(READ_MESSAGES_MAX), self.config.message_size_max_bytes)?;
+        self.read_id += 1;
+        let (namespace, read_id) = (partition.raw(), self.read_id);
+        let message = request.message(self.config.cluster, self.config.client, namespace, read_id);
+        self.read = Some(ReadInFlight { namespace, replica, read_id, message, answer: None });
+        let answer = self.wait_read();
+        let read = self.read.take().expect("the read stays in flight until here");
+        answer?;
+        let reply = read.answer.expect("wait_read returns Ok only with an answer");
+        Ok(ReadAnswer::decode(&reply.header, &reply.body)?)
+    }
+
+    /// Send the read in flight, and again every retry timeout (a read is
+    /// safe to repeat), until its answer arrives or the request timeout.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the client is the real world
+    fn wait_read(&mut self) -> Result<(), ClientError> {
+        let mut ticks = 0;
+        let mut tick_ends = std::time::Instant::now() + self.config.tick;
+        let mut send_at_tick = Some(0);
+        while ticks < self.config.request_timeout_ticks {
+            if send_at_tick.is_some_and(|at| ticks >= at) {
+                let read = self.read.as_ref().expect("a read in flight");
+                let (replica, message) = (read.replica, read.message.clone());
+                send_at_tick = match self.connection(replica).map(|c| c.send(&message)) {
+                    Some(Ok(())) => Some(ticks + self.config.retry_timeout_ticks),
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "send failed");
+                        self.drop_link(replica);
+                        Some(ticks + 1)
+                    }
+                    // Not connected (a redial waits): try on the next tick.
+                    None => Some(ticks + 1),
+                };
+            }
+            self.flush();
+            let left = tick_ends.saturating_duration_since(std::time::Instant::now());
+            // Replies for sessions keep flowing while a read waits.
+            let _ = self.receive(0, left);
+            if self.read.as_ref().is_some_and(|r| r.answer.is_some()) {
+                return Ok(());
+            }
+            if std::time::Instant::now() < tick_ends {
+                continue;
+            }
+            ticks += 1;
+            tick_ends = std::time::Instant::now() + self.config.tick;
+            for session in self.sessions.values_mut() {
+                session.tick();
+            }
+            for link in &mut self.links {
+                link.redial_in_ticks = link.redial_in_ticks.saturating_sub(1);
+            }
+        }
+        let read = self.read.as_ref().expect("a read in flight");
+        Err(ClientError::ReadTimedOut {
+            namespace: read.namespace,
+            replica: read.replica,
+            read_id: read.read_id,
+            ticks: self.config.request_timeout_ticks,
+        })
+    }
+
+    /// Keep `message` if it answers the read in flight (a late answer to an
+    /// earlier read, or from another replica, is dropped).
+    fn on_read_reply(&mut self, message: Message) {
+        let Some(read) = self.read.as_mut() else { return };
+        let header = &message.header;
+        if header.request == read.read_id
+            && header.namespace == read.namespace
+            && header.replica == read.replica
+            && header.client == self.config.client
+            && read.answer.is_none()
+        {
+            read.answer = Some(message);
+        }
+    }
+
     fn metadata(&mut self, change: MetadataRequest) -> Result<(), ClientError> {
         let (request, body) = self.request(Namespace::METADATA.raw(), change.operation(), &change.encode_body())?;
         match decode_reply(&body) {
@@ -193,6 +359,7 @@ impl Client {
                 Ok((request, body))
             }
             Outcome::Evicted { request } => Err(ClientError::Evicted { namespace, request }),
+            Outcome::PartitionMissing { request } => Err(ClientError::PartitionMissing { namespace, request }),
             Outcome::Registered { .. } => unreachable!("a submitted request is answered by a reply or an eviction"),
         }
     }
@@ -215,8 +382,12 @@ impl Client {
             self.flush();
             let left = tick_ends.saturating_duration_since(std::time::Instant::now());
             if let Some(outcome) = self.receive(namespace, left) {
-                if let Outcome::Evicted { request } = outcome {
-                    return Err(ClientError::Evicted { namespace, request });
+                match outcome {
+                    Outcome::Evicted { request } => return Err(ClientError::Evicted { namespace, request }),
+                    Outcome::PartitionMissing { request } => {
+                        return Err(ClientError::PartitionMissing { namespace, request });
+                    }
+                    _ => {}
                 }
                 return Ok(outcome);
             }
@@ -281,6 +452,10 @@ impl Client {
                 }
             };
             for message in messages {
+                if message.header.command == Command::ReadReply {
+                    self.on_read_reply(message);
+                    continue;
+                }
                 let Some(session) = self.sessions.get_mut(&message.header.namespace) else { continue };
                 let outcome = session.on_message(&message);
                 if message.header.namespace == namespace && outcome.is_some() {

@@ -5,12 +5,14 @@
 //! simulator can run the very same code), one blocking TCP connection to a
 //! replica speaking the server's wire format (`connection`), and `Client`,
 //! which ties sessions and connections into calls: create a stream or topic,
-//! append a message or a batch exactly once; and `Producer`, which batches
-//! messages per partition by size and linger time, as a Kafka producer does.
+//! append a message or a batch exactly once, read committed messages; and
+//! `Producer`, which batches messages per partition by size and linger time,
+//! as a Kafka producer does.
 //!
 //! Must not decide anything the replicas must agree on: the group decides
 //! offsets, sessions and evictions; the client only follows the replies.
-//! Reads by offset wait for the server's read path (issue 12).
+//! `Client::read` reads committed messages by offset from a chosen replica,
+//! outside sessions and consensus (`shoal_shard::read`).
 
 pub mod client;
 pub mod connection;
@@ -22,3 +24,4 @@ pub use connection::{Connection, ConnectionError};
 pub use producer::{BatchConfig, BatchConfigError, Batcher, Delivered, Producer};
 pub use session::{ClientSession, Outcome, SessionConfig, SessionError};
 pub use shoal_shard::message_batch::BatchReply;
+pub use shoal_shard::read::{READ_MESSAGES_MAX, ReadAnswer, ReadError};

@@ -16,13 +16,18 @@
 
 use std::rc::Rc;
 
-use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::header::{Command, Header, Operation, Refusal};
 use shoal_vsr::message::Message;
 
 /// Ticks a request waits for its reply before it is sent to every replica.
 pub const RETRY_TIMEOUT_TICKS_DEFAULT: u64 = 20;
 /// The most replicas a group has (VSR clusters here run 1, 3 or 5).
 pub const REPLICA_COUNT_MAX: u8 = 5;
+/// The longest a request waits after a "busy" refusal before it is sent
+/// again; the wait doubles from 1 tick per refusal in a row up to this, and
+/// a jitter draws it from its upper half, so refused clients do not return
+/// in lockstep.
+pub const BUSY_BACKOFF_TICKS_MAX: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -62,6 +67,10 @@ pub enum Outcome {
     /// table). Request `request` may or may not have committed; the session
     /// must register again before it sends anything.
     Evicted { request: u64 },
+    /// A majority of the replicas said twice, a retry timeout apart, that
+    /// they run no group for this namespace: no such partition. Request
+    /// `request` was not applied anywhere that answered.
+    PartitionMissing { request: u64 },
 }
 
 /// A message for one replica of the group.
@@ -76,6 +85,14 @@ struct InFlight {
     message: Message,
     sent_tick: u64,
     attempts: u64,
+    /// "Busy" refusals in a row, and the tick the request goes out again
+    /// (to the replica that refused it) after the backoff.
+    busy_refusals: u32,
+    busy_resend: Option<(u64, u8)>,
+    /// By replica: the tick it first said it runs no group for the
+    /// namespace, and whether it said so again a retry timeout later.
+    missing_since: [Option<u64>; REPLICA_COUNT_MAX as usize],
+    missing_confirmed: u8,
 }
 
 #[derive(Debug)]
@@ -186,7 +203,18 @@ impl ClientSession {
         self.now_tick += 1;
         let now_tick = self.now_tick;
         let Some(in_flight) = self.in_flight.as_mut() else { return };
-        if now_tick - in_flight.sent_tick < self.config.retry_timeout_ticks {
+        if let Some((at_tick, replica)) = in_flight.busy_resend
+            && now_tick >= at_tick
+        {
+            // The backoff passed: the same request (same number) again.
+            in_flight.busy_resend = None;
+            in_flight.sent_tick = now_tick;
+            in_flight.attempts += 1;
+            let message = in_flight.message.clone();
+            self.sends.push(Send { replica, message });
+            return;
+        }
+        if in_flight.busy_resend.is_some() || now_tick - in_flight.sent_tick < self.config.retry_timeout_ticks {
             return;
         }
         in_flight.sent_tick = now_tick;
@@ -218,7 +246,61 @@ impl ClientSession {
         match header.command {
             Command::Reply => self.on_reply(message),
             Command::Eviction => self.on_eviction(header),
+            Command::Refused => self.on_refused(header),
             _ => None,
+        }
+    }
+
+    /// A replica refused the request in flight. Busy: back off (bounded,
+    /// jittered) and send the same request to it again. No such group: ask
+    /// the replicas that have not said so yet, and give up once a majority
+    /// did (one replica may only lag behind the topic's creation).
+    fn on_refused(&mut self, header: &Header) -> Option<Outcome> {
+        let replica_count = self.config.replica_count;
+        let now_tick = self.now_tick;
+        let client = self.config.client;
+        let in_flight = self.in_flight.as_mut()?;
+        if header.request != in_flight.message.header.request || header.replica >= replica_count {
+            return None;
+        }
+        match Refusal::from_code(header.context)? {
+            Refusal::Busy => {
+                in_flight.busy_refusals = in_flight.busy_refusals.saturating_add(1);
+                let wait = busy_backoff_ticks(client, header.request, in_flight.busy_refusals);
+                in_flight.busy_resend = Some((now_tick + wait, header.replica));
+                self.sends.clear();
+                None
+            }
+            Refusal::PartitionMissing => {
+                let replica = usize::from(header.replica);
+                match in_flight.missing_since[replica] {
+                    None => {
+                        in_flight.missing_since[replica] = Some(now_tick);
+                        // Ask the others at once: the one asked may be the
+                        // only one that has not opened the group yet.
+                        let message = in_flight.message.clone();
+                        for other in (0..replica_count).filter(|r| in_flight.missing_since[usize::from(*r)].is_none()) {
+                            if !self.sends.iter().any(|send| send.replica == other) {
+                                self.sends.push(Send { replica: other, message: message.clone() });
+                            }
+                        }
+                    }
+                    // Said again a retry timeout later (the retry broadcast
+                    // asked again): not a replica lagging behind a topic
+                    // just created.
+                    Some(since) if now_tick - since >= self.config.retry_timeout_ticks => {
+                        in_flight.missing_confirmed |= 1 << header.replica;
+                    }
+                    Some(_) => {}
+                }
+                if in_flight.missing_confirmed.count_ones() > u32::from(replica_count / 2) {
+                    let request = header.request;
+                    self.in_flight = None;
+                    self.sends.clear();
+                    return Some(Outcome::PartitionMissing { request });
+                }
+                None
+            }
         }
     }
 
@@ -295,8 +377,34 @@ impl ClientSession {
         assert!(self.in_flight.is_none(), "a session has one request in flight");
         self.sends.clear();
         self.sends.push(Send { replica: self.primary_guess(), message: message.clone() });
-        self.in_flight = Some(InFlight { message, sent_tick: self.now_tick, attempts: 1 });
+        self.in_flight = Some(InFlight {
+            message,
+            sent_tick: self.now_tick,
+            attempts: 1,
+            busy_refusals: 0,
+            busy_resend: None,
+            missing_since: [None; REPLICA_COUNT_MAX as usize],
+            missing_confirmed: 0,
+        });
     }
+}
+
+/// Ticks to wait after the `refusals`-th "busy" in a row: the upper half of
+/// `min(2^(refusals-1), BUSY_BACKOFF_TICKS_MAX)`, drawn from a hash of the
+/// client, the request and the count (the session has no entropy of its
+/// own, and this keeps it deterministic for the simulator).
+pub fn busy_backoff_ticks(client: u128, request: u64, refusals: u32) -> u64 {
+    assert!(refusals >= 1);
+    let ceiling = 1u64.checked_shl(refusals - 1).unwrap_or(u64::MAX).min(BUSY_BACKOFF_TICKS_MAX);
+    let mut bytes = [0u8; 16 + 8 + 4];
+    bytes[..16].copy_from_slice(&client.to_le_bytes());
+    bytes[16..24].copy_from_slice(&request.to_le_bytes());
+    bytes[24..].copy_from_slice(&refusals.to_le_bytes());
+    let draw = shoal_vsr::header::checksum(&bytes) as u64;
+    let floor = ceiling.div_ceil(2);
+    let wait = floor + draw % (ceiling - floor + 1);
+    debug_assert!((1..=BUSY_BACKOFF_TICKS_MAX).contains(&wait));
+    wait
 }
 
 #[cfg(test)]
@@ -448,6 +556,78 @@ mod tests {
             Some(Outcome::Registered { session: 20 })
         );
         assert_eq!(s.submit(Operation::SendMessages, b"n"), Ok(1));
+    }
+
+    fn refused(request: u64, replica: u8, reason: Refusal) -> Message {
+        let mut header = Header::new(Command::Request, CLUSTER);
+        (header.namespace, header.client, header.request) = (NAMESPACE, CLIENT, request);
+        Message::empty(reason.header(&header, replica, 0))
+    }
+
+    #[test]
+    fn busy_backs_off_within_its_bound_and_resends_the_same_request_to_the_refusing_replica() {
+        let mut s = registered(3, 1, 5);
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        s.take_sends();
+        let mut previous_wait = 0;
+        for refusals in 1..=10u32 {
+            assert_eq!(s.on_message(&refused(request, 1, Refusal::Busy)), None, "busy is no outcome");
+            let mut waited = 0;
+            let resent = loop {
+                s.tick();
+                waited += 1;
+                let sends = s.take_sends();
+                if !sends.is_empty() {
+                    break sends;
+                }
+                assert!(waited <= BUSY_BACKOFF_TICKS_MAX, "the backoff is bounded");
+            };
+            assert_eq!(resent.len(), 1);
+            assert_eq!(
+                (resent[0].replica, resent[0].message.header.request),
+                (1, request),
+                "same request, same replica"
+            );
+            let ceiling = (1u64 << (refusals - 1)).min(BUSY_BACKOFF_TICKS_MAX);
+            assert!(waited >= ceiling.div_ceil(2) && waited <= ceiling, "refusal {refusals}: waited {waited}");
+            assert!(waited >= previous_wait || ceiling == BUSY_BACKOFF_TICKS_MAX);
+            previous_wait = waited;
+        }
+        assert_eq!(s.in_flight(), Some(request));
+    }
+
+    #[test]
+    fn the_backoff_jitters_between_clients() {
+        let waits: std::collections::BTreeSet<u64> =
+            (0..32u128).map(|client| busy_backoff_ticks(client + 1, 1, 7)).collect();
+        assert!(waits.len() > 4, "refused clients must not return in lockstep: {waits:?}");
+        assert!(waits.iter().all(|w| (32..=64).contains(w)));
+    }
+
+    #[test]
+    fn a_majority_saying_twice_that_the_partition_is_missing_ends_the_request() {
+        let mut s = registered(3, 0, 5);
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        s.take_sends();
+        assert_eq!(s.on_message(&refused(request, 0, Refusal::PartitionMissing)), None, "one replica may lag");
+        let asked: Vec<u8> = s.take_sends().iter().map(|send| send.replica).collect();
+        assert_eq!(asked, [1, 2], "the others are asked at once");
+        assert_eq!(s.on_message(&refused(request + 1, 1, Refusal::PartitionMissing)), None, "another request's");
+        assert_eq!(s.on_message(&refused(request, 1, Refusal::PartitionMissing)), None);
+        // Right after a topic is created, a majority may not have opened it
+        // yet: the same answers again before a retry timeout prove nothing.
+        assert_eq!(s.on_message(&refused(request, 0, Refusal::PartitionMissing)), None);
+        for _ in 0..3 {
+            s.tick();
+        }
+        let asked: Vec<u8> = s.take_sends().iter().map(|send| send.replica).collect();
+        assert_eq!(asked, [0, 1, 2], "the retry broadcast asks everyone again");
+        assert_eq!(s.on_message(&refused(request, 0, Refusal::PartitionMissing)), None, "one of three");
+        assert_eq!(
+            s.on_message(&refused(request, 1, Refusal::PartitionMissing)),
+            Some(Outcome::PartitionMissing { request })
+        );
+        assert_eq!(s.in_flight(), None);
     }
 
     #[test]

@@ -13,10 +13,18 @@ use shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
 use shoal_vsr::journal::SLOT_COUNT_MAX;
 
+use crate::bus::net::IDLE_TIMEOUT_MS;
 use crate::pinning::CpuAllocation;
 
 /// The smallest journal: enough slots for a pipeline plus a checkpoint interval.
 pub const JOURNAL_SLOT_COUNT_MIN: u64 = 64;
+/// `network.idle_timeout_ms` bounds: a connection may sit this long with an
+/// incomplete hello or frame before it is closed. Below the minimum a slow
+/// but healthy peer on a loaded machine would be cut off; past the maximum
+/// a stalled half-frame would pin its receive buffer for too long.
+pub const IDLE_TIMEOUT_MS_MIN: u64 = 100;
+pub const IDLE_TIMEOUT_MS_MAX: u64 = 3_600_000;
+const _: () = assert!(IDLE_TIMEOUT_MS_MIN <= IDLE_TIMEOUT_MS && IDLE_TIMEOUT_MS <= IDLE_TIMEOUT_MS_MAX);
 /// The smallest `limits.message_size_max`: a header and a small body.
 pub const MESSAGE_SIZE_MIN_BYTES: u32 = 4096;
 const _: () = assert!(MESSAGE_SIZE_MIN_BYTES as usize > HEADER_SIZE_BYTES);
@@ -64,6 +72,7 @@ pub enum ClusterId {
 pub struct NetworkSection {
     pub client_address: Option<String>,
     pub metrics_address: Option<String>,
+    pub idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -100,6 +109,7 @@ pub struct Overrides {
     pub replica_addresses: Option<Vec<String>>,
     pub client_address: Option<String>,
     pub metrics_address: Option<String>,
+    pub idle_timeout_ms: Option<u64>,
     pub data_dir: Option<PathBuf>,
     pub cpu_allocation: Option<String>,
     pub message_size_max: Option<u32>,
@@ -123,6 +133,8 @@ pub struct ServerConfig {
     pub replica_addresses: Vec<SocketAddr>,
     pub client_address: Option<SocketAddr>,
     pub metrics_address: Option<SocketAddr>,
+    /// How long a connection may sit with an incomplete hello or frame.
+    pub idle_timeout_ms: u64,
     pub data_dir: PathBuf,
     pub cpu_allocation: CpuAllocation,
     pub message_size_max_bytes: u32,
@@ -153,6 +165,11 @@ pub enum ConfigError {
     ReplicaAddresses { listed: usize, count: u8 },
     #[error("{key} = {given:?} is not an address: write host:port with a numeric IP, e.g. \"10.0.0.1:7000\"")]
     Address { key: &'static str, given: String },
+    #[error(
+        "network.idle_timeout_ms is {given}: set it within {IDLE_TIMEOUT_MS_MIN}..={IDLE_TIMEOUT_MS_MAX} \
+         (milliseconds a connection may stall mid-frame before it is closed)"
+    )]
+    IdleTimeout { given: u64 },
     #[error("sharding.cpu_allocation {given:?}: {reason}")]
     CpuAllocation { given: String, reason: String },
     #[error("limits.message_size_max is {given} bytes: set it within {min}..={max} (the same on every replica)")]
@@ -216,6 +233,10 @@ impl ServerConfig {
             .or(file.network.metrics_address)
             .map(|given| address("network.metrics_address", &given))
             .transpose()?;
+        let idle_timeout_ms = flags.idle_timeout_ms.or(file.network.idle_timeout_ms).unwrap_or(IDLE_TIMEOUT_MS);
+        if !(IDLE_TIMEOUT_MS_MIN..=IDLE_TIMEOUT_MS_MAX).contains(&idle_timeout_ms) {
+            return Err(ConfigError::IdleTimeout { given: idle_timeout_ms });
+        }
         let data_dir = flags.data_dir.or(file.storage.data_dir).ok_or(ConfigError::DataDirMissing)?;
         let allocation_text =
             flags.cpu_allocation.or(file.sharding.cpu_allocation).unwrap_or_else(|| "all".to_string());
@@ -255,6 +276,7 @@ impl ServerConfig {
             replica_addresses,
             client_address,
             metrics_address,
+            idle_timeout_ms,
             data_dir,
             cpu_allocation,
             message_size_max_bytes,
@@ -278,6 +300,7 @@ replica_addresses = ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
 [network]
 client_address = "0.0.0.0:8000"
 metrics_address = "127.0.0.1:9100"
+idle_timeout_ms = 2500
 
 [storage]
 data_dir = "/var/lib/shoal"
@@ -302,14 +325,17 @@ format = "json"
         assert_eq!(config.replica_addresses[2], "10.0.0.3:7000".parse().unwrap());
         assert_eq!(config.message_size_max_bytes, 65536);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.idle_timeout_ms, 2500);
         let flags = Overrides {
             replica: Some(2),
+            idle_timeout_ms: Some(700),
             data_dir: Some("/tmp/x".into()),
             log_format: Some("text".into()),
             ..Overrides::default()
         };
         let config = ServerConfig::resolve(file, flags).unwrap();
         assert_eq!(config.replica, 2);
+        assert_eq!(config.idle_timeout_ms, 700);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.log_format, LogFormat::Text);
     }
@@ -351,6 +377,13 @@ format = "json"
         assert!(refusal("[limits]\nmessage_size_max = 100\n").contains("limits.message_size_max"));
         assert!(refusal("[limits]\njournal_slot_count = 1000\n").contains("power of two"));
         assert!(refusal("[logging]\nformat = \"xml\"\n").contains("logging.format"));
+        assert!(refusal("[network]\nidle_timeout_ms = 5\n").contains("network.idle_timeout_ms"));
+        assert!(refusal("[network]\nidle_timeout_ms = 3600001\n").contains("network.idle_timeout_ms"));
+        let default = ServerConfig::resolve(
+            FileConfig::default(),
+            Overrides { data_dir: Some("/d".into()), ..Overrides::default() },
+        );
+        assert_eq!(default.unwrap().idle_timeout_ms, IDLE_TIMEOUT_MS);
         let missing = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap_err();
         assert!(missing.to_string().contains("--data-dir"));
     }

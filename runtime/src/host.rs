@@ -65,6 +65,8 @@ pub struct HostConfig {
     pub journal_slot_count: u64,
     pub message_size_max_bytes: u32,
     pub client_sessions_max: usize,
+    /// How long a connection may stall mid-hello or mid-frame (`network.idle_timeout_ms`).
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,8 +369,11 @@ async fn start_bus(
     drops: &Arc<FrameDrops>,
 ) -> Result<Bus, HostError> {
     let local = Peer::Replica(config.replica);
-    let bus_config =
-        BusConfig { message_size_max_bytes: config.message_size_max_bytes, ..BusConfig::new(config.cluster, local) };
+    let bus_config = BusConfig {
+        message_size_max_bytes: config.message_size_max_bytes,
+        idle_timeout: config.idle_timeout,
+        ..BusConfig::new(config.cluster, local)
+    };
     let ownership = Ownership { table: owners.clone(), shard: ShardId::METADATA };
     let on_event = on_event(outboxes.clone(), inbound, drops.clone());
     let replica_address = config.replica_addresses[usize::from(config.replica)];

@@ -21,6 +21,7 @@ pub mod owner_table;
 pub mod partition_log;
 pub mod partition_sm;
 pub mod pump;
+pub mod read;
 pub mod router;
 pub mod state_machine;
 pub mod wire;
@@ -39,5 +40,8 @@ pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, Sha
 pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError, Salvage};
 pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
-pub use router::{RouteError, route, route_consensus_control, route_metadata, route_partition, route_request};
+pub use read::{READ_MESSAGES_MAX, READ_REPLY_SIZE_MAX_BYTES, ReadAnswer, ReadError, ReadRequest};
+pub use router::{
+    RouteError, route, route_consensus_control, route_metadata, route_partition, route_read, route_request,
+};
 pub use state_machine::{MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply};

@@ -792,6 +792,19 @@ impl<I: Io> PartitionLog<I> {
     /// Up to `max_count` records from `offset` on (fewer at the end of the
     /// log or past `READ_SIZE_MAX_BYTES`), each verified against its checksum.
     pub async fn read(&self, offset: u64, max_count: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.read_bounded(offset, max_count, READ_SIZE_MAX_BYTES).await
+    }
+
+    /// Like `read`, loading at most `size_max_bytes` of records (record
+    /// headers included; at least one record, whatever its size), capped at
+    /// `READ_SIZE_MAX_BYTES`: a client's read asks for one reply's worth.
+    pub async fn read_bounded(
+        &self,
+        offset: u64,
+        max_count: usize,
+        size_max_bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let size_max_bytes = size_max_bytes.min(READ_SIZE_MAX_BYTES);
         let first_offset = self.first_offset();
         if offset < first_offset {
             return Err(PartitionLogError::OffsetBeforeStart { offset, first_offset });
@@ -811,7 +824,7 @@ impl<I: Io> PartitionLog<I> {
             let mut last = first; // exclusive
             while last < segment.positions.len() && out.len() + (last - first) < count_max {
                 let size = segment.record_end(last) - segment.positions[last];
-                if (last > first || !out.is_empty()) && loaded_bytes + size > READ_SIZE_MAX_BYTES {
+                if (last > first || !out.is_empty()) && loaded_bytes + size > size_max_bytes {
                     break;
                 }
                 loaded_bytes += size;

@@ -373,7 +373,18 @@ impl<I: Io> PartitionStateMachine<I> {
     /// A replayed offset not yet compared by `persist` is compared here, so a
     /// read never serves a message that differs from the committed one.
     pub async fn read(&self, offset: u64, max_count: usize) -> Result<Vec<(u64, Vec<u8>)>, PartitionSmError> {
-        let records = self.log.read(offset, max_count).await?;
+        self.read_bounded(offset, max_count, crate::partition_log::READ_SIZE_MAX_BYTES).await
+    }
+
+    /// Like `read`, loading at most `size_max_bytes` of log records (at
+    /// least one record): a client's read asks for one reply's worth.
+    pub async fn read_bounded(
+        &self,
+        offset: u64,
+        max_count: usize,
+        size_max_bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, PartitionSmError> {
+        let records = self.log.read_bounded(offset, max_count, size_max_bytes).await?;
         for (record_offset, message) in &records {
             if let Ok(index) = self.replayed.binary_search_by_key(record_offset, |&(offset, _)| offset)
                 && checksum(message) != self.replayed[index].1

@@ -86,7 +86,10 @@ fn command_is_per_group(command: Command) -> bool {
         | Command::Checkpoint
         | Command::RequestStateData
         | Command::StateData
-        | Command::RejoinView => true,
+        | Command::RejoinView
+        | Command::Read
+        | Command::ReadReply
+        | Command::Refused => true,
         // Heartbeats and clock samples are per replica pair, not per group;
         // evictions end a client session, and sessions live in metadata.
         Command::Ping | Command::Pong | Command::Eviction => false,
@@ -130,6 +133,9 @@ pub fn route_consensus_control(header: &Header, shard_count: ShardCount) -> Shar
 
 /// The shard for a client request received on any shard.
 pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId, RouteError> {
+    if header.command == Command::Read {
+        return Ok(route_read(header, shard_count));
+    }
     if header.command != Command::Request {
         return Err(RouteError::UnexpectedCommand { variant: FrameVariant::ClientForward, command: header.command });
     }
@@ -156,6 +162,16 @@ pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId
         | Operation::Root
         | Operation::Noop => Ok(route_metadata(shard_count)),
     }
+}
+
+/// The shard for a client's read (`Command::Read`, outside consensus): the
+/// partition's shard, which serves it from the partition log. A read of a
+/// namespace that is not a partition goes to shard 0, which answers that no
+/// such partition exists, so the client gets a typed answer, not a timeout.
+pub fn route_read(header: &Header, shard_count: ShardCount) -> ShardId {
+    debug_assert_eq!(header.command, Command::Read);
+    let namespace = Namespace(header.namespace);
+    if namespace.is_partition() { route_partition(namespace, shard_count) } else { route_metadata(shard_count) }
 }
 
 /// The one entry point: which shard must handle `frame`.
@@ -287,6 +303,16 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reads_route_to_the_partition_shard_and_anything_else_to_shard_zero() {
+        let shard_count = count(8);
+        for namespace in namespaces() {
+            let read = header(Command::Read, Operation::Reserved, namespace);
+            let expected = if namespace.is_partition() { route_partition(namespace, shard_count) } else { ShardId(0) };
+            assert_eq!(route_request(&read, shard_count), Ok(expected), "{namespace:?}");
         }
     }
 

@@ -28,6 +28,7 @@ mod faults;
 mod history;
 mod process;
 mod quiet;
+mod reads;
 mod workload;
 mod world;
 
@@ -256,6 +257,8 @@ pub struct Cluster {
     quiet: crate::quiet::Quiet,
     /// The client-visible history, when `record_history` is set.
     history: Vec<HistoryEvent>,
+    /// Clients' reads through the node's read path (`reads`).
+    reads: reads::Reads,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -400,6 +403,7 @@ impl Cluster {
             availability_failure: None,
             quiet: crate::quiet::Quiet::new(group_count),
             history: Vec::new(),
+            reads: reads::Reads::new(config.seed, group_count),
         };
         for replica in 0..config.replica_count {
             cluster.connect(replica);

@@ -76,6 +76,15 @@ wire_enum! {
         // A peer's answer to a rejoining replica's probe: its view, and the
         // probe's nonce echoed in `context` (VR Revisited's recovery response).
         RejoinView = 20,
+        // A client's read of committed partition messages by offset, and its
+        // answer: served by any replica from its partition log, outside
+        // consensus (`shoal_shard::read` owns the bodies).
+        Read = 21,
+        ReadReply = 22,
+        // A replica's typed refusal of a client frame it will not serve: the
+        // group does not exist here, or its request queue is full (reason
+        // in `context`, the refused request number in `request`).
+        Refused = 23,
     }
 }
 
@@ -108,7 +117,53 @@ impl Operation {
 impl Command {
     /// Commands that carry consensus control rather than a client's data.
     pub fn is_consensus_control(self) -> bool {
-        !matches!(self, Command::Request | Command::Reply)
+        !matches!(self, Command::Request | Command::Reply | Command::Read | Command::ReadReply | Command::Refused)
+    }
+}
+
+/// Why a replica refused a client's frame (`Command::Refused`): the code
+/// travels in the header's `context`, the refused request number in
+/// `request`. A refusal promises nothing and is never cached in a session:
+/// the same request may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This replica runs no group for the namespace (no such partition, or
+    /// not opened here yet).
+    PartitionMissing,
+    /// The primary's request queue is full (`REQUEST_QUEUE_MAX`): back off
+    /// and send the same request again.
+    Busy,
+}
+
+impl Refusal {
+    pub fn code(self) -> u64 {
+        match self {
+            Refusal::PartitionMissing => 1,
+            Refusal::Busy => 2,
+        }
+    }
+
+    pub fn from_code(code: u64) -> Option<Refusal> {
+        match code {
+            1 => Some(Refusal::PartitionMissing),
+            2 => Some(Refusal::Busy),
+            _ => None,
+        }
+    }
+
+    /// The refusal of `request` (a client's `Request` header) by `replica`
+    /// in `view`, checksummed.
+    pub fn header(self, request: &Header, replica: u8, view: u64) -> Header {
+        let mut header = Header::new(Command::Refused, request.cluster);
+        header.namespace = request.namespace;
+        header.client = request.client;
+        header.request = request.request;
+        header.operation = request.operation;
+        header.replica = replica;
+        header.view = view;
+        header.context = self.code();
+        header.set_checksums(&[]);
+        header
     }
 }
 
@@ -468,6 +523,23 @@ mod tests {
         let mut other = decoded;
         other.command = Command::StartView;
         assert_eq!(other.do_view_change_nacks(), None, "only a do_view_change carries nacks");
+    }
+
+    #[test]
+    fn a_refusal_names_the_request_and_its_reason() {
+        let mut request = Header::new(Command::Request, 7);
+        (request.namespace, request.client, request.request) = (42, 99, 5);
+        for reason in [Refusal::PartitionMissing, Refusal::Busy] {
+            let refused = reason.header(&request, 2, 3);
+            let decoded = Header::decode(&refused.encode()).unwrap();
+            assert_eq!(
+                (decoded.command, decoded.namespace, decoded.client, decoded.request),
+                (Command::Refused, 42, 99, 5)
+            );
+            assert_eq!((decoded.replica, decoded.view), (2, 3));
+            assert_eq!(Refusal::from_code(decoded.context), Some(reason));
+        }
+        assert_eq!(Refusal::from_code(0), None);
     }
 
     #[test]

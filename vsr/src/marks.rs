@@ -44,6 +44,9 @@ pub const MARKS: &[&str] = &[
     GROUP_FLUSHES_OVERLAPPED,
     PARTITION_SALVAGED,
     PRIMARY_ABDICATED,
+    READ_BEYOND_END,
+    READ_SERVED_BY_BACKUP,
+    READ_UNAVAILABLE,
     REFUSE_CONFLICTING_LOG,
     REJOIN_COMPLETED,
     REJOIN_PROBE_ANSWERED,
@@ -74,6 +77,15 @@ pub const PRIMARY_ABDICATED: &str = "primary_abdicated";
 /// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
 /// partition log was cut to its intact prefix, the rest to come from peers.
 pub const PARTITION_SALVAGED: &str = "partition_salvaged";
+/// Placed by the node's read path (`shoal_shard::node::read`): a client
+/// read an offset at or past this replica's committed end (it lags, or the
+/// offset is not committed yet) and was told so.
+pub const READ_BEYOND_END: &str = "read_beyond_end";
+/// Placed by the node's read path: a backup served committed messages.
+pub const READ_SERVED_BY_BACKUP: &str = "read_served_by_backup";
+/// Placed by the node's read path: a committed offset this replica's log
+/// lacks (a state-transfer gap, a failed read) was answered "unavailable".
+pub const READ_UNAVAILABLE: &str = "read_unavailable";
 pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-use crate::header::{Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, Header, Operation};
+use crate::header::{Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, Header, Operation, Refusal};
 use crate::message::{CheckpointBody, Message, decode_headers, encode_headers};
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
@@ -31,8 +31,9 @@ use crate::timeout::Timeout;
 pub const PIPELINE_PREPARES_MAX: usize = 8;
 /// Requests a primary holds while its pipeline is full, prepared in arrival
 /// order as the pipeline drains (one per client: a retry replaces its queued
-/// copy). Past this bound a request is dropped (`request_queue_full`) and
-/// the client's retry brings it back.
+/// copy). Past this bound a request is refused with `Refusal::Busy`
+/// (counted as `request_queue_full`): the client backs off and sends the
+/// same request again.
 pub const REQUEST_QUEUE_MAX: usize = 64;
 /// Headers carried by do_view_change / start_view, and persisted as the view
 /// headers of the superblock. Must cover every uncommitted op.
@@ -704,6 +705,9 @@ impl<S: StateMachine> Replica<S> {
             }
             // State data moves beside the protocol: the driver serves it.
             Command::RequestStateData | Command::StateData => self.drop_message("state_data_for_driver"),
+            // Reads are served by the node from the partition log, outside
+            // consensus; a refusal is the node's answer to a client.
+            Command::Read | Command::ReadReply | Command::Refused => self.drop_message("read_for_driver"),
             Command::RequestHeaders | Command::Headers | Command::RequestCheckpoint => {
                 self.drop_message("unsupported_command")
             }
@@ -824,6 +828,10 @@ impl<S: StateMachine> Replica<S> {
             *queued = message;
         } else if self.request_queue.len() >= REQUEST_QUEUE_MAX {
             self.drop_message("request_queue_full");
+            // Told at once, not left to its retry timeout: the client backs
+            // off and sends the same request (same number) again.
+            let refusal = Refusal::Busy.header(&message.header, self.config.replica, self.view);
+            self.actions.push(Action::Reply { client, message: Message::empty(refusal) });
         } else {
             self.request_queue.push_back(message);
         }

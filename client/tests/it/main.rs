@@ -108,7 +108,7 @@ fn answer(request: &Message, op: u64) -> Message {
 }
 
 fn config(addresses: Vec<SocketAddr>) -> ClientConfig {
-    let mut config = ClientConfig::new(CLUSTER, CLIENT, addresses);
+    let mut config = ClientConfig::new(CLUSTER, addresses).with_client_id(CLIENT);
     config.tick = Duration::from_millis(5);
     config.retry_timeout_ticks = 4;
     config.request_timeout_ticks = 400;

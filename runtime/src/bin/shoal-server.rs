@@ -131,6 +131,11 @@ struct StartArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_address: Option<String>,
 
+    /// network.idle_timeout_ms: milliseconds a connection may sit with an incomplete hello or frame
+    /// before it is closed (counted as idle_timeout). Default 10000.
+    #[arg(long, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+
     /// sharding.cpu_allocation: `all`, a CPU list `0,2,5`, a range `0-3`, or `numa:N`. Default `all`.
     #[arg(long)]
     cpu_allocation: Option<String>,
@@ -184,6 +189,7 @@ impl StartArgs {
             replica_addresses: self.replica_addresses.clone(),
             client_address: self.client_address.clone(),
             metrics_address: self.metrics_address.clone(),
+            idle_timeout_ms: self.idle_timeout_ms,
             data_dir: self.data_dir.clone(),
             cpu_allocation: self.cpu_allocation.clone(),
             message_size_max: self.message_size_max,
@@ -378,6 +384,7 @@ fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
         journal_slot_count: config.journal_slot_count,
         message_size_max_bytes: config.message_size_max_bytes,
         client_sessions_max: CLIENT_SESSIONS_MAX,
+        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
     }))
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod journal_conformance;
 mod metrics;
 mod process;
+mod read;
 mod real_io;
 mod server;
 mod server_config;

@@ -19,6 +19,9 @@ pub const CLUSTER: u128 = 0x5eed_c1a5;
 pub const REPLICA_COUNT: u8 = 3;
 /// The `--message-size-max` every test replica runs with.
 pub const MESSAGE_SIZE_MAX_BYTES: u32 = 16 * 1024;
+/// The `--idle-timeout-ms` every test replica runs with (shorter than the
+/// default, so the stall tests wait less).
+pub const IDLE_TIMEOUT_MS: u64 = 2_000;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on one metrics scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +82,7 @@ impl Cluster {
             .args(["--metrics-address", &self.metrics_addresses[index].to_string()])
             // Small journals: 128 slots of 16 KiB, 2 MiB per group.
             .args(["--message-size-max", &MESSAGE_SIZE_MAX_BYTES.to_string(), "--journal-slot-count", "128"])
+            .args(["--idle-timeout-ms", &IDLE_TIMEOUT_MS.to_string()])
             .arg("--no-pin")
             .env("RUST_LOG", std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
@@ -141,7 +145,7 @@ impl Cluster {
     }
 
     pub fn client_config(&self, id: u128) -> ClientConfig {
-        let mut config = ClientConfig::new(CLUSTER, id, self.client_addresses.clone());
+        let mut config = ClientConfig::new(CLUSTER, self.client_addresses.clone()).with_client_id(id);
         // 30 s: a view change after a crash, and process start-up, fit well.
         config.request_timeout_ticks = 3_000;
         config

@@ -12,12 +12,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoal_client::Client;
-use shoal_runtime::bus::net::IDLE_TIMEOUT_MS;
 use shoal_runtime::bus::{BUS_PROTOCOL_VERSION, Hello, Peer};
 use shoal_shard::namespace::Namespace;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
 
-use crate::process::{CLUSTER, Cluster, MESSAGE_SIZE_MAX_BYTES, sample};
+use crate::process::{CLUSTER, Cluster, IDLE_TIMEOUT_MS, MESSAGE_SIZE_MAX_BYTES, sample};
 
 /// The replica whose client port is attacked: the primary of view 0, so
 /// its surviving is what keeps the cluster committing without a view change.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shoal_vsr::header::{Command, Header};
+use shoal_vsr::header::{Command, Header, Refusal};
 use shoal_vsr::io::Io;
 use shoal_vsr::journal::JournalError;
 use shoal_vsr::message::Message;
@@ -360,7 +360,18 @@ impl<I: Io> Node<I> {
         if let Err(reason) = self.links.hop(arrival, target, variant, world) {
             return Ok(Routed::Dropped { variant, reason });
         }
-        let Some(group) = self.group_of(header.namespace).filter(|g| self.groups[*g].shard == target) else {
+        let group = self.group_of(header.namespace).filter(|g| self.groups[*g].shard == target);
+        if let (Source::Client(client), Command::Read) = (source, header.command) {
+            self.serve_read(target, group, client, &message, world).await?;
+            return Ok(Routed::Delivered);
+        }
+        if let (Source::Client(client), Command::Request, None) = (source, header.command, group) {
+            // No such group here: told at once rather than left to time out.
+            let refusal = Refusal::PartitionMissing.header(&header, self.config.replica, 0);
+            self.reply_outside_consensus(target, client, Message::empty(refusal), world);
+            return Ok(Routed::Delivered);
+        }
+        let Some(group) = group else {
             self.links.drops.bump(variant, DropReason::NamespaceMiss);
             let consensus_control = header.command.is_consensus_control();
             return Ok(Routed::NamespaceMiss { shard: target, consensus_control });
@@ -373,6 +384,37 @@ impl<I: Io> Node<I> {
             _ => self.step(group, world, |r| r.on_message(source, message)).await?,
         }
         Ok(Routed::Delivered)
+    }
+
+    /// Answer a client's read from this replica's partition log, outside
+    /// consensus (`super::read`), on shard `shard` (the partition's).
+    async fn serve_read<W: NodeWorld>(
+        &mut self,
+        shard: ShardId,
+        group: Option<usize>,
+        client: u128,
+        message: &Message,
+        world: &mut W,
+    ) -> Result<(), NodeStop> {
+        let answer = if message.header.client == client {
+            super::read::answer(group.map(|g| &mut self.groups[g]), &message.header, &message.body).await?
+        } else {
+            crate::read::ReadAnswer::Malformed
+        };
+        let reply = answer.reply(&message.header, self.config.replica);
+        self.reply_outside_consensus(shard, client, reply, world);
+        Ok(())
+    }
+
+    /// Send `client` an answer no replica event made (a read's, a
+    /// refusal), from shard `from` through the shard that holds its
+    /// connection. It promises nothing durable.
+    fn reply_outside_consensus<W: NodeWorld>(&self, from: ShardId, client: u128, message: Message, world: &mut W) {
+        debug_assert!(Promise::of(&message.header).is_none(), "an answer outside consensus promises nothing");
+        let owner = world.client_shard(client);
+        if self.links.hop(from, owner, FrameVariant::ClientReply, world).is_ok() {
+            world.reply_to_client(owner, client, message);
+        }
     }
 
     /// Run one replica event and carry out what it asks, in order.

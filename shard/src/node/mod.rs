@@ -32,6 +32,7 @@
 pub mod driver;
 pub mod join;
 pub mod machine;
+pub mod read;
 pub mod storage;
 
 use shoal_vsr::header::{Command, Header};

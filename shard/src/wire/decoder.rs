@@ -152,7 +152,7 @@ pub enum Decoded {
 /// replica's answer, and a client sending it is refused: a client must never
 /// be able to forge a prepare or a view change.
 pub fn client_may_send(command: Command) -> bool {
-    matches!(command, Command::Request | Command::Ping | Command::Pong)
+    matches!(command, Command::Request | Command::Read | Command::Ping | Command::Pong)
 }
 
 #[derive(Debug)]

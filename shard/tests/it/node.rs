@@ -6,11 +6,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shoal_shard::node::{
-    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, StorageConfig,
-    StorageError, action_name,
+    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, Routed,
+    StorageConfig, StorageError, action_name,
 };
-use shoal_shard::{BatchReply, FrameDrops, Namespace, ReplicaOwnerTable, ShardCount, ShardId, encode_batch};
-use shoal_vsr::header::{Command, Header, Operation};
+use shoal_shard::{
+    BatchReply, FrameDrops, Namespace, ReadAnswer, ReadRequest, ReplicaOwnerTable, ShardCount, ShardId, encode_batch,
+};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, Refusal};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
 
@@ -333,4 +335,91 @@ fn a_damaged_partition_log_is_refused_alone_and_salvaged_with_peers() {
     let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 3)).expect("salvaged");
     let GroupMachine::Partition(partition) = machine else { panic!("a partition namespace") };
     assert_eq!(partition.log_next_offset(), 2, "the two records before the damage are kept");
+}
+
+/// A client's read, answered by `node` outside consensus.
+fn read(node: &mut Node<MemIo>, world: &mut Recorder, namespace: u64, offset: u64, size_max: u32) -> ReadAnswer {
+    let request = ReadRequest::new(offset, 16, size_max).expect("within bounds");
+    let message = request.message(CLUSTER, CLIENT, namespace, offset + 100);
+    block_on(node.on_frame(Source::Client(CLIENT), ShardId(0), message, world)).expect("runs");
+    let reply = world.replies.pop().expect("every read is answered");
+    assert_eq!(reply.header.request, offset + 100, "the reply echoes the read id");
+    ReadAnswer::decode(&reply.header, &reply.body).expect("a well-formed answer")
+}
+
+/// Reads need no session and no consensus: any replica answers from its
+/// partition log, and only below its own committed end. An op the primary
+/// prepared but did not commit has no offset to read yet; a backup that has
+/// not heard of a commit does not serve it either.
+#[test]
+fn a_read_serves_committed_offsets_only_from_any_replica() {
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("registered").header.context;
+    let batch = batch_request(session, 1, &[b"a", b"bb", b"ccc"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), batch, &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let size_max = 4096;
+    let committed = ReadAnswer::Messages {
+        first_offset: 0,
+        committed_end: 3,
+        messages: vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()],
+    };
+    assert_eq!(read(&mut nodes[0], &mut worlds[0], namespace(), 0, size_max), committed);
+    // The backup has the prepare but has not heard that it committed.
+    assert_eq!(
+        read(&mut nodes[1], &mut worlds[1], namespace(), 0, size_max),
+        ReadAnswer::OffsetBeyondEnd { committed_end: 0 }
+    );
+    // A prepared, uncommitted append: the primary broadcasts it, the backup
+    // acknowledges it, and nobody delivers the acknowledgement.
+    let next = batch_request(session, 2, &[b"dddd"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), next, &mut worlds[0])).expect("runs");
+    for (_, message) in std::mem::take(&mut worlds[0].to_replicas) {
+        block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), message, &mut worlds[1])).expect("runs");
+    }
+    assert_eq!(nodes[0].group(0).replica().op(), 3, "op 3 is prepared");
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 2, "and not committed");
+    assert_eq!(
+        read(&mut nodes[0], &mut worlds[0], namespace(), 3, size_max),
+        ReadAnswer::OffsetBeyondEnd { committed_end: 3 }
+    );
+    // The backup learned of op 2's commit from the prepare of op 3.
+    assert_eq!(read(&mut nodes[1], &mut worlds[1], namespace(), 0, size_max), committed);
+    // The reply bound: header, batch count, and two entries.
+    let two = (HEADER_SIZE_BYTES + 4 + (4 + 1) + (4 + 2)) as u32;
+    let ReadAnswer::Messages { messages, .. } = read(&mut nodes[0], &mut worlds[0], namespace(), 0, two) else {
+        panic!("messages")
+    };
+    assert_eq!(messages, [b"a".to_vec(), b"bb".to_vec()], "as many as fit the reader's bound");
+    assert_eq!(
+        read(&mut nodes[0], &mut worlds[0], namespace(), 2, (HEADER_SIZE_BYTES + 4 + 4 + 2) as u32),
+        ReadAnswer::MessageTooLarge { offset: 2, size_bytes: 3 }
+    );
+    let other = Namespace::partition(9, 9, 9).unwrap().raw();
+    assert_eq!(read(&mut nodes[0], &mut worlds[0], other, 0, size_max), ReadAnswer::PartitionMissing);
+    assert_eq!(
+        read(&mut nodes[0], &mut worlds[0], Namespace::METADATA.raw(), 0, size_max),
+        ReadAnswer::PartitionMissing
+    );
+}
+
+/// A request to a group this replica does not run is refused at once with
+/// a typed answer (the client need not wait out its timeout), and counted
+/// as no drop.
+#[test]
+fn a_request_to_a_missing_partition_is_refused_with_a_typed_answer() {
+    let mut primary = node(0);
+    let mut world = Recorder::default();
+    let mut request = register();
+    request.header.namespace = Namespace::partition(9, 9, 9).unwrap().raw();
+    request.header.request = 7;
+    let routed = block_on(primary.on_frame(Source::Client(CLIENT), ShardId(0), request, &mut world)).expect("runs");
+    assert_eq!(routed, Routed::Delivered);
+    let refusal = world.replies.pop().expect("refused, not dropped");
+    assert_eq!((refusal.header.command, refusal.header.request), (Command::Refused, 7));
+    assert_eq!(Refusal::from_code(refusal.header.context), Some(Refusal::PartitionMissing));
+    assert!(world.to_replicas.is_empty(), "nothing was prepared");
 }

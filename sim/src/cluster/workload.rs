@@ -23,6 +23,7 @@ impl Cluster {
         if let Some((offset, messages)) = last_ack.map(|a| (a.offset, a.messages.clone())) {
             self.check_reads(group, offset, &messages);
         }
+        self.maybe_read(index);
         let batch_draw = self.rng.next_u64();
         let now_ns = self.now_ns;
         let replica_count = self.config.replica_count;
@@ -78,6 +79,9 @@ impl Cluster {
         let client = &mut self.clients[index as usize];
         if header.command == Command::Eviction {
             return self.on_eviction(index, group, &header);
+        }
+        if header.command == Command::ReadReply {
+            return self.on_read_reply(index, &message);
         }
         let Some(in_flight) = &client.in_flight else { return };
         if header.command != Command::Reply || header.request != in_flight.request {

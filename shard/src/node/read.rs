@@ -1,0 +1,114 @@
+//! Serving a client's read of committed partition messages (`Command::Read`).
+//!
+//! Owns the answer one replica gives from its own partition log, outside
+//! consensus and sessions (the bodies are `crate::read`'s). The driver hands
+//! a read here and sends the answer back like a reply.
+//!
+//! Invariant: an answer carries only offsets below this replica's committed
+//! end (`PartitionStateMachine::next_offset`: only committed ops are applied,
+//! so a prepared op that might still be truncated by a view change has no
+//! offset yet), each message the one the log holds there, verified by the
+//! record checksum and, for replayed offsets, against the committed op.
+
+use shoal_vsr::header::Header;
+use shoal_vsr::io::Io;
+use shoal_vsr::marks;
+
+use super::machine::GroupMachine;
+use super::{Group, NodeStop};
+use crate::message_batch::BATCH_MESSAGE_OVERHEAD_BYTES;
+use crate::partition_log::RECORD_HEADER_SIZE_BYTES;
+use crate::read::{READ_MESSAGES_MAX, ReadAnswer, ReadRequest};
+
+/// Answer `read` (header and body of a client's `Read`) from `group`, the
+/// group of its namespace on this replica, if any. `Err` only when making
+/// the applied messages durable fails: the node stops, as it would at its
+/// next commit.
+pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[u8]) -> Result<ReadAnswer, NodeStop> {
+    let Ok(request) = ReadRequest::decode(body) else { return Ok(ReadAnswer::Malformed) };
+    let Some(group) = group else { return Ok(ReadAnswer::PartitionMissing) };
+    debug_assert_eq!(group.namespace(), read.namespace);
+    if !matches!(group.replica().state_machine(), GroupMachine::Partition(_)) {
+        return Ok(ReadAnswer::PartitionMissing);
+    }
+    // Applied messages wait in memory until persisted; a read of the tail
+    // right after its commit must find them in the log.
+    group.persist_partition().await?;
+    let GroupMachine::Partition(partition) = group.replica().state_machine() else {
+        unreachable!("checked above");
+    };
+    let committed_end = partition.next_offset();
+    if request.offset >= committed_end {
+        marks::hit(marks::READ_BEYOND_END);
+        return Ok(ReadAnswer::OffsetBeyondEnd { committed_end });
+    }
+    let log = partition.log();
+    if request.offset < log.first_offset() || request.offset >= log.next_offset() {
+        // Committed, but a state transfer left it to be fetched from a peer.
+        marks::hit(marks::READ_UNAVAILABLE);
+        return Ok(ReadAnswer::Unavailable { committed_end });
+    }
+    let count_max = u64::from(request.count_max.min(READ_MESSAGES_MAX)).min(committed_end - request.offset);
+    let batch_max_bytes = request.batch_size_max_bytes();
+    // A log record is larger than its place in the reply's batch by the
+    // difference of their per-message overheads: load that much more per
+    // message (`fit` trims what does not fit the reply).
+    let record_extra_bytes = (RECORD_HEADER_SIZE_BYTES - BATCH_MESSAGE_OVERHEAD_BYTES) as u64;
+    let load_max_bytes = batch_max_bytes as u64 + count_max * record_extra_bytes;
+    let records = match partition.read_bounded(request.offset, count_max as usize, load_max_bytes).await {
+        Ok(records) => records,
+        Err(error) => {
+            tracing::warn!(namespace = format_args!("{:#x}", read.namespace), %error, "read of committed offsets failed");
+            marks::hit(marks::READ_UNAVAILABLE);
+            return Ok(ReadAnswer::Unavailable { committed_end });
+        }
+    };
+    let answer = fit(request.offset, committed_end, records, batch_max_bytes);
+    if !group.replica().is_primary() && matches!(answer, ReadAnswer::Messages { .. }) {
+        marks::hit(marks::READ_SERVED_BY_BACKUP);
+    }
+    Ok(answer)
+}
+
+/// The answer from the records read at `offset`: the first ones that fit
+/// `batch_max_bytes` (a lone one over it is `MessageTooLarge`).
+fn fit(offset: u64, committed_end: u64, records: Vec<(u64, Vec<u8>)>, batch_max_bytes: usize) -> ReadAnswer {
+    let Some(first) = records.first() else { return ReadAnswer::Unavailable { committed_end } };
+    assert_eq!(first.0, offset, "the log reads from the offset asked");
+    let mut size_bytes = crate::message_batch::batch_size_bytes([]);
+    let mut messages = Vec::with_capacity(records.len());
+    for (index, (record_offset, message)) in records.into_iter().enumerate() {
+        assert_eq!(record_offset, offset + index as u64, "offsets are dense");
+        assert!(record_offset < committed_end, "only committed offsets are served");
+        let entry_bytes = BATCH_MESSAGE_OVERHEAD_BYTES + message.len();
+        if size_bytes + entry_bytes > batch_max_bytes {
+            if messages.is_empty() {
+                return ReadAnswer::MessageTooLarge { offset, size_bytes: message.len() as u32 };
+            }
+            break;
+        }
+        size_bytes += entry_bytes;
+        messages.push(message);
+    }
+    ReadAnswer::Messages { first_offset: offset, committed_end, messages }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_keeps_what_the_reply_bound_holds_and_refuses_a_lone_message_over_it() {
+        let records: Vec<_> = (10..14).map(|offset| (offset, vec![offset as u8; 100])).collect();
+        // Batch header (4) + two entries of 104 bytes each.
+        match fit(10, 20, records.clone(), 4 + 2 * 104) {
+            ReadAnswer::Messages { first_offset, committed_end, messages } => {
+                assert_eq!((first_offset, committed_end), (10, 20));
+                assert_eq!(messages, vec![vec![10; 100], vec![11; 100]]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fit(10, 20, records, 50), ReadAnswer::MessageTooLarge { offset: 10, size_bytes: 100 });
+        assert_eq!(fit(10, 20, Vec::new(), 50), ReadAnswer::Unavailable { committed_end: 20 });
+    }
+}
