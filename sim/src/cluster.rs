@@ -26,6 +26,7 @@
 mod checks;
 mod faults;
 mod history;
+mod plot;
 mod process;
 mod quiet;
 mod workload;
@@ -256,6 +257,9 @@ pub struct Cluster {
     quiet: crate::quiet::Quiet,
     /// The client-visible history, when `record_history` is set.
     history: Vec<HistoryEvent>,
+    /// The targeted schedule under way, if any (`plot`).
+    plot: Option<plot::Plot>,
+    plots_started: u32,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -400,6 +404,8 @@ impl Cluster {
             availability_failure: None,
             quiet: crate::quiet::Quiet::new(group_count),
             history: Vec::new(),
+            plot: None,
+            plots_started: 0,
         };
         for replica in 0..config.replica_count {
             cluster.connect(replica);
@@ -496,6 +502,7 @@ impl Cluster {
                 let before = self.network.counters.clone();
                 let changes = self.network.tick(self.now_ns);
                 self.spend_network_faults(&before);
+                self.plot_tick();
                 for change in changes {
                     let kind = if change.starts_with("heal") {
                         TimelineKind::PartitionEnd
@@ -598,6 +605,7 @@ impl Cluster {
 
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         let replicas = self.config.replica_count;
+        self.plot_on_send(from, to, &message);
         let before = self.network.counters.clone();
         let fate = self.network.submit(self.now_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
         self.spend_network_faults(&before);
@@ -721,6 +729,10 @@ impl Cluster {
     // --- phases -----------------------------------------------------------------
 
     fn end_safety(&mut self) {
+        if let Some(wait_ns) = self.plot_holds_safety_ns() {
+            // A targeted schedule under way keeps its faults until it ends.
+            return self.schedule(wait_ns, Event::EndSafety);
+        }
         self.phase = Phase::Liveness { deadline_ns: self.now_ns + self.config.liveness_time_ns };
         self.network.heal();
         self.record(None, "heal", 0, 0, || "liveness phase: faults off".into());

@@ -49,6 +49,13 @@ pub struct FaultMix {
     /// segment file (sealed or open) instead of the journal.
     #[serde(default)]
     pub storage_partition_rot_ppm: u32,
+    /// Per prepare a primary sends to the next view's primary: start the
+    /// "wiped acker" plot (`cluster::plot`), a targeted schedule that
+    /// starves that replica of the op, isolates the primary once it
+    /// committed, wipes the one other acker right after its do_view_change,
+    /// and lets the old primary reach only the rejoining acker.
+    #[serde(default)]
+    pub plot_wiped_acker_ppm: u32,
 }
 
 impl FaultMix {
@@ -74,6 +81,7 @@ impl FaultMix {
             network_stale_redelivery_ppm: 0,
             storage_rot_running_ppm: 0,
             storage_partition_rot_ppm: 0,
+            plot_wiped_acker_ppm: 0,
         }
     }
 }
