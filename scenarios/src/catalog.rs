@@ -35,6 +35,9 @@ pub const SWARM_REPLICA_COUNTS: [u8; 4] = [1, 3, 3, 5];
 /// view-churn and session-churn: per prepare a primary sends the next
 /// primary, the chance to start the wiped-acker plot (`sim::cluster::plot`).
 pub const PLOT_WIPED_ACKER_PPM: u32 = 5_000;
+/// view-churn: per prepare a primary sends a backup, the chance to start
+/// the deposed-primary plot (`sim::cluster::deposed`).
+pub const PLOT_DEPOSED_PRIMARY_PPM: u32 = 1_000;
 /// Swarm: each fault kind is switched on with probability 1/2 per seed.
 /// Mixing the seed with a salt keeps the swarm draw independent of the
 /// simulator's own ChaCha stream for the same seed.
@@ -70,7 +73,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 21] = [
+pub const FAULT_FIELDS: [FaultField; 22] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -103,12 +106,15 @@ pub const FAULT_FIELDS: [FaultField; 21] = [
     // Per prepare a primary sends the next primary (drawn after the
     // topology, see `swarm`).
     ppm_field!(plot_wiped_acker_ppm, 20_000),
+    // Per prepare a primary sends a backup, 5 replicas only (drawn after
+    // the topology too).
+    ppm_field!(plot_deposed_primary_ppm, 5_000),
 ];
 
 /// Fields swarm draws after the replica count and session table, so that
 /// adding them left every older field's draw, and so every older seed's
 /// config, as it was.
-const SWARM_LATE_FIELDS: [&str; 1] = ["plot_wiped_acker_ppm"];
+const SWARM_LATE_FIELDS: [&str; 2] = ["plot_wiped_acker_ppm", "plot_deposed_primary_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -272,6 +278,7 @@ pub fn view_churn(seed: u64) -> RunConfig {
     config.faults.replica_wipe_ppm = 400;
     config.faults.storage_rot_running_ppm = 1_000;
     config.faults.plot_wiped_acker_ppm = PLOT_WIPED_ACKER_PPM;
+    config.faults.plot_deposed_primary_ppm = PLOT_DEPOSED_PRIMARY_PPM;
     config
 }
 

@@ -24,6 +24,7 @@
 //! from the seed, so a failing seed replays bit-for-bit.
 
 mod checks;
+mod deposed;
 mod faults;
 mod history;
 mod plot;
@@ -260,6 +261,9 @@ pub struct Cluster {
     /// The targeted schedule under way, if any (`plot`).
     plot: Option<plot::Plot>,
     plots_started: u32,
+    /// The deposed-primary plot under way, if any (`deposed`).
+    deposed: Option<deposed::Deposed>,
+    deposed_started: u32,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -406,6 +410,8 @@ impl Cluster {
             history: Vec::new(),
             plot: None,
             plots_started: 0,
+            deposed: None,
+            deposed_started: 0,
         };
         for replica in 0..config.replica_count {
             cluster.connect(replica);
@@ -503,6 +509,7 @@ impl Cluster {
                 let changes = self.network.tick(self.now_ns);
                 self.spend_network_faults(&before);
                 self.plot_tick();
+                self.deposed_tick();
                 for change in changes {
                     let kind = if change.starts_with("heal") {
                         TimelineKind::PartitionEnd
@@ -605,7 +612,11 @@ impl Cluster {
 
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         let replicas = self.config.replica_count;
-        self.plot_on_send(from, to, &message);
+        if self.plot_on_send(from, to, &message) {
+            return self.record(None, "drop", message.header.command as u64, message.header.op, || {
+                format!("{from:?}->{to:?} plot")
+            });
+        }
         let before = self.network.counters.clone();
         let fate = self.network.submit(self.now_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
         self.spend_network_faults(&before);
@@ -729,7 +740,7 @@ impl Cluster {
     // --- phases -----------------------------------------------------------------
 
     fn end_safety(&mut self) {
-        if let Some(wait_ns) = self.plot_holds_safety_ns() {
+        if let Some(wait_ns) = self.plot_holds_safety_ns().or_else(|| self.deposed_holds_safety_ns()) {
             // A targeted schedule under way keeps its faults until it ends.
             return self.schedule(wait_ns, Event::EndSafety);
         }

@@ -56,6 +56,11 @@ pub struct FaultMix {
     /// and lets the old primary reach only the rejoining acker.
     #[serde(default)]
     pub plot_wiped_acker_ppm: u32,
+    /// Per prepare a primary sends a backup (5 replicas): start the
+    /// deposed-primary plot (`cluster::deposed`): the primary reaches only
+    /// that backup, which reaches every other replica but the next primary.
+    #[serde(default)]
+    pub plot_deposed_primary_ppm: u32,
 }
 
 impl FaultMix {
@@ -82,6 +87,7 @@ impl FaultMix {
             storage_rot_running_ppm: 0,
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
+            plot_deposed_primary_ppm: 0,
         }
     }
 }

@@ -94,14 +94,18 @@ impl Cluster {
     /// Every message between replicas passes here before the network
     /// decides its fate: the plot starts on a prepare, and moves on at a
     /// do_view_change and a rejoin answer.
-    pub(super) fn plot_on_send(&mut self, from: Endpoint, to: Endpoint, message: &Message) {
-        let (Endpoint::Replica(from), Endpoint::Replica(to)) = (from, to) else { return };
-        let Some(group) = self.namespaces.iter().position(|&ns| ns == message.header.namespace) else { return };
+    /// True: this message is lost (a plot's first cut).
+    pub(super) fn plot_on_send(&mut self, from: Endpoint, to: Endpoint, message: &Message) -> bool {
+        let (Endpoint::Replica(from), Endpoint::Replica(to)) = (from, to) else { return false };
+        let Some(group) = self.namespaces.iter().position(|&ns| ns == message.header.namespace) else {
+            return false;
+        };
         let Some(plot) = self.plot.clone() else {
-            return self.maybe_start_plot(group, from, to, message);
+            self.maybe_start_plot(group, from, to, message);
+            return self.maybe_depose(from, to, message);
         };
         if group != plot.group {
-            return;
+            return false;
         }
         let header = &message.header;
         match plot.stage {
@@ -122,6 +126,7 @@ impl Cluster {
             }
             _ => {}
         }
+        false
     }
 
     fn maybe_start_plot(&mut self, group: usize, from: u8, to: u8, message: &Message) {
@@ -134,6 +139,7 @@ impl Cluster {
             || replicas < 3
             || self.phase != Phase::Safety
             || self.plots_started >= PLOTS_PER_RUN_MAX
+            || self.deposed.is_some()
             || header.command != Command::Prepare
             || header.view % u64::from(replicas) != u64::from(from)
             || (header.view + 1) % u64::from(replicas) != u64::from(to)
