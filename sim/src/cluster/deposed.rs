@@ -106,3 +106,23 @@ impl Cluster {
         Some(plot.until_ns.saturating_sub(self.now_ns).max(TICK_NS))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::run::{FaultMix, RunConfig, Verdict};
+
+    /// With no other fault, the plot starts in most 5-replica runs and the
+    /// cluster survives it (the sweeps rely on it to draw the schedule).
+    #[test]
+    fn the_deposed_primary_plot_alone_starts_and_the_cluster_survives_it() {
+        let faults = FaultMix { plot_deposed_primary_ppm: 50_000, ..FaultMix::none() };
+        let mut started = 0;
+        for seed in 0..6 {
+            let config = RunConfig { replica_count: 5, ..RunConfig::developer(seed, faults.clone()) };
+            let outcome = super::super::run(&config);
+            assert!(matches!(outcome.verdict, Verdict::Pass), "seed {seed}: {:?}", outcome.verdict);
+            started += outcome.faults_injected.get("plot_deposed_primary").copied().unwrap_or(0);
+        }
+        assert!(started >= 6, "the plot started {started} times in 6 seeds");
+    }
+}
