@@ -32,6 +32,12 @@ pub const SWARM_CLIENT_SESSIONS_MAX: [usize; 4] = [2, 4, 64, 64];
 /// Swarm: replicas per cluster, drawn uniformly from this list (3 weighs double:
 /// it is what most users run).
 pub const SWARM_REPLICA_COUNTS: [u8; 4] = [1, 3, 3, 5];
+/// view-churn and session-churn: per prepare a primary sends the next
+/// primary, the chance to start the wiped-acker plot (`sim::cluster::plot`).
+pub const PLOT_WIPED_ACKER_PPM: u32 = 5_000;
+/// view-churn: per prepare a primary sends a backup, the chance to start
+/// the deposed-primary plot (`sim::cluster::deposed`).
+pub const PLOT_DEPOSED_PRIMARY_PPM: u32 = 1_000;
 /// Swarm: each fault kind is switched on with probability 1/2 per seed.
 /// Mixing the seed with a salt keeps the swarm draw independent of the
 /// simulator's own ChaCha stream for the same seed.
@@ -67,7 +73,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 20] = [
+pub const FAULT_FIELDS: [FaultField; 22] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -97,7 +103,18 @@ pub const FAULT_FIELDS: [FaultField; 20] = [
     ppm_field!(storage_rot_running_ppm, 2_000),
     // Per rot while down: the share that lands on a partition segment.
     ppm_field!(storage_partition_rot_ppm, 300_000),
+    // Per prepare a primary sends the next primary (drawn after the
+    // topology, see `swarm`).
+    ppm_field!(plot_wiped_acker_ppm, 20_000),
+    // Per prepare a primary sends a backup, 5 replicas only (drawn after
+    // the topology too).
+    ppm_field!(plot_deposed_primary_ppm, 5_000),
 ];
+
+/// Fields swarm draws after the replica count and session table, so that
+/// adding them left every older field's draw, and so every older seed's
+/// config, as it was.
+const SWARM_LATE_FIELDS: [&str; 2] = ["plot_wiped_acker_ppm", "plot_deposed_primary_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -260,6 +277,8 @@ pub fn view_churn(seed: u64) -> RunConfig {
     // 0..2000): at 400 the CI range 0..1000 draws it by itself (seed 31).
     config.faults.replica_wipe_ppm = 400;
     config.faults.storage_rot_running_ppm = 1_000;
+    config.faults.plot_wiped_acker_ppm = PLOT_WIPED_ACKER_PPM;
+    config.faults.plot_deposed_primary_ppm = PLOT_DEPOSED_PRIMARY_PPM;
     config
 }
 
@@ -274,6 +293,7 @@ pub fn session_churn(seed: u64) -> RunConfig {
     config.faults.network_partition_ppm = 1_000;
     config.faults.network_drop_ppm = 5_000;
     config.faults.protocol_crash_ppm = 2_000;
+    config.faults.plot_wiped_acker_ppm = PLOT_WIPED_ACKER_PPM;
     config
 }
 
@@ -285,19 +305,26 @@ pub fn swarm(seed: u64) -> RunConfig {
     config.client_count = 1 + (rng.next_u64() % u64::from(SWARM_CLIENT_COUNT_MAX)) as u32;
     config.shards_per_replica =
         SWARM_SHARDS_PER_REPLICA[(rng.next_u64() % SWARM_SHARDS_PER_REPLICA.len() as u64) as usize];
-    for field in &FAULT_FIELDS {
+    let draw_field = |rng: &mut ChaCha8Rng, field: &FaultField, faults: &mut FaultMix| {
         // Draw both numbers for every field, so turning one field off does
         // not shift the draws of the fields after it.
-        let enabled = rng.next_u64() % 2 == 0;
+        let enabled = rng.next_u64().is_multiple_of(2);
         let rate = 1 + rng.next_u64() % field.swarm_max.max(1);
         if enabled && field.swarm_max > 0 {
-            (field.set)(&mut config.faults, rate);
+            (field.set)(faults, rate);
         }
+    };
+    let late = |field: &&FaultField| SWARM_LATE_FIELDS.contains(&field.name);
+    for field in FAULT_FIELDS.iter().filter(|field| !late(field)) {
+        draw_field(&mut rng, field, &mut config.faults);
     }
-    // Drawn last, so the fault draws above stay what they were per seed.
+    // Drawn after the faults, so the fault draws above stay what they were per seed.
     config.replica_count = SWARM_REPLICA_COUNTS[(rng.next_u64() % SWARM_REPLICA_COUNTS.len() as u64) as usize];
     config.client_sessions_max =
         SWARM_CLIENT_SESSIONS_MAX[(rng.next_u64() % SWARM_CLIENT_SESSIONS_MAX.len() as u64) as usize];
+    for field in FAULT_FIELDS.iter().filter(late) {
+        draw_field(&mut rng, field, &mut config.faults);
+    }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

@@ -24,8 +24,10 @@
 //! from the seed, so a failing seed replays bit-for-bit.
 
 mod checks;
+mod deposed;
 mod faults;
 mod history;
+mod plot;
 mod process;
 mod quiet;
 mod reads;
@@ -259,6 +261,12 @@ pub struct Cluster {
     history: Vec<HistoryEvent>,
     /// Clients' reads through the node's read path (`reads`).
     reads: reads::Reads,
+    /// The targeted schedule under way, if any (`plot`).
+    plot: Option<plot::Plot>,
+    plots_started: u32,
+    /// The deposed-primary plot under way, if any (`deposed`).
+    deposed: Option<deposed::Deposed>,
+    deposed_started: u32,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -404,6 +412,10 @@ impl Cluster {
             quiet: crate::quiet::Quiet::new(group_count),
             history: Vec::new(),
             reads: reads::Reads::new(config.seed, group_count),
+            plot: None,
+            plots_started: 0,
+            deposed: None,
+            deposed_started: 0,
         };
         for replica in 0..config.replica_count {
             cluster.connect(replica);
@@ -500,6 +512,8 @@ impl Cluster {
                 let before = self.network.counters.clone();
                 let changes = self.network.tick(self.now_ns);
                 self.spend_network_faults(&before);
+                self.plot_tick();
+                self.deposed_tick();
                 for change in changes {
                     let kind = if change.starts_with("heal") {
                         TimelineKind::PartitionEnd
@@ -602,6 +616,11 @@ impl Cluster {
 
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         let replicas = self.config.replica_count;
+        if self.plot_on_send(from, to, &message) {
+            return self.record(None, "drop", message.header.command as u64, message.header.op, || {
+                format!("{from:?}->{to:?} plot")
+            });
+        }
         let before = self.network.counters.clone();
         let fate = self.network.submit(self.now_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
         self.spend_network_faults(&before);
@@ -725,6 +744,10 @@ impl Cluster {
     // --- phases -----------------------------------------------------------------
 
     fn end_safety(&mut self) {
+        if let Some(wait_ns) = self.plot_holds_safety_ns().or_else(|| self.deposed_holds_safety_ns()) {
+            // A targeted schedule under way keeps its faults until it ends.
+            return self.schedule(wait_ns, Event::EndSafety);
+        }
         self.phase = Phase::Liveness { deadline_ns: self.now_ns + self.config.liveness_time_ns };
         self.network.heal();
         self.record(None, "heal", 0, 0, || "liveness phase: faults off".into());

@@ -67,6 +67,9 @@ pub struct Network {
     enabled: bool,
     suppressed: bool,
     partition: Option<Partition>,
+    /// Directed links a targeted schedule (`cluster::plot`) cuts on top of
+    /// any partition: `(from, to)` loses every message while listed.
+    cuts: BTreeSet<(NodeId, NodeId)>,
     clogs: BTreeMap<(NodeId, NodeId), u64>,
     pub counters: BTreeMap<&'static str, u64>,
 }
@@ -80,6 +83,7 @@ impl Network {
             enabled: true,
             suppressed: false,
             partition: None,
+            cuts: BTreeSet::new(),
             clogs: BTreeMap::new(),
             counters: BTreeMap::new(),
         }
@@ -89,7 +93,22 @@ impl Network {
     pub fn heal(&mut self) {
         self.enabled = false;
         self.partition = None;
+        self.cuts.clear();
         self.clogs.clear();
+    }
+
+    /// Replace the targeted schedule's cut links (empty: none). Ignored once
+    /// healed: the liveness phase has no faults.
+    pub fn set_cuts(&mut self, cuts: BTreeSet<(NodeId, NodeId)>) {
+        assert!(cuts.iter().all(|(from, to)| from != to), "a node is never cut from itself");
+        if self.enabled {
+            self.cuts = cuts;
+        }
+    }
+
+    /// Some link is cut by a targeted schedule.
+    pub fn cut_links(&self) -> bool {
+        !self.cuts.is_empty()
     }
 
     /// Impose a partition (scripted faults), replacing any random one.
@@ -201,6 +220,9 @@ impl Network {
     }
 
     fn cut(&self, from: NodeId, to: NodeId) -> bool {
+        if self.cuts.contains(&(from, to)) {
+            return true;
+        }
         let Some(partition) = &self.partition else { return false };
         match &partition.kind {
             PartitionKind::Split { side } => {
@@ -297,6 +319,19 @@ mod tests {
         assert!(network.connected(0, 2));
         network.heal();
         assert!(network.connected(0, 1));
+    }
+
+    #[test]
+    fn targeted_cuts_are_directed_and_heal_with_the_network() {
+        let mut network = Network::new(1, 3, FaultMix::none());
+        network.set_cuts([(0, 2)].into_iter().collect());
+        assert!(matches!(network.submit(0, 0, 2), Fate::Dropped { .. }));
+        assert!(matches!(network.submit(0, 2, 0), Fate::Deliver(_)));
+        assert!(!network.connected(0, 2) && network.connected(0, 1) && network.cut_links());
+        network.heal();
+        assert!(network.connected(0, 2) && !network.cut_links());
+        network.set_cuts([(1, 2)].into_iter().collect());
+        assert!(network.connected(1, 2), "no cuts after the heal");
     }
 
     #[test]

@@ -49,6 +49,18 @@ pub struct FaultMix {
     /// segment file (sealed or open) instead of the journal.
     #[serde(default)]
     pub storage_partition_rot_ppm: u32,
+    /// Per prepare a primary sends to the next view's primary: start the
+    /// "wiped acker" plot (`cluster::plot`), a targeted schedule that
+    /// starves that replica of the op, isolates the primary once it
+    /// committed, wipes the one other acker right after its do_view_change,
+    /// and lets the old primary reach only the rejoining acker.
+    #[serde(default)]
+    pub plot_wiped_acker_ppm: u32,
+    /// Per prepare a primary sends a backup (5 replicas): start the
+    /// deposed-primary plot (`cluster::deposed`): the primary reaches only
+    /// that backup, which reaches every other replica but the next primary.
+    #[serde(default)]
+    pub plot_deposed_primary_ppm: u32,
 }
 
 impl FaultMix {
@@ -74,6 +86,8 @@ impl FaultMix {
             network_stale_redelivery_ppm: 0,
             storage_rot_running_ppm: 0,
             storage_partition_rot_ppm: 0,
+            plot_wiped_acker_ppm: 0,
+            plot_deposed_primary_ppm: 0,
         }
     }
 }

@@ -21,9 +21,9 @@ use crate::partition_log::RECORD_HEADER_SIZE_BYTES;
 use crate::read::{READ_MESSAGES_MAX, ReadAnswer, ReadRequest};
 
 /// Answer `read` (header and body of a client's `Read`) from `group`, the
-/// group of its namespace on this replica, if any. `Err` only when making
-/// the applied messages durable fails: the node stops, as it would at its
-/// next commit.
+/// group of its namespace on this replica, if any. `Err` only when writing
+/// the applied messages to the log fails: the node stops, as it would at
+/// its next commit.
 pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[u8]) -> Result<ReadAnswer, NodeStop> {
     let Ok(request) = ReadRequest::decode(body) else { return Ok(ReadAnswer::Malformed) };
     let Some(group) = group else { return Ok(ReadAnswer::PartitionMissing) };
@@ -31,9 +31,10 @@ pub async fn answer<I: Io>(group: Option<&mut Group<I>>, read: &Header, body: &[
     if !matches!(group.replica().state_machine(), GroupMachine::Partition(_)) {
         return Ok(ReadAnswer::PartitionMissing);
     }
-    // Applied messages wait in memory until persisted; a read of the tail
-    // right after its commit must find them in the log.
-    group.persist_partition().await?;
+    // Applied messages wait in memory until written (unsynced: the journal
+    // is the WAL); a read of the tail right after its commit must find them
+    // in the log.
+    group.write_partition().await?;
     let GroupMachine::Partition(partition) = group.replica().state_machine() else {
         unreachable!("checked above");
     };

@@ -27,6 +27,8 @@ const JOURNAL_SLOT_COUNT: u64 = 64;
 /// Rounds of message delivery before a test gives up: a register commits in a
 /// handful.
 const DELIVERY_ROUNDS_MAX: usize = 32;
+/// As the simulator runs it: a checkpoint every 16 ops.
+const CHECKPOINT_INTERVAL_OPS: u64 = 16;
 
 fn namespace() -> u64 {
     Namespace::partition(1, 1, 1).expect("small ids fit").raw()
@@ -43,28 +45,40 @@ fn storage_config(replica: u8) -> StorageConfig {
 }
 
 fn node(replica: u8) -> Node<MemIo> {
-    let io = MemIo::default();
-    let dir = Path::new("/data");
-    let shard_count = ShardCount::new(1).expect("one shard");
-    let storage = block_on(GroupStorage::format(&io, dir, storage_config(replica))).expect("format");
-    let machine = block_on(GroupMachine::open(&io, dir, namespace())).expect("an empty partition log");
-    let config = ReplicaConfig {
+    node_of(replica, REPLICA_COUNT)
+}
+
+fn replica_config(replica: u8, replica_count: u8) -> ReplicaConfig {
+    ReplicaConfig {
         cluster: CLUSTER,
         namespace: namespace(),
         replica,
-        replica_count: REPLICA_COUNT,
+        replica_count,
         journal_slot_count: JOURNAL_SLOT_COUNT,
-        checkpoint_interval_ops: 16,
+        checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed: u64::from(replica),
         client_sessions_max: 4,
-    };
-    let group = Group::new(namespace(), ShardId(0), storage, Replica::new(config, machine));
-    let owners = Arc::new(ReplicaOwnerTable::new(usize::from(REPLICA_COUNT), shard_count));
-    for peer in (0..REPLICA_COUNT).filter(|peer| *peer != replica) {
+    }
+}
+
+/// A freshly formatted replica `replica` of a cluster of `replica_count`.
+fn node_of(replica: u8, replica_count: u8) -> Node<MemIo> {
+    let io = MemIo::default();
+    let dir = Path::new("/data");
+    let storage = block_on(GroupStorage::format(&io, dir, storage_config(replica))).expect("format");
+    let machine = block_on(GroupMachine::open(&io, dir, namespace())).expect("an empty partition log");
+    let replica_state = Replica::new(replica_config(replica, replica_count), machine);
+    node_over(io, Group::new(namespace(), ShardId(0), storage, replica_state), replica, replica_count)
+}
+
+/// A node of one shard running `group`, connected to every peer.
+fn node_over(io: MemIo, group: Group<MemIo>, replica: u8, replica_count: u8) -> Node<MemIo> {
+    let shard_count = ShardCount::new(1).expect("one shard");
+    let owners = Arc::new(ReplicaOwnerTable::new(usize::from(replica_count), shard_count));
+    for peer in (0..replica_count).filter(|peer| *peer != replica) {
         owners.stamp(peer, ShardId(0)).expect("a fresh slot");
     }
-    let config =
-        NodeConfig { cluster: CLUSTER, replica, replica_count: REPLICA_COUNT, shard_count, data_dir: "/data".into() };
+    let config = NodeConfig { cluster: CLUSTER, replica, replica_count, shard_count, data_dir: "/data".into() };
     Node::new(io, config, vec![group], owners, Arc::new(FrameDrops::new()))
 }
 
@@ -77,6 +91,9 @@ struct Recorder {
     /// Stop the node after the first durable prepare (a crash right after a
     /// storage completion, as the simulator injects it).
     stop_after_durable: bool,
+    /// Answer every random choice of the node with its first option (the
+    /// simulator's seeds that favour one peer, at their extreme).
+    draw_first: bool,
 }
 
 impl NodeBus for Recorder {
@@ -104,6 +121,10 @@ impl NodeHooks for Recorder {
         let outcome = if error.is_none() { "durable" } else { "failed" };
         self.events.push(format!("{outcome} {} op {op}", action_name(action)));
         if self.stop_after_durable && error.is_none() { Flow::Stop } else { Flow::Continue }
+    }
+
+    fn draw(&mut self, _bound: u64) -> Option<u64> {
+        self.draw_first.then_some(0)
     }
 }
 
@@ -135,7 +156,8 @@ fn client_batch_request(client: u128, session: u64, request: u64, messages: &[&[
 }
 
 /// Carry the replicas' messages to each other until none is left.
-fn deliver_all(nodes: &mut [Node<MemIo>; 2], worlds: &mut [Recorder; 2]) {
+fn deliver_all(nodes: &mut [Node<MemIo>], worlds: &mut [Recorder]) {
+    assert_eq!(nodes.len(), worlds.len(), "one world per node");
     for _ in 0..DELIVERY_ROUNDS_MAX {
         let mut delivered = false;
         for from in 0..nodes.len() {
@@ -422,4 +444,98 @@ fn a_request_to_a_missing_partition_is_refused_with_a_typed_answer() {
     assert_eq!((refusal.header.command, refusal.header.request), (Command::Refused, 7));
     assert_eq!(Refusal::from_code(refusal.header.context), Some(Refusal::PartitionMissing));
     assert!(world.to_replicas.is_empty(), "nothing was prepared");
+}
+
+/// Three replicas commit past a checkpoint; replica 2 loses its partition
+/// log (its first record rots, so the salvage keeps nothing) and restarts:
+/// its checkpoint counts offsets the log no longer holds, which it must
+/// fetch from a peer. Its draws always favour the same peer (replica 0),
+/// which holds nothing for it (its answers are lost). The next request must
+/// go to the other peer, replica 1, and that one fills the gap: a replica
+/// that kept asking a peer that brings nothing would wait as long as its
+/// draws favour that peer (swarm seed 1329).
+#[test]
+fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
+    use shoal_shard::node::partition_dir;
+    use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
+
+    const REPLICAS: u8 = 3;
+    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
+    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    let appends = CHECKPOINT_INTERVAL_OPS + 4;
+    for request in 1..=appends {
+        let message = format!("message-{request}");
+        let append = batch_request(session, request, &[message.as_bytes()]);
+        block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
+        deliver_all(&mut nodes, &mut worlds);
+    }
+    // A commit heartbeat tells the backups the last ops committed.
+    for tick in 1..=shoal_vsr::replica::COMMIT_HEARTBEAT_TICKS {
+        block_on(nodes[0].tick(tick * 10_000_000, &mut worlds[0])).expect("runs");
+    }
+    deliver_all(&mut nodes, &mut worlds);
+    let committed = nodes[2].group(0).replica().commit_min();
+    assert!(committed > CHECKPOINT_INTERVAL_OPS, "replica 2 committed past a checkpoint: {committed}");
+
+    // Replica 2 stops; the first record of its partition log rots.
+    let io = nodes[2].io().clone();
+    drop(nodes.pop());
+    worlds.pop();
+    let data_dir = Path::new("/data");
+    let segment = partition_dir(data_dir, namespace()).join(segment_file_name(0));
+    let mut bytes = io.file_bytes(&segment);
+    bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 30] ^= 1;
+    io.set_file_bytes(&segment, bytes);
+    let (storage, recovered) =
+        block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
+    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("salvaged");
+    let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
+    let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
+    let mut world = Recorder { draw_first: true, ..Recorder::default() };
+    block_on(restarted.start(&mut world)).expect("runs");
+    let missing = restarted.group(0).replica().state_machine().missing().expect("the salvage lost offsets");
+    assert_eq!(missing.start, 0, "nothing of the log was kept");
+
+    let asked = |world: &mut Recorder| -> Vec<u8> {
+        std::mem::take(&mut world.to_replicas)
+            .into_iter()
+            .filter(|(_, m)| m.header.command == Command::RequestStateData)
+            .map(|(to, m)| {
+                assert_eq!(m.header.context, missing.start, "it asks from its first missing offset");
+                to
+            })
+            .collect()
+    };
+    let tick_ns = 10_000_000;
+    block_on(restarted.tick(tick_ns, &mut world)).expect("runs");
+    assert_eq!(asked(&mut world), [0], "its draws favour replica 0");
+    // Replica 0's answer is lost: nothing arrived. The next request goes to
+    // replica 1, and the draw still favours the first candidate.
+    block_on(restarted.tick(2 * tick_ns, &mut world)).expect("runs");
+    assert_eq!(asked(&mut world), [1], "a peer that brought nothing is not asked again next");
+    // Replica 1 answers; the gap fills from its log.
+    let mut request_header = Header::new(Command::RequestStateData, CLUSTER);
+    request_header.namespace = namespace();
+    request_header.replica = 2;
+    request_header.context = missing.start;
+    request_header.request = missing.end - missing.start;
+    block_on(nodes[1].on_frame(Source::Replica(2), ShardId(0), Message::empty(request_header), &mut worlds[1]))
+        .expect("runs");
+    let answers: Vec<Message> = std::mem::take(&mut worlds[1].to_replicas)
+        .into_iter()
+        .filter(|(to, m)| *to == 2 && m.header.command == Command::StateData)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(!answers.is_empty(), "replica 1 holds the missing offsets");
+    for answer in answers {
+        block_on(restarted.on_frame(Source::Replica(1), ShardId(0), answer, &mut world)).expect("runs");
+    }
+    let still_missing = restarted.group(0).replica().state_machine().missing();
+    assert!(
+        still_missing.as_ref().is_none_or(|range| range.start > missing.start),
+        "the gap filled: {still_missing:?}"
+    );
 }

@@ -238,7 +238,11 @@ impl Cluster {
                 })
                 .map(NodeId::from)
                 .collect();
-            let could = waiting && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
+            // A plot that cut off every copy of a committed op leaves the
+            // connected quorum nothing it may commit before the op returns.
+            let could = waiting
+                && !self.plot_blocks(group)
+                && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
             self.availability.sample(self.now_ns, group, could);
         }
         if self.availability_failure.is_none()
@@ -265,6 +269,7 @@ impl Cluster {
         }
         let before = self.checkers[group].ops_committed();
         self.checkers[group].on_committed(replica, committed);
+        self.plot_on_committed(replica, group, committed);
         if self.checkers[group].ops_committed() > before {
             self.availability.progress(self.now_ns, group);
         }

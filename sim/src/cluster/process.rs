@@ -151,6 +151,8 @@ impl Cluster {
             self.nodes[index].acked[group].clear();
             groups.push(Group::new(namespace, self.shard_of[group], storage, replica_state));
         }
+        // Before its first probe leaves: a plot lets the old primary answer.
+        self.plot_on_wiped_restart(replica);
         self.finish_restart(replica, groups, 0, "disk wiped, reformatted".to_string());
     }
 }

@@ -15,6 +15,7 @@ impl Cluster {
         let healthy = no_new_fault
             && self.network.partition().is_none()
             && !self.network.clogged()
+            && !self.network.cut_links()
             && self.nodes.iter().all(|n| n.up && n.paused_until_ns.is_none() && n.node.is_some());
         for group in 0..self.namespaces.len() {
             if !healthy {

@@ -41,6 +41,11 @@ impl Cluster {
         match stop {
             NodeStop::Halted => {
                 let why = crash.expect("only the simulator's hooks halt a node, and they say why");
+                if self.nodes[replica as usize].wipe_on_restart {
+                    // A plot's wipe: back soon, while the plot still runs.
+                    let down_ns = 1 + self.rng.next_u64() % plot::PLOT_WIPE_DOWN_MAX_NS;
+                    return self.crash_for(replica, &why, down_ns);
+                }
                 self.crash(replica, &why);
             }
             NodeStop::Storage { error, .. } => {
@@ -126,6 +131,10 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn after_promise_sent(&mut self, _group: usize, command: Command) -> Flow {
+        if self.cluster.plot_after_promise(self.replica, command) {
+            self.crash = Some(format!("plot: right after sending {command:?}, disk to be wiped"));
+            return Flow::Stop;
+        }
         if self.cluster.roll(self.cluster.config.faults.protocol_crash_ppm, "protocol_crash") {
             self.crash = Some(format!("right after sending {command:?}"));
             return Flow::Stop;

@@ -5,6 +5,7 @@ mod checkpoint_view;
 mod harness;
 mod replica_bad_input;
 mod request_queue;
+mod stale_dvc;
 mod stale_input;
 mod stories;
 mod stories_state;
