@@ -56,6 +56,20 @@
 //! clears the ring copies first (fsync), then the slots (fsync), so a crash
 //! between the two cannot make a dropped prepare look faulty.
 //!
+//! Why a prepare and its own copy never share an fsync: the device writes
+//! back a batch's sectors in any order, so a power loss during that fsync
+//! can keep the copy and lose or tear the prepare. Recovery would then read
+//! "invalid slot, copy names it": faulty, though it was never acknowledged.
+//! That is not unsafe by itself (the replica repairs and will not nack it),
+//! but it is exactly the torn-versus-rot distinction the ring exists for
+//! lost for every crash during a flush: each torn tail would restart its
+//! replica `Recovering`, waiting on a body that only it may ever have had,
+//! and never nacking it (with one of three replicas down, the view change
+//! could not truncate it). Group commit keeps the distinction at the cost
+//! of latency, not throughput: `flush` writes the copies of the previous
+//! batch with the current batch's prepares, one fsync per batch while
+//! batches keep coming; a lone batch waits for two.
+//!
 //! A copy that reads back invalid (not empty, not a header of its slot) was
 //! damaged, never torn, and with it went the evidence of what the slot held.
 //! If the prepare is invalid too, the slot is `Unknown`: it may have held
