@@ -67,7 +67,7 @@ use crate::choices::NodeChoices;
 use crate::io::{SimIo, block_on_ready};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::DATA_DIR;
-use crate::promises::{Promise, check_prepare, check_view};
+use crate::promises::{self, DurableFiles, Promise};
 use crate::run::{
     Checker, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind,
     TraceEvent, Verdict,

@@ -148,6 +148,9 @@ pub struct SimDisk {
     /// for and the ranges they landed on (bounded by
     /// `MISDIRECTED_REMEMBERED_MAX`).
     misdirected: BTreeMap<InodeId, Vec<(u64, u64)>>,
+    /// Per inode, the `generation` (process life) of its last misdirected
+    /// write.
+    misdirected_generation: BTreeMap<InodeId, u64>,
     counters: BTreeMap<&'static str, u64>,
     /// Successful writes and their bytes, for tests that pin what a storage
     /// call costs (e.g. the sectors one small prepare writes).
@@ -202,6 +205,7 @@ impl SimDisk {
             fail_next_sync: None,
             misdirect_next: None,
             misdirected: BTreeMap::new(),
+            misdirected_generation: BTreeMap::new(),
             counters: BTreeMap::new(),
             writes_total: 0,
             write_bytes_total: 0,
@@ -264,6 +268,17 @@ impl SimDisk {
         self.namespace_current.get(path).and_then(|id| self.misdirected.get(id)).map_or(&[], Vec::as_slice)
     }
 
+    /// A write to `path` was misdirected since the last crash (in this
+    /// process life). A driver that holds the device to one misdirected
+    /// write per file per life asks this before arming another: what the
+    /// first one damaged is repaired only by the next open.
+    pub fn misdirected_this_life(&self, path: &Path) -> bool {
+        self.namespace_current
+            .get(path)
+            .and_then(|id| self.misdirected_generation.get(id))
+            .is_some_and(|&generation| generation == self.generation)
+    }
+
     /// The disk is lost and replaced by an empty one (directories stay, as
     /// after the operator recreates the data directory): every file is gone.
     pub fn wipe(&mut self) {
@@ -271,6 +286,7 @@ impl SimDisk {
         self.namespace_durable.clear();
         self.inodes.clear();
         self.misdirected.clear();
+        self.misdirected_generation.clear();
         self.misdirect_next = None;
         self.generation += 1;
         self.count("wipe");
@@ -591,6 +607,7 @@ impl SimDisk {
             }
             ranges.push(range);
         }
+        self.misdirected_generation.insert(id, self.generation);
         self.count("misdirected_write");
         target * SECTOR_SIZE_BYTES
     }
@@ -745,5 +762,33 @@ impl SimDisk {
 
     fn count(&mut self, kind: &'static str) {
         *self.counters.entry(kind).or_insert(0) += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver's rule "one misdirected write per file per life" needs to
+    /// know whether this life already had one; a crash starts a new life.
+    #[test]
+    fn misdirected_this_life_ends_with_the_crash() {
+        let mut disk = SimDisk::new(3);
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        let path = Path::new("/data/a");
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.write(generation, id, &[0u8; 4096], 0).unwrap();
+        disk.sync_data(generation, id).unwrap();
+        disk.sync_dir(Path::new("/data")).unwrap();
+        assert!(!disk.misdirected_this_life(path));
+        disk.write(generation, id, &[1u8; 512], 1024).unwrap();
+        assert!(!disk.misdirected_this_life(path), "an ordinary write is no misdirected one");
+        disk.misdirect_next_write_to(path);
+        disk.write(generation, id, &[2u8; 512], 1024).unwrap();
+        assert!(disk.misdirected_this_life(path));
+        assert_eq!(disk.misdirected_ranges(path).len(), 2, "meant for, landed on");
+        disk.crash();
+        assert!(!disk.misdirected_this_life(path), "a new life");
+        assert_eq!(disk.misdirected_ranges(path).len(), 2, "where it landed is remembered across lives");
     }
 }

@@ -3,15 +3,20 @@
 //!
 //! A vote (start_view_change, do_view_change, start_view) promises the
 //! sender will never again act in an older view; a do_view_change also
-//! promises its log as of `log_view`, and a start_view that its log is the
-//! view's canonical one (durable `log_view` = the view); a prepare_ok
-//! promises the prepare it names survives a crash. If the promise lives only in memory, a crash right
-//! after the send breaks it, and the peers that counted on it may lose
-//! committed ops. So the check reads the simulated disk's *durable* bytes
-//! (what would survive a power loss now), never the replica's memory.
+//! promises its log as of `log_view` and that it nacks nothing at or below
+//! its nack floor, and a start_view that its log is the view's canonical
+//! one (durable `log_view` = the view); a prepare_ok promises the prepare
+//! it names survives a crash *and is recovered as written, not torn*: its
+//! slot and its header ring copy are both durable (the copy is what tells
+//! recovery that damage to an acknowledged prepare is rot, not a torn
+//! write). If the promise lives only in memory, a crash right after the
+//! send breaks it, and the peers that counted on it may lose committed
+//! ops. So the check reads the simulated disk's *durable* bytes (what would
+//! survive a power loss now), never the replica's memory.
 //!
-//! Owns the decoding of durable superblock, journal slot and checkpoint bytes
-//! for that question. Pure: the cluster hands in bytes, this answers.
+//! Owns the decoding of durable superblock, journal slot, header ring and
+//! checkpoint bytes for that question. Pure: the cluster hands in bytes,
+//! this answers.
 
 use shoal_vsr::checkpoint;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
@@ -23,9 +28,12 @@ use shoal_vsr::superblock;
 pub enum Promise {
     /// start_view_change of `view`: the durable view is at least it.
     View { command: Command, view: u64 },
-    /// do_view_change of `view` claiming its log is complete as of
-    /// `log_view`; start_view of `view` (its log is that view's).
+    /// start_view of `view` (its log is that view's canonical log).
     ViewAndLogView { view: u64, log_view: u64 },
+    /// do_view_change of `view` claiming its log is complete as of
+    /// `log_view`, nacking nothing at or below `nack_floor` (0 when it
+    /// states no nacks).
+    DoViewChange { view: u64, log_view: u64, nack_floor: u64 },
     /// prepare_ok of `op` whose prepare has checksum `checksum`.
     Prepare { op: u64, checksum: u128 },
 }
@@ -38,7 +46,11 @@ impl Promise {
             // The new primary's log is the view's canonical log: it must be
             // durable as the log of that view before any backup installs it.
             Command::StartView => Some(Promise::ViewAndLogView { view: header.view, log_view: header.view }),
-            Command::DoViewChange => Some(Promise::ViewAndLogView { view: header.view, log_view: header.context }),
+            Command::DoViewChange => Some(Promise::DoViewChange {
+                view: header.view,
+                log_view: header.context,
+                nack_floor: header.do_view_change_nacks().map_or(0, |nacks| nacks.floor),
+            }),
             // A prepare_ok carries the prepare's checksum in `parent`.
             Command::PrepareOk => Some(Promise::Prepare { op: header.op, checksum: header.parent }),
             _ => None,
@@ -48,14 +60,72 @@ impl Promise {
     pub fn needs_superblock(&self) -> bool {
         !matches!(self, Promise::Prepare { .. })
     }
+
+    /// The journal byte ranges `(offset, len)` the promise rests on: a
+    /// prepare's slot and its ring copy. A misdirected write meant for or
+    /// landing on one of them is the disk's lie, not the sender's.
+    pub fn journal_ranges(&self, config: &JournalConfig) -> Vec<(u64, u64)> {
+        match *self {
+            Promise::Prepare { op, .. } => vec![
+                (config.slot_offset(op), config.slot_size_bytes()),
+                (config.header_copy_offset(op), HEADER_SIZE_BYTES as u64),
+            ],
+            _ => Vec::new(),
+        }
+    }
 }
 
-/// A view promise against the durable superblock file bytes. `Err` says
-/// what is missing.
-pub fn check_view(promise: Promise, superblock_bytes: Option<&[u8]>) -> Result<(), String> {
+/// The durable bytes of one group's files, as the checker reads them.
+/// `journal` reads `(offset, len)` of the durable journal (`None`: no
+/// file), so a check copies one slot, not the whole file.
+pub struct DurableFiles<J, S, C>
+where
+    J: Fn(u64, usize) -> Option<Vec<u8>>,
+    S: FnOnce() -> Option<Vec<u8>>,
+    C: FnOnce() -> Option<Vec<u8>>,
+{
+    pub journal: J,
+    pub superblock: S,
+    pub checkpoint: C,
+}
+
+impl<J, S, C> std::fmt::Debug for DurableFiles<J, S, C>
+where
+    J: Fn(u64, usize) -> Option<Vec<u8>>,
+    S: FnOnce() -> Option<Vec<u8>>,
+    C: FnOnce() -> Option<Vec<u8>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableFiles").finish_non_exhaustive()
+    }
+}
+
+/// Is `promise` durable in `files`? `Err` says what is missing.
+pub fn check<J, S, C>(promise: Promise, config: &JournalConfig, files: DurableFiles<J, S, C>) -> Result<(), String>
+where
+    J: Fn(u64, usize) -> Option<Vec<u8>>,
+    S: FnOnce() -> Option<Vec<u8>>,
+    C: FnOnce() -> Option<Vec<u8>>,
+{
+    match promise {
+        Promise::Prepare { op, checksum } => check_prepare(op, checksum, config, files.journal, files.checkpoint),
+        Promise::DoViewChange { view, log_view, nack_floor } => {
+            let superblock_bytes = (files.superblock)();
+            let state = check_view(Promise::ViewAndLogView { view, log_view }, superblock_bytes.as_deref())?;
+            check_nack_floor(nack_floor, state.nack_floor, config, &files.journal, files.checkpoint)
+        }
+        _ => check_view(promise, (files.superblock)().as_deref()).map(|_| ()),
+    }
+}
+
+/// A view promise against the durable superblock file bytes; the durable
+/// state when it holds. `Err` says what is missing.
+pub fn check_view(promise: Promise, superblock_bytes: Option<&[u8]>) -> Result<superblock::SuperblockState, String> {
     let (view, log_view) = match promise {
         Promise::View { view, .. } => (view, None),
-        Promise::ViewAndLogView { view, log_view } => (view, Some(log_view)),
+        Promise::ViewAndLogView { view, log_view } | Promise::DoViewChange { view, log_view, .. } => {
+            (view, Some(log_view))
+        }
         Promise::Prepare { .. } => unreachable!("a prepare promise is checked against the journal"),
     };
     let state = match superblock_bytes.map(superblock::decode_file) {
@@ -75,14 +145,58 @@ pub fn check_view(promise: Promise, superblock_bytes: Option<&[u8]>) -> Result<(
             state.log_view
         ));
     }
-    Ok(())
+    Ok(state)
+}
+
+/// A do_view_change's nack floor: "I nack nothing at or below it, I may have
+/// acknowledged something there that I no longer hold". A crash must not
+/// lower it, or the next do_view_change could nack an op this replica
+/// acknowledged (and a committed op be truncated by nacks). It is the
+/// durable superblock's floor, or the op of a prepare the replica kept aside
+/// at restart (`Replica::do_view_change_nacks`), which a restart finds
+/// again in the durable journal, or at most the durable checkpoint (ops it
+/// covers are committed and held, never nacked).
+fn check_nack_floor(
+    nack_floor: u64,
+    durable_floor: u64,
+    config: &JournalConfig,
+    journal: &impl Fn(u64, usize) -> Option<Vec<u8>>,
+    checkpoint_bytes: impl FnOnce() -> Option<Vec<u8>>,
+) -> Result<(), String> {
+    if nack_floor <= durable_floor {
+        return Ok(());
+    }
+    if durable_slot(journal, config, nack_floor).is_some_and(|header| header.op == nack_floor) {
+        return Ok(());
+    }
+    if nack_floor <= durable_checkpoint_op(journal, checkpoint_bytes) {
+        return Ok(());
+    }
+    Err(format!(
+        "do_view_change states nack floor {nack_floor}, but the durable superblock's is {durable_floor}, no \
+         durable prepare sits at op {nack_floor} and no durable checkpoint covers it"
+    ))
+}
+
+/// The highest op the durable checkpoint or the durable journal's
+/// `snapshot_op` (which never passes it) covers.
+fn durable_checkpoint_op(
+    journal: &impl Fn(u64, usize) -> Option<Vec<u8>>,
+    checkpoint_bytes: impl FnOnce() -> Option<Vec<u8>>,
+) -> u64 {
+    let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
+    let snapshot_op = decode_file_snapshot_op(&file_header).unwrap_or(0);
+    let checkpoint_op = checkpoint_bytes().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
+    snapshot_op.max(checkpoint_op)
 }
 
 /// A prepare_ok promise: the durable journal holds a valid prepare `op`
-/// with `checksum`, or `op` is at or below the durable checkpoint (or the
-/// journal's durable `snapshot_op`, which never passes the checkpoint).
-/// `journal` reads durable journal bytes `(offset, len)` (`None`: no file),
-/// so a check copies one slot, not the whole file.
+/// with `checksum` and the durable header ring holds its copy (else a later
+/// rot of the slot would read back as a torn write and erase the promised
+/// op), or `op` is at or below the durable checkpoint (or the journal's
+/// durable `snapshot_op`, which never passes the checkpoint). `journal`
+/// reads durable journal bytes `(offset, len)` (`None`: no file), so a
+/// check copies one slot, not the whole file.
 pub fn check_prepare(
     op: u64,
     checksum: u128,
@@ -96,19 +210,24 @@ pub fn check_prepare(
         return Ok(());
     }
     let found = durable_slot(&journal, config, op);
-    if found.is_some_and(|header| header.op == op && header.checksum == checksum) {
+    let slot_holds = found.is_some_and(|header| header.op == op && header.checksum == checksum);
+    let copy = durable_copy(&journal, config, op);
+    let copy_holds = copy.is_some_and(|header| header.op == op && header.checksum == checksum);
+    if slot_holds && copy_holds {
         return Ok(());
     }
     let checkpoint_op = checkpoint_bytes().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
     if op <= checkpoint_op {
         return Ok(());
     }
-    let held = match found {
+    let describe = |header: Option<Header>| match header {
         Some(header) => format!("op {} with checksum {:#x}", header.op, header.checksum),
-        None => "no valid prepare".to_string(),
+        None => "no valid prepare header".to_string(),
     };
+    let what = if slot_holds { "header ring copy" } else { "journal slot" };
+    let held = if slot_holds { describe(copy) } else { describe(found) };
     Err(format!(
-        "prepare_ok for op {op} (checksum {checksum:#x}) but the durable journal slot holds {held} \
+        "prepare_ok for op {op} (checksum {checksum:#x}) but the durable {what} holds {held} \
          (durable snapshot_op {snapshot_op}, checkpoint op {checkpoint_op})"
     ))
 }
@@ -126,6 +245,12 @@ fn durable_slot(journal: &impl Fn(u64, usize) -> Option<Vec<u8>>, config: &Journ
     Some(header)
 }
 
+/// The valid prepare header in the durable header ring copy of `op`'s slot.
+fn durable_copy(journal: &impl Fn(u64, usize) -> Option<Vec<u8>>, config: &JournalConfig, op: u64) -> Option<Header> {
+    let header = Header::decode(&journal(config.header_copy_offset(op), HEADER_SIZE_BYTES)?).ok()?;
+    (header.command == Command::Prepare).then_some(header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +261,9 @@ mod tests {
         let mut header = Header::new(Command::DoViewChange, 1);
         header.view = 5;
         header.context = 4;
-        assert_eq!(Promise::of(&header), Some(Promise::ViewAndLogView { view: 5, log_view: 4 }));
+        assert_eq!(Promise::of(&header), Some(Promise::DoViewChange { view: 5, log_view: 4, nack_floor: 0 }));
+        header.set_do_view_change_nacks(shoal_vsr::header::DoViewChangeNacks { floor: 3, present: 0 });
+        assert_eq!(Promise::of(&header), Some(Promise::DoViewChange { view: 5, log_view: 4, nack_floor: 3 }));
         assert_eq!(Promise::of(&Header::new(Command::Request, 1)), None);
         let mut start_view = Header::new(Command::StartView, 1);
         start_view.view = 6;

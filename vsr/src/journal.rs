@@ -56,6 +56,20 @@
 //! clears the ring copies first (fsync), then the slots (fsync), so a crash
 //! between the two cannot make a dropped prepare look faulty.
 //!
+//! Why a prepare and its own copy never share an fsync: the device writes
+//! back a batch's sectors in any order, so a power loss during that fsync
+//! can keep the copy and lose or tear the prepare. Recovery would then read
+//! "invalid slot, copy names it": faulty, though it was never acknowledged.
+//! That is not unsafe by itself (the replica repairs and will not nack it),
+//! but it is exactly the torn-versus-rot distinction the ring exists for
+//! lost for every crash during a flush: each torn tail would restart its
+//! replica `Recovering`, waiting on a body that only it may ever have had,
+//! and never nacking it (with one of three replicas down, the view change
+//! could not truncate it). Group commit keeps the distinction at the cost
+//! of latency, not throughput: `flush` writes the copies of the previous
+//! batch with the current batch's prepares, one fsync per batch while
+//! batches keep coming; a lone batch waits for two.
+//!
 //! A copy that reads back invalid (not empty, not a header of its slot) was
 //! damaged, never torn, and with it went the evidence of what the slot held.
 //! If the prepare is invalid too, the slot is `Unknown`: it may have held
@@ -76,6 +90,12 @@
 //! never vouches for a prepare a later power loss would take back. We chose
 //! this over O_DIRECT: one fdatasync at open costs nothing in steady state,
 //! and keeps the `Io` trait free of alignment rules for every buffer.
+//! The fsync cannot settle pages a failed fsync marked clean (Linux keeps
+//! them readable, never writes them): those are the prepares whose ring
+//! copy does not name them, or was poisoned before their rewrite, and open
+//! rewrites exactly those (see "What it costs"). An O_DIRECT read at open
+//! (what the device holds) would need neither rule; it needs an aligned
+//! read path in `Io` and the simulator (a read of durable bytes).
 //! Only a writable open syncs: a read-only open (another shard replaying
 //! the metadata group) must not change what the disk keeps, or the
 //! owner's crash outcomes would depend on whether someone happened to read
@@ -113,11 +133,18 @@
 //!   retired file, which the next compaction rewrites in place: its reads
 //!   then fail the checksum check (`Corrupt`), never return another op's
 //!   bytes; reopen it after a compaction.
-//! - A writable `open` rewrites every valid prepare of the window (its
-//!   used bytes, not its slot) and fsyncs once: after a failed fsync the
+//! - A writable `open` rewrites (used bytes, then one fsync) only the valid
+//!   prepares whose ring copy does not name them: after a failed fsync the
 //!   page cache may hold prepares the device never got, and only a rewrite
-//!   makes them durable before the replica vouches for them. Bounded by
-//!   `slot_count` prepares, once per restart.
+//!   makes them durable before the replica vouches for them. A matching
+//!   copy proves the prepare reached the device: copies are written only
+//!   after their prepare's fsync succeeded, and a slot is never rewritten
+//!   with the prepare its copy names until that copy is poisoned and the
+//!   poison fsynced (`unvouch_copies`: a repair of a faulty op whose copy
+//!   survived, or a rewrite of a held prepare; one extra fsync then, none
+//!   on the append path, which only reads the copies). So a restart after
+//!   a clean stop rewrites the ring (`slot_count` x 256 bytes), not up to
+//!   `slot_count` prepares.
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
 //!   same protocol as one step of group commit: one fsync per batch, each
 //!   batch acknowledged after the next batch's fsync.
@@ -970,21 +997,23 @@ impl<I: Io> PrepareJournal<I> {
             // failed fsync Linux marks the pages clean, a process crash keeps
             // them readable, and the fsync at open has nothing to flush.
             // Rewriting what we read makes the pages dirty again, so this
-            // fsync makes the prepare durable (or fails open). Every valid
-            // prepare, not only those without their ring copy: a faulty op
-            // keeps its durable copy, so its repair whose fsync failed read
-            // back "fully written" from the cache (disk-rot seed 2393 with
-            // misdirected writes: a prepare_ok for a repaired op 18 whose
-            // durable slot held nothing).
+            // fsync makes the prepare durable (or fails open). Only those
+            // whose ring copy does not name them: a copy is written only
+            // after its prepare's fsync succeeded, and a slot is never
+            // rewritten with the prepare its copy names until that copy is
+            // durably poisoned (`unvouch_copies`), so a matching copy proves
+            // the slot's bytes reached the device (disk-rot seed 2393: a
+            // repair over a faulty op's intact copy, whose fsync failed,
+            // read back "fully written" from the cache).
             debug_assert!(copies_stale.iter().all(|header| valid.get(&header.op) == Some(header)));
-            for header in valid.values() {
+            for header in &copies_stale {
                 let offset = self.config.slot_offset(header.op);
                 let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
                 result.map_err(io_error("reread prepare"))?;
                 let (result, _) = self.file.write_all_at(bytes, offset).await;
                 result.map_err(io_error("rewrite prepare"))?;
             }
-            if !valid.is_empty() {
+            if !copies_stale.is_empty() {
                 self.file.sync_data().await.map_err(io_error("fsync"))?;
             }
             // Now every valid prepare is durable, so its ring copy may be
@@ -1067,6 +1096,7 @@ impl<I: Io> PrepareJournal<I> {
                 live_op: op - self.config.slot_count,
             });
         }
+        self.unvouch_copies(&[header]).await?;
         let (result, _) =
             self.file.write_all_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
         // Update the index only after the write succeeded: a failed append
@@ -1105,6 +1135,7 @@ impl<I: Io> PrepareJournal<I> {
             }
             parent = Some(header.checksum);
         }
+        self.unvouch_copies(&prepares.iter().map(|(header, _)| header).collect::<Vec<_>>()).await?;
         let slot_size_bytes = self.config.slot_size_bytes();
         let mut start = 0;
         while start < prepares.len() {
@@ -1201,6 +1232,59 @@ impl<I: Io> PrepareJournal<I> {
         self.headers.contains_key(&op) && !self.copies_pending.contains(&op) && !self.copies_ready.contains(&op)
     }
 
+    /// Before `headers` are written to their slots: a ring copy that
+    /// already names one of them (the same op and checksum: a repair of a
+    /// faulty op whose copy survived, or a rewrite of a held prepare) is
+    /// poisoned and the poison fsynced first. Otherwise, if the slot write's
+    /// fsync failed (Linux marks the pages clean, the cache keeps them) and
+    /// the process died, the next open would read the cached prepare with
+    /// a matching copy and take it as durable while the device holds the
+    /// old, damaged bytes. With the copy poisoned, open rewrites it (module
+    /// doc); were the slot lost instead, both invalid read as `Unknown`,
+    /// faulty, never torn. `headers` are ascending ops; one read per run of
+    /// adjacent copies. A read error counts as a match (poison it: safe).
+    async fn unvouch_copies(&mut self, headers: &[&Header]) -> Result<(), JournalError> {
+        let slot_count = self.config.slot_count;
+        let mut matching: Vec<u64> = Vec::new();
+        let mut index = 0;
+        while index < headers.len() {
+            let first = index;
+            while index + 1 < headers.len()
+                && headers[index + 1].op == headers[index].op + 1
+                && !(headers[index].op + 1).is_multiple_of(slot_count)
+            {
+                index += 1;
+            }
+            index += 1;
+            let run = &headers[first..index];
+            let buffer = vec![0; run.len() * HEADER_SIZE_BYTES];
+            let (result, bytes) = self.file.read_exact_at(buffer, self.config.header_copy_offset(run[0].op)).await;
+            for (header, copy) in run.iter().zip(bytes.chunks_exact(HEADER_SIZE_BYTES)) {
+                let names_it =
+                    Header::decode(copy).is_ok_and(|copy| copy.op == header.op && copy.checksum == header.checksum);
+                if result.is_err() || names_it {
+                    matching.push(header.op);
+                }
+            }
+        }
+        if matching.is_empty() {
+            return Ok(());
+        }
+        for &op in &matching {
+            let (result, _) =
+                self.file.write_all_at(vec![POISON_BYTE; HEADER_SIZE_BYTES], self.config.header_copy_offset(op)).await;
+            if let Err(source) = result {
+                self.poisoned = true;
+                return Err(JournalError::Io { operation: "poison header copy", source });
+            }
+        }
+        if let Err(source) = self.file.sync_data().await {
+            self.poisoned = true;
+            return Err(JournalError::Io { operation: "fsync poisoned header copies", source });
+        }
+        Ok(())
+    }
+
     /// Write the ring copies of `headers` (ascending ops), one write per run
     /// of consecutive slots: a batch costs one write. Not durable until fsync.
     async fn write_header_copies(&self, headers: &[Header]) -> Result<(), JournalError> {
@@ -1282,6 +1366,7 @@ impl<I: Io> PrepareJournal<I> {
         {
             return Err(JournalError::ParentMismatch { op });
         }
+        self.unvouch_copies(&[header]).await?;
         let (result, _) =
             self.file.write_all_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
         result.map_err(io_error("write repaired prepare"))?;

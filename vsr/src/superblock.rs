@@ -6,7 +6,8 @@
 //! Each write bumps a sequence number and writes copy A, fsyncs, then writes
 //! copy B and fsyncs. A crash tears at most the copy being written, so the
 //! other one is valid; `open` takes the valid copy with the highest sequence.
-//! The copies live in separate sectors so one torn sector cannot hit both.
+//! The copies live in separate sectors so one torn sector cannot hit both,
+//! a copy's size apart so one misdirected write cannot hit both either.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,29 @@ pub const SUPERBLOCK_COPY_SIZE_BYTES: u64 = 16 * 1024;
 /// The most view headers a superblock holds (the replica's `VIEW_HEADERS_MAX`).
 pub const SUPERBLOCK_VIEW_HEADERS_MAX: usize = 48;
 pub const SUPERBLOCK_COPIES: u64 = 2;
+/// Copy `i` starts at `i` strides: one copy's size of unused space between
+/// two copies, so a misdirected write of one copy (the device puts it at a
+/// wrong sector of the file) can land on at most one of them. Adjacent
+/// copies let one copy-sized write straddle both, corrupting each (disk-rot
+/// seed 366 with superblock misdirects: "both superblock copies are
+/// invalid").
+pub const SUPERBLOCK_COPY_STRIDE_BYTES: u64 = 2 * SUPERBLOCK_COPY_SIZE_BYTES;
+/// A reader looks for a copy at every copy-sized position of the file
+/// (the gaps included): files written before the stride hold copy B right
+/// after copy A, and a misdirected copy in a gap is a genuine copy too.
+const SUPERBLOCK_READ_POSITIONS: u64 = (SUPERBLOCK_COPIES - 1) * 2 + 1;
+const _: () = assert!(SUPERBLOCK_COPY_STRIDE_BYTES >= 2 * SUPERBLOCK_COPY_SIZE_BYTES);
+
+/// Where copy `index` is written.
+pub fn superblock_copy_offset(index: u64) -> u64 {
+    assert!(index < SUPERBLOCK_COPIES);
+    index * SUPERBLOCK_COPY_STRIDE_BYTES
+}
+
+/// The size of a superblock file: the last copy's end.
+pub fn superblock_file_size_bytes() -> u64 {
+    superblock_copy_offset(SUPERBLOCK_COPIES - 1) + SUPERBLOCK_COPY_SIZE_BYTES
+}
 /// "SHOALSB\0", little-endian.
 pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"SHOALSB\0");
 pub const SUPERBLOCK_FORMAT_VERSION: u32 = 1;
@@ -207,8 +231,8 @@ fn decode_view_headers(bytes: &[u8]) -> Result<Vec<Header>, SuperblockError> {
 /// neither copy is valid (torn, zeroed, foreign or a short file).
 pub fn decode_file(bytes: &[u8]) -> Result<Option<(u64, SuperblockState)>, SuperblockError> {
     let mut best: Option<CopyRecord> = None;
-    for index in 0..SUPERBLOCK_COPIES {
-        let offset = (index * SUPERBLOCK_COPY_SIZE_BYTES) as usize;
+    for position in 0..SUPERBLOCK_READ_POSITIONS {
+        let offset = (position * SUPERBLOCK_COPY_SIZE_BYTES) as usize;
         let Some(copy_bytes) = bytes.get(offset..offset + SUPERBLOCK_COPY_SIZE_BYTES as usize) else { continue };
         if let Some(copy) = CopyRecord::decode(copy_bytes)?
             && best.as_ref().is_none_or(|best| copy.sequence > best.sequence)
@@ -251,7 +275,7 @@ impl<I: Io> Superblock<I> {
         if file.size_bytes().await.map_err(io_error("stat"))? != 0 {
             return Err(SuperblockError::AlreadyExists { path });
         }
-        file.set_len(SUPERBLOCK_COPY_SIZE_BYTES * SUPERBLOCK_COPIES).await.map_err(io_error("set_len"))?;
+        file.set_len(superblock_file_size_bytes()).await.map_err(io_error("set_len"))?;
         let mut superblock = Superblock {
             file,
             writable: true,
@@ -285,8 +309,8 @@ impl<I: Io> Superblock<I> {
         };
         let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
         let mut best: Option<CopyRecord> = None;
-        for index in 0..SUPERBLOCK_COPIES {
-            let offset = index * SUPERBLOCK_COPY_SIZE_BYTES;
+        for position in 0..SUPERBLOCK_READ_POSITIONS {
+            let offset = position * SUPERBLOCK_COPY_SIZE_BYTES;
             if offset + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
                 continue;
             }
@@ -353,7 +377,7 @@ impl<I: Io> Superblock<I> {
         for index in 0..SUPERBLOCK_COPIES {
             // One copy at a time, each fsynced before the next is touched: a
             // crash can tear only the copy in flight.
-            let (result, _) = self.file.write_all_at(bytes.clone(), index * SUPERBLOCK_COPY_SIZE_BYTES).await;
+            let (result, _) = self.file.write_all_at(bytes.clone(), superblock_copy_offset(index)).await;
             result.map_err(io_error("write"))?;
             self.file.sync_data().await.map_err(io_error("fsync"))?;
         }

@@ -305,8 +305,9 @@ fn corrupt_metadata_fails_start_up(file: &str, damage_file: impl Fn(&std::path::
 
 #[test]
 fn a_corrupt_metadata_superblock_fails_start_up_with_an_operator_message() {
-    // Both copies (16 KiB each) overwritten.
-    corrupt_metadata_fails_start_up(METADATA_SUPERBLOCK, |path| damage(path, 0, 32 * 1024), "metadata superblock");
+    // Every copy overwritten (the whole file: copies and the gap between them).
+    let size = shoal_vsr::superblock::superblock_file_size_bytes() as usize;
+    corrupt_metadata_fails_start_up(METADATA_SUPERBLOCK, |path| damage(path, 0, size), "metadata superblock");
 }
 
 #[test]

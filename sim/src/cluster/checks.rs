@@ -173,24 +173,21 @@ impl Cluster {
         let Some(promise) = Promise::of(header) else { return };
         let namespace = self.namespaces[group];
         let dir = std::path::Path::new(DATA_DIR);
+        let config = JournalConfig {
+            slot_count: JOURNAL_SLOT_COUNT,
+            message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+            cluster: CLUSTER_ID,
+            namespace,
+        };
         let result = {
             let disk = self.nodes[replica as usize].io.disk();
-            match promise {
-                Promise::Prepare { op, checksum } => {
-                    let config = JournalConfig {
-                        slot_count: JOURNAL_SLOT_COUNT,
-                        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
-                        cluster: CLUSTER_ID,
-                        namespace,
-                    };
-                    let journal = journal_path(dir, namespace);
-                    let read = |offset, len| disk.contents_durable_range(&journal, offset, len);
-                    check_prepare(op, checksum, &config, read, || {
-                        disk.contents_durable(&checkpoint_path(dir, namespace))
-                    })
-                }
-                _ => check_view(promise, disk.contents_durable(&superblock_path(dir, namespace)).as_deref()),
-            }
+            let journal = journal_path(dir, namespace);
+            let files = DurableFiles {
+                journal: |offset, len| disk.contents_durable_range(&journal, offset, len),
+                superblock: || disk.contents_durable(&superblock_path(dir, namespace)),
+                checkpoint: || disk.contents_durable(&checkpoint_path(dir, namespace)),
+            };
+            promises::check(promise, &config, files)
         };
         if result.is_err() && self.misdirected_over_slot(replica, group, &promise) {
             // A prepare write went elsewhere, or another write landed on
@@ -209,10 +206,9 @@ impl Cluster {
         }
     }
 
-    /// A misdirected write was meant for, or landed on, the slot `promise`
-    /// names.
+    /// A misdirected write was meant for, or landed on, the journal bytes
+    /// `promise` rests on (a prepare's slot or its ring copy).
     fn misdirected_over_slot(&self, replica: u8, group: usize, promise: &Promise) -> bool {
-        let Promise::Prepare { op, .. } = *promise else { return false };
         let config = JournalConfig {
             slot_count: JOURNAL_SLOT_COUNT,
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
@@ -220,9 +216,11 @@ impl Cluster {
             namespace: self.namespaces[group],
         };
         let path = journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
-        let (start, end) = (config.slot_offset(op), config.slot_offset(op) + config.slot_size_bytes());
         let disk = self.nodes[replica as usize].io.disk();
-        disk.misdirected_ranges(&path).iter().any(|&(offset, len)| offset < end && start < offset + len)
+        let ranges = promise.journal_ranges(&config);
+        disk.misdirected_ranges(&path)
+            .iter()
+            .any(|&(offset, len)| ranges.iter().any(|&(start, length)| offset < start + length && start < offset + len))
     }
 
     /// Once per network tick: for each group, could it commit now (a quorum

@@ -196,14 +196,18 @@ impl Cluster {
         })
     }
 
-    /// The next write to one journal of the rot replica lands at another
-    /// offset of the file (a misdirected write): it damages whatever is
+    /// The next write to one journal (or, one time in four, superblock) of
+    /// the rot replica lands at another offset of the file (a misdirected
+    /// write): it damages whatever is
     /// there and leaves the intended range as it was. Placed like rot: only
     /// on the one replica whose disk may be damaged, and only with peers
     /// (3 or more replicas), so every op it can damage is held elsewhere
     /// once committed; the journal's ring copies and two file header copies
     /// must turn the damage into faulty slots, never into a silently
-    /// shorter log or a journal that cannot open.
+    /// shorter log or a journal that cannot open. At most one per journal
+    /// file per process life, as rot takes at most one copy of anything:
+    /// the journal's redundancy is pairs (two file header copies, a slot
+    /// and its ring copy), and a writable open repairs the damaged half.
     ///
     /// Off, it draws nothing (unlike `roll`'s other callers): a run without
     /// misdirected writes keeps the random path it had before they existed.
@@ -213,7 +217,17 @@ impl Cluster {
             return;
         }
         let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
-        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let path = if self.rng.next_u64().is_multiple_of(4) {
+            shoal_vsr::superblock::superblock_path(std::path::Path::new(DATA_DIR), self.namespaces[group])
+        } else {
+            shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group])
+        };
+        // One per file per life: a second one could take the other copy
+        // of what the first damaged before the restart's open repairs it
+        // (disk-rot seed 1094: both file header copies in one life).
+        if self.nodes[replica as usize].io.disk().misdirected_this_life(&path) {
+            return;
+        }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
         let label = self.group_label(group);
         self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use shoal_sim::availability::AVAILABILITY_WINDOW_MAX_NS;
 use shoal_sim::io::{SimIo, block_on_ready};
-use shoal_sim::promises::{Promise, check_prepare, check_view};
+use shoal_sim::promises::{self, DurableFiles, Promise, check_prepare, check_view};
 use shoal_sim::{FaultMix, HistoryKind, RunConfig, ScriptedFault, Target, Verdict};
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::journal::{JournalConfig, PrepareJournal, journal_path};
@@ -29,7 +29,7 @@ fn a_view_is_promised_only_once_the_superblock_write_is_durable() {
     assert!(check_view(promise, durable().as_deref()).is_err(), "view 0 on disk");
     let state = SuperblockState { view: 2, log_view: 1, ..SuperblockState::default() };
     block_on_ready(superblock.write(state)).unwrap();
-    assert_eq!(check_view(promise, durable().as_deref()), Ok(()));
+    assert_eq!(check_view(promise, durable().as_deref()).map(|state| state.view), Ok(2));
     let dvc = Promise::ViewAndLogView { view: 2, log_view: 2 };
     let broken = check_view(dvc, durable().as_deref()).unwrap_err();
     assert!(broken.contains("log_view is 1"), "{broken}");
@@ -55,6 +55,67 @@ fn a_prepare_ok_needs_the_fsync_not_only_the_write() {
     assert_eq!(check_prepare(1, header.checksum, &config, durable, || None), Ok(()));
     let other = check_prepare(1, header.checksum ^ 1, &config, durable, || None);
     assert!(other.is_err(), "another prepare at the op does not keep the promise");
+}
+
+/// The first fsync of group commit makes the prepare durable, the next one
+/// its header ring copy. A prepare_ok in between promises an op that a rot
+/// of its slot after a crash would turn into a "torn" write (no copy names
+/// it) and erase: the promise needs both.
+#[test]
+fn a_prepare_ok_needs_the_ring_copy_durable_too() {
+    let io = SimIo::new(3);
+    let dir = Path::new("/data");
+    let config = JournalConfig { slot_count: 16, message_size_max_bytes: 1024, cluster: 7, namespace: 9 };
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let header = prepare(1, b"payload");
+    block_on_ready(journal.write_prepare(&header, b"payload")).unwrap();
+    let path = journal_path(dir, 9);
+    let durable = |offset, len| io.disk().contents_durable_range(&path, offset, len);
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), Vec::<u64>::new(), "the prepare alone is durable");
+    let broken = check_prepare(1, header.checksum, &config, durable, || None).unwrap_err();
+    assert!(broken.contains("header ring copy"), "{broken}");
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1], "now with its ring copy");
+    assert_eq!(check_prepare(1, header.checksum, &config, durable, || None), Ok(()));
+}
+
+/// A do_view_change's nack floor must survive a crash: in the durable
+/// superblock, or the op of a prepare the replica kept aside (found again
+/// in the durable journal at restart).
+#[test]
+fn a_nack_floor_is_promised_only_once_durable() {
+    let io = SimIo::new(4);
+    let dir = Path::new("/data");
+    let config = JournalConfig { slot_count: 16, message_size_max_bytes: 1024, cluster: 7, namespace: 9 };
+    let mut superblock = block_on_ready(Superblock::create(&io, dir, 7, 9, 0)).unwrap();
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let state = SuperblockState { view: 2, log_view: 1, nack_floor: 3, ..SuperblockState::default() };
+    block_on_ready(superblock.write(state)).unwrap();
+    let check_floor = |nack_floor: u64| {
+        let path = journal_path(dir, 9);
+        let files = DurableFiles {
+            journal: |offset, len| io.disk().contents_durable_range(&path, offset, len),
+            superblock: || io.disk().contents_durable(&superblock_path(dir, 9)),
+            checkpoint: || None,
+        };
+        promises::check(Promise::DoViewChange { view: 2, log_view: 1, nack_floor }, &config, files)
+    };
+    assert_eq!(check_floor(3), Ok(()), "the superblock holds it");
+    let broken = check_floor(5).unwrap_err();
+    assert!(broken.contains("nack floor 5"), "{broken}");
+    // A prepare kept aside at op 5: durable in the journal, it is found again.
+    block_on_ready(journal.write_prepare(&prepare(5, b"aside"), b"aside")).unwrap();
+    assert!(check_floor(5).is_err(), "written, not yet durable");
+    block_on_ready(journal.sync()).unwrap();
+    assert_eq!(check_floor(5), Ok(()));
+}
+
+fn prepare(op: u64, body: &[u8]) -> Header {
+    let mut header = Header::new(Command::Prepare, 7);
+    header.namespace = 9;
+    header.op = op;
+    header.operation = Operation::SendMessages;
+    header.set_checksums(body);
+    header
 }
 
 #[test]

@@ -323,3 +323,52 @@ fn a_repaired_prepare_whose_fsync_failed_is_made_durable_at_open() {
     let (_, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
 }
+
+/// The same story through `write_prepare`: op 3 is durable with its ring
+/// copy, a misdirected write then damages its slot on the device (the
+/// replica does not know), and the replica writes the same prepare again.
+/// Its fsync fails and the process dies. The cache holds a valid op 3 whose
+/// copy names it; only because the journal poisoned that copy (durably)
+/// before the rewrite does the next open rewrite op 3 instead of trusting
+/// the cache.
+#[test]
+fn a_rewrite_over_a_matching_ring_copy_is_not_trusted_from_the_cache() {
+    let io = SimIo::new(12);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    let (header, body) = block_on_ready(journal.read(3)).unwrap();
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    io.disk().poke(&path, config(SLOT_COUNT).slot_offset(3), &[0; 512]).unwrap();
+    block_on_ready(journal.write_prepare(&header, &body)).unwrap();
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(journal.sync()).is_err());
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the cache holds the rewritten op 3");
+    drop(journal);
+    power_loss_loses_everything_pending(&io);
+    io.power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
+}
+
+/// A writable open rewrites no prepare whose ring copy names it (a matching
+/// copy proves the prepare's fsync succeeded): reopening a journal of
+/// durable prepares writes the header ring, not the slots.
+#[test]
+fn a_writable_open_does_not_rewrite_prepares_its_ring_vouches_for() {
+    let io = SimIo::new(13);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 12, true);
+    drop(journal);
+    io.crash();
+    let (writes_before, bytes_before) = io.disk().writes();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, (1..=12).collect::<Vec<_>>());
+    let (writes, bytes) = io.disk().writes();
+    let ring_bytes = 12 * shoal_vsr::header::HEADER_SIZE_BYTES as u64;
+    assert_eq!((writes - writes_before, bytes - bytes_before), (1, ring_bytes), "one write: the ring copies");
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use shoal_sim::{DiskFaults, SimIo, block_on_ready};
 use shoal_vsr::io::OpenMode;
 use shoal_vsr::superblock::{
-    SUPERBLOCK_COPY_SIZE_BYTES, Superblock, SuperblockError, SuperblockState, superblock_path,
+    SUPERBLOCK_COPY_SIZE_BYTES, Superblock, SuperblockError, SuperblockState, superblock_copy_offset, superblock_path,
 };
 
 const CLUSTER: u128 = 77;
@@ -75,7 +75,7 @@ fn a_corrupt_copy_falls_back_to_the_other() {
     io.disk().poke(&path, 10, &[0xFF; 40]).unwrap();
     assert_eq!(open(&io).unwrap().state().clone(), state(4, 4, 40));
     // Sticky read corruption of copy B too: no valid copy is left.
-    io.disk().corrupt_sector(&path, SUPERBLOCK_COPY_SIZE_BYTES + 20).unwrap();
+    io.disk().corrupt_sector(&path, superblock_copy_offset(1) + 20).unwrap();
     let error = open(&io).unwrap_err();
     assert!(matches!(error, SuperblockError::NoValidCopy), "{error}");
 }
@@ -114,4 +114,35 @@ fn view_never_goes_back() {
     let mut superblock = block_on_ready(Superblock::create(&io, Path::new(DIR), CLUSTER, NAMESPACE, REPLICA)).unwrap();
     block_on_ready(superblock.write(state(5, 5, 0))).unwrap();
     let _ = block_on_ready(superblock.write(state(4, 4, 0)));
+}
+
+/// disk-rot seed 366 (with misdirected superblock writes): the write of
+/// copy B went to another sector of the file, after copy A was written.
+/// With the copies adjacent, a copy-sized write landing between them
+/// corrupted the new copy A and the old copy B at once, and the replica
+/// could not restart. A copy's size apart, any landing spot leaves one
+/// valid copy: the new state, or the one before it.
+#[test]
+fn a_misdirected_copy_write_leaves_one_valid_copy_wherever_it_lands() {
+    let dir = Path::new(DIR);
+    // The bytes copy B's write carried: copy A of the same write.
+    let model = SimIo::new(5);
+    let mut superblock = block_on_ready(Superblock::create(&model, dir, CLUSTER, NAMESPACE, REPLICA)).unwrap();
+    block_on_ready(superblock.write(state(1, 1, 1))).unwrap();
+    block_on_ready(superblock.write(state(2, 2, 2))).unwrap();
+    let path = superblock_path(dir, NAMESPACE);
+    let copy_bytes = model.disk().contents(&path).unwrap()[..SUPERBLOCK_COPY_SIZE_BYTES as usize].to_vec();
+    let file_size_bytes = shoal_vsr::superblock::superblock_file_size_bytes();
+    let sectors = (file_size_bytes - SUPERBLOCK_COPY_SIZE_BYTES) / 512;
+    for landing in (1..=sectors).map(|sector| sector * 512).filter(|&at| at != superblock_copy_offset(1)) {
+        let io = SimIo::new(6);
+        let mut superblock = block_on_ready(Superblock::create(&io, dir, CLUSTER, NAMESPACE, REPLICA)).unwrap();
+        block_on_ready(superblock.write(state(1, 1, 1))).unwrap();
+        drop(superblock);
+        // Copy A of the next write landed; copy B's landed at `landing`.
+        io.disk().poke(&path, 0, &copy_bytes).unwrap();
+        io.disk().poke(&path, landing, &copy_bytes).unwrap();
+        let reopened = open(&io).unwrap_or_else(|error| panic!("landing at {landing}: {error}"));
+        assert!([state(1, 1, 1), state(2, 2, 2)].contains(reopened.state()), "landing at {landing}");
+    }
 }

@@ -32,6 +32,7 @@ impl<I: Io> PrepareJournal<I> {
             let slot = op % self.config.slot_count;
             return Err(JournalError::SlotCollision { op, slot, live_op: self.snapshot_op });
         }
+        self.unvouch_copies(&[header]).await?;
         let (result, _) =
             self.file.write_all_at(super::encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
         // The index changes only after the write succeeded: no phantom op.
