@@ -241,6 +241,9 @@ pub struct Cluster {
     /// (replica, group, copy). Rot never takes the last good copy, since a
     /// replica cannot yet fetch a checkpoint it lost from its peers.
     checkpoint_rot: std::collections::BTreeSet<(u8, usize, u64)>,
+    /// Superblock copies rotted since the replica's last superblock write:
+    /// `(replica, group, copy)`. Rot never takes the last good copy.
+    superblock_rot: std::collections::BTreeSet<(u8, usize, u64)>,
     /// The one replica whose disk may rot: corrupting a slot on no more than
     /// one replica keeps every committed op on a majority.
     rot_replica: u8,
@@ -400,6 +403,7 @@ impl Cluster {
             fault_budget: config.fault_budget,
             faults: BTreeMap::new(),
             checkpoint_rot: std::collections::BTreeSet::new(),
+            superblock_rot: std::collections::BTreeSet::new(),
             rot_replica,
             trace_hash: config.seed,
             trace: Vec::new(),

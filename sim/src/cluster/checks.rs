@@ -27,6 +27,10 @@ impl Cluster {
             // Both copies were written whole again.
             self.checkpoint_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
         }
+        if matches!(action, Action::WriteSuperblock { .. }) && durable {
+            // Both copies were written whole again.
+            self.superblock_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
+        }
         let acked = &mut self.nodes[replica as usize].acked[group];
         match action {
             // Every prepare written and fsynced is a promise, acknowledged or

@@ -333,6 +333,11 @@ impl Cluster {
             drop(storage);
             return self.rot_checkpoint(replica, group);
         }
+        // One in eight of the rest lands on a superblock copy.
+        if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
+            drop(storage);
+            return self.rot_superblock(replica, group);
+        }
         // One in eight of the rest lands on a partition segment (sealed or
         // open) when the scenario rots partitions.
         if self.config.faults.storage_partition_rot_ppm > 0
@@ -403,6 +408,41 @@ impl Cluster {
                 format!("partition {name} byte {offset}{label}")
             });
             self.timeline(replica, TimelineKind::Fault, format!("rot partition {name}"));
+        }
+    }
+
+    /// Rot a byte of one superblock copy of `group` on a replica that is
+    /// down: the replica must restart from the other copy with every promise
+    /// it made (each write puts the same state in both copies, and a
+    /// promise leaves only once both are durable). Never the last good
+    /// copy, and not a file a misdirected write touched (that may have
+    /// taken the other copy already).
+    pub(super) fn rot_superblock(&mut self, replica: u8, group: usize) {
+        use shoal_vsr::superblock::{SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE_BYTES, superblock_copy_offset};
+        let index = replica as usize;
+        let path = shoal_vsr::superblock::superblock_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        let disk = self.nodes[index].io.disk();
+        let Some(size_bytes) = disk.contents(&path).map(|bytes| bytes.len() as u64) else { return };
+        if !disk.misdirected_ranges(&path).is_empty() {
+            return;
+        }
+        drop(disk);
+        let copy = self.rng.next_u64() % SUPERBLOCK_COPIES;
+        let offset = superblock_copy_offset(copy) + self.rng.next_u64() % SUPERBLOCK_COPY_SIZE_BYTES;
+        let others_rotten = (0..SUPERBLOCK_COPIES)
+            .filter(|other| *other != copy)
+            .all(|other| self.superblock_rot.contains(&(replica, group, other)));
+        if offset >= size_bytes || others_rotten {
+            return;
+        }
+        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            self.superblock_rot.insert((replica, group, copy));
+            self.nodes[index].corrupted = true;
+            let label = self.group_label(group);
+            self.record(Some(replica), "rot", offset, group as u64, || {
+                format!("superblock copy {copy} byte {offset}{label}")
+            });
+            self.timeline(replica, TimelineKind::Fault, format!("rot superblock copy {copy} byte {offset}"));
         }
     }
 

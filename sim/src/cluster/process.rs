@@ -135,6 +135,7 @@ impl Cluster {
         let io = self.nodes[index].io.clone();
         io.disk().wipe();
         self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
+        self.superblock_rot.retain(|(r, _, _)| *r != replica);
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
