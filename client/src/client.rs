@@ -295,12 +295,7 @@ impl Client {
             }
             ticks += 1;
             tick_ends = std::time::Instant::now() + self.config.tick;
-            for session in self.sessions.values_mut() {
-                session.tick();
-            }
-            for link in &mut self.links {
-                link.redial_in_ticks = link.redial_in_ticks.saturating_sub(1);
-            }
+            self.tick();
         }
         let read = self.read.as_ref().expect("a read in flight");
         Err(ClientError::ReadTimedOut {
@@ -400,15 +395,21 @@ impl Client {
             // threads on 2 cores did, and ate the cores the replicas needed).
             ticks += 1;
             tick_ends = std::time::Instant::now() + self.config.tick;
-            for session in self.sessions.values_mut() {
-                session.tick();
-            }
-            for link in &mut self.links {
-                link.redial_in_ticks = link.redial_in_ticks.saturating_sub(1);
-            }
+            self.tick();
         }
         let request = self.session(namespace).in_flight().unwrap_or(0);
         Err(ClientError::TimedOut { namespace, request, ticks: self.config.request_timeout_ticks })
+    }
+
+    /// One client tick: every session's timers, and the links' redial
+    /// countdowns.
+    fn tick(&mut self) {
+        for session in self.sessions.values_mut() {
+            session.tick();
+        }
+        for link in &mut self.links {
+            link.redial_in_ticks = link.redial_in_ticks.saturating_sub(1);
+        }
     }
 
     /// Send what every session asks for, dialing replicas as needed. A
