@@ -77,16 +77,7 @@ impl Yields {
         if self.rng.borrow_mut().next_u64() % (1 << 16) >= YIELD_PER_65536 {
             return;
         }
-        let mut yielded = false;
-        std::future::poll_fn(|cx| {
-            if yielded {
-                return Poll::Ready(());
-            }
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await;
+        shoal_shard::node::join::yield_once().await;
     }
 }
 

@@ -28,6 +28,22 @@ pub struct Joined<T> {
     pub polls: usize,
 }
 
+/// Return `Pending` once (waking the caller at once), then `Ready`: lets a
+/// joined future give the others a turn. The simulator's storage yields
+/// with it, so `join_in_order` interleaves the flushes it runs.
+pub async fn yield_once() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
 /// Drive every future to completion at once; their outputs in index order.
 pub async fn join_in_order<F: Future>(futures: Vec<F>) -> Joined<F::Output> {
     assert!(futures.len() <= JOIN_FUTURES_MAX, "{} futures in one join", futures.len());
@@ -67,16 +83,7 @@ mod tests {
     async fn yielding(id: usize, yields: usize, log: Rc<RefCell<Vec<usize>>>) -> usize {
         for _ in 0..yields {
             log.borrow_mut().push(id);
-            let mut yielded = false;
-            poll_fn(|cx| {
-                if yielded {
-                    return Poll::Ready(());
-                }
-                yielded = true;
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            })
-            .await;
+            yield_once().await;
         }
         log.borrow_mut().push(id);
         id * 10
