@@ -28,7 +28,7 @@ use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
 use crate::timeout::Timeout;
 
-pub const PIPELINE_PREPARES_MAX: usize = 8;
+pub const PIPELINE_PREPARES_MAX: usize = 16;
 /// Requests a primary holds while its pipeline is full, prepared in arrival
 /// order as the pipeline drains (one per client: a retry replaces its queued
 /// copy). Past this bound a request is refused with `Refusal::Busy`
