@@ -153,6 +153,12 @@ struct Process {
     paused_until_ns: Option<u64>,
     /// Corruption was injected into this replica's journal while it was down.
     corrupted: bool,
+    /// A journal sector went bad while this replica ran (`rot_running`);
+    /// cleared by its next restart, whose open finds the damage (the
+    /// replica is then `Recovering` until repaired). A plot must not wipe
+    /// another replica meanwhile: two damaged replicas of three exceed the
+    /// fault model (swarm seeds 1284 and 2953 wedged that way).
+    rotted_while_running: bool,
     /// The disk is wiped when this (crashed) process restarts.
     wipe_on_restart: bool,
     /// The running node; `None` while down (and while a step borrows it).
@@ -357,6 +363,7 @@ impl Cluster {
                 up: true,
                 paused_until_ns: None,
                 corrupted: false,
+                rotted_while_running: false,
                 wipe_on_restart: false,
                 node: Some(node),
                 acked: vec![BTreeMap::new(); namespaces.len()],

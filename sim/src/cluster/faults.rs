@@ -225,10 +225,11 @@ impl Cluster {
         // One per file per life: a second one could take the other copy
         // of what the first damaged before the restart's open repairs it
         // (disk-rot seed 1094: both file header copies in one life).
-        if self.nodes[replica as usize].io.disk().misdirected_this_life(&path) {
+        if self.nodes[replica as usize].io.disk().misdirected_this_life(&path) || self.another_is_impaired(replica) {
             return;
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
+        self.nodes[replica as usize].rotted_while_running = true;
         let label = self.group_label(group);
         self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
     }
@@ -262,15 +263,33 @@ impl Cluster {
         // The head included: a rotten head slot must not pass for a torn one.
         let op = low + draw % (head - low + 1);
         let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
-        if !self.held_elsewhere(index, group, op) || self.misdirect_touched(index, group, op) {
+        if !self.held_elsewhere(index, group, op)
+            || self.misdirect_touched(index, group, op)
+            || self.another_is_impaired(replica)
+        {
             return;
         }
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
             let label = self.group_label(group);
+            self.nodes[index].rotted_while_running = true;
             self.record(Some(replica), "rot_running", op, group as u64, || format!("journal slot of op {op}{label}"));
             self.timeline(replica, TimelineKind::Fault, format!("rot op {op} (running)"));
         }
+    }
+
+    /// Another replica than `replica` is down to be wiped or `Recovering`
+    /// in some group (rejoining after a wipe, or with a faulty journal):
+    /// damaging `replica`'s disk now would make two impaired replicas, more
+    /// than the fault model's one of three (swarm seed 2953: misdirects on
+    /// the rot replica while a plot-wiped replica rejoined wedged a group).
+    fn another_is_impaired(&self, replica: u8) -> bool {
+        (0..self.config.replica_count).filter(|r| *r != replica).any(|r| {
+            self.nodes[r as usize].wipe_on_restart
+                || (0..self.namespaces.len()).any(|group| {
+                    self.group_replica(r, group).is_some_and(|x| x.status() == shoal_vsr::replica::Status::Recovering)
+                })
+        })
     }
 
     /// A misdirected write was meant for, or landed on, `op`'s slot or its

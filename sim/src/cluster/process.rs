@@ -120,6 +120,7 @@ impl Cluster {
             Some(Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone()));
         self.nodes[index].up = true;
         self.nodes[index].corrupted = false;
+        self.nodes[index].rotted_while_running = false;
         self.connect(replica);
         self.check_owner_table(replica);
         self.record(Some(replica), "restart", faulty_groups, 0, String::new);
