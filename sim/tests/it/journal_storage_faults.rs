@@ -311,17 +311,7 @@ fn a_repaired_prepare_whose_fsync_failed_is_made_durable_at_open() {
     let (mut journal, recovery) = open(&io);
     assert_eq!(recovery.repair_ops, vec![3]);
     block_on_ready(journal.write_repair(&header, &body)).unwrap();
-    io.disk().fail_next_sync();
-    assert!(block_on_ready(journal.sync()).is_err());
-    drop(journal);
-    io.crash_process();
-    let (journal, recovery) = open(&io);
-    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the cache holds the repaired op 3");
-    drop(journal);
-    power_loss_loses_everything_pending(&io);
-    io.power_loss();
-    let (_, recovery) = open(&io);
-    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
+    op_3_fsync_fails_then_crash_then_power_loss(&io, journal);
 }
 
 /// The same story through `write_prepare`: op 3 is durable with its ring
@@ -341,16 +331,24 @@ fn a_rewrite_over_a_matching_ring_copy_is_not_trusted_from_the_cache() {
     let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
     io.disk().poke(&path, config(SLOT_COUNT).slot_offset(3), &[0; 512]).unwrap();
     block_on_ready(journal.write_prepare(&header, &body)).unwrap();
+    op_3_fsync_fails_then_crash_then_power_loss(&io, journal);
+}
+
+/// The end both rewrite stories share: the fsync of the rewritten op 3
+/// fails and the process dies; the next open reports ops 1..=3 (the cache
+/// holds op 3), and after a power loss the disk must still hold what that
+/// open reported durable.
+fn op_3_fsync_fails_then_crash_then_power_loss(io: &SimIo, mut journal: PrepareJournal<SimIo>) {
     io.disk().fail_next_sync();
     assert!(block_on_ready(journal.sync()).is_err());
     drop(journal);
     io.crash_process();
-    let (journal, recovery) = open(&io);
+    let (journal, recovery) = open(io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the cache holds the rewritten op 3");
     drop(journal);
-    power_loss_loses_everything_pending(&io);
+    power_loss_loses_everything_pending(io);
     io.power_loss();
-    let (_, recovery) = open(&io);
+    let (_, recovery) = open(io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
 }
 
