@@ -35,9 +35,11 @@ fn append(journal: &mut PrepareJournal<SimIo>, chain: &mut Chain, count: u64, sy
     }
 }
 
-/// Every pending write is lost at the next power loss.
-fn power_loss_loses_everything_pending(io: &SimIo) {
+/// A power loss that loses every write not yet synced, then a writable open.
+fn reopen_after_power_loss(io: &SimIo) -> (PrepareJournal<SimIo>, Recovery) {
     io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+    io.power_loss();
+    open(io)
 }
 
 /// Op 4 was written but never synced when the process died. The page cache
@@ -56,9 +58,7 @@ fn recovery_after_a_process_crash_reports_only_durable_prepares() {
     let (journal, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "the page cache kept op 4");
     drop(journal);
-    power_loss_loses_everything_pending(&io);
-    io.power_loss();
-    let (_, recovery) = open(&io);
+    let (_, recovery) = reopen_after_power_loss(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "what recovery vouched for was durable");
 }
 
@@ -81,9 +81,7 @@ fn a_prepare_whose_fsync_failed_is_made_durable_before_it_is_trusted() {
     let (journal, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "the clean pages are still cached");
     drop(journal);
-    power_loss_loses_everything_pending(&io);
-    io.power_loss();
-    let (journal, recovery) = open(&io);
+    let (journal, recovery) = reopen_after_power_loss(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "op 4 was rewritten and synced at the first open");
     assert!(block_on_ready(journal.scan()).unwrap().corrupt_ops.is_empty());
 }
@@ -252,9 +250,7 @@ fn a_read_only_open_does_not_change_what_the_disk_keeps() {
     drop(reader);
     assert!(io.disk().contents_durable(&path).unwrap() == durable_before, "the read-only open synced the file");
     drop(journal);
-    power_loss_loses_everything_pending(&io);
-    io.power_loss();
-    let (_, recovery) = open(&io);
+    let (_, recovery) = reopen_after_power_loss(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "op 4 was never synced by its owner");
 }
 
@@ -346,9 +342,7 @@ fn op_3_fsync_fails_then_crash_then_power_loss(io: &SimIo, mut journal: PrepareJ
     let (journal, recovery) = open(io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the cache holds the rewritten op 3");
     drop(journal);
-    power_loss_loses_everything_pending(io);
-    io.power_loss();
-    let (_, recovery) = open(io);
+    let (_, recovery) = reopen_after_power_loss(io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
 }
 
