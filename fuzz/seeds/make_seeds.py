@@ -239,6 +239,51 @@ SEEDS = {
         "reply-rejected": b"\x00\x02\x00\x00\x07" + le(1, 4) + le(2, 4) + b"\x01\x05\x00\x04",
         "filler": filler(4, 1500),
     },
+    "batch_decode": {
+        # bool (reply mode) first; then a message count, each message a u16
+        # length and its bytes, then mutations: count, then (at u16, kind, ...)
+        "reply-12-bytes": b"\x01" + le(7, 4) + le(3, 8),
+        "reply-short": b"\x01" + b"\x05\x06",
+        "three-messages": b"\x00\x02" + le(3, 2) + b"abc" + le(0, 2) + le(20, 2) + filler(9, 20) + b"\x00",
+        "three-messages-count-rewritten": b"\x00\x02" + le(3, 2) + b"abc" + le(0, 2) + le(20, 2) + filler(9, 20)
+        + b"\x01" + le(0, 2) + b"\x02" + le(9, 2) + b"\x02",
+        "sixteen-messages-flipped": b"\x00\x0f" + b"".join(le(n, 2) + filler(n, n) for n in range(16))
+        + b"\x02" + le(40, 2) + b"\x00\x05" + le(7, 2) + b"\x04",
+    },
+    "partition_log_scan": {
+        # disk seed u16, segment size byte (0: 64 MiB, else small), batch
+        # count, each batch (count, per message length + bytes, synced bit),
+        # then mutations (count, then kind and arguments).
+        "one-segment-synced-torn-tail": le(3, 2) + b"\x00" + b"\x03"
+        + b"\x01" + b"\x05hello" + b"\x01"
+        + b"\x02" + b"\x03abc" + b"\x02xy" + b"\x01"
+        + b"\x00" + b"\x04ping" + b"\x00"
+        + b"\x02" + b"\x01" + le(2, 2) + b"\x05" + b"\x03" + le(1, 2),
+        "rolled-segments-rot": le(9, 2) + b"\x02" + b"\x05"
+        + b"".join(bytes([1]) + bytes([m]) + filler(m, m) + bytes([m & 1]) for m in (10, 20, 30, 40, 50, 60))
+        + b"\x01" + b"\x00\x00" + le(50, 2) + b"\x03",
+        "filler": filler(12, 500),
+    },
+    "read_decode": {
+        # mode byte (even: request, odd: reply)
+        # request: offset u64, count u32, size u32, then mutations
+        "request-clean": b"\x00" + le(41, 8) + le(99, 4) + le(5000, 4) + b"\x00",
+        "request-count-rewritten": b"\x00" + le(41, 8) + le(99, 4) + le(5000, 4)
+        + b"\x01" + le(8, 2) + b"\x02" + le(0, 2) + b"\x02",
+        "request-truncated": b"\x00" + le(7, 8) + le(1, 4) + le(1, 4) + b"\x01" + le(15, 2) + b"\x04",
+        # reply: read offset, client, namespace, read id (u64 each), answer
+        # kind, its fields, replica, mutations, then three (bool, value) rewrites
+        "reply-messages": b"\x01" + le(1, 8) + le(2, 8) + le(3, 8) + le(4, 8)
+        + b"\x00\x02" + le(3, 2) + b"abc" + le(1, 2) + b"d" + le(0, 2) + le(100, 8) + le(5, 2)
+        + b"\x01" + b"\x00" + b"\x00\x00\x00",
+        "reply-messages-end-rewritten": b"\x01" + le(1, 8) + le(2, 8) + le(3, 8) + le(4, 8)
+        + b"\x00\x01" + le(3, 2) + b"abc" + le(4, 2) + b"defg" + le(100, 8) + le(0, 2)
+        + b"\x02" + b"\x00" + b"\x00" + b"\x00" + b"\x01" + le(101, 8),
+        "reply-too-large-status-rewritten": b"\x01" + le(1, 8) + le(2, 8) + le(3, 8) + le(4, 8)
+        + b"\x04" + le(9, 8) + le(70000, 4) + b"\x00" + b"\x00" + b"\x01\x01",
+        "reply-beyond-end": b"\x01" + le(1, 8) + le(2, 8) + le(3, 8) + le(4, 8) + b"\x02" + le(77, 8)
+        + b"\x00" + b"\x01" + le(0, 2) + b"\x05" + b"\x02\x00",
+    },
 }
 
 for target, seeds in SEEDS.items():
