@@ -12,12 +12,28 @@ use serde::Deserialize;
 use shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
 use shoal_vsr::journal::SLOT_COUNT_MAX;
+use shoal_vsr::replica::{PIPELINE_PREPARES_MAX, VIEW_HEADERS_MAX};
 
 use crate::bus::net::IDLE_TIMEOUT_MS;
 use crate::pinning::CpuAllocation;
 
-/// The smallest journal: enough slots for a pipeline plus a checkpoint interval.
-pub const JOURNAL_SLOT_COUNT_MIN: u64 = 64;
+/// The smallest journal: a checkpoint interval (`checkpoint_interval_ops`)
+/// plus the view headers a view change carries must fit in it, and so must
+/// the pipeline (`Replica::open` asserts both). 64 passed this check once
+/// and then panicked the server when it opened a partition group (32 + 32
+/// is not below 64): every power of two from 128 up fits.
+pub const JOURNAL_SLOT_COUNT_MIN: u64 = 128;
+const _: () =
+    assert!(checkpoint_interval_ops(JOURNAL_SLOT_COUNT_MIN) + (VIEW_HEADERS_MAX as u64) < JOURNAL_SLOT_COUNT_MIN);
+const _: () = assert!(checkpoint_interval_ops(JOURNAL_SLOT_COUNT_MIN) > 0);
+const _: () = assert!(VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX < JOURNAL_SLOT_COUNT_MIN as usize);
+
+/// A group's checkpoint interval: half its journal, so a checkpoint drains
+/// well before the ring fills. For a power of two `slot_count` of at least
+/// `JOURNAL_SLOT_COUNT_MIN` the interval plus `VIEW_HEADERS_MAX` fits.
+pub const fn checkpoint_interval_ops(journal_slot_count: u64) -> u64 {
+    journal_slot_count / 2
+}
 /// `network.idle_timeout_ms` bounds: a connection may sit this long with an
 /// incomplete hello or frame before it is closed. Below the minimum a slow
 /// but healthy peer on a loaded machine would be cut off; past the maximum
@@ -376,6 +392,7 @@ format = "json"
         assert!(refusal("[sharding]\ncpu_allocation = \"numa:x\"\n").contains("sharding.cpu_allocation"));
         assert!(refusal("[limits]\nmessage_size_max = 100\n").contains("limits.message_size_max"));
         assert!(refusal("[limits]\njournal_slot_count = 1000\n").contains("power of two"));
+        assert!(refusal("[limits]\njournal_slot_count = 64\n").contains("128.."));
         assert!(refusal("[logging]\nformat = \"xml\"\n").contains("logging.format"));
         assert!(refusal("[network]\nidle_timeout_ms = 5\n").contains("network.idle_timeout_ms"));
         assert!(refusal("[network]\nidle_timeout_ms = 3600001\n").contains("network.idle_timeout_ms"));

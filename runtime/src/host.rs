@@ -191,8 +191,7 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
         replica: config.replica,
         replica_count: config.replica_count,
         journal_slot_count,
-        // Half the journal: a checkpoint drains well before the ring fills.
-        checkpoint_interval_ops: journal_slot_count / 2,
+        checkpoint_interval_ops: crate::config::checkpoint_interval_ops(journal_slot_count),
         seed,
         client_sessions_max: config.client_sessions_max,
     }
