@@ -1,12 +1,15 @@
 //! `shoal-bench-peers server` (run by `cargo xtask bench server`): issue 11's
-//! numbers for shoal alone. 3 replicas on loopback (`shoal_cluster`), 1 KiB
-//! appends with fsync on a quorum before every acknowledgement, one at a
-//! time (1 client, 1 in flight) and with many in flight (N client threads,
-//! each one append in flight: a session allows one request at a time), for
-//! each shard count. Prints a table and writes `server.json` under
-//! `target/bench/`.
+//! and issue 12's numbers for shoal alone. 3 replicas on loopback
+//! (`shoal_cluster`; `--replica-counts 1,3` adds a single replica, no
+//! replication), 1 KiB appends with fsync on a quorum before every
+//! acknowledgement, one at a time (1 client, 1 in flight), with many in
+//! flight (N client threads, each one append in flight: a session allows one
+//! request at a time), and in batches (1 client, `--batch-messages` messages
+//! per request, one request in flight, on a cluster whose slots fit the
+//! batch), for each shard count. Prints a table and writes `server.json`
+//! under `target/bench/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -15,6 +18,8 @@ use serde::Serialize;
 use crate::error::BenchError;
 use crate::shoal_cluster::{self, LoadResult, ShoalCluster, ShoalSettings};
 use crate::workload::payload;
+use shoal_shard::message_batch::{BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX};
+use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
 
 const REPORT_JSON_NAME: &str = "server.json";
 const BYTES_PER_MB: f64 = 1e6;
@@ -41,6 +46,19 @@ pub struct ServerArgs {
     /// Shard counts per replica to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     shards: Vec<usize>,
+    /// Replica counts to measure, comma-separated (1: no replication).
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    replica_counts: Vec<u8>,
+    /// Messages per request of the batch phase (0: no batch phase). Its
+    /// cluster's slots are sized to fit one batch (`--message-size-max` is
+    /// raised for it) with `--batch-journal-slot-count` slots.
+    #[arg(long, default_value_t = 1000)]
+    batch_messages: usize,
+    /// Journal slots per group of the batch phase's cluster (each slot fits
+    /// a whole batch: the journal file is this many times ~1 MiB, zero-filled
+    /// when the topic is created). The batch cluster has one partition.
+    #[arg(long, default_value_t = 128)]
+    batch_journal_slot_count: u64,
     #[arg(long, default_value_t = 1024)]
     message_size_bytes: usize,
     /// Every replica's --message-size-max (journal slot size, header included).
@@ -68,6 +86,7 @@ pub struct ServerArgs {
 
 #[derive(Debug, Serialize)]
 struct Row {
+    replicas: u8,
     shards_per_replica: usize,
     partitions: u32,
     clients: usize,
@@ -82,15 +101,32 @@ struct Row {
     latency_max_us: u64,
 }
 
-impl Row {
-    fn of(result: &LoadResult, shards: usize, partitions: u32, clients: usize, message_size_bytes: usize) -> Row {
-        let elapsed_s = result.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+/// Where a row was measured and how.
+struct Phase {
+    replicas: u8,
+    shards: usize,
+    partitions: u32,
+    clients: usize,
+    mode: String,
+}
+
+impl Phase {
+    fn appends(replicas: u8, shards: usize, partitions: u32, clients: usize) -> Phase {
         let mode = if clients == 1 {
             "1 client, 1 in flight".to_owned()
         } else {
             format!("{clients} clients, 1 in flight each")
         };
+        Phase { replicas, shards, partitions, clients, mode }
+    }
+}
+
+impl Row {
+    fn of(result: &LoadResult, phase: Phase, message_size_bytes: usize) -> Row {
+        let elapsed_s = result.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let Phase { replicas, shards, partitions, clients, mode } = phase;
         Row {
+            replicas,
             shards_per_replica: shards,
             partitions,
             clients,
@@ -122,6 +158,7 @@ struct Report {
 
 #[derive(Debug, Serialize)]
 struct StorageRow {
+    replicas: u8,
     shards_per_replica: usize,
     replica: usize,
     action: String,
@@ -149,37 +186,16 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
     }
     let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::check_data_root(&data_root)?;
+    let batch_message_size_max = batch_message_size_max(&args)?;
     let mut rows = Vec::new();
     let mut storage = Vec::new();
-    for &shards in &args.shards {
-        eprintln!("== shoal, 3 replicas x {shards} shard(s), {} partition(s)", args.partitions);
-        let settings = ShoalSettings {
-            server_binary: server_binary.clone(),
-            dir: data_root.join(format!("shoal-bench-server-{}-{shards}", std::process::id())),
-            shards_per_replica_count: shards,
-            partitions_count: args.partitions,
-            message_size_max_bytes: args.message_size_max,
-            start_timeout: Duration::from_secs(args.start_timeout_s),
-            append_timeout: Duration::from_secs(args.op_timeout_s),
-            client_tick: args.client_tick_ms.map(Duration::from_millis),
-            keep_dir: args.keep_data,
-        };
-        let starting = Instant::now();
-        let shoal = ShoalCluster::start(settings)?;
-        eprintln!("  writable after {:.1} s (pids {:?})", starting.elapsed().as_secs_f64(), shoal.pids());
-        let size = args.message_size_bytes;
-        let message = |index| payload(index, size);
-        shoal_cluster::run_load(&shoal, args.clients.min(4), Duration::from_secs(args.warmup_s), &message)?;
-        for clients in [1, args.clients] {
-            let result = shoal_cluster::run_load(&shoal, clients, Duration::from_secs(args.duration_s), &message)?;
-            let row = Row::of(&result, shards, args.partitions, clients, size);
-            eprintln!("  {}: {:.0} msg/s, p99 {} us", row.mode, row.msg_per_s, row.latency_p99_us);
-            rows.push(row);
+    for &replicas in &args.replica_counts {
+        for &shards in &args.shards {
+            measure_appends(&args, &server_binary, &data_root, replicas, shards, &mut rows, &mut storage)?;
         }
-        for replica in 0..usize::from(shoal_cluster::REPLICA_COUNT) {
-            for (action, count, mean_ms) in shoal.storage_latency(replica)? {
-                eprintln!("  replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable");
-                storage.push(StorageRow { shards_per_replica: shards, replica, action, count, mean_ms });
+        if let Some(message_size_max) = batch_message_size_max {
+            for &shards in &args.shards {
+                measure_batches(&args, &server_binary, &data_root, replicas, shards, message_size_max, &mut rows)?;
             }
         }
     }
@@ -203,15 +219,132 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
     Ok(())
 }
 
+fn settings(args: &ServerArgs, server_binary: &Path, data_root: &Path, replicas: u8, shards: usize) -> ShoalSettings {
+    ShoalSettings {
+        server_binary: server_binary.to_path_buf(),
+        dir: data_root.join(format!("shoal-bench-server-{}-{replicas}-{shards}", std::process::id())),
+        shards_per_replica_count: shards,
+        partitions_count: args.partitions,
+        replica_count: replicas,
+        message_size_max_bytes: args.message_size_max,
+        journal_slot_count: None,
+        start_timeout: Duration::from_secs(args.start_timeout_s),
+        append_timeout: Duration::from_secs(args.op_timeout_s),
+        client_tick: args.client_tick_ms.map(Duration::from_millis),
+        keep_dir: args.keep_data,
+    }
+}
+
+fn start(settings: ShoalSettings, what: &str) -> Result<ShoalCluster, BenchError> {
+    eprintln!(
+        "== shoal, {} replica(s) x {} shard(s), {} partition(s){what}",
+        settings.replica_count, settings.shards_per_replica_count, settings.partitions_count
+    );
+    let starting = Instant::now();
+    let shoal = ShoalCluster::start(settings)?;
+    eprintln!("  writable after {:.1} s (pids {:?})", starting.elapsed().as_secs_f64(), shoal.pids());
+    Ok(shoal)
+}
+
+/// One at a time, then many clients in flight, on one cluster.
+fn measure_appends(
+    args: &ServerArgs,
+    server_binary: &Path,
+    data_root: &Path,
+    replicas: u8,
+    shards: usize,
+    rows: &mut Vec<Row>,
+    storage: &mut Vec<StorageRow>,
+) -> Result<(), BenchError> {
+    let shoal = start(settings(args, server_binary, data_root, replicas, shards), "")?;
+    let size = args.message_size_bytes;
+    let message = |index| payload(index, size);
+    shoal_cluster::run_load(&shoal, args.clients.min(4), Duration::from_secs(args.warmup_s), &message)?;
+    for clients in [1, args.clients] {
+        let result = shoal_cluster::run_load(&shoal, clients, Duration::from_secs(args.duration_s), &message)?;
+        let row = Row::of(&result, Phase::appends(replicas, shards, args.partitions, clients), size);
+        eprintln!("  {}: {:.0} msg/s, p99 {} us", row.mode, row.msg_per_s, row.latency_p99_us);
+        rows.push(row);
+    }
+    for replica in 0..usize::from(shoal.replica_count()) {
+        for (action, count, mean_ms) in shoal.storage_latency(replica)? {
+            eprintln!("  replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable");
+            storage.push(StorageRow { replicas, shards_per_replica: shards, replica, action, count, mean_ms });
+        }
+    }
+    Ok(())
+}
+
+/// One client, batches of `--batch-messages` to one partition, on a cluster
+/// sized for them.
+fn measure_batches(
+    args: &ServerArgs,
+    server_binary: &Path,
+    data_root: &Path,
+    replicas: u8,
+    shards: usize,
+    message_size_max: u32,
+    rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let mut settings = settings(args, server_binary, data_root, replicas, shards);
+    settings.dir.set_extension("batches");
+    settings.message_size_max_bytes = message_size_max;
+    settings.journal_slot_count = Some(args.batch_journal_slot_count);
+    // One client appends one batch at a time: one partition is all it uses,
+    // and each more would zero-fill another ~`slot count` MiB journal.
+    settings.partitions_count = 1;
+    let what = format!(", batches of {}, {message_size_max}-byte slots", args.batch_messages);
+    let shoal = start(settings, &what)?;
+    let size = args.message_size_bytes;
+    let message = |index| payload(index, size);
+    shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.warmup_s), &message)?;
+    let result =
+        shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.duration_s), &message)?;
+    let mode = format!("1 client, batches of {}, 1 in flight", args.batch_messages);
+    let phase = Phase { replicas, shards, partitions: 1, clients: 1, mode };
+    let row = Row::of(&result, phase, size);
+    eprintln!("  {}: {:.0} msg/s, p99 {} us per batch", row.mode, row.msg_per_s, row.latency_p99_us);
+    rows.push(row);
+    Ok(())
+}
+
+/// The `--message-size-max` a batch phase needs (a whole batch in one
+/// slot, rounded up to 64 KiB), or `None` without a batch phase.
+fn batch_message_size_max(args: &ServerArgs) -> Result<Option<u32>, BenchError> {
+    const SLOT_ROUNDING_BYTES: usize = 64 * 1024;
+    if args.batch_messages == 0 {
+        return Ok(None);
+    }
+    let batch_error = |detail: String| BenchError::client("shoal", "size the batch phase", detail);
+    if args.batch_messages > BATCH_MESSAGES_MAX {
+        return Err(batch_error(format!("--batch-messages {}: at most {BATCH_MESSAGES_MAX}", args.batch_messages)));
+    }
+    let needed_bytes = HEADER_SIZE_BYTES
+        + BATCH_HEADER_SIZE_BYTES
+        + args.batch_messages * (args.message_size_bytes + BATCH_MESSAGE_OVERHEAD_BYTES);
+    let rounded_bytes = needed_bytes.next_multiple_of(SLOT_ROUNDING_BYTES).min(MESSAGE_SIZE_MAX_BYTES as usize);
+    if needed_bytes > rounded_bytes {
+        return Err(batch_error(format!(
+            "a batch of {} messages of {} bytes is a {needed_bytes}-byte request, past the {MESSAGE_SIZE_MAX_BYTES}-byte \
+             frame limit: lower --batch-messages",
+            args.batch_messages, args.message_size_bytes
+        )));
+    }
+    Ok(Some(u32::try_from(rounded_bytes.max(args.message_size_max as usize)).expect("at most the frame limit")))
+}
+
 fn render_table(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&format!("{}\n{}; {}\n\n", report.command, report.machine, report.durability));
-    out.push_str("| shards/replica | partitions | mode | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms |\n");
-    out.push_str("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str(
+        "| replicas | shards/replica | partitions | mode | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms |\n",
+    );
+    out.push_str("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
     let ms = |us: u64| us as f64 / 1000.0;
     for row in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            row.replicas,
             row.shards_per_replica,
             row.partitions,
             row.mode,
@@ -224,5 +357,6 @@ fn render_table(report: &Report) -> String {
         ));
     }
     out.push_str(&format!("\nNote: {}\n", report.note));
+    out.push_str("A batch row's latency is per batch (request to acknowledgement), its msg/s counts messages.\n");
     out
 }

@@ -24,7 +24,8 @@ use shoal_client::{Client, ReadAnswer};
 
 use crate::error::{BenchError, Unavailable};
 use crate::shoal_cluster::{
-    CLIENTS_PER_PARTITION_MAX, MESSAGE_SIZE_MAX_BYTES_DEFAULT, PROBE_PAYLOAD, ShoalCluster, ShoalSettings, partition,
+    CLIENTS_PER_PARTITION_MAX, MESSAGE_SIZE_MAX_BYTES_DEFAULT, PROBE_PAYLOAD, REPLICA_COUNT_DEFAULT, ShoalCluster,
+    ShoalSettings, partition,
 };
 use crate::system::{ReadBatch, StartSettings, System};
 use crate::workload::payload_index;
@@ -188,7 +189,9 @@ impl System for Shoal {
             dir: settings.dir.clone(),
             shards_per_replica_count: self.shards_per_replica_count,
             partitions_count: self.partitions_count(),
+            replica_count: REPLICA_COUNT_DEFAULT,
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
+            journal_slot_count: None,
             start_timeout: settings.timeout,
             append_timeout: self.append_timeout,
             client_tick: None,

@@ -23,7 +23,8 @@ use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 use crate::cluster::{Cluster, free_ports};
 use crate::error::BenchError;
 
-pub const REPLICA_COUNT: u8 = 3;
+/// Replicas of the comparison clusters (the peers run 3 nodes too).
+pub const REPLICA_COUNT_DEFAULT: u8 = 3;
 const CLUSTER: u128 = 0xbe7c_4a11;
 const STREAM: u32 = 1;
 const TOPIC: u32 = 1;
@@ -57,8 +58,12 @@ pub struct ShoalSettings {
     pub dir: PathBuf,
     pub shards_per_replica_count: usize,
     pub partitions_count: u32,
+    /// Replicas (1: no replication, the fsync of one replica before the ack).
+    pub replica_count: u8,
     /// `--message-size-max` of every replica (the journal slot size).
     pub message_size_max_bytes: u32,
+    /// `--journal-slot-count` of every replica; `None`: the server's default.
+    pub journal_slot_count: Option<u64>,
     pub start_timeout: Duration,
     /// Bound on one append (the client's request timeout).
     pub append_timeout: Duration,
@@ -97,23 +102,24 @@ impl ShoalCluster {
             ));
         }
         let mut cluster = Cluster::create(settings.dir.clone(), settings.keep_dir)?;
-        let count = usize::from(REPLICA_COUNT);
+        let replica_count = settings.replica_count;
+        let count = usize::from(replica_count);
         let ports = free_ports(3 * count)?;
         let address = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let replica_addresses: Vec<SocketAddr> = ports[..count].iter().copied().map(address).collect();
         let client_addresses: Vec<SocketAddr> = ports[count..2 * count].iter().copied().map(address).collect();
         let metrics_addresses: Vec<SocketAddr> = ports[2 * count..].iter().copied().map(address).collect();
         let list = replica_addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        for replica in 0..REPLICA_COUNT {
+        for replica in 0..replica_count {
             let data_dir = cluster.dir().join(format!("replica-{replica}"));
-            format_data_dir(&settings.server_binary, &data_dir, replica)?;
+            format_data_dir(&settings.server_binary, &data_dir, replica, replica_count)?;
             let mut command = Command::new(&settings.server_binary);
             command
                 .arg("start")
                 .arg("--data-dir")
                 .arg(&data_dir)
                 .args(["--cluster", &CLUSTER.to_string(), "--replica", &replica.to_string()])
-                .args(["--replica-count", &REPLICA_COUNT.to_string(), "--replica-addresses", &list])
+                .args(["--replica-count", &replica_count.to_string(), "--replica-addresses", &list])
                 .args(["--client-address", &client_addresses[usize::from(replica)].to_string()])
                 .args(["--metrics-address", &metrics_addresses[usize::from(replica)].to_string()])
                 // Three replicas share the machine's cores: pinning each one's
@@ -123,6 +129,7 @@ impl ShoalCluster {
                 // zero-fills 1 GiB per partition group at format: too slow
                 // and too large for a benchmark that creates clusters.
                 .args(["--message-size-max", &settings.message_size_max_bytes.to_string()])
+                .args(settings.journal_slot_count.map(|count| format!("--journal-slot-count={count}")))
                 .env("RUST_LOG", std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
             cluster.spawn(&format!("replica-{replica}"), command)?;
         }
@@ -149,6 +156,10 @@ impl ShoalCluster {
         let mut text = String::new();
         stream.read_to_string(&mut text).map_err(scrape_error)?;
         Ok(storage_latency_in(&text))
+    }
+
+    pub fn replica_count(&self) -> u8 {
+        self.settings.replica_count
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -227,10 +238,10 @@ fn storage_latency_in(scrape: &str) -> Vec<(String, u64, f64)> {
     out
 }
 
-fn format_data_dir(binary: &Path, data_dir: &Path, replica: u8) -> Result<(), BenchError> {
+fn format_data_dir(binary: &Path, data_dir: &Path, replica: u8, replica_count: u8) -> Result<(), BenchError> {
     let output = Command::new(binary)
         .args(["format", "--cluster", &CLUSTER.to_string(), "--replica", &replica.to_string()])
-        .args(["--replica-count", &REPLICA_COUNT.to_string()])
+        .args(["--replica-count", &replica_count.to_string()])
         .arg(data_dir)
         .output()
         .map_err(|source| BenchError::Spawn { program: binary.display().to_string(), source })?;
@@ -310,6 +321,36 @@ pub fn run_load(
         total.latency_us.add(&latency_us).expect("histograms of equal bounds");
     }
     Ok(total)
+}
+
+/// One blocking client appending batches of `batch_messages` messages (one
+/// request each, one in flight), round-robin over the partitions, until
+/// `duration` ends. Latency is per batch, issue to acknowledgement;
+/// `messages_count` counts messages.
+pub fn run_batches(
+    shoal: &ShoalCluster,
+    batch_messages: usize,
+    duration: Duration,
+    payload: &(dyn Fn(u64) -> Vec<u8> + Sync),
+) -> Result<LoadResult, BenchError> {
+    let append_error = |error: String| BenchError::client("shoal", "append batch", error);
+    let mut client = Client::new(shoal.fresh_client_config()).map_err(|error| append_error(error.to_string()))?;
+    let partitions = shoal.settings.partitions_count;
+    let mut latency_us = latency_histogram();
+    let mut messages_count = 0u64;
+    let started = Instant::now();
+    for batch_index in 0u64.. {
+        if started.elapsed() >= duration {
+            break;
+        }
+        let batch: Vec<Vec<u8>> = (0..batch_messages as u64).map(|i| payload(messages_count + i)).collect();
+        let target = partition((batch_index % u64::from(partitions)) as u32);
+        let issued = Instant::now();
+        client.append_batch(target, &batch).map_err(|error| append_error(format!("batch {batch_index}: {error}")))?;
+        record(&mut latency_us, issued.elapsed());
+        messages_count += batch_messages as u64;
+    }
+    Ok(LoadResult { messages_count, elapsed: started.elapsed(), latency_us })
 }
 
 #[cfg(test)]
