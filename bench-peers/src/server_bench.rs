@@ -6,8 +6,9 @@
 //! flight (N client threads, each one append in flight: a session allows one
 //! request at a time), and in batches (1 client, `--batch-messages` messages
 //! per request, one request in flight, on a cluster whose slots fit the
-//! batch), for each shard count. Prints a table and writes `server.json`
-//! under `target/bench/`.
+//! batch), then reads by offset of what the batches wrote (1 reader, the
+//! primary and a backup), for each shard count. Prints a table and writes
+//! `server.json` under `target/bench/`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::error::BenchError;
-use crate::shoal_cluster::{self, LoadResult, ShoalCluster, ShoalSettings};
+use crate::shoal_cluster::{self, LoadResult, ReadResult, ShoalCluster, ShoalSettings};
 use crate::workload::payload;
 use shoal_shard::message_batch::{BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX};
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
@@ -121,7 +122,31 @@ impl Phase {
     }
 }
 
+/// Messages one read asks for (the protocol's most; the reply's size
+/// bound cuts it to what fits one frame).
+const READ_COUNT_MAX: u32 = shoal_client::READ_MESSAGES_MAX;
+
 impl Row {
+    fn of_reads(result: &ReadResult, phase: Phase) -> Row {
+        let elapsed_s = result.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let Phase { replicas, shards, partitions, clients, mode } = phase;
+        Row {
+            replicas,
+            shards_per_replica: shards,
+            partitions,
+            clients,
+            mode,
+            messages: result.messages_count,
+            elapsed_s,
+            msg_per_s: result.messages_count as f64 / elapsed_s,
+            mb_per_s: result.payload_bytes as f64 / BYTES_PER_MB / elapsed_s,
+            latency_p50_us: result.latency_us.value_at_quantile(0.5),
+            latency_p99_us: result.latency_us.value_at_quantile(0.99),
+            latency_p999_us: result.latency_us.value_at_quantile(0.999),
+            latency_max_us: result.latency_us.max(),
+        }
+    }
+
     fn of(result: &LoadResult, phase: Phase, message_size_bytes: usize) -> Row {
         let elapsed_s = result.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         let Phase { replicas, shards, partitions, clients, mode } = phase;
@@ -298,13 +323,24 @@ fn measure_batches(
     let size = args.message_size_bytes;
     let message = |index| payload(index, size);
     shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.warmup_s), &message)?;
-    let result =
+    let (result, end) =
         shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.duration_s), &message)?;
     let mode = format!("1 client, batches of {}, 1 in flight", args.batch_messages);
     let phase = Phase { replicas, shards, partitions: 1, clients: 1, mode };
     let row = Row::of(&result, phase, size);
     eprintln!("  {}: {:.0} msg/s, p99 {} us per batch", row.mode, row.msg_per_s, row.latency_p99_us);
     rows.push(row);
+    // Reads of what the batches wrote, from the primary and from a backup.
+    let readers: &[u8] = if replicas > 1 { &[0, 1] } else { &[0] };
+    for &replica in readers {
+        shoal_cluster::run_reads(&shoal, replica, end, READ_COUNT_MAX, Duration::from_secs(args.warmup_s))?;
+        let reads =
+            shoal_cluster::run_reads(&shoal, replica, end, READ_COUNT_MAX, Duration::from_secs(args.duration_s))?;
+        let mode = format!("1 reader, replica {replica}, up to {READ_COUNT_MAX} per read, {end} messages");
+        let row = Row::of_reads(&reads, Phase { replicas, shards, partitions: 1, clients: 1, mode });
+        eprintln!("  {}: {:.1} MB/s, p99 {} us per read", row.mode, row.mb_per_s, row.latency_p99_us);
+        rows.push(row);
+    }
     Ok(())
 }
 
@@ -358,5 +394,6 @@ fn render_table(report: &Report) -> String {
     }
     out.push_str(&format!("\nNote: {}\n", report.note));
     out.push_str("A batch row's latency is per batch (request to acknowledgement), its msg/s counts messages.\n");
+    out.push_str("A read row's latency is per read request; its MB/s counts message payload bytes.\n");
     out
 }

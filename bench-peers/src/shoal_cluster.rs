@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use shoal_client::{Client, ClientConfig};
+use shoal_client::{Client, ClientConfig, ReadAnswer};
 use shoal_shard::namespace::Namespace;
 use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
@@ -323,34 +323,84 @@ pub fn run_load(
     Ok(total)
 }
 
-/// One blocking client appending batches of `batch_messages` messages (one
-/// request each, one in flight), round-robin over the partitions, until
-/// `duration` ends. Latency is per batch, issue to acknowledgement;
-/// `messages_count` counts messages.
+/// One blocking client appending batches of `batch_messages` messages to
+/// partition 0 (one request each, one in flight) until `duration` ends.
+/// Latency is per batch, issue to acknowledgement; `messages_count` counts
+/// messages. Also returns the partition's end after the last batch.
 pub fn run_batches(
     shoal: &ShoalCluster,
     batch_messages: usize,
     duration: Duration,
     payload: &(dyn Fn(u64) -> Vec<u8> + Sync),
-) -> Result<LoadResult, BenchError> {
+) -> Result<(LoadResult, u64), BenchError> {
     let append_error = |error: String| BenchError::client("shoal", "append batch", error);
     let mut client = Client::new(shoal.fresh_client_config()).map_err(|error| append_error(error.to_string()))?;
-    let partitions = shoal.settings.partitions_count;
     let mut latency_us = latency_histogram();
     let mut messages_count = 0u64;
+    let mut end = 0;
     let started = Instant::now();
     for batch_index in 0u64.. {
         if started.elapsed() >= duration {
             break;
         }
         let batch: Vec<Vec<u8>> = (0..batch_messages as u64).map(|i| payload(messages_count + i)).collect();
-        let target = partition((batch_index % u64::from(partitions)) as u32);
         let issued = Instant::now();
-        client.append_batch(target, &batch).map_err(|error| append_error(format!("batch {batch_index}: {error}")))?;
+        let reply = client
+            .append_batch(partition(0), &batch)
+            .map_err(|error| append_error(format!("batch {batch_index}: {error}")))?;
         record(&mut latency_us, issued.elapsed());
         messages_count += batch_messages as u64;
+        end = reply.first_offset + u64::from(reply.count);
     }
-    Ok(LoadResult { messages_count, elapsed: started.elapsed(), latency_us })
+    Ok((LoadResult { messages_count, elapsed: started.elapsed(), latency_us }, end))
+}
+
+/// What one reader achieved: messages and bytes of payload read, and the
+/// latency of each read request.
+#[derive(Debug)]
+pub struct ReadResult {
+    pub messages_count: u64,
+    pub payload_bytes: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+}
+
+/// One blocking client reading partition 0 from `replica` by offset, up to
+/// `count_max` messages per request, from offset 0 to `end` and over again,
+/// until `duration` ends. Every answer must be the messages asked for.
+pub fn run_reads(
+    shoal: &ShoalCluster,
+    replica: u8,
+    end: u64,
+    count_max: u32,
+    duration: Duration,
+) -> Result<ReadResult, BenchError> {
+    let read_error = |error: String| BenchError::client("shoal", "read", error);
+    let mut client = Client::new(shoal.fresh_client_config()).map_err(|error| read_error(error.to_string()))?;
+    let mut result =
+        ReadResult { messages_count: 0, payload_bytes: 0, elapsed: Duration::ZERO, latency_us: latency_histogram() };
+    let started = Instant::now();
+    let mut offset = 0;
+    while started.elapsed() < duration {
+        let issued = Instant::now();
+        let answer =
+            client.read(partition(0), replica, offset, count_max).map_err(|error| read_error(error.to_string()))?;
+        record(&mut result.latency_us, issued.elapsed());
+        let ReadAnswer::Messages { first_offset, messages, .. } = answer else {
+            return Err(read_error(format!("offset {offset} of {end} committed: {answer:?}")));
+        };
+        if first_offset != offset {
+            return Err(read_error(format!("asked offset {offset}, answered {first_offset}")));
+        }
+        offset += messages.len() as u64;
+        result.messages_count += messages.len() as u64;
+        result.payload_bytes += messages.iter().map(|m| m.len() as u64).sum::<u64>();
+        if offset >= end {
+            offset = 0;
+        }
+    }
+    result.elapsed = started.elapsed();
+    Ok(result)
 }
 
 #[cfg(test)]
