@@ -65,6 +65,27 @@ impl SystemKey {
     }
 }
 
+/// How every benchmark run starts, bounds and keeps its clusters (shared by
+/// the peers table and `server`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Bound on a cluster becoming healthy after its processes start.
+    #[arg(long, default_value_t = 30)]
+    pub start_timeout_s: u64,
+    /// Any single append or read failing to finish in this time fails the run.
+    #[arg(long, default_value_t = 10)]
+    pub op_timeout_s: u64,
+    /// Where the clusters keep their data (must be disk-backed) [default: the temp dir].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the JSON report (and the peers plot) go [default: $CARGO_TARGET_DIR/bench or target/bench].
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep each cluster's data directory and server logs after its run.
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
 /// Defaults keep a full run near 3 minutes on 2 cores (plus the build); raise the counts and
 /// times for steadier numbers.
 #[derive(Debug, Parser)]
@@ -102,21 +123,8 @@ struct Args {
     /// Reads stop after this many seconds even if not everything was read.
     #[arg(long, default_value_t = 10)]
     read_time_s: u64,
-    /// Any single append or read failing to finish in this time fails the system's run.
-    #[arg(long, default_value_t = 10)]
-    op_timeout_s: u64,
-    /// Bound on a cluster becoming healthy after its processes start.
-    #[arg(long, default_value_t = 30)]
-    start_timeout_s: u64,
-    /// Where the clusters keep their data (must be disk-backed) [default: the temp dir].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Where peers.json and peers.svg go [default: $CARGO_TARGET_DIR/bench or target/bench].
-    #[arg(long)]
-    out_dir: Option<PathBuf>,
-    /// Keep each cluster's data directory and server logs after its run.
-    #[arg(long)]
-    keep_data: bool,
+    #[command(flatten)]
+    run: RunArgs,
     /// The shoal-server binary (`cargo xtask bench peers` builds it) [default: $CARGO_TARGET_DIR/release/shoal-server].
     #[arg(long)]
     shoal_server: Option<PathBuf>,
@@ -137,8 +145,8 @@ impl Args {
             in_flight_max: self.in_flight,
             read_batch_count: self.read_batch,
             read_duration_max: Duration::from_secs(self.read_time_s),
-            append_timeout: Duration::from_secs(self.op_timeout_s),
-            read_timeout: Duration::from_secs(self.op_timeout_s),
+            append_timeout: Duration::from_secs(self.run.op_timeout_s),
+            read_timeout: Duration::from_secs(self.run.op_timeout_s),
         }
     }
 }
@@ -160,7 +168,7 @@ fn main() -> ExitCode {
         eprintln!("shoal-bench-peers: {message}");
         return ExitCode::from(1);
     }
-    let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let data_root = args.run.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let data_filesystem = match check_data_root(&data_root) {
         Ok(fs_type) => fs_type,
         Err(error) => {
@@ -206,7 +214,7 @@ fn main() -> ExitCode {
     };
     println!("{}", report::render_table(&report));
     println!("{}", report::render_context(&report));
-    let out_dir = args.out_dir.clone().unwrap_or_else(default_out_dir);
+    let out_dir = args.run.out_dir.clone().unwrap_or_else(default_out_dir);
     match write_outputs(&report, &out_dir) {
         Ok(paths) => println!("wrote {}", paths.join(", ")),
         Err(error) => {
@@ -227,7 +235,7 @@ async fn run_all(args: &Args, workload: &Workload, data_root: &Path) -> Vec<Syst
                         shards_per_replica_count,
                         args.shoal_server.clone().unwrap_or_else(shoal_cluster::default_server_binary),
                         args.in_flight,
-                        Duration::from_secs(args.op_timeout_s),
+                        Duration::from_secs(args.run.op_timeout_s),
                     );
                     runs.push(run_system(&mut shoal, key, true, args, workload, data_root).await);
                 }
@@ -281,8 +289,8 @@ async fn run_system<S: System>(
     }
     let settings = StartSettings {
         dir: data_root.join(format!("shoal-bench-peers-{}-{}", std::process::id(), key.as_str())),
-        timeout: Duration::from_secs(args.start_timeout_s),
-        keep_dir: args.keep_data,
+        timeout: Duration::from_secs(args.run.start_timeout_s),
+        keep_dir: args.run.keep_data,
     };
     let measured = measure(system, key, workload, &settings).await;
     system.stop();

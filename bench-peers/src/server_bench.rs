@@ -65,20 +65,8 @@ pub struct ServerArgs {
     /// Every replica's --message-size-max (journal slot size, header included).
     #[arg(long, default_value_t = shoal_cluster::MESSAGE_SIZE_MAX_BYTES_DEFAULT)]
     message_size_max: u32,
-    /// Bound on the cluster accepting writes after start.
-    #[arg(long, default_value_t = 30)]
-    start_timeout_s: u64,
-    /// Bound on any single append.
-    #[arg(long, default_value_t = 10)]
-    op_timeout_s: u64,
-    /// Where the replicas keep their data (must be disk-backed) [default: the temp dir].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Where server.json goes [default: $CARGO_TARGET_DIR/bench or target/bench].
-    #[arg(long)]
-    out_dir: Option<PathBuf>,
-    #[arg(long)]
-    keep_data: bool,
+    #[command(flatten)]
+    run: crate::RunArgs,
     /// The clients' tick in ms (how long a blocking client waits per poll
     /// round) [default: the client library's]; timeouts keep their length.
     #[arg(long)]
@@ -209,7 +197,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
             ),
         ));
     }
-    let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let data_root = args.run.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::check_data_root(&data_root)?;
     let batch_message_size_max = batch_message_size_max(&args)?;
     let mut rows = Vec::new();
@@ -235,7 +223,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
         storage,
     };
     println!("{}", render_table(&report));
-    let out_dir = args.out_dir.clone().unwrap_or_else(crate::default_out_dir);
+    let out_dir = args.run.out_dir.clone().unwrap_or_else(crate::default_out_dir);
     std::fs::create_dir_all(&out_dir).map_err(|source| BenchError::io("create", &out_dir, source))?;
     let path = out_dir.join(REPORT_JSON_NAME);
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
@@ -253,10 +241,10 @@ fn settings(args: &ServerArgs, server_binary: &Path, data_root: &Path, replicas:
         replica_count: replicas,
         message_size_max_bytes: args.message_size_max,
         journal_slot_count: None,
-        start_timeout: Duration::from_secs(args.start_timeout_s),
-        append_timeout: Duration::from_secs(args.op_timeout_s),
+        start_timeout: Duration::from_secs(args.run.start_timeout_s),
+        append_timeout: Duration::from_secs(args.run.op_timeout_s),
         client_tick: args.client_tick_ms.map(Duration::from_millis),
-        keep_dir: args.keep_data,
+        keep_dir: args.run.keep_data,
     }
 }
 
