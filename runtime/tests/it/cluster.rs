@@ -7,15 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_client::Client;
 use shoal_runtime::DriverChoice;
 use shoal_shard::namespace::Namespace;
 use shoal_shard::node::partition_dir;
+use shoal_shard::owner_table::{ShardCount, ShardId};
 use shoal_shard::partition_log::{PartitionLog, PartitionLogConfig};
+use shoal_shard::router::route_partition;
 
-use crate::process::{Cluster, REPLICA_COUNT};
+use crate::process::{Cluster, REPLICA_COUNT, sample};
 use crate::support::with_io;
 
 const PARTITIONS: u32 = 4;
@@ -23,6 +25,9 @@ const PARTITIONS: u32 = 4;
 /// data dirs are read; checked again (bounded) if one still lags.
 const SETTLE: Duration = Duration::from_secs(3);
 const SETTLE_ROUNDS_MAX: usize = 4;
+/// How long every replica's groups get to report a commit in their metrics
+/// (a restarted replica catches up, its status is sampled every tick).
+const CONVERGE: Duration = Duration::from_secs(30);
 
 /// Acknowledged appends per partition, in acknowledgement order.
 type Acks = BTreeMap<u32, Vec<(u64, Vec<u8>)>>;
@@ -124,4 +129,83 @@ fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() 
         assert!(round + 1 < SETTLE_ROUNDS_MAX, "after {SETTLE_ROUNDS_MAX} rounds:\n{}", problems.join("\n"));
         cluster.start_all();
     }
+}
+
+/// The shard of a replica process that runs partition `partition`'s group.
+fn partition_shard(partition: u32, shards: usize) -> ShardId {
+    route_partition(Namespace::partition(1, 1, partition).unwrap(), ShardCount::new(shards).unwrap())
+}
+
+/// Why replica `index`'s groups have not all reached `commit_min` on the
+/// shard each hashes to (empty: they have), from one metrics scrape.
+fn lagging_groups(cluster: &Cluster, index: usize, shard_of: &BTreeMap<u32, ShardId>, commit_min: u64) -> Vec<String> {
+    let scrape = match cluster.try_scrape(index) {
+        Ok(scrape) => scrape,
+        Err(error) => return vec![format!("replica {index}: no metrics yet ({error})")],
+    };
+    let mut lagging = Vec::new();
+    for (partition, shard) in shard_of {
+        let namespace = Namespace::partition(1, 1, *partition).unwrap().raw();
+        let series = format!("shoal_group_commit{{namespace=\"{namespace:#x}\",shard=\"{}\"}}", shard.0);
+        match sample(&scrape, &series) {
+            Some(commit) if commit >= commit_min => {}
+            other => lagging.push(format!("replica {index}: {series} is {other:?}, want >= {commit_min}")),
+        }
+    }
+    for shard in 0..cluster.shards {
+        let series = format!("shoal_shard_commits_total{{shard=\"{shard}\"}}");
+        if sample(&scrape, &series).unwrap_or(0) == 0 {
+            lagging.push(format!("replica {index}: {series} is 0"));
+        }
+    }
+    lagging
+}
+
+fn wait_for_commits(cluster: &Cluster, shard_of: &BTreeMap<u32, ShardId>, commit_min: u64) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let lagging: Vec<String> = (0..usize::from(REPLICA_COUNT))
+            .flat_map(|index| lagging_groups(cluster, index, shard_of, commit_min))
+            .collect();
+        if lagging.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {CONVERGE:?}:\n{}", lagging.join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_shards_per_replica_each_commit_the_partition_groups_hashed_to_them() {
+    let mut cluster = Cluster::format("shards");
+    cluster.shards = 2;
+    let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
+    for shard in [ShardId(0), ShardId(1)] {
+        assert!(shard_of.values().any(|&s| s == shard), "the topic's partitions cover both shards: {shard_of:?}");
+    }
+    cluster.start_all();
+    let mut admin = cluster.client(1);
+    admin.create_stream(1, "orders").unwrap();
+    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
+
+    // Every group, on whichever shard it runs, commits on every replica:
+    // a register and 4 appends each.
+    let mut client = cluster.client(2);
+    let mut acks = Acks::new();
+    append_round(&mut client, &mut acks, "healthy", 4 * PARTITIONS as usize);
+    wait_for_commits(&cluster, &shard_of, 5);
+
+    // A restarted process reopens each shard's groups from its disk and
+    // catches up on both shards.
+    cluster.crash(2);
+    append_round(&mut client, &mut acks, "backup-down", 4 * PARTITIONS as usize);
+    cluster.start(2);
+    append_round(&mut client, &mut acks, "all-back", 4 * PARTITIONS as usize);
+    wait_for_commits(&cluster, &shard_of, 13);
+
+    cluster.stop_all();
+    let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
+        .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, &acks))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
