@@ -27,14 +27,26 @@
 //! The catalogue: when the metadata group commits, shard 0 publishes the
 //! partition namespaces it names (`Catalogue`, bounded by
 //! `PARTITION_GROUPS_MAX`); every shard checks its version once per loop
-//! turn and opens (or formats) the groups that hash to it.
+//! turn and opens (or formats) the groups that hash to it. At start-up the
+//! connections open only once every shard opened the groups of the
+//! catalogue shard 0 recovered, so no shard still starting refuses a
+//! client's request for a partition it is about to host.
+//!
+//! A data dir formatted with `--rejoin` (`data_dir::Identity::rejoining`)
+//! replaces a lost disk of an existing cluster: every group this replica
+//! formats in it starts rejoining (`GroupStorage::format_rejoining`,
+//! `Replica::rejoin`), the metadata group before the start-up replay and
+//! each partition group when the catalogue it catches up on names it. The
+//! flag stays in the dir, so no restart can forget it; the cost is that a
+//! topic created later also starts rejoining on this replica (it needs its
+//! peers to answer before it counts toward a quorum).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +81,8 @@ pub const INBOUND_FRAMES_MAX: usize = 4096;
 /// Frames other shards hand the connection shard to write to sockets; past
 /// it they are dropped (counted), like a full socket send queue.
 pub const OUTBOUND_FRAMES_MAX: usize = 4096;
+/// How often a starting shard checks whether the others are ready.
+const READY_POLL_NS: u64 = 1_000_000;
 /// Frames handed to the node before the timer is checked again.
 const FRAMES_PER_TURN_MAX: usize = 256;
 /// Partition groups one replica hosts; a topic that would pass it is not
@@ -93,6 +107,9 @@ pub struct HostConfig {
     pub client_sessions_max: usize,
     /// How long a connection may stall mid-hello or mid-frame (`network.idle_timeout_ms`).
     pub idle_timeout: Duration,
+    /// The data dir was formatted with `--rejoin`: every group formatted in
+    /// it starts by rejoining (`open_group`).
+    pub rejoining: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +187,8 @@ pub struct Process {
     outbound: MTx<Array<Outbound>>,
     outbound_receiver: Mutex<Option<AsyncRx<Array<Outbound>>>>,
     catalogue: Catalogue,
+    /// Shards that opened the groups of the catalogue published at start-up.
+    shards_ready: AtomicUsize,
 }
 
 impl std::fmt::Debug for Process {
@@ -207,6 +226,7 @@ impl Process {
             outbound,
             outbound_receiver: Mutex::new(Some(outbound_receiver)),
             catalogue: Catalogue::default(),
+            shards_ready: AtomicUsize::new(0),
         }
     }
 
@@ -412,11 +432,52 @@ async fn open_group(
                 .map_err(|error| HostError::Checkpoint { namespace, error: error.to_string() })?;
             Ok(Group::new(namespace, shard, storage, replica))
         }
+        // In a dir formatted to rejoin, this group may have existed before
+        // the disk was lost (this replica may have acknowledged its
+        // prepares): it rejoins before it votes.
+        Err(StorageError::Superblock(SuperblockError::Missing { .. })) if config.rejoining => {
+            tracing::info!(shard = shard.0, namespace = format_args!("{namespace:#x}"), "formatting a rejoining group");
+            let storage = GroupStorage::format_rejoining(io, dir, storage_config(config, namespace))
+                .await
+                .map_err(storage_error)?;
+            Ok(Group::new(namespace, shard, storage, Replica::rejoin(replica_config, machine)))
+        }
         Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
             tracing::info!(shard = shard.0, namespace = format_args!("{namespace:#x}"), "formatting a new group");
             let storage =
                 GroupStorage::format(io, dir, storage_config(config, namespace)).await.map_err(storage_error)?;
             Ok(Group::new(namespace, shard, storage, Replica::new(replica_config, machine)))
+        }
+        Err(error) => Err(storage_error(error)),
+    }
+}
+
+/// Before the start-up replay of a dir formatted to rejoin: format the
+/// metadata group rejoining when it has no files yet (the replay would
+/// otherwise format it as a new group, one that may vote with an empty
+/// log). Returns whether it formatted.
+pub async fn format_metadata_rejoining(
+    io: &RealIo,
+    data_dir: &std::path::Path,
+    cluster: u128,
+    replica: u8,
+) -> Result<bool, HostError> {
+    let journal = metadata_journal_config(cluster);
+    let namespace = METADATA_NAMESPACE;
+    let config = StorageConfig {
+        cluster,
+        namespace,
+        replica,
+        slot_count: journal.slot_count,
+        message_size_max_bytes: journal.message_size_max_bytes,
+    };
+    let storage_error = |error| HostError::Storage { namespace, dir: data_dir.to_path_buf(), error };
+    match GroupStorage::open(io, data_dir, config).await {
+        Ok(_) => Ok(false),
+        Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
+            tracing::info!("formatting the metadata group rejoining (data dir formatted with --rejoin)");
+            GroupStorage::format_rejoining(io, data_dir, config).await.map_err(storage_error)?;
+            Ok(true)
         }
         Err(error) => Err(storage_error(error)),
     }
@@ -459,10 +520,21 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         data_dir: config.data_dir.clone(),
     };
     let mut node = Node::new(io.clone(), node_config, groups, process.owners.clone(), process.drops.clone());
-    // The catalogue recovered from disk names the partitions to open.
-    publish_catalogue(&node, &process);
+    // The catalogue recovered from disk names the partitions to open. Every
+    // shard opens its own before the connections open: a client must not
+    // be told a partition is missing because its shard was still starting.
+    if shard == ShardId::METADATA {
+        publish_catalogue(&node, &process);
+    } else if !wait_until(&io, &shutdown, || process.catalogue.version.load(Ordering::Acquire) != 0).await {
+        return Ok(());
+    }
     let mut catalogue_seen = 0;
     open_new_partitions(&io, &process, shard, &mut node, &mut catalogue_seen).await?;
+    process.shards_ready.fetch_add(1, Ordering::AcqRel);
+    let shard_count = usize::from(process.shard_count.get());
+    if !wait_until(&io, &shutdown, || process.shards_ready.load(Ordering::Acquire) == shard_count).await {
+        return Ok(());
+    }
 
     let (outboxes, _bus) = if shard == CONNECTION_SHARD {
         let outboxes = Rc::new(RefCell::new(Outboxes::default()));
@@ -482,6 +554,19 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
     tracing::info!(replica = config.replica, shard = shard.0, groups = node.group_count(), "shard serving");
     let mut serving = Serving { io: &io, shard, process: &process, catalogue_seen };
     serving.serve(&shutdown, &mut node, &mut world, &inbound).await
+}
+
+/// Poll `ready` every `READY_POLL_NS` until it holds (`true`) or shutdown
+/// is requested (`false`): a shard that failed at start-up flips the flag,
+/// so no other shard waits for it forever.
+async fn wait_until(io: &RealIo, shutdown: &ShutdownFlag, ready: impl Fn() -> bool) -> bool {
+    while !ready() {
+        if shutdown.is_requested() {
+            return false;
+        }
+        io.sleep(READY_POLL_NS).await;
+    }
+    true
 }
 
 fn namespaces(node: &Node<RealIo>) -> Vec<u64> {

@@ -97,6 +97,14 @@ struct FormatArgs {
     /// The data directory to create.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
+    /// This replica lost its disk and the cluster already exists: every
+    /// group it formats in DIR starts by rejoining (it learns the view from
+    /// its peers before it votes, so it cannot deny prepares it acknowledged
+    /// before the loss). Recorded in DIR, so no start can forget it. Never
+    /// use it for a new cluster: a group whose replicas all rejoin waits
+    /// forever.
+    #[arg(long)]
+    rejoin: bool,
 }
 
 /// Every setting can come from --config FILE; a flag given here wins over the file.
@@ -257,13 +265,17 @@ fn run_format(args: &FormatArgs) -> Result<(), String> {
             args.replica, args.replica_count, args.replica_count
         ));
     }
-    let identity = Identity::new(args.cluster, args.replica, args.replica_count);
+    let mut identity = Identity::new(args.cluster, args.replica, args.replica_count);
+    if args.rejoin {
+        identity = identity.rejoining();
+    }
     data_dir::format(&args.dir, identity).map_err(|error| error.to_string())?;
     tracing::info!(
         dir = %args.dir.display(),
         cluster = args.cluster,
         replica = args.replica,
         replica_count = args.replica_count,
+        rejoin = args.rejoin,
         "data dir formatted"
     );
     Ok(())
@@ -310,7 +322,8 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
     let group = MetadataGroup::new(config.cluster, config.replica, config.replica_count);
     let fail_shard_zero = args.test_fail_shard_zero.clone();
     let metrics_address = config.metrics_address;
-    let process = match host_config(&config)? {
+    let rejoining = identity.is_some_and(|identity| identity.rejoining);
+    let process = match host_config(&config, rejoining)? {
         Some(host) => {
             let shard_count = ShardCount::new(cpus.len()).map_err(|error| error.to_string())?;
             let metrics = Arc::new(ServerMetrics::default());
@@ -340,7 +353,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
             let started_ns = context.io.now_ns();
             let served = if context.shard_id == ShardId::METADATA.0 {
                 let senders = handoff.take_senders();
-                shard_zero_start(&context, &data_dir, group, senders, fail_shard_zero.as_deref()).await?
+                shard_zero_start(&context, &data_dir, group, senders, rejoining, fail_shard_zero.as_deref()).await?
             } else {
                 let receiver = handoff.take_receiver(context.shard_id);
                 peer_start(&context, receiver).await?
@@ -371,7 +384,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
 
 /// The replica's serving settings; `None` when the config names no client
 /// address (the process then only replays the metadata WAL and idles).
-fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
+fn host_config(config: &ServerConfig, rejoining: bool) -> Result<Option<HostConfig>, String> {
     let Some(client_address) = config.client_address else {
         tracing::warn!("network.client_address is not set: the replica does not serve (set it to run VSR)");
         return Ok(None);
@@ -394,6 +407,7 @@ fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
         message_size_max_bytes: config.message_size_max_bytes,
         client_sessions_max: CLIENT_SESSIONS_MAX,
         idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+        rejoining,
     }))
 }
 
@@ -468,6 +482,7 @@ async fn shard_zero_start(
     data_dir: &Path,
     group: MetadataGroup,
     senders: Peers,
+    rejoining: bool,
     fail: Option<&str>,
 ) -> Result<bool, String> {
     if let Some(fail) = fail {
@@ -477,6 +492,11 @@ async fn shard_zero_start(
             panic!("injected shard 0 panic before the metadata handoff");
         }
         return Err("injected shard 0 error before the metadata handoff".to_string());
+    }
+    if rejoining {
+        host::format_metadata_rejoining(&context.io, data_dir, group.cluster, group.replica)
+            .await
+            .map_err(|error| format!("shard 0 cannot format the rejoining metadata group: {error}"))?;
     }
     let replay = replay_metadata_group(&context.io, data_dir, group, ShardId::METADATA)
         .await

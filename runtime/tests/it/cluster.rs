@@ -209,3 +209,92 @@ fn two_shards_per_replica_each_commit_the_partition_groups_hashed_to_them() {
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Wait (bounded) until each of `replicas` reports every partition group
+/// on its shard in its metrics.
+fn wait_for_groups(cluster: &Cluster, replicas: &[usize], shard_of: &BTreeMap<u32, ShardId>) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let missing: Vec<String> = replicas
+            .iter()
+            .flat_map(|&index| {
+                let scrape = cluster.try_scrape(index).unwrap_or_default();
+                shard_of
+                    .iter()
+                    .map(|(partition, shard)| {
+                        let namespace = Namespace::partition(1, 1, *partition).unwrap().raw();
+                        format!("shoal_group_commit{{namespace=\"{namespace:#x}\",shard=\"{}\"}}", shard.0)
+                    })
+                    .filter(|series| sample(&scrape, series).is_none())
+                    .map(|series| format!("replica {index}: no {series}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {CONVERGE:?}:\n{}", missing.join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How long a stale replica and a wiped one run alone before the third
+/// returns: several view-change timeouts, so two voters would have elected
+/// a view by then.
+const ALONE: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_replica_whose_disk_was_lost_rejoins_and_cannot_deny_what_it_acknowledged() {
+    let mut cluster = Cluster::format("rejoin");
+    let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
+    cluster.start_all();
+    let mut admin = cluster.client(1);
+    admin.create_stream(1, "orders").unwrap();
+    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
+    let mut client = cluster.client(2);
+    let mut acks = Acks::new();
+    append_round(&mut client, &mut acks, "all-up", 4 * PARTITIONS as usize);
+
+    // Replica 1 misses a round that replicas 0 and 2 acknowledge; then 2
+    // loses its disk (the only other copy) and is formatted again for the
+    // existing cluster.
+    cluster.crash(1);
+    append_round(&mut client, &mut acks, "one-down", 4 * PARTITIONS as usize);
+    cluster.crash(0);
+    cluster.crash(2);
+    cluster.wipe_and_format_rejoining(2);
+    // The stale replica and the wiped one alone: had 2 come back as a voter
+    // with an empty log, they would elect a view without "one-down" and the
+    // acknowledged appends would be overwritten. Rejoining, 2 waits.
+    cluster.start(1);
+    cluster.start(2);
+    std::thread::sleep(ALONE);
+    cluster.start(0);
+    // A replica answers "no such partition" until its metadata group has
+    // committed the topic again, and the client takes that answer from a
+    // majority as final: wait until 0 and 1 host every partition group.
+    wait_for_groups(&cluster, &[0, 1], &shard_of);
+    append_round(&mut client, &mut acks, "all-back", 4 * PARTITIONS as usize);
+    // Every group of the wiped replica (metadata, then each partition its
+    // catalogue names, formatted rejoining) catches up: a register and 12
+    // appends per partition.
+    wait_for_commits(&cluster, &shard_of, 13);
+
+    // Now it is needed for a quorum: the cluster keeps committing with it.
+    cluster.crash(1);
+    append_round(&mut client, &mut acks, "needs-rejoined", 2 * PARTITIONS as usize);
+    cluster.start(1);
+
+    for round in 0..SETTLE_ROUNDS_MAX {
+        std::thread::sleep(SETTLE);
+        cluster.stop_all();
+        let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
+            .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, &acks))
+            .collect();
+        if problems.is_empty() {
+            return;
+        }
+        assert!(round + 1 < SETTLE_ROUNDS_MAX, "after {SETTLE_ROUNDS_MAX} rounds:\n{}", problems.join("\n"));
+        cluster.start_all();
+    }
+}

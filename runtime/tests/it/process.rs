@@ -80,6 +80,23 @@ impl Cluster {
         }
     }
 
+    /// Replica `index` lost its disk (it must not run): wipe its data dir
+    /// and format it again with `--rejoin`, as an operator replacing the
+    /// disk of a running cluster does.
+    pub fn wipe_and_format_rejoining(&mut self, index: usize) {
+        assert!(self.replicas[index].child.is_none(), "replica {index} still runs");
+        let data_dir = &self.replicas[index].data_dir;
+        std::fs::remove_dir_all(data_dir).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_shoal-server"))
+            .args(["format", "--rejoin", "--cluster", &CLUSTER.to_string(), "--replica", &index.to_string()])
+            .args(["--replica-count", &REPLICA_COUNT.to_string()])
+            .arg(data_dir)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "format --rejoin replica {index}");
+    }
+
     pub fn start(&mut self, index: usize) {
         assert!(self.replicas[index].child.is_none(), "replica {index} is already running");
         let list = |addresses: &[SocketAddr]| addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
