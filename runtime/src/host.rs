@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossfire::mpsc::{Array, bounded_blocking_async};
-use crossfire::{AsyncRx, MTx};
+use crossfire::{AsyncRx, MTx, TrySendError};
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::lifecycle::ShutdownFlag;
@@ -308,9 +308,18 @@ impl World {
         if let Some(outboxes) = &self.outboxes {
             return outboxes.borrow_mut().send(outbound);
         }
-        if self.process.outbound.try_send(outbound).is_err() {
-            self.process.drops.bump(variant, DropReason::InboxFull);
+        if let Err(error) = self.process.outbound.try_send(outbound) {
+            self.process.drops.bump(variant, drop_reason(&error));
         }
+    }
+}
+
+/// Why a hop's `try_send` failed, as `frame_drops_total` names it: a full
+/// inbox, or one whose shard has stopped (the process is shutting down).
+fn drop_reason<T>(error: &TrySendError<T>) -> DropReason {
+    match error {
+        TrySendError::Full(_) => DropReason::InboxFull,
+        TrySendError::Disconnected(_) => DropReason::Closed,
     }
 }
 
@@ -754,8 +763,8 @@ fn on_event(outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
             };
             let (target, variant) = route_inbound(source, &frame.header, process.shard_count)
                 .unwrap_or((CONNECTION_SHARD, FrameVariant::ClientForward));
-            if process.inboxes[target.index()].try_send((peer, frame)).is_err() {
-                process.drops.bump(variant, DropReason::InboxFull);
+            if let Err(error) = process.inboxes[target.index()].try_send((peer, frame)) {
+                process.drops.bump(variant, drop_reason(&error));
             }
         }
         // Not forgotten here: a newer connection of the same peer may have
@@ -763,4 +772,73 @@ fn on_event(outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
         // outbox is dropped at the next send that fails on it.
         BusEvent::Closed { .. } => {}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
+
+    use super::*;
+
+    fn process(shards: usize) -> Arc<Process> {
+        let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let config = HostConfig {
+            cluster: 7,
+            replica: 0,
+            replica_count: 3,
+            replica_addresses: vec![address; 3],
+            client_address: address,
+            data_dir: PathBuf::from("/nonexistent"),
+            journal_slot_count: 64,
+            message_size_max_bytes: 4096,
+            client_sessions_max: 4,
+            idle_timeout: Duration::from_secs(1),
+            rejoining: false,
+        };
+        let shard_count = ShardCount::new(shards).unwrap();
+        let metrics = Arc::new(ServerMetrics::default());
+        Arc::new(Process::new(config, shard_count, metrics, Arc::default(), Arc::new(FrameDrops::new())))
+    }
+
+    /// A peer's prepare for the first partition namespace that hashes to `shard`.
+    fn prepare_for_shard(process: &Process, shard: ShardId) -> Frame {
+        let namespace = (0..64)
+            .map(|partition| Namespace::partition(1, 1, partition).unwrap().raw())
+            .find(|&namespace| process.shard_of(namespace) == shard)
+            .expect("some partition hashes to every shard");
+        let mut header = Header::new(Command::Prepare, 7);
+        header.namespace = namespace;
+        Frame { header, bytes: vec![0; HEADER_SIZE_BYTES] }
+    }
+
+    #[test]
+    fn a_frame_hops_to_its_shard_and_a_full_inbox_drops_it_counted() {
+        let process = process(2);
+        let outboxes = Rc::new(RefCell::new(Outboxes::default()));
+        let callback = on_event(outboxes, process.clone());
+        let (outbox, _receiver) = crate::bus::outbox(4, 1 << 20, Arc::default());
+        let frame = prepare_for_shard(&process, ShardId(1));
+        for _ in 0..INBOUND_FRAMES_MAX + 3 {
+            callback(BusEvent::Frame { peer: Peer::Replica(1), frame: frame.clone(), outbox: &outbox });
+        }
+        let shard_one = process.take_receiver(ShardId(1));
+        let shard_zero = process.take_receiver(ShardId(0));
+        assert_eq!(shard_one.len(), INBOUND_FRAMES_MAX, "shard 1's inbox holds its bound, no more");
+        assert!(shard_zero.is_empty(), "nothing for shard 1 reaches shard 0");
+        assert_eq!(process.drops.get(FrameVariant::Consensus, DropReason::InboxFull), 3);
+    }
+
+    #[test]
+    fn the_catalogue_reports_each_change_once() {
+        let catalogue = Catalogue::default();
+        let mut seen = 0;
+        assert_eq!(catalogue.changed_since(&mut seen), None, "nothing published yet");
+        catalogue.publish(Vec::new());
+        assert_eq!(catalogue.changed_since(&mut seen), Some(Vec::new()), "the first publication counts, even empty");
+        catalogue.publish(Vec::new());
+        assert_eq!(catalogue.changed_since(&mut seen), None, "the same list is no change");
+        catalogue.publish(vec![3, 5]);
+        assert_eq!(catalogue.changed_since(&mut seen), Some(vec![3, 5]));
+        assert_eq!(catalogue.changed_since(&mut seen), None);
+    }
 }
