@@ -624,6 +624,9 @@ impl Serving<'_> {
         while !shutdown.is_requested() {
             let wait_ns = next_tick_ns.saturating_sub(self.io.now_ns());
             if let Ok(Ok(first)) = compio::time::timeout(Duration::from_nanos(wait_ns), inbound.recv()).await {
+                // A topic shard 0 just published may be what these frames
+                // are for: open its groups first rather than refuse them.
+                self.open_published(node, world).await?;
                 // Group commit: the prepares of every frame read in this
                 // turn are flushed together at its end (the node holds what
                 // promises them until then).
@@ -638,11 +641,7 @@ impl Serving<'_> {
             if std::mem::take(&mut world.metadata_committed) {
                 publish_catalogue(node, self.process);
             }
-            let groups_before = node.group_count();
-            open_new_partitions(self.io, self.process, self.shard, node, &mut self.catalogue_seen).await?;
-            if node.group_count() != groups_before {
-                world.namespaces = namespaces(node);
-            }
+            self.open_published(node, world).await?;
             let now_ns = self.io.now_ns();
             if now_ns >= next_tick_ns {
                 node.tick(now_ns, world).await?;
@@ -651,6 +650,16 @@ impl Serving<'_> {
             }
         }
         tracing::info!(shard = self.shard.0, "shutdown: the shard stops serving");
+        Ok(())
+    }
+
+    /// Open the groups of a newer published catalogue that hash to this shard.
+    async fn open_published(&mut self, node: &mut Node<RealIo>, world: &mut World) -> Result<(), HostError> {
+        let groups_before = node.group_count();
+        open_new_partitions(self.io, self.process, self.shard, node, &mut self.catalogue_seen).await?;
+        if node.group_count() != groups_before {
+            world.namespaces = namespaces(node);
+        }
         Ok(())
     }
 }
