@@ -180,9 +180,9 @@ struct StorageRow {
 }
 
 const DURABILITY: &str = "fsync (fdatasync) of every prepare on a quorum before the ack";
-/// Said beside every result, so nobody reads "2 shards" as two shards at work.
-const SHARD_NOTE: &str = "every VSR group (metadata and all partitions) runs on shard 0 of each replica today; \
-                          the extra shards idle, so 1 vs 2 shards measures only their overhead";
+/// Said beside every result, so nobody misreads what a shard does.
+const SHARD_NOTE: &str = "each shard runs the partition groups its namespaces hash to (the metadata group on shard 0, \
+                          which also holds every connection); with --no-pin the shards share the machine's cores";
 
 pub fn main(args: &[String]) -> Result<(), BenchError> {
     let args = ServerArgs::parse_from(std::iter::once("server".to_owned()).chain(args.iter().cloned()));

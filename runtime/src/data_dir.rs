@@ -6,8 +6,11 @@
 //! `shoal-server format` and checked by every start. Knows nothing of the WAL.
 //!
 //! Layout (48 bytes, little endian): `magic[0..8] format_version[8..12]
-//! replica[12] replica_count[13] reserved[14..16] cluster[16..32]
-//! checksum[32..48]`, the checksum over bytes `0..32`.
+//! replica[12] replica_count[13] flags[14] reserved[15] cluster[16..32]
+//! checksum[32..48]`, the checksum over bytes `0..32`. Flags: bit 0,
+//! `rejoining` (`format --rejoin`: the dir replaces a lost one of a cluster
+//! that exists, so every group this replica formats in it starts by
+//! rejoining); the other bits must be zero.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -28,7 +31,14 @@ pub struct Identity {
     pub cluster: u128,
     pub replica: u8,
     pub replica_count: u8,
+    /// Formatted with `--rejoin`: this replica's disk was lost and the
+    /// cluster exists, so a group it formats may have acknowledged prepares
+    /// before the loss and must rejoin before it votes.
+    pub rejoining: bool,
 }
+
+/// `flags` bit 0: the dir was formatted rejoining.
+const FLAG_REJOINING: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -78,7 +88,13 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 impl Identity {
     pub fn new(cluster: u128, replica: u8, replica_count: u8) -> Identity {
         assert!(replica < replica_count);
-        Identity { format_version: DATA_DIR_FORMAT_VERSION, cluster, replica, replica_count }
+        Identity { format_version: DATA_DIR_FORMAT_VERSION, cluster, replica, replica_count, rejoining: false }
+    }
+
+    /// The identity of a dir formatted for a replica that rejoins an
+    /// existing cluster after losing its disk.
+    pub fn rejoining(self) -> Identity {
+        Identity { rejoining: true, ..self }
     }
 
     pub fn encode(&self) -> [u8; IDENTITY_SIZE_BYTES] {
@@ -87,6 +103,7 @@ impl Identity {
         out[8..12].copy_from_slice(&self.format_version.to_le_bytes());
         out[12] = self.replica;
         out[13] = self.replica_count;
+        out[14] = if self.rejoining { FLAG_REJOINING } else { 0 };
         out[16..32].copy_from_slice(&self.cluster.to_le_bytes());
         let sum = checksum(&out[..32]);
         out[32..].copy_from_slice(&sum.to_le_bytes());
@@ -102,10 +119,14 @@ impl Identity {
         if checksum(&bytes[..32]) != u128::from_le_bytes(bytes[32..].try_into().expect("16 bytes")) {
             return Err("checksum mismatch");
         }
+        if bytes[14] & !FLAG_REJOINING != 0 {
+            return Err("unknown flags");
+        }
         Ok(Identity {
             format_version: u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")),
             replica: bytes[12],
             replica_count: bytes[13],
+            rejoining: bytes[14] & FLAG_REJOINING != 0,
             cluster: u128::from_le_bytes(bytes[16..32].try_into().expect("16 bytes")),
         })
     }
@@ -208,5 +229,8 @@ mod tests {
             assert!(Identity::decode(&bad).is_err(), "byte {index}");
         }
         assert_eq!(Identity::decode(&bytes[..40]), Err("wrong size"));
+        let rejoining = identity.rejoining();
+        assert_eq!(Identity::decode(&rejoining.encode()), Ok(rejoining));
+        assert_ne!(rejoining.encode(), bytes, "the flag is on the disk");
     }
 }

@@ -3,34 +3,66 @@
 //!
 //! Owns opening (or formatting) every VSR group of this replica from the data
 //! dir, the TCP bus (replica listener, dials to higher replicas, client
-//! listener), the queue of verified inbound frames, the timer that ticks the
-//! replicas, creating a partition group when the metadata group commits its
+//! listener), the bounded inboxes between shards, the timer that ticks the
+//! replicas, opening a partition group when the metadata group commits its
 //! topic, and the metrics the node's hooks feed. Everything between a frame
 //! and the disk is the node's (`shoal_shard::node`), the same code the
 //! simulator runs; nothing here decides protocol or storage.
 //!
-//! Today one shard (the thread it runs on) hosts every group; the other
-//! shards of the process stay idle. Spreading groups over shards needs the
-//! node to hop frames between threads (issue 11).
+//! One `Node` per shard thread (`run` on every shard): shard 0 holds the
+//! metadata group, and each partition group lives on the shard its namespace
+//! hashes to (`route_partition`). The rule for connections: **shard 0
+//! (`CONNECTION_SHARD`) holds every TCP connection** (peers and clients), so
+//! it stamps every slot of the owner table and `client_shard` is shard 0 for
+//! every client. A frame read on a connection is routed there, in the
+//! connection's callback, by the node's own `route_inbound`, and hops into
+//! its shard's bounded inbox (`try_send`; a full inbox drops it, counted in
+//! `frame_drops_total`, and VSR or the client retransmits). A frame a
+//! group on another shard sends (to a peer, or a reply to a client) hops
+//! the other way, into the connection shard's outbound inbox, which a task
+//! of its own drains into the sockets' send queues, so it never waits behind
+//! shard 0's storage. Replies therefore leave on the connection the client
+//! is on.
+//!
+//! The catalogue: when the metadata group commits, shard 0 publishes the
+//! partition namespaces it names (`Catalogue`, bounded by
+//! `PARTITION_GROUPS_MAX`); every shard checks its version once per loop
+//! turn and opens (or formats) the groups that hash to it. At start-up the
+//! connections open only once every shard opened the groups of the
+//! catalogue shard 0 recovered, so no shard still starting refuses a
+//! client's request for a partition it is about to host.
+//!
+//! A data dir formatted with `--rejoin` (`data_dir::Identity::rejoining`)
+//! replaces a lost disk of an existing cluster: every group this replica
+//! formats in it starts rejoining (`GroupStorage::format_rejoining`,
+//! `Replica::rejoin`), the metadata group before the start-up replay and
+//! each partition group when the catalogue it catches up on names it. The
+//! flag stays in the dir, so no restart can forget it; the cost is that a
+//! topic created later also starts rejoining on this replica (it needs its
+//! peers to answer before it counts toward a quorum).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossfire::mpsc::{Array, bounded_blocking_async};
-use crossfire::{AsyncRx, MTx};
+use crossfire::{AsyncRx, MTx, TrySendError};
+use shoal_shard::frame::FrameVariant;
 use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::lifecycle::ShutdownFlag;
-use shoal_shard::metrics::FrameDrops;
+use shoal_shard::metrics::{DropReason, FrameDrops};
+use shoal_shard::namespace::Namespace;
 use shoal_shard::node::{
     Group, GroupMachine, GroupStorage, METADATA_NAMESPACE, Node, NodeBus, NodeConfig, NodeHooks, NodeStop,
-    StorageConfig, StorageError, action_name,
+    StorageConfig, StorageError, action_name, route_inbound,
 };
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
+use shoal_shard::router::route_partition;
 use shoal_vsr::io::Io;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status};
@@ -43,14 +75,22 @@ use crate::metrics::{ServerMetrics, StorageLabels};
 
 /// How often the replicas' timers tick; their timeouts count these.
 pub const TICK_NS: u64 = 10_000_000;
-/// Verified frames waiting for the node; past it, new frames are dropped
-/// (counted) and VSR or the client retransmits.
+/// Verified frames waiting in one shard's inbox for its node; past it, new
+/// frames are dropped (counted) and VSR or the client retransmits.
 pub const INBOUND_FRAMES_MAX: usize = 4096;
+/// Frames other shards hand the connection shard to write to sockets; past
+/// it they are dropped (counted), like a full socket send queue.
+pub const OUTBOUND_FRAMES_MAX: usize = 4096;
+/// How often a starting shard checks whether the others are ready.
+const READY_POLL_NS: u64 = 1_000_000;
 /// Frames handed to the node before the timer is checked again.
 const FRAMES_PER_TURN_MAX: usize = 256;
 /// Partition groups one replica hosts; a topic that would pass it is not
 /// opened (logged), so a runaway catalogue cannot exhaust file descriptors.
 pub const PARTITION_GROUPS_MAX: usize = 1024;
+/// The shard that holds every TCP connection of the process (see the
+/// module doc): the metadata shard, which every process has.
+pub const CONNECTION_SHARD: ShardId = ShardId::METADATA;
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -67,6 +107,9 @@ pub struct HostConfig {
     pub client_sessions_max: usize,
     /// How long a connection may stall mid-hello or mid-frame (`network.idle_timeout_ms`).
     pub idle_timeout: Duration,
+    /// The data dir was formatted with `--rejoin`: every group formatted in
+    /// it starts by rejoining (`open_group`).
+    pub rejoining: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,52 +126,214 @@ pub enum HostError {
     Stopped(#[from] NodeStop),
 }
 
-/// Inbound frames, from the connections' callbacks to the node's loop.
+/// A frame read on a connection, for the node of the shard that handles it.
 type Inbound = (Peer, Frame);
 
-/// Which connection each peer is on (all on this shard's thread): the
-/// newest one; a replaced one's outbox is dropped by the `Connected` of its
-/// successor.
+/// A frame a group on another shard sends through the connection shard's
+/// sockets: to a peer replica, or a reply to a client. Encoded, so it
+/// crosses threads (a `Message` body is an `Rc`).
+#[derive(Debug)]
+enum Outbound {
+    Replica(u8, Vec<u8>),
+    Client(u128, Vec<u8>),
+}
+
+/// The partition namespaces the metadata group's catalogue names, as shard
+/// 0 last published them; every shard opens those that hash to it.
+#[derive(Debug, Default)]
+struct Catalogue {
+    namespaces: Mutex<Vec<u64>>,
+    /// Bumped at every change; 0 until the first publication.
+    version: AtomicU64,
+}
+
+impl Catalogue {
+    /// Publish `namespaces` (ascending, at most `PARTITION_GROUPS_MAX`).
+    fn publish(&self, namespaces: Vec<u64>) {
+        assert!(namespaces.len() <= PARTITION_GROUPS_MAX, "the catalogue is bounded");
+        debug_assert!(namespaces.is_sorted(), "published in order");
+        let mut current = self.namespaces.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *current != namespaces || self.version.load(Ordering::Acquire) == 0 {
+            *current = namespaces;
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The namespaces, if they changed since version `seen` (updated).
+    fn changed_since(&self, seen: &mut u64) -> Option<Vec<u64>> {
+        if self.version.load(Ordering::Acquire) == *seen {
+            return None;
+        }
+        let current = self.namespaces.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *seen = self.version.load(Ordering::Acquire);
+        Some(current.clone())
+    }
+}
+
+/// What every shard of one process shares: the owner table, the drop
+/// counters, the metrics, every shard's inbox and the catalogue. Built once
+/// before the shard threads start; each shard takes its own receiver.
+pub struct Process {
+    config: HostConfig,
+    shard_count: ShardCount,
+    owners: Arc<ReplicaOwnerTable>,
+    drops: Arc<FrameDrops>,
+    metrics: Arc<ServerMetrics>,
+    bus_metrics: Arc<BusMetrics>,
+    /// Indexed by shard: the sending end of its node's inbox.
+    inboxes: Vec<MTx<Array<Inbound>>>,
+    /// Indexed by shard: the receiving end, taken once by that shard.
+    receivers: Mutex<Vec<Option<AsyncRx<Array<Inbound>>>>>,
+    outbound: MTx<Array<Outbound>>,
+    outbound_receiver: Mutex<Option<AsyncRx<Array<Outbound>>>>,
+    catalogue: Catalogue,
+    /// Shards that opened the groups of the catalogue published at start-up.
+    shards_ready: AtomicUsize,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("replica", &self.config.replica).field("shards", &self.shard_count).finish()
+    }
+}
+
+impl Process {
+    pub fn new(
+        config: HostConfig,
+        shard_count: ShardCount,
+        metrics: Arc<ServerMetrics>,
+        bus_metrics: Arc<BusMetrics>,
+        drops: Arc<FrameDrops>,
+    ) -> Process {
+        let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = shard_count
+            .shards()
+            .map(|_| {
+                let (sender, receiver) = bounded_blocking_async::<Inbound>(INBOUND_FRAMES_MAX);
+                (sender, Some(receiver))
+            })
+            .unzip();
+        let (outbound, outbound_receiver) = bounded_blocking_async::<Outbound>(OUTBOUND_FRAMES_MAX);
+        Process {
+            config,
+            shard_count,
+            owners,
+            drops,
+            metrics,
+            bus_metrics,
+            inboxes,
+            receivers: Mutex::new(receivers),
+            outbound,
+            outbound_receiver: Mutex::new(Some(outbound_receiver)),
+            catalogue: Catalogue::default(),
+            shards_ready: AtomicUsize::new(0),
+        }
+    }
+
+    /// What `GET /metrics` encodes for the whole process.
+    pub fn registry(&self) -> prometheus_client::registry::Registry {
+        crate::metrics::registry(&self.metrics, self.bus_metrics.clone(), self.drops.clone())
+    }
+
+    fn take_receiver(&self, shard: ShardId) -> AsyncRx<Array<Inbound>> {
+        let mut receivers = self.receivers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        receivers[shard.index()].take().expect("each shard runs once and takes its inbox once")
+    }
+
+    fn take_outbound_receiver(&self) -> AsyncRx<Array<Outbound>> {
+        let mut receiver = self.outbound_receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        receiver.take().expect("the connection shard takes the outbound inbox once")
+    }
+
+    /// The shard a group of `namespace` runs on.
+    fn shard_of(&self, namespace: u64) -> ShardId {
+        if namespace == METADATA_NAMESPACE {
+            return ShardId::METADATA;
+        }
+        route_partition(Namespace(namespace), self.shard_count)
+    }
+}
+
+/// Which connection each peer is on (all on the connection shard's
+/// thread): the newest one; a replaced one's outbox is dropped by the
+/// `Connected` of its successor.
 #[derive(Debug, Default)]
 struct Outboxes {
     replicas: BTreeMap<u8, Outbox>,
     clients: BTreeMap<u128, Outbox>,
 }
 
-/// The node's world in the server: sends go to sockets, hooks feed metrics.
+impl Outboxes {
+    fn send(&mut self, outbound: Outbound) {
+        match outbound {
+            // No connection now: lost like any frame; VSR retransmits.
+            Outbound::Replica(to, bytes) => {
+                if let Some(outbox) = self.replicas.get(&to)
+                    && outbox.send(bytes) == Err(SendDropped::Closed)
+                {
+                    self.replicas.remove(&to);
+                }
+            }
+            // A client that went away retries on a new connection and gets
+            // the cached reply then.
+            Outbound::Client(client, bytes) => {
+                if let Some(outbox) = self.clients.get(&client)
+                    && outbox.send(bytes) == Err(SendDropped::Closed)
+                {
+                    self.clients.remove(&client);
+                }
+            }
+        }
+    }
+}
+
+/// The node's world in the server, one per shard: sends go to sockets (on
+/// the connection shard) or hop to it, hooks feed metrics.
 struct World {
-    outboxes: Rc<RefCell<Outboxes>>,
-    metrics: Arc<ServerMetrics>,
+    shard: ShardId,
+    process: Arc<Process>,
+    /// The sockets' send queues; `Some` on the connection shard only.
+    outboxes: Option<Rc<RefCell<Outboxes>>>,
     namespaces: Vec<u64>,
     storage_started: Option<Instant>,
     /// The metadata group committed: its catalogue may name new partitions.
     metadata_committed: bool,
 }
 
-impl NodeBus for World {
-    fn send_to_replica(&mut self, _via: ShardId, to: u8, message: Message) {
-        let mut outboxes = self.outboxes.borrow_mut();
-        // No connection now: lost like any frame; VSR retransmits.
-        if let Some(outbox) = outboxes.replicas.get(&to)
-            && outbox.send(message.encode()) == Err(SendDropped::Closed)
-        {
-            outboxes.replicas.remove(&to);
+impl World {
+    /// Out on the connection shard's sockets: directly when this is it,
+    /// else a hop into its outbound inbox (a full one drops, counted).
+    fn send_out(&mut self, via: ShardId, variant: FrameVariant, outbound: Outbound) {
+        assert_eq!(via, CONNECTION_SHARD, "shard {} holds every connection", CONNECTION_SHARD.0);
+        if let Some(outboxes) = &self.outboxes {
+            return outboxes.borrow_mut().send(outbound);
+        }
+        if let Err(error) = self.process.outbound.try_send(outbound) {
+            self.process.drops.bump(variant, drop_reason(&error));
         }
     }
+}
 
-    fn reply_to_client(&mut self, _via: ShardId, client: u128, message: Message) {
-        let mut outboxes = self.outboxes.borrow_mut();
-        // A client that went away retries on a new connection and gets the
-        // cached reply then.
-        if let Some(outbox) = outboxes.clients.get(&client)
-            && outbox.send(message.encode()) == Err(SendDropped::Closed)
-        {
-            outboxes.clients.remove(&client);
-        }
+/// Why a hop's `try_send` failed, as `frame_drops_total` names it: a full
+/// inbox, or one whose shard has stopped (the process is shutting down).
+fn drop_reason<T>(error: &TrySendError<T>) -> DropReason {
+    match error {
+        TrySendError::Full(_) => DropReason::InboxFull,
+        TrySendError::Disconnected(_) => DropReason::Closed,
+    }
+}
+
+impl NodeBus for World {
+    fn send_to_replica(&mut self, via: ShardId, to: u8, message: Message) {
+        self.send_out(via, FrameVariant::Consensus, Outbound::Replica(to, message.encode()));
+    }
+
+    fn reply_to_client(&mut self, via: ShardId, client: u128, message: Message) {
+        self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, message.encode()));
     }
 
     fn client_shard(&self, _client: u128) -> ShardId {
-        ShardId::METADATA
+        CONNECTION_SHARD
     }
 }
 
@@ -145,26 +350,43 @@ impl NodeHooks for World {
     ) -> shoal_shard::node::Flow {
         if let (Some(started), None) = (self.storage_started.take(), error) {
             let labels = StorageLabels { action: action_name(action) };
-            self.metrics.storage_latency_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+            self.process
+                .metrics
+                .storage_latency_seconds
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
         }
         shoal_shard::node::Flow::Continue
     }
 
     fn on_committed(&mut self, group: usize, committed: &[Committed]) {
-        self.metrics.commits.inc_by(committed.len() as u64);
+        let metrics = &self.process.metrics;
+        metrics.commits.inc_by(committed.len() as u64);
+        metrics.shard_commits.get_or_create(&ServerMetrics::shard_labels(self.shard)).inc_by(committed.len() as u64);
         if self.namespaces.get(group) == Some(&METADATA_NAMESPACE) {
             self.metadata_committed = true;
         }
     }
 
     fn on_view(&mut self, group: usize, view: u64, status: Status) {
-        self.metrics.view_changes.inc();
+        self.process.metrics.view_changes.inc();
         let namespace = self.namespaces.get(group).copied().unwrap_or_default();
-        tracing::info!(namespace = format_args!("{namespace:#x}"), view, ?status, "view change");
+        tracing::info!(shard = self.shard.0, namespace = format_args!("{namespace:#x}"), view, ?status, "view change");
     }
 
     fn on_committed_conflict(&mut self, group: usize, why: &str) {
         tracing::error!(group, why, "a peer offered a log contradicting committed ops (refused)");
+    }
+
+    /// The real hops happen around the node: an inbound frame hopped into
+    /// this shard's inbox before the node saw it (the connection's
+    /// callback), an outbound one hops in `send_out`, which counts a full
+    /// inbox. Any other hop would be a misroute.
+    fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
+        if to == self.shard || from == self.shard {
+            return Ok(());
+        }
+        Err(DropReason::ConsensusMisroute)
     }
 }
 
@@ -198,8 +420,13 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
 }
 
 /// Open a group from its files, or format it when it has none yet (a new
-/// cluster, or a topic created since the last start).
-async fn open_group(io: &RealIo, config: &HostConfig, namespace: u64) -> Result<Group<RealIo>, HostError> {
+/// cluster, or a topic created since the last start), on shard `shard`.
+async fn open_group(
+    io: &RealIo,
+    config: &HostConfig,
+    namespace: u64,
+    shard: ShardId,
+) -> Result<Group<RealIo>, HostError> {
     let dir = config.data_dir.as_path();
     let storage_error = |error| HostError::Storage { namespace, dir: dir.to_path_buf(), error };
     let machine = GroupMachine::open_in_cluster(io, dir, namespace, config.replica_count)
@@ -211,142 +438,247 @@ async fn open_group(io: &RealIo, config: &HostConfig, namespace: u64) -> Result<
         Ok((storage, recovered)) => {
             let replica = Replica::open(replica_config, machine, recovered)
                 .map_err(|error| HostError::Checkpoint { namespace, error: error.to_string() })?;
-            Ok(Group::new(namespace, ShardId::METADATA, storage, replica))
+            Ok(Group::new(namespace, shard, storage, replica))
+        }
+        // In a dir formatted to rejoin, this group may have existed before
+        // the disk was lost (this replica may have acknowledged its
+        // prepares): it rejoins before it votes.
+        Err(StorageError::Superblock(SuperblockError::Missing { .. })) if config.rejoining => {
+            tracing::info!(shard = shard.0, namespace = format_args!("{namespace:#x}"), "formatting a rejoining group");
+            let storage = GroupStorage::format_rejoining(io, dir, storage_config(config, namespace))
+                .await
+                .map_err(storage_error)?;
+            Ok(Group::new(namespace, shard, storage, Replica::rejoin(replica_config, machine)))
         }
         Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
-            tracing::info!(namespace = format_args!("{namespace:#x}"), "formatting a new group");
+            tracing::info!(shard = shard.0, namespace = format_args!("{namespace:#x}"), "formatting a new group");
             let storage =
                 GroupStorage::format(io, dir, storage_config(config, namespace)).await.map_err(storage_error)?;
-            Ok(Group::new(namespace, ShardId::METADATA, storage, Replica::new(replica_config, machine)))
+            Ok(Group::new(namespace, shard, storage, Replica::new(replica_config, machine)))
         }
         Err(error) => Err(storage_error(error)),
     }
 }
 
-/// Partition namespaces the metadata group's catalogue names that `node`
-/// does not host yet, in order.
-fn new_partitions(node: &Node<RealIo>) -> Vec<u64> {
-    let Some(metadata_group) = node.group_of(METADATA_NAMESPACE) else { return Vec::new() };
-    let Some(metadata) = node.group(metadata_group).replica().state_machine().metadata() else { return Vec::new() };
-    metadata
-        .partition_namespaces()
-        .into_iter()
-        .map(|namespace| namespace.raw())
-        .filter(|namespace| node.group_of(*namespace).is_none())
-        .collect()
+/// Before the start-up replay of a dir formatted to rejoin: format the
+/// metadata group rejoining when it has no files yet (the replay would
+/// otherwise format it as a new group, one that may vote with an empty
+/// log). Returns whether it formatted.
+pub async fn format_metadata_rejoining(
+    io: &RealIo,
+    data_dir: &std::path::Path,
+    cluster: u128,
+    replica: u8,
+) -> Result<bool, HostError> {
+    let journal = metadata_journal_config(cluster);
+    let namespace = METADATA_NAMESPACE;
+    let config = StorageConfig {
+        cluster,
+        namespace,
+        replica,
+        slot_count: journal.slot_count,
+        message_size_max_bytes: journal.message_size_max_bytes,
+    };
+    let storage_error = |error| HostError::Storage { namespace, dir: data_dir.to_path_buf(), error };
+    match GroupStorage::open(io, data_dir, config).await {
+        Ok(_) => Ok(false),
+        Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
+            tracing::info!("formatting the metadata group rejoining (data dir formatted with --rejoin)");
+            GroupStorage::format_rejoining(io, data_dir, config).await.map_err(storage_error)?;
+            Ok(true)
+        }
+        Err(error) => Err(storage_error(error)),
+    }
 }
 
-/// Run this replica until shutdown or until the node stops (a storage error:
-/// the process exits and its supervisor restarts it from the disk).
-pub async fn run(
-    io: RealIo,
-    config: HostConfig,
-    shutdown: ShutdownFlag,
-    metrics: Arc<ServerMetrics>,
-    bus_metrics: Arc<BusMetrics>,
-    drops: Arc<FrameDrops>,
-) -> Result<(), HostError> {
-    let metadata = open_group(&io, &config, METADATA_NAMESPACE).await?;
-    let shard_count = ShardCount::new(1).expect("one shard");
-    let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
+/// Publish the partition namespaces the metadata group's catalogue names
+/// (shard 0 only), at most `PARTITION_GROUPS_MAX` of them.
+fn publish_catalogue(node: &Node<RealIo>, process: &Process) {
+    let Some(metadata_group) = node.group_of(METADATA_NAMESPACE) else { return };
+    let Some(metadata) = node.group(metadata_group).replica().state_machine().metadata() else { return };
+    let mut namespaces: Vec<u64> =
+        metadata.partition_namespaces().into_iter().map(|namespace| namespace.raw()).collect();
+    namespaces.sort_unstable();
+    if namespaces.len() > PARTITION_GROUPS_MAX {
+        tracing::error!(
+            partitions = namespaces.len(),
+            "the catalogue names more partitions than a replica hosts ({PARTITION_GROUPS_MAX}); opening the first"
+        );
+        namespaces.truncate(PARTITION_GROUPS_MAX);
+    }
+    process.catalogue.publish(namespaces);
+}
+
+/// Run shard `shard` of this replica until shutdown or until its node stops
+/// (a storage error: the process exits and its supervisor restarts it from
+/// the disk). Every shard of the process runs this with the same `process`.
+pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: ShutdownFlag) -> Result<(), HostError> {
+    assert!(process.shard_count.contains(shard), "shard {} runs in this process", shard.0);
+    let config = process.config.clone();
+    let inbound = process.take_receiver(shard);
+    let mut groups = Vec::new();
+    if shard == ShardId::METADATA {
+        groups.push(open_group(&io, &config, METADATA_NAMESPACE, shard).await?);
+    }
     let node_config = NodeConfig {
         cluster: config.cluster,
         replica: config.replica,
         replica_count: config.replica_count,
-        shard_count,
+        shard_count: process.shard_count,
         data_dir: config.data_dir.clone(),
     };
-    // The catalogue recovered from disk names the partitions to open.
-    let mut node = Node::new(io.clone(), node_config, vec![metadata], owners.clone(), drops.clone());
-    open_new_partitions(&io, &config, &mut node).await?;
+    let mut node = Node::new(io.clone(), node_config, groups, process.owners.clone(), process.drops.clone());
+    // The catalogue recovered from disk names the partitions to open. Every
+    // shard opens its own before the connections open: a client must not
+    // be told a partition is missing because its shard was still starting.
+    if shard == ShardId::METADATA {
+        publish_catalogue(&node, &process);
+    } else if !wait_until(&io, &shutdown, || process.catalogue.version.load(Ordering::Acquire) != 0).await {
+        return Ok(());
+    }
+    let mut catalogue_seen = 0;
+    open_new_partitions(&io, &process, shard, &mut node, &mut catalogue_seen).await?;
+    process.shards_ready.fetch_add(1, Ordering::AcqRel);
+    let shard_count = usize::from(process.shard_count.get());
+    if !wait_until(&io, &shutdown, || process.shards_ready.load(Ordering::Acquire) == shard_count).await {
+        return Ok(());
+    }
 
-    let outboxes = Rc::new(RefCell::new(Outboxes::default()));
-    let (inbound_tx, inbound_rx) = bounded_blocking_async::<Inbound>(INBOUND_FRAMES_MAX);
-    let _bus = start_bus(&config, &bus_metrics, &owners, &outboxes, inbound_tx, &drops).await?;
+    let (outboxes, _bus) = if shard == CONNECTION_SHARD {
+        let outboxes = Rc::new(RefCell::new(Outboxes::default()));
+        (Some(outboxes.clone()), Some(start_bus(&process, &outboxes).await?))
+    } else {
+        (None, None)
+    };
     let mut world = World {
+        shard,
+        process: process.clone(),
         outboxes,
-        metrics: metrics.clone(),
         namespaces: namespaces(&node),
         storage_started: None,
         metadata_committed: false,
     };
     node.start(&mut world).await?;
-    tracing::info!(replica = config.replica, groups = node.group_count(), "replica serving");
-    serve(&io, &config, &shutdown, &mut node, &mut world, &inbound_rx).await
+    tracing::info!(replica = config.replica, shard = shard.0, groups = node.group_count(), "shard serving");
+    let mut serving = Serving { io: &io, shard, process: &process, catalogue_seen };
+    serving.serve(&shutdown, &mut node, &mut world, &inbound).await
+}
+
+/// Poll `ready` every `READY_POLL_NS` until it holds (`true`) or shutdown
+/// is requested (`false`): a shard that failed at start-up flips the flag,
+/// so no other shard waits for it forever.
+async fn wait_until(io: &RealIo, shutdown: &ShutdownFlag, ready: impl Fn() -> bool) -> bool {
+    while !ready() {
+        if shutdown.is_requested() {
+            return false;
+        }
+        io.sleep(READY_POLL_NS).await;
+    }
+    true
 }
 
 fn namespaces(node: &Node<RealIo>) -> Vec<u64> {
     (0..node.group_count()).map(|group| node.group(group).namespace()).collect()
 }
 
-async fn open_new_partitions(io: &RealIo, config: &HostConfig, node: &mut Node<RealIo>) -> Result<(), HostError> {
-    for namespace in new_partitions(node) {
-        if node.group_count() > PARTITION_GROUPS_MAX {
-            tracing::error!(
-                namespace = format_args!("{namespace:#x}"),
-                "not opening the partition: this replica hosts {PARTITION_GROUPS_MAX} already"
-            );
-            break;
+/// Open the groups of the published catalogue that hash to `shard` and
+/// `node` does not host yet.
+async fn open_new_partitions(
+    io: &RealIo,
+    process: &Process,
+    shard: ShardId,
+    node: &mut Node<RealIo>,
+    catalogue_seen: &mut u64,
+) -> Result<(), HostError> {
+    let Some(namespaces) = process.catalogue.changed_since(catalogue_seen) else { return Ok(()) };
+    for namespace in namespaces {
+        if process.shard_of(namespace) != shard || node.group_of(namespace).is_some() {
+            continue;
         }
-        let group = open_group(io, config, namespace).await?;
+        let group = open_group(io, &process.config, namespace, shard).await?;
         node.add_group(group);
     }
     Ok(())
 }
 
-/// The loop: frames to the node as they come, the timer every `TICK_NS`.
-async fn serve(
-    io: &RealIo,
-    config: &HostConfig,
-    shutdown: &ShutdownFlag,
-    node: &mut Node<RealIo>,
-    world: &mut World,
-    inbound: &AsyncRx<Array<Inbound>>,
-) -> Result<(), HostError> {
-    let mut next_tick_ns = io.now_ns() + TICK_NS;
-    while !shutdown.is_requested() {
-        let wait_ns = next_tick_ns.saturating_sub(io.now_ns());
-        if let Ok(Ok(first)) = compio::time::timeout(Duration::from_nanos(wait_ns), inbound.recv()).await {
-            // Group commit: the prepares of every frame read in this turn
-            // are flushed together at its end (the node holds what
-            // promises them until then).
-            node.begin_turn();
-            deliver(node, world, first).await?;
-            for _ in 1..FRAMES_PER_TURN_MAX {
-                let Ok(next) = inbound.try_recv() else { break };
-                deliver(node, world, next).await?;
-            }
-            node.end_turn(world).await?;
-        }
-        if std::mem::take(&mut world.metadata_committed) {
-            open_new_partitions(io, config, node).await?;
-            world.namespaces = namespaces(node);
-        }
-        let now_ns = io.now_ns();
-        if now_ns >= next_tick_ns {
-            node.tick(now_ns, world).await?;
-            record_status(node, &world.metrics);
-            next_tick_ns = now_ns + TICK_NS;
-        }
-    }
-    tracing::info!("shutdown: the replica stops serving");
-    Ok(())
+/// One shard's serving loop and what it remembers between turns.
+struct Serving<'a> {
+    io: &'a RealIo,
+    shard: ShardId,
+    process: &'a Process,
+    catalogue_seen: u64,
 }
 
+impl Serving<'_> {
+    /// The loop: frames to the node as they come, the timer every `TICK_NS`,
+    /// the catalogue checked every turn.
+    async fn serve(
+        &mut self,
+        shutdown: &ShutdownFlag,
+        node: &mut Node<RealIo>,
+        world: &mut World,
+        inbound: &AsyncRx<Array<Inbound>>,
+    ) -> Result<(), HostError> {
+        let mut next_tick_ns = self.io.now_ns() + TICK_NS;
+        while !shutdown.is_requested() {
+            let wait_ns = next_tick_ns.saturating_sub(self.io.now_ns());
+            if let Ok(Ok(first)) = compio::time::timeout(Duration::from_nanos(wait_ns), inbound.recv()).await {
+                // A topic shard 0 just published may be what these frames
+                // are for: open its groups first rather than refuse them.
+                self.open_published(node, world).await?;
+                // Group commit: the prepares of every frame read in this
+                // turn are flushed together at its end (the node holds what
+                // promises them until then).
+                node.begin_turn();
+                deliver(node, world, first).await?;
+                for _ in 1..FRAMES_PER_TURN_MAX {
+                    let Ok(next) = inbound.try_recv() else { break };
+                    deliver(node, world, next).await?;
+                }
+                node.end_turn(world).await?;
+            }
+            if std::mem::take(&mut world.metadata_committed) {
+                publish_catalogue(node, self.process);
+            }
+            self.open_published(node, world).await?;
+            let now_ns = self.io.now_ns();
+            if now_ns >= next_tick_ns {
+                node.tick(now_ns, world).await?;
+                record_status(node, self.shard, &self.process.metrics);
+                next_tick_ns = now_ns + TICK_NS;
+            }
+        }
+        tracing::info!(shard = self.shard.0, "shutdown: the shard stops serving");
+        Ok(())
+    }
+
+    /// Open the groups of a newer published catalogue that hash to this shard.
+    async fn open_published(&mut self, node: &mut Node<RealIo>, world: &mut World) -> Result<(), HostError> {
+        let groups_before = node.group_count();
+        open_new_partitions(self.io, self.process, self.shard, node, &mut self.catalogue_seen).await?;
+        if node.group_count() != groups_before {
+            world.namespaces = namespaces(node);
+        }
+        Ok(())
+    }
+}
+
+/// Hand one frame to the node. It was read on the connection shard and
+/// hopped here (when this is another shard) in the connection's callback.
 async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, frame): Inbound) -> Result<(), HostError> {
     let source = match peer {
         Peer::Replica(index) => Source::Replica(index),
         Peer::Client(id) => Source::Client(id),
     };
     let message = Message { header: frame.header, body: Rc::from(frame.body()) };
-    node.on_frame(source, ShardId::METADATA, message, world).await?;
+    node.on_frame(source, CONNECTION_SHARD, message, world).await?;
     Ok(())
 }
 
-fn record_status(node: &Node<RealIo>, metrics: &ServerMetrics) {
+fn record_status(node: &Node<RealIo>, shard: ShardId, metrics: &ServerMetrics) {
     for group in 0..node.group_count() {
         let g = node.group(group);
-        let labels = ServerMetrics::group_labels(g.namespace());
+        let labels = ServerMetrics::group_labels(g.namespace(), shard);
         let replica = g.replica();
         metrics.group_view.get_or_create(&labels).set(replica.view() as i64);
         metrics.group_commit.get_or_create(&labels).set(replica.commit_min() as i64);
@@ -359,22 +691,19 @@ struct Bus {
     _tasks: Vec<compio::runtime::JoinHandle<()>>,
 }
 
-async fn start_bus(
-    config: &HostConfig,
-    metrics: &Arc<BusMetrics>,
-    owners: &Arc<ReplicaOwnerTable>,
-    outboxes: &Rc<RefCell<Outboxes>>,
-    inbound: MTx<Array<Inbound>>,
-    drops: &Arc<FrameDrops>,
-) -> Result<Bus, HostError> {
+/// The connection shard's bus: listeners, dials, and the task that writes
+/// what other shards send out.
+async fn start_bus(process: &Arc<Process>, outboxes: &Rc<RefCell<Outboxes>>) -> Result<Bus, HostError> {
+    let config = &process.config;
+    let metrics = &process.bus_metrics;
     let local = Peer::Replica(config.replica);
     let bus_config = BusConfig {
         message_size_max_bytes: config.message_size_max_bytes,
         idle_timeout: config.idle_timeout,
         ..BusConfig::new(config.cluster, local)
     };
-    let ownership = Ownership { table: owners.clone(), shard: ShardId::METADATA };
-    let on_event = on_event(outboxes.clone(), inbound, drops.clone());
+    let ownership = Ownership { table: process.owners.clone(), shard: CONNECTION_SHARD };
+    let on_event = on_event(outboxes.clone(), process.clone());
     let replica_address = config.replica_addresses[usize::from(config.replica)];
     let bind = |what, address, expect| {
         let (bus_config, metrics) = (bus_config.clone(), metrics.clone());
@@ -410,11 +739,23 @@ async fn start_bus(
             dial_forever(address, remote, &bus_config, &metrics, Some(&ownership), &on_event, &mut backoff).await;
         }));
     }
+    let outbound = process.take_outbound_receiver();
+    let outboxes = outboxes.clone();
+    tasks.push(compio::runtime::spawn(async move {
+        // Ends when every sender is gone (the process is stopping) or when
+        // this task is dropped with the bus.
+        while let Ok(frame) = outbound.recv().await {
+            outboxes.borrow_mut().send(frame);
+        }
+    }));
     Ok(Bus { _tasks: tasks })
 }
 
-/// The connections' callback: remember each peer's outbox, queue frames.
-fn on_event(outboxes: Rc<RefCell<Outboxes>>, inbound: MTx<Array<Inbound>>, drops: Arc<FrameDrops>) -> OnEvent {
+/// The connections' callback: remember each peer's outbox, and hop each
+/// frame into the inbox of the shard whose node handles it (the node's own
+/// route). A frame no route takes goes to this shard's node, which counts
+/// it.
+fn on_event(outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
     Rc::new(move |event| match event {
         BusEvent::Connected { peer, outbox } => {
             let mut outboxes = outboxes.borrow_mut();
@@ -424,12 +765,14 @@ fn on_event(outboxes: Rc<RefCell<Outboxes>>, inbound: MTx<Array<Inbound>>, drops
             };
         }
         BusEvent::Frame { peer, frame, .. } => {
-            if inbound.try_send((peer, frame)).is_err() {
-                let variant = match peer {
-                    Peer::Replica(_) => shoal_shard::frame::FrameVariant::Consensus,
-                    Peer::Client(_) => shoal_shard::frame::FrameVariant::ClientForward,
-                };
-                drops.bump(variant, shoal_shard::metrics::DropReason::InboxFull);
+            let source = match peer {
+                Peer::Replica(index) => Source::Replica(index),
+                Peer::Client(id) => Source::Client(id),
+            };
+            let (target, variant) = route_inbound(source, &frame.header, process.shard_count)
+                .unwrap_or((CONNECTION_SHARD, FrameVariant::ClientForward));
+            if let Err(error) = process.inboxes[target.index()].try_send((peer, frame)) {
+                process.drops.bump(variant, drop_reason(&error));
             }
         }
         // Not forgotten here: a newer connection of the same peer may have
@@ -437,4 +780,73 @@ fn on_event(outboxes: Rc<RefCell<Outboxes>>, inbound: MTx<Array<Inbound>>, drops
         // outbox is dropped at the next send that fails on it.
         BusEvent::Closed { .. } => {}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
+
+    use super::*;
+
+    fn process(shards: usize) -> Arc<Process> {
+        let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let config = HostConfig {
+            cluster: 7,
+            replica: 0,
+            replica_count: 3,
+            replica_addresses: vec![address; 3],
+            client_address: address,
+            data_dir: PathBuf::from("/nonexistent"),
+            journal_slot_count: 64,
+            message_size_max_bytes: 4096,
+            client_sessions_max: 4,
+            idle_timeout: Duration::from_secs(1),
+            rejoining: false,
+        };
+        let shard_count = ShardCount::new(shards).unwrap();
+        let metrics = Arc::new(ServerMetrics::default());
+        Arc::new(Process::new(config, shard_count, metrics, Arc::default(), Arc::new(FrameDrops::new())))
+    }
+
+    /// A peer's prepare for the first partition namespace that hashes to `shard`.
+    fn prepare_for_shard(process: &Process, shard: ShardId) -> Frame {
+        let namespace = (0..64)
+            .map(|partition| Namespace::partition(1, 1, partition).unwrap().raw())
+            .find(|&namespace| process.shard_of(namespace) == shard)
+            .expect("some partition hashes to every shard");
+        let mut header = Header::new(Command::Prepare, 7);
+        header.namespace = namespace;
+        Frame { header, bytes: vec![0; HEADER_SIZE_BYTES] }
+    }
+
+    #[test]
+    fn a_frame_hops_to_its_shard_and_a_full_inbox_drops_it_counted() {
+        let process = process(2);
+        let outboxes = Rc::new(RefCell::new(Outboxes::default()));
+        let callback = on_event(outboxes, process.clone());
+        let (outbox, _receiver) = crate::bus::outbox(4, 1 << 20, Arc::default());
+        let frame = prepare_for_shard(&process, ShardId(1));
+        for _ in 0..INBOUND_FRAMES_MAX + 3 {
+            callback(BusEvent::Frame { peer: Peer::Replica(1), frame: frame.clone(), outbox: &outbox });
+        }
+        let shard_one = process.take_receiver(ShardId(1));
+        let shard_zero = process.take_receiver(ShardId(0));
+        assert_eq!(shard_one.len(), INBOUND_FRAMES_MAX, "shard 1's inbox holds its bound, no more");
+        assert!(shard_zero.is_empty(), "nothing for shard 1 reaches shard 0");
+        assert_eq!(process.drops.get(FrameVariant::Consensus, DropReason::InboxFull), 3);
+    }
+
+    #[test]
+    fn the_catalogue_reports_each_change_once() {
+        let catalogue = Catalogue::default();
+        let mut seen = 0;
+        assert_eq!(catalogue.changed_since(&mut seen), None, "nothing published yet");
+        catalogue.publish(Vec::new());
+        assert_eq!(catalogue.changed_since(&mut seen), Some(Vec::new()), "the first publication counts, even empty");
+        catalogue.publish(Vec::new());
+        assert_eq!(catalogue.changed_since(&mut seen), None, "the same list is no change");
+        catalogue.publish(vec![3, 5]);
+        assert_eq!(catalogue.changed_since(&mut seen), Some(vec![3, 5]));
+        assert_eq!(catalogue.changed_since(&mut seen), None);
+    }
 }

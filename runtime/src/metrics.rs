@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use shoal_shard::metrics::FrameDrops;
+use shoal_shard::owner_table::ShardId;
 
 use crate::bus::BusMetrics;
 
@@ -45,12 +46,21 @@ pub struct StorageLabels {
 pub struct GroupLabels {
     /// The group's namespace, in hex (`0x8000000000000000` is metadata).
     pub namespace: String,
+    /// The shard of the process that runs the group.
+    pub shard: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: u16,
 }
 
 /// What the node's hooks record; shared by every shard of the process.
 #[derive(Debug)]
 pub struct ServerMetrics {
     pub commits: Counter,
+    /// Ops committed by the groups of each shard.
+    pub shard_commits: Family<ShardLabels, Counter>,
     pub view_changes: Counter,
     /// Seconds from a storage action's start to its durable completion.
     pub storage_latency_seconds: Family<StorageLabels, Histogram>,
@@ -64,6 +74,7 @@ impl Default for ServerMetrics {
     fn default() -> Self {
         ServerMetrics {
             commits: Counter::default(),
+            shard_commits: Family::default(),
             view_changes: Counter::default(),
             storage_latency_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(LATENCY_BUCKET_START_SECS, 2.0, LATENCY_BUCKET_COUNT))
@@ -76,8 +87,12 @@ impl Default for ServerMetrics {
 }
 
 impl ServerMetrics {
-    pub fn group_labels(namespace: u64) -> GroupLabels {
-        GroupLabels { namespace: format!("{namespace:#x}") }
+    pub fn group_labels(namespace: u64, shard: ShardId) -> GroupLabels {
+        GroupLabels { namespace: format!("{namespace:#x}"), shard: shard.0 }
+    }
+
+    pub fn shard_labels(shard: ShardId) -> ShardLabels {
+        ShardLabels { shard: shard.0 }
     }
 }
 
@@ -131,6 +146,7 @@ impl Collector for AtomicsCollector {
 pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Arc<FrameDrops>) -> Registry {
     let mut registry = Registry::with_prefix("shoal");
     registry.register("commits", "Ops committed by this replica's groups", metrics.commits.clone());
+    registry.register("shard_commits", "Ops committed by the groups of each shard", metrics.shard_commits.clone());
     registry.register("view_changes", "Views entered by this replica's groups", metrics.view_changes.clone());
     registry.register(
         "storage_latency_seconds",
@@ -247,7 +263,8 @@ mod tests {
         metrics.commits.inc_by(7);
         metrics.view_changes.inc();
         metrics.storage_latency_seconds.get_or_create(&StorageLabels { action: "write_prepare" }).observe(0.001);
-        metrics.group_view.get_or_create(&ServerMetrics::group_labels(1 << 63)).set(3);
+        metrics.group_view.get_or_create(&ServerMetrics::group_labels(1 << 63, ShardId(0))).set(3);
+        metrics.shard_commits.get_or_create(&ServerMetrics::shard_labels(ShardId(1))).inc_by(5);
         BusMetrics::bump(&bus.frames_received);
         drops.bump(FrameVariant::Consensus, DropReason::InboxFull);
         let text = render(&registry(&metrics, bus, drops));
@@ -255,7 +272,8 @@ mod tests {
             "shoal_commits_total 7",
             "shoal_view_changes_total 1",
             "shoal_storage_latency_seconds_count{action=\"write_prepare\"} 1",
-            "shoal_group_view{namespace=\"0x8000000000000000\"} 3",
+            "shoal_group_view{namespace=\"0x8000000000000000\",shard=\"0\"} 3",
+            "shoal_shard_commits_total{shard=\"1\"} 5",
             "shoal_bus_frames_received_total 1",
             "shoal_frame_drops_total{variant=\"consensus\",reason=\"inbox_full\"} 1",
         ] {

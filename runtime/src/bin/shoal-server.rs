@@ -6,9 +6,10 @@
 //! on first start), replays its committed prepares, and hands the encoded
 //! catalogue to every other shard over single-shot channels; the others await
 //! it and never open the WAL. Both sides poll the one shutdown flag, so a
-//! shard 0 that fails first strands no peer. After the handoff shard 0 runs
-//! the replica (`shoal_runtime::host`: every VSR group on the shared node,
-//! the TCP bus, `GET /metrics`) until shutdown; the other shards idle.
+//! shard 0 that fails first strands no peer. After the handoff every shard
+//! runs its own node (`shoal_runtime::host`): shard 0 the metadata group, the
+//! TCP bus and `GET /metrics`, each shard the partition groups hashed to it,
+//! frames hopping between them through bounded inboxes, until shutdown.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ use shoal_shard::handoff::{
 };
 use shoal_shard::lifecycle::ShutdownFlag;
 use shoal_shard::metrics::FrameDrops;
-use shoal_shard::owner_table::ShardId;
+use shoal_shard::owner_table::{ShardCount, ShardId};
 use shoal_vsr::io::Io;
 use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
@@ -48,7 +49,9 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 /// other shards, then serve the replica: every VSR group (metadata and each
 /// partition) over the TCP bus to its peers and clients. It exits cleanly on
 /// Ctrl-C (SIGINT/SIGTERM) or when any shard fails (a storage error stops the
-/// replica: restart it from its disk). Today shard 0 hosts every group.
+/// replica: restart it from its disk). Shard 0 runs the metadata group and
+/// holds every connection; each partition group runs on the shard its
+/// namespace hashes to.
 ///
 /// `shoal-server format ... DIR` creates a data dir with its identity;
 /// `shoal-server start ...` runs a replica on a formatted dir only. Without a
@@ -58,7 +61,7 @@ const TEST_FAIL_DELAY_NS: u64 = 300_000_000;
 #[command(
     name = "shoal-server",
     version,
-    about = "shoal-server: one replica of a shoal cluster (VSR over TCP; shard 0 hosts every group for now)",
+    about = "shoal-server: one replica of a shoal cluster (VSR over TCP, one node per shard)",
     long_about,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -94,6 +97,14 @@ struct FormatArgs {
     /// The data directory to create.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
+    /// This replica lost its disk and the cluster already exists: every
+    /// group it formats in DIR starts by rejoining (it learns the view from
+    /// its peers before it votes, so it cannot deny prepares it acknowledged
+    /// before the loss). Recorded in DIR, so no start can forget it. Never
+    /// use it for a new cluster: a group whose replicas all rejoin waits
+    /// forever.
+    #[arg(long)]
+    rejoin: bool,
 }
 
 /// Every setting can come from --config FILE; a flag given here wins over the file.
@@ -254,13 +265,17 @@ fn run_format(args: &FormatArgs) -> Result<(), String> {
             args.replica, args.replica_count, args.replica_count
         ));
     }
-    let identity = Identity::new(args.cluster, args.replica, args.replica_count);
+    let mut identity = Identity::new(args.cluster, args.replica, args.replica_count);
+    if args.rejoin {
+        identity = identity.rejoining();
+    }
     data_dir::format(&args.dir, identity).map_err(|error| error.to_string())?;
     tracing::info!(
         dir = %args.dir.display(),
         cluster = args.cluster,
         replica = args.replica,
         replica_count = args.replica_count,
+        rejoin = args.rejoin,
         "data dir formatted"
     );
     Ok(())
@@ -306,8 +321,17 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
     let data_dir = Arc::new(config.data_dir.clone());
     let group = MetadataGroup::new(config.cluster, config.replica, config.replica_count);
     let fail_shard_zero = args.test_fail_shard_zero.clone();
-    let host = host_config(&config)?;
     let metrics_address = config.metrics_address;
+    let rejoining = identity.is_some_and(|identity| identity.rejoining);
+    let process = match host_config(&config, rejoining)? {
+        Some(host) => {
+            let shard_count = ShardCount::new(cpus.len()).map_err(|error| error.to_string())?;
+            let metrics = Arc::new(ServerMetrics::default());
+            let (bus_metrics, drops) = (Arc::new(BusMetrics::default()), Arc::new(FrameDrops::new()));
+            Some(Arc::new(host::Process::new(host, shard_count, metrics, bus_metrics, drops)))
+        }
+        None => None,
+    };
     let config = BootstrapConfig {
         pin: !args.no_pin,
         driver,
@@ -318,7 +342,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
         let handoff = handoff.clone();
         let data_dir = data_dir.clone();
         let fail_shard_zero = fail_shard_zero.clone();
-        let host = host.clone();
+        let process = process.clone();
         async move {
             tracing::info!(
                 shard_id = context.shard_id,
@@ -329,17 +353,15 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
             let started_ns = context.io.now_ns();
             let served = if context.shard_id == ShardId::METADATA.0 {
                 let senders = handoff.take_senders();
-                shard_zero_start(&context, &data_dir, group, senders, fail_shard_zero.as_deref()).await?
+                shard_zero_start(&context, &data_dir, group, senders, rejoining, fail_shard_zero.as_deref()).await?
             } else {
                 let receiver = handoff.take_receiver(context.shard_id);
                 peer_start(&context, receiver).await?
             };
-            match (&host, served) {
-                // Shard 0 hosts every VSR group of this replica (see `host`).
-                (Some(host), true) if context.shard_id == ShardId::METADATA.0 => {
-                    serve_replica(&context, host.clone(), metrics_address).await?;
-                }
-                (_, true) => wait_for_shutdown(&context.io, &context.shutdown).await,
+            match (process, served) {
+                // Every shard runs its node: the groups hashed to it (see `host`).
+                (Some(process), true) => serve_replica(&context, process, metrics_address).await?,
+                (None, true) => wait_for_shutdown(&context.io, &context.shutdown).await,
                 (_, false) => {}
             }
             let ran_ms = (context.io.now_ns() - started_ns) / 1_000_000;
@@ -362,7 +384,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
 
 /// The replica's serving settings; `None` when the config names no client
 /// address (the process then only replays the metadata WAL and idles).
-fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
+fn host_config(config: &ServerConfig, rejoining: bool) -> Result<Option<HostConfig>, String> {
     let Some(client_address) = config.client_address else {
         tracing::warn!("network.client_address is not set: the replica does not serve (set it to run VSR)");
         return Ok(None);
@@ -385,32 +407,32 @@ fn host_config(config: &ServerConfig) -> Result<Option<HostConfig>, String> {
         message_size_max_bytes: config.message_size_max_bytes,
         client_sessions_max: CLIENT_SESSIONS_MAX,
         idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+        rejoining,
     }))
 }
 
-/// Shard 0 after the handoff: serve metrics (when configured) and run the
-/// replica until shutdown. A node that stops (storage error) fails the shard,
-/// and so the process: its supervisor restarts it from the disk.
+/// Every shard after the handoff: run its node until shutdown; shard 0
+/// also serves metrics (when configured) for the whole process. A node that
+/// stops (storage error) fails the shard, and so the process: its supervisor
+/// restarts it from the disk.
 async fn serve_replica(
     context: &ShardContext,
-    host: HostConfig,
+    process: Arc<host::Process>,
     metrics_address: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
-    let metrics = Arc::new(ServerMetrics::default());
-    let bus_metrics = Arc::new(BusMetrics::default());
-    let drops = Arc::new(FrameDrops::new());
+    let shard = ShardId(context.shard_id);
     let _metrics_task = match metrics_address {
-        Some(address) => {
+        Some(address) if shard == ShardId::METADATA => {
             let listener = shoal_runtime::metrics::bind(address).await.map_err(|error| error.to_string())?;
-            let registry = Arc::new(shoal_runtime::metrics::registry(&metrics, bus_metrics.clone(), drops.clone()));
+            let registry = Arc::new(process.registry());
             tracing::info!(%address, "serving GET /metrics");
             Some(compio::runtime::spawn(shoal_runtime::metrics::serve(listener, registry)))
         }
-        None => None,
+        _ => None,
     };
-    host::run(context.io.clone(), host, context.shutdown.clone(), metrics, bus_metrics, drops)
+    host::run(context.io.clone(), shard, process, context.shutdown.clone())
         .await
-        .map_err(|error| format!("replica stopped: {error}"))
+        .map_err(|error| format!("replica stopped on shard {}: {error}", shard.0))
 }
 
 type Bundle = Vec<u8>;
@@ -460,6 +482,7 @@ async fn shard_zero_start(
     data_dir: &Path,
     group: MetadataGroup,
     senders: Peers,
+    rejoining: bool,
     fail: Option<&str>,
 ) -> Result<bool, String> {
     if let Some(fail) = fail {
@@ -469,6 +492,11 @@ async fn shard_zero_start(
             panic!("injected shard 0 panic before the metadata handoff");
         }
         return Err("injected shard 0 error before the metadata handoff".to_string());
+    }
+    if rejoining {
+        host::format_metadata_rejoining(&context.io, data_dir, group.cluster, group.replica)
+            .await
+            .map_err(|error| format!("shard 0 cannot format the rejoining metadata group: {error}"))?;
     }
     let replay = replay_metadata_group(&context.io, data_dir, group, ShardId::METADATA)
         .await

@@ -7,15 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_client::Client;
 use shoal_runtime::DriverChoice;
 use shoal_shard::namespace::Namespace;
 use shoal_shard::node::partition_dir;
+use shoal_shard::owner_table::{ShardCount, ShardId};
 use shoal_shard::partition_log::{PartitionLog, PartitionLogConfig};
+use shoal_shard::router::route_partition;
 
-use crate::process::{Cluster, REPLICA_COUNT};
+use crate::process::{Cluster, REPLICA_COUNT, sample};
 use crate::support::with_io;
 
 const PARTITIONS: u32 = 4;
@@ -23,6 +25,9 @@ const PARTITIONS: u32 = 4;
 /// data dirs are read; checked again (bounded) if one still lags.
 const SETTLE: Duration = Duration::from_secs(3);
 const SETTLE_ROUNDS_MAX: usize = 4;
+/// How long every replica's groups get to report a commit in their metrics
+/// (a restarted replica catches up, its status is sampled every tick).
+const CONVERGE: Duration = Duration::from_secs(30);
 
 /// Acknowledged appends per partition, in acknowledgement order.
 type Acks = BTreeMap<u32, Vec<(u64, Vec<u8>)>>;
@@ -111,6 +116,174 @@ fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() 
     cluster.stop_all();
     cluster.start_all();
     append_round(&mut client, &mut acks, "after-full-restart", 8);
+
+    for round in 0..SETTLE_ROUNDS_MAX {
+        std::thread::sleep(SETTLE);
+        cluster.stop_all();
+        let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
+            .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, &acks))
+            .collect();
+        if problems.is_empty() {
+            return;
+        }
+        assert!(round + 1 < SETTLE_ROUNDS_MAX, "after {SETTLE_ROUNDS_MAX} rounds:\n{}", problems.join("\n"));
+        cluster.start_all();
+    }
+}
+
+/// The shard of a replica process that runs partition `partition`'s group.
+fn partition_shard(partition: u32, shards: usize) -> ShardId {
+    route_partition(Namespace::partition(1, 1, partition).unwrap(), ShardCount::new(shards).unwrap())
+}
+
+/// Why replica `index`'s groups have not all reached `commit_min` on the
+/// shard each hashes to (empty: they have), from one metrics scrape.
+fn lagging_groups(cluster: &Cluster, index: usize, shard_of: &BTreeMap<u32, ShardId>, commit_min: u64) -> Vec<String> {
+    let scrape = match cluster.try_scrape(index) {
+        Ok(scrape) => scrape,
+        Err(error) => return vec![format!("replica {index}: no metrics yet ({error})")],
+    };
+    let mut lagging = Vec::new();
+    for (partition, shard) in shard_of {
+        let namespace = Namespace::partition(1, 1, *partition).unwrap().raw();
+        let series = format!("shoal_group_commit{{namespace=\"{namespace:#x}\",shard=\"{}\"}}", shard.0);
+        match sample(&scrape, &series) {
+            Some(commit) if commit >= commit_min => {}
+            other => lagging.push(format!("replica {index}: {series} is {other:?}, want >= {commit_min}")),
+        }
+    }
+    for shard in 0..cluster.shards {
+        let series = format!("shoal_shard_commits_total{{shard=\"{shard}\"}}");
+        if sample(&scrape, &series).unwrap_or(0) == 0 {
+            lagging.push(format!("replica {index}: {series} is 0"));
+        }
+    }
+    lagging
+}
+
+fn wait_for_commits(cluster: &Cluster, shard_of: &BTreeMap<u32, ShardId>, commit_min: u64) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let lagging: Vec<String> = (0..usize::from(REPLICA_COUNT))
+            .flat_map(|index| lagging_groups(cluster, index, shard_of, commit_min))
+            .collect();
+        if lagging.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {CONVERGE:?}:\n{}", lagging.join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_shards_per_replica_each_commit_the_partition_groups_hashed_to_them() {
+    let mut cluster = Cluster::format("shards");
+    cluster.shards = 2;
+    let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
+    for shard in [ShardId(0), ShardId(1)] {
+        assert!(shard_of.values().any(|&s| s == shard), "the topic's partitions cover both shards: {shard_of:?}");
+    }
+    cluster.start_all();
+    let mut admin = cluster.client(1);
+    admin.create_stream(1, "orders").unwrap();
+    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
+
+    // Every group, on whichever shard it runs, commits on every replica:
+    // a register and 4 appends each.
+    let mut client = cluster.client(2);
+    let mut acks = Acks::new();
+    append_round(&mut client, &mut acks, "healthy", 4 * PARTITIONS as usize);
+    wait_for_commits(&cluster, &shard_of, 5);
+
+    // A restarted process reopens each shard's groups from its disk and
+    // catches up on both shards.
+    cluster.crash(2);
+    append_round(&mut client, &mut acks, "backup-down", 4 * PARTITIONS as usize);
+    cluster.start(2);
+    append_round(&mut client, &mut acks, "all-back", 4 * PARTITIONS as usize);
+    wait_for_commits(&cluster, &shard_of, 13);
+
+    cluster.stop_all();
+    let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
+        .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, &acks))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Wait (bounded) until each of `replicas` reports every partition group
+/// on its shard in its metrics.
+fn wait_for_groups(cluster: &Cluster, replicas: &[usize], shard_of: &BTreeMap<u32, ShardId>) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let missing: Vec<String> = replicas
+            .iter()
+            .flat_map(|&index| {
+                let scrape = cluster.try_scrape(index).unwrap_or_default();
+                shard_of
+                    .iter()
+                    .map(|(partition, shard)| {
+                        let namespace = Namespace::partition(1, 1, *partition).unwrap().raw();
+                        format!("shoal_group_commit{{namespace=\"{namespace:#x}\",shard=\"{}\"}}", shard.0)
+                    })
+                    .filter(|series| sample(&scrape, series).is_none())
+                    .map(|series| format!("replica {index}: no {series}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {CONVERGE:?}:\n{}", missing.join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How long a stale replica and a wiped one run alone before the third
+/// returns: several view-change timeouts, so two voters would have elected
+/// a view by then.
+const ALONE: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_replica_whose_disk_was_lost_rejoins_and_cannot_deny_what_it_acknowledged() {
+    let mut cluster = Cluster::format("rejoin");
+    let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
+    cluster.start_all();
+    let mut admin = cluster.client(1);
+    admin.create_stream(1, "orders").unwrap();
+    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
+    let mut client = cluster.client(2);
+    let mut acks = Acks::new();
+    append_round(&mut client, &mut acks, "all-up", 4 * PARTITIONS as usize);
+
+    // Replica 1 misses a round that replicas 0 and 2 acknowledge; then 2
+    // loses its disk (the only other copy) and is formatted again for the
+    // existing cluster.
+    cluster.crash(1);
+    append_round(&mut client, &mut acks, "one-down", 4 * PARTITIONS as usize);
+    cluster.crash(0);
+    cluster.crash(2);
+    cluster.wipe_and_format_rejoining(2);
+    // The stale replica and the wiped one alone: had 2 come back as a voter
+    // with an empty log, they would elect a view without "one-down" and the
+    // acknowledged appends would be overwritten. Rejoining, 2 waits.
+    cluster.start(1);
+    cluster.start(2);
+    std::thread::sleep(ALONE);
+    cluster.start(0);
+    // A replica answers "no such partition" until its metadata group has
+    // committed the topic again, and the client takes that answer from a
+    // majority as final: wait until 0 and 1 host every partition group.
+    wait_for_groups(&cluster, &[0, 1], &shard_of);
+    append_round(&mut client, &mut acks, "all-back", 4 * PARTITIONS as usize);
+    // Every group of the wiped replica (metadata, then each partition its
+    // catalogue names, formatted rejoining) catches up: a register and 12
+    // appends per partition.
+    wait_for_commits(&cluster, &shard_of, 13);
+
+    // Now it is needed for a quorum: the cluster keeps committing with it.
+    cluster.crash(1);
+    append_round(&mut client, &mut acks, "needs-rejoined", 2 * PARTITIONS as usize);
+    cluster.start(1);
 
     for round in 0..SETTLE_ROUNDS_MAX {
         std::thread::sleep(SETTLE);

@@ -22,6 +22,9 @@ pub const MESSAGE_SIZE_MAX_BYTES: u32 = 16 * 1024;
 /// The `--idle-timeout-ms` every test replica runs with (shorter than the
 /// default, so the stall tests wait less).
 pub const IDLE_TIMEOUT_MS: u64 = 2_000;
+/// Shards per replica unless a test sets `Cluster::shards`: two, so every
+/// test runs groups on both sides of the shards' hop whatever the machine.
+pub const SHARDS_DEFAULT: usize = 2;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on one metrics scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +40,8 @@ pub struct Cluster {
     pub client_addresses: Vec<SocketAddr>,
     pub metrics_addresses: Vec<SocketAddr>,
     pub replicas: Vec<Replica>,
+    /// Shards per replica process (`--test-shard-count`, unpinned).
+    pub shards: usize,
 }
 
 /// Ports the OS says are free now (all held until every one is chosen).
@@ -65,7 +70,31 @@ impl Cluster {
             assert!(status.success(), "format replica {index}");
             replicas.push(Replica { data_dir, child: None });
         }
-        Cluster { _temp: temp, replica_addresses: addresses, client_addresses, metrics_addresses, replicas }
+        Cluster {
+            _temp: temp,
+            replica_addresses: addresses,
+            client_addresses,
+            metrics_addresses,
+            replicas,
+            shards: SHARDS_DEFAULT,
+        }
+    }
+
+    /// Replica `index` lost its disk (it must not run): wipe its data dir
+    /// and format it again with `--rejoin`, as an operator replacing the
+    /// disk of a running cluster does.
+    pub fn wipe_and_format_rejoining(&mut self, index: usize) {
+        assert!(self.replicas[index].child.is_none(), "replica {index} still runs");
+        let data_dir = &self.replicas[index].data_dir;
+        std::fs::remove_dir_all(data_dir).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_shoal-server"))
+            .args(["format", "--rejoin", "--cluster", &CLUSTER.to_string(), "--replica", &index.to_string()])
+            .args(["--replica-count", &REPLICA_COUNT.to_string()])
+            .arg(data_dir)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "format --rejoin replica {index}");
     }
 
     pub fn start(&mut self, index: usize) {
@@ -84,6 +113,7 @@ impl Cluster {
             .args(["--message-size-max", &MESSAGE_SIZE_MAX_BYTES.to_string(), "--journal-slot-count", "128"])
             .args(["--idle-timeout-ms", &IDLE_TIMEOUT_MS.to_string()])
             .arg("--no-pin")
+            .args(["--test-shard-count", &self.shards.to_string()])
             .env("RUST_LOG", std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -97,6 +127,19 @@ impl Cluster {
             }
         });
         self.replicas[index].child = Some(child);
+        self.wait_until_serving(index);
+    }
+
+    /// Wait (bounded) until replica `index` serves metrics, which it binds
+    /// after installing its signal handler: a SIGTERM sent earlier would
+    /// kill it by the default action instead of stopping it cleanly. A
+    /// replica that exits on its own is left for the test to judge.
+    fn wait_until_serving(&mut self, index: usize) {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        while self.try_scrape(index).is_err() && self.is_running(index) {
+            assert!(Instant::now() < deadline, "replica {index} did not serve metrics within {EXIT_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn start_all(&mut self) {
@@ -157,12 +200,18 @@ impl Cluster {
 
     /// `GET /metrics` of replica `index`: the whole response, headers included.
     pub fn scrape(&self, index: usize) -> String {
-        let mut stream = TcpStream::connect_timeout(&self.metrics_addresses[index], SCRAPE_TIMEOUT).unwrap();
-        stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        self.try_scrape(index).unwrap()
+    }
+
+    /// `scrape`, or why it failed (a replica still starting is not serving
+    /// metrics yet).
+    pub fn try_scrape(&self, index: usize) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&self.metrics_addresses[index], SCRAPE_TIMEOUT)?;
+        stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
         let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
+        stream.read_to_string(&mut text)?;
+        Ok(text)
     }
 }
 

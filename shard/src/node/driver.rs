@@ -215,6 +215,21 @@ pub enum Routed {
     NamespaceMiss { shard: ShardId, consensus_control: bool },
 }
 
+/// The shard that handles a frame from `source`, and the variant it hops
+/// as: a peer's frame goes where `route_consensus_control` says, a client's
+/// where `route_request` says. `None`: a client frame no route takes (the
+/// node counts it as a failed forward). A world whose connections live on
+/// another thread than the target's group (the server) hops the frame
+/// with this same answer before the node sees it.
+pub fn route_inbound(source: Source, header: &Header, shard_count: ShardCount) -> Option<(ShardId, FrameVariant)> {
+    match source {
+        Source::Replica(_) => Some((route_consensus_control(header, shard_count), FrameVariant::Consensus)),
+        Source::Client(_) => {
+            route_request(header, shard_count).ok().map(|target| (target, FrameVariant::ClientForward))
+        }
+    }
+}
+
 /// One replica process: its groups, owner table and drop counters.
 pub struct Node<I: Io> {
     io: I,
@@ -345,17 +360,10 @@ impl<I: Io> Node<I> {
         world: &mut W,
     ) -> Result<Routed, NodeStop> {
         let header = message.header;
-        let shard_count = self.config.shard_count;
-        let (target, variant) = match source {
-            Source::Replica(_) => (route_consensus_control(&header, shard_count), FrameVariant::Consensus),
-            Source::Client(_) => match route_request(&header, shard_count) {
-                Ok(target) => (target, FrameVariant::ClientForward),
-                Err(_) => {
-                    let (variant, reason) = (FrameVariant::ClientForward, DropReason::ForwardFailed);
-                    self.links.drops.bump(variant, reason);
-                    return Ok(Routed::Dropped { variant, reason });
-                }
-            },
+        let Some((target, variant)) = route_inbound(source, &header, self.config.shard_count) else {
+            let (variant, reason) = (FrameVariant::ClientForward, DropReason::ForwardFailed);
+            self.links.drops.bump(variant, reason);
+            return Ok(Routed::Dropped { variant, reason });
         };
         if let Err(reason) = self.links.hop(arrival, target, variant, world) {
             return Ok(Routed::Dropped { variant, reason });

@@ -1,10 +1,14 @@
 //! The node: everything between a socket and the replica, generic over `Io`.
 //!
-//! One process runs one `Node`: per VSR group, the driver that executes the
-//! replica's actions under the ordering contract (`driver`), the group's
-//! storage (superblock, journal, checkpoint: `storage`) and state machine
-//! with its partition log (`machine`), state-data serving and filling, and
-//! the timers; per process, the owner table and the hops between shards.
+//! A `Node` holds, per VSR group, the driver that executes the replica's
+//! actions under the ordering contract (`driver`), the group's storage
+//! (superblock, journal, checkpoint: `storage`) and state machine with its
+//! partition log (`machine`), state-data serving and filling, and the
+//! timers; and, shared by the process, the owner table and the hops between
+//! shards. The simulator runs one `Node` per process holding every shard's
+//! groups (a hop is a fault point of its world); the server runs one per
+//! shard thread holding the groups hashed to that shard (a hop is a real
+//! bounded inbox), and both route through `route_inbound`.
 //! `shoal-server` and `shoal-sim` run this same code: the simulator adds only
 //! the world around it (fault policy, clients, checkers, event loop).
 //!
@@ -43,7 +47,7 @@ use crate::frame::FrameVariant;
 use crate::metrics::DropReason;
 use crate::owner_table::ShardId;
 
-pub use driver::{Group, Node, NodeConfig, Routed, STATE_DATA_MESSAGES_MAX};
+pub use driver::{Group, Node, NodeConfig, Routed, STATE_DATA_MESSAGES_MAX, route_inbound};
 pub use machine::{GroupMachine, METADATA_NAMESPACE, partition_dir};
 pub use storage::{GroupStorage, Promise, StorageConfig, StorageError};
 
