@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use compio::buf::{BufResult as CompioBufResult, IntoInner, IoBuf};
 use compio::driver::{DriverType, ProactorBuilder};
-use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
+use compio::io::AsyncReadAtExt;
 use compio::runtime::{JoinError, JoinHandle, Runtime};
 use shoal_vsr::io::{BufResult, Io, IoFile, OpenMode, TaskFailed};
 
@@ -246,9 +246,26 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One open file of a `RealIo`.
+///
+/// Writes go to the page cache with a plain `pwrite` on the shard's own
+/// thread; reads, `fdatasync` and the rest go through compio (io_uring).
+/// Why: ext4 cannot take a buffered write without blocking (`IOCB_NOWAIT`
+/// fails), so io_uring hands every one to an `iou-wrk` kernel thread: a
+/// wake-up and two context switches per write, and on a busy 2-core
+/// machine a wait for a core. A buffered write only copies into the page
+/// cache (the preallocated journal needs no block allocation), which is
+/// what that worker would do anyway; the device work is in `fdatasync`,
+/// which stays asynchronous so the shard keeps running while it waits.
+/// `cargo xtask bench journal` measures the difference. A write may still
+/// block the shard when the kernel throttles dirty pages (`balance_dirty_pages`),
+/// as it would block the worker: the fdatasync per batch bounds how much
+/// is dirty.
 #[derive(Debug)]
 pub struct RealFile {
     file: compio::fs::File,
+    /// The same open file description (a `dup` taken at open), for the
+    /// synchronous page-cache writes; `None` when opened read-only.
+    writer: Option<std::fs::File>,
     mode: OpenMode,
 }
 
@@ -279,8 +296,8 @@ impl IoFile for RealFile {
         if !self.mode.writable() {
             return (Err(read_only_error()), buf);
         }
-        let mut file = &self.file;
-        let CompioBufResult(result, buf) = file.write_all_at(buf, position).await;
+        let Some(writer) = self.writer.as_ref() else { return (Err(read_only_error()), buf) };
+        let result = std::os::unix::fs::FileExt::write_all_at(writer, &buf, position);
         (result, buf)
     }
 
@@ -338,7 +355,12 @@ impl Io for RealIo {
             OpenMode::ReadOnly => options.read(true),
         };
         let file = options.open(path).await?;
-        Ok(RealFile { file, mode })
+        let writer = if mode.writable() {
+            Some(std::fs::File::from(std::os::fd::AsFd::as_fd(&file).try_clone_to_owned()?))
+        } else {
+            None
+        };
+        Ok(RealFile { file, writer, mode })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -306,9 +306,59 @@ impl JournalConfig {
 /// whole sectors (never the whole slot: a 100-byte message costs one
 /// sector, not `message_size_max`). The padding is zeros.
 fn encode_prepare_sectors(header: &Header, body: &[u8]) -> Vec<u8> {
-    let mut buffer = header.encode_message(body);
-    buffer.resize(sectors_bytes(buffer.len() as u64) as usize, 0);
+    let mut buffer = Vec::new();
+    push_prepare_sectors(&mut buffer, header, body);
     buffer
+}
+
+/// Append `header` and `body` to `buffer`, padded with zeros to whole
+/// sectors: one copy of the body, straight into the write buffer.
+fn push_prepare_sectors(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
+    let begin = buffer.len();
+    buffer.extend_from_slice(&header.encode());
+    buffer.extend_from_slice(body);
+    let size_bytes = buffer.len() - begin;
+    buffer.resize(begin + sectors_bytes(size_bytes as u64) as usize, 0);
+}
+
+/// One write of a run of prepares in adjacent slots: where it goes and
+/// the bytes, and how many prepares it holds.
+struct PrepareRun {
+    offset: u64,
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+/// Cut `prepares` (consecutive ops, ascending) into runs that each go to
+/// the disk with one write. Each write covers only the sectors its
+/// prepares use, so a run ends after a prepare shorter than its slot (the
+/// next slot does not follow its bytes) and where the ring wraps. A batch
+/// of full slots is one write.
+fn prepare_runs<'a>(
+    config: &JournalConfig,
+    prepares: impl IntoIterator<Item = (&'a Header, &'a [u8])>,
+) -> Vec<PrepareRun> {
+    let slot_size_bytes = config.slot_size_bytes();
+    let mut runs: Vec<PrepareRun> = Vec::new();
+    // The op the open run's next slot belongs to, while it may grow.
+    let mut open_next_op: Option<u64> = None;
+    for (header, body) in prepares {
+        let run = match runs.last_mut() {
+            Some(run) if open_next_op == Some(header.op) => run,
+            _ => {
+                runs.push(PrepareRun { offset: config.slot_offset(header.op), bytes: Vec::new(), count: 0 });
+                runs.last_mut().expect("just pushed")
+            }
+        };
+        let slot_begin = run.bytes.len() as u64;
+        push_prepare_sectors(&mut run.bytes, header, body);
+        run.count += 1;
+        let filled = run.bytes.len() as u64 - slot_begin == slot_size_bytes;
+        let wraps = header.op % config.slot_count == config.slot_count - 1;
+        open_next_op = (filled && !wraps).then_some(header.op + 1);
+        debug_assert!(run.bytes.len() as u64 <= run.count as u64 * slot_size_bytes);
+    }
+    runs
 }
 
 fn sectors_bytes(size_bytes: u64) -> u64 {
@@ -1136,28 +1186,9 @@ impl<I: Io> PrepareJournal<I> {
             parent = Some(header.checksum);
         }
         self.unvouch_copies(&prepares.iter().map(|(header, _)| header).collect::<Vec<_>>()).await?;
-        let slot_size_bytes = self.config.slot_size_bytes();
-        let mut start = 0;
-        while start < prepares.len() {
-            let first_op = prepares[start].0.op;
-            let mut buffer = Vec::new();
-            let mut index = start;
-            while index < prepares.len() {
-                let (header, body) = &prepares[index];
-                let slot_begin = buffer.len() as u64;
-                buffer.extend_from_slice(&encode_prepare_sectors(header, body));
-                index += 1;
-                // The next slot follows in the file only when this prepare
-                // fills its slot and the ring does not wrap.
-                let filled = buffer.len() as u64 - slot_begin == slot_size_bytes;
-                if !filled || header.op % slot_count == slot_count - 1 {
-                    break;
-                }
-            }
-            debug_assert!(buffer.len() as u64 <= (index - start) as u64 * slot_size_bytes);
-            let (result, _) = self.file.write_all_at(buffer, self.config.slot_offset(first_op)).await;
+        for run in prepare_runs(&self.config, prepares.iter().map(|(header, body)| (header, *body))) {
+            let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
             result.map_err(io_error("write prepares"))?;
-            start = index;
         }
         for (header, _) in prepares {
             self.headers.insert(header.op, *header);
@@ -1546,6 +1577,7 @@ impl<I: Io> PrepareJournal<I> {
         write_file_header(&file, &config, file_header).await.map_err(io_error("write tmp header"))?;
         let mut carried = BTreeMap::new();
         let live: Vec<u64> = self.headers.range(through_op + 1..).map(|(&op, _)| op).collect();
+        let mut prepares = Vec::with_capacity(live.len());
         for op in live {
             // A live prepare that reads back corrupt fails the drain: left
             // out, its slot would read as never written after a restart
@@ -1554,9 +1586,14 @@ impl<I: Io> PrepareJournal<I> {
             // The old file is untouched, so the restart finds the damage and
             // repairs it from peers.
             let (header, body) = self.read(op).await?;
-            let (result, _) = file.write_all_at(encode_prepare_sectors(&header, &body), config.slot_offset(op)).await;
-            result.map_err(io_error("write tmp prepare"))?;
             carried.insert(op, header);
+            prepares.push((header, body));
+        }
+        // One write per run of adjacent slots (ops may have gaps: a
+        // faulty op left out ends a run).
+        for run in prepare_runs(&config, prepares.iter().map(|(header, body)| (header, body.as_slice()))) {
+            let (result, _) = file.write_all_at(run.bytes, run.offset).await;
+            result.map_err(io_error("write tmp prepare"))?;
         }
         // A slot header or ring copy of the spare's previous life that names
         // an op of the new live window would be recovered as a live prepare

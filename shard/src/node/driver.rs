@@ -59,8 +59,10 @@ pub struct Group<I: Io> {
     replica: GroupReplica<I>,
     /// The newest view reported to the hooks.
     view_reported: u64,
-    /// Group commit: prepares written and not yet durable, in write order,
-    /// and the messages held until they are (see `Node::drain`).
+    /// Group commit: prepares staged (written at the group's commit, each
+    /// run of adjacent slots with one write) and not yet durable, in the
+    /// order the replica asked, and the messages held until they are (see
+    /// `Node::drain`).
     written: Vec<Action>,
     held: Vec<Action>,
     /// The peer last asked for state data, and the first missing offset
@@ -558,11 +560,12 @@ impl<I: Io> Node<I> {
         let g = &mut self.groups[group];
         match action {
             Action::WritePrepare { ref message } => {
+                // Staged, not written yet: the group's commit writes every
+                // prepare of the turn, each run of adjacent slots with one
+                // write, then flushes them (`commit_group(s)`). From here
+                // the prepare counts as written and not durable.
                 world.before_storage(group, &action);
-                if let Err(error) = g.storage.write_prepare(message).await {
-                    let _ = world.after_storage(group, &action, Some(&error));
-                    return Err(NodeStop::Storage { action: action_name(&action), error });
-                }
+                g.storage.stage_prepare(&message.header);
                 g.written.push(action);
                 Ok(())
             }
@@ -604,7 +607,7 @@ impl<I: Io> Node<I> {
         let g = &mut self.groups[group];
         assert!(!g.written.is_empty(), "a group commit has prepares to flush");
         let written = std::mem::take(&mut g.written);
-        let flushed = g.storage.flush_prepares().await;
+        let flushed = g.storage.commit_prepares(&prepare_messages(&written)).await;
         let mut stop = false;
         self.complete_flush(group, &written, flushed, &mut stop, world)?;
         if stop {
@@ -623,12 +626,14 @@ impl<I: Io> Node<I> {
         let flushing: Vec<usize> = (0..self.groups.len()).filter(|&g| !self.groups[g].written.is_empty()).collect();
         let written: Vec<Vec<Action>> =
             flushing.iter().map(|&group| std::mem::take(&mut self.groups[group].written)).collect();
+        let messages: Vec<Vec<&Message>> = written.iter().map(|written| prepare_messages(written)).collect();
         let flushes: Vec<_> = self
             .groups
             .iter_mut()
             .enumerate()
             .filter(|(group, _)| flushing.binary_search(group).is_ok())
-            .map(|(_, g)| g.storage.flush_prepares())
+            .zip(&messages)
+            .map(|((_, g), messages)| g.storage.commit_prepares(messages))
             .collect();
         let joined = join_in_order(flushes).await;
         if flushing.len() > 1 && joined.polls > 1 {
@@ -847,4 +852,15 @@ impl<I: Io> Node<I> {
         // Rare (after a state transfer): made durable at once.
         g.sync_partition().await
     }
+}
+
+/// The prepares a group staged (`written`), in the order it wrote them.
+fn prepare_messages(written: &[Action]) -> Vec<&Message> {
+    written
+        .iter()
+        .map(|action| match action {
+            Action::WritePrepare { message } => message,
+            _ => unreachable!("only prepares are staged"),
+        })
+        .collect()
 }

@@ -22,9 +22,10 @@
 //! prepare_ok, or a client reply) leaves only once what it promises is
 //! durable; a message that depends on nothing (a prepare, a commit) leaves
 //! at once, so a primary sends its prepare while it writes it. Prepares are
-//! group-committed: written as the replica asks, then flushed together (one
-//! journal flush for every prepare of a step, or of a turn: `begin_turn` /
-//! `end_turn`), reported durable to the replica, and only then are the
+//! group-committed: staged as the replica asks, then written together (one
+//! write per run of adjacent slots) and flushed together (one journal flush
+//! for every prepare of a step, or of a turn: `begin_turn` / `end_turn`),
+//! reported durable to the replica, and only then are the
 //! messages that promise them sent. Every other storage action runs in
 //! order, durable before the next action, and after the prepares written
 //! before it are flushed. An error stops the node (fail-stop) and it

@@ -4,9 +4,11 @@
 //!
 //! Every storage action is durable (written and fsynced) before `execute`
 //! returns; an error means the replica must stop (fail-stop) and restart
-//! from what the disk kept. For group commit, prepares may instead be
-//! written one by one (`write_prepare`) and made durable together
-//! (`flush_prepares`: the journal's `flush` steps, one fdatasync each, until
+//! from what the disk kept. For group commit, prepares are instead staged
+//! as the replica asks (`stage_prepare`: from then on nothing promises
+//! them), then written together, each run of adjacent slots with one write,
+//! and made durable together (`commit_prepares`: the journal's
+//! `write_prepares`, then its `flush` steps, one fdatasync each, until
 //! every written prepare is durable with its ring copy). This module also
 //! answers the ordering contract's question, "is what this message promises
 //! durable?", from what its own completed writes made durable (never from
@@ -247,12 +249,46 @@ impl<I: Io> GroupStorage<I> {
     /// Write a prepare into its slot, not yet durable: nothing may promise
     /// it until `flush_prepares` reports it.
     pub async fn write_prepare(&mut self, message: &Message) -> Result<(), StorageError> {
-        let (op, checksum) = (message.header.op, message.header.checksum);
-        // The slot is being replaced: whatever it held is no longer
-        // promised, even if this write fails half way.
-        self.durable_prepares.remove(&op);
-        self.unsynced_ops.insert(op, checksum);
-        self.journal.write_prepare(&message.header, &message.body).await?;
+        self.stage_prepare(&message.header);
+        self.write_staged(&[message]).await
+    }
+
+    /// Group commit, first half: `header`'s prepare will be written by the
+    /// next `commit_prepares` and is from now on not durable (whatever its
+    /// slot held is no longer promised, even if that write fails half way):
+    /// nothing may promise it until the commit reports it.
+    pub fn stage_prepare(&mut self, header: &Header) {
+        self.durable_prepares.remove(&header.op);
+        self.unsynced_ops.insert(header.op, header.checksum);
+    }
+
+    /// Group commit, second half: write the staged prepares `messages` (in
+    /// the order the replica asked; a later write of an op replaces an
+    /// earlier one, as on the disk), each run of adjacent slots with one
+    /// write, then make them durable (`flush_prepares`).
+    pub async fn commit_prepares(&mut self, messages: &[&Message]) -> Result<Vec<(u64, u128)>, StorageError> {
+        self.write_staged(messages).await?;
+        self.flush_prepares().await
+    }
+
+    /// Write staged prepares: the last write of each op, ascending, with
+    /// the journal's `write_prepares` (one write per run of adjacent slots).
+    async fn write_staged(&mut self, messages: &[&Message]) -> Result<(), StorageError> {
+        let mut last_write: BTreeMap<u64, &Message> = BTreeMap::new();
+        for message in messages {
+            last_write.insert(message.header.op, message);
+        }
+        for (op, message) in &last_write {
+            let staged = self.unsynced_ops.get(op).copied();
+            assert_eq!(
+                staged,
+                Some(message.header.checksum),
+                "op {op} is staged as its last write before it is written"
+            );
+        }
+        let prepares: Vec<(&Header, &[u8])> =
+            last_write.values().map(|message| (&message.header, &message.body[..])).collect();
+        self.journal.write_prepares(&prepares).await?;
         Ok(())
     }
 

@@ -37,6 +37,8 @@ pub struct MemIo {
     write_failures: Rc<Cell<u32>>,
     /// File syncs so far, over every file.
     syncs: Rc<Cell<u64>>,
+    /// Every successful write so far: (path, position, length).
+    writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
 }
 
 impl MemIo {
@@ -50,6 +52,11 @@ impl MemIo {
 
     pub fn sync_count(&self) -> u64 {
         self.syncs.get()
+    }
+
+    /// The writes to `path` so far, as (position, length), in order.
+    pub fn writes_to(&self, path: &Path) -> Vec<(u64, usize)> {
+        self.writes.borrow().iter().filter(|(p, _, _)| p == path).map(|&(_, at, len)| (at, len)).collect()
     }
 
     pub fn fail_next_writes(&self, count: u32) {
@@ -67,6 +74,8 @@ pub struct MemFile {
     writable: bool,
     write_failures: Rc<Cell<u32>>,
     syncs: Rc<Cell<u64>>,
+    path: PathBuf,
+    writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
 }
 
 impl IoFile for MemFile {
@@ -94,6 +103,7 @@ impl IoFile for MemFile {
             bytes.resize(end, 0);
         }
         bytes[position as usize..end].copy_from_slice(&buf);
+        self.writes.borrow_mut().push((self.path.clone(), position, buf.len()));
         (Ok(()), buf)
     }
 
@@ -149,6 +159,8 @@ impl Io for MemIo {
             writable: mode.writable(),
             write_failures: self.write_failures.clone(),
             syncs: self.syncs.clone(),
+            path: path.to_path_buf(),
+            writes: self.writes.clone(),
         })
     }
 

@@ -278,6 +278,54 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
 
+/// Group commit writes a run of prepares in adjacent slots with one write,
+/// on the primary and on the backup: two appends whose prepares fill their
+/// slots (4096 bytes each) arrive in one turn, and each node writes the two
+/// slots with one 8192-byte write, then the two ring copies with one more.
+/// (A prepare shorter than its slot ends a run: a write covers only the
+/// sectors a prepare uses, so short prepares cost a write each.)
+#[test]
+fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
+    let slot_size_bytes = storage_config(0).journal().slot_size_bytes() as usize;
+    let overhead_bytes = encode_batch(&[b""]).expect("encodes").len();
+    let filling = vec![b'x'; slot_size_bytes - HEADER_SIZE_BYTES - overhead_bytes];
+    let mut nodes = [node(0), node(1)];
+    let mut worlds = [Recorder::default(), Recorder::default()];
+    let mut sessions = Vec::new();
+    for client in [CLIENT, CLIENT + 1] {
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), register_client(client), &mut worlds[0]))
+            .expect("runs");
+        deliver_all(&mut nodes, &mut worlds);
+        sessions.push(worlds[0].replies.pop().expect("registered").header.context);
+    }
+    let journal = shoal_vsr::journal::journal_path(Path::new("/data"), namespace());
+    let written_before = [nodes[0].io().writes_to(&journal).len(), nodes[1].io().writes_to(&journal).len()];
+    nodes[0].begin_turn();
+    for (index, client) in [CLIENT, CLIENT + 1].into_iter().enumerate() {
+        let request = client_batch_request(client, sessions[index], 1, &[&filling]);
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut worlds[0])).expect("runs");
+    }
+    let prepares = std::mem::take(&mut worlds[0].to_replicas);
+    let sizes: Vec<(u64, usize)> = prepares.iter().map(|(_, m)| (m.header.op, m.header.size as usize)).collect();
+    assert_eq!(sizes, [(3, slot_size_bytes), (4, slot_size_bytes)], "two prepares that fill their slots");
+    assert_eq!(nodes[0].io().writes_to(&journal).len(), written_before[0], "nothing is written inside the turn");
+    nodes[1].begin_turn();
+    for (_, prepare) in prepares {
+        block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut worlds[1])).expect("runs");
+    }
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    let config = storage_config(0).journal();
+    let expected =
+        [(config.slot_offset(3), 2 * slot_size_bytes), (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES)];
+    for (replica, node) in nodes.iter().enumerate() {
+        let writes = &node.io().writes_to(&journal)[written_before[replica]..];
+        assert_eq!(writes, expected, "replica {replica}: one write for the two slots, one for their ring copies");
+    }
+    deliver_all(&mut nodes, &mut worlds);
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}
+
 /// A crash injected right after the first prepare of a group completes:
 /// the world still learns that every prepare of the group reached the disk
 /// (the flush ran for all of them). Before, it heard only of the first, and

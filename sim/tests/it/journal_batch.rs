@@ -236,3 +236,69 @@ fn a_drain_without_exchange_falls_back_to_rename() {
         block_on_ready(PrepareJournal::open(&io, dir, config(SLOT_COUNT), OpenMode::ReadWrite)).unwrap();
     assert_eq!(recovery.ops_recovered, (9..=12).collect::<Vec<_>>());
 }
+
+/// `write_prepares` (the node's group commit): ascending ops, gaps
+/// allowed; each run of adjacent full slots is one write, a gap or a short
+/// prepare ends a run, and a failed write indexes nothing of its run or
+/// later ones.
+#[test]
+fn write_prepares_writes_each_run_of_adjacent_slots_once() {
+    let io = SimIo::new(10);
+    let dir = Path::new("/data/write-prepares");
+    let config = config(SLOT_COUNT);
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut chain = Chain::new();
+    let full_bytes = config.message_size_max_bytes as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
+    // Ops 1..=7; op 4 short, op 6 left out (a gap).
+    let all: Vec<_> = (1..=7)
+        .map(|op| prepare_with_body(&mut chain, vec![op as u8; if op == 4 { 10 } else { full_bytes }]))
+        .collect();
+    let chosen: Vec<(&shoal_vsr::Header, &[u8])> =
+        all.iter().filter(|(h, _)| h.op != 6).map(|(h, b)| (h, b.as_slice())).collect();
+    // A failed first write: nothing indexed, nothing promised.
+    io.disk().fail_next_write();
+    assert!(block_on_ready(journal.write_prepares(&chosen)).is_err());
+    assert_eq!(journal.op_max(), None);
+    let before = io.disk().writes();
+    block_on_ready(journal.write_prepares(&chosen)).unwrap();
+    let after = io.disk().writes();
+    // Runs: 1..=4 (ends after the short op 4), 5 (ends at the gap), 7.
+    let slot = config.slot_size_bytes();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 3 * slot + 512 + slot + slot));
+    assert_eq!(journal.op_max(), Some(7));
+    assert_eq!(journal.repair_ops(), vec![6], "the gap is missing, not silently skipped");
+    block_on_ready(journal.sync()).unwrap();
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4, 5, 7]);
+    for (header, body) in all.iter().filter(|(h, _)| h.op != 6) {
+        assert_eq!(block_on_ready(journal.read(header.op)).unwrap(), (*header, body.clone()));
+    }
+}
+
+/// A drain carries its live prepares with one write per run of adjacent
+/// full slots, not one write each.
+#[test]
+fn a_drain_carries_a_run_of_full_slots_with_one_write() {
+    let io = SimIo::new(11);
+    let dir = Path::new("/data/drain-run");
+    let config = config(SLOT_COUNT);
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut chain = Chain::new();
+    let full_bytes = config.message_size_max_bytes as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
+    let batch: Vec<_> = (0..8).map(|_| prepare_with_body(&mut chain, vec![4; full_bytes])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
+    block_on_ready(journal.sync()).unwrap();
+    let before = io.disk().writes();
+    block_on_ready(journal.drain(4)).unwrap();
+    let after = io.disk().writes();
+    // The file header's two copies, ops 5..=8 in one write, their four
+    // ring copies in one write; the spare is fresh, nothing to clear.
+    let slot = config.slot_size_bytes();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (4, 2 * 4096 + 4 * slot + 4 * 256));
+    drop(journal);
+    io.crash();
+    let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, vec![5, 6, 7, 8]);
+}

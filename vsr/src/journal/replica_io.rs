@@ -25,18 +25,48 @@ impl<I: Io> PrepareJournal<I> {
     /// Write a prepare into its slot, replacing whatever the slot held for
     /// the same op. Not durable until `sync`.
     pub async fn write_prepare(&mut self, header: &Header, body: &[u8]) -> Result<(), JournalError> {
+        self.write_prepares(&[(header, body)]).await
+    }
+
+    /// Write prepares of ascending, distinct ops into their slots, each run
+    /// of adjacent slots with one write (see `prepare_runs`): group commit
+    /// writes what the replica asked for in one turn this way. Not durable
+    /// until `sync`. Every prepare is checked before anything is written;
+    /// a failed write leaves the prepares of the runs before it indexed,
+    /// its own and later ones not (no phantom op), and the caller must stop
+    /// (fail-stop), as after any failed storage call.
+    pub async fn write_prepares(&mut self, prepares: &[(&Header, &[u8])]) -> Result<(), JournalError> {
         self.check_writable()?;
-        self.check_prepare(header, body)?;
-        let op = header.op;
-        if op <= self.snapshot_op || op > self.snapshot_op + self.config.slot_count {
-            let slot = op % self.config.slot_count;
-            return Err(JournalError::SlotCollision { op, slot, live_op: self.snapshot_op });
+        for (index, (header, body)) in prepares.iter().enumerate() {
+            self.check_prepare(header, body)?;
+            let op = header.op;
+            if op <= self.snapshot_op || op > self.snapshot_op + self.config.slot_count {
+                let slot = op % self.config.slot_count;
+                return Err(JournalError::SlotCollision { op, slot, live_op: self.snapshot_op });
+            }
+            assert!(index == 0 || prepares[index - 1].0.op < op, "write_prepares takes ascending, distinct ops");
         }
-        self.unvouch_copies(&[header]).await?;
-        let (result, _) =
-            self.file.write_all_at(super::encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
-        // The index changes only after the write succeeded: no phantom op.
-        result.map_err(io_error("write prepare"))?;
+        let headers: Vec<&Header> = prepares.iter().map(|(header, _)| *header).collect();
+        self.unvouch_copies(&headers).await?;
+        let runs = super::prepare_runs(&self.config, prepares.iter().copied());
+        let mut written = 0;
+        for run in runs {
+            let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
+            // The index changes only after the write succeeded: no phantom op.
+            result.map_err(io_error("write prepare"))?;
+            for header in &headers[written..written + run.count] {
+                self.index_written(header);
+            }
+            written += run.count;
+        }
+        debug_assert_eq!(written, prepares.len());
+        Ok(())
+    }
+
+    /// `header` was written to its slot: index it, and mark the ops between
+    /// the old head and it that the journal does not hold as missing.
+    fn index_written(&mut self, header: &Header) {
+        let op = header.op;
         let head_before = self.op_head.unwrap_or(self.snapshot_op);
         for gap in head_before + 1..op {
             if !self.headers.contains_key(&gap) {
@@ -48,7 +78,6 @@ impl<I: Io> PrepareJournal<I> {
         self.missing.remove(&op);
         self.op_head = Some(head_before.max(op));
         debug_assert!(self.headers.len() as u64 <= self.config.slot_count);
-        Ok(())
     }
 
     /// Read every slot of the live window. `corrupt_ops` are the ops at or
