@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Routed, StorageConfig,
-    StorageError, action_name,
+    StorageDamage, StorageError, action_name,
 };
 use shoal_shard::router::route_metadata;
 use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
