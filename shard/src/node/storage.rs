@@ -44,11 +44,14 @@
 //!   headers named, the newest op the lost journal may have acknowledged),
 //!   so the rejoiner also never goes below a view it voted for.
 //!
-//! Crash safety of the format itself: with a good superblock, its
-//! rejoining state is written first, then the journal, then the checkpoint
-//! is removed; a crash before the last step leaves a damaged checkpoint (or
-//! a missing journal) that the next start finds and formats again, and once
-//! the rejoining superblock is durable no start can vote. With a damaged
+//! Crash safety of the format itself (story: sim `group_damage`, a crash
+//! at every storage call of it): with a good superblock, its rejoining
+//! state is written first, then the journal, then the checkpoint is
+//! removed; a crash before the last step leaves a damaged checkpoint, or a
+//! missing or half-created journal beside a rejoining superblock (a
+//! rejoining group promised nothing its journal held), that the next start
+//! finds and formats again, and once the rejoining superblock is durable no
+//! start can vote. With a damaged
 //! superblock, the journal and checkpoint go first and the superblock is
 //! replaced last and atomically, so a crash before leaves the damaged
 //! superblock to be found again. Operator errors (another cluster's files,
@@ -79,6 +82,10 @@ pub enum StorageError {
     Superblock(#[from] shoal_vsr::superblock::SuperblockError),
     #[error("{0}")]
     Checkpoint(#[from] shoal_vsr::checkpoint::CheckpointError),
+    #[error(
+        "the journal formatted for a rejoin does not read back empty (head {op_max:?}): check the disk, then restart the replica"
+    )]
+    FormattedNotEmpty { op_max: Option<u64> },
 }
 
 /// The fewest replicas with which a group whose state this replica lost can
@@ -248,7 +255,17 @@ impl<I: Io> GroupStorage<I> {
             Ok((storage, recovered)) => return Ok((storage, recovered, None)),
             Err(error) => error,
         };
-        let damage = StorageDamage::of(error)?;
+        let damage = match StorageDamage::of(error) {
+            Ok(damage) => damage,
+            // A journal that a format for a rejoin began and a crash cut
+            // short: a rejoining group promised nothing its journal held.
+            Err(StorageError::Journal(error @ (JournalError::Truncated { .. } | JournalError::ZeroFilled)))
+                if superblock_rejoining(io, dir, config).await =>
+            {
+                StorageDamage::Journal(error)
+            }
+            Err(error) => return Err(error),
+        };
         if replica_count < REJOIN_REPLICAS_MIN {
             return Err(match damage {
                 StorageDamage::Superblock(error) => error.into(),
@@ -269,7 +286,10 @@ impl<I: Io> GroupStorage<I> {
         });
         let state = storage.superblock.state().clone();
         assert!(state.rejoining && state.view_headers.is_empty(), "a formatted group rejoins with an empty log");
-        assert!(storage.journal.op_max().is_none() && storage.journal.snapshot_op() == 0);
+        if storage.journal.op_max().is_some() || storage.journal.snapshot_op() != 0 {
+            // Only a read error makes a new journal look otherwise.
+            return Err(StorageError::FormattedNotEmpty { op_max: storage.journal.op_max() });
+        }
         let recovered =
             Recovered { durable: state.into(), checkpoint: None, entries: Vec::new(), journal_faulty: false };
         Ok((storage, recovered, Some(damage)))
@@ -513,6 +533,12 @@ impl<I: Io> GroupStorage<I> {
             Promise::Reply { op } => Err(format!("replied op {op} is not durable in the journal")),
         }
     }
+}
+
+/// The group's superblock reads and says it is rejoining.
+async fn superblock_rejoining<I: Io>(io: &I, dir: &Path, config: StorageConfig) -> bool {
+    let opened = Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadOnly).await;
+    opened.is_ok_and(|superblock| superblock.state().rejoining)
 }
 
 async fn remove_if_present<I: Io>(io: &I, path: &Path) -> std::io::Result<()> {
