@@ -434,8 +434,11 @@ async fn open_group(
         .map_err(|error| HostError::Partition { namespace, error: error.to_string() })?;
     let seed = io.entropy_u64();
     let replica_config = replica_config(config, namespace, seed);
-    match GroupStorage::open(io, dir, storage_config(config, namespace)).await {
-        Ok((storage, recovered)) => {
+    // A group whose superblock or checkpoint lost both copies does not stop
+    // the replica: it is formatted again and rejoins through its peers
+    // (logged by the storage; `GroupStorage::open_or_rejoin`).
+    match GroupStorage::open_or_rejoin(io, dir, storage_config(config, namespace), config.replica_count).await {
+        Ok((storage, recovered, _damage)) => {
             let replica = Replica::open(replica_config, machine, recovered)
                 .map_err(|error| HostError::Checkpoint { namespace, error: error.to_string() })?;
             Ok(Group::new(namespace, shard, storage, replica))

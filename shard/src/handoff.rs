@@ -128,6 +128,8 @@ pub enum HandoffError {
         #[source]
         source: CheckpointError,
     },
+    #[error("metadata group in {dir:?} is damaged and formatting it to rejoin failed: {reason}; check the disk")]
+    MetadataFormat { dir: PathBuf, reason: String },
     #[error(
         "metadata checkpoint snapshot is unreadable ({0}): this replica must state-transfer its metadata group from peers"
     )]
@@ -373,7 +375,53 @@ pub async fn replay_metadata_group<I: Io>(
     if shard != ShardId::METADATA {
         return Err(HandoffError::NotMetadataShard { shard });
     }
-    replay(io, dir, group, OpenMode::ReadWrite).await
+    match replay(io, dir, group, OpenMode::ReadWrite).await {
+        // As every group's start does (`GroupStorage::open_or_rejoin`): a
+        // metadata group that lost every copy of its superblock or
+        // checkpoint, in a cluster that can give it back, is formatted
+        // again and rejoins; this replica hands on the empty catalogue of a
+        // rejoining group until its peers brought it up to date.
+        Err(error) if error.is_damage() && rejoin_possible(group) => {
+            tracing::warn!("{error}; the metadata group is formatted again and rejoins through its peers");
+            let journal = metadata_journal_config(group.cluster);
+            let config = crate::node::StorageConfig {
+                cluster: group.cluster,
+                namespace: Namespace::METADATA.raw(),
+                replica: group.replica,
+                slot_count: journal.slot_count,
+                message_size_max_bytes: journal.message_size_max_bytes,
+            };
+            let opened = crate::node::GroupStorage::open_or_rejoin(io, dir, config, group.replica_count).await;
+            let (_storage, recovered, _damage) = opened.map_err(|source| HandoffError::MetadataFormat {
+                dir: dir.to_path_buf(),
+                reason: source.to_string(),
+            })?;
+            assert!(recovered.durable.rejoining, "the damaged group was formatted to rejoin");
+            replay(io, dir, group, OpenMode::ReadWrite).await
+        }
+        result => result,
+    }
+}
+
+/// The cluster is stated and large enough to rebuild a group from peers.
+fn rejoin_possible(group: MetadataGroup) -> bool {
+    group.replica_count != REPLICA_COUNT_UNSTATED && group.replica_count >= crate::node::REJOIN_REPLICAS_MIN
+}
+
+impl HandoffError {
+    /// Damage `GroupStorage::open_or_rejoin` formats again: every copy of
+    /// the superblock or checkpoint, or the journal file, is lost.
+    fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            HandoffError::MetadataSuperblock { source: SuperblockError::NoValidCopy, .. }
+                | HandoffError::MetadataCheckpoint { source: CheckpointError::Corrupt { .. }, .. }
+                | HandoffError::MetadataJournal {
+                    source: JournalError::Missing { .. } | JournalError::FileHeaderCorrupt,
+                    ..
+                }
+        )
+    }
 }
 
 /// `replay_metadata_group_read_only` for a caller that does not state the

@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Routed, StorageConfig,
-    StorageError, action_name,
+    StorageDamage, StorageError, action_name,
 };
 use shoal_shard::router::route_metadata;
 use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
@@ -244,11 +244,12 @@ pub struct Cluster {
     fault_budget: Option<u64>,
     faults: BTreeMap<String, u64>,
     /// Checkpoint copies rotted since their replica last rewrote the file:
-    /// (replica, group, copy). Rot never takes the last good copy, since a
-    /// replica cannot yet fetch a checkpoint it lost from its peers.
+    /// (replica, group, copy). Rot takes the last good copy only when the
+    /// cluster can spare the group's state on that replica
+    /// (`group_loss_is_recoverable`): it must rebuild it from its peers.
     checkpoint_rot: std::collections::BTreeSet<(u8, usize, u64)>,
     /// Superblock copies rotted since the replica's last superblock write:
-    /// `(replica, group, copy)`. Rot never takes the last good copy.
+    /// `(replica, group, copy)`. The last good copy as for checkpoints.
     superblock_rot: std::collections::BTreeSet<(u8, usize, u64)>,
     /// The one replica whose disk may rot: corrupting a slot on no more than
     /// one replica keeps every committed op on a majority.

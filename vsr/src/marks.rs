@@ -40,6 +40,7 @@ macro_rules! mark {
 pub const MARKS: &[&str] = &[
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
+    CHECKPOINT_LOST_REJOINED,
     DRAIN_CORRUPT,
     GROUP_FLUSHES_OVERLAPPED,
     PARTITION_SALVAGED,
@@ -48,11 +49,13 @@ pub const MARKS: &[&str] = &[
     READ_SERVED_BY_BACKUP,
     READ_UNAVAILABLE,
     REFUSE_CONFLICTING_LOG,
+    REJOIN_ABOVE_CLUSTER_VIEW,
     REJOIN_COMPLETED,
     REJOIN_PROBE_ANSWERED,
     REPAIR_BY_CHECKSUM,
     SESSION_EVICTED,
     STATE_TRANSFER,
+    SUPERBLOCK_LOST_REJOINED,
     UNCHAINED_PREPARE_ADOPTED,
     VIEW_CHANGE_NACK_TRUNCATION,
     VIEW_CHANGE_TRUNCATE,
@@ -63,6 +66,10 @@ pub const MARKS: &[&str] = &[
 /// its journal instead.
 pub const CHECKPOINT_DEFERRED: &str = "checkpoint_deferred";
 pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
+/// Placed by the node (`GroupStorage::open_or_rejoin`): both checkpoint
+/// copies (or the journal file) of a group were lost, its superblock was
+/// not; the group was formatted again and rejoins keeping its promises.
+pub const CHECKPOINT_LOST_REJOINED: &str = "checkpoint_lost_rejoined";
 /// Placed by the storage driver, not here: a checkpoint's drain read a
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).
@@ -87,6 +94,9 @@ pub const READ_SERVED_BY_BACKUP: &str = "read_served_by_backup";
 /// lacks (a state-transfer gap, a failed read) was answered "unavailable".
 pub const READ_UNAVAILABLE: &str = "read_unavailable";
 pub const REFUSE_CONFLICTING_LOG: &str = "refuse_conflicting_log";
+/// A replica rejoining with its promises kept had voted for a view newer
+/// than any a quorum of peers reported, and moves them up to it.
+pub const REJOIN_ABOVE_CLUSTER_VIEW: &str = "rejoin_above_cluster_view";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";
 pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
@@ -95,6 +105,10 @@ pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
 pub const STATE_TRANSFER: &str = "state_transfer";
+/// Placed by the node (`GroupStorage::open_or_rejoin`): both superblock
+/// copies of a group were lost; it was formatted again and rejoins as a
+/// wiped replica does.
+pub const SUPERBLOCK_LOST_REJOINED: &str = "superblock_lost_rejoined";
 /// A view change truncated uncommitted ops of the canonical log that a nack
 /// quorum never acknowledged.
 pub const VIEW_CHANGE_NACK_TRUNCATION: &str = "view_change_nack_truncation";

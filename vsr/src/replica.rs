@@ -651,6 +651,17 @@ impl<S: StateMachine> Replica<S> {
                     probe.context = self.rejoin_nonce;
                     probe.set_checksums(&[]);
                     self.broadcast(&Message::empty(probe));
+                    if self.rejoin_view().is_some_and(|reported| reported < self.view) {
+                        // Rejoining with promises kept (its checkpoint was
+                        // lost, its superblock was not): it voted for a view
+                        // the cluster never reached and may not go below it.
+                        // Move the cluster up to it, as a `Recovering`
+                        // replica does; the vote is durable, and it sends no
+                        // do_view_change (`Recovering`), so it vouches for
+                        // no log.
+                        crate::marks::hit(crate::marks::REJOIN_ABOVE_CLUSTER_VIEW);
+                        self.broadcast_empty(Command::StartViewChange);
+                    }
                 }
             }
             Status::Recovering => {

@@ -291,6 +291,44 @@ impl<I: Io> Superblock<I> {
         Ok(superblock)
     }
 
+    /// Replace a superblock file none of whose copies is valid with a new
+    /// one holding `state`, atomically (tmp → fsync → rename → fsync dir):
+    /// a crash at any step leaves the damaged file, or the new one, never no
+    /// file (a missing superblock reads as a replica never formatted, which
+    /// may vote in view 0). Durable when this returns Ok.
+    pub async fn replace(
+        io: &I,
+        dir: &Path,
+        cluster: u128,
+        namespace: u64,
+        replica: u8,
+        state: SuperblockState,
+    ) -> Result<Self, SuperblockError> {
+        let path = superblock_path(dir, namespace);
+        let tmp = path.with_extension("tmp");
+        {
+            let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
+            file.set_len(0).await.map_err(io_error("truncate tmp"))?;
+            file.set_len(superblock_file_size_bytes()).await.map_err(io_error("set_len tmp"))?;
+            let mut fresh: Superblock<I> = Superblock {
+                file,
+                writable: true,
+                cluster,
+                namespace,
+                replica,
+                sequence: 0,
+                sequence_next: 1,
+                state: SuperblockState::default(),
+            };
+            fresh.write(state.clone()).await?;
+        }
+        io.rename(&tmp, &path).await.map_err(io_error("rename"))?;
+        io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
+        let superblock = Superblock::open(io, dir, cluster, namespace, replica, OpenMode::ReadWrite).await?;
+        assert_eq!(superblock.state, state, "the replacement reads back as written");
+        Ok(superblock)
+    }
+
     /// Open the superblock and take the valid copy with the highest sequence.
     pub async fn open(
         io: &I,

@@ -50,7 +50,7 @@ use crate::owner_table::ShardId;
 
 pub use driver::{Group, Node, NodeConfig, Routed, STATE_DATA_MESSAGES_MAX, route_inbound};
 pub use machine::{GroupMachine, METADATA_NAMESPACE, partition_dir};
-pub use storage::{GroupStorage, Promise, StorageConfig, StorageError};
+pub use storage::{GroupStorage, Promise, REJOIN_REPLICAS_MIN, StorageConfig, StorageDamage, StorageError};
 
 /// The replica type every group of a node runs.
 pub type GroupReplica<I> = shoal_vsr::replica::Replica<GroupMachine<I>>;

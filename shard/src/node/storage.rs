@@ -16,17 +16,61 @@
 //!
 //! Generic over `Io`: the server runs it on the real disk, the simulator on
 //! `SimDisk`, whose futures complete on first poll.
+//!
+//! # Damage beyond a file's own redundancy (`open_or_rejoin`)
+//!
+//! The superblock and the checkpoint each keep two copies, and the journal
+//! two file-header copies; one damaged copy is survived locally. When every
+//! copy is gone, the group's state on this replica is lost, but with 3 or
+//! more replicas its peers hold it, so the replica must not refuse to start:
+//! it formats the group's consensus files again (superblock, journal,
+//! checkpoint; the partition log stays, it holds only committed messages and
+//! every replayed one is compared with it) and starts *rejoining*
+//! (`Replica::rejoin`'s protocol, README "rejoin"): it votes, acknowledges
+//! and replies to nothing until it installed a start_view of a view at least
+//! the newest a quorum of *other* replicas reports, then fetches the
+//! checkpoint by state transfer and the ops above it by repair. Why this is
+//! safe, per damage:
+//!
+//! - *Both superblock copies*: every promise of the group is lost (views
+//!   voted for, the nack floor), exactly as with a wiped disk, and the wiped
+//!   disk's argument holds: any view a quorum voted for (with this
+//!   replica's lost vote or not) is reported by one of a quorum of other
+//!   replicas, so the rejoiner never installs an older one; every committed
+//!   op it may have acknowledged is at or below the highest head those
+//!   answers report, which becomes its nack floor.
+//! - *Both checkpoint copies* (or the journal file, or both its header
+//!   copies) with a good superblock: the state is lost, the promises are
+//!   not, and they are kept: the new superblock holds the old view,
+//!   log_view, commit and nack floor (raised to the head the old view
+//!   headers named, the newest op the lost journal may have acknowledged),
+//!   so the rejoiner also never goes below a view it voted for.
+//!
+//! Crash safety of the format itself (story: sim `group_damage`, a crash
+//! at every storage call of it): with a good superblock, its rejoining
+//! state is written first, then the journal, then the checkpoint is
+//! removed; a crash before the last step leaves a damaged checkpoint, or a
+//! missing or half-created journal beside a rejoining superblock (a
+//! rejoining group promised nothing its journal held), that the next start
+//! finds and formats again, and once the rejoining superblock is durable no
+//! start can vote. With a damaged
+//! superblock, the journal and checkpoint go first and the superblock is
+//! replaced last and atomically, so a crash before leaves the damaged
+//! superblock to be found again. Operator errors (another cluster's files,
+//! another version, a read error) are never taken for damage: they stop
+//! the replica as before.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
-use shoal_vsr::journal::{JournalConfig, PrepareJournal};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Recovered};
-use shoal_vsr::superblock::{Superblock, SuperblockState, superblock_path};
+use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
 
 /// `flush` steps that make a written prepare durable with its ring copy:
 /// one for the prepare, one for the copy (see `PrepareJournal::flush`).
@@ -40,6 +84,49 @@ pub enum StorageError {
     Superblock(#[from] shoal_vsr::superblock::SuperblockError),
     #[error("{0}")]
     Checkpoint(#[from] shoal_vsr::checkpoint::CheckpointError),
+    #[error(
+        "the journal formatted for a rejoin does not read back empty (head {op_max:?}): check the disk, then restart the replica"
+    )]
+    FormattedNotEmpty { op_max: Option<u64> },
+}
+
+/// The fewest replicas with which a group whose state this replica lost can
+/// be rebuilt from peers: a rejoin needs a quorum of *other* replicas.
+pub const REJOIN_REPLICAS_MIN: u8 = 3;
+/// A quorum of `REJOIN_REPLICAS_MIN` replicas: the others (all but one)
+/// must be at least that many.
+const REJOIN_QUORUM: usize = REJOIN_REPLICAS_MIN as usize / 2 + 1;
+const _: () = assert!(REJOIN_REPLICAS_MIN as usize > REJOIN_QUORUM);
+
+/// Damage a group's storage could not survive locally (every copy of one of
+/// its files): `open_or_rejoin` formats the group again and it rejoins.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageDamage {
+    #[error("both superblock copies are damaged, every promise of this group is lost: {0}")]
+    Superblock(SuperblockError),
+    #[error("both checkpoint copies are damaged (the superblock's promises are kept): {0}")]
+    Checkpoint(CheckpointError),
+    #[error("the journal is missing or both its header copies are damaged (the superblock's promises are kept): {0}")]
+    Journal(JournalError),
+}
+
+impl StorageDamage {
+    /// The damage `error` reports, if it is damage (`Err` gives it back).
+    fn of(error: StorageError) -> Result<StorageDamage, StorageError> {
+        match error {
+            StorageError::Superblock(error @ SuperblockError::NoValidCopy) => Ok(StorageDamage::Superblock(error)),
+            StorageError::Checkpoint(error @ CheckpointError::Corrupt { .. }) => Ok(StorageDamage::Checkpoint(error)),
+            StorageError::Journal(error @ (JournalError::Missing { .. } | JournalError::FileHeaderCorrupt)) => {
+                Ok(StorageDamage::Journal(error))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// The superblock survived: its promises are kept.
+    pub fn keeps_promises(&self) -> bool {
+        !matches!(self, StorageDamage::Superblock(_))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +238,137 @@ impl<I: Io> GroupStorage<I> {
     /// Open after a crash: what the disk kept, as the replica needs it.
     pub async fn open(io: &I, dir: &Path, config: StorageConfig) -> Result<(GroupStorage<I>, Recovered), StorageError> {
         GroupStorage::open_inner(io, dir, config, true).await
+    }
+
+    /// Open after a crash as `open` does; but if a file of the group lost
+    /// every copy (`StorageDamage`) and the cluster has at least
+    /// `REJOIN_REPLICAS_MIN` replicas, format the group again, rejoining,
+    /// and return the damage with it (module doc: why this is safe). The
+    /// `Recovered` then holds the promises kept, `rejoining`, and nothing
+    /// else: `Replica::open` starts it `Recovering`. With fewer replicas
+    /// nobody could give the state back: the damage is the error.
+    pub async fn open_or_rejoin(
+        io: &I,
+        dir: &Path,
+        config: StorageConfig,
+        replica_count: u8,
+    ) -> Result<(GroupStorage<I>, Recovered, Option<StorageDamage>), StorageError> {
+        let error = match GroupStorage::open(io, dir, config).await {
+            Ok((storage, recovered)) => return Ok((storage, recovered, None)),
+            Err(error) => error,
+        };
+        let damage = match StorageDamage::of(error) {
+            Ok(damage) => damage,
+            // A journal that a format for a rejoin began and a crash cut
+            // short: a rejoining group promised nothing its journal held.
+            Err(StorageError::Journal(error @ (JournalError::Truncated { .. } | JournalError::ZeroFilled)))
+                if superblock_rejoining(io, dir, config).await =>
+            {
+                StorageDamage::Journal(error)
+            }
+            Err(error) => return Err(error),
+        };
+        if replica_count < REJOIN_REPLICAS_MIN {
+            return Err(match damage {
+                StorageDamage::Superblock(error) => error.into(),
+                StorageDamage::Checkpoint(error) => error.into(),
+                StorageDamage::Journal(error) => error.into(),
+            });
+        }
+        tracing::error!(
+            namespace = format_args!("{:#x}", config.namespace),
+            replica = config.replica,
+            "{damage}: formatting the group again; it rejoins and rebuilds from its peers"
+        );
+        let storage = GroupStorage::format_after_damage(io, dir, config, &damage).await?;
+        shoal_vsr::marks::hit(if damage.keeps_promises() {
+            shoal_vsr::marks::CHECKPOINT_LOST_REJOINED
+        } else {
+            shoal_vsr::marks::SUPERBLOCK_LOST_REJOINED
+        });
+        let state = storage.superblock.state().clone();
+        assert!(state.rejoining && state.view_headers.is_empty(), "a formatted group rejoins with an empty log");
+        if storage.journal.op_max().is_some() || storage.journal.snapshot_op() != 0 {
+            // Only a read error makes a new journal look otherwise.
+            return Err(StorageError::FormattedNotEmpty { op_max: storage.journal.op_max() });
+        }
+        let recovered =
+            Recovered { durable: state.into(), checkpoint: None, entries: Vec::new(), journal_faulty: false };
+        Ok((storage, recovered, Some(damage)))
+    }
+
+    /// Format the group's consensus files again after `damage`, rejoining,
+    /// in the crash-safe order of the module doc.
+    async fn format_after_damage(
+        io: &I,
+        dir: &Path,
+        config: StorageConfig,
+        damage: &StorageDamage,
+    ) -> Result<GroupStorage<I>, StorageError> {
+        let kept = if damage.keeps_promises() {
+            let superblock =
+                Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite)
+                    .await?;
+            Some(superblock)
+        } else {
+            None
+        };
+        let superblock = match kept {
+            Some(mut superblock) => {
+                let old = superblock.state().clone();
+                // The lost journal may have acknowledged up to the head its
+                // log's view headers named: nothing there may be nacked.
+                let named_op_max = old.view_headers.iter().map(|header| header.op).max().unwrap_or(0);
+                let state = SuperblockState {
+                    view_headers: Vec::new(),
+                    rejoining: true,
+                    nack_floor: old.nack_floor.max(named_op_max),
+                    ..old
+                };
+                // First: from here on no start of this replica can vote.
+                superblock.write(state).await?;
+                GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
+                superblock
+            }
+            None => {
+                GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
+                // Last, atomically: until it is durable, the damaged one
+                // makes the next start format again.
+                let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
+                Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?
+            }
+        };
+        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        Ok(GroupStorage {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            config,
+            journal,
+            superblock,
+            durable_prepares: BTreeMap::new(),
+            unsynced_ops: BTreeMap::new(),
+        })
+    }
+
+    /// A new, empty journal, then no checkpoint (in this order: a crash in
+    /// between leaves the damaged checkpoint, which is found again; the
+    /// other order would leave a drained journal with no checkpoint under
+    /// it). Each step durable before the next.
+    async fn reset_journal_and_checkpoint(io: &I, dir: &Path, config: StorageConfig) -> Result<(), StorageError> {
+        let sync_dir = |operation: &'static str| async move {
+            io.sync_dir(dir).await.map_err(|source| JournalError::Io { operation, source })
+        };
+        remove_if_present(io, &journal_path(dir, config.namespace))
+            .await
+            .map_err(|source| JournalError::Io { operation: "remove damaged", source })?;
+        sync_dir("fsync dir after remove").await?;
+        drop(PrepareJournal::create(io, dir, config.journal()).await?);
+        sync_dir("fsync dir after create").await?;
+        remove_if_present(io, &checkpoint_path(dir, config.namespace))
+            .await
+            .map_err(|source| CheckpointError::Io { operation: "remove damaged", source })?;
+        io.sync_dir(dir).await.map_err(|source| CheckpointError::Io { operation: "fsync dir", source })?;
+        Ok(())
     }
 
     /// Open to look (a tool, or the simulator's fault injector picking a
@@ -350,6 +568,19 @@ impl<I: Io> GroupStorage<I> {
             Promise::Reply { op } if op <= self.journal.snapshot_op() || prepare_durable(op).is_some() => Ok(()),
             Promise::Reply { op } => Err(format!("replied op {op} is not durable in the journal")),
         }
+    }
+}
+
+/// The group's superblock reads and says it is rejoining.
+async fn superblock_rejoining<I: Io>(io: &I, dir: &Path, config: StorageConfig) -> bool {
+    let opened = Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadOnly).await;
+    opened.is_ok_and(|superblock| superblock.state().rejoining)
+}
+
+async fn remove_if_present<I: Io>(io: &I, path: &Path) -> std::io::Result<()> {
+    match io.remove(path).await {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => result,
     }
 }
 

@@ -501,3 +501,38 @@ fn a_superblock_whose_fsync_failed_is_settled_by_the_replay_as_by_a_restart() {
     assert_same(&replayed, &restarted, "fsync failed");
     assert_eq!(durable_files(&for_replay), durable_files(&for_restart), "durable bytes differ");
 }
+
+/// Both copies of the metadata group's checkpoint rot. A lone replica
+/// cannot get them back: the replay refuses, as before, and formats
+/// nothing. A member of a three-replica cluster is not stopped by it (the
+/// server replays before it opens any group): the group is formatted again
+/// to rejoin, keeping its superblock's promises, and shard 0 hands on the
+/// empty catalogue of a rejoining group; a restart then sees the same.
+#[test]
+fn a_metadata_checkpoint_that_lost_both_copies_rejoins_in_a_cluster_and_stops_a_lone_replica() {
+    let damaged = || {
+        let live = built(1, None);
+        let view = live.replica.view();
+        let path = checkpoint_path(&dir(), Namespace::METADATA.raw());
+        let size_bytes = live.io.disk().contents(&path).unwrap().len() as u64;
+        live.io.disk().corrupt_sector(&path, 100).unwrap();
+        live.io.disk().corrupt_sector(&path, size_bytes / 2 + 100).unwrap();
+        (live, view)
+    };
+    let (lone, _) = damaged();
+    let superblock = superblock_path(&dir(), Namespace::METADATA.raw());
+    let before = lone.io.disk().contents(&superblock);
+    assert!(matches!(replay(&lone.io, 1), Err(HandoffError::MetadataCheckpoint { .. })));
+    assert!(lone.io.disk().contents(&superblock) == before, "nothing was formatted");
+
+    let (member, view) = damaged();
+    let replayed = replay(&member.io, 3).expect("a cluster member starts");
+    assert_eq!(replayed.state, MetadataState::new(), "the catalogue comes back from peers");
+    assert_eq!((replayed.checkpoint_op, replayed.commit), (0, 0));
+    let (_storage, recovered) =
+        block_on_ready(GroupStorage::open(&member.io, Path::new(DATA_DIR), storage_config())).expect("opens");
+    assert!(recovered.durable.rejoining && recovered.checkpoint.is_none() && recovered.entries.is_empty());
+    assert_eq!(recovered.durable.view, view, "the view it voted for is kept");
+    let restarted = restart(&member.io, 3).unwrap();
+    assert_same(&replayed, &restarted, "rejoining");
+}

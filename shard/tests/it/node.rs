@@ -587,3 +587,144 @@ fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
         "the gap filled: {still_missing:?}"
     );
 }
+
+/// Three replicas; the client registers and appends 4 messages more than
+/// `CHECKPOINT_INTERVAL_OPS`, each committed everywhere (a commit heartbeat
+/// tells the backups of the last ones), so every replica checkpointed once.
+/// Returns the appended messages in order.
+fn three_replicas_past_a_checkpoint(nodes: &mut Vec<Node<MemIo>>, worlds: &mut Vec<Recorder>) -> Vec<Vec<u8>> {
+    const REPLICAS: u8 = 3;
+    *nodes = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
+    *worlds = (0..REPLICAS).map(|_| Recorder::default()).collect();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(nodes, worlds);
+    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    let mut messages = Vec::new();
+    for request in 1..=CHECKPOINT_INTERVAL_OPS + 4 {
+        let message = format!("message-{request}").into_bytes();
+        let append = batch_request(session, request, &[&message]);
+        block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
+        deliver_all(nodes, worlds);
+        messages.push(message);
+    }
+    for tick in 1..=shoal_vsr::replica::COMMIT_HEARTBEAT_TICKS {
+        block_on(nodes[0].tick(tick * TICK_NS, &mut worlds[0])).expect("runs");
+    }
+    deliver_all(nodes, worlds);
+    for node in nodes.iter() {
+        let replica = node.group(0).replica();
+        assert_eq!(replica.commit_min(), CHECKPOINT_INTERVAL_OPS + 5, "every append committed everywhere");
+        assert_eq!(replica.checkpoint_op(), CHECKPOINT_INTERVAL_OPS, "and checkpointed once");
+    }
+    messages
+}
+
+/// The node's clock in these stories: one replica tick per call.
+const TICK_NS: u64 = 10_000_000;
+
+/// Tick every node `ticks` times from `*now_ns`, delivering what they send
+/// after each round.
+fn run_ticks(nodes: &mut [Node<MemIo>], worlds: &mut [Recorder], now_ns: &mut u64, ticks: u64) {
+    for _ in 0..ticks {
+        *now_ns += TICK_NS;
+        for (node, world) in nodes.iter_mut().zip(worlds.iter_mut()) {
+            block_on(node.tick(*now_ns, world)).expect("runs");
+        }
+        deliver_all(nodes, worlds);
+    }
+}
+
+/// Flip one byte inside each of the two copies of a group file: the
+/// checkpoint's (each copy half the file) or the superblock's.
+fn rot_both_copies(io: &MemIo, path: &Path, offsets: [usize; 2]) {
+    let mut bytes = io.file_bytes(path);
+    for offset in offsets {
+        bytes[offset] ^= 0x10;
+    }
+    io.set_file_bytes(path, bytes);
+}
+
+/// Replica 2 of three restarts after `rot` damaged its disk, and must come
+/// back through the cluster: it starts rejoining (it sends no prepare_ok,
+/// vote or reply until a start_view of the cluster's view is installed),
+/// then catches up by state transfer and repair to the very state its peers
+/// hold, and serves the same partition messages.
+/// `keeps_view`: its superblock survived, so it still honours the view it
+/// promised; otherwise it forgot it (view 0) as a wiped replica does.
+fn a_replica_restarts_through_its_peers_after(keeps_view: bool, rot: impl FnOnce(&MemIo, &Path)) {
+    const REPLICAS: u8 = 3;
+    let (mut nodes, mut worlds) = (Vec::new(), Vec::new());
+    let messages = three_replicas_past_a_checkpoint(&mut nodes, &mut worlds);
+    let view_before = nodes[2].group(0).replica().view();
+
+    // Replica 2 stops; the damage happens while it is down.
+    let io = nodes[2].io().clone();
+    drop(nodes.pop());
+    worlds.pop();
+    let data_dir = Path::new("/data");
+    rot(&io, data_dir);
+
+    // It starts: the damaged group is formatted again, rejoining.
+    let (storage, recovered, damage) =
+        block_on(GroupStorage::open_or_rejoin(&io, data_dir, storage_config(2), REPLICAS)).expect("it starts");
+    assert!(damage.is_some(), "the damage is reported");
+    assert!(recovered.durable.rejoining && recovered.checkpoint.is_none() && recovered.entries.is_empty());
+    assert_eq!(recovered.durable.view, if keeps_view { view_before } else { 0 });
+    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("opens");
+    let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("nothing to restore");
+    assert_eq!(replica.status(), shoal_vsr::replica::Status::Recovering);
+    nodes.push(node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS));
+    worlds.push(Recorder::default());
+    block_on(nodes[2].start(&mut worlds[2])).expect("runs");
+
+    // Its probes bring the view from a quorum of peers, then the start_view.
+    let mut now_ns = 10 * TICK_NS;
+    run_ticks(&mut nodes, &mut worlds, &mut now_ns, 4 * shoal_vsr::replica::VIEW_CHANGE_RETRY_TICKS);
+    let events = &worlds[2].events;
+    let installed = position(events, "durable write_superblock op 0");
+    for vote in ["send PrepareOk", "send StartViewChange", "send DoViewChange", "reply"] {
+        let early = events[..installed].iter().find(|e| e.starts_with(vote));
+        assert!(early.is_none(), "{vote} before the rejoin: {events:#?}");
+    }
+    let (primary, rejoined) = (nodes[0].group(0).replica(), nodes[2].group(0).replica());
+    assert!(!rejoined.is_rejoining(), "rejoined");
+    assert_eq!(rejoined.status(), shoal_vsr::replica::Status::Normal);
+    assert_eq!(rejoined.view(), primary.view());
+    assert_eq!(rejoined.commit_min(), primary.commit_min(), "caught up through its peers");
+    for op in primary.checkpoint_op() + 1..=primary.op() {
+        assert_eq!(rejoined.header(op).map(|h| h.checksum), primary.header(op).map(|h| h.checksum));
+    }
+    assert!(rejoined.stats().state_transfers > 0, "the lost checkpoint came from a peer");
+    // The partition log it kept agrees with what the cluster committed.
+    let served = block_on(rejoined.state_machine().read(0, messages.len() + 1));
+    let served: Vec<Vec<u8>> = served.into_iter().map(|(_, m)| m).collect();
+    assert_eq!(served, messages);
+}
+
+/// Both checkpoint copies rot (swarm seed 37515; disk-rot seed 537 once the
+/// simulator could rot the last copy): the replica used to refuse to start.
+/// Its superblock is good, so it keeps its promises (the view it voted for,
+/// its nack floor) while it rebuilds the rest from its peers.
+#[test]
+fn a_replica_whose_both_checkpoint_copies_rotted_rejoins_through_its_peers() {
+    use shoal_vsr::checkpoint::checkpoint_path;
+    a_replica_restarts_through_its_peers_after(true, |io, data_dir| {
+        let path = checkpoint_path(data_dir, namespace());
+        let copy_size_bytes = io.file_bytes(&path).len() / 2;
+        rot_both_copies(io, &path, [100, copy_size_bytes + 100]);
+        assert!(block_on(GroupStorage::open(io, data_dir, storage_config(2))).is_err(), "no copy is readable");
+    });
+}
+
+/// Both superblock copies rot (disk-rot seed 115): every promise the replica
+/// made is lost with them, exactly as with a wiped disk, and it rejoins.
+#[test]
+fn a_replica_whose_both_superblock_copies_rotted_rejoins_through_its_peers() {
+    use shoal_vsr::superblock::{superblock_copy_offset, superblock_path};
+    a_replica_restarts_through_its_peers_after(false, |io, data_dir| {
+        let path = superblock_path(data_dir, namespace());
+        let offsets = [superblock_copy_offset(0) as usize + 50, superblock_copy_offset(1) as usize + 50];
+        rot_both_copies(io, &path, offsets);
+        assert!(block_on(GroupStorage::open(io, data_dir, storage_config(2))).is_err(), "no copy is readable");
+    });
+}

@@ -343,19 +343,24 @@ impl Cluster {
         let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
         let config = storage_config(replica, namespace);
-        let Ok((storage, _)) = block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config)) else {
+        let Ok((storage, recovered)) = block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config))
+        else {
             return;
         };
+        // The newest op this disk holds in the group (checkpoint or journal):
+        // what losing the group's state here would take from the cluster.
+        let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
+        let disk_head = storage.journal().op_max().unwrap_or(0).max(checkpoint_op);
         // One rot in eight lands on the checkpoint file instead, unless this
-        // down time already rotted something (never both of its copies).
+        // down time already rotted something.
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
             drop(storage);
-            return self.rot_checkpoint(replica, group);
+            return self.rot_checkpoint(replica, group, disk_head);
         }
         // One in eight of the rest lands on a superblock copy.
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
             drop(storage);
-            return self.rot_superblock(replica, group);
+            return self.rot_superblock(replica, group, disk_head);
         }
         // One in eight of the rest lands on a partition segment (sealed or
         // open) when the scenario rots partitions.
@@ -433,10 +438,13 @@ impl Cluster {
     /// Rot a byte of one superblock copy of `group` on a replica that is
     /// down: the replica must restart from the other copy with every promise
     /// it made (each write puts the same state in both copies, and a
-    /// promise leaves only once both are durable). Never the last good
-    /// copy, and not a file a misdirected write touched (that may have
-    /// taken the other copy already).
-    pub(super) fn rot_superblock(&mut self, replica: u8, group: usize) {
+    /// promise leaves only once both are durable). Not in a file a
+    /// misdirected write touched (that may have taken the other copy
+    /// already). The last good copy too, and one time in four both copies
+    /// at once, when the cluster can spare the group's state on this
+    /// replica (`group_loss_is_recoverable`): its promises are then gone,
+    /// and it must rejoin from its peers as a wiped replica does.
+    pub(super) fn rot_superblock(&mut self, replica: u8, group: usize, disk_head: u64) {
         use shoal_vsr::superblock::{SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE_BYTES, superblock_copy_offset};
         let index = replica as usize;
         let path = shoal_vsr::superblock::superblock_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
@@ -447,27 +455,49 @@ impl Cluster {
         }
         drop(disk);
         let copy = self.rng.next_u64() % SUPERBLOCK_COPIES;
-        let offset = superblock_copy_offset(copy) + self.rng.next_u64() % SUPERBLOCK_COPY_SIZE_BYTES;
+        let draw = self.rng.next_u64();
+        let offset_in_copy = draw % SUPERBLOCK_COPY_SIZE_BYTES;
         let others_rotten = (0..SUPERBLOCK_COPIES)
             .filter(|other| *other != copy)
             .all(|other| self.superblock_rot.contains(&(replica, group, other)));
-        if offset >= size_bytes || others_rotten {
+        if superblock_copy_offset(SUPERBLOCK_COPIES - 1) + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
             return;
         }
-        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
-            self.superblock_rot.insert((replica, group, copy));
-            self.nodes[index].corrupted = true;
-            let label = self.group_label(group);
-            self.record(Some(replica), "rot", offset, group as u64, || {
-                format!("superblock copy {copy} byte {offset}{label}")
-            });
-            self.timeline(replica, TimelineKind::Fault, format!("rot superblock copy {copy} byte {offset}"));
+        let copies: Vec<u64> = if others_rotten {
+            if !self.group_loss_is_recoverable(replica, group, disk_head) {
+                return;
+            }
+            vec![copy]
+        } else if (draw >> 32).is_multiple_of(4) && self.group_loss_is_recoverable(replica, group, disk_head) {
+            (0..SUPERBLOCK_COPIES).collect()
+        } else {
+            vec![copy]
+        };
+        let last = others_rotten || copies.len() as u64 == SUPERBLOCK_COPIES;
+        for copy in copies {
+            let offset = superblock_copy_offset(copy) + offset_in_copy;
+            if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+                self.superblock_rot.insert((replica, group, copy));
+                self.nodes[index].corrupted = true;
+                let label = self.group_label(group);
+                let kind = if last { "rot_last_copy" } else { "rot" };
+                self.record(Some(replica), kind, offset, group as u64, || {
+                    format!("superblock copy {copy} byte {offset}{label}")
+                });
+                self.timeline(replica, TimelineKind::Fault, format!("rot superblock copy {copy} byte {offset}"));
+            }
         }
     }
 
     /// Rot a byte anywhere in the checkpoint file of `group` on a replica
     /// that is down: the replica must still restart (it keeps two copies).
-    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize) {
+    /// The last good copy too, and one time in four both copies at once,
+    /// when the cluster can spare the group's state on this replica
+    /// (`group_loss_is_recoverable`): the replica must then rebuild it from
+    /// its peers (swarm seed 37515 rotted both copies between two
+    /// checkpoint writes, when no replica could, and it could not restart).
+    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize, disk_head: u64) {
+        use shoal_vsr::checkpoint::COPIES_COUNT;
         let index = replica as usize;
         let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let Some(size_bytes) = self.nodes[index].io.disk().contents(&path).map(|bytes| bytes.len() as u64) else {
@@ -476,23 +506,62 @@ impl Cluster {
         if size_bytes == 0 {
             return;
         }
-        let offset = self.rng.next_u64() % size_bytes;
-        let copy_size_bytes = (size_bytes / shoal_vsr::checkpoint::COPIES_COUNT).max(1);
+        let draw = self.rng.next_u64();
+        let offset = draw % size_bytes;
+        let copy_size_bytes = (size_bytes / COPIES_COUNT).max(1);
         let copy = offset / copy_size_bytes;
-        let others_rotten = (0..shoal_vsr::checkpoint::COPIES_COUNT)
+        let others_rotten = (0..COPIES_COUNT)
             .filter(|other| *other != copy)
             .all(|other| self.checkpoint_rot.contains(&(replica, group, other)));
-        if others_rotten {
-            // The last good copy (swarm seed 37515 rotted both between two
-            // checkpoint writes, and the replica could not restart).
-            return;
+        let offsets: Vec<(u64, u64)> = if others_rotten {
+            if !self.group_loss_is_recoverable(replica, group, disk_head) {
+                return;
+            }
+            vec![(copy, offset)]
+        } else if (draw >> 32).is_multiple_of(4)
+            && size_bytes >= COPIES_COUNT
+            && self.group_loss_is_recoverable(replica, group, disk_head)
+        {
+            // The same byte of every copy (a file of one copy has one).
+            let within = offset % copy_size_bytes;
+            (0..COPIES_COUNT).map(|copy| (copy, copy * copy_size_bytes + within)).collect()
+        } else {
+            vec![(copy, offset)]
+        };
+        let last = others_rotten || offsets.len() as u64 == COPIES_COUNT;
+        for (copy, offset) in offsets {
+            if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+                self.checkpoint_rot.insert((replica, group, copy));
+                self.nodes[index].corrupted = true;
+                let label = self.group_label(group);
+                let kind = if last { "rot_last_copy" } else { "rot" };
+                self.record(Some(replica), kind, offset, group as u64, || format!("checkpoint byte {offset}{label}"));
+                self.timeline(replica, TimelineKind::Fault, format!("rot checkpoint byte {offset}"));
+            }
         }
-        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
-            self.checkpoint_rot.insert((replica, group, copy));
-            self.nodes[index].corrupted = true;
-            let label = self.group_label(group);
-            self.record(Some(replica), "rot", offset, group as u64, || format!("checkpoint byte {offset}{label}"));
-            self.timeline(replica, TimelineKind::Fault, format!("rot checkpoint byte {offset}"));
+    }
+
+    /// May `replica` (down) lose its whole state of `group`, as a wiped
+    /// disk loses it? Only as the one impaired replica (the fault model's
+    /// one of three), with 3 or more replicas (a rejoin needs a quorum of
+    /// peers), every peer up and Normal in the group, and every op this
+    /// disk holds up to `disk_head` that a peer knows committed held by a
+    /// peer too (applied, or its body in the journal).
+    pub(super) fn group_loss_is_recoverable(&self, replica: u8, group: usize, disk_head: u64) -> bool {
+        if self.config.replica_count < 3 || self.another_is_impaired(replica) {
+            return false;
         }
+        let peers: Vec<&GroupReplica> = (0..self.config.replica_count)
+            .filter(|j| *j != replica)
+            .filter_map(|j| self.group_replica(j, group))
+            .collect();
+        if peers.len() + 1 < usize::from(self.config.replica_count)
+            || peers.iter().any(|r| r.status() != Status::Normal)
+        {
+            return false;
+        }
+        let known_committed = peers.iter().map(|r| r.commit_max()).max().unwrap_or(0);
+        let applied = peers.iter().map(|r| r.commit_min()).max().unwrap_or(0);
+        (applied + 1..=disk_head.min(known_committed)).all(|op| peers.iter().any(|r| r.has_body(op)))
     }
 }

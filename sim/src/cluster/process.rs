@@ -64,16 +64,27 @@ impl Cluster {
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
-            let opened =
-                block_on_ready(GroupStorage::open(&io, Path::new(DATA_DIR), storage_config(replica, namespace)));
-            let (storage, recovered) = match opened {
+            let config = storage_config(replica, namespace);
+            let opened = block_on_ready(GroupStorage::open_or_rejoin(
+                &io,
+                Path::new(DATA_DIR),
+                config,
+                self.config.replica_count,
+            ));
+            let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
                 Err(error) => {
                     let label = self.group_label(group);
                     return self.fail(Checker::Recovery, format!("replica {replica}{label} cannot restart: {error}"));
                 }
             };
-            self.check_recovery(replica, group, &storage, &recovered);
+            match damage {
+                // The group lost its state here, as a wiped disk would: it
+                // rejoins, and every promise the lost files held is void
+                // (what the superblock kept, the new one holds again).
+                Some(damage) => self.on_group_formatted_after_damage(replica, group, &damage),
+                None => self.check_recovery(replica, group, &storage, &recovered),
+            }
             faulty_groups += u64::from(recovered.journal_faulty);
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
@@ -127,6 +138,21 @@ impl Cluster {
         self.timeline(replica, TimelineKind::Restart, detail);
         // Drain the actions that recovery itself asked for.
         self.with_node(replica, |node, world| block_on_ready(node.start(world)));
+    }
+
+    /// `replica`'s `group` came back formatted and rejoining after `damage`
+    /// (both copies of its checkpoint or superblock): its files were all
+    /// written again, and what its old journal held is no promise any more.
+    fn on_group_formatted_after_damage(&mut self, replica: u8, group: usize, damage: &StorageDamage) {
+        self.checkpoint_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
+        self.superblock_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
+        self.nodes[replica as usize].acked[group].clear();
+        let label = self.group_label(group);
+        let detail = format!("{damage}{label}");
+        self.record(Some(replica), "rejoin_after_damage", group as u64, u64::from(damage.keeps_promises()), || {
+            detail.clone()
+        });
+        self.timeline(replica, TimelineKind::Fault, detail);
     }
 
     /// The operator's answer to a lost disk: format it again and start the

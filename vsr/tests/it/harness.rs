@@ -300,6 +300,25 @@ impl Cluster {
         disk.rotten.insert(op);
     }
 
+    /// `r` (down) lost its state but not its superblock (both checkpoint
+    /// copies rotted): its disk becomes what the node's
+    /// `GroupStorage::open_or_rejoin` formats then, the superblock's
+    /// promises kept (view, log_view, commit, nack floor raised to the head
+    /// its view headers named), `rejoining`, nothing else.
+    pub fn lose_state_keeping_promises(&mut self, r: u8) {
+        assert!(!self.is_up(r), "the state is lost while the replica is down");
+        let old = self.disks[r as usize].superblock.clone();
+        let named_op_max = old.view_headers.iter().map(|header| header.op).max().unwrap_or(0);
+        let mut disk = Disk::formatted(true);
+        disk.superblock = DurableState {
+            view_headers: Vec::new(),
+            rejoining: true,
+            nack_floor: old.nack_floor.max(named_op_max),
+            ..old
+        };
+        self.disks[r as usize] = disk;
+    }
+
     /// The disk is lost; the operator formats a new one and starts the
     /// replica, which must rejoin.
     pub fn wipe_and_rejoin(&mut self, r: u8) {

@@ -3,6 +3,7 @@
 mod checkpoint_deferred;
 mod checkpoint_view;
 mod harness;
+mod rejoin_kept_promises;
 mod replica_bad_input;
 mod request_queue;
 mod stale_dvc;
