@@ -33,7 +33,7 @@ use shoal_shard::node::{
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_vsr::io::Io;
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status};
+use shoal_vsr::replica::{Action, Committed, PIPELINE_PREPARES_MAX, Replica, ReplicaConfig, Source, Status};
 use shoal_vsr::superblock::SuperblockError;
 
 use crate::RealIo;
@@ -151,7 +151,8 @@ impl NodeHooks for World {
     }
 
     fn on_committed(&mut self, group: usize, committed: &[Committed]) {
-        self.metrics.commits.inc_by(committed.len() as u64);
+        // One record per request: a packed op's first is at index 0.
+        self.metrics.commits.inc_by(committed.iter().filter(|request| request.index == 0).count() as u64);
         if self.namespaces.get(group) == Some(&METADATA_NAMESPACE) {
             self.metadata_committed = true;
         }
@@ -184,7 +185,7 @@ fn storage_config(config: &HostConfig, namespace: u64) -> StorageConfig {
 }
 
 fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConfig {
-    let (journal_slot_count, _) = journal_geometry(config, namespace);
+    let (journal_slot_count, message_size_max_bytes) = journal_geometry(config, namespace);
     ReplicaConfig {
         cluster: config.cluster,
         namespace,
@@ -195,6 +196,8 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
         checkpoint_interval_ops: journal_slot_count / 2,
         seed,
         client_sessions_max: config.client_sessions_max,
+        message_size_max_bytes,
+        pipeline_prepares_max: PIPELINE_PREPARES_MAX,
     }
 }
 

@@ -61,6 +61,8 @@ fn replica_config(replica_count: u8) -> ReplicaConfig {
         checkpoint_interval_ops: LIVE_CHECKPOINT_INTERVAL_OPS,
         seed: 0,
         client_sessions_max: SESSIONS_MAX,
+        message_size_max_bytes: METADATA_MESSAGE_SIZE_MAX_BYTES,
+        pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
     }
 }
 

@@ -3,6 +3,7 @@
 mod checkpoint_deferred;
 mod checkpoint_view;
 mod harness;
+mod packed;
 mod replica_bad_input;
 mod request_queue;
 mod stale_dvc;
