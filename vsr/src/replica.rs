@@ -16,6 +16,21 @@
 //! repair of missing headers and bodies through the hash chain, state transfer
 //! from a checkpoint, and client sessions that apply each request once.
 //!
+//! Packed prepares (`crate::packed`): a request that finds the pipeline full
+//! (`ReplicaConfig::pipeline_prepares_max`) waits in the request queue (one
+//! per client); when a slot frees, the primary screens the queued requests
+//! again (`screen_request`: sessions, one op per client in the pipeline) and
+//! packs those that pass, in queue order, into one prepare (`take_pack`: at
+//! most `PREPARE_REQUESTS_MAX`, within the group's message size). A prepare
+//! of one request keeps the plain encoding. Commit applies a packed op's
+//! requests one by one through the session table (`apply_request`), each
+//! with its own reply and `Committed` record (`index` in the op), so a
+//! register early in an op can evict a client whose request comes later in
+//! it, exactly as across two ops. A client is in at most one prepare of the
+//! pipeline and once per prepare, so `(op, client)` names a request; a
+//! malformed packed body is refused where a prepare enters the log (`admit`,
+//! `recover_log`), never met by `apply`.
+//!
 //! Must not touch I/O, time or entropy itself: time comes in with `tick`,
 //! jitter from a seed given at construction.
 
