@@ -32,6 +32,13 @@ pub const SWARM_CLIENT_SESSIONS_MAX: [usize; 4] = [2, 4, 64, 64];
 /// Swarm: replicas per cluster, drawn uniformly from this list (3 weighs double:
 /// it is what most users run).
 pub const SWARM_REPLICA_COUNTS: [u8; 4] = [1, 3, 3, 5];
+/// Swarm: pipeline depths, drawn uniformly: below the clients of a group,
+/// requests queue and primaries pack them (mark `prepare_packed_requests`);
+/// 16 is the server's.
+pub const SWARM_PIPELINE_PREPARES_MAX: [usize; 4] = [1, 2, 4, shoal_sim::PIPELINE_PREPARES_MAX];
+/// view-churn and session-churn: a pipeline shallower than their clients
+/// per group, so view changes, evictions and crashes meet packed prepares.
+pub const CHURN_PIPELINE_PREPARES_MAX: usize = 2;
 /// view-churn and session-churn: per prepare a primary sends the next
 /// primary, the chance to start the wiped-acker plot (`sim::cluster::plot`).
 pub const PLOT_WIPED_ACKER_PPM: u32 = 5_000;
@@ -203,6 +210,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         record_history: false,
         script: Vec::new(),
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
+        pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
     }
 }
 
@@ -266,7 +274,10 @@ pub fn shard_chaos(seed: u64) -> RunConfig {
 pub fn view_churn(seed: u64) -> RunConfig {
     let mut config = base(seed, "view-churn");
     config.replica_count = 5;
-    config.client_count = 6;
+    // Three per group (metadata and two partitions) against a pipeline of
+    // two: primaries pack queued requests.
+    config.client_count = 9;
+    config.pipeline_prepares_max = CHURN_PIPELINE_PREPARES_MAX;
     config.faults.network_partition_ppm = 4_000;
     config.faults.network_drop_ppm = 10_000;
     config.faults.network_delay_max_ns = 10 * NS_PER_MS;
@@ -289,6 +300,7 @@ pub fn session_churn(seed: u64) -> RunConfig {
     let mut config = base(seed, "session-churn");
     config.client_count = 10;
     config.client_sessions_max = 4;
+    config.pipeline_prepares_max = CHURN_PIPELINE_PREPARES_MAX;
     config.faults.replica_crash_ppm = 500;
     config.faults.network_partition_ppm = 1_000;
     config.faults.network_drop_ppm = 5_000;
@@ -325,6 +337,9 @@ pub fn swarm(seed: u64) -> RunConfig {
     for field in FAULT_FIELDS.iter().filter(late) {
         draw_field(&mut rng, field, &mut config.faults);
     }
+    // Drawn last, so every draw above stays what it was per seed.
+    config.pipeline_prepares_max =
+        SWARM_PIPELINE_PREPARES_MAX[(rng.next_u64() % SWARM_PIPELINE_PREPARES_MAX.len() as u64) as usize];
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

@@ -102,6 +102,9 @@ fn operation_is_partition_capable(operation: Operation) -> bool {
         // Root opens every group's log, noop starts a new view's log, and
         // reserved (0) is what control messages carry: all group-bound.
         Operation::Reserved | Operation::Root | Operation::Noop => true,
+        // A prepare packing several clients' requests belongs to the group
+        // whose log it is in, like each request it carries.
+        Operation::Packed => true,
         Operation::SendMessages | Operation::PollMessages => true,
         // Every group keeps its own client sessions (a retry must be filtered
         // by the log that applies it), so a register names its group.
@@ -160,7 +163,8 @@ pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId
         | Operation::DeleteTopic
         | Operation::Reserved
         | Operation::Root
-        | Operation::Noop => Ok(route_metadata(shard_count)),
+        | Operation::Noop
+        | Operation::Packed => Ok(route_metadata(shard_count)),
     }
 }
 

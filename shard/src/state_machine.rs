@@ -356,6 +356,7 @@ impl MetadataRequest {
             | Operation::Root
             | Operation::Register
             | Operation::Noop
+            | Operation::Packed
             | Operation::SendMessages
             | Operation::PollMessages => {
                 return Err(CodecError::NotMetadataOperation { operation });

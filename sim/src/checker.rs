@@ -1,12 +1,14 @@
 //! Invariant checkers, run continuously while a simulation runs.
 //!
-//! - agreement: the same op has the same checksum, session outcome and reply
-//!   on every replica that commits it;
+//! - agreement: the same op has the same checksum, and each of its requests
+//!   (one, or several in a packed prepare: `(op, index)`) the same session
+//!   outcome and reply, on every replica that commits it;
 //! - commit monotonic: each replica (within one life) commits ops in order,
-//!   without gaps or steps back;
+//!   and an op's requests in order, without gaps or steps back;
 //! - exactly once: a client request is applied at one op only;
 //! - acknowledged writes: every reply a client accepted names an op that is
-//!   committed with that request, and at the end every replica's log holds
+//!   committed with that request (a reply names its op; the client finds its
+//!   request in it, at most one per client per op), and at the end every replica's log holds
 //!   every message of the acknowledged batch at its offset (the batch's
 //!   first offset plus its index in the batch);
 //! - final logs hold only invoked appends: every entry of every replica's
@@ -65,13 +67,15 @@ pub struct Violation {
 
 #[derive(Debug, Default)]
 pub struct Checkers {
-    committed: BTreeMap<u64, CommittedRecord>,
+    /// (op, index of the request in the op) → what was committed there.
+    committed: BTreeMap<(u64, u32), CommittedRecord>,
     /// (client, session, request) → the op that applied it.
     applied_requests: BTreeMap<(u128, u64, u64), u64>,
     /// Clients some committed register evicted from the session table.
     evicted: BTreeSet<u128>,
-    /// Per replica: the last op committed in its current life.
-    last_commit: BTreeMap<u8, u64>,
+    /// Per replica: the last (op, request index) committed in its current
+    /// life; a restart's replayed op counts as wholly committed.
+    last_commit: BTreeMap<u8, (u64, u32)>,
     acks: Vec<Ack>,
     /// (ack time, highest offset acknowledged up to then), in ack order.
     ack_frontier: Vec<(u64, u64)>,
@@ -94,7 +98,7 @@ impl Checkers {
     }
 
     pub fn ops_committed(&self) -> u64 {
-        self.committed.keys().next_back().copied().unwrap_or(0)
+        self.committed.keys().next_back().map_or(0, |&(op, _)| op)
     }
 
     pub fn acks(&self) -> &[Ack] {
@@ -117,7 +121,7 @@ impl Checkers {
 
     /// A replica restarted: its next commit continues from what it replayed.
     pub fn on_restart(&mut self, replica: u8, commit_min: u64) {
-        self.last_commit.insert(replica, commit_min);
+        self.last_commit.insert(replica, (commit_min, u32::MAX));
     }
 
     /// `replica` reported a newer view (before the commits of that step).
@@ -141,15 +145,22 @@ impl Checkers {
     pub fn on_committed(&mut self, replica: u8, records: &[Committed]) {
         self.view_logs.on_committed(replica, records);
         for record in records {
-            let last = self.last_commit.get(&replica).copied().unwrap_or(0);
-            if record.op <= last && record.op != 0 {
-                // A state transfer may jump ahead, never back.
+            let last = self.last_commit.get(&replica).copied().unwrap_or((0, u32::MAX));
+            let here = (record.op, record.index);
+            let next_in_op = record.op == last.0 && last.1 != u32::MAX && record.index == last.1 + 1;
+            let next_op = record.op > last.0 && record.index == 0;
+            if !(next_in_op || next_op) && record.op != 0 {
+                // A state transfer may jump ahead, never back; an op's
+                // requests apply from the first, one after another.
                 self.fail(
                     Checker::CommitMonotonic,
-                    format!("replica {replica} committed op {} after op {last}", record.op),
+                    format!(
+                        "replica {replica} committed op {} request {} after op {} request {}",
+                        record.op, record.index, last.0, last.1
+                    ),
                 );
             }
-            self.last_commit.insert(replica, record.op);
+            self.last_commit.insert(replica, here);
             let mine = CommittedRecord {
                 checksum: record.checksum,
                 client: record.client,
@@ -157,13 +168,14 @@ impl Checkers {
                 applied: record.applied,
                 reply: record.reply.clone(),
             };
-            match self.committed.get(&record.op) {
+            match self.committed.get(&here) {
                 Some(theirs) if *theirs != mine => {
                     let what = if theirs.checksum != mine.checksum { "checksum" } else { "outcome" };
                     let detail = format!(
-                        "replica {replica} committed op {} with a different {what} than a peer: \
+                        "replica {replica} committed op {} (request {} of it) with a different {what} than a peer: \
                          (client {}, request {}, applied {}, reply {:?}) vs (client {}, request {}, applied {}, reply {:?})",
                         record.op,
+                        record.index,
                         mine.client,
                         mine.request,
                         mine.applied,
@@ -177,7 +189,7 @@ impl Checkers {
                 }
                 Some(_) => {}
                 None => {
-                    self.committed.insert(record.op, mine);
+                    self.committed.insert(here, mine);
                     if let Some(evicted) = record.evicted {
                         self.evicted.insert(evicted);
                     }
@@ -216,12 +228,19 @@ impl Checkers {
 
     /// A client accepted a reply to an append.
     pub fn on_ack(&mut self, ack: Ack) {
-        match self.committed.get(&ack.op) {
-            None => self.fail(
+        let mut in_op = self.committed.range((ack.op, 0)..=(ack.op, u32::MAX)).map(|(_, record)| record).peekable();
+        let op_committed = in_op.peek().is_some();
+        let mine = in_op.find(|record| record.client == ack.client);
+        match mine {
+            None if !op_committed => self.fail(
                 Checker::AckedWritesDurable,
                 format!("client {} got a reply for op {} that no replica committed", ack.client, ack.op),
             ),
-            Some(record) if record.client != ack.client || record.request != ack.request => self.fail(
+            None => self.fail(
+                Checker::AckedWritesDurable,
+                format!("reply for op {} names client {}, but no request of it is in that op", ack.op, ack.client),
+            ),
+            Some(record) if record.request != ack.request => self.fail(
                 Checker::AckedWritesDurable,
                 format!("reply for op {} names client {} request {}, the log another", ack.op, ack.client, ack.request),
             ),
@@ -314,6 +333,7 @@ mod tests {
         Committed {
             op,
             checksum,
+            index: 0,
             operation: Operation::SendMessages,
             client,
             request,
@@ -344,6 +364,65 @@ mod tests {
         second_session.session = 2;
         checkers.on_committed(0, &[committed(1, 10, 5, 1), second_session]);
         assert!(checkers.violation().is_none());
+    }
+
+    /// A packed op: two requests at op 1, each acknowledged to its own client.
+    fn packed(checksum: u128, first_client: u128, second_client: u128) -> [Committed; 2] {
+        let first = committed(1, checksum, first_client, 1);
+        let mut second = committed(1, checksum, second_client, 1);
+        second.index = 1;
+        second.reply = BatchReply { first_offset: 1, count: 1 }.encode().to_vec();
+        [first, second]
+    }
+
+    fn ack_of(client: u128, op: u64, offset: u64) -> Ack {
+        Ack { client, request: 1, op, offset, messages: vec![vec![]], invoked_ns: 0, acked_ns: 1 }
+    }
+
+    #[test]
+    fn each_request_of_a_packed_op_is_acknowledged_to_its_own_client() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &packed(10, 5, 6));
+        checkers.on_committed(1, &packed(10, 5, 6));
+        checkers.on_ack(ack_of(6, 1, 1));
+        checkers.on_ack(ack_of(5, 1, 0));
+        assert_eq!(checkers.violation(), None);
+        assert_eq!(checkers.ops_committed(), 1);
+    }
+
+    #[test]
+    fn a_packed_reply_with_another_requests_offsets_fails() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &packed(10, 5, 6));
+        // Client 6 was told the offsets of client 5's request.
+        checkers.on_ack(ack_of(6, 1, 0));
+        assert_eq!(checkers.violation().unwrap().checker, Checker::Linearizability);
+    }
+
+    #[test]
+    fn a_reply_for_a_client_absent_from_its_op_fails() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &packed(10, 5, 6));
+        checkers.on_ack(ack_of(7, 1, 0));
+        assert_eq!(checkers.violation().unwrap().checker, Checker::AckedWritesDurable);
+    }
+
+    #[test]
+    fn a_packed_op_whose_second_request_differs_across_replicas_fails_agreement() {
+        let mut checkers = Checkers::default();
+        checkers.on_committed(0, &packed(10, 5, 6));
+        let [first, mut second] = packed(10, 5, 6);
+        second.applied = false;
+        checkers.on_committed(1, &[first, second]);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::Agreement);
+    }
+
+    #[test]
+    fn requests_of_an_op_out_of_order_fail() {
+        let mut checkers = Checkers::default();
+        let [first, second] = packed(10, 5, 6);
+        checkers.on_committed(0, &[second, first]);
+        assert_eq!(checkers.violation().unwrap().checker, Checker::CommitMonotonic);
     }
 
     #[test]

@@ -885,6 +885,8 @@ fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) ->
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed,
         client_sessions_max: config.client_sessions_max,
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+        pipeline_prepares_max: config.pipeline_prepares_max,
     }
 }
 

@@ -31,6 +31,7 @@ pub use run::{
     AvailabilityWindow, Checker, FaultMix, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target,
     TimelineEvent, TimelineKind, TraceEvent, Verdict,
 };
+pub use shoal_vsr::replica::PIPELINE_PREPARES_MAX;
 pub use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
 /// Run one seed to its verdict: the VSR cluster, and with more than one shard

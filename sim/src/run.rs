@@ -158,6 +158,7 @@ impl RunConfig {
             record_history: false,
             script: Vec::new(),
             client_sessions_max: default_client_sessions_max(),
+            pipeline_prepares_max: default_pipeline_prepares_max(),
         }
     }
 }
@@ -193,10 +194,19 @@ pub struct RunConfig {
     /// each other, and the eviction path runs all the time.
     #[serde(default = "default_client_sessions_max")]
     pub client_sessions_max: usize,
+    /// Every primary's pipeline depth (1..=`PIPELINE_PREPARES_MAX`, the
+    /// server's). Shallower than the clients per group, requests queue and
+    /// primaries pack several into one prepare.
+    #[serde(default = "default_pipeline_prepares_max")]
+    pub pipeline_prepares_max: usize,
 }
 
 fn default_client_sessions_max() -> usize {
     shoal_vsr::sessions::CLIENT_SESSIONS_MAX
+}
+
+fn default_pipeline_prepares_max() -> usize {
+    shoal_vsr::replica::PIPELINE_PREPARES_MAX
 }
 
 /// Which checker failed, so a shrinker can ask "does it still fail the same way".

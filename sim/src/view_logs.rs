@@ -85,6 +85,7 @@ mod tests {
         Committed {
             op,
             checksum,
+            index: 0,
             operation: Operation::SendMessages,
             client: 1,
             request: op,

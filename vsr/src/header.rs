@@ -96,6 +96,9 @@ wire_enum! {
         Root = 1,
         Register = 2,
         Noop = 3,
+        // Several clients' requests in one prepare (`crate::packed`): the
+        // body says whose; the header's client, request and context are 0.
+        Packed = 4,
         CreateStream = 16,
         DeleteStream = 17,
         CreateTopic = 18,

@@ -18,6 +18,7 @@ pub mod superblock;
 pub use header::{Command, HEADER_SIZE_BYTES, Header, HeaderError, Operation};
 pub use io::{BufResult, Io, IoFile, OpenMode};
 pub mod message;
+pub mod packed;
 pub mod replica;
 pub mod sessions;
 pub mod state_machine;

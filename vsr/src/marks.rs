@@ -44,6 +44,7 @@ pub const MARKS: &[&str] = &[
     DRAIN_CORRUPT,
     GROUP_FLUSHES_OVERLAPPED,
     PARTITION_SALVAGED,
+    PREPARE_PACKED_REQUESTS,
     PRIMARY_ABDICATED,
     READ_BEYOND_END,
     READ_SERVED_BY_BACKUP,
@@ -78,6 +79,9 @@ pub const DRAIN_CORRUPT: &str = "drain_corrupt";
 /// groups ran at once and interleaved (one yielded to another before it
 /// finished), so the overlapping group commit is what ran.
 pub const GROUP_FLUSHES_OVERLAPPED: &str = "group_flushes_overlapped";
+/// A primary packed two or more queued requests into one prepare
+/// (`crate::packed`).
+pub const PREPARE_PACKED_REQUESTS: &str = "prepare_packed_requests";
 /// A primary whose pipeline waited too long on a body it could not repair
 /// started the next view (so nacks can truncate what was lost).
 pub const PRIMARY_ABDICATED: &str = "primary_abdicated";

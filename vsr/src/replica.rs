@@ -16,24 +16,47 @@
 //! repair of missing headers and bodies through the hash chain, state transfer
 //! from a checkpoint, and client sessions that apply each request once.
 //!
+//! Packed prepares (`crate::packed`): a request that finds the pipeline full
+//! (`ReplicaConfig::pipeline_prepares_max`) waits in the request queue (one
+//! per client); when a slot frees, the primary screens the queued requests
+//! again (`screen_request`: sessions, one op per client in the pipeline) and
+//! packs those that pass, in queue order, into one prepare (`take_pack`: at
+//! most `PREPARE_REQUESTS_MAX`, within the group's message size). A prepare
+//! of one request keeps the plain encoding. Commit applies a packed op's
+//! requests one by one through the session table (`apply_request`), each
+//! with its own reply and `Committed` record (`index` in the op), so a
+//! register early in an op can evict a client whose request comes later in
+//! it, exactly as across two ops. A client is in at most one prepare of the
+//! pipeline and once per prepare, so `(op, client)` names a request; a
+//! malformed packed body is refused where a prepare enters the log (`admit`,
+//! `recover_log`), never met by `apply`.
+//!
 //! Must not touch I/O, time or entropy itself: time comes in with `tick`,
 //! jitter from a seed given at construction.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-use crate::header::{Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, Header, Operation, Refusal};
+use crate::header::{
+    Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, HEADER_SIZE_BYTES, Header, Operation, Refusal,
+};
 use crate::message::{CheckpointBody, Message, decode_headers, encode_headers};
+use crate::packed::{
+    self, PACKED_ENTRY_HEADER_SIZE_BYTES, PACKED_PREFIX_SIZE_BYTES, PREPARE_REQUESTS_MAX, PackedRequest,
+};
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
 use crate::timeout::Timeout;
 
+/// The deepest pipeline a group may run (`ReplicaConfig::pipeline_prepares_max`
+/// picks the depth; the journal reserves room for this many).
 pub const PIPELINE_PREPARES_MAX: usize = 16;
 /// Requests a primary holds while its pipeline is full, prepared in arrival
 /// order as the pipeline drains (one per client: a retry replaces its queued
-/// copy). Past this bound a request is refused with `Refusal::Busy`
-/// (counted as `request_queue_full`): the client backs off and sends the
-/// same request again.
+/// copy), packed several to a prepare (`crate::packed`). Past this bound a
+/// request is refused with `Refusal::Busy` (counted as
+/// `request_queue_full`): the client backs off and sends the same request
+/// again.
 pub const REQUEST_QUEUE_MAX: usize = 64;
 /// Headers carried by do_view_change / start_view, and persisted as the view
 /// headers of the superblock. Must cover every uncommitted op.
@@ -62,6 +85,9 @@ pub const UNCHAINED_PREPARES_MAX: usize = VIEW_HEADERS_MAX;
 /// (its only copies may be gone with a wiped disk) starts a view change,
 /// so the do_view_changes' nacks can truncate what no quorum acknowledged.
 pub const PRIMARY_ABDICATE_TICKS: u64 = 2 * NORMAL_TIMEOUT_TICKS;
+
+// One packed prepare can take every queued request.
+const _: () = assert!(PREPARE_REQUESTS_MAX >= REQUEST_QUEUE_MAX);
 
 // A do_view_change says which of its headers' bodies its sender holds.
 const _: () = assert!(VIEW_HEADERS_MAX < DO_VIEW_CHANGE_PRESENT_BITS);
@@ -150,11 +176,17 @@ pub enum Action {
     },
 }
 
-/// A committed op, reported to the driver (and the simulator's checkers).
+/// A committed request, reported to the driver (and the simulator's
+/// checkers): one per request a committed op carries, in apply order, so a
+/// packed op reports several with the same `op` and `checksum`, and
+/// `(op, index)` or `(op, client)` names one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub op: u64,
     pub checksum: u128,
+    /// The request's place in its op: 0 for the only request of a plain
+    /// prepare, 0.. for the requests of a packed one.
+    pub index: u32,
     pub operation: Operation,
     pub client: u128,
     pub request: u64,
@@ -184,6 +216,13 @@ pub struct ReplicaConfig {
     /// The session table's size; the same on every replica of the cluster
     /// (a checkpoint with more sessions is refused).
     pub client_sessions_max: usize,
+    /// The group's journal slot size, header included: a packed prepare
+    /// never grows past it.
+    pub message_size_max_bytes: u32,
+    /// Prepares a primary keeps in flight before it queues requests (and
+    /// then packs them): `PIPELINE_PREPARES_MAX` on a server; the simulator
+    /// draws shallower pipelines so a few clients fill them.
+    pub pipeline_prepares_max: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +237,9 @@ struct Pipelined {
     op: u64,
     checksum: u128,
     oks: BTreeSet<u8>,
+    /// The clients whose requests the prepare carries, when known (the
+    /// primary made it); `None` after a view change: read from the log.
+    clients: Option<Vec<u128>>,
 }
 
 #[derive(Debug, Clone)]
@@ -450,6 +492,7 @@ impl<S: StateMachine> Replica<S> {
     ) -> Result<Replica<S>, SnapshotError> {
         assert!(config.replica < config.replica_count);
         assert!(config.journal_slot_count as usize > VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX);
+        assert!((1..=PIPELINE_PREPARES_MAX).contains(&config.pipeline_prepares_max));
         assert!(config.checkpoint_interval_ops > 0);
         assert!(config.checkpoint_interval_ops + (VIEW_HEADERS_MAX as u64) < config.journal_slot_count);
         let root = root_header(config.cluster, config.namespace);
@@ -766,6 +809,14 @@ impl<S: StateMachine> Replica<S> {
         if header.command == Command::Prepare && header.op == 0 {
             return Err("impossible_op");
         }
+        if header.command == Command::Prepare && header.operation == Operation::Packed {
+            // Checked once, here, so a logged prepare always applies
+            // (`apply`); the checksum says only that some primary wrote it.
+            if let Err(error) = packed::decode(&message.body) {
+                tracing::warn!(replica = self.config.replica, op = header.op, %error, "malformed packed prepare");
+                return Err("malformed_packed_prepare");
+            }
+        }
         Ok(())
     }
 
@@ -776,27 +827,50 @@ impl<S: StateMachine> Replica<S> {
     // --- normal operation: primary ----------------------------------------------
 
     fn on_request(&mut self, message: Message) {
+        if !self.screen_request(&message) {
+            return;
+        }
+        let client = message.header.client;
+        if self.pipeline.len() >= self.config.pipeline_prepares_max || !self.request_queue.is_empty() {
+            // Behind the queue, in arrival order: the pipeline packs it with
+            // the others as it drains.
+            self.enqueue_request(message);
+            return self.prepare_queued();
+        }
+        if let Some(reason) = self.cannot_prepare() {
+            return self.drop_message(reason);
+        }
+        assert!(!self.request_queue.iter().any(|queued| queued.header.client == client));
+        self.prepare(vec![message]);
+    }
+
+    /// Everything a request must pass before it may be prepared; answers
+    /// what it can (a cached reply, an eviction) and counts what it drops.
+    /// True: new work for the pipeline.
+    fn screen_request(&mut self, message: &Message) -> bool {
         if self.status != Status::Normal || !self.is_primary() {
             // Queued requests are a primary's; the clients retry elsewhere.
             self.request_queue.clear();
-            return self.drop_message("not_primary");
+            self.drop_message("not_primary");
+            return false;
         }
         if self.commit_min < self.commit_max {
             // The session table is only as fresh as the ops applied: answering
             // from a stale one would evict live sessions or resend old replies.
-            return self.drop_message("primary_catching_up");
+            self.drop_message("primary_catching_up");
+            return false;
         }
         let header = message.header;
         let registering = header.operation == Operation::Register;
         if header.operation.is_reserved() && !registering {
-            return self.drop_message("reserved_operation");
+            self.drop_message("reserved_operation");
+            return false;
         }
         // An op of this client still in the pipeline (perhaps from before a
         // view change) decides what its session looks like: wait for it.
-        let in_flight =
-            self.pipeline.iter().any(|p| self.log.get(&p.op).is_none_or(|e| e.header.client == header.client));
-        if in_flight {
-            return self.drop_message("request_in_flight");
+        if self.pipeline_holds_client(header.client) {
+            self.drop_message("request_in_flight");
+            return false;
         }
         let verdict = if registering {
             self.sessions.classify(header.client, header.request, true)
@@ -816,24 +890,42 @@ impl<S: StateMachine> Replica<S> {
                 let reply = Message { header: session.reply_header, body: Rc::from(session.reply_body.as_slice()) };
                 self.actions.push(Action::Reply { client: header.client, message: reply });
             }
-            RequestVerdict::Prepare => {
-                if self.pipeline.len() >= PIPELINE_PREPARES_MAX {
-                    self.enqueue_request(message);
-                } else if self.op + 1 > self.checkpoint_op + self.journal_ops_max() {
-                    self.drop_message("journal_full");
-                } else if !self.has_body(self.op) && self.op != self.checkpoint_op {
-                    // Still repairing the head of the log installed by the view change.
-                    self.drop_message("primary_repairing");
-                } else {
-                    self.prepare(message);
-                }
-            }
+            RequestVerdict::Prepare => return true,
+        }
+        false
+    }
+
+    /// Some prepare in the pipeline may carry a request of `client`. A
+    /// prepare whose body this replica lacks (after a view change) might.
+    fn pipeline_holds_client(&self, client: u128) -> bool {
+        self.pipeline.iter().any(|pipelined| match &pipelined.clients {
+            Some(clients) => clients.contains(&client),
+            None => self.log.get(&pipelined.op).is_none_or(|entry| Self::entry_may_hold_client(entry, client)),
+        })
+    }
+
+    fn entry_may_hold_client(entry: &Entry, client: u128) -> bool {
+        if entry.header.operation != Operation::Packed {
+            return entry.header.client == client;
+        }
+        let Some(body) = &entry.body else { return true };
+        packed::decode(body).map_or(true, |requests| requests.iter().any(|request| request.client == client))
+    }
+
+    /// Why the primary cannot prepare now, though its pipeline has room.
+    fn cannot_prepare(&self) -> Option<&'static str> {
+        if self.op + 1 > self.checkpoint_op + self.journal_ops_max() {
+            Some("journal_full")
+        } else if !self.has_body(self.op) && self.op != self.checkpoint_op {
+            // Still repairing the head of the log installed by the view change.
+            Some("primary_repairing")
+        } else {
+            None
         }
     }
 
-    /// Hold a request behind the full pipeline (see `REQUEST_QUEUE_MAX`).
+    /// Hold a request until the pipeline packs it (see `REQUEST_QUEUE_MAX`).
     fn enqueue_request(&mut self, message: Message) {
-        assert!(self.pipeline.len() >= PIPELINE_PREPARES_MAX);
         let client = message.header.client;
         if let Some(queued) = self.request_queue.iter_mut().find(|queued| queued.header.client == client) {
             *queued = message;
@@ -850,21 +942,65 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// The pipeline has room: prepare queued requests, in arrival order,
-    /// each checked again from the start (its session may have moved on).
+    /// as many to a prepare as fit (`take_pack`), each screened again
+    /// (its session may have moved on while it waited).
     fn prepare_queued(&mut self) {
-        while self.pipeline.len() < PIPELINE_PREPARES_MAX && self.status == Status::Normal && self.is_primary() {
-            let Some(message) = self.request_queue.pop_front() else { break };
-            self.on_request(message);
+        while self.pipeline.len() < self.config.pipeline_prepares_max
+            && self.status == Status::Normal
+            && self.is_primary()
+            && !self.request_queue.is_empty()
+        {
+            if let Some(reason) = self.cannot_prepare() {
+                // Nothing can be prepared: answer or drop the queue as a
+                // request arriving now would be.
+                let message = self.request_queue.pop_front().expect("queue is not empty");
+                if self.screen_request(&message) {
+                    self.drop_message(reason);
+                }
+                continue;
+            }
+            let pack = self.take_pack();
+            if !pack.is_empty() {
+                self.prepare(pack);
+            }
         }
+    }
+
+    /// Queued requests for one prepare, from the front: at most
+    /// `PREPARE_REQUESTS_MAX`, and (when two or more) a packed body that
+    /// fits the group's message size with the prepare's header.
+    fn take_pack(&mut self) -> Vec<Message> {
+        let message_size_max_bytes = self.config.message_size_max_bytes as usize;
+        let mut pack: Vec<Message> = Vec::new();
+        let mut packed_size_bytes = HEADER_SIZE_BYTES + PACKED_PREFIX_SIZE_BYTES;
+        while pack.len() < PREPARE_REQUESTS_MAX {
+            let Some(front) = self.request_queue.front() else { break };
+            let entry_size_bytes = PACKED_ENTRY_HEADER_SIZE_BYTES + front.body.len();
+            if !pack.is_empty() && packed_size_bytes + entry_size_bytes > message_size_max_bytes {
+                break;
+            }
+            let message = self.request_queue.pop_front().expect("front exists");
+            if self.screen_request(&message) {
+                packed_size_bytes += entry_size_bytes;
+                pack.push(message);
+            }
+        }
+        pack
     }
 
     fn journal_ops_max(&self) -> u64 {
         self.config.journal_slot_count - PIPELINE_PREPARES_MAX as u64
     }
 
-    fn prepare(&mut self, request: Message) {
+    /// Prepare the next op with `requests`: one keeps the plain encoding,
+    /// two or more are packed (`crate::packed`).
+    fn prepare(&mut self, requests: Vec<Message>) {
         assert!(self.is_primary() && self.status == Status::Normal);
-        assert!(self.pipeline.len() < PIPELINE_PREPARES_MAX);
+        assert!(self.pipeline.len() < self.config.pipeline_prepares_max);
+        assert!((1..=PREPARE_REQUESTS_MAX).contains(&requests.len()));
+        let clients: Vec<u128> = requests.iter().map(|request| request.header.client).collect();
+        assert_eq!(clients.iter().collect::<BTreeSet<_>>().len(), clients.len(), "a client once per prepare");
+        assert!(!clients.iter().any(|&client| self.pipeline_holds_client(client)), "a request in two prepares");
         let parent = self.header(self.op).expect("primary holds its head").checksum;
         let timestamp = self.now_ns.max(self.last_timestamp + 1);
         self.last_timestamp = timestamp;
@@ -872,13 +1008,24 @@ impl<S: StateMachine> Replica<S> {
         header.op = self.op + 1;
         header.commit = self.commit_max;
         header.parent = parent;
-        header.client = request.header.client;
-        header.request = request.header.request;
-        header.operation = request.header.operation;
-        // The client's session: applied only while it is still the client's.
-        header.context = request.header.context;
         header.timestamp = timestamp;
-        let message = Message::new(header, request.body.clone());
+        let body = if let [request] = requests.as_slice() {
+            header.client = request.header.client;
+            header.request = request.header.request;
+            header.operation = request.header.operation;
+            // The client's session: applied only while it is still the client's.
+            header.context = request.header.context;
+            request.body.clone()
+        } else {
+            crate::marks::hit(crate::marks::PREPARE_PACKED_REQUESTS);
+            header.operation = Operation::Packed;
+            let packed: Vec<PackedRequest<'_>> =
+                requests.iter().map(|request| PackedRequest::of_plain(&request.header, &request.body)).collect();
+            let body = packed::encode(&packed);
+            assert!(HEADER_SIZE_BYTES + body.len() <= self.config.message_size_max_bytes as usize);
+            Rc::from(body)
+        };
+        let message = Message::new(header, body);
         self.op = message.header.op;
         self.log.insert(self.op, Entry { header: message.header, body: Some(message.body.clone()) });
         self.actions.push(Action::WritePrepare { message: message.clone() });
@@ -888,6 +1035,7 @@ impl<S: StateMachine> Replica<S> {
             // The primary counts itself once its own write is durable
             // (`on_prepare_durable`); the prepare goes out in parallel.
             oks: BTreeSet::new(),
+            clients: Some(clients),
         });
         self.stats.prepares_sent += 1;
         self.broadcast(&message);
@@ -1225,29 +1373,42 @@ impl<S: StateMachine> Replica<S> {
         assert!(header.op <= self.commit_max, "only committed ops apply");
         let parent = self.header(header.op - 1).map(|h| h.checksum);
         assert!(parent.is_none_or(|parent| parent == header.parent), "applied ops form a hash chain");
+        // Checked where the prepare entered the log (`admit`, `recover_log`):
+        // a malformed packed body never gets this far.
+        let requests = packed::requests_of(header, body).expect("a logged prepare's packed body is valid");
+        for (index, request) in requests.iter().enumerate() {
+            self.apply_request(header, index as u32, request);
+        }
+        self.commit_min = header.op;
+    }
+
+    /// Apply one request of the committed prepare `header`, exactly as a
+    /// prepare of that request alone would be: through the session table,
+    /// with its own reply.
+    fn apply_request(&mut self, header: &Header, index: u32, request: &PackedRequest<'_>) {
         let mut reply = self.new_header(Command::Reply);
         reply.op = header.op;
         reply.commit = header.op;
-        reply.client = header.client;
-        reply.request = header.request;
-        reply.operation = header.operation;
+        reply.client = request.client;
+        reply.request = request.request;
+        reply.operation = request.operation;
         reply.timestamp = header.timestamp;
         // The reply names the session it answers: request numbers restart
         // in a new session, so a late reply to an evicted session's request
         // must not pass for the reply to the new session's request.
-        reply.context = if header.operation == Operation::Register {
+        reply.context = if request.operation == Operation::Register {
             header.op
         } else {
-            self.sessions.get(header.client).map_or(0, |session| session.session_op)
+            self.sessions.get(request.client).map_or(0, |session| session.session_op)
         };
         let mut evicted = None;
-        let (applied, reply_body) = match header.operation {
+        let (applied, reply_body) = match request.operation {
             Operation::Register => {
-                let registering = self.sessions.classify(header.client, 0, true) == RequestVerdict::Prepare;
+                let registering = self.sessions.classify(request.client, 0, true) == RequestVerdict::Prepare;
                 let reply_body = header.op.to_le_bytes().to_vec();
                 if registering {
                     reply.set_checksums(&reply_body);
-                    evicted = self.sessions.register(header.client, header.op, reply, reply_body.clone());
+                    evicted = self.sessions.register(request.client, header.op, reply, reply_body.clone());
                     if evicted.is_some() {
                         crate::marks::hit(crate::marks::SESSION_EVICTED);
                     }
@@ -1255,13 +1416,14 @@ impl<S: StateMachine> Replica<S> {
                 (registering, reply_body)
             }
             Operation::Root | Operation::Noop | Operation::Reserved => (true, Vec::new()),
+            Operation::Packed => unreachable!("a packed prepare carries no packed request (packed::decode)"),
             operation => {
-                let fresh = self.sessions.classify_request(header.client, header.context, header.request)
+                let fresh = self.sessions.classify_request(request.client, request.session, request.request)
                     == RequestVerdict::Prepare;
                 if fresh {
-                    let reply_body = self.state_machine.apply(header.op, operation, body, header.timestamp);
+                    let reply_body = self.state_machine.apply(header.op, operation, request.body, header.timestamp);
                     reply.set_checksums(&reply_body);
-                    self.sessions.record(header.client, header.request, header.op, reply, reply_body.clone());
+                    self.sessions.record(request.client, request.request, header.op, reply, reply_body.clone());
                     (true, reply_body)
                 } else {
                     (false, Vec::new())
@@ -1269,21 +1431,21 @@ impl<S: StateMachine> Replica<S> {
             }
         };
         reply.set_checksums(&reply_body);
-        self.commit_min = header.op;
         self.committed.push(Committed {
             op: header.op,
             checksum: header.checksum,
-            operation: header.operation,
-            client: header.client,
-            request: header.request,
+            index,
+            operation: request.operation,
+            client: request.client,
+            request: request.request,
             applied,
             reply: reply_body.clone(),
-            session: self.sessions.get(header.client).map_or(0, |session| session.session_op),
+            session: self.sessions.get(request.client).map_or(0, |session| session.session_op),
             evicted,
         });
-        if applied && header.client != 0 && self.is_primary() && self.status == Status::Normal {
+        if applied && request.client != 0 && self.is_primary() && self.status == Status::Normal {
             let message = Message { header: reply, body: Rc::from(reply_body) };
-            self.actions.push(Action::Reply { client: header.client, message });
+            self.actions.push(Action::Reply { client: request.client, message });
         }
     }
 
@@ -1367,6 +1529,15 @@ impl<S: StateMachine> Replica<S> {
     fn recover_log(&mut self, durable: &DurableState, entries: Vec<(Header, Vec<u8>)>) {
         let mut journal: BTreeMap<u64, (Header, Vec<u8>)> = BTreeMap::new();
         for (header, body) in entries {
+            if header.operation == Operation::Packed
+                && let Err(error) = packed::decode(&body)
+            {
+                // As if the slot were lost: repair brings the committed
+                // prepare back from a peer (`admit` refuses this one).
+                tracing::warn!(replica = self.config.replica, op = header.op, %error, "malformed packed prepare in the journal");
+                self.drop_message("malformed_packed_prepare");
+                continue;
+            }
             if header.op > self.checkpoint_op {
                 journal.insert(header.op, (header, body));
             }
@@ -1735,7 +1906,7 @@ impl<S: StateMachine> Replica<S> {
                 oks.insert(self.config.replica);
             }
             let checksum = entry.map(|e| e.header.checksum).unwrap_or(0);
-            self.pipeline.push_back(Pipelined { op, checksum, oks });
+            self.pipeline.push_back(Pipelined { op, checksum, oks, clients: None });
         }
         assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
         self.last_timestamp = self.newest_timestamp();

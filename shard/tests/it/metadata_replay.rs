@@ -61,6 +61,8 @@ fn replica_config(replica_count: u8) -> ReplicaConfig {
         checkpoint_interval_ops: LIVE_CHECKPOINT_INTERVAL_OPS,
         seed: 0,
         client_sessions_max: SESSIONS_MAX,
+        message_size_max_bytes: METADATA_MESSAGE_SIZE_MAX_BYTES,
+        pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
     }
 }
 
@@ -94,10 +96,21 @@ struct Live {
 
 impl Live {
     fn format(seed: u64, crash_at_checkpoint_after_steps: Option<u64>) -> Live {
+        Live::format_with_pipeline(seed, crash_at_checkpoint_after_steps, shoal_vsr::replica::PIPELINE_PREPARES_MAX)
+    }
+
+    /// A live replica whose pipeline holds `pipeline_prepares_max` prepares:
+    /// requests beyond it queue and are packed.
+    fn format_with_pipeline(
+        seed: u64,
+        crash_at_checkpoint_after_steps: Option<u64>,
+        pipeline_prepares_max: usize,
+    ) -> Live {
         let io = SimIo::new(seed);
         let storage = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config()))
             .expect("a fresh disk formats");
-        let replica = Replica::new(replica_config(1), MetadataState::new());
+        let config = ReplicaConfig { pipeline_prepares_max, ..replica_config(1) };
+        let replica = Replica::new(config, MetadataState::new());
         Live { io, storage, replica, committed: Vec::new(), crash_at_checkpoint_after_steps, stopped: false }
     }
 
@@ -319,6 +332,35 @@ fn replay_counts_the_evicted_clients_request_as_filtered_as_the_replica_did() {
     assert_eq!(replayed.sessions, *live.replica.sessions());
     assert!(replayed.sessions.get(CLIENT_B).is_none(), "B was evicted");
     assert!(replayed.state.stream(2).is_none(), "B's request after its eviction changed nothing");
+}
+
+/// The replay (the replica's own recovery) applies a packed op's requests
+/// one by one, as the live replica did: same state, same sessions (a
+/// register packed after another client's request evicts as it did live),
+/// each request counted.
+#[test]
+fn replay_applies_the_requests_of_a_packed_prepare_as_the_live_replica_did() {
+    let mut live = Live::format_with_pipeline(3, None, 1);
+    for client in [CLIENT_A, CLIENT_B] {
+        live.register(client);
+        live.run();
+    }
+    // A's request fills the pipeline of one; B's request and C's register
+    // queue behind it and leave together, in one packed prepare.
+    live.request(CLIENT_A, 1, stream(1, "a"));
+    live.request(CLIENT_B, 1, stream(2, "b"));
+    live.register(CLIENT_C);
+    live.run();
+    let ops: Vec<(u64, u32, u128)> = live.committed.iter().map(|c| (c.op, c.index, c.client)).collect();
+    assert_eq!(ops, [(1, 0, CLIENT_A), (2, 0, CLIENT_B), (3, 0, CLIENT_A), (4, 0, CLIENT_B), (4, 1, CLIENT_C)]);
+    assert_eq!(live.committed[4].evicted, Some(CLIENT_A), "C's register evicted A, the least recent");
+    let replayed = replay(&live.io, 1).unwrap();
+    assert_eq!((replayed.commit, replayed.ops_replayed), (4, 4));
+    assert_eq!((replayed.requests_applied, replayed.requests_rejected, replayed.requests_filtered), (2, 0, 0));
+    assert_eq!(replayed.state, *live.replica.state_machine());
+    assert_eq!(replayed.sessions, *live.replica.sessions());
+    assert!(replayed.sessions.get(CLIENT_A).is_none() && replayed.sessions.get(CLIENT_C).is_some());
+    assert!((1..=2).all(|stream_id| replayed.state.stream(stream_id).is_some()));
 }
 
 /// How the process died: a process crash keeps the page cache (unsynced

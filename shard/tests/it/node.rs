@@ -58,6 +58,8 @@ fn replica_config(replica: u8, replica_count: u8) -> ReplicaConfig {
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed: u64::from(replica),
         client_sessions_max: 4,
+        message_size_max_bytes: 4096,
+        pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
     }
 }
 

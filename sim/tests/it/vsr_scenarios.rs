@@ -21,6 +21,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         record_history: false,
         script,
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
+        pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Cluster {
     /// Each replica's committed ops in this life (op, checksum).
     pub commits: Vec<BTreeMap<u64, u128>>,
     pub violations: Vec<String>,
+    /// The replicas' settings, kept for restarts.
+    client_sessions_max: usize,
+    pipeline_prepares_max: usize,
 }
 
 impl Cluster {
@@ -108,14 +111,23 @@ impl Cluster {
 
     /// A cluster whose session tables hold `client_sessions_max` clients.
     pub fn with_sessions(replica_count: u8, client_sessions_max: usize) -> Cluster {
+        Cluster::with_pipeline(replica_count, client_sessions_max, shoal_vsr::replica::PIPELINE_PREPARES_MAX)
+    }
+
+    /// A cluster whose primaries keep `pipeline_prepares_max` prepares in
+    /// flight (and queue, then pack, the requests beyond).
+    pub fn with_pipeline(replica_count: u8, client_sessions_max: usize, pipeline_prepares_max: usize) -> Cluster {
         let replicas = (0..replica_count)
             .map(|r| {
                 let mut config = config(r, replica_count, 1);
                 config.client_sessions_max = client_sessions_max;
+                config.pipeline_prepares_max = pipeline_prepares_max;
                 Some(Replica::new(config, AppendLog::default()))
             })
             .collect();
         Cluster {
+            client_sessions_max,
+            pipeline_prepares_max,
             replica_count,
             replicas,
             disks: (0..replica_count).map(|_| Disk::formatted(false)).collect(),
@@ -285,7 +297,7 @@ impl Cluster {
             journal_faulty: !disk.rotten.is_empty(),
         };
         self.seed += 1;
-        let replica = Replica::open(config(r, self.replica_count, self.seed), AppendLog::default(), recovered)
+        let replica = Replica::open(self.config(r), AppendLog::default(), recovered)
             .expect("the harness disk holds a valid checkpoint");
         self.replicas[r as usize] = Some(replica);
         self.step(r, |_| {});
@@ -325,9 +337,17 @@ impl Cluster {
         self.crash(r);
         self.disks[r as usize] = Disk::formatted(true);
         self.seed += 1;
-        self.replicas[r as usize] =
-            Some(Replica::rejoin(config(r, self.replica_count, self.seed), AppendLog::default()));
+        self.replicas[r as usize] = Some(Replica::rejoin(self.config(r), AppendLog::default()));
         self.step(r, |_| {});
+    }
+
+    /// Replica `r`'s configuration for its next life.
+    fn config(&self, r: u8) -> ReplicaConfig {
+        ReplicaConfig {
+            client_sessions_max: self.client_sessions_max,
+            pipeline_prepares_max: self.pipeline_prepares_max,
+            ..config(r, self.replica_count, self.seed)
+        }
     }
 
     // --- the driver ----------------------------------------------------------------
@@ -424,6 +444,8 @@ pub fn config(replica: u8, replica_count: u8, seed: u64) -> ReplicaConfig {
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed,
         client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
+        message_size_max_bytes: shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES,
+        pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
     }
 }
 

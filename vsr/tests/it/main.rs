@@ -3,6 +3,7 @@
 mod checkpoint_deferred;
 mod checkpoint_view;
 mod harness;
+mod packed;
 mod rejoin_kept_promises;
 mod replica_bad_input;
 mod request_queue;

@@ -22,6 +22,8 @@ fn backup() -> Replica<AppendLog> {
         checkpoint_interval_ops: 16,
         seed: 1,
         client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
+        message_size_max_bytes: shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES,
+        pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
     };
     Replica::new(config, AppendLog::default())
 }
@@ -170,4 +172,26 @@ proptest! {
             prop_assert!(replica.commit_min() <= replica.commit_max());
         }
     }
+}
+
+/// A packed prepare whose checksums are right but whose body breaks the
+/// packed layout (a buggy or hostile primary) is refused with a counted
+/// reason before it reaches the log: `apply` never meets it.
+#[test]
+fn a_malformed_packed_prepare_is_dropped() {
+    use shoal_vsr::packed::{self, PackedRequest};
+
+    let requests = [
+        PackedRequest { client: 5, session: 1, request: 1, operation: Operation::SendMessages, body: b"a" },
+        PackedRequest { client: 6, session: 1, request: 1, operation: Operation::SendMessages, body: b"b" },
+    ];
+    let mut body = packed::encode(&requests);
+    body.pop();
+    let mut header = prepare_from_primary(1).header;
+    header.operation = Operation::Packed;
+    header.client = 0;
+    let mut replica = backup();
+    replica.on_message(Source::Replica(0), Message::new(header, Rc::from(body)));
+    assert_eq!(drops(&replica, "malformed_packed_prepare"), 1);
+    assert_untouched(&mut replica);
 }
