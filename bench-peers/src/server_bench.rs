@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::error::BenchError;
@@ -116,27 +117,22 @@ const READ_COUNT_MAX: u32 = shoal_client::READ_MESSAGES_MAX;
 
 impl Row {
     fn of_reads(result: &ReadResult, phase: Phase) -> Row {
-        let elapsed_s = result.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
-        let Phase { replicas, shards, partitions, clients, mode } = phase;
-        Row {
-            replicas,
-            shards_per_replica: shards,
-            partitions,
-            clients,
-            mode,
-            messages: result.messages_count,
-            elapsed_s,
-            msg_per_s: result.messages_count as f64 / elapsed_s,
-            mb_per_s: result.payload_bytes as f64 / BYTES_PER_MB / elapsed_s,
-            latency_p50_us: result.latency_us.value_at_quantile(0.5),
-            latency_p99_us: result.latency_us.value_at_quantile(0.99),
-            latency_p999_us: result.latency_us.value_at_quantile(0.999),
-            latency_max_us: result.latency_us.max(),
-        }
+        Row::measured(phase, result.messages_count, result.payload_bytes, result.elapsed, &result.latency_us)
     }
 
     fn of(result: &LoadResult, phase: Phase, message_size_bytes: usize) -> Row {
-        let elapsed_s = result.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let payload_bytes = result.messages_count * message_size_bytes as u64;
+        Row::measured(phase, result.messages_count, payload_bytes, result.elapsed, &result.latency_us)
+    }
+
+    fn measured(
+        phase: Phase,
+        messages: u64,
+        payload_bytes: u64,
+        elapsed: Duration,
+        latency_us: &Histogram<u64>,
+    ) -> Row {
+        let elapsed_s = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         let Phase { replicas, shards, partitions, clients, mode } = phase;
         Row {
             replicas,
@@ -144,14 +140,14 @@ impl Row {
             partitions,
             clients,
             mode,
-            messages: result.messages_count,
+            messages,
             elapsed_s,
-            msg_per_s: result.messages_count as f64 / elapsed_s,
-            mb_per_s: (result.messages_count * message_size_bytes as u64) as f64 / BYTES_PER_MB / elapsed_s,
-            latency_p50_us: result.latency_us.value_at_quantile(0.5),
-            latency_p99_us: result.latency_us.value_at_quantile(0.99),
-            latency_p999_us: result.latency_us.value_at_quantile(0.999),
-            latency_max_us: result.latency_us.max(),
+            msg_per_s: messages as f64 / elapsed_s,
+            mb_per_s: payload_bytes as f64 / BYTES_PER_MB / elapsed_s,
+            latency_p50_us: latency_us.value_at_quantile(0.5),
+            latency_p99_us: latency_us.value_at_quantile(0.99),
+            latency_p999_us: latency_us.value_at_quantile(0.999),
+            latency_max_us: latency_us.max(),
         }
     }
 }

@@ -276,7 +276,16 @@ impl<I: Io> Superblock<I> {
             return Err(SuperblockError::AlreadyExists { path });
         }
         file.set_len(superblock_file_size_bytes()).await.map_err(io_error("set_len"))?;
-        let mut superblock = Superblock {
+        let mut superblock = Superblock::empty(file, cluster, namespace, replica);
+        superblock.write(SuperblockState::default()).await?;
+        io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
+        Ok(superblock)
+    }
+
+    /// A writable superblock over a new, sized `file` that holds no state
+    /// yet: its first `write` is sequence 1.
+    fn empty(file: I::File, cluster: u128, namespace: u64, replica: u8) -> Self {
+        Superblock {
             file,
             writable: true,
             cluster,
@@ -285,10 +294,7 @@ impl<I: Io> Superblock<I> {
             sequence: 0,
             sequence_next: 1,
             state: SuperblockState::default(),
-        };
-        superblock.write(SuperblockState::default()).await?;
-        io.sync_dir(dir).await.map_err(io_error("fsync dir"))?;
-        Ok(superblock)
+        }
     }
 
     /// Replace a superblock file none of whose copies is valid with a new
@@ -310,16 +316,7 @@ impl<I: Io> Superblock<I> {
             let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
             file.set_len(0).await.map_err(io_error("truncate tmp"))?;
             file.set_len(superblock_file_size_bytes()).await.map_err(io_error("set_len tmp"))?;
-            let mut fresh: Superblock<I> = Superblock {
-                file,
-                writable: true,
-                cluster,
-                namespace,
-                replica,
-                sequence: 0,
-                sequence_next: 1,
-                state: SuperblockState::default(),
-            };
+            let mut fresh: Superblock<I> = Superblock::empty(file, cluster, namespace, replica);
             fresh.write(state.clone()).await?;
         }
         io.rename(&tmp, &path).await.map_err(io_error("rename"))?;

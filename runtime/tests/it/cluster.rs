@@ -91,6 +91,24 @@ fn check_replica(index: usize, data_dir: &Path, acks: &Acks) -> Vec<String> {
     problems
 }
 
+/// Let the replicas converge, stop them all, and check every acknowledged
+/// append on each one's disk; a round that finds a lagging replica starts
+/// the cluster again, up to `SETTLE_ROUNDS_MAX` rounds. Leaves it stopped.
+fn settle_then_check_every_replica(cluster: &mut Cluster, acks: &Acks) {
+    for round in 0..SETTLE_ROUNDS_MAX {
+        std::thread::sleep(SETTLE);
+        cluster.stop_all();
+        let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
+            .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, acks))
+            .collect();
+        if problems.is_empty() {
+            return;
+        }
+        assert!(round + 1 < SETTLE_ROUNDS_MAX, "after {SETTLE_ROUNDS_MAX} rounds:\n{}", problems.join("\n"));
+        cluster.start_all();
+    }
+}
+
 #[test]
 fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() {
     let mut cluster = Cluster::format("cluster");
@@ -117,18 +135,7 @@ fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() 
     cluster.start_all();
     append_round(&mut client, &mut acks, "after-full-restart", 8);
 
-    for round in 0..SETTLE_ROUNDS_MAX {
-        std::thread::sleep(SETTLE);
-        cluster.stop_all();
-        let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
-            .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, &acks))
-            .collect();
-        if problems.is_empty() {
-            return;
-        }
-        assert!(round + 1 < SETTLE_ROUNDS_MAX, "after {SETTLE_ROUNDS_MAX} rounds:\n{}", problems.join("\n"));
-        cluster.start_all();
-    }
+    settle_then_check_every_replica(&mut cluster, &acks);
 }
 
 /// The shard of a replica process that runs partition `partition`'s group.
@@ -285,16 +292,5 @@ fn a_replica_whose_disk_was_lost_rejoins_and_cannot_deny_what_it_acknowledged() 
     append_round(&mut client, &mut acks, "needs-rejoined", 2 * PARTITIONS as usize);
     cluster.start(1);
 
-    for round in 0..SETTLE_ROUNDS_MAX {
-        std::thread::sleep(SETTLE);
-        cluster.stop_all();
-        let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
-            .flat_map(|index| check_replica(index, &cluster.replicas[index].data_dir, &acks))
-            .collect();
-        if problems.is_empty() {
-            return;
-        }
-        assert!(round + 1 < SETTLE_ROUNDS_MAX, "after {SETTLE_ROUNDS_MAX} rounds:\n{}", problems.join("\n"));
-        cluster.start_all();
-    }
+    settle_then_check_every_replica(&mut cluster, &acks);
 }

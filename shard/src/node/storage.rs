@@ -209,11 +209,11 @@ impl<I: Io> std::fmt::Debug for GroupStorage<I> {
 }
 
 impl<I: Io> GroupStorage<I> {
-    /// Format a new replica's group storage in `dir`.
-    pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
-        let journal = PrepareJournal::create(io, dir, config.journal()).await?;
-        let superblock = Superblock::create(io, dir, config.cluster, config.namespace, config.replica).await?;
-        Ok(GroupStorage {
+    /// Storage over a journal and superblock just opened or formatted, with
+    /// nothing written through it yet (an open then records what the
+    /// journal holds durable).
+    fn new(io: &I, dir: &Path, config: StorageConfig, journal: PrepareJournal<I>, superblock: Superblock<I>) -> Self {
+        GroupStorage {
             io: io.clone(),
             dir: dir.to_path_buf(),
             config,
@@ -221,7 +221,14 @@ impl<I: Io> GroupStorage<I> {
             superblock,
             durable_prepares: BTreeMap::new(),
             unsynced_ops: BTreeMap::new(),
-        })
+        }
+    }
+
+    /// Format a new replica's group storage in `dir`.
+    pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
+        let journal = PrepareJournal::create(io, dir, config.journal()).await?;
+        let superblock = Superblock::create(io, dir, config.cluster, config.namespace, config.replica).await?;
+        Ok(GroupStorage::new(io, dir, config, journal, superblock))
     }
 
     /// Format a replica's storage again after its disk was lost, for a
@@ -339,15 +346,7 @@ impl<I: Io> GroupStorage<I> {
             }
         };
         let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
-        Ok(GroupStorage {
-            io: io.clone(),
-            dir: dir.to_path_buf(),
-            config,
-            journal,
-            superblock,
-            durable_prepares: BTreeMap::new(),
-            unsynced_ops: BTreeMap::new(),
-        })
+        Ok(GroupStorage::new(io, dir, config, journal, superblock))
     }
 
     /// A new, empty journal, then no checkpoint (in this order: a crash in
@@ -408,15 +407,7 @@ impl<I: Io> GroupStorage<I> {
             journal_faulty: settled_faulty || !scan.corrupt_ops.is_empty(),
         };
         let durable_prepares = recovered.entries.iter().map(|(header, _)| (header.op, header.checksum)).collect();
-        let storage = GroupStorage {
-            io: io.clone(),
-            dir: dir.to_path_buf(),
-            config,
-            journal,
-            superblock,
-            durable_prepares,
-            unsynced_ops: BTreeMap::new(),
-        };
+        let storage = GroupStorage { durable_prepares, ..GroupStorage::new(io, dir, config, journal, superblock) };
         Ok((storage, recovered))
     }
 

@@ -233,13 +233,9 @@ fn a_batch_takes_one_op_and_dense_offsets_and_its_retry_is_answered_not_appended
     assert_eq!(block_on(nodes[0].group(0).replica().state_machine().read(0, 16)).len(), want.len());
 }
 
-/// Group commit, told step by step: two clients' appends reach the primary
-/// in one turn. Both prepares leave for the backup at once (the primary
-/// sends a prepare while it writes it); nothing that promises them leaves
-/// before the turn's one flush (two fdatasyncs: prepares, then their ring
-/// copies), on the primary or the backup.
-#[test]
-fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
+/// A primary and a backup, with `CLIENT` and `CLIENT + 1` registered on
+/// both: their sessions, in that order.
+fn two_nodes_with_two_registered_clients() -> ([Node<MemIo>; 2], [Recorder; 2], Vec<u64>) {
     let mut nodes = [node(0), node(1)];
     let mut worlds = [Recorder::default(), Recorder::default()];
     let mut sessions = Vec::new();
@@ -249,6 +245,17 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
         deliver_all(&mut nodes, &mut worlds);
         sessions.push(worlds[0].replies.pop().expect("registered").header.context);
     }
+    (nodes, worlds, sessions)
+}
+
+/// Group commit, told step by step: two clients' appends reach the primary
+/// in one turn. Both prepares leave for the backup at once (the primary
+/// sends a prepare while it writes it); nothing that promises them leaves
+/// before the turn's one flush (two fdatasyncs: prepares, then their ring
+/// copies), on the primary or the backup.
+#[test]
+fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     worlds[0].events.clear();
     let syncs_before = nodes[0].io().sync_count();
     nodes[0].begin_turn();
@@ -291,15 +298,7 @@ fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
     let slot_size_bytes = storage_config(0).journal().slot_size_bytes() as usize;
     let overhead_bytes = encode_batch(&[b""]).expect("encodes").len();
     let filling = vec![b'x'; slot_size_bytes - HEADER_SIZE_BYTES - overhead_bytes];
-    let mut nodes = [node(0), node(1)];
-    let mut worlds = [Recorder::default(), Recorder::default()];
-    let mut sessions = Vec::new();
-    for client in [CLIENT, CLIENT + 1] {
-        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), register_client(client), &mut worlds[0]))
-            .expect("runs");
-        deliver_all(&mut nodes, &mut worlds);
-        sessions.push(worlds[0].replies.pop().expect("registered").header.context);
-    }
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     let journal = shoal_vsr::journal::journal_path(Path::new("/data"), namespace());
     let written_before = [nodes[0].io().writes_to(&journal).len(), nodes[1].io().writes_to(&journal).len()];
     nodes[0].begin_turn();
