@@ -3,6 +3,8 @@
 //!
 //! A window is a stretch of virtual time in which a quorum of replicas was
 //! up, unpaused and mutually connected (no partition cuts any pair of them),
+//! and could vote: a `Recovering` replica (wiped, or with a faulty journal)
+//! votes for nothing, so it counts only beside a `Normal` primary (`Role`),
 //! at least one client of the group had a request in flight, and no new op
 //! committed (a replica replaying ops it had committed before is not new).
 //! Faults outside the quorum may still slow it (drops, delays, clogs, a
@@ -132,16 +134,37 @@ impl Availability {
     }
 }
 
-/// Whether some `quorum` of `up` replicas (indices) are pairwise connected.
+/// What an up replica can do toward a commit of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs with its state: votes in view changes, acknowledges prepares.
+    Voter,
+    /// `Recovering` (after a wipe or a faulty journal): it sends no vote and
+    /// no prepare_ok until a `Normal` primary's start_view takes it back, so
+    /// it helps a quorum only next to such a primary.
+    Joiner,
+    /// A `Normal` primary of the newest view any up replica of the group is
+    /// in: its start_view takes a connected `Joiner` back.
+    Leader,
+}
+
+/// Whether some `quorum` of `up` replicas (index and role) are pairwise
+/// connected and could commit: every member votes, or a `Leader` among them
+/// takes the `Joiner`s back with its start_view. A quorum that needs a
+/// `Joiner`'s vote and has no leader cannot elect one: a recovering replica
+/// forgot (or may not trust) the log and promises a vote stands on.
 /// Replica counts are small (at most 6), so every subset is tried.
-pub fn connected_quorum(up: &[u32], quorum: usize, connected: impl Fn(u32, u32) -> bool) -> bool {
+pub fn connected_quorum(up: &[(u32, Role)], quorum: usize, connected: impl Fn(u32, u32) -> bool) -> bool {
     if up.len() < quorum {
         return false;
     }
     assert!(up.len() <= 16, "subset search is for small clusters");
     (0u32..1 << up.len()).filter(|mask| mask.count_ones() as usize == quorum).any(|mask| {
-        let members: Vec<u32> = (0..up.len()).filter(|i| mask & (1 << i) != 0).map(|i| up[i]).collect();
-        members.iter().enumerate().all(|(i, a)| members[i + 1..].iter().all(|b| connected(*a, *b)))
+        let members: Vec<(u32, Role)> = (0..up.len()).filter(|i| mask & (1 << i) != 0).map(|i| up[i]).collect();
+        let led = members.iter().any(|(_, role)| *role == Role::Leader);
+        let all_vote = members.iter().all(|(_, role)| *role != Role::Joiner);
+        (led || all_vote)
+            && members.iter().enumerate().all(|(i, (a, _))| members[i + 1..].iter().all(|(b, _)| connected(*a, *b)))
     })
 }
 
@@ -177,8 +200,20 @@ mod tests {
     fn quorum_must_be_pairwise_connected() {
         // 0 and 1 cut apart; 2 talks to both: {0,2} is a connected quorum.
         let cut = |a: u32, b: u32| (a.min(b), a.max(b)) == (0, 1);
-        assert!(connected_quorum(&[0, 1, 2], 2, |a, b| !cut(a, b)));
-        assert!(!connected_quorum(&[0, 1], 2, |a, b| !cut(a, b)));
-        assert!(!connected_quorum(&[2], 2, |_, _| true));
+        let voters = |ids: &[u32]| ids.iter().map(|id| (*id, Role::Voter)).collect::<Vec<_>>();
+        assert!(connected_quorum(&voters(&[0, 1, 2]), 2, |a, b| !cut(a, b)));
+        assert!(!connected_quorum(&voters(&[0, 1]), 2, |a, b| !cut(a, b)));
+        assert!(!connected_quorum(&voters(&[2]), 2, |_, _| true));
+    }
+
+    #[test]
+    fn a_recovering_replica_counts_only_next_to_a_normal_primary() {
+        // view-churn seed 3102: 4 rejoins after a wipe; 1-3 and 0-{1,2,4}
+        // are cut. {1,2,4} and {2,3,4} are cliques, but each needs 4's vote.
+        let cut = |a: u32, b: u32| matches!((a.min(b), a.max(b)), (1, 3) | (0, 1) | (0, 2) | (0, 4));
+        let mut up = vec![(0, Role::Voter), (1, Role::Voter), (2, Role::Voter), (3, Role::Voter), (4, Role::Joiner)];
+        assert!(!connected_quorum(&up, 3, |a, b| !cut(a, b)), "no quorum of voters is connected");
+        up[1].1 = Role::Leader;
+        assert!(connected_quorum(&up, 3, |a, b| !cut(a, b)), "primary 1 takes 4 back with its start_view");
     }
 }

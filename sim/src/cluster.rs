@@ -61,7 +61,7 @@ use shoal_shard::namespace::Namespace;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::route_partition;
 
-use crate::availability::{Availability, connected_quorum};
+use crate::availability::{Availability, Role, connected_quorum};
 use crate::checker::{Ack, Checkers};
 use crate::choices::NodeChoices;
 use crate::io::{SimIo, block_on_ready};

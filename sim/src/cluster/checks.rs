@@ -233,13 +233,7 @@ impl Cluster {
         let quorum = usize::from(self.config.replica_count) / 2 + 1;
         for group in 0..self.namespaces.len() {
             let waiting = self.clients.iter().any(|c| c.group == group && c.in_flight.is_some());
-            let up: Vec<u32> = (0..self.config.replica_count)
-                .filter(|r| {
-                    let node = &self.nodes[*r as usize];
-                    node.up && node.paused_until_ns.is_none() && node.node.is_some()
-                })
-                .map(NodeId::from)
-                .collect();
+            let up = self.availability_roles(group);
             // A plot that cut off every copy of a committed op leaves the
             // connected quorum nothing it may commit before the op returns.
             let could = waiting
@@ -259,6 +253,44 @@ impl Cluster {
                 crate::availability::AVAILABILITY_WINDOW_MAX_NS as f64 / 1e9
             ));
         }
+    }
+
+    /// The up, unpaused replicas of `group` and what each can do toward a
+    /// commit (`Role`). A rejoining replica (wiped disk) also needs a
+    /// quorum of other replicas to answer its probe before it accepts a
+    /// start_view, so it counts only if it reaches that many.
+    fn availability_roles(&self, group: usize) -> Vec<(u32, Role)> {
+        let quorum = usize::from(self.config.replica_count) / 2 + 1;
+        let up: Vec<(u8, &GroupReplica)> = (0..self.config.replica_count)
+            .filter(|r| {
+                let node = &self.nodes[*r as usize];
+                node.up && node.paused_until_ns.is_none() && node.node.is_some()
+            })
+            .filter_map(|r| self.group_replica(r, group).map(|replica| (r, replica)))
+            .collect();
+        let view_max = up.iter().map(|(_, replica)| replica.view()).max().unwrap_or(0);
+        up.iter()
+            .filter(|(r, replica)| {
+                !replica.is_rejoining()
+                    || up
+                        .iter()
+                        .filter(|(peer, other)| {
+                            peer != r
+                                && !other.is_rejoining()
+                                && self.network.connected(NodeId::from(*r), NodeId::from(*peer))
+                        })
+                        .count()
+                        >= quorum
+            })
+            .map(|(r, replica)| {
+                let role = match replica.status() {
+                    Status::Recovering => Role::Joiner,
+                    Status::Normal if replica.is_primary() && replica.view() == view_max => Role::Leader,
+                    Status::Normal | Status::ViewChange => Role::Voter,
+                };
+                (NodeId::from(*r), role)
+            })
+            .collect()
     }
 
     /// Commits of `group` on `replica`, checked before the replies that
