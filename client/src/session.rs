@@ -344,7 +344,13 @@ impl ClientSession {
         // Only the current view may evict: a deposed primary answers from a
         // session table that may be older than the one this client registered
         // in, and must not end a live session.
-        if !self.registered || request != header.request || header.view < self.view_guess {
+        // An eviction names the session whose request it answers: that of an
+        // older session (a delayed request of it) ends nothing live.
+        if !self.registered
+            || request != header.request
+            || header.context != self.session
+            || header.view < self.view_guess
+        {
             return None;
         }
         self.in_flight = None;
@@ -439,12 +445,13 @@ mod tests {
         Message::new(header, Rc::from(body))
     }
 
-    fn eviction(view: u64, request: u64) -> Message {
+    fn eviction(view: u64, request: u64, session: u64) -> Message {
         let mut header = Header::new(Command::Eviction, CLUSTER);
         header.namespace = NAMESPACE;
         header.client = CLIENT;
         header.view = view;
         header.request = request;
+        header.context = session;
         Message::empty(header)
     }
 
@@ -538,8 +545,10 @@ mod tests {
         let mut s = registered(3, 3, 5);
         let request = s.submit(Operation::SendMessages, b"m").unwrap();
         // A deposed primary of an older view may not evict.
-        assert_eq!(s.on_message(&eviction(2, request)), None);
-        assert_eq!(s.on_message(&eviction(3, request)), Some(Outcome::Evicted { request }));
+        assert_eq!(s.on_message(&eviction(2, request, 5)), None);
+        // The eviction of an older session's request ends nothing live.
+        assert_eq!(s.on_message(&eviction(3, request, 4)), None);
+        assert_eq!(s.on_message(&eviction(3, request, 5)), Some(Outcome::Evicted { request }));
         assert!(!s.registered());
         assert_eq!(s.in_flight(), None);
         for _ in 0..10 {

@@ -883,6 +883,8 @@ impl<S: StateMachine> Replica<S> {
                 let mut eviction = self.new_header(Command::Eviction);
                 eviction.client = header.client;
                 eviction.request = header.request;
+                // The session that is gone: a client in a newer one ignores it.
+                eviction.context = header.context;
                 self.actions.push(Action::Reply { client: header.client, message: Message::empty(eviction) });
             }
             RequestVerdict::ResendReply => {

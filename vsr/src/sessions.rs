@@ -114,10 +114,17 @@ impl ClientSessions {
     /// A request (not a register) of `client` sent in the session that
     /// `session` (the register's op) opened. Request numbers restart in a
     /// new session, so a request of an older session — a retry or a stale
-    /// prepare from before an eviction — is dropped, never applied as the
-    /// new session's request of the same number.
+    /// prepare from before an eviction — is never applied as the new
+    /// session's request of the same number. It is answered as evicted: the
+    /// session it names is gone. The newer session may be one the client
+    /// never learned of (a delayed retry of its own register, committed
+    /// after its first session was evicted: swarm seed 7882); dropping the
+    /// request would leave that client retrying it forever. The eviction
+    /// names the old session (`Header::context`), so a client already in
+    /// the newer session ignores it.
     pub fn classify_request(&self, client: u128, session: u64, request: u64) -> RequestVerdict {
         match self.sessions.get(&client) {
+            Some(current) if session < current.session_op => RequestVerdict::Evicted,
             Some(current) if current.session_op != session => RequestVerdict::Drop,
             _ => self.classify(client, request, false),
         }
@@ -248,7 +255,8 @@ mod tests {
         sessions.register(8, 4, reply(), vec![]);
         assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Evicted);
         sessions.register(7, 5, reply(), vec![]);
-        assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Drop, "session 3 is gone");
+        assert_eq!(sessions.classify_request(7, 3, 1), RequestVerdict::Evicted, "session 3 is gone");
+        assert_eq!(sessions.classify_request(7, 6, 1), RequestVerdict::Drop, "no session 6 was ever opened");
         assert_eq!(sessions.classify_request(7, 5, 1), RequestVerdict::Prepare);
     }
 

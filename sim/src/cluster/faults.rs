@@ -156,9 +156,15 @@ impl Cluster {
         }
     }
 
-    /// A wipe is drawn only while every other replica runs in normal status,
-    /// so the wiped one is the only replica without its state: losing one
-    /// replica's whole disk must never lose a committed op.
+    /// A wipe is drawn only while every other replica runs in normal status
+    /// with no journal damage it has not yet found (a misdirected write or
+    /// running rot this life: its next open makes it `Recovering`), so the
+    /// wiped one is the only replica without its state: losing one
+    /// replica's whole disk must never lose a committed op. Swarm seed 5530:
+    /// R1's journal write was misdirected at 559 ms, R0 was wiped at 562 ms
+    /// while R1 still ran Normal; R1 restarted with a faulty journal, and
+    /// with R0 rejoining both were `Recovering`, so R2 alone could never
+    /// complete a view change (two impaired replicas of three).
     ///
     /// It may take the only copy of an *uncommitted* prepare: a view change
     /// may already have made that op part of the canonical log, and the
@@ -170,6 +176,7 @@ impl Cluster {
             j == replica as usize
                 || (node.up
                     && !node.wipe_on_restart
+                    && !node.rotted_while_running
                     && node
                         .node
                         .as_ref()

@@ -140,7 +140,11 @@ impl Cluster {
     /// to having happened: some committed register must have evicted it.
     pub(super) fn on_eviction(&mut self, index: u32, group: usize, header: &Header) {
         let client = &mut self.clients[index as usize];
-        let current = client.registered && client.in_flight.as_ref().is_some_and(|f| f.request == header.request);
+        // Of the session this client is in: the eviction of an older one (a
+        // delayed request of it) ends nothing live.
+        let current = client.registered
+            && header.context == client.session
+            && client.in_flight.as_ref().is_some_and(|f| f.request == header.request);
         // From a view older than one this client already had a reply from:
         // a deposed primary answering from its stale session table (view-churn
         // seed 16672, swarm seed 11155). Only the current view may evict.

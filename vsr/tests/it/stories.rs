@@ -698,3 +698,35 @@ fn only_r1_holds_7_and_8(headers: Headers) -> Cluster {
     cluster.queue.clear();
     cluster
 }
+
+/// Found by the simulator (swarm seed 7882): a client's register was
+/// retried; the retry reached a primary and was committed only after the
+/// client's first session had been evicted, so it opened a second session
+/// the client never learned of (it ignores a register reply once
+/// registered). The client's request of its first session was then dropped
+/// as stale on every try, and it waited forever. It must be told it was
+/// evicted, in the session its request names.
+#[test]
+fn a_request_of_a_session_replaced_by_a_late_register_retry_is_answered_evicted() {
+    let mut cluster = Cluster::with_sessions(1, 1);
+    let (a, b) = (client(0), client(1));
+    cluster.register(a, 0);
+    let register_retry = cluster.queue.last().cloned().expect("the register is queued");
+    cluster.deliver_all();
+    cluster.append(a, 0, 1, b"x");
+    let request = cluster.queue.pop().expect("the request is queued");
+    assert_eq!(request.message.header.context, 1, "A's session is its register's op");
+
+    cluster.register(b, 0);
+    cluster.deliver_all();
+    cluster.queue.push(register_retry);
+    cluster.deliver_all();
+    assert_eq!(cluster.replica(0).commit_min(), 3, "the late retry registered A again, at op 3");
+
+    cluster.queue.push(request);
+    cluster.deliver_all();
+    let eviction = cluster.replies.iter().find(|(c, h)| *c == a && h.command == Command::Eviction && h.request == 1);
+    let (_, eviction) = eviction.expect("A's request of its first session is answered evicted, not dropped");
+    assert_eq!(eviction.context, 1, "the eviction names the session that is gone");
+    assert!(!cluster.replied(a, 1), "the request of a gone session is never applied");
+}
