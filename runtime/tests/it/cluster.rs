@@ -91,6 +91,17 @@ fn check_replica(index: usize, data_dir: &Path, acks: &Acks) -> Vec<String> {
     problems
 }
 
+/// Start every replica, create stream 1 with topic 1 of `PARTITIONS`
+/// partitions through an admin client, and return the appending client
+/// (client 2) with no acknowledgements yet.
+fn start_with_topic(cluster: &mut Cluster) -> (Client, Acks) {
+    cluster.start_all();
+    let mut admin = cluster.client(1);
+    admin.create_stream(1, "orders").unwrap();
+    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
+    (cluster.client(2), Acks::new())
+}
+
 /// Let the replicas converge, stop them all, and check every acknowledged
 /// append on each one's disk; a round that finds a lagging replica starts
 /// the cluster again, up to `SETTLE_ROUNDS_MAX` rounds. Leaves it stopped.
@@ -112,13 +123,7 @@ fn settle_then_check_every_replica(cluster: &mut Cluster, acks: &Acks) {
 #[test]
 fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() {
     let mut cluster = Cluster::format("cluster");
-    cluster.start_all();
-    let mut admin = cluster.client(1);
-    admin.create_stream(1, "orders").unwrap();
-    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
-
-    let mut client = cluster.client(2);
-    let mut acks = Acks::new();
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
     append_round(&mut client, &mut acks, "healthy", 16);
     let metrics = cluster.scrape(0);
     assert!(metrics.contains("shoal_commits_total"), "{metrics}");
@@ -190,15 +195,9 @@ fn two_shards_per_replica_each_commit_the_partition_groups_hashed_to_them() {
     for shard in [ShardId(0), ShardId(1)] {
         assert!(shard_of.values().any(|&s| s == shard), "the topic's partitions cover both shards: {shard_of:?}");
     }
-    cluster.start_all();
-    let mut admin = cluster.client(1);
-    admin.create_stream(1, "orders").unwrap();
-    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
-
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
     // Every group, on whichever shard it runs, commits on every replica:
     // a register and 4 appends each.
-    let mut client = cluster.client(2);
-    let mut acks = Acks::new();
     append_round(&mut client, &mut acks, "healthy", 4 * PARTITIONS as usize);
     wait_for_commits(&cluster, &shard_of, 5);
 
@@ -254,12 +253,7 @@ const ALONE: Duration = Duration::from_secs(3);
 fn a_replica_whose_disk_was_lost_rejoins_and_cannot_deny_what_it_acknowledged() {
     let mut cluster = Cluster::format("rejoin");
     let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
-    cluster.start_all();
-    let mut admin = cluster.client(1);
-    admin.create_stream(1, "orders").unwrap();
-    admin.create_topic(1, 1, "events", PARTITIONS).unwrap();
-    let mut client = cluster.client(2);
-    let mut acks = Acks::new();
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
     append_round(&mut client, &mut acks, "all-up", 4 * PARTITIONS as usize);
 
     // Replica 1 misses a round that replicas 0 and 2 acknowledge; then 2
