@@ -4,7 +4,9 @@
 //! replication), 1 KiB appends with fsync on a quorum before every
 //! acknowledgement, one at a time (1 client, 1 in flight), with many in
 //! flight (N client threads, each one append in flight: a session allows one
-//! request at a time), and in batches (1 client, `--batch-messages` messages
+//! request at a time), as producers keep them (`--producers` clients, each
+//! one batch of `--producer-batch-messages` in flight: many messages in
+//! flight as a few batched requests), and in batches (1 client, `--batch-messages` messages
 //! per request, one request in flight, on a cluster whose slots fit the
 //! batch), then reads by offset of what the batches wrote (1 reader, the
 //! primary and a backup), for each shard count. Prints a table and writes
@@ -18,7 +20,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::error::BenchError;
-use crate::shoal_cluster::{self, LoadResult, ReadResult, ShoalCluster, ShoalSettings};
+use crate::shoal_cluster::{self, LoadResult, ReadResult, ServerCounters, ShoalCluster, ShoalSettings};
 use crate::workload::payload;
 use shoal_shard::message_batch::{BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX};
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
@@ -42,6 +44,14 @@ pub struct ServerArgs {
     /// Client threads of the many-in-flight phase (each one append in flight).
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Producers of the producer phase (each its own session, one batch in
+    /// flight; 0: no producer phase).
+    #[arg(long, default_value_t = 8)]
+    producers: usize,
+    /// Messages per batch of the producer phase: `--producers` times this
+    /// many messages are in flight.
+    #[arg(long, default_value_t = 32)]
+    producer_batch_messages: usize,
     /// Partitions of the topic; the clients spread over them round-robin.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
@@ -66,6 +76,10 @@ pub struct ServerArgs {
     /// Every replica's --message-size-max (journal slot size, header included).
     #[arg(long, default_value_t = shoal_cluster::MESSAGE_SIZE_MAX_BYTES_DEFAULT)]
     message_size_max: u32,
+    /// Every replica's --pipeline-prepares-max (prepares in flight per
+    /// partition group) [default: the server's].
+    #[arg(long)]
+    pipeline_prepares_max: Option<usize>,
     #[command(flatten)]
     run: crate::RunArgs,
     /// The clients' tick in ms (how long a blocking client waits per poll
@@ -89,6 +103,36 @@ struct Row {
     latency_p99_us: u64,
     latency_p999_us: u64,
     latency_max_us: u64,
+    /// Each replica's work during the phase (`GET /metrics` before and
+    /// after; empty for reads).
+    server: Vec<ServerCounters>,
+}
+
+impl Row {
+    /// Client requests per committed op in the phase (the same on every
+    /// replica: they commit the same ops); 0 without counters.
+    fn requests_per_op(&self) -> f64 {
+        self.server.first().map_or(0.0, ServerCounters::requests_per_op)
+    }
+}
+
+/// Every replica's counters now.
+fn counters(shoal: &ShoalCluster) -> Result<Vec<ServerCounters>, BenchError> {
+    (0..usize::from(shoal.replica_count())).map(|replica| shoal.counters(replica)).collect()
+}
+
+/// What each replica did since `before`, printed one line per replica.
+fn counters_since(
+    shoal: &ShoalCluster,
+    before: &[ServerCounters],
+    seconds: f64,
+) -> Result<Vec<ServerCounters>, BenchError> {
+    let after = counters(shoal)?;
+    let phase: Vec<ServerCounters> = after.iter().zip(before).map(|(after, before)| after.since(before)).collect();
+    for (replica, counters) in phase.iter().enumerate() {
+        eprintln!("    replica {replica}: {}", counters.describe(seconds));
+    }
+    Ok(phase)
 }
 
 /// Where a row was measured and how.
@@ -148,6 +192,7 @@ impl Row {
             latency_p99_us: latency_us.value_at_quantile(0.99),
             latency_p999_us: latency_us.value_at_quantile(0.999),
             latency_max_us: latency_us.max(),
+            server: Vec::new(),
         }
     }
 }
@@ -237,6 +282,7 @@ fn settings(args: &ServerArgs, server_binary: &Path, data_root: &Path, replicas:
         replica_count: replicas,
         message_size_max_bytes: args.message_size_max,
         journal_slot_count: None,
+        pipeline_prepares_max: args.pipeline_prepares_max,
         start_timeout: Duration::from_secs(args.run.start_timeout_s),
         append_timeout: Duration::from_secs(args.run.op_timeout_s),
         client_tick: args.client_tick_ms.map(Duration::from_millis),
@@ -270,12 +316,30 @@ fn measure_appends(
     let message = |index| payload(index, size);
     shoal_cluster::run_load(&shoal, args.clients.min(4), Duration::from_secs(args.warmup_s), &message)?;
     for clients in [1, args.clients] {
+        let before = counters(&shoal)?;
         let result = shoal_cluster::run_load(&shoal, clients, Duration::from_secs(args.duration_s), &message)?;
-        let row = Row::of(&result, Phase::appends(replicas, shards, args.partitions, clients), size);
+        let mut row = Row::of(&result, Phase::appends(replicas, shards, args.partitions, clients), size);
         eprintln!("  {}: {:.0} msg/s, p99 {} us", row.mode, row.msg_per_s, row.latency_p99_us);
+        row.server = counters_since(&shoal, &before, row.elapsed_s)?;
+        rows.push(row);
+    }
+    if args.producers > 0 {
+        let (producers, batch) = (args.producers, args.producer_batch_messages);
+        let before = counters(&shoal)?;
+        let result =
+            shoal_cluster::run_producers(&shoal, producers, batch, Duration::from_secs(args.duration_s), &message)?;
+        let mode = format!("{producers} producers, batches of {batch}, {} in flight", producers * batch);
+        let phase = Phase { replicas, shards, partitions: args.partitions, clients: producers, mode };
+        let mut row = Row::of(&result, phase, size);
+        eprintln!("  {}: {:.0} msg/s, p99 {} us", row.mode, row.msg_per_s, row.latency_p99_us);
+        row.server = counters_since(&shoal, &before, row.elapsed_s)?;
         rows.push(row);
     }
     for replica in 0..usize::from(shoal.replica_count()) {
+        let drops = shoal.replica_drops(replica)?;
+        if !drops.is_empty() {
+            eprintln!("  replica {replica}: messages dropped by its replicas (whole run): {drops:?}");
+        }
         for (action, count, mean_ms) in shoal.storage_latency(replica)? {
             eprintln!("  replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable");
             storage.push(StorageRow { replicas, shards_per_replica: shards, replica, action, count, mean_ms });
@@ -307,12 +371,14 @@ fn measure_batches(
     let size = args.message_size_bytes;
     let message = |index| payload(index, size);
     shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.warmup_s), &message)?;
+    let before = counters(&shoal)?;
     let (result, end) =
         shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.duration_s), &message)?;
     let mode = format!("1 client, batches of {}, 1 in flight", args.batch_messages);
     let phase = Phase { replicas, shards, partitions: 1, clients: 1, mode };
-    let row = Row::of(&result, phase, size);
+    let mut row = Row::of(&result, phase, size);
     eprintln!("  {}: {:.0} msg/s, p99 {} us per batch", row.mode, row.msg_per_s, row.latency_p99_us);
+    row.server = counters_since(&shoal, &before, row.elapsed_s)?;
     rows.push(row);
     // Reads of what the batches wrote, from the primary and from a backup.
     let readers: &[u8] = if replicas > 1 { &[0, 1] } else { &[0] };
@@ -357,13 +423,13 @@ fn render_table(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&format!("{}\n{}; {}\n\n", report.command, report.machine, report.durability));
     out.push_str(
-        "| replicas | shards/replica | partitions | mode | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms |\n",
+        "| replicas | shards/replica | partitions | mode | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | req/op |\n",
     );
-    out.push_str("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let ms = |us: u64| us as f64 / 1000.0;
     for row in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
             row.replicas,
             row.shards_per_replica,
             row.partitions,
@@ -374,10 +440,13 @@ fn render_table(report: &Report) -> String {
             ms(row.latency_p99_us),
             ms(row.latency_p999_us),
             ms(row.latency_max_us),
+            if row.server.is_empty() { "".to_owned() } else { format!("{:.2}", row.requests_per_op()) },
         ));
     }
     out.push_str(&format!("\nNote: {}\n", report.note));
     out.push_str("A batch row's latency is per batch (request to acknowledgement), its msg/s counts messages.\n");
     out.push_str("A read row's latency is per read request; its MB/s counts message payload bytes.\n");
+    out.push_str("req/op: client requests per committed VSR op (packed prepares carry several).\n");
+    out.push_str("A producer row's latency is per message: its batch's, issue to acknowledgement.\n");
     out
 }

@@ -3,7 +3,10 @@
 //!
 //! The client allows one request in flight per session, so "N in flight" is
 //! N worker threads, each with its own client (session), taking appends from
-//! one queue; the workload's futures wait on a oneshot each. Workers spread
+//! one queue, and each sends what it takes as one batch (`take_batch`: the
+//! next append and all queued behind it, as a producer with no linger
+//! does), so many appends in flight reach the cluster as a few requests;
+//! the workload's futures wait on a oneshot each. Workers spread
 //! over `ceil(N / CLIENTS_PER_PARTITION_MAX)` partitions of one topic, since
 //! one partition group's session table holds only so many clients: shoal's
 //! rows are therefore appends to several partition logs, the peers' to one
@@ -29,6 +32,8 @@ use crate::shoal_cluster::{
 };
 use crate::system::{ReadBatch, StartSettings, System};
 use crate::workload::payload_index;
+use shoal_shard::message_batch::{BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX};
+use shoal_vsr::header::HEADER_SIZE_BYTES;
 
 /// The replica the read phase reads from.
 pub const READ_REPLICA: u8 = 1;
@@ -149,14 +154,46 @@ fn worker(
             return;
         }
     };
+    let mut carried = None;
     loop {
-        let job = jobs.lock().map(|receiver| receiver.recv());
-        let Ok(Ok((payload, reply))) = job else { return };
-        let result = client.append(target, &payload).map(|offset| {
-            acked(offset);
+        let Some(batch) = take_batch(jobs, &mut carried) else { return };
+        let payloads: Vec<&[u8]> = batch.iter().map(|(payload, _)| payload.as_slice()).collect();
+        let result = client.append_batch(target, &payloads).map(|reply| {
+            acked(reply.first_offset + u64::from(reply.count) - 1);
         });
-        let _ = reply.send(result.map_err(|error| error.to_string()));
+        let result = result.map_err(|error| error.to_string());
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
     }
+}
+
+/// The appends one worker sends as one request: the job carried over from
+/// the last batch or the next one (waiting for it), and every job already
+/// queued behind it, as many as one batch holds (a producer with no linger:
+/// under load the queue fills while a batch is in flight, so many appends
+/// in flight reach the cluster as a few batched requests, each one op;
+/// alone, an append goes by itself). A job that would overflow the batch is
+/// carried to the next. `None`: the queue closed.
+fn take_batch(jobs: &Mutex<Receiver<Job>>, carried: &mut Option<Job>) -> Option<Vec<Job>> {
+    let receiver = jobs.lock().ok()?;
+    let first = match carried.take() {
+        Some(job) => job,
+        None => receiver.recv().ok()?,
+    };
+    let budget_bytes = MESSAGE_SIZE_MAX_BYTES_DEFAULT as usize - HEADER_SIZE_BYTES - BATCH_HEADER_SIZE_BYTES;
+    let mut size_bytes = BATCH_MESSAGE_OVERHEAD_BYTES + first.0.len();
+    let mut batch = vec![first];
+    while batch.len() < BATCH_MESSAGES_MAX {
+        let Ok(next) = receiver.try_recv() else { break };
+        size_bytes += BATCH_MESSAGE_OVERHEAD_BYTES + next.0.len();
+        if size_bytes > budget_bytes {
+            *carried = Some(next);
+            break;
+        }
+        batch.push(next);
+    }
+    Some(batch)
 }
 
 impl System for Shoal {
@@ -192,6 +229,7 @@ impl System for Shoal {
             replica_count: REPLICA_COUNT_DEFAULT,
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
             journal_slot_count: None,
+            pipeline_prepares_max: None,
             start_timeout: settings.timeout,
             append_timeout: self.append_timeout,
             client_tick: None,

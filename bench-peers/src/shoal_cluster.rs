@@ -64,6 +64,8 @@ pub struct ShoalSettings {
     pub message_size_max_bytes: u32,
     /// `--journal-slot-count` of every replica; `None`: the server's default.
     pub journal_slot_count: Option<u64>,
+    /// `--pipeline-prepares-max` of every replica; `None`: the server's default.
+    pub pipeline_prepares_max: Option<usize>,
     pub start_timeout: Duration,
     /// Bound on one append (the client's request timeout).
     pub append_timeout: Duration,
@@ -130,6 +132,7 @@ impl ShoalCluster {
                 // and too large for a benchmark that creates clusters.
                 .args(["--message-size-max", &settings.message_size_max_bytes.to_string()])
                 .args(settings.journal_slot_count.map(|count| format!("--journal-slot-count={count}")))
+                .args(settings.pipeline_prepares_max.map(|depth| format!("--pipeline-prepares-max={depth}")))
                 .env("RUST_LOG", std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
             cluster.spawn(&format!("replica-{replica}"), command)?;
         }
@@ -148,6 +151,33 @@ impl ShoalCluster {
     /// its `GET /metrics` (`shoal_storage_latency_seconds` sums and counts):
     /// `(action, count, mean_ms)`.
     pub fn storage_latency(&self, replica: usize) -> Result<Vec<(String, u64, f64)>, BenchError> {
+        Ok(storage_latency_in(&self.scrape(replica)?))
+    }
+
+    /// `replica`'s work counters now (`GET /metrics`); the difference of two
+    /// is what a phase cost it.
+    pub fn counters(&self, replica: usize) -> Result<ServerCounters, BenchError> {
+        Ok(ServerCounters::of_scrape(&self.scrape(replica)?))
+    }
+
+    /// `replica`'s messages dropped by its groups' replicas so far, by
+    /// reason (`shoal_replica_drops`, summed over shards).
+    pub fn replica_drops(&self, replica: usize) -> Result<Vec<(String, u64)>, BenchError> {
+        let scrape = self.scrape(replica)?;
+        let mut drops: Vec<(String, u64)> = Vec::new();
+        for line in scrape.lines() {
+            let Some(rest) = line.strip_prefix("shoal_replica_drops{reason=\"") else { continue };
+            let Some((reason, rest)) = rest.split_once('"') else { continue };
+            let Some(count) = rest.rsplit(' ').next().and_then(|value| value.parse::<f64>().ok()) else { continue };
+            match drops.iter_mut().find(|(known, _)| known == reason) {
+                Some((_, total)) => *total += count as u64,
+                None => drops.push((reason.to_owned(), count as u64)),
+            }
+        }
+        Ok(drops)
+    }
+
+    fn scrape(&self, replica: usize) -> Result<String, BenchError> {
         let address = self.metrics_addresses[replica];
         let scrape_error = |error: std::io::Error| BenchError::client("shoal", "scrape metrics", error);
         let mut stream = TcpStream::connect_timeout(&address, SCRAPE_TIMEOUT).map_err(scrape_error)?;
@@ -155,7 +185,7 @@ impl ShoalCluster {
         stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").map_err(scrape_error)?;
         let mut text = String::new();
         stream.read_to_string(&mut text).map_err(scrape_error)?;
-        Ok(storage_latency_in(&text))
+        Ok(text)
     }
 
     pub fn replica_count(&self) -> u8 {
@@ -219,6 +249,74 @@ impl ShoalCluster {
     }
 }
 
+/// One replica's work counters (`shoal_*_total` of its `GET /metrics`),
+/// whole-process: what tells where a phase's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct ServerCounters {
+    /// Ops committed (a packed op once).
+    pub ops: u64,
+    /// Client requests committed (each request of a packed op).
+    pub requests: u64,
+    /// Journal flushes (one fdatasync each) and the prepares they made durable.
+    pub journal_flushes: u64,
+    pub flushed_prepares: u64,
+    /// Serving-loop turns and the frames they handled.
+    pub turns: u64,
+    pub turn_frames: u64,
+}
+
+impl ServerCounters {
+    fn of_scrape(scrape: &str) -> ServerCounters {
+        let value = |name: &str| -> u64 {
+            scrape
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .map_or(0, |value| value as u64)
+        };
+        ServerCounters {
+            ops: value("shoal_commits_total"),
+            requests: value("shoal_committed_requests_total"),
+            journal_flushes: value("shoal_journal_flushes_total"),
+            flushed_prepares: value("shoal_flushed_prepares_total"),
+            turns: value("shoal_turns_total"),
+            turn_frames: value("shoal_turn_frames_total"),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &ServerCounters) -> ServerCounters {
+        ServerCounters {
+            ops: self.ops.saturating_sub(earlier.ops),
+            requests: self.requests.saturating_sub(earlier.requests),
+            journal_flushes: self.journal_flushes.saturating_sub(earlier.journal_flushes),
+            flushed_prepares: self.flushed_prepares.saturating_sub(earlier.flushed_prepares),
+            turns: self.turns.saturating_sub(earlier.turns),
+            turn_frames: self.turn_frames.saturating_sub(earlier.turn_frames),
+        }
+    }
+
+    /// One line for a phase of `seconds`: rates and ratios.
+    pub fn describe(&self, seconds: f64) -> String {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let rate = |a: u64| a as f64 / seconds.max(f64::MIN_POSITIVE);
+        format!(
+            "{:.0} ops/s, {:.0} requests/s ({:.2} requests/op), {:.0} journal flushes/s ({:.2} prepares/flush), \
+             {:.0} turns/s ({:.1} frames/turn)",
+            rate(self.ops),
+            rate(self.requests),
+            ratio(self.requests, self.ops),
+            rate(self.journal_flushes),
+            ratio(self.flushed_prepares, self.journal_flushes),
+            rate(self.turns),
+            ratio(self.turn_frames, self.turns),
+        )
+    }
+
+    pub fn requests_per_op(&self) -> f64 {
+        if self.ops == 0 { 0.0 } else { self.requests as f64 / self.ops as f64 }
+    }
+}
+
 /// `(action, count, mean_ms)` per `shoal_storage_latency_seconds{action}` in a scrape.
 fn storage_latency_in(scrape: &str) -> Vec<(String, u64, f64)> {
     let value = |series: &str| -> Option<f64> {
@@ -259,6 +357,12 @@ pub fn latency_histogram() -> Histogram<u64> {
 pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, LATENCY_US_MAX);
     histogram.record(latency_us).expect("clamped into the histogram's range");
+}
+
+/// `latency` once for each of `count` messages that waited it.
+pub fn record_n(histogram: &mut Histogram<u64>, latency: Duration, count: u64) {
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, LATENCY_US_MAX);
+    histogram.record_n(latency_us, count).expect("clamped into the histogram's range");
 }
 
 /// What `clients_count` threads, each one append in flight, achieved.
@@ -317,6 +421,58 @@ pub fn run_load(
     let mut total = LoadResult { messages_count: 0, elapsed, latency_us: latency_histogram() };
     for result in results {
         let (count, latency_us) = result.map_err(|message| BenchError::client("shoal", "append", message))?;
+        total.messages_count += count;
+        total.latency_us.add(&latency_us).expect("histograms of equal bounds");
+    }
+    Ok(total)
+}
+
+/// Many in flight the way a Kafka producer keeps them: `producers` blocking
+/// clients (a session each), producer `i` appending batches of
+/// `batch_messages` messages to partition `i % partitions`, one batch in
+/// flight each, until `duration` ends: `producers * batch_messages`
+/// messages in flight reach the cluster as `producers` requests. Latency
+/// is per message, issue of its batch to acknowledgement (each batch's
+/// latency counted once per message).
+pub fn run_producers(
+    shoal: &ShoalCluster,
+    producers: usize,
+    batch_messages: usize,
+    duration: Duration,
+    payload: &(dyn Fn(u64) -> Vec<u8> + Sync),
+) -> Result<LoadResult, BenchError> {
+    let partitions = shoal.settings.partitions_count;
+    let started = Instant::now();
+    let results: Vec<Result<(u64, Histogram<u64>), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..producers)
+            .map(|index| {
+                let config = shoal.fresh_client_config();
+                scope.spawn(move || {
+                    let mut client = Client::new(config).map_err(|error| error.to_string())?;
+                    let target = partition((index % partitions as usize) as u32);
+                    let mut latency_us = latency_histogram();
+                    let mut count = 0u64;
+                    while started.elapsed() < duration {
+                        let batch: Vec<Vec<u8>> =
+                            (0..batch_messages as u64).map(|i| payload((index as u64) << 40 | (count + i))).collect();
+                        let issued = Instant::now();
+                        client.append_batch(target, &batch).map_err(|error| format!("producer {index}: {error}"))?;
+                        record_n(&mut latency_us, issued.elapsed(), batch_messages as u64);
+                        count += batch_messages as u64;
+                    }
+                    Ok((count, latency_us))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().unwrap_or_else(|_| Err("producer thread panicked".into())))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let mut total = LoadResult { messages_count: 0, elapsed, latency_us: latency_histogram() };
+    for result in results {
+        let (count, latency_us) = result.map_err(|message| BenchError::client("shoal", "append batch", message))?;
         total.messages_count += count;
         total.latency_us.add(&latency_us).expect("histograms of equal bounds");
     }
@@ -406,6 +562,19 @@ pub fn run_reads(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_read_from_a_scrape_and_subtracted() {
+        let before = ServerCounters::of_scrape("shoal_commits_total 10\nshoal_committed_requests_total 40\n");
+        let after = ServerCounters::of_scrape(
+            "# HELP shoal_commits Ops\nshoal_commits_total 20\nshoal_committed_requests_total 100\n\
+             shoal_turns_total 4\nshoal_turn_frames_total 12\n",
+        );
+        let phase = after.since(&before);
+        assert_eq!((phase.ops, phase.requests, phase.turns, phase.turn_frames), (10, 60, 4, 12));
+        assert_eq!(phase.requests_per_op(), 6.0);
+        assert!(phase.describe(2.0).contains("6.00 requests/op"), "{}", phase.describe(2.0));
+    }
 
     #[test]
     fn storage_latency_is_the_mean_of_each_action() {

@@ -474,7 +474,7 @@ impl Client {
         let buffered: Vec<bool> =
             self.links.iter().map(|l| l.connection.as_ref().is_some_and(Connection::has_buffered_bytes)).collect();
         let timeout = if buffered.iter().any(|&b| b) { Duration::ZERO } else { left };
-        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let timeout = poll_timeout(timeout);
         let mut sockets = Vec::with_capacity(self.links.len());
         let mut owners = Vec::with_capacity(self.links.len());
         for (index, link) in self.links.iter().enumerate() {
@@ -525,6 +525,16 @@ impl Client {
     }
 }
 
+/// `poll(2)`'s timeout for a wait of `left`: whole milliseconds, rounded
+/// **up**. Rounded down, the last partial millisecond of every tick became
+/// a zero timeout, and a waiting thread spun on `poll` until the tick ended
+/// (64 waiting client threads spent most of two cores that way).
+fn poll_timeout(left: Duration) -> PollTimeout {
+    PollTimeout::try_from(left.as_nanos().div_ceil(NANOS_PER_MILLI)).unwrap_or(PollTimeout::MAX)
+}
+
+const NANOS_PER_MILLI: u128 = 1_000_000;
+
 fn session_config(config: &ClientConfig, namespace: u64) -> SessionConfig {
     SessionConfig {
         cluster: config.cluster,
@@ -532,5 +542,19 @@ fn session_config(config: &ClientConfig, namespace: u64) -> SessionConfig {
         namespace,
         replica_count: config.addresses.len().min(usize::from(u8::MAX)) as u8,
         retry_timeout_ticks: config.retry_timeout_ticks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_millisecond_waits_a_whole_one_not_zero() {
+        assert_eq!(poll_timeout(Duration::ZERO), PollTimeout::ZERO);
+        assert_eq!(poll_timeout(Duration::from_nanos(1)), PollTimeout::from(1u8));
+        assert_eq!(poll_timeout(Duration::from_micros(999)), PollTimeout::from(1u8));
+        assert_eq!(poll_timeout(Duration::from_micros(10_001)), PollTimeout::from(11u8));
+        assert_eq!(poll_timeout(Duration::from_secs(u64::MAX)), PollTimeout::MAX);
     }
 }

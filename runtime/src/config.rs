@@ -43,6 +43,15 @@ pub const IDLE_TIMEOUT_MS_MAX: u64 = 3_600_000;
 const _: () = assert!(IDLE_TIMEOUT_MS_MIN <= IDLE_TIMEOUT_MS && IDLE_TIMEOUT_MS <= IDLE_TIMEOUT_MS_MAX);
 /// The smallest `limits.message_size_max`: a header and a small body.
 pub const MESSAGE_SIZE_MIN_BYTES: u32 = 4096;
+/// `limits.pipeline_prepares_max` by default: shallower than the deepest the
+/// journal allows (`PIPELINE_PREPARES_MAX`), because a prepare, not a
+/// request, costs a journal write and a quorum round: past this many in
+/// flight, requests queue and leave packed several to a prepare
+/// (`shoal_vsr::packed`). One client at a time is unaffected (its request
+/// finds the pipeline empty). Measured with `cargo xtask bench server`
+/// (README, Benchmarks).
+pub const PIPELINE_PREPARES_DEFAULT: usize = 4;
+const _: () = assert!(PIPELINE_PREPARES_DEFAULT >= 1 && PIPELINE_PREPARES_DEFAULT <= PIPELINE_PREPARES_MAX);
 const _: () = assert!(MESSAGE_SIZE_MIN_BYTES as usize > HEADER_SIZE_BYTES);
 const _: () = assert!(JOURNAL_SLOT_COUNT_MIN <= METADATA_JOURNAL_SLOT_COUNT);
 
@@ -108,6 +117,7 @@ pub struct ShardingSection {
 pub struct LimitsSection {
     pub message_size_max: Option<u32>,
     pub journal_slot_count: Option<u64>,
+    pub pipeline_prepares_max: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -130,6 +140,7 @@ pub struct Overrides {
     pub cpu_allocation: Option<String>,
     pub message_size_max: Option<u32>,
     pub journal_slot_count: Option<u64>,
+    pub pipeline_prepares_max: Option<usize>,
     pub log_format: Option<String>,
 }
 
@@ -155,6 +166,9 @@ pub struct ServerConfig {
     pub cpu_allocation: CpuAllocation,
     pub message_size_max_bytes: u32,
     pub journal_slot_count: u64,
+    /// Prepares a partition group's primary keeps in flight before it
+    /// queues requests (and packs them several to a prepare).
+    pub pipeline_prepares_max: usize,
     pub log_format: LogFormat,
 }
 
@@ -192,6 +206,11 @@ pub enum ConfigError {
     MessageSize { given: u32, min: u32, max: u32 },
     #[error("limits.journal_slot_count is {given}: set a power of two within {min}..={max}")]
     JournalSlotCount { given: u64, min: u64, max: u64 },
+    #[error(
+        "limits.pipeline_prepares_max is {given}: set it within 1..={max} (prepares in flight per group; a shallower \
+         pipeline packs more requests into each prepare)"
+    )]
+    PipelinePreparesMax { given: usize, max: usize },
     #[error("logging.format {given:?} is unknown: use \"text\" or \"json\"")]
     LogFormat { given: String },
 }
@@ -280,6 +299,11 @@ impl ServerConfig {
                 max: SLOT_COUNT_MAX,
             });
         }
+        let pipeline_prepares_max =
+            flags.pipeline_prepares_max.or(file.limits.pipeline_prepares_max).unwrap_or(PIPELINE_PREPARES_DEFAULT);
+        if !(1..=PIPELINE_PREPARES_MAX).contains(&pipeline_prepares_max) {
+            return Err(ConfigError::PipelinePreparesMax { given: pipeline_prepares_max, max: PIPELINE_PREPARES_MAX });
+        }
         let log_format = match flags.log_format.or(file.logging.format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -297,6 +321,7 @@ impl ServerConfig {
             cpu_allocation,
             message_size_max_bytes,
             journal_slot_count,
+            pipeline_prepares_max,
             log_format,
         })
     }
@@ -327,6 +352,7 @@ cpu_allocation = "0-1"
 [limits]
 message_size_max = 65536
 journal_slot_count = 4096
+pipeline_prepares_max = 8
 
 [logging]
 format = "json"
@@ -342,11 +368,13 @@ format = "json"
         assert_eq!(config.message_size_max_bytes, 65536);
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.idle_timeout_ms, 2500);
+        assert_eq!(config.pipeline_prepares_max, 8);
         let flags = Overrides {
             replica: Some(2),
             idle_timeout_ms: Some(700),
             data_dir: Some("/tmp/x".into()),
             log_format: Some("text".into()),
+            pipeline_prepares_max: Some(2),
             ..Overrides::default()
         };
         let config = ServerConfig::resolve(file, flags).unwrap();
@@ -354,6 +382,7 @@ format = "json"
         assert_eq!(config.idle_timeout_ms, 700);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.pipeline_prepares_max, 2);
     }
 
     #[test]
@@ -394,13 +423,17 @@ format = "json"
         assert!(refusal("[limits]\njournal_slot_count = 1000\n").contains("power of two"));
         assert!(refusal("[limits]\njournal_slot_count = 64\n").contains("128.."));
         assert!(refusal("[logging]\nformat = \"xml\"\n").contains("logging.format"));
+        assert!(refusal("[limits]\npipeline_prepares_max = 0\n").contains("limits.pipeline_prepares_max"));
+        assert!(refusal("[limits]\npipeline_prepares_max = 17\n").contains("1..=16"));
         assert!(refusal("[network]\nidle_timeout_ms = 5\n").contains("network.idle_timeout_ms"));
         assert!(refusal("[network]\nidle_timeout_ms = 3600001\n").contains("network.idle_timeout_ms"));
         let default = ServerConfig::resolve(
             FileConfig::default(),
             Overrides { data_dir: Some("/d".into()), ..Overrides::default() },
         );
-        assert_eq!(default.unwrap().idle_timeout_ms, IDLE_TIMEOUT_MS);
+        let default = default.unwrap();
+        assert_eq!(default.idle_timeout_ms, IDLE_TIMEOUT_MS);
+        assert_eq!(default.pipeline_prepares_max, PIPELINE_PREPARES_DEFAULT);
         let missing = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap_err();
         assert!(missing.to_string().contains("--data-dir"));
     }

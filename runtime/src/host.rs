@@ -104,6 +104,9 @@ pub struct HostConfig {
     /// Partition groups' journal slots (the metadata group's are fixed).
     pub journal_slot_count: u64,
     pub message_size_max_bytes: u32,
+    /// Partition groups' pipeline depth (`limits.pipeline_prepares_max`;
+    /// the metadata group's is fixed).
+    pub pipeline_prepares_max: usize,
     pub client_sessions_max: usize,
     /// How long a connection may stall mid-hello or mid-frame (`network.idle_timeout_ms`).
     pub idle_timeout: Duration,
@@ -364,10 +367,16 @@ impl NodeHooks for World {
         let ops = committed.iter().filter(|request| request.index == 0).count() as u64;
         let metrics = &self.process.metrics;
         metrics.commits.inc_by(ops);
+        metrics.committed_requests.inc_by(committed.len() as u64);
         metrics.shard_commits.get_or_create(&ServerMetrics::shard_labels(self.shard)).inc_by(ops);
         if self.namespaces.get(group) == Some(&METADATA_NAMESPACE) {
             self.metadata_committed = true;
         }
+    }
+
+    fn on_journal_flushed(&mut self, _group: usize, prepares: usize) {
+        self.process.metrics.journal_flushes.inc();
+        self.process.metrics.flushed_prepares.inc_by(prepares as u64);
     }
 
     fn on_view(&mut self, group: usize, view: u64, status: Status) {
@@ -407,15 +416,10 @@ fn storage_config(config: &HostConfig, namespace: u64) -> StorageConfig {
     StorageConfig { cluster: config.cluster, namespace, replica: config.replica, slot_count, message_size_max_bytes }
 }
 
-/// The server's pipeline depth per group, shallower than the deepest the
-/// journal allows (`PIPELINE_PREPARES_MAX`): a prepare, not a request, costs
-/// a journal write, so past this many in flight requests queue and leave
-/// packed several to a prepare (`shoal_vsr::packed`). One client at a time
-/// is unaffected (its request finds the pipeline empty). Measured with
-/// `cargo xtask bench server --shards 1` (64 clients over 4 partitions, 16
-/// per group): 1,327 msg/s at 16, 2,796 at 4 (README, Benchmarks).
-pub const SERVER_PIPELINE_PREPARES_MAX: usize = 4;
-const _: () = assert!(SERVER_PIPELINE_PREPARES_MAX <= PIPELINE_PREPARES_MAX);
+/// The metadata group's pipeline depth: its requests (streams, topics,
+/// sessions) are rare, so the default of partitions serves it.
+const METADATA_PIPELINE_PREPARES_MAX: usize = crate::config::PIPELINE_PREPARES_DEFAULT;
+const _: () = assert!(METADATA_PIPELINE_PREPARES_MAX <= PIPELINE_PREPARES_MAX);
 
 fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConfig {
     let (journal_slot_count, message_size_max_bytes) = journal_geometry(config, namespace);
@@ -429,7 +433,11 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
         seed,
         client_sessions_max: config.client_sessions_max,
         message_size_max_bytes,
-        pipeline_prepares_max: SERVER_PIPELINE_PREPARES_MAX,
+        pipeline_prepares_max: if namespace == METADATA_NAMESPACE {
+            METADATA_PIPELINE_PREPARES_MAX
+        } else {
+            config.pipeline_prepares_max
+        },
     }
 }
 
@@ -648,11 +656,15 @@ impl Serving<'_> {
                 // promises them until then).
                 node.begin_turn();
                 deliver(node, world, first).await?;
-                for _ in 1..FRAMES_PER_TURN_MAX {
+                let mut frames = 1;
+                while frames < FRAMES_PER_TURN_MAX {
                     let Ok(next) = inbound.try_recv() else { break };
                     deliver(node, world, next).await?;
+                    frames += 1;
                 }
                 node.end_turn(world).await?;
+                self.process.metrics.turns.inc();
+                self.process.metrics.turn_frames.inc_by(frames as u64);
             }
             if std::mem::take(&mut world.metadata_committed) {
                 publish_catalogue(node, self.process);
@@ -693,6 +705,16 @@ async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, frame): Inbo
 }
 
 fn record_status(node: &Node<RealIo>, shard: ShardId, metrics: &ServerMetrics) {
+    let mut drops: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for group in 0..node.group_count() {
+        for (reason, count) in &node.group(group).replica().stats().drops {
+            *drops.entry(reason).or_default() += count;
+        }
+    }
+    for (reason, count) in drops {
+        let labels = crate::metrics::DropLabels { reason, shard: shard.0 };
+        metrics.replica_drops.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
     for group in 0..node.group_count() {
         let g = node.group(group);
         let labels = ServerMetrics::group_labels(g.namespace(), shard);
@@ -816,6 +838,7 @@ mod tests {
             data_dir: PathBuf::from("/nonexistent"),
             journal_slot_count: 64,
             message_size_max_bytes: 4096,
+            pipeline_prepares_max: 4,
             client_sessions_max: 4,
             idle_timeout: Duration::from_secs(1),
             rejoining: false,

@@ -51,6 +51,13 @@ pub struct GroupLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The replica's drop reason (`request_queue_full`, `primary_catching_up`, ...).
+    pub reason: &'static str,
+    pub shard: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub shard: u16,
 }
@@ -59,6 +66,19 @@ pub struct ShardLabels {
 #[derive(Debug)]
 pub struct ServerMetrics {
     pub commits: Counter,
+    /// Client requests committed: a packed op counts each of its requests,
+    /// so `committed_requests / commits` is the requests per op.
+    pub committed_requests: Counter,
+    /// Journal flushes of prepares (one per group per group commit: one
+    /// write per run of slots and one fdatasync) and the prepares they
+    /// made durable: `flushed_prepares / journal_flushes` is the group
+    /// commit's width.
+    pub journal_flushes: Counter,
+    pub flushed_prepares: Counter,
+    /// Turns of the shards' serving loops (frames read in one go, then one
+    /// group commit) and the frames they handed to the node.
+    pub turns: Counter,
+    pub turn_frames: Counter,
     /// Ops committed by the groups of each shard.
     pub shard_commits: Family<ShardLabels, Counter>,
     pub view_changes: Counter,
@@ -68,12 +88,20 @@ pub struct ServerMetrics {
     pub group_commit: Family<GroupLabels, Gauge>,
     /// 1 while the group's replica is in normal status, else 0.
     pub group_normal: Family<GroupLabels, Gauge>,
+    /// Messages the replicas of a shard's groups dropped, by reason (summed
+    /// over the groups at every tick; a group's count restarts with it).
+    pub replica_drops: Family<DropLabels, Gauge>,
 }
 
 impl Default for ServerMetrics {
     fn default() -> Self {
         ServerMetrics {
             commits: Counter::default(),
+            committed_requests: Counter::default(),
+            journal_flushes: Counter::default(),
+            flushed_prepares: Counter::default(),
+            turns: Counter::default(),
+            turn_frames: Counter::default(),
             shard_commits: Family::default(),
             view_changes: Counter::default(),
             storage_latency_seconds: Family::new_with_constructor(|| {
@@ -82,6 +110,7 @@ impl Default for ServerMetrics {
             group_view: Family::default(),
             group_commit: Family::default(),
             group_normal: Family::default(),
+            replica_drops: Family::default(),
         }
     }
 }
@@ -146,6 +175,23 @@ impl Collector for AtomicsCollector {
 pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Arc<FrameDrops>) -> Registry {
     let mut registry = Registry::with_prefix("shoal");
     registry.register("commits", "Ops committed by this replica's groups", metrics.commits.clone());
+    registry.register(
+        "committed_requests",
+        "Client requests committed by this replica's groups (a packed op counts each)",
+        metrics.committed_requests.clone(),
+    );
+    registry.register(
+        "journal_flushes",
+        "Group commits of prepares (one fdatasync each)",
+        metrics.journal_flushes.clone(),
+    );
+    registry.register(
+        "flushed_prepares",
+        "Prepares made durable by the journal flushes",
+        metrics.flushed_prepares.clone(),
+    );
+    registry.register("turns", "Turns of the shards' serving loops (one group commit each)", metrics.turns.clone());
+    registry.register("turn_frames", "Frames handed to the node in the shards' turns", metrics.turn_frames.clone());
     registry.register("shard_commits", "Ops committed by the groups of each shard", metrics.shard_commits.clone());
     registry.register("view_changes", "Views entered by this replica's groups", metrics.view_changes.clone());
     registry.register(
@@ -156,6 +202,11 @@ pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Arc<FrameD
     registry.register("group_view", "The view of each group's replica", metrics.group_view.clone());
     registry.register("group_commit", "The commit number of each group's replica", metrics.group_commit.clone());
     registry.register("group_normal", "1 while the group's replica is in normal status.", metrics.group_normal.clone());
+    registry.register(
+        "replica_drops",
+        "Messages the replicas of each shard's groups dropped, by reason",
+        metrics.replica_drops.clone(),
+    );
     registry.register_collector(Box::new(AtomicsCollector { bus, drops }));
     registry
 }
@@ -261,6 +312,9 @@ mod tests {
         let bus = Arc::new(BusMetrics::default());
         let drops = Arc::new(FrameDrops::new());
         metrics.commits.inc_by(7);
+        metrics.committed_requests.inc_by(9);
+        metrics.journal_flushes.inc();
+        metrics.turns.inc_by(2);
         metrics.view_changes.inc();
         metrics.storage_latency_seconds.get_or_create(&StorageLabels { action: "write_prepare" }).observe(0.001);
         metrics.group_view.get_or_create(&ServerMetrics::group_labels(1 << 63, ShardId(0))).set(3);
@@ -270,6 +324,9 @@ mod tests {
         let text = render(&registry(&metrics, bus, drops));
         for expected in [
             "shoal_commits_total 7",
+            "shoal_committed_requests_total 9",
+            "shoal_journal_flushes_total 1",
+            "shoal_turns_total 2",
             "shoal_view_changes_total 1",
             "shoal_storage_latency_seconds_count{action=\"write_prepare\"} 1",
             "shoal_group_view{namespace=\"0x8000000000000000\",shard=\"0\"} 3",

@@ -357,6 +357,12 @@ pub struct Replica<S: StateMachine> {
     /// Requests waiting for room in the pipeline (primary only; every one is
     /// checked again by `on_request` when it leaves the queue).
     request_queue: VecDeque<Message>,
+    /// Set by the driver for a batch of events it handles together (the
+    /// node's turn, whose prepares share one journal flush): requests wait
+    /// in the queue even with room in the pipeline, and leave packed at
+    /// the batch's end (`prepare_deferred`), so those that arrive together
+    /// share one op instead of taking one op each.
+    requests_deferred: bool,
     /// View change: replicas that voted for `view` (start_view_change).
     svc_from: BTreeSet<u8>,
     /// View change, new primary: the do_view_changes received for `view`.
@@ -513,6 +519,7 @@ impl<S: StateMachine> Replica<S> {
             unchained: BTreeMap::new(),
             pipeline: VecDeque::new(),
             request_queue: VecDeque::new(),
+            requests_deferred: false,
             svc_from: BTreeSet::new(),
             dvc_from: BTreeMap::new(),
             dvc_sent: false,
@@ -831,9 +838,12 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let client = message.header.client;
-        if self.pipeline.len() >= self.config.pipeline_prepares_max || !self.request_queue.is_empty() {
-            // Behind the queue, in arrival order: the pipeline packs it with
-            // the others as it drains.
+        if self.requests_deferred
+            || self.pipeline.len() >= self.config.pipeline_prepares_max
+            || !self.request_queue.is_empty()
+        {
+            // Behind the queue, in arrival order: packed with the others when
+            // the driver's batch of events ends or the pipeline drains.
             self.enqueue_request(message);
             return self.prepare_queued();
         }
@@ -947,7 +957,8 @@ impl<S: StateMachine> Replica<S> {
     /// as many to a prepare as fit (`take_pack`), each screened again
     /// (its session may have moved on while it waited).
     fn prepare_queued(&mut self) {
-        while self.pipeline.len() < self.config.pipeline_prepares_max
+        while !self.requests_deferred
+            && self.pipeline.len() < self.config.pipeline_prepares_max
             && self.status == Status::Normal
             && self.is_primary()
             && !self.request_queue.is_empty()
@@ -966,6 +977,42 @@ impl<S: StateMachine> Replica<S> {
                 self.prepare(pack);
             }
         }
+    }
+
+    /// The driver starts a batch of events it handles together (the node's
+    /// turn: the frames read in one go, whose prepares share one journal
+    /// flush at its end). Until `prepare_deferred`, requests wait in the
+    /// queue even with room in the pipeline, so requests that arrive in one
+    /// batch leave packed in one prepare (one journal write, one quorum
+    /// round) rather than one op each. Deterministic: the batch's bounds
+    /// are the driver's events, never time.
+    pub fn defer_requests(&mut self) {
+        self.requests_deferred = true;
+    }
+
+    /// The driver's batch of events ended: prepare what the queue holds,
+    /// packed (`take_pack`), as far as the pipeline has room; the rest
+    /// waits for room as before.
+    pub fn prepare_deferred(&mut self) {
+        self.requests_deferred = false;
+        self.prepare_queued();
+        debug_assert!(
+            self.request_queue.is_empty()
+                || self.pipeline.len() >= self.config.pipeline_prepares_max
+                || self.status != Status::Normal
+                || !self.is_primary(),
+            "a primary with room in its pipeline leaves nothing queued at a batch's end"
+        );
+    }
+
+    /// Whether requests wait for the driver's batch to end (`defer_requests`).
+    pub fn requests_deferred(&self) -> bool {
+        self.requests_deferred
+    }
+
+    /// Requests waiting in the queue (for reports and tests).
+    pub fn request_queue_len(&self) -> usize {
+        self.request_queue.len()
     }
 
     /// Queued requests for one prepare, from the front: at most

@@ -159,6 +159,11 @@ struct StartArgs {
     #[arg(long, value_name = "SLOTS")]
     journal_slot_count: Option<u64>,
 
+    /// limits.pipeline_prepares_max: prepares a partition group keeps in flight (1..=16, default 4); past it
+    /// requests queue and are packed several to a prepare.
+    #[arg(long, value_name = "PREPARES")]
+    pipeline_prepares_max: Option<usize>,
+
     /// logging.format: `text` (default) or `json`.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -205,6 +210,7 @@ impl StartArgs {
             cpu_allocation: self.cpu_allocation.clone(),
             message_size_max: self.message_size_max,
             journal_slot_count: self.journal_slot_count,
+            pipeline_prepares_max: self.pipeline_prepares_max,
             log_format: self.log_format.clone(),
         };
         ServerConfig::resolve(file, flags)
@@ -405,6 +411,7 @@ fn host_config(config: &ServerConfig, rejoining: bool) -> Result<Option<HostConf
         data_dir: config.data_dir.clone(),
         journal_slot_count: config.journal_slot_count,
         message_size_max_bytes: config.message_size_max_bytes,
+        pipeline_prepares_max: config.pipeline_prepares_max,
         client_sessions_max: CLIENT_SESSIONS_MAX,
         idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
         rejoining,

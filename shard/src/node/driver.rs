@@ -449,9 +449,18 @@ impl<I: Io> Node<I> {
     /// that promise them wait until then. The server opens a turn around
     /// the frames it reads in one go; the simulator around the events of a
     /// stretch of virtual time (the storage latency).
+    ///
+    /// Requests that arrive in the turn wait in their group's queue and are
+    /// prepared at its end, packed several to a prepare
+    /// (`Replica::defer_requests`): one op, one journal write and one
+    /// quorum round for every request of a group in the turn, where each
+    /// request that found room in the pipeline used to take an op of its own.
     pub fn begin_turn(&mut self) {
         assert!(!self.turn_open, "turns do not nest");
         self.turn_open = true;
+        for group in &mut self.groups {
+            group.replica.defer_requests();
+        }
     }
 
     pub fn turn_open(&self) -> bool {
@@ -471,6 +480,13 @@ impl<I: Io> Node<I> {
     }
 
     async fn flush_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        // The turn's requests, packed: their prepares join this turn's flush.
+        for group in 0..self.groups.len() {
+            if self.groups[group].replica.requests_deferred() {
+                self.step(group, world, GroupReplica::prepare_deferred).await?;
+            }
+        }
+        debug_assert!(self.groups.iter().all(|g| !g.replica.requests_deferred()), "no request waits past a turn");
         for _ in 0..DRAIN_ROUNDS_MAX {
             if self.groups.iter().all(|g| g.written.is_empty()) {
                 debug_assert!(self.groups.iter().all(|g| g.held.is_empty()), "nothing waits without a flush");
@@ -677,7 +693,10 @@ impl<I: Io> Node<I> {
         world: &mut W,
     ) -> Result<(), NodeStop> {
         let durable = match flushed {
-            Ok(durable) => durable,
+            Ok(durable) => {
+                world.on_journal_flushed(group, durable.len());
+                durable
+            }
             Err(error) => {
                 // Any of them may have reached the disk in part.
                 for action in written {

@@ -95,6 +95,9 @@ pub trait NodeHooks {
     }
     /// Ops the group just committed, before any reply announcing them leaves.
     fn on_committed(&mut self, _group: usize, _committed: &[Committed]) {}
+    /// One journal flush of the group (a group commit) made `prepares`
+    /// prepares durable (the server counts them for its metrics).
+    fn on_journal_flushed(&mut self, _group: usize, _prepares: usize) {}
     /// The group's replica entered a newer view.
     fn on_view(&mut self, _group: usize, _view: u64, _status: Status) {}
     /// The replica was offered a canonical log contradicting ops it committed

@@ -248,26 +248,62 @@ fn two_nodes_with_two_registered_clients() -> ([Node<MemIo>; 2], [Recorder; 2], 
     (nodes, worlds, sessions)
 }
 
-/// Group commit, told step by step: two clients' appends reach the primary
-/// in one turn. Both prepares leave for the backup at once (the primary
-/// sends a prepare while it writes it); nothing that promises them leaves
-/// before the turn's one flush (two fdatasyncs: prepares, then their ring
-/// copies), on the primary or the backup.
+/// A batch that fills a whole journal slot of `storage_config`: two such
+/// requests never fit one prepare, so each takes an op of its own.
+fn slot_filling_message() -> Vec<u8> {
+    let slot_size_bytes = storage_config(0).journal().slot_size_bytes() as usize;
+    let overhead_bytes = encode_batch(&[b""]).expect("encodes").len();
+    vec![b'x'; slot_size_bytes - HEADER_SIZE_BYTES - overhead_bytes]
+}
+
+/// Two clients' appends reach the primary in one turn: nothing is prepared
+/// inside it, and at its end both leave packed in one op (one prepare, one
+/// journal write, one quorum round), each answered from that op.
 #[test]
-fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
+fn requests_of_one_turn_share_one_packed_prepare() {
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
-    worlds[0].events.clear();
     let syncs_before = nodes[0].io().sync_count();
     nodes[0].begin_turn();
     for (index, client) in [CLIENT, CLIENT + 1].into_iter().enumerate() {
         let request = client_batch_request(client, sessions[index], 1, &[b"m"]);
         block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut worlds[0])).expect("runs");
     }
-    let prepares: Vec<u64> = worlds[0].to_replicas.iter().map(|(_, m)| m.header.op).collect();
-    assert_eq!(prepares, [3, 4], "both prepares left while being written");
-    assert_eq!(nodes[0].group(0).prepares_unflushed(), 2);
+    assert!(worlds[0].to_replicas.is_empty(), "nothing is prepared inside the turn");
+    assert_eq!(nodes[0].group(0).replica().request_queue_len(), 2);
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    let prepares: Vec<(u64, Operation)> =
+        worlds[0].to_replicas.iter().map(|(_, m)| (m.header.op, m.header.operation)).collect();
+    assert_eq!(prepares, [(3, Operation::Packed)], "one packed op for the turn's two requests");
+    assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush: the prepare, then its ring copy");
+    deliver_all(&mut nodes, &mut worlds);
+    let replies: Vec<(u128, u64)> = worlds[0].replies.iter().map(|m| (m.header.client, m.header.op)).collect();
+    assert_eq!(replies, [(CLIENT, 3), (CLIENT + 1, 3)]);
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 3);
+}
+
+/// Group commit, told step by step: two clients' appends that cannot share
+/// a prepare (each fills a slot) reach the primary in one turn. Both
+/// prepares leave for the backup at the turn's end, before its one flush
+/// (two fdatasyncs: prepares, then their ring copies); nothing that
+/// promises them leaves before the flush, on the primary or the backup.
+#[test]
+fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
+    let filling = slot_filling_message();
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    worlds[0].events.clear();
+    let syncs_before = nodes[0].io().sync_count();
+    nodes[0].begin_turn();
+    for (index, client) in [CLIENT, CLIENT + 1].into_iter().enumerate() {
+        let request = client_batch_request(client, sessions[index], 1, &[&filling]);
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut worlds[0])).expect("runs");
+    }
     assert_eq!(nodes[0].io().sync_count(), syncs_before, "no fsync inside the turn");
     assert!(worlds[0].events.iter().all(|e| !e.starts_with("durable")), "{:?}", worlds[0].events);
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    let prepares: Vec<u64> = worlds[0].to_replicas.iter().map(|(_, m)| m.header.op).collect();
+    assert_eq!(prepares, [3, 4], "both prepares left at the turn's end");
+    assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush on the primary");
+    assert!(worlds[0].replies.is_empty(), "no reply before a quorum");
     // The backup takes both prepares in one turn too: no prepare_ok before its flush.
     nodes[1].begin_turn();
     for (_, prepare) in std::mem::take(&mut worlds[0].to_replicas) {
@@ -279,8 +315,6 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     assert_eq!(nodes[1].io().sync_count() - backup_syncs, 2, "one group flush: prepares, then ring copies");
     let oks: Vec<(Command, u64)> = worlds[1].to_replicas.iter().map(|(_, m)| (m.header.command, m.header.op)).collect();
     assert_eq!(oks, [(Command::PrepareOk, 3), (Command::PrepareOk, 4)]);
-    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
-    assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush on the primary");
     deliver_all(&mut nodes, &mut worlds);
     let primary = &worlds[0].events;
     assert!(position(primary, "durable write_prepare op 4") < position(primary, "reply op 3"));
@@ -296,8 +330,7 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
 #[test]
 fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
     let slot_size_bytes = storage_config(0).journal().slot_size_bytes() as usize;
-    let overhead_bytes = encode_batch(&[b""]).expect("encodes").len();
-    let filling = vec![b'x'; slot_size_bytes - HEADER_SIZE_BYTES - overhead_bytes];
+    let filling = slot_filling_message();
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     let journal = shoal_vsr::journal::journal_path(Path::new("/data"), namespace());
     let written_before = [nodes[0].io().writes_to(&journal).len(), nodes[1].io().writes_to(&journal).len()];
@@ -306,16 +339,16 @@ fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
         let request = client_batch_request(client, sessions[index], 1, &[&filling]);
         block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut worlds[0])).expect("runs");
     }
+    assert_eq!(nodes[0].io().writes_to(&journal).len(), written_before[0], "nothing is written inside the turn");
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
     let prepares = std::mem::take(&mut worlds[0].to_replicas);
     let sizes: Vec<(u64, usize)> = prepares.iter().map(|(_, m)| (m.header.op, m.header.size as usize)).collect();
     assert_eq!(sizes, [(3, slot_size_bytes), (4, slot_size_bytes)], "two prepares that fill their slots");
-    assert_eq!(nodes[0].io().writes_to(&journal).len(), written_before[0], "nothing is written inside the turn");
     nodes[1].begin_turn();
     for (_, prepare) in prepares {
         block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut worlds[1])).expect("runs");
     }
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
-    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
     let config = storage_config(0).journal();
     let expected =
         [(config.slot_offset(3), 2 * slot_size_bytes), (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES)];
@@ -334,17 +367,18 @@ fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
 /// the group had replaced (session-churn seed 105, Recovery).
 #[test]
 fn a_stop_at_one_prepare_of_a_group_still_reports_every_prepare_written() {
-    let mut primary = node(0);
+    let filling = slot_filling_message();
+    let (mut nodes, _worlds, sessions) = two_nodes_with_two_registered_clients();
     let mut world = Recorder { stop_after_durable: true, ..Recorder::default() };
-    primary.begin_turn();
-    for client in [CLIENT, CLIENT + 1] {
-        block_on(primary.on_frame(Source::Client(client), ShardId(0), register_client(client), &mut world))
-            .expect("runs");
+    nodes[0].begin_turn();
+    for (index, client) in [CLIENT, CLIENT + 1].into_iter().enumerate() {
+        let request = client_batch_request(client, sessions[index], 1, &[&filling]);
+        block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut world)).expect("runs");
     }
-    let stopped = block_on(primary.end_turn(&mut world));
+    let stopped = block_on(nodes[0].end_turn(&mut world));
     assert!(matches!(stopped, Err(NodeStop::Halted)), "{stopped:?}");
     let durable: Vec<&String> = world.events.iter().filter(|e| e.starts_with("durable")).collect();
-    assert_eq!(durable, ["durable write_prepare op 1", "durable write_prepare op 2"]);
+    assert_eq!(durable, ["durable write_prepare op 3", "durable write_prepare op 4"]);
     assert!(world.replies.is_empty(), "a stopped node sends nothing more");
 }
 

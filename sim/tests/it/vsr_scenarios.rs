@@ -91,13 +91,17 @@ fn all_replicas_crash_and_restart() {
 
 #[test]
 fn corrupt_slot_is_repaired_from_a_peer() {
+    // The rot declines to land where it could destroy the last copy of an
+    // op (or finds no slot above the checkpoint), so not every seed rots.
+    let mut rotted_seeds = 0;
     for seed in 0..8 {
         let script = vec![ScriptedFault::CorruptSlot { at_ns: 2 * SECOND_NS, target: Target::Backup }];
         let config = RunConfig { record_trace: true, ..story(seed, script) };
         let mut cluster = Cluster::new(&config);
         let outcome = cluster.run();
         assert_pass(&outcome);
-        let rotted = outcome.trace.iter().find(|e| e.kind == "rot").expect("a slot was corrupted");
+        let Some(rotted) = outcome.trace.iter().find(|e| e.kind == "rot") else { continue };
+        rotted_seeds += 1;
         let replica = rotted.replica.unwrap();
         let restart = outcome
             .trace
@@ -107,6 +111,7 @@ fn corrupt_slot_is_repaired_from_a_peer() {
         let commits: Vec<u64> = (0..3).map(|r| cluster.replica(r).unwrap().commit_min()).collect();
         assert!(commits.iter().all(|c| *c == commits[0]), "the repaired replica caught up: {commits:?}");
     }
+    assert!(rotted_seeds >= 6, "only {rotted_seeds} of 8 seeds corrupted a slot");
 }
 
 #[test]

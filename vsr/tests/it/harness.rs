@@ -350,6 +350,17 @@ impl Cluster {
         }
     }
 
+    /// Replica `r`'s driver starts a batch of events (the node's turn):
+    /// requests wait in its queue until `end_turn`.
+    pub fn begin_turn(&mut self, r: u8) {
+        self.step(r, Replica::defer_requests);
+    }
+
+    /// The batch ends: the queued requests are prepared, packed.
+    pub fn end_turn(&mut self, r: u8) {
+        self.step(r, Replica::prepare_deferred);
+    }
+
     // --- the driver ----------------------------------------------------------------
 
     fn step(&mut self, r: u8, event: impl FnOnce(&mut Replica<AppendLog>)) {

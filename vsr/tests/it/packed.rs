@@ -116,3 +116,49 @@ fn a_queued_retry_of_a_committed_request_gets_the_cached_reply_and_is_not_packed
     let expected: Vec<Vec<u8>> = [&b"first"[..], b"m1", b"m2", b"m3"].iter().map(|m| m.to_vec()).collect();
     assert_eq!(cluster.replica(0).state_machine().messages, expected);
 }
+
+/// Requests that arrive in one turn of the driver share one op even with
+/// room in the pipeline: the first no longer takes an op of its own.
+#[test]
+fn requests_of_one_turn_are_packed_into_one_prepare_though_the_pipeline_has_room() {
+    let mut cluster = Cluster::with_pipeline(3, 64, 4);
+    register_clients(&mut cluster, 0, 5);
+    let op_before = cluster.replica(0).op();
+    cluster.begin_turn(0);
+    for index in 0..5 {
+        cluster.append(client(index), 0, 1, format!("m{index}").as_bytes());
+    }
+    cluster.deliver_where(|e| e.command() == Command::Request);
+    assert_eq!(cluster.replica(0).pipeline_len(), 0, "nothing is prepared inside the turn");
+    assert_eq!(cluster.replica(0).request_queue_len(), 5);
+    cluster.end_turn(0);
+    assert_eq!(cluster.replica(0).op(), op_before + 1, "one op for the turn's five requests");
+    assert_eq!(cluster.replica(0).request_queue_len(), 0);
+    cluster.deliver_all();
+    let packs = packed_prepares(&cluster, 0);
+    assert_eq!(packs, vec![(op_before + 1, (0..5).map(client).collect::<Vec<_>>())], "in arrival order");
+    for index in 0..5 {
+        assert_eq!(replies_to(&cluster, client(index), 1), vec![op_before + 1], "client {index}");
+    }
+    cluster.run(&[0, 1, 2], 10);
+    let expected: Vec<Vec<u8>> = (0..5).map(|index| format!("m{index}").into_bytes()).collect();
+    for r in 0..3 {
+        assert_eq!(cluster.replica(r).state_machine().messages, expected, "replica {r}");
+    }
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// A backup's turn defers nothing it could prepare: a request that reaches
+/// it is dropped (it is not the primary) and the queue stays empty.
+#[test]
+fn a_turn_on_a_backup_queues_nothing() {
+    let mut cluster = Cluster::with_pipeline(3, 64, 4);
+    register_clients(&mut cluster, 0, 1);
+    cluster.begin_turn(1);
+    cluster.append(client(0), 1, 1, b"to a backup");
+    cluster.deliver_where(|e| e.command() == Command::Request);
+    cluster.end_turn(1);
+    assert_eq!(cluster.replica(1).request_queue_len(), 0);
+    assert!(!cluster.replica(1).requests_deferred());
+    assert!(!cluster.replied(client(0), 1));
+}
