@@ -75,7 +75,8 @@ use crate::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use crate::message_batch::{BATCH_MESSAGES_MAX, BatchReply, decode_batch};
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES, Salvage,
+    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES,
+    RecordsRead, Salvage,
 };
 
 /// Applied messages awaiting `write_pending`. The driver writes after every
@@ -384,12 +385,26 @@ impl<I: Io> PartitionStateMachine<I> {
         max_count: usize,
         size_max_bytes: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, PartitionSmError> {
-        let records = self.log.read_bounded(offset, max_count, size_max_bytes).await?;
-        for (record_offset, message) in &records {
-            if let Ok(index) = self.replayed.binary_search_by_key(record_offset, |&(offset, _)| offset)
-                && checksum(message) != self.replayed[index].1
-            {
-                return Err(PartitionSmError::ReplayMismatch { offset: *record_offset });
+        let records = self.read_records(offset, max_count, size_max_bytes).await?;
+        Ok(records.iter().map(|(offset, message)| (offset, message.to_vec())).collect())
+    }
+
+    /// Like `read_bounded`, the messages left in the buffers the log read
+    /// them into (`PartitionLog::read_records`): what a reply is built from.
+    pub async fn read_records(
+        &self,
+        offset: u64,
+        max_count: usize,
+        size_max_bytes: u64,
+    ) -> Result<RecordsRead, PartitionSmError> {
+        let records = self.log.read_records(offset, max_count, size_max_bytes).await?;
+        if !self.replayed.is_empty() {
+            for (record_offset, message) in records.iter() {
+                if let Ok(index) = self.replayed.binary_search_by_key(&record_offset, |&(offset, _)| offset)
+                    && checksum(message) != self.replayed[index].1
+                {
+                    return Err(PartitionSmError::ReplayMismatch { offset: record_offset });
+                }
             }
         }
         Ok(records)
