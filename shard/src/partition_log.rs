@@ -819,17 +819,19 @@ impl<I: Io> PartitionLog<I> {
     /// Not durable until `sync`. On an error, the records written before it
     /// stay (see `next_offset`); treat a storage error as fatal for the
     /// replica and reopen, which re-derives the log from disk.
-    pub async fn append(&mut self, messages: &[Vec<u8>]) -> Result<u64> {
+    pub async fn append<M: AsRef<[u8]>>(&mut self, messages: &[M]) -> Result<u64> {
         if messages.is_empty() || messages.len() > APPEND_MESSAGES_MAX {
             return Err(PartitionLogError::BatchSize { count: messages.len() });
         }
-        if let Some(message) = messages.iter().find(|m| m.len() > RECORD_PAYLOAD_SIZE_MAX_BYTES) {
+        if let Some(message) = messages.iter().map(AsRef::as_ref).find(|m| m.len() > RECORD_PAYLOAD_SIZE_MAX_BYTES) {
             return Err(PartitionLogError::PayloadTooLarge { size_bytes: message.len() });
         }
         let first_offset = self.next_offset();
-        let mut buf = Vec::new();
-        let mut positions = Vec::new();
-        for (i, message) in messages.iter().enumerate() {
+        // One buffer for the whole batch (until a segment rolls), sized once.
+        let records_size_bytes: usize = messages.iter().map(|m| RECORD_HEADER_SIZE_BYTES + m.as_ref().len()).sum();
+        let mut buf = Vec::with_capacity(records_size_bytes);
+        let mut positions = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().map(AsRef::as_ref).enumerate() {
             let offset = first_offset + i as u64;
             let record_size = (RECORD_HEADER_SIZE_BYTES + message.len()) as u64;
             let used = self.active().records_size_bytes() + buf.len() as u64;
