@@ -27,8 +27,8 @@ use crate::workload::payload;
 use shoal_shard::message_batch::{BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES};
 use shoal_vsr::header::HEADER_SIZE_BYTES;
 
-/// Journal slots per group: each fits one batch.
-const JOURNAL_SLOT_COUNT: u64 = 64;
+/// Journal slots per group (the server's least): each fits one batch.
+const JOURNAL_SLOT_COUNT: u64 = 128;
 /// Journal slots are sized in these steps.
 const SLOT_ROUNDING_BYTES: usize = 64 * 1024;
 
