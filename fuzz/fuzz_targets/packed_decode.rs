@@ -128,7 +128,9 @@ fn model(bytes: &[u8]) -> Option<Vec<ModelRequest>> {
         }
         let operation = Operation::from_u8(bytes[at + OPERATION_AT]).filter(|op| packable(*op))?;
         let client = client_at(bytes, at);
-        if client == 0 || !clients.insert(client) || bytes[at + RESERVED_AT..at + PACKED_ENTRY_HEADER_SIZE_BYTES] != [0; 3]
+        if client == 0
+            || !clients.insert(client)
+            || bytes[at + RESERVED_AT..at + PACKED_ENTRY_HEADER_SIZE_BYTES] != [0; 3]
         {
             return None;
         }
@@ -160,7 +162,9 @@ fn justify(error: &PackedError, bytes: &[u8]) {
             let entry_short = offset >= PACKED_PREFIX_SIZE_BYTES
                 && offset + PACKED_ENTRY_HEADER_SIZE_BYTES > bytes.len()
                 && (offset == PACKED_PREFIX_SIZE_BYTES
-                    || starts.iter().any(|&s| s + PACKED_ENTRY_HEADER_SIZE_BYTES + u32_at(bytes, s + SIZE_AT) as usize == offset));
+                    || starts
+                        .iter()
+                        .any(|&s| s + PACKED_ENTRY_HEADER_SIZE_BYTES + u32_at(bytes, s + SIZE_AT) as usize == offset));
             let body_short = starts.iter().any(|&s| {
                 s + PACKED_ENTRY_HEADER_SIZE_BYTES == offset
                     && offset.saturating_add(u32_at(bytes, s + SIZE_AT) as usize) > bytes.len()
