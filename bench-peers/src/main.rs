@@ -14,6 +14,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cluster;
+mod copies_bench;
 mod cpu;
 mod error;
 mod etcd;
@@ -153,6 +154,15 @@ impl Args {
 
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("copies") {
+        return match copies_bench::main(&raw[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench-peers copies: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if raw.get(1).map(String::as_str) == Some("server") {
         return match server_bench::main(&raw[2..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -365,13 +375,13 @@ pub(crate) fn command_line(prefix: &str) -> String {
     rerun_command(prefix, std::env::args().skip(1))
 }
 
-/// `prefix` and `args`, without the `server` mode word and the binary paths
+/// `prefix` and `args`, without the `server` or `copies` mode word and the binary paths
 /// xtask passes (the rerun command builds and passes them itself).
 fn rerun_command(prefix: &str, args: impl IntoIterator<Item = String>) -> String {
     let mut command = prefix.to_owned();
     let mut skip_value = false;
     for arg in args {
-        if std::mem::take(&mut skip_value) || arg == "server" {
+        if std::mem::take(&mut skip_value) || arg == "server" || arg == "copies" {
             continue;
         }
         if arg == "--server-binary" || arg == "--shoal-server" {

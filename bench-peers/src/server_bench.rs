@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::error::BenchError;
-use crate::shoal_cluster::{self, LoadResult, ReadResult, ServerCounters, ShoalCluster, ShoalSettings};
+use crate::shoal_cluster::{self, LoadResult, ReadPlan, ReadResult, ServerCounters, ShoalCluster, ShoalSettings};
 use crate::workload::payload;
 use shoal_shard::message_batch::{BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX};
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
@@ -80,6 +80,19 @@ pub struct ServerArgs {
     /// partition group) [default: the server's].
     #[arg(long)]
     pipeline_prepares_max: Option<usize>,
+    /// Reads each reader keeps in flight in the read phase, comma-separated
+    /// (one row per value; at most `shoal_client::READS_IN_FLIGHT_MAX`).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    reads_in_flight: Vec<usize>,
+    /// Also read once with the page cache dropped first (`sync`, then
+    /// `echo 3 > /proc/sys/vm/drop_caches`: needs root): one pass over
+    /// what the batches wrote, with the most reads in flight asked.
+    #[arg(long)]
+    drop_caches: bool,
+    /// Skip the one-at-a-time and many-clients append phases (the batch
+    /// phase still runs: the reads read what it wrote).
+    #[arg(long)]
+    skip_append_phases: bool,
     #[command(flatten)]
     run: crate::RunArgs,
     /// The clients' tick in ms (how long a blocking client waits per poll
@@ -245,6 +258,9 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
     let mut storage = Vec::new();
     for &replicas in &args.replica_counts {
         for &shards in &args.shards {
+            if args.skip_append_phases {
+                break;
+            }
             measure_appends(&args, &server_binary, &data_root, replicas, shards, &mut rows, &mut storage)?;
         }
         if let Some(message_size_max) = batch_message_size_max {
@@ -383,15 +399,57 @@ fn measure_batches(
     // Reads of what the batches wrote, from the primary and from a backup.
     let readers: &[u8] = if replicas > 1 { &[0, 1] } else { &[0] };
     for &replica in readers {
-        shoal_cluster::run_reads(&shoal, replica, end, READ_COUNT_MAX, Duration::from_secs(args.warmup_s))?;
-        let reads =
-            shoal_cluster::run_reads(&shoal, replica, end, READ_COUNT_MAX, Duration::from_secs(args.duration_s))?;
-        let mode = format!("1 reader, replica {replica}, up to {READ_COUNT_MAX} per read, {end} messages");
-        let row = Row::of_reads(&reads, Phase { replicas, shards, partitions: 1, clients: 1, mode });
-        eprintln!("  {}: {:.1} MB/s, p99 {} us per read", row.mode, row.mb_per_s, row.latency_p99_us);
-        rows.push(row);
+        for &in_flight in &args.reads_in_flight {
+            let plan = |duration_s| ReadPlan {
+                count_max: READ_COUNT_MAX,
+                in_flight,
+                duration: Duration::from_secs(duration_s),
+                one_pass: false,
+            };
+            shoal_cluster::run_reads(&shoal, replica, end, plan(args.warmup_s))?;
+            let reads = shoal_cluster::run_reads(&shoal, replica, end, plan(args.duration_s))?;
+            let mode = format!("1 reader, replica {replica}, {in_flight} in flight, {end} messages");
+            push_read_row(rows, &reads, Phase { replicas, shards, partitions: 1, clients: 1, mode });
+        }
+    }
+    if args.drop_caches {
+        let in_flight = args.reads_in_flight.iter().copied().max().unwrap_or(1);
+        for &replica in readers {
+            drop_page_cache()?;
+            let plan = ReadPlan {
+                count_max: READ_COUNT_MAX,
+                in_flight,
+                duration: Duration::from_secs(args.duration_s.max(60)),
+                one_pass: true,
+            };
+            let reads = shoal_cluster::run_reads(&shoal, replica, end, plan)?;
+            let mode = format!(
+                "1 reader, replica {replica}, {in_flight} in flight, {end} messages once, page cache dropped first"
+            );
+            push_read_row(rows, &reads, Phase { replicas, shards, partitions: 1, clients: 1, mode });
+        }
     }
     Ok(())
+}
+
+fn push_read_row(rows: &mut Vec<Row>, reads: &ReadResult, phase: Phase) {
+    let row = Row::of_reads(reads, phase);
+    eprintln!("  {}: {:.1} MB/s, p99 {} us per read", row.mode, row.mb_per_s, row.latency_p99_us);
+    rows.push(row);
+}
+
+/// Write back every dirty page, then drop the page cache (clean pages,
+/// dentries and inodes), so the next read comes from the disk.
+fn drop_page_cache() -> Result<(), BenchError> {
+    const DROP_CACHES_PATH: &str = "/proc/sys/vm/drop_caches";
+    let status = std::process::Command::new("sync")
+        .status()
+        .map_err(|source| BenchError::io("run", Path::new("sync"), source))?;
+    if !status.success() {
+        return Err(BenchError::client("shoal", "drop the page cache", format!("sync exited with {status}")));
+    }
+    std::fs::write(DROP_CACHES_PATH, b"3\n")
+        .map_err(|source| BenchError::io("write (needs root)", Path::new(DROP_CACHES_PATH), source))
 }
 
 /// The `--message-size-max` a batch phase needs (a whole batch in one

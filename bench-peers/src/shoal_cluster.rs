@@ -177,6 +177,22 @@ impl ShoalCluster {
         Ok(drops)
     }
 
+    /// `replica`'s heap allocations and bytes allocated so far (its
+    /// `shoal_process_allocations_total` and `_allocated_bytes_total`).
+    pub fn allocations(&self, replica: usize) -> Result<(u64, u64), BenchError> {
+        let text = self.scrape(replica)?;
+        let value = |series: &str| {
+            text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+        };
+        match (value("shoal_process_allocations_total"), value("shoal_process_allocated_bytes_total")) {
+            (Some(count), Some(bytes)) => Ok((count, bytes)),
+            _ => {
+                Err(BenchError::client("shoal", "scrape metrics", "no shoal_process_allocations_total: an old server?"))
+            }
+        }
+    }
+
+    /// The text of `replica`'s `GET /metrics`.
     fn scrape(&self, replica: usize) -> Result<String, BenchError> {
         let address = self.metrics_addresses[replica];
         let scrape_error = |error: std::io::Error| BenchError::client("shoal", "scrape metrics", error);
@@ -521,38 +537,83 @@ pub struct ReadResult {
     pub latency_us: Histogram<u64>,
 }
 
-/// One blocking client reading partition 0 from `replica` by offset, up to
-/// `count_max` messages per request, from offset 0 to `end` and over again,
-/// until `duration` ends. Every answer must be the messages asked for.
-pub fn run_reads(
-    shoal: &ShoalCluster,
-    replica: u8,
-    end: u64,
-    count_max: u32,
-    duration: Duration,
-) -> Result<ReadResult, BenchError> {
+/// How a reader reads: how many reads it keeps in flight, and when it stops.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPlan {
+    /// Messages one read asks for at most (the reply bound may cut it).
+    pub count_max: u32,
+    /// Reads in flight at once (1: each waits for the last one's answer).
+    pub in_flight: usize,
+    pub duration: Duration,
+    /// Stop after reading `[0, end)` once (a read that misses the page
+    /// cache only the first time), even before `duration`.
+    pub one_pass: bool,
+}
+
+/// One blocking client reading partition 0 from `replica` by offset, from
+/// offset 0 to `end` and over again, until the plan ends. The first read
+/// learns how many messages one reply holds; then the reader keeps
+/// `in_flight` reads of that many going at consecutive offsets (a reply
+/// that holds fewer is followed by a read of the rest). Every answer must be
+/// the messages asked for.
+pub fn run_reads(shoal: &ShoalCluster, replica: u8, end: u64, plan: ReadPlan) -> Result<ReadResult, BenchError> {
     let read_error = |error: String| BenchError::client("shoal", "read", error);
+    assert!(end > 0 && plan.in_flight >= 1);
+    let in_flight_max = plan.in_flight.min(shoal_client::READS_IN_FLIGHT_MAX);
     let mut client = Client::new(shoal.fresh_client_config()).map_err(|error| read_error(error.to_string()))?;
     let mut result =
         ReadResult { messages_count: 0, payload_bytes: 0, elapsed: Duration::ZERO, latency_us: latency_histogram() };
+    // read id -> (offset, messages asked, sent at)
+    let mut pending: std::collections::BTreeMap<u64, (u64, u32, Instant)> = std::collections::BTreeMap::new();
+    let mut per_read = plan.count_max;
+    let mut next_offset = 0u64;
+    let mut passes = 0u64;
+    let mut learned = false;
     let started = Instant::now();
-    let mut offset = 0;
-    while started.elapsed() < duration {
-        let issued = Instant::now();
-        let answer =
-            client.read(partition(0), replica, offset, count_max).map_err(|error| read_error(error.to_string()))?;
-        record(&mut result.latency_us, issued.elapsed());
+    loop {
+        let issuing = started.elapsed() < plan.duration && !(plan.one_pass && passes > 0);
+        let window = if learned { in_flight_max } else { 1 };
+        while issuing && pending.len() < window && !(plan.one_pass && passes > 0) {
+            let count = u64::from(per_read).min(end - next_offset) as u32;
+            let read_id = client
+                .send_read(partition(0), replica, next_offset, count)
+                .map_err(|error| read_error(error.to_string()))?;
+            pending.insert(read_id, (next_offset, count, Instant::now()));
+            next_offset += u64::from(count);
+            if next_offset >= end {
+                next_offset = 0;
+                passes += 1;
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        let (read_id, answer) = client.next_read_answer().map_err(|error| read_error(error.to_string()))?;
+        let (offset, asked, sent) = pending.remove(&read_id).expect("an answer names a read in flight");
+        record(&mut result.latency_us, sent.elapsed());
         let ReadAnswer::Messages { first_offset, messages, .. } = answer else {
             return Err(read_error(format!("offset {offset} of {end} committed: {answer:?}")));
         };
-        if first_offset != offset {
-            return Err(read_error(format!("asked offset {offset}, answered {first_offset}")));
+        if first_offset != offset || messages.len() > asked as usize {
+            return Err(read_error(format!(
+                "asked {asked} from offset {offset}, answered {} from {first_offset}",
+                messages.len()
+            )));
         }
-        offset += messages.len() as u64;
         result.messages_count += messages.len() as u64;
         result.payload_bytes += messages.iter().map(|m| m.len() as u64).sum::<u64>();
-        if offset >= end {
-            offset = 0;
+        if !learned {
+            // One reply's worth: every later read asks for that many.
+            per_read = messages.len() as u32;
+            learned = true;
+        }
+        if messages.len() < asked as usize {
+            let rest_offset = offset + messages.len() as u64;
+            let rest = asked - messages.len() as u32;
+            let read_id = client
+                .send_read(partition(0), replica, rest_offset, rest)
+                .map_err(|error| read_error(error.to_string()))?;
+            pending.insert(read_id, (rest_offset, rest, Instant::now()));
         }
     }
     result.elapsed = started.elapsed();

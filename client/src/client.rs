@@ -134,6 +134,11 @@ pub enum ClientError {
     )]
     ReadTimedOut { namespace: u64, replica: u8, read_id: u64, ticks: u64 },
     #[error(
+        "{in_flight} reads are in flight, the most one client keeps ({READS_IN_FLIGHT_MAX}): \
+         take an answer (next_read_answer) before sending another"
+    )]
+    ReadsInFlightFull { in_flight: usize },
+    #[error(
         "a request of {size_bytes} bytes (header included) exceeds message_size_max of {max_bytes} bytes, and \
          the replica would close the connection on it: split the batch, or raise message_size_max on every \
          replica and in the client"
@@ -148,7 +153,10 @@ struct Link {
     redial_in_ticks: u64,
 }
 
-/// The read waiting for its answer (one at a time).
+/// Reads one client keeps in flight at most (`send_read`).
+pub const READS_IN_FLIGHT_MAX: usize = 64;
+
+/// A read waiting for its answer.
 #[derive(Debug)]
 struct ReadInFlight {
     namespace: u64,
@@ -156,6 +164,10 @@ struct ReadInFlight {
     read_id: u64,
     message: Message,
     answer: Option<Message>,
+    /// Ticks since it was first sent (it times out at the request timeout).
+    ticks_waited: u64,
+    /// The tick (of `ticks_waited`) at which it is sent (again).
+    send_at_tick: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -165,7 +177,8 @@ pub struct Client {
     sessions: BTreeMap<u64, ClientSession>,
     /// The id of the last read sent: a reply pairs with its read by it.
     read_id: u64,
-    read: Option<ReadInFlight>,
+    /// In the order they were sent.
+    reads: Vec<ReadInFlight>,
 }
 
 impl Client {
@@ -177,7 +190,7 @@ impl Client {
         // Validate the shared settings once, through the session rules.
         ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
         let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
-        Ok(Client { config, links, sessions: BTreeMap::new(), read_id: 0, read: None })
+        Ok(Client { config, links, sessions: BTreeMap::new(), read_id: 0, reads: Vec::new() })
     }
 
     /// This client's id (drawn at random unless the config named one).
@@ -245,78 +258,131 @@ impl Client {
         offset: u64,
         count_max: u32,
     ) -> Result<ReadAnswer, ClientError> {
+        let read_id = self.send_read(partition, replica, offset, count_max)?;
+        let (answered, answer) = self.wait_read_answer(Some(read_id))?;
+        debug_assert_eq!(answered, read_id);
+        Ok(answer)
+    }
+
+    /// Start a read (as `read` does) without waiting for its answer, so a
+    /// reader can keep several in flight (at most `READS_IN_FLIGHT_MAX`):
+    /// one read at a time waits a round trip per reply, and the replica
+    /// idles meanwhile. Returns the read's id; `next_read_answer` returns
+    /// answers as they come.
+    pub fn send_read(
+        &mut self,
+        partition: Namespace,
+        replica: u8,
+        offset: u64,
+        count_max: u32,
+    ) -> Result<u64, ClientError> {
         let replica_count = self.links.len();
         if usize::from(replica) >= replica_count {
             return Err(ClientError::UnknownReplica { replica, replica_count });
+        }
+        if self.reads.len() >= READS_IN_FLIGHT_MAX {
+            return Err(ClientError::ReadsInFlightFull { in_flight: self.reads.len() });
         }
         let request = ReadRequest::new(offset, count_max.min(READ_MESSAGES_MAX), self.config.message_size_max_bytes)?;
         self.read_id += 1;
         let (namespace, read_id) = (partition.raw(), self.read_id);
         let message = request.message(self.config.cluster, self.config.client, namespace, read_id);
-        self.read = Some(ReadInFlight { namespace, replica, read_id, message, answer: None });
-        let answer = self.wait_read();
-        let read = self.read.take().expect("the read stays in flight until here");
-        answer?;
-        let reply = read.answer.expect("wait_read returns Ok only with an answer");
-        Ok(ReadAnswer::decode(&reply.header, &reply.body)?)
+        let read =
+            ReadInFlight { namespace, replica, read_id, message, answer: None, ticks_waited: 0, send_at_tick: Some(0) };
+        self.reads.push(read);
+        // Sent now, not at the next wait: the replica starts on it while
+        // the caller sends more.
+        self.send_due_reads();
+        Ok(read_id)
     }
 
-    /// Send the read in flight, and again every retry timeout (a read is
-    /// safe to repeat), until its answer arrives or the request timeout.
-    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the client is the real world
-    fn wait_read(&mut self) -> Result<(), ClientError> {
-        let mut ticks = 0;
-        let mut tick_ends = std::time::Instant::now() + self.config.tick;
-        let mut send_at_tick = Some(0);
-        while ticks < self.config.request_timeout_ticks {
-            if send_at_tick.is_some_and(|at| ticks >= at) {
-                let read = self.read.as_ref().expect("a read in flight");
-                let (replica, message) = (read.replica, read.message.clone());
-                send_at_tick = match self.connection(replica).map(|c| c.send(&message)) {
-                    Some(Ok(())) => Some(ticks + self.config.retry_timeout_ticks),
-                    Some(Err(error)) => {
-                        tracing::debug!(%error, "send failed");
-                        self.drop_link(replica);
-                        Some(ticks + 1)
-                    }
-                    // Not connected (a redial waits): try on the next tick.
-                    None => Some(ticks + 1),
-                };
+    /// Reads sent with `send_read` and not yet returned.
+    pub fn reads_in_flight(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// Wait for the answer of a read in flight (the earliest sent of those
+    /// answered) and return its id and answer. `ReadTimedOut` names a read
+    /// that got no answer in the request timeout (it is no longer in flight).
+    pub fn next_read_answer(&mut self) -> Result<(u64, ReadAnswer), ClientError> {
+        assert!(!self.reads.is_empty(), "next_read_answer with no read in flight");
+        self.wait_read_answer(None)
+    }
+
+    /// Send every read whose (re)send is due; a read is safe to repeat.
+    fn send_due_reads(&mut self) {
+        for index in 0..self.reads.len() {
+            let read = &self.reads[index];
+            if read.answer.is_some() || read.send_at_tick.is_none_or(|at| read.ticks_waited < at) {
+                continue;
             }
+            let (replica, message) = (read.replica, read.message.clone());
+            let next = match self.connection(replica).map(|c| c.send(&message)) {
+                Some(Ok(())) => self.config.retry_timeout_ticks,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "send failed");
+                    self.drop_link(replica);
+                    1
+                }
+                // Not connected (a redial waits): try on the next tick.
+                None => 1,
+            };
+            let read = &mut self.reads[index];
+            read.send_at_tick = Some(read.ticks_waited + next);
+        }
+    }
+
+    /// Wait until read `want` (or, with `None`, any read) is answered, or a
+    /// read times out.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the client is the real world
+    fn wait_read_answer(&mut self, want: Option<u64>) -> Result<(u64, ReadAnswer), ClientError> {
+        let timeout_ticks = self.config.request_timeout_ticks;
+        let mut tick_ends = std::time::Instant::now() + self.config.tick;
+        loop {
+            let answered = self.reads.iter().position(|r| r.answer.is_some() && want.is_none_or(|id| id == r.read_id));
+            if let Some(index) = answered {
+                let read = self.reads.remove(index);
+                let reply = read.answer.expect("answered");
+                return Ok((read.read_id, ReadAnswer::decode(&reply.header, &reply.body)?));
+            }
+            let timed_out = |r: &ReadInFlight| want.is_none_or(|id| id == r.read_id) && r.ticks_waited >= timeout_ticks;
+            if let Some(index) = self.reads.iter().position(timed_out) {
+                let read = self.reads.remove(index);
+                return Err(ClientError::ReadTimedOut {
+                    namespace: read.namespace,
+                    replica: read.replica,
+                    read_id: read.read_id,
+                    ticks: timeout_ticks,
+                });
+            }
+            self.send_due_reads();
             self.flush();
             let left = tick_ends.saturating_duration_since(std::time::Instant::now());
             // Replies for sessions keep flowing while a read waits.
             let _ = self.receive(0, left);
-            if self.read.as_ref().is_some_and(|r| r.answer.is_some()) {
-                return Ok(());
+            if self.reads.iter().any(|r| r.answer.is_some() && want.is_none_or(|id| id == r.read_id)) {
+                continue;
             }
             if std::time::Instant::now() < tick_ends {
                 continue;
             }
-            ticks += 1;
             tick_ends = std::time::Instant::now() + self.config.tick;
+            for read in &mut self.reads {
+                read.ticks_waited += 1;
+            }
             self.tick();
         }
-        let read = self.read.as_ref().expect("a read in flight");
-        Err(ClientError::ReadTimedOut {
-            namespace: read.namespace,
-            replica: read.replica,
-            read_id: read.read_id,
-            ticks: self.config.request_timeout_ticks,
-        })
     }
 
-    /// Keep `message` if it answers the read in flight (a late answer to an
+    /// Keep `message` if it answers a read in flight (a late answer to an
     /// earlier read, or from another replica, is dropped).
     fn on_read_reply(&mut self, message: Message) {
-        let Some(read) = self.read.as_mut() else { return };
         let header = &message.header;
-        if header.request == read.read_id
-            && header.namespace == read.namespace
-            && header.replica == read.replica
-            && header.client == self.config.client
-            && read.answer.is_none()
-        {
+        if header.client != self.config.client {
+            return;
+        }
+        let Some(read) = self.reads.iter_mut().find(|r| r.read_id == header.request) else { return };
+        if header.namespace == read.namespace && header.replica == read.replica && read.answer.is_none() {
             read.answer = Some(message);
         }
     }

@@ -19,7 +19,7 @@ pub mod connection;
 pub mod producer;
 pub mod session;
 
-pub use client::{Client, ClientConfig, ClientError};
+pub use client::{Client, ClientConfig, ClientError, READS_IN_FLIGHT_MAX};
 pub use connection::{Connection, ConnectionError};
 pub use producer::{BatchConfig, BatchConfigError, Batcher, Delivered, Producer};
 pub use session::{ClientSession, Outcome, SessionConfig, SessionError};

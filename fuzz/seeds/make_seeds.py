@@ -49,6 +49,12 @@ PING, REQUEST, PREPARE, COMMIT, START_VIEW_CHANGE = 0, 2, 3, 6, 7
 OP_RESERVED, OP_REGISTER, OP_CREATE_STREAM, OP_SEND = 0, 2, 4, 8
 
 
+def packed_request(client, operation_index, body):
+    # packed_decode: client u16 (+1), session u16, request u64, operation
+    # index into the packable operations, body length u16 + bytes.
+    return le(client, 2) + le(3, 2) + le(client * 10, 8) + bytes([operation_index]) + le(len(body), 2) + body
+
+
 def md_id(value):
     # metadata_decode: kind 2 picks a small id (value mod 6).
     return b"\x02" + bytes([value])
@@ -283,6 +289,25 @@ SEEDS = {
         + b"\x04" + le(9, 8) + le(70000, 4) + b"\x00" + b"\x00" + b"\x01\x01",
         "reply-beyond-end": b"\x01" + le(1, 8) + le(2, 8) + le(3, 8) + le(4, 8) + b"\x02" + le(77, 8)
         + b"\x00" + b"\x01" + le(0, 2) + b"\x05" + b"\x02\x00",
+    },
+    "packed_decode": {
+        # mode byte (0 built + mutations, 1 built + one forged field +
+        # mutations, 2 raw), then count - 2, then per request: client u16,
+        # session u16, request u64, operation index (0 register, 5 send),
+        # body length u16 + bytes; then the forge (entry, kind, arguments)
+        # and the mutations (count, then at u16, kind, arguments).
+        "two-requests-clean": b"\x00\x00" + packed_request(1, 5, b"hello") + packed_request(2, 0, b"") + b"\x00",
+        "five-requests-flipped": b"\x00\x03"
+        + b"".join(packed_request(c, 5, filler(c, 3 * c)) for c in range(1, 6)) + b"\x01" + le(50, 2) + b"\x00\x03",
+        "duplicate-client": b"\x01\x01" + packed_request(7, 5, b"ab") + packed_request(8, 5, b"cd")
+        + packed_request(9, 0, b"") + b"\x02\x01\x00" + b"\x00",
+        "count-rewritten": b"\x01\x00" + packed_request(1, 5, b"x") + packed_request(2, 5, b"y") + b"\x00\x00\x03"
+        + b"\x00",
+        "size-grown": b"\x01\x00" + packed_request(1, 5, b"xyz") + packed_request(2, 5, b"w") + b"\x00\x06\x04\x01"
+        + b"\x00",
+        "forbidden-operation": b"\x01\x00" + packed_request(1, 5, b"") + packed_request(2, 5, b"") + b"\x01\x03\x04"
+        + b"\x00",
+        "raw-filler": b"\x02" + le(2, 4) + le(0, 4) + filler(21, 120),
     },
 }
 

@@ -335,6 +335,10 @@ impl NodeBus for World {
         self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, message.encode()));
     }
 
+    fn reply_frame_to_client(&mut self, via: ShardId, client: u128, frame: Vec<u8>) {
+        self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, frame));
+    }
+
     fn client_shard(&self, _client: u128) -> ShardId {
         CONNECTION_SHARD
     }

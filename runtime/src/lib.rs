@@ -8,6 +8,7 @@
 //! This is the one crate allowed wall-clock time and threads.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod alloc_count;
 pub mod bootstrap;
 pub mod bus;
 pub mod config;

@@ -135,6 +135,7 @@ struct AtomicsCollector {
 impl Collector for AtomicsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let bus = self.bus.snapshot();
+        let (allocations, allocated_bytes) = crate::alloc_count::snapshot();
         let counters = [
             ("bus_connections_accepted", "Connections accepted by the bus listeners", bus.connections_accepted),
             ("bus_connections_dialed", "Connections this replica dialed to peers", bus.connections_dialed),
@@ -143,6 +144,8 @@ impl Collector for AtomicsCollector {
             ("bus_frames_sent", "Frames written to sockets", bus.frames_sent),
             ("bus_send_frames_dropped", "Frames refused by a full send queue", bus.send_frames_dropped),
             ("bus_owner_conflicts", "Replica connections refused by the owner table", bus.owner_conflicts),
+            ("process_allocations", "Heap allocations made by this process (0: not counted)", allocations),
+            ("process_allocated_bytes", "Bytes of heap allocations made by this process", allocated_bytes),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);

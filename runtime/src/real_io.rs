@@ -292,6 +292,20 @@ impl IoFile for RealFile {
         (result, buf)
     }
 
+    async fn read_exact_uninit_at(&self, mut buf: Vec<u8>, len: usize, position: u64) -> BufResult<()> {
+        buf.clear();
+        if len == 0 {
+            return (Ok(()), buf);
+        }
+        buf.reserve_exact(len);
+        // An empty vector sliced to 0..len: compio reads into the spare
+        // capacity and sets the length to what it filled, no zeroing first.
+        let CompioBufResult(result, slice) = self.file.read_exact_at(buf.slice(0..len), position).await;
+        let buf = slice.into_inner();
+        debug_assert!(result.is_err() || buf.len() == len);
+        (result, buf)
+    }
+
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
         if !self.mode.writable() {
             return (Err(read_only_error()), buf);
@@ -460,6 +474,29 @@ mod tests {
         }
         let missing = runtime.block_on(async { RealIo::new().exchange(&a, &dir.join("missing")).await });
         assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_read_into_uninitialised_capacity_fills_exactly_what_was_asked() {
+        let dir = std::env::temp_dir().join(format!("shoal-real-io-uninit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let runtime = build_runtime(DriverChoice::Auto).unwrap();
+        runtime.block_on(async {
+            let file = RealIo::new().open(&path, OpenMode::ReadOnly).await.unwrap();
+            // A reused buffer with stale contents and a length of its own.
+            let (result, buf) = file.read_exact_uninit_at(vec![7; 10], 65_536, 1_000).await;
+            result.unwrap();
+            assert_eq!(buf, bytes[1_000..66_536]);
+            let (result, buf) = file.read_exact_uninit_at(buf, 3, 5).await;
+            result.unwrap();
+            assert_eq!(buf, bytes[5..8]);
+            let (result, _) = file.read_exact_uninit_at(buf, 100, 69_950).await;
+            assert_eq!(result.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -284,6 +284,63 @@ async fn newest_marker<F: IoFile>(file: &F, path: &Path, file_size: u64) -> Opti
     slots.chunks_exact(SYNC_SLOT_SIZE_BYTES as usize).filter_map(SyncMarker::decode).max_by_key(|m| m.sequence)
 }
 
+/// Records read by `PartitionLog::read_records`: dense offsets from
+/// `first_offset`, each record verified, left where the read put them
+/// (whole records, one buffer per segment touched).
+#[derive(Debug, Default)]
+pub struct RecordsRead {
+    first_offset: u64,
+    count: usize,
+    payload_bytes: usize,
+    chunks: Vec<Vec<u8>>,
+}
+
+impl RecordsRead {
+    pub fn first_offset(&self) -> u64 {
+        self.first_offset
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The payload bytes of every record (headers excluded).
+    pub fn payload_bytes(&self) -> usize {
+        self.payload_bytes
+    }
+
+    /// `(offset, payload)` of each record, in order, borrowed from the buffers.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + Clone + '_ {
+        self.chunks.iter().flat_map(|chunk| RecordsOf { bytes: chunk }).zip(self.first_offset..).map(|(p, o)| (o, p))
+    }
+}
+
+/// The payloads of a buffer of whole, verified records.
+#[derive(Clone)]
+struct RecordsOf<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for RecordsOf<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        // `read_records` checked every record of the buffer: a length that
+        // runs past it is a bug here, not damage.
+        let len = payload_len(&self.bytes[..RECORD_HEADER_SIZE_BYTES]);
+        let (record, rest) = self.bytes.split_at(RECORD_HEADER_SIZE_BYTES + len);
+        self.bytes = rest;
+        Some(&record[RECORD_HEADER_SIZE_BYTES..])
+    }
+}
+
 /// One partition's log. Single owner (the partition's shard); not shared.
 pub struct PartitionLog<I: Io> {
     io: I,
@@ -762,17 +819,19 @@ impl<I: Io> PartitionLog<I> {
     /// Not durable until `sync`. On an error, the records written before it
     /// stay (see `next_offset`); treat a storage error as fatal for the
     /// replica and reopen, which re-derives the log from disk.
-    pub async fn append(&mut self, messages: &[Vec<u8>]) -> Result<u64> {
+    pub async fn append<M: AsRef<[u8]>>(&mut self, messages: &[M]) -> Result<u64> {
         if messages.is_empty() || messages.len() > APPEND_MESSAGES_MAX {
             return Err(PartitionLogError::BatchSize { count: messages.len() });
         }
-        if let Some(message) = messages.iter().find(|m| m.len() > RECORD_PAYLOAD_SIZE_MAX_BYTES) {
+        if let Some(message) = messages.iter().map(AsRef::as_ref).find(|m| m.len() > RECORD_PAYLOAD_SIZE_MAX_BYTES) {
             return Err(PartitionLogError::PayloadTooLarge { size_bytes: message.len() });
         }
         let first_offset = self.next_offset();
-        let mut buf = Vec::new();
-        let mut positions = Vec::new();
-        for (i, message) in messages.iter().enumerate() {
+        // One buffer for the whole batch (until a segment rolls), sized once.
+        let records_size_bytes: usize = messages.iter().map(|m| RECORD_HEADER_SIZE_BYTES + m.as_ref().len()).sum();
+        let mut buf = Vec::with_capacity(records_size_bytes);
+        let mut positions = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().map(AsRef::as_ref).enumerate() {
             let offset = first_offset + i as u64;
             let record_size = (RECORD_HEADER_SIZE_BYTES + message.len()) as u64;
             let used = self.active().records_size_bytes() + buf.len() as u64;
@@ -798,23 +857,33 @@ impl<I: Io> PartitionLog<I> {
     /// Like `read`, loading at most `size_max_bytes` of records (record
     /// headers included; at least one record, whatever its size), capped at
     /// `READ_SIZE_MAX_BYTES`: a client's read asks for one reply's worth.
+    /// Each record is its own allocation; a reader that only looks at them
+    /// uses `read_records`.
     pub async fn read_bounded(
         &self,
         offset: u64,
         max_count: usize,
         size_max_bytes: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let records = self.read_records(offset, max_count, size_max_bytes).await?;
+        Ok(records.iter().map(|(offset, payload)| (offset, payload.to_vec())).collect())
+    }
+
+    /// Like `read_bounded`, but the records stay in the buffers they were
+    /// read into (one per segment touched): nothing is copied out, so a
+    /// reply can be built straight from them.
+    pub async fn read_records(&self, offset: u64, max_count: usize, size_max_bytes: u64) -> Result<RecordsRead> {
         let size_max_bytes = size_max_bytes.min(READ_SIZE_MAX_BYTES);
         let first_offset = self.first_offset();
         if offset < first_offset {
             return Err(PartitionLogError::OffsetBeforeStart { offset, first_offset });
         }
-        let mut out = Vec::new();
+        let mut out = RecordsRead { first_offset: offset, count: 0, payload_bytes: 0, chunks: Vec::new() };
         let count_max = max_count.min(READ_COUNT_MAX);
         let mut offset = offset;
         let mut loaded_bytes = 0u64;
         let mut segment_index = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-        while out.len() < count_max && offset < self.next_offset() {
+        while out.count < count_max && offset < self.next_offset() {
             let segment = &self.segments[segment_index];
             if offset >= segment.next_offset() {
                 segment_index += 1;
@@ -822,9 +891,9 @@ impl<I: Io> PartitionLog<I> {
             }
             let first = (offset - segment.base_offset) as usize;
             let mut last = first; // exclusive
-            while last < segment.positions.len() && out.len() + (last - first) < count_max {
+            while last < segment.positions.len() && out.count + (last - first) < count_max {
                 let size = segment.record_end(last) - segment.positions[last];
-                if (last > first || !out.is_empty()) && loaded_bytes + size > size_max_bytes {
+                if (last > first || out.count > 0) && loaded_bytes + size > size_max_bytes {
                     break;
                 }
                 loaded_bytes += size;
@@ -835,21 +904,26 @@ impl<I: Io> PartitionLog<I> {
             }
             let start = segment.positions[first];
             let end = segment.record_end(last - 1);
-            let bytes = read_at(&segment.file, &segment.path, start, (end - start) as usize).await?;
+            // Every byte of it is overwritten by the read: no zeroing first.
+            let (result, bytes) = segment.file.read_exact_uninit_at(Vec::new(), (end - start) as usize, start).await;
+            result.map_err(io_error("read", &segment.path))?;
             for index in first..last {
                 let at = (segment.positions[index] - start) as usize;
                 let record = &bytes[at..(segment.record_end(index) - start) as usize];
-                let record_offset = segment.base_offset + index as u64;
-                check_record(record, record_offset).map_err(|reason| PartitionLogError::Corrupt {
-                    path: segment.path.clone(),
-                    position: segment.positions[index],
-                    reason,
+                check_record(record, segment.base_offset + index as u64).map_err(|reason| {
+                    PartitionLogError::Corrupt {
+                        path: segment.path.clone(),
+                        position: segment.positions[index],
+                        reason,
+                    }
                 })?;
-                out.push((record_offset, record[RECORD_HEADER_SIZE_BYTES..].to_vec()));
+                out.payload_bytes += record.len() - RECORD_HEADER_SIZE_BYTES;
             }
+            out.count += last - first;
+            out.chunks.push(bytes);
             offset = segment.base_offset + last as u64;
         }
-        debug_assert!(out.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+        debug_assert_eq!(out.iter().count(), out.count);
         Ok(out)
     }
 

@@ -75,7 +75,8 @@ use crate::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use crate::message_batch::{BATCH_MESSAGES_MAX, BatchReply, decode_batch};
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES, Salvage,
+    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES,
+    RecordsRead, Salvage,
 };
 
 /// Applied messages awaiting `write_pending`. The driver writes after every
@@ -141,7 +142,7 @@ pub struct PartitionStateMachine<I: Io> {
     chain: u128,
     /// Applied messages not yet in the log, with their offsets: contiguous,
     /// and the last one is `next_offset - 1`.
-    pending: Vec<(u64, Vec<u8>)>,
+    pending: PendingMessages,
     /// Offsets replayed onto records already in the log, with the checksum
     /// of the committed message: compared with the log by `persist`. Sorted.
     replayed: Vec<(u64, u128)>,
@@ -212,7 +213,7 @@ impl<I: Io> PartitionStateMachine<I> {
             log,
             next_offset: 0,
             chain: 0,
-            pending: Vec::new(),
+            pending: PendingMessages::default(),
             replayed: Vec::new(),
             restored: None,
             fill_staged: None,
@@ -244,7 +245,7 @@ impl<I: Io> PartitionStateMachine<I> {
     /// see written records). Errors as in `persist`.
     pub async fn write_pending(&mut self) -> Result<(), PartitionSmError> {
         self.check_replayed().await?;
-        while let Some(&(first, _)) = self.pending.first() {
+        while let Some(first) = self.pending.first_offset() {
             let log_next_offset = self.log.next_offset();
             if log_next_offset < first {
                 return Err(PartitionSmError::Gap { log_next_offset, pending_offset: first });
@@ -252,14 +253,15 @@ impl<I: Io> PartitionStateMachine<I> {
             // A failed append may have written a prefix: those are in the log.
             let written = ((log_next_offset - first) as usize).min(self.pending.len());
             if written > 0 {
-                self.pending.drain(..written);
+                self.pending.remove_first(written);
                 continue;
             }
             let count = self.pending.len().min(APPEND_MESSAGES_MAX);
-            let batch: Vec<Vec<u8>> = self.pending[..count].iter().map(|(_, message)| message.clone()).collect();
+            // Borrowed: the log encodes each message once, into its records.
+            let batch: Vec<&[u8]> = self.pending.messages().take(count).collect();
             let offset = self.log.append(&batch).await?;
             assert_eq!(offset, first, "the log appends at the pending offset");
-            self.pending.drain(..count);
+            self.pending.remove_first(count);
         }
         debug_assert!(self.pending.is_empty());
         Ok(())
@@ -384,12 +386,26 @@ impl<I: Io> PartitionStateMachine<I> {
         max_count: usize,
         size_max_bytes: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, PartitionSmError> {
-        let records = self.log.read_bounded(offset, max_count, size_max_bytes).await?;
-        for (record_offset, message) in &records {
-            if let Ok(index) = self.replayed.binary_search_by_key(record_offset, |&(offset, _)| offset)
-                && checksum(message) != self.replayed[index].1
-            {
-                return Err(PartitionSmError::ReplayMismatch { offset: *record_offset });
+        let records = self.read_records(offset, max_count, size_max_bytes).await?;
+        Ok(records.iter().map(|(offset, message)| (offset, message.to_vec())).collect())
+    }
+
+    /// Like `read_bounded`, the messages left in the buffers the log read
+    /// them into (`PartitionLog::read_records`): what a reply is built from.
+    pub async fn read_records(
+        &self,
+        offset: u64,
+        max_count: usize,
+        size_max_bytes: u64,
+    ) -> Result<RecordsRead, PartitionSmError> {
+        let records = self.log.read_records(offset, max_count, size_max_bytes).await?;
+        if !self.replayed.is_empty() {
+            for (record_offset, message) in records.iter() {
+                if let Ok(index) = self.replayed.binary_search_by_key(&record_offset, |&(offset, _)| offset)
+                    && checksum(message) != self.replayed[index].1
+                {
+                    return Err(PartitionSmError::ReplayMismatch { offset: record_offset });
+                }
             }
         }
         Ok(records)
@@ -430,7 +446,7 @@ impl<I: Io> PartitionStateMachine<I> {
     /// Offsets neither the log nor the pending queue holds.
     fn gap(&self) -> Option<Range<u64>> {
         let log_next_offset = self.log.next_offset();
-        let covered_to = self.pending.first().map_or(self.next_offset, |(offset, _)| *offset);
+        let covered_to = self.pending.first_offset().unwrap_or(self.next_offset);
         (log_next_offset < covered_to).then_some(log_next_offset..covered_to)
     }
 
@@ -463,8 +479,7 @@ impl<I: Io> PartitionStateMachine<I> {
                 "{} messages pending: the driver must persist after commits",
                 self.pending.len()
             );
-            debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == offset));
-            self.pending.push((offset, message.to_vec()));
+            self.pending.push(offset, message);
         } else {
             // Replay of an op whose message is already in the log: not written
             // again, but compared with it by the next persist (async).
@@ -478,6 +493,82 @@ impl<I: Io> PartitionStateMachine<I> {
             self.replayed.push((offset, checksum(message)));
         }
         offset
+    }
+}
+
+/// Applied messages awaiting `write_pending`, at consecutive offsets from
+/// `first_offset`: their bytes back to back in one buffer that is reused
+/// from commit to commit (no allocation per message, one copy of each, from
+/// the committed prepare's body).
+#[derive(Debug, Default)]
+struct PendingMessages {
+    first_offset: u64,
+    bytes: Vec<u8>,
+    /// Where each message ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl PendingMessages {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn first_offset(&self) -> Option<u64> {
+        (!self.is_empty()).then_some(self.first_offset)
+    }
+
+    /// The offset after the last message.
+    fn end_offset(&self) -> Option<u64> {
+        (!self.is_empty()).then_some(self.first_offset + self.len() as u64)
+    }
+
+    fn push(&mut self, offset: u64, message: &[u8]) {
+        if self.is_empty() {
+            self.first_offset = offset;
+        }
+        assert_eq!(self.first_offset + self.len() as u64, offset, "pending offsets are consecutive");
+        self.bytes.extend_from_slice(message);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn messages(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
+    }
+
+    /// Drop the first `count` messages (written to the log).
+    fn remove_first(&mut self, count: usize) {
+        assert!(count <= self.len());
+        if count == self.len() {
+            self.clear();
+            return;
+        }
+        let cut = self.ends[count - 1];
+        self.bytes.drain(..cut);
+        self.ends.drain(..count);
+        self.ends.iter_mut().for_each(|end| *end -= cut);
+        self.first_offset += count as u64;
+    }
+
+    /// Drop every message at or past `offset`.
+    fn truncate_from(&mut self, offset: u64) {
+        let keep = offset.saturating_sub(self.first_offset).min(self.len() as u64) as usize;
+        if keep == 0 {
+            self.clear();
+            return;
+        }
+        self.bytes.truncate(self.ends[keep - 1]);
+        self.ends.truncate(keep);
+    }
+
+    /// Empty, keeping the buffers' capacity for the next commits.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
     }
 }
 
@@ -523,7 +614,7 @@ impl<I: Io> StateMachine for PartitionStateMachine<I> {
         if next_offset > self.next_offset {
             self.pending.clear();
         } else {
-            self.pending.retain(|(offset, _)| *offset < next_offset);
+            self.pending.truncate_from(next_offset);
         }
         // Replayed ops at or past the snapshot are applied (and compared) again.
         self.replayed.retain(|(offset, _)| *offset < next_offset);
@@ -536,7 +627,7 @@ impl<I: Io> StateMachine for PartitionStateMachine<I> {
             self.restored = Some((next_offset, chain));
             self.fill_staged = None;
         }
-        debug_assert!(self.pending.last().is_none_or(|(last, _)| last + 1 == self.next_offset));
+        debug_assert!(self.pending.end_offset().is_none_or(|end| end == self.next_offset));
         Ok(())
     }
 
@@ -552,6 +643,27 @@ impl<I: Io> StateMachine for PartitionStateMachine<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_messages_keep_offsets_and_bytes_through_removal_and_truncation() {
+        let mut pending = PendingMessages::default();
+        assert_eq!((pending.first_offset(), pending.end_offset()), (None, None));
+        for (offset, message) in [(7u64, &b"ab"[..]), (8, b""), (9, b"cde"), (10, b"f")] {
+            pending.push(offset, message);
+        }
+        assert_eq!(pending.messages().collect::<Vec<_>>(), [&b"ab"[..], b"", b"cde", b"f"]);
+        pending.remove_first(2);
+        assert_eq!((pending.first_offset(), pending.end_offset()), (Some(9), Some(11)));
+        assert_eq!(pending.messages().collect::<Vec<_>>(), [&b"cde"[..], b"f"]);
+        pending.truncate_from(10);
+        assert_eq!(pending.messages().collect::<Vec<_>>(), [&b"cde"[..]]);
+        pending.truncate_from(3);
+        assert!(pending.is_empty());
+        pending.push(20, b"x");
+        assert_eq!((pending.first_offset(), pending.len()), (Some(20), 1));
+        pending.remove_first(1);
+        assert!(pending.is_empty());
+    }
 
     #[test]
     fn chain_depends_on_offset_and_message() {

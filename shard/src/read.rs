@@ -33,7 +33,8 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, MESSAGE_SIZE_MAX_BYT
 use shoal_vsr::message::Message;
 
 use crate::message_batch::{
-    BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX, BatchError, decode_batch, encode_batch,
+    BATCH_HEADER_SIZE_BYTES, BATCH_MESSAGE_OVERHEAD_BYTES, BATCH_MESSAGES_MAX, BATCH_SIZE_MAX_BYTES, BatchError,
+    decode_batch, encode_batch,
 };
 
 /// `[offset u64][count_max u32][size_max u32]`.
@@ -174,11 +175,7 @@ impl ReadAnswer {
     /// The `ReadReply` frame answering `read` (its namespace, client and
     /// read id), served by `replica`.
     pub fn reply(&self, read: &Header, replica: u8) -> Message {
-        let mut header = Header::new(Command::ReadReply, read.cluster);
-        header.namespace = read.namespace;
-        header.client = read.client;
-        header.request = read.request;
-        header.replica = replica;
+        let mut header = reply_header(read, replica);
         let body = match self {
             ReadAnswer::Messages { first_offset, committed_end, messages } => {
                 assert!(!messages.is_empty(), "a Messages answer carries at least one message");
@@ -263,6 +260,52 @@ impl ReadAnswer {
     }
 }
 
+/// The header of a reply to `read`, before its status and checksums.
+fn reply_header(read: &Header, replica: u8) -> Header {
+    let mut header = Header::new(Command::ReadReply, read.cluster);
+    header.namespace = read.namespace;
+    header.client = read.client;
+    header.request = read.request;
+    header.replica = replica;
+    header
+}
+
+/// The wire bytes of the `ReadReply` answering `read` with `messages` (a
+/// `Messages` answer from `first_offset`), encoded straight into the frame:
+/// each message is copied once, from wherever the server read it (its
+/// partition log's read buffer), with no batch, body or per-message buffer
+/// in between. The same bytes as `ReadAnswer::Messages {..}.reply(..).encode()`.
+pub fn messages_reply_frame<'a>(
+    read: &Header,
+    replica: u8,
+    first_offset: u64,
+    committed_end: u64,
+    messages: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Vec<u8> {
+    let (count, body_size_bytes) =
+        messages.clone().fold((0usize, BATCH_HEADER_SIZE_BYTES), |(count, size), message| {
+            (count + 1, size + BATCH_MESSAGE_OVERHEAD_BYTES + message.len())
+        });
+    assert!((1..=BATCH_MESSAGES_MAX).contains(&count), "a Messages answer carries 1..={BATCH_MESSAGES_MAX} messages");
+    assert!(body_size_bytes <= BATCH_SIZE_MAX_BYTES, "the server bounds a reply to one batch");
+    assert!(first_offset + count as u64 <= committed_end, "only committed offsets are served");
+    let mut frame = Vec::with_capacity(HEADER_SIZE_BYTES + body_size_bytes);
+    frame.extend_from_slice(&[0; HEADER_SIZE_BYTES]);
+    frame.extend_from_slice(&(count as u32).to_le_bytes());
+    for message in messages {
+        frame.extend_from_slice(&(message.len() as u32).to_le_bytes());
+        frame.extend_from_slice(message);
+    }
+    assert_eq!(frame.len(), HEADER_SIZE_BYTES + body_size_bytes);
+    let mut header = reply_header(read, replica);
+    header.context = STATUS_MESSAGES;
+    header.op = first_offset;
+    header.commit = committed_end;
+    header.set_checksums(&frame[HEADER_SIZE_BYTES..]);
+    frame[..HEADER_SIZE_BYTES].copy_from_slice(&header.encode());
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -316,6 +359,17 @@ mod tests {
             let (header, body) = Header::decode_message(&bytes).unwrap();
             prop_assert_eq!((header.namespace, header.request, header.replica), (namespace, read_id, 2));
             prop_assert_eq!(ReadAnswer::decode(&header, body), Ok(answer));
+        }
+
+        #[test]
+        fn a_frame_built_in_place_is_the_reply_encoded(answer in arb_answer(), namespace in any::<u64>()) {
+            if let ReadAnswer::Messages { first_offset, committed_end, messages } = &answer {
+                let read = read_header(namespace, 3);
+                let frame = messages_reply_frame(
+                    &read, 1, *first_offset, *committed_end, messages.iter().map(Vec::as_slice),
+                );
+                prop_assert_eq!(frame, answer.reply(&read, 1).encode());
+            }
         }
 
         #[test]

@@ -49,6 +49,17 @@ pub struct TaskFailed {
 pub trait IoFile: 'static {
     /// Fill `buf` completely from `position`; a short file is `UnexpectedEof`.
     fn read_exact_at(&self, buf: Vec<u8>, position: u64) -> impl Future<Output = BufResult<()>>;
+    /// Read exactly `len` bytes from `position` into `buf`, which is
+    /// cleared first (its capacity is reused, grown if short): on success
+    /// `buf.len() == len`; on an error its contents are unspecified. Unlike
+    /// `read_exact_at` the caller need not zero a buffer only for the read
+    /// to overwrite it: a backend that can read into uninitialised capacity
+    /// does (the read path's large buffers). This default zeroes.
+    fn read_exact_uninit_at(&self, mut buf: Vec<u8>, len: usize, position: u64) -> impl Future<Output = BufResult<()>> {
+        buf.clear();
+        buf.resize(len, 0);
+        self.read_exact_at(buf, position)
+    }
     /// Write all of `buf` at `position`. Not durable until `sync_data`.
     fn write_all_at(&self, buf: Vec<u8>, position: u64) -> impl Future<Output = BufResult<()>>;
     /// Make every completed write durable (fdatasync).

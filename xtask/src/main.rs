@@ -54,10 +54,12 @@ usage: cargo xtask <command>
                         and 200 commit-derived seeds, reports in sim-reports/
   ci                    test, then time-bounded sweeps (commit-derived seeds run twice
                         to check determinism) and a determinism replay per scenario
-  bench <journal|sim|router|server|peers> [args]
+  bench <journal|sim|router|server|copies|peers> [args]
                         journal: shoal-bench journal (shoal-runtime)
                         server:  3 shoal-server replicas on loopback (release, fsync on), 1 KiB
                                  appends, 1 in flight and N clients; --help for settings
+                        copies:  heap allocations and bytes allocated per message on each
+                                 replica's write and read paths (1 and 3 replicas); --help
                         sim:     shoal-sim bench (steady scenario)
                         router:  router_bench example (shoal-shard)
                         peers:   shoal-bench-peers: shoal vs NATS JetStream vs etcd, 3 nodes on
@@ -309,6 +311,13 @@ fn bench(args: &[String]) -> Step {
             let server = build_shoal_server()?;
             run(cargo()
                 .args(["run", "--release", "-p", "shoal-bench-peers", "--", "server", "--server-binary"])
+                .arg(&server)
+                .args(rest))
+        }
+        "copies" => {
+            let server = build_shoal_server()?;
+            run(cargo()
+                .args(["run", "--release", "-p", "shoal-bench-peers", "--", "copies", "--server-binary"])
                 .arg(&server)
                 .args(rest))
         }

@@ -202,3 +202,24 @@ fn a_request_over_message_size_max_is_refused_before_it_is_sent() {
     // The client is still usable for requests that fit.
     assert_eq!(client.append_batch(partition(), &[vec![7u8; 100]]).unwrap().count, 1);
 }
+
+#[test]
+fn reads_in_flight_are_bounded_and_time_out_one_by_one() {
+    // Nothing listens here: every read stays unanswered.
+    let unused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = config(vec![unused]);
+    config.request_timeout_ticks = 3;
+    let mut client = Client::new(config).unwrap();
+    let first = client.send_read(partition(), 0, 0, 1).unwrap();
+    for offset in 1..shoal_client::READS_IN_FLIGHT_MAX as u64 {
+        client.send_read(partition(), 0, offset, 1).unwrap();
+    }
+    assert_eq!(client.reads_in_flight(), shoal_client::READS_IN_FLIGHT_MAX);
+    assert!(matches!(client.send_read(partition(), 0, 99, 1), Err(ClientError::ReadsInFlightFull { .. })));
+    match client.next_read_answer() {
+        Err(ClientError::ReadTimedOut { read_id, .. }) => assert_eq!(read_id, first, "the oldest times out first"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.reads_in_flight(), shoal_client::READS_IN_FLIGHT_MAX - 1);
+    assert!(matches!(client.send_read(partition(), 1, 0, 1), Err(ClientError::UnknownReplica { .. })));
+}

@@ -37,6 +37,11 @@ use shoal_shard::owner_table::{ShardCount, ShardId};
 use shoal_vsr::io::Io;
 use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
 
+/// Counts every allocation (`GET /metrics`: `shoal_process_allocations`,
+/// `shoal_process_allocated_bytes`) for `cargo xtask bench copies`.
+#[global_allocator]
+static ALLOCATOR: shoal_runtime::alloc_count::CountingAllocator = shoal_runtime::alloc_count::CountingAllocator;
+
 /// How long shard 0 runs before an injected `--test-fail-shard-zero` failure:
 /// long enough for its peers to be waiting for the handoff.
 const TEST_FAIL_DELAY_NS: u64 = 300_000_000;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use shoal_client::{Client, ClientConfig, ClientError, ReadAnswer};
+use shoal_client::{Client, ClientConfig, ClientError, READS_IN_FLIGHT_MAX, ReadAnswer};
 use shoal_shard::namespace::Namespace;
 
 use crate::process::{CLUSTER, Cluster, REPLICA_COUNT};
@@ -99,6 +99,29 @@ fn every_acknowledged_append_reads_back_from_each_replica_in_order_exactly_once(
     for replica in 0..REPLICA_COUNT {
         assert_eq!(client.read(partition(PARTITIONS + 5), replica, 0, 10).unwrap(), ReadAnswer::PartitionMissing);
     }
+
+    // Many reads in flight at once: each answer pairs with its own read.
+    let acked = &acks[&0];
+    let in_flight = acked.len().min(READS_IN_FLIGHT_MAX);
+    let mut sent = BTreeMap::new();
+    for (offset, message) in acked.iter().take(in_flight).rev() {
+        let read_id = client.send_read(partition(0), 1, *offset, 1).unwrap();
+        sent.insert(read_id, (*offset, message.clone()));
+    }
+    if in_flight == READS_IN_FLIGHT_MAX {
+        assert!(matches!(client.send_read(partition(0), 1, 0, 1), Err(ClientError::ReadsInFlightFull { .. })));
+    }
+    while client.reads_in_flight() > 0 {
+        let (read_id, answer) = client.next_read_answer().unwrap();
+        let (offset, message) = sent.remove(&read_id).expect("an answer names a read sent");
+        match answer {
+            ReadAnswer::Messages { first_offset, messages, .. } => {
+                assert_eq!((first_offset, messages), (offset, vec![message]));
+            }
+            other => panic!("read {read_id} of offset {offset}: {other:?}"),
+        }
+    }
+    assert!(sent.is_empty(), "every read was answered once");
 
     // An append to a partition that does not exist is refused at once, not
     // left to the request timeout (30 s here).

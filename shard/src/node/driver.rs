@@ -406,13 +406,25 @@ impl<I: Io> Node<I> {
         message: &Message,
         world: &mut W,
     ) -> Result<(), NodeStop> {
-        let answer = if message.header.client == client {
-            super::read::answer(group.map(|g| &mut self.groups[g]), &message.header, &message.body).await?
+        let replica = self.config.replica;
+        let served = if message.header.client == client {
+            super::read::answer(group.map(|g| &mut self.groups[g]), replica, &message.header, &message.body).await?
         } else {
-            crate::read::ReadAnswer::Malformed
+            super::read::Served::Answer(crate::read::ReadAnswer::Malformed)
         };
-        let reply = answer.reply(&message.header, self.config.replica);
-        self.reply_outside_consensus(shard, client, reply, world);
+        match served {
+            super::read::Served::Answer(answer) => {
+                let reply = answer.reply(&message.header, replica);
+                self.reply_outside_consensus(shard, client, reply, world);
+            }
+            super::read::Served::Frame(frame) => {
+                // A read reply promises nothing durable (it is outside consensus).
+                let owner = world.client_shard(client);
+                if self.links.hop(shard, owner, FrameVariant::ClientReply, world).is_ok() {
+                    world.reply_frame_to_client(owner, client, frame);
+                }
+            }
+        }
         Ok(())
     }
 

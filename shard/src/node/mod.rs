@@ -62,6 +62,14 @@ pub trait NodeBus {
     fn send_to_replica(&mut self, via: ShardId, to: u8, message: Message);
     /// Send `message` to `client` on the connection shard `via` holds.
     fn reply_to_client(&mut self, via: ShardId, client: u128, message: Message);
+    /// Send `frame`, a whole encoded reply (a read's, built in place from
+    /// the partition log), to `client` as `reply_to_client` would. A world
+    /// whose sockets take bytes sends it as is; the default decodes it
+    /// back into a `Message` (the simulator's network carries messages).
+    fn reply_frame_to_client(&mut self, via: ShardId, client: u128, frame: Vec<u8>) {
+        let message = Message::decode(&frame).expect("the node encodes whole, sealed frames");
+        self.reply_to_client(via, client, message);
+    }
     /// The shard that holds `client`'s connection (its replies hop there).
     fn client_shard(&self, client: u128) -> ShardId;
 }

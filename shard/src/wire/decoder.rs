@@ -285,6 +285,10 @@ impl ConnectionDecoder {
                 match self.verify_header(peer) {
                     Ok(header) => {
                         self.pending = Some(header);
+                        // Room for the whole frame at once: growing by
+                        // doubling would copy a large body several times.
+                        let size_bytes = header.size as usize;
+                        self.buffer.reserve_exact(size_bytes.saturating_sub(self.buffer.len()));
                         header
                     }
                     Err(reason) => return Decoded::Closed(self.close(reason)),

@@ -373,7 +373,7 @@ fn a_missing_segment_is_a_gap_error() {
 fn bad_batches_are_typed_errors() {
     let io = MemIo::default();
     let mut log = open(&io, PartitionLogConfig::default()).unwrap();
-    assert!(matches!(block_on(log.append(&[])), Err(PartitionLogError::BatchSize { count: 0 })));
+    assert!(matches!(block_on(log.append::<Vec<u8>>(&[])), Err(PartitionLogError::BatchSize { count: 0 })));
     let huge = vec![vec![0u8; shoal_shard::partition_log::RECORD_PAYLOAD_SIZE_MAX_BYTES + 1]];
     assert!(matches!(block_on(log.append(&huge)), Err(PartitionLogError::PayloadTooLarge { .. })));
     assert_eq!(log.next_offset(), 0);
