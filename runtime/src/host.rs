@@ -543,6 +543,10 @@ fn publish_catalogue(node: &Node<RealIo>, process: &Process) {
 /// the disk). Every shard of the process runs this with the same `process`.
 pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: ShutdownFlag) -> Result<(), HostError> {
     assert!(process.shard_count.contains(shard), "shard {} runs in this process", shard.0);
+    // A lone fsync blocks its shard's thread (`RealFile::sync_data`). Not on
+    // the connection shard of a process with several shards: every other
+    // shard's frames are read and written by its sockets, and would wait.
+    io.set_inline_sync(process.shard_count.get() == 1 || shard != CONNECTION_SHARD);
     let config = process.config.clone();
     let inbound = process.take_receiver(shard);
     let mut groups = Vec::new();

@@ -142,7 +142,8 @@
 //!   with the prepare its copy names until that copy is poisoned and the
 //!   poison fsynced (`unvouch_copies`: a repair of a faulty op whose copy
 //!   survived, or a rewrite of a held prepare; one extra fsync then, none
-//!   on the append path, which only reads the copies). So a restart after
+//!   on the append path, which reads a copy only when the file may already
+//!   name its op: never for a new op past what the file held). So a restart after
 //!   a clean stop rewrites the ring (`slot_count` x 256 bytes), not up to
 //!   `slot_count` prepares.
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
@@ -693,10 +694,11 @@ pub struct PrepareJournal<I: Io> {
     /// written yet: the next `flush` writes them (the copy must never be
     /// durable before its prepare: module doc).
     copies_ready: BTreeSet<u64>,
-    /// Bound on the op any slot header of the current file may name (what
-    /// this process wrote, or the whole window when the file's history is
-    /// unknown). When `drain` retires the file as the spare, this says
-    /// which of its stale slots the next compaction must clear.
+    /// Bound on the op any header of the current file, in a slot or the
+    /// ring, may name (what this process wrote, or the whole window when
+    /// the file's history is unknown). When `drain` retires the file as the
+    /// spare, this says which of its stale slots the next compaction must
+    /// clear; `unvouch_copies` reads no copy of an op above it.
     file_op_written_max: u64,
     /// What is known of the file at the tmp path (the spare).
     spare: Spare,
@@ -947,11 +949,20 @@ impl<I: Io> PrepareJournal<I> {
 
     /// Judge every slot from its prepare and its ring copy (module doc table).
     async fn slot_states(&self) -> Vec<SlotState> {
+        self.slot_states_of(self.snapshot_op + 1, self.snapshot_op + self.config.slot_count).await
+    }
+
+    /// `slot_states` of the slots whose live-window op is in `first..=last`
+    /// (every state a slot can have names that op), in slot order.
+    async fn slot_states_of(&self, first: u64, last: u64) -> Vec<SlotState> {
         let copies = self.read_header_copies().await;
         let mut states = Vec::with_capacity(copies.len());
         let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + self.config.slot_count;
         for (slot, copy) in (0..self.config.slot_count).zip(copies) {
             let window_op = self.window_op(slot);
+            if window_op < first || window_op > last {
+                continue;
+            }
             let copy_op = match copy {
                 HeaderCopy::Valid(copy) if live(copy.op) => Some(copy),
                 _ => None,
@@ -1274,7 +1285,16 @@ impl<I: Io> PrepareJournal<I> {
     /// doc); were the slot lost instead, both invalid read as `Unknown`,
     /// faulty, never torn. `headers` are ascending ops; one read per run of
     /// adjacent copies. A read error counts as a match (poison it: safe).
+    ///
+    /// Only ops up to `file_op_written_max` are read: no byte of the file
+    /// names an op above it (every header this process writes, to a slot
+    /// or the ring, is of an op it wrote, and an op of the file's earlier
+    /// history is in the window `open` assumes; a misdirected write moves
+    /// bytes this process wrote). So an append of a new op, the steady
+    /// state, reads nothing.
     async fn unvouch_copies(&mut self, headers: &[&Header]) -> Result<(), JournalError> {
+        let headers: Vec<&Header> =
+            headers.iter().copied().filter(|header| header.op <= self.file_op_written_max).collect();
         let slot_count = self.config.slot_count;
         let mut matching: Vec<u64> = Vec::new();
         let mut index = 0;
@@ -1536,7 +1556,11 @@ impl<I: Io> PrepareJournal<I> {
         } else {
             Spare::Untrusted // nothing at the tmp path: the next drain creates it
         };
-        self.file_op_written_max = carried.last().copied().unwrap_or(through_op).max(through_op);
+        // The compacted file names the carried ops, and the faulty ops whose
+        // ring copy it kept (a later repair of one must poison that copy:
+        // `unvouch_copies` reads only up to this bound).
+        let named_op_max = carried.last().into_iter().chain(faulty.keys()).max().copied();
+        self.file_op_written_max = named_op_max.unwrap_or(through_op).max(through_op);
         self.headers.retain(|&op, _| op > through_op && carried.contains(&op));
         self.copies_pending.clear();
         self.copies_ready.clear();

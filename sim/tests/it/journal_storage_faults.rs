@@ -346,6 +346,39 @@ fn op_3_fsync_fails_then_crash_then_power_loss(io: &SimIo, mut journal: PrepareJ
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "what recovery reported was durable");
 }
 
+/// A compaction that leaves a faulty op out keeps its ring copy (the
+/// evidence that it was written), and the journal must still treat that
+/// copy as one that may name the op: the repair that follows poisons it
+/// before it rewrites the slot. Here the faulty op is the head, above every
+/// op the compaction carries; `unvouch_copies` reads copies only up to the
+/// highest op the file may name, and that bound once counted the carried
+/// ops alone: the repair then skipped the poison, its fsync failed, and the
+/// next open trusted the cached op 6 that a power loss took back.
+#[test]
+fn a_repair_after_a_compaction_that_kept_a_faulty_head_is_not_trusted_from_the_cache() {
+    let io = SimIo::new(14);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let (header, body) = block_on_ready(journal.read(6)).unwrap();
+    let anchor = block_on_ready(journal.read(2)).unwrap().0.checksum;
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    io.disk().poke(&path, config(SLOT_COUNT).slot_offset(6), &[0; 512]).unwrap();
+    let faulty = block_on_ready(journal.settle_to_checkpoint(2, anchor)).unwrap();
+    assert_eq!(faulty, vec![6], "op 6 reads back corrupt and is left out, its ring copy kept");
+    assert_eq!(journal.repair_ops(), vec![6]);
+    block_on_ready(journal.write_repair(&header, &body)).unwrap();
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(journal.sync()).is_err());
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![3, 4, 5, 6], "the cache holds the repaired op 6");
+    drop(journal);
+    let (_, recovery) = reopen_after_power_loss(&io);
+    assert_eq!(recovery.ops_recovered, vec![3, 4, 5, 6], "what recovery reported was durable");
+}
+
 /// A writable open rewrites no prepare whose ring copy names it (a matching
 /// copy proves the prepare's fsync succeeded): reopening a journal of
 /// durable prepares writes the header ring, not the slots.

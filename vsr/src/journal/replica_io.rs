@@ -85,9 +85,14 @@ impl<I: Io> PrepareJournal<I> {
     /// names them) or whose slot is invalid: the replica must not vouch for
     /// them and repairs them from peers.
     pub async fn scan(&self) -> Result<Scan, JournalError> {
+        self.scan_ops(self.snapshot_op + 1, self.snapshot_op + self.config.slot_count).await
+    }
+
+    /// `scan`, of the slots of ops `first..=last` of the live window only.
+    async fn scan_ops(&self, first: u64, last: u64) -> Result<Scan, JournalError> {
         let mut scan = Scan::default();
         let head = self.op_head.unwrap_or(self.snapshot_op);
-        for state in self.slot_states().await {
+        for state in self.slot_states_of(first, last).await {
             match state {
                 SlotState::Empty => {}
                 SlotState::Valid { header, .. } => {
@@ -151,7 +156,14 @@ impl<I: Io> PrepareJournal<I> {
         // (after a view change the neighbour may be a stale prepare the
         // replica already replaced in memory). The replica vouches for its
         // log by its own chain, so carry every valid prepare in the window.
-        let scan = self.scan().await?;
+        // Only ops past `through_op` are carried (and `through_op` itself
+        // anchors the compacted file's snapshot checksum), and none is above
+        // the head (recovery puts the head at the highest op the disk names,
+        // writes raise it, `truncate_after` clears what it drops): reading
+        // those slots, not the whole window, keeps a checkpoint's cost to the
+        // live pipeline (the whole window was ~2 reads per slot: ~2,000
+        // io_uring reads and ~10 ms per checkpoint of a 1024-slot journal).
+        let scan = self.scan_ops(through_op, self.op_head.unwrap_or(self.snapshot_op)).await?;
         // A live prepare that reads back corrupt fails the drain (issue 9,
         // finding 2): left out, its slot would read as never written after a
         // restart, not as faulty, and the log would be cut below it while
