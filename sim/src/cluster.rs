@@ -797,7 +797,8 @@ impl Cluster {
             return;
         }
         node.begin_turn();
-        let window_ns = 1 + draw % STORAGE_FLUSH_LATENCY_MAX_NS;
+        // After the frames that wait for it (`defer_until_idle`).
+        let window_ns = 2 + draw % STORAGE_FLUSH_LATENCY_MAX_NS;
         self.schedule(at_ns - self.now_ns + window_ns, Event::EndTurn(replica));
     }
 

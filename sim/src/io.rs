@@ -936,6 +936,63 @@ mod tests {
         assert_eq!(order, (0..8).collect::<Vec<_>>(), "every task ran once");
     }
 
+    /// With a profile, a write and an fsync each take virtual time drawn
+    /// from their ranges; `block_on_io` jumps the clock to each completion.
+    #[test]
+    fn storage_calls_take_virtual_time_with_a_profile() {
+        let io = io_with_dir(20);
+        let profile = LatencyProfile::of(DiskSpeed::Slow).without_tail();
+        io.set_latency(Some(profile));
+        let file = block_on_ready(io.open(Path::new("/data/a"), OpenMode::ReadWriteCreate)).unwrap();
+        let before_ns = io.now_ns();
+        let (result, _) = block_on_timed(&io, file.write_all_at(b"abc".to_vec(), 0));
+        result.unwrap();
+        let write_ns = io.now_ns() - before_ns;
+        assert!((profile.write_ns.0..=profile.write_ns.1).contains(&write_ns), "write took {write_ns} ns");
+        block_on_timed(&io, file.sync_data()).unwrap();
+        let sync_ns = io.now_ns() - before_ns - write_ns;
+        assert!((profile.sync_ns.0..=profile.sync_ns.1).contains(&sync_ns), "fsync took {sync_ns} ns");
+        assert!(!io.in_flight().any(), "nothing left in flight");
+        // Looking takes no time.
+        let now_ns = io.now_ns();
+        assert_eq!(io.instant(|| read_all(&io, "/data/a")).unwrap(), b"abc");
+        assert_eq!(io.now_ns(), now_ns);
+    }
+
+    /// An armed crash lands at the named wait, with the call in flight: an
+    /// fsync in flight made nothing durable, so a power loss loses or tears
+    /// the write; two fsyncs of a join are in flight at once.
+    #[test]
+    fn a_crash_lands_with_an_fsync_in_flight() {
+        let io = io_with_dir(21);
+        io.set_latency(Some(LatencyProfile::of(DiskSpeed::Normal).without_tail()));
+        let a = block_on_ready(io.open(Path::new("/data/a"), OpenMode::ReadWriteCreate)).unwrap();
+        let b = block_on_ready(io.open(Path::new("/data/b"), OpenMode::ReadWriteCreate)).unwrap();
+        block_on_timed(&io, io.sync_dir(Path::new(DIR))).unwrap();
+        let _ = shoal_vsr::marks::take();
+        let flush = |file: &SimFile, byte: u8| {
+            let file_ref = file;
+            async move {
+                let (result, _) = file_ref.write_all_at(vec![byte; 1024], 0).await;
+                result.unwrap();
+                file_ref.sync_data().await.unwrap();
+            }
+        };
+        let joined = shoal_shard::node::join::join_in_order(vec![flush(&a, 1), flush(&b, 2)]);
+        // Waits 1 and 2: the two writes; wait 3: both fsyncs in flight.
+        let mut armed = Some(3);
+        match block_on_io(&io, joined, &mut armed) {
+            Driven::Crashed(in_flight) => assert_eq!(in_flight, IoInFlight { writes: 0, syncs: 2, reads: 0 }),
+            Driven::Done(_) => panic!("the armed crash did not land"),
+        }
+        assert_eq!(armed, None, "a crash lands once");
+        assert!(!io.in_flight().any(), "the dropped calls left nothing counted");
+        assert_eq!(shoal_vsr::marks::take().get(shoal_vsr::marks::FSYNCS_OVERLAPPED), Some(&1));
+        io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+        io.power_loss();
+        assert_eq!(io.instant(|| read_all(&io, "/data/a")).unwrap(), b"", "the fsync in flight made nothing durable");
+    }
+
     #[test]
     #[should_panic(expected = "pending")]
     fn block_on_ready_rejects_pending() {
