@@ -970,14 +970,11 @@ mod tests {
         let b = block_on_ready(io.open(Path::new("/data/b"), OpenMode::ReadWriteCreate)).unwrap();
         block_on_timed(&io, io.sync_dir(Path::new(DIR))).unwrap();
         let _ = shoal_vsr::marks::take();
-        let flush = |file: &SimFile, byte: u8| {
-            let file_ref = file;
-            async move {
-                let (result, _) = file_ref.write_all_at(vec![byte; 1024], 0).await;
-                result.unwrap();
-                file_ref.sync_data().await.unwrap();
-            }
-        };
+        async fn flush(file: &SimFile, byte: u8) {
+            let (result, _) = file.write_all_at(vec![byte; 1024], 0).await;
+            result.unwrap();
+            file.sync_data().await.unwrap();
+        }
         let joined = shoal_shard::node::join::join_in_order(vec![flush(&a, 1), flush(&b, 2)]);
         // Waits 1 and 2: the two writes; wait 3: both fsyncs in flight.
         let mut armed = Some(3);
