@@ -50,6 +50,7 @@ use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
 
 use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::io::Io;
 use shoal_vsr::journal::{JournalConfig, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status};
@@ -64,7 +65,7 @@ use shoal_shard::router::route_partition;
 use crate::availability::{Availability, Role, connected_quorum};
 use crate::checker::{Ack, Checkers};
 use crate::choices::NodeChoices;
-use crate::io::{SimIo, block_on_ready};
+use crate::io::{DiskSpeed, Driven, IoInFlight, LatencyProfile, SimIo, block_on_io, block_on_ready, block_on_timed};
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::DATA_DIR;
 use crate::promises::{self, DurableFiles, Promise};
@@ -83,7 +84,7 @@ pub type GroupReplica = shoal_shard::node::GroupReplica<SimIo>;
 /// The server's way of opening a group's machine (`open_in_cluster`), so the
 /// simulator runs the same salvage path.
 fn open_partition(io: &SimIo, namespace: u64, replica_count: u8) -> Result<GroupMachine<SimIo>, String> {
-    block_on_ready(GroupMachine::open_in_cluster(io, Path::new(DATA_DIR), namespace, replica_count))
+    block_on_timed(io, GroupMachine::open_in_cluster(io, Path::new(DATA_DIR), namespace, replica_count))
         .map_err(|error| format!("partition log: {error}"))
 }
 
@@ -108,10 +109,17 @@ pub const STALE_REDELIVERY_MIN_NS: u64 = 300_000_000;
 /// ...and at the most: long enough to cross one or more view changes.
 pub const STALE_REDELIVERY_MAX_NS: u64 = 3_000_000_000;
 /// Group commit in virtual time: a frame delivered to a replica opens a turn
-/// half the time (when none is open); the frames that arrive before the
-/// turn ends join it, and their prepares are flushed together at its end,
-/// up to this long after it opened (a storage latency).
+/// half the time (when none is open), and always when it finds the process
+/// busy with a call (it waited in the inbox: the server reads such frames
+/// in one go); the frames that arrive before the turn ends join it, and
+/// their prepares are flushed together at its end, up to this long after
+/// it opened (the batching window; the storage latency itself is
+/// `SimIo`'s, in virtual time).
 pub const STORAGE_FLUSH_LATENCY_MAX_NS: u64 = 2_000_000;
+/// An armed crash (half of the injected process crashes, while the disk
+/// has latency) lands at one of the next this-many waits of the node on
+/// its storage, with the waited-on calls in flight.
+pub const CRASH_IN_FLIGHT_WAITS_MAX: u64 = 4;
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
@@ -163,6 +171,12 @@ struct Process {
     wipe_on_restart: bool,
     /// The running node; `None` while down (and while a step borrows it).
     node: Option<Node<SimIo>>,
+    /// When the node's last call ended on the process's own clock (its
+    /// storage took that long); events for it wait until then.
+    busy_until_ns: u64,
+    /// A crash armed to land while the node waits on storage: at the
+    /// count-th wait from now (`block_on_io`).
+    crash_armed: Option<u32>,
     /// Per group: prepares this replica wrote durably (and so may have
     /// acknowledged) and has not legitimately dropped since: they must
     /// survive a crash. The recovery checker's bookkeeping, not the node's.
@@ -337,10 +351,16 @@ impl Cluster {
                 }
             })
             .collect();
-        let root_io = SimIo::new(rng.next_u64());
+        // One disk speed for every process of a run (each with its own
+        // draws and long tail): a lone slow backup behind a fast quorum lags
+        // without bound, which VSR allows but the quiet-period checker's
+        // commit-lag bound does not.
+        let speed = DiskSpeed::ALL[(rng.next_u64() % DiskSpeed::ALL.len() as u64) as usize];
         let mut nodes = Vec::new();
         for replica in 0..config.replica_count {
-            let io = root_io.with_new_disk(rng.next_u64());
+            // Each process has its own clock: a call runs on it for as long
+            // as its storage takes (`with_node`).
+            let io = SimIo::new(rng.next_u64());
             io.disk().faults.read_corruption_ppm = 0;
             io.disk().faults.misdirected_write_ppm = 0;
             // Storage (issue 10): one crash in three keeps the page cache.
@@ -355,6 +375,8 @@ impl Cluster {
                     open_partition(&io, *namespace, config.replica_count).expect("a fresh disk opens a partition log");
                 groups.push(Group::new(*namespace, *shard, storage, Replica::new(replica_config, machine)));
             }
+            // From here on the disk takes time.
+            io.set_latency(Some(LatencyProfile::of(speed)));
             let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
             let drops = Arc::new(FrameDrops::new());
             let node =
@@ -367,6 +389,8 @@ impl Cluster {
                 rotted_while_running: false,
                 wipe_on_restart: false,
                 node: Some(node),
+                busy_until_ns: 0,
+                crash_armed: None,
                 acked: vec![BTreeMap::new(); namespaces.len()],
                 owners,
                 drops,
@@ -554,13 +578,25 @@ impl Cluster {
     // --- replicas ---------------------------------------------------------------
 
     fn on_replica_tick(&mut self, replica: u8) {
+        if let Some(until) = self.busy_until(replica) {
+            // The shard loop ticks once its storage call returns.
+            return self.defer_until_idle(until, Event::ReplicaTick(replica));
+        }
         self.schedule(TICK_NS, Event::ReplicaTick(replica));
         let index = replica as usize;
         if !self.nodes[index].up || self.nodes[index].paused_until_ns.is_some() {
             return;
         }
         if self.roll(self.config.faults.replica_crash_ppm, "replica_crash") {
-            return self.crash(replica, "injected");
+            // Half of the crashes land while the node waits on its disk
+            // (a write or fsync in flight), the rest at once.
+            let draw = self.rng.next_u64();
+            if self.nodes[index].io.latency().is_none() || draw.is_multiple_of(2) {
+                return self.crash(replica, "injected");
+            }
+            let waits = 1 + (draw >> 1) % CRASH_IN_FLIGHT_WAITS_MAX;
+            self.nodes[index].crash_armed = Some(waits as u32);
+            self.record(Some(replica), "crash_armed", waits, 0, String::new);
         }
         if self.shard_count.get() > 1 && self.roll(self.config.faults.shard_panic_ppm, "shard_panic") {
             // A shard panic shuts the whole process down cleanly.
@@ -584,7 +620,10 @@ impl Cluster {
             return;
         }
         let now_ns = self.now_ns;
-        self.with_node(replica, |node, world| block_on_ready(node.tick(now_ns, world)));
+        self.with_node(replica, |node, world, armed| {
+            let io = node.io().clone();
+            block_on_io(&io, node.tick(now_ns, world), armed)
+        });
         if let Phase::Liveness { .. } = self.phase
             && replica == 0
             && (now_ns / TICK_NS).is_multiple_of(CONVERGENCE_CHECK_TICKS)
@@ -633,8 +672,14 @@ impl Cluster {
                 format!("{from:?}->{to:?} plot")
             });
         }
+        // A replica sends on its own clock: inside a call, after the storage
+        // it waited on (`with_node`).
+        let sent_ns = match from {
+            Endpoint::Replica(replica) => self.nodes[replica as usize].io.now_ns().max(self.now_ns),
+            Endpoint::Client(_) => self.now_ns,
+        };
         let before = self.network.counters.clone();
-        let fate = self.network.submit(self.now_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
+        let fate = self.network.submit(sent_ns, Self::node_id(from, replicas), Self::node_id(to, replicas));
         self.spend_network_faults(&before);
         let command = message.header.command as u64;
         match fate {
@@ -648,7 +693,7 @@ impl Cluster {
                 {
                     let late = STALE_REDELIVERY_MIN_NS
                         + self.rng.next_u64() % (STALE_REDELIVERY_MAX_NS - STALE_REDELIVERY_MIN_NS);
-                    times.push(self.now_ns + late);
+                    times.push(sent_ns + late);
                 }
                 for at in times {
                     self.sequence += 1;
@@ -680,6 +725,12 @@ impl Cluster {
                         .insert((until.max(self.now_ns) + 1, self.sequence), Event::Deliver { from, to, message });
                     return;
                 }
+                if let Some(until) = self.busy_until(replica) {
+                    // It waits in the inbox while the node awaits its disk,
+                    // and joins a turn with whatever else waited there.
+                    self.open_turn_at(replica, until);
+                    return self.defer_until_idle(until, Event::Deliver { from, to, message: Box::new(message) });
+                }
                 self.deliver_to_replica(replica, from, message);
             }
             Endpoint::Client(client) => {
@@ -710,8 +761,10 @@ impl Cluster {
             }
         };
         self.maybe_begin_turn(replica);
-        let routed =
-            self.with_node(replica, |node, world| block_on_ready(node.on_frame(source, arrival, message, world)));
+        let routed = self.with_node(replica, |node, world, armed| {
+            let io = node.io().clone();
+            block_on_io(&io, node.on_frame(source, arrival, message, world), armed)
+        });
         if let Some(Routed::NamespaceMiss { shard, consensus_control: true }) = routed {
             let detail = format!(
                 "replica {replica}: VSR frame {:?} for namespace {:#x} reached shard {}, which runs no group for it; \
@@ -735,20 +788,38 @@ impl Cluster {
         self.schedule(1 + (draw >> 1) % STORAGE_FLUSH_LATENCY_MAX_NS, Event::EndTurn(replica));
     }
 
+    /// Open a turn on `replica` (unless one is open) that ends a batching
+    /// window after `at_ns`, when the frames waiting for it have arrived.
+    fn open_turn_at(&mut self, replica: u8, at_ns: u64) {
+        let draw = self.rng.next_u64();
+        let Some(node) = self.nodes[replica as usize].node.as_mut() else { return };
+        if node.turn_open() {
+            return;
+        }
+        node.begin_turn();
+        // After the frames that wait for it (`defer_until_idle`).
+        let window_ns = 2 + draw % STORAGE_FLUSH_LATENCY_MAX_NS;
+        self.schedule(at_ns - self.now_ns + window_ns, Event::EndTurn(replica));
+    }
+
     fn end_turn(&mut self, replica: u8) {
         let index = replica as usize;
+        if let Some(until) = self.busy_until(replica) {
+            return self.defer_until_idle(until, Event::EndTurn(replica));
+        }
         if let Some(until) = self.nodes[index].paused_until_ns {
             // A paused process flushes once it runs again.
             return self.schedule(until.saturating_sub(self.now_ns) + 1, Event::EndTurn(replica));
         }
         // A turn of an earlier life died with it; this life's turn (if any)
         // ends now, which is only earlier than its own event.
-        self.with_node(
-            replica,
-            |node, world| {
-                if node.turn_open() { block_on_ready(node.end_turn(world)) } else { Ok(()) }
-            },
-        );
+        self.with_node(replica, |node, world, armed| {
+            if !node.turn_open() {
+                return Driven::Done(Ok(()));
+            }
+            let io = node.io().clone();
+            block_on_io(&io, node.end_turn(world), armed)
+        });
     }
 
     // --- clients ----------------------------------------------------------------
@@ -765,6 +836,10 @@ impl Cluster {
         self.record(None, "heal", 0, 0, || "liveness phase: faults off".into());
         for replica in 0..self.config.replica_count {
             let index = replica as usize;
+            // No more crashes, and disks keep their speed but lose their tail.
+            self.nodes[index].crash_armed = None;
+            let io = &self.nodes[index].io;
+            io.set_latency(io.latency().map(LatencyProfile::without_tail));
             if self.nodes[index].paused_until_ns.is_some() {
                 self.nodes[index].paused_until_ns = None;
             }

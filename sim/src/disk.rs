@@ -2,8 +2,9 @@
 //! durable and pending directory entries, crash semantics and storage faults.
 //!
 //! Owns the byte-level model behind `SimIo`'s storage calls. Knows nothing of
-//! the journal, the executor or the network; every call completes at once (the
-//! cluster driver models latency), so storage futures are ready on first poll.
+//! the journal, the executor or the network; every call here takes effect at
+//! once, and `SimIo` decides when (a write when it is issued, an fsync when
+//! its latency in virtual time has passed: see `io.rs`).
 //!
 //! Model:
 //! - Each file is an inode with `durable` bytes (what survives a crash) and

@@ -1,20 +1,30 @@
 //! `SimIo`: the simulated implementation of `shoal_vsr::Io`.
 //!
-//! Owns nothing itself: it is a cheap `Clone` handle over a shared virtual
-//! clock and seeded executor (`executor.rs`), a seeded entropy source, and one
-//! replica's simulated disk (`disk.rs`). Storage futures never wait on
-//! virtual time (the cluster driver, not the disk, models latency: a turn
-//! of the node spans a storage latency), but a file's writes and fsyncs may
-//! yield once before they touch the disk (a seeded draw), as a real one
-//! returns to the event loop: so storage futures the node runs at once (the
-//! flushes of several groups, `shoal_shard::node::join`) interleave their
-//! disk operations in seeded orders, and the simulator checks that
-//! overlapping code and not a sequential stand-in. Drive storage code from
-//! outside a task with `block_on_ready`, which polls until done.
+//! Owns nothing itself: it is a cheap `Clone` handle over a virtual clock and
+//! seeded executor (`executor.rs`), a seeded entropy source, and one
+//! replica's simulated disk (`disk.rs`).
+//!
+//! Storage latency lives here, in virtual time (`StorageLatency`): with a
+//! `LatencyProfile` set, a write, a set_len, an fsync, a directory fsync and
+//! a read each complete only after a latency drawn from the replica's own
+//! seeded stream (fast, normal or slow disk, with an occasional long tail).
+//! The node's storage futures then really wait on the executor's timers,
+//! so the flushes of several groups (`shoal_shard::node::join`) overlap in
+//! virtual time, and a crash can land while a write or fsync is in flight
+//! (`block_on_io`): a write reaches the page cache when it is issued and is
+//! in flight until it completes (a crash then loses or tears it as any
+//! pending write); an fsync makes the file durable only when it completes
+//! (a crash before that leaves its writes pending, lost or torn). Without a
+//! profile (unit tests, the shard world) every call completes at once.
+//!
+//! Writes and fsyncs may also yield once before they touch the disk (a
+//! seeded draw), as a real one returns to the event loop. Drive storage code
+//! from outside a task with `block_on_ready` (no latency: polls until done)
+//! or `block_on_io` (jumps the executor's clock to each completion).
 //!
 //! Must not touch the wall clock, OS entropy, threads or the real file system.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,6 +45,7 @@ const SEED_STREAM_ENTROPY: u64 = 0x656e_7472_6f70_7900;
 const SEED_STREAM_EXECUTOR: u64 = 0x6578_6563_7574_6f72;
 const SEED_STREAM_DISK: u64 = 0x6469_736b_0000_0000;
 const SEED_STREAM_YIELD: u64 = 0x7969_656c_6400_0000;
+const SEED_STREAM_LATENCY: u64 = 0x6c61_7465_6e63_7900;
 
 /// In how many of 2^16 file writes and fsyncs the future yields once first.
 const YIELD_PER_65536: u64 = 1 << 15;
@@ -81,6 +92,248 @@ impl Yields {
     }
 }
 
+/// How fast a simulated disk is (`LatencyProfile::of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskSpeed {
+    /// An NVMe drive: fsync in tens to hundreds of microseconds.
+    Fast,
+    /// A SATA SSD: fsync in a fraction of a millisecond to a few.
+    Normal,
+    /// A busy or spinning disk: fsync in milliseconds.
+    Slow,
+}
+
+impl DiskSpeed {
+    pub const ALL: [DiskSpeed; 3] = [DiskSpeed::Fast, DiskSpeed::Normal, DiskSpeed::Slow];
+}
+
+/// A storage call never takes longer than this in virtual time, long tail
+/// included: far below a view-change timeout, so a slow disk slows a
+/// replica down without looking like a dead one to its peers.
+pub const STORAGE_LATENCY_MAX_NS: u64 = 50_000_000;
+/// A long-tail call takes up to this many times its drawn latency.
+pub const LATENCY_TAIL_FACTOR_MAX: u64 = 40;
+
+/// Virtual-time latencies of one disk. Reads are short: what the node
+/// reads (its journal at a restart, recently written partition messages)
+/// is mostly in the page cache, and a restart reads a journal slot by slot
+/// (a thousand reads). Each kind of call draws uniformly
+/// from its range `[min, max]` ns, and one call in `tail_ppm` per million
+/// is a long-tail call (2 to `LATENCY_TAIL_FACTOR_MAX` times as long,
+/// capped at `STORAGE_LATENCY_MAX_NS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyProfile {
+    pub write_ns: (u64, u64),
+    pub sync_ns: (u64, u64),
+    pub read_ns: (u64, u64),
+    pub tail_ppm: u32,
+}
+
+impl LatencyProfile {
+    pub fn of(speed: DiskSpeed) -> LatencyProfile {
+        match speed {
+            DiskSpeed::Fast => LatencyProfile {
+                write_ns: (2_000, 20_000),
+                sync_ns: (20_000, 200_000),
+                read_ns: (1_000, 10_000),
+                tail_ppm: 1_000,
+            },
+            DiskSpeed::Normal => LatencyProfile {
+                write_ns: (10_000, 100_000),
+                sync_ns: (200_000, 2_000_000),
+                read_ns: (2_000, 50_000),
+                tail_ppm: 2_000,
+            },
+            DiskSpeed::Slow => LatencyProfile {
+                write_ns: (50_000, 500_000),
+                sync_ns: (2_000_000, 12_000_000),
+                read_ns: (5_000, 200_000),
+                tail_ppm: 5_000,
+            },
+        }
+    }
+
+    /// The same disk without its long tail (the liveness phase: no faults).
+    pub fn without_tail(self) -> LatencyProfile {
+        LatencyProfile { tail_ppm: 0, ..self }
+    }
+}
+
+const _: () = assert!(LATENCY_TAIL_FACTOR_MAX >= 2);
+
+/// The kinds of storage call that take time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IoKind {
+    Write,
+    Sync,
+    Read,
+}
+
+/// Storage calls of one disk now in flight, by kind (`SimIo::in_flight`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoInFlight {
+    pub writes: u32,
+    pub syncs: u32,
+    pub reads: u32,
+}
+
+impl IoInFlight {
+    pub fn any(&self) -> bool {
+        self.writes + self.syncs + self.reads > 0
+    }
+}
+
+/// The latency model of one disk: its profile (none: every call is
+/// instant), its own seeded stream (a latency draw never shifts the
+/// entropy the protocol or the disk's faults draw), and what is in flight.
+#[derive(Debug)]
+struct StorageLatency {
+    executor: Rc<Executor>,
+    profile: Cell<Option<LatencyProfile>>,
+    /// Set while the simulator itself reads the disk (checkers): no time passes.
+    suspended: Cell<bool>,
+    rng: RefCell<ChaCha8Rng>,
+    in_flight: Cell<IoInFlight>,
+}
+
+/// Counts one call in flight until it completes or is dropped (a crash
+/// dropped the future that waited on it).
+struct InFlightGuard<'a> {
+    latency: &'a StorageLatency,
+    kind: IoKind,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.latency.count(self.kind, false);
+    }
+}
+
+impl StorageLatency {
+    fn new(executor: Rc<Executor>, seed: u64) -> Rc<StorageLatency> {
+        Rc::new(StorageLatency {
+            executor,
+            profile: Cell::new(None),
+            suspended: Cell::new(false),
+            rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_LATENCY)),
+            in_flight: Cell::new(IoInFlight::default()),
+        })
+    }
+
+    fn count(&self, kind: IoKind, up: bool) {
+        let mut in_flight = self.in_flight.get();
+        let counter = match kind {
+            IoKind::Write => &mut in_flight.writes,
+            IoKind::Sync => &mut in_flight.syncs,
+            IoKind::Read => &mut in_flight.reads,
+        };
+        if up {
+            *counter += 1;
+        } else {
+            *counter = counter.checked_sub(1).expect("a call completes once");
+        }
+        self.in_flight.set(in_flight);
+    }
+
+    /// This call's latency, or `None` when calls are instant.
+    fn draw(&self, kind: IoKind) -> Option<u64> {
+        let profile = self.profile.get().filter(|_| !self.suspended.get())?;
+        let (min_ns, max_ns) = match kind {
+            IoKind::Write => profile.write_ns,
+            IoKind::Sync => profile.sync_ns,
+            IoKind::Read => profile.read_ns,
+        };
+        assert!(0 < min_ns && min_ns <= max_ns, "a latency range is positive and ordered");
+        let mut rng = self.rng.borrow_mut();
+        let mut latency_ns = min_ns + rng.next_u64() % (max_ns - min_ns + 1);
+        if rng.next_u64() % u64::from(crate::disk::PPM_MAX) < u64::from(profile.tail_ppm) {
+            latency_ns *= 2 + rng.next_u64() % (LATENCY_TAIL_FACTOR_MAX - 1);
+        }
+        Some(latency_ns.min(STORAGE_LATENCY_MAX_NS))
+    }
+
+    /// Wait out one call's latency in virtual time (at once without a
+    /// profile). A sync issued while another is in flight is the overlap
+    /// the real backend gets from the kernel: marked.
+    async fn wait(&self, kind: IoKind) {
+        let Some(latency_ns) = self.draw(kind) else { return };
+
+        if kind == IoKind::Sync && self.in_flight.get().syncs > 0 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::FSYNCS_OVERLAPPED);
+        }
+        self.count(kind, true);
+        let _guard = InFlightGuard { latency: self, kind };
+        Sleep::new(self.executor.clone(), latency_ns).await;
+    }
+}
+
+/// How `block_on_io` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Driven<T> {
+    Done(T),
+    /// The armed crash landed: the future was dropped at its `wait`-th wait
+    /// on storage, with these calls in flight.
+    Crashed(IoInFlight),
+}
+
+/// A waker that notes it was woken: `block_on_io` polls again at once
+/// after a yield, and jumps the clock only when nothing woke.
+#[derive(Debug, Default)]
+struct Noted(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Noted {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Poll `future` to completion on `io`'s clock: whenever it waits on
+/// storage (nothing woke it), jump the executor's virtual time to the next
+/// timer, the earliest completion in flight. `crash_at_wait`: an armed
+/// crash; each wait on storage counts it down, and the wait that takes it
+/// to zero drops the future there, with its calls in flight (the caller
+/// crashes the disk). A count left when the future completes stays armed.
+///
+/// Only storage latencies may be timers here: a future that waits with no
+/// timer pending waits on something that never comes (a bug, a panic).
+pub fn block_on_io<F: Future>(io: &SimIo, future: F, crash_at_wait: &mut Option<u32>) -> Driven<F::Output> {
+    let noted = std::sync::Arc::new(Noted::default());
+    let waker = Waker::from(noted.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    for _ in 0..BLOCK_ON_POLLS_MAX {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return Driven::Done(output);
+        }
+        if noted.0.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        if let Some(count) = crash_at_wait {
+            assert!(*count > 0, "an armed crash counts down from one or more");
+            *count -= 1;
+            if *count == 0 {
+                *crash_at_wait = None;
+                let in_flight = io.in_flight();
+                assert!(in_flight.any(), "a future waits only on storage in flight");
+                return Driven::Crashed(in_flight);
+            }
+        }
+        assert!(
+            io.executor.fire_next_timer(u64::MAX),
+            "block_on_io: the future waits, but no storage call is in flight"
+        );
+    }
+    panic!("block_on_io: future still pending after {BLOCK_ON_POLLS_MAX} polls")
+}
+
+/// `block_on_io` with nothing armed: storage code run to completion.
+pub fn block_on_timed<F: Future>(io: &SimIo, future: F) -> F::Output {
+    match block_on_io(io, future, &mut None) {
+        Driven::Done(output) => output,
+        Driven::Crashed(_) => unreachable!("nothing was armed"),
+    }
+}
+
 /// The simulated `Io` of one replica (or one shard of one).
 #[derive(Debug, Clone)]
 pub struct SimIo {
@@ -88,13 +341,16 @@ pub struct SimIo {
     entropy: Rc<RefCell<ChaCha8Rng>>,
     disk: Rc<RefCell<SimDisk>>,
     yields: Rc<Yields>,
+    latency: Rc<StorageLatency>,
 }
 
 impl SimIo {
     /// A fresh simulation: its own clock, executor, entropy and disk.
     pub fn new(seed: u64) -> SimIo {
+        let executor = Rc::new(Executor::new(seed ^ SEED_STREAM_EXECUTOR));
         SimIo {
-            executor: Rc::new(Executor::new(seed ^ SEED_STREAM_EXECUTOR)),
+            latency: StorageLatency::new(executor.clone(), seed),
+            executor,
             entropy: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_ENTROPY))),
             disk: Rc::new(RefCell::new(SimDisk::new(seed ^ SEED_STREAM_DISK))),
             yields: Yields::new(seed),
@@ -109,7 +365,32 @@ impl SimIo {
             entropy: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ SEED_STREAM_ENTROPY))),
             disk: Rc::new(RefCell::new(SimDisk::new(seed ^ SEED_STREAM_DISK))),
             yields: Yields::new(seed),
+            latency: StorageLatency::new(self.executor.clone(), seed),
         }
+    }
+
+    /// Give this disk latencies in virtual time (`None`: instant calls).
+    pub fn set_latency(&self, profile: Option<LatencyProfile>) {
+        self.latency.profile.set(profile);
+    }
+
+    pub fn latency(&self) -> Option<LatencyProfile> {
+        self.latency.profile.get()
+    }
+
+    /// Storage calls of this disk now in flight.
+    pub fn in_flight(&self) -> IoInFlight {
+        self.latency.in_flight.get()
+    }
+
+    /// Run `f` (the simulator's own look at the disk: a checker's read)
+    /// with instant storage calls, so looking takes no virtual time and
+    /// draws no latency.
+    pub fn instant<R>(&self, f: impl FnOnce() -> R) -> R {
+        let was = self.latency.suspended.replace(true);
+        let result = f();
+        self.latency.suspended.set(was);
+        result
     }
 
     pub fn executor(&self) -> &Rc<Executor> {
@@ -161,6 +442,7 @@ impl SimIo {
 pub struct SimFile {
     disk: Rc<RefCell<SimDisk>>,
     yields: Rc<Yields>,
+    latency: Rc<StorageLatency>,
     inode: u64,
     generation: u64,
     writable: bool,
@@ -172,6 +454,7 @@ fn read_only_error() -> io::Error {
 
 impl IoFile for SimFile {
     async fn read_exact_at(&self, mut buf: Vec<u8>, position: u64) -> BufResult<()> {
+        self.latency.wait(IoKind::Read).await;
         let result = self.disk.borrow_mut().read(self.generation, self.inode, &mut buf, position);
         (result, buf)
     }
@@ -190,12 +473,18 @@ impl IoFile for SimFile {
             return (Err(read_only_error()), buf);
         }
         self.yields.maybe().await;
+        // In the page cache at once, complete (and so known to the caller)
+        // only after its latency: a crash in between loses or tears it.
         let result = self.disk.borrow_mut().write(self.generation, self.inode, &buf, position);
+        self.latency.wait(IoKind::Write).await;
         (result, buf)
     }
 
     async fn sync_data(&self) -> io::Result<()> {
         self.yields.maybe().await;
+        // Durable only when it completes: a crash in flight leaves the
+        // file's writes pending.
+        self.latency.wait(IoKind::Sync).await;
         self.disk.borrow_mut().sync_data(self.generation, self.inode)
     }
 
@@ -203,7 +492,9 @@ impl IoFile for SimFile {
         if !self.writable {
             return Err(read_only_error());
         }
-        self.disk.borrow_mut().set_len(self.generation, self.inode, size_bytes)
+        let result = self.disk.borrow_mut().set_len(self.generation, self.inode, size_bytes);
+        self.latency.wait(IoKind::Write).await;
+        result
     }
 
     async fn size_bytes(&self) -> io::Result<u64> {
@@ -240,6 +531,7 @@ impl Io for SimIo {
         Ok(SimFile {
             disk: self.disk.clone(),
             yields: self.yields.clone(),
+            latency: self.latency.clone(),
             inode,
             generation,
             writable: mode.writable(),
@@ -259,6 +551,7 @@ impl Io for SimIo {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.latency.wait(IoKind::Sync).await;
         self.disk.borrow_mut().sync_dir(dir)
     }
 
@@ -650,6 +943,60 @@ mod tests {
         let mut order = interleaving(3);
         order.sort_unstable();
         assert_eq!(order, (0..8).collect::<Vec<_>>(), "every task ran once");
+    }
+
+    /// With a profile, a write and an fsync each take virtual time drawn
+    /// from their ranges; `block_on_io` jumps the clock to each completion.
+    #[test]
+    fn storage_calls_take_virtual_time_with_a_profile() {
+        let io = io_with_dir(20);
+        let profile = LatencyProfile::of(DiskSpeed::Slow).without_tail();
+        io.set_latency(Some(profile));
+        let file = block_on_ready(io.open(Path::new("/data/a"), OpenMode::ReadWriteCreate)).unwrap();
+        let before_ns = io.now_ns();
+        let (result, _) = block_on_timed(&io, file.write_all_at(b"abc".to_vec(), 0));
+        result.unwrap();
+        let write_ns = io.now_ns() - before_ns;
+        assert!((profile.write_ns.0..=profile.write_ns.1).contains(&write_ns), "write took {write_ns} ns");
+        block_on_timed(&io, file.sync_data()).unwrap();
+        let sync_ns = io.now_ns() - before_ns - write_ns;
+        assert!((profile.sync_ns.0..=profile.sync_ns.1).contains(&sync_ns), "fsync took {sync_ns} ns");
+        assert!(!io.in_flight().any(), "nothing left in flight");
+        // Looking takes no time.
+        let now_ns = io.now_ns();
+        assert_eq!(io.instant(|| read_all(&io, "/data/a")).unwrap(), b"abc");
+        assert_eq!(io.now_ns(), now_ns);
+    }
+
+    /// An armed crash lands at the named wait, with the call in flight: an
+    /// fsync in flight made nothing durable, so a power loss loses or tears
+    /// the write; two fsyncs of a join are in flight at once.
+    #[test]
+    fn a_crash_lands_with_an_fsync_in_flight() {
+        let io = io_with_dir(21);
+        io.set_latency(Some(LatencyProfile::of(DiskSpeed::Normal).without_tail()));
+        let a = block_on_ready(io.open(Path::new("/data/a"), OpenMode::ReadWriteCreate)).unwrap();
+        let b = block_on_ready(io.open(Path::new("/data/b"), OpenMode::ReadWriteCreate)).unwrap();
+        block_on_timed(&io, io.sync_dir(Path::new(DIR))).unwrap();
+        let _ = shoal_vsr::marks::take();
+        async fn flush(file: &SimFile, byte: u8) {
+            let (result, _) = file.write_all_at(vec![byte; 1024], 0).await;
+            result.unwrap();
+            file.sync_data().await.unwrap();
+        }
+        let joined = shoal_shard::node::join::join_in_order(vec![flush(&a, 1), flush(&b, 2)]);
+        // Waits 1 and 2: the two writes; wait 3: both fsyncs in flight.
+        let mut armed = Some(3);
+        match block_on_io(&io, joined, &mut armed) {
+            Driven::Crashed(in_flight) => assert_eq!(in_flight, IoInFlight { writes: 0, syncs: 2, reads: 0 }),
+            Driven::Done(_) => panic!("the armed crash did not land"),
+        }
+        assert_eq!(armed, None, "a crash lands once");
+        assert!(!io.in_flight().any(), "the dropped calls left nothing counted");
+        assert_eq!(shoal_vsr::marks::take().get(shoal_vsr::marks::FSYNCS_OVERLAPPED), Some(&1));
+        io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+        io.power_loss();
+        assert_eq!(io.instant(|| read_all(&io, "/data/a")).unwrap(), b"", "the fsync in flight made nothing durable");
     }
 
     #[test]

@@ -41,7 +41,10 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
     CHECKPOINT_LOST_REJOINED,
+    CRASH_FSYNC_IN_FLIGHT,
+    CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
+    FSYNCS_OVERLAPPED,
     GROUP_FLUSHES_OVERLAPPED,
     PARTITION_SALVAGED,
     PREPARE_PACKED_REQUESTS,
@@ -71,10 +74,21 @@ pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// copies (or the journal file) of a group were lost, its superblock was
 /// not; the group was formatted again and rejoins keeping its promises.
 pub const CHECKPOINT_LOST_REJOINED: &str = "checkpoint_lost_rejoined";
+/// Placed by the simulator (`shoal_sim::io::block_on_io`): a process
+/// crashed while an fsync of its disk was in flight (the node's future
+/// waited on it), so the fsync's writes were left pending, lost or torn.
+pub const CRASH_FSYNC_IN_FLIGHT: &str = "crash_fsync_in_flight";
+/// Placed by the simulator: a process crashed while a write was in flight
+/// (issued, not yet completed), which the crash then kept, lost or tore.
+pub const CRASH_WRITE_IN_FLIGHT: &str = "crash_write_in_flight";
 /// Placed by the storage driver, not here: a checkpoint's drain read a
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).
 pub const DRAIN_CORRUPT: &str = "drain_corrupt";
+/// Placed by the simulator's storage latency (`shoal_sim::io`): an fsync
+/// was issued while another fsync of the same disk was in flight (in
+/// virtual time), as the kernel overlaps the node's group flushes.
+pub const FSYNCS_OVERLAPPED: &str = "fsyncs_overlapped";
 /// Placed by the node (`Node::commit_groups`): the flushes of two or more
 /// groups ran at once and interleaved (one yielded to another before it
 /// finished), so the overlapping group commit is what ran.

@@ -2240,6 +2240,12 @@ impl<S: StateMachine> Replica<S> {
 
     fn truncate_journal(&mut self, truncate_after: Option<u64>) {
         if let Some(after_op) = truncate_after {
+            // The truncation takes the disk copies of the prepares kept
+            // aside above it too, and no canonical log of this view or a
+            // later one names them (this view's ends below). Kept in memory
+            // they would raise the do_view_change's nack floor past what the
+            // disk holds (disk-rot seed 397, story `aside_truncated`).
+            self.unchained.retain(|_, message| message.header.op <= after_op);
             self.actions.push(Action::TruncateLog { after_op });
         }
     }

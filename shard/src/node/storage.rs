@@ -233,13 +233,21 @@ impl<I: Io> GroupStorage<I> {
 
     /// Format a replica's storage again after its disk was lost, for a
     /// cluster that already exists: the replica must rejoin before it votes.
+    ///
+    /// Crash-safe at every storage call, and safe to run again after one
+    /// (the operator's retry): a new journal and no checkpoint first, then
+    /// the superblock, created already rejoining and atomically (tmp, rename,
+    /// fsync dir). Until it is durable a start finds no superblock (the
+    /// group is not formatted: the start fails); after, it rejoins. Creating
+    /// the superblock first and marking it rejoining after left a voter of
+    /// view 0 on a crash in between (`sim/tests/it/group_damage.rs`).
     pub async fn format_rejoining(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
-        let mut storage = GroupStorage::format(io, dir, config).await?;
-        // Durable before the replica runs: a crash before the rejoin
-        // completes must restart it rejoining, never as a voter of view 0.
+        io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
+        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
         let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
-        storage.superblock.write(state).await?;
-        Ok(storage)
+        let superblock = Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?;
+        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        Ok(GroupStorage::new(io, dir, config, journal, superblock))
     }
 
     /// Open after a crash: what the disk kept, as the replica needs it.

@@ -101,7 +101,8 @@ impl Cluster {
         // the run does; what a replica serves is what it made durable.
         for replica in 0..self.config.replica_count {
             let Some(r) = self.group_replica(replica, group) else { continue };
-            let read = block_on_ready(r.state_machine().read(offset, messages.len()));
+            let io = self.nodes[replica as usize].io.clone();
+            let read = io.instant(|| block_on_ready(r.state_machine().read(offset, messages.len())));
             for (index, (at, message)) in read.iter().enumerate() {
                 if *at != offset + index as u64 || message != &messages[index] {
                     let label = self.group_label(group);

@@ -350,8 +350,8 @@ impl Cluster {
         let namespace = self.namespaces[group];
         let io = self.nodes[index].io.clone();
         let config = storage_config(replica, namespace);
-        let Ok((storage, recovered)) = block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config))
-        else {
+        let inspected = io.instant(|| block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config)));
+        let Ok((storage, recovered)) = inspected else {
             return;
         };
         // The newest op this disk holds in the group (checkpoint or journal):
@@ -420,7 +420,7 @@ impl Cluster {
         }
         let dir = shoal_shard::node::partition_dir(std::path::Path::new(DATA_DIR), namespace);
         let io = self.nodes[index].io.clone();
-        let Ok(mut files) = block_on_ready(shoal_vsr::io::Io::list_dir(&io, &dir)) else { return };
+        let Ok(mut files) = io.instant(|| block_on_ready(shoal_vsr::io::Io::list_dir(&io, &dir))) else { return };
         files.retain(|path| path.extension().is_some_and(|ext| ext == "log"));
         if files.is_empty() {
             return;

@@ -42,6 +42,7 @@ impl Cluster {
             }
         }
         self.nodes[index].paused_until_ns = None;
+        self.nodes[index].crash_armed = None;
         self.nodes[index].io.crash();
         let why = why.to_string();
         self.record(Some(replica), "crash", 0, 0, || why.clone());
@@ -60,17 +61,18 @@ impl Cluster {
         }
         self.maybe_rot(replica);
         let io = self.nodes[index].io.clone();
+        // The process starts now, or once the crashed life's clock (which
+        // ran ahead with its last call) stopped: its opens take time too.
+        io.set_now_ns(io.now_ns().max(self.now_ns));
         let mut faulty_groups = 0;
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
             let config = storage_config(replica, namespace);
-            let opened = block_on_ready(GroupStorage::open_or_rejoin(
+            let opened = block_on_timed(
                 &io,
-                Path::new(DATA_DIR),
-                config,
-                self.config.replica_count,
-            ));
+                GroupStorage::open_or_rejoin(&io, Path::new(DATA_DIR), config, self.config.replica_count),
+            );
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
                 Err(error) => {
@@ -137,7 +139,10 @@ impl Cluster {
         self.record(Some(replica), "restart", faulty_groups, 0, String::new);
         self.timeline(replica, TimelineKind::Restart, detail);
         // Drain the actions that recovery itself asked for.
-        self.with_node(replica, |node, world| block_on_ready(node.start(world)));
+        self.with_node(replica, |node, world, armed| {
+            let io = node.io().clone();
+            block_on_io(&io, node.start(world), armed)
+        });
     }
 
     /// `replica`'s `group` came back formatted and rejoining after `damage`
@@ -160,6 +165,7 @@ impl Cluster {
     pub(super) fn restart_wiped(&mut self, replica: u8) {
         let index = replica as usize;
         let io = self.nodes[index].io.clone();
+        io.set_now_ns(io.now_ns().max(self.now_ns));
         io.disk().wipe();
         self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
         self.superblock_rot.retain(|(r, _, _)| *r != replica);
@@ -167,7 +173,7 @@ impl Cluster {
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
             let config = storage_config(replica, namespace);
-            let storage = block_on_ready(GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config))
+            let storage = block_on_timed(&io, GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config))
                 .expect("formatting a wiped disk works");
             let partition = open_partition(&io, namespace, self.config.replica_count)
                 .expect("a wiped disk opens an empty partition log");

@@ -12,20 +12,40 @@ impl Cluster {
     /// is taken out for the call, so the world's hooks may touch everything
     /// else; a node that stops is crashed here, once it is back. `None` when
     /// the process is down or the node stopped.
+    ///
+    /// The call runs on the process's own clock (`block_on_io`, which `f`
+    /// uses with the armed crash it is handed): it starts now (or when the
+    /// process's last call ended, if later) and takes the virtual time its
+    /// storage calls take; until it ends the process is busy, and the events
+    /// for it wait (`busy_until`), as frames wait in a server shard's inbox
+    /// while its loop awaits the disk. An armed crash that lands drops the
+    /// call mid-flight and crashes the process with its I/O in flight.
     pub(super) fn with_node<R>(
         &mut self,
         replica: u8,
-        f: impl FnOnce(&mut Node<SimIo>, &mut SimWorld<'_>) -> Result<R, NodeStop>,
+        f: impl FnOnce(&mut Node<SimIo>, &mut SimWorld<'_>, &mut Option<u32>) -> Driven<Result<R, NodeStop>>,
     ) -> Option<R> {
         let index = replica as usize;
         if !self.nodes[index].up {
             return None;
         }
         let mut node = self.nodes[index].node.take()?;
+        let io = self.nodes[index].io.clone();
+        io.set_now_ns(io.now_ns().max(self.now_ns));
+        let mut armed = self.nodes[index].crash_armed.take();
         let mut world = SimWorld { cluster: self, replica, crash: None };
-        let result = f(&mut node, &mut world);
+        let driven = f(&mut node, &mut world, &mut armed);
         let crash = world.crash.take();
         self.nodes[index].node = Some(node);
+        self.nodes[index].crash_armed = armed;
+        self.nodes[index].busy_until_ns = io.now_ns();
+        let result = match driven {
+            Driven::Done(result) => result,
+            Driven::Crashed(in_flight) => {
+                self.crash_in_flight(replica, in_flight);
+                return None;
+            }
+        };
         match result {
             Ok(value) => Some(value),
             Err(stop) => {
@@ -33,6 +53,42 @@ impl Cluster {
                 None
             }
         }
+    }
+
+    /// An armed crash landed while `replica`'s storage calls were in flight
+    /// (the node's call was dropped there): the disk crashes with them.
+    fn crash_in_flight(&mut self, replica: u8, in_flight: IoInFlight) {
+        if in_flight.writes > 0 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_WRITE_IN_FLIGHT);
+        }
+        if in_flight.syncs > 0 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_FSYNC_IN_FLIGHT);
+        }
+        let why = format!(
+            "with storage in flight ({} writes, {} fsyncs, {} reads)",
+            in_flight.writes, in_flight.syncs, in_flight.reads
+        );
+        self.crash(replica, &why);
+    }
+
+    /// When the process's current call ends, if it is up and still busy
+    /// (its events wait until then).
+    pub(super) fn busy_until(&self, replica: u8) -> Option<u64> {
+        let process = &self.nodes[replica as usize];
+        (process.up && process.node.is_some() && process.busy_until_ns > self.now_ns).then_some(process.busy_until_ns)
+    }
+
+    /// Queue `event` again for when `replica`'s current call ends: a tick
+    /// then, every other event a nanosecond later, so the tick runs first.
+    /// A server shard checks its timer after every turn; a tick queued
+    /// behind the frames that waited would wait for each of them in turn
+    /// (swarm seed 254: a primary's commit heartbeats stopped for 400 ms
+    /// while it repaired, and a backup started a view change).
+    pub(super) fn defer_until_idle(&mut self, until_ns: u64, event: Event) {
+        assert!(until_ns > self.now_ns, "only a busy process defers");
+        let at_ns = if matches!(event, Event::ReplicaTick(_)) { until_ns } else { until_ns + 1 };
+        self.sequence += 1;
+        self.queue.insert((at_ns, self.sequence), event);
     }
 
     /// The node stopped: a storage or partition log error (fail-stop), or a
@@ -64,7 +120,10 @@ impl Cluster {
     /// Write the partition's applied messages to its log (the node's own
     /// write; a failure stops the node like any other).
     pub(super) fn persist_partition(&mut self, replica: u8, group: usize) {
-        self.with_node(replica, |node, _| block_on_ready(node.group_mut(group).write_partition()));
+        self.with_node(replica, |node, _, _| {
+            let io = node.io().clone();
+            Driven::Done(io.instant(|| block_on_ready(node.group_mut(group).write_partition())))
+        });
     }
 
     /// Every message of the group's partition log on `replica`, by offset.
@@ -72,8 +131,9 @@ impl Cluster {
         self.persist_partition(replica, group);
         let mut messages = Vec::new();
         let Some(r) = self.group_replica(replica, group) else { return messages };
+        let io = self.nodes[replica as usize].io.clone();
         loop {
-            let chunk = block_on_ready(r.state_machine().read(messages.len() as u64, 1024));
+            let chunk = io.instant(|| block_on_ready(r.state_machine().read(messages.len() as u64, 1024)));
             if chunk.is_empty() {
                 break;
             }

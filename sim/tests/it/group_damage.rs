@@ -164,3 +164,45 @@ fn without_a_quorum_of_peers_the_damage_stops_the_replica() {
         assert_eq!(io.disk().contents(&superblock_path(dir(), NAMESPACE)), before, "nothing was formatted");
     }
 }
+
+/// The operator's format of a lost disk (`GroupStorage::format_rejoining`)
+/// crashed after any storage call: no start may find a group that votes
+/// (every open either fails or rejoins), and the operator's retry of the
+/// format finishes it, rejoining.
+#[test]
+fn a_rejoining_format_crashed_at_any_step_never_leaves_a_voter() {
+    for steps in 0..FORMAT_STEPS_MAX {
+        let io = SimIo::new(steps);
+        io.disk().faults = DiskFaults { process_crash_ppm: 500_000, ..DiskFaults::crash_only() };
+        io.disk().crash_after_steps(steps);
+        let first = block_on_ready(GroupStorage::format_rejoining(&io, dir(), storage_config()));
+        if !io.disk().is_halted() {
+            drop(first.expect("an uninterrupted format finishes"));
+            // Durable: a crash now (which also disarms the halt) keeps it.
+            io.crash();
+            let (_, recovered) = block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap();
+            assert!(recovered.durable.rejoining, "a formatted lost disk rejoins");
+            assert!(steps > 0, "the format was crashed at some step first");
+            return;
+        }
+        drop(first);
+        io.crash();
+        for start in 0..2 {
+            let opened = if start == 0 {
+                block_on_ready(GroupStorage::open(&io, dir(), storage_config())).map(|(_, recovered)| recovered)
+            } else {
+                block_on_ready(GroupStorage::open_or_rejoin(&io, dir(), storage_config(), REPLICA_COUNT))
+                    .map(|(_, recovered, _)| recovered)
+            };
+            if let Ok(recovered) = opened {
+                assert!(recovered.durable.rejoining, "crash after {steps} steps, start {start}: a voter of view 0");
+            }
+        }
+        let retried = block_on_ready(GroupStorage::format_rejoining(&io, dir(), storage_config()))
+            .unwrap_or_else(|error| panic!("crash after {steps} steps, the operator's retry: {error}"));
+        drop(retried);
+        let (_, recovered) = block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap();
+        assert!(recovered.durable.rejoining, "crash after {steps} steps: the retried format rejoins");
+    }
+    panic!("the format took more than {FORMAT_STEPS_MAX} storage calls");
+}
