@@ -59,6 +59,7 @@ pub const MARKS: &[&str] = &[
     REPAIR_BY_CHECKSUM,
     SESSION_EVICTED,
     STATE_TRANSFER,
+    SUPERBLOCK_COPY_REPAIRED,
     SUPERBLOCK_LOST_REJOINED,
     UNCHAINED_PREPARE_ADOPTED,
     VIEW_CHANGE_NACK_TRUNCATION,
@@ -123,6 +124,10 @@ pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
 pub const STATE_TRANSFER: &str = "state_transfer";
+/// A writable superblock open found a copy behind the newest one (a write
+/// failed between its copies, or a copy was damaged) and rewrote it before
+/// the replica acted on the newest state.
+pub const SUPERBLOCK_COPY_REPAIRED: &str = "superblock_copy_repaired";
 /// Placed by the node (`GroupStorage::open_or_rejoin`): both superblock
 /// copies of a group were lost; it was formatted again and rejoins as a
 /// wiped replica does.

@@ -6,6 +6,9 @@
 //! Each write bumps a sequence number and writes copy A, fsyncs, then writes
 //! copy B and fsyncs. A crash tears at most the copy being written, so the
 //! other one is valid; `open` takes the valid copy with the highest sequence.
+//! That needs both copies to hold the newest state before a write starts: a
+//! write that failed between its copies leaves copy B behind, so a writable
+//! `open` rewrites the lagging copies first.
 //! The copies live in separate sectors so one torn sector cannot hit both,
 //! a copy's size apart so one misdirected write cannot hit both either.
 
@@ -344,6 +347,9 @@ impl<I: Io> Superblock<I> {
         };
         let size_bytes = file.size_bytes().await.map_err(io_error("stat"))?;
         let mut best: Option<CopyRecord> = None;
+        // What each copy's offset holds, to find the copies a failed write
+        // left behind the newest one.
+        let mut at_copy: Vec<Option<CopyRecord>> = Vec::with_capacity(SUPERBLOCK_COPIES as usize);
         for position in 0..SUPERBLOCK_READ_POSITIONS {
             let offset = position * SUPERBLOCK_COPY_SIZE_BYTES;
             if offset + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
@@ -351,7 +357,11 @@ impl<I: Io> Superblock<I> {
             }
             let (result, bytes) = file.read_exact_at(vec![0; SUPERBLOCK_COPY_SIZE_BYTES as usize], offset).await;
             result.map_err(io_error("read"))?;
-            if let Some(copy) = CopyRecord::decode(&bytes)?
+            let decoded = CopyRecord::decode(&bytes)?;
+            if (0..SUPERBLOCK_COPIES).any(|index| superblock_copy_offset(index) == offset) {
+                at_copy.push(decoded.clone());
+            }
+            if let Some(copy) = decoded
                 && best.as_ref().is_none_or(|best| copy.sequence > best.sequence)
             {
                 best = Some(copy);
@@ -368,6 +378,9 @@ impl<I: Io> Superblock<I> {
         if copy.state.log_view > copy.state.view {
             return Err(SuperblockError::InvalidState { state: copy.state });
         }
+        if mode.writable() {
+            Self::repair_lagging_copies(&file, &copy, &at_copy).await?;
+        }
         Ok(Superblock {
             file,
             writable: mode.writable(),
@@ -378,6 +391,34 @@ impl<I: Io> Superblock<I> {
             sequence_next: copy.sequence + 1,
             state: copy.state,
         })
+    }
+
+    /// Rewrite every copy that does not hold `newest` with it, each fsynced
+    /// before the next, before the replica acts on `newest`. A write that
+    /// failed after its first copy (an fsync EIO, a crash) leaves copy B a
+    /// state behind; the next write tears copy A at worst, and open must
+    /// then find `newest` in copy B, not the older state a replica may
+    /// already have contradicted (crash-loop seed 230: a view-1 log_view
+    /// only in copy A, copy A torn by the view-2 write, copy B's log_view 0
+    /// let the replica's do_view_change disown ops it had acknowledged).
+    /// `at_copy`: what each copy's offset decoded to, in copy order (a short
+    /// file has fewer entries; missing copies are written too).
+    async fn repair_lagging_copies(
+        file: &I::File,
+        newest: &CopyRecord,
+        at_copy: &[Option<CopyRecord>],
+    ) -> Result<(), SuperblockError> {
+        let bytes = newest.encode();
+        for index in 0..SUPERBLOCK_COPIES {
+            if at_copy.get(index as usize).is_some_and(|held| held.as_ref() == Some(newest)) {
+                continue;
+            }
+            crate::marks::hit(crate::marks::SUPERBLOCK_COPY_REPAIRED);
+            let (result, _) = file.write_all_at(bytes.clone(), superblock_copy_offset(index)).await;
+            result.map_err(io_error("write lagging copy"))?;
+            file.sync_data().await.map_err(io_error("fsync lagging copy"))?;
+        }
+        Ok(())
     }
 
     /// The last durable state.

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use shoal_sim::{DiskFaults, SimIo, block_on_ready};
+use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::OpenMode;
+use shoal_vsr::journal::settle_file;
 use shoal_vsr::superblock::{
     SUPERBLOCK_COPY_SIZE_BYTES, Superblock, SuperblockError, SuperblockState, superblock_copy_offset, superblock_path,
 };
@@ -73,11 +75,90 @@ fn a_corrupt_copy_falls_back_to_the_other() {
     // Copy A torn back to an older, still-valid image is covered above; here
     // copy A is garbage and copy B holds the state.
     io.disk().poke(&path, 10, &[0xFF; 40]).unwrap();
-    assert_eq!(open(&io).unwrap().state().clone(), state(4, 4, 40));
+    // Read only: a writable open would rewrite copy A from copy B (below).
+    assert_eq!(open_read_only(&io).unwrap().state().clone(), state(4, 4, 40));
     // Sticky read corruption of copy B too: no valid copy is left.
     io.disk().corrupt_sector(&path, superblock_copy_offset(1) + 20).unwrap();
-    let error = open(&io).unwrap_err();
+    let error = open_read_only(&io).unwrap_err();
     assert!(matches!(error, SuperblockError::NoValidCopy), "{error}");
+}
+
+fn open_read_only(io: &SimIo) -> Result<Superblock<SimIo>, SuperblockError> {
+    block_on_ready(Superblock::open(io, Path::new(DIR), CLUSTER, NAMESPACE, REPLICA, OpenMode::ReadOnly))
+}
+
+#[test]
+fn a_writable_open_rewrites_a_damaged_copy_from_the_valid_one() {
+    let io = SimIo::new(8);
+    let mut superblock = block_on_ready(Superblock::create(&io, Path::new(DIR), CLUSTER, NAMESPACE, REPLICA)).unwrap();
+    block_on_ready(superblock.write(state(4, 4, 40))).unwrap();
+    drop(superblock);
+    let path = superblock_path(Path::new(DIR), NAMESPACE);
+    io.disk().poke(&path, 10, &[0xFF; 40]).unwrap();
+    assert_eq!(open(&io).unwrap().state().clone(), state(4, 4, 40));
+    // Copy A was rewritten and made durable: losing copy B now loses nothing.
+    io.power_loss();
+    io.disk().poke(&path, superblock_copy_offset(1) + 10, &[0xFF; 40]).unwrap();
+    assert_eq!(open_read_only(&io).unwrap().state().clone(), state(4, 4, 40));
+}
+
+/// crash-loop seed 230 (Agreement checker: "replica 0 was offered a
+/// canonical log that contradicts ops it committed"), with storage latency
+/// and crashes in flight. A superblock write failed between its copies: an
+/// fsync EIO after copy A, so copy B still held the state before. The
+/// restart settled the file (copy A durable) and the replica acted on copy
+/// A's log_view: it acknowledged prepares of view 1. Its next write (view
+/// 2) tore copy A in a power loss, and open fell back to copy B, log_view
+/// 0: the replica's do_view_change disowned view 1's log, and the new
+/// primary started view 2 without ops the replica had helped commit.
+/// A writable open now rewrites the copy a failed write left behind.
+/// Prepare headers of `view` for `ops`, as a view change installs them.
+fn view_headers(view: u64, ops: std::ops::RangeInclusive<u64>) -> Vec<Header> {
+    ops.map(|op| {
+        let mut header = Header::new(Command::Prepare, CLUSTER);
+        header.namespace = NAMESPACE;
+        header.view = view;
+        header.op = op;
+        header.set_checksums(&[]);
+        header
+    })
+    .collect()
+}
+
+#[test]
+fn a_write_failed_between_copies_is_finished_before_the_next_write_can_tear_copy_a() {
+    let dir = Path::new(DIR);
+    let path = superblock_path(dir, NAMESPACE);
+    let io = SimIo::new(7);
+    let mut superblock = block_on_ready(Superblock::create(&io, dir, CLUSTER, NAMESPACE, REPLICA)).unwrap();
+    block_on_ready(superblock.write(state(1, 0, 16))).unwrap();
+    // The write of log_view 1: copy A reaches the page cache, its fsync
+    // fails (Linux drops it from the device's future), copy B is not written.
+    io.disk().fail_next_sync();
+    assert!(block_on_ready(superblock.write(state(1, 1, 16))).is_err());
+    drop(superblock);
+    // The replica crashes on the storage error; the page cache survives.
+    io.crash_process();
+    // The restart settles the file: what reads see (copy A's log_view 1) is
+    // rewritten and fsynced, so it is durable.
+    block_on_ready(settle_file(&io, &path)).unwrap();
+    let mut superblock = open(&io).unwrap();
+    assert_eq!(superblock.state().clone(), state(1, 1, 16));
+    // The replica acts on log_view 1, then enters view 2: the power fails
+    // while copy A's write is in flight, and only its first sector lands.
+    // Its view headers span sectors, so a tear that keeps only the first
+    // sector leaves copy A invalid (the record's checksum is in sector 0).
+    let view_2 = SuperblockState { view_headers: view_headers(1, 55..=57), ..state(2, 1, 57) };
+    io.disk().crash_after_steps(1);
+    assert!(block_on_ready(superblock.write(view_2)).is_err(), "the fsync after copy A halts");
+    let torn_sector = io.disk().contents(&path).unwrap()[..512].to_vec();
+    drop(superblock);
+    io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+    io.power_loss();
+    io.disk().poke(&path, 0, &torn_sector).unwrap();
+    // Copy A is torn; copy B must hold log_view 1, not the state before it.
+    let recovered = open(&io).unwrap();
+    assert_eq!(recovered.state().clone(), state(1, 1, 16), "the state the replica acted on");
 }
 
 #[test]
