@@ -410,24 +410,44 @@ pub fn run_load(
             ),
         ));
     }
+    drive_clients(shoal, clients_count, duration, "append", |index, client, target, count| {
+        let message = payload((index as u64) << 40 | count);
+        client.append(target, &message)?;
+        Ok(1)
+    })
+}
+
+/// `count` blocking clients (a session each, client `i` on partition
+/// `i % partitions`), each calling `round(i, client, partition, sent)` until
+/// `duration` ends; `round` returns how many messages its one request
+/// carried, and each of them is counted with that request's latency.
+fn drive_clients(
+    shoal: &ShoalCluster,
+    count: usize,
+    duration: Duration,
+    what: &'static str,
+    round: impl Fn(usize, &mut Client, Namespace, u64) -> Result<u64, shoal_client::ClientError> + Sync,
+) -> Result<LoadResult, BenchError> {
+    let partitions = shoal.settings.partitions_count;
     let started = Instant::now();
+    let round = &round;
     let results: Vec<Result<(u64, Histogram<u64>), String>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..clients_count)
+        let threads: Vec<_> = (0..count)
             .map(|index| {
                 let config = shoal.fresh_client_config();
                 scope.spawn(move || {
                     let mut client = Client::new(config).map_err(|error| error.to_string())?;
                     let target = partition((index % partitions as usize) as u32);
                     let mut latency_us = latency_histogram();
-                    let mut count = 0u64;
+                    let mut sent = 0u64;
                     while started.elapsed() < duration {
-                        let message = payload((index as u64) << 40 | count);
                         let issued = Instant::now();
-                        client.append(target, &message).map_err(|error| format!("client {index}: {error}"))?;
-                        record(&mut latency_us, issued.elapsed());
-                        count += 1;
+                        let messages = round(index, &mut client, target, sent)
+                            .map_err(|error| format!("client {index}: {error}"))?;
+                        record_n(&mut latency_us, issued.elapsed(), messages);
+                        sent += messages;
                     }
-                    Ok((count, latency_us))
+                    Ok((sent, latency_us))
                 })
             })
             .collect();
@@ -436,8 +456,8 @@ pub fn run_load(
     let elapsed = started.elapsed();
     let mut total = LoadResult { messages_count: 0, elapsed, latency_us: latency_histogram() };
     for result in results {
-        let (count, latency_us) = result.map_err(|message| BenchError::client("shoal", "append", message))?;
-        total.messages_count += count;
+        let (sent, latency_us) = result.map_err(|message| BenchError::client("shoal", what, message))?;
+        total.messages_count += sent;
         total.latency_us.add(&latency_us).expect("histograms of equal bounds");
     }
     Ok(total)
@@ -457,42 +477,12 @@ pub fn run_producers(
     duration: Duration,
     payload: &(dyn Fn(u64) -> Vec<u8> + Sync),
 ) -> Result<LoadResult, BenchError> {
-    let partitions = shoal.settings.partitions_count;
-    let started = Instant::now();
-    let results: Vec<Result<(u64, Histogram<u64>), String>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..producers)
-            .map(|index| {
-                let config = shoal.fresh_client_config();
-                scope.spawn(move || {
-                    let mut client = Client::new(config).map_err(|error| error.to_string())?;
-                    let target = partition((index % partitions as usize) as u32);
-                    let mut latency_us = latency_histogram();
-                    let mut count = 0u64;
-                    while started.elapsed() < duration {
-                        let batch: Vec<Vec<u8>> =
-                            (0..batch_messages as u64).map(|i| payload((index as u64) << 40 | (count + i))).collect();
-                        let issued = Instant::now();
-                        client.append_batch(target, &batch).map_err(|error| format!("producer {index}: {error}"))?;
-                        record_n(&mut latency_us, issued.elapsed(), batch_messages as u64);
-                        count += batch_messages as u64;
-                    }
-                    Ok((count, latency_us))
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|thread| thread.join().unwrap_or_else(|_| Err("producer thread panicked".into())))
-            .collect()
-    });
-    let elapsed = started.elapsed();
-    let mut total = LoadResult { messages_count: 0, elapsed, latency_us: latency_histogram() };
-    for result in results {
-        let (count, latency_us) = result.map_err(|message| BenchError::client("shoal", "append batch", message))?;
-        total.messages_count += count;
-        total.latency_us.add(&latency_us).expect("histograms of equal bounds");
-    }
-    Ok(total)
+    drive_clients(shoal, producers, duration, "append batch", |index, client, target, sent| {
+        let batch: Vec<Vec<u8>> =
+            (0..batch_messages as u64).map(|i| payload((index as u64) << 40 | (sent + i))).collect();
+        client.append_batch(target, &batch)?;
+        Ok(batch_messages as u64)
+    })
 }
 
 /// One blocking client appending batches of `batch_messages` messages to
