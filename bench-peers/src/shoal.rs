@@ -175,15 +175,25 @@ fn worker(
 /// in flight reach the cluster as a few batched requests, each one op;
 /// alone, an append goes by itself). A job that would overflow the batch is
 /// carried to the next. `None`: the queue closed.
+///
+/// A worker with a carried job must not wait for the queue's lock: another
+/// worker may hold it while it blocks in `recv` on an empty queue, and when
+/// no new job comes (the end of a phase, whose last appends include the
+/// carried one) the carried job would never be sent. So it only tries the
+/// lock, and goes alone when the lock is taken (the queue is empty then).
 fn take_batch(jobs: &Mutex<Receiver<Job>>, carried: &mut Option<Job>) -> Option<Vec<Job>> {
-    let receiver = jobs.lock().ok()?;
-    let first = match carried.take() {
-        Some(job) => job,
-        None => receiver.recv().ok()?,
+    let (first, receiver) = match carried.take() {
+        Some(job) => (job, jobs.try_lock().ok()),
+        None => {
+            let receiver = jobs.lock().ok()?;
+            let job = receiver.recv().ok()?;
+            (job, Some(receiver))
+        }
     };
-    let budget_bytes = MESSAGE_SIZE_MAX_BYTES_DEFAULT as usize - HEADER_SIZE_BYTES - BATCH_HEADER_SIZE_BYTES;
-    let mut size_bytes = BATCH_MESSAGE_OVERHEAD_BYTES + first.0.len();
     let mut batch = vec![first];
+    let Some(receiver) = receiver else { return Some(batch) };
+    let budget_bytes = MESSAGE_SIZE_MAX_BYTES_DEFAULT as usize - HEADER_SIZE_BYTES - BATCH_HEADER_SIZE_BYTES;
+    let mut size_bytes = BATCH_MESSAGE_OVERHEAD_BYTES + batch[0].0.len();
     while batch.len() < BATCH_MESSAGES_MAX {
         let Ok(next) = receiver.try_recv() else { break };
         size_bytes += BATCH_MESSAGE_OVERHEAD_BYTES + next.0.len();
