@@ -414,11 +414,23 @@ impl<I: Io> Superblock<I> {
                 continue;
             }
             crate::marks::hit(crate::marks::SUPERBLOCK_COPY_REPAIRED);
-            let (result, _) = file.write_all_at(bytes.clone(), superblock_copy_offset(index)).await;
-            result.map_err(io_error("write lagging copy"))?;
-            file.sync_data().await.map_err(io_error("fsync lagging copy"))?;
+            Self::write_copy(file, &bytes, index, ("write lagging copy", "fsync lagging copy")).await?;
         }
         Ok(())
+    }
+
+    /// Write `bytes` over copy `index` and fsync it before any other copy is
+    /// touched: a crash can tear only the copy in flight. `operations` name
+    /// the write and the fsync in an error.
+    async fn write_copy(
+        file: &I::File,
+        bytes: &[u8],
+        index: u64,
+        operations: (&'static str, &'static str),
+    ) -> Result<(), SuperblockError> {
+        let (result, _) = file.write_all_at(bytes.to_vec(), superblock_copy_offset(index)).await;
+        result.map_err(io_error(operations.0))?;
+        file.sync_data().await.map_err(io_error(operations.1))
     }
 
     /// The last durable state.
@@ -451,11 +463,7 @@ impl<I: Io> Superblock<I> {
         self.sequence_next += 1;
         let bytes = copy.encode();
         for index in 0..SUPERBLOCK_COPIES {
-            // One copy at a time, each fsynced before the next is touched: a
-            // crash can tear only the copy in flight.
-            let (result, _) = self.file.write_all_at(bytes.clone(), superblock_copy_offset(index)).await;
-            result.map_err(io_error("write"))?;
-            self.file.sync_data().await.map_err(io_error("fsync"))?;
+            Self::write_copy(&self.file, &bytes, index, ("write", "fsync")).await?;
         }
         self.sequence = copy.sequence;
         self.state = state;
