@@ -180,7 +180,9 @@ pub struct Process {
     config: HostConfig,
     shard_count: ShardCount,
     owners: Arc<ReplicaOwnerTable>,
-    drops: Arc<FrameDrops>,
+    /// Indexed by shard: the frames dropped on that shard (the connection
+    /// shard counts what its bus callback and outbox could not hop).
+    drops: Vec<Arc<FrameDrops>>,
     metrics: Arc<ServerMetrics>,
     bus_metrics: Arc<BusMetrics>,
     /// Indexed by shard: the sending end of its node's inbox.
@@ -206,7 +208,6 @@ impl Process {
         shard_count: ShardCount,
         metrics: Arc<ServerMetrics>,
         bus_metrics: Arc<BusMetrics>,
-        drops: Arc<FrameDrops>,
     ) -> Process {
         let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
         let (inboxes, receivers): (Vec<_>, Vec<_>) = shard_count
@@ -217,6 +218,7 @@ impl Process {
             })
             .unzip();
         let (outbound, outbound_receiver) = bounded_blocking_async::<Outbound>(OUTBOUND_FRAMES_MAX);
+        let drops = shard_count.shards().map(|_| Arc::new(FrameDrops::new())).collect();
         Process {
             config,
             shard_count,
@@ -312,7 +314,7 @@ impl World {
             return outboxes.borrow_mut().send(outbound);
         }
         if let Err(error) = self.process.outbound.try_send(outbound) {
-            self.process.drops.bump(variant, drop_reason(&error));
+            self.process.drops[via.index()].bump(variant, drop_reason(&error));
         }
     }
 }
@@ -560,7 +562,8 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         shard_count: process.shard_count,
         data_dir: config.data_dir.clone(),
     };
-    let mut node = Node::new(io.clone(), node_config, groups, process.owners.clone(), process.drops.clone());
+    let mut node =
+        Node::new(io.clone(), node_config, groups, process.owners.clone(), process.drops[shard.index()].clone());
     // The catalogue recovered from disk names the partitions to open. Every
     // shard opens its own before the connections open: a client must not
     // be told a partition is missing because its shard was still starting.
@@ -819,7 +822,7 @@ fn on_event(outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
             let (target, variant) = route_inbound(source, &frame.header, process.shard_count)
                 .unwrap_or((CONNECTION_SHARD, FrameVariant::ClientForward));
             if let Err(error) = process.inboxes[target.index()].try_send((peer, frame)) {
-                process.drops.bump(variant, drop_reason(&error));
+                process.drops[CONNECTION_SHARD.index()].bump(variant, drop_reason(&error));
             }
         }
         // Not forgotten here: a newer connection of the same peer may have
@@ -853,7 +856,7 @@ mod tests {
         };
         let shard_count = ShardCount::new(shards).unwrap();
         let metrics = Arc::new(ServerMetrics::default());
-        Arc::new(Process::new(config, shard_count, metrics, Arc::default(), Arc::new(FrameDrops::new())))
+        Arc::new(Process::new(config, shard_count, metrics, Arc::default()))
     }
 
     /// A peer's prepare for the first partition namespace that hashes to `shard`.
@@ -881,7 +884,7 @@ mod tests {
         let shard_zero = process.take_receiver(ShardId(0));
         assert_eq!(shard_one.len(), INBOUND_FRAMES_MAX, "shard 1's inbox holds its bound, no more");
         assert!(shard_zero.is_empty(), "nothing for shard 1 reaches shard 0");
-        assert_eq!(process.drops.get(FrameVariant::Consensus, DropReason::InboxFull), 3);
+        assert_eq!(process.drops[CONNECTION_SHARD.index()].get(FrameVariant::Consensus, DropReason::InboxFull), 3);
     }
 
     #[test]

@@ -129,7 +129,8 @@ impl ServerMetrics {
 #[derive(Debug)]
 struct AtomicsCollector {
     bus: Arc<BusMetrics>,
-    drops: Arc<FrameDrops>,
+    /// Indexed by shard.
+    drops: Vec<Arc<FrameDrops>>,
 }
 
 impl Collector for AtomicsCollector {
@@ -162,20 +163,24 @@ impl Collector for AtomicsCollector {
         }
         let mut drops = encoder.encode_descriptor(
             "frame_drops",
-            "Frames dropped between shards or at delivery, by variant and reason",
+            "Frames dropped between shards or at delivery, by shard, variant and reason",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for ((variant, reason), count) in self.drops.snapshot() {
-            let labels = [("variant", variant.name()), ("reason", reason.name())];
-            ConstCounter::new(count).encode(drops.encode_family(&labels)?)?;
+        for (shard, shard_drops) in self.drops.iter().enumerate() {
+            let shard = shard.to_string();
+            for ((variant, reason), count) in shard_drops.snapshot() {
+                let labels = [("shard", shard.as_str()), ("variant", variant.name()), ("reason", reason.name())];
+                ConstCounter::new(count).encode(drops.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
 }
 
 /// The registry a scrape encodes: the server metrics plus the atomics.
-pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Arc<FrameDrops>) -> Registry {
+/// `drops` holds one set of frame-drop counters per shard, indexed by shard.
+pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Vec<Arc<FrameDrops>>) -> Registry {
     let mut registry = Registry::with_prefix("shoal");
     registry.register("commits", "Ops committed by this replica's groups", metrics.commits.clone());
     registry.register(
@@ -313,7 +318,7 @@ mod tests {
     fn the_rendered_text_carries_every_family_with_its_values() {
         let metrics = ServerMetrics::default();
         let bus = Arc::new(BusMetrics::default());
-        let drops = Arc::new(FrameDrops::new());
+        let drops = vec![Arc::new(FrameDrops::new()), Arc::new(FrameDrops::new())];
         metrics.commits.inc_by(7);
         metrics.committed_requests.inc_by(9);
         metrics.journal_flushes.inc();
@@ -323,7 +328,7 @@ mod tests {
         metrics.group_view.get_or_create(&ServerMetrics::group_labels(1 << 63, ShardId(0))).set(3);
         metrics.shard_commits.get_or_create(&ServerMetrics::shard_labels(ShardId(1))).inc_by(5);
         BusMetrics::bump(&bus.frames_received);
-        drops.bump(FrameVariant::Consensus, DropReason::InboxFull);
+        drops[1].bump(FrameVariant::Consensus, DropReason::InboxFull);
         let text = render(&registry(&metrics, bus, drops));
         for expected in [
             "shoal_commits_total 7",
@@ -335,7 +340,8 @@ mod tests {
             "shoal_group_view{namespace=\"0x8000000000000000\",shard=\"0\"} 3",
             "shoal_shard_commits_total{shard=\"1\"} 5",
             "shoal_bus_frames_received_total 1",
-            "shoal_frame_drops_total{variant=\"consensus\",reason=\"inbox_full\"} 1",
+            "shoal_frame_drops_total{shard=\"1\",variant=\"consensus\",reason=\"inbox_full\"} 1",
+            "shoal_frame_drops_total{shard=\"0\",variant=\"consensus\",reason=\"inbox_full\"} 0",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }

@@ -32,7 +32,6 @@ use shoal_shard::handoff::{
     replay_metadata_group,
 };
 use shoal_shard::lifecycle::ShutdownFlag;
-use shoal_shard::metrics::FrameDrops;
 use shoal_shard::owner_table::{ShardCount, ShardId};
 use shoal_vsr::io::Io;
 use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
@@ -338,8 +337,8 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
         Some(host) => {
             let shard_count = ShardCount::new(cpus.len()).map_err(|error| error.to_string())?;
             let metrics = Arc::new(ServerMetrics::default());
-            let (bus_metrics, drops) = (Arc::new(BusMetrics::default()), Arc::new(FrameDrops::new()));
-            Some(Arc::new(host::Process::new(host, shard_count, metrics, bus_metrics, drops)))
+            let bus_metrics = Arc::new(BusMetrics::default());
+            Some(Arc::new(host::Process::new(host, shard_count, metrics, bus_metrics)))
         }
         None => None,
     };

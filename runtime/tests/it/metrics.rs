@@ -26,7 +26,7 @@ fn start() -> (SocketAddr, Arc<ServerMetrics>) {
         runtime.block_on(async move {
             let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             ready.send(listener.local_addr().unwrap()).unwrap();
-            let registry = registry(&served, Arc::new(BusMetrics::default()), Arc::new(FrameDrops::new()));
+            let registry = registry(&served, Arc::new(BusMetrics::default()), vec![Arc::new(FrameDrops::new())]);
             serve(listener, Arc::new(registry)).await;
         });
     });
