@@ -120,6 +120,24 @@ pub const STORAGE_FLUSH_LATENCY_MAX_NS: u64 = 2_000_000;
 /// has latency) lands at one of the next this-many waits of the node on
 /// its storage, with the waited-on calls in flight.
 pub const CRASH_IN_FLIGHT_WAITS_MAX: u64 = 4;
+/// Per start of a process in the safety phase, when the scenario crashes
+/// processes: the chance a crash lands among the start's own storage
+/// calls (settle, superblock repair, journal open and repair, the
+/// operator's format), which then restarts again later.
+pub const RESTART_CRASH_PPM: u32 = 150_000;
+/// Per start in the safety phase, when the scenario injects storage
+/// errors: the chance one of the start's storage calls fails with EIO. The
+/// process stops with the error, as the server does, and the world (its
+/// supervisor, its operator) starts it again later.
+pub const RESTART_STORAGE_ERROR_PPM: u32 = 150_000;
+/// A start's fault lands at one of its first this-many calls that change
+/// the disk per group it opens (few: settles, repairs, a format's steps).
+pub const RESTART_FAULT_MUTATIONS_PER_GROUP_MAX: u64 = 6;
+/// Starts of one process in a row that an injected fault may stop; the
+/// next one meets none. The simulated disk's faults are one-shot, so the
+/// fault model promises a disk that lets the replica start again: a start
+/// that fails with nothing injected into it is a recovery bug.
+pub const RESTART_FAULTS_IN_A_ROW_MAX: u32 = 3;
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
@@ -167,8 +185,16 @@ struct Process {
     /// another replica meanwhile: two damaged replicas of three exceed the
     /// fault model (swarm seeds 1284 and 2953 wedged that way).
     rotted_while_running: bool,
-    /// The disk is wiped when this (crashed) process restarts.
+    /// The disk is wiped when this (crashed) process restarts, and
+    /// formatted to rejoin; stays set until that format finished.
     wipe_on_restart: bool,
+    /// The wipe happened and its format did not finish (a crash or a
+    /// storage error stopped it): the next start runs the operator's
+    /// format again over what the last one left, without another wipe.
+    wiped: bool,
+    /// Starts in a row that a fault injected into the start itself stopped
+    /// (`RESTART_FAULTS_IN_A_ROW_MAX`).
+    restart_faults_in_a_row: u32,
     /// The running node; `None` while down (and while a step borrows it).
     node: Option<Node<SimIo>>,
     /// When the node's last call ended on the process's own clock (its
@@ -388,6 +414,8 @@ impl Cluster {
                 corrupted: false,
                 rotted_while_running: false,
                 wipe_on_restart: false,
+                wiped: false,
+                restart_faults_in_a_row: 0,
                 node: Some(node),
                 busy_until_ns: 0,
                 crash_armed: None,
