@@ -122,6 +122,8 @@ pub enum HandoffError {
         #[source]
         source: JournalError,
     },
+    #[error("metadata group: {0}")]
+    MetadataSettle(#[from] crate::node::storage::SettleError),
     #[error("metadata checkpoint in {dir:?}: {source}")]
     MetadataCheckpoint {
         dir: PathBuf,
@@ -480,7 +482,7 @@ async fn read_durable_state<I: Io>(
 ) -> Result<(Recovered, DiskNotes), HandoffError> {
     if mode.writable() {
         // As a replica restart does: only this group's files.
-        settle_group_files(io, dir, Namespace::METADATA.raw()).await;
+        settle_group_files(io, dir, Namespace::METADATA.raw()).await?;
     }
     let (superblock, created) = open_superblock(io, dir, group, mode).await?;
     let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;

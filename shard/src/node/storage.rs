@@ -67,7 +67,7 @@ use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
-use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
@@ -84,10 +84,25 @@ pub enum StorageError {
     Superblock(#[from] shoal_vsr::superblock::SuperblockError),
     #[error("{0}")]
     Checkpoint(#[from] shoal_vsr::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Settle(#[from] SettleError),
     #[error(
         "the journal formatted for a rejoin does not read back empty (head {op_max:?}): check the disk, then restart the replica"
     )]
     FormattedNotEmpty { op_max: Option<u64> },
+}
+
+/// A start could not make a file it is about to trust durable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "settling {path:?} before trusting it: {operation} failed: {source}; what the start would read may be only in \
+     the page cache, so it stops: check the disk, then restart the replica"
+)]
+pub struct SettleError {
+    pub path: PathBuf,
+    pub operation: &'static str,
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// The fewest replicas with which a group whose state this replica lost can
@@ -395,7 +410,7 @@ impl<I: Io> GroupStorage<I> {
         config: StorageConfig,
         settle: bool,
     ) -> Result<(GroupStorage<I>, Recovered), StorageError> {
-        settle_group_files(io, dir, config.namespace).await;
+        settle_group_files(io, dir, config.namespace).await?;
         let superblock =
             Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
         let (mut journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
@@ -590,11 +605,23 @@ async fn remove_if_present<I: Io>(io: &I, path: &Path) -> std::io::Result<()> {
 /// knows). Settle the group's own small files first; the journal settles
 /// itself, and other groups' files are settled when those groups open (so
 /// opening N groups settles each file once, not N times). A file that cannot
-/// be settled (missing on a first start, or a read error) is left to its own
-/// open, which reports it. The metadata handoff settles with this too.
-pub async fn settle_group_files<I: Io>(io: &I, dir: &Path, namespace: u64) {
+/// be read (missing on a first start, or a read error) is left to its own
+/// open, which reports it. A write-back or fsync that failed stops the
+/// start (`SettleError`): the bytes open would read may live only in the
+/// page cache. The metadata handoff settles with this too.
+pub async fn settle_group_files<I: Io>(io: &I, dir: &Path, namespace: u64) -> Result<(), SettleError> {
     for path in [superblock_path(dir, namespace), checkpoint_path(dir, namespace)] {
-        let _ = shoal_vsr::journal::settle_file(io, &path).await;
+        match shoal_vsr::journal::settle_file(io, &path).await {
+            Ok(()) | Err(SettleFileError::Unreadable { .. }) => {}
+            Err(SettleFileError::NotDurable { operation, source }) => {
+                return Err(SettleError { path, operation, source });
+            }
+        }
     }
-    let _ = io.sync_dir(dir).await;
+    match io.sync_dir(dir).await {
+        // A first start: nothing to settle yet.
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SettleError { path: dir.to_path_buf(), operation: "fsync dir", source }),
+        Ok(()) => Ok(()),
+    }
 }

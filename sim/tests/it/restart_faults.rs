@@ -1,0 +1,108 @@
+//! Faults inside a replica's own start: an EIO while the start settles the
+//! files it is about to trust, and the stories behind the simulator's
+//! faults during restarts (`shoal_sim::cluster`, `arm_restart_fault`).
+
+use std::path::Path;
+
+use shoal_shard::node::{GroupStorage, StorageConfig, StorageError};
+use shoal_sim::disk::MutationFault;
+use shoal_sim::{DiskFaults, SimIo, block_on_ready};
+use shoal_vsr::header::{Command, Header};
+use shoal_vsr::journal::conformance::{CLUSTER, NAMESPACE, config};
+use shoal_vsr::replica::{Action, DurableState};
+use shoal_vsr::superblock::superblock_path;
+
+const SLOT_COUNT: u64 = 16;
+
+fn dir() -> &'static Path {
+    Path::new("/data/restart")
+}
+
+fn storage_config() -> StorageConfig {
+    let journal = config(SLOT_COUNT);
+    StorageConfig {
+        cluster: CLUSTER,
+        namespace: NAMESPACE,
+        replica: 0,
+        slot_count: SLOT_COUNT,
+        message_size_max_bytes: journal.message_size_max_bytes,
+    }
+}
+
+fn durable(view: u64, log_view: u64) -> DurableState {
+    DurableState { view, log_view, commit: 0, view_headers: Vec::new(), rejoining: false, nack_floor: 0 }
+}
+
+/// Prepare headers of `view` for `ops`, as a view change installs them.
+fn view_headers(view: u64, ops: std::ops::RangeInclusive<u64>) -> Vec<Header> {
+    ops.map(|op| {
+        let mut header = Header::new(Command::Prepare, CLUSTER);
+        header.namespace = NAMESPACE;
+        header.view = view;
+        header.op = op;
+        header.set_checksums(&[]);
+        header
+    })
+    .collect()
+}
+
+fn write_superblock(storage: &mut GroupStorage<SimIo>, state: DurableState) -> Result<(), StorageError> {
+    block_on_ready(storage.execute(&Action::WriteSuperblock { state }))
+}
+
+/// Issue 10, finding 2 on the error path. A superblock write crashed at
+/// copy B's fsync: copy B's new bytes live in the page cache only. The
+/// process restarts (page cache kept); its settle rewrites the file as
+/// read, and that fsync fails with EIO, which drops the rewritten pages
+/// from the device's future again. Both copies now read the same newest
+/// state, so open repairs nothing and the replica acts on view 2 while
+/// copy B's durable bytes still hold view 1. Its next superblock write
+/// tears copy A in a power loss, and open falls back to copy B: view 1,
+/// below a view the replica voted for.
+///
+/// The settle's failure now stops the start (a typed error telling the
+/// operator to check the disk and restart); the next start settles again.
+#[test]
+fn a_settle_whose_fsync_failed_stops_the_start_before_the_replica_trusts_the_page_cache() {
+    let path = superblock_path(dir(), NAMESPACE);
+    let io = SimIo::new(11);
+    let mut storage = block_on_ready(GroupStorage::format(&io, dir(), storage_config())).unwrap();
+    write_superblock(&mut storage, durable(1, 1)).unwrap();
+    // View 2: copy A written and fsynced, copy B written, then the process
+    // crashes at copy B's fsync (its 4th storage call).
+    io.disk().crash_after_steps(3);
+    assert!(write_superblock(&mut storage, durable(2, 1)).is_err(), "the crash stops the write at copy B's fsync");
+    drop(storage);
+    io.crash_process();
+    // The restart: the settle's write-back is the first call that changes
+    // the disk, its fsync the second, and that fsync fails.
+    io.disk().arm_mutation_fault(2, MutationFault::Eio);
+    let first_start = block_on_ready(GroupStorage::open(&io, dir(), storage_config()));
+    assert!(!io.disk().mutation_fault_armed(), "the EIO landed in the settle");
+    let (mut storage, recovered) = match first_start {
+        Err(error) => {
+            assert!(error.to_string().contains("check the disk, then restart"), "{error}");
+            // The operator restarts it (the machine kept running).
+            io.crash_process();
+            block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap()
+        }
+        // Without the fix the start goes on over the page cache's bytes:
+        // the story below then shows what that costs.
+        Ok(opened) => opened,
+    };
+    assert_eq!(recovered.durable.view, 2, "the start acts on view 2");
+    // View 3: the power fails with copy A's write in flight, and only its
+    // first sector lands (the record's checksum no longer matches).
+    io.disk().crash_after_steps(1);
+    // Its view headers span sectors, so a tear that keeps only the first
+    // sector leaves copy A invalid (the record's checksum is in sector 0).
+    let view_3 = DurableState { commit: 7, view_headers: view_headers(3, 5..=7), ..durable(3, 3) };
+    assert!(write_superblock(&mut storage, view_3).is_err(), "the fsync after copy A halts");
+    let torn_sector = io.disk().contents(&path).unwrap()[..512].to_vec();
+    drop(storage);
+    io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+    io.power_loss();
+    io.disk().poke(&path, 0, &torn_sector).unwrap();
+    let (_, recovered) = block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap();
+    assert_eq!(recovered.durable.view, 2, "copy B holds the view the replica acted on");
+}
