@@ -42,7 +42,7 @@ use shoal_vsr::replica::{
 };
 use shoal_vsr::sessions::{CLIENT_SESSIONS_LIMIT, CLIENT_SESSIONS_MAX, ClientSessions};
 use shoal_vsr::state_machine::SnapshotError;
-use shoal_vsr::superblock::{Superblock, SuperblockError};
+use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState};
 use shoal_vsr::{Header, Io, IoFile, OpenMode, Operation, Replica, ReplicaConfig};
 
 use crate::lifecycle::ShutdownFlag;
@@ -760,7 +760,9 @@ async fn format_metadata_group<I: Io>(
         io.remove(&path).await.map_err(storage(&path))?;
     }
     PrepareJournal::create(io, dir, config).await.map_err(journal_error)?;
-    Superblock::create(io, dir, config.cluster, namespace, replica)
+    // Atomically (tmp, rename): a superblock file created but not yet
+    // written would read as two damaged copies, not as no format.
+    Superblock::replace(io, dir, config.cluster, namespace, replica, SuperblockState::default())
         .await
         .map_err(|source| HandoffError::MetadataSuperblock { dir: dir.to_path_buf(), source })?;
     Ok(())

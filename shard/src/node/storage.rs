@@ -87,7 +87,12 @@ pub enum StorageError {
     #[error(transparent)]
     Settle(#[from] SettleError),
     #[error(
-        "the journal formatted for a rejoin does not read back empty (head {op_max:?}): check the disk, then restart the replica"
+        "group {namespace:#x} in {dir:?} has no superblock but holds {what}: it is not a new group; restore its \
+         superblock or move the files aside, then restart the replica"
+    )]
+    NotNew { dir: PathBuf, namespace: u64, what: &'static str },
+    #[error(
+        "the journal just formatted does not read back empty (head {op_max:?}): check the disk, then restart the replica"
     )]
     FormattedNotEmpty { op_max: Option<u64> },
 }
@@ -239,11 +244,56 @@ impl<I: Io> GroupStorage<I> {
         }
     }
 
-    /// Format a new replica's group storage in `dir`.
+    /// Format a new replica's group storage in `dir` (a new cluster, or a
+    /// group created since the last start).
+    ///
+    /// Crash-safe at every storage call, and safe to run again over what a
+    /// crashed one left (the next start finds no superblock and formats
+    /// again): a new, empty journal first, then the superblock, created
+    /// atomically last (tmp, rename, fsync dir), so until it is durable the
+    /// group reads as never formatted. Creating the journal, then the
+    /// superblock in place, wedged a new cluster whose replicas crashed in
+    /// between: the retry could not create the journal again ("already
+    /// exists"), and a superblock file created but not yet written read as
+    /// two damaged copies. What a format leaves before its superblock (an
+    /// empty or half-created journal) is replaced; a journal with prepares
+    /// or a snapshot, a checkpoint, or a superblock are never formatted
+    /// over (`NotNew`).
     pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
-        let journal = PrepareJournal::create(io, dir, config.journal()).await?;
-        let superblock = Superblock::create(io, dir, config.cluster, config.namespace, config.replica).await?;
+        io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
+        GroupStorage::check_new(io, dir, config).await?;
+        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
+        let state = SuperblockState::default();
+        let superblock = Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?;
+        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        if journal.op_max().is_some() || journal.snapshot_op() != 0 {
+            // Only a read error makes a new journal look otherwise.
+            return Err(StorageError::FormattedNotEmpty { op_max: journal.op_max() });
+        }
         Ok(GroupStorage::new(io, dir, config, journal, superblock))
+    }
+
+    /// `dir` holds nothing of the group but what a format cut short leaves
+    /// before its superblock: no superblock, no checkpoint, and a journal
+    /// that is missing, empty, or never fully created.
+    async fn check_new(io: &I, dir: &Path, config: StorageConfig) -> Result<(), StorageError> {
+        let superblock = superblock_path(dir, config.namespace);
+        match io.open(&superblock, OpenMode::ReadOnly).await {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(_) => return Err(SuperblockError::AlreadyExists { path: superblock }.into()),
+            Err(source) => return Err(SuperblockError::Io { operation: "open", source }.into()),
+        }
+        let not_new = |what| StorageError::NotNew { dir: dir.to_path_buf(), namespace: config.namespace, what };
+        match checkpoint::read_checkpoint(io, dir, config.namespace).await {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return Err(not_new("a checkpoint")),
+        }
+        match PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadOnly).await {
+            Err(JournalError::Missing { .. } | JournalError::ZeroFilled | JournalError::Truncated { .. }) => Ok(()),
+            Ok((journal, _)) if journal.op_max().is_none() && journal.snapshot_op() == 0 => Ok(()),
+            Ok(_) => Err(not_new("a journal with prepares")),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Format a replica's storage again after its disk was lost, for a

@@ -10,7 +10,7 @@ use shoal_sim::{DiskFaults, SimIo, block_on_ready};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::journal::conformance::{CLUSTER, NAMESPACE, config};
 use shoal_vsr::replica::{Action, DurableState};
-use shoal_vsr::superblock::superblock_path;
+use shoal_vsr::superblock::{SuperblockError, superblock_path};
 
 const SLOT_COUNT: u64 = 16;
 
@@ -105,4 +105,72 @@ fn a_settle_whose_fsync_failed_stops_the_start_before_the_replica_trusts_the_pag
     io.disk().poke(&path, 0, &torn_sector).unwrap();
     let (_, recovered) = block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap();
     assert_eq!(recovered.durable.view, 2, "copy B holds the view the replica acted on");
+}
+
+/// Storage calls a format takes at most; a larger crash point is no crash.
+const FORMAT_STEPS_MAX: u64 = 200;
+const REPLICA_COUNT: u8 = 3;
+
+/// A brand-new group's format (a new cluster's first start, or a topic
+/// created since) crashed after any storage call. The next start (the
+/// server's `open_or_rejoin`, then a format when it finds no superblock)
+/// must finish it: an empty group that votes from view 0, never one that
+/// takes a half-made superblock for damage and rejoins (in a new cluster
+/// whose replicas all crashed mid-format, nobody could answer it), and
+/// never a format that fails on what the last one left ("already exists").
+#[test]
+fn a_new_group_format_crashed_at_any_step_is_finished_by_the_next_start() {
+    for steps in 0..FORMAT_STEPS_MAX {
+        let io = SimIo::new(steps);
+        io.disk().faults = DiskFaults { process_crash_ppm: 500_000, ..DiskFaults::crash_only() };
+        io.disk().crash_after_steps(steps);
+        let first = block_on_ready(GroupStorage::format(&io, dir(), storage_config()));
+        if !io.disk().is_halted() {
+            drop(first.expect("an uninterrupted format finishes"));
+            // Durable: a crash now (which also disarms the halt) keeps it.
+            io.crash();
+            let (_, recovered) = block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap();
+            assert_eq!(recovered.durable, durable(0, 0), "a new group votes from view 0");
+            assert!(steps > 0, "the format was crashed at some step first");
+            return;
+        }
+        drop(first);
+        io.crash();
+        let start = block_on_ready(GroupStorage::open_or_rejoin(&io, dir(), storage_config(), REPLICA_COUNT));
+        let recovered = match start {
+            Ok((_, recovered, damage)) => {
+                assert!(damage.is_none(), "crash after {steps} steps: a half-made format read as damage: {damage:?}");
+                recovered
+            }
+            Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
+                let retried = block_on_ready(GroupStorage::format(&io, dir(), storage_config()));
+                drop(retried.unwrap_or_else(|error| panic!("crash after {steps} steps, the retry: {error}")));
+                io.crash();
+                block_on_ready(GroupStorage::open(&io, dir(), storage_config())).unwrap().1
+            }
+            Err(error) => panic!("crash after {steps} steps, the next start: {error}"),
+        };
+        assert_eq!(recovered.durable, durable(0, 0), "crash after {steps} steps");
+        assert!(recovered.entries.is_empty() && recovered.checkpoint.is_none());
+    }
+    panic!("the format took more than {FORMAT_STEPS_MAX} storage calls");
+}
+
+/// A format never goes over a group that holds something: its superblock,
+/// or (with the superblock gone) a journal with prepares.
+#[test]
+fn a_format_refuses_a_group_that_is_not_new() {
+    let io = SimIo::new(5);
+    let mut storage = block_on_ready(GroupStorage::format(&io, dir(), storage_config())).unwrap();
+    let (header, body) = shoal_vsr::journal::conformance::Chain::new().next_prepare();
+    let message = shoal_vsr::message::Message::new(header, std::rc::Rc::from(body));
+    block_on_ready(storage.write_prepare(&message)).unwrap();
+    block_on_ready(storage.flush_prepares()).unwrap();
+    drop(storage);
+    let again = block_on_ready(GroupStorage::format(&io, dir(), storage_config()));
+    assert!(matches!(again, Err(StorageError::Superblock(SuperblockError::AlreadyExists { .. }))), "{again:?}");
+    block_on_ready(shoal_vsr::io::Io::remove(&io, &superblock_path(dir(), NAMESPACE))).unwrap();
+    let again = block_on_ready(GroupStorage::format(&io, dir(), storage_config()));
+    assert!(matches!(again, Err(StorageError::NotNew { .. })), "{again:?}");
+    assert!(again.unwrap_err().to_string().contains("restart the replica"));
 }
