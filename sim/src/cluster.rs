@@ -391,32 +391,54 @@ impl Cluster {
             io.disk().faults.misdirected_write_ppm = 0;
             // Storage (issue 10): one crash in three keeps the page cache.
             io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
+            // A new cluster's first start formats every group (as the
+            // server does), and a crash may land inside that format too:
+            // the process is then down, and its next start must finish it
+            // (`restart`, `format_new_group`).
+            let (crash_draw, count_draw) = (rng.next_u64(), rng.next_u64());
+            let crashes = config.faults.replica_crash_ppm > 0 || config.faults.protocol_crash_ppm > 0;
+            if crashes && crash_draw % PPM_MAX < u64::from(RESTART_CRASH_PPM) {
+                let count = 1 + count_draw % (RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * namespaces.len() as u64);
+                io.disk().arm_mutation_fault(count, crate::disk::MutationFault::Halt);
+            }
             let mut groups = Vec::new();
             for (namespace, shard) in namespaces.iter().zip(&shard_of) {
-                let storage =
-                    block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config(replica, *namespace)))
-                        .expect("formatting a fresh disk works");
+                let config_storage = storage_config(replica, *namespace);
+                let Ok(storage) = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), config_storage)) else {
+                    assert!(io.disk().is_halted(), "formatting a fresh disk works");
+                    break;
+                };
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                let machine =
-                    open_partition(&io, *namespace, config.replica_count).expect("a fresh disk opens a partition log");
+                let Ok(machine) = open_partition(&io, *namespace, config.replica_count) else {
+                    assert!(io.disk().is_halted(), "a fresh disk opens a partition log");
+                    break;
+                };
                 groups.push(Group::new(*namespace, *shard, storage, Replica::new(replica_config, machine)));
+            }
+            io.disk().disarm_mutation_fault();
+            let format_crashed = io.disk().is_halted();
+            if format_crashed {
+                drop(groups);
+                groups = Vec::new();
+                io.crash();
             }
             // From here on the disk takes time.
             io.set_latency(Some(LatencyProfile::of(speed)));
             let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
             let drops = Arc::new(FrameDrops::new());
-            let node =
-                Node::new(io.clone(), node_config(config, replica, shard_count), groups, owners.clone(), drops.clone());
+            let node = (!format_crashed).then(|| {
+                Node::new(io.clone(), node_config(config, replica, shard_count), groups, owners.clone(), drops.clone())
+            });
             nodes.push(Process {
                 io,
-                up: true,
+                up: !format_crashed,
                 paused_until_ns: None,
                 corrupted: false,
                 rotted_while_running: false,
                 wipe_on_restart: false,
                 wiped: false,
                 restart_faults_in_a_row: 0,
-                node: Some(node),
+                node,
                 busy_until_ns: 0,
                 crash_armed: None,
                 acked: vec![BTreeMap::new(); namespaces.len()],
@@ -482,7 +504,11 @@ impl Cluster {
             deposed_started: 0,
         };
         for replica in 0..config.replica_count {
-            cluster.connect(replica);
+            if cluster.nodes[replica as usize].up {
+                cluster.connect(replica);
+            } else {
+                cluster.on_first_format_crashed(replica);
+            }
             let offset = cluster.rng.next_u64() % TICK_NS;
             cluster.schedule(offset, Event::ReplicaTick(replica));
         }

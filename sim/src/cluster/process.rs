@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::disk::MutationFault;
+use shoal_vsr::superblock::SuperblockError;
 
 impl Cluster {
     /// Stamp fresh connections from `replica` to every peer, each owned by a
@@ -81,6 +82,22 @@ impl Cluster {
             );
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
+                // As the server's start (`host::open_group`): no superblock
+                // means the group was never formatted (a new cluster's
+                // format that a crash cut short): format it, new.
+                Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
+                    match self.format_new_group(replica, group) {
+                        Ok(new) => {
+                            groups.push(new);
+                            continue;
+                        }
+                        Err(error) => {
+                            let label = self.group_label(group);
+                            let why = format!("replica {replica}{label}: its new group's format: {error}");
+                            return self.restart_stopped(replica, fault, why);
+                        }
+                    }
+                }
                 Err(error) => {
                     let label = self.group_label(group);
                     return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
@@ -126,6 +143,36 @@ impl Cluster {
         }
         let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
         self.finish_restart(replica, groups, faulty_groups, detail);
+    }
+
+    /// Format `group` of `replica` as a new group (its superblock is
+    /// missing: the first start's format did not finish), as the server's
+    /// start does, with a new replica over its partition log.
+    fn format_new_group(&mut self, replica: u8, group: usize) -> Result<Group<SimIo>, String> {
+        let io = self.nodes[replica as usize].io.clone();
+        let namespace = self.namespaces[group];
+        let config = storage_config(replica, namespace);
+        let storage = block_on_timed(&io, GroupStorage::format(&io, Path::new(DATA_DIR), config))
+            .map_err(|error| error.to_string())?;
+        let partition = open_partition(&io, namespace, self.config.replica_count)?;
+        let seed = self.rng.next_u64();
+        let config = replica_config(&self.config, replica, namespace, seed);
+        self.checkers[group].on_restart(replica, 0);
+        self.record(Some(replica), "format_new_group", group as u64, 0, String::new);
+        Ok(Group::new(namespace, self.shard_of[group], storage, Replica::new(config, partition)))
+    }
+
+    /// `replica`'s first start crashed inside the format of its new
+    /// groups (`Cluster::new`): it is down, and its next start finds what
+    /// the format left.
+    pub(super) fn on_first_format_crashed(&mut self, replica: u8) {
+        shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_DURING_RESTART);
+        self.nodes[replica as usize].restart_faults_in_a_row = 1;
+        let why = "during its first format".to_string();
+        self.record(Some(replica), "crash", 0, 0, || why.clone());
+        self.timeline(replica, TimelineKind::Crash, why);
+        let delay = 1 + self.rng.next_u64() % RESTART_DELAY_MAX_NS;
+        self.schedule(delay, Event::Restart(replica));
     }
 
     /// Maybe inject a fault into the start of `replica` that begins now:
