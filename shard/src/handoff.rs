@@ -42,7 +42,7 @@ use shoal_vsr::replica::{
 };
 use shoal_vsr::sessions::{CLIENT_SESSIONS_LIMIT, CLIENT_SESSIONS_MAX, ClientSessions};
 use shoal_vsr::state_machine::SnapshotError;
-use shoal_vsr::superblock::{Superblock, SuperblockError};
+use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState};
 use shoal_vsr::{Header, Io, IoFile, OpenMode, Operation, Replica, ReplicaConfig};
 
 use crate::lifecycle::ShutdownFlag;
@@ -122,6 +122,8 @@ pub enum HandoffError {
         #[source]
         source: JournalError,
     },
+    #[error("metadata group: {0}")]
+    MetadataSettle(#[from] crate::node::storage::SettleError),
     #[error("metadata checkpoint in {dir:?}: {source}")]
     MetadataCheckpoint {
         dir: PathBuf,
@@ -480,7 +482,7 @@ async fn read_durable_state<I: Io>(
 ) -> Result<(Recovered, DiskNotes), HandoffError> {
     if mode.writable() {
         // As a replica restart does: only this group's files.
-        settle_group_files(io, dir, Namespace::METADATA.raw()).await;
+        settle_group_files(io, dir, Namespace::METADATA.raw()).await?;
     }
     let (superblock, created) = open_superblock(io, dir, group, mode).await?;
     let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;
@@ -758,7 +760,9 @@ async fn format_metadata_group<I: Io>(
         io.remove(&path).await.map_err(storage(&path))?;
     }
     PrepareJournal::create(io, dir, config).await.map_err(journal_error)?;
-    Superblock::create(io, dir, config.cluster, namespace, replica)
+    // Atomically (tmp, rename): a superblock file created but not yet
+    // written would read as two damaged copies, not as no format.
+    Superblock::replace(io, dir, config.cluster, namespace, replica, SuperblockState::default())
         .await
         .map_err(|source| HandoffError::MetadataSuperblock { dir: dir.to_path_buf(), source })?;
     Ok(())

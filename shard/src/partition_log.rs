@@ -532,6 +532,14 @@ impl<I: Io> PartitionLog<I> {
     pub async fn open(io: I, dir: &Path, config: PartitionLogConfig) -> Result<PartitionLog<I>> {
         assert!(config.segment_size_max_bytes > RECORD_HEADER_SIZE_BYTES as u64);
         io.create_dir_all(dir).await.map_err(io_error("create_dir_all", dir))?;
+        // Recovery never trusts the directory cache either: a process that
+        // crashed between creating a segment and fsyncing the directory
+        // left a name that lists here but is not durable, and records
+        // appended and synced into it would vanish with it at the next power
+        // loss while a checkpoint counts them (swarm seed 915: a crash inside
+        // a new cluster's first format, then a 1-replica partition lost
+        // offsets 0..263 for good).
+        io.sync_dir(dir).await.map_err(io_error("sync_dir", dir))?;
         let mut bases = Vec::new();
         for path in io.list_dir(dir).await.map_err(io_error("list_dir", dir))? {
             if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXTENSION) {

@@ -120,6 +120,24 @@ pub const STORAGE_FLUSH_LATENCY_MAX_NS: u64 = 2_000_000;
 /// has latency) lands at one of the next this-many waits of the node on
 /// its storage, with the waited-on calls in flight.
 pub const CRASH_IN_FLIGHT_WAITS_MAX: u64 = 4;
+/// Per start of a process in the safety phase, when the scenario crashes
+/// processes: the chance a crash lands among the start's own storage
+/// calls (settle, superblock repair, journal open and repair, the
+/// operator's format), which then restarts again later.
+pub const RESTART_CRASH_PPM: u32 = 150_000;
+/// Per start in the safety phase, when the scenario injects storage
+/// errors: the chance one of the start's storage calls fails with EIO. The
+/// process stops with the error, as the server does, and the world (its
+/// supervisor, its operator) starts it again later.
+pub const RESTART_STORAGE_ERROR_PPM: u32 = 150_000;
+/// A start's fault lands at one of its first this-many calls that change
+/// the disk per group it opens (few: settles, repairs, a format's steps).
+pub const RESTART_FAULT_MUTATIONS_PER_GROUP_MAX: u64 = 6;
+/// Starts of one process in a row that an injected fault may stop; the
+/// next one meets none. The simulated disk's faults are one-shot, so the
+/// fault model promises a disk that lets the replica start again: a start
+/// that fails with nothing injected into it is a recovery bug.
+pub const RESTART_FAULTS_IN_A_ROW_MAX: u32 = 3;
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
@@ -167,8 +185,16 @@ struct Process {
     /// another replica meanwhile: two damaged replicas of three exceed the
     /// fault model (swarm seeds 1284 and 2953 wedged that way).
     rotted_while_running: bool,
-    /// The disk is wiped when this (crashed) process restarts.
+    /// The disk is wiped when this (crashed) process restarts, and
+    /// formatted to rejoin; stays set until that format finished.
     wipe_on_restart: bool,
+    /// The wipe happened and its format did not finish (a crash or a
+    /// storage error stopped it): the next start runs the operator's
+    /// format again over what the last one left, without another wipe.
+    wiped: bool,
+    /// Starts in a row that a fault injected into the start itself stopped
+    /// (`RESTART_FAULTS_IN_A_ROW_MAX`).
+    restart_faults_in_a_row: u32,
     /// The running node; `None` while down (and while a step borrows it).
     node: Option<Node<SimIo>>,
     /// When the node's last call ended on the process's own clock (its
@@ -365,30 +391,54 @@ impl Cluster {
             io.disk().faults.misdirected_write_ppm = 0;
             // Storage (issue 10): one crash in three keeps the page cache.
             io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
+            // A new cluster's first start formats every group (as the
+            // server does), and a crash may land inside that format too:
+            // the process is then down, and its next start must finish it
+            // (`restart`, `format_new_group`).
+            let (crash_draw, count_draw) = (rng.next_u64(), rng.next_u64());
+            let crashes = config.faults.replica_crash_ppm > 0 || config.faults.protocol_crash_ppm > 0;
+            if crashes && crash_draw % PPM_MAX < u64::from(RESTART_CRASH_PPM) {
+                let count = 1 + count_draw % (RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * namespaces.len() as u64);
+                io.disk().arm_mutation_fault(count, crate::disk::MutationFault::Halt);
+            }
             let mut groups = Vec::new();
             for (namespace, shard) in namespaces.iter().zip(&shard_of) {
-                let storage =
-                    block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), storage_config(replica, *namespace)))
-                        .expect("formatting a fresh disk works");
+                let config_storage = storage_config(replica, *namespace);
+                let Ok(storage) = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), config_storage)) else {
+                    assert!(io.disk().is_halted(), "formatting a fresh disk works");
+                    break;
+                };
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                let machine =
-                    open_partition(&io, *namespace, config.replica_count).expect("a fresh disk opens a partition log");
+                let Ok(machine) = open_partition(&io, *namespace, config.replica_count) else {
+                    assert!(io.disk().is_halted(), "a fresh disk opens a partition log");
+                    break;
+                };
                 groups.push(Group::new(*namespace, *shard, storage, Replica::new(replica_config, machine)));
+            }
+            io.disk().disarm_mutation_fault();
+            let format_crashed = io.disk().is_halted();
+            if format_crashed {
+                drop(groups);
+                groups = Vec::new();
+                io.crash();
             }
             // From here on the disk takes time.
             io.set_latency(Some(LatencyProfile::of(speed)));
             let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
             let drops = Arc::new(FrameDrops::new());
-            let node =
-                Node::new(io.clone(), node_config(config, replica, shard_count), groups, owners.clone(), drops.clone());
+            let node = (!format_crashed).then(|| {
+                Node::new(io.clone(), node_config(config, replica, shard_count), groups, owners.clone(), drops.clone())
+            });
             nodes.push(Process {
                 io,
-                up: true,
+                up: !format_crashed,
                 paused_until_ns: None,
                 corrupted: false,
                 rotted_while_running: false,
                 wipe_on_restart: false,
-                node: Some(node),
+                wiped: false,
+                restart_faults_in_a_row: 0,
+                node,
                 busy_until_ns: 0,
                 crash_armed: None,
                 acked: vec![BTreeMap::new(); namespaces.len()],
@@ -454,7 +504,11 @@ impl Cluster {
             deposed_started: 0,
         };
         for replica in 0..config.replica_count {
-            cluster.connect(replica);
+            if cluster.nodes[replica as usize].up {
+                cluster.connect(replica);
+            } else {
+                cluster.on_first_format_crashed(replica);
+            }
             let offset = cluster.rng.next_u64() % TICK_NS;
             cluster.schedule(offset, Event::ReplicaTick(replica));
         }

@@ -50,6 +50,13 @@
 //! - `crash_after_steps(n)`: after `n` more storage calls the disk halts and
 //!   every later call fails without effect, until the driver calls `crash()`.
 //!   This lets a test stop a multi-step sequence between any two calls.
+//! - `arm_mutation_fault(n, fault)`: the `n`-th call from now that changes
+//!   the disk (write, length change, fsync, rename, exchange, remove,
+//!   directory fsync) halts the disk before it acts (a crash there, as
+//!   `crash_after_steps`) or fails with EIO (an fsync EIO as above; any
+//!   other call changes nothing). A driver places a fault among the few
+//!   calls that matter (a restart's settle and repairs) rather than among
+//!   its many reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -106,6 +113,15 @@ impl DiskFaults {
     }
 }
 
+/// What an armed mutation fault does (`SimDisk::arm_mutation_fault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutationFault {
+    /// The disk halts before the call acts: a crash there.
+    Halt,
+    /// The call fails with EIO.
+    Eio,
+}
+
 #[derive(Debug, Clone)]
 enum Pending {
     Write { offset: u64, data: Vec<u8> },
@@ -143,6 +159,10 @@ pub struct SimDisk {
     halted: bool,
     fail_next_write: Option<i32>,
     fail_next_sync: Option<i32>,
+    /// Calls that changed the disk (or tried to) so far.
+    mutations: u64,
+    /// An armed `arm_mutation_fault`: the mutation count it lands at.
+    mutation_fault: Option<(u64, MutationFault)>,
     /// The next write to this inode is misdirected (armed by a driver).
     misdirect_next: Option<InodeId>,
     /// Per inode, the ranges `(offset, len)` misdirected writes were meant
@@ -204,6 +224,8 @@ impl SimDisk {
             halted: false,
             fail_next_write: None,
             fail_next_sync: None,
+            mutations: 0,
+            mutation_fault: None,
             misdirect_next: None,
             misdirected: BTreeMap::new(),
             misdirected_generation: BTreeMap::new(),
@@ -244,6 +266,24 @@ impl SimDisk {
     pub fn crash_after_steps(&mut self, steps: u64) {
         self.halt_after_steps = Some(self.steps + steps);
         self.halted = false;
+    }
+
+    /// The `count`-th call from now that changes the disk (1: the next
+    /// one) meets `fault` (see the module doc). One at a time: arming
+    /// replaces an armed one; a crash disarms it.
+    pub fn arm_mutation_fault(&mut self, count: u64, fault: MutationFault) {
+        assert!(count > 0, "a mutation fault lands at the next mutation or later");
+        self.mutation_fault = Some((self.mutations + count, fault));
+    }
+
+    /// Is a mutation fault armed and not yet landed?
+    pub fn mutation_fault_armed(&self) -> bool {
+        self.mutation_fault.is_some()
+    }
+
+    /// Drop an armed mutation fault that has not landed.
+    pub fn disarm_mutation_fault(&mut self) {
+        self.mutation_fault = None;
     }
 
     /// The next write fails with EIO and writes nothing.
@@ -374,6 +414,7 @@ impl SimDisk {
         self.halt_after_steps = None;
         self.fail_next_write = None;
         self.fail_next_sync = None;
+        self.mutation_fault = None;
         self.misdirect_next = None;
         self.count("crash_process");
     }
@@ -425,6 +466,7 @@ impl SimDisk {
         self.halt_after_steps = None;
         self.fail_next_write = None;
         self.fail_next_sync = None;
+        self.mutation_fault = None;
         self.misdirect_next = None;
         self.count("crash");
     }
@@ -457,6 +499,30 @@ impl SimDisk {
         }
         self.steps += 1;
         Ok(())
+    }
+
+    /// Count one call that changes the disk (after `step`): an armed
+    /// mutation fault lands here, a halt as `Err`, an EIO as `Ok(true)`
+    /// (the caller fails the way its call fails).
+    fn mutation(&mut self) -> io::Result<bool> {
+        self.mutations += 1;
+        let Some((at, fault)) = self.mutation_fault else { return Ok(false) };
+        if at != self.mutations {
+            debug_assert!(at > self.mutations, "an armed fault lands once");
+            return Ok(false);
+        }
+        self.mutation_fault = None;
+        match fault {
+            MutationFault::Halt => {
+                self.halted = true;
+                self.count("crash_halt");
+                Err(halted_error())
+            }
+            MutationFault::Eio => {
+                self.count("mutation_eio");
+                Ok(true)
+            }
+        }
     }
 
     fn check_handle(&self, generation: u64, id: InodeId) -> io::Result<()> {
@@ -529,6 +595,10 @@ impl SimDisk {
     pub(crate) fn write(&mut self, generation: u64, id: InodeId, data: &[u8], position: u64) -> io::Result<()> {
         self.step()?;
         self.check_handle(generation, id)?;
+        if self.mutation()? {
+            self.count("write_eio");
+            return Err(os_error(EIO));
+        }
         if let Some(code) = self.fail_next_write.take() {
             self.count("write_eio");
             return Err(os_error(code));
@@ -616,6 +686,9 @@ impl SimDisk {
     pub(crate) fn set_len(&mut self, generation: u64, id: InodeId, size_bytes: u64) -> io::Result<()> {
         self.step()?;
         self.check_handle(generation, id)?;
+        if self.mutation()? {
+            return Err(os_error(EIO));
+        }
         let inode = self.inodes.get_mut(&id).unwrap();
         // Sectors wholly past the new end leave the file (the file system
         // frees their blocks; a later extension gets fresh ones), and their
@@ -638,7 +711,7 @@ impl SimDisk {
     pub(crate) fn sync_data(&mut self, generation: u64, id: InodeId) -> io::Result<()> {
         self.step()?;
         self.check_handle(generation, id)?;
-        let eio = self.fail_next_sync.take().is_some() || self.chance(self.faults.sync_eio_ppm);
+        let eio = self.mutation()? || self.fail_next_sync.take().is_some() || self.chance(self.faults.sync_eio_ppm);
         if eio {
             self.count("sync_eio");
             self.drop_pending_writes(id);
@@ -678,6 +751,9 @@ impl SimDisk {
 
     pub(crate) fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
         self.step()?;
+        if self.mutation()? {
+            return Err(os_error(EIO));
+        }
         let id = self
             .namespace_current
             .remove(from)
@@ -691,6 +767,9 @@ impl SimDisk {
     /// of the directory, so both halves become durable together).
     pub(crate) fn exchange(&mut self, a: &Path, b: &Path) -> io::Result<()> {
         self.step()?;
+        if self.mutation()? {
+            return Err(os_error(EIO));
+        }
         if self.exchange_unsupported {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "this simulated file system cannot exchange"));
         }
@@ -704,6 +783,9 @@ impl SimDisk {
 
     pub(crate) fn remove(&mut self, path: &Path) -> io::Result<()> {
         self.step()?;
+        if self.mutation()? {
+            return Err(os_error(EIO));
+        }
         self.namespace_current
             .remove(path)
             .map(|_| ())
@@ -712,6 +794,9 @@ impl SimDisk {
 
     pub(crate) fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
         self.step()?;
+        if self.mutation()? {
+            return Err(os_error(EIO));
+        }
         if !self.dir_exists(dir) {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} not found", dir.display())));
         }

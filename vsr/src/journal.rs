@@ -504,6 +504,19 @@ async fn file_header_reads_back<F: IoFile>(
     Ok(true)
 }
 
+/// Why `settle_file` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleFileError {
+    /// Open, stat or read: nothing was rewritten; the file's own open reads
+    /// it again and reports what it finds.
+    #[error("{operation} failed: {source}")]
+    Unreadable { operation: &'static str, source: io::Error },
+    /// The write-back or its fsync: what reads of the file see may live
+    /// only in the page cache, so nothing may trust it.
+    #[error("{operation} failed: {source}")]
+    NotDurable { operation: &'static str, source: io::Error },
+}
+
 /// Make what reads of `path` see durable, before it is trusted at open.
 ///
 /// An fdatasync is not enough: after a failed fsync Linux marks the dirty
@@ -512,14 +525,16 @@ async fn file_header_reads_back<F: IoFile>(
 /// dirties them again, so the fsync writes exactly what recovery will see.
 /// Meant for small files (superblock, checkpoint); the journal does the same
 /// for the slots it cannot vouch for (see the module doc).
-pub async fn settle_file<I: Io>(io: &I, path: &Path) -> io::Result<()> {
-    let file = io.open(path, OpenMode::ReadWrite).await?;
-    let size_bytes = file.size_bytes().await?;
+pub async fn settle_file<I: Io>(io: &I, path: &Path) -> Result<(), SettleFileError> {
+    let unreadable = |operation| move |source| SettleFileError::Unreadable { operation, source };
+    let not_durable = |operation| move |source| SettleFileError::NotDurable { operation, source };
+    let file = io.open(path, OpenMode::ReadWrite).await.map_err(unreadable("open"))?;
+    let size_bytes = file.size_bytes().await.map_err(unreadable("stat"))?;
     let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
-    result?;
+    result.map_err(unreadable("read"))?;
     let (result, _) = file.write_all_at(bytes, 0).await;
-    result?;
-    file.sync_data().await
+    result.map_err(not_durable("write back"))?;
+    file.sync_data().await.map_err(not_durable("fsync"))
 }
 
 /// What recovery found.

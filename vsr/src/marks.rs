@@ -41,6 +41,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
     CHECKPOINT_LOST_REJOINED,
+    CRASH_DURING_RESTART,
     CRASH_FSYNC_IN_FLIGHT,
     CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
@@ -59,6 +60,7 @@ pub const MARKS: &[&str] = &[
     REPAIR_BY_CHECKSUM,
     SESSION_EVICTED,
     STATE_TRANSFER,
+    STORAGE_ERROR_DURING_RESTART,
     SUPERBLOCK_COPY_REPAIRED,
     SUPERBLOCK_LOST_REJOINED,
     UNCHAINED_PREPARE_ADOPTED,
@@ -75,6 +77,10 @@ pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// copies (or the journal file) of a group were lost, its superblock was
 /// not; the group was formatted again and rejoins keeping its promises.
 pub const CHECKPOINT_LOST_REJOINED: &str = "checkpoint_lost_rejoined";
+/// Placed by the simulator (its restart): a crash landed among a start's
+/// own storage calls (settle, superblock repair, journal open, the
+/// operator's format), and the process was started again later.
+pub const CRASH_DURING_RESTART: &str = "crash_during_restart";
 /// Placed by the simulator (`shoal_sim::io::block_on_io`): a process
 /// crashed while an fsync of its disk was in flight (the node's future
 /// waited on it), so the fsync's writes were left pending, lost or torn.
@@ -124,6 +130,10 @@ pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
 pub const STATE_TRANSFER: &str = "state_transfer";
+/// Placed by the simulator (its restart): an injected EIO failed one of a
+/// start's storage calls, the start stopped with the typed error, and the
+/// process was started again later.
+pub const STORAGE_ERROR_DURING_RESTART: &str = "storage_error_during_restart";
 /// A writable superblock open found a copy behind the newest one (a write
 /// failed between its copies, or a copy was damaged) and rewrote it before
 /// the replica acted on the newest state.

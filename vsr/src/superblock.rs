@@ -46,6 +46,13 @@ pub fn superblock_copy_offset(index: u64) -> u64 {
 pub fn superblock_file_size_bytes() -> u64 {
     superblock_copy_offset(SUPERBLOCK_COPIES - 1) + SUPERBLOCK_COPY_SIZE_BYTES
 }
+/// Sequences above the newest valid copy's that a torn copy can hold: a
+/// write starts only once every copy holds the newest state (a writable
+/// open repairs them first) and a failed write stops the replica, so only
+/// the one write in flight can have left its sequence in a torn copy. A
+/// copy claiming more is damage (a flipped bit), not a lost write.
+pub const SUPERBLOCK_SEQUENCES_LOST_MAX: u64 = 1;
+
 /// "SHOALSB\0", little-endian.
 pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"SHOALSB\0");
 pub const SUPERBLOCK_FORMAT_VERSION: u32 = 1;
@@ -214,6 +221,13 @@ impl CopyRecord {
     }
 }
 
+/// The sequence a copy's bytes claim when they start with the magic,
+/// valid or not (a torn copy's first sector may hold a new record's).
+fn claimed_sequence(bytes: &[u8]) -> Option<u64> {
+    let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
+    (u64_at(SB_MAGIC) == SUPERBLOCK_MAGIC).then(|| u64_at(SB_SEQUENCE))
+}
+
 fn decode_view_headers(bytes: &[u8]) -> Result<Vec<Header>, SuperblockError> {
     let count =
         u32::from_le_bytes(bytes[SB_VIEW_HEADERS_COUNT..SB_VIEW_HEADERS_COUNT + 4].try_into().unwrap()) as usize;
@@ -256,8 +270,10 @@ pub struct Superblock<I: Io> {
     replica: u8,
     /// The sequence of the last durable write.
     sequence: u64,
-    /// The next sequence to write. Advances even when a write fails, so two
-    /// different states never share a sequence number on disk.
+    /// The next sequence to write. Advances even when a write fails, and
+    /// open starts it above any sequence a torn copy shows (within
+    /// `SUPERBLOCK_SEQUENCES_LOST_MAX`), so a sequence number names one
+    /// state only, even one a torn write lost.
     sequence_next: u64,
     state: SuperblockState,
 }
@@ -300,11 +316,12 @@ impl<I: Io> Superblock<I> {
         }
     }
 
-    /// Replace a superblock file none of whose copies is valid with a new
-    /// one holding `state`, atomically (tmp → fsync → rename → fsync dir):
-    /// a crash at any step leaves the damaged file, or the new one, never no
-    /// file (a missing superblock reads as a replica never formatted, which
-    /// may vote in view 0). Durable when this returns Ok.
+    /// Replace a superblock file none of whose copies is valid (or create
+    /// a missing one) with a new one holding `state`, atomically (tmp →
+    /// fsync → rename → fsync dir): a crash at any step leaves the damaged
+    /// file (or none), or the new one, never a half-written one (a missing
+    /// superblock reads as a replica never formatted, which may vote in
+    /// view 0; a half-written one as damage). Durable when this returns Ok.
     pub async fn replace(
         io: &I,
         dir: &Path,
@@ -350,6 +367,9 @@ impl<I: Io> Superblock<I> {
         // What each copy's offset holds, to find the copies a failed write
         // left behind the newest one.
         let mut at_copy: Vec<Option<CopyRecord>> = Vec::with_capacity(SUPERBLOCK_COPIES as usize);
+        // The highest sequence any position claims, valid or not: a write
+        // torn since may have used one above the newest valid copy's.
+        let mut claimed_max: Option<u64> = None;
         for position in 0..SUPERBLOCK_READ_POSITIONS {
             let offset = position * SUPERBLOCK_COPY_SIZE_BYTES;
             if offset + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
@@ -357,6 +377,7 @@ impl<I: Io> Superblock<I> {
             }
             let (result, bytes) = file.read_exact_at(vec![0; SUPERBLOCK_COPY_SIZE_BYTES as usize], offset).await;
             result.map_err(io_error("read"))?;
+            claimed_max = claimed_max.max(claimed_sequence(&bytes));
             let decoded = CopyRecord::decode(&bytes)?;
             if (0..SUPERBLOCK_COPIES).any(|index| superblock_copy_offset(index) == offset) {
                 at_copy.push(decoded.clone());
@@ -367,7 +388,7 @@ impl<I: Io> Superblock<I> {
                 best = Some(copy);
             }
         }
-        let copy = best.ok_or(SuperblockError::NoValidCopy)?;
+        let mut copy = best.ok_or(SuperblockError::NoValidCopy)?;
         if copy.cluster != cluster || copy.namespace != namespace || copy.replica != replica {
             return Err(SuperblockError::WrongOwner {
                 found: copy.cluster,
@@ -378,7 +399,14 @@ impl<I: Io> Superblock<I> {
         if copy.state.log_view > copy.state.view {
             return Err(SuperblockError::InvalidState { state: copy.state });
         }
-        if mode.writable() {
+        // Never reuse a sequence a torn write may have put on the disk
+        // (it named another state); one further above is damage.
+        let lost = claimed_max
+            .filter(|claimed| *claimed > copy.sequence && *claimed - copy.sequence <= SUPERBLOCK_SEQUENCES_LOST_MAX);
+        let mut sequence_next = lost.unwrap_or(copy.sequence) + 1;
+        if mode.writable() && Self::copies_lag(&copy, &at_copy) {
+            copy = CopyRecord { sequence: sequence_next, ..copy };
+            sequence_next += 1;
             Self::repair_lagging_copies(&file, &copy, &at_copy).await?;
         }
         Ok(Superblock {
@@ -388,33 +416,47 @@ impl<I: Io> Superblock<I> {
             namespace,
             replica,
             sequence: copy.sequence,
-            sequence_next: copy.sequence + 1,
+            sequence_next,
             state: copy.state,
         })
     }
 
-    /// Rewrite every copy that does not hold `newest` with it, each fsynced
-    /// before the next, before the replica acts on `newest`. A write that
-    /// failed after its first copy (an fsync EIO, a crash) leaves copy B a
-    /// state behind; the next write tears copy A at worst, and open must
-    /// then find `newest` in copy B, not the older state a replica may
-    /// already have contradicted (crash-loop seed 230: a view-1 log_view
-    /// only in copy A, copy A torn by the view-2 write, copy B's log_view 0
-    /// let the replica's do_view_change disown ops it had acknowledged).
-    /// `at_copy`: what each copy's offset decoded to, in copy order (a short
-    /// file has fewer entries; missing copies are written too).
+    /// Some copy does not hold `newest` (`at_copy`: what each copy's offset
+    /// decoded to, in copy order; a short file has fewer entries).
+    fn copies_lag(newest: &CopyRecord, at_copy: &[Option<CopyRecord>]) -> bool {
+        (0..SUPERBLOCK_COPIES as usize).any(|index| at_copy.get(index).is_none_or(|held| held.as_ref() != Some(newest)))
+    }
+
+    /// Write `newest` (the newest valid state, under a fresh sequence)
+    /// into every copy, each fsynced before the next, before the replica
+    /// acts on it: first the copies that did not hold its state, then
+    /// those that did (so a crash in this repair tears at most one copy,
+    /// and one that holds the state survives it). A write that failed
+    /// after its first copy (an fsync EIO, a crash) leaves copy B a state
+    /// behind; the next write tears copy A at worst, and open must then
+    /// find `newest` in copy B, not the older state a replica may already
+    /// have contradicted (crash-loop seed 230: a view-1 log_view only in
+    /// copy A, copy A torn by the view-2 write, copy B's log_view 0 let the
+    /// replica's do_view_change disown ops it had acknowledged). Every copy
+    /// gets the fresh sequence, so each open starts with all copies equal
+    /// and a later torn write loses at most one sequence
+    /// (`SUPERBLOCK_SEQUENCES_LOST_MAX`).
     async fn repair_lagging_copies(
         file: &I::File,
         newest: &CopyRecord,
         at_copy: &[Option<CopyRecord>],
     ) -> Result<(), SuperblockError> {
         let bytes = newest.encode();
-        for index in 0..SUPERBLOCK_COPIES {
-            if at_copy.get(index as usize).is_some_and(|held| held.as_ref() == Some(newest)) {
-                continue;
-            }
+        let holds_state = |index: u64| {
+            at_copy.get(index as usize).is_some_and(|held| held.as_ref().is_some_and(|held| held.state == newest.state))
+        };
+        let (holding, lagging): (Vec<u64>, Vec<u64>) = (0..SUPERBLOCK_COPIES).partition(|&index| holds_state(index));
+        for &index in &lagging {
             crate::marks::hit(crate::marks::SUPERBLOCK_COPY_REPAIRED);
             Self::write_copy(file, &bytes, index, ("write lagging copy", "fsync lagging copy")).await?;
+        }
+        for index in holding {
+            Self::write_copy(file, &bytes, index, ("write copy", "fsync copy")).await?;
         }
         Ok(())
     }

@@ -67,7 +67,7 @@ use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
-use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
@@ -84,10 +84,30 @@ pub enum StorageError {
     Superblock(#[from] shoal_vsr::superblock::SuperblockError),
     #[error("{0}")]
     Checkpoint(#[from] shoal_vsr::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Settle(#[from] SettleError),
     #[error(
-        "the journal formatted for a rejoin does not read back empty (head {op_max:?}): check the disk, then restart the replica"
+        "group {namespace:#x} in {dir:?} has no superblock but holds {what}: it is not a new group; restore its \
+         superblock or move the files aside, then restart the replica"
+    )]
+    NotNew { dir: PathBuf, namespace: u64, what: &'static str },
+    #[error(
+        "the journal just formatted does not read back empty (head {op_max:?}): check the disk, then restart the replica"
     )]
     FormattedNotEmpty { op_max: Option<u64> },
+}
+
+/// A start could not make a file it is about to trust durable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "settling {path:?} before trusting it: {operation} failed: {source}; what the start would read may be only in \
+     the page cache, so it stops: check the disk, then restart the replica"
+)]
+pub struct SettleError {
+    pub path: PathBuf,
+    pub operation: &'static str,
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// The fewest replicas with which a group whose state this replica lost can
@@ -224,11 +244,56 @@ impl<I: Io> GroupStorage<I> {
         }
     }
 
-    /// Format a new replica's group storage in `dir`.
+    /// Format a new replica's group storage in `dir` (a new cluster, or a
+    /// group created since the last start).
+    ///
+    /// Crash-safe at every storage call, and safe to run again over what a
+    /// crashed one left (the next start finds no superblock and formats
+    /// again): a new, empty journal first, then the superblock, created
+    /// atomically last (tmp, rename, fsync dir), so until it is durable the
+    /// group reads as never formatted. Creating the journal, then the
+    /// superblock in place, wedged a new cluster whose replicas crashed in
+    /// between: the retry could not create the journal again ("already
+    /// exists"), and a superblock file created but not yet written read as
+    /// two damaged copies. What a format leaves before its superblock (an
+    /// empty or half-created journal) is replaced; a journal with prepares
+    /// or a snapshot, a checkpoint, or a superblock are never formatted
+    /// over (`NotNew`).
     pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
-        let journal = PrepareJournal::create(io, dir, config.journal()).await?;
-        let superblock = Superblock::create(io, dir, config.cluster, config.namespace, config.replica).await?;
+        io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
+        GroupStorage::check_new(io, dir, config).await?;
+        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
+        let state = SuperblockState::default();
+        let superblock = Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?;
+        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        if journal.op_max().is_some() || journal.snapshot_op() != 0 {
+            // Only a read error makes a new journal look otherwise.
+            return Err(StorageError::FormattedNotEmpty { op_max: journal.op_max() });
+        }
         Ok(GroupStorage::new(io, dir, config, journal, superblock))
+    }
+
+    /// `dir` holds nothing of the group but what a format cut short leaves
+    /// before its superblock: no superblock, no checkpoint, and a journal
+    /// that is missing, empty, or never fully created.
+    async fn check_new(io: &I, dir: &Path, config: StorageConfig) -> Result<(), StorageError> {
+        let superblock = superblock_path(dir, config.namespace);
+        match io.open(&superblock, OpenMode::ReadOnly).await {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(_) => return Err(SuperblockError::AlreadyExists { path: superblock }.into()),
+            Err(source) => return Err(SuperblockError::Io { operation: "open", source }.into()),
+        }
+        let not_new = |what| StorageError::NotNew { dir: dir.to_path_buf(), namespace: config.namespace, what };
+        match checkpoint::read_checkpoint(io, dir, config.namespace).await {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return Err(not_new("a checkpoint")),
+        }
+        match PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadOnly).await {
+            Err(JournalError::Missing { .. } | JournalError::ZeroFilled | JournalError::Truncated { .. }) => Ok(()),
+            Ok((journal, _)) if journal.op_max().is_none() && journal.snapshot_op() == 0 => Ok(()),
+            Ok(_) => Err(not_new("a journal with prepares")),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Format a replica's storage again after its disk was lost, for a
@@ -395,7 +460,7 @@ impl<I: Io> GroupStorage<I> {
         config: StorageConfig,
         settle: bool,
     ) -> Result<(GroupStorage<I>, Recovered), StorageError> {
-        settle_group_files(io, dir, config.namespace).await;
+        settle_group_files(io, dir, config.namespace).await?;
         let superblock =
             Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
         let (mut journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
@@ -590,11 +655,23 @@ async fn remove_if_present<I: Io>(io: &I, path: &Path) -> std::io::Result<()> {
 /// knows). Settle the group's own small files first; the journal settles
 /// itself, and other groups' files are settled when those groups open (so
 /// opening N groups settles each file once, not N times). A file that cannot
-/// be settled (missing on a first start, or a read error) is left to its own
-/// open, which reports it. The metadata handoff settles with this too.
-pub async fn settle_group_files<I: Io>(io: &I, dir: &Path, namespace: u64) {
+/// be read (missing on a first start, or a read error) is left to its own
+/// open, which reports it. A write-back or fsync that failed stops the
+/// start (`SettleError`): the bytes open would read may live only in the
+/// page cache. The metadata handoff settles with this too.
+pub async fn settle_group_files<I: Io>(io: &I, dir: &Path, namespace: u64) -> Result<(), SettleError> {
     for path in [superblock_path(dir, namespace), checkpoint_path(dir, namespace)] {
-        let _ = shoal_vsr::journal::settle_file(io, &path).await;
+        match shoal_vsr::journal::settle_file(io, &path).await {
+            Ok(()) | Err(SettleFileError::Unreadable { .. }) => {}
+            Err(SettleFileError::NotDurable { operation, source }) => {
+                return Err(SettleError { path, operation, source });
+            }
+        }
     }
-    let _ = io.sync_dir(dir).await;
+    match io.sync_dir(dir).await {
+        // A first start: nothing to settle yet.
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SettleError { path: dir.to_path_buf(), operation: "fsync dir", source }),
+        Ok(()) => Ok(()),
+    }
 }

@@ -3,6 +3,8 @@
 //! disk. Each start builds a new `Node` over the groups it opened.
 
 use super::*;
+use crate::disk::MutationFault;
+use shoal_vsr::superblock::SuperblockError;
 
 impl Cluster {
     /// Stamp fresh connections from `replica` to every peer, each owned by a
@@ -56,14 +58,19 @@ impl Cluster {
         if self.nodes[index].up {
             return;
         }
-        if std::mem::take(&mut self.nodes[index].wipe_on_restart) {
+        if self.nodes[index].wipe_on_restart {
             return self.restart_wiped(replica);
         }
-        self.maybe_rot(replica);
+        // Rot lands once per down time, not once per attempt to start: a
+        // second one could take the other copy of what the first damaged.
+        if self.nodes[index].restart_faults_in_a_row == 0 {
+            self.maybe_rot(replica);
+        }
         let io = self.nodes[index].io.clone();
         // The process starts now, or once the crashed life's clock (which
         // ran ahead with its last call) stopped: its opens take time too.
         io.set_now_ns(io.now_ns().max(self.now_ns));
+        let fault = self.arm_restart_fault(replica);
         let mut faulty_groups = 0;
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
@@ -75,9 +82,25 @@ impl Cluster {
             );
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
+                // As the server's start (`host::open_group`): no superblock
+                // means the group was never formatted (a new cluster's
+                // format that a crash cut short): format it, new.
+                Err(StorageError::Superblock(SuperblockError::Missing { .. })) => {
+                    match self.format_new_group(replica, group) {
+                        Ok(new) => {
+                            groups.push(new);
+                            continue;
+                        }
+                        Err(error) => {
+                            let label = self.group_label(group);
+                            let why = format!("replica {replica}{label}: its new group's format: {error}");
+                            return self.restart_stopped(replica, fault, why);
+                        }
+                    }
+                }
                 Err(error) => {
                     let label = self.group_label(group);
-                    return self.fail(Checker::Recovery, format!("replica {replica}{label} cannot restart: {error}"));
+                    return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
                 }
             };
             match damage {
@@ -95,7 +118,7 @@ impl Cluster {
                 Ok(partition) => partition,
                 Err(error) => {
                     let label = self.group_label(group);
-                    return self.fail(Checker::Recovery, format!("replica {replica}{label} cannot restart: {error}"));
+                    return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
                 }
             };
             match Replica::open(config, partition, recovered) {
@@ -115,8 +138,109 @@ impl Cluster {
                 }
             }
         }
+        if self.restart_fault_stopped_it(replica) {
+            return self.restart_stopped(replica, fault, format!("replica {replica}: the disk halted"));
+        }
         let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
         self.finish_restart(replica, groups, faulty_groups, detail);
+    }
+
+    /// Format `group` of `replica` as a new group (its superblock is
+    /// missing: the first start's format did not finish), as the server's
+    /// start does, with a new replica over its partition log.
+    fn format_new_group(&mut self, replica: u8, group: usize) -> Result<Group<SimIo>, String> {
+        let io = self.nodes[replica as usize].io.clone();
+        let namespace = self.namespaces[group];
+        let config = storage_config(replica, namespace);
+        let storage = block_on_timed(&io, GroupStorage::format(&io, Path::new(DATA_DIR), config))
+            .map_err(|error| error.to_string())?;
+        let partition = open_partition(&io, namespace, self.config.replica_count)?;
+        let seed = self.rng.next_u64();
+        let config = replica_config(&self.config, replica, namespace, seed);
+        self.checkers[group].on_restart(replica, 0);
+        self.record(Some(replica), "format_new_group", group as u64, 0, String::new);
+        Ok(Group::new(namespace, self.shard_of[group], storage, Replica::new(config, partition)))
+    }
+
+    /// `replica`'s first start crashed inside the format of its new
+    /// groups (`Cluster::new`): it is down, and its next start finds what
+    /// the format left.
+    pub(super) fn on_first_format_crashed(&mut self, replica: u8) {
+        shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_DURING_RESTART);
+        self.nodes[replica as usize].restart_faults_in_a_row = 1;
+        let why = "during its first format".to_string();
+        self.record(Some(replica), "crash", 0, 0, || why.clone());
+        self.timeline(replica, TimelineKind::Crash, why);
+        let delay = 1 + self.rng.next_u64() % RESTART_DELAY_MAX_NS;
+        self.schedule(delay, Event::Restart(replica));
+    }
+
+    /// Maybe inject a fault into the start of `replica` that begins now:
+    /// a crash (the disk halts) or an EIO at one of its first calls that
+    /// change the disk, drawn per group it opens. Only in the safety phase
+    /// and for at most `RESTART_FAULTS_IN_A_ROW_MAX` starts in a row.
+    fn arm_restart_fault(&mut self, replica: u8) -> Option<MutationFault> {
+        let index = replica as usize;
+        let faults = &self.config.faults;
+        let crashes = faults.replica_crash_ppm > 0 || faults.protocol_crash_ppm > 0 || faults.shard_panic_ppm > 0;
+        let errors = faults.storage_write_error_ppm > 0
+            || faults.storage_lost_write_ppm > 0
+            || faults.storage_torn_write_ppm > 0;
+        if self.nodes[index].restart_faults_in_a_row >= RESTART_FAULTS_IN_A_ROW_MAX {
+            return None;
+        }
+        let fault = if self.roll(if crashes { RESTART_CRASH_PPM } else { 0 }, "restart_crash") {
+            MutationFault::Halt
+        } else if self.roll(if errors { RESTART_STORAGE_ERROR_PPM } else { 0 }, "restart_storage_error") {
+            MutationFault::Eio
+        } else {
+            return None;
+        };
+        let mutations_max = RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * self.namespaces.len() as u64;
+        let count = 1 + self.rng.next_u64() % mutations_max;
+        self.nodes[index].io.disk().arm_mutation_fault(count, fault);
+        self.record(Some(replica), "restart_fault_armed", count, fault as u64, || {
+            format!("{fault:?} at mutation {count}")
+        });
+        Some(fault)
+    }
+
+    /// The start's storage calls are over: did the fault armed for it land
+    /// in a way that stops it (a halt, even after the last call: the node
+    /// could not write)? Disarms a fault that never landed.
+    fn restart_fault_stopped_it(&mut self, replica: u8) -> bool {
+        let mut disk = self.nodes[replica as usize].io.disk();
+        disk.disarm_mutation_fault();
+        disk.is_halted()
+    }
+
+    /// A start of `replica` failed (`why`). If a fault injected into it
+    /// landed, that is what an operator sees: the process stopped with a
+    /// typed storage error (or crashed), and its supervisor starts it again
+    /// later, maybe after a power loss. With nothing injected the disk was
+    /// good, and a replica that cannot start on a good disk is a recovery
+    /// bug.
+    fn restart_stopped(&mut self, replica: u8, fault: Option<MutationFault>, why: String) {
+        let index = replica as usize;
+        let io = self.nodes[index].io.clone();
+        let landed = fault.is_some() && !io.disk().mutation_fault_armed();
+        io.disk().disarm_mutation_fault();
+        let Some(fault) = fault.filter(|_| landed) else {
+            return self.fail(Checker::Recovery, format!("{why}: it cannot restart"));
+        };
+        shoal_vsr::marks::hit(match fault {
+            MutationFault::Halt => shoal_vsr::marks::CRASH_DURING_RESTART,
+            MutationFault::Eio => shoal_vsr::marks::STORAGE_ERROR_DURING_RESTART,
+        });
+        self.nodes[index].restart_faults_in_a_row += 1;
+        // The process is gone with whatever its start left in flight; its
+        // machine may lose power before the next start.
+        io.crash();
+        let detail = format!("start stopped by {fault:?}: {why}");
+        self.record(Some(replica), "restart_stopped", fault as u64, 0, || detail.clone());
+        self.timeline(replica, TimelineKind::Crash, detail);
+        let delay = if self.phase == Phase::Safety { 1 + self.rng.next_u64() % RESTART_DELAY_MAX_NS } else { TICK_NS };
+        self.schedule(delay, Event::Restart(replica));
     }
 
     pub(super) fn finish_restart(
@@ -132,6 +256,7 @@ impl Cluster {
         process.node =
             Some(Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone()));
         self.nodes[index].up = true;
+        self.nodes[index].restart_faults_in_a_row = 0;
         self.nodes[index].corrupted = false;
         self.nodes[index].rotted_while_running = false;
         self.connect(replica);
@@ -161,30 +286,53 @@ impl Cluster {
     }
 
     /// The operator's answer to a lost disk: format it again and start the
-    /// replica, which must rejoin the cluster before it may vote or ack.
+    /// replica, which must rejoin the cluster before it may vote or ack. A
+    /// format that a crash or a storage error stopped is run again by the
+    /// next start over what it left (the operator's retry), not wiped again.
     pub(super) fn restart_wiped(&mut self, replica: u8) {
         let index = replica as usize;
         let io = self.nodes[index].io.clone();
         io.set_now_ns(io.now_ns().max(self.now_ns));
-        io.disk().wipe();
-        self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
-        self.superblock_rot.retain(|(r, _, _)| *r != replica);
+        if !std::mem::replace(&mut self.nodes[index].wiped, true) {
+            io.disk().wipe();
+            self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
+            self.superblock_rot.retain(|(r, _, _)| *r != replica);
+            // Every promise of the old disk is gone with it.
+            for acked in &mut self.nodes[index].acked {
+                acked.clear();
+            }
+        }
+        let fault = self.arm_restart_fault(replica);
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
             let config = storage_config(replica, namespace);
-            let storage = block_on_timed(&io, GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config))
-                .expect("formatting a wiped disk works");
-            let partition = open_partition(&io, namespace, self.config.replica_count)
-                .expect("a wiped disk opens an empty partition log");
+            let storage = match block_on_timed(&io, GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config)) {
+                Ok(storage) => storage,
+                Err(error) => {
+                    let label = self.group_label(group);
+                    let why = format!("replica {replica}{label}: the format of its wiped disk: {error}");
+                    return self.restart_stopped(replica, fault, why);
+                }
+            };
+            let partition = match open_partition(&io, namespace, self.config.replica_count) {
+                Ok(partition) => partition,
+                Err(error) => {
+                    let label = self.group_label(group);
+                    return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
+                }
+            };
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replica_state = Replica::rejoin(config, partition);
-            // Every promise of the old disk is gone with it.
             self.checkers[group].on_restart(replica, 0);
-            self.nodes[index].acked[group].clear();
             groups.push(Group::new(namespace, self.shard_of[group], storage, replica_state));
         }
+        if self.restart_fault_stopped_it(replica) {
+            return self.restart_stopped(replica, fault, format!("replica {replica}: the disk halted"));
+        }
+        self.nodes[index].wipe_on_restart = false;
+        self.nodes[index].wiped = false;
         // Before its first probe leaves: a plot lets the old primary answer.
         self.plot_on_wiped_restart(replica);
         self.finish_restart(replica, groups, 0, "disk wiped, reformatted".to_string());

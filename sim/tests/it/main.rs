@@ -9,6 +9,7 @@ mod journal_model;
 mod journal_storage_faults;
 mod metadata_wal;
 mod partition_sm;
+mod restart_faults;
 mod shards;
 mod superblock;
 mod vsr_scenarios;

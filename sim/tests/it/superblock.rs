@@ -227,3 +227,37 @@ fn a_misdirected_copy_write_leaves_one_valid_copy_wherever_it_lands() {
         assert!([state(1, 1, 1), state(2, 2, 2)].contains(reopened.state()), "landing at {landing}");
     }
 }
+
+/// Issue 10: superblock sequences were reused after a fall-back. A write
+/// of sequence 3 (view 2) tore copy A in a power loss; open fell back to
+/// copy B (sequence 2, view 1) and went on from sequence 3, so the next
+/// write (view 3) put sequence 3 on the disk again with another state,
+/// against the field's promise that a sequence names one state. Open now
+/// starts above a sequence a torn copy shows, and its repair writes the
+/// state it fell back to under a fresh sequence.
+#[test]
+fn a_sequence_a_torn_write_lost_is_never_written_again_with_another_state() {
+    let dir = Path::new(DIR);
+    let path = superblock_path(dir, NAMESPACE);
+    let io = SimIo::new(12);
+    let mut superblock = block_on_ready(Superblock::create(&io, dir, CLUSTER, NAMESPACE, REPLICA)).unwrap();
+    block_on_ready(superblock.write(state(1, 1, 5))).unwrap();
+    assert_eq!(superblock.sequence(), 2);
+    // Sequence 3: copy A's write reaches the page cache, the power fails
+    // before its fsync, and only its first sector lands.
+    let view_2 = SuperblockState { view_headers: view_headers(2, 6..=8), ..state(2, 2, 8) };
+    io.disk().crash_after_steps(1);
+    assert!(block_on_ready(superblock.write(view_2)).is_err());
+    let torn_sector = io.disk().contents(&path).unwrap()[..512].to_vec();
+    drop(superblock);
+    io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
+    io.power_loss();
+    io.disk().poke(&path, 0, &torn_sector).unwrap();
+    let mut superblock = open(&io).unwrap();
+    assert_eq!(superblock.state().clone(), state(1, 1, 5), "open falls back to copy B");
+    assert!(superblock.sequence() > 3, "the fallen-back state is not written again under sequence 3");
+    block_on_ready(superblock.write(state(3, 3, 9))).unwrap();
+    let (sequence, written) = shoal_vsr::superblock::decode_file(&io.disk().contents(&path).unwrap()).unwrap().unwrap();
+    assert_eq!(written, state(3, 3, 9));
+    assert!(sequence > 3, "sequence 3 named view 2 (lost in a torn copy); view 3 got {sequence}");
+}
