@@ -506,10 +506,14 @@ impl<I: Io> Node<I> {
     }
 
     /// End the turn: flush every group's written prepares at once
-    /// (`commit_groups`), complete them in group order, send what waited
-    /// for them, and carry out what that asks for; prepares written while
-    /// doing so are flushed the same way, round after round, until none is
-    /// left.
+    /// (`commit_groups`, one journal flush per round), complete them in
+    /// group order, send what waited for them, and carry out what that asks
+    /// for; prepares written while doing so are flushed the same way, round
+    /// after round, until none is left. A prepare is complete one flush
+    /// after its own (its ring copy rides with the next): when only those
+    /// copies are left and the world says more work waits, the turn ends
+    /// and the next turn's first flush completes them (one fdatasync per
+    /// turn under load); otherwise one more flush completes them now.
     pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
         assert!(self.turn_open, "end_turn without begin_turn");
         let ended = self.flush_turn(world).await;
