@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossfire::mpsc::{Array, bounded_blocking_async};
-use crossfire::{AsyncRx, MTx, TrySendError};
+use crossfire::{AsyncRx, BlockingTxTrait, MTx, TrySendError};
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::lifecycle::ShutdownFlag;
@@ -399,6 +399,13 @@ impl NodeHooks for World {
     /// this shard's inbox before the node saw it (the connection's
     /// callback), an outbound one hops in `send_out`, which counts a full
     /// inbox. Any other hop would be a misroute.
+    /// Frames already wait in this shard's inbox: the turn may end after
+    /// one journal flush (the next turn starts at once and its flush
+    /// finishes the ring copies).
+    fn work_waiting(&mut self) -> bool {
+        !self.process.inboxes[self.shard.index()].is_empty()
+    }
+
     fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
         if to == self.shard || from == self.shard {
             return Ok(());

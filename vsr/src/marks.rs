@@ -58,6 +58,7 @@ pub const MARKS: &[&str] = &[
     REJOIN_COMPLETED,
     REJOIN_PROBE_ANSWERED,
     REPAIR_BY_CHECKSUM,
+    RING_COPIES_CARRIED_TO_NEXT_TURN,
     SESSION_EVICTED,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
@@ -106,6 +107,11 @@ pub const PREPARE_PACKED_REQUESTS: &str = "prepare_packed_requests";
 /// A primary whose pipeline waited too long on a body it could not repair
 /// started the next view (so nacks can truncate what was lost).
 pub const PRIMARY_ABDICATED: &str = "primary_abdicated";
+/// Placed by the node (`Node::end_turn`): a turn ended after one journal
+/// flush because more work already waited, leaving prepares durable
+/// without their ring copy (and the messages that promise them held) for
+/// the next turn's flush.
+pub const RING_COPIES_CARRIED_TO_NEXT_TURN: &str = "ring_copies_carried_to_next_turn";
 /// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
 /// partition log was cut to its intact prefix, the rest to come from peers.
 pub const PARTITION_SALVAGED: &str = "partition_salvaged";

@@ -21,7 +21,7 @@ use shoal_vsr::replica::{Action, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
 
 use super::join::join_in_order;
-use super::storage::{GroupStorage, Promise, StorageError};
+use super::storage::{Flushes, GroupStorage, Promise, StorageError};
 use super::{Flow, GroupReplica, NodeStop, NodeWorld, action_name};
 use crate::frame::FrameVariant;
 use crate::metrics::{DropReason, FrameDrops};
@@ -40,6 +40,12 @@ const PARTITION_DEFERRED_MESSAGES_MAX: usize = crate::partition_sm::PARTITION_PE
 /// completion may commit and ask for replies, which ask for nothing more; a
 /// replica that keeps asking past this is looping.
 const DRAIN_ROUNDS_MAX: usize = 64;
+/// Turns after the one that made a prepare durable without its ring copy
+/// (a turn that ended after one flush because more work waited) by whose
+/// end the copy must be durable too: the next turn's first flush writes it
+/// beside that turn's own prepares, under one fdatasync.
+const RING_COPY_CARRIED_TURNS_MAX: u64 = 1;
+const _: () = assert!(RING_COPY_CARRIED_TURNS_MAX >= 1);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -64,6 +70,13 @@ pub struct Group<I: Io> {
     /// order the replica asked, and the messages held until they are (see
     /// `Node::drain`).
     written: Vec<Action>,
+    /// Prepares written and made durable by a turn's last flush, their
+    /// ring copies not yet (the turn ended after one flush because more
+    /// work waited: `Node::flush_turn`), and the turn that left them. The
+    /// next flush writes the copies and completes them; until then nothing
+    /// may promise them and the messages that do stay held.
+    awaiting_copy: Vec<Action>,
+    awaiting_copy_since_turn: u64,
     held: Vec<Action>,
     /// The peer last asked for state data, and the first missing offset
     /// then: if nothing arrived since, that peer is skipped next time.
@@ -91,6 +104,8 @@ impl<I: Io> Group<I> {
             replica,
             view_reported,
             written: Vec::new(),
+            awaiting_copy: Vec::new(),
+            awaiting_copy_since_turn: 0,
             held: Vec::new(),
             state_data_asked: None,
         }
@@ -112,9 +127,16 @@ impl<I: Io> Group<I> {
         &self.storage
     }
 
-    /// Prepares written and waiting for the group's flush.
+    /// Prepares written and waiting for the group's flush (with their
+    /// ring copy).
     pub fn prepares_unflushed(&self) -> usize {
-        self.written.len()
+        self.written.len() + self.awaiting_copy.len()
+    }
+
+    /// Prepares staged or written and not yet durable with their ring
+    /// copy: a flush is due before what promises them may leave.
+    fn flush_pending(&self) -> bool {
+        !self.written.is_empty() || !self.awaiting_copy.is_empty()
     }
 
     /// Write the partition's applied messages to its log, without a sync:
@@ -242,6 +264,9 @@ pub struct Node<I: Io> {
     /// event wait for the turn's end to be flushed together with those of
     /// the events after it; outside one, every event flushes its own.
     turn_open: bool,
+    /// Turns begun so far (ring copies carried past a turn are stamped
+    /// with it: `RING_COPY_CARRIED_TURNS_MAX`).
+    turn: u64,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -268,7 +293,7 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links, turn_open: false }
+        Node { io, config, groups, links, turn_open: false, turn: 0 }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -470,6 +495,7 @@ impl<I: Io> Node<I> {
     pub fn begin_turn(&mut self) {
         assert!(!self.turn_open, "turns do not nest");
         self.turn_open = true;
+        self.turn += 1;
         for group in &mut self.groups {
             group.replica.defer_requests();
         }
@@ -480,10 +506,14 @@ impl<I: Io> Node<I> {
     }
 
     /// End the turn: flush every group's written prepares at once
-    /// (`commit_groups`), complete them in group order, send what waited
-    /// for them, and carry out what that asks for; prepares written while
-    /// doing so are flushed the same way, round after round, until none is
-    /// left.
+    /// (`commit_groups`, one journal flush per round), complete them in
+    /// group order, send what waited for them, and carry out what that asks
+    /// for; prepares written while doing so are flushed the same way, round
+    /// after round, until none is left. A prepare is complete one flush
+    /// after its own (its ring copy rides with the next): when only those
+    /// copies are left and the world says more work waits, the turn ends
+    /// and the next turn's first flush completes them (one fdatasync per
+    /// turn under load); otherwise one more flush completes them now.
     pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
         assert!(self.turn_open, "end_turn without begin_turn");
         let ended = self.flush_turn(world).await;
@@ -499,14 +529,39 @@ impl<I: Io> Node<I> {
             }
         }
         debug_assert!(self.groups.iter().all(|g| !g.replica.requests_deferred()), "no request waits past a turn");
+        for g in &self.groups {
+            assert!(
+                g.awaiting_copy.is_empty() || self.turn - g.awaiting_copy_since_turn <= RING_COPY_CARRIED_TURNS_MAX,
+                "ring copies wait at most {RING_COPY_CARRIED_TURNS_MAX} turn(s)"
+            );
+        }
         for _ in 0..DRAIN_ROUNDS_MAX {
-            if self.groups.iter().all(|g| g.written.is_empty()) {
-                debug_assert!(self.groups.iter().all(|g| g.held.is_empty()), "nothing waits without a flush");
-                return self.write_partitions().await;
+            let staged = self.groups.iter().any(|g| !g.written.is_empty());
+            let overdue = self.groups.iter().any(|g| {
+                !g.awaiting_copy.is_empty() && g.awaiting_copy_since_turn + RING_COPY_CARRIED_TURNS_MAX <= self.turn
+            });
+            if !staged && !overdue {
+                if self.groups.iter().all(|g| g.awaiting_copy.is_empty()) {
+                    debug_assert!(self.groups.iter().all(|g| g.held.is_empty()), "nothing waits without a flush");
+                    return self.write_partitions().await;
+                }
+                // Only ring copies are left to make durable. With more
+                // work already waiting, they ride with the next turn's
+                // prepares under its one fdatasync (one fsync per turn
+                // under load, where finishing them now costs a second);
+                // with none, they are finished now, so one append's
+                // latency does not wait for a turn that may not come.
+                if world.work_waiting() {
+                    shoal_vsr::marks::hit(shoal_vsr::marks::RING_COPIES_CARRIED_TO_NEXT_TURN);
+                    return self.write_partitions().await;
+                }
             }
             // The turn stays open: what the completions write waits for
-            // the next round, flushed with the other groups'.
-            for group in self.commit_groups(world).await? {
+            // the next round, flushed with the other groups'. One journal
+            // flush per round: it completes the prepares the round before
+            // made durable (their ring copies ride with it) and makes this
+            // round's durable.
+            for group in self.commit_groups(world, Flushes::One).await? {
                 self.drain(group, world).await?;
             }
         }
@@ -558,7 +613,7 @@ impl<I: Io> Node<I> {
             }
             if actions.is_empty() {
                 let g = &mut self.groups[group];
-                debug_assert!(g.held.is_empty() || !g.written.is_empty(), "held messages wait for a flush");
+                debug_assert!(g.held.is_empty() || g.flush_pending(), "held messages wait for a flush");
                 if self.turn_open {
                     // The turn's end writes every group's partition at once
                     // (`write_partitions`), unless the queue grew large.
@@ -567,7 +622,7 @@ impl<I: Io> Node<I> {
                     }
                     return Ok(());
                 }
-                if g.written.is_empty() {
+                if !g.flush_pending() {
                     return g.write_partition().await;
                 }
                 self.commit_group(group, world).await?;
@@ -603,7 +658,7 @@ impl<I: Io> Node<I> {
                 // promise that no pending flush can keep is sent (and the
                 // ordering contract's assertion stops the node).
                 let waits = Promise::of(&message.header).is_some_and(|p| g.storage.check_durable(p).is_err());
-                if !g.held.is_empty() || (waits && !g.written.is_empty()) {
+                if !g.held.is_empty() || (waits && g.flush_pending()) {
                     g.held.push(action);
                     return Ok(());
                 }
@@ -612,7 +667,7 @@ impl<I: Io> Node<I> {
             storage_action => {
                 // Storage runs in order: what was written before it is made
                 // durable (and what waited for that is sent) first.
-                if !g.written.is_empty() {
+                if g.flush_pending() {
                     self.commit_group(group, world).await?;
                 }
                 // A checkpoint may be durable only once the partition log
@@ -627,56 +682,66 @@ impl<I: Io> Node<I> {
         }
     }
 
-    /// Flush the group's written prepares (one journal flush for all of
-    /// them), report each durable one to the hooks and the replica, then
-    /// send the messages that waited. Ordering contract: every held message
-    /// leaves only after the flush, and `execute` asserts its promise.
+    /// Flush the group's written prepares until every one is durable with
+    /// its ring copy (a journal flush for all of them, and one more for
+    /// their copies; copies carried from a turn ride with the first),
+    /// report each durable one to the hooks and the replica, then send the
+    /// messages that waited. Ordering contract: every held message leaves
+    /// only after the flush, and `execute` asserts its promise.
     async fn commit_group<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         let g = &mut self.groups[group];
-        assert!(!g.written.is_empty(), "a group commit has prepares to flush");
+        assert!(g.flush_pending(), "a group commit has prepares to flush");
         let written = std::mem::take(&mut g.written);
-        let flushed = g.storage.commit_prepares(&prepare_messages(&written)).await;
+        let flushed = g.storage.commit_prepares(&prepare_messages(&written), Flushes::UntilDurable).await;
+        let mut flushing = std::mem::take(&mut g.awaiting_copy);
+        flushing.extend(written);
         let mut stop = false;
-        self.complete_flush(group, &written, flushed, &mut stop, world)?;
+        self.complete_flush(group, flushing, flushed, &mut stop, world)?;
+        assert!(self.groups[group].awaiting_copy.is_empty(), "a full group commit leaves no ring copy to write");
         if stop {
             return Err(NodeStop::Halted);
         }
         self.release_held(group, world).await
     }
 
-    /// Group commit across groups: flush every group's written prepares at
-    /// once (one future per group, each its own journal file, so on the
-    /// real disk their fsyncs overlap), then complete the groups in index
-    /// order, and only then send what each held. Completion order never
-    /// depends on which flush finished first (`join_in_order`). Returns the
-    /// groups flushed, ascending.
-    async fn commit_groups<W: NodeWorld>(&mut self, world: &mut W) -> Result<Vec<usize>, NodeStop> {
-        let flushing: Vec<usize> = (0..self.groups.len()).filter(|&g| !self.groups[g].written.is_empty()).collect();
+    /// Group commit across groups: flush every group with prepares not yet
+    /// durable with their copy at once (one future per group, each its own
+    /// journal file, so on the real disk their fsyncs overlap), `flushes`
+    /// deep, then complete the groups in index order, and only then send
+    /// what each held and may now send. Completion order never depends on
+    /// which flush finished first (`join_in_order`). Returns the groups
+    /// flushed, ascending.
+    async fn commit_groups<W: NodeWorld>(&mut self, world: &mut W, flushes: Flushes) -> Result<Vec<usize>, NodeStop> {
+        let flushing: Vec<usize> = (0..self.groups.len()).filter(|&g| self.groups[g].flush_pending()).collect();
         let written: Vec<Vec<Action>> =
             flushing.iter().map(|&group| std::mem::take(&mut self.groups[group].written)).collect();
+        let awaiting: Vec<Vec<Action>> =
+            flushing.iter().map(|&group| std::mem::take(&mut self.groups[group].awaiting_copy)).collect();
         let messages: Vec<Vec<&Message>> = written.iter().map(|written| prepare_messages(written)).collect();
-        let flushes: Vec<_> = self
+        let commits: Vec<_> = self
             .groups
             .iter_mut()
             .enumerate()
             .filter(|(group, _)| flushing.binary_search(group).is_ok())
             .zip(&messages)
-            .map(|((_, g), messages)| g.storage.commit_prepares(messages))
+            .map(|((_, g), messages)| g.storage.commit_prepares(messages, flushes))
             .collect();
-        let joined = join_in_order(flushes).await;
+        let joined = join_in_order(commits).await;
         if flushing.len() > 1 && joined.polls > 1 {
             shoal_vsr::marks::hit(shoal_vsr::marks::GROUP_FLUSHES_OVERLAPPED);
         }
         let flushed = joined.outputs;
-        assert_eq!(flushed.len(), flushing.len(), "one flush per group with written prepares");
+        drop(messages);
+        assert_eq!(flushed.len(), flushing.len(), "one flush per group with prepares to flush");
         // Every group's outcome reaches the world, even past a failure or
         // a stop: the prepares are on the disk (or not) whatever the node
         // does next, and the world must not keep counting on what a flush
         // replaced. The node stops with the first failure, in group order.
         let mut stop = false;
         let mut failure = None;
-        for ((&group, written), flushed) in flushing.iter().zip(&written).zip(flushed) {
-            if let Err(error) = self.complete_flush(group, written, flushed, &mut stop, world) {
+        for (((&group, written), mut awaiting), flushed) in flushing.iter().zip(written).zip(awaiting).zip(flushed) {
+            awaiting.extend(written);
+            if let Err(error) = self.complete_flush(group, awaiting, flushed, &mut stop, world) {
                 failure.get_or_insert(error);
             }
         }
@@ -692,14 +757,17 @@ impl<I: Io> Node<I> {
         Ok(flushing)
     }
 
-    /// Report a finished flush of `group`'s `written` prepares: each one now
-    /// durable to the hooks and, unless a hook stopped the node (`stop`,
-    /// shared across the groups of one commit), to the replica, which may
-    /// now count or vouch for it. `Err` when the flush failed.
+    /// Report a finished flush of `group`'s `flushing` prepares (those a
+    /// turn carried first, then those written now): each one now durable
+    /// with its ring copy to the hooks and, unless a hook stopped the node
+    /// (`stop`, shared across the groups of one commit), to the replica,
+    /// which may now count or vouch for it. One made durable without its
+    /// copy waits in `awaiting_copy` for the next flush. `Err` when the
+    /// flush failed.
     fn complete_flush<W: NodeWorld>(
         &mut self,
         group: usize,
-        written: &[Action],
+        flushing: Vec<Action>,
         flushed: Result<Vec<(u64, u128)>, StorageError>,
         stop: &mut bool,
         world: &mut W,
@@ -711,40 +779,69 @@ impl<I: Io> Node<I> {
             }
             Err(error) => {
                 // Any of them may have reached the disk in part.
-                for action in written {
+                for action in &flushing {
                     let _ = world.after_storage(group, action, Some(&error));
                 }
                 return Err(NodeStop::Storage { action: "write_prepare", error });
             }
         };
-        for action in written {
-            let Action::WritePrepare { message } = action else { unreachable!("only prepares are written") };
+        debug_assert!(durable.is_sorted(), "the storage reports durable prepares ascending");
+        let mut awaiting = Vec::new();
+        for action in flushing {
+            let Action::WritePrepare { message } = &action else { unreachable!("only prepares are written") };
             let (op, checksum) = (message.header.op, message.header.checksum);
-            // A prepare rewritten in the same group is durable only as its
-            // last write; the earlier write is no longer on the disk.
-            if !durable.contains(&(op, checksum)) {
+            if durable.binary_search(&(op, checksum)).is_err() {
+                // Durable without its ring copy: the next flush writes it.
+                // Otherwise a later write of the op replaced this one (in
+                // this flush or the one before) and this write is no
+                // longer on the disk.
+                if self.groups[group].storage.unsynced_checksum(op) == Some(checksum) {
+                    awaiting.push(action);
+                }
                 continue;
             }
             // Every prepare of the group is on the disk now: the world learns
             // each one even when it stops the node at an earlier one (else it
             // would still count on what a later write replaced in the same
             // slot: session-churn seed 105, with a request queue, Recovery).
-            *stop |= world.after_storage(group, action, None) == Flow::Stop;
+            *stop |= world.after_storage(group, &action, None) == Flow::Stop;
             if !*stop {
                 // Only now, durable: the primary counts its own copy toward
                 // the quorum, a backup may vouch for it.
                 self.groups[group].replica.on_prepare_durable(op, checksum);
             }
         }
+        let g = &mut self.groups[group];
+        debug_assert!(g.awaiting_copy.is_empty(), "a flush completes or carries every prepare it was given");
+        if !awaiting.is_empty() {
+            g.awaiting_copy = awaiting;
+            g.awaiting_copy_since_turn = self.turn;
+        }
         Ok(())
     }
 
     /// Send the messages the group held for its flush, in the order the
-    /// replica asked. Ordering contract: only after the flush completed
-    /// (`execute` asserts each promise).
+    /// replica asked, up to the first whose promise a flush still to come
+    /// must keep (a prepare whose ring copy is not durable yet); the rest
+    /// wait for that flush. Ordering contract: `execute` asserts each
+    /// promise, so a promise no flush keeps stops the node.
     async fn release_held<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
-        debug_assert!(self.groups[group].written.is_empty(), "held messages leave after their group's flush");
-        for action in std::mem::take(&mut self.groups[group].held) {
+        let g = &mut self.groups[group];
+        debug_assert!(g.written.is_empty(), "held messages leave after their group's flush");
+        let mut leaving = std::mem::take(&mut g.held);
+        if g.flush_pending() {
+            let storage = &g.storage;
+            let waits = |action: &Action| match action {
+                Action::Send { message, .. } | Action::Reply { message, .. } => {
+                    Promise::of(&message.header).is_some_and(|p| storage.check_durable(p).is_err())
+                }
+                _ => unreachable!("only messages are held"),
+            };
+            if let Some(first_waiting) = leaving.iter().position(waits) {
+                g.held = leaving.split_off(first_waiting);
+            }
+        }
+        for action in leaving {
             self.execute(group, action, world).await?;
         }
         Ok(())

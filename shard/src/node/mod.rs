@@ -26,7 +26,10 @@
 //! write per run of adjacent slots) and flushed together (one journal flush
 //! for every prepare of a step, or of a turn: `begin_turn` / `end_turn`),
 //! reported durable to the replica, and only then are the
-//! messages that promise them sent. Every other storage action runs in
+//! messages that promise them sent. A prepare is durable once its ring copy
+//! is, one journal flush after the prepare itself; a turn that ends while
+//! more work waits (`NodeHooks::work_waiting`) leaves those copies to the
+//! next turn's flush, so a loaded node pays one fdatasync per turn. Every other storage action runs in
 //! order, durable before the next action, and after the prepares written
 //! before it are flushed. An error stops the node (fail-stop) and it
 //! restarts from what the disk kept.
@@ -122,6 +125,15 @@ pub trait NodeHooks {
     /// seed's fault schedule and the node's choices stay one stream.
     fn draw(&mut self, _bound: u64) -> Option<u64> {
         None
+    }
+    /// More work already waits for this node (frames in its inbox), asked
+    /// at a turn's end once only ring copies are left to make durable: if
+    /// so, the turn ends after one journal flush and the next turn's flush
+    /// writes the copies with its own prepares (one fdatasync per turn
+    /// under load); if not (the default), they are finished at once. Either
+    /// answer is safe: it only moves the fsync.
+    fn work_waiting(&mut self) -> bool {
+        false
     }
     /// A peer filled `count` partition messages from `offset` (state data).
     fn on_state_data_filled(&mut self, _group: usize, _offset: u64, _count: usize) {}

@@ -169,6 +169,16 @@ impl StorageConfig {
     }
 }
 
+/// How far a group commit flushes (`GroupStorage::commit_prepares`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushes {
+    /// One journal flush: what it wrote now waits for the next flush's
+    /// ring copies (the node's turn when more work already waits).
+    One,
+    /// Until every written prepare is durable with its ring copy.
+    UntilDurable,
+}
+
 /// What an outgoing message promises is durable on the sender's disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Promise {
@@ -547,10 +557,24 @@ impl<I: Io> GroupStorage<I> {
     /// Group commit, second half: write the staged prepares `messages` (in
     /// the order the replica asked; a later write of an op replaces an
     /// earlier one, as on the disk), each run of adjacent slots with one
-    /// write, then make them durable (`flush_prepares`).
-    pub async fn commit_prepares(&mut self, messages: &[&Message]) -> Result<Vec<(u64, u128)>, StorageError> {
+    /// write, then flush: `Flushes::UntilDurable` makes every prepare
+    /// written so far durable with its ring copy (`flush_prepares`: two
+    /// fdatasyncs when anything new was written); `Flushes::One` runs one
+    /// journal flush, one fdatasync, which makes the ring copies of the
+    /// prepares an earlier flush made durable durable too, and leaves the
+    /// prepares written now durable with their copies still to write (the
+    /// next flush writes them: `PrepareJournal::flush`). Returns the
+    /// prepares now durable with their copy, `(op, checksum)` ascending.
+    pub async fn commit_prepares(
+        &mut self,
+        messages: &[&Message],
+        flushes: Flushes,
+    ) -> Result<Vec<(u64, u128)>, StorageError> {
         self.write_staged(messages).await?;
-        self.flush_prepares().await
+        match flushes {
+            Flushes::UntilDurable => self.flush_prepares().await,
+            Flushes::One => self.flush_once().await,
+        }
     }
 
     /// Write staged prepares: the last write of each op, ascending, with
@@ -591,16 +615,37 @@ impl<I: Io> GroupStorage<I> {
             if self.unsynced_ops.is_empty() {
                 break;
             }
-            for op in self.journal.flush().await? {
-                if let Some(checksum) = self.unsynced_ops.remove(&op) {
-                    self.durable_prepares.insert(op, checksum);
-                    durable.push((op, checksum));
-                }
-            }
+            durable.extend(self.flush_once().await?);
         }
         assert!(self.unsynced_ops.is_empty(), "{PREPARE_FLUSHES_MAX} flushes make every written prepare durable");
         durable.sort_unstable();
         Ok(durable)
+    }
+
+    /// One journal flush (one fdatasync): the prepares whose ring copy it
+    /// made durable become durable here; those it made durable without
+    /// their copy stay unsynced (nothing may promise them yet: a crash now
+    /// leaves a prepare without its copy, which recovery may still take
+    /// for torn). Returns the prepares now durable, ascending.
+    async fn flush_once(&mut self) -> Result<Vec<(u64, u128)>, StorageError> {
+        let mut durable = Vec::new();
+        if self.unsynced_ops.is_empty() {
+            return Ok(durable);
+        }
+        for op in self.journal.flush().await? {
+            if let Some(checksum) = self.unsynced_ops.remove(&op) {
+                self.durable_prepares.insert(op, checksum);
+                durable.push((op, checksum));
+            }
+        }
+        durable.sort_unstable();
+        Ok(durable)
+    }
+
+    /// The checksum of `op`'s last write while it is written and not yet
+    /// durable with its ring copy.
+    pub fn unsynced_checksum(&self, op: u64) -> Option<u128> {
+        self.unsynced_ops.get(&op).copied()
     }
 
     /// Is `promise` durable, as far as this storage's own completed writes

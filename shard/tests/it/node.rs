@@ -96,6 +96,8 @@ struct Recorder {
     /// Answer every random choice of the node with its first option (the
     /// simulator's seeds that favour one peer, at their extreme).
     draw_first: bool,
+    /// What `work_waiting` answers: frames wait in the node's inbox.
+    work_waiting: bool,
 }
 
 impl NodeBus for Recorder {
@@ -127,6 +129,10 @@ impl NodeHooks for Recorder {
 
     fn draw(&mut self, _bound: u64) -> Option<u64> {
         self.draw_first.then_some(0)
+    }
+
+    fn work_waiting(&mut self) -> bool {
+        self.work_waiting
     }
 }
 
@@ -356,6 +362,107 @@ fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
         let writes = &node.io().writes_to(&journal)[written_before[replica]..];
         assert_eq!(writes, expected, "replica {replica}: one write for the two slots, one for their ring copies");
     }
+    deliver_all(&mut nodes, &mut worlds);
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}
+
+/// The first append of client `CLIENT + index` (registered in `session`):
+/// its prepare, sent by the primary (node 0) in a turn of its own.
+fn prepare_of_one_append(nodes: &mut [Node<MemIo>], worlds: &mut [Recorder], index: u128, session: u64) -> Message {
+    nodes[0].begin_turn();
+    let append = client_batch_request(CLIENT + index, session, 1, &[b"m"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT + index), ShardId(0), append, &mut worlds[0])).expect("runs");
+    block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    let (_, prepare) = worlds[0].to_replicas.pop().expect("the primary sent its prepare");
+    assert_eq!(prepare.header.command, Command::Prepare);
+    prepare
+}
+
+/// The ops of the prepare_oks `world` sent since the last look (every
+/// message sent is put back, for `deliver_all`).
+fn prepare_oks(world: &mut Recorder, seen: &mut usize) -> Vec<u64> {
+    let sent = &world.to_replicas[*seen..];
+    *seen = world.to_replicas.len();
+    sent.iter().filter(|(_, m)| m.header.command == Command::PrepareOk).map(|(_, m)| m.header.op).collect()
+}
+
+/// Under load (frames already wait when a turn's flush is done), a backup
+/// pays one fdatasync per turn: turn 1 makes op 3's prepare durable and
+/// ends, its ring copy and prepare_ok left for later; turn 2 writes op 4's
+/// prepare and op 3's ring copy, then one fdatasync completes op 3 (its
+/// prepare_ok leaves) and makes op 4 durable; with nothing waiting, turn 3
+/// finishes op 4 at once. Nothing promises a prepare before its ring copy
+/// is durable (`execute` asserts it).
+#[test]
+fn a_loaded_backup_writes_each_turns_ring_copies_with_the_next_turns_prepares() {
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    let mut seen = 0;
+    let journal = shoal_vsr::journal::journal_path(Path::new("/data"), namespace());
+    let config = storage_config(1).journal();
+    worlds[1].work_waiting = true;
+    let first = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
+    assert_eq!(first.header.op, 3);
+    let (syncs, writes) = (nodes[1].io().sync_count(), nodes[1].io().writes_to(&journal).len());
+    nodes[1].begin_turn();
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 1: one fdatasync");
+    assert_eq!(nodes[1].io().writes_to(&journal)[writes..], [(config.slot_offset(3), 512)], "the prepare only");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3's ring copy is not durable yet");
+    assert!(nodes[1].group(0).storage().check_durable(Promise::Prepare { op: 3, checksum: 0 }).is_err());
+    assert_eq!(nodes[1].group(0).prepares_unflushed(), 1);
+
+    let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
+    assert_eq!(second.header.op, 4);
+    let (syncs, writes) = (nodes[1].io().sync_count(), nodes[1].io().writes_to(&journal).len());
+    nodes[1].begin_turn();
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second, &mut worlds[1])).expect("runs");
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 2: one fdatasync for op 4 and op 3's copy");
+    let turn_writes = &nodes[1].io().writes_to(&journal)[writes..];
+    assert_eq!(turn_writes, [(config.slot_offset(4), 512), (config.header_copy_offset(3), HEADER_SIZE_BYTES)]);
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "op 3 is durable with its copy: its prepare_ok leaves");
+
+    worlds[1].work_waiting = false;
+    let syncs = nodes[1].io().sync_count();
+    nodes[1].begin_turn();
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 3, nothing waits: op 4's copy at once");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [4]);
+    assert_eq!(nodes[1].group(0).prepares_unflushed(), 0);
+    deliver_all(&mut nodes, &mut worlds);
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}
+
+/// Ring copies a loaded turn left are never forgotten: the next timer
+/// tick (a turn of its own) finishes them, and an event outside any turn
+/// finishes its group's before it returns, so the node never waits idle
+/// with a promise held.
+#[test]
+fn a_tick_or_an_event_outside_a_turn_finishes_carried_ring_copies() {
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    let mut seen = 0;
+    worlds[1].work_waiting = true;
+    let first = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
+    nodes[1].begin_turn();
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new());
+    worlds[1].work_waiting = false;
+    block_on(nodes[1].tick(0, &mut worlds[1])).expect("runs");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "the tick's turn finished op 3's ring copy");
+
+    worlds[1].work_waiting = true;
+    let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
+    let second_again = second.clone();
+    nodes[1].begin_turn();
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second, &mut worlds[1])).expect("runs");
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new());
+    // The primary's retry of op 4 arrives outside a turn.
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second_again, &mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].group(0).prepares_unflushed(), 0, "outside a turn every flush finishes");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [4, 4], "op 4, and its retry");
     deliver_all(&mut nodes, &mut worlds);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
