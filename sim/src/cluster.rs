@@ -27,6 +27,7 @@ mod checks;
 mod deposed;
 mod faults;
 mod history;
+mod loss;
 mod plot;
 mod process;
 mod quiet;

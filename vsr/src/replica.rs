@@ -665,6 +665,18 @@ impl<S: StateMachine> Replica<S> {
     pub fn has_body(&self, op: u64) -> bool {
         self.log.get(&op).is_some_and(|entry| entry.body.is_some())
     }
+    /// The floor this replica's next do_view_change states: it nacks no op
+    /// at or below it (`nack_floor`, raised by the prepares kept aside).
+    /// The simulator's fault model reads it to place disk losses the nack
+    /// protocol can still recover from.
+    pub fn do_view_change_nack_floor(&self) -> u64 {
+        self.do_view_change_nacks(&[]).floor
+    }
+    /// How many do_view_changes must nack a prepare before a view change
+    /// may truncate it (see `nack_quorum`).
+    pub fn nack_quorum_count(&self) -> usize {
+        self.nack_quorum()
+    }
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
     }

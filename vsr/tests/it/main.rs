@@ -12,3 +12,4 @@ mod stale_dvc;
 mod stale_input;
 mod stories;
 mod stories_state;
+mod two_wiped_ackers;
