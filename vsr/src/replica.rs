@@ -665,6 +665,11 @@ impl<S: StateMachine> Replica<S> {
     pub fn has_body(&self, op: u64) -> bool {
         self.log.get(&op).is_some_and(|entry| entry.body.is_some())
     }
+    /// Timer ticks handled in this life. 0: the replica has handled no
+    /// event yet (a restarted process still opening its storage).
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
     /// The floor this replica's next do_view_change states: it nacks no op
     /// at or below it (`nack_floor`, raised by the prepares kept aside).
     /// The simulator's fault model reads it to place disk losses the nack
