@@ -1,7 +1,8 @@
 //! Swarm seeds that once failed a liveness checker, replayed on this tree's
-//! schedules. A behaviour change reshuffles every schedule, so passing here
-//! proves less as the code moves on; each names the story or rule that
-//! pins its bug for good.
+//! schedules. A behaviour change reshuffles every schedule (the repair
+//! rotation that came after these fixes already did: the failing schedules
+//! described below are no longer what these seeds draw), so these are plain
+//! regression seeds now; each names the story or rule that pins its bug.
 
 use shoal_sim::run::Verdict;
 
