@@ -19,6 +19,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::cpu;
 use crate::error::BenchError;
 use crate::shoal_cluster::{self, LoadResult, ReadPlan, ReadResult, ServerCounters, ShoalCluster, ShoalSettings};
 use crate::workload::payload;
@@ -119,6 +120,12 @@ struct Row {
     /// Each replica's work during the phase (`GET /metrics` before and
     /// after; empty for reads).
     server: Vec<ServerCounters>,
+    /// CPU seconds (user + system, all threads) per million messages the
+    /// servers burned in the phase, and the load generator itself (this
+    /// process): on shared cores, throughput moves with the load of the
+    /// machine, what a message costs much less. `None` where not measured.
+    server_cpu_s_per_million_messages: Option<f64>,
+    client_cpu_s_per_million_messages: Option<f64>,
 }
 
 impl Row {
@@ -206,6 +213,8 @@ impl Row {
             latency_p999_us: latency_us.value_at_quantile(0.999),
             latency_max_us: latency_us.max(),
             server: Vec::new(),
+            server_cpu_s_per_million_messages: None,
+            client_cpu_s_per_million_messages: None,
         }
     }
 }
@@ -388,12 +397,21 @@ fn measure_batches(
     let message = |index| payload(index, size);
     shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.warmup_s), &message)?;
     let before = counters(&shoal)?;
+    let cpu_before = CpuSpent::now(&shoal)?;
     let (result, end) =
         shoal_cluster::run_batches(&shoal, args.batch_messages, Duration::from_secs(args.duration_s), &message)?;
     let mode = format!("1 client, batches of {}, 1 in flight", args.batch_messages);
     let phase = Phase { replicas, shards, partitions: 1, clients: 1, mode };
     let mut row = Row::of(&result, phase, size);
-    eprintln!("  {}: {:.0} msg/s, p99 {} us per batch", row.mode, row.msg_per_s, row.latency_p99_us);
+    cpu_before.charge(&shoal, &mut row)?;
+    eprintln!(
+        "  {}: {:.0} msg/s, p99 {} us per batch; CPU s per million messages: servers {:.2}, client {:.2}",
+        row.mode,
+        row.msg_per_s,
+        row.latency_p99_us,
+        row.server_cpu_s_per_million_messages.unwrap_or(f64::NAN),
+        row.client_cpu_s_per_million_messages.unwrap_or(f64::NAN),
+    );
     row.server = counters_since(&shoal, &before, row.elapsed_s)?;
     rows.push(row);
     // Reads of what the batches wrote, from the primary and from a backup.
@@ -430,6 +448,32 @@ fn measure_batches(
         }
     }
     Ok(())
+}
+
+/// CPU ticks the servers and this process had used at one moment.
+struct CpuSpent {
+    server_ticks: u64,
+    client_ticks: u64,
+}
+
+impl CpuSpent {
+    fn now(shoal: &ShoalCluster) -> Result<CpuSpent, BenchError> {
+        Ok(CpuSpent {
+            server_ticks: cpu::read_total_ticks(&shoal.pids())?,
+            client_ticks: cpu::read_process_ticks(std::process::id())?.total_ticks(),
+        })
+    }
+
+    /// Fill `row`'s CPU columns with what was spent since `self`.
+    fn charge(self, shoal: &ShoalCluster, row: &mut Row) -> Result<(), BenchError> {
+        let after = CpuSpent::now(shoal)?;
+        let ticks_per_s = cpu::clock_ticks_per_s();
+        let per_million =
+            |before: u64, after: u64| cpu::cpu_s_per_million_messages(after - before, ticks_per_s, row.messages);
+        row.server_cpu_s_per_million_messages = per_million(self.server_ticks, after.server_ticks);
+        row.client_cpu_s_per_million_messages = per_million(self.client_ticks, after.client_ticks);
+        Ok(())
+    }
 }
 
 fn push_read_row(rows: &mut Vec<Row>, reads: &ReadResult, phase: Phase) {
@@ -481,13 +525,14 @@ fn render_table(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&format!("{}\n{}; {}\n\n", report.command, report.machine, report.durability));
     out.push_str(
-        "| replicas | shards/replica | partitions | mode | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | req/op |\n",
+        "| replicas | shards/replica | partitions | mode | msg/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | req/op \
+         | CPU s/M msg (servers, client) |\n",
     );
-    out.push_str("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let ms = |us: u64| us as f64 / 1000.0;
     for row in &report.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
             row.replicas,
             row.shards_per_replica,
             row.partitions,
@@ -499,12 +544,19 @@ fn render_table(report: &Report) -> String {
             ms(row.latency_p999_us),
             ms(row.latency_max_us),
             if row.server.is_empty() { "".to_owned() } else { format!("{:.2}", row.requests_per_op()) },
+            match (row.server_cpu_s_per_million_messages, row.client_cpu_s_per_million_messages) {
+                (Some(server), Some(client)) => format!("{server:.2}, {client:.2}"),
+                _ => String::new(),
+            },
         ));
     }
     out.push_str(&format!("\nNote: {}\n", report.note));
     out.push_str("A batch row's latency is per batch (request to acknowledgement), its msg/s counts messages.\n");
     out.push_str("A read row's latency is per read request; its MB/s counts message payload bytes.\n");
     out.push_str("req/op: client requests per committed VSR op (packed prepares carry several).\n");
+    out.push_str(
+        "CPU s/M msg: CPU seconds (user + system) per million messages, all servers, then the load generator.\n",
+    );
     out.push_str("A producer row's latency is per message: its batch's, issue to acknowledgement.\n");
     out
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use shoal_shard::message_batch::{BatchError, BatchReply, encode_batch};
+use shoal_shard::message_batch::{BatchError, BatchReply, encode_batch_shared};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::read::{READ_MESSAGES_MAX, ReadAnswer, ReadError, ReadRequest};
 use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest, decode_reply};
@@ -227,8 +227,8 @@ impl Client {
         partition: Namespace,
         messages: &[M],
     ) -> Result<BatchReply, ClientError> {
-        let body = encode_batch(messages)?;
-        let (request, reply) = self.request(partition.raw(), Operation::SendMessages, &body)?;
+        let body = encode_batch_shared(messages)?;
+        let (request, reply) = self.request_shared(partition.raw(), Operation::SendMessages, body)?;
         let reply = BatchReply::decode(&reply)
             .map_err(|error| ClientError::MalformedReply { request, detail: error.to_string() })?;
         if reply.refused() {
@@ -405,6 +405,16 @@ impl Client {
         operation: Operation,
         body: &[u8],
     ) -> Result<(u64, Rc<[u8]>), ClientError> {
+        self.request_shared(namespace, operation, Rc::from(body))
+    }
+
+    /// `request` of a body already in a shared buffer (sent as it is).
+    pub fn request_shared(
+        &mut self,
+        namespace: u64,
+        operation: Operation,
+        body: Rc<[u8]>,
+    ) -> Result<(u64, Rc<[u8]>), ClientError> {
         let (size_bytes, max_bytes) = (HEADER_SIZE_BYTES + body.len(), self.config.message_size_max_bytes);
         if size_bytes > max_bytes as usize {
             return Err(ClientError::RequestTooLarge { size_bytes, max_bytes });
@@ -413,7 +423,7 @@ impl Client {
             self.session(namespace).register()?;
             self.wait(namespace)?;
         }
-        let request = self.session(namespace).submit(operation, body)?;
+        let request = self.session(namespace).submit_shared(operation, body)?;
         match self.wait(namespace)? {
             Outcome::Reply { request: replied, body, .. } => {
                 debug_assert_eq!(replied, request);

@@ -6,7 +6,7 @@
 //! replica that is not the one dialed, of another cluster, or that sends a
 //! corrupt frame is refused here as it would be there.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
@@ -79,9 +79,13 @@ impl Connection {
         self.decoder.buffered_bytes() > 0
     }
 
+    /// Write `message`: its header and its body straight from where they
+    /// are (a vectored write), not copied into one frame buffer first.
     pub fn send(&mut self, message: &Message) -> Result<(), ConnectionError> {
         let replica = self.replica;
-        self.stream.write_all(&message.encode()).map_err(|source| ConnectionError::Io { replica, source })
+        let header = message.header.encode();
+        write_all_vectored(&mut self.stream, &mut [IoSlice::new(&header), IoSlice::new(&message.body)])
+            .map_err(|source| ConnectionError::Io { replica, source })
     }
 
     /// Wait at most `wait` for bytes, then return every whole frame received
@@ -145,5 +149,60 @@ impl Connection {
             }
         }
         Ok(messages)
+    }
+}
+
+/// Write every byte of `parts`, in order, resuming after partial writes.
+fn write_all_vectored(writer: &mut impl Write, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        match writer.write_vectored(parts) {
+            Ok(0) => return Err(std::io::Error::new(ErrorKind::WriteZero, "the socket took no bytes")),
+            Ok(written) => IoSlice::advance_slices(&mut parts, written),
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most `step` bytes per call, across buffer boundaries.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let taken = bytes.len().min(self.step);
+            self.written.extend_from_slice(&bytes[..taken]);
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_vectored_write_resumes_after_partial_writes_and_skips_empty_parts() {
+        let (header, body) = ([7u8; 5], [9u8; 11]);
+        for step in [1, 3, 5, 16] {
+            let mut trickle = Trickle { written: Vec::new(), step };
+            let mut parts = [IoSlice::new(&[]), IoSlice::new(&header), IoSlice::new(&body), IoSlice::new(&[])];
+            write_all_vectored(&mut trickle, &mut parts).unwrap();
+            assert_eq!(trickle.written, [&header[..], &body[..]].concat(), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_writer_that_takes_nothing_is_an_error() {
+        let mut stuck = Trickle { written: Vec::new(), step: 0 };
+        let error = write_all_vectored(&mut stuck, &mut [IoSlice::new(&[1, 2])]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::WriteZero);
     }
 }

@@ -174,7 +174,7 @@ impl ClientSession {
         self.check_idle()?;
         self.registered = false;
         self.request = 0;
-        let message = self.request_message(0, Operation::Register, &[]);
+        let message = self.request_message(0, Operation::Register, Rc::from(Vec::new()));
         self.start(message);
         Ok(())
     }
@@ -182,6 +182,12 @@ impl ClientSession {
     /// Send one request; returns its number. The reply comes back as
     /// `Outcome::Reply` with that number.
     pub fn submit(&mut self, operation: Operation, body: &[u8]) -> Result<u64, SessionError> {
+        self.submit_shared(operation, Rc::from(body))
+    }
+
+    /// `submit` of a body already in a shared buffer: the request carries
+    /// it as it is (a 1 MiB batch is not copied once more).
+    pub fn submit_shared(&mut self, operation: Operation, body: Rc<[u8]>) -> Result<u64, SessionError> {
         self.check_idle()?;
         if !self.registered {
             return Err(SessionError::NotRegistered);
@@ -367,7 +373,7 @@ impl ClientSession {
         }
     }
 
-    fn request_message(&self, request: u64, operation: Operation, body: &[u8]) -> Message {
+    fn request_message(&self, request: u64, operation: Operation, body: Rc<[u8]>) -> Message {
         let mut header = Header::new(Command::Request, self.config.cluster);
         header.namespace = self.config.namespace;
         header.client = self.config.client;
@@ -376,7 +382,7 @@ impl ClientSession {
         // The session a request belongs to; the register opens one and so
         // names none.
         header.context = if operation == Operation::Register { 0 } else { self.session };
-        Message::new(header, Rc::from(body))
+        Message::new(header, body)
     }
 
     fn start(&mut self, message: Message) {

@@ -16,6 +16,8 @@
 //! The first 8 bytes are the offset of the first message, as the reply to a
 //! one-message append always was.
 
+use std::rc::Rc;
+
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
 
 use crate::partition_log::{APPEND_MESSAGES_MAX, RECORD_PAYLOAD_SIZE_MAX_BYTES};
@@ -64,6 +66,24 @@ pub fn batch_size_bytes(message_sizes: impl IntoIterator<Item = usize>) -> usize
 /// Encode `messages` as a `SendMessages` body, checking every bound the
 /// replicas check, so a batch the client builds is never refused.
 pub fn encode_batch<M: AsRef<[u8]>>(messages: &[M]) -> Result<Vec<u8>, BatchError> {
+    let size_bytes = checked_batch_size_bytes(messages)?;
+    let mut body = vec![0; size_bytes];
+    encode_batch_into(messages, &mut body);
+    Ok(body)
+}
+
+/// `encode_batch` straight into a shared buffer (a request's body): an
+/// `Rc<[u8]>` made from a vector copies it, so the bytes are written where
+/// they will stay. The buffer is zeroed at allocation, then filled.
+pub fn encode_batch_shared<M: AsRef<[u8]>>(messages: &[M]) -> Result<Rc<[u8]>, BatchError> {
+    let size_bytes = checked_batch_size_bytes(messages)?;
+    let mut body: Rc<[u8]> = std::iter::repeat_n(0, size_bytes).collect();
+    encode_batch_into(messages, Rc::get_mut(&mut body).expect("a new Rc has no other owner"));
+    Ok(body)
+}
+
+/// The size of `messages` encoded, once every bound the replicas check holds.
+fn checked_batch_size_bytes<M: AsRef<[u8]>>(messages: &[M]) -> Result<usize, BatchError> {
     if messages.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -80,15 +100,24 @@ pub fn encode_batch<M: AsRef<[u8]>>(messages: &[M]) -> Result<Vec<u8>, BatchErro
     if size_bytes > BATCH_SIZE_MAX_BYTES {
         return Err(BatchError::TooLarge { size_bytes });
     }
-    let mut body = Vec::with_capacity(size_bytes);
-    body.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+    Ok(size_bytes)
+}
+
+/// Write the batch encoding of `messages` over all of `out`, which is
+/// exactly its size.
+fn encode_batch_into<M: AsRef<[u8]>>(messages: &[M], out: &mut [u8]) {
+    let mut put = |at: &mut usize, bytes: &[u8]| {
+        out[*at..*at + bytes.len()].copy_from_slice(bytes);
+        *at += bytes.len();
+    };
+    let mut at = 0;
+    put(&mut at, &(messages.len() as u32).to_le_bytes());
     for message in messages {
         let message = message.as_ref();
-        body.extend_from_slice(&(message.len() as u32).to_le_bytes());
-        body.extend_from_slice(message);
+        put(&mut at, &(message.len() as u32).to_le_bytes());
+        put(&mut at, message);
     }
-    debug_assert_eq!(body.len(), size_bytes);
-    Ok(body)
+    assert_eq!(at, out.len(), "the buffer is exactly the batch's size");
 }
 
 fn take<'a>(body: &'a [u8], at: &mut usize, size: usize) -> Result<&'a [u8], BatchError> {
@@ -224,6 +253,7 @@ mod tests {
         fn encode_then_decode_is_identity(messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..64)) {
             let body = encode_batch(&messages).unwrap();
             prop_assert_eq!(body.len(), batch_size_bytes(messages.iter().map(Vec::len)));
+            prop_assert_eq!(&*encode_batch_shared(&messages).unwrap(), body.as_slice(), "the shared encoding is the same bytes");
             let decoded = decode_batch(&body).unwrap();
             prop_assert_eq!(decoded.len(), messages.len());
             for (decoded, message) in decoded.iter().zip(&messages) {

@@ -332,6 +332,16 @@ impl Header {
         debug_assert!(self.valid_checksum());
     }
 
+    /// Seal the header over a body of `body_size_bytes` whose checksum is
+    /// already known: the same bytes arrived verified under it, so hashing
+    /// them again (up to a MiB) would only repeat that work.
+    pub fn set_checksums_known_body(&mut self, body_size_bytes: usize, checksum_body: u128) {
+        assert!(body_size_bytes + HEADER_SIZE_BYTES <= MESSAGE_SIZE_MAX_BYTES as usize);
+        self.size = (HEADER_SIZE_BYTES + body_size_bytes) as u32;
+        self.checksum_body = checksum_body;
+        self.checksum = self.calculate_checksum();
+    }
+
     pub fn calculate_checksum(&self) -> u128 {
         let bytes = self.encode();
         checksum(&bytes[OFFSET_CHECKSUM_BODY..])

@@ -316,6 +316,11 @@ fn encode_prepare_sectors(header: &Header, body: &[u8]) -> Vec<u8> {
 /// sectors: one copy of the body, straight into the write buffer.
 fn push_prepare_sectors(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
     let begin = buffer.len();
+    // Room for the padded slot first: growing while extending by the body
+    // and then by the padding would copy a large body twice more (a
+    // reallocation each time). The first prepare of a run gets exactly its
+    // size; later ones grow the run amortized.
+    buffer.reserve(sectors_bytes((HEADER_SIZE_BYTES + body.len()) as u64) as usize);
     buffer.extend_from_slice(&header.encode());
     buffer.extend_from_slice(body);
     let size_bytes = buffer.len() - begin;

@@ -23,6 +23,15 @@ impl Message {
         Message { header, body }
     }
 
+    /// Build a message over a body that arrived verified under
+    /// `checksum_body` (a client's request becoming a prepare): the header
+    /// is sealed without hashing the body again.
+    pub fn with_verified_body(mut header: Header, body: Rc<[u8]>, checksum_body: u128) -> Message {
+        header.set_checksums_known_body(body.len(), checksum_body);
+        debug_assert!(header.valid_body(&body).is_ok(), "the body's checksum is the one it was verified under");
+        Message { header, body }
+    }
+
     pub fn empty(header: Header) -> Message {
         Message::new(header, Rc::from(Vec::new()))
     }

@@ -1079,13 +1079,15 @@ impl<S: StateMachine> Replica<S> {
         header.commit = self.commit_max;
         header.parent = parent;
         header.timestamp = timestamp;
-        let body = if let [request] = requests.as_slice() {
+        let message = if let [request] = requests.as_slice() {
             header.client = request.header.client;
             header.request = request.header.request;
             header.operation = request.header.operation;
             // The client's session: applied only while it is still the client's.
             header.context = request.header.context;
-            request.body.clone()
+            // `admit` verified the request's body against its checksum, and
+            // the prepare carries the same bytes: no second hash of them.
+            Message::with_verified_body(header, request.body.clone(), request.header.checksum_body)
         } else {
             crate::marks::hit(crate::marks::PREPARE_PACKED_REQUESTS);
             header.operation = Operation::Packed;
@@ -1093,9 +1095,8 @@ impl<S: StateMachine> Replica<S> {
                 requests.iter().map(|request| PackedRequest::of_plain(&request.header, &request.body)).collect();
             let body = packed::encode(&packed);
             assert!(HEADER_SIZE_BYTES + body.len() <= self.config.message_size_max_bytes as usize);
-            Rc::from(body)
+            Message::new(header, Rc::from(body))
         };
-        let message = Message::new(header, body);
         self.op = message.header.op;
         self.log.insert(self.op, Entry { header: message.header, body: Some(message.body.clone()) });
         self.actions.push(Action::WritePrepare { message: message.clone() });

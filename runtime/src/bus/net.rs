@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compio::BufResult;
+use compio::buf::{IntoInner, IoBuf};
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use shoal_shard::owner_table::{OwnerError, ReplicaOwnerTable, ShardId};
@@ -146,9 +147,14 @@ pub async fn run_connection(
             Decoded::NeedMore => {}
         }
         let incomplete = decoder.peer().is_none() || decoder.buffered_bytes() > 0;
-        let chunk = Vec::with_capacity(decoder.space_bytes().min(READ_CHUNK_BYTES));
-        let read = stream.read(chunk);
-        let BufResult(result, chunk) = if incomplete {
+        // The read lands in the decoder's own buffer, after the bytes it
+        // holds: no chunk to allocate per read and copy from. A timed-out
+        // read takes the buffer with it, and the connection closes.
+        let read_bytes_max = decoder.space_bytes().min(READ_CHUNK_BYTES);
+        let buffer = decoder.lend_buffer(read_bytes_max);
+        let held_bytes = buffer.len();
+        let read = stream.read(buffer.slice(held_bytes..held_bytes + read_bytes_max));
+        let BufResult(result, buffer) = if incomplete {
             match compio::time::timeout(config.idle_timeout, read).await {
                 Ok(read) => read,
                 Err(_) => break Some(CloseReason::IdleTimeout),
@@ -156,12 +162,10 @@ pub async fn run_connection(
         } else {
             read.await
         };
+        let read_bytes = decoder.return_buffer(buffer.into_inner());
         match result {
             Ok(0) => break decoder.finish(),
-            Ok(read_bytes) => {
-                let taken = decoder.feed(&chunk[..read_bytes]);
-                debug_assert_eq!(taken, read_bytes, "reads never ask for more than space_bytes");
-            }
+            Ok(read) => debug_assert_eq!(read, read_bytes, "the read appended what it reports"),
             Err(error) => {
                 tracing::debug!(?peer, %error, "bus connection read failed");
                 break None;

@@ -8,6 +8,9 @@ use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Exp
 use super::hello::{Hello, Peer};
 
 const CLUSTER: u128 = 0xc1u128 << 64 | 7;
+/// Reads of the lent-buffer test ask for at most this much (the socket
+/// loop's `READ_CHUNK_BYTES`, scaled down to the test's frame sizes).
+const READ_CHUNK_BYTES_TEST: usize = 1024;
 
 fn config(expect: Expect) -> DecoderConfig {
     DecoderConfig { cluster: CLUSTER, expect, message_size_max_bytes: 4096 }
@@ -199,6 +202,37 @@ proptest! {
     }
 
     #[test]
+    fn reads_into_the_lent_buffer_yield_the_same_frames_as_fed_bytes(
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..6),
+        read_sizes in prop::collection::vec(1usize..2000, 1..40),
+    ) {
+        // The socket loop's way: lend the buffer, append at most what was
+        // asked (a short read), give it back, poll until NeedMore.
+        let (stream, frames) = valid_stream(&bodies);
+        let mut decoder = ConnectionDecoder::new(replica_listener());
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut sizes = read_sizes.iter().cycle();
+        while at < stream.len() {
+            let asked = decoder.space_bytes().min(READ_CHUNK_BYTES_TEST);
+            let mut buffer = decoder.lend_buffer(asked);
+            let read = (*sizes.next().expect("cycled")).min(asked).min(stream.len() - at);
+            buffer.extend_from_slice(&stream[at..at + read]);
+            prop_assert_eq!(decoder.return_buffer(buffer), read);
+            at += read;
+            loop {
+                match decoder.poll() {
+                    Decoded::NeedMore => break,
+                    Decoded::Closed(reason) => return Err(TestCaseError::fail(format!("closed: {reason}"))),
+                    decoded => out.push(decoded),
+                }
+            }
+        }
+        prop_assert_eq!(decoder.finish(), None);
+        prop_assert_eq!(frames_of(&out), frames);
+    }
+
+    #[test]
     fn any_corrupted_byte_closes_with_a_reason_or_yields_only_sent_frames(
         bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..4),
         at in any::<prop::sample::Index>(),
@@ -217,4 +251,13 @@ proptest! {
         prop_assert!(got.len() < frames.len() || frames.is_empty());
         prop_assert_eq!(&got[..], &frames[..got.len()]);
     }
+}
+
+#[test]
+#[should_panic(expected = "a read appends at most what was asked")]
+fn a_lent_buffer_returned_longer_than_asked_is_a_bug() {
+    let mut decoder = ConnectionDecoder::new(replica_listener());
+    let mut buffer = decoder.lend_buffer(4);
+    buffer.extend_from_slice(&[0; 5]);
+    decoder.return_buffer(buffer);
 }

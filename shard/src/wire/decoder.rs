@@ -170,13 +170,16 @@ pub struct ConnectionDecoder {
     buffer: Vec<u8>,
     /// The verified header of the frame being buffered, so it is decoded once.
     pending: Option<Header>,
+    /// While the buffer is lent for a read (`lend_buffer`): how many bytes
+    /// it held then, and the most the read may append.
+    lent: Option<(usize, usize)>,
 }
 
 impl ConnectionDecoder {
     pub fn new(config: DecoderConfig) -> ConnectionDecoder {
         assert!(config.message_size_max_bytes as usize >= HEADER_SIZE_BYTES);
         assert!(config.message_size_max_bytes <= MESSAGE_SIZE_MAX_BYTES);
-        ConnectionDecoder { config, state: State::AwaitHello, buffer: Vec::new(), pending: None }
+        ConnectionDecoder { config, state: State::AwaitHello, buffer: Vec::new(), pending: None, lent: None }
     }
 
     /// The receive buffer bound: one whole frame, the largest unit that must be held.
@@ -213,10 +216,41 @@ impl ConnectionDecoder {
     /// Take up to `space_bytes()` of `bytes`; returns how many were taken.
     /// Call `poll` until `NeedMore` before feeding the rest.
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        assert!(self.lent.is_none(), "feed while the buffer is lent");
         let taken = bytes.len().min(self.space_bytes());
         self.buffer.extend_from_slice(&bytes[..taken]);
         debug_assert!(self.buffer.len() <= self.buffer_bytes_max());
         taken
+    }
+
+    /// Lend the receive buffer, so a socket read lands in it directly
+    /// instead of in a chunk that `feed` then copies. It holds the
+    /// `buffered_bytes()` not decoded yet, with room reserved after them
+    /// for `read_bytes_max` more (at most `space_bytes()`): the read must
+    /// only append, at most that many. Give it back (`return_buffer`)
+    /// before the next `poll` or `feed`.
+    pub fn lend_buffer(&mut self, read_bytes_max: usize) -> Vec<u8> {
+        assert!(self.lent.is_none(), "the buffer is lent once at a time");
+        let read_bytes_max = read_bytes_max.min(self.space_bytes());
+        self.buffer.reserve(read_bytes_max);
+        self.lent = Some((self.buffer.len(), read_bytes_max));
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// Take back the buffer `lend_buffer` gave out, with what a read
+    /// appended to it; returns how many bytes that was.
+    pub fn return_buffer(&mut self, buffer: Vec<u8>) -> usize {
+        let (held_bytes, read_bytes_max) = self.lent.take().expect("return_buffer after lend_buffer");
+        assert!(self.buffer.is_empty(), "nothing was fed while the buffer was lent");
+        assert!(
+            (held_bytes..=held_bytes + read_bytes_max).contains(&buffer.len()),
+            "a read appends at most what was asked: {} bytes held, {read_bytes_max} asked, {} returned",
+            held_bytes,
+            buffer.len()
+        );
+        self.buffer = buffer;
+        debug_assert!(self.buffer.len() <= self.buffer_bytes_max());
+        self.buffer.len() - held_bytes
     }
 
     /// The peer closed its side: anything buffered is a truncated frame.
@@ -239,6 +273,7 @@ impl ConnectionDecoder {
     }
 
     pub fn poll(&mut self) -> Decoded {
+        assert!(self.lent.is_none(), "poll while the buffer is lent");
         match &self.state {
             State::Closed(reason) => Decoded::Closed(reason.clone()),
             State::AwaitHello => self.poll_hello(),
