@@ -2,7 +2,8 @@
 //! have.
 //!
 //! A window is a stretch of virtual time in which a quorum of replicas was
-//! up, unpaused and mutually connected (no partition cuts any pair of them),
+//! up (a restarted process counts once its storage is open: it handled its
+//! first tick), unpaused and mutually connected (no partition cuts any pair of them),
 //! and could vote: a `Recovering` replica (wiped, or with a faulty journal)
 //! votes for nothing, so it counts only beside a `Normal` primary (`Role`),
 //! at least one client of the group had a request in flight, and no new op

@@ -27,6 +27,7 @@ mod checks;
 mod deposed;
 mod faults;
 mod history;
+mod loss;
 mod plot;
 mod process;
 mod quiet;
@@ -759,9 +760,14 @@ impl Cluster {
     }
 
     fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message) {
+        // The group in the detail only (not hashed): traces of a run with
+        // several groups are read one group at a time.
+        let group = self.namespaces.iter().position(|&ns| ns == message.header.namespace);
+        let groups = self.namespaces.len();
         self.record(None, "deliver", message.header.command as u64, message.header.op, || {
+            let label = group.filter(|_| groups > 1).map(|g| format!(" group {g}")).unwrap_or_default();
             format!(
-                "{from:?}->{to:?} {:?} view {} op {}",
+                "{from:?}->{to:?} {:?} view {} op {}{label}",
                 message.header.command, message.header.view, message.header.op
             )
         });

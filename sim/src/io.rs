@@ -459,15 +459,6 @@ impl IoFile for SimFile {
         (result, buf)
     }
 
-    async fn read_exact_uninit_at(&self, mut buf: Vec<u8>, len: usize, position: u64) -> BufResult<()> {
-        // The simulated disk copies from its own bytes; zeroing first costs
-        // the simulator nothing that matters and keeps one read path.
-        buf.clear();
-        buf.resize(len, 0);
-        let result = self.disk.borrow_mut().read(self.generation, self.inode, &mut buf, position);
-        (result, buf)
-    }
-
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
         if !self.writable {
             return (Err(read_only_error()), buf);

@@ -388,6 +388,9 @@ pub struct Replica<S: StateMachine> {
     view_change_retry_timeout: Timeout,
     /// Periodic: ask peers for missing headers and bodies.
     repair_timeout: Timeout,
+    /// Repair rounds sent in this life: each round asks the next peer in
+    /// turn (`repair_target`).
+    repair_rounds: u64,
     /// The primary's op as last heard (commit heartbeats, prepares).
     primary_op: u64,
     /// See `DurableState::rejoining`. Invariant: implies `Status::Recovering`.
@@ -532,6 +535,7 @@ impl<S: StateMachine> Replica<S> {
             prepare_retry_timeout: Timeout::new("prepare_retry", PREPARE_RETRY_TICKS, 0),
             view_change_retry_timeout: Timeout::new("view_change_retry", VIEW_CHANGE_RETRY_TICKS, 0),
             repair_timeout: Timeout::new("repair", REPAIR_TICKS, 0),
+            repair_rounds: 0,
             primary_op: 0,
             rejoining: recovered.durable.rejoining,
             rejoin_nonce: 0,
@@ -664,6 +668,23 @@ impl<S: StateMachine> Replica<S> {
     }
     pub fn has_body(&self, op: u64) -> bool {
         self.log.get(&op).is_some_and(|entry| entry.body.is_some())
+    }
+    /// Timer ticks handled in this life. 0: the replica has handled no
+    /// event yet (a restarted process still opening its storage).
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+    /// The floor this replica's next do_view_change states: it nacks no op
+    /// at or below it (`nack_floor`, raised by the prepares kept aside).
+    /// The simulator's fault model reads it to place disk losses the nack
+    /// protocol can still recover from.
+    pub fn do_view_change_nack_floor(&self) -> u64 {
+        self.do_view_change_nacks(&[]).floor
+    }
+    /// How many do_view_changes must nack a prepare before a view change
+    /// may truncate it (see `nack_quorum`).
+    pub fn nack_quorum_count(&self) -> usize {
+        self.nack_quorum()
     }
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
@@ -2292,9 +2313,13 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         // Committed but not applied, and not held at all: ask anyway.
-        if self.commit_min < self.commit_max && !self.log.contains_key(&(self.commit_min + 1)) {
+        if self.commit_min < self.commit_max
+            && !self.log.contains_key(&(self.commit_min + 1))
+            && !requests.iter().any(|&(op, _)| op == self.commit_min + 1)
+        {
             requests.push((self.commit_min + 1, 0));
         }
+        self.repair_rounds += 1;
         for (op, checksum) in requests {
             self.stats.repairs_requested += 1;
             let to = self.repair_target(op);
@@ -2305,17 +2330,20 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn repair_target(&mut self, op: u64) -> u8 {
-        let primary = self.primary_index(self.view);
-        if primary != self.config.replica && self.status == Status::Normal && self.next_random().is_multiple_of(2) {
-            return primary;
-        }
+    /// The peer a repair request for `op` goes to: peers in turn, one step
+    /// per repair round, so a body only one peer holds is asked of it
+    /// within `replica_count - 1` rounds; `op` spreads one round's requests
+    /// over the peers. A random pick could ask the wrong peer for long
+    /// (swarm seed 837: a new primary asked the one backup without op 7's
+    /// body 14 rounds in a row, while the other held it, and abdicated in
+    /// a healthy cluster).
+    fn repair_target(&self, op: u64) -> u8 {
         let others = u64::from(self.config.replica_count - 1).max(1);
-        let pick = (self.next_random() ^ op) % others;
-        let mut replica = pick as u8;
+        let mut replica = ((self.repair_rounds + op) % others) as u8;
         if replica >= self.config.replica {
             replica += 1;
         }
+        assert!(replica < self.config.replica_count || self.config.replica_count == 1);
         replica.min(self.config.replica_count - 1)
     }
 

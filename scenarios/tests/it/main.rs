@@ -5,6 +5,7 @@
 mod binary;
 mod fake_cli;
 mod k8s;
+mod liveness_seeds;
 mod slices;
 
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! fault budget, scripted faults, and where storage rot and disk wipes may
 //! land so that the cluster stays recoverable.
 
+use super::loss::{self, Holding};
 use super::*;
 
 impl Cluster {
@@ -170,7 +171,10 @@ impl Cluster {
     /// may already have made that op part of the canonical log, and the
     /// protocol must then truncate it (nacks in the do_view_change) rather
     /// than wait for its body forever. Before the nack protocol this rule
-    /// refused such wipes, which hid the wedge (view-churn seed 1783).
+    /// refused such wipes, which hid the wedge (view-churn seed 1783). But
+    /// only where enough peers can still nack it (`loss`): an op a wiped
+    /// peer acknowledged earlier may be committed, and then the victim's
+    /// copy is the last (swarm seed 4877).
     pub(super) fn wipe_is_recoverable(&self, replica: u8) -> bool {
         let others_up = self.nodes.iter().enumerate().all(|(j, node)| {
             j == replica as usize
@@ -182,25 +186,30 @@ impl Cluster {
                         .as_ref()
                         .is_some_and(|n| (0..n.group_count()).all(|g| n.group(g).replica().status() == Status::Normal)))
         });
-        others_up && (0..self.namespaces.len()).all(|group| self.holds_no_only_committed_copy(replica, group))
+        others_up && (0..self.namespaces.len()).all(|group| self.wipe_of_group_is_recoverable(replica, group))
     }
 
-    /// Every op the victim holds that some replica knows committed is also
-    /// held (or applied) by another replica. An op no replica knows committed
-    /// may be lost with the victim's disk: at most the victim and fewer than
-    /// a quorum of others acknowledged it.
-    pub(super) fn holds_no_only_committed_copy(&self, replica: u8, group: usize) -> bool {
+    /// Losing `replica`'s state of `group` (it runs: a wipe) leaves the
+    /// protocol able to finish every op some log names (`loss`).
+    pub(super) fn wipe_of_group_is_recoverable(&self, replica: u8, group: usize) -> bool {
         let Some(victim) = self.group_replica(replica, group) else { return true };
-        let known_committed = (0..self.config.replica_count)
-            .filter_map(|j| self.group_replica(j, group).map(|r| r.commit_max()))
-            .max()
-            .unwrap_or(0);
-        (victim.commit_min() + 1..=victim.op().min(known_committed)).all(|op| {
-            !victim.has_body(op)
-                || (0..self.config.replica_count).any(|j| {
-                    j != replica && self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.commit_min())
-                })
-        })
+        self.loss_is_recoverable(replica, group, &Holding::of_replica(victim))
+    }
+
+    /// `loss::loss_is_recoverable` against the running peers of `replica`
+    /// in `group`; false unless every peer runs (the callers also ask that
+    /// they run in normal status).
+    fn loss_is_recoverable(&self, replica: u8, group: usize, lost: &Holding) -> bool {
+        let peers: Vec<&GroupReplica> = (0..self.config.replica_count)
+            .filter(|j| *j != replica)
+            .filter_map(|j| self.group_replica(j, group))
+            .collect();
+        if peers.len() + 1 < usize::from(self.config.replica_count) {
+            return false;
+        }
+        let nack_quorum = peers[0].nack_quorum_count();
+        let peers: Vec<Holding> = peers.into_iter().map(Holding::of_replica).collect();
+        loss::loss_is_recoverable(lost, &peers, nack_quorum).is_ok()
     }
 
     /// The next write to one journal (or, one time in four, superblock) of
@@ -358,16 +367,28 @@ impl Cluster {
         // what losing the group's state here would take from the cluster.
         let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
         let disk_head = storage.journal().op_max().unwrap_or(0).max(checkpoint_op);
+        let disk = Holding {
+            applied: checkpoint_op,
+            commit_known: recovered.durable.commit,
+            nack_floor: recovered.durable.nack_floor,
+            head: disk_head,
+            entries: recovered
+                .entries
+                .iter()
+                .filter(|(header, _)| header.op > checkpoint_op)
+                .map(|(header, _)| (header.op, (header.checksum, true)))
+                .collect(),
+        };
         // One rot in eight lands on the checkpoint file instead, unless this
         // down time already rotted something.
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
             drop(storage);
-            return self.rot_checkpoint(replica, group, disk_head);
+            return self.rot_checkpoint(replica, group, &disk);
         }
         // One in eight of the rest lands on a superblock copy.
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
             drop(storage);
-            return self.rot_superblock(replica, group, disk_head);
+            return self.rot_superblock(replica, group, &disk);
         }
         // One in eight of the rest lands on a partition segment (sealed or
         // open) when the scenario rots partitions.
@@ -451,7 +472,7 @@ impl Cluster {
     /// at once, when the cluster can spare the group's state on this
     /// replica (`group_loss_is_recoverable`): its promises are then gone,
     /// and it must rejoin from its peers as a wiped replica does.
-    pub(super) fn rot_superblock(&mut self, replica: u8, group: usize, disk_head: u64) {
+    pub(super) fn rot_superblock(&mut self, replica: u8, group: usize, held: &Holding) {
         use shoal_vsr::superblock::{SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE_BYTES, superblock_copy_offset};
         let index = replica as usize;
         let path = shoal_vsr::superblock::superblock_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
@@ -471,11 +492,11 @@ impl Cluster {
             return;
         }
         let copies: Vec<u64> = if others_rotten {
-            if !self.group_loss_is_recoverable(replica, group, disk_head) {
+            if !self.group_loss_is_recoverable(replica, group, held) {
                 return;
             }
             vec![copy]
-        } else if (draw >> 32).is_multiple_of(4) && self.group_loss_is_recoverable(replica, group, disk_head) {
+        } else if (draw >> 32).is_multiple_of(4) && self.group_loss_is_recoverable(replica, group, held) {
             (0..SUPERBLOCK_COPIES).collect()
         } else {
             vec![copy]
@@ -503,7 +524,7 @@ impl Cluster {
     /// (`group_loss_is_recoverable`): the replica must then rebuild it from
     /// its peers (swarm seed 37515 rotted both copies between two
     /// checkpoint writes, when no replica could, and it could not restart).
-    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize, disk_head: u64) {
+    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize, held: &Holding) {
         use shoal_vsr::checkpoint::COPIES_COUNT;
         let index = replica as usize;
         let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
@@ -521,13 +542,13 @@ impl Cluster {
             .filter(|other| *other != copy)
             .all(|other| self.checkpoint_rot.contains(&(replica, group, other)));
         let offsets: Vec<(u64, u64)> = if others_rotten {
-            if !self.group_loss_is_recoverable(replica, group, disk_head) {
+            if !self.group_loss_is_recoverable(replica, group, held) {
                 return;
             }
             vec![(copy, offset)]
         } else if (draw >> 32).is_multiple_of(4)
             && size_bytes >= COPIES_COUNT
-            && self.group_loss_is_recoverable(replica, group, disk_head)
+            && self.group_loss_is_recoverable(replica, group, held)
         {
             // The same byte of every copy (a file of one copy has one).
             let within = offset % copy_size_bytes;
@@ -551,24 +572,16 @@ impl Cluster {
     /// May `replica` (down) lose its whole state of `group`, as a wiped
     /// disk loses it? Only as the one impaired replica (the fault model's
     /// one of three), with 3 or more replicas (a rejoin needs a quorum of
-    /// peers), every peer up and Normal in the group, and every op this
-    /// disk holds up to `disk_head` that a peer knows committed held by a
-    /// peer too (applied, or its body in the journal).
-    pub(super) fn group_loss_is_recoverable(&self, replica: u8, group: usize, disk_head: u64) -> bool {
+    /// peers), every peer up and Normal in the group, and the protocol
+    /// still able to finish every op some log names without what `disk`
+    /// holds (`loss`).
+    pub(super) fn group_loss_is_recoverable(&self, replica: u8, group: usize, disk: &Holding) -> bool {
         if self.config.replica_count < 3 || self.another_is_impaired(replica) {
             return false;
         }
-        let peers: Vec<&GroupReplica> = (0..self.config.replica_count)
+        let peers_normal = (0..self.config.replica_count)
             .filter(|j| *j != replica)
-            .filter_map(|j| self.group_replica(j, group))
-            .collect();
-        if peers.len() + 1 < usize::from(self.config.replica_count)
-            || peers.iter().any(|r| r.status() != Status::Normal)
-        {
-            return false;
-        }
-        let known_committed = peers.iter().map(|r| r.commit_max()).max().unwrap_or(0);
-        let applied = peers.iter().map(|r| r.commit_min()).max().unwrap_or(0);
-        (applied + 1..=disk_head.min(known_committed)).all(|op| peers.iter().any(|r| r.has_body(op)))
+            .all(|j| self.group_replica(j, group).is_some_and(|r| r.status() == Status::Normal));
+        peers_normal && self.loss_is_recoverable(replica, group, disk)
     }
 }

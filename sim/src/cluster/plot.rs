@@ -376,4 +376,23 @@ mod tests {
             assert!(wiped >= 4, "{replica_count} replicas: the plot wiped its victim {wiped} times in 8 seeds");
         }
     }
+
+    /// The plot with frequent random wipes: once the victim rejoined, a
+    /// wipe of the old primary would take the last copy of the committed
+    /// op (swarm seed 4877), which the fault model must refuse
+    /// (`loss`). With the old rule (only ops above the victim's own commit
+    /// point checked) these seeds fail Liveness: every view change keeps
+    /// the op and nobody holds its body.
+    #[test]
+    fn random_wipes_during_the_plot_never_take_the_last_copy_of_its_committed_op() {
+        let faults = FaultMix { plot_wiped_acker_ppm: 200_000, replica_wipe_ppm: 20_000, ..FaultMix::none() };
+        let mut wipes = 0;
+        for seed in 0..16 {
+            let config = RunConfig::developer(seed, faults.clone());
+            let outcome = super::super::run(&config);
+            assert!(matches!(outcome.verdict, Verdict::Pass), "seed {seed}: {:?}", outcome.verdict);
+            wipes += outcome.faults_injected.get("replica_wipe").copied().unwrap_or(0);
+        }
+        assert!(wipes >= 16, "random wipes were drawn {wipes} times in 16 seeds");
+    }
 }

@@ -1,0 +1,29 @@
+//! Swarm seeds that once failed a liveness checker, replayed on this tree's
+//! schedules. A behaviour change reshuffles every schedule, so passing here
+//! proves less as the code moves on; each names the story or rule that
+//! pins its bug for good.
+
+use shoal_sim::run::Verdict;
+
+fn assert_swarm_passes(seed: u64) {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::swarm(seed));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed {seed}: {:?}", outcome.verdict);
+}
+
+/// A random wipe took the last copy of a committed op (R2, its other
+/// holder, had been wiped by the wiped-acker plot): every view change kept
+/// the op and nobody could repair it. Pinned by `sim/src/cluster/loss.rs`'s
+/// stories and `vsr/tests/it/two_wiped_ackers.rs`.
+#[test]
+fn swarm_4877_a_wipe_never_takes_the_last_copy_of_a_committed_op() {
+    assert_swarm_passes(4877);
+}
+
+/// Crash storms (fsync EIO, crashes right after a start_view_change) where
+/// each restarted process spent 0.35-0.8 s opening 9 groups' storage: the
+/// availability checker counted it as up meanwhile.
+#[test]
+fn swarm_4979_and_7667_a_process_still_opening_its_storage_is_not_up() {
+    assert_swarm_passes(4979);
+    assert_swarm_passes(7667);
+}
