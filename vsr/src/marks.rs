@@ -66,6 +66,7 @@ pub const MARKS: &[&str] = &[
     SUPERBLOCK_LOST_REJOINED,
     UNCHAINED_PREPARE_ADOPTED,
     VIEW_CHANGE_NACK_TRUNCATION,
+    VIEW_CHANGE_SKIPPED_REJOINING_PRIMARY,
     VIEW_CHANGE_TRUNCATE,
 ];
 
@@ -151,6 +152,10 @@ pub const SUPERBLOCK_LOST_REJOINED: &str = "superblock_lost_rejoined";
 /// A view change truncated uncommitted ops of the canonical log that a nack
 /// quorum never acknowledged.
 pub const VIEW_CHANGE_NACK_TRUNCATION: &str = "view_change_nack_truncation";
+/// A replica changing to a view whose primary is rejoining (a rejoin probe
+/// came from it) moved on to the next view at once instead of waiting out
+/// its view-change timeout.
+pub const VIEW_CHANGE_SKIPPED_REJOINING_PRIMARY: &str = "view_change_skipped_rejoining_primary";
 pub const VIEW_CHANGE_TRUNCATE: &str = "view_change_truncate";
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod checkpoint_view;
 mod harness;
 mod packed;
 mod rejoin_kept_promises;
+mod rejoining_primary;
 mod repair_rotation;
 mod replica_bad_input;
 mod request_queue;
