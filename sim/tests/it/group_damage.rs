@@ -13,7 +13,7 @@ use shoal_shard::node::{GroupStorage, StorageConfig, StorageDamage, StorageError
 use shoal_sim::disk::DiskFaults;
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::checkpoint::{checkpoint_path, write_checkpoint};
-use shoal_vsr::journal::conformance::{CLUSTER, Chain, NAMESPACE, config};
+use shoal_vsr::journal::conformance::{Chain, NAMESPACE};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered};
 use shoal_vsr::superblock::{superblock_copy_offset, superblock_path};
@@ -31,14 +31,7 @@ fn dir() -> &'static Path {
 }
 
 fn storage_config() -> StorageConfig {
-    let journal = config(SLOT_COUNT);
-    StorageConfig {
-        cluster: CLUSTER,
-        namespace: NAMESPACE,
-        replica: 0,
-        slot_count: SLOT_COUNT,
-        message_size_max_bytes: journal.message_size_max_bytes,
-    }
+    crate::fixtures::group_storage_config(SLOT_COUNT)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::path::Path;
 use shoal_shard::node::{GroupStorage, StorageConfig, StorageError};
 use shoal_sim::disk::MutationFault;
 use shoal_sim::{DiskFaults, SimIo, block_on_ready};
-use shoal_vsr::header::{Command, Header};
-use shoal_vsr::journal::conformance::{CLUSTER, NAMESPACE, config};
+use shoal_vsr::header::Header;
+use shoal_vsr::journal::conformance::{CLUSTER, NAMESPACE};
 use shoal_vsr::replica::{Action, DurableState};
 use shoal_vsr::superblock::{SuperblockError, superblock_path};
 
@@ -19,14 +19,7 @@ fn dir() -> &'static Path {
 }
 
 fn storage_config() -> StorageConfig {
-    let journal = config(SLOT_COUNT);
-    StorageConfig {
-        cluster: CLUSTER,
-        namespace: NAMESPACE,
-        replica: 0,
-        slot_count: SLOT_COUNT,
-        message_size_max_bytes: journal.message_size_max_bytes,
-    }
+    crate::fixtures::group_storage_config(SLOT_COUNT)
 }
 
 fn durable(view: u64, log_view: u64) -> DurableState {
@@ -35,15 +28,7 @@ fn durable(view: u64, log_view: u64) -> DurableState {
 
 /// Prepare headers of `view` for `ops`, as a view change installs them.
 fn view_headers(view: u64, ops: std::ops::RangeInclusive<u64>) -> Vec<Header> {
-    ops.map(|op| {
-        let mut header = Header::new(Command::Prepare, CLUSTER);
-        header.namespace = NAMESPACE;
-        header.view = view;
-        header.op = op;
-        header.set_checksums(&[]);
-        header
-    })
-    .collect()
+    crate::fixtures::view_headers(CLUSTER, NAMESPACE, view, ops)
 }
 
 fn write_superblock(storage: &mut GroupStorage<SimIo>, state: DurableState) -> Result<(), StorageError> {

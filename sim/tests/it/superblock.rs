@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use shoal_sim::{DiskFaults, SimIo, block_on_ready};
-use shoal_vsr::header::{Command, Header};
+use shoal_vsr::header::Header;
 use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::settle_file;
 use shoal_vsr::superblock::{
@@ -102,6 +102,11 @@ fn a_writable_open_rewrites_a_damaged_copy_from_the_valid_one() {
     assert_eq!(open_read_only(&io).unwrap().state().clone(), state(4, 4, 40));
 }
 
+/// Prepare headers of `view` for `ops`, as a view change installs them.
+fn view_headers(view: u64, ops: std::ops::RangeInclusive<u64>) -> Vec<Header> {
+    crate::fixtures::view_headers(CLUSTER, NAMESPACE, view, ops)
+}
+
 /// crash-loop seed 230 (Agreement checker: "replica 0 was offered a
 /// canonical log that contradicts ops it committed"), with storage latency
 /// and crashes in flight. A superblock write failed between its copies: an
@@ -112,18 +117,6 @@ fn a_writable_open_rewrites_a_damaged_copy_from_the_valid_one() {
 /// 0: the replica's do_view_change disowned view 1's log, and the new
 /// primary started view 2 without ops the replica had helped commit.
 /// A writable open now rewrites the copy a failed write left behind.
-/// Prepare headers of `view` for `ops`, as a view change installs them.
-fn view_headers(view: u64, ops: std::ops::RangeInclusive<u64>) -> Vec<Header> {
-    ops.map(|op| {
-        let mut header = Header::new(Command::Prepare, CLUSTER);
-        header.namespace = NAMESPACE;
-        header.view = view;
-        header.op = op;
-        header.set_checksums(&[]);
-        header
-    })
-    .collect()
-}
 
 #[test]
 fn a_write_failed_between_copies_is_finished_before_the_next_write_can_tear_copy_a() {
