@@ -403,7 +403,13 @@ impl NodeHooks for World {
     /// one journal flush (the next turn starts at once and its flush
     /// finishes the ring copies).
     fn work_waiting(&mut self) -> bool {
-        !self.process.inboxes[self.shard.index()].is_empty()
+        // The node asks only when a turn's last flush left ring copies, and
+        // a yes carries them to the next turn: counted for the operator.
+        let waiting = !self.process.inboxes[self.shard.index()].is_empty();
+        if waiting {
+            self.process.metrics.turns_carrying_ring_copies.inc();
+        }
+        waiting
     }
 
     fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
