@@ -272,15 +272,34 @@ impl<I: Io> GroupStorage<I> {
     pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
         io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
         GroupStorage::check_new(io, dir, config).await?;
+        let storage = GroupStorage::write_fresh(io, dir, config, SuperblockState::default()).await?;
+        storage.check_formatted_empty()?;
+        Ok(storage)
+    }
+
+    /// The group's consensus files made anew in `dir` (which exists), in the
+    /// crash-safe order of `format` and `format_rejoining`: an empty journal
+    /// and no checkpoint first, then the superblock holding `state`, created
+    /// atomically last.
+    async fn write_fresh(
+        io: &I,
+        dir: &Path,
+        config: StorageConfig,
+        state: SuperblockState,
+    ) -> Result<GroupStorage<I>, StorageError> {
         GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
-        let state = SuperblockState::default();
         let superblock = Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?;
         let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
-        if journal.op_max().is_some() || journal.snapshot_op() != 0 {
-            // Only a read error makes a new journal look otherwise.
-            return Err(StorageError::FormattedNotEmpty { op_max: journal.op_max() });
-        }
         Ok(GroupStorage::new(io, dir, config, journal, superblock))
+    }
+
+    /// A journal just formatted reads back empty; only a read error makes a
+    /// new journal look otherwise.
+    fn check_formatted_empty(&self) -> Result<(), StorageError> {
+        if self.journal.op_max().is_some() || self.journal.snapshot_op() != 0 {
+            return Err(StorageError::FormattedNotEmpty { op_max: self.journal.op_max() });
+        }
+        Ok(())
     }
 
     /// `dir` holds nothing of the group but what a format cut short leaves
@@ -318,11 +337,8 @@ impl<I: Io> GroupStorage<I> {
     /// view 0 on a crash in between (`sim/tests/it/group_damage.rs`).
     pub async fn format_rejoining(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
         io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
-        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
         let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
-        let superblock = Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?;
-        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
-        Ok(GroupStorage::new(io, dir, config, journal, superblock))
+        GroupStorage::write_fresh(io, dir, config, state).await
     }
 
     /// Open after a crash: what the disk kept, as the replica needs it.
@@ -378,10 +394,7 @@ impl<I: Io> GroupStorage<I> {
         });
         let state = storage.superblock.state().clone();
         assert!(state.rejoining && state.view_headers.is_empty(), "a formatted group rejoins with an empty log");
-        if storage.journal.op_max().is_some() || storage.journal.snapshot_op() != 0 {
-            // Only a read error makes a new journal look otherwise.
-            return Err(StorageError::FormattedNotEmpty { op_max: storage.journal.op_max() });
-        }
+        storage.check_formatted_empty()?;
         let recovered =
             Recovered { durable: state.into(), checkpoint: None, entries: Vec::new(), journal_faulty: false };
         Ok((storage, recovered, Some(damage)))
@@ -395,39 +408,27 @@ impl<I: Io> GroupStorage<I> {
         config: StorageConfig,
         damage: &StorageDamage,
     ) -> Result<GroupStorage<I>, StorageError> {
-        let kept = if damage.keeps_promises() {
-            let superblock =
-                Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite)
-                    .await?;
-            Some(superblock)
-        } else {
-            None
+        if !damage.keeps_promises() {
+            // The superblock is lost: made anew last, atomically; until it
+            // is durable, the damaged one makes the next start format again.
+            let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
+            return GroupStorage::write_fresh(io, dir, config, state).await;
+        }
+        let mut superblock =
+            Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
+        let old = superblock.state().clone();
+        // The lost journal may have acknowledged up to the head its log's
+        // view headers named: nothing there may be nacked.
+        let named_op_max = old.view_headers.iter().map(|header| header.op).max().unwrap_or(0);
+        let state = SuperblockState {
+            view_headers: Vec::new(),
+            rejoining: true,
+            nack_floor: old.nack_floor.max(named_op_max),
+            ..old
         };
-        let superblock = match kept {
-            Some(mut superblock) => {
-                let old = superblock.state().clone();
-                // The lost journal may have acknowledged up to the head its
-                // log's view headers named: nothing there may be nacked.
-                let named_op_max = old.view_headers.iter().map(|header| header.op).max().unwrap_or(0);
-                let state = SuperblockState {
-                    view_headers: Vec::new(),
-                    rejoining: true,
-                    nack_floor: old.nack_floor.max(named_op_max),
-                    ..old
-                };
-                // First: from here on no start of this replica can vote.
-                superblock.write(state).await?;
-                GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
-                superblock
-            }
-            None => {
-                GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
-                // Last, atomically: until it is durable, the damaged one
-                // makes the next start format again.
-                let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
-                Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?
-            }
-        };
+        // First: from here on no start of this replica can vote.
+        superblock.write(state).await?;
+        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
         let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
         Ok(GroupStorage::new(io, dir, config, journal, superblock))
     }
