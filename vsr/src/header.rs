@@ -325,11 +325,7 @@ impl Header {
 
     /// Set `size` and `checksum_body` from `body`, then `checksum`.
     pub fn set_checksums(&mut self, body: &[u8]) {
-        assert!(body.len() + HEADER_SIZE_BYTES <= MESSAGE_SIZE_MAX_BYTES as usize);
-        self.size = (HEADER_SIZE_BYTES + body.len()) as u32;
-        self.checksum_body = checksum(body);
-        self.checksum = self.calculate_checksum();
-        debug_assert!(self.valid_checksum());
+        self.set_checksums_known_body(body.len(), checksum(body));
     }
 
     /// Seal the header over a body of `body_size_bytes` whose checksum is
@@ -340,6 +336,7 @@ impl Header {
         self.size = (HEADER_SIZE_BYTES + body_size_bytes) as u32;
         self.checksum_body = checksum_body;
         self.checksum = self.calculate_checksum();
+        debug_assert!(self.valid_checksum());
     }
 
     pub fn calculate_checksum(&self) -> u128 {
