@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// A restarted process serves nothing until its opens have read its disk
+/// (~1,100 journal slots per group, each paying the disk's latency: 0.5-0.8
+/// s for 9 groups on a slow disk, swarm seed 4979); its first event then is
+/// a tick (`defer_until_idle`). The availability and quiet-period checkers
+/// count it from there.
+pub(super) fn still_opening(replica: &GroupReplica) -> bool {
+    replica.ticks() == 0
+}
+
 impl Cluster {
     /// The owner table must name a shard for exactly the live connections:
     /// every peer while the process runs, none once it is down.
@@ -268,11 +277,7 @@ impl Cluster {
                 node.up && node.paused_until_ns.is_none() && node.node.is_some()
             })
             .filter_map(|r| self.group_replica(r, group).map(|replica| (r, replica)))
-            // A restarted process serves nothing until its opens have read
-            // its disk (~1,100 journal slots per group, each paying the
-            // disk's latency: 0.5-0.8 s for 9 groups on a slow disk, swarm
-            // seed 4979); its first event then is a tick (`defer_until_idle`).
-            .filter(|(_, replica)| replica.ticks() > 0)
+            .filter(|(_, replica)| !still_opening(replica))
             .collect();
         let view_max = up.iter().map(|(_, replica)| replica.view()).max().unwrap_or(0);
         up.iter()

@@ -18,13 +18,11 @@ impl Cluster {
             && !self.network.cut_links()
             && self.nodes.iter().all(|n| n.up && n.paused_until_ns.is_none() && n.node.is_some());
         for group in 0..self.namespaces.len() {
-            // A restarted process serves nothing until its opens have read
-            // its disk (its replica's first tick, as the availability
-            // checker counts it): the lag bound starts once it runs (swarm
-            // 4351: replica 1's opens took 0.84 s, to 2.417 s; the lag was
-            // counted from 2.180 s, and it caught up 0.42 s after its opens).
+            // The lag bound starts once every process runs (`still_opening`;
+            // swarm 4351: replica 1's opens took 0.84 s, to 2.417 s; the lag
+            // was counted from 2.180 s, and it caught up 0.42 s after its opens).
             let opening = (0..self.config.replica_count)
-                .any(|r| self.group_replica(r, group).is_some_and(|replica| replica.ticks() == 0));
+                .any(|r| self.group_replica(r, group).is_some_and(super::checks::still_opening));
             if !healthy || opening {
                 self.quiet.disturbed(group);
                 continue;
