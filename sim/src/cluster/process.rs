@@ -105,16 +105,12 @@ impl Cluster {
                             continue;
                         }
                         Err(error) => {
-                            let label = self.group_label(group);
-                            let why = format!("replica {replica}{label}: its new group's format: {error}");
-                            return self.restart_stopped(replica, fault, why);
+                            let what = format!("its new group's format: {error}");
+                            return self.group_start_stopped(replica, group, fault, what);
                         }
                     }
                 }
-                Err(error) => {
-                    let label = self.group_label(group);
-                    return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
-                }
+                Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
             match damage {
                 // The group lost its state here, as a wiped disk would: it
@@ -129,10 +125,7 @@ impl Cluster {
             let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
             let partition = match open_partition(&io, namespace, self.config.replica_count) {
                 Ok(partition) => partition,
-                Err(error) => {
-                    let label = self.group_label(group);
-                    return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
-                }
+                Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
             match Replica::open(config, partition, recovered) {
                 Ok(r) => {
@@ -225,6 +218,13 @@ impl Cluster {
         let mut disk = self.nodes[replica as usize].io.disk();
         disk.disarm_mutation_fault();
         disk.is_halted()
+    }
+
+    /// A start of `replica` failed in `group` (`what`): `restart_stopped`,
+    /// with the group named.
+    fn group_start_stopped(&mut self, replica: u8, group: usize, fault: Option<MutationFault>, what: String) {
+        let label = self.group_label(group);
+        self.restart_stopped(replica, fault, format!("replica {replica}{label}: {what}"));
     }
 
     /// A start of `replica` failed (`why`). If a fault injected into it
@@ -328,17 +328,13 @@ impl Cluster {
             let storage = match block_on_timed(&io, GroupStorage::format_rejoining(&io, Path::new(DATA_DIR), config)) {
                 Ok(storage) => storage,
                 Err(error) => {
-                    let label = self.group_label(group);
-                    let why = format!("replica {replica}{label}: the format of its wiped disk: {error}");
-                    return self.restart_stopped(replica, fault, why);
+                    let what = format!("the format of its wiped disk: {error}");
+                    return self.group_start_stopped(replica, group, fault, what);
                 }
             };
             let partition = match open_partition(&io, namespace, self.config.replica_count) {
                 Ok(partition) => partition,
-                Err(error) => {
-                    let label = self.group_label(group);
-                    return self.restart_stopped(replica, fault, format!("replica {replica}{label}: {error}"));
-                }
+                Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
