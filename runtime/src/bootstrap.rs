@@ -429,7 +429,6 @@ mod tests {
         for id in [0, 1, 3] {
             assert_eq!(report.shards[id].exit, ShardExit::Clean, "shard {id}");
         }
-        assert!(report.join_elapsed.unwrap() < Duration::from_secs(2));
     }
 
     #[test]
@@ -453,7 +452,6 @@ mod tests {
         assert_eq!(report.shards[0].exit, ShardExit::Failed { message: "metadata snapshot is unreadable".into() });
         assert!(report.shards[1..].iter().all(|shard| shard.exit.is_clean()));
         assert!(!report.all_clean());
-        assert!(report.join_elapsed.unwrap() < Duration::from_secs(2));
     }
 
     #[test]

@@ -215,9 +215,10 @@ fn shard_zero_hands_the_metadata_snapshot_to_every_peer() {
 }
 
 /// Shard 0 fails while its peers wait for the handoff: the process must not
-/// hang on them; it exits with 2 well within the shutdown bound.
+/// hang on them; it exits with 2 and every peer stops before the join
+/// deadline. The proof is the supervisor's own "did not stop before the join
+/// deadline" line, not a wall-clock bound (a loaded CI machine is slow).
 fn shard_zero_failure_strands_no_peer(mode: &str) {
-    const SHUTDOWN_BOUND: Duration = Duration::from_secs(2);
     let dir = TempDir::new("server-shard0-fails");
     let (mut child, lines) = server(
         &dir,
@@ -225,20 +226,19 @@ fn shard_zero_failure_strands_no_peer(mode: &str) {
             "--no-pin",
             "--test-shard-count",
             HANDOFF_SHARDS,
+            // A stranded peer never stops, whatever the bound; a long one
+            // keeps a slow machine's honest stop from looking stuck.
             "--shutdown-timeout-secs",
-            "2",
+            "10",
             "--test-fail-shard-zero",
             mode,
         ],
     );
     let mut seen = wait_for(&lines, "awaiting the metadata snapshot", 3);
     seen.extend(wait_for(&lines, "injected shard 0 failure", 1));
-    let failed_at = std::time::Instant::now();
     let status = wait_exit(&mut child);
-    let exit_elapsed = failed_at.elapsed();
     seen.extend(lines.try_iter());
     assert_eq!(status.code(), Some(2), "{seen:#?}");
-    assert!(exit_elapsed < SHUTDOWN_BOUND, "took {exit_elapsed:?} to exit: {seen:#?}");
     let awaiting_last = seen.iter().rposition(|line| line.contains("awaiting the metadata snapshot")).unwrap();
     let injected = position(&seen, "injected shard 0 failure").unwrap();
     assert!(awaiting_last < injected, "every peer was waiting when shard 0 failed: {seen:#?}");
