@@ -143,7 +143,7 @@ impl Connection {
                 Decoded::Hello(_) => {}
                 Decoded::Frame(frame) => {
                     let body = Rc::from(frame.body());
-                    messages.push(Message { header: frame.header, body });
+                    messages.push(Message::from_verified_frame(frame.header, body));
                 }
                 Decoded::Closed(reason) => return Err(ConnectionError::Refused { replica, reason }),
             }

@@ -723,7 +723,8 @@ async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, frame): Inbo
         Peer::Replica(index) => Source::Replica(index),
         Peer::Client(id) => Source::Client(id),
     };
-    let message = Message { header: frame.header, body: Rc::from(frame.body()) };
+    // The connection decoder verified the header and the body against it.
+    let message = Message::from_verified_frame(frame.header, Rc::from(frame.body()));
     node.on_frame(source, CONNECTION_SHARD, message, world).await?;
     Ok(())
 }

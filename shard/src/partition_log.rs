@@ -89,6 +89,8 @@ pub const RECORD_HEADER_SIZE_BYTES: usize = 16 + 4 + 8;
 pub const RECORD_PAYLOAD_SIZE_MAX_BYTES: usize = MESSAGE_SIZE_MAX_BYTES as usize;
 /// Messages one `append` takes.
 pub const APPEND_MESSAGES_MAX: usize = 4096;
+/// Records one `RecordBatch` holds (what one `append_batch` writes).
+pub const APPEND_BATCH_MESSAGES_MAX: usize = 4 * 1024 * 1024;
 /// Records one `read` returns.
 pub const READ_COUNT_MAX: usize = 4096;
 /// Bytes one `read` loads (it returns at least one record, whatever its size).
@@ -315,11 +317,22 @@ impl RecordsRead {
 
     /// `(offset, payload)` of each record, in order, borrowed from the buffers.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + Clone + '_ {
-        self.chunks.iter().flat_map(|chunk| RecordsOf { bytes: chunk }).zip(self.first_offset..).map(|(p, o)| (o, p))
+        self.records().map(|(offset, record)| (offset, &record[RECORD_HEADER_SIZE_BYTES..]))
+    }
+
+    /// `(offset, record checksum, payload)` of each record, in order: the
+    /// checksum `RecordBatch::push` returned when it was written (verified
+    /// against the record's bytes by the read).
+    pub fn iter_with_checksums(&self) -> impl Iterator<Item = (u64, u128, &[u8])> + '_ {
+        self.records().map(|(offset, record)| (offset, stored_checksum(record), &record[RECORD_HEADER_SIZE_BYTES..]))
+    }
+
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> + Clone + '_ {
+        self.chunks.iter().flat_map(|chunk| RecordsOf { bytes: chunk }).zip(self.first_offset..).map(|(r, o)| (o, r))
     }
 }
 
-/// The payloads of a buffer of whole, verified records.
+/// The whole records of a buffer of whole, verified records.
 #[derive(Clone)]
 struct RecordsOf<'a> {
     bytes: &'a [u8],
@@ -337,7 +350,101 @@ impl<'a> Iterator for RecordsOf<'a> {
         let len = payload_len(&self.bytes[..RECORD_HEADER_SIZE_BYTES]);
         let (record, rest) = self.bytes.split_at(RECORD_HEADER_SIZE_BYTES + len);
         self.bytes = rest;
-        Some(&record[RECORD_HEADER_SIZE_BYTES..])
+        Some(record)
+    }
+}
+
+/// Records encoded for `PartitionLog::append_batch`, at consecutive offsets
+/// from `first_offset`, back to back as the log writes them. The caller
+/// builds it as messages are applied, so each message is copied once (from
+/// the committed prepare's body into its record) and hashed once (its
+/// record checksum, which `push` returns for the caller to reuse); the
+/// buffer keeps its capacity from one append to the next.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    first_offset: u64,
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl RecordBatch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The offset of the first record, if any.
+    pub fn first_offset(&self) -> Option<u64> {
+        (!self.is_empty()).then_some(self.first_offset)
+    }
+
+    /// The offset after the last record, if any.
+    pub fn end_offset(&self) -> Option<u64> {
+        (!self.is_empty()).then_some(self.first_offset + self.len() as u64)
+    }
+
+    /// Encode `payload` as the record for `offset`, which must follow the
+    /// last record, and return the record's checksum.
+    pub fn push(&mut self, offset: u64, payload: &[u8]) -> u128 {
+        assert!(payload.len() <= RECORD_PAYLOAD_SIZE_MAX_BYTES, "the caller bounds a message by the message size");
+        assert!(self.len() < APPEND_BATCH_MESSAGES_MAX, "the caller bounds a batch");
+        if self.is_empty() {
+            self.first_offset = offset;
+        }
+        assert_eq!(self.first_offset + self.len() as u64, offset, "a batch's offsets are consecutive");
+        let sum = encode_record(&mut self.bytes, offset, payload);
+        self.ends.push(self.bytes.len());
+        sum
+    }
+
+    fn record_start(&self, index: usize) -> usize {
+        if index == 0 { 0 } else { self.ends[index - 1] }
+    }
+
+    /// `(offset, payload)` of each record, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        (0..self.len()).map(|index| {
+            let record = &self.bytes[self.record_start(index)..self.ends[index]];
+            (self.first_offset + index as u64, &record[RECORD_HEADER_SIZE_BYTES..])
+        })
+    }
+
+    /// Drop the first `count` records (the log took them).
+    pub fn remove_first(&mut self, count: usize) {
+        assert!(count <= self.len());
+        if count == self.len() {
+            self.clear();
+            return;
+        }
+        if count == 0 {
+            return;
+        }
+        let cut = self.ends[count - 1];
+        self.bytes.drain(..cut);
+        self.ends.drain(..count);
+        self.ends.iter_mut().for_each(|end| *end -= cut);
+        self.first_offset += count as u64;
+    }
+
+    /// Drop every record at or past `offset`.
+    pub fn truncate_from(&mut self, offset: u64) {
+        let keep = offset.saturating_sub(self.first_offset).min(self.len() as u64) as usize;
+        if keep == 0 {
+            self.clear();
+            return;
+        }
+        self.bytes.truncate(self.ends[keep - 1]);
+        self.ends.truncate(keep);
+    }
+
+    /// Empty, keeping the buffers' capacity for the next records.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
     }
 }
 
@@ -374,7 +481,8 @@ fn parse_segment_name(path: &Path) -> Option<u64> {
     stem.parse().ok()
 }
 
-fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
+/// Append the record for `offset` to `out` and return its checksum.
+fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) -> u128 {
     let start = out.len();
     out.extend_from_slice(&[0; 16]);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -383,14 +491,26 @@ fn encode_record(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
     let sum = checksum(&out[start + 16..]);
     out[start..start + 16].copy_from_slice(&sum.to_le_bytes());
     debug_assert_eq!(out.len() - start, RECORD_HEADER_SIZE_BYTES + payload.len());
+    sum
+}
+
+/// The checksum the record for `offset` holding `payload` carries (what
+/// `RecordBatch::push` returns), computed apart from any batch: for paths
+/// off the append path (a replayed op, a fetched message).
+pub fn record_checksum(offset: u64, payload: &[u8]) -> u128 {
+    let mut record = Vec::with_capacity(RECORD_HEADER_SIZE_BYTES + payload.len());
+    encode_record(&mut record, offset, payload)
+}
+
+fn stored_checksum(record: &[u8]) -> u128 {
+    u128::from_le_bytes(record[0..16].try_into().expect("16 bytes"))
 }
 
 /// Why `bytes` is not the record for `offset`. `bytes` is exactly one record
 /// (header plus the payload its length names).
 fn check_record(bytes: &[u8], offset: u64) -> std::result::Result<(), &'static str> {
     debug_assert!(bytes.len() >= RECORD_HEADER_SIZE_BYTES);
-    let stored = u128::from_le_bytes(bytes[0..16].try_into().expect("16 bytes"));
-    if checksum(&bytes[16..]) != stored {
+    if checksum(&bytes[16..]) != stored_checksum(bytes) {
         return Err("checksum mismatch");
     }
     let stored_offset = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
@@ -809,17 +929,25 @@ impl<I: Io> PartitionLog<I> {
         self.segments.last().expect("a log always has an active segment")
     }
 
-    async fn write_active(&mut self, buf: Vec<u8>, positions: &mut Vec<u64>) -> Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
+    /// Write `bytes[range]` of `batch` (whole records `first..end`) at the
+    /// end of the active segment. The whole buffer goes to the write as it
+    /// is (the common case: no segment rolls inside the batch); a part is
+    /// copied out first (once per roll).
+    async fn write_active(&mut self, batch: &mut RecordBatch, first: usize, end: usize) -> Result<()> {
+        debug_assert!(first < end && end <= batch.len());
+        let (start, stop) = (batch.record_start(first), batch.ends[end - 1]);
+        let whole = start == 0 && stop == batch.bytes.len();
+        let buf = if whole { std::mem::take(&mut batch.bytes) } else { batch.bytes[start..stop].to_vec() };
         let active = self.segments.last_mut().expect("active segment");
-        let len = buf.len() as u64;
-        let (result, _buf) = active.file.write_all_at(buf, active.size_bytes).await;
+        let (result, buf) = active.file.write_all_at(buf, active.size_bytes).await;
+        if whole {
+            batch.bytes = buf;
+        }
         result.map_err(io_error("write", &active.path))?;
         // Only a completed write extends the index: no phantom offsets.
-        active.positions.append(positions);
-        active.size_bytes += len;
+        let at = active.size_bytes;
+        active.positions.extend((first..end).map(|index| at + (batch.record_start(index) - start) as u64));
+        active.size_bytes += (stop - start) as u64;
         Ok(())
     }
 
@@ -835,24 +963,45 @@ impl<I: Io> PartitionLog<I> {
             return Err(PartitionLogError::PayloadTooLarge { size_bytes: message.len() });
         }
         let first_offset = self.next_offset();
-        // One buffer for the whole batch (until a segment rolls), sized once.
-        let records_size_bytes: usize = messages.iter().map(|m| RECORD_HEADER_SIZE_BYTES + m.as_ref().len()).sum();
-        let mut buf = Vec::with_capacity(records_size_bytes);
-        let mut positions = Vec::with_capacity(messages.len());
+        let mut batch = RecordBatch::default();
         for (i, message) in messages.iter().map(AsRef::as_ref).enumerate() {
-            let offset = first_offset + i as u64;
-            let record_size = (RECORD_HEADER_SIZE_BYTES + message.len()) as u64;
-            let used = self.active().records_size_bytes() + buf.len() as u64;
-            // A segment holds at least one record, even one larger than the max.
-            if used > 0 && used + record_size > self.config.segment_size_max_bytes {
-                self.write_active(std::mem::take(&mut buf), &mut positions).await?;
-                self.roll().await?;
-            }
-            positions.push(self.active().size_bytes + buf.len() as u64);
-            encode_record(&mut buf, offset, message);
+            batch.push(first_offset + i as u64, message);
         }
-        self.write_active(buf, &mut positions).await?;
-        assert_eq!(self.next_offset(), first_offset + messages.len() as u64);
+        self.append_batch(&mut batch).await
+    }
+
+    /// Append the records of `batch`, which must start at `next_offset()`,
+    /// and return the first offset. Not durable until `sync`. The batch is
+    /// left as it was (the caller drops what the log took, also after an
+    /// error: the records written before it stay, see `append`).
+    pub async fn append_batch(&mut self, batch: &mut RecordBatch) -> Result<u64> {
+        let Some(first_offset) = batch.first_offset() else {
+            return Err(PartitionLogError::BatchSize { count: 0 });
+        };
+        assert_eq!(first_offset, self.next_offset(), "a batch is encoded for the offsets the log appends next");
+        let mut written = 0;
+        while written < batch.len() {
+            // The records that fit in the active segment from here.
+            let used = self.active().records_size_bytes();
+            let start = batch.record_start(written);
+            let mut end = written;
+            while end < batch.len() {
+                let used_then = used + (batch.record_start(end) - start) as u64;
+                let record_size = (batch.ends[end] - batch.record_start(end)) as u64;
+                // A segment holds at least one record, even one larger than the max.
+                if used_then > 0 && used_then + record_size > self.config.segment_size_max_bytes {
+                    break;
+                }
+                end += 1;
+            }
+            if end == written {
+                self.roll().await?;
+                continue;
+            }
+            self.write_active(batch, written, end).await?;
+            written = end;
+        }
+        assert_eq!(self.next_offset(), first_offset + batch.len() as u64);
         Ok(first_offset)
     }
 
@@ -988,6 +1137,39 @@ mod tests {
         assert_eq!(parse_segment_name(Path::new("/d/42.log")), None);
         assert_eq!(parse_segment_name(Path::new("/d/0000000000000000004x.log")), None);
         assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn record_batch_keeps_offsets_and_records_through_removal_and_truncation() {
+        let mut batch = RecordBatch::default();
+        assert_eq!((batch.first_offset(), batch.end_offset()), (None, None));
+        for (offset, message) in [(7u64, &b"ab"[..]), (8, b""), (9, b"cde"), (10, b"f")] {
+            assert_eq!(batch.push(offset, message), record_checksum(offset, message));
+        }
+        let payloads = |batch: &RecordBatch| batch.iter().map(|(o, p)| (o, p.to_vec())).collect::<Vec<_>>();
+        assert_eq!(payloads(&batch), [(7, b"ab".to_vec()), (8, vec![]), (9, b"cde".to_vec()), (10, b"f".to_vec())]);
+        batch.remove_first(2);
+        assert_eq!((batch.first_offset(), batch.end_offset()), (Some(9), Some(11)));
+        assert_eq!(payloads(&batch), [(9, b"cde".to_vec()), (10, b"f".to_vec())]);
+        // What is left is still the records for those offsets, byte for byte.
+        let mut expected = Vec::new();
+        encode_record(&mut expected, 9, b"cde");
+        encode_record(&mut expected, 10, b"f");
+        assert_eq!(batch.bytes, expected);
+        batch.truncate_from(10);
+        assert_eq!(payloads(&batch), [(9, b"cde".to_vec())]);
+        batch.truncate_from(3);
+        assert!(batch.is_empty());
+        batch.push(20, b"x");
+        assert_eq!((batch.first_offset(), batch.len()), (Some(20), 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "consecutive")]
+    fn record_batch_refuses_a_gap() {
+        let mut batch = RecordBatch::default();
+        batch.push(3, b"a");
+        batch.push(5, b"b");
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!   same message whichever replica wrote it. A body that is not a valid
 //!   batch takes no offset (its reply says so, the same on every replica).
 //! - The snapshot is the logical state only: the next offset and a chained
-//!   checksum of (offset, message checksum) over every message applied so far.
+//!   checksum over the log record checksum (offset, length, bytes) of every
+//!   message applied so far.
 //!   The message bytes live in the log, not in the snapshot.
 //! - A checkpoint is made durable only after `persist` has made every offset
 //!   below its `next_offset` durable. So after a crash the log holds at least
@@ -34,7 +35,7 @@
 //!   and re-applies the committed ops after it. An op whose offset is already
 //!   in the log (`offset < log.next_offset()`) is not queued or appended
 //!   again (each offset is in the log once), but it is compared: `apply` is
-//!   sync and the log async, so `apply` keeps the message's checksum and the
+//!   sync and the log async, so `apply` keeps the record checksum of the message and the
 //!   next `persist` (or a `read` of that offset) compares it with the log's
 //!   record, failing with `PartitionSmError::ReplayMismatch`. A record that
 //!   passed its own checksum yet differs from the committed op is a message
@@ -75,8 +76,8 @@ use crate::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use crate::message_batch::{BATCH_MESSAGES_MAX, BatchReply, decode_batch};
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_PAYLOAD_SIZE_MAX_BYTES,
-    RecordsRead, Salvage,
+    APPEND_BATCH_MESSAGES_MAX, APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError,
+    RECORD_PAYLOAD_SIZE_MAX_BYTES, RecordBatch, RecordsRead, Salvage, record_checksum,
 };
 
 /// Applied messages awaiting `write_pending`. The driver writes after every
@@ -87,6 +88,7 @@ pub const PARTITION_PENDING_MESSAGES_MAX: usize = PARTITION_STEP_OPS_MAX * BATCH
 /// The most ops one step of a partition group commits: its journal's slots
 /// (`METADATA_JOURNAL_SLOT_COUNT` is the server's default for every group).
 const PARTITION_STEP_OPS_MAX: usize = METADATA_JOURNAL_SLOT_COUNT as usize;
+const _: () = assert!(PARTITION_PENDING_MESSAGES_MAX <= APPEND_BATCH_MESSAGES_MAX);
 
 /// Messages `fill` stages while a state-transfer gap is incomplete (they can
 /// be checked only once the whole gap is there). A larger gap is refused.
@@ -95,7 +97,9 @@ pub const PARTITION_FILL_STAGED_MESSAGES_MAX: usize = 64 * 1024;
 pub const PARTITION_FILL_STAGED_SIZE_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// The first byte of a partition snapshot; another value is another format.
-const SNAPSHOT_TAG: u8 = 0x50;
+/// 0x51: the chain runs over record checksums (`chain_next`); 0x50 ran
+/// over checksums of the bare messages (no users to migrate).
+const SNAPSHOT_TAG: u8 = 0x51;
 /// `[tag u8][next_offset u64][chain u128]`.
 pub const PARTITION_SNAPSHOT_SIZE_BYTES: usize = 1 + 8 + 16;
 
@@ -140,11 +144,15 @@ pub struct PartitionStateMachine<I: Io> {
     next_offset: u64,
     /// Chained checksum over (offset, checksum of message) of every applied message.
     chain: u128,
-    /// Applied messages not yet in the log, with their offsets: contiguous,
-    /// and the last one is `next_offset - 1`.
-    pending: PendingMessages,
-    /// Offsets replayed onto records already in the log, with the checksum
-    /// of the committed message: compared with the log by `persist`. Sorted.
+    /// Applied messages not yet in the log, already encoded as the log's
+    /// records (one copy of each message, from the committed body, and one
+    /// hash: its record checksum, which the chain reuses): contiguous, and
+    /// the last one is `next_offset - 1`. The buffer is reused from commit
+    /// to commit (no allocation per message).
+    pending: RecordBatch,
+    /// Offsets replayed onto records already in the log, with the record
+    /// checksum of the committed message there: compared with the log by
+    /// `persist`. Sorted.
     replayed: Vec<(u64, u128)>,
     /// (offset, chain) where the restored checkpoint's offsets end: what a
     /// state-transfer gap, which ends there, must chain to.
@@ -165,11 +173,15 @@ impl<I: Io> std::fmt::Debug for PartitionStateMachine<I> {
     }
 }
 
-fn chain_next(chain: u128, offset: u64, message: &[u8]) -> u128 {
-    let mut bytes = [0u8; 16 + 8 + 16];
+/// The chain after the message whose log record (at its offset) has checksum
+/// `record_checksum` (`partition_log::record_checksum`). The record checksum
+/// covers the offset, the length and the bytes, so the chain commits to all
+/// three; reusing it (rather than hashing the message on its own) hashes each
+/// message once on the commit path, in the record the log writes.
+fn chain_next(chain: u128, record_checksum: u128) -> u128 {
+    let mut bytes = [0u8; 16 + 16];
     bytes[..16].copy_from_slice(&chain.to_le_bytes());
-    bytes[16..24].copy_from_slice(&offset.to_le_bytes());
-    bytes[24..].copy_from_slice(&checksum(message).to_le_bytes());
+    bytes[16..].copy_from_slice(&record_checksum.to_le_bytes());
     checksum(&bytes)
 }
 
@@ -213,7 +225,7 @@ impl<I: Io> PartitionStateMachine<I> {
             log,
             next_offset: 0,
             chain: 0,
-            pending: PendingMessages::default(),
+            pending: RecordBatch::default(),
             replayed: Vec::new(),
             restored: None,
             fill_staged: None,
@@ -256,12 +268,10 @@ impl<I: Io> PartitionStateMachine<I> {
                 self.pending.remove_first(written);
                 continue;
             }
-            let count = self.pending.len().min(APPEND_MESSAGES_MAX);
-            // Borrowed: the log encodes each message once, into its records.
-            let batch: Vec<&[u8]> = self.pending.messages().take(count).collect();
-            let offset = self.log.append(&batch).await?;
+            // The records were encoded at apply: written as they are.
+            let offset = self.log.append_batch(&mut self.pending).await?;
             assert_eq!(offset, first, "the log appends at the pending offset");
-            self.pending.remove_first(count);
+            self.pending.clear();
         }
         debug_assert!(self.pending.is_empty());
         Ok(())
@@ -305,7 +315,7 @@ impl<I: Io> PartitionStateMachine<I> {
                 self.fill_staged = None;
                 return Err(PartitionSmError::FillTooLarge { first_offset: gap.start, end_offset: gap.end });
             }
-            staged.chain = chain_next(staged.chain, staged_end + index as u64, message);
+            staged.chain = chain_next(staged.chain, record_checksum(staged_end + index as u64, message));
             staged.size_bytes += message.len();
             staged.messages.push(message.clone());
         }
@@ -337,11 +347,14 @@ impl<I: Io> PartitionStateMachine<I> {
         let mut chain = 0;
         let mut offset = 0;
         while offset < end_offset {
-            let records = self.log.read(offset, (end_offset - offset) as usize).await?;
+            let records = self
+                .log
+                .read_records(offset, (end_offset - offset) as usize, crate::partition_log::READ_SIZE_MAX_BYTES)
+                .await?;
             assert!(!records.is_empty(), "the log holds every offset below its end");
-            for (record_offset, message) in records {
+            for (record_offset, record_checksum, _) in records.iter_with_checksums() {
                 debug_assert_eq!(record_offset, offset);
-                chain = chain_next(chain, record_offset, &message);
+                chain = chain_next(chain, record_checksum);
                 offset += 1;
             }
         }
@@ -352,12 +365,15 @@ impl<I: Io> PartitionStateMachine<I> {
     async fn check_replayed(&mut self) -> Result<(), PartitionSmError> {
         let mut index = 0;
         while let Some(&(first, _)) = self.replayed.get(index) {
-            let records = self.log.read(first, self.replayed.len() - index).await?;
+            let records = self
+                .log
+                .read_records(first, self.replayed.len() - index, crate::partition_log::READ_SIZE_MAX_BYTES)
+                .await?;
             assert!(!records.is_empty(), "a replayed offset is below the log's end, and the log never shrinks");
-            for (offset, message) in records {
+            for (offset, record_checksum, _) in records.iter_with_checksums() {
                 match self.replayed.get(index) {
                     Some(&(expected, sum)) if expected == offset => {
-                        if checksum(&message) != sum {
+                        if record_checksum != sum {
                             return Err(PartitionSmError::ReplayMismatch { offset });
                         }
                         index += 1;
@@ -400,9 +416,9 @@ impl<I: Io> PartitionStateMachine<I> {
     ) -> Result<RecordsRead, PartitionSmError> {
         let records = self.log.read_records(offset, max_count, size_max_bytes).await?;
         if !self.replayed.is_empty() {
-            for (record_offset, message) in records.iter() {
+            for (record_offset, record_checksum, _) in records.iter_with_checksums() {
                 if let Ok(index) = self.replayed.binary_search_by_key(&record_offset, |&(offset, _)| offset)
-                    && checksum(message) != self.replayed[index].1
+                    && record_checksum != self.replayed[index].1
                 {
                     return Err(PartitionSmError::ReplayMismatch { offset: record_offset });
                 }
@@ -472,14 +488,14 @@ impl<I: Io> PartitionStateMachine<I> {
         assert!(message.len() <= RECORD_PAYLOAD_SIZE_MAX_BYTES, "a committed body is bounded by the message size");
         let offset = self.next_offset;
         self.next_offset += 1;
-        self.chain = chain_next(self.chain, offset, message);
         if offset >= self.log.next_offset() {
             assert!(
                 self.pending.len() < PARTITION_PENDING_MESSAGES_MAX,
                 "{} messages pending: the driver must persist after commits",
                 self.pending.len()
             );
-            self.pending.push(offset, message);
+            let record_checksum = self.pending.push(offset, message);
+            self.chain = chain_next(self.chain, record_checksum);
         } else {
             // Replay of an op whose message is already in the log: not written
             // again, but compared with it by the next persist (async).
@@ -490,85 +506,11 @@ impl<I: Io> PartitionStateMachine<I> {
                 self.replayed.len()
             );
             debug_assert!(self.replayed.last().is_none_or(|(last, _)| *last < offset));
-            self.replayed.push((offset, checksum(message)));
+            let record_checksum = record_checksum(offset, message);
+            self.chain = chain_next(self.chain, record_checksum);
+            self.replayed.push((offset, record_checksum));
         }
         offset
-    }
-}
-
-/// Applied messages awaiting `write_pending`, at consecutive offsets from
-/// `first_offset`: their bytes back to back in one buffer that is reused
-/// from commit to commit (no allocation per message, one copy of each, from
-/// the committed prepare's body).
-#[derive(Debug, Default)]
-struct PendingMessages {
-    first_offset: u64,
-    bytes: Vec<u8>,
-    /// Where each message ends in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl PendingMessages {
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn first_offset(&self) -> Option<u64> {
-        (!self.is_empty()).then_some(self.first_offset)
-    }
-
-    /// The offset after the last message.
-    fn end_offset(&self) -> Option<u64> {
-        (!self.is_empty()).then_some(self.first_offset + self.len() as u64)
-    }
-
-    fn push(&mut self, offset: u64, message: &[u8]) {
-        if self.is_empty() {
-            self.first_offset = offset;
-        }
-        assert_eq!(self.first_offset + self.len() as u64, offset, "pending offsets are consecutive");
-        self.bytes.extend_from_slice(message);
-        self.ends.push(self.bytes.len());
-    }
-
-    fn messages(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
-    }
-
-    /// Drop the first `count` messages (written to the log).
-    fn remove_first(&mut self, count: usize) {
-        assert!(count <= self.len());
-        if count == self.len() {
-            self.clear();
-            return;
-        }
-        let cut = self.ends[count - 1];
-        self.bytes.drain(..cut);
-        self.ends.drain(..count);
-        self.ends.iter_mut().for_each(|end| *end -= cut);
-        self.first_offset += count as u64;
-    }
-
-    /// Drop every message at or past `offset`.
-    fn truncate_from(&mut self, offset: u64) {
-        let keep = offset.saturating_sub(self.first_offset).min(self.len() as u64) as usize;
-        if keep == 0 {
-            self.clear();
-            return;
-        }
-        self.bytes.truncate(self.ends[keep - 1]);
-        self.ends.truncate(keep);
-    }
-
-    /// Empty, keeping the buffers' capacity for the next commits.
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
     }
 }
 
@@ -645,32 +587,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pending_messages_keep_offsets_and_bytes_through_removal_and_truncation() {
-        let mut pending = PendingMessages::default();
-        assert_eq!((pending.first_offset(), pending.end_offset()), (None, None));
-        for (offset, message) in [(7u64, &b"ab"[..]), (8, b""), (9, b"cde"), (10, b"f")] {
-            pending.push(offset, message);
-        }
-        assert_eq!(pending.messages().collect::<Vec<_>>(), [&b"ab"[..], b"", b"cde", b"f"]);
-        pending.remove_first(2);
-        assert_eq!((pending.first_offset(), pending.end_offset()), (Some(9), Some(11)));
-        assert_eq!(pending.messages().collect::<Vec<_>>(), [&b"cde"[..], b"f"]);
-        pending.truncate_from(10);
-        assert_eq!(pending.messages().collect::<Vec<_>>(), [&b"cde"[..]]);
-        pending.truncate_from(3);
-        assert!(pending.is_empty());
-        pending.push(20, b"x");
-        assert_eq!((pending.first_offset(), pending.len()), (Some(20), 1));
-        pending.remove_first(1);
-        assert!(pending.is_empty());
-    }
-
-    #[test]
     fn chain_depends_on_offset_and_message() {
-        let a = chain_next(0, 0, b"m");
-        assert_ne!(a, chain_next(0, 1, b"m"));
-        assert_ne!(a, chain_next(0, 0, b"n"));
-        assert_ne!(a, chain_next(1, 0, b"m"));
-        assert_eq!(a, chain_next(0, 0, b"m"));
+        let a = chain_next(0, record_checksum(0, b"m"));
+        assert_ne!(a, chain_next(0, record_checksum(1, b"m")));
+        assert_ne!(a, chain_next(0, record_checksum(0, b"n")));
+        assert_ne!(a, chain_next(1, record_checksum(0, b"m")));
+        assert_eq!(a, chain_next(0, record_checksum(0, b"m")));
     }
 }

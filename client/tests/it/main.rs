@@ -76,7 +76,7 @@ fn serve(mut stream: TcpStream, cluster: u128, drop_after_first: bool, op: &mut 
         }
         for item in decoded {
             let Decoded::Frame(frame) = item else { continue };
-            let request = Message { header: frame.header, body: Rc::from(frame.body()) };
+            let request = Message::from_verified_frame(frame.header, Rc::from(frame.body()));
             let _ = seen.send(Seen { header: frame.header, body: frame.body().to_vec() });
             if drop_after_first {
                 return;

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use shoal_shard::partition_log::{
-    PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_HEADER_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
-    SYNC_SLOT_SIZE_BYTES, Salvage, segment_file_name,
+    PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_HEADER_SIZE_BYTES, RecordBatch,
+    SEGMENT_HEADER_SIZE_BYTES, SYNC_SLOT_SIZE_BYTES, Salvage, segment_file_name,
 };
 
 use crate::mem_io::{MemIo, block_on};
@@ -408,6 +408,45 @@ fn a_failed_write_leaves_no_phantom_offsets() {
     drop(log);
     let log = open(&io, PartitionLogConfig::default()).unwrap();
     assert_eq!(read_all(&log), expected(0..4));
+}
+
+#[test]
+fn a_record_batch_that_fits_goes_to_the_disk_in_one_write() {
+    let io = MemIo::default();
+    let mut log = open(&io, PartitionLogConfig::default()).unwrap();
+    let mut batch = RecordBatch::default();
+    for offset in 0..5 {
+        batch.push(offset, &message(offset));
+    }
+    let writes_before = io.writes_to(&segment(0)).len();
+    assert_eq!(block_on(log.append_batch(&mut batch)).unwrap(), 0);
+    let writes = io.writes_to(&segment(0));
+    assert_eq!(writes[writes_before..], [(SEGMENT_HEADER_SIZE_BYTES, 5 * RECORD_SIZE_BYTES)]);
+    assert_eq!(batch.len(), 5, "the batch is left to the caller");
+    assert_eq!(read_all(&log), expected(0..5));
+}
+
+#[test]
+fn a_record_batch_across_rolls_reads_back_with_the_checksums_push_returned() {
+    let io = MemIo::default();
+    let mut log = open(&io, small()).unwrap();
+    append_range(&mut log, 0..2);
+    let mut batch = RecordBatch::default();
+    let sums: Vec<u128> = (2..10).map(|offset| batch.push(offset, &message(offset))).collect();
+    assert_eq!(block_on(log.append_batch(&mut batch)).unwrap(), 2);
+    // 3 records per segment: 0..3, 3..6, 6..9, 9..10.
+    assert_eq!(log.segment_count(), 4);
+    assert_eq!(log.active_base_offset(), 9);
+    let records = block_on(log.read_records(2, usize::MAX, u64::MAX)).unwrap();
+    let read: Vec<(u64, u128, Vec<u8>)> =
+        records.iter_with_checksums().map(|(offset, sum, payload)| (offset, sum, payload.to_vec())).collect();
+    let want: Vec<(u64, u128, Vec<u8>)> =
+        (2..10).zip(sums).map(|(offset, sum)| (offset, sum, message(offset))).collect();
+    assert_eq!(read, want);
+    block_on(log.sync()).unwrap();
+    drop(log);
+    let log = open(&io, small()).unwrap();
+    assert_eq!(read_all(&log), expected(0..10));
 }
 
 /// Up to 5 batches of up to 4 messages of up to 39 bytes, each synced.
