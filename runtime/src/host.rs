@@ -1025,6 +1025,8 @@ mod tests {
     use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
 
     use super::*;
+    use crate::bus::Hello;
+    use crate::bus::net::OpenSlot;
 
     fn process(shards: usize) -> Arc<Process> {
         let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -1108,6 +1110,34 @@ mod tests {
         assert_eq!(connection_shard(2, Peer::Client(7), shards), ShardId(1));
         let one = ShardCount::new(1).unwrap();
         assert_eq!(connection_shard(2, Peer::Client(u128::MAX), one), ShardId(0));
+    }
+
+    #[test]
+    fn a_connection_accepted_for_a_shard_with_a_full_queue_is_closed_counted_and_frees_its_place() {
+        let process = process(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let ownership = Ownership { table: process.owners.clone(), shard: ACCEPT_SHARD };
+        let on_event = on_event(ACCEPT_SHARD, Rc::new(RefCell::new(Outboxes::default())), process.clone());
+        let config = BusConfig::new(7, Peer::Replica(0));
+        // Client 1 belongs to shard 1 (`id % 2`), which takes nothing yet.
+        let mut dialed = Vec::new();
+        for _ in 0..HANDOFFS_MAX + 1 {
+            dialed.push(std::net::TcpStream::connect(address).unwrap());
+            let (stream, _) = listener.accept().unwrap();
+            let accepted = Accepted {
+                stream,
+                hello: Hello::new(7, Peer::Client(1)).encode(),
+                peer: Some(Peer::Client(1)),
+                expect: Expect::Inbound { local_replica: None, clients: true },
+                slot: OpenSlot::take(&open),
+            };
+            place_accepted(&process, accepted, &config, &ownership, &on_event);
+        }
+        assert_eq!(process.take_handoff_receiver(ShardId(1)).len(), HANDOFFS_MAX, "shard 1's queue holds its bound");
+        assert_eq!(process.bus_metrics.snapshot().handoffs_dropped, 1, "the one past it is closed and counted");
+        assert_eq!(open.load(Ordering::Acquire), HANDOFFS_MAX, "the closed one gave its place back");
     }
 
     #[test]

@@ -223,6 +223,14 @@ pub struct OpenSlot {
     open: Arc<AtomicUsize>,
 }
 
+impl OpenSlot {
+    /// Take one more place of the count `open` (the caller checked the limit).
+    pub(crate) fn take(open: &Arc<AtomicUsize>) -> OpenSlot {
+        open.fetch_add(1, Ordering::AcqRel);
+        OpenSlot { open: open.clone() }
+    }
+}
+
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);
@@ -316,8 +324,7 @@ impl Listener {
                 return (stream, address, None);
             }
             BusMetrics::bump(&self.metrics.connections_accepted);
-            self.open.fetch_add(1, Ordering::AcqRel);
-            return (stream, address, Some(OpenSlot { open: self.open.clone() }));
+            return (stream, address, Some(OpenSlot::take(&self.open)));
         }
     }
 
