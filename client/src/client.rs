@@ -21,7 +21,10 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES, Oper
 use shoal_vsr::message::Message;
 
 use crate::connection::Connection;
-use crate::session::{ClientSession, Outcome, RETRY_TIMEOUT_TICKS_DEFAULT, SessionConfig, SessionError};
+use crate::session::{
+    ClientSession, Outcome, PARTITION_MISSING_WAIT_TICKS_DEFAULT, RETRY_TIMEOUT_TICKS_DEFAULT, SessionConfig,
+    SessionError,
+};
 
 /// How long a read of a socket that `poll(2)` called ready may block: only
 /// a spurious wake-up waits it out.
@@ -50,6 +53,9 @@ pub struct ClientConfig {
     pub addresses: Vec<SocketAddr>,
     pub tick: Duration,
     pub retry_timeout_ticks: u64,
+    /// How long a majority must keep saying "no such partition" before a
+    /// request fails with `PartitionMissing` (`PARTITION_MISSING_WAIT_TICKS_DEFAULT`).
+    pub partition_missing_wait_ticks: u64,
     pub request_timeout_ticks: u64,
     pub message_size_max_bytes: u32,
 }
@@ -64,6 +70,7 @@ impl ClientConfig {
             addresses,
             tick: TICK_DEFAULT,
             retry_timeout_ticks: RETRY_TIMEOUT_TICKS_DEFAULT,
+            partition_missing_wait_ticks: PARTITION_MISSING_WAIT_TICKS_DEFAULT,
             request_timeout_ticks: REQUEST_TIMEOUT_TICKS_DEFAULT,
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         }
@@ -102,8 +109,10 @@ pub enum ClientError {
     )]
     Evicted { namespace: u64, request: u64 },
     #[error(
-        "group {namespace:#x} does not exist on a majority of the replicas (request {request} was not applied): \
-         create the topic first, or check the stream, topic and partition ids"
+        "group {namespace:#x} does not exist on a majority of the replicas, which kept saying so for the \
+         partition-missing wait (request {request} was not applied): create the topic first, or check the stream, \
+         topic and partition ids; a replica still catching up on the topic's creation says the same, so raise \
+         ClientConfig::partition_missing_wait_ticks if the topic was just created"
     )]
     PartitionMissing { namespace: u64, request: u64 },
     #[error("the metadata group refused the change: {reason}")]
@@ -618,6 +627,7 @@ fn session_config(config: &ClientConfig, namespace: u64) -> SessionConfig {
         namespace,
         replica_count: config.addresses.len().min(usize::from(u8::MAX)) as u8,
         retry_timeout_ticks: config.retry_timeout_ticks,
+        partition_missing_wait_ticks: config.partition_missing_wait_ticks,
     }
 }
 

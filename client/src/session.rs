@@ -21,6 +21,14 @@ use shoal_vsr::message::Message;
 
 /// Ticks a request waits for its reply before it is sent to every replica.
 pub const RETRY_TIMEOUT_TICKS_DEFAULT: u64 = 20;
+/// Ticks a replica must keep saying "no such partition" (asked again by
+/// every retry broadcast meanwhile) before its answer counts toward a
+/// final `PartitionMissing`. A replica that has not applied the topic's
+/// creation yet says the same as one where it never happened: a restarted
+/// replica catching up on the metadata group, or one a view change kept
+/// behind, takes seconds. 5 s at the default 10 ms tick, below the
+/// client's request timeout (10 s), so the caller still hears "missing".
+pub const PARTITION_MISSING_WAIT_TICKS_DEFAULT: u64 = 500;
 /// The most replicas a group has (VSR clusters here run 1, 3 or 5).
 pub const REPLICA_COUNT_MAX: u8 = 5;
 /// The longest a request waits after a "busy" refusal before it is sent
@@ -38,6 +46,9 @@ pub struct SessionConfig {
     pub namespace: u64,
     pub replica_count: u8,
     pub retry_timeout_ticks: u64,
+    /// See `PARTITION_MISSING_WAIT_TICKS_DEFAULT`; at least one retry
+    /// timeout is waited whatever this says.
+    pub partition_missing_wait_ticks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,9 +78,9 @@ pub enum Outcome {
     /// table). Request `request` may or may not have committed; the session
     /// must register again before it sends anything.
     Evicted { request: u64 },
-    /// A majority of the replicas said twice, a retry timeout apart, that
-    /// they run no group for this namespace: no such partition. Request
-    /// `request` was not applied anywhere that answered.
+    /// A majority of the replicas kept saying, for the partition-missing
+    /// wait, that they run no group for this namespace: no such partition.
+    /// Request `request` was not applied anywhere that answered.
     PartitionMissing { request: u64 },
 }
 
@@ -134,6 +145,11 @@ impl ClientSession {
             now_tick: 0,
             sends: Vec::new(),
         })
+    }
+
+    /// How long a replica must keep saying "no such partition".
+    fn partition_missing_wait_ticks(&self) -> u64 {
+        self.config.partition_missing_wait_ticks.max(self.config.retry_timeout_ticks)
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -259,12 +275,15 @@ impl ClientSession {
 
     /// A replica refused the request in flight. Busy: back off (bounded,
     /// jittered) and send the same request to it again. No such group: ask
-    /// the replicas that have not said so yet, and give up once a majority
-    /// did (one replica may only lag behind the topic's creation).
+    /// the replicas that have not said so yet, keep asking (the retry
+    /// broadcast), and give up once a majority said so again at least
+    /// `partition_missing_wait_ticks` after they first did (a replica may
+    /// only lag behind the topic's creation, for seconds).
     fn on_refused(&mut self, header: &Header) -> Option<Outcome> {
         let replica_count = self.config.replica_count;
         let now_tick = self.now_tick;
         let client = self.config.client;
+        let missing_wait_ticks = self.partition_missing_wait_ticks();
         let in_flight = self.in_flight.as_mut()?;
         if header.request != in_flight.message.header.request || header.replica >= replica_count {
             return None;
@@ -291,10 +310,10 @@ impl ClientSession {
                             }
                         }
                     }
-                    // Said again a retry timeout later (the retry broadcast
-                    // asked again): not a replica lagging behind a topic
-                    // just created.
-                    Some(since) if now_tick - since >= self.config.retry_timeout_ticks => {
+                    // Said again the whole wait later (retry broadcasts
+                    // asked again meanwhile): taken as no such partition.
+                    // Not a proof: see `PARTITION_MISSING_WAIT_TICKS_DEFAULT`.
+                    Some(since) if now_tick - since >= missing_wait_ticks => {
                         in_flight.missing_confirmed |= 1 << header.replica;
                     }
                     Some(_) => {}
@@ -434,6 +453,7 @@ mod tests {
             namespace: NAMESPACE,
             replica_count,
             retry_timeout_ticks: 3,
+            partition_missing_wait_ticks: 3,
         })
         .unwrap()
     }
@@ -478,6 +498,7 @@ mod tests {
             namespace: NAMESPACE,
             replica_count: 3,
             retry_timeout_ticks: 1,
+            partition_missing_wait_ticks: 1,
         };
         assert_eq!(ClientSession::new(SessionConfig { client: 0, ..base }).unwrap_err(), SessionError::ClientIdZero);
         assert_eq!(
@@ -643,6 +664,56 @@ mod tests {
             Some(Outcome::PartitionMissing { request })
         );
         assert_eq!(s.in_flight(), None);
+    }
+
+    #[test]
+    fn replicas_saying_missing_within_the_wait_are_asked_again_until_the_group_answers() {
+        // A retry timeout of 3 ticks, a missing wait of 12: the old rule
+        // (twice, a retry timeout apart) would have given up at tick 3.
+        let mut s = registered(3, 0, 5);
+        s.config.partition_missing_wait_ticks = 12;
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        s.take_sends();
+        for replica in 0..3 {
+            assert_eq!(s.on_message(&refused(request, replica, Refusal::PartitionMissing)), None);
+        }
+        let mut broadcasts = 0;
+        for _ in 0..11 {
+            s.tick();
+            if !s.take_sends().is_empty() {
+                broadcasts += 1;
+            }
+            // Every replica still lags behind the topic's creation.
+            for replica in 0..3 {
+                assert_eq!(
+                    s.on_message(&refused(request, replica, Refusal::PartitionMissing)),
+                    None,
+                    "within the wait"
+                );
+            }
+        }
+        assert!(broadcasts >= 3, "the request keeps going out to every replica: {broadcasts} broadcasts");
+        // The topic's creation reaches the replicas: the request commits.
+        let outcome = s.on_message(&reply(0, request, Operation::SendMessages, 5, 9, b"ok"));
+        assert!(matches!(outcome, Some(Outcome::Reply { request: r, op: 9, .. }) if r == request), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_majority_still_saying_missing_after_the_wait_ends_the_request() {
+        let mut s = registered(3, 0, 5);
+        s.config.partition_missing_wait_ticks = 12;
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        assert_eq!(s.on_message(&refused(request, 0, Refusal::PartitionMissing)), None);
+        assert_eq!(s.on_message(&refused(request, 1, Refusal::PartitionMissing)), None);
+        for _ in 0..12 {
+            s.tick();
+        }
+        assert_eq!(s.on_message(&refused(request, 0, Refusal::PartitionMissing)), None, "one of three");
+        assert_eq!(
+            s.on_message(&refused(request, 1, Refusal::PartitionMissing)),
+            Some(Outcome::PartitionMissing { request }),
+            "a majority said it again the whole wait later"
+        );
     }
 
     #[test]

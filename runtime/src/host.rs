@@ -11,18 +11,30 @@
 //!
 //! One `Node` per shard thread (`run` on every shard): shard 0 holds the
 //! metadata group, and each partition group lives on the shard its namespace
-//! hashes to (`route_partition`). The rule for connections: **shard 0
-//! (`CONNECTION_SHARD`) holds every TCP connection** (peers and clients), so
-//! it stamps every slot of the owner table and `client_shard` is shard 0 for
-//! every client. A frame read on a connection is routed there, in the
-//! connection's callback, by the node's own `route_inbound`, and hops into
-//! its shard's bounded inbox (`try_send`; a full inbox drops it, counted in
-//! `frame_drops_total`, and VSR or the client retransmits). A frame a
-//! group on another shard sends (to a peer, or a reply to a client) hops
-//! the other way, into the connection shard's outbound inbox, which a task
-//! of its own drains into the sockets' send queues, so it never waits behind
-//! shard 0's storage. Replies therefore leave on the connection the client
-//! is on.
+//! hashes to (`route_partition`).
+//!
+//! The rule for connections (`connection_shard`): **every shard holds
+//! connections**. The connection between replicas `a` and `b` lives on
+//! shard `(a + b) % shards` at both ends (the dialer dials from that shard;
+//! the acceptor hands it there), so a cluster's pairs spread over the
+//! shards and one pair's frames always cross the same two threads; a
+//! client's connection lives on shard `id % shards`, so `client_shard` is a
+//! pure function and replies need no table. Shard 0 (`ACCEPT_SHARD`) runs
+//! both listeners: it reads each connection's hello (bounded by the idle
+//! timeout), then runs it itself or hands the socket to its shard's bounded
+//! queue (`HANDOFFS_MAX`; a full one closes it, counted in
+//! `bus_handoffs_dropped`). The owner table records the shard of each peer
+//! replica's connection (stamped at its hello, CAS), and the node sends
+//! through it.
+//!
+//! A frame read on a connection is routed, in the connection's callback on
+//! the shard that holds it, by the node's own `route_inbound`, and hops
+//! into its shard's bounded inbox (`try_send`; a full inbox drops it,
+//! counted in `frame_drops_total` of the connection's shard, and VSR or the
+//! client retransmits). A frame a group sends to a connection another shard
+//! holds (to a peer, or a reply to a client) hops into that shard's
+//! outbound inbox, which a task of its own drains into the sockets' send
+//! queues, so it never waits behind that shard's storage.
 //!
 //! The catalogue: when the metadata group commits, shard 0 publishes the
 //! partition namespaces it names (`Catalogue`, bounded by
@@ -33,13 +45,14 @@
 //! client's request for a partition it is about to host.
 //!
 //! A data dir formatted with `--rejoin` (`data_dir::Identity::rejoining`)
-//! replaces a lost disk of an existing cluster: every group this replica
-//! formats in it starts rejoining (`GroupStorage::format_rejoining`,
-//! `Replica::rejoin`), the metadata group before the start-up replay and
-//! each partition group when the catalogue it catches up on names it. The
-//! flag stays in the dir, so no restart can forget it; the cost is that a
-//! topic created later also starts rejoining on this replica (it needs its
-//! peers to answer before it counts toward a quorum).
+//! replaces a lost disk of an existing cluster: every group that may have
+//! existed before the loss starts rejoining when this replica formats it
+//! (`GroupStorage::format_rejoining`, `Replica::rejoin`), the metadata group
+//! before the start-up replay and each partition group when the catalogue
+//! it catches up on names it. The flag stays in the dir, so no restart can
+//! forget it. A topic created above the metadata group's `nack_floor` once
+//! its rejoin completed was committed after the loss, so its groups are
+//! formatted new, as on every other replica (`formats_rejoining`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -69,18 +82,22 @@ use shoal_vsr::replica::{Action, Committed, PIPELINE_PREPARES_MAX, Replica, Repl
 use shoal_vsr::superblock::SuperblockError;
 
 use crate::RealIo;
-use crate::bus::net::{BusConfig, BusEvent, Listener, OnEvent, Ownership, dial_forever};
+use crate::bus::net::{Accepted, BusConfig, BusEvent, Listener, OnEvent, Ownership, dial_forever};
 use crate::bus::{Backoff, BusMetrics, Expect, Frame, Outbox, Peer, SendDropped, replicas_to_dial};
-use crate::metrics::{ServerMetrics, StorageLabels};
+use crate::metrics::{ConnectionLabels, ServerMetrics, StorageLabels};
 
 /// How often the replicas' timers tick; their timeouts count these.
 pub const TICK_NS: u64 = 10_000_000;
 /// Verified frames waiting in one shard's inbox for its node; past it, new
 /// frames are dropped (counted) and VSR or the client retransmits.
 pub const INBOUND_FRAMES_MAX: usize = 4096;
-/// Frames other shards hand the connection shard to write to sockets; past
-/// it they are dropped (counted), like a full socket send queue.
+/// Frames other shards hand one shard to write to the sockets it holds;
+/// past it they are dropped (counted), like a full socket send queue.
 pub const OUTBOUND_FRAMES_MAX: usize = 4096;
+/// Accepted connections waiting for the shard they belong to; past it a
+/// new one is closed (counted in `bus_handoffs_dropped`) and its peer
+/// reconnects.
+pub const HANDOFFS_MAX: usize = 64;
 /// How often a starting shard checks whether the others are ready.
 const READY_POLL_NS: u64 = 1_000_000;
 /// Frames handed to the node before the timer is checked again.
@@ -88,9 +105,22 @@ const FRAMES_PER_TURN_MAX: usize = 256;
 /// Partition groups one replica hosts; a topic that would pass it is not
 /// opened (logged), so a runaway catalogue cannot exhaust file descriptors.
 pub const PARTITION_GROUPS_MAX: usize = 1024;
-/// The shard that holds every TCP connection of the process (see the
+/// The shard that runs the listeners and places what they accept (see the
 /// module doc): the metadata shard, which every process has.
-pub const CONNECTION_SHARD: ShardId = ShardId::METADATA;
+pub const ACCEPT_SHARD: ShardId = ShardId::METADATA;
+
+/// The shard of replica `local`'s process that holds its connection to
+/// `peer` (the module doc's rule). Symmetric for replicas: both ends of a
+/// pair hold their one connection on the same shard index.
+pub fn connection_shard(local: u8, peer: Peer, shard_count: ShardCount) -> ShardId {
+    let key = match peer {
+        Peer::Replica(remote) => u128::from(local) + u128::from(remote),
+        Peer::Client(id) => id,
+    };
+    let shard = ShardId(u16::try_from(key % u128::from(shard_count.get())).expect("below the shard count"));
+    debug_assert!(shard_count.contains(shard));
+    shard
+}
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -129,11 +159,11 @@ pub enum HostError {
     Stopped(#[from] NodeStop),
 }
 
-/// A frame read on a connection, for the node of the shard that handles it.
-type Inbound = (Peer, Frame);
+/// A frame read on a connection of shard `ShardId`, for the node of the
+/// shard that handles it.
+type Inbound = (Peer, ShardId, Frame);
 
-/// A frame a group on another shard sends through the connection shard's
-/// sockets: to a peer replica, or a reply to a client. Encoded, so it
+/// A frame a group on another shard sends through the sockets a shard holds: to a peer replica, or a reply to a client. Encoded, so it
 /// crosses threads (a `Message` body is an `Rc`).
 #[derive(Debug)]
 enum Outbound {
@@ -141,18 +171,27 @@ enum Outbound {
     Client(u128, Vec<u8>),
 }
 
-/// The partition namespaces the metadata group's catalogue names, as shard
-/// 0 last published them; every shard opens those that hash to it.
+/// A partition group the catalogue names, and how this replica starts it
+/// if it has no files for it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hosted {
+    namespace: u64,
+    /// Formatted rejoining rather than new (`formats_rejoining`).
+    rejoin_if_new: bool,
+}
+
+/// The partition groups the metadata group's catalogue names, as shard 0
+/// last published them; every shard opens those that hash to it.
 #[derive(Debug, Default)]
 struct Catalogue {
-    namespaces: Mutex<Vec<u64>>,
+    namespaces: Mutex<Vec<Hosted>>,
     /// Bumped at every change; 0 until the first publication.
     version: AtomicU64,
 }
 
 impl Catalogue {
     /// Publish `namespaces` (ascending, at most `PARTITION_GROUPS_MAX`).
-    fn publish(&self, namespaces: Vec<u64>) {
+    fn publish(&self, namespaces: Vec<Hosted>) {
         assert!(namespaces.len() <= PARTITION_GROUPS_MAX, "the catalogue is bounded");
         debug_assert!(namespaces.is_sorted(), "published in order");
         let mut current = self.namespaces.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -163,7 +202,7 @@ impl Catalogue {
     }
 
     /// The namespaces, if they changed since version `seen` (updated).
-    fn changed_since(&self, seen: &mut u64) -> Option<Vec<u64>> {
+    fn changed_since(&self, seen: &mut u64) -> Option<Vec<Hosted>> {
         if self.version.load(Ordering::Acquire) == *seen {
             return None;
         }
@@ -180,8 +219,9 @@ pub struct Process {
     config: HostConfig,
     shard_count: ShardCount,
     owners: Arc<ReplicaOwnerTable>,
-    /// Indexed by shard: the frames dropped on that shard (the connection
-    /// shard counts what its bus callback and outbox could not hop).
+    /// Indexed by shard: the frames dropped on that shard (a shard counts
+    /// what its connections' callback could not hop, and what others could
+    /// not hop into its outbound inbox).
     drops: Vec<Arc<FrameDrops>>,
     metrics: Arc<ServerMetrics>,
     bus_metrics: Arc<BusMetrics>,
@@ -189,8 +229,12 @@ pub struct Process {
     inboxes: Vec<MTx<Array<Inbound>>>,
     /// Indexed by shard: the receiving end, taken once by that shard.
     receivers: Mutex<Vec<Option<AsyncRx<Array<Inbound>>>>>,
-    outbound: MTx<Array<Outbound>>,
-    outbound_receiver: Mutex<Option<AsyncRx<Array<Outbound>>>>,
+    /// Indexed by shard: frames for the sockets that shard holds.
+    outbound: Vec<MTx<Array<Outbound>>>,
+    outbound_receivers: Mutex<Vec<Option<AsyncRx<Array<Outbound>>>>>,
+    /// Indexed by shard: connections accepted for it (`connection_shard`).
+    handoffs: Vec<MTx<Array<Accepted>>>,
+    handoff_receivers: Mutex<Vec<Option<AsyncRx<Array<Accepted>>>>>,
     catalogue: Catalogue,
     /// Shards that opened the groups of the catalogue published at start-up.
     shards_ready: AtomicUsize,
@@ -217,7 +261,20 @@ impl Process {
                 (sender, Some(receiver))
             })
             .unzip();
-        let (outbound, outbound_receiver) = bounded_blocking_async::<Outbound>(OUTBOUND_FRAMES_MAX);
+        let (outbound, outbound_receivers): (Vec<_>, Vec<_>) = shard_count
+            .shards()
+            .map(|_| {
+                let (sender, receiver) = bounded_blocking_async::<Outbound>(OUTBOUND_FRAMES_MAX);
+                (sender, Some(receiver))
+            })
+            .unzip();
+        let (handoffs, handoff_receivers): (Vec<_>, Vec<_>) = shard_count
+            .shards()
+            .map(|_| {
+                let (sender, receiver) = bounded_blocking_async::<Accepted>(HANDOFFS_MAX);
+                (sender, Some(receiver))
+            })
+            .unzip();
         let drops = shard_count.shards().map(|_| Arc::new(FrameDrops::new())).collect();
         Process {
             config,
@@ -229,7 +286,9 @@ impl Process {
             inboxes,
             receivers: Mutex::new(receivers),
             outbound,
-            outbound_receiver: Mutex::new(Some(outbound_receiver)),
+            outbound_receivers: Mutex::new(outbound_receivers),
+            handoffs,
+            handoff_receivers: Mutex::new(handoff_receivers),
             catalogue: Catalogue::default(),
             shards_ready: AtomicUsize::new(0),
         }
@@ -245,9 +304,19 @@ impl Process {
         receivers[shard.index()].take().expect("each shard runs once and takes its inbox once")
     }
 
-    fn take_outbound_receiver(&self) -> AsyncRx<Array<Outbound>> {
-        let mut receiver = self.outbound_receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        receiver.take().expect("the connection shard takes the outbound inbox once")
+    fn take_outbound_receiver(&self, shard: ShardId) -> AsyncRx<Array<Outbound>> {
+        let mut receivers = self.outbound_receivers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        receivers[shard.index()].take().expect("each shard takes its outbound inbox once")
+    }
+
+    fn take_handoff_receiver(&self, shard: ShardId) -> AsyncRx<Array<Accepted>> {
+        let mut receivers = self.handoff_receivers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        receivers[shard.index()].take().expect("each shard takes its accepted connections' queue once")
+    }
+
+    /// The shard that holds the connection to `peer` in this process.
+    fn connection_shard(&self, peer: Peer) -> ShardId {
+        connection_shard(self.config.replica, peer, self.shard_count)
     }
 
     /// The shard a group of `namespace` runs on.
@@ -259,8 +328,7 @@ impl Process {
     }
 }
 
-/// Which connection each peer is on (all on the connection shard's
-/// thread): the newest one; a replaced one's outbox is dropped by the
+/// Which connection each peer of one shard is on: the newest one; a replaced one's outbox is dropped by the
 /// `Connected` of its successor.
 #[derive(Debug, Default)]
 struct Outboxes {
@@ -292,13 +360,13 @@ impl Outboxes {
     }
 }
 
-/// The node's world in the server, one per shard: sends go to sockets (on
-/// the connection shard) or hop to it, hooks feed metrics.
+/// The node's world in the server, one per shard: sends go to the sockets
+/// this shard holds or hop to the shard that holds them, hooks feed metrics.
 struct World {
     shard: ShardId,
     process: Arc<Process>,
-    /// The sockets' send queues; `Some` on the connection shard only.
-    outboxes: Option<Rc<RefCell<Outboxes>>>,
+    /// The send queues of the sockets this shard holds.
+    outboxes: Rc<RefCell<Outboxes>>,
     namespaces: Vec<u64>,
     storage_started: Option<Instant>,
     /// The metadata group committed: its catalogue may name new partitions.
@@ -306,14 +374,14 @@ struct World {
 }
 
 impl World {
-    /// Out on the connection shard's sockets: directly when this is it,
-    /// else a hop into its outbound inbox (a full one drops, counted).
+    /// Out on the sockets of shard `via`: directly when this is it, else a
+    /// hop into its outbound inbox (a full one drops, counted).
     fn send_out(&mut self, via: ShardId, variant: FrameVariant, outbound: Outbound) {
-        assert_eq!(via, CONNECTION_SHARD, "shard {} holds every connection", CONNECTION_SHARD.0);
-        if let Some(outboxes) = &self.outboxes {
-            return outboxes.borrow_mut().send(outbound);
+        assert!(self.process.shard_count.contains(via), "shard {} is a shard of this process", via.0);
+        if via == self.shard {
+            return self.outboxes.borrow_mut().send(outbound);
         }
-        if let Err(error) = self.process.outbound.try_send(outbound) {
+        if let Err(error) = self.process.outbound[via.index()].try_send(outbound) {
             self.process.drops[via.index()].bump(variant, drop_reason(&error));
         }
     }
@@ -341,8 +409,8 @@ impl NodeBus for World {
         self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, frame));
     }
 
-    fn client_shard(&self, _client: u128) -> ShardId {
-        CONNECTION_SHARD
+    fn client_shard(&self, client: u128) -> ShardId {
+        self.process.connection_shard(Peer::Client(client))
     }
 }
 
@@ -461,12 +529,14 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
 }
 
 /// Open a group from its files, or format it when it has none yet (a new
-/// cluster, or a topic created since the last start), on shard `shard`.
+/// cluster, or a topic created since the last start), on shard `shard`:
+/// rejoining when `rejoin_if_new` (`formats_rejoining`), else new.
 async fn open_group(
     io: &RealIo,
     config: &HostConfig,
     namespace: u64,
     shard: ShardId,
+    rejoin_if_new: bool,
 ) -> Result<Group<RealIo>, HostError> {
     let dir = config.data_dir.as_path();
     let storage_error = |error| HostError::Storage { namespace, dir: dir.to_path_buf(), error };
@@ -487,7 +557,8 @@ async fn open_group(
         // In a dir formatted to rejoin, this group may have existed before
         // the disk was lost (this replica may have acknowledged its
         // prepares): it rejoins before it votes.
-        Err(StorageError::Superblock(SuperblockError::Missing { .. })) if config.rejoining => {
+        Err(StorageError::Superblock(SuperblockError::Missing { .. })) if rejoin_if_new => {
+            debug_assert!(config.rejoining, "only a dir formatted to rejoin formats groups rejoining");
             tracing::info!(shard = shard.0, namespace = format_args!("{namespace:#x}"), "formatting a rejoining group");
             let storage = GroupStorage::format_rejoining(io, dir, storage_config(config, namespace))
                 .await
@@ -535,13 +606,34 @@ pub async fn format_metadata_rejoining(
     }
 }
 
-/// Publish the partition namespaces the metadata group's catalogue names
+/// Whether a group this replica has no files for, of a topic the metadata
+/// op `created_op` created, must be formatted rejoining. Only in a dir
+/// formatted with `--rejoin`, and only for a topic that may have existed
+/// before the disk was lost: while the metadata group still rejoins, any
+/// topic; once it rejoined, a topic created at or below its `nack_floor`
+/// (every op committed before the loss is at or below it, `Replica::nack_floor`).
+/// A topic created above it was committed after the loss, so this
+/// replica's lost disk never held its groups: new, as on every replica.
+/// A creation op of 0 (unknown: an old snapshot) is at or below any floor.
+fn formats_rejoining(dir_rejoining: bool, metadata_rejoining: bool, nack_floor: u64, created_op: u64) -> bool {
+    dir_rejoining && (metadata_rejoining || created_op <= nack_floor)
+}
+
+/// Publish the partition groups the metadata group's catalogue names
 /// (shard 0 only), at most `PARTITION_GROUPS_MAX` of them.
 fn publish_catalogue(node: &Node<RealIo>, process: &Process) {
     let Some(metadata_group) = node.group_of(METADATA_NAMESPACE) else { return };
-    let Some(metadata) = node.group(metadata_group).replica().state_machine().metadata() else { return };
-    let mut namespaces: Vec<u64> =
-        metadata.partition_namespaces().into_iter().map(|namespace| namespace.raw()).collect();
+    let replica = node.group(metadata_group).replica();
+    let Some(metadata) = replica.state_machine().metadata() else { return };
+    let (metadata_rejoining, nack_floor) = (replica.is_rejoining(), replica.nack_floor());
+    let mut namespaces: Vec<Hosted> = metadata
+        .partitions_created()
+        .into_iter()
+        .map(|(namespace, created_op)| Hosted {
+            namespace: namespace.raw(),
+            rejoin_if_new: formats_rejoining(process.config.rejoining, metadata_rejoining, nack_floor, created_op),
+        })
+        .collect();
     namespaces.sort_unstable();
     if namespaces.len() > PARTITION_GROUPS_MAX {
         tracing::error!(
@@ -558,15 +650,17 @@ fn publish_catalogue(node: &Node<RealIo>, process: &Process) {
 /// the disk). Every shard of the process runs this with the same `process`.
 pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: ShutdownFlag) -> Result<(), HostError> {
     assert!(process.shard_count.contains(shard), "shard {} runs in this process", shard.0);
-    // A lone fsync blocks its shard's thread (`RealFile::sync_data`). Not on
-    // the connection shard of a process with several shards: every other
-    // shard's frames are read and written by its sockets, and would wait.
-    io.set_inline_sync(process.shard_count.get() == 1 || shard != CONNECTION_SHARD);
+    // A lone fsync blocks its shard's thread (`RealFile::sync_data`). Not in
+    // a process with several shards: every shard holds sockets that carry
+    // other shards' frames (`connection_shard`), and they would wait.
+    io.set_inline_sync(process.shard_count.get() == 1);
     let config = process.config.clone();
     let inbound = process.take_receiver(shard);
     let mut groups = Vec::new();
     if shard == ShardId::METADATA {
-        groups.push(open_group(&io, &config, METADATA_NAMESPACE, shard).await?);
+        // Formatted rejoining before the start-up replay already, when the
+        // dir asks (`format_metadata_rejoining`).
+        groups.push(open_group(&io, &config, METADATA_NAMESPACE, shard, config.rejoining).await?);
     }
     let node_config = NodeConfig {
         cluster: config.cluster,
@@ -593,12 +687,8 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         return Ok(());
     }
 
-    let (outboxes, _bus) = if shard == CONNECTION_SHARD {
-        let outboxes = Rc::new(RefCell::new(Outboxes::default()));
-        (Some(outboxes.clone()), Some(start_bus(&process, &outboxes).await?))
-    } else {
-        (None, None)
-    };
+    let outboxes = Rc::new(RefCell::new(Outboxes::default()));
+    let _bus = start_bus(&process, shard, &outboxes).await?;
     let mut world = World {
         shard,
         process: process.clone(),
@@ -640,11 +730,11 @@ async fn open_new_partitions(
     catalogue_seen: &mut u64,
 ) -> Result<(), HostError> {
     let Some(namespaces) = process.catalogue.changed_since(catalogue_seen) else { return Ok(()) };
-    for namespace in namespaces {
+    for Hosted { namespace, rejoin_if_new } in namespaces {
         if process.shard_of(namespace) != shard || node.group_of(namespace).is_some() {
             continue;
         }
-        let group = open_group(io, &process.config, namespace, shard).await?;
+        let group = open_group(io, &process.config, namespace, shard, rejoin_if_new).await?;
         node.add_group(group);
     }
     Ok(())
@@ -716,16 +806,16 @@ impl Serving<'_> {
     }
 }
 
-/// Hand one frame to the node. It was read on the connection shard and
-/// hopped here (when this is another shard) in the connection's callback.
-async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, frame): Inbound) -> Result<(), HostError> {
+/// Hand one frame to the node. It was read on shard `arrival` and hopped
+/// here (when this is another shard) in the connection's callback.
+async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, arrival, frame): Inbound) -> Result<(), HostError> {
     let source = match peer {
         Peer::Replica(index) => Source::Replica(index),
         Peer::Client(id) => Source::Client(id),
     };
     // The connection decoder verified the header and the body against it.
     let message = Message::from_verified_frame(frame.header, Rc::from(frame.body()));
-    node.on_frame(source, CONNECTION_SHARD, message, world).await?;
+    node.on_frame(source, arrival, message, world).await?;
     Ok(())
 }
 
@@ -755,55 +845,50 @@ struct Bus {
     _tasks: Vec<compio::runtime::JoinHandle<()>>,
 }
 
-/// The connection shard's bus: listeners, dials, and the task that writes
-/// what other shards send out.
-async fn start_bus(process: &Arc<Process>, outboxes: &Rc<RefCell<Outboxes>>) -> Result<Bus, HostError> {
+/// Shard `shard`'s bus: the dials to the peers whose connection it holds,
+/// the connections handed to it, the task that writes what other shards
+/// send out through its sockets, and on `ACCEPT_SHARD` the listeners.
+async fn start_bus(process: &Arc<Process>, shard: ShardId, outboxes: &Rc<RefCell<Outboxes>>) -> Result<Bus, HostError> {
     let config = &process.config;
     let metrics = &process.bus_metrics;
-    let local = Peer::Replica(config.replica);
     let bus_config = BusConfig {
         message_size_max_bytes: config.message_size_max_bytes,
         idle_timeout: config.idle_timeout,
-        ..BusConfig::new(config.cluster, local)
+        ..BusConfig::new(config.cluster, Peer::Replica(config.replica))
     };
-    let ownership = Ownership { table: process.owners.clone(), shard: CONNECTION_SHARD };
-    let on_event = on_event(outboxes.clone(), process.clone());
-    let replica_address = config.replica_addresses[usize::from(config.replica)];
-    let bind = |what, address, expect| {
-        let (bus_config, metrics) = (bus_config.clone(), metrics.clone());
-        async move {
-            Listener::bind(address, expect, bus_config, metrics).await.map_err(|source| HostError::Bind {
-                what,
-                address,
-                source,
-            })
-        }
-    };
-    let replicas =
-        bind("replica bus", replica_address, Expect::Inbound { local_replica: Some(config.replica), clients: false })
-            .await?;
-    let clients =
-        bind("clients", config.client_address, Expect::Inbound { local_replica: None, clients: true }).await?;
+    let ownership = Ownership { table: process.owners.clone(), shard };
+    let on_event = on_event(shard, outboxes.clone(), process.clone());
     let mut tasks = Vec::new();
-    {
-        let (ownership, on_event) = (ownership.clone(), on_event.clone());
-        tasks.push(compio::runtime::spawn(async move { replicas.serve(Some(ownership), on_event).await }));
+    if shard == ACCEPT_SHARD {
+        tasks.extend(start_listeners(process, &bus_config, &ownership, &on_event).await?);
     }
     {
-        let on_event = on_event.clone();
-        tasks.push(compio::runtime::spawn(async move { clients.serve(None, on_event).await }));
+        // Connections the accept shard placed here. Each holds a place in
+        // its listener's limit until it ends.
+        let handoffs = process.take_handoff_receiver(shard);
+        let (bus_config, metrics, ownership, on_event) =
+            (bus_config.clone(), metrics.clone(), ownership.clone(), on_event.clone());
+        tasks.push(compio::runtime::spawn(async move {
+            while let Ok(accepted) = handoffs.recv().await {
+                spawn_accepted(accepted, &bus_config, &metrics, &ownership, &on_event);
+            }
+        }));
     }
-    for remote in replicas_to_dial(config.replica, config.replica_count) {
+    let local = config.replica;
+    for remote in replicas_to_dial(local, config.replica_count) {
+        if process.connection_shard(Peer::Replica(remote)) != shard {
+            continue;
+        }
         let address = config.replica_addresses[usize::from(remote)];
         let (bus_config, metrics, ownership, on_event) =
             (bus_config.clone(), metrics.clone(), ownership.clone(), on_event.clone());
-        let seed = (u64::from(config.replica) << 8) | u64::from(remote);
+        let seed = (u64::from(local) << 8) | u64::from(remote);
         tasks.push(compio::runtime::spawn(async move {
             let mut backoff = Backoff::new(seed);
             dial_forever(address, remote, &bus_config, &metrics, Some(&ownership), &on_event, &mut backoff).await;
         }));
     }
-    let outbound = process.take_outbound_receiver();
+    let outbound = process.take_outbound_receiver(shard);
     let outboxes = outboxes.clone();
     tasks.push(compio::runtime::spawn(async move {
         // Ends when every sender is gone (the process is stopping) or when
@@ -815,13 +900,100 @@ async fn start_bus(process: &Arc<Process>, outboxes: &Rc<RefCell<Outboxes>>) -> 
     Ok(Bus { _tasks: tasks })
 }
 
-/// The connections' callback: remember each peer's outbox, and hop each
-/// frame into the inbox of the shard whose node handles it (the node's own
-/// route). A frame no route takes goes to this shard's node, which counts
-/// it.
-fn on_event(outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
+/// Run an accepted connection on this shard, as a task of its own.
+fn spawn_accepted(
+    accepted: Accepted,
+    config: &BusConfig,
+    metrics: &Arc<BusMetrics>,
+    ownership: &Ownership,
+    on_event: &OnEvent,
+) {
+    let (config, metrics, ownership, on_event) = (config.clone(), metrics.clone(), ownership.clone(), on_event.clone());
+    // Every connection may claim the owner slot: only a hello the decoder
+    // accepted as a replica's (on the replica listener) does.
+    compio::runtime::spawn(async move { accepted.run(&config, &metrics, Some(&ownership), &on_event).await }).detach();
+}
+
+/// Bind the replica and client listeners on `ACCEPT_SHARD` and start
+/// placing what they accept (`place_accepted`).
+async fn start_listeners(
+    process: &Arc<Process>,
+    bus_config: &BusConfig,
+    ownership: &Ownership,
+    on_event: &OnEvent,
+) -> Result<Vec<compio::runtime::JoinHandle<()>>, HostError> {
+    let config = &process.config;
+    let bind = |what, address, expect| {
+        let (bus_config, metrics) = (bus_config.clone(), process.bus_metrics.clone());
+        async move {
+            Listener::bind(address, expect, bus_config, metrics).await.map_err(|source| HostError::Bind {
+                what,
+                address,
+                source,
+            })
+        }
+    };
+    let replica_address = config.replica_addresses[usize::from(config.replica)];
+    let replicas =
+        bind("replica bus", replica_address, Expect::Inbound { local_replica: Some(config.replica), clients: false })
+            .await?;
+    let clients =
+        bind("clients", config.client_address, Expect::Inbound { local_replica: None, clients: true }).await?;
+    let place: Rc<dyn Fn(Accepted)> = {
+        let (process, bus_config, ownership, on_event) =
+            (process.clone(), bus_config.clone(), ownership.clone(), on_event.clone());
+        Rc::new(move |accepted| place_accepted(&process, accepted, &bus_config, &ownership, &on_event))
+    };
+    let mut tasks = Vec::new();
+    for listener in [replicas, clients] {
+        let place = place.clone();
+        tasks.push(compio::runtime::spawn(async move { listener.accept_hellos(place).await }));
+    }
+    Ok(tasks)
+}
+
+/// Run an accepted connection on the shard that holds its peer
+/// (`connection_shard`), here or through that shard's bounded queue. A
+/// hello that names no peer is run here, and its decoder closes it with
+/// the reason counted.
+fn place_accepted(
+    process: &Process,
+    accepted: Accepted,
+    config: &BusConfig,
+    ownership: &Ownership,
+    on_event: &OnEvent,
+) {
+    let shard = accepted.peer.map_or(ownership.shard, |peer| process.connection_shard(peer));
+    if shard == ownership.shard {
+        return spawn_accepted(accepted, config, &process.bus_metrics, ownership, on_event);
+    }
+    if let Err(error) = process.handoffs[shard.index()].try_send(accepted) {
+        // Dropping the socket closes it; the peer reconnects.
+        BusMetrics::bump(&process.bus_metrics.handoffs_dropped);
+        let why = match error {
+            TrySendError::Full(_) => "full",
+            TrySendError::Disconnected(_) => "stopped",
+        };
+        tracing::warn!(shard = shard.0, why, "closing an accepted connection: its shard's queue is {why}");
+    }
+}
+
+/// Shard `shard`'s connections' callback: remember each peer's outbox,
+/// count the connections, and hop each frame into the inbox of the shard
+/// whose node handles it (the node's own route). A frame no route takes
+/// goes to this shard's node, which counts it.
+fn on_event(shard: ShardId, outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
+    let metrics = process.metrics.clone();
+    let connections = move |peer: Peer| {
+        let kind = match peer {
+            Peer::Replica(_) => "replica",
+            Peer::Client(_) => "client",
+        };
+        metrics.shard_connections.get_or_create(&ConnectionLabels { shard: shard.0, peer: kind }).clone()
+    };
     Rc::new(move |event| match event {
         BusEvent::Connected { peer, outbox } => {
+            connections(peer).inc();
             let mut outboxes = outboxes.borrow_mut();
             match peer {
                 Peer::Replica(index) => outboxes.replicas.insert(index, outbox.clone()),
@@ -834,15 +1006,18 @@ fn on_event(outboxes: Rc<RefCell<Outboxes>>, process: Arc<Process>) -> OnEvent {
                 Peer::Client(id) => Source::Client(id),
             };
             let (target, variant) = route_inbound(source, &frame.header, process.shard_count)
-                .unwrap_or((CONNECTION_SHARD, FrameVariant::ClientForward));
-            if let Err(error) = process.inboxes[target.index()].try_send((peer, frame)) {
-                process.drops[CONNECTION_SHARD.index()].bump(variant, drop_reason(&error));
+                .unwrap_or((shard, FrameVariant::ClientForward));
+            if let Err(error) = process.inboxes[target.index()].try_send((peer, shard, frame)) {
+                process.drops[shard.index()].bump(variant, drop_reason(&error));
             }
         }
         // Not forgotten here: a newer connection of the same peer may have
         // registered already, and this close must not remove it. A closed
         // outbox is dropped at the next send that fails on it.
-        BusEvent::Closed { .. } => {}
+        BusEvent::Closed { peer: Some(peer), .. } => {
+            connections(peer).dec();
+        }
+        BusEvent::Closed { peer: None, .. } => {}
     })
 }
 
@@ -851,6 +1026,8 @@ mod tests {
     use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
 
     use super::*;
+    use crate::bus::Hello;
+    use crate::bus::net::OpenSlot;
 
     fn process(shards: usize) -> Arc<Process> {
         let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -888,7 +1065,7 @@ mod tests {
     fn a_frame_hops_to_its_shard_and_a_full_inbox_drops_it_counted() {
         let process = process(2);
         let outboxes = Rc::new(RefCell::new(Outboxes::default()));
-        let callback = on_event(outboxes, process.clone());
+        let callback = on_event(ShardId(0), outboxes, process.clone());
         let (outbox, _receiver) = crate::bus::outbox(4, 1 << 20, Arc::default());
         let frame = prepare_for_shard(&process, ShardId(1));
         for _ in 0..INBOUND_FRAMES_MAX + 3 {
@@ -898,7 +1075,70 @@ mod tests {
         let shard_zero = process.take_receiver(ShardId(0));
         assert_eq!(shard_one.len(), INBOUND_FRAMES_MAX, "shard 1's inbox holds its bound, no more");
         assert!(shard_zero.is_empty(), "nothing for shard 1 reaches shard 0");
-        assert_eq!(process.drops[CONNECTION_SHARD.index()].get(FrameVariant::Consensus, DropReason::InboxFull), 3);
+        assert_eq!(process.drops[0].get(FrameVariant::Consensus, DropReason::InboxFull), 3);
+    }
+
+    #[test]
+    fn only_a_topic_that_may_predate_the_lost_disk_formats_rejoining() {
+        // A dir not formatted to rejoin never formats a group rejoining.
+        assert!(!formats_rejoining(false, false, 40, 7));
+        // While the metadata group rejoins, its floor is not final: every topic.
+        assert!(formats_rejoining(true, true, 0, 90));
+        // Once it rejoined at floor 40: a topic committed at or below it may
+        // have had groups on the lost disk, one above it cannot have.
+        assert!(formats_rejoining(true, false, 40, 40));
+        assert!(formats_rejoining(true, false, 40, 12));
+        assert!(!formats_rejoining(true, false, 40, 41));
+        // An unknown creation op (an old snapshot) counts as old.
+        assert!(formats_rejoining(true, false, 40, 0));
+    }
+
+    #[test]
+    fn a_replica_pair_shares_one_shard_index_and_clients_spread_by_id() {
+        let shards = ShardCount::new(2).unwrap();
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            assert_eq!(
+                connection_shard(a, Peer::Replica(b), shards),
+                connection_shard(b, Peer::Replica(a), shards),
+                "both ends of {a}-{b} hold it on one shard index"
+            );
+        }
+        // Three replicas' pairs land on both shards.
+        let pairs: Vec<u16> =
+            [(0, 1), (0, 2), (1, 2)].iter().map(|&(a, b)| connection_shard(a, Peer::Replica(b), shards).0).collect();
+        assert_eq!(pairs, [1, 0, 1]);
+        assert_eq!(connection_shard(2, Peer::Client(6), shards), ShardId(0));
+        assert_eq!(connection_shard(2, Peer::Client(7), shards), ShardId(1));
+        let one = ShardCount::new(1).unwrap();
+        assert_eq!(connection_shard(2, Peer::Client(u128::MAX), one), ShardId(0));
+    }
+
+    #[test]
+    fn a_connection_accepted_for_a_shard_with_a_full_queue_is_closed_counted_and_frees_its_place() {
+        let process = process(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let ownership = Ownership { table: process.owners.clone(), shard: ACCEPT_SHARD };
+        let on_event = on_event(ACCEPT_SHARD, Rc::new(RefCell::new(Outboxes::default())), process.clone());
+        let config = BusConfig::new(7, Peer::Replica(0));
+        // Client 1 belongs to shard 1 (`id % 2`), which takes nothing yet.
+        let mut dialed = Vec::new();
+        for _ in 0..HANDOFFS_MAX + 1 {
+            dialed.push(std::net::TcpStream::connect(address).unwrap());
+            let (stream, _) = listener.accept().unwrap();
+            let accepted = Accepted {
+                stream,
+                hello: Hello::new(7, Peer::Client(1)).encode(),
+                peer: Some(Peer::Client(1)),
+                expect: Expect::Inbound { local_replica: None, clients: true },
+                slot: OpenSlot::take(&open),
+            };
+            place_accepted(&process, accepted, &config, &ownership, &on_event);
+        }
+        assert_eq!(process.take_handoff_receiver(ShardId(1)).len(), HANDOFFS_MAX, "shard 1's queue holds its bound");
+        assert_eq!(process.bus_metrics.snapshot().handoffs_dropped, 1, "the one past it is closed and counted");
+        assert_eq!(open.load(Ordering::Acquire), HANDOFFS_MAX, "the closed one gave its place back");
     }
 
     #[test]
@@ -910,8 +1150,9 @@ mod tests {
         assert_eq!(catalogue.changed_since(&mut seen), Some(Vec::new()), "the first publication counts, even empty");
         catalogue.publish(Vec::new());
         assert_eq!(catalogue.changed_since(&mut seen), None, "the same list is no change");
-        catalogue.publish(vec![3, 5]);
-        assert_eq!(catalogue.changed_since(&mut seen), Some(vec![3, 5]));
+        let hosted = |namespace| Hosted { namespace, rejoin_if_new: false };
+        catalogue.publish(vec![hosted(3), hosted(5)]);
+        assert_eq!(catalogue.changed_since(&mut seen), Some(vec![hosted(3), hosted(5)]));
         assert_eq!(catalogue.changed_since(&mut seen), None);
     }
 }

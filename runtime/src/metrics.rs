@@ -62,6 +62,13 @@ pub struct ShardLabels {
     pub shard: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub shard: u16,
+    /// `replica` or `client`: who is on the other end.
+    pub peer: &'static str,
+}
+
 /// What the node's hooks record; shared by every shard of the process.
 #[derive(Debug)]
 pub struct ServerMetrics {
@@ -82,6 +89,8 @@ pub struct ServerMetrics {
     pub turn_frames: Counter,
     /// Ops committed by the groups of each shard.
     pub shard_commits: Family<ShardLabels, Counter>,
+    /// Connections each shard holds now (handshake done), by peer kind.
+    pub shard_connections: Family<ConnectionLabels, Gauge>,
     pub view_changes: Counter,
     /// Seconds from a storage action's start to its durable completion.
     pub storage_latency_seconds: Family<StorageLabels, Histogram>,
@@ -105,6 +114,7 @@ impl Default for ServerMetrics {
             turns_carrying_ring_copies: Counter::default(),
             turn_frames: Counter::default(),
             shard_commits: Family::default(),
+            shard_connections: Family::default(),
             view_changes: Counter::default(),
             storage_latency_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(LATENCY_BUCKET_START_SECS, 2.0, LATENCY_BUCKET_COUNT))
@@ -147,6 +157,11 @@ impl Collector for AtomicsCollector {
             ("bus_frames_sent", "Frames written to sockets", bus.frames_sent),
             ("bus_send_frames_dropped", "Frames refused by a full send queue", bus.send_frames_dropped),
             ("bus_owner_conflicts", "Replica connections refused by the owner table", bus.owner_conflicts),
+            (
+                "bus_handoffs_dropped",
+                "Accepted connections closed because their shard's queue of connections to take was full",
+                bus.handoffs_dropped,
+            ),
             ("process_allocations", "Heap allocations made by this process (0: not counted)", allocations),
             ("process_allocated_bytes", "Bytes of heap allocations made by this process", allocated_bytes),
         ];
@@ -208,6 +223,11 @@ pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Vec<Arc<Fr
     );
     registry.register("turn_frames", "Frames handed to the node in the shards' turns", metrics.turn_frames.clone());
     registry.register("shard_commits", "Ops committed by the groups of each shard", metrics.shard_commits.clone());
+    registry.register(
+        "shard_connections",
+        "Connections each shard holds (handshake done), by peer kind",
+        metrics.shard_connections.clone(),
+    );
     registry.register("view_changes", "Views entered by this replica's groups", metrics.view_changes.clone());
     registry.register(
         "storage_latency_seconds",

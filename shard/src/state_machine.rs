@@ -31,13 +31,22 @@ pub const NAME_SIZE_MAX_BYTES: usize = 255;
 
 const _: () = assert!(PARTITION_COUNT_MAX - 1 <= PARTITION_ID_MAX);
 
-const SNAPSHOT_MAGIC: [u8; 8] = *b"shoalmd1";
+/// Version 2 carries each topic's creation op after its partition count.
+const SNAPSHOT_MAGIC: [u8; 8] = *b"shoalmd2";
+/// Version 1 (no creation ops) is still read: its topics' creation op is
+/// unknown, read as 0 (`Topic::created_op`).
+const SNAPSHOT_MAGIC_V1: [u8; 8] = *b"shoalmd1";
 const SNAPSHOT_CHECKSUM_SIZE_BYTES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic {
     pub name: String,
     pub partition_count: u32,
+    /// The metadata op that created the topic (0: unknown, from a version 1
+    /// snapshot or an `apply` outside the replica). A replica that rejoined
+    /// after losing its disk tells by it whether the topic's partition groups
+    /// may have existed before the loss (`Replica::nack_floor`).
+    pub created_op: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +149,23 @@ impl MetadataState {
         self.streams.get(&stream_id)?.topics.get(&topic_id)
     }
 
+    /// Every partition group the cluster runs, sorted, with the op that
+    /// created its topic (`Topic::created_op`).
+    pub fn partitions_created(&self) -> Vec<(Namespace, u64)> {
+        let mut out = Vec::new();
+        for (stream_id, stream) in &self.streams {
+            for (topic_id, topic) in &stream.topics {
+                for partition_id in 0..topic.partition_count {
+                    let namespace = Namespace::partition(*stream_id, *topic_id, partition_id)
+                        .expect("apply admits only ids that fit the namespace");
+                    out.push((namespace, topic.created_op));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Every partition group the cluster runs, sorted: what shards host.
     pub fn partition_namespaces(&self) -> Vec<Namespace> {
         let mut out = Vec::new();
@@ -212,8 +238,14 @@ impl MetadataState {
         Ok(())
     }
 
-    /// Apply a committed request. A rejected request changes nothing.
+    /// Apply a committed request whose op is unknown (a topic it creates
+    /// records creation op 0). A rejected request changes nothing.
     pub fn apply(&mut self, request: &MetadataRequest) -> Result<(), MetadataError> {
+        self.apply_at(0, request)
+    }
+
+    /// Apply the committed request of op `op`. A rejected request changes nothing.
+    pub fn apply_at(&mut self, op: u64, request: &MetadataRequest) -> Result<(), MetadataError> {
         self.validate(request)?;
         match request {
             MetadataRequest::CreateStream { stream_id, name } => {
@@ -226,7 +258,7 @@ impl MetadataState {
             }
             MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count } => {
                 let stream = self.streams.get_mut(stream_id).expect("validated");
-                let topic = Topic { name: name.clone(), partition_count: *partition_count };
+                let topic = Topic { name: name.clone(), partition_count: *partition_count, created_op: op };
                 assert!(stream.topics.insert(*topic_id, topic).is_none());
                 assert!(stream.topics.len() <= TOPICS_PER_STREAM_MAX);
             }
@@ -253,6 +285,7 @@ impl MetadataState {
                 put_u32(&mut out, *topic_id);
                 put_name(&mut out, &topic.name);
                 put_u32(&mut out, topic.partition_count);
+                out.extend_from_slice(&topic.created_op.to_le_bytes());
             }
         }
         let sum = checksum(&out);
@@ -270,9 +303,14 @@ impl MetadataState {
             return Err(CodecError::SnapshotChecksum);
         }
         let mut reader = Reader::new(content);
-        if reader.bytes(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
+        let magic = reader.bytes(SNAPSHOT_MAGIC.len())?;
+        let with_created_ops = if magic == SNAPSHOT_MAGIC {
+            true
+        } else if magic == SNAPSHOT_MAGIC_V1 {
+            false
+        } else {
             return Err(CodecError::SnapshotMagic);
-        }
+        };
         let mut state = MetadataState::new();
         let stream_count = reader.count(STREAMS_MAX)?;
         let mut previous_stream = None;
@@ -296,7 +334,11 @@ impl MetadataState {
                 previous_topic = Some(topic_id);
                 let name = reader.name()?;
                 let partition_count = reader.u32()?;
-                state.apply(&MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count })?;
+                let created_op = if with_created_ops { reader.u64()? } else { 0 };
+                state.apply_at(
+                    created_op,
+                    &MetadataRequest::CreateTopic { stream_id, topic_id, name, partition_count },
+                )?;
             }
         }
         reader.finish()?;
@@ -498,9 +540,9 @@ fn snapshot_error(bytes: &[u8], error: CodecError) -> SnapshotError {
 /// The metadata group's replicated state machine. Deterministic: the reply
 /// and the new state depend only on the state and the committed body.
 impl StateMachine for MetadataState {
-    fn apply(&mut self, _op: u64, operation: Operation, body: &[u8], _timestamp: u64) -> Vec<u8> {
+    fn apply(&mut self, op: u64, operation: Operation, body: &[u8], _timestamp: u64) -> Vec<u8> {
         let reply = match MetadataRequest::decode_body(operation, body) {
-            Ok(request) => match MetadataState::apply(self, &request) {
+            Ok(request) => match MetadataState::apply_at(self, op, &request) {
                 Ok(()) => MetadataReply::Ok,
                 Err(error) => MetadataReply::Rejected(error),
             },
@@ -653,6 +695,39 @@ mod tests {
             state.apply(&create_stream(3, &long)),
             Err(MetadataError::NameInvalid { size_bytes: NAME_SIZE_MAX_BYTES + 1 })
         );
+    }
+
+    #[test]
+    fn a_topic_remembers_the_op_that_created_it_through_a_snapshot() {
+        let mut state = MetadataState::new();
+        for (op, request) in [(3, create_stream(1, "orders")), (9, create_topic(1, 2, "eu", 2))] {
+            let reply = StateMachine::apply(&mut state, op, request.operation(), &request.encode_body(), 0);
+            assert_eq!(decode_reply(&reply), Ok(MetadataReply::Ok));
+        }
+        let eu = |partition| Namespace::partition(1, 2, partition).unwrap();
+        assert_eq!(state.topic(1, 2).unwrap().created_op, 9);
+        assert_eq!(state.partitions_created(), vec![(eu(0), 9), (eu(1), 9)]);
+        let decoded = MetadataState::decode(&state.encode()).unwrap();
+        assert_eq!(decoded.partitions_created(), vec![(eu(0), 9), (eu(1), 9)], "the snapshot carries it");
+    }
+
+    #[test]
+    fn a_version_1_snapshot_reads_with_unknown_creation_ops() {
+        // Written by hand as version 1 wrote it: no creation op after the
+        // partition count.
+        let mut content = SNAPSHOT_MAGIC_V1.to_vec();
+        put_u32(&mut content, 1);
+        put_u32(&mut content, 1);
+        put_name(&mut content, "orders");
+        put_u32(&mut content, 1);
+        put_u32(&mut content, 2);
+        put_name(&mut content, "eu");
+        put_u32(&mut content, 3);
+        let sum = checksum(&content);
+        content.extend_from_slice(&sum.to_le_bytes());
+        let state = MetadataState::decode(&content).unwrap();
+        assert_eq!(state.topic(1, 2), Some(&Topic { name: "eu".into(), partition_count: 3, created_op: 0 }));
+        assert_eq!(&state.encode()[..8], SNAPSHOT_MAGIC.as_slice(), "written back as version 2");
     }
 
     #[test]

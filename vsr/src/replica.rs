@@ -613,6 +613,13 @@ impl<S: StateMachine> Replica<S> {
     pub fn is_rejoining(&self) -> bool {
         self.rejoining
     }
+    /// Every committed op this replica may have acknowledged and lost (a
+    /// wiped disk, a faulty journal) is at or below this (`nack_floor`);
+    /// 0 for a replica that never lost any. Once a rejoin completed, an op
+    /// above it was committed after the disk was lost.
+    pub fn nack_floor(&self) -> u64 {
+        self.nack_floor
+    }
     pub fn view(&self) -> u64 {
         self.view
     }

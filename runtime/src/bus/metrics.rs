@@ -19,6 +19,9 @@ pub struct BusMetrics {
     /// Owner-table conflicts: a connection to a replica whose slot another
     /// shard holds and which could not be taken over.
     pub owner_conflicts: AtomicU64,
+    /// Accepted connections closed because the inbox of the shard they
+    /// belong to was full of connections waiting to be taken.
+    pub handoffs_dropped: AtomicU64,
     closed: [AtomicU64; CLOSE_REASONS_COUNT],
 }
 
@@ -32,6 +35,7 @@ pub struct BusMetricsSnapshot {
     pub frames_sent: u64,
     pub send_frames_dropped: u64,
     pub owner_conflicts: u64,
+    pub handoffs_dropped: u64,
     /// `(CloseReason::label(), count)` for every reason, in label order.
     pub closed: Vec<(&'static str, u64)>,
 }
@@ -65,6 +69,7 @@ impl BusMetrics {
             frames_sent: load(&self.frames_sent),
             send_frames_dropped: load(&self.send_frames_dropped),
             owner_conflicts: load(&self.owner_conflicts),
+            handoffs_dropped: load(&self.handoffs_dropped),
             closed: CLOSE_REASON_LABELS.iter().zip(&self.closed).map(|(label, count)| (*label, load(count))).collect(),
         }
     }

@@ -4,23 +4,27 @@
 //!
 //! One connection lives on the shard (thread) that runs it; its frames are
 //! handed to the callback on that thread. The owner table records which
-//! shard holds each replica's connection.
+//! shard holds each replica's connection. A listener may hand what it
+//! accepts to another shard (`Listener::accept_hellos`): it reads the
+//! peer's hello first, so the caller can pick the shard by who the peer is,
+//! and an `Accepted` crosses threads as a plain socket.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use compio::BufResult;
 use compio::buf::{IntoInner, IoBuf};
-use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use shoal_shard::owner_table::{OwnerError, ReplicaOwnerTable, ShardId};
 
 use super::backoff::Backoff;
 use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Frame};
-use super::hello::{Hello, Peer};
+use super::hello::{HELLO_SIZE_BYTES, Hello, Peer};
 use super::metrics::BusMetrics;
 use super::send_queue::{Outbox, SEND_QUEUE_BYTES_MAX, SEND_QUEUE_FRAMES_MAX, outbox};
 
@@ -91,11 +95,14 @@ pub enum BusEvent<'a> {
 
 pub type OnEvent = Rc<dyn Fn(BusEvent<'_>)>;
 
-/// Run one connection to its end. Returns why the bus closed it (`None`: the
-/// peer closed cleanly or the socket failed).
+/// Run one connection to its end. `preread` holds bytes already read from
+/// the socket (a hello a listener read to place the connection), decoded
+/// before anything else. Returns why the bus closed it (`None`: the peer
+/// closed cleanly or the socket failed).
 pub async fn run_connection(
     stream: TcpStream,
     expect: Expect,
+    preread: &[u8],
     config: &BusConfig,
     metrics: &Arc<BusMetrics>,
     ownership: Option<&Ownership>,
@@ -107,6 +114,8 @@ pub async fn run_connection(
         expect,
         message_size_max_bytes: config.message_size_max_bytes,
     });
+    let fed = decoder.feed(preread);
+    assert_eq!(fed, preread.len(), "a hello fits any receive buffer");
     let (outbox, receiver) = outbox(config.send_queue_frames_max, config.send_queue_bytes_max, metrics.clone());
     // Our hello goes first, ahead of any queued frame.
     let hello = Hello::new(config.cluster, config.local).encode().to_vec();
@@ -207,6 +216,62 @@ fn claim(ownership: &Ownership, replica: u8, metrics: &BusMetrics) {
     }
 }
 
+/// One place in a listener's connection limit, held by a connection until
+/// it ends, on whichever shard runs it.
+#[derive(Debug)]
+pub struct OpenSlot {
+    open: Arc<AtomicUsize>,
+}
+
+impl OpenSlot {
+    /// Take one more place of the count `open` (the caller checked the limit).
+    pub(crate) fn take(open: &Arc<AtomicUsize>) -> OpenSlot {
+        open.fetch_add(1, Ordering::AcqRel);
+        OpenSlot { open: open.clone() }
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        let before = self.open.fetch_sub(1, Ordering::AcqRel);
+        assert!(before > 0, "a slot is released once");
+    }
+}
+
+/// A connection a listener accepted and read the hello of, not run yet: a
+/// plain socket, so it may be handed to the shard that will run it.
+#[derive(Debug)]
+pub struct Accepted {
+    pub stream: std::net::TcpStream,
+    /// The peer's first `HELLO_SIZE_BYTES`, fed to the connection's
+    /// decoder first (it checks cluster, version and role).
+    pub hello: [u8; HELLO_SIZE_BYTES],
+    /// Who the hello names, if it decodes at all.
+    pub peer: Option<Peer>,
+    pub expect: Expect,
+    pub slot: OpenSlot,
+}
+
+impl Accepted {
+    /// Run the connection on this thread's runtime to its end.
+    pub async fn run(
+        self,
+        config: &BusConfig,
+        metrics: &Arc<BusMetrics>,
+        ownership: Option<&Ownership>,
+        on_event: &OnEvent,
+    ) {
+        let Accepted { stream, hello, expect, slot, .. } = self;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                run_connection(stream, expect, &hello, config, metrics, ownership, on_event).await;
+            }
+            Err(error) => tracing::warn!(%error, "cannot run an accepted connection on this shard"),
+        }
+        drop(slot);
+    }
+}
+
 /// A bound listener with a connection limit.
 #[derive(Debug)]
 pub struct Listener {
@@ -214,7 +279,8 @@ pub struct Listener {
     expect: Expect,
     config: BusConfig,
     metrics: Arc<BusMetrics>,
-    open: Rc<Cell<usize>>,
+    /// Connections accepted and not ended yet, on any shard.
+    open: Arc<AtomicUsize>,
 }
 
 impl Listener {
@@ -226,7 +292,7 @@ impl Listener {
     ) -> std::io::Result<Listener> {
         assert!(matches!(expect, Expect::Inbound { .. }), "a listener expects inbound peers");
         let listener = TcpListener::bind(address).await?;
-        Ok(Listener { listener, expect, config, metrics, open: Rc::new(Cell::new(0)) })
+        Ok(Listener { listener, expect, config, metrics, open: Arc::new(AtomicUsize::new(0)) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -234,12 +300,12 @@ impl Listener {
     }
 
     pub fn open_connections(&self) -> usize {
-        self.open.get()
+        self.open.load(Ordering::Acquire)
     }
 
-    /// Accept until the returned future is dropped. Each connection runs as
-    /// its own task on this thread.
-    pub async fn serve(&self, ownership: Option<Ownership>, on_event: OnEvent) {
+    /// Accept one connection within the limit: its slot, or `None` when
+    /// the listener is full (the connection is closed, counted).
+    async fn accept_within_limit(&self) -> (TcpStream, SocketAddr, Option<OpenSlot>) {
         loop {
             let (stream, address) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -250,25 +316,85 @@ impl Listener {
                     continue;
                 }
             };
-            if self.open.get() >= self.config.connections_max {
+            // Only this task increments, so load-then-add cannot pass the limit.
+            if self.open.load(Ordering::Acquire) >= self.config.connections_max {
                 let reason = CloseReason::ListenerFull;
                 self.metrics.record_close(&reason);
                 tracing::warn!(%address, reason = reason.label(), "refusing bus connection: {reason}");
-                drop(stream);
-                continue;
+                return (stream, address, None);
             }
             BusMetrics::bump(&self.metrics.connections_accepted);
-            self.open.set(self.open.get() + 1);
-            let open = self.open.clone();
+            return (stream, address, Some(OpenSlot::take(&self.open)));
+        }
+    }
+
+    /// Accept until the returned future is dropped. Each connection runs as
+    /// its own task on this thread.
+    pub async fn serve(&self, ownership: Option<Ownership>, on_event: OnEvent) {
+        loop {
+            let (stream, _address, slot) = self.accept_within_limit().await;
+            let Some(slot) = slot else { continue };
             let (expect, config, metrics, ownership, on_event) =
                 (self.expect, self.config.clone(), self.metrics.clone(), ownership.clone(), on_event.clone());
             compio::runtime::spawn(async move {
-                run_connection(stream, expect, &config, &metrics, ownership.as_ref(), &on_event).await;
-                open.set(open.get() - 1);
+                run_connection(stream, expect, &[], &config, &metrics, ownership.as_ref(), &on_event).await;
+                drop(slot);
             })
             .detach();
         }
     }
+
+    /// Accept until the returned future is dropped, read each connection's
+    /// hello (a task per connection, bounded by the idle timeout), and hand
+    /// it to `place`, which runs it here or on another shard. A connection
+    /// that closes or stalls before a whole hello is closed (a stall is
+    /// counted as an idle timeout).
+    pub async fn accept_hellos(&self, place: Rc<dyn Fn(Accepted)>) {
+        loop {
+            let (stream, address, slot) = self.accept_within_limit().await;
+            let Some(slot) = slot else { continue };
+            let (expect, idle_timeout, metrics, place) =
+                (self.expect, self.config.idle_timeout, self.metrics.clone(), place.clone());
+            compio::runtime::spawn(async move {
+                let Some(accepted) = read_hello(stream, expect, idle_timeout, &metrics, slot).await else {
+                    tracing::debug!(%address, "bus connection closed before its hello");
+                    return;
+                };
+                place(accepted);
+            })
+            .detach();
+        }
+    }
+}
+
+/// Read `stream`'s first `HELLO_SIZE_BYTES` within `idle_timeout` and turn
+/// it into a plain socket (a duplicate of its descriptor: the runtime's own
+/// handle is closed here).
+async fn read_hello(
+    mut stream: TcpStream,
+    expect: Expect,
+    idle_timeout: Duration,
+    metrics: &BusMetrics,
+    slot: OpenSlot,
+) -> Option<Accepted> {
+    let read = stream.read_exact([0u8; HELLO_SIZE_BYTES]);
+    let hello = match compio::time::timeout(idle_timeout, read).await {
+        Err(_) => {
+            metrics.record_close(&CloseReason::IdleTimeout);
+            return None;
+        }
+        Ok(BufResult(Err(_), _)) => return None,
+        Ok(BufResult(Ok(()), hello)) => hello,
+    };
+    let peer = Hello::decode(&hello).ok().map(|hello| hello.peer);
+    let owned = match stream.as_fd().try_clone_to_owned() {
+        Ok(owned) => owned,
+        Err(error) => {
+            tracing::warn!(%error, "cannot duplicate an accepted socket (out of descriptors?)");
+            return None;
+        }
+    };
+    Some(Accepted { stream: std::net::TcpStream::from(owned), hello, peer, expect, slot })
 }
 
 /// Dial replica `remote` until the returned future is dropped: run each
@@ -311,5 +437,6 @@ pub async fn dial(
 ) -> std::io::Result<Option<CloseReason>> {
     let stream = TcpStream::connect(address).await?;
     BusMetrics::bump(&metrics.connections_dialed);
-    Ok(run_connection(stream, Expect::Outbound { remote_replica: remote }, config, metrics, ownership, on_event).await)
+    let expect = Expect::Outbound { remote_replica: remote };
+    Ok(run_connection(stream, expect, &[], config, metrics, ownership, on_event).await)
 }

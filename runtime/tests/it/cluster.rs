@@ -187,27 +187,82 @@ fn wait_for_commits(cluster: &Cluster, shard_of: &BTreeMap<u32, ShardId>, commit
     }
 }
 
+/// Replica connections each replica's two shards hold by the pair rule
+/// (`host::connection_shard`: the pair a-b on shard (a + b) % 2 at both
+/// ends): replica 0 holds 0-2 on shard 0 and 0-1 on shard 1, replica 1
+/// both of its pairs on shard 1, replica 2 0-2 on shard 0 and 1-2 on shard 1.
+const REPLICA_CONNECTIONS_BY_SHARD: [[u64; 2]; 3] = [[1, 1], [0, 2], [1, 1]];
+
+/// How replica connections, and the clients on primary 0 (client ids 2
+/// and 3: shards 0 and 1 by `id % 2`), differ from the pair rule (empty:
+/// they match), from one scrape per replica.
+fn connection_gaps(cluster: &Cluster) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for (index, expected) in REPLICA_CONNECTIONS_BY_SHARD.iter().enumerate() {
+        let scrape = match cluster.try_scrape(index) {
+            Ok(scrape) => scrape,
+            Err(error) => {
+                gaps.push(format!("replica {index}: no metrics ({error})"));
+                continue;
+            }
+        };
+        for (shard, want) in expected.iter().enumerate() {
+            let series = format!("shoal_shard_connections{{shard=\"{shard}\",peer=\"replica\"}}");
+            let held = sample(&scrape, &series).unwrap_or(0);
+            if held != *want {
+                gaps.push(format!("replica {index}: {series} is {held}, want {want}"));
+            }
+            let series = format!("shoal_shard_connections{{shard=\"{shard}\",peer=\"client\"}}");
+            if index == 0 && sample(&scrape, &series).unwrap_or(0) == 0 {
+                gaps.push(format!("replica 0: {series} is 0, want a client"));
+            }
+        }
+    }
+    gaps
+}
+
+fn wait_for_connections(cluster: &Cluster) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let gaps = connection_gaps(cluster);
+        if gaps.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {CONVERGE:?}:\n{}", gaps.join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn two_shards_per_replica_each_commit_the_partition_groups_hashed_to_them() {
+fn two_shards_per_replica_each_hold_connections_and_commit_the_partition_groups_hashed_to_them() {
     let mut cluster = Cluster::format("shards");
     cluster.shards = 2;
     let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
     for shard in [ShardId(0), ShardId(1)] {
         assert!(shard_of.values().any(|&s| s == shard), "the topic's partitions cover both shards: {shard_of:?}");
     }
-    let (mut client, mut acks) = start_with_topic(&mut cluster);
+    // Client 2 lands on shard 0 of each replica, client 3 on shard 1: the
+    // replies of every partition group reach both, so they hop both ways.
+    let (mut even, mut acks) = start_with_topic(&mut cluster);
+    let mut odd = cluster.client(3);
     // Every group, on whichever shard it runs, commits on every replica:
-    // a register and 4 appends each.
-    append_round(&mut client, &mut acks, "healthy", 4 * PARTITIONS as usize);
-    wait_for_commits(&cluster, &shard_of, 5);
+    // two registers and 4 appends each.
+    append_round(&mut even, &mut acks, "healthy", 2 * PARTITIONS as usize);
+    append_round(&mut odd, &mut acks, "healthy-odd", 2 * PARTITIONS as usize);
+    wait_for_commits(&cluster, &shard_of, 6);
+    wait_for_connections(&cluster);
 
-    // A restarted process reopens each shard's groups from its disk and
-    // catches up on both shards.
+    // kill -9: the survivors' connections to it close (the gauges fall),
+    // and the restarted process dials and is dialled on the same shards,
+    // reopens each shard's groups from its disk and catches up on both.
     cluster.crash(2);
-    append_round(&mut client, &mut acks, "backup-down", 4 * PARTITIONS as usize);
+    append_round(&mut even, &mut acks, "backup-down", 2 * PARTITIONS as usize);
+    append_round(&mut odd, &mut acks, "backup-down-odd", 2 * PARTITIONS as usize);
     cluster.start(2);
-    append_round(&mut client, &mut acks, "all-back", 4 * PARTITIONS as usize);
-    wait_for_commits(&cluster, &shard_of, 13);
+    append_round(&mut even, &mut acks, "all-back", 2 * PARTITIONS as usize);
+    append_round(&mut odd, &mut acks, "all-back-odd", 2 * PARTITIONS as usize);
+    wait_for_commits(&cluster, &shard_of, 14);
+    wait_for_connections(&cluster);
 
     cluster.stop_all();
     let problems: Vec<String> = (0..usize::from(REPLICA_COUNT))
@@ -285,6 +340,22 @@ fn a_replica_whose_disk_was_lost_rejoins_and_cannot_deny_what_it_acknowledged() 
     cluster.crash(1);
     append_round(&mut client, &mut acks, "needs-rejoined", 2 * PARTITIONS as usize);
     cluster.start(1);
+
+    // A topic created after the rejoin is new on every replica, the wiped
+    // one too: created and written while replica 0 (view 0's primary of
+    // every new group) is down, its groups need a view change between 1
+    // and 2. Had 2 formatted them rejoining, it would take no part in it
+    // and no append below would commit.
+    cluster.crash(0);
+    let mut admin = cluster.client(4);
+    admin.create_topic(1, 2, "later", PARTITIONS).unwrap();
+    for partition in 0..PARTITIONS {
+        let namespace = Namespace::partition(1, 2, partition).unwrap();
+        admin
+            .append(namespace, b"after-the-rejoin")
+            .unwrap_or_else(|error| panic!("append to topic 2 partition {partition}: {error}"));
+    }
+    cluster.start(0);
 
     settle_then_check_every_replica(&mut cluster, &acks);
 }

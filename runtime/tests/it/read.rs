@@ -123,14 +123,20 @@ fn every_acknowledged_append_reads_back_from_each_replica_in_order_exactly_once(
     }
     assert!(sent.is_empty(), "every read was answered once");
 
-    // An append to a partition that does not exist is refused at once, not
-    // left to the request timeout (30 s here).
+    // An append to a partition that does not exist is refused once a
+    // majority kept saying so for the partition-missing wait (a replica
+    // behind the topic's creation says the same), not left to the request
+    // timeout (30 s here).
+    let config = cluster.client_config(2);
+    let missing_wait = config.tick * u32::try_from(config.partition_missing_wait_ticks).unwrap();
     let started = Instant::now();
     match client.append(partition(PARTITIONS + 5), b"nowhere") {
         Err(ClientError::PartitionMissing { .. }) => {}
         other => panic!("an append to a missing partition: {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "refused in {:?}", started.elapsed());
+    let refused_after = started.elapsed();
+    assert!(refused_after >= missing_wait, "refused in {refused_after:?}, before the wait of {missing_wait:?}");
+    assert!(refused_after < missing_wait + Duration::from_secs(5), "refused in {refused_after:?}");
 
     // Clients with the default config draw their ids: a new one after
     // another is not mistaken for it (a reused id used to hang).

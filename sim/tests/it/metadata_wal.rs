@@ -98,12 +98,13 @@ fn history() -> Vec<Op> {
     ]
 }
 
-/// The state the first `count` requests of `history()` produce.
+/// The state the first `count` requests of `history()` produce, written
+/// from op 1 on (a topic records the op that created it).
 fn expected(requests: usize) -> MetadataState {
     let mut state = MetadataState::new();
-    for op in history().iter().take(requests + 1) {
+    for (index, op) in history().iter().enumerate().take(requests + 1) {
         if let Op::Request { body, .. } = op {
-            let _ = state.apply(body);
+            let _ = state.apply_at(1 + index as u64, body);
         }
     }
     state
