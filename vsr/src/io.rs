@@ -119,6 +119,29 @@ pub trait Io: Clone + 'static {
     fn sync_dir(&self, dir: &Path) -> impl Future<Output = io::Result<()>>;
     /// The files directly inside `dir`, sorted by path.
     fn list_dir(&self, dir: &Path) -> impl Future<Output = io::Result<Vec<PathBuf>>>;
-    /// Create `dir` and its parents.
+    /// Create `dir` and its parents. Like a file, a new directory is an
+    /// entry of its parent, durable only once the parent is fsynced:
+    /// `create_dir_durable` does both.
     fn create_dir_all(&self, dir: &Path) -> impl Future<Output = io::Result<()>>;
+}
+
+/// Create `dir` (if missing) and make its entry, and the entry of every
+/// directory above it, durable.
+///
+/// On Linux a new directory survives a power loss only once its parent is
+/// fsynced, and everything written into it before that, synced or not,
+/// vanishes with it. Run by every start over a dir that already exists too:
+/// a process that crashed after creating it left entries that may live only
+/// in the page cache, and `create_dir_all` cannot say which levels it made.
+/// So each level's parent is fsynced, top down: one directory fsync per
+/// level, at a format or a partition's open, never on the commit path.
+pub async fn create_dir_durable<I: Io>(io: &I, dir: &Path) -> io::Result<()> {
+    io.create_dir_all(dir).await?;
+    let levels: Vec<&Path> = dir.ancestors().filter(|level| level.parent().is_some()).collect();
+    for level in levels.into_iter().rev() {
+        let parent = level.parent().expect("filtered: not the root");
+        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        io.sync_dir(parent).await?;
+    }
+    Ok(())
 }

@@ -289,7 +289,9 @@ impl<I: Io> Superblock<I> {
         replica: u8,
     ) -> Result<Self, SuperblockError> {
         let path = superblock_path(dir, namespace);
-        io.create_dir_all(dir).await.map_err(io_error("create_dir"))?;
+        // The dir durable in its parent first: a file in a dir whose entry
+        // is not durable vanishes with it at a power loss, synced or not.
+        crate::io::create_dir_durable(io, dir).await.map_err(io_error("create_dir"))?;
         let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create"))?;
         if file.size_bytes().await.map_err(io_error("stat"))? != 0 {
             return Err(SuperblockError::AlreadyExists { path });

@@ -164,7 +164,7 @@ fn a_misdirected_prepare_write_leaves_two_faulty_ops() {
 fn a_rotten_checkpoint_copy_is_survived() {
     use shoal_vsr::checkpoint::{CheckpointError, checkpoint_path, read_checkpoint, write_checkpoint};
     let io = SimIo::new(6);
-    block_on_ready(shoal_vsr::io::Io::create_dir_all(&io, dir())).unwrap();
+    block_on_ready(shoal_vsr::io::create_dir_durable(&io, dir())).unwrap();
     let (anchor, _) = Chain::new().next_prepare();
     let checkpoint = shoal_vsr::replica::Checkpoint { anchor, snapshot: vec![0x5A; 700] };
     block_on_ready(write_checkpoint(&io, dir(), 1, &checkpoint)).unwrap();
