@@ -338,7 +338,11 @@ impl<I: Io> GroupStorage<I> {
     pub async fn format_rejoining(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
         create_group_dir(io, dir).await?;
         let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
-        GroupStorage::write_fresh(io, dir, config, state).await
+        let storage = GroupStorage::write_fresh(io, dir, config, state).await?;
+        // As `format` and the damage format: a rejoiner that started over a
+        // journal reading back prepares it never wrote would serve them.
+        storage.check_formatted_empty()?;
+        Ok(storage)
     }
 
     /// Open after a crash: what the disk kept, as the replica needs it.
