@@ -145,3 +145,36 @@ pub async fn create_dir_durable<I: Io>(io: &I, dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Reads of one copy of a redundant file (a superblock or checkpoint copy)
+/// before a read error (EIO) counts as that copy lost: a transient error
+/// passes on a retry, a latent sector error does not (it lasts until a
+/// write covers the sector).
+pub const COPY_READ_ATTEMPTS_MAX: u32 = 2;
+
+/// `EIO`: the device failed the read (or write). Any other error (a
+/// permission, a missing file) is the operator's, never damage.
+const EIO: i32 = 5;
+
+/// Is `error` the device failing a read (EIO)?
+pub fn is_media_error(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(EIO)
+}
+
+/// Read `len` bytes at `position`: one copy of a file that keeps several.
+/// `Ok(None)` when every one of `COPY_READ_ATTEMPTS_MAX` reads failed with
+/// EIO: the copy is lost, as a rotten one is, and the caller goes on with
+/// the others (mark `copy_unreadable`); any other error is returned.
+pub async fn read_copy<F: IoFile>(file: &F, len: usize, position: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0; len];
+    for _ in 0..COPY_READ_ATTEMPTS_MAX {
+        let (result, bytes) = file.read_exact_at(buf, position).await;
+        match result {
+            Ok(()) => return Ok(Some(bytes)),
+            Err(error) if is_media_error(&error) => buf = bytes,
+            Err(error) => return Err(error),
+        }
+    }
+    crate::marks::hit(crate::marks::COPY_UNREADABLE);
+    Ok(None)
+}
