@@ -937,7 +937,13 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// The whole header ring, one entry per slot. A read error makes the
-    /// copies it covers invalid (never a failed open).
+    /// copies it covers invalid (never a failed open), and only those: a
+    /// chunk whose read fails is read again copy by copy, so one latent
+    /// sector error costs the copies in its sector. Invalidating the whole
+    /// chunk made every valid prepare in it look unvouched, and the head
+    /// prepares were cut as torn (disk-rot seed 1814, Recovery: a read EIO
+    /// in op 3's ring copy, and replica 0 lost op 18, which it had
+    /// acknowledged).
     async fn read_header_copies(&self) -> Vec<HeaderCopy> {
         let slot_count = self.config.slot_count;
         let mut copies = Vec::with_capacity(slot_count as usize);
@@ -949,17 +955,30 @@ impl<I: Io> PrepareJournal<I> {
             for (index, copy) in bytes.chunks_exact(HEADER_SIZE_BYTES).enumerate() {
                 let slot = first + index as u64;
                 copies.push(if result.is_err() {
-                    HeaderCopy::Invalid
-                } else if copy.iter().all(|&b| b == 0) {
-                    HeaderCopy::Empty
+                    self.read_header_copy(slot).await
                 } else {
-                    self.decode_slot_header(slot, copy).map_or(HeaderCopy::Invalid, HeaderCopy::Valid)
+                    self.judge_header_copy(slot, copy)
                 });
             }
             first += count;
         }
         debug_assert_eq!(copies.len() as u64, slot_count);
         copies
+    }
+
+    /// One ring copy read on its own (after its chunk's read failed).
+    async fn read_header_copy(&self, slot: u64) -> HeaderCopy {
+        let offset = self.config.header_copy_offset(slot);
+        let (result, bytes) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+        if result.is_err() { HeaderCopy::Invalid } else { self.judge_header_copy(slot, &bytes) }
+    }
+
+    fn judge_header_copy(&self, slot: u64, copy: &[u8]) -> HeaderCopy {
+        if copy.iter().all(|&b| b == 0) {
+            HeaderCopy::Empty
+        } else {
+            self.decode_slot_header(slot, copy).map_or(HeaderCopy::Invalid, HeaderCopy::Valid)
+        }
     }
 
     /// The op `slot` would hold in the live window.

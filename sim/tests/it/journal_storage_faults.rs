@@ -397,3 +397,25 @@ fn a_writable_open_does_not_rewrite_prepares_its_ring_vouches_for() {
     let ring_bytes = 12 * shoal_vsr::header::HEADER_SIZE_BYTES as u64;
     assert_eq!((writes - writes_before, bytes - bytes_before), (1, ring_bytes), "one write: the ring copies");
 }
+
+/// disk-rot seed 1814, once the simulator placed read EIO: a latent sector
+/// error in op 3's header ring copy failed the read of the ring's whole
+/// chunk, which made every ring copy in it invalid, so the valid prepares
+/// above lost what vouched for them and the head ones were cut as a torn
+/// tail: replica 0 lost op 18, which it had acknowledged. The EIO must cost
+/// only the copies in its sector.
+#[test]
+fn a_read_error_in_one_ring_copy_costs_that_copy_only() {
+    let io = SimIo::new(9);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 5, true);
+    assert!(journal.is_durable(5), "ops 1..=5 may be acknowledged");
+    drop(journal);
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    io.disk().fail_sector_reads(&path, config(SLOT_COUNT).header_copy_offset(3)).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "nothing acknowledged is cut as torn");
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4, 5]);
+    assert_eq!(journal.op_max(), Some(5));
+}
