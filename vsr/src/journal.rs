@@ -940,10 +940,11 @@ impl<I: Io> PrepareJournal<I> {
     /// copies it covers invalid (never a failed open), and only those: a
     /// chunk whose read fails is read again copy by copy, so one latent
     /// sector error costs the copies in its sector. Invalidating the whole
-    /// chunk made every valid prepare in it look unvouched, and the head
-    /// prepares were cut as torn (disk-rot seed 1814, Recovery: a read EIO
-    /// in op 3's ring copy, and replica 0 lost op 18, which it had
-    /// acknowledged).
+    /// chunk (the whole ring: 64 slots in the simulator) lost an
+    /// acknowledged op (disk-rot seed 1814, Recovery: a read EIO placed at
+    /// op 3 with 16 ops committed, and replica 0 lost op 18; the seed
+    /// passes with this per-copy read; the exact path is not pinned by a
+    /// story yet).
     async fn read_header_copies(&self) -> Vec<HeaderCopy> {
         let slot_count = self.config.slot_count;
         let mut copies = Vec::with_capacity(slot_count as usize);
