@@ -149,7 +149,7 @@ pub fn read_identity(dir: &Path) -> Result<Option<Identity>, DataDirError> {
 /// Create `dir` (if needed) and durably write its identity. Refuses a dir that
 /// already has one.
 pub fn format(dir: &Path, identity: Identity) -> Result<(), DataDirError> {
-    std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+    create_dir_durable(dir)?;
     if let Some(existing) = read_identity(dir)? {
         return Err(DataDirError::AlreadyFormatted {
             dir: dir.to_path_buf(),
@@ -169,6 +169,22 @@ pub fn format(dir: &Path, identity: Identity) -> Result<(), DataDirError> {
     std::fs::rename(&tmp, &path).map_err(io_error("rename", &tmp))?;
     // The rename is durable only once the directory entry is.
     File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(io_error("fsync", dir))?;
+    Ok(())
+}
+
+/// Create `dir` (and its parents) and fsync the parent of every level: a new
+/// directory's entry survives a power loss only once its parent is fsynced,
+/// and every file in it (identity, superblocks, journals) vanishes with it.
+/// `shoal_vsr::io::create_dir_durable` is the same rule for the groups' own
+/// dirs; this one runs before any shard's `Io` exists.
+pub fn create_dir_durable(dir: &Path) -> Result<(), DataDirError> {
+    std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+    let levels: Vec<&Path> = dir.ancestors().filter(|level| level.parent().is_some()).collect();
+    for level in levels.into_iter().rev() {
+        let parent = level.parent().expect("filtered: not the root");
+        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        File::open(parent).and_then(|parent_file| parent_file.sync_all()).map_err(io_error("fsync", parent))?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
+use shoal_sim::cluster::{RESTART_CRASH_PPM, RESTART_STORAGE_ERROR_PPM};
 use shoal_sim::{FaultMix, RunConfig};
 
 pub const NS_PER_MS: u64 = 1_000_000;
@@ -80,7 +81,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 22] = [
+pub const FAULT_FIELDS: [FaultField; 24] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -116,12 +117,20 @@ pub const FAULT_FIELDS: [FaultField; 22] = [
     // Per prepare a primary sends a backup, 5 replicas only (drawn after
     // the topology too).
     ppm_field!(plot_deposed_primary_ppm, 5_000),
+    // Per start of a process (drawn last, see `swarm`): twice the named
+    // scenarios' rate at the most.
+    ppm_field!(restart_crash_ppm, 2 * RESTART_CRASH_PPM as u64),
+    ppm_field!(restart_storage_error_ppm, 2 * RESTART_STORAGE_ERROR_PPM as u64),
 ];
 
 /// Fields swarm draws after the replica count and session table, so that
 /// adding them left every older field's draw, and so every older seed's
 /// config, as it was.
 const SWARM_LATE_FIELDS: [&str; 2] = ["plot_wiped_acker_ppm", "plot_deposed_primary_ppm"];
+/// Fields swarm draws after everything else (the pipeline depth too), for
+/// the same reason: they were split off the crash and storage-error knobs
+/// they used to ride on, so the shrinker can switch them off on their own.
+const SWARM_LAST_FIELDS: [&str; 2] = ["restart_crash_ppm", "restart_storage_error_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -244,6 +253,8 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config.faults.protocol_crash_ppm = 10_000;
     // Lost and torn pending writes only show after a crash.
     config.faults.replica_crash_ppm = 300;
+    config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
+    config.faults.restart_storage_error_ppm = RESTART_STORAGE_ERROR_PPM;
     config
 }
 
@@ -252,6 +263,8 @@ pub fn crash_loop(seed: u64) -> RunConfig {
     config.faults.replica_crash_ppm = 2_000;
     config.faults.replica_pause_ppm = 1_000;
     config.faults.storage_lost_write_ppm = 30_000;
+    config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
+    config.faults.restart_storage_error_ppm = RESTART_STORAGE_ERROR_PPM;
     config
 }
 
@@ -264,6 +277,7 @@ pub fn shard_chaos(seed: u64) -> RunConfig {
     config.faults.shard_delivery_drop_ppm = 10_000;
     config.faults.shard_panic_ppm = 200;
     config.faults.network_delay_max_ns = 5 * NS_PER_MS;
+    config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config
 }
 
@@ -290,6 +304,7 @@ pub fn view_churn(seed: u64) -> RunConfig {
     config.faults.storage_rot_running_ppm = 1_000;
     config.faults.plot_wiped_acker_ppm = PLOT_WIPED_ACKER_PPM;
     config.faults.plot_deposed_primary_ppm = PLOT_DEPOSED_PRIMARY_PPM;
+    config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config
 }
 
@@ -306,6 +321,7 @@ pub fn session_churn(seed: u64) -> RunConfig {
     config.faults.network_drop_ppm = 5_000;
     config.faults.protocol_crash_ppm = 2_000;
     config.faults.plot_wiped_acker_ppm = PLOT_WIPED_ACKER_PPM;
+    config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config
 }
 
@@ -327,7 +343,8 @@ pub fn swarm(seed: u64) -> RunConfig {
         }
     };
     let late = |field: &&FaultField| SWARM_LATE_FIELDS.contains(&field.name);
-    for field in FAULT_FIELDS.iter().filter(|field| !late(field)) {
+    let last = |field: &&FaultField| SWARM_LAST_FIELDS.contains(&field.name);
+    for field in FAULT_FIELDS.iter().filter(|field| !late(field) && !last(field)) {
         draw_field(&mut rng, field, &mut config.faults);
     }
     // Drawn after the faults, so the fault draws above stay what they were per seed.
@@ -340,6 +357,9 @@ pub fn swarm(seed: u64) -> RunConfig {
     // Drawn last, so every draw above stays what it was per seed.
     config.pipeline_prepares_max =
         SWARM_PIPELINE_PREPARES_MAX[(rng.next_u64() % SWARM_PIPELINE_PREPARES_MAX.len() as u64) as usize];
+    for field in FAULT_FIELDS.iter().filter(last) {
+        draw_field(&mut rng, field, &mut config.faults);
+    }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

@@ -651,7 +651,10 @@ impl<I: Io> PartitionLog<I> {
     /// a torn tail.
     pub async fn open(io: I, dir: &Path, config: PartitionLogConfig) -> Result<PartitionLog<I>> {
         assert!(config.segment_size_max_bytes > RECORD_HEADER_SIZE_BYTES as u64);
-        io.create_dir_all(dir).await.map_err(io_error("create_dir_all", dir))?;
+        // Its entry in the data dir durable before any record is synced
+        // into it: a partition dir only in the page cache takes every
+        // segment with it at the next power loss.
+        shoal_vsr::io::create_dir_durable(&io, dir).await.map_err(io_error("create_dir_durable", dir))?;
         // Recovery never trusts the directory cache either: a process that
         // crashed between creating a segment and fsyncing the directory
         // left a name that lists here but is not durable, and records

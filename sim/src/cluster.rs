@@ -121,15 +121,15 @@ pub const STORAGE_FLUSH_LATENCY_MAX_NS: u64 = 2_000_000;
 /// has latency) lands at one of the next this-many waits of the node on
 /// its storage, with the waited-on calls in flight.
 pub const CRASH_IN_FLIGHT_WAITS_MAX: u64 = 4;
-/// Per start of a process in the safety phase, when the scenario crashes
-/// processes: the chance a crash lands among the start's own storage
-/// calls (settle, superblock repair, journal open and repair, the
+/// The named scenarios' `FaultMix::restart_crash_ppm` where they crash
+/// processes: per start, the chance a crash lands among the start's own
+/// storage calls (settle, superblock repair, journal open and repair, the
 /// operator's format), which then restarts again later.
 pub const RESTART_CRASH_PPM: u32 = 150_000;
-/// Per start in the safety phase, when the scenario injects storage
-/// errors: the chance one of the start's storage calls fails with EIO. The
-/// process stops with the error, as the server does, and the world (its
-/// supervisor, its operator) starts it again later.
+/// The named scenarios' `FaultMix::restart_storage_error_ppm` where they
+/// inject storage errors: per start, the chance one of the start's storage
+/// calls fails with EIO. The process stops with the error, as the server
+/// does, and the world (its supervisor, its operator) starts it again later.
 pub const RESTART_STORAGE_ERROR_PPM: u32 = 150_000;
 /// A start's fault lands at one of its first this-many calls that change
 /// the disk per group it opens (few: settles, repairs, a format's steps).
@@ -397,8 +397,7 @@ impl Cluster {
             // the process is then down, and its next start must finish it
             // (`restart`, `format_new_group`).
             let (crash_draw, count_draw) = (rng.next_u64(), rng.next_u64());
-            let crashes = config.faults.replica_crash_ppm > 0 || config.faults.protocol_crash_ppm > 0;
-            if crashes && crash_draw % PPM_MAX < u64::from(RESTART_CRASH_PPM) {
+            if crash_draw % PPM_MAX < u64::from(config.faults.restart_crash_ppm) {
                 let count = 1 + count_draw % (RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * namespaces.len() as u64);
                 io.disk().arm_mutation_fault(count, crate::disk::MutationFault::Halt);
             }

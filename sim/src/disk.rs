@@ -12,8 +12,11 @@
 //!   length change, in order). `sync_data` makes `current` durable.
 //! - Directory entries (create, rename, remove) change the `current` namespace
 //!   at once but the `durable` namespace only when `sync_dir(parent)` runs.
-//!   Directories themselves are durable as soon as they are created: the
-//!   journal never depends on a directory's own creation surviving a crash.
+//!   A directory is an entry of its parent like a file: `create_dir_all`
+//!   makes it exist at once, durable only once its parent is fsynced, as on
+//!   Linux. A power loss takes back every entry not yet durable, and with a
+//!   directory everything under it (its files vanish, durable or not: the
+//!   directory they are in is gone). The root always exists.
 //! - Two kinds of crash. `power_loss()` resets the namespace to its durable
 //!   state and, for every pending write of a surviving file, lets the seed
 //!   decide: lost, applied, or torn. Torn rule: the write is cut into 512-byte
@@ -52,7 +55,7 @@
 //!   This lets a test stop a multi-step sequence between any two calls.
 //! - `arm_mutation_fault(n, fault)`: the `n`-th call from now that changes
 //!   the disk (write, length change, fsync, rename, exchange, remove,
-//!   directory fsync) halts the disk before it acts (a crash there, as
+//!   directory creation, directory fsync) halts the disk before it acts (a crash there, as
 //!   `crash_after_steps`) or fails with EIO (an fsync EIO as above; any
 //!   other call changes nothing). A driver places a fault among the few
 //!   calls that matter (a restart's settle and repairs) rather than among
@@ -151,7 +154,10 @@ pub struct SimDisk {
     inode_next: InodeId,
     namespace_current: BTreeMap<PathBuf, InodeId>,
     namespace_durable: BTreeMap<PathBuf, InodeId>,
-    dirs: BTreeSet<PathBuf>,
+    /// Directories that exist now (reads and creates see them)...
+    dirs_current: BTreeSet<PathBuf>,
+    /// ...and those whose entry in their parent is durable.
+    dirs_durable: BTreeSet<PathBuf>,
     /// Bumped by every crash: file handles from before it fail with EBADF.
     generation: u64,
     steps: u64,
@@ -194,6 +200,11 @@ fn parent_of(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// The root (or the empty path of a relative one): it always exists.
+fn is_root(dir: &Path) -> bool {
+    dir.as_os_str().is_empty() || dir == Path::new("/")
+}
+
 fn apply(bytes: &mut Vec<u8>, op: &Pending) {
     match op {
         Pending::Write { offset, data } => {
@@ -217,7 +228,8 @@ impl SimDisk {
             inode_next: 1,
             namespace_current: BTreeMap::new(),
             namespace_durable: BTreeMap::new(),
-            dirs: BTreeSet::new(),
+            dirs_current: BTreeSet::new(),
+            dirs_durable: BTreeSet::new(),
             generation: 0,
             steps: 0,
             halt_after_steps: None,
@@ -320,11 +332,14 @@ impl SimDisk {
             .is_some_and(|&generation| generation == self.generation)
     }
 
-    /// The disk is lost and replaced by an empty one (directories stay, as
-    /// after the operator recreates the data directory): every file is gone.
+    /// The disk is lost and replaced by an empty one: every file and
+    /// directory is gone (the operator's format creates the data directory
+    /// again).
     pub fn wipe(&mut self) {
         self.namespace_current.clear();
         self.namespace_durable.clear();
+        self.dirs_current.clear();
+        self.dirs_durable.clear();
         self.inodes.clear();
         self.misdirected.clear();
         self.misdirected_generation.clear();
@@ -420,8 +435,22 @@ impl SimDisk {
     }
 
     /// The machine lost power: drop or tear pending writes, restore the
-    /// durable namespace, invalidate every open handle.
+    /// durable namespace (a directory whose entry was not durable is gone
+    /// with everything under it), invalidate every open handle.
     pub fn power_loss(&mut self) {
+        let reachable = |dirs: &BTreeSet<PathBuf>, path: &Path| {
+            path.ancestors().skip(1).all(|ancestor| is_root(ancestor) || dirs.contains(ancestor))
+        };
+        let durable_dirs = std::mem::take(&mut self.dirs_durable);
+        let lost_dirs = self.dirs_current.difference(&durable_dirs).count()
+            + durable_dirs.iter().filter(|dir| !reachable(&durable_dirs, dir)).count();
+        if lost_dirs > 0 {
+            self.count("crash_lost_dir");
+        }
+        self.dirs_durable = durable_dirs.iter().filter(|dir| reachable(&durable_dirs, dir)).cloned().collect();
+        self.dirs_current = self.dirs_durable.clone();
+        let dirs = &self.dirs_durable;
+        self.namespace_durable.retain(|path, _| reachable(dirs, path));
         self.namespace_current = self.namespace_durable.clone();
         let live: BTreeSet<InodeId> = self.namespace_durable.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
@@ -552,7 +581,7 @@ impl SimDisk {
     }
 
     fn dir_exists(&self, dir: &Path) -> bool {
-        dir.as_os_str().is_empty() || dir == Path::new("/") || self.dirs.contains(dir)
+        is_root(dir) || self.dirs_current.contains(dir)
     }
 
     pub(crate) fn read(&mut self, generation: u64, id: InodeId, buf: &mut [u8], position: u64) -> io::Result<()> {
@@ -813,6 +842,9 @@ impl SimDisk {
                 None => self.namespace_durable.remove(&path),
             };
         }
+        // Subdirectories are entries of `dir` too (none is ever removed).
+        let subdirs: Vec<PathBuf> = self.dirs_current.iter().filter(|sub| parent_of(sub) == dir).cloned().collect();
+        self.dirs_durable.extend(subdirs);
         Ok(())
     }
 
@@ -826,9 +858,15 @@ impl SimDisk {
 
     pub(crate) fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
         self.step()?;
+        // Creating a directory changes the disk; finding it there does not.
+        if !self.dir_exists(dir) && self.mutation()? {
+            return Err(os_error(EIO));
+        }
+        // Each directory it creates is an entry of its parent, durable only
+        // once the parent is fsynced (`sync_dir`).
         for ancestor in dir.ancestors() {
-            if !ancestor.as_os_str().is_empty() && ancestor != Path::new("/") {
-                self.dirs.insert(ancestor.to_path_buf());
+            if !is_root(ancestor) {
+                self.dirs_current.insert(ancestor.to_path_buf());
             }
         }
         Ok(())
@@ -855,12 +893,54 @@ impl SimDisk {
 mod tests {
     use super::*;
 
+    /// A directory is an entry of its parent: durable only once the parent
+    /// is fsynced. A power loss before that takes it and every file in it
+    /// (synced or not); a process crash keeps it (the page cache).
+    #[test]
+    fn a_directory_entry_is_durable_only_after_its_parent_is_fsynced() {
+        let mut disk = SimDisk::new(4);
+        disk.faults.crash_lost_ppm = 0;
+        disk.create_dir_all(Path::new("/data/part")).unwrap();
+        let path = Path::new("/data/part/segment");
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.write(generation, id, b"records", 0).unwrap();
+        disk.sync_data(generation, id).unwrap();
+        disk.sync_dir(Path::new("/data/part")).unwrap();
+        disk.crash_process();
+        assert_eq!(disk.contents(path).as_deref(), Some(&b"records"[..]), "the page cache keeps the directories");
+        disk.power_loss();
+        assert_eq!(disk.contents(path), None, "neither /data nor /data/part was durable in its parent");
+        assert!(disk.open(path, true).is_err(), "the directory is gone with its file");
+        assert_eq!(disk.counters()["crash_lost_dir"], 1);
+
+        disk.create_dir_all(Path::new("/data/part")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.write(generation, id, b"records", 0).unwrap();
+        disk.sync_data(generation, id).unwrap();
+        disk.sync_dir(Path::new("/data/part")).unwrap();
+        disk.power_loss();
+        assert_eq!(disk.contents(path), None, "/data is durable, /data/part is not: the file went with it");
+        assert!(disk.list_dir(Path::new("/data")).is_ok(), "/data survived");
+        assert!(disk.list_dir(Path::new("/data/part")).is_err());
+
+        disk.create_dir_all(Path::new("/data/part")).unwrap();
+        disk.sync_dir(Path::new("/data")).unwrap();
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.write(generation, id, b"records", 0).unwrap();
+        disk.sync_data(generation, id).unwrap();
+        disk.sync_dir(Path::new("/data/part")).unwrap();
+        disk.power_loss();
+        assert_eq!(disk.contents(path).as_deref(), Some(&b"records"[..]), "every entry on the path is durable");
+    }
+
     /// The driver's rule "one misdirected write per file per life" needs to
     /// know whether this life already had one; a crash starts a new life.
     #[test]
     fn misdirected_this_life_ends_with_the_crash() {
         let mut disk = SimDisk::new(3);
         disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
         let path = Path::new("/data/a");
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, &[0u8; 4096], 0).unwrap();

@@ -566,6 +566,8 @@ mod tests {
     fn io_with_dir(seed: u64) -> SimIo {
         let io = SimIo::new(seed);
         block_on_ready(io.create_dir_all(Path::new(DIR))).unwrap();
+        // A data dir that exists durably, as the operator's format leaves it.
+        block_on_ready(io.sync_dir(Path::new("/"))).unwrap();
         io
     }
 

@@ -61,6 +61,17 @@ pub struct FaultMix {
     /// that backup, which reaches every other replica but the next primary.
     #[serde(default)]
     pub plot_deposed_primary_ppm: u32,
+    /// Per start of a process in the safety phase (and per process at a new
+    /// cluster's first format): a crash lands among the start's own storage
+    /// calls (settle, superblock repair, journal open and repair, a
+    /// format's steps); the process restarts again later.
+    #[serde(default)]
+    pub restart_crash_ppm: u32,
+    /// Per start in the safety phase: one of the start's calls that change
+    /// the disk fails with EIO; the process stops with the typed error, as
+    /// the server does, and is started again later.
+    #[serde(default)]
+    pub restart_storage_error_ppm: u32,
 }
 
 impl FaultMix {
@@ -88,6 +99,8 @@ impl FaultMix {
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
             plot_deposed_primary_ppm: 0,
+            restart_crash_ppm: 0,
+            restart_storage_error_ppm: 0,
         }
     }
 }
@@ -135,6 +148,8 @@ impl FaultMix {
             storage_torn_write_ppm: 1_000,
             storage_write_error_ppm: 500,
             storage_read_corruption_ppm: 300_000,
+            restart_crash_ppm: crate::cluster::RESTART_CRASH_PPM,
+            restart_storage_error_ppm: crate::cluster::RESTART_STORAGE_ERROR_PPM,
             ..FaultMix::none()
         }
     }

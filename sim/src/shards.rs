@@ -1114,7 +1114,7 @@ pub fn run_shard_world(config: &ShardWorldConfig) -> ShardWorldOutcome {
     let io = SimIo::new(config.seed);
     let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(config.seed ^ SEED_STREAM_WORLD)));
     let snapshot = catalogue(config);
-    block_on_ready(io.create_dir_all(Path::new("/data"))).expect("sim disk");
+    block_on_ready(shoal_vsr::io::create_dir_durable(&io, Path::new("/data"))).expect("sim disk");
     block_on_ready(handoff::write_metadata(&io, Path::new(METADATA_SNAPSHOT_PATH), ShardId::METADATA, &snapshot))
         .expect("sim disk has no faults configured");
 

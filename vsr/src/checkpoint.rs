@@ -154,9 +154,13 @@ pub async fn read_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64) -> Resul
     // Each copy is read on its own, so a read error costs one copy only.
     let mut first_error = None;
     for copy in 0..COPIES_COUNT {
-        let buffer = vec![0; region_size_bytes as usize];
-        let (result, region) = file.read_exact_at(buffer, copy * region_size_bytes).await;
-        let decoded = result.map_err(io_error("read")).and_then(|()| decode_region(&region));
+        let read = crate::io::read_copy(&file, region_size_bytes as usize, copy * region_size_bytes).await;
+        // A copy that fails every read with EIO is lost as a rotten one is:
+        // with both lost, the group rebuilds from its peers.
+        let decoded = read.map_err(io_error("read")).and_then(|region| match region {
+            Some(region) => decode_region(&region),
+            None => Err(CheckpointError::Corrupt { reason: "unreadable (EIO)" }),
+        });
         match decoded {
             Ok(checkpoint) => return Ok(Some(checkpoint)),
             Err(error) => {

@@ -119,6 +119,62 @@ pub trait Io: Clone + 'static {
     fn sync_dir(&self, dir: &Path) -> impl Future<Output = io::Result<()>>;
     /// The files directly inside `dir`, sorted by path.
     fn list_dir(&self, dir: &Path) -> impl Future<Output = io::Result<Vec<PathBuf>>>;
-    /// Create `dir` and its parents.
+    /// Create `dir` and its parents. Like a file, a new directory is an
+    /// entry of its parent, durable only once the parent is fsynced:
+    /// `create_dir_durable` does both.
     fn create_dir_all(&self, dir: &Path) -> impl Future<Output = io::Result<()>>;
+}
+
+/// Create `dir` (if missing) and make its entry, and the entry of every
+/// directory above it, durable.
+///
+/// On Linux a new directory survives a power loss only once its parent is
+/// fsynced, and everything written into it before that, synced or not,
+/// vanishes with it. Run by every start over a dir that already exists too:
+/// a process that crashed after creating it left entries that may live only
+/// in the page cache, and `create_dir_all` cannot say which levels it made.
+/// So each level's parent is fsynced, top down: one directory fsync per
+/// level, at a format or a partition's open, never on the commit path.
+pub async fn create_dir_durable<I: Io>(io: &I, dir: &Path) -> io::Result<()> {
+    io.create_dir_all(dir).await?;
+    let levels: Vec<&Path> = dir.ancestors().filter(|level| level.parent().is_some()).collect();
+    for level in levels.into_iter().rev() {
+        let parent = level.parent().expect("filtered: not the root");
+        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        io.sync_dir(parent).await?;
+    }
+    Ok(())
+}
+
+/// Reads of one copy of a redundant file (a superblock or checkpoint copy)
+/// before a read error (EIO) counts as that copy lost: a transient error
+/// passes on a retry, a latent sector error does not (it lasts until a
+/// write covers the sector).
+pub const COPY_READ_ATTEMPTS_MAX: u32 = 2;
+
+/// `EIO`: the device failed the read (or write). Any other error (a
+/// permission, a missing file) is the operator's, never damage.
+const EIO: i32 = 5;
+
+/// Is `error` the device failing a read (EIO)?
+pub fn is_media_error(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(EIO)
+}
+
+/// Read `len` bytes at `position`: one copy of a file that keeps several.
+/// `Ok(None)` when every one of `COPY_READ_ATTEMPTS_MAX` reads failed with
+/// EIO: the copy is lost, as a rotten one is, and the caller goes on with
+/// the others (mark `copy_unreadable`); any other error is returned.
+pub async fn read_copy<F: IoFile>(file: &F, len: usize, position: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0; len];
+    for _ in 0..COPY_READ_ATTEMPTS_MAX {
+        let (result, bytes) = file.read_exact_at(buf, position).await;
+        match result {
+            Ok(()) => return Ok(Some(bytes)),
+            Err(error) if is_media_error(&error) => buf = bytes,
+            Err(error) => return Err(error),
+        }
+    }
+    crate::marks::hit(crate::marks::COPY_UNREADABLE);
+    Ok(None)
 }

@@ -41,6 +41,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
     CHECKPOINT_LOST_REJOINED,
+    COPY_UNREADABLE,
     CRASH_DURING_RESTART,
     CRASH_FSYNC_IN_FLIGHT,
     CRASH_WRITE_IN_FLIGHT,
@@ -141,6 +142,9 @@ pub const STATE_TRANSFER: &str = "state_transfer";
 /// start's storage calls, the start stopped with the typed error, and the
 /// process was started again later.
 pub const STORAGE_ERROR_DURING_RESTART: &str = "storage_error_during_restart";
+/// A copy of a superblock or checkpoint failed every read with EIO (a
+/// latent sector error) and counted as lost, as a rotten copy does.
+pub const COPY_UNREADABLE: &str = "copy_unreadable";
 /// A writable superblock open found a copy behind the newest one (a write
 /// failed between its copies, or a copy was damaged) and rewrote it before
 /// the replica acted on the newest state.

@@ -133,7 +133,8 @@ pub enum SuperblockError {
     #[error("superblock {path} does not exist: create it (new replica) or restore it from a peer")]
     Missing { path: PathBuf },
     #[error(
-        "both superblock copies are invalid (torn, zeroed or not a shoal superblock): restore the replica from peers"
+        "both superblock copies are invalid (torn, zeroed, unreadable or not a shoal superblock): restore the replica \
+         from peers"
     )]
     NoValidCopy,
     #[error("superblock format version {found} is not {SUPERBLOCK_FORMAT_VERSION}: run the matching shoal version")]
@@ -289,7 +290,9 @@ impl<I: Io> Superblock<I> {
         replica: u8,
     ) -> Result<Self, SuperblockError> {
         let path = superblock_path(dir, namespace);
-        io.create_dir_all(dir).await.map_err(io_error("create_dir"))?;
+        // The dir durable in its parent first: a file in a dir whose entry
+        // is not durable vanishes with it at a power loss, synced or not.
+        crate::io::create_dir_durable(io, dir).await.map_err(io_error("create_dir"))?;
         let file = io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create"))?;
         if file.size_bytes().await.map_err(io_error("stat"))? != 0 {
             return Err(SuperblockError::AlreadyExists { path });
@@ -370,13 +373,23 @@ impl<I: Io> Superblock<I> {
         // The highest sequence any position claims, valid or not: a write
         // torn since may have used one above the newest valid copy's.
         let mut claimed_max: Option<u64> = None;
+        let mut unreadable = false;
         for position in 0..SUPERBLOCK_READ_POSITIONS {
             let offset = position * SUPERBLOCK_COPY_SIZE_BYTES;
             if offset + SUPERBLOCK_COPY_SIZE_BYTES > size_bytes {
                 continue;
             }
-            let (result, bytes) = file.read_exact_at(vec![0; SUPERBLOCK_COPY_SIZE_BYTES as usize], offset).await;
-            result.map_err(io_error("read"))?;
+            let read = crate::io::read_copy(&file, SUPERBLOCK_COPY_SIZE_BYTES as usize, offset).await;
+            let Some(bytes) = read.map_err(io_error("read"))? else {
+                // Unreadable (EIO): lost, as a rotten copy is. What it held
+                // is unknown, so a sequence a write may have used there is
+                // never reused (below).
+                unreadable = true;
+                if (0..SUPERBLOCK_COPIES).any(|index| superblock_copy_offset(index) == offset) {
+                    at_copy.push(None);
+                }
+                continue;
+            };
             claimed_max = claimed_max.max(claimed_sequence(&bytes));
             let decoded = CopyRecord::decode(&bytes)?;
             if (0..SUPERBLOCK_COPIES).any(|index| superblock_copy_offset(index) == offset) {
@@ -389,6 +402,9 @@ impl<I: Io> Superblock<I> {
             }
         }
         let mut copy = best.ok_or(SuperblockError::NoValidCopy)?;
+        if unreadable {
+            claimed_max = claimed_max.max(Some(copy.sequence + SUPERBLOCK_SEQUENCES_LOST_MAX));
+        }
         if copy.cluster != cluster || copy.namespace != namespace || copy.replica != replica {
             return Err(SuperblockError::WrongOwner {
                 found: copy.cluster,

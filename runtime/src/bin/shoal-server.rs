@@ -301,8 +301,7 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
     };
     let expected = Identity::new(config.cluster, config.replica, config.replica_count);
     if require == Require::MatchIfFormatted {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|error| format!("cannot create --data-dir {}: {error}", config.data_dir.display()))?;
+        data_dir::create_dir_durable(&config.data_dir).map_err(|error| error.to_string())?;
     }
     let identity = data_dir::check(&config.data_dir, expected, require).map_err(|error| error.to_string())?;
     let topology = CpuTopology::detect().map_err(|error| error.to_string())?;

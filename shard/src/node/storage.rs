@@ -270,7 +270,7 @@ impl<I: Io> GroupStorage<I> {
     /// or a snapshot, a checkpoint, or a superblock are never formatted
     /// over (`NotNew`).
     pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
-        io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
+        create_group_dir(io, dir).await?;
         GroupStorage::check_new(io, dir, config).await?;
         let storage = GroupStorage::write_fresh(io, dir, config, SuperblockState::default()).await?;
         storage.check_formatted_empty()?;
@@ -336,9 +336,13 @@ impl<I: Io> GroupStorage<I> {
     /// the superblock first and marking it rejoining after left a voter of
     /// view 0 on a crash in between (`sim/tests/it/group_damage.rs`).
     pub async fn format_rejoining(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
-        io.create_dir_all(dir).await.map_err(|source| JournalError::Io { operation: "create dir", source })?;
+        create_group_dir(io, dir).await?;
         let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
-        GroupStorage::write_fresh(io, dir, config, state).await
+        let storage = GroupStorage::write_fresh(io, dir, config, state).await?;
+        // As `format` and the damage format: a rejoiner that started over a
+        // journal reading back prepares it never wrote would serve them.
+        storage.check_formatted_empty()?;
+        Ok(storage)
     }
 
     /// Open after a crash: what the disk kept, as the replica needs it.
@@ -679,6 +683,20 @@ impl<I: Io> GroupStorage<I> {
             Promise::Reply { op } => Err(format!("replied op {op} is not durable in the journal")),
         }
     }
+}
+
+/// Create the dir a format writes the group's files into (the data dir),
+/// durable in its parent before any file in it is: a dir entry only in the
+/// page cache takes every file under it at the next power loss, the
+/// superblock and journal included, synced or not. Before SimDisk modelled
+/// directory entries, every format left the data dir so, and every power
+/// loss would have wiped the replica (crash-loop seed 0, Agreement: a
+/// replica restarted with an empty log, formatted its groups as new and
+/// offered a canonical log ending at op 0 below its own commit 103).
+async fn create_group_dir<I: Io>(io: &I, dir: &Path) -> Result<(), StorageError> {
+    shoal_vsr::io::create_dir_durable(io, dir)
+        .await
+        .map_err(|source| JournalError::Io { operation: "create dir durably", source }.into())
 }
 
 /// The group's superblock reads and says it is rejoining.

@@ -419,11 +419,13 @@ impl Cluster {
         let offset = Self::rot_offset(journal, op, draw, draw.is_multiple_of(4));
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
         drop(storage);
-        if io.disk().corrupt_sector(&path, offset).is_ok() {
+        let eio = damage_is_read_eio(draw);
+        if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].corrupted = true;
             let label = self.group_label(group);
-            self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op}{label}"));
-            self.timeline(replica, TimelineKind::Fault, format!("rot op {op}"));
+            let how = if eio { "read EIO" } else { "rot" };
+            self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
+            self.timeline(replica, TimelineKind::Fault, format!("{how} op {op}"));
         }
     }
 
@@ -451,15 +453,18 @@ impl Cluster {
         if size_bytes == 0 {
             return;
         }
-        let offset = self.rng.next_u64() % size_bytes;
-        if io.disk().corrupt_sector(&path, offset).is_ok() {
+        let draw = self.rng.next_u64();
+        let offset = draw % size_bytes;
+        let eio = damage_is_read_eio(draw);
+        if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].corrupted = true;
             let label = self.group_label(group);
             let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+            let how = if eio { "read EIO" } else { "rot" };
             self.record(Some(replica), "rot", offset, group as u64, || {
-                format!("partition {name} byte {offset}{label}")
+                format!("partition {name} byte {offset} ({how}){label}")
             });
-            self.timeline(replica, TimelineKind::Fault, format!("rot partition {name}"));
+            self.timeline(replica, TimelineKind::Fault, format!("{how} partition {name}"));
         }
     }
 
@@ -502,17 +507,19 @@ impl Cluster {
             vec![copy]
         };
         let last = others_rotten || copies.len() as u64 == SUPERBLOCK_COPIES;
+        let eio = damage_is_read_eio(draw);
         for copy in copies {
             let offset = superblock_copy_offset(copy) + offset_in_copy;
-            if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            if self.damage_sector(index, &path, offset, eio) {
                 self.superblock_rot.insert((replica, group, copy));
                 self.nodes[index].corrupted = true;
                 let label = self.group_label(group);
                 let kind = if last { "rot_last_copy" } else { "rot" };
+                let how = if eio { "read EIO" } else { "rot" };
                 self.record(Some(replica), kind, offset, group as u64, || {
-                    format!("superblock copy {copy} byte {offset}{label}")
+                    format!("superblock copy {copy} byte {offset} ({how}){label}")
                 });
-                self.timeline(replica, TimelineKind::Fault, format!("rot superblock copy {copy} byte {offset}"));
+                self.timeline(replica, TimelineKind::Fault, format!("{how} superblock copy {copy} byte {offset}"));
             }
         }
     }
@@ -557,16 +564,30 @@ impl Cluster {
             vec![(copy, offset)]
         };
         let last = others_rotten || offsets.len() as u64 == COPIES_COUNT;
+        let eio = damage_is_read_eio(draw);
         for (copy, offset) in offsets {
-            if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+            if self.damage_sector(index, &path, offset, eio) {
                 self.checkpoint_rot.insert((replica, group, copy));
                 self.nodes[index].corrupted = true;
                 let label = self.group_label(group);
                 let kind = if last { "rot_last_copy" } else { "rot" };
-                self.record(Some(replica), kind, offset, group as u64, || format!("checkpoint byte {offset}{label}"));
-                self.timeline(replica, TimelineKind::Fault, format!("rot checkpoint byte {offset}"));
+                let how = if eio { "read EIO" } else { "rot" };
+                self.record(Some(replica), kind, offset, group as u64, || {
+                    format!("checkpoint byte {offset} ({how}){label}")
+                });
+                self.timeline(replica, TimelineKind::Fault, format!("{how} checkpoint byte {offset}"));
             }
         }
+    }
+
+    /// Damage the sector holding `offset` of `path` on `index`'s disk: a
+    /// latent sector error (every read through it fails with EIO until a
+    /// write covers it) when `eio`, else rot (a flipped bit). Either loses
+    /// the copy it lands in; placed by the same rules.
+    fn damage_sector(&mut self, index: usize, path: &std::path::Path, offset: u64, eio: bool) -> bool {
+        let mut disk = self.nodes[index].io.disk();
+        let damaged = if eio { disk.fail_sector_reads(path, offset) } else { disk.corrupt_sector(path, offset) };
+        damaged.is_ok()
     }
 
     /// May `replica` (down) lose its whole state of `group`, as a wiped
@@ -584,4 +605,14 @@ impl Cluster {
             .all(|j| self.group_replica(j, group).is_some_and(|r| r.status() == Status::Normal));
         peers_normal && self.loss_is_recoverable(replica, group, disk)
     }
+}
+
+/// One damage in `READ_EIO_SHARE_OF` of a down replica's disk (a journal
+/// slot or ring copy, a partition segment, a superblock or checkpoint copy)
+/// is a latent sector error rather than rot (from bits of a draw the placement
+/// already made, so the schedule's other draws stay as they were).
+const READ_EIO_SHARE_OF: u64 = 3;
+
+fn damage_is_read_eio(draw: u64) -> bool {
+    (draw >> 48).is_multiple_of(READ_EIO_SHARE_OF)
 }

@@ -187,17 +187,14 @@ impl Cluster {
     /// and for at most `RESTART_FAULTS_IN_A_ROW_MAX` starts in a row.
     fn arm_restart_fault(&mut self, replica: u8) -> Option<MutationFault> {
         let index = replica as usize;
-        let faults = &self.config.faults;
-        let crashes = faults.replica_crash_ppm > 0 || faults.protocol_crash_ppm > 0 || faults.shard_panic_ppm > 0;
-        let errors = faults.storage_write_error_ppm > 0
-            || faults.storage_lost_write_ppm > 0
-            || faults.storage_torn_write_ppm > 0;
+        let (crash_ppm, error_ppm) =
+            (self.config.faults.restart_crash_ppm, self.config.faults.restart_storage_error_ppm);
         if self.nodes[index].restart_faults_in_a_row >= RESTART_FAULTS_IN_A_ROW_MAX {
             return None;
         }
-        let fault = if self.roll(if crashes { RESTART_CRASH_PPM } else { 0 }, "restart_crash") {
+        let fault = if self.roll(crash_ppm, "restart_crash") {
             MutationFault::Halt
-        } else if self.roll(if errors { RESTART_STORAGE_ERROR_PPM } else { 0 }, "restart_storage_error") {
+        } else if self.roll(error_ppm, "restart_storage_error") {
             MutationFault::Eio
         } else {
             return None;

@@ -43,6 +43,12 @@ enum Lost {
 /// A replica's group with promises (view 5, nack floor 2), three durable
 /// prepares and a checkpoint, then `lost`'s both copies rot.
 fn damaged_disk(seed: u64, lost: Lost) -> SimIo {
+    damaged_disk_by(seed, lost, false)
+}
+
+/// As `damaged_disk`; with `eio`, `lost`'s both copies get latent sector
+/// errors (every read fails with EIO) instead of rot.
+fn damaged_disk_by(seed: u64, lost: Lost, eio: bool) -> SimIo {
     let io = SimIo::new(seed);
     let mut storage = block_on_ready(GroupStorage::format(&io, dir(), storage_config())).unwrap();
     let state = DurableState {
@@ -64,17 +70,21 @@ fn damaged_disk(seed: u64, lost: Lost) -> SimIo {
     let (anchor, _) = Chain::new().next_prepare();
     let checkpoint = Checkpoint { anchor, snapshot: vec![0x5A; 700] };
     block_on_ready(write_checkpoint(&io, dir(), NAMESPACE, &checkpoint)).unwrap();
+    let damage = |path: &Path, offset: u64| {
+        let mut disk = io.disk();
+        if eio { disk.fail_sector_reads(path, offset) } else { disk.corrupt_sector(path, offset) }.unwrap();
+    };
     match lost {
         Lost::Checkpoint => {
             let path = checkpoint_path(dir(), NAMESPACE);
             let size_bytes = io.disk().contents(&path).unwrap().len() as u64;
-            io.disk().corrupt_sector(&path, 100).unwrap();
-            io.disk().corrupt_sector(&path, size_bytes / 2 + 100).unwrap();
+            damage(&path, 100);
+            damage(&path, size_bytes / 2 + 100);
         }
         Lost::Superblock => {
             let path = superblock_path(dir(), NAMESPACE);
-            io.disk().corrupt_sector(&path, superblock_copy_offset(0) + 60).unwrap();
-            io.disk().corrupt_sector(&path, superblock_copy_offset(1) + 60).unwrap();
+            damage(&path, superblock_copy_offset(0) + 60);
+            damage(&path, superblock_copy_offset(1) + 60);
         }
     }
     io
@@ -198,4 +208,55 @@ fn a_rejoining_format_crashed_at_any_step_never_leaves_a_voter() {
         assert!(recovered.durable.rejoining, "crash after {steps} steps: the retried format rejoins");
     }
     panic!("the format took more than {FORMAT_STEPS_MAX} storage calls");
+}
+
+/// Issue 10: a read error (EIO) on both copies of a superblock or checkpoint
+/// stopped the replica for good ("superblock read failed: check the disk"),
+/// though its peers hold the group's state: a latent sector error lasts
+/// until a write covers it, so every restart failed the same way. Both
+/// copies unreadable is the same loss as both rotten: the group is
+/// formatted again and rejoins; alone, the replica stops with the damage.
+#[test]
+fn both_copies_unreadable_rebuild_from_peers_as_both_rotten_do() {
+    for lost in [Lost::Checkpoint, Lost::Superblock] {
+        let io = damaged_disk_by(3, lost, true);
+        let opened = block_on_ready(GroupStorage::open_or_rejoin(&io, dir(), storage_config(), REPLICA_COUNT));
+        let (_, recovered, damage) = opened.unwrap_or_else(|error| panic!("{lost:?} unreadable: {error}"));
+        assert_eq!(damage.as_ref().map(StorageDamage::keeps_promises), Some(lost == Lost::Checkpoint));
+        assert_formatted(&recovered, lost);
+        let alone = damaged_disk_by(3, lost, true);
+        let opened = block_on_ready(GroupStorage::open_or_rejoin(&alone, dir(), storage_config(), 1));
+        assert!(matches!(opened, Err(ref error) if is_damage(error)), "{lost:?} alone: {opened:?}");
+    }
+}
+
+/// One superblock copy with a latent sector error: the other copy holds
+/// every promise, so the start goes on, and its writable open rewrites the
+/// unreadable copy (the write remaps the sector). Before, the one EIO
+/// stopped the replica at every start.
+#[test]
+fn one_unreadable_superblock_copy_falls_back_to_the_other_and_is_rewritten() {
+    let io = SimIo::new(4);
+    let mut storage = block_on_ready(GroupStorage::format(&io, dir(), storage_config())).unwrap();
+    let state = DurableState {
+        view: VIEW,
+        log_view: VIEW,
+        commit: 0,
+        view_headers: Vec::new(),
+        rejoining: false,
+        nack_floor: 0,
+    };
+    block_on_ready(storage.execute(&Action::WriteSuperblock { state })).unwrap();
+    drop(storage);
+    let path = superblock_path(dir(), NAMESPACE);
+    io.disk().fail_sector_reads(&path, superblock_copy_offset(0) + 60).unwrap();
+    let _ = shoal_vsr::marks::take();
+    let (_, recovered) =
+        block_on_ready(GroupStorage::open(&io, dir(), storage_config())).expect("one readable copy is enough");
+    assert_eq!(recovered.durable.view, VIEW, "the other copy's promises");
+    assert!(shoal_vsr::marks::take().contains_key(shoal_vsr::marks::COPY_UNREADABLE));
+    let file = block_on_ready(shoal_vsr::io::Io::open(&io, &path, shoal_vsr::io::OpenMode::ReadOnly)).unwrap();
+    let size_bytes = io.disk().contents(&path).unwrap().len();
+    let (result, _) = block_on_ready(shoal_vsr::io::IoFile::read_exact_at(&file, vec![0; size_bytes], 0));
+    result.expect("the open rewrote the unreadable copy");
 }

@@ -1,6 +1,7 @@
 //! shoal-sim integration tests: one binary, one module per area.
 
 mod checkers;
+mod dir_entries;
 mod fixtures;
 mod group_damage;
 mod journal_bad_input;

@@ -173,7 +173,7 @@ fn catalogue() -> MetadataState {
 fn metadata_snapshot_is_owned_by_shard_zero_and_survives_a_crash() {
     let io = SimIo::new(1);
     let path = Path::new("/data/metadata.snapshot");
-    block_on_ready(io.create_dir_all(Path::new("/data"))).unwrap();
+    block_on_ready(shoal_vsr::io::create_dir_durable(&io, Path::new("/data"))).unwrap();
     let empty = block_on_ready(handoff::open_metadata(&io, path, ShardId(0))).unwrap();
     assert_eq!(empty, MetadataState::new(), "first start: an empty catalogue");
     block_on_ready(handoff::write_metadata(&io, path, ShardId(0), &catalogue())).unwrap();
