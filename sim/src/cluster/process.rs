@@ -266,8 +266,11 @@ impl Cluster {
         let index = replica as usize;
         let process = &mut self.nodes[index];
         let config = node_config(&self.config, replica, self.shard_count);
-        process.node =
-            Some(Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone()));
+        let mut node = Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone());
+        // The server's mode: fsyncs run beside the node's work.
+        node.set_overlapped_flushes(true);
+        process.node = Some(node);
+        process.flush_poll_at_ns = None;
         self.nodes[index].up = true;
         self.nodes[index].restart_faults_in_a_row = 0;
         self.nodes[index].corrupted = false;
