@@ -87,9 +87,10 @@ pub const CHECKPOINT_LOST_REJOINED: &str = "checkpoint_lost_rejoined";
 /// own storage calls (settle, superblock repair, journal open, the
 /// operator's format), and the process was started again later.
 pub const CRASH_DURING_RESTART: &str = "crash_during_restart";
-/// Placed by the simulator (`shoal_sim::io::block_on_io`): a process
-/// crashed while an fsync of its disk was in flight (the node's future
-/// waited on it), so the fsync's writes were left pending, lost or torn.
+/// Placed by the simulator (`shoal_sim::io::block_on_io`, and
+/// `Cluster::crash_for` for a flush's fsync running beside the node): a
+/// process crashed while an fsync of its disk was in flight, so the
+/// fsync's writes were left pending, lost or torn.
 pub const CRASH_FSYNC_IN_FLIGHT: &str = "crash_fsync_in_flight";
 /// Placed by the simulator: a process crashed while a write was in flight
 /// (issued, not yet completed), which the crash then kept, lost or tore.

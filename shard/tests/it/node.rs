@@ -913,6 +913,11 @@ fn overlapped_flushes_hold_what_promises_a_running_fsync_and_count_votes_meanwhi
     // The backup takes op 3; its fsync runs: no prepare_ok yet.
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
     assert!(nodes[1].flushes_in_flight());
+    // Polling a running fsync completes nothing: nothing it promises leaves.
+    for _ in 0..2 {
+        block_on(nodes[1].complete_flushes(&mut worlds[1])).expect("runs");
+    }
+    assert!(nodes[1].flushes_in_flight(), "the held fsync still runs");
     assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3 is not durable on the backup");
     // Even after op 3's own fsync ends, its ring copy needs one more.
     nodes[1].io().hold_syncs(false);
@@ -926,6 +931,9 @@ fn overlapped_flushes_hold_what_promises_a_running_fsync_and_count_votes_meanwhi
     let (_, ok) = worlds[1].to_replicas.pop().expect("the backup's prepare_ok");
     seen -= 1;
     block_on(nodes[0].on_frame(Source::Replica(1), ShardId(0), ok, &mut worlds[0])).expect("runs");
+    for _ in 0..2 {
+        block_on(nodes[0].complete_flushes(&mut worlds[0])).expect("runs");
+    }
     assert!(worlds[0].replies.is_empty(), "no reply before the primary's own copy is durable");
     assert_eq!(nodes[0].group(0).replica().commit_min(), 2);
     assert_eq!(nodes[0].io().sync_count(), primary_syncs, "the primary's fsync still runs");

@@ -34,6 +34,11 @@ impl Cluster {
             return;
         }
         self.nodes[index].up = false;
+        // A crash between two of the node's calls with a flush's fsync
+        // running beside it: its writes are pending, lost or torn below.
+        if self.nodes[index].node.as_ref().is_some_and(|node| node.flushes_in_flight()) {
+            shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_FSYNC_IN_FLIGHT);
+        }
         // Everything the process held in memory is gone; its disk stays.
         self.nodes[index].node = None;
         // Its connections die with it: every owner slot is cleared.
