@@ -688,7 +688,7 @@ impl Serving<'_> {
                 // turn are flushed together at its end (the node holds what
                 // promises them until then).
                 node.begin_turn();
-                deliver(node, world, first).await?;
+                deliver(node, world, *first).await?;
                 let mut frames = 1;
                 while frames < FRAMES_PER_TURN_MAX {
                     let Ok(next) = inbound.try_recv() else { break };
@@ -729,7 +729,9 @@ impl Serving<'_> {
 enum Wake {
     /// A group's fsync ended (polled first: a completion sends what waits).
     FlushEnded,
-    Frame(Inbound),
+    /// The first frame of a turn (boxed: one allocation per turn keeps the
+    /// wake small).
+    Frame(Box<Inbound>),
     /// The timer is due, or the inbox closed.
     Timeout,
 }
@@ -744,7 +746,7 @@ async fn next_wake(node: &mut Node<RealIo>, inbound: &AsyncRx<Array<Inbound>>, w
             return std::task::Poll::Ready(Wake::FlushEnded);
         }
         match received.as_mut().poll(cx) {
-            std::task::Poll::Ready(Ok(Ok(frame))) => std::task::Poll::Ready(Wake::Frame(frame)),
+            std::task::Poll::Ready(Ok(Ok(frame))) => std::task::Poll::Ready(Wake::Frame(Box::new(frame))),
             std::task::Poll::Ready(_) => std::task::Poll::Ready(Wake::Timeout),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
