@@ -650,10 +650,10 @@ fn publish_catalogue(node: &Node<RealIo>, process: &Process) {
 /// the disk). Every shard of the process runs this with the same `process`.
 pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: ShutdownFlag) -> Result<(), HostError> {
     assert!(process.shard_count.contains(shard), "shard {} runs in this process", shard.0);
-    // A lone fsync blocks its shard's thread (`RealFile::sync_data`). Not in
-    // a process with several shards: every shard holds sockets that carry
-    // other shards' frames (`connection_shard`), and they would wait.
-    io.set_inline_sync(process.shard_count.get() == 1);
+    // Never a blocking fsync on the shard's thread (`RealFile::sync_data`):
+    // the node keeps handling frames while a group's fsync runs
+    // (`Node::set_overlapped_flushes`), which a blocking one would stop.
+    io.set_inline_sync(false);
     let config = process.config.clone();
     let inbound = process.take_receiver(shard);
     let mut groups = Vec::new();
@@ -697,6 +697,9 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         storage_started: None,
         metadata_committed: false,
     };
+    // A group's fsync runs beside the node: the loop takes frames, counts
+    // votes and sends what is durable meanwhile (`Serving::serve`).
+    node.set_overlapped_flushes(true);
     node.start(&mut world).await?;
     tracing::info!(replica = config.replica, shard = shard.0, groups = node.group_count(), "shard serving");
     let mut serving = Serving { io: &io, shard, process: &process, catalogue_seen };
@@ -761,7 +764,13 @@ impl Serving<'_> {
         let mut next_tick_ns = self.io.now_ns() + TICK_NS;
         while !shutdown.is_requested() {
             let wait_ns = next_tick_ns.saturating_sub(self.io.now_ns());
-            if let Ok(Ok(first)) = compio::time::timeout(Duration::from_nanos(wait_ns), inbound.recv()).await {
+            let woke = next_wake(node, inbound, wait_ns).await;
+            if let Wake::FlushEnded = woke {
+                // A group's fsync ended: what waited for it leaves, and the
+                // next flush (what was staged meanwhile) starts.
+                node.complete_flushes(world).await?;
+            }
+            if let Wake::Frame(first) = woke {
                 // A topic shard 0 just published may be what these frames
                 // are for: open its groups first rather than refuse them.
                 self.open_published(node, world).await?;
@@ -769,7 +778,7 @@ impl Serving<'_> {
                 // turn are flushed together at its end (the node holds what
                 // promises them until then).
                 node.begin_turn();
-                deliver(node, world, first).await?;
+                deliver(node, world, *first).await?;
                 let mut frames = 1;
                 while frames < FRAMES_PER_TURN_MAX {
                     let Ok(next) = inbound.try_recv() else { break };
@@ -804,6 +813,35 @@ impl Serving<'_> {
         }
         Ok(())
     }
+}
+
+/// What woke a shard's loop.
+enum Wake {
+    /// A group's fsync ended (polled first: a completion sends what waits).
+    FlushEnded,
+    /// The first frame of a turn (boxed: one allocation per turn keeps the
+    /// wake small).
+    Frame(Box<Inbound>),
+    /// The timer is due, or the inbox closed.
+    Timeout,
+}
+
+/// Wait for the first of: a running fsync of the node's groups ended, a
+/// frame in the inbox, `wait_ns` passed.
+async fn next_wake(node: &mut Node<RealIo>, inbound: &AsyncRx<Array<Inbound>>, wait_ns: u64) -> Wake {
+    let received = compio::time::timeout(Duration::from_nanos(wait_ns), inbound.recv());
+    let mut received = std::pin::pin!(received);
+    std::future::poll_fn(|cx| {
+        if node.poll_flushes(cx) {
+            return std::task::Poll::Ready(Wake::FlushEnded);
+        }
+        match received.as_mut().poll(cx) {
+            std::task::Poll::Ready(Ok(Ok(frame))) => std::task::Poll::Ready(Wake::Frame(Box::new(frame))),
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(Wake::Timeout),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Hand one frame to the node. It was read on shard `arrival` and hopped

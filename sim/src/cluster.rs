@@ -164,6 +164,9 @@ enum Event {
     Unpause(u8),
     /// The storage latency of a turn passed: the node flushes its group.
     EndTurn(u8),
+    /// A flush's fsync of the replica's node may have ended (its latency
+    /// passed on the process's clock): the node completes what ended.
+    FlushPoll(u8),
     EndSafety,
     Scripted {
         index: usize,
@@ -201,6 +204,9 @@ struct Process {
     /// When the node's last call ended on the process's own clock (its
     /// storage took that long); events for it wait until then.
     busy_until_ns: u64,
+    /// When a `FlushPoll` for the node's running fsyncs is queued (one at
+    /// a time: every call would otherwise queue its own).
+    flush_poll_at_ns: Option<u64>,
     /// A crash armed to land while the node waits on storage: at the
     /// count-th wait from now (`block_on_io`).
     crash_armed: Option<u32>,
@@ -427,7 +433,15 @@ impl Cluster {
             let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
             let drops = Arc::new(FrameDrops::new());
             let node = (!format_crashed).then(|| {
-                Node::new(io.clone(), node_config(config, replica, shard_count), groups, owners.clone(), drops.clone())
+                let mut node = Node::new(
+                    io.clone(),
+                    node_config(config, replica, shard_count),
+                    groups,
+                    owners.clone(),
+                    drops.clone(),
+                );
+                node.set_overlapped_flushes(true);
+                node
             });
             nodes.push(Process {
                 io,
@@ -440,6 +454,7 @@ impl Cluster {
                 restart_faults_in_a_row: 0,
                 node,
                 busy_until_ns: 0,
+                flush_poll_at_ns: None,
                 crash_armed: None,
                 acked: vec![BTreeMap::new(); namespaces.len()],
                 owners,
@@ -624,6 +639,7 @@ impl Cluster {
                 self.record(Some(replica), "unpause", 0, 0, String::new);
             }
             Event::EndTurn(replica) => self.end_turn(replica),
+            Event::FlushPoll(replica) => self.flush_poll(replica),
             Event::EndSafety => self.end_safety(),
             Event::Scripted { index, attempts } => self.scripted(index, attempts),
         }
@@ -878,6 +894,24 @@ impl Cluster {
             }
             let io = node.io().clone();
             block_on_io(&io, node.end_turn(world), armed)
+        });
+    }
+
+    /// Complete the flushes of `replica`'s node whose fsync ended (the
+    /// server's loop does it when the fsync's completion wakes it).
+    fn flush_poll(&mut self, replica: u8) {
+        let index = replica as usize;
+        self.nodes[index].flush_poll_at_ns = None;
+        if let Some(until) = self.busy_until(replica) {
+            return self.defer_until_idle(until, Event::FlushPoll(replica));
+        }
+        if let Some(until) = self.nodes[index].paused_until_ns {
+            // A paused process completes once it runs again.
+            return self.schedule(until.saturating_sub(self.now_ns) + 1, Event::FlushPoll(replica));
+        }
+        self.with_node(replica, |node, world, armed| {
+            let io = node.io().clone();
+            block_on_io(&io, node.complete_flushes(world), armed)
         });
     }
 

@@ -138,6 +138,11 @@ impl Executor {
         self.tasks.borrow().len()
     }
 
+    /// The deadline of the earliest pending timer, if any.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        self.timers.borrow().first_key_value().map(|(key, _)| key.0)
+    }
+
     pub fn timers_pending(&self) -> usize {
         self.timers.borrow().len()
     }

@@ -175,6 +175,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::header::{Command, HEADER_SIZE_BYTES, Header, HeaderError, MESSAGE_SIZE_MAX_BYTES};
 use crate::io::{Io, IoFile, OpenMode};
@@ -687,6 +688,22 @@ enum SlotState {
 }
 
 /// The write-ahead log of one VSR group.
+/// A journal flush whose fdatasync is still to run (`PrepareJournal::flush_begin`):
+/// a handle of the journal's file, so the fsync borrows no journal.
+#[derive(Debug)]
+pub struct FlushInFlight<F> {
+    file: Rc<F>,
+    /// The flush wrote ring copies (for the error's wording).
+    copies: bool,
+}
+
+impl<F: IoFile> FlushInFlight<F> {
+    /// The file to fdatasync.
+    pub fn file(&self) -> Rc<F> {
+        self.file.clone()
+    }
+}
+
 #[derive(Debug)]
 pub struct PrepareJournal<I: Io> {
     io: I,
@@ -695,7 +712,13 @@ pub struct PrepareJournal<I: Io> {
     config: JournalConfig,
     writable: bool,
     poisoned: bool,
-    file: I::File,
+    /// Shared so that an fdatasync may run while the journal is not
+    /// borrowed (`flush_begin`: the node keeps handling frames meanwhile).
+    file: Rc<I::File>,
+    /// A flush's fdatasync is running (`flush_begin`..`flush_end`): nothing
+    /// may be written to the file until it ends, so what it makes durable
+    /// is exactly what was written before it began.
+    flush_in_flight: bool,
     snapshot_op: u64,
     /// Checksum of the prepare at `snapshot_op`; `None` on a fresh journal
     /// (the first prepare may chain to any root).
@@ -784,7 +807,8 @@ impl<I: Io> PrepareJournal<I> {
             config,
             writable: true,
             poisoned: false,
-            file,
+            file: Rc::new(file),
+            flush_in_flight: false,
             snapshot_op: 0,
             snapshot_checksum: None,
             op_head: None,
@@ -845,7 +869,8 @@ impl<I: Io> PrepareJournal<I> {
             config,
             writable,
             poisoned: false,
-            file,
+            file: Rc::new(file),
+            flush_in_flight: false,
             snapshot_op: file_header.snapshot_op,
             snapshot_checksum: file_header.snapshot_checksum,
             op_head: None,
@@ -1140,6 +1165,10 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {
+        // Every change of the file begins here: none while a flush's fsync
+        // runs (`flush_begin`), or that fsync would make durable more, or
+        // less, than the flush reports.
+        assert!(!self.flush_in_flight, "nothing changes the journal while a flush's fsync runs");
         if !self.writable {
             return Err(JournalError::ReadOnly);
         }
@@ -1282,7 +1311,20 @@ impl<I: Io> PrepareJournal<I> {
     /// `sync`, so recovery sees no new states. A failure poisons the
     /// journal, as in `sync`.
     pub async fn flush(&mut self) -> Result<Vec<u64>, JournalError> {
+        let in_flight = self.flush_begin().await?;
+        let synced = in_flight.file().sync_data().await;
+        self.flush_end(in_flight, synced)
+    }
+
+    /// `flush` in two halves, for a driver that keeps working while the
+    /// fdatasync runs: write the ring copies of the prepares the previous
+    /// flush made durable, and hand back the fsync to run (`FlushInFlight`,
+    /// which owns a handle of the file and borrows nothing). Until
+    /// `flush_end` nothing may be written to the journal (asserted), so the
+    /// fsync makes durable exactly what was written before it began.
+    pub async fn flush_begin(&mut self) -> Result<FlushInFlight<I::File>, JournalError> {
         self.check_writable()?;
+        assert!(!self.flush_in_flight, "one flush at a time per journal");
         let ready: Vec<Header> = self
             .copies_ready
             .iter()
@@ -1292,9 +1334,24 @@ impl<I: Io> PrepareJournal<I> {
             self.poisoned = true;
             return Err(error);
         }
-        if let Err(source) = self.file.sync_data().await {
+        self.flush_in_flight = true;
+        Ok(FlushInFlight { file: self.file.clone(), copies: !ready.is_empty() })
+    }
+
+    /// The second half of `flush`: the fdatasync `in_flight` ran ended
+    /// with `synced`. Returns the ops now durable with their ring copy,
+    /// ascending; a failure poisons the journal, as in `flush`.
+    pub fn flush_end(
+        &mut self,
+        in_flight: FlushInFlight<I::File>,
+        synced: io::Result<()>,
+    ) -> Result<Vec<u64>, JournalError> {
+        assert!(self.flush_in_flight, "flush_end ends the flush flush_begin began");
+        assert!(Rc::ptr_eq(&in_flight.file, &self.file), "the flush synced this journal's file");
+        self.flush_in_flight = false;
+        if let Err(source) = synced {
             self.poisoned = true;
-            let operation = if ready.is_empty() { "fsync" } else { "fsync header copies" };
+            let operation = if in_flight.copies { "fsync header copies" } else { "fsync" };
             return Err(JournalError::Io { operation, source });
         }
         let durable = std::mem::replace(&mut self.copies_ready, std::mem::take(&mut self.copies_pending));
@@ -1302,10 +1359,16 @@ impl<I: Io> PrepareJournal<I> {
         Ok(durable.into_iter().collect())
     }
 
+    /// A flush's fdatasync is running (`flush_begin`..`flush_end`).
+    pub fn flush_in_flight(&self) -> bool {
+        self.flush_in_flight
+    }
+
     /// `op` was written to its slot (not durable yet): its ring copy waits
     /// for the fsync that makes this write durable, even if an earlier
     /// write of the same op was already durable.
     fn note_written(&mut self, op: u64) {
+        assert!(!self.flush_in_flight, "nothing is written to the journal while a flush's fsync runs");
         self.copies_ready.remove(&op);
         self.copies_pending.insert(op);
         self.file_op_written_max = self.file_op_written_max.max(op);
@@ -1590,7 +1653,8 @@ impl<I: Io> PrepareJournal<I> {
         // 4. Only now is the compaction durable: advance snapshot_op. The
         //    retired file is the spare now (the exchange is durable, so it
         //    is no longer the journal after any crash).
-        self.file = file;
+        assert!(!self.flush_in_flight, "a compaction never runs beside a flush's fsync");
+        self.file = Rc::new(file);
         self.snapshot_op = through_op;
         self.snapshot_checksum = snapshot_checksum;
         self.spare = if exchanged {

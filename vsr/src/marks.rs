@@ -46,10 +46,14 @@ pub const MARKS: &[&str] = &[
     CRASH_FSYNC_IN_FLIGHT,
     CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
+    FLUSH_FINISHED_FOR_STORAGE,
+    FRAME_DURING_FSYNC,
     FSYNCS_OVERLAPPED,
     GROUP_FLUSHES_OVERLAPPED,
     PARTITION_SALVAGED,
+    PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
+    PREPARE_RESTAGED_DURING_FSYNC,
     PRIMARY_ABDICATED,
     READ_BEYOND_END,
     READ_SERVED_BY_BACKUP,
@@ -84,9 +88,10 @@ pub const CHECKPOINT_LOST_REJOINED: &str = "checkpoint_lost_rejoined";
 /// own storage calls (settle, superblock repair, journal open, the
 /// operator's format), and the process was started again later.
 pub const CRASH_DURING_RESTART: &str = "crash_during_restart";
-/// Placed by the simulator (`shoal_sim::io::block_on_io`): a process
-/// crashed while an fsync of its disk was in flight (the node's future
-/// waited on it), so the fsync's writes were left pending, lost or torn.
+/// Placed by the simulator (`shoal_sim::io::block_on_io`, and
+/// `Cluster::crash_for` for a flush's fsync running beside the node): a
+/// process crashed while an fsync of its disk was in flight, so the
+/// fsync's writes were left pending, lost or torn.
 pub const CRASH_FSYNC_IN_FLIGHT: &str = "crash_fsync_in_flight";
 /// Placed by the simulator: a process crashed while a write was in flight
 /// (issued, not yet completed), which the crash then kept, lost or tore.
@@ -99,10 +104,28 @@ pub const DRAIN_CORRUPT: &str = "drain_corrupt";
 /// was issued while another fsync of the same disk was in flight (in
 /// virtual time), as the kernel overlaps the node's group flushes.
 pub const FSYNCS_OVERLAPPED: &str = "fsyncs_overlapped";
-/// Placed by the node (`Node::commit_groups`): the flushes of two or more
-/// groups ran at once and interleaved (one yielded to another before it
-/// finished), so the overlapping group commit is what ran.
+/// Placed by the node: the flushes of two or more groups ran at once and
+/// interleaved (`Node::commit_groups`: one yielded to another before it
+/// finished; `Node::start_flush`: a group's fsync began while another
+/// group's ran beside the node), so the overlapping group commit is what ran.
 pub const GROUP_FLUSHES_OVERLAPPED: &str = "group_flushes_overlapped";
+/// Placed by the node (`Node::on_frame`, overlapped flushes): a frame
+/// reached a group while the fsync of that group's flush was running, so
+/// the node handled it beside the fsync instead of after it.
+pub const FRAME_DURING_FSYNC: &str = "frame_during_fsync";
+/// Placed by the node (`Node::on_frame`, overlapped flushes): a peer's
+/// prepare_ok reached the primary for an op whose own fsync was still
+/// running; the vote is counted now and the commit waits only for that
+/// fsync (the contract: the primary's own vote counts once it is durable).
+pub const PREPARE_OK_DURING_OWN_FSYNC: &str = "prepare_ok_during_own_fsync";
+/// Placed by the node (`Node::commit_group`): a storage action other than
+/// a prepare waited for the group's running flush to finish first
+/// (storage runs in order).
+pub const FLUSH_FINISHED_FOR_STORAGE: &str = "flush_finished_for_storage";
+/// Placed by the node's storage (`GroupStorage::end_flush`): an op was
+/// staged again (a newer prepare for it) while the fsync of its older write
+/// ran; that fsync's report does not make the new one durable.
+pub const PREPARE_RESTAGED_DURING_FSYNC: &str = "prepare_restaged_during_fsync";
 /// A primary packed two or more queued requests into one prepare
 /// (`crate::packed`).
 pub const PREPARE_PACKED_REQUESTS: &str = "prepare_packed_requests";

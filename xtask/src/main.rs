@@ -33,10 +33,15 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// of those seeds, when storage latency moved into `SimIo`;
 /// `crash_during_restart` / `storage_error_during_restart`, a crash or an
 /// EIO inside a replica's own start, in 545 and 371 of those seeds when
-/// faults moved into restarts; `ring_copies_carried_to_next_turn`, a turn
-/// that ended after one flush because more work waited, in 185 of seeds
-/// 0..200; `view_change_skipped_rejoining_primary`, a view change moved past
-/// a view whose primary was rejoining, in 54 of seeds 0..1000). A change that stops
+/// faults moved into restarts; `view_change_skipped_rejoining_primary`, a
+/// view change moved past a view whose primary was rejoining, in 54 of seeds
+/// 0..1000; `frame_during_fsync` / `prepare_ok_during_own_fsync` /
+/// `flush_finished_for_storage`, the node handling a frame (a peer's vote
+/// for the op whose own fsync runs) beside a running fsync, and a storage
+/// action finishing the running flush first, in 890, 475 and 249 of swarm
+/// seeds 0..1000 when flushes began to run beside the node;
+/// `ring_copies_carried_to_next_turn` left the list then: the simulator no
+/// longer runs turns that carry copies). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -44,8 +49,8 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 const CI_REQUIRED_MARKS: &str = "checkpoint_from_newer_view,rejoin_completed,rejoin_probe_answered,session_evicted,\
 repair_by_checksum,state_transfer,view_change_truncate,view_change_nack_truncation,primary_abdicated,\
 group_flushes_overlapped,prepare_packed_requests,fsyncs_overlapped,crash_write_in_flight,crash_fsync_in_flight,\
-crash_during_restart,storage_error_during_restart,ring_copies_carried_to_next_turn,\
-view_change_skipped_rejoining_primary,copy_unreadable";
+crash_during_restart,storage_error_during_restart,view_change_skipped_rejoining_primary,\
+frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_unreadable";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];

@@ -9,13 +9,16 @@
 //! ordering contract, persists the partition log, ticks the timers, and
 //! serves and fills partition state data after a state transfer.
 
+use std::future::{Future, poll_fn};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use shoal_vsr::header::{Command, Header, Refusal};
-use shoal_vsr::io::Io;
-use shoal_vsr::journal::JournalError;
+use shoal_vsr::io::{Io, IoFile};
+use shoal_vsr::journal::{FlushInFlight, JournalError};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
@@ -77,6 +80,9 @@ pub struct Group<I: Io> {
     /// may promise them and the messages that do stay held.
     awaiting_copy: Vec<Action>,
     awaiting_copy_since_turn: u64,
+    /// The flush whose fsync runs while the node goes on handling frames
+    /// (`Node::set_overlapped_flushes`), at most one per group.
+    flushing: Option<GroupFlush<I>>,
     held: Vec<Action>,
     /// The peer last asked for state data, and the first missing offset
     /// then: if nothing arrived since, that peer is skipped next time.
@@ -106,6 +112,7 @@ impl<I: Io> Group<I> {
             written: Vec::new(),
             awaiting_copy: Vec::new(),
             awaiting_copy_since_turn: 0,
+            flushing: None,
             held: Vec::new(),
             state_data_asked: None,
         }
@@ -130,13 +137,19 @@ impl<I: Io> Group<I> {
     /// Prepares written and waiting for the group's flush (with their
     /// ring copy).
     pub fn prepares_unflushed(&self) -> usize {
-        self.written.len() + self.awaiting_copy.len()
+        self.written.len() + self.awaiting_copy.len() + self.flushing.as_ref().map_or(0, |f| f.prepares.len())
     }
 
     /// Prepares staged or written and not yet durable with their ring
-    /// copy: a flush is due before what promises them may leave.
+    /// copy, or a flush in flight: a flush is due (or running) before what
+    /// promises them may leave.
     fn flush_pending(&self) -> bool {
-        !self.written.is_empty() || !self.awaiting_copy.is_empty()
+        !self.written.is_empty() || !self.awaiting_copy.is_empty() || self.flushing.is_some()
+    }
+
+    /// A flush's fsync runs for this group.
+    pub fn flush_in_flight(&self) -> bool {
+        self.flushing.is_some()
     }
 
     /// Write the partition's applied messages to its log, without a sync:
@@ -183,6 +196,20 @@ impl<I: Io> Group<I> {
             );
         }
     }
+}
+
+/// A group's flush whose fdatasync runs while the node handles more
+/// frames (`Node::start_flush`): the prepares it completes (those a flush
+/// before made durable without their ring copy, then those it wrote), the
+/// journal's half-done flush, and the fsync itself, a future that borrows
+/// nothing of the node (it owns a handle of the journal file), polled by
+/// whoever runs the node (`Node::poll_flushes`).
+struct GroupFlush<I: Io> {
+    prepares: Vec<Action>,
+    journal: FlushInFlight<I::File>,
+    sync: Pin<Box<dyn Future<Output = std::io::Result<()>>>>,
+    /// The fsync's outcome once it ended, until the node completes it.
+    synced: Option<std::io::Result<()>>,
 }
 
 /// The process-wide pieces a group sends through.
@@ -267,6 +294,8 @@ pub struct Node<I: Io> {
     /// Turns begun so far (ring copies carried past a turn are stamped
     /// with it: `RING_COPY_CARRIED_TURNS_MAX`).
     turn: u64,
+    /// Flushes run beside the node's work (`set_overlapped_flushes`).
+    overlapped: bool,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -293,7 +322,7 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links, turn_open: false, turn: 0 }
+        Node { io, config, groups, links, turn_open: false, turn: 0, overlapped: false }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -411,6 +440,14 @@ impl<I: Io> Node<I> {
             let consensus_control = header.command.is_consensus_control();
             return Ok(Routed::NamespaceMiss { shard: target, consensus_control });
         };
+        if let Some(flush) = &self.groups[group].flushing {
+            shoal_vsr::marks::hit(shoal_vsr::marks::FRAME_DURING_FSYNC);
+            let own_fsync_runs =
+                |action: &Action| matches!(action, Action::WritePrepare { message } if message.header.op == header.op);
+            if header.command == Command::PrepareOk && flush.prepares.iter().any(own_fsync_runs) {
+                shoal_vsr::marks::hit(shoal_vsr::marks::PREPARE_OK_DURING_OWN_FSYNC);
+            }
+        }
         match (source, header.command) {
             (Source::Replica(peer), Command::RequestStateData) => {
                 self.serve_state_data(group, peer, &header, world).await?
@@ -516,9 +553,159 @@ impl<I: Io> Node<I> {
     /// turn under load); otherwise one more flush completes them now.
     pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
         assert!(self.turn_open, "end_turn without begin_turn");
-        let ended = self.flush_turn(world).await;
+        let ended = if self.overlapped { self.end_turn_overlapped(world).await } else { self.flush_turn(world).await };
         self.turn_open = false;
         ended
+    }
+
+    /// Overlapped flushes (the server's and the simulator's mode): the end
+    /// of a turn, or an event outside one, writes the group's staged
+    /// prepares and starts their fsync (`start_flush`, at most one per
+    /// group) and returns at once. While it runs the node goes on: it
+    /// stages the prepares of new requests and of peers for the next
+    /// flush, counts peers' prepare_oks, and sends what promises nothing or
+    /// only what is durable already; a message that promises a prepare of
+    /// the running flush is held. Whoever runs the node polls the fsyncs
+    /// (`poll_flushes` / `flush_ended`) and completes those that ended
+    /// (`complete_flushes`): the prepares become durable to the replica,
+    /// the held messages leave, and the next flush starts with what was
+    /// staged meanwhile. So a primary's commit waits for the later of its
+    /// own fsync and its peers' votes, not their sum. Any other storage
+    /// action first waits for the running flush (storage runs in order).
+    /// Off (the default): a turn's end flushes until its prepares are
+    /// durable before it returns.
+    pub fn set_overlapped_flushes(&mut self, on: bool) {
+        assert!(!self.flushes_in_flight(), "the mode changes with no flush in flight");
+        self.overlapped = on;
+    }
+
+    /// Some group's flush has its fsync running.
+    pub fn flushes_in_flight(&self) -> bool {
+        self.groups.iter().any(|g| g.flushing.is_some())
+    }
+
+    /// Poll every running fsync once (with the caller's waker); true when
+    /// one has ended and waits for `complete_flushes`.
+    pub fn poll_flushes(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut ended = false;
+        for g in &mut self.groups {
+            let Some(flush) = &mut g.flushing else { continue };
+            if flush.synced.is_none()
+                && let Poll::Ready(synced) = flush.sync.as_mut().poll(cx)
+            {
+                flush.synced = Some(synced);
+            }
+            ended |= flush.synced.is_some();
+        }
+        ended
+    }
+
+    /// Wait until some running fsync ended (at once when none runs).
+    pub async fn flush_ended(&mut self) {
+        poll_fn(|cx| if !self.flushes_in_flight() || self.poll_flushes(cx) { Poll::Ready(()) } else { Poll::Pending })
+            .await
+    }
+
+    /// Complete every flush whose fsync has ended (each polled once here
+    /// first), inside a turn (the caller's, if one is open): report its
+    /// prepares durable, send what waited for them, carry out what that
+    /// asks for; the turn's end starts the next flushes.
+    pub async fn complete_flushes<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        poll_fn(|cx| {
+            self.poll_flushes(cx);
+            Poll::Ready(())
+        })
+        .await;
+        let ended = |g: &Group<I>| g.flushing.as_ref().is_some_and(|flush| flush.synced.is_some());
+        if !self.groups.iter().any(ended) {
+            return Ok(());
+        }
+        self.in_turn(world, async |node: &mut Node<I>, world: &mut W| {
+            for group in 0..node.groups.len() {
+                if ended(&node.groups[group]) {
+                    node.finish_flush(group, world).await?;
+                    node.drain(group, world).await?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The end of a turn with overlapped flushes: pack the turn's requests
+    /// into prepares, then start the flush of every group that has
+    /// prepares to make durable and no flush running (`start_flush`).
+    async fn end_turn_overlapped<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        for group in 0..self.groups.len() {
+            if self.groups[group].replica.requests_deferred() {
+                self.step(group, world, GroupReplica::prepare_deferred).await?;
+            }
+        }
+        debug_assert!(self.groups.iter().all(|g| !g.replica.requests_deferred()), "no request waits past a turn");
+        for group in 0..self.groups.len() {
+            let g = &self.groups[group];
+            if g.flushing.is_none() && g.flush_pending() {
+                self.start_flush(group, world).await?;
+            }
+        }
+        self.write_partitions().await
+    }
+
+    /// Write the group's staged prepares and the ring copies of those the
+    /// last flush made durable, and start the fsync that makes them
+    /// durable, without waiting for it (`set_overlapped_flushes`). Nothing
+    /// else changes the journal until it is completed (`finish_flush`).
+    async fn start_flush<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        assert!(self.overlapped, "only overlapped flushes run beside the node");
+        let g = &mut self.groups[group];
+        assert!(g.flushing.is_none(), "one flush per group at a time");
+        let written = std::mem::take(&mut g.written);
+        let mut prepares = std::mem::take(&mut g.awaiting_copy);
+        let begun = g.storage.begin_flush(&prepare_messages(&written)).await;
+        prepares.extend(written);
+        let journal = match begun {
+            Ok(journal) => journal,
+            Err(error) => {
+                let mut stop = false;
+                self.complete_flush(group, prepares, Err(error), &mut stop, world)?;
+                unreachable!("a failed flush stops the node");
+            }
+        };
+        if self.flushes_in_flight() {
+            shoal_vsr::marks::hit(shoal_vsr::marks::GROUP_FLUSHES_OVERLAPPED);
+        }
+        let file = journal.file();
+        let mut sync: Pin<Box<dyn Future<Output = std::io::Result<()>>>> =
+            Box::pin(async move { file.sync_data().await });
+        // Its first poll issues it (to io_uring; in the simulator it draws
+        // its latency), so the disk works while the node goes on.
+        let synced = poll_fn(|cx| Poll::Ready(sync.as_mut().poll(cx))).await;
+        let synced = match synced {
+            Poll::Ready(synced) => Some(synced),
+            Poll::Pending => None,
+        };
+        self.groups[group].flushing = Some(GroupFlush { prepares, journal, sync, synced });
+        Ok(())
+    }
+
+    /// Complete the group's running flush, waiting for its fsync if it has
+    /// not ended: report each prepare now durable (to the hooks and the
+    /// replica), carry those durable without their ring copy to the next
+    /// flush, and send the held messages whose promises now hold.
+    async fn finish_flush<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        let flush = self.groups[group].flushing.take().expect("a flush runs for the group");
+        let GroupFlush { prepares, journal, sync, synced } = flush;
+        let synced = match synced {
+            Some(synced) => synced,
+            None => sync.await,
+        };
+        let flushed = self.groups[group].storage.end_flush(journal, synced);
+        let mut stop = false;
+        self.complete_flush(group, prepares, flushed, &mut stop, world)?;
+        if stop {
+            return Err(NodeStop::Halted);
+        }
+        self.release_held(group, world).await
     }
 
     async fn flush_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
@@ -625,6 +812,14 @@ impl<I: Io> Node<I> {
                 if !g.flush_pending() {
                     return g.write_partition().await;
                 }
+                if self.overlapped {
+                    // The fsync runs beside what comes next; its completion
+                    // sends what waits for it.
+                    if g.flushing.is_none() {
+                        self.start_flush(group, world).await?;
+                    }
+                    return self.groups[group].write_partition().await;
+                }
                 self.commit_group(group, world).await?;
                 continue;
             }
@@ -689,6 +884,14 @@ impl<I: Io> Node<I> {
     /// messages that waited. Ordering contract: every held message leaves
     /// only after the flush, and `execute` asserts its promise.
     async fn commit_group<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        if self.groups[group].flushing.is_some() {
+            // Storage runs in order: the running flush ends first.
+            shoal_vsr::marks::hit(shoal_vsr::marks::FLUSH_FINISHED_FOR_STORAGE);
+            self.finish_flush(group, world).await?;
+            if !self.groups[group].flush_pending() {
+                return Ok(());
+            }
+        }
         let g = &mut self.groups[group];
         assert!(g.flush_pending(), "a group commit has prepares to flush");
         let written = std::mem::take(&mut g.written);
@@ -827,7 +1030,8 @@ impl<I: Io> Node<I> {
     /// promise, so a promise no flush keeps stops the node.
     async fn release_held<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         let g = &mut self.groups[group];
-        debug_assert!(g.written.is_empty(), "held messages leave after their group's flush");
+        // Overlapped, prepares staged while the fsync ran wait for the next.
+        debug_assert!(self.overlapped || g.written.is_empty(), "held messages leave after their group's flush");
         let mut leaving = std::mem::take(&mut g.held);
         if g.flush_pending() {
             let storage = &g.storage;

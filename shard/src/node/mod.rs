@@ -29,9 +29,22 @@
 //! messages that promise them sent. A prepare is durable once its ring copy
 //! is, one journal flush after the prepare itself; a turn that ends while
 //! more work waits (`NodeHooks::work_waiting`) leaves those copies to the
-//! next turn's flush, so a loaded node pays one fdatasync per turn. Every other storage action runs in
-//! order, durable before the next action, and after the prepares written
-//! before it are flushed. An error stops the node (fail-stop) and it
+//! next turn's flush, so a loaded node pays one fdatasync per turn.
+//!
+//! Overlapped flushes (`Node::set_overlapped_flushes`, what the server and
+//! the simulator run): a turn's end writes the prepares and *starts* their
+//! fsync, one per group at a time, and returns; the node keeps handling
+//! frames while it runs, staging new prepares for the next flush, counting
+//! peers' votes, and sending what promises nothing or only what is durable
+//! already; whoever runs the node polls the fsync (`poll_flushes`) and
+//! completes it when it ends (`complete_flushes`), which reports its
+//! prepares durable, sends what they held, and starts the next flush. The
+//! contract is unchanged: durable is what a *completed* fsync made durable
+//! (`GroupStorage::check_durable`), and `execute` asserts it at every send.
+//!
+//! Every other storage action runs in order, durable before the next
+//! action, and after the prepares written before it are flushed (a running
+//! flush is finished first). An error stops the node (fail-stop) and it
 //! restarts from what the disk kept.
 //!
 //! Must not touch the wall clock, threads or OS entropy: time and entropy
@@ -127,7 +140,8 @@ pub trait NodeHooks {
         None
     }
     /// More work already waits for this node (frames in its inbox), asked
-    /// at a turn's end once only ring copies are left to make durable: if
+    /// (without overlapped flushes) at a turn's end once only ring copies
+    /// are left to make durable: if
     /// so, the turn ends after one journal flush and the next turn's flush
     /// writes the copies with its own prepares (one fdatasync per turn
     /// under load); if not (the default), they are finished at once. Either

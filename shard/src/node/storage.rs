@@ -66,8 +66,8 @@ use std::path::{Path, PathBuf};
 use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
-use shoal_vsr::io::{Io, OpenMode};
-use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
+use shoal_vsr::io::{Io, IoFile, OpenMode};
+use shoal_vsr::journal::{FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
@@ -225,6 +225,11 @@ pub struct GroupStorage<I: Io> {
     /// with the checksum of the last write: nothing may promise them until
     /// `flush_prepares` reports them.
     unsynced_ops: BTreeMap<u64, u128>,
+    /// Ops staged and not written yet (`stage_prepare` .. `write_staged`).
+    /// With a flush's fsync in flight, the replica may stage a new write of
+    /// an op that flush will report: the report is of the old write, and
+    /// must not make the staged one count as durable.
+    staged_unwritten: std::collections::BTreeSet<u64>,
 }
 
 impl<I: Io> std::fmt::Debug for GroupStorage<I> {
@@ -251,6 +256,7 @@ impl<I: Io> GroupStorage<I> {
             superblock,
             durable_prepares: BTreeMap::new(),
             unsynced_ops: BTreeMap::new(),
+            staged_unwritten: std::collections::BTreeSet::new(),
         }
     }
 
@@ -522,6 +528,7 @@ impl<I: Io> GroupStorage<I> {
                 // have cleared some of the slots already.
                 self.durable_prepares.retain(|op, _| *op <= after);
                 self.unsynced_ops.retain(|op, _| *op <= after);
+                self.staged_unwritten.retain(|op| *op <= after);
                 self.journal.truncate_after(after).await?;
             }
             Action::WriteSuperblock { state } => {
@@ -557,6 +564,7 @@ impl<I: Io> GroupStorage<I> {
     pub fn stage_prepare(&mut self, header: &Header) {
         self.durable_prepares.remove(&header.op);
         self.unsynced_ops.insert(header.op, header.checksum);
+        self.staged_unwritten.insert(header.op);
     }
 
     /// Group commit, second half: write the staged prepares `messages` (in
@@ -599,6 +607,11 @@ impl<I: Io> GroupStorage<I> {
         }
         let prepares: Vec<(&Header, &[u8])> =
             last_write.values().map(|message| (&message.header, &message.body[..])).collect();
+        // Written from here, even if the write fails half way (the node
+        // stops then).
+        for op in last_write.keys() {
+            self.staged_unwritten.remove(op);
+        }
         self.journal.write_prepares(&prepares).await?;
         Ok(())
     }
@@ -633,11 +646,41 @@ impl<I: Io> GroupStorage<I> {
     /// leaves a prepare without its copy, which recovery may still take
     /// for torn). Returns the prepares now durable, ascending.
     async fn flush_once(&mut self) -> Result<Vec<(u64, u128)>, StorageError> {
-        let mut durable = Vec::new();
         if self.unsynced_ops.is_empty() {
-            return Ok(durable);
+            return Ok(Vec::new());
         }
-        for op in self.journal.flush().await? {
+        let in_flight = self.journal.flush_begin().await?;
+        let synced = in_flight.file().sync_data().await;
+        self.end_flush(in_flight, synced)
+    }
+
+    /// Group commit with the fsync overlapped (the node keeps handling
+    /// frames while it runs): write the staged prepares `messages` as
+    /// `commit_prepares` does, and the ring copies of those the previous
+    /// flush made durable, then hand back the fsync to run. Until
+    /// `end_flush` nothing else may change the journal (it asserts so);
+    /// staging more prepares is fine (they are written by the next flush).
+    pub async fn begin_flush(&mut self, messages: &[&Message]) -> Result<FlushInFlight<I::File>, StorageError> {
+        self.write_staged(messages).await?;
+        Ok(self.journal.flush_begin().await?)
+    }
+
+    /// The fsync of `begin_flush` ended with `synced`: the prepares it made
+    /// durable with their ring copy, `(op, checksum)` ascending (as
+    /// `commit_prepares` with `Flushes::One`). An op staged again since and
+    /// not yet written is not among them: the fsync made its old write
+    /// durable, which no message may promise any more.
+    pub fn end_flush(
+        &mut self,
+        in_flight: FlushInFlight<I::File>,
+        synced: std::io::Result<()>,
+    ) -> Result<Vec<(u64, u128)>, StorageError> {
+        let mut durable = Vec::new();
+        for op in self.journal.flush_end(in_flight, synced)? {
+            if self.staged_unwritten.contains(&op) {
+                shoal_vsr::marks::hit(shoal_vsr::marks::PREPARE_RESTAGED_DURING_FSYNC);
+                continue;
+            }
             if let Some(checksum) = self.unsynced_ops.remove(&op) {
                 self.durable_prepares.insert(op, checksum);
                 durable.push((op, checksum));
@@ -645,6 +688,11 @@ impl<I: Io> GroupStorage<I> {
         }
         durable.sort_unstable();
         Ok(durable)
+    }
+
+    /// A flush's fsync is running (`begin_flush` .. `end_flush`).
+    pub fn flush_in_flight(&self) -> bool {
+        self.journal.flush_in_flight()
     }
 
     /// The checksum of `op`'s last write while it is written and not yet

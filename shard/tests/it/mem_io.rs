@@ -37,11 +37,19 @@ pub struct MemIo {
     write_failures: Rc<Cell<u32>>,
     /// File syncs so far, over every file.
     syncs: Rc<Cell<u64>>,
+    /// While set, every fsync stays pending (an fsync in flight).
+    syncs_held: Rc<Cell<bool>>,
     /// Every successful write so far: (path, position, length).
     writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
 }
 
 impl MemIo {
+    /// Hold every fsync in flight (`true`) until released (`false`): it
+    /// completes at its first poll after the release.
+    pub fn hold_syncs(&self, held: bool) {
+        self.syncs_held.set(held);
+    }
+
     pub fn file_bytes(&self, path: &Path) -> Vec<u8> {
         self.files.borrow()[path].borrow().clone()
     }
@@ -74,6 +82,7 @@ pub struct MemFile {
     writable: bool,
     write_failures: Rc<Cell<u32>>,
     syncs: Rc<Cell<u64>>,
+    syncs_held: Rc<Cell<bool>>,
     path: PathBuf,
     writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
 }
@@ -108,6 +117,8 @@ impl IoFile for MemFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        let held = self.syncs_held.clone();
+        std::future::poll_fn(|_| if held.get() { Poll::Pending } else { Poll::Ready(()) }).await;
         self.syncs.set(self.syncs.get() + 1);
         Ok(())
     }
@@ -159,6 +170,7 @@ impl Io for MemIo {
             writable: mode.writable(),
             write_failures: self.write_failures.clone(),
             syncs: self.syncs.clone(),
+            syncs_held: self.syncs_held.clone(),
             path: path.to_path_buf(),
             writes: self.writes.clone(),
         })

@@ -870,3 +870,83 @@ fn a_replica_whose_both_superblock_copies_rotted_rejoins_through_its_peers() {
         assert!(block_on(GroupStorage::open(io, data_dir, storage_config(2))).is_err(), "no copy is readable");
     });
 }
+
+/// Complete `node`'s flushes until none runs (its fsyncs are not held).
+fn complete_all_flushes(node: &mut Node<MemIo>, world: &mut Recorder) {
+    for _ in 0..DELIVERY_ROUNDS_MAX {
+        if !node.flushes_in_flight() {
+            return;
+        }
+        block_on(node.complete_flushes(world)).expect("runs");
+    }
+    panic!("flushes kept running after {DELIVERY_ROUNDS_MAX} rounds");
+}
+
+/// Overlapped flushes, told step by step (the server's and the
+/// simulator's mode): while a flush's fsync runs, the node goes on. The
+/// primary takes a second append and sends its prepare at once; the backup
+/// holds its prepare_ok until its own fsync ended; the primary counts the
+/// backup's vote while its own fsync still runs, and replies only once that
+/// fsync ended. Nothing that promises a prepare leaves while the fsync that
+/// makes it durable runs (the ordering contract; `execute` asserts it too).
+#[test]
+fn overlapped_flushes_hold_what_promises_a_running_fsync_and_count_votes_meanwhile() {
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    for node in &mut nodes {
+        node.set_overlapped_flushes(true);
+        node.io().hold_syncs(true);
+    }
+    let mut seen = 0;
+    // The primary's first append: its flush starts and its fsync runs.
+    let first = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
+    assert_eq!(first.header.op, 3);
+    assert!(nodes[0].flushes_in_flight(), "the primary's fsync of op 3 runs");
+    let primary_syncs = nodes[0].io().sync_count();
+    // A second append meanwhile, outside a turn: prepared and sent at once,
+    // staged for the next flush (no second fsync beside the first).
+    let append = client_batch_request(CLIENT + 1, sessions[1], 1, &[b"n"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT + 1), ShardId(0), append, &mut worlds[0])).expect("runs");
+    let (_, second) = worlds[0].to_replicas.pop().expect("op 4's prepare left during op 3's fsync");
+    assert_eq!((second.header.command, second.header.op), (Command::Prepare, 4));
+    assert_eq!(nodes[0].group(0).prepares_unflushed(), 2, "op 3 in the running flush, op 4 staged");
+
+    // The backup takes op 3; its fsync runs: no prepare_ok yet.
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
+    assert!(nodes[1].flushes_in_flight());
+    // Polling a running fsync completes nothing: nothing it promises leaves.
+    for _ in 0..2 {
+        block_on(nodes[1].complete_flushes(&mut worlds[1])).expect("runs");
+    }
+    assert!(nodes[1].flushes_in_flight(), "the held fsync still runs");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3 is not durable on the backup");
+    // Even after op 3's own fsync ends, its ring copy needs one more.
+    nodes[1].io().hold_syncs(false);
+    block_on(nodes[1].complete_flushes(&mut worlds[1])).expect("runs");
+    assert!(nodes[1].flushes_in_flight(), "the ring copy's flush started at the completion");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3's ring copy is not durable yet");
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "op 3 durable with its copy: its prepare_ok leaves");
+
+    // The primary counts the backup's vote while its own fsync runs.
+    let (_, ok) = worlds[1].to_replicas.pop().expect("the backup's prepare_ok");
+    seen -= 1;
+    block_on(nodes[0].on_frame(Source::Replica(1), ShardId(0), ok, &mut worlds[0])).expect("runs");
+    for _ in 0..2 {
+        block_on(nodes[0].complete_flushes(&mut worlds[0])).expect("runs");
+    }
+    assert!(worlds[0].replies.is_empty(), "no reply before the primary's own copy is durable");
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 2);
+    assert_eq!(nodes[0].io().sync_count(), primary_syncs, "the primary's fsync still runs");
+    nodes[0].io().hold_syncs(false);
+    complete_all_flushes(&mut nodes[0], &mut worlds[0]);
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 3, "op 3 committed once the primary's fsync ended");
+    let primary = &worlds[0].events;
+    assert!(position(primary, "durable write_prepare op 3") < position(primary, "reply op 3"));
+    assert!(position(primary, "durable write_prepare op 4") > position(primary, "reply op 3"));
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second, &mut worlds[1])).expect("runs");
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [4]);
+    deliver_all(&mut nodes, &mut worlds);
+    complete_all_flushes(&mut nodes[0], &mut worlds[0]);
+    assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}

@@ -34,6 +34,11 @@ impl Cluster {
             return;
         }
         self.nodes[index].up = false;
+        // A crash between two of the node's calls with a flush's fsync
+        // running beside it: its writes are pending, lost or torn below.
+        if self.nodes[index].node.as_ref().is_some_and(|node| node.flushes_in_flight()) {
+            shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_FSYNC_IN_FLIGHT);
+        }
         // Everything the process held in memory is gone; its disk stays.
         self.nodes[index].node = None;
         // Its connections die with it: every owner slot is cleared.
@@ -263,8 +268,11 @@ impl Cluster {
         let index = replica as usize;
         let process = &mut self.nodes[index];
         let config = node_config(&self.config, replica, self.shard_count);
-        process.node =
-            Some(Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone()));
+        let mut node = Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone());
+        // The server's mode: fsyncs run beside the node's work.
+        node.set_overlapped_flushes(true);
+        process.node = Some(node);
+        process.flush_poll_at_ns = None;
         self.nodes[index].up = true;
         self.nodes[index].restart_faults_in_a_row = 0;
         self.nodes[index].corrupted = false;

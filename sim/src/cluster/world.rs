@@ -39,6 +39,9 @@ impl Cluster {
         self.nodes[index].node = Some(node);
         self.nodes[index].crash_armed = armed;
         self.nodes[index].busy_until_ns = io.now_ns();
+        if matches!(driven, Driven::Done(Ok(_))) {
+            self.schedule_flush_poll(replica);
+        }
         let result = match driven {
             Driven::Done(result) => result,
             Driven::Crashed(in_flight) => {
@@ -53,6 +56,25 @@ impl Cluster {
                 None
             }
         }
+    }
+
+    /// The node of `replica` left fsyncs running beside it: poll them when
+    /// the earliest can have ended on the process's clock (its earliest
+    /// storage timer: nothing else waits on one between calls), or right
+    /// after this call when none has drawn its latency yet (it yielded).
+    fn schedule_flush_poll(&mut self, replica: u8) {
+        let index = replica as usize;
+        let Some(node) = self.nodes[index].node.as_ref() else { return };
+        if !node.flushes_in_flight() {
+            return;
+        }
+        let io = &self.nodes[index].io;
+        let at_ns = io.executor().next_timer_ns().unwrap_or_else(|| io.now_ns()).max(self.now_ns);
+        if self.nodes[index].flush_poll_at_ns.is_some_and(|queued| queued <= at_ns) {
+            return;
+        }
+        self.nodes[index].flush_poll_at_ns = Some(at_ns);
+        self.schedule(at_ns - self.now_ns, Event::FlushPoll(replica));
     }
 
     /// An armed crash landed while `replica`'s storage calls were in flight
