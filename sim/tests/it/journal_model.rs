@@ -31,6 +31,9 @@ const DIR: &str = "/data/r0";
 enum Inner {
     Append(u8),
     Sync,
+    /// One step of group commit: the ops it reports durable are acked, and
+    /// the next append carries the copies it made ready.
+    Flush,
     Drain(u8),
     TruncateAfter(u8),
 }
@@ -52,6 +55,7 @@ fn inner() -> impl Strategy<Value = Inner> {
     prop_oneof![
         6 => (1u8..4).prop_map(Inner::Append),
         3 => Just(Inner::Sync),
+        3 => Just(Inner::Flush),
         2 => (0u8..SLOT_COUNT as u8).prop_map(Inner::Drain),
         1 => (0u8..4).prop_map(Inner::TruncateAfter),
     ]
@@ -151,6 +155,14 @@ impl Harness {
                 self.trace.push(format!("sync {result:?}"));
                 if result.is_ok() {
                     self.acked.append(&mut self.unsynced);
+                }
+            }
+            Inner::Flush => {
+                let result = block_on_ready(self.journal().flush());
+                self.trace.push(format!("flush {result:?}"));
+                for op in result.unwrap_or_default() {
+                    assert!(self.unsynced.remove(&op), "flush reported op {op}, which was not written since an ack");
+                    self.acked.insert(op);
                 }
             }
             Inner::Drain(back) => {
