@@ -961,8 +961,9 @@ impl<I: Io> PrepareJournal<I> {
             copies_ready: BTreeSet::new(),
             copies_carried: BTreeSet::new(),
             copies_fresh: BTreeSet::new(),
-            // Unknown history: any slot may hold a header naming an op of
-            // the window (garbage of an old torn write included).
+            // Unknown history until recovery has read every header: any
+            // slot may hold one naming an op of the window (garbage of an
+            // old torn write included). `recover` lowers it to what it read.
             file_op_written_max: file_header.snapshot_op + config.slot_count,
             spare: Spare::Untrusted,
         };
@@ -1111,13 +1112,28 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Judge every slot from its prepare and its ring copy (module doc table).
-    async fn slot_states(&self) -> Vec<SlotState> {
-        self.slot_states_of(self.snapshot_op + 1, self.snapshot_op + self.config.slot_count).await
+    /// Also returns the highest op any header of the window's slots, ring
+    /// copies and carried copies names: the window's end when one of them
+    /// does not decode (it may have named anything), so that bound is a
+    /// sound `file_op_written_max` after open.
+    async fn slot_states(&self) -> (Vec<SlotState>, u64) {
+        self.slot_states_named(self.snapshot_op + 1, self.snapshot_op + self.config.slot_count).await
+    }
+
+    async fn slot_states_of(&self, first: u64, last: u64) -> Vec<SlotState> {
+        self.slot_states_named(first, last).await.0
     }
 
     /// `slot_states` of the slots whose live-window op is in `first..=last`
     /// (every state a slot can have names that op), in slot order.
-    async fn slot_states_of(&self, first: u64, last: u64) -> Vec<SlotState> {
+    async fn slot_states_named(&self, first: u64, last: u64) -> (Vec<SlotState>, u64) {
+        let window_last = self.snapshot_op + self.config.slot_count;
+        let mut named_max = self.snapshot_op;
+        let mut name = |copy: &HeaderCopy| match copy {
+            HeaderCopy::Empty => {}
+            HeaderCopy::Valid(header) => named_max = named_max.max(header.op),
+            HeaderCopy::Invalid => named_max = window_last,
+        };
         let copies = self.read_header_copies().await;
         let mut carried = self.read_carried_copies(first, last).await;
         let mut states = Vec::with_capacity(copies.len());
@@ -1141,7 +1157,15 @@ impl<I: Io> PrepareJournal<I> {
             let copy_op = ring_live.or(carried_live.first().copied());
             let any_invalid =
                 matches!(copy, HeaderCopy::Invalid) || carried.iter().any(|copy| matches!(copy, HeaderCopy::Invalid));
-            let state = match (self.read_slot(slot).await, copy_op) {
+            let slot_read = self.read_slot(slot).await;
+            name(&copy);
+            carried.iter().for_each(&mut name);
+            name(&match &slot_read {
+                Slot::Empty => HeaderCopy::Empty,
+                Slot::Valid(header) => HeaderCopy::Valid(*header),
+                Slot::Invalid => HeaderCopy::Invalid,
+            });
+            let state = match (slot_read, copy_op) {
                 (Slot::Valid(header), _) if self.headers.get(&header.op) == Some(&header) => {
                     // Written in this life and indexed: its copy may still be
                     // pending until the next sync.
@@ -1162,11 +1186,15 @@ impl<I: Io> PrepareJournal<I> {
             };
             states.push(state);
         }
-        states
+        (states, named_max.min(window_last))
     }
 
     async fn recover(&mut self) -> Result<Recovery, JournalError> {
-        let states = self.slot_states().await;
+        let (states, named_max) = self.slot_states().await;
+        // What this file's bytes name bounds what a later write may find
+        // in it: a clean file (after a format or a clean stop) lets the
+        // next appends carry copies at once (module doc, "Carried copies").
+        self.file_op_written_max = named_max;
         let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
         let mut faulty: BTreeSet<u64> = BTreeSet::new();
         // Both the prepare and its ring copy invalid: faulty, head included.
