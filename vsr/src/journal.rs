@@ -1179,7 +1179,12 @@ impl<I: Io> PrepareJournal<I> {
                 (Slot::Valid(header), copy) => {
                     SlotState::Valid { header, copy_stale: copy.is_none_or(|copy| copy != header) }
                 }
-                (Slot::Empty | Slot::Invalid, Some(copy)) => SlotState::Faulty { op: copy.op },
+                (Slot::Empty | Slot::Invalid, Some(copy)) => {
+                    if ring_live.is_none() {
+                        crate::marks::hit(crate::marks::JOURNAL_CARRIED_COPY_NAMES_FAULTY);
+                    }
+                    SlotState::Faulty { op: copy.op }
+                }
                 (Slot::Empty, None) => SlotState::Empty,
                 (Slot::Invalid, None) if any_invalid => SlotState::Unknown { op: window_op },
                 (Slot::Invalid, None) => SlotState::Torn { op: window_op },
@@ -1491,6 +1496,9 @@ impl<I: Io> PrepareJournal<I> {
     /// A prepare write carrying `carried` succeeded: the next fsync makes
     /// those copies durable, and `flush` need not write them to the ring.
     fn note_carried(&mut self, carried: &[Header]) {
+        if !carried.is_empty() {
+            crate::marks::hit(crate::marks::JOURNAL_COPIES_CARRIED);
+        }
         for header in carried {
             let was_ready = self.copies_ready.remove(&header.op);
             assert!(was_ready, "only a ready copy is carried");
