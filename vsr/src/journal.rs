@@ -1075,9 +1075,15 @@ impl<I: Io> PrepareJournal<I> {
     /// `first..=last`, by slot: every entry that may vouch for it, in the
     /// regions of the `copies_carried_max` slots after it (each region read
     /// once, with one read). A read error makes a region's entries invalid.
-    async fn read_carried_copies(&self, first: u64, last: u64) -> BTreeMap<u64, Vec<HeaderCopy>> {
+    /// Also returns the highest live-window op of a slot whose region holds
+    /// a live or an invalid entry: that slot's prepare write carried it, even
+    /// when the prepare itself was torn away (its region sector kept), so a
+    /// later write of that slot must not count it as holding nothing live.
+    async fn read_carried_copies(&self, first: u64, last: u64) -> (BTreeMap<u64, Vec<HeaderCopy>>, u64) {
         let slot_count = self.config.slot_count;
         let carried_max = self.config.copies_carried_max();
+        let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + slot_count;
+        let mut carriers_named_max = self.snapshot_op;
         let mut copies: BTreeMap<u64, Vec<HeaderCopy>> = BTreeMap::new();
         let carrier_last = (last + carried_max).min(first + slot_count);
         for carrier in first + 1..=carrier_last {
@@ -1098,10 +1104,13 @@ impl<I: Io> PrepareJournal<I> {
                 } else {
                     self.decode_slot_header(slot, entry).map_or(HeaderCopy::Invalid, HeaderCopy::Valid)
                 };
+                if matches!(copy, HeaderCopy::Invalid) || matches!(copy, HeaderCopy::Valid(header) if live(header.op)) {
+                    carriers_named_max = carriers_named_max.max(self.window_op(carrier % slot_count));
+                }
                 copies.entry(slot).or_default().push(copy);
             }
         }
-        copies
+        (copies, carriers_named_max)
     }
 
     /// The op `slot` would hold in the live window.
@@ -1128,14 +1137,14 @@ impl<I: Io> PrepareJournal<I> {
     /// (every state a slot can have names that op), in slot order.
     async fn slot_states_named(&self, first: u64, last: u64) -> (Vec<SlotState>, u64) {
         let window_last = self.snapshot_op + self.config.slot_count;
-        let mut named_max = self.snapshot_op;
+        let copies = self.read_header_copies().await;
+        let (mut carried, carriers_named_max) = self.read_carried_copies(first, last).await;
+        let mut named_max = carriers_named_max;
         let mut name = |copy: &HeaderCopy| match copy {
             HeaderCopy::Empty => {}
             HeaderCopy::Valid(header) => named_max = named_max.max(header.op),
             HeaderCopy::Invalid => named_max = window_last,
         };
-        let copies = self.read_header_copies().await;
-        let mut carried = self.read_carried_copies(first, last).await;
         let mut states = Vec::with_capacity(copies.len());
         let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + self.config.slot_count;
         let live_copy = |copy: &HeaderCopy| match *copy {
@@ -1199,7 +1208,10 @@ impl<I: Io> PrepareJournal<I> {
         // What this file's bytes name bounds what a later write may find
         // in it: a clean file (after a format or a clean stop) lets the
         // next appends carry copies at once (module doc, "Carried copies").
-        self.file_op_written_max = named_max;
+        // With damage found, the whole window, as before: the evidence of a
+        // faulty op may sit in a region a fresh write would zero.
+        let damaged = states.iter().any(|state| matches!(state, SlotState::Faulty { .. } | SlotState::Unknown { .. }));
+        self.file_op_written_max = if damaged { self.snapshot_op + self.config.slot_count } else { named_max };
         let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
         let mut faulty: BTreeSet<u64> = BTreeSet::new();
         // Both the prepare and its ring copy invalid: faulty, head included.

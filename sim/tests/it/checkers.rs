@@ -195,7 +195,12 @@ fn marks_are_per_run_and_deterministic() {
     let again = shoal_sim::run(&story(11, script));
     assert_eq!(first.marks, again.marks, "marks do not leak from one run into the next");
     let quiet = shoal_sim::run(&story(11, Vec::new()));
-    assert!(quiet.marks.values().sum::<u64>() <= first.marks.values().sum::<u64>());
+    // Rare paths only: `journal_copies_carried` counts the steady group
+    // commit path, which follows the load, not the faults.
+    let rare = |marks: &std::collections::BTreeMap<String, u64>| {
+        marks.iter().filter(|(name, _)| name.as_str() != "journal_copies_carried").map(|(_, hits)| hits).sum::<u64>()
+    };
+    assert!(rare(&quiet.marks) <= rare(&first.marks));
     for name in first.marks.keys() {
         assert!(shoal_sim::MARKS_KNOWN.contains(&name.as_str()), "unknown mark {name}");
     }
