@@ -129,8 +129,14 @@
 //! restart the ring names them all again.
 //!
 //! The price: a region of `COPIES_REGION_BYTES` (4 KiB) before each slot,
-//! and no two prepares share a write any more (a region lies between two
-//! slots), so a batch is one write per prepare, as a plain loop is.
+//! so two prepares are never adjacent. A batch of fresh ops (above
+//! `file_op_written_max`) whose prepares fill their slots is still one
+//! write: it covers the regions between its slots with zeros, which by the
+//! first rule above name no live op (the region of a fresh op's slot was
+//! last filled, if ever, by the write of an op at least `slot_count`
+//! before it, whose entries name ops below the window). Any other prepare
+//! (a rewrite, one after a short prepare, one where the ring wraps) is its
+//! own write, as in a plain loop of one pwrite per entry.
 //!
 //! ## Recovery never trusts the page cache
 //!
@@ -425,40 +431,70 @@ struct PrepareRun {
     count: usize,
 }
 
-/// One write per prepare (ascending ops), each covering only the sectors
+/// The writes of prepares of ascending ops, each covering only the sectors
 /// its prepare uses. The first also carries `carried` (ascending ops, each
 /// at most `copies_carried_max` before it): the sectors of its
 /// carried-copies region from the farthest carried entry up to its header,
 /// entries it does not carry zeroed, so its copies and the prepare are one
-/// contiguous write (module doc, "Carried copies"). Slots are not adjacent
-/// (a region lies between two), so each prepare is its own write, as in a
-/// plain loop of one pwrite per entry.
+/// contiguous write (module doc, "Carried copies"). A prepare joins the
+/// write of the one before it when that one filled its slot, it is the next
+/// op, its slot is the next slot (not where the ring wraps), and it is above
+/// `fresh_above`: then only its carried-copies region lies between the two,
+/// and the write covers that region with zeros. Zeros there are safe only
+/// for an op above `file_op_written_max` (no earlier write of this file
+/// filled that region, so it names no live op: the rule that lets the
+/// first write zero the entries it does not carry), so a caller passes
+/// `file_op_written_max` as `fresh_above`, or `u64::MAX` for one write per
+/// prepare. A fresh batch of full slots is one write, as in a plain loop
+/// whose entries are adjacent.
 fn prepare_runs<'a>(
     config: &JournalConfig,
     carried: &[Header],
+    fresh_above: u64,
     prepares: impl IntoIterator<Item = (&'a Header, &'a [u8])>,
 ) -> Vec<PrepareRun> {
     let mut runs: Vec<PrepareRun> = Vec::new();
+    // The op of the last prepare written, and whether it filled its slot.
+    let mut previous: Option<(u64, bool)> = None;
     for (header, body) in prepares {
-        let mut offset = config.slot_offset(header.op);
-        let mut bytes = Vec::new();
-        if let (true, Some(farthest)) = (runs.is_empty(), carried.first()) {
-            let region_bytes = sectors_bytes((header.op - farthest.op) * HEADER_SIZE_BYTES as u64);
-            assert!(region_bytes <= COPIES_REGION_BYTES);
-            offset -= region_bytes;
-            bytes.resize(region_bytes as usize, 0);
-            for copy in carried {
-                let distance = header.op - copy.op;
-                assert!((1..=config.copies_carried_max()).contains(&distance));
-                let at = (region_bytes - distance * HEADER_SIZE_BYTES as u64) as usize;
-                bytes[at..at + HEADER_SIZE_BYTES].copy_from_slice(&copy.encode());
-            }
+        let joins = previous.is_some_and(|(op, filled)| {
+            filled && header.op == op + 1 && !header.op.is_multiple_of(config.slot_count) && header.op > fresh_above
+        });
+        if joins {
+            let run = runs.last_mut().expect("a prepare joins the run of the one before it");
+            // The region before this slot names no live op (fresh): zeros.
+            run.bytes.resize(run.bytes.len() + COPIES_REGION_BYTES as usize, 0);
+            assert_eq!(run.offset + run.bytes.len() as u64, config.slot_offset(header.op), "a run is contiguous");
+            push_prepare_sectors(&mut run.bytes, header, body);
+            run.count += 1;
+        } else {
+            runs.push(prepare_write(config, if runs.is_empty() { carried } else { &[] }, header, body));
         }
-        push_prepare_sectors(&mut bytes, header, body);
-        debug_assert!(bytes.len() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
-        runs.push(PrepareRun { offset, bytes, count: 1 });
+        let filled = sectors_bytes((HEADER_SIZE_BYTES + body.len()) as u64) == config.slot_size_bytes();
+        previous = Some((header.op, filled));
     }
     runs
+}
+
+/// The write of one prepare, carrying `carried` in the region before it.
+fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, body: &[u8]) -> PrepareRun {
+    let mut offset = config.slot_offset(header.op);
+    let mut bytes = Vec::new();
+    if let Some(farthest) = carried.first() {
+        let region_bytes = sectors_bytes((header.op - farthest.op) * HEADER_SIZE_BYTES as u64);
+        assert!(region_bytes <= COPIES_REGION_BYTES);
+        offset -= region_bytes;
+        bytes.resize(region_bytes as usize, 0);
+        for copy in carried {
+            let distance = header.op - copy.op;
+            assert!((1..=config.copies_carried_max()).contains(&distance));
+            let at = (region_bytes - distance * HEADER_SIZE_BYTES as u64) as usize;
+            bytes[at..at + HEADER_SIZE_BYTES].copy_from_slice(&copy.encode());
+        }
+    }
+    push_prepare_sectors(&mut bytes, header, body);
+    debug_assert!(bytes.len() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
+    PrepareRun { offset, bytes, count: 1 }
 }
 
 fn sectors_bytes(size_bytes: u64) -> u64 {
@@ -1392,9 +1428,10 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Append consecutive prepares. Each write covers only the sectors its
-    /// prepares use; consecutive prepares that fill their slots share one
-    /// write (a run ends after a prepare shorter than its slot, and where
-    /// the batch wraps the ring), so a batch of full slots costs one write
+    /// prepares use; consecutive fresh prepares that fill their slots share
+    /// one write, zeros over the regions between them (`prepare_runs`: a run
+    /// ends after a prepare shorter than its slot, where the batch wraps the
+    /// ring, and before a rewritten op), so a fresh batch of full slots costs one write
     /// and, with `sync`, its fsyncs. The same checks as `append`; nothing is
     /// indexed unless every write succeeded (no phantom ops).
     pub async fn append_batch(&mut self, prepares: &[(Header, &[u8])]) -> Result<(), JournalError> {
@@ -1418,7 +1455,9 @@ impl<I: Io> PrepareJournal<I> {
         }
         self.unvouch_copies(&prepares.iter().map(|(header, _)| header).collect::<Vec<_>>()).await?;
         let carried = prepares.first().map_or_else(Vec::new, |(header, _)| self.copies_to_carry(header.op));
-        for run in prepare_runs(&self.config, &carried, prepares.iter().map(|(header, body)| (header, *body))) {
+        let fresh_above = self.file_op_written_max;
+        let prepares_iter = prepares.iter().map(|(header, body)| (header, *body));
+        for run in prepare_runs(&self.config, &carried, fresh_above, prepares_iter) {
             let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
             result.map_err(io_error("write prepares"))?;
         }
@@ -1896,9 +1935,10 @@ impl<I: Io> PrepareJournal<I> {
             carried.insert(op, header);
             prepares.push((header, body));
         }
-        // One write per run of adjacent slots (ops may have gaps: a
-        // faulty op left out ends a run).
-        for run in prepare_runs(&config, &[], prepares.iter().map(|(header, body)| (header, body.as_slice()))) {
+        // One write per prepare: the spare's regions may still hold copies
+        // of its previous life (cleared below), so none is zeroed here.
+        for run in prepare_runs(&config, &[], u64::MAX, prepares.iter().map(|(header, body)| (header, body.as_slice())))
+        {
             let (result, _) = file.write_all_at(run.bytes, run.offset).await;
             result.map_err(io_error("write tmp prepare"))?;
         }
@@ -2079,7 +2119,7 @@ mod tests {
         };
         let (seven, nine, ten, eleven) = (header(7), header(9), header(10), header(11));
         let prepares = [(&ten, &[][..]), (&eleven, &[][..])];
-        let runs = prepare_runs(&config, &[seven, nine], prepares);
+        let runs = prepare_runs(&config, &[seven, nine], 0, prepares);
         assert_eq!(runs.len(), 2);
         // Op 7 is 3 before op 10: two sectors of region (entries 4..1).
         assert_eq!(runs[0].offset, config.slot_offset(10) - 1024);
@@ -2090,6 +2130,54 @@ mod tests {
         assert_eq!(&runs[0].bytes[1024..1280], &ten.encode()[..]);
         assert_eq!(runs[0].bytes.len(), 1024 + 512);
         assert_eq!((runs[1].offset, runs[1].bytes.len()), (config.slot_offset(11), 512));
+    }
+
+    /// A fresh batch of full prepares is one write: the first carries its
+    /// copies, the regions between the slots are zeros. A rewritten op (at
+    /// or below `fresh_above`) is its own write, and where the ring wraps a
+    /// new write begins.
+    #[test]
+    fn a_fresh_batch_of_full_prepares_is_one_write() {
+        let config = JournalConfig { slot_count: 8, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
+        let body = vec![7u8; 1024 - HEADER_SIZE_BYTES];
+        let header = |op: u64| {
+            let mut header = Header::new(Command::Prepare, 1);
+            header.namespace = 2;
+            header.op = op;
+            header.set_checksums(&body);
+            header
+        };
+        let headers: Vec<Header> = (1..=7).map(header).collect();
+        let prepares = || headers[1..].iter().map(|header| (header, &body[..]));
+        // Ops 2..=7, op 1's copy carried: one write from op 1's entry on.
+        let runs = prepare_runs(&config, &headers[..1], 1, prepares());
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].count, 6);
+        assert_eq!(runs[0].offset, config.carried_copy_offset(1, 1) - 256, "a whole sector of op 2's region");
+        let stride = config.slot_stride_bytes() as usize;
+        assert_eq!(runs[0].bytes.len(), 512 + 1024 + 5 * stride);
+        assert_eq!(&runs[0].bytes[..256], &[0; 256][..], "entry 2 of op 2's region: not carried");
+        assert_eq!(&runs[0].bytes[256..512], &headers[0].encode()[..]);
+        for (index, header) in headers[1..].iter().enumerate() {
+            let at = (config.slot_offset(header.op) - runs[0].offset) as usize;
+            assert_eq!(&runs[0].bytes[at..at + HEADER_SIZE_BYTES], &header.encode()[..]);
+            if index > 0 {
+                let region = &runs[0].bytes[at - COPIES_REGION_BYTES as usize..at];
+                assert!(region.iter().all(|&b| b == 0), "op {}'s region is zeros", header.op);
+            }
+        }
+        // Ops 2..=4 were written before: ops 3 and 4 start writes of their
+        // own (their regions may hold live copies); 5.. join op 4's write.
+        let runs = prepare_runs(&config, &[], 4, prepares());
+        let counts: Vec<usize> = runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [1, 1, 4]);
+        // Nothing fresh: one write per prepare.
+        assert_eq!(prepare_runs(&config, &[], u64::MAX, prepares()).len(), 6);
+        // Ops 7..=9 wrap at op 8 (slot 0): two writes.
+        let wrapping: Vec<Header> = (7..=9).map(header).collect();
+        let runs = prepare_runs(&config, &[], 6, wrapping.iter().map(|header| (header, &body[..])));
+        let counts: Vec<usize> = runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [1, 2]);
     }
 
     #[test]

@@ -327,13 +327,13 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
 
-/// Group commit writes a turn's prepares, one write each (a carried-copies
-/// region lies between two slots, so slots are never adjacent), on the
-/// primary and on the backup, then their ring copies with one write when
-/// nothing follows to carry them: two appends whose prepares fill their
-/// slots (4096 bytes each) arrive in one turn.
+/// Group commit writes a turn's fresh prepares that fill their slots with
+/// one write (zeros over the carried-copies region between the two slots),
+/// on the primary and on the backup, then their ring copies with one write
+/// when nothing follows to carry them: two appends whose prepares fill
+/// their slots (4096 bytes each) arrive in one turn.
 #[test]
-fn prepares_of_one_turn_are_written_one_write_each_then_their_ring_copies_with_one() {
+fn prepares_of_one_turn_are_written_with_one_write_then_their_ring_copies_with_one() {
     let slot_size_bytes = storage_config(0).journal().slot_size_bytes() as usize;
     let filling = slot_filling_message();
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
@@ -355,14 +355,11 @@ fn prepares_of_one_turn_are_written_one_write_each_then_their_ring_copies_with_o
     }
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
     let config = storage_config(0).journal();
-    let expected = [
-        (config.slot_offset(3), slot_size_bytes),
-        (config.slot_offset(4), slot_size_bytes),
-        (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES),
-    ];
+    let both_slots = 2 * slot_size_bytes + shoal_vsr::journal::COPIES_REGION_BYTES as usize;
+    let expected = [(config.slot_offset(3), both_slots), (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES)];
     for (replica, node) in nodes.iter().enumerate() {
         let writes = &node.io().writes_to(&journal)[written_before[replica]..];
-        assert_eq!(writes, expected, "replica {replica}: one write per slot, one for their ring copies");
+        assert_eq!(writes, expected, "replica {replica}: one write for both slots, one for their ring copies");
     }
     deliver_all(&mut nodes, &mut worlds);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");

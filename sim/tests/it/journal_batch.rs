@@ -122,10 +122,12 @@ fn a_small_prepare_writes_one_sector_not_a_slot() {
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
 }
 
-/// Slots are not adjacent (a carried-copies region lies between two), so
-/// a batch is one write per prepare, as a plain pwrite loop is.
+/// Slots are not adjacent (a carried-copies region lies between two), but
+/// a fresh batch of full prepares is still one write: it covers the
+/// regions between its slots with zeros (no region of a fresh op's slot
+/// names a live op), and recovery reads every prepare back.
 #[test]
-fn a_batch_is_one_write_per_prepare() {
+fn a_fresh_batch_of_full_prepares_is_one_write() {
     let io = SimIo::new(5);
     let dir = Path::new("/data/full");
     let config = config(SLOT_COUNT);
@@ -136,7 +138,16 @@ fn a_batch_is_one_write_per_prepare() {
     let before = io.disk().writes();
     block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
     let after = io.disk().writes();
-    assert_eq!((after.0 - before.0, after.1 - before.1), (4, 4 * config.slot_size_bytes()));
+    let regions = 3 * shoal_vsr::journal::COPIES_REGION_BYTES;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 4 * config.slot_size_bytes() + regions));
+    block_on_ready(journal.sync()).unwrap();
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
+    for (header, body) in &batch {
+        assert_eq!(block_on_ready(journal.read(header.op)).unwrap(), (*header, body.clone()));
+    }
 }
 
 /// Group commit: the first write of each batch carries the copies the
@@ -298,9 +309,12 @@ fn write_prepares_writes_each_prepare_once() {
     let before = io.disk().writes();
     block_on_ready(journal.write_prepares(&chosen)).unwrap();
     let after = io.disk().writes();
-    // One write each; the short op 4 one sector.
+    // Fresh ops 1..=4 one write (op 4 joins op 3, which fills its slot, and
+    // is one sector), zeros over the regions of ops 2..=4; op 5 after the
+    // short op 4 and op 7 after the gap each a write of its own.
     let slot = config.slot_size_bytes();
-    assert_eq!((after.0 - before.0, after.1 - before.1), (6, 5 * slot + 512));
+    let regions = 3 * shoal_vsr::journal::COPIES_REGION_BYTES;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 5 * slot + 512 + regions));
     assert_eq!(journal.op_max(), Some(7));
     assert_eq!(journal.repair_ops(), vec![6], "the gap is missing, not silently skipped");
     block_on_ready(journal.sync()).unwrap();

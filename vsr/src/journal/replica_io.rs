@@ -49,7 +49,7 @@ impl<I: Io> PrepareJournal<I> {
         let headers: Vec<&Header> = prepares.iter().map(|(header, _)| *header).collect();
         self.unvouch_copies(&headers).await?;
         let carried = prepares.first().map_or_else(Vec::new, |(header, _)| self.copies_to_carry(header.op));
-        let runs = super::prepare_runs(&self.config, &carried, prepares.iter().copied());
+        let runs = super::prepare_runs(&self.config, &carried, self.file_op_written_max, prepares.iter().copied());
         let mut written = 0;
         for run in runs {
             let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
