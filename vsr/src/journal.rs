@@ -467,6 +467,7 @@ fn prepare_runs<'a>(
             assert_eq!(run.offset + run.bytes.len() as u64, config.slot_offset(header.op), "a run is contiguous");
             push_prepare_sectors(&mut run.bytes, header, body);
             run.count += 1;
+            crate::marks::hit(crate::marks::JOURNAL_PREPARES_JOINED);
         } else {
             runs.push(prepare_write(config, if runs.is_empty() { carried } else { &[] }, header, body));
         }

@@ -49,6 +49,7 @@ pub const MARKS: &[&str] = &[
     GROUP_FLUSHES_OVERLAPPED,
     JOURNAL_CARRIED_COPY_NAMES_FAULTY,
     JOURNAL_COPIES_CARRIED,
+    JOURNAL_PREPARES_JOINED,
     PARTITION_SALVAGED,
     PREPARE_PACKED_REQUESTS,
     PRIMARY_ABDICATED,
@@ -96,6 +97,9 @@ pub const CRASH_WRITE_IN_FLIGHT: &str = "crash_write_in_flight";
 /// slot (journal module doc, "Carried copies"), instead of `flush`
 /// writing them to the ring.
 pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
+/// One write covered several fresh prepares that fill their slots, zeros
+/// over the carried-copies regions between them (journal `prepare_runs`).
+pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
 
 /// Recovery found a damaged slot (or an emptied one) whose only evidence
 /// is a carried copy: faulty, kept for repair, not cut off as torn.

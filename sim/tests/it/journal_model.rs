@@ -608,6 +608,7 @@ fn model_reaches_every_path() {
         ("recovered ops", "ops_recovered: ["),
         ("crash", "crash"),
     ];
+    shoal_vsr::marks::take();
     for seed in 0..200u64 {
         let steps = steps.new_tree(&mut runner).unwrap().current();
         let (trace, _) = run(seed, &steps);
@@ -632,7 +633,11 @@ fn model_reaches_every_path() {
             }
         }
     }
-    eprintln!("{seen:?}");
+    let marks = shoal_vsr::marks::take();
+    eprintln!("{seen:?} {marks:?}");
+    for mark in [shoal_vsr::marks::JOURNAL_COPIES_CARRIED, shoal_vsr::marks::JOURNAL_PREPARES_JOINED] {
+        assert!(marks.get(mark).copied().unwrap_or(0) > 0, "the model never reached mark `{mark}`: {marks:?}");
+    }
     for (kind, _) in kinds {
         assert!(seen.get(kind).copied().unwrap_or(0) > 0, "the model never reached `{kind}`: {seen:?}");
     }
