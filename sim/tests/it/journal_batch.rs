@@ -352,3 +352,46 @@ fn a_drain_writes_each_carried_prepare_once() {
     let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
     assert_eq!(recovery.ops_recovered, vec![5, 6, 7, 8]);
 }
+
+/// Zeros over a carried-copies region are written only before a fresh op's
+/// slot: a rewrite never joins. The story the rule prevents: ops 1..=3's
+/// copies ride in op 4's region (their only copies: the ring never got
+/// them), a view change drops ops 3..=5 and writes new ops 3 and 4 with
+/// one batch; joined, that write would zero op 4's region. A second
+/// truncation then makes op 2 the head, its prepare rots, and recovery,
+/// with no copy naming it, would cut an acknowledged op 2 as a torn tail.
+#[test]
+fn a_rewritten_batch_never_zeroes_a_kept_ops_only_copy() {
+    let io = SimIo::new(14);
+    let dir = Path::new("/data/rewrite-keeps-copies");
+    let config = config(SLOT_COUNT);
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut chain = Chain::new();
+    let full_bytes = config.message_size_max_bytes as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
+    let first: Vec<_> = (0..3).map(|_| prepare_with_body(&mut chain, vec![1; full_bytes])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&first))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), Vec::<u64>::new());
+    let second: Vec<_> = (0..2).map(|_| prepare_with_body(&mut chain, vec![2; full_bytes])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&second))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1, 2, 3], "carried with op 4, acknowledged");
+    block_on_ready(journal.sync()).unwrap();
+    block_on_ready(journal.truncate_after(2)).unwrap();
+    let op_two = first[1].0.checksum;
+    let three = shoal_vsr::journal::conformance::prepare(3, op_two, &vec![3; full_bytes]);
+    let four = shoal_vsr::journal::conformance::prepare(4, three.checksum, &vec![4; full_bytes]);
+    let rewrite = [(three, vec![3; full_bytes]), (four, vec![4; full_bytes])];
+    let before = io.disk().writes();
+    block_on_ready(journal.append_batch(&as_batch(&rewrite))).unwrap();
+    let after = io.disk().writes();
+    assert_eq!(after.0 - before.0, 2, "rewritten ops: one write each, op 4's region untouched");
+    block_on_ready(journal.sync()).unwrap();
+    block_on_ready(journal.truncate_after(2)).unwrap();
+    let path = shoal_vsr::journal::journal_path(dir, config.namespace);
+    io.disk().corrupt_sector(&path, config.slot_offset(2)).unwrap();
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "acknowledged op 2 is never cut as torn");
+    assert_eq!(recovery.repair_ops, vec![2], "op 2 is faulty: its carried copy in op 4's region names it");
+    assert_eq!(journal.op_max(), Some(2));
+}
