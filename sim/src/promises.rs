@@ -66,10 +66,9 @@ impl Promise {
     /// landing on one of them is the disk's lie, not the sender's.
     pub fn journal_ranges(&self, config: &JournalConfig) -> Vec<(u64, u64)> {
         match *self {
-            Promise::Prepare { op, .. } => vec![
-                (config.slot_offset(op), config.slot_size_bytes()),
-                (config.header_copy_offset(op), HEADER_SIZE_BYTES as u64),
-            ],
+            Promise::Prepare { op, .. } => std::iter::once((config.slot_offset(op), config.slot_size_bytes()))
+                .chain(config.header_copy_offsets(op).map(|offset| (offset, HEADER_SIZE_BYTES as u64)))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -245,10 +244,14 @@ fn durable_slot(journal: &impl Fn(u64, usize) -> Option<Vec<u8>>, config: &Journ
     Some(header)
 }
 
-/// The valid prepare header in the durable header ring copy of `op`'s slot.
+/// The valid prepare header of `op` in a durable copy of `op`'s slot: the
+/// header ring's, else one a later prepare write carried (the precedence
+/// recovery uses: `JournalConfig::header_copy_offsets` lists the ring first).
 fn durable_copy(journal: &impl Fn(u64, usize) -> Option<Vec<u8>>, config: &JournalConfig, op: u64) -> Option<Header> {
-    let header = Header::decode(&journal(config.header_copy_offset(op), HEADER_SIZE_BYTES)?).ok()?;
-    (header.command == Command::Prepare).then_some(header)
+    config.header_copy_offsets(op).find_map(|offset| {
+        let header = Header::decode(&journal(offset, HEADER_SIZE_BYTES)?).ok()?;
+        (header.command == Command::Prepare && header.op == op).then_some(header)
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!   each slot, slot `s` at `FILE_HEADER_SIZE_BYTES + 256 * s`, the ring
 //!   padded to a multiple of `HEADERS_ZONE_ALIGN_BYTES`;
 //! - then `slot_count` fixed slots; op `n` lives in slot `n % slot_count`, as
-//!   `[256-byte header][body]`, padded to the slot size;
+//!   `[carried-copies region][256-byte header][body]`, padded to the slot
+//!   size; the region holds `COPIES_CARRIED_MAX` 256-byte entries (see
+//!   "Carried copies");
 //! - then, in the last `FILE_HEADER_SIZE_BYTES`, a second copy of the file
 //!   header. The two are as far apart as the file allows: a misdirected
 //!   write (the device puts a write at a wrong address of the same file)
@@ -23,7 +25,9 @@
 //!   file the journal, and read back before it may become one.
 //!
 //! Version 1 had no header ring (slots right after the file header);
-//! version 2 had one copy of the file header.
+//! version 2 had one copy of the file header; version 3 had no
+//! carried-copies regions. An older file is refused at open
+//! (`UnsupportedVersion`, which tells the operator what to do).
 //!
 //! Next to it lives `journal-<namespace>.wal.tmp`, the spare: compaction's
 //! scratch file, never read by recovery (see "What it costs").
@@ -81,6 +85,59 @@
 //! of an older, checkpointed op, the price is a replica that restarts
 //! `Recovering` and fills the gap from peers, never an erased promise.
 //!
+//! ## Carried copies
+//!
+//! `flush` writing the ring copies of the previous batch costs a second
+//! write to another place of the file under each fsync, and on a real disk
+//! that is most of the gap to a plain pwrite+fdatasync loop at small
+//! batches (issue 10: 0.77-0.89 of it). So the copies usually travel with
+//! the next batch instead: the first prepare write of a batch also covers
+//! the sectors before its slot's header, the carried-copies region, where
+//! entry `j` holds the copy of the op `j + 1` before it. The copies the
+//! previous flush made ready are the ops just before the batch, so one
+//! contiguous write carries them with the first prepare, and the fsync has
+//! nothing else to write. Each op's copy still has a fixed set of places
+//! (the ring and one entry in each of the `copies_carried_max` regions
+//! after its slot: `JournalConfig::header_copy_offsets`), so recovery
+//! still tells "no copy" from "a copy that rotted".
+//!
+//! Every rule of the ring holds for a carried copy: it is written only
+//! after its prepare's fsync succeeded (only `copies_ready` ops are
+//! carried), never in the fsync of its own prepare, and is acknowledged
+//! only after the fsync that makes it durable (`flush` reports it then).
+//! A copy that does not fit (more ready copies than the region holds, a
+//! batch that does not start just after them) goes to the ring as before.
+//! Two rules keep a carried copy unambiguous:
+//! - A write carries copies only when its first op is above
+//!   `file_op_written_max`: no earlier write of this file filled that
+//!   region, so whatever else it holds names no live op, and the entries
+//!   it does not carry may be written as zeros.
+//! - Only the copy of a fresh op (written above `file_op_written_max`, so
+//!   no copy of it is anywhere) is carried. A rewritten op's copy goes to
+//!   the ring, and recovery trusts a ring copy that names a live op over
+//!   any carried one: the ring is never older.
+//!
+//! Recovery reads the ring and the regions: a slot's copy is its ring copy
+//! when that names a live op, else a carried one; it is `Unknown` (both the
+//! slot and its evidence damaged) when no copy names it and the ring copy
+//! or any of its carried entries is invalid; carried copies that name the
+//! same op with different checksums read as faulty. `unvouch_copies`
+//! poisons carried copies as it does ring copies, `truncate_after` clears
+//! a dropped op's carried entries with its ring copy, and `drain` clears
+//! the spare's regions that may name an op of the new window. Writable
+//! recovery writes every valid prepare's copy to the ring, so after a
+//! restart the ring names them all again.
+//!
+//! The price: a region of `COPIES_REGION_BYTES` (4 KiB) before each slot,
+//! so two prepares are never adjacent. A batch of fresh ops (above
+//! `file_op_written_max`) whose prepares fill their slots is still one
+//! write: it covers the regions between its slots with zeros, which by the
+//! first rule above name no live op (the region of a fresh op's slot was
+//! last filled, if ever, by the write of an op at least `slot_count`
+//! before it, whose entries name ops below the window). Any other prepare
+//! (a rewrite, one after a short prepare, one where the ring wraps) is its
+//! own write, as in a plain loop of one pwrite per entry.
+//!
 //! ## Recovery never trusts the page cache
 //!
 //! After a process crash (not a power loss) the kernel still holds written
@@ -116,9 +173,10 @@
 //!
 //! - A prepare's write covers its header and body rounded up to whole
 //!   sectors, not its slot: a 100-byte message writes one 512-byte sector,
-//!   and its ring copy 256 bytes. A batch of prepares that fill their slots
-//!   is one write; slots are `message_size_max` rounded up to a sector, so a
-//!   1 MiB `SendMessages` batch (`MESSAGE_SIZE_MAX_BYTES`) fits one slot.
+//!   and its ring copy 256 bytes (or a carried entry). Each prepare is one
+//!   write, the first of a batch with the copies it carries; slots are
+//!   `message_size_max` rounded up to a sector, so a 1 MiB `SendMessages`
+//!   batch (`MESSAGE_SIZE_MAX_BYTES`) fits one slot.
 //! - Files are preallocated (zero-filled, see `zero_fill`), so an append
 //!   overwrites allocated blocks and its fdatasync commits no metadata.
 //! - Compaction keeps its crash-safe rewrite, but into the spare: the file
@@ -195,8 +253,19 @@ pub const SLOT_COUNT_MAX: u64 = 1 << 20;
 /// "SHOALWAL", little-endian.
 pub const JOURNAL_MAGIC: u64 = u64::from_le_bytes(*b"SHOALWAL");
 /// 2: the header ring between the file header and the slots; 3: a second
-/// copy of the file header at the end of the file.
-pub const JOURNAL_FORMAT_VERSION: u32 = 3;
+/// copy of the file header at the end of the file; 4: a carried-copies
+/// region before each slot (module doc, "Carried copies").
+pub const JOURNAL_FORMAT_VERSION: u32 = 4;
+/// Ring copies one prepare write can carry in the region before its slot:
+/// the copies of the `COPIES_CARRIED_MAX` ops before it. A pipeline's worth,
+/// so a turn's batch carries every copy the turn before it made ready.
+pub const COPIES_CARRIED_MAX: u64 = 16;
+/// The carried-copies region before each slot: one 256-byte entry per op
+/// it may vouch for, entry `j` for the op `j + 1` before the slot's op,
+/// placed so that entry 0 ends where the slot's header begins.
+pub const COPIES_REGION_BYTES: u64 = COPIES_CARRIED_MAX * HEADER_SIZE_BYTES as u64;
+const _: () = assert!(COPIES_CARRIED_MAX as usize >= crate::replica::PIPELINE_PREPARES_MAX);
+const _: () = assert!(COPIES_REGION_BYTES.is_multiple_of(SECTOR_SIZE_BYTES), "slots stay sector-aligned");
 /// The header ring is padded to this, so slots stay page-aligned.
 pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
 /// Ring copies read per call during recovery (bounds the read buffer).
@@ -287,15 +356,43 @@ impl JournalConfig {
 
     /// Where the second copy of the file header lives: after the slots.
     pub fn file_header_copy_offset(&self) -> u64 {
-        self.slots_offset() + self.slot_count * self.slot_size_bytes()
+        self.slots_offset() + self.slot_count * self.slot_stride_bytes()
     }
 
     fn slots_offset(&self) -> u64 {
         FILE_HEADER_SIZE_BYTES + self.headers_zone_size_bytes()
     }
 
+    /// A slot with the carried-copies region before it.
+    pub fn slot_stride_bytes(&self) -> u64 {
+        COPIES_REGION_BYTES + self.slot_size_bytes()
+    }
+
+    /// Where the header of the prepare in `op`'s slot begins (its
+    /// carried-copies region ends here).
     pub fn slot_offset(&self, op: u64) -> u64 {
-        self.slots_offset() + (op % self.slot_count) * self.slot_size_bytes()
+        self.slots_offset() + (op % self.slot_count) * self.slot_stride_bytes() + COPIES_REGION_BYTES
+    }
+
+    /// How far after an op a write may carry its copy: never as far as the
+    /// op's own slot again, so each entry vouches for one slot.
+    pub fn copies_carried_max(&self) -> u64 {
+        COPIES_CARRIED_MAX.min(self.slot_count - 1)
+    }
+
+    /// Where the copy of the header of the prepare in `op`'s slot lives when
+    /// the write of the slot `distance` (1..=copies_carried_max) after it
+    /// carried it (module doc, "Carried copies").
+    pub fn carried_copy_offset(&self, op: u64, distance: u64) -> u64 {
+        assert!((1..=self.copies_carried_max()).contains(&distance));
+        self.slot_offset(op + distance) - distance * HEADER_SIZE_BYTES as u64
+    }
+
+    /// Every place a copy of the header in `op`'s slot may live: the ring
+    /// first, then each carrier's entry.
+    pub fn header_copy_offsets(&self, op: u64) -> impl Iterator<Item = u64> + '_ {
+        let carried = (1..=self.copies_carried_max()).map(move |distance| self.carried_copy_offset(op, distance));
+        std::iter::once(self.header_copy_offset(op)).chain(carried)
     }
 
     /// Where the ring copy of the header of the prepare in `op`'s slot lives.
@@ -328,44 +425,78 @@ fn push_prepare_sectors(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
     buffer.resize(begin + sectors_bytes(size_bytes as u64) as usize, 0);
 }
 
-/// One write of a run of prepares in adjacent slots: where it goes and
-/// the bytes, and how many prepares it holds.
+/// One write: where it goes, the bytes, and how many prepares it holds.
 struct PrepareRun {
     offset: u64,
     bytes: Vec<u8>,
     count: usize,
 }
 
-/// Cut `prepares` (consecutive ops, ascending) into runs that each go to
-/// the disk with one write. Each write covers only the sectors its
-/// prepares use, so a run ends after a prepare shorter than its slot (the
-/// next slot does not follow its bytes) and where the ring wraps. A batch
-/// of full slots is one write.
+/// The writes of prepares of ascending ops, each covering only the sectors
+/// its prepare uses. The first also carries `carried` (ascending ops, each
+/// at most `copies_carried_max` before it): the sectors of its
+/// carried-copies region from the farthest carried entry up to its header,
+/// entries it does not carry zeroed, so its copies and the prepare are one
+/// contiguous write (module doc, "Carried copies"). A prepare joins the
+/// write of the one before it when that one filled its slot, it is the next
+/// op, its slot is the next slot (not where the ring wraps), and it is above
+/// `fresh_above`: then only its carried-copies region lies between the two,
+/// and the write covers that region with zeros. Zeros there are safe only
+/// for an op above `file_op_written_max` (no earlier write of this file
+/// filled that region, so it names no live op: the rule that lets the
+/// first write zero the entries it does not carry), so a caller passes
+/// `file_op_written_max` as `fresh_above`, or `u64::MAX` for one write per
+/// prepare. A fresh batch of full slots is one write, as in a plain loop
+/// whose entries are adjacent.
 fn prepare_runs<'a>(
     config: &JournalConfig,
+    carried: &[Header],
+    fresh_above: u64,
     prepares: impl IntoIterator<Item = (&'a Header, &'a [u8])>,
 ) -> Vec<PrepareRun> {
-    let slot_size_bytes = config.slot_size_bytes();
     let mut runs: Vec<PrepareRun> = Vec::new();
-    // The op the open run's next slot belongs to, while it may grow.
-    let mut open_next_op: Option<u64> = None;
+    // The op of the last prepare written, and whether it filled its slot.
+    let mut previous: Option<(u64, bool)> = None;
     for (header, body) in prepares {
-        let run = match runs.last_mut() {
-            Some(run) if open_next_op == Some(header.op) => run,
-            _ => {
-                runs.push(PrepareRun { offset: config.slot_offset(header.op), bytes: Vec::new(), count: 0 });
-                runs.last_mut().expect("just pushed")
-            }
-        };
-        let slot_begin = run.bytes.len() as u64;
-        push_prepare_sectors(&mut run.bytes, header, body);
-        run.count += 1;
-        let filled = run.bytes.len() as u64 - slot_begin == slot_size_bytes;
-        let wraps = header.op % config.slot_count == config.slot_count - 1;
-        open_next_op = (filled && !wraps).then_some(header.op + 1);
-        debug_assert!(run.bytes.len() as u64 <= run.count as u64 * slot_size_bytes);
+        let joins = previous.is_some_and(|(op, filled)| {
+            filled && header.op == op + 1 && !header.op.is_multiple_of(config.slot_count) && header.op > fresh_above
+        });
+        if joins {
+            let run = runs.last_mut().expect("a prepare joins the run of the one before it");
+            // The region before this slot names no live op (fresh): zeros.
+            run.bytes.resize(run.bytes.len() + COPIES_REGION_BYTES as usize, 0);
+            assert_eq!(run.offset + run.bytes.len() as u64, config.slot_offset(header.op), "a run is contiguous");
+            push_prepare_sectors(&mut run.bytes, header, body);
+            run.count += 1;
+            crate::marks::hit(crate::marks::JOURNAL_PREPARES_JOINED);
+        } else {
+            runs.push(prepare_write(config, if runs.is_empty() { carried } else { &[] }, header, body));
+        }
+        let filled = sectors_bytes((HEADER_SIZE_BYTES + body.len()) as u64) == config.slot_size_bytes();
+        previous = Some((header.op, filled));
     }
     runs
+}
+
+/// The write of one prepare, carrying `carried` in the region before it.
+fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, body: &[u8]) -> PrepareRun {
+    let mut offset = config.slot_offset(header.op);
+    let mut bytes = Vec::new();
+    if let Some(farthest) = carried.first() {
+        let region_bytes = sectors_bytes((header.op - farthest.op) * HEADER_SIZE_BYTES as u64);
+        assert!(region_bytes <= COPIES_REGION_BYTES);
+        offset -= region_bytes;
+        bytes.resize(region_bytes as usize, 0);
+        for copy in carried {
+            let distance = header.op - copy.op;
+            assert!((1..=config.copies_carried_max()).contains(&distance));
+            let at = (region_bytes - distance * HEADER_SIZE_BYTES as u64) as usize;
+            bytes[at..at + HEADER_SIZE_BYTES].copy_from_slice(&copy.encode());
+        }
+    }
+    push_prepare_sectors(&mut bytes, header, body);
+    debug_assert!(bytes.len() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
+    PrepareRun { offset, bytes, count: 1 }
 }
 
 fn sectors_bytes(size_bytes: u64) -> u64 {
@@ -427,7 +558,11 @@ pub enum JournalError {
     BadMagic,
     #[error("journal file header checksum mismatch: the header is corrupt; restore the journal from a peer")]
     FileHeaderCorrupt,
-    #[error("journal format version {found} is not {JOURNAL_FORMAT_VERSION}: run the matching shoal version")]
+    #[error(
+        "journal format version {found} is not this shoal's {JOURNAL_FORMAT_VERSION} (version 4 moved the slots to make \
+         room for carried header copies): run the shoal version that wrote it, or move this replica's data directory \
+         aside and start it with `shoal-server format --rejoin` so it rejoins from its peers"
+    )]
     UnsupportedVersion { found: u32 },
     #[error("journal belongs to cluster {found:#x}, not {expected:#x}: check the data directory")]
     WrongCluster { expected: u128, found: u128 },
@@ -737,6 +872,14 @@ pub struct PrepareJournal<I: Io> {
     /// written yet: the next `flush` writes them (the copy must never be
     /// durable before its prepare: module doc).
     copies_ready: BTreeSet<u64>,
+    /// Ops whose copy a prepare write carried (module doc, "Carried
+    /// copies") and that the next fsync makes durable with it, as if
+    /// `flush` had written it to the ring.
+    copies_carried: BTreeSet<u64>,
+    /// Ops of `copies_pending` and `copies_ready` written while no byte of
+    /// the file named them (above `file_op_written_max`): no copy of them
+    /// is anywhere, so a later write may carry theirs.
+    copies_fresh: BTreeSet<u64>,
     /// Bound on the op any header of the current file, in a slot or the
     /// ring, may name (what this process wrote, or the whole window when
     /// the file's history is unknown). When `drain` retires the file as the
@@ -816,6 +959,8 @@ impl<I: Io> PrepareJournal<I> {
             missing: BTreeSet::new(),
             copies_pending: BTreeSet::new(),
             copies_ready: BTreeSet::new(),
+            copies_carried: BTreeSet::new(),
+            copies_fresh: BTreeSet::new(),
             file_op_written_max: 0,
             spare: Spare::Known { op_written_max: 0 },
         })
@@ -878,8 +1023,11 @@ impl<I: Io> PrepareJournal<I> {
             missing: BTreeSet::new(),
             copies_pending: BTreeSet::new(),
             copies_ready: BTreeSet::new(),
-            // Unknown history: any slot may hold a header naming an op of
-            // the window (garbage of an old torn write included).
+            copies_carried: BTreeSet::new(),
+            copies_fresh: BTreeSet::new(),
+            // Unknown history until recovery has read every header: any
+            // slot may hold one naming an op of the window (garbage of an
+            // old torn write included). `recover` lowers it to what it read.
             file_op_written_max: file_header.snapshot_op + config.slot_count,
             spare: Spare::Untrusted,
         };
@@ -1007,6 +1155,42 @@ impl<I: Io> PrepareJournal<I> {
         }
     }
 
+    /// The carried copies of the slots whose live-window op is in
+    /// `first..=last`, by slot: every entry that may vouch for it, in the
+    /// regions of the `copies_carried_max` slots after it (each region read
+    /// once, with one read). A read error makes a region's entries invalid.
+    /// Also returns the highest live-window op of a slot whose region holds
+    /// a live or an invalid entry: that slot's prepare write carried it, even
+    /// when the prepare itself was torn away (its region sector kept), so a
+    /// later write of that slot must not count it as holding nothing live.
+    async fn read_carried_copies(&self, first: u64, last: u64) -> (BTreeMap<u64, Vec<HeaderCopy>>, u64) {
+        let slot_count = self.config.slot_count;
+        let carried_max = self.config.copies_carried_max();
+        let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + slot_count;
+        let mut carriers_named_max = self.snapshot_op;
+        let mut copies: BTreeMap<u64, Vec<HeaderCopy>> = BTreeMap::new();
+        let carrier_last = (last + carried_max).min(first + slot_count);
+        for carrier in first + 1..=carrier_last {
+            let region_offset = self.config.slot_offset(carrier) - COPIES_REGION_BYTES;
+            let (result, region) = self.file.read_exact_at(vec![0; COPIES_REGION_BYTES as usize], region_offset).await;
+            for distance in 1..=carried_max {
+                let slot = (carrier % slot_count + slot_count - distance) % slot_count;
+                let window_op = self.window_op(slot);
+                if window_op < first || window_op > last {
+                    continue;
+                }
+                let at = (COPIES_REGION_BYTES - distance * HEADER_SIZE_BYTES as u64) as usize;
+                let entry = &region[at..at + HEADER_SIZE_BYTES];
+                let copy = if result.is_err() { HeaderCopy::Invalid } else { self.judge_header_copy(slot, entry) };
+                if matches!(copy, HeaderCopy::Invalid) || matches!(copy, HeaderCopy::Valid(header) if live(header.op)) {
+                    carriers_named_max = carriers_named_max.max(self.window_op(carrier % slot_count));
+                }
+                copies.entry(slot).or_default().push(copy);
+            }
+        }
+        (copies, carriers_named_max)
+    }
+
     /// The op `slot` would hold in the live window.
     fn window_op(&self, slot: u64) -> u64 {
         let slot_count = self.config.slot_count;
@@ -1015,31 +1199,66 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Judge every slot from its prepare and its ring copy (module doc table).
-    async fn slot_states(&self) -> Vec<SlotState> {
-        self.slot_states_of(self.snapshot_op + 1, self.snapshot_op + self.config.slot_count).await
+    /// Also returns the highest op any header of the window's slots, ring
+    /// copies and carried copies names: the window's end when one of them
+    /// does not decode (it may have named anything), so that bound is a
+    /// sound `file_op_written_max` after open.
+    async fn slot_states(&self) -> (Vec<SlotState>, u64) {
+        self.slot_states_named(self.snapshot_op + 1, self.snapshot_op + self.config.slot_count).await
+    }
+
+    async fn slot_states_of(&self, first: u64, last: u64) -> Vec<SlotState> {
+        self.slot_states_named(first, last).await.0
     }
 
     /// `slot_states` of the slots whose live-window op is in `first..=last`
     /// (every state a slot can have names that op), in slot order.
-    async fn slot_states_of(&self, first: u64, last: u64) -> Vec<SlotState> {
+    async fn slot_states_named(&self, first: u64, last: u64) -> (Vec<SlotState>, u64) {
+        let window_last = self.snapshot_op + self.config.slot_count;
         let copies = self.read_header_copies().await;
+        let (mut carried, carriers_named_max) = self.read_carried_copies(first, last).await;
+        let mut named_max = carriers_named_max;
+        let mut name = |copy: &HeaderCopy| match copy {
+            HeaderCopy::Empty => {}
+            HeaderCopy::Valid(header) => named_max = named_max.max(header.op),
+            HeaderCopy::Invalid => named_max = window_last,
+        };
         let mut states = Vec::with_capacity(copies.len());
         let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + self.config.slot_count;
+        let live_copy = |copy: &HeaderCopy| match *copy {
+            HeaderCopy::Valid(copy) if live(copy.op) => Some(copy),
+            _ => None,
+        };
         for (slot, copy) in (0..self.config.slot_count).zip(copies) {
             let window_op = self.window_op(slot);
             if window_op < first || window_op > last {
                 continue;
             }
-            let copy_op = match copy {
-                HeaderCopy::Valid(copy) if live(copy.op) => Some(copy),
-                _ => None,
-            };
-            let state = match (self.read_slot(slot).await, copy_op) {
+            // The ring copy when it names a live op (it is never older than
+            // a carried one: `copies_to_carry`), else a carried one. Carried
+            // copies that disagree are evidence of damage, never a torn write.
+            let carried = carried.remove(&slot).unwrap_or_default();
+            let carried_live: Vec<Header> = carried.iter().filter_map(live_copy).collect();
+            let disagree = carried_live.windows(2).any(|pair| pair[0] != pair[1]);
+            let ring_live = live_copy(&copy);
+            let copy_op = ring_live.or(carried_live.first().copied());
+            let any_invalid =
+                matches!(copy, HeaderCopy::Invalid) || carried.iter().any(|copy| matches!(copy, HeaderCopy::Invalid));
+            let slot_read = self.read_slot(slot).await;
+            name(&copy);
+            carried.iter().for_each(&mut name);
+            name(&match &slot_read {
+                Slot::Empty => HeaderCopy::Empty,
+                Slot::Valid(header) => HeaderCopy::Valid(*header),
+                Slot::Invalid => HeaderCopy::Invalid,
+            });
+            let state = match (slot_read, copy_op) {
                 (Slot::Valid(header), _) if self.headers.get(&header.op) == Some(&header) => {
                     // Written in this life and indexed: its copy may still be
                     // pending until the next sync.
                     SlotState::Valid { header, copy_stale: false }
                 }
+                (_, Some(copy)) if disagree && ring_live.is_none() => SlotState::Faulty { op: copy.op },
                 (Slot::Valid(header), Some(copy)) if copy.op > header.op => SlotState::Faulty { op: copy.op },
                 (Slot::Valid(header), Some(copy)) if copy.op == header.op && copy.checksum != header.checksum => {
                     SlotState::Faulty { op: header.op }
@@ -1047,18 +1266,30 @@ impl<I: Io> PrepareJournal<I> {
                 (Slot::Valid(header), copy) => {
                     SlotState::Valid { header, copy_stale: copy.is_none_or(|copy| copy != header) }
                 }
-                (Slot::Empty | Slot::Invalid, Some(copy)) => SlotState::Faulty { op: copy.op },
+                (Slot::Empty | Slot::Invalid, Some(copy)) => {
+                    if ring_live.is_none() {
+                        crate::marks::hit(crate::marks::JOURNAL_CARRIED_COPY_NAMES_FAULTY);
+                    }
+                    SlotState::Faulty { op: copy.op }
+                }
                 (Slot::Empty, None) => SlotState::Empty,
-                (Slot::Invalid, None) if matches!(copy, HeaderCopy::Invalid) => SlotState::Unknown { op: window_op },
+                (Slot::Invalid, None) if any_invalid => SlotState::Unknown { op: window_op },
                 (Slot::Invalid, None) => SlotState::Torn { op: window_op },
             };
             states.push(state);
         }
-        states
+        (states, named_max.min(window_last))
     }
 
     async fn recover(&mut self) -> Result<Recovery, JournalError> {
-        let states = self.slot_states().await;
+        let (states, named_max) = self.slot_states().await;
+        // What this file's bytes name bounds what a later write may find
+        // in it: a clean file (after a format or a clean stop) lets the
+        // next appends carry copies at once (module doc, "Carried copies").
+        // With damage found, the whole window, as before: the evidence of a
+        // faulty op may sit in a region a fresh write would zero.
+        let damaged = states.iter().any(|state| matches!(state, SlotState::Faulty { .. } | SlotState::Unknown { .. }));
+        self.file_op_written_max = if damaged { self.snapshot_op + self.config.slot_count } else { named_max };
         let mut valid: BTreeMap<u64, Header> = BTreeMap::new();
         let mut faulty: BTreeSet<u64> = BTreeSet::new();
         // Both the prepare and its ring copy invalid: faulty, head included.
@@ -1243,9 +1474,10 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// Append consecutive prepares. Each write covers only the sectors its
-    /// prepares use; consecutive prepares that fill their slots share one
-    /// write (a run ends after a prepare shorter than its slot, and where
-    /// the batch wraps the ring), so a batch of full slots costs one write
+    /// prepares use; consecutive fresh prepares that fill their slots share
+    /// one write, zeros over the regions between them (`prepare_runs`: a run
+    /// ends after a prepare shorter than its slot, where the batch wraps the
+    /// ring, and before a rewritten op), so a fresh batch of full slots costs one write
     /// and, with `sync`, its fsyncs. The same checks as `append`; nothing is
     /// indexed unless every write succeeded (no phantom ops).
     pub async fn append_batch(&mut self, prepares: &[(Header, &[u8])]) -> Result<(), JournalError> {
@@ -1268,10 +1500,14 @@ impl<I: Io> PrepareJournal<I> {
             parent = Some(header.checksum);
         }
         self.unvouch_copies(&prepares.iter().map(|(header, _)| header).collect::<Vec<_>>()).await?;
-        for run in prepare_runs(&self.config, prepares.iter().map(|(header, body)| (header, *body))) {
+        let carried = prepares.first().map_or_else(Vec::new, |(header, _)| self.copies_to_carry(header.op));
+        let fresh_above = self.file_op_written_max;
+        let prepares_iter = prepares.iter().map(|(header, body)| (header, *body));
+        for run in prepare_runs(&self.config, &carried, fresh_above, prepares_iter) {
             let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
             result.map_err(io_error("write prepares"))?;
         }
+        self.note_carried(&carried);
         for (header, _) in prepares {
             self.headers.insert(header.op, *header);
             self.note_written(header.op);
@@ -1354,8 +1590,11 @@ impl<I: Io> PrepareJournal<I> {
             let operation = if in_flight.copies { "fsync header copies" } else { "fsync" };
             return Err(JournalError::Io { operation, source });
         }
-        let durable = std::mem::replace(&mut self.copies_ready, std::mem::take(&mut self.copies_pending));
+        let mut durable = std::mem::replace(&mut self.copies_ready, std::mem::take(&mut self.copies_pending));
+        durable.append(&mut self.copies_carried);
         debug_assert!(durable.iter().all(|op| !self.copies_ready.contains(op)));
+        // Only a copy still to be written may be carried.
+        self.copies_fresh.retain(|op| self.copies_ready.contains(op));
         Ok(durable.into_iter().collect())
     }
 
@@ -1364,19 +1603,62 @@ impl<I: Io> PrepareJournal<I> {
         self.flush_in_flight
     }
 
+    /// The ready copies a write whose first prepare is `first_op` may carry
+    /// (module doc, "Carried copies"), ascending. None unless the region
+    /// before `first_op`'s slot names no live op: `first_op` above
+    /// `file_op_written_max`, so no earlier write of this file carried
+    /// copies into it. Only fresh ops' copies: a copy of an op that was
+    /// ever named elsewhere in the file goes to the ring, so a live ring
+    /// copy is always at least as new as a carried one (recovery prefers
+    /// the ring).
+    fn copies_to_carry(&self, first_op: u64) -> Vec<Header> {
+        if first_op <= self.file_op_written_max {
+            return Vec::new();
+        }
+        let farthest = first_op.saturating_sub(self.config.copies_carried_max());
+        self.copies_ready
+            .range(farthest..first_op)
+            .filter(|op| self.copies_fresh.contains(op))
+            .map(|op| *self.headers.get(op).expect("a ready copy names an indexed op"))
+            .collect()
+    }
+
+    /// A prepare write carrying `carried` succeeded: the next fsync makes
+    /// those copies durable, and `flush` need not write them to the ring.
+    fn note_carried(&mut self, carried: &[Header]) {
+        if !carried.is_empty() {
+            crate::marks::hit(crate::marks::JOURNAL_COPIES_CARRIED);
+        }
+        for header in carried {
+            let was_ready = self.copies_ready.remove(&header.op);
+            assert!(was_ready, "only a ready copy is carried");
+            self.copies_fresh.remove(&header.op);
+            self.copies_carried.insert(header.op);
+        }
+    }
+
     /// `op` was written to its slot (not durable yet): its ring copy waits
     /// for the fsync that makes this write durable, even if an earlier
     /// write of the same op was already durable.
     fn note_written(&mut self, op: u64) {
         assert!(!self.flush_in_flight, "nothing is written to the journal while a flush's fsync runs");
         self.copies_ready.remove(&op);
+        self.copies_carried.remove(&op);
         self.copies_pending.insert(op);
+        if op > self.file_op_written_max {
+            self.copies_fresh.insert(op);
+        } else {
+            self.copies_fresh.remove(&op);
+        }
         self.file_op_written_max = self.file_op_written_max.max(op);
     }
 
     /// Durable with its ring copy: may be acknowledged.
     pub fn is_durable(&self, op: u64) -> bool {
-        self.headers.contains_key(&op) && !self.copies_pending.contains(&op) && !self.copies_ready.contains(&op)
+        self.headers.contains_key(&op)
+            && !self.copies_pending.contains(&op)
+            && !self.copies_ready.contains(&op)
+            && !self.copies_carried.contains(&op)
     }
 
     /// Before `headers` are written to their slots: a ring copy that
@@ -1401,7 +1683,11 @@ impl<I: Io> PrepareJournal<I> {
         let headers: Vec<&Header> =
             headers.iter().copied().filter(|header| header.op <= self.file_op_written_max).collect();
         let slot_count = self.config.slot_count;
+        // Offsets of the copies that name one of `headers`.
         let mut matching: Vec<u64> = Vec::new();
+        let names_it = |header: &Header, copy: &[u8]| {
+            Header::decode(copy).is_ok_and(|copy| copy.op == header.op && copy.checksum == header.checksum)
+        };
         let mut index = 0;
         while index < headers.len() {
             let first = index;
@@ -1416,19 +1702,28 @@ impl<I: Io> PrepareJournal<I> {
             let buffer = vec![0; run.len() * HEADER_SIZE_BYTES];
             let (result, bytes) = self.file.read_exact_at(buffer, self.config.header_copy_offset(run[0].op)).await;
             for (header, copy) in run.iter().zip(bytes.chunks_exact(HEADER_SIZE_BYTES)) {
-                let names_it =
-                    Header::decode(copy).is_ok_and(|copy| copy.op == header.op && copy.checksum == header.checksum);
-                if result.is_err() || names_it {
-                    matching.push(header.op);
+                if result.is_err() || names_it(header, copy) {
+                    matching.push(self.config.header_copy_offset(header.op));
+                }
+            }
+        }
+        // A carried copy lives in the region of a slot written after its
+        // op: only carriers up to `file_op_written_max` were written.
+        for header in &headers {
+            let carriers = self.config.copies_carried_max().min(self.file_op_written_max - header.op);
+            for distance in 1..=carriers {
+                let offset = self.config.carried_copy_offset(header.op, distance);
+                let (result, copy) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+                if result.is_err() || names_it(header, &copy) {
+                    matching.push(offset);
                 }
             }
         }
         if matching.is_empty() {
             return Ok(());
         }
-        for &op in &matching {
-            let (result, _) =
-                self.file.write_all_at(vec![POISON_BYTE; HEADER_SIZE_BYTES], self.config.header_copy_offset(op)).await;
+        for &offset in &matching {
+            let (result, _) = self.file.write_all_at(vec![POISON_BYTE; HEADER_SIZE_BYTES], offset).await;
             if let Err(source) = result {
                 self.poisoned = true;
                 return Err(JournalError::Io { operation: "poison header copy", source });
@@ -1670,6 +1965,8 @@ impl<I: Io> PrepareJournal<I> {
         self.headers.retain(|&op, _| op > through_op && carried.contains(&op));
         self.copies_pending.clear();
         self.copies_ready.clear();
+        self.copies_carried.clear();
+        self.copies_fresh.clear();
         let lost: Vec<u64> = (through_op + 1..=head).filter(|op| !self.headers.contains_key(op)).collect();
         self.missing = lost.into_iter().collect();
         if head == through_op {
@@ -1719,9 +2016,10 @@ impl<I: Io> PrepareJournal<I> {
             carried.insert(op, header);
             prepares.push((header, body));
         }
-        // One write per run of adjacent slots (ops may have gaps: a
-        // faulty op left out ends a run).
-        for run in prepare_runs(&config, prepares.iter().map(|(header, body)| (header, body.as_slice()))) {
+        // One write per prepare: the spare's regions may still hold copies
+        // of its previous life (cleared below), so none is zeroed here.
+        for run in prepare_runs(&config, &[], u64::MAX, prepares.iter().map(|(header, body)| (header, body.as_slice())))
+        {
             let (result, _) = file.write_all_at(run.bytes, run.offset).await;
             result.map_err(io_error("write tmp prepare"))?;
         }
@@ -1734,6 +2032,15 @@ impl<I: Io> PrepareJournal<I> {
         for op in (through_op + 1..=clear_last).filter(|op| !carried.contains_key(op) && !faulty.contains_key(op)) {
             let (result, _) = file.write_all_at(vec![0; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
             result.map_err(io_error("clear tmp slot"))?;
+        }
+        // A carried copy of the spare's previous life names an op below the
+        // slot that carried it: clear the regions of the carriers that may
+        // name an op of the new live window (each region once).
+        let carrier_last = stale_op_max.min(through_op + 1 + config.slot_count);
+        for carrier in through_op + 2..=carrier_last {
+            let offset = config.slot_offset(carrier) - COPIES_REGION_BYTES;
+            let (result, _) = file.write_all_at(vec![0; COPIES_REGION_BYTES as usize], offset).await;
+            result.map_err(io_error("clear tmp carried copies"))?;
         }
         // A faulty op's slot never reads as its prepare: zeros when the ring
         // copy names it, poison when nothing can (module doc, `Unknown`).
@@ -1773,6 +2080,30 @@ impl<I: Io> PrepareJournal<I> {
         Ok(carried.into_keys().collect())
     }
 
+    /// The byte ranges `(offset, length)` of every copy that may name an op
+    /// of `op + 1..=head`: their ring copies, and in each region written
+    /// since (carriers up to `file_op_written_max`) the contiguous entries
+    /// of those ops. No entry of a kept op is among them: the ops of the
+    /// live window have distinct slots.
+    fn dropped_copies(&self, op: u64, head: u64) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = (op + 1..=head)
+            .map(|dropped| (self.config.header_copy_offset(dropped), HEADER_SIZE_BYTES as u64))
+            .collect();
+        let carried_max = self.config.copies_carried_max();
+        let carrier_last = (head + carried_max).min(self.file_op_written_max);
+        for carrier in op + 2..=carrier_last {
+            // Entries of dropped ops `nearest..=farthest` before `carrier`.
+            let farthest = (op + 1).max(carrier.saturating_sub(carried_max));
+            let nearest = head.min(carrier - 1);
+            if farthest > nearest {
+                continue;
+            }
+            let offset = self.config.carried_copy_offset(farthest, carrier - farthest);
+            ranges.push((offset, (nearest - farthest + 1) * HEADER_SIZE_BYTES as u64));
+        }
+        ranges
+    }
+
     /// Drop the uncommitted suffix after `op` (view change). Durable when this
     /// returns Ok, so a crash cannot resurrect a prepare of an older view. A
     /// failure poisons the journal.
@@ -1782,14 +2113,16 @@ impl<I: Io> PrepareJournal<I> {
             return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op: self.snapshot_op });
         }
         let Some(head) = self.op_head.filter(|&head| head > op) else { return Ok(()) };
-        // Ring copies first, durably, then the slots: a crash in between
-        // leaves a valid prepare without its copy (resurrected, as any
-        // unfinished truncation), never a dropped prepare that looks faulty.
-        for (clear, operation) in [(true, "clear header copy"), (false, "clear slot")] {
-            for dropped in op + 1..=head {
-                let offset =
-                    if clear { self.config.header_copy_offset(dropped) } else { self.config.slot_offset(dropped) };
-                let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+        // Copies first (ring and carried), durably, then the slots: a crash
+        // in between leaves a valid prepare without its copy (resurrected,
+        // as any unfinished truncation), never a dropped prepare that looks
+        // faulty.
+        let copies = self.dropped_copies(op, head);
+        let slots: Vec<(u64, u64)> =
+            (op + 1..=head).map(|dropped| (self.config.slot_offset(dropped), HEADER_SIZE_BYTES as u64)).collect();
+        for (ranges, operation) in [(copies, "clear header copy"), (slots, "clear slot")] {
+            for (offset, length) in ranges {
+                let (result, _) = self.file.write_all_at(vec![0; length as usize], offset).await;
                 if let Err(source) = result {
                     self.poisoned = true;
                     return Err(JournalError::Io { operation, source });
@@ -1802,6 +2135,8 @@ impl<I: Io> PrepareJournal<I> {
         }
         self.copies_pending.retain(|&live| live <= op);
         self.copies_ready.retain(|&live| live <= op);
+        self.copies_carried.retain(|&live| live <= op);
+        self.copies_fresh.retain(|&live| live <= op);
         self.headers.retain(|&live, _| live <= op);
         self.missing.retain(|&live| live <= op);
         self.op_head = (op > self.snapshot_op).then_some(op);
@@ -1850,15 +2185,101 @@ mod tests {
         }
     }
 
+    /// The first write of a batch carries the ready copies in the sectors
+    /// just before its header, its region's other entries zeroed; the
+    /// others are one write each.
+    #[test]
+    fn a_batch_carries_copies_in_its_first_write_only() {
+        let config = JournalConfig { slot_count: 64, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
+        let header = |op: u64| {
+            let mut header = Header::new(Command::Prepare, 1);
+            header.namespace = 2;
+            header.op = op;
+            header.set_checksums(&[]);
+            header
+        };
+        let (seven, nine, ten, eleven) = (header(7), header(9), header(10), header(11));
+        let prepares = [(&ten, &[][..]), (&eleven, &[][..])];
+        let runs = prepare_runs(&config, &[seven, nine], 0, prepares);
+        assert_eq!(runs.len(), 2);
+        // Op 7 is 3 before op 10: two sectors of region (entries 4..1).
+        assert_eq!(runs[0].offset, config.slot_offset(10) - 1024);
+        assert_eq!(runs[0].offset, config.carried_copy_offset(6, 4), "starts at entry 4");
+        assert_eq!(&runs[0].bytes[256..512], &seven.encode()[..], "op 7 at distance 3");
+        assert_eq!(&runs[0].bytes[768..1024], &nine.encode()[..], "op 9 at distance 1");
+        assert!(runs[0].bytes[..256].iter().chain(&runs[0].bytes[512..768]).all(|&b| b == 0));
+        assert_eq!(&runs[0].bytes[1024..1280], &ten.encode()[..]);
+        assert_eq!(runs[0].bytes.len(), 1024 + 512);
+        assert_eq!((runs[1].offset, runs[1].bytes.len()), (config.slot_offset(11), 512));
+    }
+
+    /// A fresh batch of full prepares is one write: the first carries its
+    /// copies, the regions between the slots are zeros. A rewritten op (at
+    /// or below `fresh_above`) is its own write, and where the ring wraps a
+    /// new write begins.
+    #[test]
+    fn a_fresh_batch_of_full_prepares_is_one_write() {
+        let config = JournalConfig { slot_count: 8, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
+        let body = vec![7u8; 1024 - HEADER_SIZE_BYTES];
+        let header = |op: u64| {
+            let mut header = Header::new(Command::Prepare, 1);
+            header.namespace = 2;
+            header.op = op;
+            header.set_checksums(&body);
+            header
+        };
+        let headers: Vec<Header> = (1..=7).map(header).collect();
+        let prepares = || headers[1..].iter().map(|header| (header, &body[..]));
+        // Ops 2..=7, op 1's copy carried: one write from op 1's entry on.
+        let runs = prepare_runs(&config, &headers[..1], 1, prepares());
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].count, 6);
+        assert_eq!(runs[0].offset, config.carried_copy_offset(1, 1) - 256, "a whole sector of op 2's region");
+        let stride = config.slot_stride_bytes() as usize;
+        assert_eq!(runs[0].bytes.len(), 512 + 1024 + 5 * stride);
+        assert_eq!(&runs[0].bytes[..256], &[0; 256][..], "entry 2 of op 2's region: not carried");
+        assert_eq!(&runs[0].bytes[256..512], &headers[0].encode()[..]);
+        for (index, header) in headers[1..].iter().enumerate() {
+            let at = (config.slot_offset(header.op) - runs[0].offset) as usize;
+            assert_eq!(&runs[0].bytes[at..at + HEADER_SIZE_BYTES], &header.encode()[..]);
+            if index > 0 {
+                let region = &runs[0].bytes[at - COPIES_REGION_BYTES as usize..at];
+                assert!(region.iter().all(|&b| b == 0), "op {}'s region is zeros", header.op);
+            }
+        }
+        // Ops 2..=4 were written before: ops 3 and 4 start writes of their
+        // own (their regions may hold live copies); 5.. join op 4's write.
+        let runs = prepare_runs(&config, &[], 4, prepares());
+        let counts: Vec<usize> = runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [1, 1, 4]);
+        // Nothing fresh: one write per prepare.
+        assert_eq!(prepare_runs(&config, &[], u64::MAX, prepares()).len(), 6);
+        // Ops 7..=9 wrap at op 8 (slot 0): two writes.
+        let wrapping: Vec<Header> = (7..=9).map(header).collect();
+        let runs = prepare_runs(&config, &[], 6, wrapping.iter().map(|header| (header, &body[..])));
+        let counts: Vec<usize> = runs.iter().map(|run| run.count).collect();
+        assert_eq!(counts, [1, 2]);
+    }
+
     #[test]
     fn slot_geometry_is_sector_aligned() {
         let config = JournalConfig { slot_count: 4, message_size_max_bytes: 1000, cluster: 1, namespace: 2 };
         assert_eq!(config.slot_size_bytes(), 1024);
         assert_eq!(config.headers_zone_size_bytes(), HEADERS_ZONE_ALIGN_BYTES);
         assert_eq!(config.header_copy_offset(5), FILE_HEADER_SIZE_BYTES + 256);
-        assert_eq!(config.slot_offset(5), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 1024);
-        assert_eq!(config.file_header_copy_offset(), FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
-        assert_eq!(config.file_size_bytes(), 2 * FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * 1024);
+        let stride = COPIES_REGION_BYTES + 1024;
+        assert_eq!(config.slot_stride_bytes(), stride);
+        let slots = FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES;
+        assert_eq!(config.slot_offset(5), slots + stride + COPIES_REGION_BYTES);
+        assert_eq!(config.file_header_copy_offset(), slots + 4 * stride);
+        assert_eq!(config.file_size_bytes(), 2 * FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * stride);
+        // With 4 slots an op's copy rides at most 3 slots ahead (never in a
+        // region of its own slot); entry 1 ends where the next header begins.
+        assert_eq!(config.copies_carried_max(), 3);
+        assert_eq!(config.carried_copy_offset(5, 1), config.slot_offset(6) - 256);
+        assert_eq!(config.carried_copy_offset(5, 3), config.slot_offset(8) - 3 * 256);
+        assert_eq!(config.header_copy_offsets(5).count(), 4);
+        assert_eq!(JournalConfig { slot_count: 1024, ..config }.copies_carried_max(), COPIES_CARRIED_MAX);
         let wide = JournalConfig { slot_count: 17, ..config };
         assert_eq!(wide.headers_zone_size_bytes(), 2 * HEADERS_ZONE_ALIGN_BYTES, "17 copies spill into a second page");
         assert!(matches!(

@@ -50,6 +50,9 @@ pub const MARKS: &[&str] = &[
     FRAME_DURING_FSYNC,
     FSYNCS_OVERLAPPED,
     GROUP_FLUSHES_OVERLAPPED,
+    JOURNAL_CARRIED_COPY_NAMES_FAULTY,
+    JOURNAL_COPIES_CARRIED,
+    JOURNAL_PREPARES_JOINED,
     PARTITION_SALVAGED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -96,6 +99,18 @@ pub const CRASH_FSYNC_IN_FLIGHT: &str = "crash_fsync_in_flight";
 /// Placed by the simulator: a process crashed while a write was in flight
 /// (issued, not yet completed), which the crash then kept, lost or tore.
 pub const CRASH_WRITE_IN_FLIGHT: &str = "crash_write_in_flight";
+/// A prepare write carried ready header copies in the region before its
+/// slot (journal module doc, "Carried copies"), instead of `flush`
+/// writing them to the ring.
+pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
+/// One write covered several fresh prepares that fill their slots, zeros
+/// over the carried-copies regions between them (journal `prepare_runs`).
+pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
+
+/// Recovery found a damaged slot (or an emptied one) whose only evidence
+/// is a carried copy: faulty, kept for repair, not cut off as torn.
+pub const JOURNAL_CARRIED_COPY_NAMES_FAULTY: &str = "journal_carried_copy_names_faulty";
+
 /// Placed by the storage driver, not here: a checkpoint's drain read a
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).

@@ -327,14 +327,13 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
 
-/// Group commit writes a run of prepares in adjacent slots with one write,
-/// on the primary and on the backup: two appends whose prepares fill their
-/// slots (4096 bytes each) arrive in one turn, and each node writes the two
-/// slots with one 8192-byte write, then the two ring copies with one more.
-/// (A prepare shorter than its slot ends a run: a write covers only the
-/// sectors a prepare uses, so short prepares cost a write each.)
+/// Group commit writes a turn's fresh prepares that fill their slots with
+/// one write (zeros over the carried-copies region between the two slots),
+/// on the primary and on the backup, then their ring copies with one write
+/// when nothing follows to carry them: two appends whose prepares fill
+/// their slots (4096 bytes each) arrive in one turn.
 #[test]
-fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
+fn prepares_of_one_turn_are_written_with_one_write_then_their_ring_copies_with_one() {
     let slot_size_bytes = storage_config(0).journal().slot_size_bytes() as usize;
     let filling = slot_filling_message();
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
@@ -356,11 +355,11 @@ fn prepares_of_one_turn_in_adjacent_slots_are_written_with_one_write() {
     }
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
     let config = storage_config(0).journal();
-    let expected =
-        [(config.slot_offset(3), 2 * slot_size_bytes), (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES)];
+    let both_slots = 2 * slot_size_bytes + shoal_vsr::journal::COPIES_REGION_BYTES as usize;
+    let expected = [(config.slot_offset(3), both_slots), (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES)];
     for (replica, node) in nodes.iter().enumerate() {
         let writes = &node.io().writes_to(&journal)[written_before[replica]..];
-        assert_eq!(writes, expected, "replica {replica}: one write for the two slots, one for their ring copies");
+        assert_eq!(writes, expected, "replica {replica}: one write for both slots, one for their ring copies");
     }
     deliver_all(&mut nodes, &mut worlds);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
@@ -420,7 +419,9 @@ fn a_loaded_backup_writes_each_turns_ring_copies_with_the_next_turns_prepares() 
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
     assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 2: one fdatasync for op 4 and op 3's copy");
     let turn_writes = &nodes[1].io().writes_to(&journal)[writes..];
-    assert_eq!(turn_writes, [(config.slot_offset(4), 512), (config.header_copy_offset(3), HEADER_SIZE_BYTES)]);
+    // Op 4's write carries op 3's copy in the sector before its header:
+    // one contiguous write (journal module doc, "Carried copies").
+    assert_eq!(turn_writes, [(config.carried_copy_offset(3, 1) - HEADER_SIZE_BYTES as u64, 2 * 512)]);
     assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "op 3 is durable with its copy: its prepare_ok leaves");
 
     worlds[1].work_waiting = false;

@@ -326,14 +326,14 @@ impl Cluster {
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let config = storage_config(index as u8, self.namespaces[group]).journal();
         let slot = (config.slot_offset(op), config.slot_offset(op) + config.slot_size_bytes());
-        let copy = (
-            config.header_copy_offset(op),
-            config.header_copy_offset(op) + shoal_vsr::header::HEADER_SIZE_BYTES as u64,
-        );
+        // Every place its copy may live: the ring and the carried entries.
+        let copies =
+            config.header_copy_offsets(op).map(|offset| (offset, offset + shoal_vsr::header::HEADER_SIZE_BYTES as u64));
+        let ranges: Vec<(u64, u64)> = std::iter::once(slot).chain(copies).collect();
         let disk = self.nodes[index].io.disk();
         disk.misdirected_ranges(&path)
             .iter()
-            .any(|&(offset, len)| [slot, copy].iter().any(|&(start, end)| offset < end && start < offset + len))
+            .any(|&(offset, len)| ranges.iter().any(|&(start, end)| offset < end && start < offset + len))
     }
 
     /// Every other replica runs and holds `op` of `group` (or checkpointed
@@ -360,6 +360,21 @@ impl Cluster {
         }
         let used_bytes = journal.header(op).map_or(shoal_vsr::header::HEADER_SIZE_BYTES as u64, |h| u64::from(h.size));
         config.slot_offset(op) + (draw >> 2) % used_bytes
+    }
+
+    /// A byte of the copy of `op`'s header that recovery would read: the
+    /// ring's when it names `op`, else the carried one that does (a write
+    /// after it carried it), else the ring's.
+    fn copy_rot_offset(io: &SimIo, path: &Path, config: &shoal_vsr::journal::JournalConfig, op: u64, draw: u64) -> u64 {
+        let size = shoal_vsr::header::HEADER_SIZE_BYTES;
+        let names_op = |offset: u64| {
+            let bytes = io.disk().contents_durable_range(path, offset, size);
+            bytes
+                .and_then(|bytes| shoal_vsr::header::Header::decode(&bytes).ok())
+                .is_some_and(|header| header.command == shoal_vsr::header::Command::Prepare && header.op == op)
+        };
+        let offset = config.header_copy_offsets(op).find(|&offset| names_op(offset));
+        offset.unwrap_or(config.header_copy_offset(op)) + (draw >> 2) % size as u64
     }
 
     pub(super) fn rot(&mut self, replica: u8) {
@@ -425,8 +440,12 @@ impl Cluster {
         // (recovery must rewrite it from the valid prepare); at most one rot
         // per slot per down time, so never both copies of one op.
         let draw = self.rng.next_u64();
-        let offset = Self::rot_offset(journal, op, draw, draw.is_multiple_of(4));
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), namespace);
+        let offset = if draw.is_multiple_of(4) {
+            Self::copy_rot_offset(&io, &path, journal.config(), op, draw)
+        } else {
+            Self::rot_offset(journal, op, draw, false)
+        };
         drop(storage);
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {

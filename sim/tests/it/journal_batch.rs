@@ -122,8 +122,12 @@ fn a_small_prepare_writes_one_sector_not_a_slot() {
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
 }
 
+/// Slots are not adjacent (a carried-copies region lies between two), but
+/// a fresh batch of full prepares is still one write: it covers the
+/// regions between its slots with zeros (no region of a fresh op's slot
+/// names a live op), and recovery reads every prepare back.
 #[test]
-fn a_batch_of_full_slots_is_one_write() {
+fn a_fresh_batch_of_full_prepares_is_one_write() {
     let io = SimIo::new(5);
     let dir = Path::new("/data/full");
     let config = config(SLOT_COUNT);
@@ -134,7 +138,50 @@ fn a_batch_of_full_slots_is_one_write() {
     let before = io.disk().writes();
     block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
     let after = io.disk().writes();
-    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 4 * config.slot_size_bytes()));
+    let regions = 3 * shoal_vsr::journal::COPIES_REGION_BYTES;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 4 * config.slot_size_bytes() + regions));
+    block_on_ready(journal.sync()).unwrap();
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4]);
+    for (header, body) in &batch {
+        assert_eq!(block_on_ready(journal.read(header.op)).unwrap(), (*header, body.clone()));
+    }
+}
+
+/// Group commit: the first write of each batch carries the copies the
+/// previous flush made ready, in the sectors just before its header, so
+/// the flush writes nothing but its fsync, and each batch is reported
+/// durable one flush after its own.
+#[test]
+fn a_streamed_batch_carries_the_previous_batchs_copies_in_its_first_write() {
+    let io = SimIo::new(12);
+    let dir = Path::new("/data/carried");
+    let config = config(SLOT_COUNT);
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut chain = Chain::new();
+    let first: Vec<_> = (0..3).map(|_| prepare_with_body(&mut chain, vec![5; 100])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&first))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), Vec::<u64>::new());
+    let second: Vec<_> = (0..3).map(|_| prepare_with_body(&mut chain, vec![6; 100])).collect();
+    let before = io.disk().writes();
+    block_on_ready(journal.append_batch(&as_batch(&second))).unwrap();
+    let after_append = io.disk().writes();
+    // Op 4's write: ops 1..=3's copies (entries 3..1, two sectors) and its
+    // own sector, one write; ops 5 and 6 a sector each.
+    assert_eq!((after_append.0 - before.0, after_append.1 - before.1), (3, 2 * 512 + 3 * 512));
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1, 2, 3]);
+    let after_flush = io.disk().writes();
+    assert_eq!(after_flush, after_append, "the flush had no copy left to write");
+    assert!(journal.is_durable(3) && !journal.is_durable(4));
+    // A lone batch with nothing after it writes its copies to the ring.
+    block_on_ready(journal.sync()).unwrap();
+    assert!((1..=6).all(|op| journal.is_durable(op)));
+    drop(journal);
+    io.crash();
+    let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.ops_recovered, (1..=6).collect::<Vec<_>>());
 }
 
 #[test]
@@ -242,7 +289,7 @@ fn a_drain_without_exchange_falls_back_to_rename() {
 /// prepare ends a run, and a failed write indexes nothing of its run or
 /// later ones.
 #[test]
-fn write_prepares_writes_each_run_of_adjacent_slots_once() {
+fn write_prepares_writes_each_prepare_once() {
     let io = SimIo::new(10);
     let dir = Path::new("/data/write-prepares");
     let config = config(SLOT_COUNT);
@@ -262,9 +309,12 @@ fn write_prepares_writes_each_run_of_adjacent_slots_once() {
     let before = io.disk().writes();
     block_on_ready(journal.write_prepares(&chosen)).unwrap();
     let after = io.disk().writes();
-    // Runs: 1..=4 (ends after the short op 4), 5 (ends at the gap), 7.
+    // Fresh ops 1..=4 one write (op 4 joins op 3, which fills its slot, and
+    // is one sector), zeros over the regions of ops 2..=4; op 5 after the
+    // short op 4 and op 7 after the gap each a write of its own.
     let slot = config.slot_size_bytes();
-    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 3 * slot + 512 + slot + slot));
+    let regions = 3 * shoal_vsr::journal::COPIES_REGION_BYTES;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 5 * slot + 512 + regions));
     assert_eq!(journal.op_max(), Some(7));
     assert_eq!(journal.repair_ops(), vec![6], "the gap is missing, not silently skipped");
     block_on_ready(journal.sync()).unwrap();
@@ -277,10 +327,10 @@ fn write_prepares_writes_each_run_of_adjacent_slots_once() {
     }
 }
 
-/// A drain carries its live prepares with one write per run of adjacent
-/// full slots, not one write each.
+/// A drain carries its live prepares with one write each and their ring
+/// copies with one write.
 #[test]
-fn a_drain_carries_a_run_of_full_slots_with_one_write() {
+fn a_drain_writes_each_carried_prepare_once() {
     let io = SimIo::new(11);
     let dir = Path::new("/data/drain-run");
     let config = config(SLOT_COUNT);
@@ -293,12 +343,55 @@ fn a_drain_carries_a_run_of_full_slots_with_one_write() {
     let before = io.disk().writes();
     block_on_ready(journal.drain(4)).unwrap();
     let after = io.disk().writes();
-    // The file header's two copies, ops 5..=8 in one write, their four
+    // The file header's two copies, ops 5..=8 one write each, their four
     // ring copies in one write; the spare is fresh, nothing to clear.
     let slot = config.slot_size_bytes();
-    assert_eq!((after.0 - before.0, after.1 - before.1), (4, 2 * 4096 + 4 * slot + 4 * 256));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (7, 2 * 4096 + 4 * slot + 4 * 256));
     drop(journal);
     io.crash();
     let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
     assert_eq!(recovery.ops_recovered, vec![5, 6, 7, 8]);
+}
+
+/// Zeros over a carried-copies region are written only before a fresh op's
+/// slot: a rewrite never joins. The story the rule prevents: ops 1..=3's
+/// copies ride in op 4's region (their only copies: the ring never got
+/// them), a view change drops ops 3..=5 and writes new ops 3 and 4 with
+/// one batch; joined, that write would zero op 4's region. A second
+/// truncation then makes op 2 the head, its prepare rots, and recovery,
+/// with no copy naming it, would cut an acknowledged op 2 as a torn tail.
+#[test]
+fn a_rewritten_batch_never_zeroes_a_kept_ops_only_copy() {
+    let io = SimIo::new(14);
+    let dir = Path::new("/data/rewrite-keeps-copies");
+    let config = config(SLOT_COUNT);
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let mut chain = Chain::new();
+    let full_bytes = config.message_size_max_bytes as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
+    let first: Vec<_> = (0..3).map(|_| prepare_with_body(&mut chain, vec![1; full_bytes])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&first))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), Vec::<u64>::new());
+    let second: Vec<_> = (0..2).map(|_| prepare_with_body(&mut chain, vec![2; full_bytes])).collect();
+    block_on_ready(journal.append_batch(&as_batch(&second))).unwrap();
+    assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1, 2, 3], "carried with op 4, acknowledged");
+    block_on_ready(journal.sync()).unwrap();
+    block_on_ready(journal.truncate_after(2)).unwrap();
+    let op_two = first[1].0.checksum;
+    let three = shoal_vsr::journal::conformance::prepare(3, op_two, &vec![3; full_bytes]);
+    let four = shoal_vsr::journal::conformance::prepare(4, three.checksum, &vec![4; full_bytes]);
+    let rewrite = [(three, vec![3; full_bytes]), (four, vec![4; full_bytes])];
+    let before = io.disk().writes();
+    block_on_ready(journal.append_batch(&as_batch(&rewrite))).unwrap();
+    let after = io.disk().writes();
+    assert_eq!(after.0 - before.0, 2, "rewritten ops: one write each, op 4's region untouched");
+    block_on_ready(journal.sync()).unwrap();
+    block_on_ready(journal.truncate_after(2)).unwrap();
+    let path = shoal_vsr::journal::journal_path(dir, config.namespace);
+    io.disk().corrupt_sector(&path, config.slot_offset(2)).unwrap();
+    drop(journal);
+    io.crash();
+    let (journal, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "acknowledged op 2 is never cut as torn");
+    assert_eq!(recovery.repair_ops, vec![2], "op 2 is faulty: its carried copy in op 4's region names it");
+    assert_eq!(journal.op_max(), Some(2));
 }

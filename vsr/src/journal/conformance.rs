@@ -78,6 +78,27 @@ async fn append_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, cou
     out
 }
 
+/// Group commit as the node runs it: each op appended, then one `flush`,
+/// so each append carries the copy of the op before it (module doc,
+/// "Carried copies"). Returns what each flush reported durable.
+async fn stream_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, count: u64) -> Vec<Vec<u64>> {
+    let mut reported = Vec::new();
+    for _ in 0..count {
+        let (header, body) = chain.next_prepare();
+        journal.append_batch(&[(header, &body)]).await.expect("append");
+        reported.push(journal.flush().await.expect("flush"));
+    }
+    reported
+}
+
+/// Read `length` bytes of the journal file at `offset`.
+async fn read_at<I: Io>(io: &I, dir: &Path, offset: u64, length: usize) -> Vec<u8> {
+    let file = io.open(&journal_path(dir, NAMESPACE), OpenMode::ReadOnly).await.expect("open for read");
+    let (result, bytes) = file.read_exact_at(vec![0; length], offset).await;
+    result.expect("read");
+    bytes
+}
+
 async fn reopen<I: Io>(io: &I, dir: &Path, slot_count: u64) -> (PrepareJournal<I>, Recovery) {
     PrepareJournal::open(io, dir, config(slot_count), OpenMode::ReadWrite).await.expect("reopen")
 }
@@ -432,6 +453,105 @@ pub async fn rotten_head_is_faulty_not_torn<I: Io>(io: &I, dir: &Path) {
     assert!(journal.scan().await.unwrap().corrupt_ops.is_empty());
 }
 
+/// Streamed one op per flush, each op's copy rides in the next op's write,
+/// not in the ring; each op is reported durable one flush after its own,
+/// once the write that carried its copy is fsynced. After a crash, the
+/// last op (copy never written) reads as torn when its slot is damaged,
+/// and the op before it, whose slot rotted, as faulty: its carried copy
+/// names it.
+pub async fn carried_copies_tell_a_rotten_op_from_a_torn_head<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let mut chain = Chain::new();
+    let reported = stream_n(&mut journal, &mut chain, 6).await;
+    assert_eq!(reported, vec![vec![], vec![1], vec![2], vec![3], vec![4], vec![5]]);
+    assert!(journal.is_durable(5) && !journal.is_durable(6));
+    drop(journal);
+    for op in 1..=5 {
+        let carried = read_at(io, dir, config.carried_copy_offset(op, 1), 256).await;
+        assert_eq!(Header::decode(&carried).ok().map(|copy| copy.op), Some(op), "op {op} rides with op {}", op + 1);
+        let ring = read_at(io, dir, config.header_copy_offset(op), 256).await;
+        assert!(ring.iter().all(|&b| b == 0), "op {op}'s copy was carried, not written to the ring");
+    }
+    flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
+    flip_byte(io, dir, config.slot_offset(6) + 8, 0x04).await;
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![6], repair_ops: vec![5] }
+    );
+    assert_eq!(journal.op_max(), Some(5), "an acknowledged op is never cut off");
+    drop(journal);
+    // Recovery wrote every valid prepare's copy to the ring.
+    let ring = read_at(io, dir, config.header_copy_offset(4), 256).await;
+    assert_eq!(Header::decode(&ring).ok().map(|copy| copy.op), Some(4));
+}
+
+/// The head's copy was carried by a write that a truncation then dropped
+/// (the carrier op, not the head). Both the head's slot and its carried
+/// copy rot: no copy names it, but one of its copies is damaged, so it is
+/// unknown (faulty, kept for repair), never a torn write to cut off. The
+/// truncation cleared the dropped op's own carried copy, so it stays gone.
+pub async fn a_rotten_head_and_its_rotten_carried_copy_are_unknown_not_torn<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let mut chain = Chain::new();
+    stream_n(&mut journal, &mut chain, 7).await;
+    journal.sync().await.unwrap();
+    journal.truncate_after(5).await.unwrap();
+    drop(journal);
+    let carried_six = read_at(io, dir, config.carried_copy_offset(6, 1), 256).await;
+    assert!(carried_six.iter().all(|&b| b == 0), "the dropped op's carried copy is cleared");
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: (1..=5).collect(), ..Recovery::default() });
+    drop(journal);
+    // Reopen wrote op 5's copy to the ring; take that away again so the
+    // carried one is the only evidence, then rot both slot and copy.
+    let file = io.open(&journal_path(dir, NAMESPACE), OpenMode::ReadWrite).await.unwrap();
+    let (result, _) = file.write_all_at(vec![0; 256], config.header_copy_offset(5)).await;
+    result.unwrap();
+    file.sync_data().await.unwrap();
+    drop(file);
+    flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
+    flip_byte(io, dir, config.carried_copy_offset(5, 1) + 8, 0x04).await;
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 3, 4], torn_tail_truncated: vec![], repair_ops: vec![5] }
+    );
+    assert_eq!(journal.op_max(), Some(5));
+}
+
+/// A truncation drops ops whose copies rode in later writes: every copy
+/// of a dropped op is cleared before its slot, so a crash or damage
+/// afterwards never makes a dropped op look faulty.
+pub async fn truncation_clears_carried_copies<I: Io>(io: &I, dir: &Path) {
+    let config = config(16);
+    let mut journal = PrepareJournal::create(io, dir, config).await.unwrap();
+    let mut chain = Chain::new();
+    stream_n(&mut journal, &mut chain, 8).await;
+    journal.sync().await.unwrap();
+    journal.truncate_after(3).await.unwrap();
+    drop(journal);
+    for op in 4..=7 {
+        let carried = read_at(io, dir, config.carried_copy_offset(op, 1), 256).await;
+        assert!(carried.iter().all(|&b| b == 0), "op {op}'s carried copy is cleared");
+    }
+    let carried = read_at(io, dir, config.carried_copy_offset(3, 1), 256).await;
+    assert_eq!(Header::decode(&carried).ok().map(|copy| copy.op), Some(3), "a kept op keeps its carried copy");
+    let (mut journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: vec![1, 2, 3], ..Recovery::default() });
+    // The log continues at op 4 with another history; nothing of the old
+    // one comes back after another crash.
+    let mut again = Chain { parent: journal.header(3).unwrap().checksum, op_next: 4, variant: 1 };
+    stream_n(&mut journal, &mut again, 2).await;
+    journal.sync().await.unwrap();
+    drop(journal);
+    let (journal, recovery) = reopen(io, dir, 16).await;
+    assert_eq!(recovery, Recovery { ops_recovered: (1..=5).collect(), ..Recovery::default() });
+    assert_eq!(journal.header(5).unwrap().parent, journal.header(4).unwrap().checksum);
+}
+
 /// A head prepare that was never fully written (its first sector landed,
 /// the rest did not, and its header copy was never written) is a torn
 /// write: nothing was promised for it, so recovery truncates it.
@@ -520,6 +640,9 @@ macro_rules! journal_conformance_cases {
             stale_tmp_is_never_trusted,
             recycled_spare_never_resurrects_prepares,
             chain_break_at_open_is_indexed_as_scan_sees_it,
+            carried_copies_tell_a_rotten_op_from_a_torn_head,
+            a_rotten_head_and_its_rotten_carried_copy_are_unknown_not_torn,
+            truncation_clears_carried_copies,
         }
     };
 }

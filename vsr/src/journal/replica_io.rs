@@ -48,12 +48,16 @@ impl<I: Io> PrepareJournal<I> {
         }
         let headers: Vec<&Header> = prepares.iter().map(|(header, _)| *header).collect();
         self.unvouch_copies(&headers).await?;
-        let runs = super::prepare_runs(&self.config, prepares.iter().copied());
+        let carried = prepares.first().map_or_else(Vec::new, |(header, _)| self.copies_to_carry(header.op));
+        let runs = super::prepare_runs(&self.config, &carried, self.file_op_written_max, prepares.iter().copied());
         let mut written = 0;
         for run in runs {
             let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
             // The index changes only after the write succeeded: no phantom op.
             result.map_err(io_error("write prepare"))?;
+            if written == 0 {
+                self.note_carried(&carried);
+            }
             for header in &headers[written..written + run.count] {
                 self.index_written(header);
             }
@@ -198,11 +202,16 @@ impl<I: Io> PrepareJournal<I> {
         Ok(corrupt_live)
     }
 
-    /// The header the ring copy of `op`'s slot holds, if it is one of `op`.
+    /// The header a copy of `op`'s slot holds, if it is one of `op`: the
+    /// ring's, else a carried one (the precedence recovery uses).
     async fn ring_copy_naming(&self, op: u64) -> Option<Header> {
-        let offset = self.config.header_copy_offset(op);
-        let (result, bytes) = self.file.read_exact_at(vec![0; crate::header::HEADER_SIZE_BYTES], offset).await;
-        result.ok()?;
-        self.decode_slot_header(op % self.config.slot_count, &bytes).filter(|header| header.op == op)
+        for offset in self.config.header_copy_offsets(op) {
+            let (result, bytes) = self.file.read_exact_at(vec![0; crate::header::HEADER_SIZE_BYTES], offset).await;
+            let copy = result.ok().and_then(|()| self.decode_slot_header(op % self.config.slot_count, &bytes));
+            if let Some(copy) = copy.filter(|header| header.op == op) {
+                return Some(copy);
+            }
+        }
+        None
     }
 }
