@@ -37,6 +37,12 @@ pub const SWARM_REPLICA_COUNTS: [u8; 4] = [1, 3, 3, 5];
 /// requests queue and primaries pack them (mark `prepare_packed_requests`);
 /// 16 is the server's.
 pub const SWARM_PIPELINE_PREPARES_MAX: [usize; 4] = [1, 2, 4, shoal_sim::PIPELINE_PREPARES_MAX];
+/// disk-rot and crash-loop: one partition append in four fills its journal
+/// slot, so rot, tears and lost writes land in body sectors and the
+/// journal's joined writes of full slots run (mark `journal_prepares_joined`).
+pub const LARGE_APPEND_PPM: u32 = 250_000;
+/// Swarm: large appends are on in half the seeds, at 1..=this ppm.
+pub const SWARM_LARGE_APPEND_PPM_MAX: u64 = 500_000;
 /// view-churn and session-churn: a pipeline shallower than their clients
 /// per group, so view changes, evictions and crashes meet packed prepares.
 pub const CHURN_PIPELINE_PREPARES_MAX: usize = 2;
@@ -220,6 +226,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         script: Vec::new(),
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
+        large_append_ppm: 0,
     }
 }
 
@@ -248,6 +255,7 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config.faults.storage_rot_running_ppm = 20_000;
     config.faults.storage_misdirected_write_ppm = 50_000;
     config.faults.storage_partition_rot_ppm = 250_000;
+    config.large_append_ppm = LARGE_APPEND_PPM;
     // Crashes right after a storage action (a checkpoint's drain among
     // them) restart the replica from exactly what the drain left.
     config.faults.protocol_crash_ppm = 10_000;
@@ -265,6 +273,7 @@ pub fn crash_loop(seed: u64) -> RunConfig {
     config.faults.storage_lost_write_ppm = 30_000;
     config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config.faults.restart_storage_error_ppm = RESTART_STORAGE_ERROR_PPM;
+    config.large_append_ppm = LARGE_APPEND_PPM;
     config
 }
 
@@ -360,6 +369,10 @@ pub fn swarm(seed: u64) -> RunConfig {
     for field in FAULT_FIELDS.iter().filter(last) {
         draw_field(&mut rng, field, &mut config.faults);
     }
+    // The workload's last knob, after every fault draw.
+    let large_enabled = rng.next_u64().is_multiple_of(2);
+    let large_rate = 1 + rng.next_u64() % SWARM_LARGE_APPEND_PPM_MAX;
+    config.large_append_ppm = if large_enabled { large_rate as u32 } else { 0 };
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

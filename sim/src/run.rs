@@ -174,6 +174,7 @@ impl RunConfig {
             script: Vec::new(),
             client_sessions_max: default_client_sessions_max(),
             pipeline_prepares_max: default_pipeline_prepares_max(),
+            large_append_ppm: 0,
         }
     }
 }
@@ -214,6 +215,12 @@ pub struct RunConfig {
     /// primaries pack several into one prepare.
     #[serde(default = "default_pipeline_prepares_max")]
     pub pipeline_prepares_max: usize,
+    /// Per partition append: the chance (ppm) that it is one message padded
+    /// so its prepare fills the last sector of its journal slot. Without
+    /// them every prepare fits one sector: a rot or a tear never lands in a
+    /// body sector, and the journal's joined writes of full slots never run.
+    #[serde(default)]
+    pub large_append_ppm: u32,
 }
 
 fn default_client_sessions_max() -> usize {

@@ -3,7 +3,9 @@
 //! group), retries, sessions, eviction. What a client was told is handed to
 //! the checkers.
 
-use shoal_shard::message_batch::{BatchReply, encode_batch};
+use shoal_shard::message_batch::{BatchReply, batch_size_bytes, encode_batch};
+use shoal_vsr::header::HEADER_SIZE_BYTES;
+use shoal_vsr::journal::SECTOR_SIZE_BYTES;
 
 use super::*;
 
@@ -54,7 +56,11 @@ impl Cluster {
                 (client.request, admin.operation(), admin.encode_body())
             } else {
                 client.request += 1;
-                messages = batch_messages(client, batch_draw);
+                messages = if large_append(self.config.large_append_ppm, batch_draw) {
+                    vec![large_message(client, batch_draw)]
+                } else {
+                    batch_messages(client, batch_draw)
+                };
                 let body = encode_batch(&messages).expect("a simulated batch is within every bound");
                 (client.request, Operation::SendMessages, body)
             };
@@ -200,6 +206,37 @@ fn batch_messages(client: &Client, draw: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Whether the append drawn `draw` is a large one. Uses bits of the
+/// append's own draw that `batch_messages` ignores, so a run without large
+/// appends keeps its schedule.
+fn large_append(large_append_ppm: u32, draw: u64) -> bool {
+    (draw >> 32) % 1_000_000 < u64::from(large_append_ppm)
+}
+
+/// One message padded so the append's body takes the sectors of a journal
+/// slot but the first, up to the whole slot: the prepare's last sector is
+/// the slot's last (`LARGE_APPEND_BODY_BYTES_MIN..=BATCH_BODY_BYTES_MAX`).
+/// Unique per (client, session epoch, request) like every simulated message.
+fn large_message(client: &Client, draw: u64) -> Vec<u8> {
+    let mut message = format!("c{}-s{}-r{}-m0-large", client.id, client.session_epoch, client.request).into_bytes();
+    let span = (BATCH_BODY_BYTES_MAX - LARGE_APPEND_BODY_BYTES_MIN + 1) as u64;
+    let body_bytes = LARGE_APPEND_BODY_BYTES_MIN + ((draw >> 16) % span) as usize;
+    let padding = body_bytes - batch_size_bytes([message.len()]);
+    // Filler that differs per message, so a body sector swapped between
+    // two slots never reads as the right message.
+    message.extend((0..padding).map(|at| (client.request as usize + at) as u8));
+    debug_assert_eq!(batch_size_bytes([message.len()]), body_bytes);
+    message
+}
+
+/// The largest append body a simulated group accepts: its message size
+/// limit minus the header.
+const BATCH_BODY_BYTES_MAX: usize = MESSAGE_SIZE_MAX_BYTES as usize - HEADER_SIZE_BYTES;
+/// The smallest body whose prepare reaches the last sector of its slot.
+const LARGE_APPEND_BODY_BYTES_MIN: usize =
+    MESSAGE_SIZE_MAX_BYTES as usize - SECTOR_SIZE_BYTES as usize - HEADER_SIZE_BYTES + 1;
+const _: () = assert!(LARGE_APPEND_BODY_BYTES_MIN <= BATCH_BODY_BYTES_MAX);
+
 pub(super) fn client_request(
     client: u128,
     namespace: u64,
@@ -220,4 +257,50 @@ pub(super) fn in_session(message: Message, session: u64) -> Message {
     let mut header = message.header;
     header.context = session;
     Message::new(header, message.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(request: u64) -> Client {
+        Client {
+            id: 7,
+            group: 0,
+            registered: true,
+            session_epoch: 2,
+            session: 3,
+            request,
+            in_flight: None,
+            view_guess: 0,
+            ticks: 0,
+        }
+    }
+
+    #[test]
+    fn a_large_append_fills_the_last_sector_of_its_journal_slot_and_stays_within_the_limit() {
+        let journal =
+            JournalConfig { slot_count: 1, message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES, cluster: 1, namespace: 1 };
+        let slot_bytes = journal.slot_size_bytes();
+        let mut sizes = std::collections::BTreeSet::new();
+        for draw in [0, 1, u64::MAX, 0x1234_5678_9abc_def0, 511 << 16, 512 << 16] {
+            let message = large_message(&client(9), draw);
+            let body = encode_batch(&[&message]).expect("within every bound");
+            let prepare_bytes = (HEADER_SIZE_BYTES + body.len()) as u64;
+            assert!(prepare_bytes <= u64::from(MESSAGE_SIZE_MAX_BYTES), "{prepare_bytes} bytes");
+            assert_eq!(prepare_bytes.div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES, slot_bytes);
+            sizes.insert(body.len());
+        }
+        assert!(sizes.len() > 1, "the size is drawn, not fixed: {sizes:?}");
+        assert_ne!(large_message(&client(9), 5), large_message(&client(10), 5), "unique per request");
+    }
+
+    #[test]
+    fn large_appends_follow_their_rate() {
+        assert!(!large_append(0, u64::MAX));
+        assert!(large_append(1_000_000, 0));
+        let draws = (0..10_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let large = draws.filter(|&draw| large_append(250_000, draw)).count();
+        assert!((2_000..3_000).contains(&large), "{large} of 10000 at 25%");
+    }
 }

@@ -130,6 +130,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         script: Vec::new(),
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
+        large_append_ppm: 0,
     };
     let config = ShardWorldConfig::from_run_config(&run);
     assert_eq!((config.seed, config.shard_count, config.replica_count), (77, 4, 3));

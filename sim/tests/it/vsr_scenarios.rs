@@ -22,6 +22,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         script,
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
+        large_append_ppm: 0,
     }
 }
 
