@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use shoal_vsr::header::{Command, Header, Refusal};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
 use shoal_vsr::io::{Io, IoFile};
 use shoal_vsr::journal::{FlushInFlight, JournalError};
 use shoal_vsr::message::Message;
@@ -1147,9 +1147,14 @@ impl<I: Io> Node<I> {
         // log holds; the asker proves it by the checksum chain.
         g.write_partition().await?;
         let count = request.request.min(STATE_DATA_MESSAGES_MAX) as usize;
-        let messages = g.replica.state_machine().read(request.context, count).await;
+        let mut messages = g.replica.state_machine().read(request.context, count).await;
+        // The answer is one frame: as many messages as fit the group's
+        // message size (64 large messages would make a frame every peer
+        // refuses, and the asker would wait for them forever).
+        let body_bytes_max = g.storage.config().message_size_max_bytes as usize - HEADER_SIZE_BYTES;
+        messages.truncate(state_data_messages_fitting(&messages, body_bytes_max));
         let Some((first_offset, _)) = messages.first() else { return Ok(()) };
-        let mut body = Vec::new();
+        let mut body = Vec::with_capacity(state_data_body_bytes(&messages));
         body.extend_from_slice(&(messages.len() as u32).to_le_bytes());
         for (_, payload) in &messages {
             put_bytes_with_len(&mut body, payload);
@@ -1186,6 +1191,31 @@ impl<I: Io> Node<I> {
     }
 }
 
+/// A `StateData` body's size: a message count, then each message with its
+/// length.
+fn state_data_body_bytes(messages: &[(u64, Vec<u8>)]) -> usize {
+    STATE_DATA_COUNT_BYTES + messages.iter().map(|(_, payload)| STATE_DATA_LENGTH_BYTES + payload.len()).sum::<usize>()
+}
+
+/// How many of `messages` (a prefix) one `StateData` body of at most
+/// `body_bytes_max` holds. A message that was appended fits alone: its
+/// append carried it with more framing than this.
+fn state_data_messages_fitting(messages: &[(u64, Vec<u8>)], body_bytes_max: usize) -> usize {
+    let mut body_bytes = STATE_DATA_COUNT_BYTES;
+    messages
+        .iter()
+        .take_while(|(_, payload)| {
+            body_bytes += STATE_DATA_LENGTH_BYTES + payload.len();
+            body_bytes <= body_bytes_max
+        })
+        .count()
+}
+
+/// A `StateData` body's message count (u32).
+const STATE_DATA_COUNT_BYTES: usize = 4;
+/// The length before each message of a `StateData` body (u32).
+const STATE_DATA_LENGTH_BYTES: usize = 4;
+
 /// The prepares a group staged (`written`), in the order it wrote them.
 fn prepare_messages(written: &[Action]) -> Vec<&Message> {
     written
@@ -1195,4 +1225,28 @@ fn prepare_messages(written: &[Action]) -> Vec<&Message> {
             _ => unreachable!("only prepares are staged"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(sizes: &[usize]) -> Vec<(u64, Vec<u8>)> {
+        sizes.iter().enumerate().map(|(offset, &size)| (offset as u64, vec![7; size])).collect()
+    }
+
+    #[test]
+    fn a_state_data_answer_holds_the_messages_that_fit_one_frame() {
+        let body_bytes_max = 4096 - HEADER_SIZE_BYTES;
+        // Three messages of 1,000 bytes fit (4 + 3 x 1,004), a fourth does not.
+        assert_eq!(state_data_messages_fitting(&messages(&[1000; 8]), body_bytes_max), 3);
+        assert_eq!(state_data_body_bytes(&messages(&[1000; 3])), 3016);
+        // One message as large as an append allows fits alone.
+        let largest = body_bytes_max - STATE_DATA_COUNT_BYTES - STATE_DATA_LENGTH_BYTES;
+        assert_eq!(state_data_messages_fitting(&messages(&[largest, 1]), body_bytes_max), 1);
+        assert_eq!(state_data_body_bytes(&messages(&[largest])), body_bytes_max);
+        // Small messages: the count bound (the caller's) is what stops them.
+        assert_eq!(state_data_messages_fitting(&messages(&[10; 64]), body_bytes_max), 64);
+        assert_eq!(state_data_messages_fitting(&[], body_bytes_max), 0);
+    }
 }
