@@ -349,7 +349,7 @@ impl Cluster {
             .collect();
         let in_flight = self.clients.iter().filter(|c| c.in_flight.is_some()).count();
         format!(
-            "no convergence within {} ms after heal: {}; {in_flight} client requests in flight",
+            "no convergence within {} ms after the heal and every replica serving: {}; {in_flight} client requests in flight",
             self.config.liveness_time_ns / 1_000_000,
             replicas.join(", ")
         )

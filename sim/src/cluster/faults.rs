@@ -466,7 +466,10 @@ impl Cluster {
     pub(super) fn rot_partition(&mut self, replica: u8, group: usize) {
         let index = replica as usize;
         let namespace = self.namespaces[group];
-        if namespace == shoal_shard::node::METADATA_NAMESPACE || self.config.replica_count < 3 {
+        if namespace == shoal_shard::node::METADATA_NAMESPACE
+            || self.config.replica_count < 3
+            || !self.peers_hold_their_partition_logs(replica, group)
+        {
             return;
         }
         let dir = shoal_shard::node::partition_dir(std::path::Path::new(DATA_DIR), namespace);
@@ -494,6 +497,24 @@ impl Cluster {
             });
             self.timeline(replica, TimelineKind::Fault, format!("{how} partition {name}"));
         }
+    }
+
+    /// Every peer of `replica` runs, is Normal in `group` and holds every
+    /// message its state machine counts: a peer still filling its log after
+    /// a state transfer may be waiting for exactly the messages this
+    /// replica's segment holds (disk-rot seed 5353 with large appends: a
+    /// read EIO on the last copy of offsets 144..150 left every replica
+    /// missing them for good).
+    fn peers_hold_their_partition_logs(&self, replica: u8, group: usize) -> bool {
+        self.nodes.iter().enumerate().all(|(j, node)| {
+            j == replica as usize
+                || (node.up
+                    && !node.wipe_on_restart
+                    && node.node.as_ref().is_some_and(|n| {
+                        n.group(group).replica().status() == Status::Normal
+                            && n.group(group).replica().state_machine().missing().is_none()
+                    }))
+        })
     }
 
     /// Rot a byte of one superblock copy of `group` on a replica that is

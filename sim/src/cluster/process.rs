@@ -282,6 +282,7 @@ impl Cluster {
         // The opens ran ahead on the process's own clock: the node serves
         // nothing until it catches up (`busy_until`).
         let open_ns = self.nodes[index].io.now_ns().saturating_sub(self.now_ns);
+        self.extend_liveness_to_serve_from(self.nodes[index].io.now_ns());
         self.record(Some(replica), "restart", faulty_groups, 0, || {
             format!("storage open takes {:.1} ms", open_ns as f64 / 1e6)
         });
@@ -291,6 +292,17 @@ impl Cluster {
             let io = node.io().clone();
             block_on_io(&io, node.start(world), armed)
         });
+    }
+
+    /// The liveness bound runs from the moment every replica serves: a
+    /// replica whose start (pulled in at the heal, or whose last life ran
+    /// on its disk's clock past the heal) finishes its storage opens at
+    /// `serving_from_ns` gets the whole bound from then. Bounded: no fault
+    /// stops a start in the liveness phase, so each replica extends it once.
+    fn extend_liveness_to_serve_from(&mut self, serving_from_ns: u64) {
+        if let Phase::Liveness { deadline_ns } = &mut self.phase {
+            *deadline_ns = (*deadline_ns).max(serving_from_ns + self.config.liveness_time_ns);
+        }
     }
 
     /// `replica`'s `group` came back formatted and rejoining after `damage`
