@@ -1,8 +1,8 @@
 //! Shrinking a failing run to a smaller config that fails the same way.
 //!
 //! Owns the search: binary search on `fault_budget`, halving `client_count`,
-//! dropping scripted faults and switching fault kinds off one at a time, and
-//! halving `safety_time_ns`, repeated
+//! dropping scripted faults and switching fault kinds off one at a time,
+//! switching large appends off, and halving `safety_time_ns`, repeated
 //! until nothing shrinks or `SHRINK_ATTEMPTS_MAX` runs are spent. A candidate
 //! is kept only if it fails with the SAME checker, so a shrink never trades
 //! the bug being chased for a different one. Never changes the seed: the
@@ -170,6 +170,17 @@ impl Search<'_, '_> {
         }
     }
 
+    /// Large appends off: a failure that needs only small messages is
+    /// easier to read in a trace.
+    fn shrink_workload(&mut self) {
+        if self.current.large_append_ppm != 0 {
+            let mut candidate = self.current.clone();
+            candidate.large_append_ppm = 0;
+            let from = self.current.large_append_ppm.to_string();
+            self.attempt("large_append_ppm", from, "0".to_string(), candidate);
+        }
+    }
+
     fn shrink_fault_kinds(&mut self) {
         for field in &FAULT_FIELDS {
             let value = (field.get)(&self.current.faults);
@@ -210,6 +221,7 @@ pub fn shrink(runner: Runner<'_>, config: &RunConfig, on_step: &mut dyn FnMut(&S
         // shorter run, and a shorter run leaves fewer faults to drop kinds from.
         search.shrink_script();
         search.shrink_fault_kinds();
+        search.shrink_workload();
         search.shrink_safety_time();
         if search.current == before || search.exhausted() {
             break;
@@ -262,6 +274,26 @@ mod tests {
 
         assert!(shrunk.steps.iter().any(|step| !step.kept), "some candidates must have been rejected");
         assert_eq!(fake::run(&shrunk.minimal).verdict.checker(), Some(Checker::Agreement));
+    }
+
+    #[test]
+    fn large_appends_are_switched_off_unless_the_failure_needs_them() {
+        let mut config = catalog::partition_storm(1);
+        config.large_append_ppm = 250_000;
+        let ShrinkResult::Shrunk(shrunk) = shrink_quietly(&fake::run, &config) else { panic!("seed 1 fails") };
+        assert_eq!(shrunk.minimal.large_append_ppm, 0, "the fake failure does not need them");
+
+        let needs_large = |config: &RunConfig| {
+            let mut outcome = fake::run(config);
+            if config.large_append_ppm == 0 {
+                outcome.verdict = Verdict::Pass;
+            }
+            outcome
+        };
+        let ShrinkResult::Shrunk(shrunk) = shrink_quietly(&needs_large, &config) else { panic!("seed 1 fails") };
+        assert_eq!(shrunk.minimal.large_append_ppm, 250_000);
+        let step = shrunk.steps.iter().find(|step| step.knob == "large_append_ppm").unwrap();
+        assert!(!step.kept);
     }
 
     #[test]
