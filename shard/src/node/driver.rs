@@ -1147,23 +1147,34 @@ impl<I: Io> Node<I> {
         // log holds; the asker proves it by the checksum chain.
         g.write_partition().await?;
         let count = request.request.min(STATE_DATA_MESSAGES_MAX) as usize;
-        let mut messages = g.replica.state_machine().read(request.context, count).await;
-        // The answer is one frame: as many messages as fit the group's
-        // message size (64 large messages would make a frame every peer
-        // refuses, and the asker would wait for them forever).
+        let messages = g.replica.state_machine().read(request.context, count).await;
+        // The answer is as many frames as the messages need, each within
+        // the group's message size: one frame of 64 large messages would be
+        // refused by every peer, and one frame per request would make a
+        // long gap of large messages take a tick per message.
         let body_bytes_max = g.storage.config().message_size_max_bytes as usize - HEADER_SIZE_BYTES;
-        messages.truncate(state_data_messages_fitting(&messages, body_bytes_max));
-        let Some((first_offset, _)) = messages.first() else { return Ok(()) };
-        let mut body = Vec::with_capacity(state_data_body_bytes(&messages));
-        body.extend_from_slice(&(messages.len() as u32).to_le_bytes());
-        for (_, payload) in &messages {
-            put_bytes_with_len(&mut body, payload);
+        let mut rest = &messages[..];
+        while !rest.is_empty() {
+            let fitting = state_data_messages_fitting(rest, body_bytes_max);
+            if fitting == 0 {
+                // Cannot happen for a message an append carried; never a
+                // frame the asker's peers would refuse.
+                tracing::warn!(offset = rest[0].0, "a partition message too large for a state data frame");
+                break;
+            }
+            let (frame, after) = rest.split_at(fitting);
+            let mut body = Vec::with_capacity(state_data_body_bytes(frame));
+            body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            for (_, payload) in frame {
+                put_bytes_with_len(&mut body, payload);
+            }
+            let mut answer = Header::new(Command::StateData, self.config.cluster);
+            answer.namespace = request.namespace;
+            answer.replica = self.config.replica;
+            answer.context = frame[0].0;
+            self.links.send_to_replica(g.shard, from, Message::new(answer, Rc::from(body)), world);
+            rest = after;
         }
-        let mut answer = Header::new(Command::StateData, self.config.cluster);
-        answer.namespace = request.namespace;
-        answer.replica = self.config.replica;
-        answer.context = *first_offset;
-        self.links.send_to_replica(g.shard, from, Message::new(answer, Rc::from(body)), world);
         Ok(())
     }
 
