@@ -175,14 +175,11 @@ pub fn format(dir: &Path, identity: Identity) -> Result<(), DataDirError> {
 /// Create `dir` (and its parents) and fsync the parent of every level: a new
 /// directory's entry survives a power loss only once its parent is fsynced,
 /// and every file in it (identity, superblocks, journals) vanishes with it.
-/// `shoal_vsr::io::create_dir_durable` is the same rule for the groups' own
-/// dirs; this one runs before any shard's `Io` exists.
+/// `shoal_vsr::io::create_dir_durable` is the same rule (`parents_top_down`)
+/// for the groups' own dirs; this one runs before any shard's `Io` exists.
 pub fn create_dir_durable(dir: &Path) -> Result<(), DataDirError> {
     std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
-    let levels: Vec<&Path> = dir.ancestors().filter(|level| level.parent().is_some()).collect();
-    for level in levels.into_iter().rev() {
-        let parent = level.parent().expect("filtered: not the root");
-        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    for parent in shoal_vsr::io::parents_top_down(dir) {
         File::open(parent).and_then(|parent_file| parent_file.sync_all()).map_err(io_error("fsync", parent))?;
     }
     Ok(())

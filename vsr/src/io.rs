@@ -137,13 +137,26 @@ pub trait Io: Clone + 'static {
 /// level, at a format or a partition's open, never on the commit path.
 pub async fn create_dir_durable<I: Io>(io: &I, dir: &Path) -> io::Result<()> {
     io.create_dir_all(dir).await?;
-    let levels: Vec<&Path> = dir.ancestors().filter(|level| level.parent().is_some()).collect();
-    for level in levels.into_iter().rev() {
-        let parent = level.parent().expect("filtered: not the root");
-        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    for parent in parents_top_down(dir) {
         io.sync_dir(parent).await?;
     }
     Ok(())
+}
+
+/// The directories whose fsync makes `dir`'s entry and every entry above it
+/// durable: the parent of each level, top down (`.` for a relative dir's
+/// first level). Shared with the server's data-dir format, which runs before
+/// any `Io` exists.
+pub fn parents_top_down(dir: &Path) -> Vec<&Path> {
+    let levels: Vec<&Path> = dir.ancestors().filter(|level| level.parent().is_some()).collect();
+    levels
+        .into_iter()
+        .rev()
+        .map(|level| {
+            let parent = level.parent().expect("filtered: not the root");
+            if parent.as_os_str().is_empty() { Path::new(".") } else { parent }
+        })
+        .collect()
 }
 
 /// Reads of one copy of a redundant file (a superblock or checkpoint copy)
@@ -177,4 +190,18 @@ pub async fn read_copy<F: IoFile>(file: &F, len: usize, position: u64) -> io::Re
     }
     crate::marks::hit(crate::marks::COPY_UNREADABLE);
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parents_to_sync_run_top_down_to_the_dirs_own_parent() {
+        let absolute: Vec<&Path> = parents_top_down(Path::new("/data/part-1/seg"));
+        assert_eq!(absolute, [Path::new("/"), Path::new("/data"), Path::new("/data/part-1")]);
+        let relative: Vec<&Path> = parents_top_down(Path::new("data/part-1"));
+        assert_eq!(relative, [Path::new("."), Path::new("data")]);
+        assert!(parents_top_down(Path::new("/")).is_empty());
+    }
 }
