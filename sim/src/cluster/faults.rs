@@ -181,19 +181,7 @@ impl Cluster {
                 || (node.up
                     && !node.wipe_on_restart
                     && !node.rotted_while_running
-                    && node.node.as_ref().is_some_and(|n| {
-                        (0..n.group_count()).all(|g| {
-                            // A peer still filling its partition log after a
-                            // state transfer holds neither the ops nor the
-                            // messages below its checkpoint: the victim may be
-                            // the last holder of those messages (the plot
-                            // test with random wipes, seed 5, once flushes ran
-                            // beside the node: every replica ended missing
-                            // offsets 0..1356).
-                            n.group(g).replica().status() == Status::Normal
-                                && n.group(g).replica().state_machine().missing().is_none()
-                        })
-                    }))
+                    && node.node.as_ref().is_some_and(|n| (0..n.group_count()).all(|g| holds_its_log(n, g))))
         });
         others_up && (0..self.namespaces.len()).all(|group| self.wipe_of_group_is_recoverable(replica, group))
     }
@@ -508,12 +496,7 @@ impl Cluster {
     fn peers_hold_their_partition_logs(&self, replica: u8, group: usize) -> bool {
         self.nodes.iter().enumerate().all(|(j, node)| {
             j == replica as usize
-                || (node.up
-                    && !node.wipe_on_restart
-                    && node.node.as_ref().is_some_and(|n| {
-                        n.group(group).replica().status() == Status::Normal
-                            && n.group(group).replica().state_machine().missing().is_none()
-                    }))
+                || (node.up && !node.wipe_on_restart && node.node.as_ref().is_some_and(|n| holds_its_log(n, group)))
         })
     }
 
@@ -664,4 +647,15 @@ const READ_EIO_SHARE_OF: u64 = 3;
 
 fn damage_is_read_eio(draw: u64) -> bool {
     (draw >> 48).is_multiple_of(READ_EIO_SHARE_OF)
+}
+
+/// `node` is Normal in `group` and its partition log holds every message its
+/// state machine counts. A peer still filling its log after a state transfer
+/// holds neither the ops nor the messages below its checkpoint, so a wipe or
+/// a partition rot elsewhere may take the last copy of those messages (the
+/// plot test with random wipes, seed 5: every replica ended missing offsets
+/// 0..1356; disk-rot seed 5353 with a partition rot).
+fn holds_its_log(node: &Node<SimIo>, group: usize) -> bool {
+    let replica = node.group(group).replica();
+    replica.status() == Status::Normal && replica.state_machine().missing().is_none()
 }
