@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         cluster: u128::from(input.u64()) << 64 | u128::from(input.u64()),
         replica: input.byte(),
         replica_count: input.byte(),
+        rejoining: input.bool(),
     };
     let encoded = identity.encode();
     assert_eq!(Identity::decode(&encoded), Ok(identity), "identity round trip");

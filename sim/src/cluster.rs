@@ -50,7 +50,7 @@ use shoal_shard::router::route_metadata;
 use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
 
 use shoal_vsr::checkpoint::checkpoint_path;
-use shoal_vsr::header::{Command, Header, Operation};
+use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use shoal_vsr::io::Io;
 use shoal_vsr::journal::{JournalConfig, journal_path};
 use shoal_vsr::message::Message;
@@ -737,6 +737,19 @@ impl Cluster {
 
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         let replicas = self.config.replica_count;
+        let frame_bytes = HEADER_SIZE_BYTES + message.body.len();
+        if frame_bytes > MESSAGE_SIZE_MAX_BYTES as usize {
+            // The server's connection decoder closes a connection that
+            // announces such a frame: nothing this big ever arrives.
+            let command = message.header.command;
+            return self.fail(
+                Checker::Routing,
+                format!(
+                    "{from:?} sent {to:?} a {command:?} frame of {frame_bytes} bytes, over the frame limit \
+                     message_size_max ({MESSAGE_SIZE_MAX_BYTES}): every peer refuses it"
+                ),
+            );
+        }
         if self.plot_on_send(from, to, &message) {
             return self.record(None, "drop", message.header.command as u64, message.header.op, || {
                 format!("{from:?}->{to:?} plot")

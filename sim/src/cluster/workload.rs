@@ -4,7 +4,6 @@
 //! the checkers.
 
 use shoal_shard::message_batch::{BatchReply, batch_size_bytes, encode_batch};
-use shoal_vsr::header::HEADER_SIZE_BYTES;
 use shoal_vsr::journal::SECTOR_SIZE_BYTES;
 
 use super::*;
