@@ -1,6 +1,6 @@
 //! Checkpoints from disk and from state transfer, built from the input: a
 //! fuzz-chosen anchor header and snapshot, encoded with the real encoders
-//! (`checkpoint::encode`, `checkpoint::encode_file`, `CheckpointBody::encode`),
+//! (`checkpoint::encode`, `checkpoint::encode_file`, `CheckpointChunk::encode`),
 //! then fuzz-chosen damage. One mode reseals the copy's checksum and the
 //! anchor's, so decoding gets past them.
 //!
@@ -22,7 +22,7 @@ use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::checkpoint::{self, COPIES_COUNT, checkpoint_path, read_checkpoint};
 use shoal_vsr::header::checksum;
 use shoal_vsr::io::{Io, OpenMode};
-use shoal_vsr::message::CheckpointBody;
+use shoal_vsr::message::CheckpointChunk;
 use shoal_vsr::replica::Checkpoint;
 
 const SNAPSHOT_SIZE_MAX_BYTES: usize = 6000;
@@ -57,9 +57,19 @@ fn check_copy(original: &Checkpoint, input: &mut Input<'_>) {
 }
 
 fn check_body(original: &Checkpoint, input: &mut Input<'_>) {
-    let body = CheckpointBody { anchor: original.anchor, snapshot: original.snapshot.clone() };
+    // A chunk of the snapshot: a fuzz-chosen piece at a fuzz-chosen offset.
+    let start = usize::from(input.byte()) * original.snapshot.len() / 256;
+    let end = start + (original.snapshot.len() - start) * usize::from(input.byte()) / 255;
+    let body = CheckpointChunk {
+        anchor: original.anchor,
+        snapshot_size_bytes: original.snapshot.len() as u64,
+        snapshot_checksum: checksum(&original.snapshot),
+        offset_bytes: start as u64,
+        last_of_answer: input.bool(),
+        bytes: original.snapshot[start..end].to_vec(),
+    };
     let mut bytes = body.encode();
-    assert_eq!(CheckpointBody::decode(&bytes).expect("an encoded body decodes"), body);
+    assert_eq!(CheckpointChunk::decode(&bytes).expect("an encoded chunk decodes"), body);
     let reseal = input.bool();
     if !mutate(&mut bytes, input, SNAPSHOT_SIZE_MAX_BYTES + 512) {
         return;
@@ -67,8 +77,12 @@ fn check_body(original: &Checkpoint, input: &mut Input<'_>) {
     if reseal {
         reseal_header(&mut bytes, 0);
     }
-    if let Ok(decoded) = CheckpointBody::decode(&bytes) {
-        assert_eq!(decoded.encode(), bytes, "a decoded body re-encodes to other bytes");
+    if let Ok(decoded) = CheckpointChunk::decode(&bytes) {
+        assert_eq!(decoded.encode(), bytes, "a decoded chunk re-encodes to other bytes");
+        assert!(
+            decoded.offset_bytes + decoded.bytes.len() as u64 <= decoded.snapshot_size_bytes,
+            "a decoded chunk lies inside its snapshot"
+        );
     }
 }
 

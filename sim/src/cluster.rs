@@ -54,7 +54,7 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use shoal_vsr::io::Io;
 use shoal_vsr::journal::{JournalConfig, journal_path};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status};
+use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status, frame_size_max_bytes};
 use shoal_vsr::superblock::superblock_path;
 
 use shoal_shard::frame::FrameVariant;
@@ -738,15 +738,24 @@ impl Cluster {
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         let replicas = self.config.replica_count;
         let frame_bytes = HEADER_SIZE_BYTES + message.body.len();
-        if frame_bytes > MESSAGE_SIZE_MAX_BYTES as usize {
-            // The server's connection decoder closes a connection that
-            // announces such a frame: nothing this big ever arrives.
+        // The server's connection decoder allows this much of this command
+        // on the connection between these two (between replicas, a view
+        // change frame may pass a small message size) and closes a
+        // connection that announces more: nothing bigger ever arrives.
+        let frame_limit_bytes = match (from, to) {
+            (Endpoint::Replica(_), Endpoint::Replica(_)) => {
+                frame_size_max_bytes(message.header.command, MESSAGE_SIZE_MAX_BYTES)
+            }
+            _ => MESSAGE_SIZE_MAX_BYTES,
+        };
+        if frame_bytes > frame_limit_bytes as usize {
             let command = message.header.command;
             return self.fail(
                 Checker::Routing,
                 format!(
-                    "{from:?} sent {to:?} a {command:?} frame of {frame_bytes} bytes, over the frame limit \
-                     message_size_max ({MESSAGE_SIZE_MAX_BYTES}): every peer refuses it"
+                    "{from:?} sent {to:?} a {command:?} frame of {frame_bytes} bytes, over the frame limit of \
+                     that connection ({frame_limit_bytes} bytes; message_size_max {MESSAGE_SIZE_MAX_BYTES}): \
+                     every peer refuses it"
                 ),
             );
         }

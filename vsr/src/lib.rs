@@ -22,6 +22,7 @@ pub mod packed;
 pub mod replica;
 pub mod sessions;
 pub mod state_machine;
+pub mod state_transfer;
 pub mod timeout;
 
 pub use message::Message;

@@ -40,6 +40,7 @@ macro_rules! mark {
 pub const MARKS: &[&str] = &[
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
+    CHECKPOINT_IN_CHUNKS,
     CHECKPOINT_LOST_REJOINED,
     COPY_UNREADABLE,
     CRASH_DURING_RESTART,
@@ -176,6 +177,9 @@ pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
 pub const STATE_TRANSFER: &str = "state_transfer";
+/// A state transfer whose snapshot took more than one frame to arrive
+/// (`state_transfer`): the assembly across answers.
+pub const CHECKPOINT_IN_CHUNKS: &str = "checkpoint_in_chunks";
 /// Placed by the simulator (its restart): an injected EIO failed one of a
 /// start's storage calls, the start stopped with the typed error, and the
 /// process was started again later.

@@ -118,6 +118,13 @@ pub enum BodyError {
     HeaderListEntry { index: usize, source: HeaderError },
     #[error("checkpoint body is truncated: drop the message")]
     CheckpointTruncated,
+    #[error("checkpoint chunk has unknown flags {flags:#x}: the sender speaks a newer protocol")]
+    CheckpointChunkFlags { flags: u64 },
+    #[error(
+        "checkpoint chunk of {size_bytes} bytes at offset {offset_bytes} lies outside its \
+         {snapshot_size_bytes}-byte snapshot: drop the message"
+    )]
+    CheckpointChunkOutOfBounds { offset_bytes: u64, size_bytes: usize, snapshot_size_bytes: u64 },
 }
 
 /// Encode a list of headers (a view change suffix or a repair answer).
@@ -139,29 +146,91 @@ pub fn decode_headers(body: &[u8]) -> Result<Vec<Header>, BodyError> {
         .collect()
 }
 
-/// A checkpoint for state transfer: the header of the checkpoint op (the
-/// anchor of the hash chain that continues after it) and the snapshot bytes.
+/// Bytes a checkpoint chunk's body spends before its snapshot bytes: the
+/// anchor header, the snapshot's size and checksum, the chunk's offset and
+/// its flags.
+pub const CHECKPOINT_CHUNK_PREFIX_BYTES: usize = HEADER_SIZE_BYTES + 8 + 16 + 8 + 8;
+
+/// The flag of the last chunk of one answer: the receiver asks for the next
+/// piece when it has it.
+const CHUNK_FLAG_LAST_OF_ANSWER: u64 = 1;
+
+/// One piece of a checkpoint for state transfer. A snapshot may be larger
+/// than one frame (a metadata snapshot grows with the streams and topics;
+/// a frame is at most the group's `message_size_max`), so the sender cuts
+/// it into chunks, each a frame within that limit, and the receiver
+/// assembles the chunks of one snapshot (the same anchor, size and
+/// checksum) until it holds every byte, then checks the whole against the
+/// checksum before it restores anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointBody {
+pub struct CheckpointChunk {
+    /// The header of the checkpoint op: the anchor of the hash chain that
+    /// continues after it.
     pub anchor: Header,
-    pub snapshot: Vec<u8>,
+    pub snapshot_size_bytes: u64,
+    pub snapshot_checksum: u128,
+    /// Where `bytes` starts in the snapshot.
+    pub offset_bytes: u64,
+    /// The sender's answer ends with this chunk.
+    pub last_of_answer: bool,
+    pub bytes: Vec<u8>,
 }
 
-impl CheckpointBody {
+/// The snapshot bytes one chunk carries at most in a frame of
+/// `message_size_max_bytes` (header included).
+pub fn checkpoint_chunk_bytes_max(message_size_max_bytes: u32) -> usize {
+    let frame = message_size_max_bytes as usize;
+    assert!(frame > HEADER_SIZE_BYTES + CHECKPOINT_CHUNK_PREFIX_BYTES, "a frame carries a chunk prefix and a byte");
+    frame - HEADER_SIZE_BYTES - CHECKPOINT_CHUNK_PREFIX_BYTES
+}
+
+impl CheckpointChunk {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_SIZE_BYTES + self.snapshot.len());
+        let mut out = Vec::with_capacity(CHECKPOINT_CHUNK_PREFIX_BYTES + self.bytes.len());
         out.extend_from_slice(&self.anchor.encode());
-        out.extend_from_slice(&self.snapshot);
+        out.extend_from_slice(&self.snapshot_size_bytes.to_le_bytes());
+        out.extend_from_slice(&self.snapshot_checksum.to_le_bytes());
+        out.extend_from_slice(&self.offset_bytes.to_le_bytes());
+        let flags = if self.last_of_answer { CHUNK_FLAG_LAST_OF_ANSWER } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&self.bytes);
+        debug_assert_eq!(out.len(), CHECKPOINT_CHUNK_PREFIX_BYTES + self.bytes.len());
         out
     }
 
-    pub fn decode(body: &[u8]) -> Result<CheckpointBody, BodyError> {
-        if body.len() < HEADER_SIZE_BYTES {
+    /// Decode and check that the chunk lies inside its snapshot.
+    pub fn decode(body: &[u8]) -> Result<CheckpointChunk, BodyError> {
+        if body.len() < CHECKPOINT_CHUNK_PREFIX_BYTES {
             return Err(BodyError::CheckpointTruncated);
         }
         let anchor = Header::decode(&body[..HEADER_SIZE_BYTES])
             .map_err(|source| BodyError::HeaderListEntry { index: 0, source })?;
-        Ok(CheckpointBody { anchor, snapshot: body[HEADER_SIZE_BYTES..].to_vec() })
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let snapshot_size_bytes = u64_at(HEADER_SIZE_BYTES);
+        let snapshot_checksum =
+            u128::from_le_bytes(body[HEADER_SIZE_BYTES + 8..HEADER_SIZE_BYTES + 24].try_into().expect("16 bytes"));
+        let offset_bytes = u64_at(HEADER_SIZE_BYTES + 24);
+        let flags = u64_at(HEADER_SIZE_BYTES + 32);
+        if flags & !CHUNK_FLAG_LAST_OF_ANSWER != 0 {
+            return Err(BodyError::CheckpointChunkFlags { flags });
+        }
+        let bytes = &body[CHECKPOINT_CHUNK_PREFIX_BYTES..];
+        let end = offset_bytes.checked_add(bytes.len() as u64);
+        if end.is_none_or(|end| end > snapshot_size_bytes) {
+            return Err(BodyError::CheckpointChunkOutOfBounds {
+                offset_bytes,
+                size_bytes: bytes.len(),
+                snapshot_size_bytes,
+            });
+        }
+        Ok(CheckpointChunk {
+            anchor,
+            snapshot_size_bytes,
+            snapshot_checksum,
+            offset_bytes,
+            last_of_answer: flags & CHUNK_FLAG_LAST_OF_ANSWER != 0,
+            bytes: bytes.to_vec(),
+        })
     }
 }
 
@@ -211,11 +280,52 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_round_trip_and_truncation() {
+    fn checkpoint_chunk_round_trip_and_truncation() {
         let mut anchor = Header::new(Command::Prepare, 1);
         anchor.set_checksums(&[]);
-        let body = CheckpointBody { anchor, snapshot: vec![1, 2, 3] };
-        assert_eq!(CheckpointBody::decode(&body.encode()).unwrap(), body);
-        assert_eq!(CheckpointBody::decode(&[0; 10]), Err(BodyError::CheckpointTruncated));
+        let chunk = CheckpointChunk {
+            anchor,
+            snapshot_size_bytes: 10,
+            snapshot_checksum: 7,
+            offset_bytes: 4,
+            last_of_answer: true,
+            bytes: vec![1, 2, 3],
+        };
+        assert_eq!(CheckpointChunk::decode(&chunk.encode()).unwrap(), chunk);
+        let first = CheckpointChunk { offset_bytes: 0, last_of_answer: false, ..chunk.clone() };
+        assert_eq!(CheckpointChunk::decode(&first.encode()).unwrap(), first);
+        assert_eq!(CheckpointChunk::decode(&[0; 10]), Err(BodyError::CheckpointTruncated));
+    }
+
+    #[test]
+    fn a_checkpoint_chunk_outside_its_snapshot_or_with_unknown_flags_is_refused() {
+        let mut anchor = Header::new(Command::Prepare, 1);
+        anchor.set_checksums(&[]);
+        let chunk = CheckpointChunk {
+            anchor,
+            snapshot_size_bytes: 6,
+            snapshot_checksum: 7,
+            offset_bytes: 4,
+            last_of_answer: false,
+            bytes: vec![1, 2, 3],
+        };
+        assert!(matches!(
+            CheckpointChunk::decode(&chunk.encode()),
+            Err(BodyError::CheckpointChunkOutOfBounds { offset_bytes: 4, size_bytes: 3, snapshot_size_bytes: 6 })
+        ));
+        let overflowing = CheckpointChunk { offset_bytes: u64::MAX, snapshot_size_bytes: u64::MAX, ..chunk.clone() };
+        assert!(matches!(
+            CheckpointChunk::decode(&overflowing.encode()),
+            Err(BodyError::CheckpointChunkOutOfBounds { .. })
+        ));
+        let mut flagged = CheckpointChunk { snapshot_size_bytes: 7, ..chunk }.encode();
+        flagged[CHECKPOINT_CHUNK_PREFIX_BYTES - 8] |= 2;
+        assert_eq!(CheckpointChunk::decode(&flagged), Err(BodyError::CheckpointChunkFlags { flags: 2 }));
+    }
+
+    #[test]
+    fn a_chunk_of_the_largest_size_fills_its_frame() {
+        let bytes = checkpoint_chunk_bytes_max(4096);
+        assert_eq!(HEADER_SIZE_BYTES + CHECKPOINT_CHUNK_PREFIX_BYTES + bytes, 4096);
     }
 }

@@ -40,12 +40,13 @@ use std::rc::Rc;
 use crate::header::{
     Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, HEADER_SIZE_BYTES, Header, Operation, Refusal,
 };
-use crate::message::{CheckpointBody, Message, decode_headers, encode_headers};
+use crate::message::{CheckpointChunk, Message, decode_headers, encode_headers};
 use crate::packed::{
     self, PACKED_ENTRY_HEADER_SIZE_BYTES, PACKED_PREFIX_SIZE_BYTES, PREPARE_REQUESTS_MAX, PackedRequest,
 };
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
+use crate::state_transfer::{CheckpointAssembly, chunks_from};
 use crate::timeout::Timeout;
 
 /// The deepest pipeline a group may run (`ReplicaConfig::pipeline_prepares_max`
@@ -85,6 +86,36 @@ pub const UNCHAINED_PREPARES_MAX: usize = VIEW_HEADERS_MAX;
 /// (its only copies may be gone with a wiped disk) starts a view change,
 /// so the do_view_changes' nacks can truncate what no quorum acknowledged.
 pub const PRIMARY_ABDICATE_TICKS: u64 = 2 * NORMAL_TIMEOUT_TICKS;
+
+/// The largest view-change frame: a do_view_change or start_view carries
+/// up to `VIEW_HEADERS_MAX` headers after its own. It does not shrink with a
+/// group's `message_size_max` (the view headers must cover every
+/// uncommitted op), so replica connections accept at least this much.
+pub const VIEW_FRAME_SIZE_MAX_BYTES: u32 = (HEADER_SIZE_BYTES * (1 + VIEW_HEADERS_MAX)) as u32;
+
+/// The frame limit of a connection between replicas of groups whose
+/// `message_size_max` is `message_size_max_bytes`: a prepare, a repair
+/// answer or a state transfer chunk is within that size, a view change
+/// frame within `VIEW_FRAME_SIZE_MAX_BYTES`. Clients keep the plain limit.
+pub const fn replica_frame_size_max_bytes(message_size_max_bytes: u32) -> u32 {
+    if message_size_max_bytes > VIEW_FRAME_SIZE_MAX_BYTES { message_size_max_bytes } else { VIEW_FRAME_SIZE_MAX_BYTES }
+}
+
+/// The largest frame of `command` between replicas of groups whose
+/// `message_size_max` is `message_size_max_bytes`: only a view change frame
+/// may be larger (`replica_frame_size_max_bytes`); a prepare, a repair
+/// answer and a state transfer chunk are within the message size. The
+/// connection decoder refuses more, and the simulator fails a seed that
+/// sends more.
+pub const fn frame_size_max_bytes(command: Command, message_size_max_bytes: u32) -> u32 {
+    match command {
+        Command::DoViewChange | Command::StartView => replica_frame_size_max_bytes(message_size_max_bytes),
+        _ => message_size_max_bytes,
+    }
+}
+
+// Every replica frame fits the protocol's own frame bound.
+const _: () = assert!(VIEW_FRAME_SIZE_MAX_BYTES <= crate::header::MESSAGE_SIZE_MAX_BYTES);
 
 // One packed prepare can take every queued request.
 const _: () = assert!(PREPARE_REQUESTS_MAX >= REQUEST_QUEUE_MAX);
@@ -337,6 +368,12 @@ pub struct Replica<S: StateMachine> {
     checkpoint_anchor: Header,
     /// The snapshot at `checkpoint_op`, served to lagging peers.
     checkpoint_snapshot: Rc<[u8]>,
+    /// `checksum(checkpoint_snapshot)`, sent with every chunk of it.
+    checkpoint_snapshot_checksum: u128,
+    /// The chunks of a newer checkpoint a peer is sending, until every
+    /// byte is here (`state_transfer`). Invariant: its anchor is above
+    /// `commit_min` whenever it is kept.
+    checkpoint_assembly: Option<CheckpointAssembly>,
     /// Ops above `checkpoint_op`. Invariant: no key above `op`; a body is
     /// present only once durable in this replica's journal.
     log: BTreeMap<u64, Entry>,
@@ -518,6 +555,8 @@ impl<S: StateMachine> Replica<S> {
             superblock_commit: recovered.durable.commit,
             checkpoint_anchor: root,
             checkpoint_snapshot: Rc::from(Vec::new()),
+            checkpoint_snapshot_checksum: crate::header::checksum(&[]),
+            checkpoint_assembly: None,
             log: BTreeMap::new(),
             unchained: BTreeMap::new(),
             pipeline: VecDeque::new(),
@@ -1545,7 +1584,7 @@ impl<S: StateMachine> Replica<S> {
         let op = self.commit_min;
         let anchor = self.log[&op].header;
         let checkpoint = Checkpoint { anchor, snapshot: self.snapshot() };
-        self.checkpoint_snapshot = Rc::from(checkpoint.snapshot.as_slice());
+        self.set_checkpoint_snapshot(&checkpoint.snapshot);
         self.actions.push(Action::Checkpoint { checkpoint });
         self.checkpoint_op = op;
         self.checkpoint_anchor = anchor;
@@ -1562,6 +1601,16 @@ impl<S: StateMachine> Replica<S> {
         out
     }
 
+    fn set_checkpoint_snapshot(&mut self, snapshot: &[u8]) {
+        assert!(
+            snapshot.len() as u64 <= crate::state_transfer::CHECKPOINT_SNAPSHOT_SIZE_MAX_BYTES,
+            "a snapshot of {} bytes could never be sent to a lagging peer",
+            snapshot.len()
+        );
+        self.checkpoint_snapshot = Rc::from(snapshot);
+        self.checkpoint_snapshot_checksum = crate::header::checksum(snapshot);
+    }
+
     fn restore_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SnapshotError> {
         let mut reader = SnapshotReader::new(&checkpoint.snapshot);
         let state = reader.bytes_with_len()?;
@@ -1571,7 +1620,7 @@ impl<S: StateMachine> Replica<S> {
         let op = checkpoint.anchor.op;
         self.checkpoint_op = op;
         self.checkpoint_anchor = checkpoint.anchor;
-        self.checkpoint_snapshot = Rc::from(checkpoint.snapshot.as_slice());
+        self.set_checkpoint_snapshot(&checkpoint.snapshot);
         self.commit_min = op;
         self.commit_max = self.commit_max.max(op);
         self.op = self.op.max(op);
@@ -2350,6 +2399,7 @@ impl<S: StateMachine> Replica<S> {
             let mut request = self.new_header(Command::RequestPrepare);
             request.op = op;
             request.parent = checksum;
+            request.context = self.checkpoint_offset_wanted();
             self.actions.push(Action::Send { to, message: Message::empty(request) });
         }
     }
@@ -2374,7 +2424,7 @@ impl<S: StateMachine> Replica<S> {
     fn on_request_prepare(&mut self, header: &Header) {
         let op = header.op;
         if op <= self.checkpoint_op && op > 0 {
-            return self.send_checkpoint(header.replica);
+            return self.send_checkpoint(header.replica, header.context);
         }
         let held = self.log.get(&op).is_some_and(|e| e.body.is_some() && e.header.checksum == header.parent);
         if header.parent != 0
@@ -2417,43 +2467,72 @@ impl<S: StateMachine> Replica<S> {
     fn request_catch_up_from(&mut self, to: u8) {
         let mut request = self.new_header(Command::RequestPrepare);
         request.op = self.commit_min + 1;
+        request.context = self.checkpoint_offset_wanted();
         self.actions.push(Action::Send { to, message: Message::empty(request) });
     }
 
-    fn send_checkpoint(&mut self, to: u8) {
+    /// What a request that a peer may answer with its checkpoint asks for:
+    /// the first snapshot byte this replica's assembly lacks (0 when it
+    /// assembles none; a peer whose snapshot is another one starts over).
+    fn checkpoint_offset_wanted(&self) -> u64 {
+        self.checkpoint_assembly.as_ref().map_or(0, CheckpointAssembly::first_missing_offset)
+    }
+
+    /// Answer a catch-up request with the chunks of the checkpoint from
+    /// `from_offset_bytes` on (`state_transfer::chunks_from`): each a frame
+    /// within the group's message size, however large the snapshot.
+    fn send_checkpoint(&mut self, to: u8, from_offset_bytes: u64) {
         // The snapshot as of the checkpoint, not the current state: the
         // anchor names the checkpoint op, and the receiver applies from there.
-        let body = CheckpointBody { anchor: self.checkpoint_anchor, snapshot: self.checkpoint_snapshot.to_vec() };
-        let mut header = self.new_header(Command::Checkpoint);
-        header.op = self.checkpoint_op;
-        header.commit = self.commit_max;
-        // The newest view this sender holds the log of, i.e. the newest view
-        // it knows started: its own view may be a view change that never
-        // completes (see `on_checkpoint`).
-        header.context = self.log_view;
-        let message = Message::new(header, Rc::from(body.encode()));
-        self.actions.push(Action::Send { to, message });
+        let chunks = chunks_from(
+            self.checkpoint_anchor,
+            &self.checkpoint_snapshot,
+            self.checkpoint_snapshot_checksum,
+            from_offset_bytes,
+            self.config.message_size_max_bytes,
+        );
+        for chunk in chunks {
+            let mut header = self.new_header(Command::Checkpoint);
+            header.op = self.checkpoint_op;
+            header.commit = self.commit_max;
+            // The newest view this sender holds the log of, i.e. the newest
+            // view it knows started: its own view may be a view change that
+            // never completes (see `on_checkpoint`).
+            header.context = self.log_view;
+            let message = Message::new(header, Rc::from(chunk.encode()));
+            assert!(message.header.size <= self.config.message_size_max_bytes, "a chunk fits one frame");
+            self.actions.push(Action::Send { to, message });
+        }
     }
 
     fn on_checkpoint(&mut self, message: &Message) {
-        let Ok(body) = CheckpointBody::decode(&message.body) else {
+        let Ok(chunk) = CheckpointChunk::decode(&message.body) else {
             return self.drop_message("bad_checkpoint_body");
         };
-        let op = body.anchor.op;
-        if op <= self.commit_min || op != message.header.op || !body.anchor.valid_checksum() {
+        let op = chunk.anchor.op;
+        if op <= self.commit_min || op != message.header.op || !chunk.anchor.valid_checksum() {
             return self.drop_message("checkpoint_not_needed");
         }
         // The checkpoint must sit on this replica's chain when it has the
         // header, or be committed per the sender.
         if let Some(mine) = self.header(op)
-            && mine.checksum != body.anchor.checksum
+            && mine.checksum != chunk.anchor.checksum
         {
             return self.drop_message("checkpoint_conflicts");
         }
         if op > message.header.commit {
             return self.drop_message("checkpoint_not_committed");
         }
-        let checkpoint = Checkpoint { anchor: body.anchor, snapshot: body.snapshot };
+        let (anchor, last_of_answer) = (chunk.anchor, chunk.last_of_answer);
+        let Some(snapshot) = self.assemble_checkpoint(chunk) else {
+            if last_of_answer {
+                // The sender's answer is over and bytes are missing: ask it
+                // for the next piece now, not a repair round later.
+                self.request_catch_up_from(message.header.replica);
+            }
+            return;
+        };
+        let checkpoint = Checkpoint { anchor, snapshot };
         if self.restore_checkpoint(&checkpoint).is_err() {
             return self.drop_message("bad_checkpoint_body");
         }
@@ -2511,6 +2590,50 @@ impl<S: StateMachine> Replica<S> {
             self.request_start_view(self.primary_index(self.view));
         }
         self.commit_journal();
+    }
+
+    /// Take `chunk` into the assembly of its snapshot; the whole snapshot
+    /// once the last byte is in and matches its checksum. A chunk of a newer
+    /// checkpoint than the one assembling replaces it (the older is of no
+    /// use once the newer is restored); one of an older is dropped.
+    fn assemble_checkpoint(&mut self, chunk: CheckpointChunk) -> Option<Vec<u8>> {
+        let commit_min = self.commit_min;
+        self.checkpoint_assembly.take_if(|assembly| assembly.anchor.op <= commit_min);
+        let replaces = match &self.checkpoint_assembly {
+            None => true,
+            Some(assembly) if assembly.holds_pieces_of(&chunk) => false,
+            Some(assembly) if assembly.anchor.op < chunk.anchor.op => true,
+            Some(_) => {
+                self.drop_message("checkpoint_older_than_assembly");
+                return None;
+            }
+        };
+        if replaces {
+            match CheckpointAssembly::of(&chunk) {
+                Ok(assembly) => self.checkpoint_assembly = Some(assembly),
+                Err(_) => {
+                    self.drop_message("checkpoint_too_large");
+                    return None;
+                }
+            }
+        }
+        let assembly = self.checkpoint_assembly.as_mut().expect("set above");
+        if assembly.take(chunk).is_err() {
+            self.drop_message("checkpoint_chunk_overlaps");
+            return None;
+        }
+        if !assembly.is_complete() {
+            return None;
+        }
+        let assembly = self.checkpoint_assembly.take().expect("complete above");
+        if assembly.chunks_taken() > 1 {
+            crate::marks::hit(crate::marks::CHECKPOINT_IN_CHUNKS);
+        }
+        let snapshot = assembly.into_snapshot();
+        if snapshot.is_none() {
+            self.drop_message("checkpoint_snapshot_checksum");
+        }
+        snapshot
     }
 
     // --- helpers ----------------------------------------------------------------

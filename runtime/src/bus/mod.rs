@@ -7,7 +7,9 @@
 //! state: a verified frame is handed to a callback, which routes it.
 //!
 //! Invariant: nothing a peer sends can panic the server or grow its memory
-//! past `message_size_max` per connection plus the send queue bounds.
+//! past one frame per connection (`message_size_max`; a replica's view
+//! change frame may take `shoal_vsr::replica::VIEW_FRAME_SIZE_MAX_BYTES`)
+//! plus the send queue bounds.
 
 pub mod backoff;
 // The hello and decoder are shared with the client library and the fuzz

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
+use shoal_vsr::replica::VIEW_FRAME_SIZE_MAX_BYTES;
 
 use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect};
 use super::hello::{Hello, Peer};
@@ -118,6 +119,46 @@ fn a_frame_one_byte_over_the_limit_closes_before_its_body_is_buffered() {
     let (decoded, result) = decode(replica_listener(), &stream);
     assert_eq!(frames_of(&decoded), vec![at_limit]);
     assert_eq!(result, Err(CloseReason::FrameTooLarge { size_bytes: limit as u64 + 1, max_bytes: limit as u32 }));
+}
+
+/// Found by the simulator (branch `frame-limit`: a quarter of all seeds
+/// failed once it refused frames over the 4 KiB simulated message size):
+/// a do_view_change or start_view carries up to `VIEW_HEADERS_MAX` headers
+/// whatever the message size, so with `message_size_max` at its allowed
+/// minimum a server refused every view change frame and no view could
+/// change. Between replicas a view change frame may take
+/// `VIEW_FRAME_SIZE_MAX_BYTES`; every other frame, and every client frame,
+/// stays within the message size.
+#[test]
+fn a_replicas_view_change_frame_may_pass_a_small_message_size_and_nothing_else_may() {
+    let limit = replica_listener().message_size_max_bytes as usize;
+    let view_frame_max = VIEW_FRAME_SIZE_MAX_BYTES as usize;
+    assert!(view_frame_max > limit, "the test's message size is below the view frame bound");
+    let hello = Hello::new(CLUSTER, Peer::Replica(0)).encode().to_vec();
+    for command in [Command::DoViewChange, Command::StartView] {
+        let largest = frame(command, 1, &vec![3; view_frame_max - HEADER_SIZE_BYTES]);
+        let (decoded, result) = decode(replica_listener(), &[hello.clone(), largest.clone()].concat());
+        assert_eq!(result, Ok(()), "{command:?}");
+        assert_eq!(frames_of(&decoded), vec![largest]);
+        let over = frame(command, 1, &vec![3; view_frame_max - HEADER_SIZE_BYTES + 1]);
+        let (_, result) = decode(replica_listener(), &[hello.clone(), over[..HEADER_SIZE_BYTES].to_vec()].concat());
+        let refused =
+            CloseReason::FrameTooLarge { size_bytes: view_frame_max as u64 + 1, max_bytes: view_frame_max as u32 };
+        assert_eq!(result, Err(refused), "{command:?}");
+    }
+    for command in [Command::Checkpoint, Command::Prepare, Command::StateData] {
+        let over = frame(command, 1, &vec![3; limit - HEADER_SIZE_BYTES + 1]);
+        let (_, result) = decode(replica_listener(), &[hello.clone(), over[..HEADER_SIZE_BYTES].to_vec()].concat());
+        assert_eq!(result, Err(CloseReason::FrameTooLarge { size_bytes: limit as u64 + 1, max_bytes: limit as u32 }));
+    }
+    // A client's connection buffers one message size, no more.
+    let mut decoder = ConnectionDecoder::new(replica_listener());
+    let mut out = Vec::new();
+    decoder.decode_all(&Hello::new(CLUSTER, Peer::Client(5)).encode(), &mut out).unwrap();
+    assert_eq!(decoder.buffer_bytes_max(), limit);
+    let mut decoder = ConnectionDecoder::new(replica_listener());
+    decoder.decode_all(&hello, &mut out).unwrap();
+    assert_eq!(decoder.buffer_bytes_max(), view_frame_max);
 }
 
 #[test]

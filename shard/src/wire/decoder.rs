@@ -8,6 +8,7 @@
 //! body is buffered. Once closed, the decoder stays closed and yields nothing.
 
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, HeaderError, MESSAGE_SIZE_MAX_BYTES};
+use shoal_vsr::replica::{frame_size_max_bytes, replica_frame_size_max_bytes};
 
 use super::hello::{BUS_PROTOCOL_VERSION, HELLO_SIZE_BYTES, Hello, HelloError, Peer};
 
@@ -116,7 +117,9 @@ impl Expect {
 pub struct DecoderConfig {
     pub cluster: u128,
     pub expect: Expect,
-    /// The largest frame (header included) accepted; at most `MESSAGE_SIZE_MAX_BYTES`.
+    /// The largest frame (header included) accepted, but for a replica's
+    /// view change frames (`shoal_vsr::replica::frame_size_max_bytes`); at
+    /// most `MESSAGE_SIZE_MAX_BYTES`.
     pub message_size_max_bytes: u32,
 }
 
@@ -182,9 +185,25 @@ impl ConnectionDecoder {
         ConnectionDecoder { config, state: State::AwaitHello, buffer: Vec::new(), pending: None, lent: None }
     }
 
-    /// The receive buffer bound: one whole frame, the largest unit that must be held.
+    /// The receive buffer bound: one whole frame, the largest unit that must
+    /// be held. A replica's view change frames may pass the message size
+    /// (`replica_frame_size_max_bytes`), so a replica connection holds
+    /// that much once its hello is in; a client's holds `message_size_max`.
     pub fn buffer_bytes_max(&self) -> usize {
-        (self.config.message_size_max_bytes as usize).max(HELLO_SIZE_BYTES)
+        let message_size_max_bytes = self.config.message_size_max_bytes;
+        let frame_bytes_max = match self.state {
+            State::Frames { peer: Peer::Replica(_) } => replica_frame_size_max_bytes(message_size_max_bytes),
+            _ => message_size_max_bytes,
+        };
+        (frame_bytes_max as usize).max(HELLO_SIZE_BYTES)
+    }
+
+    /// The largest frame of `command` this connection takes.
+    fn frame_size_max_bytes(&self, peer: Peer, command: Command) -> u32 {
+        match peer {
+            Peer::Replica(_) => frame_size_max_bytes(command, self.config.message_size_max_bytes),
+            Peer::Client(_) => self.config.message_size_max_bytes,
+        }
     }
 
     /// How many more bytes `feed` accepts now; 0 once closed.
@@ -356,10 +375,11 @@ impl ConnectionDecoder {
             }
             other => CloseReason::BadHeader(other),
         })?;
-        if header.size > self.config.message_size_max_bytes {
+        let frame_size_max_bytes = self.frame_size_max_bytes(peer, header.command);
+        if header.size > frame_size_max_bytes {
             return Err(CloseReason::FrameTooLarge {
                 size_bytes: u64::from(header.size),
-                max_bytes: self.config.message_size_max_bytes,
+                max_bytes: frame_size_max_bytes,
             });
         }
         if header.cluster != self.config.cluster {

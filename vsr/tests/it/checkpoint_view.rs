@@ -8,8 +8,9 @@
 
 use std::rc::Rc;
 
+use shoal_vsr::header::checksum;
 use shoal_vsr::header::{Command, Header};
-use shoal_vsr::message::{CheckpointBody, Message};
+use shoal_vsr::message::{CheckpointChunk, Message};
 use shoal_vsr::replica::{Replica, Source, Status};
 use shoal_vsr::state_machine::AppendLog;
 
@@ -26,7 +27,14 @@ fn checkpoint_message(cluster: &Cluster, view: u64, log_view: u64) -> Message {
     header.op = checkpoint.anchor.op;
     header.commit = checkpoint.anchor.op;
     header.context = log_view;
-    let body = CheckpointBody { anchor: checkpoint.anchor, snapshot: checkpoint.snapshot };
+    let body = CheckpointChunk {
+        anchor: checkpoint.anchor,
+        snapshot_size_bytes: checkpoint.snapshot.len() as u64,
+        snapshot_checksum: checksum(&checkpoint.snapshot),
+        offset_bytes: 0,
+        last_of_answer: true,
+        bytes: checkpoint.snapshot,
+    };
     Message::new(header, Rc::from(body.encode()))
 }
 

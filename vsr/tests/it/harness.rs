@@ -12,9 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES;
 use shoal_vsr::header::{Command, Header, Operation};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered, Replica, ReplicaConfig, Source, Status};
+use shoal_vsr::replica::{
+    Action, Checkpoint, DurableState, Recovered, Replica, ReplicaConfig, Source, Status, frame_size_max_bytes,
+};
 use shoal_vsr::state_machine::AppendLog;
 
 pub const CLUSTER: u128 = 0xC0FFEE;
@@ -102,6 +105,8 @@ pub struct Cluster {
     /// The replicas' settings, kept for restarts.
     client_sessions_max: usize,
     pipeline_prepares_max: usize,
+    /// Every replica's frame limit (`ReplicaConfig::message_size_max_bytes`).
+    message_size_max_bytes: u32,
 }
 
 impl Cluster {
@@ -117,17 +122,40 @@ impl Cluster {
     /// A cluster whose primaries keep `pipeline_prepares_max` prepares in
     /// flight (and queue, then pack, the requests beyond).
     pub fn with_pipeline(replica_count: u8, client_sessions_max: usize, pipeline_prepares_max: usize) -> Cluster {
+        Cluster::with_limits(replica_count, client_sessions_max, pipeline_prepares_max, MESSAGE_SIZE_MAX_BYTES)
+    }
+
+    /// A cluster whose frames (prepares and state transfer chunks) are at
+    /// most `message_size_max_bytes` each; view change frames may be larger
+    /// (`frame_size_max_bytes`). Every send is checked.
+    pub fn with_message_size_max(replica_count: u8, message_size_max_bytes: u32) -> Cluster {
+        Cluster::with_limits(
+            replica_count,
+            shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
+            shoal_vsr::replica::PIPELINE_PREPARES_MAX,
+            message_size_max_bytes,
+        )
+    }
+
+    fn with_limits(
+        replica_count: u8,
+        client_sessions_max: usize,
+        pipeline_prepares_max: usize,
+        message_size_max_bytes: u32,
+    ) -> Cluster {
         let replicas = (0..replica_count)
             .map(|r| {
                 let mut config = config(r, replica_count, 1);
                 config.client_sessions_max = client_sessions_max;
                 config.pipeline_prepares_max = pipeline_prepares_max;
+                config.message_size_max_bytes = message_size_max_bytes;
                 Some(Replica::new(config, AppendLog::default()))
             })
             .collect();
         Cluster {
             client_sessions_max,
             pipeline_prepares_max,
+            message_size_max_bytes,
             replica_count,
             replicas,
             disks: (0..replica_count).map(|_| Disk::formatted(false)).collect(),
@@ -346,6 +374,7 @@ impl Cluster {
         ReplicaConfig {
             client_sessions_max: self.client_sessions_max,
             pipeline_prepares_max: self.pipeline_prepares_max,
+            message_size_max_bytes: self.message_size_max_bytes,
             ..config(r, self.replica_count, self.seed)
         }
     }
@@ -393,6 +422,16 @@ impl Cluster {
         let disk = &mut self.disks[r as usize];
         match action {
             Action::Send { to, message } => {
+                let frame_limit = frame_size_max_bytes(message.header.command, self.message_size_max_bytes);
+                if message.header.size > frame_limit {
+                    // The peer's connection decoder closes the connection on
+                    // such a frame: it never arrives.
+                    self.violations.push(format!(
+                        "replica {r} sent replica {to} a {:?} frame of {} bytes, over its frame limit {frame_limit}",
+                        message.header.command, message.header.size
+                    ));
+                    return;
+                }
                 let envelope = Envelope { from: Sender::Replica(r), to, message };
                 self.sent.push(envelope.clone());
                 self.queue.push(envelope);
@@ -455,7 +494,7 @@ pub fn config(replica: u8, replica_count: u8, seed: u64) -> ReplicaConfig {
         checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
         seed,
         client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
-        message_size_max_bytes: shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES,
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
     }
 }

@@ -12,6 +12,7 @@ mod replica_bad_input;
 mod request_queue;
 mod stale_dvc;
 mod stale_input;
+mod state_transfer_chunks;
 mod stories;
 mod stories_state;
 mod two_wiped_ackers;
