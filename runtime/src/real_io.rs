@@ -389,6 +389,23 @@ impl IoFile for RealFile {
         self.file.sync_data().await
     }
 
+    // sync_file_range has no safe wrapper in nix or std.
+    #[allow(unsafe_code)]
+    fn start_writeback(&self, position: u64, len_bytes: u64) {
+        use std::os::fd::AsRawFd;
+        let Some(writer) = self.writer.as_ref() else { return };
+        let (Ok(offset), Ok(len)) = (i64::try_from(position), i64::try_from(len_bytes)) else { return };
+        // SAFETY: a valid open descriptor this file owns; the call only
+        // queues writeback of its pages and touches no memory of ours.
+        let result =
+            unsafe { libc::sync_file_range(writer.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        // A hint: a failure (an old kernel, a file system without it) costs
+        // only the head start; the next sync_data reports real errors.
+        if result != 0 {
+            tracing::trace!(error = %io::Error::last_os_error(), "sync_file_range hint refused");
+        }
+    }
+
     async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
         if !self.mode.writable() {
             return Err(read_only_error());

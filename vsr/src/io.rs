@@ -64,6 +64,13 @@ pub trait IoFile: 'static {
     fn write_all_at(&self, buf: Vec<u8>, position: u64) -> impl Future<Output = BufResult<()>>;
     /// Make every completed write durable (fdatasync).
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
+    /// Ask the device to start writing back `len_bytes` from `position`
+    /// (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later
+    /// `sync_data` has little left to wait for. A hint: it promises no
+    /// durability, reports nothing and changes nothing a read or a crash
+    /// sees, so a backend may ignore it (the simulator does: its disk has
+    /// no writeback to start).
+    fn start_writeback(&self, _position: u64, _len_bytes: u64) {}
     /// Truncate or extend the file. Not durable until `sync_data`.
     fn set_len(&self, size_bytes: u64) -> impl Future<Output = io::Result<()>>;
     /// The current size, pending writes included.
