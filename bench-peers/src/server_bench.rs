@@ -414,6 +414,13 @@ fn measure_batches(
     );
     row.server = counters_since(&shoal, &before, row.elapsed_s)?;
     rows.push(row);
+    for replica in 0..usize::from(shoal.replica_count()) {
+        for (action, count, mean_ms) in shoal.storage_latency(replica)? {
+            eprintln!(
+                "    replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable (warm-up and batches)"
+            );
+        }
+    }
     // Reads of what the batches wrote, from the primary and from a backup.
     let readers: &[u8] = if replicas > 1 { &[0, 1] } else { &[0] };
     for &replica in readers {
