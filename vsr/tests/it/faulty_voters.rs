@@ -67,6 +67,7 @@ fn two_replicas_with_faulty_slots_below_their_head_vote_a_view_into_being() {
     for r in [0, 1] {
         assert_eq!(cluster.replica(r).op(), 4, "R{r}'s view headers still name its head");
         assert!(!cluster.replica(r).has_body(if r == 0 { 4 } else { 2 }), "R{r} lost a body");
+        assert!(cluster.replica(r).repairing_faulty_slots(), "R{r}'s disk is impaired until repaired");
     }
 
     // No view can form without one of R0 and R1: each must vote.
@@ -114,6 +115,7 @@ fn two_replicas_with_faulty_slots_below_their_head_vote_a_view_into_being() {
         all.iter().all(|&r| c.replica(r).status() == Status::Normal && (1..=4).all(|op| c.replica(r).has_body(op)))
     });
     assert!(converged, "the lost bodies are repaired from peers");
+    assert!(all.iter().all(|&r| !cluster.replica(r).repairing_faulty_slots()));
     let primary = all.into_iter().find(|&r| cluster.replica(r).is_primary()).expect("a primary");
     cluster.append(client(0), primary, 1, b"after-the-wedge");
     let committed = cluster.run_until(&all, 2_000, |c| all.iter().all(|&r| c.replica(r).commit_min() == 5));
