@@ -498,7 +498,7 @@ async fn read_durable_state<I: Io>(
         });
     }
     let notes = DiskNotes { created, torn_tail_ops: journal.torn_tail_ops, drain_settled: journal.drain_settled };
-    let recovered = Recovered { durable, checkpoint, entries: journal.entries, journal_faulty: journal.faulty };
+    let recovered = Recovered { durable, checkpoint, entries: journal.entries, faulty_ops: journal.faulty_ops };
     Ok((recovered, notes))
 }
 
@@ -512,7 +512,7 @@ fn recover_replica(
 ) -> Result<MetadataReplay, HandoffError> {
     let diagnosis = Diagnosis::of(&recovered);
     let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
-    let journal_faulty = recovered.journal_faulty;
+    let journal_faulty = recovered.journal_faulty();
     check_committed_chain(&recovered, root_header(group.cluster, Namespace::METADATA.raw()).checksum)?;
     let mut replica = Replica::open(group.replica_config(), MetadataState::new(), recovered)
         .map_err(HandoffError::MetadataCheckpointSnapshot)?;
@@ -593,7 +593,8 @@ async fn read_metadata_checkpoint<I: Io>(
 /// What the journal gives the replica's recovery.
 struct RecoveredJournal {
     entries: Vec<(Header, Vec<u8>)>,
-    faulty: bool,
+    /// Ops lost past the checkpoint, ascending (`Recovered::faulty_ops`).
+    faulty_ops: Vec<u64>,
     torn_tail_ops: u64,
     drain_settled: bool,
     /// The journal forgets every op up to here.
@@ -628,10 +629,13 @@ async fn recover_journal<I: Io>(
     let scan = journal.scan().await.map_err(journal_error)?;
     // Corrupt slots the checkpoint covers are no loss: a settled journal no
     // longer holds them, and a read-only one must count them the same way.
-    let faulty = !left_out.is_empty() || scan.corrupt_ops.iter().any(|&op| op > checkpoint_op);
+    let mut faulty_ops = left_out;
+    faulty_ops.extend(scan.corrupt_ops.iter().copied().filter(|&op| op > checkpoint_op));
+    faulty_ops.sort_unstable();
+    faulty_ops.dedup();
     Ok(RecoveredJournal {
         entries: scan.entries,
-        faulty,
+        faulty_ops,
         torn_tail_ops: recovery.torn_tail_truncated.len() as u64,
         drain_settled: journal.snapshot_op() > snapshot_op_before,
         snapshot_op: journal.snapshot_op(),

@@ -47,6 +47,7 @@ pub const MARKS: &[&str] = &[
     CRASH_FSYNC_IN_FLIGHT,
     CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
+    FAULTY_JOURNAL_VOTES,
     FLUSH_FINISHED_FOR_STORAGE,
     FRAME_DURING_FSYNC,
     FSYNCS_OVERLAPPED,
@@ -116,6 +117,9 @@ pub const JOURNAL_CARRIED_COPY_NAMES_FAULTY: &str = "journal_carried_copy_names_
 /// corrupt live prepare and failed (the journal cannot tell a driver's
 /// retry policy, so the driver that handles the error counts it).
 pub const DRAIN_CORRUPT: &str = "drain_corrupt";
+/// A replica restarted with faulty journal slots, all at or below its log's
+/// head, and takes part in view changes instead of waiting `Recovering`.
+pub const FAULTY_JOURNAL_VOTES: &str = "faulty_journal_votes";
 /// Placed by the simulator's storage latency (`shoal_sim::io`): an fsync
 /// was issued while another fsync of the same disk was in flight (in
 /// virtual time), as the kernel overlaps the node's group flushes.

@@ -135,8 +135,12 @@ pub enum Source {
 pub enum Status {
     Normal,
     ViewChange,
-    /// Restarted with a journal that lost entries it may have acknowledged:
-    /// takes no part in view changes until a start_view brings it up to date.
+    /// Takes no part in view changes until a start_view brings it up to
+    /// date: formatted after the group was created (`rejoining`), or
+    /// restarted with a journal that lost an op above its log's head, so it
+    /// cannot say how far it acknowledged (`lost_prepares_op_max`). A
+    /// journal whose lost ops all lie at or below the head votes (see
+    /// `Replica::start`).
     Recovering,
 }
 
@@ -174,8 +178,17 @@ pub struct Recovered {
     pub checkpoint: Option<Checkpoint>,
     /// Valid journal entries, any order.
     pub entries: Vec<(Header, Vec<u8>)>,
-    /// The journal found corrupt entries in the middle (`truncate_or_fail`).
-    pub journal_faulty: bool,
+    /// Ops the journal found written and then damaged (corrupt in their
+    /// slot, or left out of a settled drain), ascending: this replica may
+    /// have acknowledged them and holds no body for them. Empty: intact.
+    pub faulty_ops: Vec<u64>,
+}
+
+impl Recovered {
+    /// The journal lost prepares it may have acknowledged.
+    pub fn journal_faulty(&self) -> bool {
+        !self.faulty_ops.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,8 +357,9 @@ pub struct Replica<S: StateMachine> {
     config: ReplicaConfig,
     /// Votes that decide anything: `replica_count / 2 + 1`.
     quorum: usize,
-    /// `Recovering` while `rejoining` or after a faulty journal: sends no
-    /// vote, no prepare_ok, no reply.
+    /// `Recovering` while `rejoining` or after a journal lost an op above
+    /// its log's head (`lost_prepares_op_max`): sends no vote, no
+    /// prepare_ok, no reply.
     status: Status,
     /// The view this replica promised: it never goes back, and is durable
     /// (superblock) before any message that claims it leaves.
@@ -450,13 +464,21 @@ pub struct Replica<S: StateMachine> {
     /// op is in every later view's log) and at or below the highest head
     /// its rejoin probe's answers reported (`rejoin_op_max`; this one holds
     /// even if that start_view was a stale redelivery). A faulty slot
-    /// likewise: the floor covers every op the journal knew at restart and
-    /// the start_view that ends the `Recovering` it caused. Never goes down.
+    /// likewise: the floor covers every op the journal named at restart,
+    /// faulty ones included (at restart when they all lie at or below the
+    /// log's head, else with the start_view that ends the `Recovering`
+    /// they caused). Never goes down.
     nack_floor: u64,
-    /// Restarted with a faulty journal: a prepare it acknowledged may be
-    /// lost. The highest op its disk named at restart; the start_view that
-    /// ends its `Recovering` raises the floor to it (and to its own head).
+    /// Restarted with a journal that lost an op above its log's head: a
+    /// prepare it acknowledged may be lost, and its log cannot say which.
+    /// The highest op its disk named at restart; the start_view that ends
+    /// its `Recovering` raises the floor to it (and to its own head).
+    /// Invariant: `Some` only while `Recovering`.
     lost_prepares_op_max: Option<u64>,
+    /// Restarted with faulty slots at or below its log's head, voting
+    /// despite them: the highest faulty op (0: none). Only says when its
+    /// disk is whole again (`repairing_faulty_slots`).
+    faulty_op_max: u64,
     /// Primary in Normal: runs while a pipeline op's body is missing here.
     primary_abdicate_timeout: Timeout,
     sessions: ClientSessions,
@@ -490,7 +512,7 @@ impl<S: StateMachine> Replica<S> {
             },
             checkpoint: None,
             entries: Vec::new(),
-            journal_faulty: false,
+            faulty_ops: Vec::new(),
         };
         let replica = Replica::start(config, state_machine, recovered, false).expect("an empty disk recovers");
         assert!(replica.view == 0 && replica.status == Status::Normal, "a new group starts in view 0");
@@ -516,7 +538,7 @@ impl<S: StateMachine> Replica<S> {
             },
             checkpoint: None,
             entries: Vec::new(),
-            journal_faulty: false,
+            faulty_ops: Vec::new(),
         };
         let replica = Replica::start(config, state_machine, recovered, true).expect("an empty disk recovers");
         assert!(replica.status == Status::Recovering && replica.rejoining);
@@ -582,6 +604,7 @@ impl<S: StateMachine> Replica<S> {
             rejoin_op_max: 0,
             nack_floor: recovered.durable.nack_floor,
             lost_prepares_op_max: None,
+            faulty_op_max: 0,
             primary_abdicate_timeout: Timeout::new("primary_abdicate", PRIMARY_ABDICATE_TICKS, 0),
             sessions: ClientSessions::with_capacity(config.client_sessions_max),
             state_machine,
@@ -605,15 +628,47 @@ impl<S: StateMachine> Replica<S> {
         if let Some(checkpoint) = recovered.checkpoint {
             replica.restore_checkpoint(&checkpoint)?;
         }
-        let journal_op_max = recovered.entries.iter().map(|(header, _)| header.op).max().unwrap_or(0);
+        let journal_faulty = !recovered.faulty_ops.is_empty();
+        // The journal's head: the highest op it names, valid or faulty (a
+        // faulty op may be the very one it acknowledged last).
+        let journal_op_max = recovered
+            .entries
+            .iter()
+            .map(|(header, _)| header.op)
+            .chain(recovered.faulty_ops.iter().copied())
+            .max()
+            .unwrap_or(0);
         replica.recover_log(&recovered.durable, recovered.entries);
-        if recovered.journal_faulty {
+        // A faulty journal whose head the log reaches (every op it names,
+        // faulty ones included, is at or below the log's head) lost bodies,
+        // not the knowledge of how far it acknowledged: a prepare_ok left
+        // only once its prepare was durable, and a durable prepare's damage
+        // reads faulty, never as a torn tail (see `journal`), so no op it
+        // acknowledged in `log_view` lies above the head, and the log's
+        // headers up to it are `log_view`'s, as after any restart. It votes
+        // (TigerBeetle's replicas with faulty WAL slots below a certain head
+        // do): its do_view_changes name that log, mark the lost bodies as
+        // not held (`do_view_change_nacks`), and nack nothing through the
+        // head (the floor, durable before any vote). A lost op above the
+        // head may have been acknowledged and no header here names it: that
+        // replica waits in `Recovering` for a start_view (swarm seed 6194
+        // wedged with two replicas of three parked there although both
+        // heads were certain).
+        // (A rejoining replica votes for nothing anyway, and a single
+        // replica has no peer to repair from: both keep waiting.)
+        let head_certain = journal_op_max <= replica.op;
+        let faulty_voter = journal_faulty && head_certain && !replica.rejoining && replica.config.replica_count > 1;
+        if journal_faulty && !faulty_voter {
             replica.lost_prepares_op_max = Some(journal_op_max.max(replica.op));
+        }
+        if faulty_voter {
+            replica.nack_floor = replica.nack_floor.max(replica.op);
+            replica.faulty_op_max = journal_op_max.min(replica.op);
         }
         // Timestamps never go back, across restarts too: the clock of the
         // next life may start lower than the last prepare's timestamp.
         replica.last_timestamp = replica.newest_timestamp();
-        replica.status = if recovered.journal_faulty || replica.rejoining {
+        replica.status = if replica.lost_prepares_op_max.is_some() || replica.rejoining {
             Status::Recovering
         } else if replica.view > replica.log_view {
             Status::ViewChange
@@ -624,6 +679,13 @@ impl<S: StateMachine> Replica<S> {
             replica.svc_from.insert(config.replica);
             let random = replica.next_random();
             replica.view_change_timeout.start(random);
+        }
+        if faulty_voter {
+            crate::marks::hit(crate::marks::FAULTY_JOURNAL_VOTES);
+            assert!(replica.status != Status::Recovering);
+            assert!(replica.nack_floor >= journal_op_max, "nacks nothing the lost slots may have held");
+            // The raised floor is durable before any vote that relies on it.
+            replica.write_superblock();
         }
         if replica.config.replica_count == 1 {
             // A single replica is its own quorum: every prepare it made
@@ -726,6 +788,15 @@ impl<S: StateMachine> Replica<S> {
     /// protocol can still recover from.
     pub fn do_view_change_nack_floor(&self) -> u64 {
         self.do_view_change_nacks(&[]).floor
+    }
+    /// Restarted with faulty journal slots it votes despite (`start`), and
+    /// still lacks the body of an op at or below the highest of them that it
+    /// has not applied: its disk is not whole again until repair brings
+    /// them back. The simulator's fault model counts it as impaired, as it
+    /// counts a `Recovering` replica.
+    pub fn repairing_faulty_slots(&self) -> bool {
+        let top = self.faulty_op_max.min(self.op);
+        (self.commit_min + 1..=top).any(|op| !self.has_body(op))
     }
     /// How many do_view_changes must nack a prepare before a view change
     /// may truncate it (see `nack_quorum`).
@@ -1886,6 +1957,10 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::ViewChange || self.dvc_sent || self.svc_from.len() < self.quorum {
             return;
         }
+        assert!(
+            self.lost_prepares_op_max.is_none(),
+            "a vote needs a log that reaches every op this replica acknowledged"
+        );
         self.dvc_sent = true;
         let headers = self.view_headers();
         let nacks = self.do_view_change_nacks(&headers);
@@ -2679,6 +2754,10 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.unchained.len() <= UNCHAINED_PREPARES_MAX);
         debug_assert!(self.unchained.iter().all(|(checksum, message)| *checksum == message.header.checksum));
         assert!(!self.rejoining || self.status == Status::Recovering, "a rejoining replica takes part in nothing");
+        assert!(
+            self.lost_prepares_op_max.is_none() || self.status == Status::Recovering,
+            "a replica that cannot say what it acknowledged takes part in nothing"
+        );
         assert!(
             self.status != Status::ViewChange || self.view_change_timeout.is_ticking(),
             "a view change always has a timeout running"

@@ -406,7 +406,7 @@ impl<I: Io> GroupStorage<I> {
         assert!(state.rejoining && state.view_headers.is_empty(), "a formatted group rejoins with an empty log");
         storage.check_formatted_empty()?;
         let recovered =
-            Recovered { durable: state.into(), checkpoint: None, entries: Vec::new(), journal_faulty: false };
+            Recovered { durable: state.into(), checkpoint: None, entries: Vec::new(), faulty_ops: Vec::new() };
         Ok((storage, recovered, Some(damage)))
     }
 
@@ -488,18 +488,16 @@ impl<I: Io> GroupStorage<I> {
         let checkpoint = checkpoint::read_checkpoint(io, dir, config.namespace).await?;
         // A checkpoint durable past the journal's snapshot: finish the drain
         // that failed, and remember what it had to leave out as faulty.
-        let mut settled_faulty = false;
+        let mut faulty_ops = Vec::new();
         if let Some(checkpoint) = checkpoint.as_ref().filter(|_| settle) {
-            let left_out = journal.settle_to_checkpoint(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
-            settled_faulty = !left_out.is_empty();
+            faulty_ops = journal.settle_to_checkpoint(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
         }
         let scan = journal.scan().await?;
-        let recovered = Recovered {
-            durable: superblock.state().clone().into(),
-            checkpoint,
-            entries: scan.entries,
-            journal_faulty: settled_faulty || !scan.corrupt_ops.is_empty(),
-        };
+        faulty_ops.extend(scan.corrupt_ops);
+        faulty_ops.sort_unstable();
+        faulty_ops.dedup();
+        let recovered =
+            Recovered { durable: superblock.state().clone().into(), checkpoint, entries: scan.entries, faulty_ops };
         let durable_prepares = recovered.entries.iter().map(|(header, _)| (header.op, header.checksum)).collect();
         let storage = GroupStorage { durable_prepares, ..GroupStorage::new(io, dir, config, journal, superblock) };
         Ok((storage, recovered))

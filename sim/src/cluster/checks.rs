@@ -58,7 +58,8 @@ impl Cluster {
     }
 
     /// Every prepare this replica acknowledged is back after the crash, or the
-    /// journal says it is faulty and the replica will not vouch for its log.
+    /// journal names its op faulty: the replica then votes only if its log
+    /// reaches that op, and never claims or nacks it (`Replica::start`).
     pub(super) fn check_recovery(
         &mut self,
         replica: u8,
@@ -82,19 +83,20 @@ impl Cluster {
                 continue;
             }
             let present = recovered.entries.iter().any(|(h, _)| h.op == op && h.checksum == checksum);
-            if !present && !recovered.journal_faulty {
+            if !present && !recovered.faulty_ops.contains(&op) {
                 let label = self.group_label(group);
                 self.fail(
                     Checker::Recovery,
-                    format!("replica {replica}{label} acknowledged op {op} before the crash and lost it"),
+                    format!("replica {replica}{label} acknowledged op {op} before the crash and lost it unnamed"),
                 );
                 return;
             }
         }
-        if recovered.journal_faulty {
-            // A replica whose journal came back corrupt restarts Recovering and
-            // vouches for nothing it lost: those promises are void from here
-            // on (peers hold the ops; the cluster repairs them).
+        if recovered.journal_faulty() {
+            // A replica whose journal came back corrupt vouches for nothing it
+            // lost (it nacks none of it and claims no body): those promises
+            // are void from here on (peers hold the ops; the cluster repairs
+            // them).
             let entries = &recovered.entries;
             self.nodes[replica as usize].acked[group]
                 .retain(|op, checksum| entries.iter().any(|(h, _)| h.op == *op && h.checksum == *checksum));

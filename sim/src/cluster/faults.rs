@@ -291,8 +291,9 @@ impl Cluster {
         }
     }
 
-    /// Another replica than `replica` is down to be wiped or `Recovering`
-    /// in some group (rejoining after a wipe, or with a faulty journal):
+    /// Another replica than `replica` is down to be wiped, `Recovering` in
+    /// some group (rejoining after a wipe, or with a faulty journal), or
+    /// voting with faulty slots it has not repaired yet:
     /// damaging `replica`'s disk now would make two impaired replicas, more
     /// than the fault model's one of three (swarm seed 2953: misdirects on
     /// the rot replica while a plot-wiped replica rejoined wedged a group).
@@ -300,7 +301,9 @@ impl Cluster {
         (0..self.config.replica_count).filter(|r| *r != replica).any(|r| {
             self.nodes[r as usize].wipe_on_restart
                 || (0..self.namespaces.len()).any(|group| {
-                    self.group_replica(r, group).is_some_and(|x| x.status() == shoal_vsr::replica::Status::Recovering)
+                    self.group_replica(r, group).is_some_and(|x| {
+                        x.status() == shoal_vsr::replica::Status::Recovering || x.repairing_faulty_slots()
+                    })
                 })
         })
     }

@@ -329,16 +329,19 @@ impl Cluster {
     }
 
     /// Every replica but `victim` runs with its state: none is down, to be
-    /// wiped, carrying journal damage it has not yet found, or `Recovering`
-    /// (rejoining after a wipe, or with a faulty journal) in any group.
+    /// wiped, carrying journal damage it has not yet found or repaired, or
+    /// `Recovering` (rejoining after a wipe, or with a faulty journal) in
+    /// any group.
     fn others_hold_their_state(&self, victim: u8) -> bool {
         (0..self.config.replica_count).filter(|r| *r != victim).all(|r| {
             let process = &self.nodes[r as usize];
             process.up
                 && !process.wipe_on_restart
                 && !process.rotted_while_running
-                && (0..self.namespaces.len())
-                    .all(|group| self.group_replica(r, group).is_some_and(|x| x.status() != Status::Recovering))
+                && (0..self.namespaces.len()).all(|group| {
+                    self.group_replica(r, group)
+                        .is_some_and(|x| x.status() != Status::Recovering && !x.repairing_faulty_slots())
+                })
         })
     }
 

@@ -124,7 +124,7 @@ impl Cluster {
                 Some(damage) => self.on_group_formatted_after_damage(replica, group, &damage),
                 None => self.check_recovery(replica, group, &storage, &recovered),
             }
-            faulty_groups += u64::from(recovered.journal_faulty);
+            faulty_groups += u64::from(recovered.journal_faulty());
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);

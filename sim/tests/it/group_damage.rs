@@ -94,7 +94,7 @@ fn damaged_disk_by(seed: u64, lost: Lost, eio: bool) -> SimIo {
 /// and the promises of a good superblock.
 fn assert_formatted(recovered: &Recovered, lost: Lost) {
     assert!(recovered.durable.rejoining, "a formatted group rejoins");
-    assert!(recovered.checkpoint.is_none() && recovered.entries.is_empty() && !recovered.journal_faulty);
+    assert!(recovered.checkpoint.is_none() && recovered.entries.is_empty() && !recovered.journal_faulty());
     assert!(recovered.durable.view_headers.is_empty());
     match lost {
         Lost::Checkpoint => {

@@ -322,7 +322,7 @@ impl Cluster {
             durable: disk.superblock.clone(),
             checkpoint: disk.checkpoint.clone(),
             entries: disk.journal.values().cloned().collect(),
-            journal_faulty: !disk.rotten.is_empty(),
+            faulty_ops: disk.rotten.iter().copied().collect(),
         };
         self.seed += 1;
         let replica = Replica::open(self.config(r), AppendLog::default(), recovered)

@@ -3,6 +3,7 @@
 mod aside_truncated;
 mod checkpoint_deferred;
 mod checkpoint_view;
+mod faulty_voters;
 mod harness;
 mod packed;
 mod rejoin_kept_promises;
