@@ -397,8 +397,7 @@ impl IoFile for RealFile {
         let (Ok(offset), Ok(len)) = (i64::try_from(position), i64::try_from(len_bytes)) else { return };
         // SAFETY: a valid open descriptor this file owns; the call only
         // queues writeback of its pages and touches no memory of ours.
-        let result =
-            unsafe { libc::sync_file_range(writer.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        let result = unsafe { libc::sync_file_range(writer.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
         // A hint: a failure (an old kernel, a file system without it) costs
         // only the head start; the next sync_data reports real errors.
         if result != 0 {

@@ -279,18 +279,23 @@ mod tests {
         assert!(Message::from_parts(message.header, message.body.clone()).valid_body());
     }
 
-    #[test]
-    fn checkpoint_chunk_round_trip_and_truncation() {
+    /// Three bytes at offset 4 of a snapshot of `snapshot_size_bytes`.
+    fn chunk_of(snapshot_size_bytes: u64, last_of_answer: bool) -> CheckpointChunk {
         let mut anchor = Header::new(Command::Prepare, 1);
         anchor.set_checksums(&[]);
-        let chunk = CheckpointChunk {
+        CheckpointChunk {
             anchor,
-            snapshot_size_bytes: 10,
+            snapshot_size_bytes,
             snapshot_checksum: 7,
             offset_bytes: 4,
-            last_of_answer: true,
+            last_of_answer,
             bytes: vec![1, 2, 3],
-        };
+        }
+    }
+
+    #[test]
+    fn checkpoint_chunk_round_trip_and_truncation() {
+        let chunk = chunk_of(10, true);
         assert_eq!(CheckpointChunk::decode(&chunk.encode()).unwrap(), chunk);
         let first = CheckpointChunk { offset_bytes: 0, last_of_answer: false, ..chunk.clone() };
         assert_eq!(CheckpointChunk::decode(&first.encode()).unwrap(), first);
@@ -299,16 +304,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_chunk_outside_its_snapshot_or_with_unknown_flags_is_refused() {
-        let mut anchor = Header::new(Command::Prepare, 1);
-        anchor.set_checksums(&[]);
-        let chunk = CheckpointChunk {
-            anchor,
-            snapshot_size_bytes: 6,
-            snapshot_checksum: 7,
-            offset_bytes: 4,
-            last_of_answer: false,
-            bytes: vec![1, 2, 3],
-        };
+        let chunk = chunk_of(6, false);
         assert!(matches!(
             CheckpointChunk::decode(&chunk.encode()),
             Err(BodyError::CheckpointChunkOutOfBounds { offset_bytes: 4, size_bytes: 3, snapshot_size_bytes: 6 })
