@@ -525,6 +525,7 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
         } else {
             config.pipeline_prepares_max
         },
+        checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     }
 }
 

@@ -227,6 +227,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
         large_append_ppm: 0,
+        checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     }
 }
 
@@ -373,6 +374,9 @@ pub fn swarm(seed: u64) -> RunConfig {
     let large_enabled = rng.next_u64().is_multiple_of(2);
     let large_rate = 1 + rng.next_u64() % SWARM_LARGE_APPEND_PPM_MAX;
     config.large_append_ppm = if large_enabled { large_rate as u32 } else { 0 };
+    // After the workload: every draw above stays what it was per seed.
+    config.checkpoint_chunks_per_answer_max =
+        if rng.next_u64().is_multiple_of(2) { 1 } else { shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX };
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

@@ -170,7 +170,8 @@ impl Search<'_, '_> {
         }
     }
 
-    /// Large appends off: a failure that needs only small messages is
+    /// Large appends off, and whole checkpoints in one answer: a failure
+    /// that needs only small messages and one-answer state transfers is
     /// easier to read in a trace.
     fn shrink_workload(&mut self) {
         if self.current.large_append_ppm != 0 {
@@ -178,6 +179,13 @@ impl Search<'_, '_> {
             candidate.large_append_ppm = 0;
             let from = self.current.large_append_ppm.to_string();
             self.attempt("large_append_ppm", from, "0".to_string(), candidate);
+        }
+        let server_chunks = shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX;
+        if self.current.checkpoint_chunks_per_answer_max != server_chunks {
+            let mut candidate = self.current.clone();
+            candidate.checkpoint_chunks_per_answer_max = server_chunks;
+            let from = self.current.checkpoint_chunks_per_answer_max.to_string();
+            self.attempt("checkpoint_chunks_per_answer_max", from, server_chunks.to_string(), candidate);
         }
     }
 

@@ -313,6 +313,7 @@ impl MetadataGroup {
             client_sessions_max: self.client_sessions_max,
             message_size_max_bytes: METADATA_MESSAGE_SIZE_MAX_BYTES,
             pipeline_prepares_max: PIPELINE_PREPARES_MAX,
+            checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
         }
     }
 }

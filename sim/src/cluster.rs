@@ -1077,6 +1077,7 @@ fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) ->
         client_sessions_max: config.client_sessions_max,
         message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         pipeline_prepares_max: config.pipeline_prepares_max,
+        checkpoint_chunks_per_answer_max: config.checkpoint_chunks_per_answer_max,
     }
 }
 

@@ -33,6 +33,7 @@ pub use run::{
 };
 pub use shoal_vsr::replica::PIPELINE_PREPARES_MAX;
 pub use shoal_vsr::sessions::CLIENT_SESSIONS_MAX;
+pub use shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX;
 
 /// Run one seed to its verdict: the VSR cluster, and with more than one shard
 /// per replica also the shard world (routing, handoff, lifecycle) from the

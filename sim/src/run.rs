@@ -175,6 +175,7 @@ impl RunConfig {
             client_sessions_max: default_client_sessions_max(),
             pipeline_prepares_max: default_pipeline_prepares_max(),
             large_append_ppm: 0,
+            checkpoint_chunks_per_answer_max: default_checkpoint_chunks_per_answer_max(),
         }
     }
 }
@@ -221,6 +222,17 @@ pub struct RunConfig {
     /// body sector, and the journal's joined writes of full slots never run.
     #[serde(default)]
     pub large_append_ppm: u32,
+    /// Checkpoint chunks per answer to a catch-up request
+    /// (`ReplicaConfig::checkpoint_chunks_per_answer_max`). The simulated
+    /// snapshots take a few 4 KiB frames, so with the server's 4 they fit
+    /// one answer; with 1 a state transfer takes several answers, and the
+    /// path that asks for the next piece runs.
+    #[serde(default = "default_checkpoint_chunks_per_answer_max")]
+    pub checkpoint_chunks_per_answer_max: usize,
+}
+
+fn default_checkpoint_chunks_per_answer_max() -> usize {
+    shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX
 }
 
 fn default_client_sessions_max() -> usize {

@@ -42,6 +42,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_FROM_NEWER_VIEW,
     CHECKPOINT_IN_CHUNKS,
     CHECKPOINT_LOST_REJOINED,
+    CHECKPOINT_NEXT_PIECE_ASKED,
     COPY_UNREADABLE,
     CRASH_DURING_RESTART,
     CRASH_FSYNC_IN_FLIGHT,
@@ -184,6 +185,9 @@ pub const STATE_TRANSFER: &str = "state_transfer";
 /// A state transfer whose snapshot took more than one frame to arrive
 /// (`state_transfer`): the assembly across answers.
 pub const CHECKPOINT_IN_CHUNKS: &str = "checkpoint_in_chunks";
+/// A state transfer's answer ended with bytes still missing, and the
+/// receiver asked for the next piece from its first missing byte.
+pub const CHECKPOINT_NEXT_PIECE_ASKED: &str = "checkpoint_next_piece_asked";
 /// Placed by the simulator (its restart): an injected EIO failed one of a
 /// start's storage calls, the start stopped with the typed error, and the
 /// process was started again later.

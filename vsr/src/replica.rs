@@ -267,6 +267,10 @@ pub struct ReplicaConfig {
     /// then packs them): `PIPELINE_PREPARES_MAX` on a server; the simulator
     /// draws shallower pipelines so a few clients fill them.
     pub pipeline_prepares_max: usize,
+    /// Checkpoint chunks one answer to a catch-up request carries:
+    /// `CHECKPOINT_CHUNKS_PER_ANSWER_MAX` on a server; the simulator also
+    /// draws 1, so its small snapshots take several answers too.
+    pub checkpoint_chunks_per_answer_max: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -2565,6 +2569,7 @@ impl<S: StateMachine> Replica<S> {
             self.checkpoint_snapshot_checksum,
             from_offset_bytes,
             self.config.message_size_max_bytes,
+            self.config.checkpoint_chunks_per_answer_max,
         );
         for chunk in chunks {
             let mut header = self.new_header(Command::Checkpoint);
@@ -2600,9 +2605,10 @@ impl<S: StateMachine> Replica<S> {
         }
         let (anchor, last_of_answer) = (chunk.anchor, chunk.last_of_answer);
         let Some(snapshot) = self.assemble_checkpoint(chunk) else {
-            if last_of_answer {
+            if last_of_answer && self.checkpoint_assembly.is_some() {
                 // The sender's answer is over and bytes are missing: ask it
                 // for the next piece now, not a repair round later.
+                crate::marks::hit(crate::marks::CHECKPOINT_NEXT_PIECE_ASKED);
                 self.request_catch_up_from(message.header.replica);
             }
             return;

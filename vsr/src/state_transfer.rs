@@ -26,7 +26,8 @@ pub const CHECKPOINT_CHUNKS_PER_ANSWER_MAX: usize = 4;
 /// The chunks of `snapshot` (whose checksum is `snapshot_checksum`) that
 /// answer a request for the bytes from `from_offset_bytes`, each at most
 /// `checkpoint_chunk_bytes_max(message_size_max_bytes)` bytes, at most
-/// `CHECKPOINT_CHUNKS_PER_ANSWER_MAX` of them; the last is flagged. An
+/// `chunks_max` of them (`CHECKPOINT_CHUNKS_PER_ANSWER_MAX` on a server);
+/// the last is flagged. An
 /// offset at or past the end (the requester assembles another snapshot, or
 /// none) starts from the beginning.
 pub fn chunks_from(
@@ -35,8 +36,10 @@ pub fn chunks_from(
     snapshot_checksum: u128,
     from_offset_bytes: u64,
     message_size_max_bytes: u32,
+    chunks_max: usize,
 ) -> Vec<CheckpointChunk> {
     assert!(snapshot.len() as u64 <= CHECKPOINT_SNAPSHOT_SIZE_MAX_BYTES, "a snapshot within the transfer bound");
+    assert!((1..=CHECKPOINT_CHUNKS_PER_ANSWER_MAX).contains(&chunks_max), "an answer carries 1..=4 chunks");
     let chunk_bytes_max = checkpoint_chunk_bytes_max(message_size_max_bytes);
     let start = if from_offset_bytes < snapshot.len() as u64 { from_offset_bytes as usize } else { 0 };
     let mut chunks = Vec::new();
@@ -52,12 +55,12 @@ pub fn chunks_from(
             bytes: snapshot[offset..end].to_vec(),
         });
         offset = end;
-        if offset >= snapshot.len() || chunks.len() == CHECKPOINT_CHUNKS_PER_ANSWER_MAX {
+        if offset >= snapshot.len() || chunks.len() == chunks_max {
             break;
         }
     }
     chunks.last_mut().expect("at least one chunk").last_of_answer = true;
-    debug_assert!(chunks.len() <= CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
+    debug_assert!(chunks.len() <= chunks_max);
     chunks
 }
 
@@ -189,7 +192,7 @@ mod tests {
     #[test]
     fn every_chunk_fits_its_frame_and_an_answer_is_bounded() {
         let bytes = snapshot(10 * checkpoint_chunk_bytes_max(FRAME_BYTES) + 5);
-        let chunks = chunks_from(anchor(), &bytes, checksum(&bytes), 0, FRAME_BYTES);
+        let chunks = chunks_from(anchor(), &bytes, checksum(&bytes), 0, FRAME_BYTES, CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
         assert_eq!(chunks.len(), CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
         for chunk in &chunks {
             assert!(HEADER_SIZE_BYTES + chunk.encode().len() <= FRAME_BYTES as usize);
@@ -203,7 +206,7 @@ mod tests {
     fn answers_from_the_first_missing_byte_assemble_the_snapshot() {
         let bytes = snapshot(10 * checkpoint_chunk_bytes_max(FRAME_BYTES) + 5);
         let sum = checksum(&bytes);
-        let first = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES);
+        let first = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES, CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
         let mut assembly = CheckpointAssembly::of(&first[0]).unwrap();
         let mut answers = 0;
         let mut answer = first;
@@ -214,7 +217,14 @@ mod tests {
                 assert!(assembly.holds_pieces_of(&chunk));
                 assembly.take(chunk).unwrap();
             }
-            answer = chunks_from(anchor(), &bytes, sum, assembly.first_missing_offset(), FRAME_BYTES);
+            answer = chunks_from(
+                anchor(),
+                &bytes,
+                sum,
+                assembly.first_missing_offset(),
+                FRAME_BYTES,
+                CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
+            );
         }
         assert_eq!(assembly.chunks_taken(), 11);
         assert_eq!(assembly.into_snapshot(), Some(bytes));
@@ -224,7 +234,7 @@ mod tests {
     fn lost_chunks_are_asked_for_again_and_duplicates_change_nothing() {
         let bytes = snapshot(3 * checkpoint_chunk_bytes_max(FRAME_BYTES));
         let sum = checksum(&bytes);
-        let answer = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES);
+        let answer = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES, CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
         let mut assembly = CheckpointAssembly::of(&answer[0]).unwrap();
         // The first chunk is lost; the others arrive twice.
         for chunk in answer.iter().skip(1).chain(answer.iter().skip(1)) {
@@ -232,7 +242,7 @@ mod tests {
         }
         assert!(!assembly.is_complete());
         assert_eq!(assembly.first_missing_offset(), 0);
-        let again = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES);
+        let again = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES, CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
         assembly.take(again[0].clone()).unwrap();
         assert!(assembly.is_complete());
         assert_eq!(assembly.into_snapshot(), Some(bytes));
@@ -242,7 +252,7 @@ mod tests {
     fn an_overlapping_chunk_is_refused_and_a_lying_sender_yields_no_snapshot() {
         let bytes = snapshot(100);
         let sum = checksum(&bytes);
-        let whole = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES).remove(0);
+        let whole = chunks_from(anchor(), &bytes, sum, 0, FRAME_BYTES, CHECKPOINT_CHUNKS_PER_ANSWER_MAX).remove(0);
         let mut assembly = CheckpointAssembly::of(&whole).unwrap();
         let mut half = whole.clone();
         half.offset_bytes = 50;
@@ -262,7 +272,7 @@ mod tests {
 
     #[test]
     fn an_empty_snapshot_is_one_empty_chunk() {
-        let chunks = chunks_from(anchor(), &[], checksum(&[]), 0, FRAME_BYTES);
+        let chunks = chunks_from(anchor(), &[], checksum(&[]), 0, FRAME_BYTES, CHECKPOINT_CHUNKS_PER_ANSWER_MAX);
         assert_eq!(chunks.len(), 1);
         let mut assembly = CheckpointAssembly::of(&chunks[0]).unwrap();
         assert!(assembly.is_complete());

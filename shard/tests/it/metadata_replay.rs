@@ -63,6 +63,7 @@ fn replica_config(replica_count: u8) -> ReplicaConfig {
         client_sessions_max: SESSIONS_MAX,
         message_size_max_bytes: METADATA_MESSAGE_SIZE_MAX_BYTES,
         pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
+        checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     }
 }
 

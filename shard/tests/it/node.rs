@@ -60,6 +60,7 @@ fn replica_config(replica: u8, replica_count: u8) -> ReplicaConfig {
         client_sessions_max: 4,
         message_size_max_bytes: 4096,
         pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
+        checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     }
 }
 

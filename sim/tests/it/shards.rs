@@ -131,6 +131,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
         large_append_ppm: 0,
+        checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     };
     let config = ShardWorldConfig::from_run_config(&run);
     assert_eq!((config.seed, config.shard_count, config.replica_count), (77, 4, 3));

@@ -23,6 +23,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         client_sessions_max: shoal_sim::CLIENT_SESSIONS_MAX,
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
         large_append_ppm: 0,
+        checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     }
 }
 

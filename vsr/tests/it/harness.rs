@@ -496,6 +496,7 @@ pub fn config(replica: u8, replica_count: u8, seed: u64) -> ReplicaConfig {
         client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
         message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
+        checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     }
 }
 

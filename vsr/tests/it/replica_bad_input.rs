@@ -24,6 +24,7 @@ fn backup() -> Replica<AppendLog> {
         client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
         message_size_max_bytes: shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES,
         pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
+        checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
     };
     Replica::new(config, AppendLog::default())
 }
