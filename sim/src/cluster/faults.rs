@@ -300,11 +300,7 @@ impl Cluster {
     fn another_is_impaired(&self, replica: u8) -> bool {
         (0..self.config.replica_count).filter(|r| *r != replica).any(|r| {
             self.nodes[r as usize].wipe_on_restart
-                || (0..self.namespaces.len()).any(|group| {
-                    self.group_replica(r, group).is_some_and(|x| {
-                        x.status() == shoal_vsr::replica::Status::Recovering || x.repairing_faulty_slots()
-                    })
-                })
+                || (0..self.namespaces.len()).any(|group| self.group_replica(r, group).is_some_and(impaired))
         })
     }
 
@@ -661,4 +657,12 @@ fn damage_is_read_eio(draw: u64) -> bool {
 fn holds_its_log(node: &Node<SimIo>, group: usize) -> bool {
     let replica = node.group(group).replica();
     replica.status() == Status::Normal && replica.state_machine().missing().is_none()
+}
+
+/// A group replica that cannot stand for its own state yet: `Recovering`
+/// (rejoining after a wipe, or with a journal that lost an op above its
+/// head), or voting with faulty slots it has not repaired. The fault model
+/// damages no second replica while one is.
+pub(super) fn impaired(replica: &GroupReplica) -> bool {
+    replica.status() == shoal_vsr::replica::Status::Recovering || replica.repairing_faulty_slots()
 }

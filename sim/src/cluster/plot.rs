@@ -338,10 +338,8 @@ impl Cluster {
             process.up
                 && !process.wipe_on_restart
                 && !process.rotted_while_running
-                && (0..self.namespaces.len()).all(|group| {
-                    self.group_replica(r, group)
-                        .is_some_and(|x| x.status() != Status::Recovering && !x.repairing_faulty_slots())
-                })
+                && (0..self.namespaces.len())
+                    .all(|group| self.group_replica(r, group).is_some_and(|x| !super::faults::impaired(x)))
         })
     }
 
