@@ -62,6 +62,7 @@ pub const MARKS: &[&str] = &[
     PREPARE_RESTAGED_DURING_FSYNC,
     PRIMARY_ABDICATED,
     READ_BEYOND_END,
+    READ_EIO_RETRIED,
     READ_SERVED_BY_BACKUP,
     READ_UNAVAILABLE,
     REFUSE_CONFLICTING_LOG,
@@ -192,6 +193,9 @@ pub const CHECKPOINT_NEXT_PIECE_ASKED: &str = "checkpoint_next_piece_asked";
 /// start's storage calls, the start stopped with the typed error, and the
 /// process was started again later.
 pub const STORAGE_ERROR_DURING_RESTART: &str = "storage_error_during_restart";
+/// A storage read failed with EIO and passed on a retry
+/// (`io::read_exact_retrying`): a transient device error, not damage.
+pub const READ_EIO_RETRIED: &str = "read_eio_retried";
 /// A copy of a superblock or checkpoint failed every read with EIO (a
 /// latent sector error) and counted as lost, as a rotten copy does.
 pub const COPY_UNREADABLE: &str = "copy_unreadable";
