@@ -659,6 +659,11 @@ pub enum SettleFileError {
     NotDurable { operation: &'static str, source: io::Error },
 }
 
+/// The unit `settle_file` falls back to when its whole-file read fails
+/// with EIO: the smallest logical sector devices report, so one latent
+/// sector error costs only the bytes it covers.
+pub const SETTLE_SECTOR_SIZE_BYTES: u64 = 512;
+
 /// Make what reads of `path` see durable, before it is trusted at open.
 ///
 /// An fdatasync is not enough: after a failed fsync Linux marks the dirty
@@ -667,16 +672,51 @@ pub enum SettleFileError {
 /// dirties them again, so the fsync writes exactly what recovery will see.
 /// Meant for small files (superblock, checkpoint); the journal does the same
 /// for the slots it cannot vouch for (see the module doc).
+///
+/// A sector that keeps failing with EIO (a latent sector error) is left as
+/// it is, and only it: every other sector is still rewritten (mark
+/// `settle_skipped_unreadable_sector`). Skipping the whole file for one bad
+/// sector let recovery trust a copy elsewhere in the file that lived only
+/// in the page cache, and a power loss then took it back.
 pub async fn settle_file<I: Io>(io: &I, path: &Path) -> Result<(), SettleFileError> {
     let unreadable = |operation| move |source| SettleFileError::Unreadable { operation, source };
     let not_durable = |operation| move |source| SettleFileError::NotDurable { operation, source };
     let file = io.open(path, OpenMode::ReadWrite).await.map_err(unreadable("open"))?;
     let size_bytes = file.size_bytes().await.map_err(unreadable("stat"))?;
     let (result, bytes) = crate::io::read_exact_retrying(&file, vec![0; size_bytes as usize], 0).await;
-    result.map_err(unreadable("read"))?;
-    let (result, _) = file.write_all_at(bytes, 0).await;
-    result.map_err(not_durable("write back"))?;
+    match result {
+        Ok(()) => {
+            let (result, _) = file.write_all_at(bytes, 0).await;
+            result.map_err(not_durable("write back"))?;
+        }
+        Err(error) if crate::io::is_media_error(&error) => {
+            settle_readable_sectors(&file, size_bytes).await.map_err(not_durable("write back"))?;
+        }
+        Err(error) => return Err(unreadable("read")(error)),
+    }
     file.sync_data().await.map_err(not_durable("fsync"))
+}
+
+/// `settle_file`'s write-back, sector by sector: every sector that reads is
+/// written back as read; one that fails with EIO after its retries is left.
+async fn settle_readable_sectors<F: IoFile>(file: &F, size_bytes: u64) -> io::Result<()> {
+    let mut position = 0;
+    while position < size_bytes {
+        let len = SETTLE_SECTOR_SIZE_BYTES.min(size_bytes - position);
+        let (result, bytes) = crate::io::read_exact_retrying(file, vec![0; len as usize], position).await;
+        match result {
+            Ok(()) => {
+                let (result, _) = file.write_all_at(bytes, position).await;
+                result?;
+            }
+            Err(error) if crate::io::is_media_error(&error) => {
+                crate::marks::hit(crate::marks::SETTLE_SKIPPED_UNREADABLE_SECTOR);
+            }
+            Err(error) => return Err(error),
+        }
+        position += len;
+    }
+    Ok(())
 }
 
 /// What recovery found.

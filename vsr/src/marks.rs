@@ -72,6 +72,7 @@ pub const MARKS: &[&str] = &[
     REPAIR_BY_CHECKSUM,
     RING_COPIES_CARRIED_TO_NEXT_TURN,
     SESSION_EVICTED,
+    SETTLE_SKIPPED_UNREADABLE_SECTOR,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
     SUPERBLOCK_COPY_REPAIRED,
@@ -196,6 +197,9 @@ pub const STORAGE_ERROR_DURING_RESTART: &str = "storage_error_during_restart";
 /// A storage read failed with EIO and passed on a retry
 /// (`io::read_exact_retrying`): a transient device error, not damage.
 pub const READ_EIO_RETRIED: &str = "read_eio_retried";
+/// `journal::settle_file` met a sector that failed every read with EIO and
+/// rewrote every other sector of the file around it.
+pub const SETTLE_SKIPPED_UNREADABLE_SECTOR: &str = "settle_skipped_unreadable_sector";
 /// A copy of a superblock or checkpoint failed every read with EIO (a
 /// latent sector error) and counted as lost, as a rotten copy does.
 pub const COPY_UNREADABLE: &str = "copy_unreadable";

@@ -61,8 +61,12 @@ fn disk_with_a_group(seed: u64) -> SimIo {
     io
 }
 
+/// What a restart must find: its promises, its checkpoint's op, its
+/// journal's ops with their checksums, and its faulty ops.
+type Essence = (DurableState, Option<u64>, Vec<(u64, u128)>, Vec<u64>);
+
 /// What a restart must find, whatever hiccups it met on the way.
-fn essence(recovered: &Recovered) -> (DurableState, Option<u64>, Vec<(u64, u128)>, Vec<u64>) {
+fn essence(recovered: &Recovered) -> Essence {
     let mut entries: Vec<(u64, u128)> =
         recovered.entries.iter().map(|(header, _)| (header.op, header.checksum)).collect();
     entries.sort_unstable();
