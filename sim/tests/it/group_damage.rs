@@ -7,15 +7,13 @@
 //! promises it must keep.
 
 use std::path::Path;
-use std::rc::Rc;
 
 use shoal_shard::node::{GroupStorage, StorageConfig, StorageDamage, StorageError};
 use shoal_sim::disk::DiskFaults;
 use shoal_sim::{SimIo, block_on_ready};
-use shoal_vsr::checkpoint::{checkpoint_path, write_checkpoint};
-use shoal_vsr::journal::conformance::{Chain, NAMESPACE};
-use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered};
+use shoal_vsr::checkpoint::checkpoint_path;
+use shoal_vsr::journal::conformance::NAMESPACE;
+use shoal_vsr::replica::{Action, DurableState, Recovered};
 use shoal_vsr::superblock::{superblock_copy_offset, superblock_path};
 
 const SLOT_COUNT: u64 = 16;
@@ -50,7 +48,6 @@ fn damaged_disk(seed: u64, lost: Lost) -> SimIo {
 /// errors (every read fails with EIO) instead of rot.
 fn damaged_disk_by(seed: u64, lost: Lost, eio: bool) -> SimIo {
     let io = SimIo::new(seed);
-    let mut storage = block_on_ready(GroupStorage::format(&io, dir(), storage_config())).unwrap();
     let state = DurableState {
         view: VIEW,
         log_view: VIEW - 1,
@@ -59,17 +56,7 @@ fn damaged_disk_by(seed: u64, lost: Lost, eio: bool) -> SimIo {
         rejoining: false,
         nack_floor: NACK_FLOOR,
     };
-    block_on_ready(storage.execute(&Action::WriteSuperblock { state })).unwrap();
-    let mut chain = Chain::new();
-    for _ in 0..3 {
-        let (header, body) = chain.next_prepare();
-        block_on_ready(storage.write_prepare(&Message::new(header, Rc::from(body)))).unwrap();
-    }
-    block_on_ready(storage.flush_prepares()).unwrap();
-    drop(storage);
-    let (anchor, _) = Chain::new().next_prepare();
-    let checkpoint = Checkpoint { anchor, snapshot: vec![0x5A; 700] };
-    block_on_ready(write_checkpoint(&io, dir(), NAMESPACE, &checkpoint)).unwrap();
+    crate::fixtures::write_group(&io, dir(), SLOT_COUNT, state, 3);
     let damage = |path: &Path, offset: u64| {
         let mut disk = io.disk();
         if eio { disk.fail_sector_reads(path, offset) } else { disk.corrupt_sector(path, offset) }.unwrap();

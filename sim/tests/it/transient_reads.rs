@@ -10,16 +10,12 @@
 //! Each story fails every read of one restart in turn.
 
 use std::path::Path;
-use std::rc::Rc;
 
 use shoal_shard::node::{GroupStorage, StorageConfig};
 use shoal_shard::partition_log::{PartitionLog, PartitionLogConfig};
 use shoal_sim::{SimIo, block_on_ready};
-use shoal_vsr::checkpoint::write_checkpoint;
 use shoal_vsr::io::READ_EIO_ATTEMPTS_MAX;
-use shoal_vsr::journal::conformance::{Chain, NAMESPACE};
-use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Checkpoint, DurableState, Recovered};
+use shoal_vsr::replica::{DurableState, Recovered};
 
 const SLOT_COUNT: u64 = 16;
 const PREPARES_COUNT: u64 = 6;
@@ -43,20 +39,9 @@ fn storage_config() -> StorageConfig {
 /// then the process dies (the page cache is kept, as after `kill -9`).
 fn disk_with_a_group(seed: u64) -> SimIo {
     let io = SimIo::new(seed);
-    let mut storage = block_on_ready(GroupStorage::format(&io, group_dir(), storage_config())).unwrap();
     let state =
         DurableState { view: 3, log_view: 3, commit: 1, view_headers: Vec::new(), rejoining: false, nack_floor: 1 };
-    block_on_ready(storage.execute(&Action::WriteSuperblock { state })).unwrap();
-    let mut chain = Chain::new();
-    for _ in 0..PREPARES_COUNT {
-        let (header, body) = chain.next_prepare();
-        block_on_ready(storage.write_prepare(&Message::new(header, Rc::from(body)))).unwrap();
-    }
-    block_on_ready(storage.flush_prepares()).unwrap();
-    drop(storage);
-    let (anchor, _) = Chain::new().next_prepare();
-    let checkpoint = Checkpoint { anchor, snapshot: vec![0x5A; 700] };
-    block_on_ready(write_checkpoint(&io, group_dir(), NAMESPACE, &checkpoint)).unwrap();
+    crate::fixtures::write_group(&io, group_dir(), SLOT_COUNT, state, PREPARES_COUNT);
     io.crash_process();
     io
 }
