@@ -71,6 +71,7 @@ pub const MARKS: &[&str] = &[
     REJOIN_PROBE_ANSWERED,
     REPAIR_BY_CHECKSUM,
     RING_COPIES_CARRIED_TO_NEXT_TURN,
+    ROT_ONLY_COPY,
     SESSION_EVICTED,
     SETTLE_SKIPPED_UNREADABLE_SECTOR,
     STATE_TRANSFER,
@@ -194,6 +195,10 @@ pub const CHECKPOINT_NEXT_PIECE_ASKED: &str = "checkpoint_next_piece_asked";
 /// start's storage calls, the start stopped with the typed error, and the
 /// process was started again later.
 pub const STORAGE_ERROR_DURING_RESTART: &str = "storage_error_during_restart";
+/// Placed by the simulator (its fault model): a journal slot rotted on the
+/// one replica that held its op, an op a nack quorum of peers can prove was
+/// never committed, so a view change must truncate it.
+pub const ROT_ONLY_COPY: &str = "rot_only_copy";
 /// A storage read failed with EIO and passed on a retry
 /// (`io::read_exact_retrying`): a transient device error, not damage.
 pub const READ_EIO_RETRIED: &str = "read_eio_retried";

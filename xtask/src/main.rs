@@ -51,7 +51,7 @@ repair_by_checksum,state_transfer,view_change_truncate,view_change_nack_truncati
 group_flushes_overlapped,prepare_packed_requests,fsyncs_overlapped,crash_write_in_flight,crash_fsync_in_flight,\
 crash_during_restart,storage_error_during_restart,view_change_skipped_rejoining_primary,\
 frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_unreadable,journal_copies_carried,\
-journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried";
+journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,rot_only_copy";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];

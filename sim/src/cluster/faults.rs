@@ -277,7 +277,9 @@ impl Cluster {
         // The head included: a rotten head slot must not pass for a torn one.
         let op = low + draw % (head - low + 1);
         let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
-        if !self.held_elsewhere(index, group, op)
+        let checksum = journal.header(op).map(|header| header.checksum);
+        let only_copy = !self.held_elsewhere(index, group, op);
+        if (only_copy && !self.only_copy_may_rot(replica, group, op, checksum))
             || self.misdirect_touched(index, group, op)
             || self.another_is_impaired(replica)
         {
@@ -289,9 +291,11 @@ impl Cluster {
             let label = self.group_label(group);
             self.nodes[index].rotted_while_running = true;
             let how = if eio { "read EIO" } else { "rot" };
-            self.record(Some(replica), "rot_running", op, group as u64, || {
-                format!("journal slot of op {op} ({how}){label}")
-            });
+            let kind = if only_copy { "rot_only_copy_running" } else { "rot_running" };
+            if only_copy {
+                shoal_vsr::marks::hit(shoal_vsr::marks::ROT_ONLY_COPY);
+            }
+            self.record(Some(replica), kind, op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
             self.timeline(replica, TimelineKind::Fault, format!("{how} op {op} (running)"));
         }
     }
@@ -335,6 +339,30 @@ impl Cluster {
             && (0..self.config.replica_count)
                 .filter(|j| usize::from(*j) != index)
                 .all(|j| self.group_replica(j, group).is_some_and(|r| r.has_body(op) || op <= r.checkpoint_op()))
+    }
+
+    /// `op` (with `checksum`) may rot on `replica` although no peer holds it
+    /// (issue 10: rot "with a rule only that at least one replica keeps a
+    /// good copy of every committed op"): losing it leaves the protocol able
+    /// to finish, because a nack quorum of running peers can prove it was
+    /// never committed and a view change truncates it (`loss`, with the
+    /// lost holding just this op; the rotten replica's own nacks are not
+    /// counted, as its restart raises its nack floor to its head). The trace
+    /// names such a rot `rot_only_copy` (`rot_only_copy_running`).
+    fn only_copy_may_rot(&self, replica: u8, group: usize, op: u64, checksum: Option<u128>) -> bool {
+        let Some(checksum) = checksum else { return false };
+        if self.config.replica_count < 3 || self.another_is_impaired(replica) {
+            return false;
+        }
+        let commit_known = self.group_replica(replica, group).map_or(0, |r| r.commit_max());
+        let lost = Holding {
+            applied: 0,
+            commit_known,
+            nack_floor: 0,
+            head: op,
+            entries: std::iter::once((op, (checksum, true))).collect(),
+        };
+        self.loss_is_recoverable(replica, group, &lost)
     }
 
     /// A byte anywhere in what `op` uses on disk: header and body sectors
@@ -424,8 +452,13 @@ impl Cluster {
         let op = low + self.rng.next_u64() % (head - low + 1);
         // Placed so the cluster stays recoverable: every other running
         // replica holds this op (or checkpointed past it), so corrupting it
-        // here never destroys the last copy.
-        if !self.held_elsewhere(index, group, op) || self.misdirect_touched(index, group, op) {
+        // here never destroys the last copy; or this is its only copy and
+        // the peers can prove by nacks that it was never committed.
+        let checksum = journal.header(op).map(|header| header.checksum);
+        let only_copy = !self.held_elsewhere(index, group, op);
+        if (only_copy && !self.only_copy_may_rot(replica, group, op, checksum))
+            || self.misdirect_touched(index, group, op)
+        {
             return;
         }
         // While down, one rot in four lands on the op's header ring copy
@@ -444,7 +477,11 @@ impl Cluster {
             self.nodes[index].corrupted = true;
             let label = self.group_label(group);
             let how = if eio { "read EIO" } else { "rot" };
-            self.record(Some(replica), "rot", op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
+            let kind = if only_copy { "rot_only_copy" } else { "rot" };
+            if only_copy {
+                shoal_vsr::marks::hit(shoal_vsr::marks::ROT_ONLY_COPY);
+            }
+            self.record(Some(replica), kind, op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
             self.timeline(replica, TimelineKind::Fault, format!("{how} op {op}"));
         }
     }
