@@ -100,6 +100,16 @@ fn model(frame: &ShardFrame, shard_count: ShardCount) -> Expect {
             if bound { Expect::Owner(header.namespace) } else { Expect::ShardZero }
         }
         ShardFrame::ClientForward { header, .. } => {
+            // A read by offset (outside consensus) goes to its partition's
+            // shard; one of a namespace that is no partition to shard 0,
+            // which answers "no such partition".
+            if header.command == Command::Read {
+                return if is_partition_namespace(header.namespace) {
+                    Expect::Owner(header.namespace)
+                } else {
+                    Expect::ShardZero
+                };
+            }
             if header.command != Command::Request {
                 return Expect::Refused(DropReason::ForwardFailed);
             }
