@@ -6,7 +6,9 @@
 //! exactly a prefix of the frames sent (every byte is under a checksum, so a
 //! corruption may close the connection early but never forge a frame); an
 //! undamaged stream must yield every frame, or stop exactly at the first
-//! oversized frame or replica-only command of a client; the receive buffer
+//! oversized frame (`frame_size_max_bytes`: a replica's do_view_change and
+//! start_view may pass `message_size_max`) or replica-only command of a
+//! client; the receive buffer
 //! never exceeds its bound.
 #![no_main]
 
@@ -17,6 +19,7 @@ use common::Input;
 use libfuzzer_sys::fuzz_target;
 use shoal_runtime::bus::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer, client_may_send};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
+use shoal_vsr::replica::frame_size_max_bytes;
 
 const CLUSTER: u128 = 0xf022;
 const MESSAGE_SIZE_MAX_BYTES: u32 = 2048;
@@ -96,12 +99,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(frames.is_empty());
         return;
     }
-    // The first frame the decoder must refuse: too large, or a replica-only
-    // command from a client.
+    // The first frame the decoder must refuse: too large (a replica's view
+    // change frames may pass `message_size_max`: `frame_size_max_bytes`),
+    // or a replica-only command from a client.
     let forbidden = sent.iter().position(|frame| {
         let header = Header::decode(frame).expect("sealed");
-        frame.len() > MESSAGE_SIZE_MAX_BYTES as usize
-            || (matches!(peer, Peer::Client(_)) && !client_may_send(header.command))
+        let limit = match peer {
+            Peer::Replica(_) => frame_size_max_bytes(header.command, MESSAGE_SIZE_MAX_BYTES),
+            Peer::Client(_) => MESSAGE_SIZE_MAX_BYTES,
+        };
+        frame.len() > limit as usize || (matches!(peer, Peer::Client(_)) && !client_may_send(header.command))
     });
     let whole = boundaries.iter().skip(1).take_while(|end| **end <= truncated_to).count();
     let expected = forbidden.map_or(whole, |index| index.min(whole));

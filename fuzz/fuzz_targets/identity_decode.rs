@@ -19,9 +19,12 @@ use shoal_runtime::data_dir::{IDENTITY_MAGIC, IDENTITY_SIZE_BYTES, Identity};
 use shoal_vsr::header::checksum;
 
 /// Layout (data_dir.rs): magic 0..8, format version 8..12, replica 12,
-/// replica count 13, reserved 14..16, cluster 16..32, checksum 32..48 over 0..32.
+/// replica count 13, flags 14 (bit 0: rejoining; any other bit set is
+/// refused), reserved 15, cluster 16..32, checksum 32..48 over 0..32.
 const MAGIC_SIZE_BYTES: usize = 8;
-const RESERVED: std::ops::Range<usize> = 14..16;
+const FLAGS_AT: usize = 14;
+const FLAG_REJOINING: u8 = 1;
+const RESERVED: std::ops::Range<usize> = 15..16;
 const CHECKSUM_AT: usize = 32;
 /// Most byte edits one input applies before resealing.
 const EDITS_MAX: usize = 4;
@@ -65,10 +68,14 @@ fuzz_target!(|data: &[u8]| {
     match Identity::decode(&edited) {
         Ok(decoded) => {
             assert_eq!(edited[..MAGIC_SIZE_BYTES], IDENTITY_MAGIC, "decoded without the magic");
+            assert_eq!(edited[FLAGS_AT] & !FLAG_REJOINING, 0, "decoded with unknown flags");
             let mut expected = edited;
             expected[RESERVED].fill(0);
             reseal(&mut expected);
             assert_eq!(decoded.encode(), expected, "decoded fields differ from the file's");
+        }
+        Err("unknown flags") => {
+            assert_ne!(edited[FLAGS_AT] & !FLAG_REJOINING, 0, "refused flags the format knows");
         }
         Err(reason) => {
             assert_ne!(edited[..MAGIC_SIZE_BYTES], IDENTITY_MAGIC, "a resealed identity with its magic refused: {reason}");

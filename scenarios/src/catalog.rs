@@ -87,7 +87,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 24] = [
+pub const FAULT_FIELDS: [FaultField; 25] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -127,7 +127,13 @@ pub const FAULT_FIELDS: [FaultField; 24] = [
     // scenarios' rate at the most.
     ppm_field!(restart_crash_ppm, 2 * RESTART_CRASH_PPM as u64),
     ppm_field!(restart_storage_error_ppm, 2 * RESTART_STORAGE_ERROR_PPM as u64),
+    // Per storage read of every replica (drawn after everything, see
+    // `swarm`): retried reads must make it harmless.
+    ppm_field!(storage_read_eio_ppm, STORAGE_READ_EIO_PPM_SWARM_MAX),
 ];
+
+/// The transient read EIO rate swarm draws up to: one read in 500 fails.
+const STORAGE_READ_EIO_PPM_SWARM_MAX: u64 = 2_000;
 
 /// Fields swarm draws after the replica count and session table, so that
 /// adding them left every older field's draw, and so every older seed's
@@ -137,6 +143,9 @@ const SWARM_LATE_FIELDS: [&str; 2] = ["plot_wiped_acker_ppm", "plot_deposed_prim
 /// the same reason: they were split off the crash and storage-error knobs
 /// they used to ride on, so the shrinker can switch them off on their own.
 const SWARM_LAST_FIELDS: [&str; 2] = ["restart_crash_ppm", "restart_storage_error_ppm"];
+/// Fields swarm draws after the workload and the state-transfer knob: added
+/// in session 11, so every older seed's config stays as it was.
+const SWARM_FINAL_FIELDS: [&str; 1] = ["storage_read_eio_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -256,6 +265,7 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config.faults.storage_rot_running_ppm = 20_000;
     config.faults.storage_misdirected_write_ppm = 50_000;
     config.faults.storage_partition_rot_ppm = 250_000;
+    config.faults.storage_read_eio_ppm = STORAGE_READ_EIO_PPM_SWARM_MAX as u32 / 2;
     config.large_append_ppm = LARGE_APPEND_PPM;
     // Crashes right after a storage action (a checkpoint's drain among
     // them) restart the replica from exactly what the drain left.
@@ -272,6 +282,8 @@ pub fn crash_loop(seed: u64) -> RunConfig {
     config.faults.replica_crash_ppm = 2_000;
     config.faults.replica_pause_ppm = 1_000;
     config.faults.storage_lost_write_ppm = 30_000;
+    // Every restart reads its whole journal: transient errors on the way.
+    config.faults.storage_read_eio_ppm = STORAGE_READ_EIO_PPM_SWARM_MAX as u32 / 2;
     config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config.faults.restart_storage_error_ppm = RESTART_STORAGE_ERROR_PPM;
     config.large_append_ppm = LARGE_APPEND_PPM;
@@ -354,7 +366,8 @@ pub fn swarm(seed: u64) -> RunConfig {
     };
     let late = |field: &&FaultField| SWARM_LATE_FIELDS.contains(&field.name);
     let last = |field: &&FaultField| SWARM_LAST_FIELDS.contains(&field.name);
-    for field in FAULT_FIELDS.iter().filter(|field| !late(field) && !last(field)) {
+    let r#final = |field: &&FaultField| SWARM_FINAL_FIELDS.contains(&field.name);
+    for field in FAULT_FIELDS.iter().filter(|field| !late(field) && !last(field) && !r#final(field)) {
         draw_field(&mut rng, field, &mut config.faults);
     }
     // Drawn after the faults, so the fault draws above stay what they were per seed.
@@ -377,6 +390,9 @@ pub fn swarm(seed: u64) -> RunConfig {
     // After the workload: every draw above stays what it was per seed.
     config.checkpoint_chunks_per_answer_max =
         if rng.next_u64().is_multiple_of(2) { 1 } else { shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX };
+    for field in FAULT_FIELDS.iter().filter(r#final) {
+        draw_field(&mut rng, field, &mut config.faults);
+    }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

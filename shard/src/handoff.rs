@@ -788,7 +788,7 @@ pub async fn open_metadata<I: Io>(io: &I, path: &Path, shard: ShardId) -> Result
     if size_bytes > METADATA_SNAPSHOT_SIZE_MAX_BYTES {
         return Err(HandoffError::SnapshotTooLarge { size_bytes, max: METADATA_SNAPSHOT_SIZE_MAX_BYTES });
     }
-    let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
+    let (result, bytes) = shoal_vsr::io::read_exact_retrying(&file, vec![0; size_bytes as usize], 0).await;
     result.map_err(storage(path))?;
     Ok(MetadataState::decode(&bytes)?)
 }

@@ -594,7 +594,7 @@ impl SyncMarker {
 }
 
 async fn read_at<F: IoFile>(file: &F, path: &Path, position: u64, len: usize) -> Result<Vec<u8>> {
-    let (result, buf) = file.read_exact_at(vec![0; len], position).await;
+    let (result, buf) = shoal_vsr::io::read_exact_retrying(file, vec![0; len], position).await;
     result.map_err(io_error("read", path))?;
     Ok(buf)
 }
@@ -1090,7 +1090,9 @@ impl<I: Io> PartitionLog<I> {
             let start = segment.positions[first];
             let end = segment.record_end(last - 1);
             // Every byte of it is overwritten by the read: no zeroing first.
-            let (result, bytes) = segment.file.read_exact_uninit_at(Vec::new(), (end - start) as usize, start).await;
+            let (result, bytes) =
+                shoal_vsr::io::read_exact_uninit_retrying(&segment.file, Vec::new(), (end - start) as usize, start)
+                    .await;
             result.map_err(io_error("read", &segment.path))?;
             for index in first..last {
                 let at = (segment.positions[index] - start) as usize;

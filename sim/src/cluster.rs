@@ -412,6 +412,7 @@ impl Cluster {
             let io = SimIo::new(rng.next_u64());
             io.disk().faults.read_corruption_ppm = 0;
             io.disk().faults.misdirected_write_ppm = 0;
+            io.disk().faults.read_eio_ppm = config.faults.storage_read_eio_ppm;
             // Storage (issue 10): one crash in three keeps the page cache.
             io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
             // A new cluster's first start formats every group (as the
@@ -948,6 +949,7 @@ impl Cluster {
             // No more crashes, and disks keep their speed but lose their tail.
             self.nodes[index].crash_armed = None;
             let io = &self.nodes[index].io;
+            io.disk().faults.read_eio_ppm = 0;
             io.set_latency(io.latency().map(LatencyProfile::without_tail));
             if self.nodes[index].paused_until_ns.is_some() {
                 self.nodes[index].paused_until_ns = None;

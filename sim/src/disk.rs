@@ -31,6 +31,9 @@
 //!   `crash()` draws one of the two from the disk's own seed and
 //!   `DiskFaults::process_crash_ppm`, so a driver's existing crash path
 //!   exercises both without a knob of its own.
+//! - An fsync covers what was issued before it began (`sync_fence`): a
+//!   write issued while it runs stays pending, as on Linux, so code that
+//!   counts it durable when that fsync returns loses it in a crash.
 //! - fsync EIO is Linux's: the pending writes of the file are dropped from
 //!   the device's future (the kernel marks the pages clean), so no later
 //!   fsync makes them durable, yet reads in this life (and after a process
@@ -136,6 +139,11 @@ struct Inode {
     durable: Vec<u8>,
     current: Vec<u8>,
     pending: Vec<Pending>,
+    /// Pending operations ever made durable or dropped: `pending[0]` is
+    /// the operation issued `pending_retired_total`-th on this inode, so
+    /// `pending_retired_total + pending.len()` counts every one issued (an
+    /// fsync's fence, `sync_fence`).
+    pending_retired_total: u64,
     /// Sector index -> the bit (within the sector) every read flips, until
     /// a write touches the sector.
     corrupt_sectors: BTreeMap<u64, u64>,
@@ -165,6 +173,11 @@ pub struct SimDisk {
     halted: bool,
     fail_next_write: Option<i32>,
     fail_next_sync: Option<i32>,
+    /// Transient read errors armed by a driver: after this many more reads
+    /// succeed, the next `.1` reads (of any file) fail with EIO.
+    fail_reads_after: Option<(u64, u32)>,
+    /// Reads so far (any outcome), for tests that place a fault at each.
+    reads_total: u64,
     /// Calls that changed the disk (or tried to) so far.
     mutations: u64,
     /// An armed `arm_mutation_fault`: the mutation count it lands at.
@@ -236,6 +249,8 @@ impl SimDisk {
             halted: false,
             fail_next_write: None,
             fail_next_sync: None,
+            fail_reads_after: None,
+            reads_total: 0,
             mutations: 0,
             mutation_fault: None,
             misdirect_next: None,
@@ -301,6 +316,18 @@ impl SimDisk {
     /// The next write fails with EIO and writes nothing.
     pub fn fail_next_write(&mut self) {
         self.fail_next_write = Some(EIO);
+    }
+
+    /// After `skip` more reads, the next `count` reads (of any file) fail
+    /// with EIO and return nothing: a transient device error (the read after
+    /// them succeeds). Lets a test fail each read of a sequence in turn.
+    pub fn fail_reads_after(&mut self, skip: u64, count: u32) {
+        self.fail_reads_after = (count > 0).then_some((skip, count));
+    }
+
+    /// Reads issued so far, whatever their outcome.
+    pub fn reads(&self) -> u64 {
+        self.reads_total
     }
 
     /// The next `sync_data` fails with EIO and makes nothing durable.
@@ -458,6 +485,7 @@ impl SimDisk {
         let ids: Vec<InodeId> = self.inodes.keys().copied().collect();
         for id in ids {
             let pending = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().pending);
+            self.inodes.get_mut(&id).unwrap().pending_retired_total += pending.len() as u64;
             let mut durable = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().durable);
             for op in pending {
                 if self.chance(faults.crash_lost_ppm) {
@@ -584,9 +612,25 @@ impl SimDisk {
         is_root(dir) || self.dirs_current.contains(dir)
     }
 
+    /// This read is one `fail_reads_after` armed to fail.
+    fn armed_read_fails(&mut self) -> bool {
+        match self.fail_reads_after {
+            Some((0, count)) => {
+                self.fail_reads_after = (count > 1).then_some((0, count - 1));
+                true
+            }
+            Some((skip, count)) => {
+                self.fail_reads_after = Some((skip - 1, count));
+                false
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn read(&mut self, generation: u64, id: InodeId, buf: &mut [u8], position: u64) -> io::Result<()> {
         self.step()?;
         self.check_handle(generation, id)?;
+        self.reads_total += 1;
         let end = position + buf.len() as u64;
         if end > self.inodes[&id].current.len() as u64 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
@@ -599,7 +643,7 @@ impl SimDisk {
             self.count("read_eio");
             return Err(os_error(EIO));
         }
-        if self.chance(self.faults.read_eio_ppm) {
+        if self.armed_read_fails() || self.chance(self.faults.read_eio_ppm) {
             self.count("read_eio");
             return Err(os_error(EIO));
         }
@@ -737,37 +781,57 @@ impl SimDisk {
         Ok(self.inodes[&id].current.len() as u64)
     }
 
-    pub(crate) fn sync_data(&mut self, generation: u64, id: InodeId) -> io::Result<()> {
+    /// An fsync of `id` begins: the operations issued so far are the ones it
+    /// covers (`sync_data`'s `fence`). Not a storage call of its own.
+    pub(crate) fn sync_fence(&self, id: InodeId) -> u64 {
+        self.inodes.get(&id).map_or(0, |inode| inode.pending_retired_total + inode.pending.len() as u64)
+    }
+
+    /// An fsync that began at `fence` (`sync_fence`) completes: what was
+    /// issued before it began is durable. A write issued while it ran is not
+    /// covered, as on Linux (the kernel flushes the dirty pages it found
+    /// when the call started; later ones wait for the next fsync), so it
+    /// stays pending and a crash may lose or tear it.
+    pub(crate) fn sync_data(&mut self, generation: u64, id: InodeId, fence: u64) -> io::Result<()> {
         self.step()?;
         self.check_handle(generation, id)?;
+        let covered = {
+            let inode = &self.inodes[&id];
+            fence.saturating_sub(inode.pending_retired_total).min(inode.pending.len() as u64) as usize
+        };
         let eio = self.mutation()? || self.fail_next_sync.take().is_some() || self.chance(self.faults.sync_eio_ppm);
         if eio {
             self.count("sync_eio");
-            self.drop_pending_writes(id);
+            self.drop_pending_writes(id, covered);
             return Err(os_error(EIO));
         }
         if self.chance(self.faults.sync_enospc_ppm) {
             self.count("sync_enospc");
             return Err(os_error(ENOSPC));
         }
+        if covered < self.inodes[&id].pending.len() {
+            self.count("sync_left_later_writes");
+        }
         // Replay only what is pending: copying the whole file on every
         // fsync made the simulator quadratic in file size.
         let inode = self.inodes.get_mut(&id).unwrap();
-        for op in inode.pending.drain(..) {
+        for op in inode.pending.drain(..covered) {
             apply(&mut inode.durable, &op);
         }
-        debug_assert!(inode.durable.len() == inode.current.len());
+        inode.pending_retired_total += covered as u64;
+        debug_assert!(!inode.pending.is_empty() || inode.durable.len() == inode.current.len());
         Ok(())
     }
 
     /// What a failed fsync does on Linux: the kernel gave up on the dirty
-    /// pages and marked them clean. They never reach the device (no later
-    /// fsync retries them), but reads still see them from the page cache.
+    /// pages it was writing (the first `covered` pending operations) and
+    /// marked them clean. They never reach the device (no later fsync
+    /// retries them), but reads still see them from the page cache.
     /// Length changes are metadata and reach the device; the bytes a dropped
     /// write would have put past the old end read back as zeros there.
-    fn drop_pending_writes(&mut self, id: InodeId) {
+    fn drop_pending_writes(&mut self, id: InodeId, covered: usize) {
         let inode = self.inodes.get_mut(&id).unwrap();
-        for op in std::mem::take(&mut inode.pending) {
+        for op in inode.pending.drain(..covered) {
             match op {
                 Pending::Write { offset, data } => {
                     let end = (offset as usize + data.len()).max(inode.durable.len());
@@ -776,6 +840,7 @@ impl SimDisk {
                 set_len @ Pending::SetLen { .. } => apply(&mut inode.durable, &set_len),
             }
         }
+        inode.pending_retired_total += covered as u64;
     }
 
     pub(crate) fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
@@ -893,6 +958,12 @@ impl SimDisk {
 mod tests {
     use super::*;
 
+    /// An fsync that begins and completes with nothing issued in between.
+    fn sync_all_issued(disk: &mut SimDisk, generation: u64, id: InodeId) {
+        let fence = disk.sync_fence(id);
+        disk.sync_data(generation, id, fence).unwrap();
+    }
+
     /// A directory is an entry of its parent: durable only once the parent
     /// is fsynced. A power loss before that takes it and every file in it
     /// (synced or not); a process crash keeps it (the page cache).
@@ -904,7 +975,7 @@ mod tests {
         let path = Path::new("/data/part/segment");
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, b"records", 0).unwrap();
-        disk.sync_data(generation, id).unwrap();
+        sync_all_issued(&mut disk, generation, id);
         disk.sync_dir(Path::new("/data/part")).unwrap();
         disk.crash_process();
         assert_eq!(disk.contents(path).as_deref(), Some(&b"records"[..]), "the page cache keeps the directories");
@@ -917,7 +988,7 @@ mod tests {
         disk.sync_dir(Path::new("/")).unwrap();
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, b"records", 0).unwrap();
-        disk.sync_data(generation, id).unwrap();
+        sync_all_issued(&mut disk, generation, id);
         disk.sync_dir(Path::new("/data/part")).unwrap();
         disk.power_loss();
         assert_eq!(disk.contents(path), None, "/data is durable, /data/part is not: the file went with it");
@@ -928,7 +999,7 @@ mod tests {
         disk.sync_dir(Path::new("/data")).unwrap();
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, b"records", 0).unwrap();
-        disk.sync_data(generation, id).unwrap();
+        sync_all_issued(&mut disk, generation, id);
         disk.sync_dir(Path::new("/data/part")).unwrap();
         disk.power_loss();
         assert_eq!(disk.contents(path).as_deref(), Some(&b"records"[..]), "every entry on the path is durable");
@@ -944,7 +1015,7 @@ mod tests {
         let path = Path::new("/data/a");
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, &[0u8; 4096], 0).unwrap();
-        disk.sync_data(generation, id).unwrap();
+        sync_all_issued(&mut disk, generation, id);
         disk.sync_dir(Path::new("/data")).unwrap();
         assert!(!disk.misdirected_this_life(path));
         disk.write(generation, id, &[1u8; 512], 1024).unwrap();

@@ -72,6 +72,12 @@ pub struct FaultMix {
     /// the server does, and is started again later.
     #[serde(default)]
     pub restart_storage_error_ppm: u32,
+    /// Per storage read of every replica's disk: it fails with EIO and
+    /// returns nothing (a transient device error). The node retries
+    /// (`shoal_vsr::io::READ_EIO_ATTEMPTS_MAX`), so it must cost nothing but
+    /// time; off in the liveness phase.
+    #[serde(default)]
+    pub storage_read_eio_ppm: u32,
 }
 
 impl FaultMix {
@@ -96,6 +102,7 @@ impl FaultMix {
             protocol_crash_ppm: 0,
             network_stale_redelivery_ppm: 0,
             storage_rot_running_ppm: 0,
+            storage_read_eio_ppm: 0,
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
             plot_deposed_primary_ppm: 0,

@@ -147,7 +147,7 @@ pub async fn read_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64) -> Resul
     let region_size_bytes = size_bytes / COPIES_COUNT;
     if !size_bytes.is_multiple_of(COPIES_COUNT * COPY_ALIGN_BYTES) {
         // One copy: the format before copies.
-        let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
+        let (result, bytes) = crate::io::read_exact_retrying(&file, vec![0; size_bytes as usize], 0).await;
         result.map_err(io_error("read"))?;
         return decode(&bytes).map(Some);
     }

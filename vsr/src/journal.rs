@@ -636,7 +636,8 @@ async fn file_header_reads_back<F: IoFile>(
     header: &FileHeader,
 ) -> Result<bool, JournalError> {
     for offset in [0, config.file_header_copy_offset()] {
-        let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
+        let (result, bytes) =
+            crate::io::read_exact_retrying(file, vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
         result.map_err(io_error("read back file header"))?;
         if FileHeader::decode(&bytes).ok().as_ref() != Some(header) {
             return Ok(false);
@@ -658,6 +659,11 @@ pub enum SettleFileError {
     NotDurable { operation: &'static str, source: io::Error },
 }
 
+/// The unit `settle_file` falls back to when its whole-file read fails
+/// with EIO: the smallest logical sector devices report, so one latent
+/// sector error costs only the bytes it covers.
+pub const SETTLE_SECTOR_SIZE_BYTES: u64 = 512;
+
 /// Make what reads of `path` see durable, before it is trusted at open.
 ///
 /// An fdatasync is not enough: after a failed fsync Linux marks the dirty
@@ -666,16 +672,51 @@ pub enum SettleFileError {
 /// dirties them again, so the fsync writes exactly what recovery will see.
 /// Meant for small files (superblock, checkpoint); the journal does the same
 /// for the slots it cannot vouch for (see the module doc).
+///
+/// A sector that keeps failing with EIO (a latent sector error) is left as
+/// it is, and only it: every other sector is still rewritten (mark
+/// `settle_skipped_unreadable_sector`). Skipping the whole file for one bad
+/// sector let recovery trust a copy elsewhere in the file that lived only
+/// in the page cache, and a power loss then took it back.
 pub async fn settle_file<I: Io>(io: &I, path: &Path) -> Result<(), SettleFileError> {
     let unreadable = |operation| move |source| SettleFileError::Unreadable { operation, source };
     let not_durable = |operation| move |source| SettleFileError::NotDurable { operation, source };
     let file = io.open(path, OpenMode::ReadWrite).await.map_err(unreadable("open"))?;
     let size_bytes = file.size_bytes().await.map_err(unreadable("stat"))?;
-    let (result, bytes) = file.read_exact_at(vec![0; size_bytes as usize], 0).await;
-    result.map_err(unreadable("read"))?;
-    let (result, _) = file.write_all_at(bytes, 0).await;
-    result.map_err(not_durable("write back"))?;
+    let (result, bytes) = crate::io::read_exact_retrying(&file, vec![0; size_bytes as usize], 0).await;
+    match result {
+        Ok(()) => {
+            let (result, _) = file.write_all_at(bytes, 0).await;
+            result.map_err(not_durable("write back"))?;
+        }
+        Err(error) if crate::io::is_media_error(&error) => {
+            settle_readable_sectors(&file, size_bytes).await.map_err(not_durable("write back"))?;
+        }
+        Err(error) => return Err(unreadable("read")(error)),
+    }
     file.sync_data().await.map_err(not_durable("fsync"))
+}
+
+/// `settle_file`'s write-back, sector by sector: every sector that reads is
+/// written back as read; one that fails with EIO after its retries is left.
+async fn settle_readable_sectors<F: IoFile>(file: &F, size_bytes: u64) -> io::Result<()> {
+    let mut position = 0;
+    while position < size_bytes {
+        let len = SETTLE_SECTOR_SIZE_BYTES.min(size_bytes - position);
+        let (result, bytes) = crate::io::read_exact_retrying(file, vec![0; len as usize], position).await;
+        match result {
+            Ok(()) => {
+                let (result, _) = file.write_all_at(bytes, position).await;
+                result?;
+            }
+            Err(error) if crate::io::is_media_error(&error) => {
+                crate::marks::hit(crate::marks::SETTLE_SKIPPED_UNREADABLE_SECTOR);
+            }
+            Err(error) => return Err(error),
+        }
+        position += len;
+    }
+    Ok(())
 }
 
 /// What recovery found.
@@ -1047,7 +1088,8 @@ impl<I: Io> PrepareJournal<I> {
         writable: bool,
     ) -> Result<FileHeader, JournalError> {
         let read = |offset| async move {
-            let (result, bytes) = file.read_exact_at(vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
+            let (result, bytes) =
+                crate::io::read_exact_retrying(file, vec![0; FILE_HEADER_SIZE_BYTES as usize], offset).await;
             result.map_err(io_error("read file header")).and_then(|()| FileHeader::decode(&bytes))
         };
         let first = read(0).await;
@@ -1074,7 +1116,7 @@ impl<I: Io> PrepareJournal<I> {
     /// ring tells whether it is faulty (repair from peers) or torn.
     async fn read_slot(&self, slot: u64) -> Slot {
         let offset = self.config.slot_offset(slot);
-        let (result, bytes) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], offset).await;
         if result.is_err() {
             return Slot::Invalid;
         }
@@ -1089,8 +1131,12 @@ impl<I: Io> PrepareJournal<I> {
         if header.op > self.snapshot_op + self.config.slot_count {
             return Slot::Invalid;
         }
-        let (result, body) =
-            self.file.read_exact_at(vec![0; header.body_size_bytes()], offset + HEADER_SIZE_BYTES as u64).await;
+        let (result, body) = crate::io::read_exact_retrying(
+            &*self.file,
+            vec![0; header.body_size_bytes()],
+            offset + HEADER_SIZE_BYTES as u64,
+        )
+        .await;
         if result.is_err() || header.valid_body(&body).is_err() {
             return Slot::Invalid;
         }
@@ -1125,7 +1171,8 @@ impl<I: Io> PrepareJournal<I> {
         while first < slot_count {
             let count = HEADERS_ZONE_READ_COPIES_MAX.min(slot_count - first);
             let buffer = vec![0; (count as usize) * HEADER_SIZE_BYTES];
-            let (result, bytes) = self.file.read_exact_at(buffer, self.config.header_copy_offset(first)).await;
+            let (result, bytes) =
+                crate::io::read_exact_retrying(&*self.file, buffer, self.config.header_copy_offset(first)).await;
             for (index, copy) in bytes.chunks_exact(HEADER_SIZE_BYTES).enumerate() {
                 let slot = first + index as u64;
                 copies.push(if result.is_err() {
@@ -1143,7 +1190,7 @@ impl<I: Io> PrepareJournal<I> {
     /// One ring copy read on its own (after its chunk's read failed).
     async fn read_header_copy(&self, slot: u64) -> HeaderCopy {
         let offset = self.config.header_copy_offset(slot);
-        let (result, bytes) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], offset).await;
         if result.is_err() { HeaderCopy::Invalid } else { self.judge_header_copy(slot, &bytes) }
     }
 
@@ -1172,7 +1219,8 @@ impl<I: Io> PrepareJournal<I> {
         let carrier_last = (last + carried_max).min(first + slot_count);
         for carrier in first + 1..=carrier_last {
             let region_offset = self.config.slot_offset(carrier) - COPIES_REGION_BYTES;
-            let (result, region) = self.file.read_exact_at(vec![0; COPIES_REGION_BYTES as usize], region_offset).await;
+            let (result, region) =
+                crate::io::read_exact_retrying(&*self.file, vec![0; COPIES_REGION_BYTES as usize], region_offset).await;
             for distance in 1..=carried_max {
                 let slot = (carrier % slot_count + slot_count - distance) % slot_count;
                 let window_op = self.window_op(slot);
@@ -1367,7 +1415,8 @@ impl<I: Io> PrepareJournal<I> {
             debug_assert!(copies_stale.iter().all(|header| valid.get(&header.op) == Some(header)));
             for header in &copies_stale {
                 let offset = self.config.slot_offset(header.op);
-                let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
+                let (result, bytes) =
+                    crate::io::read_exact_retrying(&*self.file, vec![0; header.size as usize], offset).await;
                 result.map_err(io_error("reread prepare"))?;
                 let (result, _) = self.file.write_all_at(bytes, offset).await;
                 result.map_err(io_error("rewrite prepare"))?;
@@ -1700,7 +1749,8 @@ impl<I: Io> PrepareJournal<I> {
             index += 1;
             let run = &headers[first..index];
             let buffer = vec![0; run.len() * HEADER_SIZE_BYTES];
-            let (result, bytes) = self.file.read_exact_at(buffer, self.config.header_copy_offset(run[0].op)).await;
+            let (result, bytes) =
+                crate::io::read_exact_retrying(&*self.file, buffer, self.config.header_copy_offset(run[0].op)).await;
             for (header, copy) in run.iter().zip(bytes.chunks_exact(HEADER_SIZE_BYTES)) {
                 if result.is_err() || names_it(header, copy) {
                     matching.push(self.config.header_copy_offset(header.op));
@@ -1713,7 +1763,8 @@ impl<I: Io> PrepareJournal<I> {
             let carriers = self.config.copies_carried_max().min(self.file_op_written_max - header.op);
             for distance in 1..=carriers {
                 let offset = self.config.carried_copy_offset(header.op, distance);
-                let (result, copy) = self.file.read_exact_at(vec![0; HEADER_SIZE_BYTES], offset).await;
+                let (result, copy) =
+                    crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], offset).await;
                 if result.is_err() || names_it(header, &copy) {
                     matching.push(offset);
                 }
@@ -1760,7 +1811,8 @@ impl<I: Io> PrepareJournal<I> {
     pub async fn read(&self, op: u64) -> Result<(Header, Vec<u8>), JournalError> {
         let indexed = self.headers.get(&op).ok_or(JournalError::NotFound { op })?;
         let (result, bytes) =
-            self.file.read_exact_at(vec![0; indexed.size as usize], self.config.slot_offset(op)).await;
+            crate::io::read_exact_retrying(&*self.file, vec![0; indexed.size as usize], self.config.slot_offset(op))
+                .await;
         result.map_err(io_error("read prepare"))?;
         let header = Header::decode(&bytes).map_err(|_| JournalError::Corrupt { op })?;
         if header.checksum != indexed.checksum {

@@ -62,6 +62,7 @@ pub const MARKS: &[&str] = &[
     PREPARE_RESTAGED_DURING_FSYNC,
     PRIMARY_ABDICATED,
     READ_BEYOND_END,
+    READ_EIO_RETRIED,
     READ_SERVED_BY_BACKUP,
     READ_UNAVAILABLE,
     REFUSE_CONFLICTING_LOG,
@@ -71,6 +72,7 @@ pub const MARKS: &[&str] = &[
     REPAIR_BY_CHECKSUM,
     RING_COPIES_CARRIED_TO_NEXT_TURN,
     SESSION_EVICTED,
+    SETTLE_SKIPPED_UNREADABLE_SECTOR,
     SHARD_FRAME_CROSSED_IN,
     SHARD_FRAME_CROSSED_OUT,
     SHARD_FRAME_WAITED_IN_INBOX,
@@ -207,6 +209,12 @@ pub const CHECKPOINT_NEXT_PIECE_ASKED: &str = "checkpoint_next_piece_asked";
 /// start's storage calls, the start stopped with the typed error, and the
 /// process was started again later.
 pub const STORAGE_ERROR_DURING_RESTART: &str = "storage_error_during_restart";
+/// A storage read failed with EIO and passed on a retry
+/// (`io::read_exact_retrying`): a transient device error, not damage.
+pub const READ_EIO_RETRIED: &str = "read_eio_retried";
+/// `journal::settle_file` met a sector that failed every read with EIO and
+/// rewrote every other sector of the file around it.
+pub const SETTLE_SKIPPED_UNREADABLE_SECTOR: &str = "settle_skipped_unreadable_sector";
 /// A copy of a superblock or checkpoint failed every read with EIO (a
 /// latent sector error) and counted as lost, as a rotten copy does.
 pub const COPY_UNREADABLE: &str = "copy_unreadable";

@@ -143,6 +143,43 @@ fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() 
     settle_then_check_every_replica(&mut cluster, &acks);
 }
 
+/// Appends to one partition's group only, so that group's log runs ahead.
+fn append_to_one_partition(client: &mut Client, acks: &mut Acks, partition: u32, round: &str, count: usize) {
+    for i in 0..count {
+        let payload = format!("{round}-{i}").into_bytes();
+        let offset = client
+            .append(Namespace::partition(1, 1, partition).unwrap(), &payload)
+            .unwrap_or_else(|error| panic!("append {round}-{i}: {error}"));
+        acks.entry(partition).or_default().push((offset, payload));
+    }
+}
+
+/// The smallest message size the server accepts (4 KiB) leaves no room in
+/// one frame for a view change's headers (up to 33 of 256 bytes) or for a
+/// group's checkpoint: replicas must still change views (the do_view_change
+/// and start_view frames may take `VIEW_FRAME_SIZE_MAX_BYTES`) and bring a
+/// replica that fell a whole journal behind back by a chunked state
+/// transfer, over real TCP.
+#[test]
+fn at_the_smallest_message_size_views_change_and_a_replica_a_journal_behind_catches_up() {
+    let mut cluster = Cluster::format("small-frames");
+    cluster.message_size_max_bytes = shoal_runtime::config::MESSAGE_SIZE_MIN_BYTES;
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
+    append_round(&mut client, &mut acks, "healthy", 8);
+
+    cluster.crash(2);
+    // More ops in partition 0's group than its journal holds (128 slots,
+    // a checkpoint every 64): replica 2 can only catch up from a checkpoint.
+    append_to_one_partition(&mut client, &mut acks, 0, "ahead", 200);
+    cluster.start(2);
+    cluster.crash(0); // the primary of view 0: a view change at 4 KiB frames
+    append_round(&mut client, &mut acks, "primary-down", 16);
+    cluster.start(0);
+    append_round(&mut client, &mut acks, "all-back", 8);
+
+    settle_then_check_every_replica(&mut cluster, &acks);
+}
+
 /// The shard of a replica process that runs partition `partition`'s group.
 fn partition_shard(partition: u32, shards: usize) -> ShardId {
     route_partition(Namespace::partition(1, 1, partition).unwrap(), ShardCount::new(shards).unwrap())

@@ -42,6 +42,8 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     /// Shards per replica process (`--test-shard-count`, unpinned).
     pub shards: usize,
+    /// `--message-size-max` of every replica started from now on.
+    pub message_size_max_bytes: u32,
 }
 
 /// Ports the OS says are free now (all held until every one is chosen).
@@ -77,6 +79,7 @@ impl Cluster {
             metrics_addresses,
             replicas,
             shards: SHARDS_DEFAULT,
+            message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         }
     }
 
@@ -110,7 +113,7 @@ impl Cluster {
             .args(["--client-address", &self.client_addresses[index].to_string()])
             .args(["--metrics-address", &self.metrics_addresses[index].to_string()])
             // Small journals: 128 slots of 16 KiB, 2 MiB per group.
-            .args(["--message-size-max", &MESSAGE_SIZE_MAX_BYTES.to_string(), "--journal-slot-count", "128"])
+            .args(["--message-size-max", &self.message_size_max_bytes.to_string(), "--journal-slot-count", "128"])
             .args(["--idle-timeout-ms", &IDLE_TIMEOUT_MS.to_string()])
             .arg("--no-pin")
             .args(["--test-shard-count", &self.shards.to_string()])

@@ -231,9 +231,10 @@ impl Cluster {
         self.rot(replica);
     }
 
-    /// A journal sector of a running replica goes bad (a latent sector
-    /// error): the next read of that slot, by a checkpoint's drain or a
-    /// repair answer, sees corruption. Placed like `rot`: never on the only
+    /// A journal sector of a running replica goes bad: the next read of that
+    /// slot, by a checkpoint's drain or a restart, sees a flipped bit or,
+    /// one damage in `READ_EIO_SHARE_OF`, fails with EIO (a latent sector
+    /// error) until a write covers it. Placed like `rot`: never on the only
     /// copy of an op.
     pub(super) fn rot_running(&mut self, replica: u8) {
         let index = replica as usize;
@@ -256,11 +257,15 @@ impl Cluster {
             return;
         }
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
-        if self.nodes[index].io.disk().corrupt_sector(&path, offset).is_ok() {
+        let eio = damage_is_read_eio(draw);
+        if self.damage_sector(index, &path, offset, eio) {
             let label = self.group_label(group);
             self.nodes[index].rotted_while_running = true;
-            self.record(Some(replica), "rot_running", op, group as u64, || format!("journal slot of op {op}{label}"));
-            self.timeline(replica, TimelineKind::Fault, format!("rot op {op} (running)"));
+            let how = if eio { "read EIO" } else { "rot" };
+            self.record(Some(replica), "rot_running", op, group as u64, || {
+                format!("journal slot of op {op} ({how}){label}")
+            });
+            self.timeline(replica, TimelineKind::Fault, format!("{how} op {op} (running)"));
         }
     }
 

@@ -257,6 +257,6 @@ fn one_unreadable_superblock_copy_falls_back_to_the_other_and_is_rewritten() {
     assert!(shoal_vsr::marks::take().contains_key(shoal_vsr::marks::COPY_UNREADABLE));
     let file = block_on_ready(shoal_vsr::io::Io::open(&io, &path, shoal_vsr::io::OpenMode::ReadOnly)).unwrap();
     let size_bytes = io.disk().contents(&path).unwrap().len();
-    let (result, _) = block_on_ready(shoal_vsr::io::IoFile::read_exact_at(&file, vec![0; size_bytes], 0));
+    let (result, _) = block_on_ready(shoal_vsr::io::read_exact_retrying(&file, vec![0; size_bytes], 0));
     result.expect("the open rewrote the unreadable copy");
 }

@@ -14,4 +14,5 @@ mod partition_sm;
 mod restart_faults;
 mod shards;
 mod superblock;
+mod transient_reads;
 mod vsr_scenarios;

@@ -94,7 +94,7 @@ async fn stream_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, cou
 /// Read `length` bytes of the journal file at `offset`.
 async fn read_at<I: Io>(io: &I, dir: &Path, offset: u64, length: usize) -> Vec<u8> {
     let file = io.open(&journal_path(dir, NAMESPACE), OpenMode::ReadOnly).await.expect("open for read");
-    let (result, bytes) = file.read_exact_at(vec![0; length], offset).await;
+    let (result, bytes) = crate::io::read_exact_retrying(&file, vec![0; length], offset).await;
     result.expect("read");
     bytes
 }
@@ -106,7 +106,7 @@ async fn reopen<I: Io>(io: &I, dir: &Path, slot_count: u64) -> (PrepareJournal<I
 /// XOR `mask` into the byte at `offset` of the journal file, durably.
 pub async fn flip_byte<I: Io>(io: &I, dir: &Path, offset: u64, mask: u8) {
     let file = io.open(&journal_path(dir, NAMESPACE), OpenMode::ReadWrite).await.expect("open for flip");
-    let (result, mut byte) = file.read_exact_at(vec![0], offset).await;
+    let (result, mut byte) = crate::io::read_exact_retrying(&file, vec![0], offset).await;
     result.expect("read for flip");
     byte[0] ^= mask;
     let (result, _) = file.write_all_at(byte, offset).await;

@@ -101,7 +101,8 @@ impl<I: Io> PrepareJournal<I> {
                 SlotState::Empty => {}
                 SlotState::Valid { header, .. } => {
                     let offset = self.config.slot_offset(header.op);
-                    let (result, bytes) = self.file.read_exact_at(vec![0; header.size as usize], offset).await;
+                    let (result, bytes) =
+                        crate::io::read_exact_retrying(&*self.file, vec![0; header.size as usize], offset).await;
                     let body = &bytes[crate::header::HEADER_SIZE_BYTES..];
                     if result.is_err() || header.valid_body(body).is_err() {
                         // Read fine a moment ago: a read error or fresh rot
@@ -206,7 +207,8 @@ impl<I: Io> PrepareJournal<I> {
     /// ring's, else a carried one (the precedence recovery uses).
     async fn ring_copy_naming(&self, op: u64) -> Option<Header> {
         for offset in self.config.header_copy_offsets(op) {
-            let (result, bytes) = self.file.read_exact_at(vec![0; crate::header::HEADER_SIZE_BYTES], offset).await;
+            let (result, bytes) =
+                crate::io::read_exact_retrying(&*self.file, vec![0; crate::header::HEADER_SIZE_BYTES], offset).await;
             let copy = result.ok().and_then(|()| self.decode_slot_header(op % self.config.slot_count, &bytes));
             if let Some(copy) = copy.filter(|header| header.op == op) {
                 return Some(copy);
