@@ -174,7 +174,7 @@ fn frame(input: &mut Input<'_>, namespaces: &[u64]) -> ShardFrame {
     let header = header(input, namespaces);
     let body = vec![selector; usize::from(selector >> 5)];
     match selector % 8 {
-        0..=3 => ShardFrame::Consensus { header, body },
+        0..=3 => ShardFrame::Consensus { peer: selector >> 5, header, body },
         4 | 5 => ShardFrame::ClientForward { connection_id, origin_shard, header, body },
         6 => ShardFrame::ClientReply { connection_id, origin_shard, header, body },
         _ if selector & 0x10 == 0 => ShardFrame::Lifecycle(Lifecycle::Shutdown),

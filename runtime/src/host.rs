@@ -88,12 +88,8 @@ use crate::metrics::{ConnectionLabels, ServerMetrics, StorageLabels};
 
 /// How often the replicas' timers tick; their timeouts count these.
 pub const TICK_NS: u64 = 10_000_000;
-/// Verified frames waiting in one shard's inbox for its node; past it, new
-/// frames are dropped (counted) and VSR or the client retransmits.
-pub const INBOUND_FRAMES_MAX: usize = 4096;
-/// Frames other shards hand one shard to write to the sockets it holds;
-/// past it they are dropped (counted), like a full socket send queue.
-pub const OUTBOUND_FRAMES_MAX: usize = 4096;
+/// The bounds of a shard's two inboxes, shared with the simulator's shards.
+pub use shoal_shard::channel::{INBOUND_FRAMES_MAX, OUTBOUND_FRAMES_MAX};
 /// Accepted connections waiting for the shard they belong to; past it a
 /// new one is closed (counted in `bus_handoffs_dropped`) and its peer
 /// reconnects.

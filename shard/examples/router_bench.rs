@@ -57,7 +57,7 @@ fn frame_set() -> Vec<ShardFrame> {
                     body: Vec::new(),
                 }
             } else {
-                ShardFrame::Consensus { header, body: Vec::new() }
+                ShardFrame::Consensus { peer: 1, header, body: Vec::new() }
             }
         })
         .collect()

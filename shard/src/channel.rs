@@ -19,6 +19,16 @@ use crate::metrics::{DropReason, FrameDrops};
 /// The most frames one shard inbox holds. A shard that falls this far behind
 /// sheds load (VSR retransmits) instead of growing without bound.
 pub const SHARD_INBOX_CAPACITY_MAX: usize = 4096;
+/// Frames waiting in one shard's inbox for its node (read on a connection
+/// of any shard, for a group of this one); past it, new frames are dropped
+/// (counted) and VSR or the client retransmits. The server's crossfire
+/// inbox and the simulator's `LocalInbox` both hold this many.
+pub const INBOUND_FRAMES_MAX: usize = 4096;
+/// Frames other shards hand one shard to write to the connections it
+/// holds; past it they are dropped (counted), like a full socket send queue.
+pub const OUTBOUND_FRAMES_MAX: usize = 4096;
+const _: () = assert!(INBOUND_FRAMES_MAX <= SHARD_INBOX_CAPACITY_MAX);
+const _: () = assert!(OUTBOUND_FRAMES_MAX <= SHARD_INBOX_CAPACITY_MAX);
 
 /// Why `try_send` rejected a frame; the frame comes back to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,8 +10,13 @@ use crate::owner_table::ShardId;
 /// One message between shards of the same process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardFrame {
-    /// A VSR message from a peer replica, for the shard that runs its group.
-    Consensus { header: Header, body: Vec<u8> },
+    /// A VSR message between this replica and peer replica `peer`: one
+    /// that came in on `peer`'s connection, for the shard that runs its
+    /// group; or one a group sends out, for the shard that holds `peer`'s
+    /// connection (the owner table's). `peer` is the sender of what comes
+    /// in (a header's `replica` is not always: a repaired prepare names its
+    /// primary), the destination of what goes out.
+    Consensus { peer: u8, header: Header, body: Vec<u8> },
     /// A client request received on `origin_shard`, for the shard that owns
     /// its namespace. The reply goes back as `ClientReply`.
     ClientForward { connection_id: u64, origin_shard: ShardId, header: Header, body: Vec<u8> },
@@ -98,7 +103,7 @@ mod tests {
     #[test]
     fn variant_and_header_follow_the_frame() {
         let header = Header::new(Command::Commit, 1);
-        let frame = ShardFrame::Consensus { header, body: vec![] };
+        let frame = ShardFrame::Consensus { peer: 2, header, body: vec![] };
         assert_eq!(frame.variant(), FrameVariant::Consensus);
         assert_eq!(frame.header(), Some(&header));
         let frame = ShardFrame::Lifecycle(Lifecycle::Shutdown);

@@ -111,7 +111,7 @@ mod tests {
         header.namespace = namespace.raw();
         header.operation = Operation::SendMessages;
         header.set_checksums(&[]);
-        ShardFrame::Consensus { header, body: vec![] }
+        ShardFrame::Consensus { peer: 1, header, body: vec![] }
     }
 
     fn partition_off_shard_zero(shard_count: ShardCount) -> Namespace {

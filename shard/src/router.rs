@@ -302,7 +302,7 @@ mod tests {
                         if operation.is_reserved() && !namespace.is_partition() {
                             assert_eq!(shard, ShardId(0));
                         }
-                        let frame = ShardFrame::Consensus { header: h, body: vec![] };
+                        let frame = ShardFrame::Consensus { peer: 1, header: h, body: vec![] };
                         assert_eq!(route(&frame, shard_count), Ok(shard));
                     }
                 }

@@ -1,11 +1,14 @@
 //! The cluster driver: R replica processes, their disks, the network and the
 //! clients, advanced event by event in virtual time from one seed.
 //!
-//! Each process runs a `shoal_shard::node::Node`, the same library code the
-//! server runs (action driver under the ordering contract, group storage,
-//! partition persist, state data, hops). This module is only the world
-//! around it: it delivers frames to the node and carries the node's sends
-//! through the simulated network (`NodeBus`), and through `NodeHooks` it
+//! Each process runs one `shoal_shard::node::Node` per shard, the same
+//! library code the server runs on each shard thread (action driver under
+//! the ordering contract, group storage, partition persist, state data),
+//! each holding the groups hashed to its shard, with the shard crate's
+//! bounded inboxes, pump and owner table between them (`inboxes`). This
+//! module is only the world around them: it delivers frames to a process's
+//! connections and carries the nodes' sends through the simulated network
+//! (`NodeBus`), and through `NodeHooks` it
 //! rolls faults (storage errors before a storage action, crashes right after
 //! a promise-bearing send or a storage completion), checks promises against
 //! the durable disk and records commits, views and the trace.
@@ -16,7 +19,8 @@
 //! Checkers run after every step; the first violation ends the run.
 //!
 //! Here: the event loop, the network glue and the phases. Along the seams:
-//! `world` (the node's `NodeBus`/`NodeHooks`), `faults` (fault policy),
+//! `world` (the node's `NodeBus`/`NodeHooks`), `inboxes` (a process's
+//! shards: their nodes and inboxes), `faults` (fault policy),
 //! `process` (crash, restart, wipe), `workload` (clients), `checks` (what the
 //! checkers are shown), `history` (the client-visible history).
 //!
@@ -27,6 +31,7 @@ mod checks;
 mod deposed;
 mod faults;
 mod history;
+mod inboxes;
 mod loss;
 mod plot;
 mod process;
@@ -57,7 +62,7 @@ use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status, frame_size_max_bytes};
 use shoal_vsr::superblock::superblock_path;
 
-use shoal_shard::frame::FrameVariant;
+use shoal_shard::frame::{FrameVariant, ShardFrame};
 use shoal_shard::metrics::{DropReason, FrameDrops};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
@@ -70,6 +75,8 @@ use crate::io::{DiskSpeed, Driven, IoInFlight, LatencyProfile, SimIo, block_on_i
 use crate::network::{Fate, Network, NodeId, PPM_MAX, Partition, PartitionKind};
 use crate::node::DATA_DIR;
 use crate::promises::{self, DurableFiles, Promise};
+use inboxes::{Placement, ShardNodes};
+
 use crate::run::{
     Checker, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target, TimelineEvent, TimelineKind,
     TraceEvent, Verdict,
@@ -162,8 +169,12 @@ enum Event {
     },
     Restart(u8),
     Unpause(u8),
-    /// The storage latency of a turn passed: the node flushes its group.
-    EndTurn(u8),
+    /// The storage latency of a turn passed: the shard's node flushes its
+    /// groups.
+    EndTurn(u8, ShardId),
+    /// The process is free again: the shard takes the frames that waited
+    /// in its inbox.
+    Drain(u8, ShardId),
     /// A flush's fsync of the replica's node may have ended (its latency
     /// passed on the process's clock): the node completes what ended.
     FlushPoll(u8),
@@ -199,8 +210,9 @@ struct Process {
     /// Starts in a row that a fault injected into the start itself stopped
     /// (`RESTART_FAULTS_IN_A_ROW_MAX`).
     restart_faults_in_a_row: u32,
-    /// The running node; `None` while down (and while a step borrows it).
-    node: Option<Node<SimIo>>,
+    /// The running shards (a node per shard and their inboxes); `None`
+    /// while down.
+    node: Option<ShardNodes>,
     /// When the node's last call ended on the process's own clock (its
     /// storage took that long); events for it wait until then.
     busy_until_ns: u64,
@@ -217,8 +229,8 @@ struct Process {
     /// Which of this process's shards holds the connection to each peer
     /// (shared with the node, which sends through it).
     owners: Arc<ReplicaOwnerTable>,
-    /// `frame_drops_total` of this process, over all its lives.
-    drops: Arc<FrameDrops>,
+    /// `frame_drops_total` of each shard of this process, over all its lives.
+    drops: Vec<Arc<FrameDrops>>,
 }
 
 #[derive(Debug)]
@@ -278,12 +290,15 @@ pub struct Cluster {
     /// Namespace of each group; group g lives on shard `shard_of[g]`.
     namespaces: Vec<u64>,
     shard_of: Vec<ShardId>,
+    /// Each group's shard and index in its shard's node.
+    placement: Rc<Placement>,
     shard_count: ShardCount,
     /// One set of checkers per group.
     checkers: Vec<Checkers>,
-    /// Frames handed from one shard to another, and how many arrived.
-    hops_attempted: u64,
-    hops_delivered: u64,
+    /// Frames offered to a shard's inbox, and how many it delivered (to its
+    /// node, or out on its connection): `inboxes`' accounting.
+    frames_offered: u64,
+    frames_delivered: u64,
     /// Metadata changes an admin client was told were applied.
     metadata_applied: Vec<MetadataRequest>,
     phase: Phase,
@@ -384,6 +399,7 @@ impl Cluster {
                 }
             })
             .collect();
+        let placement = Rc::new(Placement::new(&shard_of, shard_count));
         // One disk speed for every process of a run (each with its own
         // draws and long tail): a lone slow backup behind a fast quorum lags
         // without bound, which VSR allows but the quiet-period checker's
@@ -432,17 +448,10 @@ impl Cluster {
             // From here on the disk takes time.
             io.set_latency(Some(LatencyProfile::of(speed)));
             let owners = Arc::new(ReplicaOwnerTable::new(usize::from(config.replica_count), shard_count));
-            let drops = Arc::new(FrameDrops::new());
+            let drops: Vec<_> = shard_count.shards().map(|_| Arc::new(FrameDrops::new())).collect();
             let node = (!format_crashed).then(|| {
-                let mut node = Node::new(
-                    io.clone(),
-                    node_config(config, replica, shard_count),
-                    groups,
-                    owners.clone(),
-                    drops.clone(),
-                );
-                node.set_overlapped_flushes(true);
-                node
+                let config = node_config(config, replica, shard_count);
+                ShardNodes::new(&io, &config, groups, placement.clone(), &owners, &drops)
             });
             nodes.push(Process {
                 io,
@@ -493,9 +502,10 @@ impl Cluster {
             checkers: (0..group_count).map(|_| Checkers::default()).collect(),
             namespaces,
             shard_of,
+            placement,
             shard_count,
-            hops_attempted: 0,
-            hops_delivered: 0,
+            frames_offered: 0,
+            frames_delivered: 0,
             metadata_applied: Vec::new(),
             phase: Phase::Safety,
             fault_budget: config.fault_budget,
@@ -639,7 +649,8 @@ impl Cluster {
                 self.nodes[replica as usize].paused_until_ns = None;
                 self.record(Some(replica), "unpause", 0, 0, String::new);
             }
-            Event::EndTurn(replica) => self.end_turn(replica),
+            Event::EndTurn(replica, shard) => self.end_turn(replica, shard),
+            Event::Drain(replica, shard) => self.on_drain(replica, shard),
             Event::FlushPoll(replica) => self.flush_poll(replica),
             Event::EndSafety => self.end_safety(),
             Event::Scripted { index, attempts } => self.scripted(index, attempts),
@@ -670,8 +681,10 @@ impl Cluster {
             self.record(Some(replica), "crash_armed", waits, 0, String::new);
         }
         if self.shard_count.get() > 1 && self.roll(self.config.faults.shard_panic_ppm, "shard_panic") {
-            // A shard panic shuts the whole process down cleanly.
-            return self.crash(replica, "shard panic");
+            // A shard panic shuts the whole process down cleanly: its
+            // inboxes close, and what waited in them is counted dropped.
+            let shard = self.rng.next_u64() % u64::from(self.shard_count.get());
+            return self.crash(replica, &format!("shard {shard} panic"));
         }
         if self.config.replica_count >= 3
             && self.roll(self.config.faults.replica_wipe_ppm, "replica_wipe")
@@ -691,10 +704,14 @@ impl Cluster {
             return;
         }
         let now_ns = self.now_ns;
-        self.with_node(replica, |node, world, armed| {
-            let io = node.io().clone();
-            block_on_io(&io, node.tick(now_ns, world), armed)
-        });
+        // Every shard's loop ticks its own node (one after another on the
+        // process's clock).
+        for shard in self.shard_count.shards() {
+            self.with_node(replica, shard, |node, world, armed| {
+                let io = node.io().clone();
+                block_on_io(&io, node.tick(now_ns, world), armed)
+            });
+        }
         if let Phase::Liveness { .. } = self.phase
             && replica == 0
             && (now_ns / TICK_NS).is_multiple_of(CONVERGENCE_CHECK_TICKS)
@@ -710,7 +727,7 @@ impl Cluster {
     }
 
     pub fn group_replica(&self, replica: u8, group: usize) -> Option<&GroupReplica> {
-        self.nodes[replica as usize].node.as_ref().map(|node| node.group(group).replica())
+        self.nodes[replica as usize].node.as_ref().and_then(|shards| shards.try_group(group)).map(Group::replica)
     }
 
     pub fn group_count(&self) -> usize {
@@ -823,13 +840,10 @@ impl Cluster {
                         .insert((until.max(self.now_ns) + 1, self.sequence), Event::Deliver { from, to, message });
                     return;
                 }
-                if let Some(until) = self.busy_until(replica) {
-                    // It waits in the inbox while the node awaits its disk,
-                    // and joins a turn with whatever else waited there.
-                    self.open_turn_at(replica, until);
-                    return self.defer_until_idle(until, Event::Deliver { from, to, message: Box::new(message) });
-                }
-                self.deliver_to_replica(replica, from, message);
+                // It reaches the connection of one of the process's shards,
+                // which hops it into the inbox of its group's shard; there it
+                // waits while the process awaits its disk (`inboxes`).
+                self.hop_in(replica, from, message);
             }
             Endpoint::Client(client) => {
                 let before = self.config.record_history.then(|| self.client_snapshot(client));
@@ -842,76 +856,46 @@ impl Cluster {
         }
     }
 
-    /// A frame arrives on the shard that owns its connection; the router
-    /// names the shard that must handle it, and it hops there through that
-    /// shard's inbox; that shard hands it to the group of its namespace.
-    fn deliver_to_replica(&mut self, replica: u8, from: Endpoint, message: Message) {
-        let index = replica as usize;
-        let header = message.header;
-        let (source, arrival) = match from {
-            Endpoint::Replica(peer) => {
-                let arrival =
-                    self.nodes[index].owners.owner(peer).expect("a running process is connected to every peer");
-                (Source::Replica(peer), arrival)
-            }
-            Endpoint::Client(client) => {
-                (Source::Client(CLIENT_ID_BASE + u128::from(client)), self.client_shard(client))
-            }
-        };
-        self.maybe_begin_turn(replica);
-        let routed = self.with_node(replica, |node, world, armed| {
-            let io = node.io().clone();
-            block_on_io(&io, node.on_frame(source, arrival, message, world), armed)
-        });
-        if let Some(Routed::NamespaceMiss { shard, consensus_control: true }) = routed {
-            let detail = format!(
-                "replica {replica}: VSR frame {:?} for namespace {:#x} reached shard {}, which runs no group for it; \
-                 VSR would retransmit it the same way and the group would wedge",
-                header.command, header.namespace, shard.0
-            );
-            self.fail(Checker::Routing, detail);
-        }
-    }
-
-    /// Half the time, a frame opens a turn on a replica that has none: its
+    /// Half the time, a frame opens a turn on a shard that has none: its
     /// prepares (and those of the frames after it) are flushed together
     /// when the turn ends, a storage latency later.
-    fn maybe_begin_turn(&mut self, replica: u8) {
+    fn maybe_begin_turn(&mut self, replica: u8, shard: ShardId) {
         let draw = self.rng.next_u64();
-        let Some(node) = self.nodes[replica as usize].node.as_mut() else { return };
+        let Some(node) = self.nodes[replica as usize].node.as_mut().and_then(|s| s.node_mut(shard)) else { return };
         if node.turn_open() || draw.is_multiple_of(2) {
             return;
         }
         node.begin_turn();
-        self.schedule(1 + (draw >> 1) % STORAGE_FLUSH_LATENCY_MAX_NS, Event::EndTurn(replica));
+        self.schedule(1 + (draw >> 1) % STORAGE_FLUSH_LATENCY_MAX_NS, Event::EndTurn(replica, shard));
     }
 
-    /// Open a turn on `replica` (unless one is open) that ends a batching
-    /// window after `at_ns`, when the frames waiting for it have arrived.
-    fn open_turn_at(&mut self, replica: u8, at_ns: u64) {
+    /// Open a turn on `replica`'s shard `shard` (unless one is open) that
+    /// ends a batching window after `at_ns`, when the frames waiting for it
+    /// in its inbox have been taken.
+    fn open_turn_at(&mut self, replica: u8, shard: ShardId, at_ns: u64) {
         let draw = self.rng.next_u64();
-        let Some(node) = self.nodes[replica as usize].node.as_mut() else { return };
+        let Some(node) = self.nodes[replica as usize].node.as_mut().and_then(|s| s.node_mut(shard)) else { return };
         if node.turn_open() {
             return;
         }
         node.begin_turn();
-        // After the frames that wait for it (`defer_until_idle`).
+        // After the frames that wait for it (`Event::Drain` at `at_ns + 1`).
         let window_ns = 2 + draw % STORAGE_FLUSH_LATENCY_MAX_NS;
-        self.schedule(at_ns - self.now_ns + window_ns, Event::EndTurn(replica));
+        self.schedule(at_ns - self.now_ns + window_ns, Event::EndTurn(replica, shard));
     }
 
-    fn end_turn(&mut self, replica: u8) {
+    fn end_turn(&mut self, replica: u8, shard: ShardId) {
         let index = replica as usize;
         if let Some(until) = self.busy_until(replica) {
-            return self.defer_until_idle(until, Event::EndTurn(replica));
+            return self.defer_until_idle(until, Event::EndTurn(replica, shard));
         }
         if let Some(until) = self.nodes[index].paused_until_ns {
             // A paused process flushes once it runs again.
-            return self.schedule(until.saturating_sub(self.now_ns) + 1, Event::EndTurn(replica));
+            return self.schedule(until.saturating_sub(self.now_ns) + 1, Event::EndTurn(replica, shard));
         }
         // A turn of an earlier life died with it; this life's turn (if any)
         // ends now, which is only earlier than its own event.
-        self.with_node(replica, |node, world, armed| {
+        self.with_node(replica, shard, |node, world, armed| {
             if !node.turn_open() {
                 return Driven::Done(Ok(()));
             }
@@ -932,10 +916,20 @@ impl Cluster {
             // A paused process completes once it runs again.
             return self.schedule(until.saturating_sub(self.now_ns) + 1, Event::FlushPoll(replica));
         }
-        self.with_node(replica, |node, world, armed| {
-            let io = node.io().clone();
-            block_on_io(&io, node.complete_flushes(world), armed)
-        });
+        // Every shard whose node has a flush running completes what ended.
+        for shard in self.shard_count.shards() {
+            let flushing = self.nodes[index]
+                .node
+                .as_ref()
+                .and_then(|s| s.node(shard))
+                .is_some_and(|node| node.flushes_in_flight());
+            if flushing {
+                self.with_node(replica, shard, |node, world, armed| {
+                    let io = node.io().clone();
+                    block_on_io(&io, node.complete_flushes(world), armed)
+                });
+            }
+        }
     }
 
     // --- clients ----------------------------------------------------------------
@@ -968,24 +962,7 @@ impl Cluster {
     }
 
     fn finish(&mut self) -> RunOutcome {
-        let drops: u64 = self.nodes.iter().map(|n| n.drops.total()).sum();
-        let hop_drops = self.hops_attempted - self.hops_delivered;
-        let misses: u64 = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.drops.snapshot())
-            .filter(|((_, reason), _)| !matches!(reason, DropReason::InboxFull | DropReason::Injected))
-            .map(|(_, count)| count)
-            .sum();
-        if drops != hop_drops + misses {
-            let detail = format!(
-                "frame accounting: {} hops, {} delivered, {hop_drops} lost, but frame_drops_total counts {}",
-                self.hops_attempted,
-                self.hops_delivered,
-                drops - misses
-            );
-            self.fail(Checker::Routing, detail);
-        }
+        self.check_frame_accounting();
         let verdict = if let Some(violation) = self.violation() {
             Verdict::SafetyViolation {
                 checker: violation.checker.clone(),
@@ -1028,8 +1005,8 @@ impl Cluster {
                 let _ = index;
             }
         }
-        for node in &self.nodes {
-            for ((variant, reason), count) in node.drops.snapshot() {
+        for drops in self.nodes.iter().flat_map(|node| &node.drops) {
+            for ((variant, reason), count) in drops.snapshot() {
                 if count > 0 {
                     *self
                         .faults

@@ -762,7 +762,7 @@ impl World {
                 self.header(command, operation, namespace, replica)
             }
         };
-        ShardFrame::Consensus { header, body: Vec::new() }
+        ShardFrame::Consensus { peer: replica, header, body: Vec::new() }
     }
 
     /// A request on client connection `connection_id`, held by `shard`.

@@ -74,6 +74,9 @@ pub const MARKS: &[&str] = &[
     ROT_ONLY_COPY,
     SESSION_EVICTED,
     SETTLE_SKIPPED_UNREADABLE_SECTOR,
+    SHARD_FRAME_CROSSED_IN,
+    SHARD_FRAME_CROSSED_OUT,
+    SHARD_FRAME_WAITED_IN_INBOX,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
     SUPERBLOCK_COPY_REPAIRED,
@@ -184,6 +187,18 @@ pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
 /// its chain was broken by a faulty slot) once a canonical header named it.
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
 pub const SESSION_EVICTED: &str = "session_evicted";
+/// Placed by the simulator's shards (`sim::cluster::inboxes`): a frame read
+/// on a connection one shard holds went through the bounded inbox of
+/// another shard, whose node runs its group (`pump::dispatch`, then
+/// `pump::deliver` on that shard).
+pub const SHARD_FRAME_CROSSED_IN: &str = "shard_frame_crossed_in";
+/// Placed by the simulator's shards: a frame a group sent (to a peer, or a
+/// reply to a client) went out through the outbound inbox of another shard,
+/// the one that holds the connection (the owner table's, for a peer).
+pub const SHARD_FRAME_CROSSED_OUT: &str = "shard_frame_crossed_out";
+/// Placed by the simulator's shards: a frame waited in its shard's inbox
+/// because the shard's node was busy with its storage, and was taken later.
+pub const SHARD_FRAME_WAITED_IN_INBOX: &str = "shard_frame_waited_in_inbox";
 pub const STATE_TRANSFER: &str = "state_transfer";
 /// A state transfer whose snapshot took more than one frame to arrive
 /// (`state_transfer`): the assembly across answers.

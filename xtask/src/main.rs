@@ -41,7 +41,11 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// action finishing the running flush first, in 890, 475 and 249 of swarm
 /// seeds 0..1000 when flushes began to run beside the node;
 /// `ring_copies_carried_to_next_turn` left the list then: the simulator no
-/// longer runs turns that carry copies). A change that stops
+/// longer runs turns that carry copies; `shard_frame_crossed_in` /
+/// `shard_frame_crossed_out` / `shard_frame_waited_in_inbox`, frames through
+/// another shard's real inbox and frames that waited in one, in 1002, 1002
+/// and 1983 of swarm seeds 0..2000 when the simulator began to run one node
+/// per shard). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -51,7 +55,8 @@ repair_by_checksum,state_transfer,view_change_truncate,view_change_nack_truncati
 group_flushes_overlapped,prepare_packed_requests,fsyncs_overlapped,crash_write_in_flight,crash_fsync_in_flight,\
 crash_during_restart,storage_error_during_restart,view_change_skipped_rejoining_primary,\
 frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_unreadable,journal_copies_carried,\
-journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,rot_only_copy";
+journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,\
+rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];

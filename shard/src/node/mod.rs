@@ -5,10 +5,11 @@
 //! (superblock, journal, checkpoint: `storage`) and state machine with its
 //! partition log (`machine`), state-data serving and filling, and the
 //! timers; and, shared by the process, the owner table and the hops between
-//! shards. The simulator runs one `Node` per process holding every shard's
-//! groups (a hop is a fault point of its world); the server runs one per
-//! shard thread holding the groups hashed to that shard (a hop is a real
-//! bounded inbox), and both route through `route_inbound`.
+//! shards. The server and the simulator both run one `Node` per shard
+//! holding the groups hashed to that shard; a hop between shards is a real
+//! bounded inbox around the node (crossfire in the server, the shard crate's
+//! `LocalInbox` and pump in the simulator), and both route through
+//! `route_inbound`.
 //! `shoal-server` and `shoal-sim` run this same code: the simulator adds only
 //! the world around it (fault policy, clients, checkers, event loop).
 //!
@@ -129,6 +130,8 @@ pub trait NodeHooks {
     fn on_committed_conflict(&mut self, _group: usize, _why: &str) {}
     /// A frame hops from shard `from` to shard `to` of this process; `Err`
     /// drops it with that reason (the node counts it in `frame_drops_total`).
+    /// A world that runs one node per shard hops frames through its inboxes
+    /// around the node, so a node only ever hops from or to its own shard.
     fn hop(&mut self, _from: ShardId, _to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
         Ok(())
     }

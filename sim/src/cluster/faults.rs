@@ -55,33 +55,6 @@ impl Cluster {
         }
     }
 
-    /// The world's side of a hop between two shards of `replica` (the node
-    /// calls it through `NodeHooks::hop` and counts what it drops): the
-    /// fault injector may find the inbox full or drop the frame on delivery.
-    pub(super) fn hop(&mut self, replica: u8, from: ShardId, to: ShardId) -> Result<(), DropReason> {
-        assert_ne!(from, to, "a frame for the same shard does not hop");
-        self.hops_attempted += 1;
-        let reason = if self.roll(self.config.faults.shard_inbox_full_ppm, "shard_inbox_full") {
-            Some(DropReason::InboxFull)
-        } else if self.roll(self.config.faults.shard_delivery_drop_ppm, "shard_delivery_drop") {
-            Some(DropReason::Injected)
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => {
-                self.record(Some(replica), "frame_drop", u64::from(to.0), reason as u64, || {
-                    format!("shard {} -> shard {}: {}", from.0, to.0, reason.name())
-                });
-                Err(reason)
-            }
-            None => {
-                self.hops_delivered += 1;
-                Ok(())
-            }
-        }
-    }
-
     /// Before a storage action: maybe make it fail, or misdirect it.
     pub(super) fn arm_storage_fault(&mut self, replica: u8) {
         let index = replica as usize;
@@ -696,7 +669,7 @@ fn damage_is_read_eio(draw: u64) -> bool {
 /// a partition rot elsewhere may take the last copy of those messages (the
 /// plot test with random wipes, seed 5: every replica ended missing offsets
 /// 0..1356; disk-rot seed 5353 with a partition rot).
-fn holds_its_log(node: &Node<SimIo>, group: usize) -> bool {
+fn holds_its_log(node: &ShardNodes, group: usize) -> bool {
     let replica = node.group(group).replica();
     replica.status() == Status::Normal && replica.state_machine().missing().is_none()
 }

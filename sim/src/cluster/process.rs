@@ -1,6 +1,7 @@
 //! A replica process's life: connections (owner table stamps), crash,
 //! restart from what its disk kept, and the operator's reformat of a wiped
-//! disk. Each start builds a new `Node` over the groups it opened.
+//! disk. Each start builds a new `Node` per shard over the groups it opened
+//! that hash to that shard, and new inboxes between them.
 
 use super::*;
 use crate::disk::MutationFault;
@@ -40,6 +41,8 @@ impl Cluster {
             shoal_vsr::marks::hit(shoal_vsr::marks::CRASH_FSYNC_IN_FLIGHT);
         }
         // Everything the process held in memory is gone; its disk stays.
+        // What waited in its shards' inboxes is dropped, and counted.
+        self.shut_down_shards(replica);
         self.nodes[index].node = None;
         // Its connections die with it: every owner slot is cleared.
         let owners = &self.nodes[index].owners;
@@ -268,10 +271,9 @@ impl Cluster {
         let index = replica as usize;
         let process = &mut self.nodes[index];
         let config = node_config(&self.config, replica, self.shard_count);
-        let mut node = Node::new(process.io.clone(), config, groups, process.owners.clone(), process.drops.clone());
-        // The server's mode: fsyncs run beside the node's work.
-        node.set_overlapped_flushes(true);
-        process.node = Some(node);
+        let shards =
+            ShardNodes::new(&process.io, &config, groups, self.placement.clone(), &process.owners, &process.drops);
+        process.node = Some(shards);
         process.flush_poll_at_ns = None;
         self.nodes[index].up = true;
         self.nodes[index].restart_faults_in_a_row = 0;
@@ -287,11 +289,13 @@ impl Cluster {
             format!("storage open takes {:.1} ms", open_ns as f64 / 1e6)
         });
         self.timeline(replica, TimelineKind::Restart, detail);
-        // Drain the actions that recovery itself asked for.
-        self.with_node(replica, |node, world, armed| {
-            let io = node.io().clone();
-            block_on_io(&io, node.start(world), armed)
-        });
+        // Drain the actions that recovery itself asked for, shard by shard.
+        for shard in self.shard_count.shards() {
+            self.with_node(replica, shard, |node, world, armed| {
+                let io = node.io().clone();
+                block_on_io(&io, node.start(world), armed)
+            });
+        }
     }
 
     /// The liveness bound runs from the moment every replica serves: a

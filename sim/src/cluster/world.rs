@@ -1,17 +1,20 @@
-//! The node's world: how a simulated process runs its `Node` (the library
-//! code the server runs) with this cluster as its `NodeBus` and `NodeHooks`.
+//! The node's world: how a simulated process runs the `Node` of each of its
+//! shards (the library code the server runs on each shard thread) with this
+//! cluster as its `NodeBus` and `NodeHooks`.
 //!
-//! The node is taken out of its process for each call, so the hooks may
-//! touch the rest of the cluster; a node that stops is crashed once it is
-//! back.
+//! A shard's node is taken out of its process for each call, so the hooks
+//! may touch the rest of the cluster; a node that stops is crashed once it
+//! is back. A send through a connection another shard holds hops through
+//! that shard's outbound inbox (`inboxes`).
 
 use super::*;
 
 impl Cluster {
-    /// Run `f` on `replica`'s node with this cluster as its world. The node
-    /// is taken out for the call, so the world's hooks may touch everything
-    /// else; a node that stops is crashed here, once it is back. `None` when
-    /// the process is down or the node stopped.
+    /// Run `f` on the node of `replica`'s shard `shard` with this cluster as
+    /// its world. The node is taken out for the call, so the world's hooks
+    /// may touch everything else; a node that stops is crashed here (the
+    /// whole process, as the server's shard failure shuts it down), once it
+    /// is back. `None` when the process is down or the node stopped.
     ///
     /// The call runs on the process's own clock (`block_on_io`, which `f`
     /// uses with the armed crash it is handed): it starts now (or when the
@@ -23,20 +26,21 @@ impl Cluster {
     pub(super) fn with_node<R>(
         &mut self,
         replica: u8,
+        shard: ShardId,
         f: impl FnOnce(&mut Node<SimIo>, &mut SimWorld<'_>, &mut Option<u32>) -> Driven<Result<R, NodeStop>>,
     ) -> Option<R> {
         let index = replica as usize;
         if !self.nodes[index].up {
             return None;
         }
-        let mut node = self.nodes[index].node.take()?;
+        let mut node = self.take_node(replica, shard)?;
         let io = self.nodes[index].io.clone();
         io.set_now_ns(io.now_ns().max(self.now_ns));
         let mut armed = self.nodes[index].crash_armed.take();
-        let mut world = SimWorld { cluster: self, replica, crash: None };
+        let mut world = SimWorld { cluster: self, replica, shard, crash: None };
         let driven = f(&mut node, &mut world, &mut armed);
         let crash = world.crash.take();
-        self.nodes[index].node = Some(node);
+        self.put_node(replica, shard, node);
         self.nodes[index].crash_armed = armed;
         self.nodes[index].busy_until_ns = io.now_ns();
         if matches!(driven, Driven::Done(Ok(_))) {
@@ -142,9 +146,10 @@ impl Cluster {
     /// Write the partition's applied messages to its log (the node's own
     /// write; a failure stops the node like any other).
     pub(super) fn persist_partition(&mut self, replica: u8, group: usize) {
-        self.with_node(replica, |node, _, _| {
+        let (shard, local) = self.placement.place(group);
+        self.with_node(replica, shard, |node, _, _| {
             let io = node.io().clone();
-            Driven::Done(io.instant(|| block_on_ready(node.group_mut(group).write_partition())))
+            Driven::Done(io.instant(|| block_on_ready(node.group_mut(local).write_partition())))
         });
     }
 
@@ -165,27 +170,49 @@ impl Cluster {
     }
 }
 
-/// The world one node runs in during one call: this cluster's network,
-/// fault policy and checkers, seen through the node's two narrow traits.
+/// The world one shard's node runs in during one call: this cluster's
+/// network, fault policy and checkers, seen through the node's two narrow
+/// traits. The node names its groups by their index in it; the world by the
+/// cluster's (`SimWorld::group`).
 pub(super) struct SimWorld<'a> {
     cluster: &'a mut Cluster,
     replica: u8,
+    shard: ShardId,
     /// Why a hook stopped the node (a crash at a protocol moment); the
     /// cluster crashes the process once the node is back in its slot.
     crash: Option<String>,
 }
 
+impl SimWorld<'_> {
+    /// The cluster's index of group `local` of this shard's node.
+    fn group(&self, local: usize) -> usize {
+        self.cluster.placement.group(self.shard, local)
+    }
+}
+
 impl NodeBus for SimWorld<'_> {
-    fn send_to_replica(&mut self, _via: ShardId, to: u8, message: Message) {
+    /// Out on the connection shard `via` holds: this shard's own, or a hop
+    /// through `via`'s outbound inbox (the server's `send_out`).
+    fn send_to_replica(&mut self, via: ShardId, to: u8, message: Message) {
         if let Some(group) = self.cluster.namespaces.iter().position(|&ns| ns == message.header.namespace) {
             self.cluster.checkers[group].on_send(self.replica, &message);
         }
-        self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Replica(to), message);
+        if via == self.shard {
+            return self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Replica(to), message);
+        }
+        let frame = ShardFrame::Consensus { peer: to, header: message.header, body: message.body.to_vec() };
+        self.cluster.hop_out(self.replica, self.shard, via, frame);
     }
 
-    fn reply_to_client(&mut self, _via: ShardId, client: u128, message: Message) {
-        let index = u32::try_from(client - CLIENT_ID_BASE).expect("simulated client ids are small");
-        self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Client(index), message);
+    fn reply_to_client(&mut self, via: ShardId, client: u128, message: Message) {
+        if via == self.shard {
+            let index = u32::try_from(client - CLIENT_ID_BASE).expect("simulated client ids are small");
+            return self.cluster.send(Endpoint::Replica(self.replica), Endpoint::Client(index), message);
+        }
+        let connection_id = u64::try_from(client).expect("simulated client ids are small");
+        let body = message.body.to_vec();
+        let frame = ShardFrame::ClientReply { connection_id, origin_shard: via, header: message.header, body };
+        self.cluster.hop_out(self.replica, self.shard, via, frame);
     }
 
     fn client_shard(&self, client: u128) -> ShardId {
@@ -200,6 +227,7 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn after_storage(&mut self, group: usize, action: &Action, error: Option<&StorageError>) -> Flow {
+        let group = self.group(group);
         self.cluster.after_storage(self.replica, group, action, error.is_none());
         if error.is_none() && self.cluster.roll(self.cluster.config.faults.protocol_crash_ppm, "protocol_crash") {
             self.crash = Some(format!("right after {} completed", action_name(action)));
@@ -209,6 +237,7 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn before_send(&mut self, group: usize, header: &Header) {
+        let group = self.group(group);
         self.cluster.check_promise(self.replica, group, header);
     }
 
@@ -225,15 +254,18 @@ impl NodeHooks for SimWorld<'_> {
     }
 
     fn on_committed(&mut self, group: usize, committed: &[Committed]) {
+        let group = self.group(group);
         self.cluster.observe_committed(self.replica, group, committed);
     }
 
     fn on_view(&mut self, group: usize, view: u64, status: Status) {
+        let group = self.group(group);
         self.cluster.checkers[group].on_view(self.replica, view);
         self.cluster.observe_view(self.replica, group, view, status);
     }
 
     fn on_committed_conflict(&mut self, group: usize, why: &str) {
+        let group = self.group(group);
         let label = self.cluster.group_label(group);
         let detail = format!(
             "replica {}{label} was offered a canonical log that contradicts ops it committed ({why})",
@@ -242,18 +274,38 @@ impl NodeHooks for SimWorld<'_> {
         self.cluster.checkers[group].fail(Checker::Agreement, detail);
     }
 
-    fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
-        self.cluster.hop(self.replica, from, to)
+    /// As the server's world: the real hops run around the node (a frame
+    /// came in through this shard's inbound inbox, a send goes out through
+    /// the connection shard's outbound inbox), so the node only ever hops
+    /// from or to its own shard. Any other hop is a misroute.
+    fn hop(&mut self, from: ShardId, to: ShardId, variant: FrameVariant) -> Result<(), DropReason> {
+        if from == self.shard || to == self.shard {
+            return Ok(());
+        }
+        let detail = format!(
+            "replica {}: shard {}'s node hopped a {} frame from shard {} to shard {}",
+            self.replica,
+            self.shard.0,
+            variant.name(),
+            from.0,
+            to.0
+        );
+        self.cluster.fail(Checker::Routing, detail);
+        Err(DropReason::ConsensusMisroute)
     }
 
     fn draw(&mut self, bound: u64) -> Option<u64> {
         Some(self.cluster.choices.draw(bound))
     }
 
-    /// Frames for this process that reached it by now on its own clock
-    /// (they arrived while it flushed, and wait as in the server's inbox).
+    /// Frames wait in this shard's inbox, or reached the process by now on
+    /// its own clock (they arrived while it flushed).
     fn work_waiting(&mut self) -> bool {
         let replica = self.replica;
+        let shards = self.cluster.nodes[replica as usize].node.as_ref();
+        if shards.is_some_and(|shards| shards.inbound_waiting(self.shard)) {
+            return true;
+        }
         let now_ns = self.cluster.nodes[replica as usize].io.now_ns().max(self.cluster.now_ns);
         self.cluster
             .queue
