@@ -142,7 +142,10 @@ fn rebuilt(state: &MetadataState) -> MetadataState {
                 name: topic.name.clone(),
                 partition_count: topic.partition_count,
             };
-            again.apply(&create).unwrap_or_else(|error| panic!("decoded topic {topic_id} is not admissible: {error}"));
+            // At the op the snapshot says created it (snapshot v2 keeps it).
+            again
+                .apply_at(topic.created_op, &create)
+                .unwrap_or_else(|error| panic!("decoded topic {topic_id} is not admissible: {error}"));
         }
     }
     again
