@@ -261,16 +261,27 @@ impl Cluster {
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
-            let label = self.group_label(group);
             self.nodes[index].rotted_while_running = true;
-            let how = if eio { "read EIO" } else { "rot" };
-            let kind = if only_copy { "rot_only_copy_running" } else { "rot_running" };
-            if only_copy {
-                shoal_vsr::marks::hit(shoal_vsr::marks::ROT_ONLY_COPY);
-            }
-            self.record(Some(replica), kind, op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
-            self.timeline(replica, TimelineKind::Fault, format!("{how} op {op} (running)"));
+            self.record_journal_rot(replica, group, op, JournalRot { eio, only_copy, running: true });
         }
+    }
+
+    /// Trace, timeline and mark of a journal slot's damage that landed.
+    fn record_journal_rot(&mut self, replica: u8, group: usize, op: u64, rot: JournalRot) {
+        let label = self.group_label(group);
+        let how = if rot.eio { "read EIO" } else { "rot" };
+        let kind = match (rot.only_copy, rot.running) {
+            (false, false) => "rot",
+            (false, true) => "rot_running",
+            (true, false) => "rot_only_copy",
+            (true, true) => "rot_only_copy_running",
+        };
+        if rot.only_copy {
+            shoal_vsr::marks::hit(shoal_vsr::marks::ROT_ONLY_COPY);
+        }
+        self.record(Some(replica), kind, op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
+        let when = if rot.running { " (running)" } else { "" };
+        self.timeline(replica, TimelineKind::Fault, format!("{how} op {op}{when}"));
     }
 
     /// Another replica than `replica` is down to be wiped, `Recovering` in
@@ -448,14 +459,7 @@ impl Cluster {
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].corrupted = true;
-            let label = self.group_label(group);
-            let how = if eio { "read EIO" } else { "rot" };
-            let kind = if only_copy { "rot_only_copy" } else { "rot" };
-            if only_copy {
-                shoal_vsr::marks::hit(shoal_vsr::marks::ROT_ONLY_COPY);
-            }
-            self.record(Some(replica), kind, op, group as u64, || format!("journal slot of op {op} ({how}){label}"));
-            self.timeline(replica, TimelineKind::Fault, format!("{how} op {op}"));
+            self.record_journal_rot(replica, group, op, JournalRot { eio, only_copy, running: false });
         }
     }
 
@@ -651,6 +655,16 @@ impl Cluster {
             .all(|j| self.group_replica(j, group).is_some_and(|r| r.status() == Status::Normal));
         peers_normal && self.loss_is_recoverable(replica, group, disk)
     }
+}
+
+/// A journal slot's damage, as its trace names it.
+struct JournalRot {
+    /// A latent sector error, not a flipped bit.
+    eio: bool,
+    /// The op's only copy in the cluster (`only_copy_may_rot`).
+    only_copy: bool,
+    /// The replica runs (`rot_running`), rather than being down.
+    running: bool,
 }
 
 /// One damage in `READ_EIO_SHARE_OF` of a down replica's disk (a journal

@@ -299,9 +299,7 @@ impl Cluster {
             }
             let frame = shards.inbound[shard.index()].try_recv().expect("the inbox holds a frame");
             let variant = frame.variant();
-            if self.roll_shard_fault(self.config.faults.shard_delivery_drop_ppm, "shard_delivery_drop") {
-                self.nodes[index].drops[shard.index()].bump(variant, DropReason::Injected);
-                self.on_hop_dropped(replica, shard, variant, DropReason::Injected);
+            if self.delivery_dropped(replica, shard, variant) {
                 continue;
             }
             let drops = self.nodes[index].drops[shard.index()].clone();
@@ -409,9 +407,7 @@ impl Cluster {
             let Some(shards) = self.nodes[index].node.as_ref() else { return };
             let Some(frame) = shards.outbound[via.index()].try_recv() else { return };
             let variant = frame.variant();
-            if self.roll_shard_fault(self.config.faults.shard_delivery_drop_ppm, "shard_delivery_drop") {
-                self.nodes[index].drops[via.index()].bump(variant, DropReason::Injected);
-                self.on_hop_dropped(replica, via, variant, DropReason::Injected);
+            if self.delivery_dropped(replica, via, variant) {
                 continue;
             }
             let drops = self.nodes[index].drops[via.index()].clone();
@@ -438,6 +434,17 @@ impl Cluster {
                 other => unreachable!("only a group's sends enter an outbound inbox: {other:?}"),
             }
         }
+    }
+
+    /// The fault injector loses the frame `shard` just took from an inbox
+    /// (the *delivery drop* fault): counted `injected` on that shard.
+    fn delivery_dropped(&mut self, replica: u8, shard: ShardId, variant: FrameVariant) -> bool {
+        if !self.roll_shard_fault(self.config.faults.shard_delivery_drop_ppm, "shard_delivery_drop") {
+            return false;
+        }
+        self.nodes[replica as usize].drops[shard.index()].bump(variant, DropReason::Injected);
+        self.on_hop_dropped(replica, shard, variant, DropReason::Injected);
+        true
     }
 
     /// A hop dropped a frame on its way to shard `shard` (already counted
