@@ -20,8 +20,8 @@ use shoal_vsr::replica::{DurableState, Recovered};
 const SLOT_COUNT: u64 = 16;
 const PREPARES_COUNT: u64 = 6;
 const RECORDS_COUNT: usize = 40;
-/// Small segments, so a restart reads several files.
-const SEGMENT_SIZE_MAX_BYTES: u64 = 2048;
+/// Small segments (2 KiB), so a restart reads several files.
+const PARTITION_LOG_CONFIG: PartitionLogConfig = PartitionLogConfig { segment_size_max_bytes: 2048 };
 
 fn group_dir() -> &'static Path {
     Path::new("/data/group")
@@ -80,8 +80,7 @@ fn every_read_of_a_groups_restart_may_fail_transiently_and_it_recovers_the_same_
 /// Forty records in segments of 2 KiB, synced; then the process dies.
 fn disk_with_a_partition_log(seed: u64) -> (SimIo, Vec<Vec<u8>>) {
     let io = SimIo::new(seed);
-    let config = PartitionLogConfig { segment_size_max_bytes: SEGMENT_SIZE_MAX_BYTES };
-    let mut log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), config)).unwrap();
+    let mut log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), PARTITION_LOG_CONFIG)).unwrap();
     let records: Vec<Vec<u8>> = (0..RECORDS_COUNT).map(|i| format!("record {i:04} ").repeat(8).into_bytes()).collect();
     for chunk in records.chunks(4) {
         block_on_ready(log.append(chunk)).unwrap();
@@ -100,17 +99,16 @@ fn read_all(log: &PartitionLog<SimIo>) -> Vec<Vec<u8>> {
 
 #[test]
 fn every_read_of_a_partition_logs_restart_may_fail_transiently_and_it_keeps_every_record() {
-    let config = PartitionLogConfig { segment_size_max_bytes: SEGMENT_SIZE_MAX_BYTES };
     let (io, records) = disk_with_a_partition_log(2);
     let reads_before = io.disk().reads();
-    let log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), config)).unwrap();
+    let log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), PARTITION_LOG_CONFIG)).unwrap();
     let reads = io.disk().reads() - reads_before;
     assert!(reads >= 3, "one read per segment at least ({reads} reads)");
     assert_eq!(read_all(&log), records);
     for skip in 0..reads {
         let (io, records) = disk_with_a_partition_log(2);
         io.disk().fail_reads_after(skip, READ_EIO_ATTEMPTS_MAX - 1);
-        let log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), config))
+        let log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), PARTITION_LOG_CONFIG))
             .unwrap_or_else(|error| panic!("read {skip} of the restart failed transiently, and it stopped: {error}"));
         assert_eq!(read_all(&log), records, "read {skip} failed transiently");
     }
@@ -120,9 +118,8 @@ fn every_read_of_a_partition_logs_restart_may_fail_transiently_and_it_keeps_ever
 /// is retried, not answered with nothing.
 #[test]
 fn a_read_of_committed_records_survives_a_transient_error() {
-    let config = PartitionLogConfig { segment_size_max_bytes: SEGMENT_SIZE_MAX_BYTES };
     let (io, records) = disk_with_a_partition_log(3);
-    let log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), config)).unwrap();
+    let log = block_on_ready(PartitionLog::open(io.clone(), partition_dir(), PARTITION_LOG_CONFIG)).unwrap();
     io.disk().fail_reads_after(0, READ_EIO_ATTEMPTS_MAX - 1);
     assert_eq!(read_all(&log), records);
     io.disk().fail_reads_after(0, READ_EIO_ATTEMPTS_MAX);
