@@ -14,11 +14,23 @@
 //! waits forever behind a healthy majority. Samples are taken once per
 //! network tick, so windows are exact to `TICK_NS`.
 //!
+//! The bound allows one primary failure and `AVAILABILITY_VIEW_CHANGES_MAX`
+//! view changes. A view entered during the window whose primary is down
+//! (crashed, reopening its storage, paused) was doomed by a fault, not by
+//! the protocol: no protocol can finish a view change whose primary does
+//! not run, and VSR has no failure detector that could skip it sooner than
+//! its view-change timeout. Each such view extends the window's bound by
+//! one view change (`AVAILABILITY_DOOMED_VIEW_TICKS`), up to
+//! `AVAILABILITY_DOOMED_VIEWS_MAX` (swarm seed 2222: the primaries of three
+//! views in a row crashed on injected storage errors).
+//!
 //! Owns the window bookkeeping; the cluster says what held when.
 
 use shoal_vsr::replica::{
     NORMAL_TIMEOUT_JITTER_TICKS, NORMAL_TIMEOUT_TICKS, REPAIR_TICKS, VIEW_CHANGE_RETRY_TICKS, VIEW_CHANGE_TIMEOUT_TICKS,
 };
+
+use std::collections::BTreeSet;
 
 use crate::cluster::{CLIENT_RETRY_TICKS, TICK_NS};
 use crate::run::AvailabilityWindow;
@@ -49,67 +61,105 @@ pub const AVAILABILITY_WINDOW_MAX_TICKS: u64 = NORMAL_TIMEOUT_TICKS
     + AVAILABILITY_REPAIR_ROUNDS_MAX * REPAIR_TICKS
     + CLIENT_RETRY_TICKS;
 pub const AVAILABILITY_WINDOW_MAX_NS: u64 = AVAILABILITY_WINDOW_MAX_TICKS * TICK_NS;
+/// What a view doomed by its primary being down costs: its view change runs
+/// to its timeout, and the next one starts after a retry.
+pub const AVAILABILITY_DOOMED_VIEW_TICKS: u64 = VIEW_CHANGE_TIMEOUT_TICKS + VIEW_CHANGE_RETRY_TICKS;
+pub const AVAILABILITY_DOOMED_VIEW_NS: u64 = AVAILABILITY_DOOMED_VIEW_TICKS * TICK_NS;
+/// Doomed views one window may be granted at most; more, and the window is
+/// judged by the bound they reached (a fault schedule that downs every
+/// candidate primary for long is not one the checker excuses forever).
+pub const AVAILABILITY_DOOMED_VIEWS_MAX: usize = 4;
 /// Windows at least this long are listed in `RunOutcome`; shorter ones (the
 /// gaps between commits of a healthy run) only count toward the maximum.
 pub const AVAILABILITY_WINDOW_LISTED_MIN_NS: u64 = 200_000_000;
 
+/// A group's open window.
+#[derive(Debug, Clone)]
+struct OpenWindow {
+    start_ns: u64,
+    /// The group's newest view when the window opened: views above it were
+    /// entered during the window.
+    opened_in_view: u64,
+    /// Views entered during the window whose primary was seen down (at most
+    /// `AVAILABILITY_DOOMED_VIEWS_MAX`).
+    doomed_views: BTreeSet<u64>,
+}
+
+impl OpenWindow {
+    fn bound_ns(&self) -> u64 {
+        AVAILABILITY_WINDOW_MAX_NS + self.doomed_views.len() as u64 * AVAILABILITY_DOOMED_VIEW_NS
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Availability {
-    /// Per group: since when the current window is open.
-    open: Vec<Option<u64>>,
+    /// Per group: the current window, if one is open.
+    open: Vec<Option<OpenWindow>>,
+    /// Per group: its newest view at the last sample.
+    newest_view: Vec<u64>,
     windows: Vec<AvailabilityWindow>,
     max_ns: u64,
     /// The first window over the bound.
-    violation: Option<AvailabilityWindow>,
+    violation: Option<AvailabilityViolation>,
 }
 
 impl Availability {
     pub fn new(group_count: usize) -> Availability {
-        Availability { open: vec![None; group_count], ..Availability::default() }
+        Availability { open: vec![None; group_count], newest_view: vec![0; group_count], ..Availability::default() }
     }
 
     /// A sample: whether `group` could and should commit now (quorum up and
-    /// connected, a client waiting).
-    pub fn sample(&mut self, now_ns: u64, group: usize, could_commit: bool) {
-        match (self.open[group], could_commit) {
-            (None, true) => self.open[group] = Some(now_ns),
-            (Some(start_ns), false) => {
-                self.open[group] = None;
-                self.close(group, start_ns, now_ns);
+    /// connected, a client waiting), and the newest view any of its up
+    /// replicas is in.
+    pub fn sample(&mut self, now_ns: u64, group: usize, could_commit: bool, newest_view: u64) {
+        self.newest_view[group] = newest_view;
+        match (self.open[group].is_some(), could_commit) {
+            (false, true) => self.open[group] = Some(self.window_from(group, now_ns)),
+            (true, false) => {
+                let window = self.open[group].take().expect("matched open");
+                self.close(group, &window, now_ns);
             }
             _ => {}
+        }
+    }
+
+    /// The primary of `view` (the newest view of `group`'s up replicas) is
+    /// down: if the view was entered during the open window, that view
+    /// change is doomed and the window's bound grows by one view change.
+    pub fn primary_down(&mut self, group: usize, view: u64) {
+        if let Some(window) = self.open[group].as_mut()
+            && view > window.opened_in_view
+            && window.doomed_views.len() < AVAILABILITY_DOOMED_VIEWS_MAX
+        {
+            window.doomed_views.insert(view);
         }
     }
 
     /// `group` committed a new op: the open window (if any) ends and, the
     /// conditions still holding, a new one starts.
     pub fn progress(&mut self, now_ns: u64, group: usize) {
-        if let Some(start_ns) = self.open[group] {
-            self.close(group, start_ns, now_ns);
-            self.open[group] = Some(now_ns);
+        if let Some(window) = self.open[group].take() {
+            self.close(group, &window, now_ns);
+            self.open[group] = Some(self.window_from(group, now_ns));
         }
     }
 
     /// The run ended: close every open window.
     pub fn finish(&mut self, now_ns: u64) {
         for group in 0..self.open.len() {
-            if let Some(start_ns) = self.open[group].take() {
-                self.close(group, start_ns, now_ns);
+            if let Some(window) = self.open[group].take() {
+                self.close(group, &window, now_ns);
             }
         }
     }
 
-    /// The first window longer than `AVAILABILITY_WINDOW_MAX_NS`, if any.
-    /// An open window counts up to `now_ns`.
-    pub fn violation(&self, now_ns: u64) -> Option<AvailabilityWindow> {
-        self.violation.or_else(|| {
+    /// The first window longer than its bound (`AVAILABILITY_WINDOW_MAX_NS`
+    /// and its doomed views), if any. An open window counts up to `now_ns`.
+    pub fn violation(&self, now_ns: u64) -> Option<AvailabilityViolation> {
+        self.violation.clone().or_else(|| {
             self.open.iter().enumerate().find_map(|(group, open)| {
-                let start_ns = (*open)?;
-                (now_ns - start_ns > AVAILABILITY_WINDOW_MAX_NS).then_some(AvailabilityWindow {
-                    group,
-                    start_ns,
-                    end_ns: now_ns,
-                })
+                let open = open.as_ref()?;
+                (now_ns - open.start_ns > open.bound_ns()).then(|| AvailabilityViolation::of(group, open, now_ns))
             })
         })
     }
@@ -122,15 +172,38 @@ impl Availability {
         std::mem::take(&mut self.windows)
     }
 
-    fn close(&mut self, group: usize, start_ns: u64, end_ns: u64) {
-        debug_assert!(start_ns <= end_ns);
-        let window = AvailabilityWindow { group, start_ns, end_ns };
+    fn window_from(&self, group: usize, now_ns: u64) -> OpenWindow {
+        OpenWindow { start_ns: now_ns, opened_in_view: self.newest_view[group], doomed_views: BTreeSet::new() }
+    }
+
+    fn close(&mut self, group: usize, open: &OpenWindow, end_ns: u64) {
+        debug_assert!(open.start_ns <= end_ns);
+        let window = AvailabilityWindow { group, start_ns: open.start_ns, end_ns };
         self.max_ns = self.max_ns.max(window.duration_ns());
         if window.duration_ns() >= AVAILABILITY_WINDOW_LISTED_MIN_NS {
             self.windows.push(window);
         }
-        if window.duration_ns() > AVAILABILITY_WINDOW_MAX_NS && self.violation.is_none() {
-            self.violation = Some(window);
+        if window.duration_ns() > open.bound_ns() && self.violation.is_none() {
+            self.violation = Some(AvailabilityViolation::of(group, open, end_ns));
+        }
+    }
+}
+
+/// A window over its bound, with what the bound was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvailabilityViolation {
+    pub window: AvailabilityWindow,
+    pub bound_ns: u64,
+    /// The views doomed by a down primary that the bound allowed for.
+    pub doomed_views: Vec<u64>,
+}
+
+impl AvailabilityViolation {
+    fn of(group: usize, open: &OpenWindow, end_ns: u64) -> AvailabilityViolation {
+        AvailabilityViolation {
+            window: AvailabilityWindow { group, start_ns: open.start_ns, end_ns },
+            bound_ns: open.bound_ns(),
+            doomed_views: open.doomed_views.iter().copied().collect(),
         }
     }
 }
@@ -176,22 +249,58 @@ mod tests {
     #[test]
     fn a_commit_ends_the_window_and_a_long_one_is_a_violation() {
         let mut availability = Availability::new(1);
-        availability.sample(0, 0, true);
+        availability.sample(0, 0, true, 0);
         availability.progress(100, 0);
-        availability.sample(200, 0, true);
+        availability.sample(200, 0, true, 0);
         assert_eq!(availability.max_ns(), 100);
         assert!(availability.violation(AVAILABILITY_WINDOW_MAX_NS).is_none());
         assert!(availability.violation(AVAILABILITY_WINDOW_MAX_NS + 101).is_some(), "an open window counts");
-        availability.sample(AVAILABILITY_WINDOW_MAX_NS + 200, 0, false);
+        availability.sample(AVAILABILITY_WINDOW_MAX_NS + 200, 0, false, 0);
         assert_eq!(availability.max_ns(), AVAILABILITY_WINDOW_MAX_NS + 100);
         assert_eq!(availability.take_windows().len(), 1);
         assert!(availability.violation(0).is_some());
     }
 
     #[test]
+    fn a_view_entered_with_its_primary_down_extends_the_bound_by_one_view_change() {
+        let mut availability = Availability::new(1);
+        availability.sample(0, 0, true, 3);
+        // View 3's primary going down is the failure the base bound allows.
+        availability.primary_down(0, 3);
+        let end_ns = AVAILABILITY_WINDOW_MAX_NS + 1;
+        assert!(availability.violation(end_ns).is_some(), "the view the window opened in is not doomed");
+        // Views 4 and 5 were entered during the window with their primary down;
+        // seen twice, view 4 counts once.
+        availability.primary_down(0, 4);
+        availability.primary_down(0, 4);
+        availability.primary_down(0, 5);
+        let bound_ns = AVAILABILITY_WINDOW_MAX_NS + 2 * AVAILABILITY_DOOMED_VIEW_NS;
+        assert!(availability.violation(bound_ns).is_none());
+        let violation = availability.violation(bound_ns + 1).expect("over two doomed views' allowance");
+        assert_eq!((violation.bound_ns, violation.doomed_views), (bound_ns, vec![4, 5]));
+    }
+
+    #[test]
+    fn doomed_views_are_granted_up_to_a_bound_and_forgotten_by_a_commit() {
+        let mut availability = Availability::new(1);
+        availability.sample(0, 0, true, 0);
+        for view in 1..=20 {
+            availability.primary_down(0, view);
+        }
+        let bound_ns = AVAILABILITY_WINDOW_MAX_NS + AVAILABILITY_DOOMED_VIEWS_MAX as u64 * AVAILABILITY_DOOMED_VIEW_NS;
+        assert!(availability.violation(bound_ns).is_none());
+        assert!(availability.violation(bound_ns + 1).is_some());
+        // A commit opens a new window in the newest view: its allowance starts over.
+        availability.sample(100, 0, true, 20);
+        availability.progress(200, 0);
+        availability.primary_down(0, 20);
+        assert!(availability.violation(200 + AVAILABILITY_WINDOW_MAX_NS + 1).is_some());
+    }
+
+    #[test]
     fn no_window_without_a_waiting_client_or_a_quorum() {
         let mut availability = Availability::new(2);
-        availability.sample(0, 1, false);
+        availability.sample(0, 1, false, 0);
         availability.progress(50, 1);
         availability.finish(1_000);
         assert_eq!(availability.max_ns(), 0);

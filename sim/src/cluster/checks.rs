@@ -251,20 +251,49 @@ impl Cluster {
             let could = waiting
                 && !self.plot_blocks(group)
                 && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
-            self.availability.sample(self.now_ns, group, could);
+            let newest_view = self.newest_view_up(group);
+            self.availability.sample(self.now_ns, group, could, newest_view);
+            let primary = (newest_view % u64::from(self.config.replica_count)) as u8;
+            if !self.replica_runs(primary, group) {
+                self.availability.primary_down(group, newest_view);
+            }
         }
         if self.availability_failure.is_none()
-            && let Some(window) = self.availability.violation(self.now_ns)
+            && let Some(violation) = self.availability.violation(self.now_ns)
         {
+            let window = violation.window;
             self.availability_failure = Some(format!(
                 "availability: group {} had a connected quorum and a waiting client but committed nothing from \
-                 {:.3} s to {:.3} s, over the bound of {:.3} s (AVAILABILITY_WINDOW_MAX_NS)",
+                 {:.3} s to {:.3} s, over the bound of {:.3} s (AVAILABILITY_WINDOW_MAX_NS, plus one view change \
+                 for each of the {} views doomed by a down primary: {:?})",
                 window.group,
                 window.start_ns as f64 / 1e9,
                 window.end_ns as f64 / 1e9,
-                crate::availability::AVAILABILITY_WINDOW_MAX_NS as f64 / 1e9
+                violation.bound_ns as f64 / 1e9,
+                violation.doomed_views.len(),
+                violation.doomed_views,
             ));
         }
+    }
+
+    /// `replica`'s member of `group` if its process runs and can take
+    /// part: up, not paused, its storage open.
+    fn running_replica(&self, replica: u8, group: usize) -> Option<&GroupReplica> {
+        let node = &self.nodes[replica as usize];
+        let runs = node.up && node.paused_until_ns.is_none();
+        self.group_replica(replica, group).filter(|member| runs && !still_opening(member))
+    }
+
+    fn replica_runs(&self, replica: u8, group: usize) -> bool {
+        self.running_replica(replica, group).is_some()
+    }
+
+    /// The newest view any running replica of `group` is in.
+    fn newest_view_up(&self, group: usize) -> u64 {
+        (0..self.config.replica_count)
+            .filter_map(|r| self.running_replica(r, group).map(|replica| replica.view()))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The up, unpaused replicas of `group` and what each can do toward a
@@ -273,14 +302,8 @@ impl Cluster {
     /// start_view, so it counts only if it reaches that many.
     fn availability_roles(&self, group: usize) -> Vec<(u32, Role)> {
         let quorum = usize::from(self.config.replica_count) / 2 + 1;
-        let up: Vec<(u8, &GroupReplica)> = (0..self.config.replica_count)
-            .filter(|r| {
-                let node = &self.nodes[*r as usize];
-                node.up && node.paused_until_ns.is_none() && node.node.is_some()
-            })
-            .filter_map(|r| self.group_replica(r, group).map(|replica| (r, replica)))
-            .filter(|(_, replica)| !still_opening(replica))
-            .collect();
+        let up: Vec<(u8, &GroupReplica)> =
+            (0..self.config.replica_count).filter_map(|r| self.running_replica(r, group).map(|m| (r, m))).collect();
         let view_max = up.iter().map(|(_, replica)| replica.view()).max().unwrap_or(0);
         up.iter()
             .filter(|(r, replica)| {
