@@ -74,6 +74,7 @@ use shoal_shard::node::{
     Group, GroupMachine, GroupStorage, METADATA_NAMESPACE, Node, NodeBus, NodeConfig, NodeHooks, NodeStop,
     StorageConfig, StorageError, action_name, route_inbound,
 };
+pub use shoal_shard::owner_table::connection_shard;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::route_partition;
 use shoal_vsr::io::Io;
@@ -104,19 +105,6 @@ pub const PARTITION_GROUPS_MAX: usize = 1024;
 /// The shard that runs the listeners and places what they accept (see the
 /// module doc): the metadata shard, which every process has.
 pub const ACCEPT_SHARD: ShardId = ShardId::METADATA;
-
-/// The shard of replica `local`'s process that holds its connection to
-/// `peer` (the module doc's rule). Symmetric for replicas: both ends of a
-/// pair hold their one connection on the same shard index.
-pub fn connection_shard(local: u8, peer: Peer, shard_count: ShardCount) -> ShardId {
-    let key = match peer {
-        Peer::Replica(remote) => u128::from(local) + u128::from(remote),
-        Peer::Client(id) => id,
-    };
-    let shard = ShardId(u16::try_from(key % u128::from(shard_count.get())).expect("below the shard count"));
-    debug_assert!(shard_count.contains(shard));
-    shard
-}
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -1126,26 +1114,6 @@ mod tests {
         assert!(!formats_rejoining(true, false, 40, 41));
         // An unknown creation op (an old snapshot) counts as old.
         assert!(formats_rejoining(true, false, 40, 0));
-    }
-
-    #[test]
-    fn a_replica_pair_shares_one_shard_index_and_clients_spread_by_id() {
-        let shards = ShardCount::new(2).unwrap();
-        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
-            assert_eq!(
-                connection_shard(a, Peer::Replica(b), shards),
-                connection_shard(b, Peer::Replica(a), shards),
-                "both ends of {a}-{b} hold it on one shard index"
-            );
-        }
-        // Three replicas' pairs land on both shards.
-        let pairs: Vec<u16> =
-            [(0, 1), (0, 2), (1, 2)].iter().map(|&(a, b)| connection_shard(a, Peer::Replica(b), shards).0).collect();
-        assert_eq!(pairs, [1, 0, 1]);
-        assert_eq!(connection_shard(2, Peer::Client(6), shards), ShardId(0));
-        assert_eq!(connection_shard(2, Peer::Client(7), shards), ShardId(1));
-        let one = ShardCount::new(1).unwrap();
-        assert_eq!(connection_shard(2, Peer::Client(u128::MAX), one), ShardId(0));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use crate::wire::hello::Peer;
+
 /// The slot value of a replica no shard is connected to.
 pub const OWNER_NONE: u16 = u16::MAX;
 /// The largest shard count: every shard id must differ from `OWNER_NONE`.
@@ -172,8 +174,46 @@ fn owner_of(raw: u16) -> Option<ShardId> {
     if raw == OWNER_NONE { None } else { Some(ShardId(raw)) }
 }
 
+/// The shard of replica `local`'s process that holds its connection to
+/// `peer`, in the server and in the simulator alike: the pair of replicas
+/// `a`, `b` on shard `(a + b) % shards` at both ends (symmetric, so both
+/// ends hold their one connection on the same shard index, and a cluster's
+/// pairs spread over the shards); a client on shard `id % shards`, a pure
+/// function, so replies need no table.
+pub fn connection_shard(local: u8, peer: Peer, shard_count: ShardCount) -> ShardId {
+    let key = match peer {
+        Peer::Replica(remote) => u128::from(local) + u128::from(remote),
+        Peer::Client(id) => id,
+    };
+    let shard = ShardId(u16::try_from(key % u128::from(shard_count.get())).expect("below the shard count"));
+    debug_assert!(shard_count.contains(shard));
+    shard
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_replica_pair_shares_one_shard_index_and_clients_spread_by_id() {
+        let shards = super::ShardCount::new(2).unwrap();
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            assert_eq!(
+                super::connection_shard(a, crate::wire::hello::Peer::Replica(b), shards),
+                super::connection_shard(b, crate::wire::hello::Peer::Replica(a), shards),
+                "both ends of {a}-{b} hold it on one shard index"
+            );
+        }
+        // Three replicas' pairs land on both shards.
+        let pairs: Vec<u16> = [(0, 1), (0, 2), (1, 2)]
+            .iter()
+            .map(|&(a, b)| super::connection_shard(a, crate::wire::hello::Peer::Replica(b), shards).0)
+            .collect();
+        assert_eq!(pairs, [1, 0, 1]);
+        assert_eq!(super::connection_shard(2, crate::wire::hello::Peer::Client(6), shards), super::ShardId(0));
+        assert_eq!(super::connection_shard(2, crate::wire::hello::Peer::Client(7), shards), super::ShardId(1));
+        let one = super::ShardCount::new(1).unwrap();
+        assert_eq!(super::connection_shard(2, crate::wire::hello::Peer::Client(u128::MAX), one), super::ShardId(0));
+    }
+
     #[test]
     fn a_replaced_connection_cannot_clear_its_successor() {
         let table = super::ReplicaOwnerTable::new(3, super::ShardCount::new(4).unwrap());

@@ -67,6 +67,7 @@ use shoal_shard::metrics::{DropReason, FrameDrops};
 use shoal_shard::namespace::Namespace;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::route_partition;
+use shoal_shard::wire::hello::Peer;
 
 use crate::availability::{Availability, Role, connected_quorum};
 use crate::checker::{Ack, Checkers};
@@ -739,9 +740,11 @@ impl Cluster {
         self.metadata_applied.len()
     }
 
-    /// The shard of every process that owns client `index`'s connection.
+    /// The shard of every process that owns client `index`'s connection
+    /// (the server's rule, `connection_shard`).
     fn client_shard(&self, index: u32) -> ShardId {
-        ShardId((index % u32::from(self.shard_count.get())) as u16)
+        let client = Peer::Client(CLIENT_ID_BASE + u128::from(index));
+        shoal_shard::owner_table::connection_shard(0, client, self.shard_count)
     }
 
     // --- network ----------------------------------------------------------------

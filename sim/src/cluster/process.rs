@@ -5,17 +5,18 @@
 
 use super::*;
 use crate::disk::MutationFault;
+use shoal_shard::owner_table::connection_shard;
 use shoal_vsr::superblock::SuperblockError;
 
 impl Cluster {
-    /// Stamp fresh connections from `replica` to every peer, each owned by a
-    /// seeded shard of `replica`.
+    /// Stamp fresh connections from `replica` to every peer, each owned by
+    /// the shard the server's rule names (`connection_shard`).
     pub(super) fn connect(&mut self, replica: u8) {
         for peer in 0..self.config.replica_count {
             if peer == replica {
                 continue;
             }
-            let shard = ShardId((self.rng.next_u64() % u64::from(self.shard_count.get())) as u16);
+            let shard = connection_shard(replica, Peer::Replica(peer), self.shard_count);
             let owners = &self.nodes[replica as usize].owners;
             if let Some(old) = owners.owner(peer) {
                 owners.clear(peer, old).expect("the owner clears its own slot");
