@@ -109,10 +109,8 @@ pub enum ClientError {
     )]
     Evicted { namespace: u64, request: u64 },
     #[error(
-        "group {namespace:#x} does not exist on a majority of the replicas, which kept saying so for the \
-         partition-missing wait (request {request} was not applied): create the topic first, or check the stream, \
-         topic and partition ids; a replica still catching up on the topic's creation says the same, so raise \
-         ClientConfig::partition_missing_wait_ticks if the topic was just created"
+        "partition {namespace:#x} does not exist: the metadata group's committed catalogue has no such partition \
+         (request {request} was not applied): create the topic first, or check the stream, topic and partition ids"
     )]
     PartitionMissing { namespace: u64, request: u64 },
     #[error("the metadata group refused the change: {reason}")]
@@ -184,6 +182,11 @@ pub struct Client {
     config: ClientConfig,
     links: Vec<Link>,
     sessions: BTreeMap<u64, ClientSession>,
+    /// Outcomes that arrived for one group while the client waited on
+    /// another (a partition's reply during the catalogue lookup made for
+    /// it): kept until that group's wait takes them. One per session at
+    /// most (a session has one request in flight).
+    outcomes: BTreeMap<u64, Outcome>,
     /// The id of the last read sent: a reply pairs with its read by it.
     read_id: u64,
     /// In the order they were sent.
@@ -199,7 +202,14 @@ impl Client {
         // Validate the shared settings once, through the session rules.
         ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
         let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
-        Ok(Client { config, links, sessions: BTreeMap::new(), read_id: 0, reads: Vec::new() })
+        Ok(Client {
+            config,
+            links,
+            sessions: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            read_id: 0,
+            reads: Vec::new(),
+        })
     }
 
     /// This client's id (drawn at random unless the config named one).
@@ -430,17 +440,75 @@ impl Client {
         }
         if !self.session(namespace).registered() {
             self.session(namespace).register()?;
-            self.wait(namespace)?;
+            self.settle(namespace)?;
         }
         let request = self.session(namespace).submit_shared(operation, body)?;
-        match self.wait(namespace)? {
+        match self.settle(namespace)? {
             Outcome::Reply { request: replied, body, .. } => {
                 debug_assert_eq!(replied, request);
                 Ok((request, body))
             }
-            Outcome::Evicted { request } => Err(ClientError::Evicted { namespace, request }),
-            Outcome::PartitionMissing { request } => Err(ClientError::PartitionMissing { namespace, request }),
-            Outcome::Registered { .. } => unreachable!("a submitted request is answered by a reply or an eviction"),
+            Outcome::Registered { .. } | Outcome::Evicted { .. } | Outcome::PartitionMissing { .. } => {
+                unreachable!("settle answers a submitted request with its reply or an error")
+            }
+        }
+    }
+
+    /// Wait for the outcome of `namespace`'s request in flight, within the
+    /// request timeout. An eviction is an error. A majority saying the
+    /// partition is missing is checked against the metadata group's
+    /// committed catalogue (`partition_in_catalogue`): absent, the request
+    /// ends as `PartitionMissing`; present, those replicas lag behind its
+    /// creation and the request keeps waiting.
+    fn settle(&mut self, namespace: u64) -> Result<Outcome, ClientError> {
+        let mut ticks_left = self.config.request_timeout_ticks;
+        loop {
+            let (outcome, ticks) = self.wait(namespace, ticks_left)?;
+            ticks_left -= ticks;
+            match outcome {
+                Outcome::Evicted { request } => return Err(ClientError::Evicted { namespace, request }),
+                Outcome::PartitionMissing { request } => {
+                    if self.partition_in_catalogue(namespace)? {
+                        self.session(namespace).keep_waiting_for_partition();
+                        continue;
+                    }
+                    match self.session(namespace).give_up_missing_partition() {
+                        Some(ended) => {
+                            debug_assert_eq!(ended, request);
+                            return Err(ClientError::PartitionMissing { namespace, request });
+                        }
+                        // Answered while the catalogue was asked (its topic
+                        // deleted since): the outcome waits in `outcomes`.
+                        None => continue,
+                    }
+                }
+                outcome => return Ok(outcome),
+            }
+        }
+    }
+
+    /// Whether the metadata group's committed catalogue holds partition
+    /// `namespace`: a lookup through its log (linearizable: it sees every
+    /// topic created before it was sent). A namespace that is no partition
+    /// is not in it.
+    fn partition_in_catalogue(&mut self, namespace: u64) -> Result<bool, ClientError> {
+        let partition = Namespace(namespace);
+        let (Some(stream_id), Some(topic_id), Some(partition_id)) =
+            (partition.stream_id(), partition.topic_id(), partition.partition_id())
+        else {
+            return Ok(false);
+        };
+        let lookup = MetadataRequest::LookupPartition { stream_id, topic_id, partition_id };
+        let (request, body) = self.request(Namespace::METADATA.raw(), lookup.operation(), &lookup.encode_body())?;
+        match decode_reply(&body) {
+            Ok(MetadataReply::Ok) => Ok(true),
+            Ok(MetadataReply::Rejected(
+                MetadataError::StreamNotFound { .. }
+                | MetadataError::TopicNotFound { .. }
+                | MetadataError::PartitionNotFound { .. },
+            )) => Ok(false),
+            Ok(reply) => Err(ClientError::MalformedReply { request, detail: format!("lookup answered {reply:?}") }),
+            Err(error) => Err(ClientError::MalformedReply { request, detail: error.to_string() }),
         }
     }
 
@@ -451,25 +519,23 @@ impl Client {
             .or_insert_with(|| ClientSession::new(session_config(config, namespace)).expect("validated in Client::new"))
     }
 
-    /// Tick until the group's request in flight has an outcome. A tick is
-    /// a span of wall time, not a round of waiting: replies wake the wait
-    /// at once, and a busy connection must not make timeouts pass faster.
+    /// Tick until the group's request in flight has an outcome, at most
+    /// `ticks_max` ticks; returns it and the ticks it took. A tick is a span
+    /// of wall time, not a round of waiting: replies wake the wait at once,
+    /// and a busy connection must not make timeouts pass faster.
     #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // the client is the real world
-    fn wait(&mut self, namespace: u64) -> Result<Outcome, ClientError> {
+    fn wait(&mut self, namespace: u64, ticks_max: u64) -> Result<(Outcome, u64), ClientError> {
+        // Set aside while this client waited on another group.
+        if let Some(outcome) = self.outcomes.remove(&namespace) {
+            return Ok((outcome, 0));
+        }
         let mut ticks = 0;
         let mut tick_ends = std::time::Instant::now() + self.config.tick;
-        while ticks < self.config.request_timeout_ticks {
+        while ticks < ticks_max {
             self.flush();
             let left = tick_ends.saturating_duration_since(std::time::Instant::now());
             if let Some(outcome) = self.receive(namespace, left) {
-                match outcome {
-                    Outcome::Evicted { request } => return Err(ClientError::Evicted { namespace, request }),
-                    Outcome::PartitionMissing { request } => {
-                        return Err(ClientError::PartitionMissing { namespace, request });
-                    }
-                    _ => {}
-                }
-                return Ok(outcome);
+                return Ok((outcome, ticks));
             }
             if std::time::Instant::now() < tick_ends {
                 continue;
@@ -543,9 +609,12 @@ impl Client {
                     continue;
                 }
                 let Some(session) = self.sessions.get_mut(&message.header.namespace) else { continue };
-                let outcome = session.on_message(&message);
-                if message.header.namespace == namespace && outcome.is_some() {
-                    found = outcome;
+                let Some(outcome) = session.on_message(&message) else { continue };
+                if message.header.namespace == namespace {
+                    found = Some(outcome);
+                } else {
+                    // Another group's, waited on further up the stack.
+                    self.outcomes.insert(message.header.namespace, outcome);
                 }
             }
         }

@@ -22,13 +22,15 @@ use shoal_vsr::message::Message;
 /// Ticks a request waits for its reply before it is sent to every replica.
 pub const RETRY_TIMEOUT_TICKS_DEFAULT: u64 = 20;
 /// Ticks a replica must keep saying "no such partition" (asked again by
-/// every retry broadcast meanwhile) before its answer counts toward a
-/// final `PartitionMissing`. A replica that has not applied the topic's
-/// creation yet says the same as one where it never happened: a restarted
-/// replica catching up on the metadata group, or one a view change kept
-/// behind, takes seconds. 5 s at the default 10 ms tick, below the
-/// client's request timeout (10 s), so the caller still hears "missing".
-pub const PARTITION_MISSING_WAIT_TICKS_DEFAULT: u64 = 500;
+/// every retry broadcast meanwhile) before its answer counts toward
+/// `PartitionMissing`. A replica that has not applied the topic's creation
+/// yet says the same as one where it never happened, so a majority saying
+/// it is only a suspicion: the client then asks the metadata group's
+/// committed catalogue (`crate::Client`), which decides. This wait only
+/// spares that lookup to a request sent right after its topic was created
+/// (replicas open new groups within milliseconds). 0.5 s at the default
+/// 10 ms tick.
+pub const PARTITION_MISSING_WAIT_TICKS_DEFAULT: u64 = 50;
 /// The most replicas a group has (VSR clusters here run 1, 3 or 5).
 pub const REPLICA_COUNT_MAX: u8 = 5;
 /// The longest a request waits after a "busy" refusal before it is sent
@@ -79,8 +81,11 @@ pub enum Outcome {
     /// must register again before it sends anything.
     Evicted { request: u64 },
     /// A majority of the replicas kept saying, for the partition-missing
-    /// wait, that they run no group for this namespace: no such partition.
-    /// Request `request` was not applied anywhere that answered.
+    /// wait, that they run no group for this namespace. A suspicion, not a
+    /// proof (they may lag behind the topic's creation): the request stays
+    /// in flight until the caller either gives it up
+    /// (`give_up_missing_partition`: the catalogue has no such partition)
+    /// or keeps it (`keep_waiting_for_partition`: the catalogue has it).
     PartitionMissing { request: u64 },
 }
 
@@ -104,6 +109,9 @@ struct InFlight {
     /// namespace, and whether it said so again a retry timeout later.
     missing_since: [Option<u64>; REPLICA_COUNT_MAX as usize],
     missing_confirmed: u8,
+    /// `Outcome::PartitionMissing` was reported and the caller has not
+    /// decided yet: it is not reported twice.
+    missing_reported: bool,
 }
 
 #[derive(Debug)]
@@ -248,6 +256,28 @@ impl ClientSession {
         }
     }
 
+    /// The metadata group's committed catalogue has no such partition: the
+    /// request in flight (reported as `Outcome::PartitionMissing`) ends, not
+    /// applied anywhere (no replica runs a group for it). Returns its number.
+    pub fn give_up_missing_partition(&mut self) -> Option<u64> {
+        let in_flight = self.in_flight.take_if(|in_flight| in_flight.missing_reported)?;
+        self.sends.clear();
+        Some(in_flight.message.header.request)
+    }
+
+    /// The catalogue has the partition: the replicas that said otherwise lag
+    /// behind its creation. The request stays in flight (the retry
+    /// broadcast keeps asking) and their refusals are forgotten, so a
+    /// majority must say it the whole wait again before the next report.
+    pub fn keep_waiting_for_partition(&mut self) {
+        let Some(in_flight) = self.in_flight.as_mut().filter(|in_flight| in_flight.missing_reported) else {
+            return;
+        };
+        in_flight.missing_since = [None; REPLICA_COUNT_MAX as usize];
+        in_flight.missing_confirmed = 0;
+        in_flight.missing_reported = false;
+    }
+
     /// What the session wants sent now, in order.
     pub fn take_sends(&mut self) -> Vec<Send> {
         debug_assert!(self.sends.len() <= usize::from(self.config.replica_count));
@@ -276,9 +306,10 @@ impl ClientSession {
     /// A replica refused the request in flight. Busy: back off (bounded,
     /// jittered) and send the same request to it again. No such group: ask
     /// the replicas that have not said so yet, keep asking (the retry
-    /// broadcast), and give up once a majority said so again at least
-    /// `partition_missing_wait_ticks` after they first did (a replica may
-    /// only lag behind the topic's creation, for seconds).
+    /// broadcast), and report `PartitionMissing` once a majority said so
+    /// again at least `partition_missing_wait_ticks` after they first did
+    /// (a replica may only lag behind the topic's creation): the caller
+    /// asks the catalogue and decides.
     fn on_refused(&mut self, header: &Header) -> Option<Outcome> {
         let replica_count = self.config.replica_count;
         let now_tick = self.now_tick;
@@ -318,11 +349,11 @@ impl ClientSession {
                     }
                     Some(_) => {}
                 }
-                if in_flight.missing_confirmed.count_ones() > u32::from(replica_count / 2) {
-                    let request = header.request;
-                    self.in_flight = None;
-                    self.sends.clear();
-                    return Some(Outcome::PartitionMissing { request });
+                if in_flight.missing_confirmed.count_ones() > u32::from(replica_count / 2)
+                    && !in_flight.missing_reported
+                {
+                    in_flight.missing_reported = true;
+                    return Some(Outcome::PartitionMissing { request: header.request });
                 }
                 None
             }
@@ -416,6 +447,7 @@ impl ClientSession {
             busy_resend: None,
             missing_since: [None; REPLICA_COUNT_MAX as usize],
             missing_confirmed: 0,
+            missing_reported: false,
         });
     }
 }
@@ -663,7 +695,43 @@ mod tests {
             s.on_message(&refused(request, 1, Refusal::PartitionMissing)),
             Some(Outcome::PartitionMissing { request })
         );
+        // A suspicion: the request stays until the caller decides, and is
+        // not reported twice meanwhile.
+        assert_eq!(s.in_flight(), Some(request));
+        assert_eq!(s.on_message(&refused(request, 2, Refusal::PartitionMissing)), None, "reported once");
+        assert_eq!(s.give_up_missing_partition(), Some(request));
         assert_eq!(s.in_flight(), None);
+        assert!(s.take_sends().is_empty());
+        assert_eq!(s.give_up_missing_partition(), None, "nothing left to give up");
+    }
+
+    #[test]
+    fn a_partition_the_catalogue_has_keeps_its_request_until_the_group_answers() {
+        let mut s = registered(3, 0, 5);
+        s.config.partition_missing_wait_ticks = 6;
+        let request = s.submit(Operation::SendMessages, b"m").unwrap();
+        let say_missing_for_the_wait = |s: &mut ClientSession| {
+            let mut outcomes = Vec::new();
+            for _ in 0..2 {
+                for replica in 0..3 {
+                    outcomes.extend(s.on_message(&refused(request, replica, Refusal::PartitionMissing)));
+                }
+                for _ in 0..6 {
+                    s.tick();
+                }
+            }
+            outcomes
+        };
+        assert_eq!(say_missing_for_the_wait(&mut s), [Outcome::PartitionMissing { request }]);
+        s.keep_waiting_for_partition();
+        assert_eq!(s.in_flight(), Some(request), "kept");
+        assert_eq!(s.give_up_missing_partition(), None, "no report to act on after keeping it");
+        // The replicas still lag: after the whole wait again it is reported again.
+        assert_eq!(say_missing_for_the_wait(&mut s), [Outcome::PartitionMissing { request }]);
+        s.keep_waiting_for_partition();
+        // They open the group: the request commits.
+        let outcome = s.on_message(&reply(0, request, Operation::SendMessages, 5, 9, b"ok"));
+        assert!(matches!(outcome, Some(Outcome::Reply { request: r, op: 9, .. }) if r == request), "{outcome:?}");
     }
 
     #[test]

@@ -75,7 +75,14 @@ fn command_is_replica_level(command: Command) -> bool {
 
 /// The stream/topic catalogue lives in the metadata group only.
 fn operation_is_catalogue(operation: Operation) -> bool {
-    matches!(operation, Operation::CreateStream | Operation::DeleteStream | Operation::CreateTopic | Operation::DeleteTopic)
+    matches!(
+        operation,
+        Operation::CreateStream
+            | Operation::DeleteStream
+            | Operation::CreateTopic
+            | Operation::DeleteTopic
+            | Operation::LookupPartition
+    )
 }
 
 /// What the model expects of one frame.

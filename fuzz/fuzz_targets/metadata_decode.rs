@@ -57,7 +57,7 @@ fn id(input: &mut Input<'_>) -> u32 {
 }
 
 fn request(input: &mut Input<'_>) -> MetadataRequest {
-    match input.byte() % 4 {
+    match input.byte() % 5 {
         0 => MetadataRequest::CreateStream { stream_id: id(input), name: name(input) },
         1 => MetadataRequest::DeleteStream { stream_id: id(input) },
         2 => MetadataRequest::CreateTopic {
@@ -69,14 +69,15 @@ fn request(input: &mut Input<'_>) -> MetadataRequest {
                 _ => u32::from(input.byte() % 5),
             },
         },
-        _ => MetadataRequest::DeleteTopic { stream_id: id(input), topic_id: id(input) },
+        3 => MetadataRequest::DeleteTopic { stream_id: id(input), topic_id: id(input) },
+        _ => MetadataRequest::LookupPartition { stream_id: id(input), topic_id: id(input), partition_id: id(input) },
     }
 }
 
 fn error(input: &mut Input<'_>) -> MetadataError {
     let stream_id = input.u32();
     let topic_id = input.u32();
-    match input.byte() % 12 {
+    match input.byte() % 13 {
         0 => MetadataError::StreamIdInvalid { stream_id },
         1 => MetadataError::StreamExists { stream_id },
         2 => MetadataError::StreamNotFound { stream_id },
@@ -88,7 +89,8 @@ fn error(input: &mut Input<'_>) -> MetadataError {
         8 => MetadataError::TopicNameExists { stream_id, name: name(input) },
         9 => MetadataError::TopicsFull { stream_id },
         10 => MetadataError::PartitionCountInvalid { partition_count: topic_id },
-        _ => MetadataError::NameInvalid { size_bytes: input.u64() as usize },
+        11 => MetadataError::NameInvalid { size_bytes: input.u64() as usize },
+        _ => MetadataError::PartitionNotFound { stream_id, topic_id, partition_id: input.u32() },
     }
 }
 

@@ -110,7 +110,11 @@ fn operation_is_partition_capable(operation: Operation) -> bool {
         // by the log that applies it), so a register names its group.
         Operation::Register => true,
         // The stream/topic catalogue is metadata only.
-        Operation::CreateStream | Operation::DeleteStream | Operation::CreateTopic | Operation::DeleteTopic => false,
+        Operation::CreateStream
+        | Operation::DeleteStream
+        | Operation::CreateTopic
+        | Operation::DeleteTopic
+        | Operation::LookupPartition => false,
     }
 }
 
@@ -161,6 +165,7 @@ pub fn route_request(header: &Header, shard_count: ShardCount) -> Result<ShardId
         | Operation::DeleteStream
         | Operation::CreateTopic
         | Operation::DeleteTopic
+        | Operation::LookupPartition
         | Operation::Reserved
         | Operation::Root
         | Operation::Noop
@@ -290,6 +295,7 @@ mod tests {
                                 | Operation::DeleteStream
                                 | Operation::CreateTopic
                                 | Operation::DeleteTopic
+                                | Operation::LookupPartition
                         );
                         let expected = if namespace.is_partition() && !replica_level && !metadata_only {
                             route_partition(namespace, shard_count)

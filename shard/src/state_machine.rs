@@ -58,10 +58,32 @@ pub struct Stream {
 /// A request to the metadata group; the body of a metadata prepare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataRequest {
-    CreateStream { stream_id: u32, name: String },
-    DeleteStream { stream_id: u32 },
-    CreateTopic { stream_id: u32, topic_id: u32, name: String, partition_count: u32 },
-    DeleteTopic { stream_id: u32, topic_id: u32 },
+    CreateStream {
+        stream_id: u32,
+        name: String,
+    },
+    DeleteStream {
+        stream_id: u32,
+    },
+    CreateTopic {
+        stream_id: u32,
+        topic_id: u32,
+        name: String,
+        partition_count: u32,
+    },
+    DeleteTopic {
+        stream_id: u32,
+        topic_id: u32,
+    },
+    /// Read-only: whether the catalogue holds this partition (`apply`
+    /// answers `Ok`, or why not: no such stream, topic or partition). Goes
+    /// through the log, so its answer is linearizable: it sees every change
+    /// acknowledged before it was sent.
+    LookupPartition {
+        stream_id: u32,
+        topic_id: u32,
+        partition_id: u32,
+    },
 }
 
 /// Why `apply` rejected a request. Sent back to the client as the reply.
@@ -91,6 +113,10 @@ pub enum MetadataError {
     PartitionCountInvalid { partition_count: u32 },
     #[error("name of {size_bytes} bytes is outside 1..={NAME_SIZE_MAX_BYTES} bytes")]
     NameInvalid { size_bytes: usize },
+    #[error(
+        "topic {topic_id} of stream {stream_id} has no partition {partition_id}; use an id below its partition count"
+    )]
+    PartitionNotFound { stream_id: u32, topic_id: u32, partition_id: u32 },
 }
 
 /// Why a request body or a snapshot bundle could not be decoded. Bad bytes
@@ -234,6 +260,14 @@ impl MetadataState {
                     return Err(MetadataError::TopicNotFound { stream_id, topic_id: *topic_id });
                 }
             }
+            MetadataRequest::LookupPartition { stream_id, topic_id, partition_id } => {
+                let (stream_id, topic_id, partition_id) = (*stream_id, *topic_id, *partition_id);
+                let stream = self.streams.get(&stream_id).ok_or(MetadataError::StreamNotFound { stream_id })?;
+                let topic = stream.topics.get(&topic_id).ok_or(MetadataError::TopicNotFound { stream_id, topic_id })?;
+                if partition_id >= topic.partition_count {
+                    return Err(MetadataError::PartitionNotFound { stream_id, topic_id, partition_id });
+                }
+            }
         }
         Ok(())
     }
@@ -266,6 +300,7 @@ impl MetadataState {
                 let stream = self.streams.get_mut(stream_id).expect("validated");
                 assert!(stream.topics.remove(topic_id).is_some());
             }
+            MetadataRequest::LookupPartition { .. } => {}
         }
         debug_assert!(self.streams.len() <= STREAMS_MAX);
         Ok(())
@@ -353,6 +388,7 @@ impl MetadataRequest {
             MetadataRequest::DeleteStream { .. } => Operation::DeleteStream,
             MetadataRequest::CreateTopic { .. } => Operation::CreateTopic,
             MetadataRequest::DeleteTopic { .. } => Operation::DeleteTopic,
+            MetadataRequest::LookupPartition { .. } => Operation::LookupPartition,
         }
     }
 
@@ -375,6 +411,11 @@ impl MetadataRequest {
                 put_u32(&mut out, *stream_id);
                 put_u32(&mut out, *topic_id);
             }
+            MetadataRequest::LookupPartition { stream_id, topic_id, partition_id } => {
+                put_u32(&mut out, *stream_id);
+                put_u32(&mut out, *topic_id);
+                put_u32(&mut out, *partition_id);
+            }
         }
         out
     }
@@ -394,6 +435,11 @@ impl MetadataRequest {
             Operation::DeleteTopic => {
                 MetadataRequest::DeleteTopic { stream_id: reader.u32()?, topic_id: reader.u32()? }
             }
+            Operation::LookupPartition => MetadataRequest::LookupPartition {
+                stream_id: reader.u32()?,
+                topic_id: reader.u32()?,
+                partition_id: reader.u32()?,
+            },
             Operation::Reserved
             | Operation::Root
             | Operation::Register
@@ -482,6 +528,12 @@ impl MetadataReply {
                         out.push(11);
                         out.extend_from_slice(&(*size_bytes as u64).to_le_bytes());
                     }
+                    MetadataError::PartitionNotFound { stream_id, topic_id, partition_id } => {
+                        out.push(12);
+                        put_u32(&mut out, *stream_id);
+                        put_u32(&mut out, *topic_id);
+                        put_u32(&mut out, *partition_id);
+                    }
                 }
             }
         }
@@ -517,6 +569,11 @@ pub fn decode_reply(bytes: &[u8]) -> Result<MetadataReply, CodecError> {
                         size_bytes: usize::try_from(size_bytes).map_err(|_| CodecError::ReplyTag { tag: error_tag })?,
                     }
                 }
+                12 => MetadataError::PartitionNotFound {
+                    stream_id: reader.u32()?,
+                    topic_id: reader.u32()?,
+                    partition_id: reader.u32()?,
+                },
                 tag => return Err(CodecError::ReplyTag { tag }),
             };
             MetadataReply::Rejected(error)

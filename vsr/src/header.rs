@@ -103,6 +103,9 @@ wire_enum! {
         DeleteStream = 17,
         CreateTopic = 18,
         DeleteTopic = 19,
+        // A read of the committed catalogue through the metadata log: does
+        // a partition exist? (A client's proof before it reports one missing.)
+        LookupPartition = 20,
         SendMessages = 32,
         PollMessages = 33,
     }

@@ -16,8 +16,9 @@ use std::time::Duration;
 use shoal_client::{BatchReply, Client, ClientConfig, ClientError, Connection, ConnectionError};
 use shoal_shard::message_batch::{decode_batch, encode_batch};
 use shoal_shard::namespace::Namespace;
+use shoal_shard::state_machine::{MetadataError, MetadataReply, MetadataRequest};
 use shoal_shard::wire::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer};
-use shoal_vsr::header::{Command, MESSAGE_SIZE_MAX_BYTES, Operation};
+use shoal_vsr::header::{Command, MESSAGE_SIZE_MAX_BYTES, Operation, Refusal};
 use shoal_vsr::message::Message;
 
 const CLUSTER: u128 = 0x5eed;
@@ -38,6 +39,11 @@ enum Script {
     Answer,
     /// Close the first connection after reading the first request.
     DropFirstConnection,
+    /// A replica behind its metadata group: it refuses the first
+    /// `refusals` frames to a partition as "no such partition", then
+    /// answers. Its catalogue (what a `LookupPartition` commits against)
+    /// has the partition when `in_catalogue`.
+    BehindTopicCreation { refusals: usize, in_catalogue: bool },
 }
 
 /// A one-replica "group" on a loopback port; returns its address and a
@@ -48,16 +54,58 @@ fn scripted_replica(cluster: u128, script: Script) -> (SocketAddr, mpsc::Receive
     let (seen, received) = mpsc::channel();
     thread::spawn(move || {
         let mut op = 0u64;
+        let mut refusals_left = match script {
+            Script::BehindTopicCreation { refusals, .. } => refusals,
+            _ => 0,
+        };
         for (index, stream) in listener.incoming().enumerate() {
             let Ok(stream) = stream else { return };
             let drop_after_first = matches!(script, Script::DropFirstConnection) && index == 0;
-            serve(stream, cluster, drop_after_first, &mut op, &seen);
+            let in_catalogue = !matches!(script, Script::BehindTopicCreation { in_catalogue: false, .. });
+            let mut replica = Replica { op: &mut op, refusals_left: &mut refusals_left, in_catalogue };
+            serve(stream, cluster, drop_after_first, &mut replica, &seen);
         }
     });
     (address, received)
 }
 
-fn serve(mut stream: TcpStream, cluster: u128, drop_after_first: bool, op: &mut u64, seen: &mpsc::Sender<Seen>) {
+/// The scripted replica's state across connections.
+struct Replica<'a> {
+    op: &'a mut u64,
+    refusals_left: &'a mut usize,
+    in_catalogue: bool,
+}
+
+impl Replica<'_> {
+    fn answer(&mut self, request: &Message) -> Message {
+        let header = request.header;
+        if Namespace(header.namespace).is_partition() && *self.refusals_left > 0 {
+            *self.refusals_left -= 1;
+            return Message::empty(Refusal::PartitionMissing.header(&header, 0, 0));
+        }
+        *self.op += 1;
+        if header.operation == Operation::LookupPartition && !self.in_catalogue {
+            let MetadataRequest::LookupPartition { stream_id, topic_id, partition_id } =
+                MetadataRequest::decode_body(header.operation, &request.body).unwrap()
+            else {
+                unreachable!()
+            };
+            let reply = MetadataReply::Rejected(MetadataError::PartitionNotFound { stream_id, topic_id, partition_id });
+            let mut reply_header = answer(request, *self.op).header;
+            reply_header.size = 0;
+            return Message::new(reply_header, Rc::from(reply.encode()));
+        }
+        answer(request, *self.op)
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    cluster: u128,
+    drop_after_first: bool,
+    replica: &mut Replica<'_>,
+    seen: &mpsc::Sender<Seen>,
+) {
     let mut decoder = ConnectionDecoder::new(DecoderConfig {
         cluster,
         expect: Expect::Inbound { local_replica: Some(0), clients: true },
@@ -81,8 +129,7 @@ fn serve(mut stream: TcpStream, cluster: u128, drop_after_first: bool, op: &mut 
             if drop_after_first {
                 return;
             }
-            *op += 1;
-            let _ = stream.write_all(&answer(&request, *op).encode());
+            let _ = stream.write_all(&replica.answer(&request).encode());
         }
     }
 }
@@ -222,4 +269,48 @@ fn reads_in_flight_are_bounded_and_time_out_one_by_one() {
     }
     assert_eq!(client.reads_in_flight(), shoal_client::READS_IN_FLIGHT_MAX - 1);
     assert!(matches!(client.send_read(partition(), 1, 0, 1), Err(ClientError::UnknownReplica { .. })));
+}
+
+/// The requests of `seen` that looked partition (1, 1, 0) up in the catalogue.
+fn lookups(seen: &mpsc::Receiver<Seen>) -> usize {
+    let lookup = MetadataRequest::LookupPartition { stream_id: 1, topic_id: 1, partition_id: 0 };
+    seen.try_iter()
+        .filter(|m| m.header.operation == Operation::LookupPartition)
+        .inspect(|m| {
+            assert_eq!(m.header.namespace, Namespace::METADATA.raw(), "a lookup goes to the metadata group");
+            assert_eq!(m.body, lookup.encode_body());
+        })
+        .count()
+}
+
+/// The story (issue 11): a replica behind the topic's creation says "no
+/// such partition" exactly as one where it never happened. The client
+/// used to take a majority saying so for the missing wait as final; now it
+/// asks the metadata group's committed catalogue, which has the partition,
+/// and keeps the append until the replica opens the group.
+#[test]
+fn replicas_behind_the_topic_creation_are_not_taken_at_their_word_when_the_catalogue_has_it() {
+    let (address, seen) = scripted_replica(CLUSTER, Script::BehindTopicCreation { refusals: 40, in_catalogue: true });
+    let mut config = config(vec![address]);
+    config.partition_missing_wait_ticks = 8;
+    let mut client = Client::new(config).unwrap();
+    let appended = client.append(partition(), b"first");
+    assert!(appended.is_ok(), "appended once the replica opened the group, not {appended:?}");
+    assert!(lookups(&seen) >= 2, "a lookup for each suspicion (40 refusals span several missing waits)");
+}
+
+/// A partition the catalogue does not have is missing: the request ends
+/// after one lookup, without waiting for the request timeout.
+#[test]
+fn a_partition_the_catalogue_lacks_is_missing_after_one_lookup() {
+    let (address, seen) =
+        scripted_replica(CLUSTER, Script::BehindTopicCreation { refusals: usize::MAX, in_catalogue: false });
+    let mut config = config(vec![address]);
+    config.partition_missing_wait_ticks = 8;
+    let mut client = Client::new(config).unwrap();
+    match client.append(partition(), b"nowhere") {
+        Err(ClientError::PartitionMissing { namespace, request: 0 }) => assert_eq!(namespace, partition().raw()),
+        other => panic!("an append to a partition the catalogue lacks: {other:?}"),
+    }
+    assert_eq!(lookups(&seen), 1);
 }

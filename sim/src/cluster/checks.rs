@@ -144,7 +144,9 @@ impl Cluster {
                     MetadataRequest::CreateTopic { stream_id, topic_id, .. } => {
                         metadata.topic(*stream_id, *topic_id).is_some()
                     }
-                    MetadataRequest::DeleteStream { .. } | MetadataRequest::DeleteTopic { .. } => true,
+                    MetadataRequest::DeleteStream { .. }
+                    | MetadataRequest::DeleteTopic { .. }
+                    | MetadataRequest::LookupPartition { .. } => true,
                 };
                 if !present {
                     let detail = format!("replica {replica} lost the acknowledged metadata change {applied:?}");

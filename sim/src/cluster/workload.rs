@@ -171,8 +171,12 @@ impl Cluster {
     /// the end.
     pub(super) fn on_metadata_reply(&mut self, index: u32, group: usize, message: &Message) {
         let header = message.header;
+        let request = metadata_request(index, header.request);
         match decode_reply(&message.body) {
-            Ok(MetadataReply::Ok) => self.metadata_applied.push(metadata_request(index, header.request)),
+            Ok(reply) if matches!(request, MetadataRequest::LookupPartition { .. }) => {
+                self.check_lookup(index, group, &request, &reply);
+            }
+            Ok(MetadataReply::Ok) => self.metadata_applied.push(request),
             Ok(MetadataReply::Rejected(_)) => {}
             Ok(MetadataReply::Malformed) | Err(_) => {
                 let detail = format!("admin client {index} got a malformed reply to request {}", header.request);
@@ -181,19 +185,65 @@ impl Cluster {
         }
         self.record(None, "ack", header.op, 0, String::new);
     }
+
+    /// A lookup goes through the log after the admin client's create of its
+    /// topic was answered (one request in flight), so it must see that
+    /// create: a topic acknowledged as created answers "found" for its
+    /// partitions and "no such partition" past its count. (A create whose
+    /// outcome the client never learned proves nothing either way.)
+    fn check_lookup(&mut self, index: u32, group: usize, lookup: &MetadataRequest, reply: &MetadataReply) {
+        let &MetadataRequest::LookupPartition { stream_id, topic_id, partition_id } = lookup else {
+            unreachable!("called for lookups only")
+        };
+        let created = self.metadata_applied.iter().find_map(|applied| match applied {
+            MetadataRequest::CreateTopic { stream_id: s, topic_id: t, partition_count, .. }
+                if (*s, *t) == (stream_id, topic_id) =>
+            {
+                Some(*partition_count)
+            }
+            _ => None,
+        });
+        let Some(partition_count) = created else { return };
+        let found = matches!(reply, MetadataReply::Ok);
+        if found != (partition_id < partition_count) {
+            let detail = format!(
+                "admin client {index}: a lookup of partition {partition_id} of acknowledged topic {stream_id}/{topic_id} \
+                 ({partition_count} partitions) answered {reply:?}"
+            );
+            self.checkers[group].fail(Checker::Linearizability, detail);
+        }
+    }
 }
 
 /// What admin client `client` asks the metadata group for its `request`-th
-/// request: a stream, then a topic in it, and so on. Deterministic, so a
+/// request: a stream, a topic in it, a lookup of one of the topic's
+/// partitions (or of one past its count), and so on. Deterministic, so a
 /// retry carries the same body.
 pub(super) fn metadata_request(client: u32, request: u64) -> MetadataRequest {
-    let stream_id = 1 + client * 1_000 + (request as u32).div_ceil(2);
-    if request % 2 == 1 {
-        MetadataRequest::CreateStream { stream_id, name: format!("stream-{stream_id}") }
-    } else {
-        MetadataRequest::CreateTopic { stream_id, topic_id: 1, name: "events".into(), partition_count: 2 }
+    debug_assert!(request > 0, "request 0 is the register");
+    let round = (request as u32).div_ceil(METADATA_REQUESTS_PER_ROUND);
+    let stream_id = 1 + client * 1_000 + round;
+    match request % u64::from(METADATA_REQUESTS_PER_ROUND) {
+        1 => MetadataRequest::CreateStream { stream_id, name: format!("stream-{stream_id}") },
+        2 => MetadataRequest::CreateTopic {
+            stream_id,
+            topic_id: 1,
+            name: "events".into(),
+            partition_count: ADMIN_TOPIC_PARTITIONS,
+        },
+        _ => MetadataRequest::LookupPartition {
+            stream_id,
+            topic_id: 1,
+            partition_id: round % (ADMIN_TOPIC_PARTITIONS + 1),
+        },
     }
 }
+
+/// An admin client's round: create a stream, create a topic, look up one
+/// of its partitions.
+const METADATA_REQUESTS_PER_ROUND: u32 = 3;
+/// Partitions of each topic an admin client creates.
+const ADMIN_TOPIC_PARTITIONS: u32 = 2;
 
 /// The messages of a client's next append: one, or a batch of 2..=
 /// `CLIENT_BATCH_MESSAGES_MAX`, each unique per (client, session epoch,
