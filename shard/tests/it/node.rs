@@ -13,6 +13,7 @@ use shoal_shard::{
     BatchReply, FrameDrops, Namespace, ReadAnswer, ReadRequest, ReplicaOwnerTable, ShardCount, ShardId, encode_batch,
 };
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, Refusal};
+use shoal_vsr::io::IoFile;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
 
@@ -951,4 +952,50 @@ fn overlapped_flushes_hold_what_promises_a_running_fsync_and_count_votes_meanwhi
     deliver_all(&mut nodes, &mut worlds);
     complete_all_flushes(&mut nodes[0], &mut worlds[0]);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
+}
+
+/// The guard `prepare_restaged_during_fsync` (no sweep reaches it: the
+/// driver stages a newer prepare of an op only after a view change, which
+/// waits for the running flush): op 3's first prepare is written and made
+/// durable, and the fsync of its ring copy begins; a newer prepare of op 3
+/// (another primary's) is staged while that fsync runs. The fsync's end
+/// completes the old write, which promises nothing now: op 3 is not reported durable, no prepare_ok
+/// for either checksum may leave, and only the next flushes, which write
+/// the newer prepare, make it durable.
+#[test]
+fn a_prepare_staged_again_while_its_old_write_is_fsynced_is_not_durable_by_that_fsync() {
+    // Two clusters that agree up to op 2 and put different appends at op 3.
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    let old = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    let newer = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
+    assert_eq!((old.header.op, newer.header.op), (3, 3));
+    assert_ne!(old.header.checksum, newer.header.checksum);
+    let promise = |m: &Message| Promise::Prepare { op: m.header.op, checksum: m.header.checksum };
+
+    let io = MemIo::default();
+    let mut storage = block_on(GroupStorage::format(&io, Path::new("/data"), storage_config(1))).expect("format");
+    storage.stage_prepare(&old.header);
+    // The first flush makes the old prepare durable, its ring copy not yet.
+    let in_flight = block_on(storage.begin_flush(&[&old])).expect("writes op 3");
+    let synced = block_on(in_flight.file().sync_data());
+    assert!(storage.end_flush(in_flight, synced).expect("synced").is_empty(), "no ring copy yet");
+    // The second writes its ring copy; the newer prepare arrives while that
+    // fsync runs: staged, not written.
+    let in_flight = block_on(storage.begin_flush(&[])).expect("writes op 3's ring copy");
+    storage.stage_prepare(&newer.header);
+    let synced = block_on(in_flight.file().sync_data());
+    shoal_vsr::marks::take();
+    let durable = storage.end_flush(in_flight, synced).expect("the fsync succeeded");
+    assert!(durable.is_empty(), "the old write's fsync reports nothing: {durable:?}");
+    let marks = shoal_vsr::marks::take();
+    assert_eq!(marks.get(shoal_vsr::marks::PREPARE_RESTAGED_DURING_FSYNC), Some(&1));
+    assert!(storage.check_durable(promise(&old)).is_err(), "the old prepare is no longer promised");
+    assert!(storage.check_durable(promise(&newer)).is_err(), "the newer one is not written yet");
+
+    block_on(storage.write_prepare(&newer)).expect("writes op 3 again");
+    let durable = block_on(storage.flush_prepares()).expect("syncs it with its ring copy");
+    assert_eq!(durable, [(3, newer.header.checksum)]);
+    assert_eq!(storage.check_durable(promise(&newer)), Ok(()));
+    assert!(storage.check_durable(promise(&old)).is_err());
 }
