@@ -954,9 +954,9 @@ fn overlapped_flushes_hold_what_promises_a_running_fsync_and_count_votes_meanwhi
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
 
-/// The guard `prepare_restaged_during_fsync` (no sweep reaches it: the
-/// driver stages a newer prepare of an op only after a view change, which
-/// waits for the running flush): op 3's first prepare is written and made
+/// The guard `prepare_restaged_during_fsync`, which no sweep reaches (a
+/// newer prepare of an op must arrive in the window of one fsync of the
+/// old one's ring copy): op 3's first prepare is written and made
 /// durable, and the fsync of its ring copy begins; a newer prepare of op 3
 /// (another primary's) is staged while that fsync runs. The fsync's end
 /// completes the old write, which promises nothing now: op 3 is not reported durable, no prepare_ok
