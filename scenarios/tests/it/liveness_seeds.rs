@@ -1,4 +1,5 @@
-//! Swarm seeds that once failed a liveness checker, replayed on this tree's
+//! Swarm seeds that once failed a liveness checker (or, at the end, the
+//! recovery checker), replayed on this tree's
 //! schedules. A behaviour change reshuffles every schedule (the repair
 //! rotation that came after these fixes already did: the failing schedules
 //! described below are no longer what these seeds draw), so these are plain
@@ -38,4 +39,17 @@ fn swarm_4979_and_7667_a_process_still_opening_its_storage_is_not_up() {
 #[test]
 fn swarm_2222_views_whose_primary_is_down_are_doomed_by_the_fault_not_the_protocol() {
     assert_swarm_passes(2222);
+}
+
+/// A replica promised op 4 in view 0; a view change that did not commit it
+/// gave op 4 to another prepare, which the replica repaired into its slot.
+/// That write was durable without its ring copy when the process crashed,
+/// so it was never reported, and the recovery checker still held the view
+/// 0 promise against a slot that rightly held the new prepare. The checker
+/// now voids a promise when the replica stages another prepare of its op
+/// (`Cluster::before_storage`). Seed 14860 is the same story at op 2.
+#[test]
+fn swarm_12846_and_14860_a_rewritten_op_voids_the_promise_of_the_prepare_it_replaces() {
+    assert_swarm_passes(12846);
+    assert_swarm_passes(14860);
 }

@@ -29,6 +29,24 @@ impl Cluster {
         }
     }
 
+    /// A prepare of an op this replica promised with another checksum is
+    /// about to be written: the old promise is void from here. The replica
+    /// rewrites an op only once a durable newer log (its superblock's view
+    /// headers, written first) names another prepare there, which a view
+    /// change can choose only if the old one was not committed. From its
+    /// staging on, the slot holds the old prepare, the new one, or a torn
+    /// mix, and the new one is a promise only once its write is reported
+    /// durable (`after_storage`): a crash in between (new prepare durable,
+    /// its ring copy not yet) left the recovery checker holding the void
+    /// promise (swarm seeds 12846 and 14860, `Recovery`).
+    pub(super) fn before_storage(&mut self, replica: u8, group: usize, action: &Action) {
+        let Action::WritePrepare { message } = action else { return };
+        let acked = &mut self.nodes[replica as usize].acked[group];
+        if acked.get(&message.header.op).is_some_and(|&checksum| checksum != message.header.checksum) {
+            acked.remove(&message.header.op);
+        }
+    }
+
     /// Keep the recovery checker's list of promises in step with what the
     /// replica legitimately dropped.
     pub(super) fn after_storage(&mut self, replica: u8, group: usize, action: &Action, durable: bool) {

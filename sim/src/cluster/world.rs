@@ -222,7 +222,9 @@ impl NodeBus for SimWorld<'_> {
 }
 
 impl NodeHooks for SimWorld<'_> {
-    fn before_storage(&mut self, _group: usize, _action: &Action) {
+    fn before_storage(&mut self, group: usize, action: &Action) {
+        let group = self.group(group);
+        self.cluster.before_storage(self.replica, group, action);
         self.cluster.arm_storage_fault(self.replica);
     }
 
