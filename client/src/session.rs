@@ -1,8 +1,9 @@
 //! One client session with one VSR group, without I/O.
 //!
 //! `ClientSession` is the client half of the session protocol: register,
-//! number requests, send to the replica it believes is primary, retry to every
-//! replica when no reply comes, keep only the reply that answers the request in
+//! number requests, send to the replica it believes is primary (to every
+//! replica while no answer has named the view yet), retry to every replica
+//! when no reply comes, keep only the reply that answers the request in
 //! flight (in this session), follow the view the replies name, and give up the
 //! session when the current view evicts it. It is a state machine fed with
 //! ticks and messages; what it wants sent waits in `take_sends`, so the same
