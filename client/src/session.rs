@@ -1,8 +1,9 @@
 //! One client session with one VSR group, without I/O.
 //!
 //! `ClientSession` is the client half of the session protocol: register,
-//! number requests, send to the replica it believes is primary, retry to every
-//! replica when no reply comes, keep only the reply that answers the request in
+//! number requests, send to the replica it believes is primary (to every
+//! replica while no answer has named the view yet), retry to every replica
+//! when no reply comes, keep only the reply that answers the request in
 //! flight (in this session), follow the view the replies name, and give up the
 //! session when the current view evicts it. It is a state machine fed with
 //! ticks and messages; what it wants sent waits in `take_sends`, so the same
@@ -126,6 +127,13 @@ pub struct ClientSession {
     /// The newest view a reply came from: its primary is tried first.
     /// Never decreases.
     view_guess: u64,
+    /// Some answer of this group named its view (`view_guess` is learned,
+    /// not the initial 0). Until then a request goes to every replica: a
+    /// backup drops a request silently, so a first guess of view 0 in a
+    /// group that had a view change (a new topic's groups often start
+    /// with one) cost a whole retry timeout (200 ms by default) before the
+    /// broadcast reached the primary.
+    view_known: bool,
     now_tick: u64,
     /// At most `replica_count` messages: one request, sent to each replica
     /// at most once per tick.
@@ -150,6 +158,7 @@ impl ClientSession {
             request: 0,
             in_flight: None,
             view_guess: 0,
+            view_known: false,
             now_tick: 0,
             sends: Vec::new(),
         })
@@ -379,7 +388,7 @@ impl ClientSession {
         if registering && header.context <= self.session {
             return None;
         }
-        self.view_guess = self.view_guess.max(header.view);
+        self.learn_view(header.view);
         self.in_flight = None;
         self.sends.clear();
         if registering {
@@ -409,11 +418,18 @@ impl ClientSession {
         {
             return None;
         }
+        self.learn_view(header.view);
         self.in_flight = None;
         self.sends.clear();
         self.registered = false;
         self.request = 0;
         Some(Outcome::Evicted { request })
+    }
+
+    /// An answer from a replica in `view`: its primary is tried first.
+    fn learn_view(&mut self, view: u64) {
+        self.view_guess = self.view_guess.max(view);
+        self.view_known = true;
     }
 
     fn check_idle(&self) -> Result<(), SessionError> {
@@ -438,7 +454,15 @@ impl ClientSession {
     fn start(&mut self, message: Message) {
         assert!(self.in_flight.is_none(), "a session has one request in flight");
         self.sends.clear();
-        self.sends.push(Send { replica: self.primary_guess(), message: message.clone() });
+        if self.view_known {
+            self.sends.push(Send { replica: self.primary_guess(), message: message.clone() });
+        } else {
+            // No view learned yet: every replica, as the retry broadcast
+            // would a retry timeout later; only the primary answers.
+            for replica in 0..self.config.replica_count {
+                self.sends.push(Send { replica, message: message.clone() });
+            }
+        }
         self.in_flight = Some(InFlight {
             message,
             sent_tick: self.now_tick,
@@ -554,6 +578,20 @@ mod tests {
         let header = sends[0].message.header;
         assert_eq!((header.request, header.context, header.operation), (request, 11, Operation::SendMessages));
         assert!(header.valid_checksum());
+    }
+
+    #[test]
+    fn a_session_that_knows_no_view_yet_registers_with_every_replica_at_once() {
+        let mut s = session(3);
+        s.register().unwrap();
+        let asked: Vec<u8> = s.take_sends().iter().map(|send| send.replica).collect();
+        assert_eq!(asked, [0, 1, 2], "view 0 is only a guess: a backup would drop the register silently");
+        // The primary of view 4 answers; from then on only it is asked.
+        let outcome = s.on_message(&reply(4, 0, Operation::Register, 9, 9, &[]));
+        assert_eq!(outcome, Some(Outcome::Registered { session: 9 }));
+        s.submit(Operation::SendMessages, b"m").unwrap();
+        let asked: Vec<u8> = s.take_sends().iter().map(|send| send.replica).collect();
+        assert_eq!(asked, [1]);
     }
 
     #[test]
