@@ -749,6 +749,14 @@ impl<S: StateMachine> Replica<S> {
     pub fn primary_index(&self, view: u64) -> u8 {
         (view % u64::from(self.config.replica_count)) as u8
     }
+    /// The primary's pipeline holds an op whose body this replica lacks (a
+    /// view change installed its header; the body was lost with a faulty
+    /// slot or a wiped disk): it repairs, and abdicates after
+    /// `PRIMARY_ABDICATE_TICKS` if no peer has the body.
+    pub fn pipeline_waits_on_body(&self) -> bool {
+        self.pipeline.iter().any(|p| !self.has_body(p.op))
+    }
+
     /// Prepares awaiting a quorum (primary only).
     pub fn pipeline_len(&self) -> usize {
         self.pipeline.len()
@@ -1310,8 +1318,7 @@ impl<S: StateMachine> Replica<S> {
     /// heartbeats keep the backups from ever timing out, and if the only
     /// copies were lost, only a view change's nacks can truncate the op.
     fn abdicates(&mut self) -> bool {
-        let waiting = self.pipeline.iter().any(|p| !self.has_body(p.op));
-        if !waiting {
+        if !self.pipeline_waits_on_body() {
             self.primary_abdicate_timeout.stop();
             return false;
         }

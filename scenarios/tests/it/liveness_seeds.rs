@@ -53,3 +53,15 @@ fn swarm_12846_and_14860_a_rewritten_op_voids_the_promise_of_the_prepare_it_repl
     assert_swarm_passes(12846);
     assert_swarm_passes(14860);
 }
+
+/// A view change installed op 37's header from a replica whose slot for it
+/// was faulty; no replica held its body, so the primary of view 4 repaired
+/// in vain and abdicated after the heal, and view 5 truncated the op. The
+/// quiet-period checker took that view change for churn in a healthy
+/// cluster; a group whose primary waits on a body it lacks is now not
+/// counted as settled (`Replica::pipeline_waits_on_body`).
+#[test]
+fn disk_rot_3684_a_primary_abdicating_over_a_lost_body_is_repair_not_churn() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(3684));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 3684: {:?}", outcome.verdict);
+}

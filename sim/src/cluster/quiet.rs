@@ -23,7 +23,17 @@ impl Cluster {
             // was counted from 2.180 s, and it caught up 0.42 s after its opens).
             let opening = (0..self.config.replica_count)
                 .any(|r| self.group_replica(r, group).is_some_and(super::checks::still_opening));
-            if !healthy || opening {
+            // A primary repairing a body its view's log names and it lacks
+            // (lost to a fault before the heal) abdicates if no peer holds
+            // it: the view change that follows is the protocol's repair of
+            // that damage, not churn (disk-rot seed 3684: op 37, whose only
+            // header came from a faulty slot, truncated by view 5).
+            let repairing = (0..self.config.replica_count).any(|r| {
+                self.group_replica(r, group).is_some_and(|replica| {
+                    replica.is_primary() && replica.status() == Status::Normal && replica.pipeline_waits_on_body()
+                })
+            });
+            if !healthy || opening || repairing {
                 self.quiet.disturbed(group);
                 continue;
             }
