@@ -117,14 +117,34 @@ pub async fn write_checkpoint<I: Io>(
     namespace: u64,
     checkpoint: &Checkpoint,
 ) -> Result<(), CheckpointError> {
-    let path = checkpoint_path(dir, namespace);
-    let tmp = path.with_extension("tmp");
+    stage_checkpoint(io, dir, namespace, checkpoint).await?;
+    install_staged_checkpoint(io, dir, namespace).await
+}
+
+/// `write_checkpoint`'s first half: the new checkpoint written and fsynced
+/// in the tmp file beside the current one, which it does not replace yet
+/// (recovery never reads the tmp file). A caller may run it beside other
+/// storage work that must be durable before the checkpoint is (the
+/// partition log it counts), then install it.
+pub async fn stage_checkpoint<I: Io>(
+    io: &I,
+    dir: &Path,
+    namespace: u64,
+    checkpoint: &Checkpoint,
+) -> Result<(), CheckpointError> {
+    let tmp = checkpoint_path(dir, namespace).with_extension("tmp");
     let file = io.open(&tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
     file.set_len(0).await.map_err(io_error("truncate tmp"))?;
     let (result, _) = file.write_all_at(encode_file(checkpoint), 0).await;
     result.map_err(io_error("write tmp"))?;
-    file.sync_data().await.map_err(io_error("fsync tmp"))?;
-    io.rename(&tmp, &path).await.map_err(io_error("rename"))?;
+    file.sync_data().await.map_err(io_error("fsync tmp"))
+}
+
+/// `write_checkpoint`'s second half: the staged checkpoint replaces the
+/// current one (rename, then the directory's fsync makes it durable).
+pub async fn install_staged_checkpoint<I: Io>(io: &I, dir: &Path, namespace: u64) -> Result<(), CheckpointError> {
+    let path = checkpoint_path(dir, namespace);
+    io.rename(&path.with_extension("tmp"), &path).await.map_err(io_error("rename"))?;
     io.sync_dir(dir).await.map_err(io_error("fsync dir"))
 }
 

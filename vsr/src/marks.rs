@@ -38,6 +38,7 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
+    CHECKPOINT_BESIDE_PARTITION_SYNC,
     CHECKPOINT_DEFERRED,
     CHECKPOINT_FROM_NEWER_VIEW,
     CHECKPOINT_IN_CHUNKS,
@@ -149,6 +150,10 @@ pub const PREPARE_OK_DURING_OWN_FSYNC: &str = "prepare_ok_during_own_fsync";
 /// a prepare waited for the group's running flush to finish first
 /// (storage runs in order).
 pub const FLUSH_FINISHED_FOR_STORAGE: &str = "flush_finished_for_storage";
+/// Placed by the node (`Group::checkpoint`): a checkpoint's staged file
+/// and the partition log's sync ran interleaved (their I/O overlapped),
+/// the checkpoint installed only after both.
+pub const CHECKPOINT_BESIDE_PARTITION_SYNC: &str = "checkpoint_beside_partition_sync";
 /// Placed by the node's storage (`GroupStorage::end_flush`): an op was
 /// staged again (a newer prepare for it) while the fsync of its older write
 /// ran; that fsync's report does not make the new one durable.

@@ -45,7 +45,9 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// `shard_frame_crossed_out` / `shard_frame_waited_in_inbox`, frames through
 /// another shard's real inbox and frames that waited in one, in 1002, 1002
 /// and 1983 of swarm seeds 0..2000 when the simulator began to run one node
-/// per shard). A change that stops
+/// per shard; `checkpoint_beside_partition_sync`, a checkpoint's staged file
+/// written and fsynced while the partition log synced, in 217 of swarm
+/// seeds 0..300 when the two began to overlap). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -56,7 +58,8 @@ group_flushes_overlapped,prepare_packed_requests,fsyncs_overlapped,crash_write_i
 crash_during_restart,storage_error_during_restart,view_change_skipped_rejoining_primary,\
 frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_unreadable,journal_copies_carried,\
 journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,\
-rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox";
+rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
+checkpoint_beside_partition_sync";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];

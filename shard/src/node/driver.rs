@@ -20,7 +20,7 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
 use shoal_vsr::io::{Io, IoFile};
 use shoal_vsr::journal::{FlushInFlight, JournalError};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Source};
+use shoal_vsr::replica::{Action, Checkpoint, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
 
 use super::join::join_in_order;
@@ -178,6 +178,39 @@ impl<I: Io> Group<I> {
             Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
             Err(error) => Err(NodeStop::PartitionLog(error)),
         }
+    }
+
+    /// A checkpoint: the partition log's sync and the staged checkpoint's
+    /// write and fsync run at once (other files), and only once both are
+    /// durable is the checkpoint installed (renamed, then the journal
+    /// drained). It may be durable only once the partition log holds every
+    /// offset it counts: the replica makes its own only when the log has no
+    /// gap (`checkpoint_ready`); one restored from a peer may name a gap,
+    /// which the peer holds. The outer `Err` is the partition log's failure,
+    /// the inner one the storage's.
+    async fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Result<(), StorageError>, NodeStop> {
+        let storage = &self.storage;
+        let machine = self.replica.state_machine_mut();
+        let partition_synced: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
+            Box::pin(async move { CheckpointStep::Partition(machine.persist().await) });
+        let staged: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
+            Box::pin(async move { CheckpointStep::Staged(storage.stage_checkpoint(checkpoint).await) });
+        let joined = join_in_order(vec![partition_synced, staged]).await;
+        if joined.polls > 1 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_PARTITION_SYNC);
+        }
+        let mut stored = Ok(());
+        for step in joined.outputs {
+            match step {
+                CheckpointStep::Partition(Ok(()) | Err(PartitionSmError::Gap { .. })) => {}
+                CheckpointStep::Partition(Err(error)) => return Err(NodeStop::PartitionLog(error)),
+                CheckpointStep::Staged(result) => stored = result,
+            }
+        }
+        if stored.is_ok() {
+            stored = self.storage.install_checkpoint(checkpoint).await;
+        }
+        Ok(stored)
     }
 
     /// The ordering contract: what `header` promises is durable. A breach
@@ -865,13 +898,6 @@ impl<I: Io> Node<I> {
                 if g.flush_pending() {
                     self.commit_group(group, world).await?;
                 }
-                // A checkpoint may be durable only once the partition log
-                // holds every offset it counts: the replica makes its own
-                // only when the log has no gap (`checkpoint_ready`); one
-                // restored from a peer may name a gap, which the peer holds.
-                if matches!(storage_action, Action::Checkpoint { .. }) {
-                    self.groups[group].sync_partition().await?;
-                }
                 self.execute(group, storage_action, world).await
             }
         }
@@ -1079,7 +1105,11 @@ impl<I: Io> Node<I> {
             }
             storage_action => {
                 world.before_storage(group, &storage_action);
-                match g.storage.execute(&storage_action).await {
+                let done = match &storage_action {
+                    Action::Checkpoint { checkpoint } => g.checkpoint(checkpoint).await?,
+                    action => g.storage.execute(action).await,
+                };
+                match done {
                     Ok(()) => match world.after_storage(group, &storage_action, None) {
                         Flow::Continue => Ok(()),
                         Flow::Stop => Err(NodeStop::Halted),
@@ -1200,6 +1230,12 @@ impl<I: Io> Node<I> {
         // Rare (after a state transfer): made durable at once.
         g.sync_partition().await
     }
+}
+
+/// What one of a checkpoint's two overlapped steps ended with.
+enum CheckpointStep {
+    Partition(Result<(), PartitionSmError>),
+    Staged(Result<(), StorageError>),
 }
 
 /// A `StateData` body's size: a message count, then each message with its

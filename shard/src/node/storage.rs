@@ -69,7 +69,7 @@ use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, IoFile, OpenMode};
 use shoal_vsr::journal::{FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Recovered};
+use shoal_vsr::replica::{Action, Checkpoint, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
 
 /// `flush` steps that make a written prepare durable with its ring copy:
@@ -534,17 +534,32 @@ impl<I: Io> GroupStorage<I> {
                 self.superblock.write(state).await?;
             }
             Action::Checkpoint { checkpoint } => {
-                checkpoint::write_checkpoint(&self.io, &self.dir, self.config.namespace, checkpoint).await?;
-                // Only once the checkpoint is durable may the journal forget
-                // the ops it covers.
-                self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
-                // The checkpoint vouches for these now (see `check_durable`).
-                self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);
+                self.stage_checkpoint(checkpoint).await?;
+                self.install_checkpoint(checkpoint).await?;
             }
             Action::Send { .. } | Action::Reply { .. } => {
                 unreachable!("a message is sent by the driver, not written by storage")
             }
         }
+        Ok(())
+    }
+
+    /// A checkpoint, first half: written and fsynced beside the current one,
+    /// which it does not replace yet; the node runs it beside the partition
+    /// log's sync (`Node`), which must be durable before the checkpoint is.
+    pub async fn stage_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        checkpoint::stage_checkpoint(&self.io, &self.dir, self.config.namespace, checkpoint).await?;
+        Ok(())
+    }
+
+    /// A checkpoint, second half (after `stage_checkpoint` of the same
+    /// one): it becomes the checkpoint, durably, and only then does the
+    /// journal forget the ops it covers.
+    pub async fn install_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        checkpoint::install_staged_checkpoint(&self.io, &self.dir, self.config.namespace).await?;
+        self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
+        // The checkpoint vouches for these now (see `check_durable`).
+        self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);
         Ok(())
     }
 
