@@ -465,3 +465,50 @@ fn settle_rewrites_every_readable_sector_around_an_unreadable_one() {
     settled.expect("one bad sector does not stop the settle");
     assert_eq!(shoal_vsr::marks::take().get(shoal_vsr::marks::SETTLE_SKIPPED_UNREADABLE_SECTOR), Some(&1));
 }
+
+/// **Open (issue 10; disk-rot seed 6214 found it), ignored until fixed.**
+/// With group commit, op 7's copy rides in the write of the next batch (ops
+/// 8-9), in the copies region just before slot 8; that write's fsync makes
+/// op 7 durable with its copy, and the replica acknowledges it. If that one
+/// write is misdirected and lands over op 7's own slot, both pieces of
+/// evidence of op 7 are gone: its prepare (overwritten) and its only copy
+/// (never where it belongs). Recovery must then read op 7 as faulty (it may
+/// have been acknowledged), as it does ops 8 and 9; today it reads it as
+/// never written, a repair gap the replica could nack.
+#[test]
+#[ignore = "issue 10: a misdirected carrier landing on its own op's slot leaves the op unnamed"]
+fn a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty() {
+    let io = SimIo::new(6);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let config = config(SLOT_COUNT);
+    // Flush A: op 7's prepare. Flush B: ops 8-9 in one write, carrying op
+    // 7's copy. Flush C: op 10, carrying the copies of 8 and 9.
+    let mut acknowledged = Vec::new();
+    for ops in [1, 2, 1] {
+        let prepares: Vec<_> = (0..ops).map(|_| chain.next_prepare()).collect();
+        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
+        block_on_ready(journal.append_batch(&batch)).unwrap();
+        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
+    }
+    assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
+    let carried = config.carried_copy_offset(7, 1);
+    let carrier_bytes = io
+        .disk()
+        .contents_durable_range(&journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE), carried, 512)
+        .unwrap();
+    assert!(carrier_bytes.iter().any(|&byte| byte != 0), "op 7's copy rode in flush B's write");
+    drop(journal);
+    // Model flush B's write as misdirected: nothing of it where it was meant
+    // (op 7's carried copy, slots 8 and 9), and op 7's header sector under
+    // what landed.
+    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    for offset in [carried, config.slot_offset(8), config.slot_offset(9), config.slot_offset(7)] {
+        io.disk().poke(&path, offset, &[0; 256]).unwrap();
+    }
+    let (journal, recovery) = open(&io);
+    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
+    assert_eq!(recovery.repair_ops, vec![7, 8, 9]);
+    assert_eq!(corrupt_ops, vec![7, 8, 9], "op 7 was acknowledged: it must read faulty, not never written");
+}
