@@ -259,6 +259,12 @@ impl ClientSession {
         in_flight.sent_tick = now_tick;
         in_flight.attempts += 1;
         let message = in_flight.message.clone();
+        self.send_to_every_replica(&message);
+    }
+
+    /// Replace what waits to be sent with `message` to every replica: only
+    /// the primary answers a request, and this reaches it whoever it is.
+    fn send_to_every_replica(&mut self, message: &Message) {
         self.sends.clear();
         for replica in 0..self.config.replica_count {
             self.sends.push(Send { replica, message: message.clone() });
@@ -453,15 +459,13 @@ impl ClientSession {
 
     fn start(&mut self, message: Message) {
         assert!(self.in_flight.is_none(), "a session has one request in flight");
-        self.sends.clear();
         if self.view_known {
+            self.sends.clear();
             self.sends.push(Send { replica: self.primary_guess(), message: message.clone() });
         } else {
             // No view learned yet: every replica, as the retry broadcast
-            // would a retry timeout later; only the primary answers.
-            for replica in 0..self.config.replica_count {
-                self.sends.push(Send { replica, message: message.clone() });
-            }
+            // would a retry timeout later.
+            self.send_to_every_replica(&message);
         }
         self.in_flight = Some(InFlight {
             message,

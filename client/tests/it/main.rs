@@ -91,9 +91,7 @@ impl Replica<'_> {
                 unreachable!()
             };
             let reply = MetadataReply::Rejected(MetadataError::PartitionNotFound { stream_id, topic_id, partition_id });
-            let mut reply_header = answer(request, *self.op).header;
-            reply_header.size = 0;
-            return Message::new(reply_header, Rc::from(reply.encode()));
+            return Message::new(answer(request, *self.op).header, Rc::from(reply.encode()));
         }
         answer(request, *self.op)
     }
