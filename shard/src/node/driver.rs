@@ -164,20 +164,14 @@ impl<I: Io> Group<I> {
         if machine.pending_count() == 0 {
             return Ok(());
         }
-        match machine.write_pending().await {
-            Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
-            Err(error) => Err(NodeStop::PartitionLog(error)),
-        }
+        partition_log_done(machine.write_pending().await)
     }
 
     /// Make the partition's applied messages durable: before a checkpoint
     /// lets the journal forget the ops that carry them. With a gap, what
     /// the log holds below it is synced.
     pub async fn sync_partition(&mut self) -> Result<(), NodeStop> {
-        match self.replica.state_machine_mut().persist().await {
-            Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
-            Err(error) => Err(NodeStop::PartitionLog(error)),
-        }
+        partition_log_done(self.replica.state_machine_mut().persist().await)
     }
 
     /// A checkpoint: the partition log's sync and the staged checkpoint's
@@ -192,7 +186,7 @@ impl<I: Io> Group<I> {
         let storage = &self.storage;
         let machine = self.replica.state_machine_mut();
         let partition_synced: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
-            Box::pin(async move { CheckpointStep::Partition(machine.persist().await) });
+            Box::pin(async move { CheckpointStep::Partition(partition_log_done(machine.persist().await)) });
         let staged: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
             Box::pin(async move { CheckpointStep::Staged(storage.stage_checkpoint(checkpoint).await) });
         let joined = join_in_order(vec![partition_synced, staged]).await;
@@ -202,8 +196,7 @@ impl<I: Io> Group<I> {
         let mut stored = Ok(());
         for step in joined.outputs {
             match step {
-                CheckpointStep::Partition(Ok(()) | Err(PartitionSmError::Gap { .. })) => {}
-                CheckpointStep::Partition(Err(error)) => return Err(NodeStop::PartitionLog(error)),
+                CheckpointStep::Partition(synced) => synced?,
                 CheckpointStep::Staged(result) => stored = result,
             }
         }
@@ -1234,8 +1227,18 @@ impl<I: Io> Node<I> {
 
 /// What one of a checkpoint's two overlapped steps ended with.
 enum CheckpointStep {
-    Partition(Result<(), PartitionSmError>),
+    Partition(Result<(), NodeStop>),
     Staged(Result<(), StorageError>),
+}
+
+/// What a partition log's write or sync means to the node: a gap (offsets
+/// a state transfer left to fetch from peers) writes or syncs what the log
+/// holds below it and is no failure; any other error stops the node.
+fn partition_log_done(done: Result<(), PartitionSmError>) -> Result<(), NodeStop> {
+    match done {
+        Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(()),
+        Err(error) => Err(NodeStop::PartitionLog(error)),
+    }
 }
 
 /// A `StateData` body's size: a message count, then each message with its
