@@ -265,16 +265,18 @@ impl Cluster {
         let quorum = usize::from(self.config.replica_count) / 2 + 1;
         for group in 0..self.namespaces.len() {
             let waiting = self.clients.iter().any(|c| c.group == group && c.in_flight.is_some());
-            let up = self.availability_roles(group);
+            let running = self.running_replicas(group);
+            let newest_view = running.iter().map(|(_, replica)| replica.view()).max().unwrap_or(0);
+            let primary = (newest_view % u64::from(self.config.replica_count)) as u8;
+            let primary_runs = running.iter().any(|(r, _)| *r == primary);
+            let up = self.availability_roles(&running, newest_view);
             // A plot that cut off every copy of a committed op leaves the
             // connected quorum nothing it may commit before the op returns.
             let could = waiting
                 && !self.plot_blocks(group)
                 && connected_quorum(&up, quorum, |a, b| self.network.connected(a, b));
-            let newest_view = self.newest_view_up(group);
             self.availability.sample(self.now_ns, group, could, newest_view);
-            let primary = (newest_view % u64::from(self.config.replica_count)) as u8;
-            if !self.replica_runs(primary, group) {
+            if !primary_runs {
                 self.availability.primary_down(group, newest_view);
             }
         }
@@ -296,35 +298,26 @@ impl Cluster {
         }
     }
 
-    /// `replica`'s member of `group` if its process runs and can take
-    /// part: up, not paused, its storage open.
-    fn running_replica(&self, replica: u8, group: usize) -> Option<&GroupReplica> {
-        let node = &self.nodes[replica as usize];
-        let runs = node.up && node.paused_until_ns.is_none();
-        self.group_replica(replica, group).filter(|member| runs && !still_opening(member))
-    }
-
-    fn replica_runs(&self, replica: u8, group: usize) -> bool {
-        self.running_replica(replica, group).is_some()
-    }
-
-    /// The newest view any running replica of `group` is in.
-    fn newest_view_up(&self, group: usize) -> u64 {
+    /// The members of `group` whose process runs and can take part: up,
+    /// not paused, their storage open.
+    fn running_replicas(&self, group: usize) -> Vec<(u8, &GroupReplica)> {
         (0..self.config.replica_count)
-            .filter_map(|r| self.running_replica(r, group).map(|replica| replica.view()))
-            .max()
-            .unwrap_or(0)
+            .filter(|&r| {
+                let node = &self.nodes[r as usize];
+                node.up && node.paused_until_ns.is_none()
+            })
+            .filter_map(|r| self.group_replica(r, group).map(|member| (r, member)))
+            .filter(|(_, member)| !still_opening(member))
+            .collect()
     }
 
-    /// The up, unpaused replicas of `group` and what each can do toward a
-    /// commit (`Role`). A rejoining replica (wiped disk) also needs a
-    /// quorum of other replicas to answer its probe before it accepts a
-    /// start_view, so it counts only if it reaches that many.
-    fn availability_roles(&self, group: usize) -> Vec<(u32, Role)> {
+    /// What each running member of a group (`up`, from `running_replicas`;
+    /// the newest of their views `view_max`) can do toward a commit
+    /// (`Role`). A rejoining replica (wiped disk) also needs a quorum of
+    /// other replicas to answer its probe before it accepts a start_view,
+    /// so it counts only if it reaches that many.
+    fn availability_roles(&self, up: &[(u8, &GroupReplica)], view_max: u64) -> Vec<(u32, Role)> {
         let quorum = usize::from(self.config.replica_count) / 2 + 1;
-        let up: Vec<(u8, &GroupReplica)> =
-            (0..self.config.replica_count).filter_map(|r| self.running_replica(r, group).map(|m| (r, m))).collect();
-        let view_max = up.iter().map(|(_, replica)| replica.view()).max().unwrap_or(0);
         up.iter()
             .filter(|(r, replica)| {
                 !replica.is_rejoining()
