@@ -2,7 +2,7 @@
 //! leaves in the page cache, fsync EIO as Linux does it, read errors, and
 //! damage to a slot or to its header ring copy. Each test is one story.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use shoal_sim::disk::DiskFaults;
 use shoal_sim::{SimIo, block_on_ready};
@@ -15,6 +15,11 @@ const DIR: &str = "/data/faults";
 
 fn dir() -> &'static Path {
     Path::new(DIR)
+}
+
+/// The journal file these tests damage.
+fn journal_file() -> PathBuf {
+    journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE)
 }
 
 fn create(io: &SimIo) -> PrepareJournal<SimIo> {
@@ -96,7 +101,7 @@ fn a_slot_read_error_is_faulty_not_a_failed_open() {
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 5, true);
     drop(journal);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     for op in [3, 5] {
         io.disk().fail_sector_reads(&path, config(SLOT_COUNT).slot_offset(op)).unwrap();
     }
@@ -119,7 +124,7 @@ fn a_rotten_header_copy_is_rewritten_from_its_prepare() {
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 5, true);
     drop(journal);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     let config = config(SLOT_COUNT);
     io.disk().poke(&path, config.header_copy_offset(5) + 40, &[0xFF; 4]).unwrap();
     let (journal, recovery) = open(&io);
@@ -147,7 +152,7 @@ fn a_misdirected_prepare_write_leaves_two_faulty_ops() {
     drop(journal);
     // Model the misdirection after the fact: slot 6 back to zeros, slot 2
     // overwritten with op 6's message.
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     io.disk().poke(&path, config.slot_offset(6), &vec![0; 512]).unwrap();
     io.disk().poke(&path, config.slot_offset(2), &header.encode_message(&body)).unwrap();
     let (journal, recovery) = open(&io);
@@ -194,7 +199,7 @@ fn a_head_whose_prepare_and_ring_copy_both_rotted_is_faulty_not_torn() {
     assert!(journal.is_durable(1), "op 1 may be acknowledged");
     drop(journal);
     io.crash_process();
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     let config = config(SLOT_COUNT);
     io.disk().corrupt_sector(&path, config.slot_offset(1) + 100).unwrap();
     io.disk().corrupt_sector(&path, config.header_copy_offset(1) + 10).unwrap();
@@ -221,7 +226,7 @@ fn a_doubly_rotten_slot_above_the_valid_ops_extends_the_head() {
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 5, true);
     drop(journal);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     let config = config(SLOT_COUNT);
     io.disk().corrupt_sector(&path, config.slot_offset(5)).unwrap();
     io.disk().corrupt_sector(&path, config.header_copy_offset(5) + 255).unwrap();
@@ -244,7 +249,7 @@ fn a_read_only_open_does_not_change_what_the_disk_keeps() {
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 3, true);
     append(&mut journal, &mut chain, 1, false);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     let durable_before = io.disk().contents_durable(&path).unwrap();
     let (reader, _) = block_on_ready(PrepareJournal::open(&io, dir(), config(SLOT_COUNT), OpenMode::ReadOnly)).unwrap();
     drop(reader);
@@ -269,7 +274,7 @@ fn settling_to_a_checkpoint_keeps_a_left_out_op_faulty_across_a_crash() {
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 6, true);
     drop(journal);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     let config = config(SLOT_COUNT);
     // Op 5's slot damaged, its ring copy intact; op 6's slot and copy both.
     io.disk().corrupt_sector(&path, config.slot_offset(5) + 20).unwrap();
@@ -302,7 +307,7 @@ fn a_repaired_prepare_whose_fsync_failed_is_made_durable_at_open() {
     append(&mut journal, &mut chain, 3, true);
     let (header, body) = block_on_ready(journal.read(3)).unwrap();
     drop(journal);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     io.disk().poke(&path, config(SLOT_COUNT).slot_offset(3), &[0; 512]).unwrap();
     let (mut journal, recovery) = open(&io);
     assert_eq!(recovery.repair_ops, vec![3]);
@@ -324,7 +329,7 @@ fn a_rewrite_over_a_matching_ring_copy_is_not_trusted_from_the_cache() {
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 3, true);
     let (header, body) = block_on_ready(journal.read(3)).unwrap();
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     io.disk().poke(&path, config(SLOT_COUNT).slot_offset(3), &[0; 512]).unwrap();
     block_on_ready(journal.write_prepare(&header, &body)).unwrap();
     op_3_fsync_fails_then_crash_then_power_loss(&io, journal);
@@ -362,7 +367,7 @@ fn a_repair_after_a_compaction_that_kept_a_faulty_head_is_not_trusted_from_the_c
     append(&mut journal, &mut chain, 6, true);
     let (header, body) = block_on_ready(journal.read(6)).unwrap();
     let anchor = block_on_ready(journal.read(2)).unwrap().0.checksum;
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     io.disk().poke(&path, config(SLOT_COUNT).slot_offset(6), &[0; 512]).unwrap();
     let faulty = block_on_ready(journal.settle_to_checkpoint(2, anchor)).unwrap();
     assert_eq!(faulty, vec![6], "op 6 reads back corrupt and is left out, its ring copy kept");
@@ -414,7 +419,7 @@ fn a_read_error_in_one_ring_copy_costs_that_copy_only() {
     append(&mut journal, &mut chain, 5, true);
     assert!(journal.is_durable(5), "ops 1..=5 may be acknowledged");
     drop(journal);
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
+    let path = journal_file();
     io.disk().fail_sector_reads(&path, config(SLOT_COUNT).header_copy_offset(3)).unwrap();
     let (journal, recovery) = open(&io);
     assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "nothing acknowledged is cut as torn");
@@ -493,17 +498,14 @@ fn a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty()
         acknowledged.extend(block_on_ready(journal.flush()).unwrap());
     }
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
+    let path = journal_file();
     let carried = config.carried_copy_offset(7, 1);
-    let carrier_bytes = io
-        .disk()
-        .contents_durable_range(&journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE), carried, 512)
-        .unwrap();
+    let carrier_bytes = io.disk().contents_durable_range(&path, carried, 512).unwrap();
     assert!(carrier_bytes.iter().any(|&byte| byte != 0), "op 7's copy rode in flush B's write");
     drop(journal);
     // Model flush B's write as misdirected: nothing of it where it was meant
     // (op 7's carried copy, slots 8 and 9), and op 7's header sector under
     // what landed.
-    let path = journal_path(dir(), shoal_vsr::journal::conformance::NAMESPACE);
     for offset in [carried, config.slot_offset(8), config.slot_offset(9), config.slot_offset(7)] {
         io.disk().poke(&path, offset, &[0; 256]).unwrap();
     }
