@@ -182,8 +182,9 @@ pub struct SimDisk {
     mutations: u64,
     /// An armed `arm_mutation_fault`: the mutation count it lands at.
     mutation_fault: Option<(u64, MutationFault)>,
-    /// The next write to this inode is misdirected (armed by a driver).
-    misdirect_next: Option<InodeId>,
+    /// The next write to this inode is misdirected (armed by a driver),
+    /// landing where the driver placed it or, `None`, where the seed says.
+    misdirect_next: Option<(InodeId, Option<u64>)>,
     /// Per inode, the ranges `(offset, len)` misdirected writes were meant
     /// for and the ranges they landed on (bounded by
     /// `MISDIRECTED_REMEMBERED_MAX`).
@@ -338,7 +339,15 @@ impl SimDisk {
     /// The next write to `path` (this life) lands at another sector of the
     /// file, if one can hold it (see the module doc). Not found: no-op.
     pub fn misdirect_next_write_to(&mut self, path: &Path) {
-        self.misdirect_next = self.namespace_current.get(path).copied();
+        self.misdirect_next = self.namespace_current.get(path).map(|&id| (id, None));
+    }
+
+    /// As `misdirect_next_write_to`, landing at `landing_offset` (a story
+    /// test places the damage; the write must fit there and not be meant
+    /// for it, else it lands as asked, as an unplaceable one does).
+    pub fn misdirect_next_write_to_landing(&mut self, path: &Path, landing_offset: u64) {
+        assert!(landing_offset.is_multiple_of(SECTOR_SIZE_BYTES), "a misdirected write lands on a sector");
+        self.misdirect_next = self.namespace_current.get(path).map(|&id| (id, Some(landing_offset)));
     }
 
     /// The ranges `(offset, len)` of `path` a misdirected write was meant
@@ -684,12 +693,13 @@ impl SimDisk {
             self.count("write_enospc");
             return Err(os_error(ENOSPC));
         }
-        let armed = self.misdirect_next == Some(id);
-        if armed {
+        let armed = self.misdirect_next.filter(|(armed_id, _)| *armed_id == id);
+        if armed.is_some() {
             self.misdirect_next = None;
         }
-        let offset = if !data.is_empty() && (armed || self.chance(self.faults.misdirected_write_ppm)) {
-            self.misdirect(id, position, data.len() as u64)
+        let placed = armed.and_then(|(_, landing)| landing);
+        let offset = if !data.is_empty() && (armed.is_some() || self.chance(self.faults.misdirected_write_ppm)) {
+            self.misdirect(id, position, data.len() as u64, placed)
         } else {
             position
         };
@@ -726,11 +736,19 @@ impl SimDisk {
 
     /// Where a misdirected write of `len` bytes meant for `position` lands:
     /// another sector-aligned offset where it fits inside the file, never
-    /// the intended one; `position` itself when there is no such offset.
-    fn misdirect(&mut self, id: InodeId, position: u64, len: u64) -> u64 {
+    /// the intended one (`placed`, when a driver chose it and it fits);
+    /// `position` itself when there is no such offset.
+    fn misdirect(&mut self, id: InodeId, position: u64, len: u64, placed: Option<u64>) -> u64 {
         let length = self.inodes[&id].current.len() as u64;
         if len > length {
             return position;
+        }
+        if let Some(landing) = placed {
+            if landing == position || landing + len > length {
+                return position;
+            }
+            self.remember_misdirected(id, position, landing, len);
+            return landing;
         }
         // Sectors a write of `len` bytes may start at and stay in the file.
         let starts = (length - len) / SECTOR_SIZE_BYTES + 1;
@@ -744,8 +762,13 @@ impl SimDisk {
             target += 1; // skip the intended sector
         }
         debug_assert!(Some(target) != intended && target < starts);
+        self.remember_misdirected(id, position, target * SECTOR_SIZE_BYTES, len);
+        target * SECTOR_SIZE_BYTES
+    }
+
+    fn remember_misdirected(&mut self, id: InodeId, position: u64, landing: u64, len: u64) {
         let ranges = self.misdirected.entry(id).or_default();
-        for range in [(position, len), (target * SECTOR_SIZE_BYTES, len)] {
+        for range in [(position, len), (landing, len)] {
             if ranges.len() == MISDIRECTED_REMEMBERED_MAX {
                 ranges.remove(0);
             }
@@ -753,7 +776,6 @@ impl SimDisk {
         }
         self.misdirected_generation.insert(id, self.generation);
         self.count("misdirected_write");
-        target * SECTOR_SIZE_BYTES
     }
 
     pub(crate) fn set_len(&mut self, generation: u64, id: InodeId, size_bytes: u64) -> io::Result<()> {

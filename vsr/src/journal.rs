@@ -111,7 +111,7 @@
 //! - A write carries copies only when its first op is above
 //!   `file_op_written_max`: no earlier write of this file filled that
 //!   region, so whatever else it holds names no live op, and the entries
-//!   it does not carry may be written as zeros.
+//!   it does not carry may be written as filler (below).
 //! - Only the copy of a fresh op (written above `file_op_written_max`, so
 //!   no copy of it is anywhere) is carried. A rewritten op's copy goes to
 //!   the ring, and recovery trusts a ring copy that names a live op over
@@ -131,12 +131,44 @@
 //! The price: a region of `COPIES_REGION_BYTES` (4 KiB) before each slot,
 //! so two prepares are never adjacent. A batch of fresh ops (above
 //! `file_op_written_max`) whose prepares fill their slots is still one
-//! write: it covers the regions between its slots with zeros, which by the
-//! first rule above name no live op (the region of a fresh op's slot was
+//! write: it covers the regions between its slots with filler, which by the
+//! first rule above names no live op (the region of a fresh op's slot was
 //! last filled, if ever, by the write of an op at least `slot_count`
 //! before it, whose entries name ops below the window). Any other prepare
 //! (a rewrite, one after a short prepare, one where the ring wraps) is its
 //! own write, as in a plain loop of one pwrite per entry.
+//!
+//! ## Filler, not zeros
+//!
+//! A misdirected write must leave damage, never a slot that reads "never
+//! written". Zeros would: the entries a carrier does not carry and the
+//! regions inside a joined run are most of its sectors, and a slot header
+//! that reads all zeros is empty. Disk-rot seed 6214 lost an acknowledged
+//! op so: the write of ops 8-9, which carried op 7's only copy, landed over
+//! op 7's slot and put zeros on its header; recovery found no prepare and
+//! no copy of op 7 and called it a repair gap, which the replica could
+//! nack. So those entries are written as filler (`FILLER_BYTE`): a copy
+//! place holding filler is empty, but a slot header holding it does not
+//! decode, so the slot reads invalid: torn above the head, faulty (named in
+//! `scan`'s `corrupt_ops`) at or below it, where op 7 was (op 8's copy,
+//! carried by the next batch, named op 8). Zeros written on purpose (a
+//! torn slot cleared, a truncation, a compaction's sector over a stale
+//! slot) stay zeros: those mean "nothing here".
+//!
+//! The same holds for a slot that reads empty while one of the places
+//! its copy may be in is damaged: a prepare write that went elsewhere
+//! leaves the slot as it was, so below the head it is faulty too (disk-rot
+//! seed 13111: op 18's write went far away, then a read error took the
+//! region that carried its copy).
+//!
+//! Not closed: the same write landing on op 7 when the replica crashes
+//! before the next batch's fsync (no later op names anything, so op 7 is
+//! above the head and reads torn), or a misdirected write whose payload
+//! has zeros where a header lands. Either needs a second, independent copy
+//! of each op's header before its acknowledgement (a second write per
+//! fsync, which is what carried copies removed) or reading every
+//! undecodable slot header as faulty, which costs a restart in
+//! `Recovering` for every misdirected write or rot anywhere in the window.
 //!
 //! ## Recovery never trusts the page cache
 //!
@@ -275,6 +307,12 @@ const HEADERS_ZONE_READ_COPIES_MAX: u64 = 1024;
 /// would be lost, so recovery reads the slot as `Unknown` (faulty). No
 /// header decodes from it (its checksum cannot match).
 const POISON_BYTE: u8 = 0xA5;
+/// What a prepare write puts in the copies-region entries it does not
+/// carry: an entry that holds no copy on purpose, read as empty where a
+/// copy belongs, and as damage where a prepare header belongs (module doc,
+/// "Filler, not zeros"). Distinct from zeros, from `POISON_BYTE`, and no
+/// header decodes from it.
+const FILLER_BYTE: u8 = 0x5C;
 /// Preallocation writes zeros in chunks of this size (bounds the buffer).
 pub const ZERO_FILL_CHUNK_BYTES: u64 = 1 << 20;
 const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
@@ -436,15 +474,15 @@ struct PrepareRun {
 /// its prepare uses. The first also carries `carried` (ascending ops, each
 /// at most `copies_carried_max` before it): the sectors of its
 /// carried-copies region from the farthest carried entry up to its header,
-/// entries it does not carry zeroed, so its copies and the prepare are one
+/// entries it does not carry filled (`FILLER_BYTE`), so its copies and the prepare are one
 /// contiguous write (module doc, "Carried copies"). A prepare joins the
 /// write of the one before it when that one filled its slot, it is the next
 /// op, its slot is the next slot (not where the ring wraps), and it is above
 /// `fresh_above`: then only its carried-copies region lies between the two,
-/// and the write covers that region with zeros. Zeros there are safe only
+/// and the write covers that region with filler. Filler there is safe only
 /// for an op above `file_op_written_max` (no earlier write of this file
 /// filled that region, so it names no live op: the rule that lets the
-/// first write zero the entries it does not carry), so a caller passes
+/// first write fill the entries it does not carry), so a caller passes
 /// `file_op_written_max` as `fresh_above`, or `u64::MAX` for one write per
 /// prepare. A fresh batch of full slots is one write, as in a plain loop
 /// whose entries are adjacent.
@@ -463,8 +501,8 @@ fn prepare_runs<'a>(
         });
         if joins {
             let run = runs.last_mut().expect("a prepare joins the run of the one before it");
-            // The region before this slot names no live op (fresh): zeros.
-            run.bytes.resize(run.bytes.len() + COPIES_REGION_BYTES as usize, 0);
+            // The region before this slot names no live op (fresh): filler.
+            run.bytes.resize(run.bytes.len() + COPIES_REGION_BYTES as usize, FILLER_BYTE);
             assert_eq!(run.offset + run.bytes.len() as u64, config.slot_offset(header.op), "a run is contiguous");
             push_prepare_sectors(&mut run.bytes, header, body);
             run.count += 1;
@@ -486,7 +524,7 @@ fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, bo
         let region_bytes = sectors_bytes((header.op - farthest.op) * HEADER_SIZE_BYTES as u64);
         assert!(region_bytes <= COPIES_REGION_BYTES);
         offset -= region_bytes;
-        bytes.resize(region_bytes as usize, 0);
+        bytes.resize(region_bytes as usize, FILLER_BYTE);
         for copy in carried {
             let distance = header.op - copy.op;
             assert!((1..=config.copies_carried_max()).contains(&distance));
@@ -1195,7 +1233,7 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     fn judge_header_copy(&self, slot: u64, copy: &[u8]) -> HeaderCopy {
-        if copy.iter().all(|&b| b == 0) {
+        if copy.iter().all(|&b| b == 0) || copy.iter().all(|&b| b == FILLER_BYTE) {
             HeaderCopy::Empty
         } else {
             self.decode_slot_header(slot, copy).map_or(HeaderCopy::Invalid, HeaderCopy::Valid)
@@ -1320,6 +1358,14 @@ impl<I: Io> PrepareJournal<I> {
                     }
                     SlotState::Faulty { op: copy.op }
                 }
+                // An empty slot whose copy places are damaged may be a
+                // prepare write that went elsewhere (the slot kept what it
+                // had) whose only copy rotted: below the head it is no
+                // repair gap but faulty, like a torn slot there (disk-rot
+                // seed 13111: op 18's write misdirected far away, then a
+                // read error on the region carrying its copy). Above the
+                // head nothing says it was written, as for any torn slot.
+                (Slot::Empty, None) if any_invalid => SlotState::Torn { op: window_op },
                 (Slot::Empty, None) => SlotState::Empty,
                 (Slot::Invalid, None) if any_invalid => SlotState::Unknown { op: window_op },
                 (Slot::Invalid, None) => SlotState::Torn { op: window_op },
@@ -2259,14 +2305,14 @@ mod tests {
         assert_eq!(runs[0].offset, config.carried_copy_offset(6, 4), "starts at entry 4");
         assert_eq!(&runs[0].bytes[256..512], &seven.encode()[..], "op 7 at distance 3");
         assert_eq!(&runs[0].bytes[768..1024], &nine.encode()[..], "op 9 at distance 1");
-        assert!(runs[0].bytes[..256].iter().chain(&runs[0].bytes[512..768]).all(|&b| b == 0));
+        assert!(runs[0].bytes[..256].iter().chain(&runs[0].bytes[512..768]).all(|&b| b == FILLER_BYTE));
         assert_eq!(&runs[0].bytes[1024..1280], &ten.encode()[..]);
         assert_eq!(runs[0].bytes.len(), 1024 + 512);
         assert_eq!((runs[1].offset, runs[1].bytes.len()), (config.slot_offset(11), 512));
     }
 
     /// A fresh batch of full prepares is one write: the first carries its
-    /// copies, the regions between the slots are zeros. A rewritten op (at
+    /// copies, the regions between the slots are filler. A rewritten op (at
     /// or below `fresh_above`) is its own write, and where the ring wraps a
     /// new write begins.
     #[test]
@@ -2289,14 +2335,14 @@ mod tests {
         assert_eq!(runs[0].offset, config.carried_copy_offset(1, 1) - 256, "a whole sector of op 2's region");
         let stride = config.slot_stride_bytes() as usize;
         assert_eq!(runs[0].bytes.len(), 512 + 1024 + 5 * stride);
-        assert_eq!(&runs[0].bytes[..256], &[0; 256][..], "entry 2 of op 2's region: not carried");
+        assert_eq!(&runs[0].bytes[..256], &[FILLER_BYTE; 256][..], "entry 2 of op 2's region: not carried");
         assert_eq!(&runs[0].bytes[256..512], &headers[0].encode()[..]);
         for (index, header) in headers[1..].iter().enumerate() {
             let at = (config.slot_offset(header.op) - runs[0].offset) as usize;
             assert_eq!(&runs[0].bytes[at..at + HEADER_SIZE_BYTES], &header.encode()[..]);
             if index > 0 {
                 let region = &runs[0].bytes[at - COPIES_REGION_BYTES as usize..at];
-                assert!(region.iter().all(|&b| b == 0), "op {}'s region is zeros", header.op);
+                assert!(region.iter().all(|&b| b == FILLER_BYTE), "op {}'s region is filler", header.op);
             }
         }
         // Ops 2..=4 were written before: ops 3 and 4 start writes of their

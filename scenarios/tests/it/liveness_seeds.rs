@@ -66,19 +66,36 @@ fn disk_rot_3684_a_primary_abdicating_over_a_lost_body_is_repair_not_churn() {
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 3684: {:?}", outcome.verdict);
 }
 
-/// **Open (issue 10), ignored until fixed.** Replica 0's flush of ops 8-9
-/// also carried op 7's ring copy (in the copies region before slot 8). That
-/// one write was misdirected: it landed 14 KiB lower, over op 6's body and
-/// op 7's header. Op 7's prepare was gone, and its only copy had never
-/// reached its place, yet op 7 had been reported durable and acknowledged.
-/// Recovery read slot 7 as never written (no copy names it) and listed op
-/// 7 as missing, not faulty, so the replica could nack an op it promised.
-/// Ops 6, 8 and 9 read faulty as they should. Found by disk-rot 4000..8000
-/// on session 12's final tree (trace 9777375eaa310486, `Recovery`); a
-/// later change of schedule may move it to another seed.
+/// Replica 0's flush of ops 8-9 also carried op 7's ring copy (in the
+/// copies region before slot 8). That one write was misdirected: it landed
+/// 14 KiB lower, over op 6's body and op 7's header. Op 7's prepare was
+/// gone, and its only copy had never reached its place, yet op 7 had been
+/// reported durable and acknowledged. Recovery read slot 7 as never
+/// written (the write put zeros, entries it did not carry, on op 7's
+/// header) and listed op 7 as missing, not faulty, so the replica could
+/// nack an op it promised. Those entries are now filler, which reads as
+/// damage on a slot header (journal module doc, "Filler, not zeros").
+/// Found by disk-rot 4000..8000 on session 12's final tree (trace
+/// 9777375eaa310486, `Recovery`); story:
+/// `a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty`.
 #[test]
-#[ignore = "issue 10: a misdirected write carrying an op's copy can land on that op's own slot"]
-fn disk_rot_6214_a_misdirected_carrier_that_lands_on_its_own_op_loses_it_unnamed() {
+fn disk_rot_6214_a_misdirected_carrier_that_lands_on_its_own_op_is_faulty() {
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(6214));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 6214: {:?}", outcome.verdict);
+}
+
+/// Replica 1 (the primary) had op 18's own prepare write misdirected far
+/// away, so slot 18 kept its old, empty content; only op 18's copy, carried
+/// by the next batch's write, said it was written, and op 18 was committed.
+/// At the restart a latent read error hit the region holding that copy.
+/// Recovery read an empty slot with no readable copy as never written, a
+/// repair gap, though ops above it were intact. An empty slot whose copy
+/// places are damaged now reads faulty below the head. Found by disk-rot
+/// 10000..14000 on session 12's final tree (trace dddc238d8d234283,
+/// `Recovery`); story:
+/// `an_empty_slot_below_the_head_whose_copy_cannot_be_read_is_faulty`.
+#[test]
+fn disk_rot_13111_an_empty_slot_whose_copy_cannot_be_read_is_faulty() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(13111));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 13111: {:?}", outcome.verdict);
 }

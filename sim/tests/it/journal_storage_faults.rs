@@ -471,46 +471,85 @@ fn settle_rewrites_every_readable_sector_around_an_unreadable_one() {
     assert_eq!(shoal_vsr::marks::take().get(shoal_vsr::marks::SETTLE_SKIPPED_UNREADABLE_SECTOR), Some(&1));
 }
 
-/// **Open (issue 10; disk-rot seed 6214 found it), ignored until fixed.**
-/// With group commit, op 7's copy rides in the write of the next batch (ops
-/// 8-9), in the copies region just before slot 8; that write's fsync makes
-/// op 7 durable with its copy, and the replica acknowledges it. If that one
-/// write is misdirected and lands over op 7's own slot, both pieces of
-/// evidence of op 7 are gone: its prepare (overwritten) and its only copy
-/// (never where it belongs). Recovery must then read op 7 as faulty (it may
-/// have been acknowledged), as it does ops 8 and 9; today it reads it as
-/// never written, a repair gap the replica could nack.
+/// Disk-rot seed 6214 (Recovery checker) found this. With group commit, op
+/// 7's copy rides in the first write of the next batch (ops 8-9), in the
+/// copies region just before slot 8; that write's fsync makes op 7 durable
+/// with its copy, and the replica acknowledges it. That one write is
+/// misdirected and lands over op 7's own slot: both pieces of evidence of
+/// op 7 are gone, its prepare (overwritten) and its only copy (never where
+/// it belongs). What landed on op 7's header sector is the carrier's first
+/// sector, the entries it did not carry: zeros read as "never written", a
+/// repair gap the replica could nack; filler reads as damage, so op 7 is
+/// faulty, as op 8 (whose copy the next batch carried) is.
 #[test]
-#[ignore = "issue 10: a misdirected carrier landing on its own op's slot leaves the op unnamed"]
 fn a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty() {
     let io = SimIo::new(6);
     let mut journal = create(&io);
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 6, true);
     let config = config(SLOT_COUNT);
-    // Flush A: op 7's prepare. Flush B: ops 8-9 in one write, carrying op
-    // 7's copy. Flush C: op 10, carrying the copies of 8 and 9.
+    let path = journal_file();
+    // Flush A: op 7's prepare. Flush B: ops 8-9, the first write carrying
+    // op 7's copy, misdirected onto op 7's slot. Flush C: op 10, carrying
+    // the copies of 8 and 9.
     let mut acknowledged = Vec::new();
-    for ops in [1, 2, 1] {
+    for (flush, ops) in [1, 2, 1].into_iter().enumerate() {
+        if flush == 1 {
+            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(7));
+        }
         let prepares: Vec<_> = (0..ops).map(|_| chain.next_prepare()).collect();
         let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
         block_on_ready(journal.append_batch(&batch)).unwrap();
         acknowledged.extend(block_on_ready(journal.flush()).unwrap());
     }
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
-    let path = journal_file();
     let carried = config.carried_copy_offset(7, 1);
-    let carrier_bytes = io.disk().contents_durable_range(&path, carried, 512).unwrap();
-    assert!(carrier_bytes.iter().any(|&byte| byte != 0), "op 7's copy rode in flush B's write");
+    let landed = io.disk().misdirected_ranges(&path).to_vec();
+    assert_eq!(landed.len(), 2, "meant for, landed on: {landed:?}");
+    assert_eq!(landed[0].0, carried - 256, "the misdirected write was the one carrying op 7's copy");
+    assert_eq!(landed[1].0, config.slot_offset(7), "and it landed on op 7's header");
     drop(journal);
-    // Model flush B's write as misdirected: nothing of it where it was meant
-    // (op 7's carried copy, slots 8 and 9), and op 7's header sector under
-    // what landed.
-    for offset in [carried, config.slot_offset(8), config.slot_offset(9), config.slot_offset(7)] {
-        io.disk().poke(&path, offset, &[0; 256]).unwrap();
-    }
+    io.crash_process();
     let (journal, recovery) = open(&io);
     let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
-    assert_eq!(recovery.repair_ops, vec![7, 8, 9]);
-    assert_eq!(corrupt_ops, vec![7, 8, 9], "op 7 was acknowledged: it must read faulty, not never written");
+    assert_eq!(recovery.repair_ops, vec![7, 8]);
+    assert_eq!(corrupt_ops, vec![7, 8], "op 7 was acknowledged: it must read faulty, not never written");
+}
+
+/// Disk-rot seed 13111 (Recovery checker) found this. Op 7's prepare write
+/// is misdirected far away: its slot keeps what it had (empty), and only
+/// its copy, carried by the next batch's write, says it was written. Then
+/// the sector holding that copy fails to read. Two faults took the prepare
+/// and its evidence; op 9 above it is intact. Op 7 was acknowledged, so
+/// recovery must read it faulty, not as a repair gap the replica could nack.
+#[test]
+fn an_empty_slot_below_the_head_whose_copy_cannot_be_read_is_faulty() {
+    let io = SimIo::new(13);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let config = config(SLOT_COUNT);
+    let path = journal_file();
+    // Flush A: op 7, misdirected into the body sectors of slot 14 (never
+    // written; a header landing on a slot header is the other story). Flush
+    // B: op 8, carrying op 7's copy. Flush C: op 9, carrying op 8's.
+    let mut acknowledged = Vec::new();
+    for flush in 0..3 {
+        if flush == 0 {
+            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(14) + 512);
+        }
+        let (header, body) = chain.next_prepare();
+        block_on_ready(journal.append_batch(&[(header, body.as_slice())])).unwrap();
+        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
+    }
+    assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
+    let landed = io.disk().misdirected_ranges(&path).to_vec();
+    assert_eq!(landed[0].0, config.slot_offset(7), "op 7's own write went elsewhere");
+    drop(journal);
+    io.crash_process();
+    io.disk().fail_sector_reads(&path, config.carried_copy_offset(7, 1)).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![7]);
+    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
+    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty, not never written");
 }
