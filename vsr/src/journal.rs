@@ -52,6 +52,8 @@
 //! | invalid, empty, or an older op | names this op | written, then damaged | faulty: repair from peers |
 //! | valid | same op, other checksum | the prepare write went elsewhere | faulty |
 //! | invalid | invalid | two faults on one slot | faulty (counts toward the head) |
+//! | filler or another slot's header; or a body sector holding filler or a header | none | a misdirected write landed on it | faulty (counts toward the head) |
+//! | empty | none, but a place of it damaged | written elsewhere, copy lost | faulty below the head, else empty |
 //!
 //! Because `sync` returns only after the copy is durable, and the replica
 //! acknowledges a prepare only after `sync`, an acknowledged prepare always
@@ -149,11 +151,18 @@
 //! no copy of op 7 and called it a repair gap, which the replica could
 //! nack. So those entries are written as filler (`FILLER_BYTE`): a copy
 //! place holding filler is empty, but a slot header holding it does not
-//! decode, so the slot reads invalid: torn above the head, faulty (named in
-//! `scan`'s `corrupt_ops`) at or below it, where op 7 was (op 8's copy,
-//! carried by the next batch, named op 8). Zeros written on purpose (a
-//! torn slot cleared, a truncation, a compaction's sector over a stale
-//! slot) stay zeros: those mean "nothing here".
+//! decode. A torn write keeps or loses whole sectors of its own slot, so
+//! it never leaves filler, or a header of another slot, on a slot header,
+//! nor either of them in a body sector (a body sector holds a body or
+//! what was there before: an older body or zeros): only a misdirected
+//! write does, and that write may have carried the only copy of the op it
+//! destroyed (disk-rot seed 40812: op 17's write, carrying op 16's copy,
+//! landed in op 16's body, and op 16 was the head). Such a slot reads `Unknown` (faulty, part
+//! of the head) when nothing names its op, above the head too: with the
+//! crash right after the carrier's fsync, nothing above op 7 names
+//! anything, and a torn tail there would be cut off. Zeros written on
+//! purpose (a torn slot cleared, a truncation, a compaction's sector over
+//! a stale slot) stay zeros: those mean "nothing here".
 //!
 //! The same holds for a slot that reads empty while one of the places
 //! its copy may be in is damaged: a prepare write that went elsewhere
@@ -161,14 +170,14 @@
 //! seed 13111: op 18's write went far away, then a read error took the
 //! region that carried its copy).
 //!
-//! Not closed: the same write landing on op 7 when the replica crashes
-//! before the next batch's fsync (no later op names anything, so op 7 is
-//! above the head and reads torn), or a misdirected write whose payload
-//! has zeros where a header lands. Either needs a second, independent copy
-//! of each op's header before its acknowledgement (a second write per
-//! fsync, which is what carried copies removed) or reading every
-//! undecodable slot header as faulty, which costs a restart in
-//! `Recovering` for every misdirected write or rot anywhere in the window.
+//! Not closed: a misdirected carrier that lands on its own op with only
+//! payload (no filler, no header) over that op's header or body, which
+//! needs the carrier to start before the op's slot, with the crash before
+//! the next batch names anything; and a prepare write that
+//! went elsewhere, whose copy place is then damaged, with nothing above it
+//! named. Closing them needs a second,
+//! independent copy of each op's header before its acknowledgement: a
+//! second write per fsync, which is what carried copies removed.
 //!
 //! ## Recovery never trusts the page cache
 //!
@@ -310,9 +319,9 @@ const POISON_BYTE: u8 = 0xA5;
 /// What a prepare write puts in the copies-region entries it does not
 /// carry: an entry that holds no copy on purpose, read as empty where a
 /// copy belongs, and as damage where a prepare header belongs (module doc,
-/// "Filler, not zeros"). Distinct from zeros, from `POISON_BYTE`, and no
-/// header decodes from it.
-const FILLER_BYTE: u8 = 0x5C;
+/// "Filler, not zeros"). Distinct from zeros, from `POISON_BYTE`, never in
+/// UTF-8 text, and no header decodes from it.
+const FILLER_BYTE: u8 = 0xF5;
 /// Preallocation writes zeros in chunks of this size (bounds the buffer).
 pub const ZERO_FILL_CHUNK_BYTES: u64 = 1 << 20;
 const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
@@ -535,6 +544,26 @@ fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, bo
     push_prepare_sectors(&mut bytes, header, body);
     debug_assert!(bytes.len() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
     PrepareRun { offset, bytes, count: 1 }
+}
+
+/// Do the sectors of a prepare after its header (they start
+/// `HEADER_SIZE_BYTES` into the slot's first sector) hold, in one of the
+/// slot's later sectors, what only
+/// a misdirected write puts there: a 256-byte half of filler or of a
+/// header that decodes? A prepare's body sits in its own slot only, and
+/// copies and filler are written between slots, so a landed carrier, ring
+/// or prepare write shows one of them at a sector boundary (misdirected
+/// writes are sector-aligned). A user payload that holds a whole header or
+/// a run of filler at such a place reads as overwritten too: the price is
+/// a faulty slot, never a lost one.
+fn body_holds_misdirected_sector(sectors: &[u8]) -> bool {
+    let half = HEADER_SIZE_BYTES;
+    let first_sector_start = SECTOR_SIZE_BYTES as usize - half;
+    sectors
+        .get(first_sector_start..)
+        .unwrap_or_default()
+        .chunks_exact(half)
+        .any(|chunk| chunk.iter().all(|&b| b == FILLER_BYTE) || Header::decode(chunk).is_ok())
 }
 
 fn sectors_bytes(size_bytes: u64) -> u64 {
@@ -866,6 +895,11 @@ enum Slot {
     Empty,
     Valid(Header),
     Invalid,
+    /// The header sector holds what only a misdirected write puts there:
+    /// filler, or a header that decodes but belongs to another slot (a
+    /// torn write keeps or loses whole sectors of its own slot, so it
+    /// never does). Whatever the slot held is gone, evidence or not.
+    Overwritten,
 }
 
 /// What the header ring held for a slot.
@@ -1161,7 +1195,10 @@ impl<I: Io> PrepareJournal<I> {
         if bytes.iter().all(|&b| b == 0) {
             return Slot::Empty;
         }
-        let Some(header) = self.decode_slot_header(slot, &bytes) else { return Slot::Invalid };
+        let Some(header) = self.decode_slot_header(slot, &bytes) else {
+            let overwritten = bytes.iter().all(|&b| b == FILLER_BYTE) || Header::decode(&bytes).is_ok();
+            return if overwritten { Slot::Overwritten } else { Slot::Invalid };
+        };
         if header.op <= self.snapshot_op {
             // Checkpointed before the last compaction: not part of the log.
             return Slot::Empty;
@@ -1169,14 +1206,25 @@ impl<I: Io> PrepareJournal<I> {
         if header.op > self.snapshot_op + self.config.slot_count {
             return Slot::Invalid;
         }
-        let (result, body) = crate::io::read_exact_retrying(
+        // Whole sectors: a misdirected write shows at a sector boundary,
+        // and the last one may hold only a few bytes of the body.
+        let sectors_after_header = sectors_bytes(u64::from(header.size)) as usize - HEADER_SIZE_BYTES;
+        let (result, sectors) = crate::io::read_exact_retrying(
             &*self.file,
-            vec![0; header.body_size_bytes()],
+            vec![0; sectors_after_header],
             offset + HEADER_SIZE_BYTES as u64,
         )
         .await;
-        if result.is_err() || header.valid_body(&body).is_err() {
+        if result.is_err() {
             return Slot::Invalid;
+        }
+        if header.valid_body(&sectors[..header.body_size_bytes()]).is_err() {
+            // A torn write leaves old body sectors (an older op's payload
+            // or zeros); filler or a header in one is a misdirected write
+            // that landed there, perhaps the one that carried this op's
+            // only copy (disk-rot seed 40812: op 17's write, carrying op
+            // 16's copy, landed in op 16's body; op 16 was the head).
+            return if body_holds_misdirected_sector(&sectors) { Slot::Overwritten } else { Slot::Invalid };
         }
         Slot::Valid(header)
     }
@@ -1336,7 +1384,7 @@ impl<I: Io> PrepareJournal<I> {
             name(&match &slot_read {
                 Slot::Empty => HeaderCopy::Empty,
                 Slot::Valid(header) => HeaderCopy::Valid(*header),
-                Slot::Invalid => HeaderCopy::Invalid,
+                Slot::Invalid | Slot::Overwritten => HeaderCopy::Invalid,
             });
             let state = match (slot_read, copy_op) {
                 (Slot::Valid(header), _) if self.headers.get(&header.op) == Some(&header) => {
@@ -1352,7 +1400,7 @@ impl<I: Io> PrepareJournal<I> {
                 (Slot::Valid(header), copy) => {
                     SlotState::Valid { header, copy_stale: copy.is_none_or(|copy| copy != header) }
                 }
-                (Slot::Empty | Slot::Invalid, Some(copy)) => {
+                (Slot::Empty | Slot::Invalid | Slot::Overwritten, Some(copy)) => {
                     if ring_live.is_none() {
                         crate::marks::hit(crate::marks::JOURNAL_CARRIED_COPY_NAMES_FAULTY);
                     }
@@ -1367,6 +1415,14 @@ impl<I: Io> PrepareJournal<I> {
                 // head nothing says it was written, as for any torn slot.
                 (Slot::Empty, None) if any_invalid => SlotState::Torn { op: window_op },
                 (Slot::Empty, None) => SlotState::Empty,
+                // Overwritten by a misdirected write: the op it held may
+                // have been acknowledged with its only copy in that very
+                // write (module doc, "Filler, not zeros"), so above the head
+                // too it is faulty and counts toward the head.
+                (Slot::Overwritten, None) => {
+                    crate::marks::hit(crate::marks::JOURNAL_SLOT_OVERWRITTEN_UNKNOWN);
+                    SlotState::Unknown { op: window_op }
+                }
                 (Slot::Invalid, None) if any_invalid => SlotState::Unknown { op: window_op },
                 (Slot::Invalid, None) => SlotState::Torn { op: window_op },
             };

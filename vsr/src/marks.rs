@@ -57,6 +57,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_CARRIED_COPY_NAMES_FAULTY,
     JOURNAL_COPIES_CARRIED,
     JOURNAL_PREPARES_JOINED,
+    JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
     PARTITION_SALVAGED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -116,6 +117,11 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// One write covered several fresh prepares that fill their slots, zeros
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
+
+/// Recovery found a slot header a misdirected write put there (filler or
+/// another slot's header) and nothing naming the slot's op: unknown, so
+/// faulty and part of the head, never cut off as torn.
+pub const JOURNAL_SLOT_OVERWRITTEN_UNKNOWN: &str = "journal_slot_overwritten_unknown";
 
 /// Recovery found a damaged slot (or an emptied one) whose only evidence
 /// is a carried copy: faulty, kept for repair, not cut off as torn.

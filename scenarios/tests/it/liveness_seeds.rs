@@ -99,3 +99,31 @@ fn disk_rot_13111_an_empty_slot_whose_copy_cannot_be_read_is_faulty() {
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(13111));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 13111: {:?}", outcome.verdict);
 }
+
+/// Replica 1 acknowledged op 61 and lost it unnamed: a misdirected write
+/// landed on op 61's slot header, nothing above op 61 was named when it
+/// crashed, and no copy named op 61, so the slot read as a torn tail and
+/// was cut off. A slot header holding filler or another slot's header is a
+/// misdirected write's doing, never a tear's: the slot now reads unknown
+/// (faulty) even at the head; with that rule alone turned off the seed
+/// fails again. Found by disk-rot 14000..44000 after the filler fix
+/// (Recovery); story:
+/// `a_misdirected_carrier_over_its_own_op_at_the_head_leaves_that_op_unknown`.
+#[test]
+fn disk_rot_31505_a_misdirected_carrier_over_its_own_op_at_the_head_is_unknown() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(31505));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 31505: {:?}", outcome.verdict);
+}
+
+/// Replica 2 acknowledged op 16 and lost it unnamed: op 17's write, which
+/// carried op 16's copy, landed inside op 16's body, leaving op 16's header
+/// valid and its body bad, with nothing above it: the picture of a torn
+/// head, which is cut off. A body sector holding filler or a header is now
+/// read as a misdirected landing (unknown, faulty). Found by disk-rot
+/// 14000..44000 after the filler fix (Recovery); story:
+/// `a_misdirected_carrier_in_its_own_ops_body_at_the_head_leaves_that_op_unknown`.
+#[test]
+fn disk_rot_40812_a_misdirected_carrier_in_its_own_ops_body_is_unknown() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(40812));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 40812: {:?}", outcome.verdict);
+}

@@ -553,3 +553,78 @@ fn an_empty_slot_below_the_head_whose_copy_cannot_be_read_is_faulty() {
     let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
     assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty, not never written");
 }
+
+/// The carrier story again, with the crash right after the carrier's
+/// fsync: no later batch names anything, so op 7 is the highest op the
+/// disk could name, and nothing is left of it but what the misdirected
+/// write put on its header sector. A torn write never puts filler (or
+/// another slot's header) there, only a misdirected one does, and that
+/// write may have carried the op's only copy: the slot reads unknown
+/// (faulty, part of the head), never a torn tail to cut off.
+#[test]
+fn a_misdirected_carrier_over_its_own_op_at_the_head_leaves_that_op_unknown() {
+    let io = SimIo::new(14);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let config = config(SLOT_COUNT);
+    let path = journal_file();
+    // Flush A: op 7's prepare. Flush B: op 8, carrying op 7's copy,
+    // misdirected onto op 7's slot. Then the process dies.
+    let mut acknowledged = Vec::new();
+    for flush in 0..2 {
+        if flush == 1 {
+            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(7));
+        }
+        let (header, body) = chain.next_prepare();
+        block_on_ready(journal.append_batch(&[(header, body.as_slice())])).unwrap();
+        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
+    }
+    assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
+    assert!(!acknowledged.contains(&8), "op 8's copy was never written");
+    drop(journal);
+    io.crash_process();
+    let marks_before = shoal_vsr::marks::take();
+    drop(marks_before);
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
+    assert_eq!(recovery.repair_ops, vec![7]);
+    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
+    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
+    assert!(shoal_vsr::marks::take().contains_key(shoal_vsr::marks::JOURNAL_SLOT_OVERWRITTEN_UNKNOWN));
+}
+
+/// Disk-rot seed 40812 (Recovery checker) found this. Op 8's write,
+/// carrying op 7's copy, is misdirected into op 7's body (its header
+/// intact), and the process dies before anything names op 8. Op 7's slot
+/// then looks like a torn write of the head (valid header, bad body, no
+/// copy), which is cut off; but a torn write leaves old bytes in a body,
+/// never filler or a header: those sectors say a misdirected write landed
+/// there, so op 7 reads unknown.
+#[test]
+fn a_misdirected_carrier_in_its_own_ops_body_at_the_head_leaves_that_op_unknown() {
+    let io = SimIo::new(15);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let config = config(SLOT_COUNT);
+    let path = journal_file();
+    let mut acknowledged = Vec::new();
+    for flush in 0..2 {
+        if flush == 1 {
+            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(7) + 512);
+        }
+        let (header, body) = chain.next_prepare();
+        assert!(body.len() > 256, "op 7's prepare reaches into the sector the carrier lands on");
+        block_on_ready(journal.append_batch(&[(header, body.as_slice())])).unwrap();
+        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
+    }
+    assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
+    assert_eq!(recovery.repair_ops, vec![7]);
+    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
+    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
+}
