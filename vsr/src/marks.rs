@@ -79,6 +79,7 @@ pub const MARKS: &[&str] = &[
     SHARD_FRAME_CROSSED_IN,
     SHARD_FRAME_CROSSED_OUT,
     SHARD_FRAME_WAITED_IN_INBOX,
+    STATE_DATA_ASKED_ON_ARRIVAL,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
     SUPERBLOCK_COPY_REPAIRED,
@@ -117,6 +118,10 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// One write covered several fresh prepares that fill their slots, zeros
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
+
+/// A replica filling a partition gap asked the next batch as soon as the
+/// one it asked for arrived, not at the next tick.
+pub const STATE_DATA_ASKED_ON_ARRIVAL: &str = "state_data_asked_on_arrival";
 
 /// Recovery found a slot header a misdirected write put there (filler or
 /// another slot's header) and nothing naming the slot's op: unknown, so

@@ -733,6 +733,89 @@ fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
     );
 }
 
+/// A gap of several batches fills at the pace of round trips, not ticks:
+/// once the range it asked for has arrived, the replica asks the same peer
+/// for the next one at once (swarm seed 35226: one batch of
+/// `STATE_DATA_MESSAGES_MAX` per 10 ms tick left a gap of 9,000 offsets
+/// open past the 2 s the liveness checker allows after a heal).
+#[test]
+fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
+    use shoal_shard::node::{STATE_DATA_MESSAGES_MAX, partition_dir};
+    use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
+
+    const REPLICAS: u8 = 3;
+    const MESSAGES_PER_APPEND: u64 = 12;
+    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
+    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    let appends = CHECKPOINT_INTERVAL_OPS + 4;
+    for request in 1..=appends {
+        let messages: Vec<Vec<u8>> =
+            (0..MESSAGES_PER_APPEND).map(|i| format!("m-{request}-{i}").into_bytes()).collect();
+        let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let append = batch_request(session, request, &slices);
+        block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
+        deliver_all(&mut nodes, &mut worlds);
+    }
+    for tick in 1..=shoal_vsr::replica::COMMIT_HEARTBEAT_TICKS {
+        block_on(nodes[0].tick(tick * 10_000_000, &mut worlds[0])).expect("runs");
+    }
+    deliver_all(&mut nodes, &mut worlds);
+
+    // Replica 2 stops, the first record of its partition log rots, and it
+    // restarts with nothing of the log kept.
+    let io = nodes[2].io().clone();
+    drop(nodes.pop());
+    worlds.pop();
+    let data_dir = Path::new("/data");
+    let segment = partition_dir(data_dir, namespace()).join(segment_file_name(0));
+    let mut bytes = io.file_bytes(&segment);
+    bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 30] ^= 1;
+    io.set_file_bytes(&segment, bytes);
+    let (storage, recovered) =
+        block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
+    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("salvaged");
+    let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
+    let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
+    let mut world = Recorder { draw_first: true, ..Recorder::default() };
+    block_on(restarted.start(&mut world)).expect("runs");
+    let missing = restarted.group(0).replica().state_machine().missing().expect("the salvage lost offsets");
+    assert!(missing.end - missing.start > 2 * STATE_DATA_MESSAGES_MAX, "a gap of more than two batches: {missing:?}");
+
+    // One tick: one request, to replica 0 (the draws favour it).
+    block_on(restarted.tick(10_000_000, &mut world)).expect("runs");
+    let mut requests_sent = 0;
+    let mut rounds = 0;
+    loop {
+        let requests: Vec<Message> = std::mem::take(&mut world.to_replicas)
+            .into_iter()
+            .filter(|(to, m)| *to == 0 && m.header.command == Command::RequestStateData)
+            .map(|(_, m)| m)
+            .collect();
+        if requests.is_empty() {
+            break;
+        }
+        assert_eq!(requests.len(), 1, "one request in flight");
+        requests_sent += 1;
+        rounds += 1;
+        assert!(rounds <= 100, "the gap keeps being asked for");
+        block_on(nodes[0].on_frame(Source::Replica(2), ShardId(0), requests[0].clone(), &mut worlds[0])).expect("runs");
+        let answers: Vec<Message> = std::mem::take(&mut worlds[0].to_replicas)
+            .into_iter()
+            .filter(|(to, m)| *to == 2 && m.header.command == Command::StateData)
+            .map(|(_, m)| m)
+            .collect();
+        for answer in answers {
+            block_on(restarted.on_frame(Source::Replica(0), ShardId(0), answer, &mut world)).expect("runs");
+        }
+    }
+    assert_eq!(restarted.group(0).replica().state_machine().missing(), None, "the gap filled without another tick");
+    let batches = (missing.end - missing.start).div_ceil(STATE_DATA_MESSAGES_MAX);
+    assert_eq!(requests_sent, batches, "one request per batch, each sent when the one before arrived");
+}
+
 /// Three replicas; the client registers and appends 4 messages more than
 /// `CHECKPOINT_INTERVAL_OPS`, each committed everywhere (a commit heartbeat
 /// tells the backups of the last ones), so every replica checkpointed once.
