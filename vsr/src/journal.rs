@@ -935,6 +935,19 @@ enum SlotState {
     },
 }
 
+/// A compaction whose spare is written and fsynced, to install once the
+/// checkpoint it follows is durable (`PrepareJournal::stage_drain_to`).
+#[derive(Debug)]
+pub struct StagedDrain {
+    through_op: u64,
+    head: u64,
+    snapshot_checksum: Option<u128>,
+    file_header: FileHeader,
+    carried: BTreeSet<u64>,
+    faulty_ops: BTreeSet<u64>,
+    journal_at_stage: (Option<u64>, u64, usize, usize, bool),
+}
+
 /// The write-ahead log of one VSR group.
 /// A journal flush whose fdatasync is still to run (`PrepareJournal::flush_begin`):
 /// a handle of the journal's file, so the fsync borrows no journal.
@@ -2022,10 +2035,27 @@ impl<I: Io> PrepareJournal<I> {
         through_op: u64,
         faulty: &BTreeMap<u64, Option<Header>>,
     ) -> Result<(), JournalError> {
+        match self.stage_drain_keeping_faulty(through_op, faulty).await? {
+            Some(staged) => self.install_drain(staged).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A compaction, first half: write the compacted file into the spare
+    /// and fsync it (step 1 below). The journal is untouched, so this may
+    /// run beside other files' fsyncs (the checkpoint's, the partition
+    /// log's) before the checkpoint is durable; `install_drain` makes it
+    /// the journal, and nothing may be written to the journal between the
+    /// two (asserted). `None`: nothing to compact.
+    pub(crate) async fn stage_drain_keeping_faulty(
+        &mut self,
+        through_op: u64,
+        faulty: &BTreeMap<u64, Option<Header>>,
+    ) -> Result<Option<StagedDrain>, JournalError> {
         self.check_writable()?;
         assert!(faulty.keys().all(|&op| op > through_op && !self.headers.contains_key(&op)));
         if through_op <= self.snapshot_op {
-            return Ok(());
+            return Ok(None);
         }
         let head = self
             .op_head
@@ -2056,6 +2086,36 @@ impl<I: Io> PrepareJournal<I> {
                 return Err(error);
             }
         };
+        Ok(Some(StagedDrain {
+            through_op,
+            head,
+            snapshot_checksum,
+            file_header,
+            carried,
+            faulty_ops: faulty.keys().copied().collect(),
+            journal_at_stage: self.drain_fingerprint(),
+        }))
+    }
+
+    /// What a staged compaction was made from: any write, truncation or
+    /// flush between `stage_drain_keeping_faulty` and `install_drain`
+    /// changes it.
+    fn drain_fingerprint(&self) -> (Option<u64>, u64, usize, usize, bool) {
+        (self.op_head, self.file_op_written_max, self.headers.len(), self.copies_ready.len(), self.flush_in_flight)
+    }
+
+    /// A compaction, second half (steps 2 to 4): the staged spare becomes
+    /// the journal. Only once the checkpoint that covers `through_op` is
+    /// durable: from here the journal forgets the ops it covers.
+    pub(crate) async fn install_drain(&mut self, staged: StagedDrain) -> Result<(), JournalError> {
+        self.check_writable()?;
+        assert_eq!(
+            staged.journal_at_stage,
+            self.drain_fingerprint(),
+            "nothing is written to the journal between a compaction's stage and its install"
+        );
+        let StagedDrain { through_op, head, snapshot_checksum, file_header, carried, faulty_ops, .. } = staged;
+        let tmp = journal_path_tmp(&self.dir, self.config.namespace);
 
         // 2. Exchange with the journal (rename where unsupported) and fsync
         //    the directory. From here a failure poisons the journal: the
@@ -2114,7 +2174,7 @@ impl<I: Io> PrepareJournal<I> {
         // The compacted file names the carried ops, and the faulty ops whose
         // ring copy it kept (a later repair of one must poison that copy:
         // `unvouch_copies` reads only up to this bound).
-        let named_op_max = carried.last().into_iter().chain(faulty.keys()).max().copied();
+        let named_op_max = carried.last().into_iter().chain(faulty_ops.iter()).max().copied();
         self.file_op_written_max = named_op_max.unwrap_or(through_op).max(through_op);
         self.headers.retain(|&op, _| op > through_op && carried.contains(&op));
         self.copies_pending.clear();

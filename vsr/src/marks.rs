@@ -49,6 +49,7 @@ pub const MARKS: &[&str] = &[
     CRASH_FSYNC_IN_FLIGHT,
     CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
+    DRAIN_STAGED_BESIDE_CHECKPOINT,
     FAULTY_JOURNAL_VOTES,
     FLUSH_FINISHED_FOR_STORAGE,
     FRAME_DURING_FSYNC,
@@ -118,6 +119,10 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// One write covered several fresh prepares that fill their slots, zeros
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
+
+/// A checkpoint's journal compaction was written and fsynced in the spare
+/// while the checkpoint's own file was (their steps interleaved).
+pub const DRAIN_STAGED_BESIDE_CHECKPOINT: &str = "drain_staged_beside_checkpoint";
 
 /// A replica filling a partition gap asked the next batch as soon as the
 /// one it asked for arrived, not at the next tick.

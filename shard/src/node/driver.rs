@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
 use shoal_vsr::io::{Io, IoFile};
-use shoal_vsr::journal::{FlushInFlight, JournalError};
+use shoal_vsr::journal::{FlushInFlight, JournalError, StagedDrain};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
@@ -177,16 +177,17 @@ impl<I: Io> Group<I> {
         partition_log_done(self.replica.state_machine_mut().persist().await)
     }
 
-    /// A checkpoint: the partition log's sync and the staged checkpoint's
-    /// write and fsync run at once (other files), and only once both are
-    /// durable is the checkpoint installed (renamed, then the journal
-    /// drained). It may be durable only once the partition log holds every
+    /// A checkpoint: the partition log's sync, the staged checkpoint's
+    /// write and fsync, and the journal's compaction into its spare (write
+    /// and fsync) run at once (three files), and only once all are durable
+    /// is the checkpoint installed (renamed, then the compacted journal
+    /// exchanged in). It may be durable only once the partition log holds every
     /// offset it counts: the replica makes its own only when the log has no
     /// gap (`checkpoint_ready`); one restored from a peer may name a gap,
     /// which the peer holds. The outer `Err` is the partition log's failure,
     /// the inner one the storage's.
     async fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Result<(), StorageError>, NodeStop> {
-        let storage = &self.storage;
+        let storage = &mut self.storage;
         let machine = self.replica.state_machine_mut();
         let partition_synced: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
             Box::pin(async move { CheckpointStep::Partition(partition_log_done(machine.persist().await)) });
@@ -196,17 +197,17 @@ impl<I: Io> Group<I> {
         if joined.polls > 1 {
             shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_PARTITION_SYNC);
         }
-        let mut stored = Ok(());
+        let mut stored = Ok(None);
         for step in joined.outputs {
             match step {
                 CheckpointStep::Partition(synced) => synced?,
                 CheckpointStep::Staged(result) => stored = result,
             }
         }
-        if stored.is_ok() {
-            stored = self.storage.install_checkpoint(checkpoint).await;
-        }
-        Ok(stored)
+        Ok(match stored {
+            Ok(staged_drain) => self.storage.install_checkpoint(checkpoint, staged_drain).await,
+            Err(error) => Err(error),
+        })
     }
 
     /// The ordering contract: what `header` promises is durable. A breach
@@ -1262,7 +1263,7 @@ struct StateDataAsked {
 /// What one of a checkpoint's two overlapped steps ended with.
 enum CheckpointStep {
     Partition(Result<(), NodeStop>),
-    Staged(Result<(), StorageError>),
+    Staged(Result<Option<StagedDrain>, StorageError>),
 }
 
 /// What a partition log's write or sync means to the node: a gap (offsets

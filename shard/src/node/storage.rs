@@ -61,13 +61,19 @@
 //! the replica as before.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, IoFile, OpenMode};
-use shoal_vsr::journal::{FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
+use shoal_vsr::journal::{
+    FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, StagedDrain, journal_path,
+};
+
+use super::join::join_in_order;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
@@ -177,6 +183,12 @@ pub enum Flushes {
     One,
     /// Until every written prepare is durable with its ring copy.
     UntilDurable,
+}
+
+/// What one of a checkpoint's two staged steps ended with.
+enum CheckpointStage {
+    File(Result<(), CheckpointError>),
+    Drain(Result<Option<StagedDrain>, JournalError>),
 }
 
 /// What an outgoing message promises is durable on the sender's disk.
@@ -539,8 +551,8 @@ impl<I: Io> GroupStorage<I> {
                 self.superblock.write(state).await?;
             }
             Action::Checkpoint { checkpoint } => {
-                self.stage_checkpoint(checkpoint).await?;
-                self.install_checkpoint(checkpoint).await?;
+                let staged = self.stage_checkpoint(checkpoint).await?;
+                self.install_checkpoint(checkpoint, staged).await?;
             }
             Action::Send { .. } | Action::Reply { .. } => {
                 unreachable!("a message is sent by the driver, not written by storage")
@@ -549,20 +561,48 @@ impl<I: Io> GroupStorage<I> {
         Ok(())
     }
 
-    /// A checkpoint, first half: written and fsynced beside the current one,
-    /// which it does not replace yet; the node runs it beside the partition
-    /// log's sync (`Node`), which must be durable before the checkpoint is.
-    pub async fn stage_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
-        checkpoint::stage_checkpoint(&self.io, &self.dir, self.config.namespace, checkpoint).await?;
-        Ok(())
+    /// A checkpoint, first half: its file written and fsynced in its tmp
+    /// file beside the current one, and the journal's compaction to it
+    /// written and fsynced in the spare, at once (two files, two fsyncs side
+    /// by side; the node runs this beside the partition log's sync, which
+    /// must be durable before the checkpoint is). Neither changes what a
+    /// restart reads; `install_checkpoint` makes both count.
+    pub async fn stage_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Option<StagedDrain>, StorageError> {
+        let (io, dir, namespace) = (&self.io, &self.dir, self.config.namespace);
+        let journal = &mut self.journal;
+        let file: Pin<Box<dyn Future<Output = CheckpointStage> + '_>> = Box::pin(async move {
+            CheckpointStage::File(checkpoint::stage_checkpoint(io, dir, namespace, checkpoint).await)
+        });
+        let drain: Pin<Box<dyn Future<Output = CheckpointStage> + '_>> = Box::pin(async move {
+            CheckpointStage::Drain(journal.stage_drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await)
+        });
+        let joined = join_in_order(vec![file, drain]).await;
+        if joined.polls > 1 {
+            shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_STAGED_BESIDE_CHECKPOINT);
+        }
+        let mut staged = None;
+        for stage in joined.outputs {
+            match stage {
+                CheckpointStage::File(result) => result?,
+                CheckpointStage::Drain(result) => staged = result?,
+            }
+        }
+        Ok(staged)
     }
 
     /// A checkpoint, second half (after `stage_checkpoint` of the same
-    /// one): it becomes the checkpoint, durably, and only then does the
-    /// journal forget the ops it covers.
-    pub async fn install_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+    /// one, with nothing written to the journal since): it becomes the
+    /// checkpoint, durably, and only then does the journal forget the ops
+    /// it covers (the staged compaction becomes the journal).
+    pub async fn install_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+        staged: Option<StagedDrain>,
+    ) -> Result<(), StorageError> {
         checkpoint::install_staged_checkpoint(&self.io, &self.dir, self.config.namespace).await?;
-        self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?;
+        if let Some(staged) = staged {
+            self.journal.install_staged_drain(staged).await?;
+        }
         // The checkpoint vouches for these now (see `check_durable`).
         self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);
         Ok(())

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{JournalError, PrepareJournal, SlotState, io_error};
+use super::{JournalError, PrepareJournal, SlotState, StagedDrain, io_error};
 use crate::header::Header;
 use crate::io::{Io, IoFile};
 
@@ -132,6 +132,25 @@ impl<I: Io> PrepareJournal<I> {
         self.drain_to_inner(through_op, anchor_checksum, false).await.map(|_| ())
     }
 
+    /// `drain_to`, first half: the compacted file written and fsynced in
+    /// the spare, the journal untouched (`stage_drain_keeping_faulty`).
+    /// A checkpoint stages it beside its own file's fsync and installs it
+    /// (`install_drain`) once the checkpoint is durable. `None`: nothing
+    /// to compact.
+    pub async fn stage_drain_to(
+        &mut self,
+        through_op: u64,
+        anchor_checksum: u128,
+    ) -> Result<Option<StagedDrain>, JournalError> {
+        self.stage_drain_to_inner(through_op, anchor_checksum, false).await.map(|(staged, _)| staged)
+    }
+
+    /// `drain_to`, second half: the staged compaction becomes the journal.
+    /// Nothing may be written to the journal since its stage (asserted).
+    pub async fn install_staged_drain(&mut self, staged: StagedDrain) -> Result<(), JournalError> {
+        self.install_drain(staged).await
+    }
+
     /// At open, a checkpoint may be durable while the journal was never
     /// drained to it (the drain failed on a corrupt live prepare and the
     /// replica stopped). Drain now, leaving the corrupt live prepares out,
@@ -153,9 +172,22 @@ impl<I: Io> PrepareJournal<I> {
     async fn drain_to_inner(
         &mut self,
         through_op: u64,
-        _anchor_checksum: u128,
+        anchor_checksum: u128,
         skip_corrupt: bool,
     ) -> Result<Vec<u64>, JournalError> {
+        let (staged, corrupt_live) = self.stage_drain_to_inner(through_op, anchor_checksum, skip_corrupt).await?;
+        if let Some(staged) = staged {
+            self.install_drain(staged).await?;
+        }
+        Ok(corrupt_live)
+    }
+
+    async fn stage_drain_to_inner(
+        &mut self,
+        through_op: u64,
+        _anchor_checksum: u128,
+        skip_corrupt: bool,
+    ) -> Result<(Option<StagedDrain>, Vec<u64>), JournalError> {
         // `drain` carries what the index holds, and recovery keeps a prepare
         // that does not chain onto its on-disk neighbour out of the index
         // (after a view change the neighbour may be a stale prepare the
@@ -196,11 +228,11 @@ impl<I: Io> PrepareJournal<I> {
             // so that drain writes an empty live window after it.
             self.op_head = Some(through_op.max(self.snapshot_op));
             if through_op <= self.snapshot_op {
-                return Ok(corrupt_live);
+                return Ok((None, corrupt_live));
             }
         }
-        self.drain_keeping_faulty(through_op, &faulty).await?;
-        Ok(corrupt_live)
+        let staged = self.stage_drain_keeping_faulty(through_op, &faulty).await?;
+        Ok((staged, corrupt_live))
     }
 
     /// The header a copy of `op`'s slot holds, if it is one of `op`: the
