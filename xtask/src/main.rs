@@ -59,7 +59,7 @@ crash_during_restart,storage_error_during_restart,view_change_skipped_rejoining_
 frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_unreadable,journal_copies_carried,\
 journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,\
 rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
-checkpoint_beside_partition_sync";
+checkpoint_beside_partition_sync,drain_staged_beside_checkpoint,state_data_asked_on_arrival";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];

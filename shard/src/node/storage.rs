@@ -584,6 +584,13 @@ impl<I: Io> GroupStorage<I> {
         for stage in joined.outputs {
             match stage {
                 CheckpointStage::File(result) => result?,
+                // A live prepare that reads back corrupt: the checkpoint is
+                // installed all the same and the drain is run (and fails) after
+                // it, as before staging existed, so a restart settles the
+                // journal to the durable checkpoint (`settle_to_checkpoint`)
+                // and repairs the op from peers. Refusing the checkpoint
+                // instead hung disk-rot seed 44036.
+                CheckpointStage::Drain(Err(JournalError::Corrupt { .. })) => {}
                 CheckpointStage::Drain(result) => staged = result?,
             }
         }
@@ -600,8 +607,9 @@ impl<I: Io> GroupStorage<I> {
         staged: Option<StagedDrain>,
     ) -> Result<(), StorageError> {
         checkpoint::install_staged_checkpoint(&self.io, &self.dir, self.config.namespace).await?;
-        if let Some(staged) = staged {
-            self.journal.install_staged_drain(staged).await?;
+        match staged {
+            Some(staged) => self.journal.install_staged_drain(staged).await?,
+            None => self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?,
         }
         // The checkpoint vouches for these now (see `check_durable`).
         self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);
