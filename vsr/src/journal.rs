@@ -933,6 +933,12 @@ enum SlotState {
     Unknown {
         op: u64,
     },
+    /// Empty, with a copy place of it damaged: a prepare written elsewhere
+    /// whose copy was lost may have been here. Faulty below the head; above
+    /// it nothing says it was written, and there is nothing to cut off.
+    EmptyCopyDamaged {
+        op: u64,
+    },
 }
 
 /// A compaction whose spare is written and fsynced, to install once the
@@ -1422,11 +1428,12 @@ impl<I: Io> PrepareJournal<I> {
                 // An empty slot whose copy places are damaged may be a
                 // prepare write that went elsewhere (the slot kept what it
                 // had) whose only copy rotted: below the head it is no
-                // repair gap but faulty, like a torn slot there (disk-rot
-                // seed 13111: op 18's write misdirected far away, then a
-                // read error on the region carrying its copy). Above the
-                // head nothing says it was written, as for any torn slot.
-                (Slot::Empty, None) if any_invalid => SlotState::Torn { op: window_op },
+                // repair gap but faulty (disk-rot seed 13111: op 18's write
+                // misdirected far away, then a read error on the region
+                // carrying its copy). Above the head nothing says it was
+                // written, and an empty slot is not cut off as torn (the
+                // journal_recovery fuzz model's rule for an invalid copy).
+                (Slot::Empty, None) if any_invalid => SlotState::EmptyCopyDamaged { op: window_op },
                 (Slot::Empty, None) => SlotState::Empty,
                 // Overwritten by a misdirected write: the op it held may
                 // have been acknowledged with its only copy in that very
@@ -1461,7 +1468,9 @@ impl<I: Io> PrepareJournal<I> {
         let mut copies_stale: Vec<Header> = Vec::new();
         for state in states {
             match state {
-                SlotState::Empty => {}
+                // Below the head it is missing like any slot without a valid
+                // prepare (the loop below); above it, nothing.
+                SlotState::Empty | SlotState::EmptyCopyDamaged { .. } => {}
                 SlotState::Valid { header, copy_stale } => {
                     let previous = valid.insert(header.op, header);
                     assert!(previous.is_none(), "op maps to exactly one slot");

@@ -639,6 +639,37 @@ fn a_request_to_a_missing_partition_is_refused_with_a_typed_answer() {
     assert!(world.to_replicas.is_empty(), "nothing was prepared");
 }
 
+/// The last of three replicas stops, the first record of its partition
+/// log rots (the salvage keeps nothing), and it restarts: its checkpoint
+/// counts offsets its log no longer holds. Its world's draws favour the
+/// first candidate.
+fn restart_the_last_with_a_rotten_partition_log(
+    nodes: &mut Vec<Node<MemIo>>,
+    worlds: &mut Vec<Recorder>,
+) -> (Node<MemIo>, Recorder) {
+    use shoal_shard::node::partition_dir;
+    use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
+
+    const REPLICAS: u8 = 3;
+    assert_eq!(nodes.len(), usize::from(REPLICAS));
+    let io = nodes[2].io().clone();
+    drop(nodes.pop());
+    worlds.pop();
+    let data_dir = Path::new("/data");
+    let segment = partition_dir(data_dir, namespace()).join(segment_file_name(0));
+    let mut bytes = io.file_bytes(&segment);
+    bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 30] ^= 1;
+    io.set_file_bytes(&segment, bytes);
+    let (storage, recovered) =
+        block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
+    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("salvaged");
+    let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
+    let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
+    let mut world = Recorder { draw_first: true, ..Recorder::default() };
+    block_on(restarted.start(&mut world)).expect("runs");
+    (restarted, world)
+}
+
 /// Three replicas commit past a checkpoint; replica 2 loses its partition
 /// log (its first record rots, so the salvage keeps nothing) and restarts:
 /// its checkpoint counts offsets the log no longer holds, which it must
@@ -649,9 +680,6 @@ fn a_request_to_a_missing_partition_is_refused_with_a_typed_answer() {
 /// draws favour that peer (swarm seed 1329).
 #[test]
 fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
-    use shoal_shard::node::partition_dir;
-    use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
-
     const REPLICAS: u8 = 3;
     let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
     let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
@@ -674,21 +702,7 @@ fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
     assert!(committed > CHECKPOINT_INTERVAL_OPS, "replica 2 committed past a checkpoint: {committed}");
 
     // Replica 2 stops; the first record of its partition log rots.
-    let io = nodes[2].io().clone();
-    drop(nodes.pop());
-    worlds.pop();
-    let data_dir = Path::new("/data");
-    let segment = partition_dir(data_dir, namespace()).join(segment_file_name(0));
-    let mut bytes = io.file_bytes(&segment);
-    bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 30] ^= 1;
-    io.set_file_bytes(&segment, bytes);
-    let (storage, recovered) =
-        block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
-    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("salvaged");
-    let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
-    let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
-    let mut world = Recorder { draw_first: true, ..Recorder::default() };
-    block_on(restarted.start(&mut world)).expect("runs");
+    let (mut restarted, mut world) = restart_the_last_with_a_rotten_partition_log(&mut nodes, &mut worlds);
     let missing = restarted.group(0).replica().state_machine().missing().expect("the salvage lost offsets");
     assert_eq!(missing.start, 0, "nothing of the log was kept");
 
@@ -740,8 +754,7 @@ fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
 /// open past the 2 s the liveness checker allows after a heal).
 #[test]
 fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
-    use shoal_shard::node::{STATE_DATA_MESSAGES_MAX, partition_dir};
-    use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
+    use shoal_shard::node::STATE_DATA_MESSAGES_MAX;
 
     const REPLICAS: u8 = 3;
     const MESSAGES_PER_APPEND: u64 = 12;
@@ -764,23 +777,7 @@ fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
     }
     deliver_all(&mut nodes, &mut worlds);
 
-    // Replica 2 stops, the first record of its partition log rots, and it
-    // restarts with nothing of the log kept.
-    let io = nodes[2].io().clone();
-    drop(nodes.pop());
-    worlds.pop();
-    let data_dir = Path::new("/data");
-    let segment = partition_dir(data_dir, namespace()).join(segment_file_name(0));
-    let mut bytes = io.file_bytes(&segment);
-    bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 30] ^= 1;
-    io.set_file_bytes(&segment, bytes);
-    let (storage, recovered) =
-        block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
-    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("salvaged");
-    let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
-    let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
-    let mut world = Recorder { draw_first: true, ..Recorder::default() };
-    block_on(restarted.start(&mut world)).expect("runs");
+    let (mut restarted, mut world) = restart_the_last_with_a_rotten_partition_log(&mut nodes, &mut worlds);
     let missing = restarted.group(0).replica().state_machine().missing().expect("the salvage lost offsets");
     assert!(missing.end - missing.start > 2 * STATE_DATA_MESSAGES_MAX, "a gap of more than two batches: {missing:?}");
 

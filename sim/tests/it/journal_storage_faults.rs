@@ -40,6 +40,33 @@ fn append(journal: &mut PrepareJournal<SimIo>, chain: &mut Chain, count: u64, sy
     }
 }
 
+/// Ops 1-6 appended and synced, then one flush per entry of `batch_sizes`
+/// (an `append_batch` of that many fresh ops each), the first write of
+/// flush `misdirected_flush` landing at `landing_offset` instead of where
+/// it was meant. Returns the journal and every op the flushes reported
+/// durable with its copy.
+fn flushes_with_one_misdirected(
+    io: &SimIo,
+    batch_sizes: &[usize],
+    misdirected_flush: usize,
+    landing_offset: u64,
+) -> (PrepareJournal<SimIo>, Vec<u64>) {
+    let mut journal = create(io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let mut acknowledged = Vec::new();
+    for (flush, &ops) in batch_sizes.iter().enumerate() {
+        if flush == misdirected_flush {
+            io.disk().misdirect_next_write_to_landing(&journal_file(), landing_offset);
+        }
+        let prepares: Vec<_> = (0..ops).map(|_| chain.next_prepare()).collect();
+        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
+        block_on_ready(journal.append_batch(&batch)).unwrap();
+        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
+    }
+    (journal, acknowledged)
+}
+
 /// A power loss that loses every write not yet synced, then a writable open.
 fn reopen_after_power_loss(io: &SimIo) -> (PrepareJournal<SimIo>, Recovery) {
     io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
@@ -484,24 +511,12 @@ fn settle_rewrites_every_readable_sector_around_an_unreadable_one() {
 #[test]
 fn a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty() {
     let io = SimIo::new(6);
-    let mut journal = create(&io);
-    let mut chain = Chain::new();
-    append(&mut journal, &mut chain, 6, true);
     let config = config(SLOT_COUNT);
     let path = journal_file();
     // Flush A: op 7's prepare. Flush B: ops 8-9, the first write carrying
     // op 7's copy, misdirected onto op 7's slot. Flush C: op 10, carrying
     // the copies of 8 and 9.
-    let mut acknowledged = Vec::new();
-    for (flush, ops) in [1, 2, 1].into_iter().enumerate() {
-        if flush == 1 {
-            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(7));
-        }
-        let prepares: Vec<_> = (0..ops).map(|_| chain.next_prepare()).collect();
-        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
-        block_on_ready(journal.append_batch(&batch)).unwrap();
-        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
-    }
+    let (journal, acknowledged) = flushes_with_one_misdirected(&io, &[1, 2, 1], 1, config.slot_offset(7));
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
     let carried = config.carried_copy_offset(7, 1);
     let landed = io.disk().misdirected_ranges(&path).to_vec();
@@ -525,23 +540,12 @@ fn a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty()
 #[test]
 fn an_empty_slot_below_the_head_whose_copy_cannot_be_read_is_faulty() {
     let io = SimIo::new(13);
-    let mut journal = create(&io);
-    let mut chain = Chain::new();
-    append(&mut journal, &mut chain, 6, true);
     let config = config(SLOT_COUNT);
     let path = journal_file();
     // Flush A: op 7, misdirected into the body sectors of slot 14 (never
     // written; a header landing on a slot header is the other story). Flush
     // B: op 8, carrying op 7's copy. Flush C: op 9, carrying op 8's.
-    let mut acknowledged = Vec::new();
-    for flush in 0..3 {
-        if flush == 0 {
-            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(14) + 512);
-        }
-        let (header, body) = chain.next_prepare();
-        block_on_ready(journal.append_batch(&[(header, body.as_slice())])).unwrap();
-        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
-    }
+    let (journal, acknowledged) = flushes_with_one_misdirected(&io, &[1, 1, 1], 0, config.slot_offset(14) + 512);
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
     let landed = io.disk().misdirected_ranges(&path).to_vec();
     assert_eq!(landed[0].0, config.slot_offset(7), "op 7's own write went elsewhere");
@@ -564,28 +568,15 @@ fn an_empty_slot_below_the_head_whose_copy_cannot_be_read_is_faulty() {
 #[test]
 fn a_misdirected_carrier_over_its_own_op_at_the_head_leaves_that_op_unknown() {
     let io = SimIo::new(14);
-    let mut journal = create(&io);
-    let mut chain = Chain::new();
-    append(&mut journal, &mut chain, 6, true);
     let config = config(SLOT_COUNT);
-    let path = journal_file();
     // Flush A: op 7's prepare. Flush B: op 8, carrying op 7's copy,
     // misdirected onto op 7's slot. Then the process dies.
-    let mut acknowledged = Vec::new();
-    for flush in 0..2 {
-        if flush == 1 {
-            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(7));
-        }
-        let (header, body) = chain.next_prepare();
-        block_on_ready(journal.append_batch(&[(header, body.as_slice())])).unwrap();
-        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
-    }
+    let (journal, acknowledged) = flushes_with_one_misdirected(&io, &[1, 1], 1, config.slot_offset(7));
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
     assert!(!acknowledged.contains(&8), "op 8's copy was never written");
     drop(journal);
     io.crash_process();
-    let marks_before = shoal_vsr::marks::take();
-    drop(marks_before);
+    let _ = shoal_vsr::marks::take();
     let (journal, recovery) = open(&io);
     assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
     assert_eq!(recovery.repair_ops, vec![7]);
@@ -604,21 +595,10 @@ fn a_misdirected_carrier_over_its_own_op_at_the_head_leaves_that_op_unknown() {
 #[test]
 fn a_misdirected_carrier_in_its_own_ops_body_at_the_head_leaves_that_op_unknown() {
     let io = SimIo::new(15);
-    let mut journal = create(&io);
-    let mut chain = Chain::new();
-    append(&mut journal, &mut chain, 6, true);
     let config = config(SLOT_COUNT);
-    let path = journal_file();
-    let mut acknowledged = Vec::new();
-    for flush in 0..2 {
-        if flush == 1 {
-            io.disk().misdirect_next_write_to_landing(&path, config.slot_offset(7) + 512);
-        }
-        let (header, body) = chain.next_prepare();
-        assert!(body.len() > 256, "op 7's prepare reaches into the sector the carrier lands on");
-        block_on_ready(journal.append_batch(&[(header, body.as_slice())])).unwrap();
-        acknowledged.extend(block_on_ready(journal.flush()).unwrap());
-    }
+    let body_bytes = shoal_vsr::journal::conformance::body(7, 0).len();
+    assert!(body_bytes > 256, "op 7's prepare reaches into the sector the carrier lands on");
+    let (journal, acknowledged) = flushes_with_one_misdirected(&io, &[1, 1], 1, config.slot_offset(7) + 512);
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
     drop(journal);
     io.crash_process();

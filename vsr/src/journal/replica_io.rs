@@ -114,7 +114,10 @@ impl<I: Io> PrepareJournal<I> {
                     }
                     scan.entries.push((header, body.to_vec()));
                 }
-                SlotState::Faulty { op } | SlotState::Torn { op } | SlotState::Unknown { op } => {
+                SlotState::Faulty { op }
+                | SlotState::Torn { op }
+                | SlotState::Unknown { op }
+                | SlotState::EmptyCopyDamaged { op } => {
                     if op <= head {
                         scan.corrupt_ops.push(op);
                     }
