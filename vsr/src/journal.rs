@@ -941,6 +941,9 @@ enum SlotState {
     },
 }
 
+/// What a staged compaction was made from (`drain_fingerprint`).
+type DrainFingerprint = (Option<u64>, u64, usize, usize, bool);
+
 /// A compaction whose spare is written and fsynced, to install once the
 /// checkpoint it follows is durable (`PrepareJournal::stage_drain_to`).
 #[derive(Debug)]
@@ -951,7 +954,7 @@ pub struct StagedDrain {
     file_header: FileHeader,
     carried: BTreeSet<u64>,
     faulty_ops: BTreeSet<u64>,
-    journal_at_stage: (Option<u64>, u64, usize, usize, bool),
+    journal_at_stage: DrainFingerprint,
 }
 
 /// The write-ahead log of one VSR group.
@@ -2109,14 +2112,16 @@ impl<I: Io> PrepareJournal<I> {
     /// What a staged compaction was made from: any write, truncation or
     /// flush between `stage_drain_keeping_faulty` and `install_drain`
     /// changes it.
-    fn drain_fingerprint(&self) -> (Option<u64>, u64, usize, usize, bool) {
+    fn drain_fingerprint(&self) -> DrainFingerprint {
         (self.op_head, self.file_op_written_max, self.headers.len(), self.copies_ready.len(), self.flush_in_flight)
     }
 
-    /// A compaction, second half (steps 2 to 4): the staged spare becomes
-    /// the journal. Only once the checkpoint that covers `through_op` is
-    /// durable: from here the journal forgets the ops it covers.
-    pub(crate) async fn install_drain(&mut self, staged: StagedDrain) -> Result<(), JournalError> {
+    /// A compaction, second half (steps 2 to 4; `drain_to`'s, after
+    /// `stage_drain_to`): the staged spare becomes the journal. Only once
+    /// the checkpoint that covers `through_op` is durable: from here the
+    /// journal forgets the ops it covers. Nothing may be written to the
+    /// journal since the stage (asserted).
+    pub async fn install_drain(&mut self, staged: StagedDrain) -> Result<(), JournalError> {
         self.check_writable()?;
         assert_eq!(
             staged.journal_at_stage,

@@ -72,11 +72,11 @@ use shoal_vsr::io::{Io, IoFile, OpenMode};
 use shoal_vsr::journal::{
     FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, StagedDrain, journal_path,
 };
-
-use super::join::join_in_order;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
+
+use super::join::join_in_order;
 
 /// `flush` steps that make a written prepare durable with its ring copy:
 /// one for the prepare, one for the copy (see `PrepareJournal::flush`).
@@ -608,7 +608,7 @@ impl<I: Io> GroupStorage<I> {
     ) -> Result<(), StorageError> {
         checkpoint::install_staged_checkpoint(&self.io, &self.dir, self.config.namespace).await?;
         match staged {
-            Some(staged) => self.journal.install_staged_drain(staged).await?,
+            Some(staged) => self.journal.install_drain(staged).await?,
             None => self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?,
         }
         // The checkpoint vouches for these now (see `check_durable`).

@@ -756,26 +756,9 @@ fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
 fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
     use shoal_shard::node::STATE_DATA_MESSAGES_MAX;
 
-    const REPLICAS: u8 = 3;
-    const MESSAGES_PER_APPEND: u64 = 12;
-    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
-    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
-    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
-    deliver_all(&mut nodes, &mut worlds);
-    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
-    let appends = CHECKPOINT_INTERVAL_OPS + 4;
-    for request in 1..=appends {
-        let messages: Vec<Vec<u8>> =
-            (0..MESSAGES_PER_APPEND).map(|i| format!("m-{request}-{i}").into_bytes()).collect();
-        let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        let append = batch_request(session, request, &slices);
-        block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
-        deliver_all(&mut nodes, &mut worlds);
-    }
-    for tick in 1..=shoal_vsr::replica::COMMIT_HEARTBEAT_TICKS {
-        block_on(nodes[0].tick(tick * 10_000_000, &mut worlds[0])).expect("runs");
-    }
-    deliver_all(&mut nodes, &mut worlds);
+    const MESSAGES_PER_APPEND: usize = 12;
+    let (mut nodes, mut worlds) = (Vec::new(), Vec::new());
+    three_replicas_past_a_checkpoint_in_batches_of(&mut nodes, &mut worlds, MESSAGES_PER_APPEND);
 
     let (mut restarted, mut world) = restart_the_last_with_a_rotten_partition_log(&mut nodes, &mut worlds);
     let missing = restarted.group(0).replica().state_machine().missing().expect("the salvage lost offsets");
@@ -818,6 +801,16 @@ fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
 /// tells the backups of the last ones), so every replica checkpointed once.
 /// Returns the appended messages in order.
 fn three_replicas_past_a_checkpoint(nodes: &mut Vec<Node<MemIo>>, worlds: &mut Vec<Recorder>) -> Vec<Vec<u8>> {
+    three_replicas_past_a_checkpoint_in_batches_of(nodes, worlds, 1)
+}
+
+/// `three_replicas_past_a_checkpoint`, each append a batch of
+/// `messages_per_append` messages (the first of each is `message-{request}`).
+fn three_replicas_past_a_checkpoint_in_batches_of(
+    nodes: &mut Vec<Node<MemIo>>,
+    worlds: &mut Vec<Recorder>,
+    messages_per_append: usize,
+) -> Vec<Vec<u8>> {
     const REPLICAS: u8 = 3;
     *nodes = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
     *worlds = (0..REPLICAS).map(|_| Recorder::default()).collect();
@@ -826,11 +819,14 @@ fn three_replicas_past_a_checkpoint(nodes: &mut Vec<Node<MemIo>>, worlds: &mut V
     let session = worlds[0].replies.pop().expect("the register was answered").header.context;
     let mut messages = Vec::new();
     for request in 1..=CHECKPOINT_INTERVAL_OPS + 4 {
-        let message = format!("message-{request}").into_bytes();
-        let append = batch_request(session, request, &[&message]);
+        let batch: Vec<Vec<u8>> = (0..messages_per_append)
+            .map(|i| if i == 0 { format!("message-{request}") } else { format!("message-{request}-{i}") }.into_bytes())
+            .collect();
+        let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        let append = batch_request(session, request, &slices);
         block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
         deliver_all(nodes, worlds);
-        messages.push(message);
+        messages.extend(batch);
     }
     for tick in 1..=shoal_vsr::replica::COMMIT_HEARTBEAT_TICKS {
         block_on(nodes[0].tick(tick * TICK_NS, &mut worlds[0])).expect("runs");

@@ -148,12 +148,6 @@ impl<I: Io> PrepareJournal<I> {
         self.stage_drain_to_inner(through_op, anchor_checksum, false).await.map(|(staged, _)| staged)
     }
 
-    /// `drain_to`, second half: the staged compaction becomes the journal.
-    /// Nothing may be written to the journal since its stage (asserted).
-    pub async fn install_staged_drain(&mut self, staged: StagedDrain) -> Result<(), JournalError> {
-        self.install_drain(staged).await
-    }
-
     /// At open, a checkpoint may be durable while the journal was never
     /// drained to it (the drain failed on a corrupt live prepare and the
     /// replica stopped). Drain now, leaving the corrupt live prepares out,
