@@ -147,6 +147,18 @@ pub const RESTART_FAULT_MUTATIONS_PER_GROUP_MAX: u64 = 6;
 /// fault model promises a disk that lets the replica start again: a start
 /// that fails with nothing injected into it is a recovery bug.
 pub const RESTART_FAULTS_IN_A_ROW_MAX: u32 = 3;
+/// Times a running node may stop itself on a storage or partition log
+/// error in the liveness phase, where nothing is injected any more: damage
+/// left by the safety phase may stop it once or twice on its way to
+/// repairing it. One more is a restart loop, and a liveness verdict, in
+/// virtual time (disk-rot seed 44036 on tree 984de2e looped here for
+/// 2,800 virtual seconds, each start moving the liveness deadline on,
+/// until the sweep's wall-clock timeout killed it).
+pub const LIVENESS_SELF_STOPS_MAX: u32 = 2;
+/// Times one replica's start may move the liveness deadline on (it gets
+/// the whole bound from when it serves): its start at the heal and one per
+/// self stop the liveness phase allows.
+pub const LIVENESS_EXTENSIONS_PER_REPLICA_MAX: u32 = 1 + LIVENESS_SELF_STOPS_MAX;
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
@@ -211,6 +223,12 @@ struct Process {
     /// Starts in a row that a fault injected into the start itself stopped
     /// (`RESTART_FAULTS_IN_A_ROW_MAX`).
     restart_faults_in_a_row: u32,
+    /// Times the running node stopped itself on a storage error in the
+    /// liveness phase (`LIVENESS_SELF_STOPS_MAX`).
+    liveness_self_stops: u32,
+    /// Times a start moved the liveness deadline on
+    /// (`LIVENESS_EXTENSIONS_PER_REPLICA_MAX`).
+    liveness_extensions: u32,
     /// The running shards (a node per shard and their inboxes); `None`
     /// while down.
     node: Option<ShardNodes>,
@@ -463,6 +481,8 @@ impl Cluster {
                 wipe_on_restart: false,
                 wiped: false,
                 restart_faults_in_a_row: 0,
+                liveness_self_stops: 0,
+                liveness_extensions: 0,
                 node,
                 busy_until_ns: 0,
                 flush_poll_at_ns: None,
@@ -586,23 +606,27 @@ impl Cluster {
     }
 
     pub fn run(&mut self) -> RunOutcome {
-        while let Some((&(time, sequence), _)) = self.queue.first_key_value() {
-            let event = self.queue.remove(&(time, sequence)).expect("present");
-            assert!(time >= self.now_ns, "virtual time never goes back");
-            self.now_ns = time;
-            self.events_processed += 1;
-            assert!(self.events_processed < EVENTS_MAX, "event bound exceeded");
-            self.handle(event);
-            if self.violation().is_some() || self.converged || self.availability_failure.is_some() {
-                break;
-            }
-            if let Phase::Liveness { deadline_ns } = self.phase
-                && self.now_ns > deadline_ns
-            {
-                break;
-            }
-        }
+        while self.step() {}
         self.finish()
+    }
+
+    /// Handle the next event. False once the run is over: no event left,
+    /// a verdict reached, or the liveness deadline passed.
+    fn step(&mut self) -> bool {
+        let Some((&(time, sequence), _)) = self.queue.first_key_value() else { return false };
+        let event = self.queue.remove(&(time, sequence)).expect("present");
+        assert!(time >= self.now_ns, "virtual time never goes back");
+        self.now_ns = time;
+        self.events_processed += 1;
+        assert!(self.events_processed < EVENTS_MAX, "event bound exceeded");
+        self.handle(event);
+        if self.violation().is_some() || self.converged || self.availability_failure.is_some() {
+            return false;
+        }
+        match self.phase {
+            Phase::Liveness { deadline_ns } => self.now_ns <= deadline_ns,
+            Phase::Safety => true,
+        }
     }
 
     fn violation(&self) -> Option<&crate::checker::Violation> {

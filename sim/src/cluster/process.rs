@@ -285,7 +285,7 @@ impl Cluster {
         // The opens ran ahead on the process's own clock: the node serves
         // nothing until it catches up (`busy_until`).
         let open_ns = self.nodes[index].io.now_ns().saturating_sub(self.now_ns);
-        self.extend_liveness_to_serve_from(self.nodes[index].io.now_ns());
+        self.extend_liveness_to_serve_from(replica, self.nodes[index].io.now_ns());
         self.record(Some(replica), "restart", faulty_groups, 0, || {
             format!("storage open takes {:.1} ms", open_ns as f64 / 1e6)
         });
@@ -303,10 +303,38 @@ impl Cluster {
     /// replica whose start (pulled in at the heal, or whose last life ran
     /// on its disk's clock past the heal) finishes its storage opens at
     /// `serving_from_ns` gets the whole bound from then. Bounded: no fault
-    /// stops a start in the liveness phase, so each replica extends it once.
-    fn extend_liveness_to_serve_from(&mut self, serving_from_ns: u64) {
-        if let Phase::Liveness { deadline_ns } = &mut self.phase {
-            *deadline_ns = (*deadline_ns).max(serving_from_ns + self.config.liveness_time_ns);
+    /// stops a start in the liveness phase, a running node that stops itself
+    /// there more than `LIVENESS_SELF_STOPS_MAX` times ends the run
+    /// (`on_liveness_self_stop`), and whatever else restarts a replica
+    /// (a scripted crash) moves the deadline at most
+    /// `LIVENESS_EXTENSIONS_PER_REPLICA_MAX` times.
+    fn extend_liveness_to_serve_from(&mut self, replica: u8, serving_from_ns: u64) {
+        let Phase::Liveness { deadline_ns } = &mut self.phase else { return };
+        let process = &mut self.nodes[replica as usize];
+        if process.liveness_extensions >= LIVENESS_EXTENSIONS_PER_REPLICA_MAX {
+            return;
+        }
+        process.liveness_extensions += 1;
+        *deadline_ns = (*deadline_ns).max(serving_from_ns + self.config.liveness_time_ns);
+    }
+
+    /// A running node stopped itself on `why` (a storage or partition log
+    /// error). In the liveness phase nothing is injected: past
+    /// `LIVENESS_SELF_STOPS_MAX` such stops, the replica is in a restart
+    /// loop, and the run ends with that as its liveness verdict.
+    pub(super) fn on_liveness_self_stop(&mut self, replica: u8, why: &str) {
+        if self.phase == Phase::Safety {
+            return;
+        }
+        let process = &mut self.nodes[replica as usize];
+        process.liveness_self_stops += 1;
+        let stops = process.liveness_self_stops;
+        self.record(Some(replica), "liveness_self_stop", u64::from(stops), 0, || why.to_string());
+        if stops > LIVENESS_SELF_STOPS_MAX && self.availability_failure.is_none() {
+            self.availability_failure = Some(format!(
+                "restart loop: replica {replica} stopped itself {stops} times in the liveness phase with no fault \
+                 injected (at most {LIVENESS_SELF_STOPS_MAX}); the last time on: {why}"
+            ));
         }
     }
 
@@ -372,5 +400,49 @@ impl Cluster {
         // Before its first probe leaves: a plot lets the old primary answer.
         self.plot_on_wiped_restart(replica);
         self.finish_restart(replica, groups, 0, "disk wiped, reformatted".to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{FaultMix, RunConfig, Verdict};
+
+    /// Steps a run may take in the test below; the run it drives ends in
+    /// far fewer with the self-stop bound, and in none without it (each
+    /// start moved the liveness deadline on).
+    const STEPS_MAX: u64 = 3_000_000;
+
+    /// A replica whose every life after the heal stops itself on a storage
+    /// error (its first write fails, as a disk whose damage the node
+    /// cannot get past) is a restart loop: the run ends with that as its
+    /// liveness verdict, in virtual time. Before, each start moved the
+    /// liveness deadline on and the run never ended (disk-rot seed 44036
+    /// on tree 984de2e).
+    #[test]
+    fn a_replica_that_stops_itself_in_every_life_after_the_heal_ends_the_run_as_a_restart_loop() {
+        let config = RunConfig::developer(7, FaultMix::none());
+        let mut cluster = Cluster::new(&config);
+        let mut life_armed = false;
+        let mut steps = 0;
+        while cluster.step() {
+            steps += 1;
+            assert!(steps < STEPS_MAX, "the run did not end at {} ms of virtual time", cluster.now_ns / 1_000_000);
+            let up = cluster.nodes[0].up;
+            if up && !life_armed && matches!(cluster.phase, Phase::Liveness { .. }) {
+                cluster.nodes[0].io.disk().fail_next_write();
+                life_armed = true;
+            }
+            life_armed &= up;
+        }
+        let Phase::Liveness { deadline_ns } = cluster.phase else { panic!("the run ended in its safety phase") };
+        let outcome = cluster.finish();
+        let Verdict::LivenessViolation { message } = &outcome.verdict else {
+            panic!("expected a restart loop, got {:?}", outcome.verdict)
+        };
+        assert!(message.starts_with("restart loop: replica 0 stopped itself 3 times"), "{message}");
+        let bound_ns =
+            config.safety_time_ns + (1 + u64::from(LIVENESS_EXTENSIONS_PER_REPLICA_MAX)) * config.liveness_time_ns;
+        assert!(deadline_ns <= bound_ns, "the deadline moved to {deadline_ns} ns, past {bound_ns} ns");
     }
 }

@@ -134,11 +134,13 @@ impl Cluster {
                 let reason = error.to_string();
                 self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
                 self.crash(replica, "storage error");
+                self.on_liveness_self_stop(replica, &reason);
             }
             NodeStop::PartitionLog(error) => {
                 let reason = error.to_string();
                 self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
                 self.crash(replica, "partition log error");
+                self.on_liveness_self_stop(replica, &reason);
             }
         }
     }
