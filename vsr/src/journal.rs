@@ -52,7 +52,7 @@
 //! | invalid, empty, or an older op | names this op | written, then damaged | faulty: repair from peers |
 //! | valid | same op, other checksum | the prepare write went elsewhere | faulty |
 //! | invalid | invalid | two faults on one slot | faulty (counts toward the head) |
-//! | filler or another slot's header; or a body sector holding filler or a header | none | a misdirected write landed on it | faulty (counts toward the head) |
+//! | neither zeros nor its own header (filler, another slot's header, payload, rot); or a body sector holding filler or a header | none | damage: a misdirected write or rot | faulty (counts toward the head) |
 //! | empty | none, but a place of it damaged | written elsewhere, copy lost | faulty below the head, else empty |
 //!
 //! Because `sync` returns only after the copy is durable, and the replica
@@ -152,12 +152,15 @@
 //! nack. So those entries are written as filler (`FILLER_BYTE`): a copy
 //! place holding filler is empty, but a slot header holding it does not
 //! decode. A torn write keeps or loses whole sectors of its own slot, so
-//! it never leaves filler, or a header of another slot, on a slot header,
-//! nor either of them in a body sector (a body sector holds a body or
-//! what was there before: an older body or zeros): only a misdirected
-//! write does, and that write may have carried the only copy of the op it
+//! a slot header holds zeros or a header of that slot, never anything
+//! else (filler, another slot's header, payload, a rotten header), and a
+//! body sector never holds filler or a header (a body sector holds a body
+//! or what was there before: an older body or zeros): only damage does,
+//! and a misdirected write may have carried the only copy of the op it
 //! destroyed (disk-rot seed 40812: op 17's write, carrying op 16's copy,
-//! landed in op 16's body, and op 16 was the head). Such a slot reads `Unknown` (faulty, part
+//! landed in op 16's body, and op 16 was the head; seed 61823: op 25's
+//! write, carrying op 24's copy, started three sectors before op 24's
+//! header and put op 25's payload on it). Such a slot reads `Unknown` (faulty, part
 //! of the head) when nothing names its op, above the head too: with the
 //! crash right after the carrier's fsync, nothing above op 7 names
 //! anything, and a torn tail there would be cut off. Zeros written on
@@ -170,14 +173,17 @@
 //! seed 13111: op 18's write went far away, then a read error took the
 //! region that carried its copy).
 //!
-//! Not closed: a misdirected carrier that lands on its own op with only
-//! payload (no filler, no header) over that op's header or body, which
-//! needs the carrier to start before the op's slot, with the crash before
-//! the next batch names anything; and a prepare write that
-//! went elsewhere, whose copy place is then damaged, with nothing above it
-//! named. Closing them needs a second,
-//! independent copy of each op's header before its acknowledgement: a
-//! second write per fsync, which is what carried copies removed.
+//! A carrier that lands on its own op with only payload over the op's
+//! body and not its header cannot be: every journal write that carries a
+//! copy starts with a header, filler or a copy, so a write that starts before the op's
+//! header and reaches its body covers the header sector, and one that
+//! starts inside the body puts its first sector there.
+//!
+//! Not closed: a prepare write that went elsewhere, whose copy place is
+//! then damaged, with nothing above it named (two faults on one op).
+//! Closing it needs a second, independent copy of each op's header before
+//! its acknowledgement: a second write per fsync, which is what carried
+//! copies removed.
 //!
 //! ## Recovery never trusts the page cache
 //!
@@ -895,10 +901,12 @@ enum Slot {
     Empty,
     Valid(Header),
     Invalid,
-    /// The header sector holds what only a misdirected write puts there:
-    /// filler, or a header that decodes but belongs to another slot (a
-    /// torn write keeps or loses whole sectors of its own slot, so it
-    /// never does). Whatever the slot held is gone, evidence or not.
+    /// The header sector holds what no write of this slot leaves there:
+    /// neither zeros nor a header of this slot, but filler, another slot's
+    /// header, payload (a misdirected write) or a rotten header (a torn
+    /// write keeps or loses whole sectors of its own slot, so it never
+    /// does); or a body sector holds filler or a header. Whatever the slot
+    /// held is gone, evidence or not.
     Overwritten,
 }
 
@@ -1218,8 +1226,10 @@ impl<I: Io> PrepareJournal<I> {
             return Slot::Empty;
         }
         let Some(header) = self.decode_slot_header(slot, &bytes) else {
-            let overwritten = bytes.iter().all(|&b| b == FILLER_BYTE) || Header::decode(&bytes).is_ok();
-            return if overwritten { Slot::Overwritten } else { Slot::Invalid };
+            // Neither zeros nor a header of this slot: no write of this
+            // slot leaves that, torn or not (module doc, "Filler, not
+            // zeros"; disk-rot seed 61823 put a carrier's payload here).
+            return Slot::Overwritten;
         };
         if header.op <= self.snapshot_op {
             // Checkpointed before the last compaction: not part of the log.

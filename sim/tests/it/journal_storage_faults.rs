@@ -608,3 +608,33 @@ fn a_misdirected_carrier_in_its_own_ops_body_at_the_head_leaves_that_op_unknown(
     let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
     assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
 }
+
+/// Disk-rot seed 61823 (Recovery checker, session 14) found this. Op 8's
+/// write, carrying op 7's copy, is misdirected to start two sectors before
+/// op 7's header, so the sector it puts there is op 8's payload: no filler,
+/// no header. The process dies before anything names op 8. A torn write
+/// keeps or loses whole sectors of its own slot, so a header sector holds
+/// zeros or a header of that slot, never other bytes: these are damage
+/// (a misdirected write, or rot), and op 7, acknowledged with its only
+/// copy in that very write, reads unknown, not as a torn head.
+#[test]
+fn a_misdirected_carrier_that_puts_payload_on_its_own_ops_header_leaves_that_op_unknown() {
+    let io = SimIo::new(16);
+    let config = config(SLOT_COUNT);
+    let body_bytes = shoal_vsr::journal::conformance::body(8, 0).len();
+    assert!(body_bytes > 256, "op 8's write has a payload-only sector: {body_bytes} body bytes");
+    let (journal, acknowledged) = flushes_with_one_misdirected(&io, &[1, 1], 1, config.slot_offset(7) - 1024);
+    assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
+    let path = journal_file();
+    let landed = io.disk().misdirected_ranges(&path).to_vec();
+    assert_eq!(landed[0].0 + 512, config.slot_offset(8), "the carrier starts one sector before op 8's header");
+    let header_sector = io.disk().contents(&path).unwrap()[config.slot_offset(7) as usize..][..256].to_vec();
+    assert!(header_sector.iter().any(|&b| b != 0), "payload, not zeros, on op 7's header sector");
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
+    assert_eq!(recovery.repair_ops, vec![7]);
+    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
+    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
+}

@@ -251,10 +251,11 @@ fn a_torn_tail_past_the_commit_is_not_an_error() {
     write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     let config = metadata_journal_config(CLUSTER);
     let path = journal_path(&dir(), metadata());
-    // A torn write of op 6: its slot is garbage and, since a ring copy is
-    // written only after its prepare is durable, the ring never named it
+    // A torn write of op 6: its header sector kept, its body wrong (a
+    // damaged header sector is damage, never a tear) and, since a ring copy
+    // is written only after its prepare is durable, the ring never named it
     // (with the copy in place it would be faulty, not torn).
-    io.disk().poke(&path, config.slot_offset(6) + 40, &[0xFF; 8]).unwrap();
+    io.disk().poke(&path, config.slot_offset(6) + HEADER_SIZE_BYTES as u64 + 1, &[0xFF]).unwrap();
     io.disk().poke(&path, config.header_copy_offset(6), &[0; HEADER_SIZE_BYTES]).unwrap();
     let replayed = replay(&io).unwrap();
     assert_eq!(replayed.state, expected(4));
@@ -290,10 +291,11 @@ fn only_shard_zero_replays_for_writing_and_read_only_replay_mutates_nothing() {
     write_group(&io, &prepares(1, root_checksum(), &history()), 5, true);
     let config = metadata_journal_config(CLUSTER);
     let path = journal_path(&dir(), metadata());
-    // A torn write of op 6: its slot is garbage and, since a ring copy is
-    // written only after its prepare is durable, the ring never named it
+    // A torn write of op 6: its header sector kept, its body wrong (a
+    // damaged header sector is damage, never a tear) and, since a ring copy
+    // is written only after its prepare is durable, the ring never named it
     // (with the copy in place it would be faulty, not torn).
-    io.disk().poke(&path, config.slot_offset(6) + 40, &[0xFF; 8]).unwrap();
+    io.disk().poke(&path, config.slot_offset(6) + HEADER_SIZE_BYTES as u64 + 1, &[0xFF]).unwrap();
     io.disk().poke(&path, config.header_copy_offset(6), &[0; HEADER_SIZE_BYTES]).unwrap();
     let before = io.disk().contents(&path).unwrap();
     let read_only = block_on_ready(replay_metadata_read_only(&io, &dir(), CLUSTER, REPLICA)).unwrap();

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::{JournalConfig, JournalError, PrepareJournal, Recovery, journal_path, journal_path_tmp};
-use crate::header::{Command, Header, Operation};
+use crate::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use crate::io::{Io, IoFile, OpenMode};
 
 pub const CLUSTER: u128 = 0x5348_4f41_4c5f_5445_5354;
@@ -456,7 +456,7 @@ pub async fn rotten_head_is_faulty_not_torn<I: Io>(io: &I, dir: &Path) {
 /// Streamed one op per flush, each op's copy rides in the next op's write,
 /// not in the ring; each op is reported durable one flush after its own,
 /// once the write that carried its copy is fsynced. After a crash, the
-/// last op (copy never written) reads as torn when its slot is damaged,
+/// last op (copy never written) reads as torn when its body is damaged,
 /// and the op before it, whose slot rotted, as faulty: its carried copy
 /// names it.
 pub async fn carried_copies_tell_a_rotten_op_from_a_torn_head<I: Io>(io: &I, dir: &Path) {
@@ -474,7 +474,10 @@ pub async fn carried_copies_tell_a_rotten_op_from_a_torn_head<I: Io>(io: &I, dir
         assert!(ring.iter().all(|&b| b == 0), "op {op}'s copy was carried, not written to the ring");
     }
     flip_byte(io, dir, config.slot_offset(5) + 8, 0x04).await;
-    flip_byte(io, dir, config.slot_offset(6) + 8, 0x04).await;
+    // Op 6 as a torn write leaves a prepare: its header sector kept, a body
+    // byte wrong (a damaged header sector is damage, never a tear: it
+    // would read unknown).
+    flip_byte(io, dir, config.slot_offset(6) + HEADER_SIZE_BYTES as u64 + 8, 0x04).await;
     let (journal, recovery) = reopen(io, dir, 16).await;
     assert_eq!(
         recovery,
