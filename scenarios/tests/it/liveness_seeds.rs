@@ -127,3 +127,16 @@ fn disk_rot_40812_a_misdirected_carrier_in_its_own_ops_body_is_unknown() {
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(40812));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 40812: {:?}", outcome.verdict);
 }
+
+/// Replica 0 acknowledged op 24 and lost it unnamed: op 25's write, which
+/// carried op 24's only copy, landed three sectors before op 24's header
+/// and put op 25's payload on it (no filler, no header), and the crash came
+/// before anything named op 25: a torn head, cut off. A header sector that
+/// holds neither zeros nor its slot's header is now damage (unknown,
+/// faulty). Found by disk-rot 60000..64000 in session 14 (Recovery);
+/// story: `a_misdirected_carrier_that_puts_payload_on_its_own_ops_header_leaves_that_op_unknown`.
+#[test]
+fn disk_rot_61823_a_carriers_payload_on_its_own_ops_header_is_unknown() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(61823));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 61823: {:?}", outcome.verdict);
+}
