@@ -159,7 +159,7 @@
 //! and a misdirected write may have carried the only copy of the op it
 //! destroyed (disk-rot seed 40812: op 17's write, carrying op 16's copy,
 //! landed in op 16's body, and op 16 was the head; seed 61823: op 25's
-//! write, carrying op 24's copy, started three sectors before op 24's
+//! write, carrying op 24's copy, started six sectors before op 24's
 //! header and put op 25's payload on it). Such a slot reads `Unknown` (faulty, part
 //! of the head) when nothing names its op, above the head too: with the
 //! crash right after the carrier's fsync, nothing above op 7 names

@@ -129,7 +129,7 @@ fn disk_rot_40812_a_misdirected_carrier_in_its_own_ops_body_is_unknown() {
 }
 
 /// Replica 0 acknowledged op 24 and lost it unnamed: op 25's write, which
-/// carried op 24's only copy, landed three sectors before op 24's header
+/// carried op 24's only copy, landed six sectors before op 24's header
 /// and put op 25's payload on it (no filler, no header), and the crash came
 /// before anything named op 25: a torn head, cut off. A header sector that
 /// holds neither zeros nor its slot's header is now damage (unknown,

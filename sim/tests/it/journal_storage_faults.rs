@@ -67,6 +67,18 @@ fn flushes_with_one_misdirected(
     (journal, acknowledged)
 }
 
+/// The process dies; op 7 (acknowledged, its only copy lost) must come
+/// back faulty, kept for repair, never cut off as a torn head.
+fn assert_op_7_faulty_after_a_process_crash(io: &SimIo, journal: PrepareJournal<SimIo>) {
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(io);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
+    assert_eq!(recovery.repair_ops, vec![7]);
+    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
+    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
+}
+
 /// A power loss that loses every write not yet synced, then a writable open.
 fn reopen_after_power_loss(io: &SimIo) -> (PrepareJournal<SimIo>, Recovery) {
     io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::default() };
@@ -600,13 +612,7 @@ fn a_misdirected_carrier_in_its_own_ops_body_at_the_head_leaves_that_op_unknown(
     assert!(body_bytes > 256, "op 7's prepare reaches into the sector the carrier lands on");
     let (journal, acknowledged) = flushes_with_one_misdirected(&io, &[1, 1], 1, config.slot_offset(7) + 512);
     assert!(acknowledged.contains(&7), "op 7 was durable with its copy: {acknowledged:?}");
-    drop(journal);
-    io.crash_process();
-    let (journal, recovery) = open(&io);
-    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
-    assert_eq!(recovery.repair_ops, vec![7]);
-    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
-    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
+    assert_op_7_faulty_after_a_process_crash(&io, journal);
 }
 
 /// Disk-rot seed 61823 (Recovery checker, session 14) found this. Op 8's
@@ -630,11 +636,5 @@ fn a_misdirected_carrier_that_puts_payload_on_its_own_ops_header_leaves_that_op_
     assert_eq!(landed[0].0 + 512, config.slot_offset(8), "the carrier starts one sector before op 8's header");
     let header_sector = io.disk().contents(&path).unwrap()[config.slot_offset(7) as usize..][..256].to_vec();
     assert!(header_sector.iter().any(|&b| b != 0), "payload, not zeros, on op 7's header sector");
-    drop(journal);
-    io.crash_process();
-    let (journal, recovery) = open(&io);
-    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
-    assert_eq!(recovery.repair_ops, vec![7]);
-    let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
-    assert_eq!(corrupt_ops, vec![7], "op 7 was acknowledged: it must read faulty");
+    assert_op_7_faulty_after_a_process_crash(&io, journal);
 }
