@@ -140,3 +140,18 @@ fn disk_rot_61823_a_carriers_payload_on_its_own_ops_header_is_unknown() {
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(61823));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 61823: {:?}", outcome.verdict);
 }
+
+/// Replica 2 stopped itself three times in a row after the heal (the
+/// restart-loop verdict, session 14): recovery found op 72 damaged, and
+/// every checkpoint below it failed its compaction on op 72 before the
+/// repair came. A compaction now carries an op the journal already counts
+/// missing as faulty evidence; story:
+/// `a_checkpoint_below_an_op_recovery_already_found_damaged_compacts_and_keeps_it_faulty`.
+/// Seed 79424 failed the same way on op 68.
+#[test]
+fn disk_rot_77896_and_79424_a_checkpoint_below_a_known_damaged_op_does_not_stop_the_replica() {
+    for seed in [77896, 79424] {
+        let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(seed));
+        assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed {seed}: {:?}", outcome.verdict);
+    }
+}

@@ -638,3 +638,32 @@ fn a_misdirected_carrier_that_puts_payload_on_its_own_ops_header_leaves_that_op_
     assert!(header_sector.iter().any(|&b| b != 0), "payload, not zeros, on op 7's header sector");
     assert_op_7_faulty_after_a_process_crash(&io, journal);
 }
+
+/// Disk-rot seeds 77896 and 79424 (the restart-loop verdict, session 14)
+/// found this. Recovery found op 5 damaged: the replica counts it missing,
+/// does not vouch for it, and repairs it from peers. Before that repair, a
+/// checkpoint at op 3 compacts the journal. Op 5 reads corrupt again, which
+/// is no news: the compaction keeps its evidence (it still reads faulty
+/// after a restart) instead of failing, which stopped the replica at every
+/// checkpoint below the op until the repair happened to come first.
+#[test]
+fn a_checkpoint_below_an_op_recovery_already_found_damaged_compacts_and_keeps_it_faulty() {
+    let io = SimIo::new(17);
+    let config = config(SLOT_COUNT);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    drop(journal);
+    io.disk().poke(&journal_file(), config.slot_offset(5) + 256 + 1, &[0xFF]).unwrap();
+    let (mut journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![5], "recovery found op 5 damaged");
+    let anchor = journal.header(3).expect("op 3 is held").checksum;
+    block_on_ready(journal.drain_to(3, anchor)).expect("a known-damaged op does not fail the compaction");
+    assert_eq!(journal.snapshot_op(), 3);
+    assert_eq!(journal.repair_ops(), vec![5], "op 5 still awaits its repair");
+    drop(journal);
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![5], "the compacted file keeps op 5 faulty");
+    assert_eq!(recovery.ops_recovered, vec![4, 6]);
+    assert_eq!(journal.snapshot_op(), 3);
+}

@@ -203,8 +203,15 @@ impl<I: Io> PrepareJournal<I> {
         // restart, not as faulty, and the log would be cut below it while
         // the replica kept vouching for it. The old file stays as it is, so
         // the restart finds the damage and the cluster repairs it.
+        // An op the journal already counts missing is no news: recovery
+        // found it damaged, the replica does not vouch for it and repairs
+        // it from peers, and the compacted file keeps its evidence like a
+        // settle's. Failing the drain on it stopped the replica at every
+        // checkpoint below it until the repair won the race (disk-rot
+        // seeds 77896 and 79424: three stops in a row after the heal).
         let corrupt_live: Vec<u64> = scan.corrupt_ops.iter().copied().filter(|&op| op > through_op).collect();
-        if let (Some(&op), false) = (corrupt_live.first(), skip_corrupt) {
+        let newly_corrupt = corrupt_live.iter().find(|op| !self.missing.contains(op));
+        if let (Some(&op), false) = (newly_corrupt, skip_corrupt) {
             return Err(JournalError::Corrupt { op });
         }
         for (header, _) in scan.entries {
