@@ -19,13 +19,13 @@ use std::task::{Context, Poll};
 
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
 use shoal_vsr::io::{Io, IoFile};
-use shoal_vsr::journal::{FlushInFlight, JournalError, StagedDrain};
+use shoal_vsr::journal::{FlushInFlight, JournalError};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
 
 use super::join::join_in_order;
-use super::storage::{Flushes, GroupStorage, Promise, StorageError};
+use super::storage::{Flushes, GroupStorage, Promise, StagedCompaction, StorageError};
 use super::{Flow, GroupReplica, NodeStop, NodeWorld, action_name};
 use crate::frame::FrameVariant;
 use crate::metrics::{DropReason, FrameDrops};
@@ -197,7 +197,7 @@ impl<I: Io> Group<I> {
         if joined.polls > 1 {
             shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_PARTITION_SYNC);
         }
-        let mut stored = Ok(None);
+        let mut stored = Ok(StagedCompaction::Nothing);
         for step in joined.outputs {
             match step {
                 CheckpointStep::Partition(synced) => synced?,
@@ -205,7 +205,7 @@ impl<I: Io> Group<I> {
             }
         }
         Ok(match stored {
-            Ok(staged_drain) => self.storage.install_checkpoint(checkpoint, staged_drain).await,
+            Ok(staged) => self.storage.install_checkpoint(checkpoint, staged).await,
             Err(error) => Err(error),
         })
     }
@@ -1263,7 +1263,7 @@ struct StateDataAsked {
 /// What one of a checkpoint's two overlapped steps ended with.
 enum CheckpointStep {
     Partition(Result<(), NodeStop>),
-    Staged(Result<Option<StagedDrain>, StorageError>),
+    Staged(Result<StagedCompaction, StorageError>),
 }
 
 /// What a partition log's write or sync means to the node: a gap (offsets

@@ -191,6 +191,21 @@ enum CheckpointStage {
     Drain(Result<Option<StagedDrain>, JournalError>),
 }
 
+/// What a checkpoint's staged journal compaction leaves its install.
+#[derive(Debug)]
+pub enum StagedCompaction {
+    /// The compacted spare, written and fsynced: exchanged in at install.
+    Ready(StagedDrain),
+    /// The journal holds nothing the checkpoint lets it forget.
+    Nothing,
+    /// A live prepare the replica holds read back corrupt: the checkpoint
+    /// is installed all the same and the install then fails with this
+    /// error, so a restart settles the journal to the durable checkpoint
+    /// (`settle_to_checkpoint`) and repairs the op from peers. Refusing
+    /// the checkpoint instead hung disk-rot seed 44036.
+    Corrupt(JournalError),
+}
+
 /// What an outgoing message promises is durable on the sender's disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Promise {
@@ -567,7 +582,7 @@ impl<I: Io> GroupStorage<I> {
     /// by side; the node runs this beside the partition log's sync, which
     /// must be durable before the checkpoint is). Neither changes what a
     /// restart reads; `install_checkpoint` makes both count.
-    pub async fn stage_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Option<StagedDrain>, StorageError> {
+    pub async fn stage_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<StagedCompaction, StorageError> {
         let (io, dir, namespace) = (&self.io, &self.dir, self.config.namespace);
         let journal = &mut self.journal;
         let file: Pin<Box<dyn Future<Output = CheckpointStage> + '_>> = Box::pin(async move {
@@ -580,18 +595,16 @@ impl<I: Io> GroupStorage<I> {
         if joined.polls > 1 {
             shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_STAGED_BESIDE_CHECKPOINT);
         }
-        let mut staged = None;
+        let mut staged = StagedCompaction::Nothing;
         for stage in joined.outputs {
             match stage {
                 CheckpointStage::File(result) => result?,
-                // A live prepare that reads back corrupt: the checkpoint is
-                // installed all the same and the drain is run (and fails) after
-                // it, as before staging existed, so a restart settles the
-                // journal to the durable checkpoint (`settle_to_checkpoint`)
-                // and repairs the op from peers. Refusing the checkpoint
-                // instead hung disk-rot seed 44036.
-                CheckpointStage::Drain(Err(JournalError::Corrupt { .. })) => {}
-                CheckpointStage::Drain(result) => staged = result?,
+                CheckpointStage::Drain(Err(error @ JournalError::Corrupt { .. })) => {
+                    staged = StagedCompaction::Corrupt(error);
+                }
+                CheckpointStage::Drain(result) => {
+                    staged = result?.map_or(StagedCompaction::Nothing, StagedCompaction::Ready);
+                }
             }
         }
         Ok(staged)
@@ -604,12 +617,13 @@ impl<I: Io> GroupStorage<I> {
     pub async fn install_checkpoint(
         &mut self,
         checkpoint: &Checkpoint,
-        staged: Option<StagedDrain>,
+        staged: StagedCompaction,
     ) -> Result<(), StorageError> {
         checkpoint::install_staged_checkpoint(&self.io, &self.dir, self.config.namespace).await?;
         match staged {
-            Some(staged) => self.journal.install_drain(staged).await?,
-            None => self.journal.drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await?,
+            StagedCompaction::Ready(staged) => self.journal.install_drain(staged).await?,
+            StagedCompaction::Nothing => {}
+            StagedCompaction::Corrupt(error) => return Err(error.into()),
         }
         // The checkpoint vouches for these now (see `check_durable`).
         self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);

@@ -305,7 +305,7 @@ impl Cluster {
     /// `serving_from_ns` gets the whole bound from then. Bounded: no fault
     /// stops a start in the liveness phase, a running node that stops itself
     /// there more than `LIVENESS_SELF_STOPS_MAX` times ends the run
-    /// (`on_liveness_self_stop`), and whatever else restarts a replica
+    /// (`on_self_stop`), and whatever else restarts a replica
     /// (a scripted crash) moves the deadline at most
     /// `LIVENESS_EXTENSIONS_PER_REPLICA_MAX` times.
     fn extend_liveness_to_serve_from(&mut self, replica: u8, serving_from_ns: u64) {
@@ -319,10 +319,13 @@ impl Cluster {
     }
 
     /// A running node stopped itself on `why` (a storage or partition log
-    /// error). In the liveness phase nothing is injected: past
-    /// `LIVENESS_SELF_STOPS_MAX` such stops, the replica is in a restart
-    /// loop, and the run ends with that as its liveness verdict.
-    pub(super) fn on_liveness_self_stop(&mut self, replica: u8, why: &str) {
+    /// error, `what`): the process is gone, as the server's would be. In the
+    /// liveness phase nothing is injected: past `LIVENESS_SELF_STOPS_MAX`
+    /// such stops, the replica is in a restart loop, and the run ends with
+    /// that as its liveness verdict.
+    pub(super) fn on_self_stop(&mut self, replica: u8, why: &str, what: &str) {
+        self.record(Some(replica), "storage_error", 0, 0, || why.to_string());
+        self.crash(replica, what);
         if self.phase == Phase::Safety {
             return;
         }

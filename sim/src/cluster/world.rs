@@ -130,18 +130,8 @@ impl Cluster {
                 }
                 self.crash(replica, &why);
             }
-            NodeStop::Storage { error, .. } => {
-                let reason = error.to_string();
-                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
-                self.crash(replica, "storage error");
-                self.on_liveness_self_stop(replica, &reason);
-            }
-            NodeStop::PartitionLog(error) => {
-                let reason = error.to_string();
-                self.record(Some(replica), "storage_error", 0, 0, || reason.clone());
-                self.crash(replica, "partition log error");
-                self.on_liveness_self_stop(replica, &reason);
-            }
+            NodeStop::Storage { error, .. } => self.on_self_stop(replica, &error.to_string(), "storage error"),
+            NodeStop::PartitionLog(error) => self.on_self_stop(replica, &error.to_string(), "partition log error"),
         }
     }
 
