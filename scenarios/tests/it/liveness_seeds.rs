@@ -12,6 +12,11 @@ fn assert_swarm_passes(seed: u64) {
     assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed {seed}: {:?}", outcome.verdict);
 }
 
+fn assert_disk_rot_passes(seed: u64) {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(seed));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed {seed}: {:?}", outcome.verdict);
+}
+
 /// A random wipe took the last copy of a committed op (R2, its other
 /// holder, had been wiped by the wiped-acker plot): every view change kept
 /// the op and nobody could repair it. Pinned by `sim/src/cluster/loss.rs`'s
@@ -62,8 +67,7 @@ fn swarm_12846_and_14860_a_rewritten_op_voids_the_promise_of_the_prepare_it_repl
 /// counted as settled (`Replica::pipeline_waits_on_body`).
 #[test]
 fn disk_rot_3684_a_primary_abdicating_over_a_lost_body_is_repair_not_churn() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(3684));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 3684: {:?}", outcome.verdict);
+    assert_disk_rot_passes(3684);
 }
 
 /// Replica 0's flush of ops 8-9 also carried op 7's ring copy (in the
@@ -80,8 +84,7 @@ fn disk_rot_3684_a_primary_abdicating_over_a_lost_body_is_repair_not_churn() {
 /// `a_misdirected_carrier_that_lands_on_the_op_it_carries_leaves_that_op_faulty`.
 #[test]
 fn disk_rot_6214_a_misdirected_carrier_that_lands_on_its_own_op_is_faulty() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(6214));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 6214: {:?}", outcome.verdict);
+    assert_disk_rot_passes(6214);
 }
 
 /// Replica 1 (the primary) had op 18's own prepare write misdirected far
@@ -96,8 +99,7 @@ fn disk_rot_6214_a_misdirected_carrier_that_lands_on_its_own_op_is_faulty() {
 /// `an_empty_slot_below_the_head_whose_copy_cannot_be_read_is_faulty`.
 #[test]
 fn disk_rot_13111_an_empty_slot_whose_copy_cannot_be_read_is_faulty() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(13111));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 13111: {:?}", outcome.verdict);
+    assert_disk_rot_passes(13111);
 }
 
 /// Replica 1 acknowledged op 61 and lost it unnamed: a misdirected write
@@ -111,8 +113,7 @@ fn disk_rot_13111_an_empty_slot_whose_copy_cannot_be_read_is_faulty() {
 /// `a_misdirected_carrier_over_its_own_op_at_the_head_leaves_that_op_unknown`.
 #[test]
 fn disk_rot_31505_a_misdirected_carrier_over_its_own_op_at_the_head_is_unknown() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(31505));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 31505: {:?}", outcome.verdict);
+    assert_disk_rot_passes(31505);
 }
 
 /// Replica 2 acknowledged op 16 and lost it unnamed: op 17's write, which
@@ -124,8 +125,7 @@ fn disk_rot_31505_a_misdirected_carrier_over_its_own_op_at_the_head_is_unknown()
 /// `a_misdirected_carrier_in_its_own_ops_body_at_the_head_leaves_that_op_unknown`.
 #[test]
 fn disk_rot_40812_a_misdirected_carrier_in_its_own_ops_body_is_unknown() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(40812));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 40812: {:?}", outcome.verdict);
+    assert_disk_rot_passes(40812);
 }
 
 /// Replica 0 acknowledged op 24 and lost it unnamed: op 25's write, which
@@ -137,8 +137,7 @@ fn disk_rot_40812_a_misdirected_carrier_in_its_own_ops_body_is_unknown() {
 /// story: `a_misdirected_carrier_that_puts_payload_on_its_own_ops_header_leaves_that_op_unknown`.
 #[test]
 fn disk_rot_61823_a_carriers_payload_on_its_own_ops_header_is_unknown() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(61823));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 61823: {:?}", outcome.verdict);
+    assert_disk_rot_passes(61823);
 }
 
 /// Replica 2 stopped itself three times in a row after the heal (the
@@ -150,10 +149,8 @@ fn disk_rot_61823_a_carriers_payload_on_its_own_ops_header_is_unknown() {
 /// Seed 79424 failed the same way on op 68.
 #[test]
 fn disk_rot_77896_and_79424_a_checkpoint_below_a_known_damaged_op_does_not_stop_the_replica() {
-    for seed in [77896, 79424] {
-        let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(seed));
-        assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed {seed}: {:?}", outcome.verdict);
-    }
+    assert_disk_rot_passes(77896);
+    assert_disk_rot_passes(79424);
 }
 
 /// Open (session 14): fails Liveness since the header-sector rule
@@ -169,6 +166,5 @@ fn disk_rot_77896_and_79424_a_checkpoint_below_a_known_damaged_op_does_not_stop_
 #[test]
 #[ignore = "open liveness bug: two of three replicas Recovering after the heal (README, Known gaps)"]
 fn disk_rot_115705_two_recovering_replicas_leave_no_quorum_for_a_view_change() {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(115705));
-    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed 115705: {:?}", outcome.verdict);
+    assert_disk_rot_passes(115705);
 }
