@@ -31,6 +31,11 @@
 //!   * no recovered op has bytes other than the last ones appended for it;
 //!     unsynced ops may be recovered, await repair, be torn or be gone.
 //!
+//! The first byte's top bit opens as a replica whose superblock names no op
+//! (`open_above`, the gap rule on; the model then lets an unknown synced op
+//! be cut off only above an op that lost both its prepare and its copy),
+//! else with `open`.
+//!
 //! Every mode then checks: recovered ops are in the live window, read back
 //! with valid checksums and appear in `scan`; a read-write recovery reopened
 //! finds the same ops and no torn tail left.
@@ -48,7 +53,7 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, checksum}
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::conformance::{CLUSTER, NAMESPACE, prepare};
 use shoal_vsr::journal::{
-    JournalConfig, JournalError, PrepareJournal, SECTOR_SIZE_BYTES, journal_path,
+    JournalConfig, JournalError, PrepareJournal, Recovery, SECTOR_SIZE_BYTES, journal_path,
 };
 
 /// Journals of 1..=SLOT_COUNT_MAX slots: enough to wrap the ring and drain.
@@ -357,11 +362,27 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
     };
 }
 
+/// `open`, or `open_above` a superblock that names nothing (`gap_floor`):
+/// the ops were appended in order, as a backup acknowledges them, so the
+/// gap rule (journal doc, "An unknown slot beyond a gap") holds for them.
+fn open_journal(
+    io: &SimIo,
+    config: JournalConfig,
+    mode: OpenMode,
+    gap_floor: Option<u64>,
+) -> Result<(PrepareJournal<SimIo>, Recovery), JournalError> {
+    let dir = Path::new(DIR);
+    match gap_floor {
+        None => block_on_ready(PrepareJournal::open(io, dir, config, mode)),
+        Some(floor) => block_on_ready(PrepareJournal::open_above(io, dir, config, mode, floor)),
+    }
+}
+
 /// Judge the model mode's recovery from the final bytes.
-fn check_model(io: &SimIo, model: &Model, mode: OpenMode) {
+fn check_model(io: &SimIo, model: &Model, mode: OpenMode, gap_floor: Option<u64>) {
     let config = model.config;
     let contents = io.disk().contents(&path()).expect("the journal survives");
-    let opened = block_on_ready(PrepareJournal::open(io, Path::new(DIR), config, mode));
+    let opened = open_journal(io, config, mode, gap_floor);
     let (journal, recovery) = match (&model.open_expect, opened) {
         (Ok(()), Ok(opened)) => opened,
         (Ok(()), Err(error)) => panic!("open refused a recoverable journal: {error}"),
@@ -382,14 +403,20 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode) {
     }
     // The head as recovery saw it: the highest op recovered or awaiting repair.
     let head = recovery.ops_recovered.iter().chain(&recovery.repair_ops).max().copied();
+    let prepare_intact = |op: u64, expected: &ModelOp| {
+        let slot = config.slot_offset(op) as usize;
+        contents[slot..slot + expected.header.size as usize] == expected.header.encode_message(&expected.body)[..]
+    };
+    let copy_intact = |op: u64, expected: &ModelOp| {
+        let copy = config.header_copy_offset(op) as usize;
+        contents[copy..copy + HEADER_SIZE_BYTES] == expected.header.encode()[..]
+    };
     for (&op, expected) in &model.ops {
         if !expected.synced {
             continue;
         }
-        let slot = config.slot_offset(op) as usize;
-        let prepare_intact = contents[slot..slot + expected.header.size as usize] == expected.header.encode_message(&expected.body)[..];
         let copy = config.header_copy_offset(op) as usize;
-        let copy_intact = contents[copy..copy + HEADER_SIZE_BYTES] == expected.header.encode()[..];
+        let (prepare_intact, copy_intact) = (prepare_intact(op, expected), copy_intact(op, expected));
         let recovered = recovery.ops_recovered.contains(&op);
         let repair = recovery.repair_ops.contains(&op);
         let torn = recovery.torn_tail_truncated.contains(&op);
@@ -409,20 +436,25 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode) {
                 assert!(repair, "synced op {op} below the head with both copies damaged: {recovery:?}");
             }
             let copy_zeroed = contents[copy..copy + HEADER_SIZE_BYTES].iter().all(|&b| b == 0);
-            if !copy_zeroed {
+            // The gap rule may cut it off only above an op below it that
+            // lost both its prepare and its copy (or was never synced).
+            let gap_below = gap_floor.is_some()
+                && model.ops.range(..op).any(|(&below, expected)| {
+                    !expected.synced || (!prepare_intact(below, expected) && !copy_intact(below, expected))
+                });
+            if !copy_zeroed && !gap_below {
                 assert!(!torn, "synced op {op} with an invalid ring copy was truncated as torn: {recovery:?}");
             }
         }
     }
     drop(journal);
-    check_common(io, config, mode, true);
+    check_common(io, config, mode, true, gap_floor);
 }
 
 /// Checks that hold in every mode. `must_open`: the file header is intact,
 /// so any error from `open` is wrong.
-fn check_common(io: &SimIo, config: JournalConfig, mode: OpenMode, must_open: bool) {
-    let dir = Path::new(DIR);
-    let (journal, recovery) = match block_on_ready(PrepareJournal::open(io, dir, config, mode)) {
+fn check_common(io: &SimIo, config: JournalConfig, mode: OpenMode, must_open: bool, gap_floor: Option<u64>) {
+    let (journal, recovery) = match open_journal(io, config, mode, gap_floor) {
         Ok(opened) => opened,
         Err(error) => {
             assert!(!must_open, "open refused a journal with an intact file header: {error}");
@@ -458,7 +490,7 @@ fn check_common(io: &SimIo, config: JournalConfig, mode: OpenMode, must_open: bo
     if mode.writable() {
         // Recovery wrote only ring copies and torn-tail clears: a second
         // recovery finds the same log and nothing left to clear.
-        let (_, again) = block_on_ready(PrepareJournal::open(io, dir, config, mode)).expect("reopen after recovery");
+        let (_, again) = open_journal(io, config, mode, gap_floor).expect("reopen after recovery");
         assert_eq!(again.ops_recovered, recovery.ops_recovered);
         assert_eq!(again.repair_ops, recovery.repair_ops);
         assert!(again.torn_tail_truncated.is_empty());
@@ -472,23 +504,26 @@ fuzz_target!(|data: &[u8]| {
     let config = config(slot_count);
     let mode = if input.bool() { OpenMode::ReadOnly } else { OpenMode::ReadWrite };
     let io = SimIo::new(u64::from(selector) | u64::from(input.byte()) << 8);
+    // The selector's top bit: recover as a replica whose superblock names
+    // no op (the gap rule on), else with no superblock at all.
+    let gap_floor = (selector & 0x80 != 0).then_some(0);
     match selector % 8 {
         0 => {
             build_raw(&io, &mut input);
-            check_common(&io, config, mode, false);
+            check_common(&io, config, mode, false, gap_floor);
         }
         1 => {
             build_slots(&io, config, &mut input);
-            check_common(&io, config, mode, true);
+            check_common(&io, config, mode, true, gap_floor);
         }
         2 => {
             build_forged(&io, config, &mut input);
-            check_common(&io, config, mode, true);
+            check_common(&io, config, mode, true, gap_floor);
         }
         _ => {
             let mut model = build_model(&io, config, &mut input);
             damage(&io, &mut model, &mut input);
-            check_model(&io, &model, mode);
+            check_model(&io, &model, mode, gap_floor);
         }
     }
 });

@@ -185,6 +185,30 @@
 //! its acknowledgement: a second write per fsync, which is what carried
 //! copies removed.
 //!
+//! ## An unknown slot beyond a gap
+//!
+//! Counting every unknown slot toward the head has a price: a misdirected
+//! write that lands far above the head makes the head uncertain, and the
+//! replica waits `Recovering` instead of voting (disk-rot seed 115705: two
+//! of three replicas parked so, and no view could form). Most such slots
+//! cannot hide an acknowledged prepare. Above the log a view change
+//! installed (the superblock's view headers), an op X is acknowledged only
+//! with every op below it down to the commit point: a backup's
+//! `send_prepare_ok` asks for that prefix, a primary prepares new ops in
+//! order, and the node sends nothing before the journal writes issued ahead
+//! of it are durable with their copies. So each of those slots now reads
+//! named (valid or faulty), unknown, or empty with a damaged copy place; an
+//! empty or torn one needs two faults on that one op (its slot zeroed or
+//! rotted and its copy erased) on top of the fault on X. Below the view
+//! headers' top the rule does not hold: a new primary counts its own copy
+//! of an op it holds while it still repairs the body of an op below it.
+//!
+//! So `open_above` (given the highest op the superblock names) cuts off as
+//! torn an unknown slot above a gap: a slot, over both that op and the
+//! highest op a header names, that reads empty or torn. A run of unknown
+//! slots right above the named head is kept (disk-rot seeds 40812, 61823).
+//! `open`, which knows no superblock, keeps every unknown slot.
+//!
 //! ## Recovery never trusts the page cache
 //!
 //! After a process crash (not a power loss) the kernel still holds written
@@ -1112,11 +1136,37 @@ impl<I: Io> PrepareJournal<I> {
     /// Open and recover an existing journal: verify every slot, rebuild the
     /// header index, truncate a torn tail, and report
     /// corrupt or missing ops in the middle for repair from peers.
+    /// Every unknown slot counts toward the head: without the superblock,
+    /// nothing bounds what this replica acknowledged (`open_above`).
     pub async fn open(
         io: &I,
         dir: &Path,
         config: JournalConfig,
         mode: OpenMode,
+    ) -> Result<(Self, Recovery), JournalError> {
+        Self::open_inner(io, dir, config, mode, None).await
+    }
+
+    /// `open` for a replica whose superblock names ops up to
+    /// `durable_log_op_max` (its view headers' top, its commit): an unknown
+    /// slot above a gap over that op is cut off as torn (module doc, "An
+    /// unknown slot beyond a gap").
+    pub async fn open_above(
+        io: &I,
+        dir: &Path,
+        config: JournalConfig,
+        mode: OpenMode,
+        durable_log_op_max: u64,
+    ) -> Result<(Self, Recovery), JournalError> {
+        Self::open_inner(io, dir, config, mode, Some(durable_log_op_max)).await
+    }
+
+    async fn open_inner(
+        io: &I,
+        dir: &Path,
+        config: JournalConfig,
+        mode: OpenMode,
+        durable_log_op_max: Option<u64>,
     ) -> Result<(Self, Recovery), JournalError> {
         config.validate()?;
         let path = journal_path(dir, config.namespace);
@@ -1174,7 +1224,7 @@ impl<I: Io> PrepareJournal<I> {
             file_op_written_max: file_header.snapshot_op + config.slot_count,
             spare: Spare::Untrusted,
         };
-        let recovery = journal.recover().await?;
+        let recovery = journal.recover(durable_log_op_max).await?;
         Ok((journal, recovery))
     }
 
@@ -1464,7 +1514,7 @@ impl<I: Io> PrepareJournal<I> {
         (states, named_max.min(window_last))
     }
 
-    async fn recover(&mut self) -> Result<Recovery, JournalError> {
+    async fn recover(&mut self, durable_log_op_max: Option<u64>) -> Result<Recovery, JournalError> {
         let (states, named_max) = self.slot_states().await;
         // What this file's bytes name bounds what a later write may find
         // in it: a clean file (after a format or a clean stop) lets the
@@ -1478,12 +1528,16 @@ impl<I: Io> PrepareJournal<I> {
         // Both the prepare and its ring copy invalid: faulty, head included.
         let mut unknown: BTreeSet<u64> = BTreeSet::new();
         let mut torn_ops: BTreeSet<u64> = BTreeSet::new();
+        let mut copy_damaged_ops: BTreeSet<u64> = BTreeSet::new();
         let mut copies_stale: Vec<Header> = Vec::new();
         for state in states {
             match state {
                 // Below the head it is missing like any slot without a valid
                 // prepare (the loop below); above it, nothing.
-                SlotState::Empty | SlotState::EmptyCopyDamaged { .. } => {}
+                SlotState::Empty => {}
+                SlotState::EmptyCopyDamaged { op } => {
+                    copy_damaged_ops.insert(op);
+                }
                 SlotState::Valid { header, copy_stale } => {
                     let previous = valid.insert(header.op, header);
                     assert!(previous.is_none(), "op maps to exactly one slot");
@@ -1501,6 +1555,14 @@ impl<I: Io> PrepareJournal<I> {
                     unknown.insert(op);
                 }
             }
+        }
+        let beyond_gap = durable_log_op_max
+            .map(|floor| self.unknowns_beyond_a_gap(floor, &valid, &faulty, &unknown, &copy_damaged_ops))
+            .unwrap_or_default();
+        for op in beyond_gap {
+            crate::marks::hit(crate::marks::JOURNAL_UNKNOWN_BEYOND_GAP_TORN);
+            unknown.remove(&op);
+            torn_ops.insert(op);
         }
         let mut recovery = Recovery::default();
         // The head is the highest op the disk says was (or may have been)
@@ -1579,6 +1641,28 @@ impl<I: Io> PrepareJournal<I> {
         debug_assert!(self.op_head.is_none_or(|head| head <= self.snapshot_op + self.config.slot_count));
         debug_assert!(faulty.iter().chain(unknown.iter()).all(|op| self.missing.contains(op)));
         Ok(recovery)
+    }
+
+    /// The unknown ops that cannot hide an acknowledged prepare: those
+    /// above a slot that reads empty or torn, over both `durable_log_op_max`
+    /// and the highest op a header names (module doc, "An unknown slot
+    /// beyond a gap").
+    fn unknowns_beyond_a_gap(
+        &self,
+        durable_log_op_max: u64,
+        valid: &BTreeMap<u64, Header>,
+        faulty: &BTreeSet<u64>,
+        unknown: &BTreeSet<u64>,
+        copy_damaged: &BTreeSet<u64>,
+    ) -> Vec<u64> {
+        let named_max = valid.keys().chain(faulty).max().copied().unwrap_or(0);
+        let mut reach = named_max.max(durable_log_op_max).max(self.snapshot_op);
+        // Bounded by the window: each step is a distinct slot's op.
+        while unknown.contains(&(reach + 1)) || copy_damaged.contains(&(reach + 1)) {
+            reach += 1;
+        }
+        debug_assert!(unknown.range(reach + 1..).all(|&op| op <= self.snapshot_op + self.config.slot_count));
+        unknown.range(reach + 1..).copied().collect()
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {

@@ -59,6 +59,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_COPIES_CARRIED,
     JOURNAL_PREPARES_JOINED,
     JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
+    JOURNAL_UNKNOWN_BEYOND_GAP_TORN,
     PARTITION_SALVAGED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -132,6 +133,11 @@ pub const STATE_DATA_ASKED_ON_ARRIVAL: &str = "state_data_asked_on_arrival";
 /// another slot's header) and nothing naming the slot's op: unknown, so
 /// faulty and part of the head, never cut off as torn.
 pub const JOURNAL_SLOT_OVERWRITTEN_UNKNOWN: &str = "journal_slot_overwritten_unknown";
+
+/// Recovery found an unknown slot above a gap (a slot over the highest
+/// named op that reads empty or torn): no acknowledged prepare can be
+/// there, so it is cut off as torn and the replica's head stays certain.
+pub const JOURNAL_UNKNOWN_BEYOND_GAP_TORN: &str = "journal_unknown_beyond_gap_torn";
 
 /// Recovery found a damaged slot (or an emptied one) whose only evidence
 /// is a carried copy: faulty, kept for repair, not cut off as torn.

@@ -153,18 +153,18 @@ fn disk_rot_77896_and_79424_a_checkpoint_below_a_known_damaged_op_does_not_stop_
     assert_disk_rot_passes(79424);
 }
 
-/// Open (session 14): fails Liveness since the header-sector rule
-/// (272a976) and passed before it, on the same schedule up to the heal.
+/// Failed Liveness (session 14) since the header-sector rule (272a976).
 /// Replica 1 (the rot replica) had a journal write misdirected at 1.64 s
-/// and crashed right after a prepare write at 1.91 s; its restart at the
-/// heal now reads the slot the misdirected write hit as unknown (before:
-/// torn, cut off) and comes back `Recovering`. Replica 2, far behind (op
-/// 53 against 94), is `Recovering` too. Replica 0 alone cannot form a view
-/// (views 2, 3, 4 in view change), and neither recovering replica votes:
-/// the group never converges. A faulty journal should make a voter that
-/// nacks what it lacks, not a second non-voter; not fixed yet.
+/// and crashed right after a prepare write at 1.91 s; at the heal its
+/// restart read the slot the misdirected write hit (op 119, its log's head
+/// at op 92) as unknown, so its head was uncertain and it came back
+/// `Recovering`. Replica 2, far behind (op 53 against 94, op 54 faulty
+/// under valid 55..60), was `Recovering` too, and replica 0 alone could
+/// not form a view. Ops 93..118 of replica 1 read empty: an acknowledged
+/// op 119 needs them durable first, so op 119 is now cut off as torn
+/// (journal doc, "An unknown slot beyond a gap"); story:
+/// `an_unknown_slot_above_an_empty_one_over_the_named_head_is_cut_off_as_torn`.
 #[test]
-#[ignore = "open liveness bug: two of three replicas Recovering after the heal (README, Known gaps)"]
-fn disk_rot_115705_two_recovering_replicas_leave_no_quorum_for_a_view_change() {
+fn disk_rot_115705_an_unknown_slot_beyond_a_gap_does_not_park_the_replica() {
     assert_disk_rot_passes(115705);
 }

@@ -516,7 +516,14 @@ impl<I: Io> GroupStorage<I> {
         settle_group_files(io, dir, config.namespace).await?;
         let superblock =
             Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
-        let (mut journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        // What the superblock names bounds what this replica may have
+        // acknowledged without a gap below it (journal doc, "An unknown
+        // slot beyond a gap").
+        let state = superblock.state();
+        let durable_log_op_max =
+            state.view_headers.iter().map(|header| header.op).chain([state.commit]).max().unwrap_or(0);
+        let (mut journal, _recovery) =
+            PrepareJournal::open_above(io, dir, config.journal(), OpenMode::ReadWrite, durable_log_op_max).await?;
         let checkpoint = checkpoint::read_checkpoint(io, dir, config.namespace).await?;
         // A checkpoint durable past the journal's snapshot: finish the drain
         // that failed, and remember what it had to leave out as faulty.

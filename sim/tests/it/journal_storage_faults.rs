@@ -68,11 +68,12 @@ fn flushes_with_one_misdirected(
 }
 
 /// The process dies; op 7 (acknowledged, its only copy lost) must come
-/// back faulty, kept for repair, never cut off as a torn head.
+/// back faulty, kept for repair, never cut off as a torn head: it lies
+/// right above the named head (op 6), so no gap rule cuts it off either.
 fn assert_op_7_faulty_after_a_process_crash(io: &SimIo, journal: PrepareJournal<SimIo>) {
     drop(journal);
     io.crash_process();
-    let (journal, recovery) = open(io);
+    let (journal, recovery) = open_above(io, 6);
     assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
     assert_eq!(recovery.repair_ops, vec![7]);
     let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
@@ -589,7 +590,7 @@ fn a_misdirected_carrier_over_its_own_op_at_the_head_leaves_that_op_unknown() {
     drop(journal);
     io.crash_process();
     let _ = shoal_vsr::marks::take();
-    let (journal, recovery) = open(&io);
+    let (journal, recovery) = open_above(&io, 6);
     assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "op 7 is not cut off as torn");
     assert_eq!(recovery.repair_ops, vec![7]);
     let corrupt_ops = block_on_ready(journal.scan()).unwrap().corrupt_ops;
@@ -666,4 +667,73 @@ fn a_checkpoint_below_an_op_recovery_already_found_damaged_compacts_and_keeps_it
     assert_eq!(recovery.repair_ops, vec![5], "the compacted file keeps op 5 faulty");
     assert_eq!(recovery.ops_recovered, vec![4, 6]);
     assert_eq!(journal.snapshot_op(), 3);
+}
+
+/// Ops 1-6 durable; op 7's prepare durable; op 8's write, carrying op 7's
+/// copy, misdirected onto op 11's slot, four slots above. Then the
+/// process dies. Op 8 was never acknowledged (its copy was never written),
+/// and op 11's slot holds bytes no write of that slot leaves.
+fn op_8_misdirected_far_above_the_head(io: &SimIo) {
+    let config = config(SLOT_COUNT);
+    let (journal, acknowledged) = flushes_with_one_misdirected(io, &[1, 1], 1, config.slot_offset(11));
+    assert_eq!(acknowledged, vec![7], "op 7 is acknowledged (ops 1-6 were before), op 8 is not");
+    let header_sector = io.disk().contents(&journal_file()).unwrap()[config.slot_offset(11) as usize..][..256].to_vec();
+    assert!(header_sector.iter().any(|&b| b != 0), "the misdirected write left bytes on op 11's header sector");
+    drop(journal);
+    io.crash_process();
+}
+
+fn open_above(io: &SimIo, durable_log_op_max: u64) -> (PrepareJournal<SimIo>, Recovery) {
+    let config = config(SLOT_COUNT);
+    block_on_ready(PrepareJournal::open_above(io, dir(), config, OpenMode::ReadWrite, durable_log_op_max)).unwrap()
+}
+
+/// Disk-rot seed 115705 (Liveness, session 14) found this. A misdirected
+/// write far above the head made that slot unknown, so the replica's head
+/// was uncertain and it restarted `Recovering`; with a second replica
+/// `Recovering` too, no view could form. But op 8's slot, between the
+/// named head (op 7) and op 11, reads empty: had op 11 been acknowledged,
+/// op 8 would have been durable with its copy first, and no single fault
+/// leaves that empty and unnamed. So, given a superblock that names no op
+/// above 7, op 11 is cut off as torn and the head stays 7.
+#[test]
+fn an_unknown_slot_above_an_empty_one_over_the_named_head_is_cut_off_as_torn() {
+    let io = SimIo::new(18);
+    op_8_misdirected_far_above_the_head(&io);
+    let _ = shoal_vsr::marks::take();
+    let (journal, recovery) = open_above(&io, 6);
+    assert_eq!(recovery.torn_tail_truncated, vec![11], "op 11 lies beyond a gap: {recovery:?}");
+    assert_eq!(recovery.repair_ops, Vec::<u64>::new());
+    assert_eq!(journal.op_max(), Some(7), "the head is the named one");
+    assert_eq!(block_on_ready(journal.scan()).unwrap().corrupt_ops, Vec::<u64>::new());
+    assert!(shoal_vsr::marks::take().contains_key(shoal_vsr::marks::JOURNAL_UNKNOWN_BEYOND_GAP_TORN));
+    drop(journal);
+    let (journal, recovery) = open_above(&io, 6);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "the first open cleared op 11's slot");
+    assert_eq!(journal.op_max(), Some(7));
+}
+
+/// The same disk, but the superblock's view headers name ops up to 11: a
+/// new primary counts its own copy of an op it holds while it still
+/// repairs a body below it, so a gap below the view headers' top proves
+/// nothing, and op 11 stays unknown (the head uncertain).
+#[test]
+fn an_unknown_slot_the_superblock_reaches_stays_unknown_above_a_gap() {
+    let io = SimIo::new(19);
+    op_8_misdirected_far_above_the_head(&io);
+    let (journal, recovery) = open_above(&io, 11);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new());
+    assert_eq!(recovery.repair_ops, vec![8, 9, 10, 11]);
+    assert_eq!(journal.op_max(), Some(11));
+}
+
+/// Without a superblock (`open`), nothing bounds what was acknowledged:
+/// every unknown slot counts toward the head, as before the gap rule.
+#[test]
+fn an_open_without_a_superblock_keeps_an_unknown_slot_above_a_gap() {
+    let io = SimIo::new(20);
+    op_8_misdirected_far_above_the_head(&io);
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![8, 9, 10, 11]);
+    assert_eq!(journal.op_max(), Some(11));
 }
