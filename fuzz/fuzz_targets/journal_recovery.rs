@@ -403,11 +403,11 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode, gap_floor: Option<u64>
     }
     // The head as recovery saw it: the highest op recovered or awaiting repair.
     let head = recovery.ops_recovered.iter().chain(&recovery.repair_ops).max().copied();
-    let prepare_intact = |op: u64, expected: &ModelOp| {
+    let prepare_intact_of = |op: u64, expected: &ModelOp| {
         let slot = config.slot_offset(op) as usize;
         contents[slot..slot + expected.header.size as usize] == expected.header.encode_message(&expected.body)[..]
     };
-    let copy_intact = |op: u64, expected: &ModelOp| {
+    let copy_intact_of = |op: u64, expected: &ModelOp| {
         let copy = config.header_copy_offset(op) as usize;
         contents[copy..copy + HEADER_SIZE_BYTES] == expected.header.encode()[..]
     };
@@ -416,7 +416,7 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode, gap_floor: Option<u64>
             continue;
         }
         let copy = config.header_copy_offset(op) as usize;
-        let (prepare_intact, copy_intact) = (prepare_intact(op, expected), copy_intact(op, expected));
+        let (prepare_intact, copy_intact) = (prepare_intact_of(op, expected), copy_intact_of(op, expected));
         let recovered = recovery.ops_recovered.contains(&op);
         let repair = recovery.repair_ops.contains(&op);
         let torn = recovery.torn_tail_truncated.contains(&op);
@@ -440,7 +440,7 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode, gap_floor: Option<u64>
             // lost both its prepare and its copy (or was never synced).
             let gap_below = gap_floor.is_some()
                 && model.ops.range(..op).any(|(&below, expected)| {
-                    !expected.synced || (!prepare_intact(below, expected) && !copy_intact(below, expected))
+                    !expected.synced || (!prepare_intact_of(below, expected) && !copy_intact_of(below, expected))
                 });
             if !copy_zeroed && !gap_below {
                 assert!(!torn, "synced op {op} with an invalid ring copy was truncated as torn: {recovery:?}");
