@@ -268,9 +268,10 @@
 //!   makes them durable before the replica vouches for them. A matching
 //!   copy proves the prepare reached the device: copies are written only
 //!   after their prepare's fsync succeeded, and a slot is never rewritten
-//!   with the prepare its copy names until that copy is poisoned and the
-//!   poison fsynced (`unvouch_copies`: a repair of a faulty op whose copy
-//!   survived, or a rewrite of a held prepare; one extra fsync then, none
+//!   while a copy names its op, in any version, until that copy is poisoned
+//!   and the poison fsynced (`unvouch_copies`: a repair of a faulty op whose
+//!   copy survived, a rewrite of a held prepare, a new version of an op
+//!   after a restart or a view change; one extra fsync then, none
 //!   on the append path, which reads a copy only when the file may already
 //!   name its op: never for a new op past what the file held). So a restart after
 //!   a clean stop rewrites the ring (`slot_count` x 256 bytes), not up to
@@ -1606,7 +1607,7 @@ impl<I: Io> PrepareJournal<I> {
             // fsync makes the prepare durable (or fails open). Only those
             // whose ring copy does not name them: a copy is written only
             // after its prepare's fsync succeeded, and a slot is never
-            // rewritten with the prepare its copy names until that copy is
+            // rewritten while a copy names its op until that copy is
             // durably poisoned (`unvouch_copies`), so a matching copy proves
             // the slot's bytes reached the device (disk-rot seed 2393: a
             // repair over a faulty op's intact copy, whose fsync failed,
@@ -1931,17 +1932,27 @@ impl<I: Io> PrepareJournal<I> {
             && !self.copies_carried.contains(&op)
     }
 
-    /// Before `headers` are written to their slots: a ring copy that
-    /// already names one of them (the same op and checksum: a repair of a
-    /// faulty op whose copy survived, or a rewrite of a held prepare) is
-    /// poisoned and the poison fsynced first. Otherwise, if the slot write's
-    /// fsync failed (Linux marks the pages clean, the cache keeps them) and
-    /// the process died, the next open would read the cached prepare with
-    /// a matching copy and take it as durable while the device holds the
-    /// old, damaged bytes. With the copy poisoned, open rewrites it (module
-    /// doc); were the slot lost instead, both invalid read as `Unknown`,
-    /// faulty, never torn. `headers` are ascending ops; one read per run of
-    /// adjacent copies. A read error counts as a match (poison it: safe).
+    /// Before `headers` are written to their slots: a copy (ring or
+    /// carried) that already names one of their ops, in any version, is
+    /// poisoned and the poison fsynced first.
+    /// - The same version (a repair of a faulty op whose copy survived, a
+    ///   rewrite of a held prepare): if the slot write's fsync failed
+    ///   (Linux marks the pages clean, the cache keeps them) and the process
+    ///   died, the next open would read the cached prepare with a matching
+    ///   copy and take it as durable while the device holds the old,
+    ///   damaged bytes. With the copy poisoned, open rewrites it (module
+    ///   doc); were the slot lost instead, both invalid read as `Unknown`,
+    ///   faulty, never torn.
+    /// - Another version (the replica's log moved on after a restart or a
+    ///   view change): a crash before the new prepare's copy is durable
+    ///   would leave the new prepare under a copy of the old one, which
+    ///   recovery must read as faulty (a misdirected write of the new
+    ///   prepare leaves the same pair the other way round), so no benign
+    ///   crash could restart a lone replica without it waiting `Recovering`
+    ///   for a peer (swarm seed 61204).
+    ///
+    /// `headers` are ascending ops; one read per run of adjacent copies. A
+    /// read error counts as a match (poison it: safe).
     ///
     /// Only ops up to `file_op_written_max` are read: no byte of the file
     /// names an op above it (every header this process writes, to a slot
@@ -1953,11 +1964,9 @@ impl<I: Io> PrepareJournal<I> {
         let headers: Vec<&Header> =
             headers.iter().copied().filter(|header| header.op <= self.file_op_written_max).collect();
         let slot_count = self.config.slot_count;
-        // Offsets of the copies that name one of `headers`.
+        // Offsets of the copies that name the op of one of `headers`.
         let mut matching: Vec<u64> = Vec::new();
-        let names_it = |header: &Header, copy: &[u8]| {
-            Header::decode(copy).is_ok_and(|copy| copy.op == header.op && copy.checksum == header.checksum)
-        };
+        let names_it = |header: &Header, copy: &[u8]| Header::decode(copy).is_ok_and(|copy| copy.op == header.op);
         let mut index = 0;
         while index < headers.len() {
             let first = index;

@@ -46,6 +46,19 @@ fn swarm_2222_views_whose_primary_is_down_are_doomed_by_the_fault_not_the_protoc
     assert_swarm_passes(2222);
 }
 
+/// A single replica (session 15): its first life crashed with op 2's write
+/// in flight and op 3 durable with its ring copy, so its log stopped at op
+/// 1; the next life wrote new versions of ops 2 and 3 and crashed on an
+/// fsync EIO before op 3's new copy was durable. The slot held the new op
+/// 3 under a copy of the old one: faulty, and a lone replica with a faulty
+/// op above its head waits `Recovering` for a peer that does not exist. A
+/// rewrite now poisons a copy of its op in any version first; story:
+/// `a_rewrite_with_another_version_poisons_the_old_versions_copy_first`.
+#[test]
+fn swarm_61204_a_lone_replica_rewriting_an_op_is_not_left_with_its_old_copy() {
+    assert_swarm_passes(61204);
+}
+
 /// A replica promised op 4 in view 0; a view change that did not commit it
 /// gave op 4 to another prepare, which the replica repaired into its slot.
 /// That write was durable without its ring copy when the process crashed,

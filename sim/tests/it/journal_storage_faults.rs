@@ -737,3 +737,41 @@ fn an_open_without_a_superblock_keeps_an_unknown_slot_above_a_gap() {
     assert_eq!(recovery.repair_ops, vec![8, 9, 10, 11]);
     assert_eq!(journal.op_max(), Some(11));
 }
+
+/// Swarm seed 61204 (Liveness, session 15) found this, on a single replica.
+/// Its first life wrote ops 2 and 3 and crashed with op 2's write in
+/// flight: op 3 came back valid with its ring copy, op 2 missing, so the
+/// log stopped at op 1. The next life wrote new versions of ops 2 and 3
+/// over them and crashed before op 3's new copy was durable (an fsync
+/// EIO). The slot then held the new op 3 and its ring copy still named the
+/// old one: ambiguous, so faulty, and a lone replica with a faulty op
+/// above its head waits `Recovering` for a peer that does not exist. A
+/// slot is now never rewritten while a copy names its op, whatever the
+/// version: the copy is durably poisoned first, so the new prepare reads
+/// valid (its copy to be rewritten) and the old version's copy cannot
+/// contradict it.
+#[test]
+fn a_rewrite_with_another_version_poisons_the_old_versions_copy_first() {
+    let io = SimIo::new(21);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 3, true);
+    assert!(journal.is_durable(3), "op 3's prepare and ring copy are durable");
+    let parent = journal.header(2).unwrap().checksum;
+    let body = shoal_vsr::journal::conformance::body(3, 7);
+    let rewritten = shoal_vsr::journal::conformance::prepare(3, parent, &body);
+    assert_ne!(rewritten.checksum, journal.header(3).unwrap().checksum, "another version of op 3");
+    block_on_ready(journal.write_prepare(&rewritten, &body)).unwrap();
+    // One flush: the prepare is durable, its ring copy is not yet written.
+    block_on_ready(journal.flush()).unwrap();
+    assert!(!journal.is_durable(3));
+    drop(journal);
+    io.crash_process();
+    let (journal, recovery) = open(&io);
+    assert_eq!(
+        recovery,
+        Recovery { ops_recovered: vec![1, 2, 3], torn_tail_truncated: vec![], repair_ops: vec![] },
+        "the new op 3 is durable and nothing names the old one"
+    );
+    assert_eq!(journal.header(3), Some(&rewritten));
+}
