@@ -968,7 +968,14 @@ impl Cluster {
             // A targeted schedule under way keeps its faults until it ends.
             return self.schedule(wait_ns, Event::EndSafety);
         }
-        self.phase = Phase::Liveness { deadline_ns: self.now_ns + self.config.liveness_time_ns };
+        // A replica whose storage opens ran on its disk's clock past the
+        // heal serves only from then (`busy_until`): the bound runs from
+        // when every replica serves (swarm seed 62015: a wiped replica
+        // restarted 130 ms before the heal and opened for 1.36 s, which
+        // left it 0.77 s to transfer state for nine groups).
+        let serving_from_ns =
+            (0..self.config.replica_count).filter_map(|replica| self.busy_until(replica)).fold(self.now_ns, u64::max);
+        self.phase = Phase::Liveness { deadline_ns: serving_from_ns + self.config.liveness_time_ns };
         self.network.heal();
         self.record(None, "heal", 0, 0, || "liveness phase: faults off".into());
         for replica in 0..self.config.replica_count {

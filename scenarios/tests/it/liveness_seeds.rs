@@ -59,6 +59,17 @@ fn swarm_61204_a_lone_replica_rewriting_an_op_is_not_left_with_its_old_copy() {
     assert_swarm_passes(61204);
 }
 
+/// A testbed gap (session 15), not a replica bug: replica 1's disk was
+/// wiped at 1.64 s, it restarted at 1.87 s and its storage opens ran on its
+/// disk's clock to 3.23 s, past the heal at 2.0 s. The liveness bound ran
+/// from the heal, which left it 0.77 s to transfer state for nine groups
+/// and refill their partitions; it needed 0.82 s. The bound now runs from
+/// when every replica serves, at the heal too.
+#[test]
+fn swarm_62015_the_liveness_bound_runs_from_when_a_replica_opening_at_the_heal_serves() {
+    assert_swarm_passes(62015);
+}
+
 /// A replica promised op 4 in view 0; a view change that did not commit it
 /// gave op 4 to another prepare, which the replica repaired into its slot.
 /// That write was durable without its ring copy when the process crashed,
