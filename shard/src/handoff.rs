@@ -499,7 +499,13 @@ async fn read_durable_state<I: Io>(
         });
     }
     let notes = DiskNotes { created, torn_tail_ops: journal.torn_tail_ops, drain_settled: journal.drain_settled };
-    let recovered = Recovered { durable, checkpoint, entries: journal.entries, faulty_ops: journal.faulty_ops };
+    let recovered = Recovered {
+        durable,
+        checkpoint,
+        entries: journal.entries,
+        faulty_ops: journal.faulty_ops,
+        faulty_headers: Vec::new(),
+    };
     Ok((recovered, notes))
 }
 

@@ -954,8 +954,11 @@ enum SlotState {
         copy_stale: bool,
     },
     /// Written and then damaged: the ring names `op`, the slot lost it.
+    /// `named`: the copy's header, when nothing in the slot contradicts it
+    /// (the replica may keep it in its log, bodiless, and repair the body).
     Faulty {
         op: u64,
+        named: Option<Header>,
     },
     /// Invalid with nothing naming it: torn (or, below the head, missing).
     Torn {
@@ -1475,10 +1478,14 @@ impl<I: Io> PrepareJournal<I> {
                     // pending until the next sync.
                     SlotState::Valid { header, copy_stale: false }
                 }
-                (_, Some(copy)) if disagree && ring_live.is_none() => SlotState::Faulty { op: copy.op },
-                (Slot::Valid(header), Some(copy)) if copy.op > header.op => SlotState::Faulty { op: copy.op },
+                // Copies that disagree, or a slot holding another version of
+                // the op: which header is the op's is not known.
+                (_, Some(copy)) if disagree && ring_live.is_none() => SlotState::Faulty { op: copy.op, named: None },
+                (Slot::Valid(header), Some(copy)) if copy.op > header.op => {
+                    SlotState::Faulty { op: copy.op, named: Some(copy) }
+                }
                 (Slot::Valid(header), Some(copy)) if copy.op == header.op && copy.checksum != header.checksum => {
-                    SlotState::Faulty { op: header.op }
+                    SlotState::Faulty { op: header.op, named: None }
                 }
                 (Slot::Valid(header), copy) => {
                     SlotState::Valid { header, copy_stale: copy.is_none_or(|copy| copy != header) }
@@ -1487,7 +1494,7 @@ impl<I: Io> PrepareJournal<I> {
                     if ring_live.is_none() {
                         crate::marks::hit(crate::marks::JOURNAL_CARRIED_COPY_NAMES_FAULTY);
                     }
-                    SlotState::Faulty { op: copy.op }
+                    SlotState::Faulty { op: copy.op, named: Some(copy) }
                 }
                 // An empty slot whose copy places are damaged may be a
                 // prepare write that went elsewhere (the slot kept what it
@@ -1546,7 +1553,7 @@ impl<I: Io> PrepareJournal<I> {
                         copies_stale.push(header);
                     }
                 }
-                SlotState::Faulty { op } => {
+                SlotState::Faulty { op, .. } => {
                     faulty.insert(op);
                 }
                 SlotState::Torn { op } => {

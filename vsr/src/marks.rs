@@ -50,6 +50,7 @@ pub const MARKS: &[&str] = &[
     CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
     DRAIN_STAGED_BESIDE_CHECKPOINT,
+    FAULTY_HEADER_KEPT_IN_LOG,
     FAULTY_JOURNAL_VOTES,
     FLUSH_FINISHED_FOR_STORAGE,
     FRAME_DURING_FSYNC,
@@ -128,6 +129,10 @@ pub const DRAIN_STAGED_BESIDE_CHECKPOINT: &str = "drain_staged_beside_checkpoint
 /// A replica filling a partition gap asked the next batch as soon as the
 /// one it asked for arrived, not at the next tick.
 pub const STATE_DATA_ASKED_ON_ARRIVAL: &str = "state_data_asked_on_arrival";
+
+/// A restart kept a faulty op's header (from its journal copy) in the log
+/// without a body: the log's chain reaches the valid prepares above it.
+pub const FAULTY_HEADER_KEPT_IN_LOG: &str = "faulty_header_kept_in_log";
 
 /// Recovery found a slot header a misdirected write put there (filler or
 /// another slot's header) and nothing naming the slot's op: unknown, so

@@ -182,6 +182,11 @@ pub struct Recovered {
     /// slot, or left out of a settled drain), ascending: this replica may
     /// have acknowledged them and holds no body for them. Empty: intact.
     pub faulty_ops: Vec<u64>,
+    /// The headers of faulty ops the journal still knows (their copy names
+    /// them and the slot does not contradict it), any order: kept in the
+    /// log without a body, under the same rules as `entries`, so one lost
+    /// body does not cut the log short below valid prepares.
+    pub faulty_headers: Vec<Header>,
 }
 
 impl Recovered {
@@ -517,6 +522,7 @@ impl<S: StateMachine> Replica<S> {
             checkpoint: None,
             entries: Vec::new(),
             faulty_ops: Vec::new(),
+            faulty_headers: Vec::new(),
         };
         let replica = Replica::start(config, state_machine, recovered, false).expect("an empty disk recovers");
         assert!(replica.view == 0 && replica.status == Status::Normal, "a new group starts in view 0");
@@ -543,6 +549,7 @@ impl<S: StateMachine> Replica<S> {
             checkpoint: None,
             entries: Vec::new(),
             faulty_ops: Vec::new(),
+            faulty_headers: Vec::new(),
         };
         let replica = Replica::start(config, state_machine, recovered, true).expect("an empty disk recovers");
         assert!(replica.status == Status::Recovering && replica.rejoining);
@@ -642,7 +649,11 @@ impl<S: StateMachine> Replica<S> {
             .chain(recovered.faulty_ops.iter().copied())
             .max()
             .unwrap_or(0);
-        replica.recover_log(&recovered.durable, recovered.entries);
+        assert!(
+            recovered.faulty_headers.iter().all(|header| recovered.faulty_ops.contains(&header.op)),
+            "a faulty header names a faulty op"
+        );
+        replica.recover_log(&recovered.durable, recovered.entries, &recovered.faulty_headers);
         // A faulty journal whose head the log reaches (every op it names,
         // faulty ones included, is at or below the log's head) lost bodies,
         // not the knowledge of how far it acknowledged: a prepare_ok left
@@ -1737,7 +1748,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Rebuild the log from the journal and the superblock's view headers,
     /// then replay the ops the superblock says were committed.
-    fn recover_log(&mut self, durable: &DurableState, entries: Vec<(Header, Vec<u8>)>) {
+    fn recover_log(&mut self, durable: &DurableState, entries: Vec<(Header, Vec<u8>)>, faulty_headers: &[Header]) {
         let mut journal: BTreeMap<u64, (Header, Vec<u8>)> = BTreeMap::new();
         for (header, body) in entries {
             if header.operation == Operation::Packed
@@ -1776,6 +1787,17 @@ impl<S: StateMachine> Replica<S> {
                 None => {
                     self.log.insert(*op, Entry { header: *header, body: Some(Rc::from(body.as_slice())) });
                 }
+            }
+        }
+        // A faulty op's header from its copy: a prepare this replica wrote
+        // durably, as trustworthy as a valid entry (and as possibly stale),
+        // so the same rules, without a body. The chain then reaches the
+        // valid prepares above it, and the head stays certain.
+        for header in faulty_headers {
+            let stale = header.op > view_top && header.view < durable.log_view;
+            if header.op > self.checkpoint_op && !stale && !self.log.contains_key(&header.op) {
+                crate::marks::hit(crate::marks::FAULTY_HEADER_KEPT_IN_LOG);
+                self.log.insert(header.op, Entry { header: *header, body: None });
             }
         }
         // Above the view headers, keep only what chains onto them; below

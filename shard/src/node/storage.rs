@@ -437,8 +437,13 @@ impl<I: Io> GroupStorage<I> {
         let state = storage.superblock.state().clone();
         assert!(state.rejoining && state.view_headers.is_empty(), "a formatted group rejoins with an empty log");
         storage.check_formatted_empty()?;
-        let recovered =
-            Recovered { durable: state.into(), checkpoint: None, entries: Vec::new(), faulty_ops: Vec::new() };
+        let recovered = Recovered {
+            durable: state.into(),
+            checkpoint: None,
+            entries: Vec::new(),
+            faulty_ops: Vec::new(),
+            faulty_headers: Vec::new(),
+        };
         Ok((storage, recovered, Some(damage)))
     }
 
@@ -535,8 +540,16 @@ impl<I: Io> GroupStorage<I> {
         faulty_ops.extend(scan.corrupt_ops);
         faulty_ops.sort_unstable();
         faulty_ops.dedup();
-        let recovered =
-            Recovered { durable: superblock.state().clone().into(), checkpoint, entries: scan.entries, faulty_ops };
+        // A header is kept only for an op still faulty after the settle.
+        let faulty_headers =
+            scan.corrupt_headers.into_iter().filter(|header| faulty_ops.binary_search(&header.op).is_ok()).collect();
+        let recovered = Recovered {
+            durable: superblock.state().clone().into(),
+            checkpoint,
+            entries: scan.entries,
+            faulty_ops,
+            faulty_headers,
+        };
         let durable_prepares = recovered.entries.iter().map(|(header, _)| (header.op, header.checksum)).collect();
         let storage = GroupStorage { durable_prepares, ..GroupStorage::new(io, dir, config, journal, superblock) };
         Ok((storage, recovered))

@@ -775,3 +775,28 @@ fn a_rewrite_with_another_version_poisons_the_old_versions_copy_first() {
     );
     assert_eq!(journal.header(3), Some(&rewritten));
 }
+
+/// A rotten prepare whose ring copy survives: the scan reports the op
+/// faulty and hands up the copy's header, so the replica keeps the op in
+/// its log without a body (disk-rot seed 115705, replica 2). With both
+/// the prepare and its copy damaged (op 4, the head, so no later write
+/// carried a copy of it), no header is known.
+#[test]
+fn a_rotten_prepare_whose_copy_survives_is_reported_with_its_header() {
+    let io = SimIo::new(22);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    let header_3 = *journal.header(3).unwrap();
+    drop(journal);
+    let path = journal_file();
+    let config = config(SLOT_COUNT);
+    io.disk().corrupt_sector(&path, config.slot_offset(3)).unwrap();
+    io.disk().corrupt_sector(&path, config.slot_offset(4)).unwrap();
+    io.disk().corrupt_sector(&path, config.header_copy_offset(4) + 255).unwrap();
+    let (journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![3, 4]);
+    let scan = block_on_ready(journal.scan()).unwrap();
+    assert_eq!(scan.corrupt_ops, vec![3, 4]);
+    assert_eq!(scan.corrupt_headers, vec![header_3], "op 3's copy names it; op 4's copy rotted too");
+}

@@ -19,6 +19,11 @@ use crate::io::{Io, IoFile};
 pub struct Scan {
     pub entries: Vec<(Header, Vec<u8>)>,
     pub corrupt_ops: Vec<u64>,
+    /// The headers of corrupt ops whose copy names them and nothing in the
+    /// slot contradicts it, ascending: the replica may keep them in its
+    /// log, bodiless, so a damaged op does not cut its log short below
+    /// valid prepares (disk-rot seed 115705, replica 2).
+    pub corrupt_headers: Vec<Header>,
 }
 
 impl<I: Io> PrepareJournal<I> {
@@ -114,10 +119,13 @@ impl<I: Io> PrepareJournal<I> {
                     }
                     scan.entries.push((header, body.to_vec()));
                 }
-                SlotState::Faulty { op }
-                | SlotState::Torn { op }
-                | SlotState::Unknown { op }
-                | SlotState::EmptyCopyDamaged { op } => {
+                SlotState::Faulty { op, named } => {
+                    if op <= head {
+                        scan.corrupt_ops.push(op);
+                        scan.corrupt_headers.extend(named);
+                    }
+                }
+                SlotState::Torn { op } | SlotState::Unknown { op } | SlotState::EmptyCopyDamaged { op } => {
                     if op <= head {
                         scan.corrupt_ops.push(op);
                     }
@@ -126,6 +134,8 @@ impl<I: Io> PrepareJournal<I> {
         }
         scan.entries.sort_by_key(|(header, _)| header.op);
         scan.corrupt_ops.sort_unstable();
+        scan.corrupt_headers.sort_by_key(|header| header.op);
+        debug_assert!(scan.corrupt_headers.iter().all(|header| scan.corrupt_ops.contains(&header.op)));
         Ok(scan)
     }
 

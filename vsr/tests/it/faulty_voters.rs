@@ -150,3 +150,47 @@ fn a_replica_that_lost_an_op_above_its_log_head_does_not_vote() {
     assert!(converged, "op 5 is repaired and applied everywhere");
     assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
 }
+
+/// Disk-rot seed 115705's replica 2 (session 15): a lost body below valid
+/// prepares, above the view headers. R0 holds ops 5 and 6 past its view
+/// headers (which end at 4); op 5's slot rots but its header copy survives.
+/// The log used to stop at 4 (op 6 no longer chained to anything), the
+/// journal named op 6 above that head, and R0 waited `Recovering`: with
+/// R1 down, R2 could form no view. The journal now hands up op 5's header
+/// from its copy: R0's log reaches 6 with op 5 bodiless, its head is
+/// certain, and it votes, nacking nothing through 6.
+#[test]
+fn a_lost_body_whose_header_survives_keeps_the_log_whole_and_the_replica_votes() {
+    let all = [0, 1, 2];
+    let mut cluster = all_normal_in_view_1_with_headers_through_4();
+    cluster.append(client(0), 1, 1, b"five");
+    cluster.append(client(1), 1, 1, b"six");
+    let acked = cluster.run_until(&all, 200, |c| c.disks[0].journal.contains_key(&6) && c.replica(1).commit_min() == 6);
+    assert!(acked, "R0 holds ops 5 and 6 and R1 committed them");
+
+    cluster.crash(0);
+    cluster.rot_body(0, 5);
+    cluster.restart(0);
+    assert_eq!(cluster.replica(0).op(), 6, "op 5's header keeps the chain to op 6");
+    assert!(!cluster.replica(0).has_body(5));
+    assert_ne!(cluster.status(0), Status::Recovering, "R0's head is certain");
+
+    cluster.crash(1);
+    let sent_before = cluster.sent.len();
+    let survivors = [0, 2];
+    let started = cluster.run_until(&survivors, 2_000, |c| {
+        let view = c.replica(2).view();
+        view >= 2 && survivors.iter().all(|&r| normal_in(c, r, view))
+    });
+    assert!(started, "R0 and R2 form a view without R1");
+    for envelope in &cluster.sent[sent_before..] {
+        if envelope.from == Sender::Replica(0) && is(envelope, Command::DoViewChange) {
+            let nacks = envelope.message.header.do_view_change_nacks().expect("a do_view_change states its nacks");
+            assert!(nacks.floor >= 6, "R0 nacks nothing it may have acknowledged: floor {}", nacks.floor);
+        }
+    }
+    cluster.restart(1);
+    let converged = cluster.run_until(&all, 2_000, |c| all.iter().all(|&r| c.replica(r).commit_min() == 6));
+    assert!(converged, "op 5 is repaired and every replica applies ops 5 and 6");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}

@@ -60,6 +60,9 @@ pub struct Disk {
     /// reports itself faulty at the next start, as the real journal's scan
     /// does for a slot its header ring names but that no longer reads back.
     pub rotten: BTreeSet<u64>,
+    /// Rotten ops whose header the journal still knows from its copy
+    /// (`Cluster::rot_body`): a subset of `rotten`.
+    pub rotten_named: BTreeMap<u64, Header>,
 }
 
 impl Disk {
@@ -76,6 +79,7 @@ impl Disk {
             checkpoint: None,
             journal: BTreeMap::new(),
             rotten: BTreeSet::new(),
+            rotten_named: BTreeMap::new(),
         }
     }
 }
@@ -323,6 +327,7 @@ impl Cluster {
             checkpoint: disk.checkpoint.clone(),
             entries: disk.journal.values().cloned().collect(),
             faulty_ops: disk.rotten.iter().copied().collect(),
+            faulty_headers: disk.rotten_named.values().copied().collect(),
         };
         self.seed += 1;
         let replica = Replica::open(self.config(r), AppendLog::default(), recovered)
@@ -338,6 +343,16 @@ impl Cluster {
         let disk = &mut self.disks[r as usize];
         assert!(disk.journal.remove(&op).is_some(), "op {op} is in replica {r}'s journal");
         disk.rotten.insert(op);
+    }
+
+    /// The journal slot of `op` rots on `r`'s disk (down), its header copy
+    /// intact: the body is gone, the header is known.
+    pub fn rot_body(&mut self, r: u8, op: u64) {
+        assert!(!self.is_up(r), "rot a slot while the replica is down");
+        let disk = &mut self.disks[r as usize];
+        let (header, _) = disk.journal.remove(&op).unwrap_or_else(|| panic!("op {op} is in replica {r}'s journal"));
+        disk.rotten.insert(op);
+        disk.rotten_named.insert(op, header);
     }
 
     /// `r` (down) lost its state but not its superblock (both checkpoint
@@ -446,12 +461,14 @@ impl Cluster {
                 let header = message.header;
                 disk.journal.insert(header.op, (header, message.body.to_vec()));
                 disk.rotten.remove(&header.op);
+                disk.rotten_named.remove(&header.op);
                 let replica = self.replicas[r as usize].as_mut().expect("running");
                 replica.on_prepare_durable(header.op, header.checksum);
             }
             Action::TruncateLog { after_op } => {
                 disk.journal.retain(|op, _| *op <= after_op);
                 disk.rotten.retain(|op| *op <= after_op);
+                disk.rotten_named.retain(|op, _| *op <= after_op);
             }
             Action::WriteSuperblock { state } => {
                 assert!(state.view >= disk.superblock.view, "the superblock's view never goes back");
@@ -462,6 +479,7 @@ impl Cluster {
                 disk.checkpoint = Some(checkpoint);
                 disk.journal.retain(|op, _| *op > through);
                 disk.rotten.retain(|op| *op > through);
+                disk.rotten_named.retain(|op, _| *op > through);
             }
         }
     }
