@@ -2142,7 +2142,7 @@ impl<I: Io> PrepareJournal<I> {
     /// exchange, a rename replaces the journal and the next compaction
     /// starts from a fresh sparse file (correct, only slower).
     pub async fn drain(&mut self, through_op: u64) -> Result<(), JournalError> {
-        self.drain_keeping_faulty(through_op, &BTreeMap::new()).await
+        self.drain_keeping_faulty(through_op, None, &BTreeMap::new()).await
     }
 
     /// `drain`, and the compacted file keeps the evidence that each op of
@@ -2155,9 +2155,10 @@ impl<I: Io> PrepareJournal<I> {
     async fn drain_keeping_faulty(
         &mut self,
         through_op: u64,
+        anchor_checksum: Option<u128>,
         faulty: &BTreeMap<u64, Option<Header>>,
     ) -> Result<(), JournalError> {
-        match self.stage_drain_keeping_faulty(through_op, faulty).await? {
+        match self.stage_drain_keeping_faulty(through_op, anchor_checksum, faulty).await? {
             Some(staged) => self.install_drain(staged).await,
             None => Ok(()),
         }
@@ -2168,10 +2169,14 @@ impl<I: Io> PrepareJournal<I> {
     /// run beside other files' fsyncs (the checkpoint's, the partition
     /// log's) before the checkpoint is durable; `install_drain` makes it
     /// the journal, and nothing may be written to the journal between the
-    /// two (asserted). `None`: nothing to compact.
+    /// two (asserted). `None`: nothing to compact. `anchor_checksum`: the
+    /// checksum of op `through_op` as the checkpoint knows it, which the
+    /// compacted file records as its snapshot's; without it, what the
+    /// journal holds of that op or the op after it.
     pub(crate) async fn stage_drain_keeping_faulty(
         &mut self,
         through_op: u64,
+        anchor_checksum: Option<u128>,
         faulty: &BTreeMap<u64, Option<Header>>,
     ) -> Result<Option<StagedDrain>, JournalError> {
         self.check_writable()?;
@@ -2183,10 +2188,11 @@ impl<I: Io> PrepareJournal<I> {
             .op_head
             .filter(|&head| head >= through_op)
             .ok_or(JournalError::DrainBeyondHead { through_op, op_max: self.op_head })?;
-        let snapshot_checksum = self
-            .headers
-            .get(&through_op)
-            .map(|header| header.checksum)
+        // The checkpoint's anchor first: the journal may hold a stale
+        // version of the op (after a state transfer), or neither it nor the
+        // op after it (both faulty).
+        let snapshot_checksum = anchor_checksum
+            .or_else(|| self.headers.get(&through_op).map(|header| header.checksum))
             .or_else(|| self.headers.get(&(through_op + 1)).map(|next| next.parent));
         let file_header = FileHeader {
             cluster: self.config.cluster,

@@ -8,7 +8,7 @@ use shoal_sim::disk::DiskFaults;
 use shoal_sim::{SimIo, block_on_ready};
 use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::conformance::{Chain, config};
-use shoal_vsr::journal::{PrepareJournal, Recovery, journal_path};
+use shoal_vsr::journal::{JournalError, PrepareJournal, Recovery, journal_path};
 
 const SLOT_COUNT: u64 = 16;
 const DIR: &str = "/data/faults";
@@ -799,4 +799,38 @@ fn a_rotten_prepare_whose_copy_survives_is_reported_with_its_header() {
     let scan = block_on_ready(journal.scan()).unwrap();
     assert_eq!(scan.corrupt_ops, vec![3, 4]);
     assert_eq!(scan.corrupt_headers, vec![header_3], "op 3's copy names it; op 4's copy rotted too");
+}
+
+/// A checkpoint at op 4 while ops 4 and 5 (the head) are both faulty: the
+/// journal holds neither op 4's header nor op 5's parent, so the compacted file
+/// used to record no snapshot checksum, and a repair of op 5 that chains
+/// to nothing was taken. The checkpoint's anchor is the checksum of op 4:
+/// the compacted file records it, and a repair must chain to it.
+#[test]
+fn a_compaction_records_the_checkpoints_anchor_when_the_journal_lost_it() {
+    let io = SimIo::new(23);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 5, true);
+    let (anchor, header_5) = (journal.header(4).unwrap().checksum, *journal.header(5).unwrap());
+    let body_5 = block_on_ready(journal.read(5)).unwrap().1;
+    drop(journal);
+    let path = journal_file();
+    let config = config(SLOT_COUNT);
+    io.disk().corrupt_sector(&path, config.slot_offset(4)).unwrap();
+    io.disk().corrupt_sector(&path, config.slot_offset(5)).unwrap();
+    let (mut journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![4, 5]);
+    block_on_ready(journal.drain_to(4, anchor)).unwrap();
+    drop(journal);
+    let (mut journal, recovery) = open(&io);
+    assert_eq!(recovery.repair_ops, vec![5], "op 5 is still faulty after the compaction");
+    let mut forged = header_5;
+    forged.parent ^= 1;
+    forged.set_checksums(&body_5);
+    assert!(
+        matches!(block_on_ready(journal.write_repair(&forged, &body_5)), Err(JournalError::ParentMismatch { op: 5 })),
+        "a repair that does not chain to the checkpoint's anchor is refused"
+    );
+    block_on_ready(journal.write_repair(&header_5, &body_5)).expect("the true op 5 chains to the anchor");
 }

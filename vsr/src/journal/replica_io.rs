@@ -192,7 +192,7 @@ impl<I: Io> PrepareJournal<I> {
     async fn stage_drain_to_inner(
         &mut self,
         through_op: u64,
-        _anchor_checksum: u128,
+        anchor_checksum: u128,
         skip_corrupt: bool,
     ) -> Result<(Option<StagedDrain>, Vec<u64>), JournalError> {
         // `drain` carries what the index holds, and recovery keeps a prepare
@@ -245,7 +245,7 @@ impl<I: Io> PrepareJournal<I> {
                 return Ok((None, corrupt_live));
             }
         }
-        let staged = self.stage_drain_keeping_faulty(through_op, &faulty).await?;
+        let staged = self.stage_drain_keeping_faulty(through_op, Some(anchor_checksum), &faulty).await?;
         Ok((staged, corrupt_live))
     }
 
