@@ -82,6 +82,7 @@ pub const MARKS: &[&str] = &[
     SHARD_FRAME_CROSSED_IN,
     SHARD_FRAME_CROSSED_OUT,
     SHARD_FRAME_WAITED_IN_INBOX,
+    STALE_HEARTBEAT_IGNORED,
     STATE_DATA_ASKED_ON_ARRIVAL,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
@@ -133,6 +134,11 @@ pub const STATE_DATA_ASKED_ON_ARRIVAL: &str = "state_data_asked_on_arrival";
 /// A restart kept a faulty op's header (from its journal copy) in the log
 /// without a body: the log's chain reaches the valid prepares above it.
 pub const FAULTY_HEADER_KEPT_IN_LOG: &str = "faulty_header_kept_in_log";
+
+/// A backup took a commit heartbeat from its primary that named an op below
+/// one the primary had already shown (a late copy) and did not count it as
+/// a sign of life.
+pub const STALE_HEARTBEAT_IGNORED: &str = "stale_heartbeat_ignored";
 
 /// Recovery found a slot header a misdirected write put there (filler or
 /// another slot's header) and nothing naming the slot's op: unknown, so

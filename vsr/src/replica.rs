@@ -1363,7 +1363,13 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_message("prepare_during_view_change");
         }
         if header.view == self.view && !self.is_primary() && header.replica == self.primary_index(self.view) {
-            self.normal_timeout.reset();
+            // Only a prepare the primary has not shown before says it is
+            // alive now: a late copy of an old one (a delayed or duplicated
+            // frame) kept a dead primary's backups waiting for seconds
+            // (swarm seed 43244).
+            if header.op > self.primary_op {
+                self.normal_timeout.reset();
+            }
             self.primary_op = self.primary_op.max(header.op);
             self.advance_commit_max(header.commit);
         }
@@ -1384,7 +1390,15 @@ impl<S: StateMachine> Replica<S> {
         if header.replica != self.primary_index(self.view) {
             return self.drop_message("commit_not_from_primary");
         }
-        self.normal_timeout.reset();
+        // A heartbeat naming an op below one the primary already showed is
+        // a late copy, not a sign of life (as for prepares, `on_prepare`).
+        // Not the commit number: a backup may know commits the view's new
+        // primary has yet to learn.
+        if header.op >= self.primary_op {
+            self.normal_timeout.reset();
+        } else {
+            crate::marks::hit(crate::marks::STALE_HEARTBEAT_IGNORED);
+        }
         self.primary_op = self.primary_op.max(header.op);
         self.advance_commit_max(header.commit);
         self.commit_journal();

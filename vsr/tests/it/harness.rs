@@ -215,6 +215,12 @@ impl Cluster {
         panic!("more than {DELIVERIES_MAX} deliveries: the story livelocks");
     }
 
+    /// Queue `envelope` again, as a network that delays or duplicates a
+    /// message delivers it long after it was sent.
+    pub fn redeliver_later(&mut self, envelope: Envelope) {
+        self.queue.push(envelope);
+    }
+
     pub fn deliver_all(&mut self) -> usize {
         self.deliver_where(|_| true)
     }

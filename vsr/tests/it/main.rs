@@ -13,6 +13,7 @@ mod replica_bad_input;
 mod request_queue;
 mod stale_dvc;
 mod stale_input;
+mod stale_prepares;
 mod state_transfer_chunks;
 mod stories;
 mod stories_state;
