@@ -453,6 +453,11 @@ pub struct Replica<S: StateMachine> {
     repair_rounds: u64,
     /// The primary's op as last heard (commit heartbeats, prepares).
     primary_op: u64,
+    /// The highest op this view's primary has shown this backup, in its
+    /// own prepares and heartbeats (not `primary_op`, which any late
+    /// prepare may raise): only a frame above it, or a heartbeat at it,
+    /// says the primary is alive now and resets the normal timeout.
+    primary_shown_op: u64,
     /// See `DurableState::rejoining`. Invariant: implies `Status::Recovering`.
     rejoining: bool,
     /// Echoed by peers' answers to this rejoin, so an answer to an older
@@ -609,6 +614,7 @@ impl<S: StateMachine> Replica<S> {
             repair_timeout: Timeout::new("repair", REPAIR_TICKS, 0),
             repair_rounds: 0,
             primary_op: 0,
+            primary_shown_op: 0,
             rejoining: recovered.durable.rejoining,
             rejoin_nonce: 0,
             rejoin_views: BTreeMap::new(),
@@ -1367,8 +1373,9 @@ impl<S: StateMachine> Replica<S> {
             // alive now: a late copy of an old one (a delayed or duplicated
             // frame) kept a dead primary's backups waiting for seconds
             // (swarm seed 43244).
-            if header.op > self.primary_op {
+            if header.op > self.primary_shown_op {
                 self.normal_timeout.reset();
+                self.primary_shown_op = header.op;
             }
             self.primary_op = self.primary_op.max(header.op);
             self.advance_commit_max(header.commit);
@@ -1394,8 +1401,9 @@ impl<S: StateMachine> Replica<S> {
         // a late copy, not a sign of life (as for prepares, `on_prepare`).
         // Not the commit number: a backup may know commits the view's new
         // primary has yet to learn.
-        if header.op >= self.primary_op {
+        if header.op >= self.primary_shown_op {
             self.normal_timeout.reset();
+            self.primary_shown_op = header.op;
         } else {
             crate::marks::hit(crate::marks::STALE_HEARTBEAT_IGNORED);
         }
@@ -2332,6 +2340,7 @@ impl<S: StateMachine> Replica<S> {
         let random = self.next_random();
         self.normal_timeout.start(random);
         self.primary_op = header.op;
+        self.primary_shown_op = header.op;
         self.advance_commit_max(header.commit.min(header.op));
         let truncate_after = self.install_log(header.op, &headers);
         self.last_timestamp = self.newest_timestamp();

@@ -20,7 +20,9 @@ use shoal_vsr::header::Command;
 use shoal_vsr::message::decode_headers;
 use shoal_vsr::replica::Status;
 
-use crate::harness::{Cluster, Envelope, Sender, client, normal_in, register_clients};
+use crate::harness::{
+    Cluster, Envelope, Sender, client, normal_in, register_clients, start_view_1_without_r0_then_heal,
+};
 
 fn is(envelope: &Envelope, command: Command) -> bool {
     envelope.message.header.command == command
@@ -36,12 +38,7 @@ fn all_normal_in_view_1_with_headers_through_4() -> Cluster {
     cluster.run(&all, 5);
     assert!(all.iter().all(|&r| cluster.replica(r).commit_min() == 4));
 
-    cluster.cut(&[0], &[1, 2]);
-    let started = cluster.run_until(&[1, 2], 1_000, |c| normal_in(c, 1, 1) && normal_in(c, 2, 1));
-    assert!(started, "R1 starts view 1 with R2");
-    cluster.heal();
-    let joined = cluster.run_until(&all, 1_000, |c| all.iter().all(|&r| normal_in(c, r, 1)));
-    assert!(joined, "R0 installs view 1's start_view");
+    start_view_1_without_r0_then_heal(&mut cluster);
     for r in all {
         let named: Vec<u64> = cluster.disks[r as usize].superblock.view_headers.iter().map(|h| h.op).collect();
         assert_eq!(named.first(), Some(&4), "R{r}'s durable view headers name its head");

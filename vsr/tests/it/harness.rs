@@ -537,6 +537,19 @@ pub fn register_clients(cluster: &mut Cluster, primary: u8, count: u32) {
 }
 
 /// Replica `r` is up and in normal status in `view`.
+/// View 1 (primary R1) starts without R0, cut off from both peers, then
+/// R0 comes back and installs view 1's start_view: all three Normal in
+/// view 1, R0's log of it from R1's start_view.
+pub fn start_view_1_without_r0_then_heal(cluster: &mut Cluster) {
+    let all = [0, 1, 2];
+    cluster.cut(&[0], &[1, 2]);
+    let started = cluster.run_until(&[1, 2], 1_000, |c| normal_in(c, 1, 1) && normal_in(c, 2, 1));
+    assert!(started, "R1 starts view 1 with R2");
+    cluster.heal();
+    let joined = cluster.run_until(&all, 1_000, |c| all.iter().all(|&r| normal_in(c, r, 1)));
+    assert!(joined, "R0 installs view 1's start_view");
+}
+
 pub fn normal_in(cluster: &Cluster, r: u8, view: u64) -> bool {
     cluster.is_up(r) && cluster.replica(r).view() == view && cluster.replica(r).status() == Status::Normal
 }

@@ -11,7 +11,7 @@
 
 use shoal_vsr::header::Command;
 
-use crate::harness::{Cluster, Envelope, Sender, normal_in, register_clients};
+use crate::harness::{Cluster, Envelope, Sender, normal_in, register_clients, start_view_1_without_r0_then_heal};
 
 #[test]
 fn late_copies_of_a_dead_primarys_old_prepares_do_not_keep_its_backups_waiting() {
@@ -49,5 +49,42 @@ fn late_copies_of_a_dead_primarys_old_prepares_do_not_keep_its_backups_waiting()
         }
     }
     assert!(view_started, "the backups start a view without the dead primary despite its late prepares");
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
+/// The other side: a live primary's heartbeats keep counting even after a
+/// late prepare of an older view, naming an op far above this view's head,
+/// raised what the backup believes the primary holds (`primary_op`, which
+/// drives repair). The timeout rule looks only at what this view's primary
+/// itself has shown; judged by `primary_op`, the backup would start a view
+/// change every normal timeout while its primary is alive and idle.
+#[test]
+fn a_late_old_view_prepare_above_the_head_does_not_silence_a_live_primary() {
+    let all = [0, 1, 2];
+    let mut cluster = Cluster::new(3);
+    register_clients(&mut cluster, 0, 2);
+    cluster.run(&all, 5);
+    let old_view_prepare = cluster
+        .sent
+        .iter()
+        .find(|e| e.from == Sender::Replica(0) && e.command() == Command::Prepare && e.to == 2)
+        .cloned()
+        .expect("view 0's primary sent R2 a prepare");
+
+    start_view_1_without_r0_then_heal(&mut cluster);
+    let head = cluster.replica(1).op();
+
+    // A late copy of a view-0 prepare, re-sealed at an op far above the head.
+    let mut late = old_view_prepare;
+    let mut header = late.message.header;
+    header.op = head + 10;
+    header.set_checksums(&late.message.body);
+    late.message = shoal_vsr::message::Message::new(header, late.message.body.clone());
+    cluster.redeliver_later(late);
+    cluster.deliver_all();
+
+    // The primary is alive and idle: its heartbeats must keep R2 in view 1.
+    cluster.run(&all, 300);
+    assert!(all.iter().all(|&r| normal_in(&cluster, r, 1)), "no view change while view 1's primary is alive");
     assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
 }
