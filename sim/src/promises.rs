@@ -34,8 +34,12 @@ pub enum Promise {
     /// `log_view`, nacking nothing at or below `nack_floor` (0 when it
     /// states no nacks).
     DoViewChange { view: u64, log_view: u64, nack_floor: u64 },
-    /// prepare_ok of `op` whose prepare has checksum `checksum`.
-    Prepare { op: u64, checksum: u128 },
+    /// prepare_ok of `op` whose prepare has checksum `checksum`, sent with
+    /// every op from `prefix_from` (the sender's commit point + 1) up to it
+    /// held: those must be durable with their copies too (a backup
+    /// acknowledges the whole prefix, and the journal's gap rule relies on
+    /// it: `PrepareJournal::open_above`).
+    Prepare { op: u64, checksum: u128, prefix_from: u64 },
 }
 
 impl Promise {
@@ -52,7 +56,9 @@ impl Promise {
                 nack_floor: header.do_view_change_nacks().map_or(0, |nacks| nacks.floor),
             }),
             // A prepare_ok carries the prepare's checksum in `parent`.
-            Command::PrepareOk => Some(Promise::Prepare { op: header.op, checksum: header.parent }),
+            Command::PrepareOk => {
+                Some(Promise::Prepare { op: header.op, checksum: header.parent, prefix_from: header.commit + 1 })
+            }
             _ => None,
         }
     }
@@ -66,8 +72,12 @@ impl Promise {
     /// landing on one of them is the disk's lie, not the sender's.
     pub fn journal_ranges(&self, config: &JournalConfig) -> Vec<(u64, u64)> {
         match *self {
-            Promise::Prepare { op, .. } => std::iter::once((config.slot_offset(op), config.slot_size_bytes()))
-                .chain(config.header_copy_offsets(op).map(|offset| (offset, HEADER_SIZE_BYTES as u64)))
+            Promise::Prepare { op, prefix_from, .. } => prefix_ops(op, prefix_from, config)
+                .flat_map(|op| {
+                    std::iter::once((config.slot_offset(op), config.slot_size_bytes()))
+                        .chain(config.header_copy_offsets(op).map(|offset| (offset, HEADER_SIZE_BYTES as u64)))
+                        .collect::<Vec<_>>()
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -107,7 +117,12 @@ where
     C: FnOnce() -> Option<Vec<u8>>,
 {
     match promise {
-        Promise::Prepare { op, checksum } => check_prepare(op, checksum, config, files.journal, files.checkpoint),
+        Promise::Prepare { op, checksum, prefix_from } => {
+            let checkpoint_op =
+                (files.checkpoint)().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
+            check_prepare(op, checksum, config, &files.journal, || checkpoint_op)?;
+            check_prefix(op, prefix_from, config, &files.journal, checkpoint_op)
+        }
         Promise::DoViewChange { view, log_view, nack_floor } => {
             let superblock_bytes = (files.superblock)();
             let state = check_view(Promise::ViewAndLogView { view, log_view }, superblock_bytes.as_deref())?;
@@ -201,7 +216,7 @@ pub fn check_prepare(
     checksum: u128,
     config: &JournalConfig,
     journal: impl Fn(u64, usize) -> Option<Vec<u8>>,
-    checkpoint_bytes: impl FnOnce() -> Option<Vec<u8>>,
+    checkpoint_op: impl FnOnce() -> u64,
 ) -> Result<(), String> {
     let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
     let snapshot_op = decode_file_snapshot_op(&file_header).unwrap_or(0);
@@ -215,7 +230,7 @@ pub fn check_prepare(
     if slot_holds && copy_holds {
         return Ok(());
     }
-    let checkpoint_op = checkpoint_bytes().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
+    let checkpoint_op = checkpoint_op();
     if op <= checkpoint_op {
         return Ok(());
     }
@@ -229,6 +244,42 @@ pub fn check_prepare(
         "prepare_ok for op {op} (checksum {checksum:#x}) but the durable {what} holds {held} \
          (durable snapshot_op {snapshot_op}, checkpoint op {checkpoint_op})"
     ))
+}
+
+/// The ops of a prepare_ok's prefix, `op` last (always in it: an ok of an
+/// op at or below the sender's commit point, telling a new primary it is
+/// committed, has no prefix): at most a journal's worth (older ones are
+/// checkpointed, or the replica could not hold them).
+fn prefix_ops(op: u64, prefix_from: u64, config: &JournalConfig) -> impl Iterator<Item = u64> {
+    prefix_from.min(op).max(op.saturating_sub(config.slot_count - 1))..=op
+}
+
+/// The prefix a prepare_ok promises below its own op: each op in it is
+/// durable in its slot with a copy that names the same prepare (any
+/// version: the replica's log may have moved on since), or checkpointed.
+/// A prefix op with a write still in flight, acknowledged past, is what the
+/// journal's gap rule could cut off after a crash.
+fn check_prefix(
+    op: u64,
+    prefix_from: u64,
+    config: &JournalConfig,
+    journal: &impl Fn(u64, usize) -> Option<Vec<u8>>,
+    checkpoint_op: u64,
+) -> Result<(), String> {
+    let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
+    let covered = decode_file_snapshot_op(&file_header).unwrap_or(0).max(checkpoint_op);
+    for below in prefix_ops(op, prefix_from, config).filter(|&below| below < op && below > covered) {
+        let slot = durable_slot(journal, config, below).filter(|header| header.op == below);
+        let named = slot.zip(durable_copy(journal, config, below)).is_some_and(|(slot, copy)| slot == copy);
+        if !named {
+            return Err(format!(
+                "prepare_ok for op {op} promises every op from {prefix_from}, but op {below} is not durable with its \
+                 copy (slot: {}, covered through {covered})",
+                slot.map_or("no valid prepare".to_string(), |header| format!("checksum {:#x}", header.checksum))
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The valid prepare header in `op`'s slot of the durable journal, body
@@ -285,7 +336,7 @@ mod tests {
         let config = JournalConfig { slot_count: 8, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
         let journal = vec![0u8; config.file_size_bytes() as usize];
         let zeroed = |offset: u64, len: usize| Some(journal[offset as usize..offset as usize + len].to_vec());
-        assert!(check_prepare(3, 7, &config, zeroed, || None).is_err());
-        assert!(check_prepare(3, 7, &config, |_, _| None, || None).is_err());
+        assert!(check_prepare(3, 7, &config, zeroed, || 0).is_err());
+        assert!(check_prepare(3, 7, &config, |_, _| None, || 0).is_err());
     }
 }

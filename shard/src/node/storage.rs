@@ -214,8 +214,11 @@ pub enum Promise {
     /// A do_view_change (`log_view` from its context) or a start_view
     /// (`log_view == view`): the durable view and log_view are at least these.
     ViewAndLogView { view: u64, log_view: u64 },
-    /// A prepare_ok: the prepare `op` with `checksum` survives a crash.
-    Prepare { op: u64, checksum: u128 },
+    /// A prepare_ok: the prepare `op` with `checksum` survives a crash, and
+    /// so does every op from `prefix_from` (the sender's commit point + 1)
+    /// below it: a backup acknowledges the whole prefix, and the journal's
+    /// gap rule relies on it (`PrepareJournal::open_above`).
+    Prepare { op: u64, checksum: u128, prefix_from: u64 },
 }
 // A client reply promises nothing of the sender's own disk: it answers a
 // committed op, durable on a quorum by the prepare_oks that committed it
@@ -235,7 +238,9 @@ impl Promise {
             Command::StartView => Some(Promise::ViewAndLogView { view: header.view, log_view: header.view }),
             Command::DoViewChange => Some(Promise::ViewAndLogView { view: header.view, log_view: header.context }),
             // A prepare_ok carries the prepare's checksum in `parent`.
-            Command::PrepareOk => Some(Promise::Prepare { op: header.op, checksum: header.parent }),
+            Command::PrepareOk => {
+                Some(Promise::Prepare { op: header.op, checksum: header.parent, prefix_from: header.commit + 1 })
+            }
             _ => None,
         }
     }
@@ -822,10 +827,19 @@ impl<I: Io> GroupStorage<I> {
             )),
             // A checkpoint that covers the op vouches for it too.
             Promise::Prepare { op, .. } if op <= self.journal.snapshot_op() => Ok(()),
-            Promise::Prepare { op, checksum } => match prepare_durable(op) {
-                Some(durable) if durable == checksum => Ok(()),
-                Some(_) => Err(format!("the durable prepare at op {op} has another checksum")),
+            Promise::Prepare { op, checksum, prefix_from } => match prepare_durable(op) {
+                Some(durable) if durable != checksum => {
+                    Err(format!("the durable prepare at op {op} has another checksum"))
+                }
                 None => Err(format!("prepare op {op} is not durable in the journal")),
+                // An ok of an op at or below the sender's commit point (telling
+                // a new primary it is committed) has no prefix.
+                Some(_) => match self.unsynced_ops.range(prefix_from.min(op)..op).next() {
+                    Some((below, _)) => {
+                        Err(format!("op {below}, below prepare op {op} in its prefix, is not durable yet"))
+                    }
+                    None => Ok(()),
+                },
             },
         }
     }

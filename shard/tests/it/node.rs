@@ -410,7 +410,9 @@ fn a_loaded_backup_writes_each_turns_ring_copies_with_the_next_turns_prepares() 
     assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 1: one fdatasync");
     assert_eq!(nodes[1].io().writes_to(&journal)[writes..], [(config.slot_offset(3), 512)], "the prepare only");
     assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3's ring copy is not durable yet");
-    assert!(nodes[1].group(0).storage().check_durable(Promise::Prepare { op: 3, checksum: 0 }).is_err());
+    assert!(
+        nodes[1].group(0).storage().check_durable(Promise::Prepare { op: 3, checksum: 0, prefix_from: 3 }).is_err()
+    );
     assert_eq!(nodes[1].group(0).prepares_unflushed(), 1);
 
     let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
@@ -499,14 +501,14 @@ fn storage_vouches_for_a_prepare_only_while_it_is_durable() {
     block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut world)).expect("runs");
     let (_, prepare) = world.to_replicas.pop().expect("the primary broadcast its prepare");
     let checksum = prepare.header.checksum;
-    let promise = Promise::Prepare { op: 1, checksum };
+    let promise = Promise::Prepare { op: 1, checksum, prefix_from: 1 };
     let storage = nodes[1].group(0).storage();
     assert!(storage.check_durable(promise).is_err(), "not written on the backup yet");
     assert!(nodes[0].group(0).storage().check_durable(promise).is_ok(), "written and fsynced on the primary");
     let mut backup_world = Recorder::default();
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut backup_world)).expect("runs");
     assert!(nodes[1].group(0).storage().check_durable(promise).is_ok());
-    let other = Promise::Prepare { op: 1, checksum: checksum ^ 1 };
+    let other = Promise::Prepare { op: 1, checksum: checksum ^ 1, prefix_from: 1 };
     assert!(nodes[1].group(0).storage().check_durable(other).is_err(), "another prepare at the same op");
 }
 
@@ -1094,7 +1096,8 @@ fn a_prepare_staged_again_while_its_old_write_is_fsynced_is_not_durable_by_that_
     let newer = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
     assert_eq!((old.header.op, newer.header.op), (3, 3));
     assert_ne!(old.header.checksum, newer.header.checksum);
-    let promise = |m: &Message| Promise::Prepare { op: m.header.op, checksum: m.header.checksum };
+    let promise =
+        |m: &Message| Promise::Prepare { op: m.header.op, checksum: m.header.checksum, prefix_from: m.header.op };
 
     let io = MemIo::default();
     let mut storage = block_on(GroupStorage::format(&io, Path::new("/data"), storage_config(1))).expect("format");
@@ -1121,4 +1124,39 @@ fn a_prepare_staged_again_while_its_old_write_is_fsynced_is_not_durable_by_that_
     assert_eq!(durable, [(3, newer.header.checksum)]);
     assert_eq!(storage.check_durable(promise(&newer)), Ok(()));
     assert!(storage.check_durable(promise(&old)).is_err());
+}
+
+/// A prepare_ok promises its whole prefix (every op from the sender's
+/// commit point + 1 up to it), not only its own prepare: the journal's gap
+/// rule (`PrepareJournal::open_above`) cuts off an unknown slot above an
+/// empty one, which is sound only if no acknowledged op ever sits above a
+/// prefix op whose write was still in flight. Op 3 durable, op 2 staged
+/// again (a repair's write, not yet flushed): an ok for op 3 from commit
+/// point 1 waits for op 2's flush.
+#[test]
+fn a_prepare_ok_waits_for_every_op_of_its_prefix() {
+    let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
+    let op_3 = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
+    let op_2 = {
+        let (header, body) = block_on(nodes[0].group(0).storage().journal().read(2)).expect("op 2 is in the journal");
+        Message::new(header, Rc::from(body))
+    };
+    let io = MemIo::default();
+    let mut storage = block_on(GroupStorage::format(&io, Path::new("/data"), storage_config(1))).expect("format");
+    for message in [&op_2, &op_3] {
+        storage.stage_prepare(&message.header);
+        block_on(storage.write_prepare(message)).expect("writes");
+    }
+    block_on(storage.flush_prepares()).expect("ops 2 and 3 durable with their copies");
+    let ok = |prefix_from| Promise::Prepare { op: 3, checksum: op_3.header.checksum, prefix_from };
+    assert_eq!(storage.check_durable(ok(2)), Ok(()));
+
+    storage.stage_prepare(&op_2.header);
+    block_on(storage.write_prepare(&op_2)).expect("op 2 written again");
+    assert_eq!(storage.check_durable(ok(3)), Ok(()), "an ok whose prefix starts at op 3 promises op 3 only");
+    assert_eq!(storage.check_durable(ok(9)), Ok(()), "an ok of an op below the commit point has no prefix");
+    let waits = storage.check_durable(ok(2)).expect_err("op 2's write is not durable yet");
+    assert!(waits.contains("op 2"), "{waits}");
+    block_on(storage.flush_prepares()).expect("op 2 durable again");
+    assert_eq!(storage.check_durable(ok(2)), Ok(()));
 }

@@ -50,10 +50,10 @@ fn a_prepare_ok_needs_the_fsync_not_only_the_write() {
     let path = journal_path(dir, 9);
     let durable = |offset, len| io.disk().contents_durable_range(&path, offset, len);
     // Written to the page cache: a crash now would lose it.
-    assert!(check_prepare(1, header.checksum, &config, durable, || None).is_err());
+    assert!(check_prepare(1, header.checksum, &config, durable, || 0).is_err());
     block_on_ready(journal.sync()).unwrap();
-    assert_eq!(check_prepare(1, header.checksum, &config, durable, || None), Ok(()));
-    let other = check_prepare(1, header.checksum ^ 1, &config, durable, || None);
+    assert_eq!(check_prepare(1, header.checksum, &config, durable, || 0), Ok(()));
+    let other = check_prepare(1, header.checksum ^ 1, &config, durable, || 0);
     assert!(other.is_err(), "another prepare at the op does not keep the promise");
 }
 
@@ -72,10 +72,10 @@ fn a_prepare_ok_needs_the_ring_copy_durable_too() {
     let path = journal_path(dir, 9);
     let durable = |offset, len| io.disk().contents_durable_range(&path, offset, len);
     assert_eq!(block_on_ready(journal.flush()).unwrap(), Vec::<u64>::new(), "the prepare alone is durable");
-    let broken = check_prepare(1, header.checksum, &config, durable, || None).unwrap_err();
+    let broken = check_prepare(1, header.checksum, &config, durable, || 0).unwrap_err();
     assert!(broken.contains("header ring copy"), "{broken}");
     assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1], "now with its ring copy");
-    assert_eq!(check_prepare(1, header.checksum, &config, durable, || None), Ok(()));
+    assert_eq!(check_prepare(1, header.checksum, &config, durable, || 0), Ok(()));
 }
 
 /// A do_view_change's nack floor must survive a crash: in the durable
@@ -107,6 +107,34 @@ fn a_nack_floor_is_promised_only_once_durable() {
     assert!(check_floor(5).is_err(), "written, not yet durable");
     block_on_ready(journal.sync()).unwrap();
     assert_eq!(check_floor(5), Ok(()));
+}
+
+/// A prepare_ok promises every op from the sender's commit point + 1 up to
+/// its own (the journal's gap rule relies on it): with op 1's write only in
+/// the page cache, an ok for op 2 from commit point 0 breaks its promise,
+/// while one from commit point 1 keeps it.
+#[test]
+fn a_prepare_ok_promises_its_whole_prefix() {
+    let io = SimIo::new(4);
+    let dir = Path::new("/data");
+    let config = JournalConfig { slot_count: 16, message_size_max_bytes: 1024, cluster: 7, namespace: 9 };
+    let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
+    let op_2 = prepare(2, b"two");
+    block_on_ready(journal.write_prepare(&op_2, b"two")).unwrap();
+    block_on_ready(journal.sync()).unwrap();
+    block_on_ready(journal.write_prepare(&prepare(1, b"one"), b"one")).unwrap();
+    let path = journal_path(dir, 9);
+    let files = || DurableFiles {
+        journal: |offset, len| io.disk().contents_durable_range(&path, offset, len),
+        superblock: || None,
+        checkpoint: || None,
+    };
+    let ok = |prefix_from| Promise::Prepare { op: 2, checksum: op_2.checksum, prefix_from };
+    assert_eq!(promises::check(ok(2), &config, files()), Ok(()), "op 2 alone is durable");
+    let broken = promises::check(ok(1), &config, files()).unwrap_err();
+    assert!(broken.contains("op 1 is not durable"), "{broken}");
+    block_on_ready(journal.sync()).unwrap();
+    assert_eq!(promises::check(ok(1), &config, files()), Ok(()));
 }
 
 fn prepare(op: u64, body: &[u8]) -> Header {
