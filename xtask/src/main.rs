@@ -47,7 +47,11 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// and 1983 of swarm seeds 0..2000 when the simulator began to run one node
 /// per shard; `checkpoint_beside_partition_sync`, a checkpoint's staged file
 /// written and fsynced while the partition log synced, in 217 of swarm
-/// seeds 0..300 when the two began to overlap). A change that stops
+/// seeds 0..300 when the two began to overlap; `faulty_header_kept_in_log`,
+/// a lost body whose copy names its header kept in the log, and
+/// `stale_heartbeat_ignored`, a backup ignoring a late heartbeat, in 35 and
+/// 337 of swarm seeds 0..1000 in session 15; the gap rule's
+/// `journal_unknown_beyond_gap_torn` hit only 8 of them, too few to require). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -59,7 +63,8 @@ crash_during_restart,storage_error_during_restart,view_change_skipped_rejoining_
 frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_unreadable,journal_copies_carried,\
 journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,\
 rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
-checkpoint_beside_partition_sync,drain_staged_beside_checkpoint,state_data_asked_on_arrival";
+checkpoint_beside_partition_sync,drain_staged_beside_checkpoint,state_data_asked_on_arrival,\
+faulty_header_kept_in_log,stale_heartbeat_ignored";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];
