@@ -69,9 +69,10 @@ faulty_header_kept_in_log,stale_heartbeat_ignored";
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];
 /// Targeted scenarios CI sweeps beside swarm: the schedules that found the
-/// safety holes (deposed primaries, wiped disks, session eviction), at
-/// their full rates.
-const CI_TARGETED_SCENARIOS: [&str; 2] = ["view-churn", "session-churn"];
+/// safety holes (deposed primaries, wiped disks, session eviction, and
+/// disk-rot's misdirected writes and rot, where every storage hole of
+/// sessions 12-15 was found), at their full rates.
+const CI_TARGETED_SCENARIOS: [&str; 3] = ["view-churn", "session-churn", "disk-rot"];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 const CI_TARGETED_TIME_LIMIT: &str = "3m";
 
