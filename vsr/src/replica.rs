@@ -1794,13 +1794,14 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         let view_top = durable.view_headers.iter().map(|h| h.op).max().unwrap_or(0);
+        // Above the view headers, only prepares of log_view itself can be
+        // part of its log: a backup appends there only in its current
+        // view. A prepare of an older view that this replica had dropped
+        // (without truncating the journal) can chain onto the same parent
+        // and would otherwise come back to life here.
+        let stale = |header: &Header| header.op > view_top && header.view < durable.log_view;
         for (op, (header, body)) in &journal {
-            // Above the view headers, only prepares of log_view itself can be
-            // part of its log: a backup appends there only in its current
-            // view. A prepare of an older view that this replica had dropped
-            // (without truncating the journal) can chain onto the same parent
-            // and would otherwise come back to life here.
-            if *op > view_top && header.view < durable.log_view {
+            if stale(header) {
                 continue;
             }
             match self.log.get_mut(op) {
@@ -1816,8 +1817,7 @@ impl<S: StateMachine> Replica<S> {
         // so the same rules, without a body. The chain then reaches the
         // valid prepares above it, and the head stays certain.
         for header in faulty_headers {
-            let stale = header.op > view_top && header.view < durable.log_view;
-            if header.op > self.checkpoint_op && !stale && !self.log.contains_key(&header.op) {
+            if header.op > self.checkpoint_op && !stale(header) && !self.log.contains_key(&header.op) {
                 crate::marks::hit(crate::marks::FAULTY_HEADER_KEPT_IN_LOG);
                 self.log.insert(header.op, Entry { header: *header, body: None });
             }
