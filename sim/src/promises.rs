@@ -76,7 +76,6 @@ impl Promise {
                 .flat_map(|op| {
                     std::iter::once((config.slot_offset(op), config.slot_size_bytes()))
                         .chain(config.header_copy_offsets(op).map(|offset| (offset, HEADER_SIZE_BYTES as u64)))
-                        .collect::<Vec<_>>()
                 })
                 .collect(),
             _ => Vec::new(),
@@ -118,9 +117,17 @@ where
 {
     match promise {
         Promise::Prepare { op, checksum, prefix_from } => {
-            let checkpoint_op =
-                (files.checkpoint)().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
-            check_prepare(op, checksum, config, &files.journal, || checkpoint_op)?;
+            // Every prepare_ok is checked here: the checkpoint file is read
+            // only when a check needs it, and at most once.
+            let mut checkpoint_file = Some(files.checkpoint);
+            let mut checkpoint_op_read = None;
+            let mut checkpoint_op = || {
+                *checkpoint_op_read.get_or_insert_with(|| {
+                    let bytes = checkpoint_file.take().and_then(|read| read());
+                    bytes.and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op)
+                })
+            };
+            check_prepare(op, checksum, config, &files.journal, &mut checkpoint_op)?;
             check_prefix(op, prefix_from, config, &files.journal, checkpoint_op)
         }
         Promise::DoViewChange { view, log_view, nack_floor } => {
@@ -264,14 +271,22 @@ fn check_prefix(
     prefix_from: u64,
     config: &JournalConfig,
     journal: &impl Fn(u64, usize) -> Option<Vec<u8>>,
-    checkpoint_op: u64,
+    mut checkpoint_op: impl FnMut() -> u64,
 ) -> Result<(), String> {
-    let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
-    let covered = decode_file_snapshot_op(&file_header).unwrap_or(0).max(checkpoint_op);
-    for below in prefix_ops(op, prefix_from, config).filter(|&below| below < op && below > covered) {
+    // What the durable snapshot and checkpoint cover, read only for an op
+    // that is not durable with its copy.
+    let mut covered_read = None;
+    for below in prefix_ops(op, prefix_from, config).filter(|&below| below < op) {
         let slot = durable_slot(journal, config, below).filter(|header| header.op == below);
         let named = slot.zip(durable_copy(journal, config, below)).is_some_and(|(slot, copy)| slot == copy);
-        if !named {
+        if named {
+            continue;
+        }
+        let covered = *covered_read.get_or_insert_with(|| {
+            let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
+            decode_file_snapshot_op(&file_header).unwrap_or(0).max(checkpoint_op())
+        });
+        if below > covered {
             return Err(format!(
                 "prepare_ok for op {op} promises every op from {prefix_from}, but op {below} is not durable with its \
                  copy (slot: {}, covered through {covered})",
