@@ -76,6 +76,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use shoal_vsr::header::{MESSAGE_SIZE_MAX_BYTES, checksum};
 use shoal_vsr::{Io, IoFile, OpenMode};
@@ -163,7 +164,8 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> P
 struct Segment<F> {
     base_offset: u64,
     path: PathBuf,
-    file: F,
+    /// Shared with a sync running beside the log (`begin_sync`).
+    file: Rc<F>,
     /// End of the valid records; the next record goes here.
     size_bytes: u64,
     /// End of what the durable sync marker covers: every record below it was
@@ -476,6 +478,9 @@ pub struct PartitionLog<I: Io> {
     config: PartitionLogConfig,
     /// Sorted by base offset, contiguous; the last one is the active segment.
     segments: Vec<Segment<I::File>>,
+    /// A sync of the active segment runs beside the log (`begin_sync`):
+    /// nothing is written to the log until `end_sync`.
+    sync_in_flight: bool,
 }
 
 impl<I: Io> std::fmt::Debug for PartitionLog<I> {
@@ -643,6 +648,74 @@ async fn write_sync_marker<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
     Ok(())
 }
 
+/// What `PartitionLog::begin_sync` found to do.
+pub enum BeginSync<F> {
+    /// Every record is promised already.
+    Nothing,
+    /// An fsync failed since the last promise: call `sync`, which writes
+    /// the unpromised records again before it syncs them.
+    InPlace,
+    /// Run it (`SyncInFlight::run`), then hand its end to `end_sync`.
+    Running(SyncInFlight<F>),
+}
+
+/// A sync of the active segment that owns what it needs: the records'
+/// fsync, then the marker's write and fsync.
+pub struct SyncInFlight<F> {
+    file: Rc<F>,
+    path: PathBuf,
+    marker: SyncMarker,
+}
+
+// By hand: a derived impl would demand `F: Debug` of every backend.
+impl<F> std::fmt::Debug for SyncInFlight<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncInFlight").field("path", &self.path).field("marker", &self.marker).finish()
+    }
+}
+
+impl<F> std::fmt::Debug for BeginSync<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BeginSync::Nothing => f.write_str("Nothing"),
+            BeginSync::InPlace => f.write_str("InPlace"),
+            BeginSync::Running(sync) => f.debug_tuple("Running").field(sync).finish(),
+        }
+    }
+}
+
+/// How a `SyncInFlight` ended, for `PartitionLog::end_sync`.
+#[derive(Debug)]
+pub struct SyncEnded {
+    marker: SyncMarker,
+    /// Whether an fsync failed (the records must be written again), and why.
+    failure: Option<(bool, PartitionLogError)>,
+}
+
+impl SyncEnded {
+    /// Both fsyncs and the marker's write succeeded: `end_sync` promises.
+    pub fn succeeded(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+impl<F: IoFile> SyncInFlight<F> {
+    pub async fn run(self) -> SyncEnded {
+        let SyncInFlight { file, path, marker } = self;
+        let failure = match file.sync_data().await {
+            Err(error) => Some((true, io_error("sync", &path)(error))),
+            Ok(()) => {
+                let (result, _buf) = file.write_all_at(marker.encode_slots(), 0).await;
+                match result {
+                    Err(error) => Some((false, io_error("write", &path)(error))),
+                    Ok(()) => file.sync_data().await.err().map(|error| (false, io_error("sync", &path)(error))),
+                }
+            }
+        };
+        SyncEnded { marker, failure }
+    }
+}
+
 /// Make every record of `segment` durable and promised: records first, then
 /// the marker that covers them.
 async fn sync_segment<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
@@ -651,7 +724,7 @@ async fn sync_segment<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
         // clean: a retried fsync would promise records the device never got.
         // Rewriting them makes them dirty again.
         let start = segment.synced_size_bytes;
-        let bytes = read_at(&segment.file, &segment.path, start, (segment.size_bytes - start) as usize).await?;
+        let bytes = read_at(&*segment.file, &segment.path, start, (segment.size_bytes - start) as usize).await?;
         let (result, _buf) = segment.file.write_all_at(bytes, start).await;
         result.map_err(io_error("write", &segment.path))?;
     }
@@ -694,7 +767,7 @@ impl<I: Io> PartitionLog<I> {
             bases.push((base, path));
         }
         bases.sort();
-        let mut log = PartitionLog { io, dir: dir.to_path_buf(), config, segments: Vec::new() };
+        let mut log = PartitionLog { io, dir: dir.to_path_buf(), config, segments: Vec::new(), sync_in_flight: false };
         if bases.is_empty() {
             log.create_segment(0).await?;
             return Ok(log);
@@ -849,7 +922,7 @@ impl<I: Io> PartitionLog<I> {
         Ok(Segment {
             base_offset,
             path,
-            file,
+            file: Rc::new(file),
             size_bytes,
             synced_size_bytes: size_bytes,
             sync_sequence: marker.sequence,
@@ -888,7 +961,7 @@ impl<I: Io> PartitionLog<I> {
         let mut segment = Segment {
             base_offset,
             path,
-            file,
+            file: Rc::new(file),
             size_bytes,
             synced_size_bytes: marker.synced_size_bytes,
             sync_sequence: marker.sequence,
@@ -917,7 +990,7 @@ impl<I: Io> PartitionLog<I> {
         Ok(Segment {
             base_offset,
             path,
-            file,
+            file: Rc::new(file),
             size_bytes: SEGMENT_HEADER_SIZE_BYTES,
             synced_size_bytes: SEGMENT_HEADER_SIZE_BYTES,
             sync_sequence: 0,
@@ -1007,6 +1080,7 @@ impl<I: Io> PartitionLog<I> {
             return Err(PartitionLogError::BatchSize { count: 0 });
         };
         assert_eq!(first_offset, self.next_offset(), "a batch is encoded for the offsets the log appends next");
+        assert!(!self.sync_in_flight, "nothing is appended while a sync runs beside the log");
         let mut written = 0;
         while written < batch.len() {
             // The records that fit in the active segment from here.
@@ -1091,7 +1165,7 @@ impl<I: Io> PartitionLog<I> {
             let end = segment.record_end(last - 1);
             // Every byte of it is overwritten by the read: no zeroing first.
             let (result, bytes) =
-                shoal_vsr::io::read_exact_uninit_retrying(&segment.file, Vec::new(), (end - start) as usize, start)
+                shoal_vsr::io::read_exact_uninit_retrying(&*segment.file, Vec::new(), (end - start) as usize, start)
                     .await;
             result.map_err(io_error("read", &segment.path))?;
             for index in first..last {
@@ -1116,6 +1190,7 @@ impl<I: Io> PartitionLog<I> {
 
     /// Make every appended record durable.
     pub async fn sync(&mut self) -> Result<()> {
+        assert!(!self.sync_in_flight, "one sync at a time");
         let active = self.segments.last_mut().expect("a log always has an active segment");
         // Nothing written since the last promise: no fsync to pay (the
         // driver syncs before every checkpoint, written or not).
@@ -1123,6 +1198,62 @@ impl<I: Io> PartitionLog<I> {
             return Ok(());
         }
         sync_segment(active).await
+    }
+
+    /// `sync`, split so that its fsyncs run beside the log's owner (a
+    /// checkpoint off the commit path): the records appended so far and
+    /// then the marker that covers them, from a future that owns what it
+    /// needs (`SyncInFlight::run`). Until `end_sync` nothing is appended
+    /// (asserted): the marker it writes covers exactly the records of now,
+    /// and a roll could not seal the segment under it. After a failed
+    /// fsync the unpromised records must be written again first, which
+    /// reads the log: that is `sync`'s work (`BeginSync::InPlace`).
+    pub fn begin_sync(&mut self) -> BeginSync<I::File> {
+        assert!(!self.sync_in_flight, "one sync at a time");
+        let active = self.segments.last().expect("a log always has an active segment");
+        if active.fsync_failed {
+            return BeginSync::InPlace;
+        }
+        if active.size_bytes == active.synced_size_bytes {
+            return BeginSync::Nothing;
+        }
+        self.sync_in_flight = true;
+        BeginSync::Running(SyncInFlight {
+            file: Rc::clone(&active.file),
+            path: active.path.clone(),
+            marker: SyncMarker {
+                base_offset: active.base_offset,
+                sequence: active.sync_sequence + 1,
+                synced_size_bytes: active.size_bytes,
+            },
+        })
+    }
+
+    /// The end of a sync `begin_sync` started: its marker is the promise
+    /// now, or, when an fsync failed, the records wait to be written again.
+    pub fn end_sync(&mut self, ended: SyncEnded) -> Result<()> {
+        assert!(self.sync_in_flight, "end_sync without begin_sync");
+        self.sync_in_flight = false;
+        let active = self.segments.last_mut().expect("a log always has an active segment");
+        assert_eq!(active.base_offset, ended.marker.base_offset, "no segment rolls while a sync runs");
+        assert_eq!(active.size_bytes, ended.marker.synced_size_bytes, "nothing is appended while a sync runs");
+        match ended.failure {
+            None => {
+                active.fsync_failed = false;
+                active.sync_sequence = ended.marker.sequence;
+                active.synced_size_bytes = ended.marker.synced_size_bytes;
+                Ok(())
+            }
+            Some((failed_fsync, error)) => {
+                active.fsync_failed |= failed_fsync;
+                Err(error)
+            }
+        }
+    }
+
+    /// A sync runs beside the log (`begin_sync`).
+    pub fn sync_in_flight(&self) -> bool {
+        self.sync_in_flight
     }
 
     /// Bytes appended and not yet promised by a sync.

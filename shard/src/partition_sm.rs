@@ -76,8 +76,8 @@ use crate::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use crate::message_batch::{BATCH_MESSAGES_MAX, BatchReply, decode_batch};
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_BATCH_MESSAGES_MAX, APPEND_MESSAGES_MAX, PartitionLog, PartitionLogConfig, PartitionLogError,
-    RECORD_PAYLOAD_SIZE_MAX_BYTES, RecordBatch, RecordsRead, Salvage, record_checksum,
+    APPEND_BATCH_MESSAGES_MAX, APPEND_MESSAGES_MAX, BeginSync, PartitionLog, PartitionLogConfig, PartitionLogError,
+    RECORD_PAYLOAD_SIZE_MAX_BYTES, RecordBatch, RecordsRead, Salvage, SyncEnded, record_checksum,
 };
 
 /// Applied messages awaiting `write_pending`. The driver writes after every
@@ -246,6 +246,23 @@ impl<I: Io> PartitionStateMachine<I> {
         written
     }
 
+    /// `persist` with its fsyncs beside the caller (a checkpoint off the
+    /// commit path): the pending messages are written now, and the sync of
+    /// the log is handed back to run (`PartitionLog::begin_sync`); until
+    /// `end_persist`, `write_pending` keeps what is applied in memory. A gap
+    /// is no error here: what the log holds below it is synced.
+    pub async fn begin_persist(&mut self) -> Result<BeginSync<I::File>, PartitionSmError> {
+        match self.write_pending().await {
+            Ok(()) | Err(PartitionSmError::Gap { .. }) => Ok(self.log.begin_sync()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The end of the sync `begin_persist` handed back.
+    pub fn end_persist(&mut self, ended: SyncEnded) -> Result<(), PartitionSmError> {
+        Ok(self.log.end_sync(ended)?)
+    }
+
     /// Append every pending message to the log without syncing it: the
     /// commit path. The journal is the write-ahead log: until a checkpoint
     /// covers an op, the journal keeps it, and a restart replays it into
@@ -256,6 +273,10 @@ impl<I: Io> PartitionStateMachine<I> {
     /// checkpoint lets the journal forget the ops. Readable at once (reads
     /// see written records). Errors as in `persist`.
     pub async fn write_pending(&mut self) -> Result<(), PartitionSmError> {
+        if self.log.sync_in_flight() {
+            // The sync's marker covers the log as it was when it began.
+            return Ok(());
+        }
         self.check_replayed().await?;
         while let Some(first) = self.pending.first_offset() {
             let log_next_offset = self.log.next_offset();

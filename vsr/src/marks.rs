@@ -38,9 +38,13 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
+    CHECKPOINT_BESIDE_APPENDS,
     CHECKPOINT_BESIDE_PARTITION_SYNC,
     CHECKPOINT_DEFERRED,
+    CHECKPOINT_FINISHED_FOR_JOURNAL,
+    CHECKPOINT_FINISHED_FOR_PENDING,
     CHECKPOINT_FROM_NEWER_VIEW,
+    CHECKPOINT_IN_BACKGROUND,
     CHECKPOINT_IN_CHUNKS,
     CHECKPOINT_LOST_REJOINED,
     CHECKPOINT_NEXT_PIECE_ASKED,
@@ -122,6 +126,18 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// One write covered several fresh prepares that fill their slots, zeros
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
+
+/// Placed by the node (`Node::start_checkpoint`): a checkpoint's partition
+/// log sync and file began to run beside the node.
+pub const CHECKPOINT_IN_BACKGROUND: &str = "checkpoint_in_background";
+/// A prepare was staged while its group's checkpoint ran beside the node.
+pub const CHECKPOINT_BESIDE_APPENDS: &str = "checkpoint_beside_appends";
+/// A prepare past the journal's window waited for the group's checkpoint
+/// running beside the node to end (its compaction moves the window).
+pub const CHECKPOINT_FINISHED_FOR_JOURNAL: &str = "checkpoint_finished_for_journal";
+/// A group's applied messages reached their bound in memory while its
+/// checkpoint ran beside the node, which then ended it to write them.
+pub const CHECKPOINT_FINISHED_FOR_PENDING: &str = "checkpoint_finished_for_pending";
 
 /// A checkpoint's journal compaction was written and fsynced in the spare
 /// while the checkpoint's own file was (their steps interleaved).

@@ -13,7 +13,7 @@ use shoal_vsr::state_machine::SnapshotError;
 use shoal_vsr::{Operation, StateMachine};
 
 use crate::namespace::Namespace;
-use crate::partition_log::{PartitionLogConfig, PartitionLogError};
+use crate::partition_log::{BeginSync, PartitionLogConfig, PartitionLogError, SyncEnded};
 use crate::partition_sm::{PartitionSmError, PartitionStateMachine};
 use crate::state_machine::MetadataState;
 
@@ -21,7 +21,9 @@ use crate::state_machine::MetadataState;
 pub const METADATA_NAMESPACE: u64 = 1 << 63;
 
 pub enum GroupMachine<I: Io> {
-    Partition(PartitionStateMachine<I>),
+    // Boxed: a group holds one for its life, and the partition machine is
+    // ten times the size of the metadata one.
+    Partition(Box<PartitionStateMachine<I>>),
     Metadata(MetadataState),
 }
 
@@ -48,7 +50,7 @@ impl<I: Io> GroupMachine<I> {
         }
         let machine =
             PartitionStateMachine::open(io.clone(), &partition_dir(data_dir, namespace), Namespace(namespace)).await?;
-        Ok(GroupMachine::Partition(machine))
+        Ok(GroupMachine::Partition(Box::new(machine)))
     }
 
     /// Like `open`, for a replica of a cluster of `replica_count`: with
@@ -78,7 +80,7 @@ impl<I: Io> GroupMachine<I> {
                 "partition log damaged: kept the intact prefix, the rest is fetched from peers"
             );
         }
-        Ok(GroupMachine::Partition(machine))
+        Ok(GroupMachine::Partition(Box::new(machine)))
     }
 
     /// Applied messages not yet durable in the partition log.
@@ -103,6 +105,23 @@ impl<I: Io> GroupMachine<I> {
         match self {
             GroupMachine::Partition(partition) => partition.persist().await,
             GroupMachine::Metadata(_) => Ok(()),
+        }
+    }
+
+    /// `persist` with the partition log's fsyncs handed back to run beside
+    /// the caller (`PartitionStateMachine::begin_persist`).
+    pub async fn begin_persist(&mut self) -> Result<BeginSync<I::File>, PartitionSmError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.begin_persist().await,
+            GroupMachine::Metadata(_) => Ok(BeginSync::Nothing),
+        }
+    }
+
+    /// The end of the sync `begin_persist` handed back.
+    pub fn end_persist(&mut self, ended: SyncEnded) -> Result<(), PartitionSmError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.end_persist(ended),
+            GroupMachine::Metadata(_) => unreachable!("the metadata group has no partition log to sync"),
         }
     }
 

@@ -655,6 +655,47 @@ impl<I: Io> GroupStorage<I> {
         Ok(())
     }
 
+    /// A checkpoint's own file, off the commit path: written and fsynced in
+    /// its tmp file by a future that borrows nothing of the storage, so it
+    /// runs beside the node while the group goes on appending to the
+    /// journal; `checkpoint_file_installer` then makes it the checkpoint.
+    pub fn checkpoint_file_stager(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), StorageError>> + 'static + use<I> {
+        let (io, dir, namespace) = (self.io.clone(), self.dir.clone(), self.config.namespace);
+        let checkpoint = checkpoint.clone();
+        async move { Ok(checkpoint::stage_checkpoint(&io, &dir, namespace, &checkpoint).await?) }
+    }
+
+    /// The staged checkpoint file installed (rename, directory fsync), by a
+    /// future that borrows nothing of the storage. Started only once the
+    /// partition log holds every offset the checkpoint counts durably. The
+    /// journal keeps the ops the checkpoint covers until
+    /// `drain_to_checkpoint`; a restart in between finishes that drain from
+    /// the durable checkpoint (`settle_to_checkpoint`), as after a crash
+    /// between the two halves of `install_checkpoint`.
+    pub fn checkpoint_file_installer(&self) -> impl Future<Output = Result<(), StorageError>> + 'static + use<I> {
+        let (io, dir, namespace) = (self.io.clone(), self.dir.clone(), self.config.namespace);
+        async move { Ok(checkpoint::install_staged_checkpoint(&io, &dir, namespace).await?) }
+    }
+
+    /// The second half of a checkpoint whose file `checkpoint_file_installer`
+    /// made durable: the journal compacted to it (spare written and
+    /// fsynced, then exchanged in) and the ops it covers forgotten. No
+    /// flush may run (the caller completes the group's flushes first).
+    pub async fn drain_to_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        let (op, checksum) = (checkpoint.anchor.op, checkpoint.anchor.checksum);
+        match self.journal.stage_drain_to(op, checksum).await {
+            Ok(Some(staged)) => self.journal.install_drain(staged).await?,
+            Ok(None) => {}
+            Err(error) => return Err(error.into()),
+        }
+        // The checkpoint vouches for these now (see `check_durable`).
+        self.durable_prepares.retain(|durable, _| *durable > op);
+        Ok(())
+    }
+
     /// Write a prepare into its slot, not yet durable: nothing may promise
     /// it until `flush_prepares` reports it.
     pub async fn write_prepare(&mut self, message: &Message) -> Result<(), StorageError> {

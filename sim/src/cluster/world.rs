@@ -139,8 +139,14 @@ impl Cluster {
     /// write; a failure stops the node like any other).
     pub(super) fn persist_partition(&mut self, replica: u8, group: usize) {
         let (shard, local) = self.placement.place(group);
-        self.with_node(replica, shard, |node, _, _| {
+        self.with_node(replica, shard, |node, world, armed| {
             let io = node.io().clone();
+            // A checkpoint running beside the node keeps what its group
+            // applied meanwhile in memory until it ends.
+            match block_on_io(&io, node.settle(world), armed) {
+                Driven::Done(Ok(())) => {}
+                stopped => return stopped,
+            }
             Driven::Done(io.instant(|| block_on_ready(node.group_mut(local).write_partition())))
         });
     }
