@@ -38,6 +38,7 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
+    CHECKPOINT_ASSEMBLY_RESTARTED,
     CHECKPOINT_BESIDE_APPENDS,
     CHECKPOINT_BESIDE_PARTITION_SYNC,
     CHECKPOINT_DEFERRED,
@@ -48,6 +49,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_IN_CHUNKS,
     CHECKPOINT_LOST_REJOINED,
     CHECKPOINT_NEXT_PIECE_ASKED,
+    CHECKPOINT_OTHER_SNAPSHOT,
     COPY_UNREADABLE,
     CRASH_DURING_RESTART,
     CRASH_FSYNC_IN_FLIGHT,
@@ -127,6 +129,12 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
 
+/// A replica gave up the checkpoint assembly it held after
+/// `CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX` chunks of other snapshots of it.
+pub const CHECKPOINT_ASSEMBLY_RESTARTED: &str = "checkpoint_assembly_restarted";
+/// A replica assembling a checkpoint got a chunk of another replica's
+/// snapshot of the same checkpoint (`Replica::assemble_checkpoint`).
+pub const CHECKPOINT_OTHER_SNAPSHOT: &str = "checkpoint_other_snapshot";
 /// Placed by the node (`Node::start_checkpoint`): a checkpoint's partition
 /// log sync and file began to run beside the node.
 pub const CHECKPOINT_IN_BACKGROUND: &str = "checkpoint_in_background";

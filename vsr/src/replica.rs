@@ -46,7 +46,7 @@ use crate::packed::{
 };
 use crate::sessions::{ClientSessions, RequestVerdict};
 use crate::state_machine::{SnapshotError, SnapshotReader, StateMachine};
-use crate::state_transfer::{CheckpointAssembly, chunks_from};
+use crate::state_transfer::{CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX, CheckpointAssembly, chunks_from};
 use crate::timeout::Timeout;
 
 /// The deepest pipeline a group may run (`ReplicaConfig::pipeline_prepares_max`
@@ -397,6 +397,10 @@ pub struct Replica<S: StateMachine> {
     /// byte is here (`state_transfer`). Invariant: its anchor is above
     /// `commit_min` whenever it is kept.
     checkpoint_assembly: Option<CheckpointAssembly>,
+    /// Chunks of another snapshot of the assembling checkpoint refused
+    /// since the assembly last took one (bounded by
+    /// `CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX`).
+    checkpoint_other_snapshot_refused: u32,
     /// Ops above `checkpoint_op`. Invariant: no key above `op`; a body is
     /// present only once durable in this replica's journal.
     log: BTreeMap<u64, Entry>,
@@ -595,6 +599,7 @@ impl<S: StateMachine> Replica<S> {
             checkpoint_snapshot: Rc::from(Vec::new()),
             checkpoint_snapshot_checksum: crate::header::checksum(&[]),
             checkpoint_assembly: None,
+            checkpoint_other_snapshot_refused: 0,
             log: BTreeMap::new(),
             unchained: BTreeMap::new(),
             pipeline: VecDeque::new(),
@@ -2736,6 +2741,32 @@ impl<S: StateMachine> Replica<S> {
             None => true,
             Some(assembly) if assembly.holds_pieces_of(&chunk) => false,
             Some(assembly) if assembly.anchor.op < chunk.anchor.op => true,
+            // Another replica's snapshot of the same checkpoint: its session
+            // table keeps the reply headers that replica made (they name it
+            // and its view), so snapshots of one checkpoint differ between
+            // replicas, and one replica's may change when it makes the
+            // checkpoint again after a crash. Each is as good as the one
+            // assembling, but the sender of that one may be gone: past a
+            // bound of such refusals with no progress, the assembly starts
+            // over (swarm 1407: a replica asked four peers 490,000 times for
+            // the rest of a snapshot none of them held).
+            Some(assembly) if assembly.anchor.checksum == chunk.anchor.checksum => {
+                crate::marks::hit(crate::marks::CHECKPOINT_OTHER_SNAPSHOT);
+                self.checkpoint_other_snapshot_refused += 1;
+                if self.checkpoint_other_snapshot_refused < CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX {
+                    self.drop_message("checkpoint_other_snapshot");
+                    return None;
+                }
+                crate::marks::hit(crate::marks::CHECKPOINT_ASSEMBLY_RESTARTED);
+                self.checkpoint_other_snapshot_refused = 0;
+                self.checkpoint_assembly = None;
+                if chunk.offset_bytes != 0 {
+                    // The next request asks from the start.
+                    self.drop_message("checkpoint_other_snapshot");
+                    return None;
+                }
+                true
+            }
             Some(_) => {
                 self.drop_message("checkpoint_older_than_assembly");
                 return None;
@@ -2755,6 +2786,7 @@ impl<S: StateMachine> Replica<S> {
             self.drop_message("checkpoint_chunk_overlaps");
             return None;
         }
+        self.checkpoint_other_snapshot_refused = 0;
         if !assembly.is_complete() {
             return None;
         }

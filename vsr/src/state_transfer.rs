@@ -18,6 +18,16 @@ use crate::message::{CheckpointChunk, checkpoint_chunk_bytes_max};
 /// by `shoal_shard::handoff::METADATA_SNAPSHOT_SIZE_MAX_BYTES`).
 pub const CHECKPOINT_SNAPSHOT_SIZE_MAX_BYTES: u64 = 128 * 1024 * 1024;
 
+/// Chunks of another replica's snapshot of the checkpoint being assembled
+/// that a replica refuses, with no chunk of its own snapshot taken in
+/// between, before it gives that assembly up and starts over from the
+/// start of whichever snapshot comes (`Replica::assemble_checkpoint`).
+/// Snapshots of one checkpoint differ between replicas, and the one an
+/// assembly holds may be on no running replica any more (swarm 1407). Not
+/// at the first refusal: two peers answering at once would make each
+/// other's answers start over, forever.
+pub const CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX: u32 = 32;
+
 /// Chunks one answer to a catch-up request carries: the receiver asks for
 /// the next piece when the answer's last chunk arrives, so a large snapshot
 /// streams without flooding the sender's bounded send queue.

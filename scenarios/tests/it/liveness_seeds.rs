@@ -26,6 +26,18 @@ fn swarm_4877_a_wipe_never_takes_the_last_copy_of_a_committed_op() {
     assert_swarm_passes(4877);
 }
 
+/// A replica held part of a snapshot of checkpoint 17 from a peer that no
+/// longer held it (it made the checkpoint again after a crash, with other
+/// reply headers in its session table), and refused every other replica's
+/// snapshot of the same checkpoint: 490,000 refused answers and no commit.
+/// Found when checkpoints began to run beside the node (session 16), which
+/// made a crash between a checkpoint and its install common. Pinned by the
+/// story `a_checkpoint_assembly_whose_sender_went_away_restarts_from_another_replicas_snapshot`.
+#[test]
+fn swarm_1407_a_checkpoint_assembly_gives_way_to_another_replicas_snapshot() {
+    assert_swarm_passes(1407);
+}
+
 /// Crash storms (fsync EIO, crashes right after a start_view_change) where
 /// each restarted process spent 0.35-0.8 s opening 9 groups' storage: the
 /// availability checker counted it as up meanwhile.
