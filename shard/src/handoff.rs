@@ -488,7 +488,12 @@ async fn read_durable_state<I: Io>(
     let (superblock, created) = open_superblock(io, dir, group, mode).await?;
     let checkpoint = read_metadata_checkpoint(io, dir, group.cluster).await?;
     let durable = DurableState::from(superblock.state().clone());
-    let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref()).await?;
+    // As every group's open does (`GroupStorage::open`): what the superblock
+    // names bounds the journal's gap rule (journal doc, "An unknown slot
+    // beyond a gap").
+    let durable_log_op_max =
+        durable.view_headers.iter().map(|header| header.op).chain([durable.commit]).max().unwrap_or(0);
+    let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref(), durable_log_op_max).await?;
     let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
     if journal.snapshot_op > checkpoint_op {
         // The journal forgot ops that no checkpoint on disk covers.
@@ -504,7 +509,7 @@ async fn read_durable_state<I: Io>(
         checkpoint,
         entries: journal.entries,
         faulty_ops: journal.faulty_ops,
-        faulty_headers: Vec::new(),
+        faulty_headers: journal.faulty_headers,
     };
     Ok((recovered, notes))
 }
@@ -602,6 +607,9 @@ struct RecoveredJournal {
     entries: Vec<(Header, Vec<u8>)>,
     /// Ops lost past the checkpoint, ascending (`Recovered::faulty_ops`).
     faulty_ops: Vec<u64>,
+    /// The headers the journal still knows of faulty ops
+    /// (`Recovered::faulty_headers`).
+    faulty_headers: Vec<Header>,
     torn_tail_ops: u64,
     drain_settled: bool,
     /// The journal forgets every op up to here.
@@ -619,10 +627,12 @@ async fn recover_journal<I: Io>(
     cluster: u128,
     mode: OpenMode,
     checkpoint: Option<&Checkpoint>,
+    durable_log_op_max: u64,
 ) -> Result<RecoveredJournal, HandoffError> {
     let journal_error = |source| HandoffError::MetadataJournal { dir: dir.to_path_buf(), source };
+    let config = metadata_journal_config(cluster);
     let (mut journal, recovery) =
-        PrepareJournal::open(io, dir, metadata_journal_config(cluster), mode).await.map_err(journal_error)?;
+        PrepareJournal::open_above(io, dir, config, mode, durable_log_op_max).await.map_err(journal_error)?;
     let checkpoint_op = checkpoint.map_or(0, |checkpoint| checkpoint.anchor.op);
     let snapshot_op_before = journal.snapshot_op();
     let mut left_out = Vec::new();
@@ -640,9 +650,13 @@ async fn recover_journal<I: Io>(
     faulty_ops.extend(scan.corrupt_ops.iter().copied().filter(|&op| op > checkpoint_op));
     faulty_ops.sort_unstable();
     faulty_ops.dedup();
+    // A header is kept only for an op still faulty after the settle.
+    let faulty_headers =
+        scan.corrupt_headers.into_iter().filter(|header| faulty_ops.binary_search(&header.op).is_ok()).collect();
     Ok(RecoveredJournal {
         entries: scan.entries,
         faulty_ops,
+        faulty_headers,
         torn_tail_ops: recovery.torn_tail_truncated.len() as u64,
         drain_settled: journal.snapshot_op() > snapshot_op_before,
         snapshot_op: journal.snapshot_op(),

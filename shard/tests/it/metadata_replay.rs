@@ -579,3 +579,30 @@ fn a_metadata_checkpoint_that_lost_both_copies_rejoins_in_a_cluster_and_stops_a_
     let restarted = restart(&member.io, 3).unwrap();
     assert_same(&replayed, &restarted, "rejoining");
 }
+
+/// The replay reads the metadata journal as every group's open does
+/// (`GroupStorage::open`: `PrepareJournal::open_above`, bounded by the
+/// superblock): a slot damaged far above the head, beyond a gap, is a torn
+/// tail there, not a faulty op. Before (session 16) the replay used the
+/// journal's plain `open`, so on the same disk it reported a faulty journal
+/// (the replica restarting `Recovering`) where a restart of the group
+/// counted nothing lost.
+#[test]
+fn a_damaged_slot_beyond_a_gap_is_torn_for_the_replay_as_for_a_restart() {
+    let damaged = || {
+        let io = SimIo::new(5);
+        plant_group(&io, &chained_prepares(4, None), 4, Vec::new());
+        let path = journal_path(&dir(), Namespace::METADATA.raw());
+        let offset = metadata_journal_config(CLUSTER).slot_offset(40);
+        io.disk().poke(&path, offset, &[0xF5; 512]).unwrap();
+        io
+    };
+    let io = damaged();
+    let (_storage, recovered) =
+        block_on_ready(GroupStorage::open(&io, Path::new(DATA_DIR), storage_config())).expect("opens");
+    assert!(recovered.faulty_ops.is_empty(), "the node's open cuts the slot off: {:?}", recovered.faulty_ops);
+    let replayed = replay(&damaged(), 3).expect("replays");
+    assert!(!replayed.journal_faulty, "and so does the replay");
+    assert_eq!(replayed.torn_tail_ops, 1);
+    assert_eq!(replayed.commit, 4);
+}
