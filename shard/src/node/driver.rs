@@ -162,6 +162,12 @@ impl<I: Io> Group<I> {
         self.flush_pending() || self.checkpointing.is_some()
     }
 
+    /// A checkpoint runs beside the node for this group
+    /// (`Node::start_checkpoint`).
+    pub fn checkpoint_in_flight(&self) -> bool {
+        self.checkpointing.is_some()
+    }
+
     /// A flush's fsync runs for this group.
     pub fn flush_in_flight(&self) -> bool {
         self.flushing.is_some()

@@ -39,6 +39,8 @@ pub struct MemIo {
     syncs: Rc<Cell<u64>>,
     /// While set, every fsync stays pending (an fsync in flight).
     syncs_held: Rc<Cell<bool>>,
+    /// While set, the fsyncs of files under this dir stay pending too.
+    syncs_held_under: Rc<RefCell<Option<PathBuf>>>,
     /// Every successful write so far: (path, position, length).
     writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
 }
@@ -48,6 +50,12 @@ impl MemIo {
     /// completes at its first poll after the release.
     pub fn hold_syncs(&self, held: bool) {
         self.syncs_held.set(held);
+    }
+
+    /// Hold the fsyncs of every file under `dir` in flight (`None`:
+    /// release them) while the other files' fsyncs complete.
+    pub fn hold_syncs_under(&self, dir: Option<&Path>) {
+        *self.syncs_held_under.borrow_mut() = dir.map(Path::to_path_buf);
     }
 
     pub fn file_bytes(&self, path: &Path) -> Vec<u8> {
@@ -83,6 +91,7 @@ pub struct MemFile {
     write_failures: Rc<Cell<u32>>,
     syncs: Rc<Cell<u64>>,
     syncs_held: Rc<Cell<bool>>,
+    syncs_held_under: Rc<RefCell<Option<PathBuf>>>,
     path: PathBuf,
     writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
 }
@@ -117,8 +126,9 @@ impl IoFile for MemFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        let held = self.syncs_held.clone();
-        std::future::poll_fn(|_| if held.get() { Poll::Pending } else { Poll::Ready(()) }).await;
+        let (held, held_under) = (self.syncs_held.clone(), self.syncs_held_under.clone());
+        let waits = || held.get() || held_under.borrow().as_deref().is_some_and(|dir| self.path.starts_with(dir));
+        std::future::poll_fn(|_| if waits() { Poll::Pending } else { Poll::Ready(()) }).await;
         self.syncs.set(self.syncs.get() + 1);
         Ok(())
     }
@@ -171,6 +181,7 @@ impl Io for MemIo {
             write_failures: self.write_failures.clone(),
             syncs: self.syncs.clone(),
             syncs_held: self.syncs_held.clone(),
+            syncs_held_under: self.syncs_held_under.clone(),
             path: path.to_path_buf(),
             writes: self.writes.clone(),
         })

@@ -670,3 +670,62 @@ fn a_crash_at_any_step_of_a_sync_or_roll_keeps_every_promise() {
         }
     }
 }
+
+/// `sync` split for a checkpoint running beside the node (session 16): the
+/// records and their marker are made durable by a future that owns what it
+/// needs; `end_sync` turns its end into the promise.
+#[test]
+fn a_sync_run_beside_the_log_promises_what_was_appended_when_it_began() {
+    use shoal_shard::partition_log::BeginSync;
+    let io = MemIo::default();
+    let mut log = open(&io, PartitionLogConfig::default()).unwrap();
+    assert!(matches!(log.begin_sync(), BeginSync::Nothing), "nothing appended, nothing to promise");
+    append_range(&mut log, 0..3);
+    let unsynced = log.unsynced_bytes();
+    assert!(unsynced > 0);
+    let BeginSync::Running(sync) = log.begin_sync() else { panic!("records to promise") };
+    assert!(log.sync_in_flight());
+    let syncs_before = io.sync_count();
+    let ended = block_on(sync.run());
+    assert!(ended.succeeded());
+    assert_eq!(io.sync_count(), syncs_before + 2, "the records' fsync, then the marker's");
+    assert_eq!(log.unsynced_bytes(), unsynced, "nothing is promised before end_sync");
+    log.end_sync(ended).unwrap();
+    assert!(!log.sync_in_flight());
+    assert_eq!(log.unsynced_bytes(), 0);
+    append_range(&mut log, 3..5);
+    drop(log);
+    assert_eq!(read_all(&open(&io, PartitionLogConfig::default()).unwrap()), expected(0..5));
+}
+
+/// A marker write that fails promises nothing: the records stay unpromised
+/// and the next sync promises them.
+#[test]
+fn a_sync_beside_the_log_whose_marker_write_fails_promises_nothing() {
+    use shoal_shard::partition_log::BeginSync;
+    let io = MemIo::default();
+    let mut log = open(&io, PartitionLogConfig::default()).unwrap();
+    append_range(&mut log, 0..3);
+    let unsynced = log.unsynced_bytes();
+    let BeginSync::Running(sync) = log.begin_sync() else { panic!("records to promise") };
+    io.fail_next_writes(1);
+    let ended = block_on(sync.run());
+    assert!(!ended.succeeded());
+    assert!(log.end_sync(ended).is_err());
+    assert_eq!(log.unsynced_bytes(), unsynced, "still unpromised");
+    block_on(log.sync()).unwrap();
+    assert_eq!(log.unsynced_bytes(), 0);
+}
+
+/// Nothing is appended while a sync runs beside the log: its marker covers
+/// the log as it was when it began, and a roll could seal the segment under
+/// it. The node keeps what it applies in memory meanwhile.
+#[test]
+#[should_panic(expected = "nothing is appended while a sync runs beside the log")]
+fn appending_while_a_sync_runs_beside_the_log_is_a_bug() {
+    let io = MemIo::default();
+    let mut log = open(&io, PartitionLogConfig::default()).unwrap();
+    append_range(&mut log, 0..3);
+    let _sync = log.begin_sync();
+    append_range(&mut log, 3..4);
+}
