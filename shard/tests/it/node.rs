@@ -1223,7 +1223,7 @@ fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end(
     let (mut node, mut world, session) = one_overlapped_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
     let data_dir = Path::new("/data");
     node.io().hold_syncs_under(Some(&partition_dir(data_dir, namespace())));
-    let mut request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
+    let next_request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
     let checkpoint_op = node.group(0).replica().checkpoint_op();
     assert!(checkpoint_op >= CHECKPOINT_INTERVAL_OPS);
     assert_eq!(node.group(0).storage().journal().snapshot_op(), 0, "the journal keeps what it covers until its end");
@@ -1233,9 +1233,8 @@ fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end(
 
     // The commit path goes on meanwhile.
     let replies_before = world.replies.len();
-    for _ in 0..5 {
+    for request in next_request..next_request + 5 {
         append_through_a_turn(&mut node, &mut world, session, request);
-        request += 1;
     }
     assert_eq!(world.replies.len(), replies_before + 5, "five more appends answered while it runs");
     let last_reply = world.replies.last().expect("replies").header.op;
