@@ -42,6 +42,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_BESIDE_APPENDS,
     CHECKPOINT_BESIDE_PARTITION_SYNC,
     CHECKPOINT_DEFERRED,
+    CHECKPOINT_FINISHED_FOR_COPY,
     CHECKPOINT_FINISHED_FOR_JOURNAL,
     CHECKPOINT_FINISHED_FOR_PENDING,
     CHECKPOINT_FROM_NEWER_VIEW,
@@ -143,6 +144,10 @@ pub const CHECKPOINT_BESIDE_APPENDS: &str = "checkpoint_beside_appends";
 /// A prepare past the journal's window waited for the group's checkpoint
 /// running beside the node to end (its compaction moves the window).
 pub const CHECKPOINT_FINISHED_FOR_JOURNAL: &str = "checkpoint_finished_for_journal";
+/// The prepares a group staged while its checkpoint ran beside the node
+/// reached the bytes its compaction may copy (`CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX`
+/// full slots); the next waited for the checkpoint's end.
+pub const CHECKPOINT_FINISHED_FOR_COPY: &str = "checkpoint_finished_for_copy";
 /// A group's applied messages reached their bound in memory while its
 /// checkpoint ran beside the node, which then ended it to write them.
 pub const CHECKPOINT_FINISHED_FOR_PENDING: &str = "checkpoint_finished_for_pending";

@@ -51,6 +51,15 @@ const DRAIN_ROUNDS_MAX: usize = 64;
 /// beside that turn's own prepares, under one fdatasync.
 const RING_COPY_CARRIED_TURNS_MAX: u64 = 1;
 const _: () = assert!(RING_COPY_CARRIED_TURNS_MAX >= 1);
+/// Prepare bytes a group may stage while its checkpoint runs beside the
+/// node, in units of its message size (a full slot each), before the next
+/// prepare waits for the checkpoint's end: the journal's compaction at
+/// that end copies every op above the checkpoint into the spare, on the
+/// commit path. With 1 KiB messages the journal's window comes first; with
+/// 1 MiB batches, unbounded, the copy of what a 50 ms checkpoint let in
+/// cost more than the stall it took off (`bench server`, session 16:
+/// batches of 1000 at 0.63-0.93x).
+pub const CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX: u64 = 4;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -272,6 +281,9 @@ struct GroupCheckpoint {
     work: Pin<Box<dyn Future<Output = CheckpointWork>>>,
     /// The work's outcome once it ended, until the node completes it.
     done: Option<CheckpointWork>,
+    /// Prepare bytes staged since it began (bounded: see
+    /// `CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX`).
+    appended_bytes: u64,
 }
 
 /// How a checkpoint's work beside the node ended.
@@ -950,18 +962,28 @@ impl<I: Io> Node<I> {
         let g = &mut self.groups[group];
         match action {
             Action::WritePrepare { ref message } => {
-                if g.checkpointing.is_some() {
-                    // The replica counts from its new checkpoint; the
-                    // journal's window moves only with the compaction at
-                    // the checkpoint's end, so a prepare past the window
-                    // the journal still has waits for that end.
-                    let window_end = g.storage.journal().snapshot_op() + g.storage.config().slot_count;
+                // The replica counts from its new checkpoint; the journal's
+                // window moves only with the compaction at the checkpoint's
+                // end, so a prepare past the window the journal still has
+                // waits for that end, and so does one past the bytes that
+                // compaction may copy.
+                let config = *g.storage.config();
+                let window_end = g.storage.journal().snapshot_op() + config.slot_count;
+                let appended_bytes_max = CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(config.message_size_max_bytes);
+                let waits_for = g.checkpointing.as_mut().and_then(|checkpoint| {
+                    checkpoint.appended_bytes += u64::from(message.header.size);
                     if message.header.op > window_end {
-                        shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL);
-                        self.finish_checkpoint(group, world).await?;
+                        Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL)
+                    } else if checkpoint.appended_bytes > appended_bytes_max {
+                        Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_COPY)
                     } else {
                         shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_APPENDS);
+                        None
                     }
+                });
+                if let Some(mark) = waits_for {
+                    shoal_vsr::marks::hit(mark);
+                    self.finish_checkpoint(group, world).await?;
                 }
                 let g = &mut self.groups[group];
                 // Staged, not written yet: the group's commit writes every
@@ -1278,7 +1300,7 @@ impl<I: Io> Node<I> {
             Poll::Pending => None,
         };
         shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_IN_BACKGROUND);
-        self.groups[group].checkpointing = Some(GroupCheckpoint { action, work, done });
+        self.groups[group].checkpointing = Some(GroupCheckpoint { action, work, done, appended_bytes: 0 });
         Ok(())
     }
 
@@ -1294,7 +1316,7 @@ impl<I: Io> Node<I> {
         if self.groups[group].flush_pending() {
             self.commit_group(group, world).await?;
         }
-        let GroupCheckpoint { action, work, done } =
+        let GroupCheckpoint { action, work, done, .. } =
             self.groups[group].checkpointing.take().expect("a checkpoint runs for the group");
         let CheckpointWork { partition, file } = match done {
             Some(done) => done,

@@ -65,7 +65,9 @@ use crate::frame::FrameVariant;
 use crate::metrics::DropReason;
 use crate::owner_table::ShardId;
 
-pub use driver::{Group, Node, NodeConfig, Routed, STATE_DATA_MESSAGES_MAX, route_inbound};
+pub use driver::{
+    CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX, Group, Node, NodeConfig, Routed, STATE_DATA_MESSAGES_MAX, route_inbound,
+};
 pub use machine::{GroupMachine, METADATA_NAMESPACE, partition_dir};
 pub use storage::{GroupStorage, Promise, REJOIN_REPLICAS_MIN, StorageConfig, StorageDamage, StorageError};
 

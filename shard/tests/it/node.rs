@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shoal_shard::node::{
-    Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Promise, Routed,
-    StorageConfig, StorageError, action_name, partition_dir,
+    CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX, Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks,
+    NodeStop, Promise, Routed, StorageConfig, StorageError, action_name, partition_dir,
 };
 use shoal_shard::{
     BatchReply, FrameDrops, Namespace, ReadAnswer, ReadRequest, ReplicaOwnerTable, ShardCount, ShardId, encode_batch,
@@ -1284,4 +1284,49 @@ fn a_prepare_past_the_journals_window_waits_for_the_running_checkpoint() {
     assert!(!node.group(0).checkpoint_in_flight());
     assert_eq!(node.group(0).storage().journal().snapshot_op(), checkpoint_op);
     assert_eq!(world.replies.last().expect("replies").header.op, SLOT_COUNT + 1, "the append past it is answered");
+}
+
+/// The compaction at a checkpoint's end copies every op above the
+/// checkpoint into the spare, on the commit path: what a group stages while
+/// its checkpoint runs beside the node is bounded in bytes
+/// (`CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX` full slots), and the prepare past
+/// the bound waits for the checkpoint's end. Unbounded, 1 MiB batches made
+/// that copy cost more than the stall it took off (session 16).
+#[test]
+fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoint() {
+    const PAYLOAD_BYTES: usize = 3000;
+    let (mut node, mut world, session) = one_overlapped_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    node.io().hold_syncs_under(Some(&partition_dir(Path::new("/data"), namespace())));
+    let request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
+    let payload = vec![7u8; PAYLOAD_BYTES];
+    let prepare_bytes = (HEADER_SIZE_BYTES + encode_batch(&[payload.as_slice()]).unwrap().len()) as u64;
+    let bound = CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(storage_config(0).message_size_max_bytes);
+    let fitting = bound / prepare_bytes;
+    assert!(fitting >= 2, "the story stages a few prepares within the bound");
+    let append_large = |node: &mut Node<MemIo>, world: &mut Recorder, request: u64| {
+        node.begin_turn();
+        let append = client_batch_request(CLIENT, session, request, &[payload.as_slice()]);
+        block_on(node.on_frame(Source::Client(CLIENT), ShardId(0), append, world)).expect("runs");
+        block_on(node.end_turn(world)).expect("runs");
+        for _ in 0..DELIVERY_ROUNDS_MAX {
+            if !node.group(0).flush_in_flight() {
+                break;
+            }
+            block_on(node.complete_flushes(world)).expect("runs");
+        }
+    };
+    for offset in 0..fitting {
+        append_large(&mut node, &mut world, request + offset);
+    }
+    assert!(node.group(0).checkpoint_in_flight(), "{fitting} prepares of {prepare_bytes} bytes fit the bound");
+    let replies = world.replies.len();
+    // The sync ends but nobody polled the checkpoint since: the prepare past
+    // the bound finishes it first.
+    node.io().hold_syncs_under(None);
+    shoal_vsr::marks::take();
+    append_large(&mut node, &mut world, request + fitting);
+    let marks = shoal_vsr::marks::take();
+    assert_eq!(marks.get(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_COPY), Some(&1));
+    assert!(!node.group(0).checkpoint_in_flight());
+    assert_eq!(world.replies.len(), replies + 1, "and it is answered");
 }
