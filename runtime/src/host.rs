@@ -352,7 +352,9 @@ struct World {
     /// The send queues of the sockets this shard holds.
     outboxes: Rc<RefCell<Outboxes>>,
     namespaces: Vec<u64>,
-    storage_started: Option<Instant>,
+    /// When each storage action in flight began, by group, action and op
+    /// (prepares and a checkpoint run beside the node, several at once).
+    storage_started: BTreeMap<(usize, &'static str, u64), Instant>,
     /// The metadata group committed: its catalogue may name new partitions.
     metadata_committed: bool,
 }
@@ -399,17 +401,21 @@ impl NodeBus for World {
 }
 
 impl NodeHooks for World {
-    fn before_storage(&mut self, _group: usize, _action: &Action) {
-        self.storage_started = Some(Instant::now());
+    fn before_storage(&mut self, group: usize, action: &Action) {
+        if self.storage_started.len() >= STORAGE_TIMINGS_MAX {
+            // Metrics only: a group that stopped may have left starts behind.
+            self.storage_started.clear();
+        }
+        self.storage_started.insert(storage_timing_key(group, action), Instant::now());
     }
 
     fn after_storage(
         &mut self,
-        _group: usize,
+        group: usize,
         action: &Action,
         error: Option<&StorageError>,
     ) -> shoal_shard::node::Flow {
-        if let (Some(started), None) = (self.storage_started.take(), error) {
+        if let (Some(started), None) = (self.storage_started.remove(&storage_timing_key(group, action)), error) {
             let labels = StorageLabels { action: action_name(action) };
             self.process
                 .metrics
@@ -679,7 +685,7 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         process: process.clone(),
         outboxes,
         namespaces: namespaces(&node),
-        storage_started: None,
+        storage_started: BTreeMap::new(),
         metadata_committed: false,
     };
     // A group's fsync runs beside the node: the loop takes frames, counts
@@ -798,6 +804,19 @@ impl Serving<'_> {
         }
         Ok(())
     }
+}
+
+/// Storage actions in flight whose start a shard keeps for its latency
+/// metric (a flush's prepares, a checkpoint beside the node, one more).
+const STORAGE_TIMINGS_MAX: usize = 4096;
+
+/// The key a storage action's start is kept under until it is durable.
+fn storage_timing_key(group: usize, action: &Action) -> (usize, &'static str, u64) {
+    let op = match action {
+        Action::WritePrepare { message } => message.header.op,
+        _ => 0,
+    };
+    (group, action_name(action), op)
 }
 
 /// What woke a shard's loop.
