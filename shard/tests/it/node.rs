@@ -69,8 +69,19 @@ fn one_overlapped_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recor
 /// One append of `CLIENT` through a turn, and its journal flushes completed
 /// (not a checkpoint running beside the node).
 fn append_through_a_turn(node: &mut Node<MemIo>, world: &mut Recorder, session: u64, request: u64) {
+    append_payload_through_a_turn(node, world, session, request, b"m");
+}
+
+/// `append_through_a_turn` of a message holding `payload`.
+fn append_payload_through_a_turn(
+    node: &mut Node<MemIo>,
+    world: &mut Recorder,
+    session: u64,
+    request: u64,
+    payload: &[u8],
+) {
     node.begin_turn();
-    let append = client_batch_request(CLIENT, session, request, &[b"m"]);
+    let append = client_batch_request(CLIENT, session, request, &[payload]);
     block_on(node.on_frame(Source::Client(CLIENT), ShardId(0), append, world)).expect("runs");
     block_on(node.end_turn(world)).expect("runs");
     for _ in 0..DELIVERY_ROUNDS_MAX {
@@ -1303,20 +1314,8 @@ fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoi
     let bound = CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(storage_config(0).message_size_max_bytes);
     let fitting = bound / prepare_bytes;
     assert!(fitting >= 2, "the story stages a few prepares within the bound");
-    let append_large = |node: &mut Node<MemIo>, world: &mut Recorder, request: u64| {
-        node.begin_turn();
-        let append = client_batch_request(CLIENT, session, request, &[payload.as_slice()]);
-        block_on(node.on_frame(Source::Client(CLIENT), ShardId(0), append, world)).expect("runs");
-        block_on(node.end_turn(world)).expect("runs");
-        for _ in 0..DELIVERY_ROUNDS_MAX {
-            if !node.group(0).flush_in_flight() {
-                break;
-            }
-            block_on(node.complete_flushes(world)).expect("runs");
-        }
-    };
     for offset in 0..fitting {
-        append_large(&mut node, &mut world, request + offset);
+        append_payload_through_a_turn(&mut node, &mut world, session, request + offset, &payload);
     }
     assert!(node.group(0).checkpoint_in_flight(), "{fitting} prepares of {prepare_bytes} bytes fit the bound");
     let replies = world.replies.len();
@@ -1324,7 +1323,7 @@ fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoi
     // the bound finishes it first.
     node.io().hold_syncs_under(None);
     shoal_vsr::marks::take();
-    append_large(&mut node, &mut world, request + fitting);
+    append_payload_through_a_turn(&mut node, &mut world, session, request + fitting, &payload);
     let marks = shoal_vsr::marks::take();
     assert_eq!(marks.get(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_COPY), Some(&1));
     assert!(!node.group(0).checkpoint_in_flight());

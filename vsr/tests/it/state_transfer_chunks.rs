@@ -18,18 +18,25 @@ const FRAME_BYTES: u32 = 4096;
 /// Each append's payload: 40 of them make a snapshot of about ten frames.
 const PAYLOAD_BYTES: usize = 1000;
 
-#[test]
-fn a_snapshot_larger_than_a_frame_arrives_in_chunks_and_the_lagging_replica_catches_up() {
+/// Three replicas with frames of `FRAME_BYTES`: R2 misses everything after
+/// the register (cut off), R0 and R1 commit 40 appends of `PAYLOAD_BYTES`,
+/// past two checkpoints; the links stay cut. Returns R0's checkpoint op.
+fn r2_behind_two_checkpoints() -> (Cluster, u64) {
     let mut cluster = Cluster::with_message_size_max(3, FRAME_BYTES);
     cluster.register(client(0), 0);
     cluster.deliver_all();
-    // R2 misses everything from here; R0 and R1 commit past two checkpoints.
     cluster.cut(&[2], &[0, 1]);
     for request in 1..=40 {
         cluster.append(client(0), 0, request, &vec![request as u8; PAYLOAD_BYTES]);
         cluster.deliver_all();
     }
     let checkpoint_op = cluster.replica(0).checkpoint_op();
+    (cluster, checkpoint_op)
+}
+
+#[test]
+fn a_snapshot_larger_than_a_frame_arrives_in_chunks_and_the_lagging_replica_catches_up() {
+    let (mut cluster, checkpoint_op) = r2_behind_two_checkpoints();
     assert!(checkpoint_op >= 32, "R0 checkpointed past what R2 holds");
     assert!(cluster.replica(2).commit_min() <= 1, "R2 holds at most the register");
 
@@ -81,15 +88,7 @@ fn a_snapshot_larger_than_a_frame_arrives_in_chunks_and_the_lagging_replica_catc
 /// assembly, and R2 catches up from R1.
 #[test]
 fn a_checkpoint_assembly_whose_sender_went_away_restarts_from_another_replicas_snapshot() {
-    let mut cluster = Cluster::with_message_size_max(3, FRAME_BYTES);
-    cluster.register(client(0), 0);
-    cluster.deliver_all();
-    cluster.cut(&[2], &[0, 1]);
-    for request in 1..=40 {
-        cluster.append(client(0), 0, request, &vec![request as u8; PAYLOAD_BYTES]);
-        cluster.deliver_all();
-    }
-    let checkpoint_op = cluster.replica(0).checkpoint_op();
+    let (mut cluster, checkpoint_op) = r2_behind_two_checkpoints();
     assert_eq!(cluster.replica(1).checkpoint_op(), checkpoint_op, "R0 and R1 hold the same checkpoint");
 
     // R2 hears only R0, and takes only the first chunk R0 sends it.
