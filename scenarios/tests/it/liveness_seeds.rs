@@ -204,3 +204,17 @@ fn disk_rot_77896_and_79424_a_checkpoint_below_a_known_damaged_op_does_not_stop_
 fn disk_rot_115705_an_unknown_slot_beyond_a_gap_does_not_park_the_replica() {
     assert_disk_rot_passes(115705);
 }
+
+/// Safety, not liveness (Agreement): a backup restored a checkpoint from a
+/// peer beside its node and acknowledged the next op before that checkpoint
+/// was durable; its install failed (a partition log fsync EIO), and after
+/// the restart the acknowledged op sat above a gap, was dropped, and the
+/// next view committed another op there (session 16, found by the fresh
+/// sweep of disk-rot 220000..235000 once checkpoints ran beside the node).
+/// Pinned by the story
+/// `a_backup_holds_its_ok_above_a_checkpoint_restored_beside_the_node_until_it_is_durable`.
+#[test]
+fn disk_rot_224694_and_224701_an_ok_waits_for_a_restored_checkpoint() {
+    assert_disk_rot_passes(224694);
+    assert_disk_rot_passes(224701);
+}

@@ -879,9 +879,32 @@ impl<I: Io> GroupStorage<I> {
                     Some((below, _)) => {
                         Err(format!("op {below}, below prepare op {op} in its prefix, is not durable yet"))
                     }
+                    None if prefix_from <= op => self.check_below_prefix_durable(prefix_from),
                     None => Ok(()),
                 },
             },
+        }
+    }
+
+    /// Under an ok with a prefix, the sender's committed ops (below
+    /// `prefix_from`) are durable too: in the journal, or under the
+    /// checkpoint the journal starts from. A replica's commit may run ahead
+    /// of both only through a checkpoint restored from a peer that is not
+    /// durable yet; an ok sent then promised ops a crash takes back (disk-rot
+    /// 224701, session 16: op 17 acknowledged above a restored checkpoint
+    /// whose install then failed, and committed with another body in the
+    /// next view).
+    fn check_below_prefix_durable(&self, prefix_from: u64) -> Result<(), String> {
+        let first = self.journal.snapshot_op() + 1;
+        match (first..prefix_from)
+            .find(|op| self.unsynced_ops.contains_key(op) || !self.durable_prepares.contains_key(op))
+        {
+            Some(missing) => Err(format!(
+                "op {missing}, below the prefix from op {prefix_from}, is neither durable in the journal nor under \
+                 its checkpoint (op {})",
+                first - 1
+            )),
+            None => Ok(()),
         }
     }
 }

@@ -1329,3 +1329,115 @@ fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoi
     assert!(!node.group(0).checkpoint_in_flight());
     assert_eq!(world.replies.len(), replies + 1, "and it is answered");
 }
+
+/// Deliver the replicas' messages, except those `dropped` says (from, to,
+/// message), and complete the overlapped nodes' flushes, until none is left.
+fn deliver_completing(
+    nodes: &mut [Node<MemIo>],
+    worlds: &mut [Recorder],
+    dropped: impl Fn(usize, usize, &Message) -> bool,
+) {
+    for _ in 0..DELIVERY_ROUNDS_MAX {
+        let mut delivered = false;
+        for from in 0..nodes.len() {
+            for (to, message) in std::mem::take(&mut worlds[from].to_replicas) {
+                let to = usize::from(to);
+                if dropped(from, to, &message) {
+                    continue;
+                }
+                let source = Source::Replica(from as u8);
+                block_on(nodes[to].on_frame(source, ShardId(0), message, &mut worlds[to])).expect("runs");
+                delivered = true;
+            }
+        }
+        for (node, world) in nodes.iter_mut().zip(worlds.iter_mut()) {
+            block_on(node.complete_flushes(world)).expect("runs");
+        }
+        if !delivered && worlds.iter().all(|w| w.to_replicas.is_empty()) {
+            return;
+        }
+    }
+    panic!("messages kept flowing after {DELIVERY_ROUNDS_MAX} rounds");
+}
+
+/// Disk-rot seeds 224694 and 224701 (session 16, Agreement): a backup
+/// restored a checkpoint from a peer (a state transfer) beside the node,
+/// acknowledged the next op with a prefix that starts above that
+/// checkpoint, and crashed when the checkpoint's partition log sync failed:
+/// after the restart the ops under the checkpoint were on no disk of it,
+/// its acknowledged op sat above a gap and was dropped, and the next view
+/// committed another op there. An ok's prefix starts just past the
+/// sender's commit and takes the ops below for durable: in the journal, or
+/// under the checkpoint the journal starts from. The ok now waits for the
+/// restored checkpoint (`GroupStorage::check_durable`).
+#[test]
+fn a_backup_holds_its_ok_above_a_checkpoint_restored_beside_the_node_until_it_is_durable() {
+    const REPLICAS: u8 = 3;
+    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
+    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("registered").header.context;
+    // R2 misses a checkpoint interval and more.
+    for request in 1..=CHECKPOINT_INTERVAL_OPS + 4 {
+        let append = client_batch_request(CLIENT, session, request, &[b"m"]);
+        block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
+        deliver_completing(&mut nodes, &mut worlds, |from, to, _| from == 2 || to == 2);
+    }
+    assert_eq!(nodes[0].group(0).replica().checkpoint_op(), CHECKPOINT_INTERVAL_OPS);
+    assert!(nodes[2].group(0).replica().commit_min() <= 1, "R2 holds the register at most");
+
+    // R2 runs checkpoints beside its node, and the fsync of a staged
+    // checkpoint file hangs there. The partition's state data would wait for
+    // the checkpoint (its fill writes the log): R2 gets none in this story.
+    let no_state_data =
+        |_: usize, to: usize, message: &Message| to == 2 && message.header.command == Command::StateData;
+    nodes[2].set_overlapped_flushes(true);
+    let staged_checkpoint =
+        shoal_vsr::checkpoint::checkpoint_path(Path::new("/data"), namespace()).with_extension("tmp");
+    nodes[2].io().hold_syncs_under(Some(&staged_checkpoint));
+    let mut now_ns = 0;
+    let mut restored = false;
+    for _ in 0..4 * shoal_vsr::replica::COMMIT_HEARTBEAT_TICKS {
+        now_ns += TICK_NS;
+        for (node, world) in nodes.iter_mut().zip(worlds.iter_mut()) {
+            block_on(node.tick(now_ns, world)).expect("runs");
+        }
+        deliver_completing(&mut nodes, &mut worlds, no_state_data);
+        if nodes[2].group(0).checkpoint_in_flight() {
+            restored = true;
+            break;
+        }
+    }
+    assert!(restored, "R2 restored R0's checkpoint, beside its node");
+    let restored_op = nodes[2].group(0).replica().checkpoint_op();
+    assert!(restored_op >= CHECKPOINT_INTERVAL_OPS);
+    assert_eq!(nodes[2].group(0).storage().journal().snapshot_op(), 0, "its journal does not hold what it covers");
+
+    // The next append reaches R2, which writes it durably: its ok waits.
+    let append = client_batch_request(CLIENT, session, CHECKPOINT_INTERVAL_OPS + 5, &[b"m"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), append, &mut worlds[0])).expect("runs");
+    for _ in 0..8 {
+        now_ns += TICK_NS;
+        block_on(nodes[2].tick(now_ns, &mut worlds[2])).expect("runs");
+        deliver_completing(&mut nodes, &mut worlds, no_state_data);
+    }
+    let ok_above = |event: &String| {
+        event
+            .strip_prefix("send PrepareOk op ")
+            .and_then(|op| op.parse::<u64>().ok())
+            .is_some_and(|op| op > restored_op)
+    };
+    assert!(nodes[2].group(0).checkpoint_in_flight());
+    assert!(nodes[2].group(0).replica().op() > restored_op, "R2 holds ops above the checkpoint");
+    assert!(!worlds[2].events.iter().any(ok_above), "no ok above the restored checkpoint: {:#?}", worlds[2].events);
+
+    // The checkpoint becomes durable: the oks leave.
+    nodes[2].io().hold_syncs_under(None);
+    deliver_completing(&mut nodes, &mut worlds, no_state_data);
+    assert!(!nodes[2].group(0).checkpoint_in_flight());
+    let events = &worlds[2].events;
+    let installed = position(events, "durable checkpoint op 0");
+    let first_ok = events.iter().position(ok_above).expect("the oks left");
+    assert!(installed < first_ok, "after the checkpoint: {events:#?}");
+}
