@@ -187,6 +187,13 @@ impl Search<'_, '_> {
             let from = self.current.checkpoint_chunks_per_answer_max.to_string();
             self.attempt("checkpoint_chunks_per_answer_max", from, server_chunks.to_string(), candidate);
         }
+        let interval = shoal_sim::CHECKPOINT_INTERVAL_OPS;
+        if self.current.checkpoint_interval_ops != interval {
+            let mut candidate = self.current.clone();
+            candidate.checkpoint_interval_ops = interval;
+            let from = self.current.checkpoint_interval_ops.to_string();
+            self.attempt("checkpoint_interval_ops", from, interval.to_string(), candidate);
+        }
     }
 
     fn shrink_fault_kinds(&mut self) {

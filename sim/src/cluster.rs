@@ -99,6 +99,9 @@ fn open_partition(io: &SimIo, namespace: u64, replica_count: u8) -> Result<Group
 
 pub const JOURNAL_SLOT_COUNT: u64 = 64;
 pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
+/// The longest interval the simulated journal allows (the interval plus a
+/// view change's headers must fit in it: `Replica::new` asserts).
+pub const CHECKPOINT_INTERVAL_OPS_LONGEST: u64 = JOURNAL_SLOT_COUNT - shoal_vsr::replica::VIEW_HEADERS_MAX as u64 - 1;
 /// Prepares in the simulator carry small client payloads; a small slot keeps
 /// every journal file small and every simulated fsync cheap.
 pub const MESSAGE_SIZE_MAX_BYTES: u32 = 4 * 1024;
@@ -1085,7 +1088,7 @@ fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) ->
         replica,
         replica_count: config.replica_count,
         journal_slot_count: JOURNAL_SLOT_COUNT,
-        checkpoint_interval_ops: CHECKPOINT_INTERVAL_OPS,
+        checkpoint_interval_ops: config.checkpoint_interval_ops,
         seed,
         client_sessions_max: config.client_sessions_max,
         message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,

@@ -183,6 +183,7 @@ impl RunConfig {
             pipeline_prepares_max: default_pipeline_prepares_max(),
             large_append_ppm: 0,
             checkpoint_chunks_per_answer_max: default_checkpoint_chunks_per_answer_max(),
+            checkpoint_interval_ops: default_checkpoint_interval_ops(),
         }
     }
 }
@@ -236,6 +237,19 @@ pub struct RunConfig {
     /// path that asks for the next piece runs.
     #[serde(default = "default_checkpoint_chunks_per_answer_max")]
     pub checkpoint_chunks_per_answer_max: usize,
+    /// Ops between a group's checkpoints (`ReplicaConfig::checkpoint_interval_ops`)
+    /// in its journal of `JOURNAL_SLOT_COUNT` slots. At `CHECKPOINT_INTERVAL_OPS`
+    /// (16 of 64, the server's formula at 64 slots) a replica never prepares
+    /// past the window its journal still has while a checkpoint runs beside
+    /// the node; at `CHECKPOINT_INTERVAL_OPS_LONGEST` (31, the most 64 slots
+    /// allow) it does 33 ops after a checkpoint begins, as the server's 976
+    /// of 1,024 do after 48, and the node waits for the checkpoint's end.
+    #[serde(default = "default_checkpoint_interval_ops")]
+    pub checkpoint_interval_ops: u64,
+}
+
+fn default_checkpoint_interval_ops() -> u64 {
+    crate::cluster::CHECKPOINT_INTERVAL_OPS
 }
 
 fn default_checkpoint_chunks_per_answer_max() -> usize {

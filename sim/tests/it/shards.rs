@@ -132,6 +132,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
         large_append_ppm: 0,
         checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
+        checkpoint_interval_ops: shoal_sim::CHECKPOINT_INTERVAL_OPS,
     };
     let config = ShardWorldConfig::from_run_config(&run);
     assert_eq!((config.seed, config.shard_count, config.replica_count), (77, 4, 3));

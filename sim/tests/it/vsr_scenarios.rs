@@ -24,6 +24,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         pipeline_prepares_max: shoal_sim::PIPELINE_PREPARES_MAX,
         large_append_ppm: 0,
         checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
+        checkpoint_interval_ops: shoal_sim::CHECKPOINT_INTERVAL_OPS,
     }
 }
 
