@@ -1161,6 +1161,15 @@ fn a_prepare_staged_again_while_its_old_write_is_fsynced_is_not_durable_by_that_
 
     let io = MemIo::default();
     let mut storage = block_on(GroupStorage::format(&io, Path::new("/data"), storage_config(1))).expect("format");
+    // Ops 1 and 2, where the two clusters agree, durable first: an ok's
+    // prefix takes the committed ops below it for durable.
+    for op in 1..=2 {
+        let (header, body) = block_on(nodes[0].group(0).storage().journal().read(op)).expect("in the journal");
+        let message = Message::new(header, Rc::from(body));
+        storage.stage_prepare(&message.header);
+        block_on(storage.write_prepare(&message)).expect("writes");
+    }
+    block_on(storage.flush_prepares()).expect("ops 1 and 2 durable with their copies");
     storage.stage_prepare(&old.header);
     // The first flush makes the old prepare durable, its ring copy not yet.
     let in_flight = block_on(storage.begin_flush(&[&old])).expect("writes op 3");
@@ -1197,13 +1206,16 @@ fn a_prepare_staged_again_while_its_old_write_is_fsynced_is_not_durable_by_that_
 fn a_prepare_ok_waits_for_every_op_of_its_prefix() {
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     let op_3 = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
-    let op_2 = {
-        let (header, body) = block_on(nodes[0].group(0).storage().journal().read(2)).expect("op 2 is in the journal");
+    let journal_op = |op: u64| {
+        let (header, body) = block_on(nodes[0].group(0).storage().journal().read(op)).expect("in the journal");
         Message::new(header, Rc::from(body))
     };
+    let (op_1, op_2) = (journal_op(1), journal_op(2));
     let io = MemIo::default();
     let mut storage = block_on(GroupStorage::format(&io, Path::new("/data"), storage_config(1))).expect("format");
-    for message in [&op_2, &op_3] {
+    // Op 1, the sender's commit point, is durable too: an ok's prefix takes
+    // the committed ops below it for durable (`check_durable`).
+    for message in [&op_1, &op_2, &op_3] {
         storage.stage_prepare(&message.header);
         block_on(storage.write_prepare(message)).expect("writes");
     }
@@ -1213,7 +1225,10 @@ fn a_prepare_ok_waits_for_every_op_of_its_prefix() {
 
     storage.stage_prepare(&op_2.header);
     block_on(storage.write_prepare(&op_2)).expect("op 2 written again");
-    assert_eq!(storage.check_durable(ok(3)), Ok(()), "an ok whose prefix starts at op 3 promises op 3 only");
+    // Its prefix starting at op 3 says op 2 is committed on the sender, and
+    // committed ops below a prefix are promised durable too.
+    let waits = storage.check_durable(ok(3)).expect_err("op 2, committed, is being written again");
+    assert!(waits.contains("op 2"), "{waits}");
     assert_eq!(storage.check_durable(ok(9)), Ok(()), "an ok of an op below the commit point has no prefix");
     let waits = storage.check_durable(ok(2)).expect_err("op 2's write is not durable yet");
     assert!(waits.contains("op 2"), "{waits}");
