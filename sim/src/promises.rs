@@ -23,6 +23,12 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header};
 use shoal_vsr::journal::{FILE_HEADER_SIZE_BYTES, JournalConfig, decode_file_snapshot_op};
 use shoal_vsr::superblock;
 
+/// In the reason `check` gives when a committed op below an ok's prefix is
+/// on no durable slot, copy or checkpoint (see `check_prefix`): the caller
+/// forgives it where a fault injected into that journal this life explains
+/// it (recovery reads such an op faulty, not absent).
+pub const COMMITTED_OP_NOT_DURABLE: &str = "takes for durable the sender's commit";
+
 /// What one outgoing message promises is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Promise {
@@ -265,7 +271,11 @@ fn prefix_ops(op: u64, prefix_from: u64, config: &JournalConfig) -> impl Iterato
 /// durable in its slot with a copy that names the same prepare (any
 /// version: the replica's log may have moved on since), or checkpointed.
 /// A prefix op with a write still in flight, acknowledged past, is what the
-/// journal's gap rule could cut off after a crash.
+/// journal's gap rule could cut off after a crash. Below the prefix, the
+/// sender's committed ops are durable the same way: an ok above a checkpoint
+/// restored from a peer and not yet durable promised ops no disk of the
+/// sender held (disk-rot 224701, session 16, seen only as Agreement 2 s
+/// later until this check).
 fn check_prefix(
     op: u64,
     prefix_from: u64,
@@ -294,7 +304,35 @@ fn check_prefix(
             ));
         }
     }
+    if prefix_from > op {
+        // An ok of an op at or below the sender's commit point: no prefix.
+        return Ok(());
+    }
+    let covered = match covered_read {
+        Some(covered) => covered,
+        None => {
+            let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
+            decode_file_snapshot_op(&file_header).unwrap_or(0).max(checkpoint_op())
+        }
+    };
+    let committed = (covered + 1).max(op.saturating_sub(config.slot_count - 1))..prefix_from;
+    if let Some(below) = committed.into_iter().find(|&below| !durably_named(journal, config, below)) {
+        return Err(format!(
+            "prepare_ok for op {op} {COMMITTED_OP_NOT_DURABLE} through op {}, but no durable slot or copy names op \
+             {below}, and no checkpoint covers it (covered through {covered})",
+            prefix_from - 1
+        ));
+    }
     Ok(())
+}
+
+/// A durable slot holds a valid prepare of `op`, or a durable copy names
+/// it. One of the two is enough for a committed op: the simulator rots
+/// written slots and copies (the journal recovers either as faulty, never
+/// as absent), and a committed op was written long before the ok.
+fn durably_named(journal: &impl Fn(u64, usize) -> Option<Vec<u8>>, config: &JournalConfig, op: u64) -> bool {
+    durable_slot(journal, config, op).is_some_and(|header| header.op == op)
+        || durable_copy(journal, config, op).is_some()
 }
 
 /// The valid prepare header in `op`'s slot of the durable journal, body

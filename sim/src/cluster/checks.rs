@@ -215,7 +215,7 @@ impl Cluster {
             cluster: CLUSTER_ID,
             namespace,
         };
-        let result = {
+        let (result, damaged_this_life) = {
             let disk = self.nodes[replica as usize].io.disk();
             let journal = journal_path(dir, namespace);
             let files = DurableFiles {
@@ -223,8 +223,15 @@ impl Cluster {
                 superblock: || disk.contents_durable(&superblock_path(dir, namespace)),
                 checkpoint: || disk.contents_durable(&checkpoint_path(dir, namespace)),
             };
-            promises::check(promise, &config, files)
+            let damaged = disk.misdirected_this_life(&journal) || self.nodes[replica as usize].rotted_while_running;
+            (promises::check(promise, &config, files), damaged)
         };
+        if damaged_this_life && result.as_ref().is_err_and(|why| why.contains(promises::COMMITTED_OP_NOT_DURABLE)) {
+            // A committed op a misdirected write or rot took since it was
+            // written: recovery reads it faulty and repairs it; the ok's
+            // promise was kept when the op was written.
+            return;
+        }
         if result.is_err() && self.misdirected_over_slot(replica, group, &promise) {
             // A prepare write went elsewhere, or another write landed on
             // this slot, and the device said all was well: the promise is

@@ -130,11 +130,16 @@ fn a_prepare_ok_promises_its_whole_prefix() {
         checkpoint: || None,
     };
     let ok = |prefix_from| Promise::Prepare { op: 2, checksum: op_2.checksum, prefix_from };
-    assert_eq!(promises::check(ok(2), &config, files()), Ok(()), "op 2 alone is durable");
+    assert_eq!(promises::check(ok(3), &config, files()), Ok(()), "op 2 alone is durable, and has no prefix");
     let broken = promises::check(ok(1), &config, files()).unwrap_err();
     assert!(broken.contains("op 1 is not durable"), "{broken}");
+    // A prefix from op 2 says op 1 is committed on the sender: it is taken
+    // for durable too (disk-rot 224701).
+    let broken = promises::check(ok(2), &config, files()).unwrap_err();
+    assert!(broken.contains(promises::COMMITTED_OP_NOT_DURABLE) && broken.contains("op 1"), "{broken}");
     block_on_ready(journal.sync()).unwrap();
     assert_eq!(promises::check(ok(1), &config, files()), Ok(()));
+    assert_eq!(promises::check(ok(2), &config, files()), Ok(()));
 }
 
 fn prepare(op: u64, body: &[u8]) -> Header {
