@@ -466,6 +466,12 @@ impl<I: Io> PartitionStateMachine<I> {
         self.pending.len()
     }
 
+    /// The applied messages not yet written to the log, by offset (they
+    /// wait while a checkpoint's sync runs beside the node).
+    pub fn pending(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.pending.iter()
+    }
+
     /// Offsets applied (or restored) that neither the log nor the pending
     /// queue holds: they must come from a peer.
     /// Staged (fetched, not yet checked) offsets are not missing: they are

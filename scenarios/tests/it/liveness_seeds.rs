@@ -218,3 +218,14 @@ fn disk_rot_224694_and_224701_an_ok_waits_for_a_restored_checkpoint() {
     assert_disk_rot_passes(224694);
     assert_disk_rot_passes(224701);
 }
+
+/// A testbed artefact (AckedWritesDurable, session 16): the final log check
+/// completed a checkpoint still running beside the node so that what it
+/// kept in memory reached the log, and that compaction, run after the end,
+/// met a journal damaged earlier in the run and stopped the node; the check
+/// then read an empty log. The check now reads the log and the messages the
+/// group keeps in memory, with no storage call after the run.
+#[test]
+fn disk_rot_239443_the_final_log_check_runs_no_storage_call() {
+    assert_disk_rot_passes(239443);
+}

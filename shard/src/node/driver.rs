@@ -700,20 +700,6 @@ impl<I: Io> Node<I> {
         ended
     }
 
-    /// Wait for every flush and checkpoint running beside the node and
-    /// complete them, and what they start in turn (the simulator's final
-    /// check reads the partition logs they leave).
-    pub async fn settle<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
-        for _ in 0..DRAIN_ROUNDS_MAX {
-            if !self.flushes_in_flight() {
-                return Ok(());
-            }
-            self.flush_ended().await;
-            self.complete_flushes(world).await?;
-        }
-        panic!("replica {} kept starting flushes after {DRAIN_ROUNDS_MAX} rounds of settling", self.config.replica);
-    }
-
     /// Wait until some running fsync ended (at once when none runs).
     pub async fn flush_ended(&mut self) {
         poll_fn(|cx| if !self.flushes_in_flight() || self.poll_flushes(cx) { Poll::Ready(()) } else { Poll::Pending })

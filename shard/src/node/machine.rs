@@ -91,6 +91,14 @@ impl<I: Io> GroupMachine<I> {
         }
     }
 
+    /// Applied partition messages not yet written to the log, by offset.
+    pub fn pending(&self) -> Vec<(u64, Vec<u8>)> {
+        match self {
+            GroupMachine::Partition(partition) => partition.pending().map(|(o, m)| (o, m.to_vec())).collect(),
+            GroupMachine::Metadata(_) => Vec::new(),
+        }
+    }
+
     /// Partition offsets a state transfer counted but this disk lacks.
     pub fn missing(&self) -> Option<Range<u64>> {
         match self {
