@@ -174,25 +174,34 @@ impl Search<'_, '_> {
     /// that needs only small messages and one-answer state transfers is
     /// easier to read in a trace.
     fn shrink_workload(&mut self) {
-        if self.current.large_append_ppm != 0 {
+        self.reset_knob("large_append_ppm", 0, |c| c.large_append_ppm, |c, v| c.large_append_ppm = v);
+        self.reset_knob(
+            "checkpoint_chunks_per_answer_max",
+            shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
+            |c| c.checkpoint_chunks_per_answer_max,
+            |c, v| c.checkpoint_chunks_per_answer_max = v,
+        );
+        self.reset_knob(
+            "checkpoint_interval_ops",
+            shoal_sim::CHECKPOINT_INTERVAL_OPS,
+            |c| c.checkpoint_interval_ops,
+            |c, v| c.checkpoint_interval_ops = v,
+        );
+    }
+
+    /// Try the run with one workload knob at its plain value.
+    fn reset_knob<T: Copy + PartialEq + ToString>(
+        &mut self,
+        name: &'static str,
+        plain: T,
+        get: impl Fn(&RunConfig) -> T,
+        set: impl Fn(&mut RunConfig, T),
+    ) {
+        let current = get(&self.current);
+        if current != plain {
             let mut candidate = self.current.clone();
-            candidate.large_append_ppm = 0;
-            let from = self.current.large_append_ppm.to_string();
-            self.attempt("large_append_ppm", from, "0".to_string(), candidate);
-        }
-        let server_chunks = shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX;
-        if self.current.checkpoint_chunks_per_answer_max != server_chunks {
-            let mut candidate = self.current.clone();
-            candidate.checkpoint_chunks_per_answer_max = server_chunks;
-            let from = self.current.checkpoint_chunks_per_answer_max.to_string();
-            self.attempt("checkpoint_chunks_per_answer_max", from, server_chunks.to_string(), candidate);
-        }
-        let interval = shoal_sim::CHECKPOINT_INTERVAL_OPS;
-        if self.current.checkpoint_interval_ops != interval {
-            let mut candidate = self.current.clone();
-            candidate.checkpoint_interval_ops = interval;
-            let from = self.current.checkpoint_interval_ops.to_string();
-            self.attempt("checkpoint_interval_ops", from, interval.to_string(), candidate);
+            set(&mut candidate, plain);
+            self.attempt(name, current.to_string(), plain.to_string(), candidate);
         }
     }
 

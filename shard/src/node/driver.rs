@@ -953,10 +953,12 @@ impl<I: Io> Node<I> {
                 // end, so a prepare past the window the journal still has
                 // waits for that end, and so does one past the bytes that
                 // compaction may copy.
-                let config = *g.storage.config();
-                let window_end = g.storage.journal().snapshot_op() + config.slot_count;
-                let appended_bytes_max = CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(config.message_size_max_bytes);
+                let storage = &g.storage;
                 let waits_for = g.checkpointing.as_mut().and_then(|checkpoint| {
+                    let config = storage.config();
+                    let window_end = storage.journal().snapshot_op() + config.slot_count;
+                    let appended_bytes_max =
+                        CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(config.message_size_max_bytes);
                     checkpoint.appended_bytes += u64::from(message.header.size);
                     if message.header.op > window_end {
                         Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL)

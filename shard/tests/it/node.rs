@@ -245,6 +245,18 @@ fn deliver_all(nodes: &mut [Node<MemIo>], worlds: &mut [Recorder]) {
     panic!("messages kept flowing after {DELIVERY_ROUNDS_MAX} rounds");
 }
 
+/// Three fresh replicas, `CLIENT` registered through replica 0 (its
+/// session returned).
+fn three_registered_replicas() -> (Vec<Node<MemIo>>, Vec<Recorder>, u64) {
+    const REPLICAS: u8 = 3;
+    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
+    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
+    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    (nodes, worlds, session)
+}
+
 fn position(events: &[String], event: &str) -> usize {
     events.iter().position(|e| e == event).unwrap_or_else(|| panic!("no `{event}` in {events:#?}"))
 }
@@ -742,12 +754,7 @@ fn restart_the_last_with_a_rotten_partition_log(
 /// draws favour that peer (swarm seed 1329).
 #[test]
 fn a_replica_whose_state_data_request_brought_nothing_asks_another_peer_next() {
-    const REPLICAS: u8 = 3;
-    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
-    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
-    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
-    deliver_all(&mut nodes, &mut worlds);
-    let session = worlds[0].replies.pop().expect("the register was answered").header.context;
+    let (mut nodes, mut worlds, session) = three_registered_replicas();
     let appends = CHECKPOINT_INTERVAL_OPS + 4;
     for request in 1..=appends {
         let message = format!("message-{request}");
@@ -1387,12 +1394,7 @@ fn deliver_completing(
 /// restored checkpoint (`GroupStorage::check_durable`).
 #[test]
 fn a_backup_holds_its_ok_above_a_checkpoint_restored_beside_the_node_until_it_is_durable() {
-    const REPLICAS: u8 = 3;
-    let mut nodes: Vec<Node<MemIo>> = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
-    let mut worlds: Vec<Recorder> = (0..REPLICAS).map(|_| Recorder::default()).collect();
-    block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
-    deliver_all(&mut nodes, &mut worlds);
-    let session = worlds[0].replies.pop().expect("registered").header.context;
+    let (mut nodes, mut worlds, session) = three_registered_replicas();
     // R2 misses a checkpoint interval and more.
     for request in 1..=CHECKPOINT_INTERVAL_OPS + 4 {
         let append = client_batch_request(CLIENT, session, request, &[b"m"]);
