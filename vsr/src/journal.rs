@@ -209,6 +209,26 @@
 //! slots right above the named head is kept (disk-rot seeds 40812, 61823).
 //! `open`, which knows no superblock, keeps every unknown slot.
 //!
+//! ## A cut flush
+//!
+//! A flush's prepares reach the device in any order when the power goes
+//! during its fsync, so a later op may survive a hole below it (swarm seed
+//! 117597: fresh ops 16 and 17 in one flush, op 17 kept, op 16 torn). The
+//! survivor is valid with no copy naming it ("crash between the fsyncs"),
+//! the head, and the hole below it read as an op to repair: a lone replica
+//! waited `Recovering` for a peer that does not exist. Above the
+//! superblock's bound the prefix rule of the previous section settles it:
+//! had any op of that tail been acknowledged, the hole's op would have
+//! been durable with its copy, and a copy leaves only by damage (which
+//! reads as faulty, unknown, or empty with a damaged copy place) or by the
+//! poisoning before a rewrite (which above the bound only a repair of a
+//! faulty op does: a second fault). So `open_above` cuts off as torn the
+//! whole tail from the lowest hole above that bound when nothing from it
+//! up is damaged and no copy names any of its prepares. Positive evidence
+//! that the flush was cut (which write each prepare rode in) is not needed:
+//! the absence of every copy of the tail, with nothing damaged, is the
+//! evidence, and one copy anywhere in it keeps it all.
+//!
 //! ## Recovery never trusts the page cache
 //!
 //! After a process crash (not a power loss) the kernel still holds written
@@ -1572,6 +1592,20 @@ impl<I: Io> PrepareJournal<I> {
             unknown.remove(&op);
             torn_ops.insert(op);
         }
+        let cut_from = durable_log_op_max.and_then(|floor| {
+            let stale: BTreeSet<u64> = copies_stale.iter().map(|header| header.op).collect();
+            let damaged = faulty.iter().chain(&unknown).chain(&copy_damaged_ops).copied().collect();
+            self.uncopied_tail_above_a_hole(floor, &valid, &stale, &damaged)
+        });
+        if let Some(cut_from) = cut_from {
+            crate::marks::hit(crate::marks::JOURNAL_UNCOPIED_TAIL_TORN);
+            let cut: Vec<u64> = valid.range(cut_from..).map(|(&op, _)| op).collect();
+            for op in cut {
+                valid.remove(&op);
+                torn_ops.insert(op);
+            }
+            copies_stale.retain(|header| header.op < cut_from);
+        }
         let mut recovery = Recovery::default();
         // The head is the highest op the disk says was (or may have been)
         // written: a faulty or unknown op counts, so a rotten head is never
@@ -1671,6 +1705,27 @@ impl<I: Io> PrepareJournal<I> {
         }
         debug_assert!(unknown.range(reach + 1..).all(|&op| op <= self.snapshot_op + self.config.slot_count));
         unknown.range(reach + 1..).copied().collect()
+    }
+
+    /// The first op of a tail that cannot hold an acknowledged prepare
+    /// (module doc, "A cut flush"): the lowest op above `durable_log_op_max`
+    /// with no valid prepare, below a valid one, when nothing from it up is
+    /// damaged (`damaged`: faulty, unknown, or empty with a damaged copy
+    /// place) or named by a copy (every valid prepare there is in `stale`).
+    fn uncopied_tail_above_a_hole(
+        &self,
+        durable_log_op_max: u64,
+        valid: &BTreeMap<u64, Header>,
+        stale: &BTreeSet<u64>,
+        damaged: &BTreeSet<u64>,
+    ) -> Option<u64> {
+        let floor = durable_log_op_max.max(self.snapshot_op);
+        let valid_max = *valid.keys().next_back()?;
+        // Bounded by the window: `valid_max` is a live op.
+        let hole = (floor + 1..valid_max).find(|op| !valid.contains_key(op))?;
+        let nothing_damaged = damaged.range(hole..).next().is_none();
+        let nothing_named = valid.range(hole..).all(|(op, _)| stale.contains(op));
+        (nothing_damaged && nothing_named).then_some(hole)
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {

@@ -67,6 +67,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_COPIES_CARRIED,
     JOURNAL_PREPARES_JOINED,
     JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
+    JOURNAL_UNCOPIED_TAIL_TORN,
     JOURNAL_UNKNOWN_BEYOND_GAP_TORN,
     PARTITION_SALVAGED,
     PREPARE_OK_DURING_OWN_FSYNC,
@@ -178,6 +179,11 @@ pub const JOURNAL_SLOT_OVERWRITTEN_UNKNOWN: &str = "journal_slot_overwritten_unk
 /// named op that reads empty or torn): no acknowledged prepare can be
 /// there, so it is cut off as torn and the replica's head stays certain.
 pub const JOURNAL_UNKNOWN_BEYOND_GAP_TORN: &str = "journal_unknown_beyond_gap_torn";
+
+/// Recovery cut off a tail above the superblock's bound that starts at a
+/// hole no copy names and holds only prepares no copy names (a flush cut
+/// by a crash that kept a later op): none of it was acknowledged.
+pub const JOURNAL_UNCOPIED_TAIL_TORN: &str = "journal_uncopied_tail_torn";
 
 /// Recovery found a damaged slot (or an emptied one) whose only evidence
 /// is a carried copy: faulty, kept for repair, not cut off as torn.

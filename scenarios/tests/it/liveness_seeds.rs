@@ -71,6 +71,18 @@ fn swarm_61204_a_lone_replica_rewriting_an_op_is_not_left_with_its_old_copy() {
     assert_swarm_passes(61204);
 }
 
+/// A single replica (session 16, fixed in session 17): one flush wrote
+/// fresh ops 16 and 17 and the process died during its fsync; the device
+/// kept op 17 and tore op 16. Recovery read op 16 as a hole below the head
+/// to repair from peers, and a lone replica waited `Recovering` forever.
+/// Neither op had a copy, so neither was acknowledged: the tail above the
+/// superblock's bound is cut off as torn; story:
+/// `a_flush_cut_by_a_power_loss_that_kept_the_later_op_is_a_torn_tail`.
+#[test]
+fn swarm_117597_a_flush_cut_with_its_later_op_kept_is_a_torn_tail() {
+    assert_swarm_passes(117597);
+}
+
 /// A testbed gap (session 15), not a replica bug: replica 1's disk was
 /// wiped at 1.64 s, it restarted at 1.87 s and its storage opens ran on its
 /// disk's clock to 3.23 s, past the heal at 2.0 s. The liveness bound ran

@@ -834,3 +834,109 @@ fn a_compaction_records_the_checkpoints_anchor_when_the_journal_lost_it() {
     );
     block_on_ready(journal.write_repair(&header_5, &body_5)).expect("the true op 5 chains to the anchor");
 }
+
+/// What the device keeps of op 7, whose write was in flight with op 8's
+/// when the power went (op 8's write is kept whole).
+#[derive(Debug, Clone, Copy)]
+enum Op7Kept {
+    /// Its header sector only: the slot reads torn.
+    HeaderSector,
+    /// Nothing: the slot reads empty.
+    Nothing,
+}
+
+/// Ops 1-6 durable with their copies, then fresh ops 7 and 8 written in
+/// one flush whose fsync the power loss cut: op 8's sectors reached the
+/// device, op 7's did not (or only its header sector). Neither op's copy
+/// was ever written, so neither was acknowledged.
+fn flush_of_ops_7_and_8_cut_keeping_op_8(io: &SimIo, op_7_kept: Op7Kept) {
+    let mut journal = create(io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 6, true);
+    let prepares: Vec<_> = (0..2).map(|_| chain.next_prepare()).collect();
+    let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
+    block_on_ready(journal.append_batch(&batch)).unwrap();
+    let written = io.disk().contents(&journal_file()).unwrap();
+    drop(journal);
+    io.disk().faults = DiskFaults { crash_lost_ppm: 1_000_000, ..DiskFaults::crash_only() };
+    io.power_loss();
+    let config = config(SLOT_COUNT);
+    let prepare_bytes = |op: u64| {
+        let (header, _) = &prepares[(op - 7) as usize];
+        let start = config.slot_offset(op) as usize;
+        (start, &written[start..start + header.size as usize])
+    };
+    let (op_8_offset, op_8_bytes) = prepare_bytes(8);
+    io.disk().poke(&journal_file(), op_8_offset as u64, op_8_bytes).unwrap();
+    let (op_7_offset, op_7_bytes) = prepare_bytes(7);
+    assert!(op_7_bytes.len() > 512, "op 7 spans two sectors, so its header sector alone is torn");
+    if let Op7Kept::HeaderSector = op_7_kept {
+        io.disk().poke(&journal_file(), op_7_offset as u64, &op_7_bytes[..512]).unwrap();
+    }
+}
+
+/// Swarm seed 117597 (Liveness, session 16) found this, on a single
+/// replica: one flush wrote fresh ops 16 and 17, and the process died
+/// while its fsync ran; the device kept op 17 and tore op 16. Recovery
+/// kept op 17 (valid; "crash between the fsyncs", its copy to be
+/// rewritten) and so read op 16 as a hole *below* the head, to repair from
+/// peers: a lone replica waited `Recovering` forever. But above the
+/// superblock's bound an op is acknowledged only with every op below it
+/// durable with its copy, so a hole no copy names, with nothing above it
+/// but prepares no copy names, proves none of them was acknowledged: the
+/// whole tail is torn, cut off, and the head is op 6.
+#[test]
+fn a_flush_cut_by_a_power_loss_that_kept_the_later_op_is_a_torn_tail() {
+    // An empty slot has nothing to clear; a torn one is zeroed.
+    for (seed, op_7_kept, cleared) in [(23, Op7Kept::HeaderSector, vec![7, 8]), (24, Op7Kept::Nothing, vec![8])] {
+        let io = SimIo::new(seed);
+        flush_of_ops_7_and_8_cut_keeping_op_8(&io, op_7_kept);
+        let _ = shoal_vsr::marks::take();
+        let (journal, recovery) = open_above(&io, 6);
+        assert_eq!(
+            recovery,
+            Recovery { ops_recovered: (1..=6).collect(), torn_tail_truncated: cleared, repair_ops: vec![] },
+            "{op_7_kept:?}: ops 7 and 8 were never acknowledged"
+        );
+        assert_eq!(journal.op_max(), Some(6));
+        assert!(shoal_vsr::marks::take().contains_key(shoal_vsr::marks::JOURNAL_UNCOPIED_TAIL_TORN));
+        drop(journal);
+        let (journal, recovery) = open_above(&io, 6);
+        assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "{op_7_kept:?}: the first open cleared the tail");
+        assert_eq!(journal.op_max(), Some(6));
+    }
+}
+
+/// The same disk, but the superblock names op 8 (a view change installed
+/// it): below that bound a hole proves nothing (a new primary counts its
+/// own copy of an op while it repairs a body below it), so op 7 is a hole
+/// to repair and op 8 stays.
+#[test]
+fn a_cut_flush_the_superblock_reaches_keeps_its_later_op_and_repairs_the_hole() {
+    let io = SimIo::new(25);
+    flush_of_ops_7_and_8_cut_keeping_op_8(&io, Op7Kept::HeaderSector);
+    let (journal, recovery) = open_above(&io, 8);
+    assert_eq!(recovery.repair_ops, vec![7]);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new());
+    assert_eq!(journal.op_max(), Some(8));
+}
+
+/// Op 8 was acknowledged (its prepare and copy durable), so op 7 was too;
+/// then op 7's slot rotted. Its copy names it: faulty, never a torn tail,
+/// and op 8 above it stays.
+#[test]
+fn a_rotten_op_below_an_acknowledged_one_is_repaired_not_cut_off() {
+    let io = SimIo::new(26);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 8, true);
+    assert!(journal.is_durable(8));
+    let offset = config(SLOT_COUNT).slot_offset(7);
+    drop(journal);
+    io.disk().corrupt_sector(&journal_file(), offset).unwrap();
+    io.crash_process();
+    let (journal, recovery) = open_above(&io, 6);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new());
+    assert_eq!(recovery.repair_ops, vec![7]);
+    assert_eq!(journal.op_max(), Some(8));
+}
