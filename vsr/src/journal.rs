@@ -968,10 +968,13 @@ enum HeaderCopy {
 #[allow(clippy::large_enum_variant)]
 enum SlotState {
     Empty,
-    /// A valid prepare; `copy_stale` when its ring copy must be rewritten.
+    /// A valid prepare; `copy_stale` when its ring copy must be rewritten;
+    /// `copy_damaged` when a place of its copy reads damaged (a copy of it
+    /// may have been there).
     Valid {
         header: Header,
         copy_stale: bool,
+        copy_damaged: bool,
     },
     /// Written and then damaged: the ring names `op`, the slot lost it.
     /// `named`: the copy's header, when nothing in the slot contradicts it
@@ -1496,7 +1499,7 @@ impl<I: Io> PrepareJournal<I> {
                 (Slot::Valid(header), _) if self.headers.get(&header.op) == Some(&header) => {
                     // Written in this life and indexed: its copy may still be
                     // pending until the next sync.
-                    SlotState::Valid { header, copy_stale: false }
+                    SlotState::Valid { header, copy_stale: false, copy_damaged: any_invalid }
                 }
                 // Copies that disagree, or a slot holding another version of
                 // the op: which header is the op's is not known.
@@ -1507,9 +1510,11 @@ impl<I: Io> PrepareJournal<I> {
                 (Slot::Valid(header), Some(copy)) if copy.op == header.op && copy.checksum != header.checksum => {
                     SlotState::Faulty { op: header.op, named: None }
                 }
-                (Slot::Valid(header), copy) => {
-                    SlotState::Valid { header, copy_stale: copy.is_none_or(|copy| copy != header) }
-                }
+                (Slot::Valid(header), copy) => SlotState::Valid {
+                    header,
+                    copy_stale: copy.is_none_or(|copy| copy != header),
+                    copy_damaged: any_invalid,
+                },
                 (Slot::Empty | Slot::Invalid | Slot::Overwritten, Some(copy)) => {
                     if ring_live.is_none() {
                         crate::marks::hit(crate::marks::JOURNAL_CARRIED_COPY_NAMES_FAULTY);
@@ -1557,6 +1562,8 @@ impl<I: Io> PrepareJournal<I> {
         let mut unknown: BTreeSet<u64> = BTreeSet::new();
         let mut torn_ops: BTreeSet<u64> = BTreeSet::new();
         let mut copy_damaged_ops: BTreeSet<u64> = BTreeSet::new();
+        // Valid prepares a place of whose copy reads damaged.
+        let mut valid_copy_damaged: BTreeSet<u64> = BTreeSet::new();
         let mut copies_stale: Vec<Header> = Vec::new();
         for state in states {
             match state {
@@ -1566,7 +1573,10 @@ impl<I: Io> PrepareJournal<I> {
                 SlotState::EmptyCopyDamaged { op } => {
                     copy_damaged_ops.insert(op);
                 }
-                SlotState::Valid { header, copy_stale } => {
+                SlotState::Valid { header, copy_stale, copy_damaged } => {
+                    if copy_damaged {
+                        valid_copy_damaged.insert(header.op);
+                    }
                     let previous = valid.insert(header.op, header);
                     assert!(previous.is_none(), "op maps to exactly one slot");
                     if copy_stale {
@@ -1594,7 +1604,8 @@ impl<I: Io> PrepareJournal<I> {
         }
         let cut_from = durable_log_op_max.and_then(|floor| {
             let stale: BTreeSet<u64> = copies_stale.iter().map(|header| header.op).collect();
-            let damaged = faulty.iter().chain(&unknown).chain(&copy_damaged_ops).copied().collect();
+            let damaged =
+                faulty.iter().chain(&unknown).chain(&copy_damaged_ops).chain(&valid_copy_damaged).copied().collect();
             self.uncopied_tail_above_a_hole(floor, &valid, &stale, &damaged)
         });
         if let Some(cut_from) = cut_from {
@@ -1710,7 +1721,7 @@ impl<I: Io> PrepareJournal<I> {
     /// The first op of a tail that cannot hold an acknowledged prepare
     /// (module doc, "A cut flush"): the lowest op above `durable_log_op_max`
     /// with no valid prepare, below a valid one, when nothing from it up is
-    /// damaged (`damaged`: faulty, unknown, or empty with a damaged copy
+    /// damaged (`damaged`: faulty, unknown, or a slot with a damaged copy
     /// place) or named by a copy (every valid prepare there is in `stale`).
     fn uncopied_tail_above_a_hole(
         &self,

@@ -940,3 +940,26 @@ fn a_rotten_op_below_an_acknowledged_one_is_repaired_not_cut_off() {
     assert_eq!(recovery.repair_ops, vec![7]);
     assert_eq!(journal.op_max(), Some(8));
 }
+
+/// Ops 7 and 8 acknowledged; then op 7's prepare and ring copy are zeroed
+/// (two faults: it reads as never written) and op 8's ring copy rots. Op
+/// 8's copy place reads damaged, so a copy may have named it: the tail is
+/// not cut off, op 8 (intact) is recovered and op 7 awaits repair.
+#[test]
+fn a_tail_whose_copy_place_is_damaged_is_not_cut_off_as_uncopied() {
+    let io = SimIo::new(27);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 8, true);
+    assert!(journal.is_durable(8));
+    drop(journal);
+    let config = config(SLOT_COUNT);
+    io.disk().poke(&journal_file(), config.slot_offset(7), &[0; 1024]).unwrap();
+    io.disk().poke(&journal_file(), config.header_copy_offset(7), &[0; 256]).unwrap();
+    io.disk().corrupt_sector(&journal_file(), config.header_copy_offset(8)).unwrap();
+    io.crash_process();
+    let (journal, recovery) = open_above(&io, 6);
+    assert_eq!(recovery.torn_tail_truncated, Vec::<u64>::new(), "{recovery:?}");
+    assert_eq!(recovery.repair_ops, vec![7]);
+    assert_eq!(journal.op_max(), Some(8));
+}
