@@ -262,6 +262,12 @@ pub struct GroupStorage<I: Io> {
     /// with the checksum of the last write: nothing may promise them until
     /// `flush_prepares` reports them.
     unsynced_ops: BTreeMap<u64, u128>,
+    /// Every op from the journal's snapshot up to this one was durable when
+    /// `check_below_prefix_durable` last looked, and nothing since made one
+    /// of them not durable (a write lowers it, a truncation too): the check
+    /// resumes above it, so an ok costs O(1) amortised, not a walk of the
+    /// window.
+    durable_through_hint: std::cell::Cell<u64>,
     /// Ops staged and not written yet (`stage_prepare` .. `write_staged`).
     /// With a flush's fsync in flight, the replica may stage a new write of
     /// an op that flush will report: the report is of the old write, and
@@ -293,6 +299,7 @@ impl<I: Io> GroupStorage<I> {
             superblock,
             durable_prepares: BTreeMap::new(),
             unsynced_ops: BTreeMap::new(),
+            durable_through_hint: std::cell::Cell::new(0),
             staged_unwritten: std::collections::BTreeSet::new(),
         }
     }
@@ -583,6 +590,7 @@ impl<I: Io> GroupStorage<I> {
                 // have cleared some of the slots already.
                 self.durable_prepares.retain(|op, _| *op <= after);
                 self.unsynced_ops.retain(|op, _| *op <= after);
+                self.lower_durable_through_hint(after);
                 self.staged_unwritten.retain(|op| *op <= after);
                 self.journal.truncate_after(after).await?;
             }
@@ -708,6 +716,7 @@ impl<I: Io> GroupStorage<I> {
     /// slot held is no longer promised, even if that write fails half way):
     /// nothing may promise it until the commit reports it.
     pub fn stage_prepare(&mut self, header: &Header) {
+        self.lower_durable_through_hint(header.op.saturating_sub(1));
         self.durable_prepares.remove(&header.op);
         self.unsynced_ops.insert(header.op, header.checksum);
         self.staged_unwritten.insert(header.op);
@@ -896,16 +905,25 @@ impl<I: Io> GroupStorage<I> {
     /// next view).
     fn check_below_prefix_durable(&self, prefix_from: u64) -> Result<(), String> {
         let first = self.journal.snapshot_op() + 1;
-        match (first..prefix_from)
-            .find(|op| self.unsynced_ops.contains_key(op) || !self.durable_prepares.contains_key(op))
-        {
-            Some(missing) => Err(format!(
-                "op {missing}, below the prefix from op {prefix_from}, is neither durable in the journal nor under \
-                 its checkpoint (op {})",
-                first - 1
-            )),
-            None => Ok(()),
+        let not_durable = |op: &u64| self.unsynced_ops.contains_key(op) || !self.durable_prepares.contains_key(op);
+        let resume = self.durable_through_hint.get().max(first - 1) + 1;
+        debug_assert_eq!((first..resume).find(not_durable), None, "the hint vouches only for durable ops");
+        // Bounded by the window: each step is a distinct live op.
+        for op in resume..prefix_from {
+            if not_durable(&op) {
+                return Err(format!(
+                    "op {op}, below the prefix from op {prefix_from}, is neither durable in the journal nor under \
+                     its checkpoint (op {})",
+                    first - 1
+                ));
+            }
+            self.durable_through_hint.set(op);
         }
+        Ok(())
+    }
+
+    fn lower_durable_through_hint(&self, op: u64) {
+        self.durable_through_hint.set(self.durable_through_hint.get().min(op));
     }
 }
 
