@@ -658,8 +658,7 @@ impl<I: Io> GroupStorage<I> {
             StagedCompaction::Nothing => {}
             StagedCompaction::Corrupt(error) => return Err(error.into()),
         }
-        // The checkpoint vouches for these now (see `check_durable`).
-        self.durable_prepares.retain(|op, _| *op > checkpoint.anchor.op);
+        self.forget_prepares_under_checkpoint(checkpoint.anchor.op);
         Ok(())
     }
 
@@ -699,9 +698,14 @@ impl<I: Io> GroupStorage<I> {
             Ok(None) => {}
             Err(error) => return Err(error.into()),
         }
-        // The checkpoint vouches for these now (see `check_durable`).
-        self.durable_prepares.retain(|durable, _| *durable > op);
+        self.forget_prepares_under_checkpoint(op);
         Ok(())
+    }
+
+    /// The checkpoint at `op` is durable and the journal starts from it: it
+    /// vouches for the ops it covers now (see `check_durable`).
+    fn forget_prepares_under_checkpoint(&mut self, op: u64) {
+        self.durable_prepares.retain(|durable, _| *durable > op);
     }
 
     /// Write a prepare into its slot, not yet durable: nothing may promise
