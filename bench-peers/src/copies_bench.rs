@@ -138,6 +138,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
             message_size_max_bytes: message_size_max,
             journal_slot_count: Some(JOURNAL_SLOT_COUNT),
             pipeline_prepares_max: None,
+            checkpoint_interval_ops: None,
             start_timeout: Duration::from_secs(60),
             append_timeout: Duration::from_secs(30),
             client_tick: None,

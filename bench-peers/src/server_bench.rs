@@ -81,6 +81,10 @@ pub struct ServerArgs {
     /// partition group) [default: the server's].
     #[arg(long)]
     pipeline_prepares_max: Option<usize>,
+    /// Every replica's --checkpoint-interval-ops (ops between a partition
+    /// group's checkpoints) [default: the server's].
+    #[arg(long)]
+    checkpoint_interval_ops: Option<u64>,
     /// Reads each reader keeps in flight in the read phase, comma-separated
     /// (one row per value; at most `shoal_client::READS_IN_FLIGHT_MAX`).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
@@ -308,6 +312,7 @@ fn settings(args: &ServerArgs, server_binary: &Path, data_root: &Path, replicas:
         message_size_max_bytes: args.message_size_max,
         journal_slot_count: None,
         pipeline_prepares_max: args.pipeline_prepares_max,
+        checkpoint_interval_ops: args.checkpoint_interval_ops,
         start_timeout: Duration::from_secs(args.run.start_timeout_s),
         append_timeout: Duration::from_secs(args.run.op_timeout_s),
         client_tick: args.client_tick_ms.map(Duration::from_millis),

@@ -240,6 +240,7 @@ impl System for Shoal {
             message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES_DEFAULT,
             journal_slot_count: None,
             pipeline_prepares_max: None,
+            checkpoint_interval_ops: None,
             start_timeout: settings.timeout,
             append_timeout: self.append_timeout,
             client_tick: None,

@@ -66,6 +66,8 @@ pub struct ShoalSettings {
     pub journal_slot_count: Option<u64>,
     /// `--pipeline-prepares-max` of every replica; `None`: the server's default.
     pub pipeline_prepares_max: Option<usize>,
+    /// `--checkpoint-interval-ops` of every replica; `None`: the server's default.
+    pub checkpoint_interval_ops: Option<u64>,
     pub start_timeout: Duration,
     /// Bound on one append (the client's request timeout).
     pub append_timeout: Duration,
@@ -133,6 +135,7 @@ impl ShoalCluster {
                 .args(["--message-size-max", &settings.message_size_max_bytes.to_string()])
                 .args(settings.journal_slot_count.map(|count| format!("--journal-slot-count={count}")))
                 .args(settings.pipeline_prepares_max.map(|depth| format!("--pipeline-prepares-max={depth}")))
+                .args(settings.checkpoint_interval_ops.map(|ops| format!("--checkpoint-interval-ops={ops}")))
                 .env("RUST_LOG", std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
             cluster.spawn(&format!("replica-{replica}"), command)?;
         }

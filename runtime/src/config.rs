@@ -123,6 +123,7 @@ pub struct ShardingSection {
 pub struct LimitsSection {
     pub message_size_max: Option<u32>,
     pub journal_slot_count: Option<u64>,
+    pub checkpoint_interval_ops: Option<u64>,
     pub pipeline_prepares_max: Option<usize>,
 }
 
@@ -146,6 +147,7 @@ pub struct Overrides {
     pub cpu_allocation: Option<String>,
     pub message_size_max: Option<u32>,
     pub journal_slot_count: Option<u64>,
+    pub checkpoint_interval_ops: Option<u64>,
     pub pipeline_prepares_max: Option<usize>,
     pub log_format: Option<String>,
 }
@@ -172,6 +174,9 @@ pub struct ServerConfig {
     pub cpu_allocation: CpuAllocation,
     pub message_size_max_bytes: u32,
     pub journal_slot_count: u64,
+    /// Ops between a partition group's checkpoints (the same on every
+    /// replica); at most `checkpoint_interval_ops(journal_slot_count)`.
+    pub checkpoint_interval_ops: u64,
     /// Prepares a partition group's primary keeps in flight before it
     /// queues requests (and packs them several to a prepare).
     pub pipeline_prepares_max: usize,
@@ -212,6 +217,12 @@ pub enum ConfigError {
     MessageSize { given: u32, min: u32, max: u32 },
     #[error("limits.journal_slot_count is {given}: set a power of two within {min}..={max}")]
     JournalSlotCount { given: u64, min: u64, max: u64 },
+    #[error(
+        "limits.checkpoint_interval_ops is {given}: set it within 1..={max} for limits.journal_slot_count {slots} \
+         (the same on every replica; a shorter interval leaves a running checkpoint more of the journal to append \
+         into, at the price of more compactions)"
+    )]
+    CheckpointIntervalOps { given: u64, max: u64, slots: u64 },
     #[error(
         "limits.pipeline_prepares_max is {given}: set it within 1..={max} (prepares in flight per group; a shallower \
          pipeline packs more requests into each prepare)"
@@ -305,6 +316,18 @@ impl ServerConfig {
                 max: SLOT_COUNT_MAX,
             });
         }
+        let checkpoint_interval_ops_max = checkpoint_interval_ops(journal_slot_count);
+        let checkpoint_interval_ops = flags
+            .checkpoint_interval_ops
+            .or(file.limits.checkpoint_interval_ops)
+            .unwrap_or(checkpoint_interval_ops_max);
+        if !(1..=checkpoint_interval_ops_max).contains(&checkpoint_interval_ops) {
+            return Err(ConfigError::CheckpointIntervalOps {
+                given: checkpoint_interval_ops,
+                max: checkpoint_interval_ops_max,
+                slots: journal_slot_count,
+            });
+        }
         let pipeline_prepares_max =
             flags.pipeline_prepares_max.or(file.limits.pipeline_prepares_max).unwrap_or(PIPELINE_PREPARES_DEFAULT);
         if !(1..=PIPELINE_PREPARES_MAX).contains(&pipeline_prepares_max) {
@@ -327,6 +350,7 @@ impl ServerConfig {
             cpu_allocation,
             message_size_max_bytes,
             journal_slot_count,
+            checkpoint_interval_ops,
             pipeline_prepares_max,
             log_format,
         })
@@ -358,6 +382,7 @@ cpu_allocation = "0-1"
 [limits]
 message_size_max = 65536
 journal_slot_count = 4096
+checkpoint_interval_ops = 2048
 pipeline_prepares_max = 8
 
 [logging]
@@ -375,6 +400,7 @@ format = "json"
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.idle_timeout_ms, 2500);
         assert_eq!(config.pipeline_prepares_max, 8);
+        assert_eq!(config.checkpoint_interval_ops, 2048);
         let flags = Overrides {
             replica: Some(2),
             idle_timeout_ms: Some(700),
@@ -431,6 +457,9 @@ format = "json"
         assert!(refusal("[logging]\nformat = \"xml\"\n").contains("logging.format"));
         assert!(refusal("[limits]\npipeline_prepares_max = 0\n").contains("limits.pipeline_prepares_max"));
         assert!(refusal("[limits]\npipeline_prepares_max = 17\n").contains("1..=16"));
+        assert!(refusal("[limits]\ncheckpoint_interval_ops = 0\n").contains("limits.checkpoint_interval_ops"));
+        let too_long = refusal("[limits]\njournal_slot_count = 1024\ncheckpoint_interval_ops = 1000\n");
+        assert!(too_long.contains(&format!("1..={}", checkpoint_interval_ops(1024))), "{too_long}");
         assert!(refusal("[network]\nidle_timeout_ms = 5\n").contains("network.idle_timeout_ms"));
         assert!(refusal("[network]\nidle_timeout_ms = 3600001\n").contains("network.idle_timeout_ms"));
         let default = ServerConfig::resolve(
@@ -440,6 +469,7 @@ format = "json"
         let default = default.unwrap();
         assert_eq!(default.idle_timeout_ms, IDLE_TIMEOUT_MS);
         assert_eq!(default.pipeline_prepares_max, PIPELINE_PREPARES_DEFAULT);
+        assert_eq!(default.checkpoint_interval_ops, checkpoint_interval_ops(default.journal_slot_count));
         let missing = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap_err();
         assert!(missing.to_string().contains("--data-dir"));
     }

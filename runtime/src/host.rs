@@ -117,6 +117,9 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// Partition groups' journal slots (the metadata group's are fixed).
     pub journal_slot_count: u64,
+    /// Partition groups' checkpoint interval (`limits.checkpoint_interval_ops`;
+    /// the metadata group's follows its fixed journal).
+    pub checkpoint_interval_ops: u64,
     pub message_size_max_bytes: u32,
     /// Partition groups' pipeline depth (`limits.pipeline_prepares_max`;
     /// the metadata group's is fixed).
@@ -506,7 +509,11 @@ fn replica_config(config: &HostConfig, namespace: u64, seed: u64) -> ReplicaConf
         replica: config.replica,
         replica_count: config.replica_count,
         journal_slot_count,
-        checkpoint_interval_ops: crate::config::checkpoint_interval_ops(journal_slot_count),
+        checkpoint_interval_ops: if namespace == METADATA_NAMESPACE {
+            crate::config::checkpoint_interval_ops(journal_slot_count)
+        } else {
+            config.checkpoint_interval_ops
+        },
         seed,
         client_sessions_max: config.client_sessions_max,
         message_size_max_bytes,
@@ -1081,6 +1088,7 @@ mod tests {
             client_address: address,
             data_dir: PathBuf::from("/nonexistent"),
             journal_slot_count: 64,
+            checkpoint_interval_ops: crate::config::checkpoint_interval_ops(64),
             message_size_max_bytes: 4096,
             pipeline_prepares_max: 4,
             client_sessions_max: 4,

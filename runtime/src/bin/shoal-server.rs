@@ -163,6 +163,11 @@ struct StartArgs {
     #[arg(long, value_name = "SLOTS")]
     journal_slot_count: Option<u64>,
 
+    /// limits.checkpoint_interval_ops: ops between a partition group's checkpoints (the same on every
+    /// replica; default and maximum: the journal's slots less a view change's headers and a pipeline).
+    #[arg(long, value_name = "OPS")]
+    checkpoint_interval_ops: Option<u64>,
+
     /// limits.pipeline_prepares_max: prepares a partition group keeps in flight (1..=16, default 4); past it
     /// requests queue and are packed several to a prepare.
     #[arg(long, value_name = "PREPARES")]
@@ -214,6 +219,7 @@ impl StartArgs {
             cpu_allocation: self.cpu_allocation.clone(),
             message_size_max: self.message_size_max,
             journal_slot_count: self.journal_slot_count,
+            checkpoint_interval_ops: self.checkpoint_interval_ops,
             pipeline_prepares_max: self.pipeline_prepares_max,
             log_format: self.log_format.clone(),
         };
@@ -413,6 +419,7 @@ fn host_config(config: &ServerConfig, rejoining: bool) -> Result<Option<HostConf
         client_address,
         data_dir: config.data_dir.clone(),
         journal_slot_count: config.journal_slot_count,
+        checkpoint_interval_ops: config.checkpoint_interval_ops,
         message_size_max_bytes: config.message_size_max_bytes,
         pipeline_prepares_max: config.pipeline_prepares_max,
         client_sessions_max: CLIENT_SESSIONS_MAX,
