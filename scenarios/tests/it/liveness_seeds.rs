@@ -83,6 +83,18 @@ fn swarm_117597_a_flush_cut_with_its_later_op_kept_is_a_torn_tail() {
     assert_swarm_passes(117597);
 }
 
+/// A testbed artefact (session 17): a read EIO aimed at op 2's ring copy
+/// took the whole sector, which also held op 3's copy, and op 3's prepare
+/// write had gone elsewhere (a misdirected write) in the same life: two
+/// faults on op 3, which the fault model never places, and recovery lost
+/// the acknowledged op unnamed (`Recovery`; the journal's documented
+/// two-fault gap). Rot now spares a sector holding evidence of an op a
+/// misdirected write touched.
+#[test]
+fn disk_rot_264061_rot_spares_a_sector_shared_with_a_misdirected_ops_evidence() {
+    assert_disk_rot_passes(264061);
+}
+
 /// A testbed gap (session 15), not a replica bug: replica 1's disk was
 /// wiped at 1.64 s, it restarted at 1.87 s and its storage opens ran on its
 /// disk's clock to 3.23 s, past the heal at 2.0 s. The liveness bound ran

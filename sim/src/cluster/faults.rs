@@ -258,6 +258,9 @@ impl Cluster {
         {
             return;
         }
+        if self.sector_shares_misdirected_evidence(index, group, journal.snapshot_op(), offset) {
+            return;
+        }
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
@@ -305,15 +308,29 @@ impl Cluster {
     pub(super) fn misdirect_touched(&self, index: usize, group: usize, op: u64) -> bool {
         let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let config = storage_config(index as u8, self.namespaces[group]).journal();
-        let slot = (config.slot_offset(op), config.slot_offset(op) + config.slot_size_bytes());
-        // Every place its copy may live: the ring and the carried entries.
-        let copies =
-            config.header_copy_offsets(op).map(|offset| (offset, offset + shoal_vsr::header::HEADER_SIZE_BYTES as u64));
-        let ranges: Vec<(u64, u64)> = std::iter::once(slot).chain(copies).collect();
+        let ranges = evidence_ranges(&config, op);
         let disk = self.nodes[index].io.disk();
         disk.misdirected_ranges(&path)
             .iter()
-            .any(|&(offset, len)| ranges.iter().any(|&(start, end)| offset < end && start < offset + len))
+            .any(|&(offset, len)| ranges.iter().any(|&range| overlaps(range, (offset, offset + len))))
+    }
+
+    /// Damage to the sector at `offset` would take evidence of an op of the
+    /// journal's window (from `snapshot_op`) that a misdirected write
+    /// touched: a second fault on that one op, which the fault model never
+    /// places. A sector holds more than the op a rot is aimed at (two ring
+    /// copies share one): disk-rot seed 264061 aimed a read EIO at op 2's
+    /// ring copy, and the sector also held op 3's, whose prepare write had
+    /// gone elsewhere, so op 3 lost both its prepare and its copy.
+    fn sector_shares_misdirected_evidence(&self, index: usize, group: usize, snapshot_op: u64, offset: u64) -> bool {
+        let config = storage_config(index as u8, self.namespaces[group]).journal();
+        let start = offset / shoal_vsr::journal::SECTOR_SIZE_BYTES * shoal_vsr::journal::SECTOR_SIZE_BYTES;
+        let sector = (start, start + shoal_vsr::journal::SECTOR_SIZE_BYTES);
+        // Bounded by the window: one op per slot.
+        (snapshot_op + 1..=snapshot_op + config.slot_count).any(|op| {
+            evidence_ranges(&config, op).iter().any(|&range| overlaps(range, sector))
+                && self.misdirect_touched(index, group, op)
+        })
     }
 
     /// Every other replica runs and holds `op` of `group` (or checkpointed
@@ -455,6 +472,9 @@ impl Cluster {
         } else {
             Self::rot_offset(journal, op, draw, false)
         };
+        if self.sector_shares_misdirected_evidence(index, group, journal.snapshot_op(), offset) {
+            return;
+        }
         drop(storage);
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
@@ -655,6 +675,19 @@ impl Cluster {
             .all(|j| self.group_replica(j, group).is_some_and(|r| r.status() == Status::Normal));
         peers_normal && self.loss_is_recoverable(replica, group, disk)
     }
+}
+
+/// Where `op`'s evidence lives in its journal: its slot, and every place
+/// its copy may be (the ring and the carried entries), as `(start, end)`.
+fn evidence_ranges(config: &shoal_vsr::journal::JournalConfig, op: u64) -> Vec<(u64, u64)> {
+    let slot = (config.slot_offset(op), config.slot_offset(op) + config.slot_size_bytes());
+    let copies =
+        config.header_copy_offsets(op).map(|offset| (offset, offset + shoal_vsr::header::HEADER_SIZE_BYTES as u64));
+    std::iter::once(slot).chain(copies).collect()
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
 }
 
 /// A journal slot's damage, as its trace names it.
