@@ -47,6 +47,7 @@ use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
+use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Routed, StorageConfig,
     StorageDamage, StorageError, action_name,
@@ -57,7 +58,7 @@ use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
 use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use shoal_vsr::io::Io;
-use shoal_vsr::journal::{JournalConfig, journal_path};
+use shoal_vsr::journal::journal_path;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Committed, Replica, ReplicaConfig, Source, Status, frame_size_max_bytes};
 use shoal_vsr::superblock::superblock_path;
@@ -335,6 +336,12 @@ pub struct Cluster {
     /// Superblock copies rotted since the replica's last superblock write:
     /// `(replica, group, copy)`. The last good copy as for checkpoints.
     superblock_rot: std::collections::BTreeSet<(u8, usize, u64)>,
+    /// Start-up replays of the metadata group that ran to their end at a
+    /// restart (`replay_metadata_at_start`), over every replica.
+    metadata_replays: u64,
+    /// Test hook: the next start-up replay's catalogue gains a stream the
+    /// metadata group never committed, so the recovery check must fail.
+    tamper_next_metadata_replay: bool,
     /// The one replica whose disk may rot: corrupting a slot on no more than
     /// one replica keeps every committed op on a majority.
     rot_replica: u8,
@@ -379,14 +386,50 @@ fn node_config(config: &RunConfig, replica: u8, shard_count: ShardCount) -> Node
     }
 }
 
-fn storage_config(replica: u8, namespace: u64) -> StorageConfig {
-    StorageConfig {
-        cluster: CLUSTER_ID,
-        namespace,
-        replica,
-        slot_count: JOURNAL_SLOT_COUNT,
-        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+/// The most calls that change the disk a start's fault is drawn among:
+/// a few per group it opens or formats, and as many for the metadata
+/// group's start-up replay, which changes the disk as an open does.
+fn start_mutations_max(namespaces: &[u64]) -> u64 {
+    let opens = namespaces.len() + usize::from(namespaces.contains(&METADATA_NAMESPACE));
+    RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * opens as u64
+}
+
+/// A first start's replay of the metadata group (`shard_zero_start`), on a
+/// disk that takes no time yet. `None`: a fault stopped it.
+fn first_start_replay(io: &SimIo, config: &RunConfig, replica: u8) -> Option<shoal_shard::handoff::MetadataReplay> {
+    let metadata = metadata_group(config, replica);
+    let dir = Path::new(DATA_DIR);
+    block_on_ready(shoal_shard::handoff::replay_metadata_group(io, dir, metadata, ShardId::METADATA)).ok()
+}
+
+/// The metadata group as the start-up replay sees `replica` of this run.
+/// The server's replay and its metadata replica share one session table
+/// size (`CLIENT_SESSIONS_MAX`); the simulator's replica takes the run's, so
+/// its replay does too (a smaller table evicts sessions, and so changes what
+/// is applied).
+fn metadata_group(config: &RunConfig, replica: u8) -> shoal_shard::handoff::MetadataGroup {
+    shoal_shard::handoff::MetadataGroup {
+        client_sessions_max: config.client_sessions_max,
+        ..shoal_shard::handoff::MetadataGroup::new(CLUSTER_ID, replica, config.replica_count)
     }
+}
+
+/// A group's journal geometry, as the server's (`host::journal_geometry`):
+/// the metadata group's is fixed, because the start-up replay
+/// (`replay_metadata_group`) opens its journal with that geometry and
+/// refuses any other (`ConfigMismatch`); partitions take the simulator's
+/// small journal.
+fn journal_geometry(namespace: u64) -> (u64, u32) {
+    if namespace == METADATA_NAMESPACE {
+        let journal = metadata_journal_config(CLUSTER_ID);
+        return (journal.slot_count, journal.message_size_max_bytes);
+    }
+    (JOURNAL_SLOT_COUNT, MESSAGE_SIZE_MAX_BYTES)
+}
+
+fn storage_config(replica: u8, namespace: u64) -> StorageConfig {
+    let (slot_count, message_size_max_bytes) = journal_geometry(namespace);
+    StorageConfig { cluster: CLUSTER_ID, namespace, replica, slot_count, message_size_max_bytes }
 }
 
 fn mix(hash: u64, value: u64) -> u64 {
@@ -443,12 +486,47 @@ impl Cluster {
             // (`restart`, `format_new_group`).
             let (crash_draw, count_draw) = (rng.next_u64(), rng.next_u64());
             if crash_draw % PPM_MAX < u64::from(config.faults.restart_crash_ppm) {
-                let count = 1 + count_draw % (RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * namespaces.len() as u64);
+                let count = 1 + count_draw % start_mutations_max(&namespaces);
                 io.disk().arm_mutation_fault(count, crate::disk::MutationFault::Halt);
             }
+            // As the server's first start (`shard_zero_start`): shard 0's
+            // start-up replay formats the new metadata group (the replay's
+            // own format, `created`), and that group then opens from what
+            // the replay wrote instead of being formatted again.
+            let first_replay =
+                namespaces.contains(&METADATA_NAMESPACE).then(|| first_start_replay(&io, config, replica));
+            let replay_stopped = matches!(first_replay, Some(None));
+            assert!(!replay_stopped || io.disk().is_halted(), "replaying a fresh disk's metadata group works");
             let mut groups = Vec::new();
-            for (namespace, shard) in namespaces.iter().zip(&shard_of) {
+            for (namespace, shard) in namespaces.iter().zip(&shard_of).filter(|_| !replay_stopped) {
                 let config_storage = storage_config(replica, *namespace);
+                if *namespace == METADATA_NAMESPACE {
+                    let Ok((storage, recovered)) =
+                        block_on_ready(GroupStorage::open(&io, Path::new(DATA_DIR), config_storage))
+                    else {
+                        assert!(io.disk().is_halted(), "the metadata group the replay formatted opens");
+                        break;
+                    };
+                    let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
+                    let Ok(machine) = open_partition(&io, *namespace, config.replica_count) else {
+                        assert!(io.disk().is_halted(), "a fresh disk opens the metadata machine");
+                        break;
+                    };
+                    let opened =
+                        Replica::open(replica_config, machine, recovered).expect("a new group has no checkpoint");
+                    // The recovery check of a first start: the replay formatted
+                    // the group and handed on the empty catalogue, which is the
+                    // state its replica opens with.
+                    let replay = first_replay.as_ref().and_then(Option::as_ref).expect("the replay ran to its end");
+                    let GroupMachine::Metadata(state) = opened.state_machine() else {
+                        unreachable!("the metadata group's machine is the catalogue")
+                    };
+                    assert!(replay.created, "a first start's replay formats the metadata group");
+                    assert_eq!((replay.commit, replay.state.encode()), (opened.commit_min(), state.encode()));
+                    assert_eq!(opened.commit_min(), 0, "a new metadata group has committed nothing");
+                    groups.push(Group::new(*namespace, *shard, storage, opened));
+                    continue;
+                }
                 let Ok(storage) = block_on_ready(GroupStorage::format(&io, Path::new(DATA_DIR), config_storage)) else {
                     assert!(io.disk().is_halted(), "formatting a fresh disk works");
                     break;
@@ -536,6 +614,8 @@ impl Cluster {
             faults: BTreeMap::new(),
             checkpoint_rot: std::collections::BTreeSet::new(),
             superblock_rot: std::collections::BTreeSet::new(),
+            metadata_replays: 0,
+            tamper_next_metadata_replay: false,
             rot_replica,
             trace_hash: config.seed,
             trace: Vec::new(),
@@ -765,6 +845,20 @@ impl Cluster {
     /// Metadata changes admin clients were told were applied.
     pub fn metadata_applied(&self) -> usize {
         self.metadata_applied.len()
+    }
+
+    /// Start-up replays of the metadata group that ran to their end at a
+    /// restart, as the server's shard 0 runs one before its groups open (a
+    /// first start's, which formats the group, is not counted).
+    pub fn metadata_replays(&self) -> u64 {
+        self.metadata_replays
+    }
+
+    /// Test hook: the next start-up replay hands on a catalogue with one
+    /// stream the metadata group never committed.
+    #[doc(hidden)]
+    pub fn tamper_next_metadata_replay(&mut self) {
+        self.tamper_next_metadata_replay = true;
     }
 
     /// The shard of every process that owns client `index`'s connection
@@ -1081,17 +1175,21 @@ impl Cluster {
     // --- observers: promises, availability, history -------------------------------
 }
 
+/// Every group checkpoints every `config.checkpoint_interval_ops`, the
+/// metadata group in its larger journal too: often enough that a restart's
+/// replay starts from a checkpoint and settles an interrupted drain.
 fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) -> ReplicaConfig {
+    let (journal_slot_count, message_size_max_bytes) = journal_geometry(namespace);
     ReplicaConfig {
         cluster: CLUSTER_ID,
         namespace,
         replica,
         replica_count: config.replica_count,
-        journal_slot_count: JOURNAL_SLOT_COUNT,
+        journal_slot_count,
         checkpoint_interval_ops: config.checkpoint_interval_ops,
         seed,
         client_sessions_max: config.client_sessions_max,
-        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+        message_size_max_bytes,
         pipeline_prepares_max: config.pipeline_prepares_max,
         checkpoint_chunks_per_answer_max: config.checkpoint_chunks_per_answer_max,
     }

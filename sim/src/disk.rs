@@ -428,6 +428,12 @@ impl SimDisk {
         Ok(())
     }
 
+    /// The inode `path` names now (checkers): a file replaced through a
+    /// rename names another inode, one written in place the same.
+    pub fn inode(&self, path: &Path) -> Option<u64> {
+        self.namespace_current.get(path).copied()
+    }
+
     /// The bytes a read would see now, corruption excluded (tests, checkers).
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         self.namespace_current.get(path).map(|id| self.inodes[id].current.clone())

@@ -69,6 +69,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
     JOURNAL_UNCOPIED_TAIL_TORN,
     JOURNAL_UNKNOWN_BEYOND_GAP_TORN,
+    METADATA_REPLAYED_AT_START,
     PARTITION_SALVAGED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -237,6 +238,11 @@ pub const PRIMARY_ABDICATED: &str = "primary_abdicated";
 /// without their ring copy (and the messages that promise them held) for
 /// the next turn's flush.
 pub const RING_COPIES_CARRIED_TO_NEXT_TURN: &str = "ring_copies_carried_to_next_turn";
+/// Placed by the simulator (its restart): the server's start-up replay of
+/// the metadata group (`replay_metadata_group`) ran to its end before the
+/// process's groups opened, and its catalogue was held to the metadata
+/// replica's.
+pub const METADATA_REPLAYED_AT_START: &str = "metadata_replayed_at_start";
 /// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
 /// partition log was cut to its intact prefix, the rest to come from peers.
 pub const PARTITION_SALVAGED: &str = "partition_salvaged";

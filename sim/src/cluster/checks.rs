@@ -209,12 +209,7 @@ impl Cluster {
         let Some(promise) = Promise::of(header) else { return };
         let namespace = self.namespaces[group];
         let dir = std::path::Path::new(DATA_DIR);
-        let config = JournalConfig {
-            slot_count: JOURNAL_SLOT_COUNT,
-            message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
-            cluster: CLUSTER_ID,
-            namespace,
-        };
+        let config = storage_config(replica, namespace).journal();
         let (result, damaged_this_life) = {
             let disk = self.nodes[replica as usize].io.disk();
             let journal = journal_path(dir, namespace);
@@ -252,12 +247,7 @@ impl Cluster {
     /// A misdirected write was meant for, or landed on, the journal bytes
     /// `promise` rests on (a prepare's slot or its ring copy).
     fn misdirected_over_slot(&self, replica: u8, group: usize, promise: &Promise) -> bool {
-        let config = JournalConfig {
-            slot_count: JOURNAL_SLOT_COUNT,
-            message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
-            cluster: CLUSTER_ID,
-            namespace: self.namespaces[group],
-        };
+        let config = storage_config(replica, self.namespaces[group]).journal();
         let path = journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let disk = self.nodes[replica as usize].io.disk();
         let ranges = promise.journal_ranges(&config);

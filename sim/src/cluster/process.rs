@@ -5,8 +5,13 @@
 
 use super::*;
 use crate::disk::MutationFault;
+use shoal_shard::handoff::{MetadataReplay, replay_metadata_group};
 use shoal_shard::owner_table::connection_shard;
 use shoal_vsr::superblock::SuperblockError;
+
+/// The stream the test hook adds to a tampered replay's catalogue: the
+/// highest valid id, which no admin client creates.
+const TAMPERED_STREAM_ID: u32 = shoal_shard::namespace::STREAM_ID_MAX;
 
 impl Cluster {
     /// Stamp fresh connections from `replica` to every peer, each owned by
@@ -93,6 +98,13 @@ impl Cluster {
         // ran ahead with its last call) stopped: its opens take time too.
         io.set_now_ns(io.now_ns().max(self.now_ns));
         let fault = self.arm_restart_fault(replica);
+        // As the server's shard 0 (`shard_zero_start`): the metadata group
+        // is replayed writable before any group opens, with this start's
+        // faults live; a replay that fails stops the start.
+        let metadata_replay = match self.replay_metadata_at_start(replica) {
+            Ok(replay) => replay,
+            Err((group, what)) => return self.group_start_stopped(replica, group, fault, what),
+        };
         let mut faulty_groups = 0;
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
@@ -121,6 +133,7 @@ impl Cluster {
                 }
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
+            let damaged = damage.is_some();
             match damage {
                 // The group lost its state here, as a wiped disk would: it
                 // rejoins, and every promise the lost files held is void
@@ -138,6 +151,15 @@ impl Cluster {
             };
             match Replica::open(config, partition, recovered) {
                 Ok(r) => {
+                    // A group open that found damage the replay did not (a
+                    // read error that outlasted its retries on the last good
+                    // copy) formatted the group: the replica holds nothing
+                    // to compare the handed-on catalogue with.
+                    if let Some(replay) = metadata_replay.as_ref().filter(|_| !damaged)
+                        && namespace == METADATA_NAMESPACE
+                    {
+                        self.check_metadata_replay(replica, group, replay, &r);
+                    }
                     // Replay re-commits from the checkpoint on: the checkers
                     // see those commits again and hold them to agreement.
                     self.checkers[group].on_restart(replica, replay_from);
@@ -158,6 +180,94 @@ impl Cluster {
         }
         let detail = if faulty_groups > 0 { format!("{faulty_groups} faulty journal(s)") } else { String::new() };
         self.finish_restart(replica, groups, faulty_groups, detail);
+    }
+
+    /// The metadata group's index among the run's groups, if it has one
+    /// (only with more than one shard per replica).
+    fn metadata_group(&self) -> Option<usize> {
+        self.namespaces.iter().position(|&namespace| namespace == METADATA_NAMESPACE)
+    }
+
+    /// The server's start-up replay of the metadata group
+    /// (`replay_metadata_group`, run by `shard_zero_start` at every start),
+    /// on `replica`'s disk and clock, before any group opens: it settles
+    /// the group's files, finishes an interrupted drain, cuts a torn tail,
+    /// and formats a damaged group to rejoin, then rebuilds the catalogue
+    /// shard 0 hands to the other shards. `Ok(None)`: the run has no
+    /// metadata group. `Err`: the metadata group and why the replay failed
+    /// (the server's process stops there).
+    fn replay_metadata_at_start(&mut self, replica: u8) -> Result<Option<MetadataReplay>, (usize, String)> {
+        let Some(group) = self.metadata_group() else { return Ok(None) };
+        let io = self.nodes[replica as usize].io.clone();
+        let dir = Path::new(DATA_DIR);
+        let metadata = metadata_group(&self.config, replica);
+        // Only a format replaces the superblock file (`Superblock::replace`,
+        // a rename); every other superblock write lands in place.
+        let superblock = superblock_path(dir, METADATA_NAMESPACE);
+        let superblock_before = io.disk().inode(&superblock);
+        let replayed = block_on_timed(&io, replay_metadata_group(&io, dir, metadata, ShardId::METADATA));
+        let formatted = io.disk().inode(&superblock) != superblock_before;
+        let rejoined = formatted && !replayed.as_ref().is_ok_and(|replay| replay.created);
+        if rejoined {
+            // The replay found the group damaged (every copy of its
+            // superblock or checkpoint, or its journal file) and formatted
+            // it to rejoin, as the group's open would have: that open now
+            // finds a formatted group and no damage to report, so the
+            // promises of the lost files are dropped here, even when the
+            // replay failed after the format (the next start finds it).
+            let what = "the start-up replay found the metadata group damaged and formatted it to rejoin, in";
+            self.forget_group_after_format(replica, group, what.to_string(), false);
+        }
+        let mut replay =
+            replayed.map_err(|error| (group, format!("shard 0 cannot replay the metadata WAL: {error}")))?;
+        self.metadata_replays += 1;
+        shoal_vsr::marks::hit(shoal_vsr::marks::METADATA_REPLAYED_AT_START);
+        let detail = format!(
+            "commit {}, checkpoint {}, {} ops replayed, journal faulty {}, created {}, rejoined {rejoined}",
+            replay.commit, replay.checkpoint_op, replay.ops_replayed, replay.journal_faulty, replay.created
+        );
+        self.record(Some(replica), "metadata_replay", replay.commit, u64::from(rejoined), || detail.clone());
+        if std::mem::take(&mut self.tamper_next_metadata_replay) {
+            let request = MetadataRequest::CreateStream { stream_id: TAMPERED_STREAM_ID, name: "tampered".into() };
+            replay.state.apply(&request).expect("the tampered stream is new");
+        }
+        Ok(Some(replay))
+    }
+
+    /// The catalogue the start-up replay hands on must be the state the
+    /// metadata replica recovered in the same start: both read the same
+    /// disk (the replay settled it first, so the group's open finds nothing
+    /// left to settle) through the same recovery (`Replica::open`), so they
+    /// reach the same commit, and the encoded states are equal. This holds
+    /// for a faulty journal too (both see the same faulty ops; the replay
+    /// fails rather than hand on a state below the trusted commit) and for
+    /// a group the replay formatted to rejoin (both hold the empty catalogue
+    /// at commit 0). The one case that differs legitimately is left out by
+    /// the caller: the group's own open found damage the replay did not
+    /// and formatted the group (its replica then holds nothing).
+    fn check_metadata_replay(&mut self, replica: u8, group: usize, replay: &MetadataReplay, opened: &GroupReplica) {
+        let GroupMachine::Metadata(state) = opened.state_machine() else {
+            unreachable!("the metadata group's machine is the catalogue")
+        };
+        let commit = opened.commit_min();
+        if replay.commit == commit && replay.state.encode() == state.encode() {
+            return;
+        }
+        let label = self.group_label(group);
+        let streams = |state: &shoal_shard::state_machine::MetadataState| state.streams().len();
+        self.fail(
+            Checker::Recovery,
+            format!(
+                "replica {replica}{label}: the start-up replay hands on the catalogue at commit {} ({} streams, \
+                 journal faulty {}, created {}), but the metadata replica opened in the same start recovered commit \
+                 {commit} ({} streams)",
+                replay.commit,
+                streams(&replay.state),
+                replay.journal_faulty,
+                replay.created,
+                streams(state),
+            ),
+        );
     }
 
     /// Format `group` of `replica` as a new group (its superblock is
@@ -208,7 +318,7 @@ impl Cluster {
         } else {
             return None;
         };
-        let mutations_max = RESTART_FAULT_MUTATIONS_PER_GROUP_MAX * self.namespaces.len() as u64;
+        let mutations_max = start_mutations_max(&self.namespaces);
         let count = 1 + self.rng.next_u64() % mutations_max;
         self.nodes[index].io.disk().arm_mutation_fault(count, fault);
         self.record(Some(replica), "restart_fault_armed", count, fault as u64, || {
@@ -345,14 +455,18 @@ impl Cluster {
     /// (both copies of its checkpoint or superblock): its files were all
     /// written again, and what its old journal held is no promise any more.
     fn on_group_formatted_after_damage(&mut self, replica: u8, group: usize, damage: &StorageDamage) {
+        self.forget_group_after_format(replica, group, damage.to_string(), damage.keeps_promises());
+    }
+
+    /// `replica`'s `group` was formatted to rejoin (`what`): the rot it
+    /// held is gone with its files, and so are its acknowledgements.
+    fn forget_group_after_format(&mut self, replica: u8, group: usize, what: String, keeps_promises: bool) {
         self.checkpoint_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
         self.superblock_rot.retain(|(r, g, _)| (*r, *g) != (replica, group));
         self.nodes[replica as usize].acked[group].clear();
         let label = self.group_label(group);
-        let detail = format!("{damage}{label}");
-        self.record(Some(replica), "rejoin_after_damage", group as u64, u64::from(damage.keeps_promises()), || {
-            detail.clone()
-        });
+        let detail = format!("{what}{label}");
+        self.record(Some(replica), "rejoin_after_damage", group as u64, u64::from(keeps_promises), || detail.clone());
         self.timeline(replica, TimelineKind::Fault, detail);
     }
 
@@ -389,9 +503,23 @@ impl Cluster {
                 Ok(partition) => partition,
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
+            // The server formats the metadata group of a dir formatted to
+            // rejoin before its start-up replay (`format_metadata_rejoining`),
+            // which then hands on the rejoining group's empty catalogue.
+            let metadata_replay = if namespace == METADATA_NAMESPACE {
+                match self.replay_metadata_at_start(replica) {
+                    Ok(replay) => replay,
+                    Err((group, what)) => return self.group_start_stopped(replica, group, fault, what),
+                }
+            } else {
+                None
+            };
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replica_state = Replica::rejoin(config, partition);
+            if let Some(replay) = &metadata_replay {
+                self.check_metadata_replay(replica, group, replay, &replica_state);
+            }
             self.checkers[group].on_restart(replica, 0);
             groups.push(Group::new(namespace, self.shard_of[group], storage, replica_state));
         }

@@ -311,6 +311,7 @@ pub(super) fn in_session(message: Message, session: u64) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_vsr::journal::JournalConfig;
 
     fn client(request: u64) -> Client {
         Client {

@@ -9,6 +9,7 @@ mod journal_batch;
 mod journal_conformance;
 mod journal_model;
 mod journal_storage_faults;
+mod metadata_replay;
 mod metadata_wal;
 mod partition_sm;
 mod restart_faults;
