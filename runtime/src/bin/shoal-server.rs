@@ -164,7 +164,8 @@ struct StartArgs {
     journal_slot_count: Option<u64>,
 
     /// limits.checkpoint_interval_ops: ops between a partition group's checkpoints (the same on every
-    /// replica; default and maximum: the journal's slots less a view change's headers and a pipeline).
+    /// replica; default: half the journal's slots; maximum: the slots less a view change's headers and a
+    /// pipeline).
     #[arg(long, value_name = "OPS")]
     checkpoint_interval_ops: Option<u64>,
 
