@@ -72,6 +72,10 @@ const _: () = assert!((VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) < METADATA_JOUR
 
 /// The geometry of the metadata group's journal. Fixed: a journal written
 /// with another geometry is refused at open (`ConfigMismatch`).
+/// Slots a journal keeps beyond a checkpoint interval: a view change's
+/// headers and a pipeline (`JournalConfig::checkpoint_interval_ops_max`).
+const JOURNAL_SLOTS_RESERVED: u64 = (VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) as u64;
+
 pub fn metadata_journal_config(cluster: u128) -> JournalConfig {
     JournalConfig {
         slot_count: METADATA_JOURNAL_SLOT_COUNT,
@@ -144,6 +148,11 @@ pub enum HandoffError {
         "metadata group settings are invalid (replica {replica} of replica_count {replica_count}, client_sessions_max {client_sessions_max}): the replica index must be below the replica count and client_sessions_max in 1..={limit}; fix the cluster settings"
     )]
     MetadataGroupConfig { replica: u8, replica_count: u8, client_sessions_max: usize, limit: usize },
+    #[error(
+        "the metadata journal's slot count {slot_count} leaves no checkpoint interval ({reserved} slots are a view \
+         change's headers and a pipeline): give it more slots"
+    )]
+    MetadataJournalSlotCount { slot_count: u64, reserved: u64 },
     #[error(
         "committed metadata op {op} (commit {commit}) {reason}: this replica must repair its metadata group from peers before it serves"
     )]
@@ -272,6 +281,11 @@ pub struct MetadataGroup {
     /// a smaller table evicts sessions at a register, and then filters the
     /// evicted clients' requests, so it changes what is applied.
     pub client_sessions_max: usize,
+    /// The metadata journal's geometry: the server's is fixed
+    /// (`METADATA_JOURNAL_SLOT_COUNT`, `METADATA_MESSAGE_SIZE_MAX_BYTES`);
+    /// the simulator replays its own small journal with the same code.
+    pub journal_slot_count: u64,
+    pub message_size_max_bytes: u32,
 }
 
 /// The cluster size a caller that does not state it is replayed with: any
@@ -281,12 +295,36 @@ const REPLICA_COUNT_UNSTATED: u8 = u8::MAX;
 
 impl MetadataGroup {
     pub fn new(cluster: u128, replica: u8, replica_count: u8) -> MetadataGroup {
-        MetadataGroup { cluster, replica, replica_count, client_sessions_max: CLIENT_SESSIONS_MAX }
+        MetadataGroup {
+            cluster,
+            replica,
+            replica_count,
+            client_sessions_max: CLIENT_SESSIONS_MAX,
+            journal_slot_count: METADATA_JOURNAL_SLOT_COUNT,
+            message_size_max_bytes: METADATA_MESSAGE_SIZE_MAX_BYTES,
+        }
+    }
+
+    /// The journal the group's files hold (`metadata_journal_config` for
+    /// the server's geometry).
+    pub fn journal_config(&self) -> JournalConfig {
+        JournalConfig {
+            slot_count: self.journal_slot_count,
+            message_size_max_bytes: self.message_size_max_bytes,
+            cluster: self.cluster,
+            namespace: Namespace::METADATA.raw(),
+        }
     }
 
     fn validate(&self) -> Result<(), HandoffError> {
         let valid =
             self.replica < self.replica_count && (1..=CLIENT_SESSIONS_LIMIT).contains(&self.client_sessions_max);
+        if self.journal_slot_count <= JOURNAL_SLOTS_RESERVED {
+            return Err(HandoffError::MetadataJournalSlotCount {
+                slot_count: self.journal_slot_count,
+                reserved: JOURNAL_SLOTS_RESERVED,
+            });
+        }
         if valid {
             return Ok(());
         }
@@ -307,11 +345,14 @@ impl MetadataGroup {
             namespace: Namespace::METADATA.raw(),
             replica: self.replica,
             replica_count: self.replica_count,
-            journal_slot_count: METADATA_JOURNAL_SLOT_COUNT,
-            checkpoint_interval_ops: METADATA_CHECKPOINT_INTERVAL_OPS,
+            journal_slot_count: self.journal_slot_count,
+            checkpoint_interval_ops: self
+                .journal_config()
+                .checkpoint_interval_ops_max()
+                .min(METADATA_CHECKPOINT_INTERVAL_OPS),
             seed: 0,
             client_sessions_max: self.client_sessions_max,
-            message_size_max_bytes: METADATA_MESSAGE_SIZE_MAX_BYTES,
+            message_size_max_bytes: self.message_size_max_bytes,
             pipeline_prepares_max: PIPELINE_PREPARES_MAX,
             checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
         }
@@ -352,6 +393,13 @@ pub struct MetadataReplay {
     pub drain_settled: bool,
     /// True when this call formatted an empty metadata group (first start).
     pub created: bool,
+    /// The committed op the state stops below because this replica lost it
+    /// (missing, corrupt, or a stale prepare the view headers replaced), in
+    /// a stated cluster of `REJOIN_REPLICAS_MIN` or more: the catalogue is
+    /// the committed prefix before it, and the metadata replica repairs the
+    /// rest from peers; the catalogue catches up as it commits. `None`: the
+    /// state reaches every op the disk says is committed.
+    pub repair_from: Option<u64>,
 }
 
 /// Shard 0 at start-up, for a caller that does not state the cluster size:
@@ -388,7 +436,7 @@ pub async fn replay_metadata_group<I: Io>(
         // rejoining group until its peers brought it up to date.
         Err(error) if error.is_damage() && rejoin_possible(group) => {
             tracing::warn!("{error}; the metadata group is formatted again and rejoins through its peers");
-            let journal = metadata_journal_config(group.cluster);
+            let journal = group.journal_config();
             let config = crate::node::StorageConfig {
                 cluster: group.cluster,
                 namespace: Namespace::METADATA.raw(),
@@ -493,7 +541,8 @@ async fn read_durable_state<I: Io>(
     // beyond a gap").
     let durable_log_op_max =
         durable.view_headers.iter().map(|header| header.op).chain([durable.commit]).max().unwrap_or(0);
-    let journal = recover_journal(io, dir, group.cluster, mode, checkpoint.as_ref(), durable_log_op_max).await?;
+    let journal =
+        recover_journal(io, dir, group.journal_config(), mode, checkpoint.as_ref(), durable_log_op_max).await?;
     let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.anchor.op);
     if journal.snapshot_op > checkpoint_op {
         // The journal forgot ops that no checkpoint on disk covers.
@@ -533,8 +582,22 @@ fn recover_replica(
     // never writes a prepare or a superblock and sends nothing.
     let _actions = replica.take_actions();
     let commit = replica.commit_min();
-    if commit < diagnosis.trusted_commit {
-        return Err(diagnosis.repair_needed(commit + 1));
+    let repair_from = (commit < diagnosis.trusted_commit).then_some(commit + 1);
+    if let Some(op) = repair_from {
+        // A lone replica (or a caller that does not state the cluster) has
+        // no peer to repair from: the operator must. With peers the group
+        // starts as every group does with a lost op (`Recovering`, repair
+        // from peers: issue 10, "never refuses to start while peers hold
+        // good copies"), and the catalogue is the committed prefix below the
+        // loss (swarm seed 295, session 17: a misdirected write took
+        // committed op 7, and shard 0 refused every restart).
+        if !rejoin_possible(group) {
+            return Err(diagnosis.repair_needed(op));
+        }
+        tracing::warn!(
+            "{}; the catalogue is handed on at commit {commit} and the metadata group repairs from its peers",
+            diagnosis.repair_needed(op)
+        );
     }
     // `checkpoint_op` is the checkpoint on disk the state started from; a
     // single replica may take a newer one in memory as it commits at start.
@@ -554,6 +617,7 @@ fn recover_replica(
         journal_faulty,
         drain_settled: disk.drain_settled,
         created: disk.created,
+        repair_from,
     };
     // One record per request; a packed op reports several, the first at index 0.
     let ops: Vec<u64> = committed.iter().filter(|request| request.index == 0).map(|request| request.op).collect();
@@ -575,7 +639,7 @@ async fn open_superblock<I: Io>(
     match Superblock::<I>::open(io, dir, group.cluster, namespace, group.replica, mode).await {
         Ok(superblock) => Ok((superblock, false)),
         Err(SuperblockError::Missing { .. }) if mode.writable() => {
-            format_metadata_group(io, dir, metadata_journal_config(group.cluster), group.replica).await?;
+            format_metadata_group(io, dir, group.journal_config(), group.replica).await?;
             let superblock = Superblock::open(io, dir, group.cluster, namespace, group.replica, mode)
                 .await
                 .map_err(superblock_error)?;
@@ -624,13 +688,12 @@ struct RecoveredJournal {
 async fn recover_journal<I: Io>(
     io: &I,
     dir: &Path,
-    cluster: u128,
+    config: JournalConfig,
     mode: OpenMode,
     checkpoint: Option<&Checkpoint>,
     durable_log_op_max: u64,
 ) -> Result<RecoveredJournal, HandoffError> {
     let journal_error = |source| HandoffError::MetadataJournal { dir: dir.to_path_buf(), source };
-    let config = metadata_journal_config(cluster);
     let (mut journal, recovery) =
         PrepareJournal::open_above(io, dir, config, mode, durable_log_op_max).await.map_err(journal_error)?;
     let checkpoint_op = checkpoint.map_or(0, |checkpoint| checkpoint.anchor.op);

@@ -47,7 +47,6 @@ use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Routed, StorageConfig,
     StorageDamage, StorageError, action_name,
@@ -404,32 +403,29 @@ fn first_start_replay(io: &SimIo, config: &RunConfig, replica: u8) -> Option<sho
 
 /// The metadata group as the start-up replay sees `replica` of this run.
 /// The server's replay and its metadata replica share one session table
-/// size (`CLIENT_SESSIONS_MAX`); the simulator's replica takes the run's, so
-/// its replay does too (a smaller table evicts sessions, and so changes what
-/// is applied).
+/// size (`CLIENT_SESSIONS_MAX`) and the server's fixed journal; the
+/// simulator's replica takes the run's table and every group the
+/// simulator's small journal, so its replay does too (a smaller table
+/// evicts sessions, and so changes what is applied; the server's 1,024-slot
+/// metadata journal made every seed with a metadata group 3.5 times slower
+/// to simulate, and rarely wrapped).
 fn metadata_group(config: &RunConfig, replica: u8) -> shoal_shard::handoff::MetadataGroup {
     shoal_shard::handoff::MetadataGroup {
         client_sessions_max: config.client_sessions_max,
+        journal_slot_count: JOURNAL_SLOT_COUNT,
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         ..shoal_shard::handoff::MetadataGroup::new(CLUSTER_ID, replica, config.replica_count)
     }
 }
 
-/// A group's journal geometry, as the server's (`host::journal_geometry`):
-/// the metadata group's is fixed, because the start-up replay
-/// (`replay_metadata_group`) opens its journal with that geometry and
-/// refuses any other (`ConfigMismatch`); partitions take the simulator's
-/// small journal.
-fn journal_geometry(namespace: u64) -> (u64, u32) {
-    if namespace == METADATA_NAMESPACE {
-        let journal = metadata_journal_config(CLUSTER_ID);
-        return (journal.slot_count, journal.message_size_max_bytes);
-    }
-    (JOURNAL_SLOT_COUNT, MESSAGE_SIZE_MAX_BYTES)
-}
-
 fn storage_config(replica: u8, namespace: u64) -> StorageConfig {
-    let (slot_count, message_size_max_bytes) = journal_geometry(namespace);
-    StorageConfig { cluster: CLUSTER_ID, namespace, replica, slot_count, message_size_max_bytes }
+    StorageConfig {
+        cluster: CLUSTER_ID,
+        namespace,
+        replica,
+        slot_count: JOURNAL_SLOT_COUNT,
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+    }
 }
 
 fn mix(hash: u64, value: u64) -> u64 {
@@ -1175,21 +1171,21 @@ impl Cluster {
     // --- observers: promises, availability, history -------------------------------
 }
 
-/// Every group checkpoints every `config.checkpoint_interval_ops`, the
-/// metadata group in its larger journal too: often enough that a restart's
-/// replay starts from a checkpoint and settles an interrupted drain.
+/// Every group, the metadata group too, checkpoints every
+/// `config.checkpoint_interval_ops` in the simulator's small journal: often
+/// enough that a restart's replay starts from a checkpoint and settles an
+/// interrupted drain.
 fn replica_config(config: &RunConfig, replica: u8, namespace: u64, seed: u64) -> ReplicaConfig {
-    let (journal_slot_count, message_size_max_bytes) = journal_geometry(namespace);
     ReplicaConfig {
         cluster: CLUSTER_ID,
         namespace,
         replica,
         replica_count: config.replica_count,
-        journal_slot_count,
+        journal_slot_count: JOURNAL_SLOT_COUNT,
         checkpoint_interval_ops: config.checkpoint_interval_ops,
         seed,
         client_sessions_max: config.client_sessions_max,
-        message_size_max_bytes,
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
         pipeline_prepares_max: config.pipeline_prepares_max,
         checkpoint_chunks_per_answer_max: config.checkpoint_chunks_per_answer_max,
     }

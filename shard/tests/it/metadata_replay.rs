@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use shoal_shard::handoff::{
     METADATA_JOURNAL_SLOT_COUNT, METADATA_MESSAGE_SIZE_MAX_BYTES, MetadataGroup, MetadataReplay,
-    metadata_journal_config, replay_metadata_group, replay_metadata_group_read_only,
+    metadata_journal_config, replay_metadata, replay_metadata_group, replay_metadata_group_read_only,
 };
 use shoal_shard::node::{GroupStorage, StorageConfig};
 use shoal_shard::{HandoffError, MetadataRequest, MetadataState, Namespace, ShardId};
@@ -45,7 +45,7 @@ fn dir() -> PathBuf {
 }
 
 fn group(replica_count: u8) -> MetadataGroup {
-    MetadataGroup { cluster: CLUSTER, replica: 0, replica_count, client_sessions_max: SESSIONS_MAX }
+    MetadataGroup { client_sessions_max: SESSIONS_MAX, ..MetadataGroup::new(CLUSTER, 0, replica_count) }
 }
 
 /// The cluster's replica, spelled out here rather than taken from the
@@ -505,12 +505,19 @@ fn a_committed_op_the_view_headers_replaced_is_a_repair_of_a_stale_prepare() {
     replacement.timestamp += 1;
     replacement.set_checksums(&prepares[1].1);
     plant_group(&io, &prepares, 3, vec![replacement]);
-    match replay(&io, 3) {
+    // A caller that does not state the cluster has no peer to count on.
+    let unstated = block_on_ready(replay_metadata(&io, &dir(), CLUSTER, 0, ShardId::METADATA));
+    match unstated {
         Err(HandoffError::MetadataRepairNeeded { op: 2, commit: 3, reason }) => {
             assert!(reason.contains("stale prepare"), "{reason}");
         }
         other => panic!("expected a repair of op 2, got {other:?}"),
     }
+    // A stated cluster of three starts, the catalogue at the committed
+    // prefix below op 2, and the metadata group repairs it from peers
+    // (swarm seed 295: shard 0 refused every restart).
+    let started = replay(&io, 3).expect("a replica with peers starts and repairs");
+    assert_eq!((started.commit, started.repair_from), (1, Some(2)));
     // Uncommitted, the same log is no error: the committed prefix is whole.
     let io = SimIo::new(6);
     plant_group(&io, &prepares, 1, vec![replacement]);
@@ -605,4 +612,16 @@ fn a_damaged_slot_beyond_a_gap_is_torn_for_the_replay_as_for_a_restart() {
     assert!(!replayed.journal_faulty, "and so does the replay");
     assert_eq!(replayed.torn_tail_ops, 1);
     assert_eq!(replayed.commit, 4);
+}
+
+/// A caller-given journal geometry (the simulator replays its own small
+/// journal) that leaves no checkpoint interval is refused with a typed
+/// error before any file is touched, never a panic in the replica.
+#[test]
+fn a_metadata_journal_too_small_for_a_checkpoint_interval_is_refused() {
+    let io = SimIo::new(41);
+    let group = MetadataGroup { journal_slot_count: 32, ..group(3) };
+    let refused = block_on_ready(replay_metadata_group(&io, &dir(), group, ShardId::METADATA));
+    assert!(matches!(refused, Err(HandoffError::MetadataJournalSlotCount { slot_count: 32, .. })), "{refused:?}");
+    assert!(io.disk().contents(&superblock_path(&dir(), Namespace::METADATA.raw())).is_none(), "nothing formatted");
 }
