@@ -58,7 +58,9 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// another replica's snapshot of the checkpoint being assembled, in 19 of
 /// swarm seeds 0..3000, in session 16, when `drain_staged_beside_checkpoint`
 /// left the list: overlapped nodes compact the journal after the checkpoint
-/// is durable, not beside it). A change that stops
+/// is durable, not beside it; `metadata_replayed_at_start`, the server's
+/// start-up replay of the metadata group run at a simulated start, in 938 of
+/// swarm seeds 0..2000 in session 17). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -71,7 +73,7 @@ frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_u
 journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,\
 rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
 checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_in_log,stale_heartbeat_ignored,\
-checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot";
+checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 8] =
     ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];
