@@ -239,8 +239,9 @@ impl Cluster {
     /// disk (the replay settled it first, so the group's open finds nothing
     /// left to settle) through the same recovery (`Replica::open`), so they
     /// reach the same commit, and the encoded states are equal. This holds
-    /// for a faulty journal too (both see the same faulty ops; the replay
-    /// fails rather than hand on a state below the trusted commit) and for
+    /// for a faulty journal too (both see the same faulty ops and stop
+    /// below the first lost committed op: the replay hands on that prefix,
+    /// `MetadataReplay::repair_from`, swarm seed 295) and for
     /// a group the replay formatted to rejoin (both hold the empty catalogue
     /// at commit 0). The one case that differs legitimately is left out by
     /// the caller: the group's own open found damage the replay did not
