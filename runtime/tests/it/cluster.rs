@@ -396,3 +396,65 @@ fn a_replica_whose_disk_was_lost_rejoins_and_cannot_deny_what_it_acknowledged() 
 
     settle_then_check_every_replica(&mut cluster, &acks);
 }
+
+/// The metadata group's commit on `index`'s disk (its superblock's).
+fn metadata_commit_on_disk(cluster: &Cluster, index: usize) -> u64 {
+    let dir = cluster.replicas[index].data_dir.clone();
+    let commit = std::rc::Rc::new(std::cell::Cell::new(0));
+    let read = commit.clone();
+    with_io(DriverChoice::Auto, |io| async move {
+        let namespace = Namespace::METADATA.raw();
+        let mode = shoal_vsr::io::OpenMode::ReadOnly;
+        let superblock =
+            shoal_vsr::superblock::Superblock::open(&io, &dir, crate::process::CLUSTER, namespace, index as u8, mode)
+                .await
+                .unwrap();
+        read.set(superblock.state().commit);
+    });
+    commit.get()
+}
+
+/// Swarm seed 295 (session 17): a replica whose metadata journal lost a
+/// committed op refused every start (shard 0's start-up replay stopped the
+/// server with "must repair its metadata group from peers"), while its
+/// peers held the op. Now it starts with the committed prefix below the
+/// loss, its metadata group repairs the op from the peers, its catalogue
+/// catches up and its shards host every partition again, and the cluster
+/// commits with it when it is needed for a quorum.
+#[test]
+fn a_replica_whose_metadata_journal_lost_a_committed_op_starts_and_repairs_it() {
+    let mut cluster = Cluster::format("metadata-loss");
+    let shard_of: BTreeMap<u32, ShardId> = (0..PARTITIONS).map(|p| (p, partition_shard(p, cluster.shards))).collect();
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
+    append_round(&mut client, &mut acks, "all-up", 2 * PARTITIONS as usize);
+    // View changes write the voters' superblocks with their commit: the
+    // metadata ops (register, stream, topic) end up committed on a disk.
+    for (round, down) in [0usize, 1, 2].into_iter().enumerate() {
+        cluster.crash(down);
+        let name = format!("after-view-change-{round}");
+        cluster.client(5 + round as u128).create_stream(2 + round as u32, &name).unwrap();
+        cluster.start(down);
+        wait_for_groups(&cluster, &[down], &shard_of);
+    }
+    cluster.stop_all();
+    let commits: Vec<u64> =
+        (0..usize::from(REPLICA_COUNT)).map(|index| metadata_commit_on_disk(&cluster, index)).collect();
+    let damaged = commits.iter().position(|&commit| commit >= 2).unwrap_or_else(|| {
+        panic!("no replica's superblock has committed metadata op 2 (commits {commits:?}): the story needs one")
+    });
+    // Op 2 (the stream's creation) loses its slot there; its ring copy
+    // still names it, so it is a faulty op below the commit.
+    let journal = shoal_vsr::journal::journal_path(&cluster.replicas[damaged].data_dir, Namespace::METADATA.raw());
+    let offset = shoal_shard::handoff::metadata_journal_config(crate::process::CLUSTER).slot_offset(2) as usize;
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[offset..offset + 512].fill(0);
+    std::fs::write(&journal, bytes).unwrap();
+    cluster.start_all();
+    wait_for_groups(&cluster, &[damaged], &shard_of);
+    // It is needed for a quorum now: the cluster commits with it.
+    let other = (damaged + 1) % usize::from(REPLICA_COUNT);
+    cluster.crash(other);
+    append_round(&mut client, &mut acks, "needs-the-damaged-replica", 2 * PARTITIONS as usize);
+    cluster.start(other);
+    settle_then_check_every_replica(&mut cluster, &acks);
+}
