@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use shoal_vsr::header::{HEADER_SIZE_BYTES, MESSAGE_SIZE_MAX_BYTES};
-use shoal_vsr::journal::SLOT_COUNT_MAX;
+use shoal_vsr::journal::{CHECKPOINT_RESERVED_SLOTS, SLOT_COUNT_MAX};
 use shoal_vsr::replica::{PIPELINE_PREPARES_MAX, VIEW_HEADERS_MAX};
 
 use crate::bus::net::IDLE_TIMEOUT_MS;
@@ -26,7 +26,7 @@ pub const JOURNAL_SLOT_COUNT_MIN: u64 = 128;
 const _: () =
     assert!(checkpoint_interval_ops(JOURNAL_SLOT_COUNT_MIN) + (VIEW_HEADERS_MAX as u64) < JOURNAL_SLOT_COUNT_MIN);
 const _: () = assert!(checkpoint_interval_ops(JOURNAL_SLOT_COUNT_MIN) > 0);
-const _: () = assert!(VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX < JOURNAL_SLOT_COUNT_MIN as usize);
+const _: () = assert!(CHECKPOINT_RESERVED_SLOTS < JOURNAL_SLOT_COUNT_MIN);
 
 /// The longest checkpoint interval a journal of `journal_slot_count` slots
 /// allows (`JournalConfig::checkpoint_interval_ops_max`: the ring less a
@@ -35,7 +35,7 @@ const _: () = assert!(VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX < JOURNAL_SLOT_CO
 /// the drain (`journal_ops_max`). For a `slot_count` of at least
 /// `JOURNAL_SLOT_COUNT_MIN` the interval plus `VIEW_HEADERS_MAX` fits.
 pub const fn checkpoint_interval_ops(journal_slot_count: u64) -> u64 {
-    journal_slot_count - (VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) as u64
+    journal_slot_count - CHECKPOINT_RESERVED_SLOTS
 }
 /// A partition group's checkpoint interval by default: half the journal.
 /// A checkpoint runs beside the node, and the group appends into the

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::collections::BTreeMap;
 
 use shoal_vsr::checkpoint::{CheckpointError, read_checkpoint};
-use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, journal_path};
+use shoal_vsr::journal::{CHECKPOINT_RESERVED_SLOTS, JournalConfig, JournalError, PrepareJournal, journal_path};
 
 use crate::node::storage::settle_group_files;
 use shoal_vsr::replica::{
@@ -68,14 +68,10 @@ pub const METADATA_MESSAGE_SIZE_MAX_BYTES: u32 = 4096;
 /// interval only has to fit the journal, as the replica asserts at start.
 pub const METADATA_CHECKPOINT_INTERVAL_OPS: u64 = METADATA_JOURNAL_SLOT_COUNT / 2;
 const _: () = assert!(METADATA_CHECKPOINT_INTERVAL_OPS + (VIEW_HEADERS_MAX as u64) < METADATA_JOURNAL_SLOT_COUNT);
-const _: () = assert!((VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) < METADATA_JOURNAL_SLOT_COUNT as usize);
+const _: () = assert!(CHECKPOINT_RESERVED_SLOTS < METADATA_JOURNAL_SLOT_COUNT);
 
 /// The geometry of the metadata group's journal. Fixed: a journal written
 /// with another geometry is refused at open (`ConfigMismatch`).
-/// Slots a journal keeps beyond a checkpoint interval: a view change's
-/// headers and a pipeline (`JournalConfig::checkpoint_interval_ops_max`).
-const JOURNAL_SLOTS_RESERVED: u64 = (VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) as u64;
-
 pub fn metadata_journal_config(cluster: u128) -> JournalConfig {
     JournalConfig {
         slot_count: METADATA_JOURNAL_SLOT_COUNT,
@@ -319,10 +315,10 @@ impl MetadataGroup {
     fn validate(&self) -> Result<(), HandoffError> {
         let valid =
             self.replica < self.replica_count && (1..=CLIENT_SESSIONS_LIMIT).contains(&self.client_sessions_max);
-        if self.journal_slot_count <= JOURNAL_SLOTS_RESERVED {
+        if self.journal_slot_count <= CHECKPOINT_RESERVED_SLOTS {
             return Err(HandoffError::MetadataJournalSlotCount {
                 slot_count: self.journal_slot_count,
-                reserved: JOURNAL_SLOTS_RESERVED,
+                reserved: CHECKPOINT_RESERVED_SLOTS,
             });
         }
         if valid {

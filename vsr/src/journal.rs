@@ -340,6 +340,12 @@ pub use replica_io::Scan;
 pub const FILE_HEADER_SIZE_BYTES: u64 = 4096;
 /// Slots are padded to a multiple of a sector.
 pub const SECTOR_SIZE_BYTES: u64 = 512;
+
+/// Slots a journal keeps beyond a checkpoint interval: the view headers a
+/// view change installs and a pipeline past the checkpoint
+/// (`JournalConfig::checkpoint_interval_ops_max`).
+pub const CHECKPOINT_RESERVED_SLOTS: u64 =
+    (crate::replica::VIEW_HEADERS_MAX + crate::replica::PIPELINE_PREPARES_MAX) as u64;
 /// Bound on the number of slots (and on the in-memory header index).
 pub const SLOT_COUNT_MAX: u64 = 1 << 20;
 /// "SHOALWAL", little-endian.
@@ -438,9 +444,12 @@ impl JournalConfig {
     /// (the replica asserts `checkpoint_interval_ops + VIEW_HEADERS_MAX <
     /// journal_slot_count`). With 1024 slots: 984 ops per rewrite.
     pub fn checkpoint_interval_ops_max(&self) -> u64 {
-        let reserved = (crate::replica::VIEW_HEADERS_MAX + crate::replica::PIPELINE_PREPARES_MAX) as u64;
-        assert!(self.slot_count > reserved, "slot_count {} leaves no room for a checkpoint interval", self.slot_count);
-        self.slot_count - reserved
+        assert!(
+            self.slot_count > CHECKPOINT_RESERVED_SLOTS,
+            "slot_count {} leaves no room for a checkpoint interval",
+            self.slot_count
+        );
+        self.slot_count - CHECKPOINT_RESERVED_SLOTS
     }
 
     /// The header ring: one 256-byte copy per slot, padded.

@@ -25,8 +25,9 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use shoal_runtime::{DriverChoice, RealIo, build_runtime};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
-use shoal_vsr::journal::{JournalConfig, PrepareJournal, SLOT_COUNT_MAX, ZERO_FILL_CHUNK_BYTES};
-use shoal_vsr::replica::{PIPELINE_PREPARES_MAX, VIEW_HEADERS_MAX};
+use shoal_vsr::journal::{
+    CHECKPOINT_RESERVED_SLOTS, JournalConfig, PrepareJournal, SLOT_COUNT_MAX, ZERO_FILL_CHUNK_BYTES,
+};
 
 /// Bodies and slots above this are not what the journal bench is about.
 const BODY_SIZE_MAX_BYTES: usize = 1 << 20;
@@ -249,9 +250,8 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
         cluster: CLUSTER,
         namespace: NAMESPACE,
     };
-    let reserved = (VIEW_HEADERS_MAX + PIPELINE_PREPARES_MAX) as u64;
-    if args.slots <= reserved || args.slots > SLOT_COUNT_MAX {
-        return Err(format!("--slots must be {}..={SLOT_COUNT_MAX}", reserved + 1));
+    if args.slots <= CHECKPOINT_RESERVED_SLOTS || args.slots > SLOT_COUNT_MAX {
+        return Err(format!("--slots must be {}..={SLOT_COUNT_MAX}", CHECKPOINT_RESERVED_SLOTS + 1));
     }
     let interval_ops = config.checkpoint_interval_ops_max();
     if args.batches.is_empty() || args.batches.iter().any(|&b| b == 0 || b > args.count || 4 * b as u64 > args.slots) {
