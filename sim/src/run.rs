@@ -239,11 +239,12 @@ pub struct RunConfig {
     pub checkpoint_chunks_per_answer_max: usize,
     /// Ops between a group's checkpoints (`ReplicaConfig::checkpoint_interval_ops`)
     /// in its journal of `JOURNAL_SLOT_COUNT` slots. At `CHECKPOINT_INTERVAL_OPS`
-    /// (16 of 64, the server's formula at 64 slots) a replica never prepares
-    /// past the window its journal still has while a checkpoint runs beside
-    /// the node; at `CHECKPOINT_INTERVAL_OPS_LONGEST` (31, the most 64 slots
-    /// allow) it does 33 ops after a checkpoint begins, as the server's 976
-    /// of 1,024 do after 48, and the node waits for the checkpoint's end.
+    /// (16 of 64) a replica never prepares past the window its journal still
+    /// has while a checkpoint runs beside the node; at
+    /// `CHECKPOINT_INTERVAL_OPS_LONGEST` (31, the most 64 slots allow) it does
+    /// 33 ops after a checkpoint begins, as a server run with its longest
+    /// interval (976 of 1,024) does after 48, and the node waits for the
+    /// checkpoint's end.
     #[serde(default = "default_checkpoint_interval_ops")]
     pub checkpoint_interval_ops: u64,
 }
