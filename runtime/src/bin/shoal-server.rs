@@ -335,11 +335,17 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
     );
     let handoff = Arc::new(Handoff::new(cpus.len()));
     let data_dir = Arc::new(config.data_dir.clone());
-    let group = MetadataGroup::new(config.cluster, config.replica, config.replica_count);
     let fail_shard_zero = args.test_fail_shard_zero.clone();
     let metrics_address = config.metrics_address;
     let rejoining = identity.is_some_and(|identity| identity.rejoining);
-    let process = match host_config(&config, rejoining)? {
+    let host = host_config(&config, rejoining)?;
+    // The replay recovers the session table the running metadata replica
+    // will hold, so both take its size from one place.
+    let group = MetadataGroup {
+        client_sessions_max: host.as_ref().map_or(CLIENT_SESSIONS_MAX, |host| host.client_sessions_max),
+        ..MetadataGroup::new(config.cluster, config.replica, config.replica_count)
+    };
+    let process = match host {
         Some(host) => {
             let shard_count = ShardCount::new(cpus.len()).map_err(|error| error.to_string())?;
             let metrics = Arc::new(ServerMetrics::default());
