@@ -173,7 +173,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 8] = [
+pub const SCENARIOS: [Scenario; 9] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -184,6 +184,11 @@ pub const SCENARIOS: [Scenario; 8] = [
         name: "disk-rot",
         summary: "torn, lost and failed writes, sticky read corruption, occasional crashes",
         build: disk_rot,
+    },
+    Scenario {
+        name: "disk-rot-sharded",
+        summary: "disk-rot with 2 shards per replica: the metadata group's files rot too, and every start replays them",
+        build: disk_rot_sharded,
     },
     Scenario {
         name: "crash-loop",
@@ -275,6 +280,25 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config.faults.replica_crash_ppm = 300;
     config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config.faults.restart_storage_error_ppm = RESTART_STORAGE_ERROR_PPM;
+    config
+}
+
+/// disk-rot-sharded: shards per replica, so each process runs the metadata
+/// group on shard 0 beside four partition groups.
+pub const DISK_ROT_SHARDED_SHARDS_PER_REPLICA: u16 = 2;
+/// disk-rot-sharded: one client per partition group and two more (the
+/// admin client that creates streams and topics comes on top).
+pub const DISK_ROT_SHARDED_CLIENT_COUNT: u32 = 6;
+
+/// disk-rot's damage on a process that also runs the metadata group: rot,
+/// misdirected writes, lost writes and read errors reach the metadata
+/// journal, superblock and checkpoint, which every process start replays
+/// (`replay_metadata_group`) before any partition group opens.
+pub fn disk_rot_sharded(seed: u64) -> RunConfig {
+    let mut config = disk_rot(seed);
+    config.scenario = "disk-rot-sharded".to_string();
+    config.shards_per_replica = DISK_ROT_SHARDED_SHARDS_PER_REPLICA;
+    config.client_count = DISK_ROT_SHARDED_CLIENT_COUNT;
     config
 }
 
