@@ -87,7 +87,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 25] = [
+pub const FAULT_FIELDS: [FaultField; 26] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -130,6 +130,9 @@ pub const FAULT_FIELDS: [FaultField; 25] = [
     // Per storage read of every replica (drawn after everything, see
     // `swarm`): retried reads must make it harmless.
     ppm_field!(storage_read_eio_ppm, STORAGE_READ_EIO_PPM_SWARM_MAX),
+    // Per prepare a primary sends the rot replica (drawn after everything,
+    // see `swarm`).
+    ppm_field!(plot_lost_vote_ppm, 20_000),
 ];
 
 /// The transient read EIO rate swarm draws up to: one read in 500 fails.
@@ -146,6 +149,9 @@ const SWARM_LAST_FIELDS: [&str; 2] = ["restart_crash_ppm", "restart_storage_erro
 /// Fields swarm draws after the workload and the state-transfer knob: added
 /// in session 11, so every older seed's config stays as it was.
 const SWARM_FINAL_FIELDS: [&str; 1] = ["storage_read_eio_ppm"];
+/// Fields swarm draws after the checkpoint interval, its last draw before
+/// session 18: every older seed's config stays as it was.
+const SWARM_SESSION_18_FIELDS: [&str; 1] = ["plot_lost_vote_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -187,7 +193,7 @@ pub const SCENARIOS: [Scenario; 9] = [
     },
     Scenario {
         name: "disk-rot-sharded",
-        summary: "disk-rot with 2 shards per replica: the metadata group's files rot too, and every start replays them",
+        summary: "disk-rot with 2 shards per replica and a checkpoint every 4 ops: the metadata group's files rot too, every start replays them; the lost-vote plot",
         build: disk_rot_sharded,
     },
     Scenario {
@@ -289,6 +295,13 @@ pub const DISK_ROT_SHARDED_SHARDS_PER_REPLICA: u16 = 2;
 /// disk-rot-sharded: one client per partition group and two more (the
 /// admin client that creates streams and topics comes on top).
 pub const DISK_ROT_SHARDED_CLIENT_COUNT: u32 = 6;
+/// disk-rot-sharded: checkpoints every few ops, so the metadata group
+/// (which commits a few registers and creates) checkpoints too, and its
+/// checkpoint can rot, and a partition group has a checkpoint to lose early.
+pub const DISK_ROT_SHARDED_CHECKPOINT_INTERVAL_OPS: u64 = 4;
+/// disk-rot-sharded: per prepare a primary sends the rot replica, the
+/// chance to start the lost-vote plot (`sim::cluster::lost_vote`).
+pub const PLOT_LOST_VOTE_PPM: u32 = 100_000;
 
 /// disk-rot's damage on a process that also runs the metadata group: rot,
 /// misdirected writes, lost writes and read errors reach the metadata
@@ -299,6 +312,8 @@ pub fn disk_rot_sharded(seed: u64) -> RunConfig {
     config.scenario = "disk-rot-sharded".to_string();
     config.shards_per_replica = DISK_ROT_SHARDED_SHARDS_PER_REPLICA;
     config.client_count = DISK_ROT_SHARDED_CLIENT_COUNT;
+    config.faults.plot_lost_vote_ppm = PLOT_LOST_VOTE_PPM;
+    config.checkpoint_interval_ops = DISK_ROT_SHARDED_CHECKPOINT_INTERVAL_OPS;
     config
 }
 
@@ -392,7 +407,8 @@ pub fn swarm(seed: u64) -> RunConfig {
     let late = |field: &&FaultField| SWARM_LATE_FIELDS.contains(&field.name);
     let last = |field: &&FaultField| SWARM_LAST_FIELDS.contains(&field.name);
     let r#final = |field: &&FaultField| SWARM_FINAL_FIELDS.contains(&field.name);
-    for field in FAULT_FIELDS.iter().filter(|field| !late(field) && !last(field) && !r#final(field)) {
+    let newest = |field: &&FaultField| SWARM_SESSION_18_FIELDS.contains(&field.name);
+    for field in FAULT_FIELDS.iter().filter(|field| !late(field) && !last(field) && !r#final(field) && !newest(field)) {
         draw_field(&mut rng, field, &mut config.faults);
     }
     // Drawn after the faults, so the fault draws above stay what they were per seed.
@@ -423,6 +439,9 @@ pub fn swarm(seed: u64) -> RunConfig {
     // still runs beside the node, as the server's groups do.
     if rng.next_u64().is_multiple_of(4) {
         config.checkpoint_interval_ops = shoal_sim::CHECKPOINT_INTERVAL_OPS_LONGEST;
+    }
+    for field in FAULT_FIELDS.iter().filter(newest) {
+        draw_field(&mut rng, field, &mut config.faults);
     }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);

@@ -33,6 +33,7 @@ mod faults;
 mod history;
 mod inboxes;
 mod loss;
+mod lost_vote;
 mod plot;
 mod process;
 mod quiet;
@@ -367,6 +368,9 @@ pub struct Cluster {
     /// The deposed-primary plot under way, if any (`deposed`).
     deposed: Option<deposed::Deposed>,
     deposed_started: u32,
+    /// The lost-vote plot under way, if any (`lost_vote`).
+    lost_vote: Option<lost_vote::LostVote>,
+    lost_votes_started: u32,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -628,6 +632,8 @@ impl Cluster {
             plots_started: 0,
             deposed: None,
             deposed_started: 0,
+            lost_vote: None,
+            lost_votes_started: 0,
         };
         for replica in 0..config.replica_count {
             if cluster.nodes[replica as usize].up {
@@ -734,6 +740,7 @@ impl Cluster {
                 self.spend_network_faults(&before);
                 self.plot_tick();
                 self.deposed_tick();
+                self.lost_vote_tick();
                 for change in changes {
                     let kind = if change.starts_with("heal") {
                         TimelineKind::PartitionEnd
@@ -1057,7 +1064,11 @@ impl Cluster {
     // --- phases -----------------------------------------------------------------
 
     fn end_safety(&mut self) {
-        if let Some(wait_ns) = self.plot_holds_safety_ns().or_else(|| self.deposed_holds_safety_ns()) {
+        if let Some(wait_ns) = self
+            .plot_holds_safety_ns()
+            .or_else(|| self.deposed_holds_safety_ns())
+            .or_else(|| self.lost_vote_holds_safety_ns())
+        {
             // A targeted schedule under way keeps its faults until it ends.
             return self.schedule(wait_ns, Event::EndSafety);
         }

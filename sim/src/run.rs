@@ -78,6 +78,12 @@ pub struct FaultMix {
     /// time; off in the liveness phase.
     #[serde(default)]
     pub storage_read_eio_ppm: u32,
+    /// Per prepare a primary sends the rot replica (3+ replicas): start the
+    /// lost-vote plot (`cluster::lost_vote`): the rot replica, cut off,
+    /// votes for a view the others never reach, crashes, loses its
+    /// checkpoint of the group and rejoins below its own vote.
+    #[serde(default)]
+    pub plot_lost_vote_ppm: u32,
 }
 
 impl FaultMix {
@@ -103,6 +109,7 @@ impl FaultMix {
             network_stale_redelivery_ppm: 0,
             storage_rot_running_ppm: 0,
             storage_read_eio_ppm: 0,
+            plot_lost_vote_ppm: 0,
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
             plot_deposed_primary_ppm: 0,

@@ -7,8 +7,17 @@
 
 use shoal_sim::run::Verdict;
 
+/// Swarm as it drew the seeds below (before session 18's lost-vote plot,
+/// which swarm switches on in half its seeds): each keeps the schedule that
+/// found its bug.
+fn swarm_before_session_18(seed: u64) -> shoal_sim::RunConfig {
+    let mut config = shoal_scenarios::catalog::swarm(seed);
+    config.faults.plot_lost_vote_ppm = 0;
+    config
+}
+
 fn assert_swarm_passes(seed: u64) {
-    let outcome = shoal_sim::run(&shoal_scenarios::catalog::swarm(seed));
+    let outcome = shoal_sim::run(&swarm_before_session_18(seed));
     assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed {seed}: {:?}", outcome.verdict);
 }
 

@@ -293,7 +293,7 @@ impl Cluster {
     /// damaging `replica`'s disk now would make two impaired replicas, more
     /// than the fault model's one of three (swarm seed 2953: misdirects on
     /// the rot replica while a plot-wiped replica rejoined wedged a group).
-    fn another_is_impaired(&self, replica: u8) -> bool {
+    pub(super) fn another_is_impaired(&self, replica: u8) -> bool {
         (0..self.config.replica_count).filter(|r| *r != replica).any(|r| {
             self.nodes[r as usize].wipe_on_restart
                 || (0..self.namespaces.len()).any(|group| self.group_replica(r, group).is_some_and(impaired))
@@ -398,21 +398,18 @@ impl Cluster {
         offset.unwrap_or(config.header_copy_offset(op)) + (draw >> 2) % size as u64
     }
 
-    pub(super) fn rot(&mut self, replica: u8) {
-        let index = replica as usize;
-        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
-        let namespace = self.namespaces[group];
-        let io = self.nodes[index].io.clone();
-        let config = storage_config(replica, namespace);
+    /// What `replica`'s disk (the replica down) holds of `group`: its
+    /// group storage, opened to inspect, and what losing the group's state
+    /// there would take from the cluster. None when the files do not open.
+    fn inspect_group(&self, replica: u8, group: usize) -> Option<(GroupStorage<SimIo>, DiskHolding)> {
+        let io = self.nodes[replica as usize].io.clone();
+        let config = storage_config(replica, self.namespaces[group]);
         let inspected = io.instant(|| block_on_ready(GroupStorage::open_to_inspect(&io, Path::new(DATA_DIR), config)));
-        let Ok((storage, recovered)) = inspected else {
-            return;
-        };
-        // The newest op this disk holds in the group (checkpoint or journal):
-        // what losing the group's state here would take from the cluster.
+        let (storage, recovered) = inspected.ok()?;
+        // The newest op this disk holds in the group (checkpoint or journal).
         let checkpoint_op = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
         let disk_head = storage.journal().op_max().unwrap_or(0).max(checkpoint_op);
-        let disk = Holding {
+        let holding = Holding {
             applied: checkpoint_op,
             commit_known: recovered.durable.commit,
             nack_floor: recovered.durable.nack_floor,
@@ -424,11 +421,28 @@ impl Cluster {
                 .map(|(header, _)| (header.op, (header.checksum, true)))
                 .collect(),
         };
+        Some((storage, DiskHolding { holding, view: recovered.durable.view }))
+    }
+
+    /// `inspect_group` without the storage.
+    pub(super) fn disk_holding(&self, replica: u8, group: usize) -> Option<DiskHolding> {
+        self.inspect_group(replica, group).map(|(_, held)| held)
+    }
+
+    pub(super) fn rot(&mut self, replica: u8) {
+        let index = replica as usize;
+        let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
+        let namespace = self.namespaces[group];
+        let io = self.nodes[index].io.clone();
+        let Some((storage, DiskHolding { holding: disk, .. })) = self.inspect_group(replica, group) else {
+            return;
+        };
         // One rot in eight lands on the checkpoint file instead, unless this
         // down time already rotted something.
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
             drop(storage);
-            return self.rot_checkpoint(replica, group, &disk);
+            self.rot_checkpoint(replica, group, &disk, false);
+            return;
         }
         // One in eight of the rest lands on a superblock copy.
         if self.rng.next_u64().is_multiple_of(8) && !self.nodes[index].corrupted {
@@ -601,15 +615,18 @@ impl Cluster {
     /// (`group_loss_is_recoverable`): the replica must then rebuild it from
     /// its peers (swarm seed 37515 rotted both copies between two
     /// checkpoint writes, when no replica could, and it could not restart).
-    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize, held: &Holding) {
+    ///
+    /// `every_copy` (a plot's): every copy at once, or nothing. True: some
+    /// copy was damaged.
+    pub(super) fn rot_checkpoint(&mut self, replica: u8, group: usize, held: &Holding, every_copy: bool) -> bool {
         use shoal_vsr::checkpoint::COPIES_COUNT;
         let index = replica as usize;
         let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let Some(size_bytes) = self.nodes[index].io.disk().contents(&path).map(|bytes| bytes.len() as u64) else {
-            return;
+            return false;
         };
         if size_bytes == 0 {
-            return;
+            return false;
         }
         let draw = self.rng.next_u64();
         let offset = draw % size_bytes;
@@ -618,25 +635,29 @@ impl Cluster {
         let others_rotten = (0..COPIES_COUNT)
             .filter(|other| *other != copy)
             .all(|other| self.checkpoint_rot.contains(&(replica, group, other)));
-        let offsets: Vec<(u64, u64)> = if others_rotten {
+        let offsets: Vec<(u64, u64)> = if others_rotten && !every_copy {
             if !self.group_loss_is_recoverable(replica, group, held) {
-                return;
+                return false;
             }
             vec![(copy, offset)]
-        } else if (draw >> 32).is_multiple_of(4)
+        } else if (every_copy || (draw >> 32).is_multiple_of(4))
             && size_bytes >= COPIES_COUNT
             && self.group_loss_is_recoverable(replica, group, held)
         {
             // The same byte of every copy (a file of one copy has one).
             let within = offset % copy_size_bytes;
             (0..COPIES_COUNT).map(|copy| (copy, copy * copy_size_bytes + within)).collect()
+        } else if every_copy {
+            return false;
         } else {
             vec![(copy, offset)]
         };
         let last = others_rotten || offsets.len() as u64 == COPIES_COUNT;
         let eio = damage_is_read_eio(draw);
+        let mut damaged = false;
         for (copy, offset) in offsets {
             if self.damage_sector(index, &path, offset, eio) {
+                damaged = true;
                 self.checkpoint_rot.insert((replica, group, copy));
                 self.nodes[index].corrupted = true;
                 let label = self.group_label(group);
@@ -648,6 +669,7 @@ impl Cluster {
                 self.timeline(replica, TimelineKind::Fault, format!("{how} checkpoint byte {offset}"));
             }
         }
+        damaged
     }
 
     /// Damage the sector holding `offset` of `path` on `index`'s disk: a
@@ -675,6 +697,13 @@ impl Cluster {
             .all(|j| self.group_replica(j, group).is_some_and(|r| r.status() == Status::Normal));
         peers_normal && self.loss_is_recoverable(replica, group, disk)
     }
+}
+
+/// What a down replica's disk holds of one group (`Cluster::disk_holding`).
+pub(super) struct DiskHolding {
+    pub(super) holding: Holding,
+    /// The view its superblock voted for.
+    pub(super) view: u64,
 }
 
 /// Where `op`'s evidence lives in its journal: its slot, and every place

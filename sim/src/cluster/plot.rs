@@ -100,9 +100,14 @@ impl Cluster {
         let Some(group) = self.namespaces.iter().position(|&ns| ns == message.header.namespace) else {
             return false;
         };
+        if self.lost_vote.is_some() {
+            return false;
+        }
         let Some(plot) = self.plot.clone() else {
             self.maybe_start_plot(group, from, to, message);
-            return self.maybe_depose(from, to, message);
+            let lost = self.maybe_depose(from, to, message);
+            self.maybe_isolate_voter(group, from, to, message);
+            return lost;
         };
         if group != plot.group {
             return false;

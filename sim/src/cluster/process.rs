@@ -3,6 +3,7 @@
 //! disk. Each start builds a new `Node` per shard over the groups it opened
 //! that hash to that shard, and new inboxes between them.
 
+use super::lost_vote::LostVoteRestart;
 use super::*;
 use crate::disk::MutationFault;
 use shoal_shard::handoff::{MetadataReplay, replay_metadata_group};
@@ -91,7 +92,13 @@ impl Cluster {
         // Rot lands once per down time, not once per attempt to start: a
         // second one could take the other copy of what the first damaged.
         if self.nodes[index].restart_faults_in_a_row == 0 {
-            self.maybe_rot(replica);
+            match self.lost_vote_on_restart(replica) {
+                LostVoteRestart::NotPlotted => self.maybe_rot(replica),
+                LostVoteRestart::Rotted => {}
+                LostVoteRestart::Deferred => {
+                    return self.schedule(super::lost_vote::LOST_VOTE_DOWN_NS, Event::Restart(replica));
+                }
+            }
         }
         let io = self.nodes[index].io.clone();
         // The process starts now, or once the crashed life's clock (which
