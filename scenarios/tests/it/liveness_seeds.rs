@@ -275,3 +275,20 @@ fn disk_rot_224694_and_224701_an_ok_waits_for_a_restored_checkpoint() {
 fn disk_rot_239443_the_final_log_check_runs_no_storage_call() {
     assert_disk_rot_passes(239443);
 }
+
+/// A testbed artefact (Recovery, session 18): the lost-vote plot rotted
+/// both copies of the metadata group's checkpoint on its voter; at the
+/// restart the server's start-up replay formatted the group to rejoin
+/// (keeping the superblock, written in place), the group's own open then
+/// found nothing to report, and the checker still held the promises the
+/// lost files had made ("acknowledged op 5 before the crash and lost it
+/// unnamed"). The simulator noticed only a replay that replaced the
+/// superblock file; it now also notices one that set its rejoin flag.
+/// Seeds 28 and 328 failed the same way.
+#[test]
+fn disk_rot_sharded_22_a_replay_that_rejoins_after_a_lost_checkpoint_voids_its_promises() {
+    for seed in [22, 28, 328] {
+        let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(seed));
+        assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed {seed}: {:?}", outcome.verdict);
+    }
+}

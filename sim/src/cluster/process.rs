@@ -208,12 +208,18 @@ impl Cluster {
         let io = self.nodes[replica as usize].io.clone();
         let dir = Path::new(DATA_DIR);
         let metadata = metadata_group(&self.config, replica);
-        // Only a format replaces the superblock file (`Superblock::replace`,
-        // a rename); every other superblock write lands in place.
+        // A format after a lost superblock replaces the superblock file
+        // (`Superblock::replace`, a rename); a format after a lost
+        // checkpoint or journal keeps the superblock and writes it in place,
+        // rejoining (disk-rot-sharded seed 22: the metadata checkpoint lost,
+        // the replay formatted the group, and the group's open then found
+        // nothing to report while the checker still held its promises).
         let superblock = superblock_path(dir, METADATA_NAMESPACE);
         let superblock_before = io.disk().inode(&superblock);
+        let rejoining_before = superblock_rejoining(&io, &superblock);
         let replayed = block_on_timed(&io, replay_metadata_group(&io, dir, metadata, ShardId::METADATA));
-        let formatted = io.disk().inode(&superblock) != superblock_before;
+        let formatted = io.disk().inode(&superblock) != superblock_before
+            || (!rejoining_before && superblock_rejoining(&io, &superblock));
         let rejoined = formatted && !replayed.as_ref().is_ok_and(|replay| replay.created);
         if rejoined {
             // The replay found the group damaged (every copy of its
@@ -540,6 +546,14 @@ impl Cluster {
         self.plot_on_wiped_restart(replica);
         self.finish_restart(replica, groups, 0, "disk wiped, reformatted".to_string());
     }
+}
+
+/// The superblock file's newest valid copy says the group rejoins: read
+/// from the disk's bytes as a read would see them, without a read's faults
+/// (the simulator looking, not the process).
+fn superblock_rejoining(io: &SimIo, path: &Path) -> bool {
+    let Some(bytes) = io.disk().contents(path) else { return false };
+    matches!(shoal_vsr::superblock::decode_file(&bytes), Ok(Some((_, state))) if state.rejoining)
 }
 
 #[cfg(test)]
