@@ -49,8 +49,8 @@ fn storage_config(replica: u8) -> StorageConfig {
 
 /// A single replica whose journal has `slot_count` slots and whose group
 /// checkpoints every `interval` ops, registered as `CLIENT` (the session
-/// returned), in overlapped mode (the server's and the simulator's).
-fn one_overlapped_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recorder, u64) {
+/// returned).
+fn one_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recorder, u64) {
     let io = MemIo::default();
     let dir = Path::new("/data");
     let storage =
@@ -144,10 +144,7 @@ fn node_over(io: MemIo, group: Group<MemIo>, replica: u8, replica_count: u8) -> 
         owners.stamp(peer, ShardId(0)).expect("a fresh slot");
     }
     let config = NodeConfig { cluster: CLUSTER, replica, replica_count, shard_count, data_dir: "/data".into() };
-    let mut node = Node::new(io, config, vec![group], owners, Arc::new(FrameDrops::new()));
-    // The server's and the simulator's mode: every story tests what they run.
-    node.set_overlapped_flushes(true);
-    node
+    Node::new(io, config, vec![group], owners, Arc::new(FrameDrops::new()))
 }
 
 /// Records, in order, each storage completion and each message that left.
@@ -1077,8 +1074,8 @@ fn complete_all_flushes(node: &mut Node<MemIo>, world: &mut Recorder) {
     assert!(!node.flushes_in_flight(), "a flush or checkpoint still runs: its fsync is held");
 }
 
-/// Overlapped flushes, told step by step (the server's and the
-/// simulator's mode): while a flush's fsync runs, the node goes on. The
+/// Flushes beside the node, told step by step: while a flush's fsync
+/// runs, the node goes on. The
 /// primary takes a second append and sends its prepare at once; the backup
 /// holds its prepare_ok until its own fsync ended; the primary counts the
 /// backup's vote while its own fsync still runs, and replies only once that
@@ -1296,7 +1293,7 @@ fn a_prepare_ok_waits_for_every_op_of_its_prefix() {
 /// 6-15 ms per checkpoint on a fast disk, 35-150 ms on a slow one).
 #[test]
 fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end() {
-    let (mut node, mut world, session) = one_overlapped_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
     let data_dir = Path::new("/data");
     node.io().hold_syncs_under(Some(&partition_dir(data_dir, namespace())));
     let next_request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
@@ -1338,7 +1335,7 @@ fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end(
 fn a_prepare_past_the_journals_window_waits_for_the_running_checkpoint() {
     const SLOT_COUNT: u64 = 128;
     const INTERVAL: u64 = 90;
-    let (mut node, mut world, session) = one_overlapped_replica(SLOT_COUNT, INTERVAL);
+    let (mut node, mut world, session) = one_replica(SLOT_COUNT, INTERVAL);
     node.io().hold_syncs_under(Some(&partition_dir(Path::new("/data"), namespace())));
     let mut request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
     let checkpoint_op = node.group(0).replica().checkpoint_op();
@@ -1371,7 +1368,7 @@ fn a_prepare_past_the_journals_window_waits_for_the_running_checkpoint() {
 #[test]
 fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoint() {
     const PAYLOAD_BYTES: usize = 3000;
-    let (mut node, mut world, session) = one_overlapped_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
     node.io().hold_syncs_under(Some(&partition_dir(Path::new("/data"), namespace())));
     let request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
     let payload = vec![7u8; PAYLOAD_BYTES];
