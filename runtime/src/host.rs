@@ -460,19 +460,6 @@ impl NodeHooks for World {
     /// this shard's inbox before the node saw it (the connection's
     /// callback), an outbound one hops in `send_out`, which counts a full
     /// inbox. Any other hop would be a misroute.
-    /// Frames already wait in this shard's inbox: the turn may end after
-    /// one journal flush (the next turn starts at once and its flush
-    /// finishes the ring copies).
-    fn work_waiting(&mut self) -> bool {
-        // The node asks only when a turn's last flush left ring copies, and
-        // a yes carries them to the next turn: counted for the operator.
-        let waiting = !self.process.inboxes[self.shard.index()].is_empty();
-        if waiting {
-            self.process.metrics.turns_carrying_ring_copies.inc();
-        }
-        waiting
-    }
-
     fn hop(&mut self, from: ShardId, to: ShardId, _variant: FrameVariant) -> Result<(), DropReason> {
         if to == self.shard || from == self.shard {
             return Ok(());
@@ -650,7 +637,7 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
     assert!(process.shard_count.contains(shard), "shard {} runs in this process", shard.0);
     // Never a blocking fsync on the shard's thread (`RealFile::sync_data`):
     // the node keeps handling frames while a group's fsync runs
-    // (`Node::set_overlapped_flushes`), which a blocking one would stop.
+    // (`Node::end_turn`), which a blocking one would stop.
     io.set_inline_sync(false);
     let config = process.config.clone();
     let inbound = process.take_receiver(shard);
@@ -697,7 +684,6 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
     };
     // A group's fsync runs beside the node: the loop takes frames, counts
     // votes and sends what is durable meanwhile (`Serving::serve`).
-    node.set_overlapped_flushes(true);
     node.start(&mut world).await?;
     tracing::info!(replica = config.replica, shard = shard.0, groups = node.group_count(), "shard serving");
     let mut serving = Serving { io: &io, shard, process: &process, catalogue_seen };

@@ -84,7 +84,6 @@ pub const MARKS: &[&str] = &[
     REJOIN_COMPLETED,
     REJOIN_PROBE_ANSWERED,
     REPAIR_BY_CHECKSUM,
-    RING_COPIES_CARRIED_TO_NEXT_TURN,
     ROT_ONLY_COPY,
     SESSION_EVICTED,
     SETTLE_SKIPPED_UNREADABLE_SECTOR,
@@ -201,10 +200,9 @@ pub const FAULTY_JOURNAL_VOTES: &str = "faulty_journal_votes";
 /// was issued while another fsync of the same disk was in flight (in
 /// virtual time), as the kernel overlaps the node's group flushes.
 pub const FSYNCS_OVERLAPPED: &str = "fsyncs_overlapped";
-/// Placed by the node: the flushes of two or more groups ran at once and
-/// interleaved (`Node::commit_groups`: one yielded to another before it
-/// finished; `Node::start_flush`: a group's fsync began while another
-/// group's ran beside the node), so the overlapping group commit is what ran.
+/// Placed by the node (`Node::start_flush`): a group's fsync began while
+/// another flush or a checkpoint ran beside the node, so the overlapping
+/// group commit is what ran.
 pub const GROUP_FLUSHES_OVERLAPPED: &str = "group_flushes_overlapped";
 /// Placed by the node (`Node::on_frame`, overlapped flushes): a frame
 /// reached a group while the fsync of that group's flush was running, so
@@ -219,7 +217,7 @@ pub const PREPARE_OK_DURING_OWN_FSYNC: &str = "prepare_ok_during_own_fsync";
 /// a prepare waited for the group's running flush to finish first
 /// (storage runs in order).
 pub const FLUSH_FINISHED_FOR_STORAGE: &str = "flush_finished_for_storage";
-/// Placed by the node (`Group::checkpoint`): a checkpoint's staged file
+/// Placed by the node (`Node::start_checkpoint`): a checkpoint's staged file
 /// and the partition log's sync ran interleaved (their I/O overlapped),
 /// the checkpoint installed only after both.
 pub const CHECKPOINT_BESIDE_PARTITION_SYNC: &str = "checkpoint_beside_partition_sync";
@@ -233,11 +231,6 @@ pub const PREPARE_PACKED_REQUESTS: &str = "prepare_packed_requests";
 /// A primary whose pipeline waited too long on a body it could not repair
 /// started the next view (so nacks can truncate what was lost).
 pub const PRIMARY_ABDICATED: &str = "primary_abdicated";
-/// Placed by the node (`Node::end_turn`): a turn ended after one journal
-/// flush because more work already waited, leaving prepares durable
-/// without their ring copy (and the messages that promise them held) for
-/// the next turn's flush.
-pub const RING_COPIES_CARRIED_TO_NEXT_TURN: &str = "ring_copies_carried_to_next_turn";
 /// Placed by the simulator (its restart): the server's start-up replay of
 /// the metadata group (`replay_metadata_group`) ran to its end before the
 /// process's groups opened, and its catalogue was held to the metadata

@@ -21,11 +21,11 @@ use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
 use shoal_vsr::io::{Io, IoFile};
 use shoal_vsr::journal::{FlushInFlight, JournalError};
 use shoal_vsr::message::Message;
-use shoal_vsr::replica::{Action, Checkpoint, Source};
+use shoal_vsr::replica::{Action, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
 
 use super::join::join_in_order;
-use super::storage::{Flushes, GroupStorage, Promise, StagedCompaction, StorageError};
+use super::storage::{GroupStorage, Promise, StorageError};
 use super::{Flow, GroupReplica, NodeStop, NodeWorld, action_name};
 use crate::frame::FrameVariant;
 use crate::metrics::{DropReason, FrameDrops};
@@ -45,12 +45,6 @@ const PARTITION_DEFERRED_MESSAGES_MAX: usize = crate::partition_sm::PARTITION_PE
 /// completion may commit and ask for replies, which ask for nothing more; a
 /// replica that keeps asking past this is looping.
 const DRAIN_ROUNDS_MAX: usize = 64;
-/// Turns after the one that made a prepare durable without its ring copy
-/// (a turn that ended after one flush because more work waited) by whose
-/// end the copy must be durable too: the next turn's first flush writes it
-/// beside that turn's own prepares, under one fdatasync.
-const RING_COPY_CARRIED_TURNS_MAX: u64 = 1;
-const _: () = assert!(RING_COPY_CARRIED_TURNS_MAX >= 1);
 /// Prepare bytes a group may stage while its checkpoint runs beside the
 /// node, in units of its message size (a full slot each), before the next
 /// prepare waits for the checkpoint's end: the journal's compaction at
@@ -79,23 +73,22 @@ pub struct Group<I: Io> {
     replica: GroupReplica<I>,
     /// The newest view reported to the hooks.
     view_reported: u64,
-    /// Group commit: prepares staged (written at the group's commit, each
-    /// run of adjacent slots with one write) and not yet durable, in the
-    /// order the replica asked, and the messages held until they are (see
-    /// `Node::drain`).
+    /// Group commit: prepares staged (written when the group's next flush
+    /// starts, each run of adjacent slots with one write) and not yet
+    /// durable, in the order the replica asked, and the messages held until
+    /// they are (see `Node::drain`).
     written: Vec<Action>,
-    /// Prepares written and made durable by a turn's last flush, their
-    /// ring copies not yet (the turn ended after one flush because more
-    /// work waited: `Node::flush_turn`), and the turn that left them. The
-    /// next flush writes the copies and completes them; until then nothing
-    /// may promise them and the messages that do stay held.
+    /// Prepares a completed flush made durable without their ring copies
+    /// (a copy is written by the flush after its prepare's). The next flush
+    /// writes the copies, beside the prepares staged meanwhile, and
+    /// completes them; until then nothing may promise them and the messages
+    /// that do stay held.
     awaiting_copy: Vec<Action>,
-    awaiting_copy_since_turn: u64,
     /// The flush whose fsync runs while the node goes on handling frames
-    /// (`Node::set_overlapped_flushes`), at most one per group.
+    /// (`Node::start_flush`), at most one per group.
     flushing: Option<GroupFlush<I>>,
     /// The checkpoint whose partition log sync and file run beside the
-    /// node (overlapped mode: `Node::start_checkpoint`), at most one.
+    /// node (`Node::start_checkpoint`), at most one.
     checkpointing: Option<GroupCheckpoint>,
     held: Vec<Action>,
     /// The peer last asked for state data, the first missing offset then,
@@ -127,7 +120,6 @@ impl<I: Io> Group<I> {
             view_reported,
             written: Vec::new(),
             awaiting_copy: Vec::new(),
-            awaiting_copy_since_turn: 0,
             flushing: None,
             checkpointing: None,
             held: Vec::new(),
@@ -202,39 +194,6 @@ impl<I: Io> Group<I> {
     /// the log holds below it is synced.
     pub async fn sync_partition(&mut self) -> Result<(), NodeStop> {
         partition_log_done(self.replica.state_machine_mut().persist().await)
-    }
-
-    /// A checkpoint: the partition log's sync, the staged checkpoint's
-    /// write and fsync, and the journal's compaction into its spare (write
-    /// and fsync) run at once (three files), and only once all are durable
-    /// is the checkpoint installed (renamed, then the compacted journal
-    /// exchanged in). It may be durable only once the partition log holds every
-    /// offset it counts: the replica makes its own only when the log has no
-    /// gap (`checkpoint_ready`); one restored from a peer may name a gap,
-    /// which the peer holds. The outer `Err` is the partition log's failure,
-    /// the inner one the storage's.
-    async fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Result<(), StorageError>, NodeStop> {
-        let storage = &mut self.storage;
-        let machine = self.replica.state_machine_mut();
-        let partition_synced: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
-            Box::pin(async move { CheckpointStep::Partition(partition_log_done(machine.persist().await)) });
-        let staged: Pin<Box<dyn Future<Output = CheckpointStep> + '_>> =
-            Box::pin(async move { CheckpointStep::Staged(storage.stage_checkpoint(checkpoint).await) });
-        let joined = join_in_order(vec![partition_synced, staged]).await;
-        if joined.polls > 1 {
-            shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_PARTITION_SYNC);
-        }
-        let mut stored = Ok(StagedCompaction::Nothing);
-        for step in joined.outputs {
-            match step {
-                CheckpointStep::Partition(synced) => synced?,
-                CheckpointStep::Staged(result) => stored = result,
-            }
-        }
-        Ok(match stored {
-            Ok(staged) => self.storage.install_checkpoint(checkpoint, staged).await,
-            Err(error) => Err(error),
-        })
     }
 
     /// The ordering contract: what `header` promises is durable. A breach
@@ -377,15 +336,11 @@ pub struct Node<I: Io> {
     config: NodeConfig,
     groups: Vec<Group<I>>,
     links: Links,
-    /// Inside a turn (`begin_turn`..`end_turn`), prepares written by one
-    /// event wait for the turn's end to be flushed together with those of
-    /// the events after it; outside one, every event flushes its own.
+    /// Inside a turn (`begin_turn`..`end_turn`), prepares staged by one
+    /// event wait for the turn's end to start their flush together with
+    /// those of the events after it; outside one, every event starts its
+    /// group's flush (if none runs) before it returns.
     turn_open: bool,
-    /// Turns begun so far (ring copies carried past a turn are stamped
-    /// with it: `RING_COPY_CARRIED_TURNS_MAX`).
-    turn: u64,
-    /// Flushes run beside the node's work (`set_overlapped_flushes`).
-    overlapped: bool,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -412,7 +367,7 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links, turn_open: false, turn: 0, overlapped: false }
+        Node { io, config, groups, links, turn_open: false }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -608,11 +563,12 @@ impl<I: Io> Node<I> {
         self.drain(group, world).await
     }
 
-    /// Start a turn: prepares written from here on are flushed together at
-    /// `end_turn` (one journal flush for all of them), and the messages
-    /// that promise them wait until then. The server opens a turn around
-    /// the frames it reads in one go; the simulator around the events of a
-    /// stretch of virtual time (the storage latency).
+    /// Start a turn: prepares staged from here on are flushed together from
+    /// `end_turn` (one journal flush for all of a group's), and the
+    /// messages that promise them wait until that flush is completed. The
+    /// server opens a turn around the frames it reads in one go; the
+    /// simulator around the events of a stretch of virtual time (the
+    /// storage latency).
     ///
     /// Requests that arrive in the turn wait in their group's queue and are
     /// prepared at its end, packed several to a prepare
@@ -622,7 +578,6 @@ impl<I: Io> Node<I> {
     pub fn begin_turn(&mut self) {
         assert!(!self.turn_open, "turns do not nest");
         self.turn_open = true;
-        self.turn += 1;
         for group in &mut self.groups {
             group.replica.defer_requests();
         }
@@ -632,41 +587,26 @@ impl<I: Io> Node<I> {
         self.turn_open
     }
 
-    /// End the turn: flush every group's written prepares at once
-    /// (`commit_groups`, one journal flush per round), complete them in
-    /// group order, send what waited for them, and carry out what that asks
-    /// for; prepares written while doing so are flushed the same way, round
-    /// after round, until none is left. A prepare is complete one flush
-    /// after its own (its ring copy rides with the next): when only those
-    /// copies are left and the world says more work waits, the turn ends
-    /// and the next turn's first flush completes them (one fdatasync per
-    /// turn under load); otherwise one more flush completes them now.
-    pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
-        assert!(self.turn_open, "end_turn without begin_turn");
-        let ended = if self.overlapped { self.end_turn_overlapped(world).await } else { self.flush_turn(world).await };
-        self.turn_open = false;
-        ended
-    }
-
-    /// Overlapped flushes (the server's and the simulator's mode): the end
-    /// of a turn, or an event outside one, writes the group's staged
-    /// prepares and starts their fsync (`start_flush`, at most one per
-    /// group) and returns at once. While it runs the node goes on: it
-    /// stages the prepares of new requests and of peers for the next
+    /// End the turn: pack the turn's requests into prepares, then write
+    /// the staged prepares of every group that has prepares to make durable
+    /// and no flush running, and start their fsync (`start_flush`, at most
+    /// one per group), and return at once. While it runs the node goes on:
+    /// it stages the prepares of new requests and of peers for the next
     /// flush, counts peers' prepare_oks, and sends what promises nothing or
     /// only what is durable already; a message that promises a prepare of
     /// the running flush is held. Whoever runs the node polls the fsyncs
     /// (`poll_flushes` / `flush_ended`) and completes those that ended
     /// (`complete_flushes`): the prepares become durable to the replica,
     /// the held messages leave, and the next flush starts with what was
-    /// staged meanwhile. So a primary's commit waits for the later of its
-    /// own fsync and its peers' votes, not their sum. Any other storage
-    /// action first waits for the running flush (storage runs in order).
-    /// Off (the default): a turn's end flushes until its prepares are
-    /// durable before it returns.
-    pub fn set_overlapped_flushes(&mut self, on: bool) {
-        assert!(!self.flushes_in_flight(), "the mode changes with no flush in flight");
-        self.overlapped = on;
+    /// staged meanwhile (and the ring copies of what the last one made
+    /// durable). So a primary's commit waits for the later of its own fsync
+    /// and its peers' votes, not their sum. Any other storage action first
+    /// waits for the running flush (storage runs in order).
+    pub async fn end_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+        assert!(self.turn_open, "end_turn without begin_turn");
+        let ended = self.start_turn_flushes(world).await;
+        self.turn_open = false;
+        ended
     }
 
     /// Some group's flush has its fsync running, or its checkpoint runs
@@ -737,10 +677,10 @@ impl<I: Io> Node<I> {
         .await
     }
 
-    /// The end of a turn with overlapped flushes: pack the turn's requests
-    /// into prepares, then start the flush of every group that has
-    /// prepares to make durable and no flush running (`start_flush`).
-    async fn end_turn_overlapped<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
+    /// The work of `end_turn`: pack the turn's requests into prepares, then
+    /// start the flush of every group that has prepares (or ring copies) to
+    /// make durable and no flush running (`start_flush`).
+    async fn start_turn_flushes<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
         for group in 0..self.groups.len() {
             if self.groups[group].replica.requests_deferred() {
                 self.step(group, world, GroupReplica::prepare_deferred).await?;
@@ -754,15 +694,20 @@ impl<I: Io> Node<I> {
                 self.start_flush(group, world).await?;
             }
         }
+        // Nothing waits idle: what a group staged, or left to a ring copy,
+        // waits for its running flush, whose completion starts the next.
+        assert!(
+            self.groups.iter().all(|g| !g.flush_pending() || g.flushing.is_some()),
+            "a turn ends with every group's unflushed prepares in a running flush"
+        );
         self.write_partitions().await
     }
 
     /// Write the group's staged prepares and the ring copies of those the
     /// last flush made durable, and start the fsync that makes them
-    /// durable, without waiting for it (`set_overlapped_flushes`). Nothing
-    /// else changes the journal until it is completed (`finish_flush`).
+    /// durable, without waiting for it (see `end_turn`). Nothing else
+    /// changes the journal until it is completed (`finish_flush`).
     async fn start_flush<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
-        assert!(self.overlapped, "only overlapped flushes run beside the node");
         let g = &mut self.groups[group];
         assert!(g.flushing.is_none(), "one flush per group at a time");
         let written = std::mem::take(&mut g.written);
@@ -814,56 +759,6 @@ impl<I: Io> Node<I> {
         self.release_held(group, world).await
     }
 
-    async fn flush_turn<W: NodeWorld>(&mut self, world: &mut W) -> Result<(), NodeStop> {
-        // The turn's requests, packed: their prepares join this turn's flush.
-        for group in 0..self.groups.len() {
-            if self.groups[group].replica.requests_deferred() {
-                self.step(group, world, GroupReplica::prepare_deferred).await?;
-            }
-        }
-        debug_assert!(self.groups.iter().all(|g| !g.replica.requests_deferred()), "no request waits past a turn");
-        for g in &self.groups {
-            assert!(
-                g.awaiting_copy.is_empty() || self.turn - g.awaiting_copy_since_turn <= RING_COPY_CARRIED_TURNS_MAX,
-                "ring copies wait at most {RING_COPY_CARRIED_TURNS_MAX} turn(s)"
-            );
-        }
-        for _ in 0..DRAIN_ROUNDS_MAX {
-            let staged = self.groups.iter().any(|g| !g.written.is_empty());
-            let overdue = self.groups.iter().any(|g| {
-                !g.awaiting_copy.is_empty() && g.awaiting_copy_since_turn + RING_COPY_CARRIED_TURNS_MAX <= self.turn
-            });
-            if !staged && !overdue {
-                if self.groups.iter().all(|g| g.awaiting_copy.is_empty()) {
-                    debug_assert!(self.groups.iter().all(|g| g.held.is_empty()), "nothing waits without a flush");
-                    return self.write_partitions().await;
-                }
-                // Only ring copies are left to make durable. With more
-                // work already waiting, they ride with the next turn's
-                // prepares under its one fdatasync (one fsync per turn
-                // under load, where finishing them now costs a second);
-                // with none, they are finished now, so one append's
-                // latency does not wait for a turn that may not come.
-                if world.work_waiting() {
-                    shoal_vsr::marks::hit(shoal_vsr::marks::RING_COPIES_CARRIED_TO_NEXT_TURN);
-                    return self.write_partitions().await;
-                }
-            }
-            // The turn stays open: what the completions write waits for
-            // the next round, flushed with the other groups'. One journal
-            // flush per round: it completes the prepares the round before
-            // made durable (their ring copies ride with it) and makes this
-            // round's durable.
-            for group in self.commit_groups(world, Flushes::One).await? {
-                self.drain(group, world).await?;
-            }
-        }
-        panic!(
-            "replica {} kept writing prepares at the end of a turn after {DRAIN_ROUNDS_MAX} rounds",
-            self.config.replica
-        );
-    }
-
     /// Write what every group applied in the turn to its partition log, all
     /// groups at once (no sync: the journal is the WAL); the node stops
     /// with the first failure, in group order.
@@ -878,16 +773,16 @@ impl<I: Io> Node<I> {
     }
 
     /// Carry out the replica's actions until it asks for nothing more. A
-    /// prepare is written and joins the group's pending flush; the messages
+    /// prepare is staged and joins the group's next flush; the messages
     /// that promise something not yet durable wait (with every message
     /// after them, so they leave in the order the replica asked). When the
-    /// replica asks for nothing more (or before any other storage action),
-    /// the group is flushed at once (`commit_group`): one journal flush for
-    /// every prepare written, then each is reported back
+    /// replica asks for nothing more, the group's flush starts unless one
+    /// runs (`start_flush`; inside a turn, at `end_turn`); its completion
+    /// (`complete_flushes`) reports each prepare back
     /// (`on_prepare_durable`), which may commit and ask for replies, and
-    /// the held messages leave. Inside a turn the flush waits for
-    /// `end_turn`. Commits are reported before the replies that announce
-    /// them go out.
+    /// the held messages leave. Before any other storage action the group
+    /// is flushed to the end first (`commit_group`). Commits are reported
+    /// before the replies that announce them go out.
     async fn drain<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         for _ in 0..DRAIN_ROUNDS_MAX {
             let g = &mut self.groups[group];
@@ -922,16 +817,12 @@ impl<I: Io> Node<I> {
                 if !g.flush_pending() {
                     return g.write_partition().await;
                 }
-                if self.overlapped {
-                    // The fsync runs beside what comes next; its completion
-                    // sends what waits for it.
-                    if g.flushing.is_none() {
-                        self.start_flush(group, world).await?;
-                    }
-                    return self.groups[group].write_partition().await;
+                // The fsync runs beside what comes next; its completion
+                // sends what waits for it.
+                if g.flushing.is_none() {
+                    self.start_flush(group, world).await?;
                 }
-                self.commit_group(group, world).await?;
-                continue;
+                return self.groups[group].write_partition().await;
             }
             for action in actions {
                 self.run_action(group, action, world).await?;
@@ -974,10 +865,11 @@ impl<I: Io> Node<I> {
                     self.finish_checkpoint(group, world).await?;
                 }
                 let g = &mut self.groups[group];
-                // Staged, not written yet: the group's commit writes every
-                // prepare of the turn, each run of adjacent slots with one
-                // write, then flushes them (`commit_group(s)`). From here
-                // the prepare counts as written and not durable.
+                // Staged, not written yet: the group's next flush writes
+                // every prepare staged, each run of adjacent slots with one
+                // write (`start_flush`, or `commit_group` before another
+                // storage action). From here the prepare counts as written
+                // and not durable.
                 world.before_storage(group, &action);
                 g.storage.stage_prepare(&message.header);
                 g.written.push(action);
@@ -1003,8 +895,9 @@ impl<I: Io> Node<I> {
                 if g.checkpointing.is_some() {
                     self.finish_checkpoint(group, world).await?;
                 }
-                if self.overlapped && matches!(storage_action, Action::Checkpoint { .. }) {
-                    // Its journal part waits for its end: nothing to flush now.
+                if matches!(storage_action, Action::Checkpoint { .. }) {
+                    // It runs beside the node; its journal part waits for
+                    // its end: nothing to flush now.
                     world.before_storage(group, &storage_action);
                     return self.start_checkpoint(group, storage_action).await;
                 }
@@ -1016,12 +909,14 @@ impl<I: Io> Node<I> {
         }
     }
 
-    /// Flush the group's written prepares until every one is durable with
-    /// its ring copy (a journal flush for all of them, and one more for
-    /// their copies; copies carried from a turn ride with the first),
-    /// report each durable one to the hooks and the replica, then send the
-    /// messages that waited. Ordering contract: every held message leaves
-    /// only after the flush, and `execute` asserts its promise.
+    /// Flush the group's staged prepares until every one is durable with
+    /// its ring copy, after the running flush ends (a journal flush for all
+    /// of them, and one more for their copies; copies a completed flush
+    /// left ride with the first), report each durable one to the hooks and
+    /// the replica, then send the messages that waited: before a storage
+    /// action other than a prepare (storage runs in order). Ordering
+    /// contract: every held message leaves only after the flush, and
+    /// `execute` asserts its promise.
     async fn commit_group<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         if self.groups[group].flushing.is_some() {
             // Storage runs in order: the running flush ends first.
@@ -1034,7 +929,7 @@ impl<I: Io> Node<I> {
         let g = &mut self.groups[group];
         assert!(g.flush_pending(), "a group commit has prepares to flush");
         let written = std::mem::take(&mut g.written);
-        let flushed = g.storage.commit_prepares(&prepare_messages(&written), Flushes::UntilDurable).await;
+        let flushed = g.storage.commit_prepares(&prepare_messages(&written)).await;
         let mut flushing = std::mem::take(&mut g.awaiting_copy);
         flushing.extend(written);
         let mut stop = false;
@@ -1046,66 +941,13 @@ impl<I: Io> Node<I> {
         self.release_held(group, world).await
     }
 
-    /// Group commit across groups: flush every group with prepares not yet
-    /// durable with their copy at once (one future per group, each its own
-    /// journal file, so on the real disk their fsyncs overlap), `flushes`
-    /// deep, then complete the groups in index order, and only then send
-    /// what each held and may now send. Completion order never depends on
-    /// which flush finished first (`join_in_order`). Returns the groups
-    /// flushed, ascending.
-    async fn commit_groups<W: NodeWorld>(&mut self, world: &mut W, flushes: Flushes) -> Result<Vec<usize>, NodeStop> {
-        let flushing: Vec<usize> = (0..self.groups.len()).filter(|&g| self.groups[g].flush_pending()).collect();
-        let written: Vec<Vec<Action>> =
-            flushing.iter().map(|&group| std::mem::take(&mut self.groups[group].written)).collect();
-        let awaiting: Vec<Vec<Action>> =
-            flushing.iter().map(|&group| std::mem::take(&mut self.groups[group].awaiting_copy)).collect();
-        let messages: Vec<Vec<&Message>> = written.iter().map(|written| prepare_messages(written)).collect();
-        let commits: Vec<_> = self
-            .groups
-            .iter_mut()
-            .enumerate()
-            .filter(|(group, _)| flushing.binary_search(group).is_ok())
-            .zip(&messages)
-            .map(|((_, g), messages)| g.storage.commit_prepares(messages, flushes))
-            .collect();
-        let joined = join_in_order(commits).await;
-        if flushing.len() > 1 && joined.polls > 1 {
-            shoal_vsr::marks::hit(shoal_vsr::marks::GROUP_FLUSHES_OVERLAPPED);
-        }
-        let flushed = joined.outputs;
-        drop(messages);
-        assert_eq!(flushed.len(), flushing.len(), "one flush per group with prepares to flush");
-        // Every group's outcome reaches the world, even past a failure or
-        // a stop: the prepares are on the disk (or not) whatever the node
-        // does next, and the world must not keep counting on what a flush
-        // replaced. The node stops with the first failure, in group order.
-        let mut stop = false;
-        let mut failure = None;
-        for (((&group, written), mut awaiting), flushed) in flushing.iter().zip(written).zip(awaiting).zip(flushed) {
-            awaiting.extend(written);
-            if let Err(error) = self.complete_flush(group, awaiting, flushed, &mut stop, world) {
-                failure.get_or_insert(error);
-            }
-        }
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        if stop {
-            return Err(NodeStop::Halted);
-        }
-        for &group in &flushing {
-            self.release_held(group, world).await?;
-        }
-        Ok(flushing)
-    }
-
-    /// Report a finished flush of `group`'s `flushing` prepares (those a
-    /// turn carried first, then those written now): each one now durable
-    /// with its ring copy to the hooks and, unless a hook stopped the node
-    /// (`stop`, shared across the groups of one commit), to the replica,
-    /// which may now count or vouch for it. One made durable without its
-    /// copy waits in `awaiting_copy` for the next flush. `Err` when the
-    /// flush failed.
+    /// Report a finished flush of `group`'s `flushing` prepares (those the
+    /// flush before made durable without their ring copy first, then those
+    /// written now): each one now durable with its ring copy to the hooks
+    /// and, unless a hook stopped the node (`stop`), to the replica, which
+    /// may now count or vouch for it. One made durable without its copy
+    /// waits in `awaiting_copy` for the next flush. `Err` when the flush
+    /// failed.
     fn complete_flush<W: NodeWorld>(
         &mut self,
         group: usize,
@@ -1155,10 +997,7 @@ impl<I: Io> Node<I> {
         }
         let g = &mut self.groups[group];
         debug_assert!(g.awaiting_copy.is_empty(), "a flush completes or carries every prepare it was given");
-        if !awaiting.is_empty() {
-            g.awaiting_copy = awaiting;
-            g.awaiting_copy_since_turn = self.turn;
-        }
+        g.awaiting_copy = awaiting;
         Ok(())
     }
 
@@ -1168,9 +1007,9 @@ impl<I: Io> Node<I> {
     /// wait for that flush. Ordering contract: `execute` asserts each
     /// promise, so a promise no flush keeps stops the node.
     async fn release_held<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        // Prepares staged while the fsync ran wait for the next flush, and
+        // so do the messages that promise them.
         let g = &mut self.groups[group];
-        // Overlapped, prepares staged while the fsync ran wait for the next.
-        debug_assert!(self.overlapped || g.written.is_empty(), "held messages leave after their group's flush");
         let mut leaving = std::mem::take(&mut g.held);
         if g.durability_pending() {
             let storage = &g.storage;
@@ -1217,17 +1056,18 @@ impl<I: Io> Node<I> {
                 Ok(())
             }
             storage_action => {
+                assert!(
+                    !matches!(storage_action, Action::Checkpoint { .. }),
+                    "a checkpoint runs beside the node (start_checkpoint)"
+                );
                 world.before_storage(group, &storage_action);
-                let done = match &storage_action {
-                    Action::Checkpoint { checkpoint } => g.checkpoint(checkpoint).await?,
-                    action => g.storage.execute(action).await,
-                };
+                let done = g.storage.execute(&storage_action).await;
                 storage_done(group, &storage_action, done, world)
             }
         }
     }
 
-    /// Start a checkpoint beside the node (overlapped mode): the applied
+    /// Start a checkpoint beside the node: the applied
     /// messages are written to the partition log now, and its sync runs
     /// beside the checkpoint file's write and fsync; once both are durable
     /// the file is installed. None of it borrows the node, which goes on
@@ -1476,12 +1316,6 @@ struct StateDataAsked {
     peer: u8,
     start: u64,
     end: u64,
-}
-
-/// What one of a checkpoint's two overlapped steps ended with.
-enum CheckpointStep {
-    Partition(Result<(), NodeStop>),
-    Staged(Result<StagedCompaction, StorageError>),
 }
 
 /// A storage action's outcome, reported to the hooks: `Err` when the node

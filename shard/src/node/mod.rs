@@ -25,28 +25,28 @@
 //! at once, so a primary sends its prepare while it writes it. Prepares are
 //! group-committed: staged as the replica asks, then written together (one
 //! write per run of adjacent slots) and flushed together (one journal flush
-//! for every prepare of a step, or of a turn: `begin_turn` / `end_turn`),
-//! reported durable to the replica, and only then are the
-//! messages that promise them sent. A prepare is durable once its ring copy
-//! is, one journal flush after the prepare itself; a turn that ends while
-//! more work waits (`NodeHooks::work_waiting`) leaves those copies to the
-//! next turn's flush, so a loaded node pays one fdatasync per turn.
+//! for every prepare of an event, or of a turn: `begin_turn` / `end_turn`).
 //!
-//! Overlapped flushes (`Node::set_overlapped_flushes`, what the server and
-//! the simulator run): a turn's end writes the prepares and *starts* their
-//! fsync, one per group at a time, and returns; the node keeps handling
-//! frames while it runs, staging new prepares for the next flush, counting
-//! peers' votes, and sending what promises nothing or only what is durable
-//! already; whoever runs the node polls the fsync (`poll_flushes`) and
-//! completes it when it ends (`complete_flushes`), which reports its
-//! prepares durable, sends what they held, and starts the next flush. The
-//! contract is unchanged: durable is what a *completed* fsync made durable
-//! (`GroupStorage::check_durable`), and `execute` asserts it at every send.
+//! Flushes run beside the node (its one mode: the server and the simulator
+//! run this same code): a turn's end (or an event outside a turn) writes
+//! the staged prepares and *starts* their fsync, one per group at a time,
+//! and returns; the node keeps handling frames while it runs, staging new
+//! prepares for the next flush, counting peers' votes, and sending what
+//! promises nothing or only what is durable already; whoever runs the node
+//! polls the fsync (`poll_flushes`) and completes it when it ends
+//! (`complete_flushes`), which reports its prepares durable to the replica,
+//! sends the messages they held, and starts the next flush. Durable is what
+//! a *completed* fsync made durable (`GroupStorage::check_durable`), and
+//! `execute` asserts it at every send. A prepare is durable once its ring
+//! copy is, one journal flush after the prepare itself; the copy rides with
+//! the prepares the next flush writes, so a loaded group pays one fdatasync
+//! per flush. A checkpoint runs beside the node the same way
+//! (`start_checkpoint`), and is polled and completed with the flushes.
 //!
 //! Every other storage action runs in order, durable before the next
 //! action, and after the prepares written before it are flushed (a running
-//! flush is finished first). An error stops the node (fail-stop) and it
-//! restarts from what the disk kept.
+//! flush or checkpoint is finished first). An error stops the node
+//! (fail-stop) and it restarts from what the disk kept.
 //!
 //! Must not touch the wall clock, threads or OS entropy: time and entropy
 //! come from `Io`, so a simulated seed replays bit for bit.
@@ -143,16 +143,6 @@ pub trait NodeHooks {
     /// seed's fault schedule and the node's choices stay one stream.
     fn draw(&mut self, _bound: u64) -> Option<u64> {
         None
-    }
-    /// More work already waits for this node (frames in its inbox), asked
-    /// (without overlapped flushes) at a turn's end once only ring copies
-    /// are left to make durable: if
-    /// so, the turn ends after one journal flush and the next turn's flush
-    /// writes the copies with its own prepares (one fdatasync per turn
-    /// under load); if not (the default), they are finished at once. Either
-    /// answer is safe: it only moves the fsync.
-    fn work_waiting(&mut self) -> bool {
-        false
     }
     /// A peer filled `count` partition messages from `offset` (state data).
     fn on_state_data_filled(&mut self, _group: usize, _offset: u64, _count: usize) {}

@@ -7,9 +7,12 @@
 //! from what the disk kept. For group commit, prepares are instead staged
 //! as the replica asks (`stage_prepare`: from then on nothing promises
 //! them), then written together, each run of adjacent slots with one write,
-//! and made durable together (`commit_prepares`: the journal's
-//! `write_prepares`, then its `flush` steps, one fdatasync each, until
-//! every written prepare is durable with its ring copy). This module also
+//! and made durable together: the node's flush writes them and runs one
+//! fdatasync beside its other work (`begin_flush` / `end_flush`, the
+//! journal's `write_prepares` and one `flush` step; a prepare's ring copy
+//! rides with the next flush), and before any other storage action the
+//! rest is flushed to the end (`commit_prepares`: `flush` steps until every
+//! written prepare is durable with its ring copy). This module also
 //! answers the ordering contract's question, "is what this message promises
 //! durable?", from what its own completed writes made durable (never from
 //! the replica's memory): a prepare written and not yet flushed is not.
@@ -173,16 +176,6 @@ impl StorageConfig {
             namespace: self.namespace,
         }
     }
-}
-
-/// How far a group commit flushes (`GroupStorage::commit_prepares`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushes {
-    /// One journal flush: what it wrote now waits for the next flush's
-    /// ring copies (the node's turn when more work already waits).
-    One,
-    /// Until every written prepare is durable with its ring copy.
-    UntilDurable,
 }
 
 /// What one of a checkpoint's two staged steps ended with.
@@ -729,24 +722,13 @@ impl<I: Io> GroupStorage<I> {
     /// Group commit, second half: write the staged prepares `messages` (in
     /// the order the replica asked; a later write of an op replaces an
     /// earlier one, as on the disk), each run of adjacent slots with one
-    /// write, then flush: `Flushes::UntilDurable` makes every prepare
-    /// written so far durable with its ring copy (`flush_prepares`: two
-    /// fdatasyncs when anything new was written); `Flushes::One` runs one
-    /// journal flush, one fdatasync, which makes the ring copies of the
-    /// prepares an earlier flush made durable durable too, and leaves the
-    /// prepares written now durable with their copies still to write (the
-    /// next flush writes them: `PrepareJournal::flush`). Returns the
-    /// prepares now durable with their copy, `(op, checksum)` ascending.
-    pub async fn commit_prepares(
-        &mut self,
-        messages: &[&Message],
-        flushes: Flushes,
-    ) -> Result<Vec<(u64, u128)>, StorageError> {
+    /// write, then flush until every prepare written so far is durable
+    /// with its ring copy (`flush_prepares`: two fdatasyncs when anything
+    /// new was written). Returns the prepares now durable with their copy,
+    /// `(op, checksum)` ascending.
+    pub async fn commit_prepares(&mut self, messages: &[&Message]) -> Result<Vec<(u64, u128)>, StorageError> {
         self.write_staged(messages).await?;
-        match flushes {
-            Flushes::UntilDurable => self.flush_prepares().await,
-            Flushes::One => self.flush_once().await,
-        }
+        self.flush_prepares().await
     }
 
     /// Write staged prepares: the last write of each op, ascending, with
@@ -825,8 +807,8 @@ impl<I: Io> GroupStorage<I> {
     }
 
     /// The fsync of `begin_flush` ended with `synced`: the prepares it made
-    /// durable with their ring copy, `(op, checksum)` ascending (as
-    /// `commit_prepares` with `Flushes::One`). An op staged again since and
+    /// durable with their ring copy, `(op, checksum)` ascending (as one
+    /// flush of `flush_prepares`). An op staged again since and
     /// not yet written is not among them: the fsync made its old write
     /// durable, which no message may promise any more.
     pub fn end_flush(

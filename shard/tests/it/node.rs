@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
 use shoal_shard::node::{
     CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX, Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks,
@@ -48,8 +49,8 @@ fn storage_config(replica: u8) -> StorageConfig {
 
 /// A single replica whose journal has `slot_count` slots and whose group
 /// checkpoints every `interval` ops, registered as `CLIENT` (the session
-/// returned), in overlapped mode (the server's and the simulator's).
-fn one_overlapped_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recorder, u64) {
+/// returned).
+fn one_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recorder, u64) {
     let io = MemIo::default();
     let dir = Path::new("/data");
     let storage =
@@ -61,8 +62,8 @@ fn one_overlapped_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recor
     let mut node = node_over(io, group, 0, 1);
     let mut world = Recorder::default();
     block_on(node.on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut world)).expect("runs");
+    complete_ended_flushes(&mut node, &mut world);
     let session = world.replies.pop().expect("registered").header.context;
-    node.set_overlapped_flushes(true);
     (node, world, session)
 }
 
@@ -158,8 +159,6 @@ struct Recorder {
     /// Answer every random choice of the node with its first option (the
     /// simulator's seeds that favour one peer, at their extreme).
     draw_first: bool,
-    /// What `work_waiting` answers: frames wait in the node's inbox.
-    work_waiting: bool,
 }
 
 impl NodeBus for Recorder {
@@ -192,10 +191,6 @@ impl NodeHooks for Recorder {
     fn draw(&mut self, _bound: u64) -> Option<u64> {
         self.draw_first.then_some(0)
     }
-
-    fn work_waiting(&mut self) -> bool {
-        self.work_waiting
-    }
 }
 
 fn register() -> Message {
@@ -225,24 +220,29 @@ fn client_batch_request(client: u128, session: u64, request: u64, messages: &[&[
     Message::new(header, Rc::from(encode_batch(messages).unwrap()))
 }
 
-/// Carry the replicas' messages to each other until none is left.
+/// Carry the replicas' messages to each other, completing every flush and
+/// checkpoint whose fsync ended, until nothing is left to deliver.
 fn deliver_all(nodes: &mut [Node<MemIo>], worlds: &mut [Recorder]) {
-    assert_eq!(nodes.len(), worlds.len(), "one world per node");
+    deliver_completing(nodes, worlds, |_, _, _| false);
+}
+
+/// Some flush or checkpoint of `node` has ended and waits to be completed.
+fn flush_ended(node: &mut Node<MemIo>) -> bool {
+    block_on(std::future::poll_fn(|cx| Poll::Ready(node.poll_flushes(cx))))
+}
+
+/// Complete `node`'s flushes and checkpoints whose fsync ended, and those
+/// their completions start, until none that ended is left (what a held
+/// fsync keeps running goes on running): what a runner of the node does
+/// each time it wakes (`poll_flushes`, `complete_flushes`).
+fn complete_ended_flushes(node: &mut Node<MemIo>, world: &mut Recorder) {
     for _ in 0..DELIVERY_ROUNDS_MAX {
-        let mut delivered = false;
-        for from in 0..nodes.len() {
-            for (to, message) in std::mem::take(&mut worlds[from].to_replicas) {
-                let source = Source::Replica(from as u8);
-                let to = usize::from(to);
-                block_on(nodes[to].on_frame(source, ShardId(0), message, &mut worlds[to])).expect("runs");
-                delivered = true;
-            }
-        }
-        if !delivered {
+        if !flush_ended(node) {
             return;
         }
+        block_on(node.complete_flushes(world)).expect("runs");
     }
-    panic!("messages kept flowing after {DELIVERY_ROUNDS_MAX} rounds");
+    panic!("flushes kept ending after {DELIVERY_ROUNDS_MAX} rounds");
 }
 
 /// Three fresh replicas, `CLIENT` registered through replica 0 (its
@@ -354,6 +354,7 @@ fn requests_of_one_turn_share_one_packed_prepare() {
     let prepares: Vec<(u64, Operation)> =
         worlds[0].to_replicas.iter().map(|(_, m)| (m.header.op, m.header.operation)).collect();
     assert_eq!(prepares, [(3, Operation::Packed)], "one packed op for the turn's two requests");
+    complete_all_flushes(&mut nodes[0], &mut worlds[0]);
     assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush: the prepare, then its ring copy");
     deliver_all(&mut nodes, &mut worlds);
     let replies: Vec<(u128, u64)> = worlds[0].replies.iter().map(|m| (m.header.client, m.header.op)).collect();
@@ -363,9 +364,10 @@ fn requests_of_one_turn_share_one_packed_prepare() {
 
 /// Group commit, told step by step: two clients' appends that cannot share
 /// a prepare (each fills a slot) reach the primary in one turn. Both
-/// prepares leave for the backup at the turn's end, before its one flush
-/// (two fdatasyncs: prepares, then their ring copies); nothing that
-/// promises them leaves before the flush, on the primary or the backup.
+/// prepares leave for the backup at the turn's end, which starts its one
+/// flush (two fdatasyncs: prepares, then their ring copies); nothing that
+/// promises them leaves before the flush is completed, on the primary or
+/// the backup.
 #[test]
 fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() {
     let filling = slot_filling_message();
@@ -382,6 +384,8 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
     let prepares: Vec<u64> = worlds[0].to_replicas.iter().map(|(_, m)| m.header.op).collect();
     assert_eq!(prepares, [3, 4], "both prepares left at the turn's end");
+    assert_eq!(nodes[0].io().sync_count() - syncs_before, 1, "the turn's end started one fdatasync for both");
+    complete_all_flushes(&mut nodes[0], &mut worlds[0]);
     assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush on the primary");
     assert!(worlds[0].replies.is_empty(), "no reply before a quorum");
     // The backup takes both prepares in one turn too: no prepare_ok before its flush.
@@ -392,6 +396,8 @@ fn prepares_of_one_turn_are_flushed_together_and_nothing_promises_them_before() 
     assert!(worlds[1].to_replicas.is_empty(), "prepare_oks wait for the flush: {:?}", worlds[1].events);
     let backup_syncs = nodes[1].io().sync_count();
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert!(worlds[1].to_replicas.is_empty(), "prepare_oks wait for its completion: {:?}", worlds[1].events);
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
     assert_eq!(nodes[1].io().sync_count() - backup_syncs, 2, "one group flush: prepares, then ring copies");
     let oks: Vec<(Command, u64)> = worlds[1].to_replicas.iter().map(|(_, m)| (m.header.command, m.header.op)).collect();
     assert_eq!(oks, [(Command::PrepareOk, 3), (Command::PrepareOk, 4)]);
@@ -420,6 +426,7 @@ fn prepares_of_one_turn_are_written_with_one_write_then_their_ring_copies_with_o
     }
     assert_eq!(nodes[0].io().writes_to(&journal).len(), written_before[0], "nothing is written inside the turn");
     block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
+    complete_all_flushes(&mut nodes[0], &mut worlds[0]);
     let prepares = std::mem::take(&mut worlds[0].to_replicas);
     let sizes: Vec<(u64, usize)> = prepares.iter().map(|(_, m)| (m.header.op, m.header.size as usize)).collect();
     assert_eq!(sizes, [(3, slot_size_bytes), (4, slot_size_bytes)], "two prepares that fill their slots");
@@ -428,6 +435,7 @@ fn prepares_of_one_turn_are_written_with_one_write_then_their_ring_copies_with_o
         block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut worlds[1])).expect("runs");
     }
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
     let config = storage_config(0).journal();
     let both_slots = 2 * slot_size_bytes + shoal_vsr::journal::COPIES_REGION_BYTES as usize;
     let expected = [(config.slot_offset(3), both_slots), (config.header_copy_offset(3), 2 * HEADER_SIZE_BYTES)];
@@ -459,86 +467,110 @@ fn prepare_oks(world: &mut Recorder, seen: &mut usize) -> Vec<u64> {
     sent.iter().filter(|(_, m)| m.header.command == Command::PrepareOk).map(|(_, m)| m.header.op).collect()
 }
 
-/// Under load (frames already wait when a turn's flush is done), a backup
-/// pays one fdatasync per turn: turn 1 makes op 3's prepare durable and
-/// ends, its ring copy and prepare_ok left for later; turn 2 writes op 4's
-/// prepare and op 3's ring copy, then one fdatasync completes op 3 (its
-/// prepare_ok leaves) and makes op 4 durable; with nothing waiting, turn 3
-/// finishes op 4 at once. Nothing promises a prepare before its ring copy
-/// is durable (`execute` asserts it).
+/// Under load (a prepare arrives while the fsync of the one before runs), a
+/// backup pays one fdatasync per flush: op 3's prepare is written and its
+/// fsync runs; op 4's arrives meanwhile and is staged; op 3's fsync ends,
+/// which makes it durable without its ring copy (no prepare_ok yet), and its
+/// completion starts the next flush, which writes op 4's prepare and op 3's
+/// ring copy with one write; one fdatasync then completes op 3 (its
+/// prepare_ok leaves) and makes op 4 durable; one more finishes op 4.
+/// Nothing promises a prepare before its ring copy is durable (`execute`
+/// asserts it).
 #[test]
-fn a_loaded_backup_writes_each_turns_ring_copies_with_the_next_turns_prepares() {
+fn a_loaded_backup_writes_each_flushs_ring_copies_with_the_next_flushs_prepares() {
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     let mut seen = 0;
     let journal = shoal_vsr::journal::journal_path(Path::new("/data"), namespace());
     let config = storage_config(1).journal();
-    worlds[1].work_waiting = true;
     let first = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
     assert_eq!(first.header.op, 3);
+    nodes[1].io().hold_syncs(true);
     let (syncs, writes) = (nodes[1].io().sync_count(), nodes[1].io().writes_to(&journal).len());
     nodes[1].begin_turn();
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
-    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 1: one fdatasync");
+    assert!(nodes[1].flushes_in_flight(), "op 3's fsync runs");
     assert_eq!(nodes[1].io().writes_to(&journal)[writes..], [(config.slot_offset(3), 512)], "the prepare only");
+
+    // Op 4 arrives while op 3's fsync runs: staged for the next flush.
+    let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
+    assert_eq!(second.header.op, 4);
+    nodes[1].begin_turn();
+    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second, &mut worlds[1])).expect("runs");
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().writes_to(&journal).len(), writes + 1, "op 4 is staged, not written");
+    assert_eq!(nodes[1].group(0).prepares_unflushed(), 2);
+
+    end_held_fsyncs(&mut nodes[1]);
+    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "op 3's fdatasync");
+    let writes = nodes[1].io().writes_to(&journal).len();
+    block_on(nodes[1].complete_flushes(&mut worlds[1])).expect("runs");
     assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3's ring copy is not durable yet");
     assert!(
         nodes[1].group(0).storage().check_durable(Promise::Prepare { op: 3, checksum: 0, prefix_from: 3 }).is_err()
     );
-    assert_eq!(nodes[1].group(0).prepares_unflushed(), 1);
-
-    let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
-    assert_eq!(second.header.op, 4);
-    let (syncs, writes) = (nodes[1].io().sync_count(), nodes[1].io().writes_to(&journal).len());
-    nodes[1].begin_turn();
-    block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second, &mut worlds[1])).expect("runs");
-    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
-    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 2: one fdatasync for op 4 and op 3's copy");
-    let turn_writes = &nodes[1].io().writes_to(&journal)[writes..];
+    assert!(nodes[1].flushes_in_flight(), "the completion started the next flush");
+    let flush_writes = &nodes[1].io().writes_to(&journal)[writes..];
     // Op 4's write carries op 3's copy in the sector before its header:
     // one contiguous write (journal module doc, "Carried copies").
-    assert_eq!(turn_writes, [(config.carried_copy_offset(3, 1) - HEADER_SIZE_BYTES as u64, 2 * 512)]);
-    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "op 3 is durable with its copy: its prepare_ok leaves");
+    assert_eq!(flush_writes, [(config.carried_copy_offset(3, 1) - HEADER_SIZE_BYTES as u64, 2 * 512)]);
 
-    worlds[1].work_waiting = false;
     let syncs = nodes[1].io().sync_count();
-    nodes[1].begin_turn();
-    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
-    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "turn 3, nothing waits: op 4's copy at once");
+    end_held_fsyncs(&mut nodes[1]);
+    block_on(nodes[1].complete_flushes(&mut worlds[1])).expect("runs");
+    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "one fdatasync for op 4 and op 3's copy");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "op 3 is durable with its copy: its prepare_ok leaves");
+    assert_eq!(nodes[1].group(0).prepares_unflushed(), 1, "op 4 waits for its copy");
+
+    let syncs = nodes[1].io().sync_count();
+    nodes[1].io().hold_syncs(false);
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
+    assert_eq!(nodes[1].io().sync_count() - syncs, 1, "nothing more waits: op 4's copy at once");
     assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [4]);
     assert_eq!(nodes[1].group(0).prepares_unflushed(), 0);
     deliver_all(&mut nodes, &mut worlds);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
 }
 
-/// Ring copies a loaded turn left are never forgotten: the next timer
-/// tick (a turn of its own) finishes them, and an event outside any turn
-/// finishes its group's before it returns, so the node never waits idle
-/// with a promise held.
+/// Let `node`'s held fsyncs end (each is counted then), and hold the next.
+fn end_held_fsyncs(node: &mut Node<MemIo>) {
+    node.io().hold_syncs(false);
+    assert!(flush_ended(node), "a held fsync ran");
+    node.io().hold_syncs(true);
+}
+
+/// Ring copies a completed flush left are never forgotten, so the node
+/// never waits idle with a promise held: a completion inside a turn the
+/// caller opened (the simulator completes flushes while a turn is open)
+/// leaves the copies' flush to that turn's end, which starts it; an event
+/// outside any turn starts its group's flush before it returns.
 #[test]
-fn a_tick_or_an_event_outside_a_turn_finishes_carried_ring_copies() {
+fn ring_copies_a_completion_leaves_are_flushed_at_the_turns_end_or_at_once_outside_one() {
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     let mut seen = 0;
-    worlds[1].work_waiting = true;
     let first = prepare_of_one_append(&mut nodes, &mut worlds, 0, sessions[0]);
     nodes[1].begin_turn();
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
-    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new());
-    worlds[1].work_waiting = false;
-    block_on(nodes[1].tick(0, &mut worlds[1])).expect("runs");
-    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "the tick's turn finished op 3's ring copy");
+    nodes[1].begin_turn();
+    block_on(nodes[1].complete_flushes(&mut worlds[1])).expect("runs");
+    assert!(!nodes[1].flushes_in_flight(), "inside the turn, the copy waits for its end");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 3's ring copy is not durable yet");
+    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
+    assert!(nodes[1].flushes_in_flight(), "the turn's end started the flush of op 3's ring copy");
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [3], "op 3's ring copy is durable");
 
-    worlds[1].work_waiting = true;
     let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
     let second_again = second.clone();
-    nodes[1].begin_turn();
+    // Op 4 arrives outside a turn: its flush starts before the event returns.
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second, &mut worlds[1])).expect("runs");
-    block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
-    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new());
-    // The primary's retry of op 4 arrives outside a turn.
+    assert!(nodes[1].flushes_in_flight(), "outside a turn, the event started its flush");
+    // The primary's retry of op 4 arrives outside a turn too, while it runs.
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), second_again, &mut worlds[1])).expect("runs");
-    assert_eq!(nodes[1].group(0).prepares_unflushed(), 0, "outside a turn every flush finishes");
+    assert_eq!(prepare_oks(&mut worlds[1], &mut seen), Vec::<u64>::new(), "op 4 is not durable yet");
+    complete_all_flushes(&mut nodes[1], &mut worlds[1]);
+    assert_eq!(nodes[1].group(0).prepares_unflushed(), 0);
     assert_eq!(prepare_oks(&mut worlds[1], &mut seen), [4, 4], "op 4, and its retry");
     deliver_all(&mut nodes, &mut worlds);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 4, "both appends committed");
@@ -559,11 +591,23 @@ fn a_stop_at_one_prepare_of_a_group_still_reports_every_prepare_written() {
         let request = client_batch_request(client, sessions[index], 1, &[&filling]);
         block_on(nodes[0].on_frame(Source::Client(client), ShardId(0), request, &mut world)).expect("runs");
     }
-    let stopped = block_on(nodes[0].end_turn(&mut world));
-    assert!(matches!(stopped, Err(NodeStop::Halted)), "{stopped:?}");
+    block_on(nodes[0].end_turn(&mut world)).expect("the turn's end starts the group's flush");
+    let stopped = completing_until_stopped(&mut nodes[0], &mut world);
+    assert!(matches!(stopped, NodeStop::Halted), "{stopped:?}");
     let durable: Vec<&String> = world.events.iter().filter(|e| e.starts_with("durable")).collect();
     assert_eq!(durable, ["durable write_prepare op 3", "durable write_prepare op 4"]);
     assert!(world.replies.is_empty(), "a stopped node sends nothing more");
+}
+
+/// Complete `node`'s flushes until it stops; why it stopped.
+fn completing_until_stopped(node: &mut Node<MemIo>, world: &mut Recorder) -> NodeStop {
+    for _ in 0..DELIVERY_ROUNDS_MAX {
+        assert!(node.flushes_in_flight(), "a flush runs until the node stops");
+        if let Err(stopped) = block_on(node.complete_flushes(world)) {
+            return stopped;
+        }
+    }
+    panic!("the node kept running after {DELIVERY_ROUNDS_MAX} completions");
 }
 
 #[test]
@@ -576,9 +620,13 @@ fn storage_vouches_for_a_prepare_only_while_it_is_durable() {
     let promise = Promise::Prepare { op: 1, checksum, prefix_from: 1 };
     let storage = nodes[1].group(0).storage();
     assert!(storage.check_durable(promise).is_err(), "not written on the backup yet");
+    assert!(nodes[0].group(0).storage().check_durable(promise).is_err(), "written, its fsync not completed");
+    complete_all_flushes(&mut nodes[0], &mut world);
     assert!(nodes[0].group(0).storage().check_durable(promise).is_ok(), "written and fsynced on the primary");
     let mut backup_world = Recorder::default();
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), prepare, &mut backup_world)).expect("runs");
+    assert!(nodes[1].group(0).storage().check_durable(promise).is_err(), "its fsync not completed");
+    complete_all_flushes(&mut nodes[1], &mut backup_world);
     assert!(nodes[1].group(0).storage().check_durable(promise).is_ok());
     let other = Promise::Prepare { op: 1, checksum: checksum ^ 1, prefix_from: 1 };
     assert!(nodes[1].group(0).storage().check_durable(other).is_err(), "another prepare at the same op");
@@ -1019,19 +1067,15 @@ fn a_replica_whose_both_superblock_copies_rotted_rejoins_through_its_peers() {
     });
 }
 
-/// Complete `node`'s flushes until none runs (its fsyncs are not held).
+/// Complete `node`'s flushes and checkpoints until none runs (none of its
+/// fsyncs is held).
 fn complete_all_flushes(node: &mut Node<MemIo>, world: &mut Recorder) {
-    for _ in 0..DELIVERY_ROUNDS_MAX {
-        if !node.flushes_in_flight() {
-            return;
-        }
-        block_on(node.complete_flushes(world)).expect("runs");
-    }
-    panic!("flushes kept running after {DELIVERY_ROUNDS_MAX} rounds");
+    complete_ended_flushes(node, world);
+    assert!(!node.flushes_in_flight(), "a flush or checkpoint still runs: its fsync is held");
 }
 
-/// Overlapped flushes, told step by step (the server's and the
-/// simulator's mode): while a flush's fsync runs, the node goes on. The
+/// Flushes beside the node, told step by step: while a flush's fsync
+/// runs, the node goes on. The
 /// primary takes a second append and sends its prepare at once; the backup
 /// holds its prepare_ok until its own fsync ended; the primary counts the
 /// backup's vote while its own fsync still runs, and replies only once that
@@ -1041,7 +1085,6 @@ fn complete_all_flushes(node: &mut Node<MemIo>, world: &mut Recorder) {
 fn overlapped_flushes_hold_what_promises_a_running_fsync_and_count_votes_meanwhile() {
     let (mut nodes, mut worlds, sessions) = two_nodes_with_two_registered_clients();
     for node in &mut nodes {
-        node.set_overlapped_flushes(true);
         node.io().hold_syncs(true);
     }
     let mut seen = 0;
@@ -1114,9 +1157,6 @@ fn with_three_replicas_the_reply_leaves_on_the_backups_votes_while_the_primarys_
     block_on(nodes[0].on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut worlds[0])).expect("runs");
     deliver_all(&mut nodes, &mut worlds);
     let session = worlds[0].replies.pop().expect("the register was answered").header.context;
-    for node in &mut nodes {
-        node.set_overlapped_flushes(true);
-    }
     nodes[0].io().hold_syncs(true);
     let prepare = prepare_of_one_append(&mut nodes, &mut worlds, 0, session);
     let op = prepare.header.op;
@@ -1253,7 +1293,7 @@ fn a_prepare_ok_waits_for_every_op_of_its_prefix() {
 /// 6-15 ms per checkpoint on a fast disk, 35-150 ms on a slow one).
 #[test]
 fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end() {
-    let (mut node, mut world, session) = one_overlapped_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
     let data_dir = Path::new("/data");
     node.io().hold_syncs_under(Some(&partition_dir(data_dir, namespace())));
     let next_request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
@@ -1295,7 +1335,7 @@ fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end(
 fn a_prepare_past_the_journals_window_waits_for_the_running_checkpoint() {
     const SLOT_COUNT: u64 = 128;
     const INTERVAL: u64 = 90;
-    let (mut node, mut world, session) = one_overlapped_replica(SLOT_COUNT, INTERVAL);
+    let (mut node, mut world, session) = one_replica(SLOT_COUNT, INTERVAL);
     node.io().hold_syncs_under(Some(&partition_dir(Path::new("/data"), namespace())));
     let mut request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
     let checkpoint_op = node.group(0).replica().checkpoint_op();
@@ -1328,7 +1368,7 @@ fn a_prepare_past_the_journals_window_waits_for_the_running_checkpoint() {
 #[test]
 fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoint() {
     const PAYLOAD_BYTES: usize = 3000;
-    let (mut node, mut world, session) = one_overlapped_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
     node.io().hold_syncs_under(Some(&partition_dir(Path::new("/data"), namespace())));
     let request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
     let payload = vec![7u8; PAYLOAD_BYTES];
@@ -1353,12 +1393,14 @@ fn a_prepare_past_the_bytes_a_compaction_may_copy_waits_for_the_running_checkpoi
 }
 
 /// Deliver the replicas' messages, except those `dropped` says (from, to,
-/// message), and complete the overlapped nodes' flushes, until none is left.
+/// message), and complete the flushes and checkpoints whose fsync ended,
+/// until nothing is left to deliver.
 fn deliver_completing(
     nodes: &mut [Node<MemIo>],
     worlds: &mut [Recorder],
     dropped: impl Fn(usize, usize, &Message) -> bool,
 ) {
+    assert_eq!(nodes.len(), worlds.len(), "one world per node");
     for _ in 0..DELIVERY_ROUNDS_MAX {
         let mut delivered = false;
         for from in 0..nodes.len() {
@@ -1373,7 +1415,7 @@ fn deliver_completing(
             }
         }
         for (node, world) in nodes.iter_mut().zip(worlds.iter_mut()) {
-            block_on(node.complete_flushes(world)).expect("runs");
+            complete_ended_flushes(node, world);
         }
         if !delivered && worlds.iter().all(|w| w.to_replicas.is_empty()) {
             return;
@@ -1409,7 +1451,6 @@ fn a_backup_holds_its_ok_above_a_checkpoint_restored_beside_the_node_until_it_is
     // the checkpoint (its fill writes the log): R2 gets none in this story.
     let no_state_data =
         |_: usize, to: usize, message: &Message| to == 2 && message.header.command == Command::StateData;
-    nodes[2].set_overlapped_flushes(true);
     let staged_checkpoint =
         shoal_vsr::checkpoint::checkpoint_path(Path::new("/data"), namespace()).with_extension("tmp");
     nodes[2].io().hold_syncs_under(Some(&staged_checkpoint));

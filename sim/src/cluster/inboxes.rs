@@ -124,10 +124,7 @@ impl ShardNodes {
             .enumerate()
             .map(|(shard, groups)| {
                 assert!(groups.iter().all(|g| g.shard().index() == shard), "a node holds its shard's groups only");
-                let mut node = Node::new(io.clone(), config.clone(), groups, owners.clone(), drops[shard].clone());
-                // The server's mode: fsyncs run beside the node's work.
-                node.set_overlapped_flushes(true);
-                Some(node)
+                Some(Node::new(io.clone(), config.clone(), groups, owners.clone(), drops[shard].clone()))
             })
             .collect();
         ShardNodes {
@@ -176,11 +173,6 @@ impl ShardNodes {
     /// Some shard's node has a flush's fsync running.
     pub(super) fn flushes_in_flight(&self) -> bool {
         self.nodes.iter().flatten().any(Node::flushes_in_flight)
-    }
-
-    /// Frames wait in shard `shard`'s inbound inbox.
-    pub(super) fn inbound_waiting(&self, shard: ShardId) -> bool {
-        !self.inbound[shard.index()].is_empty()
     }
 
     /// Frames waiting in the inboxes.

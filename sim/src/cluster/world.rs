@@ -302,21 +302,6 @@ impl NodeHooks for SimWorld<'_> {
         Some(self.cluster.choices.draw(bound))
     }
 
-    /// Frames wait in this shard's inbox, or reached the process by now on
-    /// its own clock (they arrived while it flushed).
-    fn work_waiting(&mut self) -> bool {
-        let replica = self.replica;
-        let shards = self.cluster.nodes[replica as usize].node.as_ref();
-        if shards.is_some_and(|shards| shards.inbound_waiting(self.shard)) {
-            return true;
-        }
-        let now_ns = self.cluster.nodes[replica as usize].io.now_ns().max(self.cluster.now_ns);
-        self.cluster
-            .queue
-            .range(..=(now_ns, u64::MAX))
-            .any(|(_, event)| matches!(event, Event::Deliver { to: Endpoint::Replica(to), .. } if *to == replica))
-    }
-
     fn on_state_data_filled(&mut self, _group: usize, offset: u64, count: usize) {
         self.cluster.record(Some(self.replica), "state_data", offset, count as u64, String::new);
     }
