@@ -282,10 +282,6 @@ pub struct ServerCounters {
     /// Serving-loop turns and the frames they handled.
     pub turns: u64,
     pub turn_frames: u64,
-    /// Turns that left some ring copies to the next turn's flush
-    /// (`RING_COPY_CARRIED_TURNS_MAX`): a share near 1 under load means the
-    /// header ring rides along with later prepares instead of costing a write.
-    pub turns_carrying_ring_copies: u64,
 }
 
 impl ServerCounters {
@@ -303,7 +299,6 @@ impl ServerCounters {
             flushed_prepares: value("shoal_flushed_prepares_total"),
             turns: value("shoal_turns_total"),
             turn_frames: value("shoal_turn_frames_total"),
-            turns_carrying_ring_copies: value("shoal_turns_carrying_ring_copies_total"),
         }
     }
 
@@ -316,9 +311,6 @@ impl ServerCounters {
             flushed_prepares: self.flushed_prepares.saturating_sub(earlier.flushed_prepares),
             turns: self.turns.saturating_sub(earlier.turns),
             turn_frames: self.turn_frames.saturating_sub(earlier.turn_frames),
-            turns_carrying_ring_copies: self
-                .turns_carrying_ring_copies
-                .saturating_sub(earlier.turns_carrying_ring_copies),
         }
     }
 
@@ -328,7 +320,7 @@ impl ServerCounters {
         let rate = |a: u64| a as f64 / seconds.max(f64::MIN_POSITIVE);
         format!(
             "{:.0} ops/s, {:.0} requests/s ({:.2} requests/op), {:.0} journal flushes/s ({:.2} prepares/flush), \
-             {:.0} turns/s ({:.1} frames/turn, {:.0}% carrying ring copies)",
+             {:.0} turns/s ({:.1} frames/turn)",
             rate(self.ops),
             rate(self.requests),
             ratio(self.requests, self.ops),
@@ -336,7 +328,6 @@ impl ServerCounters {
             ratio(self.flushed_prepares, self.journal_flushes),
             rate(self.turns),
             ratio(self.turn_frames, self.turns),
-            100.0 * ratio(self.turns_carrying_ring_copies, self.turns),
         )
     }
 
@@ -631,14 +622,13 @@ mod tests {
         let before = ServerCounters::of_scrape("shoal_commits_total 10\nshoal_committed_requests_total 40\n");
         let after = ServerCounters::of_scrape(
             "# HELP shoal_commits Ops\nshoal_commits_total 20\nshoal_committed_requests_total 100\n\
-             shoal_turns_total 4\nshoal_turn_frames_total 12\nshoal_turns_carrying_ring_copies_total 1\n",
+             shoal_turns_total 4\nshoal_turn_frames_total 12\n",
         );
         let phase = after.since(&before);
         assert_eq!((phase.ops, phase.requests, phase.turns, phase.turn_frames), (10, 60, 4, 12));
-        assert_eq!(phase.turns_carrying_ring_copies, 1);
         assert_eq!(phase.requests_per_op(), 6.0);
         let line = phase.describe(2.0);
-        assert!(line.contains("6.00 requests/op") && line.contains("25% carrying ring copies"), "{line}");
+        assert!(line.contains("6.00 requests/op") && line.contains("3.0 frames/turn"), "{line}");
     }
 
     #[test]

@@ -85,7 +85,6 @@ pub struct ServerMetrics {
     /// Turns of the shards' serving loops (frames read in one go, then one
     /// group commit) and the frames they handed to the node.
     pub turns: Counter,
-    pub turns_carrying_ring_copies: Counter,
     pub turn_frames: Counter,
     /// Ops committed by the groups of each shard.
     pub shard_commits: Family<ShardLabels, Counter>,
@@ -111,7 +110,6 @@ impl Default for ServerMetrics {
             journal_flushes: Counter::default(),
             flushed_prepares: Counter::default(),
             turns: Counter::default(),
-            turns_carrying_ring_copies: Counter::default(),
             turn_frames: Counter::default(),
             shard_commits: Family::default(),
             shard_connections: Family::default(),
@@ -216,11 +214,6 @@ pub fn registry(metrics: &ServerMetrics, bus: Arc<BusMetrics>, drops: Vec<Arc<Fr
         metrics.flushed_prepares.clone(),
     );
     registry.register("turns", "Turns of the shards' serving loops (one group commit each)", metrics.turns.clone());
-    registry.register(
-        "turns_carrying_ring_copies",
-        "Turns that ended after one journal flush because frames waited, their prepares' ring copies carried to the next turn's fdatasync",
-        metrics.turns_carrying_ring_copies.clone(),
-    );
     registry.register("turn_frames", "Frames handed to the node in the shards' turns", metrics.turn_frames.clone());
     registry.register("shard_commits", "Ops committed by the groups of each shard", metrics.shard_commits.clone());
     registry.register(
@@ -350,7 +343,6 @@ mod tests {
         metrics.committed_requests.inc_by(9);
         metrics.journal_flushes.inc();
         metrics.turns.inc_by(2);
-        metrics.turns_carrying_ring_copies.inc();
         metrics.view_changes.inc();
         metrics.storage_latency_seconds.get_or_create(&StorageLabels { action: "write_prepare" }).observe(0.001);
         metrics.group_view.get_or_create(&ServerMetrics::group_labels(1 << 63, ShardId(0))).set(3);
@@ -363,7 +355,6 @@ mod tests {
             "shoal_committed_requests_total 9",
             "shoal_journal_flushes_total 1",
             "shoal_turns_total 2",
-            "shoal_turns_carrying_ring_copies_total 1",
             "shoal_view_changes_total 1",
             "shoal_storage_latency_seconds_count{action=\"write_prepare\"} 1",
             "shoal_group_view{namespace=\"0x8000000000000000\",shard=\"0\"} 3",
