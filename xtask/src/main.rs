@@ -60,7 +60,10 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// left the list: overlapped nodes compact the journal after the checkpoint
 /// is durable, not beside it; `metadata_replayed_at_start`, the server's
 /// start-up replay of the metadata group run at a simulated start, in 938 of
-/// swarm seeds 0..2000 in session 17). A change that stops
+/// swarm seeds 0..2000 in session 17; `rejoin_above_cluster_view`, a
+/// replica rejoining after a lost checkpoint whose kept vote is above every
+/// view a quorum of peers reports, reached only by the lost-vote plot, in 20
+/// of swarm seeds 0..1000 in session 18). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -73,15 +76,26 @@ frame_during_fsync,prepare_ok_during_own_fsync,flush_finished_for_storage,copy_u
 journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_journal_votes,read_eio_retried,\
 rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
 checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_in_log,stale_heartbeat_ignored,\
-checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start";
+checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start,\
+rejoin_above_cluster_view";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
-const CI_DETERMINISM_SCENARIOS: [&str; 8] =
-    ["steady", "partition-storm", "disk-rot", "crash-loop", "shard-chaos", "view-churn", "session-churn", "swarm"];
+const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
+    "steady",
+    "partition-storm",
+    "disk-rot",
+    "disk-rot-sharded",
+    "crash-loop",
+    "shard-chaos",
+    "view-churn",
+    "session-churn",
+    "swarm",
+];
 /// Targeted scenarios CI sweeps beside swarm: the schedules that found the
 /// safety holes (deposed primaries, wiped disks, session eviction, and
 /// disk-rot's misdirected writes and rot, where every storage hole of
-/// sessions 12-15 was found), at their full rates.
-const CI_TARGETED_SCENARIOS: [&str; 3] = ["view-churn", "session-churn", "disk-rot"];
+/// sessions 12-15 was found), at their full rates; and disk-rot-sharded,
+/// the same damage on the metadata group's files and its start-up replay.
+const CI_TARGETED_SCENARIOS: [&str; 4] = ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded"];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 const CI_TARGETED_TIME_LIMIT: &str = "3m";
 
