@@ -56,7 +56,6 @@ pub const MARKS: &[&str] = &[
     CRASH_FSYNC_IN_FLIGHT,
     CRASH_WRITE_IN_FLIGHT,
     DRAIN_CORRUPT,
-    DRAIN_STAGED_BESIDE_CHECKPOINT,
     FAULTY_HEADER_KEPT_IN_LOG,
     FAULTY_JOURNAL_VOTES,
     FLUSH_FINISHED_FOR_STORAGE,
@@ -152,10 +151,6 @@ pub const CHECKPOINT_FINISHED_FOR_COPY: &str = "checkpoint_finished_for_copy";
 /// A group's applied messages reached their bound in memory while its
 /// checkpoint ran beside the node, which then ended it to write them.
 pub const CHECKPOINT_FINISHED_FOR_PENDING: &str = "checkpoint_finished_for_pending";
-
-/// A checkpoint's journal compaction was written and fsynced in the spare
-/// while the checkpoint's own file was (their steps interleaved).
-pub const DRAIN_STAGED_BESIDE_CHECKPOINT: &str = "drain_staged_beside_checkpoint";
 
 /// A replica filling a partition gap asked the next batch as soon as the
 /// one it asked for arrived, not at the next tick.

@@ -66,20 +66,15 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
 use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, IoFile, OpenMode};
-use shoal_vsr::journal::{
-    FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, StagedDrain, journal_path,
-};
+use shoal_vsr::journal::{FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
-
-use super::join::join_in_order;
 
 /// `flush` steps that make a written prepare durable with its ring copy:
 /// one for the prepare, one for the copy (see `PrepareJournal::flush`).
@@ -176,27 +171,6 @@ impl StorageConfig {
             namespace: self.namespace,
         }
     }
-}
-
-/// What one of a checkpoint's two staged steps ended with.
-enum CheckpointStage {
-    File(Result<(), CheckpointError>),
-    Drain(Result<Option<StagedDrain>, JournalError>),
-}
-
-/// What a checkpoint's staged journal compaction leaves its install.
-#[derive(Debug)]
-pub enum StagedCompaction {
-    /// The compacted spare, written and fsynced: exchanged in at install.
-    Ready(StagedDrain),
-    /// The journal holds nothing the checkpoint lets it forget.
-    Nothing,
-    /// A live prepare the replica holds read back corrupt: the checkpoint
-    /// is installed all the same and the install then fails with this
-    /// error, so a restart settles the journal to the durable checkpoint
-    /// (`settle_to_checkpoint`) and repairs the op from peers. Refusing
-    /// the checkpoint instead hung disk-rot seed 44036.
-    Corrupt(JournalError),
 }
 
 /// What an outgoing message promises is durable on the sender's disk.
@@ -591,67 +565,17 @@ impl<I: Io> GroupStorage<I> {
                 let state = SuperblockState::from(state.clone());
                 self.superblock.write(state).await?;
             }
+            // The node's order, one step after the other (the node runs the
+            // file's half beside itself and the partition log's sync).
             Action::Checkpoint { checkpoint } => {
-                let staged = self.stage_checkpoint(checkpoint).await?;
-                self.install_checkpoint(checkpoint, staged).await?;
+                self.checkpoint_file_stager(checkpoint).await?;
+                self.checkpoint_file_installer().await?;
+                self.drain_to_checkpoint(checkpoint).await?;
             }
             Action::Send { .. } | Action::Reply { .. } => {
                 unreachable!("a message is sent by the driver, not written by storage")
             }
         }
-        Ok(())
-    }
-
-    /// A checkpoint, first half: its file written and fsynced in its tmp
-    /// file beside the current one, and the journal's compaction to it
-    /// written and fsynced in the spare, at once (two files, two fsyncs side
-    /// by side; the node runs this beside the partition log's sync, which
-    /// must be durable before the checkpoint is). Neither changes what a
-    /// restart reads; `install_checkpoint` makes both count.
-    pub async fn stage_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<StagedCompaction, StorageError> {
-        let (io, dir, namespace) = (&self.io, &self.dir, self.config.namespace);
-        let journal = &mut self.journal;
-        let file: Pin<Box<dyn Future<Output = CheckpointStage> + '_>> = Box::pin(async move {
-            CheckpointStage::File(checkpoint::stage_checkpoint(io, dir, namespace, checkpoint).await)
-        });
-        let drain: Pin<Box<dyn Future<Output = CheckpointStage> + '_>> = Box::pin(async move {
-            CheckpointStage::Drain(journal.stage_drain_to(checkpoint.anchor.op, checkpoint.anchor.checksum).await)
-        });
-        let joined = join_in_order(vec![file, drain]).await;
-        if joined.polls > 1 {
-            shoal_vsr::marks::hit(shoal_vsr::marks::DRAIN_STAGED_BESIDE_CHECKPOINT);
-        }
-        let mut staged = StagedCompaction::Nothing;
-        for stage in joined.outputs {
-            match stage {
-                CheckpointStage::File(result) => result?,
-                CheckpointStage::Drain(Err(error @ JournalError::Corrupt { .. })) => {
-                    staged = StagedCompaction::Corrupt(error);
-                }
-                CheckpointStage::Drain(result) => {
-                    staged = result?.map_or(StagedCompaction::Nothing, StagedCompaction::Ready);
-                }
-            }
-        }
-        Ok(staged)
-    }
-
-    /// A checkpoint, second half (after `stage_checkpoint` of the same
-    /// one, with nothing written to the journal since): it becomes the
-    /// checkpoint, durably, and only then does the journal forget the ops
-    /// it covers (the staged compaction becomes the journal).
-    pub async fn install_checkpoint(
-        &mut self,
-        checkpoint: &Checkpoint,
-        staged: StagedCompaction,
-    ) -> Result<(), StorageError> {
-        checkpoint::install_staged_checkpoint(&self.io, &self.dir, self.config.namespace).await?;
-        match staged {
-            StagedCompaction::Ready(staged) => self.journal.install_drain(staged).await?,
-            StagedCompaction::Nothing => {}
-            StagedCompaction::Corrupt(error) => return Err(error.into()),
-        }
-        self.forget_prepares_under_checkpoint(checkpoint.anchor.op);
         Ok(())
     }
 
