@@ -817,11 +817,11 @@ impl<S: StateMachine> Replica<S> {
         self.ticks
     }
     /// The floor this replica's next do_view_change states: it nacks no op
-    /// at or below it (`nack_floor`, raised by the prepares kept aside).
-    /// The simulator's fault model reads it to place disk losses the nack
-    /// protocol can still recover from.
+    /// at or below it (`nack_floor`, raised by the prepares kept aside that
+    /// its log did not replace). The simulator's fault model reads it to
+    /// place disk losses the nack protocol can still recover from.
     pub fn do_view_change_nack_floor(&self) -> u64 {
-        self.do_view_change_nacks(&[]).floor
+        self.do_view_change_nacks(&self.view_headers()).floor
     }
     /// Restarted with faulty journal slots it votes despite (`start`), and
     /// still lacks the body of an op at or below the highest of them that it
@@ -2049,7 +2049,15 @@ impl<S: StateMachine> Replica<S> {
     /// What this replica's do_view_change says of `headers` (its view
     /// headers): which bodies it holds, and below which op it nacks nothing.
     /// Prepares kept aside at restart are held too, though outside the log:
-    /// the floor covers them.
+    /// the floor covers them, unless `headers` name a newer view's prepare
+    /// at that op. Such a prepare is a leftover the log replaced (a
+    /// start_view replaces a header in memory, not its slot, until repair
+    /// brings the new body), and says no more about what this replica
+    /// acknowledged than a replaced entry of a log that never restarted:
+    /// that log nacks the prepare it names without a body, so the restart
+    /// must too. Counted, it kept the last replica able to nack a lost,
+    /// never-committed op from nacking it (disk-rot-sharded seed 6429,
+    /// story `aside_superseded`).
     fn do_view_change_nacks(&self, headers: &[Header]) -> DoViewChangeNacks {
         assert!(headers.len() <= DO_VIEW_CHANGE_PRESENT_BITS);
         let mut present = 0u64;
@@ -2060,8 +2068,9 @@ impl<S: StateMachine> Replica<S> {
                 present |= 1 << index;
             }
         }
-        let aside = self.unchained.values().map(|m| m.header.op).max().unwrap_or(0);
-        DoViewChangeNacks { floor: self.nack_floor.max(aside), present }
+        let superseded = |kept: &Header| headers.iter().any(|h| h.op == kept.op && h.view > kept.view);
+        let aside = self.unchained.values().map(|m| &m.header).filter(|kept| !superseded(kept)).map(|kept| kept.op);
+        DoViewChangeNacks { floor: self.nack_floor.max(aside.max().unwrap_or(0)), present }
     }
 
     /// The top headers of this replica's log, newest first: what a view

@@ -292,3 +292,21 @@ fn disk_rot_sharded_22_a_replay_that_rejoins_after_a_lost_checkpoint_voids_its_p
         assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed {seed}: {:?}", outcome.verdict);
     }
 }
+
+/// A protocol bug (Liveness, session 18): in group g0, view 0's primary R0
+/// wrote op 13 alone; view 2's primary R2 (the rot replica) prepared
+/// another op 13 while both peers were down, and its write went elsewhere
+/// (a misdirected write), so no replica held that op's body and only R2
+/// could have acknowledged it. R0 installed view 2's start_view naming the
+/// new op 13 without its body, its slot 13 still holding view 0's, and
+/// restarted: that leftover no longer chained into the log and was kept
+/// aside, and a prepare kept aside raised R0's nack floor to its op. Only
+/// R1 nacked the lost op, one short of the nack quorum, and every view
+/// waited on its body. A prepare kept aside where the log names a newer
+/// view's prepare no longer raises the floor; story
+/// `a_prepare_kept_aside_that_the_log_replaced_does_not_stop_a_nack`.
+#[test]
+fn disk_rot_sharded_6429_a_replaced_prepare_kept_aside_does_not_stop_a_nack() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(6429));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed 6429: {:?}", outcome.verdict);
+}
