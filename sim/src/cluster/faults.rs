@@ -293,7 +293,7 @@ impl Cluster {
     /// damaging `replica`'s disk now would make two impaired replicas, more
     /// than the fault model's one of three (swarm seed 2953: misdirects on
     /// the rot replica while a plot-wiped replica rejoined wedged a group).
-    pub(super) fn another_is_impaired(&self, replica: u8) -> bool {
+    fn another_is_impaired(&self, replica: u8) -> bool {
         (0..self.config.replica_count).filter(|r| *r != replica).any(|r| {
             self.nodes[r as usize].wipe_on_restart
                 || (0..self.namespaces.len()).any(|group| self.group_replica(r, group).is_some_and(impaired))
