@@ -310,3 +310,25 @@ fn disk_rot_sharded_6429_a_replaced_prepare_kept_aside_does_not_stop_a_nack() {
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(6429));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed 6429: {:?}", outcome.verdict);
 }
+
+/// A testbed artefact (Recovery, session 18): the lost-vote plot rotted
+/// both copies of group 0's checkpoint on its voter (R1) while it was down.
+/// At its restart the group's open found the checkpoint lost and began the
+/// format to rejoin: it wrote the rejoining superblock (promises kept),
+/// made a new journal and removed the checkpoint, then the restart fault
+/// armed for that start failed the new journal's fsync at open, and the
+/// start stopped. The next start opened a rejoining group with an empty
+/// journal and no checkpoint, nothing to report as damage, while the
+/// checker still held the promises of the lost journal ("acknowledged op
+/// 10 before the crash and lost it unnamed"). A rejoining replica promises
+/// nothing its journal held (`Replica::open` makes it `Recovering`); the
+/// simulator now voids the promises as soon as a stopped open's format
+/// wrote the rejoining superblock. Seed 23113 failed the same way (a halt
+/// there, on R2).
+#[test]
+fn disk_rot_sharded_11239_a_format_to_rejoin_that_a_fault_stopped_voids_its_promises() {
+    for seed in [11239, 23113] {
+        let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(seed));
+        assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed {seed}: {:?}", outcome.verdict);
+    }
+}

@@ -117,10 +117,23 @@ impl Cluster {
         for group in 0..self.namespaces.len() {
             let namespace = self.namespaces[group];
             let config = storage_config(replica, namespace);
+            let superblock = superblock_path(Path::new(DATA_DIR), namespace);
+            let before = SuperblockLook::of(&io, &superblock);
             let opened = block_on_timed(
                 &io,
                 GroupStorage::open_or_rejoin(&io, Path::new(DATA_DIR), config, self.config.replica_count),
             );
+            if opened.is_err() && before.formatted_since(&io, &superblock) {
+                // The open found damage and its format wrote the rejoining
+                // superblock, then a fault stopped it (disk-rot-sharded
+                // seed 11239: the checkpoint removed, the journal's fsync
+                // at open failed): the next start opens a rejoining group
+                // with nothing to report, so the lost files' promises are
+                // void from here, as if the format had finished.
+                let what = "the group's open found it damaged and began its format to rejoin, in";
+                let kept = io.disk().inode(&superblock) == before.inode;
+                self.forget_group_after_format(replica, group, what.to_string(), kept);
+            }
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
                 // As the server's start (`host::open_group`): no superblock
@@ -215,11 +228,9 @@ impl Cluster {
         // the replay formatted the group, and the group's open then found
         // nothing to report while the checker still held its promises).
         let superblock = superblock_path(dir, METADATA_NAMESPACE);
-        let superblock_before = io.disk().inode(&superblock);
-        let rejoining_before = superblock_rejoining(&io, &superblock);
+        let before = SuperblockLook::of(&io, &superblock);
         let replayed = block_on_timed(&io, replay_metadata_group(&io, dir, metadata, ShardId::METADATA));
-        let formatted = io.disk().inode(&superblock) != superblock_before
-            || (!rejoining_before && superblock_rejoining(&io, &superblock));
+        let formatted = before.formatted_since(&io, &superblock);
         let rejoined = formatted && !replayed.as_ref().is_ok_and(|replay| replay.created);
         if rejoined {
             // The replay found the group damaged (every copy of its
@@ -554,6 +565,29 @@ impl Cluster {
 fn superblock_rejoining(io: &SimIo, path: &Path) -> bool {
     let Some(bytes) = io.disk().contents(path) else { return false };
     matches!(shoal_vsr::superblock::decode_file(&bytes), Ok(Some((_, state))) if state.rejoining)
+}
+
+/// A group's superblock as the simulator saw it before a call that may
+/// format the group to rejoin (a start-up replay, a group's open).
+struct SuperblockLook {
+    inode: Option<u64>,
+    rejoining: bool,
+}
+
+impl SuperblockLook {
+    fn of(io: &SimIo, path: &Path) -> SuperblockLook {
+        let inode = io.disk().inode(path);
+        SuperblockLook { inode, rejoining: superblock_rejoining(io, path) }
+    }
+
+    /// The call formatted the group since: a format after a lost superblock
+    /// replaces the file (`Superblock::replace`, a rename); one after a
+    /// lost checkpoint or journal keeps it and writes it in place,
+    /// rejoining, before it touches the other files.
+    fn formatted_since(&self, io: &SimIo, path: &Path) -> bool {
+        let inode = io.disk().inode(path);
+        inode != self.inode || (!self.rejoining && superblock_rejoining(io, path))
+    }
 }
 
 #[cfg(test)]
