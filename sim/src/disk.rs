@@ -357,6 +357,21 @@ impl SimDisk {
         self.namespace_current.get(path).and_then(|id| self.misdirected.get(id)).map_or(&[], Vec::as_slice)
     }
 
+    /// A misdirected write is armed for the next write to `path` and has
+    /// not landed yet (`misdirect_next_write_to`).
+    pub fn misdirect_armed_for(&self, path: &Path) -> bool {
+        self.namespace_current.get(path).is_some_and(|id| self.misdirect_next.is_some_and(|(armed, _)| armed == *id))
+    }
+
+    /// Some sector of `path` holds sticky damage (rot or a latent sector
+    /// error) that no write has covered yet.
+    pub fn holds_sector_damage(&self, path: &Path) -> bool {
+        self.namespace_current.get(path).is_some_and(|id| {
+            let inode = &self.inodes[id];
+            !inode.corrupt_sectors.is_empty() || !inode.eio_sectors.is_empty()
+        })
+    }
+
     /// A write to `path` was misdirected since the last crash (in this
     /// process life). A driver that holds the device to one misdirected
     /// write per file per life asks this before arming another: what the
@@ -1055,5 +1070,33 @@ mod tests {
         disk.crash();
         assert!(!disk.misdirected_this_life(path), "a new life");
         assert_eq!(disk.misdirected_ranges(path).len(), 2, "where it landed is remembered across lives");
+    }
+
+    /// The driver places no misdirected write on a file whose damage no
+    /// write covered yet, and no rot on a file with one armed: each needs
+    /// to see the other until it is gone.
+    #[test]
+    fn sector_damage_and_an_armed_misdirect_last_until_a_write_ends_them() {
+        let mut disk = SimDisk::new(3);
+        disk.faults.misdirected_write_ppm = 0;
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let path = Path::new("/data/a");
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.write(generation, id, &[0u8; 4096], 0).unwrap();
+        sync_all_issued(&mut disk, generation, id);
+        assert!(!disk.holds_sector_damage(path));
+        disk.fail_sector_reads(path, 1024).unwrap();
+        disk.corrupt_sector(path, 2048 + 7).unwrap();
+        assert!(disk.holds_sector_damage(path));
+        disk.write(generation, id, &[1u8; 512], 1024).unwrap();
+        assert!(disk.holds_sector_damage(path), "the rotten sector is still there");
+        disk.write(generation, id, &[1u8; 16], 2048).unwrap();
+        assert!(!disk.holds_sector_damage(path), "a write covered both");
+        assert!(!disk.misdirect_armed_for(path));
+        disk.misdirect_next_write_to(path);
+        assert!(disk.misdirect_armed_for(path));
+        disk.write(generation, id, &[2u8; 512], 0).unwrap();
+        assert!(!disk.misdirect_armed_for(path), "it landed");
     }
 }

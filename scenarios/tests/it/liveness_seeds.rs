@@ -332,3 +332,21 @@ fn disk_rot_sharded_11239_a_format_to_rejoin_that_a_fault_stopped_voids_its_prom
         assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed {seed}: {:?}", outcome.verdict);
     }
 }
+
+/// A testbed artefact (Recovery, session 18): two faults on one op's
+/// evidence, which the fault model never places. On the rot replica R2,
+/// op 1 of group 2 was written but its flush had not finished (its ring
+/// copy rides with the next one) when running rot put a latent sector error
+/// on op 1's slot; right after, a misdirected write was armed for group 2's
+/// journal, and the next write there was op 1's ring copy, which went
+/// elsewhere. The flush reported op 1 durable, R2 acknowledged it, crashed,
+/// and its restart found neither the slot nor the copy ("acknowledged op 1
+/// before the crash and lost it unnamed"). Running rot already refused an
+/// op a landed misdirect touched; now a misdirect is not armed on a file
+/// holding damage no write has covered, and running rot skips a file with
+/// a misdirect armed and not yet landed.
+#[test]
+fn disk_rot_sharded_19255_a_misdirect_never_takes_the_other_copy_of_a_rotten_op() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(19255));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed 19255: {:?}", outcome.verdict);
+}

@@ -210,8 +210,18 @@ impl Cluster {
         };
         // One per file per life: a second one could take the other copy
         // of what the first damaged before the restart's open repairs it
-        // (disk-rot seed 1094: both file header copies in one life).
-        if self.nodes[replica as usize].io.disk().misdirected_this_life(&path) || self.another_is_impaired(replica) {
+        // (disk-rot seed 1094: both file header copies in one life). Nor on
+        // a file that holds rot or a latent sector error no write covered
+        // yet: the misdirected write may be meant for, or land on, the
+        // other copy of what that damage took (disk-rot-sharded seed
+        // 19255: a read EIO took op 1's slot while its ring copy was
+        // pending; that copy's write then went elsewhere, and the
+        // acknowledged op came back lost and unnamed).
+        let damaged = {
+            let disk = self.nodes[replica as usize].io.disk();
+            disk.misdirected_this_life(&path) || disk.holds_sector_damage(&path)
+        };
+        if damaged || self.another_is_impaired(replica) {
             return;
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
@@ -252,8 +262,12 @@ impl Cluster {
         let offset = Self::rot_offset(journal, op, self.rng.next_u64(), false);
         let checksum = journal.header(op).map(|header| header.checksum);
         let only_copy = !self.held_elsewhere(index, group, op);
+        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
+        // A misdirect armed for this file and not landed yet may take the
+        // other copy of the op this damage takes (`maybe_misdirect`).
         if (only_copy && !self.only_copy_may_rot(replica, group, op, checksum))
             || self.misdirect_touched(index, group, op)
+            || self.nodes[index].io.disk().misdirect_armed_for(&path)
             || self.another_is_impaired(replica)
         {
             return;
@@ -261,7 +275,6 @@ impl Cluster {
         if self.sector_shares_misdirected_evidence(index, group, journal.snapshot_op(), offset) {
             return;
         }
-        let path = shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].rotted_while_running = true;
