@@ -2049,15 +2049,21 @@ impl<S: StateMachine> Replica<S> {
     /// What this replica's do_view_change says of `headers` (its view
     /// headers): which bodies it holds, and below which op it nacks nothing.
     /// Prepares kept aside at restart are held too, though outside the log:
-    /// the floor covers them, unless `headers` name a newer view's prepare
-    /// at that op. Such a prepare is a leftover the log replaced (a
-    /// start_view replaces a header in memory, not its slot, until repair
-    /// brings the new body), and says no more about what this replica
-    /// acknowledged than a replaced entry of a log that never restarted:
-    /// that log nacks the prepare it names without a body, so the restart
-    /// must too. Counted, it kept the last replica able to nack a lost,
-    /// never-committed op from nacking it (disk-rot-sharded seed 6429,
-    /// story `aside_superseded`).
+    /// the floor covers them, unless the log replaced them: `headers` (the
+    /// log of `log_view`) name another prepare at that op, and the kept
+    /// prepare's view is older than `log_view`, so that view's log did not
+    /// take it. Such a prepare is a leftover (a start_view replaces a
+    /// header in memory, not its slot, until repair brings the new body),
+    /// and says no more about what this replica acknowledged than a
+    /// replaced entry of a log that never restarted: that log nacks the
+    /// prepare it names without a body, so the restart must too. Counted,
+    /// it kept the last replica able to nack a lost, never-committed op
+    /// from nacking it (disk-rot-sharded seed 6429, story
+    /// `aside_superseded`). Which view made the replacing prepare does not
+    /// matter: a later view's log may name an older view's prepare (its
+    /// view change chose a log that never held the kept one), and counting
+    /// only newer ones wedged disk-rot-sharded seeds 14011 and 19898 (story
+    /// `aside_replaced_older`).
     fn do_view_change_nacks(&self, headers: &[Header]) -> DoViewChangeNacks {
         assert!(headers.len() <= DO_VIEW_CHANGE_PRESENT_BITS);
         let mut present = 0u64;
@@ -2068,8 +2074,10 @@ impl<S: StateMachine> Replica<S> {
                 present |= 1 << index;
             }
         }
-        let superseded = |kept: &Header| headers.iter().any(|h| h.op == kept.op && h.view > kept.view);
-        let aside = self.unchained.values().map(|m| &m.header).filter(|kept| !superseded(kept)).map(|kept| kept.op);
+        let replaced = |kept: &Header| {
+            kept.view < self.log_view && headers.iter().any(|h| h.op == kept.op && h.checksum != kept.checksum)
+        };
+        let aside = self.unchained.values().map(|m| &m.header).filter(|kept| !replaced(kept)).map(|kept| kept.op);
         DoViewChangeNacks { floor: self.nack_floor.max(aside.max().unwrap_or(0)), present }
     }
 

@@ -350,3 +350,27 @@ fn disk_rot_sharded_19255_a_misdirect_never_takes_the_other_copy_of_a_rotten_op(
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(19255));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed 19255: {:?}", outcome.verdict);
 }
+
+/// The same protocol bug with an older view's prepare (Liveness, session
+/// 18, metadata group g4, op 1). Seed 19898: view 1's primary R1 wrote op 1
+/// alone and a misdirected write lost it (R1's journal names it faulty, so
+/// R1 nacks nothing there); view 2's primary R2 wrote another op 1 alone;
+/// view 3 started from R0 and R1 (both of log_view 1) and named view 1's
+/// op 1, whose body nobody held. R2 installed view 3's start_view, its slot
+/// 1 still holding view 2's op 1, and restarted: that leftover was kept
+/// aside, and since the log's op 1 was of an *older* view (1 < 2) the rule
+/// of seed 6429 counted it and raised R2's floor to 1. Only R0 nacked the
+/// lost op. Seed 14011: view 2's op 1 on R2 (its only copy rotted later,
+/// the fault model rightly judging that R0 and R1 nacked it), view 3's op 1
+/// on R0, view 4 from R1 and R2 named view 2's; R0 installed it and
+/// restarted; only R1 nacked. A prepare kept aside no longer raises the
+/// floor where the log of a later view than its own names another prepare
+/// at its op; story
+/// `a_prepare_kept_aside_that_an_older_views_prepare_replaced_does_not_stop_a_nack`.
+#[test]
+fn disk_rot_sharded_19898_and_14011_a_prepare_kept_aside_that_an_older_views_prepare_replaced_does_not_stop_a_nack() {
+    for seed in [19898, 14011] {
+        let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(seed));
+        assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed {seed}: {:?}", outcome.verdict);
+    }
+}

@@ -1,5 +1,6 @@
 //! shoal-vsr integration tests: one binary, one module per area.
 
+mod aside_replaced_older;
 mod aside_superseded;
 mod aside_truncated;
 mod checkpoint_deferred;
