@@ -130,7 +130,7 @@ where
             let mut checkpoint_op = || {
                 *checkpoint_op_read.get_or_insert_with(|| {
                     let bytes = checkpoint_file.take().and_then(|read| read());
-                    bytes.and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op)
+                    bytes.and_then(|bytes| checkpoint::decode_file(&bytes).ok()).map_or(0, |c| c.anchor.op)
                 })
             };
             check_prepare(op, checksum, config, &files.journal, &mut checkpoint_op)?;
@@ -213,7 +213,8 @@ fn durable_checkpoint_op(
 ) -> u64 {
     let file_header = journal(0, FILE_HEADER_SIZE_BYTES as usize).unwrap_or_default();
     let snapshot_op = decode_file_snapshot_op(&file_header).unwrap_or(0);
-    let checkpoint_op = checkpoint_bytes().and_then(|bytes| checkpoint::decode(&bytes).ok()).map_or(0, |c| c.anchor.op);
+    let checkpoint_op =
+        checkpoint_bytes().and_then(|bytes| checkpoint::decode_file(&bytes).ok()).map_or(0, |c| c.anchor.op);
     snapshot_op.max(checkpoint_op)
 }
 

@@ -86,6 +86,27 @@ fn decode_region(region: &[u8]) -> Result<Checkpoint, CheckpointError> {
     decode(&region[..end as usize])
 }
 
+/// Decode a whole checkpoint file as `read_checkpoint` reads it (either
+/// copy, or the one copy of the format before copies), from its bytes: for
+/// a reader that holds the file already (the simulator's checkers).
+pub fn decode_file(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let size_bytes = bytes.len() as u64;
+    if size_bytes == 0 || !size_bytes.is_multiple_of(COPIES_COUNT * COPY_ALIGN_BYTES) {
+        return decode(bytes);
+    }
+    let region_size_bytes = (size_bytes / COPIES_COUNT) as usize;
+    let mut first_error = None;
+    for region in bytes.chunks_exact(region_size_bytes) {
+        match decode_region(region) {
+            Ok(checkpoint) => return Ok(checkpoint),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(first_error.expect("COPIES_COUNT > 0"))
+}
+
 /// Decode one checkpoint copy; every malformed input is `Corrupt`, never a panic.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     if bytes.len() < FIXED_SIZE_BYTES {
@@ -238,7 +259,23 @@ mod tests {
             file[bit / 8] ^= 1 << (bit % 8);
             let copy = bit / 8 / region;
             let other = &file[(1 - copy) * region..(2 - copy) * region];
-            prop_assert_eq!(decode_region(other).unwrap().snapshot, checkpoint.snapshot);
+            prop_assert_eq!(&decode_region(other).unwrap().snapshot, &checkpoint.snapshot);
+            // The whole file decodes too, from the copy that survived.
+            prop_assert_eq!(decode_file(&file).unwrap(), checkpoint);
+        }
+
+        #[test]
+        fn a_whole_file_decodes_and_both_copies_rotten_do_not(snapshot in prop::collection::vec(any::<u8>(), 0..5000)) {
+            let checkpoint = checkpoint(9, snapshot);
+            let mut file = encode_file(&checkpoint);
+            prop_assert_eq!(decode_file(&file).unwrap(), checkpoint.clone());
+            prop_assert!(decode(&file).is_err(), "a two-copy file is not one copy");
+            let region = file.len() / COPIES_COUNT as usize;
+            file[0] ^= 1;
+            file[region] ^= 1;
+            prop_assert!(decode_file(&file).is_err());
+            // The format before copies: one copy, unpadded.
+            prop_assert_eq!(decode_file(&encode(&checkpoint)).unwrap(), checkpoint);
         }
     }
 }

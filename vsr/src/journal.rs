@@ -278,6 +278,22 @@
 //!   spare may still hold a live-window prepare in; then two fsyncs.
 //!   `JournalConfig::checkpoint_interval_ops_max` is the interval to run
 //!   in production: one compaction per almost a full ring.
+//! - None of it stalls the appends. The compaction is staged (the spare
+//!   written from the page cache: the live prepares, and their copy places
+//!   byte for byte) once the checkpoint is durable, and from then on every
+//!   journal write goes to the spare too, at the same offset, and every
+//!   fsync syncs both (`mirror`); the install (the spare's fsync, the
+//!   exchange, the directory's fsync) borrows no journal and runs beside
+//!   the appends (`StagedDrain::install`, `end_drain`). Whichever file the
+//!   directory names after a crash holds every prepare the journal
+//!   reported durable above the checkpoint: the old one got every write
+//!   and fsync; the spare got the stage's copy before the install's fsync
+//!   and every later write before the fsync that reported it. The copy
+//!   places are copied, not rebuilt from the index: a copy in another
+//!   place than the journal's, or of an op whose own copy is still to be
+//!   written, would escape the `unvouch_copies` that poisons the journal's
+//!   copy before a rewrite. During the window a write costs two page-cache
+//!   writes and a flush two fdatasyncs.
 //!   A read-only journal opened before a compaction keeps reading the
 //!   retired file, which the next compaction rewrites in place: its reads
 //!   then fail the checksum check (`Corrupt`), never return another op's
@@ -309,10 +325,14 @@
 //!
 //! The live window is `snapshot_op + 1 ..= snapshot_op + slot_count`: an op
 //! past it would overwrite a live entry (`SlotCollision`), so the caller must
-//! `drain` (compact after a checkpoint) first.
+//! `drain` (compact after a checkpoint) first, or wait for a staged
+//! compaction's end.
 //!
 //! Invariants:
 //! - `snapshot_op` never names an op whose compaction is not durable.
+//! - While a compaction is staged, the spare receives every write the
+//!   journal's file receives, at the same offset, and every fsync.
+//!   Nothing is truncated at or below its checkpoint.
 //! - The in-memory index never names an op whose write failed (no phantom op).
 //! - `append` and `write_repair` add only a prepare that chains to its
 //!   indexed neighbours. Recovery indexes every valid prepare, chained or
@@ -1009,39 +1029,119 @@ enum SlotState {
     },
 }
 
-/// What a staged compaction was made from (`drain_fingerprint`).
-type DrainFingerprint = (Option<u64>, u64, usize, usize, bool);
-
-/// A compaction whose spare is written and fsynced, to install once the
-/// checkpoint it follows is durable (`PrepareJournal::stage_drain_to`).
-#[derive(Debug)]
-pub struct StagedDrain {
+/// What a staged compaction changes in the journal once its spare is the
+/// journal (`PrepareJournal::end_drain`).
+#[derive(Debug, Clone)]
+struct DrainPlan {
     through_op: u64,
-    head: u64,
     snapshot_checksum: Option<u128>,
-    file_header: FileHeader,
-    carried: BTreeSet<u64>,
-    faulty_ops: BTreeSet<u64>,
-    journal_at_stage: DrainFingerprint,
 }
 
-/// The write-ahead log of one VSR group.
+/// A compaction whose spare is written (not yet durable) and mirrors every
+/// journal write: its second half, which makes the spare durable and the
+/// journal (`StagedDrain::install`), borrows no journal, so it runs beside
+/// the appends; `PrepareJournal::end_drain` takes its outcome. Only once the
+/// checkpoint it follows is durable (`PrepareJournal::stage_drain_to`).
+#[derive(Debug)]
+pub struct StagedDrain<I: Io> {
+    io: I,
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    config: JournalConfig,
+    file_header: FileHeader,
+    spare: Rc<I::File>,
+}
+
+/// How a compaction's install ended (`StagedDrain::install`).
+#[derive(Debug)]
+pub struct InstalledDrain {
+    outcome: Result<bool, DrainInstallError>,
+}
+
+#[derive(Debug)]
+struct DrainInstallError {
+    error: JournalError,
+    /// The directory may name either file: the journal is poisoned.
+    past_exchange: bool,
+}
+
+impl<I: Io> StagedDrain<I> {
+    /// The compaction's second half (steps 2 to 4 of `drain`): fsync the
+    /// spare and check its file header, exchange it with the journal
+    /// (rename where unsupported), fsync the directory, reopen and check.
+    /// The journal goes on appending meanwhile, to both files.
+    pub async fn install(self) -> InstalledDrain {
+        let before = |error| InstalledDrain { outcome: Err(DrainInstallError { error, past_exchange: false }) };
+        let after = |error| InstalledDrain { outcome: Err(DrainInstallError { error, past_exchange: true }) };
+        if let Err(source) = self.spare.sync_data().await {
+            return before(JournalError::Io { operation: "fsync tmp", source });
+        }
+        // The spare held a valid file header of its own (an older
+        // `snapshot_op`): a lost or misdirected header write would leave it
+        // in place, and the exchange would then make an older snapshot
+        // durable. Check before the exchange, while the journal is intact.
+        match file_header_reads_back(&*self.spare, &self.config, &self.file_header).await {
+            Ok(true) => {}
+            Ok(false) => return before(JournalError::FileHeaderCorrupt),
+            Err(error) => return before(error),
+        }
+        let exchanged = match self.io.exchange(&self.tmp, &self.path).await {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::Unsupported => {
+                if let Err(source) = self.io.rename(&self.tmp, &self.path).await {
+                    return after(JournalError::Io { operation: "rename", source });
+                }
+                false
+            }
+            Err(source) => return after(JournalError::Io { operation: "exchange", source }),
+        };
+        if let Err(source) = self.io.sync_dir(&self.dir).await {
+            return after(JournalError::Io { operation: "fsync dir", source });
+        }
+        // Reopen by name and check the directory names what we wrote.
+        let file = match self.io.open(&self.path, OpenMode::ReadWrite).await {
+            Ok(file) => file,
+            Err(source) => return after(JournalError::Io { operation: "reopen", source }),
+        };
+        match file_header_reads_back(&file, &self.config, &self.file_header).await {
+            Ok(true) => InstalledDrain { outcome: Ok(exchanged) },
+            Ok(false) => after(JournalError::FileHeaderCorrupt),
+            Err(error) => after(error),
+        }
+    }
+}
+
 /// A journal flush whose fdatasync is still to run (`PrepareJournal::flush_begin`):
-/// a handle of the journal's file, so the fsync borrows no journal.
+/// handles of the journal's file (and of a staged compaction's spare, which
+/// mirrors it), so the fsync borrows no journal.
 #[derive(Debug)]
 pub struct FlushInFlight<F> {
     file: Rc<F>,
+    mirror: Option<Rc<F>>,
+    /// `PrepareJournal::drains_installed` when the flush began.
+    drains_installed: u64,
     /// The flush wrote ring copies (for the error's wording).
     copies: bool,
 }
 
 impl<F: IoFile> FlushInFlight<F> {
-    /// The file to fdatasync.
-    pub fn file(&self) -> Rc<F> {
-        self.file.clone()
+    /// The fdatasync to run: the journal's file, then the spare that
+    /// mirrors it during a compaction.
+    pub fn syncer(&self) -> impl Future<Output = io::Result<()>> + 'static + use<F> {
+        let (file, mirror) = (self.file.clone(), self.mirror.clone());
+        async move {
+            file.sync_data().await?;
+            if let Some(mirror) = mirror {
+                crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
+                mirror.sync_data().await?;
+            }
+            Ok(())
+        }
     }
 }
 
+/// The write-ahead log of one VSR group.
 #[derive(Debug)]
 pub struct PrepareJournal<I: Io> {
     io: I,
@@ -1053,6 +1153,19 @@ pub struct PrepareJournal<I: Io> {
     /// Shared so that an fdatasync may run while the journal is not
     /// borrowed (`flush_begin`: the node keeps handling frames meanwhile).
     file: Rc<I::File>,
+    /// The spare of a staged compaction (`stage_drain_keeping_faulty` ..
+    /// `end_drain`): every write to `file` goes to it too, at the same
+    /// offset, and every fsync syncs both, so whichever file the directory
+    /// names after a crash holds every prepare the journal made durable
+    /// above the compaction's checkpoint (module doc, "What it costs").
+    mirror: Option<Rc<I::File>>,
+    /// What the staged compaction changes once installed.
+    drain_staged: Option<DrainPlan>,
+    /// Compactions installed in this life: a flush that began before one
+    /// was staged synced the retired file only, and the install's fsync of
+    /// the spare (after the stage copied what that flush wrote) made the
+    /// same bytes durable in the file that is now the journal.
+    drains_installed: u64,
     /// A flush's fdatasync is running (`flush_begin`..`flush_end`): nothing
     /// may be written to the file until it ends, so what it makes durable
     /// is exactly what was written before it began.
@@ -1154,6 +1267,9 @@ impl<I: Io> PrepareJournal<I> {
             writable: true,
             poisoned: false,
             file: Rc::new(file),
+            mirror: None,
+            drain_staged: None,
+            drains_installed: 0,
             flush_in_flight: false,
             snapshot_op: 0,
             snapshot_checksum: None,
@@ -1244,6 +1360,9 @@ impl<I: Io> PrepareJournal<I> {
             writable,
             poisoned: false,
             file: Rc::new(file),
+            mirror: None,
+            drain_staged: None,
+            drains_installed: 0,
             flush_in_flight: false,
             snapshot_op: file_header.snapshot_op,
             snapshot_checksum: file_header.snapshot_checksum,
@@ -1679,11 +1798,11 @@ impl<I: Io> PrepareJournal<I> {
                 let (result, bytes) =
                     crate::io::read_exact_retrying(&*self.file, vec![0; header.size as usize], offset).await;
                 result.map_err(io_error("reread prepare"))?;
-                let (result, _) = self.file.write_all_at(bytes, offset).await;
+                let result = self.write_at(bytes, offset).await;
                 result.map_err(io_error("rewrite prepare"))?;
             }
             if !copies_stale.is_empty() {
-                self.file.sync_data().await.map_err(io_error("fsync"))?;
+                self.sync_files().await.map_err(io_error("fsync"))?;
             }
             // Now every valid prepare is durable, so its ring copy may be
             // written: from here on, damage to it reads as faulty, never
@@ -1691,11 +1810,11 @@ impl<I: Io> PrepareJournal<I> {
             // the page cache after a failed fsync may not be durable either.
             self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
             for &op in &torn {
-                let (result, _) = self.file.write_all_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
+                let result = self.write_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;
             }
             if !valid.is_empty() || !torn.is_empty() {
-                self.file.sync_data().await.map_err(io_error("fsync"))?;
+                self.sync_files().await.map_err(io_error("fsync"))?;
             }
         }
         recovery.torn_tail_truncated = torn;
@@ -1748,11 +1867,45 @@ impl<I: Io> PrepareJournal<I> {
         (nothing_damaged && nothing_named).then_some(hole)
     }
 
+    /// Write `bytes` at `offset` of the journal's file and, while a staged
+    /// compaction's spare mirrors it (`mirror`), at the same offset of the
+    /// spare: both files then say the same of every op above the
+    /// compaction's checkpoint.
+    async fn write_at(&self, bytes: Vec<u8>, offset: u64) -> io::Result<()> {
+        let mirrored = self.mirror.as_ref().map(|_| bytes.clone());
+        let (result, _) = self.file.write_all_at(bytes, offset).await;
+        result?;
+        if let (Some(mirror), Some(bytes)) = (&self.mirror, mirrored) {
+            crate::marks::hit(crate::marks::JOURNAL_WRITE_MIRRORED);
+            let (result, _) = mirror.write_all_at(bytes, offset).await;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// fdatasync the journal's file, and the spare that mirrors it.
+    async fn sync_files(&self) -> io::Result<()> {
+        self.file.sync_data().await?;
+        if let Some(mirror) = &self.mirror {
+            crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
+            mirror.sync_data().await?;
+        }
+        Ok(())
+    }
+
     fn check_writable(&self) -> Result<(), JournalError> {
         // Every change of the file begins here: none while a flush's fsync
         // runs (`flush_begin`), or that fsync would make durable more, or
         // less, than the flush reports.
         assert!(!self.flush_in_flight, "nothing changes the journal while a flush's fsync runs");
+        self.check_usable()
+    }
+
+    /// Writable and not poisoned. A compaction's stage checks only this: it
+    /// writes the spare, not the journal's file, so it may run while a
+    /// flush's fsync does (that flush syncs the journal's file alone; the
+    /// install's fsync makes the spare durable before it can be the journal).
+    fn check_usable(&self) -> Result<(), JournalError> {
         if !self.writable {
             return Err(JournalError::ReadOnly);
         }
@@ -1813,8 +1966,7 @@ impl<I: Io> PrepareJournal<I> {
             });
         }
         self.unvouch_copies(&[header]).await?;
-        let (result, _) =
-            self.file.write_all_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
+        let result = self.write_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
         // Update the index only after the write succeeded: a failed append
         // leaves no phantom op, and the next append retries the same op.
         result.map_err(io_error("write prepare"))?;
@@ -1857,7 +2009,7 @@ impl<I: Io> PrepareJournal<I> {
         let fresh_above = self.file_op_written_max;
         let prepares_iter = prepares.iter().map(|(header, body)| (header, *body));
         for run in prepare_runs(&self.config, &carried, fresh_above, prepares_iter) {
-            let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
+            let result = self.write_at(run.bytes, run.offset).await;
             result.map_err(io_error("write prepares"))?;
         }
         self.note_carried(&carried);
@@ -1901,7 +2053,7 @@ impl<I: Io> PrepareJournal<I> {
     /// journal, as in `sync`.
     pub async fn flush(&mut self) -> Result<Vec<u64>, JournalError> {
         let in_flight = self.flush_begin().await?;
-        let synced = in_flight.file().sync_data().await;
+        let synced = in_flight.syncer().await;
         self.flush_end(in_flight, synced)
     }
 
@@ -1924,7 +2076,12 @@ impl<I: Io> PrepareJournal<I> {
             return Err(error);
         }
         self.flush_in_flight = true;
-        Ok(FlushInFlight { file: self.file.clone(), copies: !ready.is_empty() })
+        Ok(FlushInFlight {
+            file: self.file.clone(),
+            mirror: self.mirror.clone(),
+            drains_installed: self.drains_installed,
+            copies: !ready.is_empty(),
+        })
     }
 
     /// The second half of `flush`: the fdatasync `in_flight` ran ended
@@ -1936,7 +2093,16 @@ impl<I: Io> PrepareJournal<I> {
         synced: io::Result<()>,
     ) -> Result<Vec<u64>, JournalError> {
         assert!(self.flush_in_flight, "flush_end ends the flush flush_begin began");
-        assert!(Rc::ptr_eq(&in_flight.file, &self.file), "the flush synced this journal's file");
+        // A compaction may have been installed meanwhile: its spare, which
+        // the flush synced too, is the journal's file now; or the flush
+        // began before the stage, which copied what it wrote into the spare
+        // that the install's fsync made durable.
+        assert!(
+            Rc::ptr_eq(&in_flight.file, &self.file)
+                || in_flight.mirror.as_ref().is_some_and(|mirror| Rc::ptr_eq(mirror, &self.file))
+                || in_flight.drains_installed < self.drains_installed,
+            "the flush synced this journal's file"
+        );
         self.flush_in_flight = false;
         if let Err(source) = synced {
             self.poisoned = true;
@@ -2086,13 +2252,13 @@ impl<I: Io> PrepareJournal<I> {
             return Ok(());
         }
         for &offset in &matching {
-            let (result, _) = self.file.write_all_at(vec![POISON_BYTE; HEADER_SIZE_BYTES], offset).await;
+            let result = self.write_at(vec![POISON_BYTE; HEADER_SIZE_BYTES], offset).await;
             if let Err(source) = result {
                 self.poisoned = true;
                 return Err(JournalError::Io { operation: "poison header copy", source });
             }
         }
-        if let Err(source) = self.file.sync_data().await {
+        if let Err(source) = self.sync_files().await {
             self.poisoned = true;
             return Err(JournalError::Io { operation: "fsync poisoned header copies", source });
         }
@@ -2113,7 +2279,7 @@ impl<I: Io> PrepareJournal<I> {
                 slot_next += 1;
                 index += 1;
             }
-            let (result, _) = self.file.write_all_at(buffer, self.config.header_copy_offset(first_op)).await;
+            let result = self.write_at(buffer, self.config.header_copy_offset(first_op)).await;
             result.map_err(io_error("write header copies"))?;
         }
         Ok(())
@@ -2182,8 +2348,7 @@ impl<I: Io> PrepareJournal<I> {
             return Err(JournalError::ParentMismatch { op });
         }
         self.unvouch_copies(&[header]).await?;
-        let (result, _) =
-            self.file.write_all_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
+        let result = self.write_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
         result.map_err(io_error("write repaired prepare"))?;
         self.missing.remove(&op);
         self.headers.insert(op, *header);
@@ -2194,8 +2359,8 @@ impl<I: Io> PrepareJournal<I> {
     /// Compact after a checkpoint: drop ops `..= through_op` from the log so
     /// their slots can be reused.
     ///
-    /// Durability sequence: write a tmp file (new file header with the new
-    /// `snapshot_op`, then the live entries after `through_op`) → fsync tmp →
+    /// Durability sequence: write the spare (new file header with the new
+    /// `snapshot_op`, then the live entries after `through_op`) → fsync it →
     /// exchange it with the journal (a rename that keeps the retired file
     /// at the tmp path) → fsync the parent directory → reopen. The
     /// in-memory `snapshot_op` advances only after all of it succeeded: until
@@ -2210,14 +2375,25 @@ impl<I: Io> PrepareJournal<I> {
     /// Cheap by construction: the tmp file is the spare, the journal file
     /// the previous compaction retired, already sized and with its blocks
     /// allocated (`create` preallocates both). The rewrite writes the file
-    /// header, the header ring (one write), the live prepares (a pipeline's
-    /// worth after a checkpoint) and a zero sector over each slot that may
-    /// still hold a prepare of the live window from the spare's previous
-    /// life; two fsyncs (tmp, directory). Where the file system cannot
-    /// exchange, a rename replaces the journal and the next compaction
-    /// starts from a fresh sparse file (correct, only slower).
+    /// header, the header ring, the live prepares (a pipeline's worth after
+    /// a checkpoint), the carried-copies regions of the live slots and a
+    /// zero sector over each slot that may still hold a prepare of the live
+    /// window from the spare's previous life; two fsyncs (tmp, directory).
+    /// Where the file system cannot exchange, a rename replaces the journal
+    /// and the next compaction starts from a fresh sparse file (correct,
+    /// only slower).
+    ///
+    /// `drain` runs both halves in a row; a node runs the second beside its
+    /// appends (`stage_drain_to`, `StagedDrain::install`, `end_drain`).
     pub async fn drain(&mut self, through_op: u64) -> Result<(), JournalError> {
         self.drain_keeping_faulty(through_op, None, &BTreeMap::new()).await
+    }
+
+    /// `drain`, first half: the spare written and mirroring the journal
+    /// (`stage_drain_keeping_faulty`); `StagedDrain::install` and
+    /// `end_drain` finish it.
+    pub async fn stage_drain(&mut self, through_op: u64) -> Result<Option<StagedDrain<I>>, JournalError> {
+        self.stage_drain_keeping_faulty(through_op, None, &BTreeMap::new()).await
     }
 
     /// `drain`, and the compacted file keeps the evidence that each op of
@@ -2234,27 +2410,41 @@ impl<I: Io> PrepareJournal<I> {
         faulty: &BTreeMap<u64, Option<Header>>,
     ) -> Result<(), JournalError> {
         match self.stage_drain_keeping_faulty(through_op, anchor_checksum, faulty).await? {
-            Some(staged) => self.install_drain(staged).await,
+            Some(staged) => {
+                let installed = staged.install().await;
+                self.end_drain(installed)
+            }
             None => Ok(()),
         }
     }
 
     /// A compaction, first half: write the compacted file into the spare
-    /// and fsync it (step 1 below). The journal is untouched, so this may
-    /// run beside other files' fsyncs (the checkpoint's, the partition
-    /// log's) before the checkpoint is durable; `install_drain` makes it
-    /// the journal, and nothing may be written to the journal between the
-    /// two (asserted). `None`: nothing to compact. `anchor_checksum`: the
-    /// checksum of op `through_op` as the checkpoint knows it, which the
-    /// compacted file records as its snapshot's; without it, what the
-    /// journal holds of that op or the op after it.
+    /// (step 1 of `drain`, without its fsync) and from now on mirror every
+    /// journal write and fsync into it (`write_at`, `sync_files`), so the
+    /// spare stays the journal's equal above `through_op` while appends go
+    /// on. The returned `StagedDrain` makes it durable and the journal
+    /// (`install`, which borrows no journal); `end_drain` takes its
+    /// outcome. Stage only once the checkpoint that covers `through_op` is
+    /// durable: from the exchange on, a crash recovers from the spare,
+    /// which no longer holds the ops it covers. `None`: nothing to compact.
+    /// `anchor_checksum`: the checksum of op `through_op` as the checkpoint
+    /// knows it, which the compacted file records as its snapshot's;
+    /// without it, what the journal holds of that op or the op after it.
+    ///
+    /// The spare copies the journal's bytes of every copy place of the live
+    /// ops (ring entries, carried-copies regions), not copies made up from
+    /// the index: a copy of an op whose own copy is still to be written, or
+    /// one in another place than the journal's, would outlive the
+    /// `unvouch_copies` that poisons the journal's copy before a rewrite,
+    /// and recovery would read the rewritten slot under a stale copy.
     pub(crate) async fn stage_drain_keeping_faulty(
         &mut self,
         through_op: u64,
         anchor_checksum: Option<u128>,
         faulty: &BTreeMap<u64, Option<Header>>,
-    ) -> Result<Option<StagedDrain>, JournalError> {
-        self.check_writable()?;
+    ) -> Result<Option<StagedDrain<I>>, JournalError> {
+        self.check_usable()?;
+        assert!(self.mirror.is_none() && self.drain_staged.is_none(), "one compaction at a time");
         assert!(faulty.keys().all(|&op| op > through_op && !self.headers.contains_key(&op)));
         if through_op <= self.snapshot_op {
             return Ok(None);
@@ -2279,96 +2469,66 @@ impl<I: Io> PrepareJournal<I> {
         };
         let tmp = journal_path_tmp(&self.dir, self.config.namespace);
 
-        // 1. Write and fsync the tmp file. Failures here leave the journal as
-        //    it was; the tmp file is scratch that the next drain rewrites
-        //    (half written, it may name anything: clear every slot then).
-        let carried = match self.drain_write_tmp(&tmp, &file_header, faulty).await {
-            Ok(carried) => carried,
+        // 1. Write the tmp file. Failures here leave the journal as it was;
+        //    the tmp file is scratch that the next drain rewrites (half
+        //    written, it may name anything: clear every slot then).
+        let (spare, carried) = match self.drain_write_tmp(&tmp, &file_header, head, faulty).await {
+            Ok(written) => written,
             Err(error) => {
                 self.spare = Spare::Untrusted;
                 return Err(error);
             }
         };
+        debug_assert!(self.headers.range(through_op + 1..).all(|(op, _)| carried.contains(op)));
+        // A faulty op left out is one to repair from now on, in either file.
+        self.missing.extend(faulty.keys().copied());
+        let spare = Rc::new(spare);
+        self.mirror = Some(spare.clone());
+        self.drain_staged = Some(DrainPlan { through_op, snapshot_checksum });
         Ok(Some(StagedDrain {
-            through_op,
-            head,
-            snapshot_checksum,
+            io: self.io.clone(),
+            dir: self.dir.clone(),
+            path: self.path.clone(),
+            tmp,
+            config: self.config,
             file_header,
-            carried,
-            faulty_ops: faulty.keys().copied().collect(),
-            journal_at_stage: self.drain_fingerprint(),
+            spare,
         }))
     }
 
-    /// What a staged compaction was made from: any write, truncation or
-    /// flush between `stage_drain_keeping_faulty` and `install_drain`
-    /// changes it.
-    fn drain_fingerprint(&self) -> DrainFingerprint {
-        (self.op_head, self.file_op_written_max, self.headers.len(), self.copies_ready.len(), self.flush_in_flight)
+    /// A staged compaction is running (`stage_drain_keeping_faulty` ..
+    /// `end_drain`): writes are mirrored to its spare.
+    pub fn drain_in_flight(&self) -> bool {
+        self.drain_staged.is_some()
     }
 
-    /// A compaction, second half (steps 2 to 4; `drain_to`'s, after
-    /// `stage_drain_to`): the staged spare becomes the journal. Only once
-    /// the checkpoint that covers `through_op` is durable: from here the
-    /// journal forgets the ops it covers. Nothing may be written to the
-    /// journal since the stage (asserted).
-    pub async fn install_drain(&mut self, staged: StagedDrain) -> Result<(), JournalError> {
-        self.check_writable()?;
-        assert_eq!(
-            staged.journal_at_stage,
-            self.drain_fingerprint(),
-            "nothing is written to the journal between a compaction's stage and its install"
-        );
-        let StagedDrain { through_op, head, snapshot_checksum, file_header, carried, faulty_ops, .. } = staged;
-        let tmp = journal_path_tmp(&self.dir, self.config.namespace);
-
-        // 2. Exchange with the journal (rename where unsupported) and fsync
-        //    the directory. From here a failure poisons the journal: the
-        //    directory may name either file.
-        let exchanged = match self.io.exchange(&tmp, &self.path).await {
-            Ok(()) => true,
-            Err(error) if error.kind() == io::ErrorKind::Unsupported => {
-                if let Err(source) = self.io.rename(&tmp, &self.path).await {
+    /// A compaction, second half's outcome (`StagedDrain::install`): on
+    /// success the spare is the journal, which forgets the ops the
+    /// checkpoint covers and stops mirroring. A flush whose fsync runs may
+    /// end after this (it synced the spare too). A failure before the
+    /// exchange leaves the journal as it was, without the mirror; from the
+    /// exchange on it poisons the journal.
+    pub fn end_drain(&mut self, installed: InstalledDrain) -> Result<(), JournalError> {
+        let plan = self.drain_staged.take().expect("end_drain ends a staged compaction");
+        let spare = self.mirror.take().expect("a staged compaction mirrors into its spare");
+        let exchanged = match installed.outcome {
+            Ok(exchanged) => exchanged,
+            Err(DrainInstallError { error, past_exchange }) => {
+                if past_exchange {
                     self.poisoned = true;
-                    return Err(JournalError::Io { operation: "rename", source });
                 }
-                false
-            }
-            Err(source) => {
-                self.poisoned = true;
-                return Err(JournalError::Io { operation: "exchange", source });
-            }
-        };
-        if let Err(source) = self.io.sync_dir(&self.dir).await {
-            self.poisoned = true;
-            return Err(JournalError::Io { operation: "fsync dir", source });
-        }
-
-        // 3. Reopen the new file and check it says what we wrote.
-        let file = match self.io.open(&self.path, OpenMode::ReadWrite).await {
-            Ok(file) => file,
-            Err(source) => {
-                self.poisoned = true;
-                return Err(JournalError::Io { operation: "reopen", source });
-            }
-        };
-        match file_header_reads_back(&file, &self.config, &file_header).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.poisoned = true;
-                return Err(JournalError::FileHeaderCorrupt);
-            }
-            Err(error) => {
-                self.poisoned = true;
+                self.spare = Spare::Untrusted;
                 return Err(error);
             }
-        }
-
-        // 4. Only now is the compaction durable: advance snapshot_op. The
-        //    retired file is the spare now (the exchange is durable, so it
-        //    is no longer the journal after any crash).
-        assert!(!self.flush_in_flight, "a compaction never runs beside a flush's fsync");
-        self.file = Rc::new(file);
+        };
+        // Only now is the compaction durable: advance snapshot_op. The
+        // retired file is the spare now (the exchange is durable, so it is
+        // no longer the journal after any crash); it got every write the
+        // spare got since the stage, so it names no op above
+        // `file_op_written_max`.
+        let DrainPlan { through_op, snapshot_checksum } = plan;
+        self.file = spare;
+        self.drains_installed += 1;
         self.snapshot_op = through_op;
         self.snapshot_checksum = snapshot_checksum;
         self.spare = if exchanged {
@@ -2376,34 +2536,36 @@ impl<I: Io> PrepareJournal<I> {
         } else {
             Spare::Untrusted // nothing at the tmp path: the next drain creates it
         };
-        // The compacted file names the carried ops, and the faulty ops whose
-        // ring copy it kept (a later repair of one must poison that copy:
-        // `unvouch_copies` reads only up to this bound).
-        let named_op_max = carried.last().into_iter().chain(faulty_ops.iter()).max().copied();
-        self.file_op_written_max = named_op_max.unwrap_or(through_op).max(through_op);
-        self.headers.retain(|&op, _| op > through_op && carried.contains(&op));
-        self.copies_pending.clear();
-        self.copies_ready.clear();
-        self.copies_carried.clear();
-        self.copies_fresh.clear();
-        let lost: Vec<u64> = (through_op + 1..=head).filter(|op| !self.headers.contains_key(op)).collect();
-        self.missing = lost.into_iter().collect();
-        if head == through_op {
+        // The spare holds every op the index names above `through_op` (the
+        // stage's copies and the writes mirrored since), with the same copy
+        // places: the copy bookkeeping carries over, less what it covers.
+        self.file_op_written_max = self.file_op_written_max.max(through_op);
+        self.headers.retain(|&op, _| op > through_op);
+        for copies in
+            [&mut self.copies_pending, &mut self.copies_ready, &mut self.copies_carried, &mut self.copies_fresh]
+        {
+            copies.retain(|&op| op > through_op);
+        }
+        if self.op_head.is_some_and(|head| head <= through_op) {
             self.op_head = None;
         }
+        let head = self.op_head.unwrap_or(through_op);
+        self.missing = (through_op + 1..=head).filter(|op| !self.headers.contains_key(op)).collect();
         debug_assert!(self.headers.keys().all(|&op| op > self.snapshot_op));
         Ok(())
     }
 
-    /// Write the compacted file into the spare (or a fresh file); returns
-    /// the ops it carries. What it writes is bounded by the ops it carries
-    /// and the stale ops it clears, never by the size of the file.
+    /// Write the compacted file into the spare (or a fresh file), not yet
+    /// durable; returns it and the ops it carries. What it writes is bounded
+    /// by the ops it carries and the stale ops it clears, never by the size
+    /// of the file.
     async fn drain_write_tmp(
         &self,
         tmp: &Path,
         file_header: &FileHeader,
+        head: u64,
         faulty: &BTreeMap<u64, Option<Header>>,
-    ) -> Result<BTreeSet<u64>, JournalError> {
+    ) -> Result<(I::File, BTreeSet<u64>), JournalError> {
         let config = self.config;
         let through_op = file_header.snapshot_op;
         let file = self.io.open(tmp, OpenMode::ReadWriteCreate).await.map_err(io_error("create tmp"))?;
@@ -2422,7 +2584,8 @@ impl<I: Io> PrepareJournal<I> {
         };
         write_file_header(&file, &config, file_header).await.map_err(io_error("write tmp header"))?;
         let mut carried = BTreeMap::new();
-        let live: Vec<u64> = self.headers.range(through_op + 1..).map(|(&op, _)| op).collect();
+        let live: Vec<u64> =
+            self.headers.range(through_op + 1..).map(|(&op, _)| op).take_while(|&op| op <= head).collect();
         let mut prepares = Vec::with_capacity(live.len());
         for op in live {
             // A live prepare that reads back corrupt fails the drain: left
@@ -2435,11 +2598,17 @@ impl<I: Io> PrepareJournal<I> {
             carried.insert(op, header);
             prepares.push((header, body));
         }
-        // One write per prepare: the spare's regions may still hold copies
-        // of its previous life (cleared below), so none is zeroed here.
-        for run in prepare_runs(&config, &[], u64::MAX, prepares.iter().map(|(header, body)| (header, body.as_slice())))
-        {
-            let (result, _) = file.write_all_at(run.bytes, run.offset).await;
+        // One write per prepare, with the journal's carried-copies region
+        // before its slot (it holds the carried copies of live ops below
+        // it; the region of `through_op + 1` names only checkpointed ops).
+        for (header, body) in &prepares {
+            let (mut offset, mut bytes) = (config.slot_offset(header.op), Vec::new());
+            if header.op >= through_op + 2 {
+                offset -= COPIES_REGION_BYTES;
+                bytes = self.copy_place_bytes(offset, COPIES_REGION_BYTES).await;
+            }
+            bytes.extend_from_slice(&encode_prepare_sectors(header, body));
+            let (result, _) = file.write_all_at(bytes, offset).await;
             result.map_err(io_error("write tmp prepare"))?;
         }
         // A slot header or ring copy of the spare's previous life that names
@@ -2452,14 +2621,20 @@ impl<I: Io> PrepareJournal<I> {
             let (result, _) = file.write_all_at(vec![0; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
             result.map_err(io_error("clear tmp slot"))?;
         }
-        // A carried copy of the spare's previous life names an op below the
-        // slot that carried it: clear the regions of the carriers that may
-        // name an op of the new live window (each region once).
-        let carrier_last = stale_op_max.min(through_op + 1 + config.slot_count);
-        for carrier in through_op + 2..=carrier_last {
+        // The other carried-copies regions: the journal's own for the live
+        // slots whose prepare was left out (faulty), zeros for the slots
+        // above the head whose region the spare's previous life may have
+        // filled with copies of ops of the new live window (each region once).
+        let carrier_last = stale_op_max.max(head).min(through_op + 1 + config.slot_count);
+        for carrier in (through_op + 2..=carrier_last).filter(|carrier| !carried.contains_key(carrier)) {
             let offset = config.slot_offset(carrier) - COPIES_REGION_BYTES;
-            let (result, _) = file.write_all_at(vec![0; COPIES_REGION_BYTES as usize], offset).await;
-            result.map_err(io_error("clear tmp carried copies"))?;
+            let region = if carrier <= head {
+                self.copy_place_bytes(offset, COPIES_REGION_BYTES).await
+            } else {
+                vec![0; COPIES_REGION_BYTES as usize]
+            };
+            let (result, _) = file.write_all_at(region, offset).await;
+            result.map_err(io_error("write tmp carried copies"))?;
         }
         // A faulty op's slot never reads as its prepare: zeros when the ring
         // copy names it, poison when nothing can (module doc, `Unknown`).
@@ -2468,18 +2643,23 @@ impl<I: Io> PrepareJournal<I> {
             let (result, _) = file.write_all_at(vec![fill; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
             result.map_err(io_error("mark tmp slot faulty"))?;
         }
-        // Ring copies, carried or cleared, one write per run of adjacent
-        // copies. The carried ones go with the same fsync as their prepares:
-        // the tmp file is not the journal until its exchange is durable,
-        // after that fsync.
-        let ring_last = carried.keys().chain(faulty.keys()).max().copied().unwrap_or(through_op).max(clear_last);
+        // Ring copies, one write per run of adjacent entries: the journal's
+        // own entries for the live ops (a faulty one's evidence made
+        // explicit), zeros above the head. They go with the same fsync as
+        // their prepares: the tmp file is not the journal until its
+        // exchange is durable, after that fsync.
+        let ring_last = faulty.keys().max().copied().unwrap_or(through_op).max(clear_last).max(head);
         let mut run: Vec<u8> = Vec::new();
         let mut run_first = through_op + 1;
         for op in through_op + 1..=ring_last {
-            match (carried.get(&op), faulty.get(&op)) {
-                (Some(header), _) | (None, Some(Some(header))) => run.extend_from_slice(&header.encode()),
-                (None, Some(None)) => run.resize(run.len() + HEADER_SIZE_BYTES, POISON_BYTE),
-                (None, None) => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
+            match faulty.get(&op) {
+                Some(Some(header)) => run.extend_from_slice(&header.encode()),
+                Some(None) => run.resize(run.len() + HEADER_SIZE_BYTES, POISON_BYTE),
+                None if op <= head => {
+                    let offset = config.header_copy_offset(op);
+                    run.extend_from_slice(&self.copy_place_bytes(offset, HEADER_SIZE_BYTES as u64).await);
+                }
+                None => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
             }
             if op == ring_last || (op + 1).is_multiple_of(config.slot_count) {
                 let (result, _) =
@@ -2488,15 +2668,18 @@ impl<I: Io> PrepareJournal<I> {
                 run_first = op + 1;
             }
         }
-        file.sync_data().await.map_err(io_error("fsync tmp"))?;
-        // The spare held a valid file header of its own (an older
-        // `snapshot_op`): a lost or misdirected header write would leave it
-        // in place, and the exchange would then make an older snapshot
-        // durable. Check before the exchange, while the journal is intact.
-        if !file_header_reads_back(&file, &config, file_header).await? {
-            return Err(JournalError::FileHeaderCorrupt);
+        Ok((file, carried.into_keys().collect()))
+    }
+
+    /// The journal's bytes of a copy place (a ring entry or a region), as
+    /// the spare must hold them; poison where they cannot be read (a read
+    /// error takes a copy place's evidence with it: it reads as damaged).
+    async fn copy_place_bytes(&self, offset: u64, length: u64) -> Vec<u8> {
+        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; length as usize], offset).await;
+        match result {
+            Ok(()) => bytes,
+            Err(_) => vec![POISON_BYTE; length as usize],
         }
-        Ok(carried.into_keys().collect())
     }
 
     /// The byte ranges `(offset, length)` of every copy that may name an op
@@ -2528,8 +2711,11 @@ impl<I: Io> PrepareJournal<I> {
     /// failure poisons the journal.
     pub async fn truncate_after(&mut self, op: u64) -> Result<(), JournalError> {
         self.check_writable()?;
-        if op < self.snapshot_op {
-            return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op: self.snapshot_op });
+        // A staged compaction's checkpoint counts as the snapshot already:
+        // the spare holds nothing at or below it to truncate.
+        let snapshot_op = self.drain_staged.as_ref().map_or(self.snapshot_op, |plan| plan.through_op);
+        if op < snapshot_op {
+            return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op });
         }
         let Some(head) = self.op_head.filter(|&head| head > op) else { return Ok(()) };
         // Copies first (ring and carried), durably, then the slots: a crash
@@ -2541,13 +2727,13 @@ impl<I: Io> PrepareJournal<I> {
             (op + 1..=head).map(|dropped| (self.config.slot_offset(dropped), HEADER_SIZE_BYTES as u64)).collect();
         for (ranges, operation) in [(copies, "clear header copy"), (slots, "clear slot")] {
             for (offset, length) in ranges {
-                let (result, _) = self.file.write_all_at(vec![0; length as usize], offset).await;
+                let result = self.write_at(vec![0; length as usize], offset).await;
                 if let Err(source) = result {
                     self.poisoned = true;
                     return Err(JournalError::Io { operation, source });
                 }
             }
-            if let Err(source) = self.file.sync_data().await {
+            if let Err(source) = self.sync_files().await {
                 self.poisoned = true;
                 return Err(JournalError::Io { operation: "fsync", source });
             }

@@ -51,6 +51,9 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_LOST_REJOINED,
     CHECKPOINT_NEXT_PIECE_ASKED,
     CHECKPOINT_OTHER_SNAPSHOT,
+    COMPACTION_BESIDE_APPENDS,
+    COMPACTION_COVERED_STAGED,
+    COMPACTION_FINISHED_FOR_STORAGE,
     COPY_UNREADABLE,
     CRASH_DURING_RESTART,
     CRASH_FSYNC_IN_FLIGHT,
@@ -64,10 +67,12 @@ pub const MARKS: &[&str] = &[
     GROUP_FLUSHES_OVERLAPPED,
     JOURNAL_CARRIED_COPY_NAMES_FAULTY,
     JOURNAL_COPIES_CARRIED,
+    JOURNAL_FSYNC_MIRRORED,
     JOURNAL_PREPARES_JOINED,
     JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
     JOURNAL_UNCOPIED_TAIL_TORN,
     JOURNAL_UNKNOWN_BEYOND_GAP_TORN,
+    JOURNAL_WRITE_MIRRORED,
     METADATA_REPLAYED_AT_START,
     PARTITION_SALVAGED,
     PREPARE_OK_DURING_OWN_FSYNC,
@@ -129,6 +134,13 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// One write covered several fresh prepares that fill their slots, zeros
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
+/// A journal write went to a staged compaction's spare too (the journal
+/// module doc, "What it costs": the spare mirrors the journal until it is
+/// installed).
+pub const JOURNAL_WRITE_MIRRORED: &str = "journal_write_mirrored";
+/// A flush's fdatasync synced a staged compaction's spare beside the
+/// journal's file.
+pub const JOURNAL_FSYNC_MIRRORED: &str = "journal_fsync_mirrored";
 
 /// A replica gave up the checkpoint assembly it held after
 /// `CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX` chunks of other snapshots of it.
@@ -151,6 +163,16 @@ pub const CHECKPOINT_FINISHED_FOR_COPY: &str = "checkpoint_finished_for_copy";
 /// A group's applied messages reached their bound in memory while its
 /// checkpoint ran beside the node, which then ended it to write them.
 pub const CHECKPOINT_FINISHED_FOR_PENDING: &str = "checkpoint_finished_for_pending";
+/// Placed by the node: a prepare was staged while its group's journal
+/// compaction was being installed beside the node (its writes mirrored to
+/// the spare).
+pub const COMPACTION_BESIDE_APPENDS: &str = "compaction_beside_appends";
+/// Placed by the node: a compaction's end dropped prepares the group had
+/// staged or left awaiting a copy for ops its checkpoint covers.
+pub const COMPACTION_COVERED_STAGED: &str = "compaction_covered_staged";
+/// Another storage action (a truncation, a superblock write, the next
+/// checkpoint) waited for the group's compaction to be installed.
+pub const COMPACTION_FINISHED_FOR_STORAGE: &str = "compaction_finished_for_storage";
 
 /// A replica filling a partition gap asked the next batch as soon as the
 /// one it asked for arrived, not at the next tick.

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
-use shoal_vsr::io::{Io, IoFile};
-use shoal_vsr::journal::{FlushInFlight, JournalError};
+use shoal_vsr::io::Io;
+use shoal_vsr::journal::{FlushInFlight, InstalledDrain, JournalError, StagedDrain};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
@@ -90,6 +90,10 @@ pub struct Group<I: Io> {
     /// The checkpoint whose partition log sync and file run beside the
     /// node (`Node::start_checkpoint`), at most one.
     checkpointing: Option<GroupCheckpoint>,
+    /// The journal's compaction to the group's last checkpoint, installed
+    /// beside the node while the group appends to both files
+    /// (`Node::start_compaction`), at most one.
+    compacting: Option<GroupCompaction>,
     held: Vec<Action>,
     /// The peer last asked for state data, the first missing offset then,
     /// and the end of the range asked: if nothing arrived since, that peer
@@ -122,6 +126,7 @@ impl<I: Io> Group<I> {
             awaiting_copy: Vec::new(),
             flushing: None,
             checkpointing: None,
+            compacting: None,
             held: Vec::new(),
             state_data_asked: None,
         }
@@ -172,6 +177,12 @@ impl<I: Io> Group<I> {
     /// A flush's fsync runs for this group.
     pub fn flush_in_flight(&self) -> bool {
         self.flushing.is_some()
+    }
+
+    /// The group's journal compaction is being installed beside the node
+    /// (`Node::start_compaction`).
+    pub fn compaction_in_flight(&self) -> bool {
+        self.compacting.is_some()
     }
 
     /// Write the partition's applied messages to its log, without a sync:
@@ -243,6 +254,19 @@ struct GroupCheckpoint {
     /// Prepare bytes staged since it began (bounded: see
     /// `CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX`).
     appended_bytes: u64,
+}
+
+/// A journal compaction whose spare is written and mirrors every journal
+/// write (`GroupStorage::stage_compaction`), installed (the spare's fsync,
+/// the exchange, the directory's fsync) by a future that borrows nothing of
+/// the node, polled with the flushes. The group goes on appending meanwhile,
+/// to both files; `Node::finish_compaction` takes the outcome.
+struct GroupCompaction {
+    /// The replica's `Action::Checkpoint`, reported to the hooks at the end.
+    action: Action,
+    work: Pin<Box<dyn Future<Output = InstalledDrain>>>,
+    /// The install's outcome once it ended, until the node completes it.
+    done: Option<InstalledDrain>,
 }
 
 /// How a checkpoint's work beside the node ended.
@@ -613,7 +637,7 @@ impl<I: Io> Node<I> {
     /// beside the node (`start_checkpoint`): whoever runs the node polls
     /// both the same way.
     pub fn flushes_in_flight(&self) -> bool {
-        self.groups.iter().any(|g| g.flushing.is_some() || g.checkpointing.is_some())
+        self.groups.iter().any(|g| g.flushing.is_some() || g.checkpointing.is_some() || g.compacting.is_some())
     }
 
     /// Poll every running fsync once (with the caller's waker); true when
@@ -628,6 +652,14 @@ impl<I: Io> Node<I> {
                     checkpoint.done = Some(done);
                 }
                 ended |= checkpoint.done.is_some();
+            }
+            if let Some(compaction) = &mut g.compacting {
+                if compaction.done.is_none()
+                    && let Poll::Ready(done) = compaction.work.as_mut().poll(cx)
+                {
+                    compaction.done = Some(done);
+                }
+                ended |= compaction.done.is_some();
             }
             let Some(flush) = &mut g.flushing else { continue };
             if flush.synced.is_none()
@@ -658,7 +690,8 @@ impl<I: Io> Node<I> {
         .await;
         let flush_ended = |g: &Group<I>| g.flushing.as_ref().is_some_and(|flush| flush.synced.is_some());
         let checkpoint_ended = |g: &Group<I>| g.checkpointing.as_ref().is_some_and(|c| c.done.is_some());
-        if !self.groups.iter().any(|g| flush_ended(g) || checkpoint_ended(g)) {
+        let compaction_ended = |g: &Group<I>| g.compacting.as_ref().is_some_and(|c| c.done.is_some());
+        if !self.groups.iter().any(|g| flush_ended(g) || checkpoint_ended(g) || compaction_ended(g)) {
             return Ok(());
         }
         self.in_turn(world, async |node: &mut Node<I>, world: &mut W| {
@@ -669,6 +702,10 @@ impl<I: Io> Node<I> {
                 }
                 if checkpoint_ended(&node.groups[group]) {
                     node.finish_checkpoint(group, world).await?;
+                    node.drain(group, world).await?;
+                }
+                if compaction_ended(&node.groups[group]) {
+                    node.finish_compaction(group, world).await?;
                     node.drain(group, world).await?;
                 }
             }
@@ -725,9 +762,7 @@ impl<I: Io> Node<I> {
         if self.flushes_in_flight() {
             shoal_vsr::marks::hit(shoal_vsr::marks::GROUP_FLUSHES_OVERLAPPED);
         }
-        let file = journal.file();
-        let mut sync: Pin<Box<dyn Future<Output = std::io::Result<()>>>> =
-            Box::pin(async move { file.sync_data().await });
+        let mut sync: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = Box::pin(journal.syncer());
         // Its first poll issues it (to io_uring; in the simulator it draws
         // its latency), so the disk works while the node goes on.
         let synced = poll_fn(|cx| Poll::Ready(sync.as_mut().poll(cx))).await;
@@ -844,25 +879,38 @@ impl<I: Io> Node<I> {
                 // end, so a prepare past the window the journal still has
                 // waits for that end, and so does one past the bytes that
                 // compaction may copy.
-                let storage = &g.storage;
-                let waits_for = g.checkpointing.as_mut().and_then(|checkpoint| {
-                    let config = storage.config();
-                    let window_end = storage.journal().snapshot_op() + config.slot_count;
-                    let appended_bytes_max =
-                        CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(config.message_size_max_bytes);
+                let config = g.storage.config();
+                let window_end = g.storage.journal().snapshot_op() + config.slot_count;
+                let appended_bytes_max = CHECKPOINT_BESIDE_APPENDS_SLOTS_MAX * u64::from(config.message_size_max_bytes);
+                let moves_window = g.checkpointing.is_some() || g.compacting.is_some();
+                let waits_for = if message.header.op > window_end && moves_window {
+                    Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL)
+                } else if let Some(checkpoint) = g.checkpointing.as_mut() {
                     checkpoint.appended_bytes += u64::from(message.header.size);
-                    if message.header.op > window_end {
-                        Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL)
-                    } else if checkpoint.appended_bytes > appended_bytes_max {
+                    if checkpoint.appended_bytes > appended_bytes_max {
                         Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_COPY)
                     } else {
                         shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_APPENDS);
                         None
                     }
-                });
+                } else {
+                    None
+                };
                 if let Some(mark) = waits_for {
                     shoal_vsr::marks::hit(mark);
-                    self.finish_checkpoint(group, world).await?;
+                    if self.groups[group].checkpointing.is_some() {
+                        self.finish_checkpoint(group, world).await?;
+                    }
+                    // Past the window the journal still has, the prepare
+                    // waits for the compaction that moves it too.
+                    if mark == shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL
+                        && self.groups[group].compacting.is_some()
+                    {
+                        self.finish_compaction(group, world).await?;
+                    }
+                }
+                if self.groups[group].compacting.is_some() {
+                    shoal_vsr::marks::hit(shoal_vsr::marks::COMPACTION_BESIDE_APPENDS);
                 }
                 let g = &mut self.groups[group];
                 // Staged, not written yet: the group's next flush writes
@@ -890,10 +938,15 @@ impl<I: Io> Node<I> {
             }
             storage_action => {
                 // Storage runs in order: a checkpoint running beside the
-                // node ends first, and what was written before it is made
-                // durable (and what waited for that is sent).
+                // node ends first, then its compaction, and what was written
+                // before it is made durable (and what waited for that is
+                // sent).
                 if g.checkpointing.is_some() {
                     self.finish_checkpoint(group, world).await?;
+                }
+                if self.groups[group].compacting.is_some() {
+                    shoal_vsr::marks::hit(shoal_vsr::marks::COMPACTION_FINISHED_FOR_STORAGE);
+                    self.finish_compaction(group, world).await?;
                 }
                 if matches!(storage_action, Action::Checkpoint { .. }) {
                     // It runs beside the node; its journal part waits for
@@ -1134,16 +1187,13 @@ impl<I: Io> Node<I> {
 
     /// Complete the group's checkpoint running beside the node, waiting for
     /// it if it has not ended: its partition log sync becomes the log's
-    /// promise, then (storage in order: the group's flushes end first) the
-    /// journal is compacted to the checkpoint and forgets what it covers,
-    /// and the messages applied meanwhile are written to the log.
+    /// promise, then the journal's compaction to it is staged (the spare
+    /// written, from the page cache) and installed beside the node
+    /// (`start_compaction`), and the messages applied meanwhile are written
+    /// to the log. A flush may run throughout: the stage writes only the
+    /// spare, and every journal write and fsync from the stage on goes to
+    /// both files.
     async fn finish_checkpoint<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
-        // Storage in order: the group's flushes end first. The checkpoint
-        // still runs meanwhile, so what promises an op only it covers stays
-        // held when the flush releases what it made durable.
-        if self.groups[group].flush_pending() {
-            self.commit_group(group, world).await?;
-        }
         let GroupCheckpoint { action, work, done, .. } =
             self.groups[group].checkpointing.take().expect("a checkpoint runs for the group");
         let CheckpointWork { partition, file } = match done {
@@ -1159,9 +1209,63 @@ impl<I: Io> Node<I> {
             return storage_done(group, &action, Err(error), world);
         }
         let Action::Checkpoint { checkpoint } = &action else { unreachable!("a checkpoint's action") };
-        let drained = self.groups[group].storage.drain_to_checkpoint(checkpoint).await;
-        storage_done(group, &action, drained, world)?;
+        // The checkpoint is durable from here (its file installed): the
+        // hooks learn it now; the compaction's failure, if any, stops the
+        // node later (`finish_compaction`).
+        match self.groups[group].storage.stage_compaction(checkpoint).await {
+            Ok(Some(staged)) => self.start_compaction(group, action.clone(), staged).await,
+            Ok(None) => {}
+            Err(error) => return storage_done(group, &action, Err(error), world),
+        }
+        storage_done(group, &action, Ok(()), world)?;
         self.groups[group].write_partition().await?;
+        self.release_held(group, world).await
+    }
+
+    /// Install the group's staged compaction beside the node: its first
+    /// poll issues the spare's fsync, so the disk works while the group goes
+    /// on appending (to both files) and committing. On the commit path the
+    /// spare's fsync, the exchange and the directory's fsync stalled the
+    /// group once per checkpoint interval.
+    async fn start_compaction(&mut self, group: usize, action: Action, staged: StagedDrain<I>) {
+        assert!(self.groups[group].compacting.is_none(), "one compaction per group at a time");
+        let mut work: Pin<Box<dyn Future<Output = InstalledDrain>>> = Box::pin(staged.install());
+        let done = match poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+            Poll::Ready(done) => Some(done),
+            Poll::Pending => None,
+        };
+        self.groups[group].compacting = Some(GroupCompaction { action, work, done });
+    }
+
+    /// Complete the group's compaction, waiting for its install if it has
+    /// not ended: the spare is the journal, which forgets the ops the
+    /// checkpoint covers. A failure stops the node (reported to the hooks
+    /// as the checkpoint's).
+    async fn finish_compaction<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
+        let GroupCompaction { action, work, done } =
+            self.groups[group].compacting.take().expect("a compaction runs for the group");
+        let installed = match done {
+            Some(done) => done,
+            None => work.await,
+        };
+        let Action::Checkpoint { checkpoint } = &action else { unreachable!("a checkpoint's action") };
+        if let Err(error) = self.groups[group].storage.end_compaction(checkpoint, installed) {
+            return storage_done(group, &action, Err(error), world);
+        }
+        // What the group staged or awaits a copy for under the checkpoint
+        // is no longer the journal's (`GroupStorage::end_compaction`); a
+        // running flush's report leaves those out too.
+        let covered = |action: &Action| match action {
+            Action::WritePrepare { message } => message.header.op <= checkpoint.anchor.op,
+            _ => unreachable!("only prepares are staged"),
+        };
+        let g = &mut self.groups[group];
+        let before = g.written.len() + g.awaiting_copy.len();
+        g.written.retain(|action| !covered(action));
+        g.awaiting_copy.retain(|action| !covered(action));
+        if g.written.len() + g.awaiting_copy.len() < before {
+            shoal_vsr::marks::hit(shoal_vsr::marks::COMPACTION_COVERED_STAGED);
+        }
         self.release_held(group, world).await
     }
 

@@ -70,8 +70,11 @@ use std::path::{Path, PathBuf};
 use shoal_vsr::checkpoint::CheckpointError;
 use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
-use shoal_vsr::io::{Io, IoFile, OpenMode};
-use shoal_vsr::journal::{FlushInFlight, JournalConfig, JournalError, PrepareJournal, SettleFileError, journal_path};
+use shoal_vsr::io::{Io, OpenMode};
+use shoal_vsr::journal::{
+    FlushInFlight, InstalledDrain, JournalConfig, JournalError, PrepareJournal, SettleFileError, StagedDrain,
+    journal_path,
+};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Recovered};
 use shoal_vsr::superblock::{Superblock, SuperblockError, SuperblockState, superblock_path};
@@ -240,6 +243,10 @@ pub struct GroupStorage<I: Io> {
     /// an op that flush will report: the report is of the old write, and
     /// must not make the staged one count as durable.
     staged_unwritten: std::collections::BTreeSet<u64>,
+    /// The op of the last checkpoint known durable whose compaction was
+    /// staged (`stage_compaction`): until its install ends the journal still
+    /// starts below it, but the checkpoint vouches for every op it covers.
+    checkpoint_durable_op: u64,
 }
 
 impl<I: Io> std::fmt::Debug for GroupStorage<I> {
@@ -268,6 +275,7 @@ impl<I: Io> GroupStorage<I> {
             unsynced_ops: BTreeMap::new(),
             durable_through_hint: std::cell::Cell::new(0),
             staged_unwritten: std::collections::BTreeSet::new(),
+            checkpoint_durable_op: 0,
         }
     }
 
@@ -606,17 +614,52 @@ impl<I: Io> GroupStorage<I> {
 
     /// The second half of a checkpoint whose file `checkpoint_file_installer`
     /// made durable: the journal compacted to it (spare written and
-    /// fsynced, then exchanged in) and the ops it covers forgotten. No
-    /// flush may run (the caller completes the group's flushes first).
+    /// fsynced, then exchanged in) and the ops it covers forgotten, in a
+    /// row. The node runs the same in two halves with its appends between
+    /// (`stage_compaction`, `StagedDrain::install`, `end_compaction`).
     pub async fn drain_to_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
-        let (op, checksum) = (checkpoint.anchor.op, checkpoint.anchor.checksum);
-        match self.journal.stage_drain_to(op, checksum).await {
-            Ok(Some(staged)) => self.journal.install_drain(staged).await?,
-            Ok(None) => {}
-            Err(error) => return Err(error.into()),
+        if let Some(staged) = self.stage_compaction(checkpoint).await? {
+            let installed = staged.install().await;
+            self.end_compaction(checkpoint, installed)?;
         }
-        self.forget_prepares_under_checkpoint(op);
         Ok(())
+    }
+
+    /// The journal's compaction to the durable `checkpoint`, first half:
+    /// the spare written (page cache only) and mirroring every journal write
+    /// from now on. `None`: nothing to compact (the ops it covers are
+    /// forgotten at once then).
+    pub async fn stage_compaction(&mut self, checkpoint: &Checkpoint) -> Result<Option<StagedDrain<I>>, StorageError> {
+        let (op, checksum) = (checkpoint.anchor.op, checkpoint.anchor.checksum);
+        let staged = self.journal.stage_drain_to(op, checksum).await?;
+        self.checkpoint_durable_op = self.checkpoint_durable_op.max(op);
+        if staged.is_none() {
+            self.forget_prepares_under_checkpoint(op);
+        }
+        Ok(staged)
+    }
+
+    /// The compaction's install ended (`StagedDrain::install`): on success
+    /// the spare is the journal, which forgets the ops `checkpoint` covers.
+    ///
+    /// A prepare of an op the checkpoint covers that was written or staged
+    /// meanwhile (a backup's write the commit overtook, a repair under a
+    /// restored checkpoint) is no longer the journal's: the checkpoint
+    /// vouches for its op, no flush reports it, and the node drops it
+    /// (`Node::finish_compaction`).
+    pub fn end_compaction(&mut self, checkpoint: &Checkpoint, installed: InstalledDrain) -> Result<(), StorageError> {
+        self.journal.end_drain(installed)?;
+        let op = checkpoint.anchor.op;
+        self.forget_prepares_under_checkpoint(op);
+        self.unsynced_ops.retain(|unsynced, _| *unsynced > op);
+        self.staged_unwritten.retain(|staged| *staged > op);
+        debug_assert!(self.journal.snapshot_op() == op, "the compaction moved the journal to its checkpoint");
+        Ok(())
+    }
+
+    /// A compaction's install runs (`stage_compaction` .. `end_compaction`).
+    pub fn compaction_in_flight(&self) -> bool {
+        self.journal.drain_in_flight()
     }
 
     /// The checkpoint at `op` is durable and the journal starts from it: it
@@ -715,7 +758,7 @@ impl<I: Io> GroupStorage<I> {
             return Ok(Vec::new());
         }
         let in_flight = self.journal.flush_begin().await?;
-        let synced = in_flight.file().sync_data().await;
+        let synced = in_flight.syncer().await;
         self.end_flush(in_flight, synced)
     }
 
@@ -786,7 +829,7 @@ impl<I: Io> GroupStorage<I> {
                 state.view, state.log_view
             )),
             // A checkpoint that covers the op vouches for it too.
-            Promise::Prepare { op, .. } if op <= self.journal.snapshot_op() => Ok(()),
+            Promise::Prepare { op, .. } if op <= self.covered_op() => Ok(()),
             Promise::Prepare { op, checksum, prefix_from } => match prepare_durable(op) {
                 Some(durable) if durable != checksum => {
                     Err(format!("the durable prepare at op {op} has another checksum"))
@@ -814,7 +857,7 @@ impl<I: Io> GroupStorage<I> {
     /// whose install then failed, and committed with another body in the
     /// next view).
     fn check_below_prefix_durable(&self, prefix_from: u64) -> Result<(), String> {
-        let first = self.journal.snapshot_op() + 1;
+        let first = self.covered_op() + 1;
         let not_durable = |op: &u64| self.unsynced_ops.contains_key(op) || !self.durable_prepares.contains_key(op);
         let resume = self.durable_through_hint.get().max(first - 1) + 1;
         debug_assert_eq!((first..resume).find(not_durable), None, "the hint vouches only for durable ops");
@@ -830,6 +873,12 @@ impl<I: Io> GroupStorage<I> {
             self.durable_through_hint.set(op);
         }
         Ok(())
+    }
+
+    /// Every op up to here is under a durable checkpoint: the journal's
+    /// snapshot, or the checkpoint a staged compaction moves it to.
+    fn covered_op(&self) -> u64 {
+        self.journal.snapshot_op().max(self.checkpoint_durable_op)
     }
 
     fn lower_durable_through_hint(&self, op: u64) {

@@ -43,6 +43,9 @@ pub struct MemIo {
     syncs_held_under: Rc<RefCell<Option<PathBuf>>>,
     /// Every successful write so far: (path, position, length).
     writes: Rc<RefCell<Vec<(PathBuf, u64, usize)>>>,
+    /// While set, the directory fsyncs this many more pass and the next
+    /// ones stay pending until it is cleared.
+    dir_syncs_passing: Rc<Cell<Option<u32>>>,
 }
 
 impl MemIo {
@@ -56,6 +59,12 @@ impl MemIo {
     /// release them) while the other files' fsyncs complete.
     pub fn hold_syncs_under(&self, dir: Option<&Path>) {
         *self.syncs_held_under.borrow_mut() = dir.map(Path::to_path_buf);
+    }
+
+    /// Let `passing` more directory fsyncs complete, then hold the next
+    /// ones in flight (`None`: release them).
+    pub fn hold_dir_syncs_after(&self, passing: Option<u32>) {
+        self.dir_syncs_passing.set(passing);
     }
 
     pub fn file_bytes(&self, path: &Path) -> Vec<u8> {
@@ -199,6 +208,16 @@ impl Io for MemIo {
     }
 
     async fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        let passing = self.dir_syncs_passing.clone();
+        std::future::poll_fn(|_| match passing.get() {
+            None => Poll::Ready(()),
+            Some(0) => Poll::Pending,
+            Some(left) => {
+                passing.set(Some(left - 1));
+                Poll::Ready(())
+            }
+        })
+        .await;
         Ok(())
     }
 

@@ -15,7 +15,8 @@ use shoal_shard::{
 };
 use shoal_vsr::checkpoint::read_checkpoint;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, Refusal};
-use shoal_vsr::io::IoFile;
+use shoal_vsr::io::OpenMode;
+use shoal_vsr::journal::PrepareJournal;
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Replica, ReplicaConfig, Source};
 
@@ -1220,13 +1221,13 @@ fn a_prepare_staged_again_while_its_old_write_is_fsynced_is_not_durable_by_that_
     storage.stage_prepare(&old.header);
     // The first flush makes the old prepare durable, its ring copy not yet.
     let in_flight = block_on(storage.begin_flush(&[&old])).expect("writes op 3");
-    let synced = block_on(in_flight.file().sync_data());
+    let synced = block_on(in_flight.syncer());
     assert!(storage.end_flush(in_flight, synced).expect("synced").is_empty(), "no ring copy yet");
     // The second writes its ring copy; the newer prepare arrives while that
     // fsync runs: staged, not written.
     let in_flight = block_on(storage.begin_flush(&[])).expect("writes op 3's ring copy");
     storage.stage_prepare(&newer.header);
-    let synced = block_on(in_flight.file().sync_data());
+    let synced = block_on(in_flight.syncer());
     shoal_vsr::marks::take();
     let durable = storage.end_flush(in_flight, synced).expect("the fsync succeeded");
     assert!(durable.is_empty(), "the old write's fsync reports nothing: {durable:?}");
@@ -1323,6 +1324,65 @@ fn a_checkpoint_runs_beside_the_commit_path_and_compacts_the_journal_at_its_end(
     assert_eq!(node.group(0).replica().state_machine().pending_count(), 0, "and what waited is written");
     let events = &world.events;
     assert!(position(events, &format!("reply op {last_reply}")) < position(events, "durable checkpoint op 0"));
+}
+
+/// The journal's compaction is installed beside the commit path
+/// (session 19), told with one replica whose compaction's directory fsync
+/// is held: once the checkpoint is durable, the spare is written and every
+/// journal write and fsync goes to it too, the group goes on appending and
+/// replying while the spare's fsync, the exchange and the directory's fsync
+/// run, and the spare then becomes the journal holding every op answered
+/// meanwhile. Before, those two fsyncs and the exchange (and the flushes
+/// the group completed first) stalled the group at every checkpoint.
+#[test]
+fn a_compaction_is_installed_beside_the_commit_path_and_the_new_journal_holds_what_it_answered_meanwhile() {
+    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    let data_dir = Path::new("/data");
+    node.io().hold_syncs_under(Some(&partition_dir(data_dir, namespace())));
+    let next_request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
+    let checkpoint_op = node.group(0).replica().checkpoint_op();
+    // The checkpoint file's install passes its directory fsync; the
+    // compaction's waits.
+    node.io().hold_dir_syncs_after(Some(1));
+    node.io().hold_syncs_under(None);
+    block_on(node.complete_flushes(&mut world)).expect("runs");
+    assert!(!node.group(0).checkpoint_in_flight(), "the checkpoint is durable");
+    assert!(node.group(0).compaction_in_flight(), "its compaction is installed beside the node");
+    assert_eq!(node.group(0).storage().journal().snapshot_op(), 0, "the journal keeps what it covers until then");
+
+    // The commit path goes on meanwhile, into both files.
+    shoal_vsr::marks::take();
+    let replies_before = world.replies.len();
+    for request in next_request..next_request + 5 {
+        append_through_a_turn(&mut node, &mut world, session, request);
+    }
+    assert_eq!(world.replies.len(), replies_before + 5, "five more appends answered while it runs");
+    let marks = shoal_vsr::marks::take();
+    assert_eq!(marks.get(shoal_vsr::marks::COMPACTION_BESIDE_APPENDS), Some(&5));
+    assert!(marks.get(shoal_vsr::marks::JOURNAL_WRITE_MIRRORED).is_some_and(|&writes| writes >= 5));
+    assert!(marks.get(shoal_vsr::marks::JOURNAL_FSYNC_MIRRORED).is_some_and(|&syncs| syncs >= 5));
+    assert!(node.group(0).compaction_in_flight());
+    let last_reply = world.replies.last().expect("replies").header.op;
+
+    // The directory fsync ends: the spare is the journal.
+    node.io().hold_dir_syncs_after(None);
+    complete_all_flushes(&mut node, &mut world);
+    assert!(!node.group(0).compaction_in_flight());
+    assert_eq!(node.group(0).storage().journal().snapshot_op(), checkpoint_op, "the journal compacted to it");
+    // What the file at the journal's path holds now, read as a restart would.
+    let (reopened, recovery) =
+        block_on(PrepareJournal::open(node.io(), data_dir, storage_config(0).journal(), OpenMode::ReadOnly))
+            .expect("the compacted journal opens");
+    assert_eq!(reopened.snapshot_op(), checkpoint_op);
+    let answered: Vec<u64> = (checkpoint_op + 1..=last_reply).collect();
+    assert!(
+        answered.iter().all(|op| recovery.ops_recovered.contains(op)),
+        "every op answered above the checkpoint is in the new journal: {:?}",
+        recovery.ops_recovered
+    );
+    // And the commit path runs on the new journal.
+    append_through_a_turn(&mut node, &mut world, session, next_request + 5);
+    assert_eq!(world.replies.last().expect("replies").header.op, last_reply + 1);
 }
 
 /// A prepare past the journal's window waits for the checkpoint running

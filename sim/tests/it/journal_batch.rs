@@ -241,9 +241,10 @@ fn a_drain_into_the_spare_writes_little() {
     let before = io.disk().writes();
     block_on_ready(journal.drain(4)).unwrap();
     let after = io.disk().writes();
-    // The file header's two copies, ops 5 and 6 (one sector each), their
-    // two ring copies in one write; the spare is fresh, nothing to clear.
-    assert_eq!((after.0 - before.0, after.1 - before.1), (5, 2 * 4096 + 2 * 512 + 2 * 256));
+    // The file header's two copies, ops 5 and 6 (one sector each, op 6's
+    // write with the carried-copies region before its slot), their two
+    // ring copies in one write; the spare is fresh, nothing to clear.
+    assert_eq!((after.0 - before.0, after.1 - before.1), (5, 2 * 4096 + 4096 + 2 * 512 + 2 * 256));
     let (header, body) = prepare_with_body(&mut chain, vec![1; 100]);
     block_on_ready(journal.append(&header, &body)).unwrap();
     block_on_ready(journal.sync()).unwrap();
@@ -343,10 +344,12 @@ fn a_drain_writes_each_carried_prepare_once() {
     let before = io.disk().writes();
     block_on_ready(journal.drain(4)).unwrap();
     let after = io.disk().writes();
-    // The file header's two copies, ops 5..=8 one write each, their four
-    // ring copies in one write; the spare is fresh, nothing to clear.
+    // The file header's two copies, ops 5..=8 one write each (6..=8 with
+    // the carried-copies region before their slot), their four ring copies
+    // in one write; the spare is fresh, nothing to clear.
     let slot = config.slot_size_bytes();
-    assert_eq!((after.0 - before.0, after.1 - before.1), (7, 2 * 4096 + 4 * slot + 4 * 256));
+    let region = shoal_vsr::journal::COPIES_REGION_BYTES;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (7, 2 * 4096 + 4 * slot + 3 * region + 4 * 256));
     drop(journal);
     io.crash();
     let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config, OpenMode::ReadWrite)).unwrap();

@@ -1,5 +1,7 @@
 //! Model test of `PrepareJournal` on `SimIo`: random sequences of append,
-//! sync, drain, truncate, injected errors, sticky corruption, repair, crash
+//! sync, drain (at once, or staged and installed later with other calls
+//! between, its spare mirroring them), truncate, injected errors, sticky
+//! corruption, repair, crash
 //! (now, or after any number of storage calls inside another operation, so
 //! also between every step of drain) and reopen, checked against a reference
 //! model:
@@ -22,7 +24,7 @@ use shoal_vsr::Header;
 use shoal_vsr::header::HEADER_SIZE_BYTES;
 use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::conformance::{MESSAGE_SIZE_MAX_BYTES, body, config, prepare};
-use shoal_vsr::journal::{JournalError, PrepareJournal, decode_file_snapshot_op, journal_path};
+use shoal_vsr::journal::{JournalError, PrepareJournal, StagedDrain, decode_file_snapshot_op, journal_path};
 
 const SLOT_COUNT: u64 = 8;
 const ROOT_CHECKSUM: u128 = 0xC0FFEE;
@@ -39,6 +41,12 @@ enum Inner {
     /// the next append carries the copies it made ready.
     Flush,
     Drain(u8),
+    /// Stage a compaction (its spare written, mirroring every later write)
+    /// and leave it for `InstallDrain`, as the node does.
+    StageDrain(u8),
+    /// Install the staged compaction (spare fsync, exchange, directory
+    /// fsync) and end it.
+    InstallDrain,
     TruncateAfter(u8),
 }
 
@@ -62,6 +70,8 @@ fn inner() -> impl Strategy<Value = Inner> {
         3 => Just(Inner::Sync),
         3 => Just(Inner::Flush),
         2 => (0u8..SLOT_COUNT as u8).prop_map(Inner::Drain),
+        2 => (0u8..SLOT_COUNT as u8).prop_map(Inner::StageDrain),
+        2 => Just(Inner::InstallDrain),
         1 => (0u8..4).prop_map(Inner::TruncateAfter),
     ]
 }
@@ -84,6 +94,8 @@ struct Harness {
     dir: PathBuf,
     path: PathBuf,
     journal: Option<PrepareJournal<SimIo>>,
+    /// A compaction staged and not yet installed, with its target.
+    staged: Option<(StagedDrain<SimIo>, u64)>,
     /// Every prepare appended (latest version per op): the source of truth
     /// for contents, parents and phantom detection.
     appended: BTreeMap<u64, (Header, Vec<u8>)>,
@@ -135,6 +147,7 @@ impl Harness {
             io,
             dir,
             journal: Some(journal),
+            staged: None,
             appended: BTreeMap::new(),
             ever_appended: BTreeSet::new(),
             acked: BTreeSet::new(),
@@ -182,6 +195,9 @@ impl Harness {
                 }
             }
             Inner::Drain(back) => {
+                if self.staged.is_some() {
+                    return;
+                }
                 let journal = self.journal();
                 let Some(op_max) = journal.op_max() else { return };
                 let through = op_max.saturating_sub(u64::from(back)).max(journal.snapshot_op());
@@ -193,10 +209,39 @@ impl Harness {
                     self.snapshot_floor = self.snapshot_floor.max(through);
                 }
             }
-            Inner::TruncateAfter(back) => {
+            Inner::StageDrain(back) => {
+                if self.staged.is_some() {
+                    return;
+                }
                 let journal = self.journal();
                 let Some(op_max) = journal.op_max() else { return };
-                let op = op_max.saturating_sub(u64::from(back)).max(journal.snapshot_op());
+                let through = op_max.saturating_sub(u64::from(back)).max(journal.snapshot_op());
+                self.drain_attempt_max = self.drain_attempt_max.max(through);
+                let result = block_on_ready(self.journal().stage_drain(through));
+                self.trace.push(format!("stage drain {through} {:?}", result.as_ref().map(Option::is_some)));
+                if let Ok(Some(staged)) = result {
+                    assert!(self.journal().drain_in_flight());
+                    self.staged = Some((staged, through));
+                }
+            }
+            Inner::InstallDrain => {
+                let Some((staged, through)) = self.staged.take() else { return };
+                let installed = block_on_ready(staged.install());
+                let result = self.journal().end_drain(installed);
+                self.trace.push(format!("install drain {through} {result:?}"));
+                assert!(!self.journal().drain_in_flight());
+                if result.is_ok() {
+                    assert_eq!(self.journal().snapshot_op(), through.max(self.snapshot_floor));
+                    self.snapshot_floor = self.snapshot_floor.max(through);
+                }
+            }
+            Inner::TruncateAfter(back) => {
+                // Never below a staged compaction's checkpoint (committed
+                // ops are never truncated; the journal refuses it).
+                let staged_through = self.staged.as_ref().map_or(0, |(_, through)| *through);
+                let journal = self.journal();
+                let Some(op_max) = journal.op_max() else { return };
+                let op = op_max.saturating_sub(u64::from(back)).max(journal.snapshot_op()).max(staged_through);
                 let result = block_on_ready(self.journal().truncate_after(op));
                 self.trace.push(format!("truncate_after {op} {result:?}"));
                 // Either way the suffix is no longer promised; on error its
@@ -249,9 +294,17 @@ impl Harness {
                 false
             }
             Err(JournalError::Io { .. } | JournalError::Poisoned) => {
-                // No phantom op: a failed append changes nothing.
+                // No phantom op: a failed append changes nothing in the index.
                 assert_eq!(self.journal().op_max(), op_max_before, "failed append moved op_max");
                 assert_eq!(self.journal().header(op), None, "failed append left a phantom header");
+                if self.staged.is_some() {
+                    // Mirrored to a staged compaction's spare: the write to
+                    // one file may have landed before the other failed, so a
+                    // reopen may recover it (never promised), as after a
+                    // failed batch.
+                    self.ever_appended.insert(header.checksum);
+                    self.unpromised.insert(op);
+                }
                 false
             }
             // With silent corruption the model's copy of the drained snapshot
@@ -340,6 +393,7 @@ impl Harness {
     }
 
     fn crash(&mut self) {
+        self.staged = None;
         self.journal = None;
         self.io.crash();
         self.trace.push("crash".to_string());
@@ -347,6 +401,7 @@ impl Harness {
     }
 
     fn reopen(&mut self) {
+        self.staged = None;
         self.journal = None;
         // An injected one-shot I/O error may hit recovery itself (clearing a
         // torn slot): that is a typed error, and a retry must succeed.
@@ -458,6 +513,11 @@ impl Harness {
                     match result {
                         Ok(()) => {
                             self.unsynced.insert(op);
+                        }
+                        Err(JournalError::Io { .. } | JournalError::Poisoned) if self.staged.is_some() => {
+                            // As a failed append's, beside a staged compaction.
+                            self.ever_appended.insert(header.checksum);
+                            self.unpromised.insert(op);
                         }
                         Err(JournalError::ParentMismatch { .. } | JournalError::Io { .. } | JournalError::Poisoned) => {
                         }

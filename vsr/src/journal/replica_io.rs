@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::{JournalError, PrepareJournal, SlotState, StagedDrain, io_error};
 use crate::header::Header;
-use crate::io::{Io, IoFile};
+use crate::io::Io;
 
 /// Everything valid in the journal's live window, and the slots that are
 /// corrupt below the head (as opposed to empty: never written, or cleared).
@@ -57,7 +57,7 @@ impl<I: Io> PrepareJournal<I> {
         let runs = super::prepare_runs(&self.config, &carried, self.file_op_written_max, prepares.iter().copied());
         let mut written = 0;
         for run in runs {
-            let (result, _) = self.file.write_all_at(run.bytes, run.offset).await;
+            let result = self.write_at(run.bytes, run.offset).await;
             // The index changes only after the write succeeded: no phantom op.
             result.map_err(io_error("write prepare"))?;
             if written == 0 {
@@ -145,16 +145,16 @@ impl<I: Io> PrepareJournal<I> {
         self.drain_to_inner(through_op, anchor_checksum, false).await.map(|_| ())
     }
 
-    /// `drain_to`, first half: the compacted file written and fsynced in
-    /// the spare, the journal untouched (`stage_drain_keeping_faulty`).
-    /// A checkpoint stages it beside its own file's fsync and installs it
-    /// (`install_drain`) once the checkpoint is durable. `None`: nothing
-    /// to compact.
+    /// `drain_to`, first half: the compacted file written into the spare,
+    /// which mirrors the journal from now on (`stage_drain_keeping_faulty`).
+    /// Only once the checkpoint is durable; the node runs the returned
+    /// install beside its appends and hands its outcome to `end_drain`.
+    /// `None`: nothing to compact.
     pub async fn stage_drain_to(
         &mut self,
         through_op: u64,
         anchor_checksum: u128,
-    ) -> Result<Option<StagedDrain>, JournalError> {
+    ) -> Result<Option<StagedDrain<I>>, JournalError> {
         self.stage_drain_to_inner(through_op, anchor_checksum, false).await.map(|(staged, _)| staged)
     }
 
@@ -184,7 +184,8 @@ impl<I: Io> PrepareJournal<I> {
     ) -> Result<Vec<u64>, JournalError> {
         let (staged, corrupt_live) = self.stage_drain_to_inner(through_op, anchor_checksum, skip_corrupt).await?;
         if let Some(staged) = staged {
-            self.install_drain(staged).await?;
+            let installed = staged.install().await;
+            self.end_drain(installed)?;
         }
         Ok(corrupt_live)
     }
@@ -194,7 +195,7 @@ impl<I: Io> PrepareJournal<I> {
         through_op: u64,
         anchor_checksum: u128,
         skip_corrupt: bool,
-    ) -> Result<(Option<StagedDrain>, Vec<u64>), JournalError> {
+    ) -> Result<(Option<StagedDrain<I>>, Vec<u64>), JournalError> {
         // `drain` carries what the index holds, and recovery keeps a prepare
         // that does not chain onto its on-disk neighbour out of the index
         // (after a view change the neighbour may be a stale prepare the
