@@ -895,7 +895,12 @@ impl SimDisk {
             .namespace_current
             .remove(from)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", from.display())))?;
-        self.namespace_current.insert(to.to_path_buf(), id);
+        let replaced = self.namespace_current.insert(to.to_path_buf(), id);
+        if let Some(replaced) = replaced {
+            // Where a journal's compaction cannot exchange it renames its
+            // spare over the journal (see `share_misdirected`).
+            self.share_misdirected(replaced, id);
+        }
         Ok(())
     }
 
@@ -915,7 +920,35 @@ impl SimDisk {
         let id_b = *self.namespace_current.get(b).ok_or_else(|| not_found(b))?;
         self.namespace_current.insert(a.to_path_buf(), id_b);
         self.namespace_current.insert(b.to_path_buf(), id_a);
+        self.share_misdirected(id_a, id_b);
         Ok(())
+    }
+
+    /// An exchange swaps in a file whose bytes were copied from the other
+    /// (a journal's compacted spare, staged from the journal's page cache
+    /// and mirroring its writes since): the damage a misdirected write did
+    /// to one went into the other with the copy. So both remember every
+    /// misdirected range of either (the older file's first), and its life,
+    /// for the checkers and the fault placement that ask about the file at
+    /// the journal's path. Exchange is only the journal's in this simulator.
+    fn share_misdirected(&mut self, id_a: InodeId, id_b: InodeId) {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for range in [id_a, id_b].iter().flat_map(|id| self.misdirected.get(id).cloned().unwrap_or_default()) {
+            if !ranges.contains(&range) {
+                ranges.push(range);
+            }
+        }
+        let excess = ranges.len().saturating_sub(MISDIRECTED_REMEMBERED_MAX);
+        ranges.drain(..excess);
+        let generation = [id_a, id_b].iter().filter_map(|id| self.misdirected_generation.get(id)).max().copied();
+        for id in [id_a, id_b] {
+            if !ranges.is_empty() {
+                self.misdirected.insert(id, ranges.clone());
+            }
+            if let Some(generation) = generation {
+                self.misdirected_generation.insert(id, generation);
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, path: &Path) -> io::Result<()> {
@@ -1070,6 +1103,38 @@ mod tests {
         disk.crash();
         assert!(!disk.misdirected_this_life(path), "a new life");
         assert_eq!(disk.misdirected_ranges(path).len(), 2, "where it landed is remembered across lives");
+    }
+
+    /// A journal's compaction copies its bytes into the spare and swaps the
+    /// two: what a misdirected write damaged in the journal is in the
+    /// spare too, so the file at the journal's path still answers for it
+    /// (disk-rot seed 322085, session 19: the checkers forgot the damage the
+    /// compaction carried over and blamed the replica's promise).
+    #[test]
+    fn an_exchange_or_a_rename_over_carries_misdirected_ranges_to_both_names() {
+        let mut disk = SimDisk::new(3);
+        disk.faults.misdirected_write_ppm = 0;
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let (journal, spare) = (Path::new("/data/j"), Path::new("/data/j.tmp"));
+        let (journal_id, generation) = disk.open(journal, true).unwrap();
+        let (spare_id, _) = disk.open(spare, true).unwrap();
+        for id in [journal_id, spare_id] {
+            disk.write(generation, id, &[0u8; 8192], 0).unwrap();
+        }
+        disk.misdirect_next_write_to(journal);
+        disk.write(generation, journal_id, &[2u8; 512], 1024).unwrap();
+        let damaged = disk.misdirected_ranges(journal).to_vec();
+        assert_eq!(damaged.len(), 2, "meant for, landed on");
+        assert!(disk.misdirected_ranges(spare).is_empty());
+        disk.exchange(spare, journal).unwrap();
+        assert_eq!(disk.misdirected_ranges(journal), damaged.as_slice(), "the copy at the journal's path");
+        assert_eq!(disk.misdirected_ranges(spare), damaged.as_slice(), "the retired file");
+        assert!(disk.misdirected_this_life(journal));
+        let (other_id, _) = disk.open(Path::new("/data/k"), true).unwrap();
+        disk.write(generation, other_id, &[0u8; 4096], 0).unwrap();
+        disk.rename(Path::new("/data/k"), journal).unwrap();
+        assert_eq!(disk.misdirected_ranges(journal), damaged.as_slice(), "renamed over the journal");
     }
 
     /// The driver places no misdirected write on a file whose damage no

@@ -105,6 +105,20 @@ fn swarm_295_a_metadata_journal_that_lost_a_committed_op_still_starts() {
     assert_swarm_passes(295);
 }
 
+/// A testbed artefact (session 19): a misdirected write damaged op 18's
+/// ring copy in the journal; the compaction at the next checkpoint, staged
+/// beside the appends, copied the journal's copy places byte for byte into
+/// the spare, and after the exchange the checkers asked the spare, which
+/// had no record of the misdirect, and blamed the replica's prepare_ok
+/// (`Promises`). The simulated disk now carries a file's misdirected
+/// ranges to the file exchanged with it. Seed 323267 the same with an ok's
+/// prefix.
+#[test]
+fn disk_rot_322085_and_323267_a_compaction_carries_a_misdirects_damage_and_its_record() {
+    assert_disk_rot_passes(322085);
+    assert_disk_rot_passes(323267);
+}
+
 /// A testbed artefact (session 17): a read EIO aimed at op 2's ring copy
 /// took the whole sector, which also held op 3's copy, and op 3's prepare
 /// write had gone elsewhere (a misdirected write) in the same life: two
