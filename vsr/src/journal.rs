@@ -1130,15 +1130,38 @@ impl<F: IoFile> FlushInFlight<F> {
     /// mirrors it during a compaction.
     pub fn syncer(&self) -> impl Future<Output = io::Result<()>> + 'static + use<F> {
         let (file, mirror) = (self.file.clone(), self.mirror.clone());
-        async move {
-            file.sync_data().await?;
-            if let Some(mirror) = mirror {
-                crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
-                mirror.sync_data().await?;
-            }
-            Ok(())
-        }
+        async move { sync_both(&*file, mirror.as_deref()).await }
     }
+}
+
+/// fdatasync `file` and, during a staged compaction, its `mirror` at once
+/// (both issued before either is awaited, so the device works on both):
+/// the first error is the answer.
+async fn sync_both<F: IoFile>(file: &F, mirror: Option<&F>) -> io::Result<()> {
+    let Some(mirror) = mirror else { return file.sync_data().await };
+    crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
+    let mut first = std::pin::pin!(file.sync_data());
+    let mut second = std::pin::pin!(mirror.sync_data());
+    let (mut first_done, mut second_done) = (None, None);
+    std::future::poll_fn(|cx| {
+        if first_done.is_none()
+            && let std::task::Poll::Ready(result) = first.as_mut().poll(cx)
+        {
+            first_done = Some(result);
+        }
+        if second_done.is_none()
+            && let std::task::Poll::Ready(result) = second.as_mut().poll(cx)
+        {
+            second_done = Some(result);
+        }
+        if first_done.is_some() && second_done.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    first_done.expect("polled to completion").and(second_done.expect("polled to completion"))
 }
 
 /// The write-ahead log of one VSR group.
@@ -1885,12 +1908,7 @@ impl<I: Io> PrepareJournal<I> {
 
     /// fdatasync the journal's file, and the spare that mirrors it.
     async fn sync_files(&self) -> io::Result<()> {
-        self.file.sync_data().await?;
-        if let Some(mirror) = &self.mirror {
-            crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
-            mirror.sync_data().await?;
-        }
-        Ok(())
+        sync_both(&*self.file, self.mirror.as_deref()).await
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {
@@ -2651,13 +2669,23 @@ impl<I: Io> PrepareJournal<I> {
         let ring_last = faulty.keys().max().copied().unwrap_or(through_op).max(clear_last).max(head);
         let mut run: Vec<u8> = Vec::new();
         let mut run_first = through_op + 1;
+        // The journal's ring entries of the live ops, one read per run of
+        // adjacent entries (the ring wraps at most once).
+        let mut journal_ring: Vec<u8> = Vec::new();
+        let mut live_first = through_op + 1;
+        while live_first <= head {
+            let lap_last = head.min(live_first + config.slot_count - 1 - live_first % config.slot_count);
+            let length = (lap_last - live_first + 1) * HEADER_SIZE_BYTES as u64;
+            journal_ring.extend(self.ring_entries_bytes(config.header_copy_offset(live_first), length).await);
+            live_first = lap_last + 1;
+        }
         for op in through_op + 1..=ring_last {
             match faulty.get(&op) {
                 Some(Some(header)) => run.extend_from_slice(&header.encode()),
                 Some(None) => run.resize(run.len() + HEADER_SIZE_BYTES, POISON_BYTE),
                 None if op <= head => {
-                    let offset = config.header_copy_offset(op);
-                    run.extend_from_slice(&self.copy_place_bytes(offset, HEADER_SIZE_BYTES as u64).await);
+                    let entry = (op - through_op - 1) as usize * HEADER_SIZE_BYTES;
+                    run.extend_from_slice(&journal_ring[entry..entry + HEADER_SIZE_BYTES]);
                 }
                 None => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
             }
@@ -2669,6 +2697,21 @@ impl<I: Io> PrepareJournal<I> {
             }
         }
         Ok((file, carried.into_keys().collect()))
+    }
+
+    /// The journal's bytes of adjacent ring entries, as the spare must hold
+    /// them: one read, or where it fails one read per entry (a read error
+    /// poisons only the entries it takes).
+    async fn ring_entries_bytes(&self, offset: u64, length: u64) -> Vec<u8> {
+        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; length as usize], offset).await;
+        if result.is_ok() {
+            return bytes;
+        }
+        let mut entries = Vec::with_capacity(length as usize);
+        for entry in (offset..offset + length).step_by(HEADER_SIZE_BYTES) {
+            entries.extend(self.copy_place_bytes(entry, HEADER_SIZE_BYTES as u64).await);
+        }
+        entries
     }
 
     /// The journal's bytes of a copy place (a ring entry or a region), as
