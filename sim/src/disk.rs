@@ -357,6 +357,22 @@ impl SimDisk {
         self.namespace_current.get(path).and_then(|id| self.misdirected.get(id)).map_or(&[], Vec::as_slice)
     }
 
+    /// `misdirected_ranges` of the file the durable directory names at
+    /// `path` (what a power loss would keep, and what the checkers read):
+    /// after a rename or exchange whose directory fsync is still to come,
+    /// another file than the one open at `path`.
+    pub fn misdirected_ranges_durable(&self, path: &Path) -> &[(u64, u64)] {
+        self.namespace_durable.get(path).and_then(|id| self.misdirected.get(id)).map_or(&[], Vec::as_slice)
+    }
+
+    /// `misdirected_this_life` of the file the durable directory names.
+    pub fn misdirected_this_life_durable(&self, path: &Path) -> bool {
+        self.namespace_durable
+            .get(path)
+            .and_then(|id| self.misdirected_generation.get(id))
+            .is_some_and(|&generation| generation == self.generation)
+    }
+
     /// A misdirected write is armed for the next write to `path` and has
     /// not landed yet (`misdirect_next_write_to`).
     pub fn misdirect_armed_for(&self, path: &Path) -> bool {
@@ -1122,6 +1138,7 @@ mod tests {
         for id in [journal_id, spare_id] {
             disk.write(generation, id, &[0u8; 8192], 0).unwrap();
         }
+        disk.sync_dir(Path::new("/data")).unwrap();
         disk.misdirect_next_write_to(journal);
         disk.write(generation, journal_id, &[2u8; 512], 1024).unwrap();
         let damaged = disk.misdirected_ranges(journal).to_vec();
@@ -1131,6 +1148,14 @@ mod tests {
         assert_eq!(disk.misdirected_ranges(journal), damaged.as_slice(), "the copy at the journal's path");
         assert_eq!(disk.misdirected_ranges(spare), damaged.as_slice(), "the retired file");
         assert!(disk.misdirected_this_life(journal));
+        // Until the directory fsync the durable name is still the old file,
+        // which the checkers read: a misdirect that hits it now counts there.
+        disk.write(generation, journal_id, &[3u8; 512], 2048).unwrap();
+        disk.misdirect_next_write_to(spare);
+        disk.write(generation, journal_id, &[4u8; 512], 3072).unwrap();
+        assert_eq!(disk.misdirected_ranges_durable(journal).len(), 4, "the file the durable name still holds");
+        assert_eq!(disk.misdirected_ranges(journal).len(), 2, "not the one open at the path");
+        assert!(disk.misdirected_this_life_durable(journal));
         let (other_id, _) = disk.open(Path::new("/data/k"), true).unwrap();
         disk.write(generation, other_id, &[0u8; 4096], 0).unwrap();
         disk.rename(Path::new("/data/k"), journal).unwrap();

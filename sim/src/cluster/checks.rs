@@ -218,7 +218,12 @@ impl Cluster {
                 superblock: || disk.contents_durable(&superblock_path(dir, namespace)),
                 checkpoint: || disk.contents_durable(&checkpoint_path(dir, namespace)),
             };
-            let damaged = disk.misdirected_this_life(&journal) || self.nodes[replica as usize].rotted_while_running;
+            // The checker reads the file the durable directory names; after
+            // an exchange whose directory fsync is to come that is not the
+            // one open at the path, and a misdirect may have hit either.
+            let damaged = disk.misdirected_this_life(&journal)
+                || disk.misdirected_this_life_durable(&journal)
+                || self.nodes[replica as usize].rotted_while_running;
             (promises::check(promise, &config, files), damaged)
         };
         if damaged_this_life && result.as_ref().is_err_and(|why| why.contains(promises::COMMITTED_OP_NOT_DURABLE)) {
@@ -253,6 +258,7 @@ impl Cluster {
         let ranges = promise.journal_ranges(&config);
         disk.misdirected_ranges(&path)
             .iter()
+            .chain(disk.misdirected_ranges_durable(&path))
             .any(|&(offset, len)| ranges.iter().any(|&(start, length)| offset < start + length && start < offset + len))
     }
 
