@@ -429,6 +429,12 @@ impl NodeHooks for World {
         shoal_shard::node::Flow::Continue
     }
 
+    fn on_compaction_installed(&mut self, _group: usize, window_ns: u64) {
+        let labels = StorageLabels { action: "compaction_window" };
+        let seconds = window_ns as f64 / 1e9;
+        self.process.metrics.storage_latency_seconds.get_or_create(&labels).observe(seconds);
+    }
+
     fn on_committed(&mut self, group: usize, committed: &[Committed]) {
         // One commit per op: a packed op's requests follow its first (index 0).
         let ops = committed.iter().filter(|request| request.index == 0).count() as u64;

@@ -38,7 +38,8 @@ const LATENCY_BUCKET_COUNT: u16 = 16;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StorageLabels {
-    /// `write_prepare`, `write_superblock`, `checkpoint`, `truncate_log`.
+    /// `write_prepare`, `write_superblock`, `checkpoint`, `truncate_log`;
+    /// `compaction_window`: a journal compaction from its stage to its install.
     pub action: &'static str,
 }
 

@@ -63,7 +63,12 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// swarm seeds 0..2000 in session 17; `rejoin_above_cluster_view`, a
 /// replica rejoining after a lost checkpoint whose kept vote is above every
 /// view a quorum of peers reports, reached only by the lost-vote plot, in 20
-/// of swarm seeds 0..1000 in session 18). A change that stops
+/// of swarm seeds 0..1000 in session 18; the compaction beside the appends
+/// of session 19: `compaction_beside_appends`, its mirrored writes and
+/// fsyncs, a storage action waiting for its install
+/// (`compaction_finished_for_storage`, 90 of swarm 0..1000) and its end
+/// dropping staged prepares the checkpoint covers
+/// (`compaction_covered_staged`, 19 of swarm 0..1000)). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -77,7 +82,8 @@ journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_
 rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
 checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_in_log,stale_heartbeat_ignored,\
 checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start,\
-rejoin_above_cluster_view";
+rejoin_above_cluster_view,compaction_beside_appends,journal_write_mirrored,journal_fsync_mirrored,\
+compaction_finished_for_storage,compaction_covered_staged";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
     "steady",

@@ -267,6 +267,8 @@ struct GroupCompaction {
     work: Pin<Box<dyn Future<Output = InstalledDrain>>>,
     /// The install's outcome once it ended, until the node completes it.
     done: Option<InstalledDrain>,
+    /// When it was staged (`Io::now_ns`), for the hooks.
+    staged_at_ns: u64,
 }
 
 /// How a checkpoint's work beside the node ended.
@@ -1234,7 +1236,8 @@ impl<I: Io> Node<I> {
             Poll::Ready(done) => Some(done),
             Poll::Pending => None,
         };
-        self.groups[group].compacting = Some(GroupCompaction { action, work, done });
+        let staged_at_ns = self.io.now_ns();
+        self.groups[group].compacting = Some(GroupCompaction { action, work, done, staged_at_ns });
     }
 
     /// Complete the group's compaction, waiting for its install if it has
@@ -1242,7 +1245,7 @@ impl<I: Io> Node<I> {
     /// checkpoint covers. A failure stops the node (reported to the hooks
     /// as the checkpoint's).
     async fn finish_compaction<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
-        let GroupCompaction { action, work, done } =
+        let GroupCompaction { action, work, done, staged_at_ns } =
             self.groups[group].compacting.take().expect("a compaction runs for the group");
         let installed = match done {
             Some(done) => done,
@@ -1252,6 +1255,7 @@ impl<I: Io> Node<I> {
         if let Err(error) = self.groups[group].storage.end_compaction(checkpoint, installed) {
             return storage_done(group, &action, Err(error), world);
         }
+        world.on_compaction_installed(group, self.io.now_ns().saturating_sub(staged_at_ns));
         // What the group staged or awaits a copy for under the checkpoint
         // is no longer the journal's (`GroupStorage::end_compaction`); a
         // running flush's report leaves those out too.

@@ -125,6 +125,9 @@ pub trait NodeHooks {
     /// One journal flush of the group (a group commit) made `prepares`
     /// prepares durable (the server counts them for its metrics).
     fn on_journal_flushed(&mut self, _group: usize, _prepares: usize) {}
+    /// A journal compaction was installed `window_ns` after it was staged
+    /// (its writes mirrored to the spare meanwhile).
+    fn on_compaction_installed(&mut self, _group: usize, _window_ns: u64) {}
     /// The group's replica entered a newer view.
     fn on_view(&mut self, _group: usize, _view: u64, _status: Status) {}
     /// The replica was offered a canonical log contradicting ops it committed
