@@ -195,28 +195,13 @@ impl Harness {
                 }
             }
             Inner::Drain(back) => {
-                if self.staged.is_some() {
-                    return;
-                }
-                let journal = self.journal();
-                let Some(op_max) = journal.op_max() else { return };
-                let through = op_max.saturating_sub(u64::from(back)).max(journal.snapshot_op());
-                self.drain_attempt_max = self.drain_attempt_max.max(through);
+                let Some(through) = self.drain_target(back) else { return };
                 let result = block_on_ready(self.journal().drain(through));
                 self.trace.push(format!("drain {through} {result:?}"));
-                if result.is_ok() {
-                    assert_eq!(self.journal().snapshot_op(), through.max(self.snapshot_floor));
-                    self.snapshot_floor = self.snapshot_floor.max(through);
-                }
+                self.drained(through, result.is_ok());
             }
             Inner::StageDrain(back) => {
-                if self.staged.is_some() {
-                    return;
-                }
-                let journal = self.journal();
-                let Some(op_max) = journal.op_max() else { return };
-                let through = op_max.saturating_sub(u64::from(back)).max(journal.snapshot_op());
-                self.drain_attempt_max = self.drain_attempt_max.max(through);
+                let Some(through) = self.drain_target(back) else { return };
                 let result = block_on_ready(self.journal().stage_drain(through));
                 self.trace.push(format!("stage drain {through} {:?}", result.as_ref().map(Option::is_some)));
                 if let Ok(Some(staged)) = result {
@@ -230,10 +215,7 @@ impl Harness {
                 let result = self.journal().end_drain(installed);
                 self.trace.push(format!("install drain {through} {result:?}"));
                 assert!(!self.journal().drain_in_flight());
-                if result.is_ok() {
-                    assert_eq!(self.journal().snapshot_op(), through.max(self.snapshot_floor));
-                    self.snapshot_floor = self.snapshot_floor.max(through);
-                }
+                self.drained(through, result.is_ok());
             }
             Inner::TruncateAfter(back) => {
                 // Never below a staged compaction's checkpoint (committed
@@ -254,6 +236,26 @@ impl Harness {
                     assert_eq!(self.journal().op_max(), (op > self.journal().snapshot_op()).then_some(op));
                 }
             }
+        }
+    }
+
+    /// The op a drain `back` ops below the head compacts through, counted
+    /// as attempted; `None` while a compaction is staged or with no op.
+    fn drain_target(&mut self, back: u8) -> Option<u64> {
+        if self.staged.is_some() {
+            return None;
+        }
+        let journal = self.journal();
+        let through = journal.op_max()?.saturating_sub(u64::from(back)).max(journal.snapshot_op());
+        self.drain_attempt_max = self.drain_attempt_max.max(through);
+        Some(through)
+    }
+
+    /// A compaction through `through` ended, `ok` or not.
+    fn drained(&mut self, through: u64, ok: bool) {
+        if ok {
+            assert_eq!(self.journal().snapshot_op(), through.max(self.snapshot_floor));
+            self.snapshot_floor = self.snapshot_floor.max(through);
         }
     }
 
