@@ -173,6 +173,8 @@ pub struct SimDisk {
     halted: bool,
     fail_next_write: Option<i32>,
     fail_next_sync: Option<i32>,
+    /// The next fsync of this file fails with EIO (`fail_next_sync_of`).
+    fail_next_sync_of: Option<InodeId>,
     /// Transient read errors armed by a driver: after this many more reads
     /// succeed, the next `.1` reads (of any file) fail with EIO.
     fail_reads_after: Option<(u64, u32)>,
@@ -250,6 +252,7 @@ impl SimDisk {
             halted: false,
             fail_next_write: None,
             fail_next_sync: None,
+            fail_next_sync_of: None,
             fail_reads_after: None,
             reads_total: 0,
             mutations: 0,
@@ -334,6 +337,13 @@ impl SimDisk {
     /// The next `sync_data` fails with EIO and makes nothing durable.
     pub fn fail_next_sync(&mut self) {
         self.fail_next_sync = Some(EIO);
+    }
+
+    /// The next fsync of the file now at `path` fails with EIO (Linux's:
+    /// what it covered is dropped from the device's future, reads in this
+    /// life still see it). Not found: no-op.
+    pub fn fail_next_sync_of(&mut self, path: &Path) {
+        self.fail_next_sync_of = self.namespace_current.get(path).copied();
     }
 
     /// The next write to `path` (this life) lands at another sector of the
@@ -502,6 +512,7 @@ impl SimDisk {
         self.halt_after_steps = None;
         self.fail_next_write = None;
         self.fail_next_sync = None;
+        self.fail_next_sync_of = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
         self.count("crash_process");
@@ -569,6 +580,7 @@ impl SimDisk {
         self.halt_after_steps = None;
         self.fail_next_write = None;
         self.fail_next_sync = None;
+        self.fail_next_sync_of = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
         self.count("crash");
@@ -858,7 +870,14 @@ impl SimDisk {
             let inode = &self.inodes[&id];
             fence.saturating_sub(inode.pending_retired_total).min(inode.pending.len() as u64) as usize
         };
-        let eio = self.mutation()? || self.fail_next_sync.take().is_some() || self.chance(self.faults.sync_eio_ppm);
+        let targeted = self.fail_next_sync_of == Some(id);
+        if targeted {
+            self.fail_next_sync_of = None;
+        }
+        let eio = self.mutation()?
+            || targeted
+            || self.fail_next_sync.take().is_some()
+            || self.chance(self.faults.sync_eio_ppm);
         if eio {
             self.count("sync_eio");
             self.drop_pending_writes(id, covered);

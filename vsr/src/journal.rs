@@ -1051,6 +1051,9 @@ pub struct StagedDrain<I: Io> {
     config: JournalConfig,
     file_header: FileHeader,
     spare: Rc<I::File>,
+    /// Another handle of the spare, for the install's own fsync.
+    spare_own: I::File,
+    spare_syncs: Rc<SpareSyncs>,
 }
 
 /// How a compaction's install ended (`StagedDrain::install`).
@@ -1074,8 +1077,23 @@ impl<I: Io> StagedDrain<I> {
     pub async fn install(self) -> InstalledDrain {
         let before = |error| InstalledDrain { outcome: Err(DrainInstallError { error, past_exchange: false }) };
         let after = |error| InstalledDrain { outcome: Err(DrainInstallError { error, past_exchange: true }) };
-        if let Err(source) = self.spare.sync_data().await {
+        // Through its own handle, opened before any mirrored fsync: on
+        // Linux (4.13 on) every open file sees each writeback error once, so
+        // a mirrored fsync that reported one first does not hide it here.
+        if let Err(source) = self.spare_own.sync_data().await {
             return before(JournalError::Io { operation: "fsync tmp", source });
+        }
+        // And a mirrored fsync that failed before this one ended dropped
+        // what it covered: this one then found nothing to write and
+        // succeeded (`SpareSyncs`). Checked with no await since: a mirrored
+        // fsync failing from here on fails only writes issued after the
+        // ones this fsync made durable (the stage's among them).
+        if self.spare_syncs.failed.get() {
+            crate::marks::hit(crate::marks::COMPACTION_SPARE_SYNC_FAILED);
+            return before(JournalError::Io {
+                operation: "fsync tmp",
+                source: io::Error::other("a mirrored fsync of the spare failed: its pages may never reach the device"),
+            });
         }
         // The spare held a valid file header of its own (an older
         // `snapshot_op`): a lost or misdirected header write would leave it
@@ -1119,6 +1137,7 @@ impl<I: Io> StagedDrain<I> {
 pub struct FlushInFlight<F> {
     file: Rc<F>,
     mirror: Option<Rc<F>>,
+    spare_syncs: Option<Rc<SpareSyncs>>,
     /// `PrepareJournal::drains_installed` when the flush began.
     drains_installed: u64,
     /// The flush wrote ring copies (for the error's wording).
@@ -1129,19 +1148,41 @@ impl<F: IoFile> FlushInFlight<F> {
     /// The fdatasync to run: the journal's file, then the spare that
     /// mirrors it during a compaction.
     pub fn syncer(&self) -> impl Future<Output = io::Result<()>> + 'static + use<F> {
-        let (file, mirror) = (self.file.clone(), self.mirror.clone());
-        async move { sync_both(&*file, mirror.as_deref()).await }
+        let (file, mirror, syncs) = (self.file.clone(), self.mirror.clone(), self.spare_syncs.clone());
+        async move { sync_both(&*file, mirror.as_deref().zip(syncs.as_deref())).await }
     }
+}
+
+/// The fsyncs of a staged compaction's spare that the journal runs (its
+/// mirrored flushes), as its install must see them: after a failed fsync
+/// Linux marks the dirty pages clean and the next fsync of that file
+/// reports success for bytes the device never got (fsyncgate), so the
+/// install's own fsync proves nothing if one of these failed, or was in
+/// flight while it ran (disk-rot seed 2011: a mirrored flush's fsync of the
+/// spare failed, the install's fsync then succeeded, the exchange made a
+/// spare whose file header never reached the device the journal, and the
+/// replica could not restart).
+#[derive(Debug, Default)]
+pub struct SpareSyncs {
+    failed: std::cell::Cell<bool>,
 }
 
 /// fdatasync `file` and, during a staged compaction, its `mirror` at once
 /// (both issued before either is awaited, so the device works on both):
-/// the first error is the answer.
-async fn sync_both<F: IoFile>(file: &F, mirror: Option<&F>) -> io::Result<()> {
-    let Some(mirror) = mirror else { return file.sync_data().await };
+/// the first error is the answer. A failure of the mirror's is recorded
+/// for the install (`SpareSyncs`).
+async fn sync_both<F: IoFile>(file: &F, mirror: Option<(&F, &SpareSyncs)>) -> io::Result<()> {
+    let Some((mirror, syncs)) = mirror else { return file.sync_data().await };
     crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
+    let mirror = async {
+        let synced = mirror.sync_data().await;
+        if synced.is_err() {
+            syncs.failed.set(true);
+        }
+        synced
+    };
     let mut first = std::pin::pin!(file.sync_data());
-    let mut second = std::pin::pin!(mirror.sync_data());
+    let mut second = std::pin::pin!(mirror);
     let (mut first_done, mut second_done) = (None, None);
     std::future::poll_fn(|cx| {
         if first_done.is_none()
@@ -1182,6 +1223,9 @@ pub struct PrepareJournal<I: Io> {
     /// names after a crash holds every prepare the journal made durable
     /// above the compaction's checkpoint (module doc, "What it costs").
     mirror: Option<Rc<I::File>>,
+    /// The fsyncs of `mirror` in flight and whether one failed, shared with
+    /// the staged compaction's install (`SpareSyncs`).
+    spare_syncs: Option<Rc<SpareSyncs>>,
     /// What the staged compaction changes once installed.
     drain_staged: Option<DrainPlan>,
     /// Compactions installed in this life: a flush that began before one
@@ -1291,6 +1335,7 @@ impl<I: Io> PrepareJournal<I> {
             poisoned: false,
             file: Rc::new(file),
             mirror: None,
+            spare_syncs: None,
             drain_staged: None,
             drains_installed: 0,
             flush_in_flight: false,
@@ -1384,6 +1429,7 @@ impl<I: Io> PrepareJournal<I> {
             poisoned: false,
             file: Rc::new(file),
             mirror: None,
+            spare_syncs: None,
             drain_staged: None,
             drains_installed: 0,
             flush_in_flight: false,
@@ -1908,7 +1954,7 @@ impl<I: Io> PrepareJournal<I> {
 
     /// fdatasync the journal's file, and the spare that mirrors it.
     async fn sync_files(&self) -> io::Result<()> {
-        sync_both(&*self.file, self.mirror.as_deref()).await
+        sync_both(&*self.file, self.mirror.as_deref().zip(self.spare_syncs.as_deref())).await
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {
@@ -2097,6 +2143,7 @@ impl<I: Io> PrepareJournal<I> {
         Ok(FlushInFlight {
             file: self.file.clone(),
             mirror: self.mirror.clone(),
+            spare_syncs: self.spare_syncs.clone(),
             drains_installed: self.drains_installed,
             copies: !ready.is_empty(),
         })
@@ -2500,8 +2547,17 @@ impl<I: Io> PrepareJournal<I> {
         debug_assert!(self.headers.range(through_op + 1..).all(|(op, _)| carried.contains(op)));
         // A faulty op left out is one to repair from now on, in either file.
         self.missing.extend(faulty.keys().copied());
+        let spare_own = match self.io.open(&tmp, OpenMode::ReadWrite).await {
+            Ok(file) => file,
+            Err(source) => {
+                self.spare = Spare::Untrusted;
+                return Err(JournalError::Io { operation: "open tmp", source });
+            }
+        };
         let spare = Rc::new(spare);
+        let spare_syncs = Rc::new(SpareSyncs::default());
         self.mirror = Some(spare.clone());
+        self.spare_syncs = Some(spare_syncs.clone());
         self.drain_staged = Some(DrainPlan { through_op, snapshot_checksum });
         Ok(Some(StagedDrain {
             io: self.io.clone(),
@@ -2511,6 +2567,8 @@ impl<I: Io> PrepareJournal<I> {
             config: self.config,
             file_header,
             spare,
+            spare_own,
+            spare_syncs,
         }))
     }
 
@@ -2529,6 +2587,7 @@ impl<I: Io> PrepareJournal<I> {
     pub fn end_drain(&mut self, installed: InstalledDrain) -> Result<(), JournalError> {
         let plan = self.drain_staged.take().expect("end_drain ends a staged compaction");
         let spare = self.mirror.take().expect("a staged compaction mirrors into its spare");
+        self.spare_syncs = None;
         let exchanged = match installed.outcome {
             Ok(exchanged) => exchanged,
             Err(DrainInstallError { error, past_exchange }) => {

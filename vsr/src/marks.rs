@@ -54,6 +54,7 @@ pub const MARKS: &[&str] = &[
     COMPACTION_BESIDE_APPENDS,
     COMPACTION_COVERED_STAGED,
     COMPACTION_FINISHED_FOR_STORAGE,
+    COMPACTION_SPARE_SYNC_FAILED,
     COPY_UNREADABLE,
     CRASH_DURING_RESTART,
     CRASH_FSYNC_IN_FLIGHT,
@@ -173,6 +174,9 @@ pub const COMPACTION_COVERED_STAGED: &str = "compaction_covered_staged";
 /// Another storage action (a truncation, a superblock write, the next
 /// checkpoint) waited for the group's compaction to be installed.
 pub const COMPACTION_FINISHED_FOR_STORAGE: &str = "compaction_finished_for_storage";
+/// A compaction's install refused to exchange: a mirrored fsync of its
+/// spare had failed (its own later fsync proves nothing then).
+pub const COMPACTION_SPARE_SYNC_FAILED: &str = "compaction_spare_sync_failed";
 
 /// A replica filling a partition gap asked the next batch as soon as the
 /// one it asked for arrived, not at the next tick.

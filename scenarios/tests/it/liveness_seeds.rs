@@ -105,6 +105,23 @@ fn swarm_295_a_metadata_journal_that_lost_a_committed_op_still_starts() {
     assert_swarm_passes(295);
 }
 
+/// A real bug of the compaction beside the appends (session 19, found by
+/// the first sweep of the tree that issues both mirrored fsyncs at once): a
+/// mirrored flush's fsync of the spare failed, which drops what it covered
+/// (the stage's writes, the file header among them) from the device; the
+/// install's own fsync of the spare then succeeded with nothing left to
+/// write, and the exchange made that spare the journal. Seed 2011 (Recovery)
+/// could not restart: "journal file header is zero-filled"; 743 and 2526
+/// (Promises) had acknowledged prepares the new journal never held. The
+/// install now refuses after any failed mirrored fsync (`SpareSyncs`);
+/// story `journal_storage_faults::a_failed_mirrored_fsync_of_the_spare_stops_its_install_before_the_exchange`.
+#[test]
+fn disk_rot_2011_743_and_2526_a_failed_mirrored_fsync_stops_the_compactions_install() {
+    for seed in [2011, 743, 2526] {
+        assert_disk_rot_passes(seed);
+    }
+}
+
 /// A testbed artefact (session 19): a misdirected write damaged op 18's
 /// ring copy in the journal; the compaction at the next checkpoint, staged
 /// beside the appends, copied the journal's copy places byte for byte into

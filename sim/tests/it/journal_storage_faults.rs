@@ -963,3 +963,37 @@ fn a_tail_whose_copy_place_is_damaged_is_not_cut_off_as_uncopied() {
     assert_eq!(recovery.repair_ops, vec![7]);
     assert_eq!(journal.op_max(), Some(8));
 }
+
+/// A compaction's install must not trust its own fsync of the spare after
+/// a mirrored fsync of it failed (fsyncgate: the failure drops what that
+/// fsync covered from the device's future, the file's next fsync finds
+/// nothing dirty and succeeds). Story of disk-rot seeds 2011, 743 and 2526
+/// (session 19): the spare's file header, written by the stage, went with a
+/// failed mirrored flush; the install's fsync then succeeded, the exchange
+/// made that spare the journal, and the replica could not restart ("journal
+/// file header is zero-filled", seed 2011) or had lost prepares it
+/// acknowledged (743, 2526: `Promises`). Now the install refuses to
+/// exchange, and the restart opens the old journal whole.
+#[test]
+fn a_failed_mirrored_fsync_of_the_spare_stops_its_install_before_the_exchange() {
+    let io = SimIo::new(7);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    let staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
+    let spare = journal_file().with_extension("wal.tmp");
+    // Op 5 goes to both files; the fsync of the spare fails.
+    append(&mut journal, &mut chain, 1, false);
+    io.disk().fail_next_sync_of(&spare);
+    assert!(block_on_ready(journal.flush()).is_err(), "the mirrored flush reports the spare's fsync failure");
+    let installed = block_on_ready(staged.install());
+    let ended = journal.end_drain(installed);
+    assert!(ended.is_err(), "the install refused: {ended:?}");
+    drop(journal);
+    io.disk().crash_process();
+    let (reopened, recovery) = open(&io);
+    assert_eq!(reopened.snapshot_op(), 0, "the old journal, whole");
+    for op in 1..=4 {
+        assert!(recovery.ops_recovered.contains(&op), "acknowledged op {op} is back: {recovery:?}");
+    }
+}
