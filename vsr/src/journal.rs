@@ -1029,10 +1029,14 @@ enum SlotState {
     },
 }
 
-/// What a staged compaction changes in the journal once its spare is the
-/// journal (`PrepareJournal::end_drain`).
-#[derive(Debug, Clone)]
-struct DrainPlan {
+/// A staged compaction as the journal runs it (`stage_drain_keeping_faulty`
+/// .. `end_drain`): the spare that mirrors every write and fsync, what its
+/// mirrored fsyncs reported, and what the compaction changes in the
+/// journal once its spare is the journal.
+#[derive(Debug)]
+struct Mirror<F> {
+    spare: Rc<F>,
+    syncs: Rc<SpareSyncs>,
     through_op: u64,
     snapshot_checksum: Option<u128>,
 }
@@ -1136,8 +1140,8 @@ impl<I: Io> StagedDrain<I> {
 #[derive(Debug)]
 pub struct FlushInFlight<F> {
     file: Rc<F>,
-    mirror: Option<Rc<F>>,
-    spare_syncs: Option<Rc<SpareSyncs>>,
+    /// The staged compaction's spare, and its fsyncs' record.
+    mirror: Option<(Rc<F>, Rc<SpareSyncs>)>,
     /// `PrepareJournal::drains_installed` when the flush began.
     drains_installed: u64,
     /// The flush wrote ring copies (for the error's wording).
@@ -1148,8 +1152,8 @@ impl<F: IoFile> FlushInFlight<F> {
     /// The fdatasync to run: the journal's file, then the spare that
     /// mirrors it during a compaction.
     pub fn syncer(&self) -> impl Future<Output = io::Result<()>> + 'static + use<F> {
-        let (file, mirror, syncs) = (self.file.clone(), self.mirror.clone(), self.spare_syncs.clone());
-        async move { sync_both(&*file, mirror.as_deref().zip(syncs.as_deref())).await }
+        let (file, mirror) = (self.file.clone(), self.mirror.clone());
+        async move { sync_both(&*file, mirror.as_ref().map(|(spare, syncs)| (&**spare, &**syncs))).await }
     }
 }
 
@@ -1217,17 +1221,12 @@ pub struct PrepareJournal<I: Io> {
     /// Shared so that an fdatasync may run while the journal is not
     /// borrowed (`flush_begin`: the node keeps handling frames meanwhile).
     file: Rc<I::File>,
-    /// The spare of a staged compaction (`stage_drain_keeping_faulty` ..
-    /// `end_drain`): every write to `file` goes to it too, at the same
-    /// offset, and every fsync syncs both, so whichever file the directory
-    /// names after a crash holds every prepare the journal made durable
-    /// above the compaction's checkpoint (module doc, "What it costs").
-    mirror: Option<Rc<I::File>>,
-    /// The fsyncs of `mirror` in flight and whether one failed, shared with
-    /// the staged compaction's install (`SpareSyncs`).
-    spare_syncs: Option<Rc<SpareSyncs>>,
-    /// What the staged compaction changes once installed.
-    drain_staged: Option<DrainPlan>,
+    /// The staged compaction, if any: every write to `file` goes to its
+    /// spare too, at the same offset, and every fsync syncs both, so
+    /// whichever file the directory names after a crash holds every prepare
+    /// the journal made durable above the compaction's checkpoint (module
+    /// doc, "What it costs").
+    mirror: Option<Mirror<I::File>>,
     /// Compactions installed in this life: a flush that began before one
     /// was staged synced the retired file only, and the install's fsync of
     /// the spare (after the stage copied what that flush wrote) made the
@@ -1335,8 +1334,6 @@ impl<I: Io> PrepareJournal<I> {
             poisoned: false,
             file: Rc::new(file),
             mirror: None,
-            spare_syncs: None,
-            drain_staged: None,
             drains_installed: 0,
             flush_in_flight: false,
             snapshot_op: 0,
@@ -1429,8 +1426,6 @@ impl<I: Io> PrepareJournal<I> {
             poisoned: false,
             file: Rc::new(file),
             mirror: None,
-            spare_syncs: None,
-            drain_staged: None,
             drains_installed: 0,
             flush_in_flight: false,
             snapshot_op: file_header.snapshot_op,
@@ -1946,7 +1941,7 @@ impl<I: Io> PrepareJournal<I> {
         result?;
         if let (Some(mirror), Some(bytes)) = (&self.mirror, mirrored) {
             crate::marks::hit(crate::marks::JOURNAL_WRITE_MIRRORED);
-            let (result, _) = mirror.write_all_at(bytes, offset).await;
+            let (result, _) = mirror.spare.write_all_at(bytes, offset).await;
             result?;
         }
         Ok(())
@@ -1954,7 +1949,7 @@ impl<I: Io> PrepareJournal<I> {
 
     /// fdatasync the journal's file, and the spare that mirrors it.
     async fn sync_files(&self) -> io::Result<()> {
-        sync_both(&*self.file, self.mirror.as_deref().zip(self.spare_syncs.as_deref())).await
+        sync_both(&*self.file, self.mirror.as_ref().map(|mirror| (&*mirror.spare, &*mirror.syncs))).await
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {
@@ -2142,8 +2137,7 @@ impl<I: Io> PrepareJournal<I> {
         self.flush_in_flight = true;
         Ok(FlushInFlight {
             file: self.file.clone(),
-            mirror: self.mirror.clone(),
-            spare_syncs: self.spare_syncs.clone(),
+            mirror: self.mirror.as_ref().map(|mirror| (mirror.spare.clone(), mirror.syncs.clone())),
             drains_installed: self.drains_installed,
             copies: !ready.is_empty(),
         })
@@ -2164,7 +2158,7 @@ impl<I: Io> PrepareJournal<I> {
         // that the install's fsync made durable.
         assert!(
             Rc::ptr_eq(&in_flight.file, &self.file)
-                || in_flight.mirror.as_ref().is_some_and(|mirror| Rc::ptr_eq(mirror, &self.file))
+                || in_flight.mirror.as_ref().is_some_and(|(spare, _)| Rc::ptr_eq(spare, &self.file))
                 || in_flight.drains_installed < self.drains_installed,
             "the flush synced this journal's file"
         );
@@ -2509,7 +2503,7 @@ impl<I: Io> PrepareJournal<I> {
         faulty: &BTreeMap<u64, Option<Header>>,
     ) -> Result<Option<StagedDrain<I>>, JournalError> {
         self.check_usable()?;
-        assert!(self.mirror.is_none() && self.drain_staged.is_none(), "one compaction at a time");
+        assert!(self.mirror.is_none(), "one compaction at a time");
         assert!(faulty.keys().all(|&op| op > through_op && !self.headers.contains_key(&op)));
         if through_op <= self.snapshot_op {
             return Ok(None);
@@ -2556,9 +2550,7 @@ impl<I: Io> PrepareJournal<I> {
         };
         let spare = Rc::new(spare);
         let spare_syncs = Rc::new(SpareSyncs::default());
-        self.mirror = Some(spare.clone());
-        self.spare_syncs = Some(spare_syncs.clone());
-        self.drain_staged = Some(DrainPlan { through_op, snapshot_checksum });
+        self.mirror = Some(Mirror { spare: spare.clone(), syncs: spare_syncs.clone(), through_op, snapshot_checksum });
         Ok(Some(StagedDrain {
             io: self.io.clone(),
             dir: self.dir.clone(),
@@ -2575,7 +2567,7 @@ impl<I: Io> PrepareJournal<I> {
     /// A staged compaction is running (`stage_drain_keeping_faulty` ..
     /// `end_drain`): writes are mirrored to its spare.
     pub fn drain_in_flight(&self) -> bool {
-        self.drain_staged.is_some()
+        self.mirror.is_some()
     }
 
     /// A compaction, second half's outcome (`StagedDrain::install`): on
@@ -2585,9 +2577,8 @@ impl<I: Io> PrepareJournal<I> {
     /// exchange leaves the journal as it was, without the mirror; from the
     /// exchange on it poisons the journal.
     pub fn end_drain(&mut self, installed: InstalledDrain) -> Result<(), JournalError> {
-        let plan = self.drain_staged.take().expect("end_drain ends a staged compaction");
-        let spare = self.mirror.take().expect("a staged compaction mirrors into its spare");
-        self.spare_syncs = None;
+        let Mirror { spare, through_op, snapshot_checksum, .. } =
+            self.mirror.take().expect("end_drain ends a staged compaction");
         let exchanged = match installed.outcome {
             Ok(exchanged) => exchanged,
             Err(DrainInstallError { error, past_exchange }) => {
@@ -2603,7 +2594,6 @@ impl<I: Io> PrepareJournal<I> {
         // no longer the journal after any crash); it got every write the
         // spare got since the stage, so it names no op above
         // `file_op_written_max`.
-        let DrainPlan { through_op, snapshot_checksum } = plan;
         self.file = spare;
         self.drains_installed += 1;
         self.snapshot_op = through_op;
@@ -2815,7 +2805,7 @@ impl<I: Io> PrepareJournal<I> {
         self.check_writable()?;
         // A staged compaction's checkpoint counts as the snapshot already:
         // the spare holds nothing at or below it to truncate.
-        let snapshot_op = self.drain_staged.as_ref().map_or(self.snapshot_op, |plan| plan.through_op);
+        let snapshot_op = self.mirror.as_ref().map_or(self.snapshot_op, |mirror| mirror.through_op);
         if op < snapshot_op {
             return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op });
         }

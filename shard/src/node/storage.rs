@@ -657,11 +657,6 @@ impl<I: Io> GroupStorage<I> {
         Ok(())
     }
 
-    /// A compaction's install runs (`stage_compaction` .. `end_compaction`).
-    pub fn compaction_in_flight(&self) -> bool {
-        self.journal.drain_in_flight()
-    }
-
     /// The checkpoint at `op` is durable and the journal starts from it: it
     /// vouches for the ops it covers now (see `check_durable`).
     fn forget_prepares_under_checkpoint(&mut self, op: u64) {
