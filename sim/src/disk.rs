@@ -1069,6 +1069,14 @@ impl SimDisk {
 mod tests {
     use super::*;
 
+    /// A disk whose `/data` is durable in its parent, as a format leaves it.
+    fn disk_with_data_dir() -> SimDisk {
+        let mut disk = SimDisk::new(3);
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        disk
+    }
+
     /// An fsync that begins and completes with nothing issued in between.
     fn sync_all_issued(disk: &mut SimDisk, generation: u64, id: InodeId) {
         let fence = disk.sync_fence(id);
@@ -1120,9 +1128,7 @@ mod tests {
     /// know whether this life already had one; a crash starts a new life.
     #[test]
     fn misdirected_this_life_ends_with_the_crash() {
-        let mut disk = SimDisk::new(3);
-        disk.create_dir_all(Path::new("/data")).unwrap();
-        disk.sync_dir(Path::new("/")).unwrap();
+        let mut disk = disk_with_data_dir();
         let path = Path::new("/data/a");
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, &[0u8; 4096], 0).unwrap();
@@ -1147,10 +1153,8 @@ mod tests {
     /// compaction carried over and blamed the replica's promise).
     #[test]
     fn an_exchange_or_a_rename_over_carries_misdirected_ranges_to_both_names() {
-        let mut disk = SimDisk::new(3);
+        let mut disk = disk_with_data_dir();
         disk.faults.misdirected_write_ppm = 0;
-        disk.create_dir_all(Path::new("/data")).unwrap();
-        disk.sync_dir(Path::new("/")).unwrap();
         let (journal, spare) = (Path::new("/data/j"), Path::new("/data/j.tmp"));
         let (journal_id, generation) = disk.open(journal, true).unwrap();
         let (spare_id, _) = disk.open(spare, true).unwrap();
@@ -1186,10 +1190,8 @@ mod tests {
     /// to see the other until it is gone.
     #[test]
     fn sector_damage_and_an_armed_misdirect_last_until_a_write_ends_them() {
-        let mut disk = SimDisk::new(3);
+        let mut disk = disk_with_data_dir();
         disk.faults.misdirected_write_ppm = 0;
-        disk.create_dir_all(Path::new("/data")).unwrap();
-        disk.sync_dir(Path::new("/")).unwrap();
         let path = Path::new("/data/a");
         let (id, generation) = disk.open(path, true).unwrap();
         disk.write(generation, id, &[0u8; 4096], 0).unwrap();
