@@ -2270,42 +2270,15 @@ impl<I: Io> PrepareJournal<I> {
     async fn unvouch_copies(&mut self, headers: &[&Header]) -> Result<(), JournalError> {
         let headers: Vec<&Header> =
             headers.iter().copied().filter(|header| header.op <= self.file_op_written_max).collect();
-        let slot_count = self.config.slot_count;
-        // Offsets of the copies that name the op of one of `headers`.
-        let mut matching: Vec<u64> = Vec::new();
-        let names_it = |header: &Header, copy: &[u8]| Header::decode(copy).is_ok_and(|copy| copy.op == header.op);
-        let mut index = 0;
-        while index < headers.len() {
-            let first = index;
-            while index + 1 < headers.len()
-                && headers[index + 1].op == headers[index].op + 1
-                && !(headers[index].op + 1).is_multiple_of(slot_count)
-            {
-                index += 1;
-            }
-            index += 1;
-            let run = &headers[first..index];
-            let buffer = vec![0; run.len() * HEADER_SIZE_BYTES];
-            let (result, bytes) =
-                crate::io::read_exact_retrying(&*self.file, buffer, self.config.header_copy_offset(run[0].op)).await;
-            for (header, copy) in run.iter().zip(bytes.chunks_exact(HEADER_SIZE_BYTES)) {
-                if result.is_err() || names_it(header, copy) {
-                    matching.push(self.config.header_copy_offset(header.op));
-                }
-            }
-        }
-        // A carried copy lives in the region of a slot written after its
-        // op: only carriers up to `file_op_written_max` were written.
-        for header in &headers {
-            let carriers = self.config.copies_carried_max().min(self.file_op_written_max - header.op);
-            for distance in 1..=carriers {
-                let offset = self.config.carried_copy_offset(header.op, distance);
-                let (result, copy) =
-                    crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], offset).await;
-                if result.is_err() || names_it(header, &copy) {
-                    matching.push(offset);
-                }
-            }
+        let mut matching = self.copies_naming(&self.file, &headers).await;
+        // During a compaction the spare's copy places may differ from the
+        // journal's (a ring copy the stage rebuilt from the index where the
+        // journal's could not be read): a copy in either file is poisoned,
+        // in both (`write_at` mirrors).
+        if let Some(mirror) = &self.mirror {
+            matching.extend(self.copies_naming(&mirror.spare, &headers).await);
+            matching.sort_unstable();
+            matching.dedup();
         }
         if matching.is_empty() {
             return Ok(());
@@ -2322,6 +2295,49 @@ impl<I: Io> PrepareJournal<I> {
             return Err(JournalError::Io { operation: "fsync poisoned header copies", source });
         }
         Ok(())
+    }
+
+    /// The offsets of the copies (ring or carried) in `file` that name
+    /// the op of one of `headers` (ascending ops, up to
+    /// `file_op_written_max`); one read per run of adjacent ring copies. A
+    /// read error counts as naming it (poisoning it is safe).
+    async fn copies_naming(&self, file: &I::File, headers: &[&Header]) -> Vec<u64> {
+        let slot_count = self.config.slot_count;
+        let mut matching: Vec<u64> = Vec::new();
+        let names_it = |header: &Header, copy: &[u8]| Header::decode(copy).is_ok_and(|copy| copy.op == header.op);
+        let mut index = 0;
+        while index < headers.len() {
+            let first = index;
+            while index + 1 < headers.len()
+                && headers[index + 1].op == headers[index].op + 1
+                && !(headers[index].op + 1).is_multiple_of(slot_count)
+            {
+                index += 1;
+            }
+            index += 1;
+            let run = &headers[first..index];
+            let buffer = vec![0; run.len() * HEADER_SIZE_BYTES];
+            let (result, bytes) =
+                crate::io::read_exact_retrying(file, buffer, self.config.header_copy_offset(run[0].op)).await;
+            for (header, copy) in run.iter().zip(bytes.chunks_exact(HEADER_SIZE_BYTES)) {
+                if result.is_err() || names_it(header, copy) {
+                    matching.push(self.config.header_copy_offset(header.op));
+                }
+            }
+        }
+        // A carried copy lives in the region of a slot written after its
+        // op: only carriers up to `file_op_written_max` were written.
+        for header in headers {
+            let carriers = self.config.copies_carried_max().min(self.file_op_written_max - header.op);
+            for distance in 1..=carriers {
+                let offset = self.config.carried_copy_offset(header.op, distance);
+                let (result, copy) = crate::io::read_exact_retrying(file, vec![0; HEADER_SIZE_BYTES], offset).await;
+                if result.is_err() || names_it(header, &copy) {
+                    matching.push(offset);
+                }
+            }
+        }
+        matching
     }
 
     /// Write the ring copies of `headers` (ascending ops), one write per run
@@ -2724,8 +2740,7 @@ impl<I: Io> PrepareJournal<I> {
         let mut live_first = through_op + 1;
         while live_first <= head {
             let lap_last = head.min(live_first + config.slot_count - 1 - live_first % config.slot_count);
-            let length = (lap_last - live_first + 1) * HEADER_SIZE_BYTES as u64;
-            journal_ring.extend(self.ring_entries_bytes(config.header_copy_offset(live_first), length).await);
+            journal_ring.extend(self.ring_entries_bytes(live_first, lap_last).await);
             live_first = lap_last + 1;
         }
         for op in through_op + 1..=ring_last {
@@ -2748,17 +2763,37 @@ impl<I: Io> PrepareJournal<I> {
         Ok((file, carried.into_keys().collect()))
     }
 
-    /// The journal's bytes of adjacent ring entries, as the spare must hold
-    /// them: one read, or where it fails one read per entry (a read error
-    /// poisons only the entries it takes).
-    async fn ring_entries_bytes(&self, offset: u64, length: u64) -> Vec<u8> {
-        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; length as usize], offset).await;
+    /// The journal's bytes of the ring entries of ops `first..=last` (in one
+    /// lap of the ring), as the spare must hold them: one read, or where it
+    /// fails one read per entry. An entry no read can show is the index's
+    /// header when its op is durable (the device holds that copy: it was
+    /// written after the prepare's fsync and only a poisoning before a
+    /// rewrite takes it back, which makes the op not durable), else poison.
+    /// Poison for a durable op would take the copy its acknowledgement
+    /// rests on (disk-rot seed 348442: a latent sector error under a copy
+    /// the restart had rewritten with a write smaller than the sector).
+    /// `unvouch_copies` reads the spare's copy places too, so an entry
+    /// rebuilt here never outlives a rewrite of its op.
+    async fn ring_entries_bytes(&self, first: u64, last: u64) -> Vec<u8> {
+        let offset = self.config.header_copy_offset(first);
+        let length = (last - first + 1) as usize * HEADER_SIZE_BYTES;
+        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; length], offset).await;
         if result.is_ok() {
             return bytes;
         }
-        let mut entries = Vec::with_capacity(length as usize);
-        for entry in (offset..offset + length).step_by(HEADER_SIZE_BYTES) {
-            entries.extend(self.copy_place_bytes(entry, HEADER_SIZE_BYTES as u64).await);
+        let mut entries = Vec::with_capacity(length);
+        for op in first..=last {
+            let entry_offset = self.config.header_copy_offset(op);
+            let (result, bytes) =
+                crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], entry_offset).await;
+            match (result, self.headers.get(&op)) {
+                (Ok(()), _) => entries.extend(bytes),
+                (Err(_), Some(header)) if self.is_durable(op) => {
+                    crate::marks::hit(crate::marks::COMPACTION_RING_COPY_REBUILT);
+                    entries.extend_from_slice(&header.encode());
+                }
+                (Err(_), _) => entries.resize(entries.len() + HEADER_SIZE_BYTES, POISON_BYTE),
+            }
         }
         entries
     }

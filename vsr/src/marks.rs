@@ -54,6 +54,7 @@ pub const MARKS: &[&str] = &[
     COMPACTION_BESIDE_APPENDS,
     COMPACTION_COVERED_STAGED,
     COMPACTION_FINISHED_FOR_STORAGE,
+    COMPACTION_RING_COPY_REBUILT,
     COMPACTION_SPARE_SYNC_FAILED,
     COPY_UNREADABLE,
     CRASH_DURING_RESTART,
@@ -174,6 +175,9 @@ pub const COMPACTION_COVERED_STAGED: &str = "compaction_covered_staged";
 /// Another storage action (a truncation, a superblock write, the next
 /// checkpoint) waited for the group's compaction to be installed.
 pub const COMPACTION_FINISHED_FOR_STORAGE: &str = "compaction_finished_for_storage";
+/// A compaction's stage could not read the ring copy of a durable op and
+/// wrote it into the spare from the index.
+pub const COMPACTION_RING_COPY_REBUILT: &str = "compaction_ring_copy_rebuilt";
 /// A compaction's install refused to exchange: a mirrored fsync of its
 /// spare had failed (its own later fsync proves nothing then).
 pub const COMPACTION_SPARE_SYNC_FAILED: &str = "compaction_spare_sync_failed";

@@ -122,6 +122,19 @@ fn disk_rot_2011_743_and_2526_a_failed_mirrored_fsync_stops_the_compactions_inst
     }
 }
 
+/// Session 20: a latent sector error under the ring copies of ops 18 and 19
+/// of replica 0 (down); the restart repaired op 18 and rewrote its copy
+/// with a 256-byte write, which does not remap the 512-byte sector, so the
+/// durable copy could not be read. The next compaction copied the ring byte
+/// for byte, read poison for ops 18-21 it could not read, and the replica's
+/// new journal no longer vouched for ops it acknowledged (`Promises`). The
+/// stage now writes a durable op's unreadable ring copy from the index;
+/// story `journal_storage_faults::a_compaction_keeps_the_ring_copies_of_durable_ops_it_cannot_read`.
+#[test]
+fn disk_rot_348442_a_compaction_keeps_the_copies_of_acknowledged_ops_it_cannot_read() {
+    assert_disk_rot_passes(348442);
+}
+
 /// A testbed artefact (session 19): a misdirected write damaged op 18's
 /// ring copy in the journal; the compaction at the next checkpoint, staged
 /// beside the appends, copied the journal's copy places byte for byte into

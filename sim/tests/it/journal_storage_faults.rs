@@ -997,3 +997,47 @@ fn a_failed_mirrored_fsync_of_the_spare_stops_its_install_before_the_exchange() 
         assert!(recovery.ops_recovered.contains(&op), "acknowledged op {op} is back: {recovery:?}");
     }
 }
+
+/// Disk-rot seed 348442 (`Promises`): a latent sector error took the
+/// sector of op 18's ring copy (and op 19's, which shares it) while the
+/// replica was down; the restart repaired op 18 and rewrote its copy with
+/// a write smaller than the sector, which does not remap it, so the copy
+/// was durable and named op 18 but no read could show it. The next
+/// compaction copied the journal's ring byte for byte, read poison for the
+/// unreadable entries, and the compacted file no longer vouched for ops the
+/// replica had acknowledged. The stage now writes the copy of a durable op
+/// it cannot read from the index (the same bytes the device holds).
+#[test]
+fn a_compaction_keeps_the_ring_copies_of_durable_ops_it_cannot_read() {
+    let io = SimIo::new(11);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    let mut headers = Vec::new();
+    for _ in 0..4 {
+        let (header, body) = chain.next_prepare();
+        block_on_ready(journal.append(&header, &body)).unwrap();
+        headers.push(header);
+    }
+    block_on_ready(journal.sync()).unwrap();
+    let config = config(SLOT_COUNT);
+    for op in 3..=4 {
+        assert!(journal.is_durable(op), "op {op} may be acknowledged");
+        io.disk().fail_sector_reads(&journal_file(), config.header_copy_offset(op)).unwrap();
+    }
+    let staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
+    let installed = block_on_ready(staged.install());
+    journal.end_drain(installed).unwrap();
+    for header in &headers[2..] {
+        let copy = io
+            .disk()
+            .contents_durable_range(&journal_file(), config.header_copy_offset(header.op), 256)
+            .expect("the compacted journal holds the ring");
+        let copy = shoal_vsr::header::Header::decode(&copy);
+        assert_eq!(copy.ok().map(|copy| copy.checksum), Some(header.checksum), "op {}'s durable copy", header.op);
+    }
+    drop(journal);
+    io.disk().power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![3, 4], "both acknowledged ops, from the compacted journal");
+    assert_eq!(recovery.repair_ops, Vec::<u64>::new());
+}
