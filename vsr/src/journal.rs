@@ -276,8 +276,9 @@
 //!   next compaction's scratch file. A compaction writes the file header,
 //!   the ring, the few live prepares and a zero sector over each slot the
 //!   spare may still hold a live-window prepare in; then two fsyncs.
-//!   `JournalConfig::checkpoint_interval_ops_max` is the interval to run
-//!   in production: one compaction per almost a full ring.
+//!   The server checkpoints every half ring by default (the other half
+//!   takes the appends while a checkpoint and its compaction run beside
+//!   them); `JournalConfig::checkpoint_interval_ops_max` is the longest.
 //! - None of it stalls the appends. The compaction is staged (the spare
 //!   written from the page cache: the live prepares, and their copy places
 //!   byte for byte) once the checkpoint is durable, and from then on every
@@ -456,9 +457,10 @@ impl JournalConfig {
         u64::from(self.message_size_max_bytes).div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES
     }
 
-    /// The longest checkpoint interval this geometry allows, and the one to
-    /// run in production: a compaction (`drain`) rewrites the journal once
-    /// per interval, so the longer the interval, the rarer the rewrite.
+    /// The longest checkpoint interval this geometry allows: a compaction
+    /// rewrites the journal once per interval, so the longer the interval,
+    /// the rarer the rewrite (the server runs half the ring by default, so
+    /// that appends need not wait for a compaction beside them).
     /// `slot_count` must hold one interval of committed ops, the pipeline
     /// past the checkpoint and the view headers a view change installs
     /// (the replica asserts `checkpoint_interval_ops + VIEW_HEADERS_MAX <

@@ -7,26 +7,35 @@
 //! with batches of 1, 8 and 64 prepares, side by side with a plain `pwrite` +
 //! `fdatasync` loop (one fsync per batch) writing the same bytes at the same
 //! offsets of an equally preallocated file. The journal runs as a replica
-//! would: the production slot count, a compaction (`drain`) every
-//! `checkpoint_interval_ops_max` ops timed in, and an op counted only once it
-//! is durable with its header-ring copy (acknowledgeable). Two journal
-//! columns: `sync` (each batch acknowledged after its own two fsyncs) and
-//! `flush` (group commit: one fsync per batch, each batch acknowledged after
-//! the next batch's fsync).
+//! would: the production slot count, a compaction every checkpoint interval
+//! (the server's default, `checkpoint_interval_ops_default`, or
+//! `--interval-ops`) timed in, and an op counted only once it
+//! is durable with its header-ring copy (acknowledgeable). Three journal
+//! columns: `sync` (each batch acknowledged after its own two fsyncs, the
+//! compaction in the loop), `flush+drain` (group commit: one fsync per
+//! batch, each batch acknowledged after the next batch's fsync; the
+//! compaction in the loop, as before session 19) and `flush` (the same
+//! with the compaction staged and installed beside the appends, as a node
+//! runs it: `stage_drain`, `StagedDrain::install` polled between batches,
+//! `end_drain`).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use shoal_runtime::config::checkpoint_interval_ops_default;
 use shoal_runtime::{DriverChoice, RealIo, build_runtime};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use shoal_vsr::journal::{
-    CHECKPOINT_RESERVED_SLOTS, JournalConfig, PrepareJournal, SLOT_COUNT_MAX, ZERO_FILL_CHUNK_BYTES,
+    CHECKPOINT_RESERVED_SLOTS, InstalledDrain, JournalConfig, PrepareJournal, SLOT_COUNT_MAX, ZERO_FILL_CHUNK_BYTES,
 };
 
 /// Bodies and slots above this are not what the journal bench is about.
@@ -81,6 +90,10 @@ struct JournalArgs {
     /// stops at its share or at --count prepares, whichever comes first.
     #[arg(long, default_value_t = TOTAL_BUDGET_SECS_DEFAULT)]
     seconds: f64,
+    /// Checkpoint interval: a compaction once this many ops are live
+    /// (default: the server's, half the journal).
+    #[arg(long)]
+    interval_ops: Option<u64>,
     /// compio driver for the journal columns: auto, io_uring or polling.
     #[arg(long, default_value = "auto")]
     io_driver: DriverChoice,
@@ -107,6 +120,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line on a run's compactions: how long the appends stood still for
+/// them, and for staged ones how long their windows lasted.
+fn compactions_line(batch: usize, label: &str, result: &RunResult) -> String {
+    let compactions = result.compactions;
+    let share = |time: Duration| 100.0 * time.as_secs_f64() / result.elapsed.as_secs_f64();
+    let mut line = format!(
+        "batch {batch:>2} {label}: {} ops, {} compactions, appends stalled {:.1} ms by them ({:.1} % of the run)",
+        result.ops,
+        compactions.count,
+        compactions.stall_time.as_secs_f64() * 1e3,
+        share(compactions.stall_time)
+    );
+    if compactions.window_time > Duration::ZERO {
+        line.push_str(&format!(
+            "; windows {:.1} ms ({:.1} %), {} waits for an install",
+            compactions.window_time.as_secs_f64() * 1e3,
+            share(compactions.window_time),
+            compactions.install_waits
+        ));
+    }
+    line
+}
+
 /// What every run of one benchmark shares.
 #[derive(Debug)]
 struct Plan {
@@ -119,6 +155,8 @@ struct Plan {
     headers: Vec<Header>,
     bodies: Vec<Vec<u8>>,
     run_budget: Duration,
+    /// Ops live before a compaction (fewer with large batches).
+    interval_ops: u64,
 }
 
 /// The result of one run.
@@ -128,9 +166,32 @@ struct RunResult {
     bytes: u64,
     elapsed: Duration,
     batch_latency_us: Histogram<u64>,
-    /// Compactions run inside the timed region, and the time they took.
-    drains: usize,
-    drain_time: Duration,
+    compactions: Compactions,
+}
+
+/// Compactions run inside the timed region.
+#[derive(Debug, Default, Clone, Copy)]
+struct Compactions {
+    count: usize,
+    /// The time the append loop stood still for them: the whole drain, or
+    /// a staged one's stage and the waits for its install.
+    stall_time: Duration,
+    /// Staged: from the stage to `end_drain`, appends going on.
+    window_time: Duration,
+    /// Staged: the next batch would have passed the live window, so the
+    /// loop waited for the install.
+    install_waits: usize,
+}
+
+impl Compactions {
+    fn merge(self, other: Compactions) -> Compactions {
+        Compactions {
+            count: self.count + other.count,
+            stall_time: self.stall_time + other.stall_time,
+            window_time: self.window_time + other.window_time,
+            install_waits: self.install_waits + other.install_waits,
+        }
+    }
 }
 
 impl RunResult {
@@ -140,8 +201,7 @@ impl RunResult {
             bytes: 0,
             elapsed: Duration::ZERO,
             batch_latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
-            drains: 0,
-            drain_time: Duration::ZERO,
+            compactions: Compactions::default(),
         }
     }
 
@@ -151,8 +211,7 @@ impl RunResult {
         self.bytes += other.bytes;
         self.elapsed += other.elapsed;
         self.batch_latency_us.add(&other.batch_latency_us).expect("same histogram bounds");
-        self.drains += other.drains;
-        self.drain_time += other.drain_time;
+        self.compactions = self.compactions.merge(other.compactions);
         self
     }
 
@@ -173,8 +232,7 @@ struct Meter {
     histogram: Histogram<u64>,
     ops: usize,
     bytes: u64,
-    drains: usize,
-    drain_time: Duration,
+    compactions: Compactions,
 }
 
 impl Meter {
@@ -185,8 +243,7 @@ impl Meter {
             histogram: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
             ops: 0,
             bytes: 0,
-            drains: 0,
-            drain_time: Duration::ZERO,
+            compactions: Compactions::default(),
         }
     }
 
@@ -208,8 +265,7 @@ impl Meter {
             bytes: self.bytes,
             elapsed: self.started.elapsed(),
             batch_latency_us: self.histogram,
-            drains: self.drains,
-            drain_time: self.drain_time,
+            compactions: self.compactions,
         }
     }
 }
@@ -221,6 +277,10 @@ enum Durability {
     Sync,
     /// `flush` after each batch: one fsync per batch; a batch is acknowledged
     /// when a later flush reports its ops durable with their ring copies.
+    /// The compaction runs in the loop (`drain`).
+    FlushDrain,
+    /// `FlushDrain`, with the compaction staged and installed beside the
+    /// appends, as a node runs it.
     Flush,
 }
 
@@ -228,6 +288,7 @@ impl Durability {
     fn label(self) -> &'static str {
         match self {
             Durability::Sync => "journal sync",
+            Durability::FlushDrain => "journal flush+drain",
             Durability::Flush => "journal flush",
         }
     }
@@ -253,7 +314,10 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
     if args.slots <= CHECKPOINT_RESERVED_SLOTS || args.slots > SLOT_COUNT_MAX {
         return Err(format!("--slots must be {}..={SLOT_COUNT_MAX}", CHECKPOINT_RESERVED_SLOTS + 1));
     }
-    let interval_ops = config.checkpoint_interval_ops_max();
+    let interval_ops = args.interval_ops.unwrap_or(checkpoint_interval_ops_default(args.slots));
+    if interval_ops == 0 || interval_ops > config.checkpoint_interval_ops_max() {
+        return Err(format!("--interval-ops must be 1..={}", config.checkpoint_interval_ops_max()));
+    }
     if args.batches.is_empty() || args.batches.iter().any(|&b| b == 0 || b > args.count || 4 * b as u64 > args.slots) {
         return Err("--batches must be positive, at most --count and at most a quarter of --slots".to_string());
     }
@@ -264,7 +328,7 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
     let (headers, bodies) = prepares(args.count, args.body_bytes);
     let entries: Vec<Vec<u8>> = headers.iter().zip(&bodies).map(|(h, b)| h.encode_message(b)).collect();
     let offsets: Vec<u64> = headers.iter().map(|header| config.slot_offset(header.op)).collect();
-    let implementations = [Some(Durability::Sync), Some(Durability::Flush), None];
+    let implementations = [Some(Durability::Sync), Some(Durability::FlushDrain), Some(Durability::Flush), None];
     let runs = args.batches.len() * implementations.len();
     let plan = Plan {
         dir: dir.clone(),
@@ -274,6 +338,7 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
         headers,
         bodies,
         run_budget: Duration::from_secs_f64(args.seconds / (runs * ROUNDS) as f64),
+        interval_ops,
     };
 
     let runtime = build_runtime(args.io_driver).map_err(|e| e.to_string())?;
@@ -293,22 +358,24 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
     );
     println!("journal: vsr::journal::PrepareJournal on RealIo (compio driver {driver}), append_batch per batch");
     println!("  sync:  then sync (two fsyncs: prepares, then their header-ring copies); acknowledged after it");
-    println!("  flush: then flush (one fsync); acknowledged when a later flush reports the batch durable");
+    println!("  flush+drain: then flush (one fsync); acknowledged when a later flush reports the batch durable;");
+    println!("         the compaction (drain) in the append loop");
+    println!("  flush: the same, the compaction staged in the loop and installed beside the appends (as a node)");
     println!("plain: std pwrite per entry + one fdatasync per batch, same bytes at the same offsets");
     println!("all files preallocated alike (zero-filled), untimed; drains inside the timed region");
     println!();
-    let columns = ["journal sync", "journal flush", "pwrite+fdatasync"];
+    let columns = ["journal sync", "journal flush+drain", "journal flush", "pwrite+fdatasync"];
     print!("{:>5} |", "batch");
     for column in columns {
         print!(" {column:^36} |");
     }
-    println!(" {:>6} {:>6}", "sync/", "flush/");
+    println!(" {:>6} {:>6} {:>6}", "sync/", "f+d/", "flush/");
     print!("{:>5} |", "");
     for _ in columns {
         print!(" {:>10} {:>7} {:>8} {:>8} |", "ops/s", "MB/s", "p50 µs", "p99 µs");
     }
-    println!(" {:>6} {:>6}", "plain", "plain");
-    println!("{}", "-".repeat(5 + 2 + 3 * 39 + 14));
+    println!(" {:>6} {:>6} {:>6}", "plain", "plain", "plain");
+    println!("{}", "-".repeat(5 + 2 + 4 * 39 + 21));
 
     let mut failure = None;
     let mut drains = Vec::new();
@@ -342,17 +409,14 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
                         result.batch_latency_us.value_at_quantile(0.99)
                     );
                 }
-                let plain = results[2].ops_per_sec();
-                println!(" {:>6.2} {:>6.2}", results[0].ops_per_sec() / plain, results[1].ops_per_sec() / plain);
-                for (result, implementation) in results.iter().zip(implementations).take(2) {
+                let plain = results[3].ops_per_sec();
+                for result in &results[..3] {
+                    print!(" {:>6.2}", result.ops_per_sec() / plain);
+                }
+                println!();
+                for (result, implementation) in results.iter().zip(implementations).take(3) {
                     let label = implementation.map_or("plain", Durability::label);
-                    drains.push(format!(
-                        "batch {batch:>2} {label}: {} ops, {} drains, {:.1} ms in drains ({:.1} % of the run)",
-                        result.ops,
-                        result.drains,
-                        result.drain_time.as_secs_f64() * 1e3,
-                        100.0 * result.drain_time.as_secs_f64() / result.elapsed.as_secs_f64()
-                    ));
+                    drains.push(compactions_line(batch, label, result));
                 }
             }
             Err(error) => {
@@ -393,8 +457,10 @@ fn prepares(count: usize, body_bytes: usize) -> (Vec<Header>, Vec<Vec<u8>>) {
     (headers, bodies)
 }
 
-/// The journal column: `append_batch`, then `sync` or `flush`, and a drain
-/// whenever a checkpoint interval of ops is live, as a replica would.
+/// The journal column: `append_batch`, then `sync` or `flush`, and a
+/// compaction whenever a checkpoint interval of ops is live, as a replica
+/// would: in the loop (`drain`), or staged in the loop and installed beside
+/// the appends (`Durability::Flush`).
 async fn run_journal(plan: &Plan, batch: usize, durability: Durability) -> Result<RunResult, String> {
     let io = RealIo::new();
     let dir = plan.dir.join(format!("journal-{batch}"));
@@ -403,39 +469,66 @@ async fn run_journal(plan: &Plan, batch: usize, durability: Durability) -> Resul
     // Untimed: create preallocates the journal and its spare.
     let mut journal =
         PrepareJournal::create(&io, &dir, plan.config).await.map_err(|e| format!("create journal: {e}"))?;
-    let interval_ops = drain_interval_ops(&plan.config, batch);
+    let interval_ops = drain_interval_ops(plan, batch);
     let mut meter = Meter::new(plan.run_budget);
     // Batches written but not acknowledged yet: (started, end index, bytes).
     let mut unacknowledged: VecDeque<(Instant, usize, usize, u64)> = VecDeque::new();
     let mut acknowledged_op_max = 0u64;
+    let mut install: Option<Install> = None;
     let mut next = 0;
     while next < plan.entries.len() && !meter.out_of_time() {
         let end = (next + batch).min(plan.entries.len());
+        if let Some(pending) = install.as_mut()
+            && pending.done.is_none()
+            && plan.headers[end - 1].op > journal.snapshot_op() + plan.config.slot_count
+        {
+            // Past the old file's live window the batch waits for the install.
+            let waited = Instant::now();
+            pending.done = Some((&mut pending.future).await);
+            meter.compactions.stall_time += waited.elapsed();
+            meter.compactions.install_waits += 1;
+        }
+        end_install_if_done(&mut journal, &mut meter, &mut install)?;
         let batch_started = Instant::now();
         let prepares: Vec<(Header, &[u8])> =
             (next..end).map(|index| (plan.headers[index], plan.bodies[index].as_slice())).collect();
-        journal.append_batch(&prepares).await.map_err(|e| format!("append: {e}"))?;
+        beside(journal.append_batch(&prepares), &mut install).await.map_err(|e| format!("append: {e}"))?;
         let bytes: u64 = (next..end).map(|index| plan.entries[index].len() as u64).sum();
         unacknowledged.push_back((batch_started, next, end, bytes));
         match durability {
             Durability::Sync => journal.sync().await.map_err(|e| format!("sync: {e}"))?,
-            Durability::Flush => {
-                journal.flush().await.map_err(|e| format!("flush: {e}"))?;
+            Durability::FlushDrain | Durability::Flush => {
+                beside(journal.flush(), &mut install).await.map_err(|e| format!("flush: {e}"))?;
             }
         }
         acknowledge(&journal, plan, &mut unacknowledged, &mut meter, &mut acknowledged_op_max);
+        end_install_if_done(&mut journal, &mut meter, &mut install)?;
         let head = journal.op_max().expect("ops were appended");
-        if head - journal.snapshot_op() >= interval_ops && acknowledged_op_max > journal.snapshot_op() {
+        let due = head - journal.snapshot_op() >= interval_ops && acknowledged_op_max > journal.snapshot_op();
+        if due && install.is_none() {
             // The checkpoint covers what is committed (acknowledged here).
-            let drain_started = Instant::now();
-            journal.drain(acknowledged_op_max).await.map_err(|e| format!("drain: {e}"))?;
-            meter.drain_time += drain_started.elapsed();
-            meter.drains += 1;
+            let started = Instant::now();
+            if durability == Durability::Flush {
+                let staged = journal.stage_drain(acknowledged_op_max).await.map_err(|e| format!("stage: {e}"))?;
+                if let Some(staged) = staged {
+                    install = Some(Install { started, future: Box::pin(staged.install()), done: None });
+                }
+            } else {
+                journal.drain(acknowledged_op_max).await.map_err(|e| format!("drain: {e}"))?;
+                meter.compactions.count += 1;
+            }
+            meter.compactions.stall_time += started.elapsed();
             // A drain rewrites what it carries with its ring copies.
             acknowledge(&journal, plan, &mut unacknowledged, &mut meter, &mut acknowledged_op_max);
         }
         next = end;
     }
+    if let Some(pending) = install.as_mut()
+        && pending.done.is_none()
+    {
+        pending.done = Some((&mut pending.future).await);
+    }
+    end_install_if_done(&mut journal, &mut meter, &mut install)?;
     if !unacknowledged.is_empty() {
         journal.sync().await.map_err(|e| format!("sync: {e}"))?;
         acknowledge(&journal, plan, &mut unacknowledged, &mut meter, &mut acknowledged_op_max);
@@ -453,11 +546,50 @@ async fn run_journal(plan: &Plan, batch: usize, durability: Durability) -> Resul
     Ok(result)
 }
 
+/// A staged compaction's install, running beside the appends.
+struct Install {
+    started: Instant,
+    future: Pin<Box<dyn Future<Output = InstalledDrain>>>,
+    /// Its outcome, once it ended, for `end_drain`.
+    done: Option<InstalledDrain>,
+}
+
+/// Run `work` (a journal call) and poll a running install with it, as a
+/// node polls its storage futures whenever its task wakes.
+async fn beside<T>(work: impl Future<Output = T>, install: &mut Option<Install>) -> T {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Some(pending) = install.as_mut()
+            && pending.done.is_none()
+            && let Poll::Ready(installed) = pending.future.as_mut().poll(cx)
+        {
+            pending.done = Some(installed);
+        }
+        work.as_mut().poll(cx)
+    })
+    .await
+}
+
+fn end_install_if_done(
+    journal: &mut PrepareJournal<RealIo>,
+    meter: &mut Meter,
+    install: &mut Option<Install>,
+) -> Result<(), String> {
+    if install.as_ref().is_none_or(|pending| pending.done.is_none()) {
+        return Ok(());
+    }
+    let Install { started, done, .. } = install.take().expect("checked");
+    journal.end_drain(done.expect("checked")).map_err(|e| format!("install: {e}"))?;
+    meter.compactions.count += 1;
+    meter.compactions.window_time += started.elapsed();
+    Ok(())
+}
+
 /// The production checkpoint interval, shortened where the batch is larger
 /// than a replica's pipeline: the unacknowledged batch and the next one
 /// must fit between the checkpoint and the end of the ring.
-fn drain_interval_ops(config: &JournalConfig, batch: usize) -> u64 {
-    config.checkpoint_interval_ops_max().min(config.slot_count - 2 * batch as u64)
+fn drain_interval_ops(plan: &Plan, batch: usize) -> u64 {
+    plan.interval_ops.min(plan.config.slot_count - 2 * batch as u64)
 }
 
 /// Record every leading batch whose ops are all durable with their copies.
