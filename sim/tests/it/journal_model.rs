@@ -8,6 +8,11 @@
 //!
 //! - every op whose append and a following sync returned Ok is recovered
 //!   intact after every reopen (unless the test corrupted it);
+//! - every op the journal calls durable (`is_durable`: it may be
+//!   acknowledged) has a copy of its header in the file the durable
+//!   directory names, also when a latent sector error hides the ring copy
+//!   from reads (disk-rot seed 348442: a compaction replaced such copies
+//!   with poison);
 //! - no live entry is evicted from the index while the journal runs;
 //! - the in-memory `snapshot_op` never exceeds the one in the durable file,
 //!   and a reopen never recovers one beyond the highest drain attempted or
@@ -60,6 +65,10 @@ enum Step {
     FailNextWrite,
     FailNextSync,
     Corrupt(u8),
+    /// A latent sector error under the ring copy of a live acknowledged
+    /// op (and of the op that shares its sector): reads fail until a
+    /// write covers the whole sector.
+    FailRingReads(u8),
     Repair,
 }
 
@@ -85,6 +94,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::FailNextWrite),
         1 => Just(Step::FailNextSync),
         1 => any::<u8>().prop_map(Step::Corrupt),
+        1 => any::<u8>().prop_map(Step::FailRingReads),
         1 => Just(Step::Repair),
     ]
 }
@@ -392,6 +402,33 @@ impl Harness {
             }
             assert_eq!(journal.header(op), Some(&self.appended[&op].0), "live acked op {op} was evicted");
         }
+        self.check_durable_copies(&durable);
+    }
+
+    /// Every op the journal calls durable has a copy of its header (ring
+    /// or carried) in `durable`, the file the durable directory names.
+    fn check_durable_copies(&self, durable: &[u8]) {
+        let journal = self.journal.as_ref().expect("journal is open");
+        let config = config(SLOT_COUNT);
+        let head = journal.op_max().unwrap_or(0);
+        for op in journal.snapshot_op() + 1..=head {
+            let Some(header) = journal.header(op) else { continue };
+            if !journal.is_durable(op) || self.corrupted.contains(&op) {
+                continue;
+            }
+            let names_it = |offset: u64| {
+                let start = offset as usize;
+                durable
+                    .get(start..start + HEADER_SIZE_BYTES)
+                    .and_then(|bytes| Header::decode(bytes).ok())
+                    .is_some_and(|copy| copy.checksum == header.checksum)
+            };
+            assert!(
+                config.header_copy_offsets(op).any(names_it),
+                "op {op} is durable but no copy of its header is durable; trace: {:#?}",
+                self.trace
+            );
+        }
     }
 
     fn crash(&mut self) {
@@ -505,6 +542,16 @@ impl Harness {
                     self.io.disk().corrupt_sector(&self.path, offset).expect("journal exists");
                     self.corrupted.insert(op);
                     self.trace.push(format!("corrupt {op}"));
+                }
+            }
+            Step::FailRingReads(pick) => {
+                let snapshot_op = self.journal().snapshot_op();
+                let live: Vec<u64> = self.acked.range(snapshot_op + 1..).copied().collect();
+                if !live.is_empty() {
+                    let op = live[*pick as usize % live.len()];
+                    let offset = config(SLOT_COUNT).header_copy_offset(op);
+                    self.io.disk().fail_sector_reads(&self.path, offset).expect("journal exists");
+                    self.trace.push(format!("latent sector error under op {op}'s ring copy"));
                 }
             }
             Step::Repair => {
