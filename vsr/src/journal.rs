@@ -290,11 +290,15 @@
 //!   reported durable above the checkpoint: the old one got every write
 //!   and fsync; the spare got the stage's copy before the install's fsync
 //!   and every later write before the fsync that reported it. The copy
-//!   places are copied, not rebuilt from the index: a copy in another
-//!   place than the journal's, or of an op whose own copy is still to be
-//!   written, would escape the `unvouch_copies` that poisons the journal's
-//!   copy before a rewrite. During the window a write costs two page-cache
-//!   writes and a flush two fdatasyncs.
+//!   places are copied, not rebuilt from the index (a copy of an op whose
+//!   own copy is still to be written would vouch for a prepare not yet
+//!   durable), with one exception: a durable op whose ring entry does not
+//!   name it (unreadable, or its copy carried in a region that may read no
+//!   better) gets its ring copy from the index, so the compaction never
+//!   drops the copy an acknowledgement rests on (disk-rot seed 348442).
+//!   During the window `unvouch_copies` poisons a copy that names its op
+//!   in either file. A write costs two page-cache writes and a flush two
+//!   fdatasyncs.
 //!   A read-only journal opened before a compaction keeps reading the
 //!   retired file, which the next compaction rewrites in place: its reads
 //!   then fail the checksum check (`Corrupt`), never return another op's
@@ -1134,6 +1138,11 @@ impl<I: Io> StagedDrain<I> {
             Err(error) => after(error),
         }
     }
+}
+
+/// `copy` (a copy place's bytes) is a valid copy of exactly `header`.
+fn names_prepare(copy: &[u8], header: &Header) -> bool {
+    Header::decode(copy).is_ok_and(|copy| copy.checksum == header.checksum)
 }
 
 /// A journal flush whose fdatasync is still to run (`PrepareJournal::flush_begin`):
@@ -2730,7 +2739,16 @@ impl<I: Io> PrepareJournal<I> {
         }
         // Ring copies, one write per run of adjacent entries: the journal's
         // own entries for the live ops (a faulty one's evidence made
-        // explicit), zeros above the head. They go with the same fsync as
+        // explicit), zeros above the head. A durable op whose entry does
+        // not name it gets its header from the index instead: the device
+        // holds a copy of it (a ring entry no read can show, or a carried
+        // copy, whose region may read no better), and its acknowledgement
+        // rests on one in whichever file the directory names (disk-rot seed
+        // 348442: a latent sector error under ring copies the restart had
+        // rewritten with writes smaller than the sector; the stage wrote
+        // poison, and the compacted journal vouched for none of four ops
+        // the replica had acknowledged). `unvouch_copies` reads the
+        // spare's copy places too, so such a copy never outlives a rewrite. They go with the same fsync as
         // their prepares: the tmp file is not the journal until its
         // exchange is durable, after that fsync.
         let ring_last = faulty.keys().max().copied().unwrap_or(through_op).max(clear_last).max(head);
@@ -2750,8 +2768,15 @@ impl<I: Io> PrepareJournal<I> {
                 Some(Some(header)) => run.extend_from_slice(&header.encode()),
                 Some(None) => run.resize(run.len() + HEADER_SIZE_BYTES, POISON_BYTE),
                 None if op <= head => {
-                    let entry = (op - through_op - 1) as usize * HEADER_SIZE_BYTES;
-                    run.extend_from_slice(&journal_ring[entry..entry + HEADER_SIZE_BYTES]);
+                    let start = (op - through_op - 1) as usize * HEADER_SIZE_BYTES;
+                    let entry = &journal_ring[start..start + HEADER_SIZE_BYTES];
+                    match self.headers.get(&op) {
+                        Some(header) if self.is_durable(op) && !names_prepare(entry, header) => {
+                            crate::marks::hit(crate::marks::COMPACTION_RING_COPY_REBUILT);
+                            run.extend_from_slice(&header.encode());
+                        }
+                        _ => run.extend_from_slice(entry),
+                    }
                 }
                 None => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
             }
@@ -2767,35 +2792,18 @@ impl<I: Io> PrepareJournal<I> {
 
     /// The journal's bytes of the ring entries of ops `first..=last` (in one
     /// lap of the ring), as the spare must hold them: one read, or where it
-    /// fails one read per entry. An entry no read can show is the index's
-    /// header when its op is durable (the device holds that copy: it was
-    /// written after the prepare's fsync and only a poisoning before a
-    /// rewrite takes it back, which makes the op not durable), else poison.
-    /// Poison for a durable op would take the copy its acknowledgement
-    /// rests on (disk-rot seed 348442: a latent sector error under a copy
-    /// the restart had rewritten with a write smaller than the sector).
-    /// `unvouch_copies` reads the spare's copy places too, so an entry
-    /// rebuilt here never outlives a rewrite of its op.
+    /// fails one read per entry (a read error poisons only the entries it
+    /// takes; the stage then rebuilds those of durable ops).
     async fn ring_entries_bytes(&self, first: u64, last: u64) -> Vec<u8> {
         let offset = self.config.header_copy_offset(first);
-        let length = (last - first + 1) as usize * HEADER_SIZE_BYTES;
-        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; length], offset).await;
+        let length = (last - first + 1) * HEADER_SIZE_BYTES as u64;
+        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; length as usize], offset).await;
         if result.is_ok() {
             return bytes;
         }
-        let mut entries = Vec::with_capacity(length);
-        for op in first..=last {
-            let entry_offset = self.config.header_copy_offset(op);
-            let (result, bytes) =
-                crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], entry_offset).await;
-            match (result, self.headers.get(&op)) {
-                (Ok(()), _) => entries.extend(bytes),
-                (Err(_), Some(header)) if self.is_durable(op) => {
-                    crate::marks::hit(crate::marks::COMPACTION_RING_COPY_REBUILT);
-                    entries.extend_from_slice(&header.encode());
-                }
-                (Err(_), _) => entries.resize(entries.len() + HEADER_SIZE_BYTES, POISON_BYTE),
-            }
+        let mut entries = Vec::with_capacity(length as usize);
+        for entry in (offset..offset + length).step_by(HEADER_SIZE_BYTES) {
+            entries.extend(self.copy_place_bytes(entry, HEADER_SIZE_BYTES as u64).await);
         }
         entries
     }

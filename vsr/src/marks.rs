@@ -175,8 +175,9 @@ pub const COMPACTION_COVERED_STAGED: &str = "compaction_covered_staged";
 /// Another storage action (a truncation, a superblock write, the next
 /// checkpoint) waited for the group's compaction to be installed.
 pub const COMPACTION_FINISHED_FOR_STORAGE: &str = "compaction_finished_for_storage";
-/// A compaction's stage could not read the ring copy of a durable op and
-/// wrote it into the spare from the index.
+/// A compaction's stage wrote the ring copy of a durable op into the spare
+/// from the index: the journal's ring entry did not name it (unreadable, or
+/// the op's copy is carried in a region).
 pub const COMPACTION_RING_COPY_REBUILT: &str = "compaction_ring_copy_rebuilt";
 /// A compaction's install refused to exchange: a mirrored fsync of its
 /// spare had failed (its own later fsync proves nothing then).

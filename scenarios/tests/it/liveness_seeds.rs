@@ -135,6 +135,21 @@ fn disk_rot_348442_a_compaction_keeps_the_copies_of_acknowledged_ops_it_cannot_r
     assert_disk_rot_passes(348442);
 }
 
+/// Session 20, found by a sweep of the first fix of 348442 (2 of 50,000):
+/// op 17 was durable with its copy carried in the region before op 18's
+/// slot, written with op 18, which a view change then truncated; the
+/// compaction wrote zeros over the regions above the head and dropped the
+/// only copy of an op replica 2 had acknowledged (`Promises`). The stage
+/// now gives every durable op whose ring entry does not name it a ring copy
+/// from the index; story
+/// `journal_storage_faults::a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write`.
+#[test]
+fn disk_rot_353521_and_354525_a_compaction_keeps_a_copy_carried_by_a_truncated_write() {
+    for seed in [353521, 354525] {
+        assert_disk_rot_passes(seed);
+    }
+}
+
 /// A testbed artefact (session 19): a misdirected write damaged op 18's
 /// ring copy in the journal; the compaction at the next checkpoint, staged
 /// beside the appends, copied the journal's copy places byte for byte into

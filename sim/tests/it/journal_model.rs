@@ -65,10 +65,11 @@ enum Step {
     FailNextWrite,
     FailNextSync,
     Corrupt(u8),
-    /// A latent sector error under the ring copy of a live acknowledged
-    /// op (and of the op that shares its sector): reads fail until a
-    /// write covers the whole sector.
-    FailRingReads(u8),
+    /// A latent sector error under a copy place of a live acknowledged op
+    /// (its ring entry, or the entry of a carried-copies region after it;
+    /// the sector holds other copies too): reads fail until a write covers
+    /// the whole sector.
+    FailCopyReads(u8, u8),
     Repair,
 }
 
@@ -94,7 +95,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::FailNextWrite),
         1 => Just(Step::FailNextSync),
         1 => any::<u8>().prop_map(Step::Corrupt),
-        1 => any::<u8>().prop_map(Step::FailRingReads),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(op, place)| Step::FailCopyReads(op, place)),
         1 => Just(Step::Repair),
     ]
 }
@@ -544,14 +545,16 @@ impl Harness {
                     self.trace.push(format!("corrupt {op}"));
                 }
             }
-            Step::FailRingReads(pick) => {
+            Step::FailCopyReads(pick, place) => {
                 let snapshot_op = self.journal().snapshot_op();
                 let live: Vec<u64> = self.acked.range(snapshot_op + 1..).copied().collect();
                 if !live.is_empty() {
                     let op = live[*pick as usize % live.len()];
-                    let offset = config(SLOT_COUNT).header_copy_offset(op);
+                    let config = config(SLOT_COUNT);
+                    let places: Vec<u64> = config.header_copy_offsets(op).collect();
+                    let offset = places[*place as usize % places.len()];
                     self.io.disk().fail_sector_reads(&self.path, offset).expect("journal exists");
-                    self.trace.push(format!("latent sector error under op {op}'s ring copy"));
+                    self.trace.push(format!("latent sector error under a copy place of op {op} at {offset}"));
                 }
             }
             Step::Repair => {

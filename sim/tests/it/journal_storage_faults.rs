@@ -1041,3 +1041,86 @@ fn a_compaction_keeps_the_ring_copies_of_durable_ops_it_cannot_read() {
     assert_eq!(recovery.ops_recovered, vec![3, 4], "both acknowledged ops, from the compacted journal");
     assert_eq!(recovery.repair_ops, Vec::<u64>::new());
 }
+
+/// The carried-copies twin of disk-rot 348442: ops 1 and 2 are durable
+/// with their copies carried in the region before op 3's slot (written with
+/// op 3, never in the ring), and a latent sector error takes that region. A
+/// compaction must still give the compacted journal a copy of op 2, which
+/// it keeps live.
+#[test]
+fn a_compaction_keeps_a_carried_copy_of_a_durable_op_it_cannot_read() {
+    let io = SimIo::new(13);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    let mut headers = Vec::new();
+    // Three batches of two fresh ops, a flush each: a batch's write carries
+    // the copies the flush before made ready.
+    for _ in 0..3 {
+        let prepares: Vec<_> = (0..2).map(|_| chain.next_prepare()).collect();
+        headers.extend(prepares.iter().map(|(header, _)| *header));
+        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
+        block_on_ready(journal.append_batch(&batch)).unwrap();
+        block_on_ready(journal.flush()).unwrap();
+    }
+    let config = config(SLOT_COUNT);
+    let carried_only: Vec<u64> = (1..=4)
+        .filter(|&op| journal.is_durable(op))
+        .filter(|&op| {
+            let ring = io.disk().contents_durable_range(&journal_file(), config.header_copy_offset(op), 256).unwrap();
+            shoal_vsr::header::Header::decode(&ring).map_or(true, |copy| copy.op != op)
+        })
+        .collect();
+    assert!(!carried_only.is_empty(), "some durable op has its copy carried only");
+    let op = carried_only[carried_only.len() - 1];
+    for offset in config.header_copy_offsets(op).skip(1) {
+        io.disk().fail_sector_reads(&journal_file(), offset).unwrap();
+    }
+    let staged = block_on_ready(journal.stage_drain(op - 1)).unwrap().expect("ops to compact");
+    let installed = block_on_ready(staged.install());
+    journal.end_drain(installed).unwrap();
+    let header = headers[(op - 1) as usize];
+    let named = config.header_copy_offsets(op).any(|offset| {
+        let copy = io.disk().contents_durable_range(&journal_file(), offset, 256).unwrap();
+        shoal_vsr::header::Header::decode(&copy).is_ok_and(|copy| copy.checksum == header.checksum)
+    });
+    assert!(named, "durable op {op} has a durable copy in the compacted journal");
+}
+
+/// Disk-rot seeds 353521 and 354525 (`Promises`, found by a sweep of the
+/// first fix of 348442): op 2 is durable with its copy carried in the
+/// region before op 3's slot (written with op 3); a view change truncates
+/// ops 3 and 4, so op 2 is the head. The compaction wrote zeros over the
+/// carried-copies regions above the head (it took them for leftovers of
+/// the spare's previous life) and so dropped the only copy of an op the
+/// replica had acknowledged.
+#[test]
+fn a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write() {
+    let io = SimIo::new(17);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    let mut headers = Vec::new();
+    for _ in 0..2 {
+        let prepares: Vec<_> = (0..2).map(|_| chain.next_prepare()).collect();
+        headers.extend(prepares.iter().map(|(header, _)| *header));
+        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
+        block_on_ready(journal.append_batch(&batch)).unwrap();
+        block_on_ready(journal.flush()).unwrap();
+    }
+    let config = config(SLOT_COUNT);
+    assert!(journal.is_durable(2), "op 2 may be acknowledged");
+    let ring = io.disk().contents_durable_range(&journal_file(), config.header_copy_offset(2), 256).unwrap();
+    assert!(shoal_vsr::header::Header::decode(&ring).is_err(), "op 2's copy is carried, not in the ring");
+    block_on_ready(journal.truncate_after(2)).unwrap();
+    let staged = block_on_ready(journal.stage_drain(1)).unwrap().expect("ops to compact");
+    let installed = block_on_ready(staged.install());
+    journal.end_drain(installed).unwrap();
+    let named = config.header_copy_offsets(2).any(|offset| {
+        let copy = io.disk().contents_durable_range(&journal_file(), offset, 256).unwrap();
+        shoal_vsr::header::Header::decode(&copy).is_ok_and(|copy| copy.checksum == headers[1].checksum)
+    });
+    assert!(named, "durable op 2 has a durable copy in the compacted journal");
+    drop(journal);
+    io.disk().power_loss();
+    let (_, recovery) = open(&io);
+    assert_eq!(recovery.ops_recovered, vec![2]);
+}
