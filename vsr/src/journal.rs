@@ -2401,6 +2401,12 @@ impl<I: Io> PrepareJournal<I> {
         self.snapshot_op
     }
 
+    /// The checksum of the op at `snapshot_op`, which the next op's parent
+    /// must equal, when the compaction knew it.
+    pub fn snapshot_checksum(&self) -> Option<u128> {
+        self.snapshot_checksum
+    }
+
     /// Live ops at or below `op_max` that are missing or corrupt.
     pub fn repair_ops(&self) -> Vec<u64> {
         self.missing.iter().copied().collect()
