@@ -65,6 +65,7 @@ use std::time::{Duration, Instant};
 
 use crossfire::mpsc::{Array, bounded_blocking_async};
 use crossfire::{AsyncRx, BlockingTxTrait, MTx, TrySendError};
+use shoal_shard::PartitionLogConfig;
 use shoal_shard::frame::FrameVariant;
 use shoal_shard::handoff::metadata_journal_config;
 use shoal_shard::lifecycle::ShutdownFlag;
@@ -531,9 +532,10 @@ async fn open_group(
 ) -> Result<Group<RealIo>, HostError> {
     let dir = config.data_dir.as_path();
     let storage_error = |error| HostError::Storage { namespace, dir: dir.to_path_buf(), error };
-    let machine = GroupMachine::open_in_cluster(io, dir, namespace, config.replica_count)
-        .await
-        .map_err(|error| HostError::Partition { namespace, error: error.to_string() })?;
+    let machine =
+        GroupMachine::open_in_cluster(io, dir, namespace, config.replica_count, PartitionLogConfig::default())
+            .await
+            .map_err(|error| HostError::Partition { namespace, error: error.to_string() })?;
     let seed = io.entropy_u64();
     let replica_config = replica_config(config, namespace, seed);
     // A group whose superblock or checkpoint lost both copies does not stop

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod config;
 pub mod data_dir;
 pub mod host;
+pub mod limits;
 pub mod metrics;
 pub mod pinning;
 pub mod real_io;

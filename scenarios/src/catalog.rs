@@ -249,6 +249,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         large_append_ppm: 0,
         checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
         checkpoint_interval_ops: shoal_sim::CHECKPOINT_INTERVAL_OPS,
+        partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
     }
 }
 

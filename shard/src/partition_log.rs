@@ -74,6 +74,7 @@
 //! Corruption is a typed error: the replica must repair the partition from a
 //! peer, never guess.
 
+use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -84,6 +85,12 @@ use shoal_vsr::{Io, IoFile, OpenMode};
 /// A segment rolls once the next record would take its records (sync slots
 /// excluded) past this size.
 pub const SEGMENT_SIZE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Sealed segments kept open for reads (the most recently read); the others
+/// are opened again when read. Without a bound a long-lived partition held
+/// every segment it ever wrote open, and a server ran into its open-file
+/// limit after some hundreds of GiB.
+pub const SEALED_SEGMENT_FILES_OPEN_MAX: usize = 2;
 /// `[checksum u128][len u32][offset u64]`.
 pub const RECORD_HEADER_SIZE_BYTES: usize = 16 + 4 + 8;
 /// One message's payload, bounded like a VSR message.
@@ -164,8 +171,10 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> P
 struct Segment<F> {
     base_offset: u64,
     path: PathBuf,
-    /// Shared with a sync running beside the log (`begin_sync`).
-    file: Rc<F>,
+    /// The active segment's file, shared with a sync running beside the log
+    /// (`begin_sync`). `None` for a sealed segment: its reads go through the
+    /// log's bounded `SealedFiles`.
+    file: Option<Rc<F>>,
     /// End of the valid records; the next record goes here.
     size_bytes: u64,
     /// End of what the durable sync marker covers: every record below it was
@@ -191,12 +200,17 @@ struct Segment<F> {
 pub const WRITEBACK_HINT_BYTES: u64 = 256 * 1024;
 
 impl<F: IoFile> Segment<F> {
+    /// The file of the active segment (sealed ones hold none).
+    fn active_file(&self) -> &Rc<F> {
+        self.file.as_ref().expect("only the active segment is written or synced")
+    }
+
     /// Start the writeback of what was written since the last hint, once it
     /// is `WRITEBACK_HINT_BYTES` or more.
     fn hint_writeback(&mut self) {
         let start = self.writeback_hinted_bytes.max(self.synced_size_bytes);
         if self.size_bytes >= start + WRITEBACK_HINT_BYTES {
-            self.file.start_writeback(start, self.size_bytes - start);
+            self.active_file().start_writeback(start, self.size_bytes - start);
             self.writeback_hinted_bytes = self.size_bytes;
         }
     }
@@ -472,12 +486,50 @@ impl RecordBatch {
 }
 
 /// One partition's log. Single owner (the partition's shard); not shared.
+/// The files of the sealed segments read most recently, at most
+/// `SEALED_SEGMENT_FILES_OPEN_MAX`, least recently read first. A read holds
+/// its own `Rc` while it runs, so an evicted file closes when its last read
+/// ends.
+struct SealedFiles<F> {
+    by_recency: Vec<(u64, Rc<F>)>,
+}
+
+impl<F> Default for SealedFiles<F> {
+    fn default() -> SealedFiles<F> {
+        SealedFiles { by_recency: Vec::with_capacity(SEALED_SEGMENT_FILES_OPEN_MAX) }
+    }
+}
+
+impl<F> SealedFiles<F> {
+    /// The file of the segment at `base_offset`, now the most recent.
+    fn get(&mut self, base_offset: u64) -> Option<Rc<F>> {
+        let index = self.by_recency.iter().position(|(base, _)| *base == base_offset)?;
+        let entry = self.by_recency.remove(index);
+        let file = Rc::clone(&entry.1);
+        self.by_recency.push(entry);
+        Some(file)
+    }
+
+    /// Keep `file` as the most recent, closing the least recent past the
+    /// bound. Two reads that missed together both open it: one is kept.
+    fn insert(&mut self, base_offset: u64, file: Rc<F>) {
+        self.by_recency.retain(|(base, _)| *base != base_offset);
+        if self.by_recency.len() == SEALED_SEGMENT_FILES_OPEN_MAX {
+            self.by_recency.remove(0);
+        }
+        self.by_recency.push((base_offset, file));
+        debug_assert!(self.by_recency.len() <= SEALED_SEGMENT_FILES_OPEN_MAX);
+    }
+}
+
 pub struct PartitionLog<I: Io> {
     io: I,
     dir: PathBuf,
     config: PartitionLogConfig,
     /// Sorted by base offset, contiguous; the last one is the active segment.
     segments: Vec<Segment<I::File>>,
+    /// The sealed segments' files open for reads, bounded.
+    sealed_files: RefCell<SealedFiles<I::File>>,
     /// A sync of the active segment runs beside the log (`begin_sync`):
     /// nothing is written to the log until `end_sync`.
     sync_in_flight: bool,
@@ -639,9 +691,9 @@ async fn write_sync_marker<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
         sequence: segment.sync_sequence + 1,
         synced_size_bytes: segment.size_bytes,
     };
-    let (result, _buf) = segment.file.write_all_at(marker.encode_slots(), 0).await;
+    let (result, _buf) = segment.active_file().write_all_at(marker.encode_slots(), 0).await;
     result.map_err(io_error("write", &segment.path))?;
-    segment.file.sync_data().await.map_err(io_error("sync", &segment.path))?;
+    segment.active_file().sync_data().await.map_err(io_error("sync", &segment.path))?;
     // Only a durable marker is a promise.
     segment.sync_sequence = marker.sequence;
     segment.synced_size_bytes = marker.synced_size_bytes;
@@ -724,11 +776,12 @@ async fn sync_segment<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
         // clean: a retried fsync would promise records the device never got.
         // Rewriting them makes them dirty again.
         let start = segment.synced_size_bytes;
-        let bytes = read_at(&*segment.file, &segment.path, start, (segment.size_bytes - start) as usize).await?;
-        let (result, _buf) = segment.file.write_all_at(bytes, start).await;
+        let file = segment.active_file();
+        let bytes = read_at(&**file, &segment.path, start, (segment.size_bytes - start) as usize).await?;
+        let (result, _buf) = file.write_all_at(bytes, start).await;
         result.map_err(io_error("write", &segment.path))?;
     }
-    if let Err(error) = segment.file.sync_data().await {
+    if let Err(error) = segment.active_file().sync_data().await {
         segment.fsync_failed = true;
         return Err(io_error("sync", &segment.path)(error));
     }
@@ -767,7 +820,14 @@ impl<I: Io> PartitionLog<I> {
             bases.push((base, path));
         }
         bases.sort();
-        let mut log = PartitionLog { io, dir: dir.to_path_buf(), config, segments: Vec::new(), sync_in_flight: false };
+        let mut log = PartitionLog {
+            io,
+            dir: dir.to_path_buf(),
+            config,
+            segments: Vec::new(),
+            sealed_files: RefCell::new(SealedFiles::default()),
+            sync_in_flight: false,
+        };
         if bases.is_empty() {
             log.create_segment(0).await?;
             return Ok(log);
@@ -922,7 +982,8 @@ impl<I: Io> PartitionLog<I> {
         Ok(Segment {
             base_offset,
             path,
-            file: Rc::new(file),
+            // Closed once scanned: its reads open it again (`segment_file`).
+            file: None,
             size_bytes,
             synced_size_bytes: size_bytes,
             sync_sequence: marker.sequence,
@@ -961,7 +1022,7 @@ impl<I: Io> PartitionLog<I> {
         let mut segment = Segment {
             base_offset,
             path,
-            file: Rc::new(file),
+            file: Some(Rc::new(file)),
             size_bytes,
             synced_size_bytes: marker.synced_size_bytes,
             sync_sequence: marker.sequence,
@@ -990,7 +1051,7 @@ impl<I: Io> PartitionLog<I> {
         Ok(Segment {
             base_offset,
             path,
-            file: Rc::new(file),
+            file: Some(Rc::new(file)),
             size_bytes: SEGMENT_HEADER_SIZE_BYTES,
             synced_size_bytes: SEGMENT_HEADER_SIZE_BYTES,
             sync_sequence: 0,
@@ -1016,13 +1077,33 @@ impl<I: Io> PartitionLog<I> {
         assert!(!active.positions.is_empty(), "rolling an empty segment");
         // A failed write may have left bytes past the last record: a sealed
         // segment must end exactly where its marker says.
-        active.file.set_len(active.size_bytes).await.map_err(io_error("truncate", &active.path))?;
+        active.active_file().set_len(active.size_bytes).await.map_err(io_error("truncate", &active.path))?;
         // Seal: the old segment must be durable, whole and covered by its
         // marker before the next one exists, so recovery may treat only the
         // last segment's tail as torn.
         sync_segment(active).await?;
+        // Sealed: its reads open it again through the bounded cache, so a
+        // log holds a bounded number of files however many it rolled.
+        active.file = None;
         let base_offset = active.next_offset();
         self.create_segment(base_offset).await
+    }
+
+    /// The file to read segment `index` from: the active segment's own, or
+    /// a sealed one's from the cache, opened again (read-only) on a miss.
+    async fn segment_file(&self, index: usize) -> Result<Rc<I::File>> {
+        let segment = &self.segments[index];
+        if let Some(file) = &segment.file {
+            return Ok(Rc::clone(file));
+        }
+        if let Some(file) = self.sealed_files.borrow_mut().get(segment.base_offset) {
+            return Ok(file);
+        }
+        shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SEALED_SEGMENT_REOPENED);
+        let file = self.io.open(&segment.path, OpenMode::ReadOnly).await.map_err(io_error("open", &segment.path))?;
+        let file = Rc::new(file);
+        self.sealed_files.borrow_mut().insert(segment.base_offset, Rc::clone(&file));
+        Ok(file)
     }
 
     fn active(&self) -> &Segment<I::File> {
@@ -1039,7 +1120,7 @@ impl<I: Io> PartitionLog<I> {
         let whole = start == 0 && stop == batch.bytes.len();
         let buf = if whole { std::mem::take(&mut batch.bytes) } else { batch.bytes[start..stop].to_vec() };
         let active = self.segments.last_mut().expect("active segment");
-        let (result, buf) = active.file.write_all_at(buf, active.size_bytes).await;
+        let (result, buf) = active.active_file().write_all_at(buf, active.size_bytes).await;
         if whole {
             batch.bytes = buf;
         }
@@ -1164,9 +1245,9 @@ impl<I: Io> PartitionLog<I> {
             let start = segment.positions[first];
             let end = segment.record_end(last - 1);
             // Every byte of it is overwritten by the read: no zeroing first.
+            let file = self.segment_file(segment_index).await?;
             let (result, bytes) =
-                shoal_vsr::io::read_exact_uninit_retrying(&*segment.file, Vec::new(), (end - start) as usize, start)
-                    .await;
+                shoal_vsr::io::read_exact_uninit_retrying(&*file, Vec::new(), (end - start) as usize, start).await;
             result.map_err(io_error("read", &segment.path))?;
             for index in first..last {
                 let at = (segment.positions[index] - start) as usize;
@@ -1219,7 +1300,7 @@ impl<I: Io> PartitionLog<I> {
         }
         self.sync_in_flight = true;
         BeginSync::Running(SyncInFlight {
-            file: Rc::clone(&active.file),
+            file: Rc::clone(active.active_file()),
             path: active.path.clone(),
             marker: SyncMarker {
                 base_offset: active.base_offset,

@@ -82,6 +82,7 @@ pub const MISDIRECTED_REMEMBERED_MAX: usize = 1024;
 const EIO: i32 = 5;
 const EBADF: i32 = 9;
 const ENOSPC: i32 = 28;
+const EMFILE: i32 = 24;
 
 /// Fault probabilities, parts per million per call. Settable at run time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,6 +203,15 @@ pub struct SimDisk {
     /// Model a file system without RENAME_EXCHANGE: `exchange` fails with
     /// `Unsupported` (callers fall back to `rename`).
     pub exchange_unsupported: bool,
+    /// Handles open in this process life (`SimFile`s not yet dropped).
+    open_files: u64,
+    /// The most handles open at once, over every life.
+    open_files_peak: u64,
+    /// The process's limit on open files (Linux's `RLIMIT_NOFILE`): an open
+    /// past it fails with EMFILE. `None`: no limit.
+    pub open_files_max: Option<u64>,
+    /// The first open the limit refused, kept for the checker that names it.
+    open_files_refused: Option<PathBuf>,
 }
 
 fn os_error(code: i32) -> io::Error {
@@ -264,6 +274,10 @@ impl SimDisk {
             writes_total: 0,
             write_bytes_total: 0,
             exchange_unsupported: false,
+            open_files: 0,
+            open_files_peak: 0,
+            open_files_max: None,
+            open_files_refused: None,
         }
     }
 
@@ -421,7 +435,7 @@ impl SimDisk {
         self.misdirected.clear();
         self.misdirected_generation.clear();
         self.misdirect_next = None;
-        self.generation += 1;
+        self.new_process_life();
         self.count("wipe");
     }
 
@@ -507,7 +521,7 @@ impl SimDisk {
     /// and directory entry stays visible to reads and stays pending (not
     /// durable); open handles die.
     pub fn crash_process(&mut self) {
-        self.generation += 1;
+        self.new_process_life();
         self.halted = false;
         self.halt_after_steps = None;
         self.fail_next_write = None;
@@ -575,7 +589,7 @@ impl SimDisk {
             inode.current = durable.clone();
             inode.durable = durable;
         }
-        self.generation += 1;
+        self.new_process_life();
         self.halted = false;
         self.halt_after_steps = None;
         self.fail_next_write = None;
@@ -640,6 +654,42 @@ impl SimDisk {
         }
     }
 
+    /// A crash or a wipe: the handles of the old life fail with EBADF and
+    /// no longer count as open.
+    fn new_process_life(&mut self) {
+        self.generation += 1;
+        self.open_files = 0;
+    }
+
+    /// Handles open now, and the most open at once so far.
+    pub fn open_files(&self) -> (u64, u64) {
+        (self.open_files, self.open_files_peak)
+    }
+
+    /// The first file whose open `open_files_max` refused, if any.
+    pub fn open_files_refused(&self) -> Option<&Path> {
+        self.open_files_refused.as_deref()
+    }
+
+    /// A handle of life `generation` was dropped.
+    pub(crate) fn close(&mut self, generation: u64) {
+        if generation == self.generation {
+            self.open_files = self.open_files.checked_sub(1).expect("a close for every open");
+        }
+    }
+
+    /// One more handle, or EMFILE past the process's limit.
+    fn admit_open(&mut self, path: &Path) -> io::Result<()> {
+        if self.open_files_max.is_some_and(|max| self.open_files >= max) {
+            self.open_files_refused.get_or_insert_with(|| path.to_path_buf());
+            self.count("open_files_refused");
+            return Err(os_error(EMFILE));
+        }
+        self.open_files += 1;
+        self.open_files_peak = self.open_files_peak.max(self.open_files);
+        Ok(())
+    }
+
     fn check_handle(&self, generation: u64, id: InodeId) -> io::Result<()> {
         if generation != self.generation || !self.inodes.contains_key(&id) {
             return Err(os_error(EBADF));
@@ -649,8 +699,9 @@ impl SimDisk {
 
     pub(crate) fn open(&mut self, path: &Path, create: bool) -> io::Result<(InodeId, u64)> {
         self.step()?;
-        if let Some(id) = self.namespace_current.get(path) {
-            return Ok((*id, self.generation));
+        if let Some(&id) = self.namespace_current.get(path) {
+            self.admit_open(path)?;
+            return Ok((id, self.generation));
         }
         if !create {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())));
@@ -659,6 +710,7 @@ impl SimDisk {
         if !self.dir_exists(&parent) {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("directory {} not found", parent.display())));
         }
+        self.admit_open(path)?;
         let id = self.inode_next;
         self.inode_next += 1;
         self.inodes.insert(id, Inode::default());

@@ -448,6 +448,12 @@ pub struct SimFile {
     writable: bool,
 }
 
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        self.disk.borrow_mut().close(self.generation);
+    }
+}
+
 fn read_only_error() -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, "file was opened read-only")
 }

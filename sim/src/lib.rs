@@ -27,7 +27,7 @@ pub mod view_logs;
 pub use disk::{DiskFaults, SimDisk};
 pub use io::{SimIo, block_on_ready};
 
-pub use cluster::{CHECKPOINT_INTERVAL_OPS, CHECKPOINT_INTERVAL_OPS_LONGEST};
+pub use cluster::{CHECKPOINT_INTERVAL_OPS, CHECKPOINT_INTERVAL_OPS_LONGEST, PARTITION_SEGMENT_SIZE_MAX_BYTES};
 pub use run::{
     AvailabilityWindow, Checker, FaultMix, HistoryEvent, HistoryKind, RunConfig, RunOutcome, ScriptedFault, Target,
     TimelineEvent, TimelineKind, TraceEvent, Verdict,

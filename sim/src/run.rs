@@ -191,6 +191,7 @@ impl RunConfig {
             large_append_ppm: 0,
             checkpoint_chunks_per_answer_max: default_checkpoint_chunks_per_answer_max(),
             checkpoint_interval_ops: default_checkpoint_interval_ops(),
+            partition_segment_size_max_bytes: default_partition_segment_size_max_bytes(),
         }
     }
 }
@@ -254,6 +255,14 @@ pub struct RunConfig {
     /// checkpoint's end.
     #[serde(default = "default_checkpoint_interval_ops")]
     pub checkpoint_interval_ops: u64,
+    /// Bytes per partition log segment (`PartitionLogConfig`); the
+    /// server's 64 MiB never rolls in a simulated run.
+    #[serde(default = "default_partition_segment_size_max_bytes")]
+    pub partition_segment_size_max_bytes: u64,
+}
+
+fn default_partition_segment_size_max_bytes() -> u64 {
+    crate::cluster::PARTITION_SEGMENT_SIZE_MAX_BYTES
 }
 
 fn default_checkpoint_interval_ops() -> u64 {
@@ -288,6 +297,9 @@ pub enum Checker {
     Promises,
     /// An assertion inside the code under test fired (a panic).
     Assertion,
+    /// A process opened more files than its groups may hold
+    /// (`shoal_shard::node::files_open_max`, its `RLIMIT_NOFILE`).
+    OpenFiles,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -77,6 +77,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_WRITE_MIRRORED,
     METADATA_REPLAYED_AT_START,
     PARTITION_SALVAGED,
+    PARTITION_SEALED_SEGMENT_REOPENED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
     PREPARE_RESTAGED_DURING_FSYNC,
@@ -265,6 +266,10 @@ pub const METADATA_REPLAYED_AT_START: &str = "metadata_replayed_at_start";
 /// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
 /// partition log was cut to its intact prefix, the rest to come from peers.
 pub const PARTITION_SALVAGED: &str = "partition_salvaged";
+/// Placed by the partition log's read path: a read of a sealed segment
+/// whose file was not among the `SEALED_SEGMENT_FILES_OPEN_MAX` kept open
+/// opened it again.
+pub const PARTITION_SEALED_SEGMENT_REOPENED: &str = "partition_sealed_segment_reopened";
 /// Placed by the node's read path (`shoal_shard::node::read`): a client
 /// read an offset at or past this replica's committed end (it lags, or the
 /// offset is not committed yet) and was told so.

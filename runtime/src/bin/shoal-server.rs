@@ -26,7 +26,7 @@ use shoal_runtime::data_dir::{self, Identity, Require};
 use shoal_runtime::host::{self, HostConfig};
 use shoal_runtime::metrics::ServerMetrics;
 use shoal_runtime::pinning::CpuTopology;
-use shoal_runtime::{DriverChoice, RealIo};
+use shoal_runtime::{DriverChoice, RealIo, limits};
 use shoal_shard::handoff::{
     HandoffError, MetadataGroup, OneShotReceiver, OneShotSender, await_snapshot, broadcast_snapshot, oneshot,
     replay_metadata_group,
@@ -317,6 +317,18 @@ fn run(args: StartArgs, config: ServerConfig, require: Require) -> Result<ExitCo
         // Unpinned (clap enforces --no-pin), so a CPU may appear twice.
         cpus = (0..count).map(|index| cpus[index % cpus.len()]).collect();
     }
+
+    let limit = limits::raise_open_files_limit(limits::descriptors_needed(cpus.len())).map_err(|e| e.to_string())?;
+    if limit.short() {
+        tracing::warn!(
+            needed = limit.needed,
+            hard = limit.hard,
+            "open-file hard limit is below what a full catalogue and every connection need: raise it (LimitNOFILE={} in the unit, or ulimit -Hn {})",
+            limit.needed,
+            limit.needed
+        );
+    }
+    tracing::info!(before = limit.before, now = limit.now, "open-file soft limit");
 
     let shutdown = ShutdownFlag::new();
     // Before any shard thread exists, so that every thread inherits the blocked mask.

@@ -44,12 +44,17 @@ pub fn partition_dir(data_dir: &Path, namespace: u64) -> std::path::PathBuf {
 
 impl<I: Io> GroupMachine<I> {
     /// The machine of the group `namespace`, opened from what the disk holds.
-    pub async fn open(io: &I, data_dir: &Path, namespace: u64) -> Result<GroupMachine<I>, PartitionLogError> {
+    pub async fn open(
+        io: &I,
+        data_dir: &Path,
+        namespace: u64,
+        config: PartitionLogConfig,
+    ) -> Result<GroupMachine<I>, PartitionLogError> {
         if namespace == METADATA_NAMESPACE {
             return Ok(GroupMachine::Metadata(MetadataState::new()));
         }
-        let machine =
-            PartitionStateMachine::open(io.clone(), &partition_dir(data_dir, namespace), Namespace(namespace)).await?;
+        let dir = partition_dir(data_dir, namespace);
+        let machine = PartitionStateMachine::open_with_config(io.clone(), &dir, Namespace(namespace), config).await?;
         Ok(GroupMachine::Partition(Box::new(machine)))
     }
 
@@ -63,12 +68,12 @@ impl<I: Io> GroupMachine<I> {
         data_dir: &Path,
         namespace: u64,
         replica_count: u8,
+        config: PartitionLogConfig,
     ) -> Result<GroupMachine<I>, PartitionLogError> {
         if namespace == METADATA_NAMESPACE || replica_count < 2 {
-            return GroupMachine::open(io, data_dir, namespace).await;
+            return GroupMachine::open(io, data_dir, namespace, config).await;
         }
         let dir = partition_dir(data_dir, namespace);
-        let config = PartitionLogConfig::default();
         let (machine, salvage) =
             PartitionStateMachine::open_salvaging(io.clone(), &dir, Namespace(namespace), config).await?;
         if let Some(salvage) = salvage {

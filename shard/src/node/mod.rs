@@ -71,6 +71,24 @@ pub use driver::{
 pub use machine::{GroupMachine, METADATA_NAMESPACE, partition_dir};
 pub use storage::{GroupStorage, Promise, REJOIN_REPLICAS_MIN, StorageConfig, StorageDamage, StorageError};
 
+/// Files one group holds open at once, at most: its journal, the journal a
+/// compaction writes beside it and the spare it keeps (3), its superblock
+/// and the copy being replaced (2), a checkpoint being written or read (1),
+/// the partition log's active segment (1) and the sealed segments it keeps
+/// open for reads (`SEALED_SEGMENT_FILES_OPEN_MAX`). Independent of how
+/// much the group holds: a process's open-file limit is sized from it.
+pub const GROUP_FILES_OPEN_MAX: u64 = 7 + crate::partition_log::SEALED_SEGMENT_FILES_OPEN_MAX as u64;
+
+/// Files a node's process holds open beside its groups' (the data dir's
+/// identity, the metadata handoff's files).
+pub const PROCESS_FILES_OPEN_MAX: u64 = 4;
+
+/// The open-file limit (`RLIMIT_NOFILE`, sockets left out) a process that
+/// holds `group_count` groups needs.
+pub fn files_open_max(group_count: usize) -> u64 {
+    group_count as u64 * GROUP_FILES_OPEN_MAX + PROCESS_FILES_OPEN_MAX
+}
+
 /// The replica type every group of a node runs.
 pub type GroupReplica<I> = shoal_vsr::replica::Replica<GroupMachine<I>>;
 

@@ -11,7 +11,8 @@ use shoal_shard::node::{
     NodeStop, Promise, Routed, StorageConfig, StorageError, action_name, partition_dir,
 };
 use shoal_shard::{
-    BatchReply, FrameDrops, Namespace, ReadAnswer, ReadRequest, ReplicaOwnerTable, ShardCount, ShardId, encode_batch,
+    BatchReply, FrameDrops, Namespace, PartitionLogConfig, ReadAnswer, ReadRequest, ReplicaOwnerTable, ShardCount,
+    ShardId, encode_batch,
 };
 use shoal_vsr::checkpoint::read_checkpoint;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, Refusal};
@@ -56,7 +57,8 @@ fn one_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recorder, u64) {
     let dir = Path::new("/data");
     let storage =
         block_on(GroupStorage::format(&io, dir, StorageConfig { slot_count, ..storage_config(0) })).expect("format");
-    let machine = block_on(GroupMachine::open(&io, dir, namespace())).expect("an empty partition log");
+    let machine = block_on(GroupMachine::open(&io, dir, namespace(), PartitionLogConfig::default()))
+        .expect("an empty partition log");
     let config =
         ReplicaConfig { journal_slot_count: slot_count, checkpoint_interval_ops: interval, ..replica_config(0, 1) };
     let group = Group::new(namespace(), ShardId(0), storage, Replica::new(config, machine));
@@ -132,7 +134,8 @@ fn node_of(replica: u8, replica_count: u8) -> Node<MemIo> {
     let io = MemIo::default();
     let dir = Path::new("/data");
     let storage = block_on(GroupStorage::format(&io, dir, storage_config(replica))).expect("format");
-    let machine = block_on(GroupMachine::open(&io, dir, namespace())).expect("an empty partition log");
+    let machine = block_on(GroupMachine::open(&io, dir, namespace(), PartitionLogConfig::default()))
+        .expect("an empty partition log");
     let replica_state = Replica::new(replica_config(replica, replica_count), machine);
     node_over(io, Group::new(namespace(), ShardId(0), storage, replica_state), replica, replica_count)
 }
@@ -669,8 +672,11 @@ fn a_damaged_partition_log_is_refused_alone_and_salvaged_with_peers() {
     bytes[SEGMENT_HEADER_SIZE_BYTES as usize + 2 * (28 + 32) + 30] ^= 1;
     io.set_file_bytes(&segment, bytes);
 
-    assert!(block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 1)).is_err());
-    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 3)).expect("salvaged");
+    assert!(
+        block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 1, PartitionLogConfig::default())).is_err()
+    );
+    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 3, PartitionLogConfig::default()))
+        .expect("salvaged");
     let GroupMachine::Partition(partition) = machine else { panic!("a partition namespace") };
     assert_eq!(partition.log_next_offset(), 2, "the two records before the damage are kept");
 }
@@ -785,7 +791,9 @@ fn restart_the_last_with_a_rotten_partition_log(
     io.set_file_bytes(&segment, bytes);
     let (storage, recovered) =
         block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
-    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("salvaged");
+    let machine =
+        block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, PartitionLogConfig::default()))
+            .expect("salvaged");
     let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
     let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
     let mut world = Recorder { draw_first: true, ..Recorder::default() };
@@ -1009,7 +1017,9 @@ fn a_replica_restarts_through_its_peers_after(keeps_view: bool, rot: impl FnOnce
     assert!(damage.is_some(), "the damage is reported");
     assert!(recovered.durable.rejoining && recovered.checkpoint.is_none() && recovered.entries.is_empty());
     assert_eq!(recovered.durable.view, if keeps_view { view_before } else { 0 });
-    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS)).expect("opens");
+    let machine =
+        block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, PartitionLogConfig::default()))
+            .expect("opens");
     let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("nothing to restore");
     assert_eq!(replica.status(), shoal_vsr::replica::Status::Recovering);
     nodes.push(node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS));

@@ -165,7 +165,7 @@ impl Cluster {
             let seed = self.rng.next_u64();
             let config = replica_config(&self.config, replica, namespace, seed);
             let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
-            let partition = match open_partition(&io, namespace, self.config.replica_count) {
+            let partition = match open_partition(&io, namespace, &self.config) {
                 Ok(partition) => partition,
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
@@ -304,7 +304,7 @@ impl Cluster {
         let config = storage_config(replica, namespace);
         let storage = block_on_timed(&io, GroupStorage::format(&io, Path::new(DATA_DIR), config))
             .map_err(|error| error.to_string())?;
-        let partition = open_partition(&io, namespace, self.config.replica_count)?;
+        let partition = open_partition(&io, namespace, &self.config)?;
         let seed = self.rng.next_u64();
         let config = replica_config(&self.config, replica, namespace, seed);
         self.checkers[group].on_restart(replica, 0);
@@ -524,7 +524,7 @@ impl Cluster {
                     return self.group_start_stopped(replica, group, fault, what);
                 }
             };
-            let partition = match open_partition(&io, namespace, self.config.replica_count) {
+            let partition = match open_partition(&io, namespace, &self.config) {
                 Ok(partition) => partition,
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
