@@ -179,7 +179,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 9] = [
+pub const SCENARIOS: [Scenario; 10] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -190,6 +190,11 @@ pub const SCENARIOS: [Scenario; 9] = [
         name: "disk-rot",
         summary: "torn, lost and failed writes, sticky read corruption, occasional crashes",
         build: disk_rot,
+    },
+    Scenario {
+        name: "disk-rot-pages",
+        summary: "disk-rot where a latent sector error damages its whole 4 KiB page, as Linux's page cache sees it: reads of the page and writes that cover it in part fail with EIO",
+        build: disk_rot_pages,
     },
     Scenario {
         name: "disk-rot-sharded",
@@ -250,6 +255,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         checkpoint_chunks_per_answer_max: shoal_sim::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
         checkpoint_interval_ops: shoal_sim::CHECKPOINT_INTERVAL_OPS,
         partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
+        storage_latent_error_page_bytes: 0,
     }
 }
 
@@ -287,6 +293,18 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config.faults.replica_crash_ppm = 300;
     config.faults.restart_crash_ppm = RESTART_CRASH_PPM;
     config.faults.restart_storage_error_ppm = RESTART_STORAGE_ERROR_PPM;
+    config
+}
+
+/// Linux's page (and ext4's block) size: the unit a latent sector error
+/// damages once the kernel reads through its page cache.
+pub const LINUX_PAGE_SIZE_BYTES: u64 = 4096;
+
+/// disk-rot on a disk whose latent sector errors damage their whole page.
+pub fn disk_rot_pages(seed: u64) -> RunConfig {
+    let mut config = disk_rot(seed);
+    config.scenario = "disk-rot-pages".to_string();
+    config.storage_latent_error_page_bytes = LINUX_PAGE_SIZE_BYTES;
     config
 }
 

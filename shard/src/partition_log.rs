@@ -271,20 +271,36 @@ async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
         let file = io.open(path, OpenMode::ReadWrite).await.map_err(io_error("open", path))?;
         let file_size = file.size_bytes().await.map_err(io_error("size", path))?;
         let (count, end) = intact_records(&file, path, *base_offset, file_size).await;
-        let marker = newest_marker(&file, path, file_size).await;
-        let whole =
-            end == file_size && marker.is_some_and(|m| m.base_offset == *base_offset && m.synced_size_bytes == end);
-        expected = base_offset + count;
-        if !whole {
-            let sequence = marker.map_or(1, |m| m.sequence + 1);
-            file.set_len(end).await.map_err(io_error("truncate", path))?;
-            let marker = SyncMarker { base_offset: *base_offset, sequence, synced_size_bytes: end };
-            let (result, _) = file.write_all_at(marker.encode_slots(), 0).await;
-            result.map_err(io_error("write", path))?;
-            file.sync_data().await.map_err(io_error("sync", path))?;
-            cut_from = index + 1;
-            break;
+        // `None`: the sync slots cannot be read.
+        let marker = newest_marker(&file, path, file_size).await.ok();
+        let whole = end == file_size
+            && marker.flatten().is_some_and(|m| m.base_offset == *base_offset && m.synced_size_bytes == end);
+        if whole {
+            expected = base_offset + count;
+            continue;
         }
+        let sequence = marker.flatten().map_or(1, |m| m.sequence + 1);
+        // Truncating at the first bad record frees every page past it, the
+        // damaged one with them. But unreadable sync slots mean an
+        // unreadable first page (the page cache reads and writes whole
+        // pages), which no write of the slots alone may cover: every
+        // record goes, and the file is emptied before the slots are
+        // written again.
+        let (count, end) = if marker.is_none() {
+            shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SALVAGE_EMPTIED_SEGMENT);
+            file.set_len(0).await.map_err(io_error("truncate", path))?;
+            (0, SEGMENT_HEADER_SIZE_BYTES)
+        } else {
+            (count, end)
+        };
+        file.set_len(end).await.map_err(io_error("truncate", path))?;
+        let marker = SyncMarker { base_offset: *base_offset, sequence, synced_size_bytes: end };
+        let (result, _) = file.write_all_at(marker.encode_slots(), 0).await;
+        result.map_err(io_error("write", path))?;
+        file.sync_data().await.map_err(io_error("sync", path))?;
+        expected = base_offset + count;
+        cut_from = index + 1;
+        break;
     }
     for (_, path) in &bases[cut_from..] {
         io.remove(path).await.map_err(io_error("remove", path))?;
@@ -313,14 +329,14 @@ async fn intact_records<F: IoFile>(file: &F, path: &Path, base_offset: u64, file
     (count, position)
 }
 
-/// The newest whole marker of a segment file; `None` when neither slot
-/// holds one or the slots cannot be read.
-async fn newest_marker<F: IoFile>(file: &F, path: &Path, file_size: u64) -> Option<SyncMarker> {
+/// The newest whole marker of a segment file (`None` when neither slot
+/// holds one); `Err` when the slots cannot be read.
+async fn newest_marker<F: IoFile>(file: &F, path: &Path, file_size: u64) -> Result<Option<SyncMarker>> {
     if file_size < SEGMENT_HEADER_SIZE_BYTES {
-        return None;
+        return Ok(None);
     }
-    let slots = read_at(file, path, 0, SEGMENT_HEADER_SIZE_BYTES as usize).await.ok()?;
-    slots.chunks_exact(SYNC_SLOT_SIZE_BYTES as usize).filter_map(SyncMarker::decode).max_by_key(|m| m.sequence)
+    let slots = read_at(file, path, 0, SEGMENT_HEADER_SIZE_BYTES as usize).await?;
+    Ok(slots.chunks_exact(SYNC_SLOT_SIZE_BYTES as usize).filter_map(SyncMarker::decode).max_by_key(|m| m.sequence))
 }
 
 /// Records read by `PartitionLog::read_records`: dense offsets from

@@ -107,7 +107,7 @@ fn open_partition(io: &SimIo, namespace: u64, config: &RunConfig) -> Result<Grou
 /// would never roll in a run that writes tens of KiB per partition: small
 /// segments make every run seal segments, read across them, salvage a
 /// sealed one and hold the open files of many.
-pub const PARTITION_SEGMENT_SIZE_MAX_BYTES: u64 = 4096;
+pub const PARTITION_SEGMENT_SIZE_MAX_BYTES: u64 = 16 * 1024;
 
 pub const JOURNAL_SLOT_COUNT: u64 = 64;
 pub const CHECKPOINT_INTERVAL_OPS: u64 = 16;
@@ -490,6 +490,7 @@ impl Cluster {
             io.disk().faults.misdirected_write_ppm = 0;
             io.disk().faults.read_eio_ppm = config.faults.storage_read_eio_ppm;
             io.disk().open_files_max = Some(files_open_max(namespaces.len()));
+            io.disk().latent_error_page_bytes = config.storage_latent_error_page_bytes;
             // Storage (issue 10): one crash in three keeps the page cache.
             io.disk().faults.process_crash_ppm = crate::disk::DiskFaults::cluster().process_crash_ppm;
             // A new cluster's first start formats every group (as the

@@ -212,6 +212,9 @@ pub struct SimDisk {
     pub open_files_max: Option<u64>,
     /// The first open the limit refused, kept for the checker that names it.
     open_files_refused: Option<PathBuf>,
+    /// The unit of damage of a latent sector error as reads and writes see
+    /// it (`RunConfig::storage_latent_error_page_bytes`); 0: one sector.
+    pub latent_error_page_bytes: u64,
 }
 
 fn os_error(code: i32) -> io::Error {
@@ -278,6 +281,7 @@ impl SimDisk {
             open_files_peak: 0,
             open_files_max: None,
             open_files_refused: None,
+            latent_error_page_bytes: 0,
         }
     }
 
@@ -654,6 +658,30 @@ impl SimDisk {
         }
     }
 
+    /// The sectors a latent error in any of which fails an access to bytes
+    /// `start..end`: theirs, or those of the pages they touch.
+    fn damage_units(&self, start: u64, end: u64) -> std::ops::Range<u64> {
+        let unit = self.latent_error_page_bytes.max(SECTOR_SIZE_BYTES);
+        (start / unit * unit) / SECTOR_SIZE_BYTES..end.div_ceil(unit) * unit / SECTOR_SIZE_BYTES
+    }
+
+    /// A write of `offset..end` over a latent error it cannot remap: with
+    /// page-sized damage units, a page it covers only in part holds an
+    /// unreadable sector, and the kernel must read that page first.
+    fn write_needs_unreadable_page(&self, id: InodeId, offset: u64, end: u64) -> bool {
+        let unit = self.latent_error_page_bytes;
+        if unit <= SECTOR_SIZE_BYTES {
+            return false;
+        }
+        let eio = &self.inodes[&id].eio_sectors;
+        let partial_page_unreadable = |page: u64| {
+            let (start, stop) = (page * unit, (page + 1) * unit);
+            let covered = offset <= start && stop <= end;
+            !covered && eio.range(start / SECTOR_SIZE_BYTES..stop / SECTOR_SIZE_BYTES).next().is_some()
+        };
+        partial_page_unreadable(offset / unit) || partial_page_unreadable((end - 1) / unit)
+    }
+
     /// A crash or a wipe: the handles of the old life fail with EBADF and
     /// no longer count as open.
     fn new_process_life(&mut self) {
@@ -749,7 +777,7 @@ impl SimDisk {
             return Ok(());
         }
         let sectors = position / SECTOR_SIZE_BYTES..end.div_ceil(SECTOR_SIZE_BYTES);
-        if self.inodes[&id].eio_sectors.range(sectors.clone()).next().is_some() {
+        if self.inodes[&id].eio_sectors.range(self.damage_units(position, end)).next().is_some() {
             self.count("read_eio");
             return Err(os_error(EIO));
         }
@@ -793,6 +821,10 @@ impl SimDisk {
         if self.chance(self.faults.write_enospc_ppm) {
             self.count("write_enospc");
             return Err(os_error(ENOSPC));
+        }
+        if !data.is_empty() && self.write_needs_unreadable_page(id, position, position + data.len() as u64) {
+            self.count("write_eio_unreadable_page");
+            return Err(os_error(EIO));
         }
         let armed = self.misdirect_next.filter(|(armed_id, _)| *armed_id == id);
         if armed.is_some() {
@@ -885,11 +917,12 @@ impl SimDisk {
         if self.mutation()? {
             return Err(os_error(EIO));
         }
+        // Blocks wholly past the new end leave the file (the file system
+        // frees them; a later extension gets fresh ones), and their damage
+        // with them; a page-sized damage unit is a block.
+        let unit = self.latent_error_page_bytes.max(SECTOR_SIZE_BYTES);
+        let first_freed = size_bytes.div_ceil(unit) * unit / SECTOR_SIZE_BYTES;
         let inode = self.inodes.get_mut(&id).unwrap();
-        // Sectors wholly past the new end leave the file (the file system
-        // frees their blocks; a later extension gets fresh ones), and their
-        // damage with them.
-        let first_freed = size_bytes.div_ceil(SECTOR_SIZE_BYTES);
         inode.corrupt_sectors.retain(|&sector, _| sector < first_freed);
         inode.eio_sectors.retain(|&sector| sector < first_freed);
         let op = Pending::SetLen { size_bytes };

@@ -192,6 +192,7 @@ impl RunConfig {
             checkpoint_chunks_per_answer_max: default_checkpoint_chunks_per_answer_max(),
             checkpoint_interval_ops: default_checkpoint_interval_ops(),
             partition_segment_size_max_bytes: default_partition_segment_size_max_bytes(),
+            storage_latent_error_page_bytes: 0,
         }
     }
 }
@@ -259,6 +260,13 @@ pub struct RunConfig {
     /// server's 64 MiB never rolls in a simulated run.
     #[serde(default = "default_partition_segment_size_max_bytes")]
     pub partition_segment_size_max_bytes: u64,
+    /// The unit a latent sector error damages, as the kernel's page cache
+    /// sees it (0: one sector). At 4096 (Linux, 4 KiB pages and blocks) a
+    /// read of any byte of a page that holds an unreadable sector fails, and
+    /// a write that does not cover that whole page fails with EIO too (the
+    /// kernel must read the page first); a whole-page write remaps it.
+    #[serde(default)]
+    pub storage_latent_error_page_bytes: u64,
 }
 
 fn default_partition_segment_size_max_bytes() -> u64 {

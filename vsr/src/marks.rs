@@ -77,6 +77,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_WRITE_MIRRORED,
     METADATA_REPLAYED_AT_START,
     PARTITION_SALVAGED,
+    PARTITION_SALVAGE_EMPTIED_SEGMENT,
     PARTITION_SEALED_SEGMENT_REOPENED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -266,6 +267,10 @@ pub const METADATA_REPLAYED_AT_START: &str = "metadata_replayed_at_start";
 /// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
 /// partition log was cut to its intact prefix, the rest to come from peers.
 pub const PARTITION_SALVAGED: &str = "partition_salvaged";
+/// Placed by the partition log's salvage: a segment's sync slots could not
+/// be read, so the salvage emptied the file before writing new slots (a
+/// write covering part of an unreadable page fails).
+pub const PARTITION_SALVAGE_EMPTIED_SEGMENT: &str = "partition_salvage_emptied_segment";
 /// Placed by the partition log's read path: a read of a sealed segment
 /// whose file was not among the `SEALED_SEGMENT_FILES_OPEN_MAX` kept open
 /// opened it again.

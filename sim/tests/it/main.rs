@@ -12,6 +12,7 @@ mod journal_storage_faults;
 mod metadata_replay;
 mod metadata_wal;
 mod partition_open_files;
+mod partition_page_damage;
 mod partition_sm;
 mod restart_faults;
 mod shards;
