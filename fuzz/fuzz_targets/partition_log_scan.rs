@@ -10,7 +10,13 @@
 //! (each pending write lost, torn or applied, by the seed), then applies
 //! fuzz-chosen mutations. Each mutation is either confined to the unpromised
 //! tail of the last segment (zeros, bytes, truncation, garbage appended: what
-//! a crash can leave) or anywhere (a bit flip, as rot does).
+//! a crash can leave) or anywhere (a bit flip, as rot does; a latent sector
+//! error, on a disk whose damage unit is a sector or, as through Linux's
+//! page cache, a 4 KiB page).
+//!
+//! Where open refuses, the salvage a replica with peers runs must not: it
+//! keeps a prefix of what was appended, and the log it leaves takes an
+//! append and a sync and opens again without salvaging.
 #![no_main]
 
 #[path = "common.rs"]
@@ -32,6 +38,9 @@ const BATCH_MESSAGES_MAX: u8 = 6;
 const PAYLOAD_SIZE_MAX_BYTES: u8 = 64;
 /// Bound on the mutations applied after the build.
 const MUTATIONS_MAX: u8 = 8;
+/// Linux's page size: the damage unit of a latent sector error read
+/// through the page cache.
+const PAGE_SIZE_BYTES: u64 = 4096;
 
 const DIR: &str = "/data/fuzz-partition";
 
@@ -107,7 +116,7 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..input.byte() % MUTATIONS_MAX {
         let tail_start = promised.last_segment_bytes;
         let last_len = io.disk().contents(&promised.last_segment).unwrap().len() as u64;
-        match input.byte() % 5 {
+        match input.byte() % 6 {
             0 => {
                 // Rot: one bit anywhere in any segment.
                 let path = &paths[usize::from(input.byte()) % paths.len()];
@@ -145,6 +154,19 @@ fuzz_target!(|data: &[u8]| {
                 let at = io.disk().contents(&promised.last_segment).unwrap().len() as u64;
                 io.disk().poke(&promised.last_segment, at, &bytes).unwrap();
             }
+            5 => {
+                // A latent sector error anywhere, its damage a sector or a page.
+                let path = &paths[usize::from(input.byte()) % paths.len()];
+                let len = io.disk().contents(path).unwrap().len() as u64;
+                if len == 0 {
+                    continue;
+                }
+                if input.byte() & 1 == 1 {
+                    io.disk().latent_error_page_bytes = PAGE_SIZE_BYTES;
+                }
+                io.disk().fail_sector_reads(path, u64::from(input.u16()) % len).unwrap();
+                promised_damaged = true;
+            }
             _ => {}
         }
     }
@@ -167,9 +189,25 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             assert!(promised_damaged, "only unpromised bytes were damaged, yet open refused: {error}");
+            check_salvage(&io, config, &model);
         }
     }
 });
+
+/// A salvage keeps a prefix of `model` and leaves a log that can be written.
+fn check_salvage(io: &SimIo, config: PartitionLogConfig, model: &[(u64, Vec<u8>)]) {
+    let (mut log, _) = block_on_ready(PartitionLog::open_salvaging(io.clone(), Path::new(DIR), config))
+        .unwrap_or_else(|error| panic!("the salvage refused a damaged log: {error}"));
+    let kept = read_all(&log);
+    assert!(kept.len() <= model.len(), "the salvage kept records never appended");
+    assert_eq!(kept[..], model[..kept.len()], "the salvage kept altered records");
+    let next = block_on_ready(log.append(&[b"after the salvage".to_vec()])).expect("an append after the salvage");
+    assert_eq!(next, kept.len() as u64);
+    block_on_ready(log.sync()).expect("a sync after the salvage");
+    drop(log);
+    let again = open(io, config).expect("a salvaged log opens without salvaging");
+    assert_eq!(again.next_offset(), kept.len() as u64 + 1);
+}
 
 fn segment_path(log: &PartitionLog<SimIo>) -> PathBuf {
     log.dir().join(segment_file_name(log.active_base_offset()))

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use shoal_sim::disk::DiskFaults;
 use shoal_sim::{SimIo, block_on_ready};
+use shoal_vsr::header::Header;
 use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::conformance::{Chain, config};
-use shoal_vsr::journal::{JournalError, PrepareJournal, Recovery, journal_path};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, Recovery, journal_path};
 
 const SLOT_COUNT: u64 = 16;
 const DIR: &str = "/data/faults";
@@ -1042,6 +1043,29 @@ fn a_compaction_keeps_the_ring_copies_of_durable_ops_it_cannot_read() {
     assert_eq!(recovery.repair_ops, Vec::<u64>::new());
 }
 
+/// Append `batches` batches of two fresh ops, a flush each; returns their
+/// headers in op order.
+fn append_batches_of_two(journal: &mut PrepareJournal<SimIo>, batches: usize) -> Vec<Header> {
+    let mut chain = Chain::new();
+    let mut headers = Vec::new();
+    for _ in 0..batches {
+        let prepares: Vec<_> = (0..2).map(|_| chain.next_prepare()).collect();
+        headers.extend(prepares.iter().map(|(header, _)| *header));
+        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
+        block_on_ready(journal.append_batch(&batch)).unwrap();
+        block_on_ready(journal.flush()).unwrap();
+    }
+    headers
+}
+
+/// One of `header`'s copy places holds it durably.
+fn has_durable_copy(io: &SimIo, config: &JournalConfig, header: &Header) -> bool {
+    config.header_copy_offsets(header.op).any(|offset| {
+        let copy = io.disk().contents_durable_range(&journal_file(), offset, 256).unwrap();
+        Header::decode(&copy).is_ok_and(|copy| copy.checksum == header.checksum)
+    })
+}
+
 /// The carried-copies twin of disk-rot 348442: ops 1 and 2 are durable
 /// with their copies carried in the region before op 3's slot (written with
 /// op 3, never in the ring), and a latent sector error takes that region. A
@@ -1051,17 +1075,9 @@ fn a_compaction_keeps_the_ring_copies_of_durable_ops_it_cannot_read() {
 fn a_compaction_keeps_a_carried_copy_of_a_durable_op_it_cannot_read() {
     let io = SimIo::new(13);
     let mut journal = create(&io);
-    let mut chain = Chain::new();
-    let mut headers = Vec::new();
     // Three batches of two fresh ops, a flush each: a batch's write carries
     // the copies the flush before made ready.
-    for _ in 0..3 {
-        let prepares: Vec<_> = (0..2).map(|_| chain.next_prepare()).collect();
-        headers.extend(prepares.iter().map(|(header, _)| *header));
-        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
-        block_on_ready(journal.append_batch(&batch)).unwrap();
-        block_on_ready(journal.flush()).unwrap();
-    }
+    let headers = append_batches_of_two(&mut journal, 3);
     let config = config(SLOT_COUNT);
     let carried_only: Vec<u64> = (1..=4)
         .filter(|&op| journal.is_durable(op))
@@ -1078,11 +1094,7 @@ fn a_compaction_keeps_a_carried_copy_of_a_durable_op_it_cannot_read() {
     let staged = block_on_ready(journal.stage_drain(op - 1)).unwrap().expect("ops to compact");
     let installed = block_on_ready(staged.install());
     journal.end_drain(installed).unwrap();
-    let header = headers[(op - 1) as usize];
-    let named = config.header_copy_offsets(op).any(|offset| {
-        let copy = io.disk().contents_durable_range(&journal_file(), offset, 256).unwrap();
-        shoal_vsr::header::Header::decode(&copy).is_ok_and(|copy| copy.checksum == header.checksum)
-    });
+    let named = has_durable_copy(&io, &config, &headers[(op - 1) as usize]);
     assert!(named, "durable op {op} has a durable copy in the compacted journal");
 }
 
@@ -1097,15 +1109,7 @@ fn a_compaction_keeps_a_carried_copy_of_a_durable_op_it_cannot_read() {
 fn a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write() {
     let io = SimIo::new(17);
     let mut journal = create(&io);
-    let mut chain = Chain::new();
-    let mut headers = Vec::new();
-    for _ in 0..2 {
-        let prepares: Vec<_> = (0..2).map(|_| chain.next_prepare()).collect();
-        headers.extend(prepares.iter().map(|(header, _)| *header));
-        let batch: Vec<_> = prepares.iter().map(|(header, body)| (*header, body.as_slice())).collect();
-        block_on_ready(journal.append_batch(&batch)).unwrap();
-        block_on_ready(journal.flush()).unwrap();
-    }
+    let headers = append_batches_of_two(&mut journal, 2);
     let config = config(SLOT_COUNT);
     assert!(journal.is_durable(2), "op 2 may be acknowledged");
     let ring = io.disk().contents_durable_range(&journal_file(), config.header_copy_offset(2), 256).unwrap();
@@ -1114,10 +1118,7 @@ fn a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write() {
     let staged = block_on_ready(journal.stage_drain(1)).unwrap().expect("ops to compact");
     let installed = block_on_ready(staged.install());
     journal.end_drain(installed).unwrap();
-    let named = config.header_copy_offsets(2).any(|offset| {
-        let copy = io.disk().contents_durable_range(&journal_file(), offset, 256).unwrap();
-        shoal_vsr::header::Header::decode(&copy).is_ok_and(|copy| copy.checksum == headers[1].checksum)
-    });
+    let named = has_durable_copy(&io, &config, &headers[1]);
     assert!(named, "durable op 2 has a durable copy in the compacted journal");
     drop(journal);
     io.disk().power_loss();
