@@ -70,7 +70,9 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// dropping staged prepares the checkpoint covers
 /// (`compaction_covered_staged`, 19 of swarm 0..1000); of session 20:
 /// `compaction_ring_copy_rebuilt`, a compaction writing a durable op's ring
-/// copy from the index, in 477 of swarm seeds 0..3000). A change that stops
+/// copy from the index, in 477 of swarm seeds 0..3000; of session 21:
+/// `partition_sealed_segment_reopened`, a read of a sealed partition segment
+/// whose file was closed, in 2,003 of swarm seeds 500..5500). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -85,7 +87,8 @@ rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_
 checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_in_log,stale_heartbeat_ignored,\
 checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start,\
 rejoin_above_cluster_view,compaction_beside_appends,journal_write_mirrored,journal_fsync_mirrored,\
-compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt";
+compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt,\
+partition_sealed_segment_reopened";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
     "steady",
