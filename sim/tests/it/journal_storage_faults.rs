@@ -1125,3 +1125,28 @@ fn a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write() {
     let (_, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![2]);
 }
+
+/// Open (session 21, `disk-rot-pages`, e.g. seeds 14, 92, 191: "journal
+/// write header copies failed"): on a disk whose latent sector errors take
+/// their whole 4 KiB page, as through Linux's page cache, a bad sector in
+/// the header ring makes every open fail: recovery rewrites the ring copies
+/// of the valid ops, 256 bytes each, and a write covering part of an
+/// unreadable page fails with EIO, at this open and every later one. The
+/// replica can never start again although every op is intact in its slot.
+/// It passes once the journal writes whole pages (README, known gaps).
+#[test]
+#[ignore = "open: the journal writes parts of 4 KiB pages (README known gaps, disk-rot-pages)"]
+fn an_unreadable_ring_page_does_not_stop_every_open() {
+    let io = SimIo::new(23);
+    io.disk().latent_error_page_bytes = 4096;
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    drop(journal);
+    // In the ring entry of op 3: the ring's whole first page reads as EIO.
+    let config = config(SLOT_COUNT);
+    io.disk().fail_sector_reads(&journal_file(), config.header_copy_offset(3) + 10).unwrap();
+    let opened = block_on_ready(PrepareJournal::open(&io, dir(), config, OpenMode::ReadWrite));
+    let (_, recovery) = opened.expect("the journal opens; ops whose copies are unreadable are repaired, not a stop");
+    assert!(recovery.ops_recovered.len() + recovery.repair_ops.len() >= 4, "{recovery:?}");
+}
