@@ -73,6 +73,18 @@
 //! dropped; catching that needs the marker read back from the medium.
 //! Corruption is a typed error: the replica must repair the partition from a
 //! peer, never guess.
+//!
+//! Open files: only the active segment keeps its file open. A sealed one is
+//! closed once sealed (or scanned at open) and opened again, read-only, when
+//! read, through a cache of the `SEALED_SEGMENT_FILES_OPEN_MAX` most recently
+//! read, so a log holds a bounded number of files however many segments it
+//! has (the node's budget, `shoal_shard::node::GROUP_FILES_OPEN_MAX`).
+//!
+//! Damage a salvage (`open_salvaging`) cuts: the log is truncated at the first
+//! record it cannot read or check, which frees every page past it. Unreadable
+//! sync slots mean an unreadable first page (the page cache reads and writes
+//! whole pages): the salvage empties that segment before writing new slots,
+//! since a write covering part of an unreadable page fails.
 
 use std::cell::RefCell;
 use std::io;
