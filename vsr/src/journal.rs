@@ -2754,9 +2754,9 @@ impl<I: Io> PrepareJournal<I> {
         // rewritten with writes smaller than the sector; the stage wrote
         // poison, and the compacted journal vouched for none of four ops
         // the replica had acknowledged). `unvouch_copies` reads the
-        // spare's copy places too, so such a copy never outlives a rewrite. They go with the same fsync as
-        // their prepares: the tmp file is not the journal until its
-        // exchange is durable, after that fsync.
+        // spare's copy places too, so such a copy never outlives a rewrite.
+        // They go with the same fsync as their prepares: the tmp file is not
+        // the journal until its exchange is durable, after that fsync.
         let ring_last = faulty.keys().max().copied().unwrap_or(through_op).max(clear_last).max(head);
         let mut run: Vec<u8> = Vec::new();
         let mut run_first = through_op + 1;

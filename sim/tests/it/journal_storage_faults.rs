@@ -1033,7 +1033,7 @@ fn a_compaction_keeps_the_ring_copies_of_durable_ops_it_cannot_read() {
             .disk()
             .contents_durable_range(&journal_file(), config.header_copy_offset(header.op), 256)
             .expect("the compacted journal holds the ring");
-        let copy = shoal_vsr::header::Header::decode(&copy);
+        let copy = Header::decode(&copy);
         assert_eq!(copy.ok().map(|copy| copy.checksum), Some(header.checksum), "op {}'s durable copy", header.op);
     }
     drop(journal);
@@ -1083,7 +1083,7 @@ fn a_compaction_keeps_a_carried_copy_of_a_durable_op_it_cannot_read() {
         .filter(|&op| journal.is_durable(op))
         .filter(|&op| {
             let ring = io.disk().contents_durable_range(&journal_file(), config.header_copy_offset(op), 256).unwrap();
-            shoal_vsr::header::Header::decode(&ring).map_or(true, |copy| copy.op != op)
+            Header::decode(&ring).map_or(true, |copy| copy.op != op)
         })
         .collect();
     assert!(!carried_only.is_empty(), "some durable op has its copy carried only");
@@ -1113,7 +1113,7 @@ fn a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write() {
     let config = config(SLOT_COUNT);
     assert!(journal.is_durable(2), "op 2 may be acknowledged");
     let ring = io.disk().contents_durable_range(&journal_file(), config.header_copy_offset(2), 256).unwrap();
-    assert!(shoal_vsr::header::Header::decode(&ring).is_err(), "op 2's copy is carried, not in the ring");
+    assert!(Header::decode(&ring).is_err(), "op 2's copy is carried, not in the ring");
     block_on_ready(journal.truncate_after(2)).unwrap();
     let staged = block_on_ready(journal.stage_drain(1)).unwrap().expect("ops to compact");
     let installed = block_on_ready(staged.install());
