@@ -4,7 +4,7 @@
 //! network, of shards or of the replica's protocol state; all I/O goes through
 //! `Io`, so the simulator can crash it between any two storage calls.
 //!
-//! Layout of `journal-<namespace>.wal` (format version 3):
+//! Layout of `journal-<namespace>.wal` (format version 5):
 //! - bytes `0..FILE_HEADER_SIZE_BYTES`: the file header (magic, format
 //!   version, cluster, namespace, slot count, message size, `snapshot_op` and
 //!   the checksum of the prepare at `snapshot_op`, then its own checksum);
@@ -13,8 +13,9 @@
 //!   padded to a multiple of `HEADERS_ZONE_ALIGN_BYTES`;
 //! - then `slot_count` fixed slots; op `n` lives in slot `n % slot_count`, as
 //!   `[carried-copies region][256-byte header][body]`, padded to the slot
-//!   size; the region holds `COPIES_CARRIED_MAX` 256-byte entries (see
-//!   "Carried copies");
+//!   size (`message_size_max` rounded up to whole pages); the region is one
+//!   page of `COPIES_CARRIED_MAX` 256-byte entries (see "Carried copies"),
+//!   so every region and every slot starts on a page (see "Whole pages");
 //! - then, in the last `FILE_HEADER_SIZE_BYTES`, a second copy of the file
 //!   header. The two are as far apart as the file allows: a misdirected
 //!   write (the device puts a write at a wrong address of the same file)
@@ -26,7 +27,8 @@
 //!
 //! Version 1 had no header ring (slots right after the file header);
 //! version 2 had one copy of the file header; version 3 had no
-//! carried-copies regions. An older file is refused at open
+//! carried-copies regions; version 4 rounded slots to sectors, not pages.
+//! An older file is refused at open
 //! (`UnsupportedVersion`, which tells the operator what to do).
 //!
 //! Next to it lives `journal-<namespace>.wal.tmp`, the spare: compaction's
@@ -229,6 +231,37 @@
 //! the absence of every copy of the tail, with nothing damaged, is the
 //! evidence, and one copy anywhere in it keeps it all.
 //!
+//! ## Whole pages
+//!
+//! Linux writes a file through its page cache, 4 KiB at a time: a write
+//! that covers a page only in part makes the kernel read that page first,
+//! and when a latent sector error makes the page unreadable, the write
+//! fails with EIO, at every try, while a write of the whole page needs no
+//! read and lets the drive remap the sector. A journal that writes 256-byte
+//! ring copies, one-sector clears and sector-rounded prepares into such a
+//! page can never finish an open again: disk-rot-pages seeds (session 21)
+//! stopped at "write header copies" (the ring copies of the valid ops),
+//! "clear torn slot", and in a restart loop at every repair of a prepare
+//! whose slot page held the bad sector. So, from format 5:
+//! - a slot is whole pages and starts on one, with its region (one page)
+//!   before it; a prepare's write covers its header and body padded to the
+//!   end of its last page (zeros to the end of the last body sector, then
+//!   `PADDING_BYTE`, which no recovery rule reads as "never written");
+//!   the first write of a batch covers its whole region;
+//! - clearing a slot (a torn one at open, a truncation, a compaction's
+//!   stale or faulty slot) writes its whole first page;
+//! - only copy places (ring entries, carried entries) are written in part,
+//!   through `write_pages`: when such a write fails with EIO and the rest
+//!   of a page it touches cannot be read, it becomes a write of whole
+//!   pages, the rest as read, each unreadable copy place of a durable op
+//!   holding that op's header again (from the index: the copy its
+//!   acknowledgement rests on), any other unreadable byte poison (a
+//!   damaged copy place, as it read before). The hot path never reads.
+//!
+//! A misdirected write is larger now (a carrier is two pages at least),
+//! so it damages more places when it lands; it never leaves a zero
+//! sector a prepare write did not mean (padding is not zeros).
+//!
 //! ## Recovery never trusts the page cache
 //!
 //! After a process crash (not a power loss) the kernel still holds written
@@ -263,10 +296,11 @@
 //! ## What it costs
 //!
 //! - A prepare's write covers its header and body rounded up to whole
-//!   sectors, not its slot: a 100-byte message writes one 512-byte sector,
+//!   pages, not its slot: a 100-byte message writes one 4 KiB page (the
+//!   page cache's unit: a smaller write dirties the page all the same),
 //!   and its ring copy 256 bytes (or a carried entry). Each prepare is one
 //!   write, the first of a batch with the copies it carries; slots are
-//!   `message_size_max` rounded up to a sector, so a 1 MiB `SendMessages`
+//!   `message_size_max` rounded up to a page, so a 1 MiB `SendMessages`
 //!   batch (`MESSAGE_SIZE_MAX_BYTES`) fits one slot.
 //! - Files are preallocated (zero-filled, see `zero_fill`), so an append
 //!   overwrites allocated blocks and its fdatasync commits no metadata.
@@ -274,7 +308,7 @@
 //!   the previous compaction retired, exchanged (`Io::exchange`) rather
 //!   than renamed over, so its blocks stay allocated and it becomes the
 //!   next compaction's scratch file. A compaction writes the file header,
-//!   the ring, the few live prepares and a zero sector over each slot the
+//!   the ring, the few live prepares and a zero page over each slot the
 //!   spare may still hold a live-window prepare in; then two fsyncs.
 //!   The server checkpoints every half ring by default (the other half
 //!   takes the appends while a checkpoint and its compaction run beside
@@ -363,7 +397,8 @@ pub use replica_io::Scan;
 
 /// Size of the file header region; one 4 KiB page so slots stay aligned.
 pub const FILE_HEADER_SIZE_BYTES: u64 = 4096;
-/// Slots are padded to a multiple of a sector.
+/// The unit of a torn write and of damage on the device (a page is whole
+/// sectors: `PAGE_SIZE_BYTES`).
 pub const SECTOR_SIZE_BYTES: u64 = 512;
 
 /// Slots a journal keeps beyond a checkpoint interval: the view headers a
@@ -378,7 +413,7 @@ pub const JOURNAL_MAGIC: u64 = u64::from_le_bytes(*b"SHOALWAL");
 /// 2: the header ring between the file header and the slots; 3: a second
 /// copy of the file header at the end of the file; 4: a carried-copies
 /// region before each slot (module doc, "Carried copies").
-pub const JOURNAL_FORMAT_VERSION: u32 = 4;
+pub const JOURNAL_FORMAT_VERSION: u32 = 5;
 /// Ring copies one prepare write can carry in the region before its slot:
 /// the copies of the `COPIES_CARRIED_MAX` ops before it. A pipeline's worth,
 /// so a turn's batch carries every copy the turn before it made ready.
@@ -391,6 +426,12 @@ const _: () = assert!(COPIES_CARRIED_MAX as usize >= crate::replica::PIPELINE_PR
 const _: () = assert!(COPIES_REGION_BYTES.is_multiple_of(SECTOR_SIZE_BYTES), "slots stay sector-aligned");
 /// The header ring is padded to this, so slots stay page-aligned.
 pub const HEADERS_ZONE_ALIGN_BYTES: u64 = 4096;
+/// The page cache's unit, and so the unit of every journal write (module
+/// doc, "Whole pages"): a write that covers a page only in part makes the
+/// kernel read the page first, and fails when the page cannot be read.
+pub const PAGE_SIZE_BYTES: u64 = 4096;
+const _: () = assert!(FILE_HEADER_SIZE_BYTES == PAGE_SIZE_BYTES && HEADERS_ZONE_ALIGN_BYTES == PAGE_SIZE_BYTES);
+const _: () = assert!(COPIES_REGION_BYTES == PAGE_SIZE_BYTES, "a carried-copies region is one page");
 /// Ring copies read per call during recovery (bounds the read buffer).
 const HEADERS_ZONE_READ_COPIES_MAX: u64 = 1024;
 /// What marks a slot header or ring copy as damaged on purpose: a compaction
@@ -404,6 +445,13 @@ const POISON_BYTE: u8 = 0xA5;
 /// "Filler, not zeros"). Distinct from zeros, from `POISON_BYTE`, never in
 /// UTF-8 text, and no header decodes from it.
 const FILLER_BYTE: u8 = 0xF5;
+/// What a prepare write puts in the whole sectors between its last body
+/// sector and the end of its last page (module doc, "Whole pages"): not
+/// zeros, so that a misdirected write never leaves a zero sector on
+/// another slot's header (which would read "never written"), and neither
+/// filler nor a header, so that a torn write leaving it in an older body
+/// reads as torn, not as overwritten.
+const PADDING_BYTE: u8 = 0x5A;
 /// Preallocation writes zeros in chunks of this size (bounds the buffer).
 pub const ZERO_FILL_CHUNK_BYTES: u64 = 1 << 20;
 const _: () = assert!(ZERO_FILL_CHUNK_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
@@ -457,8 +505,10 @@ impl JournalConfig {
         Ok(())
     }
 
+    /// `message_size_max` rounded up to whole pages, so that every slot,
+    /// and every carried-copies region, starts on a page.
     pub fn slot_size_bytes(&self) -> u64 {
-        u64::from(self.message_size_max_bytes).div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES
+        pages_bytes(u64::from(self.message_size_max_bytes))
     }
 
     /// The longest checkpoint interval this geometry allows: a compaction
@@ -528,6 +578,30 @@ impl JournalConfig {
         std::iter::once(self.header_copy_offset(op)).chain(carried)
     }
 
+    /// The op whose copy lives at the copy place `offset` (a ring entry or a
+    /// carried entry), in the live window that starts at `window_first`.
+    pub fn copy_place_op(&self, offset: u64, window_first: u64) -> Option<u64> {
+        let place_bytes = HEADER_SIZE_BYTES as u64;
+        let window_op =
+            |slot: u64| window_first + (slot + self.slot_count - window_first % self.slot_count) % self.slot_count;
+        if !offset.is_multiple_of(place_bytes) || offset < FILE_HEADER_SIZE_BYTES {
+            return None;
+        }
+        if offset < FILE_HEADER_SIZE_BYTES + self.slot_count * place_bytes {
+            return Some(window_op((offset - FILE_HEADER_SIZE_BYTES) / place_bytes));
+        }
+        let into_slots = offset.checked_sub(self.slots_offset())?;
+        let (carrier_slot, within) = (into_slots / self.slot_stride_bytes(), into_slots % self.slot_stride_bytes());
+        if carrier_slot >= self.slot_count || within >= COPIES_REGION_BYTES {
+            return None;
+        }
+        let distance = (COPIES_REGION_BYTES - within) / place_bytes;
+        if distance > self.copies_carried_max() {
+            return None;
+        }
+        Some(window_op((carrier_slot + self.slot_count - distance) % self.slot_count))
+    }
+
     /// Where the ring copy of the header of the prepare in `op`'s slot lives.
     pub fn header_copy_offset(&self, op: u64) -> u64 {
         FILE_HEADER_SIZE_BYTES + (op % self.slot_count) * HEADER_SIZE_BYTES as u64
@@ -535,27 +609,42 @@ impl JournalConfig {
 }
 
 /// What one prepare's slot write covers: its header and body, rounded up to
-/// whole sectors (never the whole slot: a 100-byte message costs one
-/// sector, not `message_size_max`). The padding is zeros.
+/// whole pages (never the whole slot: a 100-byte message costs one page,
+/// not `message_size_max`). The padding is zeros to the end of the last
+/// body sector, then `PADDING_BYTE`.
 fn encode_prepare_sectors(header: &Header, body: &[u8]) -> Vec<u8> {
     let mut buffer = Vec::new();
     push_prepare_sectors(&mut buffer, header, body);
     buffer
 }
 
-/// Append `header` and `body` to `buffer`, padded with zeros to whole
-/// sectors: one copy of the body, straight into the write buffer.
+/// Append `header` and `body` to `buffer`, padded to whole pages: one copy
+/// of the body, straight into the write buffer.
 fn push_prepare_sectors(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
     let begin = buffer.len();
+    debug_assert!((begin as u64).is_multiple_of(PAGE_SIZE_BYTES), "a prepare starts on a page");
     // Room for the padded slot first: growing while extending by the body
     // and then by the padding would copy a large body twice more (a
     // reallocation each time). The first prepare of a run gets exactly its
     // size; later ones grow the run amortized.
-    buffer.reserve(sectors_bytes((HEADER_SIZE_BYTES + body.len()) as u64) as usize);
+    buffer.reserve(pages_bytes((HEADER_SIZE_BYTES + body.len()) as u64) as usize);
     buffer.extend_from_slice(&header.encode());
     buffer.extend_from_slice(body);
-    let size_bytes = buffer.len() - begin;
-    buffer.resize(begin + sectors_bytes(size_bytes as u64) as usize, 0);
+    pad_prepare(buffer, begin);
+}
+
+/// Pad the prepare that starts at `begin` of `buffer` (and ends at its end)
+/// to whole pages: zeros to its last sector's end, then `PADDING_BYTE`.
+fn pad_prepare(buffer: &mut Vec<u8>, begin: usize) {
+    let size_bytes = (buffer.len() - begin) as u64;
+    buffer.resize(begin + sectors_bytes(size_bytes) as usize, 0);
+    buffer.resize(begin + pages_bytes(size_bytes) as usize, PADDING_BYTE);
+}
+
+/// A prepare as read back (header and body), as its slot write covers it.
+fn pad_prepare_bytes(mut bytes: Vec<u8>) -> Vec<u8> {
+    pad_prepare(&mut bytes, 0);
+    bytes
 }
 
 /// One write: where it goes, the bytes, and how many prepares it holds.
@@ -605,7 +694,7 @@ fn prepare_runs<'a>(
         } else {
             runs.push(prepare_write(config, if runs.is_empty() { carried } else { &[] }, header, body));
         }
-        let filled = sectors_bytes((HEADER_SIZE_BYTES + body.len()) as u64) == config.slot_size_bytes();
+        let filled = pages_bytes((HEADER_SIZE_BYTES + body.len()) as u64) == config.slot_size_bytes();
         previous = Some((header.op, filled));
     }
     runs
@@ -616,8 +705,9 @@ fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, bo
     let mut offset = config.slot_offset(header.op);
     let mut bytes = Vec::new();
     if let Some(farthest) = carried.first() {
-        let region_bytes = sectors_bytes((header.op - farthest.op) * HEADER_SIZE_BYTES as u64);
-        assert!(region_bytes <= COPIES_REGION_BYTES);
+        // The whole region (one page), entries it does not carry filled.
+        let region_bytes = COPIES_REGION_BYTES;
+        assert!(header.op - farthest.op <= config.copies_carried_max());
         offset -= region_bytes;
         bytes.resize(region_bytes as usize, FILLER_BYTE);
         for copy in carried {
@@ -654,6 +744,115 @@ fn body_holds_misdirected_sector(sectors: &[u8]) -> bool {
 
 fn sectors_bytes(size_bytes: u64) -> u64 {
     size_bytes.div_ceil(SECTOR_SIZE_BYTES) * SECTOR_SIZE_BYTES
+}
+
+fn pages_bytes(size_bytes: u64) -> u64 {
+    size_bytes.div_ceil(PAGE_SIZE_BYTES) * PAGE_SIZE_BYTES
+}
+
+/// Write `bytes` at `offset` of `file` so that an unreadable page cannot
+/// stop it (module doc, "Whole pages"). A write that covers its first or
+/// last page only in part makes the kernel read that page first, and fails
+/// with EIO when a latent sector error makes the page unreadable, at every
+/// try. So when such a write fails with a media error, the rest of each
+/// page is read (sector by sector where a read fails), and if a sector of
+/// it cannot be read, the write becomes one of whole pages: the rest as
+/// read, and for each copy place in an unreadable sector what `known` says
+/// belongs there (the header of a durable op, whose copy the device held
+/// and no read could show), else `POISON_BYTE`, which every copy place
+/// reads as damaged, as it read before. When the rest reads whole, the
+/// page was not the cause, and the write's own error stands. Only copy
+/// places (ring entries, carried entries) are written in part: prepares and
+/// cleared slots are whole pages of their own slot, and never need this.
+async fn write_pages<F: IoFile>(
+    file: &F,
+    bytes: Vec<u8>,
+    offset: u64,
+    known: &impl Fn(u64) -> Option<Header>,
+) -> io::Result<()> {
+    let end = offset + bytes.len() as u64;
+    let (page_start, page_end) = (offset / PAGE_SIZE_BYTES * PAGE_SIZE_BYTES, pages_bytes(end));
+    let whole_pages = page_start == offset && page_end == end;
+    let (result, bytes) = file.write_all_at(bytes, offset).await;
+    let error = match result {
+        Err(error) if crate::io::is_media_error(&error) && !whole_pages && !bytes.is_empty() => error,
+        other => return other,
+    };
+    let (before, before_whole) = page_rest_bytes(file, page_start, offset, known).await?;
+    let (after, after_whole) = page_rest_bytes(file, end, page_end, known).await?;
+    if before_whole && after_whole {
+        return Err(error);
+    }
+    crate::marks::hit(crate::marks::JOURNAL_WRITE_PAGE_COMPLETED);
+    let mut pages = before;
+    pages.reserve((page_end - page_start) as usize - pages.len());
+    pages.extend_from_slice(&bytes);
+    pages.extend(after);
+    debug_assert_eq!(pages.len() as u64, page_end - page_start);
+    file.write_all_at(pages, page_start).await.0
+}
+
+/// The bytes `start..end` of `file` (part of one page), as `write_pages`
+/// must write them back: as read, and for a sector that cannot be (its
+/// retries spent) each copy place's `known` header, or poison; and whether
+/// every sector read.
+async fn page_rest_bytes<F: IoFile>(
+    file: &F,
+    start: u64,
+    end: u64,
+    known: &impl Fn(u64) -> Option<Header>,
+) -> io::Result<(Vec<u8>, bool)> {
+    debug_assert!(end - start < PAGE_SIZE_BYTES);
+    if start == end {
+        return Ok((Vec::new(), true));
+    }
+    let (result, bytes) = crate::io::read_exact_retrying(file, vec![0; (end - start) as usize], start).await;
+    match result {
+        Ok(()) => return Ok((bytes, true)),
+        Err(error) if crate::io::is_media_error(&error) => {}
+        Err(error) => return Err(error),
+    }
+    let mut rest = Vec::with_capacity((end - start) as usize);
+    let mut whole = true;
+    let mut position = start;
+    // Bounded: one read per sector of less than a page.
+    while position < end {
+        let next = ((position / SECTOR_SIZE_BYTES + 1) * SECTOR_SIZE_BYTES).min(end);
+        let (result, bytes) = crate::io::read_exact_retrying(file, vec![0; (next - position) as usize], position).await;
+        match result {
+            Ok(()) => rest.extend_from_slice(&bytes),
+            Err(error) if crate::io::is_media_error(&error) => {
+                crate::marks::hit(crate::marks::JOURNAL_WRITE_POISONED_UNREADABLE_PAGE_REST);
+                rest.extend(unreadable_sector_bytes(position, next, known));
+                whole = false;
+            }
+            Err(error) => return Err(error),
+        }
+        position = next;
+    }
+    Ok((rest, whole))
+}
+
+/// What `write_pages` writes over the unreadable bytes `start..end`: the
+/// `known` header of each whole copy place in them, poison elsewhere.
+fn unreadable_sector_bytes(start: u64, end: u64, known: &impl Fn(u64) -> Option<Header>) -> Vec<u8> {
+    let mut bytes = vec![POISON_BYTE; (end - start) as usize];
+    let place_bytes = HEADER_SIZE_BYTES as u64;
+    let mut place = start.div_ceil(place_bytes) * place_bytes;
+    while place + place_bytes <= end {
+        if let Some(header) = known(place) {
+            crate::marks::hit(crate::marks::JOURNAL_WRITE_UNREADABLE_COPY_REBUILT);
+            let at = (place - start) as usize;
+            bytes[at..at + HEADER_SIZE_BYTES].copy_from_slice(&header.encode());
+        }
+        place += place_bytes;
+    }
+    bytes
+}
+
+/// No copy place's header is known (a spare being written from scratch).
+fn nothing_known(_offset: u64) -> Option<Header> {
+    None
 }
 
 /// Size `file` to `size_bytes` and write zeros over every byte, then fsync.
@@ -1873,7 +2072,7 @@ impl<I: Io> PrepareJournal<I> {
                 let (result, bytes) =
                     crate::io::read_exact_retrying(&*self.file, vec![0; header.size as usize], offset).await;
                 result.map_err(io_error("reread prepare"))?;
-                let result = self.write_at(bytes, offset).await;
+                let result = self.write_at(pad_prepare_bytes(bytes), offset).await;
                 result.map_err(io_error("rewrite prepare"))?;
             }
             if !copies_stale.is_empty() {
@@ -1885,7 +2084,7 @@ impl<I: Io> PrepareJournal<I> {
             // the page cache after a failed fsync may not be durable either.
             self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
             for &op in &torn {
-                let result = self.write_at(vec![0; HEADER_SIZE_BYTES], self.config.slot_offset(op)).await;
+                let result = self.write_at(vec![0; PAGE_SIZE_BYTES as usize], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;
             }
             if !valid.is_empty() || !torn.is_empty() {
@@ -1948,14 +2147,24 @@ impl<I: Io> PrepareJournal<I> {
     /// compaction's checkpoint.
     async fn write_at(&self, bytes: Vec<u8>, offset: u64) -> io::Result<()> {
         let mirrored = self.mirror.as_ref().map(|_| bytes.clone());
-        let (result, _) = self.file.write_all_at(bytes, offset).await;
-        result?;
+        let known = |place: u64| self.durable_copy_at(place);
+        write_pages(&*self.file, bytes, offset, &known).await?;
         if let (Some(mirror), Some(bytes)) = (&self.mirror, mirrored) {
             crate::marks::hit(crate::marks::JOURNAL_WRITE_MIRRORED);
-            let (result, _) = mirror.spare.write_all_at(bytes, offset).await;
-            result?;
+            write_pages(&*mirror.spare, bytes, offset, &known).await?;
         }
         Ok(())
+    }
+
+    /// The header a copy place at `offset` may hold for sure: that of the
+    /// durable op whose ring entry or carried entry it is (its copy is
+    /// durable, so writing it again vouches for nothing new).
+    fn durable_copy_at(&self, offset: u64) -> Option<Header> {
+        let config = &self.config;
+        let op = config.copy_place_op(offset, self.snapshot_op + 1)?;
+        let header = self.headers.get(&op).filter(|_| self.is_durable(op))?;
+        debug_assert!(config.header_copy_offsets(op).any(|place| place == offset));
+        Some(*header)
     }
 
     /// fdatasync the journal's file, and the spare that mirrors it.
@@ -2469,7 +2678,7 @@ impl<I: Io> PrepareJournal<I> {
     /// allocated (`create` preallocates both). The rewrite writes the file
     /// header, the header ring, the live prepares (a pipeline's worth after
     /// a checkpoint), the carried-copies regions of the live slots and a
-    /// zero sector over each slot that may still hold a prepare of the live
+    /// zero page over each slot that may still hold a prepare of the live
     /// window from the spare's previous life; two fsyncs (tmp, directory).
     /// Where the file system cannot exchange, a rename replaces the journal
     /// and the next compaction starts from a fresh sparse file (correct,
@@ -2708,17 +2917,18 @@ impl<I: Io> PrepareJournal<I> {
                 bytes = self.copy_place_bytes(offset, COPIES_REGION_BYTES).await;
             }
             bytes.extend_from_slice(&encode_prepare_sectors(header, body));
-            let (result, _) = file.write_all_at(bytes, offset).await;
+            let result = write_pages(&file, bytes, offset, &nothing_known).await;
             result.map_err(io_error("write tmp prepare"))?;
         }
         // A slot header or ring copy of the spare's previous life that names
         // an op of the new live window would be recovered as a live prepare
         // (a truncated one resurrected) or as a faulty one: clear each such
-        // slot's first sector and its copy. Ops at or below `through_op`
+        // slot's first page and its copy. Ops at or below `through_op`
         // read as checkpointed, so this ends at what the spare can hold.
         let clear_last = stale_op_max.min(through_op + config.slot_count);
         for op in (through_op + 1..=clear_last).filter(|op| !carried.contains_key(op) && !faulty.contains_key(op)) {
-            let (result, _) = file.write_all_at(vec![0; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
+            let result =
+                write_pages(&file, vec![0; PAGE_SIZE_BYTES as usize], config.slot_offset(op), &nothing_known).await;
             result.map_err(io_error("clear tmp slot"))?;
         }
         // The other carried-copies regions: the journal's own for the live
@@ -2733,14 +2943,15 @@ impl<I: Io> PrepareJournal<I> {
             } else {
                 vec![0; COPIES_REGION_BYTES as usize]
             };
-            let (result, _) = file.write_all_at(region, offset).await;
+            let result = write_pages(&file, region, offset, &nothing_known).await;
             result.map_err(io_error("write tmp carried copies"))?;
         }
         // A faulty op's slot never reads as its prepare: zeros when the ring
         // copy names it, poison when nothing can (module doc, `Unknown`).
         for (&op, header) in faulty {
             let fill = if header.is_some() { 0 } else { POISON_BYTE };
-            let (result, _) = file.write_all_at(vec![fill; SECTOR_SIZE_BYTES as usize], config.slot_offset(op)).await;
+            let result =
+                write_pages(&file, vec![fill; PAGE_SIZE_BYTES as usize], config.slot_offset(op), &nothing_known).await;
             result.map_err(io_error("mark tmp slot faulty"))?;
         }
         // Ring copies, one write per run of adjacent entries: the journal's
@@ -2787,8 +2998,8 @@ impl<I: Io> PrepareJournal<I> {
                 None => run.resize(run.len() + HEADER_SIZE_BYTES, 0),
             }
             if op == ring_last || (op + 1).is_multiple_of(config.slot_count) {
-                let (result, _) =
-                    file.write_all_at(std::mem::take(&mut run), config.header_copy_offset(run_first)).await;
+                let (bytes, offset) = (std::mem::take(&mut run), config.header_copy_offset(run_first));
+                let result = write_pages(&file, bytes, offset, &nothing_known).await;
                 result.map_err(io_error("write tmp header ring"))?;
                 run_first = op + 1;
             }
@@ -2867,7 +3078,7 @@ impl<I: Io> PrepareJournal<I> {
         // faulty.
         let copies = self.dropped_copies(op, head);
         let slots: Vec<(u64, u64)> =
-            (op + 1..=head).map(|dropped| (self.config.slot_offset(dropped), HEADER_SIZE_BYTES as u64)).collect();
+            (op + 1..=head).map(|dropped| (self.config.slot_offset(dropped), PAGE_SIZE_BYTES)).collect();
         for (ranges, operation) in [(copies, "clear header copy"), (slots, "clear slot")] {
             for (offset, length) in ranges {
                 let result = self.write_at(vec![0; length as usize], offset).await;
@@ -2933,12 +3144,14 @@ mod tests {
         }
     }
 
-    /// The first write of a batch carries the ready copies in the sectors
-    /// just before its header, its region's other entries zeroed; the
-    /// others are one write each.
+    /// The first write of a batch carries the ready copies in its slot's
+    /// region, the whole page of it, the entries it does not carry filler;
+    /// the others are one write each. Every write is whole pages, padded.
     #[test]
     fn a_batch_carries_copies_in_its_first_write_only() {
-        let config = JournalConfig { slot_count: 64, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
+        // Two pages a slot: an empty prepare does not fill its slot, so
+        // op 11 does not join op 10's write.
+        let config = JournalConfig { slot_count: 64, message_size_max_bytes: 8192, cluster: 1, namespace: 2 };
         let header = |op: u64| {
             let mut header = Header::new(Command::Prepare, 1);
             header.namespace = 2;
@@ -2950,15 +3163,19 @@ mod tests {
         let prepares = [(&ten, &[][..]), (&eleven, &[][..])];
         let runs = prepare_runs(&config, &[seven, nine], 0, prepares);
         assert_eq!(runs.len(), 2);
-        // Op 7 is 3 before op 10: two sectors of region (entries 4..1).
-        assert_eq!(runs[0].offset, config.slot_offset(10) - 1024);
-        assert_eq!(runs[0].offset, config.carried_copy_offset(6, 4), "starts at entry 4");
-        assert_eq!(&runs[0].bytes[256..512], &seven.encode()[..], "op 7 at distance 3");
-        assert_eq!(&runs[0].bytes[768..1024], &nine.encode()[..], "op 9 at distance 1");
-        assert!(runs[0].bytes[..256].iter().chain(&runs[0].bytes[512..768]).all(|&b| b == FILLER_BYTE));
-        assert_eq!(&runs[0].bytes[1024..1280], &ten.encode()[..]);
-        assert_eq!(runs[0].bytes.len(), 1024 + 512);
-        assert_eq!((runs[1].offset, runs[1].bytes.len()), (config.slot_offset(11), 512));
+        let region = COPIES_REGION_BYTES as usize;
+        assert_eq!(runs[0].offset, config.slot_offset(10) - COPIES_REGION_BYTES, "starts at its region");
+        assert_eq!(runs[0].offset % PAGE_SIZE_BYTES, 0);
+        assert_eq!(runs[0].offset + (region - 3 * 256) as u64, config.carried_copy_offset(7, 3));
+        assert_eq!(&runs[0].bytes[region - 768..region - 512], &seven.encode()[..], "op 7 at distance 3");
+        assert_eq!(&runs[0].bytes[region - 256..region], &nine.encode()[..], "op 9 at distance 1");
+        let not_carried = runs[0].bytes[..region - 768].iter().chain(&runs[0].bytes[region - 512..region - 256]);
+        assert!(not_carried.into_iter().all(|&b| b == FILLER_BYTE));
+        assert_eq!(&runs[0].bytes[region..region + 256], &ten.encode()[..]);
+        assert!(runs[0].bytes[region + 256..region + 512].iter().all(|&b| b == 0), "zeros to the sector's end");
+        assert!(runs[0].bytes[region + 512..].iter().all(|&b| b == PADDING_BYTE), "padding to the page's end");
+        assert_eq!(runs[0].bytes.len(), region + PAGE_SIZE_BYTES as usize);
+        assert_eq!((runs[1].offset, runs[1].bytes.len()), (config.slot_offset(11), PAGE_SIZE_BYTES as usize));
     }
 
     /// A fresh batch of full prepares is one write: the first carries its
@@ -2967,8 +3184,8 @@ mod tests {
     /// new write begins.
     #[test]
     fn a_fresh_batch_of_full_prepares_is_one_write() {
-        let config = JournalConfig { slot_count: 8, message_size_max_bytes: 1024, cluster: 1, namespace: 2 };
-        let body = vec![7u8; 1024 - HEADER_SIZE_BYTES];
+        let config = JournalConfig { slot_count: 8, message_size_max_bytes: 4096, cluster: 1, namespace: 2 };
+        let body = vec![7u8; 4096 - HEADER_SIZE_BYTES];
         let header = |op: u64| {
             let mut header = Header::new(Command::Prepare, 1);
             header.namespace = 2;
@@ -2978,15 +3195,16 @@ mod tests {
         };
         let headers: Vec<Header> = (1..=7).map(header).collect();
         let prepares = || headers[1..].iter().map(|header| (header, &body[..]));
-        // Ops 2..=7, op 1's copy carried: one write from op 1's entry on.
+        // Ops 2..=7, op 1's copy carried: one write from op 2's region on.
         let runs = prepare_runs(&config, &headers[..1], 1, prepares());
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].count, 6);
-        assert_eq!(runs[0].offset, config.carried_copy_offset(1, 1) - 256, "a whole sector of op 2's region");
+        assert_eq!(runs[0].offset, config.carried_copy_offset(1, 1) + 256 - COPIES_REGION_BYTES, "op 2's region");
         let stride = config.slot_stride_bytes() as usize;
-        assert_eq!(runs[0].bytes.len(), 512 + 1024 + 5 * stride);
-        assert_eq!(&runs[0].bytes[..256], &[FILLER_BYTE; 256][..], "entry 2 of op 2's region: not carried");
-        assert_eq!(&runs[0].bytes[256..512], &headers[0].encode()[..]);
+        assert_eq!(runs[0].bytes.len(), 6 * stride);
+        let entry_one = COPIES_REGION_BYTES as usize - 256;
+        assert!(runs[0].bytes[..entry_one].iter().all(|&b| b == FILLER_BYTE), "op 2's region: not carried");
+        assert_eq!(&runs[0].bytes[entry_one..entry_one + 256], &headers[0].encode()[..]);
         for (index, header) in headers[1..].iter().enumerate() {
             let at = (config.slot_offset(header.op) - runs[0].offset) as usize;
             assert_eq!(&runs[0].bytes[at..at + HEADER_SIZE_BYTES], &header.encode()[..]);
@@ -3010,17 +3228,32 @@ mod tests {
     }
 
     #[test]
-    fn slot_geometry_is_sector_aligned() {
+    fn slot_geometry_is_page_aligned() {
         let config = JournalConfig { slot_count: 4, message_size_max_bytes: 1000, cluster: 1, namespace: 2 };
-        assert_eq!(config.slot_size_bytes(), 1024);
+        assert_eq!(config.slot_size_bytes(), PAGE_SIZE_BYTES);
         assert_eq!(config.headers_zone_size_bytes(), HEADERS_ZONE_ALIGN_BYTES);
         assert_eq!(config.header_copy_offset(5), FILE_HEADER_SIZE_BYTES + 256);
-        let stride = COPIES_REGION_BYTES + 1024;
+        let stride = COPIES_REGION_BYTES + PAGE_SIZE_BYTES;
         assert_eq!(config.slot_stride_bytes(), stride);
         let slots = FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES;
         assert_eq!(config.slot_offset(5), slots + stride + COPIES_REGION_BYTES);
         assert_eq!(config.file_header_copy_offset(), slots + 4 * stride);
         assert_eq!(config.file_size_bytes(), 2 * FILE_HEADER_SIZE_BYTES + HEADERS_ZONE_ALIGN_BYTES + 4 * stride);
+        for op in 0..4 {
+            assert_eq!(config.slot_offset(op) % PAGE_SIZE_BYTES, 0, "every slot starts a page");
+        }
+        assert_eq!(JournalConfig { message_size_max_bytes: 4097, ..config }.slot_size_bytes(), 2 * PAGE_SIZE_BYTES);
+        // Every copy place names the op of the window it vouches for.
+        for window_first in [1, 6, 9] {
+            for op in window_first..window_first + 4 {
+                for place in config.header_copy_offsets(op) {
+                    assert_eq!(config.copy_place_op(place, window_first), Some(op), "place {place}");
+                }
+            }
+        }
+        assert_eq!(config.copy_place_op(config.slot_offset(5), 5), None, "a slot header is no copy place");
+        assert_eq!(config.copy_place_op(FILE_HEADER_SIZE_BYTES + 100, 5), None, "not a place's start");
+        assert_eq!(config.copy_place_op(config.file_header_copy_offset(), 5), None);
         // With 4 slots an op's copy rides at most 3 slots ahead (never in a
         // region of its own slot); entry 1 ends where the next header begins.
         assert_eq!(config.copies_carried_max(), 3);

@@ -75,6 +75,9 @@ pub const MARKS: &[&str] = &[
     JOURNAL_UNCOPIED_TAIL_TORN,
     JOURNAL_UNKNOWN_BEYOND_GAP_TORN,
     JOURNAL_WRITE_MIRRORED,
+    JOURNAL_WRITE_PAGE_COMPLETED,
+    JOURNAL_WRITE_POISONED_UNREADABLE_PAGE_REST,
+    JOURNAL_WRITE_UNREADABLE_COPY_REBUILT,
     METADATA_REPLAYED_AT_START,
     PARTITION_SALVAGE_EMPTIED_SEGMENT,
     PARTITION_SALVAGED,
@@ -142,6 +145,15 @@ pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
 /// module doc, "What it costs": the spare mirrors the journal until it is
 /// installed).
 pub const JOURNAL_WRITE_MIRRORED: &str = "journal_write_mirrored";
+/// A journal write covering part of a page failed with EIO and was made a
+/// whole-page write (the rest of the page read first).
+pub const JOURNAL_WRITE_PAGE_COMPLETED: &str = "journal_write_page_completed";
+/// The rest of such a page could not be read (a latent error in the page)
+/// and went out as poison: the write that would have failed for good.
+pub const JOURNAL_WRITE_POISONED_UNREADABLE_PAGE_REST: &str = "journal_write_poisoned_unreadable_page_rest";
+/// Such a write put a durable op's header back over its unreadable copy
+/// place (from the index) instead of poison.
+pub const JOURNAL_WRITE_UNREADABLE_COPY_REBUILT: &str = "journal_write_unreadable_copy_rebuilt";
 /// A flush's fdatasync synced a staged compaction's spare beside the
 /// journal's file.
 pub const JOURNAL_FSYNC_MIRRORED: &str = "journal_fsync_mirrored";

@@ -105,8 +105,10 @@ const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
 /// safety holes (deposed primaries, wiped disks, session eviction, and
 /// disk-rot's misdirected writes and rot, where every storage hole of
 /// sessions 12-15 was found), at their full rates; and disk-rot-sharded,
-/// the same damage on the metadata group's files and its start-up replay.
-const CI_TARGETED_SCENARIOS: [&str; 4] = ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded"];
+/// the same damage on the metadata group's files and its start-up replay;
+/// and disk-rot-pages, damage the size of the page cache's page (session 22).
+const CI_TARGETED_SCENARIOS: [&str; 5] =
+    ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded", "disk-rot-pages"];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 const CI_TARGETED_TIME_LIMIT: &str = "3m";
 

@@ -494,7 +494,7 @@ fn a_loaded_backup_writes_each_flushs_ring_copies_with_the_next_flushs_prepares(
     block_on(nodes[1].on_frame(Source::Replica(0), ShardId(0), first, &mut worlds[1])).expect("runs");
     block_on(nodes[1].end_turn(&mut worlds[1])).expect("runs");
     assert!(nodes[1].flushes_in_flight(), "op 3's fsync runs");
-    assert_eq!(nodes[1].io().writes_to(&journal)[writes..], [(config.slot_offset(3), 512)], "the prepare only");
+    assert_eq!(nodes[1].io().writes_to(&journal)[writes..], [(config.slot_offset(3), 4096)], "the prepare only");
 
     // Op 4 arrives while op 3's fsync runs: staged for the next flush.
     let second = prepare_of_one_append(&mut nodes, &mut worlds, 1, sessions[1]);
@@ -515,9 +515,11 @@ fn a_loaded_backup_writes_each_flushs_ring_copies_with_the_next_flushs_prepares(
     );
     assert!(nodes[1].flushes_in_flight(), "the completion started the next flush");
     let flush_writes = &nodes[1].io().writes_to(&journal)[writes..];
-    // Op 4's write carries op 3's copy in the sector before its header:
-    // one contiguous write (journal module doc, "Carried copies").
-    assert_eq!(flush_writes, [(config.carried_copy_offset(3, 1) - HEADER_SIZE_BYTES as u64, 2 * 512)]);
+    // Op 4's write carries op 3's copy in the region (a page) before its
+    // header: one contiguous write of whole pages (journal module doc,
+    // "Carried copies", "Whole pages").
+    let region = shoal_vsr::journal::COPIES_REGION_BYTES;
+    assert_eq!(flush_writes, [(config.carried_copy_offset(3, 1) + HEADER_SIZE_BYTES as u64 - region, 2 * 4096)]);
 
     let syncs = nodes[1].io().sync_count();
     end_held_fsyncs(&mut nodes[1]);

@@ -334,11 +334,17 @@ impl Cluster {
     /// places. A sector holds more than the op a rot is aimed at (two ring
     /// copies share one): disk-rot seed 264061 aimed a read EIO at op 2's
     /// ring copy, and the sector also held op 3's, whose prepare write had
-    /// gone elsewhere, so op 3 lost both its prepare and its copy.
+    /// gone elsewhere, so op 3 lost both its prepare and its copy. With
+    /// page-sized damage (`disk-rot-pages`) a read error takes the whole
+    /// page, sixteen ring copies: disk-rot-pages seed 14783 aimed one at op
+    /// 6's ring copy, and the page held op 8's, whose prepare write had gone
+    /// elsewhere. So the unit is the disk's damage unit, for a flipped bit
+    /// too (the check comes before the draw of which it is).
     fn sector_shares_misdirected_evidence(&self, index: usize, group: usize, snapshot_op: u64, offset: u64) -> bool {
         let config = storage_config(index as u8, self.namespaces[group]).journal();
-        let start = offset / shoal_vsr::journal::SECTOR_SIZE_BYTES * shoal_vsr::journal::SECTOR_SIZE_BYTES;
-        let sector = (start, start + shoal_vsr::journal::SECTOR_SIZE_BYTES);
+        let unit = self.nodes[index].io.disk().latent_error_page_bytes.max(shoal_vsr::journal::SECTOR_SIZE_BYTES);
+        let start = offset / unit * unit;
+        let sector = (start, start + unit);
         // Bounded by the window: one op per slot.
         (snapshot_op + 1..=snapshot_op + config.slot_count).any(|op| {
             evidence_ranges(&config, op).iter().any(|&range| overlaps(range, sector))

@@ -96,7 +96,7 @@ fn prepare_with_body(chain: &mut Chain, body: Vec<u8>) -> (shoal_vsr::Header, Ve
 }
 
 #[test]
-fn a_small_prepare_writes_one_sector_not_a_slot() {
+fn a_small_prepare_writes_one_page_not_a_slot() {
     let io = SimIo::new(4);
     let dir = Path::new("/data/small");
     let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config_large(4))).unwrap();
@@ -106,15 +106,15 @@ fn a_small_prepare_writes_one_sector_not_a_slot() {
     let before = io.disk().writes();
     block_on_ready(journal.append(&header, &body)).unwrap();
     let after_append = io.disk().writes();
-    assert_eq!((after_append.0 - before.0, after_append.1 - before.1), (1, 512), "356 bytes round up to one sector");
+    assert_eq!((after_append.0 - before.0, after_append.1 - before.1), (1, 4096), "356 bytes round up to one page");
     block_on_ready(journal.sync()).unwrap();
     let after_sync = io.disk().writes();
     assert_eq!((after_sync.0 - after_append.0, after_sync.1 - after_append.1), (1, 256), "the ring copy: one header");
-    // A batch of small prepares: one sector each, no slot padding.
+    // A batch of small prepares: one page each, no slot padding.
     let batch: Vec<_> = (0..3).map(|_| prepare_with_body(&mut chain, vec![9; 100])).collect();
     block_on_ready(journal.append_batch(&as_batch(&batch))).unwrap();
     let after_batch = io.disk().writes();
-    assert_eq!((after_batch.0 - after_sync.0, after_batch.1 - after_sync.1), (3, 3 * 512));
+    assert_eq!((after_batch.0 - after_sync.0, after_batch.1 - after_sync.1), (3, 3 * 4096));
     block_on_ready(journal.sync()).unwrap();
     drop(journal);
     io.crash();
@@ -168,9 +168,11 @@ fn a_streamed_batch_carries_the_previous_batchs_copies_in_its_first_write() {
     let before = io.disk().writes();
     block_on_ready(journal.append_batch(&as_batch(&second))).unwrap();
     let after_append = io.disk().writes();
-    // Op 4's write: ops 1..=3's copies (entries 3..1, two sectors) and its
-    // own sector, one write; ops 5 and 6 a sector each.
-    assert_eq!((after_append.0 - before.0, after_append.1 - before.1), (3, 2 * 512 + 3 * 512));
+    // One write: op 4's region (one page, with ops 1..=3's copies in
+    // entries 3..1) and its page, then ops 5 and 6 with their regions
+    // (filler): a 100-byte prepare fills a one-page slot, so they join.
+    let page = 4096;
+    assert_eq!((after_append.0 - before.0, after_append.1 - before.1), (1, 6 * page));
     assert_eq!(block_on_ready(journal.flush()).unwrap(), vec![1, 2, 3]);
     let after_flush = io.disk().writes();
     assert_eq!(after_flush, after_append, "the flush had no copy left to write");
@@ -241,10 +243,10 @@ fn a_drain_into_the_spare_writes_little() {
     let before = io.disk().writes();
     block_on_ready(journal.drain(4)).unwrap();
     let after = io.disk().writes();
-    // The file header's two copies, ops 5 and 6 (one sector each, op 6's
+    // The file header's two copies, ops 5 and 6 (one page each, op 6's
     // write with the carried-copies region before its slot), their two
     // ring copies in one write; the spare is fresh, nothing to clear.
-    assert_eq!((after.0 - before.0, after.1 - before.1), (5, 2 * 4096 + 4096 + 2 * 512 + 2 * 256));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (5, 2 * 4096 + 4096 + 2 * 4096 + 2 * 256));
     let (header, body) = prepare_with_body(&mut chain, vec![1; 100]);
     block_on_ready(journal.append(&header, &body)).unwrap();
     block_on_ready(journal.sync()).unwrap();
@@ -253,7 +255,7 @@ fn a_drain_into_the_spare_writes_little() {
     let after = io.disk().writes();
     // Back into the first file, which held ops 1..=6: op 7 is carried, and
     // no stale slot above 6 needs clearing.
-    assert_eq!((after.0 - before.0, after.1 - before.1), (4, 2 * 4096 + 512 + 256));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (4, 2 * 4096 + 4096 + 256));
     drop(journal);
     io.crash();
     let (_, recovery) = block_on_ready(PrepareJournal::open(&io, dir, config_large(8), OpenMode::ReadWrite)).unwrap();
@@ -293,7 +295,8 @@ fn a_drain_without_exchange_falls_back_to_rename() {
 fn write_prepares_writes_each_prepare_once() {
     let io = SimIo::new(10);
     let dir = Path::new("/data/write-prepares");
-    let config = config(SLOT_COUNT);
+    // Two-page slots: a short prepare (one page) does not fill its slot.
+    let config = shoal_vsr::journal::JournalConfig { message_size_max_bytes: 8192, ..config(SLOT_COUNT) };
     let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config)).unwrap();
     let mut chain = Chain::new();
     let full_bytes = config.message_size_max_bytes as usize - shoal_vsr::header::HEADER_SIZE_BYTES;
@@ -311,11 +314,11 @@ fn write_prepares_writes_each_prepare_once() {
     block_on_ready(journal.write_prepares(&chosen)).unwrap();
     let after = io.disk().writes();
     // Fresh ops 1..=4 one write (op 4 joins op 3, which fills its slot, and
-    // is one sector), zeros over the regions of ops 2..=4; op 5 after the
+    // is one page), filler over the regions of ops 2..=4; op 5 after the
     // short op 4 and op 7 after the gap each a write of its own.
     let slot = config.slot_size_bytes();
     let regions = 3 * shoal_vsr::journal::COPIES_REGION_BYTES;
-    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 5 * slot + 512 + regions));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 5 * slot + 4096 + regions));
     assert_eq!(journal.op_max(), Some(7));
     assert_eq!(journal.repair_ops(), vec![6], "the gap is missing, not silently skipped");
     block_on_ready(journal.sync()).unwrap();

@@ -19,6 +19,10 @@
 //!   below the last drain that returned Ok;
 //! - no phantom ops: every recovered header is one the test appended;
 //! - the same seed and steps give the same trace and the same disk bytes.
+//!
+//! Odd seeds damage whole 4 KiB pages (a latent sector error fails every
+//! read of its page and every write covering the page in part), even seeds
+//! single sectors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +35,8 @@ use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::conformance::{MESSAGE_SIZE_MAX_BYTES, body, config, prepare};
 use shoal_vsr::journal::{JournalError, PrepareJournal, StagedDrain, decode_file_snapshot_op, journal_path};
 
+/// The damage unit of odd seeds: the page cache's page.
+const PAGE_DAMAGE_BYTES: u64 = 4096;
 const SLOT_COUNT: u64 = 8;
 const ROOT_CHECKSUM: u128 = 0xC0FFEE;
 const DIR: &str = "/data/r0";
@@ -150,6 +156,12 @@ impl Harness {
     fn with_faults(seed: u64, faults: DiskFaults) -> Harness {
         let io = SimIo::new(seed);
         io.disk().faults = DiskFaults::default();
+        // Odd seeds damage whole 4 KiB pages, as through Linux's page
+        // cache: a latent error fails every read of its page and every
+        // write covering the page in part (`write_pages`' fallback).
+        if seed % 2 == 1 {
+            io.disk().latent_error_page_bytes = PAGE_DAMAGE_BYTES;
+        }
         let dir = PathBuf::from(DIR);
         let journal = block_on_ready(PrepareJournal::create(&io, &dir, config(SLOT_COUNT))).expect("create");
         io.disk().faults = faults;
