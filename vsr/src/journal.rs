@@ -911,9 +911,9 @@ pub enum JournalError {
     #[error("journal file header checksum mismatch: the header is corrupt; restore the journal from a peer")]
     FileHeaderCorrupt,
     #[error(
-        "journal format version {found} is not this shoal's {JOURNAL_FORMAT_VERSION} (version 4 moved the slots to make \
-         room for carried header copies): run the shoal version that wrote it, or move this replica's data directory \
-         aside and start it with `shoal-server format --rejoin` so it rejoins from its peers"
+        "journal format version {found} is not this shoal's {JOURNAL_FORMAT_VERSION} (version 5 aligned the slots to \
+         4 KiB pages): run the shoal version that wrote it, or move this replica's data directory aside and start it \
+         with `shoal-server format --rejoin` so it rejoins from its peers"
     )]
     UnsupportedVersion { found: u32 },
     #[error("journal belongs to cluster {found:#x}, not {expected:#x}: check the data directory")]
