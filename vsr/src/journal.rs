@@ -96,7 +96,7 @@
 //! that is most of the gap to a plain pwrite+fdatasync loop at small
 //! batches (issue 10: 0.77-0.89 of it). So the copies usually travel with
 //! the next batch instead: the first prepare write of a batch also covers
-//! the sectors before its slot's header, the carried-copies region, where
+//! the page before its slot's header, the carried-copies region, where
 //! entry `j` holds the copy of the op `j + 1` before it. The copies the
 //! previous flush made ready are the ops just before the batch, so one
 //! contiguous write carries them with the first prepare, and the fsync has
@@ -654,12 +654,12 @@ struct PrepareRun {
     count: usize,
 }
 
-/// The writes of prepares of ascending ops, each covering only the sectors
+/// The writes of prepares of ascending ops, each covering only the pages
 /// its prepare uses. The first also carries `carried` (ascending ops, each
-/// at most `copies_carried_max` before it): the sectors of its
-/// carried-copies region from the farthest carried entry up to its header,
-/// entries it does not carry filled (`FILLER_BYTE`), so its copies and the prepare are one
-/// contiguous write (module doc, "Carried copies"). A prepare joins the
+/// at most `copies_carried_max` before it): its whole carried-copies region
+/// (one page), entries it does not carry filled (`FILLER_BYTE`), so its
+/// copies and the prepare are one contiguous write (module doc, "Carried
+/// copies"). A prepare joins the
 /// write of the one before it when that one filled its slot, it is the next
 /// op, its slot is the next slot (not where the ring wraps), and it is above
 /// `fresh_above`: then only its carried-copies region lies between the two,
