@@ -76,6 +76,10 @@ enum Step {
     /// the sector holds other copies too): reads fail until a write covers
     /// the whole sector.
     FailCopyReads(u8, u8),
+    /// A latent sector error in a sector of a live acknowledged op's
+    /// prepare (its page, on odd seeds): it reads faulty until a repair
+    /// writes it whole.
+    FailSlotReads(u8, u8),
     Repair,
 }
 
@@ -102,6 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::FailNextSync),
         1 => any::<u8>().prop_map(Step::Corrupt),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(op, place)| Step::FailCopyReads(op, place)),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(op, sector)| Step::FailSlotReads(op, sector)),
         1 => Just(Step::Repair),
     ]
 }
@@ -570,6 +575,18 @@ impl Harness {
                     self.trace.push(format!("corrupt {op}"));
                 }
             }
+            Step::FailSlotReads(pick, sector) => {
+                let snapshot_op = self.journal().snapshot_op();
+                let live: Vec<u64> = self.acked.range(snapshot_op + 1..).copied().collect();
+                if !live.is_empty() {
+                    let op = live[*pick as usize % live.len()];
+                    let used_bytes = (HEADER_SIZE_BYTES + self.appended[&op].1.len()) as u64;
+                    let offset = config(SLOT_COUNT).slot_offset(op) + (u64::from(*sector) * 512) % used_bytes;
+                    self.io.disk().fail_sector_reads(&self.path, offset).expect("journal exists");
+                    self.corrupted.insert(op);
+                    self.trace.push(format!("latent sector error in the slot of op {op} at {offset}"));
+                }
+            }
             Step::FailCopyReads(pick, place) => {
                 let snapshot_op = self.journal().snapshot_op();
                 let live: Vec<u64> = self.acked.range(snapshot_op + 1..).copied().collect();
@@ -746,10 +763,23 @@ fn model_reaches_every_path() {
         ("crash", "crash"),
     ];
     shoal_vsr::marks::take();
+    // Repairs of a prepare whose slot page a latent error made unreadable
+    // (odd seeds: page-sized damage), the write that failed for good before
+    // format 5.
+    let mut repairs_over_unreadable_pages = 0;
     for seed in 0..200u64 {
         let steps = steps.new_tree(&mut runner).unwrap().current();
         let (trace, _) = run(seed, &steps);
+        let mut unreadable_slots = BTreeSet::new();
         for line in &trace {
+            if let Some(op) = line.strip_prefix("latent sector error in the slot of op ") {
+                unreadable_slots.insert(op.split(' ').next().unwrap().to_string());
+            }
+            let repaired = line.strip_prefix("repair ").filter(|rest| rest.ends_with("Ok(())"));
+            if seed % 2 == 1 && repaired.is_some_and(|rest| unreadable_slots.contains(rest.split(' ').next().unwrap()))
+            {
+                repairs_over_unreadable_pages += 1;
+            }
             for (kind, needle) in kinds {
                 let hit = match kind {
                     "append ok" => line.starts_with("append") && line.ends_with("Ok(())"),
@@ -778,4 +808,5 @@ fn model_reaches_every_path() {
     for (kind, _) in kinds {
         assert!(seen.get(kind).copied().unwrap_or(0) > 0, "the model never reached `{kind}`: {seen:?}");
     }
+    assert!(repairs_over_unreadable_pages > 0, "the model never repaired a prepare over an unreadable page");
 }
