@@ -80,6 +80,11 @@ struct JournalArgs {
     /// Most prepares written per run (one run = one implementation × one batch size).
     #[arg(long, default_value_t = 65_536)]
     count: usize,
+    /// The journal's `message_size_max` (what a slot must hold), in bytes;
+    /// default: the entry (header and body). The server's partitions use
+    /// 1 MiB (`MESSAGE_SIZE_MAX_BYTES`): its journal then is `--slots` MiB.
+    #[arg(long)]
+    message_size_max_bytes: Option<u32>,
     /// Journal slots (the server's default `limits.journal_slot_count`).
     #[arg(long, default_value_t = shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT)]
     slots: u64,
@@ -305,12 +310,16 @@ fn bench_journal(args: &JournalArgs) -> Result<(), String> {
         return Err("--seconds must be positive".to_string());
     }
     let entry_size_bytes = HEADER_SIZE_BYTES + args.body_bytes;
-    let config = JournalConfig {
-        slot_count: args.slots,
-        message_size_max_bytes: u32::try_from(entry_size_bytes).expect("bounded by BODY_SIZE_MAX_BYTES"),
-        cluster: CLUSTER,
-        namespace: NAMESPACE,
-    };
+    let entry_size = u32::try_from(entry_size_bytes).expect("bounded by BODY_SIZE_MAX_BYTES");
+    let message_size_max_bytes = args.message_size_max_bytes.unwrap_or(entry_size);
+    if !(entry_size..=shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES).contains(&message_size_max_bytes) {
+        return Err(format!(
+            "--message-size-max-bytes must be {entry_size}..={} (the entry up to the protocol's largest message)",
+            shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES
+        ));
+    }
+    let config =
+        JournalConfig { slot_count: args.slots, message_size_max_bytes, cluster: CLUSTER, namespace: NAMESPACE };
     if args.slots <= CHECKPOINT_RESERVED_SLOTS || args.slots > SLOT_COUNT_MAX {
         return Err(format!("--slots must be {}..={SLOT_COUNT_MAX}", CHECKPOINT_RESERVED_SLOTS + 1));
     }
