@@ -1196,6 +1196,20 @@ fn a_torn_slot_on_an_unreadable_page_is_cleared() {
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the next open finds the same log");
 }
 
+/// Ops 1-4 appended and synced on a disk whose latent sector errors take
+/// their whole 4 KiB page; the journal and the prepares.
+fn four_synced_ops_on_a_page_damaging_disk(io: &SimIo) -> (PrepareJournal<SimIo>, Vec<(Header, Vec<u8>)>) {
+    io.disk().latent_error_page_bytes = 4096;
+    let mut journal = create(io);
+    let mut chain = Chain::new();
+    let prepares: Vec<_> = (0..4).map(|_| chain.next_prepare()).collect();
+    for (header, body) in &prepares {
+        block_on_ready(journal.append(header, body)).unwrap();
+    }
+    block_on_ready(journal.sync()).unwrap();
+    (journal, prepares)
+}
+
 /// Restart loop (session 21, `disk-rot-pages`, e.g. seed 307: "journal
 /// write prepare failed" at every repair): acknowledged op 2's slot page
 /// holds a latent sector error, so recovery reads op 2 faulty (its ring
@@ -1206,14 +1220,7 @@ fn a_torn_slot_on_an_unreadable_page_is_cleared() {
 #[test]
 fn a_repair_over_an_unreadable_slot_page_succeeds() {
     let io = SimIo::new(25);
-    io.disk().latent_error_page_bytes = 4096;
-    let mut journal = create(&io);
-    let mut chain = Chain::new();
-    let prepares: Vec<_> = (0..4).map(|_| chain.next_prepare()).collect();
-    for (header, body) in &prepares {
-        block_on_ready(journal.append(header, body)).unwrap();
-    }
-    block_on_ready(journal.sync()).unwrap();
+    let (journal, prepares) = four_synced_ops_on_a_page_damaging_disk(&io);
     drop(journal);
     let config = config(SLOT_COUNT);
     io.disk().fail_sector_reads(&journal_file(), config.slot_offset(2) + 1024).unwrap();
@@ -1240,14 +1247,7 @@ fn a_repair_over_an_unreadable_slot_page_succeeds() {
 #[test]
 fn a_ring_write_over_an_unreadable_page_keeps_the_durable_copies_in_it() {
     let io = SimIo::new(26);
-    io.disk().latent_error_page_bytes = 4096;
-    let mut journal = create(&io);
-    let mut chain = Chain::new();
-    let prepares: Vec<_> = (0..4).map(|_| chain.next_prepare()).collect();
-    for (header, body) in &prepares {
-        block_on_ready(journal.append(header, body)).unwrap();
-    }
-    block_on_ready(journal.sync()).unwrap();
+    let (mut journal, prepares) = four_synced_ops_on_a_page_damaging_disk(&io);
     let config = config(SLOT_COUNT);
     io.disk().fail_sector_reads(&journal_file(), config.header_copy_offset(2)).unwrap();
     let _ = shoal_vsr::marks::take();
