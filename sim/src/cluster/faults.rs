@@ -344,10 +344,10 @@ impl Cluster {
         let config = storage_config(index as u8, self.namespaces[group]).journal();
         let unit = self.nodes[index].io.disk().latent_error_page_bytes.max(shoal_vsr::journal::SECTOR_SIZE_BYTES);
         let start = offset / unit * unit;
-        let sector = (start, start + unit);
+        let damaged = (start, start + unit);
         // Bounded by the window: one op per slot.
         (snapshot_op + 1..=snapshot_op + config.slot_count).any(|op| {
-            evidence_ranges(&config, op).iter().any(|&range| overlaps(range, sector))
+            evidence_ranges(&config, op).iter().any(|&range| overlaps(range, damaged))
                 && self.misdirect_touched(index, group, op)
         })
     }
