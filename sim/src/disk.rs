@@ -658,10 +658,16 @@ impl SimDisk {
         }
     }
 
+    /// What one latent sector error takes from reads and partial writes:
+    /// its sector, or its whole page (`latent_error_page_bytes`).
+    pub fn damage_unit_bytes(&self) -> u64 {
+        self.latent_error_page_bytes.max(SECTOR_SIZE_BYTES)
+    }
+
     /// The sectors a latent error in any of which fails an access to bytes
     /// `start..end`: theirs, or those of the pages they touch.
     fn damage_units(&self, start: u64, end: u64) -> std::ops::Range<u64> {
-        let unit = self.latent_error_page_bytes.max(SECTOR_SIZE_BYTES);
+        let unit = self.damage_unit_bytes();
         (start / unit * unit) / SECTOR_SIZE_BYTES..end.div_ceil(unit) * unit / SECTOR_SIZE_BYTES
     }
 
@@ -669,8 +675,8 @@ impl SimDisk {
     /// page-sized damage units, a page it covers only in part holds an
     /// unreadable sector, and the kernel must read that page first.
     fn write_needs_unreadable_page(&self, id: InodeId, offset: u64, end: u64) -> bool {
-        let unit = self.latent_error_page_bytes;
-        if unit <= SECTOR_SIZE_BYTES {
+        let unit = self.damage_unit_bytes();
+        if unit == SECTOR_SIZE_BYTES {
             return false;
         }
         let eio = &self.inodes[&id].eio_sectors;
@@ -920,7 +926,7 @@ impl SimDisk {
         // Blocks wholly past the new end leave the file (the file system
         // frees them; a later extension gets fresh ones), and their damage
         // with them; a page-sized damage unit is a block.
-        let unit = self.latent_error_page_bytes.max(SECTOR_SIZE_BYTES);
+        let unit = self.damage_unit_bytes();
         let first_freed = size_bytes.div_ceil(unit) * unit / SECTOR_SIZE_BYTES;
         let inode = self.inodes.get_mut(&id).unwrap();
         inode.corrupt_sectors.retain(|&sector, _| sector < first_freed);

@@ -342,7 +342,7 @@ impl Cluster {
     /// too (the check comes before the draw of which it is).
     fn sector_shares_misdirected_evidence(&self, index: usize, group: usize, snapshot_op: u64, offset: u64) -> bool {
         let config = storage_config(index as u8, self.namespaces[group]).journal();
-        let unit = self.nodes[index].io.disk().latent_error_page_bytes.max(shoal_vsr::journal::SECTOR_SIZE_BYTES);
+        let unit = self.nodes[index].io.disk().damage_unit_bytes();
         let start = offset / unit * unit;
         let damaged = (start, start + unit);
         // Bounded by the window: one op per slot.
