@@ -612,15 +612,15 @@ impl JournalConfig {
 /// whole pages (never the whole slot: a 100-byte message costs one page,
 /// not `message_size_max`). The padding is zeros to the end of the last
 /// body sector, then `PADDING_BYTE`.
-fn encode_prepare_sectors(header: &Header, body: &[u8]) -> Vec<u8> {
+fn encode_prepare_pages(header: &Header, body: &[u8]) -> Vec<u8> {
     let mut buffer = Vec::new();
-    push_prepare_sectors(&mut buffer, header, body);
+    push_prepare_pages(&mut buffer, header, body);
     buffer
 }
 
 /// Append `header` and `body` to `buffer`, padded to whole pages: one copy
 /// of the body, straight into the write buffer.
-fn push_prepare_sectors(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
+fn push_prepare_pages(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
     let begin = buffer.len();
     debug_assert!((begin as u64).is_multiple_of(PAGE_SIZE_BYTES), "a prepare starts on a page");
     // Room for the padded slot first: growing while extending by the body
@@ -688,7 +688,7 @@ fn prepare_runs<'a>(
             // The region before this slot names no live op (fresh): filler.
             run.bytes.resize(run.bytes.len() + COPIES_REGION_BYTES as usize, FILLER_BYTE);
             assert_eq!(run.offset + run.bytes.len() as u64, config.slot_offset(header.op), "a run is contiguous");
-            push_prepare_sectors(&mut run.bytes, header, body);
+            push_prepare_pages(&mut run.bytes, header, body);
             run.count += 1;
             crate::marks::hit(crate::marks::JOURNAL_PREPARES_JOINED);
         } else {
@@ -717,7 +717,7 @@ fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, bo
             bytes[at..at + HEADER_SIZE_BYTES].copy_from_slice(&copy.encode());
         }
     }
-    push_prepare_sectors(&mut bytes, header, body);
+    push_prepare_pages(&mut bytes, header, body);
     debug_assert!(bytes.len() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
     PrepareRun { offset, bytes, count: 1 }
 }
@@ -2245,7 +2245,7 @@ impl<I: Io> PrepareJournal<I> {
             });
         }
         self.unvouch_copies(&[header]).await?;
-        let result = self.write_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
+        let result = self.write_at(encode_prepare_pages(header, body), self.config.slot_offset(op)).await;
         // Update the index only after the write succeeded: a failed append
         // leaves no phantom op, and the next append retries the same op.
         result.map_err(io_error("write prepare"))?;
@@ -2649,7 +2649,7 @@ impl<I: Io> PrepareJournal<I> {
             return Err(JournalError::ParentMismatch { op });
         }
         self.unvouch_copies(&[header]).await?;
-        let result = self.write_at(encode_prepare_sectors(header, body), self.config.slot_offset(op)).await;
+        let result = self.write_at(encode_prepare_pages(header, body), self.config.slot_offset(op)).await;
         result.map_err(io_error("write repaired prepare"))?;
         self.missing.remove(&op);
         self.headers.insert(op, *header);
@@ -2916,7 +2916,7 @@ impl<I: Io> PrepareJournal<I> {
                 offset -= COPIES_REGION_BYTES;
                 bytes = self.copy_place_bytes(offset, COPIES_REGION_BYTES).await;
             }
-            bytes.extend_from_slice(&encode_prepare_sectors(header, body));
+            bytes.extend_from_slice(&encode_prepare_pages(header, body));
             let result = write_pages(&file, bytes, offset, &nothing_known).await;
             result.map_err(io_error("write tmp prepare"))?;
         }

@@ -1148,13 +1148,13 @@ fn a_compaction_keeps_a_durable_ops_copy_carried_by_a_truncated_write() {
 /// of the valid ops, 256 bytes each, and a write covering part of an
 /// unreadable page fails with EIO, at this open and every later one. The
 /// replica can never start again although every op is intact in its slot.
-/// Fixed by format 5: every journal write covers whole pages, and the rest
-/// of a page a ring write does not change is read first and, where it
-/// cannot be, written as poison (an invalid copy, as it read before).
+/// Fixed by format 5: a ring write that fails on an unreadable page is
+/// made a write of the whole page, the rest as read, an unreadable copy of
+/// a durable op rebuilt from the index, poison elsewhere (an invalid copy,
+/// as it read before).
 #[test]
 fn an_unreadable_ring_page_does_not_stop_every_open() {
-    let io = SimIo::new(23);
-    io.disk().latent_error_page_bytes = 4096;
+    let io = page_damaging_io(23);
     let mut journal = create(&io);
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 4, true);
@@ -1177,8 +1177,7 @@ fn an_unreadable_ring_page_does_not_stop_every_open() {
 /// the write remaps the bad sector.
 #[test]
 fn a_torn_slot_on_an_unreadable_page_is_cleared() {
-    let io = SimIo::new(24);
-    io.disk().latent_error_page_bytes = 4096;
+    let io = page_damaging_io(24);
     let mut journal = create(&io);
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 3, true);
@@ -1196,10 +1195,16 @@ fn a_torn_slot_on_an_unreadable_page_is_cleared() {
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "the next open finds the same log");
 }
 
-/// Ops 1-4 appended and synced on a disk whose latent sector errors take
-/// their whole 4 KiB page; the journal and the prepares.
-fn four_synced_ops_on_a_page_damaging_disk(io: &SimIo) -> (PrepareJournal<SimIo>, Vec<(Header, Vec<u8>)>) {
+/// A disk whose latent sector errors take their whole 4 KiB page, as
+/// through Linux's page cache.
+fn page_damaging_io(seed: u64) -> SimIo {
+    let io = SimIo::new(seed);
     io.disk().latent_error_page_bytes = 4096;
+    io
+}
+
+/// Ops 1-4 appended and synced on `io`; the journal and the prepares.
+fn four_synced_ops_on_a_page_damaging_disk(io: &SimIo) -> (PrepareJournal<SimIo>, Vec<(Header, Vec<u8>)>) {
     let mut journal = create(io);
     let mut chain = Chain::new();
     let prepares: Vec<_> = (0..4).map(|_| chain.next_prepare()).collect();
@@ -1219,7 +1224,7 @@ fn four_synced_ops_on_a_page_damaging_disk(io: &SimIo) -> (PrepareJournal<SimIo>
 /// it again, for ever. A prepare write covers whole pages now.
 #[test]
 fn a_repair_over_an_unreadable_slot_page_succeeds() {
-    let io = SimIo::new(25);
+    let io = page_damaging_io(25);
     let (journal, prepares) = four_synced_ops_on_a_page_damaging_disk(&io);
     drop(journal);
     let config = config(SLOT_COUNT);
@@ -1246,7 +1251,7 @@ fn a_repair_over_an_unreadable_slot_page_succeeds() {
 /// never poison, which would leave them no copy.
 #[test]
 fn a_ring_write_over_an_unreadable_page_keeps_the_durable_copies_in_it() {
-    let io = SimIo::new(26);
+    let io = page_damaging_io(26);
     let (mut journal, prepares) = four_synced_ops_on_a_page_damaging_disk(&io);
     let config = config(SLOT_COUNT);
     io.disk().fail_sector_reads(&journal_file(), config.header_copy_offset(2)).unwrap();
