@@ -38,9 +38,6 @@ const BATCH_MESSAGES_MAX: u8 = 6;
 const PAYLOAD_SIZE_MAX_BYTES: u8 = 64;
 /// Bound on the mutations applied after the build.
 const MUTATIONS_MAX: u8 = 8;
-/// Linux's page size: the damage unit of a latent sector error read
-/// through the page cache.
-const PAGE_SIZE_BYTES: u64 = 4096;
 
 const DIR: &str = "/data/fuzz-partition";
 
@@ -162,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 }
                 if input.byte() & 1 == 1 {
-                    io.disk().latent_error_page_bytes = PAGE_SIZE_BYTES;
+                    io.disk().latent_error_page_bytes = shoal_sim::disk::LINUX_PAGE_SIZE_BYTES;
                 }
                 io.disk().fail_sector_reads(path, u64::from(input.u16()) % len).unwrap();
                 promised_damaged = true;

@@ -296,15 +296,11 @@ pub fn disk_rot(seed: u64) -> RunConfig {
     config
 }
 
-/// Linux's page (and ext4's block) size: the unit a latent sector error
-/// damages once the kernel reads through its page cache.
-pub const LINUX_PAGE_SIZE_BYTES: u64 = 4096;
-
 /// disk-rot on a disk whose latent sector errors damage their whole page.
 pub fn disk_rot_pages(seed: u64) -> RunConfig {
     let mut config = disk_rot(seed);
     config.scenario = "disk-rot-pages".to_string();
-    config.storage_latent_error_page_bytes = LINUX_PAGE_SIZE_BYTES;
+    config.storage_latent_error_page_bytes = shoal_sim::disk::LINUX_PAGE_SIZE_BYTES;
     config
 }
 

@@ -213,9 +213,15 @@ pub struct SimDisk {
     /// The first open the limit refused, kept for the checker that names it.
     open_files_refused: Option<PathBuf>,
     /// The unit of damage of a latent sector error as reads and writes see
-    /// it (`RunConfig::storage_latent_error_page_bytes`); 0: one sector.
+    /// it (`RunConfig::storage_latent_error_page_bytes`); 0: one sector,
+    /// `LINUX_PAGE_SIZE_BYTES`: the page, as through Linux's page cache.
     pub latent_error_page_bytes: u64,
 }
+
+/// Linux's page (and ext4's block) size: the unit a latent sector error
+/// damages once the kernel reads and writes through its page cache (the
+/// value of `SimDisk::latent_error_page_bytes` that models it).
+pub const LINUX_PAGE_SIZE_BYTES: u64 = 4096;
 
 fn os_error(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)

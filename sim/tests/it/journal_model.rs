@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use shoal_sim::disk::LINUX_PAGE_SIZE_BYTES;
 use shoal_sim::{DiskFaults, SimIo, block_on_ready};
 use shoal_vsr::Header;
 use shoal_vsr::header::HEADER_SIZE_BYTES;
@@ -35,8 +36,6 @@ use shoal_vsr::io::OpenMode;
 use shoal_vsr::journal::conformance::{MESSAGE_SIZE_MAX_BYTES, body, config, prepare};
 use shoal_vsr::journal::{JournalError, PrepareJournal, StagedDrain, decode_file_snapshot_op, journal_path};
 
-/// The damage unit of odd seeds: the page cache's page.
-const PAGE_DAMAGE_BYTES: u64 = 4096;
 const SLOT_COUNT: u64 = 8;
 const ROOT_CHECKSUM: u128 = 0xC0FFEE;
 const DIR: &str = "/data/r0";
@@ -165,7 +164,7 @@ impl Harness {
         // cache: a latent error fails every read of its page and every
         // write covering the page in part (`write_pages`' fallback).
         if seed % 2 == 1 {
-            io.disk().latent_error_page_bytes = PAGE_DAMAGE_BYTES;
+            io.disk().latent_error_page_bytes = LINUX_PAGE_SIZE_BYTES;
         }
         let dir = PathBuf::from(DIR);
         let journal = block_on_ready(PrepareJournal::create(&io, &dir, config(SLOT_COUNT))).expect("create");

@@ -1199,7 +1199,7 @@ fn a_torn_slot_on_an_unreadable_page_is_cleared() {
 /// through Linux's page cache.
 fn page_damaging_io(seed: u64) -> SimIo {
     let io = SimIo::new(seed);
-    io.disk().latent_error_page_bytes = 4096;
+    io.disk().latent_error_page_bytes = shoal_sim::disk::LINUX_PAGE_SIZE_BYTES;
     io
 }
 

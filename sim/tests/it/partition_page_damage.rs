@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use shoal_shard::PartitionLog;
 use shoal_shard::partition_log::PartitionLogConfig;
+use shoal_sim::disk::LINUX_PAGE_SIZE_BYTES;
 use shoal_sim::{SimIo, block_on_ready};
 
 const DIR: &str = "/data/partition";
 const CONFIG: PartitionLogConfig = PartitionLogConfig { segment_size_max_bytes: 16 * 1024 };
-const PAGE_SIZE_BYTES: u64 = 4096;
 
 fn message(i: u64) -> Vec<u8> {
     format!("{i:0200}").into_bytes()
@@ -26,7 +26,7 @@ fn first_segment() -> PathBuf {
 /// A log of `count` synced messages on a disk whose damage unit is a page.
 fn written_log(count: u64) -> SimIo {
     let io = SimIo::new(11);
-    io.disk().latent_error_page_bytes = PAGE_SIZE_BYTES;
+    io.disk().latent_error_page_bytes = LINUX_PAGE_SIZE_BYTES;
     let mut log = block_on_ready(PartitionLog::open(io.clone(), Path::new(DIR), CONFIG)).expect("opens");
     for i in 0..count {
         block_on_ready(log.append(&[message(i)])).expect("append");
@@ -70,7 +70,7 @@ fn an_unreadable_record_page_is_cut_at_its_first_record_and_freed() {
     let io = written_log(40);
     // Page 2 of the segment: the records that touch it are cut, and the
     // truncation frees the page, so the next append writes a fresh one.
-    io.disk().fail_sector_reads(&first_segment(), 2 * PAGE_SIZE_BYTES + 700).expect("the segment exists");
+    io.disk().fail_sector_reads(&first_segment(), 2 * LINUX_PAGE_SIZE_BYTES + 700).expect("the segment exists");
     let kept = salvage_then_write(&io, 5);
     assert!(kept > 0 && kept < 40, "the prefix before the damaged page stays: kept {kept}");
 }
