@@ -17,7 +17,9 @@ mod common;
 
 use common::Input;
 use libfuzzer_sys::fuzz_target;
-use shoal_runtime::bus::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer, client_may_send};
+use shoal_runtime::bus::{
+    CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Hello, Peer, client_may_send,
+};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use shoal_vsr::replica::frame_size_max_bytes;
 
@@ -62,8 +64,11 @@ fuzz_target!(|data: &[u8]| {
     stream.truncate(truncated_to);
 
     let expect = Expect::Inbound { local_replica: Some(2), clients: true };
-    let mut decoder =
-        ConnectionDecoder::new(DecoderConfig { cluster: CLUSTER, expect, message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES });
+    let mut decoder = ConnectionDecoder::new(DecoderConfig {
+        cluster: CLUSTER,
+        expect,
+        message_size_max_bytes: MESSAGE_SIZE_MAX_BYTES,
+    });
     let mut decoded = Vec::new();
     let mut rest = &stream[..];
     let mut result = Ok(());

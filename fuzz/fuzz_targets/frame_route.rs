@@ -267,7 +267,11 @@ fn run(data: &[u8]) -> Outcome {
                 }
             }
             assert_eq!(rejected, rejected_model, "broadcast rejections");
-            assert_eq!(total_drops(&sender_drops, &inbox_drops), drops_before + rejected as u64, "broadcast drops uncounted");
+            assert_eq!(
+                total_drops(&sender_drops, &inbox_drops),
+                drops_before + rejected as u64,
+                "broadcast drops uncounted"
+            );
             steps.push(Step::Broadcast { rejected });
             continue;
         }
@@ -284,7 +288,8 @@ fn run(data: &[u8]) -> Outcome {
         };
         let inbox_refusal = target.and_then(|shard| {
             let index = shard.index();
-            rejects_all[index].or((expected_queues[index].len() >= inboxes[index].capacity()).then_some(DropReason::InboxFull))
+            rejects_all[index]
+                .or((expected_queues[index].len() >= inboxes[index].capacity()).then_some(DropReason::InboxFull))
         });
         let result = dispatch(frame.clone(), &inboxes, shard_count, &sender_drops);
         let drops_after = total_drops(&sender_drops, &inbox_drops);
@@ -292,7 +297,12 @@ fn run(data: &[u8]) -> Outcome {
             Ok(shard) => {
                 assert!(shard.index() < shard_count_raw);
                 assert_eq!(drops_after, drops_before, "a dispatched frame was also counted as dropped");
-                assert_eq!(inbox_refusal, None, "shard {shard:?}'s inbox accepted a frame it must refuse: {frame:?} expect {expect:?} queues {:?}", expected_queues.iter().map(Vec::len).collect::<Vec<_>>());
+                assert_eq!(
+                    inbox_refusal,
+                    None,
+                    "shard {shard:?}'s inbox accepted a frame it must refuse: {frame:?} expect {expect:?} queues {:?}",
+                    expected_queues.iter().map(Vec::len).collect::<Vec<_>>()
+                );
                 match expect {
                     Expect::ShardZero => assert_eq!(shard, ShardId(0), "unbound frame off shard 0: {frame:?}"),
                     Expect::Shard(origin) => assert_eq!(shard, origin, "reply not sent to its origin"),
@@ -304,7 +314,9 @@ fn run(data: &[u8]) -> Outcome {
                             assert_eq!(shard, ShardId(0));
                         }
                     }
-                    Expect::Refused(reason) => panic!("model expected a {reason:?} refusal, got shard {shard:?}: {frame:?}"),
+                    Expect::Refused(reason) => {
+                        panic!("model expected a {reason:?} refusal, got shard {shard:?}: {frame:?}")
+                    }
                 }
                 expected_queues[shard.index()].push(frame);
             }
@@ -333,7 +345,10 @@ fn run(data: &[u8]) -> Outcome {
         }
         assert_eq!(drained, expected_queues[index], "inbox {index} lost, reordered or invented frames");
         for frame in drained {
-            assert_eq!(deliver(frame.clone(), this_shard, shard_count, &receiver_drops), Delivery::Accepted(frame.clone()));
+            assert_eq!(
+                deliver(frame.clone(), this_shard, shard_count, &receiver_drops),
+                Delivery::Accepted(frame.clone())
+            );
             // A non-lifecycle frame on any other shard is a misroute, dropped
             // and counted. With debug assertions (cargo fuzz's default build)
             // `deliver` fails an assertion there by design, so only a `-O`

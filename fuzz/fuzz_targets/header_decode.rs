@@ -23,9 +23,11 @@ mod common;
 
 use common::{Input, reseal_header};
 use libfuzzer_sys::fuzz_target;
-use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, HEADER_VERSION, HeaderError, MESSAGE_SIZE_MAX_BYTES, Operation, checksum};
-use shoal_vsr::message::Message;
 use shoal_vsr::Header;
+use shoal_vsr::header::{
+    Command, HEADER_SIZE_BYTES, HEADER_VERSION, HeaderError, MESSAGE_SIZE_MAX_BYTES, Operation, checksum,
+};
+use shoal_vsr::message::Message;
 
 /// Largest body the structured modes build. Every single-bit flip of the
 /// message is decoded, so the flip check costs `8 * (256 + body)` decodes;
@@ -86,7 +88,8 @@ fn check_single_bit_flips(header: &Header, body: &[u8], message: &mut [u8]) {
                 assert_eq!(decoded_body, body, "bit {bit} flipped, body changed yet decoded");
             }
             Err(error) => {
-                let expected = if at < HEADER_SIZE_BYTES { HeaderError::BadChecksum } else { HeaderError::BadBodyChecksum };
+                let expected =
+                    if at < HEADER_SIZE_BYTES { HeaderError::BadChecksum } else { HeaderError::BadBodyChecksum };
                 assert_eq!(error, expected, "bit {bit} flipped");
             }
         }
@@ -166,10 +169,13 @@ fn check_edited(message: &[u8], input: &mut Input<'_>) {
             assert!(header_errors.is_empty(), "decoded a header the model rejects ({header_errors:?}): {header:?}");
             assert_eq!(header.encode(), header_bytes, "decode is not lossless");
         }
-        Err(error) => assert!(header_errors.contains(&error), "decode said {error:?}; the model says {header_errors:?}"),
+        Err(error) => {
+            assert!(header_errors.contains(&error), "decode said {error:?}; the model says {header_errors:?}")
+        }
     }
     let size = u32::from_le_bytes(header_bytes[OFFSET_SIZE..OFFSET_SIZE + 4].try_into().unwrap()) as usize;
-    let stored_body_checksum = u128::from_le_bytes(header_bytes[OFFSET_CHECKSUM_BODY..OFFSET_CHECKSUM_BODY + 16].try_into().unwrap());
+    let stored_body_checksum =
+        u128::from_le_bytes(header_bytes[OFFSET_CHECKSUM_BODY..OFFSET_CHECKSUM_BODY + 16].try_into().unwrap());
     let size_matches = size == edited.len();
     let body_matches = checksum(&body) == stored_body_checksum;
     match Header::decode_message(&edited) {
@@ -180,7 +186,9 @@ fn check_edited(message: &[u8], input: &mut Input<'_>) {
         }
         Err(HeaderError::BodySizeMismatch { .. }) => assert!(header_errors.is_empty() && !size_matches),
         Err(HeaderError::BadBodyChecksum) => assert!(header_errors.is_empty() && size_matches && !body_matches),
-        Err(error) => assert!(header_errors.contains(&error), "decode_message said {error:?}; the model says {header_errors:?}"),
+        Err(error) => {
+            assert!(header_errors.contains(&error), "decode_message said {error:?}; the model says {header_errors:?}")
+        }
     }
 }
 

@@ -78,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
             assert_ne!(edited[FLAGS_AT] & !FLAG_REJOINING, 0, "refused flags the format knows");
         }
         Err(reason) => {
-            assert_ne!(edited[..MAGIC_SIZE_BYTES], IDENTITY_MAGIC, "a resealed identity with its magic refused: {reason}");
+            assert_ne!(
+                edited[..MAGIC_SIZE_BYTES],
+                IDENTITY_MAGIC,
+                "a resealed identity with its magic refused: {reason}"
+            );
         }
     }
 });

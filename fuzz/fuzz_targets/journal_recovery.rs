@@ -52,9 +52,7 @@ use shoal_sim::{DiskFaults, SimIo, block_on_ready};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation, checksum};
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::conformance::{CLUSTER, NAMESPACE, prepare};
-use shoal_vsr::journal::{
-    JournalConfig, JournalError, PrepareJournal, Recovery, SECTOR_SIZE_BYTES, journal_path,
-};
+use shoal_vsr::journal::{JournalConfig, JournalError, PrepareJournal, Recovery, SECTOR_SIZE_BYTES, journal_path};
 
 /// Journals of 1..=SLOT_COUNT_MAX slots: enough to wrap the ring and drain.
 const SLOT_COUNT_MAX: u64 = 16;
@@ -245,7 +243,8 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
     let path = path();
     let file_size_bytes = config.file_size_bytes();
     let window_op = |byte: u8| model.snapshot_op + 1 + u64::from(byte) % config.slot_count;
-    let original_header = io.disk().contents(&path).expect("the journal survives")[..FILE_HEADER_ENCODED_BYTES].to_vec();
+    let original_header =
+        io.disk().contents(&path).expect("the journal survives")[..FILE_HEADER_ENCODED_BYTES].to_vec();
     // The resealed file header and the error it calls for, if one was written.
     // `bool`: the resealed copy still decodes (only the field check refuses
     // it); one that does not decode gives way to the second copy.
@@ -256,7 +255,8 @@ fn damage(io: &SimIo, model: &mut Model, input: &mut Input<'_>) {
             0 => {
                 // A bit of a prepare: header or body (past its end only padding).
                 let op = window_op(input.byte());
-                let size_bytes = model.ops.get(&op).map_or(MESSAGE_SIZE_MAX_BYTES as u64, |op| u64::from(op.header.size));
+                let size_bytes =
+                    model.ops.get(&op).map_or(MESSAGE_SIZE_MAX_BYTES as u64, |op| u64::from(op.header.size));
                 let offset = config.slot_offset(op) + u64::from(input.u16()) % size_bytes;
                 let byte = contents[offset as usize] ^ (1 << (input.byte() % 8));
                 io.disk().poke(&path, offset, &[byte]).unwrap();
@@ -386,7 +386,9 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode, gap_floor: Option<u64>
     let (journal, recovery) = match (&model.open_expect, opened) {
         (Ok(()), Ok(opened)) => opened,
         (Ok(()), Err(error)) => panic!("open refused a recoverable journal: {error}"),
-        (Err(expect), Ok(_)) => panic!("open accepted a damaged file header (expected {})", expect.map_or("any error", |_| "a field error")),
+        (Err(expect), Ok(_)) => {
+            panic!("open accepted a damaged file header (expected {})", expect.map_or("any error", |_| "a field error"))
+        }
         (Err(expect), Err(error)) => {
             if let Some(matches) = expect {
                 assert!(matches(&error), "resealed file header refused with the wrong error: {error}");
@@ -435,10 +437,16 @@ fn check_model(io: &SimIo, model: &Model, mode: OpenMode, gap_floor: Option<u64>
             // that state, the fault the rule cannot see (fuzzed in session
             // 22: every ring copy zeroed, op 1's body flipped, ops 1-4 cut).
             let cut_as_uncopied = torn && copy_zeroed && gap_below;
-            assert!(recovered || cut_as_uncopied, "synced op {op} with an intact prepare was not recovered: {recovery:?}");
+            assert!(
+                recovered || cut_as_uncopied,
+                "synced op {op} with an intact prepare was not recovered: {recovery:?}"
+            );
         } else if copy_intact {
             // Finding 1 of issue 10: never cut off as a torn tail.
-            assert!(repair && !recovered && !torn, "synced op {op} damaged with its ring copy intact is not faulty: {recovery:?}");
+            assert!(
+                repair && !recovered && !torn,
+                "synced op {op} damaged with its ring copy intact is not faulty: {recovery:?}"
+            );
         } else {
             // Two faults on one slot: never recovered, and below the head it
             // awaits repair. A copy damaged into anything but zeros reads

@@ -21,7 +21,9 @@ mod common;
 
 use common::{Input, mutate};
 use libfuzzer_sys::fuzz_target;
-use shoal_shard::state_machine::{CodecError, MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply};
+use shoal_shard::state_machine::{
+    CodecError, MetadataError, MetadataReply, MetadataRequest, MetadataState, decode_reply,
+};
 use shoal_vsr::header::checksum;
 use shoal_vsr::{Operation, StateMachine};
 
@@ -119,11 +121,17 @@ fn check_request(input: &mut Input<'_>) {
         match MetadataRequest::decode_body(*operation, &bytes) {
             Ok(decoded) => {
                 assert_eq!(decoded.operation(), *operation);
-                assert_eq!(decoded.encode_body(), bytes, "a request decoded from bytes it would not write: {decoded:?}");
+                assert_eq!(
+                    decoded.encode_body(),
+                    bytes,
+                    "a request decoded from bytes it would not write: {decoded:?}"
+                );
             }
             Err(CodecError::NotMetadataOperation { operation: refused }) => {
                 assert_eq!(refused, *operation);
-                assert!(operation.is_reserved() || matches!(operation, Operation::SendMessages | Operation::PollMessages));
+                assert!(
+                    operation.is_reserved() || matches!(operation, Operation::SendMessages | Operation::PollMessages)
+                );
             }
             Err(_) => {}
         }

@@ -276,6 +276,11 @@ fn test() -> Step {
         run(cargo().args(["test", "--workspace", "--doc"]).args(NOT_IN_TEST)),
         run(cargo().args(["clippy", "--workspace", "--all-targets"]).args(NOT_IN_TEST).args(["--", "-D", "warnings"])),
         run(cargo().args(["fmt", "--all", "--", "--check"])),
+        // The fuzz crate is outside the workspace: `--all` skips it.
+        run(cargo()
+            .args(["fmt", "--manifest-path"])
+            .arg(workspace_root().join("fuzz/Cargo.toml"))
+            .args(["--", "--check"])),
         check_fuzz_targets(),
     ])
 }
