@@ -169,14 +169,19 @@ impl Network {
             self.partition = Some(Partition { kind, until_ns });
         }
         if self.replica_count > 1 && self.chance(self.faults.network_clog_ppm) {
-            let from = self.below(u64::from(self.replica_count)) as NodeId;
-            let to = self.below(u64::from(self.replica_count)) as NodeId;
-            if from != to {
-                let until = now_ns + 1 + self.below(CLOG_DURATION_MAX_NS);
-                self.clogs.insert((from, to), until);
-                changes.push(format!("clog {from}->{to}"));
-                self.count("network_clog");
-            }
+            // Every drawn clog is a fault, counted: a drawn one that clogged
+            // nothing (it drew `to == from`) took draws the budget never
+            // paid for, so a run capped at the unlimited run's fault count
+            // (which suppresses the network there) left that run's path
+            // (`a_budget_equal_to_the_faults_injected_replays_the_same_run`,
+            // seed 14, session 23).
+            let n = u64::from(self.replica_count);
+            let from = self.below(n) as NodeId;
+            let to = ((u64::from(from) + 1 + self.below(n - 1)) % n) as NodeId;
+            let until = now_ns + 1 + self.below(CLOG_DURATION_MAX_NS);
+            self.clogs.insert((from, to), until);
+            changes.push(format!("clog {from}->{to}"));
+            self.count("network_clog");
         }
         changes
     }
