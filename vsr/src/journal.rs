@@ -309,7 +309,9 @@
 //!   than renamed over, so its blocks stay allocated and it becomes the
 //!   next compaction's scratch file. A compaction writes the file header,
 //!   the ring, the few live prepares and a zero page over each slot the
-//!   spare may still hold a live-window prepare in; then two fsyncs.
+//!   spare may still hold a live-window prepare in (the first one after a
+//!   start, when the spare's history is unknown: every slot of the window,
+//!   in place, blocks kept; `Spare::Untrusted`); then two fsyncs.
 //!   The server checkpoints every half ring by default (the other half
 //!   takes the appends while a checkpoint and its compaction run beside
 //!   them); `JournalConfig::checkpoint_interval_ops_max` is the longest.
@@ -1490,13 +1492,24 @@ enum Spare {
     /// all of it): only the slots of ops up to here need clearing.
     Known { op_written_max: u64 },
     /// Written by an earlier process (after open), or a compaction into it
-    /// failed in this life. After a failed fsync (in this life or the one
-    /// before a process crash) the cached pages may differ from the device
-    /// and no later fsync writes them, so a read-back would vouch for
-    /// bytes the device never got: it is truncated (which drops those
-    /// pages) and started over, sparse, never rewritten in place. The
-    /// price: after a restart, appends allocate blocks in that file until
-    /// each of its slots was written once.
+    /// failed in this life: any of its slots, carried-copies regions or
+    /// ring entries may name an op of the next compaction's window, and
+    /// after a failed fsync (in this life or the one before a process
+    /// crash) its cached pages may differ from the device, with no later
+    /// fsync writing them. The next compaction clears it in place: a zero
+    /// page over every slot of the new window it does not carry, every
+    /// carried-copies region and the whole ring, each page written whole
+    /// (dirty again, so the install's fsync writes it), and nothing of the
+    /// spare is read. Recovery reads no byte of a slot past a header page
+    /// that reads zeros, so what the rest of such a slot holds, on the
+    /// device or in the cache, is never vouched for.
+    ///
+    /// Until session 23 it was truncated and resized instead (which drops
+    /// those pages): on a 64 MiB spare that stalled the node 30-100 ms at
+    /// the first compaction after every start, inline (`drain_write_tmp`
+    /// runs in the stage), and left the file sparse, so for a whole lap
+    /// every append allocated blocks and every fdatasync committed that
+    /// metadata (`zero_fill`: 5.1k against 9.9k fsyncs a second).
     Untrusted,
 }
 
@@ -2881,14 +2894,20 @@ impl<I: Io> PrepareJournal<I> {
         let size_bytes = file.size_bytes().await.map_err(io_error("stat tmp"))?;
         // The highest op a stale slot header of the spare may name.
         let stale_op_max = match self.spare {
-            Spare::Known { op_written_max } if size_bytes == config.file_size_bytes() => op_written_max,
-            _ => {
-                // Untrusted, missing (the file system could not exchange) or
-                // of another size (a crash while `create` made it): start it
-                // over, sparse; it holds nothing stale.
+            _ if size_bytes != config.file_size_bytes() => {
+                // Missing (the file system could not exchange) or of another
+                // size (a crash while `create` made it): start it over,
+                // sparse; it holds nothing stale.
                 file.set_len(0).await.map_err(io_error("truncate tmp"))?;
                 file.set_len(config.file_size_bytes()).await.map_err(io_error("size tmp"))?;
                 through_op
+            }
+            Spare::Known { op_written_max } => op_written_max,
+            Spare::Untrusted => {
+                // Any slot, region or ring entry may name an op of the new
+                // window: clear them all in place (see `Spare::Untrusted`).
+                crate::marks::hit(crate::marks::COMPACTION_SPARE_CLEARED_IN_PLACE);
+                through_op + config.slot_count
             }
         };
         write_file_header(&file, &config, file_header).await.map_err(io_error("write tmp header"))?;
