@@ -175,9 +175,7 @@ impl Network {
             // (which suppresses the network there) left that run's path
             // (`a_budget_equal_to_the_faults_injected_replays_the_same_run`,
             // seed 14, session 23).
-            let n = u64::from(self.replica_count);
-            let from = self.below(n) as NodeId;
-            let to = ((u64::from(from) + 1 + self.below(n - 1)) % n) as NodeId;
+            let (from, to) = self.random_link();
             let until = now_ns + 1 + self.below(CLOG_DURATION_MAX_NS);
             self.clogs.insert((from, to), until);
             changes.push(format!("clog {from}->{to}"));
@@ -203,12 +201,20 @@ impl Network {
                 PartitionKind::Bridged { side, bridge, blind_to }
             }
             1 => {
-                let from = self.below(n) as NodeId;
-                let to = ((u64::from(from) + 1 + self.below(n - 1)) % n) as NodeId;
+                let (from, to) = self.random_link();
                 PartitionKind::OneWay { from, to }
             }
             _ => PartitionKind::Isolate { node: self.below(n) as NodeId },
         }
+    }
+
+    /// A link between two distinct replicas, `(from, to)`, uniformly.
+    fn random_link(&mut self) -> (NodeId, NodeId) {
+        let n = u64::from(self.replica_count);
+        debug_assert!(n > 1, "a link needs two replicas");
+        let from = self.below(n) as NodeId;
+        let to = ((u64::from(from) + 1 + self.below(n - 1)) % n) as NodeId;
+        (from, to)
     }
 
     fn random_side(&mut self) -> BTreeSet<NodeId> {
