@@ -886,7 +886,9 @@ pub fn journal_path(dir: &Path, namespace: u64) -> PathBuf {
     dir.join(format!("journal-{namespace:016x}.wal"))
 }
 
-fn journal_path_tmp(dir: &Path, namespace: u64) -> PathBuf {
+/// The spare of `namespace`'s journal inside `dir` (compaction's scratch
+/// file, never read by recovery).
+pub fn journal_path_tmp(dir: &Path, namespace: u64) -> PathBuf {
     dir.join(format!("journal-{namespace:016x}.wal.tmp"))
 }
 

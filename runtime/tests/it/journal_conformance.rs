@@ -41,7 +41,8 @@ fn allocated_bytes(path: &std::path::Path) -> u64 {
 #[test]
 fn a_compaction_after_a_restart_keeps_the_spare_preallocated() {
     use shoal_vsr::io::OpenMode;
-    use shoal_vsr::journal::{PrepareJournal, journal_path};
+    use shoal_vsr::journal::conformance::append_n;
+    use shoal_vsr::journal::{PrepareJournal, journal_path, journal_path_tmp};
 
     const SLOTS: u64 = 64;
     let dir = TempDir::new("spare-preallocated");
@@ -50,21 +51,14 @@ fn a_compaction_after_a_restart_keeps_the_spare_preallocated() {
         let config = conformance::config(SLOTS);
         let size_bytes = config.file_size_bytes();
         let path = journal_path(&journal_dir, conformance::NAMESPACE);
-        let tmp = path.with_extension("wal.tmp");
+        let tmp = journal_path_tmp(&journal_dir, conformance::NAMESPACE);
         let mut chain = conformance::Chain::new();
         let mut journal = PrepareJournal::create(&io, &journal_dir, config).await.unwrap();
-        let append = async |journal: &mut PrepareJournal<_>, chain: &mut conformance::Chain, count: u64| {
-            for _ in 0..count {
-                let (header, body) = chain.next_prepare();
-                journal.append(&header, &body).await.unwrap();
-            }
-            journal.sync().await.unwrap();
-        };
         // Ops 1..=40 in the spare's previous life as the journal: a first
         // compaction retires the file that holds them.
-        append(&mut journal, &mut chain, 40).await;
+        append_n(&mut journal, &mut chain, 40).await;
         journal.drain(30).await.unwrap();
-        append(&mut journal, &mut chain, 20).await;
+        append_n(&mut journal, &mut chain, 20).await;
         drop(journal);
         assert!(allocated_bytes(&tmp) >= size_bytes, "create preallocates the spare");
 

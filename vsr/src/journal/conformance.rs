@@ -67,7 +67,8 @@ impl Default for Chain {
     }
 }
 
-async fn append_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, count: u64) -> Vec<(Header, Vec<u8>)> {
+/// Append the next `count` prepares of `chain`, then `sync`.
+pub async fn append_n<I: Io>(journal: &mut PrepareJournal<I>, chain: &mut Chain, count: u64) -> Vec<(Header, Vec<u8>)> {
     let mut out = Vec::new();
     for _ in 0..count {
         let (header, body) = chain.next_prepare();
