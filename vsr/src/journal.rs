@@ -315,26 +315,48 @@
 //!   The server checkpoints every half ring by default (the other half
 //!   takes the appends while a checkpoint and its compaction run beside
 //!   them); `JournalConfig::checkpoint_interval_ops_max` is the longest.
-//! - None of it stalls the appends. The compaction is staged (the spare
-//!   written from the page cache: the live prepares, and their copy places
-//!   byte for byte) once the checkpoint is durable, and from then on every
-//!   journal write goes to the spare too, at the same offset, and every
-//!   fsync syncs both (`mirror`); the install (the spare's fsync, the
-//!   exchange, the directory's fsync) borrows no journal and runs beside
-//!   the appends (`StagedDrain::install`, `end_drain`). Whichever file the
-//!   directory names after a crash holds every prepare the journal
-//!   reported durable above the checkpoint: the old one got every write
-//!   and fsync; the spare got the stage's copy before the install's fsync
-//!   and every later write before the fsync that reported it. The copy
+//! - None of it stalls the appends, and each op is written once. The
+//!   compaction is staged (the spare written from the page cache: the live
+//!   prepares, and their copy places byte for byte) once the checkpoint is
+//!   durable, and from then on the spare is the journal's file: every write
+//!   and flush goes to it alone (`Window`), while the retired file, which
+//!   the directory names until the install's exchange is durable, keeps
+//!   every op the checkpoint covers and every op reported before the stage.
+//!   The install (the spare's fsync, the exchange, the directory's fsync)
+//!   borrows no journal and runs beside the appends (`StagedDrain::install`,
+//!   `end_drain`). What a flush in the window makes durable is durable in
+//!   the spare alone, so it is held (`held_for_install`, not `is_durable`)
+//!   and reported by `end_drain` once the exchange is durable: whichever
+//!   file the directory names after a crash holds every prepare the
+//!   journal reported durable above the checkpoint (the retired one every
+//!   op reported before the stage; the spare the stage's copy before the
+//!   install's fsync, and every later write before the fsync that made it
+//!   durable). Three things follow:
+//!   - a truncation in the window clears both files, and syncs both
+//!     (`write_everywhere`): it is durable on return, and a crash before
+//!     the exchange must not bring the dropped prepares back from the
+//!     retired file;
+//!   - a read of an op the checkpoint covers falls back to the retired
+//!     file (the spare holds none, unless written since);
+//!   - a failed install poisons the journal once anything was written or
+//!     synced in the window (the retired file lacks it), and leaves it as
+//!     it was otherwise (`drain`, whose halves run in a row).
+//!   Until session 24 the spare mirrored every write and fsync of the
+//!   window instead, acknowledging at once: two page-cache writes and two
+//!   fdatasyncs per flush, and at batch 64, where the window is half the
+//!   run, 0.72-0.80 of a plain write+fsync loop (`cargo xtask bench
+//!   journal`; with the window's writes to the spare alone 0.88-0.99,
+//!   README, "Session 24"). The price now: what is appended in a window is
+//!   acknowledged at the install's end, a few fsyncs later. The copy
 //!   places are copied, not rebuilt from the index (a copy of an op whose
 //!   own copy is still to be written would vouch for a prepare not yet
 //!   durable), with one exception: a durable op whose ring entry does not
 //!   name it (unreadable, or its copy carried in a region that may read no
 //!   better) gets its ring copy from the index, so the compaction never
 //!   drops the copy an acknowledgement rests on (disk-rot seed 348442).
-//!   During the window `unvouch_copies` poisons a copy that names its op
-//!   in either file. A write costs two page-cache writes and a flush two
-//!   fdatasyncs.
+//!   During the window `unvouch_copies` poisons a copy in the spare only:
+//!   the rewrite goes there alone, and the retired file keeps the old
+//!   prepare with its copy, as if the rewrite had never happened.
 //!   A read-only journal opened before a compaction keeps reading the
 //!   retired file, which the next compaction rewrites in place: its reads
 //!   then fail the checksum check (`Corrupt`), never return another op's
@@ -371,9 +393,11 @@
 //!
 //! Invariants:
 //! - `snapshot_op` never names an op whose compaction is not durable.
-//! - While a compaction is staged, the spare receives every write the
-//!   journal's file receives, at the same offset, and every fsync.
-//!   Nothing is truncated at or below its checkpoint.
+//! - While a compaction is staged, the spare is the journal's file: it
+//!   receives every write and fsync, the retired file only a truncation's,
+//!   and nothing durable in the spare alone is reported before the
+//!   install's exchange is durable. Nothing is truncated at or below its
+//!   checkpoint.
 //! - The in-memory index never names an op whose write failed (no phantom op).
 //! - `append` and `write_repair` add only a prepare that chains to its
 //!   indexed neighbours. Recovery indexes every valid prepare, chained or
@@ -1239,21 +1263,37 @@ enum SlotState {
 }
 
 /// A staged compaction as the journal runs it (`stage_drain_keeping_faulty`
-/// .. `end_drain`): the spare that mirrors every write and fsync, what its
-/// mirrored fsyncs reported, and what the compaction changes in the
-/// journal once its spare is the journal.
+/// .. `end_drain`), its window: from the stage the spare is the journal's
+/// file, which every write and flush goes to alone, and the file it
+/// retired stays, untouched but by a truncation, as the one the directory
+/// names until the install's exchange is durable (module doc, "What it
+/// costs").
 #[derive(Debug)]
-struct Mirror<F> {
-    spare: Rc<F>,
+struct Window<F> {
+    /// The file the stage retired: it holds every op the checkpoint covers
+    /// and every op reported durable before the stage.
+    retired: Rc<F>,
+    /// The highest op a header of the retired file may name (no window
+    /// write reaches it), for the next compaction's clearing of it.
+    retired_op_written_max: u64,
+    /// What the window's fsyncs of the spare reported, for the install.
     syncs: Rc<SpareSyncs>,
     through_op: u64,
     snapshot_checksum: Option<u128>,
+    /// Ops a flush in the window made durable with their copy: in the spare
+    /// alone, so acknowledged only once the exchange is durable
+    /// (`end_drain` returns them).
+    held: BTreeSet<u64>,
+    /// Something was written to the spare or synced in it since the stage:
+    /// a failed install then leaves no file that holds it all.
+    changed: std::cell::Cell<bool>,
 }
 
-/// A compaction whose spare is written (not yet durable) and mirrors every
-/// journal write: its second half, which makes the spare durable and the
-/// journal (`StagedDrain::install`), borrows no journal, so it runs beside
-/// the appends; `PrepareJournal::end_drain` takes its outcome. Only once the
+/// A compaction whose spare is written (not yet durable) and takes every
+/// journal write from now on: its second half, which makes the spare
+/// durable and the journal (`StagedDrain::install`), borrows no journal, so
+/// it runs beside the appends; `PrepareJournal::end_drain` takes its
+/// outcome. Only once the
 /// checkpoint it follows is durable (`PrepareJournal::stage_drain_to`).
 #[derive(Debug)]
 pub struct StagedDrain<I: Io> {
@@ -1290,22 +1330,24 @@ impl<I: Io> StagedDrain<I> {
     pub async fn install(self) -> InstalledDrain {
         let before = |error| InstalledDrain { outcome: Err(DrainInstallError { error, past_exchange: false }) };
         let after = |error| InstalledDrain { outcome: Err(DrainInstallError { error, past_exchange: true }) };
-        // Through its own handle, opened before any mirrored fsync: on
-        // Linux (4.13 on) every open file sees each writeback error once, so
-        // a mirrored fsync that reported one first does not hide it here.
+        // Through its own handle, opened before any window fsync: on Linux
+        // (4.13 on) every open file sees each writeback error once, so a
+        // flush's fsync of the spare that reported one first does not hide
+        // it here.
         if let Err(source) = self.spare_own.sync_data().await {
             return before(JournalError::Io { operation: "fsync tmp", source });
         }
-        // And a mirrored fsync that failed before this one ended dropped
-        // what it covered: this one then found nothing to write and
-        // succeeded (`SpareSyncs`). Checked with no await since: a mirrored
-        // fsync failing from here on fails only writes issued after the
-        // ones this fsync made durable (the stage's among them).
+        // And a window fsync that failed before this one ended dropped what
+        // it covered: this one then found nothing to write and succeeded
+        // (`SpareSyncs`). Checked with no await since: a window fsync
+        // failing from here on fails only writes issued after the ones this
+        // fsync made durable (the stage's among them), and poisons the
+        // journal, so none of those is ever acknowledged.
         if self.spare_syncs.failed.get() {
             crate::marks::hit(crate::marks::COMPACTION_SPARE_SYNC_FAILED);
             return before(JournalError::Io {
                 operation: "fsync tmp",
-                source: io::Error::other("a mirrored fsync of the spare failed: its pages may never reach the device"),
+                source: io::Error::other("an fsync of the spare failed: its pages may never reach the device"),
             });
         }
         // The spare held a valid file header of its own (an older
@@ -1349,13 +1391,13 @@ fn names_prepare(copy: &[u8], header: &Header) -> bool {
 }
 
 /// A journal flush whose fdatasync is still to run (`PrepareJournal::flush_begin`):
-/// handles of the journal's file (and of a staged compaction's spare, which
-/// mirrors it), so the fsync borrows no journal.
+/// a handle of the journal's file, so the fsync borrows no journal.
 #[derive(Debug)]
 pub struct FlushInFlight<F> {
     file: Rc<F>,
-    /// The staged compaction's spare, and its fsyncs' record.
-    mirror: Option<(Rc<F>, Rc<SpareSyncs>)>,
+    /// In a compaction's window the file is its spare: the record of the
+    /// spare's fsyncs its install reads.
+    spare_syncs: Option<Rc<SpareSyncs>>,
     /// `PrepareJournal::drains_installed` when the flush began.
     drains_installed: u64,
     /// The flush wrote ring copies (for the error's wording).
@@ -1363,20 +1405,27 @@ pub struct FlushInFlight<F> {
 }
 
 impl<F: IoFile> FlushInFlight<F> {
-    /// The fdatasync to run: the journal's file, then the spare that
-    /// mirrors it during a compaction.
+    /// The fdatasync to run: the journal's file (in a window, the spare,
+    /// whose failure the install must learn).
     pub fn syncer(&self) -> impl Future<Output = io::Result<()>> + 'static + use<F> {
-        let (file, mirror) = (self.file.clone(), self.mirror.clone());
-        async move { sync_both(&*file, mirror.as_ref().map(|(spare, syncs)| (&**spare, &**syncs))).await }
+        let (file, syncs) = (self.file.clone(), self.spare_syncs.clone());
+        async move {
+            let synced = file.sync_data().await;
+            if let (Err(_), Some(syncs)) = (&synced, syncs) {
+                syncs.failed.set(true);
+            }
+            synced
+        }
     }
 }
 
 /// The fsyncs of a staged compaction's spare that the journal runs (its
-/// mirrored flushes), as its install must see them: after a failed fsync
+/// window's flushes, truncations and poisonings), as its install must see
+/// them: after a failed fsync
 /// Linux marks the dirty pages clean and the next fsync of that file
 /// reports success for bytes the device never got (fsyncgate), so the
 /// install's own fsync proves nothing if one of these failed, or was in
-/// flight while it ran (disk-rot seed 2011: a mirrored flush's fsync of the
+/// flight while it ran (disk-rot seed 2011: a window flush's fsync of the
 /// spare failed, the install's fsync then succeeded, the exchange made a
 /// spare whose file header never reached the device the journal, and the
 /// replica could not restart).
@@ -1385,13 +1434,12 @@ pub struct SpareSyncs {
     failed: std::cell::Cell<bool>,
 }
 
-/// fdatasync `file` and, during a staged compaction, its `mirror` at once
-/// (both issued before either is awaited, so the device works on both):
-/// the first error is the answer. A failure of the mirror's is recorded
-/// for the install (`SpareSyncs`).
+/// fdatasync `file` and, in a compaction's window, the spare `mirror` at
+/// once (both issued before either is awaited, so the device works on
+/// both): the first error is the answer. A failure of the spare's is
+/// recorded for the install (`SpareSyncs`).
 async fn sync_both<F: IoFile>(file: &F, mirror: Option<(&F, &SpareSyncs)>) -> io::Result<()> {
     let Some((mirror, syncs)) = mirror else { return file.sync_data().await };
-    crate::marks::hit(crate::marks::JOURNAL_FSYNC_MIRRORED);
     let mirror = async {
         let synced = mirror.sync_data().await;
         if synced.is_err() {
@@ -1435,12 +1483,11 @@ pub struct PrepareJournal<I: Io> {
     /// Shared so that an fdatasync may run while the journal is not
     /// borrowed (`flush_begin`: the node keeps handling frames meanwhile).
     file: Rc<I::File>,
-    /// The staged compaction, if any: every write to `file` goes to its
-    /// spare too, at the same offset, and every fsync syncs both, so
-    /// whichever file the directory names after a crash holds every prepare
-    /// the journal made durable above the compaction's checkpoint (module
+    /// The staged compaction's window, if any: `file` is its spare, every
+    /// write and flush goes to it alone, and what a flush makes durable is
+    /// acknowledged only once the install's exchange is durable (module
     /// doc, "What it costs").
-    mirror: Option<Mirror<I::File>>,
+    window: Option<Window<I::File>>,
     /// Compactions installed in this life: a flush that began before one
     /// was staged synced the retired file only, and the install's fsync of
     /// the spare (after the stage copied what that flush wrote) made the
@@ -1558,7 +1605,7 @@ impl<I: Io> PrepareJournal<I> {
             writable: true,
             poisoned: false,
             file: Rc::new(file),
-            mirror: None,
+            window: None,
             drains_installed: 0,
             flush_in_flight: false,
             snapshot_op: 0,
@@ -1650,7 +1697,7 @@ impl<I: Io> PrepareJournal<I> {
             writable,
             poisoned: false,
             file: Rc::new(file),
-            mirror: None,
+            window: None,
             drains_installed: 0,
             flush_in_flight: false,
             snapshot_op: file_header.snapshot_op,
@@ -2156,19 +2203,29 @@ impl<I: Io> PrepareJournal<I> {
         (nothing_damaged && nothing_named).then_some(hole)
     }
 
-    /// Write `bytes` at `offset` of the journal's file and, while a staged
-    /// compaction's spare mirrors it (`mirror`), at the same offset of the
-    /// spare: both files then say the same of every op above the
-    /// compaction's checkpoint.
+    /// Write `bytes` at `offset` of the journal's file: in a compaction's
+    /// window, the spare alone (each op written once; module doc, "What it
+    /// costs").
     async fn write_at(&self, bytes: Vec<u8>, offset: u64) -> io::Result<()> {
-        let mirrored = self.mirror.as_ref().map(|_| bytes.clone());
-        let known = |place: u64| self.durable_copy_at(place);
-        write_pages(&*self.file, bytes, offset, &known).await?;
-        if let (Some(mirror), Some(bytes)) = (&self.mirror, mirrored) {
-            crate::marks::hit(crate::marks::JOURNAL_WRITE_MIRRORED);
-            write_pages(&*mirror.spare, bytes, offset, &known).await?;
+        if let Some(window) = &self.window {
+            crate::marks::hit(crate::marks::JOURNAL_WINDOW_WRITE);
+            window.changed.set(true);
         }
-        Ok(())
+        let known = |place: u64| self.durable_copy_at(place);
+        write_pages(&*self.file, bytes, offset, &known).await
+    }
+
+    /// `write_at`, and in a compaction's window the retired file too: a
+    /// truncation must hold in whichever file the directory names after a
+    /// crash (else a crash before the exchange brings the dropped prepares
+    /// back from the retired file).
+    async fn write_everywhere(&self, bytes: Vec<u8>, offset: u64) -> io::Result<()> {
+        if let Some(window) = &self.window {
+            crate::marks::hit(crate::marks::JOURNAL_WINDOW_TRUNCATION);
+            let known = |place: u64| self.durable_copy_at(place);
+            write_pages(&*window.retired, bytes.clone(), offset, &known).await?;
+        }
+        self.write_at(bytes, offset).await
     }
 
     /// The header a copy place at `offset` may hold for sure: that of the
@@ -2182,9 +2239,17 @@ impl<I: Io> PrepareJournal<I> {
         Some(*header)
     }
 
-    /// fdatasync the journal's file, and the spare that mirrors it.
+    /// fdatasync the journal's file and, in a compaction's window, the
+    /// retired one too (for a truncation's writes to both), recording the
+    /// spare's outcome for the install.
     async fn sync_files(&self) -> io::Result<()> {
-        sync_both(&*self.file, self.mirror.as_ref().map(|mirror| (&*mirror.spare, &*mirror.syncs))).await
+        match &self.window {
+            Some(window) => {
+                window.changed.set(true);
+                sync_both(&*window.retired, Some((&*self.file, &*window.syncs))).await
+            }
+            None => self.file.sync_data().await,
+        }
     }
 
     fn check_writable(&self) -> Result<(), JournalError> {
@@ -2370,9 +2435,12 @@ impl<I: Io> PrepareJournal<I> {
             return Err(error);
         }
         self.flush_in_flight = true;
+        if let Some(window) = &self.window {
+            window.changed.set(true);
+        }
         Ok(FlushInFlight {
             file: self.file.clone(),
-            mirror: self.mirror.as_ref().map(|mirror| (mirror.spare.clone(), mirror.syncs.clone())),
+            spare_syncs: self.window.as_ref().map(|window| window.syncs.clone()),
             drains_installed: self.drains_installed,
             copies: !ready.is_empty(),
         })
@@ -2387,13 +2455,14 @@ impl<I: Io> PrepareJournal<I> {
         synced: io::Result<()>,
     ) -> Result<Vec<u64>, JournalError> {
         assert!(self.flush_in_flight, "flush_end ends the flush flush_begin began");
-        // A compaction may have been installed meanwhile: its spare, which
-        // the flush synced too, is the journal's file now; or the flush
-        // began before the stage, which copied what it wrote into the spare
-        // that the install's fsync made durable.
+        // The flush synced the journal's file; or it began before a stage,
+        // which copied what it wrote into the spare (the install's fsync
+        // makes that durable before the exchange), and synced the file the
+        // stage retired (or the install since ended).
+        let before_stage = self.window.as_ref().is_some_and(|window| Rc::ptr_eq(&in_flight.file, &window.retired));
         assert!(
             Rc::ptr_eq(&in_flight.file, &self.file)
-                || in_flight.mirror.as_ref().is_some_and(|(spare, _)| Rc::ptr_eq(spare, &self.file))
+                || before_stage
                 || in_flight.drains_installed < self.drains_installed,
             "the flush synced this journal's file"
         );
@@ -2408,6 +2477,14 @@ impl<I: Io> PrepareJournal<I> {
         debug_assert!(durable.iter().all(|op| !self.copies_ready.contains(op)));
         // Only a copy still to be written may be carried.
         self.copies_fresh.retain(|op| self.copies_ready.contains(op));
+        // In a window, durable in the spare alone: the directory names the
+        // retired file until the install's exchange is durable.
+        if let Some(window) = self.window.as_mut().filter(|_| !before_stage) {
+            if !durable.is_empty() {
+                crate::marks::hit(crate::marks::JOURNAL_WINDOW_ACK_HELD);
+            }
+            window.held.append(&mut durable);
+        }
         Ok(durable.into_iter().collect())
     }
 
@@ -2455,6 +2532,9 @@ impl<I: Io> PrepareJournal<I> {
     /// write of the same op was already durable.
     fn note_written(&mut self, op: u64) {
         assert!(!self.flush_in_flight, "nothing is written to the journal while a flush's fsync runs");
+        if let Some(window) = &mut self.window {
+            window.held.remove(&op);
+        }
         self.copies_ready.remove(&op);
         self.copies_carried.remove(&op);
         self.copies_pending.insert(op);
@@ -2472,6 +2552,14 @@ impl<I: Io> PrepareJournal<I> {
             && !self.copies_pending.contains(&op)
             && !self.copies_ready.contains(&op)
             && !self.copies_carried.contains(&op)
+            && !self.held_for_install(op)
+    }
+
+    /// A flush in a compaction's window made `op` durable with its copy in
+    /// the spare alone: it may be acknowledged once the install ended
+    /// (`end_drain` returns it).
+    pub fn held_for_install(&self, op: u64) -> bool {
+        self.window.as_ref().is_some_and(|window| window.held.contains(&op))
     }
 
     /// Before `headers` are written to their slots: a copy (ring or
@@ -2505,16 +2593,10 @@ impl<I: Io> PrepareJournal<I> {
     async fn unvouch_copies(&mut self, headers: &[&Header]) -> Result<(), JournalError> {
         let headers: Vec<&Header> =
             headers.iter().copied().filter(|header| header.op <= self.file_op_written_max).collect();
-        let mut matching = self.copies_naming(&self.file, &headers).await;
-        // During a compaction the spare's copy places may differ from the
-        // journal's (a ring copy the stage rebuilt from the index where the
-        // journal's could not be read): a copy in either file is poisoned,
-        // in both (`write_at` mirrors).
-        if let Some(mirror) = &self.mirror {
-            matching.extend(self.copies_naming(&mirror.spare, &headers).await);
-            matching.sort_unstable();
-            matching.dedup();
-        }
+        // In a window only the spare: the rewrite goes there alone, and the
+        // retired file keeps the old prepare with its copy (what a crash
+        // before the exchange recovers, as if the rewrite never happened).
+        let matching = self.copies_naming(&self.file, &headers).await;
         if matching.is_empty() {
             return Ok(());
         }
@@ -2597,10 +2679,21 @@ impl<I: Io> PrepareJournal<I> {
 
     /// Read a live prepare and verify it against the index.
     pub async fn read(&self, op: u64) -> Result<(Header, Vec<u8>), JournalError> {
+        let read = self.read_from(&self.file, op).await;
+        // In a window the spare holds no op its checkpoint covers (unless
+        // written since): those are in the retired file.
+        match (&self.window, read) {
+            (Some(window), Err(JournalError::Corrupt { .. } | JournalError::Io { .. })) if op <= window.through_op => {
+                self.read_from(&window.retired, op).await
+            }
+            (_, read) => read,
+        }
+    }
+
+    async fn read_from(&self, file: &I::File, op: u64) -> Result<(Header, Vec<u8>), JournalError> {
         let indexed = self.headers.get(&op).ok_or(JournalError::NotFound { op })?;
         let (result, bytes) =
-            crate::io::read_exact_retrying(&*self.file, vec![0; indexed.size as usize], self.config.slot_offset(op))
-                .await;
+            crate::io::read_exact_retrying(file, vec![0; indexed.size as usize], self.config.slot_offset(op)).await;
         result.map_err(io_error("read prepare"))?;
         let header = Header::decode(&bytes).map_err(|_| JournalError::Corrupt { op })?;
         if header.checksum != indexed.checksum {
@@ -2705,8 +2798,8 @@ impl<I: Io> PrepareJournal<I> {
         self.drain_keeping_faulty(through_op, None, &BTreeMap::new()).await
     }
 
-    /// `drain`, first half: the spare written and mirroring the journal
-    /// (`stage_drain_keeping_faulty`); `StagedDrain::install` and
+    /// `drain`, first half: the spare written and the journal's file from
+    /// now on (`stage_drain_keeping_faulty`); `StagedDrain::install` and
     /// `end_drain` finish it.
     pub async fn stage_drain(&mut self, through_op: u64) -> Result<Option<StagedDrain<I>>, JournalError> {
         self.stage_drain_keeping_faulty(through_op, None, &BTreeMap::new()).await
@@ -2728,17 +2821,19 @@ impl<I: Io> PrepareJournal<I> {
         match self.stage_drain_keeping_faulty(through_op, anchor_checksum, faulty).await? {
             Some(staged) => {
                 let installed = staged.install().await;
-                self.end_drain(installed)
+                let released = self.end_drain(installed)?;
+                debug_assert!(released.is_empty(), "nothing is flushed between the halves of a drain");
+                Ok(())
             }
             None => Ok(()),
         }
     }
 
     /// A compaction, first half: write the compacted file into the spare
-    /// (step 1 of `drain`, without its fsync) and from now on mirror every
-    /// journal write and fsync into it (`write_at`, `sync_files`), so the
-    /// spare stays the journal's equal above `through_op` while appends go
-    /// on. The returned `StagedDrain` makes it durable and the journal
+    /// (step 1 of `drain`, without its fsync) and from now on write and
+    /// flush the spare alone (the compaction's window: `Window`), holding
+    /// back what its flushes make durable until the install's end, while
+    /// appends go on. The returned `StagedDrain` makes it durable and the journal
     /// (`install`, which borrows no journal); `end_drain` takes its
     /// outcome. Stage only once the checkpoint that covers `through_op` is
     /// durable: from the exchange on, a crash recovers from the spare,
@@ -2760,7 +2855,7 @@ impl<I: Io> PrepareJournal<I> {
         faulty: &BTreeMap<u64, Option<Header>>,
     ) -> Result<Option<StagedDrain<I>>, JournalError> {
         self.check_usable()?;
-        assert!(self.mirror.is_none(), "one compaction at a time");
+        assert!(self.window.is_none(), "one compaction at a time");
         assert!(faulty.keys().all(|&op| op > through_op && !self.headers.contains_key(&op)));
         if through_op <= self.snapshot_op {
             return Ok(None);
@@ -2807,7 +2902,17 @@ impl<I: Io> PrepareJournal<I> {
         };
         let spare = Rc::new(spare);
         let spare_syncs = Rc::new(SpareSyncs::default());
-        self.mirror = Some(Mirror { spare: spare.clone(), syncs: spare_syncs.clone(), through_op, snapshot_checksum });
+        // From here every write and flush goes to the spare alone.
+        let retired = std::mem::replace(&mut self.file, spare.clone());
+        self.window = Some(Window {
+            retired,
+            retired_op_written_max: self.file_op_written_max,
+            syncs: spare_syncs.clone(),
+            through_op,
+            snapshot_checksum,
+            held: BTreeSet::new(),
+            changed: std::cell::Cell::new(false),
+        });
         Ok(Some(StagedDrain {
             io: self.io.clone(),
             dir: self.dir.clone(),
@@ -2822,25 +2927,31 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// A staged compaction is running (`stage_drain_keeping_faulty` ..
-    /// `end_drain`): writes are mirrored to its spare.
+    /// `end_drain`): its window, writes go to its spare alone.
     pub fn drain_in_flight(&self) -> bool {
-        self.mirror.is_some()
+        self.window.is_some()
     }
 
     /// A compaction, second half's outcome (`StagedDrain::install`): on
-    /// success the spare is the journal, which forgets the ops the
-    /// checkpoint covers and stops mirroring. A flush whose fsync runs may
-    /// end after this (it synced the spare too). A failure before the
-    /// exchange leaves the journal as it was, without the mirror; from the
-    /// exchange on it poisons the journal.
-    pub fn end_drain(&mut self, installed: InstalledDrain) -> Result<(), JournalError> {
-        let Mirror { spare, through_op, snapshot_checksum, .. } =
-            self.mirror.take().expect("end_drain ends a staged compaction");
+    /// success the spare (the journal's file since the stage) is the one
+    /// the directory names; the journal forgets the ops the checkpoint
+    /// covers and returns the ops its window's flushes made durable
+    /// (`held_for_install`), ascending: those may be acknowledged now. A
+    /// flush whose fsync runs may end after this (it synced the spare, or
+    /// began before the stage). A failure before the exchange with nothing
+    /// written or synced in the window leaves the journal as it was (the
+    /// retired file its file again); any other failure poisons it: the
+    /// directory may name a file that lacks the window's writes.
+    pub fn end_drain(&mut self, installed: InstalledDrain) -> Result<Vec<u64>, JournalError> {
+        let Window { retired, retired_op_written_max, through_op, snapshot_checksum, held, changed, .. } =
+            self.window.take().expect("end_drain ends a staged compaction");
         let exchanged = match installed.outcome {
             Ok(exchanged) => exchanged,
             Err(DrainInstallError { error, past_exchange }) => {
-                if past_exchange {
+                if past_exchange || changed.get() {
                     self.poisoned = true;
+                } else {
+                    self.file = retired;
                 }
                 self.spare = Spare::Untrusted;
                 return Err(error);
@@ -2848,21 +2959,19 @@ impl<I: Io> PrepareJournal<I> {
         };
         // Only now is the compaction durable: advance snapshot_op. The
         // retired file is the spare now (the exchange is durable, so it is
-        // no longer the journal after any crash); it got every write the
-        // spare got since the stage, so it names no op above
-        // `file_op_written_max`.
-        self.file = spare;
+        // no longer the journal after any crash).
         self.drains_installed += 1;
         self.snapshot_op = through_op;
         self.snapshot_checksum = snapshot_checksum;
         self.spare = if exchanged {
-            Spare::Known { op_written_max: self.file_op_written_max }
+            Spare::Known { op_written_max: retired_op_written_max }
         } else {
             Spare::Untrusted // nothing at the tmp path: the next drain creates it
         };
+        drop(retired);
         // The spare holds every op the index names above `through_op` (the
-        // stage's copies and the writes mirrored since), with the same copy
-        // places: the copy bookkeeping carries over, less what it covers.
+        // stage's copies and the writes since), with the same copy places:
+        // the copy bookkeeping carries over, less what it covers.
         self.file_op_written_max = self.file_op_written_max.max(through_op);
         self.headers.retain(|&op, _| op > through_op);
         for copies in
@@ -2876,7 +2985,9 @@ impl<I: Io> PrepareJournal<I> {
         let head = self.op_head.unwrap_or(through_op);
         self.missing = (through_op + 1..=head).filter(|op| !self.headers.contains_key(op)).collect();
         debug_assert!(self.headers.keys().all(|&op| op > self.snapshot_op));
-        Ok(())
+        let released: Vec<u64> = held.into_iter().filter(|&op| op > through_op).collect();
+        debug_assert!(released.iter().all(|&op| self.is_durable(op)), "a held op is durable once released");
+        Ok(released)
     }
 
     /// Write the compacted file into the spare (or a fresh file), not yet
@@ -3088,7 +3199,7 @@ impl<I: Io> PrepareJournal<I> {
         self.check_writable()?;
         // A staged compaction's checkpoint counts as the snapshot already:
         // the spare holds nothing at or below it to truncate.
-        let snapshot_op = self.mirror.as_ref().map_or(self.snapshot_op, |mirror| mirror.through_op);
+        let snapshot_op = self.window.as_ref().map_or(self.snapshot_op, |window| window.through_op);
         if op < snapshot_op {
             return Err(JournalError::TruncateBelowSnapshot { op, snapshot_op });
         }
@@ -3102,7 +3213,7 @@ impl<I: Io> PrepareJournal<I> {
             (op + 1..=head).map(|dropped| (self.config.slot_offset(dropped), PAGE_SIZE_BYTES)).collect();
         for (ranges, operation) in [(copies, "clear header copy"), (slots, "clear slot")] {
             for (offset, length) in ranges {
-                let result = self.write_at(vec![0; length as usize], offset).await;
+                let result = self.write_everywhere(vec![0; length as usize], offset).await;
                 if let Err(source) = result {
                     self.poisoned = true;
                     return Err(JournalError::Io { operation, source });
@@ -3117,6 +3228,9 @@ impl<I: Io> PrepareJournal<I> {
         self.copies_ready.retain(|&live| live <= op);
         self.copies_carried.retain(|&live| live <= op);
         self.copies_fresh.retain(|&live| live <= op);
+        if let Some(window) = &mut self.window {
+            window.held.retain(|&live| live <= op);
+        }
         self.headers.retain(|&live, _| live <= op);
         self.missing.retain(|&live| live <= op);
         self.op_head = (op > self.snapshot_op).then_some(op);

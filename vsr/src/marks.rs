@@ -70,12 +70,13 @@ pub const MARKS: &[&str] = &[
     GROUP_FLUSHES_OVERLAPPED,
     JOURNAL_CARRIED_COPY_NAMES_FAULTY,
     JOURNAL_COPIES_CARRIED,
-    JOURNAL_FSYNC_MIRRORED,
     JOURNAL_PREPARES_JOINED,
     JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
     JOURNAL_UNCOPIED_TAIL_TORN,
     JOURNAL_UNKNOWN_BEYOND_GAP_TORN,
-    JOURNAL_WRITE_MIRRORED,
+    JOURNAL_WINDOW_ACK_HELD,
+    JOURNAL_WINDOW_TRUNCATION,
+    JOURNAL_WINDOW_WRITE,
     JOURNAL_WRITE_PAGE_COMPLETED,
     JOURNAL_WRITE_POISONED_UNREADABLE_PAGE_REST,
     JOURNAL_WRITE_UNREADABLE_COPY_REBUILT,
@@ -142,10 +143,12 @@ pub const JOURNAL_COPIES_CARRIED: &str = "journal_copies_carried";
 /// One write covered several fresh prepares that fill their slots, zeros
 /// over the carried-copies regions between them (journal `prepare_runs`).
 pub const JOURNAL_PREPARES_JOINED: &str = "journal_prepares_joined";
-/// A journal write went to a staged compaction's spare too (the journal
-/// module doc, "What it costs": the spare mirrors the journal until it is
-/// installed).
-pub const JOURNAL_WRITE_MIRRORED: &str = "journal_write_mirrored";
+/// A journal write went to a staged compaction's spare alone, in its window
+/// (the journal module doc, "What it costs").
+pub const JOURNAL_WINDOW_WRITE: &str = "journal_window_write";
+/// A truncation in a compaction's window cleared both files (the spare and
+/// the retired one the directory still names).
+pub const JOURNAL_WINDOW_TRUNCATION: &str = "journal_window_truncation";
 /// A journal write covering part of a page failed with EIO and was made a
 /// whole-page write (the rest of the page read first).
 pub const JOURNAL_WRITE_PAGE_COMPLETED: &str = "journal_write_page_completed";
@@ -155,9 +158,9 @@ pub const JOURNAL_WRITE_POISONED_UNREADABLE_PAGE_REST: &str = "journal_write_poi
 /// Such a write put a durable op's header back over its unreadable copy
 /// place (from the index) instead of poison.
 pub const JOURNAL_WRITE_UNREADABLE_COPY_REBUILT: &str = "journal_write_unreadable_copy_rebuilt";
-/// A flush's fdatasync synced a staged compaction's spare beside the
-/// journal's file.
-pub const JOURNAL_FSYNC_MIRRORED: &str = "journal_fsync_mirrored";
+/// A flush in a compaction's window made prepares durable in the spare
+/// alone: their acknowledgement waited for the install's exchange.
+pub const JOURNAL_WINDOW_ACK_HELD: &str = "journal_window_ack_held";
 
 /// A replica gave up the checkpoint assembly it held after
 /// `CHECKPOINT_OTHER_SNAPSHOT_REFUSED_MAX` chunks of other snapshots of it.

@@ -64,8 +64,10 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// replica rejoining after a lost checkpoint whose kept vote is above every
 /// view a quorum of peers reports, reached only by the lost-vote plot, in 20
 /// of swarm seeds 0..1000 in session 18; the compaction beside the appends
-/// of session 19: `compaction_beside_appends`, its mirrored writes and
-/// fsyncs, a storage action waiting for its install
+/// of session 19: `compaction_beside_appends`, its window's writes to the
+/// spare alone and the acknowledgements they wait for (session 24:
+/// `journal_window_write`, `journal_window_ack_held`), a storage action
+/// waiting for its install
 /// (`compaction_finished_for_storage`, 90 of swarm 0..1000) and its end
 /// dropping staged prepares the checkpoint covers
 /// (`compaction_covered_staged`, 19 of swarm 0..1000); of session 20:
@@ -86,7 +88,7 @@ journal_prepares_joined,checkpoint_in_chunks,checkpoint_next_piece_asked,faulty_
 rot_only_copy,shard_frame_crossed_in,shard_frame_crossed_out,shard_frame_waited_in_inbox,\
 checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_in_log,stale_heartbeat_ignored,\
 checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start,\
-rejoin_above_cluster_view,compaction_beside_appends,journal_write_mirrored,journal_fsync_mirrored,\
+rejoin_above_cluster_view,compaction_beside_appends,journal_window_write,journal_window_ack_held,\
 compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt,\
 partition_sealed_segment_reopened,compaction_spare_cleared_in_place";
 /// Scenarios whose seed 0 CI runs twice to check determinism.

@@ -588,6 +588,8 @@ fn end_install_if_done(
         return Ok(());
     }
     let Install { started, done, .. } = install.take().expect("checked");
+    // The ops it releases are acknowledged by the caller's next
+    // `acknowledge` (the journal reports them durable from now on).
     journal.end_drain(done.expect("checked")).map_err(|e| format!("install: {e}"))?;
     meter.compactions.count += 1;
     meter.compactions.window_time += started.elapsed();

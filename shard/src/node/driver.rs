@@ -84,6 +84,11 @@ pub struct Group<I: Io> {
     /// completes them; until then nothing may promise them and the messages
     /// that do stay held.
     awaiting_copy: Vec<Action>,
+    /// Prepares a flush made durable with their copies during the group's
+    /// compaction window, in its spare alone: nothing may promise them
+    /// until the compaction's install ends (`Node::finish_compaction`
+    /// reports them then).
+    awaiting_install: Vec<Action>,
     /// The flush whose fsync runs while the node goes on handling frames
     /// (`Node::start_flush`), at most one per group.
     flushing: Option<GroupFlush<I>>,
@@ -91,7 +96,7 @@ pub struct Group<I: Io> {
     /// node (`Node::start_checkpoint`), at most one.
     checkpointing: Option<GroupCheckpoint>,
     /// The journal's compaction to the group's last checkpoint, installed
-    /// beside the node while the group appends to both files
+    /// beside the node while the group appends to its spare
     /// (`Node::start_compaction`), at most one.
     compacting: Option<GroupCompaction>,
     held: Vec<Action>,
@@ -124,6 +129,7 @@ impl<I: Io> Group<I> {
             view_reported,
             written: Vec::new(),
             awaiting_copy: Vec::new(),
+            awaiting_install: Vec::new(),
             flushing: None,
             checkpointing: None,
             compacting: None,
@@ -151,7 +157,10 @@ impl<I: Io> Group<I> {
     /// Prepares written and waiting for the group's flush (with their
     /// ring copy).
     pub fn prepares_unflushed(&self) -> usize {
-        self.written.len() + self.awaiting_copy.len() + self.flushing.as_ref().map_or(0, |f| f.prepares.len())
+        self.written.len()
+            + self.awaiting_copy.len()
+            + self.awaiting_install.len()
+            + self.flushing.as_ref().map_or(0, |f| f.prepares.len())
     }
 
     /// Prepares staged or written and not yet durable with their ring
@@ -162,10 +171,11 @@ impl<I: Io> Group<I> {
     }
 
     /// Something this group wrote is not durable yet: a flush to run or
-    /// running, or a checkpoint running beside the node (a message that
-    /// promises what it covers waits for its end).
+    /// running, prepares waiting for the compaction's install, or a
+    /// checkpoint running beside the node (a message that promises what it
+    /// covers waits for its end).
     fn durability_pending(&self) -> bool {
-        self.flush_pending() || self.checkpointing.is_some()
+        self.flush_pending() || !self.awaiting_install.is_empty() || self.checkpointing.is_some()
     }
 
     /// A checkpoint runs beside the node for this group
@@ -256,11 +266,13 @@ struct GroupCheckpoint {
     appended_bytes: u64,
 }
 
-/// A journal compaction whose spare is written and mirrors every journal
+/// A journal compaction whose spare is written and takes every journal
 /// write (`GroupStorage::stage_compaction`), installed (the spare's fsync,
 /// the exchange, the directory's fsync) by a future that borrows nothing of
 /// the node, polled with the flushes. The group goes on appending meanwhile,
-/// to both files; `Node::finish_compaction` takes the outcome.
+/// to the spare alone, and what it makes durable there waits for the
+/// install (`Group::awaiting_install`); `Node::finish_compaction` takes the
+/// outcome.
 struct GroupCompaction {
     /// The replica's `Action::Checkpoint`, reported to the hooks at the end.
     action: Action,
@@ -1030,12 +1042,18 @@ impl<I: Io> Node<I> {
             let Action::WritePrepare { message } = &action else { unreachable!("only prepares are written") };
             let (op, checksum) = (message.header.op, message.header.checksum);
             if durable.binary_search(&(op, checksum)).is_err() {
-                // Durable without its ring copy: the next flush writes it.
-                // Otherwise a later write of the op replaced this one (in
-                // this flush or the one before) and this write is no
-                // longer on the disk.
-                if self.groups[group].storage.unsynced_checksum(op) == Some(checksum) {
-                    awaiting.push(action);
+                // Durable with its copy in a compaction's spare alone: the
+                // install's end reports it. Else durable without its ring
+                // copy: the next flush writes it. Otherwise a later write
+                // of the op replaced this one (in this flush or the one
+                // before) and this write is no longer on the disk.
+                let storage = &self.groups[group].storage;
+                if storage.unsynced_checksum(op) == Some(checksum) {
+                    if storage.held_for_install(op) {
+                        self.groups[group].awaiting_install.push(action);
+                    } else {
+                        awaiting.push(action);
+                    }
                 }
                 continue;
             }
@@ -1051,8 +1069,13 @@ impl<I: Io> Node<I> {
             }
         }
         let g = &mut self.groups[group];
-        debug_assert!(g.awaiting_copy.is_empty(), "a flush completes or carries every prepare it was given");
-        g.awaiting_copy = awaiting;
+        // A flush took every prepare awaiting a copy (`start_flush`); a
+        // compaction's end leaves none to await one.
+        debug_assert!(
+            g.awaiting_copy.is_empty() || awaiting.is_empty(),
+            "a flush completes or carries every prepare it was given"
+        );
+        g.awaiting_copy.extend(awaiting);
         Ok(())
     }
 
@@ -1193,8 +1216,9 @@ impl<I: Io> Node<I> {
     /// written, from the page cache) and installed beside the node
     /// (`start_compaction`), and the messages applied meanwhile are written
     /// to the log. A flush may run throughout: the stage writes only the
-    /// spare, and every journal write and fsync from the stage on goes to
-    /// both files.
+    /// spare (the flush synced the retired file, whose writes the stage
+    /// copied), and every journal write and fsync from the stage on goes to
+    /// the spare alone.
     async fn finish_checkpoint<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         let GroupCheckpoint { action, work, done, .. } =
             self.groups[group].checkpointing.take().expect("a checkpoint runs for the group");
@@ -1226,7 +1250,7 @@ impl<I: Io> Node<I> {
 
     /// Install the group's staged compaction beside the node: its first
     /// poll issues the spare's fsync, so the disk works while the group goes
-    /// on appending (to both files) and committing. On the commit path the
+    /// on appending (to the spare alone) and committing. On the commit path the
     /// spare's fsync, the exchange and the directory's fsync stalled the
     /// group once per checkpoint interval.
     async fn start_compaction(&mut self, group: usize, action: Action, staged: StagedDrain<I>) {
@@ -1252,10 +1276,19 @@ impl<I: Io> Node<I> {
             None => work.await,
         };
         let Action::Checkpoint { checkpoint } = &action else { unreachable!("a checkpoint's action") };
-        if let Err(error) = self.groups[group].storage.end_compaction(checkpoint, installed) {
-            return storage_done(group, &action, Err(error), world);
-        }
+        let released = match self.groups[group].storage.end_compaction(checkpoint, installed) {
+            Ok(released) => released,
+            Err(error) => return storage_done(group, &action, Err(error), world),
+        };
         world.on_compaction_installed(group, self.io.now_ns().saturating_sub(staged_at_ns));
+        // What the window's flushes made durable in the spare is durable
+        // in the journal the directory names now: report it as a flush's.
+        let waiting = std::mem::take(&mut self.groups[group].awaiting_install);
+        let mut stop = false;
+        self.complete_flush(group, waiting, Ok(released), &mut stop, world)?;
+        if stop {
+            return Err(NodeStop::Halted);
+        }
         // What the group staged or awaits a copy for under the checkpoint
         // is no longer the journal's (`GroupStorage::end_compaction`); a
         // running flush's report leaves those out too.

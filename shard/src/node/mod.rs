@@ -144,7 +144,7 @@ pub trait NodeHooks {
     /// prepares durable (the server counts them for its metrics).
     fn on_journal_flushed(&mut self, _group: usize, _prepares: usize) {}
     /// A journal compaction was installed `window_ns` after it was staged
-    /// (its writes mirrored to the spare meanwhile).
+    /// (its writes went to the spare alone meanwhile).
     fn on_compaction_installed(&mut self, _group: usize, _window_ns: u64) {}
     /// The group's replica entered a newer view.
     fn on_view(&mut self, _group: usize, _view: u64, _status: Status) {}

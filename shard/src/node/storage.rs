@@ -620,14 +620,15 @@ impl<I: Io> GroupStorage<I> {
     pub async fn drain_to_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
         if let Some(staged) = self.stage_compaction(checkpoint).await? {
             let installed = staged.install().await;
-            self.end_compaction(checkpoint, installed)?;
+            let released = self.end_compaction(checkpoint, installed)?;
+            debug_assert!(released.is_empty(), "nothing is flushed between the halves of a drain");
         }
         Ok(())
     }
 
     /// The journal's compaction to the durable `checkpoint`, first half:
-    /// the spare written (page cache only) and mirroring every journal write
-    /// from now on. `None`: nothing to compact (the ops it covers are
+    /// the spare written (page cache only) and the journal's file from now
+    /// on (what its flushes make durable waits for `end_compaction`). `None`: nothing to compact (the ops it covers are
     /// forgotten at once then).
     pub async fn stage_compaction(&mut self, checkpoint: &Checkpoint) -> Result<Option<StagedDrain<I>>, StorageError> {
         let (op, checksum) = (checkpoint.anchor.op, checkpoint.anchor.checksum);
@@ -640,21 +641,54 @@ impl<I: Io> GroupStorage<I> {
     }
 
     /// The compaction's install ended (`StagedDrain::install`): on success
-    /// the spare is the journal, which forgets the ops `checkpoint` covers.
+    /// the spare is the journal, which forgets the ops `checkpoint` covers,
+    /// and the prepares its window's flushes made durable may be promised:
+    /// returned as `(op, checksum)`, ascending (as `end_flush` reports).
     ///
     /// A prepare of an op the checkpoint covers that was written or staged
     /// meanwhile (a backup's write the commit overtook, a repair under a
     /// restored checkpoint) is no longer the journal's: the checkpoint
     /// vouches for its op, no flush reports it, and the node drops it
     /// (`Node::finish_compaction`).
-    pub fn end_compaction(&mut self, checkpoint: &Checkpoint, installed: InstalledDrain) -> Result<(), StorageError> {
-        self.journal.end_drain(installed)?;
+    pub fn end_compaction(
+        &mut self,
+        checkpoint: &Checkpoint,
+        installed: InstalledDrain,
+    ) -> Result<Vec<(u64, u128)>, StorageError> {
+        let released = self.journal.end_drain(installed)?;
         let op = checkpoint.anchor.op;
         self.forget_prepares_under_checkpoint(op);
         self.unsynced_ops.retain(|unsynced, _| *unsynced > op);
         self.staged_unwritten.retain(|staged| *staged > op);
         debug_assert!(self.journal.snapshot_op() == op, "the compaction moved the journal to its checkpoint");
-        Ok(())
+        Ok(self.report_durable(released))
+    }
+
+    /// The journal reported `ops` durable with their copy: those still
+    /// unsynced in the version last written become durable, `(op,
+    /// checksum)` ascending. An op staged again since and not yet written
+    /// is not among them: what is durable is its old write, which no
+    /// message may promise any more.
+    fn report_durable(&mut self, ops: Vec<u64>) -> Vec<(u64, u128)> {
+        let mut durable = Vec::new();
+        for op in ops {
+            if self.staged_unwritten.contains(&op) {
+                shoal_vsr::marks::hit(shoal_vsr::marks::PREPARE_RESTAGED_DURING_FSYNC);
+                continue;
+            }
+            if let Some(checksum) = self.unsynced_ops.remove(&op) {
+                self.durable_prepares.insert(op, checksum);
+                durable.push((op, checksum));
+            }
+        }
+        durable.sort_unstable();
+        durable
+    }
+
+    /// A compaction's window holds `op`: a flush made it durable in the
+    /// spare alone, and it may be promised once the install ended.
+    pub fn held_for_install(&self, op: u64) -> bool {
+        self.journal.held_for_install(op)
     }
 
     /// The checkpoint at `op` is durable and the journal starts from it: it
@@ -778,19 +812,8 @@ impl<I: Io> GroupStorage<I> {
         in_flight: FlushInFlight<I::File>,
         synced: std::io::Result<()>,
     ) -> Result<Vec<(u64, u128)>, StorageError> {
-        let mut durable = Vec::new();
-        for op in self.journal.flush_end(in_flight, synced)? {
-            if self.staged_unwritten.contains(&op) {
-                shoal_vsr::marks::hit(shoal_vsr::marks::PREPARE_RESTAGED_DURING_FSYNC);
-                continue;
-            }
-            if let Some(checksum) = self.unsynced_ops.remove(&op) {
-                self.durable_prepares.insert(op, checksum);
-                durable.push((op, checksum));
-            }
-        }
-        durable.sort_unstable();
-        Ok(durable)
+        let ops = self.journal.flush_end(in_flight, synced)?;
+        Ok(self.report_durable(ops))
     }
 
     /// A flush's fsync is running (`begin_flush` .. `end_flush`).

@@ -146,7 +146,7 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// `drain_to`, first half: the compacted file written into the spare,
-    /// which mirrors the journal from now on (`stage_drain_keeping_faulty`).
+    /// which is the journal's file from now on (`stage_drain_keeping_faulty`).
     /// Only once the checkpoint is durable; the node runs the returned
     /// install beside its appends and hands its outcome to `end_drain`.
     /// `None`: nothing to compact.
@@ -185,7 +185,8 @@ impl<I: Io> PrepareJournal<I> {
         let (staged, corrupt_live) = self.stage_drain_to_inner(through_op, anchor_checksum, skip_corrupt).await?;
         if let Some(staged) = staged {
             let installed = staged.install().await;
-            self.end_drain(installed)?;
+            let released = self.end_drain(installed)?;
+            debug_assert!(released.is_empty(), "nothing is flushed between the halves of a drain");
         }
         Ok(corrupt_live)
     }
