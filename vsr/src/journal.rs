@@ -341,6 +341,7 @@
 //!   - a failed install poisons the journal once anything was written or
 //!     synced in the window (the retired file lacks it), and leaves it as
 //!     it was otherwise (`drain`, whose halves run in a row).
+//!
 //!   Until session 24 the spare mirrored every write and fsync of the
 //!   window instead, acknowledging at once: two page-cache writes and two
 //!   fdatasyncs per flush, and at batch 64, where the window is half the
