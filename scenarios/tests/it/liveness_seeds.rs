@@ -114,7 +114,7 @@ fn swarm_295_a_metadata_journal_that_lost_a_committed_op_still_starts() {
 /// could not restart: "journal file header is zero-filled"; 743 and 2526
 /// (Promises) had acknowledged prepares the new journal never held. The
 /// install now refuses after any failed mirrored fsync (`SpareSyncs`);
-/// story `journal_storage_faults::a_failed_mirrored_fsync_of_the_spare_stops_its_install_before_the_exchange`.
+/// story `journal_storage_faults::a_failed_window_fsync_of_the_spare_stops_its_install_before_the_exchange`.
 #[test]
 fn disk_rot_2011_743_and_2526_a_failed_mirrored_fsync_stops_the_compactions_install() {
     for seed in [2011, 743, 2526] {

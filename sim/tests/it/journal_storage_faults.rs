@@ -991,17 +991,18 @@ fn a_tail_whose_copy_place_is_damaged_is_not_cut_off_as_uncopied() {
 /// acknowledged (743, 2526: `Promises`). Now the install refuses to
 /// exchange, and the restart opens the old journal whole.
 #[test]
-fn a_failed_mirrored_fsync_of_the_spare_stops_its_install_before_the_exchange() {
+fn a_failed_window_fsync_of_the_spare_stops_its_install_before_the_exchange() {
     let io = SimIo::new(7);
     let mut journal = create(&io);
     let mut chain = Chain::new();
     append(&mut journal, &mut chain, 4, true);
     let staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
     let spare = journal_file().with_extension("wal.tmp");
-    // Op 5 goes to both files; the fsync of the spare fails.
+    // Op 5 goes to the spare (until session 24 to both files); the fsync
+    // of the spare fails.
     append(&mut journal, &mut chain, 1, false);
     io.disk().fail_next_sync_of(&spare);
-    assert!(block_on_ready(journal.flush()).is_err(), "the mirrored flush reports the spare's fsync failure");
+    assert!(block_on_ready(journal.flush()).is_err(), "the window's flush reports the spare's fsync failure");
     let installed = block_on_ready(staged.install());
     let ended = journal.end_drain(installed);
     assert!(ended.is_err(), "the install refused: {ended:?}");
@@ -1012,6 +1013,98 @@ fn a_failed_mirrored_fsync_of_the_spare_stops_its_install_before_the_exchange() 
     for op in 1..=4 {
         assert!(recovery.ops_recovered.contains(&op), "acknowledged op {op} is back: {recovery:?}");
     }
+}
+
+/// Session 24: a compaction's window writes each op once, to the spare.
+/// Op 5, appended and synced in the window, is durable in the spare alone:
+/// the journal must not call it durable before the install (a power loss
+/// before the exchange is durable recovers the retired file, which never
+/// got it), and the install's end releases it.
+#[test]
+fn an_op_synced_in_a_compactions_window_is_acknowledged_only_at_its_install() {
+    let io = SimIo::new(3);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    let staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
+    append(&mut journal, &mut chain, 1, true);
+    assert!(!journal.is_durable(5), "op 5 is durable in the spare alone");
+    assert!(journal.held_for_install(5));
+    // The directory still names the retired file, which never got op 5.
+    let retired = io.disk().contents(&journal_file()).expect("the journal file");
+    let (probe, recovery) = block_on_ready(PrepareJournal::open(&io, dir(), config(SLOT_COUNT), OpenMode::ReadOnly))
+        .expect("the retired journal opens");
+    assert_eq!((probe.snapshot_op(), recovery.ops_recovered.contains(&5)), (0, false), "op 5 is not in it");
+    drop((probe, retired));
+    let installed = block_on_ready(staged.install());
+    assert_eq!(journal.end_drain(installed).unwrap(), vec![5], "the install releases op 5");
+    assert!(journal.is_durable(5));
+    drop(journal);
+    io.disk().power_loss();
+    let (reopened, recovery) = open(&io);
+    assert_eq!(reopened.snapshot_op(), 2);
+    assert_eq!(recovery.ops_recovered, vec![3, 4, 5], "every acknowledged op, from the compacted journal");
+}
+
+/// A power loss in the window, before the install: the retired file is the
+/// journal, whole for every op acknowledged before the stage; what the
+/// window synced was never acknowledged, and is gone.
+#[test]
+fn a_power_loss_in_a_compactions_window_recovers_the_retired_journal_whole() {
+    let io = SimIo::new(5);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    let _staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
+    append(&mut journal, &mut chain, 2, true);
+    assert!(!journal.is_durable(5) && !journal.is_durable(6));
+    drop(journal);
+    io.disk().power_loss();
+    let (reopened, recovery) = open(&io);
+    assert_eq!(reopened.snapshot_op(), 0, "the exchange never happened");
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "every acknowledged op, none of the window's");
+}
+
+/// A truncation in the window is durable on return in whichever file the
+/// directory names: it clears the retired file too. Without that, a power
+/// loss before the exchange brought op 4 back from the retired file, a
+/// prepare the view change had dropped.
+#[test]
+fn a_truncation_in_a_compactions_window_clears_the_retired_journal_too() {
+    let io = SimIo::new(9);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    let _staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
+    block_on_ready(journal.truncate_after(3)).unwrap();
+    drop(journal);
+    io.disk().power_loss();
+    let (reopened, recovery) = open(&io);
+    assert_eq!(reopened.snapshot_op(), 0);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3], "op 4 stays dropped");
+}
+
+/// An install that fails after the window wrote to the spare poisons the
+/// journal: the retired file, which the directory still names, lacks what
+/// the window wrote, and the index no longer says what either file holds.
+#[test]
+fn a_failed_install_after_window_writes_poisons_the_journal() {
+    let io = SimIo::new(13);
+    let mut journal = create(&io);
+    let mut chain = Chain::new();
+    append(&mut journal, &mut chain, 4, true);
+    let staged = block_on_ready(journal.stage_drain(2)).unwrap().expect("ops to compact");
+    append(&mut journal, &mut chain, 1, false);
+    let spare = journal_file().with_extension("wal.tmp");
+    io.disk().fail_next_sync_of(&spare);
+    let installed = block_on_ready(staged.install());
+    assert!(journal.end_drain(installed).is_err(), "the spare's fsync failed");
+    assert!(journal.is_poisoned(), "the window wrote op 5 to the spare alone");
+    drop(journal);
+    io.disk().crash_process();
+    let (reopened, recovery) = open(&io);
+    assert_eq!(reopened.snapshot_op(), 0);
+    assert_eq!(recovery.ops_recovered, vec![1, 2, 3, 4], "every acknowledged op");
 }
 
 /// Disk-rot seed 348442 (`Promises`): a latent sector error took the
