@@ -430,10 +430,12 @@ impl NodeHooks for World {
         shoal_shard::node::Flow::Continue
     }
 
-    fn on_compaction_installed(&mut self, _group: usize, window_ns: u64) {
+    fn on_compaction_installed(&mut self, _group: usize, window_ns: u64, prepares_released: usize) {
         let labels = StorageLabels { action: "compaction_window" };
         let seconds = window_ns as f64 / 1e9;
         self.process.metrics.storage_latency_seconds.get_or_create(&labels).observe(seconds);
+        // Made durable by the window's flushes, which counted none of them.
+        self.process.metrics.flushed_prepares.inc_by(prepares_released as u64);
     }
 
     fn on_committed(&mut self, group: usize, committed: &[Committed]) {

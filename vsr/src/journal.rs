@@ -1410,13 +1410,7 @@ impl<F: IoFile> FlushInFlight<F> {
     /// whose failure the install must learn).
     pub fn syncer(&self) -> impl Future<Output = io::Result<()>> + 'static + use<F> {
         let (file, syncs) = (self.file.clone(), self.spare_syncs.clone());
-        async move {
-            let synced = file.sync_data().await;
-            if let (Err(_), Some(syncs)) = (&synced, syncs) {
-                syncs.failed.set(true);
-            }
-            synced
-        }
+        async move { sync_recorded(&*file, syncs.as_deref()).await }
     }
 }
 
@@ -1435,21 +1429,23 @@ pub struct SpareSyncs {
     failed: std::cell::Cell<bool>,
 }
 
-/// fdatasync `file` and, in a compaction's window, the spare `mirror` at
-/// once (both issued before either is awaited, so the device works on
-/// both): the first error is the answer. A failure of the spare's is
-/// recorded for the install (`SpareSyncs`).
-async fn sync_both<F: IoFile>(file: &F, mirror: Option<(&F, &SpareSyncs)>) -> io::Result<()> {
-    let Some((mirror, syncs)) = mirror else { return file.sync_data().await };
-    let mirror = async {
-        let synced = mirror.sync_data().await;
-        if synced.is_err() {
-            syncs.failed.set(true);
-        }
-        synced
-    };
-    let mut first = std::pin::pin!(file.sync_data());
-    let mut second = std::pin::pin!(mirror);
+/// fdatasync `file`; a failure is recorded in `syncs` when `file` is a
+/// staged compaction's spare (its install must learn it: `SpareSyncs`).
+async fn sync_recorded<F: IoFile>(file: &F, syncs: Option<&SpareSyncs>) -> io::Result<()> {
+    let synced = file.sync_data().await;
+    if let (Err(_), Some(syncs)) = (&synced, syncs) {
+        syncs.failed.set(true);
+    }
+    synced
+}
+
+/// fdatasync the `retired` file and a compaction's `spare` at once (both
+/// issued before either is awaited, so the device works on both): the
+/// first error is the answer. A failure of the spare's is recorded for the
+/// install (`SpareSyncs`).
+async fn sync_both<F: IoFile>(retired: &F, spare: &F, syncs: &SpareSyncs) -> io::Result<()> {
+    let mut first = std::pin::pin!(retired.sync_data());
+    let mut second = std::pin::pin!(sync_recorded(spare, Some(syncs)));
     let (mut first_done, mut second_done) = (None, None);
     std::future::poll_fn(|cx| {
         if first_done.is_none()
@@ -2139,7 +2135,7 @@ impl<I: Io> PrepareJournal<I> {
                 result.map_err(io_error("rewrite prepare"))?;
             }
             if !copies_stale.is_empty() {
-                self.sync_files().await.map_err(io_error("fsync"))?;
+                self.sync_file().await.map_err(io_error("fsync"))?;
             }
             // Now every valid prepare is durable, so its ring copy may be
             // written: from here on, damage to it reads as faulty, never
@@ -2151,7 +2147,7 @@ impl<I: Io> PrepareJournal<I> {
                 result.map_err(io_error("clear torn slot"))?;
             }
             if !valid.is_empty() || !torn.is_empty() {
-                self.sync_files().await.map_err(io_error("fsync"))?;
+                self.sync_file().await.map_err(io_error("fsync"))?;
             }
         }
         recovery.torn_tail_truncated = torn;
@@ -2240,14 +2236,23 @@ impl<I: Io> PrepareJournal<I> {
         Some(*header)
     }
 
-    /// fdatasync the journal's file and, in a compaction's window, the
-    /// retired one too (for a truncation's writes to both), recording the
-    /// spare's outcome for the install.
-    async fn sync_files(&self) -> io::Result<()> {
+    /// fdatasync the journal's file (in a compaction's window the spare,
+    /// its outcome recorded for the install).
+    async fn sync_file(&self) -> io::Result<()> {
+        let syncs = self.window.as_ref().map(|window| {
+            window.changed.set(true);
+            &*window.syncs
+        });
+        sync_recorded(&*self.file, syncs).await
+    }
+
+    /// `sync_file` and, in a compaction's window, the retired file too:
+    /// after `write_everywhere` (a truncation).
+    async fn sync_everywhere(&self) -> io::Result<()> {
         match &self.window {
             Some(window) => {
                 window.changed.set(true);
-                sync_both(&*window.retired, Some((&*self.file, &*window.syncs))).await
+                sync_both(&*window.retired, &*self.file, &window.syncs).await
             }
             None => self.file.sync_data().await,
         }
@@ -2608,7 +2613,7 @@ impl<I: Io> PrepareJournal<I> {
                 return Err(JournalError::Io { operation: "poison header copy", source });
             }
         }
-        if let Err(source) = self.sync_files().await {
+        if let Err(source) = self.sync_file().await {
             self.poisoned = true;
             return Err(JournalError::Io { operation: "fsync poisoned header copies", source });
         }
@@ -3220,7 +3225,7 @@ impl<I: Io> PrepareJournal<I> {
                     return Err(JournalError::Io { operation, source });
                 }
             }
-            if let Err(source) = self.sync_files().await {
+            if let Err(source) = self.sync_everywhere().await {
                 self.poisoned = true;
                 return Err(JournalError::Io { operation: "fsync", source });
             }

@@ -1012,9 +1012,8 @@ impl<I: Io> Node<I> {
     /// flush before made durable without their ring copy first, then those
     /// written now): each one now durable with its ring copy to the hooks
     /// and, unless a hook stopped the node (`stop`), to the replica, which
-    /// may now count or vouch for it. One made durable without its copy
-    /// waits in `awaiting_copy` for the next flush. `Err` when the flush
-    /// failed.
+    /// may now count or vouch for it (`report_durable`). `Err` when the
+    /// flush failed.
     fn complete_flush<W: NodeWorld>(
         &mut self,
         group: usize,
@@ -1036,9 +1035,26 @@ impl<I: Io> Node<I> {
                 return Err(NodeStop::Storage { action: "write_prepare", error });
             }
         };
+        self.report_durable(group, flushing, &durable, stop, world);
+        Ok(())
+    }
+
+    /// Report the prepares of `written` that the storage reports `durable`
+    /// (ascending) to the hooks and, unless a hook stopped the node
+    /// (`stop`), to the replica. One durable with its copy in a
+    /// compaction's spare alone waits in `awaiting_install`, one durable
+    /// without its copy in `awaiting_copy` for the next flush.
+    fn report_durable<W: NodeWorld>(
+        &mut self,
+        group: usize,
+        written: Vec<Action>,
+        durable: &[(u64, u128)],
+        stop: &mut bool,
+        world: &mut W,
+    ) {
         debug_assert!(durable.is_sorted(), "the storage reports durable prepares ascending");
         let mut awaiting = Vec::new();
-        for action in flushing {
+        for action in written {
             let Action::WritePrepare { message } = &action else { unreachable!("only prepares are written") };
             let (op, checksum) = (message.header.op, message.header.checksum);
             if durable.binary_search(&(op, checksum)).is_err() {
@@ -1076,7 +1092,6 @@ impl<I: Io> Node<I> {
             "a flush completes or carries every prepare it was given"
         );
         g.awaiting_copy.extend(awaiting);
-        Ok(())
     }
 
     /// Send the messages the group held for its flush, in the order the
@@ -1280,12 +1295,13 @@ impl<I: Io> Node<I> {
             Ok(released) => released,
             Err(error) => return storage_done(group, &action, Err(error), world),
         };
-        world.on_compaction_installed(group, self.io.now_ns().saturating_sub(staged_at_ns));
+        world.on_compaction_installed(group, self.io.now_ns().saturating_sub(staged_at_ns), released.len());
         // What the window's flushes made durable in the spare is durable
-        // in the journal the directory names now: report it as a flush's.
+        // in the journal the directory names now (not a flush of its own:
+        // the hooks counted those flushes).
         let waiting = std::mem::take(&mut self.groups[group].awaiting_install);
         let mut stop = false;
-        self.complete_flush(group, waiting, Ok(released), &mut stop, world)?;
+        self.report_durable(group, waiting, &released, &mut stop, world);
         if stop {
             return Err(NodeStop::Halted);
         }

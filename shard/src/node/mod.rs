@@ -144,8 +144,10 @@ pub trait NodeHooks {
     /// prepares durable (the server counts them for its metrics).
     fn on_journal_flushed(&mut self, _group: usize, _prepares: usize) {}
     /// A journal compaction was installed `window_ns` after it was staged
-    /// (its writes went to the spare alone meanwhile).
-    fn on_compaction_installed(&mut self, _group: usize, _window_ns: u64) {}
+    /// (its writes went to the spare alone meanwhile), releasing
+    /// `prepares_released` prepares its window's flushes made durable
+    /// (`on_journal_flushed` counted those flushes, not these prepares).
+    fn on_compaction_installed(&mut self, _group: usize, _window_ns: u64, _prepares_released: usize) {}
     /// The group's replica entered a newer view.
     fn on_view(&mut self, _group: usize, _view: u64, _status: Status) {}
     /// The replica was offered a canonical log contradicting ops it committed
