@@ -151,6 +151,22 @@ pub async fn create_dir_durable<I: Io>(io: &I, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Return `Pending` once (waking the caller at once), then `Ready`: lets
+/// a long piece of storage work that runs beside its node (a spare's clear)
+/// give the node and the runtime's other tasks a turn between its writes.
+pub async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 /// The directories whose fsync makes `dir`'s entry and every entry above it
 /// durable: the parent of each level, top down (`.` for a relative dir's
 /// first level). Shared with the server's data-dir format, which runs before

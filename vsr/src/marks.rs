@@ -55,6 +55,7 @@ pub const MARKS: &[&str] = &[
     COMPACTION_COVERED_STAGED,
     COMPACTION_FINISHED_FOR_STORAGE,
     COMPACTION_RING_COPY_REBUILT,
+    COMPACTION_SPARE_CLEARED_BESIDE,
     COMPACTION_SPARE_CLEARED_IN_PLACE,
     COMPACTION_SPARE_SYNC_FAILED,
     COPY_UNREADABLE,
@@ -197,6 +198,10 @@ pub const COMPACTION_FINISHED_FOR_STORAGE: &str = "compaction_finished_for_stora
 /// from the index: the journal's ring entry did not name it (unreadable, or
 /// the op's copy is carried in a region).
 pub const COMPACTION_RING_COPY_REBUILT: &str = "compaction_ring_copy_rebuilt";
+/// An untrusted spare was cleared beside the node, in the checkpoint's
+/// background work, so the compaction's stage cleared nothing of it
+/// (`PrepareJournal::spare_clearer`).
+pub const COMPACTION_SPARE_CLEARED_BESIDE: &str = "compaction_spare_cleared_beside";
 /// A compaction cleared an untrusted spare (written by an earlier process,
 /// or a compaction into it failed) in place, keeping its blocks allocated.
 pub const COMPACTION_SPARE_CLEARED_IN_PLACE: &str = "compaction_spare_cleared_in_place";

@@ -90,7 +90,7 @@ checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_
 checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start,\
 rejoin_above_cluster_view,compaction_beside_appends,journal_window_write,journal_window_ack_held,\
 compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt,\
-partition_sealed_segment_reopened,compaction_spare_cleared_in_place";
+partition_sealed_segment_reopened,compaction_spare_cleared_beside";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
     "steady",

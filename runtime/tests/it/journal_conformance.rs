@@ -38,6 +38,44 @@ fn allocated_bytes(path: &std::path::Path) -> u64 {
 /// truncated the spare and resized it sparse: 30-100 ms inline on a 64 MiB
 /// spare in `cargo xtask bench server` (measured with a probe build), then
 /// a lap of appends into a sparse journal.
+/// A spare lost since the last start (removed by hand, or a file system
+/// that could not exchange) is preallocated by the clear a node runs beside
+/// its appends, so the journal it becomes is not sparse either.
+#[test]
+fn a_missing_spare_is_preallocated_by_its_clear_beside_the_journal() {
+    use shoal_vsr::io::OpenMode;
+    use shoal_vsr::journal::conformance::append_n;
+    use shoal_vsr::journal::{PrepareJournal, journal_path, journal_path_tmp};
+
+    const SLOTS: u64 = 64;
+    let dir = TempDir::new("spare-cleared-beside");
+    let journal_dir = dir.path().join("journal");
+    with_io(DRIVERS[0], |io| async move {
+        let config = conformance::config(SLOTS);
+        let size_bytes = config.file_size_bytes();
+        let tmp = journal_path_tmp(&journal_dir, conformance::NAMESPACE);
+        let mut chain = conformance::Chain::new();
+        let mut journal = PrepareJournal::create(&io, &journal_dir, config).await.unwrap();
+        append_n(&mut journal, &mut chain, 40).await;
+        drop(journal);
+        std::fs::remove_file(&tmp).unwrap();
+
+        let (mut journal, _) = PrepareJournal::open(&io, &journal_dir, config, OpenMode::ReadWrite).await.unwrap();
+        let clear = journal.spare_clearer().expect("a new process does not trust its spare");
+        let cleared = clear.run().await;
+        assert!(cleared.error().is_none(), "{:?}", cleared.error());
+        journal.end_spare_clear(&cleared);
+        assert!(allocated_bytes(&tmp) >= size_bytes, "the clear preallocates a missing spare");
+        journal.drain(30).await.unwrap();
+        let path = journal_path(&journal_dir, conformance::NAMESPACE);
+        assert!(allocated_bytes(&path) >= size_bytes, "the journal exchanged in keeps the clear's blocks");
+        drop(journal);
+        let (journal, recovery) = PrepareJournal::open(&io, &journal_dir, config, OpenMode::ReadWrite).await.unwrap();
+        assert_eq!(journal.snapshot_op(), 30);
+        assert_eq!(recovery.ops_recovered, (31..=40).collect::<Vec<_>>());
+    });
+}
+
 #[test]
 fn a_compaction_after_a_restart_keeps_the_spare_preallocated() {
     use shoal_vsr::io::OpenMode;

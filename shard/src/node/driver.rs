@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Refusal};
 use shoal_vsr::io::Io;
-use shoal_vsr::journal::{FlushInFlight, InstalledDrain, JournalError, StagedDrain};
+use shoal_vsr::journal::{FlushInFlight, InstalledDrain, JournalError, SpareCleared, StagedDrain};
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Source};
 use shoal_vsr::state_machine::{SnapshotReader, put_bytes_with_len};
@@ -291,12 +291,19 @@ struct CheckpointWork {
     /// log's sync failed first (the file may be installed only once the
     /// log holds every offset it counts).
     file: Option<Result<(), StorageError>>,
+    /// The clear of the journal's spare, when it was untrusted
+    /// (`GroupStorage::spare_clearer`).
+    spare: Option<SpareCleared>,
 }
 
-/// One of the two parts of a checkpoint's work that run at once.
+/// One of the parts of a checkpoint's work that run at once: the
+/// partition log's sync beside the file's write, and all of the checkpoint
+/// (`Done`) beside the spare's clear.
 enum CheckpointPart {
     Partition(Option<SyncEnded>),
     File(Result<(), StorageError>),
+    Done { partition: Option<SyncEnded>, file: Option<Result<(), StorageError>> },
+    Spare(SpareCleared),
 }
 
 /// The process-wide pieces a group sends through.
@@ -1187,7 +1194,11 @@ impl<I: Io> Node<I> {
         };
         let stage = g.storage.checkpoint_file_stager(checkpoint);
         let install = g.storage.checkpoint_file_installer();
-        let mut work: Pin<Box<dyn Future<Output = CheckpointWork>>> = Box::pin(async move {
+        // The compaction that follows the checkpoint writes the journal's
+        // spare; one a new process has not cleared yet is cleared here,
+        // beside the node, not inline in that compaction's stage.
+        let spare_clear = g.storage.spare_clearer();
+        let checkpoint_work: Pin<Box<dyn Future<Output = CheckpointPart>>> = Box::pin(async move {
             let partition: Pin<Box<dyn Future<Output = CheckpointPart>>> = Box::pin(async move {
                 CheckpointPart::Partition(match sync {
                     Some(sync) => Some(sync.run().await),
@@ -1205,6 +1216,7 @@ impl<I: Io> Node<I> {
                 match part {
                     CheckpointPart::Partition(ended) => partition = ended,
                     CheckpointPart::File(result) => staged = result,
+                    CheckpointPart::Spare(_) | CheckpointPart::Done { .. } => unreachable!("not joined here"),
                 }
             }
             let file = match staged {
@@ -1212,7 +1224,22 @@ impl<I: Io> Node<I> {
                 Ok(()) => None,
                 Err(error) => Some(Err(error)),
             };
-            CheckpointWork { partition, file }
+            CheckpointPart::Done { partition, file }
+        });
+        let mut work: Pin<Box<dyn Future<Output = CheckpointWork>>> = Box::pin(async move {
+            let mut parts = vec![checkpoint_work];
+            if let Some(clear) = spare_clear {
+                parts.push(Box::pin(async move { CheckpointPart::Spare(clear.run().await) }));
+            }
+            let mut work = CheckpointWork { partition: None, file: None, spare: None };
+            for part in join_in_order(parts).await.outputs {
+                match part {
+                    CheckpointPart::Done { partition, file } => (work.partition, work.file) = (partition, file),
+                    CheckpointPart::Spare(cleared) => work.spare = Some(cleared),
+                    CheckpointPart::Partition(_) | CheckpointPart::File(_) => unreachable!("joined above"),
+                }
+            }
+            work
         });
         // Its first poll issues its writes, so the disk works while the
         // node goes on.
@@ -1237,11 +1264,17 @@ impl<I: Io> Node<I> {
     async fn finish_checkpoint<W: NodeWorld>(&mut self, group: usize, world: &mut W) -> Result<(), NodeStop> {
         let GroupCheckpoint { action, work, done, .. } =
             self.groups[group].checkpointing.take().expect("a checkpoint runs for the group");
-        let CheckpointWork { partition, file } = match done {
+        let CheckpointWork { partition, file, spare } = match done {
             Some(done) => done,
             None => work.await,
         };
         let g = &mut self.groups[group];
+        if let Some(cleared) = spare {
+            if let Some(error) = cleared.error() {
+                tracing::warn!(group = format_args!("{:#x}", g.namespace), %error, "clearing the journal's spare failed; the compaction clears it inline");
+            }
+            g.storage.end_spare_clear(&cleared);
+        }
         if let Some(ended) = partition {
             partition_log_done(g.replica.state_machine_mut().end_persist(ended))?;
         }

@@ -31,18 +31,7 @@ pub struct Joined<T> {
 /// Return `Pending` once (waking the caller at once), then `Ready`: lets a
 /// joined future give the others a turn. The simulator's storage yields
 /// with it, so `join_in_order` interleaves the flushes it runs.
-pub async fn yield_once() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await;
-}
+pub use shoal_vsr::io::yield_once;
 
 /// Drive every future to completion at once; their outputs in index order.
 pub async fn join_in_order<F: Future>(futures: Vec<F>) -> Joined<F::Output> {

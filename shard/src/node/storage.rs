@@ -72,8 +72,8 @@ use shoal_vsr::checkpoint::{self, checkpoint_path};
 use shoal_vsr::header::{Command, Header};
 use shoal_vsr::io::{Io, OpenMode};
 use shoal_vsr::journal::{
-    FlushInFlight, InstalledDrain, JournalConfig, JournalError, PrepareJournal, SettleFileError, StagedDrain,
-    journal_path,
+    FlushInFlight, InstalledDrain, JournalConfig, JournalError, PrepareJournal, SettleFileError, SpareClear,
+    SpareCleared, StagedDrain, journal_path,
 };
 use shoal_vsr::message::Message;
 use shoal_vsr::replica::{Action, Checkpoint, Recovered};
@@ -624,6 +624,19 @@ impl<I: Io> GroupStorage<I> {
             debug_assert!(released.is_empty(), "nothing is flushed between the halves of a drain");
         }
         Ok(())
+    }
+
+    /// The clear of the journal's spare, to run beside the node before the
+    /// next compaction, when the spare is untrusted (after every start);
+    /// `end_spare_clear` takes its outcome before any stage
+    /// (`PrepareJournal::spare_clearer`).
+    pub fn spare_clearer(&mut self) -> Option<SpareClear<I>> {
+        self.journal.spare_clearer()
+    }
+
+    /// A `spare_clearer`'s clear ended (`PrepareJournal::end_spare_clear`).
+    pub fn end_spare_clear(&mut self, cleared: &SpareCleared) {
+        self.journal.end_spare_clear(cleared);
     }
 
     /// The journal's compaction to the durable `checkpoint`, first half:

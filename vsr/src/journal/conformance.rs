@@ -308,10 +308,13 @@ pub async fn stale_tmp_is_never_trusted<I: Io>(io: &I, dir: &Path) {
 /// held as the journal; a drain that reuses it must not let any of it come
 /// back, such as the ops a view change truncated in between.
 pub async fn recycled_spare_never_resurrects_prepares<I: Io>(io: &I, dir: &Path) {
-    for restart in [false, true] {
+    for (name, restart, cleared_beside) in
+        [("same-life", false, false), ("restart", true, false), ("restart-cleared-beside", true, true)]
+    {
         // With a restart in between, the spare's history is unknown and
-        // the drain clears all of it; without, it clears what it knows of.
-        let dir = dir.join(if restart { "restart" } else { "same-life" });
+        // the drain clears all of it (inline, or beforehand beside the
+        // journal, as a node does); without, it clears what it knows of.
+        let dir = dir.join(name);
         let mut journal = PrepareJournal::create(io, &dir, config(16)).await.unwrap();
         append_n(&mut journal, &mut Chain::new(), 5).await;
         journal.drain(2).await.unwrap(); // the spare now holds ops 1..=5
@@ -320,11 +323,23 @@ pub async fn recycled_spare_never_resurrects_prepares<I: Io>(io: &I, dir: &Path)
             journal = reopen(io, &dir, 16).await.0;
         }
         journal.truncate_after(3).await.unwrap(); // a view change drops 4 and 5
+        crate::marks::take();
+        if cleared_beside {
+            let clear = journal.spare_clearer().expect("a new process does not trust its spare");
+            assert!(journal.spare_clearer().is_none(), "one clear at a time");
+            let cleared = clear.run().await;
+            assert!(cleared.error().is_none(), "{:?}", cleared.error());
+            journal.end_spare_clear(&cleared);
+        }
         journal.drain(3).await.unwrap(); // back into the first file
+        let marks = crate::marks::take();
+        let inline = marks.contains_key(crate::marks::COMPACTION_SPARE_CLEARED_IN_PLACE);
+        assert_eq!(inline, restart && !cleared_beside, "{name}: the stage clears an untrusted spare itself: {marks:?}");
+        assert!(journal.spare_clearer().is_none(), "{name}: a spare this process compacted into is known");
         assert_eq!(journal.op_max(), None);
         drop(journal);
         let (journal, recovery) = reopen(io, &dir, 16).await;
-        assert_eq!(recovery, Recovery::default(), "ops 4 and 5 stay dropped (restart: {restart})");
+        assert_eq!(recovery, Recovery::default(), "{name}: ops 4 and 5 stay dropped");
         assert_eq!(journal.snapshot_op(), 3);
     }
 }
