@@ -450,3 +450,19 @@ fn swarm_10_and_16_a_process_holds_a_bounded_number_of_files_open() {
         assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed {seed}: {:?}", outcome.verdict);
     }
 }
+
+/// Replica 2 restored group 2's checkpoint at op 4 from a peer (its journal
+/// held none of ops 1..=4) and wrote op 5 into that journal; op 5's ring
+/// copy's write went elsewhere (a misdirected write), and the replica
+/// crashed (another group's storage error) after the checkpoint's install,
+/// before the compaction. Recovery took ops 1..=4 for a hole and cut op 5 as
+/// an uncopied tail above it: an acknowledged prepare lost unnamed
+/// (Recovery checker). Found by the sweep of session 25's spare clear
+/// beside the node, whose longer checkpoint work made the window wide;
+/// latent before. A durable checkpoint now counts as the floor of what the
+/// replica may have acknowledged (`GroupStorage::open`).
+#[test]
+fn disk_rot_sharded_4747_a_durable_checkpoint_is_no_hole_below_the_prepares_above_it() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(4747));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed 4747: {:?}", outcome.verdict);
+}

@@ -511,12 +511,25 @@ impl<I: Io> GroupStorage<I> {
         // What the superblock names bounds what this replica may have
         // acknowledged without a gap below it (journal doc, "An unknown
         // slot beyond a gap").
+        // A durable checkpoint covers every op up to its anchor too: a
+        // checkpoint restored from a peer leaves the journal without those
+        // ops, and a prepare written above it before the compaction is no
+        // prepare above a hole (disk-rot-sharded seed 4747: op 5, whose ring
+        // copy's write went elsewhere, sat above a journal that skipped
+        // 1..=4 under a durable checkpoint at 4; recovery cut it as an
+        // uncopied tail and lost a prepare the replica had acknowledged).
+        let checkpoint = checkpoint::read_checkpoint(io, dir, config.namespace).await?;
         let state = superblock.state();
-        let durable_log_op_max =
-            state.view_headers.iter().map(|header| header.op).chain([state.commit]).max().unwrap_or(0);
+        let durable_log_op_max = state
+            .view_headers
+            .iter()
+            .map(|header| header.op)
+            .chain([state.commit])
+            .chain(checkpoint.as_ref().map(|checkpoint| checkpoint.anchor.op))
+            .max()
+            .unwrap_or(0);
         let (mut journal, _recovery) =
             PrepareJournal::open_above(io, dir, config.journal(), OpenMode::ReadWrite, durable_log_op_max).await?;
-        let checkpoint = checkpoint::read_checkpoint(io, dir, config.namespace).await?;
         // A checkpoint durable past the journal's snapshot: finish the drain
         // that failed, and remember what it had to leave out as faulty.
         let mut faulty_ops = Vec::new();
