@@ -1359,3 +1359,34 @@ fn a_ring_write_over_an_unreadable_page_keeps_the_durable_copies_in_it() {
     let (_, recovery) = open(&io);
     assert_eq!(recovery.ops_recovered, vec![1, 2, 3]);
 }
+
+/// Disk-rot-sharded seed 4747, as the journal saw it: a replica restored a
+/// checkpoint at op 4 from a peer (its journal, still at snapshot 0, holds
+/// none of ops 1..=4), then wrote and synced op 5, whose ring copy's write
+/// went elsewhere (a misdirected write), and crashed before the compaction
+/// to the checkpoint. Opened with the superblock's floor alone (0), ops
+/// 1..=4 read as a hole and op 5 as an uncopied tail above it: cut as torn,
+/// though the replica had acknowledged it. Opened with the durable
+/// checkpoint as the floor, as `GroupStorage::open` now does, op 5 is kept
+/// and its copy rewritten.
+#[test]
+fn a_prepare_above_a_restored_checkpoint_whose_copy_went_elsewhere_is_kept_when_the_checkpoint_is_the_floor() {
+    let io = SimIo::new(11);
+    let mut journal = create(&io);
+    let body = shoal_vsr::journal::conformance::body(5, 0);
+    let op_5 = shoal_vsr::journal::conformance::prepare(5, 0x44, &body);
+    block_on_ready(journal.write_prepare(&op_5, &body)).unwrap();
+    let landing = config(SLOT_COUNT).slot_offset(9) + 3 * 1024;
+    io.disk().misdirect_next_write_to_landing(&journal_file(), landing);
+    block_on_ready(journal.sync()).unwrap();
+    assert!(journal.is_durable(5), "the replica may acknowledge op 5");
+    drop(journal);
+    io.crash();
+    let open_above = |floor: u64| {
+        block_on_ready(PrepareJournal::open_above(&io, dir(), config(SLOT_COUNT), OpenMode::ReadOnly, floor)).unwrap()
+    };
+    let (_, below) = open_above(0);
+    assert!(!below.ops_recovered.contains(&5), "the superblock's floor alone cuts op 5: {below:?}");
+    let (_, at_checkpoint) = open_above(4);
+    assert!(at_checkpoint.ops_recovered.contains(&5), "the checkpoint as the floor keeps op 5: {at_checkpoint:?}");
+}
