@@ -466,6 +466,7 @@ impl Io for RealIo {
     /// files are settled the same way). See `shoal_vsr::journal`'s module doc
     /// for the choice. fdatasync works on a read-only descriptor on Linux, so
     /// a read-only open settles too.
+    ///
     /// `openat` on the shard's own thread, like the writes: io_uring hands
     /// every open to an `iou-wrk` thread (an open may block), and on a busy
     /// 2-core machine that hop took 1.7 ms per open typically and up to

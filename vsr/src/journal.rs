@@ -205,7 +205,9 @@
 //! headers' top the rule does not hold: a new primary counts its own copy
 //! of an op it holds while it still repairs the body of an op below it.
 //!
-//! So `open_above` (given the highest op the superblock names) cuts off as
+//! So `open_above` (given the highest op the superblock names, or the
+//! durable checkpoint's anchor when that is higher: every op under it is
+//! covered, disk-rot-sharded seed 4747) cuts off as
 //! torn an unknown slot above a gap: a slot, over both that op and the
 //! highest op a header names, that reads empty or torn. A run of unknown
 //! slots right above the named head is kept (disk-rot seeds 40812, 61823).
@@ -1709,7 +1711,8 @@ impl<I: Io> PrepareJournal<I> {
     }
 
     /// `open` for a replica whose superblock names ops up to
-    /// `durable_log_op_max` (its view headers' top, its commit): an unknown
+    /// `durable_log_op_max` (its view headers' top, its commit, its durable
+    /// checkpoint's anchor): an unknown
     /// slot above a gap over that op is cut off as torn (module doc, "An
     /// unknown slot beyond a gap").
     pub async fn open_above(

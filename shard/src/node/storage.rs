@@ -510,14 +510,14 @@ impl<I: Io> GroupStorage<I> {
             Superblock::open(io, dir, config.cluster, config.namespace, config.replica, OpenMode::ReadWrite).await?;
         // What the superblock names bounds what this replica may have
         // acknowledged without a gap below it (journal doc, "An unknown
-        // slot beyond a gap").
-        // A durable checkpoint covers every op up to its anchor too: a
-        // checkpoint restored from a peer leaves the journal without those
-        // ops, and a prepare written above it before the compaction is no
-        // prepare above a hole (disk-rot-sharded seed 4747: op 5, whose ring
-        // copy's write went elsewhere, sat above a journal that skipped
-        // 1..=4 under a durable checkpoint at 4; recovery cut it as an
-        // uncopied tail and lost a prepare the replica had acknowledged).
+        // slot beyond a gap"), and so does a durable checkpoint: it covers
+        // every op up to its anchor. A checkpoint restored from a peer
+        // leaves the journal without those ops, and a prepare written above
+        // it before the compaction is no prepare above a hole
+        // (disk-rot-sharded seed 4747: op 5, whose ring copy's write went
+        // elsewhere, sat above a journal that skipped 1..=4 under a durable
+        // checkpoint at 4; recovery cut it as an uncopied tail and lost a
+        // prepare the replica had acknowledged).
         let checkpoint = checkpoint::read_checkpoint(io, dir, config.namespace).await?;
         let state = superblock.state();
         let durable_log_op_max = state
