@@ -768,14 +768,13 @@ impl<I: Io> GroupStorage<I> {
                 "op {op} is staged as its last write before it is written"
             );
         }
-        let prepares: Vec<(&Header, &[u8])> =
-            last_write.values().map(|message| (&message.header, &message.body[..])).collect();
+        let messages: Vec<&Message> = last_write.values().copied().collect();
         // Written from here, even if the write fails half way (the node
         // stops then).
         for op in last_write.keys() {
             self.staged_unwritten.remove(op);
         }
-        self.journal.write_prepares(&prepares).await?;
+        self.journal.write_messages(&messages).await?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use super::{JournalError, PrepareJournal, SlotState, StagedDrain, io_error};
 use crate::header::Header;
 use crate::io::Io;
+use crate::message::Message;
 
 /// Everything valid in the journal's live window, and the slots that are
 /// corrupt below the head (as opposed to empty: never written, or cleared).
@@ -42,8 +43,32 @@ impl<I: Io> PrepareJournal<I> {
     /// (fail-stop), as after any failed storage call.
     pub async fn write_prepares(&mut self, prepares: &[(&Header, &[u8])]) -> Result<(), JournalError> {
         self.check_writable()?;
-        for (index, (header, body)) in prepares.iter().enumerate() {
+        for (header, body) in prepares {
             self.check_prepare(header, body)?;
+        }
+        self.write_checked_prepares(prepares).await
+    }
+
+    /// `write_prepares` of messages: a body verified when its message was
+    /// built or decoded (`Message::valid_body`) is not hashed again; the
+    /// rest is checked as there.
+    pub async fn write_messages(&mut self, messages: &[&Message]) -> Result<(), JournalError> {
+        self.check_writable()?;
+        for message in messages {
+            let valid_body = || match message.valid_body() {
+                true => Ok(()),
+                false => message.header.valid_body(&message.body),
+            };
+            self.check_prepare_with(&message.header, valid_body)?;
+        }
+        let prepares: Vec<(&Header, &[u8])> = messages.iter().map(|m| (&m.header, &m.body[..])).collect();
+        self.write_checked_prepares(&prepares).await
+    }
+
+    /// The writes of `write_prepares`, every prepare's checksums, group and
+    /// size checked.
+    async fn write_checked_prepares(&mut self, prepares: &[(&Header, &[u8])]) -> Result<(), JournalError> {
+        for (index, (header, _)) in prepares.iter().enumerate() {
             let op = header.op;
             if op <= self.snapshot_op || op > self.snapshot_op + self.config.slot_count {
                 let slot = op % self.config.slot_count;
