@@ -63,6 +63,15 @@ pub trait IoFile: 'static {
     }
     /// Write all of `buf` at `position`. Not durable until `sync_data`.
     fn write_all_at(&self, buf: Vec<u8>, position: u64) -> impl Future<Output = BufResult<()>>;
+    /// Write `parts`, one after another, from `position`: one write of
+    /// their concatenation, which is what this default does (so a
+    /// simulated disk tears, loses or misdirects it as that one write). A
+    /// backend may hand the parts to the kernel as they are (`pwritev`),
+    /// so that a large body is not copied into a joined buffer first.
+    fn write_all_parts_at(&self, parts: &[&[u8]], position: u64) -> impl Future<Output = io::Result<()>> {
+        let joined = parts.concat();
+        async move { self.write_all_at(joined, position).await.0 }
+    }
     /// Make every completed write durable (fdatasync).
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
     /// Ask the device to start writing back `len_bytes` from `position`

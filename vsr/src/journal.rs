@@ -678,11 +678,84 @@ fn pad_prepare_bytes(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// One write: where it goes, the bytes, and how many prepares it holds.
-struct PrepareRun {
+/// A body at least this large travels to the write as it is, a part of
+/// its own (`IoFile::write_all_parts_at`); a shorter one is copied into the
+/// run's bytes, where one more part would cost more than the copy.
+const BODY_BORROWED_BYTES_MIN: usize = 16 * 1024;
+
+/// One part of a run's write: bytes the journal made (headers, carried
+/// copies, filler, padding), or a prepare's body as the caller holds it.
+enum RunPart<'a> {
+    Made(Vec<u8>),
+    Body(&'a [u8]),
+}
+
+/// One write: where it goes, its parts (the bytes written are their
+/// concatenation), and how many prepares it holds.
+struct PrepareRun<'a> {
     offset: u64,
-    bytes: Vec<u8>,
+    parts: Vec<RunPart<'a>>,
     count: usize,
+}
+
+impl<'a> PrepareRun<'a> {
+    fn new(offset: u64) -> PrepareRun<'a> {
+        PrepareRun { offset, parts: Vec::new(), count: 0 }
+    }
+
+    fn len_bytes(&self) -> usize {
+        self.parts.iter().map(|part| self.part_bytes(part).len()).sum()
+    }
+
+    fn part_bytes<'p>(&self, part: &'p RunPart<'a>) -> &'p [u8] {
+        match part {
+            RunPart::Made(bytes) => bytes,
+            RunPart::Body(body) => body,
+        }
+    }
+
+    fn slices(&self) -> Vec<&[u8]> {
+        self.parts.iter().map(|part| self.part_bytes(part)).collect()
+    }
+
+    /// The bytes the journal is making at the run's end (a new part after
+    /// a body).
+    fn made_tail(&mut self) -> &mut Vec<u8> {
+        if !matches!(self.parts.last(), Some(RunPart::Made(_))) {
+            self.parts.push(RunPart::Made(Vec::new()));
+        }
+        match self.parts.last_mut() {
+            Some(RunPart::Made(bytes)) => bytes,
+            _ => unreachable!("a made part was just pushed"),
+        }
+    }
+
+    /// Append `header` and `body`, padded to whole pages (as
+    /// `push_prepare_pages`): a large body as a part of its own, not
+    /// copied.
+    fn push_prepare(&mut self, header: &Header, body: &'a [u8]) {
+        let begin = self.len_bytes();
+        debug_assert!((begin as u64).is_multiple_of(PAGE_SIZE_BYTES), "a prepare starts on a page");
+        if body.len() < BODY_BORROWED_BYTES_MIN {
+            push_prepare_pages(self.made_tail(), header, body);
+            return;
+        }
+        self.made_tail().extend_from_slice(&header.encode());
+        self.parts.push(RunPart::Body(body));
+        let size_bytes = (HEADER_SIZE_BYTES + body.len()) as u64;
+        let (zeros, padding) =
+            (sectors_bytes(size_bytes) - size_bytes, pages_bytes(size_bytes) - sectors_bytes(size_bytes));
+        let tail = self.made_tail();
+        tail.resize(tail.len() + zeros as usize, 0);
+        tail.resize(tail.len() + padding as usize, PADDING_BYTE);
+        debug_assert_eq!((self.len_bytes() - begin) as u64, pages_bytes(size_bytes));
+    }
+
+    /// The bytes written, joined (tests read them).
+    #[cfg(test)]
+    fn bytes(&self) -> Vec<u8> {
+        self.slices().concat()
+    }
 }
 
 /// The writes of prepares of ascending ops, each covering only the pages
@@ -706,8 +779,8 @@ fn prepare_runs<'a>(
     carried: &[Header],
     fresh_above: u64,
     prepares: impl IntoIterator<Item = (&'a Header, &'a [u8])>,
-) -> Vec<PrepareRun> {
-    let mut runs: Vec<PrepareRun> = Vec::new();
+) -> Vec<PrepareRun<'a>> {
+    let mut runs: Vec<PrepareRun<'a>> = Vec::new();
     // The op of the last prepare written, and whether it filled its slot.
     let mut previous: Option<(u64, bool)> = None;
     for (header, body) in prepares {
@@ -717,9 +790,10 @@ fn prepare_runs<'a>(
         if joins {
             let run = runs.last_mut().expect("a prepare joins the run of the one before it");
             // The region before this slot names no live op (fresh): filler.
-            run.bytes.resize(run.bytes.len() + COPIES_REGION_BYTES as usize, FILLER_BYTE);
-            assert_eq!(run.offset + run.bytes.len() as u64, config.slot_offset(header.op), "a run is contiguous");
-            push_prepare_pages(&mut run.bytes, header, body);
+            let tail = run.made_tail();
+            tail.resize(tail.len() + COPIES_REGION_BYTES as usize, FILLER_BYTE);
+            assert_eq!(run.offset + run.len_bytes() as u64, config.slot_offset(header.op), "a run is contiguous");
+            run.push_prepare(header, body);
             run.count += 1;
             crate::marks::hit(crate::marks::JOURNAL_PREPARES_JOINED);
         } else {
@@ -732,14 +806,14 @@ fn prepare_runs<'a>(
 }
 
 /// The write of one prepare, carrying `carried` in the region before it.
-fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, body: &[u8]) -> PrepareRun {
-    let mut offset = config.slot_offset(header.op);
-    let mut bytes = Vec::new();
+fn prepare_write<'a>(config: &JournalConfig, carried: &[Header], header: &Header, body: &'a [u8]) -> PrepareRun<'a> {
+    let mut run = PrepareRun::new(config.slot_offset(header.op));
     if let Some(farthest) = carried.first() {
         // The whole region (one page), entries it does not carry filled.
         let region_bytes = COPIES_REGION_BYTES;
         assert!(header.op - farthest.op <= config.copies_carried_max());
-        offset -= region_bytes;
+        run.offset -= region_bytes;
+        let bytes = run.made_tail();
         bytes.resize(region_bytes as usize, FILLER_BYTE);
         for copy in carried {
             let distance = header.op - copy.op;
@@ -748,9 +822,10 @@ fn prepare_write(config: &JournalConfig, carried: &[Header], header: &Header, bo
             bytes[at..at + HEADER_SIZE_BYTES].copy_from_slice(&copy.encode());
         }
     }
-    push_prepare_pages(&mut bytes, header, body);
-    debug_assert!(bytes.len() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
-    PrepareRun { offset, bytes, count: 1 }
+    run.push_prepare(header, body);
+    run.count = 1;
+    debug_assert!(run.len_bytes() as u64 <= COPIES_REGION_BYTES + config.slot_size_bytes());
+    run
 }
 
 /// Do the sectors of a prepare after its header (they start
@@ -2281,6 +2356,21 @@ impl<I: Io> PrepareJournal<I> {
     /// Write `bytes` at `offset` of the journal's file: in a compaction's
     /// window, the spare alone (each op written once; module doc, "What it
     /// costs").
+    /// Write a run of prepares (`prepare_runs`): whole pages, so an
+    /// unreadable page never stops it (`write_pages` has nothing to
+    /// complete), and its parts go to the file as they are.
+    async fn write_run(&self, run: &PrepareRun<'_>) -> io::Result<()> {
+        debug_assert!(
+            run.offset.is_multiple_of(PAGE_SIZE_BYTES) && (run.len_bytes() as u64).is_multiple_of(PAGE_SIZE_BYTES),
+            "a run is whole pages"
+        );
+        if let Some(window) = &self.window {
+            crate::marks::hit(crate::marks::JOURNAL_WINDOW_WRITE);
+            window.changed.set(true);
+        }
+        self.file.write_all_parts_at(&run.slices(), run.offset).await
+    }
+
     async fn write_at(&self, bytes: Vec<u8>, offset: u64) -> io::Result<()> {
         if let Some(window) = &self.window {
             crate::marks::hit(crate::marks::JOURNAL_WINDOW_WRITE);
@@ -2463,7 +2553,7 @@ impl<I: Io> PrepareJournal<I> {
         let fresh_above = self.file_op_written_max;
         let prepares_iter = prepares.iter().map(|(header, body)| (header, *body));
         for run in prepare_runs(&self.config, &carried, fresh_above, prepares_iter) {
-            let result = self.write_at(run.bytes, run.offset).await;
+            let result = self.write_run(&run).await;
             result.map_err(io_error("write prepares"))?;
         }
         self.note_carried(&carried);
@@ -3433,15 +3523,41 @@ mod tests {
         assert_eq!(runs[0].offset, config.slot_offset(10) - COPIES_REGION_BYTES, "starts at its region");
         assert_eq!(runs[0].offset % PAGE_SIZE_BYTES, 0);
         assert_eq!(runs[0].offset + (region - 3 * 256) as u64, config.carried_copy_offset(7, 3));
-        assert_eq!(&runs[0].bytes[region - 768..region - 512], &seven.encode()[..], "op 7 at distance 3");
-        assert_eq!(&runs[0].bytes[region - 256..region], &nine.encode()[..], "op 9 at distance 1");
-        let not_carried = runs[0].bytes[..region - 768].iter().chain(&runs[0].bytes[region - 512..region - 256]);
+        assert_eq!(&runs[0].bytes()[region - 768..region - 512], &seven.encode()[..], "op 7 at distance 3");
+        assert_eq!(&runs[0].bytes()[region - 256..region], &nine.encode()[..], "op 9 at distance 1");
+        let first = runs[0].bytes();
+        let not_carried = first[..region - 768].iter().chain(&first[region - 512..region - 256]);
         assert!(not_carried.into_iter().all(|&b| b == FILLER_BYTE));
-        assert_eq!(&runs[0].bytes[region..region + 256], &ten.encode()[..]);
-        assert!(runs[0].bytes[region + 256..region + 512].iter().all(|&b| b == 0), "zeros to the sector's end");
-        assert!(runs[0].bytes[region + 512..].iter().all(|&b| b == PADDING_BYTE), "padding to the page's end");
-        assert_eq!(runs[0].bytes.len(), region + PAGE_SIZE_BYTES as usize);
-        assert_eq!((runs[1].offset, runs[1].bytes.len()), (config.slot_offset(11), PAGE_SIZE_BYTES as usize));
+        assert_eq!(&runs[0].bytes()[region..region + 256], &ten.encode()[..]);
+        assert!(runs[0].bytes()[region + 256..region + 512].iter().all(|&b| b == 0), "zeros to the sector's end");
+        assert!(runs[0].bytes()[region + 512..].iter().all(|&b| b == PADDING_BYTE), "padding to the page's end");
+        assert_eq!(runs[0].len_bytes(), region + PAGE_SIZE_BYTES as usize);
+        assert_eq!((runs[1].offset, runs[1].len_bytes()), (config.slot_offset(11), PAGE_SIZE_BYTES as usize));
+    }
+
+    /// A large body travels to the write as a part of its own, not copied;
+    /// the run's bytes are exactly what a joined buffer would hold (the
+    /// copying encoder's), small bodies stay in the made bytes.
+    #[test]
+    fn a_large_body_is_written_as_it_is_and_the_bytes_are_the_same() {
+        let config = JournalConfig { slot_count: 8, message_size_max_bytes: 1 << 20, cluster: 1, namespace: 2 };
+        let header_over = |op: u64, body: &[u8]| {
+            let mut header = Header::new(Command::Prepare, 1);
+            header.namespace = 2;
+            header.op = op;
+            header.set_checksums(body);
+            header
+        };
+        let (large, small) = (vec![9u8; BODY_BORROWED_BYTES_MIN + 100], vec![3u8; 100]);
+        let (first, second) = (header_over(1, &large), header_over(2, &small));
+        let runs = prepare_runs(&config, &[], 0, [(&first, &large[..]), (&second, &small[..])]);
+        assert_eq!(runs.len(), 2, "the large prepare does not fill its slot: the small one writes apart");
+        assert!(
+            matches!(runs[0].parts[..], [RunPart::Made(_), RunPart::Body(body), RunPart::Made(_)] if body.as_ptr() == large.as_ptr())
+        );
+        assert_eq!(runs[0].bytes(), encode_prepare_pages(&first, &large));
+        assert!(matches!(runs[1].parts[..], [RunPart::Made(_)]), "a small body is copied");
+        assert_eq!(runs[1].bytes(), encode_prepare_pages(&second, &small));
     }
 
     /// A fresh batch of full prepares is one write: the first carries its
@@ -3467,15 +3583,15 @@ mod tests {
         assert_eq!(runs[0].count, 6);
         assert_eq!(runs[0].offset, config.carried_copy_offset(1, 1) + 256 - COPIES_REGION_BYTES, "op 2's region");
         let stride = config.slot_stride_bytes() as usize;
-        assert_eq!(runs[0].bytes.len(), 6 * stride);
+        assert_eq!(runs[0].len_bytes(), 6 * stride);
         let entry_one = COPIES_REGION_BYTES as usize - 256;
-        assert!(runs[0].bytes[..entry_one].iter().all(|&b| b == FILLER_BYTE), "op 2's region: not carried");
-        assert_eq!(&runs[0].bytes[entry_one..entry_one + 256], &headers[0].encode()[..]);
+        assert!(runs[0].bytes()[..entry_one].iter().all(|&b| b == FILLER_BYTE), "op 2's region: not carried");
+        assert_eq!(&runs[0].bytes()[entry_one..entry_one + 256], &headers[0].encode()[..]);
         for (index, header) in headers[1..].iter().enumerate() {
             let at = (config.slot_offset(header.op) - runs[0].offset) as usize;
-            assert_eq!(&runs[0].bytes[at..at + HEADER_SIZE_BYTES], &header.encode()[..]);
+            assert_eq!(&runs[0].bytes()[at..at + HEADER_SIZE_BYTES], &header.encode()[..]);
             if index > 0 {
-                let region = &runs[0].bytes[at - COPIES_REGION_BYTES as usize..at];
+                let region = &runs[0].bytes()[at - COPIES_REGION_BYTES as usize..at];
                 assert!(region.iter().all(|&b| b == FILLER_BYTE), "op {}'s region is filler", header.op);
             }
         }

@@ -338,8 +338,8 @@ fn write_prepares_writes_each_prepare_once() {
 /// disk.
 #[test]
 fn write_messages_refuses_a_body_that_does_not_match_and_writes_verified_ones() {
-    use std::rc::Rc;
     use shoal_vsr::message::Message;
+    use std::rc::Rc;
     let io = SimIo::new(11);
     let dir = Path::new("/data/write-messages");
     let mut journal = block_on_ready(PrepareJournal::create(&io, dir, config(SLOT_COUNT))).unwrap();

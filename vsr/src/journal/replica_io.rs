@@ -82,7 +82,7 @@ impl<I: Io> PrepareJournal<I> {
         let runs = super::prepare_runs(&self.config, &carried, self.file_op_written_max, prepares.iter().copied());
         let mut written = 0;
         for run in runs {
-            let result = self.write_at(run.bytes, run.offset).await;
+            let result = self.write_run(&run).await;
             // The index changes only after the write succeeded: no phantom op.
             result.map_err(io_error("write prepare"))?;
             if written == 0 {
