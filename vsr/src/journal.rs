@@ -293,7 +293,10 @@
 //! into the page cache, one small ring write and one fdatasync: the device
 //! work of a plain pwrite+fdatasync loop (`cargo xtask bench journal`
 //! compares the two). O_DIRECT would add a copy into aligned buffers (an
-//! owned `Vec<u8>` body is not aligned) for no durability gain.
+//! owned `Vec<u8>` body is not aligned) for no durability gain; measured
+//! (session 26, a probe with blocking O_DIRECT writes on the shard's
+//! thread), every small write (a carried-copies page, a ring copy) then
+//! waited for the device, and the journal bench lost a quarter to a third.
 //!
 //! ## What it costs
 //!
@@ -301,7 +304,9 @@
 //!   pages, not its slot: a 100-byte message writes one 4 KiB page (the
 //!   page cache's unit: a smaller write dirties the page all the same),
 //!   and its ring copy 256 bytes (or a carried entry). Each prepare is one
-//!   write, the first of a batch with the copies it carries; slots are
+//!   write, the first of a batch with the copies it carries (a body of
+//!   `BODY_BORROWED_BYTES_MIN` or more is a part of that write as the
+//!   caller holds it, `IoFile::write_all_parts_at`, not copied); slots are
 //!   `message_size_max` rounded up to a page, so a 1 MiB `SendMessages`
 //!   batch (`MESSAGE_SIZE_MAX_BYTES`) fits one slot.
 //! - Files are preallocated (zero-filled, see `zero_fill`), so an append
@@ -650,7 +655,9 @@ fn encode_prepare_pages(header: &Header, body: &[u8]) -> Vec<u8> {
 }
 
 /// Append `header` and `body` to `buffer`, padded to whole pages: one copy
-/// of the body, straight into the write buffer.
+/// of the body, straight into the write buffer (a run's body of
+/// `BODY_BORROWED_BYTES_MIN` or more is not copied at all:
+/// `PrepareRun::push_prepare`).
 fn push_prepare_pages(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
     let begin = buffer.len();
     debug_assert!((begin as u64).is_multiple_of(PAGE_SIZE_BYTES), "a prepare starts on a page");
