@@ -406,7 +406,7 @@ impl ClientSession {
             request: header.request,
             op: header.op,
             operation: header.operation,
-            body: message.body.clone(),
+            body: Rc::from(&message.body[..]),
         })
     }
 

@@ -78,8 +78,9 @@ use shoal_shard::node::{
 pub use shoal_shard::owner_table::connection_shard;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::route_partition;
+use shoal_vsr::header::HEADER_SIZE_BYTES;
 use shoal_vsr::io::Io;
-use shoal_vsr::message::Message;
+use shoal_vsr::message::{Body, Message};
 use shoal_vsr::replica::{Action, Committed, PIPELINE_PREPARES_MAX, Replica, ReplicaConfig, Source, Status};
 use shoal_vsr::superblock::SuperblockError;
 
@@ -851,6 +852,26 @@ async fn next_wake(node: &mut Node<RealIo>, inbound: &AsyncRx<Array<Inbound>>, w
     .await
 }
 
+/// A body this large stays in its frame's buffer when handed to the node
+/// (`frame_body`); a smaller one is copied out, which costs less than
+/// keeping the buffer's spare capacity alive with it.
+const BODY_IN_FRAME_BYTES_MIN: usize = 16 * 1024;
+
+/// A received frame's body as the node keeps it: a large one left in the
+/// frame's buffer (no copy of up to a MiB on every replica's receive path)
+/// unless that buffer holds more than a sixteenth of spare capacity (the
+/// decoder's reads may have reserved past the frame, and a replica keeps
+/// a prepare's body for as long as its log holds the op); anything else
+/// copied into a body of its own.
+fn frame_body(frame: Vec<u8>) -> Body {
+    let body_bytes = frame.len() - HEADER_SIZE_BYTES;
+    let spare_bytes = frame.capacity() - frame.len();
+    if body_bytes >= BODY_IN_FRAME_BYTES_MIN && spare_bytes <= frame.len() / 16 {
+        return Body::in_frame(frame, HEADER_SIZE_BYTES);
+    }
+    Body::from(&frame[HEADER_SIZE_BYTES..])
+}
+
 /// Hand one frame to the node. It was read on shard `arrival` and hopped
 /// here (when this is another shard) in the connection's callback.
 async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, arrival, frame): Inbound) -> Result<(), HostError> {
@@ -859,7 +880,7 @@ async fn deliver(node: &mut Node<RealIo>, world: &mut World, (peer, arrival, fra
         Peer::Client(id) => Source::Client(id),
     };
     // The connection decoder verified the header and the body against it.
-    let message = Message::from_verified_frame(frame.header, Rc::from(frame.body()));
+    let message = Message::from_verified_frame(frame.header, frame_body(frame.bytes));
     node.on_frame(source, arrival, message, world).await?;
     Ok(())
 }
@@ -1073,6 +1094,32 @@ mod tests {
     use super::*;
     use crate::bus::Hello;
     use crate::bus::net::OpenSlot;
+
+    /// A large body whose frame has little spare capacity stays in the
+    /// frame; a small one, or one whose buffer reserved much more, is
+    /// copied into a body of its own; either way the node reads the same
+    /// bytes.
+    #[test]
+    fn a_large_body_stays_in_its_frame_unless_the_buffer_is_much_larger() {
+        let frame_of = |body_bytes: usize, spare_bytes: usize| {
+            let mut frame = Vec::with_capacity(HEADER_SIZE_BYTES + body_bytes + spare_bytes);
+            frame.resize(HEADER_SIZE_BYTES, 0);
+            frame.extend((0..body_bytes).map(|i| i as u8));
+            frame
+        };
+        let kept_in_frame = |frame: Vec<u8>| {
+            let (body_address, expected) =
+                (frame.as_ptr() as usize + HEADER_SIZE_BYTES, frame[HEADER_SIZE_BYTES..].to_vec());
+            let body = frame_body(frame);
+            assert_eq!(&body[..], &expected[..]);
+            body.as_ptr() as usize == body_address
+        };
+        assert!(kept_in_frame(frame_of(BODY_IN_FRAME_BYTES_MIN, 0)));
+        assert!(kept_in_frame(frame_of(1 << 20, 64 * 1024)), "a read's reserve past a large frame is kept");
+        assert!(!kept_in_frame(frame_of(BODY_IN_FRAME_BYTES_MIN - 1, 0)), "a small body is copied");
+        assert!(!kept_in_frame(frame_of(BODY_IN_FRAME_BYTES_MIN, 1 << 20)), "a mostly empty buffer is not kept");
+        assert!(frame_body(frame_of(0, 0)).is_empty());
+    }
 
     fn process(shards: usize) -> Arc<Process> {
         let address: SocketAddr = "127.0.0.1:1".parse().unwrap();

@@ -127,7 +127,7 @@ impl ReadRequest {
         header.request = read_id;
         let body = self.encode();
         header.set_checksums(&body);
-        Message::new(header, body.to_vec().into())
+        Message::new(header, body.to_vec())
     }
 
     /// The batch bytes a reply to this request may carry.
@@ -210,7 +210,7 @@ impl ReadAnswer {
             }
         };
         header.set_checksums(&body);
-        Message::new(header, body.into())
+        Message::new(header, body)
     }
 
     /// Decode a `ReadReply` (header and body already checksummed by the

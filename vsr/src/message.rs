@@ -8,12 +8,86 @@ use std::rc::Rc;
 
 use crate::header::{HEADER_SIZE_BYTES, Header, HeaderError};
 
+/// A message's body: immutable bytes that every clone shares (a broadcast
+/// clones the handle, not the bytes). Either an allocation of its own, or
+/// the body of the received frame it came in, left inside that frame's
+/// buffer (`in_frame`) so that receiving a 1 MiB prepare does not copy it
+/// out. Reads as the `[u8]` it holds.
+#[derive(Clone)]
+pub struct Body(BodyBytes);
+
+#[derive(Clone)]
+enum BodyBytes {
+    Own(Rc<[u8]>),
+    InFrame { frame: Rc<Vec<u8>>, from: usize },
+}
+
+impl Body {
+    /// The bytes of `frame` from `from` on: a received frame's body, after
+    /// its header.
+    pub fn in_frame(frame: Vec<u8>, from: usize) -> Body {
+        assert!(from <= frame.len(), "a frame's body starts inside the frame");
+        Body(BodyBytes::InFrame { frame: Rc::new(frame), from })
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            BodyBytes::Own(bytes) => bytes,
+            BodyBytes::InFrame { frame, from } => &frame[*from..],
+        }
+    }
+}
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Rc<[u8]>> for Body {
+    fn from(bytes: Rc<[u8]>) -> Body {
+        Body(BodyBytes::Own(bytes))
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Body {
+        Body(BodyBytes::Own(Rc::from(bytes)))
+    }
+}
+
+impl From<&[u8]> for Body {
+    fn from(bytes: &[u8]) -> Body {
+        Body(BodyBytes::Own(Rc::from(bytes)))
+    }
+}
+
+/// Equal bytes, wherever they live.
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Body {}
+
+/// As the bytes (a trace or an assertion prints the same either way).
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A message as the replica sees it. The body is shared: a broadcast clones
-/// the `Rc`, not the bytes.
+/// the handle, not the bytes.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub header: Header,
-    pub body: Rc<[u8]>,
+    pub body: Body,
     /// What `body` was found to match when this message was built (hashed
     /// by `new` or `decode`, or by the decoder that hands a frame to
     /// `from_verified_frame`); `None` if nothing checked it. The
@@ -23,7 +97,7 @@ pub struct Message {
 }
 
 /// A body checked against a checksum: which checksum, and which buffer. The
-/// bytes of an `Rc<[u8]>` cannot change; the field can be given another
+/// bytes of a `Body` cannot change; the field can be given another
 /// buffer (a live one, so at another address) or the header another
 /// checksum, and either no longer matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +107,8 @@ struct VerifiedBody {
 }
 
 impl VerifiedBody {
-    fn of(checksum_body: u128, body: &Rc<[u8]>) -> VerifiedBody {
-        VerifiedBody { checksum_body, body_address: Rc::as_ptr(body).cast::<u8>() as usize }
+    fn of(checksum_body: u128, body: &Body) -> VerifiedBody {
+        VerifiedBody { checksum_body, body_address: body.as_ptr() as usize }
     }
 }
 
@@ -50,7 +124,8 @@ impl Eq for Message {}
 
 impl Message {
     /// Build a message, sealing the header's checksums over `body`.
-    pub fn new(mut header: Header, body: Rc<[u8]>) -> Message {
+    pub fn new(mut header: Header, body: impl Into<Body>) -> Message {
+        let body = body.into();
         header.set_checksums(&body);
         let verified = Some(VerifiedBody::of(header.checksum_body, &body));
         Message { header, body, verified }
@@ -59,7 +134,8 @@ impl Message {
     /// Build a message over a body that arrived verified under
     /// `checksum_body` (a client's request becoming a prepare): the header
     /// is sealed without hashing the body again.
-    pub fn with_verified_body(mut header: Header, body: Rc<[u8]>, checksum_body: u128) -> Message {
+    pub fn with_verified_body(mut header: Header, body: impl Into<Body>, checksum_body: u128) -> Message {
+        let body = body.into();
         header.set_checksums_known_body(body.len(), checksum_body);
         debug_assert!(header.valid_body(&body).is_ok(), "the body's checksum is the one it was verified under");
         let verified = Some(VerifiedBody::of(checksum_body, &body));
@@ -69,7 +145,8 @@ impl Message {
     /// A message whose header and body a frame decoder has already checked
     /// (the header's checksum, then the body against the header): `admit`
     /// will not hash the body again.
-    pub fn from_verified_frame(header: Header, body: Rc<[u8]>) -> Message {
+    pub fn from_verified_frame(header: Header, body: impl Into<Body>) -> Message {
+        let body = body.into();
         debug_assert!(header.valid_checksum() && header.valid_body(&body).is_ok(), "the decoder verified the frame");
         let verified = Some(VerifiedBody::of(header.checksum_body, &body));
         Message { header, body, verified }
@@ -77,8 +154,8 @@ impl Message {
 
     /// A message from parts nothing has checked yet (a header and a body
     /// stored apart, a test's hand-made frame): `valid_body` hashes it.
-    pub fn from_parts(header: Header, body: Rc<[u8]>) -> Message {
-        Message { header, body, verified: None }
+    pub fn from_parts(header: Header, body: impl Into<Body>) -> Message {
+        Message { header, body: body.into(), verified: None }
     }
 
     pub fn empty(header: Header) -> Message {
@@ -239,6 +316,27 @@ mod tests {
     use super::*;
     use crate::header::Command;
 
+    /// A received frame's body stays in the frame's buffer: the same bytes
+    /// at the same address, shared by clones, equal to a copy of them, and
+    /// a message over it is verified without hashing.
+    #[test]
+    fn a_body_in_its_frame_is_the_bytes_after_the_header_and_is_not_copied() {
+        let mut header = Header::new(Command::Prepare, 1);
+        header.set_checksums(b"the body");
+        let frame = header.encode_message(b"the body");
+        let frame_address = frame.as_ptr() as usize;
+        let body = Body::in_frame(frame, HEADER_SIZE_BYTES);
+        assert_eq!(&body[..], b"the body");
+        assert_eq!(body.as_ptr() as usize, frame_address + HEADER_SIZE_BYTES, "not copied out of the frame");
+        let shared = body.clone();
+        assert_eq!(shared.as_ptr(), body.as_ptr(), "a clone shares the bytes");
+        assert_eq!(body, Body::from(&b"the body"[..]), "equal to the same bytes elsewhere");
+        assert_eq!(format!("{body:?}"), format!("{:?}", &b"the body"[..]), "prints as its bytes");
+        let message = Message::from_verified_frame(header, body);
+        assert!(message.valid_body());
+        assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+    }
+
     #[test]
     fn header_list_round_trip_and_rejects_partial() {
         let mut a = Header::new(Command::Prepare, 1);
@@ -264,10 +362,10 @@ mod tests {
         assert_eq!(decoded, message, "how a body came to be trusted is not part of the message");
         // Another buffer with other bytes: hashed, and refused.
         let mut swapped = message.clone();
-        swapped.body = Rc::from(&b"bodz"[..]);
+        swapped.body = Body::from(&b"bodz"[..]);
         assert!(!swapped.valid_body());
         // The same bytes in another buffer: hashed, and accepted.
-        swapped.body = Rc::from(&b"body"[..]);
+        swapped.body = Body::from(&b"body"[..]);
         assert!(swapped.valid_body());
         // A header naming another checksum no longer matches what was verified.
         let mut renamed = message.clone();

@@ -40,7 +40,7 @@ use std::rc::Rc;
 use crate::header::{
     Command, DO_VIEW_CHANGE_PRESENT_BITS, DoViewChangeNacks, HEADER_SIZE_BYTES, Header, Operation, Refusal,
 };
-use crate::message::{CheckpointChunk, Message, decode_headers, encode_headers};
+use crate::message::{Body, CheckpointChunk, Message, decode_headers, encode_headers};
 use crate::packed::{
     self, PACKED_ENTRY_HEADER_SIZE_BYTES, PACKED_PREFIX_SIZE_BYTES, PREPARE_REQUESTS_MAX, PackedRequest,
 };
@@ -282,7 +282,7 @@ pub struct ReplicaConfig {
 struct Entry {
     header: Header,
     /// Present once the prepare is durable in this replica's journal.
-    body: Option<Rc<[u8]>>,
+    body: Option<Body>,
 }
 
 #[derive(Debug, Clone)]
@@ -1810,10 +1810,12 @@ impl<S: StateMachine> Replica<S> {
                 continue;
             }
             match self.log.get_mut(op) {
-                Some(entry) if entry.header.checksum == header.checksum => entry.body = Some(Rc::from(body.as_slice())),
+                Some(entry) if entry.header.checksum == header.checksum => {
+                    entry.body = Some(Body::from(body.as_slice()))
+                }
                 Some(_) => {}
                 None => {
-                    self.log.insert(*op, Entry { header: *header, body: Some(Rc::from(body.as_slice())) });
+                    self.log.insert(*op, Entry { header: *header, body: Some(Body::from(body.as_slice())) });
                 }
             }
         }

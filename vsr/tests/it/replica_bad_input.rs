@@ -56,7 +56,7 @@ fn corrupt_body_is_dropped_as_bad_checksum() {
     let mut message = prepare_from_primary(1);
     let mut body = message.body.to_vec();
     body[0] ^= 1;
-    message.body = Rc::from(body);
+    message.body = shoal_vsr::message::Body::from(body);
     replica.on_message(Source::Replica(0), message);
     assert_eq!(drops(&replica, "bad_checksum"), 1);
     assert_untouched(&mut replica);
