@@ -159,7 +159,7 @@ pub async fn run_connection(
         // The read lands in the decoder's own buffer, after the bytes it
         // holds: no chunk to allocate per read and copy from. A timed-out
         // read takes the buffer with it, and the connection closes.
-        let read_bytes_max = decoder.space_bytes().min(READ_CHUNK_BYTES);
+        let read_bytes_max = decoder.read_bytes_max(READ_CHUNK_BYTES);
         let buffer = decoder.lend_buffer(read_bytes_max);
         let held_bytes = buffer.len();
         let read = stream.read(buffer.slice(held_bytes..held_bytes + read_bytes_max));

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 use shoal_vsr::replica::VIEW_FRAME_SIZE_MAX_BYTES;
 
-use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect};
+use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, FRAME_READ_EXACT_BYTES_MIN};
 use super::hello::{Hello, Peer};
 
 const CLUSTER: u128 = 0xc1u128 << 64 | 7;
@@ -255,7 +255,7 @@ proptest! {
         let mut at = 0;
         let mut sizes = read_sizes.iter().cycle();
         while at < stream.len() {
-            let asked = decoder.space_bytes().min(READ_CHUNK_BYTES_TEST);
+            let asked = decoder.read_bytes_max(READ_CHUNK_BYTES_TEST);
             let mut buffer = decoder.lend_buffer(asked);
             let read = (*sizes.next().expect("cycled")).min(asked).min(stream.len() - at);
             buffer.extend_from_slice(&stream[at..at + read]);
@@ -292,6 +292,44 @@ proptest! {
         prop_assert!(got.len() < frames.len() || frames.is_empty());
         prop_assert_eq!(&got[..], &frames[..got.len()]);
     }
+}
+
+/// The socket loop's reads stop at a large frame's end, so the frame's
+/// buffer is exactly the frame (the node may keep it as the body); the
+/// small frame after it still arrives whole.
+#[test]
+fn a_large_frame_is_read_into_a_buffer_of_exactly_its_size() {
+    // Larger than a read: its first read brings its header, then it is reserved exactly.
+    let bodies = vec![vec![7u8; 3 * 64 * 1024], vec![1u8; 10]];
+    let (stream, frames) = valid_stream(&bodies);
+    let listener = DecoderConfig { message_size_max_bytes: 1 << 20, ..replica_listener() };
+    let mut decoder = ConnectionDecoder::new(listener);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let asked = decoder.read_bytes_max(64 * 1024);
+        let mut buffer = decoder.lend_buffer(asked);
+        let read = asked.min(stream.len() - at);
+        buffer.extend_from_slice(&stream[at..at + read]);
+        decoder.return_buffer(buffer);
+        at += read;
+        loop {
+            match decoder.poll() {
+                Decoded::NeedMore => break,
+                Decoded::Closed(reason) => panic!("closed: {reason}"),
+                decoded => out.push(decoded),
+            }
+        }
+    }
+    assert_eq!(frames_of(&out), frames);
+    let large = out
+        .iter()
+        .find_map(|decoded| match decoded {
+            Decoded::Frame(frame) if frame.bytes.len() > FRAME_READ_EXACT_BYTES_MIN => Some(frame),
+            _ => None,
+        })
+        .expect("the large frame arrived");
+    assert_eq!(large.bytes.capacity(), large.bytes.len(), "no spare capacity past the frame");
 }
 
 #[test]

@@ -123,6 +123,10 @@ pub struct DecoderConfig {
     pub message_size_max_bytes: u32,
 }
 
+/// A frame at least this large is read up to its end and no further
+/// (`ConnectionDecoder::read_bytes_max`).
+pub const FRAME_READ_EXACT_BYTES_MIN: usize = 16 * 1024;
+
 /// A frame whose header and body checksums were verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -242,6 +246,23 @@ impl ConnectionDecoder {
         taken
     }
 
+    /// How many bytes the next read should ask for, at most `chunk_bytes`
+    /// (and `space_bytes()`). While a frame of `FRAME_READ_EXACT_BYTES_MIN`
+    /// or more is being buffered, its reads stop at its end: the buffer,
+    /// reserved exactly for it, then becomes the frame with no spare
+    /// capacity, and the node may keep it as the message's body (reading
+    /// the next frame's first bytes with it would save one read per large
+    /// frame, and cost a second megabyte of capacity).
+    pub fn read_bytes_max(&self, chunk_bytes: usize) -> usize {
+        let space_bytes = self.space_bytes().min(chunk_bytes);
+        match self.pending {
+            Some(header) if header.size as usize >= FRAME_READ_EXACT_BYTES_MIN => {
+                space_bytes.min((header.size as usize).saturating_sub(self.buffer.len()))
+            }
+            _ => space_bytes,
+        }
+    }
+
     /// Lend the receive buffer, so a socket read lands in it directly
     /// instead of in a chunk that `feed` then copies. It holds the
     /// `buffered_bytes()` not decoded yet, with room reserved after them
@@ -251,7 +272,9 @@ impl ConnectionDecoder {
     pub fn lend_buffer(&mut self, read_bytes_max: usize) -> Vec<u8> {
         assert!(self.lent.is_none(), "the buffer is lent once at a time");
         let read_bytes_max = read_bytes_max.min(self.space_bytes());
-        self.buffer.reserve(read_bytes_max);
+        // Exactly: doubling a buffer that holds most of a large frame would
+        // leave it twice the frame's size.
+        self.buffer.reserve_exact(read_bytes_max);
         self.lent = Some((self.buffer.len(), read_bytes_max));
         std::mem::take(&mut self.buffer)
     }
