@@ -72,7 +72,7 @@ fn check_round_trip(header: &Header, body: &[u8], message: &[u8]) {
     assert_eq!(Header::decode_message(message), Ok((*header, body)));
     let decoded = Message::decode(message).expect("a sealed message decodes");
     assert_eq!(decoded.encode(), message);
-    assert_eq!(Message::new(*header, body.into()), decoded);
+    assert_eq!(Message::new(*header, body), decoded);
 }
 
 /// Every single-bit flip is caught by the checksum that covers it, or (never
