@@ -674,9 +674,17 @@ fn push_prepare_pages(buffer: &mut Vec<u8>, header: &Header, body: &[u8]) {
 /// Pad the prepare that starts at `begin` of `buffer` (and ends at its end)
 /// to whole pages: zeros to its last sector's end, then `PADDING_BYTE`.
 fn pad_prepare(buffer: &mut Vec<u8>, begin: usize) {
-    let size_bytes = (buffer.len() - begin) as u64;
-    buffer.resize(begin + sectors_bytes(size_bytes) as usize, 0);
-    buffer.resize(begin + pages_bytes(size_bytes) as usize, PADDING_BYTE);
+    push_prepare_padding(buffer, (buffer.len() - begin) as u64);
+}
+
+/// Append the padding of a prepare of `size_bytes` (header and body) that
+/// ends where `buffer` ends: zeros to its last sector's end, then
+/// `PADDING_BYTE` to its last page's end.
+fn push_prepare_padding(buffer: &mut Vec<u8>, size_bytes: u64) {
+    let (zeros, padding) =
+        (sectors_bytes(size_bytes) - size_bytes, pages_bytes(size_bytes) - sectors_bytes(size_bytes));
+    buffer.resize(buffer.len() + zeros as usize, 0);
+    buffer.resize(buffer.len() + padding as usize, PADDING_BYTE);
 }
 
 /// A prepare as read back (header and body), as its slot write covers it.
@@ -697,6 +705,15 @@ enum RunPart<'a> {
     Body(&'a [u8]),
 }
 
+impl RunPart<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            RunPart::Made(bytes) => bytes,
+            RunPart::Body(body) => body,
+        }
+    }
+}
+
 /// One write: where it goes, its parts (the bytes written are their
 /// concatenation), and how many prepares it holds.
 struct PrepareRun<'a> {
@@ -711,18 +728,11 @@ impl<'a> PrepareRun<'a> {
     }
 
     fn len_bytes(&self) -> usize {
-        self.parts.iter().map(|part| self.part_bytes(part).len()).sum()
-    }
-
-    fn part_bytes<'p>(&self, part: &'p RunPart<'a>) -> &'p [u8] {
-        match part {
-            RunPart::Made(bytes) => bytes,
-            RunPart::Body(body) => body,
-        }
+        self.parts.iter().map(|part| part.bytes().len()).sum()
     }
 
     fn slices(&self) -> Vec<&[u8]> {
-        self.parts.iter().map(|part| self.part_bytes(part)).collect()
+        self.parts.iter().map(RunPart::bytes).collect()
     }
 
     /// The bytes the journal is making at the run's end (a new part after
@@ -750,11 +760,7 @@ impl<'a> PrepareRun<'a> {
         self.made_tail().extend_from_slice(&header.encode());
         self.parts.push(RunPart::Body(body));
         let size_bytes = (HEADER_SIZE_BYTES + body.len()) as u64;
-        let (zeros, padding) =
-            (sectors_bytes(size_bytes) - size_bytes, pages_bytes(size_bytes) - sectors_bytes(size_bytes));
-        let tail = self.made_tail();
-        tail.resize(tail.len() + zeros as usize, 0);
-        tail.resize(tail.len() + padding as usize, PADDING_BYTE);
+        push_prepare_padding(self.made_tail(), size_bytes);
         debug_assert_eq!((self.len_bytes() - begin) as u64, pages_bytes(size_bytes));
     }
 
@@ -2360,31 +2366,34 @@ impl<I: Io> PrepareJournal<I> {
         (nothing_damaged && nothing_named).then_some(hole)
     }
 
-    /// Write `bytes` at `offset` of the journal's file: in a compaction's
-    /// window, the spare alone (each op written once; module doc, "What it
-    /// costs").
-    /// Write a run of prepares (`prepare_runs`): whole pages, so an
-    /// unreadable page never stops it (`write_pages` has nothing to
-    /// complete), and its parts go to the file as they are.
+    /// Write a run of prepares (`prepare_runs`) like `write_at`: whole
+    /// pages, so an unreadable page never stops it (`write_pages` has
+    /// nothing to complete), and its parts go to the file as they are.
     async fn write_run(&self, run: &PrepareRun<'_>) -> io::Result<()> {
         debug_assert!(
             run.offset.is_multiple_of(PAGE_SIZE_BYTES) && (run.len_bytes() as u64).is_multiple_of(PAGE_SIZE_BYTES),
             "a run is whole pages"
         );
-        if let Some(window) = &self.window {
-            crate::marks::hit(crate::marks::JOURNAL_WINDOW_WRITE);
-            window.changed.set(true);
-        }
+        self.note_window_write();
         self.file.write_all_parts_at(&run.slices(), run.offset).await
     }
 
+    /// Write `bytes` at `offset` of the journal's file: in a compaction's
+    /// window, the spare alone (each op written once; module doc, "What it
+    /// costs").
     async fn write_at(&self, bytes: Vec<u8>, offset: u64) -> io::Result<()> {
+        self.note_window_write();
+        let known = |place: u64| self.durable_copy_at(place);
+        write_pages(&*self.file, bytes, offset, &known).await
+    }
+
+    /// A write goes to the journal's file: in a compaction's window, the
+    /// window learns it changed.
+    fn note_window_write(&self) {
         if let Some(window) = &self.window {
             crate::marks::hit(crate::marks::JOURNAL_WINDOW_WRITE);
             window.changed.set(true);
         }
-        let known = |place: u64| self.durable_copy_at(place);
-        write_pages(&*self.file, bytes, offset, &known).await
     }
 
     /// `write_at`, and in a compaction's window the retired file too: a
