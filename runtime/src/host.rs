@@ -78,7 +78,7 @@ use shoal_shard::node::{
 pub use shoal_shard::owner_table::connection_shard;
 use shoal_shard::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use shoal_shard::router::route_partition;
-use shoal_vsr::header::HEADER_SIZE_BYTES;
+use shoal_vsr::header::{HEADER_SIZE_BYTES, Header};
 use shoal_vsr::io::Io;
 use shoal_vsr::message::{Body, Message};
 use shoal_vsr::replica::{Action, Committed, PIPELINE_PREPARES_MAX, Replica, ReplicaConfig, Source, Status};
@@ -86,7 +86,7 @@ use shoal_vsr::superblock::SuperblockError;
 
 use crate::RealIo;
 use crate::bus::net::{Accepted, BusConfig, BusEvent, Listener, OnEvent, Ownership, dial_forever};
-use crate::bus::{Backoff, BusMetrics, Expect, Frame, Outbox, Peer, SendDropped, replicas_to_dial};
+use crate::bus::{Backoff, BusMetrics, Expect, Frame, OutFrame, Outbox, Peer, SendDropped, replicas_to_dial};
 use crate::metrics::{ConnectionLabels, ServerMetrics, StorageLabels};
 
 /// How often the replicas' timers tick; their timeouts count these.
@@ -156,8 +156,34 @@ type Inbound = (Peer, ShardId, Frame);
 /// crosses threads (a `Message` body is an `Rc`).
 #[derive(Debug)]
 enum Outbound {
-    Replica(u8, Vec<u8>),
-    Client(u128, Vec<u8>),
+    Replica(u8, OutFrame),
+    Client(u128, OutFrame),
+}
+
+/// The frame of the message this shard last sent to a replica, so that the
+/// same message to the next replica is not encoded again: a primary sends
+/// each prepare to every backup in a row, and each encoding copied the whole
+/// body (up to `MESSAGE_SIZE_MAX_BYTES`). One slot, since that fan-out is
+/// consecutive; it keeps one frame alive per shard until the next send.
+#[derive(Debug, Default)]
+struct LastEncoded {
+    /// The message's header and its body's address and length: a `Body`'s
+    /// bytes never change, and an equal header names an equal body anyway
+    /// (its checksum), so an equal key means equal wire bytes.
+    key: Option<(Header, usize, usize)>,
+    frame: OutFrame,
+}
+
+impl LastEncoded {
+    fn frame(&mut self, message: &Message) -> OutFrame {
+        let key = (message.header, message.body.as_ptr() as usize, message.body.len());
+        if self.key != Some(key) {
+            self.frame = OutFrame::new(message.encode());
+            self.key = Some(key);
+        }
+        debug_assert_eq!(self.frame.len(), HEADER_SIZE_BYTES + message.body.len());
+        self.frame.clone()
+    }
 }
 
 /// A partition group the catalogue names, and how this replica starts it
@@ -362,6 +388,7 @@ struct World {
     storage_started: BTreeMap<(usize, &'static str, u64), Instant>,
     /// The metadata group committed: its catalogue may name new partitions.
     metadata_committed: bool,
+    last_encoded: LastEncoded,
 }
 
 impl World {
@@ -389,15 +416,16 @@ fn drop_reason<T>(error: &TrySendError<T>) -> DropReason {
 
 impl NodeBus for World {
     fn send_to_replica(&mut self, via: ShardId, to: u8, message: Message) {
-        self.send_out(via, FrameVariant::Consensus, Outbound::Replica(to, message.encode()));
+        let frame = self.last_encoded.frame(&message);
+        self.send_out(via, FrameVariant::Consensus, Outbound::Replica(to, frame));
     }
 
     fn reply_to_client(&mut self, via: ShardId, client: u128, message: Message) {
-        self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, message.encode()));
+        self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, OutFrame::new(message.encode())));
     }
 
     fn reply_frame_to_client(&mut self, via: ShardId, client: u128, frame: Vec<u8>) {
-        self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, frame));
+        self.send_out(via, FrameVariant::ClientReply, Outbound::Client(client, OutFrame::new(frame)));
     }
 
     fn client_shard(&self, client: u128) -> ShardId {
@@ -692,6 +720,7 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         namespaces: namespaces(&node),
         storage_started: BTreeMap::new(),
         metadata_committed: false,
+        last_encoded: LastEncoded::default(),
     };
     // A group's fsync runs beside the node: the loop takes frames, counts
     // votes and sends what is durable meanwhile (`Serving::serve`).
@@ -1094,6 +1123,34 @@ mod tests {
     use super::*;
     use crate::bus::Hello;
     use crate::bus::net::OpenSlot;
+
+    /// A message sent to several replicas in a row (a prepare's fan-out)
+    /// is encoded once: every send shares that frame, whose bytes are the
+    /// message's wire bytes; another message, or the same header over
+    /// another body buffer, is encoded again.
+    #[test]
+    fn a_message_sent_to_several_replicas_is_encoded_once() {
+        let mut last_encoded = LastEncoded::default();
+        let mut header = Header::new(Command::Prepare, 7);
+        header.op = 3;
+        let prepare = Message::new(header, vec![5u8; 4096]);
+        let to_first = last_encoded.frame(&prepare);
+        let to_second = last_encoded.frame(&prepare.clone());
+        assert!(Arc::ptr_eq(&to_first, &to_second), "the second backup's frame is the first's");
+        assert_eq!(*to_first, prepare.encode());
+
+        header.op = 4;
+        let next = Message::new(header, vec![5u8; 4096]);
+        let to_next = last_encoded.frame(&next);
+        assert!(!Arc::ptr_eq(&to_first, &to_next), "another message has a frame of its own");
+        assert_eq!(*to_next, next.encode());
+
+        let same_bytes_elsewhere = Message::new(header, vec![5u8; 4096]);
+        let again = last_encoded.frame(&same_bytes_elsewhere);
+        assert!(!Arc::ptr_eq(&to_next, &again), "a body in another buffer is encoded again");
+        assert_eq!(*again, next.encode());
+        assert_eq!(*to_first, prepare.encode(), "a shared frame outlives the slot's next message");
+    }
 
     /// A large body whose frame has little spare capacity stays in the
     /// frame; a small one, or one whose buffer reserved much more, is

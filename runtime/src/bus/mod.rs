@@ -26,4 +26,4 @@ pub use backoff::{Backoff, RECONNECT_DELAY_MAX_MS, RECONNECT_DELAY_MIN_MS, accep
 pub use decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Frame, client_may_send};
 pub use hello::{BUS_PROTOCOL_VERSION, HELLO_SIZE_BYTES, Hello, Peer};
 pub use metrics::{BusMetrics, BusMetricsSnapshot};
-pub use send_queue::{Outbox, SEND_QUEUE_BYTES_MAX, SEND_QUEUE_FRAMES_MAX, SendDropped, outbox};
+pub use send_queue::{OutFrame, Outbox, SEND_QUEUE_BYTES_MAX, SEND_QUEUE_FRAMES_MAX, SendDropped, outbox};

@@ -26,7 +26,7 @@ use super::backoff::Backoff;
 use super::decoder::{CloseReason, ConnectionDecoder, Decoded, DecoderConfig, Expect, Frame};
 use super::hello::{HELLO_SIZE_BYTES, Hello, Peer};
 use super::metrics::BusMetrics;
-use super::send_queue::{Outbox, SEND_QUEUE_BYTES_MAX, SEND_QUEUE_FRAMES_MAX, outbox};
+use super::send_queue::{OutFrame, Outbox, SEND_QUEUE_BYTES_MAX, SEND_QUEUE_FRAMES_MAX, outbox};
 
 /// Connections one listener holds at once; past it, new ones are closed at accept.
 pub const CONNECTIONS_PER_LISTENER_MAX: usize = 1024;
@@ -119,7 +119,7 @@ pub async fn run_connection(
     let (outbox, receiver) = outbox(config.send_queue_frames_max, config.send_queue_bytes_max, metrics.clone());
     // Our hello goes first, ahead of any queued frame.
     let hello = Hello::new(config.cluster, config.local).encode().to_vec();
-    let _ = outbox.send(hello);
+    let _ = outbox.send(OutFrame::new(hello));
     let writer = {
         let mut stream = stream.clone();
         let metrics = metrics.clone();

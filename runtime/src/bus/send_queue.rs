@@ -14,6 +14,10 @@ use crossfire::mpsc::{Array, bounded_blocking_async};
 
 use super::metrics::BusMetrics;
 
+/// One frame's wire bytes, shared: a prepare the primary sends to every
+/// backup is encoded once and queued on each backup's connection.
+pub type OutFrame = Arc<Vec<u8>>;
+
 /// Frames queued per connection; past it, new frames are dropped.
 pub const SEND_QUEUE_FRAMES_MAX: usize = 256;
 /// Bytes queued per connection: eight maximal messages.
@@ -33,7 +37,7 @@ pub enum SendDropped {
 /// The sending end of one connection's queue. Cloneable; cheap.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: MTx<Array<Vec<u8>>>,
+    tx: MTx<Array<OutFrame>>,
     queued_bytes: Arc<AtomicUsize>,
     bytes_max: usize,
     frames_max: usize,
@@ -43,7 +47,7 @@ pub struct Outbox {
 /// The draining end, owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: AsyncRx<Array<Vec<u8>>>,
+    rx: AsyncRx<Array<OutFrame>>,
     queued_bytes: Arc<AtomicUsize>,
 }
 
@@ -59,7 +63,7 @@ pub fn outbox(frames_max: usize, bytes_max: usize, metrics: Arc<BusMetrics>) -> 
 
 impl Outbox {
     /// Queue `frame` or drop it (counted). Never blocks.
-    pub fn send(&self, frame: Vec<u8>) -> Result<(), SendDropped> {
+    pub fn send(&self, frame: OutFrame) -> Result<(), SendDropped> {
         let size_bytes = frame.len();
         // Reserve the bytes first, so concurrent senders cannot both pass the check.
         let before = self.queued_bytes.fetch_add(size_bytes, Ordering::AcqRel);
@@ -85,7 +89,7 @@ impl Outbox {
 
 impl OutboxReceiver {
     /// The next frame to write; `None` once every `Outbox` is dropped.
-    pub async fn recv(&self) -> Option<Vec<u8>> {
+    pub async fn recv(&self) -> Option<OutFrame> {
         let frame = self.rx.recv().await.ok()?;
         self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
         Some(frame)
@@ -100,11 +104,11 @@ mod tests {
     fn a_full_queue_drops_and_counts_new_frames() {
         let metrics = Arc::new(BusMetrics::default());
         let (outbox, _receiver) = outbox(2, 10, metrics.clone());
-        outbox.send(vec![1; 4]).unwrap();
-        assert_eq!(outbox.send(vec![2; 7]), Err(SendDropped::BytesFull { bytes_max: 10 }));
-        outbox.send(vec![3; 6]).unwrap();
+        outbox.send(OutFrame::new(vec![1; 4])).unwrap();
+        assert_eq!(outbox.send(OutFrame::new(vec![2; 7])), Err(SendDropped::BytesFull { bytes_max: 10 }));
+        outbox.send(OutFrame::new(vec![3; 6])).unwrap();
         assert_eq!(outbox.queued_bytes(), 10);
-        assert_eq!(outbox.send(vec![]), Err(SendDropped::FramesFull { frames_max: 2 }));
+        assert_eq!(outbox.send(OutFrame::default()), Err(SendDropped::FramesFull { frames_max: 2 }));
         assert_eq!(metrics.snapshot().send_frames_dropped, 2);
         assert_eq!(outbox.queued_bytes(), 10, "a dropped frame releases its reservation");
     }

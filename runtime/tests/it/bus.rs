@@ -11,7 +11,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use shoal_runtime::bus::net::{BusConfig, BusEvent, Listener, OnEvent, dial};
-use shoal_runtime::bus::{BusMetrics, Expect, HELLO_SIZE_BYTES, Hello, Peer};
+use shoal_runtime::bus::{BusMetrics, Expect, HELLO_SIZE_BYTES, Hello, OutFrame, Peer};
 use shoal_runtime::{DriverChoice, build_runtime};
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
 
@@ -50,7 +50,7 @@ fn two_replicas_exchange_frames_over_loopback() {
         // Replica 1 echoes every frame back on the same connection.
         let echo: OnEvent = Rc::new(|event| {
             if let BusEvent::Frame { frame, outbox, .. } = event {
-                outbox.send(frame.bytes).unwrap();
+                outbox.send(OutFrame::new(frame.bytes)).unwrap();
             }
         });
         let server = compio::runtime::spawn(async move { listener.serve(None, echo).await });
@@ -64,7 +64,7 @@ fn two_replicas_exchange_frames_over_loopback() {
                 BusEvent::Connected { peer, outbox } => {
                     assert_eq!(peer, Peer::Replica(1));
                     for bytes in &sent {
-                        outbox.send(bytes.clone()).unwrap();
+                        outbox.send(OutFrame::new(bytes.clone())).unwrap();
                     }
                 }
                 BusEvent::Frame { frame, .. } => received.borrow_mut().push(frame.bytes),
