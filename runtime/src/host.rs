@@ -89,8 +89,9 @@ use crate::bus::net::{Accepted, BusConfig, BusEvent, Listener, OnEvent, Ownershi
 use crate::bus::{Backoff, BusMetrics, Expect, Frame, OutFrame, Outbox, Peer, SendDropped, replicas_to_dial};
 use crate::metrics::{ConnectionLabels, ServerMetrics, StorageLabels};
 
-/// How often the replicas' timers tick; their timeouts count these.
-pub const TICK_NS: u64 = 10_000_000;
+/// How often the replicas' timers tick; their timeouts count these (and a
+/// primary's heartbeat also its clock: `shoal_vsr::replica::COMMIT_HEARTBEAT_NS`).
+pub const TICK_NS: u64 = shoal_vsr::replica::TICK_NS;
 /// The bounds of a shard's two inboxes, shared with the simulator's shards.
 pub use shoal_shard::channel::{INBOUND_FRAMES_MAX, OUTBOUND_FRAMES_MAX};
 /// Accepted connections waiting for the shard they belong to; past it a

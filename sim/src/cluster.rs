@@ -85,7 +85,8 @@ use crate::run::{
     TraceEvent, Verdict,
 };
 
-pub const TICK_NS: u64 = 10_000_000;
+/// The replicas' tick: the one their time-based timers assume.
+pub const TICK_NS: u64 = shoal_vsr::replica::TICK_NS;
 pub use shoal_shard::node::{METADATA_NAMESPACE, STATE_DATA_MESSAGES_MAX};
 
 /// A simulated group replica: the partition state machine over a durable

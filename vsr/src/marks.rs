@@ -105,6 +105,7 @@ pub const MARKS: &[&str] = &[
     SHARD_FRAME_CROSSED_OUT,
     SHARD_FRAME_WAITED_IN_INBOX,
     STALE_HEARTBEAT_IGNORED,
+    START_VIEW_PREDATES_COMMITS,
     STATE_DATA_ASKED_ON_ARRIVAL,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
@@ -221,6 +222,11 @@ pub const FAULTY_HEADER_KEPT_IN_LOG: &str = "faulty_header_kept_in_log";
 /// one the primary had already shown (a late copy) and did not count it as
 /// a sign of life.
 pub const STALE_HEARTBEAT_IGNORED: &str = "stale_heartbeat_ignored";
+/// A replica dropped a start_view that ended below its commit point because
+/// its committed op there was prepared in that view or a later one: the
+/// start_view was sent when the view began (a late or repeated frame), and
+/// its log is a prefix of the view's, no contradiction (swarm seed 11322).
+pub const START_VIEW_PREDATES_COMMITS: &str = "start_view_predates_commits";
 
 /// Recovery found a slot header a misdirected write put there (filler or
 /// another slot's header) and nothing naming the slot's op: unknown, so

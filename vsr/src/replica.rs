@@ -63,6 +63,19 @@ pub const REQUEST_QUEUE_MAX: usize = 64;
 /// headers of the superblock. Must cover every uncommitted op.
 pub const VIEW_HEADERS_MAX: usize = 32;
 pub const COMMIT_HEARTBEAT_TICKS: u64 = 5;
+/// One tick of the clock `tick(now_ns)` is given: the server's shard loop
+/// and the simulator both tick every 10 ms (their `TICK_NS` is this one).
+pub const TICK_NS: u64 = 10_000_000;
+/// A primary's commit heartbeat is also due once this much time passed
+/// since its last one, however few ticks it got meanwhile. A shard whose
+/// loop is held by its disk (a state transfer's fill of a partition log
+/// appends and syncs inline) ticks once per hold, not once per 10 ms, so
+/// counting ticks alone spread its heartbeats over five holds, while its
+/// backups' timeouts ran on their own clocks: swarm seed 10006, a primary
+/// held 76-184 ms at a time sent none for 430 ms and a healthy cluster
+/// changed its view. Backups keep counting ticks: a held backup that
+/// counted time would time out on the heartbeats still in its inbox.
+pub const COMMIT_HEARTBEAT_NS: u64 = COMMIT_HEARTBEAT_TICKS * TICK_NS;
 pub const PREPARE_RETRY_TICKS: u64 = 8;
 pub const NORMAL_TIMEOUT_TICKS: u64 = 40;
 pub const NORMAL_TIMEOUT_JITTER_TICKS: u64 = 20;
@@ -446,6 +459,8 @@ pub struct Replica<S: StateMachine> {
     view_change_timeout: Timeout,
     /// Periodic: commit heartbeats (primary).
     commit_heartbeat_timeout: Timeout,
+    /// When the last commit heartbeat was sent (`COMMIT_HEARTBEAT_NS`).
+    commit_heartbeat_sent_ns: u64,
     /// Periodic: resend unacknowledged prepares (primary).
     prepare_retry_timeout: Timeout,
     /// Periodic: resend view-change votes; recovering replicas' probes.
@@ -614,6 +629,7 @@ impl<S: StateMachine> Replica<S> {
             normal_timeout: Timeout::new("normal", NORMAL_TIMEOUT_TICKS, NORMAL_TIMEOUT_JITTER_TICKS),
             view_change_timeout: Timeout::new("view_change", VIEW_CHANGE_TIMEOUT_TICKS, VIEW_CHANGE_JITTER_TICKS),
             commit_heartbeat_timeout: Timeout::new("commit_heartbeat", COMMIT_HEARTBEAT_TICKS, 0),
+            commit_heartbeat_sent_ns: 0,
             prepare_retry_timeout: Timeout::new("prepare_retry", PREPARE_RETRY_TICKS, 0),
             view_change_retry_timeout: Timeout::new("view_change_retry", VIEW_CHANGE_RETRY_TICKS, 0),
             repair_timeout: Timeout::new("repair", REPAIR_TICKS, 0),
@@ -1311,7 +1327,10 @@ impl<S: StateMachine> Replica<S> {
         if self.abdicates() {
             return;
         }
-        if Self::periodic(&mut self.commit_heartbeat_timeout) {
+        let overdue = self.now_ns.saturating_sub(self.commit_heartbeat_sent_ns) >= COMMIT_HEARTBEAT_NS;
+        if Self::periodic(&mut self.commit_heartbeat_timeout) || overdue {
+            self.commit_heartbeat_timeout.reset();
+            self.commit_heartbeat_sent_ns = self.now_ns;
             let mut commit = self.new_header(Command::Commit);
             commit.commit = self.commit_max;
             commit.op = self.op;
@@ -2351,6 +2370,10 @@ impl<S: StateMachine> Replica<S> {
         if !self.valid_view_headers(header.op, &headers) {
             return self.drop_message("bad_start_view_body");
         }
+        if self.start_view_predates_commits(header.view, header.op) {
+            crate::marks::hit(crate::marks::START_VIEW_PREDATES_COMMITS);
+            return self.drop_message("start_view_predates_commits");
+        }
         if let Some(why) = self.conflicts_with_commits(header.op, &headers) {
             return self.refuse_conflicting_log(why);
         }
@@ -2409,6 +2432,22 @@ impl<S: StateMachine> Replica<S> {
         let bounded = headers.len() <= VIEW_HEADERS_MAX + 1 && headers.iter().all(|h| h.op <= op);
         let headed = headers.first().is_some_and(|h| h.op == op);
         group && descending && bounded && headed
+    }
+
+    /// Whether a start_view of `view` whose log ends at `op` was sent before
+    /// ops this replica knows are committed were prepared: the op at its
+    /// commit point was prepared in `view` or a later view, so after `view`
+    /// began, and the start_view's log is a prefix of that view's log (a
+    /// late or repeated frame), not a contradiction. Swarm seed 11322: a
+    /// replica rejoining after both checkpoint copies rotted installed
+    /// view 1's checkpoint at op 32 (prepared in view 1) from a peer, then a
+    /// clogged link delivered view 1's start_view of op 25, which it
+    /// refused as a conflict: the simulator's Agreement checker counts
+    /// every refusal as a safety violation somewhere. A committed op
+    /// prepared in an earlier view is in every later view's log, so a
+    /// start_view without it does contradict it (`conflicts_with_commits`).
+    fn start_view_predates_commits(&self, view: u64, op: u64) -> bool {
+        op < self.commit_min && self.header(self.commit_min).is_some_and(|committed| committed.view >= view)
     }
 
     /// Why a canonical log cannot be installed here: it ends below ops this

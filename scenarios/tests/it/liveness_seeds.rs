@@ -466,3 +466,26 @@ fn disk_rot_sharded_4747_a_durable_checkpoint_is_no_hole_below_the_prepares_abov
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot_sharded(4747));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot-sharded seed 4747: {:?}", outcome.verdict);
 }
+
+/// A primary held 76-184 ms per call by its disk (a rejoining replica's
+/// state-transfer fills, each appending across the simulator's 16 KiB
+/// segments with a sync per roll) ticked once per hold and so sent a commit
+/// heartbeat once per five holds: none for 430 ms, and a backup of a
+/// healthy group timed out (quiet-period checker). Pinned by
+/// `vsr/tests/it/held_primary.rs` (`COMMIT_HEARTBEAT_NS`).
+#[test]
+fn swarm_10006_a_primary_held_by_its_disk_keeps_sending_heartbeats() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::swarm(10006));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed 10006: {:?}", outcome.verdict);
+}
+
+/// A replica rejoining after both checkpoint copies rotted installed view
+/// 1's checkpoint at op 32 (prepared in view 1) by state transfer; a
+/// clogged link then delivered view 1's first start_view (op 25), which it
+/// refused as a log contradicting its commits (Agreement checker). Pinned
+/// by `vsr/tests/it/stale_start_view.rs` (`start_view_predates_commits`).
+#[test]
+fn swarm_11322_a_late_start_view_of_the_view_a_checkpoint_came_from_is_dropped_not_refused() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::swarm(11322));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed 11322: {:?}", outcome.verdict);
+}
