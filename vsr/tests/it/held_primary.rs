@@ -4,28 +4,14 @@
 
 use shoal_vsr::header::Command;
 use shoal_vsr::replica::{
-    Action, COMMIT_HEARTBEAT_NS, COMMIT_HEARTBEAT_TICKS, NORMAL_TIMEOUT_TICKS, Replica, ReplicaConfig, Status, TICK_NS,
+    Action, COMMIT_HEARTBEAT_NS, COMMIT_HEARTBEAT_TICKS, NORMAL_TIMEOUT_TICKS, Replica, Status, TICK_NS,
 };
 use shoal_vsr::state_machine::AppendLog;
 
-const CLUSTER: u128 = 77;
-const NAMESPACE: u64 = (1 << 40) | (1 << 20) | 1;
+use crate::harness::config;
 
 fn primary() -> Replica<AppendLog> {
-    let config = ReplicaConfig {
-        cluster: CLUSTER,
-        namespace: NAMESPACE,
-        replica: 0,
-        replica_count: 3,
-        journal_slot_count: 64,
-        checkpoint_interval_ops: 16,
-        seed: 1,
-        client_sessions_max: shoal_vsr::sessions::CLIENT_SESSIONS_MAX,
-        message_size_max_bytes: shoal_vsr::header::MESSAGE_SIZE_MAX_BYTES,
-        pipeline_prepares_max: shoal_vsr::replica::PIPELINE_PREPARES_MAX,
-        checkpoint_chunks_per_answer_max: shoal_vsr::state_transfer::CHECKPOINT_CHUNKS_PER_ANSWER_MAX,
-    };
-    let replica = Replica::new(config, AppendLog::default());
+    let replica = Replica::new(config(0, 3, 1), AppendLog::default());
     assert!(replica.status() == Status::Normal && replica.is_primary(), "replica 0 leads view 0");
     replica
 }
