@@ -564,7 +564,8 @@ async fn open_group(
 ) -> Result<Group<RealIo>, HostError> {
     let dir = config.data_dir.as_path();
     let storage_error = |error| HostError::Storage { namespace, dir: dir.to_path_buf(), error };
-    let machine =
+    // A salvage is logged by the open; the cut offsets come back from peers.
+    let (machine, _salvage) =
         GroupMachine::open_in_cluster(io, dir, namespace, config.replica_count, PartitionLogConfig::default())
             .await
             .map_err(|error| HostError::Partition { namespace, error: error.to_string() })?;

@@ -61,8 +61,10 @@
 //!   is a creation cut by a crash (no record is written into a segment before
 //!   its slots are durable) and is created again.
 //!
-//! Recovery then syncs what it kept and writes a marker covering it, so the
-//! index never names a record a later recovery could drop.
+//! Recovery then syncs what it kept and writes a new marker covering it
+//! (always: the marker it read may itself live only in the page cache, after
+//! a failed fsync), so the index never names a record a later recovery could
+//! drop.
 //!
 //! What this assumes: a sector write is atomic (whole or not at all), as the
 //! simulator models it. A write torn inside both slots' sectors at once would
@@ -250,6 +252,12 @@ pub struct Salvage {
     pub first_lost_offset: u64,
     /// Why `open` refused the log: the damage that was cut off.
     pub damage: String,
+    /// The damage was a read that failed (a latent sector error, or a
+    /// transient one that outlasted the retries) rather than bytes that
+    /// read back wrong. Only rot, a bug, or a disk that lost synced writes
+    /// makes bytes read back wrong; the simulator, which knows what it
+    /// rotted, holds every other cut to be a durability bug.
+    pub read_error: bool,
 }
 
 /// Cut the log in `dir` after its longest intact prefix: walk the segments
@@ -899,22 +907,21 @@ impl<I: Io> PartitionLog<I> {
         dir: &Path,
         config: PartitionLogConfig,
     ) -> Result<(PartitionLog<I>, Option<Salvage>)> {
-        let damage = match PartitionLog::open(io.clone(), dir, config).await {
+        let (damage, read_error) = match PartitionLog::open(io.clone(), dir, config).await {
             Ok(log) => return Ok((log, None)),
             // A read error is a latent sector error (sticky on real disks):
             // the same damage as rot, and the same remedy.
-            Err(
-                error @ (PartitionLogError::Corrupt { .. }
-                | PartitionLogError::SegmentGap { .. }
-                | PartitionLogError::Io { operation: "read", .. }),
-            ) => error.to_string(),
+            Err(error @ PartitionLogError::Io { operation: "read", .. }) => (error.to_string(), true),
+            Err(error @ (PartitionLogError::Corrupt { .. } | PartitionLogError::SegmentGap { .. })) => {
+                (error.to_string(), false)
+            }
             Err(other) => return Err(other),
         };
         tracing::warn!(%damage, "partition log: keeping the intact prefix; the rest comes from peers");
         let first_lost_offset = salvage_prefix(&io, dir).await?;
         let log = PartitionLog::open(io, dir, config).await?;
         assert_eq!(log.next_offset(), first_lost_offset, "salvage left a log that opens as it said");
-        Ok((log, Some(Salvage { first_lost_offset, damage })))
+        Ok((log, Some(Salvage { first_lost_offset, damage, read_error })))
     }
 
     /// The newest readable sync marker of `file`, if any.
@@ -1063,6 +1070,16 @@ impl<I: Io> PartitionLog<I> {
         };
         if size_bytes < file_size || size_bytes > marker.synced_size_bytes {
             sync_segment(&mut segment).await?;
+        }
+        // The marker itself may be such a page: written, its fsync failed,
+        // read back here. Trusted as it is, it stays off the device, and a
+        // roll that finds nothing to promise seals the segment with it: the
+        // next power loss leaves a sealed segment longer than its durable
+        // marker, which a salvage cuts with every later segment (swarm seed
+        // 18237; story `partition_lost_fsync`). So every open promises the
+        // active segment again, with a marker of its own.
+        if segment.sync_sequence == marker.sequence {
+            write_sync_marker(&mut segment).await?;
         }
         Ok(segment)
     }

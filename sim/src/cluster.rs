@@ -41,20 +41,20 @@ mod reads;
 mod workload;
 mod world;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use shoal_shard::PartitionLogConfig;
 use shoal_shard::node::{
     Flow, Group, GroupMachine, GroupStorage, Node, NodeBus, NodeConfig, NodeHooks, NodeStop, Routed, StorageConfig,
     StorageDamage, StorageError, action_name, files_open_max,
 };
 use shoal_shard::router::route_metadata;
 use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
+use shoal_shard::{PartitionLogConfig, Salvage};
 
 use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
@@ -95,7 +95,11 @@ pub type GroupReplica = shoal_shard::node::GroupReplica<SimIo>;
 
 /// The server's way of opening a group's machine (`open_in_cluster`), so the
 /// simulator runs the same salvage path.
-fn open_partition(io: &SimIo, namespace: u64, config: &RunConfig) -> Result<GroupMachine<SimIo>, String> {
+fn open_partition(
+    io: &SimIo,
+    namespace: u64,
+    config: &RunConfig,
+) -> Result<(GroupMachine<SimIo>, Option<Salvage>), String> {
     let log_config = PartitionLogConfig { segment_size_max_bytes: config.partition_segment_size_max_bytes };
     block_on_timed(
         io,
@@ -245,6 +249,9 @@ struct Process {
     /// Times a start moved the liveness deadline on
     /// (`LIVENESS_EXTENSIONS_PER_REPLICA_MAX`).
     liveness_extensions: u32,
+    /// Groups whose partition segments took injected damage (rot or a
+    /// latent sector error), ever: only these may come back salvaged.
+    partition_damaged: BTreeSet<usize>,
     /// The running shards (a node per shard and their inboxes); `None`
     /// while down.
     node: Option<ShardNodes>,
@@ -522,7 +529,7 @@ impl Cluster {
                         break;
                     };
                     let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                    let Ok(machine) = open_partition(&io, *namespace, config) else {
+                    let Ok((machine, None)) = open_partition(&io, *namespace, config) else {
                         assert!(io.disk().is_halted(), "a fresh disk opens the metadata machine");
                         break;
                     };
@@ -546,7 +553,7 @@ impl Cluster {
                     break;
                 };
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                let Ok(machine) = open_partition(&io, *namespace, config) else {
+                let Ok((machine, None)) = open_partition(&io, *namespace, config) else {
                     assert!(io.disk().is_halted(), "a fresh disk opens a partition log");
                     break;
                 };
@@ -573,6 +580,7 @@ impl Cluster {
                 paused_until_ns: None,
                 corrupted: false,
                 rotted_while_running: false,
+                partition_damaged: BTreeSet::new(),
                 wipe_on_restart: false,
                 wiped: false,
                 restart_faults_in_a_row: 0,

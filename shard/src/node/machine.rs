@@ -13,7 +13,7 @@ use shoal_vsr::state_machine::SnapshotError;
 use shoal_vsr::{Operation, StateMachine};
 
 use crate::namespace::Namespace;
-use crate::partition_log::{BeginSync, PartitionLogConfig, PartitionLogError, SyncEnded};
+use crate::partition_log::{BeginSync, PartitionLogConfig, PartitionLogError, Salvage, SyncEnded};
 use crate::partition_sm::{PartitionSmError, PartitionStateMachine};
 use crate::state_machine::MetadataState;
 
@@ -62,21 +62,22 @@ impl<I: Io> GroupMachine<I> {
     /// peers, a damaged partition log is cut to its intact prefix instead of
     /// refused, and what was cut comes back from a peer, proven by the
     /// checksum chain (`PartitionLog::open_salvaging`). A single replica has
-    /// nobody to ask, so it refuses as `open` does.
+    /// nobody to ask, so it refuses as `open` does. Returns what a salvage
+    /// cut, if one ran (logged here; the simulator checks it was injected).
     pub async fn open_in_cluster(
         io: &I,
         data_dir: &Path,
         namespace: u64,
         replica_count: u8,
         config: PartitionLogConfig,
-    ) -> Result<GroupMachine<I>, PartitionLogError> {
+    ) -> Result<(GroupMachine<I>, Option<Salvage>), PartitionLogError> {
         if namespace == METADATA_NAMESPACE || replica_count < 2 {
-            return GroupMachine::open(io, data_dir, namespace, config).await;
+            return Ok((GroupMachine::open(io, data_dir, namespace, config).await?, None));
         }
         let dir = partition_dir(data_dir, namespace);
         let (machine, salvage) =
             PartitionStateMachine::open_salvaging(io.clone(), &dir, Namespace(namespace), config).await?;
-        if let Some(salvage) = salvage {
+        if let Some(salvage) = &salvage {
             shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SALVAGED);
             tracing::warn!(
                 namespace = format_args!("{namespace:#x}"),
@@ -85,7 +86,7 @@ impl<I: Io> GroupMachine<I> {
                 "partition log damaged: kept the intact prefix, the rest is fetched from peers"
             );
         }
-        Ok(GroupMachine::Partition(Box::new(machine)))
+        Ok((GroupMachine::Partition(Box::new(machine)), salvage))
     }
 
     /// Applied messages not yet durable in the partition log.

@@ -702,8 +702,11 @@ fn a_damaged_partition_log_is_refused_alone_and_salvaged_with_peers() {
     assert!(
         block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 1, PartitionLogConfig::default())).is_err()
     );
-    let machine = block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 3, PartitionLogConfig::default()))
-        .expect("salvaged");
+    let (machine, salvage) =
+        block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), 3, PartitionLogConfig::default()))
+            .expect("salvaged");
+    let salvage = salvage.expect("the open reports what it cut");
+    assert_eq!((salvage.first_lost_offset, salvage.read_error), (2, false), "rot reads back wrong: not a read error");
     let GroupMachine::Partition(partition) = machine else { panic!("a partition namespace") };
     assert_eq!(partition.log_next_offset(), 2, "the two records before the damage are kept");
 }
@@ -818,7 +821,7 @@ fn restart_the_last_with_a_rotten_partition_log(
     io.set_file_bytes(&segment, bytes);
     let (storage, recovered) =
         block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
-    let machine =
+    let (machine, _salvage) =
         block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, PartitionLogConfig::default()))
             .expect("salvaged");
     let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
@@ -1044,7 +1047,7 @@ fn a_replica_restarts_through_its_peers_after(keeps_view: bool, rot: impl FnOnce
     assert!(damage.is_some(), "the damage is reported");
     assert!(recovered.durable.rejoining && recovered.checkpoint.is_none() && recovered.entries.is_empty());
     assert_eq!(recovered.durable.view, if keeps_view { view_before } else { 0 });
-    let machine =
+    let (machine, _salvage) =
         block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, PartitionLogConfig::default()))
             .expect("opens");
     let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("nothing to restore");

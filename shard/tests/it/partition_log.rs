@@ -562,12 +562,26 @@ fn salvage_of_a_healthy_log_changes_nothing() {
     append_range(&mut log, 0..5);
     block_on(log.sync()).unwrap();
     drop(log);
-    let before: Vec<_> = io.paths().iter().map(|p| io.file_bytes(p)).collect();
+    // Every open gives the active segment a new marker (same promise, next
+    // sequence): the marker it read may live only in the page cache. The
+    // sealed segments and every record stay as they were.
+    let records_and_seals = || -> Vec<Vec<u8>> {
+        let paths = io.paths();
+        let active = paths.iter().max().expect("the log has segments").clone();
+        let slots = 2 * SYNC_SLOT_SIZE_BYTES as usize;
+        paths
+            .iter()
+            .map(|path| {
+                let bytes = io.file_bytes(path);
+                if *path == active { bytes[slots..].to_vec() } else { bytes }
+            })
+            .collect()
+    };
+    let before = records_and_seals();
     let (log, salvage) = open_salvaging(&io, small());
     assert_eq!(salvage, None);
     assert_eq!(read_all(&log), expected(0..5));
-    let after: Vec<_> = io.paths().iter().map(|p| io.file_bytes(p)).collect();
-    assert_eq!(before, after);
+    assert_eq!(before, records_and_seals());
 }
 
 #[test]

@@ -75,6 +75,29 @@ impl Cluster {
         }
     }
 
+    /// A partition log comes back cut only where the fault model damaged it
+    /// (rot or a latent sector error in a segment) or a read failed: every
+    /// other cut is records a sync promised and the disk does not hold, so
+    /// the log (or its recovery) trusted bytes that lived only in the page
+    /// cache. Peers refill the cut, which hides the loss from every other
+    /// checker until the last copy goes (swarm seed 18237: a marker read
+    /// back after its failed fsync sealed a segment the next power loss
+    /// took back, and with it 140 offsets).
+    pub(super) fn check_salvage(&mut self, replica: u8, group: usize, salvage: Option<&Salvage>) {
+        let Some(salvage) = salvage else { return };
+        if salvage.read_error || self.nodes[replica as usize].partition_damaged.contains(&group) {
+            return;
+        }
+        let label = self.group_label(group);
+        self.fail(
+            Checker::Recovery,
+            format!(
+                "replica {replica}{label} partition log came back cut at offset {} with no damage injected into it: {}",
+                salvage.first_lost_offset, salvage.damage
+            ),
+        );
+    }
+
     /// Every prepare this replica acknowledged is back after the crash, or the
     /// journal names its op faulty: the replica then votes only if its log
     /// reaches that op, and never claims or nacks it (`Replica::start`).

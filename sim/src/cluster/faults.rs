@@ -548,6 +548,7 @@ impl Cluster {
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].corrupted = true;
+            self.nodes[index].partition_damaged.insert(group);
             let label = self.group_label(group);
             let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
             let how = if eio { "read EIO" } else { "rot" };

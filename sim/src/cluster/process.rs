@@ -166,7 +166,10 @@ impl Cluster {
             let config = replica_config(&self.config, replica, namespace, seed);
             let replay_from = recovered.checkpoint.as_ref().map_or(0, |c| c.anchor.op);
             let partition = match open_partition(&io, namespace, &self.config) {
-                Ok(partition) => partition,
+                Ok((partition, salvage)) => {
+                    self.check_salvage(replica, group, salvage.as_ref());
+                    partition
+                }
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
             match Replica::open(config, partition, recovered) {
@@ -304,7 +307,8 @@ impl Cluster {
         let config = storage_config(replica, namespace);
         let storage = block_on_timed(&io, GroupStorage::format(&io, Path::new(DATA_DIR), config))
             .map_err(|error| error.to_string())?;
-        let partition = open_partition(&io, namespace, &self.config)?;
+        let (partition, salvage) = open_partition(&io, namespace, &self.config)?;
+        self.check_salvage(replica, group, salvage.as_ref());
         let seed = self.rng.next_u64();
         let config = replica_config(&self.config, replica, namespace, seed);
         self.checkers[group].on_restart(replica, 0);
@@ -525,7 +529,10 @@ impl Cluster {
                 }
             };
             let partition = match open_partition(&io, namespace, &self.config) {
-                Ok(partition) => partition,
+                Ok((partition, salvage)) => {
+                    self.check_salvage(replica, group, salvage.as_ref());
+                    partition
+                }
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
             };
             // The server formats the metadata group of a dir formatted to

@@ -11,6 +11,7 @@ mod journal_model;
 mod journal_storage_faults;
 mod metadata_replay;
 mod metadata_wal;
+mod partition_lost_fsync;
 mod partition_open_files;
 mod partition_page_damage;
 mod partition_sm;
