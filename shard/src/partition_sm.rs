@@ -51,8 +51,10 @@
 //!   replica's own log) carried over the fetched messages must equal the
 //!   snapshot's chain at the gap's end. The chain only commits to its end, so
 //!   fetched batches are staged in memory (bounded) until the gap is whole,
-//!   then checked and appended together; a mismatch drops them all
-//!   (`PartitionSmError::FillMismatch`).
+//!   then checked together; a mismatch drops them all
+//!   (`PartitionSmError::FillMismatch`). Checked ones are appended a part
+//!   at a time (`fill_more`, `FILL_APPEND_BYTES_PER_CALL_MAX`), so that a
+//!   large gap never holds the shard's thread for its whole write.
 //!
 //! Reads: a committed offset needs no consensus: read it with `read`,
 //! straight from the log (readable once `write_pending`, which the driver
@@ -76,7 +78,7 @@ use crate::handoff::METADATA_JOURNAL_SLOT_COUNT;
 use crate::message_batch::{BATCH_MESSAGES_MAX, BatchReply, decode_batch};
 use crate::namespace::Namespace;
 use crate::partition_log::{
-    APPEND_BATCH_MESSAGES_MAX, APPEND_MESSAGES_MAX, BeginSync, PartitionLog, PartitionLogConfig, PartitionLogError,
+    APPEND_BATCH_MESSAGES_MAX, BeginSync, PartitionLog, PartitionLogConfig, PartitionLogError,
     RECORD_PAYLOAD_SIZE_MAX_BYTES, RecordBatch, RecordsRead, Salvage, SyncEnded, record_checksum,
 };
 
@@ -95,6 +97,16 @@ const _: () = assert!(PARTITION_PENDING_MESSAGES_MAX <= APPEND_BATCH_MESSAGES_MA
 pub const PARTITION_FILL_STAGED_MESSAGES_MAX: usize = 64 * 1024;
 /// Bytes `fill` stages, likewise.
 pub const PARTITION_FILL_STAGED_SIZE_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Bytes of a checked fill one call appends (`fill`, then `fill_more` at
+/// each of the node's ticks); a call also stops once the log rolled to a
+/// new segment (a roll syncs the old one and creates the new one: fsyncs).
+/// The node runs the fill on the shard's thread, between the work of every
+/// group there: appending a whole gap (up to
+/// `PARTITION_FILL_STAGED_SIZE_MAX_BYTES`) at once held them all. In the
+/// simulator, whose segments are 16 KiB, one fill rolled 35 times (146
+/// fsyncs, 184 ms held) and a primary of another group on that replica
+/// sent no heartbeat for 430 ms (swarm seed 10006).
+pub const FILL_APPEND_BYTES_PER_CALL_MAX: usize = 1024 * 1024;
 
 /// The first byte of a partition snapshot; another value is another format.
 /// 0x51: the chain runs over record checksums (`chain_next`); 0x50 ran
@@ -134,6 +146,11 @@ struct FillStaged {
     chain: u128,
     messages: Vec<Vec<u8>>,
     size_bytes: usize,
+    /// The staged messages matched the restored checkpoint's chain: only
+    /// appending is left (`fill_more`), and nothing more is asked.
+    checked: bool,
+    /// Checked messages already in the log (a prefix).
+    appended: usize,
 }
 
 /// One partition's replicated state: a `StateMachine` over a durable log.
@@ -306,6 +323,9 @@ impl<I: Io> PartitionStateMachine<I> {
     /// `persist` returns. Returns how many messages were taken.
     pub async fn fill(&mut self, first_offset: u64, messages: &[Vec<u8>]) -> Result<usize, PartitionSmError> {
         let Some(gap) = self.gap() else { return Ok(0) };
+        if self.fill_staged.as_ref().is_some_and(|staged| staged.checked) {
+            return Ok(0); // the whole gap is here and checked: appending
+        }
         let Some((restored_offset, restored_chain)) = self.restored else {
             unreachable!("a gap opens only by restoring a checkpoint ahead of the log")
         };
@@ -325,8 +345,14 @@ impl<I: Io> PartitionStateMachine<I> {
         }
         if self.fill_staged.is_none() {
             let chain = self.log_chain(gap.start).await?;
-            self.fill_staged =
-                Some(Box::new(FillStaged { first_offset: gap.start, chain, messages: Vec::new(), size_bytes: 0 }));
+            self.fill_staged = Some(Box::new(FillStaged {
+                first_offset: gap.start,
+                chain,
+                messages: Vec::new(),
+                size_bytes: 0,
+                checked: false,
+                appended: 0,
+            }));
         }
         let staged = self.fill_staged.as_mut().expect("staging started above");
         for (index, message) in messages[..count].iter().enumerate() {
@@ -343,21 +369,49 @@ impl<I: Io> PartitionStateMachine<I> {
         if staged.first_offset + (staged.messages.len() as u64) < gap.end {
             return Ok(count);
         }
-        let staged = self.fill_staged.take().expect("staged above");
+        let mut staged = self.fill_staged.take().expect("staged above");
         if staged.chain != restored_chain {
             return Err(PartitionSmError::FillMismatch { first_offset: staged.first_offset, end_offset: gap.end });
         }
-        for (index, batch) in staged.messages.chunks(APPEND_MESSAGES_MAX).enumerate() {
-            let offset = self.log.append(batch).await?;
-            assert_eq!(
-                offset,
-                staged.first_offset + (index * APPEND_MESSAGES_MAX) as u64,
-                "the log appends where it ends"
-            );
-        }
-        assert_eq!(self.log.next_offset(), gap.end);
-        debug_assert!(self.gap().is_none());
+        staged.checked = true;
+        self.fill_staged = Some(staged);
+        self.fill_more().await?;
         Ok(count)
+    }
+
+    /// Append the next part of a checked fill: up to
+    /// `FILL_APPEND_BYTES_PER_CALL_MAX` bytes (at least one message), and
+    /// nothing after a roll to a new segment. Returns whether a checked fill
+    /// is still appending (the node calls again at its next tick). Nothing
+    /// to do without one. Not synced: the caller persists once the gap is
+    /// filled; a crash before cuts the unsynced part and it is fetched again.
+    pub async fn fill_more(&mut self) -> Result<bool, PartitionSmError> {
+        let Some(staged) = self.fill_staged.as_mut().filter(|staged| staged.checked) else { return Ok(false) };
+        assert_eq!(
+            self.log.next_offset(),
+            staged.first_offset + staged.appended as u64,
+            "only the fill appends while a gap is open"
+        );
+        let segments_before = self.log.segment_count();
+        let mut appended_bytes = 0;
+        while staged.appended < staged.messages.len()
+            && appended_bytes < FILL_APPEND_BYTES_PER_CALL_MAX
+            && self.log.segment_count() == segments_before
+        {
+            // One message per append: a roll inside a larger append would
+            // run past the bound.
+            let message = &staged.messages[staged.appended];
+            let offset = self.log.append(std::slice::from_ref(message)).await?;
+            assert_eq!(offset, staged.first_offset + staged.appended as u64, "the log appends where it ends");
+            appended_bytes += message.len();
+            staged.appended += 1;
+        }
+        if staged.appended < staged.messages.len() {
+            return Ok(true);
+        }
+        self.fill_staged = None;
+        debug_assert!(self.gap().is_none(), "a checked fill ends the gap");
+        Ok(false)
     }
 
     /// The chain over this replica's log up to `end_offset` (one full read of
@@ -472,17 +526,33 @@ impl<I: Io> PartitionStateMachine<I> {
         self.pending.iter()
     }
 
+    /// The offsets to ask a peer for: `missing`, unless a checked fill holds
+    /// them all and is being appended.
+    pub fn to_fetch(&self) -> Option<Range<u64>> {
+        if self.fill_appending() {
+            return None;
+        }
+        self.missing()
+    }
+
+    /// A checked state-transfer fill is being appended (`fill_more`).
+    pub fn fill_appending(&self) -> bool {
+        self.fill_staged.as_ref().is_some_and(|staged| staged.checked)
+    }
+
     /// Offsets applied (or restored) that neither the log nor the pending
-    /// queue holds: they must come from a peer.
-    /// Staged (fetched, not yet checked) offsets are not missing: they are
-    /// not asked for again.
+    /// queue holds. Staged (fetched, not yet checked) offsets are not
+    /// missing: they are not asked for again. While a checked fill is
+    /// appended, what it has yet to append is missing (the log lacks it),
+    /// but nothing is to be fetched (`to_fetch`).
     pub fn missing(&self) -> Option<Range<u64>> {
         let gap = self.gap()?;
         let start = match &self.fill_staged {
+            Some(staged) if staged.checked => gap.start,
             Some(staged) if staged.first_offset == gap.start => staged.first_offset + staged.messages.len() as u64,
             _ => gap.start,
         };
-        debug_assert!(start < gap.end, "a whole gap is checked and appended at once");
+        debug_assert!(start < gap.end, "a staged gap is asked for no more once whole");
         Some(start..gap.end)
     }
 

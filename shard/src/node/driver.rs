@@ -456,6 +456,7 @@ impl<I: Io> Node<I> {
         self.in_turn(world, async |node: &mut Node<I>, world: &mut W| {
             for group in 0..node.groups.len() {
                 node.step(group, world, |r| r.tick(now_ns)).await?;
+                node.fill_more(group).await?;
                 node.request_state_data(group, world);
             }
             Ok(())
@@ -1376,7 +1377,7 @@ impl<I: Io> Node<I> {
     /// the next batch as soon as one is filled: `fill_state_data`).
     fn request_state_data<W: NodeWorld>(&mut self, group: usize, world: &mut W) {
         let replica = self.config.replica;
-        let Some(missing) = self.groups[group].replica.state_machine().missing() else {
+        let Some(missing) = self.groups[group].replica.state_machine().to_fetch() else {
             self.groups[group].state_data_asked = None;
             return;
         };
@@ -1456,6 +1457,22 @@ impl<I: Io> Node<I> {
         Ok(())
     }
 
+    /// Append the next part of a checked state-transfer fill, a bounded
+    /// part per tick (`FILL_APPEND_BYTES_PER_CALL_MAX`), and make the
+    /// partition durable once the gap is filled. Not while a checkpoint's
+    /// sync of the partition log runs beside the node (nothing is appended
+    /// under a sync's marker): the next tick goes on.
+    async fn fill_more(&mut self, group: usize) -> Result<(), NodeStop> {
+        let g = &mut self.groups[group];
+        if g.checkpointing.is_some() || !g.replica.state_machine().fill_appending() {
+            return Ok(());
+        }
+        if !g.replica.state_machine_mut().fill_more().await? {
+            g.sync_partition().await?;
+        }
+        Ok(())
+    }
+
     /// Take a peer's `StateData` into the partition log. A malformed answer
     /// is ignored (the request is repeated next tick).
     async fn fill_state_data<W: NodeWorld>(
@@ -1479,15 +1496,17 @@ impl<I: Io> Node<I> {
         let offset = message.header.context;
         let filled = g.replica.state_machine_mut().fill(offset, &messages).await?;
         world.on_state_data_filled(group, offset, filled);
-        // Rare (after a state transfer): made durable at once.
-        g.sync_partition().await?;
+        if !g.replica.state_machine().fill_appending() {
+            // Rare (after a state transfer): made durable at once.
+            g.sync_partition().await?;
+        }
         // The range asked is filled: ask the same peer for the next one now,
         // not at the next tick. One batch per tick filled a gap of 9,000
         // offsets in more than the 2 s the simulator's liveness checker
         // allows after a heal (swarm seed 35226); one batch per round trip
         // is several times faster, and still one request in flight.
         let asked = self.groups[group].state_data_asked;
-        let missing = self.groups[group].replica.state_machine().missing();
+        let missing = self.groups[group].replica.state_machine().to_fetch();
         if let (Some(asked), Some(missing)) = (asked, missing)
             && filled > 0
             && missing.start >= asked.end

@@ -113,6 +113,14 @@ impl<I: Io> GroupMachine<I> {
         }
     }
 
+    /// The partition offsets to ask a peer for (`PartitionStateMachine::to_fetch`).
+    pub fn to_fetch(&self) -> Option<Range<u64>> {
+        match self {
+            GroupMachine::Partition(partition) => partition.to_fetch(),
+            GroupMachine::Metadata(_) => None,
+        }
+    }
+
     /// Append the applied messages to the partition log and sync it (before
     /// a checkpoint becomes durable).
     pub async fn persist(&mut self) -> Result<(), PartitionSmError> {
@@ -161,6 +169,22 @@ impl<I: Io> GroupMachine<I> {
         match self {
             GroupMachine::Partition(partition) => partition.fill(first_offset, messages).await,
             GroupMachine::Metadata(_) => Ok(0),
+        }
+    }
+
+    /// `PartitionStateMachine::fill_more`: the next part of a checked fill.
+    pub async fn fill_more(&mut self) -> Result<bool, PartitionSmError> {
+        match self {
+            GroupMachine::Partition(partition) => partition.fill_more().await,
+            GroupMachine::Metadata(_) => Ok(false),
+        }
+    }
+
+    /// A checked state-transfer fill is being appended.
+    pub fn fill_appending(&self) -> bool {
+        match self {
+            GroupMachine::Partition(partition) => partition.fill_appending(),
+            GroupMachine::Metadata(_) => false,
         }
     }
 

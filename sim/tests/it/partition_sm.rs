@@ -301,7 +301,7 @@ fn a_partition_with_a_gap_is_not_ready_for_a_checkpoint_until_filled() {
     send(&mut b, &message(5));
     assert!(!b.checkpoint_ready(), "offset 5 is only in memory behind the gap 0..5");
     assert!(block_on_ready(b.persist()).is_err(), "and cannot be persisted");
-    block_on_ready(b.fill(0, &fetched(0..5))).unwrap();
+    fill_all(&mut b, 0, &fetched(0..5));
     assert!(b.checkpoint_ready(), "filled: the log can take everything applied");
     block_on_ready(b.persist()).unwrap();
     assert_eq!(read_all(&b), expected(0..6));
@@ -309,6 +309,18 @@ fn a_partition_with_a_gap_is_not_ready_for_a_checkpoint_until_filled() {
 
 fn fetched(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
     range.map(message).collect()
+}
+
+/// `fill`, then `fill_more` until a checked fill is all in the log, as the
+/// node's ticks do. Returns what `fill` took.
+fn fill_all(sm: &mut PartitionStateMachine<SimIo>, first_offset: u64, messages: &[Vec<u8>]) -> usize {
+    let taken = block_on_ready(sm.fill(first_offset, messages)).unwrap();
+    for _ in 0..=messages.len() {
+        if !block_on_ready(sm.fill_more()).unwrap() {
+            return taken;
+        }
+    }
+    panic!("a checked fill appends at least one message per call");
 }
 
 #[test]
@@ -333,11 +345,55 @@ fn fill_writes_a_peers_messages_only_once_they_chain_to_the_checkpoint() {
     assert_eq!(b.log_next_offset(), 2, "an unchecked batch is not in the log");
     assert_eq!(b.missing(), Some(4..6), "a staged batch is not asked for again");
     assert_eq!(block_on_ready(b.fill(2, &fetched(2..4))).unwrap(), 0, "a repeated answer is ignored");
-    assert_eq!(block_on_ready(b.fill(4, &fetched(4..9))).unwrap(), 2, "only the gap is taken");
+    assert_eq!(fill_all(&mut b, 4, &fetched(4..9)), 2, "only the gap is taken");
     assert_eq!(b.missing(), None);
     block_on_ready(b.persist()).unwrap();
     assert_eq!(read_all(&b), expected(0..6));
     assert_eq!(b.snapshot(), a.snapshot());
+}
+
+/// A checked gap goes into the log a part per call, each part ending at the
+/// first roll to a new segment (or at `FILL_APPEND_BYTES_PER_CALL_MAX`), so
+/// a large gap never holds the node for its whole write; meanwhile nothing
+/// is asked for again and nothing behind the gap is persisted.
+#[test]
+fn a_checked_fill_is_appended_a_part_per_call_each_ending_at_a_roll() {
+    let io_a = SimIo::new(18);
+    let mut a = open(&io_a);
+    for i in 0..40 {
+        send(&mut a, &message(i));
+    }
+    block_on_ready(a.persist()).unwrap();
+    let io_b = SimIo::new(19);
+    let mut b = open(&io_b);
+    b.restore(&a.snapshot()).unwrap();
+    send(&mut b, &message(40));
+    assert_eq!(b.missing(), Some(0..40));
+
+    let segments_before = b.log().segment_count();
+    assert_eq!(block_on_ready(b.fill(0, &fetched(0..40))).unwrap(), 40);
+    let mut calls = 1;
+    let mut segments = b.log().segment_count();
+    assert!(segments <= segments_before + 1, "one roll at most per call");
+    while b.fill_appending() {
+        assert!(b.log_next_offset() < 40, "appending: the gap is not whole in the log yet");
+        assert_eq!(b.to_fetch(), None, "a checked fill is not asked for again");
+        assert_eq!(b.missing(), Some(b.log_next_offset()..40), "the log lacks what is still to append");
+        assert!(block_on_ready(b.persist()).is_err(), "what was applied behind the gap waits");
+        assert_eq!(block_on_ready(b.fill(b.log_next_offset(), &fetched(b.log_next_offset()..40))).unwrap(), 0);
+        block_on_ready(b.fill_more()).unwrap();
+        calls += 1;
+        assert!(b.log().segment_count() <= segments + 1, "one roll at most per call");
+        segments = b.log().segment_count();
+        assert!(calls <= 40, "each call appends at least one message");
+    }
+    assert!(calls > 2, "40 messages over 200-byte segments take several calls ({calls})");
+    block_on_ready(b.persist()).unwrap();
+    assert_eq!(read_all(&b), expected(0..41));
+    assert_eq!(b.snapshot(), {
+        send(&mut a, &message(40));
+        a.snapshot()
+    });
 }
 
 #[test]
@@ -360,7 +416,7 @@ fn fill_rejects_messages_that_do_not_match_the_checkpoint_chain() {
     assert_eq!(b.log_next_offset(), 0, "nothing was written");
     assert_eq!(b.missing(), Some(0..5), "the gap is still there to fetch again");
     // The right messages, from another peer, are taken.
-    assert_eq!(block_on_ready(b.fill(0, &fetched(0..5))).unwrap(), 5);
+    assert_eq!(fill_all(&mut b, 0, &fetched(0..5)), 5);
     block_on_ready(b.persist()).unwrap();
     assert_eq!(read_all(&b), expected(0..5));
 }
@@ -624,7 +680,7 @@ fn a_rotten_sealed_segment_is_cut_and_refilled_from_a_peer() {
         assert_eq!(sm.missing(), Some(cut..12), "{damage}: the checkpoint names what was cut");
         let answer = block_on_ready(peer.read(cut, 64)).unwrap();
         let messages: Vec<Vec<u8>> = answer.into_iter().map(|(_, m)| m).collect();
-        block_on_ready(sm.fill(cut, &messages)).unwrap();
+        fill_all(&mut sm, cut, &messages);
         assert_eq!(sm.missing(), None);
         block_on_ready(sm.persist()).unwrap();
         assert_eq!(read_all(&sm), expected(0..12), "{damage}: every committed message is served again");
