@@ -249,9 +249,11 @@ struct Process {
     /// Times a start moved the liveness deadline on
     /// (`LIVENESS_EXTENSIONS_PER_REPLICA_MAX`).
     liveness_extensions: u32,
-    /// Groups whose partition segments took injected damage (rot or a
-    /// latent sector error), ever: only these may come back salvaged.
-    partition_damaged: BTreeSet<usize>,
+    /// Files the fault model damaged (rot, a latent sector error, a
+    /// misdirected write aimed at it) since the disk was last wiped: a
+    /// start may find damage only in these (`checks::check_salvage`,
+    /// `checks::check_group_damage`).
+    damaged_files: BTreeSet<std::path::PathBuf>,
     /// The running shards (a node per shard and their inboxes); `None`
     /// while down.
     node: Option<ShardNodes>,
@@ -580,7 +582,7 @@ impl Cluster {
                 paused_until_ns: None,
                 corrupted: false,
                 rotted_while_running: false,
-                partition_damaged: BTreeSet::new(),
+                damaged_files: BTreeSet::new(),
                 wipe_on_restart: false,
                 wiped: false,
                 restart_faults_in_a_row: 0,

@@ -85,7 +85,8 @@ impl Cluster {
     /// took back, and with it 140 offsets).
     pub(super) fn check_salvage(&mut self, replica: u8, group: usize, salvage: Option<&Salvage>) {
         let Some(salvage) = salvage else { return };
-        if salvage.read_error || self.nodes[replica as usize].partition_damaged.contains(&group) {
+        let dir = shoal_shard::node::partition_dir(Path::new(DATA_DIR), self.namespaces[group]);
+        if salvage.read_error || self.nodes[replica as usize].damaged_files.iter().any(|path| path.starts_with(&dir)) {
             return;
         }
         let label = self.group_label(group);
@@ -95,6 +96,40 @@ impl Cluster {
                 "replica {replica}{label} partition log came back cut at offset {} with no damage injected into it: {}",
                 salvage.first_lost_offset, salvage.damage
             ),
+        );
+    }
+
+    /// A group's open found its superblock, checkpoint or journal lost
+    /// (`StorageDamage`: it is formatted to rejoin, and its peers bring its
+    /// state back): the fault model must have damaged one of those files, a
+    /// read must have failed during the open, or an earlier format to
+    /// rejoin was cut short (its superblock says rejoining). Anything else
+    /// is a file a sync promised and the disk does not hold, which the
+    /// rejoin would hide from every other checker.
+    pub(super) fn check_group_damage(
+        &mut self,
+        replica: u8,
+        group: usize,
+        damage: &StorageDamage,
+        read_failed: bool,
+        was_rejoining: bool,
+    ) {
+        let namespace = self.namespaces[group];
+        let dir = Path::new(DATA_DIR);
+        let journal = shoal_vsr::journal::journal_path(dir, namespace);
+        let journal_name = journal.to_string_lossy().into_owned();
+        let injected = self.nodes[replica as usize].damaged_files.iter().any(|path| {
+            *path == superblock_path(dir, namespace)
+                || *path == checkpoint_path(dir, namespace)
+                || path.to_string_lossy().starts_with(&journal_name)
+        });
+        if injected || read_failed || was_rejoining {
+            return;
+        }
+        let label = self.group_label(group);
+        self.fail(
+            Checker::Recovery,
+            format!("replica {replica}{label} lost a file with no damage injected into it ({damage})"),
         );
     }
 
@@ -417,5 +452,102 @@ impl Cluster {
             self.config.liveness_time_ns / 1_000_000,
             replicas.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{FaultMix, RunConfig, Verdict};
+
+    /// Damage is planted this far into the run: checkpoints and partition
+    /// records exist by then.
+    const PLANT_AT_NS: u64 = 2_000_000_000;
+    /// The damaged replica stays down this long.
+    const DOWN_NS: u64 = 50_000_000;
+    /// A byte inside the first record's payload (sync slots, then the
+    /// record's 28-byte header).
+    const PARTITION_RECORD_BYTE: u64 = 1024 + 30;
+
+    /// A byte each checkpoint copy's checksum covers (its start: a copy is
+    /// padded, and a flip in the padding damages nothing).
+    const CHECKPOINT_COPY_BYTE: u64 = 20;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Plant {
+        BothCheckpointCopies,
+        PartitionRecord,
+    }
+
+    /// The offsets of `plant` on replica 1's disk (down), or None while the
+    /// file does not hold them yet.
+    fn places(cluster: &Cluster, group: usize, plant: Plant) -> Option<(std::path::PathBuf, Vec<u64>)> {
+        let namespace = cluster.namespaces[group];
+        let dir = Path::new(DATA_DIR);
+        let disk = cluster.nodes[1].io.disk();
+        match plant {
+            Plant::BothCheckpointCopies => {
+                let path = checkpoint_path(dir, namespace);
+                let size_bytes = disk.contents(&path)?.len() as u64;
+                let copy_size_bytes = size_bytes / shoal_vsr::checkpoint::COPIES_COUNT;
+                (copy_size_bytes > 0).then(|| {
+                    let copies = 0..shoal_vsr::checkpoint::COPIES_COUNT;
+                    (path, copies.map(|copy| copy * copy_size_bytes + CHECKPOINT_COPY_BYTE).collect())
+                })
+            }
+            Plant::PartitionRecord => {
+                let path = shoal_shard::node::partition_dir(dir, namespace)
+                    .join(shoal_shard::partition_log::segment_file_name(0));
+                let size_bytes = disk.contents(&path)?.len() as u64;
+                (size_bytes > PARTITION_RECORD_BYTE).then(|| (path, vec![PARTITION_RECORD_BYTE]))
+            }
+        }
+    }
+
+    /// Run a quiet cluster; at `PLANT_AT_NS` crash replica 1 and damage
+    /// `plant` on its disk, through the fault model (which records the
+    /// file) or behind its back (a planted durability bug: bytes a sync
+    /// promised that the disk does not hold).
+    fn run_with(plant: Plant, through_fault_model: bool) -> Verdict {
+        let config = RunConfig::developer(3, FaultMix::none());
+        let mut cluster = Cluster::new(&config);
+        let group = cluster.namespaces.iter().position(|namespace| *namespace == NAMESPACE).expect("a partition group");
+        let mut planted = false;
+        while cluster.step() {
+            if planted || cluster.now_ns < PLANT_AT_NS || !cluster.nodes[1].up {
+                continue;
+            }
+            cluster.crash_for(1, "test", DOWN_NS);
+            let Some((path, offsets)) = places(&cluster, group, plant) else { continue };
+            for offset in offsets {
+                if through_fault_model {
+                    assert!(cluster.damage_sector(1, &path, offset, false), "{plant:?} at {offset} is damaged");
+                } else {
+                    let mut disk = cluster.nodes[1].io.disk();
+                    let byte = disk.contents(&path).expect("the file exists")[offset as usize];
+                    disk.poke(&path, offset, &[byte ^ 1]).expect("the byte is there");
+                }
+            }
+            planted = true;
+        }
+        assert!(planted, "{plant:?}: the run never held the file to damage");
+        cluster.finish().verdict
+    }
+
+    /// A start that finds a lost checkpoint or a cut partition log fails
+    /// the seed unless the fault model damaged that file: the rejoin or
+    /// the refill from peers would otherwise hide a durability bug from
+    /// every other checker until the last copy went (swarm 18237).
+    #[test]
+    fn a_start_that_finds_damage_nobody_injected_fails_the_seed() {
+        for plant in [Plant::BothCheckpointCopies, Plant::PartitionRecord] {
+            let verdict = run_with(plant, false);
+            let Verdict::SafetyViolation { checker: Checker::Recovery, message, .. } = &verdict else {
+                panic!("{plant:?} behind the fault model's back: expected a Recovery failure, got {verdict:?}")
+            };
+            assert!(message.contains("with no damage injected"), "{plant:?}: {message}");
+            let verdict = run_with(plant, true);
+            assert!(matches!(verdict, Verdict::Pass), "{plant:?} through the fault model: {verdict:?}");
+        }
     }
 }

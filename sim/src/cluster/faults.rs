@@ -226,6 +226,7 @@ impl Cluster {
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
         self.nodes[replica as usize].rotted_while_running = true;
+        self.nodes[replica as usize].damaged_files.insert(path);
         let label = self.group_label(group);
         self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
     }
@@ -548,7 +549,6 @@ impl Cluster {
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].corrupted = true;
-            self.nodes[index].partition_damaged.insert(group);
             let label = self.group_label(group);
             let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
             let how = if eio { "read EIO" } else { "rot" };
@@ -696,9 +696,13 @@ impl Cluster {
     /// latent sector error (every read through it fails with EIO until a
     /// write covers it) when `eio`, else rot (a flipped bit). Either loses
     /// the copy it lands in; placed by the same rules.
-    fn damage_sector(&mut self, index: usize, path: &std::path::Path, offset: u64, eio: bool) -> bool {
+    pub(super) fn damage_sector(&mut self, index: usize, path: &std::path::Path, offset: u64, eio: bool) -> bool {
         let mut disk = self.nodes[index].io.disk();
         let damaged = if eio { disk.fail_sector_reads(path, offset) } else { disk.corrupt_sector(path, offset) };
+        drop(disk);
+        if damaged.is_ok() {
+            self.nodes[index].damaged_files.insert(path.to_path_buf());
+        }
         damaged.is_ok()
     }
 

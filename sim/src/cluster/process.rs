@@ -119,6 +119,7 @@ impl Cluster {
             let config = storage_config(replica, namespace);
             let superblock = superblock_path(Path::new(DATA_DIR), namespace);
             let before = SuperblockLook::of(&io, &superblock);
+            let read_eios_before = transient_read_eios(&io);
             let opened = block_on_timed(
                 &io,
                 GroupStorage::open_or_rejoin(&io, Path::new(DATA_DIR), config, self.config.replica_count),
@@ -158,7 +159,11 @@ impl Cluster {
                 // The group lost its state here, as a wiped disk would: it
                 // rejoins, and every promise the lost files held is void
                 // (what the superblock kept, the new one holds again).
-                Some(damage) => self.on_group_formatted_after_damage(replica, group, &damage),
+                Some(damage) => {
+                    let read_failed = transient_read_eios(&io) != read_eios_before;
+                    self.check_group_damage(replica, group, &damage, read_failed, before.rejoining);
+                    self.on_group_formatted_after_damage(replica, group, &damage);
+                }
                 None => self.check_recovery(replica, group, &storage, &recovered),
             }
             faulty_groups += u64::from(recovered.journal_faulty());
@@ -509,6 +514,7 @@ impl Cluster {
         io.set_now_ns(io.now_ns().max(self.now_ns));
         if !std::mem::replace(&mut self.nodes[index].wiped, true) {
             io.disk().wipe();
+            self.nodes[index].damaged_files.clear();
             self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
             self.superblock_rot.retain(|(r, _, _)| *r != replica);
             // Every promise of the old disk is gone with it.
@@ -576,6 +582,12 @@ fn superblock_rejoining(io: &SimIo, path: &Path) -> bool {
 
 /// A group's superblock as the simulator saw it before a call that may
 /// format the group to rejoin (a start-up replay, a group's open).
+/// Transient read errors the disk returned so far (latent sector errors
+/// are injected on a file, and `damaged_files` names it).
+fn transient_read_eios(io: &SimIo) -> u64 {
+    io.disk().counters().get("read_eio").copied().unwrap_or(0)
+}
+
 struct SuperblockLook {
     inode: Option<u64>,
     rejoining: bool,
