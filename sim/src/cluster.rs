@@ -254,6 +254,9 @@ struct Process {
     /// start may find damage only in these (`checks::check_salvage`,
     /// `checks::check_group_damage`).
     damaged_files: BTreeSet<std::path::PathBuf>,
+    /// Files that lost a write (`SimDisk::take_lost_write_paths`) since a
+    /// start last found their group's journal whole.
+    lost_write_files: BTreeSet<std::path::PathBuf>,
     /// The running shards (a node per shard and their inboxes); `None`
     /// while down.
     node: Option<ShardNodes>,
@@ -583,6 +586,7 @@ impl Cluster {
                 corrupted: false,
                 rotted_while_running: false,
                 damaged_files: BTreeSet::new(),
+                lost_write_files: BTreeSet::new(),
                 wipe_on_restart: false,
                 wiped: false,
                 restart_faults_in_a_row: 0,

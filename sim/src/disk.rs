@@ -196,6 +196,9 @@ pub struct SimDisk {
     /// write.
     misdirected_generation: BTreeMap<InodeId, u64>,
     counters: BTreeMap<&'static str, u64>,
+    /// Paths of files that lost a write the program issued: dropped or torn
+    /// at a power loss, or dropped by a failed fsync (`take_lost_write_paths`).
+    lost_write_paths: BTreeSet<PathBuf>,
     /// Successful writes and their bytes, for tests that pin what a storage
     /// call costs (e.g. the sectors one small prepare writes).
     writes_total: u64,
@@ -280,6 +283,7 @@ impl SimDisk {
             misdirected: BTreeMap::new(),
             misdirected_generation: BTreeMap::new(),
             counters: BTreeMap::new(),
+            lost_write_paths: BTreeSet::new(),
             writes_total: 0,
             write_bytes_total: 0,
             exchange_unsupported: false,
@@ -568,9 +572,11 @@ impl SimDisk {
             let pending = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().pending);
             self.inodes.get_mut(&id).unwrap().pending_retired_total += pending.len() as u64;
             let mut durable = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().durable);
+            let mut lost = false;
             for op in pending {
                 if self.chance(faults.crash_lost_ppm) {
                     self.count("crash_lost_write");
+                    lost = true;
                     continue;
                 }
                 match op {
@@ -588,6 +594,7 @@ impl SimDisk {
                                 apply(&mut durable, &part);
                             }
                             self.count("crash_torn_write");
+                            lost = true;
                         } else {
                             apply(&mut durable, &Pending::Write { offset, data });
                         }
@@ -598,6 +605,9 @@ impl SimDisk {
             let inode = self.inodes.get_mut(&id).unwrap();
             inode.current = durable.clone();
             inode.durable = durable;
+            if lost {
+                self.note_lost_writes(id);
+            }
         }
         self.new_process_life();
         self.halted = false;
@@ -1004,7 +1014,24 @@ impl SimDisk {
     /// retries them), but reads still see them from the page cache.
     /// Length changes are metadata and reach the device; the bytes a dropped
     /// write would have put past the old end read back as zeros there.
+    /// Record the paths that name `id` now as files that lost a write.
+    fn note_lost_writes(&mut self, id: InodeId) {
+        let paths = self.namespace_current.iter().filter(|(_, inode)| **inode == id).map(|(path, _)| path.clone());
+        self.lost_write_paths.extend(paths);
+    }
+
+    /// The paths of files that lost a write since the last call (at a power
+    /// loss, dropped or torn; at a failed fsync, dropped), by the names
+    /// they had then. The simulator's start checks hold damage a file
+    /// reports to what it lost.
+    pub fn take_lost_write_paths(&mut self) -> BTreeSet<PathBuf> {
+        std::mem::take(&mut self.lost_write_paths)
+    }
+
     fn drop_pending_writes(&mut self, id: InodeId, covered: usize) {
+        if covered > 0 {
+            self.note_lost_writes(id);
+        }
         let inode = self.inodes.get_mut(&id).unwrap();
         for op in inode.pending.drain(..covered) {
             match op {

@@ -133,6 +133,46 @@ impl Cluster {
         );
     }
 
+    /// A journal that comes back with faulty ops (written, then damaged)
+    /// must have been damaged by the fault model, or have lost a write (a
+    /// power loss tore or dropped it, a failed fsync dropped it: a torn
+    /// rewrite leaves a slot its older copy contradicts) since a start last
+    /// found it whole, or have met a read error in this open. Anything
+    /// else is a prepare a sync promised that the disk does not hold: the
+    /// recovery check excuses ops the journal names faulty, and the peers'
+    /// repair would hide the loss. A whole journal clears its lost writes.
+    pub(super) fn check_journal_damage(
+        &mut self,
+        replica: u8,
+        group: usize,
+        recovered: &shoal_vsr::replica::Recovered,
+        read_failed: bool,
+    ) {
+        let journal = shoal_vsr::journal::journal_path(Path::new(DATA_DIR), self.namespaces[group]);
+        let journal_name = journal.to_string_lossy().into_owned();
+        let is_journal = |path: &std::path::PathBuf| path.to_string_lossy().starts_with(&journal_name);
+        let process = &mut self.nodes[replica as usize];
+        if !recovered.journal_faulty() {
+            process.lost_write_files.retain(|path| !is_journal(path));
+            return;
+        }
+        let excused = read_failed
+            || process.damaged_files.iter().any(is_journal)
+            || process.lost_write_files.iter().any(is_journal);
+        if excused {
+            return;
+        }
+        let label = self.group_label(group);
+        self.fail(
+            Checker::Recovery,
+            format!(
+                "replica {replica}{label} journal came back with faulty ops {:?} with no damage injected into it \
+                 and no write of it lost",
+                recovered.faulty_ops
+            ),
+        );
+    }
+
     /// Every prepare this replica acknowledged is back after the crash, or the
     /// journal names its op faulty: the replica then votes only if its log
     /// reaches that op, and never claims or nacks it (`Replica::start`).
@@ -473,10 +513,17 @@ mod tests {
     /// padded, and a flip in the padding damages nothing).
     const CHECKPOINT_COPY_BYTE: u64 = 20;
 
+    /// A byte of a prepare's header (its checksum covers it).
+    const JOURNAL_SLOT_BYTE: u64 = 20;
+    /// The planted journal damage takes the op this far below the head:
+    /// its copy is durable by then, so the journal names it faulty.
+    const JOURNAL_OPS_BELOW_HEAD: u64 = 2;
+
     #[derive(Debug, Clone, Copy)]
     enum Plant {
         BothCheckpointCopies,
         PartitionRecord,
+        JournalSlot { op: u64 },
     }
 
     /// The offsets of `plant` on replica 1's disk (down), or None while the
@@ -494,6 +541,13 @@ mod tests {
                     let copies = 0..shoal_vsr::checkpoint::COPIES_COUNT;
                     (path, copies.map(|copy| copy * copy_size_bytes + CHECKPOINT_COPY_BYTE).collect())
                 })
+            }
+            Plant::JournalSlot { op } => {
+                let config = storage_config(1, namespace).journal();
+                Some((
+                    shoal_vsr::journal::journal_path(dir, namespace),
+                    vec![config.slot_offset(op) + JOURNAL_SLOT_BYTE],
+                ))
             }
             Plant::PartitionRecord => {
                 let path = shoal_shard::node::partition_dir(dir, namespace)
@@ -517,6 +571,13 @@ mod tests {
             if planted || cluster.now_ns < PLANT_AT_NS || !cluster.nodes[1].up {
                 continue;
             }
+            let plant = match plant {
+                Plant::JournalSlot { .. } => {
+                    let head = cluster.group_replica(1, group).expect("replica 1 runs").op();
+                    Plant::JournalSlot { op: head.saturating_sub(JOURNAL_OPS_BELOW_HEAD) }
+                }
+                other => other,
+            };
             cluster.crash_for(1, "test", DOWN_NS);
             let Some((path, offsets)) = places(&cluster, group, plant) else { continue };
             for offset in offsets {
@@ -534,13 +595,14 @@ mod tests {
         cluster.finish().verdict
     }
 
-    /// A start that finds a lost checkpoint or a cut partition log fails
-    /// the seed unless the fault model damaged that file: the rejoin or
-    /// the refill from peers would otherwise hide a durability bug from
+    /// A start that finds a lost checkpoint, a cut partition log or a
+    /// faulty journal slot fails the seed unless the fault model damaged
+    /// that file: the rejoin, the refill or the repair from peers would
+    /// otherwise hide a durability bug from
     /// every other checker until the last copy went (swarm 18237).
     #[test]
     fn a_start_that_finds_damage_nobody_injected_fails_the_seed() {
-        for plant in [Plant::BothCheckpointCopies, Plant::PartitionRecord] {
+        for plant in [Plant::BothCheckpointCopies, Plant::PartitionRecord, Plant::JournalSlot { op: 0 }] {
             let verdict = run_with(plant, false);
             let Verdict::SafetyViolation { checker: Checker::Recovery, message, .. } = &verdict else {
                 panic!("{plant:?} behind the fault model's back: expected a Recovery failure, got {verdict:?}")

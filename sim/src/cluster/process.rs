@@ -112,6 +112,8 @@ impl Cluster {
             Ok(replay) => replay,
             Err((group, what)) => return self.group_start_stopped(replica, group, fault, what),
         };
+        let lost = io.disk().take_lost_write_paths();
+        self.nodes[index].lost_write_files.extend(lost);
         let mut faulty_groups = 0;
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
@@ -164,7 +166,11 @@ impl Cluster {
                     self.check_group_damage(replica, group, &damage, read_failed, before.rejoining);
                     self.on_group_formatted_after_damage(replica, group, &damage);
                 }
-                None => self.check_recovery(replica, group, &storage, &recovered),
+                None => {
+                    let read_failed = transient_read_eios(&io) != read_eios_before;
+                    self.check_journal_damage(replica, group, &recovered, read_failed);
+                    self.check_recovery(replica, group, &storage, &recovered);
+                }
             }
             faulty_groups += u64::from(recovered.journal_faulty());
             let seed = self.rng.next_u64();
@@ -515,6 +521,8 @@ impl Cluster {
         if !std::mem::replace(&mut self.nodes[index].wiped, true) {
             io.disk().wipe();
             self.nodes[index].damaged_files.clear();
+            self.nodes[index].lost_write_files.clear();
+            drop(io.disk().take_lost_write_paths());
             self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
             self.superblock_rot.retain(|(r, _, _)| *r != replica);
             // Every promise of the old disk is gone with it.
