@@ -1328,7 +1328,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let overdue = self.now_ns.saturating_sub(self.commit_heartbeat_sent_ns) >= COMMIT_HEARTBEAT_NS;
-        if Self::periodic(&mut self.commit_heartbeat_timeout) || overdue {
+        if self.commit_heartbeat_timeout.fired() || overdue {
             self.commit_heartbeat_timeout.reset();
             self.commit_heartbeat_sent_ns = self.now_ns;
             let mut commit = self.new_header(Command::Commit);
