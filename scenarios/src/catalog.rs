@@ -87,7 +87,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 26] = [
+pub const FAULT_FIELDS: [FaultField; 27] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -133,6 +133,8 @@ pub const FAULT_FIELDS: [FaultField; 26] = [
     // Per prepare a primary sends the rot replica (drawn after everything,
     // see `swarm`).
     ppm_field!(plot_lost_vote_ppm, 20_000),
+    // Per storage action (drawn after everything, see `swarm`).
+    ppm_field!(storage_second_sync_error_ppm, 20_000),
 ];
 
 /// The transient read EIO rate swarm draws up to: one read in 500 fails.
@@ -152,6 +154,9 @@ const SWARM_FINAL_FIELDS: [&str; 1] = ["storage_read_eio_ppm"];
 /// Fields swarm draws after the checkpoint interval, its last draw before
 /// session 18: every older seed's config stays as it was.
 const SWARM_SESSION_18_FIELDS: [&str; 1] = ["plot_lost_vote_ppm"];
+/// Fields swarm draws after everything else, added in session 28: every
+/// older seed's config stays as it was.
+const SWARM_SESSION_28_FIELDS: [&str; 1] = ["storage_second_sync_error_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -179,7 +184,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 10] = [
+pub const SCENARIOS: [Scenario; 11] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -205,6 +210,11 @@ pub const SCENARIOS: [Scenario; 10] = [
         name: "crash-loop",
         summary: "replicas crash, restart from the crashed disk and pause, often",
         build: crash_loop,
+    },
+    Scenario {
+        name: "fsync-steps",
+        summary: "crash-loop where a failed fsync lands on the second step of a two-step promise (a partition marker, a journal copy, a superblock's second copy)",
+        build: fsync_steps,
     },
     Scenario {
         name: "shard-chaos",
@@ -345,6 +355,16 @@ pub fn crash_loop(seed: u64) -> RunConfig {
     config
 }
 
+/// `crash_loop`, plus a failed fsync on the second step of a two-step
+/// promise: the first step durable, the second in the page cache only,
+/// which the restart after a process crash reads back (swarm seed 18237).
+pub fn fsync_steps(seed: u64) -> RunConfig {
+    let mut config = crash_loop(seed);
+    config.scenario = "fsync-steps".to_string();
+    config.faults.storage_second_sync_error_ppm = 10_000;
+    config
+}
+
 pub fn shard_chaos(seed: u64) -> RunConfig {
     let mut config = base(seed, "shard-chaos");
     config.shards_per_replica = 4;
@@ -423,7 +443,10 @@ pub fn swarm(seed: u64) -> RunConfig {
     let last = |field: &&FaultField| SWARM_LAST_FIELDS.contains(&field.name);
     let r#final = |field: &&FaultField| SWARM_FINAL_FIELDS.contains(&field.name);
     let newest = |field: &&FaultField| SWARM_SESSION_18_FIELDS.contains(&field.name);
-    for field in FAULT_FIELDS.iter().filter(|field| !late(field) && !last(field) && !r#final(field) && !newest(field)) {
+    let session_28 = |field: &&FaultField| SWARM_SESSION_28_FIELDS.contains(&field.name);
+    let early =
+        |field: &&FaultField| !late(field) && !last(field) && !r#final(field) && !newest(field) && !session_28(field);
+    for field in FAULT_FIELDS.iter().filter(early) {
         draw_field(&mut rng, field, &mut config.faults);
     }
     // Drawn after the faults, so the fault draws above stay what they were per seed.
@@ -456,6 +479,9 @@ pub fn swarm(seed: u64) -> RunConfig {
         config.checkpoint_interval_ops = shoal_sim::CHECKPOINT_INTERVAL_OPS_LONGEST;
     }
     for field in FAULT_FIELDS.iter().filter(newest) {
+        draw_field(&mut rng, field, &mut config.faults);
+    }
+    for field in FAULT_FIELDS.iter().filter(session_28) {
         draw_field(&mut rng, field, &mut config.faults);
     }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);

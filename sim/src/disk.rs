@@ -176,6 +176,9 @@ pub struct SimDisk {
     fail_next_sync: Option<i32>,
     /// The next fsync of this file fails with EIO (`fail_next_sync_of`).
     fail_next_sync_of: Option<InodeId>,
+    /// `fail_second_sync`: armed (`Some(None)`) until an fsync succeeds,
+    /// then the next fsync of that file fails (`Some(Some(inode))`).
+    fail_second_sync: Option<Option<InodeId>>,
     /// Transient read errors armed by a driver: after this many more reads
     /// succeed, the next `.1` reads (of any file) fail with EIO.
     fail_reads_after: Option<(u64, u32)>,
@@ -274,6 +277,7 @@ impl SimDisk {
             halted: false,
             fail_next_write: None,
             fail_next_sync: None,
+            fail_second_sync: None,
             fail_next_sync_of: None,
             fail_reads_after: None,
             reads_total: 0,
@@ -365,6 +369,17 @@ impl SimDisk {
     /// The next `sync_data` fails with EIO and makes nothing durable.
     pub fn fail_next_sync(&mut self) {
         self.fail_next_sync = Some(EIO);
+    }
+
+    /// The next fsync that succeeds arms a failure of the fsync after it on
+    /// the same file: the second fsync of a storage action that promises in
+    /// two steps (a partition segment's records, then the marker that
+    /// promises them; a journal's prepare, then its copy; a superblock's
+    /// two copies). A failure there leaves the first step durable and the
+    /// second in the page cache only, which a process crash keeps readable
+    /// (swarm seed 18237: a marker read back and trusted).
+    pub fn fail_second_sync(&mut self) {
+        self.fail_second_sync = Some(None);
     }
 
     /// The next fsync of the file now at `path` fails with EIO (Linux's:
@@ -541,6 +556,7 @@ impl SimDisk {
         self.fail_next_write = None;
         self.fail_next_sync = None;
         self.fail_next_sync_of = None;
+        self.fail_second_sync = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
         self.count("crash_process");
@@ -615,6 +631,7 @@ impl SimDisk {
         self.fail_next_write = None;
         self.fail_next_sync = None;
         self.fail_next_sync_of = None;
+        self.fail_second_sync = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
         self.count("crash");
@@ -981,8 +998,14 @@ impl SimDisk {
         if targeted {
             self.fail_next_sync_of = None;
         }
+        let second = self.fail_second_sync == Some(Some(id));
+        if second {
+            self.fail_second_sync = None;
+            self.count("sync_eio_second");
+        }
         let eio = self.mutation()?
             || targeted
+            || second
             || self.fail_next_sync.take().is_some()
             || self.chance(self.faults.sync_eio_ppm);
         if eio {
@@ -996,6 +1019,9 @@ impl SimDisk {
         }
         if covered < self.inodes[&id].pending.len() {
             self.count("sync_left_later_writes");
+        }
+        if self.fail_second_sync == Some(None) {
+            self.fail_second_sync = Some(Some(id));
         }
         // Replay only what is pending: copying the whole file on every
         // fsync made the simulator quadratic in file size.

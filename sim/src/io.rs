@@ -760,6 +760,33 @@ mod tests {
         assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable", "they never reached the device");
     }
 
+    /// `fail_second_sync` lets one fsync succeed, then fails the next fsync
+    /// of that same file (the second step of a promise), not another
+    /// file's, and only once; and what it failed on is lost at the next
+    /// power loss and reported as a lost write.
+    #[test]
+    fn the_second_fsync_of_a_file_fails_after_its_first_succeeds() {
+        let io = io_with_dir(14);
+        let records = write(&io, "/data/segment", b"records", 0);
+        io.disk().fail_second_sync();
+        block_on_ready(records.sync_data()).unwrap();
+        let other = write(&io, "/data/other", b"other", 0);
+        block_on_ready(other.sync_data()).expect("another file's fsync is not the armed one");
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        let (result, _) = block_on_ready(records.write_all_at(b"MARKER".to_vec(), 0));
+        result.unwrap();
+        assert_eq!(block_on_ready(records.sync_data()).unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(io.disk().counters()["sync_eio_second"], 1);
+        block_on_ready(records.sync_data()).expect("it fails once");
+        assert_eq!(read_all(&io, "/data/segment").unwrap(), b"MARKERs", "the page cache still holds the marker");
+        assert_eq!(
+            io.disk().take_lost_write_paths().into_iter().collect::<Vec<_>>(),
+            vec![PathBuf::from("/data/segment")]
+        );
+        io.power_loss();
+        assert_eq!(read_all(&io, "/data/segment").unwrap(), b"records", "the marker never reached the device");
+    }
+
     #[test]
     fn read_eio_is_sticky_until_rewritten_or_transient() {
         let io = io_with_dir(13);

@@ -84,6 +84,12 @@ pub struct FaultMix {
     /// checkpoint of the group and rejoins below its own vote.
     #[serde(default)]
     pub plot_lost_vote_ppm: u32,
+    /// Per storage action: the fsync after the next one that succeeds, on
+    /// the same file, fails with EIO (`SimDisk::fail_second_sync`): the
+    /// second step of a two-step promise. Off, it draws nothing, so a run
+    /// without it keeps the random path it had before it existed.
+    #[serde(default)]
+    pub storage_second_sync_error_ppm: u32,
 }
 
 impl FaultMix {
@@ -110,6 +116,7 @@ impl FaultMix {
             storage_rot_running_ppm: 0,
             storage_read_eio_ppm: 0,
             plot_lost_vote_ppm: 0,
+            storage_second_sync_error_ppm: 0,
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
             plot_deposed_primary_ppm: 0,

@@ -92,12 +92,13 @@ rejoin_above_cluster_view,compaction_beside_appends,journal_window_write,journal
 compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt,\
 partition_sealed_segment_reopened,compaction_spare_cleared_beside";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
-const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
+const CI_DETERMINISM_SCENARIOS: [&str; 10] = [
     "steady",
     "partition-storm",
     "disk-rot",
     "disk-rot-sharded",
     "crash-loop",
+    "fsync-steps",
     "shard-chaos",
     "view-churn",
     "session-churn",
@@ -108,9 +109,11 @@ const CI_DETERMINISM_SCENARIOS: [&str; 9] = [
 /// disk-rot's misdirected writes and rot, where every storage hole of
 /// sessions 12-15 was found), at their full rates; and disk-rot-sharded,
 /// the same damage on the metadata group's files and its start-up replay;
-/// and disk-rot-pages, damage the size of the page cache's page (session 22).
-const CI_TARGETED_SCENARIOS: [&str; 5] =
-    ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded", "disk-rot-pages"];
+/// and disk-rot-pages, damage the size of the page cache's page (session 22);
+/// and fsync-steps, a failed fsync on the second step of a promise, which
+/// found the page-cache marker (session 28).
+const CI_TARGETED_SCENARIOS: [&str; 6] =
+    ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded", "disk-rot-pages", "fsync-steps"];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 /// Rare paths a targeted sweep must reach (`--require-marks`), by scenario:
 /// disk-rot-pages exists to drive a write into an unreadable page, so its

@@ -492,3 +492,22 @@ fn swarm_10006_a_primary_held_by_its_disk_keeps_sending_heartbeats() {
 fn swarm_11322_a_late_start_view_of_the_view_a_checkpoint_came_from_is_dropped_not_refused() {
     assert_swarm_as_drawn_now_passes(11322);
 }
+
+/// The partition log trusted a sync marker it read back from the page
+/// cache after that marker's fsync had failed; a roll then sealed the
+/// segment with it, and a later power loss left a sealed segment longer
+/// than its durable marker, which the salvage cut with every later segment
+/// (the simulator's check: a salvage with no damage injected). Found first
+/// as swarm 18237 under the bounded fill (Liveness: no replica held 31
+/// offsets); the fsync-steps scenario, whose failed fsync lands on the
+/// second step of a promise, finds it on the tree before the fix in seed
+/// 290 (10 of seeds 0..3000). Pinned by
+/// `sim/tests/it/partition_lost_fsync.rs`.
+#[test]
+fn fsync_steps_290_and_swarm_18237_a_marker_whose_fsync_failed_is_written_again_at_open() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::fsync_steps(290));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "fsync-steps seed 290: {:?}", outcome.verdict);
+    let second_sync_errors = outcome.faults_injected.get("storage_second_sync_error").copied().unwrap_or(0);
+    assert!(second_sync_errors > 0, "the scenario fails the second fsync of some promise");
+    assert_swarm_as_drawn_now_passes(18237);
+}

@@ -69,6 +69,12 @@ impl Cluster {
             // The write lands in the page cache and the fsync fails:
             // the crash that follows loses or tears it, as the seed says.
             self.nodes[index].io.disk().fail_next_sync();
+        } else {
+            // Drawn only when on (it came last): older runs keep their path.
+            let ppm = self.config.faults.storage_second_sync_error_ppm;
+            if ppm > 0 && self.roll(ppm, "storage_second_sync_error") {
+                self.nodes[index].io.disk().fail_second_sync();
+            }
         }
     }
 
