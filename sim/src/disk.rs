@@ -1034,12 +1034,6 @@ impl SimDisk {
         Ok(())
     }
 
-    /// What a failed fsync does on Linux: the kernel gave up on the dirty
-    /// pages it was writing (the first `covered` pending operations) and
-    /// marked them clean. They never reach the device (no later fsync
-    /// retries them), but reads still see them from the page cache.
-    /// Length changes are metadata and reach the device; the bytes a dropped
-    /// write would have put past the old end read back as zeros there.
     /// Record the paths that name `id` now as files that lost a write.
     fn note_lost_writes(&mut self, id: InodeId) {
         let paths = self.namespace_current.iter().filter(|(_, inode)| **inode == id).map(|(path, _)| path.clone());
@@ -1054,6 +1048,12 @@ impl SimDisk {
         std::mem::take(&mut self.lost_write_paths)
     }
 
+    /// What a failed fsync does on Linux: the kernel gave up on the dirty
+    /// pages it was writing (the first `covered` pending operations) and
+    /// marked them clean. They never reach the device (no later fsync
+    /// retries them), but reads still see them from the page cache.
+    /// Length changes are metadata and reach the device; the bytes a dropped
+    /// write would have put past the old end read back as zeros there.
     fn drop_pending_writes(&mut self, id: InodeId, covered: usize) {
         if covered > 0 {
             self.note_lost_writes(id);

@@ -116,12 +116,10 @@ impl Cluster {
     ) {
         let namespace = self.namespaces[group];
         let dir = Path::new(DATA_DIR);
-        let journal = shoal_vsr::journal::journal_path(dir, namespace);
-        let journal_name = journal.to_string_lossy().into_owned();
         let injected = self.nodes[replica as usize].damaged_files.iter().any(|path| {
             *path == superblock_path(dir, namespace)
                 || *path == checkpoint_path(dir, namespace)
-                || path.to_string_lossy().starts_with(&journal_name)
+                || is_journal_file(path, namespace)
         });
         if injected || read_failed || was_rejoining {
             return;
@@ -148,9 +146,8 @@ impl Cluster {
         recovered: &shoal_vsr::replica::Recovered,
         read_failed: bool,
     ) {
-        let journal = shoal_vsr::journal::journal_path(Path::new(DATA_DIR), self.namespaces[group]);
-        let journal_name = journal.to_string_lossy().into_owned();
-        let is_journal = |path: &std::path::PathBuf| path.to_string_lossy().starts_with(&journal_name);
+        let namespace = self.namespaces[group];
+        let is_journal = |path: &std::path::PathBuf| is_journal_file(path, namespace);
         let process = &mut self.nodes[replica as usize];
         if !recovered.journal_faulty() {
             process.lost_write_files.retain(|path| !is_journal(path));
@@ -493,6 +490,15 @@ impl Cluster {
             replicas.join(", ")
         )
     }
+}
+
+/// `path` is one of `namespace`'s journal files: the journal or its spare
+/// (a compaction exchanges the two, so damage and lost writes follow the
+/// file under either name).
+fn is_journal_file(path: &Path, namespace: u64) -> bool {
+    let dir = Path::new(DATA_DIR);
+    path == shoal_vsr::journal::journal_path(dir, namespace)
+        || path == shoal_vsr::journal::journal_path_tmp(dir, namespace)
 }
 
 #[cfg(test)]

@@ -137,6 +137,8 @@ impl Cluster {
                 let kept = io.disk().inode(&superblock) == before.inode;
                 self.forget_group_after_format(replica, group, what.to_string(), kept);
             }
+            // Reads since the open began, the damage checks' excuse.
+            let read_failed = transient_read_eios(&io) != read_eios_before;
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
                 // As the server's start (`host::open_group`): no superblock
@@ -162,12 +164,10 @@ impl Cluster {
                 // rejoins, and every promise the lost files held is void
                 // (what the superblock kept, the new one holds again).
                 Some(damage) => {
-                    let read_failed = transient_read_eios(&io) != read_eios_before;
                     self.check_group_damage(replica, group, &damage, read_failed, before.rejoining);
                     self.on_group_formatted_after_damage(replica, group, &damage);
                 }
                 None => {
-                    let read_failed = transient_read_eios(&io) != read_eios_before;
                     self.check_journal_damage(replica, group, &recovered, read_failed);
                     self.check_recovery(replica, group, &storage, &recovered);
                 }
@@ -588,14 +588,14 @@ fn superblock_rejoining(io: &SimIo, path: &Path) -> bool {
     matches!(shoal_vsr::superblock::decode_file(&bytes), Ok(Some((_, state))) if state.rejoining)
 }
 
-/// A group's superblock as the simulator saw it before a call that may
-/// format the group to rejoin (a start-up replay, a group's open).
 /// Transient read errors the disk returned so far (latent sector errors
 /// are injected on a file, and `damaged_files` names it).
 fn transient_read_eios(io: &SimIo) -> u64 {
     io.disk().counters().get("read_eio").copied().unwrap_or(0)
 }
 
+/// A group's superblock as the simulator saw it before a call that may
+/// format the group to rejoin (a start-up replay, a group's open).
 struct SuperblockLook {
     inode: Option<u64>,
     rejoining: bool,
