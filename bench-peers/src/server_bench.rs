@@ -244,6 +244,23 @@ struct StorageRow {
     action: String,
     count: u64,
     mean_ms: f64,
+    /// The bucket bound holding 99 % (`StorageLatency::p99_ms`).
+    p99_ms: Option<f64>,
+}
+
+impl StorageRow {
+    /// Print the row's line and make it.
+    fn of(
+        replicas: u8,
+        shards_per_replica: usize,
+        replica: usize,
+        latency: shoal_cluster::StorageLatency,
+    ) -> StorageRow {
+        let shoal_cluster::StorageLatency { action, count, mean_ms, p99_ms } = latency;
+        let p99 = p99_ms.map_or_else(|| "beyond the buckets".to_owned(), |ms| format!("<= {ms:.2} ms"));
+        eprintln!("  replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable, p99 {p99}");
+        StorageRow { replicas, shards_per_replica, replica, action, count, mean_ms, p99_ms }
+    }
 }
 
 const DURABILITY: &str = "fsync (fdatasync) of every prepare on a quorum before the ack";
@@ -370,9 +387,8 @@ fn measure_appends(
         if !drops.is_empty() {
             eprintln!("  replica {replica}: messages dropped by its replicas (whole run): {drops:?}");
         }
-        for (action, count, mean_ms) in shoal.storage_latency(replica)? {
-            eprintln!("  replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable");
-            storage.push(StorageRow { replicas, shards_per_replica: shards, replica, action, count, mean_ms });
+        for latency in shoal.storage_latency(replica)? {
+            storage.push(StorageRow::of(replicas, shards, replica, latency));
         }
     }
     Ok(())
@@ -420,9 +436,11 @@ fn measure_batches(
     row.server = counters_since(&shoal, &before, row.elapsed_s)?;
     rows.push(row);
     for replica in 0..usize::from(shoal.replica_count()) {
-        for (action, count, mean_ms) in shoal.storage_latency(replica)? {
+        for latency in shoal.storage_latency(replica)? {
+            let p99 = latency.p99_ms.map_or_else(|| "beyond the buckets".to_owned(), |ms| format!("<= {ms:.2} ms"));
             eprintln!(
-                "    replica {replica}: {action} x{count}, mean {mean_ms:.2} ms until durable (warm-up and batches)"
+                "    replica {replica}: {} x{}, mean {:.2} ms until durable, p99 {p99} (warm-up and batches)",
+                latency.action, latency.count, latency.mean_ms
             );
         }
     }

@@ -153,7 +153,7 @@ impl ShoalCluster {
     /// Mean latency until durable of each storage action on `replica`, from
     /// its `GET /metrics` (`shoal_storage_latency_seconds` sums and counts):
     /// `(action, count, mean_ms)`.
-    pub fn storage_latency(&self, replica: usize) -> Result<Vec<(String, u64, f64)>, BenchError> {
+    pub fn storage_latency(&self, replica: usize) -> Result<Vec<StorageLatency>, BenchError> {
         Ok(storage_latency_in(&self.scrape(replica)?))
     }
 
@@ -337,7 +337,18 @@ impl ServerCounters {
 }
 
 /// `(action, count, mean_ms)` per `shoal_storage_latency_seconds{action}` in a scrape.
-fn storage_latency_in(scrape: &str) -> Vec<(String, u64, f64)> {
+/// One storage action's latency on one replica, from start to durable
+/// (`shoal_storage_latency_seconds`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageLatency {
+    pub action: String,
+    pub count: u64,
+    pub mean_ms: f64,
+    /// From the histogram's buckets (powers of two), so a bound, not a value.
+    pub p99_ms: Option<f64>,
+}
+
+fn storage_latency_in(scrape: &str) -> Vec<StorageLatency> {
     let value = |series: &str| -> Option<f64> {
         scrape.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     };
@@ -349,10 +360,42 @@ fn storage_latency_in(scrape: &str) -> Vec<(String, u64, f64)> {
         let count = value(&format!("shoal_storage_latency_seconds_count{labels}")).unwrap_or(0.0);
         let sum = value(&format!("shoal_storage_latency_seconds_sum{labels}")).unwrap_or(0.0);
         if count > 0.0 {
-            out.push((action.to_owned(), count as u64, sum / count * 1e3));
+            let p99_ms = bucket_quantile_ms(scrape, action, count, 0.99);
+            out.push(StorageLatency {
+                action: action.to_owned(),
+                count: count as u64,
+                mean_ms: sum / count * 1e3,
+                p99_ms,
+            });
         }
     }
     out
+}
+
+/// The upper bound (ms) of the first bucket of `action`'s histogram whose
+/// cumulative count reaches `quantile` of `count`: the quantile rounded up
+/// to a bucket bound (the buckets double), `None` past the last finite one.
+fn bucket_quantile_ms(scrape: &str, action: &str, count: f64, quantile: f64) -> Option<f64> {
+    let action_label = format!("action=\"{action}\"");
+    let mut buckets: Vec<(f64, f64)> = scrape
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("shoal_storage_latency_seconds_bucket{")?;
+            let (labels, value) = rest.split_once('}')?;
+            // The encoder puts `le` before or after the family's labels.
+            let mut le = None;
+            let mut ours = false;
+            for label in labels.split(',') {
+                ours |= label == action_label;
+                le = le.or_else(|| label.strip_prefix("le=\"")?.strip_suffix('"')?.parse::<f64>().ok());
+            }
+            let cumulative: f64 = value.trim().parse().ok()?;
+            ours.then_some((le?, cumulative))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let wanted = quantile * count;
+    buckets.iter().find(|(le, cumulative)| *cumulative >= wanted && le.is_finite()).map(|(le, _)| le * 1e3)
 }
 
 fn format_data_dir(binary: &Path, data_dir: &Path, replica: u8, replica_count: u8) -> Result<(), BenchError> {
@@ -632,17 +675,21 @@ mod tests {
     }
 
     #[test]
-    fn storage_latency_is_the_mean_of_each_action() {
+    fn storage_latency_is_the_mean_and_the_p99_bucket_of_each_action() {
         let scrape = "# HELP x\n\
             shoal_storage_latency_seconds_sum{action=\"write_prepare\"} 0.5\n\
             shoal_storage_latency_seconds_count{action=\"write_prepare\"} 100\n\
             shoal_storage_latency_seconds_bucket{action=\"write_prepare\",le=\"0.001\"} 3\n\
+            shoal_storage_latency_seconds_bucket{le=\"0.004\",action=\"write_prepare\"} 99\n\
+            shoal_storage_latency_seconds_bucket{action=\"write_prepare\",le=\"0.002\"} 98\n\
+            shoal_storage_latency_seconds_bucket{action=\"write_prepare\",le=\"+Inf\"} 100\n\
             shoal_storage_latency_seconds_sum{action=\"checkpoint\"} 0\n\
             shoal_storage_latency_seconds_count{action=\"checkpoint\"} 0\n";
         let latency = storage_latency_in(scrape);
         assert_eq!(latency.len(), 1, "{latency:?}");
-        assert_eq!(latency[0].0, "write_prepare");
-        assert_eq!(latency[0].1, 100);
-        assert!((latency[0].2 - 5.0).abs() < 1e-9);
+        assert_eq!(latency[0].action, "write_prepare");
+        assert_eq!(latency[0].count, 100);
+        assert!((latency[0].mean_ms - 5.0).abs() < 1e-9);
+        assert_eq!(latency[0].p99_ms, Some(4.0), "the first bucket (in bound order) holding 99 of 100");
     }
 }
