@@ -434,6 +434,20 @@ impl IoFile for RealFile {
         }
     }
 
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file, on the
+    /// shard's thread (no I/O: it drops clean pages and starts writeback of
+    /// dirty ones, which stay). Best effort on Linux for a page someone
+    /// holds (mapped, locked, under writeback); the files it is for are
+    /// never mapped, and the caller has just fsynced them.
+    async fn evict_clean_pages(&self) -> io::Result<()> {
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        let result = match self.writer.as_ref() {
+            Some(writer) => posix_fadvise(writer, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED),
+            None => posix_fadvise(&self.file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED),
+        };
+        result.map_err(io::Error::from)
+    }
+
     async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
         if !self.mode.writable() {
             return Err(read_only_error());

@@ -152,6 +152,18 @@ struct Inode {
     eio_sectors: BTreeSet<u64>,
 }
 
+impl Inode {
+    /// What reads would see with no clean page cached: the durable bytes
+    /// with every pending write and length change applied in order.
+    fn device_view_with_pending(&self) -> Vec<u8> {
+        let mut bytes = self.durable.clone();
+        for op in &self.pending {
+            apply(&mut bytes, op);
+        }
+        bytes
+    }
+}
+
 type InodeId = u64;
 
 /// One replica's disk. Shared by every file the replica opens.
@@ -492,13 +504,20 @@ impl SimDisk {
     }
 
     /// Overwrite bytes of a file, durably and at once, bypassing faults and
-    /// steps: tests use it to plant bad input (bit flips, zero fill).
+    /// steps: tests use it to plant bad input (bit flips, zero fill). The
+    /// device's bytes change; a read sees the change except where a
+    /// pending write (a dirty page, newer than the medium) covers it.
     pub fn poke(&mut self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
         let id = *self.namespace_current.get(path).ok_or_else(|| os_error(2))?;
         let inode = self.inodes.get_mut(&id).expect("namespace names a live inode");
         let op = Pending::Write { offset, data: data.to_vec() };
         apply(&mut inode.current, &op);
         apply(&mut inode.durable, &op);
+        // Replaying every pending operation in order restores what they
+        // cover and leaves the rest of `current` as it was.
+        for pending in &inode.pending {
+            apply(&mut inode.current, pending);
+        }
         Ok(())
     }
 
@@ -974,6 +993,45 @@ impl SimDisk {
         self.step()?;
         self.check_handle(generation, id)?;
         Ok(self.inodes[&id].current.len() as u64)
+    }
+
+    /// The files the current namespace names under `dir` (any depth), in
+    /// path order (checkers).
+    pub fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
+        self.namespace_current.keys().filter(|path| path.starts_with(dir)).cloned().collect()
+    }
+
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)`: the kernel drops the file's
+    /// clean cached pages, so later reads come from the device. Dirty pages
+    /// (pending writes) stay. What this is for: the pages a failed fsync
+    /// marked clean, which reads still see and no fsync will write.
+    /// Not a step of its own (a halted disk still refuses it): it changes
+    /// nothing a crash keeps, so a crash right after it is one right before
+    /// the next call.
+    pub(crate) fn evict_clean_pages(&mut self, generation: u64, id: InodeId) -> io::Result<()> {
+        if self.halted {
+            return Err(halted_error());
+        }
+        self.check_handle(generation, id)?;
+        let inode = self.inodes.get_mut(&id).unwrap();
+        let seen = inode.device_view_with_pending();
+        if seen != inode.current {
+            inode.current = seen;
+            self.count("stale_pages_evicted");
+        }
+        Ok(())
+    }
+
+    /// Bytes of the file at `path` that reads see and the device will
+    /// never hold: pages a failed fsync marked clean (they differ from the
+    /// durable bytes with every pending write applied). A start that trusts
+    /// such a byte acts on what the next power loss takes back.
+    pub fn stale_cached_bytes(&self, path: &Path) -> u64 {
+        let Some(inode) = self.namespace_current.get(path).map(|id| &self.inodes[id]) else { return 0 };
+        let device = inode.device_view_with_pending();
+        let common = device.len().min(inode.current.len());
+        let differing = device[..common].iter().zip(&inode.current[..common]).filter(|(a, b)| a != b).count();
+        (differing + device.len().abs_diff(inode.current.len())) as u64
     }
 
     /// An fsync of `id` begins: the operations issued so far are the ones it

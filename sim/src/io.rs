@@ -486,6 +486,10 @@ impl IoFile for SimFile {
         self.disk.borrow_mut().sync_data(self.generation, self.inode, fence)
     }
 
+    async fn evict_clean_pages(&self) -> io::Result<()> {
+        self.disk.borrow_mut().evict_clean_pages(self.generation, self.inode)
+    }
+
     async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
         if !self.writable {
             return Err(read_only_error());
@@ -758,6 +762,31 @@ mod tests {
         assert_eq!(read_all(&io, "/data/a").unwrap(), b"PENDING", "the clean pages are still cached");
         io.power_loss();
         assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable", "they never reached the device");
+    }
+
+    /// `evict_clean_pages` is `POSIX_FADV_DONTNEED`: the pages a failed
+    /// fsync left readable go (reads then see the device), pending writes
+    /// stay, and `stale_cached_bytes` counts exactly the former.
+    #[test]
+    fn evicting_clean_pages_drops_what_a_failed_fsync_left_and_keeps_pending_writes() {
+        let io = io_with_dir(15);
+        let file = write(&io, "/data/a", b"durable-durable", 0);
+        block_on_ready(file.sync_data()).unwrap();
+        block_on_ready(io.sync_dir(Path::new(DIR))).unwrap();
+        let (result, _) = block_on_ready(file.write_all_at(b"LOST".to_vec(), 0));
+        result.unwrap();
+        io.disk().fail_next_sync();
+        assert!(block_on_ready(file.sync_data()).is_err());
+        let (result, _) = block_on_ready(file.write_all_at(b"NEW".to_vec(), 8));
+        result.unwrap();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"LOSTble-NEWable");
+        assert_eq!(io.disk().stale_cached_bytes(Path::new("/data/a")), 4, "the four bytes the failed fsync dropped");
+        block_on_ready(file.evict_clean_pages()).unwrap();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable-NEWable", "the device's bytes, and the dirty ones");
+        assert_eq!(io.disk().stale_cached_bytes(Path::new("/data/a")), 0);
+        block_on_ready(file.sync_data()).unwrap();
+        io.power_loss();
+        assert_eq!(read_all(&io, "/data/a").unwrap(), b"durable-NEWable", "what was read is what survives");
     }
 
     /// `fail_second_sync` lets one fsync succeed, then fails the next fsync

@@ -74,6 +74,13 @@ pub trait IoFile: 'static {
     }
     /// Make every completed write durable (fdatasync).
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
+    /// Drop the file's clean cached pages, so later reads come from the
+    /// device (Linux `posix_fadvise(POSIX_FADV_DONTNEED)`); dirty pages stay.
+    /// After a failed fsync Linux marks the pages it could not write clean
+    /// while reads keep seeing them, and no later fsync writes them: an
+    /// open that fsyncs and then evicts reads what the device holds, not
+    /// what a power loss would take back. Changes no durable byte.
+    fn evict_clean_pages(&self) -> impl Future<Output = io::Result<()>>;
     /// Ask the device to start writing back `len_bytes` from `position`
     /// (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later
     /// `sync_data` has little left to wait for. A hint: it promises no

@@ -274,11 +274,23 @@
 //! this over O_DIRECT: one fdatasync at open costs nothing in steady state,
 //! and keeps the `Io` trait free of alignment rules for every buffer.
 //! The fsync cannot settle pages a failed fsync marked clean (Linux keeps
-//! them readable, never writes them): those are the prepares whose ring
-//! copy does not name them, or was poisoned before their rewrite, and open
-//! rewrites exactly those (see "What it costs"). An O_DIRECT read at open
-//! (what the device holds) would need neither rule; it needs an aligned
-//! read path in `Io` and the simulator (a read of durable bytes).
+//! them readable, never writes them). Among them, the prepares are
+//! self-checking: those whose ring copy does not name them, or was
+//! poisoned before their rewrite, open rewrites (see "What it costs"), so
+//! a valid prepare the cache still holds becomes durable rather than lost.
+//! The rest is not: a slot a truncation zeroed reads empty while the device
+//! still holds the dropped prepare, and a replica that acted on its absence
+//! (it votes, it tells a view change its log ends below it) got it back at
+//! the next power loss. So a writable open recovers twice: once on what
+//! reads see (settling the prepares as above, with every ring copy), then,
+//! after `IoFile::evict_clean_pages` (`POSIX_FADV_DONTNEED`) dropped the
+//! clean pages, on what the device holds, which is the recovery it reports
+//! (the simulator's `check_page_cache_settled` holds every group's open to
+//! it: before the second pass it failed 69 of the first 300 fsync-steps
+//! seeds). Linux may keep a page it cannot drop (mapped, locked); the first
+//! pass already made every prepare durable, so that costs only the rule for
+//! zeroed slots. An O_DIRECT read at open would need neither pass; it needs
+//! an aligned read path in `Io` and the simulator.
 //! Only a writable open syncs: a read-only open (another shard replaying
 //! the metadata group) must not change what the disk keeps, or the
 //! owner's crash outcomes would depend on whether someone happened to read
@@ -384,7 +396,8 @@
 //!   on the append path, which reads a copy only when the file may already
 //!   name its op: never for a new op past what the file held). So a restart after
 //!   a clean stop rewrites the ring (`slot_count` x 256 bytes), not up to
-//!   `slot_count` prepares.
+//!   `slot_count` prepares, and reads every slot twice (the cache's pass,
+//!   then the device's: "Recovery never trusts the page cache").
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
 //!   same protocol as one step of group commit: one fsync per batch, each
 //!   batch acknowledged after the next batch's fsync.
@@ -392,9 +405,6 @@
 //! Not covered yet (issue 10):
 //! - Misdirected writes into the partition log (it has no redundancy of
 //!   its own; the node salvages it from peers).
-//! - After a failed fsync of `truncate_after`, cleared slots read back as
-//!   cleared from the page cache although the device may still hold the
-//!   dropped prepares; recovery does not clear empty slots again.
 //!
 //! The live window is `snapshot_op + 1 ..= snapshot_op + slot_count`: an op
 //! past it would overwrite a live entry (`SlotCollision`), so the caller must
@@ -972,6 +982,15 @@ fn unreadable_sector_bytes(start: u64, end: u64, known: &impl Fn(u64) -> Option<
 /// No copy place's header is known (a spare being written from scratch).
 fn nothing_known(_offset: u64) -> Option<Header> {
     None
+}
+
+/// Which view of the file a writable open's recovery reads (`open_inner`):
+/// first what reads see (the page cache, which may hold pages a failed
+/// fsync marked clean), then, once those are dropped, what the device holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecoveryPass {
+    Cache,
+    Device,
 }
 
 /// Size `file` to `size_bytes` and write zeros over every byte, then fsync.
@@ -1852,14 +1871,15 @@ impl<I: Io> PrepareJournal<I> {
         // authoritative and the tmp file is never read: the next `drain`
         // overwrites everything of it that recovery could look at, so it is
         // kept, blocks allocated, as that compaction's scratch file.
-        let mut journal = PrepareJournal {
+        let file = Rc::new(file);
+        let fresh = || PrepareJournal {
             io: io.clone(),
             dir: dir.to_path_buf(),
-            path,
+            path: path.clone(),
             config,
             writable,
             poisoned: false,
-            file: Rc::new(file),
+            file: file.clone(),
             window: None,
             drains_installed: 0,
             flush_in_flight: false,
@@ -1878,7 +1898,30 @@ impl<I: Io> PrepareJournal<I> {
             file_op_written_max: file_header.snapshot_op + config.slot_count,
             spare: Spare::Untrusted,
         };
-        let recovery = journal.recover(durable_log_op_max).await?;
+        let mut journal = fresh();
+        let cache_recovery = journal.recover(durable_log_op_max, RecoveryPass::Cache).await?;
+        if !writable {
+            return Ok((journal, cache_recovery));
+        }
+        // Recovery made every valid prepare it read durable (rewriting the
+        // ones a failed fsync may have left in the cache alone) with its
+        // ring copy. What else a failed fsync left cached is not
+        // self-checking: a slot a truncation zeroed reads empty while the
+        // device holds the dropped prepare, and a power loss would bring it
+        // back under a replica that acted on its absence. So the clean
+        // pages go (Linux may keep one it cannot drop: the first pass
+        // already made every prepare it vouches for durable), and recovery
+        // runs again on what the device holds. The first pass's view is
+        // dropped but for the torn slots it cleared (durably), which the
+        // second finds empty.
+        file.evict_clean_pages().await.map_err(io_error("evict cached pages at open"))?;
+        drop(journal);
+        let mut journal = fresh();
+        let mut recovery = journal.recover(durable_log_op_max, RecoveryPass::Device).await?;
+        let mut torn: BTreeSet<u64> = cache_recovery.torn_tail_truncated.into_iter().collect();
+        torn.extend(recovery.torn_tail_truncated.iter().copied());
+        torn.retain(|op| !recovery.ops_recovered.contains(op) && !recovery.repair_ops.contains(op));
+        recovery.torn_tail_truncated = torn.into_iter().collect();
         Ok((journal, recovery))
     }
 
@@ -2174,7 +2217,7 @@ impl<I: Io> PrepareJournal<I> {
         (states, named_max.min(window_last))
     }
 
-    async fn recover(&mut self, durable_log_op_max: Option<u64>) -> Result<Recovery, JournalError> {
+    async fn recover(&mut self, durable_log_op_max: Option<u64>, pass: RecoveryPass) -> Result<Recovery, JournalError> {
         let (states, named_max) = self.slot_states().await;
         // What this file's bytes name bounds what a later write may find
         // in it: a clean file (after a format or a clean stop) lets the
@@ -2305,9 +2348,15 @@ impl<I: Io> PrepareJournal<I> {
             }
             // Now every valid prepare is durable, so its ring copy may be
             // written: from here on, damage to it reads as faulty, never
-            // torn. All of them, not only the stale ones: a copy read from
-            // the page cache after a failed fsync may not be durable either.
-            self.write_header_copies(&valid.values().copied().collect::<Vec<_>>()).await?;
+            // torn. On the cache's pass all of them, not only the stale
+            // ones: a copy read from the page cache after a failed fsync may
+            // not be durable either. On the device's pass the ring holds
+            // what it reads, so only the copies it lacks.
+            let copies: Vec<Header> = match pass {
+                RecoveryPass::Cache => valid.values().copied().collect(),
+                RecoveryPass::Device => copies_stale.clone(),
+            };
+            self.write_header_copies(&copies).await?;
             for &op in &torn {
                 let result = self.write_at(vec![0; PAGE_SIZE_BYTES as usize], self.config.slot_offset(op)).await;
                 result.map_err(io_error("clear torn slot"))?;

@@ -179,6 +179,7 @@ impl Cluster {
             let partition = match open_partition(&io, namespace, &self.config) {
                 Ok((partition, salvage)) => {
                     self.check_salvage(replica, group, salvage.as_ref());
+                    self.check_page_cache_settled(replica, group);
                     partition
                 }
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
