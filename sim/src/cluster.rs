@@ -108,6 +108,20 @@ fn open_partition(
     .map_err(|error| format!("partition log: {error}"))
 }
 
+/// The machine of a group on a fresh disk, or `None` when an armed fault
+/// halted the disk mid-format (the caller stops formatting). A salvage or
+/// any other error on a fresh disk is a bug in the format, not a fault.
+fn fresh_partition(io: &SimIo, namespace: u64, config: &RunConfig) -> Option<GroupMachine<SimIo>> {
+    match open_partition(io, namespace, config) {
+        Ok((machine, None)) => Some(machine),
+        Ok((_, Some(salvage))) => panic!("a fresh disk's partition log {namespace:#x} came back salvaged: {salvage:?}"),
+        Err(error) => {
+            assert!(io.disk().is_halted(), "a fresh disk opens partition log {namespace:#x}: {error}");
+            None
+        }
+    }
+}
+
 /// Bytes per partition log segment in simulated runs. The server's 64 MiB
 /// would never roll in a run that writes tens of KiB per partition: small
 /// segments make every run seal segments, read across them, salvage a
@@ -534,10 +548,7 @@ impl Cluster {
                         break;
                     };
                     let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                    let Ok((machine, None)) = open_partition(&io, *namespace, config) else {
-                        assert!(io.disk().is_halted(), "a fresh disk opens the metadata machine");
-                        break;
-                    };
+                    let Some(machine) = fresh_partition(&io, *namespace, config) else { break };
                     let opened =
                         Replica::open(replica_config, machine, recovered).expect("a new group has no checkpoint");
                     // The recovery check of a first start: the replay formatted
@@ -558,10 +569,7 @@ impl Cluster {
                     break;
                 };
                 let replica_config = replica_config(config, replica, *namespace, rng.next_u64());
-                let Ok((machine, None)) = open_partition(&io, *namespace, config) else {
-                    assert!(io.disk().is_halted(), "a fresh disk opens a partition log");
-                    break;
-                };
+                let Some(machine) = fresh_partition(&io, *namespace, config) else { break };
                 groups.push(Group::new(*namespace, *shard, storage, Replica::new(replica_config, machine)));
             }
             io.disk().disarm_mutation_fault();

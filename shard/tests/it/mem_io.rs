@@ -142,6 +142,11 @@ impl IoFile for MemFile {
         Ok(())
     }
 
+    /// No page cache here: what reads see is all there is.
+    async fn evict_clean_pages(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     async fn set_len(&self, size_bytes: u64) -> io::Result<()> {
         if !self.writable {
             return Err(io::ErrorKind::PermissionDenied.into());
