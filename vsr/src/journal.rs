@@ -1918,6 +1918,11 @@ impl<I: Io> PrepareJournal<I> {
         drop(journal);
         let mut journal = fresh();
         let mut recovery = journal.recover(durable_log_op_max, RecoveryPass::Device).await?;
+        if (&recovery.ops_recovered, &recovery.repair_ops)
+            != (&cache_recovery.ops_recovered, &cache_recovery.repair_ops)
+        {
+            crate::marks::hit(crate::marks::JOURNAL_OPEN_DEVICE_DIFFERED);
+        }
         let mut torn: BTreeSet<u64> = cache_recovery.torn_tail_truncated.into_iter().collect();
         torn.extend(recovery.torn_tail_truncated.iter().copied());
         torn.retain(|op| !recovery.ops_recovered.contains(op) && !recovery.repair_ops.contains(op));

@@ -71,6 +71,7 @@ pub const MARKS: &[&str] = &[
     GROUP_FLUSHES_OVERLAPPED,
     JOURNAL_CARRIED_COPY_NAMES_FAULTY,
     JOURNAL_COPIES_CARRIED,
+    JOURNAL_OPEN_DEVICE_DIFFERED,
     JOURNAL_PREPARES_JOINED,
     JOURNAL_SLOT_OVERWRITTEN_UNKNOWN,
     JOURNAL_UNCOPIED_TAIL_TORN,
@@ -242,6 +243,11 @@ pub const JOURNAL_UNKNOWN_BEYOND_GAP_TORN: &str = "journal_unknown_beyond_gap_to
 /// hole no copy names and holds only prepares no copy names (a flush cut
 /// by a crash that kept a later op): none of it was acknowledged.
 pub const JOURNAL_UNCOPIED_TAIL_TORN: &str = "journal_uncopied_tail_torn";
+
+/// A writable journal open read the device (its clean pages dropped)
+/// and found another log than the page cache had shown: pages a failed
+/// fsync left cached (a truncation's zeroed slots, a lost rewrite).
+pub const JOURNAL_OPEN_DEVICE_DIFFERED: &str = "journal_open_device_differed";
 
 /// Recovery found a damaged slot (or an emptied one) whose only evidence
 /// is a carried copy: faulty, kept for repair, not cut off as torn.

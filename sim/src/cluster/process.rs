@@ -321,6 +321,7 @@ impl Cluster {
             .map_err(|error| error.to_string())?;
         let (partition, salvage) = open_partition(&io, namespace, &self.config)?;
         self.check_salvage(replica, group, salvage.as_ref());
+        self.check_page_cache_settled(replica, group);
         let seed = self.rng.next_u64();
         let config = replica_config(&self.config, replica, namespace, seed);
         self.checkers[group].on_restart(replica, 0);
@@ -546,6 +547,7 @@ impl Cluster {
             let partition = match open_partition(&io, namespace, &self.config) {
                 Ok((partition, salvage)) => {
                     self.check_salvage(replica, group, salvage.as_ref());
+                    self.check_page_cache_settled(replica, group);
                     partition
                 }
                 Err(error) => return self.group_start_stopped(replica, group, fault, error.to_string()),
