@@ -41,6 +41,13 @@ fn read_all(client: &mut Client, replica: u8, partition: Namespace, end: u64) ->
                 assert!(Instant::now() < deadline, "replica {replica} stays at committed end {committed_end} < {end}");
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // A backup that lags may not have committed the topic's creation,
+            // or may still be opening its partitions (a journal open reads
+            // every slot twice: the page cache's pass, then the device's).
+            ReadAnswer::PartitionMissing => {
+                assert!(Instant::now() < deadline, "replica {replica} never opened partition {partition:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
             other => panic!("replica {replica} answered {other:?} for offset {offset}"),
         }
     }
