@@ -984,6 +984,16 @@ fn nothing_known(_offset: u64) -> Option<Header> {
     None
 }
 
+/// What `read_carried_copies` read: each slot's carried copies, the highest
+/// op a carrier holding a live or damaged copy would hold, and the header
+/// bytes of every slot whose region and header were read together (at most
+/// one header per slot: bounded like the ring).
+struct CarriedRead {
+    copies: BTreeMap<u64, Vec<HeaderCopy>>,
+    carriers_named_max: u64,
+    slot_headers: BTreeMap<u64, Vec<u8>>,
+}
+
 /// Which view of the file a writable open's recovery reads (`open_inner`):
 /// first what reads see (the page cache, which may hold pages a failed
 /// fsync marked clean), then, once those are dropped, what the device holds.
@@ -1968,12 +1978,20 @@ impl<I: Io> PrepareJournal<I> {
 
     /// A read error is an invalid slot, not a failed recovery: the header
     /// ring tells whether it is faulty (repair from peers) or torn.
-    async fn read_slot(&self, slot: u64) -> Slot {
+    async fn read_slot(&self, slot: u64, header_read: Option<Vec<u8>>) -> Slot {
         let offset = self.config.slot_offset(slot);
-        let (result, bytes) = crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], offset).await;
-        if result.is_err() {
-            return Slot::Invalid;
-        }
+        let bytes = match header_read {
+            Some(bytes) => bytes,
+            None => {
+                let (result, bytes) =
+                    crate::io::read_exact_retrying(&*self.file, vec![0; HEADER_SIZE_BYTES], offset).await;
+                if result.is_err() {
+                    return Slot::Invalid;
+                }
+                bytes
+            }
+        };
+        debug_assert_eq!(bytes.len(), HEADER_SIZE_BYTES);
         if bytes.iter().all(|&b| b == 0) {
             return Slot::Empty;
         }
@@ -2075,24 +2093,42 @@ impl<I: Io> PrepareJournal<I> {
     /// The carried copies of the slots whose live-window op is in
     /// `first..=last`, by slot: every entry that may vouch for it, in the
     /// regions of the `copies_carried_max` slots after it (each region read
-    /// once, with one read). A read error makes a region's entries invalid.
+    /// once, with its slot's header, in one read). A read error makes a
+    /// region's entries invalid.
     /// Also returns the highest live-window op of a slot whose region holds
     /// a live or an invalid entry: that slot's prepare write carried it, even
     /// when the prepare itself was torn away (its region sector kept), so a
     /// later write of that slot must not count it as holding nothing live.
-    async fn read_carried_copies(&self, first: u64, last: u64) -> (BTreeMap<u64, Vec<HeaderCopy>>, u64) {
+    async fn read_carried_copies(&self, first: u64, last: u64) -> CarriedRead {
         let slot_count = self.config.slot_count;
         let carried_max = self.config.copies_carried_max();
         let live = |op: u64| op > self.snapshot_op && op <= self.snapshot_op + slot_count;
         let mut carriers_named_max = self.snapshot_op;
         let mut copies: BTreeMap<u64, Vec<HeaderCopy>> = BTreeMap::new();
+        let mut slot_headers: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let carrier_last = (last + carried_max).min(first + slot_count);
         for carrier in first + 1..=carrier_last {
+            let carrier_slot = carrier % slot_count;
             let region_offset = self.config.slot_offset(carrier) - COPIES_REGION_BYTES;
-            let (result, region) =
-                crate::io::read_exact_retrying(&*self.file, vec![0; COPIES_REGION_BYTES as usize], region_offset).await;
+            // The region and the header right after it in one read: one
+            // device request per slot, not two, when a start reads the file
+            // from the device (`RecoveryPass::Device`, a start after a
+            // reboot). A failed read is read again as the two parts, so a
+            // bad sector costs only what it held.
+            let (result, mut bytes) = crate::io::read_exact_retrying(
+                &*self.file,
+                vec![0; (COPIES_REGION_BYTES as usize) + HEADER_SIZE_BYTES],
+                region_offset,
+            )
+            .await;
+            let (result, region) = if result.is_ok() {
+                slot_headers.insert(carrier_slot, bytes.split_off(COPIES_REGION_BYTES as usize));
+                (result, bytes)
+            } else {
+                crate::io::read_exact_retrying(&*self.file, vec![0; COPIES_REGION_BYTES as usize], region_offset).await
+            };
             for distance in 1..=carried_max {
-                let slot = (carrier % slot_count + slot_count - distance) % slot_count;
+                let slot = (carrier_slot + slot_count - distance) % slot_count;
                 let window_op = self.window_op(slot);
                 if window_op < first || window_op > last {
                     continue;
@@ -2101,12 +2137,12 @@ impl<I: Io> PrepareJournal<I> {
                 let entry = &region[at..at + HEADER_SIZE_BYTES];
                 let copy = if result.is_err() { HeaderCopy::Invalid } else { self.judge_header_copy(slot, entry) };
                 if matches!(copy, HeaderCopy::Invalid) || matches!(copy, HeaderCopy::Valid(header) if live(header.op)) {
-                    carriers_named_max = carriers_named_max.max(self.window_op(carrier % slot_count));
+                    carriers_named_max = carriers_named_max.max(self.window_op(carrier_slot));
                 }
                 copies.entry(slot).or_default().push(copy);
             }
         }
-        (copies, carriers_named_max)
+        CarriedRead { copies, carriers_named_max, slot_headers }
     }
 
     /// The op `slot` would hold in the live window.
@@ -2134,7 +2170,8 @@ impl<I: Io> PrepareJournal<I> {
     async fn slot_states_named(&self, first: u64, last: u64) -> (Vec<SlotState>, u64) {
         let window_last = self.snapshot_op + self.config.slot_count;
         let copies = self.read_header_copies().await;
-        let (mut carried, carriers_named_max) = self.read_carried_copies(first, last).await;
+        let CarriedRead { copies: mut carried, carriers_named_max, mut slot_headers } =
+            self.read_carried_copies(first, last).await;
         let mut named_max = carriers_named_max;
         let mut name = |copy: &HeaderCopy| match copy {
             HeaderCopy::Empty => {}
@@ -2162,7 +2199,7 @@ impl<I: Io> PrepareJournal<I> {
             let copy_op = ring_live.or(carried_live.first().copied());
             let any_invalid =
                 matches!(copy, HeaderCopy::Invalid) || carried.iter().any(|copy| matches!(copy, HeaderCopy::Invalid));
-            let slot_read = self.read_slot(slot).await;
+            let slot_read = self.read_slot(slot, slot_headers.remove(&slot)).await;
             name(&copy);
             carried.iter().for_each(&mut name);
             name(&match &slot_read {

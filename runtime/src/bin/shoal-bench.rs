@@ -68,6 +68,35 @@ struct Args {
 enum BenchCommand {
     /// Journal append throughput with an fsync per batch, vs pwrite+fdatasync.
     Journal(JournalArgs),
+    /// How long a journal takes to open: read-only, writable, and writable
+    /// with the file's pages out of the page cache (a start after a reboot).
+    Open(OpenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OpenArgs {
+    /// Scratch directory (a unique subdirectory is created and removed). Must be
+    /// on the disk you want to measure: not tmpfs. Defaults to the system temp dir.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Journal slots (default: the metadata group's).
+    #[arg(long, default_value_t = shoal_shard::handoff::METADATA_JOURNAL_SLOT_COUNT)]
+    slots: u64,
+    /// The journal's `message_size_max` (default: the metadata group's).
+    #[arg(long, default_value_t = shoal_shard::handoff::METADATA_MESSAGE_SIZE_MAX_BYTES)]
+    message_size_max_bytes: u32,
+    /// Prepares written and synced before the opens, one journal per value, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,256")]
+    prepares: Vec<usize>,
+    /// Body size of each prepare, in bytes.
+    #[arg(long, default_value_t = 256)]
+    body_bytes: usize,
+    /// Opens per mode and journal (alternating modes); the table shows the median and the slowest.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// compio driver: auto, io_uring or polling.
+    #[arg(long, default_value = "auto")]
+    io_driver: DriverChoice,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +146,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         BenchCommand::Journal(journal) => bench_journal(&journal),
+        BenchCommand::Open(open) => bench_open(&open),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -710,4 +740,141 @@ fn run_baseline(plan: &Plan, batch: usize) -> Result<RunResult, String> {
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("fsync {}: {e}", dir.display()))
+}
+
+/// Most opens per mode (bounds the bench's run time and its sample vectors).
+const OPEN_ROUNDS_MAX: usize = 100;
+
+/// How `bench_open` opens the journal.
+#[derive(Debug, Clone, Copy)]
+enum OpenKind {
+    /// `OpenMode::ReadOnly`: one recovery pass over what reads see, no writes.
+    ReadOnly,
+    /// `OpenMode::ReadWrite` with the file's pages cached (a restart).
+    Writable,
+    /// `OpenMode::ReadWrite` after the file's clean pages were dropped from
+    /// the page cache (a start after a reboot reads everything from the device).
+    WritableCold,
+}
+
+impl OpenKind {
+    const ALL: [OpenKind; 3] = [OpenKind::ReadOnly, OpenKind::Writable, OpenKind::WritableCold];
+
+    fn label(self) -> &'static str {
+        match self {
+            OpenKind::ReadOnly => "read-only",
+            OpenKind::Writable => "writable",
+            OpenKind::WritableCold => "writable, cold cache",
+        }
+    }
+}
+
+fn bench_open(args: &OpenArgs) -> Result<(), String> {
+    if args.slots <= CHECKPOINT_RESERVED_SLOTS || args.slots > SLOT_COUNT_MAX {
+        return Err(format!("--slots must be {}..={SLOT_COUNT_MAX}", CHECKPOINT_RESERVED_SLOTS + 1));
+    }
+    let entry_size_bytes = HEADER_SIZE_BYTES + args.body_bytes;
+    if args.body_bytes == 0 || entry_size_bytes > args.message_size_max_bytes as usize {
+        return Err("--body-bytes must be positive and fit --message-size-max-bytes with the header".to_string());
+    }
+    let prepares_max = (args.slots - CHECKPOINT_RESERVED_SLOTS) as usize;
+    if args.prepares.is_empty() || args.prepares.iter().any(|&count| count > prepares_max) {
+        return Err(format!("--prepares must each be 0..={prepares_max} (the slots less the reserved ones)"));
+    }
+    if args.rounds == 0 || args.rounds > OPEN_ROUNDS_MAX {
+        return Err(format!("--rounds must be 1..={OPEN_ROUNDS_MAX}"));
+    }
+    let config = JournalConfig {
+        slot_count: args.slots,
+        message_size_max_bytes: args.message_size_max_bytes,
+        cluster: CLUSTER,
+        namespace: NAMESPACE,
+    };
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("shoal-bench-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let runtime = build_runtime(args.io_driver).map_err(|e| e.to_string())?;
+    println!(
+        "shoal-bench open: {} slots of {} B (file {} MiB), bodies {} B, {} opens per mode; dir {}",
+        config.slot_count,
+        config.slot_size_bytes(),
+        config.file_size_bytes() >> 20,
+        args.body_bytes,
+        args.rounds,
+        dir.display()
+    );
+    println!("{:>9} | {:<22} | {:>10} {:>10}", "prepares", "open", "median ms", "max ms");
+    println!("{}", "-".repeat(60));
+    let result = args.prepares.iter().try_for_each(|&count| {
+        let journal_dir = dir.join(format!("prepares-{count}"));
+        runtime.block_on(fill_journal(&journal_dir, config, count, args.body_bytes))?;
+        let mut samples: Vec<Vec<Duration>> = OpenKind::ALL.iter().map(|_| Vec::new()).collect();
+        for _ in 0..args.rounds {
+            for (kind, times) in OpenKind::ALL.iter().zip(samples.iter_mut()) {
+                times.push(runtime.block_on(time_open(&journal_dir, config, *kind, count))?);
+            }
+        }
+        for (kind, mut times) in OpenKind::ALL.iter().zip(samples) {
+            times.sort();
+            let median = times[times.len() / 2];
+            let max = *times.last().expect("rounds >= 1");
+            println!(
+                "{count:>9} | {:<22} | {:>10.1} {:>10.1}",
+                kind.label(),
+                median.as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3
+            );
+        }
+        Ok::<(), String>(())
+    });
+    let removed = std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()));
+    result.and(removed)
+}
+
+/// A new journal in `dir` holding `count` synced prepares of `body_bytes`.
+async fn fill_journal(dir: &Path, config: JournalConfig, count: usize, body_bytes: usize) -> Result<(), String> {
+    /// Prepares per write and sync while filling (untimed).
+    const FILL_BATCH: usize = 16;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let io = RealIo::new();
+    let mut journal = PrepareJournal::create(&io, dir, config).await.map_err(|e| format!("create journal: {e}"))?;
+    let (headers, bodies) = prepares(count, body_bytes);
+    let messages: Vec<Message> = headers.iter().zip(&bodies).map(|(h, b)| Message::new(*h, Rc::from(&b[..]))).collect();
+    for chunk in messages.chunks(FILL_BATCH) {
+        let batch: Vec<&Message> = chunk.iter().collect();
+        journal.write_messages(&batch).await.map_err(|e| format!("write: {e}"))?;
+        journal.sync().await.map_err(|e| format!("sync: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One timed open of the journal in `dir`, checked to recover every prepare.
+async fn time_open(dir: &Path, config: JournalConfig, kind: OpenKind, count: usize) -> Result<Duration, String> {
+    use shoal_vsr::io::{Io, IoFile, OpenMode};
+
+    let io = RealIo::new();
+    if matches!(kind, OpenKind::WritableCold) {
+        // Untimed: the file's pages leave the cache, as after a reboot.
+        let path = shoal_vsr::journal::journal_path(dir, config.namespace);
+        let file = io.open(&path, OpenMode::ReadWrite).await.map_err(|e| e.to_string())?;
+        file.sync_data().await.map_err(|e| e.to_string())?;
+        file.evict_clean_pages().await.map_err(|e| format!("evict: {e}"))?;
+    }
+    let mode = match kind {
+        OpenKind::ReadOnly => OpenMode::ReadOnly,
+        OpenKind::Writable | OpenKind::WritableCold => OpenMode::ReadWrite,
+    };
+    let started = Instant::now();
+    let (journal, recovery) =
+        PrepareJournal::open(&io, dir, config, mode).await.map_err(|e| format!("open {}: {e}", kind.label()))?;
+    let elapsed = started.elapsed();
+    if recovery.ops_recovered.len() != count || journal.op_max() != (count > 0).then_some(count as u64) {
+        return Err(format!(
+            "open {}: recovered {} prepares up to {:?}, wrote {count}",
+            kind.label(),
+            recovery.ops_recovered.len(),
+            journal.op_max()
+        ));
+    }
+    Ok(elapsed)
 }
