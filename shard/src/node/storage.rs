@@ -297,9 +297,7 @@ impl<I: Io> GroupStorage<I> {
     pub async fn format(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
         create_group_dir(io, dir).await?;
         GroupStorage::check_new(io, dir, config).await?;
-        let storage = GroupStorage::write_fresh(io, dir, config, SuperblockState::default()).await?;
-        storage.check_formatted_empty()?;
-        Ok(storage)
+        GroupStorage::write_fresh(io, dir, config, SuperblockState::default()).await
     }
 
     /// The group's consensus files made anew in `dir` (which exists), in the
@@ -312,17 +310,26 @@ impl<I: Io> GroupStorage<I> {
         config: StorageConfig,
         state: SuperblockState,
     ) -> Result<GroupStorage<I>, StorageError> {
-        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
+        let journal = GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
         let superblock = Superblock::replace(io, dir, config.cluster, config.namespace, config.replica, state).await?;
-        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
         Ok(GroupStorage::new(io, dir, config, journal, superblock))
     }
 
-    /// A journal just formatted reads back empty; only a read error makes a
-    /// new journal look otherwise.
-    fn check_formatted_empty(&self) -> Result<(), StorageError> {
-        if self.journal.op_max().is_some() || self.journal.snapshot_op() != 0 {
-            return Err(StorageError::FormattedNotEmpty { op_max: self.journal.op_max() });
+    /// A journal just formatted reads back empty; only a read error (or a
+    /// write that went elsewhere) makes a new journal look otherwise. A
+    /// rejoiner that started over a journal reading back prepares it never
+    /// wrote would serve them after its next restart.
+    ///
+    /// Read-only, on what reads see: `create` fsynced every byte it wrote
+    /// in this process, so the page cache holds what the device holds, and
+    /// the journal `create` returned is used as it is (a writable open here
+    /// cost two full recovery passes, the second from the device, for every
+    /// new group: 80-140 ms per 64 KiB-slot partition journal, `shoal-bench
+    /// open`).
+    async fn check_formatted_empty(io: &I, dir: &Path, config: StorageConfig) -> Result<(), StorageError> {
+        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadOnly).await?;
+        if journal.op_max().is_some() || journal.snapshot_op() != 0 {
+            return Err(StorageError::FormattedNotEmpty { op_max: journal.op_max() });
         }
         Ok(())
     }
@@ -363,11 +370,7 @@ impl<I: Io> GroupStorage<I> {
     pub async fn format_rejoining(io: &I, dir: &Path, config: StorageConfig) -> Result<GroupStorage<I>, StorageError> {
         create_group_dir(io, dir).await?;
         let state = SuperblockState { rejoining: true, ..SuperblockState::default() };
-        let storage = GroupStorage::write_fresh(io, dir, config, state).await?;
-        // As `format` and the damage format: a rejoiner that started over a
-        // journal reading back prepares it never wrote would serve them.
-        storage.check_formatted_empty()?;
-        Ok(storage)
+        GroupStorage::write_fresh(io, dir, config, state).await
     }
 
     /// Open after a crash: what the disk kept, as the replica needs it.
@@ -423,7 +426,6 @@ impl<I: Io> GroupStorage<I> {
         });
         let state = storage.superblock.state().clone();
         assert!(state.rejoining && state.view_headers.is_empty(), "a formatted group rejoins with an empty log");
-        storage.check_formatted_empty()?;
         let recovered = Recovered {
             durable: state.into(),
             checkpoint: None,
@@ -462,16 +464,21 @@ impl<I: Io> GroupStorage<I> {
         };
         // First: from here on no start of this replica can vote.
         superblock.write(state).await?;
-        GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
-        let (journal, _recovery) = PrepareJournal::open(io, dir, config.journal(), OpenMode::ReadWrite).await?;
+        let journal = GroupStorage::reset_journal_and_checkpoint(io, dir, config).await?;
         Ok(GroupStorage::new(io, dir, config, journal, superblock))
     }
 
     /// A new, empty journal, then no checkpoint (in this order: a crash in
     /// between leaves the damaged checkpoint, which is found again; the
     /// other order would leave a drained journal with no checkpoint under
-    /// it). Each step durable before the next.
-    async fn reset_journal_and_checkpoint(io: &I, dir: &Path, config: StorageConfig) -> Result<(), StorageError> {
+    /// it). Each step durable before the next; then the journal must read
+    /// back empty (`check_formatted_empty`), before any superblock names
+    /// it. Returns the journal `create` made, ready to write.
+    async fn reset_journal_and_checkpoint(
+        io: &I,
+        dir: &Path,
+        config: StorageConfig,
+    ) -> Result<PrepareJournal<I>, StorageError> {
         let sync_dir = |operation: &'static str| async move {
             io.sync_dir(dir).await.map_err(|source| JournalError::Io { operation, source })
         };
@@ -479,13 +486,14 @@ impl<I: Io> GroupStorage<I> {
             .await
             .map_err(|source| JournalError::Io { operation: "remove damaged", source })?;
         sync_dir("fsync dir after remove").await?;
-        drop(PrepareJournal::create(io, dir, config.journal()).await?);
+        let journal = PrepareJournal::create(io, dir, config.journal()).await?;
         sync_dir("fsync dir after create").await?;
         remove_if_present(io, &checkpoint_path(dir, config.namespace))
             .await
             .map_err(|source| CheckpointError::Io { operation: "remove damaged", source })?;
         io.sync_dir(dir).await.map_err(|source| CheckpointError::Io { operation: "fsync dir", source })?;
-        Ok(())
+        GroupStorage::check_formatted_empty(io, dir, config).await?;
+        Ok(journal)
     }
 
     /// Open to look (a tool, or the simulator's fault injector picking a

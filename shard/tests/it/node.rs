@@ -52,17 +52,32 @@ fn storage_config(replica: u8) -> StorageConfig {
 /// checkpoints every `interval` ops, registered as `CLIENT` (the session
 /// returned).
 fn one_replica(slot_count: u64, interval: u64) -> (Node<MemIo>, Recorder, u64) {
+    one_replica_formatted_or_restarted(slot_count, interval, false)
+}
+
+/// `one_replica`, formatted and then stopped and started again before the
+/// client registers (`restarted`): its journal comes from an open, which
+/// knows nothing of the spare beside it, not from the format's `create`.
+fn one_replica_formatted_or_restarted(slot_count: u64, interval: u64, restarted: bool) -> (Node<MemIo>, Recorder, u64) {
     let io = MemIo::default();
     let dir = Path::new("/data");
-    let storage =
-        block_on(GroupStorage::format(&io, dir, StorageConfig { slot_count, ..storage_config(0) })).expect("format");
+    let storage_config = StorageConfig { slot_count, ..storage_config(0) };
+    let storage = block_on(GroupStorage::format(&io, dir, storage_config)).expect("format");
     let machine = block_on(GroupMachine::open(&io, dir, namespace(), PartitionLogConfig::default()))
         .expect("an empty partition log");
     let config =
         ReplicaConfig { journal_slot_count: slot_count, checkpoint_interval_ops: interval, ..replica_config(0, 1) };
-    let group = Group::new(namespace(), ShardId(0), storage, Replica::new(config, machine));
-    let mut node = node_over(io, group, 0, 1);
     let mut world = Recorder::default();
+    let mut node = if restarted {
+        drop(storage);
+        let (storage, recovered) = block_on(GroupStorage::open(&io, dir, storage_config)).expect("reopens");
+        let replica = Replica::open(config, machine, recovered).expect("no checkpoint yet");
+        let mut node = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 0, 1);
+        block_on(node.start(&mut world)).expect("runs");
+        node
+    } else {
+        node_over(io, Group::new(namespace(), ShardId(0), storage, Replica::new(config, machine)), 0, 1)
+    };
     block_on(node.on_frame(Source::Client(CLIENT), ShardId(0), register(), &mut world)).expect("runs");
     complete_ended_flushes(&mut node, &mut world);
     let session = world.replies.pop().expect("registered").header.context;
@@ -1443,7 +1458,8 @@ fn a_compaction_is_installed_beside_the_commit_path_and_the_new_journal_holds_wh
 /// preallocates a new one beside the node too, never the stage.
 #[test]
 fn the_first_checkpoint_after_a_start_clears_the_spare_beside_the_node() {
-    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    let (mut node, mut world, session) =
+        one_replica_formatted_or_restarted(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS, true);
     shoal_vsr::marks::take();
     let mut request = append_until_a_checkpoint_runs(&mut node, &mut world, session);
     complete_all_flushes(&mut node, &mut world);
@@ -1462,6 +1478,28 @@ fn the_first_checkpoint_after_a_start_clears_the_spare_beside_the_node() {
     assert_eq!(marks.get(shoal_vsr::marks::COMPACTION_SPARE_CLEARED_BESIDE), Some(&1), "{marks:?}");
     assert_eq!(marks.get(shoal_vsr::marks::COMPACTION_SPARE_CLEARED_IN_PLACE), None, "{marks:?}");
     assert!(node.group(0).storage().journal().snapshot_op() > first_checkpoint, "compacted again");
+}
+
+/// A group just formatted keeps the journal `create` made, which knows its
+/// spare is zero-filled: its first checkpoint clears nothing, neither
+/// beside the node nor in its stage (the format no longer reopens the
+/// journal, which cost two recovery passes per new group).
+#[test]
+fn the_first_checkpoint_after_a_format_clears_no_spare() {
+    let (mut node, mut world, session) = one_replica(JOURNAL_SLOT_COUNT, CHECKPOINT_INTERVAL_OPS);
+    shoal_vsr::marks::take();
+    let mut request = 1;
+    while node.group(0).replica().checkpoint_op() == 0 {
+        assert!(request <= JOURNAL_SLOT_COUNT * 4, "no checkpoint after {request} appends");
+        append_through_a_turn(&mut node, &mut world, session, request);
+        complete_all_flushes(&mut node, &mut world);
+        request += 1;
+    }
+    complete_all_flushes(&mut node, &mut world);
+    let marks = shoal_vsr::marks::take();
+    assert_eq!(marks.get(shoal_vsr::marks::COMPACTION_SPARE_CLEARED_BESIDE), None, "{marks:?}");
+    assert_eq!(marks.get(shoal_vsr::marks::COMPACTION_SPARE_CLEARED_IN_PLACE), None, "{marks:?}");
+    assert_eq!(node.group(0).storage().journal().snapshot_op(), node.group(0).replica().checkpoint_op(), "compacted");
 }
 
 /// A prepare past the journal's window waits for the checkpoint running
