@@ -83,7 +83,10 @@
 //! has (the node's budget, `shoal_shard::node::GROUP_FILES_OPEN_MAX`).
 //!
 //! Damage a salvage (`open_salvaging`) cuts: the log is truncated at the first
-//! record it cannot read or check, which frees every page past it. Unreadable
+//! record it cannot read or check, which frees every page past it. The
+//! records it keeps past the old marker are written again before the fsync
+//! and the new marker that promise them: they were read from the page
+//! cache, which after a failed fsync holds pages the device never got. Unreadable
 //! sync slots mean an unreadable first page (the page cache reads and writes
 //! whole pages): the salvage empties that segment before writing new slots,
 //! since a write covering part of an unreadable page fails.
@@ -314,6 +317,22 @@ async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
             (count, end)
         };
         file.set_len(end).await.map_err(io_error("truncate", path))?;
+        // The records past what a marker promised were read from the page
+        // cache, which after a failed fsync holds pages the device never got
+        // (clean, so no fsync writes them): rewritten, they are dirty again
+        // and the fsync below makes them durable before the new marker
+        // promises them (disk-rot seed 392; story `partition_lost_fsync`).
+        // Below a marker a record was durable before the marker was written.
+        let promised_end = marker
+            .flatten()
+            .filter(|marker| marker.base_offset == *base_offset)
+            .map_or(SEGMENT_HEADER_SIZE_BYTES, |marker| marker.synced_size_bytes.clamp(SEGMENT_HEADER_SIZE_BYTES, end));
+        if end > promised_end {
+            shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SALVAGE_REWROTE_UNPROMISED);
+            let bytes = read_at(&file, path, promised_end, (end - promised_end) as usize).await?;
+            let (result, _) = file.write_all_at(bytes, promised_end).await;
+            result.map_err(io_error("write", path))?;
+        }
         let marker = SyncMarker { base_offset: *base_offset, sequence, synced_size_bytes: end };
         let (result, _) = file.write_all_at(marker.encode_slots(), 0).await;
         result.map_err(io_error("write", path))?;

@@ -84,6 +84,7 @@ pub const MARKS: &[&str] = &[
     JOURNAL_WRITE_UNREADABLE_COPY_REBUILT,
     METADATA_REPLAYED_AT_START,
     PARTITION_SALVAGE_EMPTIED_SEGMENT,
+    PARTITION_SALVAGE_REWROTE_UNPROMISED,
     PARTITION_SALVAGED,
     PARTITION_SEALED_SEGMENT_REOPENED,
     PREPARE_OK_DURING_OWN_FSYNC,
@@ -307,6 +308,11 @@ pub const PARTITION_SALVAGED: &str = "partition_salvaged";
 /// be read, so the salvage emptied the file before writing new slots (a
 /// write covering part of an unreadable page fails).
 pub const PARTITION_SALVAGE_EMPTIED_SEGMENT: &str = "partition_salvage_emptied_segment";
+/// Placed by the partition log's salvage: the prefix it keeps reaches past
+/// what the segment's marker promised, so it wrote those records again
+/// (they may be only in the page cache, after a failed fsync) before its
+/// fsync and the marker that promises them.
+pub const PARTITION_SALVAGE_REWROTE_UNPROMISED: &str = "partition_salvage_rewrote_unpromised";
 /// Placed by the partition log's read path: a read of a sealed segment
 /// whose file was not among the `SEALED_SEGMENT_FILES_OPEN_MAX` kept open
 /// opened it again.

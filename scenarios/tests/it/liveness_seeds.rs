@@ -511,3 +511,22 @@ fn fsync_steps_290_and_swarm_18237_a_marker_whose_fsync_failed_is_written_again_
     assert!(second_sync_errors > 0, "the scenario fails the second fsync of some promise");
     assert_swarm_as_drawn_now_passes(18237);
 }
+
+/// A salvage promised records it had read from the page cache: records
+/// whose fsync had failed (Linux marks those pages clean) sat before a
+/// sector whose reads failed, and the salvage's new marker covered them
+/// without writing them again. A power loss would have left a marker over
+/// records the device never got. Found by the Recovery check "what a start
+/// reads is on the device" in disk-rot and disk-rot-pages seed 392, once
+/// formats stopped reopening their journals (a306722) and the schedule
+/// moved; pinned by `sim/tests/it/partition_lost_fsync.rs`
+/// (`a_salvage_rewrites_what_it_promises_that_only_the_page_cache_held`).
+#[test]
+fn disk_rot_392_a_salvage_rewrites_what_it_promises_past_the_old_marker() {
+    for config in [shoal_scenarios::catalog::disk_rot(392), shoal_scenarios::catalog::disk_rot_pages(392)] {
+        let outcome = shoal_sim::run(&config);
+        assert!(matches!(outcome.verdict, Verdict::Pass), "seed 392: {:?}", outcome.verdict);
+        let rewrites = outcome.marks.get(shoal_vsr::marks::PARTITION_SALVAGE_REWROTE_UNPROMISED).copied();
+        assert!(rewrites.unwrap_or(0) > 0, "the salvage wrote the unpromised records again: {:?}", outcome.marks);
+    }
+}
