@@ -46,9 +46,39 @@ pub struct Cluster {
     pub message_size_max_bytes: u32,
 }
 
-/// Ports the OS says are free now (all held until every one is chosen).
+/// Where chosen ports start: below it are the well-known and registered
+/// ports daemons may hold.
+const TEST_PORT_LOW: u16 = 10_000;
+/// Candidates tried per port before giving up (each a bind that failed).
+const TEST_PORT_ATTEMPTS_MAX: usize = 1_000;
+
+/// Ports free now, below the kernel's ephemeral range, all held until every
+/// one is chosen. Not port 0: the kernel hands out ephemeral ports as the
+/// source ports of outgoing connections too, so another test's client could
+/// take one between this release and the server's bind (CI, session 30: a
+/// replica failed "cannot listen on 127.0.0.1:37319: Address already in
+/// use"). Below the range only another test choosing the same port, at
+/// random among some twenty thousand, can collide.
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    assert!(ephemeral_low > TEST_PORT_LOW + 1_000, "ephemeral ports start at {ephemeral_low}: too low to pick below");
+    let span = u64::from(ephemeral_low - TEST_PORT_LOW);
+    let mut draw = std::hash::BuildHasher::build_hasher(&std::collections::hash_map::RandomState::new());
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(count);
+    for attempt in 0..count * TEST_PORT_ATTEMPTS_MAX {
+        if listeners.len() == count {
+            break;
+        }
+        std::hash::Hasher::write_usize(&mut draw, attempt);
+        let port = TEST_PORT_LOW + (std::hash::Hasher::finish(&draw) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    assert_eq!(listeners.len(), count, "no {count} free ports below {ephemeral_low}");
     listeners.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
