@@ -434,6 +434,22 @@ impl IoFile for RealFile {
         }
     }
 
+    /// `posix_fadvise(POSIX_FADV_WILLNEED)`, on the shard's thread: it
+    /// queues the reads and returns (it may wait for a free request slot,
+    /// never for the data).
+    fn prefetch(&self, position: u64, len_bytes: u64) {
+        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+        let (Ok(offset), Ok(len)) = (i64::try_from(position), i64::try_from(len_bytes)) else { return };
+        let result = match self.writer.as_ref() {
+            Some(writer) => posix_fadvise(writer, offset, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED),
+            None => posix_fadvise(&self.file, offset, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED),
+        };
+        // A hint: refused, the reads that follow only wait longer.
+        if let Err(error) = result {
+            tracing::trace!(%error, "posix_fadvise(WILLNEED) hint refused");
+        }
+    }
+
     /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file, on the
     /// shard's thread (no I/O: it drops clean pages and starts writeback of
     /// dirty ones, which stay). Best effort on Linux for a page someone

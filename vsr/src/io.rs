@@ -88,6 +88,13 @@ pub trait IoFile: 'static {
     /// sees, so a backend may ignore it (the simulator does: its disk has
     /// no writeback to start).
     fn start_writeback(&self, _position: u64, _len_bytes: u64) {}
+    /// Ask the device to start reading `len_bytes` from `position` into the
+    /// page cache (Linux `posix_fadvise(POSIX_FADV_WILLNEED)`), so that many
+    /// small reads issued one after another find their pages already read,
+    /// the device having served them side by side. A hint, like
+    /// `start_writeback`: it changes nothing a read returns, reports
+    /// nothing, and a backend may ignore it (the simulator does).
+    fn prefetch(&self, _position: u64, _len_bytes: u64) {}
     /// Truncate or extend the file. Not durable until `sync_data`.
     fn set_len(&self, size_bytes: u64) -> impl Future<Output = io::Result<()>>;
     /// The current size, pending writes included.

@@ -73,6 +73,37 @@ fn evicting_clean_pages_keeps_every_byte_a_read_sees() {
     }
 }
 
+/// A prefetch hint changes nothing a read sees: after an eviction, hinted
+/// ranges (in the file, past its end, of zero length, and a position no
+/// offset can hold) read back the bytes written, dirty and synced, through
+/// a writable and a read-only handle.
+#[test]
+fn a_prefetch_hint_changes_nothing_a_read_sees() {
+    for driver in DRIVERS {
+        let dir = TempDir::new("prefetch");
+        let path = dir.path().join("wal");
+        with_io(driver, |io| async move {
+            let file = io.open(&path, OpenMode::ReadWriteCreate).await.unwrap();
+            let synced: Vec<u8> = (0..16_384u32).map(|i| (i % 251) as u8).collect();
+            file.write_all_at(synced.clone(), 0).await.0.unwrap();
+            file.sync_data().await.unwrap();
+            file.write_all_at(vec![0xAB; 4096], 4096).await.0.unwrap();
+            file.evict_clean_pages().await.unwrap();
+            let reader = io.open(&path, OpenMode::ReadOnly).await.unwrap();
+            for handle in [&file, &reader] {
+                for (position, len_bytes) in [(0, 4096), (8192, 8192), (1 << 30, 4096), (0, 0), (u64::MAX, 1)] {
+                    handle.prefetch(position, len_bytes);
+                }
+                let (result, read) = handle.read_exact_at(vec![0; 16_384], 0).await;
+                result.unwrap();
+                assert_eq!(read[..4096], synced[..4096]);
+                assert_eq!(read[4096..8192], [0xAB; 4096][..], "the dirty page");
+                assert_eq!(read[8192..], synced[8192..]);
+            }
+        });
+    }
+}
+
 #[test]
 fn short_read_is_unexpected_eof_and_keeps_the_buffer_length() {
     for driver in DRIVERS {
