@@ -397,7 +397,14 @@
 //!   name its op: never for a new op past what the file held). So a restart after
 //!   a clean stop rewrites the ring (`slot_count` x 256 bytes), not up to
 //!   `slot_count` prepares, and reads every slot twice (the cache's pass,
-//!   then the device's: "Recovery never trusts the page cache").
+//!   then the device's: "Recovery never trusts the page cache"). A slot's
+//!   carried-copies region and its header are one read, and before each
+//!   pass the device is asked to read them all at once (`IoFile::prefetch`,
+//!   then the valid slots' bodies): read one at a time from the device they
+//!   were a round trip each. `shoal-bench open`, 1,024 slots of 64 KiB,
+//!   empty: writable 136-142 ms before session 30, 26-34 ms after; from a
+//!   cold cache 256-280 ms, 36-47 ms. A format does not reopen its journal
+//!   (the storage keeps the one `create` made).
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
 //!   same protocol as one step of group commit: one fsync per batch, each
 //!   batch acknowledged after the next batch's fsync.

@@ -133,8 +133,10 @@ usage: cargo xtask <command>
                         and 200 commit-derived seeds, reports in sim-reports/
   ci                    test, then time-bounded sweeps (commit-derived seeds run twice
                         to check determinism) and a determinism replay per scenario
-  bench <journal|sim|router|server|copies|peers> [args]
+  bench <journal|open|sim|router|server|copies|peers> [args]
                         journal: shoal-bench journal (shoal-runtime)
+                        open:    shoal-bench open: how long a journal takes to open
+                                 (read-only, writable, writable from a cold cache)
                         server:  3 shoal-server replicas on loopback (release, fsync on), 1 KiB
                                  appends, 1 in flight and N clients; --help for settings
                         copies:  heap allocations and bytes allocated per message on each
@@ -449,6 +451,9 @@ fn bench(args: &[String]) -> Step {
     match what.as_str() {
         "journal" => run(cargo()
             .args(["run", "--release", "-p", "shoal-runtime", "--bin", "shoal-bench", "--", "journal"])
+            .args(rest)),
+        "open" => run(cargo()
+            .args(["run", "--release", "-p", "shoal-runtime", "--bin", "shoal-bench", "--", "open"])
             .args(rest)),
         "sim" => {
             let binary = build_shoal_sim()?;

@@ -18,6 +18,11 @@
 //! with the compaction staged and installed beside the appends, as a node
 //! runs it: `stage_drain`, `StagedDrain::install` polled between batches,
 //! `end_drain`).
+//!
+//! `open`: how long `PrepareJournal::open` takes on a journal holding some
+//! synced prepares: read-only (one pass over the page cache), writable (the
+//! fsync, the cache's pass, the eviction and the device's pass), and
+//! writable after the file's pages were evicted (a start after a reboot).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::VecDeque;
