@@ -402,7 +402,7 @@
 //!   pass the device is asked to read them all at once (`IoFile::prefetch`,
 //!   then the valid slots' bodies): read one at a time from the device they
 //!   were a round trip each. `shoal-bench open`, 1,024 slots of 64 KiB,
-//!   empty: writable 136-142 ms before session 30, 26-34 ms after; from a
+//!   empty: writable 136-142 ms before session 30, 25-34 ms after; from a
 //!   cold cache 256-280 ms, 36-47 ms. A format does not reopen its journal
 //!   (the storage keeps the one `create` made).
 //! - `sync` is two fsyncs (prepares, then their ring copies). `flush` is the
