@@ -188,6 +188,9 @@ pub struct SimDisk {
     fail_next_sync: Option<i32>,
     /// The next fsync of this file fails with EIO (`fail_next_sync_of`).
     fail_next_sync_of: Option<InodeId>,
+    /// The next fsync of a file whose path starts with this fails with EIO
+    /// (`fail_next_sync_under`).
+    fail_next_sync_under: Option<String>,
     /// `fail_second_sync`: armed (`Some(None)`) until an fsync succeeds,
     /// then the next fsync of that file fails (`Some(Some(inode))`).
     fail_second_sync: Option<Option<InodeId>>,
@@ -291,6 +294,7 @@ impl SimDisk {
             fail_next_sync: None,
             fail_second_sync: None,
             fail_next_sync_of: None,
+            fail_next_sync_under: None,
             fail_reads_after: None,
             reads_total: 0,
             mutations: 0,
@@ -397,6 +401,14 @@ impl SimDisk {
     /// The next fsync of the file now at `path` fails with EIO (Linux's:
     /// what it covered is dropped from the device's future, reads in this
     /// life still see it). Not found: no-op.
+    /// The next fsync of a file whose path starts with `prefix` (as text:
+    /// `/data/partition-` names every partition's files) fails with EIO, as
+    /// `fail_next_sync` does: its writes stay readable in this life and are
+    /// dropped from the device's future.
+    pub fn fail_next_sync_under(&mut self, prefix: &str) {
+        self.fail_next_sync_under = Some(prefix.to_string());
+    }
+
     pub fn fail_next_sync_of(&mut self, path: &Path) {
         self.fail_next_sync_of = self.namespace_current.get(path).copied();
     }
@@ -575,6 +587,7 @@ impl SimDisk {
         self.fail_next_write = None;
         self.fail_next_sync = None;
         self.fail_next_sync_of = None;
+        self.fail_next_sync_under = None;
         self.fail_second_sync = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
@@ -650,6 +663,7 @@ impl SimDisk {
         self.fail_next_write = None;
         self.fail_next_sync = None;
         self.fail_next_sync_of = None;
+        self.fail_next_sync_under = None;
         self.fail_second_sync = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
@@ -1034,6 +1048,17 @@ impl SimDisk {
         (differing + device.len().abs_diff(inode.current.len())) as u64
     }
 
+    /// The first byte of the file at `path` that reads see and the device
+    /// will never hold (`stale_cached_bytes`), if any: where a failed
+    /// fsync's leftovers begin.
+    pub fn first_stale_cached_offset(&self, path: &Path) -> Option<u64> {
+        let inode = self.namespace_current.get(path).map(|id| &self.inodes[id])?;
+        let device = inode.device_view_with_pending();
+        let common = device.len().min(inode.current.len());
+        let first = device[..common].iter().zip(&inode.current[..common]).position(|(a, b)| a != b);
+        first.or((device.len() != inode.current.len()).then_some(common)).map(|offset| offset as u64)
+    }
+
     /// An fsync of `id` begins: the operations issued so far are the ones it
     /// covers (`sync_data`'s `fence`). Not a storage call of its own.
     pub(crate) fn sync_fence(&self, id: InodeId) -> u64 {
@@ -1052,8 +1077,16 @@ impl SimDisk {
             let inode = &self.inodes[&id];
             fence.saturating_sub(inode.pending_retired_total).min(inode.pending.len() as u64) as usize
         };
-        let targeted = self.fail_next_sync_of == Some(id);
-        if targeted {
+        let under = self.fail_next_sync_under.as_ref().is_some_and(|prefix| {
+            self.namespace_current
+                .iter()
+                .any(|(path, &named)| named == id && path.to_string_lossy().starts_with(prefix))
+        });
+        let targeted = under || self.fail_next_sync_of == Some(id);
+        if under {
+            self.fail_next_sync_under = None;
+            self.count("sync_eio_under");
+        } else if targeted {
             self.fail_next_sync_of = None;
         }
         let second = self.fail_second_sync == Some(Some(id));
@@ -1289,6 +1322,42 @@ mod tests {
     fn sync_all_issued(disk: &mut SimDisk, generation: u64, id: InodeId) {
         let fence = disk.sync_fence(id);
         disk.sync_data(generation, id, fence).unwrap();
+    }
+
+    /// `fail_next_sync_under` fails the next fsync of a file under the
+    /// prefix only, once: an fsync of another file passes, the failed one
+    /// leaves its write readable and off the device (`stale_cached_bytes`,
+    /// from `first_stale_cached_offset`), and a process crash disarms it.
+    #[test]
+    fn a_sync_failure_armed_under_a_prefix_hits_only_a_file_under_it() {
+        let mut disk = disk_with_data_dir();
+        let journal = Path::new("/data/journal");
+        let segment = Path::new("/data/partition-1/segment");
+        disk.create_dir_all(Path::new("/data/partition-1")).unwrap();
+        let (journal_id, generation) = disk.open(journal, true).unwrap();
+        let (segment_id, _) = disk.open(segment, true).unwrap();
+        disk.write(generation, segment_id, b"synced", 0).unwrap();
+        sync_all_issued(&mut disk, generation, segment_id);
+        disk.fail_next_sync_under("/data/partition-");
+        disk.write(generation, journal_id, b"prepare", 0).unwrap();
+        sync_all_issued(&mut disk, generation, journal_id);
+        disk.write(generation, segment_id, b"records", 6).unwrap();
+        let fence = disk.sync_fence(segment_id);
+        assert!(disk.sync_data(generation, segment_id, fence).is_err(), "the segment's fsync fails");
+        assert_eq!(disk.stale_cached_bytes(journal), 0);
+        assert_eq!(disk.contents(segment).as_deref(), Some(&b"syncedrecords"[..]), "reads still see it");
+        assert_eq!(disk.first_stale_cached_offset(segment), Some(6));
+        assert_eq!(disk.first_stale_cached_offset(journal), None);
+        let fence = disk.sync_fence(segment_id);
+        disk.sync_data(generation, segment_id, fence).expect("armed once");
+        assert_eq!(disk.stale_cached_bytes(segment), 7, "no later fsync writes the clean pages");
+        assert_eq!(disk.counters()["sync_eio_under"], 1);
+
+        disk.fail_next_sync_under("/data/partition-");
+        disk.crash_process();
+        let (segment_id, generation) = disk.open(segment, true).unwrap();
+        let fence = disk.sync_fence(segment_id);
+        disk.sync_data(generation, segment_id, fence).expect("a crash disarms it");
     }
 
     /// A directory is an entry of its parent: durable only once the parent

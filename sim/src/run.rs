@@ -90,6 +90,12 @@ pub struct FaultMix {
     /// without it keeps the random path it had before it existed.
     #[serde(default)]
     pub storage_second_sync_error_ppm: u32,
+    /// Per storage action: the next fsync of a partition's file fails with
+    /// EIO (`SimDisk::fail_next_sync_under`). A partition log fsyncs only
+    /// before a checkpoint, so the drawn failures above rarely land on one.
+    /// Off, it draws nothing.
+    #[serde(default)]
+    pub storage_partition_sync_error_ppm: u32,
 }
 
 impl FaultMix {
@@ -117,6 +123,7 @@ impl FaultMix {
             storage_read_eio_ppm: 0,
             plot_lost_vote_ppm: 0,
             storage_second_sync_error_ppm: 0,
+            storage_partition_sync_error_ppm: 0,
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
             plot_deposed_primary_ppm: 0,

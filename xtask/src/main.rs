@@ -92,13 +92,14 @@ rejoin_above_cluster_view,compaction_beside_appends,journal_window_write,journal
 compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt,\
 partition_sealed_segment_reopened,compaction_spare_cleared_beside";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
-const CI_DETERMINISM_SCENARIOS: [&str; 10] = [
+const CI_DETERMINISM_SCENARIOS: [&str; 11] = [
     "steady",
     "partition-storm",
     "disk-rot",
     "disk-rot-sharded",
     "crash-loop",
     "fsync-steps",
+    "partition-fsync",
     "shard-chaos",
     "view-churn",
     "session-churn",
@@ -111,17 +112,23 @@ const CI_DETERMINISM_SCENARIOS: [&str; 10] = [
 /// the same damage on the metadata group's files and its start-up replay;
 /// and disk-rot-pages, damage the size of the page cache's page (session 22);
 /// and fsync-steps, a failed fsync on the second step of a promise, which
-/// found the page-cache marker (session 28).
-const CI_TARGETED_SCENARIOS: [&str; 6] =
-    ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded", "disk-rot-pages", "fsync-steps"];
+/// found the page-cache marker (session 28); and partition-fsync, failed
+/// partition fsyncs then damage past them, which finds the salvage that
+/// promised page-cache records 1 seed in 250 without its fix (session 30).
+const CI_TARGETED_SCENARIOS: [&str; 7] =
+    ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded", "disk-rot-pages", "fsync-steps", "partition-fsync"];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 /// Rare paths a targeted sweep must reach (`--require-marks`), by scenario:
 /// disk-rot-pages exists to drive a write into an unreadable page, so its
 /// sweep fails when none of its seeds does any more (7 and 3 of seeds
 /// 0..1000 in session 22: the journal's whole-page fallback and the
 /// partition salvage that empties an unreadable segment).
-const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 1] =
-    [("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment")];
+/// partition-fsync must reach the salvage that rewrites records past the
+/// old marker (9 of seeds 0..1000 in session 30).
+const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 2] = [
+    ("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment"),
+    ("partition-fsync", "partition_salvage_rewrote_unpromised"),
+];
 const CI_TARGETED_TIME_LIMIT: &str = "3m";
 
 const USAGE: &str = "\

@@ -76,6 +76,12 @@ impl Cluster {
                 self.nodes[index].io.disk().fail_second_sync();
             }
         }
+        // Drawn only when on, last: older runs keep their path. On the rot
+        // replica only: its restarts are the ones that rot (`maybe_rot`).
+        let ppm = self.config.faults.storage_partition_sync_error_ppm;
+        if ppm > 0 && replica == self.rot_replica && self.roll(ppm, "storage_partition_sync_error") {
+            self.nodes[index].io.disk().fail_next_sync_under(&format!("{DATA_DIR}/partition-"));
+        }
     }
 
     /// Scripted targets are resolved in the first group.
@@ -545,21 +551,44 @@ impl Cluster {
         if files.is_empty() {
             return;
         }
-        let path = files[(self.rng.next_u64() % files.len() as u64) as usize].clone();
+        // Half the time, when a failed fsync left pages in a segment that
+        // reads see and the device never got, the damage lands past where
+        // they begin: the records before it are then read from the page
+        // cache, and whatever the restart keeps of them (a salvage, a
+        // recovery) it must write again before it promises them (disk-rot
+        // seed 392). Only where partition fsyncs are made to fail
+        // (partition-fsync), and only then does it draw: other scenarios
+        // keep their path.
+        let stale: Vec<(std::path::PathBuf, u64)> = if self.config.faults.storage_partition_sync_error_ppm > 0 {
+            files.iter().filter_map(|path| Some((path.clone(), io.disk().first_stale_cached_offset(path)?))).collect()
+        } else {
+            Vec::new()
+        };
+        let past_stale = !stale.is_empty() && self.rng.next_u64().is_multiple_of(2);
+        let (path, stale_from) = if past_stale {
+            let (path, from) = stale[(self.rng.next_u64() % stale.len() as u64) as usize].clone();
+            (path, Some(from))
+        } else {
+            (files[(self.rng.next_u64() % files.len() as u64) as usize].clone(), None)
+        };
         let Some(size_bytes) = io.disk().contents(&path).map(|bytes| bytes.len() as u64) else { return };
         if size_bytes == 0 {
             return;
         }
         let draw = self.rng.next_u64();
-        let offset = draw % size_bytes;
+        let offset = match stale_from {
+            Some(from) if from < size_bytes => from + draw % (size_bytes - from),
+            _ => draw % size_bytes,
+        };
         let eio = damage_is_read_eio(draw);
         if self.damage_sector(index, &path, offset, eio) {
             self.nodes[index].corrupted = true;
             let label = self.group_label(group);
             let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
             let how = if eio { "read EIO" } else { "rot" };
+            let place = if past_stale { ", past a failed fsync's leftovers" } else { "" };
             self.record(Some(replica), "rot", offset, group as u64, || {
-                format!("partition {name} byte {offset} ({how}){label}")
+                format!("partition {name} byte {offset} ({how}{place}){label}")
             });
             self.timeline(replica, TimelineKind::Fault, format!("{how} partition {name}"));
         }
