@@ -536,3 +536,15 @@ fn disk_rot_392_a_salvage_rewrites_what_it_promises_past_the_old_marker() {
         assert!(rewrites.unwrap_or(0) > 0, "the salvage wrote the unpromised records again: {:?}", outcome.marks);
     }
 }
+
+/// Two replicas of five came back from a partition lacking 5,500 offsets
+/// of a partition (large appends); the state-transfer fill appended one
+/// part per 10 ms tick, and a part ends at each segment roll (16 KiB in
+/// the simulator): about 25 offsets per tick, 1,900 still missing 2 s after
+/// the heal (Liveness). Found by swarm 4000..8000 on the session-30 tree
+/// (a306722 moved the schedule onto it); fixed by up to
+/// `FILL_CALLS_PER_TICK_MAX` parts per tick.
+#[test]
+fn swarm_4088_a_large_fill_after_the_heal_is_appended_several_parts_per_tick() {
+    assert_swarm_as_drawn_now_passes(4088);
+}
