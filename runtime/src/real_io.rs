@@ -328,6 +328,17 @@ fn read_only_error() -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, "file was opened read-only")
 }
 
+impl RealFile {
+    /// `posix_fadvise` on this file's descriptor, on the shard's thread:
+    /// the writer's when there is one (the same open file description).
+    fn fadvise(&self, offset: i64, len: i64, advice: nix::fcntl::PosixFadviseAdvice) -> nix::Result<()> {
+        match self.writer.as_ref() {
+            Some(writer) => nix::fcntl::posix_fadvise(writer, offset, len, advice),
+            None => nix::fcntl::posix_fadvise(&self.file, offset, len, advice),
+        }
+    }
+}
+
 impl IoFile for RealFile {
     async fn read_exact_at(&self, buf: Vec<u8>, position: u64) -> BufResult<()> {
         let len = buf.len();
@@ -438,14 +449,9 @@ impl IoFile for RealFile {
     /// queues the reads and returns (it may wait for a free request slot,
     /// never for the data).
     fn prefetch(&self, position: u64, len_bytes: u64) {
-        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
         let (Ok(offset), Ok(len)) = (i64::try_from(position), i64::try_from(len_bytes)) else { return };
-        let result = match self.writer.as_ref() {
-            Some(writer) => posix_fadvise(writer, offset, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED),
-            None => posix_fadvise(&self.file, offset, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED),
-        };
         // A hint: refused, the reads that follow only wait longer.
-        if let Err(error) = result {
+        if let Err(error) = self.fadvise(offset, len, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED) {
             tracing::trace!(%error, "posix_fadvise(WILLNEED) hint refused");
         }
     }
@@ -456,12 +462,7 @@ impl IoFile for RealFile {
     /// holds (mapped, locked, under writeback); the files it is for are
     /// never mapped, and the caller has just fsynced them.
     async fn evict_clean_pages(&self) -> io::Result<()> {
-        use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-        let result = match self.writer.as_ref() {
-            Some(writer) => posix_fadvise(writer, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED),
-            None => posix_fadvise(&self.file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED),
-        };
-        result.map_err(io::Error::from)
+        self.fadvise(0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(io::Error::from)
     }
 
     async fn set_len(&self, size_bytes: u64) -> io::Result<()> {

@@ -329,9 +329,7 @@ async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
             .map_or(SEGMENT_HEADER_SIZE_BYTES, |marker| marker.synced_size_bytes.clamp(SEGMENT_HEADER_SIZE_BYTES, end));
         if end > promised_end {
             shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SALVAGE_REWROTE_UNPROMISED);
-            let bytes = read_at(&file, path, promised_end, (end - promised_end) as usize).await?;
-            let (result, _) = file.write_all_at(bytes, promised_end).await;
-            result.map_err(io_error("write", path))?;
+            rewrite_range(&file, path, promised_end, end).await?;
         }
         let marker = SyncMarker { base_offset: *base_offset, sequence, synced_size_bytes: end };
         let (result, _) = file.write_all_at(marker.encode_slots(), 0).await;
@@ -705,6 +703,17 @@ impl SyncMarker {
     }
 }
 
+/// Write `start..end` of `file` again with what reads see there: pages a
+/// failed fsync marked clean (read back from the page cache, never on the
+/// device) become dirty, so the next fsync makes them durable before a
+/// marker promises them (`sync_segment`, `salvage_prefix`).
+async fn rewrite_range<F: IoFile>(file: &F, path: &Path, start: u64, end: u64) -> Result<()> {
+    debug_assert!(start <= end);
+    let bytes = read_at(file, path, start, (end - start) as usize).await?;
+    let (result, _buf) = file.write_all_at(bytes, start).await;
+    result.map_err(io_error("write", path))
+}
+
 async fn read_at<F: IoFile>(file: &F, path: &Path, position: u64, len: usize) -> Result<Vec<u8>> {
     let (result, buf) = shoal_vsr::io::read_exact_retrying(file, vec![0; len], position).await;
     result.map_err(io_error("read", path))?;
@@ -829,12 +838,7 @@ async fn sync_segment<F: IoFile>(segment: &mut Segment<F>) -> Result<()> {
     if segment.fsync_failed && segment.size_bytes > segment.synced_size_bytes {
         // After a failed fsync the pages read back from the cache but are
         // clean: a retried fsync would promise records the device never got.
-        // Rewriting them makes them dirty again.
-        let start = segment.synced_size_bytes;
-        let file = segment.active_file();
-        let bytes = read_at(&**file, &segment.path, start, (segment.size_bytes - start) as usize).await?;
-        let (result, _buf) = file.write_all_at(bytes, start).await;
-        result.map_err(io_error("write", &segment.path))?;
+        rewrite_range(&**segment.active_file(), &segment.path, segment.synced_size_bytes, segment.size_bytes).await?;
     }
     if let Err(error) = segment.active_file().sync_data().await {
         segment.fsync_failed = true;

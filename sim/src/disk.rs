@@ -398,9 +398,6 @@ impl SimDisk {
         self.fail_second_sync = Some(None);
     }
 
-    /// The next fsync of the file now at `path` fails with EIO (Linux's:
-    /// what it covered is dropped from the device's future, reads in this
-    /// life still see it). Not found: no-op.
     /// The next fsync of a file whose path starts with `prefix` (as text:
     /// `/data/partition-` names every partition's files) fails with EIO, as
     /// `fail_next_sync` does: its writes stay readable in this life and are
@@ -409,6 +406,9 @@ impl SimDisk {
         self.fail_next_sync_under = Some(prefix.to_string());
     }
 
+    /// The next fsync of the file now at `path` fails with EIO (Linux's:
+    /// what it covered is dropped from the device's future, reads in this
+    /// life still see it). Not found: no-op.
     pub fn fail_next_sync_of(&mut self, path: &Path) {
         self.fail_next_sync_of = self.namespace_current.get(path).copied();
     }
@@ -1041,22 +1041,27 @@ impl SimDisk {
     /// durable bytes with every pending write applied). A start that trusts
     /// such a byte acts on what the next power loss takes back.
     pub fn stale_cached_bytes(&self, path: &Path) -> u64 {
-        let Some(inode) = self.namespace_current.get(path).map(|id| &self.inodes[id]) else { return 0 };
-        let device = inode.device_view_with_pending();
-        let common = device.len().min(inode.current.len());
-        let differing = device[..common].iter().zip(&inode.current[..common]).filter(|(a, b)| a != b).count();
-        (differing + device.len().abs_diff(inode.current.len())) as u64
+        let Some((device, cached)) = self.device_and_cached(path) else { return 0 };
+        let common = device.len().min(cached.len());
+        let differing = device[..common].iter().zip(&cached[..common]).filter(|(a, b)| a != b).count();
+        (differing + device.len().abs_diff(cached.len())) as u64
     }
 
     /// The first byte of the file at `path` that reads see and the device
     /// will never hold (`stale_cached_bytes`), if any: where a failed
     /// fsync's leftovers begin.
     pub fn first_stale_cached_offset(&self, path: &Path) -> Option<u64> {
+        let (device, cached) = self.device_and_cached(path)?;
+        let common = device.len().min(cached.len());
+        let first = device[..common].iter().zip(&cached[..common]).position(|(a, b)| a != b);
+        first.or((device.len() != cached.len()).then_some(common)).map(|offset| offset as u64)
+    }
+
+    /// What the device will hold of the file at `path` (durable bytes with
+    /// every pending write applied) beside what reads see now.
+    fn device_and_cached(&self, path: &Path) -> Option<(Vec<u8>, &[u8])> {
         let inode = self.namespace_current.get(path).map(|id| &self.inodes[id])?;
-        let device = inode.device_view_with_pending();
-        let common = device.len().min(inode.current.len());
-        let first = device[..common].iter().zip(&inode.current[..common]).position(|(a, b)| a != b);
-        first.or((device.len() != inode.current.len()).then_some(common)).map(|offset| offset as u64)
+        Some((inode.device_view_with_pending(), &inode.current))
     }
 
     /// An fsync of `id` begins: the operations issued so far are the ones it
