@@ -1155,6 +1155,9 @@ impl Cluster {
 
     fn finish(&mut self) -> RunOutcome {
         self.check_frame_accounting();
+        if !self.converged {
+            self.check_no_committed_offset_held_nowhere();
+        }
         let verdict = if let Some(violation) = self.violation() {
             Verdict::SafetyViolation {
                 checker: violation.checker.clone(),
