@@ -610,6 +610,11 @@ impl JournalConfig {
         self.slots_offset() + (op % self.slot_count) * self.slot_stride_bytes() + COPIES_REGION_BYTES
     }
 
+    /// Where the carried-copies region before `op`'s slot begins.
+    pub fn copies_region_offset(&self, op: u64) -> u64 {
+        self.slot_offset(op) - COPIES_REGION_BYTES
+    }
+
     /// How far after an op a write may carry its copy: never as far as the
     /// op's own slot again, so each entry vouches for one slot.
     pub fn copies_carried_max(&self) -> u64 {
@@ -1001,7 +1006,7 @@ fn nothing_known(_offset: u64) -> Option<Header> {
 fn prefetch_recovery_reads<F: IoFile>(file: &F, config: &JournalConfig) {
     file.prefetch(config.header_copy_offset(0), config.slot_count * HEADER_SIZE_BYTES as u64);
     for slot in 0..config.slot_count {
-        let region_offset = config.slot_offset(slot) - COPIES_REGION_BYTES;
+        let region_offset = config.copies_region_offset(slot);
         file.prefetch(region_offset, COPIES_REGION_BYTES + HEADER_SIZE_BYTES as u64);
     }
 }
@@ -1766,8 +1771,7 @@ impl<I: Io> SpareClear<I> {
                 crate::io::yield_once().await;
             }
             // The slot's carried-copies region and its header page: adjacent.
-            let (offset, length) =
-                (config.slot_offset(slot) - COPIES_REGION_BYTES, COPIES_REGION_BYTES + PAGE_SIZE_BYTES);
+            let (offset, length) = (config.copies_region_offset(slot), COPIES_REGION_BYTES + PAGE_SIZE_BYTES);
             let result = write_pages(&file, vec![0; length as usize], offset, &nothing_known).await;
             result.map_err(io_error("clear tmp slot"))?;
         }
@@ -2134,7 +2138,7 @@ impl<I: Io> PrepareJournal<I> {
         let carrier_last = (last + carried_max).min(first + slot_count);
         for carrier in first + 1..=carrier_last {
             let carrier_slot = carrier % slot_count;
-            let region_offset = self.config.slot_offset(carrier) - COPIES_REGION_BYTES;
+            let region_offset = self.config.copies_region_offset(carrier);
             // The region and the header right after it in one read: one
             // device request per slot, not two, when a start reads the file
             // from the device (`RecoveryPass::Device`, a start after a
@@ -3435,7 +3439,7 @@ impl<I: Io> PrepareJournal<I> {
         // filled with copies of ops of the new live window (each region once).
         let carrier_last = stale_op_max.max(head).min(through_op + 1 + config.slot_count);
         for carrier in (through_op + 2..=carrier_last).filter(|carrier| !carried.contains_key(carrier)) {
-            let offset = config.slot_offset(carrier) - COPIES_REGION_BYTES;
+            let offset = config.copies_region_offset(carrier);
             let region = if carrier <= head {
                 self.copy_place_bytes(offset, COPIES_REGION_BYTES).await
             } else {
@@ -3665,7 +3669,7 @@ mod tests {
         let runs = prepare_runs(&config, &[seven, nine], 0, prepares);
         assert_eq!(runs.len(), 2);
         let region = COPIES_REGION_BYTES as usize;
-        assert_eq!(runs[0].offset, config.slot_offset(10) - COPIES_REGION_BYTES, "starts at its region");
+        assert_eq!(runs[0].offset, config.copies_region_offset(10), "starts at its region");
         assert_eq!(runs[0].offset % PAGE_SIZE_BYTES, 0);
         assert_eq!(runs[0].offset + (region - 3 * 256) as u64, config.carried_copy_offset(7, 3));
         assert_eq!(&runs[0].bytes()[region - 768..region - 512], &seven.encode()[..], "op 7 at distance 3");
