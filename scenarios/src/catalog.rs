@@ -135,10 +135,9 @@ pub const FAULT_FIELDS: [FaultField; 28] = [
     ppm_field!(plot_lost_vote_ppm, 20_000),
     // Per storage action (drawn after everything, see `swarm`).
     ppm_field!(storage_second_sync_error_ppm, 20_000),
-    // Per storage action of the rot replica; swarm does not draw it
-    // (`SWARM_UNDRAWN_FIELDS`, and a swarm maximum of 0): the
-    // partition-fsync scenario does.
-    ppm_field!(storage_partition_sync_error_ppm, 0),
+    // Per storage action of the rot replica (drawn after everything, see
+    // `swarm`).
+    ppm_field!(storage_partition_sync_error_ppm, 20_000),
 ];
 
 /// The transient read EIO rate swarm draws up to: one read in 500 fails.
@@ -161,12 +160,12 @@ const SWARM_SESSION_18_FIELDS: [&str; 1] = ["plot_lost_vote_ppm"];
 /// Fields swarm draws after everything else, added in session 28: every
 /// older seed's config stays as it was.
 const SWARM_SESSION_28_FIELDS: [&str; 1] = ["storage_second_sync_error_ppm"];
-/// Fields swarm never draws (no draw at all, so every seed's config stays as
-/// it was): added in session 30 for the partition-fsync scenario. Drawn in
-/// swarm (cd9bb0c), it failed seed 9620 of 8000..20000: every replica
-/// lacked partition offset 32 after the heal (README, Known gaps). Drawn
-/// again once that is understood.
-const SWARM_UNDRAWN_FIELDS: [&str; 1] = ["storage_partition_sync_error_ppm"];
+/// Fields swarm draws after everything else, added in session 30: every
+/// older field's draw stays as it was (the seeds that draw this one on run
+/// differently). Not drawn for a while in session 30 after it found swarm
+/// seed 9620 (a checkpoint served before it was durable); drawn again since
+/// the fix (session 31).
+const SWARM_SESSION_30_FIELDS: [&str; 1] = ["storage_partition_sync_error_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
@@ -478,9 +477,9 @@ pub fn swarm(seed: u64) -> RunConfig {
     let r#final = |field: &&FaultField| SWARM_FINAL_FIELDS.contains(&field.name);
     let newest = |field: &&FaultField| SWARM_SESSION_18_FIELDS.contains(&field.name);
     let session_28 = |field: &&FaultField| SWARM_SESSION_28_FIELDS.contains(&field.name);
-    let undrawn = |field: &&FaultField| SWARM_UNDRAWN_FIELDS.contains(&field.name);
+    let session_30 = |field: &&FaultField| SWARM_SESSION_30_FIELDS.contains(&field.name);
     let early = |field: &&FaultField| {
-        !late(field) && !last(field) && !r#final(field) && !newest(field) && !session_28(field) && !undrawn(field)
+        !late(field) && !last(field) && !r#final(field) && !newest(field) && !session_28(field) && !session_30(field)
     };
     for field in FAULT_FIELDS.iter().filter(early) {
         draw_field(&mut rng, field, &mut config.faults);
@@ -518,6 +517,9 @@ pub fn swarm(seed: u64) -> RunConfig {
         draw_field(&mut rng, field, &mut config.faults);
     }
     for field in FAULT_FIELDS.iter().filter(session_28) {
+        draw_field(&mut rng, field, &mut config.faults);
+    }
+    for field in FAULT_FIELDS.iter().filter(session_30) {
         draw_field(&mut rng, field, &mut config.faults);
     }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);

@@ -42,6 +42,7 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_BESIDE_APPENDS,
     CHECKPOINT_BESIDE_PARTITION_SYNC,
     CHECKPOINT_DEFERRED,
+    CHECKPOINT_DURABLE_FORGOTTEN,
     CHECKPOINT_FINISHED_FOR_COPY,
     CHECKPOINT_FINISHED_FOR_JOURNAL,
     CHECKPOINT_FINISHED_FOR_PENDING,
@@ -50,7 +51,9 @@ pub const MARKS: &[&str] = &[
     CHECKPOINT_IN_CHUNKS,
     CHECKPOINT_LOST_REJOINED,
     CHECKPOINT_NEXT_PIECE_ASKED,
+    CHECKPOINT_NOT_DURABLE_UNSERVED,
     CHECKPOINT_OTHER_SNAPSHOT,
+    CHECKPOINT_WITH_GAP_UNSERVED,
     COMPACTION_BESIDE_APPENDS,
     COMPACTION_COVERED_STAGED,
     COMPACTION_FINISHED_FOR_STORAGE,
@@ -123,6 +126,15 @@ pub const MARKS: &[&str] = &[
 /// not yet hold every op (a partition gap awaiting peers): it kept them in
 /// its journal instead.
 pub const CHECKPOINT_DEFERRED: &str = "checkpoint_deferred";
+/// The node reported a checkpoint durable that the replica had already
+/// forgotten (`CHECKPOINTS_NOT_DURABLE_MAX` newer ones were handed over).
+pub const CHECKPOINT_DURABLE_FORGOTTEN: &str = "checkpoint_durable_forgotten";
+/// A peer asked for ops only a checkpoint not yet durable here covers: no
+/// answer (it asks again, or another peer answers).
+pub const CHECKPOINT_NOT_DURABLE_UNSERVED: &str = "checkpoint_not_durable_unserved";
+/// A peer asked for this replica's checkpoint while its state lacked
+/// messages a state transfer left to fetch: no answer.
+pub const CHECKPOINT_WITH_GAP_UNSERVED: &str = "checkpoint_with_gap_unserved";
 pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// Placed by the node (`GroupStorage::open_or_rejoin`): both checkpoint
 /// copies (or the journal file) of a group were lost, its superblock was

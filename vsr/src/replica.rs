@@ -184,6 +184,36 @@ pub struct Checkpoint {
     pub snapshot: Vec<u8>,
 }
 
+/// Checkpoints a replica keeps in memory while the node makes them durable
+/// (`Replica::on_checkpoint_durable`): one runs per group at a time, so a
+/// few cover a node whose checkpoints queue behind a slow disk.
+pub const CHECKPOINTS_NOT_DURABLE_MAX: usize = 4;
+
+/// A checkpoint as a lagging peer receives it: the anchor and the snapshot
+/// with its checksum (sent with every chunk).
+#[derive(Debug, Clone)]
+struct ServableCheckpoint {
+    anchor: Header,
+    snapshot: Rc<[u8]>,
+    snapshot_checksum: u128,
+}
+
+impl ServableCheckpoint {
+    fn new(checkpoint: &Checkpoint) -> Self {
+        let snapshot = &checkpoint.snapshot;
+        assert!(
+            snapshot.len() as u64 <= crate::state_transfer::CHECKPOINT_SNAPSHOT_SIZE_MAX_BYTES,
+            "a snapshot of {} bytes could never be sent to a lagging peer",
+            snapshot.len()
+        );
+        Self {
+            anchor: checkpoint.anchor,
+            snapshot: Rc::from(snapshot.as_slice()),
+            snapshot_checksum: crate::header::checksum(snapshot),
+        }
+    }
+}
+
 /// Everything the driver read back at start-up.
 #[derive(Debug, Clone)]
 pub struct Recovered {
@@ -402,10 +432,18 @@ pub struct Replica<S: StateMachine> {
     superblock_commit: u64,
     /// The header of `checkpoint_op`: the hash chain's anchor below `log`.
     checkpoint_anchor: Header,
-    /// The snapshot at `checkpoint_op`, served to lagging peers.
-    checkpoint_snapshot: Rc<[u8]>,
-    /// `checksum(checkpoint_snapshot)`, sent with every chunk of it.
-    checkpoint_snapshot_checksum: u128,
+    /// The newest checkpoint the node reported durable on this replica's
+    /// disk (or the one recovered at open): the only one served to lagging
+    /// peers. A checkpoint still being written may never reach the disk
+    /// (its partition log sync can fail), and a peer that installed it
+    /// would drop its own journal's copy of the ops it covers (swarm seed
+    /// 9620: every replica lost committed offset 32 that way).
+    checkpoint_served: Option<ServableCheckpoint>,
+    /// Checkpoints handed to the node (`Action::Checkpoint`) and not yet
+    /// reported durable (`on_checkpoint_durable`), oldest first. Bounded by
+    /// `CHECKPOINTS_NOT_DURABLE_MAX`: the oldest is forgotten past it (a
+    /// newer one will be served once durable).
+    checkpoints_not_durable: VecDeque<ServableCheckpoint>,
     /// The chunks of a newer checkpoint a peer is sending, until every
     /// byte is here (`state_transfer`). Invariant: its anchor is above
     /// `commit_min` whenever it is kept.
@@ -611,8 +649,8 @@ impl<S: StateMachine> Replica<S> {
             checkpoint_op: 0,
             superblock_commit: recovered.durable.commit,
             checkpoint_anchor: root,
-            checkpoint_snapshot: Rc::from(Vec::new()),
-            checkpoint_snapshot_checksum: crate::header::checksum(&[]),
+            checkpoint_served: None,
+            checkpoints_not_durable: VecDeque::new(),
             checkpoint_assembly: None,
             checkpoint_other_snapshot_refused: 0,
             log: BTreeMap::new(),
@@ -665,6 +703,8 @@ impl<S: StateMachine> Replica<S> {
         replica.rejoin_nonce = replica.next_random() | 1;
         if let Some(checkpoint) = recovered.checkpoint {
             replica.restore_checkpoint(&checkpoint)?;
+            // Read back from this replica's disk: durable.
+            replica.checkpoint_served = Some(ServableCheckpoint::new(&checkpoint));
         }
         let journal_faulty = !recovered.faulty_ops.is_empty();
         // The journal's head: the highest op it names, valid or faulty (a
@@ -1723,8 +1763,7 @@ impl<S: StateMachine> Replica<S> {
         let op = self.commit_min;
         let anchor = self.log[&op].header;
         let checkpoint = Checkpoint { anchor, snapshot: self.snapshot() };
-        self.set_checkpoint_snapshot(&checkpoint.snapshot);
-        self.actions.push(Action::Checkpoint { checkpoint });
+        self.hand_checkpoint_to_node(checkpoint);
         self.checkpoint_op = op;
         self.checkpoint_anchor = anchor;
         self.log = self.log.split_off(&(op + 1));
@@ -1740,14 +1779,30 @@ impl<S: StateMachine> Replica<S> {
         out
     }
 
-    fn set_checkpoint_snapshot(&mut self, snapshot: &[u8]) {
-        assert!(
-            snapshot.len() as u64 <= crate::state_transfer::CHECKPOINT_SNAPSHOT_SIZE_MAX_BYTES,
-            "a snapshot of {} bytes could never be sent to a lagging peer",
-            snapshot.len()
-        );
-        self.checkpoint_snapshot = Rc::from(snapshot);
-        self.checkpoint_snapshot_checksum = crate::header::checksum(snapshot);
+    /// The node makes `checkpoint` durable (`Action::Checkpoint`); it is
+    /// served once the node says it is (`on_checkpoint_durable`).
+    fn hand_checkpoint_to_node(&mut self, checkpoint: Checkpoint) {
+        if self.checkpoints_not_durable.len() == CHECKPOINTS_NOT_DURABLE_MAX {
+            self.checkpoints_not_durable.pop_front();
+        }
+        self.checkpoints_not_durable.push_back(ServableCheckpoint::new(&checkpoint));
+        self.actions.push(Action::Checkpoint { checkpoint });
+    }
+
+    /// The node made the checkpoint at `op` durable (its partition log
+    /// synced, its file installed): from now on it may be served.
+    pub fn on_checkpoint_durable(&mut self, op: u64) {
+        let served_op = self.checkpoint_served.as_ref().map_or(0, |served| served.anchor.op);
+        assert!(op > served_op || self.checkpoint_served.is_none(), "checkpoint {op} reported durable twice");
+        while let Some(oldest) = self.checkpoints_not_durable.pop_front() {
+            assert!(oldest.anchor.op <= op, "checkpoint {op} reported durable before the older {}", oldest.anchor.op);
+            if oldest.anchor.op == op {
+                self.checkpoint_served = Some(oldest);
+                return;
+            }
+        }
+        // Forgotten past the bound: a newer one will be served.
+        crate::marks::hit(crate::marks::CHECKPOINT_DURABLE_FORGOTTEN);
     }
 
     fn restore_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SnapshotError> {
@@ -1759,7 +1814,6 @@ impl<S: StateMachine> Replica<S> {
         let op = checkpoint.anchor.op;
         self.checkpoint_op = op;
         self.checkpoint_anchor = checkpoint.anchor;
-        self.set_checkpoint_snapshot(&checkpoint.snapshot);
         self.commit_min = op;
         self.commit_max = self.commit_max.max(op);
         self.op = self.op.max(op);
@@ -2618,7 +2672,7 @@ impl<S: StateMachine> Replica<S> {
     fn on_request_prepare(&mut self, header: &Header) {
         let op = header.op;
         if op <= self.checkpoint_op && op > 0 {
-            return self.send_checkpoint(header.replica, header.context);
+            return self.send_checkpoint(header.replica, op, header.context);
         }
         let held = self.log.get(&op).is_some_and(|e| e.body.is_some() && e.header.checksum == header.parent);
         if header.parent != 0
@@ -2675,20 +2729,35 @@ impl<S: StateMachine> Replica<S> {
     /// Answer a catch-up request with the chunks of the checkpoint from
     /// `from_offset_bytes` on (`state_transfer::chunks_from`): each a frame
     /// within the group's message size, however large the snapshot.
-    fn send_checkpoint(&mut self, to: u8, from_offset_bytes: u64) {
+    ///
+    /// Only a checkpoint durable here, and only while this replica's state
+    /// holds every message it applied (no gap a state transfer left): the
+    /// receiver drops its own journal's copy of the ops it covers, so what
+    /// it installs must be on this disk. Otherwise nothing: the requester
+    /// asks again, or another peer answers.
+    fn send_checkpoint(&mut self, to: u8, op_wanted: u64, from_offset_bytes: u64) {
+        let Some(served) = self.checkpoint_served.as_ref().filter(|served| served.anchor.op >= op_wanted) else {
+            crate::marks::hit(crate::marks::CHECKPOINT_NOT_DURABLE_UNSERVED);
+            return;
+        };
+        if !self.state_machine.checkpoint_ready() {
+            crate::marks::hit(crate::marks::CHECKPOINT_WITH_GAP_UNSERVED);
+            return;
+        }
         // The snapshot as of the checkpoint, not the current state: the
         // anchor names the checkpoint op, and the receiver applies from there.
+        let anchor = served.anchor;
         let chunks = chunks_from(
-            self.checkpoint_anchor,
-            &self.checkpoint_snapshot,
-            self.checkpoint_snapshot_checksum,
+            anchor,
+            &served.snapshot,
+            served.snapshot_checksum,
             from_offset_bytes,
             self.config.message_size_max_bytes,
             self.config.checkpoint_chunks_per_answer_max,
         );
         for chunk in chunks {
             let mut header = self.new_header(Command::Checkpoint);
-            header.op = self.checkpoint_op;
+            header.op = anchor.op;
             header.commit = self.commit_max;
             // The newest view this sender holds the log of, i.e. the newest
             // view it knows started: its own view may be a view change that
@@ -2777,7 +2846,7 @@ impl<S: StateMachine> Replica<S> {
         // stale one from an older view: applying it up to that number would
         // commit ops the cluster never chose.
         self.advance_commit_max(op);
-        self.actions.push(Action::Checkpoint { checkpoint });
+        self.hand_checkpoint_to_node(checkpoint);
         if newer_view {
             // After the checkpoint: a superblock naming ops past the durable
             // checkpoint would restart into a log the journal cannot hold

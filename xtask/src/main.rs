@@ -74,7 +74,10 @@ const CI_GIT_TIME_LIMIT: &str = "5m";
 /// `compaction_ring_copy_rebuilt`, a compaction writing a durable op's ring
 /// copy from the index, in 477 of swarm seeds 0..3000; of session 21:
 /// `partition_sealed_segment_reopened`, a read of a sealed partition segment
-/// whose file was closed, in 2,003 of swarm seeds 500..5500). A change that stops
+/// whose file was closed, in 2,003 of swarm seeds 500..5500; of session 31:
+/// a catch-up request a replica leaves unanswered because its checkpoint is
+/// not durable yet (`checkpoint_not_durable_unserved`, 242 of swarm 0..2000)
+/// or its state has a gap (`checkpoint_with_gap_unserved`, 65). A change that stops
 /// the sweep reaching one of these rare paths fails CI (`shoal-sim` exit 6) instead of silently testing less. Marks no
 /// sweep hits yet (`drain_corrupt`, `refuse_conflicting_log`,
 /// `session_evicted`) are testbed gaps, not listed until a scenario reaches
@@ -90,7 +93,8 @@ checkpoint_beside_partition_sync,state_data_asked_on_arrival,faulty_header_kept_
 checkpoint_in_background,checkpoint_beside_appends,checkpoint_other_snapshot,metadata_replayed_at_start,\
 rejoin_above_cluster_view,compaction_beside_appends,journal_window_write,journal_window_ack_held,\
 compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_rebuilt,\
-partition_sealed_segment_reopened,compaction_spare_cleared_beside";
+partition_sealed_segment_reopened,compaction_spare_cleared_beside,checkpoint_not_durable_unserved,\
+checkpoint_with_gap_unserved";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
 const CI_DETERMINISM_SCENARIOS: [&str; 11] = [
     "steady",
@@ -124,7 +128,8 @@ const CI_TARGETED_SEEDS: &str = "0..1000";
 /// 0..1000 in session 22: the journal's whole-page fallback and the
 /// partition salvage that empties an unreadable segment).
 /// partition-fsync must reach the salvage that rewrites records past the
-/// old marker (9 of seeds 0..1000 in session 30).
+/// old marker (9 of seeds 0..1000 in session 30; 6 of 0..700 once session
+/// 31's checkpoint fix moved the schedules).
 const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 2] = [
     ("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment"),
     ("partition-fsync", "partition_salvage_rewrote_unpromised"),

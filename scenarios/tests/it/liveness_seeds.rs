@@ -522,13 +522,16 @@ fn fsync_steps_290_and_swarm_18237_a_marker_whose_fsync_failed_is_written_again_
 /// moved; pinned by `sim/tests/it/partition_lost_fsync.rs`
 /// (`a_salvage_rewrites_what_it_promises_that_only_the_page_cache_held`).
 /// The scenario made for it, partition-fsync, failed 10 of seeds 0..2500
-/// before the fix (283 first).
+/// before the fix (283 first; since session 31's checkpoint fix moved its
+/// schedule, 283 no longer reaches the salvage and 53 does).
 #[test]
 fn disk_rot_392_a_salvage_rewrites_what_it_promises_past_the_old_marker() {
+    let first_found = shoal_sim::run(&shoal_scenarios::catalog::partition_fsync(283));
+    assert!(matches!(first_found.verdict, Verdict::Pass), "partition-fsync seed 283: {:?}", first_found.verdict);
     for config in [
         shoal_scenarios::catalog::disk_rot(392),
         shoal_scenarios::catalog::disk_rot_pages(392),
-        shoal_scenarios::catalog::partition_fsync(283),
+        shoal_scenarios::catalog::partition_fsync(53),
     ] {
         let outcome = shoal_sim::run(&config);
         assert!(matches!(outcome.verdict, Verdict::Pass), "seed 392: {:?}", outcome.verdict);
@@ -547,4 +550,21 @@ fn disk_rot_392_a_salvage_rewrites_what_it_promises_past_the_old_marker() {
 #[test]
 fn swarm_4088_a_large_fill_after_the_heal_is_appended_several_parts_per_tick() {
     assert_swarm_as_drawn_now_passes(4088);
+}
+
+/// Every replica lacked committed partition offset 32 after the heal: R2
+/// served its checkpoint at op 34 by state transfer 4 ms before that
+/// checkpoint's partition log sync failed, so it never reached R2's disk;
+/// R1 installed it (dropping its journal's ops up to 34) and passed it to
+/// R0. Found by swarm 8000..20000 once swarm drew the partition-sync fault
+/// (cd9bb0c); reported as Liveness until the checker learned that an offset
+/// every replica applied and none holds is a lost committed write (Safety,
+/// `AckedWritesDurable`). Fixed by serving only a checkpoint the node
+/// reported durable, and only while the state has no gap. Story:
+/// `vsr/tests/it/checkpoint_durable.rs`.
+#[test]
+fn swarm_9620_a_checkpoint_is_served_only_once_durable() {
+    let config = shoal_scenarios::catalog::swarm(9620);
+    assert!(config.faults.storage_partition_sync_error_ppm > 0, "swarm 9620 draws the partition-sync fault");
+    assert_swarm_as_drawn_now_passes(9620);
 }

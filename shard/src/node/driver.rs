@@ -1291,6 +1291,8 @@ impl<I: Io> Node<I> {
         // The checkpoint is durable from here (its file installed): the
         // hooks learn it now; the compaction's failure, if any, stops the
         // node later (`finish_compaction`).
+        // The replica may serve it to lagging peers from now on, not before.
+        self.groups[group].replica.on_checkpoint_durable(checkpoint.anchor.op);
         match self.groups[group].storage.stage_compaction(checkpoint).await {
             Ok(Some(staged)) => self.start_compaction(group, action.clone(), staged).await,
             Ok(None) => {}

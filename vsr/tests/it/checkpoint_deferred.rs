@@ -71,7 +71,10 @@ impl Solo {
                     Action::Reply { message, .. } if message.header.operation == Operation::Register => {
                         self.session = message.header.context;
                     }
-                    Action::Checkpoint { checkpoint } => self.checkpoints.push(checkpoint.anchor.op),
+                    Action::Checkpoint { checkpoint } => {
+                        self.checkpoints.push(checkpoint.anchor.op);
+                        self.replica.on_checkpoint_durable(checkpoint.anchor.op);
+                    }
                     _ => {}
                 }
             }

@@ -111,6 +111,12 @@ pub struct Cluster {
     pipeline_prepares_max: usize,
     /// Every replica's frame limit (`ReplicaConfig::message_size_max_bytes`).
     message_size_max_bytes: u32,
+    /// Replicas whose checkpoints the node is still writing (its partition
+    /// log sync has not returned): `hold_checkpoints`.
+    checkpoints_held_for: BTreeSet<u8>,
+    /// Those checkpoints, in the order they were handed over, with their
+    /// replica: on no disk yet.
+    pub checkpoints_held: Vec<(u8, Checkpoint)>,
 }
 
 impl Cluster {
@@ -173,6 +179,8 @@ impl Cluster {
             committed: BTreeMap::new(),
             commits: (0..replica_count).map(|_| BTreeMap::new()).collect(),
             violations: Vec::new(),
+            checkpoints_held_for: BTreeSet::new(),
+            checkpoints_held: Vec::new(),
         }
     }
 
@@ -322,6 +330,29 @@ impl Cluster {
     pub fn crash(&mut self, r: u8) {
         self.replicas[r as usize] = None;
         self.commits[r as usize].clear();
+        // A checkpoint still being written is lost with the process.
+        self.checkpoints_held.retain(|(replica, _)| *replica != r);
+    }
+
+    /// From now on `r`'s checkpoints stay in the node (neither on its disk
+    /// nor reported durable) until `release_checkpoints`, as while its
+    /// partition log's sync runs beside the node.
+    pub fn hold_checkpoints(&mut self, r: u8) {
+        self.checkpoints_held_for.insert(r);
+    }
+
+    /// `r`'s held checkpoints reach its disk, in order, and the replica
+    /// learns each is durable; later ones run at once again.
+    pub fn release_checkpoints(&mut self, r: u8) {
+        self.checkpoints_held_for.remove(&r);
+        let (mine, others) =
+            std::mem::take(&mut self.checkpoints_held).into_iter().partition(|(replica, _)| *replica == r);
+        self.checkpoints_held = others;
+        assert!(self.is_up(r), "a crash loses the checkpoints it held");
+        for (_, checkpoint) in mine {
+            self.execute(r, Action::Checkpoint { checkpoint });
+        }
+        self.drain(r);
     }
 
     /// Start again from what the disk kept.
@@ -480,12 +511,17 @@ impl Cluster {
                 assert!(state.view >= disk.superblock.view, "the superblock's view never goes back");
                 disk.superblock = state;
             }
+            Action::Checkpoint { checkpoint } if self.checkpoints_held_for.contains(&r) => {
+                self.checkpoints_held.push((r, checkpoint));
+            }
             Action::Checkpoint { checkpoint } => {
                 let through = checkpoint.anchor.op;
                 disk.checkpoint = Some(checkpoint);
                 disk.journal.retain(|op, _| *op > through);
                 disk.rotten.retain(|op| *op > through);
                 disk.rotten_named.retain(|op, _| *op > through);
+                let replica = self.replicas[r as usize].as_mut().expect("running");
+                replica.on_checkpoint_durable(through);
             }
         }
     }

@@ -4,6 +4,7 @@ mod aside_replaced_older;
 mod aside_superseded;
 mod aside_truncated;
 mod checkpoint_deferred;
+mod checkpoint_durable;
 mod checkpoint_view;
 mod faulty_voters;
 mod harness;
