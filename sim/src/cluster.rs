@@ -268,9 +268,10 @@ struct Process {
     /// start may find damage only in these (`checks::check_salvage`,
     /// `checks::check_group_damage`).
     damaged_files: BTreeSet<std::path::PathBuf>,
-    /// Files that lost a write (`SimDisk::take_lost_write_paths`) since a
-    /// start last found their group's journal whole.
-    lost_write_files: BTreeSet<std::path::PathBuf>,
+    /// Files that lost a write (`SimDisk::take_lost_writes`) since a start
+    /// last found their group's journal whole, with the bytes those writes
+    /// covered.
+    lost_write_files: BTreeMap<std::path::PathBuf, crate::disk::LostRanges>,
     /// The running shards (a node per shard and their inboxes); `None`
     /// while down.
     node: Option<ShardNodes>,
@@ -594,7 +595,7 @@ impl Cluster {
                 corrupted: false,
                 rotted_while_running: false,
                 damaged_files: BTreeSet::new(),
-                lost_write_files: BTreeSet::new(),
+                lost_write_files: BTreeMap::new(),
                 wipe_on_restart: false,
                 wiped: false,
                 restart_faults_in_a_row: 0,

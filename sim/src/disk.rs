@@ -66,6 +66,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
@@ -133,6 +134,70 @@ pub enum MutationFault {
 enum Pending {
     Write { offset: u64, data: Vec<u8> },
     SetLen { size_bytes: u64 },
+}
+
+impl Pending {
+    /// The bytes this operation changes when it is lost: a write's own; a
+    /// length change may move every byte past either length, so all of
+    /// them from its new end on (the old end is not known here: the whole
+    /// file, conservatively).
+    fn range(&self) -> Range<u64> {
+        match self {
+            Pending::Write { offset, data } => *offset..offset + data.len() as u64,
+            Pending::SetLen { .. } => 0..u64::MAX,
+        }
+    }
+}
+
+/// Byte ranges a file lost writes over (`SimDisk::take_lost_writes`): merged
+/// where they touch, at most `LOST_RANGES_PER_FILE_MAX` of them; past that
+/// the whole file counts as lost (an excuse never gets narrower than the
+/// truth).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LostRanges {
+    ranges: Vec<Range<u64>>,
+}
+
+/// Lost ranges one file keeps apart before they become the whole file.
+pub const LOST_RANGES_PER_FILE_MAX: usize = 1024;
+
+impl LostRanges {
+    pub fn add(&mut self, range: Range<u64>) {
+        if range.is_empty() {
+            return;
+        }
+        let (mut start, mut end) = (range.start, range.end);
+        self.ranges.retain(|kept| {
+            let touches = kept.start <= end && start <= kept.end;
+            if touches {
+                start = start.min(kept.start);
+                end = end.max(kept.end);
+            }
+            !touches
+        });
+        let at = self.ranges.partition_point(|kept| kept.start < start);
+        self.ranges.insert(at, start..end);
+        if self.ranges.len() > LOST_RANGES_PER_FILE_MAX {
+            self.ranges.clear();
+            self.ranges.push(0..u64::MAX);
+        }
+    }
+
+    /// Every range of `other` is lost here too.
+    pub fn merge(&mut self, other: &LostRanges) {
+        for range in &other.ranges {
+            self.add(range.clone());
+        }
+    }
+
+    /// Some lost byte lies in `range`.
+    pub fn overlaps(&self, range: &Range<u64>) -> bool {
+        self.ranges.iter().any(|lost| lost.start < range.end && range.start < lost.end)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -214,9 +279,10 @@ pub struct SimDisk {
     /// write.
     misdirected_generation: BTreeMap<InodeId, u64>,
     counters: BTreeMap<&'static str, u64>,
-    /// Paths of files that lost a write the program issued: dropped or torn
-    /// at a power loss, or dropped by a failed fsync (`take_lost_write_paths`).
-    lost_write_paths: BTreeSet<PathBuf>,
+    /// Files that lost a write the program issued (dropped or torn at a
+    /// power loss, or dropped by a failed fsync), by path, with the byte
+    /// ranges of those writes (`take_lost_writes`).
+    lost_writes: BTreeMap<PathBuf, LostRanges>,
     /// Successful writes and their bytes, for tests that pin what a storage
     /// call costs (e.g. the sectors one small prepare writes).
     writes_total: u64,
@@ -303,7 +369,7 @@ impl SimDisk {
             misdirected: BTreeMap::new(),
             misdirected_generation: BTreeMap::new(),
             counters: BTreeMap::new(),
-            lost_write_paths: BTreeSet::new(),
+            lost_writes: BTreeMap::new(),
             writes_total: 0,
             write_bytes_total: 0,
             exchange_unsupported: false,
@@ -620,11 +686,11 @@ impl SimDisk {
             let pending = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().pending);
             self.inodes.get_mut(&id).unwrap().pending_retired_total += pending.len() as u64;
             let mut durable = std::mem::take(&mut self.inodes.get_mut(&id).unwrap().durable);
-            let mut lost = false;
+            let mut lost = Vec::new();
             for op in pending {
                 if self.chance(faults.crash_lost_ppm) {
                     self.count("crash_lost_write");
-                    lost = true;
+                    lost.push(op.range());
                     continue;
                 }
                 match op {
@@ -642,7 +708,7 @@ impl SimDisk {
                                 apply(&mut durable, &part);
                             }
                             self.count("crash_torn_write");
-                            lost = true;
+                            lost.push(offset..offset + data.len() as u64);
                         } else {
                             apply(&mut durable, &Pending::Write { offset, data });
                         }
@@ -653,8 +719,8 @@ impl SimDisk {
             let inode = self.inodes.get_mut(&id).unwrap();
             inode.current = durable.clone();
             inode.durable = durable;
-            if lost {
-                self.note_lost_writes(id);
+            for range in lost {
+                self.note_lost_write(id, range);
             }
         }
         self.new_process_life();
@@ -1130,18 +1196,27 @@ impl SimDisk {
         Ok(())
     }
 
-    /// Record the paths that name `id` now as files that lost a write.
-    fn note_lost_writes(&mut self, id: InodeId) {
-        let paths = self.namespace_current.iter().filter(|(_, inode)| **inode == id).map(|(path, _)| path.clone());
-        self.lost_write_paths.extend(paths);
+    /// Record the paths that name `id` now as files that lost a write
+    /// over `range` (bytes).
+    fn note_lost_write(&mut self, id: InodeId, range: Range<u64>) {
+        let paths: Vec<PathBuf> =
+            self.namespace_current.iter().filter(|(_, inode)| **inode == id).map(|(path, _)| path.clone()).collect();
+        for path in paths {
+            self.lost_writes.entry(path).or_default().add(range.clone());
+        }
     }
 
-    /// The paths of files that lost a write since the last call (at a power
-    /// loss, dropped or torn; at a failed fsync, dropped), by the names
-    /// they had then. The simulator's start checks hold damage a file
-    /// reports to what it lost.
+    /// The files that lost a write since the last call (at a power loss,
+    /// dropped or torn; at a failed fsync, dropped), by the names they had
+    /// then, with the byte ranges those writes covered. The simulator's
+    /// start checks hold damage a file reports to what it lost.
+    pub fn take_lost_writes(&mut self) -> BTreeMap<PathBuf, LostRanges> {
+        std::mem::take(&mut self.lost_writes)
+    }
+
+    /// The paths of `take_lost_writes`, without their ranges.
     pub fn take_lost_write_paths(&mut self) -> BTreeSet<PathBuf> {
-        std::mem::take(&mut self.lost_write_paths)
+        self.take_lost_writes().into_keys().collect()
     }
 
     /// What a failed fsync does on Linux: the kernel gave up on the dirty
@@ -1151,8 +1226,15 @@ impl SimDisk {
     /// Length changes are metadata and reach the device; the bytes a dropped
     /// write would have put past the old end read back as zeros there.
     fn drop_pending_writes(&mut self, id: InodeId, covered: usize) {
-        if covered > 0 {
-            self.note_lost_writes(id);
+        let dropped: Vec<Range<u64>> = self.inodes[&id]
+            .pending
+            .iter()
+            .take(covered)
+            .filter(|op| matches!(op, Pending::Write { .. }))
+            .map(Pending::range)
+            .collect();
+        for range in dropped {
+            self.note_lost_write(id, range);
         }
         let inode = self.inodes.get_mut(&id).unwrap();
         for op in inode.pending.drain(..covered) {
@@ -1314,6 +1396,44 @@ impl SimDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_ranges_merge_where_they_touch_and_become_the_whole_file_past_their_bound() {
+        let mut lost = LostRanges::default();
+        lost.add(100..200);
+        lost.add(300..400);
+        assert!(lost.overlaps(&(150..160)) && lost.overlaps(&(399..500)));
+        assert!(!lost.overlaps(&(200..300)), "the gap between two writes was not lost");
+        lost.add(200..300);
+        assert_eq!(lost.ranges.len(), 1);
+        assert_eq!(lost.ranges[0], 100..400, "touching ranges merge");
+        let mut many = LostRanges::default();
+        for index in 0..=LOST_RANGES_PER_FILE_MAX as u64 {
+            many.add(index * 10..index * 10 + 1);
+        }
+        assert_eq!(many.ranges.len(), 1);
+        assert_eq!(many.ranges[0], 0..u64::MAX, "past the bound the whole file counts as lost");
+        assert!(many.overlaps(&(5..6)));
+    }
+
+    #[test]
+    fn a_failed_fsync_and_a_power_loss_name_the_bytes_they_lost() {
+        let mut disk = disk_with_data_dir();
+        let path = Path::new("/data/file");
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.sync_dir(Path::new("/data")).unwrap();
+        disk.write(generation, id, &[1; 512], 4096).unwrap();
+        disk.fail_next_sync();
+        let fence = disk.sync_fence(id);
+        assert!(disk.sync_data(generation, id, fence).is_err());
+        disk.write(generation, id, &[2; 100], 8192).unwrap();
+        disk.faults.crash_lost_ppm = 1_000_000;
+        disk.power_loss();
+        let lost = disk.take_lost_writes();
+        let ranges = &lost[path];
+        assert!(ranges.overlaps(&(4096..4097)) && ranges.overlaps(&(8291..8292)));
+        assert!(!ranges.overlaps(&(0..4096)) && !ranges.overlaps(&(4608..8192)));
+    }
 
     /// A disk whose `/data` is durable in its parent, as a format leaves it.
     fn disk_with_data_dir() -> SimDisk {

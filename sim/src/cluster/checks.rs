@@ -174,17 +174,25 @@ impl Cluster {
     }
 
     /// A journal that comes back with faulty ops (written, then damaged)
-    /// must have been damaged by the fault model, or have lost a write (a
-    /// power loss tore or dropped it, a failed fsync dropped it: a torn
-    /// rewrite leaves a slot its older copy contradicts) since a start last
-    /// found it whole, or have met a read error in this open. Anything
+    /// must have been damaged by the fault model, or have met a read error
+    /// in this open, or have lost a write over each faulty op's places since
+    /// a start last found it whole (a power loss tore or dropped it, a
+    /// failed fsync dropped it: a torn rewrite leaves a slot its older copy
+    /// contradicts). A faulty op's places are its slot (with the
+    /// carried-copies region before it) and every place its header copy
+    /// may be in (`JournalConfig::header_copy_offsets`); a lost write over
+    /// a file header copy excuses every op (it moves the window). Anything
     /// else is a prepare a sync promised that the disk does not hold: the
     /// recovery check excuses ops the journal names faulty, and the peers'
     /// repair would hide the loss. A whole journal clears its lost writes.
+    /// (Until session 31 any lost write of the journal excused every faulty
+    /// op: a bug that damaged a slot in a life that also lost an unrelated
+    /// write went unseen.)
     pub(super) fn check_journal_damage(
         &mut self,
         replica: u8,
         group: usize,
+        journal: &shoal_vsr::journal::JournalConfig,
         recovered: &shoal_vsr::replica::Recovered,
         read_failed: bool,
     ) {
@@ -192,21 +200,34 @@ impl Cluster {
         let is_journal = |path: &std::path::PathBuf| is_journal_file(path, namespace);
         let process = &mut self.nodes[replica as usize];
         if !recovered.journal_faulty() {
-            process.lost_write_files.retain(|path| !is_journal(path));
+            process.lost_write_files.retain(|path, _| !is_journal(path));
             return;
         }
-        let excused = read_failed
-            || process.damaged_files.iter().any(is_journal)
-            || process.lost_write_files.iter().any(is_journal);
-        if excused {
+        if read_failed || process.damaged_files.iter().any(is_journal) {
+            return;
+        }
+        // The journal and its spare exchange names at every compaction, at
+        // the same geometry: a write either lost counts for both.
+        let mut lost = crate::disk::LostRanges::default();
+        for (_, ranges) in process.lost_write_files.iter().filter(|(path, _)| is_journal(path)) {
+            lost.merge(ranges);
+        }
+        let unexplained: Vec<u64> =
+            recovered.faulty_ops.iter().copied().filter(|op| !lost_write_explains(journal, &lost, *op)).collect();
+        if unexplained.is_empty() {
             return;
         }
         let label = self.group_label(group);
+        let detail = if lost.is_empty() {
+            "no write of it lost".to_string()
+        } else {
+            "no lost write of it over their slots or copies".to_string()
+        };
         self.fail(
             Checker::Recovery,
             format!(
-                "replica {replica}{label} journal came back with faulty ops {:?} with no damage injected into it \
-                 and no write of it lost",
+                "replica {replica}{label} journal came back with faulty ops {unexplained:?} (of {:?}) with no damage \
+                 injected into it and {detail}",
                 recovered.faulty_ops
             ),
         );
@@ -575,6 +596,21 @@ impl Cluster {
     }
 }
 
+/// A write lost over the journal's bytes may have made `op` read faulty:
+/// it covered a file header copy (the window), the op's slot with its
+/// carried-copies region, or a place of the op's header copy.
+fn lost_write_explains(journal: &shoal_vsr::journal::JournalConfig, lost: &crate::disk::LostRanges, op: u64) -> bool {
+    use shoal_vsr::header::HEADER_SIZE_BYTES;
+    use shoal_vsr::journal::FILE_HEADER_SIZE_BYTES;
+    let file_size_bytes = journal.file_size_bytes();
+    let file_headers =
+        [0..FILE_HEADER_SIZE_BYTES, file_size_bytes.saturating_sub(FILE_HEADER_SIZE_BYTES)..file_size_bytes];
+    let slot = journal.copies_region_offset(op)..journal.slot_offset(op) + journal.slot_size_bytes();
+    file_headers.iter().any(|range| lost.overlaps(range))
+        || lost.overlaps(&slot)
+        || journal.header_copy_offsets(op).any(|place| lost.overlaps(&(place..place + HEADER_SIZE_BYTES as u64)))
+}
+
 /// `path` is one of `namespace`'s journal files: the journal or its spare
 /// (a compaction exchanges the two, so damage and lost writes follow the
 /// file under either name).
@@ -588,6 +624,34 @@ fn is_journal_file(path: &Path, namespace: u64) -> bool {
 mod tests {
     use super::*;
     use crate::run::{FaultMix, RunConfig, Verdict};
+
+    /// A lost write excuses the faulty ops whose slot, region or copy
+    /// places it covered, and no other (session 28's "coarse excuse").
+    #[test]
+    fn a_lost_write_excuses_only_the_ops_whose_places_it_covered() {
+        let journal = shoal_vsr::journal::JournalConfig {
+            slot_count: 64,
+            message_size_max_bytes: 4096,
+            cluster: 1,
+            namespace: 1,
+        };
+        let op = 70;
+        let mut lost = crate::disk::LostRanges::default();
+        lost.add(journal.slot_offset(op)..journal.slot_offset(op) + 512);
+        assert!(lost_write_explains(&journal, &lost, op), "its own slot's header");
+        assert!(!lost_write_explains(&journal, &lost, op + 1), "the next slot: untouched");
+        assert!(!lost_write_explains(&journal, &lost, op - 30), "far below: untouched");
+        // The write of op + 1 (its region carries op's copy) was lost.
+        let mut carrier = crate::disk::LostRanges::default();
+        carrier.add(journal.copies_region_offset(op + 1)..journal.slot_offset(op + 1) + 512);
+        assert!(lost_write_explains(&journal, &carrier, op), "a carried copy of op");
+        assert!(lost_write_explains(&journal, &carrier, op + 1));
+        assert!(!lost_write_explains(&journal, &carrier, op + 20), "past the copies a region carries");
+        // A file header copy moves the window: every op.
+        let mut header = crate::disk::LostRanges::default();
+        header.add(0..512);
+        assert!(lost_write_explains(&journal, &header, op + 20));
+    }
 
     /// Damage is planted this far into the run: checkpoints and partition
     /// records exist by then.

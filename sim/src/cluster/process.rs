@@ -112,8 +112,9 @@ impl Cluster {
             Ok(replay) => replay,
             Err((group, what)) => return self.group_start_stopped(replica, group, fault, what),
         };
-        let lost = io.disk().take_lost_write_paths();
-        self.nodes[index].lost_write_files.extend(lost);
+        for (path, ranges) in io.disk().take_lost_writes() {
+            self.nodes[index].lost_write_files.entry(path).or_default().merge(&ranges);
+        }
         let mut faulty_groups = 0;
         let mut groups = Vec::new();
         for group in 0..self.namespaces.len() {
@@ -168,7 +169,7 @@ impl Cluster {
                     self.on_group_formatted_after_damage(replica, group, &damage);
                 }
                 None => {
-                    self.check_journal_damage(replica, group, &recovered, read_failed);
+                    self.check_journal_damage(replica, group, storage.journal().config(), &recovered, read_failed);
                     self.check_recovery(replica, group, &storage, &recovered);
                 }
             }
@@ -524,7 +525,7 @@ impl Cluster {
             io.disk().wipe();
             self.nodes[index].damaged_files.clear();
             self.nodes[index].lost_write_files.clear();
-            drop(io.disk().take_lost_write_paths());
+            drop(io.disk().take_lost_writes());
             self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
             self.superblock_rot.retain(|(r, _, _)| *r != replica);
             // Every promise of the old disk is gone with it.
