@@ -174,20 +174,22 @@ impl Cluster {
     }
 
     /// A journal that comes back with faulty ops (written, then damaged)
-    /// must have been damaged by the fault model, or have met a read error
-    /// in this open, or have lost a write over each faulty op's places since
-    /// a start last found it whole (a power loss tore or dropped it, a
-    /// failed fsync dropped it: a torn rewrite leaves a slot its older copy
+    /// must have met a read error in this open, or been aimed at by a
+    /// misdirected write (it lands where the disk chooses), or each faulty
+    /// op must lie under damage the fault model injected (rot, a latent
+    /// sector error: a whole damage unit) or under a write it lost since a
+    /// start last found it whole (a power loss tore or dropped it, a failed
+    /// fsync dropped it: a torn rewrite leaves a slot its older copy
     /// contradicts). A faulty op's places are its slot (with the
     /// carried-copies region before it) and every place its header copy
-    /// may be in (`JournalConfig::header_copy_offsets`); a lost write over
-    /// a file header copy excuses every op (it moves the window). Anything
-    /// else is a prepare a sync promised that the disk does not hold: the
-    /// recovery check excuses ops the journal names faulty, and the peers'
-    /// repair would hide the loss. A whole journal clears its lost writes.
-    /// (Until session 31 any lost write of the journal excused every faulty
-    /// op: a bug that damaged a slot in a life that also lost an unrelated
-    /// write went unseen.)
+    /// may be in (`JournalConfig::header_copy_offsets`); damage or a lost
+    /// write over a file header copy excuses every op (it moves the
+    /// window). Anything else is a prepare a sync promised that the disk
+    /// does not hold: the recovery check excuses ops the journal names
+    /// faulty, and the peers' repair would hide the loss. A whole journal
+    /// clears its lost writes. (Until session 31 any damage or lost write
+    /// of the journal file excused every faulty op: a bug that damaged a
+    /// slot in a life that also lost an unrelated write went unseen.)
     pub(super) fn check_journal_damage(
         &mut self,
         replica: u8,
@@ -203,13 +205,15 @@ impl Cluster {
             process.lost_write_files.retain(|path, _| !is_journal(path));
             return;
         }
-        if read_failed || process.damaged_files.iter().any(is_journal) {
+        if read_failed || process.misdirected_files.iter().any(is_journal) {
             return;
         }
         // The journal and its spare exchange names at every compaction, at
-        // the same geometry: a write either lost counts for both.
+        // the same geometry: a write either lost, or a sector either took,
+        // counts for both.
         let mut lost = crate::disk::LostRanges::default();
-        for (_, ranges) in process.lost_write_files.iter().filter(|(path, _)| is_journal(path)) {
+        let damage = process.sector_damage.iter().filter(|(path, _)| is_journal(path));
+        for (_, ranges) in process.lost_write_files.iter().filter(|(path, _)| is_journal(path)).chain(damage) {
             lost.merge(ranges);
         }
         let unexplained: Vec<u64> =
@@ -219,15 +223,14 @@ impl Cluster {
         }
         let label = self.group_label(group);
         let detail = if lost.is_empty() {
-            "no write of it lost".to_string()
+            "no damage injected into it and no write of it lost"
         } else {
-            "no lost write of it over their slots or copies".to_string()
+            "no damage injected and no write lost over their slots or copies"
         };
         self.fail(
             Checker::Recovery,
             format!(
-                "replica {replica}{label} journal came back with faulty ops {unexplained:?} (of {:?}) with no damage \
-                 injected into it and {detail}",
+                "replica {replica}{label} journal came back with faulty ops {unexplained:?} (of {:?}) with {detail}",
                 recovered.faulty_ops
             ),
         );
@@ -596,9 +599,10 @@ impl Cluster {
     }
 }
 
-/// A write lost over the journal's bytes may have made `op` read faulty:
-/// it covered a file header copy (the window), the op's slot with its
-/// carried-copies region, or a place of the op's header copy.
+/// A write lost, or a sector damaged, over the journal's bytes may have
+/// made `op` read faulty: it covered a file header copy (the window), the
+/// op's slot with its carried-copies region, or a place of the op's header
+/// copy.
 fn lost_write_explains(journal: &shoal_vsr::journal::JournalConfig, lost: &crate::disk::LostRanges, op: u64) -> bool {
     use shoal_vsr::header::HEADER_SIZE_BYTES;
     use shoal_vsr::journal::FILE_HEADER_SIZE_BYTES;

@@ -238,6 +238,7 @@ impl Cluster {
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
         self.nodes[replica as usize].rotted_while_running = true;
+        self.nodes[replica as usize].misdirected_files.insert(path.clone());
         self.nodes[replica as usize].damaged_files.insert(path);
         let label = self.group_label(group);
         self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
@@ -734,9 +735,13 @@ impl Cluster {
     pub(super) fn damage_sector(&mut self, index: usize, path: &std::path::Path, offset: u64, eio: bool) -> bool {
         let mut disk = self.nodes[index].io.disk();
         let damaged = if eio { disk.fail_sector_reads(path, offset) } else { disk.corrupt_sector(path, offset) };
+        let unit_bytes = disk.damage_unit_bytes();
         drop(disk);
         if damaged.is_ok() {
-            self.nodes[index].damaged_files.insert(path.to_path_buf());
+            let unit_start = offset / unit_bytes * unit_bytes;
+            let node = &mut self.nodes[index];
+            node.damaged_files.insert(path.to_path_buf());
+            node.sector_damage.entry(path.to_path_buf()).or_default().add(unit_start..unit_start + unit_bytes);
         }
         damaged.is_ok()
     }
