@@ -272,9 +272,6 @@ struct Process {
     /// units: a sector, or a page), by path: a faulty journal op must lie
     /// under one (`checks::check_journal_damage`).
     sector_damage: BTreeMap<std::path::PathBuf, crate::disk::LostRanges>,
-    /// Of those, the files a misdirected write was aimed at: its landing
-    /// place is the disk's to choose, so it excuses any faulty op.
-    misdirected_files: BTreeSet<std::path::PathBuf>,
     /// Files that lost a write (`SimDisk::take_lost_writes`) since a start
     /// last found their group's journal whole, with the bytes those writes
     /// covered.
@@ -603,7 +600,6 @@ impl Cluster {
                 rotted_while_running: false,
                 damaged_files: BTreeSet::new(),
                 sector_damage: BTreeMap::new(),
-                misdirected_files: BTreeSet::new(),
                 lost_write_files: BTreeMap::new(),
                 wipe_on_restart: false,
                 wiped: false,

@@ -174,10 +174,10 @@ impl Cluster {
     }
 
     /// A journal that comes back with faulty ops (written, then damaged)
-    /// must have met a read error in this open, or been aimed at by a
-    /// misdirected write (it lands where the disk chooses), or each faulty
-    /// op must lie under damage the fault model injected (rot, a latent
-    /// sector error: a whole damage unit) or under a write it lost since a
+    /// must have met a read error in this open, or each faulty op must lie
+    /// under damage the fault model injected (rot, a latent sector error: a
+    /// whole damage unit; a misdirected write: where it was aimed and where
+    /// it landed, `SimDisk::misdirected_ranges`) or under a write it lost since a
     /// start last found it whole (a power loss tore or dropped it, a failed
     /// fsync dropped it: a torn rewrite leaves a slot its older copy
     /// contradicts). A faulty op's places are its slot (with the
@@ -205,17 +205,28 @@ impl Cluster {
             process.lost_write_files.retain(|path, _| !is_journal(path));
             return;
         }
-        if read_failed || process.misdirected_files.iter().any(is_journal) {
+        if read_failed {
             return;
         }
         // The journal and its spare exchange names at every compaction, at
-        // the same geometry: a write either lost, or a sector either took,
-        // counts for both.
+        // the same geometry: a write either lost, a sector either took, or
+        // a misdirected write either was aimed at or landed on, counts for
+        // both.
         let mut lost = crate::disk::LostRanges::default();
         let damage = process.sector_damage.iter().filter(|(path, _)| is_journal(path));
         for (_, ranges) in process.lost_write_files.iter().filter(|(path, _)| is_journal(path)).chain(damage) {
             lost.merge(ranges);
         }
+        let dir = std::path::Path::new(DATA_DIR);
+        let disk = process.io.disk();
+        for path in
+            [shoal_vsr::journal::journal_path(dir, namespace), shoal_vsr::journal::journal_path_tmp(dir, namespace)]
+        {
+            for &(offset, len) in disk.misdirected_ranges(&path) {
+                lost.add(offset..offset + len);
+            }
+        }
+        drop(disk);
         let unexplained: Vec<u64> =
             recovered.faulty_ops.iter().copied().filter(|op| !lost_write_explains(journal, &lost, *op)).collect();
         if unexplained.is_empty() {

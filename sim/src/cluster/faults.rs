@@ -238,7 +238,6 @@ impl Cluster {
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
         self.nodes[replica as usize].rotted_while_running = true;
-        self.nodes[replica as usize].misdirected_files.insert(path.clone());
         self.nodes[replica as usize].damaged_files.insert(path);
         let label = self.group_label(group);
         self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));

@@ -525,7 +525,6 @@ impl Cluster {
             io.disk().wipe();
             self.nodes[index].damaged_files.clear();
             self.nodes[index].sector_damage.clear();
-            self.nodes[index].misdirected_files.clear();
             self.nodes[index].lost_write_files.clear();
             drop(io.disk().take_lost_writes());
             self.checkpoint_rot.retain(|(r, _, _)| *r != replica);
