@@ -283,6 +283,9 @@ pub struct SimDisk {
     /// power loss, or dropped by a failed fsync), by path, with the byte
     /// ranges of those writes (`take_lost_writes`).
     lost_writes: BTreeMap<PathBuf, LostRanges>,
+    /// Reads that failed with EIO (a latent sector error or a transient
+    /// one), by the paths their file had then (`take_failed_reads`).
+    failed_reads: BTreeMap<PathBuf, LostRanges>,
     /// Successful writes and their bytes, for tests that pin what a storage
     /// call costs (e.g. the sectors one small prepare writes).
     writes_total: u64,
@@ -370,6 +373,7 @@ impl SimDisk {
             misdirected_generation: BTreeMap::new(),
             counters: BTreeMap::new(),
             lost_writes: BTreeMap::new(),
+            failed_reads: BTreeMap::new(),
             writes_total: 0,
             write_bytes_total: 0,
             exchange_unsupported: false,
@@ -915,12 +919,12 @@ impl SimDisk {
             return Ok(());
         }
         let sectors = position / SECTOR_SIZE_BYTES..end.div_ceil(SECTOR_SIZE_BYTES);
-        if self.inodes[&id].eio_sectors.range(self.damage_units(position, end)).next().is_some() {
+        if self.inodes[&id].eio_sectors.range(self.damage_units(position, end)).next().is_some()
+            || self.armed_read_fails()
+            || self.chance(self.faults.read_eio_ppm)
+        {
             self.count("read_eio");
-            return Err(os_error(EIO));
-        }
-        if self.armed_read_fails() || self.chance(self.faults.read_eio_ppm) {
-            self.count("read_eio");
+            self.note_failed_read(id, position..end);
             return Err(os_error(EIO));
         }
         if self.chance(self.faults.read_corruption_ppm) {
@@ -1199,11 +1203,26 @@ impl SimDisk {
     /// Record the paths that name `id` now as files that lost a write
     /// over `range` (bytes).
     fn note_lost_write(&mut self, id: InodeId, range: Range<u64>) {
-        let paths: Vec<PathBuf> =
-            self.namespace_current.iter().filter(|(_, inode)| **inode == id).map(|(path, _)| path.clone()).collect();
-        for path in paths {
+        for path in self.paths_of(id) {
             self.lost_writes.entry(path).or_default().add(range.clone());
         }
+    }
+
+    /// The paths that name `id` now.
+    fn paths_of(&self, id: InodeId) -> Vec<PathBuf> {
+        self.namespace_current.iter().filter(|(_, inode)| **inode == id).map(|(path, _)| path.clone()).collect()
+    }
+
+    fn note_failed_read(&mut self, id: InodeId, range: Range<u64>) {
+        for path in self.paths_of(id) {
+            self.failed_reads.entry(path).or_default().add(range.clone());
+        }
+    }
+
+    /// The byte ranges whose reads failed with EIO since the last call, by
+    /// the paths their files had then.
+    pub fn take_failed_reads(&mut self) -> BTreeMap<PathBuf, LostRanges> {
+        std::mem::take(&mut self.failed_reads)
     }
 
     /// The files that lost a write since the last call (at a power loss,
@@ -1433,6 +1452,22 @@ mod tests {
         let ranges = &lost[path];
         assert!(ranges.overlaps(&(4096..4097)) && ranges.overlaps(&(8291..8292)));
         assert!(!ranges.overlaps(&(0..4096)) && !ranges.overlaps(&(4608..8192)));
+    }
+
+    #[test]
+    fn a_failed_read_names_its_bytes() {
+        let mut disk = disk_with_data_dir();
+        let path = Path::new("/data/file");
+        let (id, generation) = disk.open(path, true).unwrap();
+        disk.write(generation, id, &[1; 4096], 0).unwrap();
+        disk.fail_reads_after(0, 1);
+        let mut buf = [0u8; 256];
+        assert!(disk.read(generation, id, &mut buf, 512).is_err());
+        assert!(disk.read(generation, id, &mut buf, 1024).is_ok(), "one read fails");
+        let failed = disk.take_failed_reads();
+        assert!(failed[path].overlaps(&(600..601)));
+        assert!(!failed[path].overlaps(&(1024..1280)), "the read that succeeded is not named");
+        assert!(disk.take_failed_reads().is_empty(), "taken once");
     }
 
     /// A disk whose `/data` is durable in its parent, as a format leaves it.

@@ -174,7 +174,7 @@ impl Cluster {
     }
 
     /// A journal that comes back with faulty ops (written, then damaged)
-    /// must have met a read error in this open, or each faulty op must lie
+    /// must have each faulty op under a read that failed in this open, or
     /// under damage the fault model injected (rot, a latent sector error: a
     /// whole damage unit; a misdirected write: where it was aimed and where
     /// it landed, `SimDisk::misdirected_ranges`) or under a write it lost since a
@@ -187,16 +187,17 @@ impl Cluster {
     /// window). Anything else is a prepare a sync promised that the disk
     /// does not hold: the recovery check excuses ops the journal names
     /// faulty, and the peers' repair would hide the loss. A whole journal
-    /// clears its lost writes. (Until session 31 any damage or lost write
-    /// of the journal file excused every faulty op: a bug that damaged a
-    /// slot in a life that also lost an unrelated write went unseen.)
+    /// clears its lost writes. (Until session 31 any damage, lost write or
+    /// failed read of the journal file excused every faulty op: a bug that
+    /// damaged a slot in a life that also lost an unrelated write went
+    /// unseen.)
     pub(super) fn check_journal_damage(
         &mut self,
         replica: u8,
         group: usize,
         journal: &shoal_vsr::journal::JournalConfig,
         recovered: &shoal_vsr::replica::Recovered,
-        read_failed: bool,
+        failed_reads: &BTreeMap<std::path::PathBuf, crate::disk::LostRanges>,
     ) {
         let namespace = self.namespaces[group];
         let is_journal = |path: &std::path::PathBuf| is_journal_file(path, namespace);
@@ -205,16 +206,13 @@ impl Cluster {
             process.lost_write_files.retain(|path, _| !is_journal(path));
             return;
         }
-        if read_failed {
-            return;
-        }
         // The journal and its spare exchange names at every compaction, at
         // the same geometry: a write either lost, a sector either took, or
         // a misdirected write either was aimed at or landed on, counts for
         // both.
         let mut lost = crate::disk::LostRanges::default();
-        let damage = process.sector_damage.iter().filter(|(path, _)| is_journal(path));
-        for (_, ranges) in process.lost_write_files.iter().filter(|(path, _)| is_journal(path)).chain(damage) {
+        let damage = process.sector_damage.iter().chain(failed_reads);
+        for (_, ranges) in process.lost_write_files.iter().chain(damage).filter(|(path, _)| is_journal(path)) {
             lost.merge(ranges);
         }
         let dir = std::path::Path::new(DATA_DIR);

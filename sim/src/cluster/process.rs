@@ -123,6 +123,7 @@ impl Cluster {
             let superblock = superblock_path(Path::new(DATA_DIR), namespace);
             let before = SuperblockLook::of(&io, &superblock);
             let read_eios_before = transient_read_eios(&io);
+            drop(io.disk().take_failed_reads());
             let opened = block_on_timed(
                 &io,
                 GroupStorage::open_or_rejoin(&io, Path::new(DATA_DIR), config, self.config.replica_count),
@@ -140,6 +141,7 @@ impl Cluster {
             }
             // Reads since the open began, the damage checks' excuse.
             let read_failed = transient_read_eios(&io) != read_eios_before;
+            let failed_reads = io.disk().take_failed_reads();
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
                 // As the server's start (`host::open_group`): no superblock
@@ -169,7 +171,8 @@ impl Cluster {
                     self.on_group_formatted_after_damage(replica, group, &damage);
                 }
                 None => {
-                    self.check_journal_damage(replica, group, storage.journal().config(), &recovered, read_failed);
+                    let journal = storage.journal().config();
+                    self.check_journal_damage(replica, group, journal, &recovered, &failed_reads);
                     self.check_recovery(replica, group, &storage, &recovered);
                 }
             }
