@@ -271,11 +271,11 @@ struct Process {
     /// Of those, the bytes rot and latent sector errors took (whole damage
     /// units: a sector, or a page), by path: a faulty journal op must lie
     /// under one (`checks::check_journal_damage`).
-    sector_damage: BTreeMap<std::path::PathBuf, crate::disk::LostRanges>,
+    sector_damage: BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
     /// Files that lost a write (`SimDisk::take_lost_writes`) since a start
     /// last found their group's journal whole, with the bytes those writes
     /// covered.
-    lost_write_files: BTreeMap<std::path::PathBuf, crate::disk::LostRanges>,
+    lost_write_files: BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
     /// The running shards (a node per shard and their inboxes); `None`
     /// while down.
     node: Option<ShardNodes>,

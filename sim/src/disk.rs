@@ -149,19 +149,20 @@ impl Pending {
     }
 }
 
-/// Byte ranges a file lost writes over (`SimDisk::take_lost_writes`): merged
-/// where they touch, at most `LOST_RANGES_PER_FILE_MAX` of them; past that
-/// the whole file counts as lost (an excuse never gets narrower than the
-/// truth).
+/// Byte ranges of one file that something happened to (lost writes,
+/// `SimDisk::take_lost_writes`; failed reads, `take_failed_reads`; the
+/// simulator's damage): merged where they touch, at most
+/// `BYTE_RANGES_PER_FILE_MAX` of them; past that the whole file counts (an
+/// excuse never gets narrower than the truth).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LostRanges {
+pub struct ByteRanges {
     ranges: Vec<Range<u64>>,
 }
 
-/// Lost ranges one file keeps apart before they become the whole file.
-pub const LOST_RANGES_PER_FILE_MAX: usize = 1024;
+/// Ranges one file keeps apart before they become the whole file.
+pub const BYTE_RANGES_PER_FILE_MAX: usize = 1024;
 
-impl LostRanges {
+impl ByteRanges {
     pub fn add(&mut self, range: Range<u64>) {
         if range.is_empty() {
             return;
@@ -177,22 +178,22 @@ impl LostRanges {
         });
         let at = self.ranges.partition_point(|kept| kept.start < start);
         self.ranges.insert(at, start..end);
-        if self.ranges.len() > LOST_RANGES_PER_FILE_MAX {
+        if self.ranges.len() > BYTE_RANGES_PER_FILE_MAX {
             self.ranges.clear();
             self.ranges.push(0..u64::MAX);
         }
     }
 
-    /// Every range of `other` is lost here too.
-    pub fn merge(&mut self, other: &LostRanges) {
+    /// Every range of `other` is here too.
+    pub fn merge(&mut self, other: &ByteRanges) {
         for range in &other.ranges {
             self.add(range.clone());
         }
     }
 
-    /// Some lost byte lies in `range`.
+    /// Some byte of these lies in `range`.
     pub fn overlaps(&self, range: &Range<u64>) -> bool {
-        self.ranges.iter().any(|lost| lost.start < range.end && range.start < lost.end)
+        self.ranges.iter().any(|kept| kept.start < range.end && range.start < kept.end)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -282,10 +283,10 @@ pub struct SimDisk {
     /// Files that lost a write the program issued (dropped or torn at a
     /// power loss, or dropped by a failed fsync), by path, with the byte
     /// ranges of those writes (`take_lost_writes`).
-    lost_writes: BTreeMap<PathBuf, LostRanges>,
+    lost_writes: BTreeMap<PathBuf, ByteRanges>,
     /// Reads that failed with EIO (a latent sector error or a transient
     /// one), by the paths their file had then (`take_failed_reads`).
-    failed_reads: BTreeMap<PathBuf, LostRanges>,
+    failed_reads: BTreeMap<PathBuf, ByteRanges>,
     /// Successful writes and their bytes, for tests that pin what a storage
     /// call costs (e.g. the sectors one small prepare writes).
     writes_total: u64,
@@ -1221,7 +1222,7 @@ impl SimDisk {
 
     /// The byte ranges whose reads failed with EIO since the last call, by
     /// the paths their files had then.
-    pub fn take_failed_reads(&mut self) -> BTreeMap<PathBuf, LostRanges> {
+    pub fn take_failed_reads(&mut self) -> BTreeMap<PathBuf, ByteRanges> {
         std::mem::take(&mut self.failed_reads)
     }
 
@@ -1229,13 +1230,8 @@ impl SimDisk {
     /// dropped or torn; at a failed fsync, dropped), by the names they had
     /// then, with the byte ranges those writes covered. The simulator's
     /// start checks hold damage a file reports to what it lost.
-    pub fn take_lost_writes(&mut self) -> BTreeMap<PathBuf, LostRanges> {
+    pub fn take_lost_writes(&mut self) -> BTreeMap<PathBuf, ByteRanges> {
         std::mem::take(&mut self.lost_writes)
-    }
-
-    /// The paths of `take_lost_writes`, without their ranges.
-    pub fn take_lost_write_paths(&mut self) -> BTreeSet<PathBuf> {
-        self.take_lost_writes().into_keys().collect()
     }
 
     /// What a failed fsync does on Linux: the kernel gave up on the dirty
@@ -1418,7 +1414,7 @@ mod tests {
 
     #[test]
     fn lost_ranges_merge_where_they_touch_and_become_the_whole_file_past_their_bound() {
-        let mut lost = LostRanges::default();
+        let mut lost = ByteRanges::default();
         lost.add(100..200);
         lost.add(300..400);
         assert!(lost.overlaps(&(150..160)) && lost.overlaps(&(399..500)));
@@ -1426,8 +1422,8 @@ mod tests {
         lost.add(200..300);
         assert_eq!(lost.ranges.len(), 1);
         assert_eq!(lost.ranges[0], 100..400, "touching ranges merge");
-        let mut many = LostRanges::default();
-        for index in 0..=LOST_RANGES_PER_FILE_MAX as u64 {
+        let mut many = ByteRanges::default();
+        for index in 0..=BYTE_RANGES_PER_FILE_MAX as u64 {
             many.add(index * 10..index * 10 + 1);
         }
         assert_eq!(many.ranges.len(), 1);

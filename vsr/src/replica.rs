@@ -1792,8 +1792,10 @@ impl<S: StateMachine> Replica<S> {
     /// The node made the checkpoint at `op` durable (its partition log
     /// synced, its file installed): from now on it may be served.
     pub fn on_checkpoint_durable(&mut self, op: u64) {
-        let served_op = self.checkpoint_served.as_ref().map_or(0, |served| served.anchor.op);
-        assert!(op > served_op || self.checkpoint_served.is_none(), "checkpoint {op} reported durable twice");
+        assert!(
+            self.checkpoint_served.as_ref().is_none_or(|served| op > served.anchor.op),
+            "checkpoint {op} reported durable twice"
+        );
         while let Some(oldest) = self.checkpoints_not_durable.pop_front() {
             assert!(oldest.anchor.op <= op, "checkpoint {op} reported durable before the older {}", oldest.anchor.op);
             if oldest.anchor.op == op {

@@ -197,7 +197,7 @@ impl Cluster {
         group: usize,
         journal: &shoal_vsr::journal::JournalConfig,
         recovered: &shoal_vsr::replica::Recovered,
-        failed_reads: &BTreeMap<std::path::PathBuf, crate::disk::LostRanges>,
+        failed_reads: &BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
     ) {
         let namespace = self.namespaces[group];
         let is_journal = |path: &std::path::PathBuf| is_journal_file(path, namespace);
@@ -210,10 +210,10 @@ impl Cluster {
         // the same geometry: a write either lost, a sector either took, or
         // a misdirected write either was aimed at or landed on, counts for
         // both.
-        let mut lost = crate::disk::LostRanges::default();
+        let mut explaining = crate::disk::ByteRanges::default();
         let damage = process.sector_damage.iter().chain(failed_reads);
         for (_, ranges) in process.lost_write_files.iter().chain(damage).filter(|(path, _)| is_journal(path)) {
-            lost.merge(ranges);
+            explaining.merge(ranges);
         }
         let dir = std::path::Path::new(DATA_DIR);
         let disk = process.io.disk();
@@ -221,17 +221,17 @@ impl Cluster {
             [shoal_vsr::journal::journal_path(dir, namespace), shoal_vsr::journal::journal_path_tmp(dir, namespace)]
         {
             for &(offset, len) in disk.misdirected_ranges(&path) {
-                lost.add(offset..offset + len);
+                explaining.add(offset..offset + len);
             }
         }
         drop(disk);
         let unexplained: Vec<u64> =
-            recovered.faulty_ops.iter().copied().filter(|op| !lost_write_explains(journal, &lost, *op)).collect();
+            recovered.faulty_ops.iter().copied().filter(|op| !damage_explains(journal, &explaining, *op)).collect();
         if unexplained.is_empty() {
             return;
         }
         let label = self.group_label(group);
-        let detail = if lost.is_empty() {
+        let detail = if explaining.is_empty() {
             "no damage injected into it and no write of it lost"
         } else {
             "no damage injected and no write lost over their slots or copies"
@@ -608,20 +608,20 @@ impl Cluster {
     }
 }
 
-/// A write lost, or a sector damaged, over the journal's bytes may have
-/// made `op` read faulty: it covered a file header copy (the window), the
-/// op's slot with its carried-copies region, or a place of the op's header
-/// copy.
-fn lost_write_explains(journal: &shoal_vsr::journal::JournalConfig, lost: &crate::disk::LostRanges, op: u64) -> bool {
+/// Something that happened to `damaged` of the journal's bytes (a lost
+/// write, damage, a misdirected write, a failed read) may have made `op`
+/// read faulty: it covered a file header copy (the window), the op's slot
+/// with its carried-copies region, or a place of the op's header copy.
+fn damage_explains(journal: &shoal_vsr::journal::JournalConfig, damaged: &crate::disk::ByteRanges, op: u64) -> bool {
     use shoal_vsr::header::HEADER_SIZE_BYTES;
     use shoal_vsr::journal::FILE_HEADER_SIZE_BYTES;
     let file_size_bytes = journal.file_size_bytes();
     let file_headers =
         [0..FILE_HEADER_SIZE_BYTES, file_size_bytes.saturating_sub(FILE_HEADER_SIZE_BYTES)..file_size_bytes];
     let slot = journal.copies_region_offset(op)..journal.slot_offset(op) + journal.slot_size_bytes();
-    file_headers.iter().any(|range| lost.overlaps(range))
-        || lost.overlaps(&slot)
-        || journal.header_copy_offsets(op).any(|place| lost.overlaps(&(place..place + HEADER_SIZE_BYTES as u64)))
+    file_headers.iter().any(|range| damaged.overlaps(range))
+        || damaged.overlaps(&slot)
+        || journal.header_copy_offsets(op).any(|place| damaged.overlaps(&(place..place + HEADER_SIZE_BYTES as u64)))
 }
 
 /// `path` is one of `namespace`'s journal files: the journal or its spare
@@ -649,21 +649,21 @@ mod tests {
             namespace: 1,
         };
         let op = 70;
-        let mut lost = crate::disk::LostRanges::default();
+        let mut lost = crate::disk::ByteRanges::default();
         lost.add(journal.slot_offset(op)..journal.slot_offset(op) + 512);
-        assert!(lost_write_explains(&journal, &lost, op), "its own slot's header");
-        assert!(!lost_write_explains(&journal, &lost, op + 1), "the next slot: untouched");
-        assert!(!lost_write_explains(&journal, &lost, op - 30), "far below: untouched");
+        assert!(damage_explains(&journal, &lost, op), "its own slot's header");
+        assert!(!damage_explains(&journal, &lost, op + 1), "the next slot: untouched");
+        assert!(!damage_explains(&journal, &lost, op - 30), "far below: untouched");
         // The write of op + 1 (its region carries op's copy) was lost.
-        let mut carrier = crate::disk::LostRanges::default();
+        let mut carrier = crate::disk::ByteRanges::default();
         carrier.add(journal.copies_region_offset(op + 1)..journal.slot_offset(op + 1) + 512);
-        assert!(lost_write_explains(&journal, &carrier, op), "a carried copy of op");
-        assert!(lost_write_explains(&journal, &carrier, op + 1));
-        assert!(!lost_write_explains(&journal, &carrier, op + 20), "past the copies a region carries");
+        assert!(damage_explains(&journal, &carrier, op), "a carried copy of op");
+        assert!(damage_explains(&journal, &carrier, op + 1));
+        assert!(!damage_explains(&journal, &carrier, op + 20), "past the copies a region carries");
         // A file header copy moves the window: every op.
-        let mut header = crate::disk::LostRanges::default();
+        let mut header = crate::disk::ByteRanges::default();
         header.add(0..512);
-        assert!(lost_write_explains(&journal, &header, op + 20));
+        assert!(damage_explains(&journal, &header, op + 20));
     }
 
     /// Damage is planted this far into the run: checkpoints and partition

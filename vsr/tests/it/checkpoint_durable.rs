@@ -18,15 +18,21 @@
 
 use shoal_vsr::header::Command;
 
-use crate::harness::{CHECKPOINT_INTERVAL_OPS, Cluster, client};
+use crate::harness::{CHECKPOINT_INTERVAL_OPS, Cluster, Sender, client};
 
 const APPENDS: u64 = CHECKPOINT_INTERVAL_OPS + 4;
 /// Rounds a lagging replica has to ask for the checkpoint: many repair
 /// timeouts.
 const CATCH_UP_ROUNDS: usize = 200;
 
-fn checkpoint_chunks_sent(cluster: &Cluster) -> usize {
-    cluster.sent.iter().filter(|envelope| envelope.command() == Command::Checkpoint).count()
+/// Who sent each checkpoint chunk so far, in order.
+fn checkpoint_senders(cluster: &Cluster) -> Vec<Sender> {
+    cluster
+        .sent
+        .iter()
+        .filter(|envelope| envelope.command() == Command::Checkpoint)
+        .map(|envelope| envelope.from)
+        .collect()
 }
 
 #[test]
@@ -53,7 +59,7 @@ fn a_checkpoint_is_served_to_a_lagging_peer_only_once_it_is_durable() {
     // hold them only in the checkpoint, which is on no disk yet.
     cluster.heal();
     cluster.run(&[0, 1, 2], CATCH_UP_ROUNDS);
-    assert_eq!(checkpoint_chunks_sent(&cluster), 0, "a checkpoint on no disk was served");
+    assert_eq!(checkpoint_senders(&cluster), [], "a checkpoint on no disk was served");
     assert!(cluster.replica(1).commit_min() < checkpoint_op, "R1 installed nothing");
 
     // R2's partition log sync fails: it crashes, its checkpoint never
@@ -71,15 +77,10 @@ fn a_checkpoint_is_served_to_a_lagging_peer_only_once_it_is_durable() {
     let caught_up = cluster.run_until(&[0, 1, 2], CATCH_UP_ROUNDS, |c| c.replica(1).commit_min() >= checkpoint_op);
     assert!(caught_up, "R1 restored R0's durable checkpoint");
     assert!(cluster.replica(1).stats().state_transfers >= 1);
-    let senders: Vec<_> = cluster
-        .sent
-        .iter()
-        .filter(|envelope| envelope.command() == Command::Checkpoint)
-        .map(|envelope| envelope.from)
-        .collect();
+    let senders = checkpoint_senders(&cluster);
     assert!(!senders.is_empty());
     assert!(
-        senders.iter().all(|from| *from == crate::harness::Sender::Replica(0)),
+        senders.iter().all(|from| *from == Sender::Replica(0)),
         "only R0's durable checkpoint was served: {senders:?}"
     );
     cluster.release_checkpoints(2);
