@@ -37,7 +37,7 @@ pub use message_batch::{BATCH_MESSAGES_MAX, BATCH_SIZE_MAX_BYTES, BatchError, Ba
 pub use metrics::{DropReason, FrameDrops};
 pub use namespace::{Namespace, NamespaceError, NamespaceKind};
 pub use owner_table::{OWNER_NONE, OwnerError, ReplicaOwnerTable, ShardCount, ShardCountError, ShardId};
-pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError, Salvage};
+pub use partition_log::{PartitionLog, PartitionLogConfig, PartitionLogError, Salvage, SalvageCut};
 pub use partition_sm::{PARTITION_PENDING_MESSAGES_MAX, PartitionSmError, PartitionStateMachine};
 pub use pump::{Delivery, deliver, dispatch};
 pub use read::{READ_MESSAGES_MAX, READ_REPLY_SIZE_MAX_BYTES, ReadAnswer, ReadError, ReadRequest};

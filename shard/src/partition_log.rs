@@ -93,6 +93,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -255,12 +256,28 @@ pub struct Salvage {
     pub first_lost_offset: u64,
     /// Why `open` refused the log: the damage that was cut off.
     pub damage: String,
-    /// The damage was a read that failed (a latent sector error, or a
-    /// transient one that outlasted the retries) rather than bytes that
-    /// read back wrong. Only rot, a bug, or a disk that lost synced writes
-    /// makes bytes read back wrong; the simulator, which knows what it
-    /// rotted, holds every other cut to be a durability bug.
-    pub read_error: bool,
+    /// Where the salvage found the log first stop being whole. Only rot, a
+    /// read that fails, a bug, or a disk that lost synced writes can put a
+    /// cut there; the simulator, which knows what it damaged and where,
+    /// holds every other cut to be a durability bug.
+    pub cut: SalvageCut,
+}
+
+/// Where a salvage found the first damage of a log, by file and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SalvageCut {
+    /// `segment` is not whole: its bytes in `places` read back wrong or
+    /// not at all. The records from the first that failed its check to
+    /// the end of the file, and the sync slots when no marker covers
+    /// exactly the records that passed theirs.
+    Segment { segment: PathBuf, places: Vec<Range<u64>> },
+    /// No segment starts at `expected_offset`, where the one before ended
+    /// (a salvage that a crash stopped between its cut and its removals
+    /// leaves this; the damage it cut was in an earlier segment).
+    Gap { expected_offset: u64 },
+    /// Every segment read back whole on the salvage's own pass: what made
+    /// `open` refuse was a read that failed then and not again.
+    Nothing,
 }
 
 /// Cut the log in `dir` after its longest intact prefix: walk the segments
@@ -274,7 +291,7 @@ pub struct Salvage {
 /// with its new marker before later segments are removed, and a crash
 /// between leaves a gap that the next `open` refuses and the next salvage
 /// finishes.
-async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
+async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<(u64, SalvageCut)> {
     let mut bases = Vec::new();
     for path in io.list_dir(dir).await.map_err(io_error("list_dir", dir))? {
         if path.extension().and_then(|e| e.to_str()) == Some(SEGMENT_EXTENSION)
@@ -286,9 +303,11 @@ async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
     bases.sort();
     let mut expected = bases.first().map_or(0, |(base, _)| *base);
     let mut cut_from = bases.len();
+    let mut cut = SalvageCut::Nothing;
     for (index, (base_offset, path)) in bases.iter().enumerate() {
         if *base_offset != expected {
             cut_from = index;
+            cut = SalvageCut::Gap { expected_offset: expected };
             break;
         }
         let file = io.open(path, OpenMode::ReadWrite).await.map_err(io_error("open", path))?;
@@ -302,6 +321,8 @@ async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
             expected = base_offset + count;
             continue;
         }
+        cut =
+            SalvageCut::Segment { segment: path.clone(), places: damage_places(end, file_size, *base_offset, marker) };
         let sequence = marker.flatten().map_or(1, |m| m.sequence + 1);
         // Truncating at the first bad record frees every page past it, the
         // damaged one with them. But unreadable sync slots mean an
@@ -345,7 +366,36 @@ async fn salvage_prefix<I: Io>(io: &I, dir: &Path) -> Result<u64> {
     if cut_from < bases.len() {
         io.sync_dir(dir).await.map_err(io_error("sync_dir", dir))?;
     }
-    Ok(expected)
+    Ok((expected, cut))
+}
+
+/// The bytes of a segment that is not whole where damage must lie: from
+/// the first record that failed its check (at `records_end`) to the end of
+/// the file, and the sync slots when they hold no marker of this segment
+/// that reaches `records_end` (a rotten newest slot leaves the older
+/// marker, which covers fewer records). A marker that promises more than
+/// the records that passed points at those records, not at itself (it
+/// passed its checksum). Empty when the file is shorter than its valid
+/// marker promised and every record in it passed: no damage to bytes does
+/// that, only a lost write.
+fn damage_places(
+    records_end: u64,
+    file_size: u64,
+    base_offset: u64,
+    marker: Option<Option<SyncMarker>>,
+) -> Vec<Range<u64>> {
+    let slots_suspect = match marker.flatten() {
+        None => true,
+        Some(marker) => marker.base_offset != base_offset || marker.synced_size_bytes < records_end,
+    };
+    let mut places = Vec::with_capacity(2);
+    if slots_suspect {
+        places.push(0..SEGMENT_HEADER_SIZE_BYTES);
+    }
+    if records_end < file_size {
+        places.push(records_end..file_size);
+    }
+    places
 }
 
 /// How many records from the sync slots on pass their checks, and where they
@@ -930,21 +980,22 @@ impl<I: Io> PartitionLog<I> {
         dir: &Path,
         config: PartitionLogConfig,
     ) -> Result<(PartitionLog<I>, Option<Salvage>)> {
-        let (damage, read_error) = match PartitionLog::open(io.clone(), dir, config).await {
+        let damage = match PartitionLog::open(io.clone(), dir, config).await {
             Ok(log) => return Ok((log, None)),
             // A read error is a latent sector error (sticky on real disks):
             // the same damage as rot, and the same remedy.
-            Err(error @ PartitionLogError::Io { operation: "read", .. }) => (error.to_string(), true),
-            Err(error @ (PartitionLogError::Corrupt { .. } | PartitionLogError::SegmentGap { .. })) => {
-                (error.to_string(), false)
-            }
+            Err(
+                error @ (PartitionLogError::Io { operation: "read", .. }
+                | PartitionLogError::Corrupt { .. }
+                | PartitionLogError::SegmentGap { .. }),
+            ) => error.to_string(),
             Err(other) => return Err(other),
         };
         tracing::warn!(%damage, "partition log: keeping the intact prefix; the rest comes from peers");
-        let first_lost_offset = salvage_prefix(&io, dir).await?;
+        let (first_lost_offset, cut) = salvage_prefix(&io, dir).await?;
         let log = PartitionLog::open(io, dir, config).await?;
         assert_eq!(log.next_offset(), first_lost_offset, "salvage left a log that opens as it said");
-        Ok((log, Some(Salvage { first_lost_offset, damage, read_error })))
+        Ok((log, Some(Salvage { first_lost_offset, damage, cut })))
     }
 
     /// The newest readable sync marker of `file`, if any.

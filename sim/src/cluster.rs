@@ -41,7 +41,7 @@ mod reads;
 mod workload;
 mod world;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ use shoal_shard::node::{
 };
 use shoal_shard::router::route_metadata;
 use shoal_shard::state_machine::{MetadataReply, MetadataRequest, decode_reply};
-use shoal_shard::{PartitionLogConfig, Salvage};
+use shoal_shard::{PartitionLogConfig, Salvage, SalvageCut};
 
 use shoal_vsr::checkpoint::checkpoint_path;
 use shoal_vsr::header::{Command, HEADER_SIZE_BYTES, Header, Operation};
@@ -263,14 +263,11 @@ struct Process {
     /// Times a start moved the liveness deadline on
     /// (`LIVENESS_EXTENSIONS_PER_REPLICA_MAX`).
     liveness_extensions: u32,
-    /// Files the fault model damaged (rot, a latent sector error, a
-    /// misdirected write aimed at it) since the disk was last wiped: a
-    /// start may find damage only in these (`checks::check_salvage`,
-    /// `checks::check_group_damage`).
-    damaged_files: BTreeSet<std::path::PathBuf>,
-    /// Of those, the bytes rot and latent sector errors took (whole damage
-    /// units: a sector, or a page), by path: a faulty journal op must lie
-    /// under one (`checks::check_journal_damage`).
+    /// The bytes rot and latent sector errors took since the disk was
+    /// last wiped (whole damage units: a sector, or a page), by path: a
+    /// start may find damage only under these, a read that failed, or a
+    /// misdirected write's ranges (`checks::check_journal_damage`,
+    /// `check_salvage`, `check_group_damage`).
     sector_damage: BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
     /// Files that lost a write (`SimDisk::take_lost_writes`) since a start
     /// last found their group's journal whole, with the bytes those writes
@@ -598,7 +595,6 @@ impl Cluster {
                 paused_until_ns: None,
                 corrupted: false,
                 rotted_while_running: false,
-                damaged_files: BTreeSet::new(),
                 sector_damage: BTreeMap::new(),
                 lost_write_files: BTreeMap::new(),
                 wipe_on_restart: false,

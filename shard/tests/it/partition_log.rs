@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use shoal_shard::partition_log::{
     PartitionLog, PartitionLogConfig, PartitionLogError, RECORD_HEADER_SIZE_BYTES, RecordBatch,
-    SEGMENT_HEADER_SIZE_BYTES, SYNC_SLOT_SIZE_BYTES, Salvage, segment_file_name,
+    SEGMENT_HEADER_SIZE_BYTES, SYNC_SLOT_SIZE_BYTES, Salvage, SalvageCut, segment_file_name,
 };
 
 use crate::mem_io::{MemIo, block_on};
@@ -546,6 +546,10 @@ fn salvage_keeps_the_prefix_before_damage_in_a_sealed_segment_and_cuts_the_rest(
     let salvage = salvage.expect("damage was cut");
     assert_eq!(salvage.first_lost_offset, 4);
     assert!(salvage.damage.contains("corrupt"), "{}", salvage.damage);
+    let SalvageCut::Segment { segment: cut_segment, places } = &salvage.cut else { panic!("{:?}", salvage.cut) };
+    assert_eq!(*cut_segment, segment(3));
+    assert_eq!(places.len(), 1, "the marker covers the records: only they are suspect");
+    assert_eq!(places[0].start, record_at(1) as u64, "from the record that failed its check");
     assert_eq!(read_all(&log), expected(0..4));
     assert!(!io.paths().contains(&segment(6)), "the segment after the damage was removed");
     // The log goes on from the cut, and opens plainly afterwards.
@@ -593,7 +597,9 @@ fn salvage_mends_a_missing_segment_and_a_segment_without_markers() {
     drop(log);
     block_on(shoal_vsr::Io::remove(&io, &segment(3))).unwrap();
     let (log, salvage) = open_salvaging(&io, small());
-    assert_eq!(salvage.map(|s| s.first_lost_offset), Some(3));
+    let salvage = salvage.expect("the gap was cut");
+    assert_eq!(salvage.first_lost_offset, 3);
+    assert_eq!(salvage.cut, SalvageCut::Gap { expected_offset: 3 });
     assert_eq!(read_all(&log), expected(0..3));
     drop(log);
     // Both markers of the first segment rot: its records still prove
@@ -604,7 +610,10 @@ fn salvage_mends_a_missing_segment_and_a_segment_without_markers() {
     io.set_file_bytes(&segment(0), bytes);
     assert!(open(&io, small()).is_err());
     let (log, salvage) = open_salvaging(&io, small());
-    assert_eq!(salvage.map(|s| s.first_lost_offset), Some(3));
+    let salvage = salvage.expect("the markers' loss was mended");
+    assert_eq!(salvage.first_lost_offset, 3);
+    let slots = 0..SEGMENT_HEADER_SIZE_BYTES;
+    assert_eq!(salvage.cut, SalvageCut::Segment { segment: segment(0), places: vec![slots] });
     assert_eq!(read_all(&log), expected(0..3));
 }
 
@@ -645,7 +654,18 @@ proptest::proptest! {
         proptest::prop_assert!(kept.len() <= model.len());
         proptest::prop_assert_eq!(&kept[..], &model[..kept.len()], "a kept record differs after bit {} of {:?}", bit, path);
         match salvage {
-            Some(salvage) => proptest::prop_assert_eq!(salvage.first_lost_offset, kept.len() as u64),
+            Some(salvage) => {
+                proptest::prop_assert_eq!(salvage.first_lost_offset, kept.len() as u64);
+                // The simulator holds a cut to the damage it injected, by
+                // bytes: the cut must name the flipped byte's place.
+                let byte = (bit / 8) as u64;
+                let named = matches!(
+                    &salvage.cut,
+                    SalvageCut::Segment { segment, places }
+                        if *segment == path && places.iter().any(|place| place.contains(&byte))
+                );
+                proptest::prop_assert!(named, "bit {} of {:?} flipped, the salvage names {:?}", bit, path, salvage.cut);
+            }
             None => proptest::prop_assert_eq!(kept.len(), model.len(), "records lost without a salvage report"),
         }
         drop(log);

@@ -84,19 +84,67 @@ impl Cluster {
     /// back after its failed fsync sealed a segment the next power loss
     /// took back, and with it 140 offsets).
     pub(super) fn check_salvage(&mut self, replica: u8, group: usize, salvage: Option<&Salvage>) {
+        // The reads that failed since the group's storage open was checked:
+        // the partition log's open and salvage.
+        let failed_reads = self.nodes[replica as usize].io.disk().take_failed_reads();
         let Some(salvage) = salvage else { return };
         let dir = shoal_shard::node::partition_dir(Path::new(DATA_DIR), self.namespaces[group]);
-        if salvage.read_error || self.nodes[replica as usize].damaged_files.iter().any(|path| path.starts_with(&dir)) {
+        let process = &self.nodes[replica as usize];
+        let explained = match &salvage.cut {
+            SalvageCut::Segment { segment, places } => {
+                let damaged = self.damaged_bytes(replica, std::slice::from_ref(segment), &failed_reads, false);
+                places.iter().any(|place| damaged.overlaps(place))
+            }
+            // The salvage a crash stopped cut the damage from an earlier
+            // segment; which one, the gap does not tell.
+            SalvageCut::Gap { .. } => {
+                process.sector_damage.keys().chain(failed_reads.keys()).any(|path| path.starts_with(&dir))
+            }
+            SalvageCut::Nothing => failed_reads.keys().any(|path| path.starts_with(&dir)),
+        };
+        if explained {
             return;
         }
         let label = self.group_label(group);
         self.fail(
             Checker::Recovery,
             format!(
-                "replica {replica}{label} partition log came back cut at offset {} with no damage injected into it: {}",
-                salvage.first_lost_offset, salvage.damage
+                "replica {replica}{label} partition log came back cut at offset {} with no damage injected where \
+                 the salvage found it ({:?}): {}",
+                salvage.first_lost_offset, salvage.cut, salvage.damage
             ),
         );
+    }
+
+    /// The bytes of `paths` on `replica`'s disk that damage the fault model
+    /// injected may have taken (rot and latent sector errors: their damage
+    /// units; misdirected writes: where each was aimed and where it
+    /// landed) or that a read failed on (`failed_reads`, of the open being
+    /// checked); with `lost_writes`, also the writes they lost since
+    /// `lost_write_files` last forgot them (for files written in place,
+    /// where a torn write costs a copy; elsewhere what a sync promised must
+    /// be there).
+    fn damaged_bytes(
+        &self,
+        replica: u8,
+        paths: &[std::path::PathBuf],
+        failed_reads: &BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
+        lost_writes: bool,
+    ) -> crate::disk::ByteRanges {
+        let process = &self.nodes[replica as usize];
+        let lost = if lost_writes { Some(&process.lost_write_files) } else { None };
+        let disk = process.io.disk();
+        let mut damaged = crate::disk::ByteRanges::default();
+        for path in paths {
+            let recorded = [Some(&process.sector_damage), Some(failed_reads), lost];
+            for ranges in recorded.into_iter().flatten().filter_map(|by_path| by_path.get(path)) {
+                damaged.merge(ranges);
+            }
+            for &(offset, len) in disk.misdirected_ranges(path) {
+                damaged.add(offset..offset + len);
+            }
+        }
+        damaged
     }
 
     /// A group's open reads what its device holds: once its journal,
@@ -143,34 +191,92 @@ impl Cluster {
 
     /// A group's open found its superblock, checkpoint or journal lost
     /// (`StorageDamage`: it is formatted to rejoin, and its peers bring its
-    /// state back): the fault model must have damaged one of those files, a
-    /// read must have failed during the open, or an earlier format to
-    /// rejoin was cut short (its superblock says rejoining). Anything else
-    /// is a file a sync promised and the disk does not hold, which the
-    /// rejoin would hide from every other checker.
+    /// state back): every copy of what was lost must lie under damage the
+    /// fault model injected into that file or a read that failed in this
+    /// open (`damaged_bytes`), or, for the superblock and the journal,
+    /// which are written in place, under a write the file lost (a torn
+    /// copy); or an earlier format to rejoin was cut short (its superblock
+    /// says rejoining). The copies: the superblock's two, the checkpoint's
+    /// two halves (`checkpoint_size_bytes`, its size before the open; the
+    /// whole file when that is not two aligned copies), the journal's two
+    /// file header copies. A journal that is missing must have had damage
+    /// or a lost write anywhere in it. Anything else is a file a sync
+    /// promised and the disk does not hold, which the rejoin would hide
+    /// from every other checker. (Until session 32 any damage to any of the
+    /// three files, in any earlier life, or any failed read, excused it.)
     pub(super) fn check_group_damage(
         &mut self,
         replica: u8,
         group: usize,
         damage: &StorageDamage,
-        read_failed: bool,
+        failed_reads: &BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
+        checkpoint_size_bytes: Option<u64>,
         was_rejoining: bool,
     ) {
-        let namespace = self.namespaces[group];
-        let dir = Path::new(DATA_DIR);
-        let injected = self.nodes[replica as usize].damaged_files.iter().any(|path| {
-            *path == superblock_path(dir, namespace)
-                || *path == checkpoint_path(dir, namespace)
-                || is_journal_file(path, namespace)
-        });
-        if injected || read_failed || was_rejoining {
+        if was_rejoining {
+            return;
+        }
+        let (files, copies, lost_writes_count) = self.lost_copies(replica, group, damage, checkpoint_size_bytes);
+        let damaged = self.damaged_bytes(replica, &files, failed_reads, lost_writes_count);
+        if copies.iter().all(|copy| damaged.overlaps(copy)) {
             return;
         }
         let label = self.group_label(group);
         self.fail(
             Checker::Recovery,
-            format!("replica {replica}{label} lost a file with no damage injected into it ({damage})"),
+            format!(
+                "replica {replica}{label} lost a file with no damage injected over every copy of it (copies {copies:?} \
+                 of {files:?}; damaged {damaged:?}): {damage}"
+            ),
         );
+    }
+
+    /// The files `damage` names, the byte ranges of each copy it lost
+    /// (each must be damaged), and whether lost writes may explain them
+    /// (files written in place; the checkpoint is replaced atomically).
+    fn lost_copies(
+        &self,
+        replica: u8,
+        group: usize,
+        damage: &StorageDamage,
+        checkpoint_size_bytes: Option<u64>,
+    ) -> (Vec<std::path::PathBuf>, Vec<std::ops::Range<u64>>, bool) {
+        use shoal_vsr::superblock::{SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE_BYTES, superblock_copy_offset};
+        let namespace = self.namespaces[group];
+        let dir = Path::new(DATA_DIR);
+        match damage {
+            StorageDamage::Superblock(_) => {
+                let copies = (0..SUPERBLOCK_COPIES)
+                    .map(|copy| superblock_copy_offset(copy)..superblock_copy_offset(copy) + SUPERBLOCK_COPY_SIZE_BYTES)
+                    .collect();
+                (vec![superblock_path(dir, namespace)], copies, true)
+            }
+            StorageDamage::Checkpoint(_) => {
+                use shoal_vsr::checkpoint::{COPIES_COUNT, COPY_ALIGN_BYTES};
+                let copies = match checkpoint_size_bytes {
+                    Some(size) if size > 0 && size.is_multiple_of(COPIES_COUNT * COPY_ALIGN_BYTES) => {
+                        let copy_size = size / COPIES_COUNT;
+                        (0..COPIES_COUNT).map(|copy| copy * copy_size..(copy + 1) * copy_size).collect()
+                    }
+                    _ => std::iter::once(0..u64::MAX).collect(),
+                };
+                (vec![checkpoint_path(dir, namespace)], copies, false)
+            }
+            StorageDamage::Journal(error) => {
+                use shoal_vsr::journal::{FILE_HEADER_SIZE_BYTES, JournalError};
+                let files = vec![
+                    shoal_vsr::journal::journal_path(dir, namespace),
+                    shoal_vsr::journal::journal_path_tmp(dir, namespace),
+                ];
+                let copies = if matches!(error, JournalError::FileHeaderCorrupt) {
+                    let size = storage_config(replica, namespace).journal().file_size_bytes();
+                    vec![0..FILE_HEADER_SIZE_BYTES, size - FILE_HEADER_SIZE_BYTES..size]
+                } else {
+                    std::iter::once(0..u64::MAX).collect()
+                };
+                (files, copies, true)
+            }
+        }
     }
 
     /// A journal that comes back with faulty ops (written, then damaged)
@@ -200,31 +306,19 @@ impl Cluster {
         failed_reads: &BTreeMap<std::path::PathBuf, crate::disk::ByteRanges>,
     ) {
         let namespace = self.namespaces[group];
-        let is_journal = |path: &std::path::PathBuf| is_journal_file(path, namespace);
-        let process = &mut self.nodes[replica as usize];
         if !recovered.journal_faulty() {
-            process.lost_write_files.retain(|path, _| !is_journal(path));
+            let process = &mut self.nodes[replica as usize];
+            process.lost_write_files.retain(|path, _| !is_journal_file(path, namespace));
             return;
         }
         // The journal and its spare exchange names at every compaction, at
         // the same geometry: a write either lost, a sector either took, or
         // a misdirected write either was aimed at or landed on, counts for
         // both.
-        let mut explaining = crate::disk::ByteRanges::default();
-        let damage = process.sector_damage.iter().chain(failed_reads);
-        for (_, ranges) in process.lost_write_files.iter().chain(damage).filter(|(path, _)| is_journal(path)) {
-            explaining.merge(ranges);
-        }
         let dir = std::path::Path::new(DATA_DIR);
-        let disk = process.io.disk();
-        for path in
-            [shoal_vsr::journal::journal_path(dir, namespace), shoal_vsr::journal::journal_path_tmp(dir, namespace)]
-        {
-            for &(offset, len) in disk.misdirected_ranges(&path) {
-                explaining.add(offset..offset + len);
-            }
-        }
-        drop(disk);
+        let files =
+            [shoal_vsr::journal::journal_path(dir, namespace), shoal_vsr::journal::journal_path_tmp(dir, namespace)];
+        let explaining = self.damaged_bytes(replica, &files, failed_reads, true);
         let unexplained: Vec<u64> =
             recovered.faulty_ops.iter().copied().filter(|op| !damage_explains(journal, &explaining, *op)).collect();
         if unexplained.is_empty() {
@@ -725,10 +819,11 @@ mod tests {
     }
 
     /// Run a quiet cluster; at `PLANT_AT_NS` crash replica 1 and damage
-    /// `plant` on its disk, through the fault model (which records the
-    /// file) or behind its back (a planted durability bug: bytes a sync
-    /// promised that the disk does not hold).
-    fn run_with(plant: Plant, through_fault_model: bool) -> Verdict {
+    /// `plant` on its disk: its first `through_fault_model` places through
+    /// the fault model (which records the bytes), the rest behind its back
+    /// (a planted durability bug: bytes a sync promised that the disk does
+    /// not hold).
+    fn run_with(plant: Plant, through_fault_model: usize) -> Verdict {
         let config = RunConfig::developer(3, FaultMix::none());
         let mut cluster = Cluster::new(&config);
         let group = cluster.namespaces.iter().position(|namespace| *namespace == NAMESPACE).expect("a partition group");
@@ -746,8 +841,8 @@ mod tests {
             };
             cluster.crash_for(1, "test", DOWN_NS);
             let Some((path, offsets)) = places(&cluster, group, plant) else { continue };
-            for offset in offsets {
-                if through_fault_model {
+            for (index, offset) in offsets.into_iter().enumerate() {
+                if index < through_fault_model {
                     assert!(cluster.damage_sector(1, &path, offset, false), "{plant:?} at {offset} is damaged");
                 } else {
                     let mut disk = cluster.nodes[1].io.disk();
@@ -769,13 +864,26 @@ mod tests {
     #[test]
     fn a_start_that_finds_damage_nobody_injected_fails_the_seed() {
         for plant in [Plant::BothCheckpointCopies, Plant::PartitionRecord, Plant::JournalSlot { op: 0 }] {
-            let verdict = run_with(plant, false);
+            let verdict = run_with(plant, 0);
             let Verdict::SafetyViolation { checker: Checker::Recovery, message, .. } = &verdict else {
                 panic!("{plant:?} behind the fault model's back: expected a Recovery failure, got {verdict:?}")
             };
             assert!(message.contains("with no damage injected"), "{plant:?}: {message}");
-            let verdict = run_with(plant, true);
+            let verdict = run_with(plant, usize::MAX);
             assert!(matches!(verdict, Verdict::Pass), "{plant:?} through the fault model: {verdict:?}");
         }
+    }
+
+    /// The checkpoint keeps two copies, so its loss needs damage over both:
+    /// one copy rotted by the fault model does not excuse the other lost
+    /// behind its back (until session 32 damage anywhere in the group's
+    /// superblock, checkpoint or journal, in any life, excused the loss).
+    #[test]
+    fn a_lost_checkpoint_needs_injected_damage_over_each_copy() {
+        let verdict = run_with(Plant::BothCheckpointCopies, 1);
+        let Verdict::SafetyViolation { checker: Checker::Recovery, message, .. } = &verdict else {
+            panic!("one checkpoint copy behind the fault model's back: expected a Recovery failure, got {verdict:?}")
+        };
+        assert!(message.contains("no damage injected over every copy"), "{message}");
     }
 }

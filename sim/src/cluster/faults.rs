@@ -238,7 +238,6 @@ impl Cluster {
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
         self.nodes[replica as usize].rotted_while_running = true;
-        self.nodes[replica as usize].damaged_files.insert(path);
         let label = self.group_label(group);
         self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
     }
@@ -739,7 +738,6 @@ impl Cluster {
         if damaged.is_ok() {
             let unit_start = offset / unit_bytes * unit_bytes;
             let node = &mut self.nodes[index];
-            node.damaged_files.insert(path.to_path_buf());
             node.sector_damage.entry(path.to_path_buf()).or_default().add(unit_start..unit_start + unit_bytes);
         }
         damaged.is_ok()

@@ -122,7 +122,8 @@ impl Cluster {
             let config = storage_config(replica, namespace);
             let superblock = superblock_path(Path::new(DATA_DIR), namespace);
             let before = SuperblockLook::of(&io, &superblock);
-            let read_eios_before = transient_read_eios(&io);
+            let checkpoint_size_bytes =
+                io.disk().contents(&checkpoint_path(Path::new(DATA_DIR), namespace)).map(|bytes| bytes.len() as u64);
             drop(io.disk().take_failed_reads());
             let opened = block_on_timed(
                 &io,
@@ -139,8 +140,7 @@ impl Cluster {
                 let kept = io.disk().inode(&superblock) == before.inode;
                 self.forget_group_after_format(replica, group, what.to_string(), kept);
             }
-            // Reads since the open began, the damage checks' excuse.
-            let read_failed = transient_read_eios(&io) != read_eios_before;
+            // Reads that failed since the open began, the damage checks' excuse.
             let failed_reads = io.disk().take_failed_reads();
             let (storage, recovered, damage) = match opened {
                 Ok(opened) => opened,
@@ -167,7 +167,14 @@ impl Cluster {
                 // rejoins, and every promise the lost files held is void
                 // (what the superblock kept, the new one holds again).
                 Some(damage) => {
-                    self.check_group_damage(replica, group, &damage, read_failed, before.rejoining);
+                    self.check_group_damage(
+                        replica,
+                        group,
+                        &damage,
+                        &failed_reads,
+                        checkpoint_size_bytes,
+                        before.rejoining,
+                    );
                     self.on_group_formatted_after_damage(replica, group, &damage);
                 }
                 None => {
@@ -526,7 +533,6 @@ impl Cluster {
         io.set_now_ns(io.now_ns().max(self.now_ns));
         if !std::mem::replace(&mut self.nodes[index].wiped, true) {
             io.disk().wipe();
-            self.nodes[index].damaged_files.clear();
             self.nodes[index].sector_damage.clear();
             self.nodes[index].lost_write_files.clear();
             drop(io.disk().take_lost_writes());
@@ -594,12 +600,6 @@ impl Cluster {
 fn superblock_rejoining(io: &SimIo, path: &Path) -> bool {
     let Some(bytes) = io.disk().contents(path) else { return false };
     matches!(shoal_vsr::superblock::decode_file(&bytes), Ok(Some((_, state))) if state.rejoining)
-}
-
-/// Transient read errors the disk returned so far (latent sector errors
-/// are injected on a file, and `damaged_files` names it).
-fn transient_read_eios(io: &SimIo) -> u64 {
-    io.disk().counters().get("read_eio").copied().unwrap_or(0)
 }
 
 /// A group's superblock as the simulator saw it before a call that may
