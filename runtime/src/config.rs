@@ -70,6 +70,13 @@ pub const MESSAGE_SIZE_MIN_BYTES: u32 = 4096;
 /// finds the pipeline empty). Measured with `cargo xtask bench server`
 /// (README, Benchmarks).
 pub const PIPELINE_PREPARES_DEFAULT: usize = 4;
+/// `limits.scrub_bytes_per_second` by default, per partition group: a pass
+/// over a 64 MiB segment takes about a minute, a small share of a disk's
+/// reads (and reads of recent records come from the page cache).
+pub const SCRUB_BYTES_PER_SECOND_DEFAULT: u64 = 1024 * 1024;
+/// The most `limits.scrub_bytes_per_second` (a tick's read stays bounded:
+/// 10 MiB per 10 ms tick).
+pub const SCRUB_BYTES_PER_SECOND_MAX: u64 = 1024 * 1024 * 1024;
 const _: () = assert!(PIPELINE_PREPARES_DEFAULT >= 1 && PIPELINE_PREPARES_DEFAULT <= PIPELINE_PREPARES_MAX);
 const _: () = assert!(MESSAGE_SIZE_MIN_BYTES as usize > HEADER_SIZE_BYTES);
 const _: () = assert!(JOURNAL_SLOT_COUNT_MIN <= METADATA_JOURNAL_SLOT_COUNT);
@@ -138,6 +145,7 @@ pub struct LimitsSection {
     pub journal_slot_count: Option<u64>,
     pub checkpoint_interval_ops: Option<u64>,
     pub pipeline_prepares_max: Option<usize>,
+    pub scrub_bytes_per_second: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -162,6 +170,7 @@ pub struct Overrides {
     pub journal_slot_count: Option<u64>,
     pub checkpoint_interval_ops: Option<u64>,
     pub pipeline_prepares_max: Option<usize>,
+    pub scrub_bytes_per_second: Option<u64>,
     pub log_format: Option<String>,
 }
 
@@ -194,6 +203,9 @@ pub struct ServerConfig {
     /// Prepares a partition group's primary keeps in flight before it
     /// queues requests (and packs them several to a prepare).
     pub pipeline_prepares_max: usize,
+    /// Bytes of partition log each partition group reads back and checks
+    /// per second (the node's scrubber); 0 turns it off.
+    pub scrub_bytes_per_second: u64,
     pub log_format: LogFormat,
 }
 
@@ -242,6 +254,11 @@ pub enum ConfigError {
          pipeline packs more requests into each prepare)"
     )]
     PipelinePreparesMax { given: usize, max: usize },
+    #[error(
+        "limits.scrub_bytes_per_second is {given}: set it within 0..={max} (0 turns the partition log scrubber off; \
+         each group reads this much of its log back per second to find damage before a second fault does)"
+    )]
+    ScrubBytesPerSecond { given: u64, max: u64 },
     #[error("logging.format {given:?} is unknown: use \"text\" or \"json\"")]
     LogFormat { given: String },
 }
@@ -347,6 +364,16 @@ impl ServerConfig {
         if !(1..=PIPELINE_PREPARES_MAX).contains(&pipeline_prepares_max) {
             return Err(ConfigError::PipelinePreparesMax { given: pipeline_prepares_max, max: PIPELINE_PREPARES_MAX });
         }
+        let scrub_bytes_per_second = flags
+            .scrub_bytes_per_second
+            .or(file.limits.scrub_bytes_per_second)
+            .unwrap_or(SCRUB_BYTES_PER_SECOND_DEFAULT);
+        if scrub_bytes_per_second > SCRUB_BYTES_PER_SECOND_MAX {
+            return Err(ConfigError::ScrubBytesPerSecond {
+                given: scrub_bytes_per_second,
+                max: SCRUB_BYTES_PER_SECOND_MAX,
+            });
+        }
         let log_format = match flags.log_format.or(file.logging.format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -366,6 +393,7 @@ impl ServerConfig {
             journal_slot_count,
             checkpoint_interval_ops,
             pipeline_prepares_max,
+            scrub_bytes_per_second,
             log_format,
         })
     }
@@ -483,6 +511,14 @@ format = "json"
         let default = default.unwrap();
         assert_eq!(default.idle_timeout_ms, IDLE_TIMEOUT_MS);
         assert_eq!(default.pipeline_prepares_max, PIPELINE_PREPARES_DEFAULT);
+        assert_eq!(default.scrub_bytes_per_second, SCRUB_BYTES_PER_SECOND_DEFAULT);
+        let too_fast = format!("[limits]\nscrub_bytes_per_second = {}\n", SCRUB_BYTES_PER_SECOND_MAX + 1);
+        assert!(refusal(&too_fast).contains("limits.scrub_bytes_per_second"));
+        let off = ServerConfig::resolve(
+            FileConfig::default(),
+            Overrides { data_dir: Some("/d".into()), scrub_bytes_per_second: Some(0), ..Overrides::default() },
+        );
+        assert_eq!(off.unwrap().scrub_bytes_per_second, 0, "0 turns the scrubber off");
         assert_eq!(default.checkpoint_interval_ops, default.journal_slot_count / 2);
         let missing = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap_err();
         assert!(missing.to_string().contains("--data-dir"));

@@ -133,6 +133,9 @@ pub struct HostConfig {
     /// The data dir was formatted with `--rejoin`: every group formatted in
     /// it starts by rejoining (`open_group`).
     pub rejoining: bool,
+    /// Bytes of partition log each group reads back and checks per second
+    /// (`limits.scrub_bytes_per_second`; 0: off).
+    pub scrub_bytes_per_second: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -694,6 +697,7 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
         replica_count: config.replica_count,
         shard_count: process.shard_count,
         data_dir: config.data_dir.clone(),
+        scrub_bytes_per_tick: config.scrub_bytes_per_second.div_ceil(1_000_000_000 / TICK_NS),
     };
     let mut node =
         Node::new(io.clone(), node_config, groups, process.owners.clone(), process.drops[shard.index()].clone());
@@ -1196,6 +1200,7 @@ mod tests {
             client_sessions_max: 4,
             idle_timeout: Duration::from_secs(1),
             rejoining: false,
+            scrub_bytes_per_second: 0,
         };
         let shard_count = ShardCount::new(shards).unwrap();
         let metrics = Arc::new(ServerMetrics::default());

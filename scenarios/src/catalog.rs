@@ -87,7 +87,7 @@ macro_rules! ppm_field {
 
 /// Every field of `FaultMix`. A unit test checks this against serde's view of
 /// the struct, so a new fault kind cannot be forgotten here.
-pub const FAULT_FIELDS: [FaultField; 28] = [
+pub const FAULT_FIELDS: [FaultField; 29] = [
     ppm_field!(network_drop_ppm, 50_000),
     ppm_field!(network_duplicate_ppm, 20_000),
     FaultField {
@@ -138,6 +138,9 @@ pub const FAULT_FIELDS: [FaultField; 28] = [
     // Per storage action of the rot replica (drawn after everything, see
     // `swarm`).
     ppm_field!(storage_partition_sync_error_ppm, 20_000),
+    // Per misdirected write drawn: the share armed on a partition's
+    // active segment. Not drawn by swarm yet (`SWARM_SESSION_32_FIELDS`).
+    ppm_field!(storage_partition_misdirect_ppm, 0),
 ];
 
 /// The transient read EIO rate swarm draws up to: one read in 500 fails.
@@ -167,6 +170,13 @@ const SWARM_SESSION_28_FIELDS: [&str; 1] = ["storage_second_sync_error_ppm"];
 /// the fix (session 31).
 const SWARM_SESSION_30_FIELDS: [&str; 1] = ["storage_partition_sync_error_ppm"];
 
+/// Fields added in session 32, kept out of swarm's earlier draws (so every
+/// older draw stays as it was per seed) and not drawn yet: with it,
+/// partition-misdirect seed 1032 wedges (README, Known gaps) and swarm's
+/// commit-derived CI seeds would meet it at random. The scenario
+/// `partition-misdirect` runs it.
+const SWARM_SESSION_32_FIELDS: [&str; 1] = ["storage_partition_misdirect_ppm"];
+
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
 pub fn fault_mix_summary(mix: &FaultMix) -> String {
     let parts: Vec<String> = FAULT_FIELDS
@@ -193,7 +203,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 12] = [
+pub const SCENARIOS: [Scenario; 13] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -229,6 +239,11 @@ pub const SCENARIOS: [Scenario; 12] = [
         name: "partition-fsync",
         summary: "disk-rot where the next fsync of a partition's file often fails: a partition log that crashed with records only in the page cache, then damage past them",
         build: partition_fsync,
+    },
+    Scenario {
+        name: "partition-misdirect",
+        summary: "disk-rot where half the misdirected writes take a partition's active segment: its next marker write lands on its records, and the promise stays on the device as it was",
+        build: partition_misdirect,
     },
     Scenario {
         name: "shard-chaos",
@@ -280,6 +295,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         checkpoint_interval_ops: shoal_sim::CHECKPOINT_INTERVAL_OPS,
         partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
         storage_latent_error_page_bytes: 0,
+        partition_scrub_bytes_per_tick: 0,
     }
 }
 
@@ -394,6 +410,21 @@ pub fn partition_fsync(seed: u64) -> RunConfig {
     config
 }
 
+/// disk-rot where half the misdirected writes are armed on a partition's
+/// active segment (`storage_partition_misdirect_ppm`).
+pub fn partition_misdirect(seed: u64) -> RunConfig {
+    let mut config = disk_rot(seed);
+    config.scenario = "partition-misdirect".to_string();
+    config.faults.storage_partition_misdirect_ppm = 500_000;
+    config.partition_scrub_bytes_per_tick = SCRUB_BYTES_PER_TICK;
+    config
+}
+
+/// What a group's scrubber checks per 10 ms tick where a running replica's
+/// partition log may be damaged (`partition-misdirect`): one simulated
+/// segment, so a pass over a run's log takes a few ticks.
+const SCRUB_BYTES_PER_TICK: u64 = shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES;
+
 /// Storage actions that arm a failure of the next partition fsync, per
 /// million (`partition-fsync`).
 const PARTITION_SYNC_ERROR_PPM: u32 = 20_000;
@@ -478,8 +509,15 @@ pub fn swarm(seed: u64) -> RunConfig {
     let newest = |field: &&FaultField| SWARM_SESSION_18_FIELDS.contains(&field.name);
     let session_28 = |field: &&FaultField| SWARM_SESSION_28_FIELDS.contains(&field.name);
     let session_30 = |field: &&FaultField| SWARM_SESSION_30_FIELDS.contains(&field.name);
+    let session_32 = |field: &&FaultField| SWARM_SESSION_32_FIELDS.contains(&field.name);
     let early = |field: &&FaultField| {
-        !late(field) && !last(field) && !r#final(field) && !newest(field) && !session_28(field) && !session_30(field)
+        !late(field)
+            && !last(field)
+            && !r#final(field)
+            && !newest(field)
+            && !session_28(field)
+            && !session_30(field)
+            && !session_32(field)
     };
     for field in FAULT_FIELDS.iter().filter(early) {
         draw_field(&mut rng, field, &mut config.faults);
@@ -522,6 +560,7 @@ pub fn swarm(seed: u64) -> RunConfig {
     for field in FAULT_FIELDS.iter().filter(session_30) {
         draw_field(&mut rng, field, &mut config.faults);
     }
+    debug_assert!(FAULT_FIELDS.iter().filter(session_32).all(|field| (field.get)(&config.faults) == 0));
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config

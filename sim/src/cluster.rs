@@ -247,6 +247,10 @@ struct Process {
     /// another replica meanwhile: two damaged replicas of three exceed the
     /// fault model (swarm seeds 1284 and 2953 wedged that way).
     rotted_while_running: bool,
+    /// A misdirected write armed on a partition segment (the group, the
+    /// segment) and not landed yet: it may land only while the fault
+    /// model's placement rule still holds (`keep_partition_misdirect_placeable`).
+    partition_misdirect_armed: Option<(usize, std::path::PathBuf)>,
     /// The disk is wiped when this (crashed) process restarts, and
     /// formatted to rejoin; stays set until that format finished.
     wipe_on_restart: bool,
@@ -426,6 +430,7 @@ fn node_config(config: &RunConfig, replica: u8, shard_count: ShardCount) -> Node
         replica_count: config.replica_count,
         shard_count,
         data_dir: DATA_DIR.into(),
+        scrub_bytes_per_tick: config.partition_scrub_bytes_per_tick,
     }
 }
 
@@ -595,6 +600,7 @@ impl Cluster {
                 paused_until_ns: None,
                 corrupted: false,
                 rotted_while_running: false,
+                partition_misdirect_armed: None,
                 sector_damage: BTreeMap::new(),
                 lost_write_files: BTreeMap::new(),
                 wipe_on_restart: false,
@@ -1144,6 +1150,11 @@ impl Cluster {
             self.nodes[index].crash_armed = None;
             let io = &self.nodes[index].io;
             io.disk().faults.read_eio_ppm = 0;
+            // A misdirected write armed and not landed yet would land on
+            // the next write of its file, however late (a partition's
+            // marker written by the final read: swarm-style seed
+            // partition-misdirect 1969, where no scrub could follow).
+            io.disk().disarm_misdirect();
             io.set_latency(io.latency().map(LatencyProfile::without_tail));
             if self.nodes[index].paused_until_ns.is_some() {
                 self.nodes[index].paused_until_ns = None;

@@ -46,9 +46,10 @@
 //!   until a write covers it (the drive remaps it).
 //! - A misdirected write lands at another sector-aligned offset of the same
 //!   file, leaving the intended range untouched. It lands wholly inside the
-//!   file's current length (the device put the blocks at a wrong address; a
-//!   file never grows by it); a write with nowhere else to fit lands as
-//!   asked. `faults.misdirected_write_ppm` draws it per write, or a driver
+//!   file's current length (the device put the blocks at a wrong address);
+//!   a write with nowhere else to fit lands as asked, and so does a write
+//!   that extends the file (the file system grows it whatever the device
+//!   does; an armed misdirect waits for a write within the file). `faults.misdirected_write_ppm` draws it per write, or a driver
 //!   arms one for the next write to a named file (`misdirect_next_write_to`)
 //!   so it can place it; the disk remembers each misdirected write's
 //!   intended and landed ranges (`misdirected_ranges`): what a writer
@@ -488,6 +489,12 @@ impl SimDisk {
     /// file, if one can hold it (see the module doc). Not found: no-op.
     pub fn misdirect_next_write_to(&mut self, path: &Path) {
         self.misdirect_next = self.namespace_current.get(path).map(|&id| (id, None));
+    }
+
+    /// Take back a misdirected write armed and not landed yet (the faults
+    /// are off from here: the liveness phase).
+    pub fn disarm_misdirect(&mut self) {
+        self.misdirect_next = None;
     }
 
     /// As `misdirect_next_write_to`, landing at `landing_offset` (a story
@@ -969,12 +976,19 @@ impl SimDisk {
             self.count("write_eio_unreadable_page");
             return Err(os_error(EIO));
         }
-        let armed = self.misdirect_next.filter(|(armed_id, _)| *armed_id == id);
+        // A write that extends the file lands as asked: the file system
+        // grows the file whatever the device does with the blocks, and a
+        // file that never grew by it would read short where its writer
+        // wrote (no device does that). An armed misdirect waits for a
+        // write within the file (a segment's marker, not its appends).
+        let within = position + data.len() as u64 <= self.inodes[&id].current.len() as u64;
+        let armed = self.misdirect_next.filter(|(armed_id, _)| *armed_id == id && within);
         if armed.is_some() {
             self.misdirect_next = None;
         }
         let placed = armed.and_then(|(_, landing)| landing);
-        let offset = if !data.is_empty() && (armed.is_some() || self.chance(self.faults.misdirected_write_ppm)) {
+        let drawn = armed.is_none() && self.chance(self.faults.misdirected_write_ppm);
+        let offset = if !data.is_empty() && (armed.is_some() || (drawn && within)) {
             self.misdirect(id, position, data.len() as u64, placed)
         } else {
             position

@@ -96,6 +96,16 @@ pub struct FaultMix {
     /// Off, it draws nothing.
     #[serde(default)]
     pub storage_partition_sync_error_ppm: u32,
+    /// Per misdirected write drawn (`storage_misdirected_write_ppm`): the
+    /// chance it is armed on the active segment of a partition's log
+    /// instead of a journal or superblock, placed like partition rot (3+
+    /// replicas, every peer holding its partition log). Only writes within
+    /// a file's length go astray (`SimDisk`), so it takes the segment's
+    /// next marker write (or a salvage's rewrite): the promise stays on the
+    /// device as it was, and records elsewhere in the segment are
+    /// overwritten. Off, it draws nothing.
+    #[serde(default)]
+    pub storage_partition_misdirect_ppm: u32,
 }
 
 impl FaultMix {
@@ -124,6 +134,7 @@ impl FaultMix {
             plot_lost_vote_ppm: 0,
             storage_second_sync_error_ppm: 0,
             storage_partition_sync_error_ppm: 0,
+            storage_partition_misdirect_ppm: 0,
             storage_partition_rot_ppm: 0,
             plot_wiped_acker_ppm: 0,
             plot_deposed_primary_ppm: 0,
@@ -207,6 +218,7 @@ impl RunConfig {
             checkpoint_interval_ops: default_checkpoint_interval_ops(),
             partition_segment_size_max_bytes: default_partition_segment_size_max_bytes(),
             storage_latent_error_page_bytes: 0,
+            partition_scrub_bytes_per_tick: 0,
         }
     }
 }
@@ -281,6 +293,11 @@ pub struct RunConfig {
     /// kernel must read the page first); a whole-page write remaps it.
     #[serde(default)]
     pub storage_latent_error_page_bytes: u64,
+    /// Bytes of partition log each group reads back and checks per tick
+    /// (`NodeConfig::scrub_bytes_per_tick`); 0 (the default) is off, so
+    /// runs that do not ask keep the schedule they had before it existed.
+    #[serde(default)]
+    pub partition_scrub_bytes_per_tick: u64,
 }
 
 fn default_partition_segment_size_max_bytes() -> u64 {

@@ -89,6 +89,8 @@ pub const MARKS: &[&str] = &[
     PARTITION_SALVAGE_EMPTIED_SEGMENT,
     PARTITION_SALVAGE_REWROTE_UNPROMISED,
     PARTITION_SALVAGED,
+    PARTITION_SCRUB_FOUND_DAMAGE,
+    PARTITION_SCRUB_PASS_COMPLETED,
     PARTITION_SEALED_SEGMENT_REOPENED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -316,6 +318,14 @@ pub const METADATA_REPLAYED_AT_START: &str = "metadata_replayed_at_start";
 /// Placed by the node (`GroupMachine::open_in_cluster`): a damaged
 /// partition log was cut to its intact prefix, the rest to come from peers.
 pub const PARTITION_SALVAGED: &str = "partition_salvaged";
+/// Placed by the node's scrubber (`Node::scrub`): a record of a running
+/// replica's partition log failed its check (or every read of it failed),
+/// and the node stopped so its restart salvages the log and fetches the
+/// rest from peers.
+pub const PARTITION_SCRUB_FOUND_DAMAGE: &str = "partition_scrub_found_damage";
+/// Placed by the node's scrubber: it read and checked a whole partition
+/// log, from its first offset to the end it had then, and starts again.
+pub const PARTITION_SCRUB_PASS_COMPLETED: &str = "partition_scrub_pass_completed";
 /// Placed by the partition log's salvage: a segment's sync slots could not
 /// be read, so the salvage emptied the file before writing new slots (a
 /// write covering part of an unreadable page fails).

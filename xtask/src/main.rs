@@ -118,9 +118,19 @@ const CI_DETERMINISM_SCENARIOS: [&str; 11] = [
 /// and fsync-steps, a failed fsync on the second step of a promise, which
 /// found the page-cache marker (session 28); and partition-fsync, failed
 /// partition fsyncs then damage past them, which finds the salvage that
-/// promised page-cache records 1 seed in 250 without its fix (session 30).
-const CI_TARGETED_SCENARIOS: [&str; 7] =
-    ["view-churn", "session-churn", "disk-rot", "disk-rot-sharded", "disk-rot-pages", "fsync-steps", "partition-fsync"];
+/// promised page-cache records 1 seed in 250 without its fix (session 30);
+/// and partition-misdirect, a segment's marker written elsewhere in the
+/// segment (session 32).
+const CI_TARGETED_SCENARIOS: [&str; 8] = [
+    "view-churn",
+    "session-churn",
+    "disk-rot",
+    "disk-rot-sharded",
+    "disk-rot-pages",
+    "fsync-steps",
+    "partition-fsync",
+    "partition-misdirect",
+];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 /// Rare paths a targeted sweep must reach (`--require-marks`), by scenario:
 /// disk-rot-pages exists to drive a write into an unreadable page, so its
@@ -130,9 +140,12 @@ const CI_TARGETED_SEEDS: &str = "0..1000";
 /// partition-fsync must reach the salvage that rewrites records past the
 /// old marker (9 of seeds 0..1000 in session 30; 6 of 0..700 once session
 /// 31's checkpoint fix moved the schedules).
-const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 2] = [
+/// partition-misdirect must reach the scrubber finding a running replica's
+/// damage (299 of seeds 0..4000 in session 32).
+const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 3] = [
     ("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment"),
     ("partition-fsync", "partition_salvage_rewrote_unpromised"),
+    ("partition-misdirect", "partition_scrub_found_damage"),
 ];
 const CI_TARGETED_TIME_LIMIT: &str = "3m";
 

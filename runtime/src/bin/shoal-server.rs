@@ -174,6 +174,12 @@ struct StartArgs {
     #[arg(long, value_name = "PREPARES")]
     pipeline_prepares_max: Option<usize>,
 
+    /// limits.scrub_bytes_per_second: bytes of partition log each group reads back and checks per second
+    /// (default 1 MiB; 0 turns the scrubber off); damage it finds stops the replica, whose restart salvages
+    /// the log and fetches the rest from peers.
+    #[arg(long, value_name = "BYTES")]
+    scrub_bytes_per_second: Option<u64>,
+
     /// logging.format: `text` (default) or `json`.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -222,6 +228,7 @@ impl StartArgs {
             journal_slot_count: self.journal_slot_count,
             checkpoint_interval_ops: self.checkpoint_interval_ops,
             pipeline_prepares_max: self.pipeline_prepares_max,
+            scrub_bytes_per_second: self.scrub_bytes_per_second,
             log_format: self.log_format.clone(),
         };
         ServerConfig::resolve(file, flags)
@@ -444,6 +451,7 @@ fn host_config(config: &ServerConfig, rejoining: bool) -> Result<Option<HostConf
         client_sessions_max: CLIENT_SESSIONS_MAX,
         idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
         rejoining,
+        scrub_bytes_per_second: config.scrub_bytes_per_second,
     }))
 }
 

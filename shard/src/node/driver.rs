@@ -29,6 +29,7 @@ use super::storage::{GroupStorage, Promise, StorageError};
 use super::{Flow, GroupReplica, NodeStop, NodeWorld, action_name};
 use crate::frame::FrameVariant;
 use crate::metrics::{DropReason, FrameDrops};
+use crate::node::machine::GroupMachine;
 use crate::owner_table::{ReplicaOwnerTable, ShardCount, ShardId};
 use crate::partition_log::{BeginSync, SyncEnded};
 use crate::partition_sm::PartitionSmError;
@@ -66,6 +67,9 @@ pub struct NodeConfig {
     pub replica_count: u8,
     pub shard_count: ShardCount,
     pub data_dir: PathBuf,
+    /// Bytes of partition log records each partition group reads back and
+    /// checks per tick (`Node::scrub`); 0 turns the scrubber off.
+    pub scrub_bytes_per_tick: u64,
 }
 
 /// One VSR group on this replica.
@@ -109,6 +113,8 @@ pub struct Group<I: Io> {
     /// is skipped next time; once the range is filled, the next is asked
     /// at once.
     state_data_asked: Option<StateDataAsked>,
+    /// The offset the scrubber reads next (`Node::scrub`).
+    scrub_next_offset: u64,
 }
 
 impl<I: Io> std::fmt::Debug for Group<I> {
@@ -139,6 +145,7 @@ impl<I: Io> Group<I> {
             compacting: None,
             held: Vec::new(),
             state_data_asked: None,
+            scrub_next_offset: 0,
         }
     }
 
@@ -462,6 +469,7 @@ impl<I: Io> Node<I> {
                 node.step(group, world, |r| r.tick(now_ns)).await?;
                 node.fill_more(group).await?;
                 node.request_state_data(group, world);
+                node.scrub(group).await?;
             }
             Ok(())
         })
@@ -1485,6 +1493,52 @@ impl<I: Io> Node<I> {
             }
         }
         Ok(())
+    }
+
+    /// Read back and check the next `scrub_bytes_per_tick` of `group`'s
+    /// partition log (at least one record), wrapping to its first offset
+    /// at its end. A record that fails its check, or that every read of
+    /// fails, stops the node (`NodeStop::PartitionLog`): its restart
+    /// salvages the log to its intact prefix and fetches the rest from
+    /// peers, proven by the checksum chain. Without it, damage to a running
+    /// replica's log (a misdirected marker write that landed on its
+    /// records, rot under a sealed segment) stays unseen until a read or a
+    /// restart, and a second fault elsewhere may then take the last copy.
+    /// Reads go through the page cache: a device's damage under a cached
+    /// page shows only once the page was evicted (or the process restarted).
+    async fn scrub(&mut self, group: usize) -> Result<(), NodeStop> {
+        let size_max_bytes = self.config.scrub_bytes_per_tick;
+        let g = &mut self.groups[group];
+        if size_max_bytes == 0 || g.checkpointing.is_some() {
+            return Ok(());
+        }
+        let GroupMachine::Partition(partition) = g.replica.state_machine() else { return Ok(()) };
+        let log = partition.log();
+        let (first, end) = (log.first_offset(), log.next_offset());
+        if first == end {
+            return Ok(());
+        }
+        let from = if (first..end).contains(&g.scrub_next_offset) { g.scrub_next_offset } else { first };
+        match log.read_records(from, crate::partition_log::READ_COUNT_MAX, size_max_bytes).await {
+            Ok(records) => {
+                debug_assert!(!records.is_empty(), "a read below the log's end returns a record");
+                g.scrub_next_offset = from + records.len() as u64;
+                if g.scrub_next_offset >= end {
+                    shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SCRUB_PASS_COMPLETED);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SCRUB_FOUND_DAMAGE);
+                tracing::error!(
+                    namespace = format_args!("{:#x}", g.namespace),
+                    offset = from,
+                    %error,
+                    "scrub: partition log damaged; stopping so the restart salvages it and fetches the rest from peers"
+                );
+                Err(NodeStop::PartitionLog(error.into()))
+            }
+        }
     }
 
     /// Take a peer's `StateData` into the partition log. A malformed answer

@@ -194,7 +194,8 @@ impl Cluster {
         loss::loss_is_recoverable(lost, &peers, nack_quorum).is_ok()
     }
 
-    /// The next write to one journal (or, one time in four, superblock) of
+    /// The next write to one journal (or, one time in four, superblock; or,
+    /// `storage_partition_misdirect_ppm`, a partition's active segment) of
     /// the rot replica lands at another offset of the file (a misdirected
     /// write): it damages whatever is
     /// there and leaves the intended range as it was. Placed like rot: only
@@ -215,7 +216,12 @@ impl Cluster {
             return;
         }
         let group = (self.rng.next_u64() % self.namespaces.len() as u64) as usize;
-        let path = if self.rng.next_u64().is_multiple_of(4) {
+        let partition = self.config.faults.storage_partition_misdirect_ppm > 0
+            && self.roll(self.config.faults.storage_partition_misdirect_ppm, "storage_partition_misdirect");
+        let path = if partition {
+            let Some(path) = self.active_segment_to_misdirect(replica, group) else { return };
+            path
+        } else if self.rng.next_u64().is_multiple_of(4) {
             shoal_vsr::superblock::superblock_path(std::path::Path::new(DATA_DIR), self.namespaces[group])
         } else {
             shoal_vsr::journal::journal_path(std::path::Path::new(DATA_DIR), self.namespaces[group])
@@ -238,8 +244,57 @@ impl Cluster {
         }
         self.nodes[replica as usize].io.disk().misdirect_next_write_to(&path);
         self.nodes[replica as usize].rotted_while_running = true;
+        self.nodes[replica as usize].partition_misdirect_armed = partition.then(|| (group, path.clone()));
         let label = self.group_label(group);
-        self.record(Some(replica), "misdirect", group as u64, 0, || format!("next journal write{label}"));
+        let what = if partition { "partition segment" } else { "journal" };
+        self.record(Some(replica), "misdirect", group as u64, 0, || format!("next {what} write{label}"));
+    }
+
+    /// A partition misdirect waits for the segment's next write within it
+    /// (its next marker), which may come long after it was armed: it may
+    /// land only while the rule that placed it still holds, every peer up
+    /// and holding its partition log and none impaired. Checked before
+    /// each of `replica`'s node calls (the write lands inside one); past the
+    /// rule it is taken back (partition-misdirect seed 1032: armed while
+    /// every peer held its log, it landed after replica 2 crashed with its
+    /// partition's fsync failed, and replica 0 then installed a checkpoint
+    /// from the damaged replica: the only copies left of 20 committed
+    /// offsets were the damaged ones).
+    pub(super) fn keep_partition_misdirect_placeable(&mut self, replica: u8) {
+        let index = replica as usize;
+        let Some((group, path)) = self.nodes[index].partition_misdirect_armed.clone() else { return };
+        if !self.nodes[index].io.disk().misdirect_armed_for(&path) {
+            self.nodes[index].partition_misdirect_armed = None;
+            return;
+        }
+        if self.peers_hold_their_partition_logs(replica, group) && !self.another_is_impaired(replica) {
+            return;
+        }
+        self.nodes[index].io.disk().disarm_misdirect();
+        self.nodes[index].partition_misdirect_armed = None;
+        let label = self.group_label(group);
+        self.record(Some(replica), "misdirect_disarmed", group as u64, 0, || {
+            format!("partition segment{label}: a peer no longer holds its log")
+        });
+    }
+
+    /// The newest segment of `group`'s partition log on `replica` (the one
+    /// its next sync writes a marker into), when a misdirected write may
+    /// land there: a partition group of a cluster of 3 or more whose peers
+    /// all hold their partition logs (as `rot_partition` asks: a peer still
+    /// filling may wait for exactly these records).
+    fn active_segment_to_misdirect(&self, replica: u8, group: usize) -> Option<std::path::PathBuf> {
+        let namespace = self.namespaces[group];
+        if namespace == shoal_shard::node::METADATA_NAMESPACE
+            || self.config.replica_count < 3
+            || !self.peers_hold_their_partition_logs(replica, group)
+        {
+            return None;
+        }
+        let dir = shoal_shard::node::partition_dir(std::path::Path::new(DATA_DIR), namespace);
+        let io = &self.nodes[replica as usize].io;
+        let files = io.instant(|| block_on_ready(shoal_vsr::io::Io::list_dir(io, &dir))).ok()?;
+        files.into_iter().filter(|path| path.extension().is_some_and(|ext| ext == "log")).max()
     }
 
     /// Corrupt one journal slot below the head of the rot replica while it is

@@ -33,6 +33,7 @@ impl Cluster {
         if !self.nodes[index].up {
             return None;
         }
+        self.keep_partition_misdirect_placeable(replica);
         let mut node = self.take_node(replica, shard)?;
         let io = self.nodes[index].io.clone();
         io.set_now_ns(io.now_ns().max(self.now_ns));
