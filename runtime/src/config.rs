@@ -70,9 +70,9 @@ pub const MESSAGE_SIZE_MIN_BYTES: u32 = 4096;
 /// finds the pipeline empty). Measured with `cargo xtask bench server`
 /// (README, Benchmarks).
 pub const PIPELINE_PREPARES_DEFAULT: usize = 4;
-/// `limits.scrub_bytes_per_second` by default, per partition group: a pass
-/// over a 64 MiB segment takes about a minute, a small share of a disk's
-/// reads (and reads of recent records come from the page cache).
+/// `limits.scrub_bytes_per_second` by default, per shard: a pass over a
+/// 64 MiB segment takes about a minute, a small share of a disk's reads
+/// (and reads of recent records come from the page cache).
 pub const SCRUB_BYTES_PER_SECOND_DEFAULT: u64 = 1024 * 1024;
 /// The most `limits.scrub_bytes_per_second` (a tick's read stays bounded:
 /// 10 MiB per 10 ms tick).
@@ -203,8 +203,8 @@ pub struct ServerConfig {
     /// Prepares a partition group's primary keeps in flight before it
     /// queues requests (and packs them several to a prepare).
     pub pipeline_prepares_max: usize,
-    /// Bytes of partition log each partition group reads back and checks
-    /// per second (the node's scrubber); 0 turns it off.
+    /// Bytes of partition log each shard reads back and checks per second,
+    /// a group per tick in turn (the node's scrubber); 0 turns it off.
     pub scrub_bytes_per_second: u64,
     pub log_format: LogFormat,
 }
@@ -256,7 +256,7 @@ pub enum ConfigError {
     PipelinePreparesMax { given: usize, max: usize },
     #[error(
         "limits.scrub_bytes_per_second is {given}: set it within 0..={max} (0 turns the partition log scrubber off; \
-         each group reads this much of its log back per second to find damage before a second fault does)"
+         each shard reads this much of its groups' logs back per second to find damage before a second fault does)"
     )]
     ScrubBytesPerSecond { given: u64, max: u64 },
     #[error("logging.format {given:?} is unknown: use \"text\" or \"json\"")]

@@ -133,7 +133,7 @@ pub struct HostConfig {
     /// The data dir was formatted with `--rejoin`: every group formatted in
     /// it starts by rejoining (`open_group`).
     pub rejoining: bool,
-    /// Bytes of partition log each group reads back and checks per second
+    /// Bytes of partition log each shard reads back and checks per second
     /// (`limits.scrub_bytes_per_second`; 0: off).
     pub scrub_bytes_per_second: u64,
 }

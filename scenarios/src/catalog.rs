@@ -420,9 +420,10 @@ pub fn partition_misdirect(seed: u64) -> RunConfig {
     config
 }
 
-/// What a group's scrubber checks per 10 ms tick where a running replica's
-/// partition log may be damaged (`partition-misdirect`): one simulated
-/// segment, so a pass over a run's log takes a few ticks.
+/// What a node's scrubber checks per 10 ms tick (one group's log per tick)
+/// where a running replica's partition log may be damaged
+/// (`partition-misdirect`): one simulated segment, so a pass over a run's
+/// logs takes a few ticks per group.
 const SCRUB_BYTES_PER_TICK: u64 = shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES;
 
 /// Storage actions that arm a failure of the next partition fsync, per

@@ -293,8 +293,8 @@ pub struct RunConfig {
     /// kernel must read the page first); a whole-page write remaps it.
     #[serde(default)]
     pub storage_latent_error_page_bytes: u64,
-    /// Bytes of partition log each group reads back and checks per tick
-    /// (`NodeConfig::scrub_bytes_per_tick`); 0 (the default) is off, so
+    /// Bytes of partition log each node reads back and checks per tick, a
+    /// group per tick in turn (`NodeConfig::scrub_bytes_per_tick`); 0 (the default) is off, so
     /// runs that do not ask keep the schedule they had before it existed.
     #[serde(default)]
     pub partition_scrub_bytes_per_tick: u64,

@@ -174,7 +174,7 @@ struct StartArgs {
     #[arg(long, value_name = "PREPARES")]
     pipeline_prepares_max: Option<usize>,
 
-    /// limits.scrub_bytes_per_second: bytes of partition log each group reads back and checks per second
+    /// limits.scrub_bytes_per_second: bytes of partition log each shard reads back and checks per second
     /// (default 1 MiB; 0 turns the scrubber off); damage it finds stops the replica, whose restart salvages
     /// the log and fetches the rest from peers.
     #[arg(long, value_name = "BYTES")]

@@ -67,8 +67,9 @@ pub struct NodeConfig {
     pub replica_count: u8,
     pub shard_count: ShardCount,
     pub data_dir: PathBuf,
-    /// Bytes of partition log records each partition group reads back and
-    /// checks per tick (`Node::scrub`); 0 turns the scrubber off.
+    /// Bytes of partition log records the node reads back and checks per
+    /// tick, one group per tick in turn (`Node::scrub`); 0 turns the
+    /// scrubber off.
     pub scrub_bytes_per_tick: u64,
 }
 
@@ -397,6 +398,8 @@ pub struct Node<I: Io> {
     /// those of the events after it; outside one, every event starts its
     /// group's flush (if none runs) before it returns.
     turn_open: bool,
+    /// The group the scrubber reads next (`scrub_next_group`).
+    scrub_group_next: usize,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -423,7 +426,7 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links, turn_open: false }
+        Node { io, config, groups, links, turn_open: false, scrub_group_next: 0 }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -469,8 +472,8 @@ impl<I: Io> Node<I> {
                 node.step(group, world, |r| r.tick(now_ns)).await?;
                 node.fill_more(group).await?;
                 node.request_state_data(group, world);
-                node.scrub(group).await?;
             }
+            node.scrub_next_group().await?;
             Ok(())
         })
         .await
@@ -1493,6 +1496,17 @@ impl<I: Io> Node<I> {
             }
         }
         Ok(())
+    }
+
+    /// Scrub one group per tick, in turn (`scrub`): what a tick reads stays
+    /// `scrub_bytes_per_tick` however many groups the shard runs.
+    async fn scrub_next_group(&mut self) -> Result<(), NodeStop> {
+        if self.groups.is_empty() || self.config.scrub_bytes_per_tick == 0 {
+            return Ok(());
+        }
+        let group = self.scrub_group_next % self.groups.len();
+        self.scrub_group_next = (group + 1) % self.groups.len();
+        self.scrub(group).await
     }
 
     /// Read back and check the next `scrub_bytes_per_tick` of `group`'s
