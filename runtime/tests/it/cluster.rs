@@ -143,6 +143,38 @@ fn three_replicas_keep_every_acknowledged_append_through_crashes_and_restarts() 
     settle_then_check_every_replica(&mut cluster, &acks);
 }
 
+/// A running replica's partition log takes damage behind its back (a
+/// byte of its first record flipped through the file system, as rot or a
+/// misdirected write would leave it): its scrubber (on by default) finds
+/// it and the process stops with the typed error; restarted, it salvages
+/// the log, fetches the rest from its peers, and holds every acknowledged
+/// append again.
+#[test]
+fn a_replica_whose_running_partition_log_is_damaged_stops_and_comes_back_whole() {
+    use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
+    /// How long the scrubber (1 MiB/s per shard, a group per tick) may take
+    /// to reach the damaged record.
+    const SCRUB_FINDS_WITHIN: Duration = Duration::from_secs(20);
+
+    let mut cluster = Cluster::format("scrub");
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
+    append_round(&mut client, &mut acks, "before", 24);
+    let namespace = Namespace::partition(1, 1, 0).unwrap().raw();
+    let segment = partition_dir(&cluster.replicas[2].data_dir, namespace).join(segment_file_name(0));
+    let mut bytes = std::fs::read(&segment).expect("replica 2 wrote partition 0");
+    let first_record_byte = SEGMENT_HEADER_SIZE_BYTES as usize + 30;
+    assert!(bytes.len() > first_record_byte, "partition 0 holds records on replica 2");
+    bytes[first_record_byte] ^= 1;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let status = cluster.wait_for_exit(2, SCRUB_FINDS_WITHIN).expect("the scrubber found the damage and stopped it");
+    assert!(!status.success(), "a replica stopped by damage exits with an error: {status}");
+    append_round(&mut client, &mut acks, "while-down", 8);
+    cluster.start(2);
+    append_round(&mut client, &mut acks, "after", 8);
+    settle_then_check_every_replica(&mut cluster, &acks);
+}
+
 /// Appends to one partition's group only, so that group's log runs ahead.
 fn append_to_one_partition(client: &mut Client, acks: &mut Acks, partition: u32, round: &str, count: usize) {
     for i in 0..count {

@@ -212,6 +212,24 @@ impl Cluster {
         }
     }
 
+    /// Wait (bounded by `timeout`) for replica `index` to exit on its own,
+    /// and return how it exited; `None` if it still runs (it is left
+    /// running).
+    pub fn wait_for_exit(&mut self, index: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.replicas[index].child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.replicas[index].child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether replica `index`'s process still runs (it did not exit on its own).
     pub fn is_running(&mut self, index: usize) -> bool {
         match self.replicas[index].child.as_mut() {
