@@ -139,6 +139,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
             journal_slot_count: Some(JOURNAL_SLOT_COUNT),
             pipeline_prepares_max: None,
             checkpoint_interval_ops: None,
+            scrub_bytes_per_second: None,
             start_timeout: Duration::from_secs(60),
             append_timeout: Duration::from_secs(30),
             client_tick: None,

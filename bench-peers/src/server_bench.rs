@@ -85,6 +85,10 @@ pub struct ServerArgs {
     /// group's checkpoints) [default: the server's].
     #[arg(long)]
     checkpoint_interval_ops: Option<u64>,
+    /// Every replica's --scrub-bytes-per-second (the partition log scrubber,
+    /// per shard; 0 off) [default: the server's].
+    #[arg(long)]
+    scrub_bytes_per_second: Option<u64>,
     /// Reads each reader keeps in flight in the read phase, comma-separated
     /// (one row per value; at most `shoal_client::READS_IN_FLIGHT_MAX`).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
@@ -330,6 +334,7 @@ fn settings(args: &ServerArgs, server_binary: &Path, data_root: &Path, replicas:
         journal_slot_count: None,
         pipeline_prepares_max: args.pipeline_prepares_max,
         checkpoint_interval_ops: args.checkpoint_interval_ops,
+        scrub_bytes_per_second: args.scrub_bytes_per_second,
         start_timeout: Duration::from_secs(args.run.start_timeout_s),
         append_timeout: Duration::from_secs(args.run.op_timeout_s),
         client_tick: args.client_tick_ms.map(Duration::from_millis),

@@ -241,6 +241,7 @@ impl System for Shoal {
             journal_slot_count: None,
             pipeline_prepares_max: None,
             checkpoint_interval_ops: None,
+            scrub_bytes_per_second: None,
             start_timeout: settings.timeout,
             append_timeout: self.append_timeout,
             client_tick: None,

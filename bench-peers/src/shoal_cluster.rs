@@ -68,6 +68,8 @@ pub struct ShoalSettings {
     pub pipeline_prepares_max: Option<usize>,
     /// `--checkpoint-interval-ops` of every replica; `None`: the server's default.
     pub checkpoint_interval_ops: Option<u64>,
+    /// `--scrub-bytes-per-second` of every replica; `None`: the server's default.
+    pub scrub_bytes_per_second: Option<u64>,
     pub start_timeout: Duration,
     /// Bound on one append (the client's request timeout).
     pub append_timeout: Duration,
@@ -136,6 +138,7 @@ impl ShoalCluster {
                 .args(settings.journal_slot_count.map(|count| format!("--journal-slot-count={count}")))
                 .args(settings.pipeline_prepares_max.map(|depth| format!("--pipeline-prepares-max={depth}")))
                 .args(settings.checkpoint_interval_ops.map(|ops| format!("--checkpoint-interval-ops={ops}")))
+                .args(settings.scrub_bytes_per_second.map(|bytes| format!("--scrub-bytes-per-second={bytes}")))
                 .env("RUST_LOG", std::env::var("SHOAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()));
             cluster.spawn(&format!("replica-{replica}"), command)?;
         }
