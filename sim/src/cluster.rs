@@ -395,6 +395,11 @@ pub struct Cluster {
     events_processed: u64,
     view_changes: u64,
     converged: bool,
+    /// With the scrubber on: the scrub passes each (replica, partition
+    /// group) must have finished before the run may count as converged
+    /// (`scrub_passes_needed_at_heal`): damage that landed just before the
+    /// heal is found by a pass that began after it, not by the final read.
+    scrub_passes_needed: BTreeMap<(u8, usize), u64>,
     availability: Availability,
     /// Set when a no-commit window outgrew its bound: the run ends there
     /// with a liveness verdict.
@@ -667,6 +672,7 @@ impl Cluster {
             events_processed: 0,
             view_changes: 0,
             converged: false,
+            scrub_passes_needed: BTreeMap::new(),
             availability: Availability::new(group_count),
             availability_failure: None,
             quiet: crate::quiet::Quiet::new(group_count),
@@ -1144,6 +1150,7 @@ impl Cluster {
         self.phase = Phase::Liveness { deadline_ns: serving_from_ns + self.config.liveness_time_ns };
         self.network.heal();
         self.record(None, "heal", 0, 0, || "liveness phase: faults off".into());
+        self.scrub_passes_needed_at_heal();
         for replica in 0..self.config.replica_count {
             let index = replica as usize;
             // No more crashes, and disks keep their speed but lose their tail.

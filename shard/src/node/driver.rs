@@ -116,6 +116,10 @@ pub struct Group<I: Io> {
     state_data_asked: Option<StateDataAsked>,
     /// The offset the scrubber reads next (`Node::scrub`).
     scrub_next_offset: u64,
+    /// Passes the scrubber finished over this group's log (each from
+    /// wherever it stood to the log's end, after a start from its first
+    /// offset).
+    scrub_passes_completed: u64,
 }
 
 impl<I: Io> std::fmt::Debug for Group<I> {
@@ -129,6 +133,12 @@ impl<I: Io> std::fmt::Debug for Group<I> {
 }
 
 impl<I: Io> Group<I> {
+    /// Passes the scrubber finished over this group's partition log
+    /// since the node started.
+    pub fn scrub_passes_completed(&self) -> u64 {
+        self.scrub_passes_completed
+    }
+
     pub fn new(namespace: u64, shard: ShardId, storage: GroupStorage<I>, replica: GroupReplica<I>) -> Group<I> {
         assert_eq!(storage.config().namespace, namespace, "a group's storage is its own");
         let view_reported = replica.view();
@@ -147,6 +157,7 @@ impl<I: Io> Group<I> {
             held: Vec::new(),
             state_data_asked: None,
             scrub_next_offset: 0,
+            scrub_passes_completed: 0,
         }
     }
 
@@ -1530,6 +1541,8 @@ impl<I: Io> Node<I> {
         let log = partition.log();
         let (first, end) = (log.first_offset(), log.next_offset());
         if first == end {
+            // Nothing to read: a pass over an empty log is done at once.
+            g.scrub_passes_completed += 1;
             return Ok(());
         }
         let from = if (first..end).contains(&g.scrub_next_offset) { g.scrub_next_offset } else { first };
@@ -1538,6 +1551,7 @@ impl<I: Io> Node<I> {
                 debug_assert!(!records.is_empty(), "a read below the log's end returns a record");
                 g.scrub_next_offset = from + records.len() as u64;
                 if g.scrub_next_offset >= end {
+                    g.scrub_passes_completed += 1;
                     shoal_vsr::marks::hit(shoal_vsr::marks::PARTITION_SCRUB_PASS_COMPLETED);
                 }
                 Ok(())

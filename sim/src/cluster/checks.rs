@@ -462,9 +462,51 @@ impl Cluster {
                 return;
             }
         }
-        if self.clients.iter().all(|c| c.in_flight.is_none()) {
+        if self.clients.iter().all(|c| c.in_flight.is_none()) && self.scrub_passes_done() {
             self.converged = true;
         }
+    }
+
+    /// At the heal, with the scrubber on: every running replica's partition
+    /// groups must finish two more passes (the second begins after the
+    /// heal, so it reads whatever damage landed before it).
+    pub(super) fn scrub_passes_needed_at_heal(&mut self) {
+        if self.config.partition_scrub_bytes_per_tick == 0 {
+            return;
+        }
+        for replica in 0..self.config.replica_count {
+            for group in self.partition_groups() {
+                if let Some(passes) = self.scrub_passes_completed(replica, group) {
+                    self.scrub_passes_needed.insert((replica, group), passes + 2);
+                }
+            }
+        }
+    }
+
+    /// A node started in the liveness phase counts its passes from zero:
+    /// its first pass begins at its start.
+    pub(super) fn scrub_passes_needed_after_restart(&mut self, replica: u8) {
+        if self.config.partition_scrub_bytes_per_tick == 0 || !matches!(self.phase, Phase::Liveness { .. }) {
+            return;
+        }
+        for group in self.partition_groups() {
+            self.scrub_passes_needed.insert((replica, group), 1);
+        }
+    }
+
+    fn scrub_passes_done(&self) -> bool {
+        self.scrub_passes_needed.iter().all(|(&(replica, group), &needed)| {
+            self.scrub_passes_completed(replica, group).is_some_and(|passes| passes >= needed)
+        })
+    }
+
+    fn scrub_passes_completed(&self, replica: u8, group: usize) -> Option<u64> {
+        let shards = self.nodes[replica as usize].node.as_ref()?;
+        shards.try_group(group).map(|g| g.scrub_passes_completed())
+    }
+
+    fn partition_groups(&self) -> Vec<usize> {
+        (0..self.namespaces.len()).filter(|group| self.namespaces[*group] != METADATA_NAMESPACE).collect()
     }
 
     /// The promises checker: what this message promises must already be on

@@ -440,6 +440,7 @@ impl Cluster {
         process.node = Some(shards);
         process.flush_poll_at_ns = None;
         self.nodes[index].up = true;
+        self.scrub_passes_needed_after_restart(replica);
         self.nodes[index].restart_faults_in_a_row = 0;
         self.nodes[index].corrupted = false;
         self.nodes[index].rotted_while_running = false;
