@@ -632,6 +632,12 @@ impl SimDisk {
         self.namespace_current.get(path).map(|id| self.inodes[id].current.clone())
     }
 
+    /// The length of `path` as reads see it (`contents`' length, without
+    /// the copy).
+    pub fn length_of(&self, path: &Path) -> Option<u64> {
+        self.namespace_current.get(path).map(|id| self.inodes[id].current.len() as u64)
+    }
+
     /// The bytes that would survive a crash if every pending write were lost.
     pub fn contents_durable(&self, path: &Path) -> Option<Vec<u8>> {
         self.namespace_durable.get(path).map(|id| self.inodes[id].durable.clone())

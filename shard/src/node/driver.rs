@@ -1533,8 +1533,9 @@ impl<I: Io> Node<I> {
     /// page shows only once the page was evicted (or the process restarted).
     async fn scrub(&mut self, group: usize) -> Result<(), NodeStop> {
         let size_max_bytes = self.config.scrub_bytes_per_tick;
+        debug_assert!(size_max_bytes > 0, "scrub_next_group scrubs only when the scrubber is on");
         let g = &mut self.groups[group];
-        if size_max_bytes == 0 || g.checkpointing.is_some() {
+        if g.checkpointing.is_some() {
             return Ok(());
         }
         let GroupMachine::Partition(partition) = g.replica.state_machine() else { return Ok(()) };

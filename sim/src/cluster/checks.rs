@@ -263,14 +263,13 @@ impl Cluster {
                 (vec![checkpoint_path(dir, namespace)], copies, false)
             }
             StorageDamage::Journal(error) => {
-                use shoal_vsr::journal::{FILE_HEADER_SIZE_BYTES, JournalError};
+                use shoal_vsr::journal::JournalError;
                 let files = vec![
                     shoal_vsr::journal::journal_path(dir, namespace),
                     shoal_vsr::journal::journal_path_tmp(dir, namespace),
                 ];
                 let copies = if matches!(error, JournalError::FileHeaderCorrupt) {
-                    let size = storage_config(replica, namespace).journal().file_size_bytes();
-                    vec![0..FILE_HEADER_SIZE_BYTES, size - FILE_HEADER_SIZE_BYTES..size]
+                    journal_file_header_copies(&storage_config(replica, namespace).journal()).to_vec()
                 } else {
                     std::iter::once(0..u64::MAX).collect()
                 };
@@ -750,14 +749,19 @@ impl Cluster {
 /// with its carried-copies region, or a place of the op's header copy.
 fn damage_explains(journal: &shoal_vsr::journal::JournalConfig, damaged: &crate::disk::ByteRanges, op: u64) -> bool {
     use shoal_vsr::header::HEADER_SIZE_BYTES;
-    use shoal_vsr::journal::FILE_HEADER_SIZE_BYTES;
-    let file_size_bytes = journal.file_size_bytes();
-    let file_headers =
-        [0..FILE_HEADER_SIZE_BYTES, file_size_bytes.saturating_sub(FILE_HEADER_SIZE_BYTES)..file_size_bytes];
+    let file_headers = journal_file_header_copies(journal);
     let slot = journal.copies_region_offset(op)..journal.slot_offset(op) + journal.slot_size_bytes();
     file_headers.iter().any(|range| damaged.overlaps(range))
         || damaged.overlaps(&slot)
         || journal.header_copy_offsets(op).any(|place| damaged.overlaps(&(place..place + HEADER_SIZE_BYTES as u64)))
+}
+
+/// The bytes of the journal's two file header copies: the first page and
+/// the page after the slots.
+fn journal_file_header_copies(journal: &shoal_vsr::journal::JournalConfig) -> [std::ops::Range<u64>; 2] {
+    use shoal_vsr::journal::FILE_HEADER_SIZE_BYTES;
+    let copy = journal.file_header_copy_offset();
+    [0..FILE_HEADER_SIZE_BYTES, copy..copy + FILE_HEADER_SIZE_BYTES]
 }
 
 /// `path` is one of `namespace`'s journal files: the journal or its spare
@@ -837,7 +841,7 @@ mod tests {
         match plant {
             Plant::BothCheckpointCopies => {
                 let path = checkpoint_path(dir, namespace);
-                let size_bytes = disk.contents(&path)?.len() as u64;
+                let size_bytes = disk.length_of(&path)?;
                 let copy_size_bytes = size_bytes / shoal_vsr::checkpoint::COPIES_COUNT;
                 (copy_size_bytes > 0).then(|| {
                     let copies = 0..shoal_vsr::checkpoint::COPIES_COUNT;
@@ -854,7 +858,7 @@ mod tests {
             Plant::PartitionRecord => {
                 let path = shoal_shard::node::partition_dir(dir, namespace)
                     .join(shoal_shard::partition_log::segment_file_name(0));
-                let size_bytes = disk.contents(&path)?.len() as u64;
+                let size_bytes = disk.length_of(&path)?;
                 (size_bytes > PARTITION_RECORD_BYTE).then(|| (path, vec![PARTITION_RECORD_BYTE]))
             }
         }

@@ -625,7 +625,7 @@ impl Cluster {
         } else {
             (files[(self.rng.next_u64() % files.len() as u64) as usize].clone(), None)
         };
-        let Some(size_bytes) = io.disk().contents(&path).map(|bytes| bytes.len() as u64) else { return };
+        let Some(size_bytes) = io.disk().length_of(&path) else { return };
         if size_bytes == 0 {
             return;
         }
@@ -675,7 +675,7 @@ impl Cluster {
         let index = replica as usize;
         let path = shoal_vsr::superblock::superblock_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
         let disk = self.nodes[index].io.disk();
-        let Some(size_bytes) = disk.contents(&path).map(|bytes| bytes.len() as u64) else { return };
+        let Some(size_bytes) = disk.length_of(&path) else { return };
         if !disk.misdirected_ranges(&path).is_empty() {
             return;
         }
@@ -731,7 +731,7 @@ impl Cluster {
         use shoal_vsr::checkpoint::COPIES_COUNT;
         let index = replica as usize;
         let path = shoal_vsr::checkpoint::checkpoint_path(std::path::Path::new(DATA_DIR), self.namespaces[group]);
-        let Some(size_bytes) = self.nodes[index].io.disk().contents(&path).map(|bytes| bytes.len() as u64) else {
+        let Some(size_bytes) = self.nodes[index].io.disk().length_of(&path) else {
             return false;
         };
         if size_bytes == 0 {

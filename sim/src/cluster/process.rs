@@ -122,8 +122,7 @@ impl Cluster {
             let config = storage_config(replica, namespace);
             let superblock = superblock_path(Path::new(DATA_DIR), namespace);
             let before = SuperblockLook::of(&io, &superblock);
-            let checkpoint_size_bytes =
-                io.disk().contents(&checkpoint_path(Path::new(DATA_DIR), namespace)).map(|bytes| bytes.len() as u64);
+            let checkpoint_size_bytes = io.disk().length_of(&checkpoint_path(Path::new(DATA_DIR), namespace));
             drop(io.disk().take_failed_reads());
             let opened = block_on_timed(
                 &io,
