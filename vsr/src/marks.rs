@@ -119,6 +119,7 @@ pub const MARKS: &[&str] = &[
     SUPERBLOCK_COPY_REPAIRED,
     SUPERBLOCK_LOST_REJOINED,
     UNCHAINED_PREPARE_ADOPTED,
+    UNVOUCHED_PREPARE_KEPT_ASIDE,
     VIEW_CHANGE_NACK_TRUNCATION,
     VIEW_CHANGE_SKIPPED_REJOINING_PRIMARY,
     VIEW_CHANGE_TRUNCATE,
@@ -355,9 +356,14 @@ pub const REJOIN_ABOVE_CLUSTER_VIEW: &str = "rejoin_above_cluster_view";
 pub const REJOIN_COMPLETED: &str = "rejoin_completed";
 pub const REJOIN_PROBE_ANSWERED: &str = "rejoin_probe_answered";
 pub const REPAIR_BY_CHECKSUM: &str = "repair_by_checksum";
-/// A restarted replica brought back a prepare it had kept aside (valid, but
-/// its chain was broken by a faulty slot) once a canonical header named it.
+/// A replica brought back a prepare it had kept aside (valid, but a faulty
+/// slot broke its chain at restart, or a start_view left a gap above it)
+/// once a canonical header named it.
 pub const UNCHAINED_PREPARE_ADOPTED: &str = "unchained_prepare_adopted";
+/// A start_view's log left a gap above a prepare this replica held, so it
+/// could not vouch for it: the prepare left the log and was kept aside
+/// (`unchained`) for repair to adopt by checksum, not dropped.
+pub const UNVOUCHED_PREPARE_KEPT_ASIDE: &str = "unvouched_prepare_kept_aside";
 pub const SESSION_EVICTED: &str = "session_evicted";
 /// Placed by the simulator's shards (`sim::cluster::inboxes`): a frame read
 /// on a connection one shard holds went through the bounded inbox of

@@ -464,7 +464,9 @@ pub struct Replica<S: StateMachine> {
     /// would, once the log holds a header with its checksum (a canonical
     /// header from a view change, start_view or repair) or a child naming
     /// it as parent; it is then written to the journal again before any
-    /// prepare_ok for it leaves. Filled only by `recover_log`.
+    /// prepare_ok for it leaves. Filled by `recover_log` (at most
+    /// `UNCHAINED_PREPARES_MAX`) and by `install_log` (the unvouched
+    /// entries it drops from the log); at most `unchained_max()` in all.
     unchained: BTreeMap<u128, Message>,
     /// Primary in Normal: the prepares above `commit_max` awaiting a quorum,
     /// in op order. Invariant: at most `VIEW_HEADERS_MAX` entries.
@@ -2574,12 +2576,52 @@ impl<S: StateMachine> Replica<S> {
                     (Some(above), Some(entry)) => above.header.parent == entry.header.checksum,
                     _ => false,
                 };
-            if !vouched && lower > self.checkpoint_op && self.log.remove(&lower).is_some() {
+            if !vouched
+                && lower > self.checkpoint_op
+                && let Some(entry) = self.log.remove(&lower)
+            {
+                self.keep_unvouched_aside(entry);
                 self.drop_message("unvouched_entry_below_canonical_log");
             }
             upper -= 1;
         }
         truncate_after
+    }
+
+    /// An entry `install_log` could not vouch for leaves the log, but its
+    /// body is kept aside with the prepares a restart could not chain: it
+    /// is durable in this replica's journal and may be the last copy of a
+    /// committed op (partition-misdirect seed 1032: a replica held ops
+    /// 17..33 in its journal, a start_view's headers began above a gap over
+    /// them, and the peers had checkpointed past them with a partition gap
+    /// they could not serve; dropped, nothing could bring them back). Repair
+    /// adopts it once a canonical child names it, as after a restart. Kept
+    /// aside it also raises this replica's nack floor, as a restart's do
+    /// (`do_view_change_nacks`): it is durable here and may have been
+    /// acknowledged. (A restart would read it back from the journal and keep
+    /// it aside anyway: a running replica now holds what its restart would.)
+    fn keep_unvouched_aside(&mut self, entry: Entry) {
+        let Some(body) = entry.body else { return };
+        crate::marks::hit(crate::marks::UNVOUCHED_PREPARE_KEPT_ASIDE);
+        self.unchained.insert(entry.header.checksum, Message::from_parts(entry.header, body));
+        // Past the bound the oldest go first: repair walks down from the
+        // gap, so the highest ops are adopted first.
+        while self.unchained.len() > self.unchained_max() {
+            let oldest = self
+                .unchained
+                .iter()
+                .min_by_key(|(_, message)| (message.header.view, message.header.op))
+                .map(|(checksum, _)| *checksum)
+                .expect("over the bound, so not empty");
+            self.unchained.remove(&oldest);
+        }
+    }
+
+    /// How many prepares `unchained` holds at most: what one journal holds
+    /// (the entries `install_log` puts aside left the log, which that
+    /// bounds too), and never fewer than a restart keeps.
+    fn unchained_max(&self) -> usize {
+        UNCHAINED_PREPARES_MAX.max(usize::try_from(self.config.journal_slot_count).unwrap_or(usize::MAX))
     }
 
     fn truncate_journal(&mut self, truncate_after: Option<u64>) {
@@ -2970,7 +3012,7 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.op >= self.checkpoint_op);
         assert!(self.op - self.checkpoint_op <= self.config.journal_slot_count, "log outgrew the journal");
         assert!(self.pipeline.len() <= VIEW_HEADERS_MAX);
-        assert!(self.unchained.len() <= UNCHAINED_PREPARES_MAX);
+        assert!(self.unchained.len() <= self.unchained_max());
         debug_assert!(self.unchained.iter().all(|(checksum, message)| *checksum == message.header.checksum));
         assert!(!self.rejoining || self.status == Status::Recovering, "a rejoining replica takes part in nothing");
         assert!(

@@ -95,6 +95,11 @@ pub fn put_bytes_with_len(out: &mut Vec<u8>, bytes: &[u8]) {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AppendLog {
     pub messages: Vec<Vec<u8>>,
+    /// Stands in for a partition whose durable log has a hole only peers
+    /// can fill: while set, `checkpoint_ready` answers false, so the
+    /// replica defers its checkpoints and serves none. Not part of the
+    /// snapshot: a test sets it on a running replica.
+    pub checkpoint_withheld: bool,
 }
 
 /// The largest number of messages one `AppendLog` holds; a bound on memory.
@@ -135,6 +140,10 @@ impl StateMachine for AppendLog {
         }
         self.messages = messages;
         Ok(())
+    }
+
+    fn checkpoint_ready(&self) -> bool {
+        !self.checkpoint_withheld
     }
 }
 

@@ -355,6 +355,14 @@ impl Cluster {
         self.drain(r);
     }
 
+    /// `r`'s state machine answers `checkpoint_ready` false while
+    /// `withheld` (a partition log with a hole only peers can fill): it
+    /// defers its checkpoints and serves none. A restart clears it.
+    pub fn withhold_checkpoints(&mut self, r: u8, withheld: bool) {
+        let replica = self.replicas[r as usize].as_mut().expect("replica is up");
+        replica.state_machine_mut().checkpoint_withheld = withheld;
+    }
+
     /// Start again from what the disk kept.
     pub fn restart(&mut self, r: u8) {
         assert!(!self.is_up(r));

@@ -23,3 +23,4 @@ mod state_transfer_chunks;
 mod stories;
 mod stories_state;
 mod two_wiped_ackers;
+mod unvouched_kept;

@@ -1,0 +1,95 @@
+//! Found by the simulator (partition-misdirect seed 1032, Liveness: a
+//! replica stayed at commit 16 while the cluster committed 74). A replica
+//! held ops 17..33 in its journal, never applied after a crash (its
+//! partition fsync failed). Its peers had checkpointed at 32 and then could
+//! serve neither those prepares (below their checkpoint) nor the checkpoint
+//! (a damaged partition log left them a gap). A view change's start_view
+//! named only the newest 32 headers, 42..73, so the replica's log had a gap
+//! at 34..41 above its own 17..33: it could not vouch for them and dropped
+//! them from its log. Repair then fetched 33..41 from the primary and asked
+//! for 32 by checksum, which no peer could give: the only copy left was the
+//! one it had dropped, still on its own disk. The entries a start_view
+//! cannot vouch for are kept aside (`unchained`), as a restart keeps the
+//! prepares it cannot chain, and adopted once a canonical child names them.
+
+use shoal_vsr::replica::Status;
+
+use crate::harness::{CHECKPOINT_INTERVAL_OPS, Cluster, client, normal_in, register_clients};
+
+/// Appends through `primary` (client 0, its requests from `*request` on)
+/// until `primary` has prepared `op`; every message delivered.
+fn append_through(cluster: &mut Cluster, primary: u8, request: &mut u64, op: u64) {
+    while cluster.replica(primary).op() < op {
+        *request += 1;
+        cluster.append(client(0), primary, *request, format!("message-{request}").as_bytes());
+        cluster.deliver_all();
+    }
+}
+
+#[test]
+fn a_start_view_above_a_gap_keeps_the_prepares_below_it_for_repair() {
+    let mut cluster = Cluster::new(3);
+    let all = [0, 1, 2];
+    let mut request = 0;
+    register_clients(&mut cluster, 0, 1);
+    append_through(&mut cluster, 0, &mut request, 2 * CHECKPOINT_INTERVAL_OPS - 1);
+    cluster.run(&all, 3);
+    // R2's partition is behind the others (in the seed: its partition fsync
+    // fails): it defers its checkpoint at 32 and stays checkpointed at 16.
+    assert_eq!(cluster.replica(2).checkpoint_op(), CHECKPOINT_INTERVAL_OPS);
+    cluster.withhold_checkpoints(2, true);
+    append_through(&mut cluster, 0, &mut request, 33);
+    cluster.run(&all, 3);
+    assert!(all.iter().all(|&r| cluster.replica(r).commit_min() >= 32), "ops 1..32 committed everywhere");
+    assert_eq!(cluster.replica(0).checkpoint_op(), 32);
+    assert_eq!(cluster.replica(1).checkpoint_op(), 32);
+    assert_eq!(cluster.replica(2).checkpoint_op(), CHECKPOINT_INTERVAL_OPS, "R2 deferred its checkpoint");
+
+    // R0's and R1's partition logs lose records after their checkpoint (in
+    // the seed: a misdirected write, found by R1's scrubber; R0 installed
+    // R1's checkpoint just before): a gap, so they serve no checkpoint and
+    // defer the next ones.
+    cluster.withhold_checkpoints(0, true);
+    cluster.withhold_checkpoints(1, true);
+    // R2 crashes: what it applied of 17..33 is gone, their prepares stay in
+    // its journal. R0 and R1 go on to op 73.
+    cluster.crash(2);
+    append_through(&mut cluster, 0, &mut request, 73);
+    cluster.run(&[0, 1], 3);
+    assert_eq!(cluster.replica(1).commit_min(), 73);
+    assert_eq!(cluster.replica(1).checkpoint_op(), 32, "R1 defers its checkpoints");
+    assert!(cluster.disks[2].journal.contains_key(&17) && cluster.disks[2].journal.contains_key(&33));
+
+    // R0 goes down for good; R2 restarts (commit 16, ops 17..33 in its
+    // journal) and starts view 1 with R1. The start_view names ops 42..73:
+    // 34..41 are missing on R2, so its 17..33 sit below a gap.
+    cluster.crash(0);
+    cluster.restart(2);
+    assert_eq!(cluster.replica(2).commit_min(), CHECKPOINT_INTERVAL_OPS);
+    assert_eq!(cluster.replica(2).op(), 33);
+    let pair = [1, 2];
+    shoal_vsr::marks::take();
+    let started = cluster.run_until(&pair, 3_000, |c| normal_in(c, 1, 1) && normal_in(c, 2, 1));
+    assert!(started, "R1 and R2 start view 1");
+    assert!(cluster.replica(1).is_primary());
+
+    // R2 repairs 33..41 from R1 and its own 17..32 from what it kept aside:
+    // nothing else holds them.
+    let caught_up = cluster.run_until(&pair, 3_000, |c| c.replica(2).commit_min() >= 73);
+    assert!(
+        caught_up,
+        "R2 catches up to op 73 (stuck at commit {}, op {}, status {:?})",
+        cluster.replica(2).commit_min(),
+        cluster.replica(2).op(),
+        cluster.replica(2).status()
+    );
+    assert_eq!(cluster.replica(2).status(), Status::Normal);
+    let marks = shoal_vsr::marks::take();
+    for mark in [shoal_vsr::marks::UNVOUCHED_PREPARE_KEPT_ASIDE, shoal_vsr::marks::UNCHAINED_PREPARE_ADOPTED] {
+        assert!(marks.get(mark).is_some_and(|&hits| hits > 0), "{mark} was hit: {marks:?}");
+    }
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+    for op in 17..=73 {
+        assert_eq!(cluster.commits[2].get(&op), cluster.commits[1].get(&op), "R2 committed op {op} as R1 did");
+    }
+}
