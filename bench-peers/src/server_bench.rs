@@ -53,6 +53,15 @@ pub struct ServerArgs {
     /// many messages are in flight.
     #[arg(long, default_value_t = 32)]
     producer_batch_messages: usize,
+    /// More producer phases, each `PRODUCERSxBATCH` (e.g. `16x32,8x60`),
+    /// run after the `--producers` one on the same cluster: the shape of
+    /// in-flight work that reaches a throughput at a latency.
+    #[arg(long, value_delimiter = ',', value_parser = parse_producer_shape)]
+    producer_shapes: Vec<(usize, usize)>,
+    /// Skip the 1-client and many-clients phases (their cluster still
+    /// starts, for the producer phases; the warm-up runs producers).
+    #[arg(long)]
+    skip_client_phases: bool,
     /// Partitions of the topic; the clients spread over them round-robin.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
@@ -366,8 +375,14 @@ fn measure_appends(
     let shoal = start(settings(args, server_binary, data_root, replicas, shards), "")?;
     let size = args.message_size_bytes;
     let message = |index| payload(index, size);
-    shoal_cluster::run_load(&shoal, args.clients.min(4), Duration::from_secs(args.warmup_s), &message)?;
-    for clients in [1, args.clients] {
+    if args.skip_client_phases {
+        let warmup = Duration::from_secs(args.warmup_s);
+        shoal_cluster::run_producers(&shoal, args.producers.max(1), args.producer_batch_messages, warmup, &message)?;
+    } else {
+        shoal_cluster::run_load(&shoal, args.clients.min(4), Duration::from_secs(args.warmup_s), &message)?;
+    }
+    let client_phases: &[usize] = if args.skip_client_phases { &[] } else { &[1, args.clients] };
+    for &clients in client_phases {
         let before = counters(&shoal)?;
         let result = shoal_cluster::run_load(&shoal, clients, Duration::from_secs(args.duration_s), &message)?;
         let mut row = Row::of(&result, Phase::appends(replicas, shards, args.partitions, clients), size);
@@ -375,8 +390,8 @@ fn measure_appends(
         row.server = counters_since(&shoal, &before, row.elapsed_s)?;
         rows.push(row);
     }
-    if args.producers > 0 {
-        let (producers, batch) = (args.producers, args.producer_batch_messages);
+    let first_shape = (args.producers > 0).then_some((args.producers, args.producer_batch_messages));
+    for (producers, batch) in first_shape.into_iter().chain(args.producer_shapes.iter().copied()) {
         let before = counters(&shoal)?;
         let result =
             shoal_cluster::run_producers(&shoal, producers, batch, Duration::from_secs(args.duration_s), &message)?;
@@ -531,6 +546,18 @@ fn drop_page_cache() -> Result<(), BenchError> {
         .map_err(|source| BenchError::io("write (needs root)", Path::new(DROP_CACHES_PATH), source))
 }
 
+/// `PRODUCERSxBATCH`, both at least 1.
+fn parse_producer_shape(text: &str) -> Result<(usize, usize), String> {
+    let shape_error = || format!("{text:?}: a producer shape is PRODUCERSxBATCH, e.g. 16x32");
+    let (producers, batch) = text.split_once('x').ok_or_else(shape_error)?;
+    let producers: usize = producers.trim().parse().map_err(|_| shape_error())?;
+    let batch: usize = batch.trim().parse().map_err(|_| shape_error())?;
+    if producers == 0 || batch == 0 {
+        return Err(shape_error());
+    }
+    Ok((producers, batch))
+}
+
 /// The `--message-size-max` a batch phase needs (a whole batch in one
 /// slot, rounded up to 64 KiB), or `None` without a batch phase.
 fn batch_message_size_max(args: &ServerArgs) -> Result<Option<u32>, BenchError> {
@@ -594,4 +621,18 @@ fn render_table(report: &Report) -> String {
     );
     out.push_str("A producer row's latency is per message: its batch's, issue to acknowledgement.\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_producer_shape;
+
+    #[test]
+    fn a_producer_shape_is_producers_x_batch() {
+        assert_eq!(parse_producer_shape("16x32"), Ok((16, 32)));
+        assert_eq!(parse_producer_shape(" 4 x 250 "), Ok((4, 250)));
+        for bad in ["16", "x32", "0x32", "16x0", "16x-1", "axb"] {
+            assert!(parse_producer_shape(bad).is_err(), "{bad} is refused");
+        }
+    }
 }

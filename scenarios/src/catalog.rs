@@ -139,8 +139,9 @@ pub const FAULT_FIELDS: [FaultField; 29] = [
     // `swarm`).
     ppm_field!(storage_partition_sync_error_ppm, 20_000),
     // Per misdirected write drawn: the share armed on a partition's
-    // active segment. Not drawn by swarm yet (`SWARM_SESSION_32_FIELDS`).
-    ppm_field!(storage_partition_misdirect_ppm, 0),
+    // active segment (drawn after everything, see `swarm`, which turns the
+    // scrubber on with it).
+    ppm_field!(storage_partition_misdirect_ppm, 500_000),
 ];
 
 /// The transient read EIO rate swarm draws up to: one read in 500 fails.
@@ -170,11 +171,11 @@ const SWARM_SESSION_28_FIELDS: [&str; 1] = ["storage_second_sync_error_ppm"];
 /// the fix (session 31).
 const SWARM_SESSION_30_FIELDS: [&str; 1] = ["storage_partition_sync_error_ppm"];
 
-/// Fields added in session 32, kept out of swarm's earlier draws (so every
-/// older draw stays as it was per seed) and not drawn yet: with it,
-/// partition-misdirect seed 1032 wedges (README, Known gaps) and swarm's
-/// commit-derived CI seeds would meet it at random. The scenario
-/// `partition-misdirect` runs it.
+/// Fields added in session 32, drawn after everything else (so every older
+/// draw stays as it was per seed). Not drawn in session 32, while
+/// partition-misdirect seed 1032 wedged; drawn since its fix (session 33).
+/// A seed that draws it runs the scrubber too: without it nothing finds
+/// the damage to a running replica's partition log.
 const SWARM_SESSION_32_FIELDS: [&str; 1] = ["storage_partition_misdirect_ppm"];
 
 /// The non-zero knobs of a mix, as `name=value` pairs, in field order.
@@ -426,6 +427,13 @@ pub fn partition_misdirect(seed: u64) -> RunConfig {
 /// logs takes a few ticks per group.
 const SCRUB_BYTES_PER_TICK: u64 = shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES;
 
+/// What the scrubber reads per tick in the swarm seeds that draw partition
+/// misdirects: eight simulated segments. Swarm's large appends make logs of
+/// several MB, and a run converges only once every group finished a pass
+/// begun after the heal: at one segment per tick that took longer than
+/// the liveness phase (swarm seeds 4088 and 4382, session 33).
+const SWARM_SCRUB_BYTES_PER_TICK: u64 = 8 * shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES;
+
 /// Storage actions that arm a failure of the next partition fsync, per
 /// million (`partition-fsync`).
 const PARTITION_SYNC_ERROR_PPM: u32 = 20_000;
@@ -561,7 +569,12 @@ pub fn swarm(seed: u64) -> RunConfig {
     for field in FAULT_FIELDS.iter().filter(session_30) {
         draw_field(&mut rng, field, &mut config.faults);
     }
-    debug_assert!(FAULT_FIELDS.iter().filter(session_32).all(|field| (field.get)(&config.faults) == 0));
+    for field in FAULT_FIELDS.iter().filter(session_32) {
+        draw_field(&mut rng, field, &mut config.faults);
+    }
+    if config.faults.storage_partition_misdirect_ppm > 0 {
+        config.partition_scrub_bytes_per_tick = SWARM_SCRUB_BYTES_PER_TICK;
+    }
     assert!(config.client_count >= 1 && config.client_count <= SWARM_CLIENT_COUNT_MAX);
     assert!(config.shards_per_replica >= 1 && config.shards_per_replica <= SWARM_SHARDS_PER_REPLICA_MAX);
     config
@@ -634,6 +647,15 @@ mod tests {
             }
             assert!(on > 0 && on < 32, "{} on in {on}/32 seeds", field.name);
             assert!((0..32).all(|seed| (field.get)(&swarm(seed).faults) <= field.swarm_max));
+        }
+    }
+
+    #[test]
+    fn swarm_scrubs_exactly_the_seeds_whose_partition_logs_take_misdirected_writes() {
+        for seed in 0..64 {
+            let config = swarm(seed);
+            let misdirected = config.faults.storage_partition_misdirect_ppm > 0;
+            assert_eq!(config.partition_scrub_bytes_per_tick > 0, misdirected, "swarm seed {seed}");
         }
     }
 

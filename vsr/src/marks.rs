@@ -38,6 +38,7 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
+    CHECKPOINT_ANCHOR_COMMITTED_OWN_JOURNAL,
     CHECKPOINT_ASSEMBLY_RESTARTED,
     CHECKPOINT_BESIDE_APPENDS,
     CHECKPOINT_BESIDE_PARTITION_SYNC,
@@ -91,6 +92,7 @@ pub const MARKS: &[&str] = &[
     PARTITION_SALVAGED,
     PARTITION_SCRUB_FOUND_DAMAGE,
     PARTITION_SCRUB_PASS_COMPLETED,
+    PARTITION_SCRUB_PAUSED_FOR_FILL,
     PARTITION_SEALED_SEGMENT_REOPENED,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
@@ -135,8 +137,12 @@ pub const CHECKPOINT_DURABLE_FORGOTTEN: &str = "checkpoint_durable_forgotten";
 /// A peer asked for ops only a checkpoint not yet durable here covers: no
 /// answer (it asks again, or another peer answers).
 pub const CHECKPOINT_NOT_DURABLE_UNSERVED: &str = "checkpoint_not_durable_unserved";
+/// A peer's checkpoint anchor (sent instead of a checkpoint its state's
+/// gap kept it from serving) let this replica commit the ops its own
+/// journal held up to it.
+pub const CHECKPOINT_ANCHOR_COMMITTED_OWN_JOURNAL: &str = "checkpoint_anchor_committed_own_journal";
 /// A peer asked for this replica's checkpoint while its state lacked
-/// messages a state transfer left to fetch: no answer.
+/// messages a state transfer left to fetch: it got the anchor only.
 pub const CHECKPOINT_WITH_GAP_UNSERVED: &str = "checkpoint_with_gap_unserved";
 pub const CHECKPOINT_FROM_NEWER_VIEW: &str = "checkpoint_from_newer_view";
 /// Placed by the node (`GroupStorage::open_or_rejoin`): both checkpoint
@@ -327,6 +333,9 @@ pub const PARTITION_SCRUB_FOUND_DAMAGE: &str = "partition_scrub_found_damage";
 /// Placed by the node's scrubber: it read and checked a whole partition
 /// log, from its first offset to the end it had then, and starts again.
 pub const PARTITION_SCRUB_PASS_COMPLETED: &str = "partition_scrub_pass_completed";
+/// The scrubber skipped a tick: a group of its node was refilling its
+/// partition log from peers, which goes first.
+pub const PARTITION_SCRUB_PAUSED_FOR_FILL: &str = "partition_scrub_paused_for_fill";
 /// Placed by the partition log's salvage: a segment's sync slots could not
 /// be read, so the salvage emptied the file before writing new slots (a
 /// write covering part of an unreadable page fails).

@@ -999,9 +999,8 @@ impl<S: StateMachine> Replica<S> {
             // Reads are served by the node from the partition log, outside
             // consensus; a refusal is the node's answer to a client.
             Command::Read | Command::ReadReply | Command::Refused => self.drop_message("read_for_driver"),
-            Command::RequestHeaders | Command::Headers | Command::RequestCheckpoint => {
-                self.drop_message("unsupported_command")
-            }
+            Command::Headers => self.on_checkpoint_anchor(&message),
+            Command::RequestHeaders | Command::RequestCheckpoint => self.drop_message("unsupported_command"),
         }
         self.check_invariants();
     }
@@ -2786,6 +2785,7 @@ impl<S: StateMachine> Replica<S> {
         };
         if !self.state_machine.checkpoint_ready() {
             crate::marks::hit(crate::marks::CHECKPOINT_WITH_GAP_UNSERVED);
+            self.send_checkpoint_anchor(to);
             return;
         }
         // The snapshot as of the checkpoint, not the current state: the
@@ -2899,6 +2899,66 @@ impl<S: StateMachine> Replica<S> {
             self.request_start_view(self.primary_index(self.view));
         }
         self.commit_journal();
+    }
+
+    /// A checkpoint this replica cannot serve (its state has a gap only
+    /// peers can fill) still names a committed op: its anchor. Sent to a
+    /// peer that asked to catch up, it lets that peer commit the ops its
+    /// own journal holds up to it (`on_checkpoint_anchor`). Without it,
+    /// partition-misdirect seed 1032 wedged: the only copies of the
+    /// messages the peers' gap lacked were in the asking replica's journal,
+    /// never applied, and it could apply them only after a checkpoint the
+    /// peers could serve only once those messages were back.
+    fn send_checkpoint_anchor(&mut self, to: u8) {
+        let anchor = self.checkpoint_anchor;
+        if anchor.op == 0 {
+            return;
+        }
+        debug_assert!(anchor.op <= self.commit_min, "a checkpoint is of applied ops");
+        let mut header = self.new_header(Command::Headers);
+        header.op = anchor.op;
+        header.commit = self.commit_min;
+        let message = Message::new(header, Rc::from(encode_headers(&[anchor])));
+        self.actions.push(Action::Send { to, message });
+    }
+
+    /// A peer's checkpoint anchor (`send_checkpoint_anchor`): a committed
+    /// op's header. When this replica's log holds every op from its commit
+    /// point up to it, bodies included, and they chain by checksum from
+    /// its own committed op to the anchor, they are the committed ops
+    /// (each header's checksum covers its body and its parent's checksum):
+    /// it applies them, whatever its status. Otherwise nothing.
+    fn on_checkpoint_anchor(&mut self, message: &Message) {
+        let Ok(headers) = decode_headers(&message.body) else {
+            return self.drop_message("bad_headers_body");
+        };
+        let [anchor] = headers.as_slice() else {
+            return self.drop_message("bad_headers_body");
+        };
+        if anchor.op != message.header.op || anchor.op > message.header.commit || !anchor.valid_checksum() {
+            return self.drop_message("bad_headers_body");
+        }
+        if anchor.op <= self.commit_min {
+            return self.drop_message("checkpoint_anchor_not_needed");
+        }
+        let mut expected = anchor.checksum;
+        for op in (self.commit_min + 1..=anchor.op).rev() {
+            let Some(entry) = self.log.get(&op).filter(|e| e.header.checksum == expected && e.body.is_some()) else {
+                return self.drop_message("checkpoint_anchor_not_in_log");
+            };
+            expected = entry.header.parent;
+        }
+        if self.header(self.commit_min).is_none_or(|committed| committed.checksum != expected) {
+            return self.drop_message("checkpoint_anchor_not_in_log");
+        }
+        crate::marks::hit(crate::marks::CHECKPOINT_ANCHOR_COMMITTED_OWN_JOURNAL);
+        self.advance_commit_max(anchor.op);
+        while self.commit_min < anchor.op {
+            let entry = &self.log[&(self.commit_min + 1)];
+            let (header, body) = (entry.header, entry.body.clone().expect("checked above"));
+            self.apply(&header, &body);
+        }
+        self.maybe_checkpoint();
     }
 
     /// Take `chunk` into the assembly of its snapshot; the whole snapshot

@@ -846,6 +846,16 @@ fn restart_the_last_with_a_rotten_partition_log(
     nodes: &mut Vec<Node<MemIo>>,
     worlds: &mut Vec<Recorder>,
 ) -> (Node<MemIo>, Recorder) {
+    restart_the_last_with_a_rotten_partition_log_scrubbing(nodes, worlds, 0)
+}
+
+/// `restart_the_last_with_a_rotten_partition_log`, the restarted node
+/// reading back `scrub_bytes_per_tick` of its partition log per tick.
+fn restart_the_last_with_a_rotten_partition_log_scrubbing(
+    nodes: &mut Vec<Node<MemIo>>,
+    worlds: &mut Vec<Recorder>,
+    scrub_bytes_per_tick: u64,
+) -> (Node<MemIo>, Recorder) {
     use shoal_shard::node::partition_dir;
     use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
 
@@ -865,7 +875,8 @@ fn restart_the_last_with_a_rotten_partition_log(
         block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, PartitionLogConfig::default()))
             .expect("salvaged");
     let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
-    let mut restarted = node_over(io, Group::new(namespace(), ShardId(0), storage, replica), 2, REPLICAS);
+    let group = Group::new(namespace(), ShardId(0), storage, replica);
+    let mut restarted = node_scrubbing(io, group, 2, REPLICAS, scrub_bytes_per_tick);
     let mut world = Recorder { draw_first: true, ..Recorder::default() };
     block_on(restarted.start(&mut world)).expect("runs");
     (restarted, world)
@@ -990,6 +1001,49 @@ fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
     assert_eq!(restarted.group(0).replica().state_machine().missing(), None, "the gap filled without another tick");
     let batches = (missing.end - missing.start).div_ceil(STATE_DATA_MESSAGES_MAX);
     assert_eq!(requests_sent, batches, "one request per batch, each sent when the one before arrived");
+}
+
+/// A replica refilling its partition log from peers (after a salvage or a
+/// state transfer) does that first: its scrubber reads nothing until the
+/// gap is filled, then goes on (swarm seed 90, session 33: a replica
+/// refilling several groups lagged its primary past the simulator's bound
+/// with the scrubber on, and kept up with it off).
+#[test]
+fn the_scrubber_waits_while_a_group_refills_its_log_from_peers() {
+    const SCRUB_BYTES_PER_TICK: u64 = 64;
+    const TICKS_LOST: u64 = 6;
+    let (mut nodes, mut worlds) = (Vec::new(), Vec::new());
+    three_replicas_past_a_checkpoint(&mut nodes, &mut worlds);
+    let (restarted, world) =
+        restart_the_last_with_a_rotten_partition_log_scrubbing(&mut nodes, &mut worlds, SCRUB_BYTES_PER_TICK);
+    nodes.push(restarted);
+    worlds.push(world);
+    let refilling = |node: &Node<MemIo>| node.group(0).replica().state_machine().missing().is_some();
+    assert!(refilling(&nodes[2]), "the salvage left a gap only peers can fill");
+    shoal_vsr::marks::take();
+    let mut now_ns = 10 * TICK_NS;
+    // The peers' state data is lost for the first ticks, so the gap stays
+    // open across ticks: the scrubber must not read meanwhile.
+    for _ in 0..TICKS_LOST {
+        let passes_before = nodes[2].group(0).scrub_passes_completed();
+        now_ns += TICK_NS;
+        for (node, world) in nodes.iter_mut().zip(worlds.iter_mut()) {
+            block_on(node.tick(now_ns, world)).expect("runs");
+        }
+        deliver_completing(&mut nodes, &mut worlds, |_, to, message| {
+            to == 2 && message.header.command == Command::StateData
+        });
+        assert!(refilling(&nodes[2]), "nothing arrived to fill the gap");
+        assert_eq!(nodes[2].group(0).scrub_passes_completed(), passes_before, "no scrub while refilling");
+    }
+    let paused = shoal_vsr::marks::take().get(shoal_vsr::marks::PARTITION_SCRUB_PAUSED_FOR_FILL).copied();
+    assert_eq!(paused, Some(TICKS_LOST), "the scrubber paused at every tick of the refill");
+    // The answers arrive: the gap fills and the scrubber goes on.
+    run_ticks(&mut nodes, &mut worlds, &mut now_ns, 2 * shoal_vsr::replica::REPAIR_TICKS);
+    assert!(!refilling(&nodes[2]), "the gap filled");
+    let passes_before = nodes[2].group(0).scrub_passes_completed();
+    run_ticks(&mut nodes, &mut worlds, &mut now_ns, 64);
+    assert!(nodes[2].group(0).scrub_passes_completed() > passes_before, "the scrubber went on once the log was whole");
 }
 
 /// Three replicas; the client registers and appends 4 messages more than
