@@ -1157,11 +1157,9 @@ impl Cluster {
             self.nodes[index].crash_armed = None;
             let io = &self.nodes[index].io;
             io.disk().faults.read_eio_ppm = 0;
-            // A misdirected write armed and not landed yet would land on
-            // the next write of its file, however late (a partition's
-            // marker written by the final read: swarm-style seed
-            // partition-misdirect 1969, where no scrub could follow).
-            io.disk().disarm_misdirect();
+            // A fault armed and not landed yet would land however late
+            // (`SimDisk::disarm_faults`).
+            io.disk().disarm_faults();
             io.set_latency(io.latency().map(LatencyProfile::without_tail));
             if self.nodes[index].paused_until_ns.is_some() {
                 self.nodes[index].paused_until_ns = None;

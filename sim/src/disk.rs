@@ -491,10 +491,42 @@ impl SimDisk {
         self.misdirect_next = self.namespace_current.get(path).map(|&id| (id, None));
     }
 
-    /// Take back a misdirected write armed and not landed yet (the faults
-    /// are off from here: the liveness phase).
+    /// Take back a misdirected write armed and not landed yet (its
+    /// placement rule no longer holds).
     pub fn disarm_misdirect(&mut self) {
         self.misdirect_next = None;
+    }
+
+    /// Take back every one-shot fault armed and not landed yet (a failed
+    /// write, fsync or read, a mutation fault, a halt, a misdirected write):
+    /// the faults are off from here, the liveness phase. A running replica
+    /// is not restarted at the heal, so what was armed on its disk would
+    /// otherwise land however late (a misdirect did: partition-misdirect
+    /// seed 1969, on the marker the final read writes). Returns whether
+    /// anything was armed.
+    pub fn disarm_faults(&mut self) -> bool {
+        let armed = self.halt_after_steps.is_some()
+            || self.fail_next_write.is_some()
+            || self.fail_next_sync.is_some()
+            || self.fail_next_sync_of.is_some()
+            || self.fail_next_sync_under.is_some()
+            || self.fail_second_sync.is_some()
+            || self.fail_reads_after.is_some()
+            || self.mutation_fault.is_some()
+            || self.misdirect_next.is_some();
+        self.halt_after_steps = None;
+        self.fail_next_write = None;
+        self.fail_next_sync = None;
+        self.fail_next_sync_of = None;
+        self.fail_next_sync_under = None;
+        self.fail_second_sync = None;
+        self.fail_reads_after = None;
+        self.mutation_fault = None;
+        self.misdirect_next = None;
+        if armed {
+            self.count("faults_disarmed_at_heal");
+        }
+        armed
     }
 
     /// As `misdirect_next_write_to`, landing at `landing_offset` (a story
@@ -1534,6 +1566,32 @@ mod tests {
         let (segment_id, generation) = disk.open(segment, true).unwrap();
         let fence = disk.sync_fence(segment_id);
         disk.sync_data(generation, segment_id, fence).expect("a crash disarms it");
+    }
+
+    /// The heal takes back every armed one-shot fault of a disk whose
+    /// process keeps running (swarm 0 and partition-fsync 1 had one armed
+    /// at their heal): the writes, fsyncs and reads after it succeed, and
+    /// a disk with nothing armed reports so.
+    #[test]
+    fn the_heal_disarms_every_fault_still_armed() {
+        let mut disk = disk_with_data_dir();
+        let path = Path::new("/data/file");
+        let (id, generation) = disk.open(path, true).unwrap();
+        assert!(!disk.disarm_faults(), "nothing armed yet");
+        disk.fail_next_write();
+        disk.fail_next_sync();
+        disk.fail_second_sync();
+        disk.fail_next_sync_under("/data/");
+        disk.fail_reads_after(0, 4);
+        disk.misdirect_next_write_to(path);
+        assert!(disk.disarm_faults(), "armed faults are reported");
+        disk.write(generation, id, &[7; 512], 0).expect("the write lands");
+        sync_all_issued(&mut disk, generation, id);
+        sync_all_issued(&mut disk, generation, id);
+        let mut buf = [0u8; 512];
+        disk.read(generation, id, &mut buf, 0).expect("the read succeeds");
+        assert_eq!(buf, [7; 512], "where it was meant to land");
+        assert_eq!(disk.counters()["faults_disarmed_at_heal"], 1);
     }
 
     /// A directory is an entry of its parent: durable only once the parent
