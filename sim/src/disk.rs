@@ -270,6 +270,9 @@ pub struct SimDisk {
     mutations: u64,
     /// An armed `arm_mutation_fault`: the mutation count it lands at.
     mutation_fault: Option<(u64, MutationFault)>,
+    /// Set by `disarm_faults` at the heal: from then on arming a fault is
+    /// a bug of the simulator (the liveness phase runs without faults).
+    faults_off: bool,
     /// The next write to this inode is misdirected (armed by a driver),
     /// landing where the driver placed it or, `None`, where the seed says.
     misdirect_next: Option<(InodeId, Option<u64>)>,
@@ -370,6 +373,7 @@ impl SimDisk {
             reads_total: 0,
             mutations: 0,
             mutation_fault: None,
+            faults_off: false,
             misdirect_next: None,
             misdirected: BTreeMap::new(),
             misdirected_generation: BTreeMap::new(),
@@ -415,6 +419,7 @@ impl SimDisk {
     /// Halt after `steps` more storage calls succeed: call number `steps + 1`
     /// and every later one fails without effect until `crash()`.
     pub fn crash_after_steps(&mut self, steps: u64) {
+        self.assert_faults_on();
         self.halt_after_steps = Some(self.steps + steps);
         self.halted = false;
     }
@@ -423,6 +428,7 @@ impl SimDisk {
     /// one) meets `fault` (see the module doc). One at a time: arming
     /// replaces an armed one; a crash disarms it.
     pub fn arm_mutation_fault(&mut self, count: u64, fault: MutationFault) {
+        self.assert_faults_on();
         assert!(count > 0, "a mutation fault lands at the next mutation or later");
         self.mutation_fault = Some((self.mutations + count, fault));
     }
@@ -439,6 +445,7 @@ impl SimDisk {
 
     /// The next write fails with EIO and writes nothing.
     pub fn fail_next_write(&mut self) {
+        self.assert_faults_on();
         self.fail_next_write = Some(EIO);
     }
 
@@ -446,6 +453,7 @@ impl SimDisk {
     /// with EIO and return nothing: a transient device error (the read after
     /// them succeeds). Lets a test fail each read of a sequence in turn.
     pub fn fail_reads_after(&mut self, skip: u64, count: u32) {
+        self.assert_faults_on();
         self.fail_reads_after = (count > 0).then_some((skip, count));
     }
 
@@ -456,6 +464,7 @@ impl SimDisk {
 
     /// The next `sync_data` fails with EIO and makes nothing durable.
     pub fn fail_next_sync(&mut self) {
+        self.assert_faults_on();
         self.fail_next_sync = Some(EIO);
     }
 
@@ -467,6 +476,7 @@ impl SimDisk {
     /// second in the page cache only, which a process crash keeps readable
     /// (swarm seed 18237: a marker read back and trusted).
     pub fn fail_second_sync(&mut self) {
+        self.assert_faults_on();
         self.fail_second_sync = Some(None);
     }
 
@@ -475,6 +485,7 @@ impl SimDisk {
     /// `fail_next_sync` does: its writes stay readable in this life and are
     /// dropped from the device's future.
     pub fn fail_next_sync_under(&mut self, prefix: &str) {
+        self.assert_faults_on();
         self.fail_next_sync_under = Some(prefix.to_string());
     }
 
@@ -482,12 +493,14 @@ impl SimDisk {
     /// what it covered is dropped from the device's future, reads in this
     /// life still see it). Not found: no-op.
     pub fn fail_next_sync_of(&mut self, path: &Path) {
+        self.assert_faults_on();
         self.fail_next_sync_of = self.namespace_current.get(path).copied();
     }
 
     /// The next write to `path` (this life) lands at another sector of the
     /// file, if one can hold it (see the module doc). Not found: no-op.
     pub fn misdirect_next_write_to(&mut self, path: &Path) {
+        self.assert_faults_on();
         self.misdirect_next = self.namespace_current.get(path).map(|&id| (id, None));
     }
 
@@ -523,16 +536,23 @@ impl SimDisk {
         self.fail_reads_after = None;
         self.mutation_fault = None;
         self.misdirect_next = None;
+        self.faults_off = true;
         if armed {
             self.count("faults_disarmed_at_heal");
         }
         armed
     }
 
+    /// Faults are armed only before the heal (`disarm_faults`).
+    fn assert_faults_on(&self) {
+        assert!(!self.faults_off, "a disk fault armed after the heal: the liveness phase runs without faults");
+    }
+
     /// As `misdirect_next_write_to`, landing at `landing_offset` (a story
     /// test places the damage; the write must fit there and not be meant
     /// for it, else it lands as asked, as an unplaceable one does).
     pub fn misdirect_next_write_to_landing(&mut self, path: &Path, landing_offset: u64) {
+        self.assert_faults_on();
         assert!(landing_offset.is_multiple_of(SECTOR_SIZE_BYTES), "a misdirected write lands on a sector");
         self.misdirect_next = self.namespace_current.get(path).map(|&id| (id, Some(landing_offset)));
     }
@@ -1577,7 +1597,7 @@ mod tests {
         let mut disk = disk_with_data_dir();
         let path = Path::new("/data/file");
         let (id, generation) = disk.open(path, true).unwrap();
-        assert!(!disk.disarm_faults(), "nothing armed yet");
+        assert!(!disk_with_data_dir().disarm_faults(), "a disk with nothing armed says so");
         disk.fail_next_write();
         disk.fail_next_sync();
         disk.fail_second_sync();
@@ -1592,6 +1612,8 @@ mod tests {
         disk.read(generation, id, &mut buf, 0).expect("the read succeeds");
         assert_eq!(buf, [7; 512], "where it was meant to land");
         assert_eq!(disk.counters()["faults_disarmed_at_heal"], 1);
+        let armed_after_heal = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| disk.fail_next_sync()));
+        assert!(armed_after_heal.is_err(), "arming a fault after the heal fails loudly");
     }
 
     /// A directory is an entry of its parent: durable only once the parent
