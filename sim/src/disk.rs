@@ -543,6 +543,13 @@ impl SimDisk {
         armed
     }
 
+    /// A unit test's disk whose damage outlives the heal (one the node
+    /// cannot get past): arming is allowed again.
+    #[cfg(test)]
+    pub(crate) fn allow_faults_after_heal(&mut self) {
+        self.faults_off = false;
+    }
+
     /// Faults are armed only before the heal (`disarm_faults`).
     fn assert_faults_on(&self) {
         assert!(!self.faults_off, "a disk fault armed after the heal: the liveness phase runs without faults");

@@ -652,7 +652,9 @@ mod tests {
             assert!(steps < STEPS_MAX, "the run did not end at {} ms of virtual time", cluster.now_ns / 1_000_000);
             let up = cluster.nodes[0].up;
             if up && !life_armed && matches!(cluster.phase, Phase::Liveness { .. }) {
-                cluster.nodes[0].io.disk().fail_next_write();
+                let mut disk = cluster.nodes[0].io.disk();
+                disk.allow_faults_after_heal();
+                disk.fail_next_write();
                 life_armed = true;
             }
             life_armed &= up;

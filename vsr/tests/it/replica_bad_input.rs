@@ -126,7 +126,9 @@ fn arbitrary_message() -> impl Strategy<Value = (u8, Header, Vec<u8>)> {
         prop::collection::vec(any::<u8>(), 0..600),
     )
         .prop_map(|(from, command, operation, words, replica, mut body)| {
-            if matches!(command, Command::StartView | Command::DoViewChange | Command::Checkpoint) && !body.is_empty() {
+            let lists_headers =
+                matches!(command, Command::StartView | Command::DoViewChange | Command::Checkpoint | Command::Headers);
+            if lists_headers && !body.is_empty() {
                 // Well-formed header lists, so the view change paths run.
                 let headers: Vec<Header> = body
                     .iter()

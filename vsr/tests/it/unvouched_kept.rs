@@ -12,9 +12,15 @@
 //! cannot vouch for are kept aside (`unchained`), as a restart keeps the
 //! prepares it cannot chain, and adopted once a canonical child names them.
 
+use std::rc::Rc;
+
+use shoal_vsr::header::{Command, Header};
+use shoal_vsr::message::{Message, encode_headers};
 use shoal_vsr::replica::Status;
 
-use crate::harness::{CHECKPOINT_INTERVAL_OPS, Cluster, client, normal_in, register_clients};
+use crate::harness::{
+    CHECKPOINT_INTERVAL_OPS, CLUSTER, Cluster, Envelope, NAMESPACE, Sender, client, normal_in, register_clients,
+};
 
 /// Appends through `primary` (client 0, its requests from `*request` on)
 /// until `primary` has prepared `op`; every message delivered.
@@ -54,9 +60,49 @@ fn a_peer_that_cannot_serve_its_checkpoint_sends_its_anchor_and_the_asker_commit
     assert!(marks.get(mark).is_some_and(|&hits| hits > 0), "{mark} was hit: {marks:?}");
 }
 
+/// An anchor R2's log does not chain to (here: R1's checkpoint header with
+/// another parent, as a stale or forged one would be) commits nothing:
+/// the only proof the asker has is its own chain to the anchor's checksum.
+#[test]
+fn an_anchor_the_askers_log_does_not_chain_to_commits_nothing() {
+    let mut cluster = replica_2_down_while_the_others_go_on(80);
+    cluster.crash(0);
+    cluster.restart(2);
+    let anchor = *cluster.replica(1).header(32).expect("R1's checkpoint anchor");
+    let mut forged = anchor;
+    forged.parent ^= 1;
+    forged.set_checksums(&[]);
+    for (header, dropped) in [(forged, true), (anchor, false)] {
+        let mut message = Header::new(Command::Headers, CLUSTER);
+        message.namespace = NAMESPACE;
+        message.replica = 1;
+        message.view = cluster.replica(1).view();
+        message.op = header.op;
+        message.commit = cluster.replica(1).commit_min();
+        let message = Message::new(message, Rc::from(encode_headers(&[header])));
+        let before = cluster.replica(2).stats().drops.get("checkpoint_anchor_not_in_log").copied().unwrap_or(0);
+        cluster.redeliver_later(Envelope { from: Sender::Replica(1), to: 2, message });
+        cluster.deliver_where(|e| e.to == 2 && e.message.header.command == Command::Headers);
+        let after = cluster.replica(2).stats().drops.get("checkpoint_anchor_not_in_log").copied().unwrap_or(0);
+        if dropped {
+            assert_eq!(after, before + 1, "the forged anchor is refused");
+            assert_eq!(cluster.replica(2).commit_min(), CHECKPOINT_INTERVAL_OPS, "and commits nothing");
+        } else {
+            assert_eq!(cluster.replica(2).commit_min(), 32, "the true anchor commits R2's own 17..32");
+        }
+    }
+    assert!(cluster.violations.is_empty(), "{:?}", cluster.violations);
+}
+
 /// The story of seed 1032, the view's head at `head_op`; returns the marks
 /// hit while R2 caught up.
 fn replica_2_catches_up_from_its_own_journal(head_op: u64) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut cluster = replica_2_down_while_the_others_go_on(head_op);
+    caught_up_tail(&mut cluster, head_op, [1, 2])
+}
+
+/// Up to R2's crash and R0 and R1 going on to `head_op` (see the story).
+fn replica_2_down_while_the_others_go_on(head_op: u64) -> Cluster {
     let mut cluster = Cluster::new(3);
     let all = [0, 1, 2];
     let mut request = 0;
@@ -88,16 +134,18 @@ fn replica_2_catches_up_from_its_own_journal(head_op: u64) -> std::collections::
     assert_eq!(cluster.replica(1).commit_min(), head_op);
     assert_eq!(cluster.replica(1).checkpoint_op(), 32, "R1 defers its checkpoints");
     assert!(cluster.disks[2].journal.contains_key(&17) && cluster.disks[2].journal.contains_key(&33));
+    cluster
+}
 
-    // R0 goes down for good; R2 restarts (commit 16, ops 17..33 in its
-    // journal) and starts view 1 with R1. With the head at 73 the
-    // start_view names ops 42..73: 34..41 are missing on R2, so its 17..33
-    // sit below a gap. With the head past 79 it is past R2's journal.
+/// R0 goes down for good; R2 restarts (commit 16, ops 17..33 in its
+/// journal) and starts view 1 with R1. With the head at 73 the start_view
+/// names ops 42..73: 34..41 are missing on R2, so its 17..33 sit below a
+/// gap. With the head past 79 it is past R2's journal. R2 must catch up.
+fn caught_up_tail(cluster: &mut Cluster, head_op: u64, pair: [u8; 2]) -> std::collections::BTreeMap<&'static str, u64> {
     cluster.crash(0);
     cluster.restart(2);
     assert_eq!(cluster.replica(2).commit_min(), CHECKPOINT_INTERVAL_OPS);
     assert_eq!(cluster.replica(2).op(), 33);
-    let pair = [1, 2];
     shoal_vsr::marks::take();
     let started = cluster.run_until(&pair, 3_000, |c| normal_in(c, 1, 1) && normal_in(c, 2, 1));
     assert!(started, "R1 and R2 start view 1");
