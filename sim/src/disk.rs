@@ -518,24 +518,7 @@ impl SimDisk {
     /// seed 1969, on the marker the final read writes). Returns whether
     /// anything was armed.
     pub fn disarm_faults(&mut self) -> bool {
-        let armed = self.halt_after_steps.is_some()
-            || self.fail_next_write.is_some()
-            || self.fail_next_sync.is_some()
-            || self.fail_next_sync_of.is_some()
-            || self.fail_next_sync_under.is_some()
-            || self.fail_second_sync.is_some()
-            || self.fail_reads_after.is_some()
-            || self.mutation_fault.is_some()
-            || self.misdirect_next.is_some();
-        self.halt_after_steps = None;
-        self.fail_next_write = None;
-        self.fail_next_sync = None;
-        self.fail_next_sync_of = None;
-        self.fail_next_sync_under = None;
-        self.fail_second_sync = None;
-        self.fail_reads_after = None;
-        self.mutation_fault = None;
-        self.misdirect_next = None;
+        let armed = self.disarm_process_faults() | self.fail_reads_after.take().is_some();
         self.faults_off = true;
         if armed {
             self.count("faults_disarmed_at_heal");
@@ -548,6 +531,21 @@ impl SimDisk {
     #[cfg(test)]
     pub(crate) fn allow_faults_after_heal(&mut self) {
         self.faults_off = false;
+    }
+
+    /// Take back the one-shot faults a process's end also ends (a crash of
+    /// either kind, or the heal): a halt, a failed write or fsync, a
+    /// mutation fault, a misdirected write. Returns whether any was armed.
+    fn disarm_process_faults(&mut self) -> bool {
+        // `|`, not `||`: every one is taken, armed or not.
+        self.halt_after_steps.take().is_some()
+            | self.fail_next_write.take().is_some()
+            | self.fail_next_sync.take().is_some()
+            | self.fail_next_sync_of.take().is_some()
+            | self.fail_next_sync_under.take().is_some()
+            | self.fail_second_sync.take().is_some()
+            | self.mutation_fault.take().is_some()
+            | self.misdirect_next.take().is_some()
     }
 
     /// Faults are armed only before the heal (`disarm_faults`).
@@ -726,14 +724,7 @@ impl SimDisk {
     pub fn crash_process(&mut self) {
         self.new_process_life();
         self.halted = false;
-        self.halt_after_steps = None;
-        self.fail_next_write = None;
-        self.fail_next_sync = None;
-        self.fail_next_sync_of = None;
-        self.fail_next_sync_under = None;
-        self.fail_second_sync = None;
-        self.mutation_fault = None;
-        self.misdirect_next = None;
+        self.disarm_process_faults();
         self.count("crash_process");
     }
 
@@ -802,14 +793,7 @@ impl SimDisk {
         }
         self.new_process_life();
         self.halted = false;
-        self.halt_after_steps = None;
-        self.fail_next_write = None;
-        self.fail_next_sync = None;
-        self.fail_next_sync_of = None;
-        self.fail_next_sync_under = None;
-        self.fail_second_sync = None;
-        self.mutation_fault = None;
-        self.misdirect_next = None;
+        self.disarm_process_faults();
         self.count("crash");
     }
 
