@@ -1939,9 +1939,14 @@ impl<S: StateMachine> Replica<S> {
         self.keep_unchained_aside(trusted, journal);
         self.commit_max = self.commit_max.max(durable.commit);
         // Replay the trusted committed prefix; repair brings whatever is missing.
-        while self.commit_min < trusted {
-            let op = self.commit_min + 1;
-            let Some(entry) = self.log.get(&op) else { break };
+        self.apply_held_through(trusted);
+    }
+
+    /// Apply the ops after the commit point up to `op` (committed, by the
+    /// caller's proof) while the log holds each with its body.
+    fn apply_held_through(&mut self, op: u64) {
+        while self.commit_min < op {
+            let Some(entry) = self.log.get(&(self.commit_min + 1)) else { break };
             let Some(body) = entry.body.clone() else { break };
             let header = entry.header;
             self.apply(&header, &body);
@@ -2953,11 +2958,8 @@ impl<S: StateMachine> Replica<S> {
         }
         crate::marks::hit(crate::marks::CHECKPOINT_ANCHOR_COMMITTED_OWN_JOURNAL);
         self.advance_commit_max(anchor.op);
-        while self.commit_min < anchor.op {
-            let entry = &self.log[&(self.commit_min + 1)];
-            let (header, body) = (entry.header, entry.body.clone().expect("checked above"));
-            self.apply(&header, &body);
-        }
+        self.apply_held_through(anchor.op);
+        assert_eq!(self.commit_min, anchor.op, "every op up to the anchor was checked held");
         self.maybe_checkpoint();
     }
 
