@@ -102,6 +102,24 @@ pub const HANDOFFS_MAX: usize = 64;
 const READY_POLL_NS: u64 = 1_000_000;
 /// Frames handed to the node before the timer is checked again.
 const FRAMES_PER_TURN_MAX: usize = 256;
+/// A group's flush may block the shard's thread with its fdatasync
+/// (`RealFile::sync_data`) only in a cluster of one replica, and only while
+/// the node's groups have no more than this many ops prepared and not
+/// committed, all groups together: one request at a time. Then the thread would only wait for the
+/// fsync anyway, and the hop to io_uring's worker is most of the gap to the
+/// raw fsync (session 34, `--replica-counts 1 --clients 1`: 2.63-2.80k msg/s
+/// through the worker, 2.97-3.26k inline). With more in flight the node must
+/// go on taking frames while the fsync runs. With peers it stays off: three
+/// replicas one at a time measured the same either way (1.49-1.59k msg/s),
+/// and a backup cannot tell its load from its own pipeline (its commit point
+/// lags the primary's), so under load it blocked and cost throughput (3
+/// producers x 60: 74-82k msg/s against 88-92k).
+const INLINE_SYNC_REQUESTS_HELD_MAX: u64 = 1;
+/// ... and only after this many choices in a row found it so: a few clients
+/// whose requests alternate leave one op in flight now and then, and a fsync
+/// that blocks then makes the next request wait for it (2 producers x 60 on
+/// one replica lost 10-30 % of their throughput without this).
+const INLINE_SYNC_CALM_CHOICES_MIN: u32 = 64;
 /// Partition groups one replica hosts; a topic that would pass it is not
 /// opened (logged), so a runaway catalogue cannot exhaust file descriptors.
 pub const PARTITION_GROUPS_MAX: usize = 1024;
@@ -679,9 +697,8 @@ fn publish_catalogue(node: &Node<RealIo>, process: &Process) {
 /// the disk). Every shard of the process runs this with the same `process`.
 pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: ShutdownFlag) -> Result<(), HostError> {
     assert!(process.shard_count.contains(shard), "shard {} runs in this process", shard.0);
-    // Never a blocking fsync on the shard's thread (`RealFile::sync_data`):
-    // the node keeps handling frames while a group's fsync runs
-    // (`Node::end_turn`), which a blocking one would stop.
+    // No blocking fsync on the shard's thread until the serving loop sees
+    // how loaded the node is (`Serving::choose_inline_sync`).
     io.set_inline_sync(false);
     let config = process.config.clone();
     let inbound = process.take_receiver(shard);
@@ -732,7 +749,7 @@ pub async fn run(io: RealIo, shard: ShardId, process: Arc<Process>, shutdown: Sh
     // votes and sends what is durable meanwhile (`Serving::serve`).
     node.start(&mut world).await?;
     tracing::info!(replica = config.replica, shard = shard.0, groups = node.group_count(), "shard serving");
-    let mut serving = Serving { io: &io, shard, process: &process, catalogue_seen };
+    let mut serving = Serving { io: &io, shard, process: &process, catalogue_seen, calm_choices: 0 };
     serving.serve(&shutdown, &mut node, &mut world, &inbound).await
 }
 
@@ -773,12 +790,38 @@ async fn open_new_partitions(
     Ok(())
 }
 
+/// What the inline-fsync choice knows of where the shard runs.
+#[derive(Debug, Clone, Copy)]
+struct SyncPlace {
+    /// The cluster has one replica: no peer waits on this thread.
+    alone: bool,
+    /// The connection shard of a process with several shards.
+    serves_other_shards: bool,
+}
+
+impl SyncPlace {
+    /// From the calm choices so far and the requests the node holds now:
+    /// the new count of calm choices in a row, and whether the flushes that
+    /// start next may block the thread with their fsync.
+    fn choose(self, calm_choices: u32, requests_held: u64) -> (u32, bool) {
+        let calm_choices = match requests_held <= INLINE_SYNC_REQUESTS_HELD_MAX {
+            true => calm_choices.saturating_add(1),
+            false => 0,
+        };
+        let lightly_loaded = calm_choices >= INLINE_SYNC_CALM_CHOICES_MIN;
+        (calm_choices, self.alone && !self.serves_other_shards && lightly_loaded)
+    }
+}
+
 /// One shard's serving loop and what it remembers between turns.
 struct Serving<'a> {
     io: &'a RealIo,
     shard: ShardId,
     process: &'a Process,
     catalogue_seen: u64,
+    /// How many inline-fsync choices in a row found the node lightly
+    /// loaded (`choose_inline_sync`), saturating.
+    calm_choices: u32,
 }
 
 impl Serving<'_> {
@@ -798,6 +841,7 @@ impl Serving<'_> {
             if let Wake::FlushEnded = woke {
                 // A group's fsync ended: what waited for it leaves, and the
                 // next flush (what was staged meanwhile) starts.
+                self.choose_inline_sync(node);
                 node.complete_flushes(world).await?;
             }
             if let Wake::Frame(first) = woke {
@@ -815,6 +859,7 @@ impl Serving<'_> {
                     deliver(node, world, next).await?;
                     frames += 1;
                 }
+                self.choose_inline_sync(node);
                 node.end_turn(world).await?;
                 self.process.metrics.turns.inc();
                 self.process.metrics.turn_frames.inc_by(frames as u64);
@@ -832,6 +877,20 @@ impl Serving<'_> {
         }
         tracing::info!(shard = self.shard.0, "shutdown: the shard stops serving");
         Ok(())
+    }
+
+    /// Let the flushes that start next block the thread with their fsync
+    /// when nothing else waits on it (`INLINE_SYNC_REQUESTS_HELD_MAX`):
+    /// never with peers, never on the connection shard of a process with
+    /// several shards (its thread reads and writes every socket of the others).
+    fn choose_inline_sync(&mut self, node: &Node<RealIo>) {
+        let place = SyncPlace {
+            alone: self.process.config.replica_count == 1,
+            serves_other_shards: self.shard == ACCEPT_SHARD && self.process.shard_count.get() > 1,
+        };
+        let (calm_choices, inline) = place.choose(self.calm_choices, node.requests_held());
+        self.calm_choices = calm_choices;
+        self.io.set_inline_sync(inline);
     }
 
     /// Open the groups of a newer published catalogue that hash to this shard.
@@ -1129,6 +1188,38 @@ mod tests {
     use super::*;
     use crate::bus::Hello;
     use crate::bus::net::OpenSlot;
+
+    /// Choices in a row from `calm_choices` with `held` requests each.
+    fn choose_times(place: SyncPlace, calm_choices: u32, held: u64, times: u32) -> (u32, bool) {
+        (0..times).fold((calm_choices, false), |(calm, _), _| place.choose(calm, held))
+    }
+
+    #[test]
+    fn a_lone_replica_fsyncs_inline_only_after_a_calm_stretch() {
+        let lone = SyncPlace { alone: true, serves_other_shards: false };
+        let (calm, inline) = choose_times(lone, 0, 1, INLINE_SYNC_CALM_CHOICES_MIN - 1);
+        assert!(!inline, "one choice short of the calm stretch");
+        let (calm, inline) = lone.choose(calm, 0);
+        assert!(inline, "a calm stretch of one request at a time");
+        let (calm, inline) = lone.choose(calm, 2);
+        assert_eq!((calm, inline), (0, false), "two requests held end the stretch at once");
+        let (_, inline) = choose_times(lone, calm, 1, INLINE_SYNC_CALM_CHOICES_MIN);
+        assert!(inline, "a new stretch allows it again");
+        let (calm, _) = choose_times(lone, u32::MAX - 1, 0, 4);
+        assert_eq!(calm, u32::MAX, "the count saturates");
+    }
+
+    #[test]
+    fn with_peers_or_on_a_connection_shard_no_fsync_blocks_the_thread() {
+        for place in [
+            SyncPlace { alone: false, serves_other_shards: false },
+            SyncPlace { alone: true, serves_other_shards: true },
+            SyncPlace { alone: false, serves_other_shards: true },
+        ] {
+            let (calm, inline) = choose_times(place, 0, 0, 4 * INLINE_SYNC_CALM_CHOICES_MIN);
+            assert_eq!((calm, inline), (4 * INLINE_SYNC_CALM_CHOICES_MIN, false), "{place:?}");
+        }
+    }
 
     /// A message sent to several replicas in a row (a prepare's fan-out)
     /// is encoded once: every send shares that frame, whose bytes are the

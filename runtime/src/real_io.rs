@@ -207,9 +207,11 @@ impl RealIo {
 
     /// Whether an fdatasync that is the only one this shard runs may block
     /// the shard's thread instead of going through io_uring (on by default;
-    /// see `RealFile::sync_data`). A shard whose thread others depend on
-    /// while it waits (the connection shard of a process with several
-    /// shards: it reads and writes every socket) turns it off.
+    /// see `RealFile::sync_data`). The server's serving loop chooses it
+    /// before each flush starts: on only for a lone replica whose clients
+    /// keep one request at a time in flight, never on a shard whose thread
+    /// others depend on while it waits (the connection shard of a process
+    /// with several shards: it reads and writes every socket).
     pub fn set_inline_sync(&self, allowed: bool) {
         self.inner.inline_sync.set(allowed);
     }
@@ -324,6 +326,19 @@ impl Drop for SyncRunning<'_> {
     }
 }
 
+/// Wait for one round of the runtime: every task woken before this call
+/// has run, and the driver has submitted what they queued (a socket write of
+/// the prepare this shard broadcasts) before the caller blocks the thread.
+/// `yield_once` is not enough: whoever polls the caller may poll it again in
+/// the same pass (the node polls a flush's fsync when it starts it and again
+/// while it waits), so its yield never reaches the runtime. A spawned task
+/// goes to the back of the run queue, and its end wakes the caller only from
+/// the runtime's own pass; the driver's poll (which submits) follows it.
+async fn runtime_round() {
+    // A cancelled or panicked marker task still means the runtime ran a pass.
+    let _ = compio::runtime::spawn(async {}).await;
+}
+
 fn read_only_error() -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, "file was opened read-only")
 }
@@ -409,19 +424,23 @@ impl IoFile for RealFile {
     /// shard flushing in one turn: the node joins their futures, and the
     /// device merges concurrent cache flushes).
     ///
-    /// Alone means: after one yield, no other fsync of this shard has
-    /// begun. The yield lets the joined futures of the other groups reach
-    /// their own `sync_data` first, and lets the runtime run the tasks the
-    /// turn woke (the writer of a prepare the primary broadcasts) and
-    /// submit their socket writes (the node is the runtime's `block_on`
-    /// future, so its wake-up passes through the driver's poll): nothing
-    /// that is already asked to leave waits behind the fsync. What arrives
-    /// meanwhile waits in the socket buffers, as it would wait for the
-    /// node, which is busy with this flush either way.
+    /// Alone means: after one round of the runtime (`runtime_round`), no
+    /// other fsync of this shard has begun. The round lets the joined
+    /// futures of the other groups reach their own `sync_data` first, and
+    /// lets the runtime run the tasks the turn woke (the writer of a reply
+    /// or of a prepare the primary broadcasts) and submit their socket
+    /// writes: nothing that is already asked to leave waits behind the
+    /// fsync. (A plain yield did not do it: the node polls a flush's fsync
+    /// when it starts it and again while it waits, in one pass, so the
+    /// yield never reached the runtime, and a primary's prepare left only
+    /// after its own two fsyncs; session 34, read off `strace`.) What
+    /// arrives meanwhile waits in the socket buffers, which is why the
+    /// server allows it only while its node is lightly loaded
+    /// (`set_inline_sync`).
     async fn sync_data(&self) -> io::Result<()> {
         let _running = SyncRunning::begin(&self.shared.syncs_running);
         if let (true, Some(writer)) = (self.shared.inline_sync.get(), self.writer.as_ref()) {
-            shoal_shard::node::join::yield_once().await;
+            runtime_round().await;
             if self.shared.syncs_running.get() == 1 {
                 return writer.sync_data();
             }
@@ -626,6 +645,32 @@ mod tests {
         assert_eq!("Polling".parse::<DriverChoice>().unwrap(), DriverChoice::Polling);
         let error = "kqueue".parse::<DriverChoice>().unwrap_err();
         assert!(error.to_string().contains(DRIVER_ENV_VAR), "{error}");
+    }
+
+    /// The round before a blocking fsync runs the tasks woken before it
+    /// (a socket writer), even when its caller polls it twice in one pass,
+    /// as the node polls a flush's fsync; a plain yield is ready at the
+    /// second poll, before they ran.
+    #[test]
+    fn a_runtime_round_runs_the_woken_tasks_before_it_ends() {
+        let runtime = build_runtime(DriverChoice::Auto).unwrap();
+        runtime.block_on(async {
+            let ran = Rc::new(Cell::new(false));
+            let task_ran = ran.clone();
+            let task = compio::runtime::spawn(async move { task_ran.set(true) });
+            let mut round = std::pin::pin!(runtime_round());
+            let mut yielded = std::pin::pin!(shoal_shard::node::join::yield_once());
+            std::future::poll_fn(|cx| {
+                assert!(round.as_mut().poll(cx).is_pending() && round.as_mut().poll(cx).is_pending());
+                assert!(yielded.as_mut().poll(cx).is_pending() && yielded.as_mut().poll(cx).is_ready());
+                assert!(!ran.get(), "nothing ran the task within this pass");
+                Poll::Ready(())
+            })
+            .await;
+            round.await;
+            assert!(ran.get(), "the round ended after the woken task ran");
+            task.await.unwrap();
+        });
     }
 
     #[test]

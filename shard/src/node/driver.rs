@@ -681,6 +681,18 @@ impl<I: Io> Node<I> {
         ended
     }
 
+    /// What this node's groups hold of their clients' requests, all groups
+    /// together: ops prepared and not committed (a packed op counts once)
+    /// and requests queued for a prepare. On a primary, about what its
+    /// clients keep in flight here (1 with one request at a time).
+    pub fn requests_held(&self) -> u64 {
+        let held = |g: &Group<I>| {
+            let uncommitted = g.replica.op().saturating_sub(g.replica.commit_min());
+            uncommitted + g.replica.request_queue_len() as u64
+        };
+        self.groups.iter().map(held).sum()
+    }
+
     /// Some group's flush has its fsync running, or its checkpoint runs
     /// beside the node (`start_checkpoint`): whoever runs the node polls
     /// both the same way.

@@ -413,16 +413,19 @@ fn requests_of_one_turn_share_one_packed_prepare() {
     }
     assert!(worlds[0].to_replicas.is_empty(), "nothing is prepared inside the turn");
     assert_eq!(nodes[0].group(0).replica().request_queue_len(), 2);
+    assert_eq!(nodes[0].requests_held(), 2, "two requests queued");
     block_on(nodes[0].end_turn(&mut worlds[0])).expect("runs");
     let prepares: Vec<(u64, Operation)> =
         worlds[0].to_replicas.iter().map(|(_, m)| (m.header.op, m.header.operation)).collect();
     assert_eq!(prepares, [(3, Operation::Packed)], "one packed op for the turn's two requests");
+    assert_eq!(nodes[0].requests_held(), 1, "one op prepared, not committed");
     complete_all_flushes(&mut nodes[0], &mut worlds[0]);
     assert_eq!(nodes[0].io().sync_count() - syncs_before, 2, "one group flush: the prepare, then its ring copy");
     deliver_all(&mut nodes, &mut worlds);
     let replies: Vec<(u128, u64)> = worlds[0].replies.iter().map(|m| (m.header.client, m.header.op)).collect();
     assert_eq!(replies, [(CLIENT, 3), (CLIENT + 1, 3)]);
     assert_eq!(nodes[0].group(0).replica().commit_min(), 3);
+    assert_eq!(nodes[0].requests_held(), 0, "committed and answered");
 }
 
 /// Group commit, told step by step: two clients' appends that cannot share
