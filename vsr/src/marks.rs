@@ -94,6 +94,8 @@ pub const MARKS: &[&str] = &[
     PARTITION_SCRUB_PASS_COMPLETED,
     PARTITION_SCRUB_PAUSED_FOR_FILL,
     PARTITION_SEALED_SEGMENT_REOPENED,
+    PREPARE_AHEAD_ADOPTED,
+    PREPARE_KEPT_AHEAD_OF_PARENT,
     PREPARE_OK_DURING_OWN_FSYNC,
     PREPARE_PACKED_REQUESTS,
     PREPARE_RESTAGED_DURING_FSYNC,
@@ -311,6 +313,13 @@ pub const CHECKPOINT_BESIDE_PARTITION_SYNC: &str = "checkpoint_beside_partition_
 /// staged again (a newer prepare for it) while the fsync of its older write
 /// ran; that fsync's report does not make the new one durable.
 pub const PREPARE_RESTAGED_DURING_FSYNC: &str = "prepare_restaged_during_fsync";
+/// A backup kept a prepare of its view that arrived ahead of the op it
+/// chains to (`Replica::ahead`: repair answers from several peers arrive in
+/// any order) instead of dropping it.
+pub const PREPARE_KEPT_AHEAD_OF_PARENT: &str = "prepare_kept_ahead_of_parent";
+/// A prepare kept ahead of its parent entered the log once the op below it
+/// chained.
+pub const PREPARE_AHEAD_ADOPTED: &str = "prepare_ahead_adopted";
 /// A primary packed two or more queued requests into one prepare
 /// (`crate::packed`).
 pub const PREPARE_PACKED_REQUESTS: &str = "prepare_packed_requests";

@@ -568,3 +568,19 @@ fn swarm_9620_a_checkpoint_is_served_only_once_durable() {
     assert!(config.faults.storage_partition_sync_error_ppm > 0, "swarm 9620 draws the partition-sync fault");
     assert_swarm_as_drawn_now_passes(9620);
 }
+
+/// The config `shoal-sim shrink --seed 90 --scenario swarm` made in session
+/// 33 (4 shards, 10 clients, the lost-vote plot only): after its rejoin,
+/// replica 2 stayed 4 ops below its primary in group 1 for 0.66 s (quiet
+/// period). Its repair round asked the two peers in turn for the ops after
+/// its head; the answers came back in two batches, and it took only the
+/// one that chained to its head, dropping the rest to ask again a round
+/// later. Fixed by keeping a prepare of the view that arrives ahead of its
+/// parent (`Replica::ahead`). Story: `vsr/tests/it/repair_ahead.rs`.
+#[test]
+fn swarm_90_shrunk_a_lagging_backup_keeps_repair_answers_that_arrive_ahead_of_their_parent() {
+    let config: shoal_sim::RunConfig =
+        serde_json::from_str(include_str!("configs/swarm-90-shrunk-repair-ahead.json")).expect("a saved RunConfig");
+    let outcome = shoal_sim::run(&config);
+    assert!(matches!(outcome.verdict, Verdict::Pass), "{:?}", outcome.verdict);
+}

@@ -12,6 +12,7 @@ mod held_primary;
 mod packed;
 mod rejoin_kept_promises;
 mod rejoining_primary;
+mod repair_ahead;
 mod repair_rotation;
 mod replica_bad_input;
 mod request_queue;
