@@ -584,3 +584,20 @@ fn swarm_90_shrunk_a_lagging_backup_keeps_repair_answers_that_arrive_ahead_of_th
     let outcome = shoal_sim::run(&config);
     assert!(matches!(outcome.verdict, Verdict::Pass), "{:?}", outcome.verdict);
 }
+
+/// The same shrink with the scrubber off (session 34): after the fix above,
+/// replica 2 still stayed 1 op below its primary in group 7 for 0.66 s.
+/// Every state data answer that arrived for a group without a gap (a late
+/// or second frame) ran a partition-log fsync inside the node's turn: 37 of
+/// them, 337 ms of replica 2's node on its slow disk, while the group's
+/// journal compaction beside the node (and every acknowledgement the group
+/// held for its install) waited. Fixed by syncing only when the answer
+/// closed the gap. Story: `shard/tests/it/node.rs`,
+/// `a_state_data_answer_after_the_gap_is_filled_costs_no_fsync`.
+#[test]
+fn swarm_90_shrunk_a_late_state_data_answer_costs_no_fsync() {
+    let config: shoal_sim::RunConfig =
+        serde_json::from_str(include_str!("configs/swarm-90-shrunk-late-state-data.json")).expect("a saved RunConfig");
+    let outcome = shoal_sim::run(&config);
+    assert!(matches!(outcome.verdict, Verdict::Pass), "{:?}", outcome.verdict);
+}

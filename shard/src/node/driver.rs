@@ -1614,8 +1614,11 @@ impl<I: Io> Node<I> {
         let offset = message.header.context;
         let filled = g.replica.state_machine_mut().fill(offset, &messages).await?;
         world.on_state_data_filled(group, offset, filled);
-        if !g.replica.state_machine().fill_appending() {
-            // Rare (after a state transfer): made durable at once.
+        if filled > 0 && g.replica.state_machine().missing().is_none() {
+            // This batch ended the gap and its fill appended it whole at
+            // once (a short one): made durable now. A batch that only
+            // staged part of the gap wrote nothing to the log, and a longer
+            // fill is appended and synced tick by tick (`fill_more`).
             g.sync_partition().await?;
         }
         // The range asked is filled: ask the same peer for the next one now,

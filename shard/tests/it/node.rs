@@ -1006,6 +1006,61 @@ fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
     assert_eq!(requests_sent, batches, "one request per batch, each sent when the one before arrived");
 }
 
+/// A state data answer that arrives once the gap is filled (the second
+/// frame of an answer, a duplicate, or a peer's late answer) changes
+/// nothing and costs no fsync. Found by the simulator (the swarm-90 shrink
+/// with the scrubber off, session 34, Liveness: replica 2 one op behind its
+/// primary for 0.66 s): every such answer ran a partition-log fsync inside
+/// the node's turn (37 of them, 337 ms of replica 2's node on a slow disk),
+/// while the group's compaction beside the node, and with it every
+/// acknowledgement of the group, waited for the node.
+#[test]
+fn a_state_data_answer_after_the_gap_is_filled_costs_no_fsync() {
+    let (mut nodes, mut worlds) = (Vec::new(), Vec::new());
+    three_replicas_past_a_checkpoint(&mut nodes, &mut worlds);
+    let (restarted, world) = restart_the_last_with_a_rotten_partition_log(&mut nodes, &mut worlds);
+    nodes.push(restarted);
+    worlds.push(world);
+    assert!(nodes[2].group(0).replica().state_machine().missing().is_some(), "the salvage left a gap");
+    // Fill the gap, keeping a copy of every state data answer R2 got.
+    let answers = std::cell::RefCell::new(Vec::new());
+    let mut now_ns = 10 * TICK_NS;
+    for _ in 0..2 * shoal_vsr::replica::REPAIR_TICKS {
+        now_ns += TICK_NS;
+        for (node, world) in nodes.iter_mut().zip(worlds.iter_mut()) {
+            block_on(node.tick(now_ns, world)).expect("runs");
+        }
+        deliver_completing(&mut nodes, &mut worlds, |_, to, message| {
+            if to == 2 && message.header.command == Command::StateData {
+                answers.borrow_mut().push(message.clone());
+            }
+            false
+        });
+    }
+    assert_eq!(nodes[2].group(0).replica().state_machine().missing(), None, "the gap filled");
+    let late_answer = answers.borrow().first().cloned().expect("R2 was answered");
+
+    // A new append leaves R2's partition log written and not synced (the
+    // journal is the write-ahead log).
+    block_on(nodes[0].on_frame(Source::Client(CLIENT + 1), ShardId(0), register_client(CLIENT + 1), &mut worlds[0]))
+        .expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    let session = worlds[0].replies.pop().expect("registered").header.context;
+    let append = client_batch_request(CLIENT + 1, session, 1, &[b"after-the-fill"]);
+    block_on(nodes[0].on_frame(Source::Client(CLIENT + 1), ShardId(0), append, &mut worlds[0])).expect("runs");
+    deliver_all(&mut nodes, &mut worlds);
+    // The primary's commit heartbeat tells R2 the append committed.
+    run_ticks(&mut nodes, &mut worlds, &mut now_ns, 2 * shoal_vsr::replica::REPAIR_TICKS);
+    let commit = nodes[2].group(0).replica().commit_min();
+    assert_eq!(nodes[0].group(0).replica().commit_min(), commit, "R2 applied the append");
+
+    let syncs_before = nodes[2].io().sync_count();
+    block_on(nodes[2].on_frame(Source::Replica(0), ShardId(0), late_answer, &mut worlds[2])).expect("runs");
+    assert_eq!(nodes[2].io().sync_count(), syncs_before, "a late answer fsyncs nothing");
+    assert_eq!(nodes[2].group(0).replica().state_machine().missing(), None);
+    assert_eq!(nodes[2].group(0).replica().commit_min(), commit, "and changes nothing");
+}
+
 /// A replica refilling its partition log from peers (after a salvage or a
 /// state transfer) does that first: its scrubber reads nothing until the
 /// gap is filled, then goes on (swarm seed 90, session 33: a replica
