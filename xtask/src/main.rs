@@ -144,7 +144,11 @@ const CI_TARGETED_SEEDS: &str = "0..1000";
 /// damage (299 of seeds 0..4000 in session 32), the scrubber pausing for a
 /// refill and a start_view's unvouched entries kept aside (3,518 and 1,676
 /// of seeds 0..4000 in session 33).
-const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 3] = [
+/// view-churn must reach a backup keeping repair answers that arrive ahead
+/// of their parent and adopting them (1,486 and 1,489 of seeds 0..1500 in
+/// session 34).
+const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 4] = [
+    ("view-churn", "prepare_kept_ahead_of_parent,prepare_ahead_adopted"),
     ("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment"),
     ("partition-fsync", "partition_salvage_rewrote_unpromised"),
     (
