@@ -69,6 +69,7 @@ pub const MARKS: &[&str] = &[
     DRAIN_CORRUPT,
     FAULTY_HEADER_KEPT_IN_LOG,
     FAULTY_JOURNAL_VOTES,
+    FILL_TICK_BUDGET_SPENT,
     FLUSH_FINISHED_FOR_STORAGE,
     FRAME_DURING_FSYNC,
     FSYNCS_OVERLAPPED,
@@ -117,6 +118,7 @@ pub const MARKS: &[&str] = &[
     SHARD_FRAME_WAITED_IN_INBOX,
     STALE_HEARTBEAT_IGNORED,
     START_VIEW_PREDATES_COMMITS,
+    STATE_DATA_AFTER_FILL_IGNORED,
     STATE_DATA_ASKED_ON_ARRIVAL,
     STATE_TRANSFER,
     STORAGE_ERROR_DURING_RESTART,
@@ -235,6 +237,10 @@ pub const COMPACTION_SPARE_CLEARED_IN_PLACE: &str = "compaction_spare_cleared_in
 /// spare had failed (its own later fsync proves nothing then).
 pub const COMPACTION_SPARE_SYNC_FAILED: &str = "compaction_spare_sync_failed";
 
+/// A state data answer reached a group whose gap was already filled (a
+/// second frame, a duplicate, a slower peer): ignored, with no fsync and no
+/// wait for the group's checkpoint (session 34).
+pub const STATE_DATA_AFTER_FILL_IGNORED: &str = "state_data_after_fill_ignored";
 /// A replica filling a partition gap asked the next batch as soon as the
 /// one it asked for arrived, not at the next tick.
 pub const STATE_DATA_ASKED_ON_ARRIVAL: &str = "state_data_asked_on_arrival";
@@ -284,6 +290,9 @@ pub const DRAIN_CORRUPT: &str = "drain_corrupt";
 /// A replica restarted with faulty journal slots, all at or below its log's
 /// head, and takes part in view changes instead of waiting `Recovering`.
 pub const FAULTY_JOURNAL_VOTES: &str = "faulty_journal_votes";
+/// A node's state-transfer fills used up a tick's time budget
+/// (`FILL_TICK_BUDGET_NS`): the rest waits for the next tick.
+pub const FILL_TICK_BUDGET_SPENT: &str = "fill_tick_budget_spent";
 /// Placed by the simulator's storage latency (`shoal_sim::io`): an fsync
 /// was issued while another fsync of the same disk was in flight (in
 /// virtual time), as the kernel overlaps the node's group flushes.

@@ -601,3 +601,17 @@ fn swarm_90_shrunk_a_late_state_data_answer_costs_no_fsync() {
     let outcome = shoal_sim::run(&config);
     assert!(matches!(outcome.verdict, Verdict::Pass), "{:?}", outcome.verdict);
 }
+
+/// A rejoined replica of five (slow disk) refilled two partition groups of
+/// one shard at four parts per group per tick, each part a segment's
+/// appends and its roll's two fsyncs: calls of 130 ms in every 10 ms tick
+/// on its process's clock. Its journal compactions beside the node took
+/// 0.4 s, and the metadata group's acknowledgements waited for them
+/// (quiet period: replica 3 two ops behind for 0.66 s). Found by swarm
+/// 0..8000 once late state data answers stopped costing an fsync (their
+/// time had moved this schedule); fixed by a node-wide fill budget per tick
+/// (`FILL_CALLS_PER_TICK_MAX` parts and `FILL_TICK_BUDGET_NS`).
+#[test]
+fn swarm_7888_a_rejoined_replicas_refill_leaves_its_node_time_each_tick() {
+    assert_swarm_as_drawn_now_passes(7888);
+}

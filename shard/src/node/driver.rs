@@ -46,10 +46,19 @@ const PARTITION_DEFERRED_MESSAGES_MAX: usize = crate::partition_sm::PARTITION_PE
 /// completion may commit and ask for replies, which ask for nothing more; a
 /// replica that keeps asking past this is looping.
 const DRAIN_ROUNDS_MAX: usize = 64;
-/// Parts of a state-transfer fill appended per tick (`fill_more`), each at
-/// most `FILL_APPEND_BYTES_PER_CALL_MAX` and one segment roll: a bound on
-/// what a tick holds the shard's thread for (4 rolls: 8 fsyncs).
+/// Parts of a state-transfer fill appended per tick by the whole node
+/// (`fill_next_parts`, the groups in turn), each at most
+/// `FILL_APPEND_BYTES_PER_CALL_MAX` and one segment roll: a bound on what a
+/// tick holds the shard's thread for (4 rolls: 8 fsyncs).
 const FILL_CALLS_PER_TICK_MAX: usize = 4;
+/// ... and once the tick's fill parts have held the node this long (on the
+/// node's clock), no more this tick (one part always goes, so a fill never
+/// stalls). On a slow disk a part (a segment's appends and its roll's two
+/// fsyncs) takes 10-30 ms, and four parts for each of two groups held a
+/// rejoined replica's process for 130 ms of every 10 ms tick: its journal
+/// compactions beside the node took 0.4 s, and the acknowledgements they
+/// held with them (swarm seed 7888, session 34).
+const FILL_TICK_BUDGET_NS: u64 = shoal_vsr::replica::TICK_NS / 2;
 /// Prepare bytes a group may stage while its checkpoint runs beside the
 /// node, in units of its message size (a full slot each), before the next
 /// prepare waits for the checkpoint's end: the journal's compaction at
@@ -411,6 +420,8 @@ pub struct Node<I: Io> {
     turn_open: bool,
     /// The group the scrubber reads next (`scrub_next_group`).
     scrub_group_next: usize,
+    /// The group whose state-transfer fill appends next (`fill_next_parts`).
+    fill_group_next: usize,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -437,7 +448,7 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links, turn_open: false, scrub_group_next: 0 }
+        Node { io, config, groups, links, turn_open: false, scrub_group_next: 0, fill_group_next: 0 }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -481,9 +492,9 @@ impl<I: Io> Node<I> {
         self.in_turn(world, async |node: &mut Node<I>, world: &mut W| {
             for group in 0..node.groups.len() {
                 node.step(group, world, |r| r.tick(now_ns)).await?;
-                node.fill_more(group).await?;
                 node.request_state_data(group, world);
             }
+            node.fill_next_parts().await?;
             node.scrub_next_group().await?;
             Ok(())
         })
@@ -1497,28 +1508,54 @@ impl<I: Io> Node<I> {
         Ok(())
     }
 
-    /// Append the next part of a checked state-transfer fill, a bounded
-    /// part per tick (`FILL_APPEND_BYTES_PER_CALL_MAX`), and make the
-    /// partition durable once the gap is filled. Not while a checkpoint's
-    /// sync of the partition log runs beside the node (nothing is appended
-    /// under a sync's marker): the next tick goes on.
-    ///
-    /// Up to `FILL_CALLS_PER_TICK_MAX` parts per tick: a part also ends at a
-    /// segment roll, and with the simulator's 16 KiB segments one part per
-    /// 10 ms tick refilled about 1.6 MB/s; swarm seed 4088 (session 30)
-    /// still lacked 1,900 of 5,500 offsets 2 s after the heal.
-    async fn fill_more(&mut self, group: usize) -> Result<(), NodeStop> {
-        for _ in 0..FILL_CALLS_PER_TICK_MAX {
-            let g = &mut self.groups[group];
-            if g.checkpointing.is_some() || !g.replica.state_machine().fill_appending() {
-                return Ok(());
+    /// Append the next parts of the checked state-transfer fills: one part
+    /// per group in turn (`fill_more`), at most `FILL_CALLS_PER_TICK_MAX`
+    /// parts and `FILL_TICK_BUDGET_NS` of the node's time per tick, for the
+    /// whole node: a rejoined replica refills every group it lost at once,
+    /// and what the refill takes is time the node's flushes, and its
+    /// checkpoints and compactions beside it, wait for.
+    async fn fill_next_parts(&mut self) -> Result<(), NodeStop> {
+        let group_count = self.groups.len();
+        let started_ns = self.io.now_ns();
+        let mut parts = 0;
+        let mut idle_groups = 0;
+        while parts < FILL_CALLS_PER_TICK_MAX && idle_groups < group_count {
+            if parts > 0 && self.io.now_ns().saturating_sub(started_ns) >= FILL_TICK_BUDGET_NS {
+                shoal_vsr::marks::hit(shoal_vsr::marks::FILL_TICK_BUDGET_SPENT);
+                break;
             }
-            if !g.replica.state_machine_mut().fill_more().await? {
-                g.sync_partition().await?;
-                return Ok(());
+            let group = self.fill_group_next % group_count;
+            self.fill_group_next = (group + 1) % group_count;
+            if self.fill_more(group).await? {
+                parts += 1;
+                idle_groups = 0;
+            } else {
+                idle_groups += 1;
             }
         }
         Ok(())
+    }
+
+    /// Append the next part of the group's checked state-transfer fill
+    /// (`FILL_APPEND_BYTES_PER_CALL_MAX`), and make the partition durable
+    /// once the gap is filled; false when the group had nothing to append.
+    /// Not while a checkpoint's sync of the partition log runs beside the
+    /// node (nothing is appended under a sync's marker): a later tick goes
+    /// on.
+    ///
+    /// Several parts per tick: a part also ends at a segment roll, and with
+    /// the simulator's 16 KiB segments one part per 10 ms tick refilled
+    /// about 1.6 MB/s; swarm seed 4088 (session 30) still lacked 1,900 of
+    /// 5,500 offsets 2 s after the heal.
+    async fn fill_more(&mut self, group: usize) -> Result<bool, NodeStop> {
+        let g = &mut self.groups[group];
+        if g.checkpointing.is_some() || !g.replica.state_machine().fill_appending() {
+            return Ok(false);
+        }
+        if !g.replica.state_machine_mut().fill_more().await? {
+            g.sync_partition().await?;
+        }
+        Ok(true)
     }
 
     /// Scrub one group per tick, in turn (`scrub`): what a tick reads stays
@@ -1605,6 +1642,13 @@ impl<I: Io> Node<I> {
         for _ in 0..count.min(STATE_DATA_MESSAGES_MAX as u32) {
             let Ok(payload) = reader.bytes_with_len() else { return Ok(()) };
             messages.push(payload.to_vec());
+        }
+        if self.groups[group].replica.state_machine().missing().is_none() {
+            // Late (a second frame, a duplicate, a slower peer): the gap is
+            // filled, so nothing is written, and nothing waits for the
+            // group's checkpoint or syncs its log here.
+            shoal_vsr::marks::hit(shoal_vsr::marks::STATE_DATA_AFTER_FILL_IGNORED);
+            return Ok(());
         }
         if self.groups[group].checkpointing.is_some() {
             // The fill writes the partition log: the sync beside the node ends first.
