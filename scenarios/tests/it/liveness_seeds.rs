@@ -27,6 +27,13 @@ fn assert_swarm_as_drawn_now_passes(seed: u64) {
     assert!(matches!(outcome.verdict, Verdict::Pass), "swarm seed {seed}: {:?}", outcome.verdict);
 }
 
+/// A config `shoal-sim shrink` wrote (JSON), run as saved.
+fn assert_saved_config_passes(json: &str) {
+    let config: shoal_sim::RunConfig = serde_json::from_str(json).expect("a saved RunConfig");
+    let outcome = shoal_sim::run(&config);
+    assert!(matches!(outcome.verdict, Verdict::Pass), "seed {} as saved: {:?}", config.seed, outcome.verdict);
+}
+
 fn assert_disk_rot_passes(seed: u64) {
     let outcome = shoal_sim::run(&shoal_scenarios::catalog::disk_rot(seed));
     assert!(matches!(outcome.verdict, Verdict::Pass), "disk-rot seed {seed}: {:?}", outcome.verdict);
@@ -579,10 +586,7 @@ fn swarm_9620_a_checkpoint_is_served_only_once_durable() {
 /// parent (`Replica::ahead`). Story: `vsr/tests/it/repair_ahead.rs`.
 #[test]
 fn swarm_90_shrunk_a_lagging_backup_keeps_repair_answers_that_arrive_ahead_of_their_parent() {
-    let config: shoal_sim::RunConfig =
-        serde_json::from_str(include_str!("configs/swarm-90-shrunk-repair-ahead.json")).expect("a saved RunConfig");
-    let outcome = shoal_sim::run(&config);
-    assert!(matches!(outcome.verdict, Verdict::Pass), "{:?}", outcome.verdict);
+    assert_saved_config_passes(include_str!("configs/swarm-90-shrunk-repair-ahead.json"));
 }
 
 /// The same shrink with the scrubber off (session 34): after the fix above,
@@ -596,10 +600,7 @@ fn swarm_90_shrunk_a_lagging_backup_keeps_repair_answers_that_arrive_ahead_of_th
 /// `a_state_data_answer_after_the_gap_is_filled_costs_no_fsync`.
 #[test]
 fn swarm_90_shrunk_a_late_state_data_answer_costs_no_fsync() {
-    let config: shoal_sim::RunConfig =
-        serde_json::from_str(include_str!("configs/swarm-90-shrunk-late-state-data.json")).expect("a saved RunConfig");
-    let outcome = shoal_sim::run(&config);
-    assert!(matches!(outcome.verdict, Verdict::Pass), "{:?}", outcome.verdict);
+    assert_saved_config_passes(include_str!("configs/swarm-90-shrunk-late-state-data.json"));
 }
 
 /// A rejoined replica of five (slow disk) refilled two partition groups of
