@@ -46,9 +46,19 @@ pub struct MemIo {
     /// While set, the directory fsyncs this many more pass and the next
     /// ones stay pending until it is cleared.
     dir_syncs_passing: Rc<Cell<Option<u32>>>,
+    /// The clock's cost of one file sync: `now_ns` is the syncs so far
+    /// times this (0, the default: a clock that stands still).
+    sync_cost_ns: Rc<Cell<u64>>,
 }
 
 impl MemIo {
+    /// Let every file sync from now on advance `now_ns` by `cost_ns` (a
+    /// slow disk, for the node's time budgets); the clock counts every sync
+    /// so far at the new cost.
+    pub fn set_sync_cost_ns(&self, cost_ns: u64) {
+        self.sync_cost_ns.set(cost_ns);
+    }
+
     /// Hold every fsync in flight (`true`) until released (`false`): it
     /// completes at its first poll after the release.
     pub fn hold_syncs(&self, held: bool) {
@@ -165,7 +175,7 @@ impl Io for MemIo {
     type Task = std::future::Ready<Result<(), TaskFailed>>;
 
     fn now_ns(&self) -> u64 {
-        0
+        self.syncs.get() * self.sync_cost_ns.get()
     }
 
     async fn sleep(&self, _duration_ns: u64) {}

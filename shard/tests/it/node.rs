@@ -859,6 +859,18 @@ fn restart_the_last_with_a_rotten_partition_log_scrubbing(
     worlds: &mut Vec<Recorder>,
     scrub_bytes_per_tick: u64,
 ) -> (Node<MemIo>, Recorder) {
+    restart_the_last_with_a_rotten_partition_log_as(nodes, worlds, scrub_bytes_per_tick, PartitionLogConfig::default())
+}
+
+/// `restart_the_last_with_a_rotten_partition_log_scrubbing`, the restarted
+/// node's partition log opened with `log_config` (its segment size: where
+/// a state-transfer fill's parts end).
+fn restart_the_last_with_a_rotten_partition_log_as(
+    nodes: &mut Vec<Node<MemIo>>,
+    worlds: &mut Vec<Recorder>,
+    scrub_bytes_per_tick: u64,
+    log_config: PartitionLogConfig,
+) -> (Node<MemIo>, Recorder) {
     use shoal_shard::node::partition_dir;
     use shoal_shard::partition_log::{SEGMENT_HEADER_SIZE_BYTES, segment_file_name};
 
@@ -875,8 +887,7 @@ fn restart_the_last_with_a_rotten_partition_log_scrubbing(
     let (storage, recovered) =
         block_on(GroupStorage::open(&io, data_dir, storage_config(2))).expect("the journal opens");
     let (machine, _salvage) =
-        block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, PartitionLogConfig::default()))
-            .expect("salvaged");
+        block_on(GroupMachine::open_in_cluster(&io, data_dir, namespace(), REPLICAS, log_config)).expect("salvaged");
     let replica = Replica::open(replica_config(2, REPLICAS), machine, recovered).expect("the checkpoint reads");
     let group = Group::new(namespace(), ShardId(0), storage, replica);
     let mut restarted = node_scrubbing(io, group, 2, REPLICAS, scrub_bytes_per_tick);
@@ -1006,6 +1017,61 @@ fn a_replica_filling_a_long_gap_asks_the_next_batch_when_one_arrives() {
     assert_eq!(requests_sent, batches, "one request per batch, each sent when the one before arrived");
 }
 
+/// A refill on a slow disk leaves the node time every tick: once a tick's
+/// fill parts have held the node `FILL_TICK_BUDGET_NS`, the rest waits for
+/// the next tick (swarm seed 7888, session 34: four parts per group per
+/// tick, each a segment's appends and its roll's two fsyncs, held a
+/// rejoined replica's process 130 ms of every 10 ms tick). Here each fsync
+/// costs 4 ms and a part ends at each 8 KiB segment roll: one part per tick.
+#[test]
+fn a_refill_on_a_slow_disk_takes_one_part_per_tick_past_its_time_budget() {
+    const MESSAGES_PER_APPEND: usize = 4;
+    const PADDING_BYTES: usize = 800;
+    const SYNC_COST_NS: u64 = 4_000_000;
+    let (mut nodes, mut worlds) = (Vec::new(), Vec::new());
+    three_replicas_past_a_checkpoint_padded(&mut nodes, &mut worlds, MESSAGES_PER_APPEND, PADDING_BYTES);
+    let small_segments = PartitionLogConfig { segment_size_max_bytes: 8 * 1024 };
+    let (mut restarted, mut world) =
+        restart_the_last_with_a_rotten_partition_log_as(&mut nodes, &mut worlds, 0, small_segments);
+    assert!(restarted.group(0).replica().state_machine().missing().is_some(), "the salvage left a gap");
+    restarted.io().set_sync_cost_ns(SYNC_COST_NS);
+    shoal_vsr::marks::take();
+    // Ticks ask for the gap and append the fill's parts; the answers come
+    // between ticks. What each tick syncs is the parts it appended.
+    let mut now_ns = 10 * TICK_NS;
+    let mut syncs_per_tick = Vec::new();
+    for _ in 0..64 {
+        if restarted.group(0).replica().state_machine().missing().is_none() {
+            break;
+        }
+        let syncs_before = restarted.io().sync_count();
+        now_ns += TICK_NS;
+        block_on(restarted.tick(now_ns, &mut world)).expect("runs");
+        syncs_per_tick.push(restarted.io().sync_count() - syncs_before);
+        for (to, request) in std::mem::take(&mut world.to_replicas) {
+            if request.header.command != Command::RequestStateData {
+                continue;
+            }
+            let peer = usize::from(to);
+            block_on(nodes[peer].on_frame(Source::Replica(2), ShardId(0), request, &mut worlds[peer])).expect("runs");
+            for (to, answer) in std::mem::take(&mut worlds[peer].to_replicas) {
+                if to == 2 && answer.header.command == Command::StateData {
+                    block_on(restarted.on_frame(Source::Replica(peer as u8), ShardId(0), answer, &mut world))
+                        .expect("runs");
+                }
+            }
+        }
+    }
+    assert_eq!(restarted.group(0).replica().state_machine().missing(), None, "the refill ended: {syncs_per_tick:?}");
+    let appending_ticks = syncs_per_tick.iter().filter(|&&syncs| syncs > 0).count();
+    assert!(appending_ticks >= 3, "a refill of several ticks: {syncs_per_tick:?}");
+    // One part per tick (a roll: its segment's sync, the new segment's;
+    // the last adds the sync that makes the log durable), not four.
+    assert!(syncs_per_tick.iter().all(|&syncs| syncs <= 3), "one part per tick: {syncs_per_tick:?}");
+    let spent = shoal_vsr::marks::take().get(shoal_vsr::marks::FILL_TICK_BUDGET_SPENT).copied().unwrap_or(0);
+    assert!(spent > 0, "the budget ended a tick's parts");
+}
+
 /// A state data answer that arrives once the gap is filled (the second
 /// frame of an answer, a duplicate, or a peer's late answer) changes
 /// nothing and costs no fsync. Found by the simulator (the swarm-90 shrink
@@ -1119,6 +1185,17 @@ fn three_replicas_past_a_checkpoint_in_batches_of(
     worlds: &mut Vec<Recorder>,
     messages_per_append: usize,
 ) -> Vec<Vec<u8>> {
+    three_replicas_past_a_checkpoint_padded(nodes, worlds, messages_per_append, 0)
+}
+
+/// `three_replicas_past_a_checkpoint_in_batches_of`, each message padded
+/// with `padding_bytes` bytes after its name.
+fn three_replicas_past_a_checkpoint_padded(
+    nodes: &mut Vec<Node<MemIo>>,
+    worlds: &mut Vec<Recorder>,
+    messages_per_append: usize,
+    padding_bytes: usize,
+) -> Vec<Vec<u8>> {
     const REPLICAS: u8 = 3;
     *nodes = (0..REPLICAS).map(|r| node_of(r, REPLICAS)).collect();
     *worlds = (0..REPLICAS).map(|_| Recorder::default()).collect();
@@ -1129,6 +1206,10 @@ fn three_replicas_past_a_checkpoint_in_batches_of(
     for request in 1..=CHECKPOINT_INTERVAL_OPS + 4 {
         let batch: Vec<Vec<u8>> = (0..messages_per_append)
             .map(|i| if i == 0 { format!("message-{request}") } else { format!("message-{request}-{i}") }.into_bytes())
+            .map(|mut message| {
+                message.resize(message.len() + padding_bytes, b'.');
+                message
+            })
             .collect();
         let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         let append = batch_request(session, request, &slices);
