@@ -104,21 +104,22 @@ const READY_POLL_NS: u64 = 1_000_000;
 const FRAMES_PER_TURN_MAX: usize = 256;
 /// A group's flush may block the shard's thread with its fdatasync
 /// (`RealFile::sync_data`) only in a cluster of one replica, and only while
-/// the node's groups have no more than this many ops prepared and not
-/// committed, all groups together: one request at a time. Then the thread would only wait for the
-/// fsync anyway, and the hop to io_uring's worker is most of the gap to the
-/// raw fsync (session 34, `--replica-counts 1 --clients 1`: 2.63-2.80k msg/s
-/// through the worker, 2.97-3.26k inline). With more in flight the node must
-/// go on taking frames while the fsync runs. With peers it stays off: three
-/// replicas one at a time measured the same either way (1.49-1.59k msg/s),
-/// and a backup cannot tell its load from its own pipeline (its commit point
-/// lags the primary's), so under load it blocked and cost throughput (3
-/// producers x 60: 74-82k msg/s against 88-92k).
+/// the node holds no more than this many requests (`Node::requests_held`:
+/// ops prepared and not committed, and requests queued, all groups
+/// together): one request at a time. Then the thread would only wait for
+/// the fsync anyway, and the hop to io_uring's worker is most of the gap to
+/// the raw fsync (session 34, `--replica-counts 1 --clients 1`: 2.63-2.80k
+/// msg/s through the worker, 2.97-3.26k inline). With more in flight the
+/// node must go on taking frames while the fsync runs. With peers it stays
+/// off: three replicas one at a time measured the same either way
+/// (1.49-1.59k msg/s), and a backup cannot tell its load from its own
+/// pipeline (its commit point lags the primary's), so under load it blocked
+/// and cost throughput (3 producers x 60: 74-82k msg/s against 88-92k).
 const INLINE_SYNC_REQUESTS_HELD_MAX: u64 = 1;
 /// ... and only after this many choices in a row found it so: a few clients
-/// whose requests alternate leave one op in flight now and then, and a fsync
-/// that blocks then makes the next request wait for it (2 producers x 60 on
-/// one replica lost 10-30 % of their throughput without this).
+/// whose requests alternate leave one op in flight now and then, and an
+/// fsync that blocks then makes the next request wait for it (2 producers
+/// x 60 on one replica lost 10-30 % of their throughput without this).
 const INLINE_SYNC_CALM_CHOICES_MIN: u32 = 64;
 /// Partition groups one replica hosts; a topic that would pass it is not
 /// opened (logged), so a runaway catalogue cannot exhaust file descriptors.
