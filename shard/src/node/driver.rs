@@ -422,6 +422,17 @@ pub struct Node<I: Io> {
     scrub_group_next: usize,
     /// The group whose state-transfer fill appends next (`fill_next_parts`).
     fill_group_next: usize,
+    /// While fills append: when the node's clock began this stretch of
+    /// appending, and how long its fill parts have held the node since
+    /// (`fill_next_parts` keeps that at most half).
+    fill_stretch: Option<FillStretch>,
+}
+
+/// A stretch of state-transfer fill appends (`Node::fill_stretch`).
+#[derive(Debug, Clone, Copy)]
+struct FillStretch {
+    began_ns: u64,
+    spent_ns: u64,
 }
 
 impl<I: Io> std::fmt::Debug for Node<I> {
@@ -448,7 +459,16 @@ impl<I: Io> Node<I> {
             assert!(groups[..index].iter().all(|other| other.namespace != group.namespace), "one group per namespace");
         }
         let links = Links { replica: config.replica, owners, drops };
-        Node { io, config, groups, links, turn_open: false, scrub_group_next: 0, fill_group_next: 0 }
+        Node {
+            io,
+            config,
+            groups,
+            links,
+            turn_open: false,
+            scrub_group_next: 0,
+            fill_group_next: 0,
+            fill_stretch: None,
+        }
     }
 
     /// The process's `Io` (its disk, clock and entropy).
@@ -1515,8 +1535,23 @@ impl<I: Io> Node<I> {
     /// and what the refill takes is time the node's flushes, and its
     /// checkpoints and compactions beside it, wait for.
     async fn fill_next_parts(&mut self) -> Result<(), NodeStop> {
-        let group_count = self.groups.len();
+        let appending = |g: &Group<I>| g.replica.state_machine().fill_appending();
+        if !self.groups.iter().any(appending) {
+            self.fill_stretch = None;
+            return Ok(());
+        }
         let started_ns = self.io.now_ns();
+        let stretch = *self.fill_stretch.get_or_insert(FillStretch { began_ns: started_ns, spent_ns: 0 });
+        // At most half the node's time over the stretch (plus one tick's
+        // budget to start with): on a slow disk one part takes longer than
+        // a tick, and a part every tick kept the node busy from one tick
+        // to the next, its flushes and frames waiting (swarm seed 29189).
+        let allowed_ns = started_ns.saturating_sub(stretch.began_ns) / 2 + FILL_TICK_BUDGET_NS;
+        if stretch.spent_ns >= allowed_ns {
+            shoal_vsr::marks::hit(shoal_vsr::marks::FILL_TICK_BUDGET_SPENT);
+            return Ok(());
+        }
+        let group_count = self.groups.len();
         let mut parts = 0;
         let mut idle_groups = 0;
         while parts < FILL_CALLS_PER_TICK_MAX && idle_groups < group_count {
@@ -1532,6 +1567,10 @@ impl<I: Io> Node<I> {
             } else {
                 idle_groups += 1;
             }
+        }
+        let spent_ns = self.io.now_ns().saturating_sub(started_ns);
+        if let Some(stretch) = self.fill_stretch.as_mut() {
+            stretch.spent_ns += spent_ns;
         }
         Ok(())
     }

@@ -47,8 +47,11 @@ pub struct MemIo {
     /// ones stay pending until it is cleared.
     dir_syncs_passing: Rc<Cell<Option<u32>>>,
     /// The clock's cost of one file sync: `now_ns` is the syncs so far
-    /// times this (0, the default: a clock that stands still).
+    /// times this (0, the default: a clock that stands still), plus
+    /// `advanced_ns`.
     sync_cost_ns: Rc<Cell<u64>>,
+    /// Time the test let pass besides the syncs (`advance_ns`).
+    advanced_ns: Rc<Cell<u64>>,
 }
 
 impl MemIo {
@@ -57,6 +60,11 @@ impl MemIo {
     /// so far at the new cost.
     pub fn set_sync_cost_ns(&self, cost_ns: u64) {
         self.sync_cost_ns.set(cost_ns);
+    }
+
+    /// Let `ns` pass on the clock (a tick's worth between ticks).
+    pub fn advance_ns(&self, ns: u64) {
+        self.advanced_ns.set(self.advanced_ns.get() + ns);
     }
 
     /// Hold every fsync in flight (`true`) until released (`false`): it
@@ -175,7 +183,7 @@ impl Io for MemIo {
     type Task = std::future::Ready<Result<(), TaskFailed>>;
 
     fn now_ns(&self) -> u64 {
-        self.syncs.get() * self.sync_cost_ns.get()
+        self.advanced_ns.get() + self.syncs.get() * self.sync_cost_ns.get()
     }
 
     async fn sleep(&self, _duration_ns: u64) {}
