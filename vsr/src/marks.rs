@@ -290,8 +290,9 @@ pub const DRAIN_CORRUPT: &str = "drain_corrupt";
 /// A replica restarted with faulty journal slots, all at or below its log's
 /// head, and takes part in view changes instead of waiting `Recovering`.
 pub const FAULTY_JOURNAL_VOTES: &str = "faulty_journal_votes";
-/// A node's state-transfer fills used up a tick's time budget
-/// (`FILL_TICK_BUDGET_NS`): the rest waits for the next tick.
+/// A node's state-transfer fills used up their time: a tick's budget
+/// (`FILL_TICK_BUDGET_NS`), or half the node's time over the stretch of
+/// appending (`Node::fill_stretch`). The rest waits for a later tick.
 pub const FILL_TICK_BUDGET_SPENT: &str = "fill_tick_budget_spent";
 /// Placed by the simulator's storage latency (`shoal_sim::io`): an fsync
 /// was issued while another fsync of the same disk was in flight (in

@@ -145,7 +145,7 @@ const CI_TARGETED_SEEDS: &str = "0..1000";
 /// refill and a start_view's unvouched entries kept aside (3,518 and 1,676
 /// of seeds 0..4000 in session 33).
 /// view-churn must reach a backup keeping repair answers that arrive ahead
-/// of their parent and adopting them (1,486 and 1,489 of seeds 0..1500 in
+/// of their parent and adopting them (1,489 and 1,486 of seeds 0..1500 in
 /// session 34).
 const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 4] = [
     ("view-churn", "prepare_kept_ahead_of_parent,prepare_ahead_adopted"),

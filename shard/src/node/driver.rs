@@ -1568,10 +1568,8 @@ impl<I: Io> Node<I> {
                 idle_groups += 1;
             }
         }
-        let spent_ns = self.io.now_ns().saturating_sub(started_ns);
-        if let Some(stretch) = self.fill_stretch.as_mut() {
-            stretch.spent_ns += spent_ns;
-        }
+        let spent_ns = stretch.spent_ns + self.io.now_ns().saturating_sub(started_ns);
+        self.fill_stretch = Some(FillStretch { spent_ns, ..stretch });
         Ok(())
     }
 

@@ -233,10 +233,16 @@ impl Cluster {
         self.deliver_where(|_| true)
     }
 
-    pub fn drop_where(&mut self, mut matches: impl FnMut(&Envelope) -> bool) -> usize {
-        let before = self.queue.len();
-        self.queue.retain(|envelope| !matches(envelope));
-        before - self.queue.len()
+    pub fn drop_where(&mut self, matches: impl FnMut(&Envelope) -> bool) -> usize {
+        self.take_where(matches).len()
+    }
+
+    /// Remove every queued message that matches and hand them back, in
+    /// queue order (to deliver later, in another order).
+    pub fn take_where(&mut self, mut matches: impl FnMut(&Envelope) -> bool) -> Vec<Envelope> {
+        let (taken, kept) = std::mem::take(&mut self.queue).into_iter().partition(|envelope| matches(envelope));
+        self.queue = kept;
+        taken
     }
 
     pub fn pending(&self, mut matches: impl FnMut(&Envelope) -> bool) -> usize {

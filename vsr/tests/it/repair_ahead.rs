@@ -58,19 +58,13 @@ fn r2_head_after_one_round_answered_in_reverse() -> (u64, u64, Cluster) {
         for r in [0, 1, 2] {
             cluster.tick(r);
         }
-        let queued: Vec<Envelope> = cluster.queue.iter().filter(|e| is_answer_to_r2(e)).cloned().collect();
-        cluster.drop_where(is_answer_to_r2);
-        held.extend(queued);
+        held.extend(cluster.take_where(is_answer_to_r2));
         cluster.deliver_where(|e| !is_answer_to_r2(e));
-        let queued: Vec<Envelope> = cluster.queue.iter().filter(|e| is_answer_to_r2(e)).cloned().collect();
-        cluster.drop_where(is_answer_to_r2);
-        held.extend(queued);
+        held.extend(cluster.take_where(is_answer_to_r2));
     }
     assert!(asked_round(&cluster), "R2 asked for the {OPS_MISSED} ops after its head");
     cluster.deliver_where(|e| e.to != 2 || e.command() == Command::RequestPrepare);
-    let queued: Vec<Envelope> = cluster.queue.iter().filter(|e| is_answer_to_r2(e)).cloned().collect();
-    cluster.drop_where(is_answer_to_r2);
-    held.extend(queued);
+    held.extend(cluster.take_where(is_answer_to_r2));
     let answered: std::collections::BTreeSet<u64> =
         held.iter().map(|e| e.message.header.op).filter(|&op| op > head_before).collect();
     assert_eq!(answered.len() as u64, OPS_MISSED, "every missed op was answered: {answered:?}");
