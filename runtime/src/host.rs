@@ -810,7 +810,12 @@ impl SyncPlace {
             false => 0,
         };
         let lightly_loaded = calm_choices >= INLINE_SYNC_CALM_CHOICES_MIN;
-        (calm_choices, self.alone && !self.serves_other_shards && lightly_loaded)
+        (calm_choices, self.may_inline() && lightly_loaded)
+    }
+
+    /// Whether a flush here may ever block the thread with its fsync.
+    fn may_inline(self) -> bool {
+        self.alone && !self.serves_other_shards
     }
 }
 
@@ -889,6 +894,11 @@ impl Serving<'_> {
             alone: self.process.config.replica_count == 1,
             serves_other_shards: self.shard == ACCEPT_SHARD && self.process.shard_count.get() > 1,
         };
+        if !place.may_inline() {
+            // Never inline here: no need to walk every group for its load
+            // on each turn (a replica hosts up to `PARTITION_GROUPS_MAX`).
+            return;
+        }
         let (calm_choices, inline) = place.choose(self.calm_choices, node.requests_held());
         self.calm_choices = calm_choices;
         self.io.set_inline_sync(inline);
