@@ -158,6 +158,9 @@ struct Link {
     connection: Option<Connection>,
     /// Ticks until the next dial when `connection` is `None`.
     redial_in_ticks: u64,
+    /// The largest request the replica accepts, as the hello of its last
+    /// connection said (kept across redials).
+    replica_message_size_max_bytes: Option<u32>,
 }
 
 /// Reads one client keeps in flight at most (`send_read`).
@@ -201,7 +204,11 @@ impl Client {
         }
         // Validate the shared settings once, through the session rules.
         ClientSession::new(session_config(&config, Namespace::METADATA.raw()))?;
-        let links = config.addresses.iter().map(|_| Link { connection: None, redial_in_ticks: 0 }).collect();
+        let links = config
+            .addresses
+            .iter()
+            .map(|_| Link { connection: None, redial_in_ticks: 0, replica_message_size_max_bytes: None })
+            .collect();
         Ok(Client {
             config,
             links,
@@ -434,7 +441,7 @@ impl Client {
         operation: Operation,
         body: Rc<[u8]>,
     ) -> Result<(u64, Rc<[u8]>), ClientError> {
-        let (size_bytes, max_bytes) = (HEADER_SIZE_BYTES + body.len(), self.config.message_size_max_bytes);
+        let (size_bytes, max_bytes) = (HEADER_SIZE_BYTES + body.len(), self.message_size_max_bytes());
         if size_bytes > max_bytes as usize {
             return Err(ClientError::RequestTooLarge { size_bytes, max_bytes });
         }
@@ -595,7 +602,11 @@ impl Client {
         let mut found = None;
         for (replica, _) in ready.iter().enumerate().filter(|(_, ready)| **ready) {
             let Some(connection) = self.links[replica].connection.as_mut() else { continue };
-            let messages = match connection.poll(wait) {
+            let polled = connection.poll(wait);
+            if let Some(limit) = connection.replica_message_size_max_bytes() {
+                self.links[replica].replica_message_size_max_bytes = Some(limit);
+            }
+            let messages = match polled {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::debug!(%error, "connection lost");
@@ -646,6 +657,17 @@ impl Client {
             }
         }
         ready
+    }
+
+    /// The largest request this client sends: its own setting, or less
+    /// where a replica's hello said it accepts less (a request past a
+    /// replica's limit closes the connection it arrives on, and was resent
+    /// until it timed out; now it is refused here, with what to change).
+    fn message_size_max_bytes(&self) -> u32 {
+        self.links
+            .iter()
+            .filter_map(|link| link.replica_message_size_max_bytes)
+            .fold(self.config.message_size_max_bytes, u32::min)
     }
 
     fn connection(&mut self, replica: u8) -> Option<&mut Connection> {

@@ -67,6 +67,13 @@ impl Connection {
         self.replica
     }
 
+    /// The largest frame the replica accepts, header included, as its
+    /// hello said (`None` until the hello is in, or from a replica that
+    /// does not say).
+    pub fn replica_message_size_max_bytes(&self) -> Option<u32> {
+        self.decoder.peer_message_size_max_bytes()
+    }
+
     /// The socket, for waiting on several connections at once.
     pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;

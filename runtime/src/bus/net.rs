@@ -117,8 +117,12 @@ pub async fn run_connection(
     let fed = decoder.feed(preread);
     assert_eq!(fed, preread.len(), "a hello fits any receive buffer");
     let (outbox, receiver) = outbox(config.send_queue_frames_max, config.send_queue_bytes_max, metrics.clone());
-    // Our hello goes first, ahead of any queued frame.
-    let hello = Hello::new(config.cluster, config.local).encode().to_vec();
+    // Our hello goes first, ahead of any queued frame; it states our frame
+    // limit, so a client learns it before it sends a request past it.
+    let hello = Hello::new(config.cluster, config.local)
+        .stating_message_size_max(config.message_size_max_bytes)
+        .encode()
+        .to_vec();
     let _ = outbox.send(OutFrame::new(hello));
     let writer = {
         let mut stream = stream.clone();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shoal_client::Client;
+use shoal_client::{Client, ClientError};
 use shoal_runtime::DriverChoice;
 use shoal_shard::namespace::Namespace;
 use shoal_shard::node::partition_dir;
@@ -210,6 +210,31 @@ fn at_the_smallest_message_size_views_change_and_a_replica_a_journal_behind_catc
     append_round(&mut client, &mut acks, "all-back", 8);
 
     settle_then_check_every_replica(&mut cluster, &acks);
+}
+
+/// A client set for larger requests than the replicas take (the default
+/// 1 MiB against their 16 KiB) learns their limit from their hello: an
+/// append past it is refused by the client at once, naming the replicas'
+/// limit, where before it was sent, the replica closed the connection on
+/// it, and the client resent it until it timed out (30 s here) with "the
+/// cluster may have no quorum" (`bench server` with batches of 80 KiB
+/// against 64 KiB replicas, session 35). The client goes on appending.
+#[test]
+fn a_request_past_the_replicas_message_size_max_is_refused_by_the_client_with_their_limit() {
+    let mut cluster = Cluster::format("request-too-large");
+    let (mut client, mut acks) = start_with_topic(&mut cluster);
+    append_round(&mut client, &mut acks, "before", 4);
+    let limit_bytes = cluster.message_size_max_bytes;
+    assert!(limit_bytes < client_default_message_size_max(), "the client's own setting allows the request");
+    let error =
+        client.append_batch(Namespace::partition(1, 1, 0).unwrap(), &[vec![7u8; limit_bytes as usize]]).unwrap_err();
+    assert!(matches!(error, ClientError::RequestTooLarge { max_bytes, .. } if max_bytes == limit_bytes), "{error}");
+    append_round(&mut client, &mut acks, "after", 4);
+    assert_eq!(acks.values().map(Vec::len).sum::<usize>(), 8);
+}
+
+fn client_default_message_size_max() -> u32 {
+    shoal_client::ClientConfig::new(crate::process::CLUSTER, Vec::new()).message_size_max_bytes
 }
 
 /// The shard of a replica process that runs partition `partition`'s group.

@@ -38,7 +38,7 @@ fn closed_series(reason: &str) -> String {
 }
 
 fn client_hello(cluster: u128, version: u16) -> Vec<u8> {
-    Hello { version, cluster, peer: Peer::Client(0xbad) }.encode().to_vec()
+    Hello { version, cluster, peer: Peer::Client(0xbad), message_size_max_bytes: 0 }.encode().to_vec()
 }
 
 /// A well-formed, correctly checksummed prepare, as a backup would receive

@@ -180,13 +180,29 @@ pub struct ConnectionDecoder {
     /// While the buffer is lent for a read (`lend_buffer`): how many bytes
     /// it held then, and the most the read may append.
     lent: Option<(usize, usize)>,
+    /// The largest frame the peer's hello said it accepts (`None`: no
+    /// hello yet, or it did not say).
+    peer_message_size_max_bytes: Option<u32>,
 }
 
 impl ConnectionDecoder {
     pub fn new(config: DecoderConfig) -> ConnectionDecoder {
         assert!(config.message_size_max_bytes as usize >= HEADER_SIZE_BYTES);
         assert!(config.message_size_max_bytes <= MESSAGE_SIZE_MAX_BYTES);
-        ConnectionDecoder { config, state: State::AwaitHello, buffer: Vec::new(), pending: None, lent: None }
+        ConnectionDecoder {
+            config,
+            state: State::AwaitHello,
+            buffer: Vec::new(),
+            pending: None,
+            lent: None,
+            peer_message_size_max_bytes: None,
+        }
+    }
+
+    /// The largest frame the peer accepts, header included, as its hello
+    /// said (`None` before the hello, or from a peer that does not say).
+    pub fn peer_message_size_max_bytes(&self) -> Option<u32> {
+        self.peer_message_size_max_bytes
     }
 
     /// The receive buffer bound: one whole frame, the largest unit that must
@@ -336,6 +352,7 @@ impl ConnectionDecoder {
         }
         self.buffer.drain(..HELLO_SIZE_BYTES);
         self.state = State::Frames { peer: hello.peer };
+        self.peer_message_size_max_bytes = (hello.message_size_max_bytes > 0).then_some(hello.message_size_max_bytes);
         Decoded::Hello(hello.peer)
     }
 

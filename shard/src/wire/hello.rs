@@ -7,9 +7,17 @@
 //! corrupt hello is never mistaken for a role.
 //!
 //! Layout (little endian):
-//! `magic[0..8] version[8..10] role[10] replica[11] reserved[12..16]
+//! `magic[0..8] version[8..10] role[10] replica[11] message_size_max[12..16]
 //!  cluster[16..32] client[32..48] checksum[48..64]` where the checksum is
 //! `shoal_vsr::header::checksum` over bytes `0..48`.
+//!
+//! `message_size_max` is the largest frame the sender accepts (header
+//! included), 0 when it does not say: a replica states its limit, so a
+//! client configured for larger requests learns it on the first
+//! connection and refuses an oversized request itself, with an error that
+//! says what to change, instead of resending one the replica closes the
+//! connection on until the request times out. The bytes were reserved (and
+//! ignored) before: a hello of an older sender reads as 0.
 
 use shoal_vsr::header::checksum;
 
@@ -22,7 +30,7 @@ pub const BUS_PROTOCOL_VERSION: u16 = 1;
 const OFFSET_VERSION: usize = 8;
 const OFFSET_ROLE: usize = 10;
 const OFFSET_REPLICA: usize = 11;
-const OFFSET_RESERVED: usize = 12;
+const OFFSET_MESSAGE_SIZE_MAX: usize = 12;
 const OFFSET_CLUSTER: usize = 16;
 const OFFSET_CLIENT: usize = 32;
 const OFFSET_CHECKSUM: usize = 48;
@@ -43,6 +51,8 @@ pub struct Hello {
     pub version: u16,
     pub cluster: u128,
     pub peer: Peer,
+    /// The largest frame the sender accepts, header included; 0: not said.
+    pub message_size_max_bytes: u32,
 }
 
 /// Why 64 bytes are not a hello. Version and cluster are checked by the
@@ -59,7 +69,12 @@ pub enum HelloError {
 
 impl Hello {
     pub fn new(cluster: u128, peer: Peer) -> Hello {
-        Hello { version: BUS_PROTOCOL_VERSION, cluster, peer }
+        Hello { version: BUS_PROTOCOL_VERSION, cluster, peer, message_size_max_bytes: 0 }
+    }
+
+    /// This hello, stating the largest frame its sender accepts.
+    pub fn stating_message_size_max(self, message_size_max_bytes: u32) -> Hello {
+        Hello { message_size_max_bytes, ..self }
     }
 
     pub fn encode(&self) -> [u8; HELLO_SIZE_BYTES] {
@@ -72,6 +87,7 @@ impl Hello {
         };
         out[OFFSET_ROLE] = role;
         out[OFFSET_REPLICA] = replica;
+        out[OFFSET_MESSAGE_SIZE_MAX..OFFSET_CLUSTER].copy_from_slice(&self.message_size_max_bytes.to_le_bytes());
         out[OFFSET_CLUSTER..OFFSET_CLIENT].copy_from_slice(&self.cluster.to_le_bytes());
         out[OFFSET_CLIENT..OFFSET_CHECKSUM].copy_from_slice(&client.to_le_bytes());
         let sum = checksum(&out[..OFFSET_CHECKSUM]);
@@ -90,15 +106,14 @@ impl Hello {
         let version = u16::from_le_bytes([bytes[OFFSET_VERSION], bytes[OFFSET_VERSION + 1]]);
         let cluster = u128::from_le_bytes(bytes[OFFSET_CLUSTER..OFFSET_CLIENT].try_into().expect("16 bytes"));
         let client = u128::from_le_bytes(bytes[OFFSET_CLIENT..OFFSET_CHECKSUM].try_into().expect("16 bytes"));
-        // Reserved bytes are covered by the checksum and ignored, so a later
-        // version may use them without breaking this one's parsing.
-        let _ = &bytes[OFFSET_RESERVED..OFFSET_CLUSTER];
+        let message_size_max_bytes =
+            u32::from_le_bytes(bytes[OFFSET_MESSAGE_SIZE_MAX..OFFSET_CLUSTER].try_into().expect("4 bytes"));
         let peer = match bytes[OFFSET_ROLE] {
             ROLE_REPLICA => Peer::Replica(bytes[OFFSET_REPLICA]),
             ROLE_CLIENT => Peer::Client(client),
             value => return Err(HelloError::UnknownRole { value }),
         };
-        Ok(Hello { version, cluster, peer })
+        Ok(Hello { version, cluster, peer, message_size_max_bytes })
     }
 }
 
@@ -109,7 +124,7 @@ mod tests {
     #[test]
     fn hello_round_trips_and_any_flipped_bit_is_refused() {
         for peer in [Peer::Replica(2), Peer::Client(0xfeed_beef)] {
-            let hello = Hello::new(7, peer);
+            let hello = Hello::new(7, peer).stating_message_size_max(64 * 1024);
             let bytes = hello.encode();
             assert_eq!(Hello::decode(&bytes), Ok(hello));
             for index in 0..HELLO_SIZE_BYTES {
@@ -118,5 +133,14 @@ mod tests {
                 assert!(Hello::decode(&bad).is_err(), "flipped byte {index} accepted");
             }
         }
+    }
+
+    #[test]
+    fn a_hello_with_the_limit_unsaid_reads_as_zero_as_the_reserved_bytes_of_before_did() {
+        let bytes = Hello::new(7, Peer::Replica(1)).encode();
+        assert_eq!(bytes[OFFSET_MESSAGE_SIZE_MAX..OFFSET_CLUSTER], [0; 4], "unsaid is what the reserved bytes held");
+        assert_eq!(Hello::decode(&bytes).unwrap().message_size_max_bytes, 0);
+        let stated = Hello::new(7, Peer::Replica(1)).stating_message_size_max(8192);
+        assert_eq!(Hello::decode(&stated.encode()).unwrap().message_size_max_bytes, 8192);
     }
 }
