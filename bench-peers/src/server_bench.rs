@@ -297,6 +297,7 @@ pub fn main(args: &[String]) -> Result<(), BenchError> {
     let data_root = args.run.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     crate::check_data_root(&data_root)?;
     let batch_message_size_max = batch_message_size_max(&args)?;
+    check_producer_batches_fit(&args)?;
     let mut rows = Vec::new();
     let mut storage = Vec::new();
     for &replicas in &args.replica_counts {
@@ -556,6 +557,30 @@ fn parse_producer_shape(text: &str) -> Result<(usize, usize), String> {
         return Err(shape_error());
     }
     Ok((producers, batch))
+}
+
+/// Every producer phase's batch is one request of at most
+/// `--message-size-max` (the replicas' limit): checked before any cluster
+/// starts, so a shape that cannot fit fails at once with what to change.
+fn check_producer_batches_fit(args: &ServerArgs) -> Result<(), BenchError> {
+    let first_shape = (args.producers > 0).then_some((args.producers, args.producer_batch_messages));
+    for (_, batch) in first_shape.into_iter().chain(args.producer_shapes.iter().copied()) {
+        let needed_bytes = HEADER_SIZE_BYTES
+            + BATCH_HEADER_SIZE_BYTES
+            + batch * (args.message_size_bytes + BATCH_MESSAGE_OVERHEAD_BYTES);
+        if needed_bytes > args.message_size_max as usize {
+            return Err(BenchError::client(
+                "shoal",
+                "size the producer phases",
+                format!(
+                    "a producer batch of {batch} messages of {} bytes is a {needed_bytes}-byte request, past \
+                     --message-size-max {}: raise it or lower the batch",
+                    args.message_size_bytes, args.message_size_max
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `--message-size-max` a batch phase needs (a whole batch in one
