@@ -100,6 +100,8 @@ use std::rc::Rc;
 use shoal_vsr::header::{MESSAGE_SIZE_MAX_BYTES, checksum};
 use shoal_vsr::{Io, IoFile, OpenMode};
 
+use crate::node::join::join_pair;
+
 /// A segment rolls once the next record would take its records (sync slots
 /// excluded) past this size.
 pub const SEGMENT_SIZE_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -1180,13 +1182,24 @@ impl<I: Io> PartitionLog<I> {
         })
     }
 
+    /// Create the segment at `base_offset` and make it durable: its first
+    /// marker and its name. The two fsyncs (the file's, the directory's)
+    /// run at once: a crash that kept the name but not the marker leaves a
+    /// last segment of only its slots with no readable marker, which
+    /// `open` creates again; one that kept the marker but not the name
+    /// leaves the sealed segment last, full, and the next append rolls
+    /// again. Both were possible before too (a file system may make a new
+    /// name durable before any directory fsync), and no record goes into
+    /// the segment before both ended. One fsync less on every roll.
     async fn create_segment(&mut self, base_offset: u64) -> Result<()> {
         debug_assert!(self.segments.last().is_none_or(|s| s.next_offset() == base_offset));
         let path = self.dir.join(segment_file_name(base_offset));
         let file = self.io.open(&path, OpenMode::ReadWriteCreate).await.map_err(io_error("create", &path))?;
-        let segment = self.initialize_segment(base_offset, path, file).await?;
+        let (segment, dir_synced) =
+            join_pair(self.initialize_segment(base_offset, path, file), self.io.sync_dir(&self.dir)).await;
+        let segment = segment?;
         // The new name is durable only once the directory is fsynced.
-        self.io.sync_dir(&self.dir).await.map_err(io_error("sync_dir", &self.dir))?;
+        dir_synced.map_err(io_error("sync_dir", &self.dir))?;
         self.segments.push(segment);
         Ok(())
     }
@@ -1250,6 +1263,32 @@ impl<I: Io> PartitionLog<I> {
         active.size_bytes += (stop - start) as u64;
         active.hint_writeback();
         Ok(())
+    }
+
+    /// How many of `messages`, from the first, the log appends without a
+    /// roll, or with one roll at most when the first one rolls (the rest
+    /// then fill the new segment): what one append writes with at most one
+    /// roll. Lets a caller that must not roll twice in one call (a
+    /// state-transfer fill, one roll per part) append them in one call
+    /// instead of one append each.
+    pub fn messages_fitting_one_roll<M: AsRef<[u8]>>(&self, messages: &[M]) -> usize {
+        let fitting = self.messages_fitting(self.active().records_size_bytes(), messages);
+        if fitting > 0 { fitting } else { self.messages_fitting(0, messages) }
+    }
+
+    /// How many of `messages` a segment with `used_bytes` of records takes
+    /// (the rule of `append_batch`: a segment takes at least one record).
+    fn messages_fitting<M: AsRef<[u8]>>(&self, mut used_bytes: u64, messages: &[M]) -> usize {
+        let mut fitting = 0;
+        for message in messages.iter().take(APPEND_MESSAGES_MAX) {
+            let record_size = (RECORD_HEADER_SIZE_BYTES + message.as_ref().len()) as u64;
+            if used_bytes > 0 && used_bytes + record_size > self.config.segment_size_max_bytes {
+                break;
+            }
+            used_bytes += record_size;
+            fitting += 1;
+        }
+        fitting
     }
 
     /// Append `messages` as consecutive offsets and return the first one.

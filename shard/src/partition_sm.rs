@@ -398,13 +398,25 @@ impl<I: Io> PartitionStateMachine<I> {
             && appended_bytes < FILL_APPEND_BYTES_PER_CALL_MAX
             && self.log.segment_count() == segments_before
         {
-            // One message per append: a roll inside a larger append would
-            // run past the bound.
-            let message = &staged.messages[staged.appended];
-            let offset = self.log.append(std::slice::from_ref(message)).await?;
+            // What the active segment takes in one write, or, once it is
+            // full, a roll and what the new segment takes (never two rolls
+            // in one call), within the call's bound. One write per message
+            // cost a refill on the simulator's slow disk a write's latency
+            // each (swarm seed 29189, session 35).
+            let rest = &staged.messages[staged.appended..];
+            let mut count = 0;
+            let mut bytes = 0;
+            for message in &rest[..self.log.messages_fitting_one_roll(rest)] {
+                if count > 0 && appended_bytes + bytes + message.len() > FILL_APPEND_BYTES_PER_CALL_MAX {
+                    break;
+                }
+                bytes += message.len();
+                count += 1;
+            }
+            let offset = self.log.append(&rest[..count]).await?;
             assert_eq!(offset, staged.first_offset + staged.appended as u64, "the log appends where it ends");
-            appended_bytes += message.len();
-            staged.appended += 1;
+            appended_bytes += bytes;
+            staged.appended += count;
         }
         if staged.appended < staged.messages.len() {
             return Ok(true);

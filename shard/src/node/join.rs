@@ -61,6 +61,30 @@ pub async fn join_in_order<F: Future>(futures: Vec<F>) -> Joined<F::Output> {
     Joined { outputs, polls }
 }
 
+/// Drive two futures of different types to completion at once, `a`
+/// polled before `b` on every wake-up (deterministic, as
+/// `join_in_order`); their outputs as a pair.
+pub async fn join_pair<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let (mut a_output, mut b_output) = (None, None);
+    poll_fn(|cx| {
+        if a_output.is_none()
+            && let Poll::Ready(value) = a.as_mut().poll(cx)
+        {
+            a_output = Some(value);
+        }
+        if b_output.is_none()
+            && let Poll::Ready(value) = b.as_mut().poll(cx)
+        {
+            b_output = Some(value);
+        }
+        if a_output.is_some() && b_output.is_some() { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    (a_output.expect("a completed"), b_output.expect("b completed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +123,15 @@ mod tests {
         assert_eq!(joined.polls, 3, "the join counts its own polls");
         // Every future progressed before any finished its second step.
         assert_eq!(*log.borrow(), vec![0, 1, 2, 0, 2, 0]);
+    }
+
+    #[test]
+    fn a_pair_interleaves_and_returns_both_outputs() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let ((a, b), polls) = run(join_pair(yielding(1, 2, log.clone()), yielding(2, 0, log.clone())));
+        assert_eq!((a, b), (10, 20));
+        assert_eq!(polls, 3, "the pair waits for the slower");
+        assert_eq!(*log.borrow(), vec![1, 2, 1, 1], "b finished while a still yielded");
     }
 
     #[test]

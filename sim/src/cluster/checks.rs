@@ -821,8 +821,8 @@ mod tests {
 
     /// A byte of a prepare's header (its checksum covers it).
     const JOURNAL_SLOT_BYTE: u64 = 20;
-    /// The planted journal damage takes the op this far below the head:
-    /// its copy is durable by then, so the journal names it faulty.
+    /// The planted journal damage takes the op this far below the head
+    /// (once its copy is durable, so that the journal names it faulty).
     const JOURNAL_OPS_BELOW_HEAD: u64 = 2;
 
     #[derive(Debug, Clone, Copy)]
@@ -880,8 +880,17 @@ mod tests {
             }
             let plant = match plant {
                 Plant::JournalSlot { .. } => {
-                    let head = cluster.group_replica(1, group).expect("replica 1 runs").op();
-                    Plant::JournalSlot { op: head.saturating_sub(JOURNAL_OPS_BELOW_HEAD) }
+                    let shards = cluster.nodes[1].node.as_ref().expect("replica 1 runs");
+                    let g = shards.try_group(group).expect("replica 1 runs the group");
+                    let op = g.replica().op().saturating_sub(JOURNAL_OPS_BELOW_HEAD);
+                    // Only an op above the checkpoint (its slot is read at
+                    // the start) whose ring copy is durable (a torn one is
+                    // truncated, rightly): which op that is depends on the
+                    // run's timing.
+                    if op <= g.replica().checkpoint_op() || !g.storage().journal().is_durable(op) {
+                        continue;
+                    }
+                    Plant::JournalSlot { op }
                 }
                 other => other,
             };

@@ -687,3 +687,69 @@ fn a_rotten_sealed_segment_is_cut_and_refilled_from_a_peer() {
         assert_eq!(sm.snapshot(), peer.snapshot());
     }
 }
+
+/// A refill on a slow disk (the story of swarm seed 29189, session 35: a
+/// wiped replica refilled its whole log with the simulator's 16 KiB
+/// segments, and 2 s after the heal still lacked 441 offsets). A fill part
+/// wrote each message with its own write, and a roll ran its four fsyncs
+/// one after another. Now the records a segment takes go in one write, and
+/// the new segment's fsync runs beside its directory's. Fixed latencies, so
+/// the virtual time is exact: 1 ms a write, 10 ms an fsync.
+#[test]
+fn a_refill_writes_each_segments_records_at_once_and_a_roll_overlaps_two_of_its_fsyncs() {
+    const WRITE_NS: u64 = 1_000_000;
+    const SYNC_NS: u64 = 10_000_000;
+    let io_a = SimIo::new(20);
+    let mut a = open(&io_a);
+    for i in 0..40 {
+        send(&mut a, &message(i));
+    }
+    block_on_ready(a.persist()).unwrap();
+    let io_b = SimIo::new(21);
+    let mut b = open(&io_b);
+    b.restore(&a.snapshot()).unwrap();
+    send(&mut b, &message(40));
+    io_b.set_latency(Some(shoal_sim::io::LatencyProfile {
+        write_ns: (WRITE_NS, WRITE_NS),
+        sync_ns: (SYNC_NS, SYNC_NS),
+        read_ns: (1_000, 1_000),
+        tail_ppm: 0,
+    }));
+    let (segments_before, writes_before, started_ns) =
+        (b.log().segment_count(), io_b.disk().writes().0, shoal_vsr::Io::now_ns(&io_b));
+    // The fetched gap is whole: `fill` checks it and appends the first part.
+    on_clock(&io_b, b.fill(0, &fetched(0..40))).unwrap();
+    let mut parts = 1;
+    while b.fill_appending() {
+        on_clock(&io_b, b.fill_more()).unwrap();
+        parts += 1;
+    }
+    let rolls = b.log().segment_count() - segments_before;
+    let writes = io_b.disk().writes().0 - writes_before;
+    let elapsed_ns = shoal_vsr::Io::now_ns(&io_b) - started_ns;
+    assert!(rolls >= 4 && parts >= rolls, "the story crosses rolls, one a part: {rolls} rolls in {parts} parts");
+    // Per roll: the sealing marker, the new segment's marker and its first
+    // records; one write more for the last segment's records. One write per
+    // message was 40 writes besides the markers.
+    assert!(writes <= 3 * rolls as u64 + 1, "{writes} writes for {rolls} rolls of 40 messages");
+    // Per roll: the sealed records' fsync, the sealing marker's, then the new
+    // segment's and its directory's at once: three fsyncs' time, not four
+    // (the writes: two truncations, two markers, the records).
+    let roll_ns_max = 3 * SYNC_NS + 5 * WRITE_NS;
+    assert!(
+        elapsed_ns <= rolls as u64 * roll_ns_max + 2 * WRITE_NS,
+        "{elapsed_ns} ns for {rolls} rolls, over {roll_ns_max} ns a roll"
+    );
+    io_b.set_latency(None);
+    block_on_ready(b.persist()).unwrap();
+    assert_eq!(read_all(&b), expected(0..41));
+}
+
+/// Run `future` on `io`'s clock (its storage latencies pass in virtual
+/// time); no crash is armed.
+fn on_clock<F: std::future::Future>(io: &SimIo, future: F) -> F::Output {
+    match shoal_sim::io::block_on_io(io, future, &mut None) {
+        shoal_sim::io::Driven::Done(output) => output,
+        _ => unreachable!("no crash was armed"),
+    }
+}
