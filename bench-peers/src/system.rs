@@ -46,6 +46,14 @@ pub trait System {
     /// Append one message and resolve once the system acknowledged it. The
     /// future owns what it needs, so many can be in flight on spawned tasks.
     fn append(&self, payload: Vec<u8>) -> impl Future<Output = Result<(), BenchError>> + Send + 'static;
+    /// Append one message, the only one in flight (the one-at-a-time
+    /// phase), by the system's shortest client path. By default `append`;
+    /// a system whose `append` hands each message to another thread (a
+    /// blocking client library behind a queue) overrides it, so the phase
+    /// measures the system and not the hand-offs.
+    fn append_alone(&mut self, payload: Vec<u8>) -> impl Future<Output = Result<(), BenchError>> {
+        self.append(payload)
+    }
     /// Whether `read` works; `Err(why)` skips the read phase (its row says why).
     fn supports_reads(&self) -> Result<(), String> {
         Ok(())

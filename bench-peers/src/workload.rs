@@ -146,7 +146,12 @@ pub async fn run<S: System>(
         && phase.started.elapsed() < workload.sequential_duration_max
     {
         let issued = Instant::now();
-        append_one(system, workload, system_name, &mut next_index).await?;
+        let append = system.append_alone(payload(next_index, workload.message_size_bytes));
+        tokio::time::timeout(workload.append_timeout, append).await.map_err(|_| BenchError::AppendTimeout {
+            system: system_name,
+            timeout_s: workload.append_timeout.as_secs(),
+        })??;
+        next_index += 1;
         record(&mut latency_us, issued.elapsed());
     }
     results.push(phase.end(next_index - first_index, workload, latency_us, &pids)?);
