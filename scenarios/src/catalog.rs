@@ -204,7 +204,7 @@ impl Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 13] = [
+pub const SCENARIOS: [Scenario; 14] = [
     Scenario { name: "steady", summary: "no faults: the happy path must commit and converge", build: steady },
     Scenario {
         name: "partition-storm",
@@ -266,6 +266,11 @@ pub const SCENARIOS: [Scenario; 13] = [
         summary: "per-seed mix: each fault kind on with p=1/2 at a rate drawn from the seed",
         build: swarm,
     },
+    Scenario {
+        name: "swarm-buggify",
+        summary: "swarm's draw, with buggify on: half the code's buggify sites take their rare, legal path",
+        build: swarm_buggify,
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static Scenario, CatalogError> {
@@ -297,6 +302,7 @@ fn base(seed: u64, scenario: &str) -> RunConfig {
         partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
         storage_latent_error_page_bytes: 0,
         partition_scrub_bytes_per_tick: 0,
+        buggify_ppm: 0,
     }
 }
 
@@ -497,6 +503,20 @@ pub fn session_churn(seed: u64) -> RunConfig {
 
 /// Swarm testing: every seed gets its own mix, so a sweep covers runs with
 /// few fault kinds at high rates as well as many kinds at low rates.
+/// swarm-buggify: buggify sites that are on take their other path at this
+/// rate (one call in four, as FoundationDB's BUGGIFY fires).
+pub const BUGGIFY_FIRE_PPM: u32 = 250_000;
+
+/// Swarm's config for the seed, with buggify on (`shoal_vsr::buggify`):
+/// the same draw, so a seed's faults are swarm's; the schedule differs
+/// wherever a site fires.
+pub fn swarm_buggify(seed: u64) -> RunConfig {
+    let mut config = swarm(seed);
+    config.scenario = "swarm-buggify".to_string();
+    config.buggify_ppm = BUGGIFY_FIRE_PPM;
+    config
+}
+
 pub fn swarm(seed: u64) -> RunConfig {
     let mut config = base(seed, "swarm");
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SWARM_SEED_SALT);
@@ -612,7 +632,7 @@ mod tests {
             let config = scenario.config(42);
             assert_eq!(config.scenario, scenario.name);
             assert_eq!(config.seed, 42);
-            if scenario.name == "swarm" {
+            if scenario.name.starts_with("swarm") {
                 assert!(SWARM_REPLICA_COUNTS.contains(&config.replica_count));
             } else if scenario.name == "view-churn" {
                 assert_eq!(config.replica_count, 5, "view-churn needs minorities that reach one member");
@@ -620,8 +640,12 @@ mod tests {
                 assert_eq!(config.replica_count, 3);
             }
             assert!(!config.record_trace);
+            assert_eq!(config.buggify_ppm > 0, scenario.name == "swarm-buggify", "only swarm-buggify buggifies");
             assert_eq!(find(scenario.name).unwrap().name, scenario.name);
         }
+        let (plain, buggified) = (swarm(42), swarm_buggify(42));
+        assert_eq!(buggified.faults, plain.faults, "swarm-buggify draws swarm's faults");
+        assert_eq!(buggified.replica_count, plain.replica_count);
         assert_eq!(steady(1).faults, FaultMix::none());
         assert_ne!(partition_storm(1).faults, FaultMix::none());
     }

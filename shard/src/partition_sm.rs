@@ -406,7 +406,12 @@ impl<I: Io> PartitionStateMachine<I> {
             let rest = &staged.messages[staged.appended..];
             let mut count = 0;
             let mut bytes = 0;
-            for message in &rest[..self.log.messages_fitting_one_roll(rest)] {
+            let fitting = if shoal_vsr::buggify!(shoal_vsr::buggify::FILL_PART_ONE_MESSAGE) {
+                1
+            } else {
+                self.log.messages_fitting_one_roll(rest)
+            };
+            for message in &rest[..fitting] {
                 if count > 0 && appended_bytes + bytes + message.len() > FILL_APPEND_BYTES_PER_CALL_MAX {
                     break;
                 }

@@ -196,6 +196,8 @@ pub const LIVENESS_EXTENSIONS_PER_REPLICA_MAX: u32 = 1 + LIVENESS_SELF_STOPS_MAX
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
+/// Salt of the seed buggify draws its sites and firings from.
+const SEED_STREAM_BUGGIFY: u64 = 0x6275_6767_6966_7900;
 const CONVERGENCE_CHECK_TICKS: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -640,6 +642,12 @@ impl Cluster {
         // Marks a previous run on this thread left (one that panicked) are
         // not this run's.
         let _ = shoal_vsr::marks::take();
+        // Buggify is this run's alone: on from its seed when asked, else
+        // off (a run that panicked may have left it on).
+        match config.buggify_ppm {
+            0 => shoal_vsr::buggify::disable(),
+            fire_ppm => shoal_vsr::buggify::enable(config.seed ^ SEED_STREAM_BUGGIFY, fire_ppm),
+        }
         let mut cluster = Cluster {
             config: config.clone(),
             rng,
@@ -1250,7 +1258,10 @@ impl Cluster {
             availability_window_max_ns: self.availability.max_ns(),
             availability_windows: self.availability.take_windows(),
             history: std::mem::take(&mut self.history),
-            marks: shoal_vsr::marks::take().into_iter().map(|(name, count)| (name.to_string(), count)).collect(),
+            marks: {
+                shoal_vsr::buggify::disable();
+                shoal_vsr::marks::take().into_iter().map(|(name, count)| (name.to_string(), count)).collect()
+            },
         }
     }
 

@@ -219,6 +219,7 @@ impl RunConfig {
             partition_segment_size_max_bytes: default_partition_segment_size_max_bytes(),
             storage_latent_error_page_bytes: 0,
             partition_scrub_bytes_per_tick: 0,
+            buggify_ppm: 0,
         }
     }
 }
@@ -298,6 +299,11 @@ pub struct RunConfig {
     /// runs that do not ask keep the schedule they had before it existed.
     #[serde(default)]
     pub partition_scrub_bytes_per_tick: u64,
+    /// Buggify (`shoal_vsr::buggify`): 0 (the default) is off; otherwise
+    /// half the sites, chosen from the seed, take their other path at this
+    /// rate (per million calls).
+    #[serde(default)]
+    pub buggify_ppm: u32,
 }
 
 fn default_partition_segment_size_max_bytes() -> u64 {

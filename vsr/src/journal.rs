@@ -2836,7 +2836,7 @@ impl<I: Io> PrepareJournal<I> {
     /// copy is always at least as new as a carried one (recovery prefers
     /// the ring).
     fn copies_to_carry(&self, first_op: u64) -> Vec<Header> {
-        if first_op <= self.file_op_written_max {
+        if first_op <= self.file_op_written_max || crate::buggify!(crate::buggify::JOURNAL_COPIES_NOT_CARRIED) {
             return Vec::new();
         }
         let farthest = first_op.saturating_sub(self.config.copies_carried_max());

@@ -8,6 +8,7 @@
 //! effect goes through `Io`, so the simulator can run this code from one seed
 //! and crash it between any two steps.
 
+pub mod buggify;
 pub mod checkpoint;
 pub mod header;
 pub mod io;

@@ -38,6 +38,13 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
+    // Buggify's sites count as marks when they fire (`crate::buggify`).
+    crate::buggify::AHEAD_NOT_KEPT,
+    crate::buggify::FILL_PART_DEFERRED,
+    crate::buggify::FILL_PART_ONE_MESSAGE,
+    crate::buggify::JOURNAL_COPIES_NOT_CARRIED,
+    crate::buggify::READ_ANSWER_SHORT,
+    crate::buggify::REQUEST_REFUSED_BUSY,
     CHECKPOINT_ANCHOR_COMMITTED_OWN_JOURNAL,
     CHECKPOINT_ASSEMBLY_RESTARTED,
     CHECKPOINT_BESIDE_APPENDS,

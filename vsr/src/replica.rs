@@ -1190,7 +1190,8 @@ impl<S: StateMachine> Replica<S> {
         let client = message.header.client;
         if let Some(queued) = self.request_queue.iter_mut().find(|queued| queued.header.client == client) {
             *queued = message;
-        } else if self.request_queue.len() >= REQUEST_QUEUE_MAX {
+        } else if self.request_queue.len() >= REQUEST_QUEUE_MAX || crate::buggify!(crate::buggify::REQUEST_REFUSED_BUSY)
+        {
             self.drop_message("request_queue_full");
             // Told at once, not left to its retry timeout: the client backs
             // off and sends the same request (same number) again.
@@ -1481,7 +1482,7 @@ impl<S: StateMachine> Replica<S> {
             && !self.is_primary()
             && header.view == self.view
             && header.op < self.checkpoint_op + self.config.journal_slot_count;
-        if !keepable {
+        if !keepable || crate::buggify!(crate::buggify::AHEAD_NOT_KEPT) {
             return false;
         }
         if let Some(kept) = self.ahead.get(&header.op) {

@@ -96,7 +96,7 @@ compaction_finished_for_storage,compaction_covered_staged,compaction_ring_copy_r
 partition_sealed_segment_reopened,compaction_spare_cleared_beside,checkpoint_not_durable_unserved,\
 checkpoint_with_gap_unserved";
 /// Scenarios whose seed 0 CI runs twice to check determinism.
-const CI_DETERMINISM_SCENARIOS: [&str; 11] = [
+const CI_DETERMINISM_SCENARIOS: [&str; 12] = [
     "steady",
     "partition-storm",
     "disk-rot",
@@ -108,6 +108,7 @@ const CI_DETERMINISM_SCENARIOS: [&str; 11] = [
     "view-churn",
     "session-churn",
     "swarm",
+    "swarm-buggify",
 ];
 /// Targeted scenarios CI sweeps beside swarm: the schedules that found the
 /// safety holes (deposed primaries, wiped disks, session eviction, and
@@ -120,8 +121,9 @@ const CI_DETERMINISM_SCENARIOS: [&str; 11] = [
 /// partition fsyncs then damage past them, which finds the salvage that
 /// promised page-cache records 1 seed in 250 without its fix (session 30);
 /// and partition-misdirect, a segment's marker written elsewhere in the
-/// segment (session 32).
-const CI_TARGETED_SCENARIOS: [&str; 8] = [
+/// segment (session 32); and swarm-buggify, swarm with the code's buggify
+/// sites taking their rare paths (session 35).
+const CI_TARGETED_SCENARIOS: [&str; 9] = [
     "view-churn",
     "session-churn",
     "disk-rot",
@@ -130,6 +132,7 @@ const CI_TARGETED_SCENARIOS: [&str; 8] = [
     "fsync-steps",
     "partition-fsync",
     "partition-misdirect",
+    "swarm-buggify",
 ];
 const CI_TARGETED_SEEDS: &str = "0..1000";
 /// Rare paths a targeted sweep must reach (`--require-marks`), by scenario:
@@ -147,13 +150,20 @@ const CI_TARGETED_SEEDS: &str = "0..1000";
 /// view-churn must reach a backup keeping repair answers that arrive ahead
 /// of their parent and adopting them (1,489 and 1,486 of seeds 0..1500 in
 /// session 34).
-const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 4] = [
+/// swarm-buggify must fire every buggify site (the rarest, a deferred fill
+/// part, in 7 of seeds 0..600 in session 35).
+const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 5] = [
     ("view-churn", "prepare_kept_ahead_of_parent,prepare_ahead_adopted"),
     ("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment"),
     ("partition-fsync", "partition_salvage_rewrote_unpromised"),
     (
         "partition-misdirect",
         "partition_scrub_found_damage,partition_scrub_paused_for_fill,unvouched_prepare_kept_aside",
+    ),
+    (
+        "swarm-buggify",
+        "buggify_ahead_not_kept,buggify_fill_part_deferred,buggify_fill_part_one_message,\
+         buggify_journal_copies_not_carried,buggify_read_answer_short,buggify_request_refused_busy",
     ),
 ];
 const CI_TARGETED_TIME_LIMIT: &str = "3m";

@@ -3,6 +3,7 @@
 //! fake simulator for the failure paths the real one cannot yet produce.
 
 mod binary;
+mod buggify;
 mod fake_cli;
 mod k8s;
 mod liveness_seeds;

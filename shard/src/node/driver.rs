@@ -1540,6 +1540,9 @@ impl<I: Io> Node<I> {
             self.fill_stretch = None;
             return Ok(());
         }
+        if shoal_vsr::buggify!(shoal_vsr::buggify::FILL_PART_DEFERRED) {
+            return Ok(());
+        }
         let started_ns = self.io.now_ns();
         let stretch = *self.fill_stretch.get_or_insert(FillStretch { began_ns: started_ns, spent_ns: 0 });
         // At most half the node's time over the stretch (plus one tick's

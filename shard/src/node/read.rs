@@ -65,7 +65,10 @@ pub async fn answer<I: Io>(
         marks::hit(marks::READ_UNAVAILABLE);
         return Ok(Served::Answer(ReadAnswer::Unavailable { committed_end }));
     }
-    let count_max = u64::from(request.count_max.min(READ_MESSAGES_MAX)).min(committed_end - request.offset);
+    let mut count_max = u64::from(request.count_max.min(READ_MESSAGES_MAX)).min(committed_end - request.offset);
+    if shoal_vsr::buggify!(shoal_vsr::buggify::READ_ANSWER_SHORT) {
+        count_max = 1;
+    }
     let batch_max_bytes = request.batch_size_max_bytes();
     // A log record is larger than its place in the reply's batch by the
     // difference of their per-message overheads: load that much more per

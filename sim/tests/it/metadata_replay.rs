@@ -34,6 +34,7 @@ fn every_replica_restarts_once(seed: u64) -> RunConfig {
         partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
         storage_latent_error_page_bytes: 0,
         partition_scrub_bytes_per_tick: 0,
+        buggify_ppm: 0,
     }
 }
 

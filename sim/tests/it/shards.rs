@@ -136,6 +136,7 @@ fn run_config_adapter_takes_seed_shards_and_shard_faults() {
         partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
         storage_latent_error_page_bytes: 0,
         partition_scrub_bytes_per_tick: 0,
+        buggify_ppm: 0,
     };
     let config = ShardWorldConfig::from_run_config(&run);
     assert_eq!((config.seed, config.shard_count, config.replica_count), (77, 4, 3));

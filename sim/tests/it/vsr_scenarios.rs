@@ -28,6 +28,7 @@ fn story(seed: u64, script: Vec<ScriptedFault>) -> RunConfig {
         partition_segment_size_max_bytes: shoal_sim::PARTITION_SEGMENT_SIZE_MAX_BYTES,
         storage_latent_error_page_bytes: 0,
         partition_scrub_bytes_per_tick: 0,
+        buggify_ppm: 0,
     }
 }
 
