@@ -24,9 +24,11 @@ pub const SITE_ON_ONE_IN: u64 = 2;
 /// Every site, by name (each is also a coverage mark, counted when it fires).
 pub const SITES: &[&str] = &[
     AHEAD_NOT_KEPT,
+    CHECKPOINT_ANSWER_ONE_CHUNK,
     FILL_PART_DEFERRED,
     FILL_PART_ONE_MESSAGE,
     JOURNAL_COPIES_NOT_CARRIED,
+    PACK_OF_ONE,
     READ_ANSWER_SHORT,
     REQUEST_REFUSED_BUSY,
 ];
@@ -34,6 +36,9 @@ pub const SITES: &[&str] = &[
 /// A backup does not keep a prepare that arrived ahead of its parent (it
 /// asks again a repair round later, as before `Replica::ahead`).
 pub const AHEAD_NOT_KEPT: &str = "buggify_ahead_not_kept";
+/// A replica answers a catch-up request with one checkpoint chunk (the
+/// rest is asked for piece by piece).
+pub const CHECKPOINT_ANSWER_ONE_CHUNK: &str = "buggify_checkpoint_answer_one_chunk";
 /// A node appends no state-transfer fill part this tick.
 pub const FILL_PART_DEFERRED: &str = "buggify_fill_part_deferred";
 /// A fill part appends one message.
@@ -41,6 +46,8 @@ pub const FILL_PART_ONE_MESSAGE: &str = "buggify_fill_part_one_message";
 /// The journal writes the ring copies of the previous flush to the ring,
 /// not carried with the next write.
 pub const JOURNAL_COPIES_NOT_CARRIED: &str = "buggify_journal_copies_not_carried";
+/// A primary prepares one queued request, not a pack of several.
+pub const PACK_OF_ONE: &str = "buggify_pack_of_one";
 /// A read is answered with one message (a reply bound could cut it so).
 pub const READ_ANSWER_SHORT: &str = "buggify_read_answer_short";
 /// A primary refuses a request it would have queued, as if its queue were

@@ -40,9 +40,11 @@ macro_rules! mark {
 pub const MARKS: &[&str] = &[
     // Buggify's sites count as marks when they fire (`crate::buggify`).
     crate::buggify::AHEAD_NOT_KEPT,
+    crate::buggify::CHECKPOINT_ANSWER_ONE_CHUNK,
     crate::buggify::FILL_PART_DEFERRED,
     crate::buggify::FILL_PART_ONE_MESSAGE,
     crate::buggify::JOURNAL_COPIES_NOT_CARRIED,
+    crate::buggify::PACK_OF_ONE,
     crate::buggify::READ_ANSWER_SHORT,
     crate::buggify::REQUEST_REFUSED_BUSY,
     CHECKPOINT_ANCHOR_COMMITTED_OWN_JOURNAL,

@@ -1272,7 +1272,8 @@ impl<S: StateMachine> Replica<S> {
         let message_size_max_bytes = self.config.message_size_max_bytes as usize;
         let mut pack: Vec<Message> = Vec::new();
         let mut packed_size_bytes = HEADER_SIZE_BYTES + PACKED_PREFIX_SIZE_BYTES;
-        while pack.len() < PREPARE_REQUESTS_MAX {
+        let requests_max = if crate::buggify!(crate::buggify::PACK_OF_ONE) { 1 } else { PREPARE_REQUESTS_MAX };
+        while pack.len() < requests_max {
             let Some(front) = self.request_queue.front() else { break };
             let entry_size_bytes = PACKED_ENTRY_HEADER_SIZE_BYTES + front.body.len();
             if !pack.is_empty() && packed_size_bytes + entry_size_bytes > message_size_max_bytes {
@@ -2873,7 +2874,11 @@ impl<S: StateMachine> Replica<S> {
             served.snapshot_checksum,
             from_offset_bytes,
             self.config.message_size_max_bytes,
-            self.config.checkpoint_chunks_per_answer_max,
+            if crate::buggify!(crate::buggify::CHECKPOINT_ANSWER_ONE_CHUNK) {
+                1
+            } else {
+                self.config.checkpoint_chunks_per_answer_max
+            },
         );
         for chunk in chunks {
             let mut header = self.new_header(Command::Checkpoint);

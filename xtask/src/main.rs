@@ -151,7 +151,7 @@ const CI_TARGETED_SEEDS: &str = "0..1000";
 /// of their parent and adopting them (1,489 and 1,486 of seeds 0..1500 in
 /// session 34).
 /// swarm-buggify must fire every buggify site (the rarest, a deferred fill
-/// part, in 7 of seeds 0..600 in session 35).
+/// part, in 4 of seeds 0..400 in session 35).
 const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 5] = [
     ("view-churn", "prepare_kept_ahead_of_parent,prepare_ahead_adopted"),
     ("disk-rot-pages", "journal_write_page_completed,partition_salvage_emptied_segment"),
@@ -162,8 +162,9 @@ const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 5] = [
     ),
     (
         "swarm-buggify",
-        "buggify_ahead_not_kept,buggify_fill_part_deferred,buggify_fill_part_one_message,\
-         buggify_journal_copies_not_carried,buggify_read_answer_short,buggify_request_refused_busy",
+        "buggify_ahead_not_kept,buggify_checkpoint_answer_one_chunk,buggify_fill_part_deferred,\
+         buggify_fill_part_one_message,buggify_journal_copies_not_carried,buggify_pack_of_one,\
+         buggify_read_answer_short,buggify_request_refused_busy",
     ),
 ];
 const CI_TARGETED_TIME_LIMIT: &str = "3m";
