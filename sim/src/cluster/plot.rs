@@ -327,24 +327,36 @@ impl Cluster {
             let known = others().filter_map(|r| self.group_replica(r, group).map(|x| x.commit_max())).max();
             let floor = others().filter_map(|r| self.group_replica(r, group).map(|x| x.commit_min())).max();
             let (Some(known), Some(floor)) = (known, floor) else { return false };
+            // An applied op counts only while the replica's partition log
+            // holds what it applied: one refilling a gap (rot, a salvage)
+            // may have lost the op's messages with the journal's copy gone
+            // past its checkpoint (swarm-buggify seed 4718, session 35: the
+            // old primary, the op's last holder once its acker was wiped,
+            // had lost them to partition rot; every replica then waited).
             (floor + 1..=known).all(|op| {
-                others().any(|r| self.group_replica(r, group).is_some_and(|x| x.has_body(op) || op <= x.commit_min()))
+                others().any(|r| {
+                    self.group_replica(r, group).is_some_and(|x| {
+                        x.has_body(op) || (op <= x.commit_min() && x.state_machine().missing().is_none())
+                    })
+                })
             })
         })
     }
 
     /// Every replica but `victim` runs with its state: none is down, to be
-    /// wiped, carrying journal damage it has not yet found or repaired, or
-    /// `Recovering` (rejoining after a wipe, or with a faulty journal) in
-    /// any group.
+    /// wiped, carrying journal damage it has not yet found or repaired,
+    /// `Recovering` (rejoining after a wipe, or with a faulty journal), or
+    /// refilling its partition log from peers, in any group.
     fn others_hold_their_state(&self, victim: u8) -> bool {
         (0..self.config.replica_count).filter(|r| *r != victim).all(|r| {
             let process = &self.nodes[r as usize];
             process.up
                 && !process.wipe_on_restart
                 && !process.rotted_while_running
-                && (0..self.namespaces.len())
-                    .all(|group| self.group_replica(r, group).is_some_and(|x| !super::faults::impaired(x)))
+                && (0..self.namespaces.len()).all(|group| {
+                    self.group_replica(r, group)
+                        .is_some_and(|x| !super::faults::impaired(x) && x.state_machine().missing().is_none())
+                })
         })
     }
 
