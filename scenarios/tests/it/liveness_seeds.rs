@@ -633,3 +633,18 @@ fn swarm_90_shrunk_a_late_state_data_answer_costs_no_fsync() {
 fn swarm_7888_a_rejoined_replicas_refill_leaves_its_node_time_each_tick() {
     assert_swarm_as_drawn_now_passes(7888);
 }
+
+/// swarm-buggify seed 3522 (session 35, the sweep of buggify's first
+/// version): a backup of five, four shards, changed its view in a quiet
+/// period. Its shard 3 was taking three groups through their view
+/// changes, each frame a durable step of 15 ms on a slow disk, and the
+/// simulator served the shards' inboxes in the order their drains were
+/// queued: shard 3 queued its next drain before shard 0's waiting drain
+/// re-queued, every time, so group 1 on shard 0 got no heartbeat for
+/// 0.9 s. A testbed bug (a server's shards are threads of their own);
+/// fixed by keeping a waiting shard's place in line (`drain_place`).
+#[test]
+fn swarm_buggify_3522_a_shard_waiting_for_its_turn_keeps_its_place() {
+    let outcome = shoal_sim::run(&shoal_scenarios::catalog::swarm_buggify(3522));
+    assert!(matches!(outcome.verdict, Verdict::Pass), "swarm-buggify seed 3522: {:?}", outcome.verdict);
+}
