@@ -352,22 +352,30 @@ fn fill_writes_a_peers_messages_only_once_they_chain_to_the_checkpoint() {
     assert_eq!(b.snapshot(), a.snapshot());
 }
 
+/// Replica a applies and persists 40 messages; replica b restores a's
+/// checkpoint and applies the 41st, so its log lacks offsets 0..40 (a
+/// state transfer's gap). Seeds `seed` and `seed + 1`; b's `SimIo` too.
+fn forty_behind(seed: u64) -> (PartitionStateMachine<SimIo>, PartitionStateMachine<SimIo>, SimIo) {
+    let io_a = SimIo::new(seed);
+    let mut a = open(&io_a);
+    for i in 0..40 {
+        send(&mut a, &message(i));
+    }
+    block_on_ready(a.persist()).unwrap();
+    let io_b = SimIo::new(seed + 1);
+    let mut b = open(&io_b);
+    b.restore(&a.snapshot()).unwrap();
+    send(&mut b, &message(40));
+    (a, b, io_b)
+}
+
 /// A checked gap goes into the log a part per call, each part ending at the
 /// first roll to a new segment (or at `FILL_APPEND_BYTES_PER_CALL_MAX`), so
 /// a large gap never holds the node for its whole write; meanwhile nothing
 /// is asked for again and nothing behind the gap is persisted.
 #[test]
 fn a_checked_fill_is_appended_a_part_per_call_each_ending_at_a_roll() {
-    let io_a = SimIo::new(18);
-    let mut a = open(&io_a);
-    for i in 0..40 {
-        send(&mut a, &message(i));
-    }
-    block_on_ready(a.persist()).unwrap();
-    let io_b = SimIo::new(19);
-    let mut b = open(&io_b);
-    b.restore(&a.snapshot()).unwrap();
-    send(&mut b, &message(40));
+    let (mut a, mut b, _io_b) = forty_behind(18);
     assert_eq!(b.missing(), Some(0..40));
 
     let segments_before = b.log().segment_count();
@@ -699,16 +707,7 @@ fn a_rotten_sealed_segment_is_cut_and_refilled_from_a_peer() {
 fn a_refill_writes_each_segments_records_at_once_and_a_roll_overlaps_two_of_its_fsyncs() {
     const WRITE_NS: u64 = 1_000_000;
     const SYNC_NS: u64 = 10_000_000;
-    let io_a = SimIo::new(20);
-    let mut a = open(&io_a);
-    for i in 0..40 {
-        send(&mut a, &message(i));
-    }
-    block_on_ready(a.persist()).unwrap();
-    let io_b = SimIo::new(21);
-    let mut b = open(&io_b);
-    b.restore(&a.snapshot()).unwrap();
-    send(&mut b, &message(40));
+    let (_a, mut b, io_b) = forty_behind(20);
     io_b.set_latency(Some(shoal_sim::io::LatencyProfile {
         write_ns: (WRITE_NS, WRITE_NS),
         sync_ns: (SYNC_NS, SYNC_NS),
