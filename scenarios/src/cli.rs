@@ -57,6 +57,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Shrink a failing seed's config while it fails with the same checker.
     Shrink(ShrinkArgs),
+    /// Print a seed's config as JSON (what `shrink` writes and `--config`
+    /// reads), to edit and run, e.g. with a longer liveness phase.
+    Config(Target),
     /// Render reports of a run.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -259,6 +262,10 @@ fn dispatch(command: Command, runner: Runner<'_>, out: &mut dyn Write) -> Result
         Command::Sweep(args) => sweep_command(args, runner, out),
         Command::Replay(args) => replay_command(args, runner, out),
         Command::Shrink(args) => shrink_command(args, runner, out),
+        Command::Config(target) => {
+            write!(out, "{}", replay::config_json(&target.resolve()?))?;
+            Ok(0)
+        }
         Command::Report(ReportCommand::Timeline { target, out: path }) => timeline(&target, &path, runner, out),
         Command::Report(ReportCommand::Merge(args)) => merge_command(args, out),
         Command::Bench(args) => {

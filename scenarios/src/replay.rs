@@ -27,8 +27,13 @@ pub fn load_config(path: &Path) -> Result<RunConfig, ReplayError> {
     serde_json::from_str(&text).map_err(|source| ReplayError::ConfigParse { path: path.display().to_string(), source })
 }
 
+/// `config` as the JSON `save_config` writes and `load_config` reads.
+pub fn config_json(config: &RunConfig) -> String {
+    serde_json::to_string_pretty(config).expect("RunConfig serializes") + "\n"
+}
+
 pub fn save_config(path: &Path, config: &RunConfig) -> Result<(), ReplayError> {
-    let text = serde_json::to_string_pretty(config).expect("RunConfig serializes") + "\n";
+    let text = config_json(config);
     std::fs::write(path, text).map_err(|source| ReplayError::Write { path: path.display().to_string(), source })
 }
 

@@ -154,3 +154,15 @@ fn json_report_carries_summed_marks_in_the_shape_merge_reads() {
     ]);
     assert_eq!(report.report.marks, expected);
 }
+
+#[test]
+fn config_prints_a_seeds_config_that_run_takes_back_as_it_is() {
+    let (code, json) = cli(&fake::run, &["config", "--seed", "9", "--scenario", "partition-storm"]);
+    assert_eq!(code, 0, "{json}");
+    let config: shoal_sim::RunConfig = serde_json::from_str(&json).expect("the printed config parses");
+    assert_eq!(config, shoal_scenarios::catalog::partition_storm(9), "the printed config is the seed's");
+    let path = scratch_dir("config").join("seed9.json");
+    std::fs::write(&path, &json).unwrap();
+    let (code, summary) = cli(&fake::run, &["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "the fake fails partition-storm seed 9 the same way from the file:\n{summary}");
+}
