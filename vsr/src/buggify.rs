@@ -30,7 +30,9 @@ pub const SITES: &[&str] = &[
     JOURNAL_COPIES_NOT_CARRIED,
     PACK_OF_ONE,
     READ_ANSWER_SHORT,
+    READ_UNAVAILABLE,
     REQUEST_REFUSED_BUSY,
+    STATE_DATA_ANSWER_SHORT,
 ];
 
 /// A backup does not keep a prepare that arrived ahead of its parent (it
@@ -50,6 +52,11 @@ pub const JOURNAL_COPIES_NOT_CARRIED: &str = "buggify_journal_copies_not_carried
 pub const PACK_OF_ONE: &str = "buggify_pack_of_one";
 /// A read is answered with one message (a reply bound could cut it so).
 pub const READ_ANSWER_SHORT: &str = "buggify_read_answer_short";
+/// A replica answers a read it could serve as unavailable (as one whose
+/// log a state transfer left short does; the reader asks another).
+pub const READ_UNAVAILABLE: &str = "buggify_read_unavailable";
+/// A replica answers a peer's state data request with one message.
+pub const STATE_DATA_ANSWER_SHORT: &str = "buggify_state_data_answer_short";
 /// A primary refuses a request it would have queued, as if its queue were
 /// full (the client backs off and sends it again).
 pub const REQUEST_REFUSED_BUSY: &str = "buggify_request_refused_busy";

@@ -1496,7 +1496,10 @@ impl<I: Io> Node<I> {
         // Written (not synced): a committed message is served from what the
         // log holds; the asker proves it by the checksum chain.
         g.write_partition().await?;
-        let count = request.request.min(STATE_DATA_MESSAGES_MAX) as usize;
+        let mut count = request.request.min(STATE_DATA_MESSAGES_MAX) as usize;
+        if shoal_vsr::buggify!(shoal_vsr::buggify::STATE_DATA_ANSWER_SHORT) {
+            count = count.min(1);
+        }
         let messages = g.replica.state_machine().read(request.context, count).await;
         // The answer is as many frames as the messages need, each within
         // the group's message size: one frame of 64 large messages would be

@@ -60,7 +60,10 @@ pub async fn answer<I: Io>(
         return Ok(Served::Answer(ReadAnswer::OffsetBeyondEnd { committed_end }));
     }
     let log = partition.log();
-    if request.offset < log.first_offset() || request.offset >= log.next_offset() {
+    if request.offset < log.first_offset()
+        || request.offset >= log.next_offset()
+        || shoal_vsr::buggify!(shoal_vsr::buggify::READ_UNAVAILABLE)
+    {
         // Committed, but a state transfer left it to be fetched from a peer.
         marks::hit(marks::READ_UNAVAILABLE);
         return Ok(Served::Answer(ReadAnswer::Unavailable { committed_end }));
