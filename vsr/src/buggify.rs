@@ -25,6 +25,7 @@ pub const SITE_ON_ONE_IN: u64 = 2;
 pub const SITES: &[&str] = &[
     AHEAD_NOT_KEPT,
     CHECKPOINT_ANSWER_ONE_CHUNK,
+    CHECKPOINT_FINISHED_EARLY,
     FILL_PART_DEFERRED,
     FILL_PART_ONE_MESSAGE,
     JOURNAL_COPIES_NOT_CARRIED,
@@ -41,6 +42,10 @@ pub const AHEAD_NOT_KEPT: &str = "buggify_ahead_not_kept";
 /// A replica answers a catch-up request with one checkpoint chunk (the
 /// rest is asked for piece by piece).
 pub const CHECKPOINT_ANSWER_ONE_CHUNK: &str = "buggify_checkpoint_answer_one_chunk";
+/// A prepare written while its group's checkpoint runs beside the node
+/// waits for the checkpoint's end, as one past the bytes its compaction
+/// may copy does.
+pub const CHECKPOINT_FINISHED_EARLY: &str = "buggify_checkpoint_finished_early";
 /// A node appends no state-transfer fill part this tick.
 pub const FILL_PART_DEFERRED: &str = "buggify_fill_part_deferred";
 /// A fill part appends one message.

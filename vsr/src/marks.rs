@@ -41,6 +41,7 @@ pub const MARKS: &[&str] = &[
     // Buggify's sites count as marks when they fire (`crate::buggify`).
     crate::buggify::AHEAD_NOT_KEPT,
     crate::buggify::CHECKPOINT_ANSWER_ONE_CHUNK,
+    crate::buggify::CHECKPOINT_FINISHED_EARLY,
     crate::buggify::FILL_PART_DEFERRED,
     crate::buggify::FILL_PART_ONE_MESSAGE,
     crate::buggify::JOURNAL_COPIES_NOT_CARRIED,

@@ -162,7 +162,8 @@ const CI_TARGETED_REQUIRED_MARKS: [(&str, &str); 5] = [
     ),
     (
         "swarm-buggify",
-        "buggify_ahead_not_kept,buggify_checkpoint_answer_one_chunk,buggify_fill_part_deferred,\
+        "buggify_ahead_not_kept,buggify_checkpoint_answer_one_chunk,buggify_checkpoint_finished_early,\
+         buggify_fill_part_deferred,\
          buggify_fill_part_one_message,buggify_journal_copies_not_carried,buggify_pack_of_one,\
          buggify_read_answer_short,buggify_read_unavailable,buggify_request_refused_busy,\
          buggify_state_data_answer_short",

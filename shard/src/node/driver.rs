@@ -978,7 +978,9 @@ impl<I: Io> Node<I> {
                     Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_JOURNAL)
                 } else if let Some(checkpoint) = g.checkpointing.as_mut() {
                     checkpoint.appended_bytes += u64::from(message.header.size);
-                    if checkpoint.appended_bytes > appended_bytes_max {
+                    if checkpoint.appended_bytes > appended_bytes_max
+                        || shoal_vsr::buggify!(shoal_vsr::buggify::CHECKPOINT_FINISHED_EARLY)
+                    {
                         Some(shoal_vsr::marks::CHECKPOINT_FINISHED_FOR_COPY)
                     } else {
                         shoal_vsr::marks::hit(shoal_vsr::marks::CHECKPOINT_BESIDE_APPENDS);
