@@ -501,8 +501,6 @@ pub fn session_churn(seed: u64) -> RunConfig {
     config
 }
 
-/// Swarm testing: every seed gets its own mix, so a sweep covers runs with
-/// few fault kinds at high rates as well as many kinds at low rates.
 /// swarm-buggify: buggify sites that are on take their other path at this
 /// rate (one call in four, as FoundationDB's BUGGIFY fires).
 pub const BUGGIFY_FIRE_PPM: u32 = 250_000;
@@ -517,6 +515,8 @@ pub fn swarm_buggify(seed: u64) -> RunConfig {
     config
 }
 
+/// Swarm testing: every seed gets its own mix, so a sweep covers runs with
+/// few fault kinds at high rates as well as many kinds at low rates.
 pub fn swarm(seed: u64) -> RunConfig {
     let mut config = base(seed, "swarm");
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SWARM_SEED_SALT);

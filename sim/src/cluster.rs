@@ -196,9 +196,9 @@ pub const LIVENESS_EXTENSIONS_PER_REPLICA_MAX: u32 = 1 + LIVENESS_SELF_STOPS_MAX
 /// Bound on events in one run: a run that needs more is a bug in the driver.
 pub const EVENTS_MAX: u64 = 50_000_000;
 /// The liveness phase is checked this often.
+const CONVERGENCE_CHECK_TICKS: u64 = 5;
 /// Salt of the seed buggify draws its sites and firings from.
 const SEED_STREAM_BUGGIFY: u64 = 0x6275_6767_6966_7900;
-const CONVERGENCE_CHECK_TICKS: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Endpoint {
@@ -1248,6 +1248,8 @@ impl Cluster {
             .filter(|(k, _)| !k.starts_with("disk_"))
             .map(|(_, v)| v)
             .sum();
+        // The run is over: no later run on this thread inherits its buggify.
+        shoal_vsr::buggify::disable();
         RunOutcome {
             config: self.config.clone(),
             verdict,
@@ -1263,10 +1265,7 @@ impl Cluster {
             availability_window_max_ns: self.availability.max_ns(),
             availability_windows: self.availability.take_windows(),
             history: std::mem::take(&mut self.history),
-            marks: {
-                shoal_vsr::buggify::disable();
-                shoal_vsr::marks::take().into_iter().map(|(name, count)| (name.to_string(), count)).collect()
-            },
+            marks: shoal_vsr::marks::take().into_iter().map(|(name, count)| (name.to_string(), count)).collect(),
         }
     }
 
