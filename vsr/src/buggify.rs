@@ -21,20 +21,14 @@ use std::cell::RefCell;
 /// A site is on in one run of this many.
 pub const SITE_ON_ONE_IN: u64 = 2;
 
-/// Every site, by name (each is also a coverage mark, counted when it fires).
-pub const SITES: &[&str] = &[
-    AHEAD_NOT_KEPT,
-    CHECKPOINT_ANSWER_ONE_CHUNK,
-    CHECKPOINT_FINISHED_EARLY,
-    FILL_PART_DEFERRED,
-    FILL_PART_ONE_MESSAGE,
-    JOURNAL_COPIES_NOT_CARRIED,
-    PACK_OF_ONE,
-    READ_ANSWER_SHORT,
-    READ_UNAVAILABLE,
-    REQUEST_REFUSED_BUSY,
-    STATE_DATA_ANSWER_SHORT,
-];
+/// What every site's name starts with.
+pub const SITE_PREFIX: &str = "buggify_";
+
+/// Every site, by name: the coverage marks (`crate::marks::MARKS`, where
+/// each site is listed once and counted when it fires) with the prefix.
+pub fn sites() -> impl Iterator<Item = &'static str> {
+    crate::marks::MARKS.iter().copied().filter(|name| name.starts_with(SITE_PREFIX))
+}
 
 /// A backup does not keep a prepare that arrived ahead of its parent (it
 /// asks again a repair round later, as before `Replica::ahead`).
@@ -90,7 +84,10 @@ pub fn disable() {
 
 /// Whether `site` takes its other path now. Always false while off.
 pub fn fire(site: &'static str) -> bool {
-    debug_assert!(SITES.contains(&site), "{site} is listed in SITES");
+    debug_assert!(
+        site.starts_with(SITE_PREFIX) && crate::marks::MARKS.contains(&site),
+        "{site} is a buggify mark listed in MARKS"
+    );
     let fired = SWITCH.with(|switch| {
         let mut switch = switch.borrow_mut();
         let Some(switch) = switch.as_mut() else { return false };
@@ -137,10 +134,10 @@ mod tests {
     #[test]
     fn off_never_fires_and_on_fires_at_about_its_rate_on_the_sites_it_chose() {
         disable();
-        assert!(SITES.iter().all(|site| !fire(site)), "off: no site fires");
+        assert!(sites().all(|site| !fire(site)), "off: no site fires");
         let seed = 7;
         enable(seed, 250_000);
-        for site in SITES {
+        for site in sites() {
             let fired = (0..4_000).filter(|_| fire(site)).count();
             if site_on(seed, site) {
                 assert!((800..1_200).contains(&fired), "{site}: {fired} of 4000 at 25 %");
@@ -149,21 +146,23 @@ mod tests {
             }
         }
         disable();
-        assert!(!fire(SITES[0]));
+        assert!(sites().all(|site| !fire(site)), "off again: no site fires");
         let _ = crate::marks::take();
     }
 
     #[test]
     fn one_seed_fires_the_same_calls_and_chooses_about_half_the_sites() {
+        let sites: Vec<&str> = sites().collect();
+        assert!(sites.len() > 1, "the marks list the sites: {sites:?}");
         let draw = |seed| {
             enable(seed, 100_000);
-            let fired: Vec<bool> = (0..200).map(|i| fire(SITES[i % SITES.len()])).collect();
+            let fired: Vec<bool> = (0..200).map(|i| fire(sites[i % sites.len()])).collect();
             disable();
             fired
         };
         assert_eq!(draw(11), draw(11), "the same seed, the same calls");
-        let on: usize = (0..1000u64).map(|seed| SITES.iter().filter(|site| site_on(seed, site)).count()).sum();
-        let expected = 1000 * SITES.len() / SITE_ON_ONE_IN as usize;
+        let on: usize = (0..1000u64).map(|seed| sites.iter().filter(|site| site_on(seed, site)).count()).sum();
+        let expected = 1000 * sites.len() / SITE_ON_ONE_IN as usize;
         assert!(on.abs_diff(expected) < expected / 10, "{on} sites on over 1000 seeds, about {expected}");
         let _ = crate::marks::take();
     }

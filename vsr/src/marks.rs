@@ -38,7 +38,8 @@ macro_rules! mark {
 /// mark that was never hit still shows up (with 0) and a typo in a required
 /// mark is caught.
 pub const MARKS: &[&str] = &[
-    // Buggify's sites count as marks when they fire (`crate::buggify`).
+    // Buggify's sites, each counted when it fires: the one list of them
+    // (`crate::buggify::sites`).
     crate::buggify::AHEAD_NOT_KEPT,
     crate::buggify::CHECKPOINT_ANSWER_ONE_CHUNK,
     crate::buggify::CHECKPOINT_FINISHED_EARLY,
