@@ -559,15 +559,19 @@ fn parse_producer_shape(text: &str) -> Result<(usize, usize), String> {
     Ok((producers, batch))
 }
 
+/// The bytes of one append request carrying `messages` messages of
+/// `message_size_bytes` each (header, batch header, per-message overhead).
+fn batch_request_size_bytes(messages: usize, message_size_bytes: usize) -> usize {
+    HEADER_SIZE_BYTES + BATCH_HEADER_SIZE_BYTES + messages * (message_size_bytes + BATCH_MESSAGE_OVERHEAD_BYTES)
+}
+
 /// Every producer phase's batch is one request of at most
 /// `--message-size-max` (the replicas' limit): checked before any cluster
 /// starts, so a shape that cannot fit fails at once with what to change.
 fn check_producer_batches_fit(args: &ServerArgs) -> Result<(), BenchError> {
     let first_shape = (args.producers > 0).then_some((args.producers, args.producer_batch_messages));
     for (_, batch) in first_shape.into_iter().chain(args.producer_shapes.iter().copied()) {
-        let needed_bytes = HEADER_SIZE_BYTES
-            + BATCH_HEADER_SIZE_BYTES
-            + batch * (args.message_size_bytes + BATCH_MESSAGE_OVERHEAD_BYTES);
+        let needed_bytes = batch_request_size_bytes(batch, args.message_size_bytes);
         if needed_bytes > args.message_size_max as usize {
             return Err(BenchError::client(
                 "shoal",
@@ -594,9 +598,7 @@ fn batch_message_size_max(args: &ServerArgs) -> Result<Option<u32>, BenchError> 
     if args.batch_messages > BATCH_MESSAGES_MAX {
         return Err(batch_error(format!("--batch-messages {}: at most {BATCH_MESSAGES_MAX}", args.batch_messages)));
     }
-    let needed_bytes = HEADER_SIZE_BYTES
-        + BATCH_HEADER_SIZE_BYTES
-        + args.batch_messages * (args.message_size_bytes + BATCH_MESSAGE_OVERHEAD_BYTES);
+    let needed_bytes = batch_request_size_bytes(args.batch_messages, args.message_size_bytes);
     let rounded_bytes = needed_bytes.next_multiple_of(SLOT_ROUNDING_BYTES).min(MESSAGE_SIZE_MAX_BYTES as usize);
     if needed_bytes > rounded_bytes {
         return Err(batch_error(format!(

@@ -147,10 +147,7 @@ pub async fn run<S: System>(
     {
         let issued = Instant::now();
         let append = system.append_alone(payload(next_index, workload.message_size_bytes));
-        tokio::time::timeout(workload.append_timeout, append).await.map_err(|_| BenchError::AppendTimeout {
-            system: system_name,
-            timeout_s: workload.append_timeout.as_secs(),
-        })??;
+        within_timeout(append, workload, system_name).await?;
         next_index += 1;
         record(&mut latency_us, issued.elapsed());
     }
@@ -228,12 +225,20 @@ async fn append_one<S: System>(
     next_index: &mut u64,
 ) -> Result<(), BenchError> {
     let append = system.append(payload(*next_index, workload.message_size_bytes));
-    tokio::time::timeout(workload.append_timeout, append).await.map_err(|_| BenchError::AppendTimeout {
-        system: system_name,
-        timeout_s: workload.append_timeout.as_secs(),
-    })??;
+    within_timeout(append, workload, system_name).await?;
     *next_index += 1;
     Ok(())
+}
+
+/// Await one append, failing it at the workload's append timeout.
+async fn within_timeout(
+    append: impl Future<Output = Result<(), BenchError>>,
+    workload: &Workload,
+    system_name: &'static str,
+) -> Result<(), BenchError> {
+    tokio::time::timeout(workload.append_timeout, append)
+        .await
+        .map_err(|_| BenchError::AppendTimeout { system: system_name, timeout_s: workload.append_timeout.as_secs() })?
 }
 
 /// Keep `in_flight_max` appends outstanding until the count or time bound.
