@@ -60,12 +60,13 @@ pub async fn answer<I: Io>(
         return Ok(Served::Answer(ReadAnswer::OffsetBeyondEnd { committed_end }));
     }
     let log = partition.log();
-    if request.offset < log.first_offset()
-        || request.offset >= log.next_offset()
-        || shoal_vsr::buggify!(shoal_vsr::buggify::READ_UNAVAILABLE)
-    {
-        // Committed, but a state transfer left it to be fetched from a peer.
-        marks::hit(marks::READ_UNAVAILABLE);
+    let outside_log = request.offset < log.first_offset() || request.offset >= log.next_offset();
+    if outside_log || shoal_vsr::buggify!(shoal_vsr::buggify::READ_UNAVAILABLE) {
+        // Committed, but a state transfer left it to be fetched from a peer
+        // (the mark counts that path only; buggify's site counts its own).
+        if outside_log {
+            marks::hit(marks::READ_UNAVAILABLE);
+        }
         return Ok(Served::Answer(ReadAnswer::Unavailable { committed_end }));
     }
     let mut count_max = u64::from(request.count_max.min(READ_MESSAGES_MAX)).min(committed_end - request.offset);
